@@ -1,0 +1,89 @@
+// Command relayguard is a mail server and mail-server guard that keeps a host
+// from becoming a spam springboard. See README.md.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/relayguard/relayguard/internal/config"
+)
+
+// Global flags, accepted by every subcommand so that `user add` and `serve`
+// always agree on where state is.
+var (
+	flagConfig  string
+	flagDataDir string
+)
+
+var rootCmd = &cobra.Command{
+	Use:           "relayguard",
+	Short:         "A mail server and mail-server guard that cannot be abused as a spam relay",
+	SilenceUsage:  true,
+	SilenceErrors: true,
+}
+
+func init() {
+	rootCmd.PersistentFlags().StringVar(&flagConfig, "config", "", "TOML configuration `file` (default: the embedded configuration)")
+	rootCmd.PersistentFlags().StringVar(&flagDataDir, "data-dir", "", "state `directory` (overrides data_dir; default ./relayguard-data)")
+}
+
+// loadConfig reads --config (or the embedded defaults) and applies --data-dir.
+func loadConfig() (*config.Config, error) {
+	c, err := config.Load(flagConfig)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.Finish(flagDataDir); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// newLogger builds the slog logger the configuration asks for.
+func newLogger(c *config.Config) *slog.Logger {
+	var lvl slog.Level
+	_ = lvl.UnmarshalText([]byte(strings.ToUpper(c.Log.Level)))
+	opts := &slog.HandlerOptions{Level: lvl}
+	if c.Log.Format == "json" {
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+}
+
+// exitError carries a specific exit status out of a command.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string {
+	if e.err == nil {
+		return fmt.Sprintf("exit status %d", e.code)
+	}
+	return e.err.Error()
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := rootCmd.ExecuteContext(ctx); err != nil {
+		var ee *exitError
+		if errors.As(err, &ee) {
+			if ee.err != nil {
+				fmt.Fprintln(os.Stderr, "relayguard:", ee.err)
+			}
+			os.Exit(ee.code)
+		}
+		fmt.Fprintln(os.Stderr, "relayguard:", err)
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,47 @@
+package smtpd
+
+import (
+	"context"
+	"net/netip"
+
+	"github.com/relayguard/relayguard/internal/policy"
+)
+
+// Guard is consulted before the banner and before each AUTH command. It is
+// implemented by internal/guard (bans, per-IP and per-subnet AUTH failure
+// limits). AUTH outcomes reach the guard through the event stream.
+type Guard interface {
+	// Admit reports whether a client may talk to us at all. When ok is
+	// false the connection gets "421 4.7.0 <reason>" before the banner.
+	Admit(ip netip.Addr) (ok bool, reason string)
+	// AuthAllowed reports whether the client may try AUTH now. When ok is
+	// false the AUTH command gets "454 4.7.0 <reason>" and counts as a
+	// failure of the session.
+	AuthAllowed(ip netip.Addr) (ok bool, reason string)
+}
+
+// PolicyChecker evaluates the configured restriction lists (internal/policy
+// engine). It is called after the built-in checks at each stage; a Verdict
+// with Action Reject or Defer is sent to the client as is.
+type PolicyChecker interface {
+	Check(ctx context.Context, req *policy.Request) policy.Verdict
+}
+
+// Sender describes who is sending, for rate limits.
+type Sender struct {
+	User     string     // SASL username, "" if not authenticated
+	IP       netip.Addr // client address
+	From     string     // MAIL FROM address
+	Trusted  bool       // client is in mynetworks
+	Listener string
+}
+
+// SendLimiter contains a stolen account or a compromised trusted host
+// (internal/limits). A non-nil error is sent as "451 4.7.1 <err>".
+type SendLimiter interface {
+	// Rcpt is called for each recipient that will be relayed or delivered,
+	// for authenticated and trusted senders.
+	Rcpt(ctx context.Context, s Sender, rcpt string) error
+	// Message is called at DATA with the number of accepted recipients.
+	Message(ctx context.Context, s Sender, nrcpt int) error
+}
