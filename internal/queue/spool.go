@@ -1,0 +1,448 @@
+// Package queue is relayguard's durable spool and, on top of it, the
+// delivery scheduler.
+//
+// On-disk layout under the spool directory:
+//
+//	tmp/<id>.eml, tmp/<id>.env   files being written (garbage after a crash)
+//	msg/<id>.eml                 the message as received (CRLF, Received header prepended)
+//	msg/<id>.env                 the envelope, JSON
+//
+// A message is acknowledged (250 after DATA) only after both files were
+// written to tmp/, fsynced, renamed into msg/, and msg/ itself was fsynced.
+// Several concurrent messages share one directory fsync (group commit). A
+// message with only one of its two files in msg/ was never acknowledged and
+// is removed when the spool is opened.
+package queue
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+)
+
+// RcptStatus is the delivery state of one recipient.
+type RcptStatus string
+
+// Recipient states.
+const (
+	StatusQueued    RcptStatus = "queued"
+	StatusDelivered RcptStatus = "delivered"
+	StatusFailed    RcptStatus = "failed"
+	StatusHeld      RcptStatus = "held"
+)
+
+// Recipient is one envelope recipient and its delivery state.
+type Recipient struct {
+	Addr        string     `json:"addr"`
+	Status      RcptStatus `json:"status"`
+	Attempts    int        `json:"attempts,omitempty"`
+	NextAttempt time.Time  `json:"next_attempt,omitempty"`
+	LastError   string     `json:"last_error,omitempty"`
+	LastCode    int        `json:"last_code,omitempty"`
+	Updated     time.Time  `json:"updated,omitempty"`
+}
+
+// Envelope is everything about a message except its bytes.
+type Envelope struct {
+	ID         string      `json:"id"`
+	Received   time.Time   `json:"received"`
+	From       string      `json:"from"` // "" is the null sender <>
+	Recipients []Recipient `json:"recipients"`
+	AuthUser   string      `json:"auth_user,omitempty"`
+	ClientIP   string      `json:"client_ip,omitempty"`
+	Helo       string      `json:"helo,omitempty"`
+	Listener   string      `json:"listener,omitempty"`
+	Mode       string      `json:"mode,omitempty"` // mx, submission, submissions, local
+	SMTPUTF8   bool        `json:"smtputf8,omitempty"`
+	Body8Bit   bool        `json:"body_8bit,omitempty"`
+	Size       int64       `json:"size"`
+	Held       bool        `json:"held,omitempty"`
+	HoldReason string      `json:"hold_reason,omitempty"`
+	Trusted    bool        `json:"trusted,omitempty"`
+}
+
+// FS is the file-system surface the spool writes through, so tests can
+// inject failures (the idea of chasquid's safeio).
+type FS interface {
+	Create(path string) (File, error)
+	Rename(from, to string) error
+	SyncDir(dir string) error
+}
+
+// File is a writable, syncable file.
+type File interface {
+	io.Writer
+	Sync() error
+	Close() error
+}
+
+type osFS struct{}
+
+func (osFS) Create(p string) (File, error) {
+	return os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o640)
+}
+func (osFS) Rename(from, to string) error { return os.Rename(from, to) }
+func (osFS) SyncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// Spool is the durable message store.
+type Spool struct {
+	dir    string
+	msgDir string
+	tmpDir string
+	fs     FS
+	log    *slog.Logger
+
+	groupWait time.Duration
+	syncReq   chan chan error
+	closeOnce sync.Once
+	done      chan struct{}
+
+	mu   sync.Mutex
+	subs []func(id string)
+}
+
+// OpenSpool opens (creating) the spool at dir and removes leftovers of
+// messages that were never acknowledged. groupCommit is the longest time a
+// writer waits for others to share its directory fsync.
+func OpenSpool(dir string, groupCommit time.Duration, log *slog.Logger) (*Spool, error) {
+	return openSpool(dir, groupCommit, log, osFS{})
+}
+
+func openSpool(dir string, groupCommit time.Duration, log *slog.Logger, fs FS) (*Spool, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Spool{
+		dir: dir, msgDir: filepath.Join(dir, "msg"), tmpDir: filepath.Join(dir, "tmp"),
+		fs: fs, log: log, groupWait: groupCommit,
+		syncReq: make(chan chan error, 1024), done: make(chan struct{}),
+	}
+	for _, d := range []string{s.msgDir, s.tmpDir} {
+		if err := os.MkdirAll(d, 0o750); err != nil {
+			return nil, fmt.Errorf("spool %s: %w", d, err)
+		}
+	}
+	if err := s.recover(); err != nil {
+		return nil, err
+	}
+	go s.committer()
+	return s, nil
+}
+
+// Dir is the spool directory.
+func (s *Spool) Dir() string { return s.dir }
+
+// Close stops the group committer. Pending Puts fail.
+func (s *Spool) Close() error {
+	s.closeOnce.Do(func() { close(s.done) })
+	return nil
+}
+
+// recover removes tmp files and half-present messages.
+func (s *Spool) recover() error {
+	tmp, err := os.ReadDir(s.tmpDir)
+	if err != nil {
+		return fmt.Errorf("spool %s: %w", s.tmpDir, err)
+	}
+	for _, e := range tmp {
+		os.Remove(filepath.Join(s.tmpDir, e.Name()))
+	}
+	ents, err := os.ReadDir(s.msgDir)
+	if err != nil {
+		return fmt.Errorf("spool %s: %w", s.msgDir, err)
+	}
+	have := map[string]int{}
+	for _, e := range ents {
+		n := e.Name()
+		switch {
+		case strings.HasSuffix(n, ".eml"):
+			have[strings.TrimSuffix(n, ".eml")] |= 1
+		case strings.HasSuffix(n, ".env"):
+			have[strings.TrimSuffix(n, ".env")] |= 2
+		}
+	}
+	for id, bits := range have {
+		if bits == 3 {
+			continue
+		}
+		// Only one of the two files made it: the 250 was never sent.
+		s.log.Warn("spool: removing unacknowledged leftover", "id", id)
+		os.Remove(filepath.Join(s.msgDir, id+".eml"))
+		os.Remove(filepath.Join(s.msgDir, id+".env"))
+	}
+	return nil
+}
+
+// committer batches directory fsyncs of msg/: every request waiting when a
+// sync starts is answered by that one sync.
+func (s *Spool) committer() {
+	for {
+		var batch []chan error
+		select {
+		case <-s.done:
+			return
+		case r := <-s.syncReq:
+			batch = append(batch, r)
+		}
+		if s.groupWait > 0 {
+			timer := time.NewTimer(s.groupWait)
+		collect:
+			for {
+				select {
+				case r := <-s.syncReq:
+					batch = append(batch, r)
+				case <-timer.C:
+					break collect
+				}
+			}
+		}
+		// Take whatever else is already waiting.
+	drain:
+		for {
+			select {
+			case r := <-s.syncReq:
+				batch = append(batch, r)
+			default:
+				break drain
+			}
+		}
+		err := s.fs.SyncDir(s.msgDir)
+		if err != nil {
+			err = fmt.Errorf("spool: fsync %s: %w", s.msgDir, err)
+		}
+		for _, r := range batch {
+			r <- err
+		}
+	}
+}
+
+func (s *Spool) syncMsgDir(ctx context.Context) error {
+	r := make(chan error, 1)
+	select {
+	case s.syncReq <- r:
+	case <-s.done:
+		return errors.New("spool: closed")
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-r:
+		return err
+	case <-s.done:
+		return errors.New("spool: closed")
+	}
+}
+
+// NewID returns a new, sortable message ID.
+func NewID() string {
+	var b [6]byte
+	rand.Read(b[:])
+	return fmt.Sprintf("%016x", time.Now().UnixNano()) + hex.EncodeToString(b[:])
+}
+
+func validID(id string) bool {
+	if id == "" || len(id) > 64 {
+		return false
+	}
+	for _, c := range id {
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z') {
+			return false
+		}
+	}
+	return true
+}
+
+// writeFile writes a file in tmp/ through fill, fsyncs it, and renames it to dst.
+func (s *Spool) writeFile(name, dst string, fill func(w io.Writer) (int64, error)) (int64, error) {
+	tmp := filepath.Join(s.tmpDir, name)
+	f, err := s.fs.Create(tmp)
+	if err != nil {
+		return 0, fmt.Errorf("spool: create %s: %w", tmp, err)
+	}
+	bw := bufio.NewWriterSize(f, 64<<10)
+	n, err := fill(bw)
+	if err == nil {
+		err = bw.Flush()
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return n, fmt.Errorf("spool: write %s: %w", tmp, err)
+	}
+	if err := s.fs.Rename(tmp, dst); err != nil {
+		os.Remove(tmp)
+		return n, fmt.Errorf("spool: rename %s: %w", tmp, err)
+	}
+	return n, nil
+}
+
+// Put stores a message durably and returns its ID. When Put returns nil the
+// message and its envelope are on stable storage.
+func (s *Spool) Put(ctx context.Context, env *Envelope, data io.Reader) (string, error) {
+	if env.ID == "" {
+		env.ID = NewID()
+	}
+	if !validID(env.ID) {
+		return "", fmt.Errorf("spool: invalid message id %q", env.ID)
+	}
+	if env.Received.IsZero() {
+		env.Received = time.Now().UTC()
+	}
+	for i := range env.Recipients {
+		if env.Recipients[i].Status == "" {
+			env.Recipients[i].Status = StatusQueued
+		}
+	}
+	eml := filepath.Join(s.msgDir, env.ID+".eml")
+	n, err := s.writeFile(env.ID+".eml", eml, func(w io.Writer) (int64, error) { return io.Copy(w, data) })
+	if err != nil {
+		return "", err
+	}
+	env.Size = n
+	if err := s.writeEnvelope(env); err != nil {
+		os.Remove(eml)
+		return "", err
+	}
+	if err := s.syncMsgDir(ctx); err != nil {
+		os.Remove(eml)
+		os.Remove(filepath.Join(s.msgDir, env.ID+".env"))
+		return "", err
+	}
+	s.mu.Lock()
+	subs := s.subs
+	s.mu.Unlock()
+	for _, fn := range subs {
+		fn(env.ID)
+	}
+	return env.ID, nil
+}
+
+func (s *Spool) writeEnvelope(env *Envelope) error {
+	b, err := json.Marshal(env)
+	if err != nil {
+		return fmt.Errorf("spool: envelope %s: %w", env.ID, err)
+	}
+	_, err = s.writeFile(env.ID+".env."+hex.EncodeToString(randBytes(4)), filepath.Join(s.msgDir, env.ID+".env"),
+		func(w io.Writer) (int64, error) { n, err := w.Write(b); return int64(n), err })
+	return err
+}
+
+func randBytes(n int) []byte {
+	b := make([]byte, n)
+	rand.Read(b)
+	return b
+}
+
+// Update rewrites an envelope durably (temp file, fsync, rename, dir fsync).
+func (s *Spool) Update(env *Envelope) error {
+	if !validID(env.ID) {
+		return fmt.Errorf("spool: invalid message id %q", env.ID)
+	}
+	if err := s.writeEnvelope(env); err != nil {
+		return err
+	}
+	return s.syncMsgDir(context.Background())
+}
+
+// Load reads one envelope.
+func (s *Spool) Load(id string) (*Envelope, error) {
+	if !validID(id) {
+		return nil, fmt.Errorf("spool: invalid message id %q", id)
+	}
+	b, err := os.ReadFile(filepath.Join(s.msgDir, id+".env"))
+	if err != nil {
+		return nil, fmt.Errorf("spool: message %s: %w", id, err)
+	}
+	var env Envelope
+	if err := json.Unmarshal(b, &env); err != nil {
+		return nil, fmt.Errorf("spool: envelope %s: %w", id, err)
+	}
+	return &env, nil
+}
+
+// Open returns the message bytes.
+func (s *Spool) Open(id string) (io.ReadCloser, error) {
+	if !validID(id) {
+		return nil, fmt.Errorf("spool: invalid message id %q", id)
+	}
+	f, err := os.Open(filepath.Join(s.msgDir, id+".eml"))
+	if err != nil {
+		return nil, fmt.Errorf("spool: message %s: %w", id, err)
+	}
+	return f, nil
+}
+
+// List returns every envelope in the spool, oldest first.
+func (s *Spool) List() ([]*Envelope, error) {
+	ents, err := os.ReadDir(s.msgDir)
+	if err != nil {
+		return nil, fmt.Errorf("spool %s: %w", s.msgDir, err)
+	}
+	var out []*Envelope
+	for _, e := range ents {
+		n := e.Name()
+		if !strings.HasSuffix(n, ".env") {
+			continue
+		}
+		env, err := s.Load(strings.TrimSuffix(n, ".env"))
+		if err != nil {
+			if errors.Is(err, os.ErrNotExist) {
+				continue // removed meanwhile
+			}
+			return nil, err
+		}
+		out = append(out, env)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out, nil
+}
+
+// Remove deletes a message (envelope first, so a crash leaves an .eml
+// without .env, which is cleaned at open).
+func (s *Spool) Remove(id string) error {
+	if !validID(id) {
+		return fmt.Errorf("spool: invalid message id %q", id)
+	}
+	if err := os.Remove(filepath.Join(s.msgDir, id+".env")); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("spool: remove %s: %w", id, err)
+	}
+	if err := os.Remove(filepath.Join(s.msgDir, id+".eml")); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("spool: remove %s: %w", id, err)
+	}
+	return s.syncMsgDir(context.Background())
+}
+
+// Subscribe registers fn to be called with the ID of every message stored
+// from now on (the scheduler's wake-up).
+func (s *Spool) Subscribe(fn func(id string)) {
+	s.mu.Lock()
+	s.subs = append(s.subs, fn)
+	s.mu.Unlock()
+}

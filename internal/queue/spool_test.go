@@ -1,0 +1,169 @@
+package queue
+
+import (
+	"context"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+func TestSpoolPutLoadList(t *testing.T) {
+	dir := t.TempDir()
+	s, err := OpenSpool(dir, time.Millisecond, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var notified []string
+	var mu sync.Mutex
+	s.Subscribe(func(id string) { mu.Lock(); notified = append(notified, id); mu.Unlock() })
+
+	var wg sync.WaitGroup
+	ids := make([]string, 20)
+	for i := range ids {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			env := &Envelope{From: "a@example.org", Recipients: []Recipient{{Addr: "b@example.net"}}}
+			id, err := s.Put(context.Background(), env, strings.NewReader("Subject: x\r\n\r\nbody\r\n"))
+			if err != nil {
+				t.Error(err)
+			}
+			ids[i] = id
+		}(i)
+	}
+	wg.Wait()
+	list, err := s.List()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list) != 20 || len(notified) != 20 {
+		t.Fatalf("listed %d, notified %d, want 20", len(list), len(notified))
+	}
+	env, err := s.Load(ids[3])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if env.Size != int64(len("Subject: x\r\n\r\nbody\r\n")) || env.Recipients[0].Status != StatusQueued {
+		t.Fatalf("envelope %+v", env)
+	}
+	env.Recipients[0].Status = StatusDelivered
+	if err := s.Update(env); err != nil {
+		t.Fatal(err)
+	}
+	env2, _ := s.Load(ids[3])
+	if env2.Recipients[0].Status != StatusDelivered {
+		t.Fatalf("update lost: %+v", env2)
+	}
+	rc, err := s.Open(ids[3])
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(rc)
+	rc.Close()
+	if string(b) != "Subject: x\r\n\r\nbody\r\n" {
+		t.Fatalf("data %q", b)
+	}
+	if err := s.Remove(ids[3]); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Load(ids[3]); err == nil {
+		t.Fatal("removed message still loads")
+	}
+	if _, err := s.Load("../etc/passwd"); err == nil {
+		t.Fatal("path traversal id accepted")
+	}
+}
+
+func TestSpoolRecoverRemovesHalfMessages(t *testing.T) {
+	dir := t.TempDir()
+	s, err := OpenSpool(dir, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := s.Put(context.Background(), &Envelope{Recipients: []Recipient{{Addr: "x@y"}}}, strings.NewReader("m\r\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	// Leftovers of a crash: an .eml without .env, an .env without .eml, tmp files.
+	os.WriteFile(filepath.Join(dir, "msg", "aaaa.eml"), []byte("x"), 0o640)
+	os.WriteFile(filepath.Join(dir, "msg", "bbbb.env"), []byte("{}"), 0o640)
+	os.WriteFile(filepath.Join(dir, "tmp", "cccc.eml"), []byte("x"), 0o640)
+	s2, err := OpenSpool(dir, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	list, _ := s2.List()
+	if len(list) != 1 || list[0].ID != id {
+		t.Fatalf("after recovery: %v", list)
+	}
+	for _, p := range []string{"msg/aaaa.eml", "msg/bbbb.env", "tmp/cccc.eml"} {
+		if _, err := os.Stat(filepath.Join(dir, p)); err == nil {
+			t.Errorf("%s survived recovery", p)
+		}
+	}
+}
+
+// failFS fails the chosen operation, as a full disk or an I/O error would.
+type failFS struct {
+	osFS
+	failSync, failDir bool
+}
+
+type failFile struct {
+	*os.File
+	fail bool
+}
+
+func (f failFile) Sync() error {
+	if f.fail {
+		return errors.New("injected fsync failure")
+	}
+	return f.File.Sync()
+}
+
+func (f failFS) Create(p string) (File, error) {
+	fl, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o640)
+	if err != nil {
+		return nil, err
+	}
+	return failFile{fl, f.failSync}, nil
+}
+
+func (f failFS) SyncDir(dir string) error {
+	if f.failDir {
+		return errors.New("injected directory fsync failure")
+	}
+	return f.osFS.SyncDir(dir)
+}
+
+func TestSpoolPutFailsWhenNotDurable(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		fs   failFS
+	}{{"file fsync", failFS{failSync: true}}, {"dir fsync", failFS{failDir: true}}} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			s, err := openSpool(dir, 0, nil, tc.fs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			_, err = s.Put(context.Background(), &Envelope{Recipients: []Recipient{{Addr: "x@y"}}}, strings.NewReader("m\r\n"))
+			if err == nil || !strings.Contains(err.Error(), "injected") {
+				t.Fatalf("Put = %v, want the injected failure", err)
+			}
+			list, _ := s.List()
+			if len(list) != 0 {
+				t.Fatalf("a message whose storage failed is listed: %v", list)
+			}
+		})
+	}
+}
