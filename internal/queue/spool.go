@@ -306,12 +306,83 @@ func (s *Spool) writeFile(name, dst string, fill func(w io.Writer) (int64, error
 // Put stores a message durably and returns its ID. When Put returns nil the
 // message and its envelope are on stable storage.
 func (s *Spool) Put(ctx context.Context, env *Envelope, data io.Reader) (string, error) {
-	if env.ID == "" {
-		env.ID = NewID()
+	w, err := s.Create(env.ID)
+	if err != nil {
+		return "", err
 	}
-	if !validID(env.ID) {
-		return "", fmt.Errorf("spool: invalid message id %q", env.ID)
+	if _, err := io.Copy(w, data); err != nil {
+		w.Abort()
+		return "", fmt.Errorf("spool: message %s: %w", w.ID(), err)
 	}
+	if err := w.Commit(ctx, env); err != nil {
+		return "", err
+	}
+	return env.ID, nil
+}
+
+// Writer streams one message into the spool. Nothing is visible until
+// Commit; Abort (or a failed Commit) leaves nothing behind.
+type Writer struct {
+	s   *Spool
+	id  string
+	tmp string
+	f   File
+	bw  *bufio.Writer
+	n   int64
+	err error
+}
+
+// Create starts a new message; id may be "" for a new ID.
+func (s *Spool) Create(id string) (*Writer, error) {
+	if id == "" {
+		id = NewID()
+	}
+	if !validID(id) {
+		return nil, fmt.Errorf("spool: invalid message id %q", id)
+	}
+	tmp := filepath.Join(s.tmpDir, id+".eml")
+	f, err := s.fs.Create(tmp)
+	if err != nil {
+		return nil, fmt.Errorf("spool: create %s: %w", tmp, err)
+	}
+	return &Writer{s: s, id: id, tmp: tmp, f: f, bw: bufio.NewWriterSize(f, 32<<10)}, nil
+}
+
+// ID is the message's spool ID.
+func (w *Writer) ID() string { return w.id }
+
+// Size is the number of bytes written so far.
+func (w *Writer) Size() int64 { return w.n }
+
+// Write implements io.Writer.
+func (w *Writer) Write(p []byte) (int, error) {
+	if w.err != nil {
+		return 0, w.err
+	}
+	n, err := w.bw.Write(p)
+	w.n += int64(n)
+	if err != nil {
+		w.err = fmt.Errorf("spool: write %s: %w", w.tmp, err)
+	}
+	return n, w.err
+}
+
+// Abort discards the message.
+func (w *Writer) Abort() {
+	if w.f != nil {
+		w.f.Close()
+		w.f = nil
+	}
+	os.Remove(w.tmp)
+}
+
+// Commit makes the message durable with its envelope: data fsynced and
+// renamed, envelope written the same way, then the directory fsynced
+// (shared with concurrent commits). Only after Commit returns nil may the
+// message be acknowledged.
+func (w *Writer) Commit(ctx context.Context, env *Envelope) error {
+	s := w.s
+	env.ID = w.id
 	if env.Received.IsZero() {
 		env.Received = time.Now().UTC()
 	}
@@ -320,28 +391,43 @@ func (s *Spool) Put(ctx context.Context, env *Envelope, data io.Reader) (string,
 			env.Recipients[i].Status = StatusQueued
 		}
 	}
-	eml := filepath.Join(s.msgDir, env.ID+".eml")
-	n, err := s.writeFile(env.ID+".eml", eml, func(w io.Writer) (int64, error) { return io.Copy(w, data) })
-	if err != nil {
-		return "", err
+	err := w.err
+	if err == nil {
+		err = w.bw.Flush()
 	}
-	env.Size = n
+	if err == nil {
+		err = w.f.Sync()
+	}
+	if cerr := w.f.Close(); err == nil {
+		err = cerr
+	}
+	w.f = nil
+	if err != nil {
+		os.Remove(w.tmp)
+		return fmt.Errorf("spool: write %s: %w", w.tmp, err)
+	}
+	eml := filepath.Join(s.msgDir, w.id+".eml")
+	if err := s.fs.Rename(w.tmp, eml); err != nil {
+		os.Remove(w.tmp)
+		return fmt.Errorf("spool: rename %s: %w", w.tmp, err)
+	}
+	env.Size = w.n
 	if err := s.writeEnvelope(env); err != nil {
 		os.Remove(eml)
-		return "", err
+		return err
 	}
 	if err := s.syncMsgDir(ctx); err != nil {
 		os.Remove(eml)
-		os.Remove(filepath.Join(s.msgDir, env.ID+".env"))
-		return "", err
+		os.Remove(filepath.Join(s.msgDir, w.id+".env"))
+		return err
 	}
 	s.mu.Lock()
 	subs := s.subs
 	s.mu.Unlock()
 	for _, fn := range subs {
-		fn(env.ID)
+		fn(w.id)
 	}
-	return env.ID, nil
+	return nil
 }
 
 func (s *Spool) writeEnvelope(env *Envelope) error {
