@@ -1,0 +1,410 @@
+// Package logline parses one syslog line into its timestamp, host, program,
+// PID and message. It understands the three shapes mail logs come in:
+//
+//   - traditional BSD syslog (RFC 3164 section 4.1.2): "Jan  2 15:04:05 host prog[pid]: msg",
+//     optionally preceded by "<PRI>"; the year is not in the line and is inferred;
+//   - a leading RFC 3339 timestamp (rsyslog's high-precision format, journalctl
+//     -o short-iso and short-iso-precise), with or without a colon in the offset
+//     and with or without fractional seconds: "2026-11-23T10:00:00.123456+01:00 host prog[pid]: msg";
+//   - RFC 5424 section 6: "<PRI>1 TIMESTAMP HOST APP PROCID MSGID [SD] MSG".
+//
+// The parser is written by hand rather than with time.Parse or regular
+// expressions because it runs once per line over logs of millions of lines: it
+// does not allocate (every string in Line is a substring of the input) apart
+// from the first time it meets a new numeric UTC offset.
+package logline
+
+import (
+	"strings"
+	"time"
+)
+
+// Line is one parsed syslog line. Strings are substrings of the parsed input.
+type Line struct {
+	Time    time.Time
+	Host    string
+	Program string // e.g. "postfix/smtpd", "dovecot", "kernel", "relayguard"; "" if the line has no tag
+	PID     int    // 0 if absent or not numeric
+	Message string
+}
+
+// futureSlack is how far past Now a traditional timestamp may lie before it
+// is taken to belong to the previous year (clocks differ; logs are read a
+// little after they are written, never days before).
+const futureSlack = 7 * 24 * time.Hour
+
+// Parser parses lines and keeps the state needed to infer the year of
+// traditional syslog timestamps. Use one Parser per input file read in
+// order; it is not safe for concurrent use.
+//
+// Year inference: if Year is 0 when the first traditional line is seen, the
+// year is Now's year, or the year before if that would put the line more than
+// a week after Now. Afterwards Year is the current year of the file and rolls
+// forward when the month jumps back by more than half a year (a file that
+// spans New Year: Dec → Jan). A line whose month is more than half a year
+// after the previous line's (Jan, then a stray Dec) is put in the year
+// before, without changing the state. A caller may preset Year.
+type Parser struct {
+	Year int
+	Loc  *time.Location   // zone of traditional timestamps; nil means time.Local
+	Now  func() time.Time // nil means time.Now
+
+	lastMonth time.Month
+	zoneOff   int // cached FixedZone for the last numeric offset seen
+	zone      *time.Location
+}
+
+// Parse parses one line (without its trailing newline; a trailing "\r" or
+// "\n" is ignored). It reports false if the line does not start with a
+// timestamp in one of the supported shapes or lacks a host. A line whose tag
+// cannot be parsed (e.g. "-- MARK --") is returned with Program "" and the
+// rest of the line as Message.
+func (p *Parser) Parse(line string) (Line, bool) {
+	for len(line) > 0 && (line[len(line)-1] == '\n' || line[len(line)-1] == '\r') {
+		line = line[:len(line)-1]
+	}
+	var l Line
+	if len(line) > 0 && line[0] == '<' {
+		// "<PRI>" prefix: RFC 5424 if followed by a version digit and a
+		// space, otherwise an RFC 3164 line as sent on the wire.
+		i := 1
+		for i < len(line) && i <= 4 && isDigit(line[i]) {
+			i++
+		}
+		if i == 1 || i >= len(line) || line[i] != '>' {
+			return l, false
+		}
+		rest := line[i+1:]
+		if len(rest) >= 2 && isDigit(rest[0]) && rest[1] == ' ' {
+			return p.parse5424(rest[2:])
+		}
+		line = rest
+	}
+	var rest string
+	var ok bool
+	if len(line) >= 5 && isDigit(line[0]) && line[4] == '-' {
+		l.Time, rest, ok = p.parse3339(line)
+	} else {
+		l.Time, rest, ok = p.parseBSD(line)
+	}
+	if !ok || len(rest) == 0 || rest[0] != ' ' {
+		return Line{}, false
+	}
+	rest = rest[1:]
+	// Host: one word.
+	sp := strings.IndexByte(rest, ' ')
+	if sp <= 0 {
+		return Line{}, false
+	}
+	l.Host = rest[:sp]
+	rest = rest[sp+1:]
+	l.Program, l.PID, l.Message = parseTag(rest)
+	return l, true
+}
+
+// parseTag splits "prog[pid]: msg" (RFC 3164 section 4.1.3). The program
+// name is a run of characters other than space, '[' and ':'.
+func parseTag(s string) (prog string, pid int, msg string) {
+	i := 0
+	for i < len(s) && s[i] != '[' && s[i] != ':' && s[i] != ' ' {
+		i++
+	}
+	if i == 0 || i == len(s) || s[i] == ' ' {
+		return "", 0, s
+	}
+	prog = s[:i]
+	j := i
+	if s[j] == '[' {
+		k := j + 1
+		for k < len(s) && s[k] != ']' {
+			k++
+		}
+		if k == len(s) {
+			return "", 0, s
+		}
+		pid = atoi(s[j+1 : k])
+		j = k + 1
+	}
+	if j >= len(s) || s[j] != ':' {
+		return "", 0, s
+	}
+	j++
+	if j < len(s) && s[j] == ' ' {
+		j++
+	}
+	return prog, pid, s[j:]
+}
+
+// parse5424 parses what follows "<PRI>1 " (RFC 5424 section 6).
+func (p *Parser) parse5424(s string) (Line, bool) {
+	var l Line
+	var ok bool
+	var rest string
+	if len(s) >= 1 && s[0] == '-' {
+		rest = s[1:] // NILVALUE timestamp: Time stays zero
+	} else if l.Time, rest, ok = p.parse3339(s); !ok {
+		return Line{}, false
+	}
+	var fields [4]string // HOSTNAME APP-NAME PROCID MSGID
+	for f := range fields {
+		if len(rest) == 0 || rest[0] != ' ' {
+			return Line{}, false
+		}
+		rest = rest[1:]
+		sp := strings.IndexByte(rest, ' ')
+		if sp < 0 {
+			sp = len(rest)
+		}
+		if sp == 0 {
+			return Line{}, false
+		}
+		fields[f] = rest[:sp]
+		rest = rest[sp:]
+	}
+	if len(rest) == 0 || rest[0] != ' ' {
+		return Line{}, false
+	}
+	rest = rest[1:]
+	// STRUCTURED-DATA: "-" or one or more "[...]" elements, in which '"',
+	// '\' and ']' may be escaped with a backslash (section 6.3.5).
+	if len(rest) > 0 && rest[0] == '-' {
+		rest = rest[1:]
+	} else if len(rest) > 0 && rest[0] == '[' {
+		for len(rest) > 0 && rest[0] == '[' {
+			i, inQuote := 1, false
+			for ; i < len(rest); i++ {
+				c := rest[i]
+				if c == '\\' {
+					i++
+					continue
+				}
+				if c == '"' {
+					inQuote = !inQuote
+				} else if c == ']' && !inQuote {
+					break
+				}
+			}
+			if i >= len(rest) {
+				return Line{}, false
+			}
+			rest = rest[i+1:]
+		}
+	} else {
+		return Line{}, false
+	}
+	if len(rest) > 0 {
+		if rest[0] != ' ' {
+			return Line{}, false
+		}
+		rest = rest[1:]
+	}
+	// MSG may begin with a UTF-8 byte order mark (section 6.4).
+	if len(rest) >= 3 && rest[0] == 0xEF && rest[1] == 0xBB && rest[2] == 0xBF {
+		rest = rest[3:]
+	}
+	l.Host = nilValue(fields[0])
+	l.Program = nilValue(fields[1])
+	l.PID = atoi(fields[2])
+	l.Message = rest
+	return l, true
+}
+
+func nilValue(s string) string {
+	if s == "-" {
+		return ""
+	}
+	return s
+}
+
+var months = [...]string{"Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"}
+
+// parseBSD parses "Mmm dd hh:mm:ss" (the day space- or zero-padded) and
+// returns the rest of the line.
+func (p *Parser) parseBSD(s string) (time.Time, string, bool) {
+	if len(s) < 15 || s[3] != ' ' {
+		return time.Time{}, "", false
+	}
+	var mon time.Month
+	for i, m := range months {
+		if s[0] == m[0] && s[1] == m[1] && s[2] == m[2] {
+			mon = time.Month(i + 1)
+			break
+		}
+	}
+	if mon == 0 {
+		return time.Time{}, "", false
+	}
+	var day int
+	switch {
+	case s[4] == ' ' && isDigit(s[5]):
+		day = int(s[5] - '0')
+	case isDigit(s[4]) && isDigit(s[5]):
+		day = int(s[4]-'0')*10 + int(s[5]-'0')
+	default:
+		return time.Time{}, "", false
+	}
+	if day < 1 || day > 31 || s[6] != ' ' {
+		return time.Time{}, "", false
+	}
+	hh, mm, ss, ok := parseClock(s[7:15])
+	if !ok {
+		return time.Time{}, "", false
+	}
+	loc := p.Loc
+	if loc == nil {
+		loc = time.Local
+	}
+	year := p.Year
+	switch {
+	case year == 0:
+		now := p.now()
+		year = now.Year()
+		if time.Date(year, mon, day, hh, mm, ss, 0, loc).After(now.Add(futureSlack)) {
+			year--
+		}
+		p.Year, p.lastMonth = year, mon
+	case p.lastMonth == 0:
+		p.lastMonth = mon
+	case mon+6 < p.lastMonth: // Dec → Jan: a new year began
+		p.Year++
+		year = p.Year
+		p.lastMonth = mon
+	case mon > p.lastMonth+6: // a stray line from before New Year
+		year--
+	default:
+		p.lastMonth = mon
+	}
+	return time.Date(year, mon, day, hh, mm, ss, 0, loc), s[15:], true
+}
+
+func (p *Parser) now() time.Time {
+	if p.Now != nil {
+		return p.Now()
+	}
+	return time.Now()
+}
+
+// parseClock parses "hh:mm:ss".
+func parseClock(s string) (hh, mm, ss int, ok bool) {
+	if len(s) < 8 || s[2] != ':' || s[5] != ':' {
+		return 0, 0, 0, false
+	}
+	for _, i := range [...]int{0, 1, 3, 4, 6, 7} {
+		if !isDigit(s[i]) {
+			return 0, 0, 0, false
+		}
+	}
+	hh = int(s[0]-'0')*10 + int(s[1]-'0')
+	mm = int(s[3]-'0')*10 + int(s[4]-'0')
+	ss = int(s[6]-'0')*10 + int(s[7]-'0')
+	if hh > 23 || mm > 59 || ss > 60 {
+		return 0, 0, 0, false
+	}
+	if ss == 60 { // leap second: time.Date would normalise it anyway
+		ss = 59
+	}
+	return hh, mm, ss, true
+}
+
+// parse3339 parses an RFC 3339 section 5.6 date-time ("T" or " " between
+// date and time is not accepted: syslog writers use "T"), with optional
+// fractional seconds and an offset of "Z", "+hh:mm" or "+hhmm".
+func (p *Parser) parse3339(s string) (time.Time, string, bool) {
+	if len(s) < 20 || s[4] != '-' || s[7] != '-' || (s[10] != 'T' && s[10] != 't') {
+		return time.Time{}, "", false
+	}
+	for _, i := range [...]int{0, 1, 2, 3, 5, 6, 8, 9} {
+		if !isDigit(s[i]) {
+			return time.Time{}, "", false
+		}
+	}
+	year := int(s[0]-'0')*1000 + int(s[1]-'0')*100 + int(s[2]-'0')*10 + int(s[3]-'0')
+	mon := int(s[5]-'0')*10 + int(s[6]-'0')
+	day := int(s[8]-'0')*10 + int(s[9]-'0')
+	if mon < 1 || mon > 12 || day < 1 || day > 31 {
+		return time.Time{}, "", false
+	}
+	hh, mm, ss, ok := parseClock(s[11:])
+	if !ok {
+		return time.Time{}, "", false
+	}
+	i := 19
+	nsec := 0
+	if i < len(s) && s[i] == '.' {
+		i++
+		start := i
+		scale := 100000000
+		for i < len(s) && isDigit(s[i]) {
+			if scale > 0 {
+				nsec += int(s[i]-'0') * scale
+				scale /= 10
+			}
+			i++
+		}
+		if i == start {
+			return time.Time{}, "", false
+		}
+	}
+	if i >= len(s) {
+		return time.Time{}, "", false
+	}
+	var loc *time.Location
+	switch c := s[i]; {
+	case c == 'Z' || c == 'z':
+		loc = time.UTC
+		i++
+	case c == '+' || c == '-':
+		// "+hh:mm" or "+hhmm"
+		if i+5 > len(s) || !isDigit(s[i+1]) || !isDigit(s[i+2]) {
+			return time.Time{}, "", false
+		}
+		oh := int(s[i+1]-'0')*10 + int(s[i+2]-'0')
+		j := i + 3
+		if s[j] == ':' {
+			j++
+		}
+		if j+2 > len(s) || !isDigit(s[j]) || !isDigit(s[j+1]) {
+			return time.Time{}, "", false
+		}
+		om := int(s[j]-'0')*10 + int(s[j+1]-'0')
+		if oh > 23 || om > 59 {
+			return time.Time{}, "", false
+		}
+		off := (oh*60 + om) * 60
+		if c == '-' {
+			off = -off
+		}
+		loc = p.fixedZone(off)
+		i = j + 2
+	default:
+		return time.Time{}, "", false
+	}
+	return time.Date(year, time.Month(mon), day, hh, mm, ss, nsec, loc), s[i:], true
+}
+
+func (p *Parser) fixedZone(off int) *time.Location {
+	if off == 0 {
+		return time.UTC
+	}
+	if p.zone == nil || p.zoneOff != off {
+		p.zone, p.zoneOff = time.FixedZone("", off), off
+	}
+	return p.zone
+}
+
+func isDigit(c byte) bool { return '0' <= c && c <= '9' }
+
+// atoi parses a non-negative decimal number; anything else gives 0.
+func atoi(s string) int {
+	if len(s) == 0 || len(s) > 9 {
+		return 0
+	}
+	n := 0
+	for i := 0; i < len(s); i++ {
+		if !isDigit(s[i]) {
+			return 0
+		}
+		n = n*10 + int(s[i]-'0')
+	}
+	return n
+}
