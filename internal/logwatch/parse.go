@@ -1,0 +1,486 @@
+// Package logwatch turns mail-server logs into events: sources that follow
+// files like `tail -F` (surviving rename and copytruncate rotation and
+// remembering their position across restarts), read compressed rotated files,
+// the systemd journal and stdin; and parsers for Postfix (smtpd, postscreen),
+// Dovecot (login processes and auth) and relayguard's own log.
+//
+// The parsers are written with strings.Index and friends rather than regular
+// expressions: they run once per line over logs of millions of lines, and the
+// shapes they look for are fixed strings with an address in brackets.
+package logwatch
+
+import (
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/relayguard/relayguard/internal/event"
+	"github.com/relayguard/relayguard/internal/logline"
+)
+
+// Parser turns raw log lines into events. It is not safe for concurrent
+// use: each source owns one (the syslog year inference is per file).
+type Parser struct {
+	Lines logline.Parser
+}
+
+// Parse parses one raw line (a syslog line, or a bare relayguard slog line).
+func (p *Parser) Parse(raw string) (event.Event, bool) {
+	l, ok := p.Lines.Parse(raw)
+	if !ok {
+		// relayguard's own log written to a file by itself: no syslog header.
+		if strings.HasPrefix(raw, "time=") || strings.HasPrefix(raw, "{") {
+			return ParseSlog(raw)
+		}
+		return event.Event{}, false
+	}
+	e, ok := ParseMessage(l.Program, l.Message)
+	if !ok {
+		return e, false
+	}
+	if e.Time.IsZero() {
+		e.Time = l.Time
+	}
+	return e, true
+}
+
+// ParseMessage parses the message part of a line logged by program (the
+// syslog tag without the PID: "postfix/smtpd", "postfix/submission/smtpd",
+// "postfix/postscreen", "dovecot", "relayguard").
+func ParseMessage(program, msg string) (event.Event, bool) {
+	switch {
+	case strings.HasPrefix(program, "postfix"):
+		switch {
+		case strings.HasSuffix(program, "/smtpd"):
+			return parseSmtpd(program, msg)
+		case strings.HasSuffix(program, "/postscreen"):
+			return parsePostscreen(msg)
+		}
+	case program == "dovecot" || strings.HasPrefix(program, "dovecot/") || strings.HasSuffix(program, "-login") || program == "auth":
+		return parseDovecot(program, msg)
+	case program == "relayguard":
+		return ParseSlog(msg)
+	}
+	return event.Event{}, false
+}
+
+// bracketAddr returns the address in the first "[...]" of s.
+func bracketAddr(s string) (netip.Addr, bool) {
+	i := strings.IndexByte(s, '[')
+	if i < 0 {
+		return netip.Addr{}, false
+	}
+	j := strings.IndexByte(s[i+1:], ']')
+	if j < 0 {
+		return netip.Addr{}, false
+	}
+	a := s[i+1 : i+1+j]
+	a = strings.TrimPrefix(a, "IPv6:")
+	ip, err := netip.ParseAddr(a)
+	if err != nil {
+		return netip.Addr{}, false
+	}
+	return ip.Unmap(), true
+}
+
+// afterFrom returns the address of "from host[addr]" in s.
+func afterFrom(s string) (netip.Addr, bool) {
+	i := strings.Index(s, " from ")
+	if i < 0 {
+		return netip.Addr{}, false
+	}
+	return bracketAddr(s[i+6:])
+}
+
+func smtpService(program string) string {
+	// postfix/submission/smtpd, postfix/smtps/smtpd: the master.cf service name.
+	if parts := strings.Split(program, "/"); len(parts) == 3 {
+		return parts[1]
+	}
+	return "smtp"
+}
+
+// parseSmtpd parses Postfix smtpd(8) messages.
+func parseSmtpd(program, msg string) (event.Event, bool) {
+	e := event.Event{Source: "postfix", Service: smtpService(program)}
+	var ok bool
+	switch {
+	case strings.HasPrefix(msg, "warning: "):
+		rest := msg[len("warning: "):]
+		// warning: unknown[192.0.2.1]: SASL LOGIN authentication failed: UGFzc3dvcmQ6
+		if i := strings.Index(rest, "]: SASL "); i >= 0 {
+			tail := rest[i+len("]: SASL "):]
+			sp := strings.IndexByte(tail, ' ')
+			if sp <= 0 || !strings.HasPrefix(tail[sp:], " authentication failed") {
+				return e, false
+			}
+			e.Kind = event.AuthFailure
+			e.Mechanism = tail[:sp]
+			if d := strings.TrimPrefix(tail[sp+len(" authentication failed"):], ":"); d != "" {
+				e.Detail = strings.TrimSpace(d)
+			}
+			e.IP, ok = bracketAddr(rest[:i+1])
+			return e, ok
+		}
+		// warning: non-SMTP command from unknown[192.0.2.1]: GET / HTTP/1.1
+		if strings.HasPrefix(rest, "non-SMTP command from ") {
+			e.Kind, e.Rule = event.ProtocolAbuse, "non_smtp_command"
+			e.IP, ok = bracketAddr(rest)
+			if j := strings.Index(rest, "]: "); j >= 0 {
+				e.Detail = rest[j+3:]
+			}
+			return e, ok
+		}
+		return e, false
+	case strings.HasPrefix(msg, "lost connection after AUTH from "):
+		e.Kind = event.LostAfterAuth
+		e.IP, ok = afterFrom(msg)
+		return e, ok
+	case strings.HasPrefix(msg, "improper command pipelining after "):
+		e.Kind, e.Rule = event.ProtocolAbuse, "pipelining"
+		e.IP, ok = afterFrom(msg)
+		return e, ok
+	}
+	// "NOQUEUE: reject: RCPT from h[a]: ..." or "4XyZ1: reject: ..."
+	if i := strings.Index(msg, ": reject: "); i >= 0 && i <= 16 {
+		return parseReject(e, msg[i+len(": reject: "):])
+	}
+	// "4XyZ1: client=h[a], sasl_method=PLAIN, sasl_username=bob"
+	if i := strings.Index(msg, ": client="); i >= 0 && i <= 16 {
+		rest := msg[i+len(": client="):]
+		j := strings.Index(rest, ", sasl_method=")
+		if j < 0 {
+			return e, false
+		}
+		e.Kind = event.AuthSuccess
+		e.IP, ok = bracketAddr(rest[:j])
+		rest = rest[j+len(", sasl_method="):]
+		if k := strings.Index(rest, ", sasl_username="); k >= 0 {
+			e.Mechanism = rest[:k]
+			e.User = rest[k+len(", sasl_username="):]
+			if c := strings.IndexByte(e.User, ','); c >= 0 {
+				e.User = e.User[:c]
+			}
+		} else {
+			e.Mechanism = rest
+		}
+		return e, ok
+	}
+	return e, false
+}
+
+// parseReject parses the part after "reject: " of a Postfix reject line:
+// "RCPT from h[a]: 554 5.7.1 <r>: Relay access denied; from=<s> to=<r> ...".
+func parseReject(e event.Event, s string) (event.Event, bool) {
+	ip, ok := afterFrom(s)
+	if !ok {
+		return e, false
+	}
+	e.IP = ip
+	stage := s
+	if sp := strings.IndexByte(s, ' '); sp > 0 {
+		stage = s[:sp]
+	}
+	switch {
+	case strings.Contains(s, "Relay access denied"):
+		e.Kind, e.Rule = event.RelayDenied, "reject_unauth_destination"
+		if i := strings.Index(s, " to=<"); i >= 0 {
+			if j := strings.IndexByte(s[i+5:], '>'); j >= 0 {
+				e.Detail = s[i+5 : i+5+j]
+			}
+		}
+	case strings.Contains(s, " blocked using "):
+		i := strings.Index(s, " blocked using ")
+		zone := s[i+len(" blocked using "):]
+		if j := strings.IndexAny(zone, ";, "); j >= 0 {
+			zone = zone[:j]
+		}
+		e.Kind, e.Rule, e.Detail = event.DNSBLReject, "reject_rbl_client", zone
+	default:
+		e.Kind, e.Rule = event.Reject, strings.ToLower(stage)
+		if i := strings.Index(s, "]: "); i >= 0 {
+			d := s[i+3:]
+			if j := strings.Index(d, "; from="); j >= 0 {
+				d = d[:j]
+			}
+			e.Detail = d
+		}
+	}
+	return e, true
+}
+
+// parsePostscreen parses Postfix postscreen(8) messages.
+func parsePostscreen(msg string) (event.Event, bool) {
+	e := event.Event{Source: "postfix", Service: "smtp"}
+	var ok bool
+	switch {
+	case strings.HasPrefix(msg, "PREGREET "):
+		// PREGREET 11 after 0.21 from [192.0.2.1]:51234: EHLO x\r\n
+		e.Kind, e.Rule = event.ProtocolAbuse, "pregreet"
+		e.IP, ok = afterFrom(msg)
+		return e, ok
+	case strings.HasPrefix(msg, "DNSBL rank "):
+		// DNSBL rank 3 for [192.0.2.1]:51234
+		e.Kind, e.Rule = event.DNSBLReject, "postscreen_dnsbl"
+		if i := strings.Index(msg, " for "); i >= 0 {
+			e.Detail = msg[len("DNSBL "):i]
+			e.IP, ok = bracketAddr(msg[i:])
+		}
+		return e, ok
+	case strings.HasPrefix(msg, "HANGUP after ") || strings.HasPrefix(msg, "COMMAND PIPELINING from ") ||
+		strings.HasPrefix(msg, "NON-SMTP COMMAND from ") || strings.HasPrefix(msg, "BARE NEWLINE from "):
+		e.Kind = event.ProtocolAbuse
+		e.Rule = strings.ToLower(strings.ReplaceAll(msg[:strings.Index(msg, " from ")], " ", "_"))
+		if strings.HasPrefix(msg, "HANGUP") {
+			return e, false // a hangup alone is not abuse
+		}
+		e.IP, ok = afterFrom(msg)
+		return e, ok
+	}
+	if i := strings.Index(msg, ": reject: "); i >= 0 && i <= 16 {
+		return parseReject(e, msg[i+len(": reject: "):])
+	}
+	return e, false
+}
+
+// parseDovecot parses Dovecot's login processes and auth process:
+//
+//	imap-login: Disconnected (auth failed, 3 attempts in 12 secs): user=<bob>, method=PLAIN, rip=192.0.2.1, lip=...
+//	pop3-login: Aborted login (auth failed, 1 attempts in 2 secs): user=<bob>, ..., rip=...
+//	submission-login: Disconnected: Connection closed (auth failed, 2 attempts in 4 secs): ...
+//	auth: passwd-file(bob,192.0.2.1,<sess>): unknown user
+//	auth-worker(123): pam(bob,192.0.2.1,<sess>): pam_authenticate() failed: Authentication failure (Password mismatch?)
+//	imap-login: Login: user=<bob>, method=PLAIN, rip=192.0.2.1, lip=..., mpid=1, TLS
+//
+// program is "dovecot" (the message then starts with the process name) or
+// the process name itself when Dovecot logs with per-process tags.
+func parseDovecot(program, msg string) (event.Event, bool) {
+	e := event.Event{Source: "dovecot"}
+	proc := program
+	if program == "dovecot" || strings.HasPrefix(program, "dovecot/") {
+		proc = strings.TrimPrefix(program, "dovecot/")
+		if i := strings.Index(msg, ": "); i > 0 && !strings.ContainsAny(msg[:i], " ") {
+			proc, msg = msg[:i], msg[i+2:]
+		}
+	}
+	var ok bool
+	switch {
+	case strings.HasSuffix(proc, "-login"):
+		e.Service = strings.TrimSuffix(proc, "-login")
+		rip := strings.Index(msg, "rip=")
+		if rip < 0 {
+			return e, false
+		}
+		e.IP, ok = dovecotAddr(msg[rip+4:])
+		if !ok {
+			return e, false
+		}
+		e.User = field(msg, "user=<", '>')
+		e.Mechanism = field(msg, "method=", ',')
+		switch {
+		case strings.HasPrefix(msg, "Login: "):
+			if e.Service == "submission" {
+				e.Kind = event.AuthSuccess
+			} else {
+				e.Kind = event.LoginSuccess
+			}
+			return e, true
+		case strings.Contains(msg, "(auth failed, "):
+			e.Kind = event.AuthFailure
+			i := strings.Index(msg, "(auth failed, ")
+			n := msg[i+len("(auth failed, "):]
+			if j := strings.IndexByte(n, ')'); j >= 0 {
+				e.Detail = n[:j]
+			}
+			return e, true
+		}
+		return e, false
+	case proc == "auth" || strings.HasPrefix(proc, "auth-worker"):
+		// driver(user,ip[,<session>]): unknown user | Password mismatch | pam_authenticate() failed
+		open := strings.IndexByte(msg, '(')
+		cl := strings.Index(msg, "): ")
+		if open <= 0 || cl < open {
+			return e, false
+		}
+		what := msg[cl+3:]
+		switch {
+		case strings.HasPrefix(what, "unknown user"):
+			e.Detail = "unknown user"
+		case strings.HasPrefix(what, "Password mismatch"):
+			e.Detail = "password mismatch"
+		case strings.HasPrefix(what, "pam_authenticate() failed"):
+			e.Detail = "password mismatch"
+			if strings.Contains(what, "User not known") {
+				e.Detail = "unknown user"
+			}
+		default:
+			return e, false
+		}
+		e.Rule = msg[:open] // passdb driver
+		args := strings.Split(msg[open+1:cl], ",")
+		if len(args) < 2 {
+			return e, false
+		}
+		e.User = args[0]
+		e.IP, ok = dovecotAddr(args[1])
+		e.Kind = event.AuthFailure
+		return e, ok
+	}
+	return e, false
+}
+
+// dovecotAddr parses the address at the start of s (up to ',' or ' ').
+func dovecotAddr(s string) (netip.Addr, bool) {
+	if i := strings.IndexAny(s, ", )"); i >= 0 {
+		s = s[:i]
+	}
+	ip, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Addr{}, false
+	}
+	return ip.Unmap(), true
+}
+
+// field returns the text after key up to the byte end (or the end of s).
+func field(s, key string, end byte) string {
+	i := strings.Index(s, key)
+	if i < 0 {
+		return ""
+	}
+	s = s[i+len(key):]
+	if j := strings.IndexByte(s, end); j >= 0 {
+		return s[:j]
+	}
+	return s
+}
+
+// ParseSlog parses one of relayguard's own slog lines, text (logfmt) or
+// JSON, as logged by the SMTP server:
+//
+//	msg="auth failed" client=IP mechanism=M user=U
+//	msg="relay access denied" client=IP rcpt=R
+//	msg=rejected client=IP rule=R
+func ParseSlog(s string) (event.Event, bool) {
+	kv := logfmt
+	if strings.HasPrefix(s, "{") {
+		kv = jsonField
+	}
+	e := event.Event{Source: "relayguard-log"}
+	switch kv(s, "msg") {
+	case "auth failed":
+		e.Kind = event.AuthFailure
+		e.Mechanism, e.User = kv(s, "mechanism"), kv(s, "user")
+	case "auth succeeded", "authenticated":
+		e.Kind = event.AuthSuccess
+		e.Mechanism, e.User = kv(s, "mechanism"), kv(s, "user")
+	case "relay access denied":
+		e.Kind, e.Rule, e.Detail = event.RelayDenied, "relay", kv(s, "rcpt")
+	case "rejected":
+		e.Kind, e.Rule = event.Reject, kv(s, "rule")
+		if strings.HasPrefix(e.Rule, "dnsbl") {
+			e.Kind = event.DNSBLReject
+		}
+	case "protocol abuse", "pregreet", "non-SMTP command":
+		e.Kind, e.Rule = event.ProtocolAbuse, kv(s, "rule")
+	default:
+		return e, false
+	}
+	ip, err := netip.ParseAddr(kv(s, "client"))
+	if err != nil {
+		return e, false
+	}
+	e.IP = ip.Unmap()
+	e.Service = kv(s, "listener")
+	if t := kv(s, "time"); t != "" {
+		if tt, err := time.Parse(time.RFC3339Nano, t); err == nil {
+			e.Time = tt
+		}
+	}
+	return e, true
+}
+
+// logfmt returns the value of key in a log/slog TextHandler line.
+func logfmt(s, key string) string {
+	for i := 0; i < len(s); {
+		// at the start of a key
+		j := i
+		for j < len(s) && s[j] != '=' && s[j] != ' ' {
+			j++
+		}
+		if j >= len(s) {
+			return ""
+		}
+		if s[j] == ' ' {
+			i = j + 1
+			continue
+		}
+		k := s[i:j]
+		j++ // past '='
+		var v string
+		if j < len(s) && s[j] == '"' {
+			end := j + 1
+			for end < len(s) && s[end] != '"' {
+				if s[end] == '\\' {
+					end++
+				}
+				end++
+			}
+			if end >= len(s) {
+				end = len(s) - 1
+			}
+			raw := s[j : end+1]
+			if u, err := strconv.Unquote(raw); err == nil {
+				v = u
+			} else {
+				v = strings.Trim(raw, `"`)
+			}
+			i = end + 1
+		} else {
+			end := strings.IndexByte(s[j:], ' ')
+			if end < 0 {
+				end = len(s) - j
+			}
+			v = s[j : j+end]
+			i = j + end
+		}
+		if k == key {
+			return v
+		}
+		for i < len(s) && s[i] == ' ' {
+			i++
+		}
+	}
+	return ""
+}
+
+// jsonField returns the string value of a top-level key in a slog
+// JSONHandler line without decoding the whole object.
+func jsonField(s, key string) string {
+	pat := `"` + key + `":`
+	i := strings.Index(s, pat)
+	if i < 0 {
+		return ""
+	}
+	v := strings.TrimLeft(s[i+len(pat):], " ")
+	if strings.HasPrefix(v, `"`) {
+		end := 1
+		for end < len(v) && v[end] != '"' {
+			if v[end] == '\\' {
+				end++
+			}
+			end++
+		}
+		if end >= len(v) {
+			return ""
+		}
+		if u, err := strconv.Unquote(v[:end+1]); err == nil {
+			return u
+		}
+		return v[1:end]
+	}
+	if end := strings.IndexAny(v, ",}"); end >= 0 {
+		return v[:end]
+	}
+	return v
+}
