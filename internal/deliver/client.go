@@ -1,0 +1,416 @@
+package deliver
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/textproto"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-sasl"
+)
+
+// client is a small SMTP (RFC 5321) and LMTP (RFC 2033) client.
+//
+// It is written by hand on net/textproto because emersion/go-smtp's client
+// neither pipelines commands (RFC 2920) nor lets the EHLO name be chosen
+// before STARTTLS, and an MX that sees "EHLO localhost" may reject us. It
+// still uses emersion/go-sasl for the AUTH exchange.
+type client struct {
+	conn    net.Conn
+	text    *textproto.Conn
+	ext     map[string]string
+	lmtp    bool
+	tls     bool
+	timeout time.Duration
+	used    int  // transactions completed on this connection
+	clean   bool // the last transaction ended with its final reply
+}
+
+// Reply is one SMTP reply.
+type Reply struct {
+	Code     int
+	Enhanced string // RFC 3463 enhanced status code, "" if none
+	Text     string
+	lines    []string // raw text lines (EHLO keywords)
+}
+
+func (r Reply) String() string {
+	if r.Code == 0 {
+		return r.Text
+	}
+	if r.Enhanced != "" {
+		return fmt.Sprintf("%d %s %s", r.Code, r.Enhanced, r.Text)
+	}
+	return fmt.Sprintf("%d %s", r.Code, r.Text)
+}
+
+var enhancedRE = regexp.MustCompile(`^([245]\.\d{1,3}\.\d{1,3})\s*`)
+
+// errProto is a broken conversation (I/O error, garbled reply).
+type errProto struct{ err error }
+
+func (e errProto) Error() string { return e.err.Error() }
+func (e errProto) Unwrap() error { return e.err }
+
+func newClient(conn net.Conn, lmtp bool, timeout time.Duration) *client {
+	return &client{conn: conn, text: textproto.NewConn(conn), lmtp: lmtp, timeout: timeout}
+}
+
+func (c *client) deadline() { c.conn.SetDeadline(time.Now().Add(c.timeout)) }
+
+// reply reads one (possibly multi-line) reply.
+func (c *client) reply() (Reply, error) {
+	c.deadline()
+	code, msg, err := c.text.ReadResponse(0)
+	if err != nil {
+		return Reply{}, errProto{fmt.Errorf("reading reply: %w", err)}
+	}
+	r := Reply{Code: code, lines: strings.Split(msg, "\n")}
+	first, _, _ := strings.Cut(msg, "\n")
+	if m := enhancedRE.FindStringSubmatch(first); m != nil {
+		r.Enhanced = m[1]
+		// Strip the enhanced code from every line.
+		lines := strings.Split(msg, "\n")
+		for i, l := range lines {
+			lines[i] = enhancedRE.ReplaceAllString(l, "")
+		}
+		msg = strings.Join(lines, " / ")
+	} else {
+		msg = strings.ReplaceAll(msg, "\n", " / ")
+	}
+	r.Text = msg
+	return r, nil
+}
+
+// cmd sends one command and reads its reply.
+func (c *client) cmd(format string, args ...any) (Reply, error) {
+	c.deadline()
+	if err := c.text.PrintfLine(format, args...); err != nil {
+		return Reply{}, errProto{fmt.Errorf("sending %s: %w", strings.Fields(format)[0], err)}
+	}
+	return c.reply()
+}
+
+// greet reads the banner.
+func (c *client) greet() error {
+	r, err := c.reply()
+	if err != nil {
+		return err
+	}
+	if r.Code != 220 {
+		return &ReplyError{Stage: "greeting", Reply: r}
+	}
+	return nil
+}
+
+// ReplyError is a reply that ended a conversation step.
+type ReplyError struct {
+	Stage string
+	Reply Reply
+}
+
+func (e *ReplyError) Error() string { return fmt.Sprintf("%s: %s", e.Stage, e.Reply) }
+
+// hello sends EHLO (LHLO for LMTP) and, for SMTP, falls back to HELO when
+// the server does not know EHLO (RFC 5321 §3.2).
+func (c *client) hello(name string) error {
+	verb := "EHLO"
+	if c.lmtp {
+		verb = "LHLO"
+	}
+	r, err := c.cmd("%s %s", verb, name)
+	if err != nil {
+		return err
+	}
+	if r.Code == 250 {
+		c.ext = map[string]string{}
+		// The first line is the greeting, the others are keywords (RFC 5321 §4.1.1.1).
+		for _, l := range r.lines[1:] {
+			k, v, _ := strings.Cut(l, " ")
+			c.ext[strings.ToUpper(k)] = v
+		}
+		return nil
+	}
+	if c.lmtp || r.Code/100 != 5 {
+		return &ReplyError{Stage: verb, Reply: r}
+	}
+	r, err = c.cmd("HELO %s", name)
+	if err != nil {
+		return err
+	}
+	if r.Code != 250 {
+		return &ReplyError{Stage: "HELO", Reply: r}
+	}
+	c.ext = map[string]string{}
+	return nil
+}
+
+func (c *client) has(ext string) bool { _, ok := c.ext[ext]; return ok }
+
+// startTLS upgrades the connection (RFC 3207) and says EHLO again.
+func (c *client) startTLS(cfg *tls.Config, name string) error {
+	r, err := c.cmd("STARTTLS")
+	if err != nil {
+		return err
+	}
+	if r.Code != 220 {
+		return &ReplyError{Stage: "STARTTLS", Reply: r}
+	}
+	tc := tls.Client(c.conn, cfg)
+	c.deadline()
+	if err := tc.Handshake(); err != nil {
+		return &TLSError{Err: err}
+	}
+	c.conn = tc
+	c.text = textproto.NewConn(tc)
+	c.tls = true
+	return c.hello(name)
+}
+
+// TLSError is a failed TLS handshake.
+type TLSError struct{ Err error }
+
+func (e *TLSError) Error() string { return "TLS handshake: " + e.Err.Error() }
+func (e *TLSError) Unwrap() error { return e.Err }
+
+// auth authenticates with PLAIN (RFC 4954, RFC 4616). Only called over TLS.
+func (c *client) auth(user, pass string) error {
+	if !c.tls {
+		return errors.New("refusing to send AUTH credentials without TLS")
+	}
+	mechs := strings.Fields(strings.ToUpper(c.ext["AUTH"]))
+	ok := false
+	for _, m := range mechs {
+		ok = ok || m == "PLAIN"
+	}
+	if !ok {
+		return fmt.Errorf("server offers no AUTH PLAIN (offers %q)", c.ext["AUTH"])
+	}
+	_, ir, err := sasl.NewPlainClient("", user, pass).Start()
+	if err != nil {
+		return err
+	}
+	r, err := c.cmd("AUTH PLAIN %s", encodeBase64(ir))
+	if err != nil {
+		return err
+	}
+	if r.Code != 235 {
+		return &ReplyError{Stage: "AUTH", Reply: r}
+	}
+	return nil
+}
+
+// txOptions are the MAIL parameters of one transaction.
+type txOptions struct {
+	Size     int64
+	Body8Bit bool
+	SMTPUTF8 bool
+}
+
+// send runs one mail transaction: MAIL, RCPT for each recipient, DATA and
+// the message. With PIPELINING (RFC 2920) MAIL, the RCPTs and DATA go out in
+// one write. It returns one reply per recipient (for SMTP, the final reply
+// to the message applies to every accepted recipient; for LMTP each accepted
+// recipient gets its own, RFC 2033 §4.2). A non-nil error means the
+// conversation broke; replies already received are returned with it and
+// the remaining recipients have Code 0.
+func (c *client) send(ctx context.Context, from string, rcpts []string, o txOptions, body io.Reader) ([]Reply, error) {
+	c.clean = false
+	mail := "MAIL FROM:<" + from + ">"
+	if o.Size > 0 && c.has("SIZE") {
+		mail += " SIZE=" + strconv.FormatInt(o.Size, 10)
+	}
+	if o.Body8Bit && c.has("8BITMIME") {
+		mail += " BODY=8BITMIME" // RFC 6152
+	}
+	if o.SMTPUTF8 && c.has("SMTPUTF8") {
+		mail += " SMTPUTF8" // RFC 6531 §3.4
+	}
+	out := make([]Reply, len(rcpts))
+	pipe := c.has("PIPELINING")
+	w := c.text.W
+
+	var mailR Reply
+	var err error
+	rcptR := make([]Reply, len(rcpts))
+	var dataR Reply
+	if pipe {
+		c.deadline()
+		fmt.Fprintf(w, "%s\r\n", mail)
+		for _, r := range rcpts {
+			fmt.Fprintf(w, "RCPT TO:<%s>\r\n", r)
+		}
+		w.WriteString("DATA\r\n")
+		if err := w.Flush(); err != nil {
+			return out, errProto{fmt.Errorf("sending MAIL: %w", err)}
+		}
+		if mailR, err = c.reply(); err != nil {
+			return out, err
+		}
+		for i := range rcpts {
+			if rcptR[i], err = c.reply(); err != nil {
+				return fill(out, mailR, rcptR[:i]), err
+			}
+		}
+		if dataR, err = c.reply(); err != nil {
+			return fill(out, mailR, rcptR), err
+		}
+	} else {
+		if mailR, err = c.cmd("%s", mail); err != nil {
+			return out, err
+		}
+		if mailR.Code != 250 {
+			return fill(out, mailR, nil), nil
+		}
+		accepted := 0
+		for i, r := range rcpts {
+			if rcptR[i], err = c.cmd("RCPT TO:<%s>", r); err != nil {
+				return fill(out, mailR, rcptR[:i]), err
+			}
+			if rcptR[i].Code/100 == 2 {
+				accepted++
+			}
+		}
+		if accepted == 0 {
+			c.reset()
+			return fill(out, mailR, rcptR), nil
+		}
+		if dataR, err = c.cmd("DATA"); err != nil {
+			return fill(out, mailR, rcptR), err
+		}
+	}
+	if mailR.Code != 250 {
+		return fill(out, mailR, nil), nil
+	}
+	fill(out, mailR, rcptR)
+	var accepted []int
+	for i, r := range rcptR {
+		if r.Code/100 == 2 {
+			accepted = append(accepted, i)
+		}
+	}
+	if dataR.Code != 354 {
+		for _, i := range accepted {
+			out[i] = dataR
+		}
+		return out, nil
+	}
+	if len(accepted) == 0 {
+		// RFC 2920 §3.1: DATA was accepted though no RCPT was; send an
+		// empty message body terminator and ignore the outcome.
+		c.deadline()
+		c.text.PrintfLine(".")
+		c.reply()
+		return out, nil
+	}
+	// The message: dot-stuffed (RFC 5321 §4.5.2) by textproto's DotWriter.
+	dw := c.text.DotWriter()
+	cw := &ctxWriter{ctx: ctx, c: c, w: dw}
+	if _, err := io.Copy(cw, bufio.NewReaderSize(body, 64<<10)); err != nil {
+		for _, i := range accepted {
+			out[i] = Reply{}
+		}
+		return out, errProto{fmt.Errorf("sending message: %w", err)}
+	}
+	if err := dw.Close(); err != nil {
+		for _, i := range accepted {
+			out[i] = Reply{}
+		}
+		return out, errProto{fmt.Errorf("sending message end: %w", err)}
+	}
+	if !c.lmtp {
+		fin, err := c.reply()
+		if err != nil {
+			for _, i := range accepted {
+				out[i] = Reply{}
+			}
+			return out, err
+		}
+		for _, i := range accepted {
+			out[i] = fin
+		}
+		c.used++
+		c.clean = true
+		return out, nil
+	}
+	for n, i := range accepted {
+		fin, err := c.reply()
+		if err != nil {
+			for _, j := range accepted[n:] {
+				out[j] = Reply{}
+			}
+			return out, err
+		}
+		out[i] = fin
+	}
+	c.used++
+	c.clean = true
+	return out, nil
+}
+
+// fill sets out from the MAIL reply (when it failed) or the RCPT replies.
+func fill(out []Reply, mail Reply, rcpt []Reply) []Reply {
+	for i := range out {
+		switch {
+		case mail.Code != 0 && mail.Code != 250:
+			out[i] = mail
+		case i < len(rcpt):
+			out[i] = rcpt[i]
+		}
+	}
+	return out
+}
+
+// ctxWriter stops a long message transfer when ctx is cancelled and keeps
+// extending the write deadline while data flows.
+type ctxWriter struct {
+	ctx context.Context
+	c   *client
+	w   io.Writer
+}
+
+func (w *ctxWriter) Write(p []byte) (int, error) {
+	if err := w.ctx.Err(); err != nil {
+		return 0, err
+	}
+	w.c.deadline()
+	return w.w.Write(p)
+}
+
+// reset sends RSET so the connection can carry another transaction.
+func (c *client) reset() error {
+	r, err := c.cmd("RSET")
+	if err != nil {
+		return err
+	}
+	if r.Code != 250 {
+		return &ReplyError{Stage: "RSET", Reply: r}
+	}
+	return nil
+}
+
+// quit ends the session politely and closes the connection.
+func (c *client) quit() {
+	c.conn.SetDeadline(time.Now().Add(5 * time.Second))
+	c.text.PrintfLine("QUIT")
+	c.text.ReadResponse(0)
+	c.conn.Close()
+}
+
+func (c *client) close() { c.conn.Close() }
+
+func encodeBase64(b []byte) string {
+	if len(b) == 0 {
+		return "="
+	}
+	return base64.StdEncoding.EncodeToString(b)
+}

@@ -1,0 +1,211 @@
+// Package deliver moves spooled messages to their next hop: outbound SMTP
+// (MX lookup per RFC 5321 §5.1, null MX per RFC 7505, STARTTLS policy,
+// smarthost with AUTH), LMTP (RFC 2033) and Maildir. The queue scheduler
+// calls Deliverer.Deliver with the recipients of one message that share a
+// domain, and gets one Result per recipient.
+package deliver
+
+import (
+	"context"
+	"crypto/x509"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/relayguard/relayguard/internal/config"
+)
+
+// Request is one delivery attempt of one message to recipients that share a
+// destination domain.
+type Request struct {
+	ID       string
+	From     string // "" is the null sender
+	Rcpts    []string
+	Size     int64
+	SMTPUTF8 bool
+	Body8Bit bool
+	// Open returns the message bytes (CRLF line endings). It may be called
+	// more than once (one per MX host tried).
+	Open func() (io.ReadCloser, error)
+}
+
+// Result is the outcome for one recipient.
+type Result struct {
+	Rcpt     string
+	OK       bool
+	Temp     bool // not delivered, try again later; !OK && !Temp is permanent
+	Code     int  // SMTP reply code, 0 if none was received
+	Enhanced string
+	Text     string
+	Host     string // the peer that answered (host or path)
+}
+
+// Error is the result as one line for logs and the queue's last_error.
+func (r Result) Error() string {
+	s := Reply{Code: r.Code, Enhanced: r.Enhanced, Text: r.Text}.String()
+	if r.Host != "" {
+		return r.Host + ": " + s
+	}
+	return s
+}
+
+func resultsFrom(rcpts []string, host string, replies []Reply, err error) []Result {
+	out := make([]Result, len(rcpts))
+	for i, rc := range rcpts {
+		r := replies[i]
+		res := Result{Rcpt: rc, Code: r.Code, Enhanced: r.Enhanced, Text: r.Text, Host: host}
+		switch {
+		case r.Code == 0:
+			res.Temp = true
+			if err != nil {
+				res.Text = err.Error()
+			} else {
+				res.Text = "no reply"
+			}
+		case r.Code/100 == 2:
+			res.OK = true
+		case r.Code/100 == 5:
+		default:
+			res.Temp = true
+		}
+		out[i] = res
+	}
+	return out
+}
+
+// all gives every recipient the same outcome.
+func all(rcpts []string, tmpl Result) []Result {
+	out := make([]Result, len(rcpts))
+	for i, r := range rcpts {
+		out[i] = tmpl
+		out[i].Rcpt = r
+	}
+	return out
+}
+
+func tempAll(rcpts []string, host, enhanced, format string, args ...any) []Result {
+	return all(rcpts, Result{Temp: true, Enhanced: enhanced, Text: fmt.Sprintf(format, args...), Host: host})
+}
+
+func permAll(rcpts []string, host string, code int, enhanced, format string, args ...any) []Result {
+	return all(rcpts, Result{Code: code, Enhanced: enhanced, Text: fmt.Sprintf(format, args...), Host: host})
+}
+
+// route is one transport table entry.
+type route struct {
+	kind string // smtp, lmtp, maildir
+	addr string // host:port, unix:/path or /path
+}
+
+// Deliverer routes a delivery by the transport table to SMTP (MX,
+// smarthost or a fixed host), LMTP or Maildir.
+type Deliverer struct {
+	SMTP   *SMTP
+	routes map[string]route
+	log    *slog.Logger
+}
+
+// Options are knobs that the configuration file does not set (tests).
+type Options struct {
+	Resolver *Resolver      // nil: from cfg.DNSServer
+	MXPort   int            // port of MX hosts; 0 = 25
+	RootCAs  *x509.CertPool // for tls_policy verify; nil = system roots
+}
+
+// New builds a Deliverer from the [delivery] section. hostname is the EHLO
+// name when helo_name is empty.
+func New(cfg config.DeliveryConfig, hostname string, log *slog.Logger, opt Options) (*Deliverer, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	res := opt.Resolver
+	if res == nil {
+		var err error
+		if res, err = NewResolver(cfg.DNSServer, 10*time.Second); err != nil {
+			return nil, err
+		}
+	}
+	helo := cfg.HeloName
+	if helo == "" {
+		helo = hostname
+	}
+	s := &SMTP{
+		Resolver:       res,
+		Port:           opt.MXPort,
+		HeloName:       helo,
+		ConnectTimeout: cfg.ConnectTimeout.D(),
+		CommandTimeout: cfg.CommandTimeout.D(),
+		CacheTime:      cfg.ConnectionCacheTime.D(),
+		DefaultTLS:     cfg.TLSPolicy,
+		TLSPolicies:    cfg.TLSPolicies,
+		RootCAs:        opt.RootCAs,
+		Smarthost:      cfg.Smarthost,
+		SmarthostTLS:   cfg.SmarthostImplicitTLS,
+		SmarthostUser:  cfg.SmarthostUser,
+		Log:            log,
+	}
+	if cfg.SmarthostUser != "" {
+		b, err := os.ReadFile(cfg.SmarthostPasswordFile)
+		if err != nil {
+			return nil, fmt.Errorf("deliver: delivery.smarthost_password_file: %w", err)
+		}
+		s.SmarthostPass = strings.TrimRight(strings.SplitN(string(b), "\n", 2)[0], "\r")
+	}
+	d := &Deliverer{SMTP: s, routes: map[string]route{}, log: log}
+	for dom, t := range cfg.Transports {
+		if err := config.ValidateTransport(t); err != nil {
+			return nil, fmt.Errorf("deliver: transport %q for %q: %w", t, dom, err)
+		}
+		kind, rest, _ := strings.Cut(t, ":")
+		d.routes[strings.ToLower(dom)] = route{kind: kind, addr: rest}
+	}
+	return d, nil
+}
+
+// Close drops cached connections.
+func (d *Deliverer) Close() { d.SMTP.Close() }
+
+// lookup finds the transport for domain: the exact domain, then ".parent"
+// entries from the closest parent up, then "*".
+func (d *Deliverer) lookup(domain string) (route, bool) {
+	domain = strings.ToLower(strings.TrimSuffix(domain, "."))
+	if r, ok := d.routes[domain]; ok {
+		return r, true
+	}
+	for p := domain; ; {
+		i := strings.IndexByte(p, '.')
+		if i < 0 {
+			break
+		}
+		p = p[i+1:]
+		if r, ok := d.routes["."+p]; ok {
+			return r, true
+		}
+	}
+	r, ok := d.routes["*"]
+	return r, ok
+}
+
+// Deliver delivers req to the recipients of one domain and returns one
+// Result per recipient, in order.
+func (d *Deliverer) Deliver(ctx context.Context, domain string, req *Request) []Result {
+	r, ok := d.lookup(domain)
+	if !ok {
+		if d.SMTP.Smarthost != "" {
+			return d.SMTP.DeliverSmarthost(ctx, req)
+		}
+		return d.SMTP.DeliverMX(ctx, domain, req)
+	}
+	switch r.kind {
+	case "smtp":
+		return d.SMTP.DeliverHost(ctx, domain, r.addr, req)
+	case "lmtp":
+		return DeliverLMTP(ctx, r.addr, d.SMTP.HeloName, d.SMTP.CommandTimeout, req)
+	case "maildir":
+		return DeliverMaildir(req, r.addr)
+	}
+	return tempAll(req.Rcpts, "", "4.3.5", "unknown transport %q for %s", r.kind, domain)
+}

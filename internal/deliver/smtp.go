@@ -1,0 +1,391 @@
+package deliver
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/relayguard/relayguard/internal/config"
+)
+
+// maxAddrs is how many MX addresses one attempt tries (Postfix
+// smtp_mx_address_limit).
+const maxAddrs = 5
+
+// SMTP delivers over SMTP: to a domain's mail exchangers, to a fixed host
+// from the transport table, or to a smarthost.
+type SMTP struct {
+	Resolver       *Resolver
+	Port           int // port of MX hosts, 0 = 25
+	HeloName       string
+	ConnectTimeout time.Duration
+	CommandTimeout time.Duration
+	CacheTime      time.Duration // idle connection reuse; 0 disables
+	DefaultTLS     string
+	TLSPolicies    map[string]string
+	RootCAs        *x509.CertPool
+
+	Smarthost     string
+	SmarthostTLS  bool // implicit TLS
+	SmarthostUser string
+	SmarthostPass string
+
+	Log *slog.Logger
+
+	mu     sync.Mutex
+	idle   map[string][]idleConn
+	closed bool
+}
+
+type idleConn struct {
+	c     *client
+	since time.Time
+}
+
+// target is one peer to try.
+type target struct {
+	addr     string // ip:port or host:port
+	name     string // host name for certificate verification and logs
+	policy   string
+	implicit bool
+	user     string
+	pass     string
+}
+
+func (t target) key() string {
+	return strings.Join([]string{t.addr, t.name, t.policy, strconv.FormatBool(t.implicit), t.user}, "|")
+}
+
+func (s *SMTP) policyFor(domain string) string {
+	if p, ok := s.TLSPolicies[strings.ToLower(domain)]; ok {
+		return p
+	}
+	if s.DefaultTLS == "" {
+		return config.TLSMay
+	}
+	return s.DefaultTLS
+}
+
+// DeliverMX delivers to the mail exchangers of domain (RFC 5321 §5.1): MX
+// hosts in preference order, each host's addresses in turn, the domain's own
+// A/AAAA when it has no MX, and an immediate permanent failure for a null
+// MX (RFC 7505).
+func (s *SMTP) DeliverMX(ctx context.Context, domain string, req *Request) []Result {
+	hosts, err := s.Resolver.MX(ctx, domain)
+	if err != nil {
+		return dnsFailure(req.Rcpts, domain, err)
+	}
+	port := s.Port
+	if port == 0 {
+		port = 25
+	}
+	pol := s.policyFor(domain)
+	var last []Result
+	tried := 0
+	for _, h := range hosts {
+		addrs, err := s.Resolver.Addrs(ctx, h.Name)
+		if err != nil {
+			var de *DNSError
+			if len(hosts) == 1 && h.Name == domain && errors.As(err, &de) && de.NotFound {
+				// Implicit MX without an address: the domain has no mail host.
+				return permAll(req.Rcpts, "", 550, "5.1.2", "domain %s has no MX and no address records", domain)
+			}
+			last = tempAll(req.Rcpts, h.Name, "4.4.3", "%v", err)
+			continue
+		}
+		for _, a := range addrs {
+			if tried >= maxAddrs {
+				break
+			}
+			tried++
+			t := target{addr: netip.AddrPortFrom(a, uint16(port)).String(), name: h.Name, policy: pol}
+			res, next := s.attempt(ctx, t, req)
+			if !next {
+				return res
+			}
+			last = res
+		}
+	}
+	if last == nil {
+		return tempAll(req.Rcpts, "", "4.4.4", "no usable mail exchanger for %s", domain)
+	}
+	return last
+}
+
+func dnsFailure(rcpts []string, domain string, err error) []Result {
+	if errors.Is(err, ErrNullMX) {
+		// RFC 7505 §4.1: fail immediately, 556 5.1.10.
+		return permAll(rcpts, "", 556, "5.1.10", "domain %s accepts no mail (null MX)", domain)
+	}
+	var de *DNSError
+	if errors.As(err, &de) && de.NotFound {
+		return permAll(rcpts, "", 550, "5.1.2", "domain %s not found", domain)
+	}
+	return tempAll(rcpts, "", "4.4.3", "MX lookup for %s: %v", domain, err)
+}
+
+// DeliverHost delivers to a fixed host:port (transport table smtp:host:port).
+func (s *SMTP) DeliverHost(ctx context.Context, domain, hostport string, req *Request) []Result {
+	host, port, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return tempAll(req.Rcpts, hostport, "4.3.5", "bad transport address %q: %v", hostport, err)
+	}
+	addrs, err := s.Resolver.Addrs(ctx, host)
+	if err != nil {
+		return tempAll(req.Rcpts, host, "4.4.3", "%v", err)
+	}
+	var last []Result
+	for i, a := range addrs {
+		if i >= maxAddrs {
+			break
+		}
+		t := target{addr: net.JoinHostPort(a.String(), port), name: host, policy: s.policyFor(domain)}
+		res, next := s.attempt(ctx, t, req)
+		if !next {
+			return res
+		}
+		last = res
+	}
+	return last
+}
+
+// DeliverSmarthost relays through the configured smarthost. With AUTH
+// configured, TLS is required: credentials never go out in clear text.
+func (s *SMTP) DeliverSmarthost(ctx context.Context, req *Request) []Result {
+	host, _, _ := net.SplitHostPort(s.Smarthost)
+	pol := s.DefaultTLS
+	if s.SmarthostUser != "" && (pol == config.TLSNone || pol == config.TLSMay) {
+		pol = config.TLSEncrypt
+	}
+	t := target{addr: s.Smarthost, name: host, policy: pol, implicit: s.SmarthostTLS, user: s.SmarthostUser, pass: s.SmarthostPass}
+	res, _ := s.attempt(ctx, t, req)
+	return res
+}
+
+// attempt delivers req to one peer. next reports that the peer could not
+// be used at all (connection, greeting, TLS or AUTH failure) and the next
+// address should be tried.
+func (s *SMTP) attempt(ctx context.Context, t target, req *Request) (res []Result, next bool) {
+	for try := 0; try < 2; try++ {
+		c, reused, err := s.session(ctx, t)
+		if err != nil {
+			s.Log.Info("deliver: peer unusable", "id", req.ID, "peer", t.addr, "name", t.name, "err", err)
+			var re *ReplyError
+			if errors.As(err, &re) && re.Reply.Code/100 == 5 && re.Stage == "AUTH" {
+				return permAll(req.Rcpts, t.name, re.Reply.Code, re.Reply.Enhanced, "smarthost refused AUTH: %s", re.Reply.Text), false
+			}
+			return tempAll(req.Rcpts, t.name, "4.4.1", "%s: %v", t.addr, err), true
+		}
+		if r := checkCaps(c, req, t.name); r != nil {
+			s.release(t, c, true)
+			return r, false
+		}
+		body, err := req.Open()
+		if err != nil {
+			s.release(t, c, true)
+			return tempAll(req.Rcpts, t.name, "4.3.0", "opening message %s: %v", req.ID, err), false
+		}
+		replies, err := c.send(ctx, req.From, req.Rcpts, txOptions{Size: req.Size, Body8Bit: req.Body8Bit, SMTPUTF8: req.SMTPUTF8}, body)
+		body.Close()
+		if err != nil {
+			c.close()
+			if reused && noReplies(replies) {
+				continue // the cached connection had gone stale: dial afresh
+			}
+			return resultsFrom(req.Rcpts, t.name, replies, err), noReplies(replies)
+		}
+		s.release(t, c, !c.clean)
+		return resultsFrom(req.Rcpts, t.name, replies, nil), false
+	}
+	return tempAll(req.Rcpts, t.name, "4.4.2", "%s: connection lost", t.addr), true
+}
+
+func noReplies(rs []Reply) bool {
+	for _, r := range rs {
+		if r.Code != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// checkCaps refuses a message the peer cannot take, before MAIL.
+func checkCaps(c *client, req *Request, host string) []Result {
+	if v, ok := c.ext["SIZE"]; ok && v != "" {
+		if max, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64); err == nil && max > 0 && req.Size > max {
+			// RFC 1870 §6.
+			return permAll(req.Rcpts, host, 552, "5.3.4", "message size %d exceeds the peer's limit %d", req.Size, max)
+		}
+	}
+	if req.SMTPUTF8 && !c.has("SMTPUTF8") {
+		// RFC 6531 §3.2: an SMTPUTF8 message cannot go to a peer without it.
+		return permAll(req.Rcpts, host, 553, "5.6.7", "peer does not support SMTPUTF8")
+	}
+	if req.Body8Bit && !c.has("8BITMIME") {
+		// RFC 6152 §3: 8-bit data may not go to a peer without 8BITMIME
+		// and relayguard does not downgrade MIME.
+		return permAll(req.Rcpts, host, 554, "5.6.3", "peer does not support 8BITMIME and the message is 8-bit")
+	}
+	return nil
+}
+
+// session returns a ready connection to t, from the cache or new.
+func (s *SMTP) session(ctx context.Context, t target) (*client, bool, error) {
+	if c := s.getIdle(t.key()); c != nil {
+		return c, true, nil
+	}
+	c, err := s.dial(ctx, t, t.policy)
+	if err != nil {
+		var te *TLSError
+		if t.policy == config.TLSMay && errors.As(err, &te) {
+			// Opportunistic TLS (RFC 7435): a failed handshake falls back
+			// to a clear-text session on a new connection.
+			s.Log.Info("deliver: STARTTLS failed, retrying without TLS", "peer", t.addr, "err", err)
+			c, err = s.dial(ctx, t, config.TLSNone)
+		}
+	}
+	return c, false, err
+}
+
+func (s *SMTP) dial(ctx context.Context, t target, policy string) (*client, error) {
+	d := net.Dialer{Timeout: s.ConnectTimeout}
+	conn, err := d.DialContext(ctx, "tcp", t.addr)
+	if err != nil {
+		return nil, err
+	}
+	cfg := &tls.Config{ServerName: t.name, RootCAs: s.RootCAs, MinVersion: tls.VersionTLS12}
+	if policy != config.TLSVerify {
+		// may and encrypt: encryption without authentication (RFC 7435).
+		cfg.InsecureSkipVerify = true
+	}
+	if t.implicit {
+		tc := tls.Client(conn, cfg)
+		tc.SetDeadline(time.Now().Add(s.CommandTimeout))
+		if err := tc.HandshakeContext(ctx); err != nil {
+			conn.Close()
+			return nil, &TLSError{Err: err}
+		}
+		conn = tc
+	}
+	c := newClient(conn, false, s.CommandTimeout)
+	c.tls = t.implicit
+	fail := func(err error) (*client, error) { c.close(); return nil, err }
+	if err := c.greet(); err != nil {
+		return fail(err)
+	}
+	if err := c.hello(s.HeloName); err != nil {
+		return fail(err)
+	}
+	if !c.tls && policy != config.TLSNone {
+		if c.has("STARTTLS") {
+			if err := c.startTLS(cfg, s.HeloName); err != nil {
+				return fail(err)
+			}
+		} else if policy == config.TLSEncrypt || policy == config.TLSVerify {
+			return fail(fmt.Errorf("tls policy %s but the peer does not offer STARTTLS", policy))
+		}
+	}
+	if t.user != "" {
+		if err := c.auth(t.user, t.pass); err != nil {
+			return fail(err)
+		}
+	}
+	return c, nil
+}
+
+func (s *SMTP) getIdle(key string) *client {
+	if s.CacheTime <= 0 {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	list := s.idle[key]
+	for len(list) > 0 {
+		ic := list[len(list)-1]
+		list = list[:len(list)-1]
+		if time.Since(ic.since) < s.CacheTime {
+			s.idle[key] = list
+			return ic.c
+		}
+		go ic.c.quit()
+	}
+	delete(s.idle, key)
+	return nil
+}
+
+// release caches a healthy connection for reuse or ends it. dirty means a
+// transaction may still be open on it.
+func (s *SMTP) release(t target, c *client, dirty bool) {
+	if s.CacheTime <= 0 {
+		go c.quit()
+		return
+	}
+	if dirty {
+		if err := c.reset(); err != nil {
+			c.close()
+			return
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		go c.quit()
+		return
+	}
+	if s.idle == nil {
+		s.idle = map[string][]idleConn{}
+		go s.janitor()
+	}
+	s.idle[t.key()] = append(s.idle[t.key()], idleConn{c: c, since: time.Now()})
+}
+
+// janitor ends connections idle longer than CacheTime.
+func (s *SMTP) janitor() {
+	tick := time.NewTicker(s.CacheTime)
+	defer tick.Stop()
+	for range tick.C {
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			return
+		}
+		for k, list := range s.idle {
+			keep := list[:0]
+			for _, ic := range list {
+				if time.Since(ic.since) >= s.CacheTime {
+					go ic.c.quit()
+				} else {
+					keep = append(keep, ic)
+				}
+			}
+			if len(keep) == 0 {
+				delete(s.idle, k)
+			} else {
+				s.idle[k] = keep
+			}
+		}
+		s.mu.Unlock()
+	}
+}
+
+// Close ends every cached connection.
+func (s *SMTP) Close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = true
+	for _, list := range s.idle {
+		for _, ic := range list {
+			go ic.c.quit()
+		}
+	}
+	s.idle = nil
+}

@@ -1,0 +1,130 @@
+package queue
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// Operator actions on the spool (the postsuper equivalents). They work on
+// the files, so they act the same whether or not a server is running; a
+// running scheduler notices them at its next envelope load, or at once
+// after Poke.
+
+// Hold stops delivery of a message until Release.
+func Hold(sp *Spool, id, reason string) (*Envelope, error) {
+	env, err := sp.Load(id)
+	if err != nil {
+		return nil, err
+	}
+	holdEnv(env, reason)
+	if err := sp.Update(env); err != nil {
+		return nil, err
+	}
+	return env, nil
+}
+
+func holdEnv(env *Envelope, reason string) {
+	env.Held = true
+	env.HoldReason = reason
+	for i := range env.Recipients {
+		if env.Recipients[i].Status == StatusQueued {
+			env.Recipients[i].Status = StatusHeld
+		}
+	}
+}
+
+// Release puts a held message back in the queue, due now.
+func Release(sp *Spool, id string) (*Envelope, error) {
+	env, err := sp.Load(id)
+	if err != nil {
+		return nil, err
+	}
+	env.Held = false
+	env.HoldReason = ""
+	for i := range env.Recipients {
+		r := &env.Recipients[i]
+		if r.Status == StatusHeld {
+			r.Status = StatusQueued
+		}
+		if r.Status == StatusQueued {
+			r.NextAttempt = time.Time{}
+		}
+	}
+	if err := sp.Update(env); err != nil {
+		return nil, err
+	}
+	return env, Poke(sp)
+}
+
+// Delete removes a message without delivering it or notifying anyone.
+func Delete(sp *Spool, id string) error {
+	if _, err := sp.Load(id); err != nil {
+		return err
+	}
+	return sp.Remove(id)
+}
+
+// Flush makes every queued recipient of every message that is not held due
+// now and returns how many messages it touched.
+func Flush(sp *Spool) (int, error) {
+	envs, err := sp.List()
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, env := range envs {
+		if env.Held {
+			continue
+		}
+		changed := false
+		for i := range env.Recipients {
+			r := &env.Recipients[i]
+			if r.Status == StatusQueued && !r.NextAttempt.IsZero() {
+				r.NextAttempt = time.Time{}
+				changed = true
+			}
+		}
+		if changed {
+			if err := sp.Update(env); err != nil {
+				return n, err
+			}
+			n++
+		}
+	}
+	return n, Poke(sp)
+}
+
+// HoldUser holds every queued message sent by an authenticated user (after
+// a rate limit suspended the account) and returns their IDs.
+func HoldUser(sp *Spool, user, reason string) ([]string, error) {
+	envs, err := sp.List()
+	if err != nil {
+		return nil, err
+	}
+	var ids []string
+	for _, env := range envs {
+		if env.AuthUser != user || env.Held {
+			continue
+		}
+		holdEnv(env, reason)
+		if err := sp.Update(env); err != nil {
+			return ids, err
+		}
+		ids = append(ids, env.ID)
+	}
+	return ids, nil
+}
+
+// Poke tells a running scheduler to reread the spool now.
+func Poke(sp *Spool) error {
+	p := filepath.Join(sp.Dir(), FlushFile)
+	now := time.Now()
+	if err := os.Chtimes(p, now, now); err != nil {
+		if err := os.WriteFile(p, nil, 0o640); err != nil {
+			return fmt.Errorf("queue: %s: %w", p, err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,470 @@
+package queue
+
+import (
+	"container/heap"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/relayguard/relayguard/internal/config"
+	"github.com/relayguard/relayguard/internal/deliver"
+)
+
+// Deliverer delivers one message to the recipients of one domain and
+// returns one result per recipient (internal/deliver.Deliverer).
+type Deliverer interface {
+	Deliver(ctx context.Context, domain string, req *deliver.Request) []deliver.Result
+}
+
+// FlushFile is the file in the spool directory whose modification tells a
+// running scheduler to reread the spool now (written by `relayguard queue`).
+const FlushFile = "flush"
+
+// Scheduler delivers what is in the spool: per-recipient state, retries
+// with backoff, a concurrency limit per destination domain and in total,
+// and recovery of every spooled message when it starts.
+type Scheduler struct {
+	spool    *Spool
+	d        Deliverer
+	cfg      config.DeliveryConfig
+	hostname string
+	log      *slog.Logger
+	metrics  *metrics
+	now      func() time.Time
+
+	mu        sync.Mutex
+	sched     timeHeap             // when each message is next due
+	due       map[string]time.Time // id -> time in sched (dedupes the heap)
+	inflight  map[string]*msgState
+	domains   map[string]*domainQ
+	active    int // jobs running
+	wake      chan struct{}
+	delayed   map[string]bool // delay notices sent (in memory only)
+	jobsWG    sync.WaitGroup
+	runCtx    context.Context
+	flushStat time.Time
+}
+
+// msgState is a message with delivery jobs in progress.
+type msgState struct {
+	env     *Envelope
+	pending int
+	tried   map[int]bool // recipient indexes attempted this round
+}
+
+// job is the delivery of one message to the due recipients of one domain.
+type job struct {
+	id     string
+	domain string
+	idx    []int
+}
+
+type domainQ struct {
+	active int
+	queue  []job
+}
+
+// NewScheduler returns a scheduler over spool. cfg supplies [delivery] and
+// the hostname used in delivery status notifications.
+func NewScheduler(spool *Spool, d Deliverer, cfg *config.Config, log *slog.Logger) *Scheduler {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Scheduler{
+		spool: spool, d: d, cfg: cfg.Delivery, hostname: cfg.Hostname, log: log,
+		metrics: newMetrics(), now: time.Now,
+		due: map[string]time.Time{}, inflight: map[string]*msgState{},
+		domains: map[string]*domainQ{}, wake: make(chan struct{}, 1), delayed: map[string]bool{},
+	}
+	if s.hostname == "" {
+		s.hostname = "localhost"
+	}
+	spool.Subscribe(func(id string) { s.schedule(id, time.Time{}) })
+	return s
+}
+
+// Run delivers until ctx is done, then waits for deliveries in progress.
+func (s *Scheduler) Run(ctx context.Context) error {
+	s.mu.Lock()
+	s.runCtx = ctx
+	s.mu.Unlock()
+	if err := s.rescan(); err != nil {
+		return err
+	}
+	rescan := time.NewTicker(s.cfg.RescanInterval.D())
+	defer rescan.Stop()
+	poll := time.NewTicker(time.Second)
+	defer poll.Stop()
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		next := s.dispatch()
+		if !next.IsZero() {
+			timer.Reset(max(time.Until(next), time.Millisecond))
+		} else {
+			timer.Reset(time.Hour)
+		}
+		select {
+		case <-ctx.Done():
+			s.jobsWG.Wait()
+			return nil
+		case <-s.wake:
+		case <-timer.C:
+		case <-rescan.C:
+			if err := s.rescan(); err != nil {
+				s.log.Error("queue: rescan", "err", err)
+			}
+		case <-poll.C:
+			if s.flushRequested() {
+				if err := s.rescan(); err != nil {
+					s.log.Error("queue: rescan", "err", err)
+				}
+			}
+		}
+	}
+}
+
+// flushRequested reports whether FlushFile changed since last looked at.
+func (s *Scheduler) flushRequested() bool {
+	fi, err := os.Stat(filepath.Join(s.spool.Dir(), FlushFile))
+	if err != nil {
+		return false
+	}
+	if fi.ModTime().Equal(s.flushStat) {
+		return false
+	}
+	s.flushStat = fi.ModTime()
+	return true
+}
+
+// rescan schedules every message in the spool that has queued recipients.
+// It is how the scheduler recovers after a restart.
+func (s *Scheduler) rescan() error {
+	envs, err := s.spool.List()
+	if err != nil {
+		return err
+	}
+	n := 0
+	for _, env := range envs {
+		if env.Held {
+			continue
+		}
+		if at, ok := nextDue(env); ok {
+			s.schedule(env.ID, at)
+			n++
+		}
+	}
+	s.log.Debug("queue: rescan", "messages", len(envs), "scheduled", n)
+	s.metrics.queued.Set(float64(len(envs)))
+	return nil
+}
+
+// nextDue is the earliest NextAttempt of a queued recipient.
+func nextDue(env *Envelope) (time.Time, bool) {
+	var at time.Time
+	found := false
+	for _, r := range env.Recipients {
+		if r.Status != StatusQueued {
+			continue
+		}
+		if !found || r.NextAttempt.Before(at) {
+			at = r.NextAttempt
+		}
+		found = true
+	}
+	return at, found
+}
+
+// schedule makes id due at at (zero: now), unless it is due earlier already.
+func (s *Scheduler) schedule(id string, at time.Time) {
+	s.mu.Lock()
+	if cur, ok := s.due[id]; !ok || at.Before(cur) {
+		s.due[id] = at
+		heap.Push(&s.sched, heapItem{at: at, id: id})
+	}
+	s.mu.Unlock()
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// dispatch starts every due message and returns when the next one is due.
+func (s *Scheduler) dispatch() time.Time {
+	now := s.now()
+	var ids []string
+	s.mu.Lock()
+	for s.sched.Len() > 0 {
+		top := s.sched[0]
+		if top.at.After(now) {
+			break
+		}
+		heap.Pop(&s.sched)
+		if cur, ok := s.due[top.id]; !ok || !cur.Equal(top.at) {
+			continue // superseded entry
+		}
+		delete(s.due, top.id)
+		if _, busy := s.inflight[top.id]; busy {
+			continue // rescheduled when the jobs in progress end
+		}
+		ids = append(ids, top.id)
+	}
+	s.mu.Unlock()
+	for _, id := range ids {
+		s.start(id, now)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.sched.Len() > 0 {
+		return s.sched[0].at
+	}
+	return time.Time{}
+}
+
+// start loads a message and queues one job per destination domain of its
+// due recipients.
+func (s *Scheduler) start(id string, now time.Time) {
+	env, err := s.spool.Load(id)
+	if err != nil {
+		if !errors.Is(err, os.ErrNotExist) {
+			s.log.Error("queue: load", "id", id, "err", err)
+		}
+		return
+	}
+	if env.Held {
+		return
+	}
+	byDomain := map[string][]int{}
+	var order []string
+	for i, r := range env.Recipients {
+		if r.Status != StatusQueued || r.NextAttempt.After(now) {
+			continue
+		}
+		d := domainOf(r.Addr)
+		if _, ok := byDomain[d]; !ok {
+			order = append(order, d)
+		}
+		byDomain[d] = append(byDomain[d], i)
+	}
+	if len(order) == 0 {
+		if at, ok := nextDue(env); ok {
+			s.schedule(id, at)
+		}
+		return
+	}
+	s.mu.Lock()
+	ms := &msgState{env: env, pending: len(order), tried: map[int]bool{}}
+	s.inflight[id] = ms
+	for _, d := range order {
+		q := s.domains[d]
+		if q == nil {
+			q = &domainQ{}
+			s.domains[d] = q
+		}
+		q.queue = append(q.queue, job{id: id, domain: d, idx: byDomain[d]})
+	}
+	s.pumpLocked()
+	s.mu.Unlock()
+}
+
+// pumpLocked starts queued jobs within the total and per-domain limits.
+func (s *Scheduler) pumpLocked() {
+	if s.runCtx.Err() != nil {
+		return // stopping: what is not started stays queued on disk
+	}
+	for d, q := range s.domains {
+		for len(q.queue) > 0 && q.active < s.cfg.PerDomainConcurrency && s.active < s.cfg.Workers {
+			j := q.queue[0]
+			q.queue = q.queue[1:]
+			q.active++
+			s.active++
+			s.jobsWG.Add(1)
+			go s.run(j)
+		}
+		if len(q.queue) == 0 && q.active == 0 {
+			delete(s.domains, d)
+		}
+		if s.active >= s.cfg.Workers {
+			return
+		}
+	}
+}
+
+func domainOf(addr string) string {
+	if i := strings.LastIndexByte(addr, '@'); i >= 0 {
+		return strings.ToLower(addr[i+1:])
+	}
+	return ""
+}
+
+// run performs one job and records its results.
+func (s *Scheduler) run(j job) {
+	defer s.jobsWG.Done()
+	s.mu.Lock()
+	ms := s.inflight[j.id]
+	ctx := s.runCtx
+	s.mu.Unlock()
+	env := ms.env
+	req := &deliver.Request{
+		ID: env.ID, From: env.From, Size: env.Size, SMTPUTF8: env.SMTPUTF8, Body8Bit: env.Body8Bit,
+		Open: func() (io.ReadCloser, error) { return s.spool.Open(env.ID) },
+	}
+	for _, i := range j.idx {
+		req.Rcpts = append(req.Rcpts, env.Recipients[i].Addr)
+	}
+	results := s.d.Deliver(ctx, j.domain, req)
+	now := s.now()
+
+	s.mu.Lock()
+	for k, i := range j.idx {
+		var res deliver.Result
+		if k < len(results) {
+			res = results[k]
+		} else {
+			res = deliver.Result{Rcpt: req.Rcpts[k], Temp: true, Text: "deliverer returned no result"}
+		}
+		s.apply(env, i, res, now)
+		ms.tried[i] = true
+	}
+	ms.pending--
+	done := ms.pending == 0
+	q := s.domains[j.domain]
+	q.active--
+	s.active--
+	if done {
+		delete(s.inflight, j.id)
+	}
+	s.pumpLocked()
+	s.mu.Unlock()
+	if done {
+		s.finish(ms, now)
+	}
+}
+
+// apply records one recipient's result: delivered, failed, or queued again
+// after the next wait of the retry schedule; a recipient past the maximum
+// queue lifetime fails.
+func (s *Scheduler) apply(env *Envelope, i int, res deliver.Result, now time.Time) {
+	r := &env.Recipients[i]
+	r.Attempts++
+	r.Updated = now
+	r.LastCode = res.Code
+	r.LastError = res.Error()
+	log := s.log.With("id", env.ID, "rcpt", r.Addr, "attempt", r.Attempts, "reply", r.LastError)
+	switch {
+	case res.OK:
+		r.Status = StatusDelivered
+		r.LastError = ""
+		log.Info("queue: delivered", "relay", res.Host)
+		s.metrics.result.WithLabelValues("delivered").Inc()
+	case !res.Temp:
+		r.Status = StatusFailed
+		log.Warn("queue: delivery failed permanently")
+		s.metrics.result.WithLabelValues("failed").Inc()
+	case now.Sub(env.Received) >= s.cfg.MaxQueueLifetime.D():
+		r.Status = StatusFailed
+		r.LastError = "gave up after " + s.cfg.MaxQueueLifetime.D().String() + " in the queue; last error: " + r.LastError
+		log.Warn("queue: delivery expired", "lifetime", s.cfg.MaxQueueLifetime.D())
+		s.metrics.result.WithLabelValues("expired").Inc()
+	default:
+		sched := s.cfg.RetrySchedule
+		wait := sched[min(r.Attempts-1, len(sched)-1)].D()
+		r.NextAttempt = now.Add(wait)
+		log.Info("queue: deferred", "retry_in", wait)
+		s.metrics.result.WithLabelValues("deferred").Inc()
+	}
+}
+
+// finish saves a message after all its jobs of this round: removes it when
+// every recipient is final (after any notification is durably queued),
+// otherwise rewrites its envelope and schedules the next attempt. Changes
+// made meanwhile by an operator (hold, delete) win over queued states.
+func (s *Scheduler) finish(ms *msgState, now time.Time) {
+	env := ms.env
+	fresh, err := s.spool.Load(env.ID)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			s.log.Info("queue: message removed during delivery", "id", env.ID)
+			return
+		}
+		s.log.Error("queue: reload", "id", env.ID, "err", err)
+		fresh = env
+	}
+	env.Held, env.HoldReason = fresh.Held, fresh.HoldReason
+	for i := range env.Recipients {
+		if i < len(fresh.Recipients) && fresh.Recipients[i].Status == StatusHeld && env.Recipients[i].Status == StatusQueued {
+			env.Recipients[i].Status = StatusHeld
+		}
+	}
+	var failed []Recipient
+	final := true
+	for i, r := range env.Recipients {
+		if r.Status == StatusFailed && ms.tried[i] {
+			failed = append(failed, r)
+		}
+		if r.Status == StatusQueued || r.Status == StatusHeld {
+			final = false
+		}
+	}
+	if len(failed) > 0 {
+		s.notify(env, failed, dsnFailed)
+	}
+	if !final && s.cfg.DelayNoticeAfter > 0 && !env.Held && now.Sub(env.Received) >= s.cfg.DelayNoticeAfter.D() {
+		s.mu.Lock()
+		sent := s.delayed[env.ID]
+		s.delayed[env.ID] = true
+		s.mu.Unlock()
+		if !sent {
+			var late []Recipient
+			for _, r := range env.Recipients {
+				if r.Status == StatusQueued {
+					late = append(late, r)
+				}
+			}
+			s.notify(env, late, dsnDelayed)
+		}
+	}
+	if final {
+		if err := s.spool.Remove(env.ID); err != nil {
+			s.log.Error("queue: remove", "id", env.ID, "err", err)
+		}
+		s.mu.Lock()
+		delete(s.delayed, env.ID)
+		s.mu.Unlock()
+		return
+	}
+	if err := s.spool.Update(env); err != nil {
+		s.log.Error("queue: update", "id", env.ID, "err", err)
+	}
+	if env.Held {
+		return
+	}
+	if at, ok := nextDue(env); ok {
+		s.schedule(env.ID, at)
+	}
+}
+
+// heapItem and timeHeap order messages by due time.
+type heapItem struct {
+	at time.Time
+	id string
+}
+
+type timeHeap []heapItem
+
+func (h timeHeap) Len() int           { return len(h) }
+func (h timeHeap) Less(i, j int) bool { return h[i].at.Before(h[j].at) }
+func (h timeHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *timeHeap) Push(x any)        { *h = append(*h, x.(heapItem)) }
+func (h *timeHeap) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return x
+}
