@@ -1,0 +1,716 @@
+package firewall
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
+	"github.com/google/nftables/expr"
+	"golang.org/x/sys/unix"
+
+	"github.com/relayguard/relayguard/internal/ban"
+	"github.com/relayguard/relayguard/internal/config"
+)
+
+// nft is the nftables enforcer. It owns one table (family inet) with:
+//
+//	set ban4/ban6   { type ipv4_addr/ipv6_addr; flags interval,timeout }  temporary bans
+//	set perm4/perm6 { type ipv4_addr/ipv6_addr; flags interval }          permanent bans
+//	set ports       { type inet_service }                                 only if ports are configured
+//	chain input { type filter hook input priority -1; policy accept;
+//	    [tcp dport @ports] ip saddr @perm4 counter drop   (and so on for each set) }
+//
+// It talks netlink through github.com/google/nftables, never through the nft
+// binary. It keeps the ban list it was last given (the model) and writes the
+// sets' difference to it; Reconcile reads the kernel's elements instead.
+type nft struct {
+	cfg   config.FirewallConfig
+	log   *slog.Logger
+	netns int // network namespace fd for netlink, -1: the current one
+
+	mu     sync.Mutex
+	conn   *nftables.Conn
+	model  map[netip.Prefix]time.Time // zero time: permanent
+	loaded bool                       // model read from the kernel or given by Reconcile
+	now    func() time.Time
+}
+
+const (
+	// expiryTolerance: a kernel element whose expiry is this close to the
+	// wanted one is left alone (the kernel keeps expiries in jiffies).
+	expiryTolerance = time.Second
+	// maxTimeout caps element timeouts far below the kernel's limit.
+	maxTimeout = 10 * 365 * 24 * time.Hour
+	// batchElems bounds the elements in one netlink batch so that large
+	// reconciles stay below the socket buffer size.
+	batchElems = 2000
+)
+
+func newNFT(cfg config.FirewallConfig, log *slog.Logger, netns int) *nft {
+	return &nft{cfg: cfg, log: log, netns: netns, model: map[netip.Prefix]time.Time{}, now: time.Now}
+}
+
+// setKind names one of the four ban sets.
+type setKind int
+
+const (
+	temp4 setKind = iota
+	temp6
+	perm4
+	perm6
+)
+
+func kindOf(p netip.Prefix, until time.Time) setKind {
+	k := temp4
+	if until.IsZero() {
+		k = perm4
+	}
+	if !p.Addr().Is4() {
+		k++
+	}
+	return k
+}
+
+func (e *nft) table() *nftables.Table {
+	return &nftables.Table{Family: nftables.TableFamilyINet, Name: e.cfg.Table}
+}
+
+func (e *nft) set(k setKind) *nftables.Set {
+	s := &nftables.Set{Table: e.table(), Interval: true, KeyType: nftables.TypeIPAddr}
+	switch k {
+	case temp4:
+		s.Name, s.HasTimeout = e.cfg.Set4, true
+	case temp6:
+		s.Name, s.HasTimeout, s.KeyType = e.cfg.Set6, true, nftables.TypeIP6Addr
+	case perm4:
+		s.Name = e.cfg.PermSet4
+	case perm6:
+		s.Name, s.KeyType = e.cfg.PermSet6, nftables.TypeIP6Addr
+	}
+	return s
+}
+
+func (e *nft) portsSetName() string { return e.cfg.Chain + "_ports" }
+
+// c returns the netlink connection, dialling it on first use.
+func (e *nft) c() (*nftables.Conn, error) {
+	if e.conn != nil {
+		return e.conn, nil
+	}
+	opts := []nftables.ConnOption{nftables.AsLasting()}
+	if e.netns >= 0 {
+		opts = append(opts, nftables.WithNetNSFd(e.netns))
+	}
+	c, err := nftables.New(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("firewall: nftables netlink: %w", err)
+	}
+	e.conn = c
+	return c, nil
+}
+
+// reset drops the connection after an error so that no half-built batch
+// survives into the next operation.
+func (e *nft) reset() {
+	if e.conn != nil {
+		_ = e.conn.CloseLasting()
+		e.conn = nil
+	}
+}
+
+func (e *nft) tableExists(c *nftables.Conn) (bool, error) {
+	ts, err := c.ListTablesOfFamily(nftables.TableFamilyINet)
+	if err != nil {
+		return false, fmt.Errorf("firewall: list nftables tables: %w", err)
+	}
+	for _, t := range ts {
+		if t.Name == e.cfg.Table {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// Setup replaces the table atomically (add, delete, add in one batch), then
+// puts back the bans the old table held, so a restart never opens a gap
+// longer than one netlink round trip.
+func (e *nft) Setup(ctx context.Context) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	c, err := e.c()
+	if err != nil {
+		return err
+	}
+	exists, err := e.tableExists(c)
+	if err != nil {
+		e.reset()
+		return err
+	}
+	old := map[setKind][]segment{}
+	if exists {
+		for k := temp4; k <= perm6; k++ {
+			segs, err := e.readSet(c, k)
+			if err == nil {
+				old[k] = segs
+			}
+		}
+	}
+	t := e.table()
+	c.AddTable(t)
+	c.DelTable(t)
+	c.AddTable(t)
+	sets := map[setKind]*nftables.Set{}
+	for k := temp4; k <= perm6; k++ {
+		s := e.set(k)
+		if err := c.AddSet(s, nil); err != nil {
+			e.reset()
+			return fmt.Errorf("firewall: nftables set %s: %w", s.Name, err)
+		}
+		sets[k] = s
+	}
+	var ports *nftables.Set
+	if len(e.cfg.Ports) > 0 {
+		ports = &nftables.Set{Table: t, Name: e.portsSetName(), KeyType: nftables.TypeInetService}
+		var elems []nftables.SetElement
+		for _, p := range e.cfg.Ports {
+			elems = append(elems, nftables.SetElement{Key: binaryutil.BigEndian.PutUint16(uint16(p))})
+		}
+		if err := c.AddSet(ports, elems); err != nil {
+			e.reset()
+			return fmt.Errorf("firewall: nftables set %s: %w", ports.Name, err)
+		}
+	}
+	accept := nftables.ChainPolicyAccept
+	ch := c.AddChain(&nftables.Chain{
+		Name: e.cfg.Chain, Table: t, Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookInput, Priority: nftables.ChainPriorityRef(nftables.ChainPriority(e.cfg.Priority)),
+		Policy: &accept,
+	})
+	// Permanent sets first: their counters show what the permanent bans catch.
+	for _, k := range []setKind{perm4, perm6, temp4, temp6} {
+		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: dropRule(sets[k], k == temp4 || k == perm4, ports)})
+	}
+	if err := c.Flush(); err != nil {
+		e.reset()
+		return fmt.Errorf("firewall: nftables setup of table inet %s: %w", e.cfg.Table, err)
+	}
+	now := e.now()
+	for k, segs := range old {
+		var keep []segment
+		for _, s := range segs {
+			if s.Until.IsZero() || s.Until.After(now) {
+				keep = append(keep, s)
+			}
+		}
+		if err := e.apply(c, k, nil, keep); err != nil {
+			e.reset()
+			return err
+		}
+	}
+	e.log.Info("nftables table ready", "table", "inet "+e.cfg.Table, "kept_ranges", len(old[temp4])+len(old[temp6])+len(old[perm4])+len(old[perm6]), "ports", e.cfg.Ports)
+	return nil
+}
+
+// dropRule is `meta nfproto ipv4 [meta l4proto tcp th dport @ports]
+// ip saddr @set counter drop` (or the ip6 form).
+func dropRule(s *nftables.Set, v4 bool, ports *nftables.Set) []expr.Any {
+	proto, off, n := byte(unix.NFPROTO_IPV4), uint32(12), uint32(4) // IPv4 header: saddr at 12 (RFC 791)
+	if !v4 {
+		proto, off, n = unix.NFPROTO_IPV6, 8, 16 // IPv6 header: saddr at 8 (RFC 8200)
+	}
+	ex := []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{proto}},
+	}
+	if ports != nil {
+		ex = append(ex,
+			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_TCP}},
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2}, // TCP dport (RFC 9293)
+			&expr.Lookup{SourceRegister: 1, SetName: ports.Name, SetID: ports.ID},
+		)
+	}
+	return append(ex,
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: n},
+		&expr.Lookup{SourceRegister: 1, SetName: s.Name, SetID: s.ID},
+		&expr.Counter{},
+		&expr.Verdict{Kind: expr.VerdictDrop},
+	)
+}
+
+// Teardown deletes the table with its sets, chain and rules.
+func (e *nft) Teardown(ctx context.Context) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.model, e.loaded = map[netip.Prefix]time.Time{}, false
+	c, err := e.c()
+	if err != nil {
+		return err
+	}
+	defer e.reset()
+	exists, err := e.tableExists(c)
+	if err != nil || !exists {
+		return err
+	}
+	c.DelTable(e.table())
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("firewall: delete nftables table inet %s: %w", e.cfg.Table, err)
+	}
+	e.log.Info("nftables table removed", "table", "inet "+e.cfg.Table)
+	return nil
+}
+
+// Reconcile reads every set from the kernel and writes the difference to
+// bans. An element may expire between the read and the write; the whole
+// reconcile is then tried again.
+func (e *nft) Reconcile(ctx context.Context, bans []ban.Ban) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.model = normalize(bans, e.now())
+	e.loaded = true
+	var err error
+	for try := 0; try < 3; try++ {
+		if err = ctx.Err(); err != nil {
+			return err
+		}
+		if err = e.syncAll(); err == nil {
+			return nil
+		}
+		e.reset()
+		e.log.Warn("nftables reconcile failed, retrying", "err", err, "try", try+1)
+	}
+	return err
+}
+
+func (e *nft) syncAll() error {
+	c, err := e.c()
+	if err != nil {
+		return err
+	}
+	want := map[setKind][]segment{}
+	want[perm4], want[perm6], want[temp4], want[temp6] = split(e.model)
+	for k := temp4; k <= perm6; k++ {
+		have, err := e.readSet(c, k)
+		if err != nil {
+			return err
+		}
+		if err := e.apply(c, k, have, want[k]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// syncKind writes the difference for one set (after Add or Remove).
+func (e *nft) syncKind(k setKind) error {
+	c, err := e.c()
+	if err != nil {
+		return err
+	}
+	sub := map[netip.Prefix]time.Time{}
+	for p, u := range e.model {
+		if kindOf(p, u) == k {
+			sub[p] = u
+		}
+	}
+	p4, p6, t4, t6 := split(sub)
+	want := map[setKind][]segment{perm4: p4, perm6: p6, temp4: t4, temp6: t6}[k]
+	have, err := e.readSet(c, k)
+	if err != nil {
+		return err
+	}
+	return e.apply(c, k, have, want)
+}
+
+// load fills the model from the kernel on first use, so that Add and Remove
+// before any Reconcile never drop what an earlier run put there.
+func (e *nft) load() error {
+	if e.loaded {
+		return nil
+	}
+	c, err := e.c()
+	if err != nil {
+		return err
+	}
+	for k := temp4; k <= perm6; k++ {
+		segs, err := e.readSet(c, k)
+		if err != nil {
+			return err
+		}
+		for _, s := range segs {
+			for _, p := range rangePrefixes(s.rng) {
+				if u, ok := e.model[p]; ok {
+					e.model[p] = later(u, s.Until)
+				} else {
+					e.model[p] = s.Until
+				}
+			}
+		}
+	}
+	e.loaded = true
+	return nil
+}
+
+// prune forgets bans that have expired (the kernel has dropped them itself).
+func (e *nft) prune() {
+	now := e.now()
+	for p, u := range e.model {
+		if !u.IsZero() && !now.Before(u) {
+			delete(e.model, p)
+		}
+	}
+}
+
+// Add bans b.Prefix. When the prefix overlaps no other ban of its set, the
+// element is written directly; otherwise the set is re-diffed.
+func (e *nft) Add(ctx context.Context, b ban.Ban) error {
+	p, err := checkPrefix(b.Prefix)
+	if err != nil {
+		return err
+	}
+	if b.Expired(e.now()) {
+		return nil
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if err := e.load(); err != nil {
+		e.reset()
+		return err
+	}
+	e.prune()
+	k := kindOf(p, b.Until)
+	old, had := e.model[p]
+	if had {
+		if kindOf(p, old) != k && !old.IsZero() {
+			// temporary becomes permanent: it moves to the other set.
+			delete(e.model, p)
+			if err := e.syncKind(kindOf(p, old)); err != nil {
+				e.reset()
+				return e.recover(err)
+			}
+		}
+		b.Until = later(old, b.Until)
+		k = kindOf(p, b.Until)
+	}
+	e.model[p] = b.Until
+	overlap := had
+	for q, u := range e.model {
+		if q != p && kindOf(q, u) == k && q.Overlaps(p) {
+			overlap = true
+			break
+		}
+	}
+	c, err := e.c()
+	if err != nil {
+		return err
+	}
+	if !overlap {
+		err = e.write(c, k, nil, []segment{{prefixRange(p), b.Until}})
+	} else {
+		err = e.syncKind(k)
+	}
+	if err != nil {
+		e.reset()
+		return e.recover(fmt.Errorf("firewall: nftables add %s: %w", p, err))
+	}
+	return nil
+}
+
+// Remove lifts the ban of exactly p.
+func (e *nft) Remove(ctx context.Context, p netip.Prefix) error {
+	p, err := checkPrefix(p)
+	if err != nil {
+		return err
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if err := e.load(); err != nil {
+		e.reset()
+		return err
+	}
+	e.prune()
+	u, had := e.model[p]
+	if !had {
+		return nil
+	}
+	delete(e.model, p)
+	if err := e.syncKind(kindOf(p, u)); err != nil {
+		e.reset()
+		return e.recover(fmt.Errorf("firewall: nftables remove %s: %w", p, err))
+	}
+	return nil
+}
+
+// recover runs a full reconcile after a failed write and returns the
+// original error if that fails too.
+func (e *nft) recover(orig error) error {
+	e.log.Warn("nftables write failed, reconciling", "err", orig)
+	if err := e.syncAll(); err != nil {
+		e.reset()
+		return errors.Join(orig, err)
+	}
+	return nil
+}
+
+// readSet returns a set's elements as sorted segments. The kernel dumps
+// interval sets as start elements and end elements (end = last address + 1,
+// flag NFT_SET_ELEM_INTERVAL_END); a start without an end runs to the top
+// of the address space. Expired elements are not dumped.
+func (e *nft) readSet(c *nftables.Conn, k setKind) ([]segment, error) {
+	s := e.set(k)
+	els, err := c.GetSetElements(s)
+	if err != nil {
+		return nil, fmt.Errorf("firewall: read nftables set %s: %w", s.Name, err)
+	}
+	type el struct {
+		a     netip.Addr
+		end   bool
+		until time.Time
+	}
+	now := e.now()
+	list := make([]el, 0, len(els))
+	for _, x := range els {
+		a, ok := netip.AddrFromSlice(x.Key)
+		if !ok {
+			continue
+		}
+		var u time.Time
+		if x.Timeout != 0 || x.Expires != 0 {
+			u = now.Add(x.Expires)
+		}
+		list = append(list, el{a, x.IntervalEnd, u})
+	}
+	slices.SortFunc(list, func(x, y el) int {
+		if c := x.a.Compare(y.a); c != 0 {
+			return c
+		}
+		if x.end == y.end {
+			return 0
+		}
+		if x.end {
+			return -1
+		}
+		return 1
+	})
+	var out []segment
+	var open *el
+	for i := range list {
+		x := list[i]
+		switch {
+		case !x.end && open != nil: // malformed: two starts; end the first before this one
+			out = append(out, segment{rng{open.a, x.a.Prev()}, open.until})
+			open = &list[i]
+		case !x.end:
+			open = &list[i]
+		case open != nil:
+			out = append(out, segment{rng{open.a, x.a.Prev()}, open.until})
+			open = nil
+		}
+		// an end without a start (left by an expired start) matches nothing.
+	}
+	if open != nil {
+		top := netip.IPv4Unspecified()
+		if !open.a.Is4() {
+			top = netip.IPv6Unspecified()
+		}
+		out = append(out, segment{rng{open.a, top.Prev()}, open.until})
+	}
+	return out, nil
+}
+
+// apply writes the difference between have and want to set k.
+func (e *nft) apply(c *nftables.Conn, k setKind, have, want []segment) error {
+	cur := make(map[rng]time.Time, len(have))
+	for _, s := range have {
+		cur[s.rng] = s.Until
+	}
+	var del, add []segment
+	seen := make(map[rng]bool, len(want))
+	for _, s := range want {
+		seen[s.rng] = true
+		u, ok := cur[s.rng]
+		if ok && sameExpiry(u, s.Until) {
+			continue
+		}
+		if ok {
+			del = append(del, segment{s.rng, u})
+		}
+		add = append(add, s)
+	}
+	for _, s := range have {
+		if !seen[s.rng] {
+			del = append(del, s)
+		}
+	}
+	if len(del)+len(add) == 0 {
+		return nil
+	}
+	e.log.Debug("nftables set diff", "set", e.set(k).Name, "delete", len(del), "add", len(add))
+	return e.write(c, k, del, add)
+}
+
+func sameExpiry(a, b time.Time) bool {
+	if a.IsZero() || b.IsZero() {
+		return a.IsZero() == b.IsZero()
+	}
+	d := a.Sub(b)
+	return d < expiryTolerance && d > -expiryTolerance
+}
+
+// write deletes then adds elements, in batches of at most batchElems.
+// Deletions and additions of one batch are applied atomically by the kernel.
+func (e *nft) write(c *nftables.Conn, k setKind, del, add []segment) error {
+	s := e.set(k)
+	now := e.now()
+	dels := elements(del, now, false)
+	adds := elements(add, now, s.HasTimeout)
+	for len(dels)+len(adds) > 0 {
+		n := min(len(dels), batchElems)
+		if n > 0 {
+			if err := c.SetDeleteElements(s, dels[:n]); err != nil {
+				return err
+			}
+			dels = dels[n:]
+		}
+		m := min(len(adds), batchElems-n)
+		if m > 0 {
+			if err := c.SetAddElements(s, adds[:m]); err != nil {
+				return err
+			}
+			adds = adds[m:]
+		}
+		if err := c.Flush(); err != nil {
+			return fmt.Errorf("set %s: %w", s.Name, err)
+		}
+	}
+	return nil
+}
+
+// elements encodes segments as interval-set elements: a start element with
+// the timeout and an end element (last address + 1, flag INTERVAL_END)
+// without one; the kernel rejects a timeout on an end element (EINVAL) and
+// drops the end of an expired range together with its start at garbage
+// collection.
+func elements(segs []segment, now time.Time, timeout bool) []nftables.SetElement {
+	out := make([]nftables.SetElement, 0, 2*len(segs))
+	for _, s := range segs {
+		var d time.Duration
+		if timeout && !s.Until.IsZero() {
+			d = min(s.Until.Sub(now), maxTimeout)
+			if d < time.Millisecond {
+				continue // already over
+			}
+			d = d.Round(time.Millisecond)
+		}
+		out = append(out, nftables.SetElement{Key: s.Start.AsSlice(), Timeout: d})
+		if !isMax(s.End) {
+			out = append(out, nftables.SetElement{Key: s.End.Next().AsSlice(), IntervalEnd: true})
+		}
+	}
+	return out
+}
+
+// Status lists the table's sets with their sizes and the rules' counters.
+func (e *nft) Status(ctx context.Context) (string, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	c, err := e.c()
+	if err != nil {
+		return "", err
+	}
+	exists, err := e.tableExists(c)
+	if err != nil {
+		e.reset()
+		return "", err
+	}
+	var b strings.Builder
+	if !exists {
+		fmt.Fprintf(&b, "backend nftables: table inet %s is absent (run `relayguard firewall setup`)\n", e.cfg.Table)
+		return b.String(), nil
+	}
+	fmt.Fprintf(&b, "backend nftables: table inet %s, chain %s (hook input, priority %d)\n", e.cfg.Table, e.cfg.Chain, e.cfg.Priority)
+	if len(e.cfg.Ports) > 0 {
+		fmt.Fprintf(&b, "  dropping TCP ports %v from banned prefixes\n", e.cfg.Ports)
+	} else {
+		fmt.Fprintf(&b, "  dropping all traffic from banned prefixes\n")
+	}
+	for _, k := range []setKind{perm4, perm6, temp4, temp6} {
+		segs, err := e.readSet(c, k)
+		if err != nil {
+			e.reset()
+			return "", err
+		}
+		fmt.Fprintf(&b, "  set %-8s %6d ranges\n", e.set(k).Name, len(segs))
+		for i, s := range segs {
+			if i == 10 {
+				fmt.Fprintf(&b, "    … %d more\n", len(segs)-10)
+				break
+			}
+			fmt.Fprintf(&b, "    %s\n", describe(s, e.now()))
+		}
+	}
+	rules, err := c.GetRules(e.table(), &nftables.Chain{Name: e.cfg.Chain, Table: e.table()})
+	if err != nil {
+		e.reset()
+		return "", fmt.Errorf("firewall: list rules of chain %s: %w", e.cfg.Chain, err)
+	}
+	for _, r := range rules {
+		var set string
+		var pk, by uint64
+		for _, x := range r.Exprs {
+			switch x := x.(type) {
+			case *expr.Lookup:
+				if x.SetName != e.portsSetName() {
+					set = x.SetName
+				}
+			case *expr.Counter:
+				pk, by = x.Packets, x.Bytes
+			}
+		}
+		fmt.Fprintf(&b, "  rule saddr @%-8s dropped %d packets, %d bytes\n", set, pk, by)
+	}
+	return b.String(), nil
+}
+
+func describe(s segment, now time.Time) string {
+	text := s.Start.String() + "-" + s.End.String()
+	if ps := rangePrefixes(s.rng); len(ps) == 1 {
+		text = ps[0].String()
+	}
+	if s.Until.IsZero() {
+		return text + " permanent"
+	}
+	return fmt.Sprintf("%s expires in %s", text, s.Until.Sub(now).Round(time.Second))
+}
+
+// rangePrefixes covers r with the fewest prefixes.
+func rangePrefixes(r rng) []netip.Prefix {
+	var out []netip.Prefix
+	start := r.Start
+	for {
+		bits := start.BitLen()
+		// widen while the prefix stays aligned at start and inside r
+		for bits > 0 {
+			p := netip.PrefixFrom(start, bits-1).Masked()
+			if p.Addr() != start || prefixRange(p).End.Compare(r.End) > 0 {
+				break
+			}
+			bits--
+		}
+		p := netip.PrefixFrom(start, bits)
+		out = append(out, p)
+		end := prefixRange(p).End
+		if end.Compare(r.End) >= 0 || isMax(end) {
+			return out
+		}
+		start = end.Next()
+	}
+}
