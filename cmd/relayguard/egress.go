@@ -1,0 +1,308 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"text/tabwriter"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spf13/cobra"
+
+	"github.com/relayguard/relayguard/internal/config"
+	"github.com/relayguard/relayguard/internal/egress"
+)
+
+var egressFlags struct {
+	backend    string
+	persist    bool
+	persistDir string
+	unitDir    string
+	json       bool
+	output     string
+	metrics    string
+	year       int
+}
+
+func init() {
+	eg := &cobra.Command{
+		Use:   "egress",
+		Short: "Lock outbound SMTP down to the MTA's user; log and name every other program",
+		Long: `egress installs, removes and shows the outbound lockdown: TCP connections to
+remote ports 25, 465 and 587 (configurable in [egress]) are accepted only from
+sockets of the allowed users and groups; everything else is logged to NFLOG and
+dropped. "egress watch" names the program behind each blocked attempt. The
+commands act on the current network namespace.`,
+	}
+	eg.PersistentFlags().StringVar(&egressFlags.backend, "backend", "", "nftables or iptables (default: egress.backend)")
+	eg.PersistentFlags().StringVar(&egressFlags.persistDir, "persist-dir", "", "directory of the persisted rules (default: egress.persist_dir)")
+	eg.PersistentFlags().StringVar(&egressFlags.unitDir, "unit-dir", "/etc/systemd/system", "directory of the systemd unit written by --persist")
+
+	apply := &cobra.Command{
+		Use:   "apply",
+		Short: "Install (or replace) the lockdown atomically",
+		Args:  cobra.NoArgs,
+		RunE:  runEgressApply,
+	}
+	apply.Flags().BoolVar(&egressFlags.persist, "persist", false, "also write the rules and a systemd unit so they come back after a reboot")
+	remove := &cobra.Command{
+		Use:   "remove",
+		Short: "Remove exactly the rules that apply installed",
+		Args:  cobra.NoArgs,
+		RunE:  runEgressRemove,
+	}
+	status := &cobra.Command{
+		Use:   "status",
+		Short: "Show the installed rules, their counters and the allowed users",
+		Args:  cobra.NoArgs,
+		RunE:  runEgressStatus,
+	}
+	watch := &cobra.Command{
+		Use:   "watch",
+		Short: "Report every blocked attempt with its uid and process (reads the NFLOG group)",
+		Args:  cobra.NoArgs,
+		RunE:  runEgressWatch,
+	}
+	watch.Flags().BoolVar(&egressFlags.json, "json", false, "write attempts as JSON lines")
+	watch.Flags().StringVar(&egressFlags.output, "output", "", "append attempts to this `file` (default: standard output)")
+	watch.Flags().StringVar(&egressFlags.metrics, "metrics", "", "serve Prometheus /metrics on this `host:port`")
+	report := &cobra.Command{
+		Use:   "report FILE...",
+		Short: "Summarise kernel LOG lines (-j LOG --log-uid) by uid, user and destination",
+		Args:  cobra.MinimumNArgs(1),
+		RunE:  runEgressReport,
+	}
+	report.Flags().BoolVar(&egressFlags.json, "json", false, "print the summary as JSON")
+	report.Flags().IntVar(&egressFlags.year, "year", time.Now().Year(), "year of syslog timestamps, which carry none")
+	eg.AddCommand(apply, remove, status, watch, report)
+	rootCmd.AddCommand(eg)
+}
+
+func egressSetup() (*config.Config, egress.Backend, error) {
+	cfg, err := loadConfig()
+	if err != nil {
+		return nil, nil, err
+	}
+	name := cfg.Egress.Backend
+	if egressFlags.backend != "" {
+		name = egressFlags.backend
+	}
+	be, err := egress.NewBackend(name)
+	if err != nil {
+		return nil, nil, err
+	}
+	if egressFlags.persistDir == "" {
+		egressFlags.persistDir = cfg.Egress.PersistDir
+	}
+	return cfg, be, nil
+}
+
+func runEgressApply(cmd *cobra.Command, _ []string) error {
+	cfg, be, err := egressSetup()
+	if err != nil {
+		return err
+	}
+	log := newLogger(cfg)
+	// Every name is resolved before anything is changed.
+	spec, err := egress.SpecFromConfig(cfg.Egress, log)
+	if err != nil {
+		return err
+	}
+	if err := be.Apply(cmd.Context(), spec); err != nil {
+		return err
+	}
+	out := cmd.OutOrStdout()
+	fmt.Fprintf(out, "egress lockdown applied (%s): TCP ports %s; allowed uids %s; allowed gids %s; loopback %s; others logged to NFLOG group %d and dropped\n",
+		be.Name(), joinPortsCLI(spec.Ports), idList(spec.UIDs, egress.UserName), idList(spec.GIDs, egress.GroupName),
+		map[bool]string{true: "allowed", false: "locked"}[spec.AllowLoopback], spec.Group)
+	if !egressFlags.persist {
+		fmt.Fprintln(out, "not persistent: the rules are gone after a reboot (use --persist)")
+		return nil
+	}
+	paths, err := egress.WritePersist(be, spec, egressFlags.persistDir, egressFlags.unitDir)
+	if err != nil {
+		return err
+	}
+	for _, p := range paths {
+		fmt.Fprintln(out, "wrote", p)
+	}
+	fmt.Fprintf(out, "enable at boot with: systemctl daemon-reload && systemctl enable %s\n", egress.UnitName)
+	return nil
+}
+
+func runEgressRemove(cmd *cobra.Command, _ []string) error {
+	_, be, err := egressSetup()
+	if err != nil {
+		return err
+	}
+	if err := be.Remove(cmd.Context()); err != nil {
+		return err
+	}
+	fmt.Fprintf(cmd.OutOrStdout(), "egress lockdown removed (%s)\n", be.Name())
+	for _, p := range egress.PersistPlanPaths(be, egressFlags.persistDir, egressFlags.unitDir) {
+		if _, err := os.Stat(p); err == nil {
+			fmt.Fprintf(cmd.OutOrStdout(), "note: %s still exists and restores the rules at boot; delete it (and disable %s) to make the removal permanent\n", p, egress.UnitName)
+		}
+	}
+	return nil
+}
+
+func runEgressStatus(cmd *cobra.Command, _ []string) error {
+	cfg, be, err := egressSetup()
+	if err != nil {
+		return err
+	}
+	st, err := be.Status(cmd.Context())
+	if err != nil {
+		return err
+	}
+	out := cmd.OutOrStdout()
+	if !st.Installed {
+		fmt.Fprintf(out, "egress lockdown is NOT installed (%s)\n", be.Name())
+		return &exitError{code: 3}
+	}
+	fmt.Fprintf(out, "egress lockdown installed (%s): TCP ports %s, NFLOG group %d\n", be.Name(), joinPortsCLI(st.Ports), st.Group)
+	fmt.Fprintf(out, "allowed users:  %s\n", idList(st.UIDs, egress.UserName))
+	fmt.Fprintf(out, "allowed groups: %s\n", idList(st.GIDs, egress.GroupName))
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "FAMILY\tPACKETS\tBYTES\tRULE")
+	for _, r := range st.Rules {
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\n", r.Family, r.Packets, r.Bytes, r.Text)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	spec, err := egress.SpecFromConfig(cfg.Egress, nil)
+	if err != nil {
+		fmt.Fprintf(out, "warning: configuration: %v\n", err)
+		return nil
+	}
+	missing, differ := egress.PersistState(be, spec, egressFlags.persistDir, egressFlags.unitDir)
+	switch {
+	case len(missing) > 0:
+		fmt.Fprintf(out, "warning: not persistent: %s missing; the rules are gone after a reboot (run egress apply --persist)\n", strings.Join(missing, ", "))
+	case len(differ) > 0:
+		fmt.Fprintf(out, "warning: persisted rules differ from the configuration: %s (run egress apply --persist)\n", strings.Join(differ, ", "))
+	default:
+		fmt.Fprintf(out, "persistent: %s\n", egressFlags.persistDir)
+	}
+	return nil
+}
+
+func runEgressWatch(cmd *cobra.Command, _ []string) error {
+	cfg, _, err := egressSetup()
+	if err != nil {
+		return err
+	}
+	log := newLogger(cfg)
+	var w io.Writer = cmd.OutOrStdout()
+	if egressFlags.output != "" {
+		f, err := os.OpenFile(egressFlags.output, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
+		if err != nil {
+			return fmt.Errorf("egress watch: --output: %w", err)
+		}
+		defer f.Close()
+		w = f
+	}
+	reg := prometheus.NewRegistry()
+	var mu sync.Mutex
+	enc := json.NewEncoder(w)
+	watcher := &egress.Watcher{
+		Group:          uint16(cfg.Egress.NFLogGroup),
+		Log:            log,
+		Metric:         egress.NewMetrics(reg),
+		AlertThreshold: cfg.Egress.AlertThreshold,
+		AlertWindow:    cfg.Egress.AlertWindow.D(),
+		OnAttempt: func(a egress.Attempt) {
+			mu.Lock()
+			defer mu.Unlock()
+			if egressFlags.json {
+				_ = enc.Encode(a)
+			} else {
+				fmt.Fprintln(w, a.String())
+			}
+		},
+	}
+	if cfg.Egress.AlertMailTo != "" {
+		m := egress.Mailer{Addr: cfg.Egress.AlertSMTP, From: cfg.Egress.AlertMailFrom, To: cfg.Egress.AlertMailTo, Hostname: cfg.Hostname}
+		watcher.OnAlert = func(ctx context.Context, al egress.Alert) {
+			if err := m.Send(ctx, al); err != nil {
+				log.Error("egress: alert mail failed", "to", m.To, "err", err)
+				return
+			}
+			log.Info("egress: alert mailed", "to", m.To, "uid", al.UID)
+		}
+	}
+	if egressFlags.metrics != "" {
+		ln, err := net.Listen("tcp", egressFlags.metrics)
+		if err != nil {
+			return fmt.Errorf("egress watch: --metrics %q: %w", egressFlags.metrics, err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go func() { _ = srv.Serve(ln) }()
+		defer srv.Close()
+		log.Info("egress watch: metrics", "addr", ln.Addr().String())
+	}
+	return watcher.Run(cmd.Context(), func() {
+		log.Info("egress watch: listening", "nflog_group", watcher.Group)
+	})
+}
+
+func runEgressReport(cmd *cobra.Command, args []string) error {
+	var s egress.Summary
+	for _, name := range args {
+		f, err := os.Open(name)
+		if err != nil {
+			return fmt.Errorf("egress report: %w", err)
+		}
+		err = s.Summarise(f, filepath.Clean(name), egressFlags.year)
+		f.Close()
+		if err != nil {
+			return err
+		}
+	}
+	if egressFlags.json {
+		enc := json.NewEncoder(cmd.OutOrStdout())
+		enc.SetIndent("", "  ")
+		return enc.Encode(s)
+	}
+	return s.WriteText(cmd.OutOrStdout())
+}
+
+func joinPortsCLI(ps []uint16) string {
+	var s []string
+	for _, p := range ps {
+		s = append(s, fmt.Sprint(p))
+	}
+	if len(s) == 0 {
+		return "(none)"
+	}
+	return strings.Join(s, ",")
+}
+
+func idList(ids []uint32, name func(uint32) string) string {
+	if len(ids) == 0 {
+		return "(none)"
+	}
+	var s []string
+	for _, id := range ids {
+		n := name(id)
+		if n == fmt.Sprint(id) {
+			s = append(s, n)
+		} else {
+			s = append(s, fmt.Sprintf("%s(%d)", n, id))
+		}
+	}
+	return strings.Join(s, ", ")
+}

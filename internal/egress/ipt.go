@@ -1,0 +1,253 @@
+package egress
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os/exec"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// IPTChain is the chain of our own that OUTPUT jumps to.
+const IPTChain = "RELAYGUARD-EGRESS"
+
+// IPT is the iptables/ip6tables backend. It drives the iptables tools (the
+// rule set is their format; no Go library speaks xtables): every change is
+// one iptables-restore --noflush transaction per address family, touching
+// only our chain and the jumps to it.
+type IPT struct {
+	// Bin4 and Bin6 are the iptables and ip6tables commands; empty means
+	// "iptables" and "ip6tables" from PATH.
+	Bin4, Bin6 string
+}
+
+// Name implements Backend.
+func (*IPT) Name() string { return "iptables" }
+
+type iptFamily struct {
+	name     string // ipv4, ipv6
+	bin      string
+	loopback string
+}
+
+func (b *IPT) families() []iptFamily {
+	b4, b6 := b.Bin4, b.Bin6
+	if b4 == "" {
+		b4 = "iptables"
+	}
+	if b6 == "" {
+		b6 = "ip6tables"
+	}
+	return []iptFamily{{"ipv4", b4, "127.0.0.0/8"}, {"ipv6", b6, "::1/128"}}
+}
+
+// iptJump is the OUTPUT rule: TCP SYN (without ACK) to a locked port.
+func iptJump(s Spec) string {
+	return fmt.Sprintf("-p tcp -m multiport --dports %s --syn -j %s", joinPorts(s.Ports), IPTChain)
+}
+
+// iptChainRules are the rules of our chain for one family.
+func iptChainRules(s Spec, f iptFamily) []string {
+	var rs []string
+	if s.AllowLoopback {
+		rs = append(rs, "-o lo -j ACCEPT", "-d "+f.loopback+" -j ACCEPT")
+	}
+	for _, u := range s.UIDs {
+		rs = append(rs, fmt.Sprintf("-m owner --uid-owner %d -j ACCEPT", u))
+	}
+	for _, g := range s.GIDs {
+		rs = append(rs, fmt.Sprintf("-m owner --gid-owner %d -j ACCEPT", g))
+	}
+	rs = append(rs, fmt.Sprintf("-j NFLOG --nflog-group %d", s.Group), "-j DROP")
+	return rs
+}
+
+// restoreInput builds iptables-restore input that (re)creates our chain
+// and replaces the jumps to it given in oldJumps (from `-S OUTPUT`).
+func restoreInput(s Spec, f iptFamily, oldJumps []string) string {
+	var b strings.Builder
+	b.WriteString("*filter\n")
+	// With --noflush, declaring an existing chain flushes it.
+	fmt.Fprintf(&b, ":%s - [0:0]\n", IPTChain)
+	for _, r := range iptChainRules(s, f) {
+		fmt.Fprintf(&b, "-A %s %s\n", IPTChain, r)
+	}
+	for _, j := range oldJumps {
+		fmt.Fprintf(&b, "-D OUTPUT %s\n", j)
+	}
+	fmt.Fprintf(&b, "-I OUTPUT 1 %s\n", iptJump(s))
+	b.WriteString("COMMIT\n")
+	return b.String()
+}
+
+func run(ctx context.Context, stdin string, name string, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, name, args...)
+	if stdin != "" {
+		cmd.Stdin = strings.NewReader(stdin)
+	}
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		return out.String(), fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, strings.TrimSpace(errb.String()))
+	}
+	return out.String(), nil
+}
+
+// state reads whether our chain exists and the jumps to it in OUTPUT
+// (as rule specifications without "-A OUTPUT").
+func (b *IPT) state(ctx context.Context, f iptFamily) (exists bool, jumps []string, err error) {
+	out, err := run(ctx, "", f.bin, "-w", "-t", "filter", "-S", "OUTPUT")
+	if err != nil {
+		return false, nil, fmt.Errorf("egress: %w", err)
+	}
+	for _, line := range strings.Split(out, "\n") {
+		if strings.HasPrefix(line, "-A OUTPUT ") && strings.HasSuffix(line, "-j "+IPTChain) {
+			jumps = append(jumps, strings.TrimPrefix(line, "-A OUTPUT "))
+		}
+	}
+	out, err = run(ctx, "", f.bin, "-w", "-t", "filter", "-S")
+	if err != nil {
+		return false, nil, fmt.Errorf("egress: %w", err)
+	}
+	for _, line := range strings.Split(out, "\n") {
+		if line == "-N "+IPTChain {
+			exists = true
+		}
+	}
+	return exists, jumps, nil
+}
+
+// Apply implements Backend: one iptables-restore --noflush per family.
+func (b *IPT) Apply(ctx context.Context, s Spec) error {
+	if len(s.Ports) > 15 {
+		return fmt.Errorf("egress: iptables backend: %d ports, multiport takes at most 15", len(s.Ports))
+	}
+	for _, f := range b.families() {
+		_, jumps, err := b.state(ctx, f)
+		if err != nil {
+			return err
+		}
+		in := restoreInput(s, f, jumps)
+		if _, err := run(ctx, in, f.bin+"-restore", "-w", "--noflush"); err != nil {
+			return fmt.Errorf("egress: apply %s: %w", f.name, err)
+		}
+	}
+	return nil
+}
+
+// Remove implements Backend: the jumps to our chain, then the chain.
+func (b *IPT) Remove(ctx context.Context) error {
+	for _, f := range b.families() {
+		exists, jumps, err := b.state(ctx, f)
+		if err != nil {
+			return err
+		}
+		if !exists && len(jumps) == 0 {
+			continue
+		}
+		var in strings.Builder
+		in.WriteString("*filter\n")
+		for _, j := range jumps {
+			fmt.Fprintf(&in, "-D OUTPUT %s\n", j)
+		}
+		if exists {
+			fmt.Fprintf(&in, "-F %s\n-X %s\n", IPTChain, IPTChain)
+		}
+		in.WriteString("COMMIT\n")
+		if _, err := run(ctx, in.String(), f.bin+"-restore", "-w", "--noflush"); err != nil {
+			return fmt.Errorf("egress: remove %s: %w", f.name, err)
+		}
+	}
+	return nil
+}
+
+// Status implements Backend, from `iptables -S -v` of OUTPUT and our chain.
+func (b *IPT) Status(ctx context.Context) (Status, error) {
+	st := Status{Backend: b.Name(), Group: -1}
+	uids, gids := map[uint32]bool{}, map[uint32]bool{}
+	for _, f := range b.families() {
+		exists, _, err := b.state(ctx, f)
+		if err != nil {
+			return st, err
+		}
+		if !exists {
+			continue
+		}
+		st.Installed = true
+		var lines []string
+		for _, chain := range []string{"OUTPUT", IPTChain} {
+			out, err := run(ctx, "", f.bin, "-w", "-t", "filter", "-S", chain, "-v")
+			if err != nil {
+				return st, fmt.Errorf("egress: %w", err)
+			}
+			for _, l := range strings.Split(out, "\n") {
+				if chain == "OUTPUT" && !strings.HasSuffix(l, "-j "+IPTChain) {
+					continue
+				}
+				if strings.HasPrefix(l, "-A ") {
+					lines = append(lines, l)
+				}
+			}
+		}
+		for _, l := range lines {
+			r := Rule{Family: f.name}
+			fs := strings.Fields(l)
+			var kept []string
+			for i := 0; i < len(fs); i++ {
+				switch {
+				case fs[i] == "-c" && i+2 < len(fs):
+					r.Packets, _ = strconv.ParseUint(fs[i+1], 10, 64)
+					r.Bytes, _ = strconv.ParseUint(fs[i+2], 10, 64)
+					i += 2
+					continue
+				case fs[i] == "--uid-owner" && i+1 < len(fs):
+					if n, err := strconv.ParseUint(fs[i+1], 10, 32); err == nil {
+						uids[uint32(n)] = true
+					}
+				case fs[i] == "--gid-owner" && i+1 < len(fs):
+					if n, err := strconv.ParseUint(fs[i+1], 10, 32); err == nil {
+						gids[uint32(n)] = true
+					}
+				case fs[i] == "--nflog-group" && i+1 < len(fs):
+					if n, err := strconv.Atoi(fs[i+1]); err == nil {
+						st.Group = n
+					}
+				case fs[i] == "--dports" && i+1 < len(fs) && f.name == "ipv4":
+					for _, p := range strings.Split(fs[i+1], ",") {
+						if n, err := strconv.ParseUint(p, 10, 16); err == nil {
+							st.Ports = append(st.Ports, uint16(n))
+						}
+					}
+				}
+				kept = append(kept, fs[i])
+			}
+			r.Text = strings.Join(kept, " ")
+			st.Rules = append(st.Rules, r)
+		}
+	}
+	for u := range uids {
+		st.UIDs = append(st.UIDs, u)
+	}
+	for g := range gids {
+		st.GIDs = append(st.GIDs, g)
+	}
+	slices.Sort(st.UIDs)
+	slices.Sort(st.GIDs)
+	return st, nil
+}
+
+// PersistFiles implements Backend: iptables-restore input per family,
+// loaded at boot with --noflush so other rules survive.
+func (b *IPT) PersistFiles(s Spec) (map[string]string, [][]string) {
+	files := map[string]string{}
+	var cmds [][]string
+	for _, f := range b.families() {
+		name := "egress." + f.name + ".rules"
+		files[name] = "# relayguard egress lockdown; generated by `relayguard egress apply --persist`.\n" +
+			restoreInput(s, f, nil)
+		cmds = append(cmds, []string{lookBin(f.bin + "-restore"), "-w", "--noflush", "DIR/" + name})
+	}
+	return files, cmds
+}

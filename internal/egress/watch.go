@@ -1,0 +1,282 @@
+package egress
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/relayguard/relayguard/internal/event"
+	"github.com/relayguard/relayguard/internal/nflog"
+)
+
+// Attempt is one blocked connection attempt (SYN retransmissions of the
+// same connection are folded into it).
+type Attempt struct {
+	Time      time.Time  `json:"time"`
+	UID       uint32     `json:"uid"`
+	GID       uint32     `json:"gid"`
+	HasUID    bool       `json:"has_uid"`
+	User      string     `json:"user"`
+	Src       netip.Addr `json:"src"`
+	SrcPort   uint16     `json:"src_port"`
+	Dst       netip.Addr `json:"dst"`
+	DstPort   uint16     `json:"dst_port"`
+	Process   *Process   `json:"process,omitempty"`
+	OtherPIDs []int      `json:"other_pids,omitempty"` // further processes sharing the socket
+	SockState string     `json:"socket_state,omitempty"`
+	Unknown   string     `json:"attribution_error,omitempty"`
+}
+
+// String is the one-line text form.
+func (a Attempt) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s blocked uid=%d user=%s dst=%s src=%s",
+		a.Time.Format(time.RFC3339), a.UID, a.User,
+		netip.AddrPortFrom(a.Dst, a.DstPort), netip.AddrPortFrom(a.Src, a.SrcPort))
+	if p := a.Process; p != nil {
+		fmt.Fprintf(&b, " pid=%d exe=%q cmdline=%q cwd=%q ppid=%d parent=%q",
+			p.PID, p.Exe, p.Cmdline, p.Cwd, p.PPID, p.ParentCmdline)
+	} else if a.Unknown != "" {
+		fmt.Fprintf(&b, " process=unknown (%s)", a.Unknown)
+	}
+	return b.String()
+}
+
+// Metrics are the watcher's Prometheus metrics.
+type Metrics struct {
+	Blocked *prometheus.CounterVec // by uid and user
+	Alerts  *prometheus.CounterVec // by uid and user
+	Lost    prometheus.Counter
+}
+
+// NewMetrics creates the metrics and registers them with reg (if not nil).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		Blocked: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "relayguard", Subsystem: "egress", Name: "blocked_attempts_total",
+			Help: "Outbound connection attempts to locked SMTP ports dropped, by socket owner.",
+		}, []string{"uid", "user"}),
+		Alerts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "relayguard", Subsystem: "egress", Name: "alerts_total",
+			Help: "Alerts raised because a uid exceeded the blocked-attempt threshold.",
+		}, []string{"uid", "user"}),
+		Lost: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "relayguard", Subsystem: "egress", Name: "nflog_overruns_total",
+			Help: "Times the NFLOG socket buffer overflowed and log messages were lost.",
+		}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.Blocked, m.Alerts, m.Lost)
+	}
+	return m
+}
+
+// Alert is raised when one uid exceeds the threshold within the window.
+type Alert struct {
+	UID    uint32
+	User   string
+	Count  int
+	Window time.Duration
+	Last   Attempt
+}
+
+// Watcher turns NFLOG packets into attributed attempts, events, metrics
+// and alerts.
+type Watcher struct {
+	Group  uint16
+	Log    *slog.Logger
+	Sink   event.Sink // EgressBlocked events; nil: none
+	Metric *Metrics   // nil: none
+	Attrib Attributor
+
+	// Dedupe folds packets of the same 5-tuple within this window into one
+	// attempt (TCP retransmits a dropped SYN for about two minutes).
+	Dedupe time.Duration
+
+	AlertThreshold int // 0: no alerts
+	AlertWindow    time.Duration
+	// OnAlert, if set, is called (in its own goroutine) for each alert,
+	// e.g. to mail the administrator. The log line is always written.
+	OnAlert func(context.Context, Alert)
+	// OnAttempt is called for each attempt, in order.
+	OnAttempt func(Attempt)
+
+	mu        sync.Mutex
+	seen      map[fiveTuple]time.Time
+	perUID    map[uint32][]time.Time
+	lastAlert map[uint32]time.Time
+	lastPrune time.Time
+}
+
+type fiveTuple struct {
+	src, dst         netip.Addr
+	srcPort, dstPort uint16
+}
+
+func (w *Watcher) log() *slog.Logger {
+	if w.Log == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return w.Log
+}
+
+// Run binds the NFLOG group and handles packets until ctx ends. ready, if
+// not nil, is called once the group is bound.
+func (w *Watcher) Run(ctx context.Context, ready func()) error {
+	c, err := nflog.Open(w.Group, 256)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if ready != nil {
+		ready()
+	}
+	err = c.Read(ctx, func(p nflog.Packet) { w.Handle(ctx, p) }, func(error) {
+		w.log().Warn("egress: NFLOG socket buffer overflow, log messages lost", "group", w.Group)
+		if w.Metric != nil {
+			w.Metric.Lost.Inc()
+		}
+	})
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+// Handle processes one logged packet. It returns the attempt and true for
+// a new attempt, false for a retransmission or a non-TCP packet.
+func (w *Watcher) Handle(ctx context.Context, p nflog.Packet) (Attempt, bool) {
+	if !p.TCP {
+		return Attempt{}, false
+	}
+	key := fiveTuple{p.Src, p.Dst, p.SrcPort, p.DstPort}
+	now := time.Now()
+	dedupe := w.Dedupe
+	if dedupe <= 0 {
+		dedupe = 3 * time.Minute
+	}
+	w.mu.Lock()
+	if w.seen == nil {
+		w.seen = map[fiveTuple]time.Time{}
+		w.perUID = map[uint32][]time.Time{}
+		w.lastAlert = map[uint32]time.Time{}
+	}
+	if t, ok := w.seen[key]; ok && now.Sub(t) < dedupe {
+		w.mu.Unlock()
+		return Attempt{}, false
+	}
+	w.seen[key] = now
+	if now.Sub(w.lastPrune) > dedupe {
+		for k, t := range w.seen {
+			if now.Sub(t) >= dedupe {
+				delete(w.seen, k)
+			}
+		}
+		w.lastPrune = now
+	}
+	w.mu.Unlock()
+
+	a := Attempt{
+		Time: p.Time, UID: p.UID, GID: p.GID, HasUID: p.HasUID,
+		Src: p.Src, SrcPort: p.SrcPort, Dst: p.Dst, DstPort: p.DstPort,
+	}
+	if p.HasUID {
+		a.User = UserName(p.UID)
+	} else {
+		a.User = "(no socket owner)"
+	}
+	ps, st, err := w.Attrib.Attribute(netip.AddrPortFrom(p.Src, p.SrcPort), netip.AddrPortFrom(p.Dst, p.DstPort))
+	if err != nil {
+		a.Unknown = err.Error()
+	} else {
+		a.Process = &ps[0]
+		for _, o := range ps[1:] {
+			a.OtherPIDs = append(a.OtherPIDs, o.PID)
+		}
+		if st == tcpSynSent {
+			a.SockState = "SYN_SENT"
+		} else {
+			a.SockState = "state " + strconv.Itoa(st)
+		}
+	}
+	w.emit(ctx, a)
+	return a, true
+}
+
+func (w *Watcher) emit(ctx context.Context, a Attempt) {
+	uidS := strconv.FormatUint(uint64(a.UID), 10)
+	attrs := []any{"uid", a.UID, "user", a.User, "dst", netip.AddrPortFrom(a.Dst, a.DstPort).String(),
+		"src_port", a.SrcPort}
+	if p := a.Process; p != nil {
+		attrs = append(attrs, "pid", p.PID, "exe", p.Exe, "cmdline", p.Cmdline, "cwd", p.Cwd,
+			"ppid", p.PPID, "parent_cmdline", p.ParentCmdline)
+	} else {
+		attrs = append(attrs, "process", "unknown", "why", a.Unknown)
+	}
+	w.log().Info("egress: blocked outbound connection", attrs...)
+	if w.Metric != nil {
+		w.Metric.Blocked.WithLabelValues(uidS, a.User).Inc()
+	}
+	if w.Sink != nil {
+		detail := fmt.Sprintf("uid=%d dst=%s", a.UID, netip.AddrPortFrom(a.Dst, a.DstPort))
+		if p := a.Process; p != nil {
+			detail += fmt.Sprintf(" pid=%d exe=%s cmdline=%q", p.PID, p.Exe, p.Cmdline)
+		}
+		w.Sink.Publish(ctx, event.Event{
+			Time: a.Time, Kind: event.EgressBlocked, Source: "kernel", IP: a.Dst,
+			User: a.User, Rule: "egress", Detail: detail, Service: "smtp",
+		})
+	}
+	if w.OnAttempt != nil {
+		w.OnAttempt(a)
+	}
+	w.checkAlert(ctx, a)
+}
+
+// checkAlert counts the uid's attempts in the sliding window and raises at
+// most one alert per uid per window.
+func (w *Watcher) checkAlert(ctx context.Context, a Attempt) {
+	if w.AlertThreshold <= 0 || w.AlertWindow <= 0 {
+		return
+	}
+	now := time.Now()
+	w.mu.Lock()
+	ts := w.perUID[a.UID]
+	keep := ts[:0]
+	for _, t := range ts {
+		if now.Sub(t) < w.AlertWindow {
+			keep = append(keep, t)
+		}
+	}
+	keep = append(keep, now)
+	w.perUID[a.UID] = keep
+	fire := len(keep) >= w.AlertThreshold && now.Sub(w.lastAlert[a.UID]) >= w.AlertWindow
+	if fire {
+		w.lastAlert[a.UID] = now
+	}
+	n := len(keep)
+	w.mu.Unlock()
+	if !fire {
+		return
+	}
+	al := Alert{UID: a.UID, User: a.User, Count: n, Window: w.AlertWindow, Last: a}
+	attrs := []any{"uid", a.UID, "user", a.User, "attempts", n, "window", w.AlertWindow.String(),
+		"threshold", w.AlertThreshold}
+	if p := a.Process; p != nil {
+		attrs = append(attrs, "pid", p.PID, "exe", p.Exe, "cmdline", p.Cmdline)
+	}
+	w.log().Warn("egress ALERT: a local user keeps trying to send mail directly", attrs...)
+	if w.Metric != nil {
+		w.Metric.Alerts.WithLabelValues(strconv.FormatUint(uint64(a.UID), 10), a.User).Inc()
+	}
+	if w.OnAlert != nil {
+		go w.OnAlert(ctx, al)
+	}
+}
