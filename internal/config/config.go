@@ -144,7 +144,7 @@ func Default() *Config {
 			MaxCommandLength:   512,
 			MaxConnections:     20000,
 			MaxConnectionsIP:   20,
-			MaxBadCommands:     10,
+			MaxBadCommands:     20,
 			MaxAuthFailures:    3,
 			CommandTimeout:     Duration(5 * time.Minute),
 			DataInitTimeout:    Duration(2 * time.Minute),

@@ -1,0 +1,270 @@
+package smtpd
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/relayguard/relayguard/internal/event"
+	"github.com/relayguard/relayguard/internal/policy"
+	"github.com/relayguard/relayguard/internal/queue"
+)
+
+// Errors found while reading message data. The first three let the
+// session resynchronise at the final dot; bare CR/LF cannot be resynced
+// safely (SMTP smuggling) and end the session.
+var (
+	errTooBig       = errors.New("message too big")
+	errDataLineLong = errors.New("message line too long")
+	errDataNUL      = errors.New("NUL character in message")
+	errBareLF       = errors.New("bare <LF> or <CR> received")
+	errSpoolWrite   = errors.New("queue file write error")
+)
+
+func (ss *session) cmdData(ctx context.Context, arg string) error {
+	switch {
+	case arg != "":
+		ss.badCommand(ctx, "501 5.5.4 Syntax: DATA")
+		return nil
+	case !ss.inTx:
+		ss.badCommand(ctx, "503 5.5.1 Error: need MAIL command")
+		return nil
+	case len(ss.rcpts) == 0:
+		ss.badCommand(ctx, "554 5.5.1 Error: no valid recipients")
+		return nil
+	}
+	snd := Sender{User: ss.authUser, IP: ss.ip, From: ss.from.String(), Trusted: ss.trusted, Listener: ss.l.cfg.Name}
+	if ss.s.deps.Limits != nil && (ss.authUser != "" || ss.trusted) {
+		if err := ss.s.deps.Limits.Message(ctx, snd, len(ss.rcpts)); err != nil {
+			ss.s.reject(ctx, ss.ip, ss.l.cfg.Name, "rate_limit", "451 4.7.1", "", err.Error())
+			ss.reply("451 4.7.1 %s", oneLine(err.Error()))
+			return nil
+		}
+	}
+	if ss.s.deps.Policy != nil {
+		v := ss.s.deps.Policy.Check(ctx, ss.request(policy.StageData, ""))
+		if v.Action == policy.Reject || v.Action == policy.Defer {
+			ss.verdictReply(ctx, v, "")
+			return nil
+		}
+	}
+	w, err := ss.s.deps.Spool.Create("")
+	if err != nil {
+		ss.s.log.Error("spool create failed", "err", err)
+		ss.reply("451 4.3.0 Error: queue file write error")
+		return nil
+	}
+	ss.reply("354 End data with <CR><LF>.<CR><LF>")
+	if err := ss.bw.Flush(); err != nil {
+		w.Abort()
+		return err
+	}
+	ss.writeReceived(w)
+	start := time.Now()
+	derr := ss.readData(w, start)
+	switch {
+	case errors.Is(derr, errBareLF):
+		w.Abort()
+		ss.s.reject(ctx, ss.ip, ss.l.cfg.Name, "bare_newline", "521 5.5.2", "", derr.Error())
+		ss.s.deps.Events.Publish(ctx, event.Event{Kind: event.ProtocolAbuse, Source: "smtpd", IP: ss.ip, Detail: "bare newline in DATA", Service: ss.l.cfg.Name})
+		ss.reply("521 5.5.2 %s Error: bare <CR> or <LF> received", ss.cfg.Hostname)
+		return errClose
+	case errors.Is(derr, errTooBig):
+		w.Abort()
+		ss.s.log.Info("limit reached", "limit", "limits.max_message_size", "value", ss.cfg.Limits.MaxMessageSize, "client", ss.ip)
+		ss.s.reject(ctx, ss.ip, ss.l.cfg.Name, "message_size_limit", "552 5.3.4", "", "message too big")
+		ss.reply("552 5.3.4 Error: message size exceeds fixed limit")
+		ss.resetTx()
+		return nil
+	case errors.Is(derr, errDataLineLong):
+		w.Abort()
+		ss.s.log.Info("limit reached", "limit", "limits.max_line_length", "value", ss.cfg.Limits.MaxLineLength, "client", ss.ip)
+		ss.s.reject(ctx, ss.ip, ss.l.cfg.Name, "line_length_limit", "500 5.5.2", "", "message line too long")
+		ss.reply("500 5.5.2 Error: message line longer than %d octets", ss.cfg.Limits.MaxLineLength)
+		ss.resetTx()
+		return nil
+	case errors.Is(derr, errDataNUL):
+		w.Abort()
+		ss.s.reject(ctx, ss.ip, ss.l.cfg.Name, "nul_in_message", "554 5.6.0", "", "NUL character in message")
+		ss.reply("554 5.6.0 Error: message contains NUL characters")
+		ss.resetTx()
+		return nil
+	case errors.Is(derr, errSpoolWrite):
+		w.Abort()
+		ss.s.log.Error("spool write failed", "id", w.ID(), "err", derr)
+		ss.reply("451 4.3.0 Error: queue file write error")
+		ss.resetTx()
+		return nil
+	case derr != nil:
+		// Connection lost or timed out mid-DATA: nothing was acknowledged.
+		w.Abort()
+		ss.s.log.Info("lost connection", "client", ss.ip, "after", "DATA", "err", derr)
+		var ne interface{ Timeout() bool }
+		if errors.As(derr, &ne) && ne.Timeout() {
+			ss.reply("421 4.4.2 %s Error: timeout exceeded", ss.cfg.Hostname)
+		}
+		return errClose
+	}
+	if ss.s.deps.Policy != nil {
+		req := ss.request(policy.StageEndOfData, "")
+		req.Size = w.Size()
+		v := ss.s.deps.Policy.Check(ctx, req)
+		if v.Action == policy.Reject || v.Action == policy.Defer {
+			w.Abort()
+			ss.verdictReply(ctx, v, "")
+			ss.resetTx()
+			return nil
+		}
+	}
+	env := &queue.Envelope{
+		From: ss.from.String(), AuthUser: ss.authUser, ClientIP: ss.ip.String(), Helo: ss.helo,
+		Listener: ss.l.cfg.Name, Mode: ss.l.cfg.Mode, SMTPUTF8: ss.smtputf8, Body8Bit: ss.body8bit, Trusted: ss.trusted,
+	}
+	for _, r := range ss.rcpts {
+		env.Recipients = append(env.Recipients, queue.Recipient{Addr: r})
+	}
+	// The reply waits for stable storage: RFC 5321 §4.1.1.4, and the rule
+	// that nothing acknowledged is ever lost.
+	if err := w.Commit(ctx, env); err != nil {
+		ss.s.log.Error("spool commit failed", "id", w.ID(), "err", err)
+		ss.reply("451 4.3.0 Error: queue file write error")
+		ss.resetTx()
+		return nil
+	}
+	ss.messages++
+	ss.s.deps.Metrics.Spooled.Inc()
+	ss.s.log.Info("message accepted", "id", env.ID, "client", ss.ip, "listener", ss.l.cfg.Name, "user", ss.authUser,
+		"from", env.From, "nrcpt", len(env.Recipients), "size", env.Size)
+	ss.reply("250 2.0.0 Ok: queued as %s", env.ID)
+	ss.resetTx()
+	return nil
+}
+
+// writeReceived prepends the trace header of RFC 5321 §4.4, with the
+// protocol keyword of RFC 3848 / RFC 6531 §3.7.3.
+func (ss *session) writeReceived(w io.Writer) {
+	proto := "SMTP"
+	if ss.esmtp {
+		proto = "ESMTP"
+		if ss.smtputf8 {
+			proto = "UTF8SMTP"
+		}
+		if ss.tls != nil {
+			proto += "S"
+		}
+		if ss.authUser != "" {
+			proto += "A"
+		}
+	}
+	var forClause string
+	if len(ss.rcpts) == 1 {
+		forClause = "\r\n\tfor <" + ss.rcpts[0] + ">"
+	}
+	fmt.Fprintf(w, "Received: from %s ([%s])\r\n\tby %s (relayguard) with %s%s;\r\n\t%s\r\n",
+		sanitizeHelo(ss.helo), ss.ip, ss.cfg.Hostname, proto, forClause, time.Now().Format(time.RFC1123Z))
+}
+
+func sanitizeHelo(h string) string {
+	b := []byte(h)
+	for i, c := range b {
+		if c < 0x21 || c > 0x7e || c == '(' || c == ')' {
+			b[i] = '_'
+		}
+	}
+	if len(b) > 100 {
+		b = b[:100]
+	}
+	return string(b)
+}
+
+// readData copies message data to w, removing dot-stuffing (RFC 5321
+// §4.5.2), until the terminating <CRLF>.<CRLF>. Limits are enforced as it
+// goes; after a size, line-length or NUL error it keeps reading (without
+// storing) up to the final dot so that the session can go on.
+func (ss *session) readData(w io.Writer, start time.Time) error {
+	var (
+		maxSize  = ss.cfg.Limits.MaxMessageSize
+		maxLine  = ss.cfg.Limits.MaxLineLength
+		blockTO  = ss.cfg.Limits.DataBlockTimeout.D()
+		deadline = start.Add(ss.cfg.Limits.DataTermTimeout.D())
+		size     int64
+		lineLen  int
+		atStart  = true // at the start of a line
+		prevCR   = false
+		sticky   error
+	)
+	bw := bufio.NewWriterSize(w, 32<<10)
+	for {
+		d := time.Now().Add(blockTO)
+		if d.After(deadline) {
+			d = deadline
+		}
+		ss.conn.SetReadDeadline(d)
+		frag, err := ss.br.ReadSlice('\n')
+		if err != nil && err != bufio.ErrBufferFull {
+			return err
+		}
+		if prevCR && len(frag) > 0 && frag[0] != '\n' {
+			return errBareLF // CR at the end of the last fragment, not followed by LF
+		}
+		complete := err == nil // frag ends with '\n'
+		if atStart && complete && len(frag) >= 2 && frag[0] == '.' {
+			if len(frag) == 3 && frag[1] == '\r' {
+				if sticky == nil {
+					sticky = bw.Flush()
+				}
+				return sticky // end of data
+			}
+			if len(frag) == 2 {
+				return errBareLF // ".\n"
+			}
+		}
+		body := frag
+		if atStart && len(body) > 0 && body[0] == '.' {
+			body = body[1:] // dot-stuffing
+		}
+		// Bare LF: a line that ends in LF without CR. Bare CR: a CR not
+		// followed by LF. Either would let a message smuggle a second one
+		// past a downstream MTA that reads line ends differently.
+		if complete {
+			n := len(frag)
+			if n < 2 || frag[n-2] != '\r' {
+				if !(n == 1 && prevCR) {
+					return errBareLF
+				}
+			}
+		}
+		if i := bytes.IndexByte(frag, '\r'); i >= 0 {
+			for j := i; j < len(frag); j++ {
+				if frag[j] == '\r' && j+1 < len(frag) && frag[j+1] != '\n' {
+					return errBareLF
+				}
+			}
+		}
+		prevCR = !complete && len(frag) > 0 && frag[len(frag)-1] == '\r'
+		if sticky == nil && bytes.IndexByte(frag, 0) >= 0 {
+			sticky = errDataNUL
+		}
+		lineLen += len(frag)
+		if sticky == nil && lineLen > maxLine {
+			sticky = errDataLineLong
+		}
+		size += int64(len(body))
+		if sticky == nil && size > maxSize {
+			sticky = errTooBig
+		}
+		if sticky == nil {
+			if _, werr := bw.Write(body); werr != nil {
+				sticky = fmt.Errorf("%w: %v", errSpoolWrite, werr)
+			}
+		}
+		atStart = complete
+		if complete {
+			lineLen = 0
+		}
+	}
+}

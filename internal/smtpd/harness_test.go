@@ -1,0 +1,245 @@
+package smtpd
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/relayguard/relayguard/internal/certs"
+	"github.com/relayguard/relayguard/internal/config"
+	"github.com/relayguard/relayguard/internal/event"
+	"github.com/relayguard/relayguard/internal/queue"
+	"github.com/relayguard/relayguard/internal/store"
+	"github.com/relayguard/relayguard/internal/userdb"
+)
+
+// testServer is a real server on loopback ports with a real user database
+// and spool in a temporary directory.
+type testServer struct {
+	cfg    *config.Config
+	addr   map[string]string // listener name → host:port
+	users  *userdb.DB
+	spool  *queue.Spool
+	events *event.Recorder
+	srv    *Server
+	tls    *tls.Config
+}
+
+const (
+	testHost     = "mail.test"
+	testPassword = "correct horse battery staple"
+)
+
+// startServer starts listeners "mx", "submission", "submissions" and
+// "local" (a trusted-local submission listener), with users alice (owning
+// alice@mail.test and sales@mail.test) and bob@mail.test.
+func startServer(t testing.TB, mutate func(*config.Config)) *testServer {
+	t.Helper()
+	dir := t.TempDir()
+	cfg := config.Default()
+	cfg.Hostname = testHost
+	cfg.LocalDomains = []string{testHost, "localhost"}
+	cfg.OwnAddresses = []string{"127.0.0.1", "::1"}
+	cfg.Limits.AuthFailureDelay = config.Duration(5 * time.Millisecond)
+	cfg.Limits.MaxAuthFailures = 3
+	cfg.Auth.CRAMMD5 = true
+	cfg.Auth.Mechanisms = []string{"SCRAM-SHA-256-PLUS", "SCRAM-SHA-256", "PLAIN", "LOGIN", "CRAM-MD5"}
+	cfg.Listeners = []config.ListenerConfig{
+		{Name: "mx", Address: "127.0.0.1:0", Mode: config.ModeMX},
+		{Name: "submission", Address: "127.0.0.1:0", Mode: config.ModeSubmission},
+		{Name: "submissions", Address: "127.0.0.1:0", Mode: config.ModeSubmissions},
+		{Name: "local", Address: "127.0.0.1:0", Mode: config.ModeSubmission, TrustedLocal: true},
+	}
+	if mutate != nil {
+		mutate(cfg)
+	}
+	if err := cfg.Finish(dir); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := certs.EnsureSelfSigned(cfg.TLS.CertFile, cfg.TLS.KeyFile, []string{testHost, "127.0.0.1"}); err != nil {
+		t.Fatal(err)
+	}
+	tlsConf, err := certs.Load(cfg.TLS.CertFile, cfg.TLS.KeyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	db, err := store.OpenSQLite(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	users, err := userdb.Open(ctx, db, userdb.Options{PasswordHash: "argon2id", SCRAMIterations: 4096, CRAMMD5: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range []string{"alice", "bob@mail.test"} {
+		if err := users.Add(ctx, u, testPassword); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, a := range []string{"alice@mail.test", "sales@mail.test"} {
+		if err := users.AddAddress(ctx, "alice", a); err != nil {
+			t.Fatal(err)
+		}
+	}
+	spool, err := queue.OpenSpool(filepath.Join(dir, "spool"), time.Millisecond, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &event.Recorder{}
+	srv, err := New(cfg, Deps{Users: users, Creds: users, Spool: spool, TLS: tlsConf, Events: rec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := &testServer{cfg: cfg, addr: map[string]string{}, users: users, spool: spool, events: rec, srv: srv, tls: tlsConf}
+	for _, lc := range cfg.Listeners {
+		ln, err := net.Listen("tcp", lc.Address)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ts.addr[lc.Name] = ln.Addr().String()
+		go srv.Serve(ctx, ln, lc)
+	}
+	t.Cleanup(func() {
+		cancel()
+		srv.Shutdown()
+		spool.Close()
+		db.Close()
+	})
+	return ts
+}
+
+// client is a raw SMTP client for scripted dialogues.
+type client struct {
+	t    testing.TB
+	conn net.Conn
+	r    *bufio.Reader
+}
+
+func (ts *testServer) dial(t testing.TB, listener string) *client {
+	t.Helper()
+	var c net.Conn
+	var err error
+	if listener == "submissions" {
+		c, err = tls.Dial("tcp", ts.addr[listener], &tls.Config{InsecureSkipVerify: true})
+	} else {
+		c, err = net.Dial("tcp", ts.addr[listener])
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	t.Cleanup(func() { c.Close() })
+	return &client{t: t, conn: c, r: bufio.NewReader(c)}
+}
+
+// send writes raw bytes (CRLF is not added).
+func (c *client) send(s string) {
+	c.t.Helper()
+	if _, err := c.conn.Write([]byte(s)); err != nil {
+		c.t.Fatalf("send %q: %v", s, err)
+	}
+}
+
+// cmd sends one command line with CRLF.
+func (c *client) cmd(s string) { c.t.Helper(); c.send(s + "\r\n") }
+
+// reply reads a whole (possibly multi-line) reply and returns its lines.
+func (c *client) reply() []string {
+	c.t.Helper()
+	var lines []string
+	for {
+		l, err := c.r.ReadString('\n')
+		if err != nil {
+			c.t.Fatalf("reading reply after %q: %v", lines, err)
+		}
+		l = strings.TrimRight(l, "\r\n")
+		lines = append(lines, l)
+		if len(l) < 4 || l[3] != '-' {
+			return lines
+		}
+	}
+}
+
+// expect reads one reply and checks that its last line starts with want.
+func (c *client) expect(want string) string {
+	c.t.Helper()
+	lines := c.reply()
+	last := lines[len(lines)-1]
+	if !strings.HasPrefix(last, want) {
+		c.t.Fatalf("got reply %q, want %q", strings.Join(lines, " | "), want)
+	}
+	return strings.Join(lines, "\n")
+}
+
+// dialogue runs a script: "C: " lines are sent, "S: " lines are expected
+// (prefix match on the last line of a reply).
+func (c *client) dialogue(script string) {
+	c.t.Helper()
+	for _, l := range strings.Split(strings.TrimSpace(script), "\n") {
+		l = strings.TrimSpace(l)
+		switch {
+		case strings.HasPrefix(l, "C: "):
+			c.cmd(l[3:])
+		case strings.HasPrefix(l, "S: "):
+			c.expect(l[3:])
+		case l == "":
+		default:
+			c.t.Fatalf("bad script line %q", l)
+		}
+	}
+}
+
+// expectClosed checks that the server closed the connection.
+func (c *client) expectClosed() {
+	c.t.Helper()
+	c.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if l, err := c.r.ReadString('\n'); err == nil {
+		c.t.Fatalf("connection still open, got %q", l)
+	}
+}
+
+// startTLS upgrades the connection after EHLO.
+func (c *client) startTLS() {
+	c.t.Helper()
+	c.cmd("STARTTLS")
+	c.expect("220 2.0.0")
+	tc := tls.Client(c.conn, &tls.Config{InsecureSkipVerify: true, ServerName: testHost})
+	if err := tc.Handshake(); err != nil {
+		c.t.Fatal(err)
+	}
+	c.conn = tc
+	c.r = bufio.NewReader(tc)
+}
+
+func plainIR(user, pass string) string {
+	return b64("\x00" + user + "\x00" + pass)
+}
+
+// spooled returns the messages in the spool.
+func (ts *testServer) spooled(t testing.TB) []*queue.Envelope {
+	t.Helper()
+	l, err := ts.spool.List()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+func (ts *testServer) messageData(t testing.TB, id string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(ts.spool.Dir(), "msg", id+".eml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+var _ = fmt.Sprintf

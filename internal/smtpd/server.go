@@ -1,0 +1,332 @@
+// Package smtpd is relayguard's SMTP front door: MX (RFC 5321), submission
+// (RFC 6409) with STARTTLS (RFC 3207), and submissions with implicit TLS
+// (RFC 8314), with SMTP AUTH (RFC 4954).
+//
+// The protocol engine is written by hand rather than on emersion/go-smtp:
+// relayguard must control every reply code (RFC 4954's 538 5.7.11, 501
+// 5.5.2, 500 5.5.6, Postfix's "Relay access denied" wording), refuse
+// clients before the banner, detect pregreet and bare-LF smuggling, and
+// delay failed AUTH per session, none of which go-smtp exposes.
+package smtpd
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/relayguard/relayguard/internal/address"
+	"github.com/relayguard/relayguard/internal/config"
+	"github.com/relayguard/relayguard/internal/event"
+	"github.com/relayguard/relayguard/internal/queue"
+	"github.com/relayguard/relayguard/internal/sasl"
+)
+
+// Users is the account lookup smtpd needs (internal/userdb).
+type Users interface {
+	LocalRecipientExists(ctx context.Context, local, domain string) (bool, error)
+	MayUseSender(ctx context.Context, user, addr string, localDomains []string) (bool, error)
+}
+
+// Deps are the server's collaborators. Users, Creds and Spool are required.
+type Deps struct {
+	Users   Users
+	Creds   sasl.Credentials
+	Spool   *queue.Spool
+	TLS     *tls.Config // nil: no STARTTLS, no submissions listener
+	Events  event.Sink
+	Guard   Guard
+	Policy  PolicyChecker
+	Limits  SendLimiter
+	Log     *slog.Logger
+	Metrics *Metrics
+	// PopBeforeSMTP, if set, permits relay from a client address that
+	// recently logged in over POP3/IMAP (legacy, off by default).
+	PopBeforeSMTP func(ip netip.Addr) bool
+}
+
+// Server runs the configured SMTP listeners.
+type Server struct {
+	cfg  *config.Config
+	deps Deps
+	log  *slog.Logger
+
+	localDomains map[string]bool
+	relayDomains map[string]bool
+	myNetworks   []netip.Prefix
+	ownAddrs     map[netip.Addr]bool
+	mechs        []string // configured mechanisms, upper case, in order
+	leaf         *x509.Certificate
+
+	mu       sync.Mutex
+	total    int
+	perIP    map[netip.Addr]int
+	conns    map[net.Conn]struct{}
+	lns      []net.Listener
+	wg       sync.WaitGroup
+	shutdown bool
+}
+
+// New builds a server from a finished configuration.
+func New(cfg *config.Config, deps Deps) (*Server, error) {
+	if deps.Users == nil || deps.Creds == nil || deps.Spool == nil {
+		return nil, errors.New("smtpd: Users, Creds and Spool are required")
+	}
+	if deps.Log == nil {
+		deps.Log = slog.New(slog.DiscardHandler)
+	}
+	if deps.Events == nil {
+		deps.Events = event.Discard{}
+	}
+	if deps.Metrics == nil {
+		deps.Metrics = NewMetrics(nil)
+	}
+	s := &Server{
+		cfg: cfg, deps: deps, log: deps.Log,
+		localDomains: map[string]bool{}, relayDomains: map[string]bool{},
+		ownAddrs: map[netip.Addr]bool{}, perIP: map[netip.Addr]int{}, conns: map[net.Conn]struct{}{},
+	}
+	for _, d := range cfg.LocalDomains {
+		c, err := address.CanonicalDomain(d)
+		if err != nil {
+			return nil, fmt.Errorf("smtpd: local_domains: %w", err)
+		}
+		s.localDomains[c] = true
+	}
+	for _, d := range cfg.RelayDomains {
+		c, err := address.CanonicalDomain(d)
+		if err != nil {
+			return nil, fmt.Errorf("smtpd: relay_domains: %w", err)
+		}
+		s.relayDomains[c] = true
+	}
+	var err error
+	if s.myNetworks, err = config.ParsePrefixes(cfg.MyNetworks); err != nil {
+		return nil, fmt.Errorf("smtpd: mynetworks: %w", err)
+	}
+	for _, a := range cfg.OwnAddresses {
+		s.ownAddrs[netip.MustParseAddr(a).Unmap()] = true
+	}
+	if len(cfg.OwnAddresses) == 0 {
+		if addrs, err := net.InterfaceAddrs(); err == nil {
+			for _, a := range addrs {
+				if p, err := netip.ParsePrefix(a.String()); err == nil {
+					s.ownAddrs[p.Addr().Unmap()] = true
+				}
+			}
+		}
+	}
+	if deps.TLS != nil && len(deps.TLS.Certificates) > 0 {
+		if leaf := deps.TLS.Certificates[0].Leaf; leaf != nil {
+			s.leaf = leaf
+		} else if len(deps.TLS.Certificates[0].Certificate) > 0 {
+			if leaf, err := x509.ParseCertificate(deps.TLS.Certificates[0].Certificate[0]); err == nil {
+				s.leaf = leaf
+			}
+		}
+	}
+	for _, m := range cfg.Auth.Mechanisms {
+		s.mechs = append(s.mechs, strings.ToUpper(m))
+	}
+	return s, nil
+}
+
+// listener is one bound listener and its settings.
+type listener struct {
+	cfg   config.ListenerConfig
+	allow []netip.Prefix
+	deny  []netip.Prefix
+}
+
+// Serve accepts on ln for the listener named name until ctx ends or
+// Shutdown is called.
+func (s *Server) Serve(ctx context.Context, ln net.Listener, lc config.ListenerConfig) error {
+	l := &listener{cfg: lc}
+	var err error
+	if l.allow, err = config.ParsePrefixes(lc.Allow); err != nil {
+		return fmt.Errorf("smtpd: listener %s allow: %w", lc.Name, err)
+	}
+	if l.deny, err = config.ParsePrefixes(lc.Deny); err != nil {
+		return fmt.Errorf("smtpd: listener %s deny: %w", lc.Name, err)
+	}
+	if lc.Mode == config.ModeSubmissions && s.deps.TLS == nil {
+		return fmt.Errorf("smtpd: listener %s: submissions needs a TLS certificate", lc.Name)
+	}
+	s.mu.Lock()
+	if s.shutdown {
+		s.mu.Unlock()
+		ln.Close()
+		return errors.New("smtpd: server is shut down")
+	}
+	s.lns = append(s.lns, ln)
+	s.mu.Unlock()
+	if a, ok := netip.AddrFromSlice(addrIP(ln.Addr())); ok && len(s.cfg.OwnAddresses) == 0 && !a.IsUnspecified() {
+		s.mu.Lock()
+		s.ownAddrs[a.Unmap()] = true
+		s.mu.Unlock()
+	}
+	var tempDelay time.Duration
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			s.mu.Lock()
+			down := s.shutdown
+			s.mu.Unlock()
+			if down || ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			// Out of file descriptors and the like: back off and go on
+			// serving, as net/http does.
+			if tempDelay == 0 {
+				tempDelay = 5 * time.Millisecond
+			} else if tempDelay *= 2; tempDelay > time.Second {
+				tempDelay = time.Second
+			}
+			s.log.Error("accept failed", "listener", lc.Name, "err", err)
+			time.Sleep(tempDelay)
+			continue
+		}
+		tempDelay = 0
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.handle(ctx, c, l)
+		}()
+	}
+}
+
+func addrIP(a net.Addr) net.IP {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		return ta.IP
+	}
+	return nil
+}
+
+// Shutdown stops accepting, closes every connection, and waits for the
+// session goroutines.
+func (s *Server) Shutdown() {
+	s.mu.Lock()
+	s.shutdown = true
+	for _, ln := range s.lns {
+		ln.Close()
+	}
+	for c := range s.conns {
+		c.Close()
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+}
+
+// admit applies the connection limits; it returns a reply to send and
+// close with, or "" to go on.
+func (s *Server) admit(c net.Conn, ip netip.Addr) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.total >= s.cfg.Limits.MaxConnections {
+		s.log.Warn("limit reached", "limit", "limits.max_connections", "value", s.cfg.Limits.MaxConnections, "client", ip)
+		s.deps.Metrics.Rejections.WithLabelValues("max_connections").Inc()
+		return "421 4.3.2 " + s.cfg.Hostname + " Service not available, too many connections, try again later"
+	}
+	if s.perIP[ip] >= s.cfg.Limits.MaxConnectionsIP {
+		s.log.Warn("limit reached", "limit", "limits.max_connections_per_ip", "value", s.cfg.Limits.MaxConnectionsIP, "client", ip)
+		s.deps.Metrics.Rejections.WithLabelValues("max_connections_per_ip").Inc()
+		return "421 4.7.0 " + s.cfg.Hostname + " Error: too many connections from " + ip.String()
+	}
+	s.total++
+	s.perIP[ip]++
+	s.conns[c] = struct{}{}
+	return ""
+}
+
+func (s *Server) release(c net.Conn, ip netip.Addr) {
+	s.mu.Lock()
+	s.total--
+	if s.perIP[ip]--; s.perIP[ip] <= 0 {
+		delete(s.perIP, ip)
+	}
+	delete(s.conns, c)
+	s.mu.Unlock()
+}
+
+// handle runs one connection.
+func (s *Server) handle(ctx context.Context, c net.Conn, l *listener) {
+	ip := clientIP(c)
+	s.deps.Metrics.Connections.WithLabelValues(l.cfg.Name).Inc()
+	if msg := s.admit(c, ip); msg != "" {
+		c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+		fmt.Fprintf(c, "%s\r\n", msg)
+		c.Close()
+		return
+	}
+	defer s.release(c, ip)
+	s.deps.Metrics.Active.Inc()
+	defer s.deps.Metrics.Active.Dec()
+	defer c.Close()
+
+	// hosts.allow / hosts.deny, before the banner.
+	if (len(l.allow) > 0 && !containsAddr(l.allow, ip)) || containsAddr(l.deny, ip) {
+		s.reject(ctx, ip, l.cfg.Name, "client_access", "554 5.7.1", "", "connection refused by listener allow/deny list")
+		c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+		fmt.Fprintf(c, "554 5.7.1 %s Error: access denied for %s\r\n", s.cfg.Hostname, ip)
+		return
+	}
+	if s.deps.Guard != nil {
+		if ok, reason := s.deps.Guard.Admit(ip); !ok {
+			s.reject(ctx, ip, l.cfg.Name, "banned", "421 4.7.0", "", reason)
+			c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+			fmt.Fprintf(c, "421 4.7.0 %s Error: %s\r\n", s.cfg.Hostname, oneLine(reason))
+			return
+		}
+	}
+	sess := newSession(s, c, l, ip)
+	sess.run(ctx)
+}
+
+func clientIP(c net.Conn) netip.Addr {
+	if ap, err := netip.ParseAddrPort(c.RemoteAddr().String()); err == nil {
+		return ap.Addr().Unmap()
+	}
+	return netip.Addr{}
+}
+
+func containsAddr(ps []netip.Prefix, a netip.Addr) bool {
+	for _, p := range ps {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// reject logs a rejection with the rule that decided it, counts it, and
+// publishes the event. Every rejection goes through here.
+func (s *Server) reject(ctx context.Context, ip netip.Addr, listener, rule, code, rcpt, text string) {
+	msg := "rejected"
+	kind := event.Reject
+	if rule == "reject_unauth_destination" {
+		msg, kind = "relay access denied", event.RelayDenied
+	}
+	s.log.Info(msg, "client", ip, "listener", listener, "rule", rule, "code", code, "rcpt", rcpt, "text", text)
+	s.deps.Metrics.Rejections.WithLabelValues(rule).Inc()
+	s.deps.Events.Publish(ctx, event.Event{Kind: kind, Source: "smtpd", IP: ip, Rule: rule, Detail: firstNonEmpty(rcpt, text), Service: listener})
+}
+
+func firstNonEmpty(a ...string) string {
+	for _, s := range a {
+		if s != "" {
+			return s
+		}
+	}
+	return ""
+}
+
+func oneLine(s string) string {
+	return strings.NewReplacer("\r", " ", "\n", " ").Replace(s)
+}
