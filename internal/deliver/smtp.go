@@ -180,8 +180,11 @@ func (s *SMTP) attempt(ctx context.Context, t target, req *Request) (res []Resul
 		if err != nil {
 			s.Log.Info("deliver: peer unusable", "id", req.ID, "peer", t.addr, "name", t.name, "err", err)
 			var re *ReplyError
-			if errors.As(err, &re) && re.Reply.Code/100 == 5 && re.Stage == "AUTH" {
-				return permAll(req.Rcpts, t.name, re.Reply.Code, re.Reply.Enhanced, "smarthost refused AUTH: %s", re.Reply.Text), false
+			if errors.As(err, &re) && re.Stage == "AUTH" {
+				// Wrong relay credentials are the operator's to fix: keep
+				// the mail queued (as Postfix does), do not bounce it.
+				return all(req.Rcpts, Result{Temp: true, Code: re.Reply.Code, Enhanced: re.Reply.Enhanced,
+					Text: "smarthost refused AUTH: " + re.Reply.Text, Host: t.name}), false
 			}
 			return tempAll(req.Rcpts, t.name, "4.4.1", "%s: %v", t.addr, err), true
 		}

@@ -1,0 +1,309 @@
+package deliver_test
+
+import (
+	"context"
+	"crypto/x509"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/relayguard/relayguard/internal/config"
+	"github.com/relayguard/relayguard/internal/deliver"
+	"github.com/relayguard/relayguard/internal/deliver/delivertest"
+)
+
+const testMsg = "From: a@sender.test\r\nTo: b@example.test\r\nSubject: hello\r\n\r\nline one\r\n.a line starting with a dot\r\n..two dots\r\nlast line\r\n"
+
+func request(rcpts ...string) *deliver.Request {
+	return &deliver.Request{
+		ID: "t1", From: "a@sender.test", Rcpts: rcpts, Size: int64(len(testMsg)),
+		Open: func() (io.ReadCloser, error) { return io.NopCloser(strings.NewReader(testMsg)), nil },
+	}
+}
+
+type setup struct {
+	cfg     config.DeliveryConfig
+	dns     *delivertest.DNS
+	mxPort  int
+	rootCAs *x509.CertPool
+}
+
+func (s setup) deliverer(t *testing.T) *deliver.Deliverer {
+	t.Helper()
+	res, err := deliver.NewResolver(s.dns.Addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := deliver.New(s.cfg, "relay.test", slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		deliver.Options{Resolver: res, MXPort: s.mxPort, RootCAs: s.rootCAs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(d.Close)
+	return d
+}
+
+func newSetup(t *testing.T, records ...string) setup {
+	c := config.Default().Delivery
+	c.ConnectTimeout = config.Duration(5 * time.Second)
+	c.CommandTimeout = config.Duration(30 * time.Second)
+	return setup{cfg: c, dns: delivertest.StartDNS(t, records...)}
+}
+
+func wantOK(t *testing.T, res []deliver.Result, n int) {
+	t.Helper()
+	if len(res) != n {
+		t.Fatalf("got %d results, want %d: %+v", len(res), n, res)
+	}
+	for _, r := range res {
+		if !r.OK {
+			t.Fatalf("%s not delivered: %s (temp=%v)", r.Rcpt, r.Error(), r.Temp)
+		}
+	}
+}
+
+// MX hosts are tried in preference order; the first (preference 10) is
+// down, so the message goes to the second, with every recipient in one
+// transaction and the message intact (dot-stuffing round trip).
+func TestMXFallbackToSink(t *testing.T) {
+	sink := delivertest.StartSink(t)
+	s := newSetup(t,
+		"example.test. 300 IN MX 10 mx1.example.test.",
+		"example.test. 300 IN MX 20 mx2.example.test.",
+		"mx1.example.test. 300 IN A 127.0.0.2",
+		"mx2.example.test. 300 IN A 127.0.0.1",
+	)
+	s.mxPort = sink.Port
+	d := s.deliverer(t)
+	res := d.Deliver(context.Background(), "example.test", request("b@example.test", "c@example.test"))
+	wantOK(t, res, 2)
+	if res[0].Host != "mx2.example.test" {
+		t.Errorf("delivered by %q, want mx2.example.test", res[0].Host)
+	}
+	msgs := sink.Messages(t)
+	if len(msgs) != 1 {
+		t.Fatalf("sink got %d messages, want 1", len(msgs))
+	}
+	m := msgs[0]
+	if m.From != "a@sender.test" || strings.Join(m.Rcpts, ",") != "b@example.test,c@example.test" {
+		t.Errorf("envelope: from %q rcpts %v", m.From, m.Rcpts)
+	}
+	if m.Helo != "relay.test" {
+		t.Errorf("EHLO name %q, want relay.test", m.Helo)
+	}
+	want := strings.ReplaceAll(testMsg, "\r\n", "\n")
+	if !strings.HasSuffix(strings.TrimRight(m.Data, "\n"), strings.TrimRight(want, "\n")) {
+		t.Errorf("message changed in transit:\n%q\nwant suffix\n%q", m.Data, want)
+	}
+}
+
+// RFC 5321 §5.1: a domain without MX is its own mail exchanger.
+func TestImplicitMX(t *testing.T) {
+	sink := delivertest.StartSink(t)
+	s := newSetup(t, "amx.test. 300 IN A 127.0.0.1")
+	s.mxPort = sink.Port
+	wantOK(t, s.deliverer(t).Deliver(context.Background(), "amx.test", request("x@amx.test")), 1)
+	if n := len(sink.Messages(t)); n != 1 {
+		t.Fatalf("sink got %d messages", n)
+	}
+}
+
+func TestDNSOutcomes(t *testing.T) {
+	s := newSetup(t,
+		"nullmx.test. 300 IN MX 0 .",
+		"noaddr.test. 300 IN TXT \"v=spf1 -all\"",
+	)
+	s.dns.SetRcode("broken.test", dns.RcodeServerFailure)
+	d := s.deliverer(t)
+	cases := []struct {
+		domain   string
+		temp     bool
+		code     int
+		enhanced string
+	}{
+		{"nullmx.test", false, 556, "5.1.10"}, // RFC 7505 §4.1
+		{"nxdomain.test", false, 550, "5.1.2"},
+		{"noaddr.test", false, 550, "5.1.2"},
+		{"broken.test", true, 0, "4.4.3"}, // a DNS failure is never an answer
+	}
+	for _, c := range cases {
+		res := d.Deliver(context.Background(), c.domain, request("u@"+c.domain))
+		r := res[0]
+		if r.OK || r.Temp != c.temp || r.Code != c.code || r.Enhanced != c.enhanced {
+			t.Errorf("%s: got ok=%v temp=%v %d %s %q; want temp=%v %d %s", c.domain, r.OK, r.Temp, r.Code, r.Enhanced, r.Text, c.temp, c.code, c.enhanced)
+		}
+	}
+}
+
+// The peer's replies decide each recipient's state.
+func TestSinkReplies(t *testing.T) {
+	for _, c := range []struct {
+		name  string
+		flags []string
+		temp  bool
+		code  int
+	}{
+		{"rcpt 5xx", []string{"-f", "RCPT"}, false, 500},
+		{"data tempfail", []string{"-r", "."}, true, 450},
+		{"no pipelining", []string{"-p"}, false, 250},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			sink := delivertest.StartSink(t, c.flags...)
+			s := newSetup(t)
+			s.cfg.Transports = map[string]string{"example.test": "smtp:" + sink.Addr}
+			res := s.deliverer(t).Deliver(context.Background(), "example.test", request("b@example.test"))
+			r := res[0]
+			if r.Code != c.code || r.Temp != c.temp || r.OK != (c.code == 250) {
+				t.Fatalf("got %+v, want code %d temp %v", r, c.code, c.temp)
+			}
+		})
+	}
+}
+
+func TestSizeAnd8BitRefusedBeforeSending(t *testing.T) {
+	peer := delivertest.StartGoPeer(t, delivertest.GoPeerOptions{MaxBytes: 50})
+	s := newSetup(t)
+	s.cfg.Transports = map[string]string{"small.test": "smtp:" + peer.Addr}
+	r := s.deliverer(t).Deliver(context.Background(), "small.test", request("b@small.test"))[0]
+	if r.Code != 552 || r.Enhanced != "5.3.4" || r.Temp {
+		t.Fatalf("oversized message: got %+v, want 552 5.3.4", r)
+	}
+	sink := delivertest.StartSink(t, "-8") // no 8BITMIME
+	s.cfg.Transports = map[string]string{"old.test": "smtp:" + sink.Addr}
+	req := request("b@old.test")
+	req.Body8Bit = true
+	r = s.deliverer(t).Deliver(context.Background(), "old.test", req)[0]
+	if r.Code != 554 || r.Enhanced != "5.6.3" {
+		t.Fatalf("8-bit message to a 7-bit peer: got %+v, want 554 5.6.3", r)
+	}
+	if len(peer.Messages()) != 0 || len(sink.Messages(t)) != 0 {
+		t.Fatal("a refused message reached the peer")
+	}
+}
+
+func TestTLSPolicies(t *testing.T) {
+	cert, pool := delivertest.SelfSigned(t, "mx.tls.test")
+	tlsPeer := delivertest.StartGoPeer(t, delivertest.GoPeerOptions{Cert: &cert})
+	plain := delivertest.StartSink(t)
+	s := newSetup(t, "tls.test. 300 IN MX 10 mx.tls.test.", "mx.tls.test. 300 IN A 127.0.0.1")
+	s.rootCAs = pool
+	// verify with a trusted certificate for the MX name: delivered over TLS.
+	s.cfg.TLSPolicy = config.TLSVerify
+	s.cfg.Transports = map[string]string{"tls.test": "smtp:mx.tls.test:" + tlsPeerPort(tlsPeer.Addr)}
+	wantOK(t, s.deliverer(t).Deliver(context.Background(), "tls.test", request("b@tls.test")), 1)
+	if m := tlsPeer.Messages(); len(m) != 1 || !m[0].TLS {
+		t.Fatalf("verify: peer messages %+v, want one over TLS", m)
+	}
+	// verify without trusting the certificate: deferred, nothing sent.
+	s.rootCAs = x509.NewCertPool()
+	r := s.deliverer(t).Deliver(context.Background(), "tls.test", request("b@tls.test"))[0]
+	if r.OK || !r.Temp {
+		t.Fatalf("verify with untrusted cert: got %+v, want temporary failure", r)
+	}
+	// encrypt accepts any certificate.
+	s.cfg.TLSPolicy = config.TLSEncrypt
+	wantOK(t, s.deliverer(t).Deliver(context.Background(), "tls.test", request("b@tls.test")), 1)
+	if m := tlsPeer.Messages(); len(m) != 2 || !m[1].TLS {
+		t.Fatalf("encrypt: peer messages %d", len(m))
+	}
+	// encrypt to a peer without STARTTLS: deferred.
+	s.cfg.Transports = map[string]string{"tls.test": "smtp:" + plain.Addr}
+	r = s.deliverer(t).Deliver(context.Background(), "tls.test", request("b@tls.test"))[0]
+	if r.OK || !r.Temp || !strings.Contains(r.Text, "STARTTLS") {
+		t.Fatalf("encrypt to plain peer: got %+v", r)
+	}
+	// may: clear text is fine; a per-domain policy overrides the default.
+	s.cfg.TLSPolicies = map[string]string{"tls.test": config.TLSMay}
+	wantOK(t, s.deliverer(t).Deliver(context.Background(), "tls.test", request("b@tls.test")), 1)
+	if n := len(plain.Messages(t)); n != 1 {
+		t.Fatalf("plain sink got %d", n)
+	}
+}
+
+func tlsPeerPort(addr string) string {
+	i := strings.LastIndexByte(addr, ':')
+	return addr[i+1:]
+}
+
+// Smarthost with AUTH (OP25B): every domain goes to the relay, over TLS,
+// authenticated; a wrong password keeps the mail queued.
+func TestSmarthostAuth(t *testing.T) {
+	cert, _ := delivertest.SelfSigned(t, "relay.isp.test")
+	peer := delivertest.StartGoPeer(t, delivertest.GoPeerOptions{Cert: &cert, Users: map[string]string{"me": "s3cret"}})
+	s := newSetup(t)
+	pw := filepath.Join(t.TempDir(), "pw")
+	os.WriteFile(pw, []byte("s3cret\n"), 0o600)
+	s.cfg.Smarthost = peer.Addr
+	s.cfg.SmarthostUser = "me"
+	s.cfg.SmarthostPasswordFile = pw
+	wantOK(t, s.deliverer(t).Deliver(context.Background(), "anywhere.test", request("x@anywhere.test")), 1)
+	m := peer.Messages()
+	if len(m) != 1 || m[0].User != "me" || !m[0].TLS {
+		t.Fatalf("smarthost got %+v, want one message from user me over TLS", m)
+	}
+	os.WriteFile(pw, []byte("wrong\n"), 0o600)
+	r := s.deliverer(t).Deliver(context.Background(), "anywhere.test", request("x@anywhere.test"))[0]
+	if r.OK || !r.Temp || r.Code != 535 {
+		t.Fatalf("wrong smarthost password: got %+v, want temporary 535", r)
+	}
+}
+
+func TestLMTPIntoDovecot(t *testing.T) {
+	dc := delivertest.StartDovecot(t, "alice@mail.test")
+	s := newSetup(t)
+	s.cfg.Transports = map[string]string{"mail.test": "lmtp:" + dc.LMTPAddr}
+	res := s.deliverer(t).Deliver(context.Background(), "mail.test", request("alice@mail.test", "nobody@mail.test"))
+	if !res[0].OK {
+		t.Fatalf("alice: %+v", res[0])
+	}
+	if res[1].OK || res[1].Temp || res[1].Code != 550 {
+		t.Fatalf("unknown user: got %+v, want permanent 550", res[1])
+	}
+	box := dc.Mailbox(t, "alice@mail.test")
+	if len(box) != 1 || !strings.Contains(box[0], ".a line starting with a dot") || !strings.Contains(box[0], "Subject: hello") {
+		t.Fatalf("alice's mailbox: %q", box)
+	}
+}
+
+func TestMaildir(t *testing.T) {
+	root := t.TempDir()
+	s := newSetup(t)
+	s.cfg.Transports = map[string]string{"local.test": "maildir:" + root + "/{domain}/{local}"}
+	d := s.deliverer(t)
+	res := d.Deliver(context.Background(), "local.test", request("Bob@local.test", "../etc@local.test"))
+	if !res[0].OK {
+		t.Fatalf("bob: %+v", res[0])
+	}
+	if res[1].OK || res[1].Temp || res[1].Enhanced != "5.1.3" {
+		t.Fatalf("path traversal recipient: got %+v, want permanent 5.1.3", res[1])
+	}
+	box := delivertest.ReadMaildir(t, filepath.Join(root, "local.test", "bob"))
+	if len(box) != 1 {
+		t.Fatalf("maildir has %d messages", len(box))
+	}
+	if !strings.HasPrefix(box[0], "Return-Path: <a@sender.test>\nDelivered-To: Bob@local.test\n") ||
+		!strings.HasSuffix(box[0], strings.ReplaceAll(testMsg, "\r\n", "\n")) {
+		t.Fatalf("maildir message: %q", box[0])
+	}
+	tmp, _ := os.ReadDir(filepath.Join(root, "local.test", "bob", "tmp"))
+	if len(tmp) != 0 {
+		t.Fatalf("tmp/ not empty after delivery: %v", tmp)
+	}
+}
+
+// The peer drops the connection mid-DATA: the recipient is deferred.
+func TestDropMidData(t *testing.T) {
+	drop := delivertest.StartDropper(t)
+	s := newSetup(t)
+	s.cfg.Transports = map[string]string{"drop.test": "smtp:" + drop.Addr}
+	r := s.deliverer(t).Deliver(context.Background(), "drop.test", request("x@drop.test"))[0]
+	if r.OK || !r.Temp || drop.Drops.Load() != 1 {
+		t.Fatalf("got %+v (drops %d), want a temporary failure after one drop", r, drop.Drops.Load())
+	}
+}

@@ -1,0 +1,67 @@
+package delivertest
+
+import (
+	"bufio"
+	"io"
+	"net"
+	"strings"
+	"sync/atomic"
+	"testing"
+)
+
+// Dropper is an SMTP peer that accepts the envelope and DATA, reads a part
+// of the message and then closes the connection without replying: a peer
+// that drops mid-DATA.
+type Dropper struct {
+	Addr  string
+	Drops atomic.Int64
+}
+
+// StartDropper starts a Dropper on loopback.
+func StartDropper(t testing.TB) *Dropper {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &Dropper{Addr: ln.Addr().String()}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go d.serve(c)
+		}
+	}()
+	return d
+}
+
+func (d *Dropper) serve(c net.Conn) {
+	defer c.Close()
+	r := bufio.NewReader(c)
+	io.WriteString(c, "220 dropper.test ESMTP\r\n")
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			return
+		}
+		cmd := strings.ToUpper(strings.TrimSpace(line))
+		switch {
+		case strings.HasPrefix(cmd, "EHLO"):
+			io.WriteString(c, "250-dropper.test\r\n250 8BITMIME\r\n")
+		case strings.HasPrefix(cmd, "DATA"):
+			io.WriteString(c, "354 go ahead\r\n")
+			// Read the first line of the message, then vanish.
+			r.ReadString('\n')
+			d.Drops.Add(1)
+			return
+		case strings.HasPrefix(cmd, "QUIT"):
+			io.WriteString(c, "221 bye\r\n")
+			return
+		default:
+			io.WriteString(c, "250 ok\r\n")
+		}
+	}
+}
