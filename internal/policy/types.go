@@ -80,4 +80,8 @@ type Verdict struct {
 	Text     string // reply text without code
 	Rule     string // the rule that decided, e.g. "reject_unauth_destination"
 	Prepend  string // header to prepend (scores, warn-only rules), "" for none
+	// IfPermit marks a Defer as Postfix's defer_if_permit: a temporary
+	// failure (e.g. DNS) that applies only if nothing later rejects. The
+	// engine resolves it; the policy service sends DEFER_IF_PERMIT.
+	IfPermit bool
 }

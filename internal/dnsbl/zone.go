@@ -1,0 +1,191 @@
+// Package dnsbl queries DNS block and allow lists (RFC 5782): client-IP lists
+// with reversed-octet and reversed-nibble names, and domain lists for sender
+// and HELO names. Zones are written in Postfix postscreen's syntax
+// zone[=filter][*weight], answers are cached for their TTL within a floor
+// and a ceiling, answers outside a list's reply range are errors of that list
+// (never listings), and every zone's health is checked with the RFC 5782 §5
+// test points plus probes that no honest list answers.
+package dnsbl
+
+import (
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+
+	"github.com/miekg/dns"
+)
+
+// Zone is one configured list.
+type Zone struct {
+	Spec   string        // as written in the configuration
+	Name   string        // DNS zone, lower case, without trailing dot
+	Filter *[4]octetSet  // nil: any valid answer counts
+	Weight int           // added to the score when listed; negative for allowlists
+}
+
+// octetSet is the set of values one octet of a filter may take.
+type octetSet [256]bool
+
+// ParseZone parses postscreen's "zone[=d.d.d.d][*weight]" where each d is a
+// number or a bracketed list of ";"-separated numbers and n..m ranges
+// (postconf(5) postscreen_dnsbl_sites). The weight defaults to 1.
+func ParseZone(spec string) (*Zone, error) {
+	z := &Zone{Spec: spec, Weight: 1}
+	s := strings.TrimSpace(spec)
+	if i := strings.LastIndexByte(s, '*'); i >= 0 {
+		w, err := strconv.Atoi(s[i+1:])
+		if err != nil {
+			return nil, fmt.Errorf("weight %q: not an integer", s[i+1:])
+		}
+		z.Weight = w
+		s = s[:i]
+	}
+	if i := strings.IndexByte(s, '='); i >= 0 {
+		f, err := parseFilter(s[i+1:])
+		if err != nil {
+			return nil, err
+		}
+		z.Filter = f
+		s = s[:i]
+	}
+	s = strings.ToLower(strings.TrimSuffix(s, "."))
+	if s == "" || !strings.Contains(s, ".") {
+		return nil, fmt.Errorf("zone name %q: want a DNS name such as zen.spamhaus.org", s)
+	}
+	if _, ok := dns.IsDomainName(s); !ok {
+		return nil, fmt.Errorf("zone name %q: not a valid DNS name", s)
+	}
+	z.Name = s
+	return z, nil
+}
+
+func parseFilter(f string) (*[4]octetSet, error) {
+	var parts []string
+	depth, start := 0, 0
+	for i, c := range f {
+		switch c {
+		case '[':
+			depth++
+		case ']':
+			depth--
+		case '.':
+			if depth == 0 {
+				parts = append(parts, f[start:i])
+				start = i + 1
+			}
+		}
+	}
+	parts = append(parts, f[start:])
+	if len(parts) != 4 {
+		return nil, fmt.Errorf("filter %q: want four octets d.d.d.d", f)
+	}
+	var out [4]octetSet
+	for i, p := range parts {
+		if strings.HasPrefix(p, "[") && strings.HasSuffix(p, "]") {
+			for _, item := range strings.Split(p[1:len(p)-1], ";") {
+				lo, hi, isRange := strings.Cut(item, "..")
+				a, err := octet(lo)
+				if err != nil {
+					return nil, fmt.Errorf("filter %q: %w", f, err)
+				}
+				b := a
+				if isRange {
+					if b, err = octet(hi); err != nil {
+						return nil, fmt.Errorf("filter %q: %w", f, err)
+					}
+				}
+				if b < a {
+					return nil, fmt.Errorf("filter %q: range %q is empty", f, item)
+				}
+				for v := a; v <= b; v++ {
+					out[i][v] = true
+				}
+			}
+			continue
+		}
+		v, err := octet(p)
+		if err != nil {
+			return nil, fmt.Errorf("filter %q: %w", f, err)
+		}
+		out[i][v] = true
+	}
+	return &out, nil
+}
+
+func octet(s string) (int, error) {
+	v, err := strconv.Atoi(strings.TrimSpace(s))
+	if err != nil || v < 0 || v > 255 {
+		return 0, fmt.Errorf("octet %q: want 0..255", s)
+	}
+	return v, nil
+}
+
+// Match reports whether answer a passes the zone's filter.
+func (z *Zone) Match(a netip.Addr) bool {
+	if z.Filter == nil {
+		return true
+	}
+	b := a.As4()
+	for i := range 4 {
+		if !z.Filter[i][b[i]] {
+			return false
+		}
+	}
+	return true
+}
+
+// IPQuery is the name to ask for ip in zone: the reversed octets of an IPv4
+// address (RFC 5782 §2.1) or the 32 reversed nibbles of an IPv6 address
+// (§2.4), followed by the zone. IPv4-mapped IPv6 addresses are asked as IPv4.
+func IPQuery(ip netip.Addr, zone string) string {
+	ip = ip.Unmap()
+	var b strings.Builder
+	if ip.Is4() {
+		o := ip.As4()
+		for i := 3; i >= 0; i-- {
+			b.WriteString(strconv.Itoa(int(o[i])))
+			b.WriteByte('.')
+		}
+	} else {
+		const hex = "0123456789abcdef"
+		o := ip.As16()
+		for i := 15; i >= 0; i-- {
+			b.WriteByte(hex[o[i]&0xf])
+			b.WriteByte('.')
+			b.WriteByte(hex[o[i]>>4])
+			b.WriteByte('.')
+		}
+	}
+	b.WriteString(zone)
+	return b.String()
+}
+
+// DomainQuery is the name to ask for a domain in a domain list (RFC 5782
+// §2.3): the domain itself prepended to the zone.
+func DomainQuery(domain, zone string) string {
+	return strings.ToLower(strings.TrimSuffix(domain, ".")) + "." + zone
+}
+
+// AnswerError says why an answer is an error of the list rather than a
+// listing, or "" if it is a valid answer. RFC 5782 §2.3 keeps listings in
+// 127.0.0.0/8 and reserves 127.0.0.1; lists signal their own errors with
+// codes such as Spamhaus's 127.255.255.252/254/255 (typo in the query,
+// query through a public resolver, over quota), Spamhaus DBL's 127.0.1.255
+// and dnswl.org's 127.0.0.255.
+func AnswerError(a netip.Addr) string {
+	a = a.Unmap()
+	if !a.Is4() || !netip.MustParsePrefix("127.0.0.0/8").Contains(a) {
+		return "answer " + a.String() + " outside 127.0.0.0/8"
+	}
+	b := a.As4()
+	switch {
+	case b[1] == 255 && b[2] == 255:
+		return "error code " + a.String() + " (refused: public resolver, over quota or bad query)"
+	case b[3] == 255:
+		return "error code " + a.String() + " (refused: public resolver or over quota)"
+	case b == [4]byte{127, 0, 0, 1}:
+		return "answer 127.0.0.1 (RFC 5782 §2.3: not a valid listing)"
+	}
+	return ""
+}

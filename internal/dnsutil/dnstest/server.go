@@ -1,0 +1,155 @@
+// Package dnstest runs a real authoritative-style DNS server (miekg/dns) on
+// 127.0.0.1 with an ephemeral port for tests: plain records, wildcard
+// suffixes that answer every name under them, suffixes that never answer
+// (dead lists) and suffixes that answer SERVFAIL.
+package dnstest
+
+import (
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/miekg/dns"
+)
+
+// Server is a running test DNS server on UDP and TCP.
+type Server struct {
+	Addr    string // 127.0.0.1:port, for UDP and TCP
+	Queries atomic.Int64
+
+	mu       sync.RWMutex
+	records  map[string][]dns.RR // by lower-case fqdn
+	wild     map[string][]string // suffix -> A answers for every name under it
+	dead     map[string]bool
+	servfail map[string]bool
+}
+
+// Start runs a server until the test ends.
+func Start(t testing.TB) *Server {
+	t.Helper()
+	s := &Server{records: map[string][]dns.RR{}, wild: map[string][]string{}, dead: map[string]bool{}, servfail: map[string]bool{}}
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("dnstest: %v", err)
+	}
+	ln, err := net.Listen("tcp", pc.LocalAddr().String())
+	if err != nil {
+		pc.Close()
+		t.Fatalf("dnstest: %v", err)
+	}
+	s.Addr = pc.LocalAddr().String()
+	udp := &dns.Server{PacketConn: pc, Handler: s}
+	tcp := &dns.Server{Listener: ln, Handler: s}
+	go udp.ActivateAndServe()
+	go tcp.ActivateAndServe()
+	t.Cleanup(func() { udp.Shutdown(); tcp.Shutdown() })
+	return s
+}
+
+// Add adds records in zone-file syntax, e.g. "2.0.0.127.zen.test. 300 IN A 127.0.0.2".
+func (s *Server) Add(t testing.TB, lines ...string) {
+	t.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, l := range lines {
+		rr, err := dns.NewRR(l)
+		if err != nil || rr == nil {
+			t.Fatalf("dnstest: record %q: %v", l, err)
+		}
+		k := strings.ToLower(rr.Header().Name)
+		s.records[k] = append(s.records[k], rr)
+	}
+}
+
+// Remove deletes every record of name.
+func (s *Server) Remove(name string) {
+	s.mu.Lock()
+	delete(s.records, strings.ToLower(dns.Fqdn(name)))
+	s.mu.Unlock()
+}
+
+// Wildcard makes every name under suffix answer A with ips (a list that
+// lists everything).
+func (s *Server) Wildcard(suffix string, ips ...string) {
+	s.mu.Lock()
+	s.wild[strings.ToLower(dns.Fqdn(suffix))] = ips
+	s.mu.Unlock()
+}
+
+// Dead makes every query under suffix go unanswered (on = false undoes it).
+func (s *Server) Dead(suffix string, on bool) {
+	s.mu.Lock()
+	s.dead[strings.ToLower(dns.Fqdn(suffix))] = on
+	s.mu.Unlock()
+}
+
+// ServFail makes every query under suffix answer SERVFAIL.
+func (s *Server) ServFail(suffix string, on bool) {
+	s.mu.Lock()
+	s.servfail[strings.ToLower(dns.Fqdn(suffix))] = on
+	s.mu.Unlock()
+}
+
+func under(name, suffix string) bool {
+	return name == suffix || strings.HasSuffix(name, "."+suffix)
+}
+
+// ServeDNS implements dns.Handler.
+func (s *Server) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
+	s.Queries.Add(1)
+	if len(req.Question) != 1 {
+		m := new(dns.Msg)
+		m.SetRcode(req, dns.RcodeFormatError)
+		w.WriteMsg(m)
+		return
+	}
+	q := req.Question[0]
+	name := strings.ToLower(q.Name)
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	for suf, on := range s.dead {
+		if on && under(name, suf) {
+			return // no answer at all
+		}
+	}
+	m := new(dns.Msg)
+	m.SetReply(req)
+	m.Authoritative = true
+	for suf, on := range s.servfail {
+		if on && under(name, suf) {
+			m.SetRcode(req, dns.RcodeServerFailure)
+			w.WriteMsg(m)
+			return
+		}
+	}
+	rrs, exists := s.records[name]
+	for _, rr := range rrs {
+		if rr.Header().Rrtype == q.Qtype {
+			m.Answer = append(m.Answer, dns.Copy(rr))
+		}
+	}
+	if !exists {
+		for suf, ips := range s.wild {
+			if under(name, suf) {
+				exists = true
+				if q.Qtype == dns.TypeA {
+					for _, ip := range ips {
+						a := netip.MustParseAddr(ip)
+						m.Answer = append(m.Answer, &dns.A{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 300}, A: a.AsSlice()})
+					}
+				}
+			}
+		}
+	}
+	if len(m.Answer) == 0 {
+		if !exists {
+			m.Rcode = dns.RcodeNameError
+		}
+		m.Ns = []dns.RR{&dns.SOA{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeSOA, Class: dns.ClassINET, Ttl: 120},
+			Ns: "ns.test.", Mbox: "hostmaster.test.", Serial: 1, Refresh: 3600, Retry: 600, Expire: 86400, Minttl: 120}}
+	}
+	w.WriteMsg(m)
+}

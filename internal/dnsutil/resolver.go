@@ -1,0 +1,412 @@
+// Package dnsutil is relayguard's DNS client: a small resolver over
+// github.com/miekg/dns with a configurable server list and timeout that, unlike
+// net.Resolver, tells apart the outcomes a mail policy must not confuse:
+// NXDOMAIN, no data, SERVFAIL, REFUSED and timeout (RFC 1035 §4.1.1 RCODEs,
+// RFC 2308 negative answers). A DNS failure is never "clean" and never
+// "listed": callers get a typed *Error and decide.
+package dnsutil
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// Kind classifies a failed lookup.
+type Kind int
+
+// Kinds of lookup failure.
+const (
+	NXDomain Kind = iota + 1 // RCODE 3: the name does not exist
+	NoData                   // NOERROR with no record of the asked type (RFC 2308 §2.2)
+	ServFail                 // RCODE 2
+	Refused                  // RCODE 5
+	Timeout                  // no answer before the deadline
+	Other                    // network error, FORMERR, truncated and unusable...
+)
+
+func (k Kind) String() string {
+	switch k {
+	case NXDomain:
+		return "NXDOMAIN"
+	case NoData:
+		return "NODATA"
+	case ServFail:
+		return "SERVFAIL"
+	case Refused:
+		return "REFUSED"
+	case Timeout:
+		return "timeout"
+	}
+	return "error"
+}
+
+// Error is a failed lookup. NXDomain and NoData are definite negative
+// answers; every other kind is temporary.
+type Error struct {
+	Kind   Kind
+	Name   string
+	Type   string
+	Server string
+	Err    error // underlying network error, if any
+	// TTL is the negative-caching TTL from the SOA of a negative answer
+	// (RFC 2308 §5), 0 when unknown.
+	TTL time.Duration
+}
+
+func (e *Error) Error() string {
+	s := fmt.Sprintf("dns %s %s: %s", e.Type, e.Name, e.Kind)
+	if e.Server != "" {
+		s += " from " + e.Server
+	}
+	if e.Err != nil {
+		s += ": " + e.Err.Error()
+	}
+	return s
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// NotFound reports whether the answer was a definite "no such record".
+func (e *Error) NotFound() bool { return e.Kind == NXDomain || e.Kind == NoData }
+
+// Temporary reports whether the lookup may succeed if retried.
+func (e *Error) Temporary() bool { return !e.NotFound() }
+
+// IsNotFound reports whether err is a definite negative answer (NXDOMAIN or
+// no data), from this package or from net.
+func IsNotFound(err error) bool {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.NotFound()
+	}
+	var ne *net.DNSError
+	return errors.As(err, &ne) && ne.IsNotFound
+}
+
+// Resolver sends queries to a list of servers in turn. The zero value is not
+// usable; use New.
+type Resolver struct {
+	servers []string
+	timeout time.Duration
+	client  *dns.Client
+	next    atomic.Uint32
+}
+
+// New returns a resolver over servers ("host:port" or "host"; port 53 is
+// added). An empty list reads the nameservers of /etc/resolv.conf. timeout
+// bounds each query to each server.
+func New(servers []string, timeout time.Duration) (*Resolver, error) {
+	if len(servers) == 0 {
+		var err error
+		servers, err = SystemServers("/etc/resolv.conf")
+		if err != nil {
+			return nil, err
+		}
+	}
+	if timeout <= 0 {
+		timeout = 5 * time.Second
+	}
+	r := &Resolver{timeout: timeout, client: &dns.Client{Net: "udp", Timeout: timeout, UDPSize: 1232}}
+	for _, s := range servers {
+		hp, err := normalizeServer(s)
+		if err != nil {
+			return nil, err
+		}
+		r.servers = append(r.servers, hp)
+	}
+	return r, nil
+}
+
+// Servers returns the servers queried, as host:port.
+func (r *Resolver) Servers() []string { return append([]string(nil), r.servers...) }
+
+func normalizeServer(s string) (string, error) {
+	s = strings.TrimSpace(s)
+	if _, _, err := net.SplitHostPort(s); err == nil {
+		return s, nil
+	}
+	a, err := netip.ParseAddr(strings.Trim(s, "[]"))
+	if err != nil {
+		return "", fmt.Errorf("dns server %q: want an IP address or host:port", s)
+	}
+	return netip.AddrPortFrom(a, 53).String(), nil
+}
+
+// SystemServers reads the nameserver lines of a resolv.conf file.
+func SystemServers(path string) ([]string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("dns: reading nameservers: %w", err)
+	}
+	defer f.Close()
+	var out []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fs := strings.Fields(sc.Text())
+		if len(fs) >= 2 && fs[0] == "nameserver" {
+			a, err := netip.ParseAddr(strings.SplitN(fs[1], "%", 2)[0])
+			if err != nil {
+				continue
+			}
+			out = append(out, netip.AddrPortFrom(a, 53).String())
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("dns: no nameserver in %s", path)
+	}
+	return out, nil
+}
+
+// Answer is a successful reply.
+type Answer struct {
+	Msg *dns.Msg
+	TTL time.Duration // smallest TTL of the answer records of the asked type
+}
+
+// Query asks for name/qtype and returns the reply or a typed *Error. A
+// SERVFAIL, REFUSED or timeout from one server is retried on the next
+// one; NXDOMAIN and NODATA are definite.
+func (r *Resolver) Query(ctx context.Context, name string, qtype uint16) (Answer, error) {
+	fqdn := dns.Fqdn(name)
+	tname := dns.TypeToString[qtype]
+	if _, ok := dns.IsDomainName(fqdn); !ok {
+		return Answer{}, &Error{Kind: Other, Name: name, Type: tname, Err: errors.New("invalid domain name")}
+	}
+	m := new(dns.Msg)
+	m.SetQuestion(fqdn, qtype)
+	m.RecursionDesired = true
+	m.SetEdns0(1232, false)
+	var last *Error
+	start := int(r.next.Add(1))
+	for i := range r.servers {
+		srv := r.servers[(start+i)%len(r.servers)]
+		if err := ctx.Err(); err != nil {
+			return Answer{}, &Error{Kind: Timeout, Name: name, Type: tname, Server: srv, Err: err}
+		}
+		resp, _, err := r.client.ExchangeContext(ctx, m, srv)
+		if err == nil && resp.Truncated {
+			tc := &dns.Client{Net: "tcp", Timeout: r.timeout}
+			resp, _, err = tc.ExchangeContext(ctx, m, srv)
+		}
+		if err != nil {
+			k := Other
+			var ne net.Error
+			if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) || (errors.As(err, &ne) && ne.Timeout()) {
+				k = Timeout
+			}
+			last = &Error{Kind: k, Name: name, Type: tname, Server: srv, Err: err}
+			continue
+		}
+		switch resp.Rcode {
+		case dns.RcodeSuccess:
+			ans := Answer{Msg: resp}
+			n := 0
+			for _, rr := range resp.Answer {
+				if rr.Header().Rrtype != qtype {
+					continue
+				}
+				t := time.Duration(rr.Header().Ttl) * time.Second
+				if n == 0 || t < ans.TTL {
+					ans.TTL = t
+				}
+				n++
+			}
+			if n == 0 {
+				return Answer{}, &Error{Kind: NoData, Name: name, Type: tname, Server: srv, TTL: negTTL(resp)}
+			}
+			return ans, nil
+		case dns.RcodeNameError:
+			return Answer{}, &Error{Kind: NXDomain, Name: name, Type: tname, Server: srv, TTL: negTTL(resp)}
+		case dns.RcodeServerFailure:
+			last = &Error{Kind: ServFail, Name: name, Type: tname, Server: srv}
+		case dns.RcodeRefused:
+			last = &Error{Kind: Refused, Name: name, Type: tname, Server: srv}
+		default:
+			last = &Error{Kind: Other, Name: name, Type: tname, Server: srv, Err: fmt.Errorf("rcode %s", dns.RcodeToString[resp.Rcode])}
+		}
+	}
+	if last == nil {
+		last = &Error{Kind: Other, Name: name, Type: tname, Err: errors.New("no DNS server configured")}
+	}
+	return Answer{}, last
+}
+
+// negTTL is the negative-caching TTL of RFC 2308 §5: the smaller of the SOA's
+// TTL and its MINIMUM field.
+func negTTL(m *dns.Msg) time.Duration {
+	for _, rr := range m.Ns {
+		if soa, ok := rr.(*dns.SOA); ok {
+			t := min(soa.Hdr.Ttl, soa.Minttl)
+			return time.Duration(t) * time.Second
+		}
+	}
+	return 0
+}
+
+// LookupA4 returns the IPv4 addresses of name with the answer's TTL.
+func (r *Resolver) LookupA4(ctx context.Context, name string) ([]netip.Addr, time.Duration, error) {
+	ans, err := r.Query(ctx, name, dns.TypeA)
+	if err != nil {
+		return nil, 0, err
+	}
+	var out []netip.Addr
+	for _, rr := range ans.Msg.Answer {
+		if a, ok := rr.(*dns.A); ok {
+			if ip, ok := netip.AddrFromSlice(a.A.To4()); ok {
+				out = append(out, ip)
+			}
+		}
+	}
+	return out, ans.TTL, nil
+}
+
+// The methods below give the net.Resolver-shaped interface that
+// blitiri.com.ar/go/spf and the policy checks use. Errors are *net.DNSError
+// with IsNotFound, IsTemporary and IsTimeout set from the RCODE, and they
+// wrap the *Error.
+
+func toNetErr(err error) error {
+	var e *Error
+	if !errors.As(err, &e) {
+		return err
+	}
+	return &net.DNSError{
+		Err:         e.Kind.String(),
+		Name:        e.Name,
+		Server:      e.Server,
+		IsNotFound:  e.NotFound(),
+		IsTimeout:   e.Kind == Timeout,
+		IsTemporary: e.Temporary(),
+		UnwrapErr:   e,
+	}
+}
+
+// LookupTXT returns the TXT strings of name, each record's strings joined.
+func (r *Resolver) LookupTXT(ctx context.Context, name string) ([]string, error) {
+	ans, err := r.Query(ctx, name, dns.TypeTXT)
+	if err != nil {
+		return nil, toNetErr(err)
+	}
+	var out []string
+	for _, rr := range ans.Msg.Answer {
+		if t, ok := rr.(*dns.TXT); ok {
+			out = append(out, strings.Join(t.Txt, ""))
+		}
+	}
+	return out, nil
+}
+
+// LookupMX returns the MX records of name. A null MX (RFC 7505) comes back
+// as one record with Host ".".
+func (r *Resolver) LookupMX(ctx context.Context, name string) ([]*net.MX, error) {
+	ans, err := r.Query(ctx, name, dns.TypeMX)
+	if err != nil {
+		return nil, toNetErr(err)
+	}
+	var out []*net.MX
+	for _, rr := range ans.Msg.Answer {
+		if mx, ok := rr.(*dns.MX); ok {
+			out = append(out, &net.MX{Host: mx.Mx, Pref: mx.Preference})
+		}
+	}
+	return out, nil
+}
+
+// LookupIPAddr returns the A and AAAA addresses of host, asked in
+// parallel. It fails only if both lookups fail; a temporary failure of
+// either wins over "not found".
+func (r *Resolver) LookupIPAddr(ctx context.Context, host string) ([]net.IPAddr, error) {
+	type res struct {
+		ans Answer
+		err error
+	}
+	c4, c6 := make(chan res, 1), make(chan res, 1)
+	go func() { a, err := r.Query(ctx, host, dns.TypeA); c4 <- res{a, err} }()
+	go func() { a, err := r.Query(ctx, host, dns.TypeAAAA); c6 <- res{a, err} }()
+	r4, r6 := <-c4, <-c6
+	var out []net.IPAddr
+	for _, x := range []res{r4, r6} {
+		if x.err != nil {
+			continue
+		}
+		for _, rr := range x.ans.Msg.Answer {
+			switch v := rr.(type) {
+			case *dns.A:
+				out = append(out, net.IPAddr{IP: v.A})
+			case *dns.AAAA:
+				out = append(out, net.IPAddr{IP: v.AAAA})
+			}
+		}
+	}
+	if len(out) > 0 {
+		return out, nil
+	}
+	for _, x := range []res{r4, r6} {
+		var e *Error
+		if errors.As(x.err, &e) && e.Temporary() {
+			return nil, toNetErr(x.err)
+		}
+	}
+	if r4.err != nil {
+		return nil, toNetErr(r4.err)
+	}
+	return nil, toNetErr(&Error{Kind: NoData, Name: host, Type: "A/AAAA"})
+}
+
+// LookupAddr returns the PTR names of addr (RFC 1035 §3.5, RFC 3596 §2.5).
+func (r *Resolver) LookupAddr(ctx context.Context, addr string) ([]string, error) {
+	rev, err := dns.ReverseAddr(addr)
+	if err != nil {
+		return nil, &net.DNSError{Err: "invalid address", Name: addr}
+	}
+	ans, err := r.Query(ctx, rev, dns.TypePTR)
+	if err != nil {
+		return nil, toNetErr(err)
+	}
+	var out []string
+	for _, rr := range ans.Msg.Answer {
+		if p, ok := rr.(*dns.PTR); ok {
+			out = append(out, p.Ptr)
+		}
+	}
+	return out, nil
+}
+
+// publicResolvers are well-known open resolvers. Large DNSBLs (Spamhaus,
+// SURBL, URIBL, Barracuda) refuse queries that come through them and answer
+// with an error code instead, so relayguard warns when one is configured.
+var publicResolvers = map[string]string{
+	"8.8.8.8": "Google", "8.8.4.4": "Google", "2001:4860:4860::8888": "Google", "2001:4860:4860::8844": "Google",
+	"1.1.1.1": "Cloudflare", "1.0.0.1": "Cloudflare", "2606:4700:4700::1111": "Cloudflare", "2606:4700:4700::1001": "Cloudflare",
+	"9.9.9.9": "Quad9", "149.112.112.112": "Quad9", "2620:fe::fe": "Quad9", "2620:fe::9": "Quad9",
+	"208.67.222.222": "OpenDNS", "208.67.220.220": "OpenDNS",
+	"94.140.14.14": "AdGuard", "94.140.15.15": "AdGuard",
+	"64.6.64.6": "Verisign", "64.6.65.6": "Verisign",
+	"8.26.56.26": "Comodo", "8.20.247.20": "Comodo",
+	"185.228.168.9": "CleanBrowsing", "76.76.2.0": "Control D", "77.88.8.8": "Yandex",
+}
+
+// PublicResolver reports whether server (host or host:port) is a
+// well-known public resolver, and whose.
+func PublicResolver(server string) (string, bool) {
+	host := server
+	if h, _, err := net.SplitHostPort(server); err == nil {
+		host = h
+	}
+	a, err := netip.ParseAddr(host)
+	if err != nil {
+		return "", false
+	}
+	name, ok := publicResolvers[a.Unmap().String()]
+	return name, ok
+}

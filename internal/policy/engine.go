@@ -1,0 +1,340 @@
+package policy
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/relayguard/relayguard/internal/config"
+	"github.com/relayguard/relayguard/internal/dnsbl"
+	"github.com/relayguard/relayguard/internal/dnsutil"
+	"github.com/relayguard/relayguard/internal/event"
+)
+
+// Resolver is the DNS the checks need. It has the shape of net.Resolver
+// (and of blitiri.com.ar/go/spf's DNSResolver); errors must be
+// *net.DNSError with IsNotFound set for NXDOMAIN / no data, so that a
+// failure is never read as an answer. *dnsutil.Resolver implements it.
+type Resolver interface {
+	LookupTXT(ctx context.Context, name string) ([]string, error)
+	LookupMX(ctx context.Context, name string) ([]*net.MX, error)
+	LookupIPAddr(ctx context.Context, host string) ([]net.IPAddr, error)
+	LookupAddr(ctx context.Context, addr string) ([]string, error)
+}
+
+// Deps are the engine's outside world. Nil fields get defaults: a
+// dnsutil.Resolver over [dnsbl] resolvers (created without network I/O),
+// a dnsbl.Checker over the configured zones (whose health checks the engine
+// then runs until Close), time.Now, slog.Default, no events, and
+// prometheus.DefaultRegisterer.
+type Deps struct {
+	Resolver   Resolver
+	DNSBL      *dnsbl.Checker
+	Clock      func() time.Time
+	Logger     *slog.Logger
+	Events     event.Sink
+	Registerer prometheus.Registerer
+	Source     string // event source: "smtpd" or "policyd"
+}
+
+// Engine evaluates the restriction lists of the configuration.
+type Engine struct {
+	cfg      *config.Config
+	res      Resolver
+	bl       *dnsbl.Checker
+	now      func() time.Time
+	log      *slog.Logger
+	events   event.Sink
+	source   string
+	lists    map[Stage][]*rule
+	mynets   []netip.Prefix
+	local    map[string]bool
+	relay    []string
+	own      map[netip.Addr]bool
+	access   map[string]*accessTable
+	m        *engineMetrics
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	closeOne sync.Once
+}
+
+// rule is one compiled entry of a restriction list.
+type rule struct {
+	name string // restriction name, e.g. reject_rbl_client
+	text string // as configured, for logs
+	warn bool   // warn_if_reject
+	zone *dnsbl.Zone
+	tbl  *accessTable
+}
+
+// New compiles the restriction lists of cfg. It sends no DNS query.
+func New(cfg *config.Config, deps Deps) (*Engine, error) {
+	e := &Engine{cfg: cfg, res: deps.Resolver, bl: deps.DNSBL, now: deps.Clock, log: deps.Logger,
+		events: deps.Events, source: deps.Source, lists: map[Stage][]*rule{}, local: map[string]bool{},
+		own: map[netip.Addr]bool{}, access: map[string]*accessTable{}}
+	if e.now == nil {
+		e.now = time.Now
+	}
+	if e.log == nil {
+		e.log = slog.Default()
+	}
+	if e.events == nil {
+		e.events = event.Discard{}
+	}
+	if e.source == "" {
+		e.source = "policy"
+	}
+	var err error
+	if e.mynets, err = config.ParsePrefixes(cfg.MyNetworks); err != nil {
+		return nil, fmt.Errorf("policy: mynetworks: %w", err)
+	}
+	for _, d := range cfg.LocalDomains {
+		e.local[strings.ToLower(strings.TrimSuffix(d, "."))] = true
+	}
+	for _, d := range cfg.RelayDomains {
+		e.relay = append(e.relay, strings.ToLower(strings.TrimSuffix(d, ".")))
+	}
+	for _, a := range cfg.OwnAddresses {
+		if ip, err := netip.ParseAddr(a); err == nil {
+			e.own[ip.Unmap()] = true
+		}
+	}
+	for _, t := range cfg.Policy.Access {
+		at, err := loadAccessTable(t)
+		if err != nil {
+			return nil, err
+		}
+		e.access[t.Name] = at
+	}
+	p := cfg.Policy
+	var extra []*dnsbl.Zone
+	var extraDomain []*dnsbl.Zone
+	needDNS := len(cfg.DNSBL.Zones)+len(cfg.DNSBL.DomainZones) > 0
+	for stage, list := range map[Stage][]string{
+		StageConnect: p.ConnectRestrictions, StageHelo: p.HeloRestrictions, StageMail: p.SenderRestrictions,
+		StageRcpt: p.RecipientRestrictions, StageData: p.DataRestrictions, StageEndOfData: p.EndOfDataRestrictions,
+	} {
+		for _, s := range list {
+			warn, name, args, err := config.ParseRestriction(s)
+			if err != nil {
+				return nil, fmt.Errorf("policy: %s restrictions: %w", stage, err)
+			}
+			r := &rule{name: name, text: s, warn: warn}
+			switch name {
+			case "reject_rbl_client", "reject_rhsbl_sender", "reject_rhsbl_helo", "reject_rhsbl_client":
+				if r.zone, err = dnsbl.ParseZone(args[0]); err != nil {
+					return nil, fmt.Errorf("policy: %q: %w", s, err)
+				}
+				if name == "reject_rbl_client" {
+					extra = append(extra, r.zone)
+				} else {
+					extraDomain = append(extraDomain, r.zone)
+				}
+			case "check_client_access":
+				if r.tbl = e.access[args[0]]; r.tbl == nil {
+					return nil, fmt.Errorf("policy: %q: no access table %q", s, args[0])
+				}
+			}
+			if dnsRules[name] {
+				needDNS = true
+			}
+			e.lists[stage] = append(e.lists[stage], r)
+		}
+	}
+	if needDNS && e.res == nil {
+		r, err := dnsutil.New(cfg.DNSBL.Resolvers, cfg.DNSBL.Timeout.D())
+		if err != nil {
+			return nil, fmt.Errorf("policy: resolver: %w", err)
+		}
+		e.res = r
+		WarnPublicResolvers(e.log, r.Servers())
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	e.cancel = cancel
+	if e.bl == nil && needDNS {
+		q, ok := e.res.(dnsbl.Querier)
+		if !ok {
+			cancel()
+			return nil, fmt.Errorf("policy: resolver %T cannot query DNS lists (no LookupA4)", e.res)
+		}
+		e.bl, err = dnsbl.New(q, dnsbl.Options{
+			Zones: cfg.DNSBL.Zones, DomainZones: cfg.DNSBL.DomainZones, Timeout: cfg.DNSBL.Timeout.D(),
+			MinTTL: cfg.DNSBL.CacheMinTTL.D(), MaxTTL: cfg.DNSBL.CacheMaxTTL.D(), CacheSize: cfg.DNSBL.CacheSize,
+			Logger: e.log, Clock: e.now, Registerer: deps.Registerer,
+		})
+		if err != nil {
+			cancel()
+			return nil, fmt.Errorf("policy: %w", err)
+		}
+		e.bl.Watch(extra, extraDomain)
+		e.wg.Add(1)
+		go func() { defer e.wg.Done(); e.bl.RunHealth(ctx, cfg.DNSBL.HealthInterval.D()) }()
+	} else if e.bl != nil {
+		e.bl.Watch(extra, extraDomain)
+	}
+	e.m = newEngineMetrics(deps.Registerer)
+	return e, nil
+}
+
+// dnsRules are the checks that send DNS queries.
+var dnsRules = map[string]bool{
+	"reject_rbl_client": true, "reject_rhsbl_sender": true, "reject_rhsbl_helo": true, "reject_rhsbl_client": true,
+	"reject_unknown_client_hostname": true, "reject_unknown_reverse_client_hostname": true,
+	"reject_unknown_sender_domain": true, "check_spf": true, "dnsbl_score": true,
+}
+
+// WarnPublicResolvers logs a warning for each well-known public resolver
+// among servers: large lists refuse their queries.
+func WarnPublicResolvers(log *slog.Logger, servers []string) {
+	for _, s := range servers {
+		if who, ok := dnsutil.PublicResolver(s); ok {
+			log.Warn("DNS resolver is a public one: large DNS lists (Spamhaus, Barracuda, URIBL) refuse its queries; use a local caching resolver such as unbound",
+				"resolver", s, "operator", who)
+		}
+	}
+}
+
+// DNSBL returns the checker the engine uses (nil if no DNS is configured).
+func (e *Engine) DNSBL() *dnsbl.Checker { return e.bl }
+
+// Close stops the health checks the engine started.
+func (e *Engine) Close() error {
+	e.closeOne.Do(func() { e.cancel(); e.wg.Wait() })
+	return nil
+}
+
+// stageOf maps Postfix protocol states to the engine's stages.
+func stageOf(s Stage) Stage {
+	switch strings.ToUpper(string(s)) {
+	case "HELO", "EHLO":
+		return StageHelo
+	case "END-OF-DATA", "END-OF-MESSAGE":
+		return StageEndOfData
+	}
+	return Stage(strings.ToUpper(string(s)))
+}
+
+// Check evaluates the restriction list of req.Stage. The first check with
+// an opinion decides; warn_if_reject checks only log; a temporary failure
+// marked IfPermit (defer_if_permit) is returned only if nothing later
+// rejects. Every verdict names its rule in Rule and in Text.
+func (e *Engine) Check(ctx context.Context, req *Request) Verdict {
+	start := time.Now()
+	stage := stageOf(req.Stage)
+	ctx, cancel := context.WithTimeout(ctx, e.cfg.Policy.DNSTimeout.D())
+	defer cancel()
+	var deferred *Verdict
+	var prepends []string
+	final := Verdict{Action: Dunno}
+	for _, r := range e.lists[stage] {
+		v := e.eval(ctx, r, req)
+		if v.Prepend != "" {
+			prepends = append(prepends, v.Prepend)
+		}
+		if v.Action == Dunno || v.Action == Warn {
+			if v.Action == Warn {
+				e.logVerdict(req, stage, v, "warn")
+			}
+			continue
+		}
+		v.Rule = r.name
+		if r.warn && (v.Action == Reject || v.Action == Defer) {
+			e.log.Warn("warn_if_reject: would have refused", "rule", r.name, "stage", string(stage),
+				"client", req.ClientAddress.String(), "helo", req.Helo, "sender", req.Sender, "recipient", req.Recipient,
+				"reply", fmt.Sprintf("%d %s %s", v.Code, v.Enhanced, v.Text))
+			e.m.decisions.WithLabelValues(string(stage), "warn", r.name).Inc()
+			prepends = append(prepends, fmt.Sprintf("X-Relayguard-Warn: %s would %s: %d %s", r.name, strings.ToLower(v.Action.String()), v.Code, v.Text))
+			continue
+		}
+		if v.Action == Defer && v.IfPermit {
+			if deferred == nil {
+				d := v
+				deferred = &d
+			}
+			continue
+		}
+		if v.Action == Permit && deferred != nil {
+			break
+		}
+		final = v
+		break
+	}
+	if deferred != nil && final.Action != Reject && final.Action != Defer {
+		final = *deferred
+	}
+	if final.Action == Dunno || final.Action == Permit {
+		final.Prepend = joinPrepends(prepends)
+	}
+	if final.Rule != "" && final.Text != "" && final.Action != Permit {
+		final.Text += " (rule " + final.Rule + ")"
+	}
+	e.m.decisions.WithLabelValues(string(stage), final.Action.String(), ruleLabel(final.Rule)).Inc()
+	e.m.latency.WithLabelValues(string(stage)).Observe(time.Since(start).Seconds())
+	if final.Action != Dunno {
+		e.logVerdict(req, stage, final, "verdict")
+		e.publish(ctx, req, final)
+	}
+	return final
+}
+
+func ruleLabel(r string) string {
+	if r == "" {
+		return "none"
+	}
+	return r
+}
+
+// joinPrepends merges several headers into one, since a Postfix policy
+// reply carries a single PREPEND action.
+func joinPrepends(p []string) string {
+	switch len(p) {
+	case 0:
+		return ""
+	case 1:
+		return p[0]
+	}
+	var parts []string
+	for _, h := range p {
+		name, body, _ := strings.Cut(h, ":")
+		parts = append(parts, strings.ToLower(name)+"="+strings.TrimSpace(body))
+	}
+	return "X-Relayguard: " + strings.Join(parts, "; ")
+}
+
+func (e *Engine) logVerdict(req *Request, stage Stage, v Verdict, msg string) {
+	lvl := slog.LevelInfo
+	if v.Action == Permit {
+		lvl = slog.LevelDebug
+	}
+	e.log.Log(context.Background(), lvl, "policy "+msg, "rule", v.Rule, "action", v.Action.String(),
+		"code", v.Code, "enhanced", v.Enhanced, "text", v.Text, "stage", string(stage),
+		"client", req.ClientAddress.String(), "client_name", req.ClientName, "helo", req.Helo,
+		"sender", req.Sender, "recipient", req.Recipient, "sasl_username", req.SASLUsername,
+		"queue_id", req.QueueID)
+}
+
+func (e *Engine) publish(ctx context.Context, req *Request, v Verdict) {
+	if v.Action != Reject && v.Action != Defer {
+		return
+	}
+	kind := event.Reject
+	detail := req.Recipient
+	switch v.Rule {
+	case "reject_unauth_destination":
+		kind = event.RelayDenied
+	case "reject_rbl_client", "dnsbl_score":
+		if v.Action == Reject {
+			kind = event.DNSBLReject
+			detail = v.Text
+		}
+	}
+	e.events.Publish(ctx, event.Event{Time: e.now(), Kind: kind, Source: e.source, IP: req.ClientAddress,
+		User: req.SASLUsername, Rule: v.Rule, Detail: detail, Service: req.Listener})
+}

@@ -1,0 +1,27 @@
+package policy
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/relayguard/relayguard/internal/dnsbl"
+)
+
+type engineMetrics struct {
+	decisions *prometheus.CounterVec
+	latency   *prometheus.HistogramVec
+}
+
+func newEngineMetrics(reg prometheus.Registerer) *engineMetrics {
+	if reg == nil {
+		reg = prometheus.DefaultRegisterer
+	}
+	return &engineMetrics{
+		decisions: dnsbl.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "relayguard_policy_decisions_total", Help: "Policy verdicts by stage, action and deciding rule (action warn: warn_if_reject).",
+		}, []string{"stage", "action", "rule"})),
+		latency: dnsbl.Register(reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "relayguard_policy_check_seconds", Help: "Time to evaluate one restriction list.",
+			Buckets: []float64{.0001, .0005, .001, .005, .01, .05, .1, .5, 1, 5},
+		}, []string{"stage"})),
+	}
+}

@@ -1,0 +1,69 @@
+package policy
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strings"
+
+	"blitiri.com.ar/go/spf"
+)
+
+// spf is check_spf: RFC 7208 through blitiri.com.ar/go/spf with the
+// engine's resolver. Replies use the RFC 7372 §3.2 enhanced codes; a
+// temperror is a 451, never a pass.
+func (e *Engine) spf(ctx context.Context, req *Request) Verdict {
+	ip := req.ClientAddress.Unmap()
+	if !ip.IsValid() || (req.Sender == "" && req.Helo == "") {
+		return dunno
+	}
+	if st := stageOf(req.Stage); st == StageConnect || st == StageHelo {
+		return dunno // no MAIL FROM yet
+	}
+	helo := strings.TrimSuffix(req.Helo, ".")
+	res, err := spf.CheckHostWithSender(net.IP(ip.AsSlice()), helo, req.Sender,
+		spf.WithContext(ctx), spf.WithResolver(e.res))
+	identity := req.Sender
+	if identity == "" {
+		identity = "postmaster@" + helo
+	}
+	c := e.cfg.Policy.SPF
+	header := func() Verdict {
+		if !c.Header {
+			return dunno
+		}
+		// RFC 7208 §9.1 Received-SPF.
+		comment := ""
+		if err != nil {
+			comment = " (" + printable(err.Error()) + ")"
+		}
+		return Verdict{Action: Dunno, Prepend: fmt.Sprintf("Received-SPF: %s%s client-ip=%s; envelope-from=<%s>; helo=%s;",
+			res, comment, ip, printable(req.Sender), printable(helo))}
+	}
+	switch res {
+	case spf.Fail:
+		if c.RejectFail {
+			return reject(550, "5.7.23", "SPF fail: %s is not allowed to send mail from [%s]", printable(identity), ip)
+		}
+	case spf.SoftFail:
+		if c.RejectSoftfail {
+			return reject(550, "5.7.23", "SPF softfail: %s is not allowed to send mail from [%s]", printable(identity), ip)
+		}
+	case spf.TempError:
+		if c.TempError == "defer" {
+			return deferIfPermit(451, "4.7.24", "SPF temporary error for %s: %s", printable(identity), errText(err))
+		}
+	case spf.PermError:
+		if c.PermError == "reject" {
+			return reject(550, "5.7.24", "SPF permanent error for %s: %s", printable(identity), errText(err))
+		}
+	}
+	return header()
+}
+
+func errText(err error) string {
+	if err == nil {
+		return "unknown"
+	}
+	return printable(err.Error())
+}

@@ -1,0 +1,190 @@
+package policyd
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/relayguard/relayguard/internal/dnsbl"
+	"github.com/relayguard/relayguard/internal/policy"
+)
+
+// Checker is the policy engine as the server sees it.
+type Checker interface {
+	Check(ctx context.Context, req *policy.Request) policy.Verdict
+}
+
+// Server answers policy delegation requests with the engine's verdicts.
+type Server struct {
+	Engine      Checker
+	Logger      *slog.Logger
+	IdleTimeout time.Duration // close a connection idle this long; 0: never
+	MaxConns    int           // concurrent connections; 0: unlimited
+	Registerer  prometheus.Registerer
+
+	once    sync.Once
+	sem     chan struct{}
+	reqs    *prometheus.CounterVec
+	conns   prometheus.Gauge
+	wg      sync.WaitGroup
+	mu      sync.Mutex
+	active  map[net.Conn]struct{}
+	closing bool
+}
+
+func (s *Server) init() {
+	s.once.Do(func() {
+		if s.Logger == nil {
+			s.Logger = slog.Default()
+		}
+		if s.MaxConns > 0 {
+			s.sem = make(chan struct{}, s.MaxConns)
+		}
+		reg := s.Registerer
+		if reg == nil {
+			reg = prometheus.DefaultRegisterer
+		}
+		s.reqs = dnsbl.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "relayguard_policyd_requests_total", Help: "Postfix policy requests by result (answered, malformed).",
+		}, []string{"result"}))
+		s.conns = dnsbl.Register(reg, prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "relayguard_policyd_connections", Help: "Open Postfix policy connections.",
+		}))
+		s.active = map[net.Conn]struct{}{}
+	})
+}
+
+// Listen opens addr: "unix:/path" for a unix socket (a stale socket file is
+// replaced) or host:port for TCP.
+func Listen(addr string) (net.Listener, error) {
+	if path, ok := strings.CutPrefix(addr, "unix:"); ok {
+		if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSocket != 0 {
+			os.Remove(path)
+		}
+		ln, err := net.Listen("unix", path)
+		if err != nil {
+			return nil, fmt.Errorf("policy listener %q: %w", addr, err)
+		}
+		return ln, nil
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("policy listener %q: %w", addr, err)
+	}
+	return ln, nil
+}
+
+// Serve accepts connections until ctx ends, then closes the listener and
+// every connection and waits for their goroutines.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	s.init()
+	go func() {
+		<-ctx.Done()
+		ln.Close()
+		s.mu.Lock()
+		s.closing = true
+		for c := range s.active {
+			c.Close()
+		}
+		s.mu.Unlock()
+	}()
+	defer s.wg.Wait()
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				time.Sleep(10 * time.Millisecond)
+				continue
+			}
+			return fmt.Errorf("policy listener %s: %w", ln.Addr(), err)
+		}
+		if s.sem != nil {
+			select {
+			case s.sem <- struct{}{}:
+			default:
+				s.Logger.Warn("policy connection refused: policy.max_connections reached", "limit", s.MaxConns, "peer", c.RemoteAddr().String())
+				c.Close()
+				continue
+			}
+		}
+		s.mu.Lock()
+		if s.closing {
+			s.mu.Unlock()
+			c.Close()
+			continue
+		}
+		s.active[c] = struct{}{}
+		s.mu.Unlock()
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.ServeConn(ctx, c)
+			s.mu.Lock()
+			delete(s.active, c)
+			s.mu.Unlock()
+			if s.sem != nil {
+				<-s.sem
+			}
+		}()
+	}
+}
+
+// ServeConn answers requests on one connection until the peer closes it,
+// it idles out, or a request is malformed (logged, then closed, as
+// SMTPD_POLICY_README requires).
+func (s *Server) ServeConn(ctx context.Context, c net.Conn) {
+	s.init()
+	defer c.Close()
+	s.conns.Inc()
+	defer s.conns.Dec()
+	r := bufio.NewReaderSize(c, MaxLine)
+	w := bufio.NewWriter(c)
+	peer := c.RemoteAddr().String()
+	for {
+		if s.IdleTimeout > 0 {
+			c.SetReadDeadline(time.Now().Add(s.IdleTimeout))
+		}
+		attrs, err := ReadAttrs(r)
+		if err != nil {
+			if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				s.Logger.Info("policy connection idle: closed", "peer", peer, "idle_timeout", s.IdleTimeout)
+				return
+			}
+			if errors.Is(err, ErrMalformed) {
+				s.reqs.WithLabelValues("malformed").Inc()
+				s.Logger.Warn("policy request malformed: connection closed", "peer", peer, "error", err)
+			}
+			return
+		}
+		req, err := ToRequest(attrs)
+		if err != nil {
+			s.reqs.WithLabelValues("malformed").Inc()
+			s.Logger.Warn("policy request malformed: connection closed", "peer", peer, "error", err)
+			return
+		}
+		v := s.Engine.Check(ctx, req)
+		s.reqs.WithLabelValues("answered").Inc()
+		fmt.Fprintf(w, "action=%s\n\n", FormatAction(v))
+		if err := w.Flush(); err != nil {
+			return
+		}
+	}
+}
