@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/relayguard/relayguard/internal/ban"
 )
 
 // The enforcer tests run against the real kernel inside two network
@@ -262,3 +264,6 @@ func (w testWriter) Write(b []byte) (int, error) {
 func pfx(s string) netip.Prefix { return netip.MustParsePrefix(s) }
 
 func bg() context.Context { return context.Background() }
+
+// banOf is a permanent ban of one address.
+func banOf(a netip.Addr) ban.Ban { return ban.Ban{Prefix: netip.PrefixFrom(a, a.BitLen())} }

@@ -6,5 +6,4 @@ import (
 	"github.com/relayguard/relayguard/internal/config"
 )
 
-func newIPSet(cfg config.FirewallConfig, log *slog.Logger, r []string) Enforcer { return None{} }
-func newUFW(cfg config.FirewallConfig, log *slog.Logger, r []string) Enforcer   { return None{} }
+func newUFW(cfg config.FirewallConfig, log *slog.Logger, r []string) Enforcer { return None{} }
