@@ -213,6 +213,9 @@ func (s *Scheduler) appendOriginal(b *bytes.Buffer, id, boundary string, w func(
 // statusOf is the RFC 3463 status of a recipient: the enhanced code of its
 // last reply when there is one, else a generic one for the reply class.
 func statusOf(r Recipient, kind dsnKind) string {
+	if kind == dsnFailed && strings.HasPrefix(r.LastError, expiredPrefix) {
+		return "4.4.7" // RFC 3463: delivery time expired
+	}
 	if m := enhancedInError.FindStringSubmatch(r.LastError); m != nil {
 		if kind == dsnFailed && m[1][0] == '5' || kind == dsnDelayed && m[1][0] == '4' {
 			return m[1]

@@ -369,7 +369,7 @@ func (s *Scheduler) apply(env *Envelope, i int, res deliver.Result, now time.Tim
 		s.metrics.result.WithLabelValues("failed").Inc()
 	case now.Sub(env.Received) >= s.cfg.MaxQueueLifetime.D():
 		r.Status = StatusFailed
-		r.LastError = "gave up after " + s.cfg.MaxQueueLifetime.D().String() + " in the queue; last error: " + r.LastError
+		r.LastError = expiredPrefix + s.cfg.MaxQueueLifetime.D().String() + " in the queue; last error: " + r.LastError
 		log.Warn("queue: delivery expired", "lifetime", s.cfg.MaxQueueLifetime.D())
 		s.metrics.result.WithLabelValues("expired").Inc()
 	default:
@@ -449,6 +449,10 @@ func (s *Scheduler) finish(ms *msgState, now time.Time) {
 		s.schedule(env.ID, at)
 	}
 }
+
+// expiredPrefix starts the last error of a recipient that outlived the
+// maximum queue lifetime.
+const expiredPrefix = "gave up after "
 
 // heapItem and timeHeap order messages by due time.
 type heapItem struct {

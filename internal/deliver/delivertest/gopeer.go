@@ -71,6 +71,9 @@ type GoPeer struct {
 	msgs []PeerMessage
 	// Users maps AUTH usernames to passwords; empty: AUTH not offered.
 	users map[string]string
+	delay time.Duration
+	cur   int // transactions in DATA now
+	peak  int
 }
 
 // GoPeerOptions configure StartGoPeer.
@@ -78,12 +81,15 @@ type GoPeerOptions struct {
 	Cert     *tls.Certificate // offer STARTTLS with it
 	Users    map[string]string
 	MaxBytes int64
+	// DataDelay holds each message this long before accepting it, so that
+	// concurrent deliveries overlap.
+	DataDelay time.Duration
 }
 
 // StartGoPeer starts a GoPeer on loopback.
 func StartGoPeer(t testing.TB, o GoPeerOptions) *GoPeer {
 	t.Helper()
-	p := &GoPeer{users: o.Users}
+	p := &GoPeer{users: o.Users, delay: o.DataDelay}
 	s := smtp.NewServer(p)
 	s.Domain = "gopeer.test"
 	s.ReadTimeout = 30 * time.Second
@@ -108,6 +114,14 @@ func (p *GoPeer) Messages() []PeerMessage {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return append([]PeerMessage(nil), p.msgs...)
+}
+
+// PeakConcurrency is the largest number of messages that were being
+// received at the same time.
+func (p *GoPeer) PeakConcurrency() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.peak
 }
 
 // NewSession implements smtp.Backend.
@@ -164,6 +178,12 @@ func (s *peerSession) Data(r io.Reader) error {
 	}
 	s.cur.Data = b
 	s.p.mu.Lock()
+	s.p.cur++
+	s.p.peak = max(s.p.peak, s.p.cur)
+	s.p.mu.Unlock()
+	time.Sleep(s.p.delay)
+	s.p.mu.Lock()
+	s.p.cur--
 	s.p.msgs = append(s.p.msgs, s.cur)
 	s.p.mu.Unlock()
 	return nil

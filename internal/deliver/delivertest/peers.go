@@ -121,11 +121,16 @@ func (s *Sink) start(t testing.TB, flags ...string) {
 	WaitListening(t, "tcp", s.Addr)
 }
 
-// Restart stops the sink and starts it again on the same port with new
-// flags.
+// Restart stops the sink, forgets the messages dumped so far (smtp-sink
+// dumps a message even when it then rejects it with -r or -f) and starts
+// again on the same port with new flags.
 func (s *Sink) Restart(t testing.TB, flags ...string) {
 	t.Helper()
 	s.Stop()
+	ents, _ := os.ReadDir(s.Dir)
+	for _, e := range ents {
+		os.Remove(filepath.Join(s.Dir, e.Name()))
+	}
 	s.start(t, flags...)
 }
 
