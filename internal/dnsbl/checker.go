@@ -356,13 +356,5 @@ func (c *Checker) Check(ctx context.Context, ip netip.Addr, domains ...string) S
 }
 
 func dnsNameOK(d string) (int, bool) {
-	if len(d) > 200 {
-		return 0, false
-	}
-	for _, c := range d {
-		if !(c == '.' || c == '-' || c == '_' || c >= '0' && c <= '9' || c >= 'a' && c <= 'z') {
-			return 0, false
-		}
-	}
-	return len(d), true
+	return len(d), len(d) <= 200 && hostChars(d)
 }

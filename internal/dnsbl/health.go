@@ -110,7 +110,7 @@ func (c *Checker) probes(z *Zone, domain bool) []*probe {
 	}
 	ps := []*probe{
 		{qname: IPQuery(netip.MustParseAddr("127.0.0.2"), z.Name), mustList: true},
-		{qname: IPQuery(netip.MustParseAddr("::ffff:7f00:2"), z.Name), ipv6: true},
+		{qname: nibbleQuery(netip.MustParseAddr("::ffff:7f00:2"), z.Name), ipv6: true},
 		{qname: IPQuery(netip.MustParseAddr("127.0.0.1"), z.Name), mustNot: true},
 	}
 	for _, p := range docRanges {
@@ -237,14 +237,12 @@ func (c *Checker) setHealth(h Health) {
 }
 
 // RunHealth checks every zone now and then every interval until ctx ends.
+// An interval of 0 disables health checks.
 func (c *Checker) RunHealth(ctx context.Context, interval time.Duration) {
-	if len(c.HealthReport()) == 0 {
+	if len(c.HealthReport()) == 0 || interval <= 0 {
 		return
 	}
 	c.CheckHealth(ctx)
-	if interval <= 0 {
-		return
-	}
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {

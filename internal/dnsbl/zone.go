@@ -18,10 +18,10 @@ import (
 
 // Zone is one configured list.
 type Zone struct {
-	Spec   string        // as written in the configuration
-	Name   string        // DNS zone, lower case, without trailing dot
-	Filter *[4]octetSet  // nil: any valid answer counts
-	Weight int           // added to the score when listed; negative for allowlists
+	Spec   string       // as written in the configuration
+	Name   string       // DNS zone, lower case, without trailing dot
+	Filter *[4]octetSet // nil: any valid answer counts
+	Weight int          // added to the score when listed; negative for allowlists
 }
 
 // octetSet is the set of values one octet of a filter may take.
@@ -53,7 +53,7 @@ func ParseZone(spec string) (*Zone, error) {
 	if s == "" || !strings.Contains(s, ".") {
 		return nil, fmt.Errorf("zone name %q: want a DNS name such as zen.spamhaus.org", s)
 	}
-	if _, ok := dns.IsDomainName(s); !ok {
+	if _, ok := dns.IsDomainName(s); !ok || !hostChars(s) {
 		return nil, fmt.Errorf("zone name %q: not a valid DNS name", s)
 	}
 	z.Name = s
@@ -121,6 +121,16 @@ func octet(s string) (int, error) {
 	return v, nil
 }
 
+// hostChars reports whether s has only letters, digits, '-', '_' and '.'.
+func hostChars(s string) bool {
+	for _, c := range s {
+		if !(c == '.' || c == '-' || c == '_' || c >= '0' && c <= '9' || c >= 'a' && c <= 'z') {
+			return false
+		}
+	}
+	return true
+}
+
 // Match reports whether answer a passes the zone's filter.
 func (z *Zone) Match(a netip.Addr) bool {
 	if z.Filter == nil {
@@ -140,22 +150,31 @@ func (z *Zone) Match(a netip.Addr) bool {
 // (§2.4), followed by the zone. IPv4-mapped IPv6 addresses are asked as IPv4.
 func IPQuery(ip netip.Addr, zone string) string {
 	ip = ip.Unmap()
-	var b strings.Builder
 	if ip.Is4() {
+		var b strings.Builder
 		o := ip.As4()
 		for i := 3; i >= 0; i-- {
 			b.WriteString(strconv.Itoa(int(o[i])))
 			b.WriteByte('.')
 		}
-	} else {
-		const hex = "0123456789abcdef"
-		o := ip.As16()
-		for i := 15; i >= 0; i-- {
-			b.WriteByte(hex[o[i]&0xf])
-			b.WriteByte('.')
-			b.WriteByte(hex[o[i]>>4])
-			b.WriteByte('.')
-		}
+		b.WriteString(zone)
+		return b.String()
+	}
+	return nibbleQuery(ip, zone)
+}
+
+// nibbleQuery is the reversed-nibble name of any address as 128 bits
+// (RFC 5782 §2.4), even for IPv4-mapped ones: the IPv6 test point
+// ::FFFF:7F00:2 of §5 is asked this way.
+func nibbleQuery(ip netip.Addr, zone string) string {
+	const hex = "0123456789abcdef"
+	var b strings.Builder
+	o := ip.As16()
+	for i := 15; i >= 0; i-- {
+		b.WriteByte(hex[o[i]&0xf])
+		b.WriteByte('.')
+		b.WriteByte(hex[o[i]>>4])
+		b.WriteByte('.')
 	}
 	b.WriteString(zone)
 	return b.String()

@@ -72,10 +72,14 @@ func (s *Server) Remove(name string) {
 }
 
 // Wildcard makes every name under suffix answer A with ips (a list that
-// lists everything).
+// lists everything); no ips removes the wildcard.
 func (s *Server) Wildcard(suffix string, ips ...string) {
 	s.mu.Lock()
-	s.wild[strings.ToLower(dns.Fqdn(suffix))] = ips
+	if len(ips) == 0 {
+		delete(s.wild, strings.ToLower(dns.Fqdn(suffix)))
+	} else {
+		s.wild[strings.ToLower(dns.Fqdn(suffix))] = ips
+	}
 	s.mu.Unlock()
 }
 
