@@ -278,7 +278,9 @@ func (s *scramServer) first(ctx context.Context, resp []byte) ([]byte, bool, err
 		if s1 == "" || s1 == scram.ErrInvalidEncoding || s1 == scram.ErrInvalidUsernameEncoding {
 			return s.fail(fmt.Errorf("%w: SCRAM: %v", ErrMalformed, err))
 		}
-		return s.fail(fmt.Errorf("%w: SCRAM: %s: %v", ErrAuthFailed, s1, err))
+		// The library's message may quote channel binding data; the
+		// RFC 5802 error value is enough for the log.
+		return s.fail(fmt.Errorf("%w: SCRAM: %s", ErrAuthFailed, s1))
 	}
 	// No proxy authorization: an authzid must name the user itself. The
 	// exchange goes on and fails at the end like a wrong password.
@@ -295,7 +297,7 @@ func (s *scramServer) final(resp []byte) ([]byte, bool, error) {
 		if s2 == "" {
 			return s.fail(fmt.Errorf("%w: SCRAM: %v", ErrMalformed, err))
 		}
-		return s.fail(fmt.Errorf("%w: SCRAM: %s: %v", ErrAuthFailed, s2, err))
+		return s.fail(fmt.Errorf("%w: SCRAM: %s", ErrAuthFailed, s2))
 	}
 	if !s.conv.Valid() || !s.known {
 		return s.fail(fmt.Errorf("%w: SCRAM: %s", ErrAuthFailed, scram.ErrInvalidProof))
