@@ -1,0 +1,473 @@
+package report
+
+import (
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/relayguard/relayguard/internal/logline"
+)
+
+// abuseState collects what pflogsumm does not show: who is guessing
+// passwords, who tries to relay, which DNSBLs reject, signs of backscatter,
+// and relayguard's own ban and egress decisions.
+type abuseState struct {
+	localDomains map[string]bool
+
+	authByAddr   map[string]*authStat
+	relay        map[string]map[string]int64 // client address → target domain → count
+	dnsbl        map[string]int64            // list → rejections
+	reasons      map[string]int64            // rejection reason → count (chart)
+	rejectsByIP  map[string]int64            // client address → rejections
+	postscreen   map[string]int64            // postscreen event kind → count
+	ruleRejects  map[string]int64            // relayguard rule → count
+	ndnQids      map[string]bool             // queue IDs of non-delivery notices
+	ndnPerHour   [24]int64
+	ndns         int64
+	ndnRcpt      map[string]int64 // NDN recipient → delivery attempts
+	localQids    map[string]bool  // messages from pickup or authenticated clients
+	localSenders map[string]bool  // senders seen on such messages
+	bans         []Ban
+	banCount     int64
+	egress       map[string]*egressStat
+	egressCount  int64
+	accepted     int64 // relayguard "message accepted"
+	logins       int64 // Dovecot successful logins
+}
+
+type authStat struct {
+	count int64
+	users map[string]int64
+}
+
+type egressStat struct {
+	count int64
+	dsts  map[string]int64
+}
+
+func newAbuseState(local []string) *abuseState {
+	s := &abuseState{
+		localDomains: map[string]bool{},
+		authByAddr:   map[string]*authStat{}, relay: map[string]map[string]int64{},
+		dnsbl: map[string]int64{}, reasons: map[string]int64{}, rejectsByIP: map[string]int64{},
+		postscreen: map[string]int64{}, ruleRejects: map[string]int64{},
+		ndnQids: map[string]bool{}, ndnRcpt: map[string]int64{},
+		localQids: map[string]bool{}, localSenders: map[string]bool{},
+		egress: map[string]*egressStat{},
+	}
+	for _, d := range local {
+		s.localDomains[strings.ToLower(d)] = true
+	}
+	return s
+}
+
+// authFailure records n failed authentications from addr as user.
+func (s *abuseState) authFailure(addr, user string, n int64) {
+	addr = cleanAddr(addr)
+	if addr == "" {
+		return
+	}
+	st := s.authByAddr[addr]
+	if st == nil {
+		st = &authStat{users: map[string]int64{}}
+		s.authByAddr[strings.Clone(addr)] = st
+	}
+	st.count += n
+	if user != "" {
+		if _, ok := st.users[user]; !ok {
+			user = strings.Clone(user)
+		}
+		st.users[user] += n
+	}
+}
+
+// cleanAddr extracts an IP address from "1.2.3.4", "[1.2.3.4]",
+// "host[1.2.3.4]", "1.2.3.4:port" or "[::1]:port"; "" if there is none.
+func cleanAddr(s string) string {
+	if i := strings.IndexByte(s, '['); i >= 0 {
+		if j := strings.IndexByte(s[i:], ']'); j > 0 {
+			s = s[i+1 : i+j]
+		}
+	}
+	if a, err := netip.ParseAddr(s); err == nil {
+		return a.Unmap().String()
+	}
+	if ap, err := netip.ParseAddrPort(s); err == nil {
+		return ap.Addr().Unmap().String()
+	}
+	return ""
+}
+
+// subnetOf is the /24 of an IPv4 address or the /64 of an IPv6 address.
+func subnetOf(addr string) string {
+	a, err := netip.ParseAddr(addr)
+	if err != nil {
+		return addr
+	}
+	bits := 64
+	if a.Is4() {
+		bits = 24
+	}
+	p, err := a.Prefix(bits)
+	if err != nil {
+		return addr
+	}
+	return p.String()
+}
+
+// postfixWarning looks for smtpd's SASL failure warning:
+// "warning: host[1.2.3.4]: SASL LOGIN authentication failed: ..., sasl_username=bob".
+func (s *abuseState) postfixWarning(cmd, msg string, t time.Time) {
+	if cmd != "smtpd" || !strings.Contains(msg, "authentication failed") {
+		return
+	}
+	rest := strings.TrimPrefix(msg, "warning: ")
+	i := strings.Index(rest, "]: SASL ")
+	if i < 0 {
+		return
+	}
+	user := ""
+	if j := strings.Index(rest, "sasl_username="); j >= 0 {
+		user = rest[j+len("sasl_username="):]
+		if k := strings.IndexAny(user, ", "); k >= 0 {
+			user = user[:k]
+		}
+	}
+	s.authFailure(rest[:i+1], user, 1)
+}
+
+// postscreen counts postscreen's verdicts on clients by kind.
+func (s *abuseState) postscreenVerdict(msg string, t time.Time) {
+	for _, kind := range [...]string{"DNSBL rank", "PREGREET", "HANGUP", "COMMAND PIPELINING",
+		"NON-SMTP COMMAND", "BARE NEWLINE", "COMMAND TIME LIMIT", "COMMAND COUNT LIMIT"} {
+		if strings.HasPrefix(msg, kind+" ") {
+			s.postscreen[kind]++
+			return
+		}
+	}
+}
+
+// smtpdReject files a Postfix rejection under the abuse views.
+func (s *abuseState) smtpdReject(msg string, k rejectKey, t time.Time) {
+	s.reject(k, clientOf(msg), t)
+	if strings.Contains(msg, "Relay access denied") {
+		dom := "<>"
+		if i := strings.Index(msg, " to=<"); i >= 0 {
+			to := msg[i+5:]
+			if j := strings.IndexByte(to, '>'); j >= 0 {
+				to = to[:j]
+			}
+			if at := strings.LastIndexByte(to, '@'); at >= 0 {
+				dom = strings.ToLower(to[at+1:])
+			} else {
+				dom = strings.ToLower(to)
+			}
+		}
+		s.relayAttempt(clientOf(msg), dom)
+	}
+	if i := strings.Index(msg, " blocked using "); i >= 0 {
+		list := msg[i+len(" blocked using "):]
+		if j := strings.IndexAny(list, ";, "); j >= 0 {
+			list = list[:j]
+		}
+		bump(s.dnsbl, list)
+	}
+}
+
+// clientOf returns the client address of "... from host[addr]: ...".
+func clientOf(msg string) string {
+	i := strings.Index(msg, " from ")
+	if i < 0 {
+		return ""
+	}
+	rest := msg[i+6:]
+	if j := strings.Index(rest, "]:"); j >= 0 {
+		return cleanAddr(rest[:j+1])
+	}
+	return ""
+}
+
+// reject counts a rejection by reason and by client.
+func (s *abuseState) reject(k rejectKey, client string, t time.Time) {
+	reason := k.reason
+	if k.typ == "cleanup" {
+		reason = k.reason + " checks"
+	}
+	if reason == "" {
+		reason = "(unknown)"
+	}
+	bump(s.reasons, reason)
+	if client != "" {
+		bump(s.rejectsByIP, client)
+	}
+}
+
+func (s *abuseState) relayAttempt(client, domain string) {
+	if client == "" {
+		client = "(unknown)"
+	}
+	m := s.relay[client]
+	if m == nil {
+		m = map[string]int64{}
+		s.relay[strings.Clone(client)] = m
+	}
+	bump(m, domain)
+}
+
+// received notes messages submitted by an authenticated client: their
+// senders are local senders for the backscatter check.
+func (s *abuseState) received(qid, rest string) {
+	if strings.Contains(rest, "sasl_username=") {
+		s.localQids[strings.Clone(qid)] = true
+	}
+}
+
+func (s *abuseState) pickup(qid string) { s.localQids[strings.Clone(qid)] = true }
+
+func (s *abuseState) sender(qid, addr string) {
+	if s.localQids[qid] {
+		delete(s.localQids, qid)
+		s.localSenders[strings.Clone(strings.ToLower(addr))] = true
+	}
+}
+
+// bounceNotice records "QID: sender non-delivery notification: NDNQID".
+func (s *abuseState) bounceNotice(msg string, t time.Time) {
+	const marker = ": sender non-delivery notification: "
+	i := strings.Index(msg, marker)
+	if i < 0 {
+		return
+	}
+	s.ndns++
+	s.ndnPerHour[t.Hour()]++
+	s.ndnQids[strings.Clone(strings.TrimSpace(msg[i+len(marker):]))] = true
+}
+
+func (s *abuseState) delivery(qid, addr, relay, status string, t time.Time) {
+	if !s.ndnQids[qid] {
+		return
+	}
+	bump(s.ndnRcpt, strings.ToLower(addr))
+}
+
+// backscatter returns the domains that received non-delivery notices for
+// senders that never sent from here (not local, never authenticated or
+// picked up locally).
+func (s *abuseState) backscatter() ([]CountRow, int64) {
+	dom := map[string]int64{}
+	var n int64
+	for rcpt, c := range s.ndnRcpt {
+		if s.localSenders[rcpt] {
+			continue
+		}
+		d := rcpt
+		if at := strings.LastIndexByte(rcpt, '@'); at >= 0 {
+			d = rcpt[at+1:]
+		}
+		if s.localDomains[d] {
+			continue
+		}
+		dom[d] += c
+		n += c
+	}
+	return sortCounts(dom, -1), n
+}
+
+// addDovecot reads Dovecot's login-process lines:
+// "imap-login: Disconnected (auth failed, 3 attempts in 10 secs): user=<bob>, method=PLAIN, rip=192.0.2.1, ..."
+// and "imap-login: Login: user=<bob>, ...".
+func (a *Analyzer) addDovecot(l logline.Line) {
+	msg := l.Message
+	s := a.abuse
+	if strings.Contains(msg, "-login: Login: ") {
+		s.logins++
+		return
+	}
+	i := strings.Index(msg, "(auth failed")
+	if i < 0 {
+		return
+	}
+	n := int64(1)
+	rest := msg[i+len("(auth failed"):]
+	if r, ok := strings.CutPrefix(rest, ", "); ok {
+		k := 0
+		for k < len(r) && isDigitByte(r[k]) {
+			k++
+		}
+		if v, err := strconv.ParseInt(r[:k], 10, 64); err == nil && v > 0 {
+			n = v
+		}
+	}
+	if !strings.Contains(msg, "rip=") {
+		return
+	}
+	user := between(msg, "user=<", ">")
+	rip := between(msg, "rip=", ",")
+	s.authFailure(rip, user, n)
+}
+
+// between returns the text after start up to end (or the line's end).
+func between(s, start, end string) string {
+	i := strings.Index(s, start)
+	if i < 0 {
+		return ""
+	}
+	s = s[i+len(start):]
+	if j := strings.Index(s, end); j >= 0 {
+		return s[:j]
+	}
+	return s
+}
+
+// addSlog reads one relayguard log record in log/slog's text format
+// ("time=... level=INFO msg=\"auth failed\" client=1.2.3.4 user=bob"). The
+// reading is key-based and tolerant: unknown keys are ignored, and a record
+// without a time key takes the syslog time t.
+func (a *Analyzer) addSlog(rec string, t time.Time) {
+	var msg, client, user, rule, list, prefix, reason, until, rcpt, uid, comm, dst, ts string
+	forEachKV(rec, func(k, v string) {
+		switch k {
+		case "time":
+			ts = v
+		case "msg":
+			msg = v
+		case "client", "ip", "addr", "remote", "client_ip":
+			client = v
+		case "user", "username", "sasl_user":
+			user = v
+		case "rule":
+			rule = v
+		case "list", "dnsbl", "zone":
+			list = v
+		case "prefix", "subnet", "ban", "net":
+			prefix = v
+		case "reason", "why":
+			reason = v
+		case "until", "expires":
+			until = v
+		case "rcpt", "to", "recipient", "domain":
+			rcpt = v
+		case "uid":
+			uid = v
+		case "comm", "process", "exe", "program":
+			comm = v
+		case "dst", "daddr", "dest", "destination":
+			dst = v
+		}
+	})
+	if t.IsZero() && ts != "" {
+		if pt, err := time.Parse(time.RFC3339Nano, ts); err == nil {
+			t = pt
+		}
+	}
+	if !t.IsZero() && !a.inRange(t) {
+		return
+	}
+	s := a.abuse
+	switch msg {
+	case "auth failed":
+		s.authFailure(client, user, 1)
+	case "relay access denied":
+		dom := rcpt
+		if at := strings.LastIndexByte(dom, '@'); at >= 0 {
+			dom = dom[at+1:]
+		}
+		s.relayAttempt(cleanAddr(client), strings.ToLower(dom))
+		s.reasons["Relay access denied"]++
+	case "rejected":
+		if rule == "" {
+			rule = "(unknown)"
+		}
+		bump(s.ruleRejects, rule)
+		s.reasons[strings.Clone("relayguard: "+rule)]++
+		if c := cleanAddr(client); c != "" {
+			s.rejectsByIP[c]++
+		}
+		if l, ok := strings.CutPrefix(rule, "dnsbl:"); ok && list == "" {
+			list = l
+		}
+		if list != "" && strings.HasPrefix(rule, "dnsbl") {
+			bump(s.dnsbl, list)
+		}
+	case "message accepted":
+		s.accepted++
+	case "ban added":
+		s.banCount++
+		if prefix == "" {
+			prefix = client
+		}
+		if len(s.bans) < 1000 {
+			s.bans = append(s.bans, Ban{Time: t, Prefix: strings.Clone(prefix), Reason: strings.Clone(reason), Until: strings.Clone(until)})
+		}
+	case "egress blocked":
+		s.egressCount++
+		who := comm
+		if user != "" {
+			who = user + " " + comm
+		}
+		if uid != "" {
+			who = strings.TrimSpace(who + " (uid " + uid + ")")
+		}
+		if who == "" {
+			who = "(unknown)"
+		}
+		st := s.egress[who]
+		if st == nil {
+			st = &egressStat{dsts: map[string]int64{}}
+			s.egress[strings.Clone(who)] = st
+		}
+		st.count++
+		if dst != "" {
+			bump(st.dsts, dst)
+		}
+	}
+}
+
+// forEachKV splits slog text records: key=value pairs separated by spaces,
+// values optionally double-quoted with Go escapes (strconv.Quote).
+func forEachKV(s string, fn func(k, v string)) {
+	for len(s) > 0 {
+		for len(s) > 0 && s[0] == ' ' {
+			s = s[1:]
+		}
+		eq := strings.IndexByte(s, '=')
+		if eq <= 0 {
+			return
+		}
+		k := s[:eq]
+		if sp := strings.IndexByte(k, ' '); sp >= 0 { // a bare word: skip it
+			s = s[sp+1:]
+			continue
+		}
+		s = s[eq+1:]
+		var v string
+		if len(s) > 0 && s[0] == '"' {
+			end := 1
+			for end < len(s) && s[end] != '"' {
+				if s[end] == '\\' {
+					end++
+				}
+				end++
+			}
+			if end >= len(s) {
+				v, s = s[1:], ""
+			} else {
+				q := s[:end+1]
+				s = s[end+1:]
+				if u, err := strconv.Unquote(q); err == nil {
+					v = u
+				} else {
+					v = q[1 : len(q)-1]
+				}
+			}
+		} else {
+			sp := strings.IndexByte(s, ' ')
+			if sp < 0 {
+				sp = len(s)
+			}
+			v, s = s[:sp], s[sp:]
+		}
+		fn(k, v)
+	}
+}

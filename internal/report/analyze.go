@@ -1,0 +1,666 @@
+// Package report summarises Postfix, Dovecot and relayguard logs: the
+// sections and numbers of pflogsumm 1.1.5 (same counting rules, same text
+// layout) plus an abuse view (authentication failures, relay attempts, DNSBL
+// rejections, backscatter, bans and egress blocks), rendered as text, JSON
+// or self-contained HTML with inline SVG charts.
+package report
+
+import (
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/relayguard/relayguard/internal/logline"
+)
+
+// Options select what is counted and how it is shown. Field names follow
+// pflogsumm's options.
+type Options struct {
+	SyslogName       string // --syslog-name; default "postfix"
+	IgnoreCase       bool   // -i, --ignore-case
+	VerboseMsgDetail bool   // --verbose-msg-detail
+	SMTPDStats       bool   // --smtpd-stats
+	RejAddFrom       bool   // --rej-add-from
+	ISODateTime      bool   // --iso-date-time
+	ZeroFill         bool   // --zero-fill
+	ProblemsFirst    bool   // --problems-first
+	Quiet            bool   // -q: leave out empty sections
+	// Limits: -1 is unlimited, 0 leaves the section out.
+	HostLimit, UserLimit                                   int // -h, -u
+	DeferralDetail, BounceDetail, RejectDetail, SMTPDetail int
+	WarningDetail                                          int
+	// Date range [From, To) on each line's own calendar date; zero means open.
+	From, To  time.Time
+	DateLabel string // shown as "Postfix log summaries for LABEL"
+	// LocalDomains: recipient domains delivered here (for backscatter signs).
+	LocalDomains []string
+}
+
+// DefaultOptions are pflogsumm's defaults: everything, unlimited.
+func DefaultOptions() Options {
+	return Options{SyslogName: "postfix", HostLimit: -1, UserLimit: -1, DeferralDetail: -1,
+		BounceDetail: -1, RejectDetail: -1, SMTPDetail: -1, WarningDetail: -1}
+}
+
+// stat is one row of a host/domain or user table.
+type stat struct {
+	count, size, defers int64
+	delaySum, delayMax  float64
+}
+
+// dayKey is yyyymmdd.
+type dayKey int
+
+// tree2 and tree3 are pflogsumm's nested detail hashes.
+type (
+	tree2 map[string]map[string]int64
+	tree3 map[string]map[string]map[string]int64
+)
+
+// add counts one entry; keys are copied when first inserted since callers
+// pass substrings of a reused line buffer.
+func (t tree2) add(a, b string) {
+	m := t[a]
+	if m == nil {
+		m = map[string]int64{}
+		t[strings.Clone(a)] = m
+	}
+	bump(m, b)
+}
+
+func bump(m map[string]int64, k string) {
+	if _, ok := m[k]; ok {
+		m[k]++
+		return
+	}
+	m[strings.Clone(k)] = 1
+}
+
+func (t tree3) add(k rejectKey) {
+	m := t[k.typ]
+	if m == nil {
+		m = map[string]map[string]int64{}
+		t[strings.Clone(k.typ)] = m
+	}
+	n := m[k.reason]
+	if n == nil {
+		n = map[string]int64{}
+		m[strings.Clone(k.reason)] = n
+	}
+	bump(n, k.data)
+}
+
+// Analyzer accumulates log lines. Feed it with Add or ReadFrom, then call
+// Summary. It is not safe for concurrent use.
+type Analyzer struct {
+	opt    Options
+	prefix string // syslog name + "/"
+
+	received, delivered, forwarded, deferred, deferrals, bounced int64
+	rejected, rejectWarned, held, discarded                      int64
+	bytesReceived, bytesDelivered                                int64
+
+	days                                   map[dayKey]*[5]int64
+	lastDay                                dayKey
+	lastDayRow                             *[5]int64
+	seenDays                               map[dayKey]bool
+	rcvHr, dlvHr, dfrHr, bncHr, rejHr      [24]int64
+	recipDom, sendDom, recipUser, sendUser map[string]*stat
+	msgSize                                map[string]int64
+	rcvdFrom                               map[string]string // qid → client domain or "pickup"
+	dfrdFlag                               map[string]bool
+	noMsgSize                              map[string]string
+	deferralD, bounceD, smtpD              tree2
+	warnD, fatalD, panicD                  tree2
+	rejectD, warnRejD, holdD, discardD     tree3
+	master                                 map[string]int64
+	domCache                               map[string]string
+	smtpd                                  smtpdStats
+	abuse                                  *abuseState
+	lines, matched                         int64
+	first, last                            time.Time
+}
+
+// NewAnalyzer returns an empty Analyzer.
+func NewAnalyzer(opt Options) *Analyzer {
+	if opt.SyslogName == "" {
+		opt.SyslogName = "postfix"
+	}
+	return &Analyzer{
+		opt: opt, prefix: opt.SyslogName + "/",
+		days: map[dayKey]*[5]int64{}, seenDays: map[dayKey]bool{},
+		recipDom: map[string]*stat{}, sendDom: map[string]*stat{},
+		recipUser: map[string]*stat{}, sendUser: map[string]*stat{},
+		msgSize: map[string]int64{}, rcvdFrom: map[string]string{},
+		dfrdFlag: map[string]bool{}, noMsgSize: map[string]string{},
+		deferralD: tree2{}, bounceD: tree2{}, smtpD: tree2{},
+		warnD: tree2{}, fatalD: tree2{}, panicD: tree2{},
+		rejectD: tree3{}, warnRejD: tree3{}, holdD: tree3{}, discardD: tree3{},
+		master: map[string]int64{}, domCache: map[string]string{},
+		smtpd: newSMTPDStats(), abuse: newAbuseState(opt.LocalDomains),
+	}
+}
+
+// AddLine parses one raw log line and counts it. Lines in another shape are
+// ignored (as pflogsumm does). The line may be reused by the caller after
+// AddLine returns: everything kept is copied.
+func (a *Analyzer) AddLine(p *logline.Parser, raw string) {
+	a.lines++
+	if strings.HasPrefix(raw, "time=") { // a relayguard log file (slog text handler)
+		a.addSlog(raw, time.Time{})
+		return
+	}
+	l, ok := p.Parse(raw)
+	if !ok {
+		return
+	}
+	a.Add(l)
+}
+
+// Add counts one parsed line.
+func (a *Analyzer) Add(l logline.Line) {
+	if !l.Time.IsZero() && !a.inRange(l.Time) {
+		return
+	}
+	prog := l.Program
+	switch {
+	case prog == "relayguard":
+		a.addSlog(l.Message, l.Time)
+		return
+	case strings.HasPrefix(prog, "dovecot") || strings.HasSuffix(prog, "-login"):
+		a.addDovecot(l)
+		return
+	}
+	// pflogsumm takes "postfix/CMD", "postfix/smtps/CMD",
+	// "postfix/submission/CMD" (and the same under --syslog-name), and
+	// "postfix" or "postfix-script" itself.
+	var cmd string
+	switch {
+	case strings.HasPrefix(prog, a.prefix) || (a.prefix != "postfix/" && strings.HasPrefix(prog, "postfix/")):
+		cmd = prog[strings.IndexByte(prog, '/')+1:]
+		if rest, ok := strings.CutPrefix(cmd, "smtps/"); ok {
+			cmd = rest
+		} else if rest, ok := strings.CutPrefix(cmd, "submission/"); ok {
+			cmd = rest
+		}
+	case prog == "postfix" || prog == "postfix-script":
+		cmd = prog
+	default:
+		return
+	}
+	msg := l.Message
+	if strings.HasPrefix(msg, "[ID ") { // Solaris "[ID nnnnnn facility.level] "
+		if i := strings.Index(msg, "] "); i > 0 {
+			msg = msg[i+2:]
+		}
+	}
+	qid := msg
+	if i := strings.IndexAny(msg, ": \t"); i >= 0 {
+		qid = msg[:i]
+	}
+	if qid == "" {
+		return
+	}
+	a.matched++
+	if a.first.IsZero() || l.Time.Before(a.first) {
+		a.first = l.Time
+	}
+	if l.Time.After(a.last) {
+		a.last = l.Time
+	}
+	hr := l.Time.Hour()
+	y, m, d := l.Time.Date()
+	day := dayKey(y*10000 + int(m)*100 + d)
+	if day != a.lastDay || a.lastDayRow == nil {
+		a.lastDay = day
+		a.seenDays[day] = true
+		a.lastDayRow = a.days[day]
+		if a.lastDayRow == nil && a.opt.ZeroFill {
+			a.lastDayRow = new([5]int64)
+			a.days[day] = a.lastDayRow
+		}
+	}
+	dayRow := func() *[5]int64 {
+		if a.lastDayRow == nil {
+			a.lastDayRow = new([5]int64)
+			a.days[day] = a.lastDayRow
+		}
+		return a.lastDayRow
+	}
+
+	if cmd == "cleanup" {
+		if mm := reCleanup.FindStringSubmatch(msg); mm != nil {
+			rest := mm[3]
+			if !a.opt.VerboseMsgDetail {
+				rest = reCleanTail.ReplaceAllString(rest, "")
+			}
+			rest = stringTrimmer(rest, 64, a.opt.VerboseMsgDetail)
+			k := rejectKey{cmd, mm[2], rest}
+			switch mm[1] {
+			case "reject", "milter-reject":
+				a.rejectD.add(k)
+				a.rejected++
+			case "warning":
+				a.warnRejD.add(k)
+				a.rejectWarned++
+			case "hold":
+				a.holdD.add(k)
+				a.held++
+			case "discard":
+				a.discardD.add(k)
+				a.discarded++
+			}
+			a.rejHr[hr]++
+			dayRow()[4]++
+			a.abuse.reject(k, "", l.Time)
+			return
+		}
+	}
+	switch qid {
+	case "warning", "fatal", "panic":
+		reas := msg
+		if i := strings.LastIndex(msg, qid+": "); i >= 0 {
+			reas = msg[i+len(qid)+2:]
+		}
+		reas = stringTrimmer(reas, 66, a.opt.VerboseMsgDetail)
+		switch qid {
+		case "warning":
+			a.warnD.add(cmd, reas)
+			a.abuse.postfixWarning(cmd, msg, l.Time)
+		case "fatal":
+			a.fatalD.add(cmd, reas)
+		default:
+			a.panicD.add(cmd, reas)
+		}
+		return
+	case "reject", "reject_warning", "hold", "discard":
+		a.smtpdReject(qid, msg, hr, dayRow, l.Time)
+		return
+	}
+	if cmd == "master" {
+		text := msg
+		if i := strings.LastIndex(msg, ": "); i >= 0 {
+			text = msg[i+2:]
+		}
+		bump(a.master, text)
+		return
+	}
+	if cmd == "smtpd" || cmd == "postscreen" {
+		rest := msg[len(qid):]
+		if strings.HasPrefix(rest, ": client=") && l.PID > 0 && isWord(qid) {
+			client := rest[len(": client="):]
+			if i := strings.IndexByte(client, ','); i >= 0 {
+				client = client[:i]
+			}
+			a.received++
+			a.rcvHr[hr]++
+			dayRow()[0]++
+			a.rcvdFrom[strings.Clone(qid)] = a.domain(client)
+			a.abuse.received(qid, rest)
+			return
+		}
+		if l.PID > 0 && isWord(qid) && strings.HasPrefix(rest, ": ") {
+			r := rest[2:]
+			for _, typ := range [...]string{"reject", "reject_warning", "hold", "discard"} {
+				if strings.HasPrefix(r, typ) && strings.HasPrefix(r[len(typ):], ": ") {
+					a.smtpdReject(typ, msg, hr, dayRow, l.Time)
+					return
+				}
+			}
+		}
+		if a.opt.SMTPDStats && cmd == "smtpd" {
+			a.smtpd.add(l, msg, a)
+		}
+		if cmd == "postscreen" {
+			a.abuse.postscreenVerdict(msg, l.Time)
+		}
+		return
+	}
+	a.delivery(cmd, qid, msg, hr, dayRow, l)
+}
+
+func isWord(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c == '_' || '0' <= c && c <= '9' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z') {
+			return false
+		}
+	}
+	return s != ""
+}
+
+// domain is gimmeDomain with a bounded cache (the same clients recur).
+func (a *Analyzer) domain(client string) string {
+	if d, ok := a.domCache[client]; ok {
+		return d
+	}
+	d := strings.Clone(gimmeDomain(client))
+	if len(a.domCache) > 200000 {
+		clear(a.domCache)
+	}
+	a.domCache[strings.Clone(client)] = d
+	return d
+}
+
+func (a *Analyzer) smtpdReject(typ, msg string, hr int, dayRow func() *[5]int64, t time.Time) {
+	row := dayRow()
+	row[4]++
+	a.rejHr[hr]++
+	var tree tree3
+	switch typ {
+	case "reject":
+		a.rejected++
+		tree = a.rejectD
+	case "reject_warning":
+		a.rejectWarned++
+		tree = a.warnRejD
+	case "hold":
+		a.held++
+		tree = a.holdD
+	default:
+		a.discarded++
+		tree = a.discardD
+	}
+	k := procReject(msg, a.opt.VerboseMsgDetail, a.opt.IgnoreCase, a.opt.RejAddFrom)
+	if a.opt.RejectDetail != 0 {
+		tree.add(k)
+	}
+	if typ == "reject" {
+		a.abuse.smtpdReject(msg, k, t)
+	}
+}
+
+// lowerDomain lower-cases an address from its first "@" on (pflogsumm's
+// default), or the whole address with --ignore-case.
+func (a *Analyzer) lowerDomain(addr string) string {
+	if a.opt.IgnoreCase {
+		return strings.ToLower(addr)
+	}
+	if i := strings.IndexByte(addr, '@'); i >= 0 && i < len(addr)-1 {
+		if hasUpper(addr[i:]) {
+			return addr[:i] + strings.ToLower(addr[i:])
+		}
+	}
+	return addr
+}
+
+func hasUpper(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if 'A' <= s[i] && s[i] <= 'Z' || s[i] >= 0x80 {
+			return true
+		}
+	}
+	return false
+}
+
+func (a *Analyzer) getStat(m map[string]*stat, k string) *stat {
+	s := m[k]
+	if s == nil {
+		s = &stat{}
+		m[strings.Clone(k)] = s
+	}
+	return s
+}
+
+// delivery handles qmgr "from=<>, size=", delivery agents' "to=<>,
+// relay=, ..., status=", pickup and smtp connection failures.
+func (a *Analyzer) delivery(cmd, qid, msg string, hr int, dayRow func() *[5]int64, l logline.Line) {
+	if i := strings.Index(msg, "from=<"); i >= 0 {
+		rest := msg[i+6:]
+		if j := strings.IndexByte(rest, '>'); j >= 0 && strings.HasPrefix(rest[j:], ">, size=") {
+			addr := rest[:j]
+			num := rest[j+8:]
+			k := 0
+			for k < len(num) && num[k] >= '0' && num[k] <= '9' {
+				k++
+			}
+			if k > 0 {
+				size, _ := strconv.ParseInt(num[:k], 10, 64)
+				a.qmgrFrom(qid, addr, size)
+				return
+			}
+		}
+	}
+	if i := strings.Index(msg, "to=<"); i >= 0 {
+		if a.recipient(cmd, qid, msg[i+4:], hr, dayRow, l) {
+			return
+		}
+	}
+	if cmd == "pickup" && (strings.Contains(msg, ": sender=") || strings.Contains(msg, ": uid=")) {
+		a.received++
+		a.rcvHr[hr]++
+		dayRow()[0]++
+		a.rcvdFrom[strings.Clone(qid)] = "pickup"
+		a.abuse.pickup(qid)
+		return
+	}
+	if cmd == "smtp" && a.opt.SMTPDetail != 0 {
+		if m := reSMTPConn1.FindStringSubmatch(msg); m != nil {
+			a.smtpD.add(strings.ToLower(m[2]), m[1])
+		} else if m := reSMTPConn2.FindStringSubmatch(msg); m != nil {
+			a.smtpD.add(strings.ToLower(m[2]), m[1])
+		}
+	}
+	if cmd == "bounce" {
+		a.abuse.bounceNotice(msg, l.Time)
+	}
+}
+
+func (a *Analyzer) qmgrFrom(qid, addr string, size int64) {
+	if a.msgSize[qid] != 0 { // avoid double-counting (a size of 0 is not remembered, as in pflogsumm)
+		return
+	}
+	if addr != "" {
+		addr = a.lowerDomain(addr)
+	} else {
+		addr = "from=<>"
+	}
+	a.msgSize[strings.Clone(qid)] = size
+	a.abuse.sender(qid, addr)
+	whence, ok := a.rcvdFrom[qid]
+	if !ok || whence == "" {
+		return
+	}
+	dom := addr
+	if i := strings.IndexByte(addr, '@'); i > 0 && i < len(addr)-1 {
+		dom = addr[i+1:]
+	} else if whence != "pickup" {
+		dom = whence
+	}
+	ds := a.getStat(a.sendDom, dom)
+	ds.count++
+	ds.size += size
+	us := a.getStat(a.sendUser, addr)
+	us.count++
+	us.size += size
+	a.bytesReceived += size
+	delete(a.rcvdFrom, qid)
+}
+
+// recipient parses what follows "to=<" and reports whether the line had the
+// delivery-status shape.
+func (a *Analyzer) recipient(cmd, qid, s string, hr int, dayRow func() *[5]int64, l logline.Line) bool {
+	j := strings.IndexByte(s, '>')
+	if j < 0 {
+		return false
+	}
+	addr, rest := s[:j], s[j+1:]
+	if !strings.HasPrefix(rest, ", ") {
+		return false
+	}
+	rest = rest[2:]
+	if r, ok := strings.CutPrefix(rest, "orig_to=<"); ok {
+		k := strings.Index(r, ">, ")
+		if k < 0 || strings.IndexByte(r[:k], '>') >= 0 {
+			return false
+		}
+		rest = r[k+3:]
+	}
+	relay, rest, ok := cutField(rest, "relay=")
+	if !ok {
+		return false
+	}
+	if r, ok := strings.CutPrefix(rest, "conn_use="); ok {
+		k := strings.Index(r, ", ")
+		if k <= 0 {
+			return false
+		}
+		rest = r[k+2:]
+	}
+	delayS, rest, ok := cutField(rest, "delay=")
+	if !ok {
+		return false
+	}
+	if _, r, ok := cutField(rest, "delays="); ok {
+		rest = r
+	}
+	if _, r, ok := cutField(rest, "dsn="); ok {
+		rest = r
+	}
+	r, ok := strings.CutPrefix(rest, "status=")
+	if !ok {
+		return false
+	}
+	k := 0
+	for k < len(r) && r[k] != ' ' && r[k] != '\t' {
+		k++
+	}
+	if k == 0 {
+		return false
+	}
+	status, tail := r[:k], r[k:]
+	delay := perlNum(delayS)
+	addr = a.lowerDomain(addr)
+	if a.opt.IgnoreCase {
+		relay = strings.ToLower(relay)
+	}
+	dom := addr
+	if i := strings.IndexByte(addr, '@'); i > 0 {
+		dom = addr[i+1:]
+	}
+	a.abuse.delivery(qid, addr, relay, status, l.Time)
+	switch status {
+	case "sent":
+		if strings.Contains(tail, "forwarded as ") {
+			a.forwarded++
+			return true
+		}
+		ds := a.getStat(a.recipDom, dom)
+		ds.count++
+		ds.delaySum += delay
+		if ds.delayMax == 0 || delay > ds.delayMax {
+			ds.delayMax = delay
+		}
+		us := a.getStat(a.recipUser, addr)
+		us.count++
+		a.dlvHr[hr]++
+		dayRow()[1]++
+		a.delivered++
+		if sz := a.msgSize[qid]; sz != 0 {
+			ds.size += sz
+			us.size += sz
+			a.bytesDelivered += sz
+		} else {
+			a.noMsgSize[strings.Clone(qid)] = strings.Clone(addr)
+		}
+	case "deferred":
+		if a.opt.DeferralDetail != 0 {
+			reas := ""
+			if i := strings.Index(tail, "("); i >= 0 && strings.HasPrefix(r, "deferred (") {
+				reas = tail[i+1:]
+				if e := strings.IndexByte(reas, ')'); e >= 0 {
+					reas = reas[:e]
+				}
+			}
+			if !a.opt.VerboseMsgDetail {
+				reas = saidStringTrimmer(reas, 65)
+				reas = stripCode(reas)
+				reas = strings.TrimPrefix(reas, "connect to ")
+			}
+			a.deferralD.add(cmd, reas)
+		}
+		a.dfrHr[hr]++
+		dayRow()[2]++
+		a.deferrals++
+		if !a.dfrdFlag[qid] {
+			a.dfrdFlag[strings.Clone(qid)] = true
+			a.deferred++
+		}
+		ds := a.getStat(a.recipDom, dom)
+		ds.defers++
+		if ds.delayMax == 0 || delay > ds.delayMax {
+			ds.delayMax = delay
+		}
+	case "bounced":
+		if a.opt.BounceDetail != 0 {
+			reas := ""
+			if strings.HasPrefix(r, "bounced (") {
+				if e := strings.LastIndexByte(tail, ')'); e > 1 {
+					reas = tail[2:e]
+				}
+			}
+			if !a.opt.VerboseMsgDetail {
+				reas = saidStringTrimmer(reas, 66)
+				reas = stripCode(reas)
+			}
+			a.bounceD.add(relay, reas)
+		}
+		a.bncHr[hr]++
+		dayRow()[3]++
+		a.bounced++
+	}
+	return true
+}
+
+// cutField expects "name=VALUE, " at the start of s (VALUE without commas).
+func cutField(s, name string) (val, rest string, ok bool) {
+	r, ok := strings.CutPrefix(s, name)
+	if !ok {
+		return "", s, false
+	}
+	k := strings.IndexByte(r, ',')
+	if k <= 0 || !strings.HasPrefix(r[k:], ", ") {
+		return "", s, false
+	}
+	return r[:k], r[k+2:], true
+}
+
+// stripCode removes a leading "NNN " SMTP reply code.
+func stripCode(s string) string {
+	if len(s) >= 4 && s[3] == ' ' && isDigitByte(s[0]) && isDigitByte(s[1]) && isDigitByte(s[2]) {
+		return s[4:]
+	}
+	return s
+}
+
+func isDigitByte(c byte) bool { return '0' <= c && c <= '9' }
+
+// perlNum converts the numeric prefix of s as Perl does ("0.5" → 0.5, "x" → 0).
+func perlNum(s string) float64 {
+	k := 0
+	for k < len(s) && (isDigitByte(s[k]) || s[k] == '.' || (k == 0 && (s[k] == '-' || s[k] == '+'))) {
+		k++
+	}
+	for k > 0 {
+		if f, err := strconv.ParseFloat(s[:k], 64); err == nil {
+			return f
+		}
+		k--
+	}
+	return 0
+}
+
+func (a *Analyzer) inRange(t time.Time) bool {
+	if a.opt.From.IsZero() && a.opt.To.IsZero() {
+		return true
+	}
+	y, m, d := t.Date()
+	day := time.Date(y, m, d, 0, 0, 0, 0, time.UTC)
+	if !a.opt.From.IsZero() && day.Before(a.opt.From) {
+		return false
+	}
+	if !a.opt.To.IsZero() && !day.Before(a.opt.To) {
+		return false
+	}
+	return true
+}

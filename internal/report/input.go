@@ -1,0 +1,253 @@
+package report
+
+import (
+	"bufio"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/relayguard/relayguard/internal/logline"
+)
+
+// ReadLines feeds every line of r to the analyzer, with one year-inference
+// state for the whole stream. Each line is copied once into a string: the
+// analyzer keeps substrings of it as map keys (and Go's map assignment
+// rewrites a string key on update, so a key must never alias a reused
+// buffer).
+func (a *Analyzer) ReadLines(r io.Reader, p *logline.Parser) error {
+	br := bufio.NewReaderSize(r, 256<<10)
+	var long []byte
+	for {
+		b, err := br.ReadSlice('\n')
+		if errors.Is(err, bufio.ErrBufferFull) {
+			long = append(long, b...)
+			continue
+		}
+		if long != nil {
+			b = append(long, b...)
+			long = nil
+		}
+		if len(b) > 0 {
+			a.AddLine(p, string(b))
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// Open opens a log file for reading, decompressing ".gz" with
+// compress/gzip and ".xz" through the xz(1) program (the standard library
+// has no xz decoder; Debian's xz-utils provides it). "-" is standard input.
+func Open(ctx context.Context, name string) (io.ReadCloser, error) {
+	if name == "-" {
+		return io.NopCloser(os.Stdin), nil
+	}
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case strings.HasSuffix(name, ".gz"):
+		zr, err := gzip.NewReader(bufio.NewReaderSize(f, 256<<10))
+		if err != nil {
+			f.Close()
+			return nil, fmt.Errorf("%s: %w", name, err)
+		}
+		return &multiCloser{Reader: zr, closers: []io.Closer{zr, f}}, nil
+	case strings.HasSuffix(name, ".xz"):
+		cmd := exec.CommandContext(ctx, "xz", "-dc")
+		cmd.Stdin = f
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			f.Close()
+			return nil, err
+		}
+		if err := cmd.Start(); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("%s: running xz -dc (install xz-utils): %w", name, err)
+		}
+		return &xzReader{Reader: out, cmd: cmd, f: f, name: name, stderr: &stderr}, nil
+	}
+	return f, nil
+}
+
+type multiCloser struct {
+	io.Reader
+	closers []io.Closer
+}
+
+func (m *multiCloser) Close() error {
+	var errs []error
+	for _, c := range m.closers {
+		errs = append(errs, c.Close())
+	}
+	return errors.Join(errs...)
+}
+
+type xzReader struct {
+	io.Reader
+	cmd    *exec.Cmd
+	f      *os.File
+	name   string
+	stderr *bytes.Buffer
+}
+
+func (x *xzReader) Close() error {
+	err := x.cmd.Wait()
+	x.f.Close()
+	if err != nil {
+		return fmt.Errorf("%s: xz -dc: %v: %s", x.name, err, strings.TrimSpace(x.stderr.String()))
+	}
+	return nil
+}
+
+// firstTime returns the time of the first parseable line of a file, to put
+// files in chronological order ("maillog.1 maillog" or "maillog maillog.1"
+// both work). It is zero if no line in the first 1000 has a time.
+func firstTime(ctx context.Context, name string, newParser func() *logline.Parser) time.Time {
+	rc, err := Open(ctx, name)
+	if err != nil {
+		return time.Time{}
+	}
+	defer rc.Close()
+	p := newParser()
+	sc := bufio.NewScanner(rc)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for i := 0; i < 1000 && sc.Scan(); i++ {
+		if l, ok := p.Parse(sc.Text()); ok && !l.Time.IsZero() {
+			return l.Time
+		}
+	}
+	return time.Time{}
+}
+
+// ReadFiles reads the named files ("-" for standard input) in
+// chronological order of their first lines. Each file has its own year
+// inference. An error names the file.
+func (a *Analyzer) ReadFiles(ctx context.Context, names []string, newParser func() *logline.Parser) error {
+	type in struct {
+		name string
+		t    time.Time
+	}
+	var ins []in
+	for _, n := range names {
+		var t time.Time
+		if n != "-" {
+			if _, err := os.Stat(n); err != nil {
+				return err
+			}
+			t = firstTime(ctx, n, newParser)
+		}
+		ins = append(ins, in{n, t})
+	}
+	slices.SortStableFunc(ins, func(x, y in) int { return x.t.Compare(y.t) })
+	for _, f := range ins {
+		rc, err := Open(ctx, f.name)
+		if err != nil {
+			return err
+		}
+		err = a.ReadLines(rc, newParser())
+		if cerr := rc.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return fmt.Errorf("%s: %w", f.name, err)
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// journalEntry is the part of journalctl's JSON export we use. MESSAGE is
+// a string, or an array of bytes when it is not valid UTF-8.
+type journalEntry struct {
+	Message    json.RawMessage `json:"MESSAGE"`
+	Identifier string          `json:"SYSLOG_IDENTIFIER"`
+	SyslogPID  string          `json:"SYSLOG_PID"`
+	PID        string          `json:"_PID"`
+	Hostname   string          `json:"_HOSTNAME"`
+	Realtime   string          `json:"__REALTIME_TIMESTAMP"`
+}
+
+// ReadJournalJSON reads `journalctl -o json` output (one JSON object per
+// line).
+func (a *Analyzer) ReadJournalJSON(r io.Reader, loc *time.Location) error {
+	dec := json.NewDecoder(bufio.NewReaderSize(r, 256<<10))
+	for {
+		var e journalEntry
+		if err := dec.Decode(&e); err == io.EOF {
+			return nil
+		} else if err != nil {
+			return fmt.Errorf("journal: %w", err)
+		}
+		a.lines++
+		var msg string
+		if err := json.Unmarshal(e.Message, &msg); err != nil {
+			var b []byte
+			var ints []int
+			if json.Unmarshal(e.Message, &ints) != nil {
+				continue
+			}
+			for _, v := range ints {
+				b = append(b, byte(v))
+			}
+			msg = string(b)
+		}
+		us, err := strconv.ParseInt(e.Realtime, 10, 64)
+		if err != nil {
+			continue
+		}
+		pid := e.SyslogPID
+		if pid == "" {
+			pid = e.PID
+		}
+		n, _ := strconv.Atoi(pid)
+		l := logline.Line{Time: time.UnixMicro(us).In(loc), Host: e.Hostname, Program: e.Identifier, PID: n, Message: msg}
+		if l.Program == "relayguard" || strings.HasPrefix(msg, "time=") {
+			a.addSlog(msg, l.Time)
+			continue
+		}
+		a.Add(l)
+	}
+}
+
+// ReadJournal runs journalctl (systemd's journal reader) with -o json and
+// the given extra arguments (e.g. --since) and reads its output.
+func (a *Analyzer) ReadJournal(ctx context.Context, journalctl string, args []string, loc *time.Location) error {
+	if journalctl == "" {
+		journalctl = "journalctl"
+	}
+	cmd := exec.CommandContext(ctx, journalctl, append([]string{"-o", "json", "--no-pager"}, args...)...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return err
+	}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("journal: running %s: %w", journalctl, err)
+	}
+	rerr := a.ReadJournalJSON(out, loc)
+	if err := cmd.Wait(); err != nil {
+		return fmt.Errorf("journal: %s: %v: %s", journalctl, err, strings.TrimSpace(stderr.String()))
+	}
+	return rerr
+}

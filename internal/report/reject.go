@@ -1,0 +1,213 @@
+package report
+
+import (
+	"regexp"
+	"strings"
+)
+
+// The helpers in this file reproduce how pflogsumm 1.1.5 condenses
+// addresses, client names and rejection texts, so that the tables group the
+// same lines under the same keys. The regular expressions below are
+// re-expressions of pflogsumm's documented behaviour (read from the Debian
+// package's script), written for Go's RE2; they run only on the less frequent
+// lines (rejections, new clients).
+
+var (
+	reDomIPv4   = regexp.MustCompile(`^([^\[]*)\[((?:\d{1,3}\.){3}\d{1,3})\]`)
+	reDomSlash  = regexp.MustCompile(`(?i)^([^/]*)/([0-9a-f.:]+)`)
+	reDomOther  = regexp.MustCompile(`^([^\[\(/]*)[\[\(/]([^\]\)]+)[\]\)]:?\d*$`)
+	reDomShort  = regexp.MustCompile(`^(.*)\.([^.]+)\.([^.]{3}|[^.]{2,3}\.[^.]{2})$`)
+	reRejHead   = regexp.MustCompile(`^.* \b(?:reject(?:_warning)?|hold|discard): (\S+) from (\S+?): (.*)$`)
+	reRejAngle  = regexp.MustCompile(`^(\d{3} <).*?(>:)`)
+	reRejProto  = regexp.MustCompile(`^(?:\d{3} \d\.\d\.\d )(Protocol error);.*$`)
+	reRejReason = regexp.MustCompile(`^(?:.*?[:;] )(?:\[[^\]]+\] )?([^;,]+)[;,].*$`)
+	reRejAddr   = regexp.MustCompile(`^((?:Sender|Recipient) address rejected: [^:]+):.*$`)
+	reRejBlock  = regexp.MustCompile(`(client|Client host|Sender address) .+? blocked`)
+	reRejMail   = regexp.MustCompile(`^\d{3} (?:<.+>: )?([^;:]+)[;:]?.*$`)
+	reRejOther  = regexp.MustCompile(`^(?:.*[:;] )?([^,]+).*$`)
+	reRejTo1    = regexp.MustCompile(`to=<([^>]+)>`)
+	reRejTo2    = regexp.MustCompile(`\d{3} <([^>]+)>: User unknown `)
+	reRejTo3    = regexp.MustCompile(`to=<(.*?)(?:[, ]|$)`)
+	reRejFrom   = regexp.MustCompile(`from=<([^>]+)>`)
+	reRejRcpt   = regexp.MustCompile(`^(Recipient address rejected:|User unknown( |$))`)
+	rePipelin   = regexp.MustCompile(`^.*?\d{3} (Improper use of SMTP command pipelining);.*$`)
+	reSizeLim   = regexp.MustCompile(`^.*?\d{3} (Message size exceeds fixed limit);.*$`)
+	reSrvConf   = regexp.MustCompile(`^.*?\d{3} (Server configuration (?:error|problem));.*$`)
+	reFromSrc   = regexp.MustCompile(`^.+? from (\S+?):.*$`)
+	reCleanup   = regexp.MustCompile(`.*?\b((?:milter-)?reject|warning|hold|discard): (header|body|END-OF-MESSAGE) (.*)$`)
+	reCleanTail = regexp.MustCompile(`( from \S+?)?; from=<.*$`)
+	reSaidHead  = regexp.MustCompile(`^.* said: `)
+	reColonHead = regexp.MustCompile(`^.*?: *`)
+	reSMTPConn1 = regexp.MustCompile(`.* connect to (\S+?): ([^;]+); address \S+ port.*$`)
+	reSMTPConn2 = regexp.MustCompile(`.* connect to ([^\[]+)\[\S+?\]: (.+?) \(port \d+\)$`)
+)
+
+// gimmeDomain turns a client "name[addr]" into the name's registrable part
+// ("mail.example.com[192.0.2.1]" → "example.com"), or the address when the
+// name is "unknown". It returns "" for a string it cannot split, as
+// pflogsumm does (such a client is then not counted as a sending domain).
+func gimmeDomain(s string) string {
+	var domain, ip string
+	if m := reDomIPv4.FindStringSubmatch(s); m != nil {
+		domain, ip = m[1], m[2]
+	} else if m := reDomSlash.FindStringSubmatch(s); m != nil {
+		domain, ip = m[1], m[2]
+	} else if m := reDomOther.FindStringSubmatch(s); m != nil {
+		domain, ip = m[1], m[2]
+	}
+	if domain == "" || domain == "unknown" {
+		return ip
+	}
+	if m := reDomShort.FindStringSubmatch(domain); m != nil {
+		return strings.ToLower(m[2] + "." + m[3])
+	}
+	return domain
+}
+
+// normalizeHost is pflogsumm's secondary sort key: for a dotted quad the
+// four octets as bytes (numeric order), otherwise the lower-cased labels of
+// the host or address in reverse order, concatenated.
+func normalizeHost(s string) string {
+	if i := strings.IndexAny(s, " \t\n"); i >= 0 {
+		s = s[:i]
+	}
+	if oct, ok := dottedQuad(s); ok {
+		return string(oct[:])
+	}
+	parts := strings.FieldsFunc(strings.ToLower(s), func(r rune) bool { return r == '.' || r == '@' })
+	// FieldsFunc drops empty fields, as Perl's split drops trailing ones;
+	// inner empty fields contribute nothing to the join either way.
+	var b strings.Builder
+	for i := len(parts) - 1; i >= 0; i-- {
+		b.WriteString(parts[i])
+	}
+	return b.String()
+}
+
+// dottedQuad parses "d.d.d.d" with 1–3 digits each. Octets above 255 are
+// kept modulo 256 only for ordering; pflogsumm compares them as characters.
+func dottedQuad(s string) ([4]byte, bool) {
+	var oct [4]byte
+	n, digits, v := 0, 0, 0
+	for i := 0; i <= len(s); i++ {
+		if i == len(s) || s[i] == '.' {
+			if digits == 0 || n > 3 {
+				return oct, false
+			}
+			oct[n] = byte(v)
+			n++
+			digits, v = 0, 0
+			continue
+		}
+		if s[i] < '0' || s[i] > '9' || digits == 3 {
+			return oct, false
+		}
+		v = v*10 + int(s[i]-'0')
+		digits++
+	}
+	return oct, n == 4
+}
+
+// stringTrimmer cuts s to max characters, the last three being "...".
+func stringTrimmer(s string, max int, verbose bool) string {
+	if !verbose && len(s) > max {
+		return s[:max-3] + "..."
+	}
+	return s
+}
+
+// saidStringTrimmer shortens a remote server's reply: first by dropping
+// everything up to the last " said: ", then leading "xxx: " prefixes, and
+// finally by cutting with "...".
+func saidStringTrimmer(s string, max int) string {
+	for len(s) > max {
+		if reSaidHead.MatchString(s) {
+			s = reSaidHead.ReplaceAllString(s, "")
+		} else if reColonHead.MatchString(s) {
+			s = reColonHead.ReplaceAllString(s, "")
+		} else {
+			return s[:max-3] + "..."
+		}
+	}
+	return s
+}
+
+// rejectKey is how one smtpd reject/reject_warning/hold/discard line is
+// filed: by SMTP stage (RCPT, MAIL, CONNECT, ...), condensed reason, and
+// the sender, recipient or client it concerns.
+type rejectKey struct{ typ, reason, data string }
+
+// procReject condenses a rejection line the way pflogsumm's
+// proc_smtpd_reject does.
+func procReject(line string, verbose, ignoreCase, addFrom bool) rejectKey {
+	m := reRejHead.FindStringSubmatch(line)
+	var typ, from, rmdr string
+	if m != nil {
+		typ, from, rmdr = m[1], m[2], m[3]
+	}
+	reas := rmdr
+	if !verbose {
+		switch typ {
+		case "RCPT", "DATA", "CONNECT":
+			reas = reRejAngle.ReplaceAllString(reas, "$1$2")
+			reas = reRejProto.ReplaceAllString(reas, "$1")
+			reas = reRejReason.ReplaceAllString(reas, "$1")
+			reas = reRejAddr.ReplaceAllString(reas, "$1")
+			if loc := reRejBlock.FindStringIndex(reas); loc != nil {
+				reas = reas[:loc[0]] + "blocked" + reas[loc[1]:]
+			}
+		case "MAIL":
+			reas = reRejMail.ReplaceAllString(reas, "$1")
+		default:
+			reas = reRejOther.ReplaceAllString(reas, "$1")
+		}
+	}
+	to := "<>"
+	if m := reRejTo1.FindStringSubmatch(rmdr); m != nil {
+		to = m[1]
+	} else if m := reRejTo2.FindStringSubmatch(rmdr); m != nil {
+		to = m[1]
+	} else if m := reRejTo3.FindStringSubmatch(rmdr); m != nil {
+		to = m[1]
+	}
+	if ignoreCase {
+		to = strings.ToLower(to)
+	}
+	sender := "<>"
+	if m := reRejFrom.FindStringSubmatch(rmdr); m != nil {
+		sender = m[1]
+	}
+	if ignoreCase {
+		sender = strings.ToLower(sender)
+	}
+	switch {
+	case strings.HasPrefix(reas, "Sender address rejected:"):
+		return rejectKey{typ, reas, sender}
+	case reRejRcpt.MatchString(reas):
+		data := to
+		if addFrom {
+			f := sender
+			if f == "" {
+				f = gimmeDomain(from)
+			}
+			data += "  (" + f + ")"
+		}
+		return rejectKey{typ, reas, data}
+	case rePipelin.MatchString(reas):
+		reas = rePipelin.ReplaceAllString(reas, "$1")
+		src := ""
+		if m := reFromSrc.FindStringSubmatch(line); m != nil {
+			src = m[1]
+		}
+		return rejectKey{typ, reas, src}
+	case reSizeLim.MatchString(reas):
+		reas = reSizeLim.ReplaceAllString(reas, "$1")
+	case reSrvConf.MatchString(reas):
+		reas = "(Local) " + reSrvConf.ReplaceAllString(reas, "$1")
+	}
+	data := gimmeDomain(from)
+	if addFrom {
+		data += "  (" + sender + ")"
+	}
+	return rejectKey{typ, reas, data}
+}

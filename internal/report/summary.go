@@ -1,0 +1,540 @@
+package report
+
+import (
+	"cmp"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/relayguard/relayguard/internal/logline"
+)
+
+// Summary is the finished report: what the text, JSON and HTML renderers
+// show. Tables are already sorted and cut to the limits in Options.
+type Summary struct {
+	DateLabel string    `json:"date,omitempty"`
+	First     time.Time `json:"first,omitzero"`
+	Last      time.Time `json:"last,omitzero"`
+	Lines     int64     `json:"lines_read"`
+	Totals    Totals    `json:"grand_totals"`
+	DayCount  int       `json:"day_count"`
+	Days      []DayRow  `json:"per_day"`
+	// Hours are raw counts per hour of day; the text report shows daily
+	// averages when the log spans several days.
+	Hours             [24]DayRow   `json:"per_hour"`
+	RecipientDomains  []DomainRow  `json:"recipient_domains"`
+	SenderDomains     []DomainRow  `json:"sender_domains"`
+	SendersByCount    []UserRow    `json:"senders_by_count"`
+	RecipientsByCount []UserRow    `json:"recipients_by_count"`
+	SendersBySize     []UserRow    `json:"senders_by_size"`
+	RecipientsBySize  []UserRow    `json:"recipients_by_size"`
+	NoMsgSize         []KeyValue   `json:"messages_without_size"`
+	Deferrals         []Node       `json:"deferral_detail"`
+	Bounces           []Node       `json:"bounce_detail"`
+	Rejects           []Node       `json:"reject_detail"`
+	RejectWarnings    []Node       `json:"reject_warning_detail"`
+	Holds             []Node       `json:"hold_detail"`
+	Discards          []Node       `json:"discard_detail"`
+	SMTPFailures      []Node       `json:"smtp_delivery_failures"`
+	Warnings          []Node       `json:"warnings"`
+	Fatals            []Node       `json:"fatal_errors"`
+	Panics            []Node       `json:"panics"`
+	Master            []CountRow   `json:"master_daemon_messages"`
+	SMTPD             *SMTPDReport `json:"smtpd,omitempty"`
+	Abuse             Abuse        `json:"abuse"`
+	opt               Options
+}
+
+// Totals is pflogsumm's "Grand Totals".
+type Totals struct {
+	Received         int64 `json:"received"`
+	Delivered        int64 `json:"delivered"`
+	Forwarded        int64 `json:"forwarded"`
+	Deferred         int64 `json:"deferred"`
+	Deferrals        int64 `json:"deferrals"`
+	Bounced          int64 `json:"bounced"`
+	Rejected         int64 `json:"rejected"`
+	RejectedPct      int   `json:"rejected_pct"`
+	RejectWarnings   int64 `json:"reject_warnings"`
+	Held             int64 `json:"held"`
+	Discarded        int64 `json:"discarded"`
+	DiscardedPct     int   `json:"discarded_pct"`
+	BytesReceived    int64 `json:"bytes_received"`
+	BytesDelivered   int64 `json:"bytes_delivered"`
+	Senders          int64 `json:"senders"`
+	SendingDomains   int64 `json:"sending_domains"`
+	Recipients       int64 `json:"recipients"`
+	RecipientDomains int64 `json:"recipient_domains"`
+}
+
+// DayRow is one day's (or hour's) traffic.
+type DayRow struct {
+	Date      string `json:"date,omitempty"` // YYYY-MM-DD
+	Received  int64  `json:"received"`
+	Delivered int64  `json:"delivered"`
+	Deferred  int64  `json:"deferred"`
+	Bounced   int64  `json:"bounced"`
+	Rejected  int64  `json:"rejected"`
+}
+
+// DomainRow is one row of a host/domain summary.
+type DomainRow struct {
+	Domain   string  `json:"domain"`
+	Count    int64   `json:"count"`
+	Bytes    int64   `json:"bytes"`
+	Defers   int64   `json:"defers,omitempty"`
+	AvgDelay float64 `json:"avg_delay,omitempty"`
+	MaxDelay float64 `json:"max_delay,omitempty"`
+}
+
+// UserRow is one sender or recipient.
+type UserRow struct {
+	Address string `json:"address"`
+	Count   int64  `json:"count"`
+	Bytes   int64  `json:"bytes"`
+}
+
+// KeyValue is a pair (queue ID and address).
+type KeyValue struct {
+	Key   string `json:"key"`
+	Value string `json:"value"`
+}
+
+// CountRow is a key with a count.
+type CountRow struct {
+	Key   string `json:"key"`
+	Count int64  `json:"count"`
+}
+
+// Node is one level of a nested detail table: inner nodes are sorted by
+// key, leaves (Children == nil) by count.
+type Node struct {
+	Key      string `json:"key"`
+	Count    int64  `json:"count"` // leaf count, or total of the leaves below
+	Children []Node `json:"children,omitempty"`
+}
+
+// Abuse is the abuse view.
+type Abuse struct {
+	AuthFailures    int64       `json:"auth_failures"`
+	AuthByAddress   []AuthRow   `json:"auth_failures_by_address"`
+	AuthBySubnet    []AuthRow   `json:"auth_failures_by_subnet"`
+	RelayAttempts   int64       `json:"relay_attempts"`
+	RelayByClient   []CountRow  `json:"relay_attempts_by_client"`
+	RelayByDomain   []CountRow  `json:"relay_attempts_by_target_domain"`
+	DNSBL           []CountRow  `json:"dnsbl_rejections_by_list"`
+	RejectReasons   []CountRow  `json:"rejections_by_reason"`
+	TopSubnets      []SubnetRow `json:"top_attacking_subnets"`
+	Postscreen      []CountRow  `json:"postscreen,omitempty"`
+	NDNs            int64       `json:"non_delivery_notices"`
+	NDNPerHour      [24]int64   `json:"non_delivery_notices_per_hour"`
+	Backscatter     int64       `json:"ndn_to_foreign_senders"`
+	BackscatterDoms []CountRow  `json:"ndn_to_foreign_senders_by_domain"`
+	DovecotLogins   int64       `json:"dovecot_logins"`
+	Accepted        int64       `json:"relayguard_accepted"`
+	RuleRejects     []CountRow  `json:"relayguard_rejects_by_rule"`
+	BanCount        int64       `json:"bans_added"`
+	Bans            []Ban       `json:"bans"`
+	EgressBlocks    int64       `json:"egress_blocks"`
+	Egress          []EgressRow `json:"egress_blocks_by_process"`
+}
+
+// AuthRow is authentication failures from one address or subnet.
+type AuthRow struct {
+	Key       string     `json:"key"`
+	Failures  int64      `json:"failures"`
+	Addresses int        `json:"addresses,omitempty"`
+	Users     []CountRow `json:"users,omitempty"`
+}
+
+// SubnetRow is the abuse from one /24 or /64.
+type SubnetRow struct {
+	Subnet       string `json:"subnet"`
+	AuthFailures int64  `json:"auth_failures"`
+	Relay        int64  `json:"relay_attempts"`
+	Rejects      int64  `json:"rejections"`
+	Total        int64  `json:"total"`
+}
+
+// Ban is a "ban added" record from relayguard's log.
+type Ban struct {
+	Time   time.Time `json:"time,omitzero"`
+	Prefix string    `json:"prefix"`
+	Reason string    `json:"reason,omitempty"`
+	Until  string    `json:"until,omitempty"`
+}
+
+// EgressRow is blocked outbound connections by one process or user.
+type EgressRow struct {
+	Who          string     `json:"who"`
+	Count        int64      `json:"count"`
+	Destinations []CountRow `json:"destinations,omitempty"`
+}
+
+// limit cuts a sorted slice to n entries (n < 0: all).
+func limit[T any](s []T, n int) []T {
+	if n >= 0 && len(s) > n {
+		return s[:n]
+	}
+	return s
+}
+
+// byCountThenHost orders rows by count, descending, then by pflogsumm's
+// normalised host key, then by the key itself.
+func byCountThenHost(ca, cb int64, ka, kb string) int {
+	if c := cmp.Compare(cb, ca); c != 0 {
+		return c
+	}
+	if c := strings.Compare(normalizeHost(ka), normalizeHost(kb)); c != 0 {
+		return c
+	}
+	return strings.Compare(ka, kb)
+}
+
+func sortCounts(m map[string]int64, n int) []CountRow {
+	rows := make([]CountRow, 0, len(m))
+	for k, v := range m {
+		rows = append(rows, CountRow{k, v})
+	}
+	slices.SortFunc(rows, func(a, b CountRow) int { return byCountThenHost(a.Count, b.Count, a.Key, b.Key) })
+	return limit(rows, n)
+}
+
+// leaves sorts a leaf table; inner levels are sorted by key.
+func tree2Nodes(t tree2, n int) []Node {
+	keys := slices.Sorted(mapKeys(t))
+	out := make([]Node, 0, len(keys))
+	for _, k := range keys {
+		out = append(out, leafNode(k, t[k], n))
+	}
+	return out
+}
+
+func tree3Nodes(t tree3, n int) []Node {
+	keys := slices.Sorted(mapKeys(t))
+	out := make([]Node, 0, len(keys))
+	for _, k := range keys {
+		inner := t[k]
+		node := Node{Key: k}
+		for _, r := range slices.Sorted(mapKeys(inner)) {
+			c := leafNode(r, inner[r], n)
+			node.Count += c.Count
+			node.Children = append(node.Children, c)
+		}
+		out = append(out, node)
+	}
+	return out
+}
+
+func leafNode(k string, m map[string]int64, n int) Node {
+	node := Node{Key: k}
+	for _, v := range m {
+		node.Count += v
+	}
+	for _, r := range sortCounts(m, n) {
+		node.Children = append(node.Children, Node{Key: r.Key, Count: r.Count})
+	}
+	return node
+}
+
+func mapKeys[V any](m map[string]V) func(func(string) bool) {
+	return func(yield func(string) bool) {
+		for k := range m {
+			if !yield(k) {
+				return
+			}
+		}
+	}
+}
+
+// Summary finishes the report.
+func (a *Analyzer) Summary() *Summary {
+	o := a.opt
+	s := &Summary{DateLabel: o.DateLabel, First: a.first, Last: a.last, Lines: a.lines, opt: o}
+	t := &s.Totals
+	t.Received, t.Delivered, t.Forwarded = a.received, a.delivered, a.forwarded
+	t.Deferred, t.Deferrals, t.Bounced = a.deferred, a.deferrals, a.bounced
+	t.Rejected, t.RejectWarnings, t.Held, t.Discarded = a.rejected, a.rejectWarned, a.held, a.discarded
+	if tot := a.delivered + a.rejected + a.discarded; tot > 0 {
+		t.RejectedPct = int(float64(a.rejected) / float64(tot) * 100)
+		t.DiscardedPct = int(float64(a.discarded) / float64(tot) * 100)
+	}
+	t.BytesReceived, t.BytesDelivered = a.bytesReceived, a.bytesDelivered
+	t.Senders, t.SendingDomains = int64(len(a.sendUser)), int64(len(a.sendDom))
+	for _, st := range a.recipUser {
+		if st.count > 0 {
+			t.Recipients++
+		}
+	}
+	for _, st := range a.recipDom {
+		if st.count > 0 {
+			t.RecipientDomains++
+		}
+	}
+	s.DayCount = len(a.seenDays)
+	for _, d := range slices.Sorted(func(yield func(dayKey) bool) {
+		for k := range a.days {
+			if !yield(k) {
+				return
+			}
+		}
+	}) {
+		r := a.days[d]
+		s.Days = append(s.Days, DayRow{Date: time.Date(int(d)/10000, time.Month(int(d)/100%100), int(d)%100, 0, 0, 0, 0, time.UTC).Format("2006-01-02"),
+			Received: r[0], Delivered: r[1], Deferred: r[2], Bounced: r[3], Rejected: r[4]})
+	}
+	for h := range 24 {
+		s.Hours[h] = DayRow{Received: a.rcvHr[h], Delivered: a.dlvHr[h], Deferred: a.dfrHr[h], Bounced: a.bncHr[h], Rejected: a.rejHr[h]}
+	}
+	s.RecipientDomains = domainRows(a.recipDom, o.HostLimit, true)
+	s.SenderDomains = domainRows(a.sendDom, o.HostLimit, false)
+	s.SendersByCount = userRows(a.sendUser, o.UserLimit, false)
+	s.SendersBySize = userRows(a.sendUser, o.UserLimit, true)
+	s.RecipientsByCount = userRows(a.recipUser, o.UserLimit, false)
+	s.RecipientsBySize = userRows(a.recipUser, o.UserLimit, true)
+	for _, q := range slices.Sorted(mapKeys(a.noMsgSize)) {
+		s.NoMsgSize = append(s.NoMsgSize, KeyValue{q, a.noMsgSize[q]})
+	}
+	s.Deferrals = tree2Nodes(a.deferralD, o.DeferralDetail)
+	s.Bounces = tree2Nodes(a.bounceD, o.BounceDetail)
+	s.Rejects = tree3Nodes(a.rejectD, o.RejectDetail)
+	s.RejectWarnings = tree3Nodes(a.warnRejD, o.RejectDetail)
+	s.Holds = tree3Nodes(a.holdD, o.RejectDetail)
+	s.Discards = tree3Nodes(a.discardD, o.RejectDetail)
+	s.SMTPFailures = tree2Nodes(a.smtpD, o.SMTPDetail)
+	s.Warnings = tree2Nodes(a.warnD, o.WarningDetail)
+	s.Fatals = tree2Nodes(a.fatalD, -1)
+	s.Panics = tree2Nodes(a.panicD, -1)
+	s.Master = sortCounts(a.master, -1)
+	if o.SMTPDStats {
+		s.SMTPD = a.smtpd.report(o.HostLimit)
+	}
+	s.Abuse = a.abuse.summary(o.HostLimit)
+	return s
+}
+
+func domainRows(m map[string]*stat, n int, delays bool) []DomainRow {
+	rows := make([]DomainRow, 0, len(m))
+	for k, st := range m {
+		r := DomainRow{Domain: k, Count: st.count, Bytes: st.size, Defers: st.defers}
+		if delays {
+			if st.count > 0 {
+				r.AvgDelay = st.delaySum / float64(st.count)
+			}
+			r.MaxDelay = st.delayMax
+		}
+		rows = append(rows, r)
+	}
+	// pflogsumm: by count, then size, descending (ties: by name here).
+	slices.SortFunc(rows, func(a, b DomainRow) int {
+		if c := cmp.Compare(b.Count, a.Count); c != 0 {
+			return c
+		}
+		if c := cmp.Compare(b.Bytes, a.Bytes); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Domain, b.Domain)
+	})
+	return limit(rows, n)
+}
+
+func userRows(m map[string]*stat, n int, bySize bool) []UserRow {
+	rows := make([]UserRow, 0, len(m))
+	for k, st := range m {
+		rows = append(rows, UserRow{k, st.count, st.size})
+	}
+	slices.SortFunc(rows, func(a, b UserRow) int {
+		if bySize {
+			return byCountThenHost(a.Bytes, b.Bytes, a.Address, b.Address)
+		}
+		return byCountThenHost(a.Count, b.Count, a.Address, b.Address)
+	})
+	return limit(rows, n)
+}
+
+func (s *abuseState) summary(n int) Abuse {
+	var ab Abuse
+	subnets := map[string]*SubnetRow{}
+	sub := func(addr string) *SubnetRow {
+		k := subnetOf(addr)
+		r := subnets[k]
+		if r == nil {
+			r = &SubnetRow{Subnet: k}
+			subnets[k] = r
+		}
+		return r
+	}
+	type agg struct {
+		count int64
+		addrs map[string]bool
+		users map[string]int64
+	}
+	bySub := map[string]*agg{}
+	for addr, st := range s.authByAddr {
+		ab.AuthFailures += st.count
+		ab.AuthByAddress = append(ab.AuthByAddress, AuthRow{Key: addr, Failures: st.count, Users: sortCounts(st.users, 10)})
+		k := subnetOf(addr)
+		g := bySub[k]
+		if g == nil {
+			g = &agg{addrs: map[string]bool{}, users: map[string]int64{}}
+			bySub[k] = g
+		}
+		g.count += st.count
+		g.addrs[addr] = true
+		for u, c := range st.users {
+			g.users[u] += c
+		}
+		sub(addr).AuthFailures += st.count
+	}
+	for k, g := range bySub {
+		ab.AuthBySubnet = append(ab.AuthBySubnet, AuthRow{Key: k, Failures: g.count, Addresses: len(g.addrs), Users: sortCounts(g.users, 10)})
+	}
+	sortAuth := func(rows []AuthRow) []AuthRow {
+		slices.SortFunc(rows, func(a, b AuthRow) int { return byCountThenHost(a.Failures, b.Failures, a.Key, b.Key) })
+		return limit(rows, n)
+	}
+	ab.AuthByAddress = sortAuth(ab.AuthByAddress)
+	ab.AuthBySubnet = sortAuth(ab.AuthBySubnet)
+	byClient, byDom := map[string]int64{}, map[string]int64{}
+	for c, doms := range s.relay {
+		for d, v := range doms {
+			byClient[c] += v
+			byDom[d] += v
+			ab.RelayAttempts += v
+			if c != "(unknown)" {
+				sub(c).Relay += v
+			}
+		}
+	}
+	ab.RelayByClient = sortCounts(byClient, n)
+	ab.RelayByDomain = sortCounts(byDom, n)
+	for addr, v := range s.rejectsByIP {
+		sub(addr).Rejects += v
+	}
+	for _, r := range subnets {
+		r.Total = r.AuthFailures + r.Relay + r.Rejects
+		ab.TopSubnets = append(ab.TopSubnets, *r)
+	}
+	slices.SortFunc(ab.TopSubnets, func(a, b SubnetRow) int { return byCountThenHost(a.Total, b.Total, a.Subnet, b.Subnet) })
+	ab.TopSubnets = limit(ab.TopSubnets, max(n, 20))
+	if n >= 0 && n < 20 {
+		ab.TopSubnets = limit(ab.TopSubnets, n)
+	}
+	ab.DNSBL = sortCounts(s.dnsbl, -1)
+	ab.RejectReasons = sortCounts(s.reasons, -1)
+	ab.Postscreen = sortCounts(s.postscreen, -1)
+	ab.NDNs, ab.NDNPerHour = s.ndns, s.ndnPerHour
+	ab.BackscatterDoms, ab.Backscatter = s.backscatter()
+	ab.BackscatterDoms = limit(ab.BackscatterDoms, n)
+	ab.DovecotLogins, ab.Accepted = s.logins, s.accepted
+	ab.RuleRejects = sortCounts(s.ruleRejects, -1)
+	ab.BanCount, ab.Bans = s.banCount, s.bans
+	ab.EgressBlocks = s.egressCount
+	for who, st := range s.egress {
+		ab.Egress = append(ab.Egress, EgressRow{Who: who, Count: st.count, Destinations: sortCounts(st.dsts, 5)})
+	}
+	slices.SortFunc(ab.Egress, func(a, b EgressRow) int { return byCountThenHost(a.Count, b.Count, a.Who, b.Who) })
+	return ab
+}
+
+// smtpdStats is --smtpd-stats: connection times from "connect from" to
+// "disconnect from" per smtpd process.
+type smtpdStats struct {
+	open     map[int]time.Time // pid → connect time (wall clock as written)
+	perHour  [24][3]int64      // count, total seconds, max seconds
+	perDay   map[string]*[3]int64
+	perDom   map[string]*[3]int64
+	conns    int64
+	totalSec int64
+}
+
+func newSMTPDStats() smtpdStats {
+	return smtpdStats{open: map[int]time.Time{}, perDay: map[string]*[3]int64{}, perDom: map[string]*[3]int64{}}
+}
+
+func wall(t time.Time) time.Time {
+	y, m, d := t.Date()
+	return time.Date(y, m, d, t.Hour(), t.Minute(), t.Second(), 0, time.UTC)
+}
+
+func (st *smtpdStats) add(l logline.Line, msg string, a *Analyzer) {
+	if strings.HasPrefix(msg, "connect from ") {
+		st.open[l.PID] = wall(l.Time)
+		return
+	}
+	host, ok := strings.CutPrefix(msg, "disconnect from ")
+	if !ok {
+		return
+	}
+	start, ok := st.open[l.PID]
+	if !ok {
+		return
+	}
+	delete(st.open, l.PID)
+	if i := strings.IndexByte(host, ' '); i >= 0 { // Postfix ≥ 3 appends command counts
+		host = host[:i]
+	}
+	dom := a.domain(host)
+	secs := int64(wall(l.Time).Sub(start) / time.Second)
+	h := &st.perHour[l.Time.Hour()]
+	h[0]++
+	h[1] += secs
+	h[2] = max(h[2], secs)
+	bump := func(m map[string]*[3]int64, k string) {
+		r := m[k]
+		if r == nil {
+			r = new([3]int64)
+			m[strings.Clone(k)] = r
+		}
+		r[0]++
+		r[1] += secs
+		r[2] = max(r[2], secs)
+	}
+	bump(st.perDay, l.Time.Format("2006-01-02"))
+	bump(st.perDom, dom)
+	st.conns++
+	st.totalSec += secs
+}
+
+// SMTPDReport is the --smtpd-stats part of the report.
+type SMTPDReport struct {
+	Connections int64       `json:"connections"`
+	Hosts       int         `json:"hosts"`
+	TotalSecs   int64       `json:"total_seconds"`
+	PerHour     [24]ConnRow `json:"per_hour"`
+	PerDay      []ConnRow   `json:"per_day"`
+	Domains     []ConnRow   `json:"domains"`
+}
+
+// ConnRow is connections, total and longest time in seconds.
+type ConnRow struct {
+	Key   string `json:"key,omitempty"`
+	Count int64  `json:"count"`
+	Total int64  `json:"total_seconds"`
+	Max   int64  `json:"max_seconds"`
+}
+
+func (st *smtpdStats) report(n int) *SMTPDReport {
+	r := &SMTPDReport{Connections: st.conns, Hosts: len(st.perDom), TotalSecs: st.totalSec}
+	for h, v := range st.perHour {
+		r.PerHour[h] = ConnRow{Count: v[0], Total: v[1], Max: v[2]}
+	}
+	for _, d := range slices.Sorted(mapKeys(st.perDay)) {
+		v := st.perDay[d]
+		r.PerDay = append(r.PerDay, ConnRow{d, v[0], v[1], v[2]})
+	}
+	for k, v := range st.perDom {
+		r.Domains = append(r.Domains, ConnRow{k, v[0], v[1], v[2]})
+	}
+	slices.SortFunc(r.Domains, func(a, b ConnRow) int {
+		if c := cmp.Compare(b.Count, a.Count); c != 0 {
+			return c
+		}
+		if c := cmp.Compare(b.Total, a.Total); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Key, b.Key)
+	})
+	r.Domains = limit(r.Domains, n)
+	return r
+}

@@ -1,0 +1,420 @@
+package report
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+)
+
+// The text report has pflogsumm 1.1.5's sections, order and fixed-width
+// layout, followed by the abuse view.
+
+// intUnits is pflogsumm's "%6d%s" with k/m units above 512k and 512m.
+func intUnits(v float64) string {
+	u := ' '
+	switch {
+	case v > 536870912:
+		v /= 1048576
+		u = 'm'
+	case v > 524288:
+		v /= 1024
+		u = 'k'
+	}
+	return fmt.Sprintf("%6d%c", int64(v), u)
+}
+
+// timeUnits is "%5.1f %s" with s, m or h.
+func timeUnits(v float64) string {
+	u := 's'
+	switch {
+	case v > 3600:
+		v /= 3600
+		u = 'h'
+	case v > 60:
+		v /= 60
+		u = 'm'
+	}
+	return fmt.Sprintf("%5.1f %c", v, u)
+}
+
+func subsectTitle(w io.Writer, title string) {
+	fmt.Fprintf(w, "\n%s\n%s\n", title, strings.Repeat("-", len(title)))
+}
+
+// listTitle prints a title with its underline, or "title: none".
+func listTitle(w io.Writer, title string, empty, quiet bool) bool {
+	if empty {
+		if !quiet {
+			fmt.Fprintf(w, "\n%s: none\n", title)
+		}
+		return false
+	}
+	fmt.Fprintf(w, "\n%s\n%s\n", title, strings.Repeat("-", len(title)))
+	return true
+}
+
+// WriteText writes the report in pflogsumm's text layout.
+func (s *Summary) WriteText(out io.Writer, mailq func(io.Writer) error) error {
+	w := bufio.NewWriter(out)
+	o := s.opt
+	if s.DateLabel != "" {
+		fmt.Fprintf(w, "Postfix log summaries for %s\n", s.DateLabel)
+	}
+	t := s.Totals
+	subsectTitle(w, "Grand Totals")
+	fmt.Fprint(w, "messages\n\n")
+	line := func(v int64, label string) { fmt.Fprintf(w, " %s  %s\n", intUnits(float64(v)), label) }
+	line(t.Received, "received")
+	line(t.Delivered, "delivered")
+	line(t.Forwarded, "forwarded")
+	fmt.Fprintf(w, " %s  deferred", intUnits(float64(t.Deferred)))
+	if t.Deferrals > 0 {
+		fmt.Fprintf(w, "  (%s deferrals)", strings.TrimLeft(intUnits(float64(t.Deferrals)), " "))
+	}
+	fmt.Fprintln(w)
+	line(t.Bounced, "bounced")
+	fmt.Fprintf(w, " %s  rejected (%d%%)\n", intUnits(float64(t.Rejected)), t.RejectedPct)
+	line(t.RejectWarnings, "reject warnings")
+	line(t.Held, "held")
+	fmt.Fprintf(w, " %s  discarded (%d%%)\n", intUnits(float64(t.Discarded)), t.DiscardedPct)
+	fmt.Fprintln(w)
+	line(t.BytesReceived, "bytes received")
+	line(t.BytesDelivered, "bytes delivered")
+	line(t.Senders, "senders")
+	line(t.SendingDomains, "sending hosts/domains")
+	line(t.Recipients, "recipients")
+	line(t.RecipientDomains, "recipient hosts/domains")
+	if d := s.SMTPD; d != nil {
+		fmt.Fprint(w, "\nsmtpd\n\n")
+		fmt.Fprintf(w, "  %s  connections\n", intUnits(float64(d.Connections)))
+		fmt.Fprintf(w, "  %s  hosts/domains\n", intUnits(float64(d.Hosts)))
+		avg := 0.0
+		if d.Connections > 0 {
+			avg = float64(d.TotalSecs)/float64(d.Connections) + .5
+		}
+		fmt.Fprintf(w, "  %6d   avg. connect time (seconds)\n", int64(avg))
+		fmt.Fprintf(w, " %s  total connect time\n", hms(d.TotalSecs))
+	}
+	fmt.Fprintln(w)
+
+	if o.ProblemsFirst {
+		s.writeProblems(w)
+	}
+	if s.DayCount > 1 {
+		subsectTitle(w, "Per-Day Traffic Summary")
+		fmt.Fprint(w, "    date          received  delivered   deferred    bounced     rejected\n")
+		fmt.Fprint(w, "    --------------------------------------------------------------------\n")
+		for _, d := range s.Days {
+			fmt.Fprintf(w, "    %s", s.dateText(d.Date))
+			for _, v := range []int64{d.Received, d.Delivered, d.Deferred, d.Bounced, d.Rejected} {
+				fmt.Fprintf(w, "    %s", intUnits(float64(v)))
+			}
+			fmt.Fprintln(w)
+		}
+	}
+	kind := "Summary"
+	if s.DayCount > 1 {
+		kind = "Daily Average"
+	}
+	subsectTitle(w, "Per-Hour Traffic "+kind)
+	fmt.Fprint(w, "    time          received  delivered   deferred    bounced     rejected\n")
+	fmt.Fprint(w, "    --------------------------------------------------------------------\n")
+	for h, r := range s.Hours {
+		if o.ISODateTime {
+			fmt.Fprintf(w, "    %02d:00-%02d:00", h, h+1)
+		} else {
+			fmt.Fprintf(w, "    %02d00-%02d00  ", h, h+1)
+		}
+		for _, v := range []int64{r.Received, r.Delivered, r.Deferred, r.Bounced, r.Rejected} {
+			f := float64(v)
+			if s.DayCount > 0 {
+				f = f/float64(s.DayCount) + 0.5
+			}
+			fmt.Fprintf(w, "    %s", intUnits(f))
+		}
+		fmt.Fprintln(w)
+	}
+	if o.HostLimit != 0 {
+		subsectTitle(w, "Host/Domain Summary: Message Delivery "+topCnt(o.HostLimit))
+		fmt.Fprint(w, " sent cnt  bytes   defers   avg dly max dly host/domain\n")
+		fmt.Fprint(w, " -------- -------  -------  ------- ------- -----------\n")
+		for _, r := range s.RecipientDomains {
+			fmt.Fprintf(w, " %s  %s  %s  %s  %s  %s\n", intUnits(float64(r.Count)), intUnits(float64(r.Bytes)),
+				intUnits(float64(r.Defers)), timeUnits(r.AvgDelay), timeUnits(r.MaxDelay), r.Domain)
+		}
+		subsectTitle(w, "Host/Domain Summary: Messages Received "+topCnt(o.HostLimit))
+		fmt.Fprint(w, " msg cnt   bytes   host/domain\n")
+		fmt.Fprint(w, " -------- -------  -----------\n")
+		for _, r := range s.SenderDomains {
+			fmt.Fprintf(w, " %s  %s  %s\n", intUnits(float64(r.Count)), intUnits(float64(r.Bytes)), r.Domain)
+		}
+	}
+	if d := s.SMTPD; d != nil {
+		s.writeSMTPD(w, d)
+	}
+	if o.UserLimit != 0 {
+		users := func(rows []UserRow, title string, size bool) {
+			if o.UserLimit > 0 {
+				title = fmt.Sprintf("top %d %s", o.UserLimit, title)
+			}
+			if !listTitle(w, title, len(rows) == 0, o.Quiet) {
+				return
+			}
+			for _, r := range rows {
+				v := r.Count
+				if size {
+					v = r.Bytes
+				}
+				fmt.Fprintf(w, " %s  %s\n", intUnits(float64(v)), r.Address)
+			}
+		}
+		users(s.SendersByCount, "Senders by message count", false)
+		users(s.RecipientsByCount, "Recipients by message count", false)
+		users(s.SendersBySize, "Senders by message size", true)
+		users(s.RecipientsBySize, "Recipients by message size", true)
+	}
+	if listTitle(w, "Messages with no size data", len(s.NoMsgSize) == 0, true) {
+		for _, kv := range s.NoMsgSize {
+			fmt.Fprintf(w, " %s  %s\n", kv.Key, kv.Value)
+		}
+	}
+	if !o.ProblemsFirst {
+		s.writeProblems(w)
+	}
+	if mailq != nil {
+		subsectTitle(w, "Current Mail Queue")
+		if err := w.Flush(); err != nil {
+			return err
+		}
+		if err := mailq(out); err != nil {
+			return err
+		}
+	}
+	s.writeAbuse(w)
+	return w.Flush()
+}
+
+func topCnt(n int) string {
+	if n > 0 {
+		return fmt.Sprintf("(top %d)", n)
+	}
+	return ""
+}
+
+func hms(secs int64) string {
+	return fmt.Sprintf("%2d:%02d:%02d", secs/3600, secs%3600/60, secs%60)
+}
+
+func (s *Summary) dateText(iso string) string {
+	d, _ := time.Parse("2006-01-02", iso)
+	if s.opt.ISODateTime {
+		return iso + " "
+	}
+	return fmt.Sprintf("%s %2d %d", d.Format("Jan"), d.Day(), d.Year())
+}
+
+func (s *Summary) writeProblems(w io.Writer) {
+	o := s.opt
+	if o.DeferralDetail != 0 {
+		writeNested(w, s.Deferrals, "message deferral detail", o.DeferralDetail, o.Quiet)
+	}
+	if o.BounceDetail != 0 {
+		writeNested(w, s.Bounces, "message bounce detail (by relay)", o.BounceDetail, o.Quiet)
+	}
+	if o.RejectDetail != 0 {
+		writeNested(w, s.Rejects, "message reject detail", o.RejectDetail, o.Quiet)
+		writeNested(w, s.RejectWarnings, "message reject warning detail", o.RejectDetail, o.Quiet)
+		writeNested(w, s.Holds, "message hold detail", o.RejectDetail, o.Quiet)
+		writeNested(w, s.Discards, "message discard detail", o.RejectDetail, o.Quiet)
+	}
+	if o.SMTPDetail != 0 {
+		writeNested(w, s.SMTPFailures, "smtp delivery failures", o.SMTPDetail, o.Quiet)
+	}
+	if o.WarningDetail != 0 {
+		writeNested(w, s.Warnings, "Warnings", o.WarningDetail, o.Quiet)
+	}
+	writeNested(w, s.Fatals, "Fatal Errors", 0, o.Quiet)
+	writeNested(w, s.Panics, "Panics", 0, o.Quiet)
+	if listTitle(w, "Master daemon messages", len(s.Master) == 0, o.Quiet) {
+		for _, r := range s.Master {
+			fmt.Fprintf(w, " %s  %s\n", intUnits(float64(r.Count)), r.Key)
+		}
+	}
+}
+
+// writeNested prints a detail tree: inner keys indented by two more spaces
+// per level, the level above the leaves with "(top N) (total: X)".
+func writeNested(w io.Writer, nodes []Node, title string, n int, quiet bool) {
+	if !listTitle(w, title, len(nodes) == 0, quiet) {
+		return
+	}
+	var walk func(nodes []Node, indent string)
+	walk = func(nodes []Node, indent string) {
+		for _, nd := range nodes {
+			if nd.Children == nil {
+				fmt.Fprintf(w, "%s%s  %s\n", indent, intUnits(float64(nd.Count)), nd.Key)
+				continue
+			}
+			fmt.Fprintf(w, "%s%s", indent, nd.Key)
+			if nd.Children[0].Children == nil {
+				if n > 0 {
+					fmt.Fprintf(w, " (top %d)", n)
+				}
+				fmt.Fprintf(w, " (total: %d)", nd.Count)
+			}
+			fmt.Fprintln(w)
+			walk(nd.Children, indent+"  ")
+		}
+	}
+	walk(nodes, "  ")
+}
+
+func (s *Summary) writeSMTPD(w io.Writer, d *SMTPDReport) {
+	if s.DayCount > 1 {
+		subsectTitle(w, "Per-Day SMTPD Connection Summary")
+		fmt.Fprint(w, "    date        connections    time conn.    avg./conn.   max. time\n")
+		fmt.Fprint(w, "    --------------------------------------------------------------------\n")
+		for _, r := range d.PerDay {
+			avg := float64(r.Total)/float64(r.Count) + .5
+			fmt.Fprintf(w, "    %s   %s       %s      %6ds      %6ds\n", s.dateText(r.Key),
+				intUnits(float64(r.Count)), hms(r.Total), int64(avg), r.Max)
+		}
+		subsectTitle(w, "Per-Hour SMTPD Connection Daily Average")
+		fmt.Fprint(w, "    hour        connections    time conn.\n")
+		fmt.Fprint(w, "    -------------------------------------\n")
+	} else {
+		subsectTitle(w, "Per-Hour SMTPD Connection Summary")
+		fmt.Fprint(w, "    hour        connections    time conn.    avg./conn.   max. time\n")
+		fmt.Fprint(w, "    --------------------------------------------------------------------\n")
+	}
+	for h, r := range d.PerHour {
+		if r.Count == 0 {
+			continue
+		}
+		avg := int64(float64(r.Total)/float64(r.Count) + .5)
+		cnt, tot := float64(r.Count), float64(r.Total)
+		if s.DayCount > 1 {
+			cnt = cnt/float64(s.DayCount) + .5
+			tot = tot/float64(s.DayCount) + .5
+		}
+		if s.opt.ISODateTime {
+			fmt.Fprintf(w, "    %02d:00-%02d:00", h, h+1)
+		} else {
+			fmt.Fprintf(w, "    %02d00-%02d00  ", h, h+1)
+		}
+		fmt.Fprintf(w, "   %s       %s", intUnits(cnt), hms(int64(tot)))
+		if s.DayCount < 2 {
+			fmt.Fprintf(w, "      %6ds      %6ds", avg, r.Max)
+		}
+		fmt.Fprintln(w)
+	}
+	if s.opt.HostLimit != 0 {
+		subsectTitle(w, "Host/Domain Summary: SMTPD Connections "+topCnt(s.opt.HostLimit))
+		fmt.Fprint(w, " connections  time conn.  avg./conn.  max. time  host/domain\n")
+		fmt.Fprint(w, " -----------  ----------  ----------  ---------  -----------\n")
+		for _, r := range d.Domains {
+			avg := float64(r.Total)/float64(r.Count) + .5
+			fmt.Fprintf(w, "  %s      %s     %6ds    %6ds   %s\n", intUnits(float64(r.Count)), hms(r.Total), int64(avg), r.Max, r.Key)
+		}
+	}
+}
+
+// writeAbuse prints the abuse view, which pflogsumm does not have.
+func (s *Summary) writeAbuse(w io.Writer) {
+	ab := s.Abuse
+	q := s.opt.Quiet
+	subsectTitle(w, "Abuse Summary (relayguard)")
+	fmt.Fprintf(w, " %s  SMTP AUTH failures\n", intUnits(float64(ab.AuthFailures)))
+	fmt.Fprintf(w, " %s  relay attempts\n", intUnits(float64(ab.RelayAttempts)))
+	var dnsbl int64
+	for _, r := range ab.DNSBL {
+		dnsbl += r.Count
+	}
+	fmt.Fprintf(w, " %s  DNSBL rejections\n", intUnits(float64(dnsbl)))
+	fmt.Fprintf(w, " %s  non-delivery notices\n", intUnits(float64(ab.NDNs)))
+	fmt.Fprintf(w, " %s  non-delivery notices to foreign senders (backscatter)\n", intUnits(float64(ab.Backscatter)))
+	fmt.Fprintf(w, " %s  bans added\n", intUnits(float64(ab.BanCount)))
+	fmt.Fprintf(w, " %s  egress blocks\n", intUnits(float64(ab.EgressBlocks)))
+
+	auth := func(rows []AuthRow, title string) {
+		if !listTitle(w, title, len(rows) == 0, q) {
+			return
+		}
+		for _, r := range rows {
+			extra := ""
+			if r.Addresses > 0 {
+				extra = fmt.Sprintf(" (%d addresses)", r.Addresses)
+			}
+			var users []string
+			for _, u := range r.Users {
+				users = append(users, fmt.Sprintf("%s×%d", u.Key, u.Count))
+			}
+			ul := ""
+			if len(users) > 0 {
+				ul = "  users: " + strings.Join(users, ", ")
+			}
+			fmt.Fprintf(w, " %s  %s%s%s\n", intUnits(float64(r.Failures)), r.Key, extra, ul)
+		}
+	}
+	auth(ab.AuthByAddress, "SMTP AUTH failures by address")
+	auth(ab.AuthBySubnet, "SMTP AUTH failures by subnet (/24, /64)")
+	counts := func(rows []CountRow, title string) {
+		if !listTitle(w, title, len(rows) == 0, q) {
+			return
+		}
+		for _, r := range rows {
+			fmt.Fprintf(w, " %s  %s\n", intUnits(float64(r.Count)), r.Key)
+		}
+	}
+	counts(ab.RelayByClient, "Relay attempts by client")
+	counts(ab.RelayByDomain, "Relay attempts by target domain")
+	counts(ab.DNSBL, "DNSBL rejections by list")
+	if listTitle(w, "Top attacking subnets", len(ab.TopSubnets) == 0, q) {
+		fmt.Fprint(w, "   total     auth    relay  rejects  subnet\n")
+		for _, r := range ab.TopSubnets {
+			fmt.Fprintf(w, " %7d  %7d  %7d  %7d  %s\n", r.Total, r.AuthFailures, r.Relay, r.Rejects, r.Subnet)
+		}
+	}
+	counts(ab.BackscatterDoms, "Non-delivery notices to foreign senders by domain")
+	if ab.NDNs > 0 {
+		fmt.Fprint(w, "\nNon-delivery notices per hour\n-----------------------------\n")
+		for h, v := range ab.NDNPerHour {
+			if v > 0 {
+				fmt.Fprintf(w, "    %02d00-%02d00  %s\n", h, h+1, intUnits(float64(v)))
+			}
+		}
+	}
+	counts(ab.Postscreen, "Postscreen verdicts")
+	counts(ab.RuleRejects, "relayguard rejections by rule")
+	if listTitle(w, "relayguard bans", len(ab.Bans) == 0, q) {
+		for _, b := range ab.Bans {
+			ts := ""
+			if !b.Time.IsZero() {
+				ts = b.Time.Format(time.DateTime) + "  "
+			}
+			fmt.Fprintf(w, " %s%s", ts, b.Prefix)
+			if b.Reason != "" {
+				fmt.Fprintf(w, "  %s", b.Reason)
+			}
+			if b.Until != "" {
+				fmt.Fprintf(w, "  until %s", b.Until)
+			}
+			fmt.Fprintln(w)
+		}
+	}
+	if listTitle(w, "relayguard egress blocks", len(ab.Egress) == 0, q) {
+		for _, e := range ab.Egress {
+			var d []string
+			for _, r := range e.Destinations {
+				d = append(d, fmt.Sprintf("%s×%d", r.Key, r.Count))
+			}
+			fmt.Fprintf(w, " %s  %s  %s\n", intUnits(float64(e.Count)), e.Who, strings.Join(d, ", "))
+		}
+	}
+	if ab.DovecotLogins > 0 || ab.Accepted > 0 {
+		fmt.Fprintf(w, "\n %s  Dovecot logins\n %s  messages accepted by relayguard\n",
+			intUnits(float64(ab.DovecotLogins)), intUnits(float64(ab.Accepted)))
+	}
+}
