@@ -245,6 +245,9 @@ func (s *Summary) Summarise(r io.Reader, name string, year int) error {
 		if x.Attempts != y.Attempts {
 			return x.Attempts > y.Attempts
 		}
+		if x.HasUID != y.HasUID {
+			return x.HasUID
+		}
 		return x.UID < y.UID
 	})
 	return nil

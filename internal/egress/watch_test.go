@@ -1,0 +1,91 @@
+package egress
+
+import (
+	"context"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/relayguard/relayguard/internal/event"
+	"github.com/relayguard/relayguard/internal/nflog"
+)
+
+func TestWatcherHandle(t *testing.T) {
+	rec := &event.Recorder{}
+	reg := prometheus.NewRegistry()
+	alerts := make(chan Alert, 4)
+	var attempts []Attempt
+	w := &Watcher{
+		Sink: rec, Metric: NewMetrics(reg),
+		AlertThreshold: 2, AlertWindow: time.Hour,
+		OnAlert:   func(_ context.Context, a Alert) { alerts <- a },
+		OnAttempt: func(a Attempt) { attempts = append(attempts, a) },
+	}
+	pkt := func(sport uint16, uid uint32) nflog.Packet {
+		return nflog.Packet{
+			Time: time.Unix(1700000000, 0), TCP: true, UID: uid, GID: uid, HasUID: true,
+			Src: netip.MustParseAddr("192.0.2.1"), SrcPort: sport,
+			Dst: netip.MustParseAddr("203.0.113.25"), DstPort: 25,
+		}
+	}
+	ctx := context.Background()
+	if _, ok := w.Handle(ctx, pkt(40000, 0)); !ok {
+		t.Fatal("first SYN not reported")
+	}
+	if _, ok := w.Handle(ctx, pkt(40000, 0)); ok {
+		t.Fatal("retransmitted SYN reported as a new attempt")
+	}
+	if _, ok := w.Handle(ctx, nflog.Packet{}); ok {
+		t.Fatal("non-TCP packet reported")
+	}
+	a, ok := w.Handle(ctx, pkt(40001, 0))
+	if !ok {
+		t.Fatal("second connection not reported")
+	}
+	if a.User != "root" || a.Process != nil || a.Unknown == "" {
+		t.Errorf("attempt %+v: want user root and an attribution error (no such socket)", a)
+	}
+	if len(attempts) != 2 {
+		t.Errorf("OnAttempt called %d times, want 2", len(attempts))
+	}
+	evs := rec.Snapshot()
+	if len(evs) != 2 || evs[0].Kind != event.EgressBlocked || evs[0].Source != "kernel" ||
+		evs[0].IP != netip.MustParseAddr("203.0.113.25") || evs[0].User != "root" ||
+		!strings.Contains(evs[0].Detail, "uid=0") {
+		t.Errorf("events %+v", evs)
+	}
+	if v := counterValue(t, w.Metric.Blocked.WithLabelValues("0", "root")); v != 2 {
+		t.Errorf("blocked counter for uid 0 = %v, want 2", v)
+	}
+	select {
+	case al := <-alerts:
+		if al.UID != 0 || al.Count != 2 {
+			t.Errorf("alert %+v", al)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no alert after 2 attempts with threshold 2")
+	}
+	// One alert per window.
+	w.Handle(ctx, pkt(40002, 0))
+	select {
+	case al := <-alerts:
+		t.Errorf("second alert within the window: %+v", al)
+	default:
+	}
+	if v := counterValue(t, w.Metric.Alerts.WithLabelValues("0", "root")); v != 1 {
+		t.Errorf("alerts counter = %v, want 1", v)
+	}
+}
+
+func counterValue(t *testing.T, c prometheus.Counter) float64 {
+	t.Helper()
+	var m dto.Metric
+	if err := c.Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	return m.GetCounter().GetValue()
+}
