@@ -330,3 +330,6 @@ func firstNonEmpty(a ...string) string {
 func oneLine(s string) string {
 	return strings.NewReplacer("\r", " ", "\n", " ").Replace(s)
 }
+
+// localAddrForFuzz is the client address used by in-memory test sessions.
+func (s *Server) localAddrForFuzz() netip.Addr { return netip.MustParseAddr("192.0.2.7") }
