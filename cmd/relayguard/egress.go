@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -216,30 +215,14 @@ func runEgressWatch(cmd *cobra.Command, _ []string) error {
 	reg := prometheus.NewRegistry()
 	var mu sync.Mutex
 	enc := json.NewEncoder(w)
-	watcher := &egress.Watcher{
-		Group:          uint16(cfg.Egress.NFLogGroup),
-		Log:            log,
-		Metric:         egress.NewMetrics(reg),
-		AlertThreshold: cfg.Egress.AlertThreshold,
-		AlertWindow:    cfg.Egress.AlertWindow.D(),
-		OnAttempt: func(a egress.Attempt) {
-			mu.Lock()
-			defer mu.Unlock()
-			if egressFlags.json {
-				_ = enc.Encode(a)
-			} else {
-				fmt.Fprintln(w, a.String())
-			}
-		},
-	}
-	if cfg.Egress.AlertMailTo != "" {
-		m := egress.Mailer{Addr: cfg.Egress.AlertSMTP, From: cfg.Egress.AlertMailFrom, To: cfg.Egress.AlertMailTo, Hostname: cfg.Hostname}
-		watcher.OnAlert = func(ctx context.Context, al egress.Alert) {
-			if err := m.Send(ctx, al); err != nil {
-				log.Error("egress: alert mail failed", "to", m.To, "err", err)
-				return
-			}
-			log.Info("egress: alert mailed", "to", m.To, "uid", al.UID)
+	watcher := egress.NewWatcherFromConfig(cfg.Egress, cfg.Hostname, log, nil, reg)
+	watcher.OnAttempt = func(a egress.Attempt) {
+		mu.Lock()
+		defer mu.Unlock()
+		if egressFlags.json {
+			_ = enc.Encode(a)
+		} else {
+			fmt.Fprintln(w, a.String())
 		}
 	}
 	if egressFlags.metrics != "" {

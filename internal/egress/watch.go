@@ -12,6 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/relayguard/relayguard/internal/config"
 	"github.com/relayguard/relayguard/internal/event"
 	"github.com/relayguard/relayguard/internal/nflog"
 )
@@ -279,4 +280,30 @@ func (w *Watcher) checkAlert(ctx context.Context, a Attempt) {
 	if w.OnAlert != nil {
 		go w.OnAlert(ctx, al)
 	}
+}
+
+// NewWatcherFromConfig builds the watcher `relayguard egress watch` and
+// `relayguard serve` run: the [egress] NFLOG group, alert threshold and
+// window, and alert mail when alert_mail_to is set. Events go to sink,
+// metrics to reg (either may be nil).
+func NewWatcherFromConfig(c config.EgressConfig, hostname string, log *slog.Logger, sink event.Sink, reg prometheus.Registerer) *Watcher {
+	w := &Watcher{
+		Group:          uint16(c.NFLogGroup),
+		Log:            log,
+		Sink:           sink,
+		Metric:         NewMetrics(reg),
+		AlertThreshold: c.AlertThreshold,
+		AlertWindow:    c.AlertWindow.D(),
+	}
+	if c.AlertMailTo != "" {
+		m := Mailer{Addr: c.AlertSMTP, From: c.AlertMailFrom, To: c.AlertMailTo, Hostname: hostname}
+		w.OnAlert = func(ctx context.Context, al Alert) {
+			if err := m.Send(ctx, al); err != nil {
+				w.log().Error("egress: alert mail failed", "to", m.To, "err", err)
+				return
+			}
+			w.log().Info("egress: alert mailed", "to", m.To, "uid", al.UID)
+		}
+	}
+	return w
 }
