@@ -44,7 +44,7 @@ var ErrMalformed = errors.New("malformed policy request")
 // returns io.EOF only at a clean end between requests.
 func ReadAttrs(r *bufio.Reader) (map[string]string, error) {
 	attrs := map[string]string{}
-	total := 0
+	total, lines := 0, 0
 	for {
 		line, err := r.ReadSlice('\n')
 		if errors.Is(err, bufio.ErrBufferFull) || len(line) > MaxLine {
@@ -74,7 +74,7 @@ func ReadAttrs(r *bufio.Reader) (map[string]string, error) {
 		if !ok || name == "" {
 			return nil, fmt.Errorf("%w: line %q is not name=value", ErrMalformed, clip(s))
 		}
-		if len(attrs) >= MaxAttributes {
+		if lines++; lines > MaxAttributes {
 			return nil, fmt.Errorf("%w: more than %d attributes", ErrMalformed, MaxAttributes)
 		}
 		attrs[name] = value

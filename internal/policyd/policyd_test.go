@@ -1,0 +1,248 @@
+package policyd
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/relayguard/relayguard/internal/config"
+	"github.com/relayguard/relayguard/internal/dnsutil/dnstest"
+	"github.com/relayguard/relayguard/internal/policy"
+)
+
+// syncBuffer is a log buffer safe for the server's goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
+func (s *syncBuffer) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+func startServer(t *testing.T, network string) (addr string, logs *syncBuffer) {
+	t.Helper()
+	dns := dnstest.Start(t)
+	dns.Add(t, "5.0.0.127.bl.test. 300 IN A 127.0.0.2")
+	dns.ServFail("sf.test", true)
+	cfg := config.Default()
+	cfg.LocalDomains = []string{"example.test"}
+	cfg.MyNetworks = []string{"127.0.0.100/32"}
+	cfg.DNSBL.Resolvers = []string{dns.Addr}
+	cfg.DNSBL.HealthInterval = 0
+	cfg.Policy.Access = []config.AccessTable{{Name: "t", Entries: []string{"127.0.0.60 DEFER_IF_PERMIT greylisted"}}}
+	cfg.Policy.RecipientRestrictions = []string{"permit_mynetworks", "reject_unauth_destination",
+		"reject_rbl_client bl.test", "check_client_access t", "warn_if_reject reject_rbl_client sf.test"}
+	if err := cfg.Finish(t.TempDir()); err != nil {
+		t.Fatal(err)
+	}
+	logs = &syncBuffer{}
+	log := slog.New(slog.NewTextHandler(logs, nil))
+	reg := prometheus.NewRegistry()
+	eng, err := policy.New(cfg, policy.Deps{Logger: log, Registerer: reg, Source: "policyd"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { eng.Close() })
+	listen := "127.0.0.1:0"
+	if network == "unix" {
+		listen = "unix:" + filepath.Join(t.TempDir(), "policy.sock")
+	}
+	ln, err := Listen(listen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	srv := &Server{Engine: eng, Logger: log, Registerer: reg, MaxConns: 10}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	return ln.Addr().String(), logs
+}
+
+func ask(t *testing.T, rw *bufio.ReadWriter, attrs map[string]string) string {
+	t.Helper()
+	if err := WriteAttrs(rw, attrs); err != nil {
+		t.Fatal(err)
+	}
+	if err := rw.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	line, err := rw.ReadString('\n')
+	if err != nil {
+		t.Fatalf("reading reply: %v", err)
+	}
+	blank, err := rw.ReadString('\n')
+	if err != nil || blank != "\n" {
+		t.Fatalf("reply not ended by an empty line: %q %v", blank, err)
+	}
+	return strings.TrimSuffix(line, "\n")
+}
+
+func req(ip, rcpt string) map[string]string {
+	return map[string]string{"request": "smtpd_access_policy", "protocol_state": "RCPT", "protocol_name": "ESMTP",
+		"client_address": ip, "client_name": "unknown", "helo_name": "h.test", "sender": "a@b.test",
+		"recipient": rcpt, "queue_id": "", "instance": "1.2.3", "size": "0", "server_port": "25",
+		"compatibility_level": "3.6", "mail_version": "3.8.0", "some_future_attribute": "ignored"}
+}
+
+func TestManyRequestsOnOneConnection(t *testing.T) {
+	addr, logs := startServer(t, "tcp")
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	rw := bufio.NewReadWriter(bufio.NewReader(c), bufio.NewWriter(c))
+	for _, tc := range []struct{ ip, rcpt, want string }{
+		{"127.0.0.5", "u@example.test", "action=554 5.7.1 Service unavailable; Client host [127.0.0.5] blocked using bl.test (rule reject_rbl_client)"},
+		{"127.0.0.9", "u@elsewhere.test", "action=554 5.7.1 <u@elsewhere.test>: Relay access denied (rule reject_unauth_destination)"},
+		{"127.0.0.100", "u@elsewhere.test", "action=OK"},
+		{"127.0.0.60", "u@example.test", "action=DEFER_IF_PERMIT 4.7.1 greylisted (rule check_client_access)"},
+		{"127.0.0.9", "u@example.test", "action=PREPEND X-Relayguard-Warn: reject_rbl_client would defer: 451 Client host [127.0.0.9]: temporary failure looking up sf.test"},
+		{"::ffff:127.0.0.5", "u@example.test", "action=554 5.7.1 Service unavailable; Client host [127.0.0.5] blocked using bl.test (rule reject_rbl_client)"},
+	} {
+		if got := ask(t, rw, req(tc.ip, tc.rcpt)); got != tc.want {
+			t.Errorf("client %s rcpt %s:\n got %q\nwant %q", tc.ip, tc.rcpt, got, tc.want)
+		}
+	}
+	// A clean client with a DUNNO: reject_rbl_client for the warn rule is
+	// skipped only if sf.test is fine; ask at a stage with no rules.
+	r := req("127.0.0.9", "u@example.test")
+	r["protocol_state"] = "CONNECT"
+	if got := ask(t, rw, r); got != "action=DUNNO" {
+		t.Errorf("CONNECT with no restrictions: %q", got)
+	}
+	// A malformed request: logged, and the connection is closed.
+	io.WriteString(c, "request=smtpd_access_policy\nthis line has no equals sign\n\n")
+	rw.Writer.Flush()
+	c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	if b, err := rw.ReadByte(); !errors.Is(err, io.EOF) {
+		t.Errorf("after a malformed request: read %q, %v; want the connection closed", b, err)
+	}
+	if !strings.Contains(logs.String(), "policy request malformed") || !strings.Contains(logs.String(), "no equals sign") {
+		t.Errorf("malformed request not logged:\n%s", logs.String())
+	}
+}
+
+func TestUnixSocketAndBadRequestType(t *testing.T) {
+	addr, logs := startServer(t, "unix")
+	c, err := net.Dial("unix", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	rw := bufio.NewReadWriter(bufio.NewReader(c), bufio.NewWriter(c))
+	if got := ask(t, rw, req("127.0.0.5", "u@example.test")); !strings.HasPrefix(got, "action=554 5.7.1 ") {
+		t.Errorf("over a unix socket: %q", got)
+	}
+	r := req("127.0.0.5", "u@example.test")
+	r["request"] = "junk"
+	WriteAttrs(rw, r)
+	rw.Flush()
+	if _, err := rw.ReadByte(); !errors.Is(err, io.EOF) {
+		t.Errorf("request=junk: connection not closed (%v)", err)
+	}
+	if !strings.Contains(logs.String(), `request=\"junk\"`) {
+		t.Errorf("bad request type not logged:\n%s", logs.String())
+	}
+}
+
+func TestReadAttrs(t *testing.T) {
+	for _, tc := range []struct {
+		in      string
+		wantErr string
+	}{
+		{"request=smtpd_access_policy\nprotocol_state=RCPT\n\n", ""},
+		{"request=smtpd_access_policy\r\nprotocol_state=RCPT\r\n\r\n", ""},
+		{"", "EOF"},
+		{"\n", "empty request"},
+		{"request=smtpd_access_policy\nnoequals\n\n", "not name=value"},
+		{"=value\n\n", "not name=value"},
+		{"request=smtpd_access_policy\nprotocol_state=RC", "closed inside a request"},
+		{"request=" + strings.Repeat("x", MaxLine) + "\n\n", "line longer"},
+		{strings.Repeat("a=b\n", MaxAttributes+1) + "\n", "more than"},
+	} {
+		_, err := ReadAttrs(bufio.NewReaderSize(strings.NewReader(tc.in), MaxLine))
+		switch {
+		case tc.wantErr == "" && err != nil:
+			t.Errorf("%q: %v", clip(tc.in), err)
+		case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
+			t.Errorf("%q: error %v, want %q", clip(tc.in), err, tc.wantErr)
+		}
+	}
+}
+
+func TestFormatAction(t *testing.T) {
+	for _, tc := range []struct {
+		v    policy.Verdict
+		want string
+	}{
+		{policy.Verdict{Action: policy.Permit}, "OK"},
+		{policy.Verdict{Action: policy.Dunno}, "DUNNO"},
+		{policy.Verdict{Action: policy.Dunno, Prepend: "X-Score: 3"}, "PREPEND X-Score: 3"},
+		{policy.Verdict{Action: policy.Reject, Code: 550, Enhanced: "5.7.23", Text: "SPF fail"}, "550 5.7.23 SPF fail"},
+		{policy.Verdict{Action: policy.Reject, Text: "no code"}, "554 no code"},
+		{policy.Verdict{Action: policy.Defer, Code: 451, Enhanced: "4.4.3", Text: "dns\r\ninjected"}, "451 4.4.3 dns  injected"},
+		{policy.Verdict{Action: policy.Defer, Code: 450, Enhanced: "4.7.1", Text: "later", IfPermit: true}, "DEFER_IF_PERMIT 4.7.1 later"},
+	} {
+		if got := FormatAction(tc.v); got != tc.want {
+			t.Errorf("FormatAction(%+v) = %q, want %q", tc.v, got, tc.want)
+		}
+	}
+}
+
+// FuzzReadAttrs feeds arbitrary bytes to the reader: it must never panic,
+// every request it accepts must convert or be refused with ErrMalformed,
+// and what it accepts must survive a write/read round trip.
+func FuzzReadAttrs(f *testing.F) {
+	f.Add([]byte("request=smtpd_access_policy\nprotocol_state=RCPT\nclient_address=127.0.0.1\n\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		r := bufio.NewReaderSize(bytes.NewReader(data), MaxLine)
+		for range 50 {
+			attrs, err := ReadAttrs(r)
+			if err != nil {
+				if !errors.Is(err, io.EOF) && !errors.Is(err, ErrMalformed) {
+					t.Fatalf("unexpected error kind: %v", err)
+				}
+				return
+			}
+			if len(attrs) == 0 || len(attrs) > MaxAttributes {
+				t.Fatalf("accepted %d attributes", len(attrs))
+			}
+			if req, err := ToRequest(attrs); err == nil {
+				if a := FormatAction(policy.Verdict{Action: policy.Reject, Text: req.Sender + req.Helo}); strings.ContainsAny(a, "\r\n") {
+					t.Fatalf("action with a line break: %q", a)
+				}
+			} else if !errors.Is(err, ErrMalformed) {
+				t.Fatalf("ToRequest: %v", err)
+			}
+			var buf bytes.Buffer
+			WriteAttrs(&buf, attrs)
+			back, err := ReadAttrs(bufio.NewReaderSize(&buf, MaxLine))
+			if err != nil && !strings.Contains(err.Error(), "line longer") {
+				t.Fatalf("round trip of %q: %v", attrs, err)
+			}
+			for k, v := range attrs {
+				if err == nil && back[k] != v && !strings.HasSuffix(v, "\r") {
+					t.Fatalf("round trip %s=%q became %q", k, v, back[k])
+				}
+			}
+		}
+	})
+}
