@@ -22,6 +22,9 @@ import (
 const (
 	alicePW = "correct horse battery staple"
 	samPW   = "sam's password"
+	// uniPW has a soft hyphen (SASLprep maps it to nothing) and a
+	// no-break space (mapped to a space): RFC 4013.
+	uniPW = "p\u00e4ss\u00adw\u00f6rd\u00a0x"
 )
 
 // testDB is a real account database on a temporary SQLite file: alice
@@ -39,7 +42,7 @@ func testDB(t *testing.T) *userdb.DB {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, u := range [][2]string{{"alice", alicePW}, {"bob@example.com", "bobpw"}, {"sam", samPW}} {
+	for _, u := range [][2]string{{"alice", alicePW}, {"bob@example.com", "bobpw"}, {"sam", samPW}, {"uni", uniPW}} {
 		if err := db.Add(ctx, u[0], u[1]); err != nil {
 			t.Fatal(err)
 		}
@@ -93,6 +96,8 @@ func TestPlain(t *testing.T) {
 	}{
 		{"initial response", [][]byte{plain("", "alice", alicePW)}, nil, "alice", "alice"},
 		{"after empty challenge", [][]byte{nil, plain("", "alice", alicePW)}, nil, "alice", "alice"},
+		{"SASLprep of the password", [][]byte{plain("", "uni", uniPW)}, nil, "uni", "uni"},
+		{"SASLprep-equivalent password", [][]byte{plain("", "uni", "p\u00e4ssw\u00f6rd x")}, nil, "uni", "uni"},
 		{"authzid equal to authcid", [][]byte{plain("alice", "alice", alicePW)}, nil, "alice", "alice"},
 		{"case variant, canonical identity", [][]byte{plain("", "Bob@EXAMPLE.com", "bobpw")}, nil, "bob@example.com", "Bob@EXAMPLE.com"},
 		{"authzid of someone else", [][]byte{plain("bob@example.com", "alice", alicePW)}, sasl.ErrAuthFailed, "", "alice"},

@@ -223,6 +223,7 @@ func TestSCRAM(t *testing.T) {
 		{name: "plaintext wrong password", mech: "SCRAM-SHA-256", user: "alice", pw: "guess", conv: noBinding, err: sasl.ErrAuthFailed},
 		{name: "plaintext unknown user", mech: "SCRAM-SHA-256", user: "mallory", pw: "guess", conv: noBinding, err: sasl.ErrAuthFailed},
 		{name: "suspended user", mech: "SCRAM-SHA-256", user: "sam", pw: samPW, conv: noBinding, err: sasl.ErrAuthFailed},
+		{name: "SASLprep of the password", mech: "SCRAM-SHA-256", user: "uni", pw: uniPW, conv: noBinding, id: "uni"},
 		{name: "case variant", mech: "SCRAM-SHA-256", user: "BOB@example.COM", pw: "bobpw", conv: noBinding, id: "bob@example.com"},
 		{name: "TLS without binding, PLUS not advertised", mech: "SCRAM-SHA-256", user: "alice", pw: alicePW, conv: noBinding, opt: tlsOpts, id: "alice"},
 		{name: "PLUS tls-exporter", mech: "SCRAM-SHA-256-PLUS", user: "alice", pw: alicePW, conv: exporter, opt: tlsOpts, id: "alice"},
