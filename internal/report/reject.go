@@ -38,8 +38,8 @@ var (
 	reCleanTail = regexp.MustCompile(`( from \S+?)?; from=<.*$`)
 	reSaidHead  = regexp.MustCompile(`^.* said: `)
 	reColonHead = regexp.MustCompile(`^.*?: *`)
-	reSMTPConn1 = regexp.MustCompile(`.* connect to (\S+?): ([^;]+); address \S+ port.*$`)
-	reSMTPConn2 = regexp.MustCompile(`.* connect to ([^\[]+)\[\S+?\]: (.+?) \(port \d+\)$`)
+	reSMTPConn1 = regexp.MustCompile(`(?:^|.* )connect to (\S+?): ([^;]+); address \S+ port.*$`)
+	reSMTPConn2 = regexp.MustCompile(`(?:^|.* )connect to ([^\[]+)\[\S+?\]: (.+?) \(port \d+\)$`)
 )
 
 // gimmeDomain turns a client "name[addr]" into the name's registrable part

@@ -1,0 +1,324 @@
+package report
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/relayguard/relayguard/internal/logline"
+)
+
+var fixtureNow = time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
+
+func fixtureParser() *logline.Parser {
+	return &logline.Parser{Loc: time.UTC, Now: func() time.Time { return fixtureNow }}
+}
+
+func analyzeFixture(t *testing.T, opt Options) *Summary {
+	t.Helper()
+	a := NewAnalyzer(opt)
+	if err := a.ReadFiles(context.Background(), []string{"testdata/fixture.log"}, fixtureParser); err != nil {
+		t.Fatal(err)
+	}
+	return a.Summary()
+}
+
+func eq[T comparable](t *testing.T, what string, got, want T) {
+	t.Helper()
+	if got != want {
+		t.Errorf("%s = %v, want %v", what, got, want)
+	}
+}
+
+func TestFixtureGrandTotals(t *testing.T) {
+	s := analyzeFixture(t, DefaultOptions())
+	tt := s.Totals
+	eq(t, "received", tt.Received, 5)
+	eq(t, "delivered", tt.Delivered, 5)
+	eq(t, "forwarded", tt.Forwarded, 1)
+	eq(t, "deferred", tt.Deferred, 1)
+	eq(t, "deferrals", tt.Deferrals, 2)
+	eq(t, "bounced", tt.Bounced, 1)
+	eq(t, "rejected", tt.Rejected, 6)
+	eq(t, "rejected%", tt.RejectedPct, 50)
+	eq(t, "reject warnings", tt.RejectWarnings, 2)
+	eq(t, "held", tt.Held, 1)
+	eq(t, "discarded", tt.Discarded, 1)
+	eq(t, "discarded%", tt.DiscardedPct, 8)
+	eq(t, "bytes received", tt.BytesReceived, 703600)
+	eq(t, "bytes delivered", tt.BytesDelivered, 706000)
+	eq(t, "senders", tt.Senders, 4)
+	eq(t, "sending domains", tt.SendingDomains, 4)
+	eq(t, "recipients", tt.Recipients, 3)
+	eq(t, "recipient domains", tt.RecipientDomains, 3)
+}
+
+func TestFixtureTrafficTables(t *testing.T) {
+	s := analyzeFixture(t, DefaultOptions())
+	eq(t, "days", s.DayCount, 2)
+	if len(s.Days) != 2 || s.Days[0].Date != "2026-11-22" || s.Days[1].Date != "2026-11-23" {
+		t.Fatalf("days %+v", s.Days)
+	}
+	eq(t, "Nov 22", s.Days[0], DayRow{Date: "2026-11-22", Received: 3, Delivered: 3, Deferred: 2, Bounced: 1, Rejected: 10})
+	eq(t, "Nov 23", s.Days[1], DayRow{Date: "2026-11-23", Received: 2, Delivered: 2})
+	eq(t, "09h", s.Hours[9], DayRow{Received: 2, Delivered: 1, Deferred: 2})
+	eq(t, "08h (RFC 3339 wall clock)", s.Hours[8].Received, 2)
+	eq(t, "10h", s.Hours[10], DayRow{Received: 1, Delivered: 2, Bounced: 1})
+
+	// Host/domain summary: remote.example had 2 defers and 1 delivery with
+	// a 3630 s delay; sender domains are keyed by address domain, or by
+	// client for the null sender.
+	dom := map[string]DomainRow{}
+	for _, r := range s.RecipientDomains {
+		dom[r.Domain] = r
+	}
+	eq(t, "remote.example", dom["remote.example"], DomainRow{Domain: "remote.example", Count: 1, Bytes: 2000, Defers: 2, AvgDelay: 3630, MaxDelay: 3630})
+	eq(t, "local.test count", dom["local.test"].Count, 3)
+	eq(t, "first recipient domain", s.RecipientDomains[0].Domain, "local.test")
+	snd := map[string]DomainRow{}
+	for _, r := range s.SenderDomains {
+		snd[r.Domain] = r
+	}
+	eq(t, "example.net", snd["example.net"].Bytes, 700100)
+	eq(t, "null sender by client", snd["203.0.113.9"].Count, 1)
+	eq(t, "top sender by count", s.SendersByCount[0], UserRow{"news@example.net", 2, 700100})
+	eq(t, "domain lower-cased only", s.SendersBySize[len(s.SendersBySize)-1].Address, "from=<>")
+	found := false
+	for _, r := range s.SendersByCount {
+		found = found || r.Address == "Alice@example.com"
+	}
+	if !found {
+		t.Errorf("Alice@example.com (local part kept, domain lower-cased) missing: %+v", s.SendersByCount)
+	}
+	eq(t, "no size", len(s.NoMsgSize), 1)
+	eq(t, "no size qid", s.NoMsgSize[0], KeyValue{"B3", "bob@local.test"})
+}
+
+func findNode(nodes []Node, path ...string) *Node {
+	for i := range nodes {
+		if nodes[i].Key == path[0] {
+			if len(path) == 1 {
+				return &nodes[i]
+			}
+			return findNode(nodes[i].Children, path[1:]...)
+		}
+	}
+	return nil
+}
+
+func TestFixtureProblemReports(t *testing.T) {
+	s := analyzeFixture(t, DefaultOptions())
+	check := func(name string, nodes []Node, want int64, path ...string) {
+		t.Helper()
+		n := findNode(nodes, path...)
+		if n == nil {
+			t.Errorf("%s: no %q in %+v", name, path, nodes)
+			return
+		}
+		eq(t, name+" "+strings.Join(path, "/"), n.Count, want)
+	}
+	// Reasons are condensed exactly as pflogsumm does (checked against it).
+	check("deferral", s.Deferrals, 2, "smtp", "25: Connection timed out")
+	check("bounce", s.Bounces, 1, "mx.far.example[198.51.100.6]:25", "User unknown (in reply to RCPT TO command)")
+	check("reject relay", s.Rejects, 2, "RCPT", "Relay access denied")
+	check("reject relay client", s.Rejects, 1, "RCPT", "Relay access denied", "203.0.113.5")
+	check("reject user unknown", s.Rejects, 1, "RCPT", "Recipient address rejected: User unknown in local recipient table", "nobody@local.test")
+	check("reject dnsbl", s.Rejects, 1, "RCPT", "blocked using zen.spamhaus.org", "198.51.100.99")
+	check("reject size", s.Rejects, 1, "MAIL", "5.3.4 Message size exceeds fixed limit", "198.51.100.98")
+	check("reject cleanup", s.Rejects, 1, "cleanup", "header", "Subject: viagra")
+	check("reject warning", s.RejectWarnings, 1, "RCPT", "cannot find your hostname", "198.51.100.97")
+	check("cleanup warning", s.RejectWarnings, 1, "cleanup", "header", "X-Spam: yes")
+	check("hold", s.Holds, 1, "RCPT", "Recipient address triggers HOLD action", "198.51.100.96")
+	check("discard", s.Discards, 1, "RCPT", "Recipient address triggers DISCARD action", "198.51.100.95")
+	check("smtp failure", s.SMTPFailures, 1, "connection refused", "mx.down.example")
+	check("warning", s.Warnings, 1, "smtpd", "unknown[203.0.113.7]: SASL LOGIN authentication failed: UGFzc3d...")
+	check("fatal", s.Fatals, 1, "trivial-rewrite", "open database /etc/postfix/transport.db: No such file or directory")
+	check("panic", s.Panics, 1, "qmgr", "myfree: corrupt or unallocated memory block")
+	if len(s.Master) != 1 || s.Master[0] != (CountRow{"daemon started -- version 3.7.11, configuration /etc/postfix", 1}) {
+		t.Errorf("master %+v", s.Master)
+	}
+}
+
+func TestFixtureAbuse(t *testing.T) {
+	ab := analyzeFixture(t, DefaultOptions()).Abuse
+	eq(t, "auth failures", ab.AuthFailures, 7)
+	eq(t, "top auth address", ab.AuthByAddress[0].Key, "203.0.113.7")
+	eq(t, "top auth address failures", ab.AuthByAddress[0].Failures, 4)
+	eq(t, "top auth user", ab.AuthByAddress[0].Users[0], CountRow{"bob", 3})
+	eq(t, "subnet v4", ab.AuthBySubnet[0].Key, "203.0.113.0/24")
+	eq(t, "subnet v4 failures", ab.AuthBySubnet[0].Failures, 5)
+	eq(t, "subnet v4 addresses", ab.AuthBySubnet[0].Addresses, 2)
+	eq(t, "subnet v6", ab.AuthBySubnet[1].Key, "2001:db8:1:2::/64")
+	eq(t, "subnet v6 users", len(ab.AuthBySubnet[1].Users), 2)
+	eq(t, "relay attempts", ab.RelayAttempts, 3)
+	eq(t, "relay by client", ab.RelayByClient[0], CountRow{"203.0.113.5", 2})
+	eq(t, "relay by domain", ab.RelayByDomain[0], CountRow{"target.example", 2})
+	eq(t, "relay by domain 2", ab.RelayByDomain[1], CountRow{"other.example", 1})
+	eq(t, "dnsbl lists", len(ab.DNSBL), 2)
+	eq(t, "dnsbl 0", ab.DNSBL[0].Count, 1)
+	eq(t, "NDNs", ab.NDNs, 1)
+	eq(t, "NDN hour", ab.NDNPerHour[10], 1)
+	eq(t, "backscatter", ab.Backscatter, 1)
+	eq(t, "backscatter domain", ab.BackscatterDoms[0], CountRow{"victim.example", 1})
+	eq(t, "top subnet", ab.TopSubnets[0], SubnetRow{Subnet: "203.0.113.0/24", AuthFailures: 5, Relay: 3, Rejects: 3, Total: 11})
+	eq(t, "bans", ab.BanCount, 1)
+	eq(t, "ban prefix", ab.Bans[0].Prefix, "203.0.113.0/24")
+	eq(t, "ban reason", ab.Bans[0].Reason, "auth failures")
+	eq(t, "egress", ab.EgressBlocks, 1)
+	eq(t, "egress who", ab.Egress[0].Who, "www-data php (uid 33)")
+	eq(t, "accepted", ab.Accepted, 1)
+	eq(t, "dovecot logins", ab.DovecotLogins, 1)
+	eq(t, "postscreen", ab.Postscreen[0], CountRow{"DNSBL rank", 1})
+	eq(t, "rule rejects", ab.RuleRejects[0], CountRow{"dnsbl", 1})
+}
+
+// The text layout is pflogsumm's: check the Grand Totals block verbatim.
+func TestFixtureTextLayout(t *testing.T) {
+	s := analyzeFixture(t, DefaultOptions())
+	var b bytes.Buffer
+	if err := s.WriteText(&b, nil); err != nil {
+		t.Fatal(err)
+	}
+	want := `
+Grand Totals
+------------
+messages
+
+      5   received
+      5   delivered
+      1   forwarded
+      1   deferred  (2  deferrals)
+      1   bounced
+      6   rejected (50%)
+      2   reject warnings
+      1   held
+      1   discarded (8%)
+
+    687k  bytes received
+    689k  bytes delivered
+      4   senders
+      4   sending hosts/domains
+      3   recipients
+      3   recipient hosts/domains
+
+`
+	if !strings.HasPrefix(b.String(), want) {
+		t.Fatalf("text starts\n%s\nwant\n%s", b.String()[:min(len(b.String()), 800)], want)
+	}
+	for _, sec := range []string{"Per-Day Traffic Summary", "Per-Hour Traffic Daily Average",
+		"Host/Domain Summary: Message Delivery \n", "Senders by message count", "message reject detail",
+		"smtp delivery failures", "Fatal Errors", "Panics", "Master daemon messages", "Abuse Summary (relayguard)",
+		"SMTP AUTH failures by subnet (/24, /64)", "DNSBL rejections by list"} {
+		if !strings.Contains(b.String(), sec) {
+			t.Errorf("text lacks %q", sec)
+		}
+	}
+	if !strings.Contains(b.String(), "    Nov 22 2026         3          3          2          1         10 ") {
+		t.Errorf("per-day row missing:\n%s", b.String())
+	}
+}
+
+func TestOptionsLimitsAndDates(t *testing.T) {
+	o := DefaultOptions()
+	o.UserLimit, o.HostLimit, o.RejectDetail = 1, 1, 0
+	o.From = time.Date(2026, 11, 23, 0, 0, 0, 0, time.UTC)
+	s := analyzeFixture(t, o)
+	eq(t, "received on the 23rd", s.Totals.Received, 2)
+	eq(t, "senders limited", len(s.SendersByCount), 1)
+	eq(t, "domains limited", len(s.RecipientDomains), 1)
+	var b bytes.Buffer
+	s.WriteText(&b, nil)
+	if strings.Contains(b.String(), "message reject detail") {
+		t.Error("reject detail shown with --reject-detail 0")
+	}
+	if !strings.Contains(b.String(), "top 1 Senders by message count") {
+		t.Error("no 'top 1' title")
+	}
+}
+
+// .gz and .xz inputs give the same report as the plain file, and files are
+// read in chronological order whatever the order given.
+func TestCompressedAndOrder(t *testing.T) {
+	dir := t.TempDir()
+	raw, err := os.ReadFile("testdata/fixture.log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.SplitAfter(string(raw), "\n")
+	half := len(lines) / 2
+	first, second := filepath.Join(dir, "maillog.1"), filepath.Join(dir, "maillog")
+	os.WriteFile(first, []byte(strings.Join(lines[:half], "")), 0o644)
+	os.WriteFile(second, []byte(strings.Join(lines[half:], "")), 0o644)
+	a := NewAnalyzer(DefaultOptions())
+	if err := a.ReadFiles(context.Background(), []string{second, first}, fixtureParser); err != nil {
+		t.Fatal(err)
+	}
+	want := analyzeFixture(t, DefaultOptions()).Totals
+	eq(t, "split files reversed", a.Summary().Totals, want)
+
+	gz := filepath.Join(dir, "fixture.log.gz")
+	xz := filepath.Join(dir, "fixture.log.xz")
+	compress(t, "gzip", raw, gz)
+	compress(t, "xz", raw, xz)
+	for _, f := range []string{gz, xz} {
+		a := NewAnalyzer(DefaultOptions())
+		if err := a.ReadFiles(context.Background(), []string{f}, fixtureParser); err != nil {
+			t.Fatal(err)
+		}
+		eq(t, f, a.Summary().Totals, want)
+	}
+	if err := NewAnalyzer(DefaultOptions()).ReadFiles(context.Background(), []string{filepath.Join(dir, "missing")}, fixtureParser); err == nil || !strings.Contains(err.Error(), "missing") {
+		t.Errorf("missing file: %v", err)
+	}
+}
+
+func TestJournalJSON(t *testing.T) {
+	in := `{"MESSAGE":"A1: client=mail.example.com[192.0.2.10]","SYSLOG_IDENTIFIER":"postfix/smtpd","SYSLOG_PID":"5","_HOSTNAME":"mx1","__REALTIME_TIMESTAMP":"1795428000000000"}
+{"MESSAGE":"A1: from=<a@example.com>, size=42, nrcpt=1 (queue active)","SYSLOG_IDENTIFIER":"postfix/qmgr","_PID":"6","_HOSTNAME":"mx1","__REALTIME_TIMESTAMP":"1795428001000000"}
+{"MESSAGE":[116,105,109,101,61,120,32,109,115,103,61,34,97,117,116,104,32,102,97,105,108,101,100,34,32,99,108,105,101,110,116,61,49,46,50,46,51,46,52],"SYSLOG_IDENTIFIER":"relayguard","__REALTIME_TIMESTAMP":"1795428002000000"}
+`
+	a := NewAnalyzer(DefaultOptions())
+	if err := a.ReadJournalJSON(strings.NewReader(in), time.UTC); err != nil {
+		t.Fatal(err)
+	}
+	s := a.Summary()
+	eq(t, "received", s.Totals.Received, 1)
+	eq(t, "bytes", s.Totals.BytesReceived, 42)
+	eq(t, "auth failure from byte-array MESSAGE", s.Abuse.AuthFailures, 1)
+	if err := NewAnalyzer(DefaultOptions()).ReadJournalJSON(strings.NewReader("{bad"), time.UTC); err == nil {
+		t.Error("bad JSON accepted")
+	}
+}
+
+func compress(t *testing.T, prog string, data []byte, dst string) {
+	t.Helper()
+	requireBinary(t, prog)
+	cmd := exec.Command(prog, "-c")
+	cmd.Stdin = bytes.NewReader(data)
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("%s: %v", prog, err)
+	}
+	if err := os.WriteFile(dst, out, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// requireBinary skips outside CI when a program is missing; under CI the
+// package is installed (.ci/packages.d/report.txt), so a missing one fails.
+func requireBinary(t *testing.T, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("%s not installed: %v", name, err)
+		}
+		t.Skipf("%s not installed", name)
+	}
+	return p
+}
