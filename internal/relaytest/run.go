@@ -1,0 +1,606 @@
+// Package relaytest runs a battery of open-relay attempts against any SMTP
+// server: the address forms of the classic relay scanners and the MAPS
+// tester, plus forms older batteries never tried, again after STARTTLS and
+// again after a failed AUTH. A test counts as a relay only when RCPT TO gets
+// a 2xx reply (and, with Options.Data, the message gets 250 after DATA).
+package relaytest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+)
+
+// StartTLS modes.
+const (
+	StartTLSNever = "never"
+	StartTLSTry   = "try"
+	StartTLSOnly  = "only"
+)
+
+// Defaults for the outside addresses: under .example, reserved by RFC 2606,
+// so that a relay that does accept can never deliver anything to anyone.
+const (
+	DefaultFrom = "relay-sender@relaytest.example"
+	DefaultTo   = "relay-target@relaytest.example"
+	DefaultHelo = "relaytest.example"
+)
+
+// Options configure a run.
+type Options struct {
+	Addr        string     // host:port to connect to
+	Host        string     // the host as given (for TLS SNI)
+	From, To    string     // outside sender and recipient
+	Helo        string     // EHLO name
+	ServerName  string     // "" = from the banner
+	IP          netip.Addr // zero = the connection's remote address
+	Source      netip.Addr // local address to connect from; zero = any
+	StartTLS    string     // never, try or only
+	ImplicitTLS bool       // TLS from the first byte (RFC 8314, port 465)
+	Data        bool       // also send a test message
+	NewConn     bool       // one connection per test instead of RSET
+	Timeout     time.Duration
+	// ErrorsPerConn reconnects before a test once the connection has seen
+	// this many 4xx/5xx replies, to stay under servers' error limits
+	// (Postfix smtpd_soft_error_limit=10 starts sleeping one second per
+	// error after that). 0 = never.
+	ErrorsPerConn int
+	// AuthUser/AuthPass, when set, authenticate every session: this tests
+	// what an authenticated user may relay, not what outsiders may.
+	AuthUser, AuthPass string
+	// Transcript, if not nil, receives every line sent and received.
+	Transcript io.Writer
+}
+
+// Phase names.
+const (
+	PhasePlain    = "plain"    // no TLS, no AUTH
+	PhaseStartTLS = "starttls" // after STARTTLS
+	PhaseAuthFail = "authfail" // after a failed AUTH (over TLS when offered)
+	PhaseAuth     = "auth"     // after a successful AUTH (--auth)
+)
+
+// Verdicts of one test.
+const (
+	Accepted     = "accepted"
+	Rejected     = "rejected"
+	AuthRequired = "auth-required"
+	Temporary    = "temporary"
+	Failed       = "error"
+)
+
+// Result is the outcome of one test.
+type Result struct {
+	ID        string     `json:"id"` // phase/name
+	Phase     string     `json:"phase"`
+	Name      string     `json:"name"`
+	Group     string     `json:"group"`
+	MailFrom  string     `json:"mail_from"`
+	RcptTo    string     `json:"rcpt_to"`
+	Exchanges []Exchange `json:"exchanges"`
+	Verdict   string     `json:"verdict"`
+	Stage     string     `json:"stage"` // mail, rcpt, data or connect
+	Error     string     `json:"error,omitempty"`
+}
+
+// Report is the outcome of a run.
+type Report struct {
+	Addr       string           `json:"addr"`
+	Banner     string           `json:"banner"`
+	ServerName string           `json:"server_name"`
+	IP         string           `json:"ip"`
+	Source     string           `json:"source"`
+	From       string           `json:"from"`
+	To         string           `json:"to"`
+	AuthUser   string           `json:"auth_user,omitempty"`
+	Extensions []string         `json:"extensions"`
+	STARTTLS   bool             `json:"starttls_offered"`
+	SMTPUTF8   bool             `json:"smtputf8_offered"`
+	Phases     []PhaseInfo      `json:"phases"`
+	Results    []Result         `json:"results"`
+	Counts     map[string]int   `json:"counts"`
+	Outcome    string           `json:"outcome"` // closed, open, untestable
+	Untestable *UntestableError `json:"untestable,omitempty"`
+	Notes      []string         `json:"notes,omitempty"`
+	Duration   time.Duration    `json:"duration_ns"`
+}
+
+// PhaseInfo tells how a phase was set up.
+type PhaseInfo struct {
+	Name  string `json:"name"`
+	TLS   bool   `json:"tls"`
+	Setup string `json:"setup"` // e.g. the AUTH reply
+}
+
+// Reasons a server could not be tested.
+const (
+	ReasonRefused    = "connection refused"
+	ReasonNoBanner   = "no banner"
+	ReasonTempfailed = "all tests tempfailed"
+	ReasonNoTLS      = "STARTTLS not offered"
+	ReasonAuth       = "authentication failed"
+	ReasonProtocol   = "protocol error"
+)
+
+// UntestableError says why a server could not be tested (exit status 2).
+type UntestableError struct {
+	Reason string `json:"reason"`
+	Err    error  `json:"-"`
+	Detail string `json:"detail"`
+}
+
+func (e *UntestableError) Error() string {
+	if e.Err != nil {
+		return e.Reason + ": " + e.Err.Error()
+	}
+	return e.Reason
+}
+
+func (e *UntestableError) Unwrap() error { return e.Err }
+
+// Run runs the battery. The returned error is non-nil only when the server
+// could not be tested at all; the report is filled as far as it got.
+func Run(ctx context.Context, o Options) (*Report, error) {
+	start := time.Now()
+	if o.From == "" {
+		o.From = DefaultFrom
+	}
+	if o.To == "" {
+		o.To = DefaultTo
+	}
+	if o.Helo == "" {
+		o.Helo = DefaultHelo
+	}
+	if o.StartTLS == "" {
+		o.StartTLS = StartTLSTry
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = 30 * time.Second
+	}
+	rep := &Report{Addr: o.Addr, From: o.From, To: o.To, AuthUser: o.AuthUser, Counts: map[string]int{}}
+	r := &runner{o: &o, rep: rep}
+	err := r.run(ctx)
+	rep.Duration = time.Since(start)
+	rep.finish(err)
+	if rep.Untestable != nil {
+		return rep, rep.Untestable
+	}
+	return rep, nil
+}
+
+type runner struct {
+	o   *Options
+	rep *Report
+	mu  sync.Mutex // serialises transcript writes
+	c   *client    // current connection, set up for phase
+	ph  string
+}
+
+func (r *runner) trace(dir, line string) {
+	if r.o.Transcript == nil {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	fmt.Fprintf(r.o.Transcript, "    %s %s\n", dir, line)
+}
+
+func untestable(reason string, err error) *UntestableError {
+	return &UntestableError{Reason: reason, Err: err}
+}
+
+func (r *runner) run(ctx context.Context) error {
+	// The first connection learns the server's name, address and
+	// extensions, which the forms and the phases depend on.
+	c, banner, err := r.connect(ctx)
+	if err != nil {
+		return err
+	}
+	rep := r.rep
+	rep.Banner = banner.String()
+	remote, _ := netip.ParseAddrPort(c.nc.RemoteAddr().String())
+	local, _ := netip.ParseAddrPort(c.nc.LocalAddr().String())
+	rep.Source = local.Addr().Unmap().String()
+	ip := r.o.IP
+	if !ip.IsValid() {
+		ip = remote.Addr().Unmap()
+	}
+	rep.IP = ip.String()
+	name := r.o.ServerName
+	if name == "" {
+		name = nameFromBanner(banner.Text)
+	}
+	if name == "" {
+		name = nameFromBanner(c.ext["_GREETING"])
+	}
+	if name == "" {
+		name = ipLiteral(ip)
+		rep.Notes = append(rep.Notes, "the banner names no host; using the address literal as the server name (give --server-name)")
+	}
+	rep.ServerName = name
+	for k, v := range c.ext {
+		if k != "_GREETING" {
+			rep.Extensions = append(rep.Extensions, strings.TrimSpace(k+" "+v))
+		}
+	}
+	rep.STARTTLS = c.has("STARTTLS") || r.o.ImplicitTLS
+	rep.SMTPUTF8 = c.has("SMTPUTF8")
+	if local.Addr().IsLoopback() && remote.Addr().IsLoopback() {
+		rep.Notes = append(rep.Notes, "testing over loopback: servers often trust loopback clients (Postfix mynetworks); run from an outside host (or --source) for an outsider's view")
+	}
+
+	phases, err := r.phases(c)
+	if err != nil {
+		c.quit()
+		return err
+	}
+	forms := Battery(Target{From: r.o.From, To: r.o.To, ServerName: name, IP: ip})
+	for _, ph := range phases {
+		r.ph = ph
+		if ph == PhasePlain && c != nil {
+			r.c, c = c, nil // the first connection is already a plain session
+			r.rep.Phases = append(r.rep.Phases, PhaseInfo{Name: ph, TLS: r.o.ImplicitTLS, Setup: "EHLO"})
+		} else {
+			if c != nil {
+				c.quit()
+				c = nil
+			}
+			info, err := r.setup(ctx)
+			if err != nil {
+				return err
+			}
+			r.rep.Phases = append(r.rep.Phases, info)
+		}
+		for _, f := range forms {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			r.rep.Results = append(r.rep.Results, r.test(ctx, f))
+		}
+		if r.c != nil {
+			r.c.quit()
+			r.c = nil
+		}
+	}
+	return nil
+}
+
+// phases decides which phases run, from the options and what the first
+// connection offered.
+func (r *runner) phases(c *client) ([]string, error) {
+	tlsOK := c.has("STARTTLS")
+	if r.o.ImplicitTLS {
+		if r.o.AuthUser != "" {
+			return []string{PhaseAuth}, nil
+		}
+		return []string{PhasePlain, PhaseAuthFail}, nil
+	}
+	if r.o.StartTLS == StartTLSOnly && !tlsOK {
+		return nil, untestable(ReasonNoTLS, fmt.Errorf("--starttls=only but %s does not offer STARTTLS", r.o.Addr))
+	}
+	if r.o.AuthUser != "" {
+		return []string{PhaseAuth}, nil
+	}
+	switch {
+	case r.o.StartTLS == StartTLSNever:
+		return []string{PhasePlain, PhaseAuthFail}, nil
+	case r.o.StartTLS == StartTLSOnly:
+		return []string{PhaseStartTLS, PhaseAuthFail}, nil
+	case tlsOK:
+		return []string{PhasePlain, PhaseStartTLS, PhaseAuthFail}, nil
+	default:
+		r.rep.Notes = append(r.rep.Notes, "the server does not offer STARTTLS: the starttls phase is skipped")
+		return []string{PhasePlain, PhaseAuthFail}, nil
+	}
+}
+
+// useTLS says whether sessions of the current phase go through STARTTLS.
+func (r *runner) useTLS() bool {
+	if r.o.ImplicitTLS || r.o.StartTLS == StartTLSNever {
+		return false
+	}
+	switch r.ph {
+	case PhaseStartTLS:
+		return true
+	case PhaseAuthFail, PhaseAuth:
+		return r.rep.STARTTLS
+	}
+	return false
+}
+
+// connect dials, reads the banner and says EHLO.
+func (r *runner) connect(ctx context.Context) (*client, Reply, error) {
+	c, err := dial(ctx, r.o, r.trace)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, Reply{}, ctx.Err()
+		}
+		var ue *UntestableError
+		if errors.As(err, &ue) {
+			return nil, Reply{}, err
+		}
+		return nil, Reply{}, untestable(ReasonRefused, err)
+	}
+	r.trace("=", "connected to "+c.nc.RemoteAddr().String()+" from "+c.nc.LocalAddr().String())
+	banner, err := c.greet()
+	if err != nil {
+		c.close()
+		return nil, banner, err
+	}
+	hr, err := c.hello(r.o.Helo)
+	if err != nil {
+		c.quit()
+		return nil, banner, untestable(ReasonProtocol, err)
+	}
+	c.ext["_GREETING"] = strings.SplitN(hr.Text, "\n", 2)[0]
+	return c, banner, nil
+}
+
+// setup opens a connection for the current phase and brings it to the
+// phase's state: STARTTLS, failed AUTH or successful AUTH.
+func (r *runner) setup(ctx context.Context) (PhaseInfo, error) {
+	info := PhaseInfo{Name: r.ph, TLS: r.o.ImplicitTLS}
+	c, _, err := r.connect(ctx)
+	if err != nil {
+		return info, err
+	}
+	steps := []string{"EHLO"}
+	if r.useTLS() {
+		if _, err := c.startTLS(ctx, r.o); err != nil {
+			c.quit()
+			return info, untestable(ReasonProtocol, fmt.Errorf("phase %s: %w", r.ph, err))
+		}
+		info.TLS = true
+		steps = append(steps, "STARTTLS", "EHLO")
+	}
+	switch r.ph {
+	case PhaseAuthFail:
+		ar, err := c.bogusAuth()
+		if err != nil {
+			c.close()
+			return info, untestable(ReasonProtocol, fmt.Errorf("phase %s: AUTH: %w", r.ph, err))
+		}
+		steps = append(steps, "AUTH PLAIN (random credential) → "+ar.String())
+		if ar.Code/100 == 2 {
+			r.rep.Notes = append(r.rep.Notes, "the server ACCEPTED AUTH with a random user and password: "+ar.String())
+		}
+	case PhaseAuth:
+		ar, err := c.authenticate(r.o.AuthUser, r.o.AuthPass)
+		if err != nil {
+			c.close()
+			return info, untestable(ReasonAuth, err)
+		}
+		steps = append(steps, "AUTH as "+r.o.AuthUser+" → "+ar.String())
+		if ar.Code != 235 {
+			c.quit()
+			return info, untestable(ReasonAuth, fmt.Errorf("AUTH as %s: %s", r.o.AuthUser, ar))
+		}
+	}
+	c.errors = 0
+	r.c = c
+	info.Setup = strings.Join(steps, "; ")
+	return info, nil
+}
+
+// test runs one form on the current phase's connection (opening a new one
+// when needed), retrying once on a fresh connection if the server hung up.
+func (r *runner) test(ctx context.Context, f Form) Result {
+	res := Result{ID: r.ph + "/" + f.Name, Phase: r.ph, Name: f.Name, Group: f.Group, MailFrom: f.From, RcptTo: f.To}
+	for attempt := 0; attempt < 2; attempt++ {
+		if r.c != nil && (r.c.closed || r.o.ErrorsPerConn > 0 && r.c.errors+2 > r.o.ErrorsPerConn) {
+			r.c.quit()
+			r.c = nil
+		}
+		if r.c == nil {
+			if _, err := r.setup(ctx); err != nil {
+				res.Verdict, res.Stage, res.Error = Failed, "connect", err.Error()
+				return res
+			}
+		}
+		r.trace("#", res.ID)
+		res.Exchanges = nil
+		lost := r.attempt(f, &res)
+		if r.o.NewConn {
+			r.c.quit()
+			r.c = nil
+		} else if !r.c.closed {
+			if rr, err := r.c.cmd("RSET", ""); err != nil || rr.Code/100 != 2 {
+				r.c.quit()
+			}
+		}
+		if !lost {
+			break
+		}
+	}
+	return res
+}
+
+// attempt sends MAIL, RCPT and (with Data) DATA, and classifies the
+// outcome. It reports whether the connection was lost before a verdict.
+func (r *runner) attempt(f Form, res *Result) (lost bool) {
+	c := r.c
+	mail := "MAIL FROM:<" + f.From + ">"
+	if f.UTF8 && c.has("SMTPUTF8") {
+		mail += " SMTPUTF8" // RFC 6531 3.4
+	}
+	step := func(stage, line string) (Reply, bool) {
+		rp, err := c.cmd(line, "")
+		if err != nil {
+			res.Verdict, res.Stage, res.Error = Failed, stage, err.Error()
+			return rp, false
+		}
+		res.Exchanges = append(res.Exchanges, Exchange{Command: line, Reply: rp})
+		if rp.Code == 421 {
+			res.Verdict, res.Stage = Temporary, stage
+			return rp, false
+		}
+		return rp, true
+	}
+	rp, ok := step("mail", mail)
+	if !ok {
+		return true
+	}
+	if rp.Code/100 != 2 {
+		res.Verdict, res.Stage = classify(rp.Code), "mail"
+		return false
+	}
+	rp, ok = step("rcpt", "RCPT TO:<"+f.To+">")
+	if !ok {
+		return true
+	}
+	res.Verdict, res.Stage = classify(rp.Code), "rcpt"
+	if rp.Code/100 != 2 || !r.o.Data {
+		return false
+	}
+	dr, err := c.data(testMessage(r.o, f, res.ID, r.rep.ServerName))
+	if err != nil {
+		res.Verdict, res.Stage, res.Error = Failed, "data", err.Error()
+		return true
+	}
+	res.Exchanges = append(res.Exchanges, Exchange{Command: "DATA", Reply: dr})
+	res.Stage = "data"
+	if dr.Code == 250 {
+		res.Verdict = Accepted
+	} else {
+		res.Verdict = classify(dr.Code)
+		if res.Verdict == Accepted { // 2xx other than 250 after DATA
+			res.Verdict = Failed
+			res.Error = "unexpected reply after DATA: " + dr.String()
+		}
+	}
+	return false
+}
+
+// PolicyDenial reports whether the last reply carries an enhanced status
+// code of class 4.7 or 5.7, "security or policy status" (RFC 3463 3.8):
+// a deliberate refusal, even when sent as a 4xx.
+func (res Result) PolicyDenial() bool {
+	if len(res.Exchanges) == 0 {
+		return false
+	}
+	es := EnhancedCode(res.Exchanges[len(res.Exchanges)-1].Reply.Text)
+	return strings.HasPrefix(es, "4.7.") || strings.HasPrefix(es, "5.7.")
+}
+
+// EnhancedCode returns the enhanced status code (RFC 3463, RFC 2034) that
+// starts a reply text, or "".
+func EnhancedCode(text string) string {
+	w, _, _ := strings.Cut(text, " ")
+	parts := strings.Split(w, ".")
+	if len(parts) != 3 || len(parts[0]) != 1 || !strings.Contains("245", parts[0]) {
+		return ""
+	}
+	for _, p := range parts[1:] {
+		if len(p) == 0 || len(p) > 3 || strings.Trim(p, "0123456789") != "" {
+			return ""
+		}
+	}
+	return w
+}
+
+// classify maps a reply code to a verdict: 2xx accepted, 530/535 (RFC 4954
+// 6) authentication required, 4xx temporary, other 5xx rejected.
+func classify(code int) string {
+	switch {
+	case code/100 == 2:
+		return Accepted
+	case code == 530 || code == 535:
+		return AuthRequired
+	case code/100 == 4:
+		return Temporary
+	case code/100 == 5:
+		return Rejected
+	}
+	return Failed
+}
+
+// testMessage is the harmless message sent with --data.
+func testMessage(o *Options, f Form, id, server string) string {
+	now := time.Now().UTC().Format(time.RFC1123Z)
+	return "From: relayguard relay test <" + o.From + ">\r\n" +
+		"To: <" + o.To + ">\r\n" +
+		"Subject: relayguard relay test " + id + "\r\n" +
+		"Date: " + now + "\r\n" +
+		"Message-ID: <" + randomLabel(20) + "@relaytest.example>\r\n" +
+		"\r\n" +
+		"This is a relay test sent by relayguard relaytest to " + server + ".\r\n" +
+		"Test " + id + ": MAIL FROM:<" + f.From + "> RCPT TO:<" + f.To + ">.\r\n" +
+		"If it reached you, that server relays mail for third parties.\r\n"
+}
+
+// nameFromBanner takes the first word of a banner or EHLO reply text when it
+// looks like a host name (RFC 5321 4.3.1: the banner starts with the
+// server's domain).
+func nameFromBanner(text string) string {
+	first := strings.SplitN(text, "\n", 2)[0]
+	w, _, _ := strings.Cut(strings.TrimSpace(first), " ")
+	if w == "" || strings.ContainsAny(w, "<>@\"") {
+		return ""
+	}
+	if strings.HasPrefix(w, "[") && strings.HasSuffix(w, "]") {
+		return w
+	}
+	if !strings.Contains(w, ".") && !strings.EqualFold(w, "localhost") {
+		return ""
+	}
+	for _, r := range w {
+		if !(r == '.' || r == '-' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z') {
+			return ""
+		}
+	}
+	return w
+}
+
+// finish counts verdicts and decides the outcome.
+func (rep *Report) finish(err error) {
+	policy := 0
+	for _, res := range rep.Results {
+		rep.Counts[res.Verdict]++
+		if res.Verdict == Temporary && res.PolicyDenial() {
+			policy++
+		}
+	}
+	if policy > 0 {
+		rep.Notes = append(rep.Notes, fmt.Sprintf("%d temporary replies carry a 4.7.x policy status (RFC 3463 3.8, e.g. Postfix defer_unauth_destination): the server refuses those relays, only with a 4xx code", policy))
+	}
+	var ue *UntestableError
+	switch {
+	case errors.As(err, &ue):
+		ue.Detail = ue.Error()
+		rep.Untestable = ue
+	case err != nil:
+		rep.Untestable = &UntestableError{Reason: ReasonProtocol, Err: err, Detail: err.Error()}
+	case rep.Counts[Accepted] > 0:
+		rep.Outcome = "open"
+		return
+	case len(rep.Results) > 0 && rep.Counts[Temporary]+rep.Counts[Failed] == len(rep.Results) && policy == 0:
+		e := fmt.Errorf("%d temporary, %d errors of %d tests", rep.Counts[Temporary], rep.Counts[Failed], len(rep.Results))
+		rep.Untestable = &UntestableError{Reason: ReasonTempfailed, Err: e, Detail: ReasonTempfailed + ": " + e.Error()}
+	default:
+		rep.Outcome = "closed"
+		return
+	}
+	if rep.Counts[Accepted] > 0 {
+		// Some tests ran and relayed before the run broke off: that is
+		// still an open relay.
+		rep.Outcome = "open"
+		return
+	}
+	rep.Outcome = "untestable"
+}
+
+// Accepted lists the IDs of accepted tests.
+func (rep *Report) AcceptedIDs() []string {
+	var out []string
+	for _, res := range rep.Results {
+		if res.Verdict == Accepted {
+			out = append(out, res.ID)
+		}
+	}
+	return out
+}
