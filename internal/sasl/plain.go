@@ -75,6 +75,7 @@ type plainServer struct {
 	creds     Credentials
 	attempted string
 	identity  string
+	prompted  bool
 	done      bool
 }
 
@@ -85,8 +86,9 @@ func (s *plainServer) Next(ctx context.Context, resp []byte) ([]byte, bool, erro
 	if s.done {
 		return nil, true, fmt.Errorf("%w: exchange already finished", ErrMalformed)
 	}
-	if resp == nil {
+	if resp == nil && !s.prompted {
 		// No initial response: RFC 4954 §4 empty challenge.
+		s.prompted = true
 		return []byte{}, false, nil
 	}
 	s.done = true

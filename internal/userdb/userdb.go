@@ -117,6 +117,9 @@ func Open(ctx context.Context, db *sql.DB, opts Options) (*DB, error) {
 	if d.log == nil {
 		d.log = slog.Default()
 	}
+	// Make the dummy hash now, in the background, so that the first
+	// unknown-user login does not pay for it (and stand out).
+	go d.dummyHashValue()
 	return d, nil
 }
 
