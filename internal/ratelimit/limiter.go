@@ -1,0 +1,224 @@
+// Package ratelimit contains a stolen account or a compromised trusted host:
+// per authenticated user it limits messages per hour, recipients per day and
+// new (never seen before) recipients per day; per trusted-network client IP
+// and per sender domain it limits messages per hour. When a limit bites the
+// SMTP server answers 451 4.7.1, an event goes into the guard's stream, a
+// metric counts it, and optionally the account is suspended and its queued
+// mail held. Counters live in the state store (SQLite, or Redis/Valkey
+// shared by a pool of servers), in fixed windows: the hour or day that
+// started on the hour or at midnight UTC. Attempts refused by a limit count
+// too, so hammering does not reopen the window early.
+package ratelimit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/relayguard/relayguard/internal/config"
+	"github.com/relayguard/relayguard/internal/event"
+	"github.com/relayguard/relayguard/internal/smtpd"
+)
+
+// Store keeps the counters.
+type Store interface {
+	// Add adds n to the counter key in the window that starts at start
+	// and returns the new count.
+	Add(ctx context.Context, key string, start time.Time, window time.Duration, n int64) (int64, error)
+	// Seen reports whether user has sent to rcpt before.
+	Seen(ctx context.Context, user, rcpt string) (bool, error)
+	// MarkSeen records that user has sent to rcpt.
+	MarkSeen(ctx context.Context, user, rcpt string, at time.Time) error
+}
+
+// Suspender suspends an account (internal/userdb.DB).
+type Suspender interface {
+	Suspend(ctx context.Context, user string) error
+}
+
+// Holder holds the queued mail of a user and returns how many messages.
+type Holder interface {
+	HoldUser(ctx context.Context, user, reason string) (int, error)
+}
+
+// Options are the limiter's collaborators; all optional.
+type Options struct {
+	Events    event.Sink
+	Suspender Suspender
+	Holder    Holder
+	Log       *slog.Logger
+	Now       func() time.Time
+	// Registerer for the metric; nil: prometheus.DefaultRegisterer.
+	Registerer prometheus.Registerer
+}
+
+// Limiter implements smtpd.SendLimiter.
+type Limiter struct {
+	cfg     config.RateLimitConfig
+	store   Store
+	o       Options
+	limited *prometheus.CounterVec
+}
+
+var _ smtpd.SendLimiter = (*Limiter)(nil)
+
+// New returns a limiter over store with the [delivery.rate_limits] section.
+func New(cfg config.RateLimitConfig, store Store, o Options) (*Limiter, error) {
+	if store == nil {
+		return nil, errors.New("ratelimit: no store")
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Events == nil {
+		o.Events = event.Discard{}
+	}
+	reg := o.Registerer
+	if reg == nil {
+		reg = prometheus.DefaultRegisterer
+	}
+	c := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "relayguard_rate_limited_total",
+		Help: "Messages or recipients refused with 451 4.7.1 by a send limit, by limit.",
+	}, []string{"limit"})
+	if err := reg.Register(c); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if !errors.As(err, &are) {
+			return nil, fmt.Errorf("ratelimit: metric: %w", err)
+		}
+		c = are.ExistingCollector.(*prometheus.CounterVec)
+	}
+	return &Limiter{cfg: cfg, store: store, o: o, limited: c}, nil
+}
+
+// LimitError is the refusal; its text follows "451 4.7.1 ".
+type LimitError struct {
+	Limit  string // config key
+	Max    int
+	Window time.Duration
+	Who    string
+}
+
+func (e *LimitError) Error() string {
+	per := "hour"
+	if e.Window == 24*time.Hour {
+		per = "day"
+	}
+	return fmt.Sprintf("Error: %s exceeded its limit (%s = %d per %s), try again later", e.Who, e.Limit, e.Max, per)
+}
+
+func windowStart(now time.Time, w time.Duration) time.Time { return now.UTC().Truncate(w) }
+
+// check counts n against a limit; max 0 disables it.
+func (l *Limiter) check(ctx context.Context, s smtpd.Sender, limit string, max int, w time.Duration, key, who string, n int64) error {
+	if max <= 0 {
+		return nil
+	}
+	now := l.o.Now()
+	c, err := l.store.Add(ctx, limit+"\x00"+key, windowStart(now, w), w, n)
+	if err != nil {
+		// The state store is down: defer rather than let mail through
+		// unlimited or refuse it for good.
+		l.o.Log.Error("ratelimit: store", "limit", limit, "key", key, "err", err)
+		return fmt.Errorf("Error: rate limit state unavailable, try again later")
+	}
+	if c <= int64(max) {
+		return nil
+	}
+	return l.bite(ctx, s, &LimitError{Limit: limit, Max: max, Window: w, Who: who})
+}
+
+// bite logs, publishes, counts and (optionally) suspends.
+func (l *Limiter) bite(ctx context.Context, s smtpd.Sender, e *LimitError) error {
+	l.limited.WithLabelValues(e.Limit).Inc()
+	l.o.Log.Warn("limit reached", "limit", "delivery.rate_limits."+e.Limit, "value", e.Max, "user", s.User, "client", s.IP, "from", s.From)
+	l.o.Events.Publish(ctx, event.Event{
+		Time: l.o.Now(), Kind: event.RateLimited, Source: "smtpd", IP: s.IP, User: s.User,
+		Rule: "delivery.rate_limits." + e.Limit, Detail: fmt.Sprintf("%s: more than %d per %s", e.Who, e.Max, e.Window),
+		Service: s.Listener,
+	})
+	if l.cfg.SuspendOnLimit && s.User != "" {
+		if l.o.Suspender != nil {
+			if err := l.o.Suspender.Suspend(ctx, s.User); err != nil {
+				l.o.Log.Error("ratelimit: suspending account", "user", s.User, "err", err)
+			} else {
+				l.o.Log.Warn("account suspended after a send limit", "user", s.User, "limit", e.Limit)
+			}
+		}
+		if l.o.Holder != nil {
+			n, err := l.o.Holder.HoldUser(ctx, s.User, "rate limit "+e.Limit)
+			if err != nil {
+				l.o.Log.Error("ratelimit: holding queued mail", "user", s.User, "err", err)
+			} else {
+				l.o.Log.Warn("queued mail of suspended account held", "user", s.User, "messages", n)
+			}
+		}
+	}
+	return e
+}
+
+func senderDomain(from string) string {
+	if i := strings.LastIndexByte(from, '@'); i >= 0 {
+		return strings.ToLower(from[i+1:])
+	}
+	return ""
+}
+
+// Rcpt implements smtpd.SendLimiter: recipients per day and new
+// recipients per day of an authenticated user.
+func (l *Limiter) Rcpt(ctx context.Context, s smtpd.Sender, rcpt string) error {
+	if s.User == "" {
+		return nil
+	}
+	who := "user " + s.User
+	if err := l.check(ctx, s, "user_recipients_per_day", l.cfg.UserRecipientsPerDay, 24*time.Hour, s.User, who, 1); err != nil {
+		return err
+	}
+	if l.cfg.UserNewRecipientsPerDay <= 0 {
+		return nil
+	}
+	rcpt = strings.ToLower(rcpt)
+	seen, err := l.store.Seen(ctx, s.User, rcpt)
+	if err != nil {
+		l.o.Log.Error("ratelimit: store", "user", s.User, "err", err)
+		return fmt.Errorf("Error: rate limit state unavailable, try again later")
+	}
+	if seen {
+		return nil
+	}
+	if err := l.check(ctx, s, "user_new_recipients_per_day", l.cfg.UserNewRecipientsPerDay, 24*time.Hour, s.User, who, 1); err != nil {
+		return err
+	}
+	if err := l.store.MarkSeen(ctx, s.User, rcpt, l.o.Now()); err != nil {
+		l.o.Log.Error("ratelimit: store", "user", s.User, "err", err)
+	}
+	return nil
+}
+
+// Message implements smtpd.SendLimiter: messages per hour of an
+// authenticated user, or of a trusted client IP and its sender domain.
+func (l *Limiter) Message(ctx context.Context, s smtpd.Sender, nrcpt int) error {
+	if s.User != "" {
+		return l.check(ctx, s, "user_messages_per_hour", l.cfg.UserMessagesPerHour, time.Hour, s.User, "user "+s.User, 1)
+	}
+	if !s.Trusted {
+		return nil
+	}
+	if s.IP.IsValid() {
+		if err := l.check(ctx, s, "ip_messages_per_hour", l.cfg.IPMessagesPerHour, time.Hour, s.IP.String(), "client "+s.IP.String(), 1); err != nil {
+			return err
+		}
+	}
+	if d := senderDomain(s.From); d != "" {
+		return l.check(ctx, s, "sender_domain_messages_per_hour", l.cfg.SenderDomainMessagesPerHour, time.Hour, d, "sender domain "+d, 1)
+	}
+	return nil
+}
