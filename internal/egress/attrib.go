@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 )
 
 // TCP states of /proc/net/tcp (include/net/tcp_states.h).
@@ -31,6 +32,8 @@ type Process struct {
 // and the process holding "socket:[inode]" among /proc/*/fd.
 type Attributor struct {
 	Proc string // procfs root; "" means /proc
+	// NoSockDiag skips the sock_diag lookup and reads /proc/net/tcp{,6}.
+	NoSockDiag bool
 }
 
 func (a Attributor) root() string {
@@ -40,25 +43,30 @@ func (a Attributor) root() string {
 	return a.Proc
 }
 
-// SocketInode returns the inode and TCP state of the socket from local to
-// remote, searching /proc/net/tcp and /proc/net/tcp6 (IPv4 sockets of
-// dual-stack IPv6 sockets appear there as ::ffff:a.b.c.d).
-func (a Attributor) SocketInode(local, remote netip.AddrPort) (inode uint64, state int, err error) {
+// SocketInode returns the inode, TCP state and owner of the socket from
+// local to remote: by sock_diag, or else from /proc/net/tcp and
+// /proc/net/tcp6 (IPv4 sockets of dual-stack IPv6 sockets appear there as
+// ::ffff:a.b.c.d).
+func (a Attributor) SocketInode(local, remote netip.AddrPort) (diagSocket, error) {
+	if !a.NoSockDiag {
+		if s, err := diagLookup(local, remote); err == nil && s.Inode != 0 {
+			return s, nil
+		}
+	}
 	for _, f := range []string{"net/tcp", "net/tcp6"} {
 		b, err := os.ReadFile(filepath.Join(a.root(), f))
 		if err != nil {
 			continue
 		}
-		ino, st, ok := findSocket(b, local, remote)
-		if ok {
-			return ino, st, nil
+		if s, ok := findSocket(b, local, remote); ok {
+			return s, nil
 		}
 	}
-	return 0, 0, fmt.Errorf("egress: no TCP socket %s -> %s", local, remote)
+	return diagSocket{}, fmt.Errorf("egress: no TCP socket %s -> %s", local, remote)
 }
 
 // findSocket scans the text of /proc/net/tcp{,6}.
-func findSocket(table []byte, local, remote netip.AddrPort) (uint64, int, bool) {
+func findSocket(table []byte, local, remote netip.AddrPort) (diagSocket, bool) {
 	sc := bufio.NewScanner(bytes.NewReader(table))
 	sc.Buffer(make([]byte, 0, 4096), 1<<20)
 	for sc.Scan() {
@@ -75,13 +83,14 @@ func findSocket(table []byte, local, remote netip.AddrPort) (uint64, int, bool) 
 			continue
 		}
 		st, _ := strconv.ParseUint(f[3], 16, 8)
+		uid, _ := strconv.ParseUint(f[7], 10, 32)
 		ino, err := strconv.ParseUint(f[9], 10, 64)
 		if err != nil || ino == 0 {
 			continue
 		}
-		return ino, int(st), true
+		return diagSocket{State: int(st), UID: uint32(uid), Inode: ino}, true
 	}
-	return 0, 0, false
+	return diagSocket{}, false
 }
 
 func sameAddrPort(a, b netip.AddrPort) bool {
@@ -116,6 +125,30 @@ func parseProcAddr(s string) (netip.AddrPort, error) {
 // ProcessesBySocket returns every process with an open file descriptor on
 // the socket inode (a forked child shares its parent's sockets).
 func (a Attributor) ProcessesBySocket(inode uint64) []Process {
+	return a.processesBySocket(inode, 0, false)
+}
+
+// processesBySocket scans /proc/*/fd for the socket. With byUID it first
+// scans only the processes running as uid (the socket's owner, almost
+// always its creator), which skips most of a busy host's descriptors; the
+// full scan is the fallback.
+func (a Attributor) processesBySocket(inode uint64, uid uint32, byUID bool) []Process {
+	if byUID {
+		if ps := a.scanFDs(inode, func(e os.DirEntry) bool {
+			info, err := e.Info()
+			if err != nil {
+				return false
+			}
+			st, ok := info.Sys().(*syscall.Stat_t)
+			return ok && st.Uid == uid
+		}); len(ps) > 0 {
+			return ps
+		}
+	}
+	return a.scanFDs(inode, nil)
+}
+
+func (a Attributor) scanFDs(inode uint64, keep func(os.DirEntry) bool) []Process {
 	want := "socket:[" + strconv.FormatUint(inode, 10) + "]"
 	ents, err := os.ReadDir(a.root())
 	if err != nil {
@@ -125,6 +158,9 @@ func (a Attributor) ProcessesBySocket(inode uint64) []Process {
 	for _, e := range ents {
 		pid, err := strconv.Atoi(e.Name())
 		if err != nil {
+			continue
+		}
+		if keep != nil && !keep(e) {
 			continue
 		}
 		fdDir := filepath.Join(a.root(), e.Name(), "fd")
@@ -190,13 +226,13 @@ func readPPID(path string) int {
 // gives up, which is why the watcher attributes as soon as the first SYN
 // is logged.
 func (a Attributor) Attribute(local, remote netip.AddrPort) ([]Process, int, error) {
-	ino, st, err := a.SocketInode(local, remote)
+	s, err := a.SocketInode(local, remote)
 	if err != nil {
 		return nil, 0, err
 	}
-	ps := a.ProcessesBySocket(ino)
+	ps := a.processesBySocket(s.Inode, s.UID, true)
 	if len(ps) == 0 {
-		return nil, st, fmt.Errorf("egress: no process holds socket inode %d (%s -> %s)", ino, local, remote)
+		return nil, s.State, fmt.Errorf("egress: no process holds socket inode %d (%s -> %s)", s.Inode, local, remote)
 	}
-	return ps, st, nil
+	return ps, s.State, nil
 }

@@ -1,6 +1,7 @@
 package egress
 
 import (
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
@@ -11,8 +12,15 @@ import (
 // TestAttributeLoopback finds this test process behind a real TCP
 // connection over loopback, IPv4 and IPv6, through /proc.
 func TestAttributeLoopback(t *testing.T) {
-	for _, network := range []string{"tcp4", "tcp6"} {
-		t.Run(network, func(t *testing.T) {
+	for _, tc := range []struct {
+		network string
+		a       Attributor
+	}{
+		{"tcp4", Attributor{}}, {"tcp6", Attributor{}},
+		{"tcp4", Attributor{NoSockDiag: true}}, {"tcp6", Attributor{NoSockDiag: true}},
+	} {
+		network := tc.network
+		t.Run(fmt.Sprintf("%s/procfs=%v", network, tc.a.NoSockDiag), func(t *testing.T) {
 			addr := "127.0.0.1:0"
 			if network == "tcp6" {
 				addr = "[::1]:0"
@@ -29,7 +37,7 @@ func TestAttributeLoopback(t *testing.T) {
 			defer c.Close()
 			local := netip.MustParseAddrPort(c.LocalAddr().String())
 			remote := netip.MustParseAddrPort(c.RemoteAddr().String())
-			ps, state, err := Attributor{}.Attribute(local, remote)
+			ps, state, err := tc.a.Attribute(local, remote)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -54,7 +62,7 @@ func TestAttributeLoopback(t *testing.T) {
 				t.Errorf("cwd %q, want %q", me.Cwd, wd)
 			}
 			// The reverse direction is the accepted socket, not ours.
-			if _, _, err := (Attributor{}).SocketInode(remote, netip.AddrPortFrom(remote.Addr(), 1)); err == nil {
+			if _, err := tc.a.SocketInode(remote, netip.AddrPortFrom(remote.Addr(), 1)); err == nil {
 				t.Error("found a socket that does not exist")
 			}
 		})
@@ -76,6 +84,33 @@ func TestParseProcAddr(t *testing.T) {
 	for _, bad := range []string{"", "0100007F", "XYZ:0019", "0100007F:XYZ", "01007F:0019"} {
 		if _, err := parseProcAddr(bad); err == nil {
 			t.Errorf("parseProcAddr(%q) accepted", bad)
+		}
+	}
+}
+
+// BenchmarkAttribute measures one attribution (socket lookup by sock_diag,
+// /proc/*/fd scan of the owner's processes) of a live loopback connection;
+// BenchmarkAttributeProcfs the /proc/net/tcp fallback.
+func BenchmarkAttribute(b *testing.B) { benchAttribute(b, Attributor{}) }
+
+func BenchmarkAttributeProcfs(b *testing.B) { benchAttribute(b, Attributor{NoSockDiag: true}) }
+
+func benchAttribute(b *testing.B, a Attributor) {
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	c, err := net.Dial("tcp4", ln.Addr().String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	local := netip.MustParseAddrPort(c.LocalAddr().String())
+	remote := netip.MustParseAddrPort(c.RemoteAddr().String())
+	for b.Loop() {
+		if _, _, err := a.Attribute(local, remote); err != nil {
+			b.Fatal(err)
 		}
 	}
 }
