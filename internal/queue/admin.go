@@ -2,6 +2,7 @@ package queue
 
 import (
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"time"
@@ -11,6 +12,26 @@ import (
 // the files, so they act the same whether or not a server is running; a
 // running scheduler notices them at its next envelope load, or at once
 // after Poke.
+
+// OpenForAdmin opens an existing spool for the operator's commands while a
+// server may be running on it. Unlike OpenSpool it removes nothing: a
+// message file without its envelope may be one the server is writing right
+// now, and only the server's own start may clean it up.
+func OpenForAdmin(dir string, log *slog.Logger) (*Spool, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	msg := filepath.Join(dir, "msg")
+	if fi, err := os.Stat(msg); err != nil || !fi.IsDir() {
+		return nil, fmt.Errorf("spool %s: no message directory (has the server ever run with this data directory?)", dir)
+	}
+	s := &Spool{
+		dir: dir, msgDir: msg, tmpDir: filepath.Join(dir, "tmp"), fs: osFS{}, log: log,
+		syncReq: make(chan chan error, 16), done: make(chan struct{}),
+	}
+	go s.committer()
+	return s, nil
+}
 
 // Hold stops delivery of a message until Release.
 func Hold(sp *Spool, id, reason string) (*Envelope, error) {

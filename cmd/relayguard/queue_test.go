@@ -1,0 +1,137 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/relayguard/relayguard/internal/queue"
+)
+
+var queueTestBinary = sync.OnceValues(func() (string, error) {
+	dir, err := os.MkdirTemp("", "relayguard-queue-test-")
+	if err != nil {
+		return "", err
+	}
+	bin := filepath.Join(dir, "relayguard")
+	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	if err != nil {
+		return "", errors.New("go build: " + err.Error() + "\n" + string(out))
+	}
+	return bin, nil
+})
+
+func runQueue(t *testing.T, dataDir string, args ...string) (string, string, int) {
+	t.Helper()
+	bin, err := queueTestBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, append(append([]string{"queue"}, args...), "--data-dir", dataDir)...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err = cmd.Run()
+	var ee *exec.ExitError
+	code := 0
+	switch {
+	case errors.As(err, &ee):
+		code = ee.ExitCode()
+	case err != nil:
+		t.Fatal(err)
+	}
+	return out.String(), errb.String(), code
+}
+
+func TestQueueCommands(t *testing.T) {
+	data := t.TempDir()
+	sp, err := queue.OpenSpool(filepath.Join(data, "spool"), 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sp.Close()
+	ctx := context.Background()
+	id1, err := sp.Put(ctx, &queue.Envelope{From: "alice@mail.test", AuthUser: "alice", Mode: "submission",
+		Recipients: []queue.Recipient{{Addr: "x@remote.test"}, {Addr: "y@remote.test", Status: queue.StatusDelivered}}},
+		strings.NewReader("Subject: first\r\n\r\nbody\r\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	env, _ := sp.Load(id1)
+	env.Recipients[0].LastError = "mx.remote.test: 451 4.7.1 greylisted"
+	env.Recipients[0].Attempts = 1
+	env.Recipients[0].NextAttempt = time.Now().Add(time.Hour)
+	if err := sp.Update(env); err != nil {
+		t.Fatal(err)
+	}
+	id2, err := sp.Put(ctx, &queue.Envelope{From: "", Recipients: []queue.Recipient{{Addr: "bob@mail.test"}}}, strings.NewReader("Subject: second\r\n\r\nb\r\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	out, _, code := runQueue(t, data, "list")
+	if code != 0 || !strings.Contains(out, id1) || !strings.Contains(out, id2) || !strings.Contains(out, "greylisted") ||
+		!strings.Contains(out, "1 queued, 1 delivered") || !strings.Contains(out, "<>") || !strings.Contains(out, "2 message(s)") {
+		t.Fatalf("list (%d):\n%s", code, out)
+	}
+	out, _, _ = runQueue(t, data, "list", "--json")
+	var envs []queue.Envelope
+	if err := json.Unmarshal([]byte(out), &envs); err != nil || len(envs) != 2 {
+		t.Fatalf("list --json: %v\n%s", err, out)
+	}
+
+	out, _, code = runQueue(t, data, "show", id1)
+	if code != 0 || !strings.Contains(out, "User:      alice") || !strings.Contains(out, "Subject: first") || !strings.Contains(out, "attempts=1") {
+		t.Fatalf("show:\n%s", out)
+	}
+	_, stderr, code := runQueue(t, data, "show", "doesnotexist")
+	if code != 2 || !strings.Contains(stderr, `no message with ID "doesnotexist"`) {
+		t.Fatalf("show of a missing ID: code %d, %q", code, stderr)
+	}
+	_, stderr, code = runQueue(t, data, "hold", "../etc")
+	if code == 0 || !strings.Contains(stderr, `"../etc"`) {
+		t.Fatalf("hold of a bad ID: code %d, %q", code, stderr)
+	}
+
+	if out, _, code = runQueue(t, data, "hold", id1); code != 0 {
+		t.Fatalf("hold: %s", out)
+	}
+	env, _ = sp.Load(id1)
+	if !env.Held || env.Recipients[0].Status != queue.StatusHeld || env.Recipients[1].Status != queue.StatusDelivered {
+		t.Fatalf("after hold: %+v", env)
+	}
+	if out, _, _ = runQueue(t, data, "list"); !strings.Contains(out, "HELD (operator)") {
+		t.Fatalf("list after hold:\n%s", out)
+	}
+	// flush leaves held mail alone.
+	out, _, _ = runQueue(t, data, "flush", "--json")
+	if !strings.Contains(out, `"flushed": 0`) {
+		t.Fatalf("flush: %s", out)
+	}
+	if out, _, code = runQueue(t, data, "release", id1); code != 0 {
+		t.Fatalf("release: %s", out)
+	}
+	env, _ = sp.Load(id1)
+	if env.Held || env.Recipients[0].Status != queue.StatusQueued || !env.Recipients[0].NextAttempt.IsZero() {
+		t.Fatalf("after release: %+v", env)
+	}
+	if _, err := os.Stat(filepath.Join(data, "spool", queue.FlushFile)); err != nil {
+		t.Fatalf("release did not poke the scheduler: %v", err)
+	}
+	if out, _, code = runQueue(t, data, "delete", id2); code != 0 {
+		t.Fatalf("delete: %s", out)
+	}
+	if _, err := sp.Load(id2); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("deleted message still there: %v", err)
+	}
+	if out, _, _ = runQueue(t, data, "list", "--json"); json.Unmarshal([]byte(out), &envs) != nil || len(envs) != 1 {
+		t.Fatalf("list after delete: %s", out)
+	}
+}
