@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +14,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/relayguard/relayguard/internal/config"
+	"github.com/relayguard/relayguard/internal/deliver"
+	"github.com/relayguard/relayguard/internal/deliver/delivertest"
 	"github.com/relayguard/relayguard/internal/queue"
 )
 
@@ -133,5 +137,102 @@ func TestQueueCommands(t *testing.T) {
 	}
 	if out, _, _ = runQueue(t, data, "list", "--json"); json.Unmarshal([]byte(out), &envs) != nil || len(envs) != 1 {
 		t.Fatalf("list after delete: %s", out)
+	}
+}
+
+// startRelayguard runs `relayguard serve` as a separate process with one MX
+// listener accepting mail for domain, and returns its address and data dir.
+func startRelayguard(t *testing.T, domain string) (string, string) {
+	t.Helper()
+	bin, err := queueTestBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	port := delivertest.FreePort(t)
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	conf := fmt.Sprintf("hostname = %q\nlocal_domains = [%q]\n[admin]\nlisten = \"\"\n[[listener]]\nname = \"mx\"\naddress = %q\nmode = \"mx\"\n", domain, domain, addr)
+	cf := filepath.Join(dir, "relayguard.toml")
+	if err := os.WriteFile(cf, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "serve", "--config", cf, "--data-dir", filepath.Join(dir, "data"))
+	var logs bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Signal(os.Interrupt)
+		cmd.Wait()
+		if t.Failed() {
+			t.Logf("relayguard B log:\n%s", logs.String())
+		}
+	})
+	delivertest.WaitListening(t, "tcp", addr)
+	return addr, filepath.Join(dir, "data")
+}
+
+// relayguard A's scheduler delivers to relayguard B (a separate process)
+// over SMTP; B refuses an unknown recipient at RCPT, and A reports that to
+// its authenticated sender.
+func TestDeliveryToSecondRelayguard(t *testing.T) {
+	addrB, dataB := startRelayguard(t, "b.test")
+	mbox := t.TempDir()
+	cfg := config.Default()
+	cfg.Hostname = "a.test"
+	cfg.Delivery.Transports = map[string]string{"b.test": "smtp:" + addrB, "a.test": "maildir:" + mbox}
+	cfg.Delivery.RescanInterval = config.Duration(200 * time.Millisecond)
+	sp, err := queue.OpenSpool(t.TempDir(), time.Millisecond, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sp.Close()
+	res, _ := deliver.NewResolver("127.0.0.1:1", time.Second)
+	d, err := deliver.New(cfg.Delivery, cfg.Hostname, nil, deliver.Options{Resolver: res})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	s := queue.NewScheduler(sp, d, cfg, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	id, err := sp.Put(ctx, &queue.Envelope{From: "alice@a.test", AuthUser: "alice", Mode: "submission",
+		Recipients: []queue.Recipient{{Addr: "postmaster@b.test"}, {Addr: "nosuchuser@b.test"}}},
+		strings.NewReader("From: alice@a.test\r\nTo: postmaster@b.test\r\nSubject: across\r\nMessage-ID: <across-1@a.test>\r\n\r\nhello B\r\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		_, err := sp.Load(id)
+		if errors.Is(err, os.ErrNotExist) && len(delivertest.ReadMaildir(t, filepath.Join(mbox, "alice"))) == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("message never left A's queue with a notice for alice")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	out, _, code := runQueue(t, dataB, "list", "--json")
+	var envs []queue.Envelope
+	if code != 0 || json.Unmarshal([]byte(out), &envs) != nil || len(envs) != 1 {
+		t.Fatalf("B's queue (%d): %s", code, out)
+	}
+	e := envs[0]
+	if e.From != "alice@a.test" || len(e.Recipients) != 1 || e.Recipients[0].Addr != "postmaster@b.test" || e.Mode != "mx" {
+		t.Fatalf("B received %+v", e)
+	}
+	out, _, _ = runQueue(t, dataB, "show", e.ID)
+	if !strings.Contains(out, "Message-ID: <across-1@a.test>") || !strings.Contains(out, "Received: from a.test") {
+		t.Fatalf("B's copy:\n%s", out)
+	}
+	dsn := delivertest.ReadMaildir(t, filepath.Join(mbox, "alice"))[0]
+	if !strings.Contains(dsn, "Final-Recipient: rfc822; nosuchuser@b.test") || !strings.Contains(dsn, "Action: failed") ||
+		strings.Contains(dsn, "Final-Recipient: rfc822; postmaster@b.test") {
+		t.Fatalf("notice to alice:\n%s", dsn)
 	}
 }
