@@ -228,7 +228,7 @@ func (a *Analyzer) Add(l logline.Line) {
 		return a.lastDayRow
 	}
 
-	if cmd == "cleanup" {
+	if cmd == "cleanup" && (strings.Contains(msg, ": header ") || strings.Contains(msg, ": body ") || strings.Contains(msg, ": END-OF-MESSAGE ")) {
 		if mm := reCleanup.FindStringSubmatch(msg); mm != nil {
 			rest := mm[3]
 			if !a.opt.VerboseMsgDetail {
