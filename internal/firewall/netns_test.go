@@ -267,3 +267,5 @@ func bg() context.Context { return context.Background() }
 
 // banOf is a permanent ban of one address.
 func banOf(a netip.Addr) ban.Ban { return ban.Ban{Prefix: netip.PrefixFrom(a, a.BitLen())} }
+
+func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }

@@ -49,9 +49,9 @@ const (
 	expiryTolerance = time.Second
 	// maxTimeout caps element timeouts far below the kernel's limit.
 	maxTimeout = 10 * 365 * 24 * time.Hour
-	// batchElems bounds the elements in one netlink batch so that large
-	// reconciles stay below the socket buffer size.
-	batchElems = 2000
+	// msgElems and batchMsgs bound netlink messages and batches (see write).
+	msgElems  = 800
+	batchMsgs = 3
 )
 
 func newNFT(cfg config.FirewallConfig, log *slog.Logger, netns int) *nft {
@@ -565,30 +565,36 @@ func sameExpiry(a, b time.Time) bool {
 	return d < expiryTolerance && d > -expiryTolerance
 }
 
-// write deletes then adds elements, in batches of at most batchElems.
-// Deletions and additions of one batch are applied atomically by the kernel.
+// write deletes then adds elements. One netlink message holds at most
+// msgElems elements: the element list is one netlink attribute, whose length
+// is 16 bits (64 KiB), so 2,000 IPv6 elements would overflow it. One batch
+// (Flush) holds at most batchMsgs messages to stay below the socket's send
+// buffer. Deletions and additions of one batch are applied atomically.
 func (e *nft) write(c *nftables.Conn, k setKind, del, add []segment) error {
 	s := e.set(k)
 	now := e.now()
 	dels := elements(del, now, false)
 	adds := elements(add, now, s.HasTimeout)
+	msgs := 0
 	for len(dels)+len(adds) > 0 {
-		n := min(len(dels), batchElems)
-		if n > 0 {
-			if err := c.SetDeleteElements(s, dels[:n]); err != nil {
-				return err
-			}
+		var err error
+		if len(dels) > 0 {
+			n := min(len(dels), msgElems)
+			err = c.SetDeleteElements(s, dels[:n])
 			dels = dels[n:]
+		} else {
+			n := min(len(adds), msgElems)
+			err = c.SetAddElements(s, adds[:n])
+			adds = adds[n:]
 		}
-		m := min(len(adds), batchElems-n)
-		if m > 0 {
-			if err := c.SetAddElements(s, adds[:m]); err != nil {
-				return err
+		if err != nil {
+			return err
+		}
+		if msgs++; msgs == batchMsgs || len(dels)+len(adds) == 0 {
+			if err := c.Flush(); err != nil {
+				return fmt.Errorf("set %s: %w", s.Name, err)
 			}
-			adds = adds[m:]
-		}
-		if err := c.Flush(); err != nil {
-			return fmt.Errorf("set %s: %w", s.Name, err)
+			msgs = 0
 		}
 	}
 	return nil
