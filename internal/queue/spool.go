@@ -3,15 +3,20 @@
 //
 // On-disk layout under the spool directory:
 //
-//	tmp/<id>.eml, tmp/<id>.env   files being written (garbage after a crash)
-//	msg/<id>.eml                 the message as received (CRLF, Received header prepended)
-//	msg/<id>.env                 the envelope, JSON
+//	tmp/<id>.msg, tmp/<id>.env.* files being written (garbage after a crash)
+//	msg/<id>.msg                 the message as received (CRLF, Received header
+//	                             prepended), then the envelope as JSON, then a
+//	                             trailer line "RGSPOOL1 <data-size> <json-size>\n"
+//	msg/<id>.env                 the envelope as last updated by the scheduler
+//	                             (absent until the first update)
 //
-// A message is acknowledged (250 after DATA) only after both files were
-// written to tmp/, fsynced, renamed into msg/, and msg/ itself was fsynced.
-// Several concurrent messages share one directory fsync (group commit). A
-// message with only one of its two files in msg/ was never acknowledged and
-// is removed when the spool is opened.
+// A message is acknowledged (250 after DATA) only after its .msg file was
+// written to tmp/, fsynced, renamed into msg/, and msg/ itself was fsynced:
+// one file fsync per message, and one directory fsync shared by all the
+// messages committed at the same moment (group commit). Keeping the first
+// envelope inside the message file means a message is one atomic rename: it
+// is either wholly there or not at all. An .env without its .msg is a
+// leftover of a removal and is deleted when the spool is opened.
 package queue
 
 import (
@@ -177,20 +182,17 @@ func (s *Spool) recover() error {
 	for _, e := range ents {
 		n := e.Name()
 		switch {
-		case strings.HasSuffix(n, ".eml"):
-			have[strings.TrimSuffix(n, ".eml")] |= 1
+		case strings.HasSuffix(n, ".msg"):
+			have[strings.TrimSuffix(n, ".msg")] |= 1
 		case strings.HasSuffix(n, ".env"):
 			have[strings.TrimSuffix(n, ".env")] |= 2
 		}
 	}
 	for id, bits := range have {
-		if bits == 3 {
-			continue
+		if bits&1 == 0 {
+			s.log.Warn("spool: removing envelope without message", "id", id)
+			os.Remove(filepath.Join(s.msgDir, id+".env"))
 		}
-		// Only one of the two files made it: the 250 was never sent.
-		s.log.Warn("spool: removing unacknowledged leftover", "id", id)
-		os.Remove(filepath.Join(s.msgDir, id+".eml"))
-		os.Remove(filepath.Join(s.msgDir, id+".env"))
 	}
 	return nil
 }
@@ -340,7 +342,7 @@ func (s *Spool) Create(id string) (*Writer, error) {
 	if !validID(id) {
 		return nil, fmt.Errorf("spool: invalid message id %q", id)
 	}
-	tmp := filepath.Join(s.tmpDir, id+".eml")
+	tmp := filepath.Join(s.tmpDir, id+".msg")
 	f, err := s.fs.Create(tmp)
 	if err != nil {
 		return nil, fmt.Errorf("spool: create %s: %w", tmp, err)
@@ -391,7 +393,14 @@ func (w *Writer) Commit(ctx context.Context, env *Envelope) error {
 			env.Recipients[i].Status = StatusQueued
 		}
 	}
+	env.Size = w.n
 	err := w.err
+	if err == nil {
+		var b []byte
+		if b, err = json.Marshal(env); err == nil {
+			_, err = fmt.Fprintf(w.bw, "%s\n%s %d %d\n", b, trailerMagic, w.n, len(b)+1)
+		}
+	}
 	if err == nil {
 		err = w.bw.Flush()
 	}
@@ -406,19 +415,13 @@ func (w *Writer) Commit(ctx context.Context, env *Envelope) error {
 		os.Remove(w.tmp)
 		return fmt.Errorf("spool: write %s: %w", w.tmp, err)
 	}
-	eml := filepath.Join(s.msgDir, w.id+".eml")
-	if err := s.fs.Rename(w.tmp, eml); err != nil {
+	msg := filepath.Join(s.msgDir, w.id+".msg")
+	if err := s.fs.Rename(w.tmp, msg); err != nil {
 		os.Remove(w.tmp)
 		return fmt.Errorf("spool: rename %s: %w", w.tmp, err)
 	}
-	env.Size = w.n
-	if err := s.writeEnvelope(env); err != nil {
-		os.Remove(eml)
-		return err
-	}
 	if err := s.syncMsgDir(ctx); err != nil {
-		os.Remove(eml)
-		os.Remove(filepath.Join(s.msgDir, w.id+".env"))
+		os.Remove(msg)
 		return err
 	}
 	s.mu.Lock()
@@ -457,13 +460,31 @@ func (s *Spool) Update(env *Envelope) error {
 	return s.syncMsgDir(context.Background())
 }
 
-// Load reads one envelope.
+// trailerMagic starts the last line of a .msg file.
+const trailerMagic = "RGSPOOL1"
+
+// Load reads one envelope: the last update if there is one, else the one
+// stored with the message.
 func (s *Spool) Load(id string) (*Envelope, error) {
 	if !validID(id) {
 		return nil, fmt.Errorf("spool: invalid message id %q", id)
 	}
 	b, err := os.ReadFile(filepath.Join(s.msgDir, id+".env"))
-	if err != nil {
+	if errors.Is(err, os.ErrNotExist) {
+		f, err := os.Open(filepath.Join(s.msgDir, id+".msg"))
+		if err != nil {
+			return nil, fmt.Errorf("spool: message %s: %w", id, err)
+		}
+		defer f.Close()
+		data, jsonLen, err := readTrailer(f)
+		if err != nil {
+			return nil, fmt.Errorf("spool: message %s: %w", id, err)
+		}
+		b = make([]byte, jsonLen)
+		if _, err := f.ReadAt(b, data); err != nil {
+			return nil, fmt.Errorf("spool: message %s: envelope: %w", id, err)
+		}
+	} else if err != nil {
 		return nil, fmt.Errorf("spool: message %s: %w", id, err)
 	}
 	var env Envelope
@@ -473,16 +494,52 @@ func (s *Spool) Load(id string) (*Envelope, error) {
 	return &env, nil
 }
 
+// readTrailer returns the size of the message data and of the envelope
+// JSON that follows it.
+func readTrailer(f *os.File) (dataSize, jsonLen int64, err error) {
+	st, err := f.Stat()
+	if err != nil {
+		return 0, 0, err
+	}
+	tail := int64(64)
+	if st.Size() < tail {
+		tail = st.Size()
+	}
+	buf := make([]byte, tail)
+	if _, err := f.ReadAt(buf, st.Size()-tail); err != nil && err != io.EOF {
+		return 0, 0, err
+	}
+	line := strings.TrimSuffix(string(buf), "\n")
+	if i := strings.LastIndexByte(line, '\n'); i >= 0 {
+		line = line[i+1:]
+	}
+	if _, err := fmt.Sscanf(line, trailerMagic+" %d %d", &dataSize, &jsonLen); err != nil {
+		return 0, 0, fmt.Errorf("bad spool trailer %q", line)
+	}
+	if dataSize < 0 || jsonLen <= 0 || dataSize+jsonLen+int64(len(line))+1 != st.Size() {
+		return 0, 0, fmt.Errorf("spool trailer %q does not match file size %d", line, st.Size())
+	}
+	return dataSize, jsonLen, nil
+}
+
 // Open returns the message bytes.
 func (s *Spool) Open(id string) (io.ReadCloser, error) {
 	if !validID(id) {
 		return nil, fmt.Errorf("spool: invalid message id %q", id)
 	}
-	f, err := os.Open(filepath.Join(s.msgDir, id+".eml"))
+	f, err := os.Open(filepath.Join(s.msgDir, id+".msg"))
 	if err != nil {
 		return nil, fmt.Errorf("spool: message %s: %w", id, err)
 	}
-	return f, nil
+	n, _, err := readTrailer(f)
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("spool: message %s: %w", id, err)
+	}
+	return struct {
+		io.Reader
+		io.Closer
+	}{io.NewSectionReader(f, 0, n), f}, nil
 }
 
 // List returns every envelope in the spool, oldest first.
@@ -494,10 +551,10 @@ func (s *Spool) List() ([]*Envelope, error) {
 	var out []*Envelope
 	for _, e := range ents {
 		n := e.Name()
-		if !strings.HasSuffix(n, ".env") {
+		if !strings.HasSuffix(n, ".msg") {
 			continue
 		}
-		env, err := s.Load(strings.TrimSuffix(n, ".env"))
+		env, err := s.Load(strings.TrimSuffix(n, ".msg"))
 		if err != nil {
 			if errors.Is(err, os.ErrNotExist) {
 				continue // removed meanwhile
@@ -510,8 +567,8 @@ func (s *Spool) List() ([]*Envelope, error) {
 	return out, nil
 }
 
-// Remove deletes a message (envelope first, so a crash leaves an .eml
-// without .env, which is cleaned at open).
+// Remove deletes a message (the updated envelope first, so that a crash
+// never leaves an .env without its .msg for long: it is cleaned at open).
 func (s *Spool) Remove(id string) error {
 	if !validID(id) {
 		return fmt.Errorf("spool: invalid message id %q", id)
@@ -519,7 +576,7 @@ func (s *Spool) Remove(id string) error {
 	if err := os.Remove(filepath.Join(s.msgDir, id+".env")); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("spool: remove %s: %w", id, err)
 	}
-	if err := os.Remove(filepath.Join(s.msgDir, id+".eml")); err != nil && !errors.Is(err, os.ErrNotExist) {
+	if err := os.Remove(filepath.Join(s.msgDir, id+".msg")); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("spool: remove %s: %w", id, err)
 	}
 	return s.syncMsgDir(context.Background())

@@ -91,10 +91,9 @@ func TestSpoolRecoverRemovesHalfMessages(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.Close()
-	// Leftovers of a crash: an .eml without .env, an .env without .eml, tmp files.
-	os.WriteFile(filepath.Join(dir, "msg", "aaaa.eml"), []byte("x"), 0o640)
+	// Leftovers of a crash: an .env without .msg, a half-written tmp file.
 	os.WriteFile(filepath.Join(dir, "msg", "bbbb.env"), []byte("{}"), 0o640)
-	os.WriteFile(filepath.Join(dir, "tmp", "cccc.eml"), []byte("x"), 0o640)
+	os.WriteFile(filepath.Join(dir, "tmp", "cccc.msg"), []byte("x"), 0o640)
 	s2, err := OpenSpool(dir, 0, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -104,7 +103,7 @@ func TestSpoolRecoverRemovesHalfMessages(t *testing.T) {
 	if len(list) != 1 || list[0].ID != id {
 		t.Fatalf("after recovery: %v", list)
 	}
-	for _, p := range []string{"msg/aaaa.eml", "msg/bbbb.env", "tmp/cccc.eml"} {
+	for _, p := range []string{"msg/bbbb.env", "tmp/cccc.msg"} {
 		if _, err := os.Stat(filepath.Join(dir, p)); err == nil {
 			t.Errorf("%s survived recovery", p)
 		}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -182,7 +183,12 @@ func TestCrashLosesNothingAcknowledged(t *testing.T) {
 			t.Errorf("acknowledged message %s lost", id)
 			continue
 		}
-		b, err := os.ReadFile(filepath.Join(dir, "spool", "msg", id+".eml"))
+		rc, err := spool.Open(id)
+		var b []byte
+		if err == nil {
+			b, err = io.ReadAll(rc)
+			rc.Close()
+		}
 		if err != nil || !strings.HasSuffix(string(b), body) {
 			t.Errorf("acknowledged message %s damaged: %v", id, err)
 		}

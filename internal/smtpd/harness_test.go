@@ -5,8 +5,8 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"io"
 	"net"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -235,7 +235,12 @@ func (ts *testServer) spooled(t testing.TB) []*queue.Envelope {
 
 func (ts *testServer) messageData(t testing.TB, id string) string {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(ts.spool.Dir(), "msg", id+".eml"))
+	rc, err := ts.spool.Open(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(rc)
 	if err != nil {
 		t.Fatal(err)
 	}
