@@ -2,6 +2,7 @@ package egress
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"net/netip"
@@ -44,7 +45,12 @@ func ParseLogLine(line string, year int) (l LogLine, ok bool, err error) {
 	l.Time = parseLogTime(head, year)
 	l.Prefix = logPrefix(head)
 	var haveSrc, haveDst bool
-	for _, f := range strings.Fields(body) {
+	for rest := body; rest != ""; {
+		var f string
+		f, rest, _ = strings.Cut(rest, " ")
+		if f == "" {
+			continue
+		}
 		k, v, hasEq := strings.Cut(f, "=")
 		if !hasEq {
 			if f == "SYN" {
@@ -117,21 +123,46 @@ func logPrefix(head string) string {
 // parseLogTime recognises an RFC 3339 / ISO 8601 stamp (rsyslog, journalctl
 // -o short-iso) or a classic syslog "Jan _2 15:04:05" stamp at the start.
 func parseLogTime(head string, year int) time.Time {
-	f := strings.Fields(head)
-	if len(f) == 0 {
+	first, rest, _ := strings.Cut(strings.TrimLeft(head, " "), " ")
+	if len(first) >= 19 && first[4] == '-' && first[10] == 'T' {
+		for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04:05-0700", "2006-01-02T15:04:05.999999-0700"} {
+			if t, err := time.Parse(layout, first); err == nil {
+				return t
+			}
+		}
 		return time.Time{}
 	}
-	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04:05-0700", "2006-01-02T15:04:05.999999-0700"} {
-		if t, err := time.Parse(layout, f[0]); err == nil {
-			return t
+	if len(first) != 3 {
+		return time.Time{}
+	}
+	// "Nov 23 18:56:32" or "Nov  3 18:56:32"
+	rest = strings.TrimLeft(rest, " ")
+	day, rest, _ := strings.Cut(rest, " ")
+	clock, _, _ := strings.Cut(rest, " ")
+	if len(day) == 0 || len(day) > 2 || len(clock) != 8 || clock[2] != ':' || clock[5] != ':' {
+		return time.Time{}
+	}
+	m := monthIndex(first)
+	if m == 0 {
+		return time.Time{}
+	}
+	d, err1 := strconv.Atoi(day)
+	hh, err2 := strconv.Atoi(clock[0:2])
+	mm, err3 := strconv.Atoi(clock[3:5])
+	ss, err4 := strconv.Atoi(clock[6:8])
+	if err := errors.Join(err1, err2, err3, err4); err != nil || d < 1 || d > 31 || hh > 23 || mm > 59 || ss > 60 {
+		return time.Time{}
+	}
+	return time.Date(year, m, d, hh, mm, ss, 0, time.Local)
+}
+
+func monthIndex(s string) time.Month {
+	for m := time.January; m <= time.December; m++ {
+		if m.String()[:3] == s {
+			return m
 		}
 	}
-	if len(f) >= 3 {
-		if t, err := time.ParseInLocation("Jan 2 15:04:05", f[0]+" "+f[1]+" "+f[2], time.Local); err == nil {
-			return t.AddDate(year, 0, 0)
-		}
-	}
-	return time.Time{}
+	return 0
 }
 
 // Summary is the report over many log lines.
@@ -176,7 +207,11 @@ func (s *Summary) Summarise(r io.Reader, name string, year int) error {
 		}
 		byUID[uidKey(u.UID, u.HasUID)] = a
 	}
-	last := map[string]time.Time{}
+	type tuple struct {
+		src, dst         netip.Addr
+		srcPort, dstPort uint16
+	}
+	last := map[tuple]time.Time{}
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
 	n := 0
@@ -204,12 +239,12 @@ func (s *Summary) Summarise(r io.Reader, name string, year int) error {
 			byUID[k] = a
 		}
 		a.u.Packets++
-		tuple := fmt.Sprintf("%s|%d|%s|%d", l.Src, l.SrcPort, l.Dst, l.DstPort)
-		if t, seen := last[tuple]; seen && (l.Time.IsZero() || l.Time.Sub(t) < 2*time.Minute) {
-			last[tuple] = l.Time
+		key := tuple{l.Src, l.Dst, l.SrcPort, l.DstPort}
+		if t, seen := last[key]; seen && (l.Time.IsZero() || l.Time.Sub(t) < 2*time.Minute) {
+			last[key] = l.Time
 			continue
 		}
-		last[tuple] = l.Time
+		last[key] = l.Time
 		s.Attempts++
 		a.u.Attempts++
 		a.dests[netip.AddrPortFrom(l.Dst, l.DstPort)]++

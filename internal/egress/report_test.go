@@ -1,6 +1,7 @@
 package egress
 
 import (
+	"fmt"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -163,5 +164,22 @@ func TestReportCommand(t *testing.T) {
 	}
 	if _, err := exec.Command(relayguardBin, "egress", "report", filepath.Join(t.TempDir(), "missing.log")).CombinedOutput(); err == nil {
 		t.Error("report of a missing file should fail")
+	}
+}
+
+// BenchmarkSummarise measures the report over syslog kernel lines.
+func BenchmarkSummarise(b *testing.B) {
+	var buf strings.Builder
+	for i := 0; i < 10000; i++ {
+		fmt.Fprintf(&buf, "Nov 23 18:%02d:%02d mx kernel: [%d.000001] IN= OUT=eth0 SRC=192.0.2.7 DST=203.0.113.%d LEN=60 TOS=0x00 PREC=0x00 TTL=64 ID=%d DF PROTO=TCP SPT=%d DPT=25 WINDOW=64240 RES=0x00 SYN URGP=0 UID=%d GID=%d\n",
+			(i/60)%60, i%60, i, i%50, i, 30000+i/3, 2000+i%5, 2000+i%5)
+	}
+	in := buf.String()
+	b.SetBytes(int64(len(in)))
+	for b.Loop() {
+		var s Summary
+		if err := s.Summarise(strings.NewReader(in), "bench", 2026); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
