@@ -17,6 +17,7 @@ type EgressConfig struct {
 	AllowedGroups  []string `toml:"allowed_groups" comment:"Groups (names or numeric gids) whose sockets may connect out."`
 	AllowRoot      bool     `toml:"allow_root" comment:"Also allow uid 0. Off by default: a compromised root can remove the rules anyway, but root daemons should not mail directly."`
 	AllowLoopback  bool     `toml:"allow_loopback" comment:"Accept connections to loopback (lo, 127.0.0.0/8, ::1), e.g. to a local MTA on port 25."`
+	AttributeRate  int      `toml:"attribute_per_second" comment:"\"egress watch\" looks up the process of at most this many blocked attempts per second\n(each costs a scan of /proc/*/fd); further attempts are reported with their uid only."`
 	NFLogGroup     int      `toml:"nflog_group" comment:"NFLOG group that dropped attempts are logged to and that \"egress watch\" reads (0-65535)."`
 	Backend        string   `toml:"backend" comment:"nftables or iptables"`
 	PersistDir     string   `toml:"persist_dir" comment:"Where \"egress apply --persist\" writes the rules file and the systemd unit."`
@@ -36,6 +37,7 @@ func defaultEgress() EgressConfig {
 		MTAUsers:       true,
 		AllowLoopback:  true,
 		NFLogGroup:     2525,
+		AttributeRate:  50,
 		Backend:        "nftables",
 		PersistDir:     "/etc/relayguard",
 		AlertThreshold: 10,
@@ -60,6 +62,9 @@ func (c *EgressConfig) validate() error {
 	}
 	if c.NFLogGroup < 0 || c.NFLogGroup > 65535 {
 		return fmt.Errorf("config: egress.nflog_group %d: want 0-65535", c.NFLogGroup)
+	}
+	if c.AttributeRate < 1 {
+		return fmt.Errorf("config: egress.attribute_per_second %d: must be at least 1", c.AttributeRate)
 	}
 	switch c.Backend {
 	case "nftables", "iptables":

@@ -101,6 +101,10 @@ type Watcher struct {
 	// attempt (TCP retransmits a dropped SYN for about two minutes).
 	Dedupe time.Duration
 
+	// AttributeRate caps process lookups per second (0: 50); beyond it
+	// attempts are reported with uid only and a log line says so.
+	AttributeRate int
+
 	AlertThreshold int // 0: no alerts
 	AlertWindow    time.Duration
 	// OnAlert, if set, is called (in its own goroutine) for each alert,
@@ -114,6 +118,9 @@ type Watcher struct {
 	perUID    map[uint32][]time.Time
 	lastAlert map[uint32]time.Time
 	lastPrune time.Time
+	rateSec   int64 // unix second of the attribution counter
+	rateN     int
+	rateSkip  int
 }
 
 type fiveTuple struct {
@@ -193,6 +200,11 @@ func (w *Watcher) Handle(ctx context.Context, p nflog.Packet) (Attempt, bool) {
 	} else {
 		a.User = "(no socket owner)"
 	}
+	if !w.attributeAllowed(now) {
+		a.Unknown = "attribution rate limit (egress.attribute_per_second) reached"
+		w.emit(ctx, a)
+		return a, true
+	}
 	ps, st, err := w.Attrib.Attribute(netip.AddrPortFrom(p.Src, p.SrcPort), netip.AddrPortFrom(p.Dst, p.DstPort))
 	if err != nil {
 		a.Unknown = err.Error()
@@ -209,6 +221,32 @@ func (w *Watcher) Handle(ctx context.Context, p nflog.Packet) (Attempt, bool) {
 	}
 	w.emit(ctx, a)
 	return a, true
+}
+
+// attributeAllowed counts process lookups per second. When the limit
+// bites it logs once, and the next second logs how many were skipped.
+func (w *Watcher) attributeAllowed(now time.Time) bool {
+	limit := w.AttributeRate
+	if limit <= 0 {
+		limit = 50
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if sec := now.Unix(); sec != w.rateSec {
+		if w.rateSkip > 0 {
+			w.log().Warn("egress: process lookups skipped by the attribution rate limit", "skipped", w.rateSkip, "limit_per_second", limit)
+		}
+		w.rateSec, w.rateN, w.rateSkip = sec, 0, 0
+	}
+	if w.rateN >= limit {
+		if w.rateSkip == 0 {
+			w.log().Warn("egress: attribution rate limit reached; reporting attempts by uid only", "limit_per_second", limit)
+		}
+		w.rateSkip++
+		return false
+	}
+	w.rateN++
+	return true
 }
 
 func (w *Watcher) emit(ctx context.Context, a Attempt) {
@@ -292,6 +330,7 @@ func NewWatcherFromConfig(c config.EgressConfig, hostname string, log *slog.Logg
 		Log:            log,
 		Sink:           sink,
 		Metric:         NewMetrics(reg),
+		AttributeRate:  c.AttributeRate,
 		AlertThreshold: c.AlertThreshold,
 		AlertWindow:    c.AlertWindow.D(),
 	}

@@ -89,3 +89,26 @@ func counterValue(t *testing.T, c prometheus.Counter) float64 {
 	}
 	return m.GetCounter().GetValue()
 }
+
+func TestWatcherAttributionRateLimit(t *testing.T) {
+	w := &Watcher{AttributeRate: 2}
+	var limited int
+	for i := 0; i < 5; i++ {
+		a, ok := w.Handle(context.Background(), nflog.Packet{
+			TCP: true, HasUID: true, UID: 0,
+			Src: netip.MustParseAddr("192.0.2.1"), SrcPort: uint16(41000 + i),
+			Dst: netip.MustParseAddr("203.0.113.25"), DstPort: 25,
+		})
+		if !ok {
+			t.Fatalf("attempt %d not reported", i)
+		}
+		if strings.Contains(a.Unknown, "rate limit") {
+			limited++
+		}
+	}
+	// All five happen within a second or two: at least one is limited,
+	// and the first two never are.
+	if limited == 0 || limited > 3 {
+		t.Errorf("%d of 5 attempts rate-limited with a limit of 2/s", limited)
+	}
+}
