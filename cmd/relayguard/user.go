@@ -73,7 +73,8 @@ and a CRAM-MD5 secret only when auth.cram_md5 is enabled.`,
 				if err := db.SetPassword(ctx, args[0], pw); err != nil {
 					return err
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "password changed for %s\n", args[0])
+				name, _ := userdb.NormalizeName(args[0])
+				fmt.Fprintf(cmd.OutOrStdout(), "password changed for %s\n", name)
 				cramWarning(cmd, cramOn)
 				return nil
 			})

@@ -33,7 +33,7 @@ const (
 )
 
 // bcryptCost for new bcrypt hashes.
-const bcryptCost = 11
+const bcryptCost = bcrypt.DefaultCost // 10
 
 // Limits on parameters read back from the database, so that a corrupted
 // or hostile row cannot make one login allocate gigabytes.
