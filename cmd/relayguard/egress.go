@@ -59,6 +59,7 @@ commands act on the current network namespace.`,
 		Args:  cobra.NoArgs,
 		RunE:  runEgressRemove,
 	}
+	remove.Flags().BoolVar(&egressFlags.persist, "persist", false, "also delete the files that apply --persist wrote")
 	status := &cobra.Command{
 		Use:   "status",
 		Short: "Show the installed rules, their counters and the allowed users",
@@ -148,8 +149,19 @@ func runEgressRemove(cmd *cobra.Command, _ []string) error {
 	}
 	fmt.Fprintf(cmd.OutOrStdout(), "egress lockdown removed (%s)\n", be.Name())
 	for _, p := range egress.PersistPlanPaths(be, egressFlags.persistDir, egressFlags.unitDir) {
-		if _, err := os.Stat(p); err == nil {
-			fmt.Fprintf(cmd.OutOrStdout(), "note: %s still exists and restores the rules at boot; delete it (and disable %s) to make the removal permanent\n", p, egress.UnitName)
+		if _, err := os.Stat(p); err != nil {
+			continue
+		}
+		if egressFlags.persist {
+			if err := os.Remove(p); err != nil {
+				return fmt.Errorf("egress remove --persist: %w", err)
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), "deleted", p)
+			if strings.HasSuffix(p, egress.UnitName) {
+				fmt.Fprintf(cmd.OutOrStdout(), "also run: systemctl disable %s && systemctl daemon-reload\n", egress.UnitName)
+			}
+		} else {
+			fmt.Fprintf(cmd.OutOrStdout(), "note: %s still exists and restores the rules at boot; use remove --persist to delete it\n", p)
 		}
 	}
 	return nil

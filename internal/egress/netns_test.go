@@ -152,8 +152,11 @@ func (r rgCmd) args(a ...string) []string {
 }
 
 // run runs relayguard in the namespace and returns its output and error.
+// A command that hangs (e.g. a watch that should have failed) is killed.
 func (r rgCmd) run(a ...string) (string, error) {
-	out, err := exec.Command("ip", r.args(a...)...).CombinedOutput()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "ip", r.args(a...)...).CombinedOutput()
 	return string(out), err
 }
 
@@ -300,6 +303,11 @@ func egressScenario(t *testing.T, backend string) {
 		t.Fatalf("egress watch did not start:\n%s", watchLog.String())
 	}
 	logMu.Unlock()
+
+	// The NFLOG group has one reader: a second watch fails clearly.
+	if out, err := rg.run("egress", "watch"); err == nil || !strings.Contains(out, "already bound") {
+		t.Errorf("second watch on the same group: err=%v, want an error saying the group is bound:\n%s", err, out)
+	}
 
 	// Connections: allowed by uid, allowed by gid, blocked (IPv4 and
 	// IPv6), and a blocked uid to loopback (allowed).
@@ -455,8 +463,14 @@ func egressScenario(t *testing.T, backend string) {
 	if r := connectAs(t, n.local, 4343, 4343, v4, 2*time.Second); r.result != "TIMEOUT" {
 		t.Errorf("restored rules: uid 4343 -> %s: %q, want TIMEOUT", v4, r.result)
 	}
-	rg.must("egress", "remove")
+	out = rg.must("egress", "remove", "--persist", "--persist-dir", pdir, "--unit-dir", pdir)
 	assertClean(t, n.local, backend, before)
+	if !strings.Contains(out, "deleted "+unit) {
+		t.Errorf("remove --persist does not say it deleted the unit:\n%s", out)
+	}
+	if left, _ := filepath.Glob(filepath.Join(pdir, "*")); len(left) != 0 {
+		t.Errorf("remove --persist left %v", left)
+	}
 }
 
 func assertClean(t *testing.T, ns, backend, before string) {

@@ -70,7 +70,7 @@ type Conn struct {
 
 // Open binds NFLOG group in the current network namespace and asks for
 // copyRange bytes of each packet (the IP and TCP headers fit in 128).
-// Only one socket may bind a group: a second gets EBUSY.
+// Only one socket may bind a group: a second gets an error.
 func Open(group uint16, copyRange uint32) (*Conn, error) {
 	c, err := netlink.Dial(unix.NETLINK_NETFILTER, nil)
 	if err != nil {
@@ -86,8 +86,10 @@ func Open(group uint16, copyRange uint32) (*Conn, error) {
 	}
 	if err := n.config(unix.AF_UNSPEC, group, []netlink.Attribute{{Type: cfgAttrCmd, Data: []byte{cmdBind}}}); err != nil {
 		c.Close()
-		if errors.Is(err, unix.EBUSY) {
-			return nil, fmt.Errorf("nflog: group %d is already bound by another process: %w", group, err)
+		if errors.Is(err, unix.EBUSY) || errors.Is(err, unix.EPERM) {
+			// The kernel answers EPERM when another socket holds the
+			// group (and when we lack CAP_NET_ADMIN).
+			return nil, fmt.Errorf("nflog: bind group %d: already bound by another process, or no CAP_NET_ADMIN: %w", group, err)
 		}
 		return nil, fmt.Errorf("nflog: bind group %d: %w", group, err)
 	}
