@@ -121,6 +121,12 @@ func runEgressApply(cmd *cobra.Command, _ []string) error {
 		return err
 	}
 	out := cmd.OutOrStdout()
+	other := map[string]string{"nftables": "iptables", "iptables": "nftables"}[be.Name()]
+	if ob, err := egress.NewBackend(other); err == nil {
+		if st, err := ob.Status(cmd.Context()); err == nil && st.Installed {
+			fmt.Fprintf(out, "warning: a %s egress lockdown is installed too; remove it with: relayguard egress remove --backend %s\n", other, other)
+		}
+	}
 	fmt.Fprintf(out, "egress lockdown applied (%s): TCP ports %s; allowed uids %s; allowed gids %s; loopback %s; others logged to NFLOG group %d and dropped\n",
 		be.Name(), joinPortsCLI(spec.Ports), idList(spec.UIDs, egress.UserName), idList(spec.GIDs, egress.GroupName),
 		map[bool]string{true: "allowed", false: "locked"}[spec.AllowLoopback], spec.Group)
