@@ -279,6 +279,9 @@ func (w *Watcher) emit(ctx context.Context, a Attempt) {
 	w.checkAlert(ctx, a)
 }
 
+// maxAlertHistory bounds the attempt times kept per uid for alerting.
+const maxAlertHistory = 10000
+
 // checkAlert counts the uid's attempts in the sliding window and raises at
 // most one alert per uid per window.
 func (w *Watcher) checkAlert(ctx context.Context, a Attempt) {
@@ -295,6 +298,11 @@ func (w *Watcher) checkAlert(ctx context.Context, a Attempt) {
 		}
 	}
 	keep = append(keep, now)
+	if len(keep) > maxAlertHistory {
+		// Under a flood, remember only the latest attempts: enough to
+		// know the threshold is exceeded, bounded in memory.
+		keep = append(keep[:0], keep[len(keep)-maxAlertHistory:]...)
+	}
 	w.perUID[a.UID] = keep
 	fire := len(keep) >= w.AlertThreshold && now.Sub(w.lastAlert[a.UID]) >= w.AlertWindow
 	if fire {
