@@ -147,7 +147,7 @@ func NewAnalyzer(opt Options) *Analyzer {
 func (a *Analyzer) AddLine(p *logline.Parser, raw string) {
 	a.lines++
 	if strings.HasPrefix(raw, "time=") { // a relayguard log file (slog text handler)
-		a.addSlog(raw, time.Time{})
+		a.addSlog(strings.TrimRight(raw, "\r\n"), time.Time{})
 		return
 	}
 	l, ok := p.Parse(raw)
@@ -361,7 +361,7 @@ func (a *Analyzer) smtpdReject(typ, msg string, hr int, dayRow func() *[5]int64,
 		a.discarded++
 		tree = a.discardD
 	}
-	k := procReject(msg, a.opt.VerboseMsgDetail, a.opt.IgnoreCase, a.opt.RejAddFrom)
+	k := procReject(msg, a.opt.VerboseMsgDetail, a.opt.IgnoreCase, a.opt.RejAddFrom, a.domain)
 	if a.opt.RejectDetail != 0 {
 		tree.add(k)
 	}

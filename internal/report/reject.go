@@ -29,7 +29,6 @@ var (
 	reRejTo2    = regexp.MustCompile(`\d{3} <([^>]+)>: User unknown `)
 	reRejTo3    = regexp.MustCompile(`to=<(.*?)(?:[, ]|$)`)
 	reRejFrom   = regexp.MustCompile(`from=<([^>]+)>`)
-	reRejRcpt   = regexp.MustCompile(`^(Recipient address rejected:|User unknown( |$))`)
 	rePipelin   = regexp.MustCompile(`^.*?\d{3} (Improper use of SMTP command pipelining);.*$`)
 	reSizeLim   = regexp.MustCompile(`^.*?\d{3} (Message size exceeds fixed limit);.*$`)
 	reSrvConf   = regexp.MustCompile(`^.*?\d{3} (Server configuration (?:error|problem));.*$`)
@@ -121,13 +120,14 @@ func stringTrimmer(s string, max int, verbose bool) string {
 // finally by cutting with "...".
 func saidStringTrimmer(s string, max int) string {
 	for len(s) > max {
-		if reSaidHead.MatchString(s) {
-			s = reSaidHead.ReplaceAllString(s, "")
-		} else if reColonHead.MatchString(s) {
-			s = reColonHead.ReplaceAllString(s, "")
-		} else {
-			return s[:max-3] + "..."
+		var ok bool
+		if s, ok = saidHead(s); ok {
+			continue
 		}
+		if s, ok = colonHead(s); ok {
+			continue
+		}
+		return s[:max-3] + "..."
 	}
 	return s
 }
@@ -138,44 +138,34 @@ func saidStringTrimmer(s string, max int) string {
 type rejectKey struct{ typ, reason, data string }
 
 // procReject condenses a rejection line the way pflogsumm's
-// proc_smtpd_reject does.
-func procReject(line string, verbose, ignoreCase, addFrom bool) rejectKey {
-	m := reRejHead.FindStringSubmatch(line)
-	var typ, from, rmdr string
-	if m != nil {
-		typ, from, rmdr = m[1], m[2], m[3]
-	}
+// proc_smtpd_reject does. dom is gimmeDomain (possibly cached).
+func procReject(line string, verbose, ignoreCase, addFrom bool, dom func(string) string) rejectKey {
+	typ, from, rmdr, _ := rejHead(line)
 	reas := rmdr
 	if !verbose {
 		switch typ {
 		case "RCPT", "DATA", "CONNECT":
-			reas = reRejAngle.ReplaceAllString(reas, "$1$2")
-			reas = reRejProto.ReplaceAllString(reas, "$1")
-			reas = reRejReason.ReplaceAllString(reas, "$1")
-			reas = reRejAddr.ReplaceAllString(reas, "$1")
-			if loc := reRejBlock.FindStringIndex(reas); loc != nil {
-				reas = reas[:loc[0]] + "blocked" + reas[loc[1]:]
-			}
+			reas = rejBlock(rejAddr(rejReason(rejProto(rejAngle(reas)))))
 		case "MAIL":
-			reas = reRejMail.ReplaceAllString(reas, "$1")
+			reas = rejMail(reas)
 		default:
-			reas = reRejOther.ReplaceAllString(reas, "$1")
+			reas = rejOther(reas)
 		}
 	}
-	to := "<>"
-	if m := reRejTo1.FindStringSubmatch(rmdr); m != nil {
-		to = m[1]
-	} else if m := reRejTo2.FindStringSubmatch(rmdr); m != nil {
-		to = m[1]
-	} else if m := reRejTo3.FindStringSubmatch(rmdr); m != nil {
-		to = m[1]
+	to, ok := angleValue(rmdr, "to=<")
+	if !ok {
+		if to, ok = rejToUnknown(rmdr); !ok {
+			if to, ok = rejToLoose(rmdr); !ok {
+				to = "<>"
+			}
+		}
 	}
 	if ignoreCase {
 		to = strings.ToLower(to)
 	}
-	sender := "<>"
-	if m := reRejFrom.FindStringSubmatch(rmdr); m != nil {
-		sender = m[1]
+	sender, ok := angleValue(rmdr, "from=<")
+	if !ok {
+		sender = "<>"
 	}
 	if ignoreCase {
 		sender = strings.ToLower(sender)
@@ -183,29 +173,29 @@ func procReject(line string, verbose, ignoreCase, addFrom bool) rejectKey {
 	switch {
 	case strings.HasPrefix(reas, "Sender address rejected:"):
 		return rejectKey{typ, reas, sender}
-	case reRejRcpt.MatchString(reas):
+	case strings.HasPrefix(reas, "Recipient address rejected:") || strings.HasPrefix(reas, "User unknown ") || reas == "User unknown":
 		data := to
 		if addFrom {
 			f := sender
 			if f == "" {
-				f = gimmeDomain(from)
+				f = dom(from)
 			}
 			data += "  (" + f + ")"
 		}
 		return rejectKey{typ, reas, data}
-	case rePipelin.MatchString(reas):
+	case strings.Contains(reas, "Improper use of SMTP command pipelining;") && rePipelin.MatchString(reas):
 		reas = rePipelin.ReplaceAllString(reas, "$1")
 		src := ""
 		if m := reFromSrc.FindStringSubmatch(line); m != nil {
 			src = m[1]
 		}
 		return rejectKey{typ, reas, src}
-	case reSizeLim.MatchString(reas):
+	case strings.Contains(reas, "Message size exceeds fixed limit;") && reSizeLim.MatchString(reas):
 		reas = reSizeLim.ReplaceAllString(reas, "$1")
-	case reSrvConf.MatchString(reas):
+	case strings.Contains(reas, "Server configuration ") && reSrvConf.MatchString(reas):
 		reas = "(Local) " + reSrvConf.ReplaceAllString(reas, "$1")
 	}
-	data := gimmeDomain(from)
+	data := dom(from)
 	if addFrom {
 		data += "  (" + sender + ")"
 	}

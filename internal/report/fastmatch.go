@@ -1,0 +1,251 @@
+package report
+
+import "strings"
+
+// Hand-written equivalents of the regular expressions pflogsumm applies to
+// every rejection line. Go's regexp engine spent half of the report's time
+// on them; these scan each string once or twice. Each function names the
+// expression it implements (with Perl's leftmost, greedy/lazy semantics);
+// TestFastMatchersAgree and FuzzFastMatchers check them against the
+// expressions themselves (the re* variables in reject.go).
+
+func isDigits(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if !isDigitByte(s[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+// rejHead: ^.* \b(?:reject(?:_warning)?|hold|discard): (\S+) from (\S+?): (.*)$
+// The greedy ".*" makes the last keyword occurrence that fits win.
+func rejHead(s string) (typ, from, rmdr string, ok bool) {
+	for i := len(s) - 1; i >= 0; i-- {
+		if s[i] != ' ' {
+			continue
+		}
+		r := s[i+1:]
+		var kw int
+		switch {
+		case strings.HasPrefix(r, "reject: "):
+			kw = len("reject: ")
+		case strings.HasPrefix(r, "reject_warning: "):
+			kw = len("reject_warning: ")
+		case strings.HasPrefix(r, "hold: "):
+			kw = len("hold: ")
+		case strings.HasPrefix(r, "discard: "):
+			kw = len("discard: ")
+		default:
+			continue
+		}
+		r = r[kw:]
+		j := 0
+		for j < len(r) && !isSpace(r[j]) {
+			j++
+		}
+		if j == 0 || !strings.HasPrefix(r[j:], " from ") {
+			continue
+		}
+		t := r[:j]
+		r = r[j+len(" from "):]
+		// (\S+?): — the first ": " reached through non-space bytes, after at least one.
+		k := -1
+		for j := 0; j < len(r) && !isSpace(r[j]); j++ {
+			if j >= 1 && r[j] == ':' && j+1 < len(r) && r[j+1] == ' ' {
+				k = j
+				break
+			}
+		}
+		if k < 0 {
+			continue
+		}
+		return t, r[:k], r[k+2:], true
+	}
+	return "", "", "", false
+}
+
+// isSpace is Perl's and RE2's \s: [\t\n\f\r ].
+func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\f' || c == '\r' }
+
+// rejAngle: s/^(\d{3} <).*?(>:)/$1$2/
+func rejAngle(s string) string {
+	if len(s) < 5 || !isDigits(s[:3]) || s[3] != ' ' || s[4] != '<' {
+		return s
+	}
+	if k := strings.Index(s[5:], ">:"); k >= 0 {
+		return s[:5] + s[5+k:]
+	}
+	return s
+}
+
+// rejProto: s/^(?:\d{3} \d\.\d\.\d )(Protocol error);.*$/$1/
+func rejProto(s string) string {
+	if len(s) >= 10 && isDigits(s[:3]) && s[3] == ' ' && isDigitByte(s[4]) && s[5] == '.' &&
+		isDigitByte(s[6]) && s[7] == '.' && isDigitByte(s[8]) && s[9] == ' ' &&
+		strings.HasPrefix(s[10:], "Protocol error;") {
+		return "Protocol error"
+	}
+	return s
+}
+
+// runNot returns the end of the run of bytes from p that are not in set.
+func runNot(s string, p int, set string) int {
+	for p < len(s) && strings.IndexByte(set, s[p]) < 0 {
+		p++
+	}
+	return p
+}
+
+// rejReason: s/^(?:.*?[:;] )(?:\[[^\]]+\] )?([^;,]+)[;,].*$/$1/
+func rejReason(s string) string {
+	for i := 0; i+1 < len(s); i++ {
+		if (s[i] != ':' && s[i] != ';') || s[i+1] != ' ' {
+			continue
+		}
+		p := i + 2
+		if p < len(s) && s[p] == '[' {
+			if q := strings.IndexByte(s[p+1:], ']'); q > 0 && p+1+q+1 < len(s) && s[p+1+q+1] == ' ' {
+				g := p + 1 + q + 2
+				if e := runNot(s, g, ";,"); e > g && e < len(s) {
+					return s[g:e]
+				}
+			}
+		}
+		if e := runNot(s, p, ";,"); e > p && e < len(s) {
+			return s[p:e]
+		}
+	}
+	return s
+}
+
+// rejAddr: s/^((?:Sender|Recipient) address rejected: [^:]+):.*$/$1/
+func rejAddr(s string) string {
+	for _, pre := range [...]string{"Sender address rejected: ", "Recipient address rejected: "} {
+		if strings.HasPrefix(s, pre) {
+			if k := strings.IndexByte(s[len(pre):], ':'); k > 0 {
+				return s[:len(pre)+k]
+			}
+			return s
+		}
+	}
+	return s
+}
+
+// rejBlock: s/(client|Client host|Sender address) .+? blocked/blocked/
+func rejBlock(s string) string {
+	for i := 0; i < len(s); i++ {
+		for _, w := range [...]string{"client ", "Client host ", "Sender address "} {
+			if !strings.HasPrefix(s[i:], w) {
+				continue
+			}
+			p := i + len(w) + 1 // ".+?" takes at least one byte
+			if p > len(s) {
+				continue
+			}
+			if k := strings.Index(s[p:], " blocked"); k >= 0 {
+				return s[:i] + "blocked" + s[p+k+len(" blocked"):]
+			}
+		}
+	}
+	return s
+}
+
+// rejMail: s/^\d{3} (?:<.+>: )?([^;:]+)[;:]?.*$/$1/
+func rejMail(s string) string {
+	if len(s) < 4 || !isDigits(s[:3]) || s[3] != ' ' {
+		return s
+	}
+	r := s[4:]
+	if len(r) > 0 && r[0] == '<' {
+		for k := strings.LastIndex(r, ">: "); k >= 2; k = strings.LastIndex(r[:k], ">: ") {
+			p := k + 3
+			if e := runNot(r, p, ";:"); e > p {
+				return r[p:e]
+			}
+		}
+	}
+	if e := runNot(r, 0, ";:"); e > 0 {
+		return r[:e]
+	}
+	return s
+}
+
+// rejOther: s/^(?:.*[:;] )?([^,]+).*$/$1/
+func rejOther(s string) string {
+	for i := len(s) - 2; i >= 0; i-- {
+		if (s[i] == ':' || s[i] == ';') && s[i+1] == ' ' {
+			if e := runNot(s, i+2, ","); e > i+2 {
+				return s[i+2 : e]
+			}
+		}
+	}
+	if e := runNot(s, 0, ","); e > 0 {
+		return s[:e]
+	}
+	return s
+}
+
+// angleValue: the first "PREFIX<([^>]+)>" (prefix includes the "<").
+func angleValue(s, prefix string) (string, bool) {
+	for off := 0; ; {
+		i := strings.Index(s[off:], prefix)
+		if i < 0 {
+			return "", false
+		}
+		p := off + i + len(prefix)
+		k := strings.IndexByte(s[p:], '>')
+		if k < 0 {
+			return "", false
+		}
+		if k > 0 {
+			return s[p : p+k], true
+		}
+		off = off + i + 1
+	}
+}
+
+// rejToUnknown: \d{3} <([^>]+)>: User unknown
+func rejToUnknown(s string) (string, bool) {
+	for i := 3; i+2 <= len(s); i++ {
+		if s[i] != ' ' || s[i+1] != '<' || !isDigits(s[i-3:i]) {
+			continue
+		}
+		p := i + 2
+		if k := strings.IndexByte(s[p:], '>'); k > 0 && strings.HasPrefix(s[p+k:], ">: User unknown ") {
+			return s[p : p+k], true
+		}
+	}
+	return "", false
+}
+
+// rejToLoose: to=<(.*?)(?:[, ]|$)
+func rejToLoose(s string) (string, bool) {
+	i := strings.Index(s, "to=<")
+	if i < 0 {
+		return "", false
+	}
+	r := s[i+4:]
+	return r[:runNot(r, 0, ", ")], true
+}
+
+// saidHead: s/^.* said: //
+func saidHead(s string) (string, bool) {
+	if i := strings.LastIndex(s, " said: "); i >= 0 {
+		return s[i+len(" said: "):], true
+	}
+	return s, false
+}
+
+// colonHead: s/^.*?: *//
+func colonHead(s string) (string, bool) {
+	i := strings.IndexByte(s, ':')
+	if i < 0 {
+		return s, false
+	}
+	s = s[i+1:]
+	for len(s) > 0 && s[0] == ' ' {
+		s = s[1:]
+	}
+	return s, true
+}

@@ -1,0 +1,134 @@
+package report
+
+import (
+	"os"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+func reSub(re *regexp.Regexp, s string) string { return re.ReplaceAllString(s, "$1") }
+
+func reGroup(re *regexp.Regexp, s string) (string, bool) {
+	m := re.FindStringSubmatch(s)
+	if m == nil {
+		return "", false
+	}
+	return m[1], true
+}
+
+// checkFast compares every hand-written matcher with the regular
+// expression it replaces, on one input.
+func checkFast(t *testing.T, s string) {
+	t.Helper()
+	if m := reRejHead.FindStringSubmatch(s); m != nil {
+		typ, from, rmdr, ok := rejHead(s)
+		if !ok || typ != m[1] || from != m[2] || rmdr != m[3] {
+			t.Errorf("rejHead(%q) = %q %q %q %v, regexp %q", s, typ, from, rmdr, ok, m[1:])
+		}
+	} else if _, _, _, ok := rejHead(s); ok {
+		t.Errorf("rejHead(%q) matched, regexp did not", s)
+	}
+	pairs := []struct {
+		name string
+		fast func(string) string
+		re   func(string) string
+	}{
+		{"rejAngle", rejAngle, func(s string) string { return reRejAngle.ReplaceAllString(s, "$1$2") }},
+		{"rejProto", rejProto, func(s string) string { return reSub(reRejProto, s) }},
+		{"rejReason", rejReason, func(s string) string { return reSub(reRejReason, s) }},
+		{"rejAddr", rejAddr, func(s string) string { return reSub(reRejAddr, s) }},
+		{"rejMail", rejMail, func(s string) string { return reSub(reRejMail, s) }},
+		{"rejOther", rejOther, func(s string) string { return reSub(reRejOther, s) }},
+		{"rejBlock", rejBlock, func(s string) string {
+			if loc := reRejBlock.FindStringIndex(s); loc != nil {
+				return s[:loc[0]] + "blocked" + s[loc[1]:]
+			}
+			return s
+		}},
+	}
+	for _, p := range pairs {
+		if f, r := p.fast(s), p.re(s); f != r {
+			t.Errorf("%s(%q) = %q, regexp gives %q", p.name, s, f, r)
+		}
+	}
+	groups := []struct {
+		name string
+		fast func(string) (string, bool)
+		re   *regexp.Regexp
+	}{
+		{"to", func(s string) (string, bool) { return angleValue(s, "to=<") }, reRejTo1},
+		{"from", func(s string) (string, bool) { return angleValue(s, "from=<") }, reRejFrom},
+		{"rejToUnknown", rejToUnknown, reRejTo2},
+		{"rejToLoose", rejToLoose, reRejTo3},
+	}
+	for _, g := range groups {
+		fv, fok := g.fast(s)
+		rv, rok := reGroup(g.re, s)
+		if fv != rv || fok != rok {
+			t.Errorf("%s(%q) = %q %v, regexp %q %v", g.name, s, fv, fok, rv, rok)
+		}
+	}
+	if f, ok := saidHead(s); ok != reSaidHead.MatchString(s) || f != reSaidHead.ReplaceAllString(s, "") {
+		t.Errorf("saidHead(%q) = %q", s, f)
+	}
+	if f, ok := colonHead(s); ok != reColonHead.MatchString(s) || f != reColonHead.ReplaceAllString(s, "") {
+		t.Errorf("colonHead(%q) = %q", s, f)
+	}
+}
+
+var fastSeeds = []string{
+	"NOQUEUE: reject: RCPT from unknown[203.0.113.5]: 554 5.7.1 <spam@target.example>: Relay access denied; from=<s@spam.example> to=<spam@target.example> proto=ESMTP helo=<x>",
+	"554 5.7.1 Service unavailable; Client host [198.51.100.99] blocked using zen.spamhaus.org; https://x; from=<a@b> to=<c@d>",
+	"552 5.3.4 Message size exceeds fixed limit; proto=ESMTP helo=<x>",
+	"450 4.1.8 <a@b>: Sender address rejected: Domain not found; from=<a@b> to=<c@d>",
+	"550 5.1.1 <nobody@x>: Recipient address rejected: User unknown in local recipient table; from=<> to=<nobody@x>",
+	"503 5.5.0 Protocol error; x",
+	"554 <x>: y>: z; a",
+	"450 <a>: b: c; d",
+	"reject: X from y: z reject: MAIL from a[1.2.3.4]: 550 no",
+	"to=<> to=<b> from=<> from=<c>",
+	"550 <u@x>: User unknown in virtual alias table; to=<u",
+	"host x said: 550 y said: 551 z",
+	"a: : b ; c, d",
+	"Sender address rejected: ",
+	"Recipient address rejected: a:b",
+	"x client a blocked y",
+	"",
+	":",
+	"; ,",
+	"reject: RCPT from :: x",
+	"x hold: A from b: c",
+	"x discard: A from b:c: d",
+}
+
+func TestFastMatchersAgree(t *testing.T) {
+	for _, s := range fastSeeds {
+		checkFast(t, s)
+	}
+	// Every line of the fixture, and its messages, as further cases.
+	b, err := os.ReadFile("testdata/fixture.log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		checkFast(t, l)
+		if i := strings.Index(l, ": "); i >= 0 {
+			checkFast(t, l[i+2:])
+		}
+	}
+}
+
+func FuzzFastMatchers(f *testing.F) {
+	for _, s := range fastSeeds {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if strings.ContainsAny(s, "\n\v") || !isValidUTF8(s) {
+			return // the regexps' "." stops at newlines; logs are split on them
+		}
+		checkFast(t, s)
+	})
+}
+
+func isValidUTF8(s string) bool { return strings.ToValidUTF8(s, "\uFFFD") == s }
