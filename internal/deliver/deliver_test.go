@@ -307,3 +307,26 @@ func TestDropMidData(t *testing.T) {
 		t.Fatalf("got %+v (drops %d), want a temporary failure after one drop", r, drop.Drops.Load())
 	}
 }
+
+// RFC 6531: an SMTPUTF8 message goes only to a peer that offers SMTPUTF8,
+// with the SMTPUTF8 and BODY=8BITMIME parameters (RFC 6152).
+func TestSMTPUTF8(t *testing.T) {
+	peer := delivertest.StartGoPeer(t, delivertest.GoPeerOptions{SMTPUTF8: true})
+	sink := delivertest.StartSink(t) // smtp-sink does not offer SMTPUTF8
+	s := newSetup(t)
+	s.cfg.Transports = map[string]string{"utf8.test": "smtp:" + peer.Addr, "ascii.test": "smtp:" + sink.Addr}
+	d := s.deliverer(t)
+	req := request("用户@utf8.test")
+	req.From = "発信者@sender.test"
+	req.SMTPUTF8, req.Body8Bit = true, true
+	wantOK(t, d.Deliver(context.Background(), "utf8.test", req), 1)
+	m := peer.Messages()
+	if len(m) != 1 || !m[0].UTF8 || m[0].Body != "8BITMIME" || m[0].Rcpts[0] != "用户@utf8.test" || m[0].From != "発信者@sender.test" {
+		t.Fatalf("peer got %+v", m)
+	}
+	req.Rcpts = []string{"用户@ascii.test"}
+	r := d.Deliver(context.Background(), "ascii.test", req)[0]
+	if r.Code != 553 || r.Enhanced != "5.6.7" || r.Temp {
+		t.Fatalf("SMTPUTF8 message to a peer without it: got %+v, want 553 5.6.7", r)
+	}
+}

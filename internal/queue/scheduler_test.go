@@ -319,3 +319,35 @@ func TestHoldReleaseDelete(t *testing.T) {
 		t.Fatalf("sink got %+v; the deleted message must not be delivered", msgs)
 	}
 }
+
+// With delay_notice_after set, a sender whose mail is still being retried
+// gets one "delayed" report (RFC 3464 Action: delayed), and the message
+// stays queued.
+func TestDelayNotice(t *testing.T) {
+	sink := delivertest.StartSink(t, "-r", ".")
+	sp := openSpool(t, t.TempDir())
+	mbox := t.TempDir()
+	cfg := testConfig(map[string]string{"a.test": "smtp:" + sink.Addr, "sender.test": "maildir:" + mbox})
+	cfg.Delivery.DelayNoticeAfter = config.Duration(500 * time.Millisecond)
+	cfg.Delivery.RetrySchedule = []config.Duration{config.Duration(200 * time.Millisecond)}
+	startScheduler(t, sp, cfg)
+	id := put(t, sp, &queue.Envelope{From: "alice@sender.test", AuthUser: "alice", Mode: "submission", Recipients: rcpts("x@a.test")}, 4)
+	waitFor(t, "delay notice", func() bool { return len(delivertest.ReadMaildir(t, filepath.Join(mbox, "alice"))) >= 1 })
+	// Further attempts send no second notice.
+	waitFor(t, "more attempts", func() bool {
+		env, err := sp.Load(id)
+		return err == nil && env.Recipients[0].Attempts >= 6
+	})
+	box := delivertest.ReadMaildir(t, filepath.Join(mbox, "alice"))
+	if len(box) != 1 {
+		t.Fatalf("%d notices, want 1", len(box))
+	}
+	for _, want := range []string{"Action: delayed\n", "Status: 4.3.0\n", "Will-Retry-Until: ", "Final-Recipient: rfc822; x@a.test\n"} {
+		if !strings.Contains(box[0], want) {
+			t.Errorf("delay notice lacks %q:\n%s", want, box[0])
+		}
+	}
+	if env, err := sp.Load(id); err != nil || env.Recipients[0].Status != queue.StatusQueued {
+		t.Fatalf("message after the notice: %+v %v", env, err)
+	}
+}

@@ -59,6 +59,8 @@ type PeerMessage struct {
 	Data  []byte
 	TLS   bool
 	User  string // authenticated user
+	UTF8  bool   // MAIL FROM had SMTPUTF8
+	Body  string // MAIL FROM BODY= parameter
 }
 
 // GoPeer is an SMTP server built on emersion/go-smtp, for behaviours
@@ -84,6 +86,8 @@ type GoPeerOptions struct {
 	// DataDelay holds each message this long before accepting it, so that
 	// concurrent deliveries overlap.
 	DataDelay time.Duration
+	// SMTPUTF8 announces RFC 6531 support.
+	SMTPUTF8 bool
 }
 
 // StartGoPeer starts a GoPeer on loopback.
@@ -95,6 +99,7 @@ func StartGoPeer(t testing.TB, o GoPeerOptions) *GoPeer {
 	s.ReadTimeout = 30 * time.Second
 	s.WriteTimeout = 30 * time.Second
 	s.MaxMessageBytes = o.MaxBytes
+	s.EnableSMTPUTF8 = o.SMTPUTF8
 	if o.Cert != nil {
 		s.TLSConfig = &tls.Config{Certificates: []tls.Certificate{*o.Cert}}
 	}
@@ -153,12 +158,15 @@ func (s *peerSession) Auth(mech string) (sasl.Server, error) {
 	}), nil
 }
 
-func (s *peerSession) Mail(from string, _ *smtp.MailOptions) error {
+func (s *peerSession) Mail(from string, opts *smtp.MailOptions) error {
 	if len(s.p.users) > 0 && s.usr == "" {
 		return &smtp.SMTPError{Code: 530, EnhancedCode: smtp.EnhancedCode{5, 7, 0}, Message: "authentication required"}
 	}
 	_, tlsOK := s.c.TLSConnectionState()
 	s.cur = PeerMessage{From: from, TLS: tlsOK, User: s.usr}
+	if opts != nil {
+		s.cur.UTF8, s.cur.Body = opts.UTF8, string(opts.Body)
+	}
 	return nil
 }
 

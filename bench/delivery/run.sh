@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# End-to-end relay throughput: smtp-source -> relay -> smtp-sink, for
+# relayguard (bench/delivery/rgrelay: smtpd + durable spool + send limits +
+# scheduler + outbound SMTP) and for Postfix relaying the same load to the
+# same sink in the same run. The clock stops when the sink holds every
+# message, so the figure includes queueing and delivery, not just
+# acceptance. Needs root (a private Postfix instance), postfix, smtp-sink,
+# smtp-source. Touches only 127.0.0.1 and a temporary directory.
+#
+# Usage: bench/delivery/run.sh [MESSAGES] [SESSIONS] [SIZE_BYTES] [ROUNDS]
+set -euo pipefail
+N=${1:-5000}
+S=${2:-20}
+L=${3:-4096}
+ROUNDS=${4:-3}
+cd "$(dirname "$0")/../.."
+
+[ "$(id -u)" = 0 ] || { echo "run as root (private Postfix instance)"; exit 1; }
+for p in postfix smtp-sink smtp-source postconf; do
+	command -v $p >/dev/null || PATH=$PATH:/usr/sbin
+	command -v $p >/dev/null || { echo "missing $p (Debian package postfix)"; exit 1; }
+done
+
+W=$(mktemp -d /tmp/rgbench.XXXXXX)
+chmod 755 "$W"
+PIDS=()
+cleanup() {
+	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+	postfix -c "$W/pf/conf" stop >/dev/null 2>&1 || true
+	sleep 1
+	rm -rf "$W"
+}
+trap cleanup EXIT
+
+port() { # a free loopback port
+	local p
+	while :; do
+		p=$((20000 + RANDOM % 30000))
+		ss -ltn | grep -q "127.0.0.1:$p " || { echo $p; return; }
+	done
+}
+wait_port() {
+	for _ in $(seq 400); do
+		(exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0
+		sleep 0.025
+	done
+	echo "port $1 never opened"; exit 1
+}
+now() { date +%s.%N; }
+
+SINK=$(port)
+mkdir -p "$W/sink"; chmod 777 "$W/sink"
+smtp-sink -u postfix -d "$W/sink/%M." 127.0.0.1:$SINK 1024 &
+PIDS+=($!)
+wait_port $SINK
+
+# relayguard
+RG=$(port)
+go build -o "$W/rgrelay" ./bench/delivery/rgrelay
+cat >"$W/rg.toml" <<EOF
+hostname = "rgbench.test"
+mynetworks = ["127.0.0.0/8"]
+local_domains = ["rgbench.test"]
+[admin]
+listen = ""
+[[listener]]
+name = "mx"
+address = "127.0.0.1:$RG"
+mode = "mx"
+[limits]
+max_connections_per_ip = 1000
+[delivery]
+smarthost = "127.0.0.1:$SINK"
+tls_policy = "none"
+[delivery.rate_limits]
+ip_messages_per_hour = 100000000
+sender_domain_messages_per_hour = 100000000
+EOF
+"$W/rgrelay" --config "$W/rg.toml" --data-dir "$W/rgdata" 2>"$W/rg.log" &
+PIDS+=($!)
+wait_port $RG
+
+# Postfix: a private instance, relayhost = the sink, fsync as shipped.
+PF=$(port)
+mkdir -p "$W/pf/conf" "$W/pf/queue" "$W/pf/data"
+chown postfix "$W/pf/data"
+cp /etc/postfix/master.cf "$W/pf/conf/master.cf" 2>/dev/null || cp /usr/share/postfix/master.cf.dist "$W/pf/conf/master.cf"
+sed -i "s/^smtp      inet  n       -       y       -       -       smtpd/127.0.0.1:$PF inet n - n - - smtpd/" "$W/pf/conf/master.cf"
+cat >"$W/pf/conf/main.cf" <<EOF
+compatibility_level = 3.6
+queue_directory = $W/pf/queue
+data_directory = $W/pf/data
+mail_owner = postfix
+setgid_group = postdrop
+myhostname = pfbench.test
+mydestination =
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+mynetworks = 127.0.0.0/8
+relayhost = [127.0.0.1]:$SINK
+smtpd_relay_restrictions = permit_mynetworks, reject
+maillog_file_prefixes = $W
+maillog_file = $W/pf/maillog
+smtp_tls_security_level = none
+smtpd_tls_security_level = none
+smtpd_client_connection_count_limit = 1000
+EOF
+postfix -c "$W/pf/conf" start >/dev/null 2>&1 || { script -qc "postfix -c $W/pf/conf start" /dev/null; exit 1; }
+wait_port $PF
+
+sinkcount() { find "$W/sink" -type f | wc -l; }
+
+# measure NAME PORT: prints accepted/s and end-to-end msg/s
+measure() {
+	local name=$1 p=$2 before t0 t1 t2 n
+	before=$(sinkcount)
+	t0=$(now)
+	smtp-source -s $S -m $N -l $L -f sender@src.test -t rcpt@dst.test 127.0.0.1:$p
+	t1=$(now)
+	for _ in $(seq 12000); do
+		n=$(($(sinkcount) - before))
+		[ $n -ge $N ] && break
+		sleep 0.01
+	done
+	t2=$(now)
+	[ $n -ge $N ] || { echo "$name: only $n of $N messages reached the sink"; exit 1; }
+	awk -v n=$N -v a="$t0" -v b="$t1" -v c="$t2" -v name="$name" \
+		'BEGIN { printf "%-10s  accept %7.1f msg/s   end-to-end %7.1f msg/s   (%.2fs)\n", name, n/(b-a), n/(c-a), c-a }'
+}
+
+echo "messages=$N sessions=$S size=$L rounds=$ROUNDS cores=$(nproc) postfix=$(postconf -d -h mail_version)"
+# Warm up both (connection caches, page cache), then alternate rounds.
+N0=$N; N=200; measure warm-rg $RG >/dev/null; measure warm-pf $PF >/dev/null; N=$N0
+for r in $(seq $ROUNDS); do
+	measure relayguard $RG
+	measure postfix $PF
+done
+echo "relayguard log: $(grep -c 'level=ERROR' "$W/rg.log" || true) error line(s), $(grep -c 'level=WARN' "$W/rg.log" || true) warning(s)"
+grep -m5 -E 'level=(ERROR|WARN)' "$W/rg.log" || true
