@@ -18,7 +18,7 @@ var relaytestFlags struct {
 	from, to, helo, serverName, ip, source, starttls, auth string
 	data, iOwn, newConn, json, verbose, implicitTLS        bool
 	timeout                                                time.Duration
-	errorsPerConn                                          int
+	errorsPerConn, parallel                                int
 }
 
 func init() {
@@ -53,6 +53,7 @@ Exit status: 0 no relay accepted, 1 relay accepted, 2 could not test.`,
 	fl.BoolVar(&f.iOwn, "i-own-this-host", false, "allow --data against a host that is not loopback")
 	fl.BoolVar(&f.newConn, "new-connection", false, "one connection per test (default: RSET between tests)")
 	fl.IntVar(&f.errorsPerConn, "errors-per-connection", 8, "reconnect once a connection has had this many 4xx/5xx replies, to stay under servers' error limits (0: never)")
+	fl.IntVar(&f.parallel, "parallel", 4, "connections running tests at once (1: one at a time)")
 	fl.DurationVar(&f.timeout, "timeout", 30*time.Second, "timeout for connecting and for each reply")
 	fl.BoolVar(&f.json, "json", false, "print the report as JSON (every test: name, MAIL FROM, RCPT TO, each reply, verdict)")
 	fl.BoolVarP(&f.verbose, "verbose", "v", false, "print the SMTP transcript (to stderr with --json)")
@@ -115,7 +116,7 @@ func runRelaytest(cmd *cobra.Command, args []string) error {
 		Addr: net.JoinHostPort(host, port), Host: host,
 		From: f.from, To: f.to, Helo: f.helo, ServerName: f.serverName,
 		StartTLS: f.starttls, ImplicitTLS: f.implicitTLS, Data: f.data,
-		NewConn: f.newConn, Timeout: f.timeout, ErrorsPerConn: f.errorsPerConn,
+		NewConn: f.newConn, Timeout: f.timeout, ErrorsPerConn: f.errorsPerConn, Parallel: f.parallel,
 	}
 	if err := checkAddress("from", f.from); err != nil {
 		return usage(err)
@@ -139,6 +140,9 @@ func runRelaytest(cmd *cobra.Command, args []string) error {
 	}
 	if f.timeout <= 0 {
 		return usage(fmt.Errorf("--timeout %s: must be positive", f.timeout))
+	}
+	if f.parallel < 1 || f.parallel > 32 {
+		return usage(fmt.Errorf("--parallel %d: want 1 to 32", f.parallel))
 	}
 	if f.errorsPerConn < 0 {
 		return usage(fmt.Errorf("--errors-per-connection %d: must be 0 or more", f.errorsPerConn))

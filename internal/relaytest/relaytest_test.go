@@ -88,7 +88,7 @@ func TestBatteryNamesUniqueAndComplete(t *testing.T) {
 // path reached the server byte for byte.
 func TestOpenServer(t *testing.T) {
 	s := newTestServer(t, &testServer{tls: selfSigned(t), utf8: true})
-	rep, err := run(t, Options{Addr: s.addr()})
+	rep, err := run(t, Options{Addr: s.addr(), Parallel: 4, ErrorsPerConn: 8})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -159,7 +159,7 @@ func TestPartlyOpenServers(t *testing.T) {
 				}
 				return "550 5.7.1 relay access denied"
 			}})
-			rep, err := run(t, Options{Addr: s.addr()})
+			rep, err := run(t, Options{Addr: s.addr(), Parallel: 3, ErrorsPerConn: 6})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -312,7 +312,7 @@ func TestServerHangsUp(t *testing.T) {
 // --errors-per-connection keeps every connection under the limit.
 func TestErrorsPerConnection(t *testing.T) {
 	s := newTestServer(t, &testServer{rcpt: func(string, bool) string { return "550 5.7.1 no" }})
-	rep, err := run(t, Options{Addr: s.addr(), ErrorsPerConn: 5})
+	rep, err := run(t, Options{Addr: s.addr(), ErrorsPerConn: 5, Parallel: 4})
 	if err != nil || rep.Outcome != "closed" {
 		t.Fatal(err, rep.Outcome)
 	}
@@ -435,8 +435,17 @@ func TestUTF8WithoutSMTPUTF8(t *testing.T) {
 func TestTranscript(t *testing.T) {
 	s := newTestServer(t, &testServer{})
 	var buf bytes.Buffer
-	if _, err := run(t, Options{Addr: s.addr(), StartTLS: StartTLSNever, Transcript: &buf}); err != nil {
+	if _, err := run(t, Options{Addr: s.addr(), StartTLS: StartTLSNever, Transcript: &buf, Parallel: 4, ErrorsPerConn: 8}); err != nil {
 		t.Fatal(err)
+	}
+	// Parallel connections, yet the transcript is in the battery's order.
+	last := -1
+	for i, name := range formNames() {
+		at := strings.Index(buf.String(), "# plain/"+name+"\n")
+		if at < last {
+			t.Errorf("transcript out of order at %s (form %d)", name, i)
+		}
+		last = at
 	}
 	for _, want := range []string{"< 220 mx.test-server.example ESMTP test", "> RCPT TO:<\"relay-target@relaytest.example\"@[127.0.0.1]>", "> AUTH PLAIN <credentials of relaytest-", "> RSET"} {
 		if !strings.Contains(buf.String(), want) {

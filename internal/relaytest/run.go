@@ -6,11 +6,13 @@
 package relaytest
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -53,6 +55,9 @@ type Options struct {
 	// AuthUser/AuthPass, when set, authenticate every session: this tests
 	// what an authenticated user may relay, not what outsiders may.
 	AuthUser, AuthPass string
+	// Parallel is how many connections may run tests at once (0 or 1:
+	// one at a time).
+	Parallel int
 	// Transcript, if not nil, receives every line sent and received.
 	Transcript io.Writer
 }
@@ -162,8 +167,11 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if o.Timeout <= 0 {
 		o.Timeout = 30 * time.Second
 	}
+	if o.Parallel == 0 {
+		o.Parallel = 1
+	}
 	rep := &Report{Addr: o.Addr, From: o.From, To: o.To, AuthUser: o.AuthUser, Counts: map[string]int{}}
-	r := &runner{o: &o, rep: rep}
+	r := &runner{o: &o, rep: rep, phInfo: map[string]PhaseInfo{}}
 	err := r.run(ctx)
 	rep.Duration = time.Since(start)
 	rep.finish(err)
@@ -176,28 +184,47 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 type runner struct {
 	o   *Options
 	rep *Report
-	mu  sync.Mutex // serialises transcript writes
-	c   *client    // current connection, set up for phase
-	ph  string
+
+	mu     sync.Mutex // guards phaseInfo, rep.Notes and the transcript
+	phInfo map[string]PhaseInfo
 }
 
-func (r *runner) trace(dir, line string) {
-	if r.o.Transcript == nil {
-		return
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	fmt.Fprintf(r.o.Transcript, "    %s %s\n", dir, line)
+// worker runs forms of one phase on its own connection.
+type worker struct {
+	r     *runner
+	ph    string
+	c     *client
+	trace func(dir, line string)
 }
 
 func untestable(reason string, err error) *UntestableError {
 	return &UntestableError{Reason: reason, Err: err}
 }
 
+func (r *runner) note(n string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !slices.Contains(r.rep.Notes, n) {
+		r.rep.Notes = append(r.rep.Notes, n)
+	}
+}
+
+// tracer returns a transcript writer to w (nil: none).
+func (r *runner) tracer(w io.Writer) func(dir, line string) {
+	if w == nil {
+		return nil
+	}
+	return func(dir, line string) {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		fmt.Fprintf(w, "    %s %s\n", dir, line)
+	}
+}
+
 func (r *runner) run(ctx context.Context) error {
 	// The first connection learns the server's name, address and
 	// extensions, which the forms and the phases depend on.
-	c, banner, err := r.connect(ctx)
+	c, banner, err := r.connect(ctx, r.tracer(r.o.Transcript))
 	if err != nil {
 		return err
 	}
@@ -228,46 +255,110 @@ func (r *runner) run(ctx context.Context) error {
 			rep.Extensions = append(rep.Extensions, strings.TrimSpace(k+" "+v))
 		}
 	}
+	slices.Sort(rep.Extensions)
 	rep.STARTTLS = c.has("STARTTLS") || r.o.ImplicitTLS
 	rep.SMTPUTF8 = c.has("SMTPUTF8")
 	if local.Addr().IsLoopback() && remote.Addr().IsLoopback() {
-		rep.Notes = append(rep.Notes, "testing over loopback: servers often trust loopback clients (Postfix mynetworks); run from an outside host (or --source) for an outsider's view")
+		rep.Notes = append(rep.Notes, "testing over loopback: servers often trust loopback clients (Postfix mynetworks); run from an outside host for an outsider's view")
 	}
-
 	phases, err := r.phases(c)
+	c.quit()
 	if err != nil {
-		c.quit()
 		return err
 	}
 	forms := Battery(Target{From: r.o.From, To: r.o.To, ServerName: name, IP: ip})
-	for _, ph := range phases {
-		r.ph = ph
-		if ph == PhasePlain && c != nil {
-			r.c, c = c, nil // the first connection is already a plain session
-			r.rep.Phases = append(r.rep.Phases, PhaseInfo{Name: ph, TLS: r.o.ImplicitTLS, Setup: "EHLO"})
-		} else {
-			if c != nil {
-				c.quit()
-				c = nil
-			}
-			info, err := r.setup(ctx)
-			if err != nil {
-				return err
-			}
-			r.rep.Phases = append(r.rep.Phases, info)
-		}
-		for _, f := range forms {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			r.rep.Results = append(r.rep.Results, r.test(ctx, f))
-		}
-		if r.c != nil {
-			r.c.quit()
-			r.c = nil
+	return r.runJobs(ctx, phases, forms)
+}
+
+// runJobs runs every phase's forms. With Parallel > 1 the forms are cut
+// into chunks of about as many tests as a connection may fail
+// (ErrorsPerConn), and up to Parallel chunks run at once, each on its own
+// connection; results and transcript keep the battery's order.
+func (r *runner) runJobs(ctx context.Context, phases []string, forms []Form) error {
+	type job struct {
+		ph    string
+		start int // index of the first result
+		forms []Form
+		out   bytes.Buffer
+	}
+	chunk := len(forms)
+	if r.o.Parallel > 1 && r.o.ErrorsPerConn > 2 {
+		chunk = r.o.ErrorsPerConn - 1
+	}
+	var jobs []*job
+	for i, ph := range phases {
+		for j := 0; j < len(forms); j += chunk {
+			jobs = append(jobs, &job{ph: ph, start: i*len(forms) + j, forms: forms[j:min(j+chunk, len(forms))]})
 		}
 	}
-	return nil
+	results := make([]Result, len(phases)*len(forms))
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		once   sync.Once
+		runErr error
+		wg     sync.WaitGroup
+	)
+	queue := make(chan *job)
+	workers := max(1, min(r.o.Parallel, len(jobs)))
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for jb := range queue {
+				tw := r.o.Transcript
+				if workers > 1 && tw != nil {
+					tw = &jb.out
+				}
+				w := &worker{r: r, ph: jb.ph, trace: r.tracer(tw)}
+				err := w.setup(ctx)
+				for i, f := range jb.forms {
+					if err != nil {
+						results[jb.start+i] = w.failed(f, err)
+						continue
+					}
+					results[jb.start+i] = w.test(ctx, f)
+				}
+				if w.c != nil {
+					w.c.quit()
+				}
+				var ue *UntestableError
+				if ctx.Err() != nil || errors.As(err, &ue) && (ue.Reason == ReasonAuth || ue.Reason == ReasonProtocol) {
+					once.Do(func() {
+						runErr = err
+						if runErr == nil {
+							runErr = ctx.Err()
+						}
+						cancel()
+					})
+				}
+			}
+		}()
+	}
+	for _, jb := range jobs {
+		select {
+		case queue <- jb:
+		case <-ctx.Done():
+		}
+	}
+	close(queue)
+	wg.Wait()
+	if workers > 1 && r.o.Transcript != nil {
+		for _, jb := range jobs {
+			r.o.Transcript.Write(jb.out.Bytes())
+		}
+	}
+	for _, ph := range phases {
+		if info, ok := r.phInfo[ph]; ok {
+			r.rep.Phases = append(r.rep.Phases, info)
+		}
+	}
+	for _, res := range results {
+		if res.ID != "" {
+			r.rep.Results = append(r.rep.Results, res)
+		}
+	}
+	return runErr
 }
 
 // phases decides which phases run, from the options and what the first
@@ -299,34 +390,30 @@ func (r *runner) phases(c *client) ([]string, error) {
 	}
 }
 
-// useTLS says whether sessions of the current phase go through STARTTLS.
-func (r *runner) useTLS() bool {
-	if r.o.ImplicitTLS || r.o.StartTLS == StartTLSNever {
+// useTLS says whether sessions of the worker's phase go through STARTTLS.
+func (w *worker) useTLS() bool {
+	if w.r.o.ImplicitTLS || w.r.o.StartTLS == StartTLSNever {
 		return false
 	}
-	switch r.ph {
+	switch w.ph {
 	case PhaseStartTLS:
 		return true
 	case PhaseAuthFail, PhaseAuth:
-		return r.rep.STARTTLS
+		return w.r.rep.STARTTLS
 	}
 	return false
 }
 
 // connect dials, reads the banner and says EHLO.
-func (r *runner) connect(ctx context.Context) (*client, Reply, error) {
-	c, err := dial(ctx, r.o, r.trace)
+func (r *runner) connect(ctx context.Context, trace func(dir, line string)) (*client, Reply, error) {
+	c, err := dial(ctx, r.o, trace)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, Reply{}, ctx.Err()
 		}
-		var ue *UntestableError
-		if errors.As(err, &ue) {
-			return nil, Reply{}, err
-		}
 		return nil, Reply{}, untestable(ReasonRefused, err)
 	}
-	r.trace("=", "connected to "+c.nc.RemoteAddr().String()+" from "+c.nc.LocalAddr().String())
+	c.tr("=", "connected to "+c.nc.RemoteAddr().String()+" from "+c.nc.LocalAddr().String())
 	banner, err := c.greet()
 	if err != nil {
 		c.close()
@@ -341,76 +428,95 @@ func (r *runner) connect(ctx context.Context) (*client, Reply, error) {
 	return c, banner, nil
 }
 
-// setup opens a connection for the current phase and brings it to the
+// setup opens a connection for the worker's phase and brings it to the
 // phase's state: STARTTLS, failed AUTH or successful AUTH.
-func (r *runner) setup(ctx context.Context) (PhaseInfo, error) {
-	info := PhaseInfo{Name: r.ph, TLS: r.o.ImplicitTLS}
-	c, _, err := r.connect(ctx)
+func (w *worker) setup(ctx context.Context) error {
+	r := w.r
+	info := PhaseInfo{Name: w.ph, TLS: r.o.ImplicitTLS}
+	c, _, err := r.connect(ctx, w.trace)
 	if err != nil {
-		return info, err
+		return err
 	}
 	steps := []string{"EHLO"}
-	if r.useTLS() {
+	if w.useTLS() {
 		if _, err := c.startTLS(ctx, r.o); err != nil {
 			c.quit()
-			return info, untestable(ReasonProtocol, fmt.Errorf("phase %s: %w", r.ph, err))
+			return untestable(ReasonProtocol, fmt.Errorf("phase %s: %w", w.ph, err))
 		}
 		info.TLS = true
 		steps = append(steps, "STARTTLS", "EHLO")
 	}
-	switch r.ph {
+	switch w.ph {
 	case PhaseAuthFail:
 		ar, err := c.bogusAuth()
 		if err != nil {
 			c.close()
-			return info, untestable(ReasonProtocol, fmt.Errorf("phase %s: AUTH: %w", r.ph, err))
+			return untestable(ReasonProtocol, fmt.Errorf("phase %s: AUTH: %w", w.ph, err))
 		}
 		steps = append(steps, "AUTH PLAIN (random credential) → "+ar.String())
 		if ar.Code/100 == 2 {
-			r.rep.Notes = append(r.rep.Notes, "the server ACCEPTED AUTH with a random user and password: "+ar.String())
+			r.note("the server ACCEPTED AUTH with a random user and password: " + ar.String())
 		}
 	case PhaseAuth:
 		ar, err := c.authenticate(r.o.AuthUser, r.o.AuthPass)
 		if err != nil {
 			c.close()
-			return info, untestable(ReasonAuth, err)
+			return untestable(ReasonAuth, err)
 		}
 		steps = append(steps, "AUTH as "+r.o.AuthUser+" → "+ar.String())
 		if ar.Code != 235 {
 			c.quit()
-			return info, untestable(ReasonAuth, fmt.Errorf("AUTH as %s: %s", r.o.AuthUser, ar))
+			return untestable(ReasonAuth, fmt.Errorf("AUTH as %s: %s", r.o.AuthUser, ar))
 		}
 	}
 	c.errors = 0
-	r.c = c
+	w.c = c
 	info.Setup = strings.Join(steps, "; ")
-	return info, nil
+	r.mu.Lock()
+	if _, ok := r.phInfo[w.ph]; !ok {
+		r.phInfo[w.ph] = info
+	}
+	r.mu.Unlock()
+	return nil
 }
 
-// test runs one form on the current phase's connection (opening a new one
-// when needed), retrying once on a fresh connection if the server hung up.
-func (r *runner) test(ctx context.Context, f Form) Result {
-	res := Result{ID: r.ph + "/" + f.Name, Phase: r.ph, Name: f.Name, Group: f.Group, MailFrom: f.From, RcptTo: f.To}
+func (w *worker) result(f Form) Result {
+	return Result{ID: w.ph + "/" + f.Name, Phase: w.ph, Name: f.Name, Group: f.Group, MailFrom: f.From, RcptTo: f.To}
+}
+
+// failed is the result of a test that could not run.
+func (w *worker) failed(f Form, err error) Result {
+	res := w.result(f)
+	res.Verdict, res.Stage, res.Error = Failed, "connect", err.Error()
+	return res
+}
+
+// test runs one form on the worker's connection (opening a new one when
+// needed), retrying once on a fresh connection if the server hung up.
+func (w *worker) test(ctx context.Context, f Form) Result {
+	res := w.result(f)
+	o := w.r.o
 	for attempt := 0; attempt < 2; attempt++ {
-		if r.c != nil && (r.c.closed || r.o.ErrorsPerConn > 0 && r.c.errors+2 > r.o.ErrorsPerConn) {
-			r.c.quit()
-			r.c = nil
+		if w.c != nil && (w.c.closed || o.ErrorsPerConn > 0 && w.c.errors+2 > o.ErrorsPerConn) {
+			w.c.quit()
+			w.c = nil
 		}
-		if r.c == nil {
-			if _, err := r.setup(ctx); err != nil {
-				res.Verdict, res.Stage, res.Error = Failed, "connect", err.Error()
-				return res
+		if w.c == nil {
+			if err := w.setup(ctx); err != nil {
+				return w.failed(f, err)
 			}
 		}
-		r.trace("#", res.ID)
-		res.Exchanges = nil
-		lost := r.attempt(f, &res)
-		if r.o.NewConn {
-			r.c.quit()
-			r.c = nil
-		} else if !r.c.closed {
-			if rr, err := r.c.cmd("RSET", ""); err != nil || rr.Code/100 != 2 {
-				r.c.quit()
+		if w.trace != nil {
+			w.trace("#", res.ID)
+		}
+		res.Exchanges, res.Error = nil, ""
+		lost := w.attempt(f, &res)
+		if o.NewConn {
+			w.c.quit()
+			w.c = nil
+		} else if !w.c.closed {
+			if rr, err := w.c.cmd("RSET", ""); err != nil || rr.Code/100 != 2 {
+				w.c.quit()
 			}
 		}
 		if !lost {
@@ -422,8 +528,8 @@ func (r *runner) test(ctx context.Context, f Form) Result {
 
 // attempt sends MAIL, RCPT and (with Data) DATA, and classifies the
 // outcome. It reports whether the connection was lost before a verdict.
-func (r *runner) attempt(f Form, res *Result) (lost bool) {
-	c := r.c
+func (w *worker) attempt(f Form, res *Result) (lost bool) {
+	r, c := w.r, w.c
 	mail := "MAIL FROM:<" + f.From + ">"
 	if f.UTF8 && c.has("SMTPUTF8") {
 		mail += " SMTPUTF8" // RFC 6531 3.4
