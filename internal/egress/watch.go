@@ -259,7 +259,9 @@ func (w *Watcher) emit(ctx context.Context, a Attempt) {
 	} else {
 		attrs = append(attrs, "process", "unknown", "why", a.Unknown)
 	}
-	w.log().Info("egress: blocked outbound connection", attrs...)
+	// "egress blocked" with uid, user, exe and dst is the record that
+	// `relayguard report` counts (internal/report reads slog text lines).
+	w.log().Warn("egress blocked", attrs...)
 	if w.Metric != nil {
 		w.Metric.Blocked.WithLabelValues(uidS, a.User).Inc()
 	}
