@@ -40,6 +40,7 @@ type nft struct {
 	conn   *nftables.Conn
 	model  map[netip.Prefix]time.Time // zero time: permanent
 	loaded bool                       // model read from the kernel or given by Reconcile
+	ops    int                        // Adds since start; expired bans are pruned every 1024
 	now    func() time.Time
 }
 
@@ -385,7 +386,9 @@ func (e *nft) Add(ctx context.Context, b ban.Ban) error {
 		e.reset()
 		return err
 	}
-	e.prune()
+	if e.ops++; e.ops%1024 == 0 {
+		e.prune()
+	}
 	k := kindOf(p, b.Until)
 	old, had := e.model[p]
 	if had {
@@ -401,13 +404,7 @@ func (e *nft) Add(ctx context.Context, b ban.Ban) error {
 		k = kindOf(p, b.Until)
 	}
 	e.model[p] = b.Until
-	overlap := had
-	for q, u := range e.model {
-		if q != p && kindOf(q, u) == k && q.Overlaps(p) {
-			overlap = true
-			break
-		}
-	}
+	overlap := had || e.overlaps(p, k)
 	c, err := e.c()
 	if err != nil {
 		return err
@@ -422,6 +419,40 @@ func (e *nft) Add(ctx context.Context, b ban.Ban) error {
 		return e.recover(fmt.Errorf("firewall: nftables add %s: %w", p, err))
 	}
 	return nil
+}
+
+// overlaps reports whether another ban of set k contains p, lies inside it,
+// or touches it (the ranges would be joined): then the set is re-diffed
+// instead of writing one element. Containers and neighbours are found by
+// looking up shorter prefixes; only a p wider than one address needs a scan
+// for bans inside it.
+func (e *nft) overlaps(p netip.Prefix, k setKind) bool {
+	r := prefixRange(p)
+	if e.covered(p.Addr(), p.Bits()-1, k) ||
+		(r.Start.Prev().IsValid() && e.covered(r.Start.Prev(), r.Start.BitLen(), k)) ||
+		(r.End.Next().IsValid() && e.covered(r.End.Next(), r.End.BitLen(), k)) {
+		return true
+	}
+	if p.IsSingleIP() {
+		return false
+	}
+	for q, u := range e.model {
+		if q != p && kindOf(q, u) == k && p.Contains(q.Addr()) {
+			return true
+		}
+	}
+	return false
+}
+
+// covered reports whether a ban of set k of length at most maxBits contains a.
+func (e *nft) covered(a netip.Addr, maxBits int, k setKind) bool {
+	for bits := maxBits; bits >= 0; bits-- {
+		q := netip.PrefixFrom(a, bits).Masked()
+		if u, ok := e.model[q]; ok && kindOf(q, u) == k {
+			return true
+		}
+	}
+	return false
 }
 
 // Remove lifts the ban of exactly p.

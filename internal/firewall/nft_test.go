@@ -242,3 +242,62 @@ func TestNFTablesMailPortsOnly(t *testing.T) {
 	n.mustBeBlocked(t, n.bad6)
 	n.mustConnect(t, n.good4)
 }
+
+// TestNFTablesAddOverlapping: Add and Remove of nested prefixes keep the
+// sets equal to the computed segments.
+func TestNFTablesAddOverlapping(t *testing.T) {
+	n, e := newNFTTest(t, nftConfig())
+	now := time.Now()
+	steps := []struct {
+		add    *ban.Ban
+		remove string
+		want   map[setKind]string
+	}{
+		{add: &ban.Ban{Prefix: pfx("192.0.2.0/24"), Until: now.Add(time.Hour)},
+			want: map[setKind]string{temp4: "192.0.2.0-192.0.2.255 1h"}},
+		{add: &ban.Ban{Prefix: pfx("192.0.2.3/32"), Until: now.Add(2 * time.Hour)},
+			want: map[setKind]string{temp4: "192.0.2.0-192.0.2.2 1h,192.0.2.3-192.0.2.3 2h,192.0.2.4-192.0.2.255 1h"}},
+		{add: &ban.Ban{Prefix: pfx("192.0.2.0/24"), Until: now.Add(30 * time.Minute)}, // shorter: the later expiry stays
+			want: map[setKind]string{temp4: "192.0.2.0-192.0.2.2 1h,192.0.2.3-192.0.2.3 2h,192.0.2.4-192.0.2.255 1h"}},
+		{add: &ban.Ban{Prefix: pfx("192.0.2.0/24")}, // now permanent: moves to perm4
+			want: map[setKind]string{perm4: "192.0.2.0-192.0.2.255 perm", temp4: "192.0.2.3-192.0.2.3 2h"}},
+		{add: &ban.Ban{Prefix: pfx("192.0.3.0/24")}, // adjacent permanent: joined
+			want: map[setKind]string{perm4: "192.0.2.0-192.0.3.255 perm", temp4: "192.0.2.3-192.0.2.3 2h"}},
+		{remove: "192.0.2.0/24",
+			want: map[setKind]string{perm4: "192.0.3.0-192.0.3.255 perm", temp4: "192.0.2.3-192.0.2.3 2h"}},
+		{remove: "192.0.2.3/32",
+			want: map[setKind]string{perm4: "192.0.3.0-192.0.3.255 perm"}},
+	}
+	for i, s := range steps {
+		var err error
+		if s.add != nil {
+			err = e.Add(bg(), *s.add)
+		} else {
+			err = e.Remove(bg(), pfx(s.remove))
+		}
+		if err != nil {
+			t.Fatalf("step %d: %v", i, err)
+		}
+		c, err := e.c()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for k := temp4; k <= perm6; k++ {
+			segs, err := e.readSet(c, k)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, x := range segs {
+				got = append(got, x.Start.String()+"-"+x.End.String()+" "+roughly(x.Until, now))
+			}
+			if g := strings.Join(got, ","); g != s.want[k] {
+				t.Fatalf("step %d: set %s holds %q, want %q", i, e.set(k).Name, g, s.want[k])
+			}
+		}
+		if i == len(steps)-2 {
+			n.mustBeBlocked(t, n.bad4) // 192.0.2.3/32 still banned on its own
+		}
+	}
+	n.mustConnect(t, n.bad4)
+}
