@@ -403,6 +403,10 @@ func egressScenario(t *testing.T, backend string) {
 	logMu.Lock()
 	wl := watchLog.String()
 	logMu.Unlock()
+	if want := fmt.Sprintf(`msg="egress blocked" uid=4343 user=4343 dst=%s`, v4); !strings.Contains(wl, want) ||
+		!strings.Contains(wl, fmt.Sprintf("pid=%d ", results[3].pid)) {
+		t.Errorf("watch log lacks the %q record with the client's pid %d:\n%s", want, results[3].pid, wl)
+	}
 	if !strings.Contains(wl, "egress ALERT") || !strings.Contains(wl, "uid=4343") {
 		t.Errorf("two blocked attempts with alert_threshold=2 should raise an alert for uid 4343; watch log:\n%s", wl)
 	}
