@@ -1,6 +1,7 @@
 package egress
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"os"
@@ -161,6 +162,17 @@ func TestReportCommand(t *testing.T) {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("report output lacks %q:\n%s", want, out)
 		}
+	}
+	out, err = exec.Command(relayguardBin, "--data-dir", t.TempDir(), "egress", "report", "--json", "--year", "2026", p).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s Summary
+	if err := json.Unmarshal(out, &s); err != nil {
+		t.Fatalf("report --json: %v\n%s", err, out)
+	}
+	if s.Attempts != 4 || len(s.Users) != 3 || s.Users[0].User != "root" {
+		t.Errorf("report --json: %+v", s)
 	}
 	if _, err := exec.Command(relayguardBin, "egress", "report", filepath.Join(t.TempDir(), "missing.log")).CombinedOutput(); err == nil {
 		t.Error("report of a missing file should fail")
