@@ -52,6 +52,16 @@ func TestWatcherHandle(t *testing.T) {
 	if len(attempts) != 2 {
 		t.Errorf("OnAttempt called %d times, want 2", len(attempts))
 	}
+	line := a.String()
+	for _, want := range []string{"blocked uid=0 user=root dst=203.0.113.25:25 src=192.0.2.1:40001", "process=unknown (egress: no TCP socket"} {
+		if !strings.Contains(line, want) {
+			t.Errorf("text line %q lacks %q", line, want)
+		}
+	}
+	a.Process, a.Unknown = &Process{PID: 7, Exe: "/x", Cmdline: "x -y", Cwd: "/", PPID: 1, ParentCmdline: "init"}, ""
+	if line := a.String(); !strings.Contains(line, `pid=7 exe="/x" cmdline="x -y" cwd="/" ppid=1 parent="init"`) {
+		t.Errorf("text line %q", line)
+	}
 	evs := rec.Snapshot()
 	if len(evs) != 2 || evs[0].Kind != event.EgressBlocked || evs[0].Source != "kernel" ||
 		evs[0].IP != netip.MustParseAddr("203.0.113.25") || evs[0].User != "root" ||
