@@ -75,8 +75,10 @@ type Sink struct {
 	Port int
 	Dir  string
 
-	mu  sync.Mutex
-	cmd *exec.Cmd
+	mu     sync.Mutex
+	cmd    *exec.Cmd
+	exited chan struct{}
+	fixed  bool // restarted: keep the port
 }
 
 // StartSink starts smtp-sink on a free loopback port with extra flags (for
@@ -103,22 +105,63 @@ func StartSink(t testing.TB, flags ...string) *Sink {
 func (s *Sink) start(t testing.TB, flags ...string) {
 	t.Helper()
 	bin := Need(t, "smtp-sink")
-	args := []string{}
-	if os.Geteuid() == 0 {
-		args = append(args, "-u", "postfix")
+	for try := 0; ; try++ {
+		args := []string{}
+		if os.Geteuid() == 0 {
+			args = append(args, "-u", "postfix")
+		}
+		args = append(args, "-d", s.Dir+"/%M.")
+		args = append(args, flags...)
+		args = append(args, s.Addr, "100")
+		cmd := exec.Command(bin, args...)
+		cmd.Stderr = os.Stderr
+		exited, ok := startServing(t, cmd, s.Addr)
+		if ok {
+			s.mu.Lock()
+			s.cmd, s.exited = cmd, exited
+			s.mu.Unlock()
+			return
+		}
+		// The port was taken meanwhile by another test: a fresh one,
+		// unless this is a restart on a fixed port.
+		if s.cmd != nil || try >= 4 || s.fixed {
+			t.Fatalf("smtp-sink could not listen on %s", s.Addr)
+		}
+		s.Port = FreePort(t)
+		s.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(s.Port))
 	}
-	args = append(args, "-d", s.Dir+"/%M.")
-	args = append(args, flags...)
-	args = append(args, s.Addr, "100")
-	cmd := exec.Command(bin, args...)
-	cmd.Stderr = os.Stderr
+}
+
+// startServing starts cmd and waits until it accepts on addr; ok is false
+// if it exited first (e.g. the port was taken).
+func startServing(t testing.TB, cmd *exec.Cmd, addr string) (chan struct{}, bool) {
+	t.Helper()
 	if err := cmd.Start(); err != nil {
-		t.Fatalf("smtp-sink: %v", err)
+		t.Fatalf("%s: %v", cmd.Path, err)
 	}
-	s.mu.Lock()
-	s.cmd = cmd
-	s.mu.Unlock()
-	WaitListening(t, "tcp", s.Addr)
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	for i := 0; i < 400; i++ {
+		select {
+		case <-exited:
+			return exited, false
+		default:
+		}
+		if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+			c.Close()
+			select {
+			case <-exited:
+				return exited, false
+			case <-time.After(10 * time.Millisecond):
+			}
+			return exited, true
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+	cmd.Process.Kill()
+	<-exited
+	t.Fatalf("%s never listened on %s", cmd.Path, addr)
+	return nil, false
 }
 
 // Restart stops the sink, forgets the messages dumped so far (smtp-sink
@@ -127,6 +170,7 @@ func (s *Sink) start(t testing.TB, flags ...string) {
 func (s *Sink) Restart(t testing.TB, flags ...string) {
 	t.Helper()
 	s.Stop()
+	s.fixed = true
 	ents, _ := os.ReadDir(s.Dir)
 	for _, e := range ents {
 		os.Remove(filepath.Join(s.Dir, e.Name()))
@@ -140,7 +184,7 @@ func (s *Sink) Stop() {
 	defer s.mu.Unlock()
 	if s.cmd != nil {
 		s.cmd.Process.Kill()
-		s.cmd.Wait()
+		<-s.exited
 		s.cmd = nil
 	}
 }
@@ -356,28 +400,41 @@ service lmtp {
 	if err := os.WriteFile(cf, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin, "-F", "-c", cf)
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("dovecot: %v", err)
+	var cmd *exec.Cmd
+	var exited chan struct{}
+	for try := 0; ; try++ {
+		cmd = exec.Command(bin, "-F", "-c", cf)
+		cmd.Stderr = os.Stderr
+		var ok bool
+		if exited, ok = startServing(t, cmd, net.JoinHostPort("127.0.0.1", strconv.Itoa(port))); ok {
+			break
+		}
+		if try >= 4 {
+			b, _ := os.ReadFile(filepath.Join(dir, "dovecot.log"))
+			t.Fatalf("dovecot did not start:\n%s", b)
+		}
+		// Port taken meanwhile: rewrite the configuration with a new one.
+		old := fmt.Sprintf("port = %d", port)
+		port = FreePort(t)
+		conf = strings.Replace(conf, old, fmt.Sprintf("port = %d", port), 1)
+		if err := os.WriteFile(cf, []byte(conf), 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
 	d := &Dovecot{LMTPAddr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), Dir: dir, cmd: cmd}
 	t.Cleanup(func() {
 		cmd.Process.Signal(os.Interrupt)
-		done := make(chan struct{})
-		go func() { cmd.Wait(); close(done) }()
 		select {
-		case <-done:
+		case <-exited:
 		case <-time.After(10 * time.Second):
 			cmd.Process.Kill()
-			<-done
+			<-exited
 		}
 		if t.Failed() {
 			b, _ := os.ReadFile(filepath.Join(dir, "dovecot.log"))
 			t.Logf("dovecot.log:\n%s", b)
 		}
 	})
-	WaitListening(t, "tcp", d.LMTPAddr)
 	return d
 }
 
