@@ -22,11 +22,9 @@ type abuseState struct {
 	rejectsByIP  map[string]int64            // client address → rejections
 	postscreen   map[string]int64            // postscreen event kind → count
 	ruleRejects  map[string]int64            // relayguard rule → count
-	ndnQids      map[string]bool             // queue IDs of non-delivery notices
 	ndnPerHour   [24]int64
 	ndns         int64
 	ndnRcpt      map[string]int64 // NDN recipient → delivery attempts
-	localQids    map[string]bool  // messages from pickup or authenticated clients
 	localSenders map[string]bool  // senders seen on such messages
 	bans         []Ban
 	banCount     int64
@@ -52,8 +50,7 @@ func newAbuseState(local []string) *abuseState {
 		authByAddr:   map[string]*authStat{}, relay: map[string]map[string]int64{},
 		dnsbl: map[string]int64{}, reasons: map[string]int64{}, rejectsByIP: map[string]int64{},
 		postscreen: map[string]int64{}, ruleRejects: map[string]int64{},
-		ndnQids: map[string]bool{}, ndnRcpt: map[string]int64{},
-		localQids: map[string]bool{}, localSenders: map[string]bool{},
+		ndnRcpt: map[string]int64{}, localSenders: map[string]bool{},
 		egress: map[string]*egressStat{},
 	}
 	for _, d := range local {
@@ -217,35 +214,34 @@ func (s *abuseState) relayAttempt(client, domain string) {
 
 // received notes messages submitted by an authenticated client: their
 // senders are local senders for the backscatter check.
-func (s *abuseState) received(qid, rest string) {
+func (s *abuseState) received(q *qstate, rest string) {
 	if strings.Contains(rest, "sasl_username=") {
-		s.localQids[strings.Clone(qid)] = true
+		q.local = true
 	}
 }
 
-func (s *abuseState) pickup(qid string) { s.localQids[strings.Clone(qid)] = true }
-
-func (s *abuseState) sender(qid, addr string) {
-	if s.localQids[qid] {
-		delete(s.localQids, qid)
+func (s *abuseState) sender(q *qstate, addr string) {
+	if q.local {
+		q.local = false
 		s.localSenders[strings.Clone(strings.ToLower(addr))] = true
 	}
 }
 
 // bounceNotice records "QID: sender non-delivery notification: NDNQID".
-func (s *abuseState) bounceNotice(msg string, t time.Time) {
+func (a *Analyzer) bounceNotice(msg string, t time.Time) {
 	const marker = ": sender non-delivery notification: "
 	i := strings.Index(msg, marker)
 	if i < 0 {
 		return
 	}
+	s := a.abuse
 	s.ndns++
 	s.ndnPerHour[t.Hour()]++
-	s.ndnQids[strings.Clone(strings.TrimSpace(msg[i+len(marker):]))] = true
+	a.q(strings.TrimSpace(msg[i+len(marker):])).ndn = true
 }
 
-func (s *abuseState) delivery(qid, addr, relay, status string, t time.Time) {
-	if !s.ndnQids[qid] {
+func (s *abuseState) delivery(q *qstate, addr string) {
+	if q == nil || !q.ndn {
 		return
 	}
 	bump(s.ndnRcpt, strings.ToLower(addr))

@@ -106,9 +106,7 @@ type Analyzer struct {
 	seenDays                               map[dayKey]bool
 	rcvHr, dlvHr, dfrHr, bncHr, rejHr      [24]int64
 	recipDom, sendDom, recipUser, sendUser map[string]*stat
-	msgSize                                map[string]int64
-	rcvdFrom                               map[string]string // qid → client domain or "pickup"
-	dfrdFlag                               map[string]bool
+	queue                                  map[string]*qstate
 	noMsgSize                              map[string]string
 	deferralD, bounceD, smtpD              tree2
 	warnD, fatalD, panicD                  tree2
@@ -131,8 +129,7 @@ func NewAnalyzer(opt Options) *Analyzer {
 		days: map[dayKey]*[5]int64{}, seenDays: map[dayKey]bool{},
 		recipDom: map[string]*stat{}, sendDom: map[string]*stat{},
 		recipUser: map[string]*stat{}, sendUser: map[string]*stat{},
-		msgSize: map[string]int64{}, rcvdFrom: map[string]string{},
-		dfrdFlag: map[string]bool{}, noMsgSize: map[string]string{},
+		queue: map[string]*qstate{}, noMsgSize: map[string]string{},
 		deferralD: tree2{}, bounceD: tree2{}, smtpD: tree2{},
 		warnD: tree2{}, fatalD: tree2{}, panicD: tree2{},
 		rejectD: tree3{}, warnRejD: tree3{}, holdD: tree3{}, discardD: tree3{},
@@ -295,8 +292,9 @@ func (a *Analyzer) Add(l logline.Line) {
 			a.received++
 			a.rcvHr[hr]++
 			dayRow()[0]++
-			a.rcvdFrom[strings.Clone(qid)] = a.domain(client)
-			a.abuse.received(qid, rest)
+			q := a.q(qid)
+			q.whence = a.domain(client)
+			a.abuse.received(q, rest)
 			return
 		}
 		if l.PID > 0 && isWord(qid) && strings.HasPrefix(rest, ": ") {
@@ -370,6 +368,25 @@ func (a *Analyzer) smtpdReject(typ, msg string, hr int, dayRow func() *[5]int64,
 	}
 }
 
+// qstate is what is known about one queue ID.
+type qstate struct {
+	size     int64  // from qmgr's "from=<>, size=" (0: not seen)
+	whence   string // client domain or "pickup" until the size line counts it
+	deferred bool   // counted among deferred messages
+	local    bool   // from pickup or an authenticated client (backscatter check)
+	ndn      bool   // a non-delivery notice
+}
+
+// q returns the state of a queue ID, creating it.
+func (a *Analyzer) q(qid string) *qstate {
+	q := a.queue[qid]
+	if q == nil {
+		q = &qstate{}
+		a.queue[strings.Clone(qid)] = q
+	}
+	return q
+}
+
 // lowerDomain lower-cases an address from its first "@" on (pflogsumm's
 // default), or the whole address with --ignore-case.
 func (a *Analyzer) lowerDomain(addr string) string {
@@ -430,8 +447,9 @@ func (a *Analyzer) delivery(cmd, qid, msg string, hr int, dayRow func() *[5]int6
 		a.received++
 		a.rcvHr[hr]++
 		dayRow()[0]++
-		a.rcvdFrom[strings.Clone(qid)] = "pickup"
-		a.abuse.pickup(qid)
+		q := a.q(qid)
+		q.whence = "pickup"
+		q.local = true
 		return
 	}
 	if cmd == "smtp" && a.opt.SMTPDetail != 0 {
@@ -442,12 +460,13 @@ func (a *Analyzer) delivery(cmd, qid, msg string, hr int, dayRow func() *[5]int6
 		}
 	}
 	if cmd == "bounce" {
-		a.abuse.bounceNotice(msg, l.Time)
+		a.bounceNotice(msg, l.Time)
 	}
 }
 
 func (a *Analyzer) qmgrFrom(qid, addr string, size int64) {
-	if a.msgSize[qid] != 0 { // avoid double-counting (a size of 0 is not remembered, as in pflogsumm)
+	q := a.q(qid)
+	if q.size != 0 { // avoid double-counting (a size of 0 is not remembered, as in pflogsumm)
 		return
 	}
 	if addr != "" {
@@ -455,10 +474,10 @@ func (a *Analyzer) qmgrFrom(qid, addr string, size int64) {
 	} else {
 		addr = "from=<>"
 	}
-	a.msgSize[strings.Clone(qid)] = size
-	a.abuse.sender(qid, addr)
-	whence, ok := a.rcvdFrom[qid]
-	if !ok || whence == "" {
+	q.size = size
+	a.abuse.sender(q, addr)
+	whence := q.whence
+	if whence == "" {
 		return
 	}
 	dom := addr
@@ -474,7 +493,7 @@ func (a *Analyzer) qmgrFrom(qid, addr string, size int64) {
 	us.count++
 	us.size += size
 	a.bytesReceived += size
-	delete(a.rcvdFrom, qid)
+	q.whence = "" // counted once, as pflogsumm deletes it
 }
 
 // recipient parses what follows "to=<" and reports whether the line had the
@@ -538,7 +557,8 @@ func (a *Analyzer) recipient(cmd, qid, s string, hr int, dayRow func() *[5]int64
 	if i := strings.IndexByte(addr, '@'); i > 0 {
 		dom = addr[i+1:]
 	}
-	a.abuse.delivery(qid, addr, relay, status, l.Time)
+	q := a.queue[qid]
+	a.abuse.delivery(q, addr)
 	switch status {
 	case "sent":
 		if strings.Contains(tail, "forwarded as ") {
@@ -556,7 +576,8 @@ func (a *Analyzer) recipient(cmd, qid, s string, hr int, dayRow func() *[5]int64
 		a.dlvHr[hr]++
 		dayRow()[1]++
 		a.delivered++
-		if sz := a.msgSize[qid]; sz != 0 {
+		if q != nil && q.size != 0 {
+			sz := q.size
 			ds.size += sz
 			us.size += sz
 			a.bytesDelivered += sz
@@ -582,8 +603,11 @@ func (a *Analyzer) recipient(cmd, qid, s string, hr int, dayRow func() *[5]int64
 		a.dfrHr[hr]++
 		dayRow()[2]++
 		a.deferrals++
-		if !a.dfrdFlag[qid] {
-			a.dfrdFlag[strings.Clone(qid)] = true
+		if q == nil {
+			q = a.q(qid)
+		}
+		if !q.deferred {
+			q.deferred = true
 			a.deferred++
 		}
 		ds := a.getStat(a.recipDom, dom)

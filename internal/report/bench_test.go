@@ -2,7 +2,9 @@ package report
 
 import (
 	"bytes"
+	"context"
 	"io"
+	"os"
 	"testing"
 	"time"
 
@@ -23,4 +25,19 @@ func BenchmarkAnalyze(b *testing.B) {
 		a.Summary().WriteText(io.Discard, nil)
 	}
 	b.ReportMetric(float64(lines)*float64(b.N)/b.Elapsed().Seconds(), "lines/s")
+}
+
+// BenchmarkFile reads the file named by env REPORT_BENCH_LOG, as the CLI does.
+func BenchmarkFile(b *testing.B) {
+	name := os.Getenv("REPORT_BENCH_LOG")
+	if name == "" {
+		b.Skip("REPORT_BENCH_LOG not set")
+	}
+	for b.Loop() {
+		a := NewAnalyzer(DefaultOptions())
+		if err := a.ReadFiles(context.Background(), []string{name}, func() *logline.Parser { return &logline.Parser{} }); err != nil {
+			b.Fatal(err)
+		}
+		a.Summary().WriteText(io.Discard, nil)
+	}
 }
