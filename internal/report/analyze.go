@@ -129,7 +129,7 @@ func NewAnalyzer(opt Options) *Analyzer {
 		days: map[dayKey]*[5]int64{}, seenDays: map[dayKey]bool{},
 		recipDom: map[string]*stat{}, sendDom: map[string]*stat{},
 		recipUser: map[string]*stat{}, sendUser: map[string]*stat{},
-		queue: map[string]*qstate{}, noMsgSize: map[string]string{},
+		queue: make(map[string]*qstate, 1<<17), noMsgSize: map[string]string{},
 		deferralD: tree2{}, bounceD: tree2{}, smtpD: tree2{},
 		warnD: tree2{}, fatalD: tree2{}, panicD: tree2{},
 		rejectD: tree3{}, warnRejD: tree3{}, holdD: tree3{}, discardD: tree3{},
@@ -156,6 +156,18 @@ func (a *Analyzer) AddLine(p *logline.Parser, raw string) {
 
 // Add counts one parsed line.
 func (a *Analyzer) Add(l logline.Line) {
+	hr, day := clock(l.Time)
+	a.add(l, hr, day)
+}
+
+// clock is the hour and calendar day of t in t's own zone (the wall clock
+// written in the log, as pflogsumm reads it).
+func clock(t time.Time) (int, dayKey) {
+	y, m, d := t.Date()
+	return t.Hour(), dayKey(y*10000 + int(m)*100 + d)
+}
+
+func (a *Analyzer) add(l logline.Line, hr int, day dayKey) {
 	if !l.Time.IsZero() && !a.inRange(l.Time) {
 		return
 	}
@@ -205,9 +217,6 @@ func (a *Analyzer) Add(l logline.Line) {
 	if l.Time.After(a.last) {
 		a.last = l.Time
 	}
-	hr := l.Time.Hour()
-	y, m, d := l.Time.Date()
-	day := dayKey(y*10000 + int(m)*100 + d)
 	if day != a.lastDay || a.lastDayRow == nil {
 		a.lastDay = day
 		a.seenDays[day] = true
@@ -229,7 +238,7 @@ func (a *Analyzer) Add(l logline.Line) {
 		if mm := reCleanup.FindStringSubmatch(msg); mm != nil {
 			rest := mm[3]
 			if !a.opt.VerboseMsgDetail {
-				rest = reCleanTail.ReplaceAllString(rest, "")
+				rest = cleanTail(rest)
 			}
 			rest = stringTrimmer(rest, 64, a.opt.VerboseMsgDetail)
 			k := rejectKey{cmd, mm[2], rest}

@@ -249,3 +249,29 @@ func colonHead(s string) (string, bool) {
 	}
 	return s, true
 }
+
+// cleanTail: s/( from \S+?)?; from=<.*$// (the leftmost match wins: an
+// earlier " from HOST" in front of "; from=<" is removed with it).
+func cleanTail(s string) string {
+	j := strings.Index(s, "; from=<")
+	if j < 0 {
+		return s
+	}
+	for off := 0; ; {
+		i := strings.Index(s[off:], " from ")
+		if i < 0 || off+i >= j {
+			return s[:j]
+		}
+		i += off
+		r := i + len(" from ")
+		e := r
+		for e < len(s) && !isSpace(s[e]) {
+			e++
+		}
+		// The non-space run must end in ";" right before " from=<".
+		if e-1 > r && s[e-1] == ';' && strings.HasPrefix(s[e-1:], "; from=<") {
+			return s[:i]
+		}
+		off = i + 1
+	}
+}

@@ -40,6 +40,7 @@ func checkFast(t *testing.T, s string) {
 		{"rejAddr", rejAddr, func(s string) string { return reSub(reRejAddr, s) }},
 		{"rejMail", rejMail, func(s string) string { return reSub(reRejMail, s) }},
 		{"rejOther", rejOther, func(s string) string { return reSub(reRejOther, s) }},
+		{"cleanTail", cleanTail, func(s string) string { return reCleanTail.ReplaceAllString(s, "") }},
 		{"rejBlock", rejBlock, func(s string) string {
 			if loc := reRejBlock.FindStringIndex(s); loc != nil {
 				return s[:loc[0]] + "blocked" + s[loc[1]:]
@@ -100,6 +101,10 @@ var fastSeeds = []string{
 	"reject: RCPT from :: x",
 	"x hold: A from b: c",
 	"x discard: A from b:c: d",
+	"Subject: viagra from unknown[198.51.100.94]; from=<a@b.example> to=<bob@local.test>",
+	"a from x; from=<b> from y; from=<c>",
+	"a from ; from=<b>",
+	"a from x y; from=<b>",
 }
 
 func TestFastMatchersAgree(t *testing.T) {

@@ -24,6 +24,8 @@ type batch struct {
 	raw    []string
 	parsed []logline.Line
 	ok     []bool
+	hr     []int
+	day    []dayKey
 	err    error
 }
 
@@ -41,7 +43,8 @@ func (a *Analyzer) ReadLines(r io.Reader, p *logline.Parser) error {
 	full := make(chan *batch, 4)
 	free := make(chan *batch, 6)
 	for range 6 {
-		free <- &batch{raw: make([]string, 0, batchLines), parsed: make([]logline.Line, batchLines), ok: make([]bool, batchLines)}
+		free <- &batch{raw: make([]string, 0, batchLines), parsed: make([]logline.Line, batchLines), ok: make([]bool, batchLines),
+			hr: make([]int, batchLines), day: make([]dayKey, batchLines)}
 	}
 	done := make(chan struct{})
 	defer close(done)
@@ -85,6 +88,9 @@ func (a *Analyzer) ReadLines(r io.Reader, p *logline.Parser) error {
 					b.ok[i] = false // relayguard's own log file: the analyzer reads it
 				} else {
 					b.parsed[i], b.ok[i] = p.Parse(s)
+					if b.ok[i] {
+						b.hr[i], b.day[i] = clock(b.parsed[i].Time)
+					}
 				}
 			}
 			if err != nil && err != io.EOF {
@@ -102,7 +108,7 @@ func (a *Analyzer) ReadLines(r io.Reader, p *logline.Parser) error {
 			a.lines++
 			switch {
 			case b.ok[i]:
-				a.Add(b.parsed[i])
+				a.add(b.parsed[i], b.hr[i], b.day[i])
 			case strings.HasPrefix(raw, "time="):
 				a.addSlog(strings.TrimRight(raw, "\r\n"), time.Time{})
 			}
