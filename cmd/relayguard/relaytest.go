@@ -53,7 +53,7 @@ Exit status: 0 no relay accepted, 1 relay accepted, 2 could not test.`,
 	fl.BoolVar(&f.iOwn, "i-own-this-host", false, "allow --data against a host that is not loopback")
 	fl.BoolVar(&f.newConn, "new-connection", false, "one connection per test (default: RSET between tests)")
 	fl.IntVar(&f.errorsPerConn, "errors-per-connection", 8, "reconnect once a connection has had this many 4xx/5xx replies, to stay under servers' error limits (0: never)")
-	fl.IntVar(&f.parallel, "parallel", 4, "connections running tests at once (1: one at a time)")
+	fl.IntVar(&f.parallel, "parallel", 8, "connections running tests at once (1: one at a time)")
 	fl.DurationVar(&f.timeout, "timeout", 30*time.Second, "timeout for connecting and for each reply")
 	fl.BoolVar(&f.json, "json", false, "print the report as JSON (every test: name, MAIL FROM, RCPT TO, each reply, verdict)")
 	fl.BoolVarP(&f.verbose, "verbose", "v", false, "print the SMTP transcript (to stderr with --json)")

@@ -35,7 +35,7 @@ func TestMain(m *testing.M) {
 
 // relayguardBinary builds ./cmd/relayguard once for the tests that run the
 // real command line.
-func relayguardBinary(t *testing.T) string {
+func relayguardBinary(t testing.TB) string {
 	t.Helper()
 	binOnce.Do(func() {
 		binDir, binErr = os.MkdirTemp("", "relaytest-bin-")
@@ -63,7 +63,7 @@ type cliResult struct {
 	stdout, stderr string
 }
 
-func runCLI(t *testing.T, args ...string) cliResult {
+func runCLI(t testing.TB, args ...string) cliResult {
 	t.Helper()
 	bin := relayguardBinary(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)

@@ -19,7 +19,7 @@ import (
 
 // needBinary skips outside CI when a program is missing; under CI
 // (CI=true) it fails, since CI installs every package the tests need.
-func needBinary(t *testing.T, path string) {
+func needBinary(t testing.TB, path string) {
 	t.Helper()
 	if _, err := exec.LookPath(path); err != nil {
 		if os.Getenv("CI") != "" {
@@ -29,7 +29,7 @@ func needBinary(t *testing.T, path string) {
 	}
 }
 
-func needRoot(t *testing.T) {
+func needRoot(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		if os.Getenv("CI") != "" {
@@ -40,7 +40,7 @@ func needRoot(t *testing.T) {
 }
 
 // freePort returns a loopback port that was free a moment ago.
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -51,7 +51,7 @@ func freePort(t *testing.T) int {
 }
 
 // waitPort waits until something accepts connections on addr.
-func waitPort(t *testing.T, addr string, exited <-chan struct{}, what func() string) {
+func waitPort(t testing.TB, addr string, exited <-chan struct{}, what func() string) {
 	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {
@@ -71,7 +71,7 @@ func waitPort(t *testing.T, addr string, exited <-chan struct{}, what func() str
 }
 
 // writeCert writes the throwaway certificate as PEM files.
-func writeCert(t *testing.T, dir string) (certFile, keyFile string) {
+func writeCert(t testing.TB, dir string) (certFile, keyFile string) {
 	t.Helper()
 	c := selfSigned(t).Certificates[0]
 	kder, err := x509.MarshalECPrivateKey(c.PrivateKey.(*ecdsa.PrivateKey))
@@ -87,7 +87,7 @@ func writeCert(t *testing.T, dir string) (certFile, keyFile string) {
 // startPostfix runs a private Postfix instance (its own main.cf, master.cf,
 // queue and data directories) with master in the foreground on a loopback
 // port, and stops it when the test ends. extra is appended to main.cf.
-func startPostfix(t *testing.T, extra string) (addr, logFile string) {
+func startPostfix(t testing.TB, extra string) (addr, logFile string) {
 	t.Helper()
 	needRoot(t)
 	needBinary(t, "postconf")
@@ -195,7 +195,7 @@ postlog unix-dgram n - n - 1 postlogd
 }
 
 // jsonReport runs the CLI with --json and decodes the report.
-func jsonReport(t *testing.T, args ...string) (int, *Report) {
+func jsonReport(t testing.TB, args ...string) (int, *Report) {
 	t.Helper()
 	r := runCLI(t, append([]string{"relaytest", "--json"}, args...)...)
 	var rep Report

@@ -347,7 +347,7 @@ func TestDataCountsOnlyAcceptedMessages(t *testing.T) {
 		}
 		s.mu.Lock()
 		defer s.mu.Unlock()
-		if len(s.messages) != len(rep.Results) || !strings.Contains(s.messages[0], "Subject: relayguard relay test plain/null-sender") {
+		if len(s.messages) != len(rep.Results) || !strings.Contains(s.messages[0], "Subject: relayguard relay test plain/null-sender\r\n") {
 			t.Errorf("%d messages for %d tests; first: %q", len(s.messages), len(rep.Results), s.messages[0])
 		}
 	})

@@ -291,6 +291,21 @@ func (r *runner) runJobs(ctx context.Context, phases []string, forms []Form) err
 			jobs = append(jobs, &job{ph: ph, start: i*len(forms) + j, forms: forms[j:min(j+chunk, len(forms))]})
 		}
 	}
+	// Sessions after AUTH are the slow ones (servers delay failed AUTH):
+	// start them first so that the fast phases fill the gaps.
+	slices.SortStableFunc(jobs, func(a, b *job) int {
+		if r.o.Parallel <= 1 {
+			return 0 // one at a time: keep the battery's order
+		}
+		slow := func(j *job) bool { return j.ph == PhaseAuthFail || j.ph == PhaseAuth }
+		switch {
+		case slow(a) && !slow(b):
+			return -1
+		case slow(b) && !slow(a):
+			return 1
+		}
+		return 0
+	})
 	results := make([]Result, len(phases)*len(forms))
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -344,6 +359,7 @@ func (r *runner) runJobs(ctx context.Context, phases []string, forms []Form) err
 	close(queue)
 	wg.Wait()
 	if workers > 1 && r.o.Transcript != nil {
+		slices.SortFunc(jobs, func(a, b *job) int { return a.start - b.start })
 		for _, jb := range jobs {
 			r.o.Transcript.Write(jb.out.Bytes())
 		}

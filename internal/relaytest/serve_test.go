@@ -20,7 +20,7 @@ type relayguardServer struct {
 
 // needSubcommand skips outside CI when the built binary lacks a subcommand
 // (another part of relayguard still being written); under CI it fails.
-func needSubcommand(t *testing.T, bin, sub string) {
+func needSubcommand(t testing.TB, bin, sub string) {
 	t.Helper()
 	out, err := exec.Command(bin, sub, "--help").CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "relayguard "+sub) {
@@ -34,7 +34,7 @@ func needSubcommand(t *testing.T, bin, sub string) {
 // startServe writes a configuration with free loopback ports and runs
 // `relayguard serve` on it until the test ends. extra is TOML added at the
 // top level (before the tables).
-func startServe(t *testing.T, extra string) *relayguardServer {
+func startServe(t testing.TB, extra string) *relayguardServer {
 	t.Helper()
 	bin := relayguardBinary(t)
 	needSubcommand(t, bin, "serve")
@@ -88,7 +88,7 @@ mode = "submission"
 }
 
 // addUser creates an account with `relayguard user add --password-stdin`.
-func (s *relayguardServer) addUser(t *testing.T, name, pass string) {
+func (s *relayguardServer) addUser(t testing.TB, name, pass string) {
 	t.Helper()
 	bin := relayguardBinary(t)
 	needSubcommand(t, bin, "user")

@@ -21,7 +21,7 @@ import (
 // unless told otherwise: rcpt decides the reply to each RCPT TO path (the
 // text between the angle brackets, verbatim).
 type testServer struct {
-	t        *testing.T
+	t        testing.TB
 	ln       net.Listener
 	name     string
 	banner   string // full banner line; "" = "220 NAME ESMTP test"
@@ -47,7 +47,7 @@ type testServer struct {
 	maxErrs  int // most error replies seen on one connection
 }
 
-func newTestServer(t *testing.T, s *testServer) *testServer {
+func newTestServer(t testing.TB, s *testServer) *testServer {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -212,7 +212,7 @@ func (s *testServer) serve(nc net.Conn) {
 }
 
 // selfSigned makes a throwaway certificate for the test server's STARTTLS.
-func selfSigned(t *testing.T) *tls.Config {
+func selfSigned(t testing.TB) *tls.Config {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
