@@ -670,6 +670,30 @@ func isDigitByte(c byte) bool { return '0' <= c && c <= '9' }
 
 // perlNum converts the numeric prefix of s as Perl does ("0.5" → 0.5, "x" → 0).
 func perlNum(s string) float64 {
+	// Fast path for Postfix's plain decimals ("0.12", "3630"): an exact
+	// integer divided by an exact power of ten rounds the same as ParseFloat.
+	var mant uint64
+	digits, frac, dot := 0, 0, false
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case isDigitByte(c) && digits < 15:
+			mant = mant*10 + uint64(c-'0')
+			digits++
+			if dot {
+				frac++
+			}
+			continue
+		case c == '.' && !dot:
+			dot = true
+			continue
+		}
+		digits = -1
+		break
+	}
+	if digits > 0 {
+		return float64(mant) / pow10[frac]
+	}
 	k := 0
 	for k < len(s) && (isDigitByte(s[k]) || s[k] == '.' || (k == 0 && (s[k] == '-' || s[k] == '+'))) {
 		k++
@@ -682,6 +706,8 @@ func perlNum(s string) float64 {
 	}
 	return 0
 }
+
+var pow10 = [...]float64{1, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15}
 
 func (a *Analyzer) inRange(t time.Time) bool {
 	if a.opt.From.IsZero() && a.opt.To.IsZero() {

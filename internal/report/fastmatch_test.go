@@ -137,3 +137,15 @@ func FuzzFastMatchers(f *testing.F) {
 }
 
 func isValidUTF8(s string) bool { return strings.ToValidUTF8(s, "\uFFFD") == s }
+
+func TestPerlNum(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want float64
+	}{{"0.12", 0.12}, {"3630", 3630}, {"1.5", 1.5}, {"0", 0}, {"", 0}, {"x", 0}, {"12x", 12},
+		{"-1.5", -1.5}, {"1.2.3", 1.2}, {"0.1234567890123456789", 0.1234567890123456789}, {".5", 0.5}} {
+		if got := perlNum(tc.in); got != tc.want {
+			t.Errorf("perlNum(%q) = %v, want %v", tc.in, got, tc.want)
+		}
+	}
+}
