@@ -3,6 +3,7 @@ package report
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -59,20 +60,15 @@ func TestAgreesWithPflogsumm(t *testing.T) {
 	}
 	f.Close()
 
-	run := func(args ...string) (string, string) {
+	run := func(set func(*Options), args ...string) (string, string) {
 		t.Helper()
 		out, err := exec.Command(pfl, append(args, logf)...).Output()
 		if err != nil {
 			t.Fatalf("pflogsumm %v: %v", args, err)
 		}
 		o := DefaultOptions()
-		fs := map[string]*int{"-h": &o.HostLimit, "-u": &o.UserLimit}
-		for i := 0; i < len(args); i += 2 {
-			n := 0
-			for _, c := range args[i+1] {
-				n = n*10 + int(c-'0')
-			}
-			*fs[args[i]] = n
+		if set != nil {
+			set(&o)
 		}
 		a := NewAnalyzer(o)
 		if err := a.ReadFiles(context.Background(), []string{logf}, func() *logline.Parser { return &logline.Parser{} }); err != nil {
@@ -84,28 +80,34 @@ func TestAgreesWithPflogsumm(t *testing.T) {
 		}
 		return string(out), b.String()
 	}
-	want, got := run()
-	ws, gs := sections(want), sections(got)
+	// compare checks every pflogsumm section: the listed ones line for
+	// line, the others as sets of rows.
+	compare := func(name, want, got string, ordered ...string) map[string][]string {
+		t.Helper()
+		ws, gs := sections(want), sections(got)
+		for title, wl := range ws {
+			gl, ok := gs[title]
+			if !ok {
+				t.Errorf("%s: section %q missing from our report", name, title)
+				continue
+			}
+			if slices.Contains(ordered, title) {
+				if !slices.Equal(wl, gl) {
+					t.Errorf("%s: section %q differs:\npflogsumm:\n%s\nours:\n%s", name, title, strings.Join(wl, "\n"), strings.Join(gl, "\n"))
+				}
+				continue
+			}
+			if !slices.Equal(slices.Sorted(slices.Values(wl)), slices.Sorted(slices.Values(gl))) {
+				t.Errorf("%s: section %q rows differ:\npflogsumm:\n%s\nours:\n%s", name, title, strings.Join(wl, "\n"), strings.Join(gl, "\n"))
+			}
+		}
+		return ws
+	}
+	want, got := run(nil)
+	ordered := []string{"(head)", "Grand Totals", "Per-Day Traffic Summary", "Per-Hour Traffic Daily Average", "Per-Hour Traffic Summary"}
+	ws := compare("default", want, got, ordered...)
 	if len(ws) < 15 {
 		t.Fatalf("pflogsumm printed only %d sections:\n%s", len(ws), want)
-	}
-	ordered := []string{"Grand Totals", "Per-Day Traffic Summary", "Per-Hour Traffic Daily Average"}
-	for title, wl := range ws {
-		gl, ok := gs[title]
-		if !ok {
-			t.Errorf("section %q missing from our report", title)
-			continue
-		}
-		if slices.Contains(ordered, title) {
-			if !slices.Equal(wl, gl) {
-				t.Errorf("section %q differs:\npflogsumm:\n%s\nours:\n%s", title, strings.Join(wl, "\n"), strings.Join(gl, "\n"))
-			}
-			continue
-		}
-		ws, gs := slices.Sorted(slices.Values(wl)), slices.Sorted(slices.Values(gl))
-		if !slices.Equal(ws, gs) {
-			t.Errorf("section %q rows differ:\npflogsumm:\n%s\nours:\n%s", title, strings.Join(wl, "\n"), strings.Join(gl, "\n"))
-		}
 	}
 	// The grand totals must be non-trivial for the comparison to mean anything.
 	for _, must := range []string{"received", "delivered", "forwarded", "deferred", "bounced", "rejected", "held", "discarded"} {
@@ -116,12 +118,48 @@ func TestAgreesWithPflogsumm(t *testing.T) {
 		}
 	}
 
-	want, got = run("-h", "3", "-u", "3")
-	ws, gs = sections(want), sections(got)
+	want, got = run(func(o *Options) { o.HostLimit, o.UserLimit = 3, 3 }, "-h", "3", "-u", "3")
+	ws, gs := sections(want), sections(got)
 	for _, title := range []string{"Host/Domain Summary: Message Delivery (top 3)", "Host/Domain Summary: Messages Received (top 3)",
 		"top 3 Senders by message size", "top 3 Recipients by message size", "top 3 Recipients by message count"} {
 		if len(ws[title]) == 0 || !slices.Equal(ws[title], gs[title]) {
 			t.Errorf("top-N section %q differs:\npflogsumm:\n%s\nours:\n%s", title, strings.Join(ws[title], "\n"), strings.Join(gs[title], "\n"))
 		}
 	}
+
+	// Further options, pflogsumm's spelling on its side.
+	y := time.Now().AddDate(0, 0, -1)
+	yday := time.Date(y.Year(), y.Month(), y.Day(), 0, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		args []string
+		set  func(*Options)
+	}{
+		{[]string{"--smtpd-stats"}, func(o *Options) { o.SMTPDStats = true }},
+		{[]string{"--problems-first", "--iso-date-time", "--zero-fill"}, func(o *Options) { o.ProblemsFirst, o.ISODateTime, o.ZeroFill = true, true, true }},
+		{[]string{"--verbose-msg-detail", "-i"}, func(o *Options) { o.VerboseMsgDetail, o.IgnoreCase = true, true }},
+		{[]string{"-d", "yesterday"}, func(o *Options) {
+			o.From, o.To, o.DateLabel = yday, yday.AddDate(0, 0, 1), fmt.Sprintf("%s %2d", yday.Format("Jan"), yday.Day())
+		}},
+		{[]string{"--reject-detail", "0", "--bounce-detail", "0", "--smtp-detail", "0"}, func(o *Options) { o.RejectDetail, o.BounceDetail, o.SMTPDetail = 0, 0, 0 }},
+	} {
+		want, got := run(tc.set, tc.args...)
+		compare(strings.Join(tc.args, " "), want, got, append(ordered, "Per-Hour SMTPD Connection Daily Average", "Per-Day SMTPD Connection Summary")...)
+		if ours, theirs := sectionOrder(got), sectionOrder(want); !slices.Equal(ours[:len(theirs)], theirs) {
+			t.Errorf("%v: section order %q, pflogsumm %q", tc.args, ours, theirs)
+		}
+	}
+}
+
+// sectionOrder lists the section titles (and ": none" lines) in order.
+func sectionOrder(text string) []string {
+	var out []string
+	lines := strings.Split(text, "\n")
+	for i, l := range lines {
+		if i+1 < len(lines) && l != "" && len(lines[i+1]) == len(l) && strings.Trim(lines[i+1], "-") == "" {
+			out = append(out, strings.TrimSpace(l))
+		} else if strings.HasSuffix(l, ": none") && !strings.HasPrefix(l, " ") {
+			out = append(out, strings.TrimSuffix(l, ": none"))
+		}
+	}
+	return out
 }
