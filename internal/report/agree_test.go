@@ -112,7 +112,7 @@ func TestAgreesWithPflogsumm(t *testing.T) {
 	// The grand totals must be non-trivial for the comparison to mean anything.
 	for _, must := range []string{"received", "delivered", "forwarded", "deferred", "bounced", "rejected", "held", "discarded"} {
 		for _, l := range ws["Grand Totals"] {
-			if strings.HasSuffix(l, "  "+must) && strings.TrimSpace(l)[0] == '0' {
+			if strings.Contains(l, "  "+must) && strings.TrimSpace(l)[0] == '0' {
 				t.Errorf("generated log has no %s messages: %q", must, l)
 			}
 		}
