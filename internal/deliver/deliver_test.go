@@ -269,6 +269,36 @@ func TestLMTPIntoDovecot(t *testing.T) {
 	if len(box) != 1 || !strings.Contains(box[0], ".a line starting with a dot") || !strings.Contains(box[0], "Subject: hello") {
 		t.Fatalf("alice's mailbox: %q", box)
 	}
+	// The same over Dovecot's unix socket.
+	s.cfg.Transports = map[string]string{"mail.test": "lmtp:unix:" + dc.LMTPSocket}
+	wantOK(t, s.deliverer(t).Deliver(context.Background(), "mail.test", request("alice@mail.test")), 1)
+	if box = dc.Mailbox(t, "alice@mail.test"); len(box) != 2 {
+		t.Fatalf("alice's mailbox after the unix-socket delivery: %d messages", len(box))
+	}
+}
+
+// The transport table: exact domain, then ".parent" from the closest
+// parent, then "*", then the smarthost or MX.
+func TestTransportLookup(t *testing.T) {
+	root := t.TempDir()
+	s := newSetup(t)
+	s.cfg.Transports = map[string]string{
+		"exact.test":      "maildir:" + root + "/exact",
+		".corp.test":      "maildir:" + root + "/corp",
+		".eu.corp.test":   "maildir:" + root + "/eu",
+		"*":               "maildir:" + root + "/star",
+		"plain.corp.test": "maildir:" + root + "/plain",
+	}
+	d := s.deliverer(t)
+	for dom, want := range map[string]string{
+		"exact.test": "exact", "EXACT.test": "exact", "sub.exact.test": "star",
+		"a.corp.test": "corp", "x.eu.corp.test": "eu", "plain.corp.test": "plain", "corp.test": "star", "other.test": "star",
+	} {
+		r := d.Deliver(context.Background(), dom, request("u@"+dom))[0]
+		if !r.OK || r.Host != filepath.Join(root, want, "u") {
+			t.Errorf("%s: delivered to %q (%s), want %s", dom, r.Host, r.Error(), want)
+		}
+	}
 }
 
 func TestMaildir(t *testing.T) {

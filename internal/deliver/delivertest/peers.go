@@ -335,7 +335,8 @@ func (d *DNS) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 
 // Dovecot is a Dovecot instance serving LMTP on loopback.
 type Dovecot struct {
-	LMTPAddr string
+	LMTPAddr   string
+	LMTPSocket string // the same service on a unix socket
 	Dir      string
 	cmd      *exec.Cmd
 }
@@ -394,6 +395,9 @@ service lmtp {
     address = 127.0.0.1
     port = %[2]d
   }
+  unix_listener lmtp {
+    mode = 0666
+  }
 }
 `, dir, port)
 	cf := filepath.Join(dir, "dovecot.conf")
@@ -421,7 +425,7 @@ service lmtp {
 			t.Fatal(err)
 		}
 	}
-	d := &Dovecot{LMTPAddr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), Dir: dir, cmd: cmd}
+	d := &Dovecot{LMTPAddr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), LMTPSocket: filepath.Join(dir, "run", "lmtp"), Dir: dir, cmd: cmd}
 	t.Cleanup(func() {
 		cmd.Process.Signal(os.Interrupt)
 		select {
