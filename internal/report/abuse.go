@@ -87,6 +87,9 @@ func cleanAddr(s string) string {
 			s = s[i+1 : i+j]
 		}
 	}
+	if _, ok := dottedQuad(s); ok && canonicalIPv4(s) {
+		return s // already in netip's form: skip parsing and formatting
+	}
 	if a, err := netip.ParseAddr(s); err == nil {
 		return a.Unmap().String()
 	}
@@ -94,6 +97,30 @@ func cleanAddr(s string) string {
 		return ap.Addr().Unmap().String()
 	}
 	return ""
+}
+
+// canonicalIPv4 reports whether a dotted quad has octets ≤ 255 without
+// leading zeros, i.e. is exactly what netip.Addr.String would print.
+func canonicalIPv4(s string) bool {
+	start := 0
+	for i := 0; i <= len(s); i++ {
+		if i < len(s) && s[i] != '.' {
+			continue
+		}
+		part := s[start:i]
+		if len(part) > 1 && part[0] == '0' {
+			return false
+		}
+		n := 0
+		for j := 0; j < len(part); j++ {
+			n = n*10 + int(part[j]-'0')
+		}
+		if n > 255 {
+			return false
+		}
+		start = i + 1
+	}
+	return true
 }
 
 // subnetOf is the /24 of an IPv4 address or the /64 of an IPv6 address.
@@ -223,7 +250,9 @@ func (s *abuseState) received(q *qstate, rest string) {
 func (s *abuseState) sender(q *qstate, addr string) {
 	if q.local {
 		q.local = false
-		s.localSenders[strings.Clone(strings.ToLower(addr))] = true
+		if a := strings.ToLower(addr); !s.localSenders[a] {
+			s.localSenders[strings.Clone(a)] = true
+		}
 	}
 }
 

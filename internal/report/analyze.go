@@ -107,6 +107,7 @@ type Analyzer struct {
 	rcvHr, dlvHr, dfrHr, bncHr, rejHr      [24]int64
 	recipDom, sendDom, recipUser, sendUser map[string]*stat
 	queue                                  map[string]*qstate
+	qslab                                  []qstate
 	noMsgSize                              map[string]string
 	deferralD, bounceD, smtpD              tree2
 	warnD, fatalD, panicD                  tree2
@@ -129,7 +130,7 @@ func NewAnalyzer(opt Options) *Analyzer {
 		days: map[dayKey]*[5]int64{}, seenDays: map[dayKey]bool{},
 		recipDom: map[string]*stat{}, sendDom: map[string]*stat{},
 		recipUser: map[string]*stat{}, sendUser: map[string]*stat{},
-		queue: make(map[string]*qstate, 1<<17), noMsgSize: map[string]string{},
+		queue: make(map[string]*qstate, 1<<16), noMsgSize: map[string]string{},
 		deferralD: tree2{}, bounceD: tree2{}, smtpD: tree2{},
 		warnD: tree2{}, fatalD: tree2{}, panicD: tree2{},
 		rejectD: tree3{}, warnRejD: tree3{}, holdD: tree3{}, discardD: tree3{},
@@ -172,13 +173,15 @@ func (a *Analyzer) add(l logline.Line, hr int, day dayKey) {
 		return
 	}
 	prog := l.Program
-	switch {
-	case prog == "relayguard":
-		a.addSlog(l.Message, l.Time)
-		return
-	case strings.HasPrefix(prog, "dovecot") || strings.HasSuffix(prog, "-login"):
-		a.addDovecot(l)
-		return
+	if !strings.HasPrefix(prog, "postfix") {
+		switch {
+		case prog == "relayguard":
+			a.addSlog(l.Message, l.Time)
+			return
+		case strings.HasPrefix(prog, "dovecot") || strings.HasSuffix(prog, "-login"):
+			a.addDovecot(l)
+			return
+		}
 	}
 	// pflogsumm takes "postfix/CMD", "postfix/smtps/CMD",
 	// "postfix/submission/CMD" (and the same under --syslog-name), and
@@ -204,8 +207,11 @@ func (a *Analyzer) add(l logline.Line, hr int, day dayKey) {
 		}
 	}
 	qid := msg
-	if i := strings.IndexAny(msg, ": \t"); i >= 0 {
-		qid = msg[:i]
+	for i := 0; i < len(msg); i++ {
+		if c := msg[i]; c == ':' || c == ' ' || c == '\t' {
+			qid = msg[:i]
+			break
+		}
 	}
 	if qid == "" {
 		return
@@ -390,7 +396,11 @@ type qstate struct {
 func (a *Analyzer) q(qid string) *qstate {
 	q := a.queue[qid]
 	if q == nil {
-		q = &qstate{}
+		if len(a.qslab) == 0 {
+			a.qslab = make([]qstate, 1024) // fewer, larger allocations
+		}
+		q = &a.qslab[0]
+		a.qslab = a.qslab[1:]
 		a.queue[strings.Clone(qid)] = q
 	}
 	return q

@@ -134,6 +134,9 @@ func rejAddr(s string) string {
 
 // rejBlock: s/(client|Client host|Sender address) .+? blocked/blocked/
 func rejBlock(s string) string {
+	if !strings.Contains(s, " blocked") {
+		return s
+	}
 	for i := 0; i < len(s); i++ {
 		for _, w := range [...]string{"client ", "Client host ", "Sender address "} {
 			if !strings.HasPrefix(s[i:], w) {
