@@ -31,8 +31,10 @@ type client struct {
 	lmtp    bool
 	tls     bool
 	timeout time.Duration
-	used    int  // transactions completed on this connection
-	clean   bool // the last transaction ended with its final reply
+	peer    string // the name the server gave in its EHLO reply
+	banner  string // the name the server gave in its greeting
+	used    int    // transactions completed on this connection
+	clean   bool   // the last transaction ended with its final reply
 }
 
 // Reply is one SMTP reply.
@@ -109,6 +111,7 @@ func (c *client) greet() error {
 	if r.Code != 220 {
 		return &ReplyError{Stage: "greeting", Reply: r}
 	}
+	c.banner, _, _ = strings.Cut(strings.TrimSpace(r.lines[0]), " ")
 	return nil
 }
 
@@ -132,6 +135,7 @@ func (c *client) hello(name string) error {
 		return err
 	}
 	if r.Code == 250 {
+		c.peer, _, _ = strings.Cut(strings.TrimSpace(r.lines[0]), " ")
 		c.ext = map[string]string{}
 		// The first line is the greeting, the others are keywords (RFC 5321 §4.1.1.1).
 		for _, l := range r.lines[1:] {

@@ -105,14 +105,19 @@ type route struct {
 type Deliverer struct {
 	SMTP   *SMTP
 	routes map[string]route
+	local  map[string]bool
 	log    *slog.Logger
 }
 
 // Options are knobs that the configuration file does not set (tests).
 type Options struct {
-	Resolver *Resolver      // nil: from cfg.DNSServer
-	MXPort   int            // port of MX hosts; 0 = 25
-	RootCAs  *x509.CertPool // for tls_policy verify; nil = system roots
+	// LocalDomains are this server's own domains (config local_domains).
+	// Mail for them needs a transport table entry: looking up their MX
+	// would send it back to this server.
+	LocalDomains []string
+	Resolver     *Resolver      // nil: from cfg.DNSServer
+	MXPort       int            // port of MX hosts; 0 = 25
+	RootCAs      *x509.CertPool // for tls_policy verify; nil = system roots
 }
 
 // New builds a Deliverer from the [delivery] section. hostname is the EHLO
@@ -154,7 +159,10 @@ func New(cfg config.DeliveryConfig, hostname string, log *slog.Logger, opt Optio
 		}
 		s.SmarthostPass = strings.TrimRight(strings.SplitN(string(b), "\n", 2)[0], "\r")
 	}
-	d := &Deliverer{SMTP: s, routes: map[string]route{}, log: log}
+	d := &Deliverer{SMTP: s, routes: map[string]route{}, local: map[string]bool{}, log: log}
+	for _, l := range opt.LocalDomains {
+		d.local[strings.ToLower(l)] = true
+	}
 	for dom, t := range cfg.Transports {
 		if err := config.ValidateTransport(t); err != nil {
 			return nil, fmt.Errorf("deliver: transport %q for %q: %w", t, dom, err)
@@ -194,6 +202,13 @@ func (d *Deliverer) lookup(domain string) (route, bool) {
 func (d *Deliverer) Deliver(ctx context.Context, domain string, req *Request) []Result {
 	r, ok := d.lookup(domain)
 	if !ok {
+		if domain == "" || d.local[strings.ToLower(domain)] {
+			// A bare <postmaster> or a local domain without a transport:
+			// keep the mail queued (visible in `relayguard queue list`)
+			// rather than send it to our own MX and loop.
+			d.log.Error("deliver: no transport for a local domain; set [delivery.transports]", "domain", domain, "id", req.ID)
+			return tempAll(req.Rcpts, "", "4.3.5", "no transport for local domain %q: set [delivery.transports]", domain)
+		}
 		if d.SMTP.Smarthost != "" {
 			return d.SMTP.DeliverSmarthost(ctx, req)
 		}

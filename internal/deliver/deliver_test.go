@@ -360,3 +360,30 @@ func TestSMTPUTF8(t *testing.T) {
 		t.Fatalf("SMTPUTF8 message to a peer without it: got %+v, want 553 5.6.7", r)
 	}
 }
+
+// A local domain without a transport stays queued instead of going to its
+// own MX; a peer that greets with our own name is a loop (5.4.6).
+func TestNoLoops(t *testing.T) {
+	peer := delivertest.StartGoPeer(t, delivertest.GoPeerOptions{}) // greets as gopeer.test
+	s := newSetup(t, "here.test. 300 IN MX 10 mx.here.test.", "mx.here.test. 300 IN A 127.0.0.1")
+	res, _ := deliver.NewResolver(s.dns.Addr, 5*time.Second)
+	d, err := deliver.New(s.cfg, "relay.test", nil, deliver.Options{Resolver: res, LocalDomains: []string{"here.test"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, dom := range []string{"here.test", ""} {
+		r := d.Deliver(context.Background(), dom, request("postmaster@"+dom))[0]
+		if r.OK || !r.Temp || r.Enhanced != "4.3.5" {
+			t.Errorf("local domain %q without transport: got %+v, want deferred 4.3.5", dom, r)
+		}
+	}
+	s.cfg.HeloName = "GoPeer.test"
+	s.cfg.Transports = map[string]string{"loop.test": "smtp:" + peer.Addr}
+	r := s.deliverer(t).Deliver(context.Background(), "loop.test", request("u@loop.test"))[0]
+	if r.OK || r.Temp || r.Code != 554 || r.Enhanced != "5.4.6" {
+		t.Fatalf("peer with our own name: got %+v, want 554 5.4.6", r)
+	}
+	if len(peer.Messages()) != 0 {
+		t.Fatal("looping message was sent")
+	}
+}

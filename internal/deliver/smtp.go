@@ -51,6 +51,9 @@ type idleConn struct {
 	since time.Time
 }
 
+// errLoop is a peer that is this server itself.
+var errLoop = errors.New("mail loops back to myself")
+
 // target is one peer to try.
 type target struct {
 	addr     string // ip:port or host:port
@@ -179,6 +182,9 @@ func (s *SMTP) attempt(ctx context.Context, t target, req *Request) (res []Resul
 		c, reused, err := s.session(ctx, t)
 		if err != nil {
 			s.Log.Info("deliver: peer unusable", "id", req.ID, "peer", t.addr, "name", t.name, "err", err)
+			if errors.Is(err, errLoop) {
+				return permAll(req.Rcpts, t.name, 554, "5.4.6", "mail for %s loops back to myself (%s)", t.name, t.addr), false
+			}
 			var re *ReplyError
 			if errors.As(err, &re) && re.Stage == "AUTH" {
 				// Wrong relay credentials are the operator's to fix: keep
@@ -287,6 +293,11 @@ func (s *SMTP) dial(ctx context.Context, t target, policy string) (*client, erro
 	}
 	if err := c.hello(s.HeloName); err != nil {
 		return fail(err)
+	}
+	if strings.EqualFold(c.peer, s.HeloName) || strings.EqualFold(c.banner, s.HeloName) {
+		// RFC 5321 §5.1 asks the client to recognise itself among the
+		// MX hosts; a peer that greets with our own name is us.
+		return fail(errLoop)
 	}
 	if !c.tls && policy != config.TLSNone {
 		if c.has("STARTTLS") {

@@ -74,7 +74,7 @@ func run(conf, data string) error {
 	if err != nil {
 		return err
 	}
-	d, err := deliver.New(cfg.Delivery, cfg.Hostname, log, deliver.Options{})
+	d, err := deliver.New(cfg.Delivery, cfg.Hostname, log, deliver.Options{LocalDomains: cfg.LocalDomains})
 	if err != nil {
 		return err
 	}

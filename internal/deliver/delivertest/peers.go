@@ -337,8 +337,8 @@ func (d *DNS) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 type Dovecot struct {
 	LMTPAddr   string
 	LMTPSocket string // the same service on a unix socket
-	Dir      string
-	cmd      *exec.Cmd
+	Dir        string
+	cmd        *exec.Cmd
 }
 
 // StartDovecot starts Dovecot with only LMTP, a passwd-file user database
