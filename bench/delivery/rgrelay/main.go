@@ -1,7 +1,8 @@
 // Command rgrelay runs relayguard's SMTP server, durable spool, send limits
-// and delivery scheduler in one process, wired the way `relayguard serve`
-// wires them (see docs/delivery.md), for the delivery benchmark while the
-// serve command does not yet start the scheduler.
+// and delivery scheduler in one process, the delivery side started by
+// internal/deliver/service exactly as `relayguard serve` is meant to start
+// it, for the delivery benchmark (serve did not start the scheduler yet
+// when the benchmark was written).
 package main
 
 import (
@@ -17,10 +18,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/relayguard/relayguard/internal/config"
-	"github.com/relayguard/relayguard/internal/deliver"
+	"github.com/relayguard/relayguard/internal/deliver/service"
 	"github.com/relayguard/relayguard/internal/event"
 	"github.com/relayguard/relayguard/internal/queue"
-	"github.com/relayguard/relayguard/internal/ratelimit"
 	"github.com/relayguard/relayguard/internal/smtpd"
 	"github.com/relayguard/relayguard/internal/store"
 	"github.com/relayguard/relayguard/internal/userdb"
@@ -64,26 +64,12 @@ func run(conf, data string) error {
 	bus := &event.Bus{}
 
 	// The delivery side, as serve wires it.
-	st, err := ratelimit.OpenStore(ctx, cfg.Store.URL, db)
+	dl, err := service.Start(ctx, cfg, log, db, bus, users, spool)
 	if err != nil {
 		return err
 	}
-	lim, err := ratelimit.New(cfg.Delivery.RateLimits, st, ratelimit.Options{
-		Events: bus, Suspender: users, Holder: ratelimit.SpoolHolder{Spool: spool}, Log: log,
-	})
-	if err != nil {
-		return err
-	}
-	d, err := deliver.New(cfg.Delivery, cfg.Hostname, log, deliver.Options{LocalDomains: cfg.LocalDomains})
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	sched := queue.NewScheduler(spool, d, cfg, log)
-	schedDone := make(chan error, 1)
-	go func() { schedDone <- sched.Run(ctx) }()
 
-	srv, err := smtpd.New(cfg, smtpd.Deps{Users: users, Creds: users, Spool: spool, Events: bus, Limits: lim, Log: log,
+	srv, err := smtpd.New(cfg, smtpd.Deps{Users: users, Creds: users, Spool: spool, Events: bus, Limits: dl.Limiter, Log: log,
 		Metrics: smtpd.NewMetrics(prometheus.NewRegistry())})
 	if err != nil {
 		return err
@@ -98,5 +84,5 @@ func run(conf, data string) error {
 	}
 	<-ctx.Done()
 	srv.Shutdown()
-	return <-schedDone
+	return dl.Stop()
 }

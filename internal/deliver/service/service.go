@@ -1,0 +1,79 @@
+// Package service starts relayguard's delivery side for `relayguard serve`:
+// the send limiter the SMTP server consults, and the scheduler that
+// delivers the spool. It exists so that serve (and the delivery benchmark)
+// wire the same pieces the same way.
+package service
+
+import (
+	"context"
+	"database/sql"
+	"io"
+	"log/slog"
+
+	"github.com/relayguard/relayguard/internal/config"
+	"github.com/relayguard/relayguard/internal/deliver"
+	"github.com/relayguard/relayguard/internal/event"
+	"github.com/relayguard/relayguard/internal/queue"
+	"github.com/relayguard/relayguard/internal/ratelimit"
+)
+
+// Delivery is the running delivery side.
+type Delivery struct {
+	// Limiter implements smtpd.SendLimiter: put it in smtpd.Deps.Limits.
+	Limiter   *ratelimit.Limiter
+	Scheduler *queue.Scheduler
+	Deliverer *deliver.Deliverer
+
+	cancel context.CancelFunc
+	done   chan error
+	store  ratelimit.Store
+}
+
+// Start builds the limiter over the state store ([store] url: SQLite db or
+// Redis) and starts the scheduler on spool. users suspends accounts when
+// suspend_on_limit is set (a *userdb.DB; nil: no suspension); events
+// receives rate_limited events (the guard's bus).
+func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, db *sql.DB, events event.Sink,
+	users ratelimit.Suspender, spool *queue.Spool) (*Delivery, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	st, err := ratelimit.OpenStore(ctx, cfg.Store.URL, db)
+	if err != nil {
+		return nil, err
+	}
+	lim, err := ratelimit.New(cfg.Delivery.RateLimits, st, ratelimit.Options{
+		Events: events, Suspender: users, Holder: ratelimit.SpoolHolder{Spool: spool}, Log: log,
+	})
+	if err != nil {
+		closeStore(st)
+		return nil, err
+	}
+	d, err := deliver.New(cfg.Delivery, cfg.Hostname, log, deliver.Options{LocalDomains: cfg.LocalDomains})
+	if err != nil {
+		closeStore(st)
+		return nil, err
+	}
+	sched := queue.NewScheduler(spool, d, cfg, log)
+	rctx, cancel := context.WithCancel(ctx)
+	s := &Delivery{Limiter: lim, Scheduler: sched, Deliverer: d, cancel: cancel, done: make(chan error, 1), store: st}
+	go func() { s.done <- sched.Run(rctx) }()
+	return s, nil
+}
+
+func closeStore(st ratelimit.Store) {
+	if c, ok := st.(io.Closer); ok {
+		c.Close()
+	}
+}
+
+// Stop stops the scheduler (deliveries in progress finish or are retried
+// after the next start) and closes connections. Call it before closing the
+// spool.
+func (s *Delivery) Stop() error {
+	s.cancel()
+	err := <-s.done
+	s.Deliverer.Close()
+	closeStore(s.store)
+	return err
+}
