@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"runtime/debug"
 	"strings"
@@ -16,7 +15,6 @@ import (
 
 	"github.com/relayguard/relayguard/internal/config"
 	"github.com/relayguard/relayguard/internal/logline"
-	"github.com/relayguard/relayguard/internal/queue"
 	"github.com/relayguard/relayguard/internal/report"
 )
 
@@ -198,7 +196,15 @@ func runReport(cmd *cobra.Command, args []string) error {
 
 	var mailq func(io.Writer) error
 	if rf.mailq {
-		mailq = func(w io.Writer) error { return printQueue(w, cfg.Spool.Dir, newLogger(cfg)) }
+		// pflogsumm runs mailq(1); relayguard's queue is listed as by
+		// `relayguard queue list`. A queue that cannot be read is reported
+		// in the section rather than failing the whole report.
+		mailq = func(w io.Writer) error {
+			if err := queueList(w); err != nil {
+				fmt.Fprintf(w, "(%v)\n", err)
+			}
+			return nil
+		}
 	}
 	var text bytes.Buffer
 	if err := sum.WriteText(&text, mailq); err != nil {
@@ -271,42 +277,4 @@ func mailReport(ctx context.Context, cfg *config.Config, sum *report.Summary, te
 		m.HTML = h.String()
 	}
 	return m.Send(ctx)
-}
-
-// printQueue lists relayguard's spool like mailq(1).
-func printQueue(w io.Writer, dir string, log *slog.Logger) error {
-	sp, err := queue.OpenSpool(dir, 0, log)
-	if err != nil {
-		return fmt.Errorf("--mailq: %w", err)
-	}
-	defer sp.Close()
-	envs, err := sp.List()
-	if err != nil {
-		return fmt.Errorf("--mailq: %w", err)
-	}
-	if len(envs) == 0 {
-		_, err := fmt.Fprintln(w, "Mail queue is empty")
-		return err
-	}
-	fmt.Fprintln(w, "-Queue ID-  --Size-- ----Arrival Time---- -Sender/Recipient-------")
-	for _, e := range envs {
-		from := e.From
-		if from == "" {
-			from = "MAILER-DAEMON"
-		}
-		mark := ""
-		if e.Held {
-			mark = "!"
-		}
-		fmt.Fprintf(w, "%s%s %8d %s  %s\n", e.ID, mark, e.Size, e.Received.Format("Mon Jan _2 15:04:05"), from)
-		for _, r := range e.Recipients {
-			if r.LastError != "" {
-				fmt.Fprintf(w, "    (%s)\n", r.LastError)
-			}
-			fmt.Fprintf(w, "        %s  [%s]\n", r.Addr, r.Status)
-		}
-		fmt.Fprintln(w)
-	}
-	_, err = fmt.Fprintf(w, "-- %d Requests.\n", len(envs))
-	return err
 }

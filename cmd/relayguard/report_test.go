@@ -3,9 +3,11 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -14,6 +16,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/relayguard/relayguard/internal/queue"
 )
 
 var reportTestBinary = sync.OnceValues(func() (string, error) {
@@ -194,5 +198,34 @@ func TestReportMailTo(t *testing.T) {
 		}
 	case <-time.After(time.Minute):
 		t.Fatal("no mail")
+	}
+}
+
+// --mailq appends relayguard's queue, listed as by `relayguard queue list`.
+func TestReportMailq(t *testing.T) {
+	dir := t.TempDir()
+	logf := filepath.Join(dir, "mail.log")
+	os.WriteFile(logf, []byte(reportLog(time.Now())), 0o644)
+	// No spool yet: the section says why, the report still prints.
+	out, errs, code := runReportCLI(t, "", "--data-dir", dir, "report", "--mailq", logf)
+	if code != 0 || !strings.Contains(out, "Current Mail Queue\n------------------\n(") {
+		t.Fatalf("mailq without spool: code %d %s\n%s", code, errs, out)
+	}
+	sp, err := queue.OpenSpool(filepath.Join(dir, "spool"), 0, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := sp.Put(context.Background(), &queue.Envelope{ID: queue.NewID(), From: "a@example.com", Received: time.Now(),
+		Recipients: []queue.Recipient{{Addr: "b@example.net", Status: queue.StatusQueued}}}, strings.NewReader("Subject: x\r\n\r\nhi\r\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sp.Close()
+	out, errs, code = runReportCLI(t, "", "--data-dir", dir, "report", "--mailq", logf)
+	if code != 0 || !strings.Contains(out, id) || !strings.Contains(out, "a@example.com") {
+		t.Fatalf("mailq: code %d %s\n%s", code, errs, out)
+	}
+	if strings.Index(out, "Current Mail Queue") > strings.Index(out, "Abuse Summary") {
+		t.Error("queue listed after the abuse view; pflogsumm prints it at the end of its sections")
 	}
 }
