@@ -92,12 +92,6 @@ func startPostfix(t testing.TB, extra string) (addr, logFile string) {
 	needRoot(t)
 	needBinary(t, "postconf")
 	needBinary(t, "postfix")
-	out, err := exec.Command("postconf", "-d", "-h", "daemon_directory").Output()
-	if err != nil {
-		t.Fatalf("postconf -d daemon_directory: %v", err)
-	}
-	master := filepath.Join(strings.TrimSpace(string(out)), "master")
-	needBinary(t, master)
 	pfUser, err := user.Lookup("postfix")
 	if err != nil {
 		t.Fatalf("user postfix: %v", err)
@@ -166,6 +160,12 @@ postlog unix-dgram n - n - 1 postlogd
 `, addr)
 	os.WriteFile(filepath.Join(conf, "main.cf"), []byte(mainCF), 0o644)
 	os.WriteFile(filepath.Join(conf, "master.cf"), []byte(masterCF), 0o644)
+	out, err := exec.Command("postconf", "-c", conf, "-h", "daemon_directory").Output()
+	if err != nil {
+		t.Fatalf("postconf -c %s -h daemon_directory: %v", conf, err)
+	}
+	master := filepath.Join(strings.TrimSpace(string(out)), "master")
+	needBinary(t, master)
 	if out, err := exec.Command("postfix", "-c", conf, "check").CombinedOutput(); err != nil {
 		t.Fatalf("postfix -c %s check: %v\n%s", conf, err, out)
 	}

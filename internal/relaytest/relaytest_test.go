@@ -460,6 +460,8 @@ func TestNameFromBanner(t *testing.T) {
 		"ESMTP ready":                  "",
 		"[192.0.2.1] hello":            "[192.0.2.1]",
 		"localhost ESMTP":              "localhost",
+		"vm ESMTP relayguard":          "vm",
+		"SMTP server ready":            "",
 		"":                             "",
 	} {
 		if got := nameFromBanner(in); got != want {

@@ -667,7 +667,9 @@ func nameFromBanner(text string) string {
 	if strings.HasPrefix(w, "[") && strings.HasSuffix(w, "]") {
 		return w
 	}
-	if !strings.Contains(w, ".") && !strings.EqualFold(w, "localhost") {
+	switch strings.ToUpper(w) {
+	case "ESMTP", "SMTP", "READY", "SERVICE", "WELCOME", "HELLO", "MAIL", "SERVER":
+		// Banners that start with a greeting instead of a name.
 		return ""
 	}
 	for _, r := range w {
