@@ -229,6 +229,9 @@ type txOptions struct {
 // the remaining recipients have Code 0.
 func (c *client) send(ctx context.Context, from string, rcpts []string, o txOptions, body io.Reader) ([]Reply, error) {
 	c.clean = false
+	// Reads do not watch ctx: on shutdown, end the connection instead of
+	// waiting up to the command timeout for a stalled peer.
+	defer context.AfterFunc(ctx, c.close)()
 	mail := "MAIL FROM:<" + from + ">"
 	if o.Size > 0 && c.has("SIZE") {
 		mail += " SIZE=" + strconv.FormatInt(o.Size, 10)

@@ -387,3 +387,21 @@ func TestNoLoops(t *testing.T) {
 		t.Fatal("looping message was sent")
 	}
 }
+
+// Stopping (context cancelled) does not wait for a stalled peer.
+func TestCancelStalledPeer(t *testing.T) {
+	sink := delivertest.StartSink(t, "-w", "3600") // waits an hour before answering DATA
+	s := newSetup(t)
+	s.cfg.Transports = map[string]string{"slow.test": "smtp:" + sink.Addr}
+	s.cfg.CommandTimeout = config.Duration(time.Hour) // only the cancellation can end it
+	d := s.deliverer(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan []deliver.Result, 1)
+	go func() { done <- d.Deliver(ctx, "slow.test", request("u@slow.test")) }()
+	time.Sleep(300 * time.Millisecond) // let it reach DATA
+	cancel()
+	r := (<-done)[0]
+	if r.OK || !r.Temp {
+		t.Fatalf("cancelled delivery: %+v, want a temporary failure", r)
+	}
+}

@@ -25,6 +25,7 @@ func DeliverLMTP(ctx context.Context, addr, helo string, timeout time.Duration, 
 	}
 	c := newClient(conn, true, timeout)
 	defer c.quit()
+	defer context.AfterFunc(ctx, c.close)()
 	if err := c.greet(); err != nil {
 		return tempAll(req.Rcpts, addr, "4.4.2", "LMTP: %v", err)
 	}

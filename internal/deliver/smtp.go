@@ -287,6 +287,8 @@ func (s *SMTP) dial(ctx context.Context, t target, policy string) (*client, erro
 	}
 	c := newClient(conn, false, s.CommandTimeout)
 	c.tls = t.implicit
+	raw := conn // STARTTLS replaces c.conn; closing the socket ends either
+	defer context.AfterFunc(ctx, func() { raw.Close() })()
 	fail := func(err error) (*client, error) { c.close(); return nil, err }
 	if err := c.greet(); err != nil {
 		return fail(err)
