@@ -329,6 +329,9 @@ func (s *Scheduler) run(j job) {
 		} else {
 			res = deliver.Result{Rcpt: req.Rcpts[k], Temp: true, Text: "deliverer returned no result"}
 		}
+		if res.Temp && ctx.Err() != nil {
+			continue // stopping: not an attempt; due again at the next start
+		}
 		s.apply(env, i, res, now)
 		ms.tried[i] = true
 	}
