@@ -1,6 +1,8 @@
 package report
 
 import (
+	"encoding/json"
+	"fmt"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -345,13 +347,24 @@ func between(s, start, end string) string {
 	return s
 }
 
+// isSlogRecord reports whether a raw line is a record of relayguard's own
+// log file rather than a syslog line: slog's text handler starts with
+// "time=", its JSON handler with {"time":.
+func isSlogRecord(s string) bool {
+	return strings.HasPrefix(s, "time=") || strings.HasPrefix(s, `{"time":`)
+}
+
 // addSlog reads one relayguard log record in log/slog's text format
 // ("time=... level=INFO msg=\"auth failed\" client=1.2.3.4 user=bob"). The
 // reading is key-based and tolerant: unknown keys are ignored, and a record
 // without a time key takes the syslog time t.
 func (a *Analyzer) addSlog(rec string, t time.Time) {
 	var msg, client, user, rule, list, prefix, reason, until, rcpt, uid, comm, dst, ts string
-	forEachKV(rec, func(k, v string) {
+	each := forEachKV
+	if strings.HasPrefix(rec, "{") {
+		each = forEachJSON // log.format = "json"
+	}
+	each(rec, func(k, v string) {
 		switch k {
 		case "time":
 			ts = v
@@ -445,6 +458,25 @@ func (a *Analyzer) addSlog(rec string, t time.Time) {
 		st.count++
 		if dst != "" {
 			bump(st.dsts, dst)
+		}
+	}
+}
+
+// forEachJSON walks the top-level fields of a slog JSON record; values
+// that are not strings are formatted as Go prints them.
+func forEachJSON(s string, fn func(k, v string)) {
+	var m map[string]any
+	if json.Unmarshal([]byte(s), &m) != nil {
+		return
+	}
+	for k, v := range m {
+		switch v := v.(type) {
+		case string:
+			fn(k, v)
+		case float64:
+			fn(k, strconv.FormatFloat(v, 'f', -1, 64))
+		default:
+			fn(k, fmt.Sprint(v))
 		}
 	}
 }

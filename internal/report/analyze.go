@@ -144,7 +144,7 @@ func NewAnalyzer(opt Options) *Analyzer {
 // AddLine returns: everything kept is copied.
 func (a *Analyzer) AddLine(p *logline.Parser, raw string) {
 	a.lines++
-	if strings.HasPrefix(raw, "time=") { // a relayguard log file (slog text handler)
+	if isSlogRecord(raw) { // a relayguard log file (slog text or JSON handler)
 		a.addSlog(strings.TrimRight(raw, "\r\n"), time.Time{})
 		return
 	}

@@ -84,7 +84,7 @@ func (a *Analyzer) ReadLines(r io.Reader, p *logline.Parser) error {
 				i := len(b.raw)
 				s := string(line)
 				b.raw = append(b.raw, s)
-				if len(s) > 5 && s[:5] == "time=" {
+				if isSlogRecord(s) {
 					b.ok[i] = false // relayguard's own log file: the analyzer reads it
 				} else {
 					b.parsed[i], b.ok[i] = p.Parse(s)
@@ -109,7 +109,7 @@ func (a *Analyzer) ReadLines(r io.Reader, p *logline.Parser) error {
 			switch {
 			case b.ok[i]:
 				a.add(b.parsed[i], b.hr[i], b.day[i])
-			case strings.HasPrefix(raw, "time="):
+			case isSlogRecord(raw):
 				a.addSlog(strings.TrimRight(raw, "\r\n"), time.Time{})
 			}
 		}
@@ -293,7 +293,7 @@ func (a *Analyzer) ReadJournalJSON(r io.Reader, loc *time.Location) error {
 		}
 		n, _ := strconv.Atoi(pid)
 		l := logline.Line{Time: time.UnixMicro(us).In(loc), Host: e.Hostname, Program: e.Identifier, PID: n, Message: msg}
-		if l.Program == "relayguard" || strings.HasPrefix(msg, "time=") {
+		if l.Program == "relayguard" || isSlogRecord(msg) {
 			a.addSlog(msg, l.Time)
 			continue
 		}

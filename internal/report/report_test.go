@@ -322,3 +322,33 @@ func requireBinary(t *testing.T, name string) string {
 	}
 	return p
 }
+
+// relayguard's own log files, in slog's text and JSON formats, are read
+// directly (without a syslog prefix).
+func TestRelayguardLogFiles(t *testing.T) {
+	text := `time=2026-11-23T10:00:00.000Z level=INFO msg="auth failed" client=192.0.2.7 mechanism=PLAIN user=bob
+time=2026-11-23T10:00:01.000Z level=INFO msg="auth failed" client=192.0.2.8 mechanism=LOGIN user="b o\"b"
+time=2026-11-23T10:00:02.000Z level=WARN msg="ban added" prefix=192.0.2.0/24 reason="auth failures" until=2026-11-24T10:00:02Z
+`
+	js := `{"time":"2026-11-23T10:00:03Z","level":"INFO","msg":"relay access denied","client":"192.0.2.9","rcpt":"x@victim.example"}
+{"time":"2026-11-23T10:00:04Z","level":"WARN","msg":"egress blocked","uid":1001,"user":"mallory","comm":"perl","dst":"198.51.100.25:25"}
+{"time":"2026-11-23T10:00:05Z","level":"INFO","msg":"rejected","rule":"dnsbl","list":"zen.spamhaus.org","client":"192.0.2.10"}
+`
+	a := NewAnalyzer(DefaultOptions())
+	if err := a.ReadLines(strings.NewReader(text+js), fixtureParser()); err != nil {
+		t.Fatal(err)
+	}
+	ab := a.Summary().Abuse
+	eq(t, "auth failures", ab.AuthFailures, 2)
+	eq(t, "quoted user", ab.AuthBySubnet[0].Users[0].Key, `b o"b`)
+	eq(t, "ban", ab.Bans[0].Prefix, "192.0.2.0/24")
+	eq(t, "ban time from the record", ab.Bans[0].Time.Equal(time.Date(2026, 11, 23, 10, 0, 2, 0, time.UTC)), true)
+	eq(t, "relay (JSON)", ab.RelayByDomain[0], CountRow{"victim.example", 1})
+	eq(t, "egress (JSON, numeric uid)", ab.Egress[0].Who, "mallory perl (uid 1001)")
+	eq(t, "dnsbl (JSON)", ab.DNSBL[0], CountRow{"zen.spamhaus.org", 1})
+	o := DefaultOptions()
+	o.From = time.Date(2026, 11, 24, 0, 0, 0, 0, time.UTC)
+	a = NewAnalyzer(o)
+	a.ReadLines(strings.NewReader(text+js), fixtureParser())
+	eq(t, "records outside -d", a.Summary().Abuse.AuthFailures, 0)
+}
