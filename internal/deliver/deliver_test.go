@@ -1,10 +1,13 @@
 package deliver_test
 
 import (
+	"bufio"
 	"context"
 	"crypto/x509"
+	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -403,5 +406,63 @@ func TestCancelStalledPeer(t *testing.T) {
 	r := (<-done)[0]
 	if r.OK || !r.Temp {
 		t.Fatalf("cancelled delivery: %+v, want a temporary failure", r)
+	}
+}
+
+// RFC 2920: with PIPELINING, MAIL, the RCPTs and DATA are sent before any
+// reply is read. The peer answers nothing until it has seen DATA, so a
+// client that waits for the MAIL reply would hang and this test fail.
+func TestPipelining(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	got := make(chan []string, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(30 * time.Second))
+		r := bufio.NewReader(c)
+		io.WriteString(c, "220 pipe.test ESMTP\r\n")
+		r.ReadString('\n') // EHLO
+		io.WriteString(c, "250-pipe.test\r\n250-PIPELINING\r\n250 SIZE 100000\r\n")
+		var group []string
+		for {
+			l, err := r.ReadString('\n')
+			if err != nil {
+				got <- group
+				return
+			}
+			group = append(group, strings.TrimSpace(l))
+			if strings.TrimSpace(l) == "DATA" {
+				break
+			}
+		}
+		got <- group
+		io.WriteString(c, "250 2.1.0 ok\r\n250 2.1.5 ok\r\n550 5.1.1 no such user\r\n354 go on\r\n")
+		for {
+			l, err := r.ReadString('\n')
+			if err != nil || l == ".\r\n" {
+				break
+			}
+		}
+		io.WriteString(c, "250 2.0.0 queued\r\n")
+		r.ReadString('\n')
+		io.WriteString(c, "221 bye\r\n")
+	}()
+	s := newSetup(t)
+	s.cfg.Transports = map[string]string{"pipe.test": "smtp:" + ln.Addr().String()}
+	res := s.deliverer(t).Deliver(context.Background(), "pipe.test", request("a@pipe.test", "b@pipe.test"))
+	group := <-got
+	want := []string{fmt.Sprintf("MAIL FROM:<a@sender.test> SIZE=%d", len(testMsg)), "RCPT TO:<a@pipe.test>", "RCPT TO:<b@pipe.test>", "DATA"}
+	if strings.Join(group, "|") != strings.Join(want, "|") {
+		t.Fatalf("first command group %q, want %q", group, want)
+	}
+	if !res[0].OK || res[1].OK || res[1].Temp || res[1].Code != 550 {
+		t.Fatalf("results %+v", res)
 	}
 }

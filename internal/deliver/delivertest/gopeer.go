@@ -61,6 +61,7 @@ type PeerMessage struct {
 	User  string // authenticated user
 	UTF8  bool   // MAIL FROM had SMTPUTF8
 	Body  string // MAIL FROM BODY= parameter
+	Size  int64  // MAIL FROM SIZE= parameter
 }
 
 // GoPeer is an SMTP server built on emersion/go-smtp, for behaviours
@@ -165,7 +166,7 @@ func (s *peerSession) Mail(from string, opts *smtp.MailOptions) error {
 	_, tlsOK := s.c.TLSConnectionState()
 	s.cur = PeerMessage{From: from, TLS: tlsOK, User: s.usr}
 	if opts != nil {
-		s.cur.UTF8, s.cur.Body = opts.UTF8, string(opts.Body)
+		s.cur.UTF8, s.cur.Body, s.cur.Size = opts.UTF8, string(opts.Body), opts.Size
 	}
 	return nil
 }
