@@ -469,3 +469,64 @@ func TestNameFromBanner(t *testing.T) {
 		}
 	}
 }
+
+// --tls: implicit TLS from the first byte (RFC 8314); no STARTTLS phase.
+func TestImplicitTLS(t *testing.T) {
+	s := newTestServer(t, &testServer{tls: selfSigned(t), implicit: true, rcpt: func(p string, _ bool) string {
+		if strings.Contains(p, "!") {
+			return "250 2.1.5 ok"
+		}
+		return "550 5.7.1 no"
+	}})
+	rep, err := run(t, Options{Addr: s.addr(), ImplicitTLS: true, Parallel: 4, ErrorsPerConn: 8})
+	if err != nil || rep.Outcome != "open" {
+		t.Fatal(err, rep.Outcome)
+	}
+	if len(rep.Phases) != 2 || !rep.Phases[0].TLS || !rep.Phases[1].TLS || rep.Phases[1].Name != PhaseAuthFail {
+		t.Errorf("phases %+v", rep.Phases)
+	}
+	want := []string{"bang-path", "bang-path-ip", "bang-path-name", "quoted-bang-path"}
+	if got := acceptedNames(rep, PhasePlain); !slices.Equal(got, want) {
+		t.Errorf("accepted %v, want %v", got, want)
+	}
+	// Without --tls the server's TLS handshake never becomes a banner.
+	_, err = run(t, Options{Addr: s.addr(), Timeout: 500 * time.Millisecond})
+	var ue *UntestableError
+	if !errors.As(err, &ue) || ue.Reason != ReasonNoBanner {
+		t.Errorf("plain client against implicit TLS: %v", err)
+	}
+}
+
+func TestBatteryIPv6Server(t *testing.T) {
+	forms := Battery(Target{From: DefaultFrom, To: DefaultTo, ServerName: "mx.example", IP: netip.MustParseAddr("2001:db8::25")})
+	want := map[string]string{
+		"sender-ip-literal": "relay-sender@[IPv6:2001:db8::25]",
+		"percent-hack-ip":   "relay-target%relaytest.example@[IPv6:2001:db8::25]",
+		"percent-hack-ipv6": "relay-target%relaytest.example@[IPv6:2001:db8::25]",
+		"source-route-ip":   "@[IPv6:2001:db8::25]:relay-target@relaytest.example",
+	}
+	for _, f := range forms {
+		w, ok := want[f.Name]
+		if !ok {
+			continue
+		}
+		got := f.To
+		if f.Name == "sender-ip-literal" {
+			got = f.From
+		}
+		if got != w {
+			t.Errorf("%s: %q, want %q", f.Name, got, w)
+		}
+	}
+}
+
+func TestCancelled(t *testing.T) {
+	s := newTestServer(t, &testServer{silent: true})
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(100*time.Millisecond, cancel)
+	rep, err := Run(ctx, Options{Addr: s.addr(), Timeout: time.Minute})
+	var ue *UntestableError
+	if !errors.As(err, &ue) || ue.Reason != ReasonCancelled || !strings.Contains(rep.ResultLine(), "interrupted") {
+		t.Fatalf("after cancel: %v", err)
+	}
+}

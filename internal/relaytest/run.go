@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -78,75 +79,6 @@ const (
 	Temporary    = "temporary"
 	Failed       = "error"
 )
-
-// Result is the outcome of one test.
-type Result struct {
-	ID        string     `json:"id"` // phase/name
-	Phase     string     `json:"phase"`
-	Name      string     `json:"name"`
-	Group     string     `json:"group"`
-	MailFrom  string     `json:"mail_from"`
-	RcptTo    string     `json:"rcpt_to"`
-	Exchanges []Exchange `json:"exchanges"`
-	Verdict   string     `json:"verdict"`
-	Stage     string     `json:"stage"` // mail, rcpt, data or connect
-	Error     string     `json:"error,omitempty"`
-}
-
-// Report is the outcome of a run.
-type Report struct {
-	Addr       string           `json:"addr"`
-	Banner     string           `json:"banner"`
-	ServerName string           `json:"server_name"`
-	IP         string           `json:"ip"`
-	Source     string           `json:"source"`
-	From       string           `json:"from"`
-	To         string           `json:"to"`
-	AuthUser   string           `json:"auth_user,omitempty"`
-	Extensions []string         `json:"extensions"`
-	STARTTLS   bool             `json:"starttls_offered"`
-	SMTPUTF8   bool             `json:"smtputf8_offered"`
-	Phases     []PhaseInfo      `json:"phases"`
-	Results    []Result         `json:"results"`
-	Counts     map[string]int   `json:"counts"`
-	Outcome    string           `json:"outcome"` // closed, open, untestable
-	Untestable *UntestableError `json:"untestable,omitempty"`
-	Notes      []string         `json:"notes,omitempty"`
-	Duration   time.Duration    `json:"duration_ns"`
-}
-
-// PhaseInfo tells how a phase was set up.
-type PhaseInfo struct {
-	Name  string `json:"name"`
-	TLS   bool   `json:"tls"`
-	Setup string `json:"setup"` // e.g. the AUTH reply
-}
-
-// Reasons a server could not be tested.
-const (
-	ReasonRefused    = "connection refused"
-	ReasonNoBanner   = "no banner"
-	ReasonTempfailed = "all tests tempfailed"
-	ReasonNoTLS      = "STARTTLS not offered"
-	ReasonAuth       = "authentication failed"
-	ReasonProtocol   = "protocol error"
-)
-
-// UntestableError says why a server could not be tested (exit status 2).
-type UntestableError struct {
-	Reason string `json:"reason"`
-	Err    error  `json:"-"`
-	Detail string `json:"detail"`
-}
-
-func (e *UntestableError) Error() string {
-	if e.Err != nil {
-		return e.Reason + ": " + e.Err.Error()
-	}
-	return e.Reason
-}
-
-func (e *UntestableError) Unwrap() error { return e.Err }
 
 // Run runs the battery. The returned error is non-nil only when the server
 // could not be tested at all; the report is filled as far as it got.
@@ -427,12 +359,20 @@ func (r *runner) connect(ctx context.Context, trace func(dir, line string)) (*cl
 		if ctx.Err() != nil {
 			return nil, Reply{}, ctx.Err()
 		}
-		return nil, Reply{}, untestable(ReasonRefused, err)
+		// RFC 5321 3.1: a server may also refuse with a 554 banner,
+		// which greet reports as refused too.
+		if errors.Is(err, syscall.ECONNREFUSED) {
+			return nil, Reply{}, untestable(ReasonRefused, err)
+		}
+		return nil, Reply{}, untestable(ReasonConnect, err)
 	}
 	c.tr("=", "connected to "+c.nc.RemoteAddr().String()+" from "+c.nc.LocalAddr().String())
 	banner, err := c.greet()
 	if err != nil {
 		c.close()
+		if ctx.Err() != nil {
+			return nil, banner, ctx.Err()
+		}
 		return nil, banner, err
 	}
 	hr, err := c.hello(r.o.Helo)
@@ -598,49 +538,6 @@ func (w *worker) attempt(f Form, res *Result) (lost bool) {
 	return false
 }
 
-// PolicyDenial reports whether the last reply carries an enhanced status
-// code of class 4.7 or 5.7, "security or policy status" (RFC 3463 3.8):
-// a deliberate refusal, even when sent as a 4xx.
-func (res Result) PolicyDenial() bool {
-	if len(res.Exchanges) == 0 {
-		return false
-	}
-	es := EnhancedCode(res.Exchanges[len(res.Exchanges)-1].Reply.Text)
-	return strings.HasPrefix(es, "4.7.") || strings.HasPrefix(es, "5.7.")
-}
-
-// EnhancedCode returns the enhanced status code (RFC 3463, RFC 2034) that
-// starts a reply text, or "".
-func EnhancedCode(text string) string {
-	w, _, _ := strings.Cut(text, " ")
-	parts := strings.Split(w, ".")
-	if len(parts) != 3 || len(parts[0]) != 1 || !strings.Contains("245", parts[0]) {
-		return ""
-	}
-	for _, p := range parts[1:] {
-		if len(p) == 0 || len(p) > 3 || strings.Trim(p, "0123456789") != "" {
-			return ""
-		}
-	}
-	return w
-}
-
-// classify maps a reply code to a verdict: 2xx accepted, 530/535 (RFC 4954
-// 6) authentication required, 4xx temporary, other 5xx rejected.
-func classify(code int) string {
-	switch {
-	case code/100 == 2:
-		return Accepted
-	case code == 530 || code == 535:
-		return AuthRequired
-	case code/100 == 4:
-		return Temporary
-	case code/100 == 5:
-		return Rejected
-	}
-	return Failed
-}
-
 // testMessage is the harmless message sent with --data.
 func testMessage(o *Options, f Form, id, server string) string {
 	now := time.Now().UTC().Format(time.RFC1123Z)
@@ -678,53 +575,4 @@ func nameFromBanner(text string) string {
 		}
 	}
 	return w
-}
-
-// finish counts verdicts and decides the outcome.
-func (rep *Report) finish(err error) {
-	policy := 0
-	for _, res := range rep.Results {
-		rep.Counts[res.Verdict]++
-		if res.Verdict == Temporary && res.PolicyDenial() {
-			policy++
-		}
-	}
-	if policy > 0 {
-		rep.Notes = append(rep.Notes, fmt.Sprintf("%d temporary replies carry a 4.7.x policy status (RFC 3463 3.8, e.g. Postfix defer_unauth_destination): the server refuses those relays, only with a 4xx code", policy))
-	}
-	var ue *UntestableError
-	switch {
-	case errors.As(err, &ue):
-		ue.Detail = ue.Error()
-		rep.Untestable = ue
-	case err != nil:
-		rep.Untestable = &UntestableError{Reason: ReasonProtocol, Err: err, Detail: err.Error()}
-	case rep.Counts[Accepted] > 0:
-		rep.Outcome = "open"
-		return
-	case len(rep.Results) > 0 && rep.Counts[Temporary]+rep.Counts[Failed] == len(rep.Results) && policy == 0:
-		e := fmt.Errorf("%d temporary, %d errors of %d tests", rep.Counts[Temporary], rep.Counts[Failed], len(rep.Results))
-		rep.Untestable = &UntestableError{Reason: ReasonTempfailed, Err: e, Detail: ReasonTempfailed + ": " + e.Error()}
-	default:
-		rep.Outcome = "closed"
-		return
-	}
-	if rep.Counts[Accepted] > 0 {
-		// Some tests ran and relayed before the run broke off: that is
-		// still an open relay.
-		rep.Outcome = "open"
-		return
-	}
-	rep.Outcome = "untestable"
-}
-
-// Accepted lists the IDs of accepted tests.
-func (rep *Report) AcceptedIDs() []string {
-	var out []string
-	for _, res := range rep.Results {
-		if res.Verdict == Accepted {
-			out = append(out, res.ID)
-		}
-	}
-	return out
 }

@@ -26,6 +26,7 @@ type testServer struct {
 	name     string
 	banner   string // full banner line; "" = "220 NAME ESMTP test"
 	silent   bool   // never send a banner
+	implicit bool   // TLS from the first byte (needs tls)
 	tls      *tls.Config
 	utf8     bool
 	authUser string // AUTH PLAIN with authUser/authPass succeeds
@@ -81,6 +82,13 @@ func (s *testServer) addr() string { return s.ln.Addr().String() }
 func (s *testServer) serve(nc net.Conn) {
 	defer nc.Close()
 	nc.SetDeadline(time.Now().Add(time.Minute))
+	if s.implicit {
+		tc := tls.Server(nc, s.tls)
+		if tc.Handshake() != nil {
+			return
+		}
+		nc = tc
+	}
 	if s.silent {
 		buf := make([]byte, 1)
 		nc.Read(buf)
