@@ -275,6 +275,19 @@ func TestUntestable(t *testing.T) {
 			t.Errorf("result line %q", rep.ResultLine())
 		}
 	})
+	t.Run("line break in an option", func(t *testing.T) {
+		s := newTestServer(t, &testServer{})
+		_, err := run(t, Options{Addr: s.addr(), To: "a@b.example\r\nDATA"})
+		var ue *UntestableError
+		if !errors.As(err, &ue) || ue.Reason != ReasonOption {
+			t.Fatalf("err %v", err)
+		}
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.conns != 0 {
+			t.Errorf("%d connections made with a bad option", s.conns)
+		}
+	})
 	t.Run("starttls only, not offered", func(t *testing.T) {
 		s := newTestServer(t, &testServer{})
 		_, err := run(t, Options{Addr: s.addr(), StartTLS: StartTLSOnly})

@@ -143,6 +143,7 @@ const (
 	ReasonRefused    = "connection refused"
 	ReasonConnect    = "cannot connect"
 	ReasonCancelled  = "interrupted"
+	ReasonOption     = "bad option"
 	ReasonNoBanner   = "no banner"
 	ReasonTempfailed = "all tests tempfailed"
 	ReasonNoTLS      = "STARTTLS not offered"

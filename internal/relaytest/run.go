@@ -103,6 +103,15 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		o.Parallel = 1
 	}
 	rep := &Report{Addr: o.Addr, From: o.From, To: o.To, AuthUser: o.AuthUser, Counts: map[string]int{}}
+	// Every form is sent verbatim: a line break in an option would smuggle
+	// in another command.
+	for name, v := range map[string]string{"from": o.From, "to": o.To, "helo": o.Helo, "server name": o.ServerName, "auth user": o.AuthUser} {
+		if strings.ContainsAny(v, "\r\n\x00") {
+			err := untestable(ReasonOption, fmt.Errorf("%s %q contains a line break or NUL", name, v))
+			rep.finish(err)
+			return rep, err
+		}
+	}
 	r := &runner{o: &o, rep: rep, phInfo: map[string]PhaseInfo{}}
 	err := r.run(ctx)
 	rep.Duration = time.Since(start)
