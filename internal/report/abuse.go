@@ -18,16 +18,16 @@ type abuseState struct {
 	localDomains map[string]bool
 
 	authByAddr   map[string]*authStat
-	relay        map[string]map[string]int64 // client address → target domain → count
-	dnsbl        map[string]int64            // list → rejections
-	reasons      map[string]int64            // rejection reason → count (chart)
-	rejectsByIP  map[string]int64            // client address → rejections
-	postscreen   map[string]int64            // postscreen event kind → count
-	ruleRejects  map[string]int64            // relayguard rule → count
+	relay        map[string]counter // client address → target domain → count
+	dnsbl        counter            // list → rejections
+	reasons      counter            // rejection reason → count (chart)
+	rejectsByIP  counter            // client address → rejections
+	postscreen   counter            // postscreen event kind → count
+	ruleRejects  counter            // relayguard rule → count
 	ndnPerHour   [24]int64
 	ndns         int64
-	ndnRcpt      map[string]int64 // NDN recipient → delivery attempts
-	localSenders map[string]bool  // senders seen on such messages
+	ndnRcpt      counter         // NDN recipient → delivery attempts
+	localSenders map[string]bool // senders seen on such messages
 	bans         []Ban
 	banCount     int64
 	egress       map[string]*egressStat
@@ -38,21 +38,21 @@ type abuseState struct {
 
 type authStat struct {
 	count int64
-	users map[string]int64
+	users counter
 }
 
 type egressStat struct {
 	count int64
-	dsts  map[string]int64
+	dsts  counter
 }
 
 func newAbuseState(local []string) *abuseState {
 	s := &abuseState{
 		localDomains: map[string]bool{},
-		authByAddr:   map[string]*authStat{}, relay: map[string]map[string]int64{},
-		dnsbl: map[string]int64{}, reasons: map[string]int64{}, rejectsByIP: map[string]int64{},
-		postscreen: map[string]int64{}, ruleRejects: map[string]int64{},
-		ndnRcpt: map[string]int64{}, localSenders: map[string]bool{},
+		authByAddr:   map[string]*authStat{}, relay: map[string]counter{},
+		dnsbl: counter{}, reasons: counter{}, rejectsByIP: counter{},
+		postscreen: counter{}, ruleRejects: counter{},
+		ndnRcpt: counter{}, localSenders: map[string]bool{},
 		egress: map[string]*egressStat{},
 	}
 	for _, d := range local {
@@ -69,15 +69,12 @@ func (s *abuseState) authFailure(addr, user string, n int64) {
 	}
 	st := s.authByAddr[addr]
 	if st == nil {
-		st = &authStat{users: map[string]int64{}}
+		st = &authStat{users: counter{}}
 		s.authByAddr[strings.Clone(addr)] = st
 	}
 	st.count += n
 	if user != "" {
-		if _, ok := st.users[user]; !ok {
-			user = strings.Clone(user)
-		}
-		st.users[user] += n
+		st.users.add(user, n)
 	}
 }
 
@@ -168,7 +165,7 @@ func (s *abuseState) postscreenVerdict(msg string, t time.Time) {
 	for _, kind := range [...]string{"DNSBL rank", "PREGREET", "HANGUP", "COMMAND PIPELINING",
 		"NON-SMTP COMMAND", "BARE NEWLINE", "COMMAND TIME LIMIT", "COMMAND COUNT LIMIT"} {
 		if strings.HasPrefix(msg, kind+" ") {
-			s.postscreen[kind]++
+			s.postscreen.inc(kind)
 			return
 		}
 	}
@@ -197,7 +194,7 @@ func (s *abuseState) smtpdReject(msg string, k rejectKey, t time.Time) {
 		if j := strings.IndexAny(list, ";, "); j >= 0 {
 			list = list[:j]
 		}
-		bump(s.dnsbl, list)
+		s.dnsbl.inc(list)
 	}
 }
 
@@ -223,9 +220,9 @@ func (s *abuseState) reject(k rejectKey, client string, t time.Time) {
 	if reason == "" {
 		reason = "(unknown)"
 	}
-	bump(s.reasons, reason)
+	s.reasons.inc(reason)
 	if client != "" {
-		bump(s.rejectsByIP, client)
+		s.rejectsByIP.inc(client)
 	}
 }
 
@@ -235,10 +232,10 @@ func (s *abuseState) relayAttempt(client, domain string) {
 	}
 	m := s.relay[client]
 	if m == nil {
-		m = map[string]int64{}
+		m = counter{}
 		s.relay[strings.Clone(client)] = m
 	}
-	bump(m, domain)
+	m.inc(domain)
 }
 
 // received notes messages submitted by an authenticated client: their
@@ -275,7 +272,7 @@ func (s *abuseState) delivery(q *qstate, addr string) {
 	if q == nil || !q.ndn {
 		return
 	}
-	bump(s.ndnRcpt, strings.ToLower(addr))
+	s.ndnRcpt.inc(strings.ToLower(addr))
 }
 
 // backscatter returns the domains that received non-delivery notices for
@@ -284,7 +281,8 @@ func (s *abuseState) delivery(q *qstate, addr string) {
 func (s *abuseState) backscatter() ([]CountRow, int64) {
 	dom := map[string]int64{}
 	var n int64
-	for rcpt, c := range s.ndnRcpt {
+	for rcpt, cp := range s.ndnRcpt {
+		c := *cp
 		if s.localSenders[rcpt] {
 			continue
 		}
@@ -412,21 +410,21 @@ func (a *Analyzer) addSlog(rec string, t time.Time) {
 			dom = dom[at+1:]
 		}
 		s.relayAttempt(cleanAddr(client), strings.ToLower(dom))
-		s.reasons["Relay access denied"]++
+		s.reasons.inc("Relay access denied")
 	case "rejected":
 		if rule == "" {
 			rule = "(unknown)"
 		}
-		bump(s.ruleRejects, rule)
-		s.reasons[strings.Clone("relayguard: "+rule)]++
+		s.ruleRejects.inc(rule)
+		s.reasons.inc("relayguard: " + rule)
 		if c := cleanAddr(client); c != "" {
-			s.rejectsByIP[c]++
+			s.rejectsByIP.inc(c)
 		}
 		if l, ok := strings.CutPrefix(rule, "dnsbl:"); ok && list == "" {
 			list = l
 		}
 		if list != "" && strings.HasPrefix(rule, "dnsbl") {
-			bump(s.dnsbl, list)
+			s.dnsbl.inc(list)
 		}
 	case "message accepted":
 		s.accepted++
@@ -452,12 +450,12 @@ func (a *Analyzer) addSlog(rec string, t time.Time) {
 		}
 		st := s.egress[who]
 		if st == nil {
-			st = &egressStat{dsts: map[string]int64{}}
+			st = &egressStat{dsts: counter{}}
 			s.egress[strings.Clone(who)] = st
 		}
 		st.count++
 		if dst != "" {
-			bump(st.dsts, dst)
+			st.dsts.inc(dst)
 		}
 	}
 }

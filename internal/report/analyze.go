@@ -51,43 +51,64 @@ type stat struct {
 // dayKey is yyyymmdd.
 type dayKey int
 
+// counter counts by key. Values are pointers so that counting an existing
+// key never assigns to the map: Go's map assignment rewrites a string key,
+// which would make the map keep a substring of the (large) read buffer
+// alive instead of the key's own copy.
+type counter map[string]*int64
+
+// add adds n to k's count; a new key is copied.
+func (c counter) add(k string, n int64) {
+	p := c[k]
+	if p == nil {
+		p = new(int64)
+		c[strings.Clone(k)] = p
+	}
+	*p += n
+}
+
+func (c counter) inc(k string) { c.add(k, 1) }
+
+// plain returns the counts as a plain map.
+func (c counter) plain() map[string]int64 {
+	m := make(map[string]int64, len(c))
+	for k, p := range c {
+		m[k] = *p
+	}
+	return m
+}
+
+// sorted returns the rows by count, descending (at most n; n < 0: all).
+func (c counter) sorted(n int) []CountRow { return sortCounts(c.plain(), n) }
+
 // tree2 and tree3 are pflogsumm's nested detail hashes.
 type (
-	tree2 map[string]map[string]int64
-	tree3 map[string]map[string]map[string]int64
+	tree2 map[string]counter
+	tree3 map[string]map[string]counter
 )
 
-// add counts one entry; keys are copied when first inserted since callers
-// pass substrings of a reused line buffer.
+// add counts one entry; keys are copied when first inserted.
 func (t tree2) add(a, b string) {
 	m := t[a]
 	if m == nil {
-		m = map[string]int64{}
+		m = counter{}
 		t[strings.Clone(a)] = m
 	}
-	bump(m, b)
-}
-
-func bump(m map[string]int64, k string) {
-	if _, ok := m[k]; ok {
-		m[k]++
-		return
-	}
-	m[strings.Clone(k)] = 1
+	m.inc(b)
 }
 
 func (t tree3) add(k rejectKey) {
 	m := t[k.typ]
 	if m == nil {
-		m = map[string]map[string]int64{}
+		m = map[string]counter{}
 		t[strings.Clone(k.typ)] = m
 	}
 	n := m[k.reason]
 	if n == nil {
-		n = map[string]int64{}
+		n = counter{}
 		m[strings.Clone(k.reason)] = n
 	}
-	bump(n, k.data)
+	n.inc(k.data)
 }
 
 // Analyzer accumulates log lines. Feed it with Add or ReadFrom, then call
@@ -112,7 +133,7 @@ type Analyzer struct {
 	deferralD, bounceD, smtpD              tree2
 	warnD, fatalD, panicD                  tree2
 	rejectD, warnRejD, holdD, discardD     tree3
-	master                                 map[string]int64
+	master                                 counter
 	domCache                               map[string]string
 	smtpd                                  smtpdStats
 	abuse                                  *abuseState
@@ -134,7 +155,7 @@ func NewAnalyzer(opt Options) *Analyzer {
 		deferralD: tree2{}, bounceD: tree2{}, smtpD: tree2{},
 		warnD: tree2{}, fatalD: tree2{}, panicD: tree2{},
 		rejectD: tree3{}, warnRejD: tree3{}, holdD: tree3{}, discardD: tree3{},
-		master: map[string]int64{}, domCache: map[string]string{},
+		master: counter{}, domCache: map[string]string{},
 		smtpd: newSMTPDStats(), abuse: newAbuseState(opt.LocalDomains),
 	}
 }
@@ -294,7 +315,7 @@ func (a *Analyzer) add(l logline.Line, hr int, day dayKey) {
 		if i := strings.LastIndex(msg, ": "); i >= 0 {
 			text = msg[i+2:]
 		}
-		bump(a.master, text)
+		a.master.inc(text)
 		return
 	}
 	if cmd == "smtpd" || cmd == "postscreen" {

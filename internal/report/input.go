@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unsafe"
 
 	"github.com/relayguard/relayguard/internal/logline"
 )
@@ -31,14 +32,18 @@ type batch struct {
 
 const batchLines = 2048
 
+// chunkSize is how much of the input is read at a time.
+const chunkSize = 1 << 20
+
 // ReadLines feeds every line of r to the analyzer, with one year-inference
-// state for the whole stream. Reading, copying and timestamp parsing run in
-// one goroutine and the counting in the caller's, so that two cores share
-// the work; batches keep the hand-over cheap and the order intact.
+// state for the whole stream. Reading and timestamp parsing run in one
+// goroutine and the counting in the caller's, so that two cores share the
+// work; batches keep the hand-over cheap and the order intact.
 //
-// Each line is copied once into its own string: the analyzer keeps
-// substrings of it as map keys (and Go's map assignment rewrites a string
-// key on update, so a key must never alias a reused buffer).
+// The input is read into fresh 1 MiB chunks that are never written again
+// once their lines are handed on, and each line is a string pointing into
+// its chunk (no copy per line). The analyzer copies whatever it keeps (see
+// counter), so a chunk becomes garbage as soon as its batch is counted.
 func (a *Analyzer) ReadLines(r io.Reader, p *logline.Parser) error {
 	full := make(chan *batch, 4)
 	free := make(chan *batch, 6)
@@ -50,9 +55,19 @@ func (a *Analyzer) ReadLines(r io.Reader, p *logline.Parser) error {
 	defer close(done)
 	go func() {
 		defer close(full)
-		br := bufio.NewReaderSize(r, 256<<10)
-		var long []byte
 		var b *batch
+		get := func() bool {
+			if b != nil {
+				return true
+			}
+			select {
+			case b = <-free:
+				b.raw, b.err = b.raw[:0], nil
+				return true
+			case <-done:
+				return false
+			}
+		}
 		send := func() bool {
 			select {
 			case full <- b:
@@ -62,44 +77,55 @@ func (a *Analyzer) ReadLines(r io.Reader, p *logline.Parser) error {
 				return false
 			}
 		}
+		emit := func(line []byte) bool {
+			if !get() {
+				return false
+			}
+			i := len(b.raw)
+			s := unsafe.String(unsafe.SliceData(line), len(line))
+			b.raw = append(b.raw, s)
+			if isSlogRecord(s) {
+				b.ok[i] = false // relayguard's own log file: the analyzer reads it
+			} else if b.parsed[i], b.ok[i] = p.Parse(s); b.ok[i] {
+				b.hr[i], b.day[i] = clock(b.parsed[i].Time)
+			}
+			return len(b.raw) < batchLines || send()
+		}
+		var buf []byte
+		start, end, eof := 0, 0, false
 		for {
-			if b == nil {
-				select {
-				case b = <-free:
-				case <-done:
+			if i := bytes.IndexByte(buf[start:end], '\n'); i >= 0 {
+				line := buf[start : start+i+1]
+				start += i + 1
+				if !emit(line) {
 					return
 				}
-				b.raw, b.err = b.raw[:0], nil
-			}
-			line, err := br.ReadSlice('\n')
-			if errors.Is(err, bufio.ErrBufferFull) {
-				long = append(long, line...)
 				continue
 			}
-			if long != nil {
-				line = append(long, line...)
-				long = nil
-			}
-			if len(line) > 0 {
-				i := len(b.raw)
-				s := string(line)
-				b.raw = append(b.raw, s)
-				if isSlogRecord(s) {
-					b.ok[i] = false // relayguard's own log file: the analyzer reads it
-				} else {
-					b.parsed[i], b.ok[i] = p.Parse(s)
-					if b.ok[i] {
-						b.hr[i], b.day[i] = clock(b.parsed[i].Time)
-					}
-				}
-			}
-			if err != nil && err != io.EOF {
-				b.err = err
-			}
-			if err != nil || len(b.raw) == batchLines {
-				if !send() || err != nil {
+			if eof {
+				if start < end && !emit(buf[start:end]) {
 					return
 				}
+				if get() {
+					send()
+				}
+				return
+			}
+			// Move the partial line into a fresh chunk and fill the rest.
+			rem := end - start
+			nb := make([]byte, max(chunkSize, 2*rem))
+			copy(nb, buf[start:end])
+			n, err := io.ReadFull(r, nb[rem:])
+			buf, start, end = nb, 0, rem+n
+			switch {
+			case err == io.EOF || err == io.ErrUnexpectedEOF:
+				eof = true
+			case err != nil:
+				if get() {
+					b.err = err
+					send()
+				}
+				return
 			}
 		}
 	}()

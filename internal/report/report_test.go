@@ -3,6 +3,8 @@ package report
 import (
 	"bytes"
 	"context"
+	"errors"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -351,4 +353,50 @@ time=2026-11-23T10:00:02.000Z level=WARN msg="ban added" prefix=192.0.2.0/24 rea
 	a = NewAnalyzer(o)
 	a.ReadLines(strings.NewReader(text+js), fixtureParser())
 	eq(t, "records outside -d", a.Summary().Abuse.AuthFailures, 0)
+}
+
+type failingReader struct {
+	r   io.Reader
+	err error
+}
+
+func (f *failingReader) Read(p []byte) (int, error) {
+	n, err := f.r.Read(p)
+	if err == io.EOF {
+		return n, f.err
+	}
+	return n, err
+}
+
+// Chunked reading: lines longer than a chunk, lines across chunk
+// boundaries, a last line without newline, CRLF, and read errors.
+func TestReadLinesChunks(t *testing.T) {
+	raw, err := os.ReadFile("testdata/fixture.log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := analyzeFixture(t, DefaultOptions()).Totals
+	long := "Nov 22 09:00:00 mx1 postfix/smtpd[1]: warning: " + strings.Repeat("x", 3*chunkSize) + "\n"
+	var in strings.Builder
+	// Pad so that fixture lines straddle chunk boundaries.
+	for in.Len() < chunkSize-100 {
+		in.WriteString("Nov 22 08:00:00 mx1 kernel: padding padding padding padding\n")
+	}
+	in.WriteString(long)
+	crlf := strings.ReplaceAll(strings.TrimSuffix(string(raw), "\n"), "\n", "\r\n") // no final newline
+	in.WriteString(crlf)
+	a := NewAnalyzer(DefaultOptions())
+	if err := a.ReadLines(strings.NewReader(in.String()), fixtureParser()); err != nil {
+		t.Fatal(err)
+	}
+	s := a.Summary()
+	eq(t, "totals through chunks", s.Totals, want)
+	if n := findNode(s.Warnings, "smtpd"); n == nil || n.Count != 3 {
+		t.Errorf("long warning line not counted: %+v", s.Warnings)
+	}
+	boom := errors.New("disk on fire")
+	err = NewAnalyzer(DefaultOptions()).ReadLines(&failingReader{strings.NewReader(string(raw)), boom}, fixtureParser())
+	if !errors.Is(err, boom) {
+		t.Errorf("read error lost: %v", err)
+	}
 }

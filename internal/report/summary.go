@@ -226,8 +226,9 @@ func tree3Nodes(t tree3, n int) []Node {
 	return out
 }
 
-func leafNode(k string, m map[string]int64, n int) Node {
+func leafNode(k string, c counter, n int) Node {
 	node := Node{Key: k}
+	m := c.plain()
 	for _, v := range m {
 		node.Count += v
 	}
@@ -305,7 +306,7 @@ func (a *Analyzer) Summary() *Summary {
 	s.Warnings = tree2Nodes(a.warnD, o.WarningDetail)
 	s.Fatals = tree2Nodes(a.fatalD, -1)
 	s.Panics = tree2Nodes(a.panicD, -1)
-	s.Master = sortCounts(a.master, -1)
+	s.Master = a.master.sorted(-1)
 	if o.SMTPDStats {
 		s.SMTPD = a.smtpd.report(o.HostLimit)
 	}
@@ -372,7 +373,7 @@ func (s *abuseState) summary(n int) Abuse {
 	bySub := map[string]*agg{}
 	for addr, st := range s.authByAddr {
 		ab.AuthFailures += st.count
-		ab.AuthByAddress = append(ab.AuthByAddress, AuthRow{Key: addr, Failures: st.count, Users: sortCounts(st.users, 10)})
+		ab.AuthByAddress = append(ab.AuthByAddress, AuthRow{Key: addr, Failures: st.count, Users: st.users.sorted(10)})
 		k := subnetOf(addr)
 		g := bySub[k]
 		if g == nil {
@@ -382,7 +383,7 @@ func (s *abuseState) summary(n int) Abuse {
 		g.count += st.count
 		g.addrs[addr] = true
 		for u, c := range st.users {
-			g.users[u] += c
+			g.users[u] += *c
 		}
 		sub(addr).AuthFailures += st.count
 	}
@@ -397,7 +398,8 @@ func (s *abuseState) summary(n int) Abuse {
 	ab.AuthBySubnet = sortAuth(ab.AuthBySubnet)
 	byClient, byDom := map[string]int64{}, map[string]int64{}
 	for c, doms := range s.relay {
-		for d, v := range doms {
+		for d, vp := range doms {
+			v := *vp
 			byClient[c] += v
 			byDom[d] += v
 			ab.RelayAttempts += v
@@ -409,7 +411,7 @@ func (s *abuseState) summary(n int) Abuse {
 	ab.RelayByClient = sortCounts(byClient, n)
 	ab.RelayByDomain = sortCounts(byDom, n)
 	for addr, v := range s.rejectsByIP {
-		sub(addr).Rejects += v
+		sub(addr).Rejects += *v
 	}
 	for _, r := range subnets {
 		r.Total = r.AuthFailures + r.Relay + r.Rejects
@@ -420,18 +422,18 @@ func (s *abuseState) summary(n int) Abuse {
 	if n >= 0 && n < 20 {
 		ab.TopSubnets = limit(ab.TopSubnets, n)
 	}
-	ab.DNSBL = sortCounts(s.dnsbl, -1)
-	ab.RejectReasons = sortCounts(s.reasons, -1)
-	ab.Postscreen = sortCounts(s.postscreen, -1)
+	ab.DNSBL = s.dnsbl.sorted(-1)
+	ab.RejectReasons = s.reasons.sorted(-1)
+	ab.Postscreen = s.postscreen.sorted(-1)
 	ab.NDNs, ab.NDNPerHour = s.ndns, s.ndnPerHour
 	ab.BackscatterDoms, ab.Backscatter = s.backscatter()
 	ab.BackscatterDoms = limit(ab.BackscatterDoms, n)
 	ab.DovecotLogins, ab.Accepted = s.logins, s.accepted
-	ab.RuleRejects = sortCounts(s.ruleRejects, -1)
+	ab.RuleRejects = s.ruleRejects.sorted(-1)
 	ab.BanCount, ab.Bans = s.banCount, s.bans
 	ab.EgressBlocks = s.egressCount
 	for who, st := range s.egress {
-		ab.Egress = append(ab.Egress, EgressRow{Who: who, Count: st.count, Destinations: sortCounts(st.dsts, 5)})
+		ab.Egress = append(ab.Egress, EgressRow{Who: who, Count: st.count, Destinations: st.dsts.sorted(5)})
 	}
 	slices.SortFunc(ab.Egress, func(a, b EgressRow) int { return byCountThenHost(a.Count, b.Count, a.Who, b.Who) })
 	return ab
