@@ -483,6 +483,14 @@ func (a *Analyzer) delivery(cmd, qid, msg string, hr int, dayRow func() *[5]int6
 			return
 		}
 	}
+	if cmd == "qmgr" && len(msg) == len(qid)+len(": removed") && strings.HasSuffix(msg, ": removed") {
+		// The message is gone: forget its queue ID, so that the table holds
+		// only messages in flight. (pflogsumm keeps every size it saw, so a
+		// short queue ID that Postfix reuses later in the same log loses its
+		// sender there; here it counts as the new message it is.)
+		delete(a.queue, qid)
+		return
+	}
 	if cmd == "pickup" && (strings.Contains(msg, ": sender=") || strings.Contains(msg, ": uid=")) {
 		a.received++
 		a.rcvHr[hr]++
@@ -493,9 +501,15 @@ func (a *Analyzer) delivery(cmd, qid, msg string, hr int, dayRow func() *[5]int6
 		return
 	}
 	if cmd == "smtp" && a.opt.SMTPDetail != 0 {
-		if m := reSMTPConn1.FindStringSubmatch(msg); m != nil {
-			a.smtpD.add(strings.ToLower(m[2]), m[1])
-		} else if m := reSMTPConn2.FindStringSubmatch(msg); m != nil {
+		// The substring tests only skip the expressions where they cannot match.
+		var m []string
+		if strings.Contains(msg, "; address ") {
+			m = reSMTPConn1.FindStringSubmatch(msg)
+		}
+		if m == nil && strings.Contains(msg, " (port ") {
+			m = reSMTPConn2.FindStringSubmatch(msg)
+		}
+		if m != nil {
 			a.smtpD.add(strings.ToLower(m[2]), m[1])
 		}
 	}

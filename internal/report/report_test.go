@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -399,4 +400,23 @@ func TestReadLinesChunks(t *testing.T) {
 	if !errors.Is(err, boom) {
 		t.Errorf("read error lost: %v", err)
 	}
+}
+
+// A queue ID is forgotten at "removed": a reused short queue ID counts as
+// the new message it is.
+func TestQueueIDReuse(t *testing.T) {
+	msg := func(size int, to string) string {
+		return fmt.Sprintf(`Nov 22 10:00:00 mx1 postfix/smtpd[1]: AB12: client=a.example.com[192.0.2.1]
+Nov 22 10:00:01 mx1 postfix/qmgr[2]: AB12: from=<s@example.com>, size=%d, nrcpt=1 (queue active)
+Nov 22 10:00:02 mx1 postfix/lmtp[3]: AB12: to=<%s>, relay=x[private/lmtp], delay=1, delays=0/0/0/1, dsn=2.0.0, status=sent (ok)
+Nov 22 10:00:03 mx1 postfix/qmgr[2]: AB12: removed
+`, size, to)
+	}
+	a := NewAnalyzer(DefaultOptions())
+	a.ReadLines(strings.NewReader(msg(100, "a@local.test")+msg(200, "b@local.test")), fixtureParser())
+	tt := a.Summary().Totals
+	eq(t, "received", tt.Received, 2)
+	eq(t, "bytes received", tt.BytesReceived, 300)
+	eq(t, "bytes delivered", tt.BytesDelivered, 300)
+	eq(t, "queue table empty", len(a.queue), 0)
 }
