@@ -14,7 +14,7 @@ type DeliveryConfig struct {
 	MaxQueueLifetime     Duration   `toml:"max_queue_lifetime" comment:"Give up on a recipient still undelivered after this long (Postfix maximal_queue_lifetime)."`
 	RetrySchedule        []Duration `toml:"retry_schedule" comment:"Waits between delivery attempts of a temporarily failing recipient; the last one repeats."`
 	Workers              int        `toml:"workers" comment:"Deliveries in progress at once, in total."`
-	PerDomainConcurrency int        `toml:"per_domain_concurrency" comment:"Deliveries in progress at once to one destination domain."`
+	PerDomainConcurrency int        `toml:"per_domain_concurrency" comment:"Deliveries in progress at once to one destination: a domain's MX hosts, the smarthost, or a transport table target."`
 	RescanInterval       Duration   `toml:"rescan_interval" comment:"How often the scheduler rereads the spool to pick up changes made by 'relayguard queue'."`
 	HeloName             string     `toml:"helo_name" comment:"Name sent in EHLO. Empty: hostname."`
 	ConnectTimeout       Duration   `toml:"connect_timeout" comment:"Time allowed to connect to one mail exchanger."`

@@ -197,6 +197,19 @@ func (d *Deliverer) lookup(domain string) (route, bool) {
 	return r, ok
 }
 
+// Destination names where mail for domain goes, for per-destination
+// concurrency limits: the transport table entry, the smarthost, or the
+// domain itself (its MX hosts).
+func (d *Deliverer) Destination(domain string) string {
+	if r, ok := d.lookup(domain); ok {
+		return r.kind + ":" + r.addr
+	}
+	if d.SMTP.Smarthost != "" && domain != "" && !d.local[strings.ToLower(domain)] {
+		return "smtp:" + d.SMTP.Smarthost
+	}
+	return strings.ToLower(domain)
+}
+
 // Deliver delivers req to the recipients of one domain and returns one
 // Result per recipient, in order.
 func (d *Deliverer) Deliver(ctx context.Context, domain string, req *Request) []Result {

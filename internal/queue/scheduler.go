@@ -22,6 +22,13 @@ type Deliverer interface {
 	Deliver(ctx context.Context, domain string, req *deliver.Request) []deliver.Result
 }
 
+// Destinationer is implemented by a Deliverer that knows where a domain's
+// mail goes (a smarthost, a transport table host): the concurrency limit
+// then applies per destination rather than per recipient domain.
+type Destinationer interface {
+	Destination(domain string) string
+}
+
 // FlushFile is the file in the spool directory whose modification tells a
 // running scheduler to reread the spool now (written by `relayguard queue`).
 const FlushFile = "flush"
@@ -42,7 +49,7 @@ type Scheduler struct {
 	sched     timeHeap             // when each message is next due
 	due       map[string]time.Time // id -> time in sched (dedupes the heap)
 	inflight  map[string]*msgState
-	domains   map[string]*domainQ
+	domains   map[string]*domainQ // by destination
 	active    int // jobs running
 	wake      chan struct{}
 	delayed   map[string]bool // delay notices sent (in memory only)
@@ -62,6 +69,7 @@ type msgState struct {
 type job struct {
 	id     string
 	domain string
+	dest   string // concurrency key: the destination (domain by default)
 	idx    []int
 }
 
@@ -262,12 +270,16 @@ func (s *Scheduler) start(id string, now time.Time) {
 	ms := &msgState{env: env, pending: len(order), tried: map[int]bool{}}
 	s.inflight[id] = ms
 	for _, d := range order {
-		q := s.domains[d]
+		dest := d
+		if dn, ok := s.d.(Destinationer); ok {
+			dest = dn.Destination(d)
+		}
+		q := s.domains[dest]
 		if q == nil {
 			q = &domainQ{}
-			s.domains[d] = q
+			s.domains[dest] = q
 		}
-		q.queue = append(q.queue, job{id: id, domain: d, idx: byDomain[d]})
+		q.queue = append(q.queue, job{id: id, domain: d, dest: dest, idx: byDomain[d]})
 	}
 	s.pumpLocked()
 	s.mu.Unlock()
@@ -337,7 +349,7 @@ func (s *Scheduler) run(j job) {
 	}
 	ms.pending--
 	done := ms.pending == 0
-	q := s.domains[j.domain]
+	q := s.domains[j.dest]
 	q.active--
 	s.active--
 	if done {

@@ -351,3 +351,25 @@ func TestDelayNotice(t *testing.T) {
 		t.Fatalf("message after the notice: %+v %v", env, err)
 	}
 }
+
+// Through a smarthost, the concurrency limit holds for the smarthost as a
+// whole, not per recipient domain.
+func TestConcurrencyPerDestination(t *testing.T) {
+	peer := delivertest.StartGoPeer(t, delivertest.GoPeerOptions{DataDelay: 100 * time.Millisecond})
+	sp := openSpool(t, t.TempDir())
+	cfg := testConfig(nil)
+	cfg.Delivery.Smarthost = peer.Addr
+	cfg.Delivery.TLSPolicy = config.TLSNone
+	cfg.Delivery.PerDomainConcurrency = 2
+	for i := 0; i < 8; i++ {
+		put(t, sp, &queue.Envelope{From: "a@sender.test", AuthUser: "a", Recipients: rcpts(fmt.Sprintf("u@d%d.test", i))}, i)
+	}
+	startScheduler(t, sp, cfg)
+	waitFor(t, "empty spool", func() bool { return spoolLen(t, sp) == 0 })
+	if n := len(peer.Messages()); n != 8 {
+		t.Fatalf("smarthost got %d messages", n)
+	}
+	if p := peer.PeakConcurrency(); p != 2 {
+		t.Fatalf("peak concurrency to the smarthost %d, want the limit 2", p)
+	}
+}
