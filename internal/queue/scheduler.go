@@ -50,7 +50,7 @@ type Scheduler struct {
 	due       map[string]time.Time // id -> time in sched (dedupes the heap)
 	inflight  map[string]*msgState
 	domains   map[string]*domainQ // by destination
-	active    int // jobs running
+	active    int                 // jobs running
 	wake      chan struct{}
 	delayed   map[string]bool // delay notices sent (in memory only)
 	jobsWG    sync.WaitGroup
