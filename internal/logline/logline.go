@@ -52,6 +52,12 @@ type Parser struct {
 	lastMonth time.Month
 	zoneOff   int // cached FixedZone for the last numeric offset seen
 	zone      *time.Location
+
+	// The start of the last traditional timestamp's hour: a log's lines
+	// share their hour, and time.Date's zone lookup is the costliest step.
+	hourKey  int // year*1000000 + month*10000 + day*100 + hour; 0: none
+	hourLoc  *time.Location
+	hourBase time.Time
 }
 
 // Parse parses one line (without its trailing newline; a trailing "\r" or
@@ -274,7 +280,13 @@ func (p *Parser) parseBSD(s string) (time.Time, string, bool) {
 	default:
 		p.lastMonth = mon
 	}
-	return time.Date(year, mon, day, hh, mm, ss, 0, loc), s[15:], true
+	key := year*1000000 + int(mon)*10000 + day*100 + hh
+	if key != p.hourKey || loc != p.hourLoc {
+		p.hourKey, p.hourLoc, p.hourBase = key, loc, time.Date(year, mon, day, hh, 0, 0, 0, loc)
+	}
+	// Within one hour the wall clock and the instant advance together
+	// (zone transitions fall on whole hours in practice).
+	return p.hourBase.Add(time.Duration(mm*60+ss) * time.Second), s[15:], true
 }
 
 func (p *Parser) now() time.Time {

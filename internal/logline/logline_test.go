@@ -243,3 +243,23 @@ func FuzzParse(f *testing.F) {
 		p.Parse(s) // must not panic
 	})
 }
+
+// The per-hour cache gives what time.Date gives, across days, zones and a
+// daylight-saving change.
+func TestHourCacheMatchesTimeDate(t *testing.T) {
+	berlin, err := time.LoadLocation("Europe/Berlin")
+	if err != nil {
+		t.Skip("no tzdata:", err)
+	}
+	p := &Parser{Year: 2026, Loc: berlin, Now: func() time.Time { return now }}
+	start := time.Date(2026, 3, 28, 22, 0, 0, 0, time.UTC) // spans the 29 March change
+	for i := 0; i < 3*24*60; i += 7 {
+		w := start.Add(time.Duration(i) * time.Minute).In(berlin)
+		line := w.Format(time.Stamp) + " h p[1]: x"
+		l, ok := p.Parse(line)
+		want := time.Date(2026, w.Month(), w.Day(), w.Hour(), w.Minute(), w.Second(), 0, berlin)
+		if !ok || !l.Time.Equal(want) {
+			t.Fatalf("Parse(%q) = %v, want %v", line, l.Time, want)
+		}
+	}
+}

@@ -189,6 +189,27 @@ func clock(t time.Time) (int, dayKey) {
 	return t.Hour(), dayKey(y*10000 + int(m)*100 + d)
 }
 
+// clockCache remembers the local hour of the last time converted: lines
+// come in runs within one hour.
+type clockCache struct {
+	loc      *time.Location
+	from, to int64 // the hour, in Unix seconds
+	hr       int
+	day      dayKey
+}
+
+func (c *clockCache) clock(t time.Time) (int, dayKey) {
+	sec := t.Unix()
+	if t.Location() == c.loc && sec >= c.from && sec < c.to {
+		return c.hr, c.day
+	}
+	c.hr, c.day = clock(t)
+	c.loc = t.Location()
+	c.from = sec - int64(t.Minute()*60+t.Second())
+	c.to = c.from + 3600
+	return c.hr, c.day
+}
+
 func (a *Analyzer) add(l logline.Line, hr int, day dayKey) {
 	if !l.Time.IsZero() && !a.inRange(l.Time) {
 		return

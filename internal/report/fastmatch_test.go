@@ -5,6 +5,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 )
 
 func reSub(re *regexp.Regexp, s string) string { return re.ReplaceAllString(s, "$1") }
@@ -159,6 +160,25 @@ func TestCleanAddr(t *testing.T) {
 	} {
 		if got := cleanAddr(in); got != want {
 			t.Errorf("cleanAddr(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestClockCache(t *testing.T) {
+	berlin, err := time.LoadLocation("Europe/Berlin")
+	if err != nil {
+		t.Skip("no tzdata:", err)
+	}
+	var c clockCache
+	start := time.Date(2026, 10, 24, 20, 0, 0, 0, time.UTC) // spans the 25 October change
+	for i := 0; i < 3*24*3600; i += 97 {
+		for _, loc := range []*time.Location{berlin, time.UTC, time.FixedZone("", 19800)} {
+			tm := start.Add(time.Duration(i) * time.Second).In(loc)
+			hr, day := c.clock(tm)
+			whr, wday := clock(tm)
+			if hr != whr || day != wday {
+				t.Fatalf("clock(%v) = %d %d, want %d %d", tm, hr, day, whr, wday)
+			}
 		}
 	}
 }

@@ -56,6 +56,7 @@ func (a *Analyzer) ReadLines(r io.Reader, p *logline.Parser) error {
 	go func() {
 		defer close(full)
 		var b *batch
+		var cc clockCache
 		get := func() bool {
 			if b != nil {
 				return true
@@ -87,7 +88,7 @@ func (a *Analyzer) ReadLines(r io.Reader, p *logline.Parser) error {
 			if isSlogRecord(s) {
 				b.ok[i] = false // relayguard's own log file: the analyzer reads it
 			} else if b.parsed[i], b.ok[i] = p.Parse(s); b.ok[i] {
-				b.hr[i], b.day[i] = clock(b.parsed[i].Time)
+				b.hr[i], b.day[i] = cc.clock(b.parsed[i].Time)
 			}
 			return len(b.raw) < batchLines || send()
 		}
