@@ -23,6 +23,7 @@ import (
 // source routes, bang paths, stray quotes) and read every reply, code and
 // text, whatever it is. This is the part no library does for us.
 type client struct {
+	ctx     context.Context
 	nc      net.Conn
 	tp      *textproto.Conn
 	timeout time.Duration
@@ -77,8 +78,11 @@ func dial(ctx context.Context, o *Options, trace func(dir, line string)) (*clien
 		c.nc, c.tls = tc, true
 	}
 	c.tp = textproto.NewConn(c.nc)
-	// Cancelling ctx interrupts a blocked read or write at once.
-	c.stop = context.AfterFunc(ctx, func() { c.nc.SetDeadline(time.Unix(1, 0)) })
+	c.ctx = ctx
+	// Cancelling ctx interrupts a blocked read or write at once (on the TCP
+	// connection, which also stops a TLS connection over it); cmd checks
+	// ctx before it sets a new deadline.
+	c.stop = context.AfterFunc(ctx, func() { nc.SetDeadline(time.Unix(1, 0)) })
 	return c, nil
 }
 
@@ -104,13 +108,11 @@ func (c *client) close() {
 
 // quit sends QUIT and closes, ignoring failures: the server may already be gone.
 func (c *client) quit() {
-	if !c.closed {
+	if !c.closed && c.ctx.Err() == nil {
 		c.nc.SetDeadline(time.Now().Add(c.timeout))
 		if c.tp.PrintfLine("QUIT") == nil {
 			c.tr(">", "QUIT")
-			if r, err := c.readReply(); err == nil {
-				c.tr("<", r.String())
-			}
+			c.readReply()
 		}
 	}
 	c.close()
@@ -174,6 +176,10 @@ func (c *client) readReply() (Reply, error) {
 func (c *client) cmd(line, shown string) (Reply, error) {
 	if c.closed {
 		return Reply{}, fmt.Errorf("%w: connection already closed", errConnLost)
+	}
+	if err := c.ctx.Err(); err != nil {
+		c.close()
+		return Reply{}, err
 	}
 	if shown == "" {
 		shown = line

@@ -533,13 +533,28 @@ func TestBatteryIPv6Server(t *testing.T) {
 	}
 }
 
+// Cancelling the context (Ctrl-C in the command) stops a run that waits on
+// a server, before the banner or in the middle of the battery.
 func TestCancelled(t *testing.T) {
-	s := newTestServer(t, &testServer{silent: true})
-	ctx, cancel := context.WithCancel(context.Background())
-	time.AfterFunc(100*time.Millisecond, cancel)
-	rep, err := Run(ctx, Options{Addr: s.addr(), Timeout: time.Minute})
-	var ue *UntestableError
-	if !errors.As(err, &ue) || ue.Reason != ReasonCancelled || !strings.Contains(rep.ResultLine(), "interrupted") {
-		t.Fatalf("after cancel: %v", err)
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	for name, s := range map[string]*testServer{
+		"before banner": newTestServer(t, &testServer{silent: true}),
+		"during RCPT": newTestServer(t, &testServer{tls: selfSigned(t), rcpt: func(p string, _ bool) string {
+			if strings.Contains(p, "!") {
+				<-release
+			}
+			return "550 5.7.1 no"
+		}}),
+	} {
+		t.Run(name, func(t *testing.T) {
+			ctx, cancel := context.WithCancel(context.Background())
+			time.AfterFunc(200*time.Millisecond, cancel)
+			rep, err := Run(ctx, Options{Addr: s.addr(), Timeout: time.Minute, Parallel: 4, ErrorsPerConn: 8})
+			var ue *UntestableError
+			if !errors.As(err, &ue) || ue.Reason != ReasonCancelled || !strings.Contains(rep.ResultLine(), "interrupted") {
+				t.Fatalf("after cancel: %v", err)
+			}
+		})
 	}
 }
