@@ -373,3 +373,28 @@ func TestConcurrencyPerDestination(t *testing.T) {
 		t.Fatalf("peak concurrency to the smarthost %d, want the limit 2", p)
 	}
 }
+
+// `relayguard queue flush` (queue.Flush) makes a running scheduler retry a
+// deferred recipient now instead of after its hour-long wait.
+func TestFlushWakesScheduler(t *testing.T) {
+	sink := delivertest.StartSink(t, "-r", ".")
+	sp := openSpool(t, t.TempDir())
+	cfg := testConfig(map[string]string{"a.test": "smtp:" + sink.Addr})
+	cfg.Delivery.RetrySchedule = []config.Duration{config.Duration(time.Hour)}
+	cfg.Delivery.RescanInterval = config.Duration(time.Hour)
+	startScheduler(t, sp, cfg)
+	id := put(t, sp, &queue.Envelope{From: "a@sender.test", AuthUser: "a", Recipients: rcpts("x@a.test")}, 1)
+	waitFor(t, "first attempt", func() bool {
+		env, err := sp.Load(id)
+		return err == nil && env.Recipients[0].Attempts == 1
+	})
+	sink.Restart(t)
+	n, err := queue.Flush(sp)
+	if err != nil || n != 1 {
+		t.Fatalf("flush: %d, %v", n, err)
+	}
+	waitFor(t, "delivery after flush", func() bool { return gone(sp, id) })
+	if m := sink.Messages(t); len(m) != 1 {
+		t.Fatalf("sink got %d", len(m))
+	}
+}
