@@ -54,9 +54,10 @@ func split(addr string) (local, domain string) {
 }
 
 // parentDomain is the server name without its first label, when it has at
-// least three labels (mx.example.com → example.com); else the name itself.
+// least three labels (mx.example.com → example.com); else the name itself
+// (also for an address literal, used when the banner names no host).
 func parentDomain(s string) string {
-	if strings.Count(s, ".") >= 2 {
+	if !strings.HasPrefix(s, "[") && strings.Count(s, ".") >= 2 {
 		_, rest, _ := strings.Cut(s, ".")
 		return rest
 	}

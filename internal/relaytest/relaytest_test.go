@@ -510,6 +510,17 @@ func TestImplicitTLS(t *testing.T) {
 	}
 }
 
+func TestParentDomain(t *testing.T) {
+	for in, want := range map[string]string{
+		"mx.example.com": "example.com", "example.com": "example.com", "vm": "vm",
+		"[192.0.2.1]": "[192.0.2.1]", "[IPv6:2001:db8::1]": "[IPv6:2001:db8::1]",
+	} {
+		if got := parentDomain(in); got != want {
+			t.Errorf("parentDomain(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
 func TestBatteryIPv6Server(t *testing.T) {
 	forms := Battery(Target{From: DefaultFrom, To: DefaultTo, ServerName: "mx.example", IP: netip.MustParseAddr("2001:db8::25")})
 	want := map[string]string{
@@ -556,5 +567,24 @@ func TestCancelled(t *testing.T) {
 				t.Fatalf("after cancel: %v", err)
 			}
 		})
+	}
+}
+
+// A banner without a host name: the name comes from the EHLO reply, and
+// --server-name overrides both.
+func TestServerNameSources(t *testing.T) {
+	s := newTestServer(t, &testServer{banner: "220 ESMTP ready"})
+	rep, err := run(t, Options{Addr: s.addr(), StartTLS: StartTLSNever})
+	if err != nil || rep.ServerName != "mx.test-server.example" {
+		t.Fatalf("err %v, server name %q", err, rep.ServerName)
+	}
+	rep, err = run(t, Options{Addr: s.addr(), StartTLS: StartTLSNever, ServerName: "given.example"})
+	if err != nil || rep.ServerName != "given.example" {
+		t.Fatalf("err %v, server name %q", err, rep.ServerName)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !slices.Contains(s.rcpts, "relay-target%relaytest.example@given.example") {
+		t.Errorf("--server-name not used in the forms")
 	}
 }
