@@ -52,7 +52,6 @@ type Scheduler struct {
 	domains   map[string]*domainQ // by destination
 	active    int                 // jobs running
 	wake      chan struct{}
-	delayed   map[string]bool // delay notices sent (in memory only)
 	jobsWG    sync.WaitGroup
 	runCtx    context.Context
 	flushStat time.Time
@@ -88,7 +87,7 @@ func NewScheduler(spool *Spool, d Deliverer, cfg *config.Config, log *slog.Logge
 		spool: spool, d: d, cfg: cfg.Delivery, hostname: cfg.Hostname, log: log,
 		metrics: newMetrics(), now: time.Now,
 		due: map[string]time.Time{}, inflight: map[string]*msgState{},
-		domains: map[string]*domainQ{}, wake: make(chan struct{}, 1), delayed: map[string]bool{},
+		domains: map[string]*domainQ{}, wake: make(chan struct{}, 1),
 	}
 	if s.hostname == "" {
 		s.hostname = "localhost"
@@ -168,6 +167,7 @@ func (s *Scheduler) rescan() error {
 			n++
 		}
 	}
+	s.cleanMarkers(envs)
 	s.log.Debug("queue: rescan", "messages", len(envs), "scheduled", n)
 	s.metrics.queued.Set(float64(len(envs)))
 	return nil
@@ -430,28 +430,20 @@ func (s *Scheduler) finish(ms *msgState, now time.Time) {
 	if len(failed) > 0 {
 		s.notify(env, failed, dsnFailed)
 	}
-	if !final && s.cfg.DelayNoticeAfter > 0 && !env.Held && now.Sub(env.Received) >= s.cfg.DelayNoticeAfter.D() {
-		s.mu.Lock()
-		sent := s.delayed[env.ID]
-		s.delayed[env.ID] = true
-		s.mu.Unlock()
-		if !sent {
-			var late []Recipient
-			for _, r := range env.Recipients {
-				if r.Status == StatusQueued {
-					late = append(late, r)
-				}
+	if !final && s.cfg.DelayNoticeAfter > 0 && !env.Held && now.Sub(env.Received) >= s.cfg.DelayNoticeAfter.D() && s.markDelayed(env.ID) {
+		var late []Recipient
+		for _, r := range env.Recipients {
+			if r.Status == StatusQueued {
+				late = append(late, r)
 			}
-			s.notify(env, late, dsnDelayed)
 		}
+		s.notify(env, late, dsnDelayed)
 	}
 	if final {
 		if err := s.spool.Remove(env.ID); err != nil {
 			s.log.Error("queue: remove", "id", env.ID, "err", err)
 		}
-		s.mu.Lock()
-		delete(s.delayed, env.ID)
-		s.mu.Unlock()
+		os.Remove(filepath.Join(s.spool.Dir(), notifiedDir, env.ID))
 		return
 	}
 	if err := s.spool.Update(env); err != nil {
@@ -462,6 +454,51 @@ func (s *Scheduler) finish(ms *msgState, now time.Time) {
 	}
 	if at, ok := nextDue(env); ok {
 		s.schedule(env.ID, at)
+	}
+}
+
+// notifiedDir, in the spool directory, holds one empty file per message
+// whose sender was sent a delay notice, so that a restart does not send
+// another.
+const notifiedDir = "notified"
+
+// markDelayed records that a delay notice goes out for id; false if one
+// already did.
+func (s *Scheduler) markDelayed(id string) bool {
+	dir := filepath.Join(s.spool.Dir(), notifiedDir)
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		s.log.Error("queue: delay notice marker", "err", err)
+		return false
+	}
+	f, err := os.OpenFile(filepath.Join(dir, id), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o640)
+	if err != nil {
+		if !errors.Is(err, os.ErrExist) {
+			s.log.Error("queue: delay notice marker", "err", err)
+		}
+		return false
+	}
+	f.Close()
+	return true
+}
+
+// cleanMarkers removes delay-notice markers of messages no longer spooled
+// (deleted by an operator).
+func (s *Scheduler) cleanMarkers(envs []*Envelope) {
+	ents, err := os.ReadDir(filepath.Join(s.spool.Dir(), notifiedDir))
+	if err != nil {
+		return
+	}
+	have := make(map[string]bool, len(envs))
+	for _, e := range envs {
+		have[e.ID] = true
+	}
+	for _, e := range ents {
+		if have[e.Name()] {
+			continue
+		}
+		if _, err := s.spool.Load(e.Name()); errors.Is(err, os.ErrNotExist) {
+			os.Remove(filepath.Join(s.spool.Dir(), notifiedDir, e.Name()))
+		}
 	}
 }
 

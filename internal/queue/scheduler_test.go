@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -42,8 +43,8 @@ func openSpool(t testing.TB, dir string) *queue.Spool {
 	return sp
 }
 
-// startScheduler runs a scheduler until the test ends.
-func startScheduler(t testing.TB, sp *queue.Spool, cfg *config.Config) {
+// startScheduler runs a scheduler until the test ends or stop is called.
+func startScheduler(t testing.TB, sp *queue.Spool, cfg *config.Config) (stop func()) {
 	t.Helper()
 	res, _ := deliver.NewResolver("127.0.0.1:1", time.Second) // every route is in the transport table
 	d, err := deliver.New(cfg.Delivery, cfg.Hostname, testLog(), deliver.Options{Resolver: res})
@@ -54,13 +55,18 @@ func startScheduler(t testing.TB, sp *queue.Spool, cfg *config.Config) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("scheduler: %v", err)
-		}
-		d.Close()
-	})
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("scheduler: %v", err)
+			}
+			d.Close()
+		})
+	}
+	t.Cleanup(stop)
+	return stop
 }
 
 func message(seq int) string {
@@ -330,13 +336,17 @@ func TestDelayNotice(t *testing.T) {
 	cfg := testConfig(map[string]string{"a.test": "smtp:" + sink.Addr, "sender.test": "maildir:" + mbox})
 	cfg.Delivery.DelayNoticeAfter = config.Duration(500 * time.Millisecond)
 	cfg.Delivery.RetrySchedule = []config.Duration{config.Duration(200 * time.Millisecond)}
-	startScheduler(t, sp, cfg)
+	stop := startScheduler(t, sp, cfg)
 	id := put(t, sp, &queue.Envelope{From: "alice@sender.test", AuthUser: "alice", Mode: "submission", Recipients: rcpts("x@a.test")}, 4)
 	waitFor(t, "delay notice", func() bool { return len(delivertest.ReadMaildir(t, filepath.Join(mbox, "alice"))) >= 1 })
-	// Further attempts send no second notice.
+	// Further attempts, also after a restart, send no second notice.
+	stop()
+	env, _ := sp.Load(id)
+	before := env.Recipients[0].Attempts
+	startScheduler(t, sp, cfg)
 	waitFor(t, "more attempts", func() bool {
 		env, err := sp.Load(id)
-		return err == nil && env.Recipients[0].Attempts >= 6
+		return err == nil && env.Recipients[0].Attempts >= before+3
 	})
 	box := delivertest.ReadMaildir(t, filepath.Join(mbox, "alice"))
 	if len(box) != 1 {
