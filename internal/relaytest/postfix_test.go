@@ -17,16 +17,23 @@ import (
 	"time"
 )
 
-// needBinary skips outside CI when a program is missing; under CI
-// (CI=true) it fails, since CI installs every package the tests need.
-func needBinary(t testing.TB, path string) {
+// needBinary returns the path of a program, also looking in /usr/sbin
+// (not always in PATH). It skips outside CI when the program is missing;
+// under CI (CI=true) it fails, since CI installs every package the tests
+// need.
+func needBinary(t testing.TB, name string) string {
 	t.Helper()
-	if _, err := exec.LookPath(path); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("%s not found under CI: %v", path, err)
-		}
-		t.Skipf("%s not installed: %v", path, err)
+	p, err := exec.LookPath(name)
+	if err != nil && !filepath.IsAbs(name) {
+		p, err = exec.LookPath(filepath.Join("/usr/sbin", name))
 	}
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("%s not found under CI: %v", name, err)
+		}
+		t.Skipf("%s not installed: %v", name, err)
+	}
+	return p
 }
 
 func needRoot(t testing.TB) {
@@ -90,8 +97,8 @@ func writeCert(t testing.TB, dir string) (certFile, keyFile string) {
 func startPostfix(t testing.TB, extra string) (addr, logFile string) {
 	t.Helper()
 	needRoot(t)
-	needBinary(t, "postconf")
-	needBinary(t, "postfix")
+	postconf := needBinary(t, "postconf")
+	postfix := needBinary(t, "postfix")
 	pfUser, err := user.Lookup("postfix")
 	if err != nil {
 		t.Fatalf("user postfix: %v", err)
@@ -160,13 +167,13 @@ postlog unix-dgram n - n - 1 postlogd
 `, addr)
 	os.WriteFile(filepath.Join(conf, "main.cf"), []byte(mainCF), 0o644)
 	os.WriteFile(filepath.Join(conf, "master.cf"), []byte(masterCF), 0o644)
-	out, err := exec.Command("postconf", "-c", conf, "-h", "daemon_directory").Output()
+	out, err := exec.Command(postconf, "-c", conf, "-h", "daemon_directory").Output()
 	if err != nil {
 		t.Fatalf("postconf -c %s -h daemon_directory: %v", conf, err)
 	}
 	master := filepath.Join(strings.TrimSpace(string(out)), "master")
 	needBinary(t, master)
-	if out, err := exec.Command("postfix", "-c", conf, "check").CombinedOutput(); err != nil {
+	if out, err := exec.Command(postfix, "-c", conf, "check").CombinedOutput(); err != nil {
 		t.Fatalf("postfix -c %s check: %v\n%s", conf, err, out)
 	}
 
