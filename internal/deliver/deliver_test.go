@@ -466,3 +466,21 @@ func TestPipelining(t *testing.T) {
 		t.Fatalf("results %+v", res)
 	}
 }
+
+// Opportunistic TLS (policy may): a failed handshake falls back to clear
+// text on a new connection (RFC 7435); with encrypt the mail waits.
+func TestMayFallsBackToClearText(t *testing.T) {
+	peer := delivertest.StartBadTLS(t)
+	s := newSetup(t)
+	s.cfg.Transports = map[string]string{"bad.test": "smtp:" + peer.Addr}
+	s.cfg.TLSPolicy = config.TLSMay
+	wantOK(t, s.deliverer(t).Deliver(context.Background(), "bad.test", request("u@bad.test")), 1)
+	if peer.Handshake.Load() != 1 || peer.Accepted.Load() != 1 {
+		t.Fatalf("handshakes %d, accepted %d; want 1 and 1", peer.Handshake.Load(), peer.Accepted.Load())
+	}
+	s.cfg.TLSPolicy = config.TLSEncrypt
+	r := s.deliverer(t).Deliver(context.Background(), "bad.test", request("u@bad.test"))[0]
+	if r.OK || !r.Temp || peer.Accepted.Load() != 1 {
+		t.Fatalf("encrypt with a broken TLS peer: %+v (accepted %d)", r, peer.Accepted.Load())
+	}
+}

@@ -65,3 +65,71 @@ func (d *Dropper) serve(c net.Conn) {
 		}
 	}
 }
+
+// BadTLS is an SMTP peer that offers STARTTLS but answers the TLS
+// handshake with garbage; without STARTTLS it accepts mail normally.
+type BadTLS struct {
+	Addr      string
+	Handshake atomic.Int64 // STARTTLS attempts
+	Accepted  atomic.Int64 // messages accepted in clear text
+}
+
+// StartBadTLS starts a BadTLS peer on loopback.
+func StartBadTLS(t testing.TB) *BadTLS {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &BadTLS{Addr: ln.Addr().String()}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go b.serve(c)
+		}
+	}()
+	return b
+}
+
+func (b *BadTLS) serve(c net.Conn) {
+	defer c.Close()
+	r := bufio.NewReader(c)
+	io.WriteString(c, "220 badtls.test ESMTP\r\n")
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			return
+		}
+		cmd := strings.ToUpper(strings.TrimSpace(line))
+		switch {
+		case strings.HasPrefix(cmd, "EHLO"):
+			io.WriteString(c, "250-badtls.test\r\n250-8BITMIME\r\n250 STARTTLS\r\n")
+		case cmd == "STARTTLS":
+			b.Handshake.Add(1)
+			io.WriteString(c, "220 2.0.0 go ahead\r\nthis is not TLS at all\r\n")
+			return
+		case cmd == "DATA":
+			io.WriteString(c, "354 go ahead\r\n")
+			for {
+				l, err := r.ReadString('\n')
+				if err != nil {
+					return
+				}
+				if l == ".\r\n" {
+					break
+				}
+			}
+			b.Accepted.Add(1)
+			io.WriteString(c, "250 2.0.0 queued\r\n")
+		case cmd == "QUIT":
+			io.WriteString(c, "221 bye\r\n")
+			return
+		default:
+			io.WriteString(c, "250 2.0.0 ok\r\n")
+		}
+	}
+}
