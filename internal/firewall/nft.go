@@ -410,7 +410,7 @@ func (e *nft) Add(ctx context.Context, b ban.Ban) error {
 		return err
 	}
 	if !overlap {
-		err = e.write(c, k, nil, []segment{{prefixRange(p), b.Until}})
+		err = e.write(c, k, nil, []segment{{rng: prefixRange(p), Until: b.Until}})
 	} else {
 		err = e.syncKind(k)
 	}
@@ -421,16 +421,12 @@ func (e *nft) Add(ctx context.Context, b ban.Ban) error {
 	return nil
 }
 
-// overlaps reports whether another ban of set k contains p, lies inside it,
-// or touches it (the ranges would be joined): then the set is re-diffed
-// instead of writing one element. Containers and neighbours are found by
-// looking up shorter prefixes; only a p wider than one address needs a scan
-// for bans inside it.
+// overlaps reports whether another ban of set k contains p or lies inside
+// it: then the set is re-diffed instead of writing one element. Containers
+// are found by looking up p's shorter prefixes; only a p wider than one
+// address needs a scan for bans inside it.
 func (e *nft) overlaps(p netip.Prefix, k setKind) bool {
-	r := prefixRange(p)
-	if e.covered(p.Addr(), p.Bits()-1, k) ||
-		(r.Start.Prev().IsValid() && e.covered(r.Start.Prev(), r.Start.BitLen(), k)) ||
-		(r.End.Next().IsValid() && e.covered(r.End.Next(), r.End.BitLen(), k)) {
+	if e.covered(p.Addr(), p.Bits()-1, k) {
 		return true
 	}
 	if p.IsSingleIP() {
@@ -537,12 +533,12 @@ func (e *nft) readSet(c *nftables.Conn, k setKind) ([]segment, error) {
 		x := list[i]
 		switch {
 		case !x.end && open != nil: // malformed: two starts; end the first before this one
-			out = append(out, segment{rng{open.a, x.a.Prev()}, open.until})
+			out = append(out, segment{rng: rng{open.a, x.a.Prev()}, Until: open.until})
 			open = &list[i]
 		case !x.end:
 			open = &list[i]
 		case open != nil:
-			out = append(out, segment{rng{open.a, x.a.Prev()}, open.until})
+			out = append(out, segment{rng: rng{open.a, x.a.Prev()}, Until: open.until})
 			open = nil
 		}
 		// an end without a start (left by an expired start) matches nothing.
@@ -552,7 +548,7 @@ func (e *nft) readSet(c *nftables.Conn, k setKind) ([]segment, error) {
 		if !open.a.Is4() {
 			top = netip.IPv6Unspecified()
 		}
-		out = append(out, segment{rng{open.a, top.Prev()}, open.until})
+		out = append(out, segment{rng: rng{open.a, top.Prev()}, Until: open.until})
 	}
 	return out, nil
 }
@@ -572,7 +568,7 @@ func (e *nft) apply(c *nftables.Conn, k setKind, have, want []segment) error {
 			continue
 		}
 		if ok {
-			del = append(del, segment{s.rng, u})
+			del = append(del, segment{rng: s.rng, Until: u})
 		}
 		add = append(add, s)
 	}

@@ -169,9 +169,9 @@ func TestNFTablesReconcile(t *testing.T) {
 	want := map[setKind][]string{
 		perm4: nil,
 		perm6: {"2001:db8::3-2001:db8::3 perm"},
-		// The nested /25 expiring later cuts the /24; 198.51.101.0/24 and
-		// 198.51.102.0/24 expire together and are joined into one range.
-		temp4: {"198.51.100.0-198.51.100.127 1h", "198.51.100.128-198.51.100.255 2h", "198.51.101.0-198.51.102.255 1h"},
+		// The nested /25 expiring later cuts the /24; the adjacent
+		// 198.51.101.0/24 and 198.51.102.0/24 stay separate elements.
+		temp4: {"198.51.100.0-198.51.100.127 1h", "198.51.100.128-198.51.100.255 2h", "198.51.101.0-198.51.101.255 1h", "198.51.102.0-198.51.102.255 1h"},
 		temp6: nil,
 	}
 	c, err := e.c()
@@ -261,12 +261,14 @@ func TestNFTablesAddOverlapping(t *testing.T) {
 			want: map[setKind]string{temp4: "192.0.2.0-192.0.2.2 1h,192.0.2.3-192.0.2.3 2h,192.0.2.4-192.0.2.255 1h"}},
 		{add: &ban.Ban{Prefix: pfx("192.0.2.0/24")}, // now permanent: moves to perm4
 			want: map[setKind]string{perm4: "192.0.2.0-192.0.2.255 perm", temp4: "192.0.2.3-192.0.2.3 2h"}},
-		{add: &ban.Ban{Prefix: pfx("192.0.3.0/24")}, // adjacent permanent: joined
-			want: map[setKind]string{perm4: "192.0.2.0-192.0.3.255 perm", temp4: "192.0.2.3-192.0.2.3 2h"}},
-		{remove: "192.0.2.0/24",
-			want: map[setKind]string{perm4: "192.0.3.0-192.0.3.255 perm", temp4: "192.0.2.3-192.0.2.3 2h"}},
+		{add: &ban.Ban{Prefix: pfx("192.0.3.0/24")}, // adjacent permanent: its own element
+			want: map[setKind]string{perm4: "192.0.2.0-192.0.2.255 perm,192.0.3.0-192.0.3.255 perm", temp4: "192.0.2.3-192.0.2.3 2h"}},
+		{add: &ban.Ban{Prefix: pfx("192.0.2.128/25")}, // nested permanent: absorbed
+			want: map[setKind]string{perm4: "192.0.2.0-192.0.2.255 perm,192.0.3.0-192.0.3.255 perm", temp4: "192.0.2.3-192.0.2.3 2h"}},
+		{remove: "192.0.2.0/24", // the nested /25 shows again
+			want: map[setKind]string{perm4: "192.0.2.128-192.0.2.255 perm,192.0.3.0-192.0.3.255 perm", temp4: "192.0.2.3-192.0.2.3 2h"}},
 		{remove: "192.0.2.3/32",
-			want: map[setKind]string{perm4: "192.0.3.0-192.0.3.255 perm"}},
+			want: map[setKind]string{perm4: "192.0.2.128-192.0.2.255 perm,192.0.3.0-192.0.3.255 perm"}},
 	}
 	for i, s := range steps {
 		var err error

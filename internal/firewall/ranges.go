@@ -39,6 +39,7 @@ func isMax(a netip.Addr) bool { return !a.Next().IsValid() }
 type segment struct {
 	rng
 	Until time.Time
+	root  rng // the outermost ban prefix the segment lies in
 }
 
 // later returns the later of two expiries, where zero means never.
@@ -86,9 +87,12 @@ func canonical(p netip.Prefix) netip.Prefix {
 }
 
 // split divides normalized bans into the four nftables sets' contents:
-// permanent ranges (merged, adjacent ones joined) and temporary segments
-// (each point gets the latest expiry of the temporary bans covering it;
-// adjacent segments with the same expiry joined). Temporary and permanent
+// permanent ranges (nested prefixes absorbed) and temporary segments (each
+// address gets the latest expiry of the temporary bans covering it). One
+// outermost prefix gives one range, or several where a nested ban expiring
+// later cuts it; separate prefixes are never joined, even when adjacent, so
+// that adding a ban next to another writes one element instead of rewriting
+// its neighbour. Temporary and permanent
 // bans are kept apart so that joining ranges can never shorten a permanent
 // ban, and removing a permanent ban uncovers the temporary one below it.
 func split(m map[netip.Prefix]time.Time) (perm4, perm6, temp4, temp6 []segment) {
@@ -124,22 +128,23 @@ func segments(ps []netip.Prefix, until map[netip.Prefix]time.Time) []segment {
 		next  netip.Addr
 	}
 	var out []segment
+	var stack []frame
 	emit := func(start, end netip.Addr, u time.Time) {
-		if n := len(out); n > 0 && out[n-1].Until.Equal(u) && out[n-1].End.Next() == start {
+		root := stack[0].r
+		if n := len(out); n > 0 && out[n-1].root == root && out[n-1].Until.Equal(u) && out[n-1].End.Next() == start {
 			out[n-1].End = end
 			return
 		}
-		out = append(out, segment{rng{start, end}, u})
+		out = append(out, segment{rng{start, end}, u, root})
 	}
-	var stack []frame
 	// pop closes the innermost open prefix: what remains of it after its
 	// last child is emitted with its effective expiry.
 	pop := func() {
 		f := stack[len(stack)-1]
-		stack = stack[:len(stack)-1]
 		if f.next.IsValid() && f.next.Compare(f.r.End) <= 0 {
 			emit(f.next, f.r.End, f.until)
 		}
+		stack = stack[:len(stack)-1]
 		if len(stack) > 0 {
 			parent := &stack[len(stack)-1]
 			parent.next = f.r.End.Next() // invalid past the family's end
