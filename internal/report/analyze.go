@@ -129,6 +129,7 @@ type Analyzer struct {
 	recipDom, sendDom, recipUser, sendUser map[string]*stat
 	queue                                  map[string]*qstate
 	qslab                                  []qstate
+	preReject                              *rejectKey // procReject of the current line, if the reader did it
 	noMsgSize                              map[string]string
 	deferralD, bounceD, smtpD              tree2
 	warnD, fatalD, panicD                  tree2
@@ -189,6 +190,33 @@ func clock(t time.Time) (int, dayKey) {
 	return t.Hour(), dayKey(y*10000 + int(m)*100 + d)
 }
 
+// stripSolarisID removes Solaris's "[ID nnnnnn facility.level] " prefix.
+func stripSolarisID(msg string) string {
+	if strings.HasPrefix(msg, "[ID ") {
+		if i := strings.Index(msg, "] "); i > 0 {
+			return msg[i+2:]
+		}
+	}
+	return msg
+}
+
+// rejectCandidate reports whether a Postfix message may be a
+// reject/reject_warning/hold/discard line (the reading goroutine condenses
+// those ahead of the counting; the counting decides).
+func rejectCandidate(msg string) bool {
+	i := 0
+	for i < len(msg) && msg[i] != ':' && msg[i] != ' ' && msg[i] != '\t' {
+		i++
+	}
+	switch msg[:i] {
+	case "reject", "reject_warning", "hold", "discard":
+		return true
+	}
+	r := msg[i:]
+	return strings.HasPrefix(r, ": reject: ") || strings.HasPrefix(r, ": reject_warning: ") ||
+		strings.HasPrefix(r, ": hold: ") || strings.HasPrefix(r, ": discard: ")
+}
+
 // clockCache remembers the local hour of the last time converted: lines
 // come in runs within one hour.
 type clockCache struct {
@@ -243,11 +271,7 @@ func (a *Analyzer) add(l logline.Line, hr int, day dayKey) {
 		return
 	}
 	msg := l.Message
-	if strings.HasPrefix(msg, "[ID ") { // Solaris "[ID nnnnnn facility.level] "
-		if i := strings.Index(msg, "] "); i > 0 {
-			msg = msg[i+2:]
-		}
-	}
+	msg = stripSolarisID(msg)
 	qid := msg
 	for i := 0; i < len(msg); i++ {
 		if c := msg[i]; c == ':' || c == ' ' || c == '\t' {
@@ -416,7 +440,12 @@ func (a *Analyzer) smtpdReject(typ, msg string, hr int, dayRow func() *[5]int64,
 		a.discarded++
 		tree = a.discardD
 	}
-	k := procReject(msg, a.opt.VerboseMsgDetail, a.opt.IgnoreCase, a.opt.RejAddFrom, a.domain)
+	var k rejectKey
+	if a.preReject != nil {
+		k = *a.preReject
+	} else {
+		k = procReject(msg, a.opt.VerboseMsgDetail, a.opt.IgnoreCase, a.opt.RejAddFrom, a.domain)
+	}
 	if a.opt.RejectDetail != 0 {
 		tree.add(k)
 	}

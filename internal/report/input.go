@@ -27,6 +27,8 @@ type batch struct {
 	ok     []bool
 	hr     []int
 	day    []dayKey
+	rk     []rejectKey
+	hasRK  []bool
 	err    error
 }
 
@@ -49,7 +51,8 @@ func (a *Analyzer) ReadLines(r io.Reader, p *logline.Parser) error {
 	free := make(chan *batch, 6)
 	for range 6 {
 		free <- &batch{raw: make([]string, 0, batchLines), parsed: make([]logline.Line, batchLines), ok: make([]bool, batchLines),
-			hr: make([]int, batchLines), day: make([]dayKey, batchLines)}
+			hr: make([]int, batchLines), day: make([]dayKey, batchLines),
+			rk: make([]rejectKey, batchLines), hasRK: make([]bool, batchLines)}
 	}
 	done := make(chan struct{})
 	defer close(done)
@@ -57,6 +60,21 @@ func (a *Analyzer) ReadLines(r io.Reader, p *logline.Parser) error {
 		defer close(full)
 		var b *batch
 		var cc clockCache
+		// Rejection lines are condensed here already (procReject is a pure
+		// function of the line), with a cache of client domains of its own.
+		o := a.opt
+		domains := map[string]string{}
+		dom := func(c string) string {
+			if d, ok := domains[c]; ok {
+				return d
+			}
+			if len(domains) > 100000 {
+				clear(domains)
+			}
+			d := strings.Clone(gimmeDomain(c))
+			domains[strings.Clone(c)] = d
+			return d
+		}
 		get := func() bool {
 			if b != nil {
 				return true
@@ -85,10 +103,20 @@ func (a *Analyzer) ReadLines(r io.Reader, p *logline.Parser) error {
 			i := len(b.raw)
 			s := unsafe.String(unsafe.SliceData(line), len(line))
 			b.raw = append(b.raw, s)
+			// Every slot is overwritten, so that a recycled batch holds no
+			// string into an old chunk (it would keep the chunk alive).
+			b.rk[i], b.hasRK[i] = rejectKey{}, false
 			if isSlogRecord(s) {
-				b.ok[i] = false // relayguard's own log file: the analyzer reads it
+				b.parsed[i], b.ok[i] = logline.Line{}, false // relayguard's own log file: the analyzer reads it
 			} else if b.parsed[i], b.ok[i] = p.Parse(s); b.ok[i] {
-				b.hr[i], b.day[i] = cc.clock(b.parsed[i].Time)
+				l := &b.parsed[i]
+				b.hr[i], b.day[i] = cc.clock(l.Time)
+				if strings.HasPrefix(l.Program, "postfix") || strings.HasPrefix(l.Program, a.prefix) {
+					if msg := stripSolarisID(l.Message); rejectCandidate(msg) {
+						b.rk[i] = procReject(msg, o.VerboseMsgDetail, o.IgnoreCase, o.RejAddFrom, dom)
+						b.hasRK[i] = true
+					}
+				}
 			}
 			return len(b.raw) < batchLines || send()
 		}
@@ -135,7 +163,11 @@ func (a *Analyzer) ReadLines(r io.Reader, p *logline.Parser) error {
 			a.lines++
 			switch {
 			case b.ok[i]:
+				if b.hasRK[i] {
+					a.preReject = &b.rk[i]
+				}
 				a.add(b.parsed[i], b.hr[i], b.day[i])
+				a.preReject = nil
 			case isSlogRecord(raw):
 				a.addSlog(strings.TrimRight(raw, "\r\n"), time.Time{})
 			}
