@@ -8,6 +8,7 @@
 # smtp-source. Touches only 127.0.0.1 and a temporary directory.
 #
 # Usage: bench/delivery/run.sh [MESSAGES] [SESSIONS] [SIZE_BYTES] [ROUNDS]
+# RG_SERVE=1 measures `relayguard serve` instead of bench/delivery/rgrelay.
 set -euo pipefail
 N=${1:-5000}
 S=${2:-20}
@@ -69,6 +70,8 @@ address = "127.0.0.1:$RG"
 mode = "mx"
 [limits]
 max_connections_per_ip = 1000
+[log]
+level = "warn"
 [delivery]
 smarthost = "127.0.0.1:$SINK"
 tls_policy = "none"
@@ -76,7 +79,13 @@ tls_policy = "none"
 ip_messages_per_hour = 100000000
 sender_domain_messages_per_hour = 100000000
 EOF
-"$W/rgrelay" --config "$W/rg.toml" --data-dir "$W/rgdata" 2>"$W/rg.log" &
+if [ "${RG_SERVE:-0}" = 1 ]; then
+	# The real `relayguard serve` (once it starts the delivery side).
+	go build -o "$W/relayguard" ./cmd/relayguard
+	"$W/relayguard" serve --config "$W/rg.toml" --data-dir "$W/rgdata" 2>"$W/rg.log" &
+else
+	"$W/rgrelay" --config "$W/rg.toml" --data-dir "$W/rgdata" 2>"$W/rg.log" &
+fi
 PIDS+=($!)
 wait_port $RG
 
