@@ -1,0 +1,248 @@
+package logwatch
+
+import (
+	"bufio"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/relayguard/relayguard/internal/event"
+)
+
+// lineReader reads lines of any length.
+type lineReader struct{ r *bufio.Reader }
+
+func newLineReader(r io.Reader) *lineReader { return &lineReader{bufio.NewReaderSize(r, 256<<10)} }
+
+func (l *lineReader) next() (string, error) {
+	b, err := l.r.ReadSlice('\n')
+	if errors.Is(err, bufio.ErrBufferFull) {
+		long := append([]byte(nil), b...)
+		for errors.Is(err, bufio.ErrBufferFull) {
+			b, err = l.r.ReadSlice('\n')
+			long = append(long, b...)
+		}
+		b = long
+	}
+	b = bytes.TrimSuffix(b, []byte("\n"))
+	return string(b), err
+}
+
+// ReadFile hands out every line of a log file, decompressing it if it is
+// gzip-compressed (rotated files: mail.log.2.gz), for backfill and replay.
+func ReadFile(ctx context.Context, path string, emit func(string)) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("logwatch: %w", err)
+	}
+	defer f.Close()
+	br := bufio.NewReaderSize(f, 256<<10)
+	var r io.Reader = br
+	if magic, _ := br.Peek(2); len(magic) == 2 && magic[0] == 0x1f && magic[1] == 0x8b {
+		zr, err := gzip.NewReader(br)
+		if err != nil {
+			return fmt.Errorf("logwatch: %s: %w", path, err)
+		}
+		defer zr.Close()
+		r = zr
+	}
+	if err := ReadLines(ctx, r, emit); err != nil {
+		return fmt.Errorf("logwatch: %s: %w", path, err)
+	}
+	return nil
+}
+
+// Events wraps a line handler: each line is parsed with its own Parser and
+// every recognised event goes to sink.
+func Events(ctx context.Context, sink event.Sink) func(string) {
+	p := &Parser{}
+	return func(line string) {
+		if e, ok := p.Parse(line); ok {
+			sink.Publish(ctx, e)
+		}
+	}
+}
+
+// Journal follows the systemd journal through `journalctl -f -o json`,
+// resuming after the last cursor it handed out when a PositionStore is set.
+// journalctl is used rather than the sd-journal C library so that the binary
+// stays pure Go.
+type Journal struct {
+	Units   []string // -u UNIT for each; empty: the whole journal
+	State   PositionStore
+	Command string // default "journalctl"
+	Log     *slog.Logger
+}
+
+// Run runs journalctl until ctx is done, publishing events to sink.
+func (j *Journal) Run(ctx context.Context, sink event.Sink) error {
+	cmdName := j.Command
+	if cmdName == "" {
+		cmdName = "journalctl"
+	}
+	if j.Log == nil {
+		j.Log = slog.New(slog.DiscardHandler)
+	}
+	args := []string{"-f", "-o", "json", "--no-pager"}
+	for _, u := range j.Units {
+		args = append(args, "-u", u)
+	}
+	var cursor string
+	if j.State != nil {
+		p, ok, err := j.State.LoadPosition(ctx, "journal")
+		if err != nil {
+			return fmt.Errorf("logwatch: journal: load cursor: %w", err)
+		}
+		if ok && p.Cursor != "" {
+			cursor = p.Cursor
+		}
+	}
+	if cursor != "" {
+		args = append(args, "--after-cursor", cursor)
+	} else {
+		args = append(args, "-n", "0")
+	}
+	cmd := exec.CommandContext(ctx, cmdName, args...)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return fmt.Errorf("logwatch: journalctl: %w", err)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("logwatch: start %s: %w", cmdName, err)
+	}
+	last := time.Now()
+	save := func(force bool) {
+		if j.State != nil && cursor != "" && (force || time.Since(last) > time.Second) {
+			if err := j.State.SavePosition(context.WithoutCancel(ctx), "journal", Position{Cursor: cursor}); err != nil {
+				j.Log.Warn("logwatch: save journal cursor", "err", err)
+			}
+			last = time.Now()
+		}
+	}
+	defer save(true)
+	lr := newLineReader(out)
+	for {
+		line, rerr := lr.next()
+		if line != "" {
+			e, c, ok := ParseJournalJSON([]byte(line))
+			if c != "" {
+				cursor = c
+			}
+			if ok {
+				sink.Publish(ctx, e)
+			}
+			save(false)
+		}
+		if rerr != nil {
+			break
+		}
+	}
+	err = cmd.Wait()
+	if ctx.Err() != nil {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("logwatch: journalctl: %w: %s", err, strings.TrimSpace(stderr.String()))
+	}
+	return nil
+}
+
+// journalString decodes a journal export field: a JSON string, or an array
+// of byte values for fields that are not valid UTF-8.
+func journalString(raw json.RawMessage) string {
+	if len(raw) == 0 {
+		return ""
+	}
+	var s string
+	if json.Unmarshal(raw, &s) == nil {
+		return s
+	}
+	var b []byte
+	var ints []int
+	if json.Unmarshal(raw, &ints) == nil {
+		b = make([]byte, len(ints))
+		for i, v := range ints {
+			b[i] = byte(v)
+		}
+		return string(b)
+	}
+	return ""
+}
+
+// ParseJournalJSON parses one line of `journalctl -o json` and returns the
+// event it describes (if any) and the entry's cursor.
+func ParseJournalJSON(line []byte) (event.Event, string, bool) {
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(line, &m); err != nil {
+		return event.Event{}, "", false
+	}
+	cursor := journalString(m["__CURSOR"])
+	prog := journalString(m["SYSLOG_IDENTIFIER"])
+	msg := journalString(m["MESSAGE"])
+	e, ok := ParseMessage(prog, msg)
+	if !ok {
+		return e, cursor, false
+	}
+	if e.Time.IsZero() {
+		if us, err := strconv.ParseInt(journalString(m["__REALTIME_TIMESTAMP"]), 10, 64); err == nil {
+			e.Time = time.UnixMicro(us)
+		}
+	}
+	return e, cursor, true
+}
+
+// SQLiteState keeps follower positions and the journal cursor in the
+// embedded database (table logwatch_positions).
+type SQLiteState struct{ DB *sql.DB }
+
+// NewSQLiteState creates the table if needed.
+func NewSQLiteState(ctx context.Context, db *sql.DB) (*SQLiteState, error) {
+	_, err := db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS logwatch_positions (
+		key TEXT PRIMARY KEY, inode INTEGER NOT NULL, offset INTEGER NOT NULL,
+		fingerprint BLOB, cursor TEXT NOT NULL DEFAULT '', updated INTEGER NOT NULL)`)
+	if err != nil {
+		return nil, fmt.Errorf("logwatch: create table: %w", err)
+	}
+	return &SQLiteState{DB: db}, nil
+}
+
+// LoadPosition implements PositionStore.
+func (s *SQLiteState) LoadPosition(ctx context.Context, key string) (Position, bool, error) {
+	var p Position
+	var ino int64
+	err := s.DB.QueryRowContext(ctx, `SELECT inode, offset, fingerprint, cursor FROM logwatch_positions WHERE key = ?`, key).
+		Scan(&ino, &p.Offset, &p.Fingerprint, &p.Cursor)
+	if errors.Is(err, sql.ErrNoRows) {
+		return p, false, nil
+	}
+	if err != nil {
+		return p, false, fmt.Errorf("logwatch: load position %s: %w", key, err)
+	}
+	p.Inode = uint64(ino)
+	return p, true, nil
+}
+
+// SavePosition implements PositionStore.
+func (s *SQLiteState) SavePosition(ctx context.Context, key string, p Position) error {
+	_, err := s.DB.ExecContext(ctx, `INSERT INTO logwatch_positions (key, inode, offset, fingerprint, cursor, updated)
+		VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET inode=excluded.inode, offset=excluded.offset,
+		fingerprint=excluded.fingerprint, cursor=excluded.cursor, updated=excluded.updated`,
+		key, int64(p.Inode), p.Offset, p.Fingerprint, p.Cursor, time.Now().Unix())
+	if err != nil {
+		return fmt.Errorf("logwatch: save position %s: %w", key, err)
+	}
+	return nil
+}
