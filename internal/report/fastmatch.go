@@ -19,10 +19,13 @@ func isDigits(s string) bool {
 }
 
 // rejHead: ^.* \b(?:reject(?:_warning)?|hold|discard): (\S+) from (\S+?): (.*)$
-// The greedy ".*" makes the last keyword occurrence that fits win.
+// applied, as pflogsumm does, to the line after the timestamp and host
+// ("postfix/smtpd[1]: " + s): the message is taken as preceded by a space,
+// so that "reject: CONNECT from ..." at its very start matches too. The
+// greedy ".*" makes the last keyword occurrence that fits win.
 func rejHead(s string) (typ, from, rmdr string, ok bool) {
-	for i := len(s) - 1; i >= 0; i-- {
-		if s[i] != ' ' {
+	for i := len(s) - 1; i >= -1; i-- {
+		if i >= 0 && s[i] != ' ' {
 			continue
 		}
 		r := s[i+1:]

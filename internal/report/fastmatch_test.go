@@ -22,7 +22,7 @@ func reGroup(re *regexp.Regexp, s string) (string, bool) {
 // expression it replaces, on one input.
 func checkFast(t *testing.T, s string) {
 	t.Helper()
-	if m := reRejHead.FindStringSubmatch(s); m != nil {
+	if m := reRejHead.FindStringSubmatch("postfix/smtpd[1]: " + s); m != nil {
 		typ, from, rmdr, ok := rejHead(s)
 		if !ok || typ != m[1] || from != m[2] || rmdr != m[3] {
 			t.Errorf("rejHead(%q) = %q %q %q %v, regexp %q", s, typ, from, rmdr, ok, m[1:])
@@ -102,6 +102,8 @@ var fastSeeds = []string{
 	"reject: RCPT from :: x",
 	"x hold: A from b: c",
 	"x discard: A from b:c: d",
+	"reject: CONNECT from unknown[198.51.100.93]: 554 5.7.1 <unknown[198.51.100.93]>: Client host rejected: Access denied; proto=SMTP",
+	"hold: A from b: c",
 	"Subject: viagra from unknown[198.51.100.94]; from=<a@b.example> to=<bob@local.test>",
 	"a from x; from=<b> from y; from=<c>",
 	"a from ; from=<b>",

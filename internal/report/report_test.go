@@ -43,24 +43,24 @@ func eq[T comparable](t *testing.T, what string, got, want T) {
 func TestFixtureGrandTotals(t *testing.T) {
 	s := analyzeFixture(t, DefaultOptions())
 	tt := s.Totals
-	eq(t, "received", tt.Received, 5)
-	eq(t, "delivered", tt.Delivered, 5)
+	eq(t, "received", tt.Received, 7)
+	eq(t, "delivered", tt.Delivered, 7)
 	eq(t, "forwarded", tt.Forwarded, 1)
 	eq(t, "deferred", tt.Deferred, 1)
 	eq(t, "deferrals", tt.Deferrals, 2)
 	eq(t, "bounced", tt.Bounced, 1)
-	eq(t, "rejected", tt.Rejected, 6)
-	eq(t, "rejected%", tt.RejectedPct, 50)
+	eq(t, "rejected", tt.Rejected, 8)
+	eq(t, "rejected%", tt.RejectedPct, 47)
 	eq(t, "reject warnings", tt.RejectWarnings, 2)
-	eq(t, "held", tt.Held, 1)
-	eq(t, "discarded", tt.Discarded, 1)
-	eq(t, "discarded%", tt.DiscardedPct, 8)
-	eq(t, "bytes received", tt.BytesReceived, 703600)
-	eq(t, "bytes delivered", tt.BytesDelivered, 706000)
-	eq(t, "senders", tt.Senders, 4)
+	eq(t, "held", tt.Held, 2)
+	eq(t, "discarded", tt.Discarded, 2)
+	eq(t, "discarded%", tt.DiscardedPct, 11)
+	eq(t, "bytes received", tt.BytesReceived, 704000)
+	eq(t, "bytes delivered", tt.BytesDelivered, 706800)
+	eq(t, "senders", tt.Senders, 5)
 	eq(t, "sending domains", tt.SendingDomains, 4)
-	eq(t, "recipients", tt.Recipients, 3)
-	eq(t, "recipient domains", tt.RecipientDomains, 3)
+	eq(t, "recipients", tt.Recipients, 5)
+	eq(t, "recipient domains", tt.RecipientDomains, 4)
 }
 
 func TestFixtureTrafficTables(t *testing.T) {
@@ -69,11 +69,12 @@ func TestFixtureTrafficTables(t *testing.T) {
 	if len(s.Days) != 2 || s.Days[0].Date != "2026-11-22" || s.Days[1].Date != "2026-11-23" {
 		t.Fatalf("days %+v", s.Days)
 	}
-	eq(t, "Nov 22", s.Days[0], DayRow{Date: "2026-11-22", Received: 3, Delivered: 3, Deferred: 2, Bounced: 1, Rejected: 10})
+	eq(t, "Nov 22", s.Days[0], DayRow{Date: "2026-11-22", Received: 5, Delivered: 5, Deferred: 2, Bounced: 1, Rejected: 14})
 	eq(t, "Nov 23", s.Days[1], DayRow{Date: "2026-11-23", Received: 2, Delivered: 2})
 	eq(t, "09h", s.Hours[9], DayRow{Received: 2, Delivered: 1, Deferred: 2})
 	eq(t, "08h (RFC 3339 wall clock)", s.Hours[8].Received, 2)
 	eq(t, "10h", s.Hours[10], DayRow{Received: 1, Delivered: 2, Bounced: 1})
+	eq(t, "12h", s.Hours[12], DayRow{Received: 2, Delivered: 2, Rejected: 4})
 
 	// Host/domain summary: remote.example had 2 defers and 1 delivery with
 	// a 3630 s delay; sender domains are keyed by address domain, or by
@@ -92,7 +93,7 @@ func TestFixtureTrafficTables(t *testing.T) {
 	eq(t, "example.net", snd["example.net"].Bytes, 700100)
 	eq(t, "null sender by client", snd["203.0.113.9"].Count, 1)
 	eq(t, "top sender by count", s.SendersByCount[0], UserRow{"news@example.net", 2, 700100})
-	eq(t, "domain lower-cased only", s.SendersBySize[len(s.SendersBySize)-1].Address, "from=<>")
+	eq(t, "smallest sender (submission port, conn_use)", s.SendersBySize[len(s.SendersBySize)-1], UserRow{"erin@local.test", 1, 400})
 	found := false
 	for _, r := range s.SendersByCount {
 		found = found || r.Address == "Alice@example.com"
@@ -141,12 +142,33 @@ func TestFixtureProblemReports(t *testing.T) {
 	check("hold", s.Holds, 1, "RCPT", "Recipient address triggers HOLD action", "198.51.100.96")
 	check("discard", s.Discards, 1, "RCPT", "Recipient address triggers DISCARD action", "198.51.100.95")
 	check("smtp failure", s.SMTPFailures, 1, "connection refused", "mx.down.example")
+	check("smtp failure (old format)", s.SMTPFailures, 1, "connection refused", "mx.old.example")
+	check("smtp failures total", s.SMTPFailures, 2, "connection refused")
+	check("qid-led reject", s.Rejects, 1, "CONNECT", "Client host rejected: Access denied", "198.51.100.93")
+	check("milter-reject", s.Rejects, 1, "cleanup", "END-OF-MESSAGE", "from unknown[198.51.100.92]: 5.7.1 Spam detected")
+	check("cleanup hold", s.Holds, 1, "cleanup", "header", "X-Hold: yes")
+	check("cleanup discard", s.Discards, 1, "cleanup", "body", "spam spam")
+	check("postfix-script fatal", s.Fatals, 1, "postfix-script", "the Postfix mail system is already running")
 	check("warning", s.Warnings, 1, "smtpd", "unknown[203.0.113.7]: SASL LOGIN authentication failed: UGFzc3d...")
 	check("fatal", s.Fatals, 1, "trivial-rewrite", "open database /etc/postfix/transport.db: No such file or directory")
 	check("panic", s.Panics, 1, "qmgr", "myfree: corrupt or unallocated memory block")
 	if len(s.Master) != 1 || s.Master[0] != (CountRow{"daemon started -- version 3.7.11, configuration /etc/postfix", 1}) {
 		t.Errorf("master %+v", s.Master)
 	}
+}
+
+// --smtpd-stats: the one connect/disconnect pair of smtpd[201] lasted 3 s.
+func TestFixtureSMTPDStats(t *testing.T) {
+	o := DefaultOptions()
+	o.SMTPDStats = true
+	d := analyzeFixture(t, o).SMTPD
+	if d == nil {
+		t.Fatal("no smtpd statistics")
+	}
+	eq(t, "connections", d.Connections, 1)
+	eq(t, "total seconds", d.TotalSecs, 3)
+	eq(t, "per hour 09", d.PerHour[9], ConnRow{Count: 1, Total: 3, Max: 3})
+	eq(t, "domain", d.Domains[0], ConnRow{"example.com", 1, 3, 3})
 }
 
 func TestFixtureAbuse(t *testing.T) {
@@ -194,22 +216,22 @@ Grand Totals
 ------------
 messages
 
-      5   received
-      5   delivered
+      7   received
+      7   delivered
       1   forwarded
       1   deferred  (2  deferrals)
       1   bounced
-      6   rejected (50%)
+      8   rejected (47%)
       2   reject warnings
-      1   held
-      1   discarded (8%)
+      2   held
+      2   discarded (11%)
 
     687k  bytes received
-    689k  bytes delivered
-      4   senders
+    690k  bytes delivered
+      5   senders
       4   sending hosts/domains
-      3   recipients
-      3   recipient hosts/domains
+      5   recipients
+      4   recipient hosts/domains
 
 `
 	if !strings.HasPrefix(b.String(), want) {
@@ -223,7 +245,7 @@ messages
 			t.Errorf("text lacks %q", sec)
 		}
 	}
-	if !strings.Contains(b.String(), "    Nov 22 2026         3          3          2          1         10 ") {
+	if !strings.Contains(b.String(), "    Nov 22 2026         5          5          2          1         14 ") {
 		t.Errorf("per-day row missing:\n%s", b.String())
 	}
 }
