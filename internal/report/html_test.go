@@ -205,3 +205,26 @@ func TestMailErrorNamesServer(t *testing.T) {
 		t.Fatalf("error %v does not name %s", err, addr)
 	}
 }
+
+// Log content is data: it is escaped everywhere in the HTML report.
+func TestHTMLEscapesLogContent(t *testing.T) {
+	in := `Nov 22 11:00:00 mx1 relayguard[1]: time=x level=INFO msg=rejected rule="<script>alert(1)</script>" client=192.0.2.1
+Nov 22 11:00:01 mx1 postfix/smtpd[2]: NOQUEUE: reject: RCPT from unknown[192.0.2.2]: 554 5.7.1 <a@b>: Relay access denied; from=<x"><img src=x onerror=alert(1)>@e> to=<a@<b>.example> proto=ESMTP helo=<x>
+`
+	a := NewAnalyzer(DefaultOptions())
+	a.ReadLines(strings.NewReader(in), fixtureParser())
+	s := a.Summary()
+	var text, page bytes.Buffer
+	s.WriteText(&text, nil)
+	if err := s.WriteHTML(&page, text.String()); err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range []string{"<script>alert", "<img src=x", "<b>.example"} {
+		if strings.Contains(page.String(), bad) {
+			t.Errorf("HTML report contains unescaped %q", bad)
+		}
+	}
+	if !strings.Contains(page.String(), "&lt;script&gt;alert(1)&lt;/script&gt;") {
+		t.Error("the rule name is not shown (escaped)")
+	}
+}
