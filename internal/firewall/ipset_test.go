@@ -5,6 +5,7 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/relayguard/relayguard/internal/config"
 )
@@ -18,6 +19,7 @@ func TestIPTablesIPSet(t *testing.T) {
 	e := newIPSet(cfg, testLogger(t), []string{"ip", "netns", "exec", n.srv})
 	t.Cleanup(func() { e.Teardown(bg()) })
 	testEnforcer(t, n, e, backendHooks{
+		expiry: 3 * time.Second,
 		stray: func(t *testing.T, a netip.Addr) {
 			set := cfg.IPSet4
 			if a.Is6() {

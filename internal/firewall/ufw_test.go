@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/relayguard/relayguard/internal/config"
 )
@@ -101,6 +102,7 @@ func TestUFW(t *testing.T) {
 	// An operator's own deny rule must survive everything.
 	inUFW(t, "ufw", "deny", "from", "203.0.113.7")
 	testEnforcer(t, n, e, backendHooks{
+		expiry: 12 * time.Second,
 		stray: func(t *testing.T, a netip.Addr) {
 			inUFW(t, "ufw", "prepend", "deny", "from", a.String(), "comment", cfg.UFWTag)
 		},
