@@ -12,7 +12,7 @@ type ReportConfig struct {
 	SyslogName       string   `toml:"syslog_name" comment:"Postfix syslog_name to recognise (pflogsumm --syslog-name)."`
 	Logs             []string `toml:"logs" comment:"Log files read when no file is named on the command line (empty: standard input)."`
 	MailFrom         string   `toml:"mail_from" comment:"Envelope and header sender of reports sent with --mail-to. Empty: relayguard@HOSTNAME."`
-	SMTPServer       string   `toml:"smtp_server" comment:"host:port of the SMTP server that relays reports sent with --mail-to."`
+	SMTPServer       string   `toml:"smtp_server" comment:"host:port of the SMTP server that relays reports sent with --mail-to. STARTTLS (certificate verified) is used when a non-loopback server offers it."`
 	SMTPUser         string   `toml:"smtp_user" comment:"SMTP AUTH user for smtp_server (PLAIN, only over TLS or to localhost). Empty: no AUTH."`
 	SMTPPasswordFile string   `toml:"smtp_password_file" comment:"File holding the SMTP AUTH password for smtp_user."`
 	HTMLMail         bool     `toml:"html_mail" comment:"Send --mail-to reports as multipart/alternative with the HTML report (else plain text only)."`

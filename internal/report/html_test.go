@@ -86,7 +86,11 @@ func TestHTMLInChromium(t *testing.T) {
 
 // smtpSink is a minimal SMTP server (RFC 5321 subset) that records one
 // message, for the --mail-to test.
-func smtpSink(t *testing.T) (addr string, got chan string) {
+func smtpSink(t *testing.T) (addr string, got chan string) { return smtpSinkTLS(t, false) }
+
+// smtpSinkTLS optionally advertises STARTTLS (and fails the session if the
+// client uses it).
+func smtpSinkTLS(t *testing.T, starttls bool) (addr string, got chan string) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -113,6 +117,9 @@ func smtpSink(t *testing.T) (addr string, got chan string) {
 			switch {
 			case strings.HasPrefix(cmd, "EHLO"):
 				w("250-sink")
+				if starttls {
+					w("250-STARTTLS")
+				}
 				w("250 8BITMIME")
 			case strings.HasPrefix(cmd, "MAIL FROM:"), strings.HasPrefix(cmd, "RCPT TO:"):
 				env = append(env, strings.TrimSpace(line))
@@ -193,6 +200,19 @@ func TestMailMultipart(t *testing.T) {
 	}
 	if len(types) != 2 {
 		t.Fatalf("parts %v", types)
+	}
+}
+
+// A local server's STARTTLS (usually with a self-signed certificate) is not
+// used over loopback.
+func TestMailLoopbackSkipsSTARTTLS(t *testing.T) {
+	addr, got := smtpSinkTLS(t, true)
+	m := &Mail{Server: addr, From: "a@b.test", To: []string{"c@d.test"}, Subject: "s", Text: "t"}
+	if err := m.Send(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if raw := <-got; !strings.Contains(raw, "text/plain") {
+		t.Errorf("plain text mail expected:\n%s", raw)
 	}
 }
 

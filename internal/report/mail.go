@@ -84,7 +84,7 @@ func (m *Mail) Build() ([]byte, error) {
 }
 
 // Send delivers the report through m.Server with net/smtp, using STARTTLS
-// when the server offers it (RFC 3207).
+// (RFC 3207) when a non-loopback server offers it.
 func (m *Mail) Send(ctx context.Context) error {
 	msg, err := m.Build()
 	if err != nil {
@@ -110,7 +110,10 @@ func (m *Mail) Send(ctx context.Context) error {
 		return fmt.Errorf("mail: %s: %w", m.Server, err)
 	}
 	defer c.Close()
-	if ok, _ := c.Extension("STARTTLS"); ok {
+	// Over loopback (the default, a local Postfix) TLS adds nothing, and
+	// local servers usually present a self-signed certificate, so STARTTLS
+	// is used only towards other hosts, where the certificate is verified.
+	if ok, _ := c.Extension("STARTTLS"); ok && !isLoopback(host) {
 		if err := c.StartTLS(&tls.Config{ServerName: host}); err != nil {
 			return fmt.Errorf("mail: %s: STARTTLS: %w", m.Server, err)
 		}
@@ -139,4 +142,12 @@ func (m *Mail) Send(ctx context.Context) error {
 		return fmt.Errorf("mail: %s: end of data: %w", m.Server, err)
 	}
 	return c.Quit()
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
