@@ -486,3 +486,22 @@ func TestReadLinesReleasesChunks(t *testing.T) {
 		t.Fatal("nothing counted")
 	}
 }
+
+// A log that spans New Year keeps its days in order, in the right years.
+func TestNewYearLog(t *testing.T) {
+	in := `Dec 31 23:59:58 mx1 postfix/smtpd[1]: A: client=a.example[192.0.2.1]
+Jan  1 00:00:01 mx1 postfix/smtpd[1]: B: client=a.example[192.0.2.1]
+`
+	a := NewAnalyzer(DefaultOptions())
+	p := &logline.Parser{Loc: time.UTC, Now: func() time.Time { return time.Date(2027, 1, 2, 0, 0, 0, 0, time.UTC) }}
+	a.ReadLines(strings.NewReader(in), p)
+	s := a.Summary()
+	if len(s.Days) != 2 || s.Days[0].Date != "2026-12-31" || s.Days[1].Date != "2027-01-01" {
+		t.Fatalf("days %+v", s.Days)
+	}
+	var b bytes.Buffer
+	s.WriteText(&b, nil)
+	if !strings.Contains(b.String(), "    Dec 31 2026") || !strings.Contains(b.String(), "    Jan  1 2027") {
+		t.Errorf("per-day table:\n%s", b.String())
+	}
+}
