@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -54,9 +55,15 @@ func runServe(cmd *cobra.Command, _ []string) error {
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
 		return fmt.Errorf("data dir %s: %w", cfg.DataDir, err)
 	}
-	created, err := certs.EnsureSelfSigned(cfg.TLS.CertFile, cfg.TLS.KeyFile, []string{cfg.Hostname, "localhost", "127.0.0.1", "::1"})
-	if err != nil {
-		return err
+	// A self-signed certificate is made only at the default location: a
+	// configured path that does not exist is an operator's typo, not a
+	// place to write a key.
+	var created bool
+	if cfg.TLS.CertFile == filepath.Join(cfg.DataDir, "tls", "cert.pem") && cfg.TLS.KeyFile == filepath.Join(cfg.DataDir, "tls", "key.pem") {
+		created, err = certs.EnsureSelfSigned(cfg.TLS.CertFile, cfg.TLS.KeyFile, []string{cfg.Hostname, "localhost", "127.0.0.1", "::1"})
+		if err != nil {
+			return err
+		}
 	}
 	if created {
 		log.Info("created a self-signed certificate; replace it with a real one for production", "cert", cfg.TLS.CertFile, "key", cfg.TLS.KeyFile)

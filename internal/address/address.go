@@ -183,7 +183,7 @@ func parsePath(in string, o Options, forward bool) (Path, error) {
 	}
 	// A-d-l: "@dom,@dom:" — RFC 5321 §4.1.1.3: MUST accept, SHOULD ignore.
 	if s[0] == '@' {
-		colon := strings.IndexByte(s, ':')
+		colon := routeEnd(s)
 		if colon < 0 {
 			return p, errf(in, "5.1.3", "source route without ':'")
 		}
@@ -227,6 +227,25 @@ func parsePath(in string, o Options, forward bool) (Path, error) {
 		p.Postmaster = true
 	}
 	return p, nil
+}
+
+// routeEnd finds the ':' that ends an A-d-l, skipping colons inside
+// address literals such as @[IPv6:2001:db8::1].
+func routeEnd(s string) int {
+	inLit := false
+	for i := 0; i < len(s); i++ {
+		switch s[i] {
+		case '[':
+			inLit = true
+		case ']':
+			inLit = false
+		case ':':
+			if !inLit {
+				return i
+			}
+		}
+	}
+	return -1
 }
 
 // splitMailbox splits at the last "@" outside quotes and unquotes the local
@@ -346,7 +365,9 @@ func CanonicalDomain(d string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("bad domain %q: %v", d, err)
 	}
-	a = strings.ToLower(a)
+	// IDNA mapping turns U+3002 and other full stops into "."; trim the
+	// root dot again after it.
+	a = strings.TrimSuffix(strings.ToLower(a), ".")
 	if len(a) > MaxDomain {
 		return "", fmt.Errorf("domain %q longer than %d octets", d, MaxDomain)
 	}

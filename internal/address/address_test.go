@@ -30,6 +30,8 @@ func TestParseForward(t *testing.T) {
 		{in: "<@relay.example:victim@remote.example>", local: "victim", domain: "remote.example"},
 		{in: "<@a.example,@b.example:victim@remote.example>", local: "victim", domain: "remote.example"},
 		{in: "<@[192.0.2.1]:victim@remote.example>", local: "victim", domain: "remote.example"},
+		{in: "<@[IPv6:2001:db8::1]:victim@remote.example>", local: "victim", domain: "remote.example"},
+		{in: "<alice@example.test。>", utf8: true, local: "alice", domain: "example.test"},
 		{in: "<user@[192.0.2.1]>", local: "user", literal: "192.0.2.1", canon: "user@[192.0.2.1]"},
 		{in: "<user@[IPv6:2001:db8::1]>", local: "user", literal: "2001:db8::1", canon: "user@[IPv6:2001:db8::1]"},
 		{in: "<user@[ipv6:2001:DB8::1]>", local: "user", literal: "2001:db8::1"},

@@ -59,6 +59,8 @@ func EnsureSelfSigned(certFile, keyFile string, names []string) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("certs: marshal key: %w", err)
 	}
+	// Key first, certificate last, each through a temporary file and a
+	// rename, so that a crash never leaves a half-written file.
 	for _, f := range []struct {
 		path, typ string
 		der       []byte
@@ -67,12 +69,34 @@ func EnsureSelfSigned(certFile, keyFile string, names []string) (bool, error) {
 		if err := os.MkdirAll(filepath.Dir(f.path), 0o750); err != nil {
 			return false, fmt.Errorf("certs: %w", err)
 		}
-		b := pem.EncodeToMemory(&pem.Block{Type: f.typ, Bytes: f.der})
-		if err := os.WriteFile(f.path, b, f.mode); err != nil {
-			return false, fmt.Errorf("certs: write %s: %w", f.path, err)
+		if err := writeAtomic(f.path, pem.EncodeToMemory(&pem.Block{Type: f.typ, Bytes: f.der}), f.mode); err != nil {
+			return false, err
 		}
 	}
 	return true, nil
+}
+
+func writeAtomic(path string, b []byte, mode os.FileMode) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, mode)
+	if err != nil {
+		return fmt.Errorf("certs: write %s: %w", tmp, err)
+	}
+	_, err = f.Write(b)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("certs: write %s: %w", path, err)
+	}
+	return nil
 }
 
 // Load reads a certificate and key into a TLS server configuration

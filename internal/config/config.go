@@ -93,13 +93,13 @@ type LimitsConfig struct {
 	MaxCommandLength   int      `toml:"max_command_length" comment:"Longest command line, CRLF included (RFC 5321 4.5.3.1.4: 512; AUTH lines may be longer, up to 12288)."`
 	MaxConnections     int      `toml:"max_connections" comment:"Concurrent SMTP connections in total."`
 	MaxConnectionsIP   int      `toml:"max_connections_per_ip" comment:"Concurrent SMTP connections per client IP."`
-	MaxBadCommands     int      `toml:"max_bad_commands" comment:"Bad commands per session before 421 and disconnect."`
+	MaxConnectionsNet  int      `toml:"max_connections_per_net" comment:"Concurrent SMTP connections per client network (IPv4 /24, IPv6 /64)."`
+	MaxBadCommands     int      `toml:"max_bad_commands" comment:"Bad commands per session before 421 and disconnect (Postfix smtpd_hard_error_limit)."`
+	MaxJunkCommands    int      `toml:"max_junk_commands" comment:"NOOP, RSET, VRFY, HELP and EXPN commands per session before 421 (Postfix smtpd_junk_command_limit)."`
 	MaxAuthFailures    int      `toml:"max_auth_failures" comment:"Failed AUTH attempts per session before 421 and disconnect."`
 	GreetingDelay      Duration `toml:"greeting_delay" comment:"Wait this long before the banner and reject clients that talk first (pregreet). 0 disables."`
 	CommandTimeout     Duration `toml:"command_timeout" comment:"Server timeout waiting for the next command (RFC 5321 4.5.3.2.7: 5m)."`
-	DataInitTimeout    Duration `toml:"data_init_timeout" comment:"RFC 5321 4.5.3.2: MAIL/RCPT/DATA initiation timeouts are the command timeout; this one is for DATA blocks (3m)."`
 	DataBlockTimeout   Duration `toml:"data_block_timeout" comment:"Time allowed between two reads of message data (RFC 5321 4.5.3.2.5: 3m)."`
-	DataTermTimeout    Duration `toml:"data_term_timeout" comment:"Whole-message deadline after DATA (RFC 5321 4.5.3.2.6 gives the client 10m for the reply)."`
 	AuthFailureDelay   Duration `toml:"auth_failure_delay" comment:"Base delay after a failed AUTH; doubles with each further failure in the session."`
 	AuthResponseLength int      `toml:"max_auth_line_length" comment:"Longest SASL response line (RFC 4954 4: 12288 octets)."`
 }
@@ -144,12 +144,12 @@ func Default() *Config {
 			MaxCommandLength:   512,
 			MaxConnections:     20000,
 			MaxConnectionsIP:   20,
+			MaxConnectionsNet:  100,
 			MaxBadCommands:     20,
+			MaxJunkCommands:    100,
 			MaxAuthFailures:    3,
 			CommandTimeout:     Duration(5 * time.Minute),
-			DataInitTimeout:    Duration(2 * time.Minute),
 			DataBlockTimeout:   Duration(3 * time.Minute),
-			DataTermTimeout:    Duration(10 * time.Minute),
 			AuthFailureDelay:   Duration(1 * time.Second),
 			AuthResponseLength: 12288,
 		},

@@ -34,6 +34,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -53,10 +54,10 @@ type Recipient struct {
 	Addr        string     `json:"addr"`
 	Status      RcptStatus `json:"status"`
 	Attempts    int        `json:"attempts,omitempty"`
-	NextAttempt time.Time  `json:"next_attempt,omitempty"`
+	NextAttempt time.Time  `json:"next_attempt,omitzero"`
 	LastError   string     `json:"last_error,omitempty"`
 	LastCode    int        `json:"last_code,omitempty"`
-	Updated     time.Time  `json:"updated,omitempty"`
+	Updated     time.Time  `json:"updated,omitzero"`
 }
 
 // Envelope is everything about a message except its bytes.
@@ -126,6 +127,8 @@ type Spool struct {
 
 	mu   sync.Mutex
 	subs []func(id string)
+
+	lock *os.File // exclusive flock held by the owning server
 }
 
 // OpenSpool opens (creating) the spool at dir and removes leftovers of
@@ -145,11 +148,33 @@ func openSpool(dir string, groupCommit time.Duration, log *slog.Logger, fs FS) (
 		syncReq: make(chan chan error, 1024), done: make(chan struct{}),
 	}
 	for _, d := range []string{s.msgDir, s.tmpDir} {
+		created := false
+		if _, err := os.Stat(d); errors.Is(err, os.ErrNotExist) {
+			created = true
+		}
 		if err := os.MkdirAll(d, 0o750); err != nil {
 			return nil, fmt.Errorf("spool %s: %w", d, err)
 		}
+		if created {
+			// The new directory entry itself must survive a crash.
+			if err := fs.SyncDir(dir); err != nil {
+				return nil, fmt.Errorf("spool: fsync %s: %w", dir, err)
+			}
+		}
 	}
+	// Only one server owns a spool: recovery deletes half-written files,
+	// which would destroy another live server's messages in flight.
+	lock, err := os.OpenFile(filepath.Join(dir, "lock"), os.O_RDWR|os.O_CREATE, 0o640)
+	if err != nil {
+		return nil, fmt.Errorf("spool: lock %s: %w", dir, err)
+	}
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		lock.Close()
+		return nil, fmt.Errorf("spool %s is in use by another relayguard process (use the queue commands to inspect it): %w", dir, err)
+	}
+	s.lock = lock
 	if err := s.recover(); err != nil {
+		lock.Close()
 		return nil, err
 	}
 	go s.committer()
@@ -161,7 +186,12 @@ func (s *Spool) Dir() string { return s.dir }
 
 // Close stops the group committer. Pending Puts fail.
 func (s *Spool) Close() error {
-	s.closeOnce.Do(func() { close(s.done) })
+	s.closeOnce.Do(func() {
+		close(s.done)
+		if s.lock != nil {
+			s.lock.Close()
+		}
+	})
 	return nil
 }
 
@@ -559,7 +589,10 @@ func (s *Spool) List() ([]*Envelope, error) {
 			if errors.Is(err, os.ErrNotExist) {
 				continue // removed meanwhile
 			}
-			return nil, err
+			// One damaged file must not stop the queue: report it and
+			// go on with the others.
+			s.log.Error("spool: unreadable message skipped", "file", filepath.Join(s.msgDir, n), "err", err)
+			continue
 		}
 		out = append(out, env)
 	}
@@ -567,16 +600,18 @@ func (s *Spool) List() ([]*Envelope, error) {
 	return out, nil
 }
 
-// Remove deletes a message (the updated envelope first, so that a crash
-// never leaves an .env without its .msg for long: it is cleaned at open).
+// Remove deletes a message: the .msg first, so that a crash in between
+// leaves only an .env without its message (deleted at open) and never a
+// message whose delivery state was forgotten (which would be delivered
+// again).
 func (s *Spool) Remove(id string) error {
 	if !validID(id) {
 		return fmt.Errorf("spool: invalid message id %q", id)
 	}
-	if err := os.Remove(filepath.Join(s.msgDir, id+".env")); err != nil && !errors.Is(err, os.ErrNotExist) {
+	if err := os.Remove(filepath.Join(s.msgDir, id+".msg")); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("spool: remove %s: %w", id, err)
 	}
-	if err := os.Remove(filepath.Join(s.msgDir, id+".msg")); err != nil && !errors.Is(err, os.ErrNotExist) {
+	if err := os.Remove(filepath.Join(s.msgDir, id+".env")); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("spool: remove %s: %w", id, err)
 	}
 	return s.syncMsgDir(context.Background())

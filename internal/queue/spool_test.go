@@ -150,6 +150,8 @@ func TestSpoolPutFailsWhenNotDurable(t *testing.T) {
 	}{{"file fsync", failFS{failSync: true}}, {"dir fsync", failFS{failDir: true}}} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
+			os.MkdirAll(filepath.Join(dir, "msg"), 0o750)
+			os.MkdirAll(filepath.Join(dir, "tmp"), 0o750)
 			s, err := openSpool(dir, 0, nil, tc.fs)
 			if err != nil {
 				t.Fatal(err)

@@ -121,7 +121,7 @@ func (ss *session) cmdAuth(ctx context.Context, arg string) error {
 			return nil
 		}
 		ss.reply("334 %s", base64.StdEncoding.EncodeToString(challenge))
-		if err := ss.bw.Flush(); err != nil {
+		if err := ss.flush(); err != nil {
 			return err
 		}
 		ss.conn.SetReadDeadline(time.Now().Add(ss.cfg.Limits.CommandTimeout.D()))
@@ -167,7 +167,7 @@ func (ss *session) authFailure(ctx context.Context, mech, user, why string) {
 		d *= 2
 	}
 	if d > 0 {
-		ss.bw.Flush()
+		ss.flush()
 		t := time.NewTimer(d)
 		select {
 		case <-t.C:
@@ -201,7 +201,7 @@ func (ss *session) cmdStartTLS(ctx context.Context, arg string) error {
 		return nil
 	}
 	ss.reply("220 2.0.0 Ready to start TLS")
-	if err := ss.bw.Flush(); err != nil {
+	if err := ss.flush(); err != nil {
 		return err
 	}
 	// RFC 3207 §4.2 / CVE-2011-0411: anything the client pipelined after
@@ -215,8 +215,10 @@ func (ss *session) cmdStartTLS(ctx context.Context, arg string) error {
 		ss.s.log.Info("TLS handshake failed", "client", ss.ip, "listener", ss.l.cfg.Name, "err", err)
 		return errClose
 	}
-	// RFC 3207 §4.2: discard all knowledge obtained from the client.
+	// RFC 3207 §4.2: discard all knowledge obtained from the client,
+	// including an authentication made in clear on a trusted-local listener.
 	ss.helo, ss.esmtp = "", false
+	ss.authUser, ss.authMech, ss.advertised = "", "", nil
 	ss.resetTx()
 	return nil
 }

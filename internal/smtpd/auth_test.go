@@ -61,6 +61,15 @@ S: 334 VXNlcm5hbWU6
 C: %%%%
 S: 501 5.5.2 Invalid base64 data`)
 
+	// An initial response longer than a command line is fine (RFC 4954 §4
+	// allows 12288 octets), one longer than that is 500 5.5.6.
+	c = tlsSession(t, ts, "submission")
+	c.cmd("AUTH PLAIN " + b64("alice\x00alice\x00"+strings.Repeat("x", 600)))
+	c.expect("535 5.7.8")
+	c = tlsSession(t, ts, "submission")
+	c.cmd("AUTH PLAIN " + strings.Repeat("QUFB", 4000))
+	c.expect("500 5.5.6 Authentication Exchange line is too long")
+
 	// 500 5.5.6: SASL response line longer than 12288 octets.
 	c = tlsSession(t, ts, "submission")
 	c.cmd("AUTH PLAIN")

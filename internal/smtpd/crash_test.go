@@ -165,7 +165,7 @@ func TestCrashLosesNothingAcknowledged(t *testing.T) {
 	}
 	// Restart: the spool recovers; every acknowledged message must be there.
 	_, _ = startCrashChild(t, dir)
-	spool, err := queue.OpenSpool(filepath.Join(dir, "spool"), 0, nil)
+	spool, err := queue.OpenForAdmin(filepath.Join(dir, "spool"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -59,13 +59,12 @@ func (ss *session) cmdData(ctx context.Context, arg string) error {
 		return nil
 	}
 	ss.reply("354 End data with <CR><LF>.<CR><LF>")
-	if err := ss.bw.Flush(); err != nil {
+	if err := ss.flush(); err != nil {
 		w.Abort()
 		return err
 	}
 	ss.writeReceived(w)
-	start := time.Now()
-	derr := ss.readData(w, start)
+	derr := ss.readData(w)
 	switch {
 	case errors.Is(derr, errBareLF):
 		w.Abort()
@@ -136,6 +135,7 @@ func (ss *session) cmdData(ctx context.Context, arg string) error {
 		return nil
 	}
 	ss.messages++
+	ss.junk = 0 // a session that moves mail is not idling
 	ss.s.deps.Metrics.Spooled.Inc()
 	ss.s.log.Info("message accepted", "id", env.ID, "client", ss.ip, "listener", ss.l.cfg.Name, "user", ss.authUser,
 		"from", env.From, "nrcpt", len(env.Recipients), "size", env.Size)
@@ -185,25 +185,21 @@ func sanitizeHelo(h string) string {
 // §4.5.2), until the terminating <CRLF>.<CRLF>. Limits are enforced as it
 // goes; after a size, line-length or NUL error it keeps reading (without
 // storing) up to the final dot so that the session can go on.
-func (ss *session) readData(w io.Writer, start time.Time) error {
+func (ss *session) readData(w io.Writer) error {
 	var (
-		maxSize  = ss.cfg.Limits.MaxMessageSize
-		maxLine  = ss.cfg.Limits.MaxLineLength
-		blockTO  = ss.cfg.Limits.DataBlockTimeout.D()
-		deadline = start.Add(ss.cfg.Limits.DataTermTimeout.D())
-		size     int64
-		lineLen  int
-		atStart  = true // at the start of a line
-		prevCR   = false
-		sticky   error
+		maxSize = ss.cfg.Limits.MaxMessageSize
+		maxLine = ss.cfg.Limits.MaxLineLength
+		blockTO = ss.cfg.Limits.DataBlockTimeout.D()
+		size    int64
+		lineLen int
+		atStart = true // at the start of a line
+		prevCR  = false
+		sticky  error
 	)
-	bw := bufio.NewWriterSize(w, 32<<10)
 	for {
-		d := time.Now().Add(blockTO)
-		if d.After(deadline) {
-			d = deadline
-		}
-		ss.conn.SetReadDeadline(d)
+		// RFC 5321 §4.5.3.2.5: a timeout per data block, not per message,
+		// so a large message on a slow link is not cut off.
+		ss.conn.SetReadDeadline(time.Now().Add(blockTO))
 		frag, err := ss.br.ReadSlice('\n')
 		if err != nil && err != bufio.ErrBufferFull {
 			return err
@@ -214,9 +210,6 @@ func (ss *session) readData(w io.Writer, start time.Time) error {
 		complete := err == nil // frag ends with '\n'
 		if atStart && complete && len(frag) >= 2 && frag[0] == '.' {
 			if len(frag) == 3 && frag[1] == '\r' {
-				if sticky == nil {
-					sticky = bw.Flush()
-				}
 				return sticky // end of data
 			}
 			if len(frag) == 2 {
@@ -249,7 +242,7 @@ func (ss *session) readData(w io.Writer, start time.Time) error {
 		if sticky == nil && bytes.IndexByte(frag, 0) >= 0 {
 			sticky = errDataNUL
 		}
-		lineLen += len(frag)
+		lineLen += len(body)
 		if sticky == nil && lineLen > maxLine {
 			sticky = errDataLineLong
 		}
@@ -258,7 +251,7 @@ func (ss *session) readData(w io.Writer, start time.Time) error {
 			sticky = errTooBig
 		}
 		if sticky == nil {
-			if _, werr := bw.Write(body); werr != nil {
+			if _, werr := w.Write(body); werr != nil {
 				sticky = fmt.Errorf("%w: %v", errSpoolWrite, werr)
 			}
 		}

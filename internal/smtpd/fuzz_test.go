@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net"
+	"net/netip"
 	"testing"
 	"time"
 )
@@ -46,3 +47,6 @@ func FuzzSession(f *testing.F) {
 		}
 	})
 }
+
+// localAddrForFuzz is the client address used by in-memory test sessions.
+func (s *Server) localAddrForFuzz() netip.Addr { return netip.MustParseAddr("192.0.2.7") }

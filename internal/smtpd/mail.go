@@ -3,6 +3,7 @@ package smtpd
 import (
 	"context"
 	"errors"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -20,7 +21,10 @@ func pathReply(err error, senderSide bool) string {
 		case ae.Enhanced == "5.6.7":
 			return "553 5.6.7 " + ae.Error()
 		case ae.Enhanced == "5.5.2":
-			return "501 5.5.2 Syntax: " + map[bool]string{true: "MAIL FROM:<address>", false: "RCPT TO:<address>"}[senderSide]
+			if senderSide {
+				return "501 5.5.2 Syntax: MAIL FROM:<address>"
+			}
+			return "501 5.5.2 Syntax: RCPT TO:<address>"
 		case senderSide:
 			return "501 5.1.7 Bad sender address syntax: " + ae.Reason
 		}
@@ -116,7 +120,7 @@ func (ss *session) cmdMail(ctx context.Context, arg string) {
 	}
 	// An unauthenticated client may not claim a local domain on a
 	// submission listener.
-	if ss.authUser == "" && ss.l.cfg.Mode != config.ModeMX && !from.Null && ss.isLocal(from) {
+	if ss.authUser == "" && !ss.trusted && ss.l.cfg.Mode != config.ModeMX && !from.Null && ss.isLocal(from) {
 		text := "<" + from.String() + ">: Sender address rejected: authentication required for local sender"
 		ss.s.reject(ctx, ss.ip, ss.l.cfg.Name, "reject_unauthenticated_local_sender", "553 5.7.1", "", text)
 		ss.reply("553 5.7.1 %s", text)
@@ -204,7 +208,10 @@ func (ss *session) cmdRcpt(ctx context.Context, arg string) {
 			return
 		}
 	}
-	ss.rcpts = append(ss.rcpts, canon)
+	// A repeated recipient is acknowledged but kept once (one delivery).
+	if !slices.Contains(ss.rcpts, canon) {
+		ss.rcpts = append(ss.rcpts, canon)
+	}
 	ss.reply("250 2.1.5 Ok")
 }
 

@@ -2,8 +2,11 @@ package smtpd
 
 import (
 	"encoding/base64"
+	"fmt"
+	"net"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/relayguard/relayguard/internal/config"
 	"github.com/relayguard/relayguard/internal/event"
@@ -252,7 +255,7 @@ S: 354`)
 }
 
 func TestRecipientLimit(t *testing.T) {
-	ts := startServer(t, nil)
+	ts := startServer(t, func(c *config.Config) { c.MyNetworks = []string{"127.0.0.1"} })
 	c := ts.dial(t, "mx")
 	c.dialogue(`
 S: 220
@@ -261,11 +264,39 @@ S: 250
 C: MAIL FROM:<x@example.org>
 S: 250`)
 	for i := 0; i < 100; i++ {
-		c.cmd("RCPT TO:<alice@mail.test>")
+		c.cmd(fmt.Sprintf("RCPT TO:<r%d@remote.example>", i))
 		c.expect("250 2.1.5")
 	}
-	c.cmd("RCPT TO:<alice@mail.test>")
+	// A repeated recipient is acknowledged but stored once.
+	c.cmd("RCPT TO:<r7@remote.example>")
 	c.expect("452 4.5.3 Error: too many recipients")
+	c.cmd("RCPT TO:<r100@remote.example>")
+	c.expect("452 4.5.3 Error: too many recipients")
+}
+
+func TestDuplicateRecipientStoredOnce(t *testing.T) {
+	ts := startServer(t, nil)
+	c := ts.dial(t, "mx")
+	c.dialogue(`
+S: 220
+C: EHLO x
+S: 250
+C: MAIL FROM:<x@example.org>
+S: 250
+C: RCPT TO:<alice@mail.test>
+S: 250 2.1.5
+C: RCPT TO:<ALICE@mail.test.>
+S: 250 2.1.5
+C: RCPT TO:<alice@mail.test>
+S: 250 2.1.5
+C: DATA
+S: 354`)
+	c.send("x\r\n.\r\n")
+	c.expect("250 2.0.0")
+	l := ts.spooled(t)
+	if len(l) != 1 || len(l[0].Recipients) != 2 {
+		t.Fatalf("recipients stored: %+v", l[0].Recipients)
+	}
 }
 
 func TestAllowDenyLists(t *testing.T) {
@@ -340,4 +371,49 @@ C: EHLO x
 S: 250
 C: MAIL FROM:<alice@mail.test>
 S: 530 5.7.0 Authentication required`)
+}
+
+// TestClientThatDoesNotRead: a client that sends commands but never reads
+// the replies must not hold its session forever (write deadlines).
+func TestClientThatDoesNotRead(t *testing.T) {
+	ts := startServer(t, func(c *config.Config) { c.Limits.CommandTimeout = config.Duration(time.Second) })
+	c := ts.dial(t, "mx")
+	if tc, ok := c.conn.(*net.TCPConn); ok {
+		tc.SetReadBuffer(4096)
+	}
+	c.expect("220")
+	go func() {
+		line := []byte(strings.Repeat("HELO x\r\n", 1024))
+		for i := 0; i < 2000; i++ {
+			c.conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
+			if _, err := c.conn.Write(line); err != nil {
+				return
+			}
+		}
+	}()
+	for i := 0; ; i++ {
+		ts.srv.mu.Lock()
+		n := ts.srv.total
+		ts.srv.mu.Unlock()
+		if n == 0 {
+			break
+		}
+		if i > 600 {
+			t.Fatal("the server still holds the session of a client that does not read")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func TestJunkCommandLimit(t *testing.T) {
+	ts := startServer(t, func(c *config.Config) { c.Limits.MaxJunkCommands = 5 })
+	c := ts.dial(t, "mx")
+	c.expect("220")
+	for i := 0; i < 5; i++ {
+		c.cmd("NOOP")
+		c.expect("250")
+	}
+	c.cmd("NOOP")
+	c.expect("421 4.7.0 mail.test Error: too many commands without mail")
+	c.expectClosed()
 }

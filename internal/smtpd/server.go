@@ -68,6 +68,7 @@ type Server struct {
 	mu       sync.Mutex
 	total    int
 	perIP    map[netip.Addr]int
+	perNet   map[netip.Prefix]int
 	conns    map[net.Conn]struct{}
 	lns      []net.Listener
 	wg       sync.WaitGroup
@@ -91,7 +92,7 @@ func New(cfg *config.Config, deps Deps) (*Server, error) {
 	s := &Server{
 		cfg: cfg, deps: deps, log: deps.Log,
 		localDomains: map[string]bool{}, relayDomains: map[string]bool{},
-		ownAddrs: map[netip.Addr]bool{}, perIP: map[netip.Addr]int{}, conns: map[net.Conn]struct{}{},
+		ownAddrs: map[netip.Addr]bool{}, perIP: map[netip.Addr]int{}, perNet: map[netip.Prefix]int{}, conns: map[net.Conn]struct{}{},
 	}
 	for _, d := range cfg.LocalDomains {
 		c, err := address.CanonicalDomain(d)
@@ -218,6 +219,9 @@ func (s *Server) Shutdown() {
 		ln.Close()
 	}
 	for c := range s.conns {
+		// RFC 5321 §3.8: tell the client to come back later.
+		c.SetWriteDeadline(time.Now().Add(time.Second))
+		fmt.Fprintf(c, "421 4.3.2 %s Service shutting down, try again later\r\n", s.cfg.Hostname)
 		c.Close()
 	}
 	s.mu.Unlock()
@@ -239,10 +243,27 @@ func (s *Server) admit(c net.Conn, ip netip.Addr) string {
 		s.deps.Metrics.Rejections.WithLabelValues("max_connections_per_ip").Inc()
 		return "421 4.7.0 " + s.cfg.Hostname + " Error: too many connections from " + ip.String()
 	}
+	if n := clientNet(ip); s.perNet[n] >= s.cfg.Limits.MaxConnectionsNet {
+		s.log.Warn("limit reached", "limit", "limits.max_connections_per_net", "value", s.cfg.Limits.MaxConnectionsNet, "client", ip, "net", n)
+		s.deps.Metrics.Rejections.WithLabelValues("max_connections_per_net").Inc()
+		return "421 4.7.0 " + s.cfg.Hostname + " Error: too many connections from " + n.String()
+	}
 	s.total++
 	s.perIP[ip]++
+	s.perNet[clientNet(ip)]++
 	s.conns[c] = struct{}{}
 	return ""
+}
+
+// clientNet is the network a client is counted in: IPv4 /24, IPv6 /64 (one
+// end site usually holds a whole /64).
+func clientNet(ip netip.Addr) netip.Prefix {
+	bits := 24
+	if ip.Is6() {
+		bits = 64
+	}
+	p, _ := ip.Prefix(bits)
+	return p
 }
 
 func (s *Server) release(c net.Conn, ip netip.Addr) {
@@ -250,6 +271,11 @@ func (s *Server) release(c net.Conn, ip netip.Addr) {
 	s.total--
 	if s.perIP[ip]--; s.perIP[ip] <= 0 {
 		delete(s.perIP, ip)
+	}
+	if n := clientNet(ip); s.perNet[n] > 1 {
+		s.perNet[n]--
+	} else {
+		delete(s.perNet, n)
 	}
 	delete(s.conns, c)
 	s.mu.Unlock()
@@ -330,6 +356,3 @@ func firstNonEmpty(a ...string) string {
 func oneLine(s string) string {
 	return strings.NewReplacer("\r", " ", "\n", " ").Replace(s)
 }
-
-// localAddrForFuzz is the client address used by in-memory test sessions.
-func (s *Server) localAddrForFuzz() netip.Addr { return netip.MustParseAddr("192.0.2.7") }

@@ -38,6 +38,7 @@ type session struct {
 	advertised []string
 	trusted    bool
 	badCmds    int
+	junk       int
 	authFails  int
 	messages   int
 	closing    bool
@@ -85,7 +86,7 @@ func (ss *session) run(ctx context.Context) {
 			ss.s.reject(ctx, ss.ip, ss.l.cfg.Name, "pregreet", "554 5.5.1", "", "client talked before the greeting")
 			ss.s.deps.Events.Publish(ctx, event.Event{Kind: event.ProtocolAbuse, Source: "smtpd", IP: ss.ip, Detail: "pregreet", Service: ss.l.cfg.Name})
 			ss.reply("554 5.5.1 %s Error: talked before the greeting", ss.cfg.Hostname)
-			ss.bw.Flush()
+			ss.flush()
 			return
 		}
 	}
@@ -93,7 +94,7 @@ func (ss *session) run(ctx context.Context) {
 		v := ss.s.deps.Policy.Check(ctx, ss.request(policy.StageConnect, ""))
 		if v.Action == policy.Reject || v.Action == policy.Defer {
 			ss.verdictReply(ctx, v, "")
-			ss.bw.Flush()
+			ss.flush()
 			return
 		}
 	}
@@ -101,15 +102,28 @@ func (ss *session) run(ctx context.Context) {
 	log.Info("connection", "client", ss.ip, "listener", ss.l.cfg.Name, "trusted", ss.trusted)
 	for !ss.closing {
 		if ss.br.Buffered() == 0 {
-			if err := ss.bw.Flush(); err != nil {
+			if err := ss.flush(); err != nil {
 				return
 			}
 		}
-		ss.conn.SetReadDeadline(time.Now().Add(ss.cfg.Limits.CommandTimeout.D()))
-		line, err := ss.readLine(ss.cfg.Limits.MaxCommandLength)
+		// One deadline for both directions: replies that the bufio.Writer
+		// flushes by itself while pipelined input is processed are covered
+		// too.
+		ss.conn.SetDeadline(time.Now().Add(ss.cfg.Limits.CommandTimeout.D()))
+		// AUTH may carry an initial response up to the SASL line limit
+		// (RFC 4954 §4); every other command is held to 512 octets.
+		line, err := ss.readLine(max(ss.cfg.Limits.MaxCommandLength, ss.cfg.Limits.AuthResponseLength))
+		if err == nil && len(line)+2 > ss.cfg.Limits.MaxCommandLength && !isAuthLine(line) {
+			ss.badCommand(ctx, "500 5.5.2 Error: line too long")
+			continue
+		}
 		if err != nil {
 			if errors.Is(err, errLineTooLong) {
-				ss.badCommand(ctx, "500 5.5.2 Error: line too long")
+				if isAuthLine(line) {
+					ss.badCommand(ctx, "500 5.5.6 Authentication Exchange line is too long")
+				} else {
+					ss.badCommand(ctx, "500 5.5.2 Error: line too long")
+				}
 				continue
 			}
 			if errors.Is(err, errNUL) {
@@ -120,7 +134,7 @@ func (ss *session) run(ctx context.Context) {
 			if errors.As(err, &ne) && ne.Timeout() {
 				// RFC 5321 §4.5.3.2.7: close after the timeout with 421.
 				ss.reply("421 4.4.2 %s Error: timeout exceeded", ss.cfg.Hostname)
-				ss.bw.Flush()
+				ss.flush()
 			}
 			if ss.inTx || ss.authMech != "" && ss.authUser == "" {
 				log.Info("lost connection", "client", ss.ip, "after", ss.lastStage())
@@ -128,11 +142,11 @@ func (ss *session) run(ctx context.Context) {
 			return
 		}
 		if err := ss.command(ctx, line); err != nil {
-			ss.bw.Flush()
+			ss.flush()
 			return
 		}
 	}
-	ss.bw.Flush()
+	ss.flush()
 }
 
 func (ss *session) lastStage() string {
@@ -146,11 +160,15 @@ func (ss *session) lastStage() string {
 }
 
 var errLineTooLong = errors.New("line too long")
+
+func isAuthLine(l string) bool { return len(l) >= 5 && strings.EqualFold(l[:5], "AUTH ") }
+
 var errNUL = errors.New("NUL character")
 
 // readLine reads one line ending in LF (CRLF preferred; a bare LF is
 // tolerated in commands), without the line ending. Lines longer than max
-// octets (ending included) are consumed and reported as errLineTooLong.
+// octets (ending included) are consumed and reported as errLineTooLong,
+// with the line's first octets (enough to see the command verb).
 func (ss *session) readLine(max int) (string, error) {
 	var buf []byte
 	tooLong := false
@@ -159,7 +177,7 @@ func (ss *session) readLine(max int) (string, error) {
 		if !tooLong {
 			buf = append(buf, frag...)
 			if len(buf) > max {
-				tooLong, buf = true, nil
+				tooLong, buf = true, buf[:8]
 			}
 		}
 		if err == bufio.ErrBufferFull {
@@ -171,7 +189,7 @@ func (ss *session) readLine(max int) (string, error) {
 		break
 	}
 	if tooLong {
-		return "", errLineTooLong
+		return string(buf), errLineTooLong
 	}
 	buf = buf[:len(buf)-1]
 	if n := len(buf); n > 0 && buf[n-1] == '\r' {
@@ -183,6 +201,13 @@ func (ss *session) readLine(max int) (string, error) {
 		}
 	}
 	return string(buf), nil
+}
+
+// flush sends buffered replies. A client that stops reading cannot hold
+// the session: every write has a deadline.
+func (ss *session) flush() error {
+	ss.conn.SetWriteDeadline(time.Now().Add(ss.cfg.Limits.CommandTimeout.D()))
+	return ss.bw.Flush()
 }
 
 // reply writes one reply line; multi-line replies use replyLines.
@@ -234,6 +259,17 @@ func (ss *session) command(ctx context.Context, line string) error {
 	if strings.IndexByte(line, 0) >= 0 {
 		ss.badCommand(ctx, "500 5.5.2 Error: NUL character in command")
 		return nil
+	}
+	switch verb {
+	case "RSET", "NOOP", "VRFY", "HELP", "EXPN":
+		// Postfix's smtpd_junk_command_limit: commands that move no mail
+		// cannot keep a session open forever.
+		if ss.junk++; ss.junk > ss.cfg.Limits.MaxJunkCommands {
+			ss.s.log.Warn("limit reached", "limit", "limits.max_junk_commands", "value", ss.cfg.Limits.MaxJunkCommands, "client", ss.ip)
+			ss.s.deps.Metrics.Rejections.WithLabelValues("max_junk_commands").Inc()
+			ss.reply("421 4.7.0 %s Error: too many commands without mail", ss.cfg.Hostname)
+			return errClose
+		}
 	}
 	switch verb {
 	case "EHLO", "HELO":
