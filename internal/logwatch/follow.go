@@ -63,9 +63,9 @@ type Follower struct {
 	// truncated when we found it.
 	waitCopy  *sibling
 	waitUntil time.Time
-	dirty    bool
-	lastSave time.Time
-	buf      []byte
+	dirty     bool
+	lastSave  time.Time
+	buf       []byte
 }
 
 // cursor is a read position in one open file.

@@ -181,7 +181,7 @@ func (w *writer) rotateCopyTruncate(t *testing.T) {
 }
 
 func TestFollowRotationWhileAppending(t *testing.T) {
-	for _, mode := range []string{"rename", "copytruncate", "mixed"} {
+	for _, mode := range []string{"rename", "copytruncate"} {
 		t.Run(mode, func(t *testing.T) {
 			t.Parallel()
 			dir := t.TempDir()
