@@ -181,7 +181,7 @@ func (a *Analyzer) add(l logline.Line, hr int, day dayKey) {
 	if l.Time.After(a.last) {
 		a.last = l.Time
 	}
-	if day != a.lastDay || a.lastDayRow == nil {
+	if day != a.lastDay { // (a day key is never 0)
 		a.lastDay = day
 		a.seenDays[day] = true
 		a.lastDayRow = a.days[day]
@@ -189,13 +189,6 @@ func (a *Analyzer) add(l logline.Line, hr int, day dayKey) {
 			a.lastDayRow = new([5]int64)
 			a.days[day] = a.lastDayRow
 		}
-	}
-	dayRow := func() *[5]int64 {
-		if a.lastDayRow == nil {
-			a.lastDayRow = new([5]int64)
-			a.days[day] = a.lastDayRow
-		}
-		return a.lastDayRow
 	}
 
 	if cmd == "cleanup" && (strings.Contains(msg, ": header ") || strings.Contains(msg, ": body ") || strings.Contains(msg, ": END-OF-MESSAGE ")) {
@@ -221,7 +214,7 @@ func (a *Analyzer) add(l logline.Line, hr int, day dayKey) {
 				a.discarded++
 			}
 			a.rejHr[hr]++
-			dayRow()[4]++
+			a.dayRow()[4]++
 			a.abuse.reject(k, "", l.Time)
 			return
 		}
@@ -244,7 +237,7 @@ func (a *Analyzer) add(l logline.Line, hr int, day dayKey) {
 		}
 		return
 	case "reject", "reject_warning", "hold", "discard":
-		a.smtpdReject(qid, msg, hr, dayRow, l.Time)
+		a.smtpdReject(qid, msg, hr, l.Time)
 		return
 	}
 	if cmd == "master" {
@@ -264,7 +257,7 @@ func (a *Analyzer) add(l logline.Line, hr int, day dayKey) {
 			}
 			a.received++
 			a.rcvHr[hr]++
-			dayRow()[0]++
+			a.dayRow()[0]++
 			q := a.q(qid)
 			q.whence = a.domain(client)
 			a.abuse.received(q, rest)
@@ -274,7 +267,7 @@ func (a *Analyzer) add(l logline.Line, hr int, day dayKey) {
 			r := rest[2:]
 			for _, typ := range [...]string{"reject", "reject_warning", "hold", "discard"} {
 				if strings.HasPrefix(r, typ) && strings.HasPrefix(r[len(typ):], ": ") {
-					a.smtpdReject(typ, msg, hr, dayRow, l.Time)
+					a.smtpdReject(typ, msg, hr, l.Time)
 					return
 				}
 			}
@@ -287,7 +280,7 @@ func (a *Analyzer) add(l logline.Line, hr int, day dayKey) {
 		}
 		return
 	}
-	a.delivery(cmd, qid, msg, hr, dayRow, l)
+	a.delivery(cmd, qid, msg, hr, l)
 }
 
 func isWord(s string) bool {
@@ -313,8 +306,17 @@ func (a *Analyzer) domain(client string) string {
 	return d
 }
 
-func (a *Analyzer) smtpdReject(typ, msg string, hr int, dayRow func() *[5]int64, t time.Time) {
-	row := dayRow()
+// dayRow is the per-day row of the current line's day, created on first use.
+func (a *Analyzer) dayRow() *[5]int64 {
+	if a.lastDayRow == nil {
+		a.lastDayRow = new([5]int64)
+		a.days[a.lastDay] = a.lastDayRow
+	}
+	return a.lastDayRow
+}
+
+func (a *Analyzer) smtpdReject(typ, msg string, hr int, t time.Time) {
+	row := a.dayRow()
 	row[4]++
 	a.rejHr[hr]++
 	var tree tree3
@@ -403,7 +405,7 @@ func (a *Analyzer) getStat(m map[string]*stat, k string) *stat {
 
 // delivery handles qmgr "from=<>, size=", delivery agents' "to=<>,
 // relay=, ..., status=", pickup and smtp connection failures.
-func (a *Analyzer) delivery(cmd, qid, msg string, hr int, dayRow func() *[5]int64, l logline.Line) {
+func (a *Analyzer) delivery(cmd, qid, msg string, hr int, l logline.Line) {
 	if i := strings.Index(msg, "from=<"); i >= 0 {
 		rest := msg[i+6:]
 		if j := strings.IndexByte(rest, '>'); j >= 0 && strings.HasPrefix(rest[j:], ">, size=") {
@@ -421,7 +423,7 @@ func (a *Analyzer) delivery(cmd, qid, msg string, hr int, dayRow func() *[5]int6
 		}
 	}
 	if i := strings.Index(msg, "to=<"); i >= 0 {
-		if a.recipient(cmd, qid, msg[i+4:], hr, dayRow, l) {
+		if a.recipient(cmd, qid, msg[i+4:], hr, l) {
 			return
 		}
 	}
@@ -436,7 +438,7 @@ func (a *Analyzer) delivery(cmd, qid, msg string, hr int, dayRow func() *[5]int6
 	if cmd == "pickup" && (strings.Contains(msg, ": sender=") || strings.Contains(msg, ": uid=")) {
 		a.received++
 		a.rcvHr[hr]++
-		dayRow()[0]++
+		a.dayRow()[0]++
 		q := a.q(qid)
 		q.whence = "pickup"
 		q.local = true
@@ -494,7 +496,7 @@ func (a *Analyzer) qmgrFrom(qid, addr string, size int64) {
 
 // recipient parses what follows "to=<" and reports whether the line had the
 // delivery-status shape.
-func (a *Analyzer) recipient(cmd, qid, s string, hr int, dayRow func() *[5]int64, l logline.Line) bool {
+func (a *Analyzer) recipient(cmd, qid, s string, hr int, l logline.Line) bool {
 	j := strings.IndexByte(s, '>')
 	if j < 0 {
 		return false
@@ -570,7 +572,7 @@ func (a *Analyzer) recipient(cmd, qid, s string, hr int, dayRow func() *[5]int64
 		us := a.getStat(a.recipUser, addr)
 		us.count++
 		a.dlvHr[hr]++
-		dayRow()[1]++
+		a.dayRow()[1]++
 		a.delivered++
 		if q != nil && q.size != 0 {
 			sz := q.size
@@ -597,7 +599,7 @@ func (a *Analyzer) recipient(cmd, qid, s string, hr int, dayRow func() *[5]int64
 			a.deferralD.add(cmd, reas)
 		}
 		a.dfrHr[hr]++
-		dayRow()[2]++
+		a.dayRow()[2]++
 		a.deferrals++
 		if q == nil {
 			q = a.q(qid)
@@ -626,7 +628,7 @@ func (a *Analyzer) recipient(cmd, qid, s string, hr int, dayRow func() *[5]int64
 			a.bounceD.add(relay, reas)
 		}
 		a.bncHr[hr]++
-		dayRow()[3]++
+		a.dayRow()[3]++
 		a.bounced++
 	}
 	return true
