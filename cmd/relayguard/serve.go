@@ -96,7 +96,7 @@ func runServe(cmd *cobra.Command, _ []string) error {
 		Users: users, Creds: users, Spool: spool, TLS: tlsConf, Events: bus, Log: log,
 		Metrics: smtpd.NewMetrics(reg),
 	}
-	stop, err := wireExtensions(ctx, cfg, log, db, bus, spool, &deps)
+	stop, err := wireExtensions(ctx, cfg, log, db, bus, spool, &deps, reg)
 	if err != nil {
 		return err
 	}

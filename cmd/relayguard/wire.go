@@ -5,15 +5,56 @@ import (
 	"database/sql"
 	"log/slog"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/relayguard/relayguard/internal/config"
+	"github.com/relayguard/relayguard/internal/deliver/service"
 	"github.com/relayguard/relayguard/internal/event"
+	"github.com/relayguard/relayguard/internal/policy"
 	"github.com/relayguard/relayguard/internal/queue"
+	"github.com/relayguard/relayguard/internal/ratelimit"
 	"github.com/relayguard/relayguard/internal/smtpd"
 )
 
-// wireExtensions connects the guard, the policy engine, the send limits and
-// the delivery scheduler to the SMTP server. It returns a function that
-// stops them.
-func wireExtensions(ctx context.Context, cfg *config.Config, log *slog.Logger, db *sql.DB, bus *event.Bus, spool *queue.Spool, deps *smtpd.Deps) (func(), error) {
-	return func() {}, nil
+// wireExtensions connects the policy engine, the send limits and the
+// delivery scheduler (and, in wire_guard.go, the guard) to the SMTP
+// server. It returns a function that stops them, in reverse order.
+func wireExtensions(ctx context.Context, cfg *config.Config, log *slog.Logger, db *sql.DB, bus *event.Bus, spool *queue.Spool, deps *smtpd.Deps, reg prometheus.Registerer) (func(), error) {
+	var stops []func()
+	stop := func() {
+		for i := len(stops) - 1; i >= 0; i-- {
+			stops[i]()
+		}
+	}
+
+	// The restriction lists of [policy], the same engine as `relayguard policy`.
+	eng, err := policy.New(cfg, policy.Deps{Logger: log, Events: bus, Registerer: reg, Source: "smtpd"})
+	if err != nil {
+		return nil, err
+	}
+	stops = append(stops, func() { eng.Close() })
+	deps.Policy = eng
+
+	// The guard: bans, per-IP and per-subnet AUTH limits, POP-before-SMTP.
+	gstop, err := wireGuard(ctx, cfg, log, db, bus, deps, reg)
+	if err != nil {
+		stop()
+		return nil, err
+	}
+	stops = append(stops, gstop)
+
+	// Send limits and the delivery scheduler over the spool.
+	suspender, _ := deps.Users.(ratelimit.Suspender)
+	dl, err := service.Start(ctx, cfg, log, db, bus, suspender, spool)
+	if err != nil {
+		stop()
+		return nil, err
+	}
+	deps.Limits = dl.Limiter
+	stops = append(stops, func() {
+		if err := dl.Stop(); err != nil {
+			log.Error("delivery: stop", "err", err)
+		}
+	})
+	return stop, nil
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/relayguard/relayguard/internal/event"
@@ -46,7 +47,7 @@ func (ss *session) cmdData(ctx context.Context, arg string) error {
 		}
 	}
 	if ss.s.deps.Policy != nil {
-		v := ss.s.deps.Policy.Check(ctx, ss.request(policy.StageData, ""))
+		v := ss.policyCheck(ctx, ss.request(policy.StageData, ""))
 		if v.Action == policy.Reject || v.Action == policy.Defer {
 			ss.verdictReply(ctx, v, "")
 			return nil
@@ -111,7 +112,7 @@ func (ss *session) cmdData(ctx context.Context, arg string) error {
 	if ss.s.deps.Policy != nil {
 		req := ss.request(policy.StageEndOfData, "")
 		req.Size = w.Size()
-		v := ss.s.deps.Policy.Check(ctx, req)
+		v := ss.policyCheck(ctx, req)
 		if v.Action == policy.Reject || v.Action == policy.Defer {
 			w.Abort()
 			ss.verdictReply(ctx, v, "")
@@ -166,6 +167,11 @@ func (ss *session) writeReceived(w io.Writer) {
 	}
 	fmt.Fprintf(w, "Received: from %s ([%s])\r\n\tby %s (relayguard) with %s%s;\r\n\t%s\r\n",
 		sanitizeHelo(ss.helo), ss.ip, ss.cfg.Hostname, proto, forClause, time.Now().Format(time.RFC1123Z))
+	for _, h := range append(append([]string(nil), ss.sessPrepend...), ss.txPrepend...) {
+		if strings.Contains(h, ":") {
+			fmt.Fprintf(w, "%s\r\n", h)
+		}
+	}
 }
 
 func sanitizeHelo(h string) string {

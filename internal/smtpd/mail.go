@@ -128,7 +128,7 @@ func (ss *session) cmdMail(ctx context.Context, arg string) {
 	}
 	ss.from, ss.fromRaw, ss.smtputf8, ss.body8bit, ss.declSize = from, pathStr, smtputf8, body8, size
 	if ss.s.deps.Policy != nil {
-		v := ss.s.deps.Policy.Check(ctx, ss.request(policy.StageMail, ""))
+		v := ss.policyCheck(ctx, ss.request(policy.StageMail, ""))
 		if v.Action == policy.Reject || v.Action == policy.Defer {
 			ss.from = address.Path{}
 			ss.verdictReply(ctx, v, "")
@@ -202,7 +202,7 @@ func (ss *session) cmdRcpt(ctx context.Context, arg string) {
 		}
 	}
 	if ss.s.deps.Policy != nil {
-		v := ss.s.deps.Policy.Check(ctx, ss.request(policy.StageRcpt, canon))
+		v := ss.policyCheck(ctx, ss.request(policy.StageRcpt, canon))
 		if v.Action == policy.Reject || v.Action == policy.Defer {
 			ss.verdictReply(ctx, v, canon)
 			return

@@ -38,10 +38,13 @@ type session struct {
 	advertised []string
 	trusted    bool
 	badCmds    int
-	junk       int
-	authFails  int
-	messages   int
-	closing    bool
+	// headers asked for by policy verdicts, for the session and for the
+	// current transaction
+	sessPrepend, txPrepend []string
+	junk                   int
+	authFails              int
+	messages               int
+	closing                bool
 
 	// transaction (reset by RSET, EHLO, end of DATA)
 	inTx     bool
@@ -91,7 +94,7 @@ func (ss *session) run(ctx context.Context) {
 		}
 	}
 	if ss.s.deps.Policy != nil {
-		v := ss.s.deps.Policy.Check(ctx, ss.request(policy.StageConnect, ""))
+		v := ss.policyCheck(ctx, ss.request(policy.StageConnect, ""))
 		if v.Action == policy.Reject || v.Action == policy.Defer {
 			ss.verdictReply(ctx, v, "")
 			ss.flush()
@@ -332,6 +335,7 @@ func (ss *session) resetTx() {
 	ss.smtputf8, ss.body8bit = false, false
 	ss.declSize = 0
 	ss.rcpts = ss.rcpts[:0]
+	ss.txPrepend = nil
 }
 
 func (ss *session) cmdHelo(ctx context.Context, verb, arg string) {
@@ -343,7 +347,7 @@ func (ss *session) cmdHelo(ctx context.Context, verb, arg string) {
 	ss.helo = arg
 	ss.esmtp = verb == "EHLO"
 	if ss.s.deps.Policy != nil {
-		v := ss.s.deps.Policy.Check(ctx, ss.request(policy.StageHelo, ""))
+		v := ss.policyCheck(ctx, ss.request(policy.StageHelo, ""))
 		if v.Action == policy.Reject || v.Action == policy.Defer {
 			ss.helo = ""
 			ss.verdictReply(ctx, v, "")
@@ -384,6 +388,21 @@ func (ss *session) request(stage policy.Stage, rcpt string) *policy.Request {
 		r.ServerAddress, r.ServerPort = ap.Addr().Unmap(), int(ap.Port())
 	}
 	return r
+}
+
+// policyCheck asks the policy engine and keeps the header a verdict asks
+// to prepend (scores, Received-SPF, warn-only rules) for the message.
+func (ss *session) policyCheck(ctx context.Context, r *policy.Request) policy.Verdict {
+	v := ss.s.deps.Policy.Check(ctx, r)
+	if v.Prepend != "" && v.Action != policy.Reject && v.Action != policy.Defer {
+		h := oneLine(v.Prepend)
+		if r.Stage == policy.StageConnect || r.Stage == policy.StageHelo {
+			ss.sessPrepend = append(ss.sessPrepend, h)
+		} else if r.Stage != policy.StageEndOfData {
+			ss.txPrepend = append(ss.txPrepend, h)
+		}
+	}
+	return v
 }
 
 // verdictReply sends a policy engine verdict and logs it with its rule.
