@@ -1,0 +1,489 @@
+package guard
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"math"
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/relayguard/relayguard/internal/config"
+	"github.com/relayguard/relayguard/internal/event"
+	"github.com/relayguard/relayguard/internal/firewall"
+	"github.com/relayguard/relayguard/internal/limits"
+)
+
+// Options configure a Guard.
+type Options struct {
+	Config   config.GuardConfig
+	Never    []netip.Prefix    // never banned: mynetworks, own addresses, allow list (loopback is added)
+	Store    BanStore          // nil: MemStore
+	Counters Counters          // nil: Memory
+	Limiter  *limits.AuthLimiter // nil: built from Config.AuthLimits, in memory
+	Enforcer firewall.Enforcer // nil: none (replay)
+	Log      *slog.Logger
+	Now      func() time.Time
+	// OnBan is called for every ban the guard decides (not for bans it
+	// learns from the store).
+	OnBan func(Ban)
+}
+
+// Guard turns events into bans and answers the SMTP server's questions
+// (smtpd.Guard). It is safe for concurrent use.
+type Guard struct {
+	o     Options
+	count map[event.Kind]bool
+	never []netip.Prefix
+
+	mu      sync.RWMutex
+	bans    map[netip.Prefix]Ban
+	lens    []int // prefix lengths present in bans, for lookups
+	success map[netip.Addr]time.Time
+	pop     map[netip.Addr]time.Time
+}
+
+// New returns a Guard. Call Load to read the stored bans.
+func New(o Options) *Guard {
+	if o.Store == nil {
+		o.Store = NewMemStore()
+	}
+	if o.Counters == nil {
+		o.Counters = NewMemory()
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Limiter == nil {
+		o.Limiter = limits.NewAuthLimiter(LimitLevels(o.Config), nil, o.Log)
+	}
+	g := &Guard{
+		o:       o,
+		count:   map[event.Kind]bool{},
+		bans:    map[netip.Prefix]Ban{},
+		success: map[netip.Addr]time.Time{},
+		pop:     map[netip.Addr]time.Time{},
+	}
+	for _, k := range o.Config.Count {
+		g.count[event.Kind(k)] = true
+	}
+	g.never = append(slices.Clone(o.Never), netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128"))
+	for _, a := range o.Config.Allow {
+		if p, err := config.ParsePrefix(a); err == nil {
+			g.never = append(g.never, p)
+		}
+	}
+	return g
+}
+
+// LimitLevels converts the [[guard.auth_limit]] entries for the limiter.
+func LimitLevels(c config.GuardConfig) []limits.Level {
+	var out []limits.Level
+	for _, l := range c.AuthLimits {
+		out = append(out, limits.Level{IPv6: l.Family == "ipv6", Bits: l.Bits, Windows: []limits.Window{
+			{Period: time.Minute, Max: int64(l.PerMinute)},
+			{Period: 24 * time.Hour, Max: int64(l.PerDay)},
+		}})
+	}
+	return out
+}
+
+// NeverBanned reports whether p overlaps a network that is never banned.
+func (g *Guard) NeverBanned(p netip.Prefix) bool {
+	for _, n := range g.never {
+		if n.Overlaps(p) {
+			return true
+		}
+	}
+	return false
+}
+
+func hostPrefix(ip netip.Addr) netip.Prefix {
+	ip = ip.Unmap()
+	return netip.PrefixFrom(ip, ip.BitLen())
+}
+
+// lookup returns the active ban covering ip at t.
+func (g *Guard) lookup(ip netip.Addr, t time.Time) (Ban, bool) {
+	ip = ip.Unmap()
+	for _, l := range g.lens {
+		if l > ip.BitLen() {
+			continue
+		}
+		p, err := ip.Prefix(l)
+		if err != nil {
+			continue
+		}
+		if b, ok := g.bans[p]; ok && !b.Expired(t) {
+			return b, true
+		}
+	}
+	return Ban{}, false
+}
+
+func (g *Guard) relens() {
+	seen := map[int]bool{}
+	g.lens = g.lens[:0]
+	for p := range g.bans {
+		if !seen[p.Bits()] {
+			seen[p.Bits()] = true
+			g.lens = append(g.lens, p.Bits())
+		}
+	}
+	slices.Sort(g.lens)
+}
+
+// Banned reports the ban covering ip now, if any.
+func (g *Guard) Banned(ip netip.Addr) (Ban, bool) {
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	return g.lookup(ip, g.o.Now())
+}
+
+// Admit implements smtpd.Guard: a banned client gets 421 before the banner.
+func (g *Guard) Admit(ip netip.Addr) (bool, string) {
+	if b, ok := g.Banned(ip); ok {
+		return false, fmt.Sprintf("%s is banned: %s", b.Prefix, b.Reason)
+	}
+	return true, ""
+}
+
+// AuthAllowed implements smtpd.Guard: banned clients and clients over an
+// AUTH failure limit (per address or per surrounding prefix) may not try.
+func (g *Guard) AuthAllowed(ip netip.Addr) (bool, string) {
+	if ok, reason := g.Admit(ip); !ok {
+		return false, reason
+	}
+	return g.o.Limiter.Allowed(context.Background(), ip)
+}
+
+// PopBeforeSMTP reports whether ip logged in to POP3/IMAP successfully
+// within guard.pop_before_smtp (legacy POP-before-SMTP relay permission).
+func (g *Guard) PopBeforeSMTP(ip netip.Addr) bool {
+	d := g.o.Config.PopBeforeSMTP.D()
+	if d <= 0 {
+		return false
+	}
+	g.mu.RLock()
+	t, ok := g.pop[ip.Unmap()]
+	g.mu.RUnlock()
+	return ok && g.o.Now().Sub(t) < d
+}
+
+// Publish implements event.Sink: the guard subscribes to the event bus of
+// the SMTP server and is fed by the log sources.
+func (g *Guard) Publish(ctx context.Context, e event.Event) {
+	if !e.IP.IsValid() {
+		return
+	}
+	ip := e.IP.Unmap()
+	t := e.Time
+	if t.IsZero() {
+		t = g.o.Now()
+	}
+	switch e.Kind {
+	case event.AuthSuccess, event.LoginSuccess:
+		g.mu.Lock()
+		if t.After(g.success[ip]) {
+			g.success[ip] = t
+		}
+		if e.Kind == event.LoginSuccess && (e.Service == "pop3" || e.Service == "imap") && t.After(g.pop[ip]) {
+			g.pop[ip] = t
+		}
+		g.mu.Unlock()
+		return
+	case event.AuthFailure:
+		if e.Source == "smtpd" {
+			g.o.Limiter.Fail(ctx, ip)
+		}
+	}
+	if !g.count[e.Kind] {
+		return
+	}
+	host := hostPrefix(ip)
+	if g.NeverBanned(host) {
+		return
+	}
+	g.mu.RLock()
+	_, banned := g.lookup(ip, t)
+	lastOK, grace := g.success[ip]
+	g.mu.RUnlock()
+	if banned {
+		return // already enforced; lines still in flight
+	}
+	grace = grace && g.o.Config.SuccessGrace > 0 && t.Sub(lastOK) < g.o.Config.SuccessGrace.D()
+	n, err := g.o.Counters.AddFailure(ctx, ip, t, g.o.Config.FindTime.D())
+	if err != nil {
+		g.o.Log.Warn("guard: failure counter unavailable", "err", err)
+		return
+	}
+	need := g.o.Config.MaxRetry
+	if grace {
+		need *= 2
+	}
+	if n >= need {
+		reason := fmt.Sprintf("%d failures in %s (last: %s)", n, g.o.Config.FindTime.D(), describe(e))
+		g.decide(ctx, host, t, reason)
+		_ = g.o.Counters.Forget(ctx, ip)
+	}
+	if grace {
+		return
+	}
+	for _, r := range g.o.Config.Subnets {
+		if (r.Family == "ipv6") != ip.Is6() {
+			continue
+		}
+		p, err := ip.Prefix(r.Bits)
+		if err != nil || g.NeverBanned(p) {
+			continue
+		}
+		k, err := g.o.Counters.AddAttacker(ctx, p, ip, t, r.Window.D())
+		if err != nil {
+			g.o.Log.Warn("guard: subnet counter unavailable", "err", err)
+			continue
+		}
+		if k >= r.Addresses {
+			g.mu.RLock()
+			b, covered := g.lookup(p.Addr(), t)
+			g.mu.RUnlock()
+			if covered && b.Prefix.Bits() <= p.Bits() {
+				continue
+			}
+			g.decide(ctx, p, t, fmt.Sprintf("%d addresses of %s failing within %s (last: %s)", k, p, r.Window.D(), describe(e)))
+		}
+	}
+}
+
+func describe(e event.Event) string {
+	s := string(e.Kind)
+	if e.Mechanism != "" {
+		s += " " + e.Mechanism
+	}
+	if e.Rule != "" {
+		s += " " + e.Rule
+	}
+	return s + " from " + e.IP.String() + " via " + e.Source
+}
+
+// banTime is the length of the n-th ban (n from 1) of a prefix:
+// bantime * factor^(n-1), at most bantime_max.
+func (g *Guard) banTime(n int) time.Duration {
+	c := g.o.Config
+	d := float64(c.BanTime.D()) * math.Pow(c.BanTimeFactor, float64(n-1))
+	if d > float64(c.BanTimeMax.D()) || math.IsInf(d, 0) {
+		return c.BanTimeMax.D()
+	}
+	return time.Duration(d)
+}
+
+// decide bans p at t, escalating from its history.
+func (g *Guard) decide(ctx context.Context, p netip.Prefix, t time.Time, reason string) {
+	prev, err := g.o.Store.BanCount(ctx, p)
+	if err != nil {
+		g.o.Log.Warn("guard: ban history unavailable", "prefix", p.String(), "err", err)
+	}
+	b := Ban{Prefix: p, Created: t, Count: prev + 1, Reason: reason, Source: "guard"}
+	b.Until = t.Add(g.banTime(b.Count))
+	if err := g.apply(ctx, b); err != nil {
+		g.o.Log.Error("guard: ban", "prefix", p.String(), "err", err)
+		return
+	}
+	g.o.Log.Warn("banned", "prefix", p.String(), "until", b.Until.Format(time.RFC3339), "count", b.Count, "reason", reason)
+	if g.o.OnBan != nil {
+		g.o.OnBan(b)
+	}
+}
+
+// apply stores b, enforces it, and drops the now redundant bans inside it.
+func (g *Guard) apply(ctx context.Context, b Ban) error {
+	b.Prefix = b.Prefix.Masked()
+	if err := g.o.Store.PutBan(ctx, b); err != nil {
+		return err
+	}
+	g.mu.Lock()
+	g.bans[b.Prefix] = b
+	var inner []netip.Prefix
+	for p, o := range g.bans {
+		if p != b.Prefix && b.Prefix.Bits() < p.Bits() && b.Prefix.Contains(p.Addr()) &&
+			(b.Permanent() || (!o.Permanent() && !o.Until.After(b.Until))) {
+			inner = append(inner, p)
+			delete(g.bans, p)
+		}
+	}
+	g.relens()
+	g.mu.Unlock()
+	for _, p := range inner {
+		if err := g.o.Store.DeleteBan(ctx, p); err != nil {
+			g.o.Log.Warn("guard: drop inner ban", "prefix", p.String(), "err", err)
+		}
+		g.enforceRemove(ctx, p)
+	}
+	if g.o.Enforcer != nil {
+		if err := g.o.Enforcer.Add(ctx, b); err != nil {
+			g.o.Log.Error("guard: firewall add failed; will reconcile", "prefix", b.Prefix.String(), "err", err)
+		}
+	}
+	return nil
+}
+
+func (g *Guard) enforceRemove(ctx context.Context, p netip.Prefix) {
+	if g.o.Enforcer != nil {
+		if err := g.o.Enforcer.Remove(ctx, p); err != nil {
+			g.o.Log.Error("guard: firewall remove failed; will reconcile", "prefix", p.String(), "err", err)
+		}
+	}
+}
+
+// Ban adds a manual ban (d 0: permanent). A prefix that overlaps a
+// never-ban network is refused.
+func (g *Guard) Ban(ctx context.Context, p netip.Prefix, d time.Duration, reason string) (Ban, error) {
+	p = p.Masked()
+	if g.NeverBanned(p) {
+		return Ban{}, fmt.Errorf("guard: %s overlaps a network that is never banned (mynetworks, own addresses, guard.allow, loopback)", p)
+	}
+	prev, err := g.o.Store.BanCount(ctx, p)
+	if err != nil {
+		return Ban{}, err
+	}
+	now := g.o.Now()
+	b := Ban{Prefix: p, Created: now, Count: prev + 1, Reason: reason, Source: "manual"}
+	if d > 0 {
+		b.Until = now.Add(d)
+	}
+	if b.Reason == "" {
+		b.Reason = "manual ban"
+	}
+	return b, g.apply(ctx, b)
+}
+
+// Unban removes the ban of exactly p; it reports whether there was one.
+func (g *Guard) Unban(ctx context.Context, p netip.Prefix) (bool, error) {
+	p = p.Masked()
+	bans, err := g.o.Store.ListBans(ctx)
+	if err != nil {
+		return false, err
+	}
+	found := false
+	for _, b := range bans {
+		if b.Prefix == p {
+			found = true
+		}
+	}
+	if err := g.o.Store.DeleteBan(ctx, p); err != nil {
+		return false, err
+	}
+	g.mu.Lock()
+	if _, ok := g.bans[p]; ok {
+		found = true
+	}
+	delete(g.bans, p)
+	g.relens()
+	g.mu.Unlock()
+	g.enforceRemove(ctx, p)
+	return found, nil
+}
+
+// Bans returns the bans in force now, sorted.
+func (g *Guard) Bans() []Ban {
+	now := g.o.Now()
+	g.mu.RLock()
+	out := make([]Ban, 0, len(g.bans))
+	for _, b := range g.bans {
+		if !b.Expired(now) {
+			out = append(out, b)
+		}
+	}
+	g.mu.RUnlock()
+	SortBans(out)
+	return out
+}
+
+// Sync makes the in-memory bans equal to the store's (bans added or removed
+// by `relayguard ban`, or by another server through a shared store), drops
+// expired bans, and applies the differences to the firewall. With reconcile
+// the firewall is reconciled to the whole list.
+func (g *Guard) Sync(ctx context.Context, reconcile bool) error {
+	stored, err := g.o.Store.ListBans(ctx)
+	if err != nil {
+		return err
+	}
+	now := g.o.Now()
+	want := make(map[netip.Prefix]Ban, len(stored))
+	for _, b := range stored {
+		if b.Expired(now) {
+			if err := g.o.Store.DeleteBan(ctx, b.Prefix); err != nil {
+				g.o.Log.Warn("guard: drop expired ban", "prefix", b.Prefix.String(), "err", err)
+			}
+			g.o.Log.Info("ban expired", "prefix", b.Prefix.String())
+			continue
+		}
+		want[b.Prefix] = b
+	}
+	g.mu.Lock()
+	var add []Ban
+	var del []netip.Prefix
+	for p, b := range want {
+		if o, ok := g.bans[p]; !ok || o.Until != b.Until {
+			add = append(add, b)
+		}
+	}
+	for p := range g.bans {
+		if _, ok := want[p]; !ok {
+			del = append(del, p)
+		}
+	}
+	g.bans = want
+	g.relens()
+	g.mu.Unlock()
+	if g.o.Enforcer == nil {
+		return nil
+	}
+	if reconcile {
+		all := make([]Ban, 0, len(want))
+		for _, b := range want {
+			all = append(all, b)
+		}
+		return g.o.Enforcer.Reconcile(ctx, all)
+	}
+	var firstErr error
+	for _, p := range del {
+		if err := g.o.Enforcer.Remove(ctx, p); err != nil && firstErr == nil {
+			firstErr = err
+		}
+	}
+	for _, b := range add {
+		if err := g.o.Enforcer.Add(ctx, b); err != nil && firstErr == nil {
+			firstErr = err
+		}
+	}
+	return firstErr
+}
+
+// Run keeps the guard in step with its store and the firewall until ctx is
+// done: a Sync every interval (and whenever wake fires, e.g. on a pub/sub
+// message from another server), a full reconcile at start and after any
+// error.
+func (g *Guard) Run(ctx context.Context, interval time.Duration, wake <-chan struct{}) {
+	reconcile := true
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		if err := g.Sync(ctx, reconcile); err != nil {
+			g.o.Log.Error("guard: sync", "err", err)
+			reconcile = true
+		} else {
+			reconcile = false
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-wake:
+		}
+	}
+}

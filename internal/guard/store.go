@@ -1,0 +1,171 @@
+package guard
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"net/netip"
+	"sort"
+	"sync"
+	"time"
+)
+
+// BanStore persists bans and, per prefix, how often it was banned (for
+// escalation). Implemented by SQLiteStore, MemStore and store.Redis.
+type BanStore interface {
+	PutBan(ctx context.Context, b Ban) error
+	DeleteBan(ctx context.Context, p netip.Prefix) error
+	ListBans(ctx context.Context) ([]Ban, error)
+	// BanCount is how many times p has been banned so far.
+	BanCount(ctx context.Context, p netip.Prefix) (int, error)
+}
+
+// SQLiteStore keeps bans in the embedded database (tables guard_bans and
+// guard_history).
+type SQLiteStore struct{ DB *sql.DB }
+
+// NewSQLiteStore creates the tables if needed.
+func NewSQLiteStore(ctx context.Context, db *sql.DB) (*SQLiteStore, error) {
+	_, err := db.ExecContext(ctx, `
+CREATE TABLE IF NOT EXISTS guard_bans (
+	prefix TEXT PRIMARY KEY, until INTEGER NOT NULL, reason TEXT NOT NULL,
+	source TEXT NOT NULL, created INTEGER NOT NULL, count INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS guard_history (
+	prefix TEXT PRIMARY KEY, count INTEGER NOT NULL, last INTEGER NOT NULL);`)
+	if err != nil {
+		return nil, fmt.Errorf("guard: create tables: %w", err)
+	}
+	return &SQLiteStore{DB: db}, nil
+}
+
+func unixNano(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+func fromNano(n int64) time.Time {
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n)
+}
+
+// PutBan implements BanStore; it also records the ban in the history.
+func (s *SQLiteStore) PutBan(ctx context.Context, b Ban) error {
+	_, err := s.DB.ExecContext(ctx, `INSERT INTO guard_bans (prefix, until, reason, source, created, count)
+		VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(prefix) DO UPDATE SET until=excluded.until, reason=excluded.reason,
+		source=excluded.source, created=excluded.created, count=excluded.count;
+		INSERT INTO guard_history (prefix, count, last) VALUES (?, ?, ?)
+		ON CONFLICT(prefix) DO UPDATE SET count=max(count, excluded.count), last=excluded.last`,
+		b.Prefix.String(), unixNano(b.Until), b.Reason, b.Source, unixNano(b.Created), b.Count,
+		b.Prefix.String(), b.Count, unixNano(b.Created))
+	if err != nil {
+		return fmt.Errorf("guard: store ban %s: %w", b.Prefix, err)
+	}
+	return nil
+}
+
+// DeleteBan implements BanStore.
+func (s *SQLiteStore) DeleteBan(ctx context.Context, p netip.Prefix) error {
+	if _, err := s.DB.ExecContext(ctx, `DELETE FROM guard_bans WHERE prefix = ?`, p.String()); err != nil {
+		return fmt.Errorf("guard: delete ban %s: %w", p, err)
+	}
+	return nil
+}
+
+// ListBans implements BanStore.
+func (s *SQLiteStore) ListBans(ctx context.Context) ([]Ban, error) {
+	rows, err := s.DB.QueryContext(ctx, `SELECT prefix, until, reason, source, created, count FROM guard_bans`)
+	if err != nil {
+		return nil, fmt.Errorf("guard: list bans: %w", err)
+	}
+	defer rows.Close()
+	var out []Ban
+	for rows.Next() {
+		var p string
+		var until, created int64
+		var b Ban
+		if err := rows.Scan(&p, &until, &b.Reason, &b.Source, &created, &b.Count); err != nil {
+			return nil, fmt.Errorf("guard: list bans: %w", err)
+		}
+		if b.Prefix, err = netip.ParsePrefix(p); err != nil {
+			return nil, fmt.Errorf("guard: stored ban %q: %w", p, err)
+		}
+		b.Until, b.Created = fromNano(until), fromNano(created)
+		out = append(out, b)
+	}
+	return out, rows.Err()
+}
+
+// BanCount implements BanStore.
+func (s *SQLiteStore) BanCount(ctx context.Context, p netip.Prefix) (int, error) {
+	var n int
+	err := s.DB.QueryRowContext(ctx, `SELECT count FROM guard_history WHERE prefix = ?`, p.String()).Scan(&n)
+	if err == sql.ErrNoRows {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("guard: ban history %s: %w", p, err)
+	}
+	return n, nil
+}
+
+// MemStore is a BanStore in memory (replay, tests).
+type MemStore struct {
+	mu      sync.Mutex
+	bans    map[netip.Prefix]Ban
+	history map[netip.Prefix]int
+}
+
+// NewMemStore returns an empty MemStore.
+func NewMemStore() *MemStore {
+	return &MemStore{bans: map[netip.Prefix]Ban{}, history: map[netip.Prefix]int{}}
+}
+
+// PutBan implements BanStore.
+func (m *MemStore) PutBan(_ context.Context, b Ban) error {
+	m.mu.Lock()
+	m.bans[b.Prefix] = b
+	m.history[b.Prefix] = max(m.history[b.Prefix], b.Count)
+	m.mu.Unlock()
+	return nil
+}
+
+// DeleteBan implements BanStore.
+func (m *MemStore) DeleteBan(_ context.Context, p netip.Prefix) error {
+	m.mu.Lock()
+	delete(m.bans, p)
+	m.mu.Unlock()
+	return nil
+}
+
+// ListBans implements BanStore.
+func (m *MemStore) ListBans(context.Context) ([]Ban, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]Ban, 0, len(m.bans))
+	for _, b := range m.bans {
+		out = append(out, b)
+	}
+	return out, nil
+}
+
+// BanCount implements BanStore.
+func (m *MemStore) BanCount(_ context.Context, p netip.Prefix) (int, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.history[p], nil
+}
+
+// SortBans orders bans by address family, then address, then prefix length.
+func SortBans(bans []Ban) {
+	sort.Slice(bans, func(i, j int) bool {
+		a, b := bans[i].Prefix, bans[j].Prefix
+		if c := a.Addr().Compare(b.Addr()); c != 0 {
+			return c < 0
+		}
+		return a.Bits() < b.Bits()
+	})
+}
