@@ -5,9 +5,9 @@
 #
 #   bench/serve/run.sh [MESSAGES]      (root; needs Debian package postfix)
 #
-# relayguard: MX listener, loopback trusted? no: recipients are a local
-# account, so every message is spooled with fsync + rename + directory fsync
-# (group commit) before 250.
+# relayguard: MX listener; the recipient is a local account, so every
+# message is spooled with fsync + rename + directory fsync (group commit)
+# before 250, then forwarded to smtp-sink by the delivery scheduler.
 # Postfix 3.7: smtpd + cleanup on a private instance, queue files fsynced
 # before 250 (Postfix default), delivered by the discard transport.
 set -euo pipefail
@@ -19,15 +19,21 @@ trap 'kill $(jobs -p) 2>/dev/null || true; postfix -c "$OUT/pf" stop >/dev/null 
 go build -o "$OUT/relayguard" ./cmd/relayguard
 go build -o "$OUT/idleconns" ./bench/serve/idleconns
 
-RGPORT=25251; PFPORT=25252
+RGPORT=25251; PFPORT=25252; SINKPORT=25253
+# relayguard forwards what it accepted to smtp-sink while the load runs
+# (Postfix's discard transport does less: relayguard is not favoured).
+smtp-sink -u postfix 127.0.0.1:$SINKPORT 500 &
 cat >"$OUT/rg.toml" <<TOML
 hostname = "bench.test"
 local_domains = ["bench.test"]
 [admin]
 listen = ""
+[delivery.transports]
+"bench.test" = "smtp:127.0.0.1:$SINKPORT"
 [limits]
 max_connections = 30000
 max_connections_per_ip = 30000
+max_connections_per_net = 30000
 [[listener]]
 name = "mx"
 address = "127.0.0.1:$RGPORT"
@@ -78,5 +84,4 @@ for s in 20 50; do
 	run relayguard $RGPORT $s
 	run postfix $PFPORT $s
 done
-echo "spooled by relayguard: $(ls "$OUT/rgdata/spool/msg" | grep -c '\.msg$')"
 "$OUT/idleconns" -addr 127.0.0.1:$RGPORT -n 10000 -pid $RGPID
