@@ -321,7 +321,9 @@ func (e *Engine) logVerdict(req *Request, stage Stage, v Verdict, msg string) {
 }
 
 func (e *Engine) publish(ctx context.Context, req *Request, v Verdict) {
-	if v.Action != Reject && v.Action != Defer {
+	// Only rejections are events: a deferral (often our own DNS failing)
+	// says nothing bad about the client and must not feed bans.
+	if v.Action != Reject {
 		return
 	}
 	kind := event.Reject
@@ -330,10 +332,8 @@ func (e *Engine) publish(ctx context.Context, req *Request, v Verdict) {
 	case "reject_unauth_destination":
 		kind = event.RelayDenied
 	case "reject_rbl_client", "dnsbl_score":
-		if v.Action == Reject {
-			kind = event.DNSBLReject
-			detail = v.Text
-		}
+		kind = event.DNSBLReject
+		detail = v.Text
 	}
 	e.events.Publish(ctx, event.Event{Time: e.now(), Kind: kind, Source: e.source, IP: req.ClientAddress,
 		User: req.SASLUsername, Rule: v.Rule, Detail: detail, Service: req.Listener})

@@ -75,6 +75,12 @@ func Listen(addr string) (net.Listener, error) {
 		if err != nil {
 			return nil, fmt.Errorf("policy listener %q: %w", addr, err)
 		}
+		// Postfix's smtpd (user postfix) must be able to connect; a verdict
+		// is no secret.
+		if err := os.Chmod(path, 0o666); err != nil {
+			ln.Close()
+			return nil, fmt.Errorf("policy listener %q: %w", addr, err)
+		}
 		return ln, nil
 	}
 	ln, err := net.Listen("tcp", addr)
