@@ -1,0 +1,126 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/relayguard/relayguard/internal/dnsutil/dnstest"
+)
+
+// runDNSBL runs the built binary's `dnsbl` subcommand against a config
+// whose resolver is the test DNS server.
+func runDNSBL(t *testing.T, conf string, args ...string) (string, string, int) {
+	t.Helper()
+	bin, err := queueTestBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, append([]string{"--config", conf, "--data-dir", t.TempDir(), "dnsbl"}, args...)...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err = cmd.Run()
+	var ee *exec.ExitError
+	code := 0
+	switch {
+	case errors.As(err, &ee):
+		code = ee.ExitCode()
+	case err != nil:
+		t.Fatal(err)
+	}
+	return out.String(), errb.String(), code
+}
+
+func dnsblConfig(t *testing.T, dnsAddr string, zones, domainZones []string) string {
+	t.Helper()
+	q := func(l []string) string {
+		var s []string
+		for _, z := range l {
+			s = append(s, fmt.Sprintf("%q", z))
+		}
+		return "[" + strings.Join(s, ", ") + "]"
+	}
+	p := filepath.Join(t.TempDir(), "rg.toml")
+	body := fmt.Sprintf("[dnsbl]\nzones = %s\ndomain_zones = %s\nresolvers = [%q]\ntimeout = \"1s\"\n", q(zones), q(domainZones), dnsAddr)
+	if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestDNSBLCheckCommand(t *testing.T) {
+	dns := dnstest.Start(t)
+	dns.Add(t, "5.0.0.127.bl.test. 300 IN A 127.0.0.4", "bad.example.dbl.test. 300 IN A 127.0.1.2")
+	dns.Wildcard("quota.test", "127.255.255.254")
+	conf := dnsblConfig(t, dns.Addr, []string{"bl.test=127.0.0.[2..11]", "quota.test"}, []string{"dbl.test=127.0.1.[2..99]"})
+
+	out, _, code := runDNSBL(t, conf, "check", "--no-catalog", "--json", "127.0.0.5", "127.0.0.9", "bad.example")
+	if code != 1 {
+		t.Errorf("listed address: exit %d, want 1\n%s", code, out)
+	}
+	var rows []checkRow
+	if err := json.Unmarshal([]byte(out), &rows); err != nil {
+		t.Fatalf("--json output: %v\n%s", err, out)
+	}
+	got := map[string]string{}
+	for _, r := range rows {
+		got[r.Target+" "+r.List] = r.Result
+	}
+	want := map[string]string{
+		"127.0.0.5 bl.test": "listed", "127.0.0.9 bl.test": "clean",
+		"127.0.0.5 quota.test": "list_error", "bad.example dbl.test": "listed",
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s: %q, want %q (all: %v)", k, got[k], v, got)
+		}
+	}
+	out, _, code = runDNSBL(t, conf, "check", "--no-catalog", "127.0.0.9")
+	if code != 0 || strings.Contains(out, "LISTED") {
+		t.Errorf("clean address: exit %d\n%s", code, out)
+	}
+	if !strings.Contains(out, "TARGET") || !strings.Contains(out, "bl.test") {
+		t.Errorf("table output:\n%s", out)
+	}
+	if _, errs, code := runDNSBL(t, conf, "check", "not an address!"); code != 2 || !strings.Contains(errs, `"not an address!"`) {
+		t.Errorf("bad argument: exit %d, stderr %q", code, errs)
+	}
+}
+
+func TestDNSBLHealthCommand(t *testing.T) {
+	dns := dnstest.Start(t)
+	dns.Add(t, "2.0.0.127.bl.test. 300 IN A 127.0.0.2")
+	dns.Wildcard("wild.test", "127.0.0.2")
+	dns.Dead("dead.test", true)
+	conf := dnsblConfig(t, dns.Addr, []string{"bl.test", "wild.test", "dead.test"}, nil)
+	out, errs, code := runDNSBL(t, conf, "health", "--json")
+	if code != 1 {
+		t.Errorf("with disabled zones: exit %d, want 1", code)
+	}
+	var rows []struct{ Zone, State string }
+	if err := json.Unmarshal([]byte(out), &rows); err != nil {
+		t.Fatalf("--json output: %v\n%s", err, out)
+	}
+	want := map[string]string{"bl.test": "healthy", "wild.test": "lists-everything", "dead.test": "dead"}
+	for _, r := range rows {
+		if want[r.Zone] != r.State {
+			t.Errorf("%s: %s, want %s", r.Zone, r.State, want[r.Zone])
+		}
+	}
+	if len(rows) != 3 {
+		t.Errorf("%d zones reported, want 3", len(rows))
+	}
+	if !strings.Contains(errs, "LISTS EVERYTHING") {
+		t.Errorf("no loud warning on stderr:\n%s", errs)
+	}
+	conf = dnsblConfig(t, dns.Addr, []string{"bl.test"}, nil)
+	if out, _, code := runDNSBL(t, conf, "health"); code != 0 || !strings.Contains(out, "healthy") {
+		t.Errorf("healthy zone: exit %d\n%s", code, out)
+	}
+}
