@@ -19,11 +19,11 @@ import (
 // Options configure a Guard.
 type Options struct {
 	Config   config.GuardConfig
-	Never    []netip.Prefix    // never banned: mynetworks, own addresses, allow list (loopback is added)
-	Store    BanStore          // nil: MemStore
-	Counters Counters          // nil: Memory
+	Never    []netip.Prefix      // never banned: mynetworks, own addresses, allow list (loopback is added)
+	Store    BanStore            // nil: MemStore
+	Counters Counters            // nil: Memory
 	Limiter  *limits.AuthLimiter // nil: built from Config.AuthLimits, in memory
-	Enforcer firewall.Enforcer // nil: none (replay)
+	Enforcer firewall.Enforcer   // nil: none (replay)
 	Log      *slog.Logger
 	Now      func() time.Time
 	// OnBan is called for every ban the guard decides (not for bans it

@@ -1,6 +1,7 @@
 package guard
 
 import (
+	"context"
 	"net/netip"
 	"path/filepath"
 	"strings"
@@ -39,7 +40,7 @@ func newTestGuard(t *testing.T, c config.GuardConfig, never ...string) (*Guard, 
 }
 
 func fail(g *Guard, ip string, at time.Time) {
-	g.Publish(nil, event.Event{Time: at, Kind: event.AuthFailure, Source: "postfix", IP: netip.MustParseAddr(ip), Mechanism: "LOGIN"})
+	g.Publish(context.Background(), event.Event{Time: at, Kind: event.AuthFailure, Source: "postfix", IP: netip.MustParseAddr(ip), Mechanism: "LOGIN"})
 }
 
 func TestMaxRetryAndEscalation(t *testing.T) {
@@ -187,7 +188,7 @@ func TestNeverBan(t *testing.T) {
 func TestRecentSuccessGrace(t *testing.T) {
 	g, rec, _ := newTestGuard(t, testConfig())
 	ip := netip.MustParseAddr("198.51.100.20")
-	g.Publish(nil, event.Event{Time: t0, Kind: event.AuthSuccess, Source: "postfix", IP: ip, User: "alice"})
+	g.Publish(context.Background(), event.Event{Time: t0, Kind: event.AuthSuccess, Source: "postfix", IP: ip, User: "alice"})
 	// One typo too many: maxretry failures are not enough.
 	for k := range 5 {
 		fail(g, ip.String(), t0.Add(time.Minute+time.Duration(k)*time.Second))
@@ -201,7 +202,7 @@ func TestRecentSuccessGrace(t *testing.T) {
 	}
 	// After the grace period, maxretry applies again.
 	g2, rec2, _ := newTestGuard(t, testConfig())
-	g2.Publish(nil, event.Event{Time: t0, Kind: event.AuthSuccess, IP: ip})
+	g2.Publish(context.Background(), event.Event{Time: t0, Kind: event.AuthSuccess, IP: ip})
 	for k := range 3 {
 		fail(g2, ip.String(), t0.Add(2*time.Hour+time.Duration(k)*time.Second))
 	}
@@ -214,13 +215,13 @@ func TestPopBeforeSMTP(t *testing.T) {
 	c := testConfig()
 	g, _, now := newTestGuard(t, c)
 	ip := netip.MustParseAddr("198.51.100.30")
-	g.Publish(nil, event.Event{Time: t0, Kind: event.LoginSuccess, Source: "dovecot", Service: "pop3", IP: ip})
+	g.Publish(context.Background(), event.Event{Time: t0, Kind: event.LoginSuccess, Source: "dovecot", Service: "pop3", IP: ip})
 	if g.PopBeforeSMTP(ip) {
 		t.Fatal("POP-before-SMTP permitted while off")
 	}
 	c.PopBeforeSMTP = config.Duration(10 * time.Minute)
 	g, _, now = newTestGuard(t, c)
-	g.Publish(nil, event.Event{Time: t0, Kind: event.LoginSuccess, Source: "dovecot", Service: "imap", IP: ip})
+	g.Publish(context.Background(), event.Event{Time: t0, Kind: event.LoginSuccess, Source: "dovecot", Service: "imap", IP: ip})
 	*now = t0.Add(9 * time.Minute)
 	if !g.PopBeforeSMTP(ip) {
 		t.Fatal("not permitted within the window")

@@ -1,0 +1,186 @@
+package guard
+
+import (
+	"context"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/relayguard/relayguard/internal/store"
+)
+
+// Shared is the BanStore of a server that shares bans through Redis/Valkey.
+// Every change is written to the local store first (so the server keeps its
+// last known bans when Redis is down, even across a restart) and then to
+// Redis. ListBans resynchronises: when Redis lost its data (a new epoch) or
+// this server changed bans while Redis was unreachable, the local bans are
+// pushed back first; then the local store is made equal to Redis.
+type Shared struct {
+	Local  BanStore
+	Remote *store.Redis
+	Log    *slog.Logger
+
+	mu    sync.Mutex
+	epoch string
+	dirty bool
+}
+
+// NewShared returns a Shared store.
+func NewShared(local BanStore, remote *store.Redis, log *slog.Logger) *Shared {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Shared{Local: local, Remote: remote, Log: log}
+}
+
+func (s *Shared) lost(err error) {
+	s.mu.Lock()
+	if !s.dirty {
+		s.Log.Warn("guard: shared store unreachable; keeping local bans", "err", err)
+	}
+	s.dirty = true
+	s.mu.Unlock()
+}
+
+// PutBan implements BanStore.
+func (s *Shared) PutBan(ctx context.Context, b Ban) error {
+	if err := s.Local.PutBan(ctx, b); err != nil {
+		return err
+	}
+	if err := s.Remote.PutBan(ctx, b); err != nil {
+		s.lost(err)
+	}
+	return nil
+}
+
+// DeleteBan implements BanStore.
+func (s *Shared) DeleteBan(ctx context.Context, p netip.Prefix) error {
+	if err := s.Local.DeleteBan(ctx, p); err != nil {
+		return err
+	}
+	if err := s.Remote.DeleteBan(ctx, p); err != nil {
+		s.lost(err)
+	}
+	return nil
+}
+
+// BanCount implements BanStore: the larger of the local and shared history.
+func (s *Shared) BanCount(ctx context.Context, p netip.Prefix) (int, error) {
+	n, err := s.Local.BanCount(ctx, p)
+	if err != nil {
+		return 0, err
+	}
+	if m, err := s.Remote.BanCount(ctx, p); err == nil {
+		n = max(n, m)
+	}
+	return n, nil
+}
+
+// ListBans implements BanStore (and resynchronises, see Shared).
+func (s *Shared) ListBans(ctx context.Context) ([]Ban, error) {
+	local, err := s.Local.ListBans(ctx)
+	if err != nil {
+		return nil, err
+	}
+	epoch, err := s.Remote.Epoch(ctx)
+	if err != nil {
+		s.lost(err)
+		return local, nil
+	}
+	s.mu.Lock()
+	first := s.epoch == ""
+	push := s.dirty || (!first && epoch != s.epoch)
+	s.mu.Unlock()
+	if first && !push {
+		// First contact: adopt the shared bans (another server may have
+		// lifted some while we were not running), unless the data set is
+		// empty, which is Redis having lost it.
+		if n, err := s.Remote.C.HLen(ctx, s.Remote.Prefix+"bans").Result(); err == nil && n == 0 {
+			push = true
+		}
+	}
+	if push {
+		for _, b := range local {
+			if err := s.Remote.PutBan(ctx, b); err != nil {
+				s.lost(err)
+				return local, nil
+			}
+		}
+		s.Log.Info("guard: shared store synchronised", "pushed", len(local))
+	}
+	remote, err := s.Remote.ListBans(ctx)
+	if err != nil {
+		s.lost(err)
+		return local, nil
+	}
+	s.mu.Lock()
+	s.epoch, s.dirty = epoch, false
+	s.mu.Unlock()
+	// Mirror Redis into the local store.
+	have := make(map[netip.Prefix]Ban, len(local))
+	for _, b := range local {
+		have[b.Prefix] = b
+	}
+	seen := make(map[netip.Prefix]bool, len(remote))
+	for _, b := range remote {
+		seen[b.Prefix] = true
+		if o, ok := have[b.Prefix]; !ok || o != b {
+			if err := s.Local.PutBan(ctx, b); err != nil {
+				return nil, err
+			}
+		}
+	}
+	for p := range have {
+		if !seen[p] {
+			if err := s.Local.DeleteBan(ctx, p); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return remote, nil
+}
+
+// FallbackCounters uses Primary (Redis) and, while it fails, Fallback
+// (memory), so that decisions go on when the shared store is down.
+type FallbackCounters struct {
+	Primary, Fallback Counters
+	Log               *slog.Logger
+	mu                sync.Mutex
+	downSince         time.Time
+}
+
+func (f *FallbackCounters) down(err error) {
+	f.mu.Lock()
+	if f.downSince.IsZero() && f.Log != nil {
+		f.Log.Warn("guard: shared counters unreachable; counting locally", "err", err)
+	}
+	f.downSince = time.Now()
+	f.mu.Unlock()
+}
+
+// AddFailure implements Counters.
+func (f *FallbackCounters) AddFailure(ctx context.Context, ip netip.Addr, t time.Time, w time.Duration) (int, error) {
+	n, err := f.Primary.AddFailure(ctx, ip, t, w)
+	if err == nil {
+		return n, nil
+	}
+	f.down(err)
+	return f.Fallback.AddFailure(ctx, ip, t, w)
+}
+
+// AddAttacker implements Counters.
+func (f *FallbackCounters) AddAttacker(ctx context.Context, p netip.Prefix, ip netip.Addr, t time.Time, w time.Duration) (int, error) {
+	n, err := f.Primary.AddAttacker(ctx, p, ip, t, w)
+	if err == nil {
+		return n, nil
+	}
+	f.down(err)
+	return f.Fallback.AddAttacker(ctx, p, ip, t, w)
+}
+
+// Forget implements Counters.
+func (f *FallbackCounters) Forget(ctx context.Context, ip netip.Addr) error {
+	_ = f.Fallback.Forget(ctx, ip)
+	return f.Primary.Forget(ctx, ip)
+}

@@ -1,0 +1,188 @@
+package guard
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"testing"
+	"time"
+
+	"github.com/relayguard/relayguard/internal/store"
+)
+
+// redisServer runs a real redis-server on a loopback port in a temporary
+// directory, without persistence (so a restart loses its data set).
+type redisServer struct {
+	t    *testing.T
+	dir  string
+	port int
+	cmd  *exec.Cmd
+}
+
+func startRedis(t *testing.T) *redisServer {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("redis-server not installed")
+		}
+		t.Skip("redis-server not installed")
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	r := &redisServer{t: t, dir: t.TempDir(), port: port}
+	r.start(bin)
+	t.Cleanup(r.stop)
+	return r
+}
+
+func (r *redisServer) start(bin string) {
+	r.t.Helper()
+	r.cmd = exec.Command(bin, "--port", fmt.Sprint(r.port), "--bind", "127.0.0.1", "--dir", r.dir,
+		"--save", "", "--appendonly", "no", "--daemonize", "no")
+	if err := r.cmd.Start(); err != nil {
+		r.t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		c, err := net.Dial("tcp", r.addr())
+		if err == nil {
+			c.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			r.t.Fatalf("redis-server did not start: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (r *redisServer) stop() {
+	if r.cmd != nil && r.cmd.Process != nil {
+		r.cmd.Process.Kill()
+		r.cmd.Wait()
+		r.cmd = nil
+	}
+}
+
+func (r *redisServer) addr() string { return fmt.Sprintf("127.0.0.1:%d", r.port) }
+func (r *redisServer) url() string  { return "redis://" + r.addr() + "/0" }
+
+// server is one relayguard instance: its own SQLite database, the shared Redis.
+type server struct {
+	g      *Guard
+	redis  *store.Redis
+	shared *Shared
+	wake   chan struct{}
+}
+
+func newServer(t *testing.T, ctx context.Context, url string) *server {
+	t.Helper()
+	db, err := store.OpenSQLite(ctx, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	local, err := NewSQLiteStore(ctx, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := store.OpenRedis(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	s := &server{redis: r, wake: make(chan struct{}, 1)}
+	s.shared = NewShared(local, r, nil)
+	s.g = New(Options{Config: testConfig(), Store: s.shared,
+		Counters: &FallbackCounters{Primary: r, Fallback: NewMemory()}})
+	go r.Subscribe(ctx, func(string) {
+		select {
+		case s.wake <- struct{}{}:
+		default:
+		}
+	})
+	go s.g.Run(ctx, 200*time.Millisecond, s.wake)
+	return s
+}
+
+// eventually waits (generously: not a speed assertion) for cond.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func banned(s *server, ip string) func() bool {
+	return func() bool { _, ok := s.g.Banned(netip.MustParseAddr(ip)); return ok }
+}
+
+func TestSharedBansThroughRedis(t *testing.T) {
+	rs := startRedis(t)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	a := newServer(t, ctx, rs.url())
+	b := newServer(t, ctx, rs.url())
+
+	// Failures are counted across servers: two seen by A, one by B
+	// (maxretry 3) ban the address.
+	now := time.Now()
+	fail(a.g, "198.51.100.7", now)
+	fail(a.g, "198.51.100.7", now.Add(time.Second))
+	if _, ok := a.g.Banned(netip.MustParseAddr("198.51.100.7")); ok {
+		t.Fatal("banned after two failures")
+	}
+	fail(b.g, "198.51.100.7", now.Add(2*time.Second))
+	eventually(t, "B bans the address", banned(b, "198.51.100.7"))
+	eventually(t, "A learns the ban", banned(a, "198.51.100.7"))
+
+	// A manual ban on A reaches B.
+	if _, err := a.g.Ban(ctx, netip.MustParsePrefix("2001:db8:bad::/48"), time.Hour, "test"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "B learns A's manual ban", banned(b, "2001:db8:bad::1"))
+
+	// Redis dies. Both keep enforcing; A bans more meanwhile.
+	rs.stop()
+	if _, err := a.g.Ban(ctx, netip.MustParsePrefix("203.0.113.0/24"), time.Hour, "while redis was down"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond) // a few Sync rounds against a dead Redis
+	for _, ip := range []string{"198.51.100.7", "2001:db8:bad::1"} {
+		if !banned(a, ip)() || !banned(b, ip)() {
+			t.Fatalf("%s not enforced while Redis is down", ip)
+		}
+	}
+
+	// Redis returns, empty. No ban is lost: both push theirs back and B
+	// learns the ban A made during the outage.
+	bin, _ := exec.LookPath("redis-server")
+	rs.start(bin)
+	eventually(t, "B learns the ban made during the outage", banned(b, "203.0.113.9"))
+	eventually(t, "Redis holds every ban again", func() bool {
+		bans, err := a.redis.ListBans(ctx)
+		return err == nil && len(bans) == 3
+	})
+	for _, ip := range []string{"198.51.100.7", "2001:db8:bad::1", "203.0.113.9"} {
+		if !banned(a, ip)() || !banned(b, ip)() {
+			t.Fatalf("%s lost after Redis came back", ip)
+		}
+	}
+	// And sharing works again: an unban on B reaches A.
+	if found, err := b.g.Unban(ctx, netip.MustParsePrefix("203.0.113.0/24")); !found || err != nil {
+		t.Fatalf("Unban: %v %v", found, err)
+	}
+	eventually(t, "A learns the unban", func() bool { return !banned(a, "203.0.113.9")() })
+}

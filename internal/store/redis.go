@@ -1,0 +1,265 @@
+package store
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/relayguard/relayguard/internal/ban"
+)
+
+// Redis is the state shared by several servers in Redis or Valkey: bans
+// (a hash, announced on a pub/sub channel), ban history for escalation,
+// failure counters (sorted sets) and rate-limit counters (INCR with expiry).
+//
+// Keys (all under Prefix, default "relayguard:"):
+//
+//	bans            hash prefix -> JSON ban
+//	banhist         hash prefix -> times banned
+//	epoch           random token written once; a new token means the data set was lost
+//	fail:IP         sorted set of failure times of one address
+//	att:PREFIX      sorted set of failing addresses of one prefix, by last time
+//	lim:KEY:WINDOW  fixed-window counter
+//	channel "bans"  "add PREFIX" / "del PREFIX"
+type Redis struct {
+	C      *redis.Client
+	Prefix string
+}
+
+// OpenRedis connects to a redis:// or rediss:// URL (database and password
+// in the URL, as go-redis parses them) and checks the connection.
+func OpenRedis(ctx context.Context, url string) (*Redis, error) {
+	opt, err := redis.ParseURL(url)
+	if err != nil {
+		return nil, fmt.Errorf("store: redis url %q: %w", url, err)
+	}
+	opt.DialTimeout = 2 * time.Second
+	opt.ReadTimeout = 2 * time.Second
+	opt.WriteTimeout = 2 * time.Second
+	opt.MaxRetries = 1
+	r := &Redis{C: redis.NewClient(opt), Prefix: "relayguard:"}
+	if err := r.C.Ping(ctx).Err(); err != nil {
+		// Not fatal: a server that starts while Redis is down keeps its
+		// local bans and resynchronises when Redis returns.
+		return r, fmt.Errorf("store: redis %s: %w", opt.Addr, err)
+	}
+	return r, nil
+}
+
+// Close closes the client.
+func (r *Redis) Close() error { return r.C.Close() }
+
+func (r *Redis) k(s string) string { return r.Prefix + s }
+
+type redisBan struct {
+	Prefix  string `json:"prefix"`
+	Until   int64  `json:"until,omitempty"` // unix nanoseconds; 0 permanent
+	Reason  string `json:"reason"`
+	Source  string `json:"source"`
+	Created int64  `json:"created"`
+	Count   int    `json:"count"`
+}
+
+func nano(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+func unnano(n int64) time.Time {
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n)
+}
+
+// Epoch returns the data set's token, creating it if missing. A token that
+// differs from the one seen before means Redis lost its data (restarted
+// without persistence) and every server should push its bans back.
+func (r *Redis) Epoch(ctx context.Context) (string, error) {
+	b := make([]byte, 8)
+	rand.Read(b)
+	if err := r.C.SetNX(ctx, r.k("epoch"), hex.EncodeToString(b), 0).Err(); err != nil {
+		return "", fmt.Errorf("store: redis epoch: %w", err)
+	}
+	s, err := r.C.Get(ctx, r.k("epoch")).Result()
+	if err != nil {
+		return "", fmt.Errorf("store: redis epoch: %w", err)
+	}
+	return s, nil
+}
+
+// PutBan stores a ban, raises its history count, and announces it.
+func (r *Redis) PutBan(ctx context.Context, b ban.Ban) error {
+	js, _ := json.Marshal(redisBan{b.Prefix.String(), nano(b.Until), b.Reason, b.Source, nano(b.Created), b.Count})
+	p := b.Prefix.String()
+	_, err := r.C.TxPipelined(ctx, func(pl redis.Pipeliner) error {
+		pl.HSet(ctx, r.k("bans"), p, js)
+		pl.Publish(ctx, r.k("bans"), "add "+p)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("store: redis put ban %s: %w", p, err)
+	}
+	// history: max(current, count), atomically enough for a counter that
+	// only grows
+	cur, err := r.C.HGet(ctx, r.k("banhist"), p).Int()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return fmt.Errorf("store: redis ban history %s: %w", p, err)
+	}
+	if b.Count > cur {
+		if err := r.C.HSet(ctx, r.k("banhist"), p, b.Count).Err(); err != nil {
+			return fmt.Errorf("store: redis ban history %s: %w", p, err)
+		}
+	}
+	return nil
+}
+
+// DeleteBan removes a ban and announces it.
+func (r *Redis) DeleteBan(ctx context.Context, p netip.Prefix) error {
+	_, err := r.C.TxPipelined(ctx, func(pl redis.Pipeliner) error {
+		pl.HDel(ctx, r.k("bans"), p.String())
+		pl.Publish(ctx, r.k("bans"), "del "+p.String())
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("store: redis delete ban %s: %w", p, err)
+	}
+	return nil
+}
+
+// ListBans returns every stored ban.
+func (r *Redis) ListBans(ctx context.Context) ([]ban.Ban, error) {
+	m, err := r.C.HGetAll(ctx, r.k("bans")).Result()
+	if err != nil {
+		return nil, fmt.Errorf("store: redis list bans: %w", err)
+	}
+	out := make([]ban.Ban, 0, len(m))
+	for k, v := range m {
+		var rb redisBan
+		if err := json.Unmarshal([]byte(v), &rb); err != nil {
+			return nil, fmt.Errorf("store: redis ban %s: %w", k, err)
+		}
+		p, err := netip.ParsePrefix(rb.Prefix)
+		if err != nil {
+			return nil, fmt.Errorf("store: redis ban %q: %w", rb.Prefix, err)
+		}
+		out = append(out, ban.Ban{Prefix: p, Until: unnano(rb.Until), Reason: rb.Reason, Source: rb.Source, Created: unnano(rb.Created), Count: rb.Count})
+	}
+	return out, nil
+}
+
+// BanCount returns how many times p was banned.
+func (r *Redis) BanCount(ctx context.Context, p netip.Prefix) (int, error) {
+	n, err := r.C.HGet(ctx, r.k("banhist"), p.String()).Int()
+	if errors.Is(err, redis.Nil) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("store: redis ban history %s: %w", p, err)
+	}
+	return n, nil
+}
+
+// Subscribe calls f for every ban announcement until ctx is done. go-redis
+// reconnects the subscription by itself after Redis comes back.
+func (r *Redis) Subscribe(ctx context.Context, f func(msg string)) {
+	ps := r.C.Subscribe(ctx, r.k("bans"))
+	defer ps.Close()
+	ch := ps.Channel()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case m, ok := <-ch:
+			if !ok {
+				return
+			}
+			f(m.Payload)
+		}
+	}
+}
+
+// AddFailure records a failure of ip at t and counts its failures within
+// window (a sorted set per address, trimmed on every write).
+func (r *Redis) AddFailure(ctx context.Context, ip netip.Addr, t time.Time, window time.Duration) (int, error) {
+	key := r.k("fail:" + ip.String())
+	var card *redis.IntCmd
+	_, err := r.C.TxPipelined(ctx, func(pl redis.Pipeliner) error {
+		pl.ZAdd(ctx, key, redis.Z{Score: float64(t.UnixMilli()), Member: strconv.FormatInt(t.UnixNano(), 36) + randSuffix()})
+		pl.ZRemRangeByScore(ctx, key, "-inf", strconv.FormatInt(t.Add(-window).UnixMilli(), 10))
+		card = pl.ZCard(ctx, key)
+		pl.PExpire(ctx, key, window)
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("store: redis failure counter %s: %w", ip, err)
+	}
+	return int(card.Val()), nil
+}
+
+func randSuffix() string {
+	b := make([]byte, 4)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// AddAttacker records ip as failing inside p at t and counts the distinct
+// addresses of p that failed within window.
+func (r *Redis) AddAttacker(ctx context.Context, p netip.Prefix, ip netip.Addr, t time.Time, window time.Duration) (int, error) {
+	key := r.k("att:" + p.String())
+	var card *redis.IntCmd
+	_, err := r.C.TxPipelined(ctx, func(pl redis.Pipeliner) error {
+		pl.ZAdd(ctx, key, redis.Z{Score: float64(t.UnixMilli()), Member: ip.String()})
+		pl.ZRemRangeByScore(ctx, key, "-inf", strconv.FormatInt(t.Add(-window).UnixMilli(), 10))
+		card = pl.ZCard(ctx, key)
+		pl.PExpire(ctx, key, window)
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("store: redis subnet counter %s: %w", p, err)
+	}
+	return int(card.Val()), nil
+}
+
+// Forget drops the failures of ip.
+func (r *Redis) Forget(ctx context.Context, ip netip.Addr) error {
+	return r.C.Del(ctx, r.k("fail:"+ip.String())).Err()
+}
+
+// Incr is a fixed-window counter (limits.Counter).
+func (r *Redis) Incr(ctx context.Context, key string, period time.Duration, now time.Time) (int64, error) {
+	k := r.k(fmt.Sprintf("lim:%s:%d", key, now.UnixNano()/int64(period)))
+	var n *redis.IntCmd
+	_, err := r.C.TxPipelined(ctx, func(pl redis.Pipeliner) error {
+		n = pl.Incr(ctx, k)
+		pl.PExpire(ctx, k, period)
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("store: redis counter %s: %w", key, err)
+	}
+	return n.Val(), nil
+}
+
+// Get returns a fixed-window counter (limits.Counter).
+func (r *Redis) Get(ctx context.Context, key string, period time.Duration, now time.Time) (int64, error) {
+	k := r.k(fmt.Sprintf("lim:%s:%d", key, now.UnixNano()/int64(period)))
+	n, err := r.C.Get(ctx, k).Int64()
+	if errors.Is(err, redis.Nil) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("store: redis counter %s: %w", key, err)
+	}
+	return n, nil
+}
