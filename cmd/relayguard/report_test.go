@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -227,5 +228,55 @@ func TestReportMailq(t *testing.T) {
 	}
 	if strings.Index(out, "Current Mail Queue") > strings.Index(out, "Abuse Summary") {
 		t.Error("queue listed after the abuse view; pflogsumm prints it at the end of its sections")
+	}
+}
+
+// --journal reads through journalctl; --journal-arg passes a journal file
+// made by systemd-journal-remote.
+func TestReportJournal(t *testing.T) {
+	remote := "/lib/systemd/systemd-journal-remote"
+	for _, bin := range []string{remote, "journalctl"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			if os.Getenv("CI") == "true" {
+				t.Fatalf("%s not installed", bin)
+			}
+			t.Skipf("%s not installed", bin)
+		}
+	}
+	y, m, d := time.Now().Date()
+	now := time.Date(y, m, d, 12, 0, 0, 0, time.Local) // well inside "today"
+	var export strings.Builder
+	for i, e := range []struct{ id, msg string }{
+		{"postfix/smtpd", "J1: client=mail.example.com[192.0.2.1]"},
+		{"postfix/qmgr", "J1: from=<a@example.com>, size=1234, nrcpt=1 (queue active)"},
+		{"relayguard", `time=x level=INFO msg="auth failed" client=203.0.113.9 user=root`},
+	} {
+		fmt.Fprintf(&export, "__REALTIME_TIMESTAMP=%d\n__MONOTONIC_TIMESTAMP=%d\n_BOOT_ID=0123456789abcdef0123456789abcdef\n_HOSTNAME=mx1\nSYSLOG_IDENTIFIER=%s\n_PID=7\nMESSAGE=%s\n\n",
+			now.Add(time.Duration(i)*time.Second).UnixMicro(), i+1, e.id, e.msg)
+	}
+	jf := filepath.Join(t.TempDir(), "t.journal")
+	cmd := exec.Command(remote, "-o", jf, "-")
+	cmd.Stdin = strings.NewReader(export.String())
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("systemd-journal-remote: %v\n%s", err, out)
+	}
+	out, errs, code := runReportCLI(t, "", "report", "--journal", "--journal-arg=--file="+jf, "--format", "json", "-d", "today")
+	if code != 0 {
+		t.Fatalf("code %d: %s", code, errs)
+	}
+	var js struct {
+		Totals struct {
+			Received      int `json:"received"`
+			BytesReceived int `json:"bytes_received"`
+		} `json:"grand_totals"`
+		Abuse struct {
+			AuthFailures int `json:"auth_failures"`
+		} `json:"abuse"`
+	}
+	if err := json.Unmarshal([]byte(out), &js); err != nil {
+		t.Fatal(err)
+	}
+	if js.Totals.Received != 1 || js.Totals.BytesReceived != 1234 || js.Abuse.AuthFailures != 1 {
+		t.Fatalf("journal report %+v", js)
 	}
 }
