@@ -2,6 +2,7 @@ package firewall
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -235,14 +236,20 @@ func checkIPSetPrefix(p netip.Prefix) (netip.Prefix, error) {
 func (e *ipsetEnf) Reconcile(ctx context.Context, bans []ban.Ban) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	now := e.now()
-	want := model(normalize(bans, now))
+	want := model(normalize(bans, e.now()))
 	for p := range want {
 		if p.Bits() == 0 {
 			e.log.Warn("ipset cannot hold a /0 ban; skipped", "prefix", p)
 			delete(want, p)
 		}
 	}
+	e.model, e.loaded = want, true
+	return e.sync(ctx)
+}
+
+// sync makes the sets equal the model.
+func (e *ipsetEnf) sync(ctx context.Context) error {
+	now := e.now()
 	have, err := e.read(ctx)
 	if err != nil {
 		return err
@@ -250,27 +257,56 @@ func (e *ipsetEnf) Reconcile(ctx context.Context, bans []ban.Ban) error {
 	var script strings.Builder
 	adds, dels := 0, 0
 	for p := range have {
-		if _, ok := want[p]; !ok {
+		if _, ok := e.model[p]; !ok {
 			fmt.Fprintf(&script, "del %s %s\n", e.setName(p), cidr(p))
 			dels++
 		}
 	}
-	for p, u := range want {
-		if h, ok := have[p]; ok && (sameExpiry(h, u) || (!u.IsZero() && u.Sub(now) > ipsetMaxTimeout*time.Second && !h.IsZero())) {
-			continue
+	for p, u := range e.model {
+		if !u.IsZero() {
+			if !u.After(now) {
+				continue // expired: the kernel drops it itself
+			}
+			// what the kernel can hold: at most ipsetMaxTimeout from now
+			u = minTime(u, now.Add(ipsetMaxTimeout*time.Second))
+		}
+		if h, ok := have[p]; ok && (h.IsZero() == u.IsZero()) && (u.IsZero() || absDur(h.Sub(u)) <= 2*time.Second) {
+			continue // ipset reports whole seconds left
 		}
 		if l, ok := e.addLine(p, u, now); ok {
 			script.WriteString(l)
 			adds++
 		}
 	}
-	e.model, e.loaded = want, true
 	if script.Len() == 0 {
 		return nil
 	}
 	e.log.Debug("ipset diff", "delete", dels, "add", adds)
 	_, err = e.r.run(ctx, script.String(), "ipset", "restore", "-exist")
 	return err
+}
+
+// recover re-syncs the sets with the model after a failed command.
+func (e *ipsetEnf) recover(ctx context.Context, orig error) error {
+	e.log.Warn("ipset command failed, reconciling", "err", orig)
+	if err := e.sync(ctx); err != nil {
+		return errors.Join(orig, err)
+	}
+	return nil
+}
+
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
+}
+
+func absDur(d time.Duration) time.Duration {
+	if d < 0 {
+		return -d
+	}
+	return d
 }
 
 func (e *ipsetEnf) load(ctx context.Context) error {
@@ -307,8 +343,10 @@ func (e *ipsetEnf) Add(ctx context.Context, b ban.Ban) error {
 		return nil
 	}
 	args := append(strings.Fields(l), "-exist")
-	_, err = e.r.run(ctx, "", "ipset", args...)
-	return err
+	if _, err = e.r.run(ctx, "", "ipset", args...); err != nil {
+		return e.recover(ctx, err)
+	}
+	return nil
 }
 
 // Remove lifts the ban of exactly p.
@@ -323,8 +361,10 @@ func (e *ipsetEnf) Remove(ctx context.Context, p netip.Prefix) error {
 		return err
 	}
 	delete(e.model, p)
-	_, err = e.r.run(ctx, "", "ipset", "del", e.setName(p), cidr(p), "-exist")
-	return err
+	if _, err = e.r.run(ctx, "", "ipset", "del", e.setName(p), cidr(p), "-exist"); err != nil {
+		return e.recover(ctx, err)
+	}
+	return nil
 }
 
 // Status shows the sets' headers and the chain's rule counters.

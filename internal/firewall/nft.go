@@ -292,18 +292,18 @@ func (e *nft) Reconcile(ctx context.Context, bans []ban.Ban) error {
 }
 
 func (e *nft) syncAll() error {
-	c, err := e.c()
-	if err != nil {
-		return err
-	}
 	want := map[setKind][]segment{}
 	want[perm4], want[perm6], want[temp4], want[temp6] = split(e.model)
 	for k := temp4; k <= perm6; k++ {
+		c, err := e.c() // again each time: a rebuild re-dials
+		if err != nil {
+			return err
+		}
 		have, err := e.readSet(c, k)
 		if err != nil {
 			return err
 		}
-		if err := e.apply(c, k, have, want[k]); err != nil {
+		if err := e.applyOrRebuild(k, have, want[k]); err != nil {
 			return err
 		}
 	}
@@ -328,7 +328,7 @@ func (e *nft) syncKind(k setKind) error {
 	if err != nil {
 		return err
 	}
-	return e.apply(c, k, have, want)
+	return e.applyOrRebuild(k, have, want)
 }
 
 // load fills the model from the kernel on first use, so that Add and Remove
@@ -527,30 +527,62 @@ func (e *nft) readSet(c *nftables.Conn, k setKind) ([]segment, error) {
 		}
 		return 1
 	})
+	// Pair ends with starts like parentheses: an element written inside
+	// another by someone else (the kernel accepts a range nested in a
+	// range) comes back as its own segment, so a reconcile can delete it.
 	var out []segment
-	var open *el
-	for i := range list {
-		x := list[i]
+	var stack []el
+	for _, x := range list {
 		switch {
-		case !x.end && open != nil: // malformed: two starts; end the first before this one
-			out = append(out, segment{rng: rng{open.a, x.a.Prev()}, Until: open.until})
-			open = &list[i]
 		case !x.end:
-			open = &list[i]
-		case open != nil:
+			stack = append(stack, x)
+		case len(stack) > 0:
+			open := stack[len(stack)-1]
+			stack = stack[:len(stack)-1]
 			out = append(out, segment{rng: rng{open.a, x.a.Prev()}, Until: open.until})
-			open = nil
 		}
-		// an end without a start (left by an expired start) matches nothing.
+		// an end without a start (its start expired and awaits garbage
+		// collection) matches nothing and is left to the kernel: deleting
+		// it alone would make the collector pair the start with another end.
 	}
-	if open != nil {
-		top := netip.IPv4Unspecified()
+	for _, open := range stack { // no end: the range runs to the top
+		top := netip.AddrFrom4([4]byte{255, 255, 255, 255})
 		if !open.a.Is4() {
-			top = netip.IPv6Unspecified()
+			top = netip.AddrFrom16([16]byte{255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255})
 		}
-		out = append(out, segment{rng: rng{open.a, top.Prev()}, Until: open.until})
+		out = append(out, segment{rng: rng{open.a, top}, Until: open.until})
 	}
+	slices.SortFunc(out, func(a, b segment) int { return a.Start.Compare(b.Start) })
 	return out, nil
+}
+
+// applyOrRebuild writes the difference; if the kernel refuses it (a state
+// the reader could not pair exactly), the set is flushed and refilled, the
+// flush and the first elements in one atomic batch.
+func (e *nft) applyOrRebuild(k setKind, have, want []segment) error {
+	c, err := e.c()
+	if err != nil {
+		return err
+	}
+	err = e.apply(c, k, have, want)
+	if err == nil {
+		return nil
+	}
+	e.log.Warn("nftables set diff refused, rebuilding the set", "set", e.set(k).Name, "err", err)
+	e.reset()
+	if c, err = e.c(); err != nil {
+		return err
+	}
+	c.FlushSet(e.set(k))
+	if len(want) == 0 {
+		err = c.Flush()
+	} else {
+		err = e.write(c, k, nil, want)
+	}
+	if err != nil {
+		return fmt.Errorf("firewall: rebuild nftables set %s: %w", e.set(k).Name, err)
+	}
+	return nil
 }
 
 // apply writes the difference between have and want to set k.

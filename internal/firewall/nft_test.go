@@ -303,3 +303,43 @@ func TestNFTablesAddOverlapping(t *testing.T) {
 	}
 	n.mustConnect(t, n.bad4)
 }
+
+// TestNFTablesStrayNested: a range written behind the enforcer's back
+// around one of its bans (the kernel accepts a range nested in a range) is
+// found by Reconcile and deleted; the nested ban stays.
+func TestNFTablesStrayNested(t *testing.T) {
+	n, e := newNFTTest(t, nftConfig())
+	n.inside(t, "nft", "add element inet relayguard ban4 { 192.0.2.0/24 timeout 1h }")
+	b := ban.Ban{Prefix: netip.PrefixFrom(n.bad4, 32), Until: time.Now().Add(time.Hour)}
+	if err := e.Add(bg(), b); err != nil {
+		t.Fatal(err)
+	}
+	n.mustBeBlocked(t, n.good4)
+	if err := e.Reconcile(bg(), []ban.Ban{b}); err != nil {
+		t.Fatal(err)
+	}
+	n.mustConnect(t, n.good4)
+	n.mustBeBlocked(t, n.bad4)
+	if out := n.inside(t, "nft", "list", "set", "inet", "relayguard", "ban4"); strings.Contains(out, "192.0.2.0/24") || !strings.Contains(out, "192.0.2.3 timeout") {
+		t.Fatalf("after the reconcile:\n%s", out)
+	}
+}
+
+// TestNFTablesRebuildsRefusedSet: when the kernel refuses a diff (here: the
+// deletion of a range it does not hold), the set is flushed and refilled
+// with exactly the wanted ranges.
+func TestNFTablesRebuildsRefusedSet(t *testing.T) {
+	n, e := newNFTTest(t, nftConfig())
+	n.inside(t, "nft", "add element inet relayguard perm4 { 198.51.100.0/24, 192.0.2.2 }")
+	want := []segment{{rng: prefixRange(netip.PrefixFrom(n.bad4, 32))}}
+	bogus := []segment{{rng: prefixRange(pfx("203.0.113.0/24"))}} // not in the kernel
+	if err := e.applyOrRebuild(perm4, bogus, want); err != nil {
+		t.Fatal(err)
+	}
+	n.mustConnect(t, n.good4)
+	n.mustBeBlocked(t, n.bad4)
+	out := n.inside(t, "nft", "list", "set", "inet", "relayguard", "perm4")
+	if strings.Contains(out, "198.51.100.0/24") || !strings.Contains(out, "192.0.2.3") {
+		t.Fatalf("after the rebuild:\n%s", out)
+	}
+}

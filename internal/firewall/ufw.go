@@ -2,6 +2,7 @@ package firewall
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -234,7 +235,18 @@ func (e *ufwEnf) removeRules(ctx context.Context, p netip.Prefix) error {
 func (e *ufwEnf) Reconcile(ctx context.Context, bans []ban.Ban) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	want := model(normalize(bans, e.now()))
+	e.model, e.loaded = model(normalize(bans, e.now())), true
+	return e.sync(ctx)
+}
+
+// sync makes the tagged rules equal the model and re-arms the timers.
+func (e *ufwEnf) sync(ctx context.Context) error {
+	now := e.now()
+	for p, u := range e.model {
+		if !u.IsZero() && !u.After(now) {
+			delete(e.model, p)
+		}
+	}
 	rules, err := e.read(ctx)
 	if err != nil {
 		return err
@@ -242,7 +254,7 @@ func (e *ufwEnf) Reconcile(ctx context.Context, bans []ban.Ban) error {
 	have := map[netip.Prefix]bool{}
 	var del []int
 	for _, r := range rules {
-		if _, ok := want[r.prefix]; ok && r.to == e.wantTo(r.prefix) && !have[r.prefix] {
+		if _, ok := e.model[r.prefix]; ok && r.to == e.wantTo(r.prefix) && !have[r.prefix] {
 			have[r.prefix] = true
 			continue
 		}
@@ -252,9 +264,8 @@ func (e *ufwEnf) Reconcile(ctx context.Context, bans []ban.Ban) error {
 		return err
 	}
 	e.stopTimers()
-	e.model, e.loaded = want, true
 	added := 0
-	for p, u := range want {
+	for p, u := range e.model {
 		if !have[p] {
 			if err := e.insert(ctx, p); err != nil {
 				return err
@@ -264,6 +275,15 @@ func (e *ufwEnf) Reconcile(ctx context.Context, bans []ban.Ban) error {
 		e.schedule(p, u)
 	}
 	e.log.Debug("ufw reconcile", "deleted", len(del), "added", added)
+	return nil
+}
+
+// recover re-syncs the rules with the model after a failed command.
+func (e *ufwEnf) recover(ctx context.Context, orig error) error {
+	e.log.Warn("ufw command failed, reconciling", "err", orig)
+	if err := e.sync(ctx); err != nil {
+		return errors.Join(orig, err)
+	}
 	return nil
 }
 
@@ -302,8 +322,7 @@ func (e *ufwEnf) Add(ctx context.Context, b ban.Ban) error {
 	u := e.model.merge(p, b.Until)
 	if !had {
 		if err := e.insert(ctx, p); err != nil {
-			delete(e.model, p)
-			return err
+			return e.recover(ctx, err)
 		}
 	}
 	e.schedule(p, u)
@@ -323,7 +342,10 @@ func (e *ufwEnf) Remove(ctx context.Context, p netip.Prefix) error {
 	}
 	delete(e.model, p)
 	e.schedule(p, time.Time{})
-	return e.removeRules(ctx, p)
+	if err := e.removeRules(ctx, p); err != nil {
+		return e.recover(ctx, err)
+	}
+	return nil
 }
 
 // Status lists relayguard's ufw rules.
