@@ -212,8 +212,12 @@ func (e *nft) Setup(ctx context.Context) error {
 			}
 		}
 		if err := e.apply(c, k, nil, keep); err != nil {
+			// best effort: the reconcile that follows setup restores them
+			e.log.Warn("nftables setup: could not put back the old bans", "set", e.set(k).Name, "err", err)
 			e.reset()
-			return err
+			if c, err = e.c(); err != nil {
+				return err
+			}
 		}
 	}
 	e.log.Info("nftables table ready", "table", "inet "+e.cfg.Table, "kept_ranges", len(old[temp4])+len(old[temp6])+len(old[perm4])+len(old[perm6]), "ports", e.cfg.Ports)
