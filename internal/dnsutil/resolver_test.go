@@ -1,0 +1,81 @@
+package dnsutil_test
+
+import (
+	"context"
+	"errors"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/relayguard/relayguard/internal/dnsutil"
+	"github.com/relayguard/relayguard/internal/dnsutil/dnstest"
+)
+
+func TestErrorKinds(t *testing.T) {
+	s := dnstest.Start(t)
+	s.Add(t, "a.test. 60 IN A 192.0.2.1", "a.test. 60 IN A 192.0.2.2", "mx.test. 60 IN MX 0 .")
+	s.ServFail("sf.test", true)
+	s.Dead("dead.test", true)
+	r, err := dnsutil.New([]string{s.Addr}, 200*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	addrs, ttl, err := r.LookupA4(ctx, "a.test")
+	if err != nil || len(addrs) != 2 || ttl != time.Minute {
+		t.Errorf("A a.test: %v %v %v", addrs, ttl, err)
+	}
+	for name, want := range map[string]dnsutil.Kind{
+		"nx.test": dnsutil.NXDomain, "mx.test": dnsutil.NoData, "x.sf.test": dnsutil.ServFail, "x.dead.test": dnsutil.Timeout,
+	} {
+		_, _, err := r.LookupA4(ctx, name)
+		var de *dnsutil.Error
+		if !errors.As(err, &de) || de.Kind != want {
+			t.Errorf("%s: %v, want %v", name, err, want)
+			continue
+		}
+		if de.NotFound() != (want == dnsutil.NXDomain || want == dnsutil.NoData) {
+			t.Errorf("%s: NotFound() = %v", name, de.NotFound())
+		}
+		if want == dnsutil.NXDomain && de.TTL != 120*time.Second {
+			t.Errorf("%s: negative TTL %v, want the SOA's 120s (RFC 2308)", name, de.TTL)
+		}
+	}
+	// The net-style methods give *net.DNSError with the right flags.
+	_, err = r.LookupMX(ctx, "nx.test")
+	var ne *net.DNSError
+	if !errors.As(err, &ne) || !ne.IsNotFound || ne.IsTemporary {
+		t.Errorf("MX nx.test: %#v", err)
+	}
+	_, err = r.LookupTXT(ctx, "x.sf.test")
+	if !errors.As(err, &ne) || ne.IsNotFound || !ne.Temporary() {
+		t.Errorf("TXT x.sf.test: %#v", err)
+	}
+	mx, err := r.LookupMX(ctx, "mx.test")
+	if err != nil || len(mx) != 1 || mx[0].Host != "." {
+		t.Errorf("null MX: %v %v", mx, err)
+	}
+	ips, err := r.LookupIPAddr(ctx, "a.test")
+	if err != nil || len(ips) != 2 {
+		t.Errorf("LookupIPAddr: %v %v", ips, err)
+	}
+}
+
+func TestSystemServersAndPublicResolvers(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "resolv.conf")
+	os.WriteFile(p, []byte("# comment\nnameserver 127.0.0.53\nnameserver ::1\nsearch example.test\nnameserver bogus\n"), 0o644)
+	got, err := dnsutil.SystemServers(p)
+	if err != nil || len(got) != 2 || got[0] != "127.0.0.53:53" || got[1] != "[::1]:53" {
+		t.Errorf("SystemServers = %v, %v", got, err)
+	}
+	if _, err := dnsutil.New([]string{"not-an-ip"}, time.Second); err == nil {
+		t.Errorf("New accepted a bad server")
+	}
+	for s, public := range map[string]bool{"8.8.8.8": true, "1.1.1.1:53": true, "[2620:fe::fe]:53": true, "127.0.0.1": false, "192.0.2.53": false} {
+		if _, ok := dnsutil.PublicResolver(s); ok != public {
+			t.Errorf("PublicResolver(%s) = %v", s, ok)
+		}
+	}
+}
