@@ -1,0 +1,228 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/relayguard/relayguard/internal/config"
+	"github.com/relayguard/relayguard/internal/guard"
+	"github.com/relayguard/relayguard/internal/store"
+)
+
+// guardEnv is a guard with its stores, opened from the configuration.
+type guardEnv struct {
+	g      *guard.Guard
+	redis  *store.Redis // nil without [store] url
+	close  func()
+	shared bool
+}
+
+// neverBan lists the networks the guard must never ban: mynetworks and the
+// server's own addresses (the interface addresses when own_addresses is
+// empty). guard.allow is added by guard.New.
+func neverBan(cfg *config.Config) []netip.Prefix {
+	out, _ := config.ParsePrefixes(cfg.MyNetworks)
+	own := cfg.OwnAddresses
+	if len(own) == 0 {
+		if addrs, err := net.InterfaceAddrs(); err == nil {
+			for _, a := range addrs {
+				if n, ok := a.(*net.IPNet); ok {
+					own = append(own, n.IP.String())
+				}
+			}
+		}
+	}
+	for _, a := range own {
+		if p, err := config.ParsePrefix(a); err == nil {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// openGuard opens the ban store named by the configuration: the embedded
+// SQLite database, mirrored to Redis/Valkey when [store] url is redis://.
+func openGuard(ctx context.Context, cfg *config.Config, log *slog.Logger, o guard.Options) (*guardEnv, error) {
+	db, err := store.OpenSQLite(ctx, cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	local, err := guard.NewSQLiteStore(ctx, db)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	env := &guardEnv{close: func() { db.Close() }}
+	o.Config, o.Log, o.Store = cfg.Guard, log, local
+	o.Never = append(o.Never, neverBan(cfg)...)
+	if cfg.Store.URL != "" {
+		r, err := store.OpenRedis(ctx, cfg.Store.URL)
+		if r == nil {
+			db.Close()
+			return nil, err
+		}
+		if err != nil {
+			log.Warn("shared store unreachable at start; using local bans until it returns", "err", err)
+		}
+		env.redis, env.shared = r, true
+		o.Store = guard.NewShared(local, r, log)
+		o.Counters = &guard.FallbackCounters{Primary: r, Fallback: guard.NewMemory(), Log: log}
+		env.close = func() { r.Close(); db.Close() }
+	}
+	env.g = guard.New(o)
+	return env, nil
+}
+
+func parseBanPrefix(s string) (netip.Prefix, error) {
+	p, err := config.ParsePrefix(s)
+	if err != nil {
+		return p, &exitError{code: 2, err: fmt.Errorf("ban: %q is not an address or CIDR prefix: %w", s, err)}
+	}
+	return p, nil
+}
+
+type banJSON struct {
+	Prefix  string     `json:"prefix"`
+	Until   *time.Time `json:"until"` // null: permanent
+	Reason  string     `json:"reason"`
+	Source  string     `json:"source"`
+	Created time.Time  `json:"created"`
+	Count   int        `json:"count"`
+}
+
+func toJSON(b guard.Ban) banJSON {
+	j := banJSON{Prefix: b.Prefix.String(), Reason: b.Reason, Source: b.Source, Created: b.Created.UTC(), Count: b.Count}
+	if !b.Permanent() {
+		u := b.Until.UTC()
+		j.Until = &u
+	}
+	return j
+}
+
+func init() {
+	banCmd := &cobra.Command{Use: "ban", Short: "Add, remove and list bans (IPv4 and IPv6 addresses and prefixes)"}
+
+	var forDur, reason string
+	add := &cobra.Command{
+		Use:   "add CIDR",
+		Short: "Ban an address or prefix (permanently unless --for is given)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			p, err := parseBanPrefix(args[0])
+			if err != nil {
+				return err
+			}
+			var d config.Duration
+			if forDur != "" {
+				if err := d.UnmarshalText([]byte(forDur)); err != nil || d <= 0 {
+					return &exitError{code: 2, err: fmt.Errorf("ban add: --for %q: want a positive duration such as 30m, 12h or 7d", forDur)}
+				}
+			}
+			cfg, err := loadConfig()
+			if err != nil {
+				return err
+			}
+			env, err := openGuard(cmd.Context(), cfg, newLogger(cfg), guard.Options{})
+			if err != nil {
+				return err
+			}
+			defer env.close()
+			b, err := env.g.Ban(cmd.Context(), p, d.D(), reason)
+			if err != nil {
+				return err
+			}
+			until := "permanently"
+			if !b.Permanent() {
+				until = "until " + b.Until.UTC().Format(time.RFC3339)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "banned %s %s\n", b.Prefix, until)
+			return nil
+		},
+	}
+	add.Flags().StringVar(&forDur, "for", "", "ban `duration` (e.g. 30m, 12h, 7d); default permanent")
+	add.Flags().StringVar(&reason, "reason", "", "reason shown in ban list")
+
+	del := &cobra.Command{
+		Use:   "del CIDR",
+		Short: "Lift the ban of exactly this address or prefix",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			p, err := parseBanPrefix(args[0])
+			if err != nil {
+				return err
+			}
+			cfg, err := loadConfig()
+			if err != nil {
+				return err
+			}
+			env, err := openGuard(cmd.Context(), cfg, newLogger(cfg), guard.Options{})
+			if err != nil {
+				return err
+			}
+			defer env.close()
+			found, err := env.g.Unban(cmd.Context(), p)
+			if err != nil {
+				return err
+			}
+			if !found {
+				return &exitError{code: 1, err: fmt.Errorf("ban del: %s is not banned", p)}
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "unbanned %s\n", p)
+			return nil
+		},
+	}
+
+	var asJSON bool
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List the bans in force",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := loadConfig()
+			if err != nil {
+				return err
+			}
+			env, err := openGuard(cmd.Context(), cfg, newLogger(cfg), guard.Options{})
+			if err != nil {
+				return err
+			}
+			defer env.close()
+			if err := env.g.Sync(cmd.Context(), false); err != nil {
+				return err
+			}
+			bans := env.g.Bans()
+			out := cmd.OutOrStdout()
+			if asJSON {
+				js := make([]banJSON, 0, len(bans))
+				for _, b := range bans {
+					js = append(js, toJSON(b))
+				}
+				enc := json.NewEncoder(out)
+				enc.SetIndent("", "  ")
+				return enc.Encode(js)
+			}
+			tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "PREFIX\tUNTIL\tCOUNT\tSOURCE\tREASON")
+			for _, b := range bans {
+				until := "permanent"
+				if !b.Permanent() {
+					until = b.Until.UTC().Format(time.RFC3339)
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", b.Prefix, until, b.Count, b.Source, b.Reason)
+			}
+			return tw.Flush()
+		},
+	}
+	list.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+
+	banCmd.AddCommand(add, del, list)
+	rootCmd.AddCommand(banCmd)
+}
