@@ -190,16 +190,24 @@ smtpd_policy_service_default_action = 451 4.3.5 policy service unavailable
 	if err := os.WriteFile(filepath.Join(etc, "master.cf"), []byte(fmt.Sprintf(masterCF, fmt.Sprintf("127.0.0.1:%d", port))), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if b, err := exec.Command("postfix", "-c", etc, "start").CombinedOutput(); err != nil {
+	if b, err := exec.Command(postfixCmd(), "-c", etc, "start").CombinedOutput(); err != nil {
 		l, _ := os.ReadFile(logFile)
 		t.Fatalf("postfix start: %v\n%s\nmaillog:\n%s", err, b, l)
 	}
 	t.Cleanup(func() {
-		if b, err := exec.Command("postfix", "-c", etc, "stop").CombinedOutput(); err != nil {
+		if b, err := exec.Command(postfixCmd(), "-c", etc, "stop").CombinedOutput(); err != nil {
 			t.Logf("postfix stop: %v\n%s", err, b)
 		}
 	})
 	return logFile
+}
+
+// postfixCmd is the postfix(1) command, found even without /usr/sbin in PATH.
+func postfixCmd() string {
+	if p, err := exec.LookPath("postfix"); err == nil {
+		return p
+	}
+	return "/usr/sbin/postfix"
 }
 
 func postfixUID(t *testing.T) int {
