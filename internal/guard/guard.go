@@ -487,3 +487,6 @@ func (g *Guard) Run(ctx context.Context, interval time.Duration, wake <-chan str
 		}
 	}
 }
+
+// UseLimitCounter makes the AUTH failure limiter count in c (a shared store).
+func UseLimitCounter(g *Guard, c limits.Counter) { g.o.Limiter.Counter = c }
