@@ -1,0 +1,143 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func buildBinary(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "relayguard")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+func runRG(t *testing.T, bin string, args ...string) (string, string, int) {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return stdout.String(), stderr.String(), code
+}
+
+func TestBanCLI(t *testing.T) {
+	bin := buildBinary(t)
+	data := filepath.Join(t.TempDir(), "data")
+	rg := func(args ...string) (string, string, int) {
+		return runRG(t, bin, append([]string{"--data-dir", data}, args...)...)
+	}
+	if out, errOut, code := rg("ban", "add", "212.70.149.0/24", "--for", "2d", "--reason", "SASL brute force"); code != 0 || !strings.Contains(out, "banned 212.70.149.0/24 until") {
+		t.Fatalf("ban add: %d %q %q", code, out, errOut)
+	}
+	if out, _, code := rg("ban", "add", "2001:db8:bad::/48"); code != 0 || !strings.Contains(out, "permanently") {
+		t.Fatalf("ban add v6: %d %q", code, out)
+	}
+	// A bare address is a /32; a host part is masked.
+	if _, _, code := rg("ban", "add", "198.51.100.7"); code != 0 {
+		t.Fatal("ban add address failed")
+	}
+	out, _, code := rg("ban", "list", "--json")
+	if code != 0 {
+		t.Fatalf("ban list: %d", code)
+	}
+	var list []banJSON
+	if err := json.Unmarshal([]byte(out), &list); err != nil {
+		t.Fatalf("ban list --json: %v\n%s", err, out)
+	}
+	got := map[string]banJSON{}
+	for _, b := range list {
+		got[b.Prefix] = b
+	}
+	if len(got) != 3 || got["212.70.149.0/24"].Until == nil || got["212.70.149.0/24"].Reason != "SASL brute force" ||
+		got["2001:db8:bad::/48"].Until != nil || got["198.51.100.7/32"].Source != "manual" {
+		t.Fatalf("ban list = %s", out)
+	}
+	out, _, _ = rg("ban", "list")
+	if !strings.Contains(out, "212.70.149.0/24") || !strings.Contains(out, "permanent") {
+		t.Fatalf("ban list text: %s", out)
+	}
+	if out, _, code := rg("ban", "del", "2001:db8:bad::/48"); code != 0 || !strings.Contains(out, "unbanned") {
+		t.Fatalf("ban del: %d %s", code, out)
+	}
+	if _, errOut, code := rg("ban", "del", "2001:db8:bad::/48"); code != 1 || !strings.Contains(errOut, "not banned") {
+		t.Fatalf("ban del twice: %d %s", code, errOut)
+	}
+	out, _, _ = rg("ban", "list", "--json")
+	if strings.Contains(out, "2001:db8:bad::/48") || !strings.Contains(out, "212.70.149.0/24") {
+		t.Fatalf("after del: %s", out)
+	}
+	// Bad input is named.
+	for _, args := range [][]string{
+		{"ban", "add", "212.70.149.300"},
+		{"ban", "add", "10.0.0.0/8", "--for", "soon"},
+		{"ban", "add", "127.0.0.1"},
+	} {
+		_, errOut, code := rg(args...)
+		if code == 0 || !strings.Contains(errOut, strings.Split(args[len(args)-1], "/")[0]) {
+			t.Errorf("%v: code %d, stderr %q", args, code, errOut)
+		}
+	}
+}
+
+func TestWatchReplay(t *testing.T) {
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	var log strings.Builder
+	// The example: five addresses of 212.70.149.0/24 failing SASL
+	// logins a couple of times each; one address failing often; noise.
+	for i, a := range []string{"212.70.149.4", "212.70.149.20", "212.70.149.36", "212.70.149.52", "212.70.149.83"} {
+		for k := range 2 {
+			fmt.Fprintf(&log, "Nov 23 10:%02d:%02d mx1 postfix/smtpd[%d]: warning: unknown[%s]: SASL LOGIN authentication failed: UGFzc3dvcmQ6\n", i, k, 100+i, a)
+		}
+	}
+	for k := range 6 {
+		fmt.Fprintf(&log, "Nov 23 10:10:%02d mx1 postfix/submission/smtpd[200]: warning: unknown[2001:db8:77::9]: SASL PLAIN authentication failed: \n", k)
+		fmt.Fprintf(&log, "Nov 23 10:10:%02d mx1 postfix/smtp[300]: 4XyZ: to=<u@example.org>, relay=mx.example.org[192.0.2.10]:25, status=sent (250 ok)\n", k)
+	}
+	path := filepath.Join(dir, "mail.log")
+	if err := os.WriteFile(path, []byte(log.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, errOut, code := runRG(t, bin, "--data-dir", filepath.Join(dir, "data"), "watch", "--replay", "--json", path)
+	if code != 0 {
+		t.Fatalf("watch --replay: %d %s", code, errOut)
+	}
+	var bans []string
+	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+		var b banJSON
+		if err := json.Unmarshal([]byte(l), &b); err != nil {
+			t.Fatalf("line %q: %v", l, err)
+		}
+		bans = append(bans, b.Prefix)
+	}
+	if strings.Join(bans, " ") != "212.70.149.0/24 2001:db8:77::9/128" {
+		t.Fatalf("bans = %v\n%s", bans, out)
+	}
+	// Replay touches nothing: no ban is stored.
+	out, _, _ = runRG(t, bin, "--data-dir", filepath.Join(dir, "data"), "ban", "list", "--json")
+	if strings.TrimSpace(out) != "[]" {
+		t.Fatalf("replay stored bans: %s", out)
+	}
+	// Text output names the prefix and why.
+	out, _, _ = runRG(t, bin, "--data-dir", filepath.Join(dir, "data"), "watch", "--replay", path)
+	if !strings.Contains(out, "would ban 212.70.149.0/24 for 1h0m0s") || !strings.Contains(out, "5 addresses of 212.70.149.0/24") {
+		t.Fatalf("text output: %s", out)
+	}
+	if _, errOut, code := runRG(t, bin, "watch", "--replay", filepath.Join(dir, "nope.log")); code == 0 || !strings.Contains(errOut, "nope.log") {
+		t.Fatalf("missing file: %d %s", code, errOut)
+	}
+}
