@@ -119,12 +119,14 @@ func lists(t *testing.T) *dnstest.Server {
 
 func newChecker(t *testing.T, s *dnstest.Server, o Options) *Checker {
 	t.Helper()
-	r, err := dnsutil.New([]string{s.Addr}, 300*time.Millisecond)
+	// Generous timeouts: a loaded CI machine must not turn an answer
+	// into a timeout. Only the dead lists ever wait for them.
+	r, err := dnsutil.New([]string{s.Addr}, time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if o.Timeout == 0 {
-		o.Timeout = 2 * time.Second
+		o.Timeout = 3 * time.Second
 	}
 	o.Registerer = prometheus.NewRegistry()
 	c, err := New(r, o)
@@ -148,7 +150,7 @@ func TestScoreNoErrorIsAListing(t *testing.T) {
 	c := newChecker(t, s, Options{
 		Zones:       []string{"bl.test=127.0.0.[2..11]*3", "wl.test=127.0.[0..255].[1..3]*-5", "quota.test*2", "sf.test*2", "dead.test*2"},
 		DomainZones: []string{"dbl.test=127.0.1.[2..99]*4"},
-		Timeout:     time.Second,
+		Timeout:     3 * time.Second,
 	})
 	ctx := context.Background()
 
@@ -208,7 +210,7 @@ func TestHealthStatesAndRecovery(t *testing.T) {
 	c := newChecker(t, s, Options{
 		Zones:       []string{"bl.test*3", "wild.test*3", "dead.test*3", "quota.test*3", "sf.test*3", "wl.test=127.0.[0..255].[1..3]*-5"},
 		DomainZones: []string{"dbl.test"},
-		Timeout:     time.Second,
+		Timeout:     3 * time.Second,
 		Logger:      slog.New(slog.NewTextHandler(&logs, nil)),
 	})
 	ctx := context.Background()

@@ -18,7 +18,7 @@ func TestErrorKinds(t *testing.T) {
 	s.Add(t, "a.test. 60 IN A 192.0.2.1", "a.test. 60 IN A 192.0.2.2", "mx.test. 60 IN MX 0 .")
 	s.ServFail("sf.test", true)
 	s.Dead("dead.test", true)
-	r, err := dnsutil.New([]string{s.Addr}, 200*time.Millisecond)
+	r, err := dnsutil.New([]string{s.Addr}, time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}

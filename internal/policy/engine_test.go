@@ -73,16 +73,16 @@ func newEnv(t *testing.T, dns *dnstest.Server, edit func(c *config.Config)) *env
 	cfg.RelayDomains = []string{"relay.test", ".sub.test"}
 	cfg.MyNetworks = []string{"10.0.0.0/8"}
 	cfg.DNSBL.Resolvers = []string{dns.Addr}
-	cfg.DNSBL.Timeout = config.Duration(time.Second)
+	cfg.DNSBL.Timeout = config.Duration(3 * time.Second)
 	cfg.DNSBL.HealthInterval = 0
-	cfg.Policy.DNSTimeout = config.Duration(3 * time.Second)
+	cfg.Policy.DNSTimeout = config.Duration(5 * time.Second)
 	if edit != nil {
 		edit(cfg)
 	}
 	if err := cfg.Finish(t.TempDir()); err != nil {
 		t.Fatalf("config: %v", err)
 	}
-	res, err := dnsutil.New([]string{dns.Addr}, 300*time.Millisecond)
+	res, err := dnsutil.New([]string{dns.Addr}, time.Second) // only dead lists wait for it
 	if err != nil {
 		t.Fatal(err)
 	}
