@@ -366,3 +366,16 @@ func TestConfigErrorsNameTheInput(t *testing.T) {
 		}
 	}
 }
+
+func TestPostfixStageNames(t *testing.T) {
+	e := newEnv(t, world(t), func(c *config.Config) {
+		c.Policy.HeloRestrictions = []string{"reject"}
+		c.Policy.EndOfDataRestrictions = []string{"defer"}
+	})
+	ctx := context.Background()
+	for _, st := range []Stage{"HELO", "EHLO", "helo"} {
+		expect(t, string(st), e.eng.Check(ctx, &Request{Stage: st, ClientAddress: netip.MustParseAddr("192.0.2.1")}), Reject, 554, "reject")
+	}
+	expect(t, "END-OF-MESSAGE", e.eng.Check(ctx, &Request{Stage: "END-OF-MESSAGE"}), Defer, 450, "defer")
+	expect(t, "VRFY", e.eng.Check(ctx, &Request{Stage: "VRFY"}), Dunno, 0, "")
+}
