@@ -78,14 +78,20 @@ func runReplay(ctx context.Context, gc config.GuardConfig, never []netip.Prefix,
 	counting := countingSink{next: g, n: &events}
 	start := time.Now()
 	for _, f := range files {
-		emit := logwatch.Events(ctx, counting)
-		count := func(l string) { lines++; emit(l) }
-		var err error
 		if f == "-" {
-			err = logwatch.ReadLines(ctx, os.Stdin, count)
-		} else {
-			err = logwatch.ReadFile(ctx, f, count)
+			emit := logwatch.Events(ctx, counting)
+			if err := logwatch.ReadLines(ctx, os.Stdin, func(l string) { lines++; emit(l) }); err != nil {
+				return err
+			}
+			continue
 		}
+		// Files are parsed on every core; decisions stay in file order.
+		n, err := logwatch.ReplayFile(ctx, f, func(evs []event.Event) {
+			for _, e := range evs {
+				counting.Publish(ctx, e)
+			}
+		})
+		lines += n
 		if err != nil {
 			return err
 		}

@@ -308,14 +308,21 @@ func (g *Guard) apply(ctx context.Context, b Ban) error {
 	g.mu.Lock()
 	g.bans[b.Prefix] = b
 	var inner []netip.Prefix
-	for p, o := range g.bans {
-		if p != b.Prefix && b.Prefix.Bits() < p.Bits() && b.Prefix.Contains(p.Addr()) &&
-			(b.Permanent() || (!o.Permanent() && !o.Until.After(b.Until))) {
-			inner = append(inner, p)
-			delete(g.bans, p)
+	if b.Prefix.Bits() < b.Prefix.Addr().BitLen() {
+		for p, o := range g.bans {
+			if p != b.Prefix && b.Prefix.Bits() < p.Bits() && b.Prefix.Contains(p.Addr()) &&
+				(b.Permanent() || (!o.Permanent() && !o.Until.After(b.Until))) {
+				inner = append(inner, p)
+				delete(g.bans, p)
+			}
 		}
 	}
-	g.relens()
+	if len(inner) > 0 {
+		g.relens()
+	} else if !slices.Contains(g.lens, b.Prefix.Bits()) {
+		g.lens = append(g.lens, b.Prefix.Bits())
+		slices.Sort(g.lens)
+	}
 	g.mu.Unlock()
 	for _, p := range inner {
 		if err := g.o.Store.DeleteBan(ctx, p); err != nil {

@@ -4,6 +4,7 @@ import (
 	"compress/gzip"
 	"context"
 	"fmt"
+	"github.com/relayguard/relayguard/internal/event"
 	"io"
 	"log/slog"
 	"os"
@@ -358,5 +359,43 @@ func TestParseJournalJSON(t *testing.T) {
 	_, cur, ok = ParseJournalJSON([]byte(`{"__CURSOR":"c3","SYSLOG_IDENTIFIER":"cron","MESSAGE":"hello"}`))
 	if ok || cur != "c3" {
 		t.Fatalf("cron line: ok=%v cursor=%q", ok, cur)
+	}
+}
+
+// ReplayFile (parallel, in place) finds the same events in the same order
+// as reading line by line, whatever the chunking.
+func TestReplayFileMatchesSequential(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "mail.log")
+	var b strings.Builder
+	for i := range 30000 {
+		b.WriteString(testLine(i))
+		b.WriteString("\n")
+		if i%3 == 0 {
+			b.WriteString("Nov 23 10:00:01 mx1 postfix/smtpd[9]: connect from unknown[192.0.2.1]\n")
+		}
+	}
+	b.WriteString(testLine(30000)) // no final newline
+	os.WriteFile(path, []byte(b.String()), 0o644)
+	var seq []string
+	p := &Parser{}
+	if err := ReadFile(t.Context(), path, func(l string) {
+		if e, ok := p.Parse(l); ok {
+			seq = append(seq, e.IP.String()+" "+e.Detail)
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	var par []string
+	n, err := ReplayFile(t.Context(), path, func(evs []event.Event) {
+		for _, e := range evs {
+			par = append(par, e.IP.String()+" "+e.Detail)
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != 40001 || len(seq) != 30001 || strings.Join(par, "\n") != strings.Join(seq, "\n") {
+		t.Fatalf("lines %d; sequential %d events, parallel %d", n, len(seq), len(par))
 	}
 }

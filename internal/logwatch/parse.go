@@ -95,8 +95,10 @@ func afterFrom(s string) (netip.Addr, bool) {
 
 func smtpService(program string) string {
 	// postfix/submission/smtpd, postfix/smtps/smtpd: the master.cf service name.
-	if parts := strings.Split(program, "/"); len(parts) == 3 {
-		return parts[1]
+	if i := strings.IndexByte(program, '/'); i >= 0 {
+		if j := strings.LastIndexByte(program, '/'); j > i {
+			return program[i+1 : j]
+		}
 	}
 	return "smtp"
 }
