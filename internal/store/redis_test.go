@@ -1,0 +1,169 @@
+package store
+
+import (
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"testing"
+	"time"
+
+	"github.com/relayguard/relayguard/internal/ban"
+)
+
+// startRedis runs a real redis-server on a loopback port in a temporary
+// directory and returns its URL.
+func startRedis(t *testing.T) string {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("redis-server not installed")
+		}
+		t.Skip("redis-server not installed")
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	_, port, _ := net.SplitHostPort(addr)
+	cmd := exec.Command(bin, "--port", port, "--bind", "127.0.0.1", "--dir", t.TempDir(), "--save", "", "--appendonly", "no")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("redis-server did not start: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return "redis://" + addr + "/0"
+}
+
+func TestRedisBans(t *testing.T) {
+	url := startRedis(t)
+	ctx := t.Context()
+	r, err := OpenRedis(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	msgs := make(chan string, 10)
+	go r.Subscribe(ctx, func(m string) { msgs <- m })
+	time.Sleep(100 * time.Millisecond) // let the subscription start (pub/sub drops messages before)
+
+	until := time.Date(2026, 11, 24, 10, 0, 0, 123, time.UTC)
+	created := time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
+	b4 := ban.Ban{Prefix: netip.MustParsePrefix("212.70.149.0/24"), Until: until, Reason: "5 addresses", Source: "guard", Created: created, Count: 2}
+	b6 := ban.Ban{Prefix: netip.MustParsePrefix("2001:db8:bad::/48"), Reason: "manual", Source: "manual", Created: created, Count: 1}
+	for _, b := range []ban.Ban{b4, b6} {
+		if err := r.PutBan(ctx, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, want := range []string{"add 212.70.149.0/24", "add 2001:db8:bad::/48"} {
+		select {
+		case m := <-msgs:
+			if m != want {
+				t.Fatalf("message %q, want %q", m, want)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no pub/sub message %q", want)
+		}
+	}
+	list, err := r.ListBans(ctx)
+	if err != nil || len(list) != 2 {
+		t.Fatalf("ListBans = %+v, %v", list, err)
+	}
+	for _, b := range list {
+		want := b4
+		if b.Prefix.Addr().Is6() {
+			want = b6
+		}
+		if !b.Until.Equal(want.Until) || !b.Created.Equal(want.Created) || b.Reason != want.Reason || b.Count != want.Count || b.Permanent() != want.Permanent() {
+			t.Errorf("stored %+v, want %+v", b, want)
+		}
+	}
+	if n, _ := r.BanCount(ctx, b4.Prefix); n != 2 {
+		t.Errorf("BanCount = %d, want 2", n)
+	}
+	// History only grows.
+	b4.Count = 1
+	r.PutBan(ctx, b4)
+	if n, _ := r.BanCount(ctx, b4.Prefix); n != 2 {
+		t.Errorf("BanCount after a lower count = %d, want 2", n)
+	}
+	if err := r.DeleteBan(ctx, b6.Prefix); err != nil {
+		t.Fatal(err)
+	}
+	list, _ = r.ListBans(ctx)
+	if len(list) != 1 {
+		t.Fatalf("after delete: %+v", list)
+	}
+	e1, err := r.Epoch(ctx)
+	e2, _ := r.Epoch(ctx)
+	if err != nil || e1 == "" || e1 != e2 {
+		t.Fatalf("epoch %q %q %v", e1, e2, err)
+	}
+}
+
+func TestRedisCounters(t *testing.T) {
+	url := startRedis(t)
+	ctx := t.Context()
+	r, err := OpenRedis(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	ip := netip.MustParseAddr("198.51.100.7")
+	t0 := time.Now()
+	for i := range 4 {
+		n, err := r.AddFailure(ctx, ip, t0.Add(time.Duration(i)*time.Minute), 10*time.Minute)
+		if err != nil || n != i+1 {
+			t.Fatalf("failure %d: n=%d err=%v", i, n, err)
+		}
+	}
+	// 12 minutes later: only the failures in (t-10m, t] count: 3m and 12m.
+	if n, _ := r.AddFailure(ctx, ip, t0.Add(12*time.Minute), 10*time.Minute); n != 2 {
+		t.Fatalf("after the window: n=%d, want 2", n)
+	}
+	r.Forget(ctx, ip)
+	if n, _ := r.AddFailure(ctx, ip, t0.Add(13*time.Minute), 10*time.Minute); n != 1 {
+		t.Fatalf("after Forget: n=%d", n)
+	}
+	p := netip.MustParsePrefix("212.70.149.0/24")
+	for i, a := range []string{"212.70.149.4", "212.70.149.20", "212.70.149.4", "212.70.149.36"} {
+		n, err := r.AddAttacker(ctx, p, netip.MustParseAddr(a), t0.Add(time.Duration(i)*time.Second), time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := []int{1, 2, 2, 3}[i]; n != want {
+			t.Fatalf("attacker %d: distinct=%d, want %d", i, n, want)
+		}
+	}
+	// Fixed-window limit counters.
+	now := time.Date(2026, 11, 23, 10, 0, 30, 0, time.UTC)
+	for i := range 3 {
+		if n, err := r.Incr(ctx, "auth:198.51.100.0/24:60", time.Minute, now); err != nil || n != int64(i+1) {
+			t.Fatalf("Incr %d: %d %v", i, n, err)
+		}
+	}
+	if n, _ := r.Get(ctx, "auth:198.51.100.0/24:60", time.Minute, now); n != 3 {
+		t.Fatalf("Get = %d", n)
+	}
+	if n, _ := r.Get(ctx, "auth:198.51.100.0/24:60", time.Minute, now.Add(time.Minute)); n != 0 {
+		t.Fatalf("next window Get = %d", n)
+	}
+	if _, err := OpenRedis(ctx, "http://nope"); err == nil {
+		t.Fatal("bad URL accepted")
+	}
+}
