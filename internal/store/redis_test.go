@@ -59,7 +59,15 @@ func TestRedisBans(t *testing.T) {
 	defer r.Close()
 	msgs := make(chan string, 10)
 	go r.Subscribe(ctx, func(m string) { msgs <- m })
-	time.Sleep(100 * time.Millisecond) // let the subscription start (pub/sub drops messages before)
+	// Pub/sub drops messages sent before the subscription: wait for it.
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if m, err := r.C.PubSubNumSub(ctx, r.Prefix+"bans").Result(); err == nil && m[r.Prefix+"bans"] == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("subscription not established")
+		}
+	}
 
 	until := time.Date(2026, 11, 24, 10, 0, 0, 123, time.UTC)
 	created := time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
