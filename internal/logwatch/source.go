@@ -80,6 +80,7 @@ func Events(ctx context.Context, sink event.Sink) func(string) {
 // stays pure Go.
 type Journal struct {
 	Units   []string // -u UNIT for each; empty: the whole journal
+	Files   []string // --file=FILE for each (journal files elsewhere); empty: the system journal
 	State   PositionStore
 	Command string // default "journalctl"
 	Log     *slog.Logger
@@ -97,6 +98,9 @@ func (j *Journal) Run(ctx context.Context, sink event.Sink) error {
 	args := []string{"-f", "-o", "json", "--no-pager"}
 	for _, u := range j.Units {
 		args = append(args, "-u", u)
+	}
+	for _, f := range j.Files {
+		args = append(args, "--file="+f)
 	}
 	var cursor string
 	if j.State != nil {
