@@ -30,7 +30,7 @@ type DeliveryConfig struct {
 	SmarthostUser         string `toml:"smarthost_user" comment:"AUTH username for the smarthost. Empty: no AUTH. AUTH is only ever sent over TLS."`
 	SmarthostPasswordFile string `toml:"smarthost_password_file" comment:"File holding the smarthost AUTH password (first line)."`
 
-	Transports map[string]string `toml:"transports" comment:"Transport table: domain -> smtp:host:port, lmtp:unix:/path, lmtp:host:port or maildir:/path.\nA key \".example.com\" also matches subdomains; \"*\" matches every domain."`
+	Transports map[string]string `toml:"transports" comment:"Transport table: domain -> smtp:host:port, lmtp:unix:/path, lmtp:host:port, maildir:/path or discard[:reason].\nA key \".example.com\" also matches subdomains; \"*\" matches every domain."`
 
 	BounceFrom        string   `toml:"bounce_from" comment:"From: address of delivery status notifications. Empty: MAILER-DAEMON@hostname."`
 	BounceTrusted     bool     `toml:"bounce_trusted" comment:"Also send failure notices to senders from mynetworks (they are the operator's own hosts). Authenticated and local senders always get one; senders on the MX listener never do (no backscatter)."`
@@ -94,9 +94,12 @@ func validTLSPolicy(p string) bool {
 
 // ValidateTransport checks one transport table value and names the problem.
 func ValidateTransport(v string) error {
+	if v == "discard" || strings.HasPrefix(v, "discard:") {
+		return nil // Postfix's discard(8): accept and drop, with an optional reason
+	}
 	kind, rest, ok := strings.Cut(v, ":")
 	if !ok || rest == "" {
-		return fmt.Errorf("want smtp:host:port, lmtp:unix:/path, lmtp:host:port or maildir:/path")
+		return fmt.Errorf("want smtp:host:port, lmtp:unix:/path, lmtp:host:port, maildir:/path or discard[:reason]")
 	}
 	switch kind {
 	case "smtp":

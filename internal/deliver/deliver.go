@@ -96,7 +96,7 @@ func permAll(rcpts []string, host string, code int, enhanced, format string, arg
 
 // route is one transport table entry.
 type route struct {
-	kind string // smtp, lmtp, maildir
+	kind string // smtp, lmtp, maildir, discard
 	addr string // host:port, unix:/path or /path
 }
 
@@ -234,6 +234,14 @@ func (d *Deliverer) Deliver(ctx context.Context, domain string, req *Request) []
 		return DeliverLMTP(ctx, r.addr, d.SMTP.HeloName, d.SMTP.CommandTimeout, req)
 	case "maildir":
 		return DeliverMaildir(req, r.addr)
+	case "discard":
+		// Postfix's discard(8): report delivery and drop the message.
+		reason := r.addr
+		if reason == "" {
+			reason = "discarded"
+		}
+		d.log.Info("deliver: discarded", "id", req.ID, "domain", domain, "reason", reason)
+		return all(req.Rcpts, Result{OK: true, Code: 250, Enhanced: "2.0.0", Text: reason, Host: "discard"})
 	}
 	return tempAll(req.Rcpts, "", "4.3.5", "unknown transport %q for %s", r.kind, domain)
 }

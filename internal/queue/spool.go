@@ -600,7 +600,7 @@ func (s *Spool) List() ([]*Envelope, error) {
 	return out, nil
 }
 
-// Remove deletes a message: the .msg first, so that a crash in between
+// Remove deletes a delivered or deleted message: the .msg first, so that a crash in between
 // leaves only an .env without its message (deleted at open) and never a
 // message whose delivery state was forgotten (which would be delivered
 // again).
@@ -614,7 +614,10 @@ func (s *Spool) Remove(id string) error {
 	if err := os.Remove(filepath.Join(s.msgDir, id+".env")); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("spool: remove %s: %w", id, err)
 	}
-	return s.syncMsgDir(context.Background())
+	// No directory fsync: if a crash forgets the unlink, the message is
+	// delivered again (at least once), and nothing is ever lost; this
+	// is what Postfix does too.
+	return nil
 }
 
 // Subscribe registers fn to be called with the ID of every message stored
