@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func buildBinary(t *testing.T) string {
@@ -139,5 +140,59 @@ func TestWatchReplay(t *testing.T) {
 	}
 	if _, errOut, code := runRG(t, bin, "watch", "--replay", filepath.Join(dir, "nope.log")); code == 0 || !strings.Contains(errOut, "nope.log") {
 		t.Fatalf("missing file: %d %s", code, errOut)
+	}
+}
+
+// watch follows a log file and stores the bans it decides (lasting from
+// the moment of the decision, whatever the lines' timestamps); `ban list`,
+// another process on the same database, sees them.
+func TestWatchFollowsAndBans(t *testing.T) {
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	logPath := filepath.Join(dir, "mail.log")
+	os.WriteFile(logPath, []byte("Nov 23 09:00:00 mx1 postfix/smtpd[1]: warning: unknown[192.0.2.200]: SASL LOGIN authentication failed: old line\n"), 0o644)
+	conf := filepath.Join(dir, "rg.toml")
+	os.WriteFile(conf, []byte(fmt.Sprintf("[guard]\nmaxretry = 2\nfiles = [%q]\n[firewall]\nbackend = \"none\"\n", logPath)), 0o644)
+	data := filepath.Join(dir, "data")
+	cmd := exec.Command(bin, "--config", conf, "--data-dir", data, "watch")
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		cmd.Process.Signal(os.Interrupt)
+		cmd.Wait()
+		if t.Failed() {
+			t.Log(stderr.String())
+		}
+	}()
+	list := func() string {
+		out, _, _ := runRG(t, bin, "--config", conf, "--data-dir", data, "ban", "list", "--json")
+		return out
+	}
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for !cond() {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s; bans: %s", what, list())
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	waitFor("watch to start", func() bool { return strings.Contains(stderr.String(), "watching") })
+	time.Sleep(200 * time.Millisecond) // the follower has positioned itself at the end
+	f, err := os.OpenFile(logPath, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k := range 2 {
+		fmt.Fprintf(f, "Nov 23 10:00:0%d mx1 postfix/smtpd[1]: warning: unknown[2001:db8:66::7]: SASL PLAIN authentication failed: \n", k)
+	}
+	f.Close()
+	waitFor("the ban", func() bool { return strings.Contains(list(), "2001:db8:66::7/128") })
+	if strings.Contains(list(), "192.0.2.200") {
+		t.Fatal("a line written before watch started was read")
 	}
 }

@@ -65,7 +65,7 @@ func runReplay(ctx context.Context, gc config.GuardConfig, never []netip.Prefix,
 	defer out.Flush()
 	enc := json.NewEncoder(out)
 	nbans := 0
-	g := guard.New(guard.Options{Config: gc, Never: never, Log: slog.New(slog.DiscardHandler), OnBan: func(b guard.Ban) {
+	g := guard.New(guard.Options{Config: gc, Never: never, Replay: true, Log: slog.New(slog.DiscardHandler), OnBan: func(b guard.Ban) {
 		nbans++
 		if asJSON {
 			enc.Encode(toJSON(b))

@@ -29,6 +29,10 @@ type Options struct {
 	// OnBan is called for every ban the guard decides (not for bans it
 	// learns from the store).
 	OnBan func(Ban)
+	// Replay times bans from the events (a ban decided at a log line of
+	// 10:00 lasts from 10:00). Otherwise a ban lasts from the moment it is
+	// decided, whatever the timestamp of the line that triggered it.
+	Replay bool
 }
 
 // Guard turns events into bans and answers the SMTP server's questions
@@ -286,6 +290,9 @@ func (g *Guard) decide(ctx context.Context, p netip.Prefix, t time.Time, reason 
 	prev, err := g.o.Store.BanCount(ctx, p)
 	if err != nil {
 		g.o.Log.Warn("guard: ban history unavailable", "prefix", p.String(), "err", err)
+	}
+	if !g.o.Replay {
+		t = g.o.Now()
 	}
 	b := Ban{Prefix: p, Created: t, Count: prev + 1, Reason: reason, Source: "guard"}
 	b.Until = t.Add(g.banTime(b.Count))

@@ -35,7 +35,7 @@ func newTestGuard(t *testing.T, c config.GuardConfig, never ...string) (*Guard, 
 	for _, n := range never {
 		nv = append(nv, netip.MustParsePrefix(n))
 	}
-	g := New(Options{Config: c, Never: nv, Now: func() time.Time { return now }, OnBan: func(b Ban) { rec.bans = append(rec.bans, b) }})
+	g := New(Options{Config: c, Never: nv, Replay: true, Now: func() time.Time { return now }, OnBan: func(b Ban) { rec.bans = append(rec.bans, b) }})
 	return g, rec, &now
 }
 
