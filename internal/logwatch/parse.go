@@ -363,6 +363,7 @@ func field(s, key string, end byte) string {
 //	msg="auth failed" client=IP mechanism=M user=U
 //	msg="relay access denied" client=IP rcpt=R
 //	msg=rejected client=IP rule=R
+//	msg="egress blocked" uid=N user=U dst=IP:PORT exe=... (relayguard egress watch)
 func ParseSlog(s string) (event.Event, bool) {
 	kv := logfmt
 	if strings.HasPrefix(s, "{") {
@@ -385,6 +386,26 @@ func ParseSlog(s string) (event.Event, bool) {
 		}
 	case "protocol abuse", "pregreet", "non-SMTP command":
 		e.Kind, e.Rule = event.ProtocolAbuse, kv(s, "rule")
+	case "egress blocked":
+		// A local program's blocked connection to a remote mail port: the
+		// address is the destination, the user the local account. It
+		// enters the event stream (counted only if [guard] counts
+		// egress_blocked) and never bans the destination by default.
+		ap, err := netip.ParseAddrPort(kv(s, "dst"))
+		if err != nil {
+			return e, false
+		}
+		e.Kind, e.Source, e.IP, e.User, e.Rule = event.EgressBlocked, "kernel", ap.Addr().Unmap(), kv(s, "user"), "egress"
+		e.Detail = "uid=" + kv(s, "uid") + " dst=" + ap.String()
+		if exe := kv(s, "exe"); exe != "" {
+			e.Detail += " exe=" + exe
+		}
+		if t := kv(s, "time"); t != "" {
+			if tt, err := time.Parse(time.RFC3339Nano, t); err == nil {
+				e.Time = tt
+			}
+		}
+		return e, true
 	default:
 		return e, false
 	}

@@ -104,6 +104,8 @@ func TestParseLines(t *testing.T) {
 		{"bad address", "Nov 23 10:15:05 mx1 postfix/smtpd[1]: warning: unknown[999.1.1.1]: SASL LOGIN authentication failed: x", want{}},
 		{"dovecot no rip", "Nov 23 11:00:00 mx1 dovecot: imap-login: Disconnected (auth failed, 1 attempts in 2 secs): user=<bob>, method=PLAIN, session=<abcd>", want{}},
 		{"dovecot other auth", "Nov 23 11:00:00 mx1 dovecot: auth: passwd-file(bob,1.2.3.4): lookup failed", want{}},
+		{"own egress blocked", `Nov 23 12:00:02 mx1 relayguard[88]: time=2026-11-23T12:00:02Z level=WARN msg="egress blocked" uid=2000 user=www-data dst=[2001:db8::25]:25 src_port=40112 pid=4242 exe=/usr/bin/perl cmdline="perl spam.pl"`,
+			want{kind: event.EgressBlocked, ip: "2001:db8::25", user: "www-data", rule: "egress", det: "uid=2000 dst=[2001:db8::25]:25 exe=/usr/bin/perl", src: "kernel", match: true}},
 		{"own log other msg", `time=2026-11-23T12:00:00Z level=INFO msg="message accepted" client=192.0.2.1`, want{}},
 		{"garbage", "hello world", want{}},
 	}
