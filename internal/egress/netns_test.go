@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -77,7 +78,8 @@ func newTestNet(t *testing.T) *testNet {
 	mustRun(t, "ip", "link", "add", va, "netns", n.local, "type", "veth", "peer", "name", vb, "netns", n.remote)
 	octet := strconv.Itoa(int(rb[0]))
 	n.v4 = "10.231." + octet + ".2"
-	n.v6 = "fd72:6775:" + id[:4] + "::2"
+	// Canonical form (no leading zeros in a group), as reports print it.
+	n.v6 = netip.MustParseAddr("fd72:6775:" + id[:4] + "::2").String()
 	for _, c := range [][]string{
 		{n.local, "ip", "link", "set", "lo", "up"},
 		{n.remote, "ip", "link", "set", "lo", "up"},
