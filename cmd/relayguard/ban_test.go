@@ -11,15 +11,6 @@ import (
 	"time"
 )
 
-func buildBinary(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "relayguard")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
-}
-
 func runRG(t *testing.T, bin string, args ...string) (string, string, int) {
 	t.Helper()
 	cmd := exec.Command(bin, args...)
@@ -36,7 +27,7 @@ func runRG(t *testing.T, bin string, args ...string) (string, string, int) {
 }
 
 func TestBanCLI(t *testing.T) {
-	bin := buildBinary(t)
+	bin := testBinary(t)
 	data := filepath.Join(t.TempDir(), "data")
 	rg := func(args ...string) (string, string, int) {
 		return runRG(t, bin, append([]string{"--data-dir", data}, args...)...)
@@ -95,7 +86,7 @@ func TestBanCLI(t *testing.T) {
 }
 
 func TestWatchReplay(t *testing.T) {
-	bin := buildBinary(t)
+	bin := testBinary(t)
 	dir := t.TempDir()
 	var log strings.Builder
 	// The issue's example: five addresses of 212.70.149.0/24 failing SASL
@@ -147,7 +138,7 @@ func TestWatchReplay(t *testing.T) {
 // the moment of the decision, whatever the lines' timestamps); `ban list`,
 // another process on the same database, sees them.
 func TestWatchFollowsAndBans(t *testing.T) {
-	bin := buildBinary(t)
+	bin := testBinary(t)
 	dir := t.TempDir()
 	logPath := filepath.Join(dir, "mail.log")
 	os.WriteFile(logPath, []byte("Nov 23 09:00:00 mx1 postfix/smtpd[1]: warning: unknown[192.0.2.200]: SASL LOGIN authentication failed: old line\n"), 0o644)

@@ -9,30 +9,16 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/relayguard/relayguard/internal/dnsutil/dnstest"
 )
 
-// dnsblTestBinary is the relayguard binary built once for these tests.
-var dnsblTestBinary = sync.OnceValues(func() (string, error) {
-	dir, err := os.MkdirTemp("", "relayguard-dnsbl-test-")
-	if err != nil {
-		return "", err
-	}
-	bin := filepath.Join(dir, "relayguard")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		return "", errors.New("go build: " + err.Error() + "\n" + string(out))
-	}
-	return bin, nil
-})
-
 // runDNSBL runs the built binary's `dnsbl` subcommand against a config
 // whose resolver is the test DNS server.
 func runDNSBL(t *testing.T, conf string, args ...string) (string, string, int) {
 	t.Helper()
-	bin, err := dnsblTestBinary()
+	bin, err := relayguardBinary()
 	if err != nil {
 		t.Fatal(err)
 	}

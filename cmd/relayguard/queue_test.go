@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,22 +19,9 @@ import (
 	"github.com/relayguard/relayguard/internal/queue"
 )
 
-var queueTestBinary = sync.OnceValues(func() (string, error) {
-	dir, err := os.MkdirTemp("", "relayguard-queue-test-")
-	if err != nil {
-		return "", err
-	}
-	bin := filepath.Join(dir, "relayguard")
-	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
-	if err != nil {
-		return "", errors.New("go build: " + err.Error() + "\n" + string(out))
-	}
-	return bin, nil
-})
-
 func runQueue(t *testing.T, dataDir string, args ...string) (string, string, int) {
 	t.Helper()
-	bin, err := queueTestBinary()
+	bin, err := relayguardBinary()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -144,7 +130,7 @@ func TestQueueCommands(t *testing.T) {
 // listener accepting mail for domain, and returns its address and data dir.
 func startRelayguard(t *testing.T, domain string) (string, string) {
 	t.Helper()
-	bin, err := queueTestBinary()
+	bin, err := relayguardBinary()
 	if err != nil {
 		t.Fatal(err)
 	}

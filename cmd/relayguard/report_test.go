@@ -14,28 +14,15 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/relayguard/relayguard/internal/queue"
 )
 
-var reportTestBinary = sync.OnceValues(func() (string, error) {
-	dir, err := os.MkdirTemp("", "relayguard-report-test-")
-	if err != nil {
-		return "", err
-	}
-	bin := filepath.Join(dir, "relayguard")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		return "", errors.New("go build: " + err.Error() + "\n" + string(out))
-	}
-	return bin, nil
-})
-
 func runReportCLI(t *testing.T, stdin string, args ...string) (string, string, int) {
 	t.Helper()
-	bin, err := reportTestBinary()
+	bin, err := relayguardBinary()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -62,7 +62,7 @@ func banner(t *testing.T, c net.Conn) string {
 // config file listens where the README says, makes a certificate, serves
 // metrics, and stops cleanly on SIGTERM.
 func TestServeEmbeddedDefaults(t *testing.T) {
-	bin, err := userTestBinary()
+	bin, err := relayguardBinary()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -119,7 +119,7 @@ func TestServeEmbeddedDefaults(t *testing.T) {
 // (LISTEN_FDS, LISTEN_FDNAMES, LISTEN_PID) and checks that the listener
 // configured as "systemd:mx" serves on it.
 func TestServeSocketActivation(t *testing.T) {
-	bin, err := userTestBinary()
+	bin, err := relayguardBinary()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -162,7 +162,7 @@ mode = "mx"
 // TestConfigPrintRoundTrip: what `config print` prints is a valid config
 // that prints the same again.
 func TestConfigPrintRoundTrip(t *testing.T) {
-	bin, err := userTestBinary()
+	bin, err := relayguardBinary()
 	if err != nil {
 		t.Fatal(err)
 	}

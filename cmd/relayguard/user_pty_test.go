@@ -55,7 +55,7 @@ type ptySession struct {
 
 func startOnPTY(t *testing.T, args ...string) *ptySession {
 	t.Helper()
-	bin, err := userTestBinary()
+	bin, err := relayguardBinary()
 	if err != nil {
 		t.Fatal(err)
 	}

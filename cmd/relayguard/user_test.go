@@ -9,27 +9,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/relayguard/relayguard/internal/store"
 	"github.com/relayguard/relayguard/internal/userdb"
 )
-
-// userTestBinary builds the relayguard command once per test run (faster
-// than `go run` for every invocation).
-var userTestBinary = sync.OnceValues(func() (string, error) {
-	dir, err := os.MkdirTemp("", "relayguard-user-test-")
-	if err != nil {
-		return "", err
-	}
-	bin := filepath.Join(dir, "relayguard")
-	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
-	if err != nil {
-		return "", errors.New("go build: " + err.Error() + "\n" + string(out))
-	}
-	return bin, nil
-})
 
 type cliResult struct {
 	stdout, stderr string
@@ -38,7 +22,7 @@ type cliResult struct {
 
 func runCLI(t *testing.T, stdin string, args ...string) cliResult {
 	t.Helper()
-	bin, err := userTestBinary()
+	bin, err := relayguardBinary()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,11 +46,6 @@ func TestUserCommand(t *testing.T) {
 	if _, err := exec.LookPath("go"); err != nil {
 		t.Skip("go tool not in PATH")
 	}
-	t.Cleanup(func() {
-		if bin, err := userTestBinary(); err == nil {
-			os.RemoveAll(filepath.Dir(bin))
-		}
-	})
 	data := t.TempDir()
 	dd := []string{"--data-dir", data}
 	user := func(stdin string, args ...string) cliResult {
