@@ -69,10 +69,69 @@ func newClient(conn net.Conn, lmtp bool, timeout time.Duration) *client {
 
 func (c *client) deadline() { c.conn.SetDeadline(time.Now().Add(c.timeout)) }
 
+// Reply size limits. RFC 5321 §4.5.3.1.5 allows 512 octets per reply line;
+// peers exceed it, so a line may be several times longer, but a peer that
+// never ends its line or its reply cannot make us buffer without bound.
+const (
+	maxReplyLine  = 4096
+	maxReplyLines = 1000
+)
+
+// readReply reads one reply by the grammar of RFC 5321 §4.2:
+//
+//	Reply-line = *( Reply-code "-" [ textstring ] CRLF )
+//	             Reply-code [ SP textstring ] CRLF
+//
+// It is written by hand because net/textproto's ReadResponse refuses a
+// bare "250" (text is optional in RFC 5321), has no length limit, and
+// fails on a multi-line reply whose lines disagree on the code (taken here,
+// as by Postfix, from the last line). It returns the code and the text of
+// the lines joined by "\n".
+func readReply(br *bufio.Reader) (int, string, error) {
+	var lines []string
+	code := 0
+	for n := 0; ; n++ {
+		if n >= maxReplyLines {
+			return 0, "", fmt.Errorf("reply longer than %d lines", maxReplyLines)
+		}
+		line, err := br.ReadSlice('\n')
+		if errors.Is(err, bufio.ErrBufferFull) || len(line) > maxReplyLine {
+			return 0, "", fmt.Errorf("reply line longer than %d octets", maxReplyLine)
+		}
+		if err != nil {
+			if err == io.EOF && len(line) > 0 {
+				err = io.ErrUnexpectedEOF
+			}
+			return 0, "", err
+		}
+		l := strings.TrimRight(string(line), "\r\n")
+		if len(l) < 3 || l[0] < '2' || l[0] > '5' || l[1] < '0' || l[1] > '9' || l[2] < '0' || l[2] > '9' {
+			return 0, "", fmt.Errorf("malformed reply line %q", truncateReply(l))
+		}
+		code, _ = strconv.Atoi(l[:3])
+		more := len(l) > 3 && l[3] == '-'
+		text := ""
+		if len(l) > 3 {
+			text = l[4:]
+		}
+		lines = append(lines, text)
+		if !more {
+			return code, strings.Join(lines, "\n"), nil
+		}
+	}
+}
+
+func truncateReply(s string) string {
+	if len(s) > 80 {
+		return s[:80] + "..."
+	}
+	return s
+}
+
 // reply reads one (possibly multi-line) reply.
 func (c *client) reply() (Reply, error) {
 	c.deadline()
-	code, msg, err := c.text.ReadResponse(0)
+	code, msg, err := readReply(c.text.R)
 	if err != nil {
 		return Reply{}, errProto{fmt.Errorf("reading reply: %w", err)}
 	}
@@ -409,7 +468,7 @@ func (c *client) reset() error {
 func (c *client) quit() {
 	c.conn.SetDeadline(time.Now().Add(5 * time.Second))
 	c.text.PrintfLine("QUIT")
-	c.text.ReadResponse(0)
+	readReply(c.text.R)
 	c.conn.Close()
 }
 

@@ -1,0 +1,139 @@
+package deliver_test
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"net"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// scriptedPeer is an SMTP server on loopback that answers each command by
+// the first entry of replies whose key prefixes the (upper-cased) command;
+// "." is the end of the message. It counts the messages it accepted.
+type scriptedPeer struct {
+	Addr     string
+	Messages atomic.Int64
+}
+
+func startScriptedPeer(t *testing.T, greeting string, replies map[string]string) *scriptedPeer {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	p := &scriptedPeer{Addr: ln.Addr().String()}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go p.serve(c, greeting, replies)
+		}
+	}()
+	return p
+}
+
+func (p *scriptedPeer) serve(c net.Conn, greeting string, replies map[string]string) {
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(60 * time.Second))
+	r := bufio.NewReader(c)
+	io.WriteString(c, greeting)
+	inData := false
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			return
+		}
+		if inData {
+			if line != ".\r\n" {
+				continue
+			}
+			inData = false
+			p.Messages.Add(1)
+			io.WriteString(c, replies["."])
+			continue
+		}
+		cmd := strings.ToUpper(strings.TrimSpace(line))
+		if cmd == "QUIT" {
+			io.WriteString(c, "221 bye\r\n")
+			return
+		}
+		for _, k := range []string{"EHLO", "MAIL", "RCPT", "DATA", "RSET"} {
+			if strings.HasPrefix(cmd, k) {
+				rep, ok := replies[k]
+				if !ok {
+					rep = "250 ok\r\n"
+				}
+				io.WriteString(c, rep)
+				if k == "DATA" && strings.HasPrefix(rep, "354") {
+					inData = true
+				}
+			}
+		}
+	}
+}
+
+// RFC 5321 §4.2: the text of a reply is optional ("250" CRLF is a whole
+// reply) and multi-line replies may carry the enhanced code on every line.
+// A client that misreads the bare "250" after the message would retry a
+// message the peer already took, and deliver it again and again.
+func TestRepliesWithoutText(t *testing.T) {
+	peer := startScriptedPeer(t, "220\r\n", map[string]string{
+		"EHLO": "250-bare.test greets you\r\n250-SIZE 1000000\r\n250 8BITMIME\r\n",
+		"MAIL": "250\r\n",
+		"RCPT": "250\r\n",
+		"DATA": "354\r\n",
+		".":    "250-2.0.0 first line\r\n250-2.0.0 second line\r\n250 2.0.0 queued as X\r\n",
+	})
+	s := newSetup(t)
+	s.cfg.Transports = map[string]string{"bare.test": "smtp:" + peer.Addr}
+	res := s.deliverer(t).Deliver(context.Background(), "bare.test", request("u@bare.test"))
+	wantOK(t, res, 1)
+	if peer.Messages.Load() != 1 {
+		t.Fatalf("peer took %d messages, want 1", peer.Messages.Load())
+	}
+	if res[0].Code != 250 || res[0].Enhanced != "2.0.0" || res[0].Text != "first line / second line / queued as X" {
+		t.Fatalf("final reply parsed as %+v", res[0])
+	}
+}
+
+// A peer that never ends a reply line cannot make the client buffer it
+// without bound: the reply is refused as too long and the delivery is
+// retried later (temporary), never taken for the peer's "250".
+func TestOverlongReplyLine(t *testing.T) {
+	peer := startScriptedPeer(t, "220 long.test ESMTP\r\n", map[string]string{
+		"MAIL": "250 " + strings.Repeat("x", 1<<20) + "\r\n",
+	})
+	s := newSetup(t)
+	s.cfg.Transports = map[string]string{"long.test": "smtp:" + peer.Addr}
+	r := s.deliverer(t).Deliver(context.Background(), "long.test", request("u@long.test"))[0]
+	if r.OK || !r.Temp || !strings.Contains(r.Text, "longer than 4096 octets") {
+		t.Fatalf("over-long reply line: got %+v, want a temporary failure naming the limit", r)
+	}
+	if peer.Messages.Load() != 0 {
+		t.Fatal("message sent after a garbled MAIL reply")
+	}
+}
+
+// A reply line that is not a reply (no three-digit code) is a broken
+// conversation: temporary, and the message is not sent.
+func TestMalformedReply(t *testing.T) {
+	peer := startScriptedPeer(t, "220 junk.test ESMTP\r\n", map[string]string{
+		"RCPT": "OK fine\r\n",
+	})
+	s := newSetup(t)
+	s.cfg.Transports = map[string]string{"junk.test": "smtp:" + peer.Addr}
+	r := s.deliverer(t).Deliver(context.Background(), "junk.test", request("u@junk.test"))[0]
+	if r.OK || !r.Temp || !strings.Contains(r.Text, `malformed reply line "OK fine"`) {
+		t.Fatalf("malformed reply: got %+v", r)
+	}
+	if peer.Messages.Load() != 0 {
+		t.Fatal("message sent after a malformed RCPT reply")
+	}
+}
