@@ -64,7 +64,7 @@ func (p *scriptedPeer) serve(c net.Conn, greeting string, replies map[string]str
 			io.WriteString(c, "221 bye\r\n")
 			return
 		}
-		for _, k := range []string{"EHLO", "MAIL", "RCPT", "DATA", "RSET"} {
+		for _, k := range []string{"EHLO", "STARTTLS", "MAIL", "RCPT", "DATA", "RSET"} {
 			if strings.HasPrefix(cmd, k) {
 				rep, ok := replies[k]
 				if !ok {
@@ -135,5 +135,29 @@ func TestMalformedReply(t *testing.T) {
 	}
 	if peer.Messages.Load() != 0 {
 		t.Fatal("message sent after a malformed RCPT reply")
+	}
+}
+
+// A peer that offers STARTTLS but refuses it (454, RFC 3207 §4): with the
+// opportunistic policy the message goes in clear text in the same session
+// (RFC 7435) instead of waiting in the queue for days; with encrypt it waits.
+func TestStartTLSRefused(t *testing.T) {
+	peer := startScriptedPeer(t, "220 notls.test ESMTP\r\n", map[string]string{
+		"EHLO":     "250-notls.test\r\n250-STARTTLS\r\n250 8BITMIME\r\n",
+		"STARTTLS": "454 4.7.0 TLS not available due to temporary reason\r\n",
+		"DATA":     "354 go ahead\r\n",
+		".":        "250 2.0.0 queued\r\n",
+	})
+	s := newSetup(t)
+	s.cfg.Transports = map[string]string{"notls.test": "smtp:" + peer.Addr}
+	s.cfg.TLSPolicy = "may"
+	wantOK(t, s.deliverer(t).Deliver(context.Background(), "notls.test", request("u@notls.test")), 1)
+	if peer.Messages.Load() != 1 {
+		t.Fatalf("peer took %d messages, want 1", peer.Messages.Load())
+	}
+	s.cfg.TLSPolicy = "encrypt"
+	r := s.deliverer(t).Deliver(context.Background(), "notls.test", request("u@notls.test"))[0]
+	if r.OK || !r.Temp || !strings.Contains(r.Text, "454") || peer.Messages.Load() != 1 {
+		t.Fatalf("encrypt with STARTTLS refused: %+v (messages %d)", r, peer.Messages.Load())
 	}
 }

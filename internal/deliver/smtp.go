@@ -304,7 +304,14 @@ func (s *SMTP) dial(ctx context.Context, t target, policy string) (*client, erro
 	if !c.tls && policy != config.TLSNone {
 		if c.has("STARTTLS") {
 			if err := c.startTLS(cfg, s.HeloName); err != nil {
-				return fail(err)
+				var re *ReplyError
+				if policy != config.TLSMay || !errors.As(err, &re) || re.Stage != "STARTTLS" {
+					return fail(err)
+				}
+				// RFC 3207 §4 leaves it to the client whether to go on
+				// after STARTTLS is refused (454); opportunistic TLS
+				// (RFC 7435) goes on in clear text, in the same session.
+				s.Log.Info("deliver: STARTTLS refused, continuing without TLS", "peer", t.addr, "reply", re.Reply.String())
 			}
 		} else if policy == config.TLSEncrypt || policy == config.TLSVerify {
 			return fail(fmt.Errorf("tls policy %s but the peer does not offer STARTTLS", policy))
