@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/relayguard/relayguard/internal/deliver/delivertest"
 )
 
 // scriptedPeer is an SMTP server on loopback that answers each command by
@@ -159,5 +161,26 @@ func TestStartTLSRefused(t *testing.T) {
 	r := s.deliverer(t).Deliver(context.Background(), "notls.test", request("u@notls.test"))[0]
 	if r.OK || !r.Temp || !strings.Contains(r.Text, "454") || peer.Messages.Load() != 1 {
 		t.Fatalf("encrypt with STARTTLS refused: %+v (messages %d)", r, peer.Messages.Load())
+	}
+}
+
+// RFC 5321 §5.1: an address literal is the address to connect to; it is
+// not looked up in the DNS (where "[127.0.0.1]" would be "not found" and the
+// mail bounced). A malformed literal fails permanently.
+func TestAddressLiteral(t *testing.T) {
+	sink := delivertest.StartSink(t)
+	s := newSetup(t) // the DNS server knows nothing
+	s.mxPort = sink.Port
+	d := s.deliverer(t)
+	wantOK(t, d.Deliver(context.Background(), "[127.0.0.1]", request("u@[127.0.0.1]")), 1)
+	msgs := sink.Messages(t)
+	if len(msgs) != 1 || len(msgs[0].Rcpts) != 1 || msgs[0].Rcpts[0] != "u@[127.0.0.1]" {
+		t.Fatalf("sink got %+v", msgs)
+	}
+	for _, lit := range []string{"[IPv6:127.0.0.1]", "[::1]", "[300.1.1.1]", "[127.0.0.1"} {
+		r := d.Deliver(context.Background(), lit, request("u@"+lit))[0]
+		if r.OK || r.Temp || r.Code != 553 || r.Enhanced != "5.1.2" {
+			t.Errorf("literal %s: got %+v, want 553 5.1.2", lit, r)
+		}
 	}
 }

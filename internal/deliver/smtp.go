@@ -83,6 +83,9 @@ func (s *SMTP) policyFor(domain string) string {
 // A/AAAA when it has no MX, and an immediate permanent failure for a null
 // MX (RFC 7505).
 func (s *SMTP) DeliverMX(ctx context.Context, domain string, req *Request) []Result {
+	if strings.HasPrefix(domain, "[") {
+		return s.deliverLiteral(ctx, domain, req)
+	}
 	hosts, err := s.Resolver.MX(ctx, domain)
 	if err != nil {
 		return dnsFailure(req.Rcpts, domain, err)
@@ -122,6 +125,25 @@ func (s *SMTP) DeliverMX(ctx context.Context, domain string, req *Request) []Res
 		return tempAll(req.Rcpts, "", "4.4.4", "no usable mail exchanger for %s", domain)
 	}
 	return last
+}
+
+// deliverLiteral delivers to an address literal ("[192.0.2.1]",
+// "[IPv6:2001:db8::1]"): RFC 5321 §5.1 says the literal is the address to
+// connect to, with no DNS lookup.
+func (s *SMTP) deliverLiteral(ctx context.Context, domain string, req *Request) []Result {
+	inner := strings.TrimSuffix(strings.TrimPrefix(domain, "["), "]")
+	v6, isV6 := strings.CutPrefix(inner, "IPv6:") // RFC 5321 §4.1.3
+	a, err := netip.ParseAddr(v6)
+	if err != nil || !strings.HasSuffix(domain, "]") || a.Zone() != "" || isV6 != a.Is6() || a.Is4In6() {
+		return permAll(req.Rcpts, "", 553, "5.1.2", "bad address literal %s", domain)
+	}
+	port := s.Port
+	if port == 0 {
+		port = 25
+	}
+	t := target{addr: netip.AddrPortFrom(a, uint16(port)).String(), name: a.String(), policy: s.policyFor(domain)}
+	res, _ := s.attempt(ctx, t, req)
+	return res
 }
 
 func dnsFailure(rcpts []string, domain string, err error) []Result {
