@@ -323,10 +323,7 @@ func (c *Checker) Check(ctx context.Context, ip netip.Addr, domains ...string) S
 	seen := map[string]bool{}
 	for _, d := range domains {
 		d = strings.ToLower(strings.TrimSuffix(strings.TrimSpace(d), "."))
-		if d == "" || seen[d] || !strings.Contains(d, ".") {
-			continue
-		}
-		if _, ok := dnsNameOK(d); !ok {
+		if seen[d] || !DomainQueryable(d) {
 			continue
 		}
 		seen[d] = true
@@ -353,8 +350,4 @@ func (c *Checker) Check(ctx context.Context, ip netip.Addr, domains ...string) S
 		}
 	}
 	return s
-}
-
-func dnsNameOK(d string) (int, bool) {
-	return len(d), len(d) <= 200 && hostChars(d)
 }

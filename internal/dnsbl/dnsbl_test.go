@@ -348,3 +348,34 @@ func TestListErrorLoggedOncePerZonePerHour(t *testing.T) {
 		t.Errorf("list error logged %d times after an hour, want 2", n)
 	}
 }
+
+// TestIPShapedDomainsAreNotAsked: a HELO of "192.0.2.1" or a sender
+// domain that is an address is no domain. Spamhaus DBL answers such
+// queries with 127.0.1.255 ("IP queries prohibited"); asking would let any
+// client mark the domain list refusing and switch it off for everyone.
+func TestIPShapedDomainsAreNotAsked(t *testing.T) {
+	s := lists(t)
+	s.Add(t, "192.0.2.1.dbl.test. 300 IN A 127.0.1.255")
+	c := newChecker(t, s, Options{DomainZones: []string{"dbl.test=127.0.1.[2..99]*4"}})
+	ctx := context.Background()
+	before := s.Queries.Load()
+	got := c.Check(ctx, netip.Addr{}, "192.0.2.1", "[192.0.2.1]", "192.0.2.1.", "a..b.example", "x", strings.Repeat("a", 64)+".example")
+	if len(got.Results) != 0 || s.Queries.Load() != before {
+		t.Errorf("IP-shaped or invalid names were asked: %+v (%d queries)", got.Results, s.Queries.Load()-before)
+	}
+	for _, h := range c.HealthReport() {
+		if h.State != Unknown {
+			t.Errorf("%s: state %v after IP-shaped names, want unknown (untouched)", h.Zone, h.State)
+		}
+	}
+	// A real domain is still asked and scored.
+	if got := c.Check(ctx, netip.Addr{}, "192.0.2.1", "Bad.Example."); got.Score != 4 || len(got.Results) != 1 {
+		t.Errorf("bad.example: score %d, results %+v", got.Score, got.Results)
+	}
+	for d, ok := range map[string]bool{"bad.example": true, "mail.example.test.": true, "x_y.example": true,
+		"192.0.2.1": false, "2001:db8::1": false, "[192.0.2.1]": false, "localhost": false, "": false, "a b.example": false} {
+		if DomainQueryable(d) != ok {
+			t.Errorf("DomainQueryable(%q) = %v, want %v", d, !ok, ok)
+		}
+	}
+}

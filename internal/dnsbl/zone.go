@@ -186,6 +186,29 @@ func DomainQuery(domain, zone string) string {
 	return strings.ToLower(strings.TrimSuffix(domain, ".")) + "." + zone
 }
 
+// DomainQueryable reports whether d (a sender domain or HELO name, as the
+// client gave it) may be asked in a domain list: a host name with at least
+// two labels (RFC 5782 §2.3) whose query name stays a valid DNS name. An
+// IP address is not a domain: domain lists refuse such queries with an
+// error code (Spamhaus DBL answers 127.0.1.255, "IP queries prohibited"),
+// and a client must not be able to turn a list's health to refusing just
+// by saying "HELO 192.0.2.1".
+func DomainQueryable(d string) bool {
+	d = strings.TrimSuffix(strings.TrimSpace(d), ".")
+	if d == "" || len(d) > 200 || !strings.Contains(d, ".") || !hostChars(strings.ToLower(d)) {
+		return false
+	}
+	if _, err := netip.ParseAddr(d); err == nil {
+		return false
+	}
+	for _, l := range strings.Split(d, ".") {
+		if l == "" || len(l) > 63 {
+			return false
+		}
+	}
+	return true
+}
+
 // AnswerError says why an answer is an error of the list rather than a
 // listing, or "" if it is a valid answer. RFC 5782 §2.3 keeps listings in
 // 127.0.0.0/8 and reserves 127.0.0.1; lists signal their own errors with

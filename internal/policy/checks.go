@@ -64,20 +64,23 @@ func (e *Engine) eval(ctx context.Context, r *rule, req *Request) Verdict {
 		}
 		return e.rbl(ctx, r.zone, dnsbl.IPQuery(ip, r.zone.Name), "Client host", "["+ip.String()+"]")
 	case "reject_rhsbl_sender":
+		// Address literals, bare IP addresses and names that are no DNS
+		// names are not asked: they cannot be listed, and a domain list
+		// answers an error code for them (see dnsbl.DomainQueryable).
 		d := domainOf(req.Sender)
-		if d == "" || strings.HasPrefix(d, "[") {
+		if !dnsbl.DomainQueryable(d) {
 			return dunno
 		}
 		return e.rbl(ctx, r.zone, dnsbl.DomainQuery(d, r.zone.Name), "Sender address", "<"+req.Sender+">")
 	case "reject_rhsbl_helo":
 		h := strings.TrimSuffix(req.Helo, ".")
-		if !strings.Contains(h, ".") || strings.HasPrefix(h, "[") {
+		if !dnsbl.DomainQueryable(h) {
 			return dunno
 		}
 		return e.rbl(ctx, r.zone, dnsbl.DomainQuery(h, r.zone.Name), "Helo command", "<"+req.Helo+">")
 	case "reject_rhsbl_client":
 		n := req.ClientName
-		if n == "" || n == "unknown" {
+		if n == "" || n == "unknown" || !dnsbl.DomainQueryable(n) {
 			return dunno
 		}
 		return e.rbl(ctx, r.zone, dnsbl.DomainQuery(n, r.zone.Name), "Client host", n)

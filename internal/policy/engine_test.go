@@ -379,3 +379,34 @@ func TestPostfixStageNames(t *testing.T) {
 	expect(t, "END-OF-MESSAGE", e.eng.Check(ctx, &Request{Stage: "END-OF-MESSAGE"}), Defer, 450, "defer")
 	expect(t, "VRFY", e.eng.Check(ctx, &Request{Stage: "VRFY"}), Dunno, 0, "")
 }
+
+// TestRHSBLSkipsAddressesAndBadNames: "HELO 192.0.2.1" and a sender
+// domain that is an address are not domain-list queries; they neither
+// defer the client nor touch the list's health (Spamhaus DBL answers
+// 127.0.1.255 to them).
+func TestRHSBLSkipsAddressesAndBadNames(t *testing.T) {
+	dns := world(t)
+	dns.Add(t, "192.0.2.1.dbl.test. 300 IN A 127.0.1.255")
+	e := newEnv(t, dns, func(c *config.Config) {
+		c.Policy.RecipientRestrictions = []string{"reject_rhsbl_helo dbl.test", "reject_rhsbl_sender dbl.test"}
+	})
+	ctx := context.Background()
+	before := dns.Queries.Load()
+	for _, tc := range []struct{ helo, from string }{
+		{"192.0.2.1", "a@192.0.2.1"}, {"[192.0.2.1]", "a@[192.0.2.1]"}, {"bad..name", "a@bad..name"},
+	} {
+		v := e.eng.Check(ctx, rcpt("127.0.0.9", tc.helo, tc.from, "u@example.test"))
+		expect(t, "helo "+tc.helo, v, Dunno, 0, "")
+	}
+	if n := dns.Queries.Load() - before; n != 0 {
+		t.Errorf("%d DNS queries for address-shaped names", n)
+	}
+	for _, h := range e.eng.DNSBL().HealthReport() {
+		if h.State.Disabled() {
+			t.Errorf("%s disabled by a client's HELO: %v %s", h.Zone, h.State, h.Detail)
+		}
+	}
+	// A listed HELO name is still refused.
+	v := e.eng.Check(ctx, rcpt("127.0.0.9", "spammer.test", "a@mx.test", "u@example.test"))
+	expect(t, "listed helo", v, Reject, 554, "reject_rhsbl_helo", "spammer.test", "dbl.test")
+}
