@@ -195,7 +195,8 @@ func (c *Checker) Query(ctx context.Context, z *Zone, qname string) Result {
 }
 
 // lookup returns the A answers of qname (nil for NXDOMAIN / no data) from
-// the cache or the resolver. Temporary failures are not cached.
+// the cache or the resolver. Temporary failures and error codes are not
+// cached.
 func (c *Checker) lookup(ctx context.Context, qname string) ([]netip.Addr, bool, error) {
 	now := c.now()
 	c.cmu.Lock()
@@ -215,7 +216,10 @@ func (c *Checker) lookup(ctx context.Context, qname string) ([]netip.Addr, bool,
 		answers, ttl = nil, de.TTL
 	}
 	ttl = max(c.opts.MinTTL, min(ttl, c.opts.MaxTTL))
-	if ttl > 0 {
+	// An error code (over quota, public resolver) says nothing about the
+	// name asked and is not cached: once the list recovers and its health
+	// check re-enables it, a cached error would switch it off again.
+	if ttl > 0 && !hasErrorCode(answers) {
 		c.cmu.Lock()
 		if len(c.cache) >= c.opts.CacheSize {
 			c.evictLocked(now)
@@ -224,6 +228,15 @@ func (c *Checker) lookup(ctx context.Context, qname string) ([]netip.Addr, bool,
 		c.cmu.Unlock()
 	}
 	return answers, false, nil
+}
+
+func hasErrorCode(answers []netip.Addr) bool {
+	for _, a := range answers {
+		if AnswerError(a) != "" {
+			return true
+		}
+	}
+	return false
 }
 
 // evictLocked drops expired entries, and if none expired, an arbitrary

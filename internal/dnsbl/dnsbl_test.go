@@ -379,3 +379,32 @@ func TestIPShapedDomainsAreNotAsked(t *testing.T) {
 		}
 	}
 }
+
+// TestErrorCodesAreNotCached: after an over-quota spell the list recovers
+// and its health check re-enables it; the next query must go to the list,
+// not replay the cached 127.255.255.254 and switch the zone off again.
+func TestErrorCodesAreNotCached(t *testing.T) {
+	s := lists(t)
+	c := newChecker(t, s, Options{Zones: []string{"quota.test*2"}, MinTTL: time.Minute, MaxTTL: time.Hour})
+	ctx := context.Background()
+	z := c.Zones()[0]
+	q := IPQuery(netip.MustParseAddr("192.0.2.9"), z.Name)
+	if r := c.Query(ctx, z, q); r.Status != ListError {
+		t.Fatalf("over quota: %v, want list_error", r.Status)
+	}
+	s.Wildcard("quota.test") // quota back
+	s.Add(t, "2.0.0.127.quota.test. 300 IN A 127.0.0.2")
+	for _, h := range c.CheckHealth(ctx) {
+		if h.State != Healthy {
+			t.Fatalf("%s after recovery: %v %s", h.Zone, h.State, h.Detail)
+		}
+	}
+	if r := c.Query(ctx, z, q); r.Status != Clean || r.Cached {
+		t.Errorf("after recovery: %v (cached %v, %s), want a fresh clean answer", r.Status, r.Cached, r.Detail)
+	}
+	for _, h := range c.HealthReport() {
+		if h.State != Healthy {
+			t.Errorf("%s after recovery and one query: %v %s", h.Zone, h.State, h.Detail)
+		}
+	}
+}
