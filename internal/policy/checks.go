@@ -332,9 +332,6 @@ func (e *Engine) dnsblScore(ctx context.Context, req *Request) Verdict {
 	}
 	s := e.bl.Check(ctx, ip, domains...)
 	th, allow := e.cfg.DNSBL.RejectThreshold, e.cfg.DNSBL.AllowThreshold
-	if s.Score >= th {
-		return reject(554, "5.7.1", "Service unavailable; client [%s] has DNSBL score %d (%s)", ip, s.Score, s)
-	}
 	up, down := 0, 0
 	var failed []string
 	seen := map[string]bool{}
@@ -349,6 +346,13 @@ func (e *Engine) dnsblScore(ctx context.Context, req *Request) Verdict {
 		} else {
 			down += r.Zone.Weight
 		}
+	}
+	// A list that could not be asked is neither clean nor listed: if its
+	// weight could change the outcome, the answer is a 451. That holds
+	// both ways: a failed allowlist (negative weight) might have kept a
+	// client under the reject threshold.
+	if s.Score >= th && s.Score+down >= th {
+		return reject(554, "5.7.1", "Service unavailable; client [%s] has DNSBL score %d (%s)", ip, s.Score, s)
 	}
 	if s.Score+up >= th {
 		return deferIfPermit(451, "4.4.3", "client [%s]: temporary failure looking up DNS lists %s", ip, strings.Join(failed, ","))

@@ -410,3 +410,28 @@ func TestRHSBLSkipsAddressesAndBadNames(t *testing.T) {
 	v := e.eng.Check(ctx, rcpt("127.0.0.9", "spammer.test", "a@mx.test", "u@example.test"))
 	expect(t, "listed helo", v, Reject, 554, "reject_rhsbl_helo", "spammer.test", "dbl.test")
 }
+
+// TestDNSBLScoreFailedAllowlistDefers: a client over the threshold whose
+// allowlist could not be asked is deferred, not rejected: the allowlist's
+// negative weight might have kept it under the threshold.
+func TestDNSBLScoreFailedAllowlistDefers(t *testing.T) {
+	e := newEnv(t, world(t), func(c *config.Config) {
+		c.DNSBL.Zones = []string{"bl.test*3", "sf.test*-5"}
+		c.DNSBL.RejectThreshold = 3
+		c.Policy.RecipientRestrictions = []string{"dnsbl_score"}
+	})
+	ctx := context.Background()
+	v := e.eng.Check(ctx, rcpt("127.0.0.5", "h.test", "", "u@example.test"))
+	expect(t, "listed, allowlist failed", v, Defer, 451, "dnsbl_score", "temporary failure", "sf.test")
+	if !v.IfPermit {
+		t.Errorf("a failed list should give defer_if_permit: %+v", v)
+	}
+	// Even the allowlist's weight could not save a score of 9: reject.
+	e2 := newEnv(t, world(t), func(c *config.Config) {
+		c.DNSBL.Zones = []string{"bl.test*9", "sf.test*-5"}
+		c.DNSBL.RejectThreshold = 3
+		c.Policy.RecipientRestrictions = []string{"dnsbl_score"}
+	})
+	v = e2.eng.Check(ctx, rcpt("127.0.0.5", "h.test", "", "u@example.test"))
+	expect(t, "listed beyond any allowlist", v, Reject, 554, "dnsbl_score", "DNSBL score 9")
+}
