@@ -303,24 +303,29 @@ func (c *client) bogusAuth() (Reply, error) {
 // data sends DATA and the message (RFC 5321 4.1.1.4, dot-stuffed by
 // textproto's DotWriter) and returns the final reply, or the DATA reply if
 // it was not 354.
-func (c *client) data(msg string) (Reply, error) {
+// data sends DATA and, when the server answers 354 (RFC 5321 4.1.1.4), the
+// message; it returns the reply to DATA and the reply at the end of the
+// message. sent is false when the server did not answer 354, in which case
+// no message was sent and end is empty.
+func (c *client) data(msg string) (cmd, end Reply, sent bool, err error) {
 	r, err := c.cmd("DATA", "")
 	if err != nil || r.Code != 354 {
-		return r, err
+		return r, Reply{}, false, err
 	}
 	c.nc.SetDeadline(time.Now().Add(c.timeout))
 	w := c.tp.DotWriter()
 	if _, err := io.WriteString(w, msg); err != nil {
 		c.close()
-		return r, fmt.Errorf("%w: writing message: %v", errConnLost, err)
+		return r, Reply{}, true, fmt.Errorf("%w: writing message: %v", errConnLost, err)
 	}
 	if err := w.Close(); err != nil {
 		c.close()
-		return r, fmt.Errorf("%w: ending message: %v", errConnLost, err)
+		return r, Reply{}, true, fmt.Errorf("%w: ending message: %v", errConnLost, err)
 	}
 	c.tr(">", "<test message, "+strconv.Itoa(len(msg))+" bytes>")
 	c.tr(">", ".")
-	return c.readReply()
+	end, err = c.readReply()
+	return r, end, true, err
 }
 
 const lower = "abcdefghijklmnopqrstuvwxyz0123456789"

@@ -374,6 +374,36 @@ func TestDataCountsOnlyAcceptedMessages(t *testing.T) {
 			t.Errorf("first result %+v", r)
 		}
 	})
+	// A server that answers the DATA command itself, without 354, has
+	// received no message: even a 2xx there relays nothing.
+	for _, tc := range []struct {
+		reply, verdict string
+	}{
+		{"250 2.0.0 ok, whatever", Failed},
+		{"554 5.5.1 no valid recipients", Rejected},
+		{"451 4.3.0 try later", Temporary},
+	} {
+		t.Run("DATA answered "+tc.reply[:3], func(t *testing.T) {
+			s := newTestServer(t, &testServer{dataCmdReply: tc.reply})
+			rep, _ := run(t, Options{Addr: s.addr(), Data: true, StartTLS: StartTLSNever})
+			if rep.Counts[Accepted] != 0 || rep.Outcome == "open" || rep.Counts[tc.verdict] != len(rep.Results) {
+				t.Fatalf("DATA → %q: outcome %s counts %v", tc.reply, rep.Outcome, rep.Counts)
+			}
+			r := rep.Results[0]
+			if r.Stage != "data" || len(r.Exchanges) != 3 || r.Exchanges[2].Command != "DATA" || r.Exchanges[2].Reply.Code != atoi3(tc.reply) {
+				t.Errorf("first result %+v", r)
+			}
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			if len(s.messages) != 0 {
+				t.Errorf("%d messages sent", len(s.messages))
+			}
+		})
+	}
+}
+
+func atoi3(reply string) int {
+	return int(reply[0]-'0')*100 + int(reply[1]-'0')*10 + int(reply[2]-'0')
 }
 
 func TestAuthenticatedRelay(t *testing.T) {

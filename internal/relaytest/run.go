@@ -528,20 +528,36 @@ func (w *worker) attempt(f Form, res *Result) (lost bool) {
 	if rp.Code/100 != 2 || !r.o.Data {
 		return false
 	}
-	dr, err := c.data(testMessage(r.o, f, res.ID, r.rep.ServerName))
+	cr, dr, sent, err := c.data(testMessage(r.o, f, res.ID, r.rep.ServerName))
+	if cr.Code != 0 {
+		res.Exchanges = append(res.Exchanges, Exchange{Command: "DATA", Reply: cr})
+	}
+	res.Stage = "data"
 	if err != nil {
-		res.Verdict, res.Stage, res.Error = Failed, "data", err.Error()
+		res.Verdict, res.Error = Failed, err.Error()
 		return true
 	}
-	res.Exchanges = append(res.Exchanges, Exchange{Command: "DATA", Reply: dr})
-	res.Stage = "data"
+	if !sent {
+		// No 354: no message went out, so nothing was relayed whatever
+		// the code (a 2xx here is a protocol error, not an acceptance).
+		res.Verdict = classify(cr.Code)
+		if cr.Code == 421 {
+			res.Verdict = Temporary
+		}
+		if res.Verdict == Accepted {
+			res.Verdict, res.Error = Failed, "DATA answered "+cr.String()+" instead of 354: no message sent"
+		}
+		return false
+	}
+	// RFC 5321 4.1.1.4: only 250 at the end of the data accepts the message.
+	res.Exchanges = append(res.Exchanges, Exchange{Command: ".", Reply: dr})
 	if dr.Code == 250 {
 		res.Verdict = Accepted
 	} else {
 		res.Verdict = classify(dr.Code)
-		if res.Verdict == Accepted { // 2xx other than 250 after DATA
+		if res.Verdict == Accepted { // 2xx other than 250 after the data
 			res.Verdict = Failed
-			res.Error = "unexpected reply after DATA: " + dr.String()
+			res.Error = "unexpected reply at end of data: " + dr.String()
 		}
 	}
 	return false

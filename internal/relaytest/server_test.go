@@ -37,6 +37,9 @@ type testServer struct {
 	rcpt func(path string, authed bool) string
 	// dataReply is the reply after the message ("" = 250).
 	dataReply string
+	// dataCmdReply, if set, answers the DATA command instead of 354 (no
+	// message follows).
+	dataCmdReply string
 	// hangupAfter closes with 421 after this many error replies (0 = never).
 	hangupAfter int
 
@@ -185,6 +188,10 @@ func (s *testServer) serve(nc net.Conn) {
 			s.mu.Unlock()
 			ok = reply(s.rcpt(path, authed))
 		case "DATA":
+			if s.dataCmdReply != "" {
+				ok = reply(s.dataCmdReply)
+				break
+			}
 			reply("354 go ahead")
 			var msg strings.Builder
 			for {
