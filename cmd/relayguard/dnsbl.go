@@ -38,7 +38,8 @@ func init() {
 		Short: "Look up addresses and domains in well-known DNS lists and the configured zones",
 		Long: `Look up each IP address in the client-IP lists and each domain in the domain lists:
 relayguard's built-in catalog of well-known lists plus the [dnsbl] zones of the configuration.
-Exit status: 0 not listed, 1 listed in at least one block list, 2 some list could not be asked.
+Exit status: 0 not listed, 1 listed in at least one block list, 2 some block list could not
+be asked (timeout, SERVFAIL, an error code such as 127.255.255.254, or a disabled zone).
 Large lists refuse queries sent through public resolvers: set dnsbl.resolvers to your own.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -125,10 +126,16 @@ Large lists refuse queries sent through public resolvers: set dnsbl.resolvers to
 			} else {
 				printCheck(cmd.OutOrStdout(), rows)
 			}
+			// A block list that could not be asked (timeout, SERVFAIL), that
+			// answered an error code (e.g. 127.255.255.254: public resolver)
+			// or that is disabled says nothing: never "not listed".
 			listed, failed := false, false
 			for _, r := range rows {
 				listed = listed || (r.Listed && r.Kind == "block")
-				failed = failed || r.Result == dnsbl.TempError.String()
+				switch r.Result {
+				case dnsbl.TempError.String(), dnsbl.ListError.String(), dnsbl.Skipped.String():
+					failed = failed || r.Kind == "block"
+				}
 			}
 			switch {
 			case listed:

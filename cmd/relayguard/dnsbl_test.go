@@ -81,9 +81,22 @@ func TestDNSBLCheckCommand(t *testing.T) {
 			t.Errorf("%s: %q, want %q (all: %v)", k, got[k], v, got)
 		}
 	}
+	// The list that answered an error code is never "not listed": the row
+	// says why (the zone was disabled by the first answer), and the exit
+	// status says the check is incomplete.
+	for _, r := range rows {
+		if r.Target == "127.0.0.9" && r.List == "quota.test" && (r.Listed || !strings.Contains(r.Meaning, "127.255.255.254")) {
+			t.Errorf("127.0.0.9 quota.test: %+v, want the error code named", r)
+		}
+	}
 	out, _, code = runDNSBL(t, conf, "check", "--no-catalog", "127.0.0.9")
+	if code != 2 || strings.Count(out, "LISTED") != 1 { // the header only
+		t.Errorf("clean in bl.test, error code from quota.test: exit %d, want 2\n%s", code, out)
+	}
+	clean := dnsblConfig(t, dns.Addr, []string{"bl.test=127.0.0.[2..11]"}, nil)
+	out, _, code = runDNSBL(t, clean, "check", "--no-catalog", "127.0.0.9")
 	if code != 0 || strings.Count(out, "LISTED") != 1 { // the header only
-		t.Errorf("clean address: exit %d\n%s", code, out)
+		t.Errorf("clean address: exit %d, want 0\n%s", code, out)
 	}
 	if !strings.Contains(out, "TARGET") || !strings.Contains(out, "bl.test") {
 		t.Errorf("table output:\n%s", out)

@@ -45,7 +45,7 @@ type Result struct {
 	Query   string
 	Status  Status
 	Answers []netip.Addr // all A records seen
-	Detail  string       // error text, for ListError and TempError
+	Detail  string       // error text, for ListError and TempError; why, for Skipped
 	Cached  bool
 }
 
@@ -162,8 +162,9 @@ func (c *Checker) DomainZones() []*Zone { return c.dzones }
 // through the cache. It never reads a failure as a listing.
 func (c *Checker) Query(ctx context.Context, z *Zone, qname string) Result {
 	r := Result{Zone: z, Query: qname}
-	if c.disabled(z.Name) {
+	if h, off := c.disabled(z.Name); off {
 		r.Status = Skipped
+		r.Detail = "zone disabled (" + h.State.String() + "): " + h.Detail
 		c.m.queries.WithLabelValues(z.Name, r.Status.String()).Inc()
 		return r
 	}

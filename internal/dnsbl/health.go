@@ -51,11 +51,15 @@ func (c *Checker) allZones() []*Zone {
 	return out
 }
 
-func (c *Checker) disabled(zone string) bool {
+// disabled reports whether zone is skipped, with its health record.
+func (c *Checker) disabled(zone string) (Health, bool) {
 	c.hmu.Lock()
 	defer c.hmu.Unlock()
 	h := c.health[zone]
-	return h != nil && h.State.Disabled()
+	if h == nil {
+		return Health{}, false
+	}
+	return *h, h.State.Disabled()
 }
 
 // HealthReport returns every zone's health, client-IP zones first.
