@@ -5,8 +5,44 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 )
+
+// envLocks serialise the read-modify-write of one message's envelope
+// within this process: the scheduler saving a delivery round and a hold
+// (the rate limiter suspending an account) must not overwrite each other.
+// One lock per message ID in use, so holding one never blocks another.
+var envLocks = struct {
+	sync.Mutex
+	m map[string]*envLock
+}{m: map[string]*envLock{}}
+
+type envLock struct {
+	sync.Mutex
+	users int
+}
+
+// lockEnv locks message id and returns the unlock function.
+func lockEnv(id string) func() {
+	envLocks.Lock()
+	l := envLocks.m[id]
+	if l == nil {
+		l = &envLock{}
+		envLocks.m[id] = l
+	}
+	l.users++
+	envLocks.Unlock()
+	l.Lock()
+	return func() {
+		l.Unlock()
+		envLocks.Lock()
+		if l.users--; l.users == 0 {
+			delete(envLocks.m, id)
+		}
+		envLocks.Unlock()
+	}
+}
 
 // Operator actions on the spool (the postsuper equivalents). They work on
 // the files, so they act the same whether or not a server is running; a
@@ -35,6 +71,7 @@ func OpenForAdmin(dir string, log *slog.Logger) (*Spool, error) {
 
 // Hold stops delivery of a message until Release.
 func Hold(sp *Spool, id, reason string) (*Envelope, error) {
+	defer lockEnv(id)()
 	env, err := sp.Load(id)
 	if err != nil {
 		return nil, err
@@ -58,6 +95,8 @@ func holdEnv(env *Envelope, reason string) {
 
 // Release puts a held message back in the queue, due now.
 func Release(sp *Spool, id string) (*Envelope, error) {
+	unlock := sync.OnceFunc(lockEnv(id))
+	defer unlock()
 	env, err := sp.Load(id)
 	if err != nil {
 		return nil, err
@@ -76,6 +115,7 @@ func Release(sp *Spool, id string) (*Envelope, error) {
 	if err := sp.Update(env); err != nil {
 		return nil, err
 	}
+	unlock()
 	return env, Poke(sp)
 }
 
@@ -95,26 +135,36 @@ func Flush(sp *Spool) (int, error) {
 		return 0, err
 	}
 	n := 0
-	for _, env := range envs {
-		if env.Held {
-			continue
-		}
-		changed := false
-		for i := range env.Recipients {
-			r := &env.Recipients[i]
-			if r.Status == StatusQueued && !r.NextAttempt.IsZero() {
-				r.NextAttempt = time.Time{}
-				changed = true
-			}
+	for _, e := range envs {
+		changed, err := flushOne(sp, e.ID)
+		if err != nil {
+			return n, err
 		}
 		if changed {
-			if err := sp.Update(env); err != nil {
-				return n, err
-			}
 			n++
 		}
 	}
 	return n, Poke(sp)
+}
+
+func flushOne(sp *Spool, id string) (bool, error) {
+	defer lockEnv(id)()
+	env, err := sp.Load(id)
+	if err != nil || env.Held {
+		return false, nil // removed meanwhile, or held
+	}
+	changed := false
+	for i := range env.Recipients {
+		r := &env.Recipients[i]
+		if r.Status == StatusQueued && !r.NextAttempt.IsZero() {
+			r.NextAttempt = time.Time{}
+			changed = true
+		}
+	}
+	if !changed {
+		return false, nil
+	}
+	return true, sp.Update(env)
 }
 
 // HoldUser holds every queued message sent by an authenticated user (after
@@ -125,17 +175,40 @@ func HoldUser(sp *Spool, user, reason string) ([]string, error) {
 		return nil, err
 	}
 	var ids []string
-	for _, env := range envs {
-		if env.AuthUser != user || env.Held {
+	for _, e := range envs {
+		if e.AuthUser != user || e.Held {
 			continue
 		}
-		holdEnv(env, reason)
-		if err := sp.Update(env); err != nil {
+		held, err := holdIf(sp, e.ID, func(env *Envelope) string {
+			if env.AuthUser != user {
+				return ""
+			}
+			return reason
+		})
+		if err != nil {
 			return ids, err
 		}
-		ids = append(ids, env.ID)
+		if held {
+			ids = append(ids, e.ID)
+		}
 	}
 	return ids, nil
+}
+
+// holdIf holds message id, unless it is held already, when why gives a
+// reason.
+func holdIf(sp *Spool, id string, why func(*Envelope) string) (bool, error) {
+	defer lockEnv(id)()
+	env, err := sp.Load(id)
+	if err != nil || env.Held {
+		return false, nil // removed meanwhile, or held already
+	}
+	reason := why(env)
+	if reason == "" {
+		return false, nil
+	}
+	holdEnv(env, reason)
+	return true, sp.Update(env)
 }
 
 // Poke tells a running scheduler to reread the spool now.

@@ -55,6 +55,7 @@ type Scheduler struct {
 	jobsWG    sync.WaitGroup
 	runCtx    context.Context
 	flushStat time.Time
+	holdCheck func(*Envelope) string
 }
 
 // msgState is a message with delivery jobs in progress.
@@ -92,8 +93,44 @@ func NewScheduler(spool *Spool, d Deliverer, cfg *config.Config, log *slog.Logge
 	if s.hostname == "" {
 		s.hostname = "localhost"
 	}
-	spool.Subscribe(func(id string) { s.schedule(id, time.Time{}) })
+	spool.Subscribe(s.admit)
 	return s
+}
+
+// SetHoldCheck sets a check asked about every message as it is spooled,
+// before the scheduler sees it: a non-empty reason holds the message
+// (`relayguard serve` holds the mail of a suspended account this way, so
+// that a session which passed its limit check before the suspension cannot
+// slip a message out). Messages released by an operator are not asked
+// again. Call it before Run.
+func (s *Scheduler) SetHoldCheck(fn func(env *Envelope) string) {
+	s.mu.Lock()
+	s.holdCheck = fn
+	s.mu.Unlock()
+}
+
+// admit is the spool's notice of a newly stored message. It runs before
+// the SMTP reply, so a hold is on disk before the scheduler may start.
+func (s *Scheduler) admit(id string) {
+	s.mu.Lock()
+	check := s.holdCheck
+	s.mu.Unlock()
+	if check != nil {
+		// The check runs on a plain load first: a DSN being spooled from
+		// inside finish (which holds another message's lock) never waits.
+		if env, err := s.spool.Load(id); err == nil && check(env) != "" {
+			var reason string
+			held, err := holdIf(s.spool, id, func(env *Envelope) string { reason = check(env); return reason })
+			if err != nil {
+				s.log.Error("queue: hold", "id", id, "err", err)
+			}
+			if held {
+				s.log.Warn("queue: message held on arrival", "id", id, "user", env.AuthUser, "reason", reason)
+				return
+			}
+		}
+	}
+	s.schedule(id, time.Time{})
 }
 
 // Run delivers until ctx is done, then waits for deliveries in progress.
@@ -402,6 +439,8 @@ func (s *Scheduler) apply(env *Envelope, i int, res deliver.Result, now time.Tim
 // made meanwhile by an operator (hold, delete) win over queued states.
 func (s *Scheduler) finish(ms *msgState, now time.Time) {
 	env := ms.env
+	unlock := lockEnv(env.ID)
+	defer unlock()
 	fresh, err := s.spool.Load(env.ID)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {

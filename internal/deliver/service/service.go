@@ -15,6 +15,7 @@ import (
 	"github.com/relayguard/relayguard/internal/event"
 	"github.com/relayguard/relayguard/internal/queue"
 	"github.com/relayguard/relayguard/internal/ratelimit"
+	"github.com/relayguard/relayguard/internal/userdb"
 )
 
 // Delivery is the running delivery side.
@@ -55,10 +56,30 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, db *sql.DB
 		return nil, err
 	}
 	sched := queue.NewScheduler(spool, d, cfg, log)
+	if acct, ok := users.(accountGetter); ok {
+		// Mail that a suspended account's sessions still get into the
+		// spool (they passed their limit check before the suspension)
+		// is held on arrival like the rest of its queued mail.
+		sched.SetHoldCheck(func(env *queue.Envelope) string {
+			if env.AuthUser == "" {
+				return ""
+			}
+			a, err := acct.Get(ctx, env.AuthUser)
+			if err != nil || !a.Suspended {
+				return ""
+			}
+			return "account " + env.AuthUser + " suspended"
+		})
+	}
 	rctx, cancel := context.WithCancel(ctx)
 	s := &Delivery{Limiter: lim, Scheduler: sched, Deliverer: d, cancel: cancel, done: make(chan error, 1), store: st}
 	go func() { s.done <- sched.Run(rctx) }()
 	return s, nil
+}
+
+// accountGetter reads an account's state (internal/userdb.DB).
+type accountGetter interface {
+	Get(ctx context.Context, user string) (userdb.Account, error)
 }
 
 func closeStore(st ratelimit.Store) {

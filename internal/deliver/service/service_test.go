@@ -150,3 +150,110 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// A stolen account sends over several sessions at once. One session passed
+// its limit check (DATA) and is sending its message when another one hits
+// the limit and the account is suspended: the message that completes after
+// the suspension is held like the rest of the account's mail, not delivered.
+func TestSuspensionHoldsMailOfOpenSessions(t *testing.T) {
+	sink := delivertest.StartSink(t)
+	dir := t.TempDir()
+	cfg := config.Default()
+	cfg.Hostname = "relay.test"
+	cfg.LocalDomains = []string{"relay.test"}
+	cfg.Listeners = []config.ListenerConfig{{Name: "local", Address: "127.0.0.1:0", Mode: config.ModeSubmission, TrustedLocal: true}}
+	cfg.Delivery.Transports = map[string]string{"remote.test": "smtp:" + sink.Addr}
+	cfg.Delivery.RateLimits = config.RateLimitConfig{UserMessagesPerHour: 2, SuspendOnLimit: true}
+	if err := cfg.Finish(dir); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	db, err := store.OpenSQLite(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	users, err := userdb.Open(ctx, db, userdb.Options{PasswordHash: "bcrypt"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	users.Add(ctx, "alice", password)
+	spool, err := queue.OpenSpool(cfg.Spool.Dir, time.Millisecond, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer spool.Close()
+	dl, err := service.Start(ctx, cfg, nil, db, &event.Recorder{}, users, spool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dl.Stop()
+	srv, err := smtpd.New(cfg, smtpd.Deps{Users: users, Creds: users, Spool: spool, Events: event.Discard{}, Limits: dl.Limiter})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Shutdown()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ctx, ln, cfg.Listeners[0])
+	addr := ln.Addr().String()
+
+	// Session A: authenticated, through DATA (message 1 of 2 in the hour).
+	a, err := gosmtp.Dial(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	if err := a.Hello("a.client.test"); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Auth(sasl.NewPlainClient("", "alice", password)); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Mail("alice@relay.test", nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Rcpt("late@remote.test", nil); err != nil {
+		t.Fatal(err)
+	}
+	w, err := a.Data()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Message 2 goes out; message 3 hits the limit and suspends alice.
+	if err := submit(t, addr, "alice", "alice@relay.test", "second@remote.test"); err != nil {
+		t.Fatalf("message 2: %v", err)
+	}
+	waitFor(t, "message 2 delivered", func() bool { return len(sink.Messages(t)) == 1 })
+	var se *gosmtp.SMTPError
+	if err := submit(t, addr, "alice", "alice@relay.test", "third@remote.test"); !errors.As(err, &se) || se.Code != 451 {
+		t.Fatalf("message 3: got %v, want 451", err)
+	}
+	if acct, _ := users.Get(ctx, "alice"); !acct.Suspended {
+		t.Fatal("alice not suspended")
+	}
+	// Session A now completes its message: accepted (it was within the
+	// limit when it began) but held, not delivered.
+	if _, err := w.Write([]byte("From: alice@relay.test\r\nSubject: late\r\n\r\nlate body\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatalf("message 1: %v", err)
+	}
+	envs, err := spool.List()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(envs) != 1 || !envs[0].Held || envs[0].Recipients[0].Addr != "late@remote.test" || envs[0].Recipients[0].Status != queue.StatusHeld {
+		t.Fatalf("queue after the suspension: %+v", envs)
+	}
+	// Nothing more reaches the sink: a release by the operator is the only
+	// way out, and then the message goes.
+	if _, err := queue.Release(spool, envs[0].ID); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "delivery after release", func() bool { return len(sink.Messages(t)) == 2 })
+}
