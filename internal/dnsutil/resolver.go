@@ -363,6 +363,50 @@ func (r *Resolver) LookupIPAddr(ctx context.Context, host string) ([]net.IPAddr,
 	return nil, toNetErr(&Error{Kind: NoData, Name: host, Type: "A/AAAA"})
 }
 
+// LookupNetIP returns the addresses of host for network "ip4" (A records),
+// "ip6" (AAAA) or "ip" (both, as LookupIPAddr), with net.Resolver's
+// signature. Asking one family lets a caller that needs that family (the
+// forward confirmation of a client's reverse name) tell a failure of it
+// from an answer of the other family.
+func (r *Resolver) LookupNetIP(ctx context.Context, network, host string) ([]netip.Addr, error) {
+	var qtype uint16
+	switch network {
+	case "ip4":
+		qtype = dns.TypeA
+	case "ip6":
+		qtype = dns.TypeAAAA
+	case "ip":
+		ips, err := r.LookupIPAddr(ctx, host)
+		var out []netip.Addr
+		for _, a := range ips {
+			if x, ok := netip.AddrFromSlice(a.IP); ok {
+				out = append(out, x.Unmap())
+			}
+		}
+		return out, err
+	default:
+		return nil, &net.DNSError{Err: "unsupported network " + network, Name: host}
+	}
+	ans, err := r.Query(ctx, host, qtype)
+	if err != nil {
+		return nil, toNetErr(err)
+	}
+	var out []netip.Addr
+	for _, rr := range ans.Msg.Answer {
+		switch v := rr.(type) {
+		case *dns.A:
+			if x, ok := netip.AddrFromSlice(v.A.To4()); ok && qtype == dns.TypeA {
+				out = append(out, x)
+			}
+		case *dns.AAAA:
+			if x, ok := netip.AddrFromSlice(v.AAAA.To16()); ok && qtype == dns.TypeAAAA {
+				out = append(out, x)
+			}
+		}
+	}
+	return out, nil
+}
+
 // LookupAddr returns the PTR names of addr (RFC 1035 §3.5, RFC 3596 §2.5).
 func (r *Resolver) LookupAddr(ctx context.Context, addr string) ([]string, error) {
 	rev, err := dns.ReverseAddr(addr)

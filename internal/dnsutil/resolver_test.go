@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -77,5 +78,32 @@ func TestSystemServersAndPublicResolvers(t *testing.T) {
 		if _, ok := dnsutil.PublicResolver(s); ok != public {
 			t.Errorf("PublicResolver(%s) = %v", s, ok)
 		}
+	}
+}
+
+func TestLookupNetIPPerFamily(t *testing.T) {
+	s := dnstest.Start(t)
+	s.Add(t, "d.test. 60 IN A 192.0.2.1", "d.test. 60 IN AAAA 2001:db8::1", "four.test. 60 IN A 192.0.2.4")
+	s.ServFailType("d.test", 28)
+	r, err := dnsutil.New([]string{s.Addr}, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if a, err := r.LookupNetIP(ctx, "ip4", "d.test"); err != nil || len(a) != 1 || a[0].String() != "192.0.2.1" {
+		t.Errorf("ip4 d.test: %v %v", a, err)
+	}
+	var ne *net.DNSError
+	if a, err := r.LookupNetIP(ctx, "ip6", "d.test"); !errors.As(err, &ne) || ne.IsNotFound || !ne.IsTemporary {
+		t.Errorf("ip6 d.test (AAAA SERVFAIL): %v %#v, want a temporary error", a, err)
+	}
+	if a, err := r.LookupNetIP(ctx, "ip6", "four.test"); !errors.As(err, &ne) || !ne.IsNotFound {
+		t.Errorf("ip6 four.test (no AAAA): %v %v, want not found", a, err)
+	}
+	if a, err := r.LookupNetIP(ctx, "ip", "four.test"); err != nil || len(a) != 1 {
+		t.Errorf("ip four.test: %v %v", a, err)
+	}
+	if _, err := r.LookupNetIP(ctx, "tcp", "four.test"); err == nil || !strings.Contains(err.Error(), "tcp") {
+		t.Errorf("network tcp: %v, want an error naming it", err)
 	}
 }

@@ -235,13 +235,13 @@ func (e *Engine) unknownClient(ctx context.Context, req *Request, confirm bool) 
 	}
 	temp := false
 	for _, n := range names[:min(len(names), 5)] {
-		addrs, err := e.res.LookupIPAddr(ctx, n)
+		addrs, err := e.forward(ctx, n, ip)
 		if isTempDNS(err) {
 			temp = true
 			continue
 		}
 		for _, a := range addrs {
-			if x, ok := netip.AddrFromSlice(a.IP); ok && x.Unmap() == ip {
+			if a == ip {
 				return dunno
 			}
 		}
@@ -250,6 +250,37 @@ func (e *Engine) unknownClient(ctx context.Context, req *Request, confirm bool) 
 		return Verdict{Action: Defer, Code: 450, Enhanced: "4.7.25", Text: fmt.Sprintf("Client host rejected: cannot find your hostname, [%s] (temporary DNS failure)", ip)}
 	}
 	return reject(550, "5.7.25", "Client host rejected: cannot find your hostname, [%s]", ip)
+}
+
+// netIPResolver is net.Resolver's per-family lookup; *dnsutil.Resolver has it.
+type netIPResolver interface {
+	LookupNetIP(ctx context.Context, network, host string) ([]netip.Addr, error)
+}
+
+// forward returns the addresses of name in ip's family. Only that family
+// can confirm ip, so only its failure is a temporary failure: with both
+// families asked together, an AAAA SERVFAIL hidden behind an A answer
+// would turn an IPv6 client's DNS trouble into a 550.
+func (e *Engine) forward(ctx context.Context, name string, ip netip.Addr) ([]netip.Addr, error) {
+	if r, ok := e.res.(netIPResolver); ok {
+		network := "ip6"
+		if ip.Is4() {
+			network = "ip4"
+		}
+		addrs, err := r.LookupNetIP(ctx, network, name)
+		for i, a := range addrs {
+			addrs[i] = a.Unmap()
+		}
+		return addrs, err
+	}
+	ips, err := e.res.LookupIPAddr(ctx, name)
+	var out []netip.Addr
+	for _, a := range ips {
+		if x, ok := netip.AddrFromSlice(a.IP); ok {
+			out = append(out, x.Unmap())
+		}
+	}
+	return out, err
 }
 
 // unknownSenderDomain is reject_unknown_sender_domain: the sender domain

@@ -435,3 +435,30 @@ func TestDNSBLScoreFailedAllowlistDefers(t *testing.T) {
 	v = e2.eng.Check(ctx, rcpt("127.0.0.5", "h.test", "", "u@example.test"))
 	expect(t, "listed beyond any allowlist", v, Reject, 554, "dnsbl_score", "DNSBL score 9")
 }
+
+// TestFCrDNSFamilyFailureIsTemporary: reject_unknown_client_hostname
+// confirms a client's reverse name with the records of the client's own
+// family. An A SERVFAIL for an IPv4 client is a 450 even though the name's
+// AAAA records answer (they could never confirm it).
+func TestFCrDNSFamilyFailureIsTemporary(t *testing.T) {
+	dns := world(t)
+	dns.Add(t,
+		"24.0.0.127.in-addr.arpa. 300 IN PTR half.rdns.test.",
+		"half.rdns.test. 300 IN AAAA 2001:db8::24",
+		"25.0.0.127.in-addr.arpa. 300 IN PTR dual.rdns.test.",
+		"dual.rdns.test. 300 IN A 127.0.0.25",
+		"dual.rdns.test. 300 IN AAAA 2001:db8::25",
+	)
+	dns.ServFailType("half.rdns.test", 1)  // A
+	dns.ServFailType("dual.rdns.test", 28) // AAAA
+	e := newEnv(t, dns, func(c *config.Config) {
+		c.Policy.ConnectRestrictions = []string{"reject_unknown_client_hostname"}
+	})
+	ctx := context.Background()
+	conn := func(ip string) Verdict {
+		return e.eng.Check(ctx, &Request{Stage: StageConnect, ClientAddress: netip.MustParseAddr(ip), ClientName: "unknown"})
+	}
+	expect(t, "A SERVFAIL, AAAA answers", conn("127.0.0.24"), Defer, 450, "reject_unknown_client_hostname", "temporary")
+	// The AAAA failure does not matter to an IPv4 client confirmed by A.
+	expect(t, "A confirms, AAAA SERVFAIL", conn("127.0.0.25"), Dunno, 0, "")
+}

@@ -25,12 +25,13 @@ type Server struct {
 	wild     map[string][]string // suffix -> A answers for every name under it
 	dead     map[string]bool
 	servfail map[string]bool
+	sfType   map[string]uint16 // exact name -> the one type answered SERVFAIL
 }
 
 // Start runs a server until the test ends.
 func Start(t testing.TB) *Server {
 	t.Helper()
-	s := &Server{records: map[string][]dns.RR{}, wild: map[string][]string{}, dead: map[string]bool{}, servfail: map[string]bool{}}
+	s := &Server{records: map[string][]dns.RR{}, wild: map[string][]string{}, dead: map[string]bool{}, servfail: map[string]bool{}, sfType: map[string]uint16{}}
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatalf("dnstest: %v", err)
@@ -97,6 +98,14 @@ func (s *Server) ServFail(suffix string, on bool) {
 	s.mu.Unlock()
 }
 
+// ServFailType makes queries for name and type qtype (only) answer
+// SERVFAIL, e.g. a name whose A records answer and whose AAAA fail.
+func (s *Server) ServFailType(name string, qtype uint16) {
+	s.mu.Lock()
+	s.sfType[strings.ToLower(dns.Fqdn(name))] = qtype
+	s.mu.Unlock()
+}
+
 func under(name, suffix string) bool {
 	return name == suffix || strings.HasSuffix(name, "."+suffix)
 }
@@ -122,6 +131,11 @@ func (s *Server) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 	m := new(dns.Msg)
 	m.SetReply(req)
 	m.Authoritative = true
+	if t, ok := s.sfType[name]; ok && t == q.Qtype {
+		m.SetRcode(req, dns.RcodeServerFailure)
+		w.WriteMsg(m)
+		return
+	}
 	for suf, on := range s.servfail {
 		if on && under(name, suf) {
 			m.SetRcode(req, dns.RcodeServerFailure)
