@@ -154,6 +154,16 @@ func runReport(cmd *cobra.Command, args []string) error {
 			return err
 		}
 	}
+	// --mail-to is checked before the (possibly long) reading of the logs.
+	var mailTo []string
+	if rf.mailTo != "" {
+		if mailTo, err = report.ParseRecipients(rf.mailTo); err != nil {
+			return fmt.Errorf("--mail-to: %w", err)
+		}
+		if cfg.Report.SMTPServer == "" {
+			return fmt.Errorf("--mail-to: [report] smtp_server is empty")
+		}
+	}
 	format := cfg.Report.Format
 	if rf.format != "" {
 		format = rf.format
@@ -222,8 +232,8 @@ func runReport(cmd *cobra.Command, args []string) error {
 	if err != nil {
 		return err
 	}
-	if rf.mailTo != "" {
-		return mailReport(ctx, cfg, sum, text.String(), format == "html" || cfg.Report.HTMLMail)
+	if len(mailTo) > 0 {
+		return mailReport(ctx, cfg, sum, mailTo, text.String(), format == "html" || cfg.Report.HTMLMail)
 	}
 	if rf.output != "" {
 		if err := os.WriteFile(rf.output, out.Bytes(), 0o644); err != nil {
@@ -236,7 +246,7 @@ func runReport(cmd *cobra.Command, args []string) error {
 }
 
 // mailReport sends the report to --mail-to through [report] smtp_server.
-func mailReport(ctx context.Context, cfg *config.Config, sum *report.Summary, text string, withHTML bool) error {
+func mailReport(ctx context.Context, cfg *config.Config, sum *report.Summary, to []string, text string, withHTML bool) error {
 	host := cfg.Hostname
 	if host == "" {
 		host, _ = os.Hostname()
@@ -244,15 +254,6 @@ func mailReport(ctx context.Context, cfg *config.Config, sum *report.Summary, te
 	from := cfg.Report.MailFrom
 	if from == "" {
 		from = "relayguard@" + host
-	}
-	if cfg.Report.SMTPServer == "" {
-		return fmt.Errorf("--mail-to: [report] smtp_server is empty")
-	}
-	var to []string
-	for _, a := range strings.Split(reportFlags.mailTo, ",") {
-		if a = strings.TrimSpace(a); a != "" {
-			to = append(to, a)
-		}
 	}
 	subject := reportFlags.subject
 	if subject == "" {

@@ -167,10 +167,21 @@ func TestReportMailTo(t *testing.T) {
 	}()
 	dir := t.TempDir()
 	conf := filepath.Join(dir, "rg.toml")
-	os.WriteFile(conf, []byte("[report]\nsmtp_server = \""+ln.Addr().String()+"\"\nmail_from = \"rg@mx1.test\"\n"), 0o644)
+	// A display name in mail_from and --mail-to belongs in the header only:
+	// the envelope takes the bare address (RFC 5321 4.1.2).
+	os.WriteFile(conf, []byte("[report]\nsmtp_server = \""+ln.Addr().String()+"\"\nmail_from = \"Mail Reports <rg@mx1.test>\"\n"), 0o644)
 	logf := filepath.Join(dir, "mail.log")
 	os.WriteFile(logf, []byte(reportLog(time.Now())), 0o644)
-	out, errs, code := runReportCLI(t, "", "--config", conf, "--data-dir", dir, "report", "--mail-to", "admin@mx1.test", "--subject", "daily", logf)
+
+	// A bad address is refused before anything is read or sent.
+	for _, bad := range []string{"admin@@mx1.test", "admin@mx1.test, <oops", " , "} {
+		out, errs, code := runReportCLI(t, "", "--config", conf, "--data-dir", dir, "report", "--mail-to", bad, filepath.Join(dir, "no-such.log"))
+		if code == 0 || !strings.Contains(errs, "--mail-to") || strings.Contains(errs, "no-such.log") {
+			t.Errorf("--mail-to %q: code %d, want an error naming the address before reading logs: %s %s", bad, code, out, errs)
+		}
+	}
+
+	out, errs, code := runReportCLI(t, "", "--config", conf, "--data-dir", dir, "report", "--mail-to", "Admin <admin@mx1.test>, second@mx1.test", "--subject", "daily", logf)
 	if code != 0 {
 		t.Fatalf("code %d: %s %s", code, out, errs)
 	}
@@ -179,7 +190,9 @@ func TestReportMailTo(t *testing.T) {
 	}
 	select {
 	case m := <-got:
-		for _, want := range []string{"MAIL FROM:<rg@mx1.test>", "RCPT TO:<admin@mx1.test>", "Subject: daily", "multipart/alternative", "text/html", "Grand Totals"} {
+		for _, want := range []string{"MAIL FROM:<rg@mx1.test>\r\n", "RCPT TO:<admin@mx1.test>\r\n", "RCPT TO:<second@mx1.test>\r\n",
+			"From: \"Mail Reports\" <rg@mx1.test>", "To: \"Admin\" <admin@mx1.test>, <second@mx1.test>",
+			"Subject: daily", "multipart/alternative", "text/html", "Grand Totals"} {
 			if !strings.Contains(m, want) {
 				t.Errorf("mail lacks %q:\n%.2000s", want, m)
 			}

@@ -9,6 +9,7 @@ import (
 	"mime/multipart"
 	"mime/quotedprintable"
 	"net"
+	"net/mail"
 	"net/smtp"
 	"net/textproto"
 	"strings"
@@ -37,7 +38,11 @@ func (m *Mail) Build() ([]byte, error) {
 	if date.IsZero() {
 		date = time.Now()
 	}
-	fmt.Fprintf(&b, "From: %s\r\n", m.From)
+	from := m.From
+	if a, err := mail.ParseAddress(from); err == nil {
+		from = a.String() // a non-ASCII display name is RFC 2047-encoded
+	}
+	fmt.Fprintf(&b, "From: %s\r\n", from)
 	fmt.Fprintf(&b, "To: %s\r\n", strings.Join(m.To, ", "))
 	fmt.Fprintf(&b, "Subject: %s\r\n", mime.QEncoding.Encode("utf-8", m.Subject))
 	fmt.Fprintf(&b, "Date: %s\r\n", date.Format(time.RFC1123Z))
@@ -123,10 +128,12 @@ func (m *Mail) Send(ctx context.Context) error {
 			return fmt.Errorf("mail: %s: AUTH: %w", m.Server, err)
 		}
 	}
-	if err := c.Mail(m.From); err != nil {
-		return fmt.Errorf("mail: %s: MAIL FROM:<%s>: %w", m.Server, m.From, err)
+	from := envelopeAddr(m.From)
+	if err := c.Mail(from); err != nil {
+		return fmt.Errorf("mail: %s: MAIL FROM:<%s>: %w", m.Server, from, err)
 	}
 	for _, to := range m.To {
+		to = envelopeAddr(to)
 		if err := c.Rcpt(to); err != nil {
 			return fmt.Errorf("mail: %s: RCPT TO:<%s>: %w", m.Server, to, err)
 		}
@@ -142,6 +149,37 @@ func (m *Mail) Send(ctx context.Context) error {
 		return fmt.Errorf("mail: %s: end of data: %w", m.Server, err)
 	}
 	return c.Quit()
+}
+
+// envelopeAddr is the bare address of a header address such as
+// "Reports <r@example.org>" (RFC 5322 section 3.4): MAIL FROM and RCPT TO
+// take only the addr-spec (RFC 5321 section 4.1.2).
+func envelopeAddr(s string) string {
+	if a, err := mail.ParseAddress(s); err == nil {
+		return a.Address
+	}
+	return s
+}
+
+// ParseRecipients parses a comma-separated list of addresses (--mail-to),
+// each with or without a display name. An error names the bad entry.
+func ParseRecipients(list string) ([]string, error) {
+	var out []string
+	for _, a := range strings.Split(list, ",") {
+		a = strings.TrimSpace(a)
+		if a == "" {
+			continue
+		}
+		p, err := mail.ParseAddress(a)
+		if err != nil {
+			return nil, fmt.Errorf("%q: %w", a, err)
+		}
+		out = append(out, p.String())
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%q: no address", list)
+	}
+	return out, nil
 }
 
 func isLoopback(host string) bool {
