@@ -238,13 +238,14 @@ func (e *Engine) Check(ctx context.Context, req *Request) Verdict {
 		if v.Prepend != "" {
 			prepends = append(prepends, v.Prepend)
 		}
-		if v.Action == Dunno || v.Action == Warn {
-			if v.Action == Warn {
-				e.logVerdict(req, stage, v, "warn")
-			}
+		if v.Action == Dunno {
 			continue
 		}
 		v.Rule = r.name
+		if v.Action == Warn {
+			e.logVerdict(req, stage, v, "warn")
+			continue
+		}
 		if r.warn && (v.Action == Reject || v.Action == Defer) {
 			e.log.Warn("warn_if_reject: would have refused", "rule", r.name, "stage", string(stage),
 				"client", req.ClientAddress.String(), "helo", req.Helo, "sender", req.Sender, "recipient", req.Recipient,

@@ -462,3 +462,23 @@ func TestFCrDNSFamilyFailureIsTemporary(t *testing.T) {
 	// The AAAA failure does not matter to an IPv4 client confirmed by A.
 	expect(t, "A confirms, AAAA SERVFAIL", conn("127.0.0.25"), Dunno, 0, "")
 }
+
+// TestWarnActionNamesItsRule: an access table's WARN is logged with the
+// rule that matched, and evaluation goes on.
+func TestWarnActionNamesItsRule(t *testing.T) {
+	e := newEnv(t, world(t), func(c *config.Config) {
+		c.Policy.ConnectRestrictions = []string{"check_client_access watch", "reject"}
+		c.Policy.Access = []config.AccessTable{{Name: "watch", Entries: []string{"127.0.0.43 WARN suspicious neighbour"}}}
+	})
+	v := e.eng.Check(context.Background(), &Request{Stage: StageConnect, ClientAddress: netip.MustParseAddr("127.0.0.43")})
+	expect(t, "warn then reject", v, Reject, 554, "reject")
+	var warn string
+	for _, l := range strings.Split(e.logs.String(), "\n") {
+		if strings.Contains(l, "policy warn") {
+			warn = l
+		}
+	}
+	if !strings.Contains(warn, "rule=check_client_access") || !strings.Contains(warn, "suspicious neighbour") {
+		t.Errorf("WARN log line %q does not name rule check_client_access and its text\n%s", warn, e.logs.String())
+	}
+}
