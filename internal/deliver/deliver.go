@@ -41,6 +41,8 @@ type Result struct {
 	Enhanced string
 	Text     string
 	Host     string // the peer that answered (host or path)
+
+	loop bool // the peer is this server itself
 }
 
 // Error is the result as one line for logs and the queue's last_error.

@@ -5,6 +5,7 @@ import (
 	"context"
 	"io"
 	"net"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -182,5 +183,34 @@ func TestAddressLiteral(t *testing.T) {
 		if r.OK || r.Temp || r.Code != 553 || r.Enhanced != "5.1.2" {
 			t.Errorf("literal %s: got %+v, want 553 5.1.2", lit, r)
 		}
+	}
+}
+
+// RFC 5321 §5.1: when this server finds itself among a domain's MX hosts
+// (relay_domains: a backup MX), it does not try itself or worse ones. With
+// the better MX unreachable the mail waits for it (temporary); only when
+// this server is the best MX is it a loop (permanent 5.4.6).
+func TestBackupMXWaitsForPrimary(t *testing.T) {
+	self := startScriptedPeer(t, "220 relay.test ESMTP\r\n", map[string]string{}) // greets with our own name
+	_, port, _ := net.SplitHostPort(self.Addr)
+	s := newSetup(t,
+		"backup.test. 300 IN MX 10 primary.backup.test.",
+		"backup.test. 300 IN MX 20 me.backup.test.",
+		"primary.backup.test. 300 IN A 127.0.0.2", // nobody listens there
+		"me.backup.test. 300 IN A 127.0.0.1",
+		"best.test. 300 IN MX 10 me.backup.test.",
+	)
+	s.mxPort, _ = strconv.Atoi(port)
+	d := s.deliverer(t)
+	r := d.Deliver(context.Background(), "backup.test", request("u@backup.test"))[0]
+	if r.OK || !r.Temp || r.Host != "primary.backup.test" {
+		t.Fatalf("backup MX with the primary down: got %+v, want a temporary failure at the primary", r)
+	}
+	r = d.Deliver(context.Background(), "best.test", request("u@best.test"))[0]
+	if r.OK || r.Temp || r.Code != 554 || r.Enhanced != "5.4.6" {
+		t.Fatalf("best MX is this host: got %+v, want 554 5.4.6", r)
+	}
+	if self.Messages.Load() != 0 {
+		t.Fatal("a message was sent to this host itself")
 	}
 }

@@ -97,6 +97,7 @@ func (s *SMTP) DeliverMX(ctx context.Context, domain string, req *Request) []Res
 	pol := s.policyFor(domain)
 	var last []Result
 	tried := 0
+hosts:
 	for _, h := range hosts {
 		addrs, err := s.Resolver.Addrs(ctx, h.Name)
 		if err != nil {
@@ -115,6 +116,18 @@ func (s *SMTP) DeliverMX(ctx context.Context, domain string, req *Request) []Res
 			tried++
 			t := target{addr: netip.AddrPortFrom(a, uint16(port)).String(), name: h.Name, policy: pol}
 			res, next := s.attempt(ctx, t, req)
+			if len(res) > 0 && res[0].loop {
+				// RFC 5321 §5.1: this host is one of the domain's MX
+				// hosts; those of its preference and worse are not
+				// tried. As the best MX we have nowhere to send the
+				// mail (a loop, permanent); as a backup MX the better
+				// ones were unreachable, so the mail waits for them.
+				if h.Pref == hosts[0].Pref || last == nil {
+					return res
+				}
+				s.Log.Info("deliver: this host is a backup MX; better MX hosts unreachable", "id", req.ID, "domain", domain, "pref", h.Pref)
+				break hosts
+			}
 			if !next {
 				return res
 			}
@@ -205,7 +218,11 @@ func (s *SMTP) attempt(ctx context.Context, t target, req *Request) (res []Resul
 		if err != nil {
 			s.Log.Info("deliver: peer unusable", "id", req.ID, "peer", t.addr, "name", t.name, "err", err)
 			if errors.Is(err, errLoop) {
-				return permAll(req.Rcpts, t.name, 554, "5.4.6", "mail for %s loops back to myself (%s)", t.name, t.addr), false
+				res := permAll(req.Rcpts, t.name, 554, "5.4.6", "mail for %s loops back to myself (%s)", t.name, t.addr)
+				for i := range res {
+					res[i].loop = true
+				}
+				return res, false
 			}
 			var re *ReplyError
 			if errors.As(err, &re) && re.Stage == "AUTH" {
