@@ -178,9 +178,12 @@ func TestScoreNoErrorIsAListing(t *testing.T) {
 	if clean.Score != 0 || len(clean.Listed()) != 0 {
 		t.Errorf("clean client score = %d, listed in %v", clean.Score, clean.Listed())
 	}
-	// The over-quota answer made quota.test unhealthy: now it is skipped.
-	if g := statusOf(clean, "quota.test"); g != Skipped && g != ListError {
-		t.Errorf("quota.test after list error: %v", g)
+	// The over-quota answer made quota.test unhealthy: now it is skipped,
+	// and the result says why.
+	for _, r := range clean.Results {
+		if r.Zone.Name == "quota.test" && (r.Status != Skipped || !strings.Contains(r.Detail, "refusing") || !strings.Contains(r.Detail, "127.255.255.254")) {
+			t.Errorf("quota.test after list error: %v %q, want skipped naming the error code", r.Status, r.Detail)
+		}
 	}
 	for _, h := range c.HealthReport() {
 		if h.Zone == "quota.test" && h.State != Refusing {
