@@ -128,9 +128,24 @@ func truncateReply(s string) string {
 	return s
 }
 
+// dataEndTimeout is the least time allowed for the reply to the end of the
+// message: RFC 5321 §4.5.3.2.6 asks for 10 minutes, since the server may
+// be scanning the message; giving up sooner makes us send it again.
+const dataEndTimeout = 10 * time.Minute
+
 // reply reads one (possibly multi-line) reply.
 func (c *client) reply() (Reply, error) {
 	c.deadline()
+	return c.readReply()
+}
+
+// dataEndReply reads a reply to the end of the message.
+func (c *client) dataEndReply() (Reply, error) {
+	c.conn.SetDeadline(time.Now().Add(max(c.timeout, dataEndTimeout)))
+	return c.readReply()
+}
+
+func (c *client) readReply() (Reply, error) {
 	code, msg, err := readReply(c.text.R)
 	if err != nil {
 		return Reply{}, errProto{fmt.Errorf("reading reply: %w", err)}
@@ -394,7 +409,7 @@ func (c *client) send(ctx context.Context, from string, rcpts []string, o txOpti
 		return out, errProto{fmt.Errorf("sending message end: %w", err)}
 	}
 	if !c.lmtp {
-		fin, err := c.reply()
+		fin, err := c.dataEndReply()
 		if err != nil {
 			for _, i := range accepted {
 				out[i] = Reply{}
@@ -409,7 +424,7 @@ func (c *client) send(ctx context.Context, from string, rcpts []string, o txOpti
 		return out, nil
 	}
 	for n, i := range accepted {
-		fin, err := c.reply()
+		fin, err := c.dataEndReply()
 		if err != nil {
 			for _, j := range accepted[n:] {
 				out[j] = Reply{}

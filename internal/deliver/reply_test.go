@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/relayguard/relayguard/internal/config"
 	"github.com/relayguard/relayguard/internal/deliver/delivertest"
 )
 
@@ -212,5 +213,20 @@ func TestBackupMXWaitsForPrimary(t *testing.T) {
 	}
 	if self.Messages.Load() != 0 {
 		t.Fatal("a message was sent to this host itself")
+	}
+}
+
+// RFC 5321 §4.5.3.2.6: the reply to the end of the message may take up to
+// 10 minutes (the server may be scanning it). A client that gives up after
+// its per-command timeout marks as failed a message the peer then accepts,
+// and sends it again at the next retry.
+func TestDataEndWaitsLongerThanCommandTimeout(t *testing.T) {
+	peer := delivertest.StartGoPeer(t, delivertest.GoPeerOptions{DataDelay: 5 * time.Second})
+	s := newSetup(t)
+	s.cfg.Transports = map[string]string{"slowscan.test": "smtp:" + peer.Addr}
+	s.cfg.CommandTimeout = config.Duration(2 * time.Second) // generous for the other replies on a loaded machine
+	wantOK(t, s.deliverer(t).Deliver(context.Background(), "slowscan.test", request("u@slowscan.test")), 1)
+	if n := len(peer.Messages()); n != 1 {
+		t.Fatalf("peer got %d messages", n)
 	}
 }
