@@ -119,20 +119,88 @@ func (b *IPT) state(ctx context.Context, f iptFamily) (exists bool, jumps []stri
 	return exists, jumps, nil
 }
 
+// iptPrev is one family's lockdown before a change: whether our chain
+// existed, its rules and the jumps to it.
+type iptPrev struct {
+	exists bool
+	jumps  []string
+	rules  []string // "-A RELAYGUARD-EGRESS ..." lines
+}
+
+func (b *IPT) snapshot(ctx context.Context, f iptFamily) (iptPrev, error) {
+	var p iptPrev
+	var err error
+	if p.exists, p.jumps, err = b.state(ctx, f); err != nil || !p.exists {
+		return p, err
+	}
+	out, err := run(ctx, "", f.bin, "-w", "-t", "filter", "-S", IPTChain)
+	if err != nil {
+		return p, fmt.Errorf("egress: %w", err)
+	}
+	for _, l := range strings.Split(out, "\n") {
+		if strings.HasPrefix(l, "-A "+IPTChain+" ") {
+			p.rules = append(p.rules, l)
+		}
+	}
+	return p, nil
+}
+
 // Apply implements Backend: one iptables-restore --noflush per family.
+// iptables has no transaction spanning IPv4 and IPv6, so when the second
+// family fails the first is put back as it was: either both families get
+// the new lockdown or neither changes.
 func (b *IPT) Apply(ctx context.Context, s Spec) error {
 	if len(s.Ports) > 15 {
 		return fmt.Errorf("egress: iptables backend: %d ports, multiport takes at most 15", len(s.Ports))
 	}
-	for _, f := range b.families() {
-		_, jumps, err := b.state(ctx, f)
+	fams := b.families()
+	prev := make([]iptPrev, len(fams))
+	for i, f := range fams {
+		p, err := b.snapshot(ctx, f)
 		if err != nil {
 			return err
 		}
-		in := restoreInput(s, f, jumps)
+		prev[i] = p
+	}
+	for i, f := range fams {
+		in := restoreInput(s, f, prev[i].jumps)
 		if _, err := run(ctx, in, f.bin+"-restore", "-w", "--noflush"); err != nil {
-			return fmt.Errorf("egress: apply %s: %w", f.name, err)
+			err = fmt.Errorf("egress: apply %s: %w", f.name, err)
+			for j := i - 1; j >= 0; j-- {
+				if rerr := b.restore(context.WithoutCancel(ctx), fams[j], prev[j]); rerr != nil {
+					return fmt.Errorf("%w; rolling back %s also failed: %v", err, fams[j].name, rerr)
+				}
+			}
+			return err
 		}
+	}
+	return nil
+}
+
+// restore puts one family's lockdown back to p (none, or p's chain and jumps).
+func (b *IPT) restore(ctx context.Context, f iptFamily, p iptPrev) error {
+	if !p.exists {
+		return b.removeFamily(ctx, f)
+	}
+	_, jumps, err := b.state(ctx, f)
+	if err != nil {
+		return err
+	}
+	var in strings.Builder
+	in.WriteString("*filter\n")
+	fmt.Fprintf(&in, ":%s - [0:0]\n", IPTChain) // flushes the chain
+	for _, r := range p.rules {
+		fmt.Fprintf(&in, "%s\n", r)
+	}
+	for _, j := range jumps {
+		fmt.Fprintf(&in, "-D OUTPUT %s\n", j)
+	}
+	for _, j := range slices.Backward(p.jumps) {
+		fmt.Fprintf(&in, "-I OUTPUT 1 %s\n", j)
+	}
+	in.WriteString("COMMIT\n")
+	if _, err := run(ctx, in.String(), f.bin+"-restore", "-w", "--noflush"); err != nil {
+		return fmt.Errorf("egress: restore %s: %w", f.name, err)
 	}
 	return nil
 }
@@ -140,25 +208,32 @@ func (b *IPT) Apply(ctx context.Context, s Spec) error {
 // Remove implements Backend: the jumps to our chain, then the chain.
 func (b *IPT) Remove(ctx context.Context) error {
 	for _, f := range b.families() {
-		exists, jumps, err := b.state(ctx, f)
-		if err != nil {
+		if err := b.removeFamily(ctx, f); err != nil {
 			return err
 		}
-		if !exists && len(jumps) == 0 {
-			continue
-		}
-		var in strings.Builder
-		in.WriteString("*filter\n")
-		for _, j := range jumps {
-			fmt.Fprintf(&in, "-D OUTPUT %s\n", j)
-		}
-		if exists {
-			fmt.Fprintf(&in, "-F %s\n-X %s\n", IPTChain, IPTChain)
-		}
-		in.WriteString("COMMIT\n")
-		if _, err := run(ctx, in.String(), f.bin+"-restore", "-w", "--noflush"); err != nil {
-			return fmt.Errorf("egress: remove %s: %w", f.name, err)
-		}
+	}
+	return nil
+}
+
+func (b *IPT) removeFamily(ctx context.Context, f iptFamily) error {
+	exists, jumps, err := b.state(ctx, f)
+	if err != nil {
+		return err
+	}
+	if !exists && len(jumps) == 0 {
+		return nil
+	}
+	var in strings.Builder
+	in.WriteString("*filter\n")
+	for _, j := range jumps {
+		fmt.Fprintf(&in, "-D OUTPUT %s\n", j)
+	}
+	if exists {
+		fmt.Fprintf(&in, "-F %s\n-X %s\n", IPTChain, IPTChain)
+	}
+	in.WriteString("COMMIT\n")
+	if _, err := run(ctx, in.String(), f.bin+"-restore", "-w", "--noflush"); err != nil {
+		return fmt.Errorf("egress: remove %s: %w", f.name, err)
 	}
 	return nil
 }
