@@ -32,6 +32,7 @@ const (
 	Refused                  // RCODE 5
 	Timeout                  // no answer before the deadline
 	Other                    // network error, FORMERR, truncated and unusable...
+	BadName                  // not a valid domain name (RFC 1035 §2.3.4): no query sent; no such name can exist
 )
 
 func (k Kind) String() string {
@@ -46,12 +47,14 @@ func (k Kind) String() string {
 		return "REFUSED"
 	case Timeout:
 		return "timeout"
+	case BadName:
+		return "invalid domain name"
 	}
 	return "error"
 }
 
-// Error is a failed lookup. NXDomain and NoData are definite negative
-// answers; every other kind is temporary.
+// Error is a failed lookup. NXDomain, NoData and BadName are definite
+// negative answers; every other kind is temporary.
 type Error struct {
 	Kind   Kind
 	Name   string
@@ -76,8 +79,11 @@ func (e *Error) Error() string {
 
 func (e *Error) Unwrap() error { return e.Err }
 
-// NotFound reports whether the answer was a definite "no such record".
-func (e *Error) NotFound() bool { return e.Kind == NXDomain || e.Kind == NoData }
+// NotFound reports whether the answer was a definite "no such record". A
+// name that is not a valid domain name is one: it cannot exist, and
+// retrying cannot change that (a malformed sender domain is "not found",
+// never a temporary failure the client would retry forever).
+func (e *Error) NotFound() bool { return e.Kind == NXDomain || e.Kind == NoData || e.Kind == BadName }
 
 // Temporary reports whether the lookup may succeed if retried.
 func (e *Error) Temporary() bool { return !e.NotFound() }
@@ -180,7 +186,7 @@ func (r *Resolver) Query(ctx context.Context, name string, qtype uint16) (Answer
 	fqdn := dns.Fqdn(name)
 	tname := dns.TypeToString[qtype]
 	if _, ok := dns.IsDomainName(fqdn); !ok {
-		return Answer{}, &Error{Kind: Other, Name: name, Type: tname, Err: errors.New("invalid domain name")}
+		return Answer{}, &Error{Kind: BadName, Name: name, Type: tname}
 	}
 	m := new(dns.Msg)
 	m.SetQuestion(fqdn, qtype)

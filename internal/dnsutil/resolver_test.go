@@ -107,3 +107,29 @@ func TestLookupNetIPPerFamily(t *testing.T) {
 		t.Errorf("network tcp: %v, want an error naming it", err)
 	}
 }
+
+// TestBadNameIsNotFound: a name that cannot be a domain name is a definite
+// "not found", asked of no server, never a temporary failure.
+func TestBadNameIsNotFound(t *testing.T) {
+	s := dnstest.Start(t)
+	r, err := dnsutil.New([]string{s.Addr}, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for _, name := range []string{"a..b.test", strings.Repeat("x", 64) + ".test"} {
+		_, _, err := r.LookupA4(ctx, name)
+		var de *dnsutil.Error
+		if !errors.As(err, &de) || de.Kind != dnsutil.BadName || !de.NotFound() || !strings.Contains(err.Error(), name) {
+			t.Errorf("LookupA4(%q): %v, want a not-found BadName naming the input", name, err)
+		}
+		_, err = r.LookupMX(ctx, name)
+		var ne *net.DNSError
+		if !errors.As(err, &ne) || !ne.IsNotFound || ne.IsTemporary {
+			t.Errorf("LookupMX(%q): %#v, want not found", name, err)
+		}
+	}
+	if n := s.Queries.Load(); n != 0 {
+		t.Errorf("%d queries sent for invalid names", n)
+	}
+}

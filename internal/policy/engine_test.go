@@ -188,6 +188,8 @@ func TestClientAndSenderChecks(t *testing.T) {
 	if v.Enhanced != "5.7.27" {
 		t.Errorf("null MX enhanced code %q, want 5.7.27 (RFC 7505)", v.Enhanced)
 	}
+	// A malformed domain cannot exist: 550, not a 450 retried forever.
+	expect(t, "malformed domain", st(StageMail, "192.0.2.1", "h.test", "a@bad..name.test"), Reject, 550, "reject_unknown_sender_domain", "Domain not found")
 	v = st(StageMail, "192.0.2.1", "h.test", "a@sfdomain.test")
 	expect(t, "SERVFAIL sender domain", v, Defer, 450, "reject_unknown_sender_domain", "temporary")
 	if !v.IfPermit {
