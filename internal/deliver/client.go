@@ -370,6 +370,14 @@ func (c *client) send(ctx context.Context, from string, rcpts []string, o txOpti
 		}
 	}
 	if mailR.Code != 250 {
+		if dataR.Code == 354 {
+			// A pipelining peer that refused MAIL yet started DATA
+			// (RFC 2920 §3.1): end the empty message so the session
+			// is back at a command (RSET, QUIT) rather than in data.
+			c.deadline()
+			c.text.PrintfLine(".")
+			c.reply()
+		}
 		return fill(out, mailR, nil), nil
 	}
 	fill(out, mailR, rcptR)

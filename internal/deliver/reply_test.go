@@ -230,3 +230,24 @@ func TestDataEndWaitsLongerThanCommandTimeout(t *testing.T) {
 		t.Fatalf("peer got %d messages", n)
 	}
 }
+
+// A pipelining peer that refuses MAIL but (wrongly) answers DATA with 354:
+// the client ends the empty message and the session stays usable; without
+// that, the RSET that follows would be read as message text and both sides
+// would wait for each other until the command timeout.
+func TestPipelinedMailRefusedButDataStarted(t *testing.T) {
+	peer := startScriptedPeer(t, "220 odd.test ESMTP\r\n", map[string]string{
+		"EHLO": "250-odd.test\r\n250 PIPELINING\r\n",
+		"MAIL": "451 4.3.0 try later\r\n",
+		"RCPT": "503 5.5.1 need MAIL\r\n",
+		"DATA": "354 go ahead\r\n",
+		".":    "554 5.5.1 no valid recipients\r\n",
+	})
+	s := newSetup(t)
+	s.cfg.Transports = map[string]string{"odd.test": "smtp:" + peer.Addr}
+	s.cfg.CommandTimeout = config.Duration(time.Hour) // a hang would show as a test timeout
+	r := s.deliverer(t).Deliver(context.Background(), "odd.test", request("u@odd.test"))[0]
+	if r.OK || !r.Temp || r.Code != 451 {
+		t.Fatalf("got %+v, want the MAIL reply 451", r)
+	}
+}
