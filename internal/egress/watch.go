@@ -97,9 +97,14 @@ type Watcher struct {
 	Metric *Metrics   // nil: none
 	Attrib Attributor
 
-	// Dedupe folds packets of the same 5-tuple within this window into one
-	// attempt (TCP retransmits a dropped SYN for about two minutes).
+	// Dedupe folds packets of the same 5-tuple into one attempt as long as
+	// they come less than this apart (0: 3 minutes). TCP retransmits a
+	// dropped SYN with a backoff capped at TCP_RTO_MAX, 120 s, for as long
+	// as net.ipv4.tcp_syn_retries says (about two minutes by default), so
+	// every retransmission falls within the window of the one before.
 	Dedupe time.Duration
+	// now is the clock (nil: time.Now); tests set it.
+	now func() time.Time
 
 	// AttributeRate caps process lookups per second (0: 50); beyond it
 	// attempts are reported with uid only and a log line says so.
@@ -126,6 +131,13 @@ type Watcher struct {
 type fiveTuple struct {
 	src, dst         netip.Addr
 	srcPort, dstPort uint16
+}
+
+func (w *Watcher) clock() time.Time {
+	if w.now != nil {
+		return w.now()
+	}
+	return time.Now()
 }
 
 func (w *Watcher) log() *slog.Logger {
@@ -165,7 +177,7 @@ func (w *Watcher) Handle(ctx context.Context, p nflog.Packet) (Attempt, bool) {
 		return Attempt{}, false
 	}
 	key := fiveTuple{p.Src, p.Dst, p.SrcPort, p.DstPort}
-	now := time.Now()
+	now := w.clock()
 	dedupe := w.Dedupe
 	if dedupe <= 0 {
 		dedupe = 3 * time.Minute
@@ -177,6 +189,9 @@ func (w *Watcher) Handle(ctx context.Context, p nflog.Packet) (Attempt, bool) {
 		w.lastAlert = map[uint32]time.Time{}
 	}
 	if t, ok := w.seen[key]; ok && now.Sub(t) < dedupe {
+		// A retransmission: it extends the attempt's window, so that a
+		// long retry sequence (tcp_syn_retries raised) stays one attempt.
+		w.seen[key] = now
 		w.mu.Unlock()
 		return Attempt{}, false
 	}
@@ -290,7 +305,7 @@ func (w *Watcher) checkAlert(ctx context.Context, a Attempt) {
 	if w.AlertThreshold <= 0 || w.AlertWindow <= 0 {
 		return
 	}
-	now := time.Now()
+	now := w.clock()
 	w.mu.Lock()
 	ts := w.perUID[a.UID]
 	keep := ts[:0]

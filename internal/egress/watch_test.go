@@ -122,3 +122,41 @@ func TestWatcherAttributionRateLimit(t *testing.T) {
 		t.Errorf("%d of 5 attempts rate-limited with a limit of 2/s", limited)
 	}
 }
+
+// A SYN retransmitted on the kernel's backoff (1, 2, 4, ... s, capped at
+// TCP_RTO_MAX = 120 s) is one attempt however long the retries go on
+// (net.ipv4.tcp_syn_retries raised to 10 here: retries for about 10
+// minutes); a new connection from another source port is a new attempt.
+func TestWatcherFoldsLongSYNRetries(t *testing.T) {
+	t0 := time.Unix(1700000000, 0)
+	clock := t0
+	w := &Watcher{now: func() time.Time { return clock }, AttributeRate: 1000}
+	syn := func(sport uint16) nflog.Packet {
+		return nflog.Packet{
+			Time: clock, TCP: true, UID: 4343, HasUID: true,
+			Src: netip.MustParseAddr("2001:db8::1"), SrcPort: sport,
+			Dst: netip.MustParseAddr("2001:db8::25"), DstPort: 25,
+		}
+	}
+	ctx := context.Background()
+	reported := 0
+	rto := time.Second
+	for i := 0; i <= 10; i++ {
+		if _, ok := w.Handle(ctx, syn(40000)); ok {
+			reported++
+		}
+		clock = clock.Add(rto)
+		rto = min(2*rto, 120*time.Second)
+	}
+	if reported != 1 {
+		t.Errorf("one connection retrying for %s reported as %d attempts, want 1", clock.Sub(t0), reported)
+	}
+	if _, ok := w.Handle(ctx, syn(40001)); !ok {
+		t.Error("a new connection (new source port) was folded into the old one")
+	}
+	// Long after the last retransmission the same 5-tuple is a new attempt.
+	clock = clock.Add(10 * time.Minute)
+	if _, ok := w.Handle(ctx, syn(40000)); !ok {
+		t.Error("same 5-tuple 10 minutes after its last SYN not reported")
+	}
+}
