@@ -93,17 +93,29 @@ func ParseAction(s string) (Verdict, error) {
 		}
 		return text
 	}
+	// access(5): the text of REJECT, DEFER and DEFER_IF_PERMIT may start
+	// with an RFC 3463 enhanced status code of the reply's class.
+	enhanced := func(class byte, def string) string {
+		if enh, rest, _ := strings.Cut(text, " "); isEnhanced(enh) && enh[0] == class {
+			text = strings.TrimSpace(rest)
+			return enh
+		}
+		return def
+	}
 	switch strings.ToUpper(word) {
 	case "OK", "PERMIT":
 		return Verdict{Action: Permit}, nil
 	case "DUNNO":
 		return dunno, nil
 	case "REJECT":
-		return Verdict{Action: Reject, Code: 554, Enhanced: "5.7.1", Text: or("Access denied")}, nil
+		enh := enhanced('5', "5.7.1")
+		return Verdict{Action: Reject, Code: 554, Enhanced: enh, Text: or("Access denied")}, nil
 	case "DEFER":
-		return Verdict{Action: Defer, Code: 450, Enhanced: "4.7.1", Text: or("Try again later")}, nil
+		enh := enhanced('4', "4.7.1")
+		return Verdict{Action: Defer, Code: 450, Enhanced: enh, Text: or("Try again later")}, nil
 	case "DEFER_IF_PERMIT":
-		return Verdict{Action: Defer, Code: 450, Enhanced: "4.7.1", Text: or("Try again later"), IfPermit: true}, nil
+		enh := enhanced('4', "4.7.1")
+		return Verdict{Action: Defer, Code: 450, Enhanced: enh, Text: or("Try again later"), IfPermit: true}, nil
 	case "WARN":
 		return Verdict{Action: Warn, Text: or("warning")}, nil
 	}

@@ -484,3 +484,29 @@ func TestWarnActionNamesItsRule(t *testing.T) {
 		t.Errorf("WARN log line %q does not name rule check_client_access and its text\n%s", warn, e.logs.String())
 	}
 }
+
+func TestParseActionEnhancedCodes(t *testing.T) {
+	for _, tc := range []struct {
+		in        string
+		action    Action
+		code      int
+		enh, text string
+		ifPermit  bool
+	}{
+		{"REJECT 5.7.9 go away", Reject, 554, "5.7.9", "go away", false},
+		{"REJECT go away", Reject, 554, "5.7.1", "go away", false},
+		{"REJECT 4.7.9 wrong class", Reject, 554, "5.7.1", "4.7.9 wrong class", false},
+		{"DEFER 4.3.2 busy", Defer, 450, "4.3.2", "busy", false},
+		{"DEFER_IF_PERMIT 4.7.26 greylisted", Defer, 450, "4.7.26", "greylisted", true},
+		{"REJECT", Reject, 554, "5.7.1", "Access denied", false},
+		{"550 5.7.25 no rDNS", Reject, 550, "5.7.25", "no rDNS", false},
+	} {
+		v, err := ParseAction(tc.in)
+		if err != nil || v.Action != tc.action || v.Code != tc.code || v.Enhanced != tc.enh || v.Text != tc.text || v.IfPermit != tc.ifPermit {
+			t.Errorf("ParseAction(%q) = %+v, %v; want %v %d %s %q ifpermit=%v", tc.in, v, err, tc.action, tc.code, tc.enh, tc.text, tc.ifPermit)
+		}
+	}
+	if _, err := ParseAction("FROB x"); err == nil || !strings.Contains(err.Error(), `"FROB"`) {
+		t.Errorf("bad action: %v, want an error naming it", err)
+	}
+}
