@@ -1,0 +1,271 @@
+package main
+
+import (
+	"bufio"
+	"encoding/base64"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// guardNS is a network namespace the test creates, with extra client
+// addresses on its loopback device, so that `relayguard serve` running
+// inside sees clients that are neither loopback nor its own addresses (both
+// are never banned).
+type guardNS struct {
+	name string
+	fd   int // open fd of /run/netns/NAME
+}
+
+func newGuardNS(t *testing.T, addrs ...string) *guardNS {
+	t.Helper()
+	for _, b := range []string{"ip"} {
+		if _, err := exec.LookPath(b); err != nil || os.Geteuid() != 0 {
+			if os.Getenv("CI") == "true" {
+				t.Fatalf("CI: needs root and %s", b)
+			}
+			t.Skipf("needs root and %s", b)
+		}
+	}
+	name := fmt.Sprintf("rgguard%d", os.Getpid())
+	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add %s: %v\n%s", name, err, out)
+	}
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", name).Run() })
+	ip := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command("ip", append([]string{"-n", name}, args...)...).CombinedOutput(); err != nil {
+			t.Fatalf("ip -n %s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+		}
+	}
+	ip("link", "set", "lo", "up")
+	for _, a := range addrs {
+		ip("addr", "add", a+"/32", "dev", "lo")
+	}
+	fd, err := unix.Open("/run/netns/"+name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(fd) })
+	return &guardNS{name: name, fd: fd}
+}
+
+// dial connects from src to dst inside the namespace. The socket is made on
+// an OS thread that entered the namespace; that thread is never returned to
+// the Go scheduler (the goroutine exits with it locked, so it is discarded).
+func (n *guardNS) dial(t *testing.T, src, dst string) net.Conn {
+	t.Helper()
+	type res struct {
+		c   net.Conn
+		err error
+	}
+	ch := make(chan res, 1)
+	go func() {
+		runtime.LockOSThread()
+		if err := unix.Setns(n.fd, unix.CLONE_NEWNET); err != nil {
+			ch <- res{nil, fmt.Errorf("setns: %w", err)}
+			return
+		}
+		d := net.Dialer{Timeout: 10 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
+		c, err := d.Dial("tcp", dst)
+		ch <- res{c, err}
+	}()
+	r := <-ch
+	if r.err != nil {
+		t.Fatalf("dial %s from %s in netns %s: %v", dst, src, n.name, r.err)
+	}
+	return r.c
+}
+
+// smtpClient is a line-oriented SMTP client for these tests.
+type smtpClient struct {
+	t *testing.T
+	c net.Conn
+	r *bufio.Reader
+}
+
+// reply reads one (possibly multi-line) reply and returns its last line.
+func (s *smtpClient) reply() string {
+	s.t.Helper()
+	s.c.SetDeadline(time.Now().Add(30 * time.Second))
+	for {
+		l, err := s.r.ReadString('\n')
+		if err != nil {
+			s.t.Fatalf("reading reply: %v (got %q)", err, l)
+		}
+		if len(l) < 4 || l[3] != '-' {
+			return strings.TrimRight(l, "\r\n")
+		}
+	}
+}
+
+func (s *smtpClient) cmd(line string) string {
+	s.t.Helper()
+	s.c.SetDeadline(time.Now().Add(30 * time.Second))
+	if _, err := fmt.Fprintf(s.c, "%s\r\n", line); err != nil {
+		s.t.Fatalf("sending %q: %v", line, err)
+	}
+	return s.reply()
+}
+
+// authFrom opens a session from src, says EHLO and tries AUTH PLAIN with a
+// wrong password; it returns the banner and the AUTH reply ("" if the banner
+// already refused).
+func (n *guardNS) authFrom(t *testing.T, src, addr string) (banner, auth string) {
+	t.Helper()
+	c := n.dial(t, src, addr)
+	defer c.Close()
+	s := &smtpClient{t: t, c: c, r: bufio.NewReader(c)}
+	banner = s.reply()
+	if !strings.HasPrefix(banner, "220 ") {
+		return banner, ""
+	}
+	if r := s.cmd("EHLO client.test"); !strings.HasPrefix(r, "250 ") {
+		t.Fatalf("EHLO from %s: %q", src, r)
+	}
+	resp := base64.StdEncoding.EncodeToString([]byte("\x00mallory@example.test\x00guess"))
+	auth = s.cmd("AUTH PLAIN " + resp)
+	s.cmd("QUIT")
+	return banner, auth
+}
+
+// bannerFrom connects from src and returns the first reply line only (no
+// AUTH, so that polling does not itself count as failures).
+func (n *guardNS) bannerFrom(t *testing.T, src, addr string) string {
+	t.Helper()
+	c := n.dial(t, src, addr)
+	defer c.Close()
+	s := &smtpClient{t: t, c: c, r: bufio.NewReader(c)}
+	b := s.reply()
+	if strings.HasPrefix(b, "220 ") {
+		s.cmd("QUIT")
+	}
+	return b
+}
+
+// TestServeEnforcesGuard runs `relayguard serve` inside a network namespace
+// and talks SMTP to it from several client addresses: the per-address and
+// per-/24 AUTH failure limits answer 454 naming the prefix, maxretry
+// failures get the address banned (421 before the banner), and a ban added
+// with `relayguard ban add` by another process reaches the running server
+// (and `ban del` lifts it) without a restart.
+func TestServeEnforcesGuard(t *testing.T) {
+	bin := testBinary(t)
+	n := newGuardNS(t, "198.51.100.20", "198.51.100.21", "198.51.100.22", "203.0.113.5", "203.0.113.6")
+	dir := t.TempDir()
+	data := filepath.Join(dir, "data")
+	conf := filepath.Join(dir, "relayguard.toml")
+	// Per-day caps only (a per-minute window could roll over mid-test);
+	// no subnet aggregation, so each step below has one cause.
+	os.WriteFile(conf, []byte(`hostname = "guard.test"
+own_addresses = ["192.0.2.1"]
+[admin]
+listen = ""
+[limits]
+auth_failure_delay = "0s"
+max_auth_failures = 10
+[[listener]]
+name = "submission"
+address = "127.0.0.1:0"
+mode = "submission"
+trusted_local = true
+[guard]
+maxretry = 3
+subnet = []
+[[guard.auth_limit]]
+family = "ipv4"
+bits = 32
+per_minute = 0
+per_day = 2
+[[guard.auth_limit]]
+family = "ipv4"
+bits = 24
+per_minute = 0
+per_day = 4
+`), 0o644)
+	cmd := exec.Command("ip", "netns", "exec", n.name, bin, "serve", "--config", conf, "--data-dir", data)
+	_, out := startServe(t, cmd, 1)
+	m := regexp.MustCompile(`listening on (127\.0\.0\.1:\d+)`).FindStringSubmatch(out.String())
+	if m == nil {
+		t.Fatalf("no listener address in:\n%s", out)
+	}
+	addr := m[1]
+	defer func() {
+		if t.Failed() {
+			t.Logf("serve's output:\n%s", out)
+		}
+	}()
+
+	// Two wrong passwords from .20: 535 each. The third attempt is refused
+	// by the per-address limit before any password is checked.
+	for i := range 2 {
+		if _, r := n.authFrom(t, "198.51.100.20", addr); !strings.HasPrefix(r, "535 ") {
+			t.Fatalf("attempt %d from .20: %q, want 535", i+1, r)
+		}
+	}
+	if _, r := n.authFrom(t, "198.51.100.20", addr); !strings.HasPrefix(r, "454 4.7.0") || !strings.Contains(r, "198.51.100.20/32") {
+		t.Fatalf("third attempt from .20: %q, want 454 naming 198.51.100.20/32", r)
+	}
+	// The refused attempt was the third failure (maxretry 3): .20 is
+	// banned and refused before the banner.
+	eventually(t, "198.51.100.20 refused before the banner", func() bool {
+		b := n.bannerFrom(t, "198.51.100.20", addr)
+		return strings.HasPrefix(b, "421 4.7.0") && strings.Contains(b, "198.51.100.20/32 is banned")
+	})
+	// The /24 has counted 3 failures; one more from .21 fills its cap of
+	// 4, and .22, which never tried, is refused by the /24 limit.
+	if _, r := n.authFrom(t, "198.51.100.21", addr); !strings.HasPrefix(r, "535 ") {
+		t.Fatalf("first attempt from .21: %q, want 535", r)
+	}
+	if _, r := n.authFrom(t, "198.51.100.22", addr); !strings.HasPrefix(r, "454 4.7.0") || !strings.Contains(r, "198.51.100.0/24") {
+		t.Fatalf("first attempt from .22: %q, want 454 naming 198.51.100.0/24", r)
+	}
+	// Another /24 is unaffected.
+	if b, r := n.authFrom(t, "203.0.113.5", addr); !strings.HasPrefix(b, "220 ") || !strings.HasPrefix(r, "535 ") {
+		t.Fatalf("203.0.113.5: banner %q, AUTH %q", b, r)
+	}
+
+	// A manual ban by another process reaches the running server.
+	run := func(args ...string) string {
+		t.Helper()
+		o, err := exec.Command(bin, append([]string{"--config", conf, "--data-dir", data}, args...)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("relayguard %s: %v\n%s", strings.Join(args, " "), err, o)
+		}
+		return string(o)
+	}
+	run("ban", "add", "203.0.113.0/24", "--for", "1h", "--reason", "test")
+	eventually(t, "the manual ban enforced by serve", func() bool {
+		b := n.bannerFrom(t, "203.0.113.6", addr)
+		return strings.HasPrefix(b, "421 4.7.0") && strings.Contains(b, "203.0.113.0/24 is banned")
+	})
+	run("ban", "del", "203.0.113.0/24")
+	eventually(t, "the unban seen by serve", func() bool {
+		return strings.HasPrefix(n.bannerFrom(t, "203.0.113.6", addr), "220 ")
+	})
+	// The guard's own ban is in the store, for `ban list`.
+	if l := run("ban", "list"); !strings.Contains(l, "198.51.100.20/32") || strings.Contains(l, "203.0.113") {
+		t.Fatalf("ban list: want the guard's ban of 198.51.100.20/32 only:\n%s", l)
+	}
+}
+
+// eventually waits (generously: not a speed assertion) for cond.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
