@@ -82,7 +82,7 @@ commands act on the current network namespace.`,
 		RunE:  runEgressReport,
 	}
 	report.Flags().BoolVar(&egressFlags.json, "json", false, "print the summary as JSON")
-	report.Flags().IntVar(&egressFlags.year, "year", time.Now().Year(), "year of syslog timestamps, which carry none")
+	report.Flags().IntVar(&egressFlags.year, "year", 0, "year of syslog timestamps, which carry none (default: inferred per file: this year, or last year for dates ahead of today, rolling over at New Year)")
 	eg.AddCommand(apply, remove, status, watch, report)
 	rootCmd.AddCommand(eg)
 }

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/relayguard/relayguard/internal/logline"
 )
 
 // LogLine is one kernel packet-log line (iptables -j LOG --log-uid, or
@@ -192,9 +194,28 @@ type DestCount struct {
 }
 
 // Summarise reads kernel log lines from r (name labels errors) into s.
-// Only TCP lines count; a line repeating an earlier line's addresses and
-// ports within two minutes is a SYN retransmission of the same attempt.
+// year is the year of traditional syslog timestamps; 0 infers it (this
+// year, or last year for dates ahead of today, rolling over at New Year
+// within the file), as logline.Parser does.
 func (s *Summary) Summarise(r io.Reader, name string, year int) error {
+	return s.SummariseWith(r, name, &logline.Parser{Year: year})
+}
+
+// retransmitGap is the longest gap between two SYNs of one connection
+// attempt: the kernel's retransmission backoff is capped at TCP_RTO_MAX,
+// 120 s, and syslog timestamps have whole seconds.
+const retransmitGap = 3 * time.Minute
+
+// SummariseWith is Summarise with the timestamp parser given (one per
+// file: it carries the year of traditional timestamps from line to line).
+// Only TCP lines count; a line repeating an earlier line's addresses and
+// ports less than retransmitGap after it is a SYN retransmission of the
+// same attempt.
+func (s *Summary) SummariseWith(r io.Reader, name string, p *logline.Parser) error {
+	year := p.Year // for lines logline does not parse (no host field)
+	if year == 0 {
+		year = time.Now().Year()
+	}
 	type acc struct {
 		u     UserSummary
 		dests map[netip.AddrPort]int
@@ -217,7 +238,13 @@ func (s *Summary) Summarise(r io.Reader, name string, year int) error {
 	n := 0
 	for sc.Scan() {
 		n++
-		l, ok, err := ParseLogLine(sc.Text(), year)
+		line := sc.Text()
+		// The syslog timestamp, with the year inferred across the file.
+		pl, parsed := p.Parse(line)
+		l, ok, err := ParseLogLine(line, year)
+		if parsed && ok {
+			l.Time = pl.Time
+		}
 		if err != nil {
 			s.Bad = append(s.Bad, fmt.Sprintf("%s:%d: %v", name, n, err))
 			continue
@@ -240,7 +267,7 @@ func (s *Summary) Summarise(r io.Reader, name string, year int) error {
 		}
 		a.u.Packets++
 		key := tuple{l.Src, l.Dst, l.SrcPort, l.DstPort}
-		if t, seen := last[key]; seen && (l.Time.IsZero() || l.Time.Sub(t) < 2*time.Minute) {
+		if t, seen := last[key]; seen && (l.Time.IsZero() || t.IsZero() || l.Time.Sub(t).Abs() < retransmitGap) {
 			last[key] = l.Time
 			continue
 		}

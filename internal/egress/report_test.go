@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/relayguard/relayguard/internal/logline"
 )
 
 func TestParseLogLine(t *testing.T) {
@@ -193,5 +195,29 @@ func BenchmarkSummarise(b *testing.B) {
 		if err := s.Summarise(strings.NewReader(in), "bench", 2026); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// A kern.log that spans New Year, read in January: the December lines are
+// last year's, and a retransmission across midnight is still one attempt.
+func TestSummariseNewYear(t *testing.T) {
+	in := `Dec 31 23:59:30 mx kernel: [1.0] IN= OUT=eth0 SRC=192.0.2.7 DST=203.0.113.9 LEN=60 PROTO=TCP SPT=58389 DPT=25 SYN URGP=0 UID=33 GID=33
+Jan  1 00:00:33 mx kernel: [64.0] IN= OUT=eth0 SRC=192.0.2.7 DST=203.0.113.9 LEN=60 PROTO=TCP SPT=58389 DPT=25 SYN URGP=0 UID=33 GID=33
+Jan  1 00:10:00 mx kernel: [631.0] IN= OUT=eth0 SRC=192.0.2.7 DST=203.0.113.9 LEN=60 PROTO=TCP SPT=58390 DPT=25 SYN URGP=0 UID=33 GID=33
+`
+	var s Summary
+	p := &logline.Parser{Loc: time.UTC, Now: func() time.Time { return time.Date(2027, 1, 2, 8, 0, 0, 0, time.UTC) }}
+	if err := s.SummariseWith(strings.NewReader(in), "kern.log", p); err != nil {
+		t.Fatal(err)
+	}
+	if s.Attempts != 2 || len(s.Users) != 1 {
+		t.Fatalf("attempts %d users %+v, want 2 attempts of one uid", s.Attempts, s.Users)
+	}
+	u := s.Users[0]
+	if want := time.Date(2026, 12, 31, 23, 59, 30, 0, time.UTC); !u.First.Equal(want) {
+		t.Errorf("first %v, want %v", u.First, want)
+	}
+	if want := time.Date(2027, 1, 1, 0, 10, 0, 0, time.UTC); !u.Last.Equal(want) {
+		t.Errorf("last %v, want %v", u.Last, want)
 	}
 }
