@@ -43,8 +43,8 @@ func barChart(id, title string, bars []bar, color string) template.HTML {
 		y := 20 + i*rowH
 		bw := int(float64(w-labelW-70) * float64(b.Value) / float64(maxV))
 		label := b.Label
-		if len(label) > 40 {
-			label = label[:37] + "..."
+		if r := []rune(label); len(r) > 40 { // cut whole characters, never inside UTF-8
+			label = string(r[:37]) + "..."
 		}
 		fmt.Fprintf(&sb, `<text x="%d" y="%d" text-anchor="end" font-size="12" font-family="sans-serif">%s</text>`, labelW-6, y+14, template.HTMLEscapeString(label))
 		fmt.Fprintf(&sb, `<rect class="bar" x="%d" y="%d" width="%d" height="%d" fill="%s"/>`, labelW, y+2, max(bw, 1), rowH-6, color)

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 func artifactDir(t *testing.T) string {
@@ -246,5 +247,18 @@ Nov 22 11:00:01 mx1 postfix/smtpd[2]: NOQUEUE: reject: RCPT from unknown[192.0.2
 	}
 	if !strings.Contains(page.String(), "&lt;script&gt;alert(1)&lt;/script&gt;") {
 		t.Error("the rule name is not shown (escaped)")
+	}
+}
+
+// Long chart labels are shortened by characters: a UTF-8 reason (SMTPUTF8
+// addresses, localised server replies) never becomes invalid UTF-8.
+func TestHTMLChartLabelsStayUTF8(t *testing.T) {
+	label := strings.Repeat("é", 60)
+	svg := string(barChart("c", "t", []bar{{label, 3}}, "#000"))
+	if !utf8.ValidString(svg) {
+		t.Fatalf("chart is not valid UTF-8: %q", svg)
+	}
+	if want := strings.Repeat("é", 37) + "..."; !strings.Contains(svg, want) {
+		t.Errorf("label not shortened to 37 characters and an ellipsis: %s", svg)
 	}
 }
