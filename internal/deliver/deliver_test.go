@@ -362,6 +362,23 @@ func TestSMTPUTF8(t *testing.T) {
 	if r.Code != 553 || r.Enhanced != "5.6.7" || r.Temp {
 		t.Fatalf("SMTPUTF8 message to a peer without it: got %+v, want 553 5.6.7", r)
 	}
+	// A client that asked for SMTPUTF8 without needing it: ASCII envelope
+	// but a UTF-8 Subject (RFC 6532) still needs it...
+	utf8Header := "From: a@sender.test\r\nSubject: こんにちは\r\n\r\nbody\r\n"
+	req = request("u@ascii.test")
+	req.SMTPUTF8 = true
+	req.Open = func() (io.ReadCloser, error) { return io.NopCloser(strings.NewReader(utf8Header)), nil }
+	if r := d.Deliver(context.Background(), "ascii.test", req)[0]; r.Code != 553 || r.Enhanced != "5.6.7" {
+		t.Fatalf("UTF-8 header to a peer without SMTPUTF8: got %+v, want 553 5.6.7", r)
+	}
+	// ...while an all-ASCII message goes as a plain one (no SMTPUTF8
+	// parameter), not bounced.
+	req = request("u@ascii.test")
+	req.SMTPUTF8 = true
+	wantOK(t, d.Deliver(context.Background(), "ascii.test", req), 1)
+	if msgs := sink.Messages(t); len(msgs) != 1 || msgs[0].Rcpts[0] != "u@ascii.test" {
+		t.Fatalf("sink got %+v", msgs)
+	}
 }
 
 // A local domain without a transport stays queued instead of going to its

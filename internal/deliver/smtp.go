@@ -1,6 +1,8 @@
 package deliver
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -274,8 +276,11 @@ func checkCaps(c *client, req *Request, host string) []Result {
 			return permAll(req.Rcpts, host, 552, "5.3.4", "message size %d exceeds the peer's limit %d", req.Size, max)
 		}
 	}
-	if req.SMTPUTF8 && !c.has("SMTPUTF8") {
-		// RFC 6531 §3.2: an SMTPUTF8 message cannot go to a peer without it.
+	if req.SMTPUTF8 && !c.has("SMTPUTF8") && needsSMTPUTF8(req) {
+		// RFC 6531 §3.2: an SMTPUTF8 message cannot go to a peer without
+		// it. One whose addresses and header are all ASCII (the client
+		// asked for SMTPUTF8 without needing it) goes as a plain message,
+		// as Postfix does.
 		return permAll(req.Rcpts, host, 553, "5.6.7", "peer does not support SMTPUTF8")
 	}
 	if req.Body8Bit && !c.has("8BITMIME") {
@@ -284,6 +289,47 @@ func checkCaps(c *client, req *Request, host string) []Result {
 		return permAll(req.Rcpts, host, 554, "5.6.3", "peer does not support 8BITMIME and the message is 8-bit")
 	}
 	return nil
+}
+
+// needsSMTPUTF8 reports whether the envelope or the message header of req
+// has non-ASCII text (RFC 6532 header fields), i.e. cannot be sent without
+// SMTPUTF8. An unreadable message counts as needing it.
+func needsSMTPUTF8(req *Request) bool {
+	if !isASCII(req.From) {
+		return true
+	}
+	for _, r := range req.Rcpts {
+		if !isASCII(r) {
+			return true
+		}
+	}
+	rc, err := req.Open()
+	if err != nil {
+		return true
+	}
+	defer rc.Close()
+	br := bufio.NewReader(rc)
+	for {
+		line, err := br.ReadSlice('\n')
+		if len(bytes.TrimRight(line, "\r\n")) == 0 && err != bufio.ErrBufferFull {
+			return false // end of the header (or of the message)
+		}
+		if !isASCII(string(line)) {
+			return true
+		}
+		if err != nil && err != bufio.ErrBufferFull {
+			return false
+		}
+	}
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
 }
 
 // session returns a ready connection to t, from the cache or new.
