@@ -81,6 +81,20 @@ func openGuard(ctx context.Context, cfg *config.Config, log *slog.Logger, o guar
 	return env, nil
 }
 
+// storedBans returns the bans in force in the guard's store (the shared one
+// when [store] url is set), for `firewall setup` to load into the kernel.
+func storedBans(ctx context.Context, cfg *config.Config) ([]guard.Ban, error) {
+	env, err := openGuard(ctx, cfg, newLogger(cfg), guard.Options{})
+	if err != nil {
+		return nil, err
+	}
+	defer env.close()
+	if err := env.g.Sync(ctx, false); err != nil {
+		return nil, err
+	}
+	return env.g.Bans(), nil
+}
+
 func parseBanPrefix(s string) (netip.Prefix, error) {
 	p, err := config.ParsePrefix(s)
 	if err != nil {
@@ -108,6 +122,7 @@ func toJSON(b guard.Ban) banJSON {
 }
 
 func init() {
+	firewallBans = storedBans
 	banCmd := &cobra.Command{Use: "ban", Short: "Add, remove and list bans (IPv4 and IPv6 addresses and prefixes)"}
 
 	var forDur, reason string

@@ -40,9 +40,20 @@ func TestFirewallCLI(t *testing.T) {
 		return out
 	}
 
-	cli("firewall", "setup", "--backend", "nftables")
+	// Bans made before the firewall exists are loaded by setup.
+	cli("ban", "add", "203.0.113.0/24", "--for", "2h")
+	cli("ban", "add", "2001:db8:bad::/48")
+	if out := cli("firewall", "setup", "--backend", "nftables"); !strings.Contains(out, "2 bans loaded") {
+		t.Fatalf("setup: %s", out)
+	}
 	if out, _ := in("nft", "list", "table", "inet", "relayguard"); !strings.Contains(out, "set perm4") || !strings.Contains(out, "hook input") {
 		t.Fatalf("after setup:\n%s", out)
+	}
+	if out, _ := in("nft", "list", "set", "inet", "relayguard", "ban4"); !strings.Contains(out, "203.0.113.0/24") {
+		t.Fatalf("setup did not load the temporary IPv4 ban:\n%s", out)
+	}
+	if out, _ := in("nft", "list", "set", "inet", "relayguard", "perm6"); !strings.Contains(out, "2001:db8:bad::/48") {
+		t.Fatalf("setup did not load the permanent IPv6 ban:\n%s", out)
 	}
 	if out := cli("firewall", "status", "--backend", "nftables"); !strings.Contains(out, "table inet relayguard") {
 		t.Fatalf("status:\n%s", out)
@@ -52,11 +63,19 @@ func TestFirewallCLI(t *testing.T) {
 		t.Fatalf("after teardown:\n%s", out)
 	}
 
-	cli("firewall", "setup", "--backend", "iptables")
+	if out := cli("firewall", "setup", "--backend", "iptables"); !strings.Contains(out, "2 bans loaded") {
+		t.Fatalf("setup: %s", out)
+	}
+	if out, _ := in("ipset", "list", "relayguard4"); !strings.Contains(out, "203.0.113.0/24") {
+		t.Fatalf("setup did not load the IPv4 ban into the ipset:\n%s", out)
+	}
+	if out, _ := in("ipset", "list", "relayguard6"); !strings.Contains(out, "2001:db8:bad::/48") {
+		t.Fatalf("setup did not load the IPv6 ban into the ipset:\n%s", out)
+	}
 	if out, _ := in("iptables-save"); !strings.Contains(out, "-A INPUT -j RELAYGUARD") || !strings.Contains(out, "--match-set relayguard4 src -j DROP") {
 		t.Fatalf("after setup:\n%s", out)
 	}
-	if out := cli("firewall", "status", "--backend", "iptables"); !strings.Contains(out, "ipset relayguard6: number of entries: 0") {
+	if out := cli("firewall", "status", "--backend", "iptables"); !strings.Contains(out, "ipset relayguard6: number of entries: 1") {
 		t.Fatalf("status:\n%s", out)
 	}
 	cli("firewall", "teardown", "--backend", "iptables")
