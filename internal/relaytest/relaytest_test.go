@@ -306,6 +306,33 @@ func TestPolicyDeferralIsClosed(t *testing.T) {
 	if err != nil || rep.Outcome != "closed" || rep.Counts[Temporary] != len(rep.Results) {
 		t.Fatalf("err %v outcome %s counts %v", err, rep.Outcome, rep.Counts)
 	}
+	if want := fmt.Sprintf("RESULT: no relays accepted (0/%d tests)", len(rep.Results)); rep.ResultLine() != want {
+		t.Errorf("result line %q, want %q", rep.ResultLine(), want)
+	}
+}
+
+// Tests that got only a non-policy 4xx decided nothing: when the others
+// were refused the verdict is still "no relays accepted", but the line
+// says how many tests were not completed instead of claiming them all.
+func TestPartlyTempfailedSaysSo(t *testing.T) {
+	s := newTestServer(t, &testServer{rcpt: func(p string, _ bool) string {
+		if strings.Contains(p, "%") {
+			return "451 4.3.0 try later"
+		}
+		return "550 5.7.1 relay access denied"
+	}})
+	rep, err := run(t, Options{Addr: s.addr(), StartTLS: StartTLSNever})
+	if err != nil || rep.Outcome != "closed" {
+		t.Fatalf("err %v outcome %s counts %v", err, rep.Outcome, rep.Counts)
+	}
+	tmp := rep.Counts[Temporary]
+	if tmp == 0 || rep.Incomplete() != tmp {
+		t.Fatalf("counts %v, incomplete %d", rep.Counts, rep.Incomplete())
+	}
+	want := fmt.Sprintf("RESULT: no relays accepted (0/%d tests; %d of them not completed (error or temporary failure), see above)", len(rep.Results), tmp)
+	if rep.ResultLine() != want {
+		t.Errorf("result line %q, want %q", rep.ResultLine(), want)
+	}
 }
 
 // A server that hangs up after a few errors: the tester reconnects, redoes

@@ -52,10 +52,16 @@ func (rep *Report) ResultLine() string {
 		}
 		return fmt.Sprintf("RESULT: OPEN RELAY — %d/%d tests accepted", acc, n)
 	case "closed":
-		if rep.AuthUser != "" {
-			return fmt.Sprintf("RESULT: no relays accepted for authenticated user %s (0/%d tests)", rep.AuthUser, n)
+		// Tests that got no answer (errors) or only a 4xx that is not a
+		// policy refusal were not decided: the verdict line says so.
+		inc := ""
+		if k := rep.Incomplete(); k > 0 {
+			inc = fmt.Sprintf("; %d of them not completed (error or temporary failure), see above", k)
 		}
-		return fmt.Sprintf("RESULT: no relays accepted (0/%d tests)", n)
+		if rep.AuthUser != "" {
+			return fmt.Sprintf("RESULT: no relays accepted for authenticated user %s (0/%d tests%s)", rep.AuthUser, n, inc)
+		}
+		return fmt.Sprintf("RESULT: no relays accepted (0/%d tests%s)", n, inc)
 	}
 	detail := ""
 	if rep.Untestable != nil {
@@ -250,6 +256,18 @@ func (rep *Report) finish(err error) {
 		return
 	}
 	rep.Outcome = "untestable"
+}
+
+// Incomplete counts the tests that ended without a decision: an error, or
+// a 4xx without a 4.7.x policy status.
+func (rep *Report) Incomplete() int {
+	n := 0
+	for _, res := range rep.Results {
+		if res.Verdict == Failed || res.Verdict == Temporary && !res.PolicyDenial() {
+			n++
+		}
+	}
+	return n
 }
 
 // AcceptedIDs lists the IDs of accepted tests.
