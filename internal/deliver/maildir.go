@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -62,7 +63,7 @@ func safePathPart(s string) bool {
 
 func writeMaildir(dir string, req *Request, rcpt string) error {
 	for _, sub := range []string{"tmp", "new", "cur"} {
-		if err := os.MkdirAll(filepath.Join(dir, sub), 0o700); err != nil {
+		if err := mkdirDurable(filepath.Join(dir, sub)); err != nil {
 			return fmt.Errorf("maildir %s: %w", dir, err)
 		}
 	}
@@ -137,7 +138,33 @@ func copyMaildir(w io.Writer, req *Request, rcpt string) error {
 	return bw.Flush()
 }
 
-func syncDir(dir string) error {
+// mkdirDurable creates dir and any missing parents, fsyncing the parent of
+// each directory it creates: a message in a new mailbox must not vanish
+// with the mailbox's own directory entry after a crash.
+func mkdirDurable(dir string) error {
+	if _, err := os.Stat(dir); err == nil {
+		return nil
+	}
+	parent := filepath.Dir(dir)
+	if parent != dir {
+		if err := mkdirDurable(parent); err != nil {
+			return err
+		}
+	}
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		if errors.Is(err, os.ErrExist) {
+			return nil // made meanwhile by another delivery
+		}
+		return err
+	}
+	if err := syncDir(parent); err != nil {
+		return fmt.Errorf("fsync %s: %w", parent, err)
+	}
+	return nil
+}
+
+// syncDir fsyncs a directory; a variable so tests can watch it.
+var syncDir = func(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
 		return err
