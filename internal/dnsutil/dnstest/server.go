@@ -32,14 +32,23 @@ type Server struct {
 func Start(t testing.TB) *Server {
 	t.Helper()
 	s := &Server{records: map[string][]dns.RR{}, wild: map[string][]string{}, dead: map[string]bool{}, servfail: map[string]bool{}, sfType: map[string]uint16{}}
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("dnstest: %v", err)
-	}
-	ln, err := net.Listen("tcp", pc.LocalAddr().String())
-	if err != nil {
+	// UDP and TCP share one port number. The UDP port is free by
+	// construction; the same TCP port may be taken (another test's
+	// connection, another package's listener), so try fresh ports.
+	var pc net.PacketConn
+	var ln net.Listener
+	var err error
+	for range 50 {
+		if pc, err = net.ListenPacket("udp", "127.0.0.1:0"); err != nil {
+			t.Fatalf("dnstest: %v", err)
+		}
+		if ln, err = net.Listen("tcp", pc.LocalAddr().String()); err == nil {
+			break
+		}
 		pc.Close()
-		t.Fatalf("dnstest: %v", err)
+	}
+	if err != nil {
+		t.Fatalf("dnstest: no port free for both UDP and TCP: %v", err)
 	}
 	s.Addr = pc.LocalAddr().String()
 	udp := &dns.Server{PacketConn: pc, Handler: s}
