@@ -67,7 +67,10 @@ func (s *Scheduler) notify(env *Envelope, rcpts []Recipient, kind dsnKind) {
 		Listener:   "dsn",
 		Trusted:    true,
 		SMTPUTF8:   !isASCII(env.From),
-		Body8Bit:   env.Body8Bit || env.SMTPUTF8,
+		// The notice quotes the original header (or message), which may be
+		// 8-bit though its sender never said BODY=8BITMIME: declare what
+		// is really there (RFC 6152).
+		Body8Bit: !isASCII(string(msg)),
 	}
 	id, err := s.spool.Put(context.Background(), dsn, bytes.NewReader(msg))
 	if err != nil {
