@@ -317,8 +317,17 @@ func TestSPF(t *testing.T) {
 			t.Errorf("%s: %+v, want Dunno with Received-SPF: %s", name, v, result)
 		}
 	}
-	header("pass", mail("127.0.0.30", "a@pass.spf.test"), "pass")
-	v := mail("127.0.0.31", "a@fail.spf.test")
+	v := mail("127.0.0.30", "a@pass.spf.test")
+	header("pass", v, "pass")
+	// RFC 7208 §9.1: key-value values are dot-atoms or quoted-strings;
+	// an address has an "@" and is quoted.
+	if want := `Received-SPF: pass client-ip=127.0.0.30; envelope-from="a@pass.spf.test"; helo=h.test;`; v.Prepend != want {
+		t.Errorf("Received-SPF header\n got %s\nwant %s", v.Prepend, want)
+	}
+	if got := kvValue(`we"ird\x y`); got != `"we\"ird\\x y"` {
+		t.Errorf("kvValue quoting: %s", got)
+	}
+	v = mail("127.0.0.31", "a@fail.spf.test")
 	expect(t, "fail", v, Reject, 550, "check_spf", "SPF fail")
 	if v.Enhanced != "5.7.23" {
 		t.Errorf("fail enhanced %q, want 5.7.23 (RFC 7372)", v.Enhanced)

@@ -35,10 +35,10 @@ func (e *Engine) spf(ctx context.Context, req *Request) Verdict {
 		// RFC 7208 §9.1 Received-SPF.
 		comment := ""
 		if err != nil {
-			comment = " (" + printable(err.Error()) + ")"
+			comment = " (" + commentText(printable(err.Error())) + ")"
 		}
-		return Verdict{Action: Dunno, Prepend: fmt.Sprintf("Received-SPF: %s%s client-ip=%s; envelope-from=<%s>; helo=%s;",
-			res, comment, ip, printable(req.Sender), printable(helo))}
+		return Verdict{Action: Dunno, Prepend: fmt.Sprintf("Received-SPF: %s%s client-ip=%s; envelope-from=%s; helo=%s;",
+			res, comment, ip, kvValue(printable(req.Sender)), kvValue(printable(helo)))}
 	}
 	switch res {
 	case spf.Fail:
@@ -66,4 +66,26 @@ func errText(err error) string {
 		return "unknown"
 	}
 	return printable(err.Error())
+}
+
+// kvValue renders a Received-SPF key-value value (RFC 7208 §9.1:
+// dot-atom / quoted-string, RFC 5322 §3.2.3, §3.2.4): an address such as
+// a@example.com has an "@" and must be quoted.
+func kvValue(v string) string {
+	dotAtom := v != "" && !strings.HasPrefix(v, ".") && !strings.HasSuffix(v, ".") && !strings.Contains(v, "..")
+	for _, c := range v {
+		if !dotAtom {
+			break
+		}
+		dotAtom = c == '.' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.ContainsRune("!#$%&'*+-/=?^_`{|}~", c)
+	}
+	if dotAtom {
+		return v
+	}
+	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(v) + `"`
+}
+
+// commentText escapes what would end or nest an RFC 5322 comment.
+func commentText(s string) string {
+	return strings.NewReplacer(`\`, `\\`, "(", `\(`, ")", `\)`).Replace(s)
 }
