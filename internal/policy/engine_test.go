@@ -321,7 +321,7 @@ func TestSPF(t *testing.T) {
 	header("pass", v, "pass")
 	// RFC 7208 §9.1: key-value values are dot-atoms or quoted-strings;
 	// an address has an "@" and is quoted.
-	if want := `Received-SPF: pass client-ip=127.0.0.30; envelope-from="a@pass.spf.test"; helo=h.test;`; v.Prepend != want {
+	if want := `Received-SPF: pass (matched ip) client-ip=127.0.0.30; envelope-from="a@pass.spf.test"; helo=h.test;`; v.Prepend != want {
 		t.Errorf("Received-SPF header\n got %s\nwant %s", v.Prepend, want)
 	}
 	if got := kvValue(`we"ird\x y`); got != `"we\"ird\\x y"` {
