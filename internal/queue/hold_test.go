@@ -25,7 +25,7 @@ func TestHoldCheckOnArrival(t *testing.T) {
 	}
 	defer d.Close()
 	s := queue.NewScheduler(sp, d, cfg, testLog())
-	s.SetHoldCheck(func(env *queue.Envelope) string {
+	s.SetHoldCheck(nil, func(env *queue.Envelope) string {
 		if env.AuthUser == "mallory" {
 			return "account mallory suspended"
 		}

@@ -56,6 +56,7 @@ type Scheduler struct {
 	runCtx    context.Context
 	flushStat time.Time
 	holdCheck func(*Envelope) string
+	holdArmed func() bool
 }
 
 // msgState is a message with delivery jobs in progress.
@@ -99,13 +100,14 @@ func NewScheduler(spool *Spool, d Deliverer, cfg *config.Config, log *slog.Logge
 
 // SetHoldCheck sets a check asked about every message as it is spooled,
 // before the scheduler sees it: a non-empty reason holds the message
-// (`relayguard serve` holds the mail of a suspended account this way, so
-// that a session which passed its limit check before the suspension cannot
-// slip a message out). Messages released by an operator are not asked
-// again. Call it before Run.
-func (s *Scheduler) SetHoldCheck(fn func(env *Envelope) string) {
+// (`relayguard serve` holds the mail of an account a send limit suspended,
+// so that a session which passed its limit check before the suspension
+// cannot slip a message out). armed, when not nil, is a cheap test that
+// skips the check (and the envelope read) while it is false. Messages
+// released by an operator are not asked again. Call it before Run.
+func (s *Scheduler) SetHoldCheck(armed func() bool, fn func(env *Envelope) string) {
 	s.mu.Lock()
-	s.holdCheck = fn
+	s.holdArmed, s.holdCheck = armed, fn
 	s.mu.Unlock()
 }
 
@@ -113,9 +115,9 @@ func (s *Scheduler) SetHoldCheck(fn func(env *Envelope) string) {
 // the SMTP reply, so a hold is on disk before the scheduler may start.
 func (s *Scheduler) admit(id string) {
 	s.mu.Lock()
-	check := s.holdCheck
+	check, armed := s.holdCheck, s.holdArmed
 	s.mu.Unlock()
-	if check != nil {
+	if check != nil && (armed == nil || armed()) {
 		// The check runs on a plain load first: a DSN being spooled from
 		// inside finish (which holds another message's lock) never waits.
 		if env, err := s.spool.Load(id); err == nil && check(env) != "" {

@@ -16,6 +16,8 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -63,6 +65,27 @@ type Limiter struct {
 	store   Store
 	o       Options
 	limited *prometheus.CounterVec
+
+	suspended  sync.Map // user -> struct{}: accounts this limiter suspended
+	nSuspended atomic.Int64
+}
+
+// SuspendedAny reports whether this limiter has suspended an account that
+// it has not been told was unsuspended (a cheap test for the scheduler).
+func (l *Limiter) SuspendedAny() bool { return l.nSuspended.Load() > 0 }
+
+// Suspended reports whether this limiter suspended user.
+func (l *Limiter) Suspended(user string) bool {
+	_, ok := l.suspended.Load(user)
+	return ok
+}
+
+// Forget drops user from the accounts this limiter suspended (after an
+// operator unsuspended it).
+func (l *Limiter) Forget(user string) {
+	if _, ok := l.suspended.LoadAndDelete(user); ok {
+		l.nSuspended.Add(-1)
+	}
 }
 
 var _ smtpd.SendLimiter = (*Limiter)(nil)
@@ -151,6 +174,9 @@ func (l *Limiter) bite(ctx context.Context, s smtpd.Sender, e *LimitError) error
 				l.o.Log.Error("ratelimit: suspending account", "user", s.User, "err", err)
 			} else {
 				l.o.Log.Warn("account suspended after a send limit", "user", s.User, "limit", e.Limit)
+				if _, loaded := l.suspended.LoadOrStore(s.User, struct{}{}); !loaded {
+					l.nSuspended.Add(1)
+				}
 			}
 		}
 		if l.o.Holder != nil {

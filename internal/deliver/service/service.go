@@ -57,15 +57,17 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, db *sql.DB
 	}
 	sched := queue.NewScheduler(spool, d, cfg, log)
 	if acct, ok := users.(accountGetter); ok {
-		// Mail that a suspended account's sessions still get into the
-		// spool (they passed their limit check before the suspension)
-		// is held on arrival like the rest of its queued mail.
-		sched.SetHoldCheck(func(env *queue.Envelope) string {
-			if env.AuthUser == "" {
+		// Mail that the open sessions of an account suspended by a send
+		// limit still get into the spool (they passed their limit check
+		// before the suspension) is held on arrival like the rest of its
+		// queued mail. Nothing is checked until a limit suspends someone.
+		sched.SetHoldCheck(lim.SuspendedAny, func(env *queue.Envelope) string {
+			if env.AuthUser == "" || !lim.Suspended(env.AuthUser) {
 				return ""
 			}
 			a, err := acct.Get(ctx, env.AuthUser)
-			if err != nil || !a.Suspended {
+			if err == nil && !a.Suspended {
+				lim.Forget(env.AuthUser) // an operator unsuspended it
 				return ""
 			}
 			return "account " + env.AuthUser + " suspended"
