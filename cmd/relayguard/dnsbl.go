@@ -32,7 +32,7 @@ type checkRow struct {
 func init() {
 	top := &cobra.Command{Use: "dnsbl", Short: "Check addresses against DNS lists, and the lists' health"}
 
-	var asJSON, noCatalog bool
+	var asJSON, noCatalog, noHealth bool
 	check := &cobra.Command{
 		Use:   "check IP|DOMAIN...",
 		Short: "Look up addresses and domains in well-known DNS lists and the configured zones",
@@ -40,6 +40,8 @@ func init() {
 relayguard's built-in catalog of well-known lists plus the [dnsbl] zones of the configuration.
 Exit status: 0 not listed, 1 listed in at least one block list, 2 some block list could not
 be asked (timeout, SERVFAIL, an error code such as 127.255.255.254, or a disabled zone).
+Each list's health is checked first: a dead list, one that lists everything or one that
+refuses is shown as skipped, with the reason, never as a listing.
 Large lists refuse queries sent through public resolvers: set dnsbl.resolvers to your own.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -77,6 +79,19 @@ Large lists refuse queries sent through public resolvers: set dnsbl.resolvers to
 				Timeout: cfg.DNSBL.Timeout.D(), Logger: log, Registerer: prometheus.NewRegistry()})
 			if err != nil {
 				return err
+			}
+			for _, a := range args {
+				if _, err := netip.ParseAddr(a); err != nil {
+					if _, ok := dnsName(a); !ok {
+						return &exitError{code: 2, err: fmt.Errorf("dnsbl check: %q is neither an IP address nor a domain name", a)}
+					}
+				}
+			}
+			if !noHealth {
+				// A list that died and now answers for every address
+				// (blackholes.us, AHBL...) would "list" everyone: check the
+				// lists' health first and report the disabled ones as such.
+				ck.CheckHealth(cmd.Context())
 			}
 			var rows []checkRow
 			for _, a := range args {
@@ -148,6 +163,7 @@ Large lists refuse queries sent through public resolvers: set dnsbl.resolvers to
 	}
 	check.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	check.Flags().BoolVar(&noCatalog, "no-catalog", false, "ask only the configured zones, not the built-in catalog")
+	check.Flags().BoolVar(&noHealth, "no-health", false, "skip the lists' health check (RFC 5782 §5 test points, lists-everything probes) before asking")
 
 	var healthJSON bool
 	health := &cobra.Command{

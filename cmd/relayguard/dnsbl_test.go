@@ -56,9 +56,11 @@ func dnsblConfig(t *testing.T, dnsAddr string, zones, domainZones []string) stri
 
 func TestDNSBLCheckCommand(t *testing.T) {
 	dns := dnstest.Start(t)
-	dns.Add(t, "5.0.0.127.bl.test. 300 IN A 127.0.0.4", "bad.example.dbl.test. 300 IN A 127.0.1.2")
+	dns.Add(t, "5.0.0.127.bl.test. 300 IN A 127.0.0.4", "bad.example.dbl.test. 300 IN A 127.0.1.2",
+		"2.0.0.127.bl.test. 300 IN A 127.0.0.2", "test.dbl.test. 300 IN A 127.0.1.2")
 	dns.Wildcard("quota.test", "127.255.255.254")
-	conf := dnsblConfig(t, dns.Addr, []string{"bl.test=127.0.0.[2..11]", "quota.test"}, []string{"dbl.test=127.0.1.[2..99]"})
+	dns.Wildcard("wild.test", "127.0.0.2") // a dead list that lists everything
+	conf := dnsblConfig(t, dns.Addr, []string{"bl.test=127.0.0.[2..11]", "quota.test", "wild.test"}, []string{"dbl.test=127.0.1.[2..99]"})
 
 	out, _, code := runDNSBL(t, conf, "check", "--no-catalog", "--json", "127.0.0.5", "127.0.0.9", "bad.example")
 	if code != 1 {
@@ -74,20 +76,29 @@ func TestDNSBLCheckCommand(t *testing.T) {
 	}
 	want := map[string]string{
 		"127.0.0.5 bl.test": "listed", "127.0.0.9 bl.test": "clean",
-		"127.0.0.5 quota.test": "list_error", "bad.example dbl.test": "listed",
+		"127.0.0.5 quota.test": "skipped", "bad.example dbl.test": "listed", "127.0.0.9 wild.test": "skipped",
 	}
 	for k, v := range want {
 		if got[k] != v {
 			t.Errorf("%s: %q, want %q (all: %v)", k, got[k], v, got)
 		}
 	}
-	// The list that answered an error code is never "not listed": the row
-	// says why (the zone was disabled by the first answer), and the exit
-	// status says the check is incomplete.
+	// The list that answers an error code and the one that lists
+	// everything are disabled by the health check: never "listed", never
+	// "not listed"; the row says why, and the exit status says the check
+	// is incomplete.
 	for _, r := range rows {
 		if r.Target == "127.0.0.9" && r.List == "quota.test" && (r.Listed || !strings.Contains(r.Meaning, "127.255.255.254")) {
 			t.Errorf("127.0.0.9 quota.test: %+v, want the error code named", r)
 		}
+		if r.List == "wild.test" && (r.Listed || !strings.Contains(r.Meaning, "lists-everything")) {
+			t.Errorf("%s wild.test: %+v, want skipped as lists-everything", r.Target, r)
+		}
+	}
+	// Without the health check the wildcard list "lists" a clean address:
+	// what the check above prevents.
+	if _, _, code := runDNSBL(t, conf, "check", "--no-catalog", "--no-health", "127.0.0.9"); code != 1 {
+		t.Errorf("--no-health with a lists-everything zone: exit %d, want 1", code)
 	}
 	out, _, code = runDNSBL(t, conf, "check", "--no-catalog", "127.0.0.9")
 	if code != 2 || strings.Count(out, "LISTED") != 1 { // the header only
