@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/miekg/dns"
+
 	"github.com/relayguard/relayguard/internal/config"
 	"github.com/relayguard/relayguard/internal/deliver/delivertest"
 )
@@ -249,5 +251,19 @@ func TestPipelinedMailRefusedButDataStarted(t *testing.T) {
 	r := s.deliverer(t).Deliver(context.Background(), "odd.test", request("u@odd.test"))[0]
 	if r.OK || !r.Temp || r.Code != 451 {
 		t.Fatalf("got %+v, want the MAIL reply 451", r)
+	}
+}
+
+// A DNS failure is never read as an answer: when the A lookup of a
+// domain's implicit MX says NXDOMAIN but the AAAA lookup fails (SERVFAIL),
+// the host may still have an IPv6 address, so the mail is deferred, not
+// bounced as "no MX and no address records".
+func TestAddressLookupFailureDefers(t *testing.T) {
+	s := newSetup(t, `halfbroken.test. 300 IN TXT "no MX"`) // MX: no records (implicit MX)
+	s.dns.SetRcodeType("halfbroken.test", dns.TypeA, dns.RcodeNameError)
+	s.dns.SetRcodeType("halfbroken.test", dns.TypeAAAA, dns.RcodeServerFailure)
+	r := s.deliverer(t).Deliver(context.Background(), "halfbroken.test", request("u@halfbroken.test"))[0]
+	if r.OK || !r.Temp || r.Enhanced != "4.4.3" || !strings.Contains(r.Text, "SERVFAIL") {
+		t.Fatalf("got %+v, want a temporary 4.4.3 naming the SERVFAIL", r)
 	}
 }

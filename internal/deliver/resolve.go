@@ -127,12 +127,16 @@ func (r *Resolver) Addrs(ctx context.Context, host string) ([]netip.Addr, error)
 		return []netip.Addr{a}, nil
 	}
 	var out []netip.Addr
-	var firstErr error
+	var firstErr, tempErr error
 	for _, t := range []uint16{dns.TypeA, dns.TypeAAAA} {
 		rrs, err := r.query(ctx, host, t)
 		if err != nil {
 			if firstErr == nil {
 				firstErr = err
+			}
+			var de *DNSError
+			if tempErr == nil && (!errors.As(err, &de) || de.Temporary) {
+				tempErr = err
 			}
 			continue
 		}
@@ -152,11 +156,12 @@ func (r *Resolver) Addrs(ctx context.Context, host string) ([]netip.Addr, error)
 	if len(out) > 0 {
 		return out, nil
 	}
+	if tempErr != nil {
+		// One query failed: the host may have addresses we could not
+		// see, so this is never "no such host".
+		return nil, tempErr
+	}
 	if firstErr != nil {
-		var de *DNSError
-		if errors.As(firstErr, &de) && de.Temporary {
-			return nil, firstErr
-		}
 		return nil, firstErr
 	}
 	return nil, &DNSError{Name: host, Type: "A/AAAA", Err: "no address records", NotFound: true}

@@ -302,6 +302,14 @@ func (d *DNS) SetRcode(name string, rcode int) {
 	d.mu.Unlock()
 }
 
+// SetRcodeType makes queries for name of type qtype (e.g. dns.TypeAAAA)
+// answer with rcode.
+func (d *DNS) SetRcodeType(name string, qtype uint16, rcode int) {
+	d.mu.Lock()
+	d.rcodes[dns.Fqdn(strings.ToLower(name))+"/"+dns.TypeToString[qtype]] = rcode
+	d.mu.Unlock()
+}
+
 // ServeDNS implements dns.Handler.
 func (d *DNS) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 	m := new(dns.Msg)
@@ -311,7 +319,9 @@ func (d *DNS) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 		q := req.Question[0]
 		name := strings.ToLower(q.Name)
 		d.mu.Lock()
-		if rc, ok := d.rcodes[name]; ok {
+		if rc, ok := d.rcodes[name+"/"+dns.TypeToString[q.Qtype]]; ok {
+			m.Rcode = rc
+		} else if rc, ok := d.rcodes[name]; ok {
 			m.Rcode = rc
 		} else {
 			known := false
