@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/relayguard/relayguard/internal/config"
@@ -47,6 +48,11 @@ type Guard struct {
 	lens    []int // prefix lengths present in bans, for lookups
 	success map[netip.Addr]time.Time
 	pop     map[netip.Addr]time.Time
+
+	// stale is set when the enforcer failed to add or remove a ban; kick
+	// wakes Run, which then reconciles the firewall with the whole list.
+	stale atomic.Bool
+	kick  chan struct{}
 }
 
 // New returns a Guard. Call Load to read the stored bans.
@@ -72,6 +78,7 @@ func New(o Options) *Guard {
 		bans:    map[netip.Prefix]Ban{},
 		success: map[netip.Addr]time.Time{},
 		pop:     map[netip.Addr]time.Time{},
+		kick:    make(chan struct{}, 1),
 	}
 	for _, k := range o.Config.Count {
 		g.count[event.Kind(k)] = true
@@ -340,6 +347,7 @@ func (g *Guard) apply(ctx context.Context, b Ban) error {
 	if g.o.Enforcer != nil {
 		if err := g.o.Enforcer.Add(ctx, b); err != nil {
 			g.o.Log.Error("guard: firewall add failed; will reconcile", "prefix", b.Prefix.String(), "err", err)
+			g.markStale()
 		}
 	}
 	return nil
@@ -349,7 +357,17 @@ func (g *Guard) enforceRemove(ctx context.Context, p netip.Prefix) {
 	if g.o.Enforcer != nil {
 		if err := g.o.Enforcer.Remove(ctx, p); err != nil {
 			g.o.Log.Error("guard: firewall remove failed; will reconcile", "prefix", p.String(), "err", err)
+			g.markStale()
 		}
+	}
+}
+
+// markStale asks Run for a full reconcile of the firewall.
+func (g *Guard) markStale() {
+	g.stale.Store(true)
+	select {
+	case g.kick <- struct{}{}:
+	default:
 	}
 }
 
@@ -420,7 +438,9 @@ func (g *Guard) Bans() []Ban {
 // Sync makes the in-memory bans equal to the store's (bans added or removed
 // by `relayguard ban`, or by another server through a shared store), drops
 // expired bans, and applies the differences to the firewall. With reconcile
-// the firewall is reconciled to the whole list.
+// the firewall is reconciled to the whole list; when that fails (e.g. the
+// operator flushed the ruleset and relayguard's table is gone), the
+// enforcer's objects are set up again and the reconcile retried.
 func (g *Guard) Sync(ctx context.Context, reconcile bool) error {
 	stored, err := g.o.Store.ListBans(ctx)
 	if err != nil {
@@ -462,7 +482,19 @@ func (g *Guard) Sync(ctx context.Context, reconcile bool) error {
 		for _, b := range want {
 			all = append(all, b)
 		}
-		return g.o.Enforcer.Reconcile(ctx, all)
+		err := g.o.Enforcer.Reconcile(ctx, all)
+		if err == nil {
+			return nil
+		}
+		g.o.Log.Warn("guard: firewall reconcile failed; setting the firewall up again", "err", err)
+		if serr := g.o.Enforcer.Setup(ctx); serr != nil {
+			return fmt.Errorf("guard: firewall reconcile: %w (setup again: %w)", err, serr)
+		}
+		if err := g.o.Enforcer.Reconcile(ctx, all); err != nil {
+			return fmt.Errorf("guard: firewall reconcile after setup: %w", err)
+		}
+		g.o.Log.Info("guard: firewall set up again and reconciled", "bans", len(all))
+		return nil
 	}
 	var firstErr error
 	for _, p := range del {
@@ -478,15 +510,28 @@ func (g *Guard) Sync(ctx context.Context, reconcile bool) error {
 	return firstErr
 }
 
+// ReconcileEvery is how often Run reconciles the firewall with the whole
+// ban list even without an error, so that changes made behind relayguard's
+// back (an element deleted by hand) do not last.
+const ReconcileEvery = time.Minute
+
 // Run keeps the guard in step with its store and the firewall until ctx is
 // done: a Sync every interval (and whenever wake fires, e.g. on a pub/sub
-// message from another server), a full reconcile at start and after any
-// error.
+// message from another server), a full reconcile at start, after any
+// error (of a Sync, or of the enforcer adding or removing a ban as it is
+// decided), and every ReconcileEvery.
 func (g *Guard) Run(ctx context.Context, interval time.Duration, wake <-chan struct{}) {
 	reconcile := true
 	t := time.NewTicker(interval)
 	defer t.Stop()
+	last := time.Now()
 	for {
+		if g.stale.Swap(false) || time.Since(last) >= ReconcileEvery {
+			reconcile = true
+		}
+		if reconcile {
+			last = time.Now()
+		}
 		if err := g.Sync(ctx, reconcile); err != nil {
 			g.o.Log.Error("guard: sync", "err", err)
 			reconcile = true
@@ -498,6 +543,7 @@ func (g *Guard) Run(ctx context.Context, interval time.Duration, wake <-chan str
 			return
 		case <-t.C:
 		case <-wake:
+		case <-g.kick:
 		}
 	}
 }

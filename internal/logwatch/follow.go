@@ -160,6 +160,7 @@ func (t *Follower) start(ctx context.Context, emit func(string)) error {
 			}
 			t.markAllSeen()
 			t.dirty = true
+			t.Log.Info("logwatch: following", "file", t.Path, "offset", t.cur.off)
 			return nil
 		}
 		if !errors.Is(err, os.ErrNotExist) {
