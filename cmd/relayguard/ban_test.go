@@ -146,8 +146,8 @@ func TestWatchFollowsAndBans(t *testing.T) {
 	os.WriteFile(conf, []byte(fmt.Sprintf("[guard]\nmaxretry = 2\nfiles = [%q]\n[firewall]\nbackend = \"none\"\n", logPath)), 0o644)
 	data := filepath.Join(dir, "data")
 	cmd := exec.Command(bin, "--config", conf, "--data-dir", data, "watch")
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
+	stderr := &syncBuffer{}
+	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -172,8 +172,9 @@ func TestWatchFollowsAndBans(t *testing.T) {
 			time.Sleep(50 * time.Millisecond)
 		}
 	}
-	waitFor("watch to start", func() bool { return strings.Contains(stderr.String(), "watching") })
-	time.Sleep(200 * time.Millisecond) // the follower has positioned itself at the end
+	// The follower logs once it has positioned itself at the end of the
+	// file; lines appended before that would be (rightly) skipped.
+	waitFor("the follower to start", func() bool { return strings.Contains(stderr.String(), "logwatch: following") })
 	f, err := os.OpenFile(logPath, os.O_APPEND|os.O_WRONLY, 0)
 	if err != nil {
 		t.Fatal(err)
