@@ -228,6 +228,14 @@ func (r *Resolver) Query(ctx context.Context, name string, qtype uint16) (Answer
 				n++
 			}
 			if n == 0 {
+				if isReferral(resp) {
+					// Not an answer: the server does not recurse (RFC 2308
+					// §2.2 tells a referral from NODATA by its NS records
+					// and missing SOA). Reading it as "no such record"
+					// would make a DNS misconfiguration a pass.
+					last = &Error{Kind: Other, Name: name, Type: tname, Server: srv, Err: errors.New("referral instead of an answer: the server does not recurse")}
+					continue
+				}
 				return Answer{}, &Error{Kind: NoData, Name: name, Type: tname, Server: srv, TTL: negTTL(resp)}
 			}
 			return ans, nil
@@ -245,6 +253,25 @@ func (r *Resolver) Query(ctx context.Context, name string, qtype uint16) (Answer
 		last = &Error{Kind: Other, Name: name, Type: tname, Err: errors.New("no DNS server configured")}
 	}
 	return Answer{}, last
+}
+
+// isReferral reports whether an empty NOERROR reply is a referral (NS
+// records in the authority section, no SOA, not authoritative) rather
+// than a NODATA answer.
+func isReferral(m *dns.Msg) bool {
+	if m.Authoritative {
+		return false
+	}
+	ns := false
+	for _, rr := range m.Ns {
+		switch rr.(type) {
+		case *dns.SOA:
+			return false
+		case *dns.NS:
+			ns = true
+		}
+	}
+	return ns
 }
 
 // negTTL is the negative-caching TTL of RFC 2308 §5: the smaller of the SOA's

@@ -133,3 +133,30 @@ func TestBadNameIsNotFound(t *testing.T) {
 		t.Errorf("%d queries sent for invalid names", n)
 	}
 }
+
+// TestReferralIsNotNoData: a server that does not recurse answers with a
+// referral; that is no answer, and must not read as "no such record".
+func TestReferralIsNotNoData(t *testing.T) {
+	s := dnstest.Start(t)
+	s.Referral("ref.test", true)
+	s.Add(t, "nodata.test. 60 IN TXT \"x\"")
+	r, err := dnsutil.New([]string{s.Addr}, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	_, _, err = r.LookupA4(ctx, "x.ref.test")
+	var de *dnsutil.Error
+	if !errors.As(err, &de) || de.NotFound() || !de.Temporary() || !strings.Contains(err.Error(), "referral") {
+		t.Errorf("referral: %v, want a temporary error saying referral", err)
+	}
+	_, err = r.LookupMX(ctx, "x.ref.test")
+	var ne *net.DNSError
+	if !errors.As(err, &ne) || ne.IsNotFound {
+		t.Errorf("MX through a referral: %#v, want not IsNotFound", err)
+	}
+	// A real NODATA (SOA in the authority section) stays a negative answer.
+	if _, _, err = r.LookupA4(ctx, "nodata.test"); !errors.As(err, &de) || de.Kind != dnsutil.NoData {
+		t.Errorf("NODATA: %v", err)
+	}
+}

@@ -26,12 +26,13 @@ type Server struct {
 	dead     map[string]bool
 	servfail map[string]bool
 	sfType   map[string]uint16 // exact name -> the one type answered SERVFAIL
+	referral map[string]bool
 }
 
 // Start runs a server until the test ends.
 func Start(t testing.TB) *Server {
 	t.Helper()
-	s := &Server{records: map[string][]dns.RR{}, wild: map[string][]string{}, dead: map[string]bool{}, servfail: map[string]bool{}, sfType: map[string]uint16{}}
+	s := &Server{records: map[string][]dns.RR{}, wild: map[string][]string{}, dead: map[string]bool{}, servfail: map[string]bool{}, sfType: map[string]uint16{}, referral: map[string]bool{}}
 	// UDP and TCP share one port number. The UDP port is free by
 	// construction; the same TCP port may be taken (another test's
 	// connection, another package's listener), so try fresh ports.
@@ -107,6 +108,14 @@ func (s *Server) ServFail(suffix string, on bool) {
 	s.mu.Unlock()
 }
 
+// Referral makes every query under suffix answer like a non-recursive
+// server: NOERROR, no answer, an NS record in the authority section.
+func (s *Server) Referral(suffix string, on bool) {
+	s.mu.Lock()
+	s.referral[strings.ToLower(dns.Fqdn(suffix))] = on
+	s.mu.Unlock()
+}
+
 // ServFailType makes queries for name and type qtype (only) answer
 // SERVFAIL, e.g. a name whose A records answer and whose AAAA fail.
 func (s *Server) ServFailType(name string, qtype uint16) {
@@ -140,6 +149,14 @@ func (s *Server) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 	m := new(dns.Msg)
 	m.SetReply(req)
 	m.Authoritative = true
+	for suf, on := range s.referral {
+		if on && under(name, suf) {
+			m.Authoritative = false
+			m.Ns = []dns.RR{&dns.NS{Hdr: dns.RR_Header{Name: suf, Rrtype: dns.TypeNS, Class: dns.ClassINET, Ttl: 300}, Ns: "ns." + suf}}
+			w.WriteMsg(m)
+			return
+		}
+	}
 	if t, ok := s.sfType[name]; ok && t == q.Qtype {
 		m.SetRcode(req, dns.RcodeServerFailure)
 		w.WriteMsg(m)
