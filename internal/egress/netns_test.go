@@ -261,6 +261,13 @@ func egressScenario(t *testing.T, backend string) {
 		t.Fatalf("want one table after applying twice, got %d:\n%s", c, rules)
 	}
 
+	// The namespace's default packet loggers (which conntrack and others
+	// write to) are not watch's to change.
+	loggers := func() string {
+		return mustRun(t, "ip", "netns", "exec", n.local, "cat", "/proc/sys/net/netfilter/nf_log/2", "/proc/sys/net/netfilter/nf_log/10")
+	}
+	loggersBefore := loggers()
+
 	// egress watch, reading the NFLOG group, writing JSON lines.
 	watchOut := filepath.Join(dir, "watch.jsonl")
 	ctx, cancel := context.WithCancel(context.Background())
@@ -357,6 +364,9 @@ func egressScenario(t *testing.T, backend string) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	stopWatch()
+	if after := loggers(); after != loggersBefore {
+		t.Errorf("egress watch changed the default netfilter loggers (nf_log/2, nf_log/10):\nbefore: %q\nafter:  %q", loggersBefore, after)
+	}
 	attempts = readAttempts(t, watchOut)
 	for _, a := range attempts {
 		t.Logf("watch: %s", a)

@@ -41,7 +41,6 @@ const (
 
 	cmdBind   = 1 // NFULNL_CFG_CMD_BIND
 	cmdUnbind = 2 // NFULNL_CFG_CMD_UNBIND
-	cmdPFBind = 3 // NFULNL_CFG_CMD_PF_BIND
 
 	copyPacket = 2 // NFULNL_COPY_PACKET
 )
@@ -78,12 +77,13 @@ func Open(group uint16, copyRange uint32) (*Conn, error) {
 	}
 	_ = c.SetReadBuffer(4 << 20)
 	n := &Conn{c: c, group: group}
-	// PF_BIND is only needed by kernels before 3.17, where a protocol
-	// family had to be bound to nfnetlink_log; later kernels accept and
-	// ignore it, so errors are not fatal.
-	for _, fam := range []uint8{unix.AF_INET, unix.AF_INET6} {
-		_ = n.config(fam, 0, []netlink.Attribute{{Type: cfgAttrCmd, Data: []byte{cmdPFBind}}})
-	}
+	// No NFULNL_CFG_CMD_PF_BIND: kernels before 3.17 needed it before a
+	// group would receive packets, but on every kernel it also makes
+	// nfnetlink_log the network namespace's default packet logger for the
+	// family (/proc/sys/net/netfilter/nf_log/N; what conntrack's invalid
+	// packet logging and other users of the default logger write to), and
+	// it stays so after we exit. A reader must not change the host's
+	// netfilter configuration.
 	if err := n.config(unix.AF_UNSPEC, group, []netlink.Attribute{{Type: cfgAttrCmd, Data: []byte{cmdBind}}}); err != nil {
 		c.Close()
 		if errors.Is(err, unix.EBUSY) || errors.Is(err, unix.EPERM) {
