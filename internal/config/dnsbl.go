@@ -2,6 +2,10 @@ package config
 
 import (
 	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/relayguard/relayguard/internal/dnsbl"
@@ -44,6 +48,11 @@ func (c *DNSBLConfig) validate() error {
 			}
 		}
 	}
+	for _, r := range c.Resolvers {
+		if !resolverOK(r) {
+			return fmt.Errorf("config: dnsbl.resolvers %q: want an IP address or address:port", r)
+		}
+	}
 	if c.RejectThreshold < 1 {
 		return fmt.Errorf("config: dnsbl.reject_threshold %d: must be at least 1", c.RejectThreshold)
 	}
@@ -63,4 +72,16 @@ func (c *DNSBLConfig) validate() error {
 		return fmt.Errorf("config: dnsbl.health_interval %s: must not be negative", c.HealthInterval.D())
 	}
 	return nil
+}
+
+// resolverOK accepts "192.0.2.53", "2001:db8::53", "[2001:db8::53]:53" and
+// "192.0.2.53:5353", as dnsutil.New does.
+func resolverOK(s string) bool {
+	s = strings.TrimSpace(s)
+	if host, port, err := net.SplitHostPort(s); err == nil {
+		p, err := strconv.Atoi(port)
+		return host != "" && err == nil && p > 0 && p < 65536
+	}
+	_, err := netip.ParseAddr(strings.Trim(s, "[]"))
+	return err == nil
 }
