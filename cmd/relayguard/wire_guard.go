@@ -11,6 +11,7 @@ import (
 	"github.com/relayguard/relayguard/internal/config"
 	"github.com/relayguard/relayguard/internal/event"
 	"github.com/relayguard/relayguard/internal/guard"
+	"github.com/relayguard/relayguard/internal/limits"
 	"github.com/relayguard/relayguard/internal/smtpd"
 )
 
@@ -24,8 +25,9 @@ func wireGuard(ctx context.Context, cfg *config.Config, log *slog.Logger, db *sq
 		return nil, err
 	}
 	if env.redis != nil {
-		// AUTH failure limits shared by every server.
-		guard.UseLimitCounter(env.g, env.redis)
+		// AUTH failure limits shared by every server; counted locally
+		// while Redis is unreachable, so that the limits keep biting.
+		guard.UseLimitCounter(env.g, limits.NewFallbackCounter(env.redis, log))
 	}
 	bus.Subscribe(env.g)
 	deps.Guard = env.g

@@ -7,9 +7,13 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/relayguard/relayguard/internal/config"
+	"github.com/relayguard/relayguard/internal/event"
+	"github.com/relayguard/relayguard/internal/limits"
 	"github.com/relayguard/relayguard/internal/store"
 )
 
@@ -185,4 +189,49 @@ func TestSharedBansThroughRedis(t *testing.T) {
 		t.Fatalf("Unban: %v %v", found, err)
 	}
 	eventually(t, "A learns the unban", func() bool { return !banned(a, "203.0.113.9")() })
+}
+
+// The AUTH failure limits are shared through Redis and keep biting, counted
+// locally, while Redis is down.
+func TestAuthLimitsSharedAndWithoutRedis(t *testing.T) {
+	rs := startRedis(t)
+	ctx := t.Context()
+	c := testConfig()
+	c.MaxRetry = 100 // limits only, no bans
+	c.AuthLimits = []config.AuthLimit{{Family: "ipv4", Bits: 32, PerMinute: 0, PerDay: 2}}
+	newGuard := func() *Guard {
+		r, err := store.OpenRedis(ctx, rs.url())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { r.Close() })
+		g := New(Options{Config: c})
+		UseLimitCounter(g, limits.NewFallbackCounter(r, nil))
+		return g
+	}
+	a, b := newGuard(), newGuard()
+	smtpdFail := func(g *Guard, ip string) {
+		g.Publish(ctx, event.Event{Kind: event.AuthFailure, Source: "smtpd", IP: netip.MustParseAddr(ip), Mechanism: "PLAIN"})
+	}
+	// One failure on each server: the address's cap of 2 is full on both.
+	smtpdFail(a, "198.51.100.7")
+	if ok, _ := b.AuthAllowed(netip.MustParseAddr("198.51.100.7")); !ok {
+		t.Fatal("refused after one failure")
+	}
+	smtpdFail(b, "198.51.100.7")
+	for name, g := range map[string]*Guard{"A": a, "B": b} {
+		if ok, reason := g.AuthAllowed(netip.MustParseAddr("198.51.100.7")); ok || !strings.Contains(reason, "198.51.100.7/32") {
+			t.Fatalf("server %s after two shared failures: ok=%v %q", name, ok, reason)
+		}
+	}
+	// Redis dies: each server still limits what it sees itself.
+	rs.stop()
+	smtpdFail(a, "198.51.100.8")
+	if ok, _ := a.AuthAllowed(netip.MustParseAddr("198.51.100.8")); !ok {
+		t.Fatal("refused after one failure while Redis is down")
+	}
+	smtpdFail(a, "198.51.100.8")
+	if ok, reason := a.AuthAllowed(netip.MustParseAddr("198.51.100.8")); ok || !strings.Contains(reason, "198.51.100.8/32") {
+		t.Fatalf("limit not applied while Redis is down: ok=%v %q", ok, reason)
+	}
 }
