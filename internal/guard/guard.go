@@ -462,7 +462,7 @@ func (g *Guard) Sync(ctx context.Context, reconcile bool) error {
 	var add []Ban
 	var del []netip.Prefix
 	for p, b := range want {
-		if o, ok := g.bans[p]; !ok || o.Until != b.Until {
+		if o, ok := g.bans[p]; !ok || !o.Until.Equal(b.Until) {
 			add = append(add, b)
 		}
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/relayguard/relayguard/internal/config"
 	"github.com/relayguard/relayguard/internal/event"
+	"github.com/relayguard/relayguard/internal/firewall"
 	"github.com/relayguard/relayguard/internal/store"
 )
 
@@ -285,5 +286,47 @@ func TestManualBansPersist(t *testing.T) {
 	b.Sync(t.Context(), false)
 	if len(b.Bans()) != 0 {
 		t.Fatalf("unban not seen: %+v", b.Bans())
+	}
+}
+
+// countingEnforcer records the calls the guard makes (firewall.None
+// otherwise).
+type countingEnforcer struct {
+	firewall.None
+	adds []Ban
+}
+
+func (c *countingEnforcer) Add(_ context.Context, b Ban) error {
+	c.adds = append(c.adds, b)
+	return nil
+}
+
+// A ban the guard decided and stored is not written to the firewall again
+// by the next Sync: the stored expiry (no monotonic clock reading) equals the
+// one in memory.
+func TestSyncDoesNotRewriteOwnBans(t *testing.T) {
+	db, err := store.OpenSQLite(t.Context(), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	st, err := NewSQLiteStore(t.Context(), db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	enf := &countingEnforcer{}
+	g := New(Options{Config: testConfig(), Store: st, Enforcer: enf}) // live: bans last from time.Now()
+	now := time.Now()
+	for k := range 3 {
+		fail(g, "198.51.100.7", now.Add(time.Duration(k)*time.Millisecond))
+	}
+	if len(enf.adds) != 1 {
+		t.Fatalf("firewall adds after the ban: %d, want 1", len(enf.adds))
+	}
+	if err := g.Sync(t.Context(), false); err != nil {
+		t.Fatal(err)
+	}
+	if len(enf.adds) != 1 {
+		t.Fatalf("Sync wrote the unchanged ban again: %d adds", len(enf.adds))
 	}
 }
