@@ -173,8 +173,15 @@ func (s *abuseState) postscreenVerdict(msg string, t time.Time) {
 
 // smtpdReject files a Postfix rejection under the abuse views.
 func (s *abuseState) smtpdReject(msg string, k rejectKey, t time.Time) {
-	s.reject(k, clientOf(msg), t)
-	if strings.Contains(msg, "Relay access denied") {
+	relay := strings.Contains(msg, "Relay access denied")
+	if relay {
+		// Counted once per client, as a relay attempt below: the
+		// subnet table adds relay attempts and (other) rejections.
+		s.reject(k, "", t)
+	} else {
+		s.reject(k, clientOf(msg), t)
+	}
+	if relay {
 		dom := "<>"
 		if i := strings.Index(msg, " to=<"); i >= 0 {
 			to := msg[i+5:]
@@ -211,7 +218,7 @@ func clientOf(msg string) string {
 	return ""
 }
 
-// reject counts a rejection by reason and by client.
+// reject counts a rejection by reason and, if client is not "", by client.
 func (s *abuseState) reject(k rejectKey, client string, t time.Time) {
 	reason := k.reason
 	if k.typ == "cleanup" {

@@ -192,7 +192,10 @@ func TestFixtureAbuse(t *testing.T) {
 	eq(t, "NDN hour", ab.NDNPerHour[10], 1)
 	eq(t, "backscatter", ab.Backscatter, 1)
 	eq(t, "backscatter domain", ab.BackscatterDoms[0], CountRow{"victim.example", 1})
-	eq(t, "top subnet", ab.TopSubnets[0], SubnetRow{Subnet: "203.0.113.0/24", AuthFailures: 5, Relay: 3, Rejects: 3, Total: 11})
+	// 5 auth failures, 3 relay attempts (two Postfix "Relay access
+	// denied", one relayguard), 1 other rejection (User unknown): each
+	// event once.
+	eq(t, "top subnet", ab.TopSubnets[0], SubnetRow{Subnet: "203.0.113.0/24", AuthFailures: 5, Relay: 3, Rejects: 1, Total: 9})
 	eq(t, "bans", ab.BanCount, 1)
 	eq(t, "ban prefix", ab.Bans[0].Prefix, "203.0.113.0/24")
 	eq(t, "ban reason", ab.Bans[0].Reason, "auth failures")

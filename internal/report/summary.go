@@ -152,7 +152,7 @@ type SubnetRow struct {
 	Subnet       string `json:"subnet"`
 	AuthFailures int64  `json:"auth_failures"`
 	Relay        int64  `json:"relay_attempts"`
-	Rejects      int64  `json:"rejections"`
+	Rejects      int64  `json:"rejections"` // other than relay attempts
 	Total        int64  `json:"total"`
 }
 
