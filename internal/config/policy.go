@@ -2,8 +2,11 @@ package config
 
 import (
 	"fmt"
+	"net"
 	"strings"
 	"time"
+
+	"github.com/relayguard/relayguard/internal/dnsbl"
 )
 
 // PolicyConfig is the [policy] section: the restriction lists evaluated by
@@ -85,8 +88,12 @@ func ParseRestriction(s string) (warn bool, name string, args []string, err erro
 }
 
 func (c *PolicyConfig) validate() error {
-	if c.Listen == "" {
-		return fmt.Errorf("config: policy.listen is empty")
+	if path, unix := strings.CutPrefix(c.Listen, "unix:"); unix {
+		if path == "" {
+			return fmt.Errorf("config: policy.listen %q: no socket path after unix:", c.Listen)
+		}
+	} else if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		return fmt.Errorf("config: policy.listen %q: want host:port or unix:/path", c.Listen)
 	}
 	if c.MaxConnections < 1 {
 		return fmt.Errorf("config: policy.max_connections %d: must be at least 1", c.MaxConnections)
@@ -125,6 +132,11 @@ func (c *PolicyConfig) validate() error {
 			}
 			if name == "check_client_access" && !tables[args[0]] {
 				return fmt.Errorf("config: policy.%s: %q: no [[policy.access]] table named %q", key, r, args[0])
+			}
+			if strings.HasPrefix(name, "reject_rbl_") || strings.HasPrefix(name, "reject_rhsbl_") {
+				if _, err := dnsbl.ParseZone(args[0]); err != nil {
+					return fmt.Errorf("config: policy.%s: %q: %w", key, r, err)
+				}
 			}
 		}
 	}
