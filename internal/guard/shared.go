@@ -142,45 +142,65 @@ func (s *Shared) ListBans(ctx context.Context) ([]Ban, error) {
 }
 
 // FallbackCounters uses Primary (Redis) and, while it fails, Fallback
-// (memory), so that decisions go on when the shared store is down.
+// (memory), so that decisions go on when the shared store is down. After a
+// failure Primary is left alone for Retry (default 5s): a Redis that times
+// out must not cost every log line a network timeout.
 type FallbackCounters struct {
 	Primary, Fallback Counters
 	Log               *slog.Logger
+	Retry             time.Duration
 	mu                sync.Mutex
-	downSince         time.Time
+	downUntil         time.Time
+}
+
+func (f *FallbackCounters) usePrimary() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return !time.Now().Before(f.downUntil)
 }
 
 func (f *FallbackCounters) down(err error) {
+	retry := f.Retry
+	if retry <= 0 {
+		retry = 5 * time.Second
+	}
 	f.mu.Lock()
-	if f.downSince.IsZero() && f.Log != nil {
+	if f.downUntil.IsZero() && f.Log != nil {
 		f.Log.Warn("guard: shared counters unreachable; counting locally", "err", err)
 	}
-	f.downSince = time.Now()
+	f.downUntil = time.Now().Add(retry)
 	f.mu.Unlock()
 }
 
 // AddFailure implements Counters.
 func (f *FallbackCounters) AddFailure(ctx context.Context, ip netip.Addr, t time.Time, w time.Duration) (int, error) {
-	n, err := f.Primary.AddFailure(ctx, ip, t, w)
-	if err == nil {
-		return n, nil
+	if f.usePrimary() {
+		n, err := f.Primary.AddFailure(ctx, ip, t, w)
+		if err == nil {
+			return n, nil
+		}
+		f.down(err)
 	}
-	f.down(err)
 	return f.Fallback.AddFailure(ctx, ip, t, w)
 }
 
 // AddAttacker implements Counters.
 func (f *FallbackCounters) AddAttacker(ctx context.Context, p netip.Prefix, ip netip.Addr, t time.Time, w time.Duration) (int, error) {
-	n, err := f.Primary.AddAttacker(ctx, p, ip, t, w)
-	if err == nil {
-		return n, nil
+	if f.usePrimary() {
+		n, err := f.Primary.AddAttacker(ctx, p, ip, t, w)
+		if err == nil {
+			return n, nil
+		}
+		f.down(err)
 	}
-	f.down(err)
 	return f.Fallback.AddAttacker(ctx, p, ip, t, w)
 }
 
 // Forget implements Counters.
 func (f *FallbackCounters) Forget(ctx context.Context, ip netip.Addr) error {
 	_ = f.Fallback.Forget(ctx, ip)
+	if !f.usePrimary() {
+		return nil
+	}
 	return f.Primary.Forget(ctx, ip)
 }

@@ -235,3 +235,38 @@ func TestAuthLimitsSharedAndWithoutRedis(t *testing.T) {
 		t.Fatalf("limit not applied while Redis is down: ok=%v %q", ok, reason)
 	}
 }
+
+// downCounters is a shared store that is down: every call fails.
+type downCounters struct{ calls int }
+
+func (d *downCounters) AddFailure(context.Context, netip.Addr, time.Time, time.Duration) (int, error) {
+	d.calls++
+	return 0, fmt.Errorf("redis: connection refused")
+}
+
+func (d *downCounters) AddAttacker(context.Context, netip.Prefix, netip.Addr, time.Time, time.Duration) (int, error) {
+	d.calls++
+	return 0, fmt.Errorf("redis: connection refused")
+}
+
+func (d *downCounters) Forget(context.Context, netip.Addr) error {
+	d.calls++
+	return fmt.Errorf("redis: connection refused")
+}
+
+// While the shared counters are down, failures are counted locally (bans
+// still happen) and the dead store is not asked again for every event.
+func TestFallbackCountersWhileDown(t *testing.T) {
+	dead := &downCounters{}
+	g := New(Options{Config: testConfig(), Counters: &FallbackCounters{Primary: dead, Fallback: NewMemory(), Retry: time.Hour}})
+	now := time.Now()
+	for k := range 3 {
+		fail(g, "198.51.100.7", now.Add(time.Duration(k)*time.Millisecond))
+	}
+	if _, ok := g.Banned(netip.MustParseAddr("198.51.100.7")); !ok {
+		t.Fatal("not banned while the shared counters are down")
+	}
+	if dead.calls != 1 {
+		t.Fatalf("the dead store was asked %d times, want once", dead.calls)
+	}
+}
