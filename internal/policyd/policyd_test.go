@@ -250,3 +250,23 @@ func FuzzReadAttrs(f *testing.F) {
 		}
 	})
 }
+
+// TestListenUnixSocketInUse: a stale socket file is replaced, a socket
+// with a live server behind it is not stolen.
+func TestListenUnixSocketInUse(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "policy.sock")
+	ln, err := Listen("unix:" + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Listen("unix:" + path); err == nil || !strings.Contains(err.Error(), path) {
+		t.Errorf("second listener on a live socket: %v, want an error naming %s", err, path)
+	}
+	ln.(*net.UnixListener).SetUnlinkOnClose(false)
+	ln.Close() // leaves a stale socket file behind
+	ln2, err := Listen("unix:" + path)
+	if err != nil {
+		t.Fatalf("stale socket not replaced: %v", err)
+	}
+	ln2.Close()
+}

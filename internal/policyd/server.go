@@ -65,10 +65,14 @@ func (s *Server) init() {
 }
 
 // Listen opens addr: "unix:/path" for a unix socket (a stale socket file is
-// replaced) or host:port for TCP.
+// replaced, one with a live server behind it is not) or host:port for TCP.
 func Listen(addr string) (net.Listener, error) {
 	if path, ok := strings.CutPrefix(addr, "unix:"); ok {
 		if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSocket != 0 {
+			if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+				c.Close()
+				return nil, fmt.Errorf("policy listener %q: another process is serving this socket", addr)
+			}
 			os.Remove(path)
 		}
 		ln, err := net.Listen("unix", path)
