@@ -21,7 +21,16 @@ type IPT struct {
 	// Bin4 and Bin6 are the iptables and ip6tables commands; empty means
 	// "iptables" and "ip6tables" from PATH.
 	Bin4, Bin6 string
+	// NFT is the nft command ("" means "nft" from PATH), used only to
+	// delete an empty filter table that apply created (iptables-nft).
+	NFT string
 }
+
+// iptCreatedMark ends our chain when apply created the filter table (with
+// iptables-nft a table exists only once a rule needs it): remove then
+// deletes the table again if nothing else uses it, so that the ruleset is
+// exactly as before. The rule only counts packets (and follows -j DROP).
+const iptCreatedMark = "-m comment --comment relayguard-created-table"
 
 // Name implements Backend.
 func (*IPT) Name() string { return "iptables" }
@@ -30,6 +39,7 @@ type iptFamily struct {
 	name     string // ipv4, ipv6
 	bin      string
 	loopback string
+	nftFam   string // nft family of the table: ip, ip6
 }
 
 func (b *IPT) families() []iptFamily {
@@ -40,7 +50,7 @@ func (b *IPT) families() []iptFamily {
 	if b6 == "" {
 		b6 = "ip6tables"
 	}
-	return []iptFamily{{"ipv4", b4, "127.0.0.0/8"}, {"ipv6", b6, "::1/128"}}
+	return []iptFamily{{"ipv4", b4, "127.0.0.0/8", "ip"}, {"ipv6", b6, "::1/128", "ip6"}}
 }
 
 // iptJump is the OUTPUT rule: TCP SYN (without ACK) to a locked port.
@@ -66,13 +76,16 @@ func iptChainRules(s Spec, f iptFamily) []string {
 
 // restoreInput builds iptables-restore input that (re)creates our chain
 // and replaces the jumps to it given in oldJumps (from `-S OUTPUT`).
-func restoreInput(s Spec, f iptFamily, oldJumps []string) string {
+func restoreInput(s Spec, f iptFamily, oldJumps []string, mark bool) string {
 	var b strings.Builder
 	b.WriteString("*filter\n")
 	// With --noflush, declaring an existing chain flushes it.
 	fmt.Fprintf(&b, ":%s - [0:0]\n", IPTChain)
 	for _, r := range iptChainRules(s, f) {
 		fmt.Fprintf(&b, "-A %s %s\n", IPTChain, r)
+	}
+	if mark {
+		fmt.Fprintf(&b, "-A %s %s\n", IPTChain, iptCreatedMark)
 	}
 	for _, j := range oldJumps {
 		fmt.Fprintf(&b, "-D OUTPUT %s\n", j)
@@ -125,13 +138,35 @@ type iptPrev struct {
 	exists bool
 	jumps  []string
 	rules  []string // "-A RELAYGUARD-EGRESS ..." lines
+	// created: apply made (or, for an existing chain, had made) the
+	// filter table.
+	created bool
+}
+
+// tableExists says whether the family's filter table exists. iptables-save
+// without -t lists only existing tables (with iptables-nft, none in a
+// fresh network namespace; -t filter would print an empty one anyway).
+func (b *IPT) tableExists(ctx context.Context, f iptFamily) (bool, error) {
+	out, err := run(ctx, "", f.bin+"-save")
+	if err != nil {
+		return false, fmt.Errorf("egress: %w", err)
+	}
+	return strings.HasPrefix(out, "*filter\n") || strings.Contains(out, "\n*filter\n"), nil
 }
 
 func (b *IPT) snapshot(ctx context.Context, f iptFamily) (iptPrev, error) {
 	var p iptPrev
 	var err error
-	if p.exists, p.jumps, err = b.state(ctx, f); err != nil || !p.exists {
+	if p.exists, p.jumps, err = b.state(ctx, f); err != nil {
 		return p, err
+	}
+	if !p.exists {
+		if len(p.jumps) == 0 {
+			ok, err := b.tableExists(ctx, f)
+			p.created = !ok
+			return p, err
+		}
+		return p, nil
 	}
 	out, err := run(ctx, "", f.bin, "-w", "-t", "filter", "-S", IPTChain)
 	if err != nil {
@@ -140,6 +175,9 @@ func (b *IPT) snapshot(ctx context.Context, f iptFamily) (iptPrev, error) {
 	for _, l := range strings.Split(out, "\n") {
 		if strings.HasPrefix(l, "-A "+IPTChain+" ") {
 			p.rules = append(p.rules, l)
+			if strings.HasSuffix(l, iptCreatedMark) {
+				p.created = true
+			}
 		}
 	}
 	return p, nil
@@ -163,7 +201,7 @@ func (b *IPT) Apply(ctx context.Context, s Spec) error {
 		prev[i] = p
 	}
 	for i, f := range fams {
-		in := restoreInput(s, f, prev[i].jumps)
+		in := restoreInput(s, f, prev[i].jumps, prev[i].created)
 		if _, err := run(ctx, in, f.bin+"-restore", "-w", "--noflush"); err != nil {
 			err = fmt.Errorf("egress: apply %s: %w", f.name, err)
 			for j := i - 1; j >= 0; j-- {
@@ -216,10 +254,11 @@ func (b *IPT) Remove(ctx context.Context) error {
 }
 
 func (b *IPT) removeFamily(ctx context.Context, f iptFamily) error {
-	exists, jumps, err := b.state(ctx, f)
+	p, err := b.snapshot(ctx, f)
 	if err != nil {
 		return err
 	}
+	exists, jumps := p.exists, p.jumps
 	if !exists && len(jumps) == 0 {
 		return nil
 	}
@@ -234,6 +273,40 @@ func (b *IPT) removeFamily(ctx context.Context, f iptFamily) error {
 	in.WriteString("COMMIT\n")
 	if _, err := run(ctx, in.String(), f.bin+"-restore", "-w", "--noflush"); err != nil {
 		return fmt.Errorf("egress: remove %s: %w", f.name, err)
+	}
+	if exists && p.created {
+		return b.dropCreatedTable(ctx, f)
+	}
+	return nil
+}
+
+// dropCreatedTable deletes the filter table that apply created, if it is
+// empty again: built-in chains with policy ACCEPT and no rule, no chain of
+// anyone else. A table with anything in it is left alone.
+func (b *IPT) dropCreatedTable(ctx context.Context, f iptFamily) error {
+	out, err := run(ctx, "", f.bin+"-save", "-t", "filter")
+	if err != nil {
+		return fmt.Errorf("egress: %w", err)
+	}
+	for _, l := range strings.Split(out, "\n") {
+		switch {
+		case l == "", strings.HasPrefix(l, "#"), l == "*filter", l == "COMMIT":
+		case strings.HasPrefix(l, ":INPUT ACCEPT "), strings.HasPrefix(l, ":FORWARD ACCEPT "), strings.HasPrefix(l, ":OUTPUT ACCEPT "):
+		default:
+			return nil // in use
+		}
+	}
+	// Only iptables-nft creates tables on demand; a legacy table cannot
+	// be deleted and holds nothing when empty.
+	if v, err := run(ctx, "", f.bin, "-V"); err != nil || !strings.Contains(v, "nf_tables") {
+		return nil
+	}
+	nft := b.NFT
+	if nft == "" {
+		nft = "nft"
+	}
+	if _, err := run(ctx, "", nft, "delete", "table", f.nftFam, "filter"); err != nil {
+		return fmt.Errorf("egress: rules removed, but the empty %s filter table they needed is left: %w", f.name, err)
 	}
 	return nil
 }
@@ -261,7 +334,7 @@ func (b *IPT) Status(ctx context.Context) (Status, error) {
 				if chain == "OUTPUT" && !strings.HasSuffix(l, "-j "+IPTChain) {
 					continue
 				}
-				if strings.HasPrefix(l, "-A ") {
+				if strings.HasPrefix(l, "-A ") && !strings.Contains(l, "relayguard-created-table") {
 					lines = append(lines, l)
 				}
 			}
@@ -321,7 +394,7 @@ func (b *IPT) PersistFiles(s Spec) (map[string]string, [][]string) {
 	for _, f := range b.families() {
 		name := "egress." + f.name + ".rules"
 		files[name] = "# relayguard egress lockdown; generated by `relayguard egress apply --persist`.\n" +
-			restoreInput(s, f, nil)
+			restoreInput(s, f, nil, false)
 		cmds = append(cmds, []string{lookBin(f.bin + "-restore"), "-w", "--noflush", "DIR/" + name})
 	}
 	return files, cmds

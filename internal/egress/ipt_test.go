@@ -16,7 +16,7 @@ import (
 // path of a file that, while it exists, makes ip6tables-restore fail.
 func iptablesInNetns(t *testing.T) (*IPT, string, func() string) {
 	t.Helper()
-	requireNetns(t, "iptables", "ip6tables", "iptables-restore", "ip6tables-restore")
+	requireNetns(t, "iptables", "ip6tables", "iptables-restore", "ip6tables-restore", "iptables-save", "ip6tables-save")
 	var rb [3]byte
 	if _, err := rand.Read(rb[:]); err != nil {
 		t.Fatal(err)
@@ -26,7 +26,7 @@ func iptablesInNetns(t *testing.T) (*IPT, string, func() string) {
 	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns).Run() })
 	dir := t.TempDir()
 	fail6 := filepath.Join(dir, "fail6")
-	for _, tool := range []string{"iptables", "iptables-restore", "ip6tables", "ip6tables-restore"} {
+	for _, tool := range []string{"iptables", "iptables-restore", "iptables-save", "ip6tables", "ip6tables-restore", "ip6tables-save", "nft"} {
 		script := "#!/bin/sh\n"
 		if tool == "ip6tables-restore" {
 			script += "if [ -e " + fail6 + " ]; then echo 'injected failure' >&2; exit 1; fi\n"
@@ -36,11 +36,12 @@ func iptablesInNetns(t *testing.T) (*IPT, string, func() string) {
 			t.Fatal(err)
 		}
 	}
+	// The whole ruleset of the namespace, as nft sees it (iptables-nft
+	// tables included, also empty ones).
 	rules := func() string {
-		return mustRun(t, "ip", "netns", "exec", ns, "iptables", "-w", "-S") +
-			mustRun(t, "ip", "netns", "exec", ns, "ip6tables", "-w", "-S")
+		return mustRun(t, "ip", "netns", "exec", ns, "nft", "list", "ruleset")
 	}
-	return &IPT{Bin4: filepath.Join(dir, "iptables"), Bin6: filepath.Join(dir, "ip6tables")}, fail6, rules
+	return &IPT{Bin4: filepath.Join(dir, "iptables"), Bin6: filepath.Join(dir, "ip6tables"), NFT: filepath.Join(dir, "nft")}, fail6, rules
 }
 
 // iptables has no transaction across IPv4 and IPv6: when ip6tables-restore
@@ -77,7 +78,7 @@ func TestIPTApplyRollsBackIPv4WhenIPv6Fails(t *testing.T) {
 		t.Fatal(err)
 	}
 	installed := rules()
-	if strings.Count(installed, "-j "+IPTChain) != 2 || !strings.Contains(installed, "--uid-owner 4242") {
+	if strings.Count(installed, "jump "+IPTChain) != 2 || !strings.Contains(installed, "skuid 4242") {
 		t.Fatalf("Apply did not install both families:\n%s", installed)
 	}
 	if err := os.WriteFile(fail6, nil, 0o644); err != nil {
