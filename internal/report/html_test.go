@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 	"unicode/utf8"
+
+	"golang.org/x/net/html"
 )
 
 func artifactDir(t *testing.T) string {
@@ -261,4 +263,54 @@ func TestHTMLChartLabelsStayUTF8(t *testing.T) {
 	if want := strings.Repeat("é", 37) + "..."; !strings.Contains(svg, want) {
 		t.Errorf("label not shortened to 37 characters and an ellipsis: %s", svg)
 	}
+}
+
+// The HTML report fetches nothing: no element that loads a resource, no
+// attribute with a URL, no CSS url() or @import, no script — whatever the
+// log lines contain (URLs in reject texts stay text). Checked on the parsed
+// document, with --verbose-msg-detail so that the reject texts keep their
+// https:// links.
+func TestHTMLSelfContained(t *testing.T) {
+	o := DefaultOptions()
+	o.VerboseMsgDetail = true
+	s := analyzeFixture(t, o)
+	var text, page bytes.Buffer
+	s.WriteText(&text, nil)
+	if err := s.WriteHTML(&page, text.String()); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(page.String(), "https://") {
+		t.Fatal("fixture has no URL in its text: the test would prove nothing")
+	}
+	doc, err := html.Parse(bytes.NewReader(page.Bytes()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var walk func(n *html.Node)
+	walk = func(n *html.Node) {
+		if n.Type == html.ElementNode {
+			switch n.Data {
+			case "script", "link", "img", "iframe", "object", "embed", "image", "use", "video", "audio", "source", "base", "foreignobject":
+				t.Errorf("HTML report has a <%s> element", n.Data)
+			case "style":
+				if c := n.FirstChild; c != nil && (strings.Contains(c.Data, "url(") || strings.Contains(c.Data, "@import")) {
+					t.Errorf("stylesheet loads something: %q", c.Data)
+				}
+			}
+			for _, a := range n.Attr {
+				k := strings.ToLower(a.Key)
+				switch {
+				case k == "xmlns" && n.Data == "svg" && a.Val == "http://www.w3.org/2000/svg":
+				case k == "src" || k == "href" || k == "srcset" || k == "action" || k == "poster" || k == "background" || strings.HasPrefix(k, "on"):
+					t.Errorf("<%s %s=%q>", n.Data, a.Key, a.Val)
+				case strings.Contains(a.Val, "://") || strings.Contains(a.Val, "url("):
+					t.Errorf("<%s %s=%q> holds a URL", n.Data, a.Key, a.Val)
+				}
+			}
+		}
+		for c := n.FirstChild; c != nil; c = c.NextSibling {
+			walk(c)
+		}
+	}
+	walk(doc)
 }
