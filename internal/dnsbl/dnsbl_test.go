@@ -411,3 +411,49 @@ func TestErrorCodesAreNotCached(t *testing.T) {
 		}
 	}
 }
+
+// barrier is a Querier that holds every query until n queries are in
+// flight at once, then lets them all through to the real resolver.
+type barrier struct {
+	q       Querier
+	n       int
+	mu      sync.Mutex
+	waiting int
+	open    chan struct{}
+}
+
+func (b *barrier) LookupA4(ctx context.Context, name string) ([]netip.Addr, time.Duration, error) {
+	b.mu.Lock()
+	b.waiting++
+	if b.waiting == b.n {
+		close(b.open)
+	}
+	b.mu.Unlock()
+	select {
+	case <-b.open:
+	case <-ctx.Done():
+		return nil, 0, &dnsutil.Error{Kind: dnsutil.Timeout, Name: name, Type: "A", Err: ctx.Err()}
+	}
+	return b.q.LookupA4(ctx, name)
+}
+
+// TestCheckAsksAllZonesAtOnce: every zone and name of one Check is asked
+// in parallel. The barrier opens only when all of them are in flight
+// together; asked one after another they would all hit the deadline.
+func TestCheckAsksAllZonesAtOnce(t *testing.T) {
+	s := lists(t)
+	r, err := dnsutil.New([]string{s.Addr}, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &barrier{q: r, n: 4, open: make(chan struct{})} // 2 IP zones + 1 domain zone × 2 names
+	c, err := New(b, Options{Zones: []string{"bl.test*3", "wl.test=127.0.[0..255].[1..3]*-5"},
+		DomainZones: []string{"dbl.test*4"}, Timeout: 3 * time.Second, Registerer: prometheus.NewRegistry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := c.Check(context.Background(), netip.MustParseAddr("127.0.0.5"), "bad.example", "helo.example")
+	if got.Score != 7 || len(got.TempErrors()) != 0 {
+		t.Errorf("score %d, temp errors %+v: the zones were not asked together", got.Score, got.TempErrors())
+	}
+}
