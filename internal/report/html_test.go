@@ -173,6 +173,9 @@ func TestMailMultipart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if ids, err := msg.Header.AddressList("Message-Id"); err != nil || len(ids) != 1 || !strings.HasSuffix(ids[0].Address, "@mx1.test") {
+		t.Errorf("Message-ID %q: %v, want one on the sender's domain", msg.Header.Get("Message-Id"), err)
+	}
 	mt, params, err := mime.ParseMediaType(msg.Header.Get("Content-Type"))
 	if err != nil || mt != "multipart/alternative" {
 		t.Fatalf("content type %q %v", mt, err)

@@ -3,7 +3,9 @@ package report
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/tls"
+	"encoding/hex"
 	"fmt"
 	"mime"
 	"mime/multipart"
@@ -46,6 +48,7 @@ func (m *Mail) Build() ([]byte, error) {
 	fmt.Fprintf(&b, "To: %s\r\n", strings.Join(m.To, ", "))
 	fmt.Fprintf(&b, "Subject: %s\r\n", mime.QEncoding.Encode("utf-8", m.Subject))
 	fmt.Fprintf(&b, "Date: %s\r\n", date.Format(time.RFC1123Z))
+	fmt.Fprintf(&b, "Message-ID: %s\r\n", messageID(envelopeAddr(m.From), date))
 	fmt.Fprintf(&b, "Auto-Submitted: auto-generated\r\n")
 	fmt.Fprintf(&b, "MIME-Version: 1.0\r\n")
 	part := func(w *bytes.Buffer, body string) error {
@@ -149,6 +152,18 @@ func (m *Mail) Send(ctx context.Context) error {
 		return fmt.Errorf("mail: %s: end of data: %w", m.Server, err)
 	}
 	return c.Quit()
+}
+
+// messageID makes a unique Message-ID (RFC 5322 section 3.6.4) on the
+// sender's domain: not every relay adds a missing one.
+func messageID(from string, t time.Time) string {
+	dom := "localhost"
+	if i := strings.LastIndexByte(from, '@'); i >= 0 && i+1 < len(from) {
+		dom = from[i+1:]
+	}
+	var r [8]byte
+	rand.Read(r[:])
+	return fmt.Sprintf("<relayguard-report.%d.%s@%s>", t.Unix(), hex.EncodeToString(r[:]), dom)
 }
 
 // envelopeAddr is the bare address of a header address such as
