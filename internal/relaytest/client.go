@@ -300,13 +300,11 @@ func (c *client) bogusAuth() (Reply, error) {
 	return c.authPlain("relaytest-"+randomLabel(8), randomLabel(16))
 }
 
-// data sends DATA and the message (RFC 5321 4.1.1.4, dot-stuffed by
-// textproto's DotWriter) and returns the final reply, or the DATA reply if
-// it was not 354.
 // data sends DATA and, when the server answers 354 (RFC 5321 4.1.1.4), the
-// message; it returns the reply to DATA and the reply at the end of the
-// message. sent is false when the server did not answer 354, in which case
-// no message was sent and end is empty.
+// message (dot-stuffed by textproto's DotWriter); it returns the reply to
+// DATA and the reply at the end of the message. sent is false when the
+// server did not answer 354, in which case no message was sent and end is
+// empty.
 func (c *client) data(msg string) (cmd, end Reply, sent bool, err error) {
 	r, err := c.cmd("DATA", "")
 	if err != nil || r.Code != 354 {
