@@ -13,9 +13,12 @@ import (
 // Shared is the BanStore of a server that shares bans through Redis/Valkey.
 // Every change is written to the local store first (so the server keeps its
 // last known bans when Redis is down, even across a restart) and then to
-// Redis. ListBans resynchronises: when Redis lost its data (a new epoch) or
-// this server changed bans while Redis was unreachable, the local bans are
-// pushed back first; then the local store is made equal to Redis.
+// Redis; a change Redis did not take is remembered in the local store
+// (PendingStore), so that it survives a restart and is also seen by the
+// long-running server when a short-lived `relayguard ban` made it. ListBans
+// resynchronises: the pending changes are written to Redis first; when Redis
+// lost its data (a new epoch), the local bans are pushed back; then the local
+// store is made equal to Redis.
 type Shared struct {
 	Local  BanStore
 	Remote *store.Redis
@@ -50,6 +53,7 @@ func (s *Shared) PutBan(ctx context.Context, b Ban) error {
 	}
 	if err := s.Remote.PutBan(ctx, b); err != nil {
 		s.lost(err)
+		return s.pend(ctx, Pending{Prefix: b.Prefix})
 	}
 	return nil
 }
@@ -61,7 +65,47 @@ func (s *Shared) DeleteBan(ctx context.Context, p netip.Prefix) error {
 	}
 	if err := s.Remote.DeleteBan(ctx, p); err != nil {
 		s.lost(err)
+		return s.pend(ctx, Pending{Prefix: p, Delete: true})
 	}
+	return nil
+}
+
+// pend remembers a change Redis did not take.
+func (s *Shared) pend(ctx context.Context, p Pending) error {
+	if ps, ok := s.Local.(PendingStore); ok {
+		return ps.AddPending(ctx, p)
+	}
+	return nil
+}
+
+// flushPending writes the remembered changes to Redis.
+func (s *Shared) flushPending(ctx context.Context, local []Ban) error {
+	ps, ok := s.Local.(PendingStore)
+	if !ok {
+		return nil
+	}
+	pending, err := ps.ListPending(ctx)
+	if err != nil || len(pending) == 0 {
+		return err
+	}
+	have := make(map[netip.Prefix]Ban, len(local))
+	for _, b := range local {
+		have[b.Prefix] = b
+	}
+	for _, p := range pending {
+		if p.Delete {
+			err = s.Remote.DeleteBan(ctx, p.Prefix)
+		} else if b, ok := have[p.Prefix]; ok {
+			err = s.Remote.PutBan(ctx, b)
+		}
+		if err != nil {
+			return err
+		}
+		if err := ps.ClearPending(ctx, p); err != nil {
+			return err
+		}
+	}
+	s.Log.Info("guard: changes made while the shared store was unreachable written to it", "changes", len(pending))
 	return nil
 }
 
@@ -88,9 +132,19 @@ func (s *Shared) ListBans(ctx context.Context) ([]Ban, error) {
 		s.lost(err)
 		return local, nil
 	}
+	if err := s.flushPending(ctx, local); err != nil {
+		s.lost(err)
+		return local, nil
+	}
 	s.mu.Lock()
 	first := s.epoch == ""
-	push := s.dirty || (!first && epoch != s.epoch)
+	// Push every local ban when Redis lost its data set (a new epoch).
+	// Changes this server made while Redis was unreachable were written
+	// by flushPending; pushing all its bans for them would bring back a
+	// ban another server lifted meanwhile. Without a PendingStore the
+	// local bans are pushed after an outage, as the best left to do.
+	_, tracked := s.Local.(PendingStore)
+	push := (s.dirty && !tracked) || (!first && epoch != s.epoch)
 	s.mu.Unlock()
 	if first && !push {
 		// First contact: adopt the shared bans (another server may have

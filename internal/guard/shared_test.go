@@ -20,10 +20,11 @@ import (
 // redisServer runs a real redis-server on a loopback port in a temporary
 // directory, without persistence (so a restart loses its data set).
 type redisServer struct {
-	t    *testing.T
-	dir  string
-	port int
-	cmd  *exec.Cmd
+	t       *testing.T
+	dir     string
+	port    int
+	cmd     *exec.Cmd
+	persist bool // append-only file fsynced on every write: a restart keeps the data set
 }
 
 func startRedis(t *testing.T) *redisServer {
@@ -49,8 +50,12 @@ func startRedis(t *testing.T) *redisServer {
 
 func (r *redisServer) start(bin string) {
 	r.t.Helper()
-	r.cmd = exec.Command(bin, "--port", fmt.Sprint(r.port), "--bind", "127.0.0.1", "--dir", r.dir,
-		"--save", "", "--appendonly", "no", "--daemonize", "no")
+	persist := []string{"--save", "", "--appendonly", "no"}
+	if r.persist {
+		persist = []string{"--save", "", "--appendonly", "yes", "--appendfsync", "always"}
+	}
+	r.cmd = exec.Command(bin, append([]string{"--port", fmt.Sprint(r.port), "--bind", "127.0.0.1", "--dir", r.dir,
+		"--daemonize", "no"}, persist...)...)
 	if err := r.cmd.Start(); err != nil {
 		r.t.Fatal(err)
 	}
@@ -84,6 +89,7 @@ type server struct {
 	g      *Guard
 	redis  *store.Redis
 	shared *Shared
+	local  *SQLiteStore
 	wake   chan struct{}
 }
 
@@ -103,7 +109,7 @@ func newServer(t *testing.T, ctx context.Context, url string) *server {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { r.Close() })
-	s := &server{redis: r, wake: make(chan struct{}, 1)}
+	s := &server{redis: r, local: local, wake: make(chan struct{}, 1)}
 	s.shared = NewShared(local, r, nil)
 	s.g = New(Options{Config: testConfig(), Store: s.shared,
 		Counters: &FallbackCounters{Primary: r, Fallback: NewMemory()}})
@@ -269,4 +275,67 @@ func TestFallbackCountersWhileDown(t *testing.T) {
 	if dead.calls != 1 {
 		t.Fatalf("the dead store was asked %d times, want once", dead.calls)
 	}
+}
+
+// Bans added and lifted by a short-lived process (`relayguard ban`) while
+// Redis is down reach Redis and the other server when Redis returns with its
+// data set intact; before, the running server saw the same epoch, adopted
+// Redis's list and dropped the new ban from its own store.
+func TestSharedChangesMadeWhileRedisDown(t *testing.T) {
+	rs := startRedisPersistent(t)
+	bin, _ := exec.LookPath("redis-server")
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	a := newServer(t, ctx, rs.url())
+	b := newServer(t, ctx, rs.url())
+	if _, err := a.g.Ban(ctx, netip.MustParsePrefix("192.0.2.0/24"), time.Hour, "before"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "B learns the first ban", banned(b, "192.0.2.1"))
+
+	rs.stop()
+	// `relayguard ban add` / `ban del` on A's host: another process, its
+	// own Shared over A's database.
+	r, _ := store.OpenRedis(ctx, rs.url())
+	defer r.Close()
+	cli := New(Options{Config: testConfig(), Store: NewShared(a.local, r, nil)})
+	if _, err := cli.Ban(ctx, netip.MustParsePrefix("203.0.113.0/24"), time.Hour, "while down"); err != nil {
+		t.Fatal(err)
+	}
+	if found, err := cli.Unban(ctx, netip.MustParsePrefix("192.0.2.0/24")); !found || err != nil {
+		t.Fatalf("Unban: %v %v", found, err)
+	}
+	eventually(t, "A enforces the new ban from its own store", banned(a, "203.0.113.9"))
+
+	rs.start(bin)
+	eventually(t, "B learns the ban made while Redis was down", banned(b, "203.0.113.9"))
+	eventually(t, "B learns the unban made while Redis was down", func() bool { return !banned(b, "192.0.2.1")() })
+	eventually(t, "Redis holds exactly the new ban", func() bool {
+		bans, err := a.redis.ListBans(ctx)
+		return err == nil && len(bans) == 1 && bans[0].Prefix == netip.MustParsePrefix("203.0.113.0/24")
+	})
+	if !banned(a, "203.0.113.9")() || banned(a, "192.0.2.1")() {
+		t.Fatal("A lost the changes made while Redis was down")
+	}
+}
+
+func startRedisPersistent(t *testing.T) *redisServer {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("redis-server not installed")
+		}
+		t.Skip("redis-server not installed")
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	r := &redisServer{t: t, dir: t.TempDir(), port: port, persist: true}
+	r.start(bin)
+	t.Cleanup(r.stop)
+	return r
 }

@@ -31,7 +31,9 @@ CREATE TABLE IF NOT EXISTS guard_bans (
 	prefix TEXT PRIMARY KEY, until INTEGER NOT NULL, reason TEXT NOT NULL,
 	source TEXT NOT NULL, created INTEGER NOT NULL, count INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS guard_history (
-	prefix TEXT PRIMARY KEY, count INTEGER NOT NULL, last INTEGER NOT NULL);`)
+	prefix TEXT PRIMARY KEY, count INTEGER NOT NULL, last INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS guard_pending (
+	prefix TEXT PRIMARY KEY, del INTEGER NOT NULL);`)
 	if err != nil {
 		return nil, fmt.Errorf("guard: create tables: %w", err)
 	}
@@ -112,16 +114,102 @@ func (s *SQLiteStore) BanCount(ctx context.Context, p netip.Prefix) (int, error)
 	return n, nil
 }
 
+// Pending is a ban change that could not be written to the shared store.
+type Pending struct {
+	Prefix netip.Prefix
+	Delete bool // the ban was lifted (else added or changed)
+}
+
+// PendingStore remembers, across restarts, the ban changes a server made
+// while the shared store was unreachable, so that they are written there
+// when it returns (see Shared). SQLiteStore and MemStore implement it.
+type PendingStore interface {
+	AddPending(ctx context.Context, p Pending) error
+	ListPending(ctx context.Context) ([]Pending, error)
+	// ClearPending forgets p once it is written (a newer change of the
+	// other kind stays).
+	ClearPending(ctx context.Context, p Pending) error
+}
+
+// AddPending implements PendingStore.
+func (s *SQLiteStore) AddPending(ctx context.Context, p Pending) error {
+	if _, err := s.DB.ExecContext(ctx, `INSERT INTO guard_pending (prefix, del) VALUES (?, ?)
+		ON CONFLICT(prefix) DO UPDATE SET del=excluded.del`, p.Prefix.String(), p.Delete); err != nil {
+		return fmt.Errorf("guard: remember pending change of %s: %w", p.Prefix, err)
+	}
+	return nil
+}
+
+// ListPending implements PendingStore.
+func (s *SQLiteStore) ListPending(ctx context.Context) ([]Pending, error) {
+	rows, err := s.DB.QueryContext(ctx, `SELECT prefix, del FROM guard_pending`)
+	if err != nil {
+		return nil, fmt.Errorf("guard: list pending changes: %w", err)
+	}
+	defer rows.Close()
+	var out []Pending
+	for rows.Next() {
+		var ps string
+		var p Pending
+		if err := rows.Scan(&ps, &p.Delete); err != nil {
+			return nil, fmt.Errorf("guard: list pending changes: %w", err)
+		}
+		if p.Prefix, err = netip.ParsePrefix(ps); err != nil {
+			return nil, fmt.Errorf("guard: pending change of %q: %w", ps, err)
+		}
+		out = append(out, p)
+	}
+	return out, rows.Err()
+}
+
+// ClearPending implements PendingStore.
+func (s *SQLiteStore) ClearPending(ctx context.Context, p Pending) error {
+	if _, err := s.DB.ExecContext(ctx, `DELETE FROM guard_pending WHERE prefix = ? AND del = ?`, p.Prefix.String(), p.Delete); err != nil {
+		return fmt.Errorf("guard: clear pending change of %s: %w", p.Prefix, err)
+	}
+	return nil
+}
+
 // MemStore is a BanStore in memory (replay, tests).
 type MemStore struct {
 	mu      sync.Mutex
 	bans    map[netip.Prefix]Ban
 	history map[netip.Prefix]int
+	pending map[netip.Prefix]bool
 }
 
 // NewMemStore returns an empty MemStore.
 func NewMemStore() *MemStore {
-	return &MemStore{bans: map[netip.Prefix]Ban{}, history: map[netip.Prefix]int{}}
+	return &MemStore{bans: map[netip.Prefix]Ban{}, history: map[netip.Prefix]int{}, pending: map[netip.Prefix]bool{}}
+}
+
+// AddPending implements PendingStore.
+func (m *MemStore) AddPending(_ context.Context, p Pending) error {
+	m.mu.Lock()
+	m.pending[p.Prefix] = p.Delete
+	m.mu.Unlock()
+	return nil
+}
+
+// ListPending implements PendingStore.
+func (m *MemStore) ListPending(context.Context) ([]Pending, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]Pending, 0, len(m.pending))
+	for p, d := range m.pending {
+		out = append(out, Pending{p, d})
+	}
+	return out, nil
+}
+
+// ClearPending implements PendingStore.
+func (m *MemStore) ClearPending(_ context.Context, p Pending) error {
+	m.mu.Lock()
+	if d, ok := m.pending[p.Prefix]; ok && d == p.Delete {
+		delete(m.pending, p.Prefix)
+	}
+	m.mu.Unlock()
+	return nil
 }
 
 // PutBan implements BanStore.
