@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -269,4 +270,66 @@ func TestListenUnixSocketInUse(t *testing.T) {
 		t.Fatalf("stale socket not replaced: %v", err)
 	}
 	ln2.Close()
+}
+
+// flakyListener fails its first Accept calls the way a process out of
+// file descriptors does, then accepts for real.
+type flakyListener struct {
+	net.Listener
+	mu    sync.Mutex
+	fails int
+}
+
+func (l *flakyListener) Accept() (net.Conn, error) {
+	l.mu.Lock()
+	if l.fails > 0 {
+		l.fails--
+		l.mu.Unlock()
+		return nil, &net.OpError{Op: "accept", Net: "tcp", Err: syscall.EMFILE}
+	}
+	l.mu.Unlock()
+	return l.Listener.Accept()
+}
+
+// TestServeSurvivesAcceptErrors: EMFILE from accept is logged and retried;
+// the server goes on serving instead of exiting.
+func TestServeSurvivesAcceptErrors(t *testing.T) {
+	cfg := config.Default()
+	cfg.LocalDomains = []string{"example.test"}
+	if err := cfg.Finish(t.TempDir()); err != nil {
+		t.Fatal(err)
+	}
+	logs := &syncBuffer{}
+	log := slog.New(slog.NewTextHandler(logs, nil))
+	reg := prometheus.NewRegistry()
+	eng, err := policy.New(cfg, policy.Deps{Logger: log, Registerer: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { eng.Close() })
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	srv := &Server{Engine: eng, Logger: log, Registerer: reg}
+	go func() { done <- srv.Serve(ctx, &flakyListener{Listener: ln, fails: 3}) }()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(60 * time.Second)) // a safety net, not a timing assertion
+	rw := bufio.NewReadWriter(bufio.NewReader(c), bufio.NewWriter(c))
+	if got := ask(t, rw, req("192.0.2.9", "u@elsewhere.test")); !strings.HasPrefix(got, "action=554 5.7.1") {
+		t.Errorf("after accept errors: %q", got)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("Serve: %v", err)
+	}
+	if n := strings.Count(logs.String(), "accept failed"); n != 3 {
+		t.Errorf("%d accept failures logged, want 3:\n%s", n, logs.String())
+	}
 }

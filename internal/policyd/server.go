@@ -109,19 +109,29 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		s.mu.Unlock()
 	}()
 	defer s.wg.Wait()
+	var backoff time.Duration
 	for {
 		c, err := ln.Accept()
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				time.Sleep(10 * time.Millisecond)
-				continue
+			if errors.Is(err, net.ErrClosed) {
+				return fmt.Errorf("policy listener %s: %w", ln.Addr(), err)
 			}
-			return fmt.Errorf("policy listener %s: %w", ln.Addr(), err)
+			// Out of file descriptors (EMFILE), ECONNABORTED...: the
+			// listener is fine, this one accept failed. Back off and keep
+			// serving, as net/http does; Postfix retries meanwhile.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			s.Logger.Warn("policy listener: accept failed; retrying", "address", ln.Addr().String(), "error", err, "retry_in", backoff)
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(backoff):
+			}
+			continue
 		}
+		backoff = 0
 		if s.sem != nil {
 			select {
 			case s.sem <- struct{}{}:
