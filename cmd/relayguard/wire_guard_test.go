@@ -59,31 +59,14 @@ func newGuardNS(t *testing.T, addrs ...string) *guardNS {
 	return &guardNS{name: name, fd: fd}
 }
 
-// dial connects from src to dst inside the namespace. The socket is made on
-// an OS thread that entered the namespace; that thread is never returned to
-// the Go scheduler (the goroutine exits with it locked, so it is discarded).
+// dial connects from src to dst inside the namespace (see tryDial).
 func (n *guardNS) dial(t *testing.T, src, dst string) net.Conn {
 	t.Helper()
-	type res struct {
-		c   net.Conn
-		err error
+	c, err := n.tryDial(src, dst)
+	if err != nil {
+		t.Fatalf("dial %s from %s in netns %s: %v", dst, src, n.name, err)
 	}
-	ch := make(chan res, 1)
-	go func() {
-		runtime.LockOSThread()
-		if err := unix.Setns(n.fd, unix.CLONE_NEWNET); err != nil {
-			ch <- res{nil, fmt.Errorf("setns: %w", err)}
-			return
-		}
-		d := net.Dialer{Timeout: 10 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
-		c, err := d.Dial("tcp", dst)
-		ch <- res{c, err}
-	}()
-	r := <-ch
-	if r.err != nil {
-		t.Fatalf("dial %s from %s in netns %s: %v", dst, src, n.name, r.err)
-	}
-	return r.c
+	return c
 }
 
 // smtpClient is a line-oriented SMTP client for these tests.
@@ -268,4 +251,126 @@ func eventually(t *testing.T, what string, cond func() bool) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// TestServeSharesBansThroughRedis runs two `relayguard serve` processes
+// with their own databases and one redis-server, all inside a network
+// namespace the test creates. A ban added on one reaches the other; Redis
+// is killed and restarted empty, and no ban is lost: one made during the
+// outage reaches the other server too.
+func TestServeSharesBansThroughRedis(t *testing.T) {
+	bin := testBinary(t)
+	redisBin, err := exec.LookPath("redis-server")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("CI: redis-server not installed")
+		}
+		t.Skip("redis-server not installed")
+	}
+	n := newGuardNS(t, "198.51.100.20", "203.0.113.6")
+	dir := t.TempDir()
+	var redis *exec.Cmd
+	startRedis := func() {
+		t.Helper()
+		redis = exec.Command("ip", "netns", "exec", n.name, redisBin, "--port", "6379", "--bind", "127.0.0.1",
+			"--dir", dir, "--save", "", "--appendonly", "no")
+		if err := redis.Start(); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, "redis-server to listen", func() bool {
+			c, err := n.tryDial("127.0.0.1", "127.0.0.1:6379")
+			if err == nil {
+				c.Close()
+			}
+			return err == nil
+		})
+	}
+	stopRedis := func() {
+		if redis != nil {
+			redis.Process.Kill()
+			redis.Wait()
+			redis = nil
+		}
+	}
+	startRedis()
+	t.Cleanup(stopRedis)
+
+	type srv struct{ conf, data, addr string }
+	var srvs []srv
+	for _, name := range []string{"a", "b"} {
+		s := srv{conf: filepath.Join(dir, name+".toml"), data: filepath.Join(dir, name)}
+		os.WriteFile(s.conf, []byte(`hostname = "`+name+`.test"
+own_addresses = ["192.0.2.1"]
+[admin]
+listen = ""
+[store]
+url = "redis://127.0.0.1:6379/0"
+[[listener]]
+name = "mx"
+address = "127.0.0.1:0"
+mode = "mx"
+`), 0o644)
+		_, out := startServe(t, exec.Command("ip", "netns", "exec", n.name, bin, "serve", "--config", s.conf, "--data-dir", s.data), 1)
+		m := regexp.MustCompile(`listening on (127\.0\.0\.1:\d+)`).FindStringSubmatch(out.String())
+		if m == nil {
+			t.Fatalf("no listener address in:\n%s", out)
+		}
+		s.addr = m[1]
+		srvs = append(srvs, s)
+	}
+	a, b := srvs[0], srvs[1]
+	ban := func(s srv, prefix string) {
+		t.Helper()
+		if out, err := exec.Command("ip", "netns", "exec", n.name, bin, "--config", s.conf, "--data-dir", s.data,
+			"ban", "add", prefix, "--for", "1h").CombinedOutput(); err != nil {
+			t.Fatalf("ban add %s: %v\n%s", prefix, err, out)
+		}
+	}
+	refused := func(s srv, src, prefix string) func() bool {
+		return func() bool {
+			b := n.bannerFrom(t, src, s.addr)
+			return strings.HasPrefix(b, "421 ") && strings.Contains(b, prefix+" is banned")
+		}
+	}
+	if b := n.bannerFrom(t, "203.0.113.6", b.addr); !strings.HasPrefix(b, "220 ") {
+		t.Fatalf("before any ban: %q", b)
+	}
+	ban(a, "203.0.113.0/24")
+	eventually(t, "B enforces A's ban", refused(b, "203.0.113.6", "203.0.113.0/24"))
+
+	// Redis dies; B bans meanwhile; Redis comes back empty.
+	stopRedis()
+	ban(b, "198.51.100.0/24")
+	eventually(t, "B enforces its own ban while Redis is down", refused(b, "198.51.100.20", "198.51.100.0/24"))
+	startRedis()
+	eventually(t, "A learns the ban B made while Redis was down", refused(a, "198.51.100.20", "198.51.100.0/24"))
+	for _, s := range []srv{a, b} {
+		if !refused(s, "203.0.113.6", "203.0.113.0/24")() {
+			t.Fatalf("server %s lost the ban made before the outage", s.data)
+		}
+	}
+}
+
+// tryDial connects from src to dst inside the namespace. The socket is
+// made on an OS thread that entered the namespace; that thread is never
+// returned to the Go scheduler (the goroutine exits with it locked, so the
+// runtime discards it), and the test's own threads stay in the host's.
+func (n *guardNS) tryDial(src, dst string) (net.Conn, error) {
+	type res struct {
+		c   net.Conn
+		err error
+	}
+	ch := make(chan res, 1)
+	go func() {
+		runtime.LockOSThread()
+		if err := unix.Setns(n.fd, unix.CLONE_NEWNET); err != nil {
+			ch <- res{nil, fmt.Errorf("setns: %w", err)}
+			return
+		}
+		d := net.Dialer{Timeout: 10 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
+		c, err := d.Dial("tcp", dst)
+		ch <- res{c, err}
+	}()
+	r := <-ch
+	return r.c, r.err
 }
