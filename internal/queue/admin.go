@@ -121,6 +121,7 @@ func Release(sp *Spool, id string) (*Envelope, error) {
 
 // Delete removes a message without delivering it or notifying anyone.
 func Delete(sp *Spool, id string) error {
+	defer lockEnv(id)()
 	if _, err := sp.Load(id); err != nil {
 		return err
 	}

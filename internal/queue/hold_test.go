@@ -1,11 +1,18 @@
 package queue_test
 
 import (
+	"bufio"
 	"context"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/relayguard/relayguard/internal/config"
 	"github.com/relayguard/relayguard/internal/deliver"
 	"github.com/relayguard/relayguard/internal/deliver/delivertest"
 	"github.com/relayguard/relayguard/internal/queue"
@@ -65,4 +72,63 @@ func TestHoldCheckOnArrival(t *testing.T) {
 	if got := strings.Join(from, "|"); !strings.Contains(got, "mallory@sender.test x@a.test,y@a.test") {
 		t.Fatalf("released message not delivered: %s", got)
 	}
+}
+
+// A message deleted by the queue command of another process while its
+// delivery was under way leaves, once the round is saved, an envelope
+// without its message: the scheduler drops it instead of retrying a
+// message that no longer exists (and is not listed) until the next restart.
+func TestEnvelopeWithoutMessageIsDropped(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	greet := make(chan struct{})
+	connected := make(chan struct{}, 16)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			connected <- struct{}{}
+			go func() {
+				defer c.Close()
+				<-greet // the test deletes the message meanwhile
+				io.WriteString(c, "220 late.test ESMTP\r\n")
+				br := bufio.NewReader(c)
+				for {
+					l, err := br.ReadString('\n')
+					if err != nil {
+						return
+					}
+					io.WriteString(c, map[bool]string{true: "221 bye\r\n", false: "250 late.test\r\n"}[strings.HasPrefix(l, "QUIT")])
+				}
+			}()
+		}
+	}()
+	sp := openSpool(t, t.TempDir())
+	cfg := testConfig(map[string]string{"a.test": "smtp:" + ln.Addr().String()})
+	cfg.Delivery.RetrySchedule = []config.Duration{config.Duration(50 * time.Millisecond)}
+	id := put(t, sp, &queue.Envelope{From: "a@sender.test", AuthUser: "a", Recipients: rcpts("x@a.test")}, 1)
+	env, err := sp.Load(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sp.Update(env); err != nil { // msg/ID.env exists, as after a first attempt
+		t.Fatal(err)
+	}
+	startScheduler(t, sp, cfg)
+	<-connected
+	// The delivery is connecting; the message file goes (the first half of
+	// a removal by another process), then the peer answers.
+	if err := os.Remove(filepath.Join(sp.Dir(), "msg", id+".msg")); err != nil {
+		t.Fatal(err)
+	}
+	close(greet)
+	waitFor(t, "the orphan envelope removed", func() bool {
+		_, err := os.Stat(filepath.Join(sp.Dir(), "msg", id+".env"))
+		return errors.Is(err, os.ErrNotExist)
+	})
 }

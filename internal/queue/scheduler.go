@@ -490,6 +490,16 @@ func (s *Scheduler) finish(ms *msgState, now time.Time) {
 	if err := s.spool.Update(env); err != nil {
 		s.log.Error("queue: update", "id", env.ID, "err", err)
 	}
+	// Deleted by `relayguard queue delete` (another process) after the
+	// reload above: the update left an envelope without its message, which
+	// would be retried (and fail to open) until the next restart.
+	if rc, err := s.spool.Open(env.ID); err == nil {
+		rc.Close()
+	} else if errors.Is(err, os.ErrNotExist) {
+		s.log.Info("queue: message removed during delivery", "id", env.ID)
+		s.spool.Remove(env.ID)
+		return
+	}
 	if env.Held {
 		return
 	}

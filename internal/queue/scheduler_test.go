@@ -144,7 +144,7 @@ func TestSchedulerDeliversEverything(t *testing.T) {
 }
 
 func TestPerDomainConcurrency(t *testing.T) {
-	peer := delivertest.StartGoPeer(t, delivertest.GoPeerOptions{DataDelay: 100 * time.Millisecond})
+	peer := delivertest.StartGoPeer(t, delivertest.GoPeerOptions{DataDelay: 400 * time.Millisecond}) // long enough for the two to overlap on a loaded machine
 	sp := openSpool(t, t.TempDir())
 	cfg := testConfig(map[string]string{"slow.test": "smtp:" + peer.Addr})
 	cfg.Delivery.PerDomainConcurrency = 2
@@ -365,7 +365,7 @@ func TestDelayNotice(t *testing.T) {
 // Through a smarthost, the concurrency limit holds for the smarthost as a
 // whole, not per recipient domain.
 func TestConcurrencyPerDestination(t *testing.T) {
-	peer := delivertest.StartGoPeer(t, delivertest.GoPeerOptions{DataDelay: 100 * time.Millisecond})
+	peer := delivertest.StartGoPeer(t, delivertest.GoPeerOptions{DataDelay: 400 * time.Millisecond}) // long enough for the two to overlap on a loaded machine
 	sp := openSpool(t, t.TempDir())
 	cfg := testConfig(nil)
 	cfg.Delivery.Smarthost = peer.Addr
