@@ -108,20 +108,20 @@ func TestNFTablesExpiryLiftsBan(t *testing.T) {
 	n, e := newNFTTest(t, nftConfig())
 	n.mustConnect(t, n.bad4)
 	n.mustConnect(t, n.bad6)
-	until := time.Now().Add(3 * time.Second)
-	// A /24 and a /64 around the attacker's banned addresses, temporary.
-	for _, p := range []string{"192.0.2.0/24", "2001:db8::/64"} {
-		if err := e.Add(bg(), ban.Ban{Prefix: pfx(p), Until: until}); err != nil {
-			t.Fatal(err)
-		}
-	}
 	// A permanent ban elsewhere must survive the expiry.
 	if err := e.Add(bg(), ban.Ban{Prefix: pfx("198.51.100.0/24")}); err != nil {
 		t.Fatal(err)
 	}
-	n.mustBeBlocked(t, n.good4, n.bad6)
-	n.waitConnect(t, n.good4, 30*time.Second)
-	n.waitConnect(t, n.bad6, 30*time.Second)
+	// A /24 and a /64 around the attacker's banned addresses, temporary.
+	until := n.shortBan(t, 3*time.Second, func(until time.Time) {
+		for _, p := range []string{"192.0.2.0/24", "2001:db8::/64"} {
+			if err := e.Add(bg(), ban.Ban{Prefix: pfx(p), Until: until}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}, n.good4, n.bad6)
+	n.waitConnect(t, n.good4, time.Until(until)+30*time.Second)
+	n.waitConnect(t, n.bad6, time.Until(until)+30*time.Second)
 	out := n.inside(t, "nft", "list", "set", "inet", "relayguard", "ban4")
 	if strings.Contains(out, "192.0.2.0/24") {
 		t.Fatalf("expired element still listed:\n%s", out)
