@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	neturl "net/url"
 	"strconv"
 	"time"
 
@@ -39,7 +40,7 @@ type Redis struct {
 func OpenRedis(ctx context.Context, url string) (*Redis, error) {
 	opt, err := redis.ParseURL(url)
 	if err != nil {
-		return nil, fmt.Errorf("store: redis url %q: %w", url, err)
+		return nil, fmt.Errorf("store: redis url %q: %w", redactURL(url), err)
 	}
 	opt.DialTimeout = 2 * time.Second
 	opt.ReadTimeout = 2 * time.Second
@@ -52,6 +53,15 @@ func OpenRedis(ctx context.Context, url string) (*Redis, error) {
 		return r, fmt.Errorf("store: redis %s: %w", opt.Addr, err)
 	}
 	return r, nil
+}
+
+// redactURL hides the password of a redis:// URL for error messages.
+func redactURL(s string) string {
+	u, err := neturl.Parse(s)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	return u.Redacted()
 }
 
 // Close closes the client.

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"strings"
 	"testing"
 	"time"
 
@@ -173,5 +174,16 @@ func TestRedisCounters(t *testing.T) {
 	}
 	if _, err := OpenRedis(ctx, "http://nope"); err == nil {
 		t.Fatal("bad URL accepted")
+	}
+}
+
+// A bad URL is named in the error, without its password.
+func TestOpenRedisBadURLHidesPassword(t *testing.T) {
+	_, err := OpenRedis(t.Context(), "redis://user:s3cret@127.0.0.1:6379/notanumber")
+	if err == nil {
+		t.Fatal("bad database number accepted")
+	}
+	if strings.Contains(err.Error(), "s3cret") || !strings.Contains(err.Error(), "127.0.0.1:6379/notanumber") {
+		t.Fatalf("error: %v", err)
 	}
 }
