@@ -44,7 +44,8 @@ func BounceAllowed(env *Envelope, bounceTrusted bool) (bool, string) {
 }
 
 // notify queues a DSN (RFC 3464) about rcpts to env's sender, when allowed.
-func (s *Scheduler) notify(env *Envelope, rcpts []Recipient, kind dsnKind) {
+// It fails only when an allowed notice could not be spooled.
+func (s *Scheduler) notify(env *Envelope, rcpts []Recipient, kind dsnKind) error {
 	ok, why := BounceAllowed(env, s.cfg.BounceTrusted)
 	addrs := make([]string, len(rcpts))
 	for i, r := range rcpts {
@@ -53,12 +54,12 @@ func (s *Scheduler) notify(env *Envelope, rcpts []Recipient, kind dsnKind) {
 	if !ok {
 		s.log.Warn("queue: no delivery status notification", "id", env.ID, "from", env.From, "rcpts", addrs, "reason", why)
 		s.metrics.dsn.WithLabelValues("suppressed").Inc()
-		return
+		return nil
 	}
 	msg, err := s.buildDSN(env, rcpts, kind)
 	if err != nil {
 		s.log.Error("queue: building DSN", "id", env.ID, "err", err)
-		return
+		return err
 	}
 	dsn := &Envelope{
 		From:       "",
@@ -75,10 +76,11 @@ func (s *Scheduler) notify(env *Envelope, rcpts []Recipient, kind dsnKind) {
 	id, err := s.spool.Put(context.Background(), dsn, bytes.NewReader(msg))
 	if err != nil {
 		s.log.Error("queue: spooling DSN", "id", env.ID, "err", err)
-		return
+		return err
 	}
 	s.log.Info("queue: delivery status notification queued", "id", env.ID, "dsn_id", id, "to", env.From, "rcpts", addrs)
 	s.metrics.dsn.WithLabelValues("sent").Inc()
+	return nil
 }
 
 var enhancedInError = regexp.MustCompile(`\b([245]\.\d{1,3}\.\d{1,3})\b`)

@@ -469,7 +469,19 @@ func (s *Scheduler) finish(ms *msgState, now time.Time) {
 		}
 	}
 	if len(failed) > 0 {
-		s.notify(env, failed, dsnFailed)
+		if err := s.notify(env, failed, dsnFailed); err != nil {
+			// A failure is final only once its notice is on disk: the
+			// recipients go back to the queue, and the next round fails
+			// them again and retries the notice.
+			wait := s.cfg.RetrySchedule[0].D()
+			for i := range env.Recipients {
+				if r := &env.Recipients[i]; r.Status == StatusFailed && ms.tried[i] {
+					r.Status, r.NextAttempt = StatusQueued, now.Add(wait)
+				}
+			}
+			final = false
+			s.log.Warn("queue: failure notice not spooled; recipients kept queued to try again", "id", env.ID, "retry_in", wait)
+		}
 	}
 	if !final && s.cfg.DelayNoticeAfter > 0 && !env.Held && now.Sub(env.Received) >= s.cfg.DelayNoticeAfter.D() && s.markDelayed(env.ID) {
 		var late []Recipient
@@ -478,7 +490,7 @@ func (s *Scheduler) finish(ms *msgState, now time.Time) {
 				late = append(late, r)
 			}
 		}
-		s.notify(env, late, dsnDelayed)
+		s.notify(env, late, dsnDelayed) // best effort: at most one anyway
 	}
 	if final {
 		if err := s.spool.Remove(env.ID); err != nil {
