@@ -48,6 +48,7 @@ type Guard struct {
 	lens    []int // prefix lengths present in bans, for lookups
 	success map[netip.Addr]time.Time
 	pop     map[netip.Addr]time.Time
+	logins  int // successes recorded since the last sweep of success and pop
 
 	// stale is set when the enforcer failed to add or remove a ban; kick
 	// wakes Run, which then reconciles the firewall with the whole list.
@@ -206,6 +207,9 @@ func (g *Guard) Publish(ctx context.Context, e event.Event) {
 		if e.Kind == event.LoginSuccess && (e.Service == "pop3" || e.Service == "imap") && t.After(g.pop[ip]) {
 			g.pop[ip] = t
 		}
+		if g.logins++; g.logins >= 4096 {
+			g.sweepLogins(t)
+		}
 		g.mu.Unlock()
 		return
 	case event.AuthFailure:
@@ -266,6 +270,24 @@ func (g *Guard) Publish(ctx context.Context, e event.Event) {
 				continue
 			}
 			g.decide(ctx, p, t, fmt.Sprintf("%d addresses of %s failing within %s (last: %s)", k, p, r.Window.D(), describe(e)))
+		}
+	}
+}
+
+// sweepLogins forgets successful logins older than success_grace and
+// pop_before_smtp, so that a long-running server's memory stays bounded by
+// its recent users. Called with g.mu held.
+func (g *Guard) sweepLogins(now time.Time) {
+	g.logins = 0
+	keep := max(g.o.Config.SuccessGrace.D(), g.o.Config.PopBeforeSMTP.D())
+	for ip, t := range g.success {
+		if now.Sub(t) >= keep {
+			delete(g.success, ip)
+		}
+	}
+	for ip, t := range g.pop {
+		if now.Sub(t) >= g.o.Config.PopBeforeSMTP.D() {
+			delete(g.pop, ip)
 		}
 	}
 }

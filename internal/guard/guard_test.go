@@ -330,3 +330,30 @@ func TestSyncDoesNotRewriteOwnBans(t *testing.T) {
 		t.Fatalf("Sync wrote the unchanged ban again: %d adds", len(enf.adds))
 	}
 }
+
+// Successful logins are forgotten once they no longer matter, so a
+// long-running server does not keep every address that ever logged in.
+func TestLoginsForgotten(t *testing.T) {
+	c := testConfig()
+	c.SuccessGrace = config.Duration(time.Hour)
+	c.PopBeforeSMTP = config.Duration(10 * time.Minute)
+	g, _, _ := newTestGuard(t, c)
+	for i := range 20000 {
+		ip := netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
+		g.Publish(t.Context(), event.Event{Time: t0.Add(time.Duration(i) * time.Second), Kind: event.LoginSuccess, Source: "dovecot", Service: "imap", IP: ip})
+	}
+	// 20000 logins one second apart: only about the last hour's (3600)
+	// can matter, plus at most one sweep interval (4096).
+	g.mu.RLock()
+	ns, np := len(g.success), len(g.pop)
+	g.mu.RUnlock()
+	if ns > 3600+4096 || np > 3600+4096 {
+		t.Fatalf("remembered %d successes and %d POP/IMAP logins of 20000", ns, np)
+	}
+	// The latest login still counts.
+	last := netip.AddrFrom4([4]byte{10, 0, byte(19999 >> 8), byte(19999 & 0xff)})
+	g.o.Now = func() time.Time { return t0.Add(19999*time.Second + time.Minute) }
+	if !g.PopBeforeSMTP(last) {
+		t.Fatal("the latest login was forgotten")
+	}
+}
