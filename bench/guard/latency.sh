@@ -29,7 +29,7 @@ EOT
 ip netns exec "$NS" "$W/relayguard" --config "$W/rg.toml" --data-dir "$W/data" watch 2> "$W/watch.log" &
 PID=$!
 until ip netns exec "$NS" nft list set inet relayguard ban4 >/dev/null 2>&1; do sleep 0.05; done
-sleep 0.3 # the follower has opened the file
+until grep -q "logwatch: following" "$W/watch.log"; do sleep 0.05; done # positioned at the end
 : > "$W/lat.txt"
 i=1
 while [ "$i" -le "$N" ]; do
