@@ -499,6 +499,11 @@ func (s *Spool) Load(id string) (*Envelope, error) {
 	if !validID(id) {
 		return nil, fmt.Errorf("spool: invalid message id %q", id)
 	}
+	// An updated envelope without its message is the leftover of a
+	// removal (or of `queue delete` in another process): no message.
+	if _, err := os.Stat(filepath.Join(s.msgDir, id+".msg")); err != nil {
+		return nil, fmt.Errorf("spool: message %s: %w", id, err)
+	}
 	b, err := os.ReadFile(filepath.Join(s.msgDir, id+".env"))
 	if errors.Is(err, os.ErrNotExist) {
 		f, err := os.Open(filepath.Join(s.msgDir, id+".msg"))

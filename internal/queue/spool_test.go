@@ -168,3 +168,24 @@ func TestSpoolPutFailsWhenNotDurable(t *testing.T) {
 		})
 	}
 }
+
+func TestSpoolLoadRefusesEnvelopeWithoutMessage(t *testing.T) {
+	dir := t.TempDir()
+	s, err := OpenSpool(dir, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	env := &Envelope{Recipients: []Recipient{{Addr: "x@y.test"}}}
+	id, err := s.Put(context.Background(), env, strings.NewReader("m\r\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Update(env); err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(filepath.Join(dir, "msg", id+".msg"))
+	if _, err := s.Load(id); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("Load of a removed message = %v, want not-exist", err)
+	}
+}
