@@ -446,7 +446,10 @@ func (s *Scheduler) finish(ms *msgState, now time.Time) {
 	fresh, err := s.spool.Load(env.ID)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
+			// Removed by `relayguard queue delete` meanwhile: drop the
+			// envelope that may be left without its message.
 			s.log.Info("queue: message removed during delivery", "id", env.ID)
+			s.spool.Remove(env.ID)
 			return
 		}
 		s.log.Error("queue: reload", "id", env.ID, "err", err)
