@@ -296,6 +296,9 @@ func (e *nft) Reconcile(ctx context.Context, bans []ban.Ban) error {
 }
 
 func (e *nft) syncAll() error {
+	if err := e.checkRules(); err != nil {
+		return err
+	}
 	want := map[setKind][]segment{}
 	want[perm4], want[perm6], want[temp4], want[temp6] = split(e.model)
 	for k := temp4; k <= perm6; k++ {

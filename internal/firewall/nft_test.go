@@ -343,3 +343,30 @@ func TestNFTablesRebuildsRefusedSet(t *testing.T) {
 		t.Fatalf("after the rebuild:\n%s", out)
 	}
 }
+
+// A chain flushed behind relayguard's back leaves the sets full and bans
+// nobody: Reconcile reports it (naming the chain) instead of succeeding,
+// and Setup followed by Reconcile (what the guard does on that error)
+// restores the drop rules.
+func TestNFTablesReconcileNoticesFlushedChain(t *testing.T) {
+	n, e := newNFTTest(t, nftConfig())
+	bans := []ban.Ban{{Prefix: netip.PrefixFrom(n.bad4, 32)}, {Prefix: netip.PrefixFrom(n.bad6, 128), Until: time.Now().Add(time.Hour)}}
+	if err := e.Reconcile(bg(), bans); err != nil {
+		t.Fatal(err)
+	}
+	n.mustBeBlocked(t, n.bad4, n.bad6)
+	n.inside(t, "nft", "flush", "chain", "inet", "relayguard", "input")
+	n.mustConnect(t, n.bad4)
+	err := e.Reconcile(bg(), bans)
+	if err == nil || !strings.Contains(err.Error(), "chain inet relayguard input has no drop rule") {
+		t.Fatalf("Reconcile over a flushed chain: %v", err)
+	}
+	if err := e.Setup(bg()); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Reconcile(bg(), bans); err != nil {
+		t.Fatal(err)
+	}
+	n.mustBeBlocked(t, n.bad4, n.bad6)
+	n.mustConnect(t, n.good4)
+}
