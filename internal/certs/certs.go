@@ -17,6 +17,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/relayguard/relayguard/internal/safeio"
 )
 
 // EnsureSelfSigned creates a self-signed ECDSA P-256 certificate for names
@@ -69,34 +71,11 @@ func EnsureSelfSigned(certFile, keyFile string, names []string) (bool, error) {
 		if err := os.MkdirAll(filepath.Dir(f.path), 0o750); err != nil {
 			return false, fmt.Errorf("certs: %w", err)
 		}
-		if err := writeAtomic(f.path, pem.EncodeToMemory(&pem.Block{Type: f.typ, Bytes: f.der}), f.mode); err != nil {
-			return false, err
+		if err := safeio.WriteFile(f.path, pem.EncodeToMemory(&pem.Block{Type: f.typ, Bytes: f.der}), f.mode); err != nil {
+			return false, fmt.Errorf("certs: %w", err)
 		}
 	}
 	return true, nil
-}
-
-func writeAtomic(path string, b []byte, mode os.FileMode) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, mode)
-	if err != nil {
-		return fmt.Errorf("certs: write %s: %w", tmp, err)
-	}
-	_, err = f.Write(b)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("certs: write %s: %w", path, err)
-	}
-	return nil
 }
 
 // Load reads a certificate and key into a TLS server configuration

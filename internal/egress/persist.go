@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+
+	"github.com/relayguard/relayguard/internal/safeio"
 )
 
 // UnitName is the systemd unit that restores the lockdown at boot.
@@ -73,40 +75,11 @@ func WritePersist(be Backend, s Spec, dir, unitDir string) ([]string, error) {
 	}
 	sort.Strings(paths)
 	for _, p := range paths {
-		if err := writeFileAtomic(p, []byte(plan[p])); err != nil {
-			return nil, err
+		if err := safeio.WriteFile(p, []byte(plan[p]), 0o644); err != nil {
+			return nil, fmt.Errorf("egress: persist: %w", err)
 		}
 	}
 	return paths, nil
-}
-
-func writeFileAtomic(path string, data []byte) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return fmt.Errorf("egress: persist: %w", err)
-	}
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("egress: persist: %w", err)
-	}
-	tmp := f.Name()
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Chmod(0o644)
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("egress: persist %s: %w", path, err)
-	}
-	return nil
 }
 
 // PersistState compares the persisted files with what spec would write.

@@ -36,6 +36,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/relayguard/relayguard/internal/safeio"
 )
 
 // RcptStatus is the delivery state of one recipient.
@@ -100,17 +102,7 @@ func (osFS) Create(p string) (File, error) {
 	return os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o640)
 }
 func (osFS) Rename(from, to string) error { return os.Rename(from, to) }
-func (osFS) SyncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
-}
+func (osFS) SyncDir(dir string) error     { return safeio.SyncDir(dir) }
 
 // Spool is the durable message store.
 type Spool struct {
