@@ -3,10 +3,8 @@ package guard
 import (
 	"context"
 	"fmt"
-	"net"
+	"github.com/relayguard/relayguard/internal/redistest"
 	"net/netip"
-	"os"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -16,73 +14,6 @@ import (
 	"github.com/relayguard/relayguard/internal/limits"
 	"github.com/relayguard/relayguard/internal/store"
 )
-
-// redisServer runs a real redis-server on a loopback port in a temporary
-// directory, without persistence (so a restart loses its data set).
-type redisServer struct {
-	t       *testing.T
-	dir     string
-	port    int
-	cmd     *exec.Cmd
-	persist bool // append-only file fsynced on every write: a restart keeps the data set
-}
-
-func startRedis(t *testing.T) *redisServer {
-	t.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("redis-server not installed")
-		}
-		t.Skip("redis-server not installed")
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	r := &redisServer{t: t, dir: t.TempDir(), port: port}
-	r.start(bin)
-	t.Cleanup(r.stop)
-	return r
-}
-
-func (r *redisServer) start(bin string) {
-	r.t.Helper()
-	persist := []string{"--save", "", "--appendonly", "no"}
-	if r.persist {
-		persist = []string{"--save", "", "--appendonly", "yes", "--appendfsync", "always"}
-	}
-	r.cmd = exec.Command(bin, append([]string{"--port", fmt.Sprint(r.port), "--bind", "127.0.0.1", "--dir", r.dir,
-		"--daemonize", "no"}, persist...)...)
-	if err := r.cmd.Start(); err != nil {
-		r.t.Fatal(err)
-	}
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		c, err := net.Dial("tcp", r.addr())
-		if err == nil {
-			c.Close()
-			return
-		}
-		if time.Now().After(deadline) {
-			r.t.Fatalf("redis-server did not start: %v", err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-func (r *redisServer) stop() {
-	if r.cmd != nil && r.cmd.Process != nil {
-		r.cmd.Process.Kill()
-		r.cmd.Wait()
-		r.cmd = nil
-	}
-}
-
-func (r *redisServer) addr() string { return fmt.Sprintf("127.0.0.1:%d", r.port) }
-func (r *redisServer) url() string  { return "redis://" + r.addr() + "/0" }
 
 // server is one relayguard instance: its own SQLite database, the shared Redis.
 type server struct {
@@ -140,11 +71,11 @@ func banned(s *server, ip string) func() bool {
 }
 
 func TestSharedBansThroughRedis(t *testing.T) {
-	rs := startRedis(t)
+	rs := redistest.Start(t)
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	a := newServer(t, ctx, rs.url())
-	b := newServer(t, ctx, rs.url())
+	a := newServer(t, ctx, rs.URL())
+	b := newServer(t, ctx, rs.URL())
 
 	// Failures are counted across servers: two seen by A, one by B
 	// (maxretry 3) ban the address.
@@ -165,7 +96,7 @@ func TestSharedBansThroughRedis(t *testing.T) {
 	eventually(t, "B learns A's manual ban", banned(b, "2001:db8:bad::1"))
 
 	// Redis dies. Both keep enforcing; A bans more meanwhile.
-	rs.stop()
+	rs.Stop()
 	if _, err := a.g.Ban(ctx, netip.MustParsePrefix("203.0.113.0/24"), time.Hour, "while redis was down"); err != nil {
 		t.Fatal(err)
 	}
@@ -178,8 +109,7 @@ func TestSharedBansThroughRedis(t *testing.T) {
 
 	// Redis returns, empty. No ban is lost: both push theirs back and B
 	// learns the ban A made during the outage.
-	bin, _ := exec.LookPath("redis-server")
-	rs.start(bin)
+	rs.Restart()
 	eventually(t, "B learns the ban made during the outage", banned(b, "203.0.113.9"))
 	eventually(t, "Redis holds every ban again", func() bool {
 		bans, err := a.redis.ListBans(ctx)
@@ -200,13 +130,13 @@ func TestSharedBansThroughRedis(t *testing.T) {
 // The AUTH failure limits are shared through Redis and keep biting, counted
 // locally, while Redis is down.
 func TestAuthLimitsSharedAndWithoutRedis(t *testing.T) {
-	rs := startRedis(t)
+	rs := redistest.Start(t)
 	ctx := t.Context()
 	c := testConfig()
 	c.MaxRetry = 100 // limits only, no bans
 	c.AuthLimits = []config.AuthLimit{{Family: "ipv4", Bits: 32, PerMinute: 0, PerDay: 2}}
 	newGuard := func() *Guard {
-		r, err := store.OpenRedis(ctx, rs.url())
+		r, err := store.OpenRedis(ctx, rs.URL())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -231,7 +161,7 @@ func TestAuthLimitsSharedAndWithoutRedis(t *testing.T) {
 		}
 	}
 	// Redis dies: each server still limits what it sees itself.
-	rs.stop()
+	rs.Stop()
 	smtpdFail(a, "198.51.100.8")
 	if ok, _ := a.AuthAllowed(netip.MustParseAddr("198.51.100.8")); !ok {
 		t.Fatal("refused after one failure while Redis is down")
@@ -282,21 +212,20 @@ func TestFallbackCountersWhileDown(t *testing.T) {
 // data set intact; before, the running server saw the same epoch, adopted
 // Redis's list and dropped the new ban from its own store.
 func TestSharedChangesMadeWhileRedisDown(t *testing.T) {
-	rs := startRedisPersistent(t)
-	bin, _ := exec.LookPath("redis-server")
+	rs := redistest.StartPersistent(t)
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	a := newServer(t, ctx, rs.url())
-	b := newServer(t, ctx, rs.url())
+	a := newServer(t, ctx, rs.URL())
+	b := newServer(t, ctx, rs.URL())
 	if _, err := a.g.Ban(ctx, netip.MustParsePrefix("192.0.2.0/24"), time.Hour, "before"); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, "B learns the first ban", banned(b, "192.0.2.1"))
 
-	rs.stop()
+	rs.Stop()
 	// `relayguard ban add` / `ban del` on A's host: another process, its
 	// own Shared over A's database.
-	r, _ := store.OpenRedis(ctx, rs.url())
+	r, _ := store.OpenRedis(ctx, rs.URL())
 	defer r.Close()
 	cli := New(Options{Config: testConfig(), Store: NewShared(a.local, r, nil)})
 	if _, err := cli.Ban(ctx, netip.MustParsePrefix("203.0.113.0/24"), time.Hour, "while down"); err != nil {
@@ -307,7 +236,7 @@ func TestSharedChangesMadeWhileRedisDown(t *testing.T) {
 	}
 	eventually(t, "A enforces the new ban from its own store", banned(a, "203.0.113.9"))
 
-	rs.start(bin)
+	rs.Restart()
 	eventually(t, "B learns the ban made while Redis was down", banned(b, "203.0.113.9"))
 	eventually(t, "B learns the unban made while Redis was down", func() bool { return !banned(b, "192.0.2.1")() })
 	eventually(t, "Redis holds exactly the new ban", func() bool {
@@ -317,25 +246,4 @@ func TestSharedChangesMadeWhileRedisDown(t *testing.T) {
 	if !banned(a, "203.0.113.9")() || banned(a, "192.0.2.1")() {
 		t.Fatal("A lost the changes made while Redis was down")
 	}
-}
-
-func startRedisPersistent(t *testing.T) *redisServer {
-	t.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("redis-server not installed")
-		}
-		t.Skip("redis-server not installed")
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	r := &redisServer{t: t, dir: t.TempDir(), port: port, persist: true}
-	r.start(bin)
-	t.Cleanup(r.stop)
-	return r
 }

@@ -4,11 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/relayguard/relayguard/internal/redistest"
 	"net"
 	"net/netip"
-	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -18,7 +17,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/relayguard/relayguard/internal/config"
-	"github.com/relayguard/relayguard/internal/deliver/delivertest"
 	"github.com/relayguard/relayguard/internal/event"
 	"github.com/relayguard/relayguard/internal/queue"
 	"github.com/relayguard/relayguard/internal/ratelimit"
@@ -284,19 +282,11 @@ func TestTrustedIPAndDomainLimits(t *testing.T) {
 
 // With the shared Redis store, a limit holds across several servers.
 func TestRedisSharedAcrossServers(t *testing.T) {
-	bin := delivertest.Need(t, "redis-server")
-	port := delivertest.FreePort(t)
-	cmd := exec.Command(bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	delivertest.WaitListening(t, "tcp", addr)
+	url := redistest.Start(t).URL()
 	ctx := context.Background()
 	var lims []*ratelimit.Limiter
 	for i := 0; i < 2; i++ {
-		st, err := ratelimit.OpenStore(ctx, "redis://"+addr+"/0", nil)
+		st, err := ratelimit.OpenStore(ctx, url, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -20,11 +20,19 @@ type Dropper struct {
 // StartDropper starts a Dropper on loopback.
 func StartDropper(t testing.TB) *Dropper {
 	t.Helper()
+	d := &Dropper{}
+	d.Addr = serveLoopback(t, d.serve)
+	return d
+}
+
+// serveLoopback accepts connections on a loopback port until the test
+// ends, handing each to serve on its own goroutine, and returns the address.
+func serveLoopback(t testing.TB, serve func(net.Conn)) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := &Dropper{Addr: ln.Addr().String()}
 	t.Cleanup(func() { ln.Close() })
 	go func() {
 		for {
@@ -32,10 +40,10 @@ func StartDropper(t testing.TB) *Dropper {
 			if err != nil {
 				return
 			}
-			go d.serve(c)
+			go serve(c)
 		}
 	}()
-	return d
+	return ln.Addr().String()
 }
 
 func (d *Dropper) serve(c net.Conn) {
@@ -77,21 +85,8 @@ type BadTLS struct {
 // StartBadTLS starts a BadTLS peer on loopback.
 func StartBadTLS(t testing.TB) *BadTLS {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := &BadTLS{Addr: ln.Addr().String()}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go b.serve(c)
-		}
-	}()
+	b := &BadTLS{}
+	b.Addr = serveLoopback(t, b.serve)
 	return b
 }
 
