@@ -491,21 +491,18 @@ func (s *Spool) Load(id string) (*Envelope, error) {
 	if !validID(id) {
 		return nil, fmt.Errorf("spool: invalid message id %q", id)
 	}
-	// An updated envelope without its message is the leftover of a
-	// removal (or of `queue delete` in another process): no message.
-	if _, err := os.Stat(filepath.Join(s.msgDir, id+".msg")); err != nil {
+	// The message file first: an updated envelope without its message is
+	// the leftover of a removal (or of `queue delete` in another process).
+	f, err := os.Open(filepath.Join(s.msgDir, id+".msg"))
+	if err != nil {
 		return nil, fmt.Errorf("spool: message %s: %w", id, err)
 	}
+	defer f.Close()
 	b, err := os.ReadFile(filepath.Join(s.msgDir, id+".env"))
 	if errors.Is(err, os.ErrNotExist) {
-		f, err := os.Open(filepath.Join(s.msgDir, id+".msg"))
-		if err != nil {
-			return nil, fmt.Errorf("spool: message %s: %w", id, err)
-		}
-		defer f.Close()
-		data, jsonLen, err := readTrailer(f)
-		if err != nil {
-			return nil, fmt.Errorf("spool: message %s: %w", id, err)
+		data, jsonLen, terr := readTrailer(f)
+		if terr != nil {
+			return nil, fmt.Errorf("spool: message %s: %w", id, terr)
 		}
 		b = make([]byte, jsonLen)
 		if _, err := f.ReadAt(b, data); err != nil {
