@@ -15,6 +15,7 @@ import (
 	"github.com/relayguard/relayguard/internal/event"
 	"github.com/relayguard/relayguard/internal/firewall"
 	"github.com/relayguard/relayguard/internal/limits"
+	"github.com/relayguard/relayguard/internal/maillog"
 )
 
 // Options configure a Guard.
@@ -40,6 +41,7 @@ type Options struct {
 // (smtpd.Guard). It is safe for concurrent use.
 type Guard struct {
 	o     Options
+	ml    *maillog.Logger // ban records (Log carries the guard's own notices)
 	count map[event.Kind]bool
 	never []netip.Prefix
 
@@ -75,6 +77,7 @@ func New(o Options) *Guard {
 	}
 	g := &Guard{
 		o:       o,
+		ml:      maillog.New(o.Log),
 		count:   map[event.Kind]bool{},
 		bans:    map[netip.Prefix]Ban{},
 		success: map[netip.Addr]time.Time{},
@@ -329,7 +332,7 @@ func (g *Guard) decide(ctx context.Context, p netip.Prefix, t time.Time, reason 
 		g.o.Log.Error("guard: ban", "prefix", p.String(), "err", err)
 		return
 	}
-	g.o.Log.Warn("banned", "prefix", p.String(), "until", b.Until.Format(time.RFC3339), "count", b.Count, "reason", reason)
+	g.ml.Banned(ctx, p, b.Until, b.Count, reason)
 	if g.o.OnBan != nil {
 		g.o.OnBan(b)
 	}
@@ -412,7 +415,11 @@ func (g *Guard) Ban(ctx context.Context, p netip.Prefix, d time.Duration, reason
 	if b.Reason == "" {
 		b.Reason = "manual ban"
 	}
-	return b, g.apply(ctx, b)
+	if err := g.apply(ctx, b); err != nil {
+		return b, err
+	}
+	g.ml.Banned(ctx, p, b.Until, b.Count, b.Reason)
+	return b, nil
 }
 
 // Unban removes the ban of exactly p; it reports whether there was one.
@@ -439,6 +446,9 @@ func (g *Guard) Unban(ctx context.Context, p netip.Prefix) (bool, error) {
 	g.relens()
 	g.mu.Unlock()
 	g.enforceRemove(ctx, p)
+	if found {
+		g.ml.Unbanned(ctx, p, "removed")
+	}
 	return found, nil
 }
 
@@ -475,7 +485,7 @@ func (g *Guard) Sync(ctx context.Context, reconcile bool) error {
 			if err := g.o.Store.DeleteBan(ctx, b.Prefix); err != nil {
 				g.o.Log.Warn("guard: drop expired ban", "prefix", b.Prefix.String(), "err", err)
 			}
-			g.o.Log.Info("ban expired", "prefix", b.Prefix.String())
+			g.ml.Unbanned(ctx, b.Prefix, "expired")
 			continue
 		}
 		want[b.Prefix] = b

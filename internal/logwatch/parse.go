@@ -11,12 +11,11 @@ package logwatch
 
 import (
 	"net/netip"
-	"strconv"
 	"strings"
-	"time"
 
 	"github.com/relayguard/relayguard/internal/event"
 	"github.com/relayguard/relayguard/internal/logline"
+	"github.com/relayguard/relayguard/internal/maillog"
 )
 
 // Parser turns raw log lines into events. It is not safe for concurrent
@@ -30,7 +29,7 @@ func (p *Parser) Parse(raw string) (event.Event, bool) {
 	l, ok := p.Lines.Parse(raw)
 	if !ok {
 		// relayguard's own log written to a file by itself: no syslog header.
-		if strings.HasPrefix(raw, "time=") || strings.HasPrefix(raw, "{") {
+		if maillog.IsRecord(raw) {
 			return ParseSlog(raw)
 		}
 		return event.Event{}, false
@@ -357,153 +356,12 @@ func field(s, key string, end byte) string {
 	return s
 }
 
-// ParseSlog parses one of relayguard's own slog lines, text (logfmt) or
-// JSON, as logged by the SMTP server:
-//
-//	msg="auth failed" client=IP mechanism=M user=U
-//	msg="relay access denied" client=IP rcpt=R
-//	msg=rejected client=IP rule=R
-//	msg="egress blocked" uid=N user=U dst=IP:PORT exe=... (relayguard egress watch)
+// ParseSlog parses one of relayguard's own records (slog text or JSON, as
+// written through internal/maillog) into the guard event it stands for.
 func ParseSlog(s string) (event.Event, bool) {
-	kv := logfmt
-	if strings.HasPrefix(s, "{") {
-		kv = jsonField
+	r, ok := maillog.Parse(s)
+	if !ok {
+		return event.Event{}, false
 	}
-	e := event.Event{Source: "relayguard-log"}
-	switch kv(s, "msg") {
-	case "auth failed":
-		e.Kind = event.AuthFailure
-		e.Mechanism, e.User = kv(s, "mechanism"), kv(s, "user")
-	case "auth succeeded", "authenticated":
-		e.Kind = event.AuthSuccess
-		e.Mechanism, e.User = kv(s, "mechanism"), kv(s, "user")
-	case "relay access denied":
-		e.Kind, e.Rule, e.Detail = event.RelayDenied, "relay", kv(s, "rcpt")
-	case "rejected":
-		e.Kind, e.Rule = event.Reject, kv(s, "rule")
-		if strings.HasPrefix(e.Rule, "dnsbl") {
-			e.Kind = event.DNSBLReject
-		}
-	case "protocol abuse", "pregreet", "non-SMTP command":
-		e.Kind, e.Rule = event.ProtocolAbuse, kv(s, "rule")
-	case "egress blocked":
-		// A local program's blocked connection to a remote mail port: the
-		// address is the destination, the user the local account. It
-		// enters the event stream (counted only if [guard] counts
-		// egress_blocked) and never bans the destination by default.
-		ap, err := netip.ParseAddrPort(kv(s, "dst"))
-		if err != nil {
-			return e, false
-		}
-		e.Kind, e.Source, e.IP, e.User, e.Rule = event.EgressBlocked, "kernel", ap.Addr().Unmap(), kv(s, "user"), "egress"
-		e.Detail = "uid=" + kv(s, "uid") + " dst=" + ap.String()
-		if exe := kv(s, "exe"); exe != "" {
-			e.Detail += " exe=" + exe
-		}
-		if t := kv(s, "time"); t != "" {
-			if tt, err := time.Parse(time.RFC3339Nano, t); err == nil {
-				e.Time = tt
-			}
-		}
-		return e, true
-	default:
-		return e, false
-	}
-	ip, err := netip.ParseAddr(kv(s, "client"))
-	if err != nil {
-		return e, false
-	}
-	e.IP = ip.Unmap()
-	e.Service = kv(s, "listener")
-	if t := kv(s, "time"); t != "" {
-		if tt, err := time.Parse(time.RFC3339Nano, t); err == nil {
-			e.Time = tt
-		}
-	}
-	return e, true
-}
-
-// logfmt returns the value of key in a log/slog TextHandler line.
-func logfmt(s, key string) string {
-	for i := 0; i < len(s); {
-		// at the start of a key
-		j := i
-		for j < len(s) && s[j] != '=' && s[j] != ' ' {
-			j++
-		}
-		if j >= len(s) {
-			return ""
-		}
-		if s[j] == ' ' {
-			i = j + 1
-			continue
-		}
-		k := s[i:j]
-		j++ // past '='
-		var v string
-		if j < len(s) && s[j] == '"' {
-			end := j + 1
-			for end < len(s) && s[end] != '"' {
-				if s[end] == '\\' {
-					end++
-				}
-				end++
-			}
-			if end >= len(s) {
-				end = len(s) - 1
-			}
-			raw := s[j : end+1]
-			if u, err := strconv.Unquote(raw); err == nil {
-				v = u
-			} else {
-				v = strings.Trim(raw, `"`)
-			}
-			i = end + 1
-		} else {
-			end := strings.IndexByte(s[j:], ' ')
-			if end < 0 {
-				end = len(s) - j
-			}
-			v = s[j : j+end]
-			i = j + end
-		}
-		if k == key {
-			return v
-		}
-		for i < len(s) && s[i] == ' ' {
-			i++
-		}
-	}
-	return ""
-}
-
-// jsonField returns the string value of a top-level key in a slog
-// JSONHandler line without decoding the whole object.
-func jsonField(s, key string) string {
-	pat := `"` + key + `":`
-	i := strings.Index(s, pat)
-	if i < 0 {
-		return ""
-	}
-	v := strings.TrimLeft(s[i+len(pat):], " ")
-	if strings.HasPrefix(v, `"`) {
-		end := 1
-		for end < len(v) && v[end] != '"' {
-			if v[end] == '\\' {
-				end++
-			}
-			end++
-		}
-		if end >= len(v) {
-			return ""
-		}
-		if u, err := strconv.Unquote(v[:end+1]); err == nil {
-			return u
-		}
-		return v[1:end]
-	}
-	if end := strings.IndexAny(v, ",}"); end >= 0 {
-		return v[:end]
-	}
-	return v
+	return r.Event()
 }

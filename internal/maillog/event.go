@@ -1,0 +1,65 @@
+package maillog
+
+import (
+	"strconv"
+	"strings"
+
+	"github.com/relayguard/relayguard/internal/event"
+)
+
+// Source is the event.Event Source of events read from relayguard's log.
+const Source = "relayguard-log"
+
+// Event returns the guard event a record stands for, and false for records
+// that are not about a client's behaviour (deliveries, bans, summaries).
+// It is what `relayguard watch` feeds the guard when it follows a log
+// written by another relayguard process.
+func (r Record) Event() (event.Event, bool) {
+	e := event.Event{Time: r.Time, Source: Source, IP: r.Client, Service: r.Listener, User: r.User}
+	switch r.Kind {
+	case KindAuthFailed:
+		e.Kind, e.Mechanism, e.Detail = event.AuthFailure, r.Mech, r.Reason
+	case KindAuthOK:
+		e.Kind, e.Mechanism = event.AuthSuccess, r.Mech
+	case KindRelayDenied:
+		e.Kind, e.Rule, e.Detail = event.RelayDenied, r.Rule, r.Rcpt
+		if e.Rule == "" {
+			e.Rule = "reject_unauth_destination"
+		}
+	case KindRejected:
+		e.Kind, e.Rule, e.Detail = event.Reject, r.Rule, r.Rcpt
+		if e.Detail == "" {
+			e.Detail = r.Text
+		}
+		if strings.HasPrefix(r.Rule, "dnsbl") {
+			e.Kind = event.DNSBLReject
+		}
+	case KindNonSMTP:
+		e.Kind, e.Rule, e.Detail = event.ProtocolAbuse, "non_smtp_command", r.Text
+	case KindLostConnection:
+		if r.After != "AUTH" {
+			return event.Event{}, false
+		}
+		e.Kind = event.LostAfterAuth
+	case KindEgressBlocked:
+		// A local program's blocked connection to a remote mail port: the
+		// address is the destination, the user the local account. It is
+		// counted only if [guard] counts egress_blocked, and never bans
+		// the destination by default.
+		if !r.Dst.IsValid() {
+			return event.Event{}, false
+		}
+		e.Kind, e.Source, e.IP, e.Rule, e.Service = event.EgressBlocked, "kernel", r.Dst.Addr(), "egress", "smtp"
+		e.Detail = "uid=" + strconv.Itoa(r.UID) + " dst=" + r.Dst.String()
+		if r.Exe != "" {
+			e.Detail += " exe=" + r.Exe
+		}
+		return e, true
+	default:
+		return event.Event{}, false
+	}
+	if !e.IP.IsValid() {
+		return event.Event{}, false
+	}
+	return e, true
+}
