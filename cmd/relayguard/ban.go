@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"log/slog"
-	"net"
 	"net/netip"
 	"text/tabwriter"
 	"time"
@@ -14,85 +12,20 @@ import (
 
 	"github.com/relayguard/relayguard/internal/config"
 	"github.com/relayguard/relayguard/internal/guard"
-	"github.com/relayguard/relayguard/internal/store"
 )
-
-// guardEnv is a guard with its stores, opened from the configuration.
-type guardEnv struct {
-	g      *guard.Guard
-	redis  *store.Redis // nil without [store] url
-	close  func()
-	shared bool
-}
-
-// neverBan lists the networks the guard must never ban: mynetworks and the
-// server's own addresses (the interface addresses when own_addresses is
-// empty). guard.allow is added by guard.New.
-func neverBan(cfg *config.Config) []netip.Prefix {
-	out, _ := config.ParsePrefixes(cfg.MyNetworks)
-	own := cfg.OwnAddresses
-	if len(own) == 0 {
-		if addrs, err := net.InterfaceAddrs(); err == nil {
-			for _, a := range addrs {
-				if n, ok := a.(*net.IPNet); ok {
-					own = append(own, n.IP.String())
-				}
-			}
-		}
-	}
-	for _, a := range own {
-		if p, err := config.ParsePrefix(a); err == nil {
-			out = append(out, p)
-		}
-	}
-	return out
-}
-
-// openGuard opens the ban store named by the configuration: the embedded
-// SQLite database, mirrored to Redis/Valkey when [store] url is redis://.
-func openGuard(ctx context.Context, cfg *config.Config, log *slog.Logger, o guard.Options) (*guardEnv, error) {
-	db, err := store.OpenSQLite(ctx, cfg.DataDir)
-	if err != nil {
-		return nil, err
-	}
-	local, err := guard.NewSQLiteStore(ctx, db)
-	if err != nil {
-		db.Close()
-		return nil, err
-	}
-	env := &guardEnv{close: func() { db.Close() }}
-	o.Config, o.Log, o.Store = cfg.Guard, log, local
-	o.Never = append(o.Never, neverBan(cfg)...)
-	if cfg.Store.URL != "" {
-		r, err := store.OpenRedis(ctx, cfg.Store.URL)
-		if r == nil {
-			db.Close()
-			return nil, err
-		}
-		if err != nil {
-			log.Warn("shared store unreachable at start; using local bans until it returns", "err", err)
-		}
-		env.redis, env.shared = r, true
-		o.Store = guard.NewShared(local, r, log)
-		o.Counters = &guard.FallbackCounters{Primary: r, Fallback: guard.NewMemory(), Log: log}
-		env.close = func() { r.Close(); db.Close() }
-	}
-	env.g = guard.New(o)
-	return env, nil
-}
 
 // storedBans returns the bans in force in the guard's store (the shared one
 // when [store] url is set), for `firewall setup` to load into the kernel.
 func storedBans(ctx context.Context, cfg *config.Config) ([]guard.Ban, error) {
-	env, err := openGuard(ctx, cfg, newLogger(cfg), guard.Options{})
+	env, err := guard.Open(ctx, cfg, newLogger(cfg), guard.Options{})
 	if err != nil {
 		return nil, err
 	}
-	defer env.close()
-	if err := env.g.Sync(ctx, false); err != nil {
+	defer env.Close()
+	if err := env.Guard.Sync(ctx, false); err != nil {
 		return nil, err
 	}
-	return env.g.Bans(), nil
+	return env.Guard.Bans(), nil
 }
 
 func parseBanPrefix(s string) (netip.Prefix, error) {
@@ -145,12 +78,12 @@ func init() {
 			if err != nil {
 				return err
 			}
-			env, err := openGuard(cmd.Context(), cfg, newLogger(cfg), guard.Options{})
+			env, err := guard.Open(cmd.Context(), cfg, newLogger(cfg), guard.Options{})
 			if err != nil {
 				return err
 			}
-			defer env.close()
-			b, err := env.g.Ban(cmd.Context(), p, d.D(), reason)
+			defer env.Close()
+			b, err := env.Guard.Ban(cmd.Context(), p, d.D(), reason)
 			if err != nil {
 				return err
 			}
@@ -178,12 +111,12 @@ func init() {
 			if err != nil {
 				return err
 			}
-			env, err := openGuard(cmd.Context(), cfg, newLogger(cfg), guard.Options{})
+			env, err := guard.Open(cmd.Context(), cfg, newLogger(cfg), guard.Options{})
 			if err != nil {
 				return err
 			}
-			defer env.close()
-			found, err := env.g.Unban(cmd.Context(), p)
+			defer env.Close()
+			found, err := env.Guard.Unban(cmd.Context(), p)
 			if err != nil {
 				return err
 			}
@@ -205,15 +138,15 @@ func init() {
 			if err != nil {
 				return err
 			}
-			env, err := openGuard(cmd.Context(), cfg, newLogger(cfg), guard.Options{})
+			env, err := guard.Open(cmd.Context(), cfg, newLogger(cfg), guard.Options{})
 			if err != nil {
 				return err
 			}
-			defer env.close()
-			if err := env.g.Sync(cmd.Context(), false); err != nil {
+			defer env.Close()
+			if err := env.Guard.Sync(cmd.Context(), false); err != nil {
 				return err
 			}
-			bans := env.g.Bans()
+			bans := env.Guard.Bans()
 			out := cmd.OutOrStdout()
 			if asJSON {
 				js := make([]banJSON, 0, len(bans))

@@ -44,7 +44,7 @@ without touching the firewall or the ban database, and prints what it would have
 				if len(args) == 0 {
 					return &exitError{code: 2, err: fmt.Errorf("watch --replay: name at least one log file (or - for stdin)")}
 				}
-				return runReplay(cmd.Context(), cfg.Guard, neverBan(cfg), args, asJSON, log)
+				return runReplay(cmd.Context(), cfg.Guard, guard.NeverBan(cfg), args, asJSON, log)
 			}
 			if len(args) > 0 {
 				return &exitError{code: 2, err: fmt.Errorf("watch: unexpected arguments %q (log files go in [guard] files, or use --replay)", args)}
@@ -121,11 +121,11 @@ func runWatch(ctx context.Context, cfg *config.Config, stdin bool, log *slog.Log
 	if err := enf.Setup(ctx); err != nil {
 		return fmt.Errorf("watch: firewall setup: %w", err)
 	}
-	env, err := openGuard(ctx, cfg, log, guard.Options{Enforcer: enf})
+	env, err := guard.Open(ctx, cfg, log, guard.Options{Enforcer: enf})
 	if err != nil {
 		return err
 	}
-	defer env.close()
+	defer env.Close()
 	var posDB interface{ Close() error }
 	db, err := store.OpenSQLite(ctx, cfg.DataDir)
 	if err != nil {
@@ -142,11 +142,11 @@ func runWatch(ctx context.Context, cfg *config.Config, stdin bool, log *slog.Log
 	// source parses in its own goroutine; the guard is safe for concurrent use).
 	var wg sync.WaitGroup
 	wake := make(chan struct{}, 1)
-	if env.redis != nil {
+	if env.Redis != nil {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			env.redis.Subscribe(ctx, func(string) {
+			env.Redis.Subscribe(ctx, func(string) {
 				select {
 				case wake <- struct{}{}:
 				default:
@@ -155,7 +155,7 @@ func runWatch(ctx context.Context, cfg *config.Config, stdin bool, log *slog.Log
 		}()
 	}
 	wg.Add(1)
-	go func() { defer wg.Done(); env.g.Run(ctx, time.Second, wake) }()
+	go func() { defer wg.Done(); env.Guard.Run(ctx, time.Second, wake) }()
 
 	var sources atomic.Int32
 	for _, f := range cfg.Guard.Files {
@@ -164,7 +164,7 @@ func runWatch(ctx context.Context, cfg *config.Config, stdin bool, log *slog.Log
 		go func(path string) {
 			defer wg.Done()
 			fl := &logwatch.Follower{Path: path, State: state, Log: log}
-			if err := fl.Run(ctx, logwatch.Events(ctx, env.g)); err != nil {
+			if err := fl.Run(ctx, logwatch.Events(ctx, env.Guard)); err != nil {
 				log.Error("watch: file source stopped", "file", path, "err", err)
 			}
 		}(f)
@@ -175,7 +175,7 @@ func runWatch(ctx context.Context, cfg *config.Config, stdin bool, log *slog.Log
 		go func() {
 			defer wg.Done()
 			j := &logwatch.Journal{Units: cfg.Guard.JournalUnits, State: state, Log: log}
-			if err := j.Run(ctx, env.g); err != nil {
+			if err := j.Run(ctx, env.Guard); err != nil {
 				log.Error("watch: journal source stopped", "err", err)
 			}
 		}()
@@ -185,7 +185,7 @@ func runWatch(ctx context.Context, cfg *config.Config, stdin bool, log *slog.Log
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := logwatch.ReadLines(ctx, os.Stdin, logwatch.Events(ctx, env.g)); err != nil {
+			if err := logwatch.ReadLines(ctx, os.Stdin, logwatch.Events(ctx, env.Guard)); err != nil {
 				log.Error("watch: stdin", "err", err)
 			}
 		}()
@@ -193,7 +193,7 @@ func runWatch(ctx context.Context, cfg *config.Config, stdin bool, log *slog.Log
 	if sources.Load() == 0 {
 		log.Warn("watch: no log source configured ([guard] files, journal, or --stdin); enforcing stored bans only")
 	}
-	log.Info("watching", "files", cfg.Guard.Files, "journal", cfg.Guard.Journal, "stdin", stdin, "firewall", cfg.Firewall.Backend, "shared", env.shared)
+	log.Info("watching", "files", cfg.Guard.Files, "journal", cfg.Guard.Journal, "stdin", stdin, "firewall", cfg.Firewall.Backend, "shared", env.Shared)
 	<-ctx.Done()
 	wg.Wait()
 	return nil

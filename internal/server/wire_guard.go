@@ -1,4 +1,4 @@
-package main
+package server
 
 import (
 	"context"
@@ -20,34 +20,34 @@ import (
 // AUTH outcomes from the event bus feed the decisions, and (if enabled)
 // POP-before-SMTP permits relay. The firewall is left to `relayguard watch`.
 func wireGuard(ctx context.Context, cfg *config.Config, log *slog.Logger, db *sql.DB, bus *event.Bus, deps *smtpd.Deps, reg prometheus.Registerer) (func(), error) {
-	env, err := openGuard(ctx, cfg, log, guard.Options{})
+	env, err := guard.Open(ctx, cfg, log, guard.Options{})
 	if err != nil {
 		return nil, err
 	}
-	if env.redis != nil {
+	if env.Redis != nil {
 		// AUTH failure limits shared by every server; counted locally
 		// while Redis is unreachable, so that the limits keep biting.
-		guard.UseLimitCounter(env.g, limits.NewFallbackCounter(env.redis, log))
+		guard.UseLimitCounter(env.Guard, limits.NewFallbackCounter(env.Redis, log))
 	}
-	bus.Subscribe(env.g)
-	deps.Guard = env.g
+	bus.Subscribe(env.Guard)
+	deps.Guard = env.Guard
 	if cfg.Guard.PopBeforeSMTP > 0 {
-		deps.PopBeforeSMTP = env.g.PopBeforeSMTP
+		deps.PopBeforeSMTP = env.Guard.PopBeforeSMTP
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	wake := make(chan struct{}, 1)
 	go func() {
 		defer close(done)
-		if env.redis != nil {
-			go env.redis.Subscribe(ctx, func(string) {
+		if env.Redis != nil {
+			go env.Redis.Subscribe(ctx, func(string) {
 				select {
 				case wake <- struct{}{}:
 				default:
 				}
 			})
 		}
-		env.g.Run(ctx, time.Second, wake)
+		env.Guard.Run(ctx, time.Second, wake)
 	}()
-	return func() { cancel(); <-done; env.close() }, nil
+	return func() { cancel(); <-done; env.Close() }, nil
 }

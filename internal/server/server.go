@@ -1,0 +1,162 @@
+// Package server runs `relayguard serve`: it builds the SMTP server, the
+// policy engine, the guard and the delivery side from a finished
+// configuration, runs the SMTP and admin listeners, and stops them in order.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/relayguard/relayguard/internal/certs"
+	"github.com/relayguard/relayguard/internal/config"
+	"github.com/relayguard/relayguard/internal/event"
+	"github.com/relayguard/relayguard/internal/queue"
+	"github.com/relayguard/relayguard/internal/smtpd"
+	"github.com/relayguard/relayguard/internal/store"
+	"github.com/relayguard/relayguard/internal/userdb"
+)
+
+// Options are what the command line adds to the configuration.
+type Options struct {
+	// Notice receives the few lines a person starting serve by hand
+	// reads (where it listens, how to add a user). nil: os.Stderr.
+	Notice io.Writer
+}
+
+// Run serves until ctx ends or a listener fails.
+func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, opt Options) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	notice := opt.Notice
+	if notice == nil {
+		notice = os.Stderr
+	}
+
+	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
+		return fmt.Errorf("data dir %s: %w", cfg.DataDir, err)
+	}
+	// A self-signed certificate is made only at the default location: a
+	// configured path that does not exist is an operator's typo, not a
+	// place to write a key.
+	var created bool
+	var err error
+	if cfg.TLS.CertFile == filepath.Join(cfg.DataDir, "tls", "cert.pem") && cfg.TLS.KeyFile == filepath.Join(cfg.DataDir, "tls", "key.pem") {
+		created, err = certs.EnsureSelfSigned(cfg.TLS.CertFile, cfg.TLS.KeyFile, []string{cfg.Hostname, "localhost", "127.0.0.1", "::1"})
+		if err != nil {
+			return err
+		}
+	}
+	if created {
+		log.Info("created a self-signed certificate; replace it with a real one for production", "cert", cfg.TLS.CertFile, "key", cfg.TLS.KeyFile)
+	}
+	tlsConf, err := certs.Load(cfg.TLS.CertFile, cfg.TLS.KeyFile)
+	if err != nil {
+		return err
+	}
+	db, err := store.OpenSQLite(ctx, cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	users, err := userdb.Open(ctx, db, UserdbOptions(cfg))
+	if err != nil {
+		return err
+	}
+	spool, err := queue.OpenSpool(cfg.Spool.Dir, cfg.Spool.GroupCommit.D(), log)
+	if err != nil {
+		return err
+	}
+	defer spool.Close()
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	prometheus.DefaultRegisterer = reg
+	prometheus.DefaultGatherer = reg
+	bus := &event.Bus{}
+	deps := smtpd.Deps{
+		Users: users, Creds: users, Spool: spool, TLS: tlsConf, Events: bus, Log: log,
+		Metrics: smtpd.NewMetrics(reg),
+	}
+	stop, err := wireExtensions(ctx, cfg, log, db, bus, spool, &deps, reg)
+	if err != nil {
+		return err
+	}
+	defer stop()
+	srv, err := smtpd.New(cfg, deps)
+	if err != nil {
+		return err
+	}
+
+	lns, err := openListeners(cfg)
+	if err != nil {
+		return err
+	}
+	var wg sync.WaitGroup
+	errc := make(chan error, len(lns)+1)
+	for i, ln := range lns {
+		lc := cfg.Listeners[i]
+		log.Info("listening", "listener", lc.Name, "mode", lc.Mode, "address", ln.Addr().String())
+		fmt.Fprintf(notice, "relayguard: %s (%s) listening on %s\n", lc.Name, lc.Mode, ln.Addr())
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := srv.Serve(ctx, ln, lc); err != nil {
+				errc <- err
+			}
+		}()
+	}
+	var admin *http.Server
+	if cfg.Admin.Listen != "" {
+		aln, err := net.Listen("tcp", cfg.Admin.Listen)
+		if err != nil {
+			return fmt.Errorf("admin listener %s: %w", cfg.Admin.Listen, err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+		admin = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go func() {
+			if err := admin.Serve(aln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("admin listener: %w", err)
+			}
+		}()
+		log.Info("listening", "listener", "admin", "address", aln.Addr().String())
+		fmt.Fprintf(notice, "relayguard: admin/metrics on http://%s/metrics\n", aln.Addr())
+	}
+	fmt.Fprintf(notice, "relayguard: data in %s; local domains %s\n", cfg.DataDir, strings.Join(cfg.LocalDomains, ", "))
+	fmt.Fprintf(notice, "relayguard: add a user with: relayguard user add USER --data-dir %s\n", cfg.DataDir)
+
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	}
+	log.Info("shutting down")
+	cancel()
+	if admin != nil {
+		sctx, c := context.WithTimeout(context.Background(), 5*time.Second)
+		admin.Shutdown(sctx)
+		c()
+	}
+	srv.Shutdown()
+	wg.Wait()
+	return err
+}
+
+// UserdbOptions are the account store's settings from [auth].
+func UserdbOptions(cfg *config.Config) userdb.Options {
+	return userdb.Options{PasswordHash: cfg.Auth.PasswordHash, SCRAMIterations: cfg.Auth.SCRAMIterations, CRAMMD5: cfg.Auth.CRAMMD5}
+}
