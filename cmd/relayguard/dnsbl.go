@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/relayguard/relayguard/internal/dnsbl"
+	"github.com/relayguard/relayguard/internal/dnsbl/zonespec"
 	"github.com/relayguard/relayguard/internal/dnsutil"
 	"github.com/relayguard/relayguard/internal/policy"
 )
@@ -60,7 +61,7 @@ Large lists refuse queries sent through public resolvers: set dnsbl.resolvers to
 			var ipSpecs, domSpecs []string
 			if !noCatalog {
 				for _, c := range dnsbl.Catalog {
-					z, _ := dnsbl.ParseZone(c.Spec)
+					z, _ := zonespec.Parse(c.Spec)
 					meanings[z.Name], allow[z.Name] = c.Meanings, c.Allow
 					if c.Domain {
 						domSpecs = append(domSpecs, c.Spec)
@@ -70,7 +71,7 @@ Large lists refuse queries sent through public resolvers: set dnsbl.resolvers to
 				}
 			}
 			for _, s := range cfg.DNSBL.Zones {
-				z, _ := dnsbl.ParseZone(s)
+				z, _ := zonespec.Parse(s)
 				allow[z.Name] = z.Weight < 0
 				ipSpecs = append(ipSpecs, s)
 			}
@@ -257,7 +258,7 @@ func dedupe(specs []string) []string {
 	seen := map[string]bool{}
 	var out []string
 	for _, s := range specs {
-		z, err := dnsbl.ParseZone(s)
+		z, err := zonespec.Parse(s)
 		if err != nil || seen[z.Name] {
 			continue
 		}

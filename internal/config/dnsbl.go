@@ -8,7 +8,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/relayguard/relayguard/internal/dnsbl"
+	"github.com/relayguard/relayguard/internal/dnsbl/zonespec"
 )
 
 // DNSBLConfig is the [dnsbl] section: DNS block and allow lists, scored like
@@ -43,7 +43,7 @@ func (c *DNSBLConfig) validate() error {
 		zones []string
 	}{{"dnsbl.zones", c.Zones}, {"dnsbl.domain_zones", c.DomainZones}} {
 		for _, z := range list.zones {
-			if _, err := dnsbl.ParseZone(z); err != nil {
+			if _, err := zonespec.Parse(z); err != nil {
 				return fmt.Errorf("config: %s %q: %w", list.key, z, err)
 			}
 		}

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/relayguard/relayguard/internal/dnsbl"
+	"github.com/relayguard/relayguard/internal/dnsbl/zonespec"
 )
 
 // PolicyConfig is the [policy] section: the restriction lists evaluated by
@@ -134,7 +134,7 @@ func (c *PolicyConfig) validate() error {
 				return fmt.Errorf("config: policy.%s: %q: no [[policy.access]] table named %q", key, r, args[0])
 			}
 			if strings.HasPrefix(name, "reject_rbl_") || strings.HasPrefix(name, "reject_rhsbl_") {
-				if _, err := dnsbl.ParseZone(args[0]); err != nil {
+				if _, err := zonespec.Parse(args[0]); err != nil {
 					return fmt.Errorf("config: policy.%s: %q: %w", key, r, err)
 				}
 			}

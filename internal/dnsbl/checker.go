@@ -13,6 +13,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/relayguard/relayguard/internal/dnsbl/zonespec"
 	"github.com/relayguard/relayguard/internal/dnsutil"
 )
 
@@ -109,14 +110,14 @@ func New(q Querier, o Options) (*Checker, error) {
 	c := &Checker{q: q, opts: o, log: o.Logger, now: o.Clock,
 		cache: map[string]cacheEntry{}, health: map[string]*Health{}, lastError: map[string]time.Time{}}
 	for _, s := range o.Zones {
-		z, err := ParseZone(s)
+		z, err := zonespec.Parse(s)
 		if err != nil {
 			return nil, fmt.Errorf("dnsbl zone %q: %w", s, err)
 		}
 		c.zones = append(c.zones, z)
 	}
 	for _, s := range o.DomainZones {
-		z, err := ParseZone(s)
+		z, err := zonespec.Parse(s)
 		if err != nil {
 			return nil, fmt.Errorf("dnsbl domain zone %q: %w", s, err)
 		}

@@ -17,46 +17,6 @@ import (
 	"github.com/relayguard/relayguard/internal/dnsutil/dnstest"
 )
 
-func TestParseZone(t *testing.T) {
-	for _, tc := range []struct {
-		spec   string
-		name   string
-		weight int
-		match  []string
-		nomat  []string
-	}{
-		{"zen.spamhaus.org=127.0.0.[2..11]*3", "zen.spamhaus.org", 3, []string{"127.0.0.2", "127.0.0.11"}, []string{"127.0.0.1", "127.0.0.12", "127.0.1.2"}},
-		{"bl.spamcop.net*2", "bl.spamcop.net", 2, []string{"127.0.0.2", "127.1.2.3"}, nil},
-		{"list.dnswl.org=127.0.[0..255].[1..3]*-5", "list.dnswl.org", -5, []string{"127.0.15.1", "127.0.0.3"}, []string{"127.0.15.0", "127.0.1.4"}},
-		{"b.barracudacentral.org=127.0.0.2", "b.barracudacentral.org", 1, []string{"127.0.0.2"}, []string{"127.0.0.3"}},
-		{"Mixed.Example.ORG.=127.0.0.[2;4;10..11]", "mixed.example.org", 1, []string{"127.0.0.4", "127.0.0.10"}, []string{"127.0.0.3", "127.0.0.5"}},
-	} {
-		z, err := ParseZone(tc.spec)
-		if err != nil {
-			t.Fatalf("ParseZone(%q): %v", tc.spec, err)
-		}
-		if z.Name != tc.name || z.Weight != tc.weight {
-			t.Errorf("ParseZone(%q) = %q*%d, want %q*%d", tc.spec, z.Name, z.Weight, tc.name, tc.weight)
-		}
-		for _, a := range tc.match {
-			if !z.Match(netip.MustParseAddr(a)) {
-				t.Errorf("%s: %s should match", tc.spec, a)
-			}
-		}
-		for _, a := range tc.nomat {
-			if z.Match(netip.MustParseAddr(a)) {
-				t.Errorf("%s: %s should not match", tc.spec, a)
-			}
-		}
-	}
-	for _, bad := range []string{"", "nodot", "zen.spamhaus.org*x", "zen.spamhaus.org=127.0.0", "zen.spamhaus.org=127.0.0.[5..2]",
-		"zen.spamhaus.org=127.0.0.256", "bad name.org", "zen.spamhaus.org=127.0.0.[a]"} {
-		if _, err := ParseZone(bad); err == nil {
-			t.Errorf("ParseZone(%q): want an error", bad)
-		}
-	}
-}
-
 func TestQueryNames(t *testing.T) {
 	// RFC 5782 §2.1 and §2.4 examples.
 	if got := IPQuery(netip.MustParseAddr("192.168.42.23"), "dnsxl.example.com"); got != "23.42.168.192.dnsxl.example.com" {

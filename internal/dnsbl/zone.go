@@ -8,142 +8,15 @@
 package dnsbl
 
 import (
-	"fmt"
 	"net/netip"
 	"strconv"
 	"strings"
 
-	"github.com/miekg/dns"
+	"github.com/relayguard/relayguard/internal/dnsbl/zonespec"
 )
 
-// Zone is one configured list.
-type Zone struct {
-	Spec   string       // as written in the configuration
-	Name   string       // DNS zone, lower case, without trailing dot
-	Filter *[4]octetSet // nil: any valid answer counts
-	Weight int          // added to the score when listed; negative for allowlists
-}
-
-// octetSet is the set of values one octet of a filter may take.
-type octetSet [256]bool
-
-// ParseZone parses postscreen's "zone[=d.d.d.d][*weight]" where each d is a
-// number or a bracketed list of ";"-separated numbers and n..m ranges
-// (postconf(5) postscreen_dnsbl_sites). The weight defaults to 1.
-func ParseZone(spec string) (*Zone, error) {
-	z := &Zone{Spec: spec, Weight: 1}
-	s := strings.TrimSpace(spec)
-	if i := strings.LastIndexByte(s, '*'); i >= 0 {
-		w, err := strconv.Atoi(s[i+1:])
-		if err != nil {
-			return nil, fmt.Errorf("weight %q: not an integer", s[i+1:])
-		}
-		z.Weight = w
-		s = s[:i]
-	}
-	if i := strings.IndexByte(s, '='); i >= 0 {
-		f, err := parseFilter(s[i+1:])
-		if err != nil {
-			return nil, err
-		}
-		z.Filter = f
-		s = s[:i]
-	}
-	s = strings.ToLower(strings.TrimSuffix(s, "."))
-	if s == "" || !strings.Contains(s, ".") {
-		return nil, fmt.Errorf("zone name %q: want a DNS name such as zen.spamhaus.org", s)
-	}
-	if _, ok := dns.IsDomainName(s); !ok || !hostChars(s) {
-		return nil, fmt.Errorf("zone name %q: not a valid DNS name", s)
-	}
-	z.Name = s
-	return z, nil
-}
-
-func parseFilter(f string) (*[4]octetSet, error) {
-	var parts []string
-	depth, start := 0, 0
-	for i, c := range f {
-		switch c {
-		case '[':
-			depth++
-		case ']':
-			depth--
-		case '.':
-			if depth == 0 {
-				parts = append(parts, f[start:i])
-				start = i + 1
-			}
-		}
-	}
-	parts = append(parts, f[start:])
-	if len(parts) != 4 {
-		return nil, fmt.Errorf("filter %q: want four octets d.d.d.d", f)
-	}
-	var out [4]octetSet
-	for i, p := range parts {
-		if strings.HasPrefix(p, "[") && strings.HasSuffix(p, "]") {
-			for _, item := range strings.Split(p[1:len(p)-1], ";") {
-				lo, hi, isRange := strings.Cut(item, "..")
-				a, err := octet(lo)
-				if err != nil {
-					return nil, fmt.Errorf("filter %q: %w", f, err)
-				}
-				b := a
-				if isRange {
-					if b, err = octet(hi); err != nil {
-						return nil, fmt.Errorf("filter %q: %w", f, err)
-					}
-				}
-				if b < a {
-					return nil, fmt.Errorf("filter %q: range %q is empty", f, item)
-				}
-				for v := a; v <= b; v++ {
-					out[i][v] = true
-				}
-			}
-			continue
-		}
-		v, err := octet(p)
-		if err != nil {
-			return nil, fmt.Errorf("filter %q: %w", f, err)
-		}
-		out[i][v] = true
-	}
-	return &out, nil
-}
-
-func octet(s string) (int, error) {
-	v, err := strconv.Atoi(strings.TrimSpace(s))
-	if err != nil || v < 0 || v > 255 {
-		return 0, fmt.Errorf("octet %q: want 0..255", s)
-	}
-	return v, nil
-}
-
-// hostChars reports whether s has only letters, digits, '-', '_' and '.'.
-func hostChars(s string) bool {
-	for _, c := range s {
-		if !(c == '.' || c == '-' || c == '_' || c >= '0' && c <= '9' || c >= 'a' && c <= 'z') {
-			return false
-		}
-	}
-	return true
-}
-
-// Match reports whether answer a passes the zone's filter.
-func (z *Zone) Match(a netip.Addr) bool {
-	if z.Filter == nil {
-		return true
-	}
-	b := a.As4()
-	for i := range 4 {
-		if !z.Filter[i][b[i]] {
-			return false
-		}
-	}
-	return true
-}
+// Zone is one configured list (parsed with zonespec.Parse).
+type Zone = zonespec.Zone
 
 // IPQuery is the name to ask for ip in zone: the reversed octets of an IPv4
 // address (RFC 5782 §2.1) or the 32 reversed nibbles of an IPv6 address
@@ -195,7 +68,7 @@ func DomainQuery(domain, zone string) string {
 // by saying "HELO 192.0.2.1".
 func DomainQueryable(d string) bool {
 	d = strings.TrimSuffix(strings.TrimSpace(d), ".")
-	if d == "" || len(d) > 200 || !strings.Contains(d, ".") || !hostChars(strings.ToLower(d)) {
+	if d == "" || len(d) > 200 || !strings.Contains(d, ".") || !zonespec.HostChars(strings.ToLower(d)) {
 		return false
 	}
 	if _, err := netip.ParseAddr(d); err == nil {

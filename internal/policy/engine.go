@@ -14,6 +14,7 @@ import (
 
 	"github.com/relayguard/relayguard/internal/config"
 	"github.com/relayguard/relayguard/internal/dnsbl"
+	"github.com/relayguard/relayguard/internal/dnsbl/zonespec"
 	"github.com/relayguard/relayguard/internal/dnsutil"
 	"github.com/relayguard/relayguard/internal/event"
 )
@@ -129,7 +130,7 @@ func New(cfg *config.Config, deps Deps) (*Engine, error) {
 			r := &rule{name: name, text: s, warn: warn}
 			switch name {
 			case "reject_rbl_client", "reject_rhsbl_sender", "reject_rhsbl_helo", "reject_rhsbl_client":
-				if r.zone, err = dnsbl.ParseZone(args[0]); err != nil {
+				if r.zone, err = zonespec.Parse(args[0]); err != nil {
 					return nil, fmt.Errorf("policy: %q: %w", s, err)
 				}
 				if name == "reject_rbl_client" {
