@@ -14,6 +14,7 @@ import (
 
 	"github.com/relayguard/relayguard/internal/config"
 	"github.com/relayguard/relayguard/internal/event"
+	"github.com/relayguard/relayguard/internal/maillog"
 	"github.com/relayguard/relayguard/internal/nflog"
 )
 
@@ -138,6 +139,20 @@ func (w *Watcher) clock() time.Time {
 		return w.now()
 	}
 	return time.Now()
+}
+
+// record is the attempt as internal/maillog writes it.
+func (a Attempt) record() maillog.Egress {
+	e := maillog.Egress{UID: -1, User: a.User, Dst: netip.AddrPortFrom(a.Dst, a.DstPort), SrcPort: int(a.SrcPort), Reason: a.Unknown}
+	if a.HasUID {
+		e.UID = int(a.UID)
+	}
+	if p := a.Process; p != nil {
+		e.PID, e.Exe, e.Cmdline, e.Cwd, e.PPID, e.Parent = p.PID, p.Exe, p.Cmdline, p.Cwd, p.PPID, p.ParentCmdline
+	} else if e.Reason == "" {
+		e.Reason = "process unknown"
+	}
+	return e
 }
 
 func (w *Watcher) log() *slog.Logger {
@@ -266,17 +281,8 @@ func (w *Watcher) attributeAllowed(now time.Time) bool {
 
 func (w *Watcher) emit(ctx context.Context, a Attempt) {
 	uidS := strconv.FormatUint(uint64(a.UID), 10)
-	attrs := []any{"uid", a.UID, "user", a.User, "dst", netip.AddrPortFrom(a.Dst, a.DstPort).String(),
-		"src_port", a.SrcPort}
-	if p := a.Process; p != nil {
-		attrs = append(attrs, "pid", p.PID, "exe", p.Exe, "cmdline", p.Cmdline, "cwd", p.Cwd,
-			"ppid", p.PPID, "parent_cmdline", p.ParentCmdline)
-	} else {
-		attrs = append(attrs, "process", "unknown", "why", a.Unknown)
-	}
-	// "egress blocked" with uid, user, exe and dst is the record that
-	// `relayguard report` counts (internal/report reads slog text lines).
-	w.log().Warn("egress blocked", attrs...)
+	maillog.New(w.log()).EgressBlocked(ctx, a.record())
+
 	if w.Metric != nil {
 		w.Metric.Blocked.WithLabelValues(uidS, a.User).Inc()
 	}
@@ -331,12 +337,8 @@ func (w *Watcher) checkAlert(ctx context.Context, a Attempt) {
 		return
 	}
 	al := Alert{UID: a.UID, User: a.User, Count: n, Window: w.AlertWindow, Last: a}
-	attrs := []any{"uid", a.UID, "user", a.User, "attempts", n, "window", w.AlertWindow.String(),
-		"threshold", w.AlertThreshold}
-	if p := a.Process; p != nil {
-		attrs = append(attrs, "pid", p.PID, "exe", p.Exe, "cmdline", p.Cmdline)
-	}
-	w.log().Warn("egress ALERT: a local user keeps trying to send mail directly", attrs...)
+	maillog.New(w.log()).EgressAlert(ctx, a.record(), n, w.AlertWindow)
+
 	if w.Metric != nil {
 		w.Metric.Alerts.WithLabelValues(strconv.FormatUint(uint64(a.UID), 10), a.User).Inc()
 	}

@@ -31,7 +31,7 @@ func (r Record) Event() (event.Event, bool) {
 		if e.Detail == "" {
 			e.Detail = r.Text
 		}
-		if strings.HasPrefix(r.Rule, "dnsbl") {
+		if strings.HasPrefix(r.Rule, "dnsbl") || strings.HasPrefix(r.Rule, "reject_rbl") || strings.Contains(r.Text, " blocked using ") {
 			e.Kind = event.DNSBLReject
 		}
 	case KindNonSMTP:

@@ -46,6 +46,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -367,7 +368,7 @@ func (m *Logger) PolicyVerdict(ctx context.Context, v Verdict, warn bool) {
 	lvl, k := slog.LevelInfo, KindPolicyVerdict
 	if warn {
 		lvl, k = slog.LevelWarn, KindPolicyWarn
-	} else if v.Action == "permit" || v.Action == "dunno" {
+	} else if strings.EqualFold(v.Action, "permit") || strings.EqualFold(v.Action, "dunno") {
 		lvl = slog.LevelDebug
 	}
 	m.log(ctx, lvl, k, slog.String("rule", v.Rule), slog.String("action", v.Action),

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -17,6 +18,7 @@ import (
 	"github.com/relayguard/relayguard/internal/dnsbl/zonespec"
 	"github.com/relayguard/relayguard/internal/dnsutil"
 	"github.com/relayguard/relayguard/internal/event"
+	"github.com/relayguard/relayguard/internal/maillog"
 )
 
 // Resolver is the DNS the checks need. It has the shape of net.Resolver
@@ -248,9 +250,7 @@ func (e *Engine) Check(ctx context.Context, req *Request) Verdict {
 			continue
 		}
 		if r.warn && (v.Action == Reject || v.Action == Defer) {
-			e.log.Warn("warn_if_reject: would have refused", "rule", r.name, "stage", string(stage),
-				"client", req.ClientAddress.String(), "helo", req.Helo, "sender", req.Sender, "recipient", req.Recipient,
-				"reply", fmt.Sprintf("%d %s %s", v.Code, v.Enhanced, v.Text))
+			e.logVerdict(req, stage, v, "warn")
 			e.m.decisions.WithLabelValues(string(stage), "warn", r.name).Inc()
 			prepends = append(prepends, fmt.Sprintf("X-Relayguard-Warn: %s would %s: %d %s", r.name, strings.ToLower(v.Action.String()), v.Code, v.Text))
 			continue
@@ -310,16 +310,18 @@ func joinPrepends(p []string) string {
 	return "X-Relayguard: " + strings.Join(parts, "; ")
 }
 
-func (e *Engine) logVerdict(req *Request, stage Stage, v Verdict, msg string) {
-	lvl := slog.LevelInfo
-	if v.Action == Permit {
-		lvl = slog.LevelDebug
+// logVerdict writes the decision through internal/maillog; how "warn"
+// marks a warn_if_reject rule that would have refused, or a WARN action.
+func (e *Engine) logVerdict(req *Request, stage Stage, v Verdict, how string) {
+	code := ""
+	if v.Code != 0 {
+		code = strings.TrimSpace(strconv.Itoa(v.Code) + " " + v.Enhanced)
 	}
-	e.log.Log(context.Background(), lvl, "policy "+msg, "rule", v.Rule, "action", v.Action.String(),
-		"code", v.Code, "enhanced", v.Enhanced, "text", v.Text, "stage", string(stage),
-		"client", req.ClientAddress.String(), "client_name", req.ClientName, "helo", req.Helo,
-		"sender", req.Sender, "recipient", req.Recipient, "sasl_username", req.SASLUsername,
-		"queue_id", req.QueueID)
+	maillog.New(e.log).PolicyVerdict(context.Background(), maillog.Verdict{
+		Rule: v.Rule, Action: v.Action.String(), Code: code, Text: v.Text, Stage: string(stage),
+		Client: req.ClientAddress, Helo: req.Helo, From: req.Sender, Rcpt: req.Recipient,
+		User: req.SASLUsername, QueueID: req.QueueID,
+	}, how == "warn")
 }
 
 func (e *Engine) publish(ctx context.Context, req *Request, v Verdict) {

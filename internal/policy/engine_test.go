@@ -232,7 +232,7 @@ func TestRBLRulesAndWarnIfReject(t *testing.T) {
 	// The HELO is listed but only warned about; bl.test still decides.
 	v = e.eng.Check(ctx, rcpt("127.0.0.5", "spammer.test", "a@mx.test", "u@example.test"))
 	expect(t, "warn then reject", v, Reject, 554, "reject_rbl_client")
-	if !strings.Contains(e.logs.String(), "warn_if_reject") || !strings.Contains(e.logs.String(), "reject_rhsbl_helo") {
+	if !strings.Contains(e.logs.String(), `msg="policy warn"`) || !strings.Contains(e.logs.String(), "reject_rhsbl_helo") {
 		t.Errorf("warn_if_reject not logged:\n%s", e.logs.String())
 	}
 	evs := e.events.Snapshot()

@@ -78,7 +78,7 @@ func (s *Scheduler) notify(env *Envelope, rcpts []Recipient, kind dsnKind) error
 		s.log.Error("queue: spooling DSN", "id", env.ID, "err", err)
 		return err
 	}
-	s.log.Info("queue: delivery status notification queued", "id", env.ID, "dsn_id", id, "to", env.From, "rcpts", addrs)
+	s.ml.DSNQueued(context.Background(), env.ID, id, env.From, len(addrs))
 	s.metrics.dsn.WithLabelValues("sent").Inc()
 	return nil
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/relayguard/relayguard/internal/config"
 	"github.com/relayguard/relayguard/internal/deliver"
+	"github.com/relayguard/relayguard/internal/maillog"
 )
 
 // Deliverer delivers one message to the recipients of one domain and
@@ -42,6 +43,7 @@ type Scheduler struct {
 	cfg      config.DeliveryConfig
 	hostname string
 	log      *slog.Logger
+	ml       *maillog.Logger // delivery records (internal/maillog)
 	metrics  *metrics
 	now      func() time.Time
 
@@ -86,7 +88,7 @@ func NewScheduler(spool *Spool, d Deliverer, cfg *config.Config, log *slog.Logge
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &Scheduler{
-		spool: spool, d: d, cfg: cfg.Delivery, hostname: cfg.Hostname, log: log,
+		spool: spool, d: d, cfg: cfg.Delivery, hostname: cfg.Hostname, log: log, ml: maillog.New(log),
 		metrics: newMetrics(), now: time.Now,
 		due: map[string]time.Time{}, inflight: map[string]*msgState{},
 		domains: map[string]*domainQ{}, wake: make(chan struct{}, 1),
@@ -127,7 +129,7 @@ func (s *Scheduler) admit(id string) {
 				s.log.Error("queue: hold", "id", id, "err", err)
 			}
 			if held {
-				s.log.Warn("queue: message held on arrival", "id", id, "user", env.AuthUser, "reason", reason)
+				s.ml.Held(context.Background(), id, env.AuthUser, reason)
 				return
 			}
 		}
@@ -410,27 +412,31 @@ func (s *Scheduler) apply(env *Envelope, i int, res deliver.Result, now time.Tim
 	r.Updated = now
 	r.LastCode = res.Code
 	r.LastError = res.Error()
-	log := s.log.With("id", env.ID, "rcpt", r.Addr, "attempt", r.Attempts, "reply", r.LastError)
+	d := maillog.Delivery{ID: env.ID, Rcpt: r.Addr, Attempt: r.Attempts, Reply: r.LastError}
 	switch {
 	case res.OK:
 		r.Status = StatusDelivered
 		r.LastError = ""
-		log.Info("queue: delivered", "relay", res.Host)
+		d.Relay = res.Host
+		s.ml.Delivered(context.Background(), d)
 		s.metrics.result.WithLabelValues("delivered").Inc()
 	case !res.Temp:
 		r.Status = StatusFailed
-		log.Warn("queue: delivery failed permanently")
+		d.Reason = "failed permanently"
+		s.ml.Bounced(context.Background(), d)
 		s.metrics.result.WithLabelValues("failed").Inc()
 	case now.Sub(env.Received) >= s.cfg.MaxQueueLifetime.D():
 		r.Status = StatusFailed
 		r.LastError = expiredPrefix + s.cfg.MaxQueueLifetime.D().String() + " in the queue; last error: " + r.LastError
-		log.Warn("queue: delivery expired", "lifetime", s.cfg.MaxQueueLifetime.D())
+		d.Reason = "expired after " + s.cfg.MaxQueueLifetime.D().String()
+		s.ml.Bounced(context.Background(), d)
 		s.metrics.result.WithLabelValues("expired").Inc()
 	default:
 		sched := s.cfg.RetrySchedule
 		wait := sched[min(r.Attempts-1, len(sched)-1)].D()
 		r.NextAttempt = now.Add(wait)
-		log.Info("queue: deferred", "retry_in", wait)
+		d.RetryIn = wait
+		s.ml.Deferred(context.Background(), d)
 		s.metrics.result.WithLabelValues("deferred").Inc()
 	}
 }

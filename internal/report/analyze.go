@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/relayguard/relayguard/internal/logline"
+	"github.com/relayguard/relayguard/internal/maillog"
 )
 
 // Options select what is counted and how it is shown. Field names follow
@@ -106,8 +107,8 @@ func NewAnalyzer(opt Options) *Analyzer {
 // AddLine returns: everything kept is copied.
 func (a *Analyzer) AddLine(p *logline.Parser, raw string) {
 	a.lines++
-	if isSlogRecord(raw) { // a relayguard log file (slog text or JSON handler)
-		a.addSlog(strings.TrimRight(raw, "\r\n"), time.Time{})
+	if maillog.IsRecord(raw) { // a relayguard log file (slog text or JSON handler)
+		a.addOwn(raw, time.Time{})
 		return
 	}
 	l, ok := p.Parse(raw)
@@ -138,7 +139,7 @@ func (a *Analyzer) add(l logline.Line, hr int, day dayKey) {
 	if !strings.HasPrefix(prog, "postfix") {
 		switch {
 		case prog == "relayguard":
-			a.addSlog(l.Message, l.Time)
+			a.addOwn(l.Message, l.Time)
 			return
 		case strings.HasPrefix(prog, "dovecot") || strings.HasSuffix(prog, "-login"):
 			a.addDovecot(l)
@@ -174,22 +175,7 @@ func (a *Analyzer) add(l logline.Line, hr int, day dayKey) {
 	if qid == "" {
 		return
 	}
-	a.matched++
-	if a.first.IsZero() || l.Time.Before(a.first) {
-		a.first = l.Time
-	}
-	if l.Time.After(a.last) {
-		a.last = l.Time
-	}
-	if day != a.lastDay { // (a day key is never 0)
-		a.lastDay = day
-		a.seenDays[day] = true
-		a.lastDayRow = a.days[day]
-		if a.lastDayRow == nil && a.opt.ZeroFill {
-			a.lastDayRow = new([5]int64)
-			a.days[day] = a.lastDayRow
-		}
-	}
+	a.seen(l.Time, day)
 
 	if cmd == "cleanup" && (strings.Contains(msg, ": header ") || strings.Contains(msg, ": body ") || strings.Contains(msg, ": END-OF-MESSAGE ")) {
 		if mm := reCleanup.FindStringSubmatch(msg); mm != nil {
@@ -281,6 +267,26 @@ func (a *Analyzer) add(l logline.Line, hr int, day dayKey) {
 		return
 	}
 	a.delivery(cmd, qid, msg, hr, l)
+}
+
+// seen counts a line that belongs to the summary, at t on day.
+func (a *Analyzer) seen(t time.Time, day dayKey) {
+	a.matched++
+	if a.first.IsZero() || t.Before(a.first) {
+		a.first = t
+	}
+	if t.After(a.last) {
+		a.last = t
+	}
+	if day != a.lastDay { // (a day key is never 0)
+		a.lastDay = day
+		a.seenDays[day] = true
+		a.lastDayRow = a.days[day]
+		if a.lastDayRow == nil && a.opt.ZeroFill {
+			a.lastDayRow = new([5]int64)
+			a.days[day] = a.lastDayRow
+		}
+	}
 }
 
 func isWord(s string) bool {
@@ -563,25 +569,7 @@ func (a *Analyzer) recipient(cmd, qid, s string, hr int, l logline.Line) bool {
 			a.forwarded++
 			return true
 		}
-		ds := a.getStat(a.recipDom, dom)
-		ds.count++
-		ds.delaySum += delay
-		if ds.delayMax == 0 || delay > ds.delayMax {
-			ds.delayMax = delay
-		}
-		us := a.getStat(a.recipUser, addr)
-		us.count++
-		a.dlvHr[hr]++
-		a.dayRow()[1]++
-		a.delivered++
-		if q != nil && q.size != 0 {
-			sz := q.size
-			ds.size += sz
-			us.size += sz
-			a.bytesDelivered += sz
-		} else {
-			a.noMsgSize[strings.Clone(qid)] = strings.Clone(addr)
-		}
+		a.sent(q, qid, addr, dom, delay, hr)
 	case "deferred":
 		if a.opt.DeferralDetail != 0 {
 			reas := ""
@@ -598,21 +586,7 @@ func (a *Analyzer) recipient(cmd, qid, s string, hr int, l logline.Line) bool {
 			}
 			a.deferralD.add(cmd, reas)
 		}
-		a.dfrHr[hr]++
-		a.dayRow()[2]++
-		a.deferrals++
-		if q == nil {
-			q = a.q(qid)
-		}
-		if !q.deferred {
-			q.deferred = true
-			a.deferred++
-		}
-		ds := a.getStat(a.recipDom, dom)
-		ds.defers++
-		if ds.delayMax == 0 || delay > ds.delayMax {
-			ds.delayMax = delay
-		}
+		a.deferral(q, qid, dom, delay, hr)
 	case "bounced":
 		if a.opt.BounceDetail != 0 {
 			reas := ""
@@ -627,11 +601,60 @@ func (a *Analyzer) recipient(cmd, qid, s string, hr int, l logline.Line) bool {
 			}
 			a.bounceD.add(relay, reas)
 		}
-		a.bncHr[hr]++
-		a.dayRow()[3]++
-		a.bounced++
+		a.bounce(hr)
 	}
 	return true
+}
+
+// sent counts one delivered recipient (addr in domain dom) of message qid
+// (state q, nil if unknown).
+func (a *Analyzer) sent(q *qstate, qid, addr, dom string, delay float64, hr int) {
+	ds := a.getStat(a.recipDom, dom)
+	ds.count++
+	ds.delaySum += delay
+	if ds.delayMax == 0 || delay > ds.delayMax {
+		ds.delayMax = delay
+	}
+	us := a.getStat(a.recipUser, addr)
+	us.count++
+	a.dlvHr[hr]++
+	a.dayRow()[1]++
+	a.delivered++
+	if q != nil && q.size != 0 {
+		sz := q.size
+		ds.size += sz
+		us.size += sz
+		a.bytesDelivered += sz
+	} else {
+		a.noMsgSize[strings.Clone(qid)] = strings.Clone(addr)
+	}
+}
+
+// deferral counts one deferred delivery attempt to domain dom; the message
+// counts once among deferred messages.
+func (a *Analyzer) deferral(q *qstate, qid, dom string, delay float64, hr int) {
+	a.dfrHr[hr]++
+	a.dayRow()[2]++
+	a.deferrals++
+	if q == nil {
+		q = a.q(qid)
+	}
+	if !q.deferred {
+		q.deferred = true
+		a.deferred++
+	}
+	ds := a.getStat(a.recipDom, dom)
+	ds.defers++
+	if ds.delayMax == 0 || delay > ds.delayMax {
+		ds.delayMax = delay
+	}
+}
+
+// bounce counts one bounced recipient.
+func (a *Analyzer) bounce(hr int) {
+	a.bncHr[hr]++
+	a.dayRow()[3]++
+	a.bounced++
 }
 
 func (a *Analyzer) inRange(t time.Time) bool {

@@ -18,6 +18,7 @@ import (
 	"unsafe"
 
 	"github.com/relayguard/relayguard/internal/logline"
+	"github.com/relayguard/relayguard/internal/maillog"
 )
 
 // batch is a run of lines parsed by the reading goroutine.
@@ -106,7 +107,7 @@ func (a *Analyzer) ReadLines(r io.Reader, p *logline.Parser) error {
 			// Every slot is overwritten, so that a recycled batch holds no
 			// string into an old chunk (it would keep the chunk alive).
 			b.rk[i], b.hasRK[i] = rejectKey{}, false
-			if isSlogRecord(s) {
+			if maillog.IsRecord(s) {
 				b.parsed[i], b.ok[i] = logline.Line{}, false // relayguard's own log file: the analyzer reads it
 			} else if b.parsed[i], b.ok[i] = p.Parse(s); b.ok[i] {
 				l := &b.parsed[i]
@@ -168,8 +169,8 @@ func (a *Analyzer) ReadLines(r io.Reader, p *logline.Parser) error {
 				}
 				a.add(b.parsed[i], b.hr[i], b.day[i])
 				a.preReject = nil
-			case isSlogRecord(raw):
-				a.addSlog(strings.TrimRight(raw, "\r\n"), time.Time{})
+			case maillog.IsRecord(raw):
+				a.addOwn(raw, time.Time{})
 			}
 		}
 		if b.err != nil {
@@ -352,8 +353,8 @@ func (a *Analyzer) ReadJournalJSON(r io.Reader, loc *time.Location) error {
 		}
 		n, _ := strconv.Atoi(pid)
 		l := logline.Line{Time: time.UnixMicro(us).In(loc), Host: e.Hostname, Program: e.Identifier, PID: n, Message: msg}
-		if l.Program == "relayguard" || isSlogRecord(msg) {
-			a.addSlog(msg, l.Time)
+		if l.Program == "relayguard" || maillog.IsRecord(msg) {
+			a.addOwn(msg, l.Time)
 			continue
 		}
 		a.Add(l)

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +17,7 @@ import (
 	"time"
 
 	"github.com/relayguard/relayguard/internal/logline"
+	"github.com/relayguard/relayguard/internal/maillog"
 	"github.com/relayguard/relayguard/internal/report/loggen"
 )
 
@@ -43,24 +46,24 @@ func eq[T comparable](t *testing.T, what string, got, want T) {
 func TestFixtureGrandTotals(t *testing.T) {
 	s := analyzeFixture(t, DefaultOptions())
 	tt := s.Totals
-	eq(t, "received", tt.Received, 7)
-	eq(t, "delivered", tt.Delivered, 7)
+	eq(t, "received", tt.Received, 8) // 7 by Postfix, 1 by serve
+	eq(t, "delivered", tt.Delivered, 8)
 	eq(t, "forwarded", tt.Forwarded, 1)
 	eq(t, "deferred", tt.Deferred, 1)
 	eq(t, "deferrals", tt.Deferrals, 2)
 	eq(t, "bounced", tt.Bounced, 1)
-	eq(t, "rejected", tt.Rejected, 8)
-	eq(t, "rejected%", tt.RejectedPct, 47)
+	eq(t, "rejected", tt.Rejected, 10) // 8 by Postfix, 2 by serve
+	eq(t, "rejected%", tt.RejectedPct, 50)
 	eq(t, "reject warnings", tt.RejectWarnings, 2)
 	eq(t, "held", tt.Held, 2)
 	eq(t, "discarded", tt.Discarded, 2)
-	eq(t, "discarded%", tt.DiscardedPct, 11)
-	eq(t, "bytes received", tt.BytesReceived, 704000)
-	eq(t, "bytes delivered", tt.BytesDelivered, 706800)
+	eq(t, "discarded%", tt.DiscardedPct, 10)
+	eq(t, "bytes received", tt.BytesReceived, 705000)
+	eq(t, "bytes delivered", tt.BytesDelivered, 707800)
 	eq(t, "senders", tt.Senders, 5)
 	eq(t, "sending domains", tt.SendingDomains, 4)
-	eq(t, "recipients", tt.Recipients, 5)
-	eq(t, "recipient domains", tt.RecipientDomains, 4)
+	eq(t, "recipients", tt.Recipients, 6)
+	eq(t, "recipient domains", tt.RecipientDomains, 5)
 }
 
 func TestFixtureTrafficTables(t *testing.T) {
@@ -69,7 +72,7 @@ func TestFixtureTrafficTables(t *testing.T) {
 	if len(s.Days) != 2 || s.Days[0].Date != "2026-11-22" || s.Days[1].Date != "2026-11-23" {
 		t.Fatalf("days %+v", s.Days)
 	}
-	eq(t, "Nov 22", s.Days[0], DayRow{Date: "2026-11-22", Received: 5, Delivered: 5, Deferred: 2, Bounced: 1, Rejected: 14})
+	eq(t, "Nov 22", s.Days[0], DayRow{Date: "2026-11-22", Received: 6, Delivered: 6, Deferred: 2, Bounced: 1, Rejected: 16})
 	eq(t, "Nov 23", s.Days[1], DayRow{Date: "2026-11-23", Received: 2, Delivered: 2})
 	eq(t, "09h", s.Hours[9], DayRow{Received: 2, Delivered: 1, Deferred: 2})
 	eq(t, "08h (RFC 3339 wall clock)", s.Hours[8].Received, 2)
@@ -93,7 +96,7 @@ func TestFixtureTrafficTables(t *testing.T) {
 	eq(t, "example.net", snd["example.net"].Bytes, 700100)
 	eq(t, "null sender by client", snd["203.0.113.9"].Count, 1)
 	eq(t, "top sender by count", s.SendersByCount[0], UserRow{"news@example.net", 2, 700100})
-	eq(t, "smallest sender (submission port, conn_use)", s.SendersBySize[len(s.SendersBySize)-1], UserRow{"erin@local.test", 1, 400})
+	eq(t, "smallest sender (submission port, conn_use)", s.SendersBySize[len(s.SendersBySize)-1], UserRow{"from=<>", 1, 500})
 	found := false
 	for _, r := range s.SendersByCount {
 		found = found || r.Address == "Alice@example.com"
@@ -200,11 +203,11 @@ func TestFixtureAbuse(t *testing.T) {
 	eq(t, "ban prefix", ab.Bans[0].Prefix, "203.0.113.0/24")
 	eq(t, "ban reason", ab.Bans[0].Reason, "auth failures")
 	eq(t, "egress", ab.EgressBlocks, 1)
-	eq(t, "egress who", ab.Egress[0].Who, "www-data php (uid 33)")
+	eq(t, "egress who", ab.Egress[0].Who, "www-data /usr/bin/php8.2 (uid 33)")
 	eq(t, "accepted", ab.Accepted, 1)
 	eq(t, "dovecot logins", ab.DovecotLogins, 1)
 	eq(t, "postscreen", ab.Postscreen[0], CountRow{"DNSBL rank", 1})
-	eq(t, "rule rejects", ab.RuleRejects[0], CountRow{"dnsbl", 1})
+	eq(t, "rule rejects", ab.RuleRejects[0], CountRow{"reject_rbl_client", 1})
 }
 
 // The text layout is pflogsumm's: check the Grand Totals block verbatim.
@@ -219,22 +222,22 @@ Grand Totals
 ------------
 messages
 
-      7   received
-      7   delivered
+      8   received
+      8   delivered
       1   forwarded
       1   deferred  (2  deferrals)
       1   bounced
-      8   rejected (47%)
+     10   rejected (50%)
       2   reject warnings
       2   held
-      2   discarded (11%)
+      2   discarded (10%)
 
-    687k  bytes received
-    690k  bytes delivered
+    688k  bytes received
+    691k  bytes delivered
       5   senders
       4   sending hosts/domains
-      5   recipients
-      4   recipient hosts/domains
+      6   recipients
+      5   recipient hosts/domains
 
 `
 	if !strings.HasPrefix(b.String(), want) {
@@ -248,7 +251,7 @@ messages
 			t.Errorf("text lacks %q", sec)
 		}
 	}
-	if !strings.Contains(b.String(), "    Nov 22 2026         5          5          2          1         14 ") {
+	if !strings.Contains(b.String(), "    Nov 22 2026         6          6          2          1         16 ") {
 		t.Errorf("per-day row missing:\n%s", b.String())
 	}
 }
@@ -354,32 +357,56 @@ func requireBinary(t *testing.T, name string) string {
 }
 
 // relayguard's own log files, in slog's text and JSON formats, are read
-// directly (without a syslog prefix).
+// directly (without a syslog prefix): the records are written by
+// internal/maillog's writers, so the report reads what serve, the guard and
+// egress watch really write.
 func TestRelayguardLogFiles(t *testing.T) {
-	text := `time=2026-11-23T10:00:00.000Z level=INFO msg="auth failed" client=192.0.2.7 mechanism=PLAIN user=bob
-time=2026-11-23T10:00:01.000Z level=INFO msg="auth failed" client=192.0.2.8 mechanism=LOGIN user="b o\"b"
-time=2026-11-23T10:00:02.000Z level=WARN msg="ban added" prefix=192.0.2.0/24 reason="auth failures" until=2026-11-24T10:00:02Z
-`
-	js := `{"time":"2026-11-23T10:00:03Z","level":"INFO","msg":"relay access denied","client":"192.0.2.9","rcpt":"x@victim.example"}
-{"time":"2026-11-23T10:00:04Z","level":"WARN","msg":"egress blocked","uid":1001,"user":"mallory","comm":"perl","dst":"198.51.100.25:25"}
-{"time":"2026-11-23T10:00:05Z","level":"INFO","msg":"rejected","rule":"dnsbl","list":"zen.spamhaus.org","client":"192.0.2.10"}
-`
+	at := time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
+	fixed := func(_ []string, a slog.Attr) slog.Attr {
+		if a.Key == slog.TimeKey {
+			at = at.Add(time.Second)
+			return slog.Time(slog.TimeKey, at)
+		}
+		return a
+	}
+	var text, js bytes.Buffer
+	ctx := context.Background()
+	tm := maillog.New(slog.New(slog.NewTextHandler(&text, &slog.HandlerOptions{ReplaceAttr: fixed})))
+	c7 := maillog.Conn{CID: "1", Client: netip.MustParseAddr("192.0.2.7"), Listener: "submission"}
+	c8 := maillog.Conn{CID: "2", Client: netip.MustParseAddr("192.0.2.8"), Listener: "submission"}
+	tm.AuthFailed(ctx, c7, "PLAIN", "bob", "invalid credentials")
+	tm.AuthFailed(ctx, c8, "LOGIN", `b o"b`, "invalid credentials")
+	tm.Banned(ctx, netip.MustParsePrefix("192.0.2.0/24"), at.Add(24*time.Hour), 1, "auth failures")
+	jm := maillog.New(slog.New(slog.NewJSONHandler(&js, &slog.HandlerOptions{ReplaceAttr: fixed})))
+	c9 := maillog.Conn{CID: "3", Client: netip.MustParseAddr("192.0.2.9"), Listener: "smtp"}
+	jm.RelayDenied(ctx, c9, maillog.Refusal{Rule: "reject_unauth_destination", Code: "554 5.7.1", Rcpt: "x@victim.example", Text: "Relay access denied"})
+	jm.EgressBlocked(ctx, maillog.Egress{UID: 1001, User: "mallory", Dst: netip.MustParseAddrPort("198.51.100.25:25"), PID: 9, Exe: "perl"})
+	c10 := maillog.Conn{CID: "4", Client: netip.MustParseAddr("192.0.2.10"), Listener: "smtp"}
+	jm.Rejected(ctx, c10, maillog.Refusal{Rule: "reject_rbl_client", Code: "554 5.7.1", Text: "Service unavailable; Client host [192.0.2.10] blocked using zen.spamhaus.org"})
+	jm.Accepted(ctx, c7, maillog.Message{ID: "Q1", User: "bob", From: "bob@local.test", Nrcpt: 1, Size: 2048})
+	jm.Delivered(ctx, maillog.Delivery{ID: "Q1", Rcpt: "carol@remote.example", Attempt: 1, Reply: "250 ok", Relay: "mx.remote.example"})
+
 	a := NewAnalyzer(DefaultOptions())
-	if err := a.ReadLines(strings.NewReader(text+js), fixtureParser()); err != nil {
+	if err := a.ReadLines(strings.NewReader(text.String()+js.String()), fixtureParser()); err != nil {
 		t.Fatal(err)
 	}
-	ab := a.Summary().Abuse
+	sum := a.Summary()
+	ab := sum.Abuse
 	eq(t, "auth failures", ab.AuthFailures, 2)
 	eq(t, "quoted user", ab.AuthBySubnet[0].Users[0].Key, `b o"b`)
 	eq(t, "ban", ab.Bans[0].Prefix, "192.0.2.0/24")
-	eq(t, "ban time from the record", ab.Bans[0].Time.Equal(time.Date(2026, 11, 23, 10, 0, 2, 0, time.UTC)), true)
+	eq(t, "ban time from the record", ab.Bans[0].Time.Equal(time.Date(2026, 11, 23, 10, 0, 3, 0, time.UTC)), true)
 	eq(t, "relay (JSON)", ab.RelayByDomain[0], CountRow{"victim.example", 1})
 	eq(t, "egress (JSON, numeric uid)", ab.Egress[0].Who, "mallory perl (uid 1001)")
 	eq(t, "dnsbl (JSON)", ab.DNSBL[0], CountRow{"zen.spamhaus.org", 1})
+	eq(t, "received", sum.Totals.Received, 1)
+	eq(t, "delivered", sum.Totals.Delivered, 1)
+	eq(t, "bytes delivered", sum.Totals.BytesDelivered, 2048)
+	eq(t, "rejected", sum.Totals.Rejected, 2)
 	o := DefaultOptions()
 	o.From = time.Date(2026, 11, 24, 0, 0, 0, 0, time.UTC)
 	a = NewAnalyzer(o)
-	a.ReadLines(strings.NewReader(text+js), fixtureParser())
+	a.ReadLines(strings.NewReader(text.String()+js.String()), fixtureParser())
 	eq(t, "records outside -d", a.Summary().Abuse.AuthFailures, 0)
 }
 

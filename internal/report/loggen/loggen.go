@@ -218,7 +218,7 @@ func (g *gen) abuse() {
 	case 2:
 		g.line("relayguard", 77, "time=%s level=INFO msg=\"auth failed\" client=%s mechanism=PLAIN user=%s", g.t.Format(time.RFC3339), ip, u)
 	case 3:
-		g.line("relayguard", 77, "time=%s level=WARN msg=\"ban added\" prefix=%s/32 reason=\"auth failures\" until=%s", g.t.Format(time.RFC3339), ip, g.t.Add(time.Hour).Format(time.RFC3339))
+		g.line("relayguard", 77, "time=%s level=WARN msg=banned prefix=%s/32 until=%s count=1 reason=\"auth failures\"", g.t.Format(time.RFC3339), ip, g.t.Add(time.Hour).Format(time.RFC3339))
 	default:
 		g.line("relayguard", 77, "time=%s level=WARN msg=\"egress blocked\" uid=33 user=www-data comm=php-fpm dst=192.0.2.25:25", g.t.Format(time.RFC3339))
 	}

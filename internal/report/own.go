@@ -1,0 +1,157 @@
+package report
+
+import (
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/relayguard/relayguard/internal/maillog"
+)
+
+// addOwn counts one record of relayguard's own log (read by
+// internal/maillog, the one reader of that vocabulary). serve's traffic
+// gets the Grand Totals and sections Postfix's gets: an accepted message is
+// received, each delivery record is delivered, deferred or bounced, each
+// refusal is rejected. The syslog time t is used when the record has no
+// time of its own.
+func (a *Analyzer) addOwn(raw string, t time.Time) {
+	r, ok := maillog.Parse(raw)
+	if !ok {
+		return
+	}
+	if !r.Time.IsZero() {
+		t = r.Time // with its own offset: the wall clock written in the log
+
+	}
+	if t.IsZero() || !a.inRange(t) {
+		return
+	}
+	hr, day := clock(t)
+	s := a.abuse
+	switch r.Kind {
+	case maillog.KindAccepted:
+		a.seen(t, day)
+		a.received++
+		a.rcvHr[hr]++
+		a.dayRow()[0]++
+		s.accepted++
+		q := a.q(r.ID)
+		q.whence = r.Client.String()
+		if r.User != "" {
+			q.local = true
+		}
+		a.qmgrFrom(r.ID, r.From, r.Size)
+	case maillog.KindDelivered, maillog.KindDeferred, maillog.KindBounced:
+		a.seen(t, day)
+		addr := a.lowerDomain(r.Rcpt)
+		dom := addr
+		if i := strings.IndexByte(addr, '@'); i > 0 {
+			dom = addr[i+1:]
+		}
+		q := a.queue[r.ID]
+		s.delivery(q, addr)
+		switch r.Kind {
+		case maillog.KindDelivered:
+			a.sent(q, r.ID, addr, dom, 0, hr)
+		case maillog.KindDeferred:
+			if a.opt.DeferralDetail != 0 {
+				a.deferralD.add("relayguard", a.reason(r.Reply, 65))
+			}
+			a.deferral(q, r.ID, dom, 0, hr)
+		default:
+			if a.opt.BounceDetail != 0 {
+				a.bounceD.add(dom, a.reason(r.Reply, 66))
+			}
+			a.bounce(hr)
+		}
+	case maillog.KindDSNQueued:
+		s.ndns++
+		s.ndnPerHour[hr]++
+		a.q(r.DSNID).ndn = true
+	case maillog.KindRejected, maillog.KindRelayDenied:
+		a.seen(t, day)
+		a.dayRow()[4]++
+		a.rejHr[hr]++
+		a.rejected++
+		client := r.Client.String()
+		reason := r.Text
+		if reason == "" || r.Kind == maillog.KindRejected {
+			reason = "relayguard: " + r.Rule
+		}
+		if a.opt.RejectDetail != 0 {
+			a.rejectD.add(rejectKey{typ: "relayguard", reason: reason, data: client})
+		}
+		s.reasons.inc(reason)
+		if r.Kind == maillog.KindRelayDenied {
+			dom := "<>"
+			if at := strings.LastIndexByte(r.Rcpt, '@'); at >= 0 {
+				dom = strings.ToLower(r.Rcpt[at+1:])
+			}
+			s.relayAttempt(client, dom)
+			break
+		}
+		s.ruleRejects.inc(r.Rule)
+		s.rejectsByIP.inc(client)
+		if list := dnsblOf(r.Rule, r.Text); list != "" {
+			s.dnsbl.inc(list)
+		}
+	case maillog.KindAuthFailed:
+		s.authFailure(r.Client.String(), r.User, 1)
+	case maillog.KindBanned:
+		s.banCount++
+		if len(s.bans) < 1000 {
+			until := ""
+			if !r.Until.IsZero() {
+				until = r.Until.Format(time.RFC3339)
+			}
+			s.bans = append(s.bans, Ban{Time: t, Prefix: r.Prefix.String(), Reason: strings.Clone(r.Reason), Until: until})
+		}
+	case maillog.KindEgressBlocked:
+		s.egressCount++
+		who := r.Exe
+		if r.User != "" {
+			who = strings.TrimSpace(r.User + " " + r.Exe)
+		}
+		if r.UID >= 0 {
+			who = strings.TrimSpace(who + " (uid " + strconv.Itoa(r.UID) + ")")
+		}
+		if who == "" {
+			who = "(unknown)"
+		}
+		st := s.egress[who]
+		if st == nil {
+			st = &egressStat{dsts: counter{}}
+			s.egress[strings.Clone(who)] = st
+		}
+		st.count++
+		if r.Dst.IsValid() {
+			st.dsts.inc(r.Dst.String())
+		}
+	}
+}
+
+// reason condenses a reply for the deferral and bounce tables as
+// pflogsumm condenses Postfix's.
+func (a *Analyzer) reason(reply string, n int) string {
+	if a.opt.VerboseMsgDetail {
+		return reply
+	}
+	return stripCode(saidStringTrimmer(reply, n))
+}
+
+// dnsblOf is the DNS list a refusal names: "... blocked using LIST" in the
+// reply (as Postfix and the policy engine word it), or a rule "dnsbl:LIST".
+func dnsblOf(rule, text string) string {
+	if i := strings.Index(text, " blocked using "); i >= 0 {
+		list := text[i+len(" blocked using "):]
+		if j := strings.IndexAny(list, ";, )"); j >= 0 {
+			list = list[:j]
+		}
+		return list
+	}
+	list, _ := strings.CutPrefix(rule, "dnsbl:")
+	if list == rule {
+		return ""
+	}
+	return list
+}
