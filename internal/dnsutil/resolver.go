@@ -99,18 +99,26 @@ func IsNotFound(err error) bool {
 	return errors.As(err, &ne) && ne.IsNotFound
 }
 
-// Resolver sends queries to a list of servers in turn. The zero value is not
-// usable; use New.
+// Resolver sends queries to a list of servers, retransmitting with
+// backoff. The zero value is not usable; use New.
 type Resolver struct {
 	servers []string
 	timeout time.Duration
+	rto     time.Duration
 	client  *dns.Client
 	next    atomic.Uint32
 }
 
+// FirstRetransmit is how long a query waits for its first answer before it
+// is sent again (to the next server, if there are several). Each further
+// wait doubles. A local caching resolver answers from cache in well under
+// a millisecond and a cold recursive lookup mostly within a few hundred.
+const FirstRetransmit = 400 * time.Millisecond
+
 // New returns a resolver over servers ("host:port" or "host"; port 53 is
-// added). An empty list reads the nameservers of /etc/resolv.conf. timeout
-// bounds each query to each server.
+// added). An empty list reads the nameservers of /etc/resolv.conf.
+// timeout bounds one query (all its retransmissions) when the caller's
+// context has no earlier deadline.
 func New(servers []string, timeout time.Duration) (*Resolver, error) {
 	if len(servers) == 0 {
 		var err error
@@ -122,7 +130,8 @@ func New(servers []string, timeout time.Duration) (*Resolver, error) {
 	if timeout <= 0 {
 		timeout = 5 * time.Second
 	}
-	r := &Resolver{timeout: timeout, client: &dns.Client{Net: "udp", Timeout: timeout, UDPSize: 1232}}
+	// The per-attempt timeout is the context's deadline (see exchange).
+	r := &Resolver{timeout: timeout, rto: FirstRetransmit, client: &dns.Client{Net: "udp", Timeout: time.Hour, UDPSize: 1232}}
 	for _, s := range servers {
 		hp, err := normalizeServer(s)
 		if err != nil {
@@ -179,80 +188,191 @@ type Answer struct {
 	TTL time.Duration // smallest TTL of the answer records of the asked type
 }
 
-// Query asks for name/qtype and returns the reply or a typed *Error. A
-// SERVFAIL, REFUSED or timeout from one server is retried on the next
-// one; NXDOMAIN and NODATA are definite.
+// Query asks for name/qtype and returns the reply or a typed *Error.
+//
+// RFC 1035 §4.2.1 leaves retransmission to the client and RFC 1536 §1 warns
+// against both too few and too eager retries: the query is sent to one
+// server; if no reply came after FirstRetransmit it is sent again to the
+// next server (the same one if there is only one) and the wait doubles,
+// until the deadline. Every attempt keeps listening on its own socket, so a
+// late reply to an earlier one is taken. A SERVFAIL, REFUSED or unusable
+// reply moves on to the next server at once; NXDOMAIN and NODATA are
+// definite and end the query.
 func (r *Resolver) Query(ctx context.Context, name string, qtype uint16) (Answer, error) {
 	fqdn := dns.Fqdn(name)
 	tname := dns.TypeToString[qtype]
 	if _, ok := dns.IsDomainName(fqdn); !ok {
 		return Answer{}, &Error{Kind: BadName, Name: name, Type: tname}
 	}
+	if len(r.servers) == 0 {
+		return Answer{}, &Error{Kind: Other, Name: name, Type: tname, Err: errors.New("no DNS server configured")}
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, r.timeout)
+		defer cancel()
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel() // stops the attempts still waiting
 	m := new(dns.Msg)
 	m.SetQuestion(fqdn, qtype)
 	m.RecursionDesired = true
 	m.SetEdns0(1232, false)
-	var last *Error
+
+	type reply struct {
+		srv  string
+		resp *dns.Msg
+		err  error
+	}
+	replies := make(chan reply, 16)
+	failed := make([]bool, len(r.servers)) // answered SERVFAIL/REFUSED/unusable
 	start := int(r.next.Add(1))
-	for i := range r.servers {
-		srv := r.servers[(start+i)%len(r.servers)]
-		if err := ctx.Err(); err != nil {
-			return Answer{}, &Error{Kind: Timeout, Name: name, Type: tname, Server: srv, Err: err}
-		}
-		resp, _, err := r.client.ExchangeContext(ctx, m, srv)
-		if err == nil && resp.Truncated {
-			tc := &dns.Client{Net: "tcp", Timeout: r.timeout}
-			resp, _, err = tc.ExchangeContext(ctx, m, srv)
-		}
-		if err != nil {
-			k := Other
-			var ne net.Error
-			if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) || (errors.As(err, &ne) && ne.Timeout()) {
-				k = Timeout
+	sent, inflight := 0, 0
+	send := func() {
+		for i := range r.servers {
+			k := (start + sent + i) % len(r.servers)
+			if failed[k] {
+				continue
 			}
-			last = &Error{Kind: k, Name: name, Type: tname, Server: srv, Err: err}
-			continue
-		}
-		switch resp.Rcode {
-		case dns.RcodeSuccess:
-			ans := Answer{Msg: resp}
-			n := 0
-			for _, rr := range resp.Answer {
-				if rr.Header().Rrtype != qtype {
-					continue
-				}
-				t := time.Duration(rr.Header().Ttl) * time.Second
-				if n == 0 || t < ans.TTL {
-					ans.TTL = t
-				}
-				n++
-			}
-			if n == 0 {
-				if isReferral(resp) {
-					// Not an answer: the server does not recurse (RFC 2308
-					// §2.2 tells a referral from NODATA by its NS records
-					// and missing SOA). Reading it as "no such record"
-					// would make a DNS misconfiguration a pass.
-					last = &Error{Kind: Other, Name: name, Type: tname, Server: srv, Err: errors.New("referral instead of an answer: the server does not recurse")}
-					continue
-				}
-				return Answer{}, &Error{Kind: NoData, Name: name, Type: tname, Server: srv, TTL: negTTL(resp)}
-			}
-			return ans, nil
-		case dns.RcodeNameError:
-			return Answer{}, &Error{Kind: NXDomain, Name: name, Type: tname, Server: srv, TTL: negTTL(resp)}
-		case dns.RcodeServerFailure:
-			last = &Error{Kind: ServFail, Name: name, Type: tname, Server: srv}
-		case dns.RcodeRefused:
-			last = &Error{Kind: Refused, Name: name, Type: tname, Server: srv}
-		default:
-			last = &Error{Kind: Other, Name: name, Type: tname, Server: srv, Err: fmt.Errorf("rcode %s", dns.RcodeToString[resp.Rcode])}
+			srv := r.servers[k]
+			sent += i + 1
+			inflight++
+			go func() {
+				resp, err := r.exchange(ctx, m, srv)
+				replies <- reply{srv, resp, err}
+			}()
+			return
 		}
 	}
-	if last == nil {
-		last = &Error{Kind: Other, Name: name, Type: tname, Err: errors.New("no DNS server configured")}
+	send()
+	wait := r.rto
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	var last *Error
+	for {
+		select {
+		case <-ctx.Done():
+			if last == nil || last.Kind == Other {
+				last = &Error{Kind: Timeout, Name: name, Type: tname, Server: r.servers[(start+max(sent-1, 0))%len(r.servers)], Err: context.Cause(ctx)}
+			}
+			return Answer{}, last
+		case <-timer.C:
+			if inflight < cap(replies) && !allTrue(failed) {
+				send()
+			}
+			wait *= 2
+			timer.Reset(wait)
+		case rp := <-replies:
+			inflight--
+			ans, err := r.interpret(rp.resp, rp.err, name, tname, qtype, rp.srv)
+			if err == nil || err.NotFound() {
+				if err == nil {
+					return ans, nil
+				}
+				return Answer{}, err
+			}
+			if err.Kind == Timeout {
+				// Attempts have no timeout of their own: this is the
+				// query's deadline. A server's SERVFAIL or REFUSED seen
+				// before says more than the silence of another.
+				if last == nil {
+					last = err
+				}
+				return Answer{}, last
+			}
+			if last == nil || err.Kind != Other {
+				last = err
+			}
+			for i, s := range r.servers {
+				if s == rp.srv {
+					failed[i] = true
+				}
+			}
+			if allTrue(failed) && inflight == 0 {
+				return Answer{}, last
+			}
+			if !allTrue(failed) && inflight < cap(replies) {
+				// This server gave up: ask the next one now.
+				send()
+				timer.Reset(wait)
+			}
+		}
 	}
-	return Answer{}, last
+}
+
+func allTrue(b []bool) bool {
+	for _, x := range b {
+		if !x {
+			return false
+		}
+	}
+	return true
+}
+
+// exchange sends m to srv over UDP (over TCP if the reply is truncated,
+// RFC 7766 §5) and waits for the reply until ctx ends.
+func (r *Resolver) exchange(ctx context.Context, m *dns.Msg, srv string) (*dns.Msg, error) {
+	conn, err := r.client.DialContext(ctx, srv)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })
+	defer stop()
+	resp, _, err := r.client.ExchangeWithConnContext(ctx, m, conn)
+	if err == nil && resp.Truncated {
+		tc := &dns.Client{Net: "tcp", Timeout: time.Hour}
+		resp, _, err = tc.ExchangeContext(ctx, m, srv)
+	}
+	if err != nil && ctx.Err() != nil {
+		err = fmt.Errorf("%w: %w", context.Cause(ctx), err)
+	}
+	return resp, err
+}
+
+// interpret turns one server's reply into an answer or a typed error.
+func (r *Resolver) interpret(resp *dns.Msg, err error, name, tname string, qtype uint16, srv string) (Answer, *Error) {
+	if err != nil {
+		k := Other
+		var ne net.Error
+		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) || (errors.As(err, &ne) && ne.Timeout()) {
+			k = Timeout
+		}
+		return Answer{}, &Error{Kind: k, Name: name, Type: tname, Server: srv, Err: err}
+	}
+	switch resp.Rcode {
+	case dns.RcodeSuccess:
+		ans := Answer{Msg: resp}
+		n := 0
+		for _, rr := range resp.Answer {
+			if rr.Header().Rrtype != qtype {
+				continue
+			}
+			t := time.Duration(rr.Header().Ttl) * time.Second
+			if n == 0 || t < ans.TTL {
+				ans.TTL = t
+			}
+			n++
+		}
+		if n == 0 {
+			if isReferral(resp) {
+				// Not an answer: the server does not recurse (RFC 2308
+				// §2.2 tells a referral from NODATA by its NS records
+				// and missing SOA). Reading it as "no such record"
+				// would make a DNS misconfiguration a pass.
+				return Answer{}, &Error{Kind: Other, Name: name, Type: tname, Server: srv, Err: errors.New("referral instead of an answer: the server does not recurse")}
+			}
+			return Answer{}, &Error{Kind: NoData, Name: name, Type: tname, Server: srv, TTL: negTTL(resp)}
+		}
+		return ans, nil
+	case dns.RcodeNameError:
+		return Answer{}, &Error{Kind: NXDomain, Name: name, Type: tname, Server: srv, TTL: negTTL(resp)}
+	case dns.RcodeServerFailure:
+		return Answer{}, &Error{Kind: ServFail, Name: name, Type: tname, Server: srv}
+	case dns.RcodeRefused:
+		return Answer{}, &Error{Kind: Refused, Name: name, Type: tname, Server: srv}
+	}
+	return Answer{}, &Error{Kind: Other, Name: name, Type: tname, Server: srv, Err: fmt.Errorf("rcode %s", dns.RcodeToString[resp.Rcode])}
 }
 
 // isReferral reports whether an empty NOERROR reply is a referral (NS

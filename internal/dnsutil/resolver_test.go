@@ -160,3 +160,104 @@ func TestReferralIsNotNoData(t *testing.T) {
 		t.Errorf("NODATA: %v", err)
 	}
 }
+
+// TestRetransmitsLostQueries: a lost UDP packet costs one retransmission
+// interval, not the whole timeout (issue 13 item 5).
+func TestRetransmitsLostQueries(t *testing.T) {
+	t.Parallel()
+	s := dnstest.Start(t)
+	s.Add(t, "a.lossy.test. 60 IN A 192.0.2.1")
+	r, err := dnsutil.New([]string{s.Addr}, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Drop("lossy.test", 2)
+	t0 := time.Now()
+	addrs, _, err := r.LookupA4(context.Background(), "a.lossy.test")
+	if err != nil || len(addrs) != 1 {
+		t.Fatalf("after two lost packets: %v %v, want the answer from the third attempt", addrs, err)
+	}
+	// Attempts go out at 0, 0.4 s and 1.2 s; the third is answered.
+	if el := time.Since(t0); el < dnsutil.FirstRetransmit*3 {
+		t.Errorf("answered after %v: the first two packets were to be lost", el)
+	}
+	if n := s.Queries.Load(); n != 3 {
+		t.Errorf("server saw %d queries, want 3", n)
+	}
+}
+
+// TestNextServerOnFailure: a server that does not answer or answers
+// SERVFAIL is not waited out; the query moves on to the next server.
+func TestNextServerOnFailure(t *testing.T) {
+	t.Parallel()
+	good, dead, sf := dnstest.Start(t), dnstest.Start(t), dnstest.Start(t)
+	good.Add(t, "a.list.test. 60 IN A 192.0.2.1")
+	dead.Dead("test", true)
+	sf.ServFail("test", true)
+	for _, tc := range []struct {
+		name    string
+		servers []string
+	}{
+		{"dead first", []string{dead.Addr, good.Addr}},
+		{"servfail first", []string{sf.Addr, good.Addr}},
+		{"servfail, dead, good", []string{sf.Addr, dead.Addr, good.Addr}},
+	} {
+		r, err := dnsutil.New(tc.servers, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The first server asked rotates; ask enough times that every
+		// order is seen.
+		for range 3 {
+			t0 := time.Now()
+			addrs, _, err := r.LookupA4(context.Background(), "a.list.test")
+			if err != nil || len(addrs) != 1 {
+				t.Fatalf("%s: %v %v", tc.name, addrs, err)
+			}
+			// The good server is asked at 0.4 s at the latest; the
+			// 5 s timeout is never waited out.
+			if el := time.Since(t0); el > 2500*time.Millisecond {
+				t.Errorf("%s: took %v: a failing server was waited out", tc.name, el)
+			}
+		}
+	}
+	// Every server failing: SERVFAIL wins over silence, and comes back
+	// before the deadline once every server has said so.
+	r, _ := dnsutil.New([]string{sf.Addr}, 5*time.Second)
+	t0 := time.Now()
+	_, _, err := r.LookupA4(context.Background(), "a.list.test")
+	var de *dnsutil.Error
+	if !errors.As(err, &de) || de.Kind != dnsutil.ServFail || time.Since(t0) > time.Second {
+		t.Errorf("only server SERVFAIL: %v after %v", err, time.Since(t0))
+	}
+	r, _ = dnsutil.New([]string{dead.Addr, sf.Addr}, 2*time.Second)
+	_, _, err = r.LookupA4(context.Background(), "a.list.test")
+	if !errors.As(err, &de) || de.Kind != dnsutil.ServFail {
+		t.Errorf("dead and SERVFAIL servers: %v, want SERVFAIL", err)
+	}
+}
+
+// TestDeadlineBoundsRetransmissions: a server that never answers costs
+// exactly the caller's deadline, and the error says timeout.
+func TestDeadlineBoundsRetransmissions(t *testing.T) {
+	t.Parallel()
+	s := dnstest.Start(t)
+	s.Dead("test", true)
+	r, _ := dnsutil.New([]string{s.Addr}, 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
+	defer cancel()
+	t0 := time.Now()
+	_, _, err := r.LookupA4(ctx, "a.test")
+	var de *dnsutil.Error
+	if !errors.As(err, &de) || de.Kind != dnsutil.Timeout {
+		t.Fatalf("dead server: %v, want timeout", err)
+	}
+	if el := time.Since(t0); el < 1400*time.Millisecond || el > 2500*time.Millisecond {
+		t.Errorf("returned after %v, want the 1.5 s deadline", el)
+	}
+	// 0, 0.4 and 1.2 s: three attempts within 1.5 s.
+	time.Sleep(50 * time.Millisecond)
+	if n := s.Queries.Load(); n != 3 {
+		t.Errorf("%d attempts within 1.5 s, want 3 (backoff 0.4 s, doubling)", n)
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/miekg/dns"
 )
@@ -27,12 +28,15 @@ type Server struct {
 	servfail map[string]bool
 	sfType   map[string]uint16 // exact name -> the one type answered SERVFAIL
 	referral map[string]bool
+	drop     map[string]int           // suffix -> queries still to leave unanswered
+	delay    map[string]time.Duration // suffix -> how long to wait before answering
 }
 
 // Start runs a server until the test ends.
 func Start(t testing.TB) *Server {
 	t.Helper()
-	s := &Server{records: map[string][]dns.RR{}, wild: map[string][]string{}, dead: map[string]bool{}, servfail: map[string]bool{}, sfType: map[string]uint16{}, referral: map[string]bool{}}
+	s := &Server{records: map[string][]dns.RR{}, wild: map[string][]string{}, dead: map[string]bool{}, servfail: map[string]bool{}, sfType: map[string]uint16{}, referral: map[string]bool{},
+		drop: map[string]int{}, delay: map[string]time.Duration{}}
 	// UDP and TCP share one port number. The UDP port is free by
 	// construction; the same TCP port may be taken (another test's
 	// connection, another package's listener), so try fresh ports.
@@ -116,6 +120,21 @@ func (s *Server) Referral(suffix string, on bool) {
 	s.mu.Unlock()
 }
 
+// Drop leaves the next n queries under suffix unanswered, as a lost
+// packet would, and answers the ones after.
+func (s *Server) Drop(suffix string, n int) {
+	s.mu.Lock()
+	s.drop[strings.ToLower(dns.Fqdn(suffix))] = n
+	s.mu.Unlock()
+}
+
+// Delay makes every answer under suffix wait d (0 undoes it).
+func (s *Server) Delay(suffix string, d time.Duration) {
+	s.mu.Lock()
+	s.delay[strings.ToLower(dns.Fqdn(suffix))] = d
+	s.mu.Unlock()
+}
+
 // ServFailType makes queries for name and type qtype (only) answer
 // SERVFAIL, e.g. a name whose A records answer and whose AAAA fail.
 func (s *Server) ServFailType(name string, qtype uint16) {
@@ -139,6 +158,24 @@ func (s *Server) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 	}
 	q := req.Question[0]
 	name := strings.ToLower(q.Name)
+	s.mu.Lock()
+	var wait time.Duration
+	for suf, n := range s.drop {
+		if n > 0 && under(name, suf) {
+			s.drop[suf] = n - 1
+			s.mu.Unlock()
+			return
+		}
+	}
+	for suf, d := range s.delay {
+		if under(name, suf) {
+			wait = max(wait, d)
+		}
+	}
+	s.mu.Unlock()
+	if wait > 0 {
+		time.Sleep(wait)
+	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	for suf, on := range s.dead {
