@@ -19,6 +19,7 @@ import (
 
 	"github.com/relayguard/relayguard/internal/config"
 	"github.com/relayguard/relayguard/internal/egress"
+	"github.com/relayguard/relayguard/internal/logline"
 )
 
 var egressFlags struct {
@@ -263,7 +264,7 @@ func runEgressWatch(cmd *cobra.Command, _ []string) error {
 func runEgressReport(cmd *cobra.Command, args []string) error {
 	var s egress.Summary
 	for _, name := range args {
-		f, err := os.Open(name)
+		f, err := logline.Open(cmd.Context(), name)
 		if err != nil {
 			return fmt.Errorf("egress report: %w", err)
 		}

@@ -2,7 +2,6 @@ package egress
 
 import (
 	"bufio"
-	"errors"
 	"fmt"
 	"io"
 	"net/netip"
@@ -122,49 +121,16 @@ func logPrefix(head string) string {
 	return strings.TrimSpace(head)
 }
 
-// parseLogTime recognises an RFC 3339 / ISO 8601 stamp (rsyslog, journalctl
-// -o short-iso) or a classic syslog "Jan _2 15:04:05" stamp at the start.
+// parseLogTime reads the timestamp at the start of head with the one
+// timestamp parser (logline: traditional syslog, RFC 3339 with or without
+// a colon in the offset); zero if there is none.
 func parseLogTime(head string, year int) time.Time {
-	first, rest, _ := strings.Cut(strings.TrimLeft(head, " "), " ")
-	if len(first) >= 19 && first[4] == '-' && first[10] == 'T' {
-		for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04:05-0700", "2006-01-02T15:04:05.999999-0700"} {
-			if t, err := time.Parse(layout, first); err == nil {
-				return t
-			}
-		}
+	p := logline.Parser{Year: year}
+	t, _, ok := p.Timestamp(strings.TrimLeft(head, " "))
+	if !ok {
 		return time.Time{}
 	}
-	if len(first) != 3 {
-		return time.Time{}
-	}
-	// "Nov 23 18:56:32" or "Nov  3 18:56:32"
-	rest = strings.TrimLeft(rest, " ")
-	day, rest, _ := strings.Cut(rest, " ")
-	clock, _, _ := strings.Cut(rest, " ")
-	if len(day) == 0 || len(day) > 2 || len(clock) != 8 || clock[2] != ':' || clock[5] != ':' {
-		return time.Time{}
-	}
-	m := monthIndex(first)
-	if m == 0 {
-		return time.Time{}
-	}
-	d, err1 := strconv.Atoi(day)
-	hh, err2 := strconv.Atoi(clock[0:2])
-	mm, err3 := strconv.Atoi(clock[3:5])
-	ss, err4 := strconv.Atoi(clock[6:8])
-	if err := errors.Join(err1, err2, err3, err4); err != nil || d < 1 || d > 31 || hh > 23 || mm > 59 || ss > 60 {
-		return time.Time{}
-	}
-	return time.Date(year, m, d, hh, mm, ss, 0, time.Local)
-}
-
-func monthIndex(s string) time.Month {
-	for m := time.January; m <= time.December; m++ {
-		if m.String()[:3] == s {
-			return m
-		}
-	}
-	return 0
+	return t
 }
 
 // Summary is the report over many log lines.
@@ -239,8 +205,15 @@ func (s *Summary) SummariseWith(r io.Reader, name string, p *logline.Parser) err
 	for sc.Scan() {
 		n++
 		line := sc.Text()
-		// The syslog timestamp, with the year inferred across the file.
-		pl, parsed := p.Parse(line)
+		var pl logline.Line
+		var parsed bool
+		if strings.HasPrefix(line, "{") { // journalctl -k -o json
+			if pl, _, parsed = logline.ParseJournal([]byte(line), nil); parsed {
+				line = pl.Message
+			}
+		} else { // the syslog timestamp, with the year inferred across the file
+			pl, parsed = p.Parse(line)
+		}
 		l, ok, err := ParseLogLine(line, year)
 		if parsed && ok {
 			l.Time = pl.Time

@@ -108,6 +108,17 @@ func (p *Parser) Parse(line string) (Line, bool) {
 	return l, true
 }
 
+// Timestamp parses the timestamp at the start of s (traditional syslog or
+// RFC 3339, as Parse) and returns the rest of s; for lines that carry a
+// timestamp but not the host and tag Parse needs (kernel lines copied from
+// dmesg -T, some exporters).
+func (p *Parser) Timestamp(s string) (time.Time, string, bool) {
+	if len(s) >= 5 && isDigit(s[0]) && s[4] == '-' {
+		return p.parse3339(s)
+	}
+	return p.parseBSD(s)
+}
+
 // parseTag splits "prog[pid]: msg" (RFC 3164 section 4.1.3). The program
 // name is a run of characters other than space, '[' and ':'.
 func parseTag(s string) (prog string, pid int, msg string) {

@@ -1,18 +1,16 @@
 package logwatch
 
 import (
-	"bufio"
 	"bytes"
-	"compress/gzip"
 	"context"
 	"fmt"
 	"io"
-	"os"
 	"runtime"
 	"strings"
 	"unsafe"
 
 	"github.com/relayguard/relayguard/internal/event"
+	"github.com/relayguard/relayguard/internal/logline"
 )
 
 // chunk is a run of whole lines of a replayed file.
@@ -24,7 +22,7 @@ type chunk struct {
 	done   chan struct{}
 }
 
-// ReplayFile parses a whole log file (plain or gzip) on several cores and
+// ReplayFile parses a whole log file (plain, gzip or xz) on several cores and
 // hands its events to sink in file order, a batch at a time; it returns the
 // number of lines. Each worker has its own Parser: the year of traditional
 // syslog timestamps is inferred per chunk, from the clock, which is right for
@@ -34,21 +32,11 @@ type chunk struct {
 // chunk's buffer, which is never reused or modified (hence unsafe.String),
 // so nothing is copied per line.
 func ReplayFile(ctx context.Context, path string, sink func([]event.Event)) (int64, error) {
-	f, err := os.Open(path)
+	r, err := logline.Open(ctx, path)
 	if err != nil {
 		return 0, fmt.Errorf("logwatch: %w", err)
 	}
-	defer f.Close()
-	br := bufio.NewReaderSize(f, 1<<20)
-	var r io.Reader = br
-	if magic, _ := br.Peek(2); len(magic) == 2 && magic[0] == 0x1f && magic[1] == 0x8b {
-		zr, err := gzip.NewReader(br)
-		if err != nil {
-			return 0, fmt.Errorf("logwatch: %s: %w", path, err)
-		}
-		defer zr.Close()
-		r = zr
-	}
+	defer r.Close()
 	n, err := replay(ctx, r, sink)
 	if err != nil {
 		return n, fmt.Errorf("logwatch: %s: %w", path, err)

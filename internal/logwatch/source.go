@@ -3,21 +3,18 @@ package logwatch
 import (
 	"bufio"
 	"bytes"
-	"compress/gzip"
 	"context"
 	"database/sql"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"os/exec"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/relayguard/relayguard/internal/event"
+	"github.com/relayguard/relayguard/internal/logline"
 )
 
 // lineReader reads lines of any length.
@@ -40,23 +37,13 @@ func (l *lineReader) next() (string, error) {
 }
 
 // ReadFile hands out every line of a log file, decompressing it if it is
-// gzip-compressed (rotated files: mail.log.2.gz), for backfill and replay.
+// gzip- or xz-compressed (rotated files: mail.log.2.gz), for backfill and replay.
 func ReadFile(ctx context.Context, path string, emit func(string)) error {
-	f, err := os.Open(path)
+	r, err := logline.Open(ctx, path)
 	if err != nil {
 		return fmt.Errorf("logwatch: %w", err)
 	}
-	defer f.Close()
-	br := bufio.NewReaderSize(f, 256<<10)
-	var r io.Reader = br
-	if magic, _ := br.Peek(2); len(magic) == 2 && magic[0] == 0x1f && magic[1] == 0x8b {
-		zr, err := gzip.NewReader(br)
-		if err != nil {
-			return fmt.Errorf("logwatch: %s: %w", path, err)
-		}
-		defer zr.Close()
-		r = zr
-	}
+	defer r.Close()
 	if err := ReadLines(ctx, r, emit); err != nil {
 		return fmt.Errorf("logwatch: %s: %w", path, err)
 	}
@@ -164,46 +151,19 @@ func (j *Journal) Run(ctx context.Context, sink event.Sink) error {
 	return nil
 }
 
-// journalString decodes a journal export field: a JSON string, or an array
-// of byte values for fields that are not valid UTF-8.
-func journalString(raw json.RawMessage) string {
-	if len(raw) == 0 {
-		return ""
-	}
-	var s string
-	if json.Unmarshal(raw, &s) == nil {
-		return s
-	}
-	var b []byte
-	var ints []int
-	if json.Unmarshal(raw, &ints) == nil {
-		b = make([]byte, len(ints))
-		for i, v := range ints {
-			b[i] = byte(v)
-		}
-		return string(b)
-	}
-	return ""
-}
-
 // ParseJournalJSON parses one line of `journalctl -o json` and returns the
 // event it describes (if any) and the entry's cursor.
 func ParseJournalJSON(line []byte) (event.Event, string, bool) {
-	var m map[string]json.RawMessage
-	if err := json.Unmarshal(line, &m); err != nil {
-		return event.Event{}, "", false
+	l, cursor, ok := logline.ParseJournal(line, nil)
+	if !ok {
+		return event.Event{}, cursor, false
 	}
-	cursor := journalString(m["__CURSOR"])
-	prog := journalString(m["SYSLOG_IDENTIFIER"])
-	msg := journalString(m["MESSAGE"])
-	e, ok := ParseMessage(prog, msg)
+	e, ok := ParseMessage(l.Program, l.Message)
 	if !ok {
 		return e, cursor, false
 	}
 	if e.Time.IsZero() {
-		if us, err := strconv.ParseInt(journalString(m["__REALTIME_TIMESTAMP"]), 10, 64); err == nil {
-			e.Time = time.UnixMicro(us)
-		}
+		e.Time = l.Time
 	}
 	return e, cursor, true
 }

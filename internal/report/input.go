@@ -3,16 +3,13 @@ package report
 import (
 	"bufio"
 	"bytes"
-	"compress/gzip"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 	"unsafe"
@@ -181,73 +178,9 @@ func (a *Analyzer) ReadLines(r io.Reader, p *logline.Parser) error {
 	return nil
 }
 
-// Open opens a log file for reading, decompressing ".gz" with
-// compress/gzip and ".xz" through the xz(1) program (the standard library
-// has no xz decoder; Debian's xz-utils provides it). "-" is standard input.
-func Open(ctx context.Context, name string) (io.ReadCloser, error) {
-	if name == "-" {
-		return io.NopCloser(os.Stdin), nil
-	}
-	f, err := os.Open(name)
-	if err != nil {
-		return nil, err
-	}
-	switch {
-	case strings.HasSuffix(name, ".gz"):
-		zr, err := gzip.NewReader(bufio.NewReaderSize(f, 256<<10))
-		if err != nil {
-			f.Close()
-			return nil, fmt.Errorf("%s: %w", name, err)
-		}
-		return &multiCloser{Reader: zr, closers: []io.Closer{zr, f}}, nil
-	case strings.HasSuffix(name, ".xz"):
-		cmd := exec.CommandContext(ctx, "xz", "-dc")
-		cmd.Stdin = f
-		var stderr bytes.Buffer
-		cmd.Stderr = &stderr
-		out, err := cmd.StdoutPipe()
-		if err != nil {
-			f.Close()
-			return nil, err
-		}
-		if err := cmd.Start(); err != nil {
-			f.Close()
-			return nil, fmt.Errorf("%s: running xz -dc (install xz-utils): %w", name, err)
-		}
-		return &xzReader{Reader: out, cmd: cmd, f: f, name: name, stderr: &stderr}, nil
-	}
-	return f, nil
-}
-
-type multiCloser struct {
-	io.Reader
-	closers []io.Closer
-}
-
-func (m *multiCloser) Close() error {
-	var errs []error
-	for _, c := range m.closers {
-		errs = append(errs, c.Close())
-	}
-	return errors.Join(errs...)
-}
-
-type xzReader struct {
-	io.Reader
-	cmd    *exec.Cmd
-	f      *os.File
-	name   string
-	stderr *bytes.Buffer
-}
-
-func (x *xzReader) Close() error {
-	err := x.cmd.Wait()
-	x.f.Close()
-	if err != nil {
-		return fmt.Errorf("%s: xz -dc: %v: %s", x.name, err, strings.TrimSpace(x.stderr.String()))
-	}
-	return nil
-}
+// Open opens a log file for reading (see logline.Open: gzip and xz by
+// content, "-" for standard input).
+func Open(ctx context.Context, name string) (io.ReadCloser, error) { return logline.Open(ctx, name) }
 
 // firstTime returns the time of the first parseable line of a file, to put
 // files in chronological order ("maillog.1 maillog" or "maillog maillog.1"
@@ -308,56 +241,30 @@ func (a *Analyzer) ReadFiles(ctx context.Context, names []string, newParser func
 	return nil
 }
 
-// journalEntry is the part of journalctl's JSON export we use. MESSAGE is
-// a string, or an array of bytes when it is not valid UTF-8.
-type journalEntry struct {
-	Message    json.RawMessage `json:"MESSAGE"`
-	Identifier string          `json:"SYSLOG_IDENTIFIER"`
-	SyslogPID  string          `json:"SYSLOG_PID"`
-	PID        string          `json:"_PID"`
-	Hostname   string          `json:"_HOSTNAME"`
-	Realtime   string          `json:"__REALTIME_TIMESTAMP"`
-}
-
 // ReadJournalJSON reads `journalctl -o json` output (one JSON object per
 // line).
 func (a *Analyzer) ReadJournalJSON(r io.Reader, loc *time.Location) error {
-	dec := json.NewDecoder(bufio.NewReaderSize(r, 256<<10))
-	for {
-		var e journalEntry
-		if err := dec.Decode(&e); err == io.EOF {
+	br := bufio.NewReaderSize(r, 256<<10)
+	for n := 1; ; n++ {
+		line, err := br.ReadBytes('\n')
+		if len(bytes.TrimSpace(line)) > 0 {
+			a.lines++
+			l, _, ok := logline.ParseJournal(line, loc)
+			switch {
+			case ok && (l.Program == "relayguard" || maillog.IsRecord(l.Message)):
+				a.addOwn(l.Message, l.Time)
+			case ok:
+				a.Add(l)
+			case !json.Valid(line):
+				return fmt.Errorf("journal: line %d is not JSON", n)
+			}
+		}
+		if err == io.EOF {
 			return nil
-		} else if err != nil {
+		}
+		if err != nil {
 			return fmt.Errorf("journal: %w", err)
 		}
-		a.lines++
-		var msg string
-		if err := json.Unmarshal(e.Message, &msg); err != nil {
-			var b []byte
-			var ints []int
-			if json.Unmarshal(e.Message, &ints) != nil {
-				continue
-			}
-			for _, v := range ints {
-				b = append(b, byte(v))
-			}
-			msg = string(b)
-		}
-		us, err := strconv.ParseInt(e.Realtime, 10, 64)
-		if err != nil {
-			continue
-		}
-		pid := e.SyslogPID
-		if pid == "" {
-			pid = e.PID
-		}
-		n, _ := strconv.Atoi(pid)
-		l := logline.Line{Time: time.UnixMicro(us).In(loc), Host: e.Hostname, Program: e.Identifier, PID: n, Message: msg}
-		if l.Program == "relayguard" || maillog.IsRecord(msg) {
-			a.addOwn(msg, l.Time)
-			continue
-		}
-		a.Add(l)
 	}
 }
 

@@ -1,0 +1,149 @@
+package logline
+
+import (
+	"bufio"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Open opens a log file for reading: "-" is standard input; a file is
+// recognised as gzip (RFC 1952 section 2.3.1: 1f 8b) or xz (the xz file
+// format's magic FD '7zXZ' 00) by its first bytes, not by its name, so a
+// rotated "mail.log.1" that logrotate compressed in place still reads.
+// gzip is decoded with compress/gzip; xz through the xz(1) program (the
+// standard library has no xz decoder; Debian's xz-utils provides it).
+// This is the one opener of `watch`, `report` and `egress report`.
+func Open(ctx context.Context, name string) (io.ReadCloser, error) {
+	if name == "-" {
+		return io.NopCloser(os.Stdin), nil
+	}
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	br := bufio.NewReaderSize(f, 256<<10)
+	magic, _ := br.Peek(6)
+	switch {
+	case len(magic) >= 2 && magic[0] == 0x1f && magic[1] == 0x8b:
+		zr, err := gzip.NewReader(br)
+		if err != nil {
+			f.Close()
+			return nil, fmt.Errorf("%s: %w", name, err)
+		}
+		return &multiCloser{Reader: zr, closers: []io.Closer{zr, f}}, nil
+	case bytes.Equal(magic, []byte{0xfd, '7', 'z', 'X', 'Z', 0}):
+		cmd := exec.CommandContext(ctx, "xz", "-dc")
+		cmd.Stdin = br
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			f.Close()
+			return nil, err
+		}
+		if err := cmd.Start(); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("%s: running xz -dc (install xz-utils): %w", name, err)
+		}
+		return &xzReader{Reader: out, cmd: cmd, f: f, name: name, stderr: &stderr}, nil
+	}
+	return &multiCloser{Reader: br, closers: []io.Closer{f}}, nil
+}
+
+type multiCloser struct {
+	io.Reader
+	closers []io.Closer
+}
+
+func (m *multiCloser) Close() error {
+	var errs []error
+	for _, c := range m.closers {
+		errs = append(errs, c.Close())
+	}
+	return errors.Join(errs...)
+}
+
+type xzReader struct {
+	io.Reader
+	cmd    *exec.Cmd
+	f      *os.File
+	name   string
+	stderr *bytes.Buffer
+}
+
+func (x *xzReader) Close() error {
+	err := x.cmd.Wait()
+	x.f.Close()
+	if err != nil {
+		return fmt.Errorf("%s: xz -dc: %v: %s", x.name, err, strings.TrimSpace(x.stderr.String()))
+	}
+	return nil
+}
+
+// journalEntry is the part of journalctl's JSON export (`journalctl -o
+// json`) that is read. MESSAGE is a string, or an array of byte values
+// when it is not valid UTF-8.
+type journalEntry struct {
+	Message    json.RawMessage `json:"MESSAGE"`
+	Identifier string          `json:"SYSLOG_IDENTIFIER"`
+	SyslogPID  string          `json:"SYSLOG_PID"`
+	PID        string          `json:"_PID"`
+	Hostname   string          `json:"_HOSTNAME"`
+	Realtime   string          `json:"__REALTIME_TIMESTAMP"`
+	Cursor     string          `json:"__CURSOR"`
+}
+
+// ParseJournal parses one line of `journalctl -o json` into a Line (time in
+// loc; nil means time.Local) and the entry's cursor. It reports false for a
+// line that is not a journal entry with a message and a time.
+func ParseJournal(line []byte, loc *time.Location) (Line, string, bool) {
+	var e journalEntry
+	if err := json.Unmarshal(line, &e); err != nil {
+		return Line{}, "", false
+	}
+	msg, ok := journalString(e.Message)
+	if !ok {
+		return Line{}, e.Cursor, false
+	}
+	us, err := strconv.ParseInt(e.Realtime, 10, 64)
+	if err != nil {
+		return Line{}, e.Cursor, false
+	}
+	if loc == nil {
+		loc = time.Local
+	}
+	pid := e.SyslogPID
+	if pid == "" {
+		pid = e.PID
+	}
+	return Line{Time: time.UnixMicro(us).In(loc), Host: e.Hostname, Program: e.Identifier, PID: atoi(pid), Message: msg}, e.Cursor, true
+}
+
+func journalString(raw json.RawMessage) (string, bool) {
+	if len(raw) == 0 {
+		return "", false
+	}
+	var s string
+	if json.Unmarshal(raw, &s) == nil {
+		return s, true
+	}
+	var ints []int
+	if json.Unmarshal(raw, &ints) != nil {
+		return "", false
+	}
+	b := make([]byte, len(ints))
+	for i, v := range ints {
+		b[i] = byte(v)
+	}
+	return string(b), true
+}
