@@ -9,6 +9,9 @@
 #
 # Usage: bench/delivery/run.sh [MESSAGES] [SESSIONS] [SIZE_BYTES] [ROUNDS]
 # RG_SERVE=1 measures `relayguard serve` instead of bench/delivery/rgrelay.
+# RG_DKIM="rsa ed25519" also measures, in the same rounds, one more
+# relayguard per algorithm that DKIM-signs every message (key made by
+# `relayguard dkim keygen`, [[dkim.key]] for the sender's domain src.test).
 set -euo pipefail
 N=${1:-5000}
 S=${2:-20}
@@ -79,15 +82,30 @@ tls_policy = "none"
 ip_messages_per_hour = 100000000
 sender_domain_messages_per_hour = 100000000
 EOF
-if [ "${RG_SERVE:-0}" = 1 ]; then
-	# The real `relayguard serve` (once it starts the delivery side).
-	go build -o "$W/relayguard" ./cmd/relayguard
-	"$W/relayguard" serve --config "$W/rg.toml" --data-dir "$W/rgdata" 2>"$W/rg.log" &
-else
-	"$W/rgrelay" --config "$W/rg.toml" --data-dir "$W/rgdata" 2>"$W/rg.log" &
-fi
-PIDS+=($!)
-wait_port $RG
+go build -o "$W/relayguard" ./cmd/relayguard
+# start_rg NAME PORT CONFIG: one relayguard relay with its own data dir.
+start_rg() {
+	if [ "${RG_SERVE:-0}" = 1 ]; then
+		# The real `relayguard serve` (once it starts the delivery side).
+		"$W/relayguard" serve --config "$3" --data-dir "$W/$1-data" 2>"$W/$1.log" &
+	else
+		"$W/rgrelay" --config "$3" --data-dir "$W/$1-data" 2>"$W/$1.log" &
+	fi
+	PIDS+=($!)
+	wait_port $2
+}
+start_rg rg $RG "$W/rg.toml"
+DKIM_NAMES=()
+DKIM_PORTS=()
+for alg in ${RG_DKIM:-}; do
+	p=$(port)
+	sed "s/127.0.0.1:$RG\"/127.0.0.1:$p\"/" "$W/rg.toml" >"$W/rg-$alg.toml"
+	"$W/relayguard" --data-dir "$W/rg-dkim-$alg-data" dkim keygen src.test --algorithm $alg --selector bench >/dev/null
+	printf '[[dkim.key]]\ndomain = "src.test"\nselector = "bench"\n' >>"$W/rg-$alg.toml"
+	start_rg rg-dkim-$alg $p "$W/rg-$alg.toml"
+	DKIM_NAMES+=("rg-dkim-$alg")
+	DKIM_PORTS+=($p)
+done
 
 # Postfix: a private instance, relayhost = the sink, fsync as shipped.
 PF=$(port)
@@ -134,15 +152,27 @@ measure() {
 	t2=$(now)
 	[ $n -ge $N ] || { echo "$name: only $n of $N messages reached the sink"; exit 1; }
 	awk -v n=$N -v a="$t0" -v b="$t1" -v c="$t2" -v name="$name" \
-		'BEGIN { printf "%-10s  accept %7.1f msg/s   end-to-end %7.1f msg/s   (%.2fs)\n", name, n/(b-a), n/(c-a), c-a }'
+		'BEGIN { printf "%-18s  accept %7.1f msg/s   end-to-end %7.1f msg/s   (%.2fs)\n", name, n/(b-a), n/(c-a), c-a }'
 }
 
 echo "messages=$N sessions=$S size=$L rounds=$ROUNDS cores=$(nproc) postfix=$(postconf -d -h mail_version)"
 # Warm up both (connection caches, page cache), then alternate rounds.
-N0=$N; N=200; measure warm-rg $RG >/dev/null; measure warm-pf $PF >/dev/null; N=$N0
+N0=$N; N=200; measure warm-rg $RG >/dev/null; measure warm-pf $PF >/dev/null
+for i in "${!DKIM_PORTS[@]}"; do measure warm-dkim "${DKIM_PORTS[$i]}" >/dev/null; done
+N=$N0
 for r in $(seq $ROUNDS); do
 	measure relayguard $RG
+	for i in "${!DKIM_PORTS[@]}"; do measure "${DKIM_NAMES[$i]}" "${DKIM_PORTS[$i]}"; done
 	measure postfix $PF
 done
-echo "relayguard log: $(grep -c 'level=ERROR' "$W/rg.log" || true) error line(s), $(grep -c 'level=WARN' "$W/rg.log" || true) warning(s)"
-grep -m5 -E 'level=(ERROR|WARN)' "$W/rg.log" || true
+for l in rg "${DKIM_NAMES[@]}"; do
+	echo "$l log: $(grep -c 'level=ERROR' "$W/$l.log" || true) error line(s), $(grep -c 'level=WARN' "$W/$l.log" || true) warning(s)"
+	grep -m5 -E 'level=(ERROR|WARN)' "$W/$l.log" || true
+done
+# Every message a signing relay delivered carries its signature.
+if [ ${#DKIM_NAMES[@]} -gt 0 ]; then
+	want=$(( (ROUNDS * N + 200) * ${#DKIM_NAMES[@]} ))
+	got=$(grep -l "^DKIM-Signature: " "$W"/sink/* | wc -l)
+	echo "signed messages at the sink: $got (want $want)"
+	[ "$got" -eq "$want" ] || exit 1
+fi

@@ -45,6 +45,7 @@ type Config struct {
 	Delivery DeliveryConfig `toml:"delivery"`
 	Egress   EgressConfig   `toml:"egress"`
 	Report   ReportConfig   `toml:"report"`
+	DKIM     DKIMConfig     `toml:"dkim"`
 
 	// path is the file this configuration was read from ("" = embedded).
 	path string
@@ -166,6 +167,7 @@ func Default() *Config {
 		Delivery: defaultDelivery(),
 		Egress:   defaultEgress(),
 		Report:   defaultReport(),
+		DKIM:     defaultDKIM(),
 	}
 }
 
@@ -237,6 +239,9 @@ func (c *Config) Finish(dataDir string) error {
 	}
 	if c.Spool.Dir == "" {
 		c.Spool.Dir = filepath.Join(c.DataDir, "spool")
+	}
+	if err := c.DKIM.finish(c.DataDir); err != nil {
+		return err
 	}
 	return c.Validate()
 }

@@ -10,6 +10,7 @@ type metrics struct {
 	result *prometheus.CounterVec
 	queued prometheus.Gauge
 	dsn    *prometheus.CounterVec
+	dkim   *prometheus.CounterVec
 }
 
 // register registers c with the default registerer (which `serve` points
@@ -39,6 +40,10 @@ func newMetrics() *metrics {
 		dsn: register(prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "relayguard_dsn_total",
 			Help: "Delivery status notifications by outcome (sent, suppressed).",
+		}, []string{"outcome"})),
+		dkim: register(prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "relayguard_dkim_sign_total",
+			Help: "Outbound messages by DKIM signing outcome (signed, no_key, error); one count per message and delivery round.",
 		}, []string{"outcome"})),
 	}
 }

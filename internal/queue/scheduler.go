@@ -1,6 +1,7 @@
 package queue
 
 import (
+	"bytes"
 	"container/heap"
 	"context"
 	"errors"
@@ -59,6 +60,14 @@ type Scheduler struct {
 	flushStat time.Time
 	holdCheck func(*Envelope) string
 	holdArmed func() bool
+	signer    Signer
+}
+
+// Signer adds DKIM-Signature fields (RFC 6376) to a message before it
+// leaves (internal/msgauth.Signer). Sign returns the fields to prepend, or
+// nil when no key covers the message's author domain.
+type Signer interface {
+	Sign(msg io.Reader) ([]byte, error)
 }
 
 // msgState is a message with delivery jobs in progress.
@@ -66,6 +75,9 @@ type msgState struct {
 	env     *Envelope
 	pending int
 	tried   map[int]bool // recipient indexes attempted this round
+
+	signOnce sync.Once
+	sig      []byte // DKIM-Signature fields, once computed for this round
 }
 
 // job is the delivery of one message to the due recipients of one domain.
@@ -111,6 +123,65 @@ func (s *Scheduler) SetHoldCheck(armed func() bool, fn func(env *Envelope) strin
 	s.mu.Lock()
 	s.holdArmed, s.holdCheck = armed, fn
 	s.mu.Unlock()
+}
+
+// SetSigner makes the scheduler sign the mail of authenticated users,
+// trusted networks and this server itself (see Signable) before it goes to
+// an SMTP destination. Call it before Run.
+func (s *Scheduler) SetSigner(sg Signer) {
+	s.mu.Lock()
+	s.signer = sg
+	s.mu.Unlock()
+}
+
+// Signable reports whether env's message is signed on its way out: it was
+// submitted by an authenticated user, a trusted network (mynetworks) or
+// this server itself (notices, local submissions). Mail that arrived on
+// the MX listener from anyone else and is relayed (relay_domains) is not
+// ours to sign.
+func Signable(env *Envelope) bool {
+	return env.AuthUser != "" || env.Trusted || env.Mode == "local"
+}
+
+// signature returns the DKIM-Signature fields for the message of ms,
+// computed once per delivery round (a retry signs afresh, with a new
+// timestamp). A message that cannot be signed (no key for its author
+// domain, no single From:) goes out unsigned, with a log line: refusing
+// to deliver it would not make it signable.
+func (s *Scheduler) signature(ms *msgState, dest string) []byte {
+	s.mu.Lock()
+	sg := s.signer
+	s.mu.Unlock()
+	if sg == nil || !Signable(ms.env) || localDest(dest) {
+		return nil
+	}
+	ms.signOnce.Do(func() {
+		rc, err := s.spool.Open(ms.env.ID)
+		if err != nil {
+			s.log.Error("queue: dkim: opening message", "id", ms.env.ID, "err", err)
+			return
+		}
+		defer rc.Close()
+		sig, err := sg.Sign(rc)
+		if err != nil {
+			s.log.Warn("queue: dkim: message sent unsigned", "id", ms.env.ID, "from", ms.env.From, "err", err)
+			s.metrics.dkim.WithLabelValues("error").Inc()
+			return
+		}
+		if sig == nil {
+			s.metrics.dkim.WithLabelValues("no_key").Inc()
+			return
+		}
+		s.metrics.dkim.WithLabelValues("signed").Inc()
+		ms.sig = sig
+	})
+	return ms.sig
+}
+
+// localDest reports whether a destination (Destinationer) delivers into a
+// mailbox here, where a signature would only cost time.
+func localDest(dest string) bool {
+	return strings.HasPrefix(dest, "maildir:") || strings.HasPrefix(dest, "lmtp:") || strings.HasPrefix(dest, "discard")
 }
 
 // admit is the spool's notice of a newly stored message. It runs before
@@ -364,9 +435,19 @@ func (s *Scheduler) run(j job) {
 	ctx := s.runCtx
 	s.mu.Unlock()
 	env := ms.env
+	sig := s.signature(ms, j.dest)
 	req := &deliver.Request{
-		ID: env.ID, From: env.From, Size: env.Size, SMTPUTF8: env.SMTPUTF8, Body8Bit: env.Body8Bit,
-		Open: func() (io.ReadCloser, error) { return s.spool.Open(env.ID) },
+		ID: env.ID, From: env.From, Size: env.Size + int64(len(sig)), SMTPUTF8: env.SMTPUTF8, Body8Bit: env.Body8Bit,
+		Open: func() (io.ReadCloser, error) {
+			rc, err := s.spool.Open(env.ID)
+			if err != nil || sig == nil {
+				return rc, err
+			}
+			return struct {
+				io.Reader
+				io.Closer
+			}{io.MultiReader(bytes.NewReader(sig), rc), rc}, nil
+		},
 	}
 	for _, i := range j.idx {
 		req.Rcpts = append(req.Rcpts, env.Recipients[i].Addr)

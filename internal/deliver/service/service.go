@@ -13,6 +13,7 @@ import (
 	"github.com/relayguard/relayguard/internal/config"
 	"github.com/relayguard/relayguard/internal/deliver"
 	"github.com/relayguard/relayguard/internal/event"
+	"github.com/relayguard/relayguard/internal/msgauth"
 	"github.com/relayguard/relayguard/internal/queue"
 	"github.com/relayguard/relayguard/internal/ratelimit"
 	"github.com/relayguard/relayguard/internal/userdb"
@@ -55,7 +56,16 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, db *sql.DB
 		closeStore(st)
 		return nil, err
 	}
+	signer, err := msgauth.LoadSigner(cfg.DKIM)
+	if err != nil {
+		closeStore(st)
+		return nil, err
+	}
 	sched := queue.NewScheduler(spool, d, cfg, log)
+	if signer != nil {
+		sched.SetSigner(signer)
+		log.Info("dkim: signing outbound mail", "domains", signer.Domains())
+	}
 	if acct, ok := users.(accountGetter); ok {
 		// Mail that the open sessions of an account suspended by a send
 		// limit still get into the spool (they passed their limit check
