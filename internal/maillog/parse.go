@@ -98,7 +98,7 @@ func (r *Record) set(k, v string) {
 		r.Code = v
 	case "rcpt":
 		r.Rcpt = v
-	case "text":
+	case "text", "command": // command: serve's non-SMTP record before maillog
 		r.Text = v
 	case "after":
 		r.After = v
