@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"text/tabwriter"
 	"time"
@@ -12,20 +13,44 @@ import (
 
 	"github.com/relayguard/relayguard/internal/config"
 	"github.com/relayguard/relayguard/internal/guard"
+	"github.com/relayguard/relayguard/internal/store"
 )
+
+// openStores opens the process's state stores: the SQLite database in the
+// data directory and, with [store] url, the one Redis client (unreachable is
+// logged, not fatal). A command opens them once and passes them down.
+func openStores(ctx context.Context, cfg *config.Config, log *slog.Logger) (*store.Stores, error) {
+	return store.Open(ctx, cfg.DataDir, cfg.Store.URL, log)
+}
+
+// cliGuard is the guard of a short-lived command (ban add/del/list,
+// firewall setup) with the stores it opened. Close the stores.
+func cliGuard(ctx context.Context, cfg *config.Config) (*guard.Guard, *store.Stores, error) {
+	log := newLogger(cfg)
+	st, err := openStores(ctx, cfg, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	g, err := guard.Open(ctx, cfg, log, st, guard.Options{})
+	if err != nil {
+		st.Close()
+		return nil, nil, err
+	}
+	return g, st, nil
+}
 
 // storedBans returns the bans in force in the guard's store (the shared one
 // when [store] url is set), for `firewall setup` to load into the kernel.
 func storedBans(ctx context.Context, cfg *config.Config) ([]guard.Ban, error) {
-	env, err := guard.Open(ctx, cfg, newLogger(cfg), guard.Options{})
+	g, st, err := cliGuard(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
-	defer env.Close()
-	if err := env.Guard.Sync(ctx, false); err != nil {
+	defer st.Close()
+	if err := g.Sync(ctx, false); err != nil {
 		return nil, err
 	}
-	return env.Guard.Bans(), nil
+	return g.Bans(), nil
 }
 
 func parseBanPrefix(s string) (netip.Prefix, error) {
@@ -78,12 +103,12 @@ func init() {
 			if err != nil {
 				return err
 			}
-			env, err := guard.Open(cmd.Context(), cfg, newLogger(cfg), guard.Options{})
+			g, st, err := cliGuard(cmd.Context(), cfg)
 			if err != nil {
 				return err
 			}
-			defer env.Close()
-			b, err := env.Guard.Ban(cmd.Context(), p, d.D(), reason)
+			defer st.Close()
+			b, err := g.Ban(cmd.Context(), p, d.D(), reason)
 			if err != nil {
 				return err
 			}
@@ -111,12 +136,12 @@ func init() {
 			if err != nil {
 				return err
 			}
-			env, err := guard.Open(cmd.Context(), cfg, newLogger(cfg), guard.Options{})
+			g, st, err := cliGuard(cmd.Context(), cfg)
 			if err != nil {
 				return err
 			}
-			defer env.Close()
-			found, err := env.Guard.Unban(cmd.Context(), p)
+			defer st.Close()
+			found, err := g.Unban(cmd.Context(), p)
 			if err != nil {
 				return err
 			}
@@ -138,15 +163,15 @@ func init() {
 			if err != nil {
 				return err
 			}
-			env, err := guard.Open(cmd.Context(), cfg, newLogger(cfg), guard.Options{})
+			g, st, err := cliGuard(cmd.Context(), cfg)
 			if err != nil {
 				return err
 			}
-			defer env.Close()
-			if err := env.Guard.Sync(cmd.Context(), false); err != nil {
+			defer st.Close()
+			if err := g.Sync(cmd.Context(), false); err != nil {
 				return err
 			}
-			bans := env.Guard.Bans()
+			bans := g.Bans()
 			out := cmd.OutOrStdout()
 			if asJSON {
 				js := make([]banJSON, 0, len(bans))

@@ -19,7 +19,6 @@ import (
 	"github.com/relayguard/relayguard/internal/firewall"
 	"github.com/relayguard/relayguard/internal/guard"
 	"github.com/relayguard/relayguard/internal/logwatch"
-	"github.com/relayguard/relayguard/internal/store"
 )
 
 func init() {
@@ -121,41 +120,25 @@ func runWatch(ctx context.Context, cfg *config.Config, stdin bool, log *slog.Log
 	if err := enf.Setup(ctx); err != nil {
 		return fmt.Errorf("watch: firewall setup: %w", err)
 	}
-	env, err := guard.Open(ctx, cfg, log, guard.Options{Enforcer: enf})
+	st, err := openStores(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
-	defer env.Close()
-	var posDB interface{ Close() error }
-	db, err := store.OpenSQLite(ctx, cfg.DataDir)
+	defer st.Close()
+	g, err := guard.Open(ctx, cfg, log, st, guard.Options{Enforcer: enf})
 	if err != nil {
 		return err
 	}
-	posDB = db
-	defer posDB.Close()
-	state, err := logwatch.NewSQLiteState(ctx, db)
+	state, err := logwatch.NewSQLiteState(ctx, st.DB)
 	if err != nil {
 		return err
 	}
 
-	// One goroutine owns the guard's decisions for the log sources (each
-	// source parses in its own goroutine; the guard is safe for concurrent use).
+	// The guard's sync loop, and each source in its own goroutine (the
+	// guard is safe for concurrent use); all are waited for before the
+	// stores close.
 	var wg sync.WaitGroup
-	wake := make(chan struct{}, 1)
-	if env.Redis != nil {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			env.Redis.Subscribe(ctx, func(string) {
-				select {
-				case wake <- struct{}{}:
-				default:
-				}
-			})
-		}()
-	}
-	wg.Add(1)
-	go func() { defer wg.Done(); env.Guard.Run(ctx, time.Second, wake) }()
+	g.Start(ctx, st.Redis, &wg)
 
 	var sources atomic.Int32
 	for _, f := range cfg.Guard.Files {
@@ -164,7 +147,7 @@ func runWatch(ctx context.Context, cfg *config.Config, stdin bool, log *slog.Log
 		go func(path string) {
 			defer wg.Done()
 			fl := &logwatch.Follower{Path: path, State: state, Log: log}
-			if err := fl.Run(ctx, logwatch.Events(ctx, env.Guard)); err != nil {
+			if err := fl.Run(ctx, logwatch.Events(ctx, g)); err != nil {
 				log.Error("watch: file source stopped", "file", path, "err", err)
 			}
 		}(f)
@@ -175,7 +158,7 @@ func runWatch(ctx context.Context, cfg *config.Config, stdin bool, log *slog.Log
 		go func() {
 			defer wg.Done()
 			j := &logwatch.Journal{Units: cfg.Guard.JournalUnits, State: state, Log: log}
-			if err := j.Run(ctx, env.Guard); err != nil {
+			if err := j.Run(ctx, g); err != nil {
 				log.Error("watch: journal source stopped", "err", err)
 			}
 		}()
@@ -185,7 +168,7 @@ func runWatch(ctx context.Context, cfg *config.Config, stdin bool, log *slog.Log
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := logwatch.ReadLines(ctx, os.Stdin, logwatch.Events(ctx, env.Guard)); err != nil {
+			if err := logwatch.ReadLines(ctx, os.Stdin, logwatch.Events(ctx, g)); err != nil {
 				log.Error("watch: stdin", "err", err)
 			}
 		}()
@@ -193,7 +176,7 @@ func runWatch(ctx context.Context, cfg *config.Config, stdin bool, log *slog.Log
 	if sources.Load() == 0 {
 		log.Warn("watch: no log source configured ([guard] files, journal, or --stdin); enforcing stored bans only")
 	}
-	log.Info("watching", "files", cfg.Guard.Files, "journal", cfg.Guard.Journal, "stdin", stdin, "firewall", cfg.Firewall.Backend, "shared", env.Shared)
+	log.Info("watching", "files", cfg.Guard.Files, "journal", cfg.Guard.Journal, "stdin", stdin, "firewall", cfg.Firewall.Backend, "shared", st.Shared())
 	<-ctx.Done()
 	wg.Wait()
 	return nil

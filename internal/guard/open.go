@@ -5,21 +5,12 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"sync"
+	"time"
 
 	"github.com/relayguard/relayguard/internal/config"
 	"github.com/relayguard/relayguard/internal/store"
 )
-
-// Env is a guard with the stores the configuration names.
-type Env struct {
-	Guard  *Guard
-	Redis  *store.Redis // nil without [store] url
-	Shared bool
-	close  func()
-}
-
-// Close closes the stores.
-func (e *Env) Close() { e.close() }
 
 // NeverBan lists the networks the guard must never ban: mynetworks and the
 // server's own addresses (the interface addresses when own_addresses is
@@ -44,35 +35,38 @@ func NeverBan(cfg *config.Config) []netip.Prefix {
 	return out
 }
 
-// Open opens the ban store named by the configuration: the embedded
-// SQLite database, mirrored to Redis/Valkey when [store] url is redis://.
-func Open(ctx context.Context, cfg *config.Config, log *slog.Logger, o Options) (*Env, error) {
-	db, err := store.OpenSQLite(ctx, cfg.DataDir)
+// Open builds the guard of the configuration over the process's stores:
+// bans in the SQLite database, mirrored to Redis/Valkey, and failure
+// counters kept there, when st has Redis (with local fallbacks while it is
+// unreachable). It opens nothing itself.
+func Open(ctx context.Context, cfg *config.Config, log *slog.Logger, st *store.Stores, o Options) (*Guard, error) {
+	local, err := NewSQLiteStore(ctx, st.DB)
 	if err != nil {
 		return nil, err
 	}
-	local, err := NewSQLiteStore(ctx, db)
-	if err != nil {
-		db.Close()
-		return nil, err
-	}
-	env := &Env{close: func() { db.Close() }}
 	o.Config, o.Log, o.Store = cfg.Guard, log, local
 	o.Never = append(o.Never, NeverBan(cfg)...)
-	if cfg.Store.URL != "" {
-		r, err := store.OpenRedis(ctx, cfg.Store.URL)
-		if r == nil {
-			db.Close()
-			return nil, err
-		}
-		if err != nil {
-			log.Warn("shared store unreachable at start; using local bans until it returns", "err", err)
-		}
-		env.Redis, env.Shared = r, true
-		o.Store = NewShared(local, r, log)
-		o.Counters = &FallbackCounters{Primary: r, Fallback: NewMemory(), Log: log}
-		env.close = func() { r.Close(); db.Close() }
+	if st.Redis != nil {
+		o.Store = NewShared(local, st.Redis, log)
+		o.Counters = &FallbackCounters{Primary: st.Redis, Fallback: NewMemory(), Health: st.Redis.Health}
 	}
-	env.Guard = New(o)
-	return env, nil
+	return New(o), nil
+}
+
+// Start keeps g in step with its store until ctx is done: a Sync every
+// second, and at once when another server announces a ban change on r (nil:
+// no Redis). wg tracks the goroutines it starts.
+func (g *Guard) Start(ctx context.Context, r *store.Redis, wg *sync.WaitGroup) {
+	wake := make(chan struct{}, 1)
+	if r != nil {
+		wg.Go(func() {
+			r.Subscribe(ctx, func(string) {
+				select {
+				case wake <- struct{}{}:
+				default:
+				}
+			})
+		})
+	}
+	wg.Go(func() { g.Run(ctx, time.Second, wake) })
 }

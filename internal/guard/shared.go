@@ -38,18 +38,31 @@ func NewShared(local BanStore, remote *store.Redis, log *slog.Logger) *Shared {
 }
 
 func (s *Shared) lost(err error) {
+	s.Remote.Health.Failed(err)
 	s.mu.Lock()
-	if !s.dirty {
-		s.Log.Warn("guard: shared store unreachable; keeping local bans", "err", err)
-	}
 	s.dirty = true
 	s.mu.Unlock()
+}
+
+// reachable reports whether Redis may be tried now (it has not failed
+// lately, for any state kind); when not, the store is marked out of step.
+func (s *Shared) reachable() bool {
+	if s.Remote.Health.Usable() {
+		return true
+	}
+	s.mu.Lock()
+	s.dirty = true
+	s.mu.Unlock()
+	return false
 }
 
 // PutBan implements BanStore.
 func (s *Shared) PutBan(ctx context.Context, b Ban) error {
 	if err := s.Local.PutBan(ctx, b); err != nil {
 		return err
+	}
+	if !s.reachable() {
+		return s.pend(ctx, Pending{Prefix: b.Prefix})
 	}
 	if err := s.Remote.PutBan(ctx, b); err != nil {
 		s.lost(err)
@@ -62,6 +75,9 @@ func (s *Shared) PutBan(ctx context.Context, b Ban) error {
 func (s *Shared) DeleteBan(ctx context.Context, p netip.Prefix) error {
 	if err := s.Local.DeleteBan(ctx, p); err != nil {
 		return err
+	}
+	if !s.reachable() {
+		return s.pend(ctx, Pending{Prefix: p, Delete: true})
 	}
 	if err := s.Remote.DeleteBan(ctx, p); err != nil {
 		s.lost(err)
@@ -115,8 +131,13 @@ func (s *Shared) BanCount(ctx context.Context, p netip.Prefix) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	if !s.reachable() {
+		return n, nil
+	}
 	if m, err := s.Remote.BanCount(ctx, p); err == nil {
 		n = max(n, m)
+	} else {
+		s.lost(err)
 	}
 	return n, nil
 }
@@ -126,6 +147,9 @@ func (s *Shared) ListBans(ctx context.Context) ([]Ban, error) {
 	local, err := s.Local.ListBans(ctx)
 	if err != nil {
 		return nil, err
+	}
+	if !s.reachable() {
+		return local, nil
 	}
 	epoch, err := s.Remote.Epoch(ctx)
 	if err != nil {
@@ -171,6 +195,7 @@ func (s *Shared) ListBans(ctx context.Context) ([]Ban, error) {
 	s.mu.Lock()
 	s.epoch, s.dirty = epoch, false
 	s.mu.Unlock()
+	s.Remote.Health.Succeeded()
 	// Mirror Redis into the local store.
 	have := make(map[netip.Prefix]Ban, len(local))
 	for _, b := range local {
@@ -196,64 +221,33 @@ func (s *Shared) ListBans(ctx context.Context) ([]Ban, error) {
 }
 
 // FallbackCounters uses Primary (Redis) and, while it fails, Fallback
-// (memory), so that decisions go on when the shared store is down. After a
-// failure Primary is left alone for Retry (default 5s): a Redis that times
-// out must not cost every log line a network timeout.
+// (memory), so that decisions go on when the shared store is down. Health is
+// the shared store's (store.Redis.Health): after a failure of any state kind
+// on it, Primary is left alone for its Retry, so that a Redis that times out
+// does not cost every log line a network timeout.
 type FallbackCounters struct {
 	Primary, Fallback Counters
-	Log               *slog.Logger
-	Retry             time.Duration
-	mu                sync.Mutex
-	downUntil         time.Time
-}
-
-func (f *FallbackCounters) usePrimary() bool {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return !time.Now().Before(f.downUntil)
-}
-
-func (f *FallbackCounters) down(err error) {
-	retry := f.Retry
-	if retry <= 0 {
-		retry = 5 * time.Second
-	}
-	f.mu.Lock()
-	if f.downUntil.IsZero() && f.Log != nil {
-		f.Log.Warn("guard: shared counters unreachable; counting locally", "err", err)
-	}
-	f.downUntil = time.Now().Add(retry)
-	f.mu.Unlock()
+	Health            *store.Health // nil: Primary is tried on every call
 }
 
 // AddFailure implements Counters.
 func (f *FallbackCounters) AddFailure(ctx context.Context, ip netip.Addr, t time.Time, w time.Duration) (int, error) {
-	if f.usePrimary() {
-		n, err := f.Primary.AddFailure(ctx, ip, t, w)
-		if err == nil {
-			return n, nil
-		}
-		f.down(err)
-	}
-	return f.Fallback.AddFailure(ctx, ip, t, w)
+	return store.Try(f.Health,
+		func() (int, error) { return f.Primary.AddFailure(ctx, ip, t, w) },
+		func() (int, error) { return f.Fallback.AddFailure(ctx, ip, t, w) })
 }
 
 // AddAttacker implements Counters.
 func (f *FallbackCounters) AddAttacker(ctx context.Context, p netip.Prefix, ip netip.Addr, t time.Time, w time.Duration) (int, error) {
-	if f.usePrimary() {
-		n, err := f.Primary.AddAttacker(ctx, p, ip, t, w)
-		if err == nil {
-			return n, nil
-		}
-		f.down(err)
-	}
-	return f.Fallback.AddAttacker(ctx, p, ip, t, w)
+	return store.Try(f.Health,
+		func() (int, error) { return f.Primary.AddAttacker(ctx, p, ip, t, w) },
+		func() (int, error) { return f.Fallback.AddAttacker(ctx, p, ip, t, w) })
 }
 
 // Forget implements Counters.
 func (f *FallbackCounters) Forget(ctx context.Context, ip netip.Addr) error {
 	_ = f.Fallback.Forget(ctx, ip)
-	if !f.usePrimary() {
+	if !f.Health.Usable() {
 		return nil
 	}
 	return f.Primary.Forget(ctx, ip)

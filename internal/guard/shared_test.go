@@ -35,7 +35,7 @@ func newServer(t *testing.T, ctx context.Context, url string) *server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := store.OpenRedis(ctx, url)
+	r, err := store.OpenRedis(ctx, url, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -43,7 +43,7 @@ func newServer(t *testing.T, ctx context.Context, url string) *server {
 	s := &server{redis: r, local: local, wake: make(chan struct{}, 1)}
 	s.shared = NewShared(local, r, nil)
 	s.g = New(Options{Config: testConfig(), Store: s.shared,
-		Counters: &FallbackCounters{Primary: r, Fallback: NewMemory()}})
+		Counters: &FallbackCounters{Primary: r, Fallback: NewMemory(), Health: r.Health}})
 	go r.Subscribe(ctx, func(string) {
 		select {
 		case s.wake <- struct{}{}:
@@ -136,13 +136,13 @@ func TestAuthLimitsSharedAndWithoutRedis(t *testing.T) {
 	c.MaxRetry = 100 // limits only, no bans
 	c.AuthLimits = []config.AuthLimit{{Family: "ipv4", Bits: 32, PerMinute: 0, PerDay: 2}}
 	newGuard := func() *Guard {
-		r, err := store.OpenRedis(ctx, rs.URL())
+		r, err := store.OpenRedis(ctx, rs.URL(), nil)
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { r.Close() })
 		g := New(Options{Config: c})
-		UseLimitCounter(g, limits.NewFallbackCounter(r, nil))
+		UseLimitCounter(g, limits.NewFallbackCounter(r, r.Health))
 		return g
 	}
 	a, b := newGuard(), newGuard()
@@ -194,7 +194,7 @@ func (d *downCounters) Forget(context.Context, netip.Addr) error {
 // still happen) and the dead store is not asked again for every event.
 func TestFallbackCountersWhileDown(t *testing.T) {
 	dead := &downCounters{}
-	g := New(Options{Config: testConfig(), Counters: &FallbackCounters{Primary: dead, Fallback: NewMemory(), Retry: time.Hour}})
+	g := New(Options{Config: testConfig(), Counters: &FallbackCounters{Primary: dead, Fallback: NewMemory(), Health: &store.Health{Retry: time.Hour}}})
 	now := time.Now()
 	for k := range 3 {
 		fail(g, "198.51.100.7", now.Add(time.Duration(k)*time.Millisecond))
@@ -225,7 +225,7 @@ func TestSharedChangesMadeWhileRedisDown(t *testing.T) {
 	rs.Stop()
 	// `relayguard ban add` / `ban del` on A's host: another process, its
 	// own Shared over A's database.
-	r, _ := store.OpenRedis(ctx, rs.URL())
+	r, _ := store.OpenRedis(ctx, rs.URL(), nil)
 	defer r.Close()
 	cli := New(Options{Config: testConfig(), Store: NewShared(a.local, r, nil)})
 	if _, err := cli.Ban(ctx, netip.MustParsePrefix("203.0.113.0/24"), time.Hour, "while down"); err != nil {

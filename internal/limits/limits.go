@@ -16,6 +16,8 @@ import (
 	"net/netip"
 	"sync"
 	"time"
+
+	"github.com/relayguard/relayguard/internal/store"
 )
 
 // Window is one cap: at most Max events per Period (Max 0: no cap).
@@ -170,63 +172,31 @@ func (m *Memory) Get(_ context.Context, key string, period time.Duration, now ti
 // FallbackCounter counts in Primary (a shared store such as Redis) and, when
 // Primary fails, in Fallback (process memory), so that the AUTH limits go on
 // biting while the shared store is unreachable instead of letting every
-// attempt through. After a failure Primary is left alone for Retry (default
-// 5s), so that a store that times out does not slow every AUTH command.
-// Counts made in Fallback are not carried over to Primary when it returns.
+// attempt through. Health is the shared store's (store.Redis.Health): after
+// a failure of any state kind on it, Primary is left alone for its Retry, so
+// that a store that times out does not slow every AUTH command. Counts made
+// in Fallback are not carried over to Primary when it returns.
 type FallbackCounter struct {
 	Primary, Fallback Counter
-	Retry             time.Duration
-	Log               *slog.Logger
-	Now               func() time.Time
-
-	mu        sync.Mutex
-	downUntil time.Time
+	Health            *store.Health // nil: Primary is tried on every call
 }
 
 // NewFallbackCounter returns a FallbackCounter over primary with an
 // in-memory fallback.
-func NewFallbackCounter(primary Counter, log *slog.Logger) *FallbackCounter {
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	return &FallbackCounter{Primary: primary, Fallback: NewMemory(), Retry: 5 * time.Second, Log: log, Now: time.Now}
-}
-
-func (f *FallbackCounter) usePrimary() bool {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return !f.Now().Before(f.downUntil)
-}
-
-func (f *FallbackCounter) failed(err error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.downUntil.IsZero() || !f.Now().Before(f.downUntil) {
-		f.Log.Warn("limits: shared counter unavailable; counting AUTH failures locally", "err", err, "retry", f.Retry.String())
-	}
-	f.downUntil = f.Now().Add(f.Retry)
+func NewFallbackCounter(primary Counter, h *store.Health) *FallbackCounter {
+	return &FallbackCounter{Primary: primary, Fallback: NewMemory(), Health: h}
 }
 
 // Incr implements Counter.
 func (f *FallbackCounter) Incr(ctx context.Context, key string, period time.Duration, now time.Time) (int64, error) {
-	if f.usePrimary() {
-		n, err := f.Primary.Incr(ctx, key, period, now)
-		if err == nil {
-			return n, nil
-		}
-		f.failed(err)
-	}
-	return f.Fallback.Incr(ctx, key, period, now)
+	return store.Try(f.Health,
+		func() (int64, error) { return f.Primary.Incr(ctx, key, period, now) },
+		func() (int64, error) { return f.Fallback.Incr(ctx, key, period, now) })
 }
 
 // Get implements Counter.
 func (f *FallbackCounter) Get(ctx context.Context, key string, period time.Duration, now time.Time) (int64, error) {
-	if f.usePrimary() {
-		n, err := f.Primary.Get(ctx, key, period, now)
-		if err == nil {
-			return n, nil
-		}
-		f.failed(err)
-	}
-	return f.Fallback.Get(ctx, key, period, now)
+	return store.Try(f.Health,
+		func() (int64, error) { return f.Primary.Get(ctx, key, period, now) },
+		func() (int64, error) { return f.Fallback.Get(ctx, key, period, now) })
 }

@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -24,8 +25,17 @@ import (
 
 	"github.com/relayguard/relayguard/internal/config"
 	"github.com/relayguard/relayguard/internal/event"
-	"github.com/relayguard/relayguard/internal/smtpd"
 )
+
+// Sender describes who is sending. Every front door (the SMTP server, and
+// others that apply send limits) fills it in.
+type Sender struct {
+	User     string     // SASL username, "" if not authenticated
+	IP       netip.Addr // client address
+	From     string     // MAIL FROM address
+	Trusted  bool       // client is in mynetworks
+	Listener string
+}
 
 // Store keeps the counters.
 type Store interface {
@@ -59,7 +69,7 @@ type Options struct {
 	Registerer prometheus.Registerer
 }
 
-// Limiter implements smtpd.SendLimiter.
+// Limiter is the send limiter the SMTP server consults (smtpd.SendLimiter).
 type Limiter struct {
 	cfg     config.RateLimitConfig
 	store   Store
@@ -87,8 +97,6 @@ func (l *Limiter) Forget(user string) {
 		l.nSuspended.Add(-1)
 	}
 }
-
-var _ smtpd.SendLimiter = (*Limiter)(nil)
 
 // New returns a limiter over store with the [delivery.rate_limits] section.
 func New(cfg config.RateLimitConfig, store Store, o Options) (*Limiter, error) {
@@ -141,7 +149,7 @@ func (e *LimitError) Error() string {
 func windowStart(now time.Time, w time.Duration) time.Time { return now.UTC().Truncate(w) }
 
 // check counts n against a limit; max 0 disables it.
-func (l *Limiter) check(ctx context.Context, s smtpd.Sender, limit string, max int, w time.Duration, key, who string, n int64) error {
+func (l *Limiter) check(ctx context.Context, s Sender, limit string, max int, w time.Duration, key, who string, n int64) error {
 	if max <= 0 {
 		return nil
 	}
@@ -160,7 +168,7 @@ func (l *Limiter) check(ctx context.Context, s smtpd.Sender, limit string, max i
 }
 
 // bite logs, publishes, counts and (optionally) suspends.
-func (l *Limiter) bite(ctx context.Context, s smtpd.Sender, e *LimitError) error {
+func (l *Limiter) bite(ctx context.Context, s Sender, e *LimitError) error {
 	l.limited.WithLabelValues(e.Limit).Inc()
 	l.o.Log.Warn("limit reached", "limit", "delivery.rate_limits."+e.Limit, "value", e.Max, "user", s.User, "client", s.IP, "from", s.From)
 	l.o.Events.Publish(ctx, event.Event{
@@ -198,9 +206,9 @@ func senderDomain(from string) string {
 	return ""
 }
 
-// Rcpt implements smtpd.SendLimiter: recipients per day and new
+// Rcpt counts one recipient: recipients per day and new
 // recipients per day of an authenticated user.
-func (l *Limiter) Rcpt(ctx context.Context, s smtpd.Sender, rcpt string) error {
+func (l *Limiter) Rcpt(ctx context.Context, s Sender, rcpt string) error {
 	if s.User == "" {
 		return nil
 	}
@@ -229,9 +237,9 @@ func (l *Limiter) Rcpt(ctx context.Context, s smtpd.Sender, rcpt string) error {
 	return nil
 }
 
-// Message implements smtpd.SendLimiter: messages per hour of an
+// Message counts one message: messages per hour of an
 // authenticated user, or of a trusted client IP and its sender domain.
-func (l *Limiter) Message(ctx context.Context, s smtpd.Sender, nrcpt int) error {
+func (l *Limiter) Message(ctx context.Context, s Sender, nrcpt int) error {
 	if s.User != "" {
 		return l.check(ctx, s, "user_messages_per_hour", l.cfg.UserMessagesPerHour, time.Hour, s.User, "user "+s.User, 1)
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/relayguard/relayguard/internal/config"
+	"github.com/relayguard/relayguard/internal/deliver/service"
 	"github.com/relayguard/relayguard/internal/event"
 	"github.com/relayguard/relayguard/internal/queue"
 	"github.com/relayguard/relayguard/internal/ratelimit"
@@ -66,13 +67,13 @@ func startServer(t *testing.T, rl config.RateLimitConfig) *server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := ratelimit.OpenStore(ctx, cfg.Store.URL, db)
+	st, err := ratelimit.NewStore(ctx, &store.Stores{DB: db}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	rec := &event.Recorder{}
 	lim, err := ratelimit.New(cfg.Delivery.RateLimits, st, ratelimit.Options{
-		Events: rec, Suspender: users, Holder: ratelimit.SpoolHolder{Spool: spool}, Registerer: prometheus.NewRegistry(),
+		Events: rec, Suspender: users, Holder: service.SpoolHolder{Spool: spool}, Registerer: prometheus.NewRegistry(),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -250,10 +251,10 @@ func TestTrustedIPAndDomainLimits(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	h1 := smtpd.Sender{IP: netip.MustParseAddr("10.0.0.1"), From: "app@corp.test", Trusted: true}
-	h2 := smtpd.Sender{IP: netip.MustParseAddr("10.0.0.2"), From: "app@corp.test", Trusted: true}
+	h1 := ratelimit.Sender{IP: netip.MustParseAddr("10.0.0.1"), From: "app@corp.test", Trusted: true}
+	h2 := ratelimit.Sender{IP: netip.MustParseAddr("10.0.0.2"), From: "app@corp.test", Trusted: true}
 	for i, c := range []struct {
-		s   smtpd.Sender
+		s   ratelimit.Sender
 		bad string
 	}{
 		{h1, ""}, {h1, ""}, {h1, "ip_messages_per_hour"}, // third from one host
@@ -275,7 +276,7 @@ func TestTrustedIPAndDomainLimits(t *testing.T) {
 		t.Fatalf("%d events, want 2", n)
 	}
 	// Untrusted unauthenticated clients are not this limiter's business.
-	if err := lim.Message(ctx, smtpd.Sender{IP: netip.MustParseAddr("192.0.2.9"), From: "x@corp.test"}, 1); err != nil {
+	if err := lim.Message(ctx, ratelimit.Sender{IP: netip.MustParseAddr("192.0.2.9"), From: "x@corp.test"}, 1); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -286,11 +287,15 @@ func TestRedisSharedAcrossServers(t *testing.T) {
 	ctx := context.Background()
 	var lims []*ratelimit.Limiter
 	for i := 0; i < 2; i++ {
-		st, err := ratelimit.OpenStore(ctx, url, nil)
+		stores, err := store.Open(ctx, t.TempDir(), url, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { st.(*ratelimit.RedisStore).Close() })
+		t.Cleanup(func() { stores.Close() })
+		st, err := ratelimit.NewStore(ctx, stores, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
 		l, err := ratelimit.New(config.RateLimitConfig{UserMessagesPerHour: 3, UserNewRecipientsPerDay: 1}, st,
 			ratelimit.Options{Registerer: prometheus.NewRegistry()})
 		if err != nil {
@@ -298,7 +303,7 @@ func TestRedisSharedAcrossServers(t *testing.T) {
 		}
 		lims = append(lims, l)
 	}
-	alice := smtpd.Sender{User: "alice", IP: netip.MustParseAddr("127.0.0.1"), From: "alice@mail.test"}
+	alice := ratelimit.Sender{User: "alice", IP: netip.MustParseAddr("127.0.0.1"), From: "alice@mail.test"}
 	for i, l := range []int{0, 1, 0} {
 		if err := lims[l].Message(ctx, alice, 1); err != nil {
 			t.Fatalf("message %d via server %d: %v", i+1, l, err)
@@ -315,5 +320,78 @@ func TestRedisSharedAcrossServers(t *testing.T) {
 	}
 	if err := lims[1].Rcpt(ctx, alice, "y@remote.test"); err == nil {
 		t.Fatal("second new recipient accepted by the other server")
+	}
+}
+
+// With Redis down, the shared limits count in the local database and keep
+// biting; when Redis returns, the outage's counts and new recipients are
+// written to it before anything else is counted there, so that another
+// server sees them.
+func TestSharedFallbackAndResync(t *testing.T) {
+	rs := redistest.Start(t)
+	rs.Stop()
+	ctx := t.Context()
+	open := func(down bool) (*ratelimit.Limiter, *store.Stores) {
+		stores, err := store.Open(ctx, t.TempDir(), rs.URL(), nil)
+		if err != nil {
+			t.Fatalf("store.Open with Redis down=%v: %v", down, err)
+		}
+		if stores.Redis.Health.Down() != down {
+			t.Fatalf("store.Open: Redis down=%v, want %v", stores.Redis.Health.Down(), down)
+		}
+		t.Cleanup(func() { stores.Close() })
+		stores.Redis.Health.Retry = time.Millisecond
+		st, err := ratelimit.NewStore(ctx, stores, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l, err := ratelimit.New(config.RateLimitConfig{UserMessagesPerHour: 3, UserNewRecipientsPerDay: 2}, st,
+			ratelimit.Options{Registerer: prometheus.NewRegistry()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l, stores
+	}
+	a, ast := open(true)
+	alice := ratelimit.Sender{User: "alice", IP: netip.MustParseAddr("127.0.0.1"), From: "alice@mail.test"}
+	// Down: counted locally, the limit bites at the 4th message.
+	for i := range 3 {
+		if err := a.Message(ctx, alice, 1); err != nil {
+			t.Fatalf("message %d with Redis down: %v", i+1, err)
+		}
+	}
+	if err := a.Message(ctx, alice, 1); err == nil {
+		t.Fatal("4th message accepted with Redis down")
+	}
+	if err := a.Rcpt(ctx, alice, "x@remote.test"); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Rcpt(ctx, alice, "x@remote.test"); err != nil {
+		t.Fatalf("known recipient with Redis down: %v", err)
+	}
+
+	rs.Restart()
+	// go-redis redials a pool that failed to dial within a second or so.
+	for deadline := time.Now().Add(20 * time.Second); ast.Redis.C.Ping(ctx).Err() != nil; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("Redis did not come back")
+		}
+	}
+	// The next operation writes the outage to Redis first.
+	if err := a.Rcpt(ctx, alice, "x@remote.test"); err != nil {
+		t.Fatalf("known recipient after Redis returned: %v", err)
+	}
+	b, _ := open(false) // another server, with its own (empty) database
+	if err := b.Message(ctx, alice, 1); err == nil {
+		t.Fatal("the other server accepted a message over the limit counted during the outage")
+	}
+	if err := b.Rcpt(ctx, alice, "x@remote.test"); err != nil {
+		t.Fatalf("the other server does not know the recipient seen during the outage: %v", err)
+	}
+	if err := b.Rcpt(ctx, alice, "y@remote.test"); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Rcpt(ctx, alice, "z@remote.test"); err == nil {
+		t.Fatal("third new recipient of the day accepted")
 	}
 }

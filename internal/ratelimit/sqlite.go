@@ -29,6 +29,11 @@ CREATE TABLE IF NOT EXISTS ratelimit_seen (
 	rcpt TEXT NOT NULL,
 	first_seen INTEGER NOT NULL,
 	PRIMARY KEY (user, rcpt)
+);
+CREATE TABLE IF NOT EXISTS ratelimit_seen_pending (
+	user TEXT NOT NULL,
+	rcpt TEXT NOT NULL,
+	PRIMARY KEY (user, rcpt)
 );`)
 	if err != nil {
 		return nil, fmt.Errorf("ratelimit: creating tables: %w", err)
@@ -70,6 +75,80 @@ func (s *SQLStore) MarkSeen(ctx context.Context, user, rcpt string, at time.Time
 	_, err := s.db.ExecContext(ctx, `INSERT OR IGNORE INTO ratelimit_seen (user, rcpt, first_seen) VALUES (?, ?, ?)`, user, rcpt, at.Unix())
 	if err != nil {
 		return fmt.Errorf("ratelimit: mark seen %s -> %s: %w", user, rcpt, err)
+	}
+	return nil
+}
+
+// counter is one row of ratelimit_counters.
+type counter struct {
+	key    string
+	start  time.Time
+	window time.Duration
+	count  int64
+}
+
+// counters returns the counters of windows that have not ended at now.
+func (s *SQLStore) counters(ctx context.Context, now time.Time) ([]counter, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT key, window_start, expires, count FROM ratelimit_counters WHERE expires > ?`, now.Unix())
+	if err != nil {
+		return nil, fmt.Errorf("ratelimit: reading counters: %w", err)
+	}
+	defer rows.Close()
+	var out []counter
+	for rows.Next() {
+		var c counter
+		var start, expires int64
+		if err := rows.Scan(&c.key, &start, &expires, &c.count); err != nil {
+			return nil, fmt.Errorf("ratelimit: reading counters: %w", err)
+		}
+		c.start, c.window = time.Unix(start, 0), time.Duration(expires-start)*time.Second
+		out = append(out, c)
+	}
+	return out, rows.Err()
+}
+
+// deleteCounter drops one counter.
+func (s *SQLStore) deleteCounter(ctx context.Context, c counter) error {
+	_, err := s.db.ExecContext(ctx, `DELETE FROM ratelimit_counters WHERE key = ? AND window_start = ?`, c.key, c.start.Unix())
+	if err != nil {
+		return fmt.Errorf("ratelimit: counter %q: %w", c.key, err)
+	}
+	return nil
+}
+
+// addPending remembers a recipient the shared store did not take.
+func (s *SQLStore) addPending(ctx context.Context, user, rcpt string) error {
+	_, err := s.db.ExecContext(ctx, `INSERT OR IGNORE INTO ratelimit_seen_pending (user, rcpt) VALUES (?, ?)`, user, rcpt)
+	if err != nil {
+		return fmt.Errorf("ratelimit: pending seen %s -> %s: %w", user, rcpt, err)
+	}
+	return nil
+}
+
+// pending returns the recipients the shared store did not take, as
+// user, rcpt pairs.
+func (s *SQLStore) pending(ctx context.Context) ([][2]string, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT user, rcpt FROM ratelimit_seen_pending`)
+	if err != nil {
+		return nil, fmt.Errorf("ratelimit: reading pending recipients: %w", err)
+	}
+	defer rows.Close()
+	var out [][2]string
+	for rows.Next() {
+		var p [2]string
+		if err := rows.Scan(&p[0], &p[1]); err != nil {
+			return nil, fmt.Errorf("ratelimit: reading pending recipients: %w", err)
+		}
+		out = append(out, p)
+	}
+	return out, rows.Err()
+}
+
+// clearPending forgets a pending recipient once the shared store has it.
+func (s *SQLStore) clearPending(ctx context.Context, user, rcpt string) error {
+	_, err := s.db.ExecContext(ctx, `DELETE FROM ratelimit_seen_pending WHERE user = ? AND rcpt = ?`, user, rcpt)
+	if err != nil {
+		return fmt.Errorf("ratelimit: pending seen %s -> %s: %w", user, rcpt, err)
 	}
 	return nil
 }

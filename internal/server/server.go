@@ -67,12 +67,12 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, opt Options)
 	if err != nil {
 		return err
 	}
-	db, err := store.OpenSQLite(ctx, cfg.DataDir)
+	st, err := store.Open(ctx, cfg.DataDir, cfg.Store.URL, log)
 	if err != nil {
 		return err
 	}
-	defer db.Close()
-	users, err := userdb.Open(ctx, db, UserdbOptions(cfg))
+	defer st.Close()
+	users, err := userdb.Open(ctx, st.DB, UserdbOptions(cfg))
 	if err != nil {
 		return err
 	}
@@ -91,7 +91,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, opt Options)
 		Users: users, Creds: users, Spool: spool, TLS: tlsConf, Events: bus, Log: log,
 		Metrics: smtpd.NewMetrics(reg),
 	}
-	stop, err := wireExtensions(ctx, cfg, log, db, bus, spool, &deps, reg)
+	stop, err := wireExtensions(ctx, cfg, log, st, bus, spool, &deps, reg)
 	if err != nil {
 		return err
 	}

@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"database/sql"
 	"log/slog"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -14,12 +13,13 @@ import (
 	"github.com/relayguard/relayguard/internal/queue"
 	"github.com/relayguard/relayguard/internal/ratelimit"
 	"github.com/relayguard/relayguard/internal/smtpd"
+	"github.com/relayguard/relayguard/internal/store"
 )
 
 // wireExtensions connects the policy engine, the send limits and the
 // delivery scheduler (and, in wire_guard.go, the guard) to the SMTP
 // server. It returns a function that stops them, in reverse order.
-func wireExtensions(ctx context.Context, cfg *config.Config, log *slog.Logger, db *sql.DB, bus *event.Bus, spool *queue.Spool, deps *smtpd.Deps, reg prometheus.Registerer) (func(), error) {
+func wireExtensions(ctx context.Context, cfg *config.Config, log *slog.Logger, st *store.Stores, bus *event.Bus, spool *queue.Spool, deps *smtpd.Deps, reg prometheus.Registerer) (func(), error) {
 	var stops []func()
 	stop := func() {
 		for i := len(stops) - 1; i >= 0; i-- {
@@ -36,7 +36,7 @@ func wireExtensions(ctx context.Context, cfg *config.Config, log *slog.Logger, d
 	deps.Policy = eng
 
 	// The guard: bans, per-IP and per-subnet AUTH limits, POP-before-SMTP.
-	gstop, err := wireGuard(ctx, cfg, log, db, bus, deps, reg)
+	gstop, err := wireGuard(ctx, cfg, log, st, bus, deps, reg)
 	if err != nil {
 		stop()
 		return nil, err
@@ -45,7 +45,7 @@ func wireExtensions(ctx context.Context, cfg *config.Config, log *slog.Logger, d
 
 	// Send limits and the delivery scheduler over the spool.
 	suspender, _ := deps.Users.(ratelimit.Suspender)
-	dl, err := service.Start(ctx, cfg, log, db, bus, suspender, spool)
+	dl, err := service.Start(ctx, cfg, log, st, bus, suspender, spool)
 	if err != nil {
 		stop()
 		return nil, err

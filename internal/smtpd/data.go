@@ -13,6 +13,7 @@ import (
 	"github.com/relayguard/relayguard/internal/event"
 	"github.com/relayguard/relayguard/internal/policy"
 	"github.com/relayguard/relayguard/internal/queue"
+	"github.com/relayguard/relayguard/internal/ratelimit"
 )
 
 // Errors found while reading message data. The first three let the
@@ -38,7 +39,7 @@ func (ss *session) cmdData(ctx context.Context, arg string) error {
 		ss.badCommand(ctx, "554 5.5.1 Error: no valid recipients")
 		return nil
 	}
-	snd := Sender{User: ss.authUser, IP: ss.ip, From: ss.from.String(), Trusted: ss.trusted, Listener: ss.l.cfg.Name}
+	snd := ratelimit.Sender{User: ss.authUser, IP: ss.ip, From: ss.from.String(), Trusted: ss.trusted, Listener: ss.l.cfg.Name}
 	if ss.s.deps.Limits != nil && (ss.authUser != "" || ss.trusted) {
 		if err := ss.s.deps.Limits.Message(ctx, snd, len(ss.rcpts)); err != nil {
 			ss.s.reject(ctx, ss.ip, ss.l.cfg.Name, "rate_limit", "451 4.7.1", "", err.Error())

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 
 	"github.com/relayguard/relayguard/internal/policy"
+	"github.com/relayguard/relayguard/internal/ratelimit"
 )
 
 // Guard is consulted before the banner and before each AUTH command. It is
@@ -27,21 +28,12 @@ type PolicyChecker interface {
 	Check(ctx context.Context, req *policy.Request) policy.Verdict
 }
 
-// Sender describes who is sending, for rate limits.
-type Sender struct {
-	User     string     // SASL username, "" if not authenticated
-	IP       netip.Addr // client address
-	From     string     // MAIL FROM address
-	Trusted  bool       // client is in mynetworks
-	Listener string
-}
-
 // SendLimiter contains a stolen account or a compromised trusted host
-// (internal/limits). A non-nil error is sent as "451 4.7.1 <err>".
+// (internal/ratelimit.Limiter). A non-nil error is sent as "451 4.7.1 <err>".
 type SendLimiter interface {
 	// Rcpt is called for each recipient that will be relayed or delivered,
 	// for authenticated and trusted senders.
-	Rcpt(ctx context.Context, s Sender, rcpt string) error
+	Rcpt(ctx context.Context, s ratelimit.Sender, rcpt string) error
 	// Message is called at DATA with the number of accepted recipients.
-	Message(ctx context.Context, s Sender, nrcpt int) error
+	Message(ctx context.Context, s ratelimit.Sender, nrcpt int) error
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/relayguard/relayguard/internal/address"
 	"github.com/relayguard/relayguard/internal/config"
 	"github.com/relayguard/relayguard/internal/policy"
+	"github.com/relayguard/relayguard/internal/ratelimit"
 )
 
 // pathReply turns a path syntax error into the reply for MAIL (5.1.7) or
@@ -194,7 +195,7 @@ func (ss *session) cmdRcpt(ctx context.Context, arg string) {
 		return
 	}
 	if ss.s.deps.Limits != nil && (ss.authUser != "" || ss.trusted) {
-		snd := Sender{User: ss.authUser, IP: ss.ip, From: ss.from.String(), Trusted: ss.trusted, Listener: ss.l.cfg.Name}
+		snd := ratelimit.Sender{User: ss.authUser, IP: ss.ip, From: ss.from.String(), Trusted: ss.trusted, Listener: ss.l.cfg.Name}
 		if err := ss.s.deps.Limits.Rcpt(ctx, snd, canon); err != nil {
 			ss.s.reject(ctx, ss.ip, ss.l.cfg.Name, "rate_limit", "451 4.7.1", canon, err.Error())
 			ss.reply("451 4.7.1 <%s>: %s", canon, oneLine(err.Error()))

@@ -7,9 +7,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	neturl "net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -30,29 +32,77 @@ import (
 //	att:PREFIX      sorted set of failing addresses of one prefix, by last time
 //	lim:KEY:WINDOW  fixed-window counter
 //	channel "bans"  "add PREFIX" / "del PREFIX"
+//
+// One Redis is opened per process (by Open) and shared by every state kind;
+// Health tells them all when it is unreachable.
 type Redis struct {
 	C      *redis.Client
 	Prefix string
+	Health *Health
 }
 
-// OpenRedis connects to a redis:// or rediss:// URL (database and password
-// in the URL, as go-redis parses them) and checks the connection.
-func OpenRedis(ctx context.Context, url string) (*Redis, error) {
+// OpenRedis connects to a redis://, rediss:// or unix:// URL (database and
+// password in the URL, as go-redis parses them) and checks the connection.
+// A URL that does not parse is an error naming it with its password
+// redacted. A Redis that does not answer is not: the returned *Redis is
+// usable (go-redis reconnects) and the error says why it is not reachable
+// now, so that a server starting while Redis is down keeps its local state
+// and resynchronises when Redis returns. log (may be nil) gets the Health
+// lines.
+func OpenRedis(ctx context.Context, url string, log *slog.Logger) (*Redis, error) {
 	opt, err := redis.ParseURL(url)
 	if err != nil {
-		return nil, fmt.Errorf("store: redis url %q: %w", redactURL(url), err)
+		return nil, fmt.Errorf("store: [store] url %q: %w", redactURL(url), redactErr(err, url))
 	}
 	opt.DialTimeout = 2 * time.Second
 	opt.ReadTimeout = 2 * time.Second
 	opt.WriteTimeout = 2 * time.Second
 	opt.MaxRetries = 1
-	r := &Redis{C: redis.NewClient(opt), Prefix: "relayguard:"}
+	// One dial per attempt: Health leaves Redis alone after a failure, so
+	// go-redis's own redials (5, 100ms apart) would only hold up the SMTP
+	// command or log line that found Redis gone.
+	opt.DialerRetries = 1
+	if log != nil {
+		redis.SetLogger(redisLogger{log: log, secret: opt.Password})
+	}
+	r := &Redis{C: redis.NewClient(opt), Prefix: "relayguard:", Health: &Health{Log: log}}
 	if err := r.C.Ping(ctx).Err(); err != nil {
-		// Not fatal: a server that starts while Redis is down keeps its
-		// local bans and resynchronises when Redis returns.
-		return r, fmt.Errorf("store: redis %s: %w", opt.Addr, err)
+		err = fmt.Errorf("store: redis %s: %w", opt.Addr, redactErr(err, url))
+		r.Health.Failed(err)
+		return r, err
 	}
 	return r, nil
+}
+
+// redisLogger takes go-redis's own messages (a pool that cannot dial, ...)
+// off stderr into the process's log at debug level, password redacted: the
+// Health lines say what matters, once an outage. go-redis has one logger
+// per process; every relayguard process has one Redis client.
+type redisLogger struct {
+	log    *slog.Logger
+	secret string
+}
+
+func (l redisLogger) Printf(ctx context.Context, format string, v ...any) {
+	msg := fmt.Sprintf(format, v...)
+	if l.secret != "" {
+		msg = strings.ReplaceAll(msg, l.secret, "xxxxx")
+	}
+	l.log.DebugContext(ctx, "store: go-redis: "+msg)
+}
+
+// redactErr replaces the password of url, should it appear in err, by
+// "xxxxx" (go-redis does not put it in its errors today; this keeps it so).
+func redactErr(err error, url string) error {
+	u, perr := neturl.Parse(url)
+	if perr != nil || u.User == nil {
+		return err
+	}
+	pw, ok := u.User.Password()
+	if !ok || pw == "" || !strings.Contains(err.Error(), pw) {
+		return err
+	}
+	return errors.New(strings.ReplaceAll(err.Error(), pw, "xxxxx"))
 }
 
 // redactURL hides the password of a redis:// URL for error messages.
@@ -68,6 +118,10 @@ func redactURL(s string) string {
 func (r *Redis) Close() error { return r.C.Close() }
 
 func (r *Redis) k(s string) string { return r.Prefix + s }
+
+// Key returns the Redis key of name under the shared prefix: every state
+// kind keeps its keys under Key("kind:...").
+func (r *Redis) Key(name string) string { return r.k(name) }
 
 type redisBan struct {
 	Prefix  string `json:"prefix"`

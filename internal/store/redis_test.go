@@ -16,7 +16,7 @@ func startRedis(t *testing.T) string { return redistest.Start(t).URL() }
 func TestRedisBans(t *testing.T) {
 	url := startRedis(t)
 	ctx := t.Context()
-	r, err := OpenRedis(ctx, url)
+	r, err := OpenRedis(ctx, url, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,7 +91,7 @@ func TestRedisBans(t *testing.T) {
 func TestRedisCounters(t *testing.T) {
 	url := startRedis(t)
 	ctx := t.Context()
-	r, err := OpenRedis(ctx, url)
+	r, err := OpenRedis(ctx, url, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,18 +135,41 @@ func TestRedisCounters(t *testing.T) {
 	if n, _ := r.Get(ctx, "auth:198.51.100.0/24:60", time.Minute, now.Add(time.Minute)); n != 0 {
 		t.Fatalf("next window Get = %d", n)
 	}
-	if _, err := OpenRedis(ctx, "http://nope"); err == nil {
+	if _, err := OpenRedis(ctx, "http://nope", nil); err == nil {
 		t.Fatal("bad URL accepted")
 	}
 }
 
 // A bad URL is named in the error, without its password.
 func TestOpenRedisBadURLHidesPassword(t *testing.T) {
-	_, err := OpenRedis(t.Context(), "redis://user:s3cret@127.0.0.1:6379/notanumber")
+	_, err := OpenRedis(t.Context(), "redis://user:s3cret@127.0.0.1:6379/notanumber", nil)
 	if err == nil {
 		t.Fatal("bad database number accepted")
 	}
 	if strings.Contains(err.Error(), "s3cret") || !strings.Contains(err.Error(), "127.0.0.1:6379/notanumber") {
 		t.Fatalf("error: %v", err)
+	}
+}
+
+// Open refuses a URL that is not Redis's, naming it without its password,
+// and opens (reporting nothing but Health) when Redis does not answer.
+func TestOpenStores(t *testing.T) {
+	ctx := t.Context()
+	_, err := Open(ctx, t.TempDir(), "http://user:s3cret@127.0.0.1:6379/0", nil)
+	if err == nil || strings.Contains(err.Error(), "s3cret") || !strings.Contains(err.Error(), "[store] url") {
+		t.Fatalf("http URL: %v", err)
+	}
+	rs := redistest.Start(t)
+	rs.Stop()
+	st, err := Open(ctx, t.TempDir(), rs.URL(), nil)
+	if err != nil {
+		t.Fatalf("Redis down: %v", err)
+	}
+	defer st.Close()
+	if !st.Shared() || !st.Redis.Health.Down() || st.Redis.Health.Usable() {
+		t.Fatal("Redis down at open, but Health says usable")
+	}
+	if err := st.DB.PingContext(ctx); err != nil {
+		t.Fatal(err)
 	}
 }

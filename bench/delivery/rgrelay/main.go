@@ -47,12 +47,12 @@ func run(conf, data string) error {
 		return err
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	db, err := store.OpenSQLite(ctx, cfg.DataDir)
+	st, err := store.Open(ctx, cfg.DataDir, cfg.Store.URL, log)
 	if err != nil {
 		return err
 	}
-	defer db.Close()
-	users, err := userdb.Open(ctx, db, userdb.Options{PasswordHash: cfg.Auth.PasswordHash, SCRAMIterations: cfg.Auth.SCRAMIterations})
+	defer st.Close()
+	users, err := userdb.Open(ctx, st.DB, userdb.Options{PasswordHash: cfg.Auth.PasswordHash, SCRAMIterations: cfg.Auth.SCRAMIterations})
 	if err != nil {
 		return err
 	}
@@ -64,7 +64,7 @@ func run(conf, data string) error {
 	bus := &event.Bus{}
 
 	// The delivery side, as serve wires it.
-	dl, err := service.Start(ctx, cfg, log, db, bus, users, spool)
+	dl, err := service.Start(ctx, cfg, log, st, bus, users, spool)
 	if err != nil {
 		return err
 	}

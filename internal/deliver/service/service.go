@@ -6,8 +6,6 @@ package service
 
 import (
 	"context"
-	"database/sql"
-	"io"
 	"log/slog"
 
 	"github.com/relayguard/relayguard/internal/config"
@@ -16,6 +14,7 @@ import (
 	"github.com/relayguard/relayguard/internal/msgauth"
 	"github.com/relayguard/relayguard/internal/queue"
 	"github.com/relayguard/relayguard/internal/ratelimit"
+	"github.com/relayguard/relayguard/internal/store"
 	"github.com/relayguard/relayguard/internal/userdb"
 )
 
@@ -28,32 +27,30 @@ type Delivery struct {
 
 	cancel context.CancelFunc
 	done   chan error
-	store  ratelimit.Store
 }
 
-// Start builds the limiter over the state store ([store] url: SQLite db or
-// Redis) and starts the scheduler on spool. users suspends accounts when
+// Start builds the limiter over the process's state stores (the SQLite
+// database, or Redis shared by several servers with the database as its
+// fallback) and starts the scheduler on spool. users suspends accounts when
 // suspend_on_limit is set (a *userdb.DB; nil: no suspension); events
 // receives rate_limited events (the guard's bus).
-func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, db *sql.DB, events event.Sink,
+func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, st *store.Stores, events event.Sink,
 	users ratelimit.Suspender, spool *queue.Spool) (*Delivery, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	st, err := ratelimit.OpenStore(ctx, cfg.Store.URL, db)
+	counters, err := ratelimit.NewStore(ctx, st, log)
 	if err != nil {
 		return nil, err
 	}
-	lim, err := ratelimit.New(cfg.Delivery.RateLimits, st, ratelimit.Options{
-		Events: events, Suspender: users, Holder: ratelimit.SpoolHolder{Spool: spool}, Log: log,
+	lim, err := ratelimit.New(cfg.Delivery.RateLimits, counters, ratelimit.Options{
+		Events: events, Suspender: users, Holder: SpoolHolder{Spool: spool}, Log: log,
 	})
 	if err != nil {
-		closeStore(st)
 		return nil, err
 	}
 	d, err := deliver.New(cfg.Delivery, cfg.Hostname, log, deliver.Options{LocalDomains: cfg.LocalDomains})
 	if err != nil {
-		closeStore(st)
 		return nil, err
 	}
 	signer, err := msgauth.LoadSigner(cfg.DKIM)
@@ -84,7 +81,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, db *sql.DB
 		})
 	}
 	rctx, cancel := context.WithCancel(ctx)
-	s := &Delivery{Limiter: lim, Scheduler: sched, Deliverer: d, cancel: cancel, done: make(chan error, 1), store: st}
+	s := &Delivery{Limiter: lim, Scheduler: sched, Deliverer: d, cancel: cancel, done: make(chan error, 1)}
 	go func() { s.done <- sched.Run(rctx) }()
 	return s, nil
 }
@@ -94,10 +91,13 @@ type accountGetter interface {
 	Get(ctx context.Context, user string) (userdb.Account, error)
 }
 
-func closeStore(st ratelimit.Store) {
-	if c, ok := st.(io.Closer); ok {
-		c.Close()
-	}
+// SpoolHolder holds a user's queued mail in the spool (ratelimit.Holder).
+type SpoolHolder struct{ Spool *queue.Spool }
+
+// HoldUser implements ratelimit.Holder.
+func (h SpoolHolder) HoldUser(_ context.Context, user, reason string) (int, error) {
+	ids, err := queue.HoldUser(h.Spool, user, reason)
+	return len(ids), err
 }
 
 // Stop stops the scheduler (deliveries in progress finish or are retried
@@ -107,6 +107,5 @@ func (s *Delivery) Stop() error {
 	s.cancel()
 	err := <-s.done
 	s.Deliverer.Close()
-	closeStore(s.store)
 	return err
 }
