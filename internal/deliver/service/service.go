@@ -55,7 +55,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, st *store.
 	}
 	signer, err := msgauth.LoadSigner(cfg.DKIM)
 	if err != nil {
-		closeStore(st)
+		d.Close()
 		return nil, err
 	}
 	sched := queue.NewScheduler(spool, d, cfg, log)
