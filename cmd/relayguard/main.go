@@ -25,8 +25,18 @@ var (
 )
 
 var rootCmd = &cobra.Command{
-	Use:           "relayguard",
-	Short:         "A mail server and mail-server guard that cannot be abused as a spam relay",
+	Use:   "relayguard",
+	Short: "A mail server and mail-server guard that cannot be abused as a spam relay",
+	Long: `relayguard keeps a mail server from becoming a spam springboard. It is one
+program with several roles, each a subcommand: an SMTP server (serve), a Postfix
+policy service (policy), a log watcher that bans attackers through the firewall
+(watch), an outbound port-25 lockdown (egress), an open-relay tester
+(relaytest), pflogsumm-style reports (report), and the administration of
+accounts, bans, the queue and the firewall.
+
+Every subcommand reads the same configuration file (--config; see
+relayguard.toml(5)) and data directory (--data-dir), so that "relayguard user
+add" and "relayguard serve" always agree on where state is.`,
 	SilenceUsage:  true,
 	SilenceErrors: true,
 }
