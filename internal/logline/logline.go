@@ -88,24 +88,64 @@ func (p *Parser) Parse(line string) (Line, bool) {
 	}
 	var rest string
 	var ok bool
-	if len(line) >= 5 && isDigit(line[0]) && line[4] == '-' {
+	switch {
+	case len(line) >= 5 && isDigit(line[0]) && line[4] == '-':
 		l.Time, rest, ok = p.parse3339(line)
-	} else {
+	case len(line) > 25 && line[0] == '@':
+		l.Time, rest, ok = parseTAI64N(line)
+	default:
 		l.Time, rest, ok = p.parseBSD(line)
 	}
 	if !ok || len(rest) == 0 || rest[0] != ' ' {
 		return Line{}, false
 	}
 	rest = rest[1:]
-	// Host: one word.
+	// Host: one word. A first word ending in ':' is a tag without a host,
+	// as in Dovecot's own log file (log_path: "Dec  6 02:04:12 auth: Info: …",
+	// "auth-worker(22401): …") and daemontools' multilog.
 	sp := strings.IndexByte(rest, ' ')
 	if sp <= 0 {
 		return Line{}, false
+	}
+	if rest[sp-1] == ':' {
+		l.Program, l.PID, l.Message = parseTag(rest)
+		if l.Program == "" { // "auth-worker(22401): …": the tag as it stands
+			l.Program, l.Message = rest[:sp-1], rest[sp+1:]
+		}
+		return l, true
 	}
 	l.Host = rest[:sp]
 	rest = rest[sp+1:]
 	l.Program, l.PID, l.Message = parseTag(rest)
 	return l, true
+}
+
+// parseTAI64N parses daemontools' "@" + 24 hex digits label: a TAI64
+// second count (2^62 + seconds since 1970, leap seconds ignored as
+// multilog's readers do) and nanoseconds.
+func parseTAI64N(s string) (time.Time, string, bool) {
+	var v [2]uint64
+	for i := 0; i < 24; i++ {
+		c := s[1+i]
+		var d uint64
+		switch {
+		case '0' <= c && c <= '9':
+			d = uint64(c - '0')
+		case 'a' <= c && c <= 'f':
+			d = uint64(c-'a') + 10
+		default:
+			return time.Time{}, "", false
+		}
+		if i < 16 {
+			v[0] = v[0]<<4 | d
+		} else {
+			v[1] = v[1]<<4 | d
+		}
+	}
+	if v[0] < 1<<62 || v[1] >= 1e9 {
+		return time.Time{}, "", false
+	}
+	return time.Unix(int64(v[0]-1<<62), int64(v[1])), s[25:], true
 }
 
 // Timestamp parses the timestamp at the start of s (traditional syslog or
@@ -257,6 +297,14 @@ func (p *Parser) parseBSD(s string) (time.Time, string, bool) {
 		day = int(s[5] - '0')
 	case isDigit(s[4]) && isDigit(s[5]):
 		day = int(s[4]-'0')*10 + int(s[5]-'0')
+	case isDigit(s[4]) && s[5] == ' ':
+		// "Aug 3 15:30:49": a single-digit day with one space, written by
+		// some syslog daemons and log shippers: parse it shifted by one.
+		t, rest, ok := p.parseBSD(s[:4] + " " + s[4:])
+		if !ok || len(rest) > len(s)-14 {
+			return time.Time{}, "", false
+		}
+		return t, s[14:], true
 	default:
 		return time.Time{}, "", false
 	}
@@ -333,7 +381,7 @@ func parseClock(s string) (hh, mm, ss int, ok bool) {
 // date and time is not accepted: syslog writers use "T"), with optional
 // fractional seconds and an offset of "Z", "+hh:mm" or "+hhmm".
 func (p *Parser) parse3339(s string) (time.Time, string, bool) {
-	if len(s) < 20 || s[4] != '-' || s[7] != '-' || (s[10] != 'T' && s[10] != 't') {
+	if len(s) < 20 || s[4] != '-' || s[7] != '-' || (s[10] != 'T' && s[10] != 't' && s[10] != ' ') {
 		return time.Time{}, "", false
 	}
 	for _, i := range [...]int{0, 1, 2, 3, 5, 6, 8, 9} {
@@ -372,6 +420,18 @@ func (p *Parser) parse3339(s string) (time.Time, string, bool) {
 		return time.Time{}, "", false
 	}
 	var loc *time.Location
+	if s[10] == ' ' {
+		// "2013-08-11 03:56:40 ": Dovecot's log_timestamp = "%Y-%m-%d %H:%M:%S ",
+		// local time without an offset.
+		if s[i] != ' ' {
+			return time.Time{}, "", false
+		}
+		loc = p.Loc
+		if loc == nil {
+			loc = time.Local
+		}
+		return time.Date(year, time.Month(mon), day, hh, mm, ss, nsec, loc), s[i:], true
+	}
 	switch c := s[i]; {
 	case c == 'Z' || c == 'z':
 		loc = time.UTC

@@ -104,8 +104,9 @@ type journalEntry struct {
 }
 
 // ParseJournal parses one line of `journalctl -o json` into a Line (time in
-// loc; nil means time.Local) and the entry's cursor. It reports false for a
-// line that is not a journal entry with a message and a time.
+// loc; nil means time.Local; zero when the entry has no
+// __REALTIME_TIMESTAMP) and the entry's cursor. It reports false for a line
+// that is not a journal entry with a message.
 func ParseJournal(line []byte, loc *time.Location) (Line, string, bool) {
 	var e journalEntry
 	if err := json.Unmarshal(line, &e); err != nil {
@@ -115,18 +116,18 @@ func ParseJournal(line []byte, loc *time.Location) (Line, string, bool) {
 	if !ok {
 		return Line{}, e.Cursor, false
 	}
-	us, err := strconv.ParseInt(e.Realtime, 10, 64)
-	if err != nil {
-		return Line{}, e.Cursor, false
-	}
 	if loc == nil {
 		loc = time.Local
+	}
+	var t time.Time
+	if us, err := strconv.ParseInt(e.Realtime, 10, 64); err == nil {
+		t = time.UnixMicro(us).In(loc)
 	}
 	pid := e.SyslogPID
 	if pid == "" {
 		pid = e.PID
 	}
-	return Line{Time: time.UnixMicro(us).In(loc), Host: e.Hostname, Program: e.Identifier, PID: atoi(pid), Message: msg}, e.Cursor, true
+	return Line{Time: t, Host: e.Hostname, Program: e.Identifier, PID: atoi(pid), Message: msg}, e.Cursor, true
 }
 
 func journalString(raw json.RawMessage) (string, bool) {

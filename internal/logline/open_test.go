@@ -76,8 +76,8 @@ func TestParseJournal(t *testing.T) {
 		!l.Time.Equal(time.UnixMicro(1795428002000000)) {
 		t.Fatalf("got %+v %q %v", l, cur, ok)
 	}
-	if _, _, ok := ParseJournal([]byte(`{"MESSAGE":"x"}`), nil); ok {
-		t.Error("entry without time accepted")
+	if l, _, ok := ParseJournal([]byte(`{"MESSAGE":"x"}`), nil); !ok || !l.Time.IsZero() {
+		t.Errorf("entry without time: %+v %v, want a zero time", l, ok)
 	}
 	if _, _, ok := ParseJournal([]byte(`not json`), nil); ok {
 		t.Error("bad JSON accepted")

@@ -56,7 +56,7 @@ func ParseMessage(program, msg string) (event.Event, bool) {
 		case strings.HasSuffix(program, "/postscreen"):
 			return parsePostscreen(msg)
 		}
-	case program == "dovecot" || strings.HasPrefix(program, "dovecot/") || strings.HasSuffix(program, "-login") || program == "auth":
+	case strings.HasPrefix(program, "dovecot") || dovecotProc(program):
 		return parseDovecot(program, msg)
 	case program == "relayguard":
 		return ParseSlog(msg)
@@ -110,18 +110,29 @@ func parseSmtpd(program, msg string) (event.Event, bool) {
 	case strings.HasPrefix(msg, "warning: "):
 		rest := msg[len("warning: "):]
 		// warning: unknown[192.0.2.1]: SASL LOGIN authentication failed: UGFzc3dvcmQ6
-		if i := strings.Index(rest, "]: SASL "); i >= 0 {
-			tail := rest[i+len("]: SASL "):]
+		// warning: unknown[192.0.2.1]:54279: SASL LOGIN … (smtpd_client_port_logging = yes)
+		if i := strings.Index(rest, ": SASL "); i > 0 && strings.IndexByte(rest[:i], ']') >= 0 {
+			tail := rest[i+len(": SASL "):]
 			sp := strings.IndexByte(tail, ' ')
 			if sp <= 0 || !strings.HasPrefix(tail[sp:], " authentication failed") {
 				return e, false
 			}
+			d := strings.TrimSpace(strings.TrimPrefix(tail[sp+len(" authentication failed"):], ":"))
+			// The server failed, not the client (the auth daemon died, or
+			// Postfix and the SASL server disagree on mechanisms): a user
+			// whose password was right must not be counted as guessing.
+			// fail2ban's postfix filter excludes both in mode=auth.
+			if strings.HasPrefix(d, "Connection lost to authentication server") || strings.HasPrefix(d, "Invalid authentication mechanism") {
+				return e, false
+			}
 			e.Kind = event.AuthFailure
 			e.Mechanism = tail[:sp]
-			if d := strings.TrimPrefix(tail[sp+len(" authentication failed"):], ":"); d != "" {
-				e.Detail = strings.TrimSpace(d)
+			if j := strings.Index(d, ", sasl_username="); j >= 0 {
+				e.User = d[j+len(", sasl_username="):]
+				d = d[:j]
 			}
-			e.IP, ok = bracketAddr(rest[:i+1])
+			e.Detail = d
+			e.IP, ok = bracketAddr(rest[:i])
 			return e, ok
 		}
 		// warning: non-SMTP command from unknown[192.0.2.1]: GET / HTTP/1.1
@@ -142,10 +153,18 @@ func parseSmtpd(program, msg string) (event.Event, bool) {
 		e.Kind, e.Rule = event.ProtocolAbuse, "pipelining"
 		e.IP, ok = afterFrom(msg)
 		return e, ok
+	case strings.HasPrefix(msg, "too many errors after "):
+		// smtpd_hard_error_limit reached (enumeration, broken bots)
+		e.Kind, e.Rule = event.ProtocolAbuse, "too_many_errors"
+		e.IP, ok = afterFrom(msg)
+		return e, ok
 	}
 	// "NOQUEUE: reject: RCPT from h[a]: ..." or "4XyZ1: reject: ..."
 	if i := strings.Index(msg, ": reject: "); i >= 0 && i <= 16 {
 		return parseReject(e, msg[i+len(": reject: "):])
+	}
+	if i := strings.Index(msg, ": milter-reject: "); i >= 0 && i <= 16 {
+		return parseReject(e, msg[i+len(": milter-reject: "):])
 	}
 	// "4XyZ1: client=h[a], sasl_method=PLAIN, sasl_username=bob"
 	if i := strings.Index(msg, ": client="); i >= 0 && i <= 16 {
@@ -229,6 +248,12 @@ func parsePostscreen(msg string) (event.Event, bool) {
 			e.IP, ok = bracketAddr(msg[i:])
 		}
 		return e, ok
+	case strings.HasPrefix(msg, "COMMAND TIME LIMIT from ") || strings.HasPrefix(msg, "COMMAND COUNT LIMIT from ") ||
+		strings.HasPrefix(msg, "COMMAND LENGTH LIMIT from "):
+		e.Kind = event.ProtocolAbuse
+		e.Rule = strings.ToLower(strings.ReplaceAll(msg[:strings.Index(msg, " from ")], " ", "_"))
+		e.IP, ok = afterFrom(msg)
+		return e, ok
 	case strings.HasPrefix(msg, "HANGUP after ") || strings.HasPrefix(msg, "COMMAND PIPELINING from ") ||
 		strings.HasPrefix(msg, "NON-SMTP COMMAND from ") || strings.HasPrefix(msg, "BARE NEWLINE from "):
 		e.Kind = event.ProtocolAbuse
@@ -259,14 +284,43 @@ func parsePostscreen(msg string) (event.Event, bool) {
 func parseDovecot(program, msg string) (event.Event, bool) {
 	e := event.Event{Source: "dovecot"}
 	proc := program
-	if program == "dovecot" || strings.HasPrefix(program, "dovecot/") {
+	if program == "dovecot" || strings.HasPrefix(program, "dovecot/") || program == "dovecot-auth" || dovecotProc(program) {
 		proc = strings.TrimPrefix(program, "dovecot/")
-		if i := strings.Index(msg, ": "); i > 0 && !strings.ContainsAny(msg[:i], " ") {
+		if program == "dovecot-auth" {
+			proc = "auth"
+		}
+		// "dovecot: auth-worker(5787): …", "imap-login: …": the process
+		// names, then the message.
+		for range 2 {
+			i := strings.Index(msg, ": ")
+			if i <= 0 || !dovecotProc(msg[:i]) {
+				break
+			}
 			proc, msg = msg[:i], msg[i+2:]
+		}
+	}
+	msg = dovecotLevel(msg)
+	// Dovecot 2.3 auth workers: "conn unix:auth-worker (uid=143): auth-worker<13247>: sql(…): …"
+	if strings.HasPrefix(msg, "conn ") {
+		if i := strings.Index(msg, ">: "); i >= 0 {
+			msg = msg[i+3:]
 		}
 	}
 	var ok bool
 	switch {
+	case strings.HasPrefix(msg, "pam_unix(dovecot:auth): authentication failure;"):
+		// PAM's own line: "… tty=dovecot ruser=U rhost=IP [user=U]"
+		e.Kind, e.Rule, e.Detail = event.AuthFailure, "pam_unix", "password mismatch"
+		rh := strings.LastIndex(msg, " rhost=")
+		if rh < 0 {
+			return e, false
+		}
+		e.IP, ok = dovecotAddr(strings.TrimSpace(msg[rh+7:]))
+		e.User = field(msg, " ruser=", ' ')
+		if u := field(msg, " user=", ' '); u != "" && rh < strings.LastIndex(msg, " user=") {
+			e.User = u
+		}
+		return e, ok
 	case strings.HasSuffix(proc, "-login"):
 		e.Service = strings.TrimSuffix(proc, "-login")
 		rip := strings.Index(msg, "rip=")
@@ -295,9 +349,16 @@ func parseDovecot(program, msg string) (event.Event, bool) {
 				e.Detail = n[:j]
 			}
 			return e, true
+		case strings.Contains(msg, "(tried to use disabled plaintext auth)") || strings.Contains(msg, "(tried to use disallowed plaintext auth)") ||
+			strings.Contains(msg, "(proxy dest auth failed)"):
+			// Credentials sent in clear where they are refused, or refused
+			// by the proxied backend: fail2ban counts both.
+			e.Kind = event.AuthFailure
+			e.Detail = field(msg, "(", ')')
+			return e, true
 		}
 		return e, false
-	case proc == "auth" || strings.HasPrefix(proc, "auth-worker"):
+	case proc == "auth" || strings.HasPrefix(proc, "auth-worker") || strings.HasPrefix(proc, "auth("):
 		// driver(user,ip[,<session>]): unknown user | Password mismatch | pam_authenticate() failed
 		open := strings.IndexByte(msg, '(')
 		cl := strings.Index(msg, "): ")
@@ -308,7 +369,7 @@ func parseDovecot(program, msg string) (event.Event, bool) {
 		switch {
 		case strings.HasPrefix(what, "unknown user"):
 			e.Detail = "unknown user"
-		case strings.HasPrefix(what, "Password mismatch"):
+		case strings.HasPrefix(what, "Password mismatch") || strings.HasPrefix(what, "invalid credentials") || strings.HasPrefix(what, "Invalid credentials"):
 			e.Detail = "password mismatch"
 		case strings.HasPrefix(what, "pam_authenticate() failed"):
 			e.Detail = "password mismatch"
@@ -329,6 +390,25 @@ func parseDovecot(program, msg string) (event.Event, bool) {
 		return e, ok
 	}
 	return e, false
+}
+
+// dovecotProc reports whether s names a Dovecot process as it prefixes
+// its messages: "dovecot", "imap-login", "auth", "auth-worker(5787)",
+// "auth(default)".
+func dovecotProc(s string) bool {
+	return s == "dovecot" || s == "auth" || strings.HasSuffix(s, "-login") ||
+		strings.HasPrefix(s, "auth-worker") || strings.HasPrefix(s, "auth(")
+}
+
+// dovecotLevel strips the log level Dovecot's own log file writes after
+// the process name ("Info: ", "Warning: "…).
+func dovecotLevel(msg string) string {
+	for _, l := range [...]string{"Info: ", "Warning: ", "Error: ", "Debug: ", "Fatal: ", "Panic: "} {
+		if strings.HasPrefix(msg, l) {
+			return msg[len(l):]
+		}
+	}
+	return msg
 }
 
 // dovecotAddr parses the address at the start of s (up to ',' or ' ').

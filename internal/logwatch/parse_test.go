@@ -89,6 +89,15 @@ func TestParseLines(t *testing.T) {
 		{"imap login success", "Nov 23 11:01:00 mx1 dovecot: imap-login: Login: user=<alice>, method=PLAIN, rip=198.51.100.20, lip=192.0.2.1, mpid=4242, TLS, session=<z>",
 			want{kind: event.LoginSuccess, ip: "198.51.100.20", user: "alice", svc: "imap", match: true}},
 		// relayguard's own log, through syslog and bare (text and JSON).
+		// Issue 12 items 6-8: Dovecot's own log file (log_path), client
+		// port logging, server-side failures.
+		{"dovecot log_path auth", `Dec 06 02:04:12 auth: Info: passwd-file(alice@example.test,192.0.2.50,<dq3LV2bN>): Password mismatch`,
+			want{kind: event.AuthFailure, ip: "192.0.2.50", user: "alice@example.test", det: "password mismatch", src: "dovecot", match: true}},
+		{"dovecot log_path login", `Dec 06 02:04:30 imap-login: Info: Disconnected: Connection closed (auth failed, 3 attempts in 18 secs): user=<alice@example.test>, method=PLAIN, rip=192.0.2.50, lip=192.0.2.1, session=<x>`,
+			want{kind: event.AuthFailure, ip: "192.0.2.50", user: "alice@example.test", mech: "PLAIN", svc: "imap", det: "3 attempts in 18 secs", src: "dovecot", match: true}},
+		{"sasl with client port", `Nov 23 10:15:05 mx1 postfix/smtpd[3000]: warning: unknown[192.0.2.42]:54279: SASL LOGIN authentication failed: UGFzc3dvcmQ6`,
+			want{kind: event.AuthFailure, ip: "192.0.2.42", mech: "LOGIN", det: "UGFzc3dvcmQ6", svc: "smtp", src: "postfix", match: true}},
+		{"auth server down", `Nov 23 10:15:05 mx1 postfix/smtpd[3000]: warning: unknown[192.0.2.42]: SASL PLAIN authentication failed: Connection lost to authentication server`, want{}},
 		{"own auth failed", `Nov 23 12:00:00 mx1 relayguard[77]: time=2026-11-23T12:00:00.000Z level=WARN msg="auth failed" client=212.70.149.83 mechanism=PLAIN user=admin listener=submission`,
 			want{kind: event.AuthFailure, ip: "212.70.149.83", mech: "PLAIN", user: "admin", svc: "submission", src: "relayguard-log", match: true}},
 		{"own relay denied bare", `time=2026-11-23T12:00:01.5Z level=INFO msg="relay access denied" client=2001:db8::66 rcpt=x@y.example`,

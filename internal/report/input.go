@@ -251,6 +251,7 @@ func (a *Analyzer) ReadJournalJSON(r io.Reader, loc *time.Location) error {
 			a.lines++
 			l, _, ok := logline.ParseJournal(line, loc)
 			switch {
+			case ok && l.Time.IsZero(): // no __REALTIME_TIMESTAMP: not dated, not counted
 			case ok && (l.Program == "relayguard" || maillog.IsRecord(l.Message)):
 				a.addOwn(l.Message, l.Time)
 			case ok:
