@@ -46,13 +46,7 @@ type Reply struct {
 }
 
 func (r Reply) String() string {
-	if r.Code == 0 {
-		return r.Text
-	}
-	if r.Enhanced != "" {
-		return fmt.Sprintf("%d %s %s", r.Code, r.Enhanced, r.Text)
-	}
-	return fmt.Sprintf("%d %s", r.Code, r.Text)
+	return Result{Code: r.Code, Enhanced: r.Enhanced, Text: r.Text}.Error()
 }
 
 var enhancedRE = regexp.MustCompile(`^([245]\.\d{1,3}\.\d{1,3})\s*`)

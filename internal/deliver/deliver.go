@@ -9,50 +9,22 @@ import (
 	"context"
 	"crypto/x509"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"strings"
 	"time"
 
 	"github.com/relayguard/relayguard/internal/config"
+	"github.com/relayguard/relayguard/internal/queue"
 )
 
-// Request is one delivery attempt of one message to recipients that share a
-// destination domain.
-type Request struct {
-	ID       string
-	From     string // "" is the null sender
-	Rcpts    []string
-	Size     int64
-	SMTPUTF8 bool
-	Body8Bit bool
-	// Open returns the message bytes (CRLF line endings). It may be called
-	// more than once (one per MX host tried).
-	Open func() (io.ReadCloser, error)
-}
-
-// Result is the outcome for one recipient.
-type Result struct {
-	Rcpt     string
-	OK       bool
-	Temp     bool // not delivered, try again later; !OK && !Temp is permanent
-	Code     int  // SMTP reply code, 0 if none was received
-	Enhanced string
-	Text     string
-	Host     string // the peer that answered (host or path)
-
-	loop bool // the peer is this server itself
-}
-
-// Error is the result as one line for logs and the queue's last_error.
-func (r Result) Error() string {
-	s := Reply{Code: r.Code, Enhanced: r.Enhanced, Text: r.Text}.String()
-	if r.Host != "" {
-		return r.Host + ": " + s
-	}
-	return s
-}
+// Request is one delivery attempt; Result the outcome for one recipient.
+// Both are the scheduler's (queue.Deliverer is the contract Deliverer
+// implements).
+type (
+	Request = queue.Request
+	Result  = queue.Result
+)
 
 func resultsFrom(rcpts []string, host string, replies []Reply, err error) []Result {
 	out := make([]Result, len(rcpts))

@@ -118,7 +118,7 @@ hosts:
 			tried++
 			t := target{addr: netip.AddrPortFrom(a, uint16(port)).String(), name: h.Name, policy: pol}
 			res, next := s.attempt(ctx, t, req)
-			if len(res) > 0 && res[0].loop {
+			if next == loopsBack {
 				// RFC 5321 §5.1: this host is one of the domain's MX
 				// hosts; those of its preference and worse are not
 				// tried. As the best MX we have nowhere to send the
@@ -130,7 +130,7 @@ hosts:
 				s.Log.Info("deliver: this host is a backup MX; better MX hosts unreachable", "id", req.ID, "domain", domain, "pref", h.Pref)
 				break hosts
 			}
-			if !next {
+			if next == final {
 				return res
 			}
 			last = res
@@ -190,7 +190,7 @@ func (s *SMTP) DeliverHost(ctx context.Context, domain, hostport string, req *Re
 		}
 		t := target{addr: net.JoinHostPort(a.String(), port), name: host, policy: s.policyFor(domain)}
 		res, next := s.attempt(ctx, t, req)
-		if !next {
+		if next != tryNext {
 			return res
 		}
 		last = res
@@ -211,38 +211,41 @@ func (s *SMTP) DeliverSmarthost(ctx context.Context, req *Request) []Result {
 	return res
 }
 
-// attempt delivers req to one peer. next reports that the peer could not
-// be used at all (connection, greeting, TLS or AUTH failure) and the next
-// address should be tried.
-func (s *SMTP) attempt(ctx context.Context, t target, req *Request) (res []Result, next bool) {
+// outcome says what an attempt means for the domain's other peers.
+type outcome int
+
+const (
+	final     outcome = iota // the results stand
+	tryNext                  // the peer could not be used at all (connection, greeting, TLS): try the next address
+	loopsBack                // the peer is this server itself (RFC 5321 §5.1)
+)
+
+// attempt delivers req to one peer.
+func (s *SMTP) attempt(ctx context.Context, t target, req *Request) ([]Result, outcome) {
 	for try := 0; try < 2; try++ {
 		c, reused, err := s.session(ctx, t)
 		if err != nil {
 			s.Log.Info("deliver: peer unusable", "id", req.ID, "peer", t.addr, "name", t.name, "err", err)
 			if errors.Is(err, errLoop) {
-				res := permAll(req.Rcpts, t.name, 554, "5.4.6", "mail for %s loops back to myself (%s)", t.name, t.addr)
-				for i := range res {
-					res[i].loop = true
-				}
-				return res, false
+				return permAll(req.Rcpts, t.name, 554, "5.4.6", "mail for %s loops back to myself (%s)", t.name, t.addr), loopsBack
 			}
 			var re *ReplyError
 			if errors.As(err, &re) && re.Stage == "AUTH" {
 				// Wrong relay credentials are the operator's to fix: keep
 				// the mail queued (as Postfix does), do not bounce it.
 				return all(req.Rcpts, Result{Temp: true, Code: re.Reply.Code, Enhanced: re.Reply.Enhanced,
-					Text: "smarthost refused AUTH: " + re.Reply.Text, Host: t.name}), false
+					Text: "smarthost refused AUTH: " + re.Reply.Text, Host: t.name}), final
 			}
-			return tempAll(req.Rcpts, t.name, "4.4.1", "%s: %v", t.addr, err), true
+			return tempAll(req.Rcpts, t.name, "4.4.1", "%s: %v", t.addr, err), tryNext
 		}
 		if r := checkCaps(c, req, t.name); r != nil {
 			s.release(t, c, true)
-			return r, false
+			return r, final
 		}
 		body, err := req.Open()
 		if err != nil {
 			s.release(t, c, true)
-			return tempAll(req.Rcpts, t.name, "4.3.0", "opening message %s: %v", req.ID, err), false
+			return tempAll(req.Rcpts, t.name, "4.3.0", "opening message %s: %v", req.ID, err), final
 		}
 		replies, err := c.send(ctx, req.From, req.Rcpts, txOptions{Size: req.Size, Body8Bit: req.Body8Bit, SMTPUTF8: req.SMTPUTF8}, body)
 		body.Close()
@@ -251,12 +254,15 @@ func (s *SMTP) attempt(ctx context.Context, t target, req *Request) (res []Resul
 			if reused && noReplies(replies) {
 				continue // the cached connection had gone stale: dial afresh
 			}
-			return resultsFrom(req.Rcpts, t.name, replies, err), noReplies(replies)
+			if noReplies(replies) {
+				return resultsFrom(req.Rcpts, t.name, replies, err), tryNext
+			}
+			return resultsFrom(req.Rcpts, t.name, replies, err), final
 		}
 		s.release(t, c, !c.clean)
-		return resultsFrom(req.Rcpts, t.name, replies, nil), false
+		return resultsFrom(req.Rcpts, t.name, replies, nil), final
 	}
-	return tempAll(req.Rcpts, t.name, "4.4.2", "%s: connection lost", t.addr), true
+	return tempAll(req.Rcpts, t.name, "4.4.2", "%s: connection lost", t.addr), tryNext
 }
 
 func noReplies(rs []Reply) bool {

@@ -1,4 +1,4 @@
-package queue
+package queue_test
 
 import (
 	"context"
@@ -13,20 +13,21 @@ import (
 	"github.com/relayguard/relayguard/internal/config"
 	"github.com/relayguard/relayguard/internal/deliver"
 	"github.com/relayguard/relayguard/internal/deliver/delivertest"
+	"github.com/relayguard/relayguard/internal/queue"
 )
 
 // noNewMessagesFS refuses new message files while full is set, as a full
 // disk would; envelope updates still go through.
 type noNewMessagesFS struct {
-	osFS
+	queue.OSFS
 	full *atomic.Bool
 }
 
-func (f noNewMessagesFS) Create(p string) (File, error) {
+func (f noNewMessagesFS) Create(p string) (queue.File, error) {
 	if f.full.Load() && strings.HasSuffix(p, ".msg") {
 		return nil, errors.New("injected: no space left on device")
 	}
-	return f.osFS.Create(p)
+	return f.OSFS.Create(p)
 }
 
 // A permanent failure is final only once its notice is spooled: when the
@@ -36,7 +37,7 @@ func TestFailureNoticeNotLostWhenSpoolFull(t *testing.T) {
 	sink := delivertest.StartSink(t, "-f", "RCPT")
 	mbox := t.TempDir()
 	var full atomic.Bool
-	sp, err := openSpool(t.TempDir(), time.Millisecond, nil, noNewMessagesFS{full: &full})
+	sp, err := queue.OpenSpoolFS(t.TempDir(), time.Millisecond, nil, noNewMessagesFS{full: &full})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,13 +52,13 @@ func TestFailureNoticeNotLostWhenSpoolFull(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer d.Close()
-	id, err := sp.Put(context.Background(), &Envelope{From: "alice@sender.test", AuthUser: "alice", Mode: "submission",
-		Recipients: []Recipient{{Addr: "nobody@a.test"}}}, strings.NewReader("Subject: x\r\n\r\nbody\r\n"))
+	id, err := sp.Put(context.Background(), &queue.Envelope{From: "alice@sender.test", AuthUser: "alice", Mode: "submission",
+		Recipients: []queue.Recipient{{Addr: "nobody@a.test"}}}, strings.NewReader("Subject: x\r\n\r\nbody\r\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	full.Store(true)
-	s := NewScheduler(sp, d, cfg, nil)
+	s := queue.NewScheduler(sp, d, cfg, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx) }()
@@ -81,7 +82,7 @@ func TestFailureNoticeNotLostWhenSpoolFull(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the message vanished although its notice could not be spooled: %v", err)
 	}
-	if r := env.Recipients[0]; r.Status != StatusQueued || r.LastCode != 500 {
+	if r := env.Recipients[0]; r.Status != queue.StatusQueued || r.LastCode != 500 {
 		t.Fatalf("recipient after an unreported failure: %+v", r)
 	}
 	full.Store(false) // space again

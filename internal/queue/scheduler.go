@@ -14,15 +14,8 @@ import (
 	"time"
 
 	"github.com/relayguard/relayguard/internal/config"
-	"github.com/relayguard/relayguard/internal/deliver"
 	"github.com/relayguard/relayguard/internal/maillog"
 )
-
-// Deliverer delivers one message to the recipients of one domain and
-// returns one result per recipient (internal/deliver.Deliverer).
-type Deliverer interface {
-	Deliver(ctx context.Context, domain string, req *deliver.Request) []deliver.Result
-}
 
 // Destinationer is implemented by a Deliverer that knows where a domain's
 // mail goes (a smarthost, a transport table host): the concurrency limit
@@ -436,7 +429,7 @@ func (s *Scheduler) run(j job) {
 	s.mu.Unlock()
 	env := ms.env
 	sig := s.signature(ms, j.dest)
-	req := &deliver.Request{
+	req := &Request{
 		ID: env.ID, From: env.From, Size: env.Size + int64(len(sig)), SMTPUTF8: env.SMTPUTF8, Body8Bit: env.Body8Bit,
 		Open: func() (io.ReadCloser, error) {
 			rc, err := s.spool.Open(env.ID)
@@ -457,11 +450,11 @@ func (s *Scheduler) run(j job) {
 
 	s.mu.Lock()
 	for k, i := range j.idx {
-		var res deliver.Result
+		var res Result
 		if k < len(results) {
 			res = results[k]
 		} else {
-			res = deliver.Result{Rcpt: req.Rcpts[k], Temp: true, Text: "deliverer returned no result"}
+			res = Result{Rcpt: req.Rcpts[k], Temp: true, Text: "deliverer returned no result"}
 		}
 		if res.Temp && ctx.Err() != nil {
 			continue // stopping: not an attempt; due again at the next start
@@ -487,7 +480,7 @@ func (s *Scheduler) run(j job) {
 // apply records one recipient's result: delivered, failed, or queued again
 // after the next wait of the retry schedule; a recipient past the maximum
 // queue lifetime fails.
-func (s *Scheduler) apply(env *Envelope, i int, res deliver.Result, now time.Time) {
+func (s *Scheduler) apply(env *Envelope, i int, res Result, now time.Time) {
 	r := &env.Recipients[i]
 	r.Attempts++
 	r.Updated = now
