@@ -4,9 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net/netip"
 	"strings"
-	"sync"
 	"text/tabwriter"
 	"time"
 
@@ -14,21 +12,9 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/relayguard/relayguard/internal/dnsbl"
-	"github.com/relayguard/relayguard/internal/dnsbl/zonespec"
 	"github.com/relayguard/relayguard/internal/dnsutil"
 	"github.com/relayguard/relayguard/internal/policy"
 )
-
-// checkRow is one line of `dnsbl check`.
-type checkRow struct {
-	Target  string   `json:"target"`
-	List    string   `json:"list"`
-	Kind    string   `json:"kind"` // block or allow
-	Result  string   `json:"result"`
-	Listed  bool     `json:"listed"`
-	Answers []string `json:"answers,omitempty"`
-	Meaning string   `json:"meaning,omitempty"`
-}
 
 func init() {
 	top := &cobra.Command{Use: "dnsbl", Short: "Check addresses against DNS lists, and the lists' health"}
@@ -41,8 +27,9 @@ func init() {
 relayguard's built-in catalog of well-known lists plus the [dnsbl] zones of the configuration.
 Exit status: 0 not listed, 1 listed in at least one block list, 2 some block list could not
 be asked (timeout, SERVFAIL, an error code such as 127.255.255.254, or a disabled zone).
-Each list's health is checked first: a dead list, one that lists everything or one that
-refuses is shown as skipped, with the reason, never as a listing.
+Each list's health is checked at the same time: a dead list, one that lists everything or
+one that refuses is shown as skipped, with the reason, never as a listing. Every target and
+every list is asked concurrently under one deadline (dnsbl.timeout).
 Large lists refuse queries sent through public resolvers: set dnsbl.resolvers to your own.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -56,83 +43,19 @@ Large lists refuse queries sent through public resolvers: set dnsbl.resolvers to
 				return err
 			}
 			policy.WarnPublicResolvers(log, res.Servers())
-			meanings := map[string]map[string]string{}
-			allow := map[string]bool{}
-			var ipSpecs, domSpecs []string
-			if !noCatalog {
-				for _, c := range dnsbl.Catalog {
-					z, _ := zonespec.Parse(c.Spec)
-					meanings[z.Name], allow[z.Name] = c.Meanings, c.Allow
-					if c.Domain {
-						domSpecs = append(domSpecs, c.Spec)
-					} else {
-						ipSpecs = append(ipSpecs, c.Spec)
-					}
-				}
-			}
-			for _, s := range cfg.DNSBL.Zones {
-				z, _ := zonespec.Parse(s)
-				allow[z.Name] = z.Weight < 0
-				ipSpecs = append(ipSpecs, s)
-			}
-			domSpecs = append(domSpecs, cfg.DNSBL.DomainZones...)
-			ck, err := dnsbl.New(res, dnsbl.Options{Zones: dedupe(ipSpecs), DomainZones: dedupe(domSpecs),
-				Timeout: cfg.DNSBL.Timeout.D(), Logger: log, Registerer: prometheus.NewRegistry()})
+			lists, err := dnsbl.Lists(!noCatalog, cfg.DNSBL.Zones, cfg.DNSBL.DomainZones)
 			if err != nil {
 				return err
 			}
-			for _, a := range args {
-				if _, err := netip.ParseAddr(a); err != nil {
-					if _, ok := dnsName(a); !ok {
-						return &exitError{code: 2, err: fmt.Errorf("dnsbl check: %q is neither an IP address nor a domain name", a)}
-					}
-				}
+			// A list that died and now answers for every address
+			// (blackholes.us, AHBL...) would "list" everyone: its health is
+			// checked at the same time, and a disabled list is shown as such.
+			rep, err := dnsbl.Lookup(cmd.Context(), res, lists, args, !noHealth, dnsbl.Options{
+				Timeout: cfg.DNSBL.Timeout.D(), Logger: log})
+			if err != nil {
+				return &exitError{code: 2, err: fmt.Errorf("dnsbl check: %w", err)}
 			}
-			if !noHealth {
-				// A list that died and now answers for every address
-				// (blackholes.us, AHBL...) would "list" everyone: check the
-				// lists' health first and report the disabled ones as such.
-				ck.CheckHealth(cmd.Context())
-			}
-			var rows []checkRow
-			for _, a := range args {
-				var zones []*dnsbl.Zone
-				var qname func(z *dnsbl.Zone) string
-				if ip, err := netip.ParseAddr(a); err == nil {
-					zones = ck.Zones()
-					qname = func(z *dnsbl.Zone) string { return dnsbl.IPQuery(ip, z.Name) }
-				} else if _, ok := dnsName(a); ok {
-					zones = ck.DomainZones()
-					qname = func(z *dnsbl.Zone) string { return dnsbl.DomainQuery(a, z.Name) }
-				} else {
-					return &exitError{code: 2, err: fmt.Errorf("dnsbl check: %q is neither an IP address nor a domain name", a)}
-				}
-				out := make([]checkRow, len(zones))
-				var wg sync.WaitGroup
-				for i, z := range zones {
-					wg.Add(1)
-					go func() {
-						defer wg.Done()
-						r := ck.Query(cmd.Context(), z, qname(z))
-						row := checkRow{Target: a, List: z.Name, Kind: "block", Result: r.Status.String(), Listed: r.Status == dnsbl.Listed}
-						if allow[z.Name] {
-							row.Kind = "allow"
-						}
-						for _, x := range r.Answers {
-							row.Answers = append(row.Answers, x.String())
-							if m := meanings[z.Name][x.String()]; m != "" && row.Meaning == "" {
-								row.Meaning = m
-							}
-						}
-						if r.Detail != "" {
-							row.Meaning = r.Detail
-						}
-						out[i] = row
-					}()
-				}
-				wg.Wait()
-				rows = append(rows, out...)
-			}
+			rows := rep.Rows
 			if asJSON {
 				enc := json.NewEncoder(cmd.OutOrStdout())
 				enc.SetIndent("", "  ")
@@ -145,18 +68,10 @@ Large lists refuse queries sent through public resolvers: set dnsbl.resolvers to
 			// A block list that could not be asked (timeout, SERVFAIL), that
 			// answered an error code (e.g. 127.255.255.254: public resolver)
 			// or that is disabled says nothing: never "not listed".
-			listed, failed := false, false
-			for _, r := range rows {
-				listed = listed || (r.Listed && r.Kind == "block")
-				switch r.Result {
-				case dnsbl.TempError.String(), dnsbl.ListError.String(), dnsbl.Skipped.String():
-					failed = failed || r.Kind == "block"
-				}
-			}
 			switch {
-			case listed:
+			case rep.Listed():
 				return &exitError{code: 1}
-			case failed:
+			case rep.Unanswered():
 				return &exitError{code: 2}
 			}
 			return nil
@@ -172,7 +87,8 @@ Large lists refuse queries sent through public resolvers: set dnsbl.resolvers to
 		Short: "Check every configured zone: healthy, dead, lists-everything or refusing",
 		Long: `Ask every [dnsbl] zone (and every zone named in a restriction) for its RFC 5782 §5 test
 points (127.0.0.2 and ::FFFF:7F00:2 listed, 127.0.0.1 not) and for random documentation
-addresses that no list may contain. Exit status 1 if any zone is disabled.`,
+addresses that no list may contain. Exit status 1 if any zone is disabled, 2 if DNS itself
+cannot be reached (no list and no list's parent domain answers): then no zone is judged.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := loadConfig()
@@ -185,8 +101,10 @@ addresses that no list may contain. Exit status 1 if any zone is disabled.`,
 				return err
 			}
 			reg := prometheus.NewRegistry()
+			// A positive interval: zones start unknown until this check
+			// (RunHealth does not run here).
 			ck, err := dnsbl.New(res, dnsbl.Options{Zones: cfg.DNSBL.Zones, DomainZones: cfg.DNSBL.DomainZones,
-				Timeout: cfg.DNSBL.Timeout.D(), Logger: log, Registerer: reg})
+				Timeout: cfg.DNSBL.Timeout.D(), Logger: log, Registerer: reg, HealthInterval: time.Hour})
 			if err != nil {
 				return err
 			}
@@ -207,7 +125,11 @@ addresses that no list may contain. Exit status 1 if any zone is disabled.`,
 			}
 			var rows []row
 			bad := false
+			up, why := ck.DNSReachable()
 			for _, h := range hs {
+				if h.State == dnsbl.Unknown && !up {
+					h.Detail = "not judged: DNS unreachable: " + why
+				}
 				rows = append(rows, row{h.Zone, h.State.String(), h.IPv6, h.Detail, h.Checked})
 				bad = bad || h.State.Disabled()
 			}
@@ -227,7 +149,10 @@ addresses that no list may contain. Exit status 1 if any zone is disabled.`,
 				}
 				tw.Flush()
 			}
-			if bad {
+			switch {
+			case !up:
+				return &exitError{code: 2, err: fmt.Errorf("dnsbl health: DNS unreachable: %s", why)}
+			case bad:
 				return &exitError{code: 1}
 			}
 			return nil
@@ -238,7 +163,7 @@ addresses that no list may contain. Exit status 1 if any zone is disabled.`,
 	rootCmd.AddCommand(top)
 }
 
-func printCheck(w io.Writer, rows []checkRow) {
+func printCheck(w io.Writer, rows []dnsbl.Row) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "TARGET\tLIST\tKIND\tLISTED\tANSWER\tMEANING")
 	for _, r := range rows {
@@ -252,31 +177,4 @@ func printCheck(w io.Writer, rows []checkRow) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.Target, r.List, r.Kind, listed, strings.Join(r.Answers, ","), r.Meaning)
 	}
 	tw.Flush()
-}
-
-func dedupe(specs []string) []string {
-	seen := map[string]bool{}
-	var out []string
-	for _, s := range specs {
-		z, err := zonespec.Parse(s)
-		if err != nil || seen[z.Name] {
-			continue
-		}
-		seen[z.Name] = true
-		out = append(out, s)
-	}
-	return out
-}
-
-func dnsName(s string) (string, bool) {
-	s = strings.TrimSuffix(strings.ToLower(s), ".")
-	if !strings.Contains(s, ".") || len(s) > 253 {
-		return "", false
-	}
-	for _, c := range s {
-		if !(c == '.' || c == '-' || c == '_' || c >= '0' && c <= '9' || c >= 'a' && c <= 'z') {
-			return "", false
-		}
-	}
-	return s, true
 }

@@ -10,7 +10,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/relayguard/relayguard/internal/dnsbl"
 	"github.com/relayguard/relayguard/internal/dnsutil/dnstest"
 )
 
@@ -66,7 +68,7 @@ func TestDNSBLCheckCommand(t *testing.T) {
 	if code != 1 {
 		t.Errorf("listed address: exit %d, want 1\n%s", code, out)
 	}
-	var rows []checkRow
+	var rows []dnsbl.Row
 	if err := json.Unmarshal([]byte(out), &rows); err != nil {
 		t.Fatalf("--json output: %v\n%s", err, out)
 	}
@@ -146,5 +148,59 @@ func TestDNSBLHealthCommand(t *testing.T) {
 	conf = dnsblConfig(t, dns.Addr, []string{"bl.test"}, nil)
 	if out, _, code := runDNSBL(t, conf, "health"); code != 0 || !strings.Contains(out, "healthy") {
 		t.Errorf("healthy zone: exit %d\n%s", code, out)
+	}
+}
+
+// TestDNSBLCheckOneDeadline: the health check and every target are asked
+// at once under one deadline: a dead list costs one timeout, not one per
+// target plus one for its health probe (issue 13 item 8).
+func TestDNSBLCheckOneDeadline(t *testing.T) {
+	dns := dnstest.Start(t)
+	dns.Add(t, "2.0.0.127.bl.test. 300 IN A 127.0.0.2", "5.0.0.127.bl.test. 300 IN A 127.0.0.2")
+	dns.Dead("dead.test", true)
+	conf := dnsblConfig(t, dns.Addr, []string{"bl.test", "dead.test"}, nil) // timeout = "1s"
+	if _, err := relayguardBinary(); err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now()
+	out, _, code := runDNSBL(t, conf, "check", "--no-catalog", "--json", "127.0.0.5", "127.0.0.9", "192.0.2.1")
+	el := time.Since(t0)
+	if code != 1 {
+		t.Errorf("exit %d, want 1 (127.0.0.5 listed)\n%s", code, out)
+	}
+	var rows []dnsbl.Row
+	if err := json.Unmarshal([]byte(out), &rows); err != nil {
+		t.Fatalf("--json output: %v\n%s", err, out)
+	}
+	for _, r := range rows {
+		if r.List == "dead.test" && r.Result != "skipped" && r.Result != "temp_error" {
+			t.Errorf("%s dead.test: %s, want skipped or temp_error", r.Target, r.Result)
+		}
+	}
+	// One after another this took 4 s (1 s health + 3 × 1 s).
+	if el > 2500*time.Millisecond {
+		t.Errorf("3 targets with a dead list took %v: not one deadline", el)
+	}
+}
+
+// TestDNSBLHealthDNSUnreachable: with the resolver gone, `dnsbl health`
+// says DNS is unreachable and judges no list (exit 2), instead of calling
+// every list dead.
+func TestDNSBLHealthDNSUnreachable(t *testing.T) {
+	dns := dnstest.Start(t)
+	dns.Outage(true)
+	conf := dnsblConfig(t, dns.Addr, []string{"bl.test", "other.test"}, nil)
+	out, errs, code := runDNSBL(t, conf, "health", "--json")
+	if code != 2 || !strings.Contains(errs, "DNS unreachable") {
+		t.Errorf("resolver down: exit %d, stderr %q, want 2 naming DNS", code, errs)
+	}
+	var rows []struct{ Zone, State, Detail string }
+	if err := json.Unmarshal([]byte(out), &rows); err != nil || len(rows) != 2 {
+		t.Fatalf("--json output: %v\n%s", err, out)
+	}
+	for _, r := range rows {
+		if r.State != "unknown" || !strings.Contains(r.Detail, "DNS unreachable") {
+			t.Errorf("resolver down: %s judged %s (%s), want unknown", r.Zone, r.State, r.Detail)
+		}
 	}
 }

@@ -22,7 +22,7 @@ type DNSBLConfig struct {
 	Timeout         Duration `toml:"timeout" comment:"One deadline for the queries to all zones of one check."`
 	CacheMinTTL     Duration `toml:"cache_min_ttl" comment:"Cache answers at least this long (floor on the DNS TTL)."`
 	CacheMaxTTL     Duration `toml:"cache_max_ttl" comment:"Cache answers at most this long (ceiling on the DNS TTL)."`
-	CacheSize       int      `toml:"cache_size" comment:"Most cached answers kept."`
+	CacheSize       int      `toml:"cache_size" comment:"Client addresses (and as many domain names) whose DNS-list answers are cached, every zone's\nanswer in one entry; the least recently seen are dropped first. The default holds a day of a busy MX\n(answers live at most cache_max_ttl), about 70 MB with 10 zones."`
 	HealthInterval  Duration `toml:"health_interval" comment:"Check each zone's health (RFC 5782 §5 test points, lists-everything probes) this often; 0 disables."`
 }
 
@@ -32,7 +32,7 @@ func defaultDNSBL() DNSBLConfig {
 		Timeout:         Duration(5 * time.Second),
 		CacheMinTTL:     Duration(time.Minute),
 		CacheMaxTTL:     Duration(time.Hour),
-		CacheSize:       100000,
+		CacheSize:       500000, // dnsbl.DefaultCacheSize
 		HealthInterval:  Duration(5 * time.Minute),
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -32,13 +33,20 @@ const (
 	Clean     Status = iota // NXDOMAIN / no data, or answers the filter does not select
 	Listed                  // at least one answer selected by the filter
 	ListError               // the list answered with an error code: not a listing
-	TempError               // timeout, SERVFAIL, REFUSED: unknown, never clean
-	Skipped                 // zone disabled by its health check
+	TempError               // timeout, SERVFAIL, REFUSED, DNS unreachable: unknown, never clean
+	Skipped                 // zone switched off (dead, lists everything, refusing)
 )
 
 func (s Status) String() string {
 	return [...]string{"clean", "listed", "list_error", "temp_error", "skipped"}[s]
 }
+
+// Unanswered reports whether a result says nothing about the target: the
+// list could not be asked (TempError) or answered with an error code
+// (ListError). A decision that depends on such a list is a temporary
+// failure (4xx), in the policy checks and in `dnsbl check` alike. A
+// Skipped zone is switched off: it has no say at all.
+func (s Status) Unanswered() bool { return s == TempError || s == ListError }
 
 // Result is one zone's answer about one name.
 type Result struct {
@@ -56,11 +64,24 @@ type Options struct {
 	DomainZones    []string // postscreen syntax, domain lists
 	Timeout        time.Duration
 	MinTTL, MaxTTL time.Duration
-	CacheSize      int
+	// CacheSize is the number of client addresses whose answers are
+	// cached (and as many domain names); each entry holds every zone's
+	// answer. 0 means DefaultCacheSize.
+	CacheSize int
+	// HealthInterval is how often RunHealth checks every zone. With 0,
+	// zones are used without a first check and only a zone that fails at
+	// run time is checked (until it answers again).
+	HealthInterval time.Duration
 	Logger         *slog.Logger
 	Clock          func() time.Time
 	Registerer     prometheus.Registerer // nil: prometheus.DefaultRegisterer
 }
+
+// DefaultCacheSize holds a day of a busy MX: entries live at most
+// cache_max_ttl (1 h by default), so the cache needs the distinct clients
+// of its busiest hour; 500,000 is a server taking some 10 million
+// connections a day (about 60 MB with 10 zones, docs/BENCHMARKS.md).
+const DefaultCacheSize = 500000
 
 // Checker queries lists with a shared cache and keeps each zone's health.
 type Checker struct {
@@ -74,19 +95,15 @@ type Checker struct {
 	// health-checked but not part of the score.
 	wzones, wdzones []*Zone
 
-	cmu   sync.Mutex
-	cache map[string]cacheEntry
+	ipCache, domCache *cache
+	cacheFull         atomic.Bool
 
-	hmu       sync.Mutex
-	health    map[string]*Health
-	lastError map[string]time.Time // zone -> last time a list error was logged
+	mu    sync.Mutex
+	state map[string]*zoneState
+	dns   dnsState
+	kick  chan struct{}
 
 	m *metrics
-}
-
-type cacheEntry struct {
-	answers []netip.Addr // nil: negative answer
-	expires time.Time
 }
 
 // New parses the zones and returns a Checker. No query is sent until the
@@ -105,10 +122,10 @@ func New(q Querier, o Options) (*Checker, error) {
 		o.MaxTTL = o.MinTTL
 	}
 	if o.CacheSize <= 0 {
-		o.CacheSize = 100000
+		o.CacheSize = DefaultCacheSize
 	}
-	c := &Checker{q: q, opts: o, log: o.Logger, now: o.Clock,
-		cache: map[string]cacheEntry{}, health: map[string]*Health{}, lastError: map[string]time.Time{}}
+	c := &Checker{q: q, opts: o, log: o.Logger, now: o.Clock, state: map[string]*zoneState{},
+		kick: make(chan struct{}, 1)}
 	for _, s := range o.Zones {
 		z, err := zonespec.Parse(s)
 		if err != nil {
@@ -123,34 +140,47 @@ func New(q Querier, o Options) (*Checker, error) {
 		}
 		c.dzones = append(c.dzones, z)
 	}
-	for _, z := range append(append([]*Zone{}, c.zones...), c.dzones...) {
-		c.health[z.Name] = &Health{Zone: z.Name, State: Unknown}
-	}
 	c.m = newMetrics(o.Registerer)
-	for _, h := range c.health {
-		c.m.setState(h.Zone, Unknown)
-	}
+	c.addZones(c.zones, false)
+	c.addZones(c.dzones, true)
 	return c, nil
 }
 
-// Watch adds zones used by single rules to the health checks, so that a
-// dead or lists-everything zone is skipped there too. Call before RunHealth.
-func (c *Checker) Watch(ipZones, domainZones []*Zone) {
-	c.hmu.Lock()
-	defer c.hmu.Unlock()
-	for _, set := range []struct {
-		in  []*Zone
-		out *[]*Zone
-	}{{ipZones, &c.wzones}, {domainZones, &c.wdzones}} {
-		for _, z := range set.in {
-			if _, ok := c.health[z.Name]; ok {
-				continue
-			}
-			c.health[z.Name] = &Health{Zone: z.Name, State: Unknown}
-			*set.out = append(*set.out, z)
-			c.m.setState(z.Name, Unknown)
+// addZones gives each new zone name a health record and a cache slot.
+// c.mu must be held or c not yet shared.
+func (c *Checker) addZones(zs []*Zone, domain bool) (added []*Zone) {
+	for _, z := range zs {
+		if _, ok := c.state[z.Name]; ok {
+			continue
 		}
+		n := 0
+		for _, st := range c.state {
+			if st.domain == domain {
+				n++
+			}
+		}
+		st := &zoneState{z: z, domain: domain, slot: n, firstDone: make(chan struct{})}
+		st.h = Health{Zone: z.Name, State: Unknown}
+		if c.opts.HealthInterval <= 0 {
+			st.h.State, st.h.Detail = Healthy, "not checked: health checks are off"
+			st.firstClosed = true
+			close(st.firstDone)
+		}
+		c.state[z.Name] = st
+		c.m.setState(z.Name, st.h.State)
+		added = append(added, z)
 	}
+	return added
+}
+
+// Watch adds zones used by single rules to the health checks, so that a
+// dead or lists-everything zone is skipped there too. Call before the
+// first query and before RunHealth.
+func (c *Checker) Watch(ipZones, domainZones []*Zone) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.wzones = append(c.wzones, c.addZones(ipZones, false)...)
+	c.wdzones = append(c.wdzones, c.addZones(domainZones, true)...)
 }
 
 // Zones returns the configured client-IP zones.
@@ -159,131 +189,135 @@ func (c *Checker) Zones() []*Zone { return c.zones }
 // DomainZones returns the configured domain zones.
 func (c *Checker) DomainZones() []*Zone { return c.dzones }
 
-// Query asks zone about qname (already built with IPQuery or DomainQuery),
-// through the cache. It never reads a failure as a listing.
-func (c *Checker) Query(ctx context.Context, z *Zone, qname string) Result {
+// caches are created on first use: Watch may still add zones before.
+func (c *Checker) caches() (ip, dom *cache) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.ipCache == nil {
+		nip, ndom := 0, 0
+		for _, st := range c.state {
+			if st.domain {
+				ndom++
+			} else {
+				nip++
+			}
+		}
+		base := c.now().Add(-time.Hour)
+		sets := newAnswerSets()
+		c.ipCache = newCache(nip, c.opts.CacheSize, base, sets)
+		c.domCache = newCache(ndom, c.opts.CacheSize, base, sets)
+		for _, k := range []*cache{c.ipCache, c.domCache} {
+			k.evicted, k.added = c.evicted, c.m.entries.Inc
+		}
+	}
+	return c.ipCache, c.domCache
+}
+
+// evicted counts an eviction and logs, once, that the cache is full.
+func (c *Checker) evicted() {
+	c.m.evictions.Inc()
+	if !c.cacheFull.Swap(true) {
+		c.log.Warn("dnsbl cache full: the least recently seen clients' answers are dropped to make room; raise dnsbl.cache_size if this happens within cache_max_ttl",
+			"cache_size", c.opts.CacheSize)
+	}
+}
+
+// QueryIP asks zone about a client address, through the cache. It never
+// reads a failure as a listing.
+func (c *Checker) QueryIP(ctx context.Context, z *Zone, ip netip.Addr) Result {
+	ipc, _ := c.caches()
+	return c.query(ctx, z, IPQuery(ip, z.Name), ipc, ipKey(ip))
+}
+
+// QueryDomain asks zone about a domain (a sender domain, a HELO or client
+// name), through the cache. Callers check DomainQueryable first.
+func (c *Checker) QueryDomain(ctx context.Context, z *Zone, domain string) Result {
+	_, dc := c.caches()
+	d := strings.ToLower(strings.TrimSuffix(domain, "."))
+	return c.query(ctx, z, DomainQuery(d, z.Name), dc, dc.domainKey(d))
+}
+
+func (c *Checker) query(ctx context.Context, z *Zone, qname string, k *cache, key cacheKey) Result {
 	r := Result{Zone: z, Query: qname}
-	if h, off := c.disabled(z.Name); off {
-		r.Status = Skipped
-		r.Detail = "zone disabled (" + h.State.String() + "): " + h.Detail
+	st := c.zoneState(z.Name)
+	if st == nil {
+		r.Status, r.Detail = Skipped, "zone not configured"
+		return r
+	}
+	// A zone is used only once it is known healthy: wait (bounded by
+	// the request's deadline) for its first health check.
+	select {
+	case <-st.firstDone:
+	case <-ctx.Done():
+	}
+	c.mu.Lock()
+	h, down, downWhy := st.h, c.dns.down, c.dns.detail
+	c.mu.Unlock()
+	if h.State.Disabled() {
+		r.Status, r.Detail = Skipped, "zone disabled ("+h.State.String()+"): "+h.Detail
 		c.m.queries.WithLabelValues(z.Name, r.Status.String()).Inc()
 		return r
 	}
-	answers, cached, err := c.lookup(ctx, qname)
-	r.Cached = cached
-	r.Answers = answers
-	switch {
-	case err != nil:
-		r.Status, r.Detail = TempError, err.Error()
-	case len(answers) == 0:
-		r.Status = Clean
-	default:
-		r.Status = Clean
-		for _, a := range answers {
-			if why := AnswerError(a); why != "" {
-				r.Status, r.Detail = ListError, why
-				break
-			}
-			if z.Match(a) {
-				r.Status = Listed
-			}
-		}
+	if answers, ok := k.get(key, st.slot, c.now()); ok {
+		c.m.cache.WithLabelValues("hit").Inc()
+		r.Cached, r.Answers = true, answers
+		r.Status, r.Detail = Classify(z, answers)
+		c.m.queries.WithLabelValues(z.Name, r.Status.String()).Inc()
+		return r
 	}
-	if r.Status == ListError {
-		c.listError(z.Name, qname, r.Detail)
+	c.m.cache.WithLabelValues("miss").Inc()
+	// Known failures answer at once instead of stalling every request.
+	switch {
+	case down:
+		r.Status, r.Detail = TempError, "DNS unreachable (not asked): "+downWhy
+		c.m.queries.WithLabelValues(z.Name, "dns_unreachable").Inc()
+		return r
+	case h.State == Failing:
+		r.Status, r.Detail = TempError, "list failing, being re-checked (not asked): "+h.Detail
+		c.m.queries.WithLabelValues(z.Name, "failing").Inc()
+		return r
+	case h.State == Unknown:
+		r.Status, r.Detail = Skipped, "zone not checked yet"
+		c.m.queries.WithLabelValues(z.Name, r.Status.String()).Inc()
+		return r
+	}
+	start := time.Now()
+	r, ttl, err := c.resolve(ctx, z, qname)
+	if err != nil {
+		c.noteFailure(ctx, st, start, err)
+	} else {
+		c.noteAnswer(st)
+	}
+	switch {
+	case r.Status == ListError:
+		// An error code says nothing about the name asked and is not
+		// cached; whether the list refuses everyone is for a health
+		// check to say (see Classify).
+		c.confirmListError(st, qname, r.Detail)
+	case err == nil && ttl > 0:
+		k.put(key, st.slot, r.Answers, c.now().Add(ttl))
 	}
 	c.m.queries.WithLabelValues(z.Name, r.Status.String()).Inc()
 	return r
 }
 
-// lookup returns the A answers of qname (nil for NXDOMAIN / no data) from
-// the cache or the resolver. Temporary failures and error codes are not
-// cached.
-func (c *Checker) lookup(ctx context.Context, qname string) ([]netip.Addr, bool, error) {
-	now := c.now()
-	c.cmu.Lock()
-	e, ok := c.cache[qname]
-	c.cmu.Unlock()
-	if ok && now.Before(e.expires) {
-		c.m.cache.WithLabelValues("hit").Inc()
-		return e.answers, true, nil
-	}
-	c.m.cache.WithLabelValues("miss").Inc()
+// resolve asks the resolver about qname now, without cache or breaker,
+// and classifies the answer. err is the failure of a TempError; ttl is the
+// answer's cache lifetime within [MinTTL, MaxTTL].
+func (c *Checker) resolve(ctx context.Context, z *Zone, qname string) (r Result, ttl time.Duration, err error) {
+	r = Result{Zone: z, Query: qname}
 	answers, ttl, err := c.q.LookupA4(ctx, qname)
 	if err != nil {
 		var de *dnsutil.Error
 		if !errors.As(err, &de) || !de.NotFound() {
-			return nil, false, err
+			r.Status, r.Detail = TempError, err.Error()
+			return r, 0, err
 		}
 		answers, ttl = nil, de.TTL
 	}
-	ttl = max(c.opts.MinTTL, min(ttl, c.opts.MaxTTL))
-	// An error code (over quota, public resolver) says nothing about the
-	// name asked and is not cached: once the list recovers and its health
-	// check re-enables it, a cached error would switch it off again.
-	if ttl > 0 && !hasErrorCode(answers) {
-		c.cmu.Lock()
-		if len(c.cache) >= c.opts.CacheSize {
-			c.evictLocked(now)
-		}
-		c.cache[qname] = cacheEntry{answers: answers, expires: now.Add(ttl)}
-		c.cmu.Unlock()
-	}
-	return answers, false, nil
-}
-
-func hasErrorCode(answers []netip.Addr) bool {
-	for _, a := range answers {
-		if AnswerError(a) != "" {
-			return true
-		}
-	}
-	return false
-}
-
-// evictLocked drops expired entries, and if none expired, an arbitrary
-// tenth of the cache (map order is random).
-func (c *Checker) evictLocked(now time.Time) {
-	for k, e := range c.cache {
-		if !now.Before(e.expires) {
-			delete(c.cache, k)
-		}
-	}
-	n := len(c.cache) / 10
-	for k := range c.cache {
-		if n <= 0 || len(c.cache) < c.opts.CacheSize {
-			break
-		}
-		delete(c.cache, k)
-		n--
-	}
-	c.log.Info("dnsbl cache full: entries evicted", "cache_size", c.opts.CacheSize)
-}
-
-// listError logs an out-of-range answer once per zone per hour and marks
-// the zone unhealthy (refusing) until its next health check passes.
-func (c *Checker) listError(zone, qname, why string) {
-	now := c.now()
-	c.hmu.Lock()
-	last, seen := c.lastError[zone]
-	logIt := !seen || now.Sub(last) >= time.Hour
-	if logIt {
-		c.lastError[zone] = now
-	}
-	h := c.health[zone]
-	changed := false
-	if h != nil && h.State != Refusing {
-		h.State, h.Detail, h.Checked = Refusing, why, now
-		changed = true
-	}
-	c.hmu.Unlock()
-	if changed {
-		c.m.setState(zone, Refusing)
-	}
-	if logIt {
-		c.log.Warn("dnsbl list error: answer outside the list's reply range is not a listing; zone disabled until its health check passes",
-			"zone", zone, "query", qname, "error", why)
-	}
+	r.Answers = answers
+	r.Status, r.Detail = Classify(z, answers)
+	return r, max(c.opts.MinTTL, min(ttl, c.opts.MaxTTL)), nil
 }
 
 // Score is the outcome of checking one client against all zones.
@@ -293,22 +327,22 @@ type Score struct {
 }
 
 // Listed returns the results that counted.
-func (s Score) Listed() []Result { return s.filter(Listed) }
+func (s Score) Listed() []Result { return s.filter(func(st Status) bool { return st == Listed }) }
 
-// TempErrors returns the results whose lists could not be asked.
-func (s Score) TempErrors() []Result { return s.filter(TempError) }
+// Unanswered returns the results whose lists could not say (Status.Unanswered).
+func (s Score) Unanswered() []Result { return s.filter(Status.Unanswered) }
 
-func (s Score) filter(st Status) []Result {
+func (s Score) filter(keep func(Status) bool) []Result {
 	var out []Result
 	for _, r := range s.Results {
-		if r.Status == st {
+		if keep(r.Status) {
 			out = append(out, r)
 		}
 	}
 	return out
 }
 
-// Zones returns the names of the listed zones with their weights, sorted.
+// String lists the listed zones with their weights, sorted.
 func (s Score) String() string {
 	var parts []string
 	for _, r := range s.Listed() {
@@ -321,18 +355,21 @@ func (s Score) String() string {
 // Check asks every client-IP zone about ip and every domain zone about
 // each of domains (sender domain, HELO name), all in parallel with one
 // deadline, and sums the weights as postscreen does. A domain zone counts
-// once even if several names are listed in it.
+// once even if several names are listed in it. A check that arrives
+// before the zones' first health check waits for it first (bounded by
+// the timeout), so that the deadline is left for the queries.
 func (c *Checker) Check(ctx context.Context, ip netip.Addr, domains ...string) Score {
+	c.waitFirst(ctx)
 	ctx, cancel := context.WithTimeout(ctx, c.opts.Timeout)
 	defer cancel()
 	type job struct {
-		z     *Zone
-		qname string
+		z      *Zone
+		domain string
 	}
 	var jobs []job
 	if ip.IsValid() {
 		for _, z := range c.zones {
-			jobs = append(jobs, job{z, IPQuery(ip, z.Name)})
+			jobs = append(jobs, job{z: z})
 		}
 	}
 	seen := map[string]bool{}
@@ -343,17 +380,19 @@ func (c *Checker) Check(ctx context.Context, ip netip.Addr, domains ...string) S
 		}
 		seen[d] = true
 		for _, z := range c.dzones {
-			jobs = append(jobs, job{z, DomainQuery(d, z.Name)})
+			jobs = append(jobs, job{z, d})
 		}
 	}
 	res := make([]Result, len(jobs))
 	var wg sync.WaitGroup
 	for i, j := range jobs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			res[i] = c.Query(ctx, j.z, j.qname)
-		}()
+		wg.Go(func() {
+			if j.domain == "" {
+				res[i] = c.QueryIP(ctx, j.z, ip)
+			} else {
+				res[i] = c.QueryDomain(ctx, j.z, j.domain)
+			}
+		})
 	}
 	wg.Wait()
 	s := Score{Results: res}
@@ -365,4 +404,26 @@ func (c *Checker) Check(ctx context.Context, ip netip.Addr, domains ...string) S
 		}
 	}
 	return s
+}
+
+// waitFirst waits until every zone has had its first health check, or
+// for at most the timeout (or ctx).
+func (c *Checker) waitFirst(ctx context.Context) {
+	c.mu.Lock()
+	var chans []chan struct{}
+	for _, st := range c.state {
+		chans = append(chans, st.firstDone)
+	}
+	c.mu.Unlock()
+	t := time.NewTimer(c.opts.Timeout)
+	defer t.Stop()
+	for _, ch := range chans {
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			return
+		}
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"strings"
 	"sync"
 	"time"
 
@@ -15,22 +16,26 @@ import (
 // State is a zone's health.
 type State int
 
-// Health states. Dead, ListsEverything and Refusing zones are disabled:
-// skipped when scoring (fail open for that zone) until a health check
-// finds them healthy again.
+// Health states. Dead, ListsEverything and Refusing zones are switched
+// off: skipped when scoring (fail open for that zone) until a health check
+// finds them healthy again. Unknown and Failing zones are not asked
+// either, but they are not switched off: a query that finds no cached
+// answer gets a temporary failure (Failing) or, before the first check,
+// what a switched-off zone gets.
 const (
-	Unknown         State = iota // not checked yet; used
-	Healthy                      // test point listed, 127.0.0.1 and probes not listed
-	Dead                         // no answer at all, or test point not listed
-	ListsEverything              // lists addresses no list may contain
+	Unknown         State = iota // not checked yet
+	Healthy                      // test point listed, probes not listed
+	Dead                         // the list does not answer while DNS does, or its test point is not listed
+	ListsEverything              // lists addresses no list may contain (two probes)
 	Refusing                     // answers with an error code (public resolver, quota)
+	Failing                      // queries failed at run time while other lists answered: being re-checked
 )
 
-var stateNames = [...]string{"unknown", "healthy", "dead", "lists-everything", "refusing"}
+var stateNames = [...]string{"unknown", "healthy", "dead", "lists-everything", "refusing", "failing"}
 
 func (s State) String() string { return stateNames[s] }
 
-// Disabled reports whether a zone in this state is skipped.
+// Disabled reports whether a zone in this state is switched off (skipped).
 func (s State) Disabled() bool { return s == Dead || s == ListsEverything || s == Refusing }
 
 // Health is one zone's last health check.
@@ -42,7 +47,58 @@ type Health struct {
 	Checked time.Time `json:"checked"`
 }
 
-// allZones lists every zone with a health record; hmu must be held.
+// The circuit breaker. A zone whose queries fail tripAfter times in a row
+// while something else answered since the first of them is Failing; when
+// tripAfter queries in a row fail and nothing at all answered since the
+// first of them, DNS is unreachable. Either way queries are no longer
+// sent (the answer is a temporary failure at once, or the cached answer)
+// and a health check decides.
+const (
+	tripAfter     = 3
+	firstBackoff  = time.Second
+	dnsBackoffMax = 10 * time.Second // DNS unreachable: notice its return soon
+	disabledMax   = 5 * time.Minute
+	confirmEvery  = time.Minute // at most one check per zone per error code seen
+	listErrorLog  = time.Hour   // one log line per zone per hour for error codes
+)
+
+// zoneState is a zone's health and the breaker's counters; Checker.mu
+// guards it.
+type zoneState struct {
+	z           *Zone
+	domain      bool
+	slot        int // index in its cache entry
+	h           Health
+	firstDone   chan struct{} // closed after the first health check
+	firstClosed bool
+
+	fails       int       // temporary failures in a row at run time
+	streakStart time.Time // when the first of them was sent
+
+	checking     bool
+	due          time.Time // next check (RunHealth); zero: none planned
+	backoff      time.Duration
+	lastConfirm  time.Time
+	lastErrorLog time.Time
+}
+
+// dnsState is whether DNS answers at all; Checker.mu guards it.
+type dnsState struct {
+	down       bool
+	detail     string
+	since      time.Time
+	lastAnswer time.Time // last definite answer from an upstream list or domain
+	failStreak int
+	failStart  time.Time
+}
+
+func (c *Checker) zoneState(name string) *zoneState {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.state[name]
+}
+
+// allZones lists every zone with a health record; c.mu must be held.
 func (c *Checker) allZones() []*Zone {
 	var out []*Zone
 	for _, l := range [][]*Zone{c.zones, c.wzones, c.dzones, c.wdzones} {
@@ -51,38 +107,165 @@ func (c *Checker) allZones() []*Zone {
 	return out
 }
 
-// disabled reports whether zone is skipped, with its health record.
-func (c *Checker) disabled(zone string) (Health, bool) {
-	c.hmu.Lock()
-	defer c.hmu.Unlock()
-	h := c.health[zone]
-	if h == nil {
-		return Health{}, false
-	}
-	return *h, h.State.Disabled()
-}
-
 // HealthReport returns every zone's health, client-IP zones first.
 func (c *Checker) HealthReport() []Health {
-	c.hmu.Lock()
-	defer c.hmu.Unlock()
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	var out []Health
 	for _, z := range c.allZones() {
-		out = append(out, *c.health[z.Name])
+		out = append(out, c.state[z.Name].h)
 	}
 	return out
 }
 
+// DNSReachable reports whether DNS answers, and if not, why.
+func (c *Checker) DNSReachable() (bool, string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return !c.dns.down, c.dns.detail
+}
+
+// minCounted is how long a query must have waited before its timeout
+// counts against the zone: a query cut short by the request's own
+// deadline (spent on earlier checks) says nothing about the list.
+func (c *Checker) minCounted() time.Duration { return min(time.Second, c.opts.Timeout/2) }
+
+// noteAnswer records a definite answer (any rcode but a failure) from
+// upstream: DNS works, and st (if any) answers.
+func (c *Checker) noteAnswer(st *zoneState) {
+	c.mu.Lock()
+	if st != nil {
+		st.fails = 0
+	}
+	c.dns.failStreak = 0
+	c.dns.lastAnswer = time.Now()
+	up := c.dns.down
+	if up {
+		c.setDNSLocked(false, "")
+	}
+	c.mu.Unlock()
+}
+
+// noteFailure feeds a failed query, sent at start, to the breaker.
+func (c *Checker) noteFailure(ctx context.Context, st *zoneState, start time.Time, err error) {
+	var de *dnsutil.Error
+	timeout := errors.As(err, &de) && de.Kind == dnsutil.Timeout
+	if errors.Is(ctx.Err(), context.Canceled) || (timeout && time.Since(start) < c.minCounted()) {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	st.fails++
+	if st.fails == 1 {
+		st.streakStart = start
+	}
+	c.dns.failStreak++
+	if c.dns.failStreak == 1 {
+		c.dns.failStart = start
+	}
+	if st.fails >= tripAfter && st.h.State == Healthy && c.dns.lastAnswer.After(st.streakStart) {
+		c.setHealthLocked(st, Health{Zone: st.z.Name, State: Failing, IPv6: st.h.IPv6, Checked: c.now(),
+			Detail: fmt.Sprintf("%d queries in a row failed while other lists answer (last: %v)", st.fails, err)})
+		c.scheduleLocked(st, 0)
+	}
+	if !c.dns.down && c.dns.failStreak >= tripAfter && !c.dns.lastAnswer.After(c.dns.failStart) {
+		c.setDNSLocked(true, fmt.Sprintf("%d queries in a row failed and nothing answered since (last: %v)", c.dns.failStreak, err))
+	}
+}
+
+// confirmListError logs an error-code answer (once per zone per hour) and
+// has the zone checked now: only a health check may say that the list
+// refuses everyone (issue 13 item 6).
+func (c *Checker) confirmListError(st *zoneState, qname, why string) {
+	now := c.now()
+	c.mu.Lock()
+	logIt := now.Sub(st.lastErrorLog) >= listErrorLog
+	if logIt {
+		st.lastErrorLog = now
+	}
+	if st.h.State == Healthy && now.Sub(st.lastConfirm) >= confirmEvery {
+		st.lastConfirm = now
+		c.scheduleLocked(st, 0)
+	}
+	c.mu.Unlock()
+	if logIt {
+		c.log.Warn("dnsbl list error: an answer outside the list's reply range is not a listing; the list's health is checked now",
+			"zone", st.z.Name, "query", qname, "error", why)
+	}
+}
+
+// scheduleLocked plans st's next check in d and wakes RunHealth.
+func (c *Checker) scheduleLocked(st *zoneState, d time.Duration) {
+	at := time.Now().Add(d)
+	if st.due.IsZero() || at.Before(st.due) {
+		st.due = at
+	}
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
+}
+
+// setDNSLocked records that DNS became unreachable (down) or reachable,
+// logs the change once and, when down, has every zone checked now.
+func (c *Checker) setDNSLocked(down bool, why string) {
+	if c.dns.down == down {
+		return
+	}
+	was := c.dns.since
+	c.dns.down, c.dns.detail, c.dns.since = down, why, time.Now()
+	if down {
+		c.m.dnsUp.Set(0)
+		c.log.Error("DNS unreachable: no DNS list answers (resolver down or cut off). Checks that depend on a list answer with a temporary failure (4xx) until it returns; cached answers are still used; no list is switched off for this",
+			"detail", why)
+		for _, st := range c.state {
+			c.scheduleLocked(st, 0)
+		}
+		return
+	}
+	c.m.dnsUp.Set(1)
+	c.log.Info("DNS reachable again: DNS lists are asked again", "unreachable_for", time.Since(was).Round(time.Second).String())
+}
+
+// setHealthLocked stores a zone's new health and logs a change of state.
+func (c *Checker) setHealthLocked(st *zoneState, h Health) {
+	prev := st.h.State
+	st.h = h
+	c.m.setState(h.Zone, h.State)
+	if prev == h.State {
+		return
+	}
+	switch {
+	case h.State == ListsEverything:
+		c.log.Error("DNSBL ZONE LISTS EVERYTHING: disabled; it would reject every client. Remove it from the configuration",
+			"zone", h.Zone, "detail", h.Detail)
+	case h.State.Disabled():
+		c.log.Warn("dnsbl zone disabled (skipped until it recovers)", "zone", h.Zone, "state", h.State.String(), "detail", h.Detail)
+	case h.State == Failing:
+		c.log.Warn("dnsbl zone failing: its queries fail while other lists answer; not asked (a temporary failure where it matters) until a health check decides",
+			"zone", h.Zone, "detail", h.Detail)
+	case prev.Disabled() || prev == Failing:
+		c.log.Info("dnsbl zone recovered: re-enabled", "zone", h.Zone, "was", prev.String())
+	default:
+		c.log.Info("dnsbl zone checked", "zone", h.Zone, "state", h.State.String(), "ipv6", h.IPv6)
+	}
+}
+
 // probe is one health query and what it must give.
 type probe struct {
-	qname      string
-	mustList   bool // a test point
-	mustNot    bool // 127.0.0.1 / INVALID / random documentation addresses
-	ipv6       bool
-	listedSeen bool
-	answered   bool // a definite answer (listed or not)
-	errCode    string
-	errText    string
+	qname    string
+	mustList bool // the test point
+	mustNot  bool // 127.0.0.1 / INVALID / random documentation addresses
+	random   bool // a random name: nobody's cache has the answer
+	parent   bool // a random name under the zone's parent domain
+	ipv6     bool
+	n        int // which range or reserved domain a random probe is from
+
+	answered bool // a definite answer (listed or not)
+	listed   bool // a valid listing code
+	invalid  bool // an answer no list gives (127.0.0.1, outside 127/8)
+	refusal  string
+	errText  string
 }
 
 // docRanges are the RFC 5737 and RFC 3849 documentation ranges: no list
@@ -101,160 +284,299 @@ func randomIn(p netip.Prefix) netip.Addr {
 	return a
 }
 
-func (c *Checker) probes(z *Zone, domain bool) []*probe {
+// randomProbe is a name no list may list, different on every call.
+func randomProbe(z *Zone, domain bool, n int) *probe {
 	if domain {
-		// RFC 5782 §5: TEST must be listed, INVALID must not; random
-		// names under the RFC 2606 reserved TLDs must not be either.
-		return []*probe{
-			{qname: DomainQuery("test", z.Name), mustList: true},
-			{qname: DomainQuery("invalid", z.Name), mustNot: true},
-			{qname: DomainQuery(fmt.Sprintf("rg%08x.example", rand.Uint32()), z.Name), mustNot: true},
-			{qname: DomainQuery(fmt.Sprintf("rg%08x.invalid", rand.Uint32()), z.Name), mustNot: true},
-		}
+		tld := [...]string{"example", "invalid", "example.com"}[n%3]
+		return &probe{qname: DomainQuery(fmt.Sprintf("rg%08x.%s", rand.Uint32(), tld), z.Name), mustNot: true, random: true, n: n % 3}
 	}
-	ps := []*probe{
-		{qname: IPQuery(netip.MustParseAddr("127.0.0.2"), z.Name), mustList: true},
-		{qname: nibbleQuery(netip.MustParseAddr("::ffff:7f00:2"), z.Name), ipv6: true},
-		{qname: IPQuery(netip.MustParseAddr("127.0.0.1"), z.Name), mustNot: true},
-	}
-	for _, p := range docRanges {
-		ps = append(ps, &probe{qname: IPQuery(randomIn(p), z.Name), mustNot: true})
-	}
-	return ps
+	return &probe{qname: IPQuery(randomIn(docRanges[n%len(docRanges)]), z.Name), mustNot: true, random: true, n: n % len(docRanges)}
 }
 
-// CheckHealth checks every zone now, in parallel, and updates their states,
-// logging every change (loudly for a list that lists everything).
-func (c *Checker) CheckHealth(ctx context.Context) []Health {
-	var wg sync.WaitGroup
-	c.hmu.Lock()
-	ip := append(append([]*Zone{}, c.zones...), c.wzones...)
-	dom := append(append([]*Zone{}, c.dzones...), c.wdzones...)
-	c.hmu.Unlock()
-	for _, z := range ip {
-		wg.Add(1)
-		go func() { defer wg.Done(); c.checkZone(ctx, z, false) }()
+// parentProbe asks a random name under the zone's parent domain: if that
+// answers while the zone does not, the list is dead and DNS is not.
+func parentProbe(z *Zone) *probe {
+	parent := z.Name
+	if _, p, ok := strings.Cut(z.Name, "."); ok {
+		parent = p
 	}
-	for _, z := range dom {
-		wg.Add(1)
-		go func() { defer wg.Done(); c.checkZone(ctx, z, true) }()
+	return &probe{qname: fmt.Sprintf("rg%08x.%s", rand.Uint32(), parent), parent: true}
+}
+
+func (c *Checker) probes(z *Zone, domain bool) []*probe {
+	var ps []*probe
+	if domain {
+		// RFC 5782 §5: TEST must be listed, INVALID must not.
+		ps = []*probe{
+			{qname: DomainQuery("test", z.Name), mustList: true},
+			{qname: DomainQuery("invalid", z.Name), mustNot: true},
+		}
+	} else {
+		ps = []*probe{
+			{qname: IPQuery(netip.MustParseAddr("127.0.0.2"), z.Name), mustList: true},
+			{qname: nibbleQuery(netip.MustParseAddr("::ffff:7f00:2"), z.Name), ipv6: true},
+			{qname: IPQuery(netip.MustParseAddr("127.0.0.1"), z.Name), mustNot: true},
+		}
+	}
+	for i := range 4 {
+		ps = append(ps, randomProbe(z, domain, i))
+	}
+	return append(ps, parentProbe(z))
+}
+
+// ask sends one probe, bypassing the cache: a health check must see the
+// list as it is now.
+func (c *Checker) ask(ctx context.Context, p *probe) {
+	answers, _, err := c.q.LookupA4(ctx, p.qname)
+	var de *dnsutil.Error
+	switch {
+	case err == nil:
+		p.answered = true
+		for _, a := range answers {
+			switch {
+			case refusalCode(a) != "":
+				p.refusal = a.String() + " (" + refusalCode(a) + ")"
+			case invalidAnswer(a) != "":
+				p.invalid = true
+			default:
+				p.listed = true
+			}
+		}
+	case errors.As(err, &de) && de.NotFound():
+		p.answered = true
+	default:
+		p.errText = err.Error()
+	}
+	if p.answered && (p.random || p.parent) {
+		c.noteAnswer(nil)
+	}
+}
+
+// checkKind says how far a health check got.
+type checkKind int
+
+const (
+	conclusive     checkKind = iota
+	dnsUnreachable           // nothing answered, not even the parent domain
+	inconclusive             // the list answers, but its test point did not
+)
+
+type checkResult struct {
+	kind   checkKind
+	h      Health
+	detail string
+}
+
+// checkZone probes one zone under one deadline and says what it is.
+func (c *Checker) checkZone(ctx context.Context, st *zoneState) checkResult {
+	ctx, cancel := context.WithTimeout(ctx, c.opts.Timeout)
+	defer cancel()
+	start := time.Now()
+	z := st.z
+	ps := c.probes(z, st.domain)
+	var wg sync.WaitGroup
+	for _, p := range ps {
+		wg.Go(func() { c.ask(ctx, p) })
+	}
+	wg.Wait()
+
+	h := Health{Zone: z.Name, Checked: c.now()}
+	live, parentOK := false, false
+	var lastErr string
+	for _, p := range ps {
+		switch {
+		case p.parent:
+			parentOK = p.answered
+		case p.random && p.answered:
+			live = true
+		}
+		if p.ipv6 && p.listed {
+			h.IPv6 = true
+		}
+		if p.errText != "" {
+			lastErr = p.errText
+		}
+	}
+	if !live {
+		// The list's own servers did not answer a name nobody has
+		// cached. Dead, if DNS answers other questions meanwhile;
+		// otherwise it is DNS that cannot be reached.
+		c.mu.Lock()
+		others := c.dns.lastAnswer.After(start)
+		c.mu.Unlock()
+		if parentOK || others {
+			why := "its parent domain answers"
+			if !parentOK {
+				why = "other lists answer"
+			}
+			h.State, h.Detail = Dead, "no answer from the list while "+why+": "+lastErr
+			return checkResult{kind: conclusive, h: h}
+		}
+		return checkResult{kind: dnsUnreachable, detail: "no answer from " + z.Name + " nor from its parent domain: " + lastErr}
+	}
+	var refusals, hits []string
+	other := rand.IntN(4) // the confirming probe's range: another than the hit's
+	tp := ps[0]
+	for _, p := range ps {
+		if p.refusal != "" {
+			refusals = append(refusals, p.refusal+" for "+p.qname)
+		}
+		if p.mustNot && (p.listed || p.invalid) {
+			hits = append(hits, p.qname)
+			if p.random {
+				other = p.n + 1 + rand.IntN(2)
+			}
+		}
+	}
+	switch {
+	case tp.refusal != "" || len(refusals) >= 2:
+		h.State, h.Detail = Refusing, strings.Join(refusals, "; ")
+		return checkResult{kind: conclusive, h: h}
+	case len(hits) == 1:
+		// One probe listed: a list may list one odd address. Confirm
+		// with a second, different probe before switching it off
+		// (issue 13 item 7).
+		p := randomProbe(z, st.domain, other)
+		c.ask(ctx, p)
+		if p.listed || p.invalid {
+			hits = append(hits, p.qname)
+		} else {
+			c.log.Warn("dnsbl zone lists a probe no list should list, but not a second one: not switched off",
+				"zone", z.Name, "listed", hits[0], "not_listed", p.qname)
+		}
+	}
+	switch {
+	case len(hits) >= 2:
+		h.State, h.Detail = ListsEverything, "lists "+strings.Join(hits, " and ")+", which no list may contain"
+	case !tp.answered:
+		return checkResult{kind: inconclusive, detail: "test point " + tp.qname + ": " + tp.errText}
+	case !tp.listed:
+		h.State, h.Detail = Dead, "test point "+tp.qname+" not listed (RFC 5782 §5)"
+	default:
+		h.State = Healthy
+		if len(refusals) > 0 {
+			h.Detail = "one probe answered an error code: " + refusals[0]
+		}
+	}
+	return checkResult{kind: conclusive, h: h}
+}
+
+// apply stores a check's outcome and plans the zone's next check.
+func (c *Checker) apply(st *zoneState, r checkResult) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	st.checking = false
+	st.due = time.Time{}
+	interval := c.opts.HealthInterval
+	next := func(limit time.Duration) time.Duration {
+		if interval > 0 {
+			limit = min(limit, interval)
+		}
+		st.backoff = min(max(2*st.backoff, firstBackoff), limit)
+		return st.backoff
+	}
+	switch r.kind {
+	case dnsUnreachable:
+		c.setDNSLocked(true, r.detail)
+		st.due = time.Now().Add(next(dnsBackoffMax))
+	case inconclusive:
+		st.due = time.Now().Add(next(disabledMax))
+	default:
+		c.setHealthLocked(st, r.h)
+		if r.h.State == Healthy {
+			st.fails, st.backoff = 0, 0
+			if interval > 0 {
+				st.due = time.Now().Add(interval)
+			}
+		} else {
+			st.due = time.Now().Add(next(disabledMax))
+		}
+	}
+	if !st.firstClosed {
+		st.firstClosed = true
+		close(st.firstDone)
+	}
+}
+
+// CheckHealth checks every zone now, in parallel, and returns their
+// health. Every change is logged (loudly for a list that lists everything).
+func (c *Checker) CheckHealth(ctx context.Context) []Health {
+	c.mu.Lock()
+	var sts []*zoneState
+	for _, z := range c.allZones() {
+		sts = append(sts, c.state[z.Name])
+	}
+	c.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, st := range sts {
+		wg.Go(func() { c.apply(st, c.checkZone(ctx, st)) })
 	}
 	wg.Wait()
 	return c.HealthReport()
 }
 
-func (c *Checker) checkZone(ctx context.Context, z *Zone, domain bool) {
-	ctx, cancel := context.WithTimeout(ctx, c.opts.Timeout)
-	defer cancel()
-	ps := c.probes(z, domain)
+// RunHealth checks every zone now and then every Options.HealthInterval,
+// and at once any zone the breaker trips or that answers an error code,
+// until ctx ends. A zone that is switched off, failing or unreachable is
+// checked again after 1 s, then twice as long each time (up to the
+// interval or 5 min; 10 s while DNS is unreachable). It returns when ctx
+// ends and every check it started has ended.
+func (c *Checker) RunHealth(ctx context.Context) {
+	c.mu.Lock()
+	if len(c.state) == 0 {
+		c.mu.Unlock()
+		return
+	}
+	if c.opts.HealthInterval > 0 {
+		for _, st := range c.state {
+			c.scheduleLocked(st, 0)
+		}
+	}
+	c.mu.Unlock()
 	var wg sync.WaitGroup
-	for _, p := range ps {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			// Health probes bypass the cache: they must see the list as it is now.
-			answers, _, err := c.q.LookupA4(ctx, p.qname)
-			var de *dnsutil.Error
-			switch {
-			case err == nil:
-				p.answered = true
-				for _, a := range answers {
-					if why := AnswerError(a); why != "" && !(p.mustNot && a == netip.MustParseAddr("127.0.0.1")) {
-						p.errCode = a.String()
-						p.errText = why
-					} else {
-						p.listedSeen = true
-					}
-				}
-			case errors.As(err, &de) && de.NotFound():
-				p.answered = true
-			default:
-				p.errText = err.Error()
-			}
-		}()
-	}
-	wg.Wait()
-
-	h := Health{Zone: z.Name, Checked: c.now()}
-	anyAnswer := false
-	for _, p := range ps {
-		anyAnswer = anyAnswer || p.answered
-		if p.ipv6 && p.listedSeen {
-			h.IPv6 = true
-		}
-	}
-	switch {
-	case !anyAnswer:
-		h.State, h.Detail = Dead, "no answer: "+ps[0].errText
-	default:
-		h.State = Healthy
-		for _, p := range ps {
-			if p.errCode != "" {
-				h.State, h.Detail = Refusing, fmt.Sprintf("%s for %s: %s", p.errCode, p.qname, p.errText)
-				break
-			}
-		}
-		if h.State == Healthy {
-			for _, p := range ps {
-				if p.mustNot && p.listedSeen {
-					h.State, h.Detail = ListsEverything, "lists "+p.qname+", which no list may contain"
-					break
-				}
-			}
-		}
-		if h.State == Healthy {
-			switch tp := ps[0]; {
-			case !tp.answered:
-				h.State, h.Detail = Dead, "test point "+tp.qname+": "+tp.errText
-			case !tp.listedSeen:
-				h.State, h.Detail = Dead, "test point "+tp.qname+" not listed (RFC 5782 §5)"
-			}
-		}
-	}
-	c.setHealth(h)
-}
-
-func (c *Checker) setHealth(h Health) {
-	c.hmu.Lock()
-	old := c.health[h.Zone]
-	prev := Unknown
-	if old != nil {
-		prev = old.State
-	}
-	c.health[h.Zone] = &h
-	c.hmu.Unlock()
-	c.m.setState(h.Zone, h.State)
-	if prev == h.State {
-		return
-	}
-	switch {
-	case h.State == ListsEverything:
-		c.log.Error("DNSBL ZONE LISTS EVERYTHING: disabled; it would reject every client. Remove it from the configuration",
-			"zone", h.Zone, "detail", h.Detail)
-	case h.State.Disabled():
-		c.log.Warn("dnsbl zone disabled (skipped until it recovers)", "zone", h.Zone, "state", h.State.String(), "detail", h.Detail)
-	case prev.Disabled():
-		c.log.Info("dnsbl zone recovered: re-enabled", "zone", h.Zone, "was", prev.String())
-	default:
-		c.log.Debug("dnsbl zone health", "zone", h.Zone, "state", h.State.String(), "ipv6", h.IPv6)
-	}
-}
-
-// RunHealth checks every zone now and then every interval until ctx ends.
-// An interval of 0 disables health checks.
-func (c *Checker) RunHealth(ctx context.Context, interval time.Duration) {
-	if len(c.HealthReport()) == 0 || interval <= 0 {
-		return
-	}
-	c.CheckHealth(ctx)
-	t := time.NewTicker(interval)
+	defer wg.Wait()
+	t := time.NewTimer(time.Hour)
 	defer t.Stop()
 	for {
+		next := c.startDue(ctx, &wg)
+		t.Reset(time.Until(next))
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			c.CheckHealth(ctx)
+		case <-c.kick:
 		}
 	}
+}
+
+// startDue starts the checks that are due and returns when the next one is.
+func (c *Checker) startDue(ctx context.Context, wg *sync.WaitGroup) time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := time.Now()
+	next := now.Add(time.Hour)
+	for _, st := range c.state {
+		switch {
+		case st.checking || st.due.IsZero():
+		case !st.due.After(now):
+			st.checking = true
+			wg.Go(func() {
+				r := c.checkZone(ctx, st)
+				if ctx.Err() != nil {
+					c.mu.Lock()
+					st.checking = false
+					c.mu.Unlock()
+					return
+				}
+				c.apply(st, r)
+				select {
+				case c.kick <- struct{}{}:
+				default:
+				}
+			})
+		case st.due.Before(next):
+			next = st.due
+		}
+	}
+	return next
 }

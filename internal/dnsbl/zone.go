@@ -82,24 +82,67 @@ func DomainQueryable(d string) bool {
 	return true
 }
 
+// Classify is the one rule for what a list's answer means, used by the
+// policy checks, the health checks and `relayguard dnsbl check` alike: no
+// address is Clean; an answer with any address that no list gives as a
+// listing (AnswerError) is a ListError — an error of that list, never a
+// listing and never clean (Status.Unanswered); otherwise the answer is
+// Listed if one of its addresses passes the zone's filter, else Clean. One
+// such answer never switches a zone off: it has the zone's health checked
+// (Checker.confirmListError), and only that check may find the list
+// refusing everyone.
+func Classify(z *Zone, answers []netip.Addr) (Status, string) {
+	st := Clean
+	for _, a := range answers {
+		if why := AnswerError(a); why != "" {
+			return ListError, why
+		}
+		if z == nil || z.Match(a) {
+			st = Listed
+		}
+	}
+	return st, ""
+}
+
 // AnswerError says why an answer is an error of the list rather than a
-// listing, or "" if it is a valid answer. RFC 5782 §2.3 keeps listings in
-// 127.0.0.0/8 and reserves 127.0.0.1; lists signal their own errors with
-// codes such as Spamhaus's 127.255.255.252/254/255 (typo in the query,
-// query through a public resolver, over quota), Spamhaus DBL's 127.0.1.255
-// and dnswl.org's 127.0.0.255.
+// listing, or "" if it is a valid answer: a refusal code (refusalCode) or
+// an address no list gives (invalidAnswer).
 func AnswerError(a netip.Addr) string {
+	if why := refusalCode(a); why != "" {
+		return "error code " + a.String() + " (" + why + ")"
+	}
+	return invalidAnswer(a)
+}
+
+// refusalCode says what a list's error code means, or "" if a is none.
+// Lists signal that they refuse to answer with codes such as Spamhaus's
+// 127.255.255.252/254/255 (typo in the query, query through a public
+// resolver, over quota), Spamhaus DBL's 127.0.1.255 and dnswl.org's
+// 127.0.0.255.
+func refusalCode(a netip.Addr) string {
 	a = a.Unmap()
 	if !a.Is4() || !netip.MustParsePrefix("127.0.0.0/8").Contains(a) {
-		return "answer " + a.String() + " outside 127.0.0.0/8"
+		return ""
 	}
 	b := a.As4()
 	switch {
 	case b[1] == 255 && b[2] == 255:
-		return "error code " + a.String() + " (refused: public resolver, over quota or bad query)"
+		return "refused: public resolver, over quota or bad query"
 	case b[3] == 255:
-		return "error code " + a.String() + " (refused: public resolver or over quota)"
-	case b == [4]byte{127, 0, 0, 1}:
+		return "refused: public resolver or over quota"
+	}
+	return ""
+}
+
+// invalidAnswer says why a is no listing any list gives, or "": RFC 5782
+// §2.3 keeps listings in 127.0.0.0/8 and reserves 127.0.0.1. A list whose
+// domain expired and was parked answers the parking server's address.
+func invalidAnswer(a netip.Addr) string {
+	a = a.Unmap()
+	if !a.Is4() || !netip.MustParsePrefix("127.0.0.0/8").Contains(a) {
+		return "answer " + a.String() + " outside 127.0.0.0/8"
+	}
+	if a == netip.AddrFrom4([4]byte{127, 0, 0, 1}) {
 		return "answer 127.0.0.1 (RFC 5782 §2.3: not a valid listing)"
 	}
 	return ""

@@ -62,7 +62,7 @@ func (e *Engine) eval(ctx context.Context, r *rule, req *Request) Verdict {
 		if !ip.IsValid() {
 			return dunno
 		}
-		return e.rbl(ctx, r.zone, dnsbl.IPQuery(ip, r.zone.Name), "Client host", "["+ip.String()+"]")
+		return e.rbl(ctx, r.zone, ip, "", "Client host", "["+ip.String()+"]")
 	case "reject_rhsbl_sender":
 		// Address literals, bare IP addresses and names that are no DNS
 		// names are not asked: they cannot be listed, and a domain list
@@ -71,19 +71,19 @@ func (e *Engine) eval(ctx context.Context, r *rule, req *Request) Verdict {
 		if !dnsbl.DomainQueryable(d) {
 			return dunno
 		}
-		return e.rbl(ctx, r.zone, dnsbl.DomainQuery(d, r.zone.Name), "Sender address", "<"+req.Sender+">")
+		return e.rbl(ctx, r.zone, netip.Addr{}, d, "Sender address", "<"+req.Sender+">")
 	case "reject_rhsbl_helo":
 		h := strings.TrimSuffix(req.Helo, ".")
 		if !dnsbl.DomainQueryable(h) {
 			return dunno
 		}
-		return e.rbl(ctx, r.zone, dnsbl.DomainQuery(h, r.zone.Name), "Helo command", "<"+req.Helo+">")
+		return e.rbl(ctx, r.zone, netip.Addr{}, h, "Helo command", "<"+req.Helo+">")
 	case "reject_rhsbl_client":
 		n := req.ClientName
 		if n == "" || n == "unknown" || !dnsbl.DomainQueryable(n) {
 			return dunno
 		}
-		return e.rbl(ctx, r.zone, dnsbl.DomainQuery(n, r.zone.Name), "Client host", n)
+		return e.rbl(ctx, r.zone, netip.Addr{}, n, "Client host", n)
 	case "reject_unknown_reverse_client_hostname":
 		return e.unknownClient(ctx, req, false)
 	case "reject_unknown_client_hostname":
@@ -192,15 +192,23 @@ func (e *Engine) relayDenied(req *Request) Verdict {
 	return reject(554, "5.7.1", "<%s>: Relay access denied", printable(req.Recipient))
 }
 
-func (e *Engine) rbl(ctx context.Context, z *dnsbl.Zone, qname, what, who string) Verdict {
+// rbl asks one zone about the client address ip or, if ip is not valid,
+// about domain. A list that could not say (dnsbl.Status.Unanswered) is a
+// temporary failure, never a pass.
+func (e *Engine) rbl(ctx context.Context, z *dnsbl.Zone, ip netip.Addr, domain, what, who string) Verdict {
 	if e.bl == nil {
 		return dunno
 	}
-	res := e.bl.Query(ctx, z, qname)
-	switch res.Status {
-	case dnsbl.Listed:
+	var res dnsbl.Result
+	if ip.IsValid() {
+		res = e.bl.QueryIP(ctx, z, ip)
+	} else {
+		res = e.bl.QueryDomain(ctx, z, domain)
+	}
+	switch {
+	case res.Status == dnsbl.Listed:
 		return reject(554, "5.7.1", "Service unavailable; %s %s blocked using %s", what, printable(who), z.Name)
-	case dnsbl.TempError:
+	case res.Status.Unanswered():
 		return deferIfPermit(451, "4.4.3", "%s %s: temporary failure looking up %s", what, printable(who), z.Name)
 	}
 	return dunno
@@ -366,7 +374,7 @@ func (e *Engine) dnsblScore(ctx context.Context, req *Request) Verdict {
 	up, down := 0, 0
 	var failed []string
 	seen := map[string]bool{}
-	for _, r := range s.TempErrors() {
+	for _, r := range s.Unanswered() {
 		if seen[r.Zone.Name] {
 			continue
 		}

@@ -170,7 +170,7 @@ func New(cfg *config.Config, deps Deps) (*Engine, error) {
 		e.bl, err = dnsbl.New(q, dnsbl.Options{
 			Zones: cfg.DNSBL.Zones, DomainZones: cfg.DNSBL.DomainZones, Timeout: cfg.DNSBL.Timeout.D(),
 			MinTTL: cfg.DNSBL.CacheMinTTL.D(), MaxTTL: cfg.DNSBL.CacheMaxTTL.D(), CacheSize: cfg.DNSBL.CacheSize,
-			Logger: e.log, Clock: e.now, Registerer: deps.Registerer,
+			HealthInterval: cfg.DNSBL.HealthInterval.D(), Logger: e.log, Clock: e.now, Registerer: deps.Registerer,
 		})
 		if err != nil {
 			cancel()
@@ -178,7 +178,7 @@ func New(cfg *config.Config, deps Deps) (*Engine, error) {
 		}
 		e.bl.Watch(extra, extraDomain)
 		e.wg.Add(1)
-		go func() { defer e.wg.Done(); e.bl.RunHealth(ctx, cfg.DNSBL.HealthInterval.D()) }()
+		go func() { defer e.wg.Done(); e.bl.RunHealth(ctx) }()
 	} else if e.bl != nil {
 		e.bl.Watch(extra, extraDomain)
 	}

@@ -519,3 +519,23 @@ func TestParseActionEnhancedCodes(t *testing.T) {
 		t.Errorf("bad action: %v, want an error naming it", err)
 	}
 }
+
+// TestErrorCodeAnswerIsTemporary: an error code (127.255.255.254) for one
+// client is what `dnsbl check` calls "could not ask" (exit 2): the policy
+// answers a temporary failure, not a pass, and does not switch the list
+// off for everyone (issue 13 item 6: one rule, dnsbl.Classify).
+func TestErrorCodeAnswerIsTemporary(t *testing.T) {
+	dns := world(t)
+	dns.Add(t, "9.0.0.127.bl.test. 300 IN A 127.255.255.254")
+	e := newEnv(t, dns, func(c *config.Config) {
+		c.Policy.RecipientRestrictions = []string{"reject_rbl_client bl.test"}
+	})
+	ctx := context.Background()
+	v := e.eng.Check(ctx, rcpt("127.0.0.9", "h.test", "a@mx.test", "u@example.test"))
+	expect(t, "error code", v, Defer, 451, "reject_rbl_client", "temporary failure", "bl.test")
+	if !v.IfPermit {
+		t.Errorf("error code: %+v, want defer_if_permit", v)
+	}
+	v = e.eng.Check(ctx, rcpt("127.0.0.5", "h.test", "a@mx.test", "u@example.test"))
+	expect(t, "listed client after the error code", v, Reject, 554, "reject_rbl_client", "blocked using bl.test")
+}

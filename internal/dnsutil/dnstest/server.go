@@ -28,6 +28,7 @@ type Server struct {
 	servfail map[string]bool
 	sfType   map[string]uint16 // exact name -> the one type answered SERVFAIL
 	referral map[string]bool
+	outage   bool                     // answer nothing at all
 	drop     map[string]int           // suffix -> queries still to leave unanswered
 	delay    map[string]time.Duration // suffix -> how long to wait before answering
 }
@@ -120,6 +121,14 @@ func (s *Server) Referral(suffix string, on bool) {
 	s.mu.Unlock()
 }
 
+// Outage makes the server answer nothing at all (on = false undoes it),
+// as a resolver that is down or cut off.
+func (s *Server) Outage(on bool) {
+	s.mu.Lock()
+	s.outage = on
+	s.mu.Unlock()
+}
+
 // Drop leaves the next n queries under suffix unanswered, as a lost
 // packet would, and answers the ones after.
 func (s *Server) Drop(suffix string, n int) {
@@ -159,6 +168,10 @@ func (s *Server) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 	q := req.Question[0]
 	name := strings.ToLower(q.Name)
 	s.mu.Lock()
+	if s.outage {
+		s.mu.Unlock()
+		return
+	}
 	var wait time.Duration
 	for suf, n := range s.drop {
 		if n > 0 && under(name, suf) {
