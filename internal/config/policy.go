@@ -17,7 +17,7 @@ type PolicyConfig struct {
 	IdleTimeout           Duration      `toml:"idle_timeout" comment:"Close a policy connection idle this long (Postfix itself closes idle ones after smtpd_policy_service_max_idle, 300s)."`
 	MaxConnections        int           `toml:"max_connections" comment:"Concurrent policy connections; more are refused with a log line."`
 	DNSTimeout            Duration      `toml:"dns_timeout" comment:"One deadline for all DNS lookups of a check (rDNS, sender domain, SPF, DNS lists). A timeout is a 4xx, never a pass."`
-	ConnectRestrictions   []string      `toml:"connect_restrictions" comment:"Restriction lists per stage, evaluated in order; the first check with an opinion decides (Postfix smtpd_*_restrictions).\nChecks: permit_mynetworks, permit_sasl_authenticated, reject_unauth_destination, reject_rbl_client ZONE[=FILTER],\nreject_rhsbl_sender ZONE, reject_rhsbl_helo ZONE, reject_unknown_client_hostname, reject_unknown_reverse_client_hostname,\nreject_unknown_sender_domain, reject_non_fqdn_helo, reject_invalid_helo_hostname, reject_non_fqdn_sender, check_spf,\ncheck_client_access TABLE, dnsbl_score, permit, reject, defer. Prefix any check with \"warn_if_reject \" to only log\nwhat it would have done. The defaults make no DNS query. Recommended for an MX (see docs/policy.md):\nrecipient_restrictions = [\"permit_mynetworks\", \"permit_sasl_authenticated\", \"reject_unauth_destination\",\n  \"reject_invalid_helo_hostname\", \"reject_non_fqdn_sender\", \"reject_unknown_sender_domain\",\n  \"reject_unknown_reverse_client_hostname\", \"dnsbl_score\", \"check_spf\"]"`
+	ConnectRestrictions   []string      `toml:"connect_restrictions" comment:"Restriction lists per stage, evaluated in order; the first check with an opinion decides (Postfix smtpd_*_restrictions).\nChecks: permit_mynetworks, permit_sasl_authenticated, reject_unauth_destination, reject_rbl_client ZONE[=FILTER],\nreject_rhsbl_sender ZONE, reject_rhsbl_helo ZONE, reject_unknown_client_hostname, reject_unknown_reverse_client_hostname,\nreject_unknown_sender_domain, reject_non_fqdn_helo, reject_invalid_helo_hostname, reject_non_fqdn_sender, check_spf,\ncheck_client_access TABLE, dnsbl_score, permit, reject, defer; in end_of_data_restrictions also check_dmarc\n(SPF, DKIM and DMARC into one Authentication-Results header, see [policy.dmarc] and docs/msgauth.md). Prefix any check with \"warn_if_reject \" to only log\nwhat it would have done. The defaults make no DNS query. Recommended for an MX (see docs/policy.md):\nrecipient_restrictions = [\"permit_mynetworks\", \"permit_sasl_authenticated\", \"reject_unauth_destination\",\n  \"reject_invalid_helo_hostname\", \"reject_non_fqdn_sender\", \"reject_unknown_sender_domain\",\n  \"reject_unknown_reverse_client_hostname\", \"dnsbl_score\", \"check_spf\"]"`
 	HeloRestrictions      []string      `toml:"helo_restrictions"`
 	SenderRestrictions    []string      `toml:"sender_restrictions"`
 	RecipientRestrictions []string      `toml:"recipient_restrictions"`
@@ -25,6 +25,7 @@ type PolicyConfig struct {
 	EndOfDataRestrictions []string      `toml:"end_of_data_restrictions"`
 	Access                []AccessTable `toml:"access" comment:"Client access tables for check_client_access NAME. Each entry is \"CIDR ACTION [text]\" as in a Postfix\ncidr table; ACTION is OK, DUNNO, REJECT, DEFER, WARN or an SMTP code (\"550 5.7.1 go away\"). The first match wins."`
 	SPF                   SPFConfig     `toml:"spf"`
+	DMARC                 DMARCConfig   `toml:"dmarc"`
 }
 
 // AccessTable is one named CIDR access table.
@@ -51,6 +52,7 @@ func defaultPolicy() PolicyConfig {
 		DNSTimeout:            Duration(10 * time.Second),
 		RecipientRestrictions: []string{"permit_mynetworks", "permit_sasl_authenticated", "reject_unauth_destination", "dnsbl_score"},
 		SPF:                   SPFConfig{RejectFail: true, PermError: "dunno", TempError: "defer", Header: true},
+		DMARC:                 defaultDMARC(),
 	}
 }
 
@@ -61,7 +63,7 @@ var RestrictionArgs = map[string]int{
 	"reject_rbl_client": 1, "reject_rhsbl_sender": 1, "reject_rhsbl_helo": 1, "reject_rhsbl_client": 1,
 	"reject_unknown_client_hostname": 0, "reject_unknown_reverse_client_hostname": 0,
 	"reject_unknown_sender_domain": 0, "reject_non_fqdn_helo": 0, "reject_invalid_helo_hostname": 0,
-	"reject_non_fqdn_sender": 0, "check_spf": 0, "check_client_access": 1, "dnsbl_score": 0,
+	"reject_non_fqdn_sender": 0, "check_spf": 0, "check_dmarc": 0, "check_client_access": 1, "dnsbl_score": 0,
 	"permit": 0, "reject": 0, "defer": 0, "dunno": 0,
 }
 
@@ -130,6 +132,10 @@ func (c *PolicyConfig) validate() error {
 			if err != nil {
 				return fmt.Errorf("config: policy.%s: %w", key, err)
 			}
+			if name == "check_dmarc" && key != "end_of_data_restrictions" {
+				// SPF, DKIM and DMARC together need the message itself.
+				return fmt.Errorf("config: policy.%s: check_dmarc needs the message: use it in end_of_data_restrictions", key)
+			}
 			if name == "check_client_access" && !tables[args[0]] {
 				return fmt.Errorf("config: policy.%s: %q: no [[policy.access]] table named %q", key, r, args[0])
 			}
@@ -150,5 +156,5 @@ func (c *PolicyConfig) validate() error {
 	default:
 		return fmt.Errorf("config: policy.spf.temperror %q: want defer or dunno", c.SPF.TempError)
 	}
-	return nil
+	return c.DMARC.validate()
 }

@@ -118,6 +118,8 @@ func (e *Engine) eval(ctx context.Context, r *rule, req *Request) Verdict {
 		return dunno
 	case "check_spf":
 		return e.spf(ctx, req)
+	case "check_dmarc":
+		return e.dmarc(ctx, req)
 	case "check_client_access":
 		if !ip.IsValid() {
 			return dunno

@@ -190,7 +190,7 @@ func New(cfg *config.Config, deps Deps) (*Engine, error) {
 var dnsRules = map[string]bool{
 	"reject_rbl_client": true, "reject_rhsbl_sender": true, "reject_rhsbl_helo": true, "reject_rhsbl_client": true,
 	"reject_unknown_client_hostname": true, "reject_unknown_reverse_client_hostname": true,
-	"reject_unknown_sender_domain": true, "check_spf": true, "dnsbl_score": true,
+	"reject_unknown_sender_domain": true, "check_spf": true, "dnsbl_score": true, "check_dmarc": true,
 }
 
 // WarnPublicResolvers logs a warning for each well-known public resolver
@@ -235,11 +235,15 @@ func (e *Engine) Check(ctx context.Context, req *Request) Verdict {
 	defer cancel()
 	var deferred *Verdict
 	var prepends []string
+	var authRes, authID string
 	final := Verdict{Action: Dunno}
 	for _, r := range e.lists[stage] {
 		v := e.eval(ctx, r, req)
 		if v.Prepend != "" {
 			prepends = append(prepends, v.Prepend)
+		}
+		if v.AuthResults != "" {
+			authRes, authID = v.AuthResults, v.AuthservID
 		}
 		if v.Action == Dunno {
 			continue
@@ -273,6 +277,7 @@ func (e *Engine) Check(ctx context.Context, req *Request) Verdict {
 	}
 	if final.Action == Dunno || final.Action == Permit {
 		final.Prepend = joinPrepends(prepends)
+		final.AuthResults, final.AuthservID = authRes, authID
 	}
 	if final.Rule != "" && final.Text != "" && final.Action != Permit {
 		final.Text += " (rule " + final.Rule + ")"

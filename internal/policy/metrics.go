@@ -9,6 +9,7 @@ import (
 type engineMetrics struct {
 	decisions *prometheus.CounterVec
 	latency   *prometheus.HistogramVec
+	dmarc     *prometheus.CounterVec
 }
 
 func newEngineMetrics(reg prometheus.Registerer) *engineMetrics {
@@ -23,5 +24,8 @@ func newEngineMetrics(reg prometheus.Registerer) *engineMetrics {
 			Name: "relayguard_policy_check_seconds", Help: "Time to evaluate one restriction list.",
 			Buckets: []float64{.0001, .0005, .001, .005, .01, .05, .1, .5, 1, 5},
 		}, []string{"stage"})),
+		dmarc: dnsbl.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "relayguard_dmarc_results_total", Help: "check_dmarc verdicts by DMARC result and the disposition the domain's policy asks for.",
+		}, []string{"result", "disposition"})),
 	}
 }

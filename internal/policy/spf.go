@@ -21,8 +21,7 @@ func (e *Engine) spf(ctx context.Context, req *Request) Verdict {
 		return dunno // no MAIL FROM yet
 	}
 	helo := strings.TrimSuffix(req.Helo, ".")
-	res, err := spf.CheckHostWithSender(net.IP(ip.AsSlice()), helo, req.Sender,
-		spf.WithContext(ctx), spf.WithResolver(e.res))
+	res, err := e.spfResult(ctx, req)
 	identity := req.Sender
 	if identity == "" {
 		identity = "postmaster@" + helo
@@ -59,6 +58,17 @@ func (e *Engine) spf(ctx context.Context, req *Request) Verdict {
 		}
 	}
 	return header()
+}
+
+// spfResult evaluates SPF for the session of req (RFC 7208 §2.3: MAIL
+// FROM, or the HELO identity for the null sender).
+func (e *Engine) spfResult(ctx context.Context, req *Request) (spf.Result, error) {
+	ip := req.ClientAddress.Unmap()
+	if !ip.IsValid() || (req.Sender == "" && req.Helo == "") {
+		return spf.None, nil
+	}
+	return spf.CheckHostWithSender(net.IP(ip.AsSlice()), strings.TrimSuffix(req.Helo, "."), req.Sender,
+		spf.WithContext(ctx), spf.WithResolver(e.res))
 }
 
 func errText(err error) string {

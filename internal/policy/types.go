@@ -5,6 +5,7 @@
 package policy
 
 import (
+	"io"
 	"net/netip"
 	"strconv"
 )
@@ -42,6 +43,11 @@ type Request struct {
 	ServerAddress  netip.Addr
 	ServerPort     int
 	Listener       string // listener name or Postfix service name
+	// Message opens the message as received (header and body, CRLF line
+	// endings) at END-OF-MESSAGE, when the front door has it (the SMTP
+	// server, the milter); nil otherwise: Postfix's policy delegation
+	// never sends content, so check_dmarc has no opinion there.
+	Message func() (io.ReadCloser, error)
 }
 
 // Action is a verdict's kind.
@@ -84,4 +90,12 @@ type Verdict struct {
 	// failure (e.g. DNS) that applies only if nothing later rejects. The
 	// engine resolves it; the policy service sends DEFER_IF_PERMIT.
 	IfPermit bool
+	// AuthResults is an Authentication-Results header field (RFC 8601,
+	// "Authentication-Results: id; ...", folded, ending in CRLF) that
+	// check_dmarc produced for an accepted message. A front door that has
+	// the message puts it at the top of the header, after removing any
+	// field of that name claiming the same authserv-id (RFC 8601 §5),
+	// which AuthservID names.
+	AuthResults string
+	AuthservID  string
 }
