@@ -24,6 +24,7 @@ type Options struct {
 	Never    []netip.Prefix      // never banned: mynetworks, own addresses, allow list (loopback is added)
 	Store    BanStore            // nil: MemStore
 	Counters Counters            // nil: Memory
+	Logins   LoginStore          // nil: logins are remembered in memory only
 	Limiter  *limits.AuthLimiter // nil: built from Config.AuthLimits, in memory
 	Enforcer firewall.Enforcer   // nil: none (replay)
 	Log      *slog.Logger
@@ -214,6 +215,12 @@ func (g *Guard) Publish(ctx context.Context, e event.Event) {
 			g.sweepLogins(t)
 		}
 		g.mu.Unlock()
+		if g.o.Logins != nil {
+			l := Login{IP: ip, Time: t, POP: e.Kind == event.LoginSuccess && (e.Service == "pop3" || e.Service == "imap")}
+			if err := g.o.Logins.AddLogin(ctx, l); err != nil {
+				g.o.Log.Warn("guard: login not remembered", "err", err)
+			}
+		}
 		return
 	case event.AuthFailure:
 		if e.Source == "smtpd" {
@@ -275,6 +282,31 @@ func (g *Guard) Publish(ctx context.Context, e event.Event) {
 			g.decide(ctx, p, t, fmt.Sprintf("%d addresses of %s failing within %s (last: %s)", k, p, r.Window.D(), describe(e)))
 		}
 	}
+}
+
+// LoadLogins reads the successful logins remembered by the LoginStore
+// (within success_grace and pop_before_smtp of now), so that a restart keeps
+// the grace of the users who logged in before it.
+func (g *Guard) LoadLogins(ctx context.Context) error {
+	if g.o.Logins == nil {
+		return nil
+	}
+	keep := max(g.o.Config.SuccessGrace.D(), g.o.Config.PopBeforeSMTP.D())
+	ls, err := g.o.Logins.Logins(ctx, g.o.Now().Add(-keep))
+	if err != nil {
+		return err
+	}
+	g.mu.Lock()
+	for _, l := range ls {
+		if l.Time.After(g.success[l.IP]) {
+			g.success[l.IP] = l.Time
+		}
+		if l.POP && l.Time.After(g.pop[l.IP]) {
+			g.pop[l.IP] = l.Time
+		}
+	}
+	g.mu.Unlock()
+	return nil
 }
 
 // sweepLogins forgets successful logins older than success_grace and

@@ -36,21 +36,30 @@ func NeverBan(cfg *config.Config) []netip.Prefix {
 }
 
 // Open builds the guard of the configuration over the process's stores:
-// bans in the SQLite database, mirrored to Redis/Valkey, and failure
-// counters kept there, when st has Redis (with local fallbacks while it is
-// unreachable). It opens nothing itself.
+// bans, failure counters and recent logins in the SQLite database; with
+// Redis/Valkey in st, bans mirrored there and failure counters kept there
+// (SQLite is the fallback while it is unreachable). It opens nothing itself.
 func Open(ctx context.Context, cfg *config.Config, log *slog.Logger, st *store.Stores, o Options) (*Guard, error) {
 	local, err := NewSQLiteStore(ctx, st.DB)
 	if err != nil {
 		return nil, err
 	}
+	counters, err := NewSQLiteCounters(ctx, st.DB)
+	if err != nil {
+		return nil, err
+	}
 	o.Config, o.Log, o.Store = cfg.Guard, log, local
+	o.Counters, o.Logins = counters, counters
 	o.Never = append(o.Never, NeverBan(cfg)...)
 	if st.Redis != nil {
 		o.Store = NewShared(local, st.Redis, log)
-		o.Counters = &FallbackCounters{Primary: st.Redis, Fallback: NewMemory(), Health: st.Redis.Health}
+		o.Counters = &FallbackCounters{Primary: st.Redis, Fallback: counters, Health: st.Redis.Health}
 	}
-	return New(o), nil
+	g := New(o)
+	if err := g.LoadLogins(ctx); err != nil {
+		return nil, err
+	}
+	return g, nil
 }
 
 // Start keeps g in step with its store until ctx is done: a Sync every

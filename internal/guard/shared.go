@@ -221,7 +221,7 @@ func (s *Shared) ListBans(ctx context.Context) ([]Ban, error) {
 }
 
 // FallbackCounters uses Primary (Redis) and, while it fails, Fallback
-// (memory), so that decisions go on when the shared store is down. Health is
+// (the SQLite counters), so that decisions go on when the shared store is down. Health is
 // the shared store's (store.Redis.Health): after a failure of any state kind
 // on it, Primary is left alone for its Retry, so that a Redis that times out
 // does not cost every log line a network timeout.
