@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"database/sql"
 	"fmt"
 	"io"
 	"net"
@@ -30,6 +31,7 @@ type testServer struct {
 	events *event.Recorder
 	srv    *Server
 	tls    *tls.Config
+	db     *sql.DB
 }
 
 const (
@@ -98,7 +100,7 @@ func startServer(t testing.TB, mutate func(*config.Config)) *testServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ts := &testServer{cfg: cfg, addr: map[string]string{}, users: users, spool: spool, events: rec, srv: srv, tls: tlsConf}
+	ts := &testServer{cfg: cfg, addr: map[string]string{}, users: users, spool: spool, events: rec, srv: srv, tls: tlsConf, db: db}
 	for _, lc := range cfg.Listeners {
 		ln, err := net.Listen("tcp", lc.Address)
 		if err != nil {
