@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"time"
@@ -31,51 +32,42 @@ func (ss *session) offeredMechs() []string {
 	return sasl.Mechanisms(ss.s.mechs, sasl.Options{TLS: ss.tls, Certificate: ss.s.leaf}, ss.l.cfg.TrustedLocal)
 }
 
-// cmdAuth runs an RFC 4954 AUTH exchange.
-func (ss *session) cmdAuth(ctx context.Context, arg string) error {
+// cmdAuth runs an RFC 4954 AUTH exchange and returns its final reply.
+func (ss *session) cmdAuth(ctx context.Context, arg string) Reply {
 	switch {
 	case !ss.esmtp:
-		ss.badCommand(ctx, "503 5.5.1 Error: send EHLO first")
-		return nil
+		return badCommand(503, "5.5.1", "Error: send EHLO first")
 	case ss.authUser != "":
-		ss.badCommand(ctx, "503 5.5.1 Error: already authenticated")
-		return nil
+		return badCommand(503, "5.5.1", "Error: already authenticated")
 	case ss.inTx:
-		ss.badCommand(ctx, "503 5.5.1 Error: MAIL transaction in progress")
-		return nil
+		return badCommand(503, "5.5.1", "Error: MAIL transaction in progress")
 	}
 	fields := strings.Fields(arg)
 	if len(fields) == 0 || len(fields) > 2 {
-		ss.badCommand(ctx, "501 5.5.4 Syntax: AUTH mechanism [initial-response]")
-		return nil
+		return badCommand(501, "5.5.4", "Syntax: AUTH mechanism [initial-response]")
 	}
 	mech := strings.ToUpper(fields[0])
 	if !slices.Contains(ss.s.mechs, mech) || (ss.authAvailable() && !slices.Contains(ss.offeredMechs(), mech)) {
-		ss.badCommand(ctx, "504 5.5.4 Unrecognized authentication type")
-		return nil
+		return badCommand(504, "5.5.4", "Unrecognized authentication type")
 	}
-	if !ss.authAvailable() {
+	if !ss.authAvailable() || strings.HasSuffix(mech, "-PLUS") && ss.tls == nil {
 		// RFC 4954 §6: 538 5.7.11 Encryption required for requested
 		// authentication mechanism.
-		ss.badCommand(ctx, "538 5.7.11 Encryption required for requested authentication mechanism")
-		return nil
+		return badCommand(538, "5.7.11", "Encryption required for requested authentication mechanism")
 	}
-	if strings.HasSuffix(mech, "-PLUS") && ss.tls == nil {
-		ss.badCommand(ctx, "538 5.7.11 Encryption required for requested authentication mechanism")
-		return nil
+	// fail is the reply to a failed attempt by user (possibly "").
+	fail := func(code int, enh, text, user, why string) Reply {
+		return Reply{Code: code, Enhanced: enh, Text: text, auth: &authOutcome{mech: mech, user: user, reason: why}}
 	}
 	if ss.s.deps.Guard != nil {
 		if ok, reason := ss.s.deps.Guard.AuthAllowed(ss.ip); !ok {
-			ss.authFailure(ctx, mech, "", "limit: "+reason)
-			ss.reply("454 4.7.0 %s", oneLine(reason))
-			return ss.afterFailure()
+			return fail(454, "4.7.0", oneLine(reason), "", "limit: "+reason)
 		}
 	}
 	srv, err := sasl.New(mech, ss.s.deps.Creds, sasl.Options{
 		TLS: ss.tls, Certificate: ss.s.leaf, Hostname: ss.cfg.Hostname, Advertised: ss.advertised})
 	if err != nil {
-		ss.badCommand(ctx, "504 5.5.4 Unrecognized authentication type")
-		return nil
+		return badCommand(504, "5.5.4", "Unrecognized authentication type")
 	}
 	ss.authMech = mech
 	defer func() {
@@ -88,139 +80,80 @@ func (ss *session) cmdAuth(ctx context.Context, arg string) error {
 		if fields[1] == "=" { // RFC 4954 §4: "=" is an empty initial response
 			resp = []byte{}
 		} else if resp, err = base64.StdEncoding.DecodeString(fields[1]); err != nil {
-			ss.authFailure(ctx, mech, "", "invalid base64")
-			ss.reply("501 5.5.2 Invalid base64 data")
-			return ss.afterFailure()
+			return fail(501, "5.5.2", "Invalid base64 data", "", "invalid base64")
 		}
 	}
 	for {
 		challenge, done, err := srv.Next(ctx, resp)
-		if err != nil {
-			if errors.Is(err, sasl.ErrTemporary) {
-				// RFC 4954 §6: 454 4.7.0 temporary authentication failure;
-				// the store failed, not the client.
-				ss.s.log.Error("auth store failed", "client", ss.ip, "mechanism", mech, "err", err)
-				ss.reply("454 4.7.0 Temporary authentication failure")
-				return nil
-			}
-			if errors.Is(err, sasl.ErrMalformed) {
-				ss.authFailure(ctx, mech, srv.Attempted(), "malformed response")
-				ss.reply("501 5.5.2 Malformed authentication response")
-			} else {
-				ss.authFailure(ctx, mech, srv.Attempted(), "bad credentials")
-				ss.reply("535 5.7.8 Authentication credentials invalid")
-			}
-			return ss.afterFailure()
-		}
-		if done {
+		switch {
+		case errors.Is(err, sasl.ErrTemporary):
+			// RFC 4954 §6: 454 4.7.0 temporary authentication failure;
+			// the store failed, not the client.
+			return localFailure(454, "4.7.0", "auth_store", "Temporary authentication failure",
+				fmt.Errorf("%s: %w", mech, err))
+		case errors.Is(err, sasl.ErrMalformed):
+			return fail(501, "5.5.2", "Malformed authentication response", srv.Attempted(), "malformed response")
+		case err != nil:
+			return fail(535, "5.7.8", "Authentication credentials invalid", srv.Attempted(), "bad credentials")
+		case done:
 			ss.authUser = srv.Identity()
-			ss.s.log.Info("auth ok", "client", ss.ip, "listener", ss.l.cfg.Name, "mechanism", mech, "user", ss.authUser)
-			ss.s.deps.Metrics.Auth.WithLabelValues(mech, "success").Inc()
-			ss.s.deps.Events.Publish(ctx, event.Event{Kind: event.AuthSuccess, Source: "smtpd", IP: ss.ip, User: ss.authUser, Mechanism: mech, Service: ss.l.cfg.Name})
-			ss.reply("235 2.7.0 Authentication successful")
-			return nil
+			return Reply{Code: 235, Enhanced: "2.7.0", Text: "Authentication successful",
+				auth: &authOutcome{ok: true, mech: mech, user: ss.authUser}}
 		}
-		ss.reply("334 %s", base64.StdEncoding.EncodeToString(challenge))
+		ss.send(ctx, reply(334, "", base64.StdEncoding.EncodeToString(challenge)))
 		if err := ss.flush(); err != nil {
-			return err
+			return hangUp
 		}
 		ss.conn.SetReadDeadline(time.Now().Add(ss.cfg.Limits.CommandTimeout.D()))
 		line, err := ss.readLine(ss.cfg.Limits.AuthResponseLength)
 		switch {
 		case errors.Is(err, errLineTooLong):
-			ss.authFailure(ctx, mech, srv.Attempted(), "line too long")
-			ss.reply("500 5.5.6 Authentication Exchange line is too long")
-			return ss.afterFailure()
+			return fail(500, "5.5.6", "Authentication Exchange line is too long", srv.Attempted(), "line too long")
 		case errors.Is(err, errNUL):
-			ss.authFailure(ctx, mech, srv.Attempted(), "NUL in response")
-			ss.reply("501 5.5.2 Invalid base64 data")
-			return ss.afterFailure()
+			return fail(501, "5.5.2", "Invalid base64 data", srv.Attempted(), "NUL in response")
 		case err != nil:
-			ss.s.log.Info("lost connection", "client", ss.ip, "after", "AUTH", "mechanism", mech)
+			ss.s.ml.LostConnection(ctx, ss.logConn(), "AUTH")
 			ss.s.deps.Events.Publish(ctx, event.Event{Kind: event.LostAfterAuth, Source: "smtpd", IP: ss.ip, Mechanism: mech, User: srv.Attempted(), Service: ss.l.cfg.Name})
-			return err
-		}
-		if line == "*" {
+			return hangUp
+		case line == "*":
 			// RFC 4954 §4: the client cancelled; the server MUST reply 501.
-			ss.authFailure(ctx, mech, srv.Attempted(), "cancelled by client")
-			ss.reply("501 5.5.2 AUTH aborted")
-			return ss.afterFailure()
+			return fail(501, "5.5.2", "AUTH aborted", srv.Attempted(), "cancelled by client")
 		}
 		if resp, err = base64.StdEncoding.DecodeString(line); err != nil {
-			ss.authFailure(ctx, mech, srv.Attempted(), "invalid base64")
-			ss.reply("501 5.5.2 Invalid base64 data")
-			return ss.afterFailure()
+			return fail(501, "5.5.2", "Invalid base64 data", srv.Attempted(), "invalid base64")
 		}
 	}
-}
-
-// authFailure logs (never the password), counts, publishes, and delays.
-// The delay grows with each failure in the session, the same for an unknown
-// user as for a wrong password.
-func (ss *session) authFailure(ctx context.Context, mech, user, why string) {
-	ss.authFails++
-	ss.s.log.Warn("auth failed", "client", ss.ip, "listener", ss.l.cfg.Name, "mechanism", mech, "user", user, "reason", why)
-	ss.s.deps.Metrics.Auth.WithLabelValues(mech, "failure").Inc()
-	ss.s.deps.Events.Publish(ctx, event.Event{Kind: event.AuthFailure, Source: "smtpd", IP: ss.ip, User: user, Mechanism: mech, Detail: why, Service: ss.l.cfg.Name})
-	d := ss.cfg.Limits.AuthFailureDelay.D()
-	for i := 1; i < ss.authFails && d < 30*time.Second; i++ {
-		d *= 2
-	}
-	if d > 0 {
-		ss.flush()
-		t := time.NewTimer(d)
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
-		}
-	}
-}
-
-// afterFailure ends the session once too many AUTH attempts failed.
-func (ss *session) afterFailure() error {
-	if ss.authFails >= ss.cfg.Limits.MaxAuthFailures {
-		ss.s.log.Warn("limit reached", "limit", "limits.max_auth_failures", "value", ss.cfg.Limits.MaxAuthFailures, "client", ss.ip)
-		ss.reply("421 4.7.0 %s Error: too many failed authentications", ss.cfg.Hostname)
-		return errClose
-	}
-	return nil
 }
 
 // cmdStartTLS implements RFC 3207.
-func (ss *session) cmdStartTLS(ctx context.Context, arg string) error {
+func (ss *session) cmdStartTLS(ctx context.Context, arg string) Reply {
 	switch {
 	case arg != "":
-		ss.badCommand(ctx, "501 5.5.4 Syntax: STARTTLS")
-		return nil
+		return badCommand(501, "5.5.4", "Syntax: STARTTLS")
 	case ss.tls != nil:
-		ss.badCommand(ctx, "503 5.5.1 Error: TLS already active")
-		return nil
+		return badCommand(503, "5.5.1", "Error: TLS already active")
 	case ss.s.deps.TLS == nil:
-		ss.reply("454 4.7.0 TLS not available")
-		return nil
+		return reply(454, "4.7.0", "TLS not available")
 	}
-	ss.reply("220 2.0.0 Ready to start TLS")
+	ss.send(ctx, reply(220, "2.0.0", "Ready to start TLS"))
 	if err := ss.flush(); err != nil {
-		return err
+		return hangUp
 	}
 	// RFC 3207 §4.2 / CVE-2011-0411: anything the client pipelined after
 	// STARTTLS was sent in clear text and must not be executed.
 	if n := ss.br.Buffered(); n > 0 {
-		ss.s.log.Warn("plaintext command injection after STARTTLS discarded", "client", ss.ip, "bytes", n)
-		ss.s.deps.Events.Publish(ctx, event.Event{Kind: event.ProtocolAbuse, Source: "smtpd", IP: ss.ip, Detail: "STARTTLS command injection", Service: ss.l.cfg.Name})
-		return errClose
+		return Reply{Rule: "starttls_injection", Detail: "STARTTLS command injection", Event: event.ProtocolAbuse, Close: true}
 	}
 	if err := ss.startTLS(); err != nil {
-		ss.s.log.Info("TLS handshake failed", "client", ss.ip, "listener", ss.l.cfg.Name, "err", err)
-		return errClose
+		ss.s.ml.TLSFailed(ctx, ss.logConn(), err)
+		return hangUp
 	}
 	// RFC 3207 §4.2: discard all knowledge obtained from the client,
 	// including an authentication made in clear on a trusted-local listener.
 	ss.helo, ss.esmtp = "", false
 	ss.authUser, ss.authMech, ss.advertised = "", "", nil
 	ss.resetTx()
-	return nil
+	return Reply{}
 }
 
 func (ss *session) startTLS() error {

@@ -11,9 +11,9 @@ import (
 	"time"
 
 	"github.com/relayguard/relayguard/internal/event"
+	"github.com/relayguard/relayguard/internal/maillog"
 	"github.com/relayguard/relayguard/internal/policy"
 	"github.com/relayguard/relayguard/internal/queue"
-	"github.com/relayguard/relayguard/internal/ratelimit"
 )
 
 // Errors found while reading message data. The first three let the
@@ -27,98 +27,75 @@ var (
 	errSpoolWrite   = errors.New("queue file write error")
 )
 
-func (ss *session) cmdData(ctx context.Context, arg string) error {
+func (ss *session) cmdData(ctx context.Context, arg string) Reply {
 	switch {
 	case arg != "":
-		ss.badCommand(ctx, "501 5.5.4 Syntax: DATA")
-		return nil
+		return badCommand(501, "5.5.4", "Syntax: DATA")
 	case !ss.inTx:
-		ss.badCommand(ctx, "503 5.5.1 Error: need MAIL command")
-		return nil
+		return badCommand(503, "5.5.1", "Error: need MAIL command")
 	case len(ss.rcpts) == 0:
-		ss.badCommand(ctx, "554 5.5.1 Error: no valid recipients")
-		return nil
+		return badCommand(554, "5.5.1", "Error: no valid recipients")
 	}
-	snd := ratelimit.Sender{User: ss.authUser, IP: ss.ip, From: ss.from.String(), Trusted: ss.trusted, Listener: ss.l.cfg.Name}
 	if ss.s.deps.Limits != nil && (ss.authUser != "" || ss.trusted) {
-		if err := ss.s.deps.Limits.Message(ctx, snd, len(ss.rcpts)); err != nil {
-			ss.s.reject(ctx, ss.ip, ss.l.cfg.Name, "rate_limit", "451 4.7.1", "", err.Error())
-			ss.reply("451 4.7.1 %s", oneLine(err.Error()))
-			return nil
+		if err := ss.s.deps.Limits.Message(ctx, ss.sender(), len(ss.rcpts)); err != nil {
+			return refuse(451, "4.7.1", "rate_limit", oneLine(err.Error()))
 		}
 	}
 	if ss.s.deps.Policy != nil {
-		v := ss.policyCheck(ctx, ss.request(policy.StageData, ""))
-		if v.Action == policy.Reject || v.Action == policy.Defer {
-			ss.verdictReply(ctx, v, "")
-			return nil
+		if r, refused := ss.policyCheck(ctx, ss.request(policy.StageData, "")); refused {
+			return r
 		}
 	}
 	w, err := ss.s.deps.Spool.Create("")
 	if err != nil {
-		ss.s.log.Error("spool create failed", "err", err)
-		ss.reply("451 4.3.0 Error: queue file write error")
-		return nil
+		return localFailure(451, "4.3.0", "spool_write", "Error: queue file write error", fmt.Errorf("spool create: %w", err))
 	}
-	ss.reply("354 End data with <CR><LF>.<CR><LF>")
+	ss.send(ctx, reply(354, "", "End data with <CR><LF>.<CR><LF>"))
 	if err := ss.flush(); err != nil {
 		w.Abort()
-		return err
+		return hangUp
 	}
 	ss.writeReceived(w)
-	derr := ss.readData(w)
-	switch {
+	r := ss.receive(ctx, w)
+	if r.Code != 250 {
+		w.Abort()
+	}
+	if !r.Close {
+		ss.resetTx()
+	}
+	return r
+}
+
+// receive reads the message into w and commits it to the spool. It returns
+// the reply to the final dot.
+func (ss *session) receive(ctx context.Context, w *queue.Writer) Reply {
+	lim := ss.cfg.Limits
+	switch derr := ss.readData(w); {
 	case errors.Is(derr, errBareLF):
-		w.Abort()
-		ss.s.reject(ctx, ss.ip, ss.l.cfg.Name, "bare_newline", "521 5.5.2", "", derr.Error())
-		ss.s.deps.Events.Publish(ctx, event.Event{Kind: event.ProtocolAbuse, Source: "smtpd", IP: ss.ip, Detail: "bare newline in DATA", Service: ss.l.cfg.Name})
-		ss.reply("521 5.5.2 %s Error: bare <CR> or <LF> received", ss.cfg.Hostname)
-		return errClose
+		return Reply{Code: 521, Enhanced: "5.5.2", Text: ss.cfg.Hostname + " Error: bare <CR> or <LF> received",
+			Rule: "bare_newline", Event: event.ProtocolAbuse, Detail: "bare newline in DATA", Close: true}
 	case errors.Is(derr, errTooBig):
-		w.Abort()
-		ss.s.log.Info("limit reached", "limit", "limits.max_message_size", "value", ss.cfg.Limits.MaxMessageSize, "client", ss.ip)
-		ss.s.reject(ctx, ss.ip, ss.l.cfg.Name, "message_size_limit", "552 5.3.4", "", "message too big")
-		ss.reply("552 5.3.4 Error: message size exceeds fixed limit")
-		ss.resetTx()
-		return nil
+		return limitReached(552, "5.3.4", "limits.max_message_size", lim.MaxMessageSize, "Error: message size exceeds fixed limit")
 	case errors.Is(derr, errDataLineLong):
-		w.Abort()
-		ss.s.log.Info("limit reached", "limit", "limits.max_line_length", "value", ss.cfg.Limits.MaxLineLength, "client", ss.ip)
-		ss.s.reject(ctx, ss.ip, ss.l.cfg.Name, "line_length_limit", "500 5.5.2", "", "message line too long")
-		ss.reply("500 5.5.2 Error: message line longer than %d octets", ss.cfg.Limits.MaxLineLength)
-		ss.resetTx()
-		return nil
+		return limitReached(500, "5.5.2", "limits.max_line_length", lim.MaxLineLength,
+			fmt.Sprintf("Error: message line longer than %d octets", lim.MaxLineLength))
 	case errors.Is(derr, errDataNUL):
-		w.Abort()
-		ss.s.reject(ctx, ss.ip, ss.l.cfg.Name, "nul_in_message", "554 5.6.0", "", "NUL character in message")
-		ss.reply("554 5.6.0 Error: message contains NUL characters")
-		ss.resetTx()
-		return nil
+		return refuse(554, "5.6.0", "nul_in_message", "Error: message contains NUL characters")
 	case errors.Is(derr, errSpoolWrite):
-		w.Abort()
-		ss.s.log.Error("spool write failed", "id", w.ID(), "err", derr)
-		ss.reply("451 4.3.0 Error: queue file write error")
-		ss.resetTx()
-		return nil
+		return localFailure(451, "4.3.0", "spool_write", "Error: queue file write error", fmt.Errorf("spool %s: %w", w.ID(), derr))
 	case derr != nil:
 		// Connection lost or timed out mid-DATA: nothing was acknowledged.
-		w.Abort()
-		ss.s.log.Info("lost connection", "client", ss.ip, "after", "DATA", "err", derr)
-		var ne interface{ Timeout() bool }
-		if errors.As(derr, &ne) && ne.Timeout() {
-			ss.reply("421 4.4.2 %s Error: timeout exceeded", ss.cfg.Hostname)
+		ss.s.ml.LostConnection(ctx, ss.logConn(), "DATA")
+		if isTimeout(derr) {
+			return reply(421, "4.4.2", ss.cfg.Hostname+" Error: timeout exceeded").closing()
 		}
-		return errClose
+		return hangUp
 	}
 	if ss.s.deps.Policy != nil {
 		req := ss.request(policy.StageEndOfData, "")
 		req.Size = w.Size()
-		v := ss.policyCheck(ctx, req)
-		if v.Action == policy.Reject || v.Action == policy.Defer {
-			w.Abort()
-			ss.verdictReply(ctx, v, "")
-			ss.resetTx()
-			return nil
+		if r, refused := ss.policyCheck(ctx, req); refused {
+			return r
 		}
 	}
 	env := &queue.Envelope{
@@ -131,19 +108,13 @@ func (ss *session) cmdData(ctx context.Context, arg string) error {
 	// The reply waits for stable storage: RFC 5321 §4.1.1.4, and the rule
 	// that nothing acknowledged is ever lost.
 	if err := w.Commit(ctx, env); err != nil {
-		ss.s.log.Error("spool commit failed", "id", w.ID(), "err", err)
-		ss.reply("451 4.3.0 Error: queue file write error")
-		ss.resetTx()
-		return nil
+		return localFailure(451, "4.3.0", "spool_write", "Error: queue file write error", fmt.Errorf("spool commit %s: %w", w.ID(), err))
 	}
 	ss.messages++
 	ss.junk = 0 // a session that moves mail is not idling
 	ss.s.deps.Metrics.Spooled.Inc()
-	ss.s.log.Info("message accepted", "id", env.ID, "client", ss.ip, "listener", ss.l.cfg.Name, "user", ss.authUser,
-		"from", env.From, "nrcpt", len(env.Recipients), "size", env.Size)
-	ss.reply("250 2.0.0 Ok: queued as %s", env.ID)
-	ss.resetTx()
-	return nil
+	ss.s.ml.Accepted(ctx, ss.logConn(), maillog.Message{ID: env.ID, User: ss.authUser, From: env.From, Nrcpt: len(env.Recipients), Size: env.Size})
+	return reply(250, "2.0.0", "Ok: queued as "+env.ID)
 }
 
 // writeReceived prepends the trace header of RFC 5321 §4.4, with the

@@ -31,7 +31,7 @@ func FuzzSession(f *testing.F) {
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
-			ss := newSession(ts.srv, srvConn, l, ts.srv.localAddrForFuzz())
+			ss := newSession(ts.srv, srvConn, l, ts.srv.localAddrForFuzz(), "fuzz")
 			ss.run(context.Background())
 			srvConn.Close()
 		}()

@@ -7,9 +7,11 @@ import (
 	"database/sql"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -32,6 +34,28 @@ type testServer struct {
 	srv    *Server
 	tls    *tls.Config
 	db     *sql.DB
+	// logs holds everything the server logged, metrics what it counted.
+	logs    *logBuffer
+	metrics *Metrics
+}
+
+// logBuffer collects log output from concurrent sessions.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf strings.Builder
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+// Lines returns the lines logged so far.
+func (b *logBuffer) Lines() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return strings.Split(strings.TrimSpace(b.buf.String()), "\n")
 }
 
 const (
@@ -96,11 +120,14 @@ func startServer(t testing.TB, mutate func(*config.Config)) *testServer {
 		t.Fatal(err)
 	}
 	rec := &event.Recorder{}
-	srv, err := New(cfg, Deps{Users: users, Creds: users, Spool: spool, TLS: tlsConf, Events: rec})
+	logs := &logBuffer{}
+	metrics := NewMetrics(nil)
+	srv, err := New(cfg, Deps{Users: users, Creds: users, Spool: spool, TLS: tlsConf, Events: rec, Metrics: metrics,
+		Log: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ts := &testServer{cfg: cfg, addr: map[string]string{}, users: users, spool: spool, events: rec, srv: srv, tls: tlsConf, db: db}
+	ts := &testServer{cfg: cfg, addr: map[string]string{}, users: users, spool: spool, events: rec, srv: srv, tls: tlsConf, db: db, logs: logs, metrics: metrics}
 	for _, lc := range cfg.Listeners {
 		ln, err := net.Listen("tcp", lc.Address)
 		if err != nil {

@@ -16,15 +16,19 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/netip"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/relayguard/relayguard/internal/address"
 	"github.com/relayguard/relayguard/internal/config"
 	"github.com/relayguard/relayguard/internal/event"
+	"github.com/relayguard/relayguard/internal/maillog"
 	"github.com/relayguard/relayguard/internal/queue"
 	"github.com/relayguard/relayguard/internal/sasl"
 )
@@ -65,6 +69,9 @@ type Server struct {
 	mechs        []string // configured mechanisms, upper case, in order
 	leaf         *x509.Certificate
 
+	ml  *maillog.Logger
+	cid atomic.Uint64 // last connection id
+
 	mu       sync.Mutex
 	total    int
 	perIP    map[netip.Addr]int
@@ -90,10 +97,11 @@ func New(cfg *config.Config, deps Deps) (*Server, error) {
 		deps.Metrics = NewMetrics(nil)
 	}
 	s := &Server{
-		cfg: cfg, deps: deps, log: deps.Log,
+		cfg: cfg, deps: deps, log: deps.Log, ml: maillog.New(deps.Log),
 		localDomains: map[string]bool{}, relayDomains: map[string]bool{},
 		ownAddrs: map[netip.Addr]bool{}, perIP: map[netip.Addr]int{}, perNet: map[netip.Prefix]int{}, conns: map[net.Conn]struct{}{},
 	}
+	s.cid.Store(rand.Uint64() >> 24) // 10 hex digits to start with
 	for _, d := range cfg.LocalDomains {
 		c, err := address.CanonicalDomain(d)
 		if err != nil {
@@ -228,31 +236,29 @@ func (s *Server) Shutdown() {
 	s.wg.Wait()
 }
 
-// admit applies the connection limits; it returns a reply to send and
-// close with, or "" to go on.
-func (s *Server) admit(c net.Conn, ip netip.Addr) string {
+// admit applies the connection limits; it returns the refusal to send
+// and close with, or a zero Reply to go on.
+func (s *Server) admit(c net.Conn, ip netip.Addr) Reply {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.total >= s.cfg.Limits.MaxConnections {
-		s.log.Warn("limit reached", "limit", "limits.max_connections", "value", s.cfg.Limits.MaxConnections, "client", ip)
-		s.deps.Metrics.Rejections.WithLabelValues("max_connections").Inc()
-		return "421 4.3.2 " + s.cfg.Hostname + " Service not available, too many connections, try again later"
+	lim := s.cfg.Limits
+	if s.total >= lim.MaxConnections {
+		return limitReached(421, "4.3.2", "limits.max_connections", lim.MaxConnections,
+			s.cfg.Hostname+" Service not available, too many connections, try again later").closing()
 	}
-	if s.perIP[ip] >= s.cfg.Limits.MaxConnectionsIP {
-		s.log.Warn("limit reached", "limit", "limits.max_connections_per_ip", "value", s.cfg.Limits.MaxConnectionsIP, "client", ip)
-		s.deps.Metrics.Rejections.WithLabelValues("max_connections_per_ip").Inc()
-		return "421 4.7.0 " + s.cfg.Hostname + " Error: too many connections from " + ip.String()
+	if s.perIP[ip] >= lim.MaxConnectionsIP {
+		return limitReached(421, "4.7.0", "limits.max_connections_per_ip", lim.MaxConnectionsIP,
+			s.cfg.Hostname+" Error: too many connections from "+ip.String()).closing()
 	}
-	if n := clientNet(ip); s.perNet[n] >= s.cfg.Limits.MaxConnectionsNet {
-		s.log.Warn("limit reached", "limit", "limits.max_connections_per_net", "value", s.cfg.Limits.MaxConnectionsNet, "client", ip, "net", n)
-		s.deps.Metrics.Rejections.WithLabelValues("max_connections_per_net").Inc()
-		return "421 4.7.0 " + s.cfg.Hostname + " Error: too many connections from " + n.String()
+	if n := clientNet(ip); s.perNet[n] >= lim.MaxConnectionsNet {
+		return limitReached(421, "4.7.0", "limits.max_connections_per_net", lim.MaxConnectionsNet,
+			s.cfg.Hostname+" Error: too many connections from "+n.String()).closing()
 	}
 	s.total++
 	s.perIP[ip]++
 	s.perNet[clientNet(ip)]++
 	s.conns[c] = struct{}{}
-	return ""
+	return Reply{}
 }
 
 // clientNet is the network a client is counted in: IPv4 /24, IPv6 /64 (one
@@ -283,36 +289,44 @@ func (s *Server) release(c net.Conn, ip netip.Addr) {
 
 // handle runs one connection.
 func (s *Server) handle(ctx context.Context, c net.Conn, l *listener) {
+	defer c.Close()
 	ip := clientIP(c)
 	s.deps.Metrics.Connections.WithLabelValues(l.cfg.Name).Inc()
-	if msg := s.admit(c, ip); msg != "" {
+	sess := newSession(s, c, l, ip, s.newCID())
+	refuse := func(r Reply) {
 		c.SetWriteDeadline(time.Now().Add(5 * time.Second))
-		fmt.Fprintf(c, "%s\r\n", msg)
-		c.Close()
+		sess.send(ctx, r)
+		sess.bw.Flush()
+	}
+	if r := s.admit(c, ip); r.Close {
+		refuse(r)
 		return
 	}
 	defer s.release(c, ip)
 	s.deps.Metrics.Active.Inc()
 	defer s.deps.Metrics.Active.Dec()
-	defer c.Close()
 
 	// hosts.allow / hosts.deny, before the banner.
 	if (len(l.allow) > 0 && !containsAddr(l.allow, ip)) || containsAddr(l.deny, ip) {
-		s.reject(ctx, ip, l.cfg.Name, "client_access", "554 5.7.1", "", "connection refused by listener allow/deny list")
-		c.SetWriteDeadline(time.Now().Add(5 * time.Second))
-		fmt.Fprintf(c, "554 5.7.1 %s Error: access denied for %s\r\n", s.cfg.Hostname, ip)
+		refuse(Reply{Code: 554, Enhanced: "5.7.1", Text: s.cfg.Hostname + " Error: access denied for " + ip.String(),
+			Rule: "client_access", Detail: "connection refused by listener allow/deny list", Close: true})
 		return
 	}
 	if s.deps.Guard != nil {
 		if ok, reason := s.deps.Guard.Admit(ip); !ok {
-			s.reject(ctx, ip, l.cfg.Name, "banned", "421 4.7.0", "", reason)
-			c.SetWriteDeadline(time.Now().Add(5 * time.Second))
-			fmt.Fprintf(c, "421 4.7.0 %s Error: %s\r\n", s.cfg.Hostname, oneLine(reason))
+			refuse(Reply{Code: 421, Enhanced: "4.7.0", Text: s.cfg.Hostname + " Error: " + oneLine(reason),
+				Rule: "banned", Detail: reason, Close: true})
 			return
 		}
 	}
-	sess := newSession(s, c, l, ip)
 	sess.run(ctx)
+}
+
+// newCID returns a connection id: a counter from a random start, in hex,
+// unique within the process and unlikely to repeat across restarts (mox's
+// cid).
+func (s *Server) newCID() string {
+	return strconv.FormatUint(s.cid.Add(1), 16)
 }
 
 func clientIP(c net.Conn) netip.Addr {
@@ -329,30 +343,4 @@ func containsAddr(ps []netip.Prefix, a netip.Addr) bool {
 		}
 	}
 	return false
-}
-
-// reject logs a rejection with the rule that decided it, counts it, and
-// publishes the event. Every rejection goes through here.
-func (s *Server) reject(ctx context.Context, ip netip.Addr, listener, rule, code, rcpt, text string) {
-	msg := "rejected"
-	kind := event.Reject
-	if rule == "reject_unauth_destination" {
-		msg, kind = "relay access denied", event.RelayDenied
-	}
-	s.log.Info(msg, "client", ip, "listener", listener, "rule", rule, "code", code, "rcpt", rcpt, "text", text)
-	s.deps.Metrics.Rejections.WithLabelValues(rule).Inc()
-	s.deps.Events.Publish(ctx, event.Event{Kind: kind, Source: "smtpd", IP: ip, Rule: rule, Detail: firstNonEmpty(rcpt, text), Service: listener})
-}
-
-func firstNonEmpty(a ...string) string {
-	for _, s := range a {
-		if s != "" {
-			return s
-		}
-	}
-	return ""
-}
-
-func oneLine(s string) string {
-	return strings.NewReplacer("\r", " ", "\n", " ").Replace(s)
 }

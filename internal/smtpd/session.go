@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"strconv"
@@ -15,6 +16,7 @@ import (
 	"github.com/relayguard/relayguard/internal/address"
 	"github.com/relayguard/relayguard/internal/config"
 	"github.com/relayguard/relayguard/internal/event"
+	"github.com/relayguard/relayguard/internal/maillog"
 	"github.com/relayguard/relayguard/internal/policy"
 )
 
@@ -27,6 +29,13 @@ type session struct {
 	bw   *bufio.Writer
 	ip   netip.Addr
 	cfg  *config.Config
+	// cid is the connection id on every log line of the session (mox's cid).
+	cid string
+	// log is the server's logger with the session's cid, client and
+	// listener, for records outside maillog's vocabulary.
+	log *slog.Logger
+	// line is the command being handled.
+	line string
 
 	start    time.Time
 	helo     string
@@ -56,53 +65,34 @@ type session struct {
 	rcpts    []string
 }
 
-func newSession(s *Server, c net.Conn, l *listener, ip netip.Addr) *session {
+func newSession(s *Server, c net.Conn, l *listener, ip netip.Addr, cid string) *session {
 	return &session{
-		s: s, l: l, conn: c, ip: ip, cfg: s.cfg, start: time.Now(),
+		s: s, l: l, conn: c, ip: ip, cfg: s.cfg, start: time.Now(), cid: cid,
+		log:     s.log.With("cid", cid, "client", ip.String(), "listener", l.cfg.Name),
 		br:      bufio.NewReaderSize(c, 4096),
 		bw:      bufio.NewWriterSize(c, 2048),
 		trusted: containsAddr(s.myNetworks, ip),
 	}
 }
 
-// errClose ends the session after the reply was written.
-var errClose = errors.New("close session")
-
+// run serves the session after the connection was admitted.
 func (ss *session) run(ctx context.Context) {
-	log := ss.s.log
 	defer func() {
-		log.Info("connection closed", "client", ss.ip, "listener", ss.l.cfg.Name, "helo", ss.helo,
-			"tls", ss.tls != nil, "user", ss.authUser, "messages", ss.messages,
-			"bad_commands", ss.badCmds, "auth_failures", ss.authFails, "duration", time.Since(ss.start).Round(time.Millisecond))
+		ss.s.ml.Disconnected(ctx, ss.logConn(), maillog.Session{Helo: ss.helo, TLS: ss.tls != nil, User: ss.authUser,
+			Messages: ss.messages, BadCmds: ss.badCmds, AuthFails: ss.authFails, Duration: time.Since(ss.start)})
 	}()
 	if ss.l.cfg.Mode == config.ModeSubmissions {
 		if err := ss.startTLS(); err != nil {
-			log.Info("TLS handshake failed", "client", ss.ip, "listener", ss.l.cfg.Name, "err", err)
+			ss.s.ml.TLSFailed(ctx, ss.logConn(), err)
 			return
 		}
 	}
-	// Pregreet: a client that talks before the banner is a bot (postscreen's
-	// PREGREET test, RFC 5321 §4.3.1 says the client waits for 220).
-	if d := ss.cfg.Limits.GreetingDelay.D(); d > 0 {
-		ss.conn.SetReadDeadline(time.Now().Add(d))
-		if _, err := ss.br.Peek(1); err == nil {
-			ss.s.reject(ctx, ss.ip, ss.l.cfg.Name, "pregreet", "554 5.5.1", "", "client talked before the greeting")
-			ss.s.deps.Events.Publish(ctx, event.Event{Kind: event.ProtocolAbuse, Source: "smtpd", IP: ss.ip, Detail: "pregreet", Service: ss.l.cfg.Name})
-			ss.reply("554 5.5.1 %s Error: talked before the greeting", ss.cfg.Hostname)
-			ss.flush()
-			return
-		}
+	ss.send(ctx, ss.greet(ctx))
+	if ss.closing {
+		ss.flush()
+		return
 	}
-	if ss.s.deps.Policy != nil {
-		v := ss.policyCheck(ctx, ss.request(policy.StageConnect, ""))
-		if v.Action == policy.Reject || v.Action == policy.Defer {
-			ss.verdictReply(ctx, v, "")
-			ss.flush()
-			return
-		}
-	}
-	ss.reply("220 %s ESMTP relayguard", ss.cfg.Hostname)
-	log.Info("connection", "client", ss.ip, "listener", ss.l.cfg.Name, "trusted", ss.trusted)
+	ss.s.ml.Connected(ctx, ss.logConn(), ss.trusted)
 	for !ss.closing {
 		if ss.br.Buffered() == 0 {
 			if err := ss.flush(); err != nil {
@@ -116,40 +106,55 @@ func (ss *session) run(ctx context.Context) {
 		// AUTH may carry an initial response up to the SASL line limit
 		// (RFC 4954 §4); every other command is held to 512 octets.
 		line, err := ss.readLine(max(ss.cfg.Limits.MaxCommandLength, ss.cfg.Limits.AuthResponseLength))
-		if err == nil && len(line)+2 > ss.cfg.Limits.MaxCommandLength && !isAuthLine(line) {
-			ss.badCommand(ctx, "500 5.5.2 Error: line too long")
-			continue
-		}
-		if err != nil {
-			if errors.Is(err, errLineTooLong) {
-				if isAuthLine(line) {
-					ss.badCommand(ctx, "500 5.5.6 Authentication Exchange line is too long")
-				} else {
-					ss.badCommand(ctx, "500 5.5.2 Error: line too long")
-				}
-				continue
-			}
-			if errors.Is(err, errNUL) {
-				ss.badCommand(ctx, "500 5.5.2 Error: NUL character in command")
-				continue
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
+		ss.line = line
+		switch {
+		case err == nil && len(line)+2 > ss.cfg.Limits.MaxCommandLength && !isAuthLine(line),
+			errors.Is(err, errLineTooLong) && !isAuthLine(line):
+			ss.send(ctx, badCommand(500, "5.5.2", "Error: line too long"))
+		case errors.Is(err, errLineTooLong):
+			ss.send(ctx, badCommand(500, "5.5.6", "Authentication Exchange line is too long"))
+		case errors.Is(err, errNUL):
+			ss.send(ctx, badCommand(500, "5.5.2", "Error: NUL character in command"))
+		case err != nil:
+			if isTimeout(err) {
 				// RFC 5321 §4.5.3.2.7: close after the timeout with 421.
-				ss.reply("421 4.4.2 %s Error: timeout exceeded", ss.cfg.Hostname)
+				ss.send(ctx, reply(421, "4.4.2", ss.cfg.Hostname+" Error: timeout exceeded"))
 				ss.flush()
 			}
 			if ss.inTx || ss.authMech != "" && ss.authUser == "" {
-				log.Info("lost connection", "client", ss.ip, "after", ss.lastStage())
+				ss.s.ml.LostConnection(ctx, ss.logConn(), ss.lastStage())
 			}
 			return
-		}
-		if err := ss.command(ctx, line); err != nil {
-			ss.flush()
-			return
+		default:
+			ss.send(ctx, ss.command(ctx, line))
 		}
 	}
 	ss.flush()
+}
+
+// greet is the banner, or the refusal of a client that talked first or
+// that the policy engine refuses at connect.
+func (ss *session) greet(ctx context.Context) Reply {
+	// Pregreet: a client that talks before the banner is a bot (postscreen's
+	// PREGREET test, RFC 5321 §4.3.1 says the client waits for 220).
+	if d := ss.cfg.Limits.GreetingDelay.D(); d > 0 {
+		ss.conn.SetReadDeadline(time.Now().Add(d))
+		if _, err := ss.br.Peek(1); err == nil {
+			return Reply{Code: 554, Enhanced: "5.5.1", Text: ss.cfg.Hostname + " Error: talked before the greeting",
+				Rule: "pregreet", Event: event.ProtocolAbuse, Detail: "pregreet", Close: true}
+		}
+	}
+	if ss.s.deps.Policy != nil {
+		if r, refused := ss.policyCheck(ctx, ss.request(policy.StageConnect, "")); refused {
+			return r.closing()
+		}
+	}
+	return reply(220, "", ss.cfg.Hostname+" ESMTP relayguard")
+}
+
+func isTimeout(err error) bool {
+	var ne interface{ Timeout() bool }
+	return errors.As(err, &ne) && ne.Timeout()
 }
 
 func (ss *session) lastStage() string {
@@ -213,36 +218,6 @@ func (ss *session) flush() error {
 	return ss.bw.Flush()
 }
 
-// reply writes one reply line; multi-line replies use replyLines.
-func (ss *session) reply(format string, a ...any) {
-	fmt.Fprintf(ss.bw, format, a...)
-	ss.bw.WriteString("\r\n")
-}
-
-func (ss *session) replyLines(code string, lines []string) {
-	for i, l := range lines {
-		sep := "-"
-		if i == len(lines)-1 {
-			sep = " "
-		}
-		ss.bw.WriteString(code + sep + l + "\r\n")
-	}
-}
-
-// badCommand replies and counts toward the bad-command limit; past it the
-// session ends with 421 (Postfix's smtpd_hard_error_limit).
-func (ss *session) badCommand(ctx context.Context, reply string) {
-	ss.badCmds++
-	ss.bw.WriteString(reply + "\r\n")
-	if ss.badCmds >= ss.cfg.Limits.MaxBadCommands {
-		ss.s.log.Warn("limit reached", "limit", "limits.max_bad_commands", "value", ss.cfg.Limits.MaxBadCommands, "client", ss.ip)
-		ss.s.deps.Events.Publish(ctx, event.Event{Kind: event.ProtocolAbuse, Source: "smtpd", IP: ss.ip, Detail: "too many errors", Service: ss.l.cfg.Name})
-		ss.s.deps.Metrics.Rejections.WithLabelValues("max_bad_commands").Inc()
-		ss.reply("421 4.7.0 %s Error: too many errors", ss.cfg.Hostname)
-		ss.closing = true
-	}
-}
-
 // nonSMTP reports lines that show the peer is not an SMTP client (an HTTP
 // proxy probe, a browser): Postfix's smtpd_forbidden_commands.
 func nonSMTP(verb, line string) bool {
@@ -253,72 +228,60 @@ func nonSMTP(verb, line string) bool {
 	return strings.HasSuffix(verb, ":") && (strings.EqualFold(verb, "Host:") || strings.EqualFold(verb, "User-Agent:"))
 }
 
-func (ss *session) command(ctx context.Context, line string) error {
+// command handles one command line and returns its reply.
+func (ss *session) command(ctx context.Context, line string) Reply {
 	verb, arg := line, ""
 	if i := strings.IndexByte(line, ' '); i >= 0 {
 		verb, arg = line[:i], line[i+1:]
 	}
 	verb = strings.ToUpper(verb)
-	if strings.IndexByte(line, 0) >= 0 {
-		ss.badCommand(ctx, "500 5.5.2 Error: NUL character in command")
-		return nil
-	}
 	switch verb {
 	case "RSET", "NOOP", "VRFY", "HELP", "EXPN":
 		// Postfix's smtpd_junk_command_limit: commands that move no mail
 		// cannot keep a session open forever.
 		if ss.junk++; ss.junk > ss.cfg.Limits.MaxJunkCommands {
-			ss.s.log.Warn("limit reached", "limit", "limits.max_junk_commands", "value", ss.cfg.Limits.MaxJunkCommands, "client", ss.ip)
-			ss.s.deps.Metrics.Rejections.WithLabelValues("max_junk_commands").Inc()
-			ss.reply("421 4.7.0 %s Error: too many commands without mail", ss.cfg.Hostname)
-			return errClose
+			return limitReached(421, "4.7.0", "limits.max_junk_commands", ss.cfg.Limits.MaxJunkCommands,
+				ss.cfg.Hostname+" Error: too many commands without mail").closing()
 		}
 	}
 	switch verb {
 	case "EHLO", "HELO":
-		ss.cmdHelo(ctx, verb, strings.TrimSpace(arg))
+		return ss.cmdHelo(ctx, verb, strings.TrimSpace(arg))
 	case "STARTTLS":
 		return ss.cmdStartTLS(ctx, arg)
 	case "AUTH":
 		return ss.cmdAuth(ctx, arg)
 	case "MAIL":
-		ss.cmdMail(ctx, arg)
+		return ss.cmdMail(ctx, arg)
 	case "RCPT":
-		ss.cmdRcpt(ctx, arg)
+		return ss.cmdRcpt(ctx, arg)
 	case "DATA":
 		return ss.cmdData(ctx, arg)
 	case "RSET":
 		if arg != "" {
-			ss.badCommand(ctx, "501 5.5.4 Syntax: RSET")
-			return nil
+			return badCommand(501, "5.5.4", "Syntax: RSET")
 		}
 		ss.resetTx()
-		ss.reply("250 2.0.0 Ok")
+		return reply(250, "2.0.0", "Ok")
 	case "NOOP":
-		ss.reply("250 2.0.0 Ok")
+		return reply(250, "2.0.0", "Ok")
 	case "QUIT":
-		ss.reply("221 2.0.0 Bye")
-		ss.closing = true
+		return reply(221, "2.0.0", "Bye").closing()
 	case "VRFY":
 		// RFC 5321 §3.5.3: 252 when we will not verify (no address harvesting).
-		ss.reply("252 2.0.0 Send some mail, I'll try my best")
+		return reply(252, "2.0.0", "Send some mail, I'll try my best")
 	case "EXPN":
-		ss.reply("502 5.5.1 Error: EXPN not implemented")
+		return reply(502, "5.5.1", "Error: EXPN not implemented")
 	case "HELP":
-		ss.reply("214 2.0.0 https://www.rfc-editor.org/rfc/rfc5321")
+		return reply(214, "2.0.0", "https://www.rfc-editor.org/rfc/rfc5321")
 	case "BDAT":
-		ss.badCommand(ctx, "502 5.5.1 Error: CHUNKING not offered")
-	default:
-		if nonSMTP(verb, line) {
-			ss.s.log.Warn("non-SMTP command", "client", ss.ip, "listener", ss.l.cfg.Name, "command", truncate(line, 80))
-			ss.s.deps.Events.Publish(ctx, event.Event{Kind: event.ProtocolAbuse, Source: "smtpd", IP: ss.ip, Detail: "non-SMTP command", Service: ss.l.cfg.Name})
-			ss.s.deps.Metrics.Rejections.WithLabelValues("non_smtp_command").Inc()
-			ss.reply("502 5.5.1 Error: non-SMTP command")
-			return errClose
-		}
-		ss.badCommand(ctx, "500 5.5.2 Error: command not recognized")
+		return badCommand(502, "5.5.1", "Error: CHUNKING not offered")
 	}
-	return nil
+	if nonSMTP(verb, line) {
+		return Reply{Code: 502, Enhanced: "5.5.1", Text: "Error: non-SMTP command", Rule: ruleNonSMTP,
+			Event: event.ProtocolAbuse, Detail: "non-SMTP command", Close: true}
+	}
+	return badCommand(500, "5.5.2", "Error: command not recognized")
 }
 
 func truncate(s string, n int) string {
@@ -338,25 +301,21 @@ func (ss *session) resetTx() {
 	ss.txPrepend = nil
 }
 
-func (ss *session) cmdHelo(ctx context.Context, verb, arg string) {
+func (ss *session) cmdHelo(ctx context.Context, verb, arg string) Reply {
 	if arg == "" || strings.ContainsAny(arg, " \t") {
-		ss.badCommand(ctx, "501 5.5.4 Syntax: "+verb+" hostname")
-		return
+		return badCommand(501, "5.5.4", "Syntax: "+verb+" hostname")
 	}
 	ss.resetTx()
 	ss.helo = arg
 	ss.esmtp = verb == "EHLO"
 	if ss.s.deps.Policy != nil {
-		v := ss.policyCheck(ctx, ss.request(policy.StageHelo, ""))
-		if v.Action == policy.Reject || v.Action == policy.Defer {
+		if r, refused := ss.policyCheck(ctx, ss.request(policy.StageHelo, "")); refused {
 			ss.helo = ""
-			ss.verdictReply(ctx, v, "")
-			return
+			return r
 		}
 	}
 	if !ss.esmtp {
-		ss.reply("250 %s", ss.cfg.Hostname)
-		return
+		return reply(250, "", ss.cfg.Hostname)
 	}
 	lines := []string{ss.cfg.Hostname, "PIPELINING", "SIZE " + strconv.FormatInt(ss.cfg.Limits.MaxMessageSize, 10)}
 	if ss.tls == nil && ss.s.deps.TLS != nil {
@@ -370,7 +329,7 @@ func (ss *session) cmdHelo(ctx context.Context, verb, arg string) {
 		}
 	}
 	lines = append(lines, "ENHANCEDSTATUSCODES", "8BITMIME", "SMTPUTF8")
-	ss.replyLines("250", lines)
+	return reply(250, "", strings.Join(lines, "\n"))
 }
 
 // request builds a policy request for the current state.
@@ -391,10 +350,14 @@ func (ss *session) request(stage policy.Stage, rcpt string) *policy.Request {
 }
 
 // policyCheck asks the policy engine and keeps the header a verdict asks
-// to prepend (scores, Received-SPF, warn-only rules) for the message.
-func (ss *session) policyCheck(ctx context.Context, r *policy.Request) policy.Verdict {
+// to prepend (scores, Received-SPF, warn-only rules) for the message. It
+// returns the reply for a Reject or Defer verdict, and whether there is one.
+func (ss *session) policyCheck(ctx context.Context, r *policy.Request) (Reply, bool) {
 	v := ss.s.deps.Policy.Check(ctx, r)
-	if v.Prepend != "" && v.Action != policy.Reject && v.Action != policy.Defer {
+	if v.Action == policy.Reject || v.Action == policy.Defer {
+		return verdictReply(v, r.Recipient), true
+	}
+	if v.Prepend != "" {
 		h := oneLine(v.Prepend)
 		if r.Stage == policy.StageConnect || r.Stage == policy.StageHelo {
 			ss.sessPrepend = append(ss.sessPrepend, h)
@@ -402,11 +365,11 @@ func (ss *session) policyCheck(ctx context.Context, r *policy.Request) policy.Ve
 			ss.txPrepend = append(ss.txPrepend, h)
 		}
 	}
-	return v
+	return Reply{}, false
 }
 
-// verdictReply sends a policy engine verdict and logs it with its rule.
-func (ss *session) verdictReply(ctx context.Context, v policy.Verdict, rcpt string) {
+// verdictReply is the reply for a policy engine verdict, with its rule.
+func verdictReply(v policy.Verdict, rcpt string) Reply {
 	code, enh := v.Code, v.Enhanced
 	if code == 0 {
 		if v.Action == policy.Defer {
@@ -422,6 +385,5 @@ func (ss *session) verdictReply(ctx context.Context, v policy.Verdict, rcpt stri
 	if text == "" {
 		text = "Access denied"
 	}
-	ss.s.reject(ctx, ss.ip, ss.l.cfg.Name, v.Rule, fmt.Sprintf("%d %s", code, enh), rcpt, text)
-	ss.reply("%d %s %s", code, enh, oneLine(text))
+	return Reply{Code: code, Enhanced: enh, Text: oneLine(text), Rule: v.Rule, Rcpt: rcpt}
 }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/relayguard/relayguard/internal/config"
 	"github.com/relayguard/relayguard/internal/policy"
+	"github.com/relayguard/relayguard/internal/ratelimit"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/transcripts/*.txt from the server's replies")
@@ -77,14 +78,14 @@ func (g refusingGuard) AuthAllowed(netip.Addr) (bool, string) {
 // messages with the null sender.
 type overLimit struct{}
 
-func (overLimit) Rcpt(_ context.Context, _ Sender, rcpt string) error {
+func (overLimit) Rcpt(_ context.Context, _ ratelimit.Sender, rcpt string) error {
 	if strings.Contains(rcpt, "over") {
 		return errors.New("recipients per day exceeded for alice (3 per 24h0m0s)")
 	}
 	return nil
 }
 
-func (overLimit) Message(_ context.Context, s Sender, _ int) error {
+func (overLimit) Message(_ context.Context, s ratelimit.Sender, _ int) error {
 	if s.From == "" {
 		return errors.New("messages per hour exceeded for alice (2 per 1h0m0s)")
 	}
