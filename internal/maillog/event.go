@@ -10,6 +10,11 @@ import (
 // Source is the event.Event Source of events read from relayguard's log.
 const Source = "relayguard-log"
 
+// abuseRules are the rules of serve's refusals that show a client is not a
+// well-behaved SMTP client; smtpd publishes them as protocol_abuse, and so
+// must a reader of its log.
+var abuseRules = map[string]bool{"pregreet": true, "bare_newline": true, "starttls_injection": true}
+
 // Event returns the guard event a record stands for, and false for records
 // that are not about a client's behaviour (deliveries, bans, summaries).
 // It is what `relayguard watch` feeds the guard when it follows a log
@@ -34,6 +39,16 @@ func (r Record) Event() (event.Event, bool) {
 		if strings.HasPrefix(r.Rule, "dnsbl") || strings.HasPrefix(r.Rule, "reject_rbl") || strings.Contains(r.Text, " blocked using ") {
 			e.Kind = event.DNSBLReject
 		}
+		if abuseRules[r.Rule] {
+			e.Kind = event.ProtocolAbuse
+		}
+	case KindLimitReached:
+		// Of the limits, only too many bad commands says something about
+		// the client (Postfix's "too many errors").
+		if r.Limit != "limits.max_bad_commands" {
+			return event.Event{}, false
+		}
+		e.Kind, e.Rule, e.Detail = event.ProtocolAbuse, r.Limit, "too many errors"
 	case KindNonSMTP:
 		e.Kind, e.Rule, e.Detail = event.ProtocolAbuse, "non_smtp_command", r.Text
 	case KindLostConnection:

@@ -246,3 +246,77 @@ func TestPregreetOneEvent(t *testing.T) {
 		t.Errorf("events %+v, want one protocol_abuse pregreet", evs)
 	}
 }
+
+// TestLogReaderSeesTheSameEvents: the guard counts the same whether it
+// hears serve directly (the event bus) or reads serve's log (watch): for
+// every session, the events that maillog derives from the log records are
+// the events smtpd published.
+func TestLogReaderSeesTheSameEvents(t *testing.T) {
+	ts := startServer(t, func(c *config.Config) {
+		c.Limits.GreetingDelay = config.Duration(200 * time.Millisecond)
+		c.Limits.MaxBadCommands = 2
+	})
+	c := ts.dial(t, "mx") // pregreet
+	c.cmd("EHLO impatient.example")
+	c.expect("554 5.5.1")
+	c = ts.dial(t, "mx")
+	c.dialogue(`
+S: 220
+C: EHLO x
+S: 250
+C: MAIL FROM:<x@example.org>
+S: 250
+C: RCPT TO:<nobody@mail.test>
+S: 550
+C: RCPT TO:<a@remote.example>
+S: 554
+C: RCPT TO:<alice@mail.test>
+S: 250
+C: DATA
+S: 354`)
+	c.send("a\nb\r\n.\r\n") // bare LF
+	c.expect("521 5.5.2")
+	c = ts.dial(t, "mx")
+	c.dialogue(`
+S: 220
+C: FOO
+S: 500
+C: BAR
+S: 500
+S: 421 4.7.0`)
+	c = ts.dial(t, "mx")
+	c.expect("220")
+	c.send("EHLO x\r\nSTARTTLS\r\nRSET\r\n")
+	c.expect("250 ")
+	c.expect("220 2.0.0")
+	c = ts.dial(t, "mx")
+	c.expect("220")
+	c.cmd("CONNECT example.org:443 HTTP/1.1")
+	c.expect("502 5.5.1")
+	c = ts.dial(t, "submissions")
+	c.dialogue(`
+S: 220
+C: EHLO x
+S: 250
+C: AUTH PLAIN ` + plainIR("mallory", "x") + `
+S: 535
+C: AUTH PLAIN ` + plainIR("alice", testPassword) + `
+S: 235
+C: QUIT
+S: 221`)
+	recs := waitRecords(t, ts, maillog.KindDisconnected, 6)
+	var fromLog, direct []string
+	for _, r := range recs {
+		if e, ok := r.Event(); ok {
+			fromLog = append(fromLog, string(e.Kind)+" "+e.Rule+" "+e.IP.String()+" "+e.User)
+		}
+	}
+	for _, e := range ts.events.Snapshot() {
+		direct = append(direct, string(e.Kind)+" "+e.Rule+" "+e.IP.String()+" "+e.User)
+	}
+	slices.Sort(fromLog)
+	slices.Sort(direct)
+	if len(direct) != 9 || !slices.Equal(fromLog, direct) {
+		t.Errorf("events read from the log:\n%s\npublished:\n%s", strings.Join(fromLog, "\n"), strings.Join(direct, "\n"))
+	}
+}
