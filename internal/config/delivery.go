@@ -44,12 +44,13 @@ type DeliveryConfig struct {
 // account and per-IP / per-sender-domain limits for trusted-network senders.
 // 0 disables a limit.
 type RateLimitConfig struct {
-	UserMessagesPerHour         int  `toml:"user_messages_per_hour" comment:"Messages one authenticated user may send per hour."`
-	UserRecipientsPerDay        int  `toml:"user_recipients_per_day" comment:"Recipients one authenticated user may send to per day."`
-	UserNewRecipientsPerDay     int  `toml:"user_new_recipients_per_day" comment:"Recipients never seen before from this user, per day (a stolen account mails strangers)."`
-	IPMessagesPerHour           int  `toml:"ip_messages_per_hour" comment:"Messages per hour from one trusted-network (mynetworks) client IP."`
-	SenderDomainMessagesPerHour int  `toml:"sender_domain_messages_per_hour" comment:"Messages per hour with one MAIL FROM domain from trusted-network clients."`
-	SuspendOnLimit              bool `toml:"suspend_on_limit" comment:"When a user's limit bites, suspend the account and hold its queued mail until an operator releases it."`
+	UserMessagesPerHour           int  `toml:"user_messages_per_hour" comment:"Messages one authenticated user may send per hour."`
+	UserRecipientsPerDay          int  `toml:"user_recipients_per_day" comment:"Recipients one authenticated user may send to per day."`
+	UserNewRecipientsPerDay       int  `toml:"user_new_recipients_per_day" comment:"Recipients never seen before from this user, per day (a stolen account mails strangers)."`
+	UserNullSenderMessagesPerHour int  `toml:"user_null_sender_messages_per_hour" comment:"Messages with the null sender (MAIL FROM:<>) one authenticated user may send per hour (a stolen account sending bounce-shaped spam)."`
+	IPMessagesPerHour             int  `toml:"ip_messages_per_hour" comment:"Messages per hour from one trusted-network (mynetworks) client IP."`
+	SenderDomainMessagesPerHour   int  `toml:"sender_domain_messages_per_hour" comment:"Messages per hour with one MAIL FROM domain from trusted-network clients."`
+	SuspendOnLimit                bool `toml:"suspend_on_limit" comment:"When a user's limit bites, suspend the account and hold its queued mail until an operator releases it."`
 }
 
 // TLS policies for outbound SMTP.
@@ -75,11 +76,12 @@ func defaultDelivery() DeliveryConfig {
 		ConnectionCacheTime:  Duration(2 * time.Second),
 		TLSPolicy:            TLSMay,
 		RateLimits: RateLimitConfig{
-			UserMessagesPerHour:         200,
-			UserRecipientsPerDay:        2000,
-			UserNewRecipientsPerDay:     500,
-			IPMessagesPerHour:           2000,
-			SenderDomainMessagesPerHour: 2000,
+			UserMessagesPerHour:           200,
+			UserRecipientsPerDay:          2000,
+			UserNewRecipientsPerDay:       500,
+			UserNullSenderMessagesPerHour: 10,
+			IPMessagesPerHour:             2000,
+			SenderDomainMessagesPerHour:   2000,
 		},
 	}
 }
@@ -204,6 +206,7 @@ func (c *DeliveryConfig) validate() error {
 	}{
 		{"user_messages_per_hour", r.UserMessagesPerHour}, {"user_recipients_per_day", r.UserRecipientsPerDay},
 		{"user_new_recipients_per_day", r.UserNewRecipientsPerDay}, {"ip_messages_per_hour", r.IPMessagesPerHour},
+		{"user_null_sender_messages_per_hour", r.UserNullSenderMessagesPerHour},
 		{"sender_domain_messages_per_hour", r.SenderDomainMessagesPerHour},
 	} {
 		if l.v < 0 {

@@ -13,7 +13,7 @@ import (
 // the policy engine for the built-in SMTP server and for Postfix through
 // `relayguard policy` (the SMTPD policy delegation protocol).
 type PolicyConfig struct {
-	Listen                string        `toml:"listen" comment:"Postfix policy delegation listener of \"relayguard policy\": host:port, or unix:/path for a unix socket.\nPostfix side: check_policy_service inet:127.0.0.1:10031 after reject_unauth_destination."`
+	Listen                string        `toml:"listen" comment:"Postfix policy delegation listener of \"relayguard policy\": host:port, or unix:/path for a unix socket.\nPostfix side: check_policy_service inet:127.0.0.1:10031 before permit_sasl_authenticated (docs/policy.md)."`
 	IdleTimeout           Duration      `toml:"idle_timeout" comment:"Close a policy connection idle this long (Postfix itself closes idle ones after smtpd_policy_service_max_idle, 300s)."`
 	MaxConnections        int           `toml:"max_connections" comment:"Concurrent policy connections; more are refused with a log line."`
 	DNSTimeout            Duration      `toml:"dns_timeout" comment:"One deadline for all DNS lookups of a check (rDNS, sender domain, SPF, DNS lists). A timeout is a 4xx, never a pass."`
@@ -26,7 +26,15 @@ type PolicyConfig struct {
 	Access                []AccessTable `toml:"access" comment:"Client access tables for check_client_access NAME. Each entry is \"CIDR ACTION [text]\" as in a Postfix\ncidr table; ACTION is OK, DUNNO, REJECT, DEFER, WARN or an SMTP code (\"550 5.7.1 go away\"). The first match wins."`
 	SPF                   SPFConfig     `toml:"spf"`
 	DMARC                 DMARCConfig   `toml:"dmarc"`
+	LimitAction           string        `toml:"limit_action" comment:"What \"relayguard policy\" answers when a [delivery.rate_limits] limit bites (the limit's name is in the text):\ndefer_if_permit (DEFER_IF_PERMIT 4.7.1: Postfix defers with access_map_defer_code, 450, unless a later restriction rejects),\ndefer (451 4.7.1) or hold (the message is accepted into Postfix's hold queue for the operator to release or delete)."`
 }
+
+// Values of policy.limit_action.
+const (
+	LimitDeferIfPermit = "defer_if_permit"
+	LimitDefer         = "defer"
+	LimitHold          = "hold"
+)
 
 // AccessTable is one named CIDR access table.
 type AccessTable struct {
@@ -53,6 +61,7 @@ func defaultPolicy() PolicyConfig {
 		RecipientRestrictions: []string{"permit_mynetworks", "permit_sasl_authenticated", "reject_unauth_destination", "dnsbl_score"},
 		SPF:                   SPFConfig{RejectFail: true, PermError: "dunno", TempError: "defer", Header: true},
 		DMARC:                 defaultDMARC(),
+		LimitAction:           LimitDeferIfPermit,
 	}
 }
 
@@ -145,6 +154,11 @@ func (c *PolicyConfig) validate() error {
 				}
 			}
 		}
+	}
+	switch c.LimitAction {
+	case LimitDeferIfPermit, LimitDefer, LimitHold:
+	default:
+		return fmt.Errorf("config: policy.limit_action %q: want defer_if_permit, defer or hold", c.LimitAction)
 	}
 	switch c.SPF.PermError {
 	case "reject", "dunno":

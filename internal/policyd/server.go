@@ -31,6 +31,9 @@ type Server struct {
 	IdleTimeout time.Duration // close a connection idle this long; 0: never
 	MaxConns    int           // concurrent connections; 0: unlimited
 	Registerer  prometheus.Registerer
+	// Limits applies the send limits to authenticated and trusted
+	// clients; nil: none.
+	Limits *Limits
 
 	once    sync.Once
 	sem     chan struct{}
@@ -201,8 +204,16 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn) {
 			return
 		}
 		v := s.Engine.Check(ctx, req)
+		action := FormatAction(v)
+		// A message the restriction lists refuse is not counted against
+		// its sender's limits.
+		if v.Action != policy.Reject && v.Action != policy.Defer {
+			if a, hit := s.Limits.Check(ctx, req); hit {
+				action = a
+			}
+		}
 		s.reqs.WithLabelValues("answered").Inc()
-		fmt.Fprintf(w, "action=%s\n\n", FormatAction(v))
+		fmt.Fprintf(w, "action=%s\n\n", action)
 		if err := w.Flush(); err != nil {
 			return
 		}

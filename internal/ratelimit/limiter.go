@@ -27,14 +27,14 @@ import (
 	"github.com/relayguard/relayguard/internal/event"
 )
 
-// Sender describes who is sending. Every front door (the SMTP server, and
-// others that apply send limits) fills it in.
+// Sender describes who is sending, whichever front door (relayguard's SMTP
+// server, the Postfix policy service, the milter) asks.
 type Sender struct {
 	User     string     // SASL username, "" if not authenticated
 	IP       netip.Addr // client address
 	From     string     // MAIL FROM address
 	Trusted  bool       // client is in mynetworks
-	Listener string
+	Listener string     // listener name, or Postfix service
 }
 
 // Store keeps the counters.
@@ -67,9 +67,13 @@ type Options struct {
 	Now       func() time.Time
 	// Registerer for the metric; nil: prometheus.DefaultRegisterer.
 	Registerer prometheus.Registerer
+	// Source names the front door in events: "smtpd" (default),
+	// "policyd" or "milter".
+	Source string
 }
 
-// Limiter is the send limiter the SMTP server consults (smtpd.SendLimiter).
+// Limiter is the send limiter of every front door (smtpd.SendLimiter, the
+// policy service and the milter).
 type Limiter struct {
 	cfg     config.RateLimitConfig
 	store   Store
@@ -111,6 +115,9 @@ func New(cfg config.RateLimitConfig, store Store, o Options) (*Limiter, error) {
 	}
 	if o.Events == nil {
 		o.Events = event.Discard{}
+	}
+	if o.Source == "" {
+		o.Source = "smtpd"
 	}
 	reg := o.Registerer
 	if reg == nil {
@@ -172,7 +179,7 @@ func (l *Limiter) bite(ctx context.Context, s Sender, e *LimitError) error {
 	l.limited.WithLabelValues(e.Limit).Inc()
 	l.o.Log.Warn("limit reached", "limit", "delivery.rate_limits."+e.Limit, "value", e.Max, "user", s.User, "client", s.IP, "from", s.From)
 	l.o.Events.Publish(ctx, event.Event{
-		Time: l.o.Now(), Kind: event.RateLimited, Source: "smtpd", IP: s.IP, User: s.User,
+		Time: l.o.Now(), Kind: event.RateLimited, Source: l.o.Source, IP: s.IP, User: s.User,
 		Rule: "delivery.rate_limits." + e.Limit, Detail: fmt.Sprintf("%s: more than %d per %s", e.Who, e.Max, e.Window),
 		Service: s.Listener,
 	})
@@ -237,11 +244,31 @@ func (l *Limiter) Rcpt(ctx context.Context, s Sender, rcpt string) error {
 	return nil
 }
 
-// Message counts one message: messages per hour of an
-// authenticated user, or of a trusted client IP and its sender domain.
+// Recipients counts n recipients of an authenticated user against
+// recipients per day at once, for a front door that learns only their
+// number (Postfix's END-OF-MESSAGE policy request). New recipients cannot
+// be told apart there; Rcpt counts them where the addresses are known.
+func (l *Limiter) Recipients(ctx context.Context, s Sender, n int) error {
+	if s.User == "" || n <= 0 {
+		return nil
+	}
+	return l.check(ctx, s, "user_recipients_per_day", l.cfg.UserRecipientsPerDay, 24*time.Hour, s.User, "user "+s.User, int64(n))
+}
+
+// Message counts one message: messages per hour of an authenticated user
+// (and, when its envelope sender is null, null-sender messages per hour:
+// a stolen account must not send bounce-shaped spam unlimited), or of a
+// trusted client IP and its sender domain.
 func (l *Limiter) Message(ctx context.Context, s Sender, nrcpt int) error {
 	if s.User != "" {
-		return l.check(ctx, s, "user_messages_per_hour", l.cfg.UserMessagesPerHour, time.Hour, s.User, "user "+s.User, 1)
+		who := "user " + s.User
+		if err := l.check(ctx, s, "user_messages_per_hour", l.cfg.UserMessagesPerHour, time.Hour, s.User, who, 1); err != nil {
+			return err
+		}
+		if s.From == "" {
+			return l.check(ctx, s, "user_null_sender_messages_per_hour", l.cfg.UserNullSenderMessagesPerHour, time.Hour, s.User, who, 1)
+		}
+		return nil
 	}
 	if !s.Trusted {
 		return nil

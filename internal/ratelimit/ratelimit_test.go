@@ -100,6 +100,12 @@ func startServer(t *testing.T, rl config.RateLimitConfig) *server {
 // returns the SMTP error, if any.
 func send(t *testing.T, addr string, rcpts ...string) error {
 	t.Helper()
+	return sendFrom(t, addr, "alice@mail.test", rcpts...)
+}
+
+// sendFrom is send with the envelope sender from ("" for the null sender).
+func sendFrom(t *testing.T, addr, from string, rcpts ...string) error {
+	t.Helper()
 	c, err := gosmtp.Dial(addr)
 	if err != nil {
 		t.Fatal(err)
@@ -111,7 +117,7 @@ func send(t *testing.T, addr string, rcpts ...string) error {
 	if err := c.Auth(sasl.NewPlainClient("", "alice", password)); err != nil {
 		return err
 	}
-	if err := c.Mail("alice@mail.test", nil); err != nil {
+	if err := c.Mail(from, nil); err != nil {
 		return err
 	}
 	for _, r := range rcpts {
@@ -208,6 +214,24 @@ func TestSuspensionHoldsQueuedMail(t *testing.T) {
 	// The suspended account can no longer authenticate.
 	if err := send(t, s.addr, "friend@remote.test"); err == nil {
 		t.Fatal("suspended account still sends")
+	}
+}
+
+// An authenticated client's null-sender messages (bounce-shaped spam from
+// a stolen account) have their own cap; its normal mail is not affected.
+func TestNullSenderCapOverSMTP(t *testing.T) {
+	s := startServer(t, config.RateLimitConfig{UserMessagesPerHour: 100, UserNullSenderMessagesPerHour: 2})
+	for i := 0; i < 2; i++ {
+		if err := sendFrom(t, s.addr, "", "victim@remote.test"); err != nil {
+			t.Fatalf("null-sender message %d: %v", i+1, err)
+		}
+	}
+	err := sendFrom(t, s.addr, "", "victim@remote.test")
+	if code, enh := smtpCode(err); code != 451 || enh != "4.7.1" || !strings.Contains(err.Error(), "user_null_sender_messages_per_hour = 2 per hour") {
+		t.Fatalf("3rd null-sender message: got %v, want 451 4.7.1 naming user_null_sender_messages_per_hour", err)
+	}
+	if err := send(t, s.addr, "friend@remote.test"); err != nil {
+		t.Fatalf("normal message after the cap: %v", err)
 	}
 }
 

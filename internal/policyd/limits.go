@@ -1,0 +1,171 @@
+package policyd
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/relayguard/relayguard/internal/config"
+	"github.com/relayguard/relayguard/internal/policy"
+	"github.com/relayguard/relayguard/internal/ratelimit"
+)
+
+// SendLimiter counts messages and recipients against the send limits of
+// [delivery.rate_limits] (internal/ratelimit.Limiter, the same limiter
+// `relayguard serve` uses).
+type SendLimiter interface {
+	Rcpt(ctx context.Context, s ratelimit.Sender, rcpt string) error
+	Recipients(ctx context.Context, s ratelimit.Sender, n int) error
+	Message(ctx context.Context, s ratelimit.Sender, nrcpt int) error
+}
+
+// Limits applies the send limits to Postfix policy requests of
+// authenticated (sasl_username) and trusted (mynetworks) clients, counting
+// each message once however many requests it causes:
+//
+//   - at RCPT (smtpd_recipient_restrictions), the first request of a
+//     message's "instance" counts the message, and each request counts its
+//     recipient (recipients per day, new recipients per day);
+//   - at DATA or END-OF-MESSAGE, a message not yet counted at RCPT counts
+//     itself and its recipient_count recipients.
+//
+// So the check may sit in either restriction class, or in both.
+type Limits struct {
+	Limiter SendLimiter
+	// Trusted reports whether a client address is in mynetworks.
+	Trusted func(netip.Addr) bool
+	// Action is policy.limit_action: config.LimitDeferIfPermit (default),
+	// config.LimitDefer or config.LimitHold.
+	Action string
+	// Now is the clock for forgetting instances; nil: time.Now.
+	Now func() time.Time
+
+	mu    sync.Mutex
+	seen  map[string]*instance
+	swept time.Time
+}
+
+// instance is what is known about one message transaction.
+type instance struct {
+	at      time.Time
+	counted bool
+	refusal string // the action that refused the message, repeated for its later requests
+}
+
+// instanceTTL is how long an instance is remembered: longer than any SMTP
+// transaction Postfix lets run (smtpd_timeout and the DATA phase).
+const instanceTTL = time.Hour
+
+// maxInstances bounds the memory of instances between sweeps.
+const maxInstances = 1 << 18
+
+// Check returns the action for req when a send limit bites, and ok false
+// when the request is not subject to send limits or within them.
+func (l *Limits) Check(ctx context.Context, req *policy.Request) (action string, ok bool) {
+	if l == nil || l.Limiter == nil {
+		return "", false
+	}
+	s := ratelimit.Sender{User: req.SASLUsername, IP: req.ClientAddress, From: req.Sender, Listener: req.Listener}
+	s.Trusted = s.User == "" && l.Trusted != nil && req.ClientAddress.IsValid() && l.Trusted(req.ClientAddress)
+	if s.User == "" && !s.Trusted {
+		return "", false
+	}
+	var stage policy.Stage
+	switch req.Stage {
+	case policy.StageRcpt:
+		stage = policy.StageRcpt
+	case policy.StageData, policy.StageEndOfData, "END-OF-DATA":
+		stage = policy.StageData
+	default:
+		return "", false
+	}
+	inst := l.instance(req)
+	if inst != nil && inst.refusal != "" {
+		return inst.refusal, true
+	}
+	// A request of a transaction Postfix names by its instance counts the
+	// message only once; without an instance only DATA/END-OF-MESSAGE can.
+	first := inst != nil && !inst.counted
+	if first || (inst == nil && stage == policy.StageData) {
+		if inst != nil {
+			inst.counted = true
+		}
+		n := req.RecipientCount
+		if stage == policy.StageRcpt {
+			n = 1
+		}
+		if err := l.Limiter.Message(ctx, s, n); err != nil {
+			a := l.action(err)
+			if inst != nil {
+				inst.refusal = a
+			}
+			return a, true
+		}
+		if stage == policy.StageData {
+			if err := l.Limiter.Recipients(ctx, s, req.RecipientCount); err != nil {
+				return l.action(err), true
+			}
+		}
+	}
+	if stage == policy.StageRcpt && req.Recipient != "" {
+		if err := l.Limiter.Rcpt(ctx, s, req.Recipient); err != nil {
+			return l.action(err), true
+		}
+	}
+	return "", false
+}
+
+// instance returns the state of req's message transaction, nil when
+// Postfix sent no instance attribute. The key includes the client and the
+// login so that two Postfix hosts' instance strings cannot collide.
+func (l *Limits) instance(req *policy.Request) *instance {
+	if req.Instance == "" {
+		return nil
+	}
+	now := time.Now
+	if l.Now != nil {
+		now = l.Now
+	}
+	t := now()
+	key := req.Instance + "\x00" + req.ClientAddress.String() + "\x00" + req.SASLUsername
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.seen == nil {
+		l.seen = map[string]*instance{}
+	}
+	if len(l.seen) >= maxInstances || t.Sub(l.swept) > instanceTTL/4 {
+		l.swept = t
+		for k, v := range l.seen {
+			if t.Sub(v.at) > instanceTTL || len(l.seen) >= maxInstances {
+				delete(l.seen, k)
+			}
+		}
+	}
+	in := l.seen[key]
+	if in == nil {
+		in = &instance{at: t}
+		l.seen[key] = in
+	}
+	return in
+}
+
+// action renders a limiter error as a policy action: a limit that bit
+// gets the configured action with the limit's name in the text; the state
+// store failing gets a plain temporary failure (never a pass, never a
+// permanent refusal).
+func (l *Limits) action(err error) string {
+	text := oneLine(err.Error())
+	var le *ratelimit.LimitError
+	if !errors.As(err, &le) {
+		return "451 4.3.0 " + text
+	}
+	switch l.Action {
+	case config.LimitDefer:
+		return "451 4.7.1 " + text
+	case config.LimitHold:
+		return "HOLD " + text
+	}
+	return "DEFER_IF_PERMIT 4.7.1 " + text
+}
