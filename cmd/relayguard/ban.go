@@ -19,7 +19,12 @@ import (
 // openStores opens the process's state stores: the SQLite database in the
 // data directory and, with [store] url, the one Redis client (unreachable is
 // logged, not fatal). A command opens them once and passes them down.
+// The data directory must exist (or --create-data-dir): only serve makes
+// it unasked.
 func openStores(ctx context.Context, cfg *config.Config, log *slog.Logger) (*store.Stores, error) {
+	if err := cfg.RequireDataDir(flagCreateDataDir); err != nil {
+		return nil, err
+	}
 	return store.Open(ctx, cfg.DataDir, cfg.Store.URL, log)
 }
 
@@ -99,7 +104,7 @@ func init() {
 					return &exitError{code: 2, err: fmt.Errorf("ban add: --for %q: want a positive duration such as 30m, 12h or 7d", forDur)}
 				}
 			}
-			cfg, err := loadConfig()
+			cfg, err := stateConfig()
 			if err != nil {
 				return err
 			}
@@ -132,7 +137,7 @@ func init() {
 			if err != nil {
 				return err
 			}
-			cfg, err := loadConfig()
+			cfg, err := stateConfig()
 			if err != nil {
 				return err
 			}
@@ -159,7 +164,7 @@ func init() {
 		Short: "List the bans in force",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := loadConfig()
+			cfg, err := stateConfig()
 			if err != nil {
 				return err
 			}

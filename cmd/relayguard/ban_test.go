@@ -30,7 +30,7 @@ func TestBanCLI(t *testing.T) {
 	bin := testBinary(t)
 	data := filepath.Join(t.TempDir(), "data")
 	rg := func(args ...string) (string, string, int) {
-		return runRG(t, bin, append([]string{"--data-dir", data}, args...)...)
+		return runRG(t, bin, append([]string{"--data-dir", data, "--create-data-dir"}, args...)...)
 	}
 	if out, errOut, code := rg("ban", "add", "212.70.149.0/24", "--for", "2d", "--reason", "SASL brute force"); code != 0 || !strings.Contains(out, "banned 212.70.149.0/24 until") {
 		t.Fatalf("ban add: %d %q %q", code, out, errOut)
@@ -120,7 +120,7 @@ func TestWatchReplay(t *testing.T) {
 		t.Fatalf("bans = %v\n%s", bans, out)
 	}
 	// Replay touches nothing: no ban is stored.
-	out, _, _ = runRG(t, bin, "--data-dir", filepath.Join(dir, "data"), "ban", "list", "--json")
+	out, _, _ = runRG(t, bin, "--data-dir", filepath.Join(dir, "data"), "--create-data-dir", "ban", "list", "--json")
 	if strings.TrimSpace(out) != "[]" {
 		t.Fatalf("replay stored bans: %s", out)
 	}
@@ -145,7 +145,7 @@ func TestWatchFollowsAndBans(t *testing.T) {
 	conf := filepath.Join(dir, "rg.toml")
 	os.WriteFile(conf, []byte(fmt.Sprintf("[guard]\nmaxretry = 2\nfiles = [%q]\n[firewall]\nbackend = \"none\"\n", logPath)), 0o644)
 	data := filepath.Join(dir, "data")
-	cmd := exec.Command(bin, "--config", conf, "--data-dir", data, "watch")
+	cmd := exec.Command(bin, "--config", conf, "--data-dir", data, "--create-data-dir", "watch")
 	stderr := &syncBuffer{}
 	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {

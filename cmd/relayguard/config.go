@@ -1,9 +1,13 @@
 package main
 
 import (
+	"fmt"
 	"os"
+	"strings"
 
 	"github.com/spf13/cobra"
+
+	"github.com/relayguard/relayguard/internal/server"
 )
 
 func init() {
@@ -27,13 +31,18 @@ func init() {
 	})
 	cfg.AddCommand(&cobra.Command{
 		Use:   "check",
-		Short: "Validate the configuration and exit",
+		Short: "Validate the configuration (everything serve checks before it starts) and exit",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if _, err := loadConfig(); err != nil {
+			c, err := loadConfig()
+			if err != nil {
 				return err
 			}
-			cmd.Println("configuration OK")
+			if err := server.Check(c); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "configuration OK: hostname %s, local domains %s, data in %s\n",
+				c.Hostname, strings.Join(c.Site.LocalDomains, ", "), c.DataDir)
 			return nil
 		},
 	})

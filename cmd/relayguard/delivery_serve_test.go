@@ -54,7 +54,7 @@ suspend_on_limit = true
 		t.Fatal(err)
 	}
 	const password = "e2e delivery password"
-	add := exec.Command(bin, "user", "add", "alice", "--password-stdin", "--config", cf, "--data-dir", data)
+	add := exec.Command(bin, "user", "add", "alice", "--password-stdin", "--config", cf, "--data-dir", data, "--create-data-dir")
 	add.Stdin = strings.NewReader(password + "\n")
 	if out, err := add.CombinedOutput(); err != nil {
 		t.Fatalf("user add: %v\n%s", err, out)

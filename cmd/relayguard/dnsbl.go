@@ -109,7 +109,7 @@ cannot be reached (no list and no list's parent domain answers): then no zone is
 				return err
 			}
 			// The engine adds the zones named in restrictions (reject_rbl_client ZONE) to the checks.
-			eng, err := policy.New(cfg, policy.Deps{Logger: log, Resolver: res, Registerer: reg, DNSBL: ck})
+			eng, err := policy.New(cfg.Site, cfg.Policy, cfg.DNSBL, policy.Deps{Logger: log, Resolver: res, Registerer: reg, DNSBL: ck})
 			if err != nil {
 				return err
 			}

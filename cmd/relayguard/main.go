@@ -20,8 +20,9 @@ import (
 // Global flags, accepted by every subcommand so that `user add` and `serve`
 // always agree on where state is.
 var (
-	flagConfig  string
-	flagDataDir string
+	flagConfig        string
+	flagDataDir       string
+	flagCreateDataDir bool
 )
 
 var rootCmd = &cobra.Command{
@@ -44,6 +45,7 @@ add" and "relayguard serve" always agree on where state is.`,
 func init() {
 	rootCmd.PersistentFlags().StringVar(&flagConfig, "config", "", "TOML configuration `file` (default: the embedded configuration)")
 	rootCmd.PersistentFlags().StringVar(&flagDataDir, "data-dir", "", "state `directory` (overrides data_dir; default ./relayguard-data)")
+	rootCmd.PersistentFlags().BoolVar(&flagCreateDataDir, "create-data-dir", false, "create the data directory if it does not exist (serve always does)")
 }
 
 // loadConfig reads --config (or the embedded defaults) and applies --data-dir.
@@ -53,6 +55,19 @@ func loadConfig() (*config.Config, error) {
 		return nil, err
 	}
 	if err := c.Finish(flagDataDir); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// stateConfig is loadConfig for a command that reads or writes the state
+// in the data directory: the directory must exist (or --create-data-dir).
+func stateConfig() (*config.Config, error) {
+	c, err := loadConfig()
+	if err != nil {
+		return nil, err
+	}
+	if err := c.RequireDataDir(flagCreateDataDir); err != nil {
 		return nil, err
 	}
 	return c, nil

@@ -45,7 +45,7 @@ See docs/policy.md.`,
 				cfg.Policy.Listen = listen
 			}
 			log := newLogger(cfg)
-			eng, err := policy.New(cfg, policy.Deps{Logger: log, Source: "policyd"})
+			eng, err := policy.New(cfg.Site, cfg.Policy, cfg.DNSBL, policy.Deps{Logger: log, Source: "policyd"})
 			if err != nil {
 				return err
 			}

@@ -72,7 +72,7 @@ func init() {
 }
 
 func openAdminSpool() (*queue.Spool, error) {
-	cfg, err := loadConfig()
+	cfg, err := stateConfig()
 	if err != nil {
 		return nil, err
 	}

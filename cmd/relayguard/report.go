@@ -128,7 +128,7 @@ func runReport(cmd *cobra.Command, args []string) error {
 	opt.IgnoreCase, opt.VerboseMsgDetail, opt.SMTPDStats = rf.ignoreCase, rf.verbose, rf.smtpdStats
 	opt.RejAddFrom, opt.ISODateTime, opt.ZeroFill = rf.rejAddFrom, rf.iso, rf.zeroFill
 	opt.ProblemsFirst, opt.Quiet = rf.problemsFirst, rf.quiet
-	opt.LocalDomains = cfg.LocalDomains
+	opt.LocalDomains = cfg.Site.LocalDomains
 	limits := []struct {
 		name string
 		v    int

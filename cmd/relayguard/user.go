@@ -198,7 +198,7 @@ and a CRAM-MD5 secret only when auth.cram_md5 is enabled.`,
 
 // withUserDB opens the configured database and account store around fn.
 func withUserDB(cmd *cobra.Command, fn func(ctx context.Context, db *userdb.DB, cramOn bool) error) error {
-	cfg, err := loadConfig()
+	cfg, err := stateConfig()
 	if err != nil {
 		return err
 	}

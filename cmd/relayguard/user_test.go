@@ -137,7 +137,7 @@ func TestUserCommand(t *testing.T) {
 
 	// With auth.cram_md5 on, a secret is stored and the warning printed.
 	conf := filepath.Join(t.TempDir(), "relayguard.toml")
-	if err := os.WriteFile(conf, []byte("[auth]\ncram_md5 = true\n"), 0o600); err != nil {
+	if err := os.WriteFile(conf, []byte("[auth]\ncram_md5 = true\nmechanisms = [\"SCRAM-SHA-256\", \"PLAIN\", \"CRAM-MD5\"]\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	r := runCLI(t, "dave-pw\n", "--config", conf, "--data-dir", data, "user", "add", "dave", "--password-stdin")

@@ -43,10 +43,13 @@ without touching the firewall or the ban database, and prints what it would have
 				if len(args) == 0 {
 					return &exitError{code: 2, err: fmt.Errorf("watch --replay: name at least one log file (or - for stdin)")}
 				}
-				return runReplay(cmd.Context(), cfg.Guard, guard.NeverBan(cfg), args, asJSON, log)
+				return runReplay(cmd.Context(), cfg.Guard, cfg.Site.NeverBan(), args, asJSON, log)
 			}
 			if len(args) > 0 {
 				return &exitError{code: 2, err: fmt.Errorf("watch: unexpected arguments %q (log files go in [guard] files, or use --replay)", args)}
+			}
+			if err := cfg.RequireDataDir(flagCreateDataDir); err != nil {
+				return err
 			}
 			return runWatch(cmd.Context(), cfg, stdin, log)
 		},

@@ -65,7 +65,7 @@ func TestWatchReconcilesFirewall(t *testing.T) {
 	os.WriteFile(conf, []byte(fmt.Sprintf("[guard]\nmaxretry = 1\nsubnet = []\nfiles = [%q]\n[firewall]\nbackend = \"nftables\"\n", logPath)), 0o644)
 	rg := func(args ...string) string {
 		t.Helper()
-		return in(append([]string{bin, "--config", conf, "--data-dir", filepath.Join(dir, "data")}, args...)...)
+		return in(append([]string{bin, "--config", conf, "--data-dir", filepath.Join(dir, "data"), "--create-data-dir"}, args...)...)
 	}
 	set := func(name string) string {
 		out, _ := exec.Command("ip", "netns", "exec", ns, "nft", "list", "set", "inet", "relayguard", name).CombinedOutput()

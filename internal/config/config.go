@@ -9,13 +9,18 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/pelletier/go-toml/v2"
+
+	"github.com/relayguard/relayguard/internal/address"
 )
 
 // Config is the whole configuration. Each area of relayguard owns one section.
@@ -47,8 +52,13 @@ type Config struct {
 	Report   ReportConfig   `toml:"report"`
 	DKIM     DKIMConfig     `toml:"dkim"`
 
+	// Site is the canonical identity of this server, built by Finish.
+	Site *Site `toml:"-"`
+
 	// path is the file this configuration was read from ("" = embedded).
 	path string
+	// printed is the configuration as given, before Finish resolved it.
+	printed []byte
 }
 
 // LogConfig selects the log/slog handler.
@@ -83,6 +93,10 @@ type ListenerConfig struct {
 	TrustedLocal bool     `toml:"trusted_local" comment:"Allow plaintext AUTH mechanisms without TLS on this listener (only for a trusted local listener)."`
 	Allow        []string `toml:"allow" comment:"If set, only these client networks (CIDR) may connect (hosts.allow)."`
 	Deny         []string `toml:"deny" comment:"Client networks (CIDR) refused before the banner (hosts.deny)."`
+
+	// AllowNets and DenyNets are Allow and Deny parsed by Finish.
+	AllowNets []netip.Prefix `toml:"-"`
+	DenyNets  []netip.Prefix `toml:"-"`
 }
 
 // LimitsConfig holds the per-session and per-server limits. Every limit logs
@@ -172,7 +186,8 @@ func Default() *Config {
 }
 
 // Load reads the TOML file at path over the defaults. An empty path gives the
-// embedded defaults. Unknown keys are errors naming the key.
+// embedded defaults. Every error is one line naming the file, the key, the
+// value and what is expected.
 func Load(path string) (*Config, error) {
 	c := Default()
 	if path == "" {
@@ -182,145 +197,346 @@ func Load(path string) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
+	c.path = path
 	// Listeners given in the file replace the default listeners rather than
 	// merging index by index.
-	if bytes.Contains(b, []byte("[[listener]]")) {
+	if bytes.Contains(b, []byte("[[listener]]")) || bytes.Contains(b, []byte("listener =")) {
 		c.Listeners = nil
 	}
-	dec := toml.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(c); err != nil {
-		var sm *toml.StrictMissingError
-		if errors.As(err, &sm) {
-			return nil, fmt.Errorf("config %s: %s", path, sm.String())
-		}
-		var de *toml.DecodeError
-		if errors.As(err, &de) {
-			row, col := de.Position()
-			return nil, fmt.Errorf("config %s:%d:%d: %s", path, row, col, de.Error())
-		}
+	if err := decode(b, c); err != nil {
 		return nil, fmt.Errorf("config %s: %w", path, err)
 	}
-	c.path = path
 	return c, nil
 }
 
 // Path is the file the configuration came from, or "" for the embedded one.
 func (c *Config) Path() string { return c.path }
 
-// Finish fills derived defaults (hostname, local domains, file paths under
-// the data directory) and validates. dataDir, if not empty, overrides
-// data_dir (the --data-dir flag).
+// where names the configuration in errors.
+func (c *Config) where() string {
+	if c.path == "" {
+		return "config"
+	}
+	return "config " + c.path
+}
+
+// Finish makes the configuration canonical and validates it; components
+// then read canonical values only. dataDir, if not empty, overrides
+// data_dir (the --data-dir flag). Finish
+//   - makes data_dir absolute and resolves every other relative path in
+//     the configuration against it (tls.cert_file, spool.dir, maildir
+//     transports, password files, access table files, log files, ...), so
+//     that --data-dir moves all of them and the working directory (/ under
+//     systemd) does not matter;
+//   - fills the hostname and the default local domains;
+//   - builds the Site: domains as IDNA A-labels, networks and the server's
+//     own addresses parsed;
+//   - canonicalises the domain keys of the per-domain tables.
+//
+// Marshal (config print) still renders the configuration as given, before
+// this resolution, so that a saved copy does not pin derived paths.
 func (c *Config) Finish(dataDir string) error {
+	if err := c.finish(dataDir); err != nil {
+		return fmt.Errorf("%s: %w", c.where(), err)
+	}
+	return c.Validate()
+}
+
+func (c *Config) finish(dataDir string) error {
 	if dataDir != "" {
 		c.DataDir = dataDir
 	}
-	if c.DataDir == "" {
-		return errors.New("config: data_dir is empty")
+	if strings.TrimSpace(c.DataDir) == "" {
+		return errors.New("data_dir is empty: want a directory for relayguard's state")
+	}
+	printed, err := c.encode()
+	if err != nil {
+		return err
+	}
+	c.printed = printed
+	if c.DataDir, err = filepath.Abs(c.DataDir); err != nil {
+		return fmt.Errorf("data_dir %q: %w", c.DataDir, err)
 	}
 	if c.Hostname == "" {
 		h, err := os.Hostname()
 		if err != nil || h == "" {
 			h = "localhost"
 		}
+		if _, err := address.CanonicalDomain(h); err != nil {
+			h = "localhost" // a machine name that is no domain name
+		}
 		c.Hostname = h
 	}
+	host, err := address.CanonicalDomain(c.Hostname)
+	if err != nil {
+		return fmt.Errorf("hostname %q: want a domain name such as mail.example.com: %v", c.Hostname, err)
+	}
+	c.Hostname = host
 	if len(c.LocalDomains) == 0 {
 		c.LocalDomains = []string{"localhost"}
-		if !strings.EqualFold(c.Hostname, "localhost") {
-			c.LocalDomains = append(c.LocalDomains, strings.ToLower(c.Hostname))
+		if host != "localhost" {
+			c.LocalDomains = append(c.LocalDomains, host)
 		}
 	}
-	if c.TLS.CertFile == "" {
-		c.TLS.CertFile = filepath.Join(c.DataDir, "tls", "cert.pem")
+	if c.Site, err = c.buildSite(); err != nil {
+		return err
 	}
-	if c.TLS.KeyFile == "" {
-		c.TLS.KeyFile = filepath.Join(c.DataDir, "tls", "key.pem")
+	for i := range c.Listeners {
+		l := &c.Listeners[i]
+		if l.AllowNets, err = ParsePrefixes(l.Allow); err != nil {
+			return fmt.Errorf("listener %q allow: %w", l.Name, err)
+		}
+		if l.DenyNets, err = ParsePrefixes(l.Deny); err != nil {
+			return fmt.Errorf("listener %q deny: %w", l.Name, err)
+		}
 	}
-	if c.Spool.Dir == "" {
-		c.Spool.Dir = filepath.Join(c.DataDir, "spool")
-	}
+	c.resolvePaths()
 	if err := c.DKIM.finish(c.DataDir); err != nil {
 		return err
 	}
-	return c.Validate()
+	return c.canonicalTables()
+}
+
+// Resolve returns path resolved against the data directory: absolute paths
+// and "" are returned as they are.
+func (c *Config) Resolve(path string) string {
+	if path == "" || filepath.IsAbs(path) {
+		return path
+	}
+	return filepath.Join(c.DataDir, path)
+}
+
+// resolvePaths resolves every path of the configuration against data_dir.
+func (c *Config) resolvePaths() {
+	if c.TLS.CertFile == "" {
+		c.TLS.CertFile = filepath.Join("tls", "cert.pem")
+	}
+	if c.TLS.KeyFile == "" {
+		c.TLS.KeyFile = filepath.Join("tls", "key.pem")
+	}
+	if c.Spool.Dir == "" {
+		c.Spool.Dir = "spool"
+	}
+	for _, p := range []*string{
+		&c.TLS.CertFile, &c.TLS.KeyFile, &c.Spool.Dir,
+		&c.Delivery.SmarthostPasswordFile, &c.Report.SMTPPasswordFile, &c.Egress.PersistDir,
+	} {
+		*p = c.Resolve(*p)
+	}
+	for i := range c.Policy.Access {
+		c.Policy.Access[i].File = c.Resolve(c.Policy.Access[i].File)
+	}
+	c.Guard.Files = c.resolveAll(c.Guard.Files)
+	c.Report.Logs = c.resolveAll(c.Report.Logs)
+}
+
+func (c *Config) resolveAll(list []string) []string {
+	out := make([]string, len(list))
+	for i, p := range list {
+		out[i] = c.Resolve(p)
+	}
+	return out
 }
 
 // Validate checks the configuration and returns an error naming the first
-// bad key and value.
+// bad key, its value and what is expected.
 func (c *Config) Validate() error {
+	if err := c.validate(); err != nil {
+		return fmt.Errorf("%s: %w", c.where(), err)
+	}
+	return nil
+}
+
+func (c *Config) validate() error {
 	for i, n := range c.MyNetworks {
 		if _, err := ParsePrefix(n); err != nil {
-			return fmt.Errorf("config: mynetworks[%d] %q: %w", i, n, err)
+			return fmt.Errorf("mynetworks[%d] %q: %w", i, n, err)
 		}
 	}
 	for i, a := range c.OwnAddresses {
 		if _, err := netip.ParseAddr(a); err != nil {
-			return fmt.Errorf("config: own_addresses[%d] %q: %w", i, a, err)
+			return fmt.Errorf("own_addresses[%d] %q: %w", i, a, err)
 		}
 	}
 	switch c.Log.Format {
 	case "text", "json":
 	default:
-		return fmt.Errorf("config: log.format %q: want text or json", c.Log.Format)
+		return fmt.Errorf("log.format %q: want text or json", c.Log.Format)
+	}
+	switch strings.ToLower(c.Log.Level) {
+	case "debug", "info", "warn", "error":
+	default:
+		return fmt.Errorf("log.level %q: want debug, info, warn or error", c.Log.Level)
+	}
+	if c.Admin.Listen != "" {
+		if err := validListenAddress(c.Admin.Listen); err != nil {
+			return fmt.Errorf("admin.listen %q: %w", c.Admin.Listen, err)
+		}
+	}
+	if len(c.Listeners) == 0 {
+		return errors.New("listener: none configured: want at least one [[listener]]")
 	}
 	names := map[string]bool{}
 	for i, l := range c.Listeners {
 		if l.Name == "" {
-			return fmt.Errorf("config: listener[%d]: name is empty", i)
+			return fmt.Errorf("listener[%d].name is empty: want a name such as \"mx\"", i)
 		}
 		if names[l.Name] {
-			return fmt.Errorf("config: listener[%d]: duplicate name %q", i, l.Name)
+			return fmt.Errorf("listener[%d].name %q: duplicate name", i, l.Name)
 		}
 		names[l.Name] = true
 		switch l.Mode {
 		case ModeMX, ModeSubmission, ModeSubmissions:
 		default:
-			return fmt.Errorf("config: listener %q: mode %q: want mx, submission or submissions", l.Name, l.Mode)
+			return fmt.Errorf("listener %q: mode %q: want mx, submission or submissions", l.Name, l.Mode)
+		}
+		if name, ok := strings.CutPrefix(l.Address, "systemd:"); ok {
+			if name == "" {
+				return fmt.Errorf("listener %q: address %q: want systemd:NAME with the socket's FileDescriptorName", l.Name, l.Address)
+			}
+		} else if err := validListenAddress(l.Address); err != nil {
+			return fmt.Errorf("listener %q: address %q: %w", l.Name, l.Address, err)
 		}
 		for _, n := range append(append([]string{}, l.Allow...), l.Deny...) {
 			if _, err := ParsePrefix(n); err != nil {
-				return fmt.Errorf("config: listener %q: network %q: %w", l.Name, n, err)
+				return fmt.Errorf("listener %q: network %q: %w", l.Name, n, err)
 			}
 		}
 	}
-	known := map[string]bool{"PLAIN": true, "LOGIN": true, "SCRAM-SHA-256": true, "SCRAM-SHA-256-PLUS": true, "CRAM-MD5": true}
-	for _, m := range c.Auth.Mechanisms {
-		if !known[strings.ToUpper(m)] {
-			return fmt.Errorf("config: auth.mechanisms: unknown mechanism %q", m)
-		}
-		if strings.EqualFold(m, "CRAM-MD5") && !c.Auth.CRAMMD5 {
-			return fmt.Errorf("config: auth.mechanisms lists CRAM-MD5 but auth.cram_md5 is false")
+	if err := c.Limits.validate(); err != nil {
+		return err
+	}
+	if err := c.Store.validate(); err != nil {
+		return err
+	}
+	if err := c.Auth.validate(); err != nil {
+		return err
+	}
+	return c.validateSections()
+}
+
+// validListenAddress checks a host:port to listen on. Port 0 asks the
+// kernel for a free port.
+func validListenAddress(s string) error {
+	_, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return fmt.Errorf("want host:port such as 127.0.0.1:25 or [::1]:25")
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("port %q: want a port from 1 to 65535", port)
+	}
+	return nil
+}
+
+func (l *LimitsConfig) validate() error {
+	if l.MaxMessageSize < 1 {
+		return fmt.Errorf("limits.max_message_size %d: must be at least 1", l.MaxMessageSize)
+	}
+	if l.MaxLineLength < 1000 {
+		return fmt.Errorf("limits.max_line_length %d: RFC 5321 4.5.3.1.6 requires at least 1000", l.MaxLineLength)
+	}
+	if l.MaxCommandLength < 512 {
+		return fmt.Errorf("limits.max_command_length %d: RFC 5321 4.5.3.1.4 requires at least 512", l.MaxCommandLength)
+	}
+	if l.MaxRecipients < 100 {
+		// RFC 5321 4.5.3.1.8: at least 100 recipients must be buffered.
+		return fmt.Errorf("limits.max_recipients %d: RFC 5321 4.5.3.1.8 requires at least 100", l.MaxRecipients)
+	}
+	if l.AuthResponseLength < 12288 {
+		return fmt.Errorf("limits.max_auth_line_length %d: RFC 4954 4 requires at least 12288", l.AuthResponseLength)
+	}
+	for _, n := range []struct {
+		key string
+		v   int
+	}{
+		{"max_connections", l.MaxConnections}, {"max_connections_per_ip", l.MaxConnectionsIP},
+		{"max_connections_per_net", l.MaxConnectionsNet}, {"max_bad_commands", l.MaxBadCommands},
+		{"max_junk_commands", l.MaxJunkCommands}, {"max_auth_failures", l.MaxAuthFailures},
+	} {
+		if n.v < 1 {
+			return fmt.Errorf("limits.%s %d: must be at least 1", n.key, n.v)
 		}
 	}
-	switch c.Auth.PasswordHash {
+	for _, d := range []struct {
+		key      string
+		v        Duration
+		positive bool
+	}{
+		{"greeting_delay", l.GreetingDelay, false}, {"command_timeout", l.CommandTimeout, true},
+		{"data_block_timeout", l.DataBlockTimeout, true}, {"auth_failure_delay", l.AuthFailureDelay, false},
+	} {
+		if d.positive && d.v <= 0 {
+			return fmt.Errorf("limits.%s %q: must be positive", d.key, d.v.D())
+		}
+		if d.v < 0 {
+			return fmt.Errorf("limits.%s %q: must not be negative", d.key, d.v.D())
+		}
+	}
+	return nil
+}
+
+func (s *StoreConfig) validate() error {
+	if s.URL == "" {
+		return nil
+	}
+	// The URL may hold a password: name it redacted.
+	u, err := url.Parse(s.URL)
+	if err != nil {
+		return errors.New("store.url (unparsable, not shown: it may hold a password): want redis://[:password@]host:port/db, rediss://... or unix:///path")
+	}
+	switch u.Scheme {
+	case "redis", "rediss", "unix":
+		return nil
+	}
+	return fmt.Errorf("store.url %q: want empty (embedded SQLite), redis://[:password@]host:port/db, rediss://... or unix:///path", u.Redacted())
+}
+
+func (a *AuthConfig) validate() error {
+	known := map[string]bool{"PLAIN": true, "LOGIN": true, "SCRAM-SHA-256": true, "SCRAM-SHA-256-PLUS": true, "CRAM-MD5": true}
+	cram := false
+	for _, m := range a.Mechanisms {
+		if !known[strings.ToUpper(m)] {
+			return fmt.Errorf("auth.mechanisms %q: want PLAIN, LOGIN, SCRAM-SHA-256, SCRAM-SHA-256-PLUS or CRAM-MD5", m)
+		}
+		if strings.EqualFold(m, "CRAM-MD5") {
+			cram = true
+		}
+	}
+	if cram && !a.CRAMMD5 {
+		return errors.New("auth.mechanisms lists CRAM-MD5 but auth.cram_md5 is false: set cram_md5 = true to store the secrets it needs")
+	}
+	if a.CRAMMD5 && !cram {
+		return errors.New("auth.cram_md5 = true but auth.mechanisms does not list CRAM-MD5: it would store password-equivalent secrets for a mechanism never offered; add \"CRAM-MD5\" to auth.mechanisms or set cram_md5 = false")
+	}
+	switch a.PasswordHash {
 	case "argon2id", "bcrypt":
 	default:
-		return fmt.Errorf("config: auth.password_hash %q: want argon2id or bcrypt", c.Auth.PasswordHash)
+		return fmt.Errorf("auth.password_hash %q: want argon2id or bcrypt", a.PasswordHash)
 	}
-	if c.Auth.SCRAMIterations < 4096 {
-		return fmt.Errorf("config: auth.scram_iterations %d: must be at least 4096", c.Auth.SCRAMIterations)
-	}
-	if c.Limits.MaxLineLength < 1000 {
-		return fmt.Errorf("config: limits.max_line_length %d: RFC 5321 4.5.3.1.6 requires at least 1000", c.Limits.MaxLineLength)
-	}
-	if c.Limits.MaxCommandLength < 512 {
-		return fmt.Errorf("config: limits.max_command_length %d: RFC 5321 4.5.3.1.4 requires at least 512", c.Limits.MaxCommandLength)
-	}
-	if c.Limits.MaxRecipients < 100 {
-		// RFC 5321 4.5.3.1.8: at least 100 recipients must be buffered.
-		return fmt.Errorf("config: limits.max_recipients %d: RFC 5321 4.5.3.1.8 requires at least 100", c.Limits.MaxRecipients)
-	}
-	if err := c.validateSections(); err != nil {
-		return err
+	if a.SCRAMIterations < 4096 {
+		return fmt.Errorf("auth.scram_iterations %d: must be at least 4096", a.SCRAMIterations)
 	}
 	return nil
 }
 
 // Marshal renders the configuration as commented TOML.
+// After Finish it renders the configuration as it was given (defaults,
+// file and --data-dir), not the resolved values: relative paths stay
+// relative to data_dir and empty values keep their documented defaults.
 func (c *Config) Marshal() ([]byte, error) {
+	body := c.printed
+	if body == nil {
+		var err error
+		if body, err = c.encode(); err != nil {
+			return nil, err
+		}
+	}
+	header := "# relayguard configuration. Generated by `relayguard config print`;\n# save it, edit it, and pass it with --config FILE.\n\n"
+	return append([]byte(header), body...), nil
+}
+
+func (c *Config) encode() ([]byte, error) {
 	var buf bytes.Buffer
-	buf.WriteString("# relayguard configuration. Generated by `relayguard config print`;\n# save it, edit it, and pass it with --config FILE.\n\n")
 	enc := toml.NewEncoder(&buf)
 	enc.SetIndentTables(false)
 	if err := enc.Encode(c); err != nil {
@@ -384,4 +600,27 @@ func (d *Duration) UnmarshalText(b []byte) error {
 	}
 	*d = Duration(v)
 	return nil
+}
+
+// RequireDataDir checks that the data directory of a finished configuration
+// exists, creating it when create is set. Commands that read or write state
+// (all but serve, which creates it) call it, so that running one in the
+// wrong working directory says so instead of starting on a new, empty
+// ./relayguard-data.
+func (c *Config) RequireDataDir(create bool) error {
+	fi, err := os.Stat(c.DataDir)
+	switch {
+	case err == nil && fi.IsDir():
+		return nil
+	case err == nil:
+		return fmt.Errorf("data directory %s is not a directory", c.DataDir)
+	case !errors.Is(err, os.ErrNotExist):
+		return fmt.Errorf("data directory: %w", err)
+	case create:
+		if err := os.MkdirAll(c.DataDir, 0o750); err != nil {
+			return fmt.Errorf("data directory: %w", err)
+		}
+		return nil
+	}
+	return fmt.Errorf("data directory %s does not exist: run in the directory that holds relayguard-data, name it with --data-dir (or data_dir in --config), or pass --create-data-dir to create it", c.DataDir)
 }

@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/relayguard/relayguard/internal/address"
 )
 
 // DeliveryConfig is the [delivery] section: the queue scheduler, outbound
@@ -30,7 +32,8 @@ type DeliveryConfig struct {
 	SmarthostUser         string `toml:"smarthost_user" comment:"AUTH username for the smarthost. Empty: no AUTH. AUTH is only ever sent over TLS."`
 	SmarthostPasswordFile string `toml:"smarthost_password_file" comment:"File holding the smarthost AUTH password (first line)."`
 
-	Transports map[string]string `toml:"transports" comment:"Transport table: domain -> smtp:host:port, lmtp:unix:/path, lmtp:host:port, maildir:/path or discard[:reason].\nA key \".example.com\" also matches subdomains; \"*\" matches every domain."`
+	LocalTransport string            `toml:"local_transport" comment:"Transport for local_domains that have no transports entry (Postfix local_transport), same syntax as transports.\nThe default delivers to one Maildir per recipient under DATA_DIR/mail ({domain} and {local} are the recipient's).\nEmpty: mail for local domains without a transports entry stays queued."`
+	Transports     map[string]string `toml:"transports" comment:"Transport table: domain -> smtp:host:port, lmtp:unix:/path, lmtp:host:port, maildir:/path or discard[:reason].\nA key \".example.com\" also matches subdomains; \"*\" matches every domain. Relative paths are under DATA_DIR.\nExample: \"example.com\" = \"lmtp:unix:/run/dovecot/lmtp\""`
 
 	BounceFrom        string   `toml:"bounce_from" comment:"From: address of delivery status notifications. Empty: MAILER-DAEMON@hostname."`
 	BounceTrusted     bool     `toml:"bounce_trusted" comment:"Also send failure notices to senders from mynetworks (they are the operator's own hosts). Authenticated and local senders always get one; senders on the MX listener never do (no backscatter)."`
@@ -75,6 +78,9 @@ func defaultDelivery() DeliveryConfig {
 		CommandTimeout:       Duration(5 * time.Minute),
 		ConnectionCacheTime:  Duration(2 * time.Second),
 		TLSPolicy:            TLSMay,
+		TLSPolicies:          map[string]string{},
+		LocalTransport:       "maildir:mail/{domain}/{local}",
+		Transports:           map[string]string{},
 		RateLimits: RateLimitConfig{
 			UserMessagesPerHour:           200,
 			UserRecipientsPerDay:          2000,
@@ -108,16 +114,13 @@ func ValidateTransport(v string) error {
 		return validHostPort(rest)
 	case "lmtp":
 		if p, ok := strings.CutPrefix(rest, "unix:"); ok {
-			if !strings.HasPrefix(p, "/") {
-				return fmt.Errorf("unix socket path %q is not absolute", p)
+			if p == "" {
+				return fmt.Errorf("want lmtp:unix:/path/to/socket")
 			}
 			return nil
 		}
 		return validHostPort(rest)
 	case "maildir":
-		if !strings.HasPrefix(rest, "/") {
-			return fmt.Errorf("maildir path %q is not absolute", rest)
-		}
 		return nil
 	}
 	return fmt.Errorf("unknown transport %q: want smtp, lmtp or maildir", kind)
@@ -139,65 +142,75 @@ func validHostPort(s string) error {
 
 func (c *DeliveryConfig) validate() error {
 	if c.MaxQueueLifetime <= 0 {
-		return fmt.Errorf("config: delivery.max_queue_lifetime %q: must be positive", c.MaxQueueLifetime.D())
+		return fmt.Errorf("delivery.max_queue_lifetime %q: must be positive", c.MaxQueueLifetime.D())
 	}
 	if len(c.RetrySchedule) == 0 {
-		return fmt.Errorf("config: delivery.retry_schedule is empty")
+		return fmt.Errorf("delivery.retry_schedule is empty")
 	}
 	for i, d := range c.RetrySchedule {
 		if d <= 0 {
-			return fmt.Errorf("config: delivery.retry_schedule[%d] %q: must be positive", i, d.D())
+			return fmt.Errorf("delivery.retry_schedule[%d] %q: must be positive", i, d.D())
 		}
 	}
 	if c.Workers < 1 {
-		return fmt.Errorf("config: delivery.workers %d: must be at least 1", c.Workers)
+		return fmt.Errorf("delivery.workers %d: must be at least 1", c.Workers)
 	}
 	if c.PerDomainConcurrency < 1 {
-		return fmt.Errorf("config: delivery.per_domain_concurrency %d: must be at least 1", c.PerDomainConcurrency)
+		return fmt.Errorf("delivery.per_domain_concurrency %d: must be at least 1", c.PerDomainConcurrency)
 	}
 	if c.RescanInterval <= 0 {
-		return fmt.Errorf("config: delivery.rescan_interval %q: must be positive", c.RescanInterval.D())
+		return fmt.Errorf("delivery.rescan_interval %q: must be positive", c.RescanInterval.D())
 	}
 	if c.ConnectTimeout <= 0 || c.CommandTimeout <= 0 {
-		return fmt.Errorf("config: delivery.connect_timeout %q / command_timeout %q: must be positive", c.ConnectTimeout.D(), c.CommandTimeout.D())
+		return fmt.Errorf("delivery.connect_timeout %q / command_timeout %q: must be positive", c.ConnectTimeout.D(), c.CommandTimeout.D())
 	}
 	if c.ConnectionCacheTime < 0 {
-		return fmt.Errorf("config: delivery.connection_cache_time %q: must not be negative", c.ConnectionCacheTime.D())
+		return fmt.Errorf("delivery.connection_cache_time %q: must not be negative", c.ConnectionCacheTime.D())
 	}
 	if c.DNSServer != "" {
 		if err := validHostPort(c.DNSServer); err != nil {
-			return fmt.Errorf("config: delivery.dns_server: %w", err)
+			return fmt.Errorf("delivery.dns_server: %w", err)
 		}
 	}
 	if !validTLSPolicy(c.TLSPolicy) {
-		return fmt.Errorf("config: delivery.tls_policy %q: want none, may, encrypt or verify", c.TLSPolicy)
+		return fmt.Errorf("delivery.tls_policy %q: want none, may, encrypt or verify", c.TLSPolicy)
 	}
 	for d, p := range c.TLSPolicies {
 		if !validTLSPolicy(p) {
-			return fmt.Errorf("config: delivery.tls_policies[%q] %q: want none, may, encrypt or verify", d, p)
+			return fmt.Errorf("delivery.tls_policies[%q] %q: want none, may, encrypt or verify", d, p)
 		}
 	}
 	if c.Smarthost != "" {
 		if err := validHostPort(c.Smarthost); err != nil {
-			return fmt.Errorf("config: delivery.smarthost: %w", err)
+			return fmt.Errorf("delivery.smarthost: %w", err)
 		}
 	}
 	if c.SmarthostUser != "" && c.SmarthostPasswordFile == "" {
-		return fmt.Errorf("config: delivery.smarthost_user %q needs delivery.smarthost_password_file", c.SmarthostUser)
+		return fmt.Errorf("delivery.smarthost_user %q needs delivery.smarthost_password_file", c.SmarthostUser)
 	}
 	if c.SmarthostUser != "" && c.Smarthost == "" {
-		return fmt.Errorf("config: delivery.smarthost_user %q is set but delivery.smarthost is empty", c.SmarthostUser)
+		return fmt.Errorf("delivery.smarthost_user %q is set but delivery.smarthost is empty", c.SmarthostUser)
 	}
 	for d, t := range c.Transports {
 		if d == "" {
-			return fmt.Errorf("config: delivery.transports: empty domain key")
+			return fmt.Errorf("delivery.transports: empty domain key")
 		}
 		if err := ValidateTransport(t); err != nil {
-			return fmt.Errorf("config: delivery.transports[%q] %q: %w", d, t, err)
+			return fmt.Errorf("delivery.transports[%q] %q: %w", d, t, err)
+		}
+	}
+	if c.LocalTransport != "" {
+		if err := ValidateTransport(c.LocalTransport); err != nil {
+			return fmt.Errorf("delivery.local_transport %q: %w", c.LocalTransport, err)
+		}
+	}
+	if c.HeloName != "" {
+		if _, err := address.CanonicalDomain(c.HeloName); err != nil {
+			return fmt.Errorf("delivery.helo_name %q: want a domain name: %v", c.HeloName, err)
 		}
 	}
 	if c.DelayNoticeAfter < 0 {
-		return fmt.Errorf("config: delivery.delay_notice_after %q: must not be negative", c.DelayNoticeAfter.D())
+		return fmt.Errorf("delivery.delay_notice_after %q: must not be negative", c.DelayNoticeAfter.D())
 	}
 	r := c.RateLimits
 	for _, l := range []struct {
@@ -210,8 +223,49 @@ func (c *DeliveryConfig) validate() error {
 		{"sender_domain_messages_per_hour", r.SenderDomainMessagesPerHour},
 	} {
 		if l.v < 0 {
-			return fmt.Errorf("config: delivery.rate_limits.%s %d: must not be negative (0 disables)", l.k, l.v)
+			return fmt.Errorf("delivery.rate_limits.%s %d: must not be negative (0 disables)", l.k, l.v)
 		}
 	}
 	return nil
+}
+
+// canonicalTables puts the domain keys of the per-domain tables of
+// [delivery] in canonical form (see Site) and resolves the paths of maildir
+// and LMTP socket transports against data_dir.
+func (c *Config) canonicalTables() error {
+	d := &c.Delivery
+	pol := make(map[string]string, len(d.TLSPolicies))
+	for k, v := range d.TLSPolicies {
+		ck, err := CanonicalDomain(k)
+		if err != nil {
+			return fmt.Errorf("delivery.tls_policies key %q: want a domain name: %v", k, err)
+		}
+		pol[ck] = v
+	}
+	d.TLSPolicies = pol
+	tr := make(map[string]string, len(d.Transports))
+	for k, v := range d.Transports {
+		ck := k
+		if k != "*" {
+			var err error
+			if ck, err = CanonicalDomain(k); err != nil {
+				return fmt.Errorf("delivery.transports key %q: want a domain name, .domain or *: %v", k, err)
+			}
+		}
+		tr[ck] = c.resolveTransport(v)
+	}
+	d.Transports = tr
+	d.LocalTransport = c.resolveTransport(d.LocalTransport)
+	return nil
+}
+
+// resolveTransport resolves the path of a maildir or lmtp:unix transport.
+func (c *Config) resolveTransport(t string) string {
+	if p, ok := strings.CutPrefix(t, "maildir:"); ok && p != "" {
+		return "maildir:" + c.Resolve(p)
+	}
+	if p, ok := strings.CutPrefix(t, "lmtp:unix:"); ok && p != "" {
+		return "lmtp:unix:" + c.Resolve(p)
+	}
+	return t
 }

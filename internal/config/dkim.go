@@ -78,15 +78,15 @@ func (c *DKIMConfig) finish(dataDir string) error {
 		k := &c.Keys[i]
 		d, err := address.CanonicalDomain(k.Domain)
 		if err != nil {
-			return fmt.Errorf("config: dkim.key[%d] domain %q: %w", i, k.Domain, err)
+			return fmt.Errorf("dkim.key[%d] domain %q: %w", i, k.Domain, err)
 		}
 		k.Domain = d
 		if err := CheckSelector(k.Selector); err != nil {
-			return fmt.Errorf("config: dkim.key[%d] (%s): %w", i, d, err)
+			return fmt.Errorf("dkim.key[%d] (%s): %w", i, d, err)
 		}
 		k.Selector = strings.ToLower(k.Selector)
 		if seen[k.Selector+"."+d] {
-			return fmt.Errorf("config: dkim.key[%d]: selector %q of %s given twice", i, k.Selector, d)
+			return fmt.Errorf("dkim.key[%d]: selector %q of %s given twice", i, k.Selector, d)
 		}
 		seen[k.Selector+"."+d] = true
 		if k.KeyFile == "" {
@@ -98,16 +98,16 @@ func (c *DKIMConfig) finish(dataDir string) error {
 	from := false
 	for _, h := range c.Headers {
 		if h == "" || strings.ContainsAny(h, ": \t") {
-			return fmt.Errorf("config: dkim.headers: bad field name %q", h)
+			return fmt.Errorf("dkim.headers: bad field name %q", h)
 		}
 		from = from || strings.EqualFold(h, "From")
 	}
 	if !from {
-		return fmt.Errorf("config: dkim.headers must include From (RFC 6376 §5.4)")
+		return fmt.Errorf("dkim.headers must include From (RFC 6376 §5.4)")
 	}
 	for _, h := range c.Oversign {
 		if h == "" || strings.ContainsAny(h, ": \t") {
-			return fmt.Errorf("config: dkim.oversign: bad field name %q", h)
+			return fmt.Errorf("dkim.oversign: bad field name %q", h)
 		}
 	}
 	return nil

@@ -44,32 +44,32 @@ func (c *DNSBLConfig) validate() error {
 	}{{"dnsbl.zones", c.Zones}, {"dnsbl.domain_zones", c.DomainZones}} {
 		for _, z := range list.zones {
 			if _, err := zonespec.Parse(z); err != nil {
-				return fmt.Errorf("config: %s %q: %w", list.key, z, err)
+				return fmt.Errorf("%s %q: %w", list.key, z, err)
 			}
 		}
 	}
 	for _, r := range c.Resolvers {
 		if !resolverOK(r) {
-			return fmt.Errorf("config: dnsbl.resolvers %q: want an IP address or address:port", r)
+			return fmt.Errorf("dnsbl.resolvers %q: want an IP address or address:port", r)
 		}
 	}
 	if c.RejectThreshold < 1 {
-		return fmt.Errorf("config: dnsbl.reject_threshold %d: must be at least 1", c.RejectThreshold)
+		return fmt.Errorf("dnsbl.reject_threshold %d: must be at least 1", c.RejectThreshold)
 	}
 	if c.AllowThreshold > 0 {
-		return fmt.Errorf("config: dnsbl.allow_threshold %d: must be 0 (off) or negative", c.AllowThreshold)
+		return fmt.Errorf("dnsbl.allow_threshold %d: must be 0 (off) or negative", c.AllowThreshold)
 	}
 	if c.Timeout.D() <= 0 {
-		return fmt.Errorf("config: dnsbl.timeout %s: must be positive", c.Timeout.D())
+		return fmt.Errorf("dnsbl.timeout %s: must be positive", c.Timeout.D())
 	}
 	if c.CacheMinTTL.D() < 0 || c.CacheMaxTTL.D() < c.CacheMinTTL.D() {
-		return fmt.Errorf("config: dnsbl.cache_max_ttl %s: must be at least cache_min_ttl %s", c.CacheMaxTTL.D(), c.CacheMinTTL.D())
+		return fmt.Errorf("dnsbl.cache_max_ttl %s: must be at least cache_min_ttl %s", c.CacheMaxTTL.D(), c.CacheMinTTL.D())
 	}
 	if c.CacheSize < 0 {
-		return fmt.Errorf("config: dnsbl.cache_size %d: must not be negative", c.CacheSize)
+		return fmt.Errorf("dnsbl.cache_size %d: must not be negative", c.CacheSize)
 	}
 	if c.HealthInterval.D() < 0 {
-		return fmt.Errorf("config: dnsbl.health_interval %s: must not be negative", c.HealthInterval.D())
+		return fmt.Errorf("dnsbl.health_interval %s: must not be negative", c.HealthInterval.D())
 	}
 	return nil
 }

@@ -48,43 +48,43 @@ func defaultEgress() EgressConfig {
 
 func (c *EgressConfig) validate() error {
 	if len(c.Ports) == 0 {
-		return fmt.Errorf("config: egress.ports is empty")
+		return fmt.Errorf("egress.ports is empty")
 	}
 	seen := map[int]bool{}
 	for i, p := range c.Ports {
 		if p < 1 || p > 65535 {
-			return fmt.Errorf("config: egress.ports[%d] %d: want 1-65535", i, p)
+			return fmt.Errorf("egress.ports[%d] %d: want 1-65535", i, p)
 		}
 		if seen[p] {
-			return fmt.Errorf("config: egress.ports[%d] %d: duplicate", i, p)
+			return fmt.Errorf("egress.ports[%d] %d: duplicate", i, p)
 		}
 		seen[p] = true
 	}
 	if c.NFLogGroup < 0 || c.NFLogGroup > 65535 {
-		return fmt.Errorf("config: egress.nflog_group %d: want 0-65535", c.NFLogGroup)
+		return fmt.Errorf("egress.nflog_group %d: want 0-65535", c.NFLogGroup)
 	}
 	if c.AttributeRate < 1 {
-		return fmt.Errorf("config: egress.attribute_per_second %d: must be at least 1", c.AttributeRate)
+		return fmt.Errorf("egress.attribute_per_second %d: must be at least 1", c.AttributeRate)
 	}
 	switch c.Backend {
 	case "nftables", "iptables":
 	default:
-		return fmt.Errorf("config: egress.backend %q: want nftables or iptables", c.Backend)
+		return fmt.Errorf("egress.backend %q: want nftables or iptables", c.Backend)
 	}
 	if c.AlertThreshold < 0 {
-		return fmt.Errorf("config: egress.alert_threshold %d: must not be negative", c.AlertThreshold)
+		return fmt.Errorf("egress.alert_threshold %d: must not be negative", c.AlertThreshold)
 	}
 	if c.AlertThreshold > 0 && c.AlertWindow <= 0 {
-		return fmt.Errorf("config: egress.alert_window %q: must be positive", c.AlertWindow.D())
+		return fmt.Errorf("egress.alert_window %q: must be positive", c.AlertWindow.D())
 	}
 	if c.AlertMailTo != "" {
 		if _, err := mail.ParseAddress(c.AlertMailTo); err != nil {
-			return fmt.Errorf("config: egress.alert_mail_to %q: %w", c.AlertMailTo, err)
+			return fmt.Errorf("egress.alert_mail_to %q: %w", c.AlertMailTo, err)
 		}
 	}
 	if c.AlertMailFrom != "" {
 		if _, err := mail.ParseAddress(c.AlertMailFrom); err != nil {
-			return fmt.Errorf("config: egress.alert_mail_from %q: %w", c.AlertMailFrom, err)
+			return fmt.Errorf("egress.alert_mail_from %q: %w", c.AlertMailFrom, err)
 		}
 	}
 	// Unknown configured users/groups are an error here, before anything
@@ -92,12 +92,12 @@ func (c *EgressConfig) validate() error {
 	// package with a log line.
 	for i, u := range c.AllowedUsers {
 		if _, err := LookupUID(u); err != nil {
-			return fmt.Errorf("config: egress.allowed_users[%d] %q: %w", i, u, err)
+			return fmt.Errorf("egress.allowed_users[%d] %q: %w", i, u, err)
 		}
 	}
 	for i, g := range c.AllowedGroups {
 		if _, err := LookupGID(g); err != nil {
-			return fmt.Errorf("config: egress.allowed_groups[%d] %q: %w", i, g, err)
+			return fmt.Errorf("egress.allowed_groups[%d] %q: %w", i, g, err)
 		}
 	}
 	return nil

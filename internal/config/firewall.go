@@ -66,11 +66,11 @@ func (c *FirewallConfig) validate() error {
 	switch c.Backend {
 	case FirewallNone, FirewallNFTables, FirewallIPTables, FirewallUFW:
 	default:
-		return fmt.Errorf("config: firewall.backend %q: want none, nftables, iptables or ufw", c.Backend)
+		return fmt.Errorf("firewall.backend %q: want none, nftables, iptables or ufw", c.Backend)
 	}
 	for i, p := range c.Ports {
 		if p < 1 || p > 65535 {
-			return fmt.Errorf("config: firewall.ports[%d] %d: want a TCP port 1-65535", i, p)
+			return fmt.Errorf("firewall.ports[%d] %d: want a TCP port 1-65535", i, p)
 		}
 	}
 	names := map[string]bool{}
@@ -79,34 +79,34 @@ func (c *FirewallConfig) validate() error {
 		{"perm_set4", c.PermSet4}, {"perm_set6", c.PermSet6},
 	} {
 		if !nftName.MatchString(kv.val) {
-			return fmt.Errorf("config: firewall.%s %q: want a name of letters, digits, _ . - (at most 64)", kv.key, kv.val)
+			return fmt.Errorf("firewall.%s %q: want a name of letters, digits, _ . - (at most 64)", kv.key, kv.val)
 		}
 		if kv.key != "table" && kv.key != "chain" {
 			if names[kv.val] {
-				return fmt.Errorf("config: firewall.%s %q: the four nftables set names must differ", kv.key, kv.val)
+				return fmt.Errorf("firewall.%s %q: the four nftables set names must differ", kv.key, kv.val)
 			}
 			names[kv.val] = true
 		}
 	}
 	if c.Priority < -1000 || c.Priority > 1000 {
-		return fmt.Errorf("config: firewall.priority %d: want -1000..1000", c.Priority)
+		return fmt.Errorf("firewall.priority %d: want -1000..1000", c.Priority)
 	}
 	for _, kv := range []struct{ key, val string }{{"ipset4", c.IPSet4}, {"ipset6", c.IPSet6}} {
 		if !ipsetName.MatchString(kv.val) {
-			return fmt.Errorf("config: firewall.%s %q: want 1-31 letters, digits, _ . -", kv.key, kv.val)
+			return fmt.Errorf("firewall.%s %q: want 1-31 letters, digits, _ . -", kv.key, kv.val)
 		}
 	}
 	if c.IPSet4 == c.IPSet6 {
-		return fmt.Errorf("config: firewall.ipset6 %q: must differ from ipset4", c.IPSet6)
+		return fmt.Errorf("firewall.ipset6 %q: must differ from ipset4", c.IPSet6)
 	}
 	if !iptChainName.MatchString(c.IPTChain) {
-		return fmt.Errorf("config: firewall.iptables_chain %q: want 1-28 letters, digits, _ . -", c.IPTChain)
+		return fmt.Errorf("firewall.iptables_chain %q: want 1-28 letters, digits, _ . -", c.IPTChain)
 	}
 	if c.IPSetSize < 1 {
-		return fmt.Errorf("config: firewall.ipset_maxelem %d: must be positive", c.IPSetSize)
+		return fmt.Errorf("firewall.ipset_maxelem %d: must be positive", c.IPSetSize)
 	}
 	if !ufwTag.MatchString(c.UFWTag) {
-		return fmt.Errorf("config: firewall.ufw_comment %q: want a short word of letters, digits, _ . -", c.UFWTag)
+		return fmt.Errorf("firewall.ufw_comment %q: want a short word of letters, digits, _ . -", c.UFWTag)
 	}
 	return nil
 }

@@ -91,66 +91,66 @@ func familyBits(family string) (int, bool) {
 
 func (c *GuardConfig) validate() error {
 	if c.MaxRetry < 1 {
-		return fmt.Errorf("config: guard.maxretry %d: must be at least 1", c.MaxRetry)
+		return fmt.Errorf("guard.maxretry %d: must be at least 1", c.MaxRetry)
 	}
 	if c.FindTime <= 0 {
-		return fmt.Errorf("config: guard.findtime %s: must be positive", c.FindTime.D())
+		return fmt.Errorf("guard.findtime %s: must be positive", c.FindTime.D())
 	}
 	if c.BanTime <= 0 {
-		return fmt.Errorf("config: guard.bantime %s: must be positive", c.BanTime.D())
+		return fmt.Errorf("guard.bantime %s: must be positive", c.BanTime.D())
 	}
 	if c.BanTimeFactor < 1 {
-		return fmt.Errorf("config: guard.bantime_factor %g: must be at least 1", c.BanTimeFactor)
+		return fmt.Errorf("guard.bantime_factor %g: must be at least 1", c.BanTimeFactor)
 	}
 	if c.BanTimeMax < c.BanTime {
-		return fmt.Errorf("config: guard.bantime_max %s: shorter than bantime %s", c.BanTimeMax.D(), c.BanTime.D())
+		return fmt.Errorf("guard.bantime_max %s: shorter than bantime %s", c.BanTimeMax.D(), c.BanTime.D())
 	}
 	if c.SuccessGrace < 0 {
-		return fmt.Errorf("config: guard.success_grace %s: must not be negative", c.SuccessGrace.D())
+		return fmt.Errorf("guard.success_grace %s: must not be negative", c.SuccessGrace.D())
 	}
 	if c.PopBeforeSMTP < 0 {
-		return fmt.Errorf("config: guard.pop_before_smtp %s: must not be negative", c.PopBeforeSMTP.D())
+		return fmt.Errorf("guard.pop_before_smtp %s: must not be negative", c.PopBeforeSMTP.D())
 	}
 	for _, k := range c.Count {
 		if !guardKinds[k] {
-			return fmt.Errorf("config: guard.count: unknown event kind %q", k)
+			return fmt.Errorf("guard.count: unknown event kind %q", k)
 		}
 	}
 	for i, a := range c.Allow {
 		if _, err := ParsePrefix(a); err != nil {
-			return fmt.Errorf("config: guard.allow[%d] %q: %w", i, a, err)
+			return fmt.Errorf("guard.allow[%d] %q: %w", i, a, err)
 		}
 	}
 	for i, s := range c.Subnets {
 		max, ok := familyBits(s.Family)
 		if !ok {
-			return fmt.Errorf("config: guard.subnet[%d].family %q: want ipv4 or ipv6", i, s.Family)
+			return fmt.Errorf("guard.subnet[%d].family %q: want ipv4 or ipv6", i, s.Family)
 		}
 		if s.Bits < 8 || s.Bits >= max {
-			return fmt.Errorf("config: guard.subnet[%d].bits %d: want 8 to %d for %s", i, s.Bits, max-1, s.Family)
+			return fmt.Errorf("guard.subnet[%d].bits %d: want 8 to %d for %s", i, s.Bits, max-1, s.Family)
 		}
 		if s.Addresses < 2 {
-			return fmt.Errorf("config: guard.subnet[%d].addresses %d: must be at least 2", i, s.Addresses)
+			return fmt.Errorf("guard.subnet[%d].addresses %d: must be at least 2", i, s.Addresses)
 		}
 		if s.Window <= 0 {
-			return fmt.Errorf("config: guard.subnet[%d].window %s: must be positive", i, s.Window.D())
+			return fmt.Errorf("guard.subnet[%d].window %s: must be positive", i, s.Window.D())
 		}
 	}
 	for i, l := range c.AuthLimits {
 		max, ok := familyBits(l.Family)
 		if !ok {
-			return fmt.Errorf("config: guard.auth_limit[%d].family %q: want ipv4 or ipv6", i, l.Family)
+			return fmt.Errorf("guard.auth_limit[%d].family %q: want ipv4 or ipv6", i, l.Family)
 		}
 		if l.Bits < 8 || l.Bits > max {
-			return fmt.Errorf("config: guard.auth_limit[%d].bits %d: want 8 to %d for %s", i, l.Bits, max, l.Family)
+			return fmt.Errorf("guard.auth_limit[%d].bits %d: want 8 to %d for %s", i, l.Bits, max, l.Family)
 		}
 		if l.PerMinute < 0 || l.PerDay < 0 {
-			return fmt.Errorf("config: guard.auth_limit[%d]: per_minute %d / per_day %d must not be negative", i, l.PerMinute, l.PerDay)
+			return fmt.Errorf("guard.auth_limit[%d]: per_minute %d / per_day %d must not be negative", i, l.PerMinute, l.PerDay)
 		}
 	}
 	for i, f := range c.Files {
 		if strings.TrimSpace(f) == "" {
-			return fmt.Errorf("config: guard.files[%d]: empty path", i)
+			return fmt.Errorf("guard.files[%d]: empty path", i)
 		}
 	}
 	return nil

@@ -2,7 +2,6 @@ package config
 
 import (
 	"fmt"
-	"net"
 	"strings"
 	"time"
 
@@ -101,32 +100,32 @@ func ParseRestriction(s string) (warn bool, name string, args []string, err erro
 func (c *PolicyConfig) validate() error {
 	if path, unix := strings.CutPrefix(c.Listen, "unix:"); unix {
 		if path == "" {
-			return fmt.Errorf("config: policy.listen %q: no socket path after unix:", c.Listen)
+			return fmt.Errorf("policy.listen %q: no socket path after unix:", c.Listen)
 		}
-	} else if _, _, err := net.SplitHostPort(c.Listen); err != nil {
-		return fmt.Errorf("config: policy.listen %q: want host:port or unix:/path", c.Listen)
+	} else if err := validListenAddress(c.Listen); err != nil {
+		return fmt.Errorf("policy.listen %q: %w, or unix:/path", c.Listen, err)
 	}
 	if c.MaxConnections < 1 {
-		return fmt.Errorf("config: policy.max_connections %d: must be at least 1", c.MaxConnections)
+		return fmt.Errorf("policy.max_connections %d: must be at least 1", c.MaxConnections)
 	}
 	if c.DNSTimeout.D() <= 0 {
-		return fmt.Errorf("config: policy.dns_timeout %s: must be positive", c.DNSTimeout.D())
+		return fmt.Errorf("policy.dns_timeout %s: must be positive", c.DNSTimeout.D())
 	}
 	tables := map[string]bool{}
 	for i, t := range c.Access {
 		if t.Name == "" {
-			return fmt.Errorf("config: policy.access[%d]: name is empty", i)
+			return fmt.Errorf("policy.access[%d]: name is empty", i)
 		}
 		if tables[t.Name] {
-			return fmt.Errorf("config: policy.access[%d]: duplicate name %q", i, t.Name)
+			return fmt.Errorf("policy.access[%d]: duplicate name %q", i, t.Name)
 		}
 		tables[t.Name] = true
 		for _, e := range t.Entries {
 			if len(strings.Fields(e)) < 2 {
-				return fmt.Errorf("config: policy.access %q: entry %q: want \"CIDR ACTION [text]\"", t.Name, e)
+				return fmt.Errorf("policy.access %q: entry %q: want \"CIDR ACTION [text]\"", t.Name, e)
 			}
 			if _, err := ParsePrefix(strings.Fields(e)[0]); err != nil {
-				return fmt.Errorf("config: policy.access %q: entry %q: %w", t.Name, e, err)
+				return fmt.Errorf("policy.access %q: entry %q: %w", t.Name, e, err)
 			}
 		}
 	}
@@ -139,18 +138,18 @@ func (c *PolicyConfig) validate() error {
 		for _, r := range list {
 			_, name, args, err := ParseRestriction(r)
 			if err != nil {
-				return fmt.Errorf("config: policy.%s: %w", key, err)
+				return fmt.Errorf("policy.%s: %w", key, err)
 			}
 			if name == "check_dmarc" && key != "end_of_data_restrictions" {
 				// SPF, DKIM and DMARC together need the message itself.
 				return fmt.Errorf("config: policy.%s: check_dmarc needs the message: use it in end_of_data_restrictions", key)
 			}
 			if name == "check_client_access" && !tables[args[0]] {
-				return fmt.Errorf("config: policy.%s: %q: no [[policy.access]] table named %q", key, r, args[0])
+				return fmt.Errorf("policy.%s: %q: no [[policy.access]] table named %q", key, r, args[0])
 			}
 			if strings.HasPrefix(name, "reject_rbl_") || strings.HasPrefix(name, "reject_rhsbl_") {
 				if _, err := zonespec.Parse(args[0]); err != nil {
-					return fmt.Errorf("config: policy.%s: %q: %w", key, r, err)
+					return fmt.Errorf("policy.%s: %q: %w", key, r, err)
 				}
 			}
 		}
@@ -163,12 +162,12 @@ func (c *PolicyConfig) validate() error {
 	switch c.SPF.PermError {
 	case "reject", "dunno":
 	default:
-		return fmt.Errorf("config: policy.spf.permerror %q: want reject or dunno", c.SPF.PermError)
+		return fmt.Errorf("policy.spf.permerror %q: want reject or dunno", c.SPF.PermError)
 	}
 	switch c.SPF.TempError {
 	case "defer", "dunno":
 	default:
-		return fmt.Errorf("config: policy.spf.temperror %q: want defer or dunno", c.SPF.TempError)
+		return fmt.Errorf("policy.spf.temperror %q: want defer or dunno", c.SPF.TempError)
 	}
 	return c.DMARC.validate()
 }

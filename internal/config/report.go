@@ -26,19 +26,19 @@ func (c *ReportConfig) validate() error {
 	switch c.Format {
 	case "text", "json", "html":
 	default:
-		return fmt.Errorf("report.format: %q is not text, json or html", c.Format)
+		return fmt.Errorf("report.format %q: want text, json or html", c.Format)
 	}
 	if c.SyslogName == "" {
-		return fmt.Errorf("report.syslog_name: must not be empty")
+		return fmt.Errorf("report.syslog_name is empty: want the Postfix syslog_name, such as postfix")
 	}
 	if c.SMTPServer != "" {
 		if _, _, err := net.SplitHostPort(c.SMTPServer); err != nil {
-			return fmt.Errorf("report.smtp_server: %q: %v", c.SMTPServer, err)
+			return fmt.Errorf("report.smtp_server %q: want host:port: %v", c.SMTPServer, err)
 		}
 	}
 	if c.MailFrom != "" {
 		if _, err := mail.ParseAddress(c.MailFrom); err != nil {
-			return fmt.Errorf("report.mail_from: %q: %v", c.MailFrom, err)
+			return fmt.Errorf("report.mail_from %q: want an address: %v", c.MailFrom, err)
 		}
 	}
 	return nil

@@ -17,9 +17,9 @@ func TestReportSection(t *testing.T) {
 	}
 	dir := t.TempDir()
 	for _, tc := range []struct{ toml, want string }{
-		{"[report]\nformat = \"pdf\"\n", `report.format: "pdf"`},
-		{"[report]\nsmtp_server = \"localhost\"\n", `report.smtp_server: "localhost"`},
-		{"[report]\nmail_from = \"not an address\"\n", `report.mail_from: "not an address"`},
+		{"[report]\nformat = \"pdf\"\n", `report.format "pdf"`},
+		{"[report]\nsmtp_server = \"localhost\"\n", `report.smtp_server "localhost"`},
+		{"[report]\nmail_from = \"not an address\"\n", `report.mail_from "not an address"`},
 		{"[report]\nsyslog_name = \"\"\n", "report.syslog_name"},
 	} {
 		p := filepath.Join(dir, "c.toml")

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/relayguard/relayguard/internal/address"
 	"github.com/relayguard/relayguard/internal/config"
 	"github.com/relayguard/relayguard/internal/queue"
 )
@@ -80,14 +81,18 @@ type Deliverer struct {
 	SMTP   *SMTP
 	routes map[string]route
 	local  map[string]bool
-	log    *slog.Logger
+	// localRoute delivers local domains without a transports entry
+	// (delivery.local_transport); kind "" when there is none.
+	localRoute route
+	log        *slog.Logger
 }
 
 // Options are knobs that the configuration file does not set (tests).
 type Options struct {
-	// LocalDomains are this server's own domains (config local_domains).
-	// Mail for them needs a transport table entry: looking up their MX
-	// would send it back to this server.
+	// LocalDomains are this server's own domains in canonical form
+	// (config.Site.LocalDomains). Mail for them goes to the transport
+	// table entry or delivery.local_transport: looking up their MX would
+	// send it back to this server.
 	LocalDomains []string
 	Resolver     *Resolver      // nil: from cfg.DNSServer
 	MXPort       int            // port of MX hosts; 0 = 25
@@ -135,25 +140,49 @@ func New(cfg config.DeliveryConfig, hostname string, log *slog.Logger, opt Optio
 	}
 	d := &Deliverer{SMTP: s, routes: map[string]route{}, local: map[string]bool{}, log: log}
 	for _, l := range opt.LocalDomains {
-		d.local[strings.ToLower(l)] = true
+		d.local[l] = true
 	}
 	for dom, t := range cfg.Transports {
-		if err := config.ValidateTransport(t); err != nil {
-			return nil, fmt.Errorf("deliver: transport %q for %q: %w", t, dom, err)
+		r, err := parseRoute(t)
+		if err != nil {
+			return nil, fmt.Errorf("deliver: delivery.transports[%q] %q: %w", dom, t, err)
 		}
-		kind, rest, _ := strings.Cut(t, ":")
-		d.routes[strings.ToLower(dom)] = route{kind: kind, addr: rest}
+		d.routes[dom] = r
+	}
+	if cfg.LocalTransport != "" {
+		var err error
+		if d.localRoute, err = parseRoute(cfg.LocalTransport); err != nil {
+			return nil, fmt.Errorf("deliver: delivery.local_transport %q: %w", cfg.LocalTransport, err)
+		}
 	}
 	return d, nil
+}
+
+func parseRoute(t string) (route, error) {
+	if err := config.ValidateTransport(t); err != nil {
+		return route{}, err
+	}
+	kind, rest, _ := strings.Cut(t, ":")
+	return route{kind: kind, addr: rest}, nil
 }
 
 // Close drops cached connections.
 func (d *Deliverer) Close() { d.SMTP.Close() }
 
-// lookup finds the transport for domain: the exact domain, then ".parent"
-// entries from the closest parent up, then "*".
+// canonical puts a recipient domain in the canonical form of the
+// configuration's domains (internal/address; recipients are spooled in it
+// already). An IP literal or an invalid name is only lower-cased.
+func canonical(domain string) string {
+	if c, err := address.CanonicalDomain(domain); err == nil {
+		return c
+	}
+	return strings.ToLower(domain)
+}
+
+// lookup finds the transport for a canonical domain: the exact domain,
+// then ".parent" entries from the closest parent up, then, for a local
+// domain, local_transport, then "*".
 func (d *Deliverer) lookup(domain string) (route, bool) {
-	domain = strings.ToLower(strings.TrimSuffix(domain, "."))
 	if r, ok := d.routes[domain]; ok {
 		return r, true
 	}
@@ -167,6 +196,9 @@ func (d *Deliverer) lookup(domain string) (route, bool) {
 			return r, true
 		}
 	}
+	if d.localRoute.kind != "" && (domain == "" || d.local[domain]) {
+		return d.localRoute, true
+	}
 	r, ok := d.routes["*"]
 	return r, ok
 }
@@ -175,26 +207,29 @@ func (d *Deliverer) lookup(domain string) (route, bool) {
 // concurrency limits: the transport table entry, the smarthost, or the
 // domain itself (its MX hosts).
 func (d *Deliverer) Destination(domain string) string {
+	domain = canonical(domain)
 	if r, ok := d.lookup(domain); ok {
 		return r.kind + ":" + r.addr
 	}
-	if d.SMTP.Smarthost != "" && domain != "" && !d.local[strings.ToLower(domain)] {
+	if d.SMTP.Smarthost != "" && domain != "" && !d.local[domain] {
 		return "smtp:" + d.SMTP.Smarthost
 	}
-	return strings.ToLower(domain)
+	return domain
 }
 
 // Deliver delivers req to the recipients of one domain and returns one
 // Result per recipient, in order.
 func (d *Deliverer) Deliver(ctx context.Context, domain string, req *Request) []Result {
+	domain = canonical(domain)
 	r, ok := d.lookup(domain)
 	if !ok {
-		if domain == "" || d.local[strings.ToLower(domain)] {
-			// A bare <postmaster> or a local domain without a transport:
-			// keep the mail queued (visible in `relayguard queue list`)
-			// rather than send it to our own MX and loop.
-			d.log.Error("deliver: no transport for a local domain; set [delivery.transports]", "domain", domain, "id", req.ID)
-			return tempAll(req.Rcpts, "", "4.3.5", "no transport for local domain %q: set [delivery.transports]", domain)
+		if domain == "" || d.local[domain] {
+			// A bare <postmaster> or a local domain without a transport
+			// (local_transport is empty): keep the mail queued (visible
+			// in `relayguard queue list`) rather than send it to our own
+			// MX and loop.
+			d.log.Error("deliver: no transport for a local domain; set delivery.local_transport or [delivery.transports]", "domain", domain, "id", req.ID)
+			return tempAll(req.Rcpts, "", "4.3.5", "no transport for local domain %q: set delivery.local_transport or [delivery.transports]", domain)
 		}
 		if d.SMTP.Smarthost != "" {
 			return d.SMTP.DeliverSmarthost(ctx, req)

@@ -382,11 +382,13 @@ func TestSMTPUTF8(t *testing.T) {
 }
 
 // A local domain without a transport stays queued instead of going to its
-// own MX; a peer that greets with our own name is a loop (5.4.6).
+// own MX; with local_transport (the default) it goes there; a peer that
+// greets with our own name is a loop (5.4.6).
 func TestNoLoops(t *testing.T) {
 	peer := delivertest.StartGoPeer(t, delivertest.GoPeerOptions{}) // greets as gopeer.test
 	s := newSetup(t, "here.test. 300 IN MX 10 mx.here.test.", "mx.here.test. 300 IN A 127.0.0.1")
 	res, _ := deliver.NewResolver(s.dns.Addr, 5*time.Second)
+	s.cfg.LocalTransport = ""
 	d, err := deliver.New(s.cfg, "relay.test", nil, deliver.Options{Resolver: res, LocalDomains: []string{"here.test"}})
 	if err != nil {
 		t.Fatal(err)
@@ -396,6 +398,19 @@ func TestNoLoops(t *testing.T) {
 		if r.OK || !r.Temp || r.Enhanced != "4.3.5" {
 			t.Errorf("local domain %q without transport: got %+v, want deferred 4.3.5", dom, r)
 		}
+	}
+	mail := t.TempDir()
+	s.cfg.LocalTransport = "maildir:" + mail + "/{domain}/{local}"
+	d, err = deliver.New(s.cfg, "relay.test", nil, deliver.Options{Resolver: res, LocalDomains: []string{"here.test"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantOK(t, d.Deliver(context.Background(), "here.test", request("postmaster@here.test")), 1)
+	if got, _ := filepath.Glob(filepath.Join(mail, "here.test", "postmaster", "new", "*")); len(got) != 1 {
+		t.Errorf("local_transport: %d messages in the Maildir, want 1", len(got))
+	}
+	if d.Destination("other.test") != "other.test" || d.Destination("here.test") != "maildir:"+mail+"/{domain}/{local}" {
+		t.Errorf("destinations %q, %q", d.Destination("other.test"), d.Destination("here.test"))
 	}
 	s.cfg.HeloName = "GoPeer.test"
 	s.cfg.Transports = map[string]string{"loop.test": "smtp:" + peer.Addr}

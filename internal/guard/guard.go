@@ -597,6 +597,9 @@ func (g *Guard) Run(ctx context.Context, interval time.Duration, wake <-chan str
 			last = time.Now()
 		}
 		if err := g.Sync(ctx, reconcile); err != nil {
+			if ctx.Err() != nil {
+				return // stopping: not an error of the store
+			}
 			g.o.Log.Error("guard: sync", "err", err)
 			reconcile = true
 		} else {

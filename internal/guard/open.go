@@ -3,37 +3,12 @@ package guard
 import (
 	"context"
 	"log/slog"
-	"net"
-	"net/netip"
 	"sync"
 	"time"
 
 	"github.com/relayguard/relayguard/internal/config"
 	"github.com/relayguard/relayguard/internal/store"
 )
-
-// NeverBan lists the networks the guard must never ban: mynetworks and the
-// server's own addresses (the interface addresses when own_addresses is
-// empty). guard.allow is added by New.
-func NeverBan(cfg *config.Config) []netip.Prefix {
-	out, _ := config.ParsePrefixes(cfg.MyNetworks)
-	own := cfg.OwnAddresses
-	if len(own) == 0 {
-		if addrs, err := net.InterfaceAddrs(); err == nil {
-			for _, a := range addrs {
-				if n, ok := a.(*net.IPNet); ok {
-					own = append(own, n.IP.String())
-				}
-			}
-		}
-	}
-	for _, a := range own {
-		if p, err := config.ParsePrefix(a); err == nil {
-			out = append(out, p)
-		}
-	}
-	return out
-}
 
 // Open builds the guard of the configuration over the process's stores:
 // bans, failure counters and recent logins in the SQLite database; with
@@ -50,7 +25,7 @@ func Open(ctx context.Context, cfg *config.Config, log *slog.Logger, st *store.S
 	}
 	o.Config, o.Log, o.Store = cfg.Guard, log, local
 	o.Counters, o.Logins = counters, counters
-	o.Never = append(o.Never, NeverBan(cfg)...)
+	o.Never = append(o.Never, cfg.Site.NeverBan()...)
 	if st.Redis != nil {
 		o.Store = NewShared(local, st.Redis, log)
 		o.Counters = &FallbackCounters{Primary: st.Redis, Fallback: counters, Health: st.Redis.Health}

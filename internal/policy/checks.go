@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"strings"
 
+	"github.com/relayguard/relayguard/internal/address"
 	"github.com/relayguard/relayguard/internal/dnsbl"
 )
 
@@ -45,10 +46,8 @@ func (e *Engine) eval(ctx context.Context, r *rule, req *Request) Verdict {
 	case "defer":
 		return Verdict{Action: Defer, Code: 450, Enhanced: "4.7.1", Text: "Try again later"}
 	case "permit_mynetworks":
-		for _, p := range e.mynets {
-			if ip.IsValid() && p.Contains(ip) {
-				return Verdict{Action: Permit}
-			}
+		if ip.IsValid() && e.site.Trusted(ip) {
+			return Verdict{Action: Permit}
 		}
 		return dunno
 	case "permit_sasl_authenticated":
@@ -168,24 +167,25 @@ func (e *Engine) unauthDestination(req *Request) Verdict {
 		}
 		return dunno
 	}
-	local, d := req.Recipient[:i], strings.ToLower(strings.TrimSuffix(req.Recipient[i+1:], "."))
+	local, d := req.Recipient[:i], req.Recipient[i+1:]
 	if strings.ContainsAny(local, "%!@") {
 		return e.relayDenied(req)
 	}
 	if strings.HasPrefix(d, "[") && strings.HasSuffix(d, "]") {
 		lit := strings.TrimPrefix(strings.ToLower(d[1:len(d)-1]), "ipv6:")
-		if a, err := netip.ParseAddr(lit); err == nil && e.cfg.AllowIPLiterals && e.own[a.Unmap()] {
+		if a, err := netip.ParseAddr(lit); err == nil && e.site.AllowIPLiterals && e.site.IsOwn(a) {
 			return dunno
 		}
 		return e.relayDenied(req)
 	}
-	if e.local[d] {
-		return dunno
+	// The front door's recipient domain may be a U-label (SMTPUTF8) or end
+	// in a dot; the site's domains are canonical (A-labels).
+	d, err := address.CanonicalDomain(d)
+	if err != nil {
+		return e.relayDenied(req)
 	}
-	for _, r := range e.relay {
-		if d == r || (strings.HasPrefix(r, ".") && strings.HasSuffix(d, r)) {
-			return dunno
-		}
+	if e.site.IsLocal(d) || e.site.IsRelay(d) {
+		return dunno
 	}
 	return e.relayDenied(req)
 }
@@ -372,7 +372,7 @@ func (e *Engine) dnsblScore(ctx context.Context, req *Request) Verdict {
 		domains = append(domains, h)
 	}
 	s := e.bl.Check(ctx, ip, domains...)
-	th, allow := e.cfg.DNSBL.RejectThreshold, e.cfg.DNSBL.AllowThreshold
+	th, allow := e.blc.RejectThreshold, e.blc.AllowThreshold
 	up, down := 0, 0
 	var failed []string
 	seen := map[string]bool{}

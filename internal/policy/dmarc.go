@@ -19,7 +19,7 @@ func (e *Engine) dmarc(ctx context.Context, req *Request) Verdict {
 	if stageOf(req.Stage) != StageEndOfData || req.Message == nil {
 		return dunno // no message to look at (the Postfix policy service never has one)
 	}
-	c := e.cfg.Policy.DMARC
+	c := e.pol.DMARC
 	id := e.authservID()
 	sr, serr := e.spfResult(ctx, req)
 	spf := msgauth.SPF{Result: string(sr), MailFrom: req.Sender, Helo: strings.TrimSuffix(req.Helo, ".")}
@@ -77,8 +77,8 @@ func dispositionLabel(d msgauth.DMARC) string {
 // authservID is the authserv-id of the Authentication-Results fields this
 // server writes: [policy.dmarc] authserv_id, else the host name.
 func (e *Engine) authservID() string {
-	if id := e.cfg.Policy.DMARC.AuthservID; id != "" {
+	if id := e.pol.DMARC.AuthservID; id != "" {
 		return strings.ToLower(id)
 	}
-	return strings.ToLower(e.cfg.Hostname)
+	return e.site.Hostname
 }

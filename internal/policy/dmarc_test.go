@@ -266,7 +266,7 @@ func dmarcEngine(t *testing.T, res Resolver, edit func(c *config.DMARCConfig)) *
 	if err := cfg.Finish(t.TempDir()); err != nil {
 		t.Fatal(err)
 	}
-	e, err := New(cfg, Deps{Resolver: res, Registerer: prometheus.NewRegistry(), Logger: slog.New(slog.DiscardHandler)})
+	e, err := New(cfg.Site, cfg.Policy, cfg.DNSBL, Deps{Resolver: res, Registerer: prometheus.NewRegistry(), Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -49,7 +48,9 @@ type Deps struct {
 
 // Engine evaluates the restriction lists of the configuration.
 type Engine struct {
-	cfg      *config.Config
+	site     *config.Site
+	pol      config.PolicyConfig
+	blc      config.DNSBLConfig
 	res      Resolver
 	bl       *dnsbl.Checker
 	now      func() time.Time
@@ -57,10 +58,6 @@ type Engine struct {
 	events   event.Sink
 	source   string
 	lists    map[Stage][]*rule
-	mynets   []netip.Prefix
-	local    map[string]bool
-	relay    []string
-	own      map[netip.Addr]bool
 	access   map[string]*accessTable
 	m        *engineMetrics
 	cancel   context.CancelFunc
@@ -77,11 +74,16 @@ type rule struct {
 	tbl  *accessTable
 }
 
-// New compiles the restriction lists of cfg. It sends no DNS query.
-func New(cfg *config.Config, deps Deps) (*Engine, error) {
-	e := &Engine{cfg: cfg, res: deps.Resolver, bl: deps.DNSBL, now: deps.Clock, log: deps.Logger,
-		events: deps.Events, source: deps.Source, lists: map[Stage][]*rule{}, local: map[string]bool{},
-		own: map[netip.Addr]bool{}, access: map[string]*accessTable{}}
+// New compiles the restriction lists of the [policy] section. site is the
+// server's canonical identity (config.Site: local and relay domains,
+// mynetworks, own addresses); bl is the [dnsbl] section. It sends no DNS
+// query.
+func New(site *config.Site, pol config.PolicyConfig, bl config.DNSBLConfig, deps Deps) (*Engine, error) {
+	if site == nil {
+		return nil, fmt.Errorf("policy: no site (config.Finish builds it)")
+	}
+	e := &Engine{site: site, pol: pol, blc: bl, res: deps.Resolver, bl: deps.DNSBL, now: deps.Clock, log: deps.Logger,
+		events: deps.Events, source: deps.Source, lists: map[Stage][]*rule{}, access: map[string]*accessTable{}}
 	if e.now == nil {
 		e.now = time.Now
 	}
@@ -95,31 +97,17 @@ func New(cfg *config.Config, deps Deps) (*Engine, error) {
 		e.source = "policy"
 	}
 	var err error
-	if e.mynets, err = config.ParsePrefixes(cfg.MyNetworks); err != nil {
-		return nil, fmt.Errorf("policy: mynetworks: %w", err)
-	}
-	for _, d := range cfg.LocalDomains {
-		e.local[strings.ToLower(strings.TrimSuffix(d, "."))] = true
-	}
-	for _, d := range cfg.RelayDomains {
-		e.relay = append(e.relay, strings.ToLower(strings.TrimSuffix(d, ".")))
-	}
-	for _, a := range cfg.OwnAddresses {
-		if ip, err := netip.ParseAddr(a); err == nil {
-			e.own[ip.Unmap()] = true
-		}
-	}
-	for _, t := range cfg.Policy.Access {
+	for _, t := range pol.Access {
 		at, err := loadAccessTable(t)
 		if err != nil {
 			return nil, err
 		}
 		e.access[t.Name] = at
 	}
-	p := cfg.Policy
+	p := pol
 	var extra []*dnsbl.Zone
 	var extraDomain []*dnsbl.Zone
-	needDNS := len(cfg.DNSBL.Zones)+len(cfg.DNSBL.DomainZones) > 0
+	needDNS := len(bl.Zones)+len(bl.DomainZones) > 0
 	for stage, list := range map[Stage][]string{
 		StageConnect: p.ConnectRestrictions, StageHelo: p.HeloRestrictions, StageMail: p.SenderRestrictions,
 		StageRcpt: p.RecipientRestrictions, StageData: p.DataRestrictions, StageEndOfData: p.EndOfDataRestrictions,
@@ -152,7 +140,7 @@ func New(cfg *config.Config, deps Deps) (*Engine, error) {
 		}
 	}
 	if needDNS && e.res == nil {
-		r, err := dnsutil.New(cfg.DNSBL.Resolvers, cfg.DNSBL.Timeout.D())
+		r, err := dnsutil.New(bl.Resolvers, bl.Timeout.D())
 		if err != nil {
 			return nil, fmt.Errorf("policy: resolver: %w", err)
 		}
@@ -168,9 +156,9 @@ func New(cfg *config.Config, deps Deps) (*Engine, error) {
 			return nil, fmt.Errorf("policy: resolver %T cannot query DNS lists (no LookupA4)", e.res)
 		}
 		e.bl, err = dnsbl.New(q, dnsbl.Options{
-			Zones: cfg.DNSBL.Zones, DomainZones: cfg.DNSBL.DomainZones, Timeout: cfg.DNSBL.Timeout.D(),
-			MinTTL: cfg.DNSBL.CacheMinTTL.D(), MaxTTL: cfg.DNSBL.CacheMaxTTL.D(), CacheSize: cfg.DNSBL.CacheSize,
-			HealthInterval: cfg.DNSBL.HealthInterval.D(), Logger: e.log, Clock: e.now, Registerer: deps.Registerer,
+			Zones: bl.Zones, DomainZones: bl.DomainZones, Timeout: bl.Timeout.D(),
+			MinTTL: bl.CacheMinTTL.D(), MaxTTL: bl.CacheMaxTTL.D(), CacheSize: bl.CacheSize,
+			HealthInterval: bl.HealthInterval.D(), Logger: e.log, Clock: e.now, Registerer: deps.Registerer,
 		})
 		if err != nil {
 			cancel()
@@ -231,7 +219,7 @@ func stageOf(s Stage) Stage {
 func (e *Engine) Check(ctx context.Context, req *Request) Verdict {
 	start := time.Now()
 	stage := stageOf(req.Stage)
-	ctx, cancel := context.WithTimeout(ctx, e.cfg.Policy.DNSTimeout.D())
+	ctx, cancel := context.WithTimeout(ctx, e.pol.DNSTimeout.D())
 	defer cancel()
 	var deferred *Verdict
 	var prepends []string

@@ -87,7 +87,7 @@ func newEnv(t *testing.T, dns *dnstest.Server, edit func(c *config.Config)) *env
 		t.Fatal(err)
 	}
 	e := &env{dns: dns, logs: &bytes.Buffer{}, events: &event.Recorder{}}
-	e.eng, err = New(cfg, Deps{Resolver: res, Logger: slog.New(slog.NewTextHandler(e.logs, nil)),
+	e.eng, err = New(cfg.Site, cfg.Policy, cfg.DNSBL, Deps{Resolver: res, Logger: slog.New(slog.NewTextHandler(e.logs, nil)),
 		Events: e.events, Registerer: prometheus.NewRegistry(), Source: "test"})
 	if err != nil {
 		t.Fatalf("policy.New: %v", err)

@@ -26,7 +26,7 @@ func (e *Engine) spf(ctx context.Context, req *Request) Verdict {
 	if identity == "" {
 		identity = "postmaster@" + helo
 	}
-	c := e.cfg.Policy.SPF
+	c := e.pol.SPF
 	header := func() Verdict {
 		if !c.Header {
 			return dunno

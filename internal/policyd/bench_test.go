@@ -33,7 +33,7 @@ func BenchmarkDecision(b *testing.B) {
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	reg := prometheus.NewRegistry()
-	eng, err := policy.New(cfg, policy.Deps{Logger: log, Registerer: reg})
+	eng, err := policy.New(cfg.Site, cfg.Policy, cfg.DNSBL, policy.Deps{Logger: log, Registerer: reg})
 	if err != nil {
 		b.Fatal(err)
 	}

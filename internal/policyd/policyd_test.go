@@ -54,7 +54,7 @@ func startServer(t *testing.T, network string) (addr string, logs *syncBuffer) {
 	logs = &syncBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, nil))
 	reg := prometheus.NewRegistry()
-	eng, err := policy.New(cfg, policy.Deps{Logger: log, Registerer: reg, Source: "policyd"})
+	eng, err := policy.New(cfg.Site, cfg.Policy, cfg.DNSBL, policy.Deps{Logger: log, Registerer: reg, Source: "policyd"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -302,7 +302,7 @@ func TestServeSurvivesAcceptErrors(t *testing.T) {
 	logs := &syncBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, nil))
 	reg := prometheus.NewRegistry()
-	eng, err := policy.New(cfg, policy.Deps{Logger: log, Registerer: reg})
+	eng, err := policy.New(cfg.Site, cfg.Policy, cfg.DNSBL, policy.Deps{Logger: log, Registerer: reg})
 	if err != nil {
 		t.Fatal(err)
 	}

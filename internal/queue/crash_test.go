@@ -48,7 +48,7 @@ func crashChild() int {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
-	s := queue.NewScheduler(sp, d, cfg, nil)
+	s := queue.NewScheduler(sp, d, cfg.Delivery, cfg.Hostname, nil)
 	go s.Run(context.Background())
 	ack, err := os.OpenFile(os.Getenv("RG_ACK"), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
 	if err != nil {

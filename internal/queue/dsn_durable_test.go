@@ -58,7 +58,7 @@ func TestFailureNoticeNotLostWhenSpoolFull(t *testing.T) {
 		t.Fatal(err)
 	}
 	full.Store(true)
-	s := queue.NewScheduler(sp, d, cfg, nil)
+	s := queue.NewScheduler(sp, d, cfg.Delivery, cfg.Hostname, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx) }()

@@ -31,7 +31,7 @@ func TestHoldCheckOnArrival(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer d.Close()
-	s := queue.NewScheduler(sp, d, cfg, testLog())
+	s := queue.NewScheduler(sp, d, cfg.Delivery, cfg.Hostname, testLog())
 	s.SetHoldCheck(nil, func(env *queue.Envelope) string {
 		if env.AuthUser == "mallory" {
 			return "account mallory suspended"

@@ -86,14 +86,14 @@ type domainQ struct {
 	queue  []job
 }
 
-// NewScheduler returns a scheduler over spool. cfg supplies [delivery] and
-// the hostname used in delivery status notifications.
-func NewScheduler(spool *Spool, d Deliverer, cfg *config.Config, log *slog.Logger) *Scheduler {
+// NewScheduler returns a scheduler over spool for the [delivery] section;
+// hostname names this server in delivery status notifications.
+func NewScheduler(spool *Spool, d Deliverer, cfg config.DeliveryConfig, hostname string, log *slog.Logger) *Scheduler {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &Scheduler{
-		spool: spool, d: d, cfg: cfg.Delivery, hostname: cfg.Hostname, log: log, ml: maillog.New(log),
+		spool: spool, d: d, cfg: cfg, hostname: hostname, log: log, ml: maillog.New(log),
 		metrics: newMetrics(), now: time.Now,
 		due: map[string]time.Time{}, inflight: map[string]*msgState{},
 		domains: map[string]*domainQ{}, wake: make(chan struct{}, 1),

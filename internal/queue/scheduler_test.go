@@ -51,7 +51,7 @@ func startScheduler(t testing.TB, sp *queue.Spool, cfg *config.Config) (stop fun
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := queue.NewScheduler(sp, d, cfg, testLog())
+	s := queue.NewScheduler(sp, d, cfg.Delivery, cfg.Hostname, testLog())
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx) }()

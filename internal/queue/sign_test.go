@@ -47,7 +47,7 @@ func TestSchedulerSigns(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer d.Close()
-	s := queue.NewScheduler(sp, d, cfg, testLog())
+	s := queue.NewScheduler(sp, d, cfg.Delivery, cfg.Hostname, testLog())
 	s.SetSigner(signer)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

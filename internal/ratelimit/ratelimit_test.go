@@ -78,7 +78,7 @@ func startServer(t *testing.T, rl config.RateLimitConfig) *server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := smtpd.New(cfg, smtpd.Deps{Users: users, Creds: users, Spool: spool, Events: rec, Limits: lim})
+	srv, err := smtpd.New(cfg.SMTP(), smtpd.Deps{Users: users, Creds: users, Spool: spool, Events: rec, Limits: lim})
 	if err != nil {
 		t.Fatal(err)
 	}

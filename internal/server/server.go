@@ -12,7 +12,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -21,7 +20,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/relayguard/relayguard/internal/certs"
 	"github.com/relayguard/relayguard/internal/config"
 	"github.com/relayguard/relayguard/internal/event"
 	"github.com/relayguard/relayguard/internal/queue"
@@ -46,24 +44,14 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, opt Options)
 		notice = os.Stderr
 	}
 
+	// Everything config check checks, before anything is opened or started.
+	if err := Check(cfg); err != nil {
+		return err
+	}
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
 		return fmt.Errorf("data dir %s: %w", cfg.DataDir, err)
 	}
-	// A self-signed certificate is made only at the default location: a
-	// configured path that does not exist is an operator's typo, not a
-	// place to write a key.
-	var created bool
-	var err error
-	if cfg.TLS.CertFile == filepath.Join(cfg.DataDir, "tls", "cert.pem") && cfg.TLS.KeyFile == filepath.Join(cfg.DataDir, "tls", "key.pem") {
-		created, err = certs.EnsureSelfSigned(cfg.TLS.CertFile, cfg.TLS.KeyFile, []string{cfg.Hostname, "localhost", "127.0.0.1", "::1"})
-		if err != nil {
-			return err
-		}
-	}
-	if created {
-		log.Info("created a self-signed certificate; replace it with a real one for production", "cert", cfg.TLS.CertFile, "key", cfg.TLS.KeyFile)
-	}
-	tlsConf, err := certs.Load(cfg.TLS.CertFile, cfg.TLS.KeyFile)
+	tlsConf, err := loadTLS(cfg, log)
 	if err != nil {
 		return err
 	}
@@ -82,6 +70,21 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, opt Options)
 	}
 	defer spool.Close()
 
+	// Bind before starting anything, so that a port in use fails the start
+	// before any goroutine runs.
+	lns, err := openListeners(cfg)
+	if err != nil {
+		return err
+	}
+	defer closeAll(lns)
+	var aln net.Listener
+	if cfg.Admin.Listen != "" {
+		if aln, err = net.Listen("tcp", cfg.Admin.Listen); err != nil {
+			return fmt.Errorf("admin listener %s: %w", cfg.Admin.Listen, err)
+		}
+		defer aln.Close()
+	}
+
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	prometheus.DefaultRegisterer = reg
@@ -96,15 +99,11 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, opt Options)
 		return err
 	}
 	defer stop()
-	srv, err := smtpd.New(cfg, deps)
+	srv, err := smtpd.New(cfg.SMTP(), deps)
 	if err != nil {
 		return err
 	}
 
-	lns, err := openListeners(cfg)
-	if err != nil {
-		return err
-	}
 	var wg sync.WaitGroup
 	errc := make(chan error, len(lns)+1)
 	for i, ln := range lns {
@@ -120,11 +119,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, opt Options)
 		}()
 	}
 	var admin *http.Server
-	if cfg.Admin.Listen != "" {
-		aln, err := net.Listen("tcp", cfg.Admin.Listen)
-		if err != nil {
-			return fmt.Errorf("admin listener %s: %w", cfg.Admin.Listen, err)
-		}
+	if aln != nil {
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 		mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
@@ -137,7 +132,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, opt Options)
 		log.Info("listening", "listener", "admin", "address", aln.Addr().String())
 		fmt.Fprintf(notice, "relayguard: admin/metrics on http://%s/metrics\n", aln.Addr())
 	}
-	fmt.Fprintf(notice, "relayguard: data in %s; local domains %s\n", cfg.DataDir, strings.Join(cfg.LocalDomains, ", "))
+	fmt.Fprintf(notice, "relayguard: data in %s; local domains %s\n", cfg.DataDir, strings.Join(cfg.Site.LocalDomains, ", "))
 	fmt.Fprintf(notice, "relayguard: add a user with: relayguard user add USER --data-dir %s\n", cfg.DataDir)
 
 	select {

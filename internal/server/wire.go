@@ -28,7 +28,7 @@ func wireExtensions(ctx context.Context, cfg *config.Config, log *slog.Logger, s
 	}
 
 	// The restriction lists of [policy], the same engine as `relayguard policy`.
-	eng, err := policy.New(cfg, policy.Deps{Logger: log, Events: bus, Registerer: reg, Source: "smtpd"})
+	eng, err := policy.New(cfg.Site, cfg.Policy, cfg.DNSBL, policy.Deps{Logger: log, Events: bus, Registerer: reg, Source: "smtpd"})
 	if err != nil {
 		return nil, err
 	}

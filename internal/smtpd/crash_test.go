@@ -56,7 +56,7 @@ func crashChild(dir string) {
 	if err != nil {
 		panic(err)
 	}
-	srv, err := New(cfg, Deps{Users: users, Creds: users, Spool: spool})
+	srv, err := New(cfg.SMTP(), Deps{Users: users, Creds: users, Spool: spool})
 	if err != nil {
 		panic(err)
 	}

@@ -122,7 +122,7 @@ func startServer(t testing.TB, mutate func(*config.Config)) *testServer {
 	rec := &event.Recorder{}
 	logs := &logBuffer{}
 	metrics := NewMetrics(nil)
-	srv, err := New(cfg, Deps{Users: users, Creds: users, Spool: spool, TLS: tlsConf, Events: rec, Metrics: metrics,
+	srv, err := New(cfg.SMTP(), Deps{Users: users, Creds: users, Spool: spool, TLS: tlsConf, Events: rec, Metrics: metrics,
 		Log: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	if err != nil {
 		t.Fatal(err)

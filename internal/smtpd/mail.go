@@ -127,12 +127,9 @@ func (ss *session) isLocal(p address.Path) bool {
 		if !ss.cfg.AllowIPLiterals {
 			return false
 		}
-		ss.s.mu.Lock()
-		own := ss.s.ownAddrs[p.Literal]
-		ss.s.mu.Unlock()
-		return own
+		return ss.cfg.IsOwn(p.Literal)
 	}
-	return ss.s.localDomains[p.Domain]
+	return ss.cfg.IsLocal(p.Domain)
 }
 
 func (ss *session) cmdRcpt(ctx context.Context, arg string) Reply {
@@ -210,7 +207,7 @@ func (ss *session) relayDecision(ctx context.Context, rcpt address.Path) Reply {
 		}
 		return Reply{}
 	}
-	if ss.s.relayDomains[rcpt.Domain] || ss.trusted || ss.authUser != "" {
+	if ss.cfg.IsRelay(rcpt.Domain) || ss.trusted || ss.authUser != "" {
 		return Reply{}
 	}
 	if ss.s.deps.PopBeforeSMTP != nil && ss.s.deps.PopBeforeSMTP(ss.ip) {

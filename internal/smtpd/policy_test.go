@@ -18,7 +18,7 @@ func startPolicyServer(t *testing.T, mutate func(*config.Config)) *testServer {
 		mutate(c)
 	})
 	var err error
-	eng, err = policy.New(ts.cfg, policy.Deps{Events: ts.events, Logger: slog.New(slog.DiscardHandler)})
+	eng, err = policy.New(ts.cfg.Site, ts.cfg.Policy, ts.cfg.DNSBL, policy.Deps{Events: ts.events, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -25,7 +25,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/relayguard/relayguard/internal/address"
 	"github.com/relayguard/relayguard/internal/config"
 	"github.com/relayguard/relayguard/internal/event"
 	"github.com/relayguard/relayguard/internal/maillog"
@@ -58,16 +57,12 @@ type Deps struct {
 
 // Server runs the configured SMTP listeners.
 type Server struct {
-	cfg  *config.Config
+	cfg  *config.SMTP
 	deps Deps
 	log  *slog.Logger
 
-	localDomains map[string]bool
-	relayDomains map[string]bool
-	myNetworks   []netip.Prefix
-	ownAddrs     map[netip.Addr]bool
-	mechs        []string // configured mechanisms, upper case, in order
-	leaf         *x509.Certificate
+	mechs []string // configured mechanisms, upper case, in order
+	leaf  *x509.Certificate
 
 	ml  *maillog.Logger
 	cid atomic.Uint64 // last connection id
@@ -82,8 +77,10 @@ type Server struct {
 	shutdown bool
 }
 
-// New builds a server from a finished configuration.
-func New(cfg *config.Config, deps Deps) (*Server, error) {
+// New builds a server from the SMTP part of a finished configuration
+// (config.Config.SMTP): its local and relay domains, networks and own
+// addresses are the canonical ones of config.Site.
+func New(cfg *config.SMTP, deps Deps) (*Server, error) {
 	if deps.Users == nil || deps.Creds == nil || deps.Spool == nil {
 		return nil, errors.New("smtpd: Users, Creds and Spool are required")
 	}
@@ -96,42 +93,14 @@ func New(cfg *config.Config, deps Deps) (*Server, error) {
 	if deps.Metrics == nil {
 		deps.Metrics = NewMetrics(nil)
 	}
+	if cfg == nil || cfg.Site == nil {
+		return nil, errors.New("smtpd: no site (config.Finish builds it)")
+	}
 	s := &Server{
 		cfg: cfg, deps: deps, log: deps.Log, ml: maillog.New(deps.Log),
-		localDomains: map[string]bool{}, relayDomains: map[string]bool{},
-		ownAddrs: map[netip.Addr]bool{}, perIP: map[netip.Addr]int{}, perNet: map[netip.Prefix]int{}, conns: map[net.Conn]struct{}{},
+		perIP: map[netip.Addr]int{}, perNet: map[netip.Prefix]int{}, conns: map[net.Conn]struct{}{},
 	}
 	s.cid.Store(rand.Uint64() >> 24) // 10 hex digits to start with
-	for _, d := range cfg.LocalDomains {
-		c, err := address.CanonicalDomain(d)
-		if err != nil {
-			return nil, fmt.Errorf("smtpd: local_domains: %w", err)
-		}
-		s.localDomains[c] = true
-	}
-	for _, d := range cfg.RelayDomains {
-		c, err := address.CanonicalDomain(d)
-		if err != nil {
-			return nil, fmt.Errorf("smtpd: relay_domains: %w", err)
-		}
-		s.relayDomains[c] = true
-	}
-	var err error
-	if s.myNetworks, err = config.ParsePrefixes(cfg.MyNetworks); err != nil {
-		return nil, fmt.Errorf("smtpd: mynetworks: %w", err)
-	}
-	for _, a := range cfg.OwnAddresses {
-		s.ownAddrs[netip.MustParseAddr(a).Unmap()] = true
-	}
-	if len(cfg.OwnAddresses) == 0 {
-		if addrs, err := net.InterfaceAddrs(); err == nil {
-			for _, a := range addrs {
-				if p, err := netip.ParsePrefix(a.String()); err == nil {
-					s.ownAddrs[p.Addr().Unmap()] = true
-				}
-			}
-		}
-	}
 	if deps.TLS != nil && len(deps.TLS.Certificates) > 0 {
 		if leaf := deps.TLS.Certificates[0].Leaf; leaf != nil {
 			s.leaf = leaf
@@ -157,14 +126,10 @@ type listener struct {
 // Serve accepts on ln for the listener named name until ctx ends or
 // Shutdown is called.
 func (s *Server) Serve(ctx context.Context, ln net.Listener, lc config.ListenerConfig) error {
-	l := &listener{cfg: lc}
-	var err error
-	if l.allow, err = config.ParsePrefixes(lc.Allow); err != nil {
-		return fmt.Errorf("smtpd: listener %s allow: %w", lc.Name, err)
+	if len(lc.AllowNets) != len(lc.Allow) || len(lc.DenyNets) != len(lc.Deny) {
+		return fmt.Errorf("smtpd: listener %s: allow/deny not parsed (config.Finish parses them)", lc.Name)
 	}
-	if l.deny, err = config.ParsePrefixes(lc.Deny); err != nil {
-		return fmt.Errorf("smtpd: listener %s deny: %w", lc.Name, err)
-	}
+	l := &listener{cfg: lc, allow: lc.AllowNets, deny: lc.DenyNets}
 	if lc.Mode == config.ModeSubmissions && s.deps.TLS == nil {
 		return fmt.Errorf("smtpd: listener %s: submissions needs a TLS certificate", lc.Name)
 	}
@@ -176,11 +141,6 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, lc config.ListenerC
 	}
 	s.lns = append(s.lns, ln)
 	s.mu.Unlock()
-	if a, ok := netip.AddrFromSlice(addrIP(ln.Addr())); ok && len(s.cfg.OwnAddresses) == 0 && !a.IsUnspecified() {
-		s.mu.Lock()
-		s.ownAddrs[a.Unmap()] = true
-		s.mu.Unlock()
-	}
 	var tempDelay time.Duration
 	for {
 		c, err := ln.Accept()
@@ -209,13 +169,6 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, lc config.ListenerC
 			s.handle(ctx, c, l)
 		}()
 	}
-}
-
-func addrIP(a net.Addr) net.IP {
-	if ta, ok := a.(*net.TCPAddr); ok {
-		return ta.IP
-	}
-	return nil
 }
 
 // Shutdown stops accepting, closes every connection, and waits for the

@@ -28,7 +28,7 @@ type session struct {
 	br   *bufio.Reader
 	bw   *bufio.Writer
 	ip   netip.Addr
-	cfg  *config.Config
+	cfg  *config.SMTP
 	// cid is the connection id on every log line of the session (mox's cid).
 	cid string
 	// log is the server's logger with the session's cid, client and
@@ -71,7 +71,7 @@ func newSession(s *Server, c net.Conn, l *listener, ip netip.Addr, cid string) *
 		log:     s.log.With("cid", cid, "client", ip.String(), "listener", l.cfg.Name),
 		br:      bufio.NewReaderSize(c, 4096),
 		bw:      bufio.NewWriterSize(c, 2048),
-		trusted: containsAddr(s.myNetworks, ip),
+		trusted: s.cfg.Trusted(ip),
 	}
 }
 

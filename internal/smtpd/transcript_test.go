@@ -93,7 +93,7 @@ func (overLimit) Message(_ context.Context, s ratelimit.Sender, _ int) error {
 }
 
 func withPolicy(t *testing.T, ts *testServer) {
-	eng, err := policy.New(ts.cfg, policy.Deps{Events: ts.events, Logger: slog.New(slog.DiscardHandler)})
+	eng, err := policy.New(ts.cfg.Site, ts.cfg.Policy, ts.cfg.DNSBL, policy.Deps{Events: ts.events, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}

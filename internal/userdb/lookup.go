@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/xdg-go/scram"
@@ -52,6 +53,8 @@ func canonDomain(d string) string {
 // MayUseSender reports whether the authenticated account user may use addr
 // as its envelope sender: addr is the account name (address form), one of
 // its addresses, or, for a bare account name, name@<one of localDomains>.
+// localDomains are canonical (config.Site.LocalDomains: A-labels, lower
+// case, no root dot); addr may be in any form.
 // The null reverse-path "" is never an account's address: whether to allow
 // it is the caller's decision. An unknown account may use nothing.
 func (d *DB) MayUseSender(ctx context.Context, user, addr string, localDomains []string) (bool, error) {
@@ -59,7 +62,8 @@ func (d *DB) MayUseSender(ctx context.Context, user, addr string, localDomains [
 	if !ok || local == "" {
 		return false, nil
 	}
-	a := local + "@" + canonDomain(dom)
+	dom = canonDomain(dom)
+	a := local + "@" + dom
 	acct, err := d.Get(ctx, user)
 	if errors.Is(err, ErrNoSuchUser) || errors.Is(err, ErrInvalid) {
 		return false, nil
@@ -72,10 +76,8 @@ func (d *DB) MayUseSender(ctx context.Context, user, addr string, localDomains [
 			return true, nil
 		}
 	} else if asciiEqualFold(acct.Name, local) {
-		for _, ld := range localDomains {
-			if canonDomain(ld) == canonDomain(dom) {
-				return true, nil
-			}
+		if slices.Contains(localDomains, dom) {
+			return true, nil
 		}
 	}
 	for _, own := range acct.Addresses {

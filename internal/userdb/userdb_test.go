@@ -425,7 +425,7 @@ func TestMayUseSender(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	local := []string{"example.com", "Mail.Example.COM."}
+	local := []string{"example.com", "mail.example.com"} // canonical, as config.Site gives them
 	for _, c := range []struct {
 		user, addr string
 		want       bool

@@ -69,7 +69,7 @@ func run(conf, data string) error {
 		return err
 	}
 
-	srv, err := smtpd.New(cfg, smtpd.Deps{Users: users, Creds: users, Spool: spool, Events: bus, Limits: dl.Limiter, Log: log,
+	srv, err := smtpd.New(cfg.SMTP(), smtpd.Deps{Users: users, Creds: users, Spool: spool, Events: bus, Limits: dl.Limiter, Log: log,
 		Metrics: smtpd.NewMetrics(prometheus.NewRegistry())})
 	if err != nil {
 		return err

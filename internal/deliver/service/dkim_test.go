@@ -85,7 +85,7 @@ func TestDKIMSignedOnTheWayOut(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer dl.Stop()
-	srv, err := smtpd.New(cfg, smtpd.Deps{Users: users, Creds: users, Spool: spool, Limits: dl.Limiter})
+	srv, err := smtpd.New(cfg.SMTP(), smtpd.Deps{Users: users, Creds: users, Spool: spool, Limits: dl.Limiter})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -49,7 +49,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, st *store.
 	if err != nil {
 		return nil, err
 	}
-	d, err := deliver.New(cfg.Delivery, cfg.Hostname, log, deliver.Options{LocalDomains: cfg.LocalDomains})
+	d, err := deliver.New(cfg.Delivery, cfg.Hostname, log, deliver.Options{LocalDomains: cfg.Site.LocalDomains})
 	if err != nil {
 		return nil, err
 	}
@@ -58,7 +58,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, st *store.
 		d.Close()
 		return nil, err
 	}
-	sched := queue.NewScheduler(spool, d, cfg, log)
+	sched := queue.NewScheduler(spool, d, cfg.Delivery, cfg.Hostname, log)
 	if signer != nil {
 		sched.SetSigner(signer)
 		log.Info("dkim: signing outbound mail", "domains", signer.Domains())

@@ -69,7 +69,7 @@ func TestSubmissionToSinkAndMaildir(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer dl.Stop()
-	srv, err := smtpd.New(cfg, smtpd.Deps{Users: users, Creds: users, Spool: spool, Events: rec, Limits: dl.Limiter})
+	srv, err := smtpd.New(cfg.SMTP(), smtpd.Deps{Users: users, Creds: users, Spool: spool, Events: rec, Limits: dl.Limiter})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -189,7 +189,7 @@ func TestSuspensionHoldsMailOfOpenSessions(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer dl.Stop()
-	srv, err := smtpd.New(cfg, smtpd.Deps{Users: users, Creds: users, Spool: spool, Events: event.Discard{}, Limits: dl.Limiter})
+	srv, err := smtpd.New(cfg.SMTP(), smtpd.Deps{Users: users, Creds: users, Spool: spool, Events: event.Discard{}, Limits: dl.Limiter})
 	if err != nil {
 		t.Fatal(err)
 	}

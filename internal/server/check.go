@@ -1,0 +1,84 @@
+package server
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/relayguard/relayguard/internal/certs"
+	"github.com/relayguard/relayguard/internal/config"
+	"github.com/relayguard/relayguard/internal/deliver"
+	"github.com/relayguard/relayguard/internal/msgauth"
+	"github.com/relayguard/relayguard/internal/policy"
+)
+
+// Check makes every check serve makes of a finished configuration before
+// it starts, without binding a port or writing anything: the TLS
+// certificate and key load, the policy engine compiles (access table files
+// are read), delivery builds (the smarthost password file is read) and the
+// DKIM keys load.
+// `relayguard config check` runs it; so do serve at start and a reload
+// before it applies a new configuration, so that the three agree.
+func Check(cfg *config.Config) error {
+	if _, err := loadTLS(cfg, nil); err != nil {
+		return err
+	}
+	eng, err := policy.New(cfg.Site, cfg.Policy, cfg.DNSBL, policy.Deps{Registerer: prometheus.NewRegistry()})
+	if err != nil {
+		return err
+	}
+	eng.Close()
+	d, err := deliver.New(cfg.Delivery, cfg.Hostname, nil, deliver.Options{LocalDomains: cfg.Site.LocalDomains})
+	if err != nil {
+		return err
+	}
+	d.Close()
+	if _, err := msgauth.LoadSigner(cfg.DKIM); err != nil {
+		return err
+	}
+	return nil
+}
+
+// defaultCert reports whether the configuration uses the self-signed pair
+// under the data directory that serve creates when it is missing.
+func defaultCert(cfg *config.Config) bool {
+	return cfg.TLS.CertFile == filepath.Join(cfg.DataDir, "tls", "cert.pem") && cfg.TLS.KeyFile == filepath.Join(cfg.DataDir, "tls", "key.pem")
+}
+
+// loadTLS loads the certificate and key. With a logger (serve), a missing
+// default pair is made (self-signed) and the creation logged; without
+// (config check), a missing default pair is no error (serve will make it)
+// and nil is returned.
+//
+// A self-signed certificate is made only at the default location: a
+// configured path that does not exist is an operator's typo, not a place
+// to write a key.
+func loadTLS(cfg *config.Config, log *slog.Logger) (*tls.Config, error) {
+	if defaultCert(cfg) {
+		if _, err := os.Stat(cfg.TLS.CertFile); os.IsNotExist(err) && log == nil {
+			return nil, nil
+		}
+		if log != nil {
+			created, err := certs.EnsureSelfSigned(cfg.TLS.CertFile, cfg.TLS.KeyFile, []string{cfg.Hostname, "localhost", "127.0.0.1", "::1"})
+			if err != nil {
+				return nil, err
+			}
+			if created {
+				log.Info("created a self-signed certificate; replace it with a real one for production", "cert", cfg.TLS.CertFile, "key", cfg.TLS.KeyFile)
+			}
+		}
+	}
+	t, err := certs.Load(cfg.TLS.CertFile, cfg.TLS.KeyFile)
+	if err != nil {
+		if inner := errors.Unwrap(err); inner != nil {
+			err = inner // certs names the files too
+		}
+		return nil, fmt.Errorf("tls.cert_file %q / tls.key_file %q: want a PEM certificate chain and its key: %w", cfg.TLS.CertFile, cfg.TLS.KeyFile, err)
+	}
+	return t, nil
+}
