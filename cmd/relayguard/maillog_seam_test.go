@@ -53,7 +53,7 @@ maxretry = 3
 subnet = []
 `, filepath.Join(dir, "Maildir"))), 0o644)
 	const password = "seam test password"
-	add := exec.Command(bin, "user", "add", "alice@relay.test", "--password-stdin", "--config", conf, "--data-dir", data)
+	add := exec.Command(bin, "user", "add", "alice@relay.test", "--password-stdin", "--config", conf, "--data-dir", data, "--create-data-dir")
 	add.Stdin = strings.NewReader(password + "\n")
 	if out, err := add.CombinedOutput(); err != nil {
 		t.Fatalf("user add: %v\n%s", err, out)

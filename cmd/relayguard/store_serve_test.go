@@ -62,7 +62,7 @@ user_messages_per_hour = 2
 	var printed strings.Builder // every CLI output, checked for the secret at the end
 	rg := func(data string, stdin string, args ...string) {
 		t.Helper()
-		cmd := exec.Command("ip", append([]string{"netns", "exec", n.name, bin, "--config", conf, "--data-dir", data}, args...)...)
+		cmd := exec.Command("ip", append([]string{"netns", "exec", n.name, bin, "--config", conf, "--data-dir", data, "--create-data-dir"}, args...)...)
 		cmd.Stdin = strings.NewReader(stdin)
 		out, err := cmd.CombinedOutput()
 		printed.Write(out)
