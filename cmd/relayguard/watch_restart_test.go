@@ -21,7 +21,7 @@ type watchProc struct {
 
 func startWatch(t *testing.T, bin, conf, data string) *watchProc {
 	t.Helper()
-	cmd := exec.Command(bin, "--config", conf, "--data-dir", data, "watch")
+	cmd := exec.Command(bin, "--config", conf, "--data-dir", data, "--create-data-dir", "watch")
 	w := &watchProc{cmd: cmd, stderr: &syncBuffer{}}
 	cmd.Stderr = w.stderr
 	if err := cmd.Start(); err != nil {
