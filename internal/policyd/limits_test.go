@@ -37,7 +37,7 @@ func limitServer(t *testing.T, rl config.RateLimitConfig, action string) (*bufio
 	logs := &syncBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, nil))
 	reg := prometheus.NewRegistry()
-	eng, err := policy.New(cfg, policy.Deps{Logger: log, Registerer: reg, Source: "policyd"})
+	eng, err := policy.New(cfg.Site, cfg.Policy, cfg.DNSBL, policy.Deps{Logger: log, Registerer: reg, Source: "policyd"})
 	if err != nil {
 		t.Fatal(err)
 	}
