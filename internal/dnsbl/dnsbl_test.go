@@ -109,6 +109,7 @@ func statusOf(s Score, zone string) Status {
 }
 
 func TestScoreNoErrorIsAListing(t *testing.T) {
+	t.Parallel()
 	s := lists(t)
 	c := newChecker(t, s, Options{
 		Zones:       []string{"bl.test=127.0.0.[2..11]*3", "wl.test=127.0.[0..255].[1..3]*-5", "quota.test*2", "sf.test*2", "dead.test*2"},
@@ -162,6 +163,7 @@ func TestScoreNoErrorIsAListing(t *testing.T) {
 }
 
 func TestFilterSelectsAnswers(t *testing.T) {
+	t.Parallel()
 	s := lists(t)
 	c := newChecker(t, s, Options{Zones: []string{"bl.test=127.0.0.2*1"}})
 	ctx := context.Background()
@@ -177,6 +179,7 @@ func TestFilterSelectsAnswers(t *testing.T) {
 }
 
 func TestHealthStatesAndRecovery(t *testing.T) {
+	t.Parallel()
 	s := lists(t)
 	var logs bytes.Buffer
 	c := newChecker(t, s, Options{
@@ -251,6 +254,7 @@ func (f *fakeClock) Add(d time.Duration) {
 }
 
 func TestCacheTTLFloorAndCeiling(t *testing.T) {
+	t.Parallel()
 	s := lists(t)
 	s.Add(t, "10.0.0.127.bl.test. 5 IN A 127.0.0.2", "11.0.0.127.bl.test. 86400 IN A 127.0.0.2")
 	clk := &fakeClock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
@@ -296,6 +300,7 @@ func TestCacheTTLFloorAndCeiling(t *testing.T) {
 }
 
 func TestListErrorLoggedOncePerZonePerHour(t *testing.T) {
+	t.Parallel()
 	s := lists(t)
 	var logs bytes.Buffer
 	clk := &fakeClock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
@@ -322,6 +327,7 @@ func TestListErrorLoggedOncePerZonePerHour(t *testing.T) {
 // queries with 127.0.1.255 ("IP queries prohibited"); asking would let any
 // client mark the domain list refusing and switch it off for everyone.
 func TestIPShapedDomainsAreNotAsked(t *testing.T) {
+	t.Parallel()
 	s := lists(t)
 	s.Add(t, "192.0.2.1.dbl.test. 300 IN A 127.0.1.255")
 	c := newChecker(t, s, Options{DomainZones: []string{"dbl.test=127.0.1.[2..99]*4"}})
@@ -352,6 +358,7 @@ func TestIPShapedDomainsAreNotAsked(t *testing.T) {
 // recovers; the next query must go to the list, not replay the cached
 // 127.255.255.254.
 func TestErrorCodesAreNotCached(t *testing.T) {
+	t.Parallel()
 	s := lists(t)
 	c := newChecker(t, s, Options{Zones: []string{"quota.test*2"}, MinTTL: time.Minute, MaxTTL: time.Hour})
 	ctx := context.Background()
@@ -401,6 +408,7 @@ func (b *barrier) LookupA4(ctx context.Context, name string) ([]netip.Addr, time
 // in parallel. The barrier opens only when all of them are in flight
 // together; asked one after another they would all hit the deadline.
 func TestCheckAsksAllZonesAtOnce(t *testing.T) {
+	t.Parallel()
 	s := lists(t)
 	r, err := dnsutil.New([]string{s.Addr}, time.Second)
 	if err != nil {

@@ -237,8 +237,9 @@ func (r *Resolver) Query(ctx context.Context, name string, qtype uint16) (Answer
 			srv := r.servers[k]
 			sent += i + 1
 			inflight++
+			mm := m.Copy() // packing writes to the message: one per attempt
 			go func() {
-				resp, err := r.exchange(ctx, m, srv)
+				resp, err := r.exchange(ctx, mm, srv)
 				replies <- reply{srv, resp, err}
 			}()
 			return
