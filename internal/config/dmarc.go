@@ -1,6 +1,9 @@
 package config
 
-import "fmt"
+import (
+	"fmt"
+	"strings"
+)
 
 // DMARCConfig is [policy.dmarc]: what the check_dmarc restriction does
 // with the DMARC verdict (RFC 7489) of a message at the end of DATA.
@@ -36,4 +39,14 @@ func (c *DMARCConfig) validate() error {
 		return fmt.Errorf("config: policy.dmarc.temperror %q: want defer or dunno", c.TempError)
 	}
 	return nil
+}
+
+// ID is the authserv-id of the Authentication-Results fields this server
+// writes (RFC 8601 §2.5): authserv_id, else the host name, lower case.
+// The SMTP server removes fields that arrive claiming it.
+func (c DMARCConfig) ID(hostname string) string {
+	if c.AuthservID != "" {
+		return strings.ToLower(c.AuthservID)
+	}
+	return strings.ToLower(hostname)
 }

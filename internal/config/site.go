@@ -170,9 +170,11 @@ type SMTP struct {
 	SenderBinding bool
 	Limits        LimitsConfig
 	Auth          AuthConfig
+	// AuthservID names this server in Authentication-Results fields.
+	AuthservID string
 }
 
 // SMTP returns the SMTP server's part of a finished configuration.
 func (c *Config) SMTP() *SMTP {
-	return &SMTP{Site: c.Site, SenderBinding: c.SenderBinding, Limits: c.Limits, Auth: c.Auth}
+	return &SMTP{Site: c.Site, SenderBinding: c.SenderBinding, Limits: c.Limits, Auth: c.Auth, AuthservID: c.Policy.DMARC.ID(c.Site.Hostname)}
 }

@@ -20,7 +20,7 @@ func (e *Engine) dmarc(ctx context.Context, req *Request) Verdict {
 		return dunno // no message to look at (the Postfix policy service never has one)
 	}
 	c := e.pol.DMARC
-	id := e.authservID()
+	id := c.ID(e.site.Hostname)
 	sr, serr := e.spfResult(ctx, req)
 	spf := msgauth.SPF{Result: string(sr), MailFrom: req.Sender, Helo: strings.TrimSuffix(req.Helo, ".")}
 	if serr != nil && (sr == "temperror" || sr == "permerror") {
@@ -72,13 +72,4 @@ func dispositionLabel(d msgauth.DMARC) string {
 		return "none"
 	}
 	return d.Disposition
-}
-
-// authservID is the authserv-id of the Authentication-Results fields this
-// server writes: [policy.dmarc] authserv_id, else the host name.
-func (e *Engine) authservID() string {
-	if id := e.pol.DMARC.AuthservID; id != "" {
-		return strings.ToLower(id)
-	}
-	return e.site.Hostname
 }

@@ -21,6 +21,7 @@ package queue
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -79,6 +80,11 @@ type Envelope struct {
 	Held       bool        `json:"held,omitempty"`
 	HoldReason string      `json:"hold_reason,omitempty"`
 	Trusted    bool        `json:"trusted,omitempty"`
+	// Headers are header fields added once the whole message was there
+	// (the Authentication-Results of check_dmarc, the quarantine tag),
+	// each ending in CRLF. They are kept here rather than rewriting the
+	// message, and Spool.Open puts them in front of it for every reader.
+	Headers string `json:"headers,omitempty"`
 }
 
 // FS is the file-system surface the spool writes through, so tests can
@@ -391,6 +397,27 @@ func (w *Writer) Write(p []byte) (int, error) {
 	return n, w.err
 }
 
+// Open flushes what was written and returns a reader of it, for checks
+// that read the message before it is committed (DKIM and DMARC at the end
+// of DATA). Writing may go on after the reader is closed.
+func (w *Writer) Open() (io.ReadCloser, error) {
+	if w.err != nil {
+		return nil, w.err
+	}
+	if err := w.bw.Flush(); err != nil {
+		w.err = fmt.Errorf("spool: write %s: %w", w.tmp, err)
+		return nil, w.err
+	}
+	f, err := os.Open(w.tmp)
+	if err != nil {
+		return nil, fmt.Errorf("spool: %w", err)
+	}
+	return struct {
+		io.Reader
+		io.Closer
+	}{io.NewSectionReader(f, 0, w.n), f}, nil
+}
+
 // Abort discards the message.
 func (w *Writer) Abort() {
 	if w.f != nil {
@@ -415,7 +442,7 @@ func (w *Writer) Commit(ctx context.Context, env *Envelope) error {
 			env.Recipients[i].Status = StatusQueued
 		}
 	}
-	env.Size = w.n
+	env.Size = w.n + int64(len(env.Headers))
 	err := w.err
 	if err == nil {
 		var b []byte
@@ -546,7 +573,7 @@ func readTrailer(f *os.File) (dataSize, jsonLen int64, err error) {
 	return dataSize, jsonLen, nil
 }
 
-// Open returns the message bytes.
+// Open returns the message bytes, with the envelope's Headers in front.
 func (s *Spool) Open(id string) (io.ReadCloser, error) {
 	if !validID(id) {
 		return nil, fmt.Errorf("spool: invalid message id %q", id)
@@ -555,15 +582,33 @@ func (s *Spool) Open(id string) (io.ReadCloser, error) {
 	if err != nil {
 		return nil, fmt.Errorf("spool: message %s: %w", id, err)
 	}
-	n, _, err := readTrailer(f)
+	n, jsonLen, err := readTrailer(f)
 	if err != nil {
 		f.Close()
 		return nil, fmt.Errorf("spool: message %s: %w", id, err)
 	}
+	var r io.Reader = io.NewSectionReader(f, 0, n)
+	// The envelope stored with the message holds the added header fields
+	// (they never change after the commit); decoded only when present.
+	js := make([]byte, jsonLen)
+	if _, err := f.ReadAt(js, n); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("spool: message %s: envelope: %w", id, err)
+	}
+	if bytes.Contains(js, []byte(`"headers":`)) {
+		var h struct {
+			Headers string `json:"headers"`
+		}
+		if err := json.Unmarshal(js, &h); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("spool: envelope %s: %w", id, err)
+		}
+		r = io.MultiReader(strings.NewReader(h.Headers), r)
+	}
 	return struct {
 		io.Reader
 		io.Closer
-	}{io.NewSectionReader(f, 0, n), f}, nil
+	}{r, f}, nil
 }
 
 // List returns every envelope in the spool, oldest first.

@@ -12,6 +12,7 @@ import (
 
 	"github.com/relayguard/relayguard/internal/event"
 	"github.com/relayguard/relayguard/internal/maillog"
+	"github.com/relayguard/relayguard/internal/msgauth"
 	"github.com/relayguard/relayguard/internal/policy"
 	"github.com/relayguard/relayguard/internal/queue"
 )
@@ -70,7 +71,19 @@ func (ss *session) cmdData(ctx context.Context, arg string) Reply {
 // the reply to the final dot.
 func (ss *session) receive(ctx context.Context, w *queue.Writer) Reply {
 	lim := ss.cfg.Limits
-	switch derr := ss.readData(w); {
+	// Authentication-Results fields claiming our authserv-id are dropped
+	// as the message arrives (RFC 8601 §5): only ours may carry it.
+	ar := msgauth.NewAuthResultsFilter(w, ss.s.authservID)
+	derr := ss.readData(ar)
+	if derr == nil {
+		if err := ar.Close(); err != nil {
+			derr = fmt.Errorf("%w: %v", errSpoolWrite, err)
+		}
+	}
+	if ar.Removed > 0 {
+		ss.log.Info("removed forged Authentication-Results", "authserv_id", ss.s.authservID, "fields", ar.Removed)
+	}
+	switch {
 	case errors.Is(derr, errBareLF):
 		return Reply{Code: 521, Enhanced: "5.5.2", Text: ss.cfg.Hostname + " Error: bare <CR> or <LF> received",
 			Rule: "bare_newline", Event: event.ProtocolAbuse, Detail: "bare newline in DATA", Close: true}
@@ -94,6 +107,7 @@ func (ss *session) receive(ctx context.Context, w *queue.Writer) Reply {
 	if ss.s.deps.Policy != nil {
 		req := ss.request(policy.StageEndOfData, "")
 		req.Size = w.Size()
+		req.Message = w.Open
 		if r, refused := ss.policyCheck(ctx, req); refused {
 			return r
 		}
@@ -101,6 +115,7 @@ func (ss *session) receive(ctx context.Context, w *queue.Writer) Reply {
 	env := &queue.Envelope{
 		From: ss.from.String(), AuthUser: ss.authUser, ClientIP: ss.ip.String(), Helo: ss.helo,
 		Listener: ss.l.cfg.Name, Mode: ss.l.cfg.Mode, SMTPUTF8: ss.smtputf8, Body8Bit: ss.body8bit, Trusted: ss.trusted,
+		Headers: ss.eodHeaders,
 	}
 	for _, r := range ss.rcpts {
 		env.Recipients = append(env.Recipients, queue.Recipient{Addr: r})

@@ -63,6 +63,9 @@ type Server struct {
 
 	mechs []string // configured mechanisms, upper case, in order
 	leaf  *x509.Certificate
+	// authservID is the authserv-id of our Authentication-Results fields
+	// (those arriving with a message that claim it are removed).
+	authservID string
 
 	ml  *maillog.Logger
 	cid atomic.Uint64 // last connection id
@@ -97,7 +100,7 @@ func New(cfg *config.SMTP, deps Deps) (*Server, error) {
 		return nil, errors.New("smtpd: no site (config.Finish builds it)")
 	}
 	s := &Server{
-		cfg: cfg, deps: deps, log: deps.Log, ml: maillog.New(deps.Log),
+		cfg: cfg, deps: deps, log: deps.Log, ml: maillog.New(deps.Log), authservID: cfg.AuthservID,
 		perIP: map[netip.Addr]int{}, perNet: map[netip.Prefix]int{}, conns: map[net.Conn]struct{}{},
 	}
 	s.cid.Store(rand.Uint64() >> 24) // 10 hex digits to start with

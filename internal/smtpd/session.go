@@ -50,10 +50,13 @@ type session struct {
 	// headers asked for by policy verdicts, for the session and for the
 	// current transaction
 	sessPrepend, txPrepend []string
-	junk                   int
-	authFails              int
-	messages               int
-	closing                bool
+	// eodHeaders are the fields the end-of-data verdict added
+	// (Authentication-Results, a quarantine tag), stored with the envelope
+	eodHeaders string
+	junk       int
+	authFails  int
+	messages   int
+	closing    bool
 
 	// transaction (reset by RSET, EHLO, end of DATA)
 	inTx     bool
@@ -299,6 +302,7 @@ func (ss *session) resetTx() {
 	ss.declSize = 0
 	ss.rcpts = ss.rcpts[:0]
 	ss.txPrepend = nil
+	ss.eodHeaders = ""
 }
 
 func (ss *session) cmdHelo(ctx context.Context, verb, arg string) Reply {
@@ -357,11 +361,20 @@ func (ss *session) policyCheck(ctx context.Context, r *policy.Request) (Reply, b
 	if v.Action == policy.Reject || v.Action == policy.Defer {
 		return verdictReply(v, r.Recipient), true
 	}
+	if r.Stage == policy.StageEndOfData {
+		// The message is written already: these fields go with the
+		// envelope and are read in front of it (queue.Envelope.Headers).
+		ss.eodHeaders = v.AuthResults
+		if strings.Contains(v.Prepend, ":") {
+			ss.eodHeaders += oneLine(v.Prepend) + "\r\n"
+		}
+		return Reply{}, false
+	}
 	if v.Prepend != "" {
 		h := oneLine(v.Prepend)
 		if r.Stage == policy.StageConnect || r.Stage == policy.StageHelo {
 			ss.sessPrepend = append(ss.sessPrepend, h)
-		} else if r.Stage != policy.StageEndOfData {
+		} else {
 			ss.txPrepend = append(ss.txPrepend, h)
 		}
 	}
