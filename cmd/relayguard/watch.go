@@ -77,7 +77,8 @@ func runReplay(ctx context.Context, gc config.GuardConfig, never []netip.Prefix,
 			b.Until.UTC().Format(time.RFC3339), b.Count, b.Reason)
 	}})
 	var lines, events int64
-	counting := countingSink{next: g, n: &events}
+	// One failed login logged by several processes counts once.
+	counting := logwatch.NewOnce(countingSink{next: g, n: &events})
 	start := time.Now()
 	for _, f := range files {
 		if f == "-" {
@@ -143,6 +144,9 @@ func runWatch(ctx context.Context, cfg *config.Config, stdin bool, log *slog.Log
 	var wg sync.WaitGroup
 	g.Start(ctx, st.Redis, &wg)
 
+	// Every source feeds one Once: the lines Postfix and Dovecot (which may
+	// log to different files) write for one failed login count once.
+	sink := logwatch.NewOnce(g)
 	var sources atomic.Int32
 	for _, f := range cfg.Guard.Files {
 		sources.Add(1)
@@ -150,7 +154,7 @@ func runWatch(ctx context.Context, cfg *config.Config, stdin bool, log *slog.Log
 		go func(path string) {
 			defer wg.Done()
 			fl := &logwatch.Follower{Path: path, State: state, Log: log}
-			if err := fl.Run(ctx, logwatch.Events(ctx, g)); err != nil {
+			if err := fl.Run(ctx, logwatch.Events(ctx, sink)); err != nil {
 				log.Error("watch: file source stopped", "file", path, "err", err)
 			}
 		}(f)
@@ -161,7 +165,7 @@ func runWatch(ctx context.Context, cfg *config.Config, stdin bool, log *slog.Log
 		go func() {
 			defer wg.Done()
 			j := &logwatch.Journal{Units: cfg.Guard.JournalUnits, State: state, Log: log}
-			if err := j.Run(ctx, g); err != nil {
+			if err := j.Run(ctx, sink); err != nil {
 				log.Error("watch: journal source stopped", "err", err)
 			}
 		}()
@@ -171,7 +175,7 @@ func runWatch(ctx context.Context, cfg *config.Config, stdin bool, log *slog.Log
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := logwatch.ReadLines(ctx, os.Stdin, logwatch.Events(ctx, g)); err != nil {
+			if err := logwatch.ReadLines(ctx, os.Stdin, logwatch.Events(ctx, sink)); err != nil {
 				log.Error("watch: stdin", "err", err)
 			}
 		}()

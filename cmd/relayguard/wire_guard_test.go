@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -26,6 +27,9 @@ type guardNS struct {
 	fd   int // open fd of /run/netns/NAME
 }
 
+// guardNSSeq keeps the namespace names of parallel tests apart.
+var guardNSSeq atomic.Int32
+
 func newGuardNS(t *testing.T, addrs ...string) *guardNS {
 	t.Helper()
 	for _, b := range []string{"ip"} {
@@ -36,7 +40,7 @@ func newGuardNS(t *testing.T, addrs ...string) *guardNS {
 			t.Skipf("needs root and %s", b)
 		}
 	}
-	name := fmt.Sprintf("rgguard%d", os.Getpid())
+	name := fmt.Sprintf("rgguard%d-%d", os.Getpid(), guardNSSeq.Add(1))
 	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
 		t.Fatalf("ip netns add %s: %v\n%s", name, err, out)
 	}

@@ -40,7 +40,16 @@ type Event struct {
 	Rule      string     `json:"rule,omitempty"`      // rule that decided a rejection
 	Detail    string     `json:"detail,omitempty"`    // free text: zone, recipient, command...
 	Service   string     `json:"service,omitempty"`   // smtp, submission, imap, pop3...
+	// Attempts is how many failed attempts an auth_failure stands for (a
+	// login process's summary "auth failed, 3 attempts"); 0 means one.
+	Attempts int `json:"attempts,omitempty"`
+	// Session is the session id a log line names (Dovecot's "<…>"), which
+	// tells the lines of one login apart from others of the same address.
+	Session string `json:"session,omitempty"`
 }
+
+// Count is how many attempts e stands for: Attempts, at least one.
+func (e Event) Count() int { return max(e.Attempts, 1) }
 
 // Sink receives events. Publish must not block for long.
 type Sink interface {

@@ -242,10 +242,13 @@ func (g *Guard) Publish(ctx context.Context, e event.Event) {
 		return // already enforced; lines still in flight
 	}
 	grace = grace && g.o.Config.SuccessGrace > 0 && t.Sub(lastOK) < g.o.Config.SuccessGrace.D()
-	n, err := g.o.Counters.AddFailure(ctx, ip, t, g.o.Config.FindTime.D())
-	if err != nil {
-		g.o.Log.Warn("guard: failure counter unavailable", "err", err)
-		return
+	var n int
+	var err error
+	for range e.Count() { // a login process's summary stands for several attempts
+		if n, err = g.o.Counters.AddFailure(ctx, ip, t, g.o.Config.FindTime.D()); err != nil {
+			g.o.Log.Warn("guard: failure counter unavailable", "err", err)
+			return
+		}
 	}
 	need := g.o.Config.MaxRetry
 	if grace {

@@ -11,6 +11,7 @@ package logwatch
 
 import (
 	"net/netip"
+	"strconv"
 	"strings"
 
 	"github.com/relayguard/relayguard/internal/event"
@@ -333,6 +334,7 @@ func parseDovecot(program, msg string) (event.Event, bool) {
 		}
 		e.User = field(msg, "user=<", '>')
 		e.Mechanism = field(msg, "method=", ',')
+		e.Session = field(msg, "session=<", '>')
 		switch {
 		case strings.HasPrefix(msg, "Login: "):
 			if e.Service == "submission" {
@@ -347,6 +349,12 @@ func parseDovecot(program, msg string) (event.Event, bool) {
 			n := msg[i+len("(auth failed, "):]
 			if j := strings.IndexByte(n, ')'); j >= 0 {
 				e.Detail = n[:j]
+			}
+			// "3 attempts in 18 secs": the summary of the session's failures.
+			if k := strings.IndexByte(e.Detail, ' '); k > 0 {
+				if v, err := strconv.Atoi(e.Detail[:k]); err == nil && v > 1 {
+					e.Attempts = v
+				}
 			}
 			return e, true
 		case strings.Contains(msg, "(tried to use disabled plaintext auth)") || strings.Contains(msg, "(tried to use disallowed plaintext auth)") ||
@@ -386,6 +394,9 @@ func parseDovecot(program, msg string) (event.Event, bool) {
 		}
 		e.User = args[0]
 		e.IP, ok = dovecotAddr(args[1])
+		if len(args) > 2 {
+			e.Session = strings.TrimSuffix(strings.TrimPrefix(args[2], "<"), ">")
+		}
 		e.Kind = event.AuthFailure
 		return e, ok
 	}

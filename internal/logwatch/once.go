@@ -1,0 +1,198 @@
+package logwatch
+
+import (
+	"context"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/relayguard/relayguard/internal/event"
+)
+
+// One failed login can be logged by up to three processes, each on its own
+// line:
+//
+//	PAM (pam_unix)     pam_unix(dovecot:auth): authentication failure; … rhost=192.0.2.7
+//	Dovecot's passdb   auth: passwd-file(alice,192.0.2.7): Password mismatch      (auth_verbose = yes)
+//	the front end      postfix/smtpd: warning: unknown[192.0.2.7]: SASL PLAIN authentication failed: …
+//	                   imap-login: Disconnected (auth failed, 3 attempts in 18 secs): … rip=192.0.2.7, session=<…>
+//
+// Counted line by line (as fail2ban does), Dovecot SASL behind Postfix with
+// auth_verbose = yes gets every attempt counted twice, and attackers and
+// users are banned at half the configured count (issue 12 item 9). Once
+// pairs the lines of one attempt across these layers, so that it is counted
+// once, by the first line that reports it.
+type layer uint8
+
+const (
+	front  layer = 1 << iota // Postfix's SASL warning, a Dovecot login process
+	passdb                   // Dovecot's auth process (auth_verbose)
+	pam                      // PAM's own line
+)
+
+// layerOf says which layer logged an auth_failure; 0: a source that logs
+// each attempt once (relayguard's own server and log).
+func layerOf(e event.Event) layer {
+	switch e.Source {
+	case "postfix":
+		return front
+	case "dovecot":
+		switch {
+		case e.Rule == "pam_unix":
+			return pam
+		case e.Service == "":
+			return passdb
+		}
+		return front
+	}
+	return 0
+}
+
+const (
+	// pairWindow is how far apart in time two lines of one attempt may be
+	// when no session id ties them: the front end logs a failure after
+	// Dovecot's auth_failure_delay (2 s by default, at most 15 s useful).
+	pairWindow = 30 * time.Second
+	// keepAttempts is how long an attempt waits for the other layers: a
+	// Dovecot login process summarises its session's failures only when
+	// the client disconnects (after at most login_timeout-like minutes).
+	keepAttempts = 5 * time.Minute
+	// maxPending bounds the attempts remembered per address.
+	maxPending = 256
+)
+
+// attempt is one failed login, with the layers that have reported it.
+type attempt struct {
+	t       time.Time
+	layers  layer
+	session string
+}
+
+// Once passes events on to a sink, turning the lines that several layers
+// log for one failed login into one auth_failure: a line that reports an
+// attempt another layer has already reported (the same address, the same
+// session id when both name one, close enough in time) is dropped, and a
+// login process's summary of N attempts stands for those not yet reported.
+// Lines from different files may arrive in any order: the pairing is by the
+// lines' own timestamps. Other events pass unchanged. It is safe for
+// concurrent use (every source of a watch shares one).
+type Once struct {
+	next event.Sink
+
+	mu     sync.Mutex
+	ips    map[netip.Addr][]attempt
+	latest time.Time // latest event time seen
+	sweep  time.Time // when (in event time) ips was last swept
+}
+
+// NewOnce returns a Once that publishes to next.
+func NewOnce(next event.Sink) *Once {
+	return &Once{next: next, ips: map[netip.Addr][]attempt{}}
+}
+
+// Publish implements event.Sink.
+func (o *Once) Publish(ctx context.Context, e event.Event) {
+	if e.Kind == event.AuthFailure {
+		l := layerOf(e)
+		if l == 0 || !e.IP.IsValid() {
+			o.next.Publish(ctx, e)
+			return
+		}
+		n := o.attempts(e, l)
+		if n == 0 {
+			return
+		}
+		e.Attempts = 0
+		if n > 1 {
+			e.Attempts = n
+		}
+	}
+	o.next.Publish(ctx, e)
+}
+
+// attempts records the attempts e reports at layer l and returns how many of
+// them no other layer had reported.
+func (o *Once) attempts(e event.Event, l layer) int {
+	t := e.Time
+	// A login summary spans its session ("3 attempts in 18 secs").
+	var span time.Duration
+	if l == front && e.Source == "dovecot" {
+		if _, after, ok := strings.Cut(e.Detail, " in "); ok {
+			if secs, _, ok := strings.Cut(after, " sec"); ok {
+				if v, err := strconv.Atoi(secs); err == nil && v > 0 {
+					span = time.Duration(v) * time.Second
+				}
+			}
+		}
+	}
+	ip := e.IP.Unmap()
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if t.After(o.latest) {
+		o.latest = t
+	}
+	if o.latest.Sub(o.sweep) >= keepAttempts {
+		o.sweepOld()
+	}
+	list := o.ips[ip]
+	fresh := 0
+	for range e.Count() {
+		i := match(list, t, span, l, e.Session)
+		if i >= 0 {
+			list[i].layers |= l
+			continue
+		}
+		fresh++
+		if len(list) >= maxPending {
+			list = list[1:]
+		}
+		list = append(list, attempt{t: t, layers: l, session: e.Session})
+	}
+	o.ips[ip] = list
+	return fresh
+}
+
+// match returns the oldest attempt of list that a line of layer l at t
+// (summarising a session of span) may report too: not yet reported by l,
+// of the same session when both name one (PAM never names it), and within
+// pairWindow (beyond the span) when no session ties them.
+func match(list []attempt, t time.Time, span time.Duration, l layer, session string) int {
+	for i, a := range list {
+		if a.layers&l != 0 {
+			continue
+		}
+		if session != "" && a.session != "" {
+			if a.session == session {
+				return i
+			}
+			continue
+		}
+		d := t.Sub(a.t)
+		if d <= span+pairWindow && d >= -pairWindow {
+			return i
+		}
+	}
+	return -1
+}
+
+// sweepOld forgets attempts older than keepAttempts before the latest event.
+func (o *Once) sweepOld() {
+	o.sweep = o.latest
+	cut := o.latest.Add(-keepAttempts)
+	for ip, list := range o.ips {
+		// (lines of several files arrive out of time order)
+		keep := list[:0]
+		for _, a := range list {
+			if !a.t.Before(cut) {
+				keep = append(keep, a)
+			}
+		}
+		if len(keep) == 0 {
+			delete(o.ips, ip)
+		} else {
+			o.ips[ip] = keep
+		}
+	}
+}
