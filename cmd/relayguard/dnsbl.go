@@ -8,7 +8,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
 	"github.com/relayguard/relayguard/internal/dnsbl"
@@ -100,20 +99,17 @@ cannot be reached (no list and no list's parent domain answers): then no zone is
 			if err != nil {
 				return err
 			}
-			reg := prometheus.NewRegistry()
 			// A positive interval: zones start unknown until this check
 			// (RunHealth does not run here).
 			ck, err := dnsbl.New(res, dnsbl.Options{Zones: cfg.DNSBL.Zones, DomainZones: cfg.DNSBL.DomainZones,
-				Timeout: cfg.DNSBL.Timeout.D(), Logger: log, Registerer: reg, HealthInterval: time.Hour})
+				Timeout: cfg.DNSBL.Timeout.D(), Logger: log, HealthInterval: time.Hour})
 			if err != nil {
 				return err
 			}
 			// The engine adds the zones named in restrictions (reject_rbl_client ZONE) to the checks.
-			eng, err := policy.New(cfg.Site, cfg.Policy, cfg.DNSBL, policy.Deps{Logger: log, Resolver: res, Registerer: reg, DNSBL: ck})
-			if err != nil {
+			if _, err := policy.New(cfg.Site, cfg.Policy, cfg.DNSBL, policy.Deps{Logger: log, Resolver: res, DNSBL: ck}); err != nil {
 				return err
 			}
-			eng.Close()
 			policy.WarnPublicResolvers(log, res.Servers())
 			hs := ck.CheckHealth(cmd.Context())
 			type row struct {

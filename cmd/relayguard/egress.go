@@ -1,25 +1,22 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"text/tabwriter"
-	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 
 	"github.com/relayguard/relayguard/internal/config"
 	"github.com/relayguard/relayguard/internal/egress"
 	"github.com/relayguard/relayguard/internal/logline"
+	"github.com/relayguard/relayguard/internal/prom"
 )
 
 var egressFlags struct {
@@ -231,7 +228,7 @@ func runEgressWatch(cmd *cobra.Command, _ []string) error {
 		defer f.Close()
 		w = f
 	}
-	reg := prometheus.NewRegistry()
+	reg := prom.NewRegistry()
 	var mu sync.Mutex
 	enc := json.NewEncoder(w)
 	watcher := egress.NewWatcherFromConfig(cfg.Egress, cfg.Hostname, log, nil, reg)
@@ -244,19 +241,24 @@ func runEgressWatch(cmd *cobra.Command, _ []string) error {
 			fmt.Fprintln(w, a.String())
 		}
 	}
+	// The metrics listener is stopped (cancel) and waited for (wg) on return.
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	ctx, cancel := context.WithCancel(cmd.Context())
+	defer cancel()
 	if egressFlags.metrics != "" {
-		ln, err := net.Listen("tcp", egressFlags.metrics)
+		m, err := prom.Listen(egressFlags.metrics, reg)
 		if err != nil {
 			return fmt.Errorf("egress watch: --metrics %q: %w", egressFlags.metrics, err)
 		}
-		mux := http.NewServeMux()
-		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-		go func() { _ = srv.Serve(ln) }()
-		defer srv.Close()
-		log.Info("egress watch: metrics", "addr", ln.Addr().String())
+		wg.Go(func() {
+			if err := m.Run(ctx); err != nil {
+				log.Error("egress watch: metrics", "err", err)
+			}
+		})
+		log.Info("egress watch: metrics", "addr", m.Addr().String())
 	}
-	return watcher.Run(cmd.Context(), func() {
+	return watcher.Run(ctx, func() {
 		log.Info("egress watch: listening", "nflog_group", watcher.Group)
 	})
 }

@@ -1,7 +1,10 @@
 package main
 
 import (
+	"io/fs"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -109,4 +112,40 @@ func matchPkg(pattern, pkg string) bool {
 		return pkg == dir || strings.HasPrefix(pkg, dir+"/")
 	}
 	return pkg == pattern
+}
+
+// TestOneWayToRegisterMetrics: no production code registers on, or serves,
+// Prometheus's global default registry; components take a Registerer and
+// use prom.Register (internal/prom, docs/ARCHITECTURE.md "Metrics").
+func TestOneWayToRegisterMetrics(t *testing.T) {
+	banned := []string{"prometheus.DefaultRegisterer", "prometheus.DefaultGatherer", "prometheus.MustRegister(",
+		"prometheus.Register(", "promauto.", "promhttp.Handler()", ".MustRegister("}
+	checked := 0
+	for _, root := range []string{"../../internal", "../../cmd", "../../bench"} {
+		err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+			if err != nil || d.IsDir() || !strings.HasSuffix(p, ".go") || strings.HasSuffix(p, "_test.go") {
+				return err
+			}
+			if strings.HasSuffix(filepath.ToSlash(p), "internal/prom/metrics.go") {
+				return nil // the one place that registers the runtime collectors
+			}
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			checked++
+			for _, bad := range banned {
+				if strings.Contains(string(b), bad) {
+					t.Errorf("%s uses %s; take a prometheus.Registerer and use prom.Register", p, bad)
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if checked < 50 {
+		t.Fatalf("only %d files checked", checked)
+	}
 }

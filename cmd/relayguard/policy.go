@@ -2,19 +2,18 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"net/netip"
-	"time"
+	"sync"
 
-	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
 	"github.com/relayguard/relayguard/internal/config"
 	"github.com/relayguard/relayguard/internal/policy"
 	"github.com/relayguard/relayguard/internal/policyd"
+	"github.com/relayguard/relayguard/internal/prom"
 	"github.com/relayguard/relayguard/internal/ratelimit"
 	"github.com/relayguard/relayguard/internal/store"
 )
@@ -45,38 +44,48 @@ See docs/policy.md.`,
 				cfg.Policy.Listen = listen
 			}
 			log := newLogger(cfg)
-			eng, err := policy.New(cfg.Site, cfg.Policy, cfg.DNSBL, policy.Deps{Logger: log, Source: "policyd"})
+			reg := prom.NewRegistry()
+			eng, err := policy.New(cfg.Site, cfg.Policy, cfg.DNSBL, policy.Deps{Logger: log, Source: "policyd", Registerer: reg})
 			if err != nil {
 				return err
 			}
-			defer eng.Close()
+			// The stores close, and the health checks and the metrics
+			// listener are stopped (cancel) and waited for (wg), on return.
+			ctx, cancel := context.WithCancel(cmd.Context())
+			defer cancel()
+			st, err := store.Open(ctx, cfg.DataDir, cfg.Store.URL, log)
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			var wg sync.WaitGroup
+			defer wg.Wait()
+			defer cancel()
+			lim, err := policyLimits(ctx, cfg, st, log, reg)
+			if err != nil {
+				return err
+			}
 			ln, err := policyd.Listen(cfg.Policy.Listen)
 			if err != nil {
 				return err
 			}
-			ctx := cmd.Context()
+			wg.Go(func() { eng.Run(ctx) }) // DNS list health checks
 			if metrics != "" {
-				srv := &http.Server{Addr: metrics, Handler: promhttp.Handler(), ReadHeaderTimeout: 10 * time.Second}
-				go func() {
-					if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				m, err := prom.Listen(metrics, reg)
+				if err != nil {
+					ln.Close()
+					return err
+				}
+				wg.Go(func() {
+					if err := m.Run(ctx); err != nil {
 						log.Error("metrics listener failed", "address", metrics, "error", err)
 					}
-				}()
-				defer srv.Shutdown(context.Background())
-			}
-			st, err := store.Open(ctx, cfg.DataDir, cfg.Store.URL, log)
-			if err != nil {
-				ln.Close()
-				return err
-			}
-			defer st.Close()
-			lim, err := policyLimits(ctx, cfg, st, log)
-			if err != nil {
-				ln.Close()
-				return err
+				})
+				log.Info("metrics listening", "address", m.Addr().String())
 			}
 			log.Info("policy service listening", "address", ln.Addr().String(), "network", ln.Addr().Network())
-			s := &policyd.Server{Engine: eng, Logger: log, IdleTimeout: cfg.Policy.IdleTimeout.D(), MaxConns: cfg.Policy.MaxConnections, Limits: lim}
+			s := &policyd.Server{Engine: eng, Logger: log, IdleTimeout: cfg.Policy.IdleTimeout.D(), MaxConns: cfg.Policy.MaxConnections,
+				Limits: lim, Registerer: reg}
 			return s.Serve(ctx, ln)
 		},
 	}
@@ -89,12 +98,12 @@ See docs/policy.md.`,
 // state stores: the SQLite database in the data directory, and Redis/Valkey
 // when [store] url names it (then a pool of Postfix hosts shares one budget
 // per user).
-func policyLimits(ctx context.Context, cfg *config.Config, st *store.Stores, log *slog.Logger) (*policyd.Limits, error) {
+func policyLimits(ctx context.Context, cfg *config.Config, st *store.Stores, log *slog.Logger, reg prometheus.Registerer) (*policyd.Limits, error) {
 	counters, err := ratelimit.NewStore(ctx, st, log)
 	if err != nil {
 		return nil, err
 	}
-	lim, err := ratelimit.New(cfg.Delivery.RateLimits, counters, ratelimit.Options{Log: log, Source: "policyd"})
+	lim, err := ratelimit.New(cfg.Delivery.RateLimits, counters, ratelimit.Options{Log: log, Source: "policyd", Registerer: reg})
 	if err != nil {
 		return nil, err
 	}

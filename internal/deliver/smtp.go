@@ -46,6 +46,8 @@ type SMTP struct {
 	mu     sync.Mutex
 	idle   map[string][]idleConn
 	closed bool
+	stop   chan struct{}  // closed by Close: ends the janitor
+	wg     sync.WaitGroup // the janitor and the QUITs in flight, waited for by Close
 }
 
 type idleConn struct {
@@ -430,7 +432,7 @@ func (s *SMTP) getIdle(key string) *client {
 			s.idle[key] = list
 			return ic.c
 		}
-		go ic.c.quit()
+		s.quit(ic.c)
 	}
 	delete(s.idle, key)
 	return nil
@@ -440,7 +442,7 @@ func (s *SMTP) getIdle(key string) *client {
 // transaction may still be open on it.
 func (s *SMTP) release(t target, c *client, dirty bool) {
 	if s.CacheTime <= 0 {
-		go c.quit()
+		s.quit(c)
 		return
 	}
 	if dirty {
@@ -452,31 +454,37 @@ func (s *SMTP) release(t target, c *client, dirty bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		go c.quit()
+		s.quit(c)
 		return
 	}
 	if s.idle == nil {
 		s.idle = map[string][]idleConn{}
-		go s.janitor()
+		stop := make(chan struct{})
+		s.stop = stop
+		s.wg.Go(func() { s.janitor(stop) })
 	}
 	s.idle[t.key()] = append(s.idle[t.key()], idleConn{c: c, since: time.Now()})
 }
 
-// janitor ends connections idle longer than CacheTime.
-func (s *SMTP) janitor() {
+// quit says QUIT on c and closes it, without holding up the caller.
+func (s *SMTP) quit(c *client) { s.wg.Go(c.quit) }
+
+// janitor ends connections idle longer than CacheTime, until Close.
+func (s *SMTP) janitor(stop <-chan struct{}) {
 	tick := time.NewTicker(s.CacheTime)
 	defer tick.Stop()
-	for range tick.C {
-		s.mu.Lock()
-		if s.closed {
-			s.mu.Unlock()
+	for {
+		select {
+		case <-stop:
 			return
+		case <-tick.C:
 		}
+		s.mu.Lock()
 		for k, list := range s.idle {
 			keep := list[:0]
 			for _, ic := range list {
 				if time.Since(ic.since) >= s.CacheTime {
-					go ic.c.quit()
+					s.quit(ic.c)
 				} else {
 					keep = append(keep, ic)
 				}
@@ -491,15 +499,21 @@ func (s *SMTP) janitor() {
 	}
 }
 
-// Close ends every cached connection.
+// Close ends every cached connection and waits for the goroutines that
+// did so. Deliveries must have returned.
 func (s *SMTP) Close() {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	s.closed = true
 	for _, list := range s.idle {
 		for _, ic := range list {
-			go ic.c.quit()
+			s.quit(ic.c)
 		}
 	}
 	s.idle = nil
+	if s.stop != nil {
+		close(s.stop)
+		s.stop = nil
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
 }

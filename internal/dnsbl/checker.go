@@ -74,7 +74,7 @@ type Options struct {
 	HealthInterval time.Duration
 	Logger         *slog.Logger
 	Clock          func() time.Time
-	Registerer     prometheus.Registerer // nil: prometheus.DefaultRegisterer
+	Registerer     prometheus.Registerer // nil: metrics not exported
 }
 
 // DefaultCacheSize holds a day of a busy MX: entries live at most

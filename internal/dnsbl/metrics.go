@@ -1,9 +1,9 @@
 package dnsbl
 
 import (
-	"errors"
-
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/relayguard/relayguard/internal/prom"
 )
 
 type metrics struct {
@@ -16,27 +16,24 @@ type metrics struct {
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
-	if reg == nil {
-		reg = prometheus.DefaultRegisterer
-	}
 	m := &metrics{
-		queries: Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		queries: prom.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "relayguard_dnsbl_queries_total",
 			Help: "DNS list queries by zone and result (listed, clean, list_error, temp_error, skipped; dns_unreachable and failing: not asked, answered as a temporary failure).",
 		}, []string{"zone", "result"})),
-		cache: Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		cache: prom.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "relayguard_dnsbl_cache_total", Help: "DNS list cache lookups by result (hit, miss).",
 		}, []string{"result"})),
-		entries: Register(reg, prometheus.NewGauge(prometheus.GaugeOpts{
+		entries: prom.Register(reg, prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "relayguard_dnsbl_cache_entries", Help: "Client addresses and domains with cached DNS list answers.",
 		})),
-		evictions: Register(reg, prometheus.NewCounter(prometheus.CounterOpts{
+		evictions: prom.Register(reg, prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "relayguard_dnsbl_cache_evictions_total", Help: "Cached clients or domains dropped to make room (least recently used first).",
 		})),
-		state: Register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		state: prom.Register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "relayguard_dnsbl_zone_state", Help: "1 for each zone's current health state (unknown, healthy, dead, lists-everything, refusing, failing).",
 		}, []string{"zone", "state"})),
-		dnsUp: Register(reg, prometheus.NewGauge(prometheus.GaugeOpts{
+		dnsUp: prom.Register(reg, prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "relayguard_dnsbl_dns_reachable", Help: "1 while DNS answers, 0 while no list and no parent domain answers (resolver down or cut off: checks answer 4xx, no list is switched off).",
 		})),
 	}
@@ -52,18 +49,4 @@ func (m *metrics) setState(zone string, s State) {
 		}
 		m.state.WithLabelValues(zone, n).Set(v)
 	}
-}
-
-// Register registers c on reg, or returns the collector already registered
-// under the same description (several engines in one process share them).
-func Register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if old, ok := are.ExistingCollector.(C); ok {
-				return old
-			}
-		}
-	}
-	return c
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/relayguard/relayguard/internal/event"
 	"github.com/relayguard/relayguard/internal/maillog"
 	"github.com/relayguard/relayguard/internal/nflog"
+	"github.com/relayguard/relayguard/internal/prom"
 )
 
 // Attempt is one blocked connection attempt (SYN retransmissions of the
@@ -74,9 +75,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Times the NFLOG socket buffer overflowed and log messages were lost.",
 		}),
 	}
-	if reg != nil {
-		reg.MustRegister(m.Blocked, m.Alerts, m.Lost)
-	}
+	m.Blocked = prom.Register(reg, m.Blocked)
+	m.Alerts = prom.Register(reg, m.Alerts)
+	m.Lost = prom.Register(reg, m.Lost)
 	return m
 }
 

@@ -270,7 +270,6 @@ func dmarcEngine(t *testing.T, res Resolver, edit func(c *config.DMARCConfig)) *
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { e.Close() })
 	return e
 }
 

@@ -7,7 +7,6 @@ import (
 	"net"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -33,9 +32,8 @@ type Resolver interface {
 
 // Deps are the engine's outside world. Nil fields get defaults: a
 // dnsutil.Resolver over [dnsbl] resolvers (created without network I/O),
-// a dnsbl.Checker over the configured zones (whose health checks the engine
-// then runs until Close), time.Now, slog.Default, no events, and
-// prometheus.DefaultRegisterer.
+// a dnsbl.Checker over the configured zones (whose health checks Run
+// runs), time.Now, slog.Default, no events, and metrics not exported.
 type Deps struct {
 	Resolver   Resolver
 	DNSBL      *dnsbl.Checker
@@ -48,21 +46,19 @@ type Deps struct {
 
 // Engine evaluates the restriction lists of the configuration.
 type Engine struct {
-	site     *config.Site
-	pol      config.PolicyConfig
-	blc      config.DNSBLConfig
-	res      Resolver
-	bl       *dnsbl.Checker
-	now      func() time.Time
-	log      *slog.Logger
-	events   event.Sink
-	source   string
-	lists    map[Stage][]*rule
-	access   map[string]*accessTable
-	m        *engineMetrics
-	cancel   context.CancelFunc
-	wg       sync.WaitGroup
-	closeOne sync.Once
+	site   *config.Site
+	pol    config.PolicyConfig
+	blc    config.DNSBLConfig
+	res    Resolver
+	bl     *dnsbl.Checker
+	now    func() time.Time
+	log    *slog.Logger
+	events event.Sink
+	source string
+	lists  map[Stage][]*rule
+	access map[string]*accessTable
+	m      *engineMetrics
+	ownBL  bool // bl was made by New: Run runs its health checks
 }
 
 // rule is one compiled entry of a restriction list.
@@ -77,7 +73,7 @@ type rule struct {
 // New compiles the restriction lists of the [policy] section. site is the
 // server's canonical identity (config.Site: local and relay domains,
 // mynetworks, own addresses); bl is the [dnsbl] section. It sends no DNS
-// query.
+// query and starts no goroutine (see Run).
 func New(site *config.Site, pol config.PolicyConfig, bl config.DNSBLConfig, deps Deps) (*Engine, error) {
 	if site == nil {
 		return nil, fmt.Errorf("policy: no site (config.Finish builds it)")
@@ -147,12 +143,9 @@ func New(site *config.Site, pol config.PolicyConfig, bl config.DNSBLConfig, deps
 		e.res = r
 		WarnPublicResolvers(e.log, r.Servers())
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	e.cancel = cancel
 	if e.bl == nil && needDNS {
 		q, ok := e.res.(dnsbl.Querier)
 		if !ok {
-			cancel()
 			return nil, fmt.Errorf("policy: resolver %T cannot query DNS lists (no LookupA4)", e.res)
 		}
 		e.bl, err = dnsbl.New(q, dnsbl.Options{
@@ -161,12 +154,10 @@ func New(site *config.Site, pol config.PolicyConfig, bl config.DNSBLConfig, deps
 			HealthInterval: bl.HealthInterval.D(), Logger: e.log, Clock: e.now, Registerer: deps.Registerer,
 		})
 		if err != nil {
-			cancel()
 			return nil, fmt.Errorf("policy: %w", err)
 		}
 		e.bl.Watch(extra, extraDomain)
-		e.wg.Add(1)
-		go func() { defer e.wg.Done(); e.bl.RunHealth(ctx) }()
+		e.ownBL = true
 	} else if e.bl != nil {
 		e.bl.Watch(extra, extraDomain)
 	}
@@ -195,10 +186,14 @@ func WarnPublicResolvers(log *slog.Logger, servers []string) {
 // DNSBL returns the checker the engine uses (nil if no DNS is configured).
 func (e *Engine) DNSBL() *dnsbl.Checker { return e.bl }
 
-// Close stops the health checks the engine started.
-func (e *Engine) Close() error {
-	e.closeOne.Do(func() { e.cancel(); e.wg.Wait() })
-	return nil
+// Run checks the health of the DNS lists of the checker New made (none
+// when Deps.DNSBL was given: its owner runs them) now and every
+// [dnsbl] health_interval, until ctx is done. New starts no goroutine: the
+// caller runs Run in one it owns and waits for.
+func (e *Engine) Run(ctx context.Context) {
+	if e.ownBL {
+		e.bl.RunHealth(ctx)
+	}
 }
 
 // stageOf maps Postfix protocol states to the engine's stages.

@@ -92,7 +92,6 @@ func newEnv(t *testing.T, dns *dnstest.Server, edit func(c *config.Config)) *env
 	if err != nil {
 		t.Fatalf("policy.New: %v", err)
 	}
-	t.Cleanup(func() { e.eng.Close() })
 	return e
 }
 

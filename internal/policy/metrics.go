@@ -3,7 +3,7 @@ package policy
 import (
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/relayguard/relayguard/internal/dnsbl"
+	"github.com/relayguard/relayguard/internal/prom"
 )
 
 type engineMetrics struct {
@@ -13,18 +13,15 @@ type engineMetrics struct {
 }
 
 func newEngineMetrics(reg prometheus.Registerer) *engineMetrics {
-	if reg == nil {
-		reg = prometheus.DefaultRegisterer
-	}
 	return &engineMetrics{
-		decisions: dnsbl.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		decisions: prom.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "relayguard_policy_decisions_total", Help: "Policy verdicts by stage, action and deciding rule (action warn: warn_if_reject).",
 		}, []string{"stage", "action", "rule"})),
-		latency: dnsbl.Register(reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		latency: prom.Register(reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "relayguard_policy_check_seconds", Help: "Time to evaluate one restriction list.",
 			Buckets: []float64{.0001, .0005, .001, .005, .01, .05, .1, .5, 1, 5},
 		}, []string{"stage"})),
-		dmarc: dnsbl.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		dmarc: prom.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "relayguard_dmarc_results_total", Help: "check_dmarc verdicts by DMARC result and the disposition the domain's policy asks for.",
 		}, []string{"result", "disposition"})),
 	}

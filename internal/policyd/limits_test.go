@@ -41,7 +41,6 @@ func limitServer(t *testing.T, rl config.RateLimitConfig, action string) (*bufio
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { eng.Close() })
 	ctx, cancel := context.WithCancel(context.Background())
 	db, err := store.OpenSQLite(ctx, dir)
 	if err != nil {

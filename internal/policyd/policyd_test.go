@@ -58,7 +58,6 @@ func startServer(t *testing.T, network string) (addr string, logs *syncBuffer) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { eng.Close() })
 	listen := "127.0.0.1:0"
 	if network == "unix" {
 		listen = "unix:" + filepath.Join(t.TempDir(), "policy.sock")
@@ -306,7 +305,6 @@ func TestServeSurvivesAcceptErrors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { eng.Close() })
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -15,8 +15,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/relayguard/relayguard/internal/dnsbl"
 	"github.com/relayguard/relayguard/internal/policy"
+	"github.com/relayguard/relayguard/internal/prom"
 )
 
 // Checker is the policy engine as the server sees it.
@@ -54,13 +54,10 @@ func (s *Server) init() {
 			s.sem = make(chan struct{}, s.MaxConns)
 		}
 		reg := s.Registerer
-		if reg == nil {
-			reg = prometheus.DefaultRegisterer
-		}
-		s.reqs = dnsbl.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		s.reqs = prom.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "relayguard_policyd_requests_total", Help: "Postfix policy requests by result (answered, malformed).",
 		}, []string{"result"}))
-		s.conns = dnsbl.Register(reg, prometheus.NewGauge(prometheus.GaugeOpts{
+		s.conns = prom.Register(reg, prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "relayguard_policyd_connections", Help: "Open Postfix policy connections.",
 		}))
 		s.active = map[net.Conn]struct{}{}

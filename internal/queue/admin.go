@@ -65,7 +65,7 @@ func OpenForAdmin(dir string, log *slog.Logger) (*Spool, error) {
 		dir: dir, msgDir: msg, tmpDir: filepath.Join(dir, "tmp"), fs: osFS{}, log: log,
 		syncReq: make(chan chan error, 16), done: make(chan struct{}),
 	}
-	go s.committer()
+	s.wg.Go(s.committer)
 	return s, nil
 }
 

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/relayguard/relayguard/internal/config"
 	"github.com/relayguard/relayguard/internal/maillog"
 )
@@ -94,7 +95,7 @@ func NewScheduler(spool *Spool, d Deliverer, cfg config.DeliveryConfig, hostname
 	}
 	s := &Scheduler{
 		spool: spool, d: d, cfg: cfg, hostname: hostname, log: log, ml: maillog.New(log),
-		metrics: newMetrics(), now: time.Now,
+		metrics: newMetrics(nil), now: time.Now,
 		due: map[string]time.Time{}, inflight: map[string]*msgState{},
 		domains: map[string]*domainQ{}, wake: make(chan struct{}, 1),
 	}
@@ -115,6 +116,14 @@ func NewScheduler(spool *Spool, d Deliverer, cfg config.DeliveryConfig, hostname
 func (s *Scheduler) SetHoldCheck(armed func() bool, fn func(env *Envelope) string) {
 	s.mu.Lock()
 	s.holdArmed, s.holdCheck = armed, fn
+	s.mu.Unlock()
+}
+
+// SetRegisterer exports the scheduler's metrics through reg (the
+// process's registry; see internal/prom). Call it before Run.
+func (s *Scheduler) SetRegisterer(reg prometheus.Registerer) {
+	s.mu.Lock()
+	s.metrics = newMetrics(reg)
 	s.mu.Unlock()
 }
 

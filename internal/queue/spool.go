@@ -122,6 +122,7 @@ type Spool struct {
 	syncReq   chan chan error
 	closeOnce sync.Once
 	done      chan struct{}
+	wg        sync.WaitGroup // the committer, waited for by Close
 
 	mu   sync.Mutex
 	subs []func(id string)
@@ -175,7 +176,7 @@ func openSpool(dir string, groupCommit time.Duration, log *slog.Logger, fs FS) (
 		lock.Close()
 		return nil, err
 	}
-	go s.committer()
+	s.wg.Go(s.committer)
 	return s, nil
 }
 
@@ -186,6 +187,7 @@ func (s *Spool) Dir() string { return s.dir }
 func (s *Spool) Close() error {
 	s.closeOnce.Do(func() {
 		close(s.done)
+		s.wg.Wait()
 		if s.lock != nil {
 			s.lock.Close()
 		}

@@ -25,6 +25,7 @@ import (
 
 	"github.com/relayguard/relayguard/internal/config"
 	"github.com/relayguard/relayguard/internal/event"
+	"github.com/relayguard/relayguard/internal/prom"
 )
 
 // Sender describes who is sending, whichever front door (relayguard's SMTP
@@ -65,7 +66,7 @@ type Options struct {
 	Holder    Holder
 	Log       *slog.Logger
 	Now       func() time.Time
-	// Registerer for the metric; nil: prometheus.DefaultRegisterer.
+	// Registerer for the metric; nil: not exported.
 	Registerer prometheus.Registerer
 	// Source names the front door in events: "smtpd" (default),
 	// "policyd" or "milter".
@@ -119,21 +120,10 @@ func New(cfg config.RateLimitConfig, store Store, o Options) (*Limiter, error) {
 	if o.Source == "" {
 		o.Source = "smtpd"
 	}
-	reg := o.Registerer
-	if reg == nil {
-		reg = prometheus.DefaultRegisterer
-	}
-	c := prometheus.NewCounterVec(prometheus.CounterOpts{
+	c := prom.Register(o.Registerer, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "relayguard_rate_limited_total",
 		Help: "Messages or recipients refused with 451 4.7.1 by a send limit, by limit.",
-	}, []string{"limit"})
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if !errors.As(err, &are) {
-			return nil, fmt.Errorf("ratelimit: metric: %w", err)
-		}
-		c = are.ExistingCollector.(*prometheus.CounterVec)
-	}
+	}, []string{"limit"}))
 	return &Limiter{cfg: cfg, store: store, o: o, limited: c}, nil
 }
 

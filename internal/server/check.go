@@ -8,8 +8,6 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/relayguard/relayguard/internal/certs"
 	"github.com/relayguard/relayguard/internal/config"
 	"github.com/relayguard/relayguard/internal/deliver"
@@ -28,11 +26,9 @@ func Check(cfg *config.Config) error {
 	if _, err := loadTLS(cfg, nil); err != nil {
 		return err
 	}
-	eng, err := policy.New(cfg.Site, cfg.Policy, cfg.DNSBL, policy.Deps{Registerer: prometheus.NewRegistry()})
-	if err != nil {
+	if _, err := policy.New(cfg.Site, cfg.Policy, cfg.DNSBL, policy.Deps{}); err != nil {
 		return err
 	}
-	eng.Close()
 	d, err := deliver.New(cfg.Delivery, cfg.Hostname, nil, deliver.Options{LocalDomains: cfg.Site.LocalDomains})
 	if err != nil {
 		return err

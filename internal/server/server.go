@@ -5,23 +5,16 @@ package server
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
-	"net/http"
 	"os"
 	"strings"
 	"sync"
-	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/relayguard/relayguard/internal/config"
 	"github.com/relayguard/relayguard/internal/event"
+	"github.com/relayguard/relayguard/internal/prom"
 	"github.com/relayguard/relayguard/internal/queue"
 	"github.com/relayguard/relayguard/internal/smtpd"
 	"github.com/relayguard/relayguard/internal/store"
@@ -77,18 +70,15 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, opt Options)
 		return err
 	}
 	defer closeAll(lns)
-	var aln net.Listener
+	reg := prom.NewRegistry() // every component registers here; served on /metrics
+	var admin *prom.Server
 	if cfg.Admin.Listen != "" {
-		if aln, err = net.Listen("tcp", cfg.Admin.Listen); err != nil {
-			return fmt.Errorf("admin listener %s: %w", cfg.Admin.Listen, err)
+		if admin, err = prom.Listen(cfg.Admin.Listen, reg); err != nil {
+			return fmt.Errorf("admin: %w", err)
 		}
-		defer aln.Close()
+		defer admin.Close()
 	}
 
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	prometheus.DefaultRegisterer = reg
-	prometheus.DefaultGatherer = reg
 	bus := &event.Bus{}
 	deps := smtpd.Deps{
 		Users: users, Creds: users, Spool: spool, TLS: tlsConf, Events: bus, Log: log,
@@ -118,19 +108,14 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, opt Options)
 			}
 		}()
 	}
-	var admin *http.Server
-	if aln != nil {
-		mux := http.NewServeMux()
-		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-		mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
-		admin = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-		go func() {
-			if err := admin.Serve(aln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				errc <- fmt.Errorf("admin listener: %w", err)
+	if admin != nil {
+		wg.Go(func() {
+			if err := admin.Run(ctx); err != nil {
+				errc <- fmt.Errorf("admin: %w", err)
 			}
-		}()
-		log.Info("listening", "listener", "admin", "address", aln.Addr().String())
-		fmt.Fprintf(notice, "relayguard: admin/metrics on http://%s/metrics\n", aln.Addr())
+		})
+		log.Info("listening", "listener", "admin", "address", admin.Addr().String())
+		fmt.Fprintf(notice, "relayguard: admin/metrics on http://%s/metrics\n", admin.Addr())
 	}
 	fmt.Fprintf(notice, "relayguard: data in %s; local domains %s\n", cfg.DataDir, strings.Join(cfg.Site.LocalDomains, ", "))
 	fmt.Fprintf(notice, "relayguard: add a user with: relayguard user add USER --data-dir %s\n", cfg.DataDir)
@@ -140,12 +125,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, opt Options)
 	case err = <-errc:
 	}
 	log.Info("shutting down")
-	cancel()
-	if admin != nil {
-		sctx, c := context.WithTimeout(context.Background(), 5*time.Second)
-		admin.Shutdown(sctx)
-		c()
-	}
+	cancel() // the admin listener stops with it
 	srv.Shutdown()
 	wg.Wait()
 	return err

@@ -32,7 +32,10 @@ func wireExtensions(ctx context.Context, cfg *config.Config, log *slog.Logger, s
 	if err != nil {
 		return nil, err
 	}
-	stops = append(stops, func() { eng.Close() })
+	ectx, ecancel := context.WithCancel(ctx)
+	edone := make(chan struct{})
+	go func() { defer close(edone); eng.Run(ectx) }() // DNS list health checks
+	stops = append(stops, func() { ecancel(); <-edone })
 	deps.Policy = eng
 
 	// The guard: bans, per-IP and per-subnet AUTH limits, POP-before-SMTP.
@@ -45,7 +48,7 @@ func wireExtensions(ctx context.Context, cfg *config.Config, log *slog.Logger, s
 
 	// Send limits and the delivery scheduler over the spool.
 	suspender, _ := deps.Users.(ratelimit.Suspender)
-	dl, err := service.Start(ctx, cfg, log, st, bus, suspender, spool)
+	dl, err := service.Start(ctx, cfg, service.Deps{Stores: st, Spool: spool, Users: suspender, Events: bus, Log: log, Registerer: reg})
 	if err != nil {
 		stop()
 		return nil, err

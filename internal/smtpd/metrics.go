@@ -1,6 +1,10 @@
 package smtpd
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/relayguard/relayguard/internal/prom"
+)
 
 // Metrics are the SMTP server's Prometheus metrics.
 type Metrics struct {
@@ -12,7 +16,7 @@ type Metrics struct {
 }
 
 // NewMetrics creates the metrics and registers them with reg (nil: not
-// registered, for tests).
+// exported).
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		Connections: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "relayguard_smtp_connections_total", Help: "SMTP connections accepted, by listener."}, []string{"listener"}),
@@ -21,8 +25,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Rejections:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "relayguard_smtp_rejections_total", Help: "SMTP rejections by rule or limit."}, []string{"reason"}),
 		Spooled:     prometheus.NewCounter(prometheus.CounterOpts{Name: "relayguard_spool_messages_total", Help: "Messages accepted into the durable spool."}),
 	}
-	if reg != nil {
-		reg.MustRegister(m.Connections, m.Active, m.Auth, m.Rejections, m.Spooled)
-	}
+	m.Connections = prom.Register(reg, m.Connections)
+	m.Active = prom.Register(reg, m.Active)
+	m.Auth = prom.Register(reg, m.Auth)
+	m.Rejections = prom.Register(reg, m.Rejections)
+	m.Spooled = prom.Register(reg, m.Spooled)
 	return m
 }

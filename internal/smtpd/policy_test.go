@@ -22,7 +22,6 @@ func startPolicyServer(t *testing.T, mutate func(*config.Config)) *testServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { eng.Close() })
 	ts.srv.deps.Policy = eng
 	return ts
 }

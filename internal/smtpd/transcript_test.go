@@ -97,7 +97,6 @@ func withPolicy(t *testing.T, ts *testServer) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { eng.Close() })
 	ts.srv.deps.Policy = eng
 }
 

@@ -64,7 +64,7 @@ func run(conf, data string) error {
 	bus := &event.Bus{}
 
 	// The delivery side, as serve wires it.
-	dl, err := service.Start(ctx, cfg, log, st, bus, users, spool)
+	dl, err := service.Start(ctx, cfg, service.Deps{Stores: st, Spool: spool, Users: users, Events: bus, Log: log})
 	if err != nil {
 		return err
 	}

@@ -80,7 +80,7 @@ func TestDKIMSignedOnTheWayOut(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer spool.Close()
-	dl, err := service.Start(ctx, cfg, nil, &store.Stores{DB: db}, &event.Recorder{}, users, spool)
+	dl, err := service.Start(ctx, cfg, service.Deps{Stores: &store.Stores{DB: db}, Spool: spool, Users: users, Events: &event.Recorder{}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 	"context"
 	"log/slog"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/relayguard/relayguard/internal/config"
 	"github.com/relayguard/relayguard/internal/deliver"
 	"github.com/relayguard/relayguard/internal/event"
@@ -29,22 +30,34 @@ type Delivery struct {
 	done   chan error
 }
 
+// Deps are what the delivery side is built on. Stores and Spool are
+// required.
+type Deps struct {
+	Stores *store.Stores // the process's state stores: send-limit counters
+	Spool  *queue.Spool
+	// Users suspends accounts when suspend_on_limit is set (a *userdb.DB;
+	// nil: no suspension).
+	Users      ratelimit.Suspender
+	Events     event.Sink            // rate_limited events (the guard's bus); nil: none
+	Log        *slog.Logger          // nil: discard
+	Registerer prometheus.Registerer // the process's metrics registry; nil: not exported
+}
+
 // Start builds the limiter over the process's state stores (the SQLite
 // database, or Redis shared by several servers with the database as its
-// fallback) and starts the scheduler on spool. users suspends accounts when
-// suspend_on_limit is set (a *userdb.DB; nil: no suspension); events
-// receives rate_limited events (the guard's bus).
-func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, st *store.Stores, events event.Sink,
-	users ratelimit.Suspender, spool *queue.Spool) (*Delivery, error) {
+// fallback) and starts the scheduler on the spool; it runs until ctx is
+// done or Stop, which waits for it.
+func Start(ctx context.Context, cfg *config.Config, deps Deps) (*Delivery, error) {
+	log, spool, users := deps.Log, deps.Spool, deps.Users
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	counters, err := ratelimit.NewStore(ctx, st, log)
+	counters, err := ratelimit.NewStore(ctx, deps.Stores, log)
 	if err != nil {
 		return nil, err
 	}
 	lim, err := ratelimit.New(cfg.Delivery.RateLimits, counters, ratelimit.Options{
-		Events: events, Suspender: users, Holder: SpoolHolder{Spool: spool}, Log: log,
+		Events: deps.Events, Suspender: users, Holder: SpoolHolder{Spool: spool}, Log: log, Registerer: deps.Registerer,
 	})
 	if err != nil {
 		return nil, err
@@ -59,6 +72,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, st *store.
 		return nil, err
 	}
 	sched := queue.NewScheduler(spool, d, cfg.Delivery, cfg.Hostname, log)
+	sched.SetRegisterer(deps.Registerer)
 	if signer != nil {
 		sched.SetSigner(signer)
 		log.Info("dkim: signing outbound mail", "domains", signer.Domains())

@@ -64,7 +64,7 @@ func TestSubmissionToSinkAndMaildir(t *testing.T) {
 	}
 	defer spool.Close()
 	rec := &event.Recorder{}
-	dl, err := service.Start(ctx, cfg, nil, &store.Stores{DB: db}, rec, users, spool)
+	dl, err := service.Start(ctx, cfg, service.Deps{Stores: &store.Stores{DB: db}, Spool: spool, Users: users, Events: rec})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -184,7 +184,7 @@ func TestSuspensionHoldsMailOfOpenSessions(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer spool.Close()
-	dl, err := service.Start(ctx, cfg, nil, &store.Stores{DB: db}, &event.Recorder{}, users, spool)
+	dl, err := service.Start(ctx, cfg, service.Deps{Stores: &store.Stores{DB: db}, Spool: spool, Users: users, Events: &event.Recorder{}})
 	if err != nil {
 		t.Fatal(err)
 	}
