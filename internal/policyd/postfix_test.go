@@ -13,6 +13,7 @@ import (
 	"regexp"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -38,19 +39,53 @@ func needPostfix(t *testing.T) {
 	t.Skip(why)
 }
 
-// buildRelayguard builds the relayguard binary into dir.
+// buildRelayguard builds the relayguard binary once per test process (the
+// tests that run it share it) and returns a copy's path in dir.
 func buildRelayguard(t *testing.T, dir string) string {
 	t.Helper()
+	bin, err := relayguardBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "relayguard")
+	b, err := os.ReadFile(bin)
+	if err == nil {
+		err = os.WriteFile(out, b, 0o755)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+var relayguardBinary = sync.OnceValues(func() (string, error) {
 	goBin, err := exec.LookPath("go")
 	if err != nil {
 		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
 	}
+	dir, err := os.MkdirTemp("", "rg-policyd-bin-")
+	if err != nil {
+		return "", err
+	}
+	binDir = dir
 	out := filepath.Join(dir, "relayguard")
 	cmd := exec.Command(goBin, "build", "-o", out, "github.com/relayguard/relayguard/cmd/relayguard")
 	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build relayguard: %v\n%s", err, b)
+		return "", fmt.Errorf("go build relayguard: %v\n%s", err, b)
 	}
-	return out
+	return out, nil
+})
+
+// binDir holds the shared binary once built.
+var binDir string
+
+// TestMain removes the shared binary after the tests.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+	os.Exit(code)
 }
 
 func freePort(t *testing.T) int {
@@ -67,8 +102,7 @@ func freePort(t *testing.T) int {
 // from its "listening" log line.
 func startPolicyBinary(t *testing.T, bin, dir, dnsAddr string) string {
 	t.Helper()
-	conf := filepath.Join(dir, "relayguard.toml")
-	err := os.WriteFile(conf, []byte(fmt.Sprintf(`
+	return startPolicyConf(t, bin, dir, fmt.Sprintf(`
 local_domains = ["example.test"]
 
 [policy]
@@ -79,10 +113,17 @@ recipient_restrictions = ["reject_unauth_destination", "reject_rbl_client bl.tes
 zones = ["bl.test*1"]
 resolvers = [%q]
 timeout = "5s"
-`, dnsAddr)), 0o644)
-	if err != nil {
+`, dnsAddr))
+}
+
+// startPolicyConf runs `relayguard policy` with the configuration text
+// conf and returns its address.
+func startPolicyConf(t *testing.T, bin, dir, conf string) string {
+	t.Helper()
+	if err := os.WriteFile(filepath.Join(dir, "relayguard.toml"), []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	conf = filepath.Join(dir, "relayguard.toml")
 	cmd := exec.Command(bin, "--config", conf, "--data-dir", filepath.Join(dir, "data"), "policy")
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
@@ -143,7 +184,10 @@ postlog   unix-dgram n  -       n       -       1       postlogd
 // startPostfix writes a private Postfix instance under dir listening on
 // 127.0.0.1:port, with check_policy_service pointing at policyAddr and
 // every accepted message discarded, and starts it.
-func startPostfix(t *testing.T, dir string, port int, policyAddr string) (logFile string) {
+//
+// extra main.cf lines are appended (a later setting overrides an earlier
+// one, as postconf(5) says).
+func startPostfix(t *testing.T, dir string, port int, policyAddr string, extra ...string) (logFile string) {
 	t.Helper()
 	etc, queue, data := filepath.Join(dir, "etc"), filepath.Join(dir, "queue"), filepath.Join(dir, "data")
 	logFile = filepath.Join(dir, "maillog")
@@ -183,7 +227,7 @@ maillog_file = %s
 maillog_file_prefixes = %s
 smtpd_recipient_restrictions = reject_unauth_destination, check_policy_service inet:%s
 smtpd_policy_service_default_action = 451 4.3.5 policy service unavailable
-`, queue, data, logFile, dir, policyAddr)
+`, queue, data, logFile, dir, policyAddr) + strings.Join(extra, "\n") + "\n"
 	if err := os.WriteFile(filepath.Join(etc, "main.cf"), []byte(mainCF), 0o644); err != nil {
 		t.Fatal(err)
 	}
