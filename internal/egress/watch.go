@@ -120,6 +120,7 @@ type Watcher struct {
 	// OnAttempt is called for each attempt, in order.
 	OnAttempt func(Attempt)
 
+	alerts    sync.WaitGroup // OnAlert calls in flight, waited for by Run
 	mu        sync.Mutex
 	seen      map[fiveTuple]time.Time
 	perUID    map[uint32][]time.Time
@@ -171,6 +172,7 @@ func (w *Watcher) Run(ctx context.Context, ready func()) error {
 		return err
 	}
 	defer c.Close()
+	defer w.alerts.Wait() // alert mail in flight ends with ctx
 	if ready != nil {
 		ready()
 	}
@@ -344,7 +346,7 @@ func (w *Watcher) checkAlert(ctx context.Context, a Attempt) {
 		w.Metric.Alerts.WithLabelValues(strconv.FormatUint(uint64(a.UID), 10), a.User).Inc()
 	}
 	if w.OnAlert != nil {
-		go w.OnAlert(ctx, al)
+		w.alerts.Go(func() { w.OnAlert(ctx, al) })
 	}
 }
 

@@ -98,7 +98,10 @@ func Listen(addr string) (net.Listener, error) {
 // every connection and waits for their goroutines.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	s.init()
-	go func() {
+	defer s.wg.Wait()
+	ctx, cancel := context.WithCancel(ctx) // also ends the closer below when Accept fails for good
+	defer cancel()
+	s.wg.Go(func() {
 		<-ctx.Done()
 		ln.Close()
 		s.mu.Lock()
@@ -107,8 +110,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			c.Close()
 		}
 		s.mu.Unlock()
-	}()
-	defer s.wg.Wait()
+	})
 	var backoff time.Duration
 	for {
 		c, err := ln.Accept()
