@@ -74,8 +74,16 @@ type AdminConfig struct {
 
 // TLSConfig names the certificate used by every listener.
 type TLSConfig struct {
-	CertFile string `toml:"cert_file" comment:"PEM certificate chain. Empty: DATA_DIR/tls/cert.pem, self-signed on first start."`
-	KeyFile  string `toml:"key_file" comment:"PEM private key. Empty: DATA_DIR/tls/key.pem."`
+	CertFile       string   `toml:"cert_file" comment:"PEM certificate chain. Empty: DATA_DIR/tls/cert.pem, self-signed on first start."`
+	KeyFile        string   `toml:"key_file" comment:"PEM private key. Empty: DATA_DIR/tls/key.pem."`
+	ReloadInterval Duration `toml:"reload_interval" comment:"How often cert_file and key_file are checked for a change (a certbot renewal), which is then in use\nwithout a restart. 0: only on SIGHUP."`
+	ACME           bool     `toml:"acme" comment:"Obtain and renew the certificate from an ACME CA (RFC 8555, Let's Encrypt) for acme_names, kept in\nDATA_DIR/acme; cert_file/key_file serve until the first one is issued. See docs/msgauth.md."`
+	ACMEDirectory  string   `toml:"acme_directory" comment:"ACME directory URL."`
+	ACMEEmail      string   `toml:"acme_email" comment:"Contact address for the ACME account (expiry warnings). Empty: none."`
+	ACMENames      []string `toml:"acme_names" comment:"Host names on the certificate. Empty: hostname."`
+	ACMEChallenge  string   `toml:"acme_challenge" comment:"tls-alpn-01 (needs acme_listen on port 443) or http-01 (port 80)."`
+	ACMEListen     string   `toml:"acme_listen" comment:"Address of the challenge listener. Empty: :443 for tls-alpn-01, :80 for http-01."`
+	ACMECAFile     string   `toml:"acme_ca_file" comment:"PEM roots trusted for the ACME server's HTTPS (a private CA). Empty: the system roots."`
 }
 
 // Listener modes.
@@ -182,6 +190,7 @@ func Default() *Config {
 		Egress:   defaultEgress(),
 		Report:   defaultReport(),
 		DKIM:     defaultDKIM(),
+		TLS:      defaultTLS(),
 	}
 }
 
@@ -292,6 +301,9 @@ func (c *Config) finish(dataDir string) error {
 	}
 	c.resolvePaths()
 	if err := c.DKIM.finish(c.DataDir); err != nil {
+		return err
+	}
+	if err := c.TLS.finish(c); err != nil {
 		return err
 	}
 	return c.canonicalTables()

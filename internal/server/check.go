@@ -1,7 +1,6 @@
 package server
 
 import (
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -46,15 +45,22 @@ func defaultCert(cfg *config.Config) bool {
 	return cfg.TLS.CertFile == filepath.Join(cfg.DataDir, "tls", "cert.pem") && cfg.TLS.KeyFile == filepath.Join(cfg.DataDir, "tls", "key.pem")
 }
 
-// loadTLS loads the certificate and key. With a logger (serve), a missing
-// default pair is made (self-signed) and the creation logged; without
-// (config check), a missing default pair is no error (serve will make it)
-// and nil is returned.
+// loadTLS loads the certificate and key into the process's one
+// certificate provider. With a logger (serve), a missing default pair is
+// made (self-signed) and the creation logged; without (config check), a
+// missing default pair is no error (serve will make it) and nil is
+// returned. With tls.acme, the certificate the ACME client obtained
+// earlier is used when it loads; until there is one, cert_file/key_file.
 //
 // A self-signed certificate is made only at the default location: a
 // configured path that does not exist is an operator's typo, not a place
 // to write a key.
-func loadTLS(cfg *config.Config, log *slog.Logger) (*tls.Config, error) {
+func loadTLS(cfg *config.Config, log *slog.Logger) (*certs.Provider, error) {
+	if cfg.TLS.ACME {
+		if p, err := certs.NewProvider(cfg.TLS.ACMECertFile(cfg.DataDir), cfg.TLS.ACMEKeyFile(cfg.DataDir), log); err == nil {
+			return p, nil
+		}
+	}
 	if defaultCert(cfg) {
 		if _, err := os.Stat(cfg.TLS.CertFile); os.IsNotExist(err) && log == nil {
 			return nil, nil
@@ -64,17 +70,17 @@ func loadTLS(cfg *config.Config, log *slog.Logger) (*tls.Config, error) {
 			if err != nil {
 				return nil, err
 			}
-			if created {
+			if created && !cfg.TLS.ACME {
 				log.Info("created a self-signed certificate; replace it with a real one for production", "cert", cfg.TLS.CertFile, "key", cfg.TLS.KeyFile)
 			}
 		}
 	}
-	t, err := certs.Load(cfg.TLS.CertFile, cfg.TLS.KeyFile)
+	p, err := certs.NewProvider(cfg.TLS.CertFile, cfg.TLS.KeyFile, log)
 	if err != nil {
 		if inner := errors.Unwrap(err); inner != nil {
 			err = inner // certs names the files too
 		}
 		return nil, fmt.Errorf("tls.cert_file %q / tls.key_file %q: want a PEM certificate chain and its key: %w", cfg.TLS.CertFile, cfg.TLS.KeyFile, err)
 	}
-	return t, nil
+	return p, nil
 }

@@ -44,7 +44,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, opt Options)
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
 		return fmt.Errorf("data dir %s: %w", cfg.DataDir, err)
 	}
-	tlsConf, err := loadTLS(cfg, log)
+	certp, err := loadTLS(cfg, log)
 	if err != nil {
 		return err
 	}
@@ -78,10 +78,15 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, opt Options)
 		}
 		defer admin.Close()
 	}
+	stopCerts, err := runCerts(ctx, cfg, log, certp)
+	if err != nil {
+		return err
+	}
+	defer stopCerts()
 
 	bus := &event.Bus{}
 	deps := smtpd.Deps{
-		Users: users, Creds: users, Spool: spool, TLS: tlsConf, Events: bus, Log: log,
+		Users: users, Creds: users, Spool: spool, TLS: certp.Config(), Events: bus, Log: log,
 		Metrics: smtpd.NewMetrics(reg),
 	}
 	stop, err := wireExtensions(ctx, cfg, log, st, bus, spool, &deps, reg)

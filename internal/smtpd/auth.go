@@ -29,7 +29,7 @@ func (ss *session) offeredMechs() []string {
 	if !ss.authAvailable() || ss.authUser != "" {
 		return nil
 	}
-	return sasl.Mechanisms(ss.s.mechs, sasl.Options{TLS: ss.tls, Certificate: ss.s.leaf}, ss.l.cfg.TrustedLocal)
+	return sasl.Mechanisms(ss.s.mechs, sasl.Options{TLS: ss.tls, Certificate: ss.leaf}, ss.l.cfg.TrustedLocal)
 }
 
 // cmdAuth runs an RFC 4954 AUTH exchange and returns its final reply.
@@ -65,7 +65,7 @@ func (ss *session) cmdAuth(ctx context.Context, arg string) Reply {
 		}
 	}
 	srv, err := sasl.New(mech, ss.s.deps.Creds, sasl.Options{
-		TLS: ss.tls, Certificate: ss.s.leaf, Hostname: ss.cfg.Hostname, Advertised: ss.advertised})
+		TLS: ss.tls, Certificate: ss.leaf, Hostname: ss.cfg.Hostname, Advertised: ss.advertised})
 	if err != nil {
 		return badCommand(504, "5.5.4", "Unrecognized authentication type")
 	}
@@ -157,7 +157,21 @@ func (ss *session) cmdStartTLS(ctx context.Context, arg string) Reply {
 }
 
 func (ss *session) startTLS() error {
-	tc := tls.Server(ss.conn, ss.s.deps.TLS)
+	conf := ss.s.deps.TLS
+	var presented *tls.Certificate
+	if conf.GetCertificate != nil {
+		// The certificate can change while the server runs (a renewal,
+		// certs.Provider): SCRAM-SHA-256-PLUS binds to the one this
+		// handshake presented (RFC 5929 tls-server-end-point), so keep it.
+		conf = conf.Clone()
+		get := ss.s.deps.TLS.GetCertificate
+		conf.GetCertificate = func(h *tls.ClientHelloInfo) (*tls.Certificate, error) {
+			c, err := get(h)
+			presented = c
+			return c, err
+		}
+	}
+	tc := tls.Server(ss.conn, conf)
 	tc.SetDeadline(time.Now().Add(ss.cfg.Limits.CommandTimeout.D()))
 	if err := tc.Handshake(); err != nil {
 		return err
@@ -165,6 +179,9 @@ func (ss *session) startTLS() error {
 	tc.SetDeadline(time.Time{})
 	st := tc.ConnectionState()
 	ss.tls = &st
+	if presented != nil && presented.Leaf != nil {
+		ss.leaf = presented.Leaf
+	}
 	ss.conn = tc
 	ss.br.Reset(tc)
 	ss.bw.Reset(tc)

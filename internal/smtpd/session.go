@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -37,10 +38,13 @@ type session struct {
 	// line is the command being handled.
 	line string
 
-	start    time.Time
-	helo     string
-	esmtp    bool
-	tls      *tls.ConnectionState
+	start time.Time
+	helo  string
+	esmtp bool
+	tls   *tls.ConnectionState
+	// leaf is the certificate this session's TLS handshake presented
+	// (for SCRAM-SHA-256-PLUS channel binding)
+	leaf     *x509.Certificate
 	authUser string
 	authMech string
 	// advertised is the AUTH list of the last EHLO (RFC 5802 §6 downgrade check)
@@ -70,7 +74,7 @@ type session struct {
 
 func newSession(s *Server, c net.Conn, l *listener, ip netip.Addr, cid string) *session {
 	return &session{
-		s: s, l: l, conn: c, ip: ip, cfg: s.cfg, start: time.Now(), cid: cid,
+		s: s, l: l, conn: c, ip: ip, cfg: s.cfg, start: time.Now(), cid: cid, leaf: s.leaf,
 		log:     s.log.With("cid", cid, "client", ip.String(), "listener", l.cfg.Name),
 		br:      bufio.NewReaderSize(c, 4096),
 		bw:      bufio.NewWriterSize(c, 2048),
