@@ -57,7 +57,7 @@ func ParseMessage(program, msg string) (event.Event, bool) {
 		case strings.HasSuffix(program, "/postscreen"):
 			return parsePostscreen(msg)
 		}
-	case strings.HasPrefix(program, "dovecot") || dovecotProc(program):
+	case Dovecot(program):
 		return parseDovecot(program, msg)
 	case program == "relayguard":
 		return ParseSlog(msg)
@@ -401,6 +401,13 @@ func parseDovecot(program, msg string) (event.Event, bool) {
 		return e, ok
 	}
 	return e, false
+}
+
+// Dovecot reports whether a syslog tag is Dovecot's ("dovecot",
+// "dovecot/imap-login") or one of its processes' ("imap-login", "auth",
+// "auth-worker(5787)": Dovecot's own log_path file, per-process tags).
+func Dovecot(program string) bool {
+	return strings.HasPrefix(program, "dovecot") || dovecotProc(program)
 }
 
 // dovecotProc reports whether s names a Dovecot process as it prefixes

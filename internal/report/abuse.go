@@ -1,19 +1,28 @@
 package report
 
 import (
+	"context"
 	"net/netip"
-	"strconv"
 	"strings"
 	"time"
 
-	"github.com/relayguard/relayguard/internal/logline"
+	"github.com/relayguard/relayguard/internal/event"
+	"github.com/relayguard/relayguard/internal/logwatch"
 )
 
 // abuseState collects what pflogsumm does not show: who is guessing
 // passwords, who tries to relay, which DNSBLs reject, signs of backscatter,
 // and relayguard's own ban and egress decisions.
+//
+// Who failed to authenticate, who tried to relay, which DNS lists refused
+// whom and who logged in come from the guard's own events: the lines are
+// parsed by logwatch's parsers (the ones `watch` bans with), and the lines
+// several processes write for one failed login are paired by
+// logwatch.Once, so that the report and the guard can never disagree on
+// who failed how often.
 type abuseState struct {
 	localDomains map[string]bool
+	once         *logwatch.Once // → Publish
 
 	authByAddr   map[string]*authStat
 	relay        map[string]counter // client address → target domain → count
@@ -56,7 +65,39 @@ func newAbuseState(local []string) *abuseState {
 	for _, d := range local {
 		s.localDomains[strings.ToLower(d)] = true
 	}
+	s.once = logwatch.NewOnce(s)
 	return s
+}
+
+// logged reads one line's message as the guard does (program is the syslog
+// tag, "postfix/smtpd" for Postfix under any syslog name) and counts the
+// event it stands for.
+func (s *abuseState) logged(program, msg string, t time.Time) (event.Event, bool) {
+	e, ok := logwatch.ParseMessage(program, msg)
+	if !ok {
+		return e, false
+	}
+	if e.Time.IsZero() {
+		e.Time = t
+	}
+	s.once.Publish(context.Background(), e)
+	return e, true
+}
+
+// Publish implements event.Sink for the events logwatch.Once passes on:
+// authentication failures and logins. Relay attempts, DNS list and other
+// rejections are counted with the rejection's pflogsumm key (smtpdReject).
+func (s *abuseState) Publish(_ context.Context, e event.Event) {
+	switch e.Kind {
+	case event.AuthFailure:
+		s.authFailure(e.IP.String(), e.User, int64(e.Count()))
+	case event.LoginSuccess:
+		s.logins++
+	case event.AuthSuccess:
+		if e.Source == "dovecot" { // submission-login
+			s.logins++
+		}
+	}
 }
 
 // authFailure records n failed authentications from addr as user.
@@ -137,27 +178,6 @@ func subnetOf(addr string) string {
 	return p.String()
 }
 
-// postfixWarning looks for smtpd's SASL failure warning:
-// "warning: host[1.2.3.4]: SASL LOGIN authentication failed: ..., sasl_username=bob".
-func (s *abuseState) postfixWarning(cmd, msg string, t time.Time) {
-	if cmd != "smtpd" || !strings.Contains(msg, "authentication failed") {
-		return
-	}
-	rest := strings.TrimPrefix(msg, "warning: ")
-	i := strings.Index(rest, "]: SASL ")
-	if i < 0 {
-		return
-	}
-	user := ""
-	if j := strings.Index(rest, "sasl_username="); j >= 0 {
-		user = rest[j+len("sasl_username="):]
-		if k := strings.IndexAny(user, ", "); k >= 0 {
-			user = user[:k]
-		}
-	}
-	s.authFailure(rest[:i+1], user, 1)
-}
-
 // postscreen counts postscreen's verdicts on clients by kind.
 func (s *abuseState) postscreenVerdict(msg string, t time.Time) {
 	for _, kind := range [...]string{"DNSBL rank", "PREGREET", "HANGUP", "COMMAND PIPELINING",
@@ -169,51 +189,61 @@ func (s *abuseState) postscreenVerdict(msg string, t time.Time) {
 	}
 }
 
-// smtpdReject files a Postfix rejection under the abuse views.
-func (s *abuseState) smtpdReject(msg string, k rejectKey, t time.Time) {
-	relay := strings.Contains(msg, "Relay access denied")
-	if relay {
-		// Counted once per client, as a relay attempt below: the
-		// subnet table adds relay attempts and (other) rejections.
+// smtpdReject files a Postfix rejection (of smtpd or postscreen, cmd)
+// under the abuse views, as the guard reads it: a relay attempt, a DNS list
+// refusal or another rejection of a client.
+func (s *abuseState) smtpdReject(cmd, msg string, k rejectKey, t time.Time) {
+	e, ok := logwatch.ParseMessage("postfix/"+cmd, msg)
+	if !ok || !e.IP.IsValid() {
 		s.reject(k, "", t)
-	} else {
-		s.reject(k, clientOf(msg), t)
+		return
 	}
-	if relay {
-		dom := "<>"
-		if i := strings.Index(msg, " to=<"); i >= 0 {
-			to := msg[i+5:]
-			if j := strings.IndexByte(to, '>'); j >= 0 {
-				to = to[:j]
-			}
-			if at := strings.LastIndexByte(to, '@'); at >= 0 {
-				dom = strings.ToLower(to[at+1:])
-			} else {
-				dom = strings.ToLower(to)
-			}
-		}
-		s.relayAttempt(clientOf(msg), dom)
-	}
-	if i := strings.Index(msg, " blocked using "); i >= 0 {
-		list := msg[i+len(" blocked using "):]
-		if j := strings.IndexAny(list, ";, "); j >= 0 {
-			list = list[:j]
-		}
-		s.dnsbl.inc(list)
+	client := e.IP.String()
+	switch e.Kind {
+	case event.RelayDenied:
+		// Counted once per client, as a relay attempt: the subnet table
+		// adds relay attempts and (other) rejections.
+		s.reject(k, "", t)
+		s.relayAttempt(client, rcptDomain(e.Detail))
+	case event.DNSBLReject:
+		s.reject(k, client, t)
+		s.dnsbl.inc(e.Detail)
+	default:
+		s.reject(k, client, t)
 	}
 }
 
-// clientOf returns the client address of "... from host[addr]: ...".
-func clientOf(msg string) string {
-	i := strings.Index(msg, " from ")
-	if i < 0 {
-		return ""
+// unsummarised counts the abuse of a Postfix line that pflogsumm's
+// sections do not read (another instance's syslog name): everything but
+// the rejection reasons, which are pflogsumm's.
+func (s *abuseState) unsummarised(program, msg string, t time.Time) {
+	e, ok := s.logged(program, msg, t)
+	if !ok || !e.IP.IsValid() {
+		return
 	}
-	rest := msg[i+6:]
-	if j := strings.Index(rest, "]:"); j >= 0 {
-		return cleanAddr(rest[:j+1])
+	switch e.Kind {
+	case event.RelayDenied:
+		s.relayAttempt(e.IP.String(), rcptDomain(e.Detail))
+	case event.DNSBLReject:
+		if e.Rule == "reject_rbl_client" {
+			s.dnsbl.inc(e.Detail)
+		}
+		s.rejectsByIP.inc(e.IP.String())
+	case event.Reject:
+		s.rejectsByIP.inc(e.IP.String())
 	}
-	return ""
+}
+
+// rcptDomain is the lower-cased domain of a refused relay recipient ("<>"
+// when the line names none).
+func rcptDomain(to string) string {
+	if to == "" {
+		return "<>"
+	}
+	if at := strings.LastIndexByte(to, '@'); at >= 0 {
+		return strings.ToLower(to[at+1:])
+	}
+	return strings.ToLower(to)
 }
 
 // reject counts a rejection by reason and, if client is not "", by client.
@@ -302,50 +332,4 @@ func (s *abuseState) backscatter() ([]CountRow, int64) {
 		n += c
 	}
 	return sortCounts(dom, -1), n
-}
-
-// addDovecot reads Dovecot's login-process lines:
-// "imap-login: Disconnected (auth failed, 3 attempts in 10 secs): user=<bob>, method=PLAIN, rip=192.0.2.1, ..."
-// and "imap-login: Login: user=<bob>, ...".
-func (a *Analyzer) addDovecot(l logline.Line) {
-	msg := l.Message
-	s := a.abuse
-	if strings.Contains(msg, "-login: Login: ") {
-		s.logins++
-		return
-	}
-	i := strings.Index(msg, "(auth failed")
-	if i < 0 {
-		return
-	}
-	n := int64(1)
-	rest := msg[i+len("(auth failed"):]
-	if r, ok := strings.CutPrefix(rest, ", "); ok {
-		k := 0
-		for k < len(r) && isDigitByte(r[k]) {
-			k++
-		}
-		if v, err := strconv.ParseInt(r[:k], 10, 64); err == nil && v > 0 {
-			n = v
-		}
-	}
-	if !strings.Contains(msg, "rip=") {
-		return
-	}
-	user := between(msg, "user=<", ">")
-	rip := between(msg, "rip=", ",")
-	s.authFailure(rip, user, n)
-}
-
-// between returns the text after start up to end (or the line's end).
-func between(s, start, end string) string {
-	i := strings.Index(s, start)
-	if i < 0 {
-		return ""
-	}
-	s = s[i+len(start):]
-	if j := strings.Index(s, end); j >= 0 {
-		return s[:j]
-	}
-	return s
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/relayguard/relayguard/internal/logline"
+	"github.com/relayguard/relayguard/internal/logwatch"
 	"github.com/relayguard/relayguard/internal/maillog"
 )
 
@@ -141,8 +142,8 @@ func (a *Analyzer) add(l logline.Line, hr int, day dayKey) {
 		case prog == "relayguard":
 			a.addOwn(l.Message, l.Time)
 			return
-		case strings.HasPrefix(prog, "dovecot") || strings.HasSuffix(prog, "-login"):
-			a.addDovecot(l)
+		case logwatch.Dovecot(prog):
+			a.abuse.logged(prog, l.Message, l.Time)
 			return
 		}
 	}
@@ -161,6 +162,11 @@ func (a *Analyzer) add(l logline.Line, hr int, day dayKey) {
 	case prog == "postfix" || prog == "postfix-script":
 		cmd = prog
 	default:
+		// Not read by pflogsumm (another instance's syslog_name, e.g.
+		// postfix-incoming/smtpd), but the guard bans on it.
+		if strings.HasPrefix(prog, "postfix") {
+			a.abuse.unsummarised(prog, l.Message, l.Time)
+		}
 		return
 	}
 	msg := l.Message
@@ -215,7 +221,9 @@ func (a *Analyzer) add(l logline.Line, hr int, day dayKey) {
 		switch qid {
 		case "warning":
 			a.warnD.add(cmd, reas)
-			a.abuse.postfixWarning(cmd, msg, l.Time)
+			if cmd == "smtpd" { // SASL failures, non-SMTP commands
+				a.abuse.logged("postfix/smtpd", msg, l.Time)
+			}
 		case "fatal":
 			a.fatalD.add(cmd, reas)
 		default:
@@ -223,7 +231,7 @@ func (a *Analyzer) add(l logline.Line, hr int, day dayKey) {
 		}
 		return
 	case "reject", "reject_warning", "hold", "discard":
-		a.smtpdReject(qid, msg, hr, l.Time)
+		a.smtpdReject(cmd, qid, msg, hr, l.Time)
 		return
 	}
 	if cmd == "master" {
@@ -253,7 +261,7 @@ func (a *Analyzer) add(l logline.Line, hr int, day dayKey) {
 			r := rest[2:]
 			for _, typ := range [...]string{"reject", "reject_warning", "hold", "discard"} {
 				if strings.HasPrefix(r, typ) && strings.HasPrefix(r[len(typ):], ": ") {
-					a.smtpdReject(typ, msg, hr, l.Time)
+					a.smtpdReject(cmd, typ, msg, hr, l.Time)
 					return
 				}
 			}
@@ -321,7 +329,7 @@ func (a *Analyzer) dayRow() *[5]int64 {
 	return a.lastDayRow
 }
 
-func (a *Analyzer) smtpdReject(typ, msg string, hr int, t time.Time) {
+func (a *Analyzer) smtpdReject(cmd, typ, msg string, hr int, t time.Time) {
 	row := a.dayRow()
 	row[4]++
 	a.rejHr[hr]++
@@ -350,7 +358,7 @@ func (a *Analyzer) smtpdReject(typ, msg string, hr int, t time.Time) {
 		tree.add(k)
 	}
 	if typ == "reject" {
-		a.abuse.smtpdReject(msg, k, t)
+		a.abuse.smtpdReject(cmd, msg, k, t)
 	}
 }
 

@@ -1,6 +1,7 @@
 package report
 
 import (
+	"context"
 	"strconv"
 	"strings"
 	"time"
@@ -96,7 +97,10 @@ func (a *Analyzer) addOwn(raw string, t time.Time) {
 			s.dnsbl.inc(list)
 		}
 	case maillog.KindAuthFailed:
-		s.authFailure(r.Client.String(), r.User, 1)
+		if e, ok := r.Event(); ok { // as the guard reads it
+			e.Time = t
+			s.once.Publish(context.Background(), e)
+		}
 	case maillog.KindBanned:
 		s.banCount++
 		if len(s.bans) < 1000 {
