@@ -70,18 +70,9 @@ See docs/policy.md.`,
 				return err
 			}
 			wg.Go(func() { eng.Run(ctx) }) // DNS list health checks
-			if metrics != "" {
-				m, err := prom.Listen(metrics, reg)
-				if err != nil {
-					ln.Close()
-					return err
-				}
-				wg.Go(func() {
-					if err := m.Run(ctx); err != nil {
-						log.Error("metrics listener failed", "address", metrics, "error", err)
-					}
-				})
-				log.Info("metrics listening", "address", m.Addr().String())
+			if err := startMetrics(ctx, &wg, metrics, reg, log); err != nil {
+				ln.Close()
+				return err
 			}
 			log.Info("policy service listening", "address", ln.Addr().String(), "network", ln.Addr().Network())
 			s := &policyd.Server{Engine: eng, Logger: log, IdleTimeout: cfg.Policy.IdleTimeout.D(), MaxConns: cfg.Policy.MaxConnections,
@@ -120,4 +111,23 @@ func policyLimits(ctx context.Context, cfg *config.Config, st *store.Stores, log
 		return false
 	}
 	return &policyd.Limits{Limiter: lim, Trusted: trusted, Action: cfg.Policy.LimitAction}, nil
+}
+
+// startMetrics serves the metrics of reg on addr (nothing when addr is
+// empty) until ctx is done, in a goroutine of wg.
+func startMetrics(ctx context.Context, wg *sync.WaitGroup, addr string, reg prometheus.Gatherer, log *slog.Logger) error {
+	if addr == "" {
+		return nil
+	}
+	m, err := prom.Listen(addr, reg)
+	if err != nil {
+		return err
+	}
+	wg.Go(func() {
+		if err := m.Run(ctx); err != nil {
+			log.Error("metrics listener failed", "address", addr, "error", err)
+		}
+	})
+	log.Info("metrics listening", "address", m.Addr().String())
+	return nil
 }

@@ -48,6 +48,7 @@ type Config struct {
 	Guard    GuardConfig    `toml:"guard"`
 	Firewall FirewallConfig `toml:"firewall"`
 	Delivery DeliveryConfig `toml:"delivery"`
+	Milter   MilterConfig   `toml:"milter"`
 	Egress   EgressConfig   `toml:"egress"`
 	Report   ReportConfig   `toml:"report"`
 	DKIM     DKIMConfig     `toml:"dkim"`
@@ -187,6 +188,7 @@ func Default() *Config {
 		Guard:    defaultGuard(),
 		Firewall: defaultFirewall(),
 		Delivery: defaultDelivery(),
+		Milter:   defaultMilter(),
 		Egress:   defaultEgress(),
 		Report:   defaultReport(),
 		DKIM:     defaultDKIM(),

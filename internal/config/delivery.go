@@ -51,6 +51,8 @@ type RateLimitConfig struct {
 	UserRecipientsPerDay          int  `toml:"user_recipients_per_day" comment:"Recipients one authenticated user may send to per day."`
 	UserNewRecipientsPerDay       int  `toml:"user_new_recipients_per_day" comment:"Recipients never seen before from this user, per day (a stolen account mails strangers)."`
 	UserNullSenderMessagesPerHour int  `toml:"user_null_sender_messages_per_hour" comment:"Messages with the null sender (MAIL FROM:<>) one authenticated user may send per hour (a stolen account sending bounce-shaped spam)."`
+	LocalMessagesPerHour          int  `toml:"local_messages_per_hour" comment:"Messages one local user (uid) may submit per hour with sendmail (relayguard milter as non_smtpd_milters);\nbeyond it they go to Postfix's hold queue."`
+	LocalRecipientsPerDay         int  `toml:"local_recipients_per_day" comment:"Recipients one local user (uid) may submit to per day with sendmail."`
 	IPMessagesPerHour             int  `toml:"ip_messages_per_hour" comment:"Messages per hour from one trusted-network (mynetworks) client IP."`
 	SenderDomainMessagesPerHour   int  `toml:"sender_domain_messages_per_hour" comment:"Messages per hour with one MAIL FROM domain from trusted-network clients."`
 	SuspendOnLimit                bool `toml:"suspend_on_limit" comment:"When a user's limit bites, suspend the account and hold its queued mail until an operator releases it."`
@@ -86,6 +88,8 @@ func defaultDelivery() DeliveryConfig {
 			UserRecipientsPerDay:          2000,
 			UserNewRecipientsPerDay:       500,
 			UserNullSenderMessagesPerHour: 10,
+			LocalMessagesPerHour:          100,
+			LocalRecipientsPerDay:         1000,
 			IPMessagesPerHour:             2000,
 			SenderDomainMessagesPerHour:   2000,
 		},
@@ -220,6 +224,7 @@ func (c *DeliveryConfig) validate() error {
 		{"user_messages_per_hour", r.UserMessagesPerHour}, {"user_recipients_per_day", r.UserRecipientsPerDay},
 		{"user_new_recipients_per_day", r.UserNewRecipientsPerDay}, {"ip_messages_per_hour", r.IPMessagesPerHour},
 		{"user_null_sender_messages_per_hour", r.UserNullSenderMessagesPerHour},
+		{"local_messages_per_hour", r.LocalMessagesPerHour}, {"local_recipients_per_day", r.LocalRecipientsPerDay},
 		{"sender_domain_messages_per_hour", r.SenderDomainMessagesPerHour},
 	} {
 		if l.v < 0 {

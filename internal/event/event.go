@@ -25,8 +25,12 @@ const (
 	RateLimited   Kind = "rate_limited" // a per-user/IP limit bit
 	EgressBlocked Kind = "egress_blocked"
 	LoginSuccess  Kind = "login_success" // POP3/IMAP login (POP-before-SMTP)
-	Banned        Kind = "banned"
-	Unbanned      Kind = "unbanned"
+	// MessageSubmitted: an account (User: the login) or a local program
+	// (User: its user name, Detail "uid=N") had a message accepted for
+	// delivery; the accounts' volume baselines count these.
+	MessageSubmitted Kind = "message_submitted"
+	Banned           Kind = "banned"
+	Unbanned         Kind = "unbanned"
 )
 
 // Event is one observation about a client.

@@ -194,16 +194,10 @@ func (p *Postfix) Queue(t testing.TB) []QueueEntry {
 }
 
 // Sendmail submits msg with Postfix's sendmail(1) as the given uid and
-// gid, the way a web script running as that user would: in a private
-// mount namespace where /etc/postfix is this instance's configuration (an
-// unprivileged sendmail/postdrop accepts no other configuration
-// directory). It returns sendmail's error and output.
+// gid, the way a web script running as that user would (see AsUser).
 func (p *Postfix) Sendmail(uid, gid int, from string, to []string, msg []byte) ([]byte, error) {
-	script := fmt.Sprintf("mount --bind %s /etc/postfix && exec setpriv --reuid=%d --regid=%d --clear-groups %s/sendmail -i -f %s -- %s",
-		shellQuote(p.Etc), uid, gid, PostfixBin, shellQuote(from), strings.Join(quoteAll(to), " "))
-	cmd := exec.Command("unshare", "--mount", "--propagation", "private", "sh", "-c", script)
-	cmd.Stdin = bytes.NewReader(msg)
-	return cmd.CombinedOutput()
+	script := fmt.Sprintf("printf '%%s' %s | %s/sendmail -i -f %s -- %s", shellQuote(string(msg)), PostfixBin, shellQuote(from), strings.Join(quoteAll(to), " "))
+	return p.AsUser(uid, gid, script)
 }
 
 func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
@@ -258,4 +252,15 @@ func Eventually(t testing.TB, what string, cond func() bool) {
 		}
 	}
 	t.Fatalf("timed out waiting for %s", what)
+}
+
+// AsUser runs a shell script as uid and gid in a private mount namespace
+// where /etc/postfix is this instance's configuration, so that its
+// sendmail(1) and postdrop submit to this instance (an unprivileged
+// sendmail accepts no other configuration directory). It returns the
+// script's output.
+func (p *Postfix) AsUser(uid, gid int, script string) ([]byte, error) {
+	inner := fmt.Sprintf("mount --bind %s /etc/postfix && exec setpriv --reuid=%d --regid=%d --clear-groups sh -c %s",
+		shellQuote(p.Etc), uid, gid, shellQuote(script))
+	return exec.Command("unshare", "--mount", "--propagation", "private", "sh", "-c", inner).CombinedOutput()
 }

@@ -70,6 +70,24 @@ func (r Record) Event() (event.Event, bool) {
 			e.Detail += " exe=" + r.Exe
 		}
 		return e, true
+	case KindMilter:
+		e.Rule, e.Detail = r.Rule, r.Text
+		if r.UID >= 0 {
+			e.Detail = "uid=" + strconv.Itoa(r.UID)
+		}
+		switch {
+		case r.Action == MilterAccept:
+			e.Kind = event.MessageSubmitted
+		case strings.HasPrefix(r.Rule, "delivery.rate_limits."):
+			e.Kind = event.RateLimited
+		case r.Action == MilterReject:
+			e.Kind = event.Reject
+		default:
+			return event.Event{}, false
+		}
+		// A local program's message has no client address; it is an event
+		// about the local user all the same.
+		return e, true
 	default:
 		return event.Event{}, false
 	}

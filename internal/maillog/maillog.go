@@ -86,6 +86,7 @@ var Kinds = []Kind{
 	KindRejected, KindRelayDenied, KindLimitReached, KindNonSMTP, KindLostConnection,
 	KindTLSFailed, KindDelivered, KindDeferred, KindBounced, KindHeld, KindDSNQueued,
 	KindBanned, KindUnbanned, KindPolicyVerdict, KindPolicyWarn, KindEgressBlocked, KindEgressAlert,
+	KindMilter,
 }
 
 var kindByMsg = func() map[string]Kind {

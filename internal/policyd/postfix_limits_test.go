@@ -46,7 +46,11 @@ user_messages_per_hour = 3
 `, rd.URL(), sock)), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		hosttest.Start(t, "", "policy service listening", "--config", conf, "--data-dir", filepath.Join(dir, "data"), "policy")
+		data := filepath.Join(dir, "data")
+		if err := os.MkdirAll(data, 0o750); err != nil {
+			t.Fatal(err)
+		}
+		hosttest.Start(t, "", "policy service listening", "--config", conf, "--data-dir", data, "policy")
 		pf := hosttest.StartPostfix(t, hosttest.PostfixConfig{
 			Netns: n.Server, Listen: fmt.Sprintf("192.0.2.1:%d", port), Hostname: fmt.Sprintf("mx%d.example.test", i+1),
 			Main: dc.PostfixSASL() + fmt.Sprintf(`smtpd_recipient_restrictions = check_policy_service unix:%s, permit_sasl_authenticated, reject_unauth_destination

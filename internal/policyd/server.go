@@ -8,13 +8,12 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"os"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/relayguard/relayguard/internal/listen"
 	"github.com/relayguard/relayguard/internal/policy"
 	"github.com/relayguard/relayguard/internal/prom"
 )
@@ -66,33 +65,7 @@ func (s *Server) init() {
 
 // Listen opens addr: "unix:/path" for a unix socket (a stale socket file is
 // replaced, one with a live server behind it is not) or host:port for TCP.
-func Listen(addr string) (net.Listener, error) {
-	if path, ok := strings.CutPrefix(addr, "unix:"); ok {
-		if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSocket != 0 {
-			if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
-				c.Close()
-				return nil, fmt.Errorf("policy listener %q: another process is serving this socket", addr)
-			}
-			os.Remove(path)
-		}
-		ln, err := net.Listen("unix", path)
-		if err != nil {
-			return nil, fmt.Errorf("policy listener %q: %w", addr, err)
-		}
-		// Postfix's smtpd (user postfix) must be able to connect; a verdict
-		// is no secret.
-		if err := os.Chmod(path, 0o666); err != nil {
-			ln.Close()
-			return nil, fmt.Errorf("policy listener %q: %w", addr, err)
-		}
-		return ln, nil
-	}
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("policy listener %q: %w", addr, err)
-	}
-	return ln, nil
-}
+func Listen(addr string) (net.Listener, error) { return listen.Listen("policy listener", addr) }
 
 // Serve accepts connections until ctx ends, then closes the listener and
 // every connection and waits for their goroutines.

@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -272,4 +273,23 @@ func (l *Limiter) Message(ctx context.Context, s Sender, nrcpt int) error {
 		return l.check(ctx, s, "sender_domain_messages_per_hour", l.cfg.SenderDomainMessagesPerHour, time.Hour, d, "sender domain "+d, 1)
 	}
 	return nil
+}
+
+// Local counts one message a local program submitted with sendmail (seen
+// by the milter on Postfix's non_smtpd_milters) and its nrcpt recipients:
+// local messages per hour and local recipients per day, keyed by the
+// submitting uid. s.User is the uid's user name, for logs and events.
+func (l *Limiter) Local(ctx context.Context, s Sender, uid int, nrcpt int) error {
+	key := "uid:" + strconv.Itoa(uid)
+	who := "local user " + s.User + " (uid " + strconv.Itoa(uid) + ")"
+	if s.User == "" {
+		who = "local uid " + strconv.Itoa(uid)
+	}
+	if err := l.check(ctx, s, "local_messages_per_hour", l.cfg.LocalMessagesPerHour, time.Hour, key, who, 1); err != nil {
+		return err
+	}
+	if nrcpt <= 0 {
+		return nil
+	}
+	return l.check(ctx, s, "local_recipients_per_day", l.cfg.LocalRecipientsPerDay, 24*time.Hour, key, who, int64(nrcpt))
 }

@@ -39,8 +39,9 @@ type abuseState struct {
 	banCount     int64
 	egress       map[string]*egressStat
 	egressCount  int64
-	accepted     int64 // relayguard "message accepted"
-	logins       int64 // Dovecot successful logins
+	actors       map[string]*actorStat // local user or login → its sending (actors.go)
+	accepted     int64                 // relayguard "message accepted"
+	logins       int64                 // Dovecot successful logins
 }
 
 type authStat struct {

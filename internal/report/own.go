@@ -110,8 +110,13 @@ func (a *Analyzer) addOwn(raw string, t time.Time) {
 			}
 			s.bans = append(s.bans, Ban{Time: t, Prefix: r.Prefix.String(), Reason: strings.Clone(r.Reason), Until: until})
 		}
+	case maillog.KindMilter:
+		s.milterDecision(r)
 	case maillog.KindEgressBlocked:
 		s.egressCount++
+		if r.User != "" || r.UID >= 0 {
+			s.actor(r.User, r.UID).egress++
+		}
 		who := r.Exe
 		if r.User != "" {
 			who = strings.TrimSpace(r.User + " " + r.Exe)

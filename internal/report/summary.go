@@ -137,6 +137,7 @@ type Abuse struct {
 	Bans            []Ban       `json:"bans"`
 	EgressBlocks    int64       `json:"egress_blocks"`
 	Egress          []EgressRow `json:"egress_blocks_by_process"`
+	Actors          []ActorRow  `json:"senders_by_local_user_or_login,omitempty"`
 }
 
 // AuthRow is authentication failures from one address or subnet.
@@ -432,6 +433,7 @@ func (s *abuseState) summary(n int) Abuse {
 	ab.RuleRejects = s.ruleRejects.sorted(-1)
 	ab.BanCount, ab.Bans = s.banCount, s.bans
 	ab.EgressBlocks = s.egressCount
+	ab.Actors = limit(s.actorRows(), n)
 	for who, st := range s.egress {
 		ab.Egress = append(ab.Egress, EgressRow{Who: who, Count: st.count, Destinations: st.dsts.sorted(5)})
 	}

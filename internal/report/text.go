@@ -413,6 +413,13 @@ func (s *Summary) writeAbuse(w io.Writer) {
 			fmt.Fprintf(w, " %s  %s  %s\n", intUnits(float64(e.Count)), e.Who, strings.Join(d, ", "))
 		}
 	}
+	if len(ab.Actors) > 0 && listTitle(w, "relayguard senders by local user or login (milter, egress)", false, q) {
+		fmt.Fprintf(w, " %7s %7s %7s %7s  %s\n", "sent", "held", "refused", "egress", "who")
+		for _, a := range ab.Actors {
+			fmt.Fprintf(w, " %7s %7s %7s %7s  %s\n", intUnits(float64(a.Accepted)), intUnits(float64(a.Held)),
+				intUnits(float64(a.Refused)), intUnits(float64(a.EgressBlocks)), a.Who)
+		}
+	}
 	if ab.DovecotLogins > 0 || ab.Accepted > 0 {
 		fmt.Fprintf(w, "\n %s  Dovecot logins\n %s  messages accepted by relayguard\n",
 			intUnits(float64(ab.DovecotLogins)), intUnits(float64(ab.Accepted)))

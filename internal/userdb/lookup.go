@@ -71,14 +71,8 @@ func (d *DB) MayUseSender(ctx context.Context, user, addr string, localDomains [
 	if err != nil {
 		return false, err
 	}
-	if strings.Contains(acct.Name, "@") {
-		if asciiEqualFold(acct.Name, a) {
-			return true, nil
-		}
-	} else if asciiEqualFold(acct.Name, local) {
-		if slices.Contains(localDomains, dom) {
-			return true, nil
-		}
+	if NameOwns(acct.Name, addr, localDomains) {
+		return true, nil
 	}
 	for _, own := range acct.Addresses {
 		if asciiEqualFold(own, a) {
@@ -86,6 +80,21 @@ func (d *DB) MayUseSender(ctx context.Context, user, addr string, localDomains [
 		}
 	}
 	return false, nil
+}
+
+// NameOwns reports whether the account name itself gives addr: a name in
+// address form is that address, a bare name is name@<each of
+// localDomains> (canonical, as for MayUseSender; addr in any form).
+func NameOwns(name, addr string, localDomains []string) bool {
+	local, dom, ok := cutLast(addr)
+	if !ok || local == "" {
+		return false
+	}
+	dom = canonDomain(dom)
+	if strings.Contains(name, "@") {
+		return asciiEqualFold(name, local+"@"+dom)
+	}
+	return asciiEqualFold(name, local) && slices.Contains(localDomains, dom)
 }
 
 func cutLast(addr string) (local, domain string, ok bool) {

@@ -1,0 +1,463 @@
+// Package milter is relayguard's Sendmail/Postfix milter front door, on
+// emersion/go-milter. Postfix asks it about each message:
+//
+//   - as smtpd_milters, for mail of authenticated clients (macro
+//     {auth_authen}): a suspended login is deferred; the envelope sender and
+//     the header From: addresses must be addresses the login owns; the send
+//     limits of [delivery.rate_limits] apply (recipients at RCPT, the message
+//     at end of headers), the null sender included;
+//   - as non_smtpd_milters, for mail submitted with sendmail: each message
+//     is attributed to the local uid Postfix's pickup recorded, and the
+//     per-uid limits apply; over a limit the message is quarantined (Postfix's
+//     hold queue), never discarded.
+//
+// Unauthenticated SMTP mail is accepted at MAIL FROM at once: the policy
+// service and the restriction lists are the place for it.
+//
+// Every decision is a maillog record (user, uid, queue id, action, rule) and
+// an event in the guard's stream, so that the egress report, alerts and
+// `relayguard report` name the same actor whether it went through sendmail,
+// submission or tried port 25 directly.
+package milter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/mail"
+	"net/netip"
+	"net/textproto"
+	"os/user"
+	"strconv"
+	"strings"
+	"sync"
+
+	gomilter "github.com/emersion/go-milter"
+
+	"github.com/relayguard/relayguard/internal/config"
+	"github.com/relayguard/relayguard/internal/event"
+	"github.com/relayguard/relayguard/internal/listen"
+	"github.com/relayguard/relayguard/internal/maillog"
+	"github.com/relayguard/relayguard/internal/ratelimit"
+)
+
+// Limiter is the send limiter (internal/ratelimit.Limiter).
+type Limiter interface {
+	Rcpt(ctx context.Context, s ratelimit.Sender, rcpt string) error
+	Message(ctx context.Context, s ratelimit.Sender, nrcpt int) error
+	Local(ctx context.Context, s ratelimit.Sender, uid, nrcpt int) error
+}
+
+// Owners tells whether a login may use an address as sender.
+type Owners interface {
+	MayUse(ctx context.Context, login, addr string) (bool, error)
+}
+
+// Submission is a message the milter accepted for a login or a local user.
+type Submission struct {
+	QueueID string
+	User    string // the login, or the local user's name
+	UID     int    // -1 for a login
+	Client  netip.Addr
+	From    string
+	Nrcpt   int
+}
+
+// Accounts is the compromise containment (internal/accounts): suspended
+// accounts, and the messages tied to each account (to hold them later).
+type Accounts interface {
+	Suspended(ctx context.Context, name string) (bool, error)
+	Submitted(ctx context.Context, s Submission)
+}
+
+// Options are the milter's collaborators. Limiter is required; the others
+// are optional.
+type Options struct {
+	Config   config.MilterConfig
+	Limiter  Limiter
+	Owners   Owners
+	Accounts Accounts
+	Events   event.Sink
+	Log      *maillog.Logger
+	// LookupUID returns a uid's user name; nil: the system's (os/user).
+	LookupUID func(uid int) string
+}
+
+// Server answers Postfix's milter connections.
+type Server struct {
+	o      Options
+	exempt map[int]bool
+	names  sync.Map // uid -> name
+
+	mu  sync.Mutex
+	srv *gomilter.Server
+}
+
+// New checks the options and resolves the exempt users to uids. A name
+// that is no user of this system is an error naming it.
+func New(o Options) (*Server, error) {
+	if o.Limiter == nil {
+		return nil, errors.New("milter: no send limiter")
+	}
+	if o.Events == nil {
+		o.Events = event.Discard{}
+	}
+	if o.LookupUID == nil {
+		o.LookupUID = func(uid int) string {
+			if u, err := user.LookupId(strconv.Itoa(uid)); err == nil {
+				return u.Username
+			}
+			return ""
+		}
+	}
+	s := &Server{o: o, exempt: map[int]bool{}}
+	for _, name := range o.Config.ExemptUsers {
+		if uid, err := strconv.Atoi(name); err == nil {
+			s.exempt[uid] = true
+			continue
+		}
+		u, err := user.Lookup(name)
+		if err != nil {
+			return nil, fmt.Errorf("config: milter.exempt_users: %q: %w", name, err)
+		}
+		uid, _ := strconv.Atoi(u.Uid)
+		s.exempt[uid] = true
+	}
+	return s, nil
+}
+
+// Listen opens addr: "unix:/path" for a unix socket (a stale socket file is
+// replaced, one with a live server behind it is not) or host:port for TCP.
+func Listen(addr string) (net.Listener, error) { return listen.Listen("milter listener", addr) }
+
+// Serve answers milter connections on ln until ctx ends.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	srv := &gomilter.Server{
+		NewMilter: func() gomilter.Milter { return &message{s: s, ctx: ctx, uid: -1} },
+		Actions:   gomilter.OptQuarantine,
+		// The body is never needed: Postfix need not send it.
+		Protocol: gomilter.OptNoBody,
+	}
+	s.mu.Lock()
+	s.srv = srv
+	s.mu.Unlock()
+	stop := context.AfterFunc(ctx, func() { srv.Close() })
+	defer stop()
+	err := srv.Serve(ln)
+	if ctx.Err() != nil || errors.Is(err, gomilter.ErrServerClosed) {
+		return nil
+	}
+	return fmt.Errorf("milter listener %s: %w", ln.Addr(), err)
+}
+
+func (s *Server) userName(uid int) string {
+	if v, ok := s.names.Load(uid); ok {
+		return v.(string)
+	}
+	n := s.o.LookupUID(uid)
+	s.names.Store(uid, n)
+	return n
+}
+
+// message is the state of one message (go-milter makes a new one after
+// each message of a connection).
+type message struct {
+	gomilter.NoOpMilter
+	s      *Server
+	ctx    context.Context
+	client netip.Addr
+	login  string
+	from   string
+	qid    string
+	nrcpt  int
+	uid    int
+}
+
+func reply(code int, enhanced, text string) gomilter.Response {
+	return gomilter.NewResponseStr('y', fmt.Sprintf("%d %s %s", code, enhanced, oneLine(text)))
+}
+
+func oneLine(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r == '\r' || r == '\n' {
+			return ' '
+		}
+		return r
+	}, s)
+}
+
+// Connect remembers the client address of the first message of a
+// connection; later ones learn it from the {client_addr} macro.
+func (m *message) Connect(_ string, _ string, _ uint16, addr net.IP, _ *gomilter.Modifier) (gomilter.Response, error) {
+	if a, ok := netip.AddrFromSlice(addr); ok {
+		m.client = a.Unmap()
+	}
+	return gomilter.RespContinue, nil
+}
+
+// MailFrom decides who sends: an authenticated login, a local program
+// (queue id already known: Postfix's pickup), or an unauthenticated SMTP
+// client (accepted at once).
+func (m *message) MailFrom(from string, mod *gomilter.Modifier) (gomilter.Response, error) {
+	m.from = strings.TrimSpace(from)
+	m.qid = mod.Macros["i"]
+	if a, err := netip.ParseAddr(strings.Trim(mod.Macros["{client_addr}"], "[]")); err == nil {
+		m.client = a.Unmap()
+	}
+	m.login = mod.Macros["{auth_authen}"]
+	if m.login == "" {
+		if mod.Macros["i"] == "" {
+			return gomilter.RespAccept, nil
+		}
+		return gomilter.RespContinue, nil
+	}
+	ctx := m.ctx
+	if r := m.suspendedLogin(); r != nil {
+		return r, nil
+	}
+	if m.s.o.Config.HeaderFromBinding && m.from != "" {
+		if ok, err := m.owns(ctx, m.from); err != nil {
+			return m.storeError("owners", err), nil
+		} else if !ok {
+			return m.refuse(maillog.MilterReject, "header_from_binding", 553, "5.7.1",
+				fmt.Sprintf("Sender address rejected: <%s> not owned by user %s", m.from, m.login)), nil
+		}
+	}
+	return gomilter.RespContinue, nil
+}
+
+// RcptTo counts an authenticated client's recipients.
+func (m *message) RcptTo(rcpt string, _ *gomilter.Modifier) (gomilter.Response, error) {
+	m.nrcpt++
+	if m.login == "" || !m.s.o.Config.SMTPSendLimits {
+		return gomilter.RespContinue, nil
+	}
+	if err := m.s.o.Limiter.Rcpt(m.ctx, m.sender(), strings.TrimSpace(rcpt)); err != nil {
+		m.nrcpt--
+		return m.limitReply(err), nil
+	}
+	return gomilter.RespContinue, nil
+}
+
+// Headers checks an authenticated client's header From: and counts its
+// message.
+func (m *message) Headers(h textproto.MIMEHeader, mod *gomilter.Modifier) (gomilter.Response, error) {
+	if q := mod.Macros["i"]; q != "" {
+		m.qid = q
+	}
+	if m.login == "" {
+		return gomilter.RespContinue, nil
+	}
+	if m.s.o.Config.HeaderFromBinding {
+		if r := m.checkFrom(h.Values("From")); r != nil {
+			return r, nil
+		}
+	}
+	if m.s.o.Config.SMTPSendLimits {
+		if err := m.s.o.Limiter.Message(m.ctx, m.sender(), m.nrcpt); err != nil {
+			return m.limitReply(err), nil
+		}
+	}
+	return gomilter.RespContinue, nil
+}
+
+// checkFrom refuses header From: addresses the login does not own (RFC
+// 5322 §3.6.2: every author in From:), and a message without one.
+func (m *message) checkFrom(values []string) gomilter.Response {
+	if len(values) == 0 {
+		return m.refuse(maillog.MilterReject, "header_from_binding", 550, "5.7.1", "Message has no From: header")
+	}
+	for _, v := range values {
+		list, err := mail.ParseAddressList(v)
+		if err != nil {
+			return m.refuse(maillog.MilterReject, "header_from_binding", 550, "5.7.1",
+				fmt.Sprintf("From: header %q is not an address list", clip(v)))
+		}
+		for _, a := range list {
+			ok, err := m.owns(m.ctx, a.Address)
+			if err != nil {
+				return m.storeError("owners", err)
+			}
+			if !ok {
+				return m.refuse(maillog.MilterReject, "header_from_binding", 550, "5.7.1",
+					fmt.Sprintf("From: <%s> is not an address of user %s", a.Address, m.login))
+			}
+		}
+	}
+	return nil
+}
+
+func clip(s string) string {
+	if len(s) > 100 {
+		return s[:100] + "..."
+	}
+	return s
+}
+
+func (m *message) owns(ctx context.Context, addr string) (bool, error) {
+	if m.s.o.Owners == nil {
+		return strings.EqualFold(m.login, addr), nil
+	}
+	return m.s.o.Owners.MayUse(ctx, m.login, addr)
+}
+
+// Body is the end of the message: an authenticated message is accepted and
+// tied to its login; a local submission is attributed to its uid and
+// counted, and quarantined over a limit.
+func (m *message) Body(mod *gomilter.Modifier) (gomilter.Response, error) {
+	qid := mod.Macros["i"]
+	if m.login != "" {
+		m.accepted(qid)
+		return gomilter.RespAccept, nil
+	}
+	uid, err := m.localUID(qid)
+	if errors.Is(err, ErrNotLocal) {
+		return gomilter.RespAccept, nil
+	}
+	if err != nil {
+		// The submitter is unknown: keep the message in Postfix's hands
+		// (pickup retries it) rather than let it pass uncounted.
+		m.s.o.Log.Slog().Error("milter: cannot attribute a local submission; temporary failure", "id", qid, "err", err)
+		return reply(451, "4.3.0", "relayguard cannot attribute this message to a local user; try again later"), nil
+	}
+	m.uid = uid
+	name := m.s.userName(uid)
+	m.login = name
+	if m.s.exempt[uid] {
+		m.accepted(qid)
+		return gomilter.RespAccept, nil
+	}
+	if susp, err := m.isSuspended(name); err == nil && susp {
+		m.quarantine(mod, qid, "account_suspended", "local user "+m.who()+" is suspended")
+		return gomilter.RespAccept, nil
+	}
+	if err := m.s.o.Limiter.Local(m.ctx, m.sender(), uid, m.nrcpt); err != nil {
+		var le *ratelimit.LimitError
+		if !errors.As(err, &le) {
+			return m.storeError("limits", err), nil
+		}
+		m.quarantine(mod, qid, "delivery.rate_limits."+le.Limit, err.Error())
+		return gomilter.RespAccept, nil
+	}
+	m.accepted(qid)
+	return gomilter.RespAccept, nil
+}
+
+// localUID finds the submitter's uid in the first configured queue
+// directory that has the queue file.
+func (m *message) localUID(qid string) (int, error) {
+	var first error
+	for _, dir := range m.s.o.Config.QueueDirectories {
+		uid, err := LocalUID(dir, qid)
+		if err == nil || errors.Is(err, ErrNotLocal) {
+			return uid, err
+		}
+		if first == nil {
+			first = err
+		}
+	}
+	if first == nil {
+		first = errors.New("milter.queue_directories is empty")
+	}
+	return 0, first
+}
+
+func (m *message) who() string {
+	if m.uid >= 0 {
+		return fmt.Sprintf("%s (uid %d)", m.login, m.uid)
+	}
+	return m.login
+}
+
+func (m *message) sender() ratelimit.Sender {
+	listener := "smtpd"
+	if m.uid >= 0 {
+		listener = "sendmail"
+	}
+	return ratelimit.Sender{User: m.login, IP: m.client, From: m.from, Listener: listener}
+}
+
+func (m *message) decision(action, qid, rule, text string) maillog.MilterDecision {
+	return maillog.MilterDecision{ID: qid, User: m.login, UID: m.uid, Client: m.client, From: m.from, Nrcpt: m.nrcpt,
+		Action: action, Rule: rule, Text: text}
+}
+
+// accepted logs and publishes an accepted message and ties it to its
+// sender.
+func (m *message) accepted(qid string) {
+	m.s.o.Log.Milter(m.ctx, m.decision(maillog.MilterAccept, qid, "", ""))
+	detail := ""
+	if m.uid >= 0 {
+		detail = "uid=" + strconv.Itoa(m.uid)
+	}
+	m.s.o.Events.Publish(m.ctx, event.Event{Kind: event.MessageSubmitted, Source: "milter", IP: m.client, User: m.login, Detail: detail, Service: m.sender().Listener})
+	if m.s.o.Accounts != nil {
+		m.s.o.Accounts.Submitted(m.ctx, Submission{QueueID: qid, User: m.login, UID: m.uid, Client: m.client, From: m.from, Nrcpt: m.nrcpt})
+	}
+}
+
+// quarantine puts the message on Postfix's hold queue, with the reason.
+func (m *message) quarantine(mod *gomilter.Modifier, qid, rule, reason string) {
+	text := "relayguard: " + oneLine(reason)
+	if err := mod.Quarantine(text); err != nil {
+		m.s.o.Log.Slog().Error("milter: quarantine", "id", qid, "err", err)
+	}
+	m.s.o.Log.Milter(m.ctx, m.decision(maillog.MilterQuarantine, qid, rule, text))
+	if m.s.o.Accounts != nil {
+		// Held mail is tied to its sender too: releasing the account
+		// releases it.
+		m.s.o.Accounts.Submitted(m.ctx, Submission{QueueID: qid, User: m.login, UID: m.uid, Client: m.client, From: m.from, Nrcpt: m.nrcpt})
+	}
+}
+
+// refuse answers with an SMTP reply and logs the decision.
+func (m *message) refuse(action, rule string, code int, enhanced, text string) gomilter.Response {
+	m.s.o.Log.Milter(m.ctx, m.decision(action, m.qid, rule, fmt.Sprintf("%d %s %s", code, enhanced, text)))
+	if action == maillog.MilterReject {
+		m.s.o.Events.Publish(m.ctx, event.Event{Kind: event.Reject, Source: "milter", IP: m.client, User: m.login, Rule: rule, Detail: text, Service: m.sender().Listener})
+	}
+	return reply(code, enhanced, text)
+}
+
+// limitReply is the answer to a send limit that bit (451 4.7.1 with the
+// limit's name) or to the state store failing (451 4.3.0).
+func (m *message) limitReply(err error) gomilter.Response {
+	var le *ratelimit.LimitError
+	if !errors.As(err, &le) {
+		return m.storeError("limits", err)
+	}
+	return m.refuse(maillog.MilterTempfail, "delivery.rate_limits."+le.Limit, 451, "4.7.1", err.Error())
+}
+
+func (m *message) storeError(what string, err error) gomilter.Response {
+	m.s.o.Log.Slog().Error("milter: state unavailable; temporary failure", "what", what, "user", m.login, "err", err)
+	return reply(451, "4.3.0", "relayguard state unavailable, try again later")
+}
+
+func (m *message) isSuspended(name string) (bool, error) {
+	if m.s.o.Accounts == nil || name == "" {
+		return false, nil
+	}
+	return m.s.o.Accounts.Suspended(m.ctx, name)
+}
+
+// suspendedLogin defers a suspended login's mail.
+func (m *message) suspendedLogin() gomilter.Response {
+	login := m.login
+	susp, err := m.isSuspended(login)
+	if err != nil {
+		return m.storeError("accounts", err)
+	}
+	if !susp {
+		return nil
+	}
+	return m.refuse(maillog.MilterTempfail, "account_suspended", 451, "4.7.1",
+		fmt.Sprintf("Error: account %s is suspended; ask the postmaster", login))
+}
+
+// Abort forgets the message.
+func (m *message) Abort(*gomilter.Modifier) error {
+	m.login, m.from, m.qid, m.nrcpt, m.uid = "", "", "", 0, -1
+	return nil
+}
