@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -75,13 +74,22 @@ func stateConfig() (*config.Config, error) {
 
 // newLogger builds the slog logger the configuration asks for.
 func newLogger(c *config.Config) *slog.Logger {
-	var lvl slog.Level
-	_ = lvl.UnmarshalText([]byte(strings.ToUpper(c.Log.Level)))
+	log, _ := newLoggerLevel(c)
+	return log
+}
+
+// newLoggerLevel is newLogger with the level as a variable a reload sets.
+func newLoggerLevel(c *config.Config) (*slog.Logger, *slog.LevelVar) {
+	lvl := &slog.LevelVar{}
+	var l slog.Level
+	if l.UnmarshalText([]byte(c.Log.Level)) == nil {
+		lvl.Set(l)
+	}
 	opts := &slog.HandlerOptions{Level: lvl}
 	if c.Log.Format == "json" {
-		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), lvl
 	}
-	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+	return slog.New(slog.NewTextHandler(os.Stderr, opts)), lvl
 }
 
 // exitError carries a specific exit status out of a command.

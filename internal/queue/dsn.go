@@ -46,7 +46,7 @@ func BounceAllowed(env *Envelope, bounceTrusted bool) (bool, string) {
 // notify queues a DSN (RFC 3464) about rcpts to env's sender, when allowed.
 // It fails only when an allowed notice could not be spooled.
 func (s *Scheduler) notify(env *Envelope, rcpts []Recipient, kind dsnKind) error {
-	ok, why := BounceAllowed(env, s.cfg.BounceTrusted)
+	ok, why := BounceAllowed(env, s.c().cfg.BounceTrusted)
 	addrs := make([]string, len(rcpts))
 	for i, r := range rcpts {
 		addrs[i] = r.Addr
@@ -101,9 +101,9 @@ func (s *Scheduler) buildDSN(env *Envelope, rcpts []Recipient, kind dsnKind) ([]
 	var rb [12]byte
 	rand.Read(rb[:])
 	boundary := "=_rg_" + hex.EncodeToString(rb[:])
-	from := s.cfg.BounceFrom
+	from := s.c().cfg.BounceFrom
 	if from == "" {
-		from = "MAILER-DAEMON@" + s.hostname
+		from = "MAILER-DAEMON@" + s.c().hostname
 	}
 	now := s.now()
 	var b bytes.Buffer
@@ -116,7 +116,7 @@ func (s *Scheduler) buildDSN(env *Envelope, rcpts []Recipient, kind dsnKind) ([]
 	w("To: <%s>", env.From)
 	w("Subject: %s", subject)
 	w("Date: %s", now.Format(time.RFC1123Z))
-	w("Message-ID: <%s.%s@%s>", env.ID, hex.EncodeToString(rb[:4]), s.hostname)
+	w("Message-ID: <%s.%s@%s>", env.ID, hex.EncodeToString(rb[:4]), s.c().hostname)
 	w("Auto-Submitted: auto-replied") // RFC 3834 §5
 	w("MIME-Version: 1.0")
 	w("Content-Type: multipart/report; report-type=delivery-status;")
@@ -128,7 +128,7 @@ func (s *Scheduler) buildDSN(env *Envelope, rcpts []Recipient, kind dsnKind) ([]
 	w("Content-Type: text/plain; charset=utf-8")
 	w("Content-Transfer-Encoding: 8bit")
 	w("")
-	w("This is the mail system at host %s.", s.hostname)
+	w("This is the mail system at host %s.", s.c().hostname)
 	w("")
 	if kind == dsnFailed {
 		w("Your message could not be delivered to one or more recipients.")
@@ -136,7 +136,7 @@ func (s *Scheduler) buildDSN(env *Envelope, rcpts []Recipient, kind dsnKind) ([]
 	} else {
 		w("Your message has not yet been delivered to the recipients below.")
 		w("The mail system will keep trying until %s; no action is needed.",
-			env.Received.Add(s.cfg.MaxQueueLifetime.D()).Format(time.RFC1123Z))
+			env.Received.Add(s.c().cfg.MaxQueueLifetime.D()).Format(time.RFC1123Z))
 	}
 	w("")
 	for _, r := range rcpts {
@@ -147,7 +147,7 @@ func (s *Scheduler) buildDSN(env *Envelope, rcpts []Recipient, kind dsnKind) ([]
 	w("Content-Type: message/delivery-status")
 	w("")
 	// Per-message fields (RFC 3464 §2.2).
-	w("Reporting-MTA: dns; %s", s.hostname)
+	w("Reporting-MTA: dns; %s", s.c().hostname)
 	w("X-Relayguard-Queue-ID: %s", env.ID)
 	w("Arrival-Date: %s", env.Received.Format(time.RFC1123Z))
 	for _, r := range rcpts {
@@ -172,7 +172,7 @@ func (s *Scheduler) buildDSN(env *Envelope, rcpts []Recipient, kind dsnKind) ([]
 			w("Last-Attempt-Date: %s", r.Updated.Format(time.RFC1123Z))
 		}
 		if kind == dsnDelayed {
-			w("Will-Retry-Until: %s", env.Received.Add(s.cfg.MaxQueueLifetime.D()).Format(time.RFC1123Z))
+			w("Will-Retry-Until: %s", env.Received.Add(s.c().cfg.MaxQueueLifetime.D()).Format(time.RFC1123Z))
 		}
 	}
 	w("")
@@ -191,7 +191,7 @@ func (s *Scheduler) appendOriginal(b *bytes.Buffer, id, boundary string, w func(
 		return err
 	}
 	defer rc.Close()
-	if s.cfg.BounceIncludeBody {
+	if s.c().cfg.BounceIncludeBody {
 		w("Content-Type: message/rfc822")
 		w("")
 		_, err := io.Copy(b, rc)

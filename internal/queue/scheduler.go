@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -33,14 +34,12 @@ const FlushFile = "flush"
 // with backoff, a concurrency limit per destination domain and in total,
 // and recovery of every spooled message when it starts.
 type Scheduler struct {
-	spool    *Spool
-	d        Deliverer
-	cfg      config.DeliveryConfig
-	hostname string
-	log      *slog.Logger
-	ml       *maillog.Logger // delivery records (internal/maillog)
-	metrics  *metrics
-	now      func() time.Time
+	spool   *Spool
+	conf    atomic.Pointer[schedConf]
+	log     *slog.Logger
+	ml      *maillog.Logger // delivery records (internal/maillog)
+	metrics *metrics
+	now     func() time.Time
 
 	mu        sync.Mutex
 	sched     timeHeap             // when each message is next due
@@ -55,6 +54,13 @@ type Scheduler struct {
 	holdCheck func(*Envelope) string
 	holdArmed func() bool
 	signer    Signer
+}
+
+// schedConf is what Reconfigure replaces while the scheduler runs.
+type schedConf struct {
+	d        Deliverer
+	cfg      config.DeliveryConfig
+	hostname string
 }
 
 // Signer adds DKIM-Signature fields (RFC 6376) to a message before it
@@ -94,17 +100,38 @@ func NewScheduler(spool *Spool, d Deliverer, cfg config.DeliveryConfig, hostname
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &Scheduler{
-		spool: spool, d: d, cfg: cfg, hostname: hostname, log: log, ml: maillog.New(log),
+		spool: spool, log: log, ml: maillog.New(log),
 		metrics: newMetrics(nil), now: time.Now,
 		due: map[string]time.Time{}, inflight: map[string]*msgState{},
 		domains: map[string]*domainQ{}, wake: make(chan struct{}, 1),
 	}
-	if s.hostname == "" {
-		s.hostname = "localhost"
-	}
+	s.Reconfigure(d, cfg, hostname)
 	spool.Subscribe(s.admit)
 	return s
 }
+
+// Reconfigure puts a Deliverer and a [delivery] section in force for the
+// deliveries that start from now on (serve's reload); deliveries in
+// progress finish with the ones they started with. It returns the
+// Deliverer it replaced (nil at first), for the caller to close. The
+// rescan interval changes at the next start.
+func (s *Scheduler) Reconfigure(d Deliverer, cfg config.DeliveryConfig, hostname string) Deliverer {
+	if hostname == "" {
+		hostname = "localhost"
+	}
+	old := s.conf.Swap(&schedConf{d: d, cfg: cfg, hostname: hostname})
+	select { // new concurrency limits may start more jobs at once
+	case s.wake <- struct{}{}:
+	default:
+	}
+	if old == nil {
+		return nil
+	}
+	return old.d
+}
+
+// c returns the configuration in force.
+func (s *Scheduler) c() *schedConf { return s.conf.Load() }
 
 // SetHoldCheck sets a check asked about every message as it is spooled,
 // before the scheduler sees it: a non-empty reason holds the message
@@ -129,7 +156,7 @@ func (s *Scheduler) SetRegisterer(reg prometheus.Registerer) {
 
 // SetSigner makes the scheduler sign the mail of authenticated users,
 // trusted networks and this server itself (see Signable) before it goes to
-// an SMTP destination. Call it before Run.
+// an SMTP destination. A reload may replace it while the scheduler runs.
 func (s *Scheduler) SetSigner(sg Signer) {
 	s.mu.Lock()
 	s.signer = sg
@@ -218,7 +245,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	if err := s.rescan(); err != nil {
 		return err
 	}
-	rescan := time.NewTicker(s.cfg.RescanInterval.D())
+	rescan := time.NewTicker(s.c().cfg.RescanInterval.D())
 	defer rescan.Stop()
 	poll := time.NewTicker(time.Second)
 	defer poll.Stop()
@@ -385,7 +412,7 @@ func (s *Scheduler) start(id string, now time.Time) {
 	s.inflight[id] = ms
 	for _, d := range order {
 		dest := d
-		if dn, ok := s.d.(Destinationer); ok {
+		if dn, ok := s.c().d.(Destinationer); ok {
 			dest = dn.Destination(d)
 		}
 		q := s.domains[dest]
@@ -405,7 +432,7 @@ func (s *Scheduler) pumpLocked() {
 		return // stopping: what is not started stays queued on disk
 	}
 	for d, q := range s.domains {
-		for len(q.queue) > 0 && q.active < s.cfg.PerDomainConcurrency && s.active < s.cfg.Workers {
+		for len(q.queue) > 0 && q.active < s.c().cfg.PerDomainConcurrency && s.active < s.c().cfg.Workers {
 			j := q.queue[0]
 			q.queue = q.queue[1:]
 			q.active++
@@ -416,7 +443,7 @@ func (s *Scheduler) pumpLocked() {
 		if len(q.queue) == 0 && q.active == 0 {
 			delete(s.domains, d)
 		}
-		if s.active >= s.cfg.Workers {
+		if s.active >= s.c().cfg.Workers {
 			return
 		}
 	}
@@ -454,7 +481,7 @@ func (s *Scheduler) run(j job) {
 	for _, i := range j.idx {
 		req.Rcpts = append(req.Rcpts, env.Recipients[i].Addr)
 	}
-	results := s.d.Deliver(ctx, j.domain, req)
+	results := s.c().d.Deliver(ctx, j.domain, req)
 	now := s.now()
 
 	s.mu.Lock()
@@ -508,14 +535,14 @@ func (s *Scheduler) apply(env *Envelope, i int, res Result, now time.Time) {
 		d.Reason = "failed permanently"
 		s.ml.Bounced(context.Background(), d)
 		s.metrics.result.WithLabelValues("failed").Inc()
-	case now.Sub(env.Received) >= s.cfg.MaxQueueLifetime.D():
+	case now.Sub(env.Received) >= s.c().cfg.MaxQueueLifetime.D():
 		r.Status = StatusFailed
-		r.LastError = expiredPrefix + s.cfg.MaxQueueLifetime.D().String() + " in the queue; last error: " + r.LastError
-		d.Reason = "expired after " + s.cfg.MaxQueueLifetime.D().String()
+		r.LastError = expiredPrefix + s.c().cfg.MaxQueueLifetime.D().String() + " in the queue; last error: " + r.LastError
+		d.Reason = "expired after " + s.c().cfg.MaxQueueLifetime.D().String()
 		s.ml.Bounced(context.Background(), d)
 		s.metrics.result.WithLabelValues("expired").Inc()
 	default:
-		sched := s.cfg.RetrySchedule
+		sched := s.c().cfg.RetrySchedule
 		wait := sched[min(r.Attempts-1, len(sched)-1)].D()
 		r.NextAttempt = now.Add(wait)
 		d.RetryIn = wait
@@ -565,7 +592,7 @@ func (s *Scheduler) finish(ms *msgState, now time.Time) {
 			// A failure is final only once its notice is on disk: the
 			// recipients go back to the queue, and the next round fails
 			// them again and retries the notice.
-			wait := s.cfg.RetrySchedule[0].D()
+			wait := s.c().cfg.RetrySchedule[0].D()
 			for i := range env.Recipients {
 				if r := &env.Recipients[i]; r.Status == StatusFailed && ms.tried[i] {
 					r.Status, r.NextAttempt = StatusQueued, now.Add(wait)
@@ -575,7 +602,7 @@ func (s *Scheduler) finish(ms *msgState, now time.Time) {
 			s.log.Warn("queue: failure notice not spooled; recipients kept queued to try again", "id", env.ID, "retry_in", wait)
 		}
 	}
-	if !final && s.cfg.DelayNoticeAfter > 0 && !env.Held && now.Sub(env.Received) >= s.cfg.DelayNoticeAfter.D() && s.markDelayed(env.ID) {
+	if !final && s.c().cfg.DelayNoticeAfter > 0 && !env.Held && now.Sub(env.Received) >= s.c().cfg.DelayNoticeAfter.D() && s.markDelayed(env.ID) {
 		var late []Recipient
 		for _, r := range env.Recipients {
 			if r.Status == StatusQueued {

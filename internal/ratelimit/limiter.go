@@ -77,7 +77,7 @@ type Options struct {
 // Limiter is the send limiter of every front door (smtpd.SendLimiter, the
 // policy service and the milter).
 type Limiter struct {
-	cfg     config.RateLimitConfig
+	conf    atomic.Pointer[config.RateLimitConfig]
 	store   Store
 	o       Options
 	limited *prometheus.CounterVec
@@ -125,8 +125,14 @@ func New(cfg config.RateLimitConfig, store Store, o Options) (*Limiter, error) {
 		Name: "relayguard_rate_limited_total",
 		Help: "Messages or recipients refused with 451 4.7.1 by a send limit, by limit.",
 	}, []string{"limit"}))
-	return &Limiter{cfg: cfg, store: store, o: o, limited: c}, nil
+	l := &Limiter{store: store, o: o, limited: c}
+	l.SetConfig(cfg)
+	return l, nil
 }
+
+// SetConfig puts new limits in force for the checks made from now on
+// (serve's reload); the counters so far are kept.
+func (l *Limiter) SetConfig(cfg config.RateLimitConfig) { l.conf.Store(&cfg) }
 
 // LimitError is the refusal; its text follows "451 4.7.1 ".
 type LimitError struct {
@@ -174,7 +180,7 @@ func (l *Limiter) bite(ctx context.Context, s Sender, e *LimitError) error {
 		Rule: "delivery.rate_limits." + e.Limit, Detail: fmt.Sprintf("%s: more than %d per %s", e.Who, e.Max, e.Window),
 		Service: s.Listener,
 	})
-	if l.cfg.SuspendOnLimit && s.User != "" {
+	if l.conf.Load().SuspendOnLimit && s.User != "" {
 		if l.o.Suspender != nil {
 			if err := l.o.Suspender.Suspend(ctx, s.User); err != nil {
 				l.o.Log.Error("ratelimit: suspending account", "user", s.User, "err", err)
@@ -211,10 +217,10 @@ func (l *Limiter) Rcpt(ctx context.Context, s Sender, rcpt string) error {
 		return nil
 	}
 	who := "user " + s.User
-	if err := l.check(ctx, s, "user_recipients_per_day", l.cfg.UserRecipientsPerDay, 24*time.Hour, s.User, who, 1); err != nil {
+	if err := l.check(ctx, s, "user_recipients_per_day", l.conf.Load().UserRecipientsPerDay, 24*time.Hour, s.User, who, 1); err != nil {
 		return err
 	}
-	if l.cfg.UserNewRecipientsPerDay <= 0 {
+	if l.conf.Load().UserNewRecipientsPerDay <= 0 {
 		return nil
 	}
 	rcpt = strings.ToLower(rcpt)
@@ -226,7 +232,7 @@ func (l *Limiter) Rcpt(ctx context.Context, s Sender, rcpt string) error {
 	if seen {
 		return nil
 	}
-	if err := l.check(ctx, s, "user_new_recipients_per_day", l.cfg.UserNewRecipientsPerDay, 24*time.Hour, s.User, who, 1); err != nil {
+	if err := l.check(ctx, s, "user_new_recipients_per_day", l.conf.Load().UserNewRecipientsPerDay, 24*time.Hour, s.User, who, 1); err != nil {
 		return err
 	}
 	if err := l.store.MarkSeen(ctx, s.User, rcpt, l.o.Now()); err != nil {
@@ -243,7 +249,7 @@ func (l *Limiter) Recipients(ctx context.Context, s Sender, n int) error {
 	if s.User == "" || n <= 0 {
 		return nil
 	}
-	return l.check(ctx, s, "user_recipients_per_day", l.cfg.UserRecipientsPerDay, 24*time.Hour, s.User, "user "+s.User, int64(n))
+	return l.check(ctx, s, "user_recipients_per_day", l.conf.Load().UserRecipientsPerDay, 24*time.Hour, s.User, "user "+s.User, int64(n))
 }
 
 // Message counts one message: messages per hour of an authenticated user
@@ -253,11 +259,11 @@ func (l *Limiter) Recipients(ctx context.Context, s Sender, n int) error {
 func (l *Limiter) Message(ctx context.Context, s Sender, nrcpt int) error {
 	if s.User != "" {
 		who := "user " + s.User
-		if err := l.check(ctx, s, "user_messages_per_hour", l.cfg.UserMessagesPerHour, time.Hour, s.User, who, 1); err != nil {
+		if err := l.check(ctx, s, "user_messages_per_hour", l.conf.Load().UserMessagesPerHour, time.Hour, s.User, who, 1); err != nil {
 			return err
 		}
 		if s.From == "" {
-			return l.check(ctx, s, "user_null_sender_messages_per_hour", l.cfg.UserNullSenderMessagesPerHour, time.Hour, s.User, who, 1)
+			return l.check(ctx, s, "user_null_sender_messages_per_hour", l.conf.Load().UserNullSenderMessagesPerHour, time.Hour, s.User, who, 1)
 		}
 		return nil
 	}
@@ -265,12 +271,12 @@ func (l *Limiter) Message(ctx context.Context, s Sender, nrcpt int) error {
 		return nil
 	}
 	if s.IP.IsValid() {
-		if err := l.check(ctx, s, "ip_messages_per_hour", l.cfg.IPMessagesPerHour, time.Hour, s.IP.String(), "client "+s.IP.String(), 1); err != nil {
+		if err := l.check(ctx, s, "ip_messages_per_hour", l.conf.Load().IPMessagesPerHour, time.Hour, s.IP.String(), "client "+s.IP.String(), 1); err != nil {
 			return err
 		}
 	}
 	if d := senderDomain(s.From); d != "" {
-		return l.check(ctx, s, "sender_domain_messages_per_hour", l.cfg.SenderDomainMessagesPerHour, time.Hour, d, "sender domain "+d, 1)
+		return l.check(ctx, s, "sender_domain_messages_per_hour", l.conf.Load().SenderDomainMessagesPerHour, time.Hour, d, "sender domain "+d, 1)
 	}
 	return nil
 }

@@ -8,10 +8,8 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/relayguard/relayguard/internal/certs"
@@ -19,9 +17,9 @@ import (
 )
 
 // runCerts keeps the certificate in use current while serve runs: the
-// files are checked every tls.reload_interval and reloaded on SIGHUP (a
-// certbot deploy hook can send it), and with tls.acme the ACME client
-// obtains and renews it. p is the process's one certificate provider;
+// files are checked every tls.reload_interval (and reread by a reload on
+// SIGHUP, which a certbot deploy hook can send), and with tls.acme the
+// ACME client obtains and renews it. p is the process's one certificate provider;
 // every listener reads the certificate through it. The ACME challenge
 // listener is bound before runCerts returns, so that a port in use fails
 // the start. stop ends the goroutines.
@@ -61,26 +59,8 @@ func runCerts(ctx context.Context, cfg *config.Config, log *slog.Logger, p *cert
 		wg.Add(1)
 		go func() { defer wg.Done(); a.Run(ctx) }()
 	}
-	wg.Add(2)
+	wg.Add(1)
 	go func() { defer wg.Done(); p.Watch(ctx, cfg.TLS.ReloadInterval.D()) }()
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	go func() {
-		defer wg.Done()
-		defer signal.Stop(hup)
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-hup:
-				certFile, _ := p.Files()
-				if changed, err := p.Reload(); err != nil {
-					log.Error("certs: SIGHUP: the certificate files do not load; keeping the certificate in use", "err", err)
-				} else {
-					log.Info("certs: SIGHUP: certificate reloaded", "cert", certFile, "changed", changed)
-				}
-			}
-		}
-	}()
+	// SIGHUP rereads the files too: see reload.go, which owns the signal.
 	return stop, nil
 }

@@ -80,7 +80,7 @@ func loadTLS(cfg *config.Config, log *slog.Logger) (*certs.Provider, error) {
 		if inner := errors.Unwrap(err); inner != nil {
 			err = inner // certs names the files too
 		}
-		return nil, fmt.Errorf("tls.cert_file %q / tls.key_file %q: want a PEM certificate chain and its key: %w", cfg.TLS.CertFile, cfg.TLS.KeyFile, err)
+		return nil, fmt.Errorf("tls.cert_file %q / tls.key_file %q do not load: want a PEM certificate chain and its key: %w", cfg.TLS.CertFile, cfg.TLS.KeyFile, err)
 	}
 	return p, nil
 }

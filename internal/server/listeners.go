@@ -12,35 +12,26 @@ import (
 	"github.com/relayguard/relayguard/internal/config"
 )
 
-// openListeners binds every configured listener. An address of the form
-// "systemd:NAME" takes the socket systemd passed with FileDescriptorName=NAME
-// (socket activation, sd_listen_fds(3)), so that ports 25/465/587 can be
-// bound by systemd while relayguard runs unprivileged.
-func openListeners(cfg *config.Config) ([]net.Listener, error) {
-	activated := systemdListeners()
-	var out []net.Listener
-	for _, lc := range cfg.Listeners {
-		var ln net.Listener
-		if name, ok := strings.CutPrefix(lc.Address, "systemd:"); ok {
-			ln = activated[name]
-			if ln == nil {
-				closeAll(out)
-				return nil, fmt.Errorf("listener %s: no socket named %q passed by systemd (LISTEN_FDNAMES)", lc.Name, name)
-			}
-		} else {
-			var err error
-			ln, err = net.Listen("tcp", lc.Address)
-			if err != nil {
-				closeAll(out)
-				if errors.Is(err, syscall.EACCES) {
-					return nil, fmt.Errorf("listener %s: %w (ports below 1024 need root, CAP_NET_BIND_SERVICE or systemd socket activation; see README)", lc.Name, err)
-				}
-				return nil, fmt.Errorf("listener %s: %w", lc.Name, err)
-			}
+// openListener binds one listener. An address of the form "systemd:NAME"
+// takes the socket systemd passed with FileDescriptorName=NAME (socket
+// activation, sd_listen_fds(3)), so that ports 25/465/587 can be bound by
+// systemd while relayguard runs unprivileged.
+func openListener(lc config.ListenerConfig, activated map[string]net.Listener) (net.Listener, error) {
+	if name, ok := strings.CutPrefix(lc.Address, "systemd:"); ok {
+		ln := activated[name]
+		if ln == nil {
+			return nil, fmt.Errorf("listener %s: no socket named %q passed by systemd (LISTEN_FDNAMES)", lc.Name, name)
 		}
-		out = append(out, ln)
+		return ln, nil
 	}
-	return out, nil
+	ln, err := net.Listen("tcp", lc.Address)
+	if err != nil {
+		if errors.Is(err, syscall.EACCES) {
+			return nil, fmt.Errorf("listener %s: %w (ports below 1024 need root, CAP_NET_BIND_SERVICE or systemd socket activation; see README)", lc.Name, err)
+		}
+		return nil, fmt.Errorf("listener %s: %w", lc.Name, err)
+	}
+	return ln, nil
 }
 
 func closeAll(lns []net.Listener) {

@@ -1,6 +1,8 @@
 // Package server runs `relayguard serve`: it builds the SMTP server, the
 // policy engine, the guard and the delivery side from a finished
-// configuration, runs the SMTP and admin listeners, and stops them in order.
+// configuration, runs the SMTP and admin listeners, reloads the
+// configuration and the certificate on request (SIGHUP) without dropping
+// sessions, and stops everything in order.
 package server
 
 import (
@@ -8,10 +10,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"strings"
 	"sync"
 
+	"github.com/relayguard/relayguard/internal/certs"
 	"github.com/relayguard/relayguard/internal/config"
 	"github.com/relayguard/relayguard/internal/event"
 	"github.com/relayguard/relayguard/internal/prom"
@@ -26,15 +30,47 @@ type Options struct {
 	// Notice receives the few lines a person starting serve by hand
 	// reads (where it listens, how to add a user). nil: os.Stderr.
 	Notice io.Writer
+	// Reload receives one value per reload request (SIGHUP); Load reads
+	// the configuration again for it (the same --config and --data-dir).
+	// Either nil: no reload.
+	Reload <-chan os.Signal
+	Load   func() (*config.Config, error)
+	// Level is the level of the logger; a reload sets it from log.level.
+	Level *slog.LevelVar
+}
+
+// server is a running serve.
+type server struct {
+	cfg    *config.Config // in force
+	log    *slog.Logger
+	opt    Options
+	notice io.Writer
+
+	srv   *smtpd.Server
+	ext   *extensions
+	certp *certs.Provider
+	errc  chan error
+	wg    sync.WaitGroup // listener goroutines
+
+	// activated are the sockets passed by systemd, by name; bound are the
+	// listeners served, by listener name.
+	activated map[string]net.Listener
+	bound     map[string]*boundListener
+}
+
+// boundListener is a listener being served.
+type boundListener struct {
+	address string
+	ln      net.Listener
 }
 
 // Run serves until ctx ends or a listener fails.
 func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, opt Options) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	notice := opt.Notice
-	if notice == nil {
-		notice = os.Stderr
+	s := &server{cfg: cfg, log: log, opt: opt, notice: opt.Notice, bound: map[string]*boundListener{}}
+	if s.notice == nil {
+		s.notice = os.Stderr
 	}
 
 	// Everything config check checks, before anything is opened or started.
@@ -44,8 +80,8 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, opt Options)
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
 		return fmt.Errorf("data dir %s: %w", cfg.DataDir, err)
 	}
-	certp, err := loadTLS(cfg, log)
-	if err != nil {
+	var err error
+	if s.certp, err = loadTLS(cfg, log); err != nil {
 		return err
 	}
 	st, err := store.Open(ctx, cfg.DataDir, cfg.Store.URL, log)
@@ -65,7 +101,8 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, opt Options)
 
 	// Bind before starting anything, so that a port in use fails the start
 	// before any goroutine runs.
-	lns, err := openListeners(cfg)
+	s.activated = systemdListeners()
+	lns, err := s.bind(cfg.Listeners)
 	if err != nil {
 		return err
 	}
@@ -78,7 +115,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, opt Options)
 		}
 		defer admin.Close()
 	}
-	stopCerts, err := runCerts(ctx, cfg, log, certp)
+	stopCerts, err := runCerts(ctx, cfg, log, s.certp)
 	if err != nil {
 		return err
 	}
@@ -86,54 +123,92 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, opt Options)
 
 	bus := &event.Bus{}
 	deps := smtpd.Deps{
-		Users: users, Creds: users, Spool: spool, TLS: certp.Config(), Events: bus, Log: log,
+		Users: users, Creds: users, Spool: spool, TLS: s.certp.Config(), Events: bus, Log: log,
 		Metrics: smtpd.NewMetrics(reg),
 	}
-	stop, err := wireExtensions(ctx, cfg, log, st, bus, spool, &deps, reg)
-	if err != nil {
+	if s.ext, err = wireExtensions(ctx, cfg, log, st, bus, spool, &deps, reg); err != nil {
 		return err
 	}
-	defer stop()
-	srv, err := smtpd.New(cfg.SMTP(), deps)
-	if err != nil {
+	defer s.ext.stop()
+	if s.srv, err = smtpd.New(cfg.SMTP(), deps); err != nil {
 		return err
 	}
 
-	var wg sync.WaitGroup
-	errc := make(chan error, len(lns)+1)
+	s.errc = make(chan error, 1)
 	for i, ln := range lns {
 		lc := cfg.Listeners[i]
-		log.Info("listening", "listener", lc.Name, "mode", lc.Mode, "address", ln.Addr().String())
-		fmt.Fprintf(notice, "relayguard: %s (%s) listening on %s\n", lc.Name, lc.Mode, ln.Addr())
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := srv.Serve(ctx, ln, lc); err != nil {
-				errc <- err
-			}
-		}()
+		s.serve(ctx, lc, ln)
+		fmt.Fprintf(s.notice, "relayguard: %s (%s) listening on %s\n", lc.Name, lc.Mode, ln.Addr())
 	}
 	if admin != nil {
-		wg.Go(func() {
+		s.wg.Go(func() {
 			if err := admin.Run(ctx); err != nil {
-				errc <- fmt.Errorf("admin: %w", err)
+				s.fail(fmt.Errorf("admin: %w", err))
 			}
 		})
 		log.Info("listening", "listener", "admin", "address", admin.Addr().String())
-		fmt.Fprintf(notice, "relayguard: admin/metrics on http://%s/metrics\n", admin.Addr())
+		fmt.Fprintf(s.notice, "relayguard: admin/metrics on http://%s/metrics\n", admin.Addr())
 	}
-	fmt.Fprintf(notice, "relayguard: data in %s; local domains %s\n", cfg.DataDir, strings.Join(cfg.Site.LocalDomains, ", "))
-	fmt.Fprintf(notice, "relayguard: add a user with: relayguard user add USER --data-dir %s\n", cfg.DataDir)
+	fmt.Fprintf(s.notice, "relayguard: data in %s; local domains %s\n", cfg.DataDir, strings.Join(cfg.Site.LocalDomains, ", "))
+	fmt.Fprintf(s.notice, "relayguard: add a user with: relayguard user add USER --data-dir %s\n", cfg.DataDir)
 
-	select {
-	case <-ctx.Done():
-	case err = <-errc:
+	reload := opt.Reload
+	if opt.Load == nil {
+		reload = nil
+	}
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			break loop
+		case err = <-s.errc:
+			break loop
+		case <-reload:
+			s.reload(ctx)
+		}
 	}
 	log.Info("shutting down")
 	cancel() // the admin listener stops with it
-	srv.Shutdown()
-	wg.Wait()
+	for _, b := range s.bound {
+		b.ln.Close()
+	}
+	s.srv.Shutdown()
+	s.wg.Wait()
 	return err
+}
+
+// fail ends Run with err (the first one).
+func (s *server) fail(err error) {
+	select {
+	case s.errc <- err:
+	default:
+	}
+}
+
+// bind binds the listeners given, all or none: the sockets systemd passed
+// for "systemd:NAME" addresses, a new socket for the others.
+func (s *server) bind(lcs []config.ListenerConfig) ([]net.Listener, error) {
+	var out []net.Listener
+	for _, lc := range lcs {
+		ln, err := openListener(lc, s.activated)
+		if err != nil {
+			closeAll(out)
+			return nil, err
+		}
+		out = append(out, ln)
+	}
+	return out, nil
+}
+
+// serve runs the SMTP server on ln for lc until the listener is closed.
+func (s *server) serve(ctx context.Context, lc config.ListenerConfig, ln net.Listener) {
+	s.bound[lc.Name] = &boundListener{address: lc.Address, ln: ln}
+	s.log.Info("listening", "listener", lc.Name, "mode", lc.Mode, "address", ln.Addr().String())
+	s.wg.Go(func() {
+		if err := s.srv.Serve(ctx, ln, lc); err != nil {
+			s.fail(err)
+		}
+	})
 }
 
 // UserdbOptions are the account store's settings from [auth].

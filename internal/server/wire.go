@@ -3,6 +3,8 @@ package server
 import (
 	"context"
 	"log/slog"
+	"sync"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -16,27 +18,82 @@ import (
 	"github.com/relayguard/relayguard/internal/store"
 )
 
+// extensions are what wireExtensions started: stop stops them in reverse
+// order of start; policy and delivery are what a reload replaces.
+type extensions struct {
+	stop     func()
+	policy   *policySwitch
+	delivery *service.Delivery
+	// newEngine builds a policy engine like the one in force (a reload).
+	newEngine func(cfg *config.Config) (*policy.Engine, error)
+}
+
+// policySwitch is the policy engine in force (smtpd.PolicyChecker) and the
+// goroutine that runs its DNS list health checks. A reload puts a new
+// engine in force; checks started on the old one finish on it.
+type policySwitch struct {
+	cur     atomic.Pointer[policy.Engine]
+	ctx     context.Context
+	mu      sync.Mutex
+	stopRun func() // stops the health checks of the engine in force
+}
+
+// Check implements smtpd.PolicyChecker.
+func (p *policySwitch) Check(ctx context.Context, req *policy.Request) policy.Verdict {
+	return p.cur.Load().Check(ctx, req)
+}
+
+// use puts eng in force and runs its health checks until the next use or
+// stop; those of the engine it replaces are stopped and waited for.
+func (p *policySwitch) use(eng *policy.Engine) {
+	ctx, cancel := context.WithCancel(p.ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); eng.Run(ctx) }() // DNS list health checks
+	p.cur.Store(eng)
+	p.mu.Lock()
+	prev := p.stopRun
+	p.stopRun = func() { cancel(); <-done }
+	p.mu.Unlock()
+	if prev != nil {
+		prev()
+	}
+}
+
+// stop stops the health checks of the engine in force and waits for them.
+func (p *policySwitch) stop() {
+	p.mu.Lock()
+	stop := p.stopRun
+	p.stopRun = nil
+	p.mu.Unlock()
+	if stop != nil {
+		stop()
+	}
+}
+
 // wireExtensions connects the policy engine, the send limits and the
 // delivery scheduler (and, in wire_guard.go, the guard) to the SMTP
-// server. It returns a function that stops them, in reverse order.
-func wireExtensions(ctx context.Context, cfg *config.Config, log *slog.Logger, st *store.Stores, bus *event.Bus, spool *queue.Spool, deps *smtpd.Deps, reg prometheus.Registerer) (func(), error) {
+// server.
+func wireExtensions(ctx context.Context, cfg *config.Config, log *slog.Logger, st *store.Stores, bus *event.Bus, spool *queue.Spool, deps *smtpd.Deps, reg prometheus.Registerer) (*extensions, error) {
 	var stops []func()
 	stop := func() {
 		for i := len(stops) - 1; i >= 0; i-- {
 			stops[i]()
 		}
 	}
+	ext := &extensions{stop: stop, policy: &policySwitch{}}
 
 	// The restriction lists of [policy], the same engine as `relayguard policy`.
-	eng, err := policy.New(cfg.Site, cfg.Policy, cfg.DNSBL, policy.Deps{Logger: log, Events: bus, Registerer: reg, Source: "smtpd"})
+	ext.newEngine = func(cfg *config.Config) (*policy.Engine, error) {
+		return policy.New(cfg.Site, cfg.Policy, cfg.DNSBL, policy.Deps{Logger: log, Events: bus, Registerer: reg, Source: "smtpd"})
+	}
+	eng, err := ext.newEngine(cfg)
 	if err != nil {
 		return nil, err
 	}
-	ectx, ecancel := context.WithCancel(ctx)
-	edone := make(chan struct{})
-	go func() { defer close(edone); eng.Run(ectx) }() // DNS list health checks
-	stops = append(stops, func() { ecancel(); <-edone })
-	deps.Policy = eng
+	ext.policy.ctx = ctx
+	ext.policy.use(eng)
+	stops = append(stops, ext.policy.stop)
+	deps.Policy = ext.policy
 
 	// The guard: bans, per-IP and per-subnet AUTH limits, POP-before-SMTP.
 	gstop, err := wireGuard(ctx, cfg, log, st, bus, deps, reg)
@@ -54,10 +111,11 @@ func wireExtensions(ctx context.Context, cfg *config.Config, log *slog.Logger, s
 		return nil, err
 	}
 	deps.Limits = dl.Limiter
+	ext.delivery = dl
 	stops = append(stops, func() {
 		if err := dl.Stop(); err != nil {
 			log.Error("delivery: stop", "err", err)
 		}
 	})
-	return stop, nil
+	return ext, nil
 }

@@ -29,7 +29,7 @@ func (ss *session) offeredMechs() []string {
 	if !ss.authAvailable() || ss.authUser != "" {
 		return nil
 	}
-	return sasl.Mechanisms(ss.s.mechs, sasl.Options{TLS: ss.tls, Certificate: ss.leaf}, ss.l.cfg.TrustedLocal)
+	return sasl.Mechanisms(ss.mechs, sasl.Options{TLS: ss.tls, Certificate: ss.leaf}, ss.l.cfg.TrustedLocal)
 }
 
 // cmdAuth runs an RFC 4954 AUTH exchange and returns its final reply.
@@ -47,7 +47,7 @@ func (ss *session) cmdAuth(ctx context.Context, arg string) Reply {
 		return badCommand(501, "5.5.4", "Syntax: AUTH mechanism [initial-response]")
 	}
 	mech := strings.ToUpper(fields[0])
-	if !slices.Contains(ss.s.mechs, mech) || (ss.authAvailable() && !slices.Contains(ss.offeredMechs(), mech)) {
+	if !slices.Contains(ss.mechs, mech) || (ss.authAvailable() && !slices.Contains(ss.offeredMechs(), mech)) {
 		return badCommand(504, "5.5.4", "Unrecognized authentication type")
 	}
 	if !ss.authAvailable() || strings.HasSuffix(mech, "-PLUS") && ss.tls == nil {

@@ -73,7 +73,7 @@ func (ss *session) receive(ctx context.Context, w *queue.Writer) Reply {
 	lim := ss.cfg.Limits
 	// Authentication-Results fields claiming our authserv-id are dropped
 	// as the message arrives (RFC 8601 §5): only ours may carry it.
-	ar := msgauth.NewAuthResultsFilter(w, ss.s.authservID)
+	ar := msgauth.NewAuthResultsFilter(w, ss.cfg.AuthservID)
 	derr := ss.readData(ar)
 	if derr == nil {
 		if err := ar.Close(); err != nil {
@@ -81,7 +81,7 @@ func (ss *session) receive(ctx context.Context, w *queue.Writer) Reply {
 		}
 	}
 	if ar.Removed > 0 {
-		ss.log.Info("removed forged Authentication-Results", "authserv_id", ss.s.authservID, "fields", ar.Removed)
+		ss.log.Info("removed forged Authentication-Results", "authserv_id", ss.cfg.AuthservID, "fields", ar.Removed)
 	}
 	switch {
 	case errors.Is(derr, errBareLF):

@@ -57,15 +57,12 @@ type Deps struct {
 
 // Server runs the configured SMTP listeners.
 type Server struct {
-	cfg  *config.SMTP
+	set  atomic.Pointer[settings]
 	deps Deps
 	log  *slog.Logger
-
-	mechs []string // configured mechanisms, upper case, in order
-	leaf  *x509.Certificate
-	// authservID is the authserv-id of our Authentication-Results fields
-	// (those arriving with a message that claim it are removed).
-	authservID string
+	// leaf is the certificate of a static deps.TLS (Certificates set); with
+	// GetCertificate (certs.Provider) each handshake keeps its own.
+	leaf *x509.Certificate
 
 	ml  *maillog.Logger
 	cid atomic.Uint64 // last connection id
@@ -100,7 +97,7 @@ func New(cfg *config.SMTP, deps Deps) (*Server, error) {
 		return nil, errors.New("smtpd: no site (config.Finish builds it)")
 	}
 	s := &Server{
-		cfg: cfg, deps: deps, log: deps.Log, ml: maillog.New(deps.Log), authservID: cfg.AuthservID,
+		deps: deps, log: deps.Log, ml: maillog.New(deps.Log),
 		perIP: map[netip.Addr]int{}, perNet: map[netip.Prefix]int{}, conns: map[net.Conn]struct{}{},
 	}
 	s.cid.Store(rand.Uint64() >> 24) // 10 hex digits to start with
@@ -113,11 +110,56 @@ func New(cfg *config.SMTP, deps Deps) (*Server, error) {
 			}
 		}
 	}
-	for _, m := range cfg.Auth.Mechanisms {
-		s.mechs = append(s.mechs, strings.ToUpper(m))
-	}
+	s.set.Store(newSettings(cfg, nil))
 	return s, nil
 }
+
+// settings are what a session reads from the configuration. Reload
+// replaces them; a session keeps the settings it started with, so that a
+// reload never changes the rules in the middle of a dialogue.
+type settings struct {
+	cfg   *config.SMTP
+	mechs []string // configured mechanisms, upper case, in order
+	// listeners are the listener settings of the last Reload, by name;
+	// a listener not named here keeps those it was served with.
+	listeners map[string]*listener
+}
+
+func newSettings(cfg *config.SMTP, lcs []config.ListenerConfig) *settings {
+	st := &settings{cfg: cfg, listeners: map[string]*listener{}}
+	for _, m := range cfg.Auth.Mechanisms {
+		st.mechs = append(st.mechs, strings.ToUpper(m))
+	}
+	for _, lc := range lcs {
+		st.listeners[lc.Name] = &listener{cfg: lc, allow: lc.AllowNets, deny: lc.DenyNets}
+	}
+	return st
+}
+
+// Reload puts a new configuration (SMTP part, listener settings) in force
+// for the sessions that start from now on; sessions in progress finish on
+// the settings they started with. Listener settings (mode, allow/deny,
+// trusted_local) apply to the listeners already served under the same
+// name; binding new addresses is the caller's. The certificate is the
+// deps.TLS owner's (certs.Provider replaces it in place).
+func (s *Server) Reload(cfg *config.SMTP, listeners []config.ListenerConfig) error {
+	if cfg == nil || cfg.Site == nil {
+		return errors.New("smtpd: no site (config.Finish builds it)")
+	}
+	for _, lc := range listeners {
+		if len(lc.AllowNets) != len(lc.Allow) || len(lc.DenyNets) != len(lc.Deny) {
+			return fmt.Errorf("smtpd: listener %s: allow/deny not parsed (config.Finish parses them)", lc.Name)
+		}
+		if lc.Mode == config.ModeSubmissions && s.deps.TLS == nil {
+			return fmt.Errorf("smtpd: listener %s: submissions needs a TLS certificate", lc.Name)
+		}
+	}
+	s.set.Store(newSettings(cfg, listeners))
+	return nil
+}
+
+// settings returns the settings in force.
+func (s *Server) settings() *settings { return s.set.Load() }
 
 // listener is one bound listener and its settings.
 type listener struct {
@@ -166,10 +208,14 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, lc config.ListenerC
 			continue
 		}
 		tempDelay = 0
+		cur := l
+		if rl := s.settings().listeners[lc.Name]; rl != nil {
+			cur = rl // reloaded settings of this listener
+		}
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
-			s.handle(ctx, c, l)
+			s.handle(ctx, c, cur)
 		}()
 	}
 }
@@ -185,7 +231,7 @@ func (s *Server) Shutdown() {
 	for c := range s.conns {
 		// RFC 5321 §3.8: tell the client to come back later.
 		c.SetWriteDeadline(time.Now().Add(time.Second))
-		fmt.Fprintf(c, "421 4.3.2 %s Service shutting down, try again later\r\n", s.cfg.Hostname)
+		fmt.Fprintf(c, "421 4.3.2 %s Service shutting down, try again later\r\n", s.settings().cfg.Hostname)
 		c.Close()
 	}
 	s.mu.Unlock()
@@ -197,18 +243,19 @@ func (s *Server) Shutdown() {
 func (s *Server) admit(c net.Conn, ip netip.Addr) Reply {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	lim := s.cfg.Limits
+	cfg := s.settings().cfg
+	lim := cfg.Limits
 	if s.total >= lim.MaxConnections {
 		return limitReached(421, "4.3.2", "limits.max_connections", lim.MaxConnections,
-			s.cfg.Hostname+" Service not available, too many connections, try again later").closing()
+			cfg.Hostname+" Service not available, too many connections, try again later").closing()
 	}
 	if s.perIP[ip] >= lim.MaxConnectionsIP {
 		return limitReached(421, "4.7.0", "limits.max_connections_per_ip", lim.MaxConnectionsIP,
-			s.cfg.Hostname+" Error: too many connections from "+ip.String()).closing()
+			cfg.Hostname+" Error: too many connections from "+ip.String()).closing()
 	}
 	if n := clientNet(ip); s.perNet[n] >= lim.MaxConnectionsNet {
 		return limitReached(421, "4.7.0", "limits.max_connections_per_net", lim.MaxConnectionsNet,
-			s.cfg.Hostname+" Error: too many connections from "+n.String()).closing()
+			cfg.Hostname+" Error: too many connections from "+n.String()).closing()
 	}
 	s.total++
 	s.perIP[ip]++
@@ -264,13 +311,13 @@ func (s *Server) handle(ctx context.Context, c net.Conn, l *listener) {
 
 	// hosts.allow / hosts.deny, before the banner.
 	if (len(l.allow) > 0 && !containsAddr(l.allow, ip)) || containsAddr(l.deny, ip) {
-		refuse(Reply{Code: 554, Enhanced: "5.7.1", Text: s.cfg.Hostname + " Error: access denied for " + ip.String(),
+		refuse(Reply{Code: 554, Enhanced: "5.7.1", Text: sess.cfg.Hostname + " Error: access denied for " + ip.String(),
 			Rule: "client_access", Detail: "connection refused by listener allow/deny list", Close: true})
 		return
 	}
 	if s.deps.Guard != nil {
 		if ok, reason := s.deps.Guard.Admit(ip); !ok {
-			refuse(Reply{Code: 421, Enhanced: "4.7.0", Text: s.cfg.Hostname + " Error: " + oneLine(reason),
+			refuse(Reply{Code: 421, Enhanced: "4.7.0", Text: sess.cfg.Hostname + " Error: " + oneLine(reason),
 				Rule: "banned", Detail: reason, Close: true})
 			return
 		}

@@ -30,6 +30,9 @@ type session struct {
 	bw   *bufio.Writer
 	ip   netip.Addr
 	cfg  *config.SMTP
+	// mechs are the AUTH mechanisms in force when the session started
+	// (Server.Reload replaces them for later sessions).
+	mechs []string
 	// cid is the connection id on every log line of the session (mox's cid).
 	cid string
 	// log is the server's logger with the session's cid, client and
@@ -73,12 +76,13 @@ type session struct {
 }
 
 func newSession(s *Server, c net.Conn, l *listener, ip netip.Addr, cid string) *session {
+	st := s.settings()
 	return &session{
-		s: s, l: l, conn: c, ip: ip, cfg: s.cfg, start: time.Now(), cid: cid, leaf: s.leaf,
+		s: s, l: l, conn: c, ip: ip, cfg: st.cfg, mechs: st.mechs, start: time.Now(), cid: cid, leaf: s.leaf,
 		log:     s.log.With("cid", cid, "client", ip.String(), "listener", l.cfg.Name),
 		br:      bufio.NewReaderSize(c, 4096),
 		bw:      bufio.NewWriterSize(c, 2048),
-		trusted: s.cfg.Trusted(ip),
+		trusted: st.cfg.Trusted(ip),
 	}
 }
 

@@ -7,6 +7,7 @@ package service
 import (
 	"context"
 	"log/slog"
+	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/relayguard/relayguard/internal/config"
@@ -28,6 +29,8 @@ type Delivery struct {
 
 	cancel context.CancelFunc
 	done   chan error
+	log    *slog.Logger
+	mu     sync.Mutex // Deliverer, replaced by Reload
 }
 
 // Deps are what the delivery side is built on. Stores and Spool are
@@ -73,10 +76,7 @@ func Start(ctx context.Context, cfg *config.Config, deps Deps) (*Delivery, error
 	}
 	sched := queue.NewScheduler(spool, d, cfg.Delivery, cfg.Hostname, log)
 	sched.SetRegisterer(deps.Registerer)
-	if signer != nil {
-		sched.SetSigner(signer)
-		log.Info("dkim: signing outbound mail", "domains", signer.Domains())
-	}
+	setSigner(sched, signer, log)
 	if acct, ok := users.(accountGetter); ok {
 		// Mail that the open sessions of an account suspended by a send
 		// limit still get into the spool (they passed their limit check
@@ -95,9 +95,46 @@ func Start(ctx context.Context, cfg *config.Config, deps Deps) (*Delivery, error
 		})
 	}
 	rctx, cancel := context.WithCancel(ctx)
-	s := &Delivery{Limiter: lim, Scheduler: sched, Deliverer: d, cancel: cancel, done: make(chan error, 1)}
+	s := &Delivery{Limiter: lim, Scheduler: sched, Deliverer: d, cancel: cancel, done: make(chan error, 1), log: log}
 	go func() { s.done <- sched.Run(rctx) }()
 	return s, nil
+}
+
+func setSigner(sched *queue.Scheduler, signer *msgauth.Signer, log *slog.Logger) {
+	if signer == nil {
+		sched.SetSigner(nil) // an untyped nil: no signing
+		return
+	}
+	sched.SetSigner(signer)
+	log.Info("dkim: signing outbound mail", "domains", signer.Domains())
+}
+
+// Reload puts a new [delivery] section (transport table, local_transport,
+// TLS policies, smarthost, retries, bounces, send limits) and new [dkim]
+// keys in force for the deliveries and checks that start from now on
+// (serve's SIGHUP); deliveries in progress finish on the old ones and the
+// send-limit counters are kept. Nothing changes if the new section does
+// not build.
+func (s *Delivery) Reload(cfg *config.Config) error {
+	d, err := deliver.New(cfg.Delivery, cfg.Hostname, s.log, deliver.Options{LocalDomains: cfg.Site.LocalDomains})
+	if err != nil {
+		return err
+	}
+	signer, err := msgauth.LoadSigner(cfg.DKIM)
+	if err != nil {
+		d.Close()
+		return err
+	}
+	s.Limiter.SetConfig(cfg.Delivery.RateLimits)
+	setSigner(s.Scheduler, signer, s.log)
+	old := s.Scheduler.Reconfigure(d, cfg.Delivery, cfg.Hostname)
+	s.mu.Lock()
+	s.Deliverer = d
+	s.mu.Unlock()
+	if od, ok := old.(*deliver.Deliverer); ok {
+		od.Close() // idle connections only; deliveries in progress finish
+	}
+	return nil
 }
 
 // accountGetter reads an account's state (internal/userdb.DB).
@@ -120,6 +157,8 @@ func (h SpoolHolder) HoldUser(_ context.Context, user, reason string) (int, erro
 func (s *Delivery) Stop() error {
 	s.cancel()
 	err := <-s.done
+	s.mu.Lock()
 	s.Deliverer.Close()
+	s.mu.Unlock()
 	return err
 }
