@@ -291,11 +291,11 @@ func (l *Limiter) Local(ctx context.Context, s Sender, uid int, nrcpt int) error
 	if s.User == "" {
 		who = "local uid " + strconv.Itoa(uid)
 	}
-	if err := l.check(ctx, s, "local_messages_per_hour", l.cfg.LocalMessagesPerHour, time.Hour, key, who, 1); err != nil {
+	if err := l.check(ctx, s, "local_messages_per_hour", l.conf.Load().LocalMessagesPerHour, time.Hour, key, who, 1); err != nil {
 		return err
 	}
 	if nrcpt <= 0 {
 		return nil
 	}
-	return l.check(ctx, s, "local_recipients_per_day", l.cfg.LocalRecipientsPerDay, 24*time.Hour, key, who, int64(nrcpt))
+	return l.check(ctx, s, "local_recipients_per_day", l.conf.Load().LocalRecipientsPerDay, 24*time.Hour, key, who, int64(nrcpt))
 }
