@@ -282,10 +282,15 @@ func (c *Checker) query(ctx context.Context, z *Zone, qname string, k *cache, ke
 		return r
 	}
 	start := time.Now()
-	r, ttl, err := c.resolve(ctx, z, qname)
-	if err != nil {
+	qctx, done := c.inflight(ctx, st, start)
+	r, ttl, err := c.resolve(qctx, z, qname)
+	tripped := done()
+	switch {
+	case err != nil && tripped:
+		r.Detail = "list failing, stopped waiting for it: " + r.Detail
+	case err != nil:
 		c.noteFailure(ctx, st, start, err)
-	} else {
+	default:
 		c.noteAnswer(st)
 	}
 	switch {

@@ -74,6 +74,9 @@ type zoneState struct {
 
 	fails       int       // temporary failures in a row at run time
 	streakStart time.Time // when the first of them was sent
+	stalled     int       // queries in flight for longer than stallAfter
+	stallStart  time.Time // when the oldest of them was sent
+	waiting     map[*inflightQuery]bool
 
 	checking     bool
 	due          time.Time // next check (RunHealth); zero: none planned
@@ -164,12 +167,90 @@ func (c *Checker) noteFailure(ctx context.Context, st *zoneState, start time.Tim
 		c.dns.failStart = start
 	}
 	if st.fails >= tripAfter && st.h.State == Healthy && c.dns.lastAnswer.After(st.streakStart) {
-		c.setHealthLocked(st, Health{Zone: st.z.Name, State: Failing, IPv6: st.h.IPv6, Checked: c.now(),
-			Detail: fmt.Sprintf("%d queries in a row failed while other lists answer (last: %v)", st.fails, err)})
-		c.scheduleLocked(st, 0)
+		c.tripLocked(st, fmt.Sprintf("%d queries in a row failed while other lists answer (last: %v)", st.fails, err))
 	}
 	if !c.dns.down && c.dns.failStreak >= tripAfter && !c.dns.lastAnswer.After(c.dns.failStart) {
 		c.setDNSLocked(true, fmt.Sprintf("%d queries in a row failed and nothing answered since (last: %v)", c.dns.failStreak, err))
+	}
+}
+
+// stallAfter is how long a query may go unanswered before it counts
+// toward the breaker while it is still in flight: three retransmissions
+// (0, 0.4 and 1.2 s) unanswered. A zone with tripAfter such queries (or
+// failures), while other lists answered since the oldest was sent, is
+// Failing at once and its waiting queries end: a list that dies costs the
+// requests in flight about this long, not the whole timeout. A timeout
+// under twice this waits for the failures themselves.
+func (c *Checker) stallAfter() time.Duration {
+	if d := c.opts.Timeout / 4; d >= 3*dnsutil.FirstRetransmit {
+		return d
+	}
+	return c.opts.Timeout
+}
+
+// inflightQuery is a query waiting for its answer.
+type inflightQuery struct {
+	start   time.Time
+	cancel  context.CancelFunc
+	stalled bool
+	tripped bool
+}
+
+// inflight registers a query to st sent at start; done unregisters it and
+// reports whether the breaker ended it.
+func (c *Checker) inflight(ctx context.Context, st *zoneState, start time.Time) (context.Context, func() bool) {
+	ctx, cancel := context.WithCancel(ctx)
+	q := &inflightQuery{start: start, cancel: cancel}
+	c.mu.Lock()
+	if st.waiting == nil {
+		st.waiting = map[*inflightQuery]bool{}
+	}
+	st.waiting[q] = true
+	c.mu.Unlock()
+	timer := time.AfterFunc(c.stallAfter(), func() { c.noteStall(st, q) })
+	return ctx, func() bool {
+		timer.Stop()
+		c.mu.Lock()
+		delete(st.waiting, q)
+		if q.stalled {
+			st.stalled--
+		}
+		tripped := q.tripped
+		c.mu.Unlock()
+		cancel()
+		return tripped
+	}
+}
+
+// noteStall counts a query still unanswered after stallAfter.
+func (c *Checker) noteStall(st *zoneState, q *inflightQuery) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !st.waiting[q] {
+		return // answered meanwhile
+	}
+	q.stalled = true
+	st.stalled++
+	if st.stalled == 1 || q.start.Before(st.stallStart) {
+		st.stallStart = q.start
+	}
+	oldest := st.stallStart
+	if st.fails > 0 && st.streakStart.Before(oldest) {
+		oldest = st.streakStart
+	}
+	if st.stalled+st.fails >= tripAfter && st.h.State == Healthy && c.dns.lastAnswer.After(oldest) {
+		c.tripLocked(st, fmt.Sprintf("%d queries unanswered after %v while other lists answer", st.stalled+st.fails, c.stallAfter()))
+	}
+}
+
+// tripLocked makes st Failing, has it checked now and ends the queries
+// still waiting for it (they answer a temporary failure).
+func (c *Checker) tripLocked(st *zoneState, why string) {
+	c.setHealthLocked(st, Health{Zone: st.z.Name, State: Failing, IPv6: st.h.IPv6, Checked: c.now(), Detail: why})
+	c.scheduleLocked(st, 0)
+	for w := range st.waiting {
+		w.tripped = true
+		w.cancel()
 	}
 }
 

@@ -281,3 +281,38 @@ func TestStartDuringOutage(t *testing.T) {
 		t.Errorf("after the outage: %+v", got.Results)
 	}
 }
+
+// TestStalledZoneTripsBeforeTimeout: with a 6 s timeout, requests caught
+// by a list that just died wait about a quarter of it (three unanswered
+// retransmissions), not all of it: the zone is failing as soon as three
+// of its queries are that late while the other lists answer.
+func TestStalledZoneTripsBeforeTimeout(t *testing.T) {
+	t.Parallel()
+	s := lists(t)
+	s.Add(t, "2.0.0.127.gone.test. 300 IN A 127.0.0.2")
+	c := newChecker(t, s, Options{Zones: []string{"bl.test", "gone.test"}, HealthInterval: time.Hour, Timeout: 6 * time.Second})
+	running(t, c)
+	ctx := context.Background()
+	c.waitFirst(ctx)
+	s.Dead("gone.test", true)
+	t0 := time.Now()
+	var wg sync.WaitGroup
+	for i := range 4 {
+		wg.Go(func() {
+			got := c.Check(ctx, netip.AddrFrom4([4]byte{198, 51, 100, byte(i)}))
+			if statusOf(got, "gone.test") != TempError || statusOf(got, "bl.test") != Clean {
+				t.Errorf("caught by the dying list: %+v", got.Results)
+			}
+		})
+	}
+	wg.Wait()
+	if el := time.Since(t0); el > 4*time.Second {
+		t.Errorf("requests caught by a dying list waited %v of a 6 s timeout", el)
+	}
+	if h := stateOf(c, "gone.test"); h.State != Failing && h.State != Dead {
+		t.Errorf("gone.test: %v (%s), want failing", h.State, h.Detail)
+	}
+	if up, _ := c.DNSReachable(); !up {
+		t.Error("DNS taken for unreachable")
+	}
+}
