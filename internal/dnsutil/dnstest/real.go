@@ -30,9 +30,22 @@ const (
 	unboundBin = "/usr/sbin/unbound"
 )
 
+// TB is what the real servers need of their caller: a test or benchmark
+// (testing.TB), or a benchmark program's own implementation.
+type TB interface {
+	Helper()
+	Fatal(args ...any)
+	Fatalf(format string, args ...any)
+	Skipf(format string, args ...any)
+	Cleanup(func())
+	TempDir() string
+}
+
+var _ TB = testing.TB(nil)
+
 // NeedReal skips the test when NSD or unbound is missing, or fails it
 // under CI=true (CI installs them: .ci/packages.d/dns.txt).
-func NeedReal(t testing.TB) {
+func NeedReal(t TB) {
 	t.Helper()
 	for bin, pkg := range map[string]string{nsdBin: "nsd", unboundBin: "unbound"} {
 		if _, err := os.Stat(bin); err != nil {
@@ -45,7 +58,7 @@ func NeedReal(t testing.TB) {
 }
 
 // freeUDPTCP returns a loopback port free for both UDP and TCP now.
-func freeUDPTCP(t testing.TB) int {
+func freeUDPTCP(t TB) int {
 	t.Helper()
 	for range 50 {
 		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
@@ -67,7 +80,7 @@ func freeUDPTCP(t testing.TB) int {
 // daemon is a server process that can be stopped and started again on
 // the same port.
 type daemon struct {
-	t    testing.TB
+	t    TB
 	name string
 	args []string
 	log  string
@@ -177,7 +190,7 @@ type NSD struct {
 // StartNSD serves zones (origin -> records in zone-file syntax, names
 // relative to the origin or absolute) on a loopback port until the test
 // ends. Each zone gets an SOA whose negative TTL is 60 s, and an NS record.
-func StartNSD(t testing.TB, zones map[string][]string) *NSD {
+func StartNSD(t TB, zones map[string][]string) *NSD {
 	t.Helper()
 	NeedReal(t)
 	dir := t.TempDir()
@@ -201,6 +214,10 @@ func StartNSD(t testing.TB, zones map[string][]string) *NSD {
 	tcp-count: 32
 	verbosity: 1
 	hide-version: yes
+	# Debian's NSD limits responses per client to 200/s (RRL); unbound
+	# on loopback is one client asking for everyone.
+	rrl-ratelimit: 0
+	rrl-whitelist-ratelimit: 0
 remote-control:
 	control-enable: no
 `, port, port, dir, filepath.Join(dir, "zone.list"), filepath.Join(dir, "xfrd.state"), dir,
@@ -253,7 +270,7 @@ type Unbound struct {
 }
 
 // StartUnbound runs unbound on a loopback port until the test ends.
-func StartUnbound(t testing.TB, stubs ...Stub) *Unbound {
+func StartUnbound(t TB, stubs ...Stub) *Unbound {
 	t.Helper()
 	NeedReal(t)
 	dir := t.TempDir()
@@ -340,7 +357,7 @@ type Proxy struct {
 }
 
 // StartProxy relays to upstream (host:port) until the test ends.
-func StartProxy(t testing.TB, upstream string) *Proxy {
+func StartProxy(t TB, upstream string) *Proxy {
 	t.Helper()
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
