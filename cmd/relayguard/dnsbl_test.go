@@ -178,7 +178,7 @@ func TestDNSBLCheckOneDeadline(t *testing.T) {
 		}
 	}
 	// One after another this took 4 s (1 s health + 3 × 1 s).
-	if el > 2500*time.Millisecond {
+	if el > 3500*time.Millisecond {
 		t.Errorf("3 targets with a dead list took %v: not one deadline", el)
 	}
 }

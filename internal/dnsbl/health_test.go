@@ -29,6 +29,22 @@ func running(t *testing.T, c *Checker) {
 	t.Cleanup(func() { cancel(); <-done })
 }
 
+// resultOf is zone's result in a score.
+func resultOf(s Score, zone string) Result {
+	for _, r := range s.Results {
+		if r.Zone.Name == zone {
+			return r
+		}
+	}
+	return Result{Status: -1}
+}
+
+// notAsked reports whether a result was given without a query (and so
+// without waiting): a switched-off zone, DNS unreachable, a failing zone.
+func notAsked(r Result) bool {
+	return r.Status == Skipped || strings.Contains(r.Detail, "(not asked)")
+}
+
 func stateOf(c *Checker, zone string) Health {
 	for _, h := range c.HealthReport() {
 		if h.Zone == zone {
@@ -175,13 +191,9 @@ func TestFailingZoneTripsAtOnce(t *testing.T) {
 	if h := stateOf(c, "slow.test"); h.State != Failing && h.State != Dead {
 		t.Fatalf("slow.test after 4 timeouts: %v (%s), want failing", h.State, h.Detail)
 	}
-	t0 := time.Now()
 	got := c.Check(ctx, netip.MustParseAddr("198.51.100.99"))
-	if el := time.Since(t0); el > c.opts.Timeout/2 {
-		t.Errorf("a check after the breaker tripped took %v: it waited for the dead list", el)
-	}
-	if st := statusOf(got, "slow.test"); st != TempError && st != Skipped {
-		t.Errorf("slow.test after the trip: %v", st)
+	if r := resultOf(got, "slow.test"); !notAsked(r) || r.Status == Clean || r.Status == Listed {
+		t.Errorf("slow.test after the trip: %v %q, want not asked (no wait for the dead list)", r.Status, r.Detail)
 	}
 	eventually(t, 5*time.Second, "slow.test not found dead", func() bool { return stateOf(c, "slow.test").State == Dead })
 	if up, _ := c.DNSReachable(); !up {
@@ -230,10 +242,9 @@ func TestResolverOutageIsNotADeadList(t *testing.T) {
 	if got := c.Check(ctx, listed); got.Score != 1 || statusOf(got, "bl.test") != Listed {
 		t.Errorf("cached listing during the outage: %+v", got.Results)
 	}
-	t0 := time.Now()
 	got := c.Check(ctx, netip.MustParseAddr("198.51.100.77"))
-	if time.Since(t0) > c.opts.Timeout/2 || statusOf(got, "bl.test") != TempError || !strings.Contains(got.Results[0].Detail, "DNS unreachable") {
-		t.Errorf("uncached client during the outage: %+v after %v", got.Results, time.Since(t0))
+	if r := resultOf(got, "bl.test"); r.Status != TempError || !notAsked(r) || !strings.Contains(r.Detail, "DNS unreachable") {
+		t.Errorf("uncached client during the outage: %+v, want a temporary failure without asking", got.Results)
 	}
 	time.Sleep(2500 * time.Millisecond) // several health rounds during the outage
 	for _, h := range c.HealthReport() {
