@@ -24,6 +24,11 @@ var (
 	flagCreateDataDir bool
 )
 
+// defaultConfigFile is the default of --config: empty, the embedded
+// configuration, for a plain build; the Debian package's build
+// (dist/cmd/mkdeb) sets /etc/relayguard/relayguard.toml with -ldflags -X.
+var defaultConfigFile string
+
 var rootCmd = &cobra.Command{
 	Use:   "relayguard",
 	Short: "A mail server and mail-server guard that cannot be abused as a spam relay",
@@ -42,8 +47,12 @@ add" and "relayguard serve" always agree on where state is.`,
 }
 
 func init() {
-	rootCmd.PersistentFlags().StringVar(&flagConfig, "config", "", "TOML configuration `file` (default: the embedded configuration)")
-	rootCmd.PersistentFlags().StringVar(&flagDataDir, "data-dir", "", "state `directory` (overrides data_dir; default ./relayguard-data)")
+	configUsage := "TOML configuration `file` (default: the embedded configuration)"
+	if defaultConfigFile != "" {
+		configUsage = "TOML configuration `file`"
+	}
+	rootCmd.PersistentFlags().StringVar(&flagConfig, "config", defaultConfigFile, configUsage)
+	rootCmd.PersistentFlags().StringVar(&flagDataDir, "data-dir", "", "state `directory` (overrides the configuration's data_dir)")
 	rootCmd.PersistentFlags().BoolVar(&flagCreateDataDir, "create-data-dir", false, "create the data directory if it does not exist (serve always does)")
 }
 
