@@ -201,6 +201,7 @@ func checkServe(t *testing.T, sb *sandbox) {
 	if err != nil {
 		t.Fatalf("banner: %v", err)
 	}
+	logf("banner")
 	if err := c.Hello("client.example.net"); err != nil {
 		t.Fatal(err)
 	}
@@ -214,6 +215,7 @@ func checkServe(t *testing.T, sb *sandbox) {
 	if err := c.Reset(); err != nil {
 		t.Fatal(err)
 	}
+	logf("relay attempt refused")
 	token := fmt.Sprintf("packaged-serve-%d", time.Now().UnixNano())
 	if err := c.Mail("bob@example.net"); err != nil {
 		t.Fatal(err)
@@ -230,6 +232,7 @@ func checkServe(t *testing.T, sb *sandbox) {
 		t.Fatalf("end of DATA: %v", err)
 	}
 	c.Quit()
+	logf("message sent")
 
 	// The admin listener answers inside the sandbox.
 	var health string
@@ -261,8 +264,14 @@ func checkServe(t *testing.T, sb *sandbox) {
 			t.Errorf("message file %q: want owner relayguard and no access for others", line)
 		}
 	}
-	if out := sb.sh(`find / -xdev -newer /var/tmp/relayguard-serve-start -user relayguard ! -path '/var/lib/relayguard*' 2>/dev/null || true`); strings.TrimSpace(out) != "" {
-		t.Errorf("serve wrote outside /var/lib/relayguard:\n%s", out)
+	// Whatever anyone wrote in the sandbox is in the overlay's upper layer
+	// (or in its /tmp, /run, /dev/shm).
+	uid := strings.TrimSpace(sb.sh(`id -u relayguard`))
+	upper := sb.upper()
+	find := sb.outside("find", upper, sb.root+"/tmp", sb.root+"/run", sb.root+"/dev/shm",
+		"-newer", upper+"/var/tmp/relayguard-serve-start", "-uid", uid, "!", "-path", upper+"/var/lib/relayguard*")
+	if out, err := find.CombinedOutput(); err != nil || strings.TrimSpace(string(out)) != "" {
+		t.Errorf("serve wrote outside /var/lib/relayguard (%v):\n%s", err, out)
 	}
 
 	// systemd stops the unit with SIGTERM; serve exits cleanly.
@@ -324,11 +333,9 @@ func purge(t *testing.T, sb *sandbox) {
 	// Everything the sandbox's upper layer holds was written since it
 	// started: it must be dpkg's and apt's records, the user, or files
 	// another package's removal left.
-	upper := strings.TrimSuffix(sb.root, "/root") + "/up"
-	cmd := sb.command()
-	cmd.Args = []string{"nsenter", "--target", strconv.Itoa(sb.pid), "--mount", "--", "find", upper, "-mindepth", "1",
-		"(", "-type", "f", "-o", "-type", "l", "-o", "-type", "d", ")", "-printf", "%y %P\n"}
-	b, err := cmd.Output()
+	upper := sb.upper()
+	b, err := sb.outside("find", upper, "-mindepth", "1",
+		"(", "-type", "f", "-o", "-type", "l", "-o", "-type", "d", ")", "-printf", "%y %P\n").Output()
 	if err != nil {
 		t.Fatalf("find %s: %v", upper, err)
 	}

@@ -245,11 +245,11 @@ func gzipBytes(b []byte) []byte {
 // same way: v1.2.3 is 1.2.3-1; a pre-release or pseudo-version
 // (v0.0.0-20260102150405-abcdef123456) sorts before its release, which "~"
 // does in Debian (0.0.0~20260102150405.abcdef123456-1); "+dirty" stays.
-// "(devel)" becomes 0.0.0~devel-1.
+// "(devel)", a build nothing identifies, becomes 0.0.0~~devel-1, older than any.
 func DebVersion(goVersion string) string {
 	v := strings.TrimPrefix(goVersion, "v")
 	if v == "" || v == "(devel)" {
-		return "0.0.0~devel-1"
+		return "0.0.0~~devel-1"
 	}
 	base, pre, hasPre := strings.Cut(v, "-")
 	if hasPre {

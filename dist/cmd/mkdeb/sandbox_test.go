@@ -113,6 +113,17 @@ func (s *sandbox) command(args ...string) *exec.Cmd {
 	return cmd
 }
 
+// outside returns a command running args in the sandbox's mount namespace
+// but outside its root, where the overlay's layers are visible.
+func (s *sandbox) outside(args ...string) *exec.Cmd {
+	nsenter := []string{"--target", strconv.Itoa(s.pid), "--mount", "--"}
+	return exec.Command("nsenter", append(nsenter, args...)...)
+}
+
+// upper is the overlay's upper layer, which holds everything written in the
+// sandbox (but its /tmp, /run and /dev/shm), as outside sees it.
+func (s *sandbox) upper() string { return strings.TrimSuffix(s.root, "/root") + "/up" }
+
 // run runs args in the sandbox with stdin (nil for none) and returns
 // standard output and standard error; a failure fails the test.
 func (s *sandbox) run(stdin io.Reader, args ...string) (stdout, stderr string) {
