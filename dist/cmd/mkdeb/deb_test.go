@@ -282,7 +282,7 @@ func inspectPackage(t *testing.T, deb string) pkgInfo {
 	}
 	slices.Sort(wantPages)
 	slices.Sort(gotPages)
-	if !slices.Equal(wantPages, gotPages) || !slices.Contains(gotPages, "/usr/share/man/man8/relayguard-serve.8.gz") {
+	if !slices.Equal(wantPages, gotPages) || !slices.Contains(gotPages, "/usr/share/man/man8/relayguard-serve.8.gz") || !slices.Contains(gotPages, "/usr/share/man/man8/relayguard-milter.8.gz") {
 		t.Errorf("man8 pages in the package:\n%v\nwant:\n%v", gotPages, wantPages)
 	}
 
