@@ -182,23 +182,7 @@ func checkServe(t *testing.T, sb *sandbox) {
 	logf("serve started")
 	// The first connection makes systemd-socket-activate start serve, which
 	// then answers it: the MX port, an outsider, a local recipient.
-	var conn net.Conn
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		err := sb.inNetns(func() (err error) { conn, err = net.DialTimeout("tcp", "127.0.0.1:25", 5*time.Second); return })
-		if err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("port 25: %v", err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	conn.SetDeadline(time.Now().Add(60 * time.Second))
-	c, err := smtp.NewClient(conn, "localhost")
-	if err != nil {
-		t.Fatalf("banner: %v", err)
-	}
+	c := dialSMTP(t, sb)
 	logf("banner")
 	if err := c.Hello("client.example.net"); err != nil {
 		t.Fatal(err)
@@ -206,7 +190,7 @@ func checkServe(t *testing.T, sb *sandbox) {
 	if err := c.Mail("bob@example.net"); err != nil {
 		t.Fatal(err)
 	}
-	err = c.Rcpt("victim@example.org")
+	err := c.Rcpt("victim@example.org")
 	if te, ok := err.(*textproto.Error); !ok || te.Code != 554 {
 		t.Errorf("relay attempt to victim@example.org: %v, want 554", err)
 	}
@@ -272,12 +256,42 @@ func checkServe(t *testing.T, sb *sandbox) {
 		t.Errorf("serve wrote outside /var/lib/relayguard (%v):\n%s", err, out)
 	}
 
-	// systemd stops the unit with SIGTERM; serve exits cleanly.
-	logf("mail accepted; stopping serve")
 	pid, err := serveHostPID(cmd.Process.Pid)
 	if err != nil {
 		t.Fatal(err)
 	}
+
+	// systemctl reload runs the unit's ExecReload with $MAINPID: the
+	// configuration is reread while a session stays open.
+	logf("mail accepted; reloading")
+	reload := strings.Fields(svc["ExecReload"])
+	if len(reload) == 0 {
+		t.Fatal("relayguard.service has no ExecReload")
+	}
+	open := dialSMTP(t, sb)
+	for i, a := range reload {
+		if a == "$MAINPID" {
+			reload[i] = strconv.Itoa(pidInNamespace(t, pid))
+		}
+	}
+	sb.run(nil, reload...)
+	for deadline := time.Now().Add(30 * time.Second); !strings.Contains(log.String(), "configuration reloaded"); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no reload within 30s of %v", reload)
+		}
+	}
+	if err := open.Noop(); err != nil {
+		t.Errorf("a session open across the reload: NOOP: %v", err)
+	}
+	open.Quit()
+	again := dialSMTP(t, sb)
+	if err := again.Hello("client.example.net"); err != nil {
+		t.Errorf("a session after the reload: %v", err)
+	}
+	again.Quit()
+
+	// systemd stops the unit with SIGTERM; serve exits cleanly.
+	logf("stopping serve")
 	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
@@ -293,6 +307,51 @@ func checkServe(t *testing.T, sb *sandbox) {
 	if !strings.Contains(log.String(), "shutting down") {
 		t.Errorf("serve's log does not say it shut down:\n%s", log.String())
 	}
+}
+
+// dialSMTP connects to port 25 in the sandbox (retrying while nothing
+// listens yet) and reads the banner.
+func dialSMTP(t *testing.T, sb *sandbox) *smtp.Client {
+	t.Helper()
+	var conn net.Conn
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		err := sb.inNetns(func() (err error) { conn, err = net.DialTimeout("tcp", "127.0.0.1:25", 5*time.Second); return })
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("port 25: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	conn.SetDeadline(time.Now().Add(60 * time.Second))
+	c, err := smtp.NewClient(conn, "localhost")
+	if err != nil {
+		t.Fatalf("banner: %v", err)
+	}
+	return c
+}
+
+// pidInNamespace is the PID a host process has in its own (the sandbox's)
+// PID namespace: the last field of NSpid.
+func pidInNamespace(t *testing.T, hostPID int) int {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", hostPID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) > 1 && f[0] == "NSpid:" {
+			n, err := strconv.Atoi(f[len(f)-1])
+			if err != nil {
+				t.Fatal(err)
+			}
+			return n
+		}
+	}
+	t.Fatalf("no NSpid in /proc/%d/status", hostPID)
+	return 0
 }
 
 // serveHostPID is the host PID of the program nsenter (pid) runs: nsenter
