@@ -254,11 +254,13 @@ func (e *ipsetEnf) sync(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	var script strings.Builder
+	// Additions before deletions: a ban replaced by others (a subnet
+	// carved around an address) leaves no address unbanned in between.
+	var script, delScript strings.Builder
 	adds, dels := 0, 0
 	for p := range have {
 		if _, ok := e.model[p]; !ok {
-			fmt.Fprintf(&script, "del %s %s\n", e.setName(p), cidr(p))
+			fmt.Fprintf(&delScript, "del %s %s\n", e.setName(p), cidr(p))
 			dels++
 		}
 	}
@@ -278,6 +280,7 @@ func (e *ipsetEnf) sync(ctx context.Context) error {
 			adds++
 		}
 	}
+	script.WriteString(delScript.String())
 	if script.Len() == 0 {
 		return nil
 	}

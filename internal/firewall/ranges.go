@@ -171,3 +171,35 @@ func segments(ps []netip.Prefix, until map[netip.Prefix]time.Time) []segment {
 	}
 	return out
 }
+
+// Exclude returns the fewest prefixes, in address order, that cover p except
+// the addresses in holes (those outside p are ignored): a subnet ban carved
+// around the addresses that must stay reachable. Without holes inside p it
+// returns p itself.
+func Exclude(p netip.Prefix, holes []netip.Addr) []netip.Prefix {
+	p = canonical(p)
+	r := prefixRange(p)
+	hs := make([]netip.Addr, 0, len(holes))
+	for _, h := range holes {
+		if h = h.Unmap(); p.Contains(h) {
+			hs = append(hs, h)
+		}
+	}
+	if len(hs) == 0 {
+		return []netip.Prefix{p}
+	}
+	slices.SortFunc(hs, netip.Addr.Compare)
+	hs = slices.Compact(hs)
+	var out []netip.Prefix
+	start := r.Start
+	for _, h := range hs {
+		if start.IsValid() && start.Compare(h) < 0 {
+			out = append(out, rangePrefixes(rng{start, h.Prev()})...)
+		}
+		start = h.Next() // invalid past the family's last address
+	}
+	if start.IsValid() && start.Compare(r.End) <= 0 {
+		out = append(out, rangePrefixes(rng{start, r.End})...)
+	}
+	return out
+}

@@ -251,18 +251,10 @@ func (e *ufwEnf) sync(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	have := map[netip.Prefix]bool{}
-	var del []int
-	for _, r := range rules {
-		if _, ok := e.model[r.prefix]; ok && r.to == e.wantTo(r.prefix) && !have[r.prefix] {
-			have[r.prefix] = true
-			continue
-		}
-		del = append(del, r.num)
-	}
-	if err := e.deleteNums(ctx, del); err != nil {
-		return err
-	}
+	// The missing rules first, then the stray ones go: a ban replaced by
+	// others (a subnet carved around an address, one command per prefix,
+	// about a second each) never leaves its addresses unbanned meanwhile.
+	have := e.kept(rules)
 	e.stopTimers()
 	added := 0
 	for p, u := range e.model {
@@ -274,8 +266,44 @@ func (e *ufwEnf) sync(ctx context.Context) error {
 		}
 		e.schedule(p, u)
 	}
+	if added > 0 {
+		if rules, err = e.read(ctx); err != nil { // renumbered
+			return err
+		}
+		have = e.kept(rules)
+	}
+	var del []int
+	for _, r := range rules {
+		if !have[r.prefix] || r.num != e.keptNum(rules, r.prefix) {
+			del = append(del, r.num)
+		}
+	}
+	if err := e.deleteNums(ctx, del); err != nil {
+		return err
+	}
 	e.log.Debug("ufw reconcile", "deleted", len(del), "added", added)
 	return nil
+}
+
+// kept returns the prefixes of the model that have a rule of the right form.
+func (e *ufwEnf) kept(rules []ufwRule) map[netip.Prefix]bool {
+	have := map[netip.Prefix]bool{}
+	for _, r := range rules {
+		if _, ok := e.model[r.prefix]; ok && r.to == e.wantTo(r.prefix) {
+			have[r.prefix] = true
+		}
+	}
+	return have
+}
+
+// keptNum is the number of the rule kept for p: the first of the right form.
+func (e *ufwEnf) keptNum(rules []ufwRule, p netip.Prefix) int {
+	for _, r := range rules {
+		if r.prefix == p && r.to == e.wantTo(p) {
+			return r.num
+		}
+	}
+	return -1
 }
 
 // recover re-syncs the rules with the model after a failed command.

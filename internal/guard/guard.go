@@ -52,6 +52,12 @@ type Guard struct {
 	success map[netip.Addr]time.Time
 	pop     map[netip.Addr]time.Time
 	logins  int // successes recorded since the last sweep of success and pop
+	// Subnet bans carved around graced addresses (carve.go): the pieces
+	// given to the enforcer, the addresses carved out, and when the first
+	// of their graces ends.
+	carved  map[netip.Prefix][]netip.Prefix
+	holes   map[netip.Addr]bool
+	holeEnd time.Time
 
 	// stale is set when the enforcer failed to add or remove a ban; kick
 	// wakes Run, which then reconciles the firewall with the whole list.
@@ -83,6 +89,8 @@ func New(o Options) *Guard {
 		bans:    map[netip.Prefix]Ban{},
 		success: map[netip.Addr]time.Time{},
 		pop:     map[netip.Addr]time.Time{},
+		carved:  map[netip.Prefix][]netip.Prefix{},
+		holes:   map[netip.Addr]bool{},
 		kick:    make(chan struct{}, 1),
 	}
 	for _, k := range o.Config.Count {
@@ -124,8 +132,15 @@ func hostPrefix(ip netip.Addr) netip.Prefix {
 	return netip.PrefixFrom(ip, ip.BitLen())
 }
 
-// lookup returns the active ban covering ip at t.
+// lookup returns the active ban covering ip at t; a subnet ban does not
+// cover an address graced at t (see carve.go).
 func (g *Guard) lookup(ip netip.Addr, t time.Time) (Ban, bool) {
+	return g.covering(ip, t, true)
+}
+
+// covering returns the active ban covering ip at t, shortest prefix first;
+// with carve, subnet bans are skipped for a graced address.
+func (g *Guard) covering(ip netip.Addr, t time.Time, carve bool) (Ban, bool) {
 	ip = ip.Unmap()
 	for _, l := range g.lens {
 		if l > ip.BitLen() {
@@ -136,6 +151,9 @@ func (g *Guard) lookup(ip netip.Addr, t time.Time) (Ban, bool) {
 			continue
 		}
 		if b, ok := g.bans[p]; ok && !b.Expired(t) {
+			if carve && l < ip.BitLen() && g.graced(ip, t) {
+				continue
+			}
 			return b, true
 		}
 	}
@@ -214,7 +232,11 @@ func (g *Guard) Publish(ctx context.Context, e event.Event) {
 		if g.logins++; g.logins >= 4096 {
 			g.sweepLogins(t)
 		}
+		carve := g.loggedIn(ip, g.o.Now())
 		g.mu.Unlock()
+		if carve { // inside a banned subnet: the enforcer carves it out
+			g.markStale()
+		}
 		if g.o.Logins != nil {
 			l := Login{IP: ip, Time: t, POP: e.Kind == event.LoginSuccess && (e.Service == "pop3" || e.Service == "imap")}
 			if err := g.o.Logins.AddLogin(ctx, l); err != nil {
@@ -277,7 +299,7 @@ func (g *Guard) Publish(ctx context.Context, e event.Event) {
 		}
 		if k >= r.Addresses {
 			g.mu.RLock()
-			b, covered := g.lookup(p.Addr(), t)
+			b, covered := g.covering(p.Addr(), t, false)
 			g.mu.RUnlock()
 			if covered && b.Prefix.Bits() <= p.Bits() {
 				continue
@@ -383,9 +405,11 @@ func (g *Guard) apply(ctx context.Context, b Ban) error {
 	g.bans[b.Prefix] = b
 	var inner []netip.Prefix
 	if b.Prefix.Bits() < b.Prefix.Addr().BitLen() {
+		now := b.Created // (the event's time in a replay)
 		for p, o := range g.bans {
 			if p != b.Prefix && b.Prefix.Bits() < p.Bits() && b.Prefix.Contains(p.Addr()) &&
-				(b.Permanent() || (!o.Permanent() && !o.Until.After(b.Until))) {
+				(b.Permanent() || (!o.Permanent() && !o.Until.After(b.Until))) &&
+				!(p.IsSingleIP() && g.graced(p.Addr(), now)) { // carved out of b: its own ban stays
 				inner = append(inner, p)
 				delete(g.bans, p)
 			}
@@ -404,22 +428,8 @@ func (g *Guard) apply(ctx context.Context, b Ban) error {
 		}
 		g.enforceRemove(ctx, p)
 	}
-	if g.o.Enforcer != nil {
-		if err := g.o.Enforcer.Add(ctx, b); err != nil {
-			g.o.Log.Error("guard: firewall add failed; will reconcile", "prefix", b.Prefix.String(), "err", err)
-			g.markStale()
-		}
-	}
+	g.enforceAdd(ctx, b)
 	return nil
-}
-
-func (g *Guard) enforceRemove(ctx context.Context, p netip.Prefix) {
-	if g.o.Enforcer != nil {
-		if err := g.o.Enforcer.Remove(ctx, p); err != nil {
-			g.o.Log.Error("guard: firewall remove failed; will reconcile", "prefix", p.String(), "err", err)
-			g.markStale()
-		}
-	}
 }
 
 // markStale asks Run for a full reconcile of the firewall.
@@ -549,6 +559,7 @@ func (g *Guard) Sync(ctx context.Context, reconcile bool) error {
 		for _, b := range want {
 			all = append(all, b)
 		}
+		all = g.expand(all) // subnet bans carved around graced addresses
 		err := g.o.Enforcer.Reconcile(ctx, all)
 		if err == nil {
 			return nil
@@ -563,18 +574,14 @@ func (g *Guard) Sync(ctx context.Context, reconcile bool) error {
 		g.o.Log.Info("guard: firewall set up again and reconciled", "bans", len(all))
 		return nil
 	}
-	var firstErr error
+	// (a failure marks the firewall stale: Run reconciles at once)
 	for _, p := range del {
-		if err := g.o.Enforcer.Remove(ctx, p); err != nil && firstErr == nil {
-			firstErr = err
-		}
+		g.enforceRemove(ctx, p)
 	}
 	for _, b := range add {
-		if err := g.o.Enforcer.Add(ctx, b); err != nil && firstErr == nil {
-			firstErr = err
-		}
+		g.enforceAdd(ctx, b)
 	}
-	return firstErr
+	return nil
 }
 
 // ReconcileEvery is how often Run reconciles the firewall with the whole
@@ -593,7 +600,7 @@ func (g *Guard) Run(ctx context.Context, interval time.Duration, wake <-chan str
 	defer t.Stop()
 	last := time.Now()
 	for {
-		if g.stale.Swap(false) || time.Since(last) >= ReconcileEvery {
+		if g.stale.Swap(false) || time.Since(last) >= ReconcileEvery || g.holesExpired(g.o.Now()) {
 			reconcile = true
 		}
 		if reconcile {
