@@ -35,6 +35,9 @@ type client struct {
 	banner  string // the name the server gave in its greeting
 	used    int    // transactions completed on this connection
 	clean   bool   // the last transaction ended with its final reply
+	// verifyErr is what authenticating the peer found when the policy
+	// only reports it (MTA-STS testing)
+	verifyErr error
 }
 
 // Reply is one SMTP reply.

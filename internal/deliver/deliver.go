@@ -10,12 +10,16 @@ import (
 	"crypto/x509"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/relayguard/relayguard/internal/address"
 	"github.com/relayguard/relayguard/internal/config"
+	"github.com/relayguard/relayguard/internal/mtasts"
 	"github.com/relayguard/relayguard/internal/queue"
 )
 
@@ -96,7 +100,14 @@ type Options struct {
 	LocalDomains []string
 	Resolver     *Resolver      // nil: from cfg.DNSServer
 	MXPort       int            // port of MX hosts; 0 = 25
-	RootCAs      *x509.CertPool // for tls_policy verify; nil = system roots
+	RootCAs      *x509.CertPool // for tls_policy verify, MTA-STS; nil = system roots
+	// DataDir holds the MTA-STS policy cache (DATA_DIR/mta-sts); "" keeps
+	// policies in memory only.
+	DataDir string
+	// STSPort is the port MTA-STS policies are fetched from; 0 = 443.
+	STSPort int
+	// Reporter records TLS results for reports (RFC 8460); nil: none.
+	Reporter TLSReporter
 }
 
 // New builds a Deliverer from the [delivery] section. hostname is the EHLO
@@ -129,7 +140,23 @@ func New(cfg config.DeliveryConfig, hostname string, log *slog.Logger, opt Optio
 		Smarthost:      cfg.Smarthost,
 		SmarthostTLS:   cfg.SmarthostImplicitTLS,
 		SmarthostUser:  cfg.SmarthostUser,
+		DANE:           cfg.DANE,
+		Reporter:       opt.Reporter,
 		Log:            log,
+	}
+	if cfg.MTASTS {
+		dial := res.DialContext
+		if opt.STSPort != 0 {
+			dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+				host, _, _ := net.SplitHostPort(addr)
+				return res.DialContext(ctx, network, net.JoinHostPort(host, strconv.Itoa(opt.STSPort)))
+			}
+		}
+		dir := ""
+		if opt.DataDir != "" {
+			dir = filepath.Join(opt.DataDir, "mta-sts")
+		}
+		s.STS = &mtasts.Fetcher{Dir: dir, TXT: res.LookupTXT, Client: mtasts.NewClient(opt.RootCAs, dial)}
 	}
 	if cfg.SmarthostUser != "" {
 		b, err := os.ReadFile(cfg.SmarthostPasswordFile)

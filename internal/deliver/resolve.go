@@ -64,10 +64,21 @@ func NewResolver(server string, timeout time.Duration) (*Resolver, error) {
 }
 
 func (r *Resolver) query(ctx context.Context, name string, qtype uint16) ([]dns.RR, error) {
+	rrs, _, err := r.querySec(ctx, name, qtype)
+	return rrs, err
+}
+
+// querySec is query that also reports whether the resolver validated the
+// answer with DNSSEC (the AD bit, RFC 4035 §3.2.3; asked for with AD and
+// DO set, RFC 6840 §5.7). Only a validating resolver the server trusts
+// (unbound on the host) makes the bit mean anything: DANE relies on it.
+// A bogus answer comes back from a validating resolver as SERVFAIL.
+func (r *Resolver) querySec(ctx context.Context, name string, qtype uint16) ([]dns.RR, bool, error) {
 	m := new(dns.Msg)
 	m.SetQuestion(dns.Fqdn(name), qtype)
 	m.RecursionDesired = true
-	m.SetEdns0(1232, false)
+	m.AuthenticatedData = true
+	m.SetEdns0(1232, true)
 	tn := dns.TypeToString[qtype]
 	var in *dns.Msg
 	var err error
@@ -75,7 +86,7 @@ func (r *Resolver) query(ctx context.Context, name string, qtype uint16) ([]dns.
 		c := &dns.Client{Net: proto, Timeout: r.Timeout}
 		in, _, err = c.ExchangeContext(ctx, m, r.Server)
 		if err != nil {
-			return nil, &DNSError{Name: name, Type: tn, Err: err.Error(), Temporary: true}
+			return nil, false, &DNSError{Name: name, Type: tn, Err: err.Error(), Temporary: true}
 		}
 		if !in.Truncated {
 			break
@@ -84,20 +95,28 @@ func (r *Resolver) query(ctx context.Context, name string, qtype uint16) ([]dns.
 	switch in.Rcode {
 	case dns.RcodeSuccess:
 	case dns.RcodeNameError:
-		return nil, &DNSError{Name: name, Type: tn, Err: "no such domain (NXDOMAIN)", NotFound: true}
+		return nil, in.AuthenticatedData, &DNSError{Name: name, Type: tn, Err: "no such domain (NXDOMAIN)", NotFound: true}
 	default:
-		return nil, &DNSError{Name: name, Type: tn, Err: dns.RcodeToString[in.Rcode], Temporary: true}
+		return nil, false, &DNSError{Name: name, Type: tn, Err: dns.RcodeToString[in.Rcode], Temporary: true}
 	}
-	return in.Answer, nil
+	return in.Answer, in.AuthenticatedData, nil
 }
 
 // MX returns the mail exchangers of domain per RFC 5321 §5.1: MX records
 // sorted by preference (random order among equal preferences); with no MX
 // record, the domain itself as an implicit MX. A null MX gives ErrNullMX.
 func (r *Resolver) MX(ctx context.Context, domain string) ([]MXHost, error) {
-	rrs, err := r.query(ctx, domain, dns.TypeMX)
+	hosts, _, err := r.MXSecure(ctx, domain)
+	return hosts, err
+}
+
+// MXSecure is MX that also reports whether the MX RRset (or, for an
+// implicit MX, its absence) was validated with DNSSEC: DANE applies to a
+// domain's MX hosts only then (RFC 7672 §2.2.1).
+func (r *Resolver) MXSecure(ctx context.Context, domain string) ([]MXHost, bool, error) {
+	rrs, secure, err := r.querySec(ctx, domain, dns.TypeMX)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	var hosts []MXHost
 	for _, rr := range rrs {
@@ -107,17 +126,41 @@ func (r *Resolver) MX(ctx context.Context, domain string) ([]MXHost, error) {
 	}
 	if len(hosts) == 0 {
 		// RFC 5321 §5.1: no MX records: the domain is its own implicit MX.
-		return []MXHost{{Name: strings.TrimSuffix(domain, "."), Pref: 0}}, nil
+		return []MXHost{{Name: strings.TrimSuffix(domain, "."), Pref: 0}}, secure, nil
 	}
 	// RFC 7505 §3: a single MX with an empty target (".") means no mail.
 	for _, h := range hosts {
 		if h.Name == "" {
-			return nil, ErrNullMX
+			return nil, secure, ErrNullMX
 		}
 	}
 	rand.Shuffle(len(hosts), func(i, j int) { hosts[i], hosts[j] = hosts[j], hosts[i] })
 	sort.SliceStable(hosts, func(i, j int) bool { return hosts[i].Pref < hosts[j].Pref })
-	return hosts, nil
+	return hosts, secure, nil
+}
+
+// TLSA returns the TLSA records of an SMTP server (RFC 6698 §3:
+// _PORT._tcp.HOST) and whether the answer, or the denial that there are
+// any, was validated with DNSSEC. A lookup failure (SERVFAIL, which a
+// validating resolver also answers for bogus data, or a timeout) is an
+// error: DANE then fails closed (RFC 7672 §2.2.1).
+func (r *Resolver) TLSA(ctx context.Context, host string, port int) ([]*dns.TLSA, bool, error) {
+	name := fmt.Sprintf("_%d._tcp.%s", port, strings.TrimSuffix(host, "."))
+	rrs, secure, err := r.querySec(ctx, name, dns.TypeTLSA)
+	var de *DNSError
+	if errors.As(err, &de) && de.NotFound {
+		return nil, secure, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	var out []*dns.TLSA
+	for _, rr := range rrs {
+		if t, ok := rr.(*dns.TLSA); ok {
+			out = append(out, t)
+		}
+	}
+	return out, secure, nil
 }
 
 // Addrs returns the IPv4 then IPv6 addresses of host. A host with neither
@@ -165,4 +208,52 @@ func (r *Resolver) Addrs(ctx context.Context, host string) ([]netip.Addr, error)
 		return nil, firstErr
 	}
 	return nil, &DNSError{Name: host, Type: "A/AAAA", Err: "no address records", NotFound: true}
+}
+
+// LookupTXT returns the TXT strings of name, each record's strings joined,
+// with net's errors (*net.DNSError, IsNotFound for NXDOMAIN or no data):
+// the shape internal/mtasts asks for.
+func (r *Resolver) LookupTXT(ctx context.Context, name string) ([]string, error) {
+	rrs, err := r.query(ctx, name, dns.TypeTXT)
+	var de *DNSError
+	if errors.As(err, &de) {
+		return nil, &net.DNSError{Err: de.Err, Name: name, IsNotFound: de.NotFound, IsTemporary: de.Temporary}
+	}
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, rr := range rrs {
+		if t, ok := rr.(*dns.TXT); ok {
+			out = append(out, strings.Join(t.Txt, ""))
+		}
+	}
+	if len(out) == 0 {
+		return nil, &net.DNSError{Err: "no TXT records", Name: name, IsNotFound: true}
+	}
+	return out, nil
+}
+
+// DialContext connects to host:port, resolving host through this
+// resolver (so that every lookup of delivery, the MTA-STS policy host
+// included, asks the same server).
+func (r *Resolver) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, err
+	}
+	addrs, err := r.Addrs(ctx, host)
+	if err != nil {
+		return nil, err
+	}
+	var d net.Dialer
+	var last error
+	for _, a := range addrs {
+		c, err := d.DialContext(ctx, network, net.JoinHostPort(a.String(), port))
+		if err == nil {
+			return c, nil
+		}
+		last = err
+	}
+	return nil, last
 }

@@ -16,7 +16,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/miekg/dns"
+
 	"github.com/relayguard/relayguard/internal/config"
+	"github.com/relayguard/relayguard/internal/mtasts"
 )
 
 // maxAddrs is how many MX addresses one attempt tries (Postfix
@@ -35,6 +38,12 @@ type SMTP struct {
 	DefaultTLS     string
 	TLSPolicies    map[string]string
 	RootCAs        *x509.CertPool
+	// STS, when set, applies the recipient domain's MTA-STS policy (RFC
+	// 8461); DANE applies DNSSEC-validated TLSA records (RFC 7672);
+	// Reporter records the outcomes for TLS reports (RFC 8460).
+	STS      *mtasts.Fetcher
+	DANE     bool
+	Reporter TLSReporter
 
 	Smarthost     string
 	SmarthostTLS  bool // implicit TLS
@@ -66,10 +75,22 @@ type target struct {
 	implicit bool
 	user     string
 	pass     string
+	dane     []*dns.TLSA    // policyDANE: the usable TLSA records
+	testing  *mtasts.Policy // an MTA-STS policy in testing mode
+	report   *TLSResult     // what a new session records (TLS-RPT); nil: nothing
 }
 
 func (t target) key() string {
-	return strings.Join([]string{t.addr, t.name, t.policy, strconv.FormatBool(t.implicit), t.user}, "|")
+	// A cached connection is reused only under the same security: the
+	// TLSA records and the testing policy are part of the key.
+	var sec strings.Builder
+	for _, r := range t.dane {
+		sec.WriteString(r.String())
+	}
+	if t.testing != nil {
+		sec.WriteString("sts-testing")
+	}
+	return strings.Join([]string{t.addr, t.name, t.policy, strconv.FormatBool(t.implicit), t.user, sec.String()}, "|")
 }
 
 func (s *SMTP) policyFor(domain string) string {
@@ -90,7 +111,7 @@ func (s *SMTP) DeliverMX(ctx context.Context, domain string, req *Request) []Res
 	if strings.HasPrefix(domain, "[") {
 		return s.deliverLiteral(ctx, domain, req)
 	}
-	hosts, err := s.Resolver.MX(ctx, domain)
+	hosts, mxSecure, err := s.Resolver.MXSecure(ctx, domain)
 	if err != nil {
 		return dnsFailure(req.Rcpts, domain, err)
 	}
@@ -98,7 +119,16 @@ func (s *SMTP) DeliverMX(ctx context.Context, domain string, req *Request) []Res
 	if port == 0 {
 		port = 25
 	}
-	pol := s.policyFor(domain)
+	var sts mtasts.Result
+	if _, explicit := s.TLSPolicies[strings.ToLower(domain)]; !explicit {
+		sts = s.stsPolicy(ctx, domain)
+		if sts.FetchFailed {
+			// RFC 8461 §5: a policy that cannot be fetched (and none is
+			// cached) is no policy; it is reported (RFC 8460 §4.3.1.1).
+			s.Log.Warn("deliver: MTA-STS policy announced but not fetched; delivering without it", "domain", domain, "err", sts.Err)
+			s.report(TLSResult{Domain: domain, Type: "sts", Failure: "sts-policy-fetch-error", Reason: sts.Err.Error()})
+		}
+	}
 	var last []Result
 	tried := 0
 hosts:
@@ -118,7 +148,14 @@ hosts:
 				break
 			}
 			tried++
-			t := target{addr: netip.AddrPortFrom(a, uint16(port)).String(), name: h.Name, policy: pol}
+			sec, skip := s.hostSecurity(ctx, domain, h, mxSecure, port, sts)
+			if skip != nil {
+				s.Log.Warn("deliver: mail exchanger not used", "id", req.ID, "domain", domain, "mx", h.Name, "reason", skip)
+				last = tempAll(req.Rcpts, h.Name, "4.7.5", "%v", skip)
+				continue hosts
+			}
+			t := target{addr: netip.AddrPortFrom(a, uint16(port)).String(), name: h.Name, policy: sec.policy,
+				dane: sec.dane, testing: sec.testing, report: sec.report}
 			res, next := s.attempt(ctx, t, req)
 			if next == loopsBack {
 				// RFC 5321 §5.1: this host is one of the domain's MX
@@ -346,6 +383,9 @@ func (s *SMTP) session(ctx context.Context, t target) (*client, bool, error) {
 		return c, true, nil
 	}
 	c, err := s.dial(ctx, t, t.policy)
+	if t.report != nil {
+		s.reportSession(t, c, err)
+	}
 	if err != nil {
 		var te *TLSError
 		if t.policy == config.TLSMay && errors.As(err, &te) {
@@ -364,11 +404,8 @@ func (s *SMTP) dial(ctx context.Context, t target, policy string) (*client, erro
 	if err != nil {
 		return nil, err
 	}
-	cfg := &tls.Config{ServerName: t.name, RootCAs: s.RootCAs, MinVersion: tls.VersionTLS12}
-	if policy != config.TLSVerify {
-		// may and encrypt: encryption without authentication (RFC 7435).
-		cfg.InsecureSkipVerify = true
-	}
+	var verifyErr error
+	cfg := s.tlsConfig(t, policy, func(err error) { verifyErr = err })
 	if t.implicit {
 		tc := tls.Client(conn, cfg)
 		tc.SetDeadline(time.Now().Add(s.CommandTimeout))
@@ -380,6 +417,7 @@ func (s *SMTP) dial(ctx context.Context, t target, policy string) (*client, erro
 	}
 	c := newClient(conn, false, s.CommandTimeout)
 	c.tls = t.implicit
+	defer func() { c.verifyErr = verifyErr }()
 	raw := conn // STARTTLS replaces c.conn; closing the socket ends either
 	defer context.AfterFunc(ctx, func() { raw.Close() })()
 	fail := func(err error) (*client, error) { c.close(); return nil, err }
@@ -399,6 +437,9 @@ func (s *SMTP) dial(ctx context.Context, t target, policy string) (*client, erro
 			if err := c.startTLS(cfg, s.HeloName); err != nil {
 				var re *ReplyError
 				if policy != config.TLSMay || !errors.As(err, &re) || re.Stage != "STARTTLS" {
+					if tlsRequired(policy) && errors.As(err, &re) && re.Stage == "STARTTLS" {
+						err = fmt.Errorf("%w: %v", errNoStartTLS, err)
+					}
 					return fail(err)
 				}
 				// RFC 3207 §4 leaves it to the client whether to go on
@@ -406,8 +447,8 @@ func (s *SMTP) dial(ctx context.Context, t target, policy string) (*client, erro
 				// (RFC 7435) goes on in clear text, in the same session.
 				s.Log.Info("deliver: STARTTLS refused, continuing without TLS", "peer", t.addr, "reply", re.Reply.String())
 			}
-		} else if policy == config.TLSEncrypt || policy == config.TLSVerify {
-			return fail(fmt.Errorf("tls policy %s but the peer does not offer STARTTLS", policy))
+		} else if tlsRequired(policy) {
+			return fail(fmt.Errorf("tls policy %s but %w", policy, errNoStartTLS))
 		}
 	}
 	if t.user != "" {

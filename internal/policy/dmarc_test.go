@@ -184,7 +184,7 @@ print(json.dumps(out))
 func TestDMARCAgreesWithAuthheaders(t *testing.T) {
 	delivertest.Need(t, "python3")
 	w := newDMARCWorld(t)
-	nsd := authtest.StartNSD(t, w.zones, nil)
+	nsd := dnstest.StartNSDFiles(t, authtest.Files(w.zones))
 	cases := dmarcCorpus(t, w)
 
 	dir := t.TempDir()

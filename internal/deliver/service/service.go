@@ -7,7 +7,10 @@ package service
 import (
 	"context"
 	"log/slog"
+	"net/http"
+	"path/filepath"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/relayguard/relayguard/internal/config"
@@ -17,6 +20,7 @@ import (
 	"github.com/relayguard/relayguard/internal/queue"
 	"github.com/relayguard/relayguard/internal/ratelimit"
 	"github.com/relayguard/relayguard/internal/store"
+	"github.com/relayguard/relayguard/internal/tlsrpt"
 	"github.com/relayguard/relayguard/internal/userdb"
 )
 
@@ -31,6 +35,9 @@ type Delivery struct {
 	done   chan error
 	log    *slog.Logger
 	mu     sync.Mutex // Deliverer, replaced by Reload
+
+	rec     *tlsrpt.Recorder // TLS results (RFC 8460); nil: not recorded
+	reports chan struct{}    // closed when the TLS report sender stopped
 }
 
 // Deps are what the delivery side is built on. Stores and Spool are
@@ -65,7 +72,13 @@ func Start(ctx context.Context, cfg *config.Config, deps Deps) (*Delivery, error
 	if err != nil {
 		return nil, err
 	}
-	d, err := deliver.New(cfg.Delivery, cfg.Hostname, log, deliver.Options{LocalDomains: cfg.Site.LocalDomains})
+	var rec *tlsrpt.Recorder
+	if cfg.Delivery.TLSReports && (cfg.Delivery.MTASTS || cfg.Delivery.DANE) {
+		if rec, err = tlsrpt.NewRecorder(filepath.Join(cfg.DataDir, "tlsrpt"), log); err != nil {
+			return nil, err
+		}
+	}
+	d, err := deliver.New(cfg.Delivery, cfg.Hostname, log, deliverOptions(cfg, rec))
 	if err != nil {
 		return nil, err
 	}
@@ -95,9 +108,26 @@ func Start(ctx context.Context, cfg *config.Config, deps Deps) (*Delivery, error
 		})
 	}
 	rctx, cancel := context.WithCancel(ctx)
-	s := &Delivery{Limiter: lim, Scheduler: sched, Deliverer: d, cancel: cancel, done: make(chan error, 1), log: log}
+	s := &Delivery{Limiter: lim, Scheduler: sched, Deliverer: d, cancel: cancel, done: make(chan error, 1), log: log, rec: rec}
 	go func() { s.done <- sched.Run(rctx) }()
+	if rec != nil {
+		// Daily TLS reports (RFC 8460), mailed through the spool.
+		snd := &tlsrpt.Sender{Rec: rec, TXT: d.SMTP.Resolver.LookupTXT, Submitter: cfg.Hostname,
+			From: "tlsrpt-noreply@" + cfg.Hostname, Spool: spool, HTTP: &http.Client{Timeout: time.Minute}, Log: log}
+		s.reports = make(chan struct{})
+		go func() { defer close(s.reports); snd.Run(rctx) }()
+	}
 	return s, nil
+}
+
+// deliverOptions are the deliverer's options for cfg: the MTA-STS cache
+// under the data directory, TLS results to rec (nil: none).
+func deliverOptions(cfg *config.Config, rec *tlsrpt.Recorder) deliver.Options {
+	o := deliver.Options{LocalDomains: cfg.Site.LocalDomains, DataDir: cfg.DataDir}
+	if rec != nil {
+		o.Reporter = rec
+	}
+	return o
 }
 
 func setSigner(sched *queue.Scheduler, signer *msgauth.Signer, log *slog.Logger) {
@@ -116,7 +146,7 @@ func setSigner(sched *queue.Scheduler, signer *msgauth.Signer, log *slog.Logger)
 // send-limit counters are kept. Nothing changes if the new section does
 // not build.
 func (s *Delivery) Reload(cfg *config.Config) error {
-	d, err := deliver.New(cfg.Delivery, cfg.Hostname, s.log, deliver.Options{LocalDomains: cfg.Site.LocalDomains})
+	d, err := deliver.New(cfg.Delivery, cfg.Hostname, s.log, deliverOptions(cfg, s.rec))
 	if err != nil {
 		return err
 	}
@@ -157,6 +187,9 @@ func (h SpoolHolder) HoldUser(_ context.Context, user, reason string) (int, erro
 func (s *Delivery) Stop() error {
 	s.cancel()
 	err := <-s.done
+	if s.reports != nil {
+		<-s.reports
+	}
 	s.mu.Lock()
 	s.Deliverer.Close()
 	s.mu.Unlock()

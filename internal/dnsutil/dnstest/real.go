@@ -189,8 +189,32 @@ type NSD struct {
 
 // StartNSD serves zones (origin -> records in zone-file syntax, names
 // relative to the origin or absolute) on a loopback port until the test
-// ends. Each zone gets an SOA whose negative TTL is 60 s, and an NS record.
+// ends. Each zone gets an SOA whose negative TTL is 60 s, and an NS record
+// (ZoneText).
 func StartNSD(t TB, zones map[string][]string) *NSD {
+	t.Helper()
+	files := map[string]string{}
+	for z, recs := range zones {
+		files[z] = ZoneText(z, recs)
+	}
+	return StartNSDFiles(t, files)
+}
+
+// ZoneText is the zone file StartNSD serves for origin and records.
+func ZoneText(origin string, records []string) string {
+	origin = dns.Fqdn(strings.ToLower(origin))
+	var b strings.Builder
+	fmt.Fprintf(&b, "$ORIGIN %s\n$TTL 300\n@ IN SOA ns.%s hostmaster.%s 1 3600 600 86400 60\n@ IN NS ns.%s\nns IN A 127.0.0.1\n",
+		origin, origin, origin, origin)
+	for _, r := range records {
+		b.WriteString(r + "\n")
+	}
+	return b.String()
+}
+
+// StartNSDFiles serves whole zone files (origin -> file text, e.g. a zone
+// signed with ldns-signzone) on a loopback port until the test ends.
+func StartNSDFiles(t TB, files map[string]string) *NSD {
 	t.Helper()
 	NeedReal(t)
 	dir := t.TempDir()
@@ -222,21 +246,15 @@ remote-control:
 	control-enable: no
 `, port, port, dir, filepath.Join(dir, "zone.list"), filepath.Join(dir, "xfrd.state"), dir,
 		filepath.Join(dir, "nsd.pid"), filepath.Join(dir, "nsd.log"))
-	names := make([]string, 0, len(zones))
-	for z := range zones {
+	names := make([]string, 0, len(files))
+	for z := range files {
 		names = append(names, z)
 	}
 	sort.Strings(names)
 	for i, z := range names {
 		origin := dns.Fqdn(strings.ToLower(z))
 		file := fmt.Sprintf("zone%d.zone", i)
-		var b strings.Builder
-		fmt.Fprintf(&b, "$ORIGIN %s\n$TTL 300\n@ IN SOA ns.%s hostmaster.%s 1 3600 600 86400 60\n@ IN NS ns.%s\nns IN A 127.0.0.1\n",
-			origin, origin, origin, origin)
-		for _, r := range zones[z] {
-			b.WriteString(r + "\n")
-		}
-		if err := os.WriteFile(filepath.Join(dir, file), []byte(b.String()), 0o644); err != nil {
+		if err := os.WriteFile(filepath.Join(dir, file), []byte(files[z]), 0o644); err != nil {
 			t.Fatal(err)
 		}
 		fmt.Fprintf(&conf, "zone:\n\tname: %q\n\tzonefile: %q\n", origin, file)
@@ -272,6 +290,20 @@ type Unbound struct {
 // StartUnbound runs unbound on a loopback port until the test ends.
 func StartUnbound(t TB, stubs ...Stub) *Unbound {
 	t.Helper()
+	return startUnbound(t, nil, stubs)
+}
+
+// StartValidatingUnbound is StartUnbound with DNSSEC validation and the
+// given trust anchors (DS or DNSKEY records in zone-file syntax): answers
+// from the anchored zones come back with the AD bit, bogus ones as
+// SERVFAIL; other zones are insecure.
+func StartValidatingUnbound(t TB, anchors []string, stubs ...Stub) *Unbound {
+	t.Helper()
+	return startUnbound(t, anchors, stubs)
+}
+
+func startUnbound(t TB, anchors []string, stubs []Stub) *Unbound {
+	t.Helper()
 	NeedReal(t)
 	dir := t.TempDir()
 	os.Chmod(dir, 0o755)
@@ -292,7 +324,7 @@ func StartUnbound(t TB, stubs ...Stub) *Unbound {
 	so-reuseport: no
 	access-control: 127.0.0.0/8 allow
 	do-not-query-localhost: no
-	module-config: "iterator"
+	module-config: "%s"
 	qname-minimisation: no
 	infra-host-ttl: 5
 	infra-keep-probing: yes
@@ -303,7 +335,10 @@ func StartUnbound(t TB, stubs ...Stub) *Unbound {
 	rrset-cache-size: 128m
 remote-control:
 	control-enable: no
-`, port, dir, filepath.Join(dir, "unbound.pid"), filepath.Join(dir, "unbound.log"))
+`, port, dir, filepath.Join(dir, "unbound.pid"), filepath.Join(dir, "unbound.log"), modules(anchors))
+	for _, a := range anchors {
+		fmt.Fprintf(&conf, "server:\n\ttrust-anchor: %q\n", a)
+	}
 	for _, s := range stubs {
 		fmt.Fprintf(&conf, "stub-zone:\n\tname: %q\n", dns.Fqdn(s.Zone))
 		for _, a := range s.Addrs {
@@ -326,6 +361,13 @@ remote-control:
 	u.d.start()
 	t.Cleanup(u.d.stop)
 	return u
+}
+
+func modules(anchors []string) string {
+	if len(anchors) > 0 {
+		return "validator iterator"
+	}
+	return "iterator"
 }
 
 // Stop kills unbound (its port then refuses queries); Start runs it again
