@@ -11,13 +11,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/relayguard/relayguard/internal/dnsutil/dnstest"
+	"github.com/relayguard/relayguard/internal/hosttest"
 )
 
 // needPostfix skips outside CI when Postfix or root is missing; under CI
@@ -39,53 +38,11 @@ func needPostfix(t *testing.T) {
 	t.Skip(why)
 }
 
-// buildRelayguard builds the relayguard binary once per test process (the
-// tests that run it share it) and returns a copy's path in dir.
-func buildRelayguard(t *testing.T, dir string) string {
+// buildRelayguard returns the relayguard binary, built once per test
+// process (hosttest.Relayguard).
+func buildRelayguard(t *testing.T, _ string) string {
 	t.Helper()
-	bin, err := relayguardBinary()
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := filepath.Join(dir, "relayguard")
-	b, err := os.ReadFile(bin)
-	if err == nil {
-		err = os.WriteFile(out, b, 0o755)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
-var relayguardBinary = sync.OnceValues(func() (string, error) {
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
-	}
-	dir, err := os.MkdirTemp("", "rg-policyd-bin-")
-	if err != nil {
-		return "", err
-	}
-	binDir = dir
-	out := filepath.Join(dir, "relayguard")
-	cmd := exec.Command(goBin, "build", "-o", out, "github.com/relayguard/relayguard/cmd/relayguard")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build relayguard: %v\n%s", err, b)
-	}
-	return out, nil
-})
-
-// binDir holds the shared binary once built.
-var binDir string
-
-// TestMain removes the shared binary after the tests.
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if binDir != "" {
-		os.RemoveAll(binDir)
-	}
-	os.Exit(code)
+	return hosttest.Relayguard(t)
 }
 
 func freePort(t *testing.T) int {

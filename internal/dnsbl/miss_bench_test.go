@@ -1,0 +1,37 @@
+package dnsbl
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/relayguard/relayguard/internal/dnsutil"
+	"github.com/relayguard/relayguard/internal/dnsutil/dnstest"
+)
+
+// BenchmarkCheckMiss is one Check of a new client against 10 zones whose
+// answers come from an in-process DNS server: the client side's cost of a
+// cache miss (resolver, breaker, cache store).
+func BenchmarkCheckMiss(b *testing.B) {
+	s := dnstest.Start(b)
+	var zones []string
+	for k := range 10 {
+		z := fmt.Sprintf("z%d.test", k)
+		s.Add(b, "2.0.0.127."+z+". 300 IN A 127.0.0.2")
+		zones = append(zones, z)
+	}
+	r, _ := dnsutil.New([]string{s.Addr}, time.Second)
+	c, err := New(r, Options{Zones: zones, MinTTL: time.Minute, MaxTTL: time.Hour, Registerer: prometheus.NewRegistry()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	b.ResetTimer()
+	for i := range b.N {
+		c.Check(ctx, netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}))
+	}
+}
