@@ -106,7 +106,7 @@ func TestConfigCheckRunsServeChecks(t *testing.T) {
 func TestDataDirNotCreatedSilently(t *testing.T) {
 	bin := testBinary(t)
 	cwd := t.TempDir()
-	for _, args := range [][]string{{"user", "list"}, {"ban", "list"}, {"queue", "list"}} {
+	for _, args := range [][]string{{"user", "list"}, {"ban", "list"}, {"queue", "list"}, {"policy"}, {"milter"}, {"dkim", "keygen", "example.org"}} {
 		cmd := exec.Command(bin, args...)
 		cmd.Dir = cwd
 		out, err := cmd.CombinedOutput()

@@ -55,7 +55,7 @@ published, differs, is revoked, or cannot be looked up.`,
 }
 
 func runDKIMKeygen(w io.Writer, domain, selector, algorithm string, now time.Time) error {
-	cfg, err := loadConfig()
+	cfg, err := stateConfig()
 	if err != nil {
 		return err
 	}
@@ -86,7 +86,7 @@ func runDKIMKeygen(w io.Writer, domain, selector, algorithm string, now time.Tim
 		return err
 	}
 	fmt.Fprintf(w, "Wrote %s (%s).\n\nPublish this DNS record:\n\n%s\n\n", path, algorithm, msgauth.ZoneLine(selector, d, rec))
-	fmt.Fprintf(w, "Then add this to the configuration and restart relayguard serve:\n\n[[dkim.key]]\ndomain = %q\nselector = %q\n\n", d, selector)
+	fmt.Fprintf(w, "Then add this to the configuration and reload relayguard serve (kill -HUP):\n\n[[dkim.key]]\ndomain = %q\nselector = %q\n\n", d, selector)
 	fmt.Fprintf(w, "Check the published record with: relayguard dkim check %s\n", d)
 	return nil
 }

@@ -1,18 +1,9 @@
 package main
 
 import (
-	"context"
-	"sync"
-
 	"github.com/spf13/cobra"
 
-	"github.com/relayguard/relayguard/internal/maillog"
-	"github.com/relayguard/relayguard/internal/milter"
-	"github.com/relayguard/relayguard/internal/prom"
-	"github.com/relayguard/relayguard/internal/ratelimit"
 	"github.com/relayguard/relayguard/internal/server"
-	"github.com/relayguard/relayguard/internal/store"
-	"github.com/relayguard/relayguard/internal/userdb"
 )
 
 func init() {
@@ -36,54 +27,14 @@ It reads Postfix's queue files ([milter] queue_directories): run it as root or a
 mail_owner. See docs/milter.md.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := loadConfig()
+			cfg, err := stateConfig()
 			if err != nil {
 				return err
 			}
 			if listen != "" {
 				cfg.Milter.Listen = listen
 			}
-			log := newLogger(cfg)
-			reg := prom.NewRegistry()
-			ctx, cancel := context.WithCancel(cmd.Context())
-			defer cancel()
-			st, err := store.Open(ctx, cfg.DataDir, cfg.Store.URL, log)
-			if err != nil {
-				return err
-			}
-			defer st.Close()
-			var wg sync.WaitGroup
-			defer wg.Wait()
-			defer cancel()
-			counters, err := ratelimit.NewStore(ctx, st, log)
-			if err != nil {
-				return err
-			}
-			lim, err := ratelimit.New(cfg.Delivery.RateLimits, counters, ratelimit.Options{Log: log, Source: "milter", Registerer: reg})
-			if err != nil {
-				return err
-			}
-			users, err := userdb.Open(ctx, st.DB, server.UserdbOptions(cfg))
-			if err != nil {
-				return err
-			}
-			srv, err := milter.New(milter.Options{
-				Config: cfg.Milter, Limiter: lim, Log: maillog.New(log),
-				Owners: milter.UserDBOwners{Users: users, LocalDomains: cfg.Site.LocalDomains},
-			})
-			if err != nil {
-				return err
-			}
-			ln, err := milter.Listen(cfg.Milter.Listen)
-			if err != nil {
-				return err
-			}
-			if err := startMetrics(ctx, &wg, metrics, reg, log); err != nil {
-				ln.Close()
-				return err
-			}
-			log.Info("milter listening", "address", ln.Addr().String(), "network", ln.Addr().Network())
-			return srv.Serve(ctx, ln)
+			return server.Milter(cmd.Context(), cfg, newLogger(cfg), metrics)
 		},
 	}
 	cmd.Flags().StringVar(&listen, "listen", "", "listen `address` (host:port or unix:/path), overrides milter.listen")

@@ -25,7 +25,7 @@ func TestPolicyCommandMetrics(t *testing.T) {
 	bin := testBinary(t)
 	dir := t.TempDir()
 	metrics := fmt.Sprintf("127.0.0.1:%d", delivertest.FreePort(t))
-	cmd := exec.Command(bin, "policy", "--data-dir", filepath.Join(dir, "data"), "--listen", "127.0.0.1:0", "--metrics", metrics)
+	cmd := exec.Command(bin, "policy", "--data-dir", filepath.Join(dir, "data"), "--create-data-dir", "--listen", "127.0.0.1:0", "--metrics", metrics)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -5,20 +5,19 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/netip"
 	"os"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/relayguard/relayguard/internal/config"
 	"github.com/relayguard/relayguard/internal/event"
-	"github.com/relayguard/relayguard/internal/firewall"
 	"github.com/relayguard/relayguard/internal/guard"
 	"github.com/relayguard/relayguard/internal/logwatch"
+	"github.com/relayguard/relayguard/internal/server"
 )
 
 func init() {
@@ -51,7 +50,11 @@ without touching the firewall or the ban database, and prints what it would have
 			if err := cfg.RequireDataDir(flagCreateDataDir); err != nil {
 				return err
 			}
-			return runWatch(cmd.Context(), cfg, stdin, log)
+			var in io.Reader
+			if stdin {
+				in = os.Stdin
+			}
+			return server.Watch(cmd.Context(), cfg, log, in)
 		},
 	}
 	cmd.Flags().BoolVar(&replay, "replay", false, "replay the log files given as arguments and print the bans; touch nothing")
@@ -113,78 +116,4 @@ type countingSink struct {
 func (c countingSink) Publish(ctx context.Context, e event.Event) {
 	*c.n++
 	c.next.Publish(ctx, e)
-}
-
-// runWatch follows the configured sources and enforces bans until ctx is done.
-func runWatch(ctx context.Context, cfg *config.Config, stdin bool, log *slog.Logger) error {
-	enf, err := firewall.New(cfg.Firewall, log)
-	if err != nil {
-		return err
-	}
-	if err := enf.Setup(ctx); err != nil {
-		return fmt.Errorf("watch: firewall setup: %w", err)
-	}
-	st, err := openStores(ctx, cfg, log)
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-	g, err := guard.Open(ctx, cfg, log, st, guard.Options{Enforcer: enf})
-	if err != nil {
-		return err
-	}
-	state, err := logwatch.NewSQLiteState(ctx, st.DB)
-	if err != nil {
-		return err
-	}
-
-	// The guard's sync loop, and each source in its own goroutine (the
-	// guard is safe for concurrent use); all are waited for before the
-	// stores close.
-	var wg sync.WaitGroup
-	g.Start(ctx, st.Redis, &wg)
-
-	// Every source feeds one Once: the lines Postfix and Dovecot (which may
-	// log to different files) write for one failed login count once.
-	sink := logwatch.NewOnce(g)
-	var sources atomic.Int32
-	for _, f := range cfg.Guard.Files {
-		sources.Add(1)
-		wg.Add(1)
-		go func(path string) {
-			defer wg.Done()
-			fl := &logwatch.Follower{Path: path, State: state, Log: log}
-			if err := fl.Run(ctx, logwatch.Events(ctx, sink)); err != nil {
-				log.Error("watch: file source stopped", "file", path, "err", err)
-			}
-		}(f)
-	}
-	if cfg.Guard.Journal {
-		sources.Add(1)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			j := &logwatch.Journal{Units: cfg.Guard.JournalUnits, State: state, Log: log}
-			if err := j.Run(ctx, sink); err != nil {
-				log.Error("watch: journal source stopped", "err", err)
-			}
-		}()
-	}
-	if stdin {
-		sources.Add(1)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := logwatch.ReadLines(ctx, os.Stdin, logwatch.Events(ctx, sink)); err != nil {
-				log.Error("watch: stdin", "err", err)
-			}
-		}()
-	}
-	if sources.Load() == 0 {
-		log.Warn("watch: no log source configured ([guard] files, journal, or --stdin); enforcing stored bans only")
-	}
-	log.Info("watching", "files", cfg.Guard.Files, "journal", cfg.Guard.Journal, "stdin", stdin, "firewall", cfg.Firewall.Backend, "shared", st.Shared())
-	<-ctx.Done()
-	wg.Wait()
-	return nil
 }

@@ -1,0 +1,213 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/relayguard/relayguard/internal/config"
+	"github.com/relayguard/relayguard/internal/firewall"
+	"github.com/relayguard/relayguard/internal/guard"
+	"github.com/relayguard/relayguard/internal/logwatch"
+	"github.com/relayguard/relayguard/internal/maillog"
+	"github.com/relayguard/relayguard/internal/milter"
+	"github.com/relayguard/relayguard/internal/policy"
+	"github.com/relayguard/relayguard/internal/policyd"
+	"github.com/relayguard/relayguard/internal/prom"
+	"github.com/relayguard/relayguard/internal/ratelimit"
+	"github.com/relayguard/relayguard/internal/store"
+	"github.com/relayguard/relayguard/internal/userdb"
+)
+
+// The daemons for an existing Postfix/Dovecot host: `relayguard policy`,
+// `relayguard milter` and `relayguard watch`. Each opens the state stores
+// once, owns the goroutines it starts and waits for them before the stores
+// close.
+
+// Policy runs the Postfix policy delegation service on cfg.Policy.Listen
+// until ctx is done, with the send limits of [delivery.rate_limits], and
+// serves its metrics on metricsAddr when it is not empty.
+func Policy(ctx context.Context, cfg *config.Config, log *slog.Logger, metricsAddr string) error {
+	reg := prom.NewRegistry()
+	eng, err := policy.New(cfg.Site, cfg.Policy, cfg.DNSBL, policy.Deps{Logger: log, Source: "policyd", Registerer: reg})
+	if err != nil {
+		return err
+	}
+	// The stores close, and the health checks and the metrics listener are
+	// stopped (cancel) and waited for (wg), on return.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	st, err := store.Open(ctx, cfg.DataDir, cfg.Store.URL, log)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	lim, err := newLimiter(ctx, cfg, st, log, reg, "policyd")
+	if err != nil {
+		return err
+	}
+	ln, err := policyd.Listen(cfg.Policy.Listen)
+	if err != nil {
+		return err
+	}
+	wg.Go(func() { eng.Run(ctx) }) // DNS list health checks
+	if err := startMetrics(ctx, &wg, metricsAddr, reg, log); err != nil {
+		ln.Close()
+		return err
+	}
+	log.Info("policy service listening", "address", ln.Addr().String(), "network", ln.Addr().Network())
+	s := &policyd.Server{Engine: eng, Logger: log, IdleTimeout: cfg.Policy.IdleTimeout.D(), MaxConns: cfg.Policy.MaxConnections,
+		Limits:     &policyd.Limits{Limiter: lim, Trusted: cfg.Site.Trusted, Action: cfg.Policy.LimitAction},
+		Registerer: reg}
+	return s.Serve(ctx, ln)
+}
+
+// Milter runs the milter on cfg.Milter.Listen until ctx is done, and
+// serves its metrics on metricsAddr when it is not empty.
+func Milter(ctx context.Context, cfg *config.Config, log *slog.Logger, metricsAddr string) error {
+	reg := prom.NewRegistry()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	st, err := store.Open(ctx, cfg.DataDir, cfg.Store.URL, log)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	lim, err := newLimiter(ctx, cfg, st, log, reg, "milter")
+	if err != nil {
+		return err
+	}
+	users, err := userdb.Open(ctx, st.DB, UserdbOptions(cfg))
+	if err != nil {
+		return err
+	}
+	srv, err := milter.New(milter.Options{
+		Config: cfg.Milter, Limiter: lim, Log: maillog.New(log),
+		Owners: milter.UserDBOwners{Users: users, LocalDomains: cfg.Site.LocalDomains},
+	})
+	if err != nil {
+		return err
+	}
+	ln, err := milter.Listen(cfg.Milter.Listen)
+	if err != nil {
+		return err
+	}
+	if err := startMetrics(ctx, &wg, metricsAddr, reg, log); err != nil {
+		ln.Close()
+		return err
+	}
+	log.Info("milter listening", "address", ln.Addr().String(), "network", ln.Addr().Network())
+	return srv.Serve(ctx, ln)
+}
+
+// newLimiter builds the send limits of [delivery.rate_limits] over the
+// state stores: the SQLite database in the data directory, and
+// Redis/Valkey when [store] url names it (then every front door of every
+// host shares one budget per user). source names the front door in events.
+func newLimiter(ctx context.Context, cfg *config.Config, st *store.Stores, log *slog.Logger, reg prometheus.Registerer, source string) (*ratelimit.Limiter, error) {
+	counters, err := ratelimit.NewStore(ctx, st, log)
+	if err != nil {
+		return nil, err
+	}
+	return ratelimit.New(cfg.Delivery.RateLimits, counters, ratelimit.Options{Log: log, Source: source, Registerer: reg})
+}
+
+// startMetrics serves the metrics of reg on addr (nothing when addr is
+// empty) until ctx is done, in a goroutine of wg.
+func startMetrics(ctx context.Context, wg *sync.WaitGroup, addr string, reg prometheus.Gatherer, log *slog.Logger) error {
+	if addr == "" {
+		return nil
+	}
+	m, err := prom.Listen(addr, reg)
+	if err != nil {
+		return err
+	}
+	wg.Go(func() {
+		if err := m.Run(ctx); err != nil {
+			log.Error("metrics listener failed", "address", addr, "error", err)
+		}
+	})
+	log.Info("metrics listening", "address", m.Addr().String())
+	return nil
+}
+
+// Watch follows the log sources of [guard] (and stdin when it is not nil)
+// and enforces the guard's bans through the firewall of [firewall] until
+// ctx is done.
+func Watch(ctx context.Context, cfg *config.Config, log *slog.Logger, stdin io.Reader) error {
+	enf, err := firewall.New(cfg.Firewall, log)
+	if err != nil {
+		return err
+	}
+	if err := enf.Setup(ctx); err != nil {
+		return fmt.Errorf("watch: firewall setup: %w", err)
+	}
+	st, err := store.Open(ctx, cfg.DataDir, cfg.Store.URL, log)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	g, err := guard.Open(ctx, cfg, log, st, guard.Options{Enforcer: enf})
+	if err != nil {
+		return err
+	}
+	state, err := logwatch.NewSQLiteState(ctx, st.DB)
+	if err != nil {
+		return err
+	}
+
+	// The guard's sync loop, and each source in its own goroutine (the
+	// guard is safe for concurrent use); all are waited for before the
+	// stores close.
+	var wg sync.WaitGroup
+	g.Start(ctx, st.Redis, &wg)
+
+	// Every source feeds one Once: the lines Postfix and Dovecot (which may
+	// log to different files) write for one failed login count once.
+	sink := logwatch.NewOnce(g)
+	var sources atomic.Int32
+	for _, f := range cfg.Guard.Files {
+		sources.Add(1)
+		wg.Go(func() {
+			fl := &logwatch.Follower{Path: f, State: state, Log: log}
+			if err := fl.Run(ctx, logwatch.Events(ctx, sink)); err != nil {
+				log.Error("watch: file source stopped", "file", f, "err", err)
+			}
+		})
+	}
+	if cfg.Guard.Journal {
+		sources.Add(1)
+		wg.Go(func() {
+			j := &logwatch.Journal{Units: cfg.Guard.JournalUnits, State: state, Log: log}
+			if err := j.Run(ctx, sink); err != nil {
+				log.Error("watch: journal source stopped", "err", err)
+			}
+		})
+	}
+	if stdin != nil {
+		sources.Add(1)
+		wg.Go(func() {
+			if err := logwatch.ReadLines(ctx, stdin, logwatch.Events(ctx, sink)); err != nil {
+				log.Error("watch: stdin", "err", err)
+			}
+		})
+	}
+	if sources.Load() == 0 {
+		log.Warn("watch: no log source configured ([guard] files, journal, or --stdin); enforcing stored bans only")
+	}
+	log.Info("watching", "files", cfg.Guard.Files, "journal", cfg.Guard.Journal, "stdin", stdin != nil, "firewall", cfg.Firewall.Backend, "shared", st.Shared())
+	<-ctx.Done()
+	wg.Wait()
+	return nil
+}
