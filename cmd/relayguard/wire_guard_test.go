@@ -141,8 +141,9 @@ func (n *guardNS) bannerFrom(t *testing.T, src, addr string) string {
 
 // TestServeEnforcesGuard runs `relayguard serve` inside a network namespace
 // and talks SMTP to it from several client addresses: the per-address and
-// per-/24 AUTH failure limits answer 454 naming the prefix, maxretry
-// failures get the address banned (421 before the banner), and a ban added
+// per-/24 AUTH failure limits answer 454 naming the prefix (refused attempts
+// are not failures, and the /24's cap spares an address that never failed),
+// maxretry failures get the address banned (421 before the banner), and a ban added
 // with `relayguard ban add` by another process reaches the running server
 // (and `ban del` lifts it) without a restart.
 func TestServeEnforcesGuard(t *testing.T) {
@@ -199,23 +200,45 @@ per_day = 4
 			t.Fatalf("attempt %d from .20: %q, want 535", i+1, r)
 		}
 	}
-	if _, r := n.authFrom(t, "198.51.100.20", addr); !strings.HasPrefix(r, "454 4.7.0") || !strings.Contains(r, "198.51.100.20/32") {
-		t.Fatalf("third attempt from .20: %q, want 454 naming 198.51.100.20/32", r)
+	for range 3 {
+		if _, r := n.authFrom(t, "198.51.100.20", addr); !strings.HasPrefix(r, "454 4.7.0") || !strings.Contains(r, "198.51.100.20/32") {
+			t.Fatalf("attempt past the cap from .20: %q, want 454 naming 198.51.100.20/32", r)
+		}
 	}
-	// The refused attempt was the third failure (maxretry 3): .20 is
-	// banned and refused before the banner.
+	// Refused attempts are not failures (issue 12 item 1): two failures
+	// are below maxretry 3, .20 is not banned.
+	if b := n.bannerFrom(t, "198.51.100.20", addr); !strings.HasPrefix(b, "220 ") {
+		t.Fatalf(".20 after 2 failures and 3 refused attempts: %q, want the banner", b)
+	}
+	// The /24 has counted 2 failures; two more from .21 fill its cap of 4.
+	for i := range 2 {
+		if _, r := n.authFrom(t, "198.51.100.21", addr); !strings.HasPrefix(r, "535 ") {
+			t.Fatalf("attempt %d from .21: %q, want 535", i+1, r)
+		}
+	}
+	// .22 never failed: the full /24 does not lock it out. Once it failed
+	// itself, the /24's cap bites on it.
+	if _, r := n.authFrom(t, "198.51.100.22", addr); !strings.HasPrefix(r, "535 ") {
+		t.Fatalf("first attempt from .22: %q, want 535 (never refused for its neighbours' failures)", r)
+	}
+	if _, r := n.authFrom(t, "198.51.100.22", addr); !strings.HasPrefix(r, "454 4.7.0") || !strings.Contains(r, "198.51.100.0/24") {
+		t.Fatalf("second attempt from .22: %q, want 454 naming 198.51.100.0/24", r)
+	}
+	// A third failure of another kind (an HTTP request, protocol abuse)
+	// reaches maxretry: .20 is banned and refused before the banner.
+	func() {
+		c := n.dial(t, "198.51.100.20", addr)
+		defer c.Close()
+		s := &smtpClient{t: t, c: c, r: bufio.NewReader(c)}
+		s.reply()
+		if r := s.cmd("GET / HTTP/1.1"); !strings.HasPrefix(r, "502 5.5.1") {
+			t.Fatalf("HTTP request: %q", r)
+		}
+	}()
 	eventually(t, "198.51.100.20 refused before the banner", func() bool {
 		b := n.bannerFrom(t, "198.51.100.20", addr)
 		return strings.HasPrefix(b, "421 4.7.0") && strings.Contains(b, "198.51.100.20/32 is banned")
 	})
-	// The /24 has counted 3 failures; one more from .21 fills its cap of
-	// 4, and .22, which never tried, is refused by the /24 limit.
-	if _, r := n.authFrom(t, "198.51.100.21", addr); !strings.HasPrefix(r, "535 ") {
-		t.Fatalf("first attempt from .21: %q, want 535", r)
-	}
-	if _, r := n.authFrom(t, "198.51.100.22", addr); !strings.HasPrefix(r, "454 4.7.0") || !strings.Contains(r, "198.51.100.0/24") {
-		t.Fatalf("first attempt from .22: %q, want 454 naming 198.51.100.0/24", r)
-	}
 	// Another /24 is unaffected.
 	if b, r := n.authFrom(t, "203.0.113.5", addr); !strings.HasPrefix(b, "220 ") || !strings.HasPrefix(r, "535 ") {
 		t.Fatalf("203.0.113.5: banner %q, AUTH %q", b, r)

@@ -126,6 +126,13 @@ type LimitsConfig struct {
 	DataBlockTimeout   Duration `toml:"data_block_timeout" comment:"Time allowed between two reads of message data (RFC 5321 4.5.3.2.5: 3m)."`
 	AuthFailureDelay   Duration `toml:"auth_failure_delay" comment:"Base delay after a failed AUTH; doubles with each further failure in the session."`
 	AuthResponseLength int      `toml:"max_auth_line_length" comment:"Longest SASL response line (RFC 4954 4: 12288 octets)."`
+	SoftErrorLimit     int      `toml:"soft_error_limit" comment:"Errors in a session (bad commands, unknown recipients) after which each further error reply is delayed\n(Postfix smtpd_soft_error_limit); the n-th error beyond it waits n times error_delay, at most 10s."`
+	ErrorDelay         Duration `toml:"error_delay" comment:"Delay unit for errors beyond soft_error_limit (Postfix smtpd_error_sleep_time). 0 disables."`
+	UnknownRcptLimit   int      `toml:"unknown_recipient_limit" comment:"Unknown local recipients one client (IPv4 address, IPv6 /64) may try within unknown_recipient_window,\nall sessions together; beyond it every RCPT of the client gets 450 4.7.1 until the window has rolled on.\nAuthenticated and mynetworks clients are not counted. 0 disables."`
+	UnknownRcptWindow  Duration `toml:"unknown_recipient_window" comment:"Rolling window of unknown_recipient_limit."`
+	DataTimeout        Duration `toml:"data_timeout" comment:"Overall time allowed for message data, from the 354 reply to the final dot, extended by one second\nper min_data_rate bytes received (Postfix 3.7 smtpd_per_request_deadline with smtpd_min_data_rate);\npast it 421 4.4.2 and close."`
+	MinDataRate        int64    `toml:"min_data_rate" comment:"Bytes per second of message data that extend data_timeout (Postfix smtpd_min_data_rate). 0: data_timeout is absolute."`
+	CommandBudget      Duration `toml:"command_budget" comment:"Time a session may spend on commands from its start or from its last accepted message (message data\nnot counted); past it 421 4.4.2 and close, so that EHLO/NOOP tricklers cannot hold a connection. 0 disables."`
 }
 
 // AuthConfig configures SMTP AUTH (RFC 4954).
@@ -134,6 +141,7 @@ type AuthConfig struct {
 	CRAMMD5           bool     `toml:"cram_md5" comment:"Enable CRAM-MD5. Stores a password-equivalent secret for every account: avoid."`
 	BrokenAuthClients bool     `toml:"broken_auth_clients" comment:"Also advertise \"AUTH=...\" for old Outlook clients (Postfix broken_sasl_auth_clients)."`
 	PasswordHash      string   `toml:"password_hash" comment:"argon2id or bcrypt"`
+	HashMemory        int64    `toml:"hash_memory" comment:"Memory (bytes) concurrent password verifications may hold together (argon2id holds 19 MiB each);\na login beyond it waits for its turn, it does not fail. 0: automatic, 1/32 of the machine's memory\nbut at most two verifications per CPU."`
 	SCRAMIterations   int      `toml:"scram_iterations" comment:"PBKDF2 iterations for stored SCRAM-SHA-256 keys (at least 4096)."`
 }
 
@@ -146,6 +154,7 @@ type StoreConfig struct {
 type SpoolConfig struct {
 	Dir         string   `toml:"dir" comment:"Spool directory. Empty: DATA_DIR/spool."`
 	GroupCommit Duration `toml:"group_commit" comment:"Longest wait to batch the directory fsync of several messages into one. 0: fsync each message alone."`
+	MinFree     int64    `toml:"min_free" comment:"Free space (bytes) the spool's file system must keep: MAIL gets 452 4.3.1 Insufficient system storage\nwhen less than min_free plus 1.5 times the declared SIZE is free (Postfix queue_minfree)."`
 }
 
 // Default returns the embedded default configuration. Paths are relative to
@@ -176,13 +185,20 @@ func Default() *Config {
 			DataBlockTimeout:   Duration(3 * time.Minute),
 			AuthFailureDelay:   Duration(1 * time.Second),
 			AuthResponseLength: 12288,
+			SoftErrorLimit:     10,
+			ErrorDelay:         Duration(1 * time.Second),
+			UnknownRcptLimit:   50,
+			UnknownRcptWindow:  Duration(1 * time.Hour),
+			DataTimeout:        Duration(5 * time.Minute),
+			MinDataRate:        500,
+			CommandBudget:      Duration(10 * time.Minute),
 		},
 		Auth: AuthConfig{
 			Mechanisms:      []string{"SCRAM-SHA-256-PLUS", "SCRAM-SHA-256", "PLAIN", "LOGIN"},
 			PasswordHash:    "argon2id",
 			SCRAMIterations: 4096,
 		},
-		Spool:    SpoolConfig{GroupCommit: Duration(2 * time.Millisecond)},
+		Spool:    SpoolConfig{GroupCommit: Duration(2 * time.Millisecond), MinFree: 64 << 20},
 		Policy:   defaultPolicy(),
 		DNSBL:    defaultDNSBL(),
 		Guard:    defaultGuard(),
@@ -423,6 +439,9 @@ func (c *Config) validate() error {
 	if err := c.Store.validate(); err != nil {
 		return err
 	}
+	if c.Spool.MinFree < 0 {
+		return fmt.Errorf("spool.min_free %d: must not be negative (0: only the declared SIZE is checked)", c.Spool.MinFree)
+	}
 	if err := c.Auth.validate(); err != nil {
 		return err
 	}
@@ -466,6 +485,7 @@ func (l *LimitsConfig) validate() error {
 		{"max_connections", l.MaxConnections}, {"max_connections_per_ip", l.MaxConnectionsIP},
 		{"max_connections_per_net", l.MaxConnectionsNet}, {"max_bad_commands", l.MaxBadCommands},
 		{"max_junk_commands", l.MaxJunkCommands}, {"max_auth_failures", l.MaxAuthFailures},
+		{"soft_error_limit", l.SoftErrorLimit},
 	} {
 		if n.v < 1 {
 			return fmt.Errorf("limits.%s %d: must be at least 1", n.key, n.v)
@@ -478,6 +498,8 @@ func (l *LimitsConfig) validate() error {
 	}{
 		{"greeting_delay", l.GreetingDelay, false}, {"command_timeout", l.CommandTimeout, true},
 		{"data_block_timeout", l.DataBlockTimeout, true}, {"auth_failure_delay", l.AuthFailureDelay, false},
+		{"error_delay", l.ErrorDelay, false}, {"unknown_recipient_window", l.UnknownRcptWindow, true},
+		{"data_timeout", l.DataTimeout, true}, {"command_budget", l.CommandBudget, false},
 	} {
 		if d.positive && d.v <= 0 {
 			return fmt.Errorf("limits.%s %q: must be positive", d.key, d.v.D())
@@ -485,6 +507,12 @@ func (l *LimitsConfig) validate() error {
 		if d.v < 0 {
 			return fmt.Errorf("limits.%s %q: must not be negative", d.key, d.v.D())
 		}
+	}
+	if l.UnknownRcptLimit < 0 {
+		return fmt.Errorf("limits.unknown_recipient_limit %d: must not be negative (0 disables)", l.UnknownRcptLimit)
+	}
+	if l.MinDataRate < 0 {
+		return fmt.Errorf("limits.min_data_rate %d: must not be negative (0: data_timeout is absolute)", l.MinDataRate)
 	}
 	return nil
 }
@@ -529,6 +557,9 @@ func (a *AuthConfig) validate() error {
 	}
 	if a.SCRAMIterations < 4096 {
 		return fmt.Errorf("auth.scram_iterations %d: must be at least 4096", a.SCRAMIterations)
+	}
+	if a.HashMemory < 0 {
+		return fmt.Errorf("auth.hash_memory %d: must not be negative (0: automatic)", a.HashMemory)
 	}
 	return nil
 }

@@ -16,7 +16,7 @@ type GuardConfig struct {
 	BanTime       Duration `toml:"bantime" comment:"Length of a first ban."`
 	BanTimeFactor float64  `toml:"bantime_factor" comment:"Each repeat ban of the same prefix lasts this many times longer than the one before (escalation; 1 disables)."`
 	BanTimeMax    Duration `toml:"bantime_max" comment:"Longest ban escalation can reach."`
-	Count         []string `toml:"count" comment:"Event kinds that count as failures: auth_failure, relay_denied, protocol_abuse,\nlost_after_auth, dnsbl_reject, reject."`
+	Count         []string `toml:"count" comment:"Event kinds that count as failures: auth_failure, relay_denied, protocol_abuse,\nlost_after_auth, dnsbl_reject, reject, unknown_recipient (RCPT to a local user that does not exist:\nrecipient enumeration; not counted by default, since a sender with stale addresses makes them too)."`
 	SuccessGrace  Duration `toml:"success_grace" comment:"A client that authenticated successfully this recently needs twice maxretry failures to be banned\nand is not counted towards subnet bans (one typo does not lock out a user). 0 disables."`
 	Allow         []string `toml:"allow" comment:"Networks (CIDR) never banned, besides mynetworks, own_addresses and loopback."`
 
@@ -51,7 +51,7 @@ type AuthLimit struct {
 // internal/event, which would be a cycle-free but needless dependency).
 var guardKinds = map[string]bool{
 	"auth_failure": true, "relay_denied": true, "protocol_abuse": true,
-	"lost_after_auth": true, "dnsbl_reject": true, "reject": true,
+	"lost_after_auth": true, "dnsbl_reject": true, "reject": true, "unknown_recipient": true,
 }
 
 func defaultGuard() GuardConfig {

@@ -172,9 +172,11 @@ type SMTP struct {
 	Auth          AuthConfig
 	// AuthservID names this server in Authentication-Results fields.
 	AuthservID string
+	Spool      SpoolConfig
 }
 
 // SMTP returns the SMTP server's part of a finished configuration.
 func (c *Config) SMTP() *SMTP {
-	return &SMTP{Site: c.Site, SenderBinding: c.SenderBinding, Limits: c.Limits, Auth: c.Auth, AuthservID: c.Policy.DMARC.ID(c.Site.Hostname)}
+	return &SMTP{Site: c.Site, SenderBinding: c.SenderBinding, Limits: c.Limits, Auth: c.Auth, Spool: c.Spool,
+		AuthservID: c.Policy.DMARC.ID(c.Site.Hostname)}
 }

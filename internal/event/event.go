@@ -29,6 +29,9 @@ const (
 	// (User: its user name, Detail "uid=N") had a message accepted for
 	// delivery; the accounts' volume baselines count these.
 	MessageSubmitted Kind = "message_submitted"
+	// UnknownRecipient: RCPT to a local user that does not exist (550
+	// 5.1.1); many of them are recipient enumeration.
+	UnknownRecipient Kind = "unknown_recipient"
 	Banned           Kind = "banned"
 	Unbanned         Kind = "unbanned"
 )

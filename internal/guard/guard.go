@@ -2,6 +2,7 @@ package guard
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math"
@@ -187,13 +188,30 @@ func (g *Guard) Admit(ip netip.Addr) (bool, string) {
 	return true, ""
 }
 
-// AuthAllowed implements smtpd.Guard: banned clients and clients over an
-// AUTH failure limit (per address or per surrounding prefix) may not try.
-func (g *Guard) AuthAllowed(ip netip.Addr) (bool, string) {
+// AuthAttempt implements smtpd.Guard: it is asked before an AUTH command
+// checks any credential. A banned client is refused; otherwise the attempt
+// is counted toward the AUTH failure limits at once (limits.Reserve), so
+// that a burst cannot pass a cap, and the caller ends it with its outcome.
+// An address from which an account logged in within success_grace is not
+// held to the prefix caps (limits.AuthLimiter).
+func (g *Guard) AuthAttempt(ctx context.Context, ip netip.Addr) (*limits.Reservation, error) {
 	if ok, reason := g.Admit(ip); !ok {
-		return false, reason
+		return nil, errors.New(reason)
 	}
-	return g.o.Limiter.Allowed(context.Background(), ip)
+	return g.o.Limiter.Reserve(ctx, ip, g.RecentLogin(ip))
+}
+
+// RecentLogin reports whether an account logged in successfully from ip
+// within success_grace.
+func (g *Guard) RecentLogin(ip netip.Addr) bool {
+	grace := g.o.Config.SuccessGrace.D()
+	if grace <= 0 {
+		return false
+	}
+	g.mu.RLock()
+	t, ok := g.success[ip.Unmap()]
+	g.mu.RUnlock()
+	return ok && g.o.Now().Sub(t) < grace
 }
 
 // PopBeforeSMTP reports whether ip logged in to POP3/IMAP successfully
@@ -244,10 +262,6 @@ func (g *Guard) Publish(ctx context.Context, e event.Event) {
 			}
 		}
 		return
-	case event.AuthFailure:
-		if e.Source == "smtpd" {
-			g.o.Limiter.Fail(ctx, ip)
-		}
 	}
 	if !g.count[e.Kind] {
 		return

@@ -357,3 +357,44 @@ func TestLoginsForgotten(t *testing.T) {
 		t.Fatal("the latest login was forgotten")
 	}
 }
+
+// TestUnknownRecipientsCountWhenConfigured: unknown-recipient events (recipient
+// enumeration, issue 12 item 3) ban only when guard.count lists them.
+func TestUnknownRecipientsCountWhenConfigured(t *testing.T) {
+	enumerate := func(g *Guard, ip string) {
+		for k := range 5 {
+			g.Publish(context.Background(), event.Event{Time: t0.Add(time.Duration(k) * time.Second), Kind: event.UnknownRecipient,
+				Source: "smtpd", IP: netip.MustParseAddr(ip), Rule: "reject_unlisted_recipient", Detail: "guess@example.org"})
+		}
+	}
+	g, rec, _ := newTestGuard(t, testConfig())
+	enumerate(g, "198.51.100.30")
+	if len(rec.bans) != 0 {
+		t.Fatalf("banned for unknown recipients by default: %+v", rec.bans)
+	}
+	c := testConfig()
+	c.Count = append(c.Count, "unknown_recipient")
+	g, rec, _ = newTestGuard(t, c)
+	enumerate(g, "198.51.100.30")
+	if len(rec.bans) != 1 || rec.bans[0].Prefix != netip.MustParsePrefix("198.51.100.30/32") {
+		t.Fatalf("bans %+v, want 198.51.100.30/32", rec.bans)
+	}
+}
+
+// TestRecentLogin: the success grace the AUTH limiter asks about.
+func TestRecentLogin(t *testing.T) {
+	g, _, now := newTestGuard(t, testConfig())
+	ip := netip.MustParseAddr("198.51.100.21")
+	if g.RecentLogin(ip) {
+		t.Fatal("recent login before any")
+	}
+	g.Publish(context.Background(), event.Event{Time: t0, Kind: event.AuthSuccess, Source: "smtpd", IP: ip, User: "alice"})
+	*now = t0.Add(30 * time.Minute)
+	if !g.RecentLogin(ip) {
+		t.Fatal("no recent login 30 minutes after one")
+	}
+	*now = t0.Add(2 * time.Hour)
+	if g.RecentLogin(ip) {
+		t.Fatal("recent login after success_grace")
+	}
+}

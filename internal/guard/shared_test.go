@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/relayguard/relayguard/internal/config"
-	"github.com/relayguard/relayguard/internal/event"
 	"github.com/relayguard/relayguard/internal/limits"
 	"github.com/relayguard/relayguard/internal/store"
 )
@@ -147,27 +146,39 @@ func TestAuthLimitsSharedAndWithoutRedis(t *testing.T) {
 	}
 	a, b := newGuard(), newGuard()
 	smtpdFail := func(g *Guard, ip string) {
-		g.Publish(ctx, event.Event{Kind: event.AuthFailure, Source: "smtpd", IP: netip.MustParseAddr(ip), Mechanism: "PLAIN"})
+		r, err := g.AuthAttempt(ctx, netip.MustParseAddr(ip))
+		if err != nil {
+			t.Fatalf("attempt from %s refused: %v", ip, err)
+		}
+		r.End(ctx, true)
+	}
+	allowed := func(g *Guard, ip string) (bool, string) {
+		r, err := g.AuthAttempt(ctx, netip.MustParseAddr(ip))
+		if err != nil {
+			return false, err.Error()
+		}
+		r.End(ctx, false)
+		return true, ""
 	}
 	// One failure on each server: the address's cap of 2 is full on both.
 	smtpdFail(a, "198.51.100.7")
-	if ok, _ := b.AuthAllowed(netip.MustParseAddr("198.51.100.7")); !ok {
+	if ok, _ := allowed(b, "198.51.100.7"); !ok {
 		t.Fatal("refused after one failure")
 	}
 	smtpdFail(b, "198.51.100.7")
 	for name, g := range map[string]*Guard{"A": a, "B": b} {
-		if ok, reason := g.AuthAllowed(netip.MustParseAddr("198.51.100.7")); ok || !strings.Contains(reason, "198.51.100.7/32") {
+		if ok, reason := allowed(g, "198.51.100.7"); ok || !strings.Contains(reason, "198.51.100.7/32") {
 			t.Fatalf("server %s after two shared failures: ok=%v %q", name, ok, reason)
 		}
 	}
 	// Redis dies: each server still limits what it sees itself.
 	rs.Stop()
 	smtpdFail(a, "198.51.100.8")
-	if ok, _ := a.AuthAllowed(netip.MustParseAddr("198.51.100.8")); !ok {
+	if ok, _ := allowed(a, "198.51.100.8"); !ok {
 		t.Fatal("refused after one failure while Redis is down")
 	}
 	smtpdFail(a, "198.51.100.8")
-	if ok, reason := a.AuthAllowed(netip.MustParseAddr("198.51.100.8")); ok || !strings.Contains(reason, "198.51.100.8/32") {
+	if ok, reason := allowed(a, "198.51.100.8"); ok || !strings.Contains(reason, "198.51.100.8/32") {
 		t.Fatalf("limit not applied while Redis is down: ok=%v %q", ok, reason)
 	}
 }

@@ -42,6 +42,9 @@ func (r Record) Event() (event.Event, bool) {
 		if abuseRules[r.Rule] {
 			e.Kind = event.ProtocolAbuse
 		}
+		if r.Rule == "reject_unlisted_recipient" {
+			e.Kind = event.UnknownRecipient // recipient enumeration, counted only if [guard] count says so
+		}
 	case KindLimitReached:
 		// Of the limits, only too many bad commands says something about
 		// the client (Postfix's "too many errors").

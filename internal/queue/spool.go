@@ -668,3 +668,14 @@ func (s *Spool) Subscribe(fn func(id string)) {
 	s.subs = append(s.subs, fn)
 	s.mu.Unlock()
 }
+
+// Free is the space, in bytes, that an unprivileged writer can still use on
+// the spool's file system (statfs f_bavail), for the free-space check the
+// SMTP server makes at MAIL.
+func (s *Spool) Free() (int64, error) {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(s.tmpDir, &st); err != nil {
+		return 0, fmt.Errorf("spool: statfs %s: %w", s.tmpDir, err)
+	}
+	return int64(st.Bavail) * int64(st.Bsize), nil
+}

@@ -213,5 +213,6 @@ func (s *server) serve(ctx context.Context, lc config.ListenerConfig, ln net.Lis
 
 // UserdbOptions are the account store's settings from [auth].
 func UserdbOptions(cfg *config.Config) userdb.Options {
-	return userdb.Options{PasswordHash: cfg.Auth.PasswordHash, SCRAMIterations: cfg.Auth.SCRAMIterations, CRAMMD5: cfg.Auth.CRAMMD5}
+	return userdb.Options{PasswordHash: cfg.Auth.PasswordHash, SCRAMIterations: cfg.Auth.SCRAMIterations, CRAMMD5: cfg.Auth.CRAMMD5,
+		HashMemory: cfg.Auth.HashMemory}
 }

@@ -26,9 +26,12 @@ func wireGuard(ctx context.Context, cfg *config.Config, log *slog.Logger, st *st
 		return nil, err
 	}
 	if st.Redis != nil {
-		// AUTH failure limits shared by every server; counted locally
-		// while Redis is unreachable, so that the limits keep biting.
-		guard.UseLimitCounter(g, limits.NewFallbackCounter(st.Redis, st.Redis.Health))
+		// AUTH failure limits and the per-client rates shared by every
+		// server; counted locally while Redis is unreachable, so that the
+		// limits keep biting.
+		c := limits.NewFallbackCounter(st.Redis, st.Redis.Health)
+		guard.UseLimitCounter(g, c)
+		deps.Counter = c
 	}
 	bus.Subscribe(g)
 	deps.Guard = g

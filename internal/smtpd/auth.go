@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/relayguard/relayguard/internal/event"
+	"github.com/relayguard/relayguard/internal/limits"
 	"github.com/relayguard/relayguard/internal/sasl"
 )
 
@@ -55,14 +56,23 @@ func (ss *session) cmdAuth(ctx context.Context, arg string) Reply {
 		// authentication mechanism.
 		return badCommand(538, "5.7.11", "Encryption required for requested authentication mechanism")
 	}
+	// The attempt is counted before any credential is checked; every way
+	// out of the exchange ends it: a failure keeps it counted, anything
+	// else (success, a store failure, the client gone) takes it back.
+	var attempt *limits.Reservation
+	if ss.s.deps.Guard != nil {
+		a, err := ss.s.deps.Guard.AuthAttempt(ctx, ss.ip)
+		if err != nil {
+			return authRefused(err)
+		}
+		attempt = a
+	}
+	failed := false
+	defer func() { attempt.End(ctx, failed) }()
 	// fail is the reply to a failed attempt by user (possibly "").
 	fail := func(code int, enh, text, user, why string) Reply {
+		failed = true
 		return Reply{Code: code, Enhanced: enh, Text: text, auth: &authOutcome{mech: mech, user: user, reason: why}}
-	}
-	if ss.s.deps.Guard != nil {
-		if ok, reason := ss.s.deps.Guard.AuthAllowed(ss.ip); !ok {
-			return fail(454, "4.7.0", oneLine(reason), "", "limit: "+reason)
-		}
 	}
 	srv, err := sasl.New(mech, ss.s.deps.Creds, sasl.Options{
 		TLS: ss.tls, Certificate: ss.leaf, Hostname: ss.cfg.Hostname, Advertised: ss.advertised})
@@ -104,7 +114,7 @@ func (ss *session) cmdAuth(ctx context.Context, arg string) Reply {
 		if err := ss.flush(); err != nil {
 			return hangUp
 		}
-		ss.conn.SetReadDeadline(time.Now().Add(ss.cfg.Limits.CommandTimeout.D()))
+		ss.conn.SetReadDeadline(ss.commandDeadline())
 		line, err := ss.readLine(ss.cfg.Limits.AuthResponseLength)
 		switch {
 		case errors.Is(err, errLineTooLong):
@@ -123,6 +133,18 @@ func (ss *session) cmdAuth(ctx context.Context, arg string) Reply {
 			return fail(501, "5.5.2", "Invalid base64 data", srv.Attempted(), "invalid base64")
 		}
 	}
+}
+
+// authRefused is the reply to an AUTH command refused before any credential
+// was checked (a ban, or an AUTH failure limit): 454 4.7.0 (RFC 4954 §6),
+// counted as a bad command, not as an AUTH failure — nothing was guessed.
+func authRefused(err error) Reply {
+	r := Reply{Code: 454, Enhanced: "4.7.0", Text: oneLine(err.Error()), Rule: "banned", Bad: true}
+	var ex *limits.Exceeded
+	if errors.As(err, &ex) {
+		r.Rule, r.Limit = "guard.auth_limit", ex.Value()
+	}
+	return r
 }
 
 // cmdStartTLS implements RFC 3207.

@@ -26,6 +26,7 @@ var (
 	errDataNUL      = errors.New("NUL character in message")
 	errBareLF       = errors.New("bare <LF> or <CR> received")
 	errSpoolWrite   = errors.New("queue file write error")
+	errDataDeadline = errors.New("message data deadline passed")
 )
 
 func (ss *session) cmdData(ctx context.Context, arg string) Reply {
@@ -57,7 +58,11 @@ func (ss *session) cmdData(ctx context.Context, arg string) Reply {
 		return hangUp
 	}
 	ss.writeReceived(w)
-	r := ss.receive(ctx, w)
+	start := time.Now()
+	r := ss.receive(ctx, w, start)
+	if !ss.budgetEnd.IsZero() && r.Code != 250 {
+		ss.budgetEnd = ss.budgetEnd.Add(time.Since(start)) // message data is not command time
+	}
 	if r.Code != 250 {
 		w.Abort()
 	}
@@ -69,12 +74,12 @@ func (ss *session) cmdData(ctx context.Context, arg string) Reply {
 
 // receive reads the message into w and commits it to the spool. It returns
 // the reply to the final dot.
-func (ss *session) receive(ctx context.Context, w *queue.Writer) Reply {
+func (ss *session) receive(ctx context.Context, w *queue.Writer, start time.Time) Reply {
 	lim := ss.cfg.Limits
 	// Authentication-Results fields claiming our authserv-id are dropped
 	// as the message arrives (RFC 8601 §5): only ours may carry it.
 	ar := msgauth.NewAuthResultsFilter(w, ss.cfg.AuthservID)
-	derr := ss.readData(ar)
+	derr := ss.readData(ar, start)
 	if derr == nil {
 		if err := ar.Close(); err != nil {
 			derr = fmt.Errorf("%w: %v", errSpoolWrite, err)
@@ -96,6 +101,10 @@ func (ss *session) receive(ctx context.Context, w *queue.Writer) Reply {
 		return refuse(554, "5.6.0", "nul_in_message", "Error: message contains NUL characters")
 	case errors.Is(derr, errSpoolWrite):
 		return localFailure(451, "4.3.0", "spool_write", "Error: queue file write error", fmt.Errorf("spool %s: %w", w.ID(), derr))
+	case errors.Is(derr, errDataDeadline):
+		// Nothing was acknowledged; the client is too slow to keep.
+		return limitReached(421, "4.4.2", "limits.data_timeout", lim.DataTimeout.D(),
+			ss.cfg.Hostname+" Error: timeout exceeded").closing()
 	case derr != nil:
 		// Connection lost or timed out mid-DATA: nothing was acknowledged.
 		ss.s.ml.LostConnection(ctx, ss.logConn(), "DATA")
@@ -127,6 +136,7 @@ func (ss *session) receive(ctx context.Context, w *queue.Writer) Reply {
 	}
 	ss.messages++
 	ss.junk = 0 // a session that moves mail is not idling
+	ss.startBudget()
 	ss.s.deps.Metrics.Spooled.Inc()
 	ss.s.ml.Accepted(ctx, ss.logConn(), maillog.Message{ID: env.ID, User: ss.authUser, From: env.From, Nrcpt: len(env.Recipients), Size: env.Size})
 	return reply(250, "2.0.0", "Ok: queued as "+env.ID)
@@ -177,8 +187,9 @@ func sanitizeHelo(h string) string {
 // readData copies message data to w, removing dot-stuffing (RFC 5321
 // §4.5.2), until the terminating <CRLF>.<CRLF>. Limits are enforced as it
 // goes; after a size, line-length or NUL error it keeps reading (without
-// storing) up to the final dot so that the session can go on.
-func (ss *session) readData(w io.Writer) error {
+// storing) up to the final dot so that the session can go on. Data that
+// began at start must be complete by its overall deadline (dataDeadline).
+func (ss *session) readData(w io.Writer, start time.Time) error {
 	var (
 		maxSize = ss.cfg.Limits.MaxMessageSize
 		maxLine = ss.cfg.Limits.MaxLineLength
@@ -192,9 +203,17 @@ func (ss *session) readData(w io.Writer) error {
 	for {
 		// RFC 5321 §4.5.3.2.5: a timeout per data block, not per message,
 		// so a large message on a slow link is not cut off.
-		ss.conn.SetReadDeadline(time.Now().Add(blockTO))
+		deadline, block := ss.dataDeadline(start, size), time.Now().Add(blockTO)
+		if block.Before(deadline) {
+			ss.conn.SetReadDeadline(block)
+		} else {
+			ss.conn.SetReadDeadline(deadline)
+		}
 		frag, err := ss.br.ReadSlice('\n')
 		if err != nil && err != bufio.ErrBufferFull {
+			if isTimeout(err) && !time.Now().Before(deadline) {
+				return errDataDeadline
+			}
 			return err
 		}
 		if prevCR && len(frag) > 0 && frag[0] != '\n' {

@@ -9,7 +9,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -74,6 +73,8 @@ func startServer(t testing.TB, mutate func(*config.Config)) *testServer {
 	cfg.LocalDomains = []string{testHost, "localhost"}
 	cfg.OwnAddresses = []string{"127.0.0.1", "::1"}
 	cfg.Limits.AuthFailureDelay = config.Duration(5 * time.Millisecond)
+	cfg.Limits.ErrorDelay = config.Duration(5 * time.Millisecond)
+	cfg.Spool.MinFree = 1 << 20
 	cfg.Limits.MaxAuthFailures = 3
 	cfg.Auth.CRAMMD5 = true
 	cfg.Auth.Mechanisms = []string{"SCRAM-SHA-256-PLUS", "SCRAM-SHA-256", "PLAIN", "LOGIN", "CRAM-MD5"}
@@ -115,7 +116,7 @@ func startServer(t testing.TB, mutate func(*config.Config)) *testServer {
 			t.Fatal(err)
 		}
 	}
-	spool, err := queue.OpenSpool(filepath.Join(dir, "spool"), time.Millisecond, nil)
+	spool, err := queue.OpenSpool(cfg.Spool.Dir, time.Millisecond, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -154,12 +155,23 @@ type client struct {
 
 func (ts *testServer) dial(t testing.TB, listener string) *client {
 	t.Helper()
+	return ts.dialFrom(t, listener, "")
+}
+
+// dialFrom connects from the source address src (any of 127.0.0.0/8 works
+// on Linux loopback), or from the default address when src is "".
+func (ts *testServer) dialFrom(t testing.TB, listener, src string) *client {
+	t.Helper()
+	d := &net.Dialer{Timeout: 10 * time.Second}
+	if src != "" {
+		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(src)}
+	}
 	var c net.Conn
 	var err error
 	if listener == "submissions" {
-		c, err = tls.Dial("tcp", ts.addr[listener], &tls.Config{InsecureSkipVerify: true})
+		c, err = tls.DialWithDialer(d, "tcp", ts.addr[listener], &tls.Config{InsecureSkipVerify: true})
 	} else {
-		c, err = net.Dial("tcp", ts.addr[listener])
+		c, err = d.Dial("tcp", ts.addr[listener])
 	}
 	if err != nil {
 		t.Fatal(err)

@@ -4,21 +4,26 @@ import (
 	"context"
 	"net/netip"
 
+	"github.com/relayguard/relayguard/internal/limits"
 	"github.com/relayguard/relayguard/internal/policy"
 	"github.com/relayguard/relayguard/internal/ratelimit"
 )
 
 // Guard is consulted before the banner and before each AUTH command. It is
 // implemented by internal/guard (bans, per-IP and per-subnet AUTH failure
-// limits). AUTH outcomes reach the guard through the event stream.
+// limits). AUTH outcomes also reach the guard through the event stream.
 type Guard interface {
 	// Admit reports whether a client may talk to us at all. When ok is
 	// false the connection gets "421 4.7.0 <reason>" before the banner.
 	Admit(ip netip.Addr) (ok bool, reason string)
-	// AuthAllowed reports whether the client may try AUTH now. When ok is
-	// false the AUTH command gets "454 4.7.0 <reason>" and counts as a
-	// failure of the session.
-	AuthAllowed(ip netip.Addr) (ok bool, reason string)
+	// AuthAttempt is called before an AUTH command checks any credential.
+	// It counts the attempt toward the AUTH failure limits at once, so
+	// that a burst of concurrent attempts cannot pass a cap, and returns
+	// it to be ended with its outcome (End(ctx, failed)). Or it refuses
+	// the attempt: the error's text goes to the client as "454 4.7.0
+	// <text>", and nothing is counted (a refused attempt is not a
+	// failure). A *limits.Exceeded error names the cap that bit.
+	AuthAttempt(ctx context.Context, ip netip.Addr) (*limits.Reservation, error)
 }
 
 // PolicyChecker evaluates the configured restriction lists (internal/policy

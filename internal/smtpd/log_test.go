@@ -155,7 +155,7 @@ S: 354`)
 	}
 	wantEvents := []string{
 		"auth_failure  bad credentials",
-		"reject reject_unlisted_recipient nobody@mail.test",
+		"unknown_recipient reject_unlisted_recipient nobody@mail.test",
 		"auth_success  ",
 		"relay_denied reject_unauth_destination victim@remote.example",
 		"protocol_abuse non_smtp_command non-SMTP command",

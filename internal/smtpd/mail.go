@@ -10,6 +10,7 @@ import (
 
 	"github.com/relayguard/relayguard/internal/address"
 	"github.com/relayguard/relayguard/internal/config"
+	"github.com/relayguard/relayguard/internal/event"
 	"github.com/relayguard/relayguard/internal/policy"
 	"github.com/relayguard/relayguard/internal/ratelimit"
 )
@@ -91,6 +92,9 @@ func (ss *session) cmdMail(ctx context.Context, arg string) Reply {
 		return limitReached(552, "5.3.4", "limits.max_message_size", ss.cfg.Limits.MaxMessageSize,
 			"Error: message size exceeds fixed limit")
 	}
+	if r := ss.spaceReply(size); r.Code != 0 {
+		return r
+	}
 	from, err := address.ParseReverse(pathStr, address.Options{SMTPUTF8: smtputf8})
 	if err != nil {
 		return pathReply(err, true)
@@ -156,8 +160,15 @@ func (ss *session) cmdRcpt(ctx context.Context, arg string) Reply {
 		return limitReached(452, "4.5.3", "limits.max_recipients", ss.cfg.Limits.MaxRecipients, "Error: too many recipients")
 	}
 	canon := rcpt.String()
+	if r := ss.rcptRateReply(ctx); r.Code != 0 {
+		r.Rcpt = canon
+		return r
+	}
 	if r := ss.relayDecision(ctx, rcpt); r.Code != 0 {
 		r.Rcpt = canon
+		if r.Event == event.UnknownRecipient && ss.countsUnknownRecipients() {
+			ss.unknownRecipients(ctx, 1)
+		}
 		return r
 	}
 	if ss.s.deps.Limits != nil && (ss.authUser != "" || ss.trusted) {
@@ -203,7 +214,14 @@ func (ss *session) relayDecision(ctx context.Context, rcpt address.Path) Reply {
 				fmt.Errorf("recipient %s: %w", canon, err))
 		}
 		if !ok {
-			return refuse(550, "5.1.1", "reject_unlisted_recipient", "<"+canon+">: Recipient address rejected: User unknown in local recipient table")
+			// No backscatter: an unknown user is refused here, at RCPT.
+			// The refusal counts as an error of the session (hard and
+			// soft error limits) and toward the client's rate, and is an
+			// event the guard may count, so that enumerating the local
+			// users is slow and bounded.
+			r := refuse(550, "5.1.1", "reject_unlisted_recipient", "<"+canon+">: Recipient address rejected: User unknown in local recipient table")
+			r.Bad, r.Event = true, event.UnknownRecipient
+			return r
 		}
 		return Reply{}
 	}

@@ -67,9 +67,6 @@ type authOutcome struct {
 	mech   string
 	user   string // attempted or authenticated username (never a password)
 	reason string // why it failed
-	// refused: the command was refused before any credential was checked
-	// (a limit): the client is told so, but nothing was guessed.
-	refused bool
 }
 
 // Rules that name what decided a refusal, where more than one place needs
@@ -128,13 +125,17 @@ func (ss *session) send(ctx context.Context, r Reply) {
 	} else {
 		ss.record(ctx, r)
 	}
+	if r.Bad {
+		ss.badCmds++
+		ss.sleep(ctx, ss.errorDelay(ss.badCmds))
+	}
 	ss.write(r)
 	if r.Close {
 		ss.closing = true
 		return
 	}
 	if r.Bad {
-		if ss.badCmds++; ss.badCmds >= ss.cfg.Limits.MaxBadCommands {
+		if ss.badCmds >= ss.cfg.Limits.MaxBadCommands {
 			ss.send(ctx, Reply{Code: 421, Enhanced: "4.7.0", Text: ss.cfg.Hostname + " Error: too many errors",
 				Rule: "limits.max_bad_commands", Limit: ss.cfg.Limits.MaxBadCommands,
 				Event: event.ProtocolAbuse, Detail: "too many errors", Close: true})
@@ -236,15 +237,7 @@ func (ss *session) recordAuth(ctx context.Context, r Reply) {
 	for i := 1; i < ss.authFails && d < 30*time.Second; i++ {
 		d *= 2
 	}
-	if d > 0 {
-		ss.flush()
-		t := time.NewTimer(d)
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
-		}
-	}
+	ss.sleep(ctx, d)
 }
 
 func firstNonEmpty(a ...string) string {

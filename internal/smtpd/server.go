@@ -27,6 +27,7 @@ import (
 
 	"github.com/relayguard/relayguard/internal/config"
 	"github.com/relayguard/relayguard/internal/event"
+	"github.com/relayguard/relayguard/internal/limits"
 	"github.com/relayguard/relayguard/internal/maillog"
 	"github.com/relayguard/relayguard/internal/queue"
 	"github.com/relayguard/relayguard/internal/sasl"
@@ -53,6 +54,10 @@ type Deps struct {
 	// PopBeforeSMTP, if set, permits relay from a client address that
 	// recently logged in over POP3/IMAP (legacy, off by default).
 	PopBeforeSMTP func(ip netip.Addr) bool
+	// Counter keeps the per-client rates (unknown recipients) in rolling
+	// windows, shared by several servers when it is the Redis store's
+	// (limits.FallbackCounter). nil: in process memory.
+	Counter limits.Counter
 }
 
 // Server runs the configured SMTP listeners.
@@ -92,6 +97,9 @@ func New(cfg *config.SMTP, deps Deps) (*Server, error) {
 	}
 	if deps.Metrics == nil {
 		deps.Metrics = NewMetrics(nil)
+	}
+	if deps.Counter == nil {
+		deps.Counter = limits.NewMemory()
 	}
 	if cfg == nil || cfg.Site == nil {
 		return nil, errors.New("smtpd: no site (config.Finish builds it)")

@@ -62,8 +62,10 @@ type session struct {
 	eodHeaders string
 	junk       int
 	authFails  int
-	messages   int
-	closing    bool
+	// budgetEnd is when the command budget runs out (zero: no budget).
+	budgetEnd time.Time
+	messages  int
+	closing   bool
 
 	// transaction (reset by RSET, EHLO, end of DATA)
 	inTx     bool
@@ -104,6 +106,7 @@ func (ss *session) run(ctx context.Context) {
 		return
 	}
 	ss.s.ml.Connected(ctx, ss.logConn(), ss.trusted)
+	ss.startBudget()
 	for !ss.closing {
 		if ss.br.Buffered() == 0 {
 			if err := ss.flush(); err != nil {
@@ -113,7 +116,7 @@ func (ss *session) run(ctx context.Context) {
 		// One deadline for both directions: replies that the bufio.Writer
 		// flushes by itself while pipelined input is processed are covered
 		// too.
-		ss.conn.SetDeadline(time.Now().Add(ss.cfg.Limits.CommandTimeout.D()))
+		ss.conn.SetDeadline(ss.commandDeadline())
 		// AUTH may carry an initial response up to the SASL line limit
 		// (RFC 4954 §4); every other command is held to 512 octets.
 		line, err := ss.readLine(max(ss.cfg.Limits.MaxCommandLength, ss.cfg.Limits.AuthResponseLength))
@@ -129,7 +132,7 @@ func (ss *session) run(ctx context.Context) {
 		case err != nil:
 			if isTimeout(err) {
 				// RFC 5321 §4.5.3.2.7: close after the timeout with 421.
-				ss.send(ctx, reply(421, "4.4.2", ss.cfg.Hostname+" Error: timeout exceeded"))
+				ss.send(ctx, ss.timeoutReply())
 				ss.flush()
 			}
 			if ss.inTx || ss.authMech != "" && ss.authUser == "" {

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/relayguard/relayguard/internal/config"
+	"github.com/relayguard/relayguard/internal/limits"
 	"github.com/relayguard/relayguard/internal/policy"
 	"github.com/relayguard/relayguard/internal/ratelimit"
 )
@@ -66,12 +67,16 @@ type transcriptCase struct {
 }
 
 // refusingGuard stands in for internal/guard where a transcript needs a
-// client to be banned: the real guard never bans loopback.
-type refusingGuard struct{ admit, auth string }
+// client to be banned or over an AUTH limit: the real guard never bans
+// loopback.
+type refusingGuard struct {
+	admit string
+	auth  error
+}
 
 func (g refusingGuard) Admit(netip.Addr) (bool, string) { return g.admit == "", g.admit }
-func (g refusingGuard) AuthAllowed(netip.Addr) (bool, string) {
-	return g.auth == "", g.auth
+func (g refusingGuard) AuthAttempt(context.Context, netip.Addr) (*limits.Reservation, error) {
+	return nil, g.auth
 }
 
 // overLimit refuses recipients whose address contains "over", and
@@ -119,7 +124,7 @@ var transcriptCases = map[string]transcriptCase{
 		ts.srv.deps.Guard = refusingGuard{admit: "127.0.0.0/24 is banned: 5 failures"}
 	}},
 	"auth_refused": {setup: func(_ *testing.T, ts *testServer) {
-		ts.srv.deps.Guard = refusingGuard{auth: "too many failed AUTH attempts from 127.0.0.0/24 (30 in 1m0s), try again later"}
+		ts.srv.deps.Guard = refusingGuard{auth: &limits.Exceeded{Prefix: netip.MustParsePrefix("127.0.0.0/24"), Count: 30, Max: 30, Period: time.Minute}}
 	}},
 	"send_limits": {setup: func(_ *testing.T, ts *testServer) { ts.srv.deps.Limits = overLimit{} }},
 	"policy_connect": {mutate: func(c *config.Config) { c.Policy.ConnectRestrictions = []string{"defer"} },

@@ -300,30 +300,29 @@ func (r *Redis) Forget(ctx context.Context, ip netip.Addr) error {
 	return r.C.Del(ctx, r.k("fail:"+ip.String())).Err()
 }
 
-// Incr is a fixed-window counter (limits.Counter).
-func (r *Redis) Incr(ctx context.Context, key string, period time.Duration, now time.Time) (int64, error) {
-	k := r.k(fmt.Sprintf("lim:%s:%d", key, now.UnixNano()/int64(period)))
-	var n *redis.IntCmd
+// Add adds delta to key's bucket of at (buckets of period) and returns its
+// count and the previous bucket's, in one round trip (limits.Counter). A
+// bucket lives two periods, so that it is still there as the previous one.
+func (r *Redis) Add(ctx context.Context, key string, period time.Duration, at time.Time, delta int64) (int64, int64, error) {
+	n := at.UnixNano() / int64(period)
+	k := r.k(fmt.Sprintf("lim:%s:%d", key, n))
+	var cur *redis.IntCmd
+	var prev *redis.StringCmd
 	_, err := r.C.TxPipelined(ctx, func(pl redis.Pipeliner) error {
-		n = pl.Incr(ctx, k)
-		pl.PExpire(ctx, k, period)
+		cur = pl.IncrBy(ctx, k, delta)
+		pl.PExpire(ctx, k, 2*period)
+		prev = pl.Get(ctx, r.k(fmt.Sprintf("lim:%s:%d", key, n-1)))
 		return nil
 	})
-	if err != nil {
-		return 0, fmt.Errorf("store: redis counter %s: %w", key, err)
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return 0, 0, fmt.Errorf("store: redis counter %s: %w", key, err)
 	}
-	return n.Val(), nil
-}
-
-// Get returns a fixed-window counter (limits.Counter).
-func (r *Redis) Get(ctx context.Context, key string, period time.Duration, now time.Time) (int64, error) {
-	k := r.k(fmt.Sprintf("lim:%s:%d", key, now.UnixNano()/int64(period)))
-	n, err := r.C.Get(ctx, k).Int64()
-	if errors.Is(err, redis.Nil) {
-		return 0, nil
+	if err := cur.Err(); err != nil {
+		return 0, 0, fmt.Errorf("store: redis counter %s: %w", key, err)
 	}
-	if err != nil {
-		return 0, fmt.Errorf("store: redis counter %s: %w", key, err)
+	p, err := prev.Int64()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return 0, 0, fmt.Errorf("store: redis counter %s: %w", key, err)
 	}
-	return n, nil
+	return cur.Val(), p, nil
 }

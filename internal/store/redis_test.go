@@ -122,18 +122,18 @@ func TestRedisCounters(t *testing.T) {
 			t.Fatalf("attacker %d: distinct=%d, want %d", i, n, want)
 		}
 	}
-	// Fixed-window limit counters.
+	// Limit counters: a bucket and the one before it, taken back with -1.
 	now := time.Date(2026, 11, 23, 10, 0, 30, 0, time.UTC)
 	for i := range 3 {
-		if n, err := r.Incr(ctx, "auth:198.51.100.0/24:60", time.Minute, now); err != nil || n != int64(i+1) {
-			t.Fatalf("Incr %d: %d %v", i, n, err)
+		if cur, prev, err := r.Add(ctx, "auth:198.51.100.0/24:60", time.Minute, now, 1); err != nil || cur != int64(i+1) || prev != 0 {
+			t.Fatalf("Add %d: %d %d %v", i, cur, prev, err)
 		}
 	}
-	if n, _ := r.Get(ctx, "auth:198.51.100.0/24:60", time.Minute, now); n != 3 {
-		t.Fatalf("Get = %d", n)
+	if cur, prev, err := r.Add(ctx, "auth:198.51.100.0/24:60", time.Minute, now, -1); err != nil || cur != 2 || prev != 0 {
+		t.Fatalf("Add -1: %d %d %v", cur, prev, err)
 	}
-	if n, _ := r.Get(ctx, "auth:198.51.100.0/24:60", time.Minute, now.Add(time.Minute)); n != 0 {
-		t.Fatalf("next window Get = %d", n)
+	if cur, prev, err := r.Add(ctx, "auth:198.51.100.0/24:60", time.Minute, now.Add(time.Minute), 1); err != nil || cur != 1 || prev != 2 {
+		t.Fatalf("next bucket: %d %d %v", cur, prev, err)
 	}
 	if _, err := OpenRedis(ctx, "http://nope", nil); err == nil {
 		t.Fatal("bad URL accepted")

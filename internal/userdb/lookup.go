@@ -177,7 +177,10 @@ func (d *DB) CheckPassword(ctx context.Context, user, password string) (string, 
 	if !found {
 		hash = d.dummyHashValue()
 	}
-	ok, verr := verifyHash(hash, preparePassword(password))
+	ok, verr := d.hashes.verify(ctx, hash, preparePassword(password))
+	if verr != nil && ctx.Err() != nil {
+		return "", false, verr // gave up waiting: a failure of ours, not a wrong password
+	}
 	if verr != nil && found {
 		return "", false, fmt.Errorf("userdb: stored hash of %q: %w", r.name, verr)
 	}

@@ -51,6 +51,10 @@ type Options struct {
 	// random secret is created once and kept in the database, so that
 	// decoys stay the same across restarts, like real salts.
 	Secret []byte
+	// HashMemory is the memory, in bytes, that concurrent password
+	// verifications may hold together; a login beyond it waits for its
+	// turn. 0: automatic (see hashBudgetKiB).
+	HashMemory int64
 	// Logger receives store errors met by the sasl.Credentials methods,
 	// which cannot return them. nil: slog.Default().
 	Logger *slog.Logger
@@ -64,6 +68,7 @@ type DB struct {
 
 	dummyOnce sync.Once
 	dummyHash string
+	hashes    *hashLimiter
 }
 
 const schema = `
@@ -113,7 +118,7 @@ func Open(ctx context.Context, db *sql.DB, opts Options) (*DB, error) {
 		}
 		opts.Secret = s
 	}
-	d := &DB{db: db, opts: opts, log: opts.Logger}
+	d := &DB{db: db, opts: opts, log: opts.Logger, hashes: newHashLimiter(opts.HashMemory)}
 	if d.log == nil {
 		d.log = slog.Default()
 	}
