@@ -13,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/relayguard/relayguard/internal/logline"
 )
 
 // Position is where a follower stopped in a file: the file's inode, the
@@ -223,13 +225,26 @@ func tailBytes(parts ...[]byte) []byte {
 }
 
 // drainRotated looks next to the file for the rotated copy of what we were
-// reading (name.1, name-20261123, ...; not compressed ones, which logrotate
-// writes later with delaycompress) and hands out its lines after pos. A copy
-// is recognised by the fingerprint, and with match also by its inode.
+// reading (name.1, name-20261123, ...) and hands out its lines after pos. A
+// copy is recognised by the fingerprint, and with match also by its inode.
+// A copytruncate'd copy that logrotate compressed at once (compress without
+// delaycompress: name.1.gz) is read by content (see drainCompressed).
 func (t *Follower) drainRotated(pos Position, match func(os.FileInfo) bool, emit func(string)) (time.Time, bool) {
 	cands := t.siblings(func(fi os.FileInfo) bool {
 		return fi.Size() >= pos.Offset && (match == nil || match(fi))
 	})
+	if mod, ok := t.drainPlain(cands, pos, emit); ok {
+		return mod, true
+	}
+	if pos.Offset > 0 { // (without a fingerprint any file would match)
+		return t.drainCompressed(pos, emit)
+	}
+	return time.Time{}, false
+}
+
+// drainPlain hands out the lines after pos of the first of cands (newest
+// first) that holds pos's fingerprint.
+func (t *Follower) drainPlain(cands []sibling, pos Position, emit func(string)) (time.Time, bool) {
 	for i := len(cands) - 1; i >= 0; i-- { // newest first
 		c := cands[i]
 		f, err := os.Open(c.path)
@@ -308,10 +323,57 @@ type sibling struct {
 	ino  uint64
 }
 
+// maxCompressedTries bounds how many compressed siblings (newest first) are
+// decompressed looking for the rest of a copytruncate'd file.
+const maxCompressedTries = 3
+
+// drainCompressed looks for the rest of the file after pos in a compressed
+// sibling (name.1.gz, name.1.xz; logline.Open reads them by content): with
+// copytruncate and compress but no delaycompress, logrotate copies the file,
+// truncates it and compresses the copy at once, so that the lines written
+// just before the rotation are, by the time the truncation is noticed, only
+// in the compressed copy. The copy is recognised by pos's fingerprint, the
+// bytes before pos.Offset of its decompressed content.
+func (t *Follower) drainCompressed(pos Position, emit func(string)) (time.Time, bool) {
+	cands := t.siblingsOf(true, func(os.FileInfo) bool { return true })
+	for i, tries := len(cands)-1, 0; i >= 0 && tries < maxCompressedTries; i, tries = i-1, tries+1 {
+		c := cands[i]
+		r, err := logline.Open(context.Background(), c.path)
+		if err != nil {
+			continue
+		}
+		skip := pos.Offset - int64(len(pos.Fingerprint))
+		fp := make([]byte, len(pos.Fingerprint))
+		if _, err := io.CopyN(io.Discard, r, skip); err != nil {
+			r.Close()
+			continue
+		}
+		if _, err := io.ReadFull(r, fp); err != nil || !bytes.Equal(fp, pos.Fingerprint) {
+			r.Close()
+			continue
+		}
+		t.Log.Info("logwatch: reading the rest of the rotated file", "file", c.path, "offset", pos.Offset)
+		err = ReadLines(context.Background(), r, emit)
+		r.Close()
+		if err != nil {
+			t.Log.Warn("logwatch: reading the rest of the rotated file", "file", c.path, "err", err)
+		}
+		t.markSeen(c.ino)
+		return c.mod, true
+	}
+	return time.Time{}, false
+}
+
 // siblings lists the rotated files next to the followed one (name.1,
-// name-20261123, ...; not compressed ones: logrotate compresses later, with
-// delaycompress), oldest first.
+// name-20261123, ...; not compressed ones, see drainCompressed), oldest
+// first.
 func (t *Follower) siblings(keep func(os.FileInfo) bool) []sibling {
+	return t.siblingsOf(false, keep)
+}
+
+// siblingsOf lists the rotated files next to the followed one that are
+// compressed (by their names) or not, oldest first.
+func (t *Follower) siblingsOf(compressed bool, keep func(os.FileInfo) bool) []sibling {
 	dir, base := filepath.Split(t.Path)
 	if dir == "" {
 		dir = "."
@@ -323,8 +385,12 @@ func (t *Follower) siblings(keep func(os.FileInfo) bool) []sibling {
 	var out []sibling
 	for _, e := range ents {
 		n := e.Name()
-		if n == base || !strings.HasPrefix(n, base) || (n[len(base)] != '.' && n[len(base)] != '-') ||
-			strings.HasSuffix(n, ".gz") || strings.HasSuffix(n, ".xz") || strings.HasSuffix(n, ".bz2") || strings.HasSuffix(n, ".zst") {
+		if n == base || !strings.HasPrefix(n, base) || (n[len(base)] != '.' && n[len(base)] != '-') {
+			continue
+		}
+		// (bzip2 and zstd are left out: logline.Open does not read them)
+		if z := strings.HasSuffix(n, ".gz") || strings.HasSuffix(n, ".xz"); z != compressed ||
+			strings.HasSuffix(n, ".bz2") || strings.HasSuffix(n, ".zst") {
 			continue
 		}
 		fi, err := e.Info()
