@@ -81,7 +81,7 @@ func startPolicyConf(t *testing.T, bin, dir, conf string) string {
 		t.Fatal(err)
 	}
 	conf = filepath.Join(dir, "relayguard.toml")
-	cmd := exec.Command(bin, "--config", conf, "--data-dir", filepath.Join(dir, "data"), "policy")
+	cmd := exec.Command(bin, "--config", conf, "--data-dir", filepath.Join(dir, "data"), "--create-data-dir", "policy")
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
