@@ -3,6 +3,7 @@ package dnsbl
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"log/slog"
 	"net/netip"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/relayguard/relayguard/internal/config"
+	"github.com/relayguard/relayguard/internal/dnsbl/zonespec"
 )
 
 // sameShard returns n distinct keys that land in the same shard.
@@ -113,5 +115,49 @@ func TestCacheFullLoggedOnce(t *testing.T) {
 func TestConfigDefaultCacheSize(t *testing.T) {
 	if got := config.Default().DNSBL.CacheSize; got != DefaultCacheSize {
 		t.Errorf("config default dnsbl.cache_size = %d, dnsbl.DefaultCacheSize = %d", got, DefaultCacheSize)
+	}
+}
+
+// TestLists: `dnsbl check` asks the catalog and the configured zones, each
+// name once; a configured spec replaces the catalog's (the operator's
+// filter and weight) and keeps its meanings.
+func TestLists(t *testing.T) {
+	ls, err := Lists(true, []string{"zen.spamhaus.org=127.0.0.[2..3]*4", "mine.example.org*-2"}, []string{"dbl.spamhaus.org", "rhs.example.org"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	byName := map[string]CatalogEntry{}
+	for _, l := range ls {
+		z, _ := zonespec.Parse(l.Spec)
+		if _, dup := byName[z.Name]; dup {
+			t.Errorf("%s listed twice", z.Name)
+		}
+		byName[z.Name] = l
+	}
+	if len(ls) != len(Catalog)+2 {
+		t.Errorf("%d lists, want the catalog's %d and 2 configured", len(ls), len(Catalog))
+	}
+	if zen := byName["zen.spamhaus.org"]; zen.Spec != "zen.spamhaus.org=127.0.0.[2..3]*4" || zen.Meanings["127.0.0.2"] == "" {
+		t.Errorf("zen: %+v", zen)
+	}
+	if m := byName["mine.example.org"]; !m.Allow || m.Domain {
+		t.Errorf("negative weight: %+v, want an allowlist", m)
+	}
+	if d := byName["rhs.example.org"]; !d.Domain {
+		t.Errorf("domain zone: %+v", d)
+	}
+	if _, err := Lists(false, []string{"bad zone"}, nil); err == nil || !strings.Contains(err.Error(), `"bad zone"`) {
+		t.Errorf("bad zone: %v", err)
+	}
+	for _, bad := range []string{"", "nodot", "not a name.example", "192.0.2.300"} {
+		if _, _, err := ParseTarget(bad); err == nil || !strings.Contains(err.Error(), fmt.Sprintf("%q", bad)) {
+			t.Errorf("ParseTarget(%q): %v", bad, err)
+		}
+	}
+	if ip, _, _ := ParseTarget("2001:db8::1"); !ip.IsValid() {
+		t.Error("IPv6 target")
+	}
+	if _, d, _ := ParseTarget("Spam.Example.COM."); d != "spam.example.com" {
+		t.Errorf("domain target: %q", d)
 	}
 }

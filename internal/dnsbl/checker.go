@@ -245,11 +245,8 @@ func (c *Checker) query(ctx context.Context, z *Zone, qname string, k *cache, ke
 		return r
 	}
 	// A zone is used only once it is known healthy: wait (bounded by
-	// the request's deadline) for its first health check.
-	select {
-	case <-st.firstDone:
-	case <-ctx.Done():
-	}
+	// the request's deadline and the timeout) for its first health check.
+	c.waitChecked(ctx, st.firstDone)
 	c.mu.Lock()
 	h, down, downWhy := st.h, c.dns.down, c.dns.detail
 	c.mu.Unlock()
@@ -420,9 +417,23 @@ func (c *Checker) waitFirst(ctx context.Context) {
 		chans = append(chans, st.firstDone)
 	}
 	c.mu.Unlock()
-	t := time.NewTimer(c.opts.Timeout)
-	defer t.Stop()
+	c.waitChecked(ctx, chans...)
+}
+
+// waitChecked waits until every channel is closed, ctx ends or the
+// timeout passes (a first health check takes no longer).
+func (c *Checker) waitChecked(ctx context.Context, chans ...chan struct{}) {
+	var t *time.Timer
 	for _, ch := range chans {
+		select {
+		case <-ch:
+			continue
+		default:
+		}
+		if t == nil {
+			t = time.NewTimer(c.opts.Timeout)
+			defer t.Stop()
+		}
 		select {
 		case <-ch:
 		case <-ctx.Done():

@@ -347,7 +347,7 @@ func TestIPShapedDomainsAreNotAsked(t *testing.T) {
 		t.Errorf("bad.example: score %d, results %+v", got.Score, got.Results)
 	}
 	for d, ok := range map[string]bool{"bad.example": true, "mail.example.test.": true, "x_y.example": true,
-		"192.0.2.1": false, "2001:db8::1": false, "[192.0.2.1]": false, "localhost": false, "": false, "a b.example": false} {
+		"192.0.2.1": false, "192.0.2.300": false, "2001:db8::1": false, "[192.0.2.1]": false, "localhost": false, "": false, "a b.example": false} {
 		if DomainQueryable(d) != ok {
 			t.Errorf("DomainQueryable(%q) = %v, want %v", d, !ok, ok)
 		}

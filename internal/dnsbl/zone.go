@@ -74,12 +74,15 @@ func DomainQueryable(d string) bool {
 	if _, err := netip.ParseAddr(d); err == nil {
 		return false
 	}
-	for _, l := range strings.Split(d, ".") {
+	labels := strings.Split(d, ".")
+	for _, l := range labels {
 		if l == "" || len(l) > 63 {
 			return false
 		}
 	}
-	return true
+	// RFC 3696 §2: a top-level domain is never all-numeric, so
+	// "192.0.2.300" is a mistyped address, not a name.
+	return strings.Trim(labels[len(labels)-1], "0123456789") != ""
 }
 
 // Classify is the one rule for what a list's answer means, used by the
