@@ -11,8 +11,10 @@ import (
 // The answer cache holds one entry per target (a client address, or a
 // domain) with a slot per zone: a busy MX asks every zone about the same
 // client, so the key, the LRU links and the map slot are paid once per
-// client instead of once per zone. An entry costs about 48 bytes plus 6 per
-// zone (see BenchmarkCacheMemory and docs/BENCHMARKS.md).
+// client instead of once per zone. An entry holds its key (16 bytes), its
+// links (8) and 6 bytes per zone, plus its map slot: with 10 zones about
+// 140 bytes a client, growth slack included (BenchmarkCacheMemory,
+// docs/benchmarks/dnsbl.md).
 //
 // Eviction is least-recently-used and O(1): each shard keeps its entries
 // in flat arrays linked into a list by index; a full shard reuses its

@@ -1,0 +1,239 @@
+package dnsbl
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/relayguard/relayguard/internal/dnsutil"
+)
+
+// The circuit breaker. A zone whose queries fail tripAfter times in a row
+// while something else answered since the first of them is Failing; when
+// tripAfter queries in a row fail and nothing at all answered since the
+// first of them, DNS is unreachable. Either way queries are no longer
+// sent (the answer is a temporary failure at once, or the cached answer)
+// and a health check decides.
+const (
+	tripAfter     = 3
+	firstBackoff  = time.Second
+	dnsBackoffMax = 10 * time.Second // DNS unreachable: notice its return soon
+	disabledMax   = 5 * time.Minute
+	confirmEvery  = time.Minute // at most one check per zone per error code seen
+	listErrorLog  = time.Hour   // one log line per zone per hour for error codes
+)
+
+// dnsState is whether DNS answers at all; Checker.mu guards it.
+type dnsState struct {
+	down       bool
+	detail     string
+	since      time.Time
+	lastAnswer time.Time // last definite answer from an upstream list or domain
+	failStreak int
+	failStart  time.Time
+}
+
+// minCounted is how long a query must have waited before its timeout
+// counts against the zone: a query cut short by the request's own
+// deadline (spent on earlier checks) says nothing about the list.
+func (c *Checker) minCounted() time.Duration { return min(time.Second, c.opts.Timeout/2) }
+
+// noteAnswer records a definite answer (any rcode but a failure) from
+// upstream: DNS works, and st (if any) answers.
+func (c *Checker) noteAnswer(st *zoneState) {
+	c.mu.Lock()
+	if st != nil {
+		st.fails = 0
+	}
+	c.dns.failStreak = 0
+	c.dns.lastAnswer = time.Now()
+	up := c.dns.down
+	if up {
+		c.setDNSLocked(false, "")
+	}
+	c.mu.Unlock()
+}
+
+// noteFailure feeds a failed query, sent at start, to the breaker.
+func (c *Checker) noteFailure(ctx context.Context, st *zoneState, start time.Time, err error) {
+	var de *dnsutil.Error
+	timeout := errors.As(err, &de) && de.Kind == dnsutil.Timeout
+	if errors.Is(ctx.Err(), context.Canceled) || (timeout && time.Since(start) < c.minCounted()) {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	st.fails++
+	if st.fails == 1 {
+		st.streakStart = start
+	}
+	c.dns.failStreak++
+	if c.dns.failStreak == 1 {
+		c.dns.failStart = start
+	}
+	if st.fails >= tripAfter && st.h.State == Healthy && c.dns.lastAnswer.After(st.streakStart) {
+		c.tripLocked(st, fmt.Sprintf("%d queries in a row failed while other lists answer (last: %v)", st.fails, err))
+	}
+	if !c.dns.down && c.dns.failStreak >= tripAfter && !c.dns.lastAnswer.After(c.dns.failStart) {
+		c.setDNSLocked(true, fmt.Sprintf("%d queries in a row failed and nothing answered since (last: %v)", c.dns.failStreak, err))
+	}
+}
+
+// stallAfter is how long a query may go unanswered before it counts
+// toward the breaker while it is still in flight: three retransmissions
+// (0, 0.4 and 1.2 s) unanswered. A zone with tripAfter such queries (or
+// failures), while other lists answered since the oldest was sent, is
+// Failing at once and its waiting queries end: a list that dies costs the
+// requests in flight about this long, not the whole timeout. A timeout
+// under twice this waits for the failures themselves.
+func (c *Checker) stallAfter() time.Duration {
+	if d := c.opts.Timeout / 4; d >= 3*dnsutil.FirstRetransmit {
+		return d
+	}
+	return c.opts.Timeout
+}
+
+// inflightQuery is a query waiting for its answer.
+type inflightQuery struct {
+	start   time.Time
+	cancel  context.CancelFunc
+	stalled bool
+	tripped bool
+}
+
+// inflight registers a query to st sent at start; done unregisters it and
+// reports whether the breaker ended it.
+func (c *Checker) inflight(ctx context.Context, st *zoneState, start time.Time) (context.Context, func() bool) {
+	ctx, cancel := context.WithCancel(ctx)
+	q := &inflightQuery{start: start, cancel: cancel}
+	c.mu.Lock()
+	if st.waiting == nil {
+		st.waiting = map[*inflightQuery]bool{}
+	}
+	st.waiting[q] = true
+	c.mu.Unlock()
+	timer := time.AfterFunc(c.stallAfter(), func() { c.noteStall(st, q) })
+	return ctx, func() bool {
+		timer.Stop()
+		c.mu.Lock()
+		delete(st.waiting, q)
+		if q.stalled {
+			st.stalled--
+		}
+		tripped := q.tripped
+		c.mu.Unlock()
+		cancel()
+		return tripped
+	}
+}
+
+// noteStall counts a query still unanswered after stallAfter.
+func (c *Checker) noteStall(st *zoneState, q *inflightQuery) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !st.waiting[q] {
+		return // answered meanwhile
+	}
+	q.stalled = true
+	st.stalled++
+	if st.stalled == 1 || q.start.Before(st.stallStart) {
+		st.stallStart = q.start
+	}
+	oldest := st.stallStart
+	if st.fails > 0 && st.streakStart.Before(oldest) {
+		oldest = st.streakStart
+	}
+	if st.stalled+st.fails >= tripAfter && st.h.State == Healthy && c.dns.lastAnswer.After(oldest) {
+		c.tripLocked(st, fmt.Sprintf("%d queries unanswered after %v while other lists answer", st.stalled+st.fails, c.stallAfter()))
+	}
+}
+
+// tripLocked makes st Failing, has it checked now and ends the queries
+// still waiting for it (they answer a temporary failure).
+func (c *Checker) tripLocked(st *zoneState, why string) {
+	c.setHealthLocked(st, Health{Zone: st.z.Name, State: Failing, IPv6: st.h.IPv6, Checked: c.now(), Detail: why})
+	c.scheduleLocked(st, 0)
+	for w := range st.waiting {
+		w.tripped = true
+		w.cancel()
+	}
+}
+
+// confirmListError logs an error-code answer (once per zone per hour) and
+// has the zone checked now: only a health check may say that the list
+// refuses everyone (issue 13 item 6).
+func (c *Checker) confirmListError(st *zoneState, qname, why string) {
+	now := c.now()
+	c.mu.Lock()
+	logIt := now.Sub(st.lastErrorLog) >= listErrorLog
+	if logIt {
+		st.lastErrorLog = now
+	}
+	if st.h.State == Healthy && now.Sub(st.lastConfirm) >= confirmEvery {
+		st.lastConfirm = now
+		c.scheduleLocked(st, 0)
+	}
+	c.mu.Unlock()
+	if logIt {
+		c.log.Warn("dnsbl list error: an answer outside the list's reply range is not a listing; the list's health is checked now",
+			"zone", st.z.Name, "query", qname, "error", why)
+	}
+}
+
+// scheduleLocked plans st's next check in d and wakes RunHealth.
+func (c *Checker) scheduleLocked(st *zoneState, d time.Duration) {
+	at := time.Now().Add(d)
+	if st.due.IsZero() || at.Before(st.due) {
+		st.due = at
+	}
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
+}
+
+// setDNSLocked records that DNS became unreachable (down) or reachable,
+// logs the change once and, when down, has every zone checked now.
+func (c *Checker) setDNSLocked(down bool, why string) {
+	if c.dns.down == down {
+		return
+	}
+	was := c.dns.since
+	c.dns.down, c.dns.detail, c.dns.since = down, why, time.Now()
+	if down {
+		c.m.dnsUp.Set(0)
+		c.log.Error("DNS unreachable: no DNS list answers (resolver down or cut off). Checks that depend on a list answer with a temporary failure (4xx) until it returns; cached answers are still used; no list is switched off for this",
+			"detail", why)
+		for _, st := range c.state {
+			c.scheduleLocked(st, 0)
+		}
+		return
+	}
+	c.m.dnsUp.Set(1)
+	c.log.Info("DNS reachable again: DNS lists are asked again", "unreachable_for", time.Since(was).Round(time.Second).String())
+}
+
+// setHealthLocked stores a zone's new health and logs a change of state.
+func (c *Checker) setHealthLocked(st *zoneState, h Health) {
+	prev := st.h.State
+	st.h = h
+	c.m.setState(h.Zone, h.State)
+	if prev == h.State {
+		return
+	}
+	switch {
+	case h.State == ListsEverything:
+		c.log.Error("DNSBL ZONE LISTS EVERYTHING: disabled; it would reject every client. Remove it from the configuration",
+			"zone", h.Zone, "detail", h.Detail)
+	case h.State.Disabled():
+		c.log.Warn("dnsbl zone disabled (skipped until it recovers)", "zone", h.Zone, "state", h.State.String(), "detail", h.Detail)
+	case h.State == Failing:
+		c.log.Warn("dnsbl zone failing: its queries fail while other lists answer; not asked (a temporary failure where it matters) until a health check decides",
+			"zone", h.Zone, "detail", h.Detail)
+	case prev.Disabled() || prev == Failing:
+		c.log.Info("dnsbl zone recovered: re-enabled", "zone", h.Zone, "was", prev.String())
+	default:
+		c.log.Info("dnsbl zone checked", "zone", h.Zone, "state", h.State.String(), "ipv6", h.IPv6)
+	}
+}
