@@ -102,10 +102,15 @@ type ListenerConfig struct {
 	TrustedLocal bool     `toml:"trusted_local" comment:"Allow plaintext AUTH mechanisms without TLS on this listener (only for a trusted local listener)."`
 	Allow        []string `toml:"allow" comment:"If set, only these client networks (CIDR) may connect (hosts.allow)."`
 	Deny         []string `toml:"deny" comment:"Client networks (CIDR) refused before the banner (hosts.deny)."`
+	// PROXY protocol (HAProxy's proxy-protocol.txt, v1 and v2).
+	ProxyProtocol bool     `toml:"proxy_protocol" comment:"Connections start with a PROXY protocol header (v1 or v2) from a load balancer such as HAProxy: the\nclient address it gives is the one limits, bans, policy and logs see. Needs proxy_from."`
+	ProxyFrom     []string `toml:"proxy_from" comment:"Networks (CIDR) of the load balancers allowed to send the PROXY header; connections from anywhere\nelse to this listener are closed (otherwise anyone could claim any address)."`
 
-	// AllowNets and DenyNets are Allow and Deny parsed by Finish.
-	AllowNets []netip.Prefix `toml:"-"`
-	DenyNets  []netip.Prefix `toml:"-"`
+	// AllowNets, DenyNets and ProxyFromNets are Allow, Deny and ProxyFrom
+	// parsed by Finish.
+	AllowNets     []netip.Prefix `toml:"-"`
+	DenyNets      []netip.Prefix `toml:"-"`
+	ProxyFromNets []netip.Prefix `toml:"-"`
 }
 
 // LimitsConfig holds the per-session and per-server limits. Every limit logs
@@ -315,6 +320,12 @@ func (c *Config) finish(dataDir string) error {
 		}
 		if l.DenyNets, err = ParsePrefixes(l.Deny); err != nil {
 			return fmt.Errorf("listener %q deny: %w", l.Name, err)
+		}
+		if l.ProxyFromNets, err = ParsePrefixes(l.ProxyFrom); err != nil {
+			return fmt.Errorf("listener %q proxy_from: %w", l.Name, err)
+		}
+		if l.ProxyProtocol && len(l.ProxyFromNets) == 0 {
+			return fmt.Errorf("listener %q: proxy_protocol needs proxy_from, the load balancers' networks", l.Name)
 		}
 	}
 	c.resolvePaths()

@@ -25,6 +25,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/pires/go-proxyproto"
 	"github.com/relayguard/relayguard/internal/config"
 	"github.com/relayguard/relayguard/internal/event"
 	"github.com/relayguard/relayguard/internal/limits"
@@ -301,6 +302,16 @@ func (s *Server) release(c net.Conn, ip netip.Addr) {
 // handle runs one connection.
 func (s *Server) handle(ctx context.Context, c net.Conn, l *listener) {
 	defer c.Close()
+	if l.cfg.ProxyProtocol {
+		pc, err := proxied(c, l.cfg)
+		if err != nil {
+			// No reply: the peer does not speak the framing agreed on.
+			s.log.Warn("PROXY protocol: connection closed", "listener", l.cfg.Name, "peer", c.RemoteAddr().String(), "err", err)
+			s.deps.Metrics.Rejections.WithLabelValues("proxy_protocol").Inc()
+			return
+		}
+		c = pc
+	}
 	ip := clientIP(c)
 	s.deps.Metrics.Connections.WithLabelValues(l.cfg.Name).Inc()
 	sess := newSession(s, c, l, ip, s.newCID())
@@ -331,6 +342,26 @@ func (s *Server) handle(ctx context.Context, c net.Conn, l *listener) {
 		}
 	}
 	sess.run(ctx)
+}
+
+// proxied reads the PROXY protocol header (v1 or v2, HAProxy's
+// proxy-protocol.txt) that a load balancer in front of the listener sends,
+// with github.com/pires/go-proxyproto, and returns the connection whose
+// RemoteAddr and LocalAddr are the client's and the address it connected
+// to, so that every limit, ban, policy check and log line is about the
+// real client. Only proxy_from may send it; a LOCAL header (a health
+// check) leaves the proxy's own address.
+func proxied(c net.Conn, lc config.ListenerConfig) (net.Conn, error) {
+	peer := clientIP(c)
+	if !containsAddr(lc.ProxyFromNets, peer) {
+		return nil, fmt.Errorf("%s is not in proxy_from", peer)
+	}
+	pc := proxyproto.NewConn(c, proxyproto.WithPolicy(proxyproto.REQUIRE), proxyproto.SetReadHeaderTimeout(10*time.Second))
+	if pc.ProxyHeader() == nil {
+		return nil, errors.New("no valid PROXY header")
+	}
+	c.SetReadDeadline(time.Time{}) // the header read left one
+	return pc, nil
 }
 
 // newCID returns a connection id: a counter from a random start, in hex,
