@@ -36,7 +36,7 @@ func cliGuard(ctx context.Context, cfg *config.Config) (*guard.Guard, *store.Sto
 	if err != nil {
 		return nil, nil, err
 	}
-	g, err := guard.Open(ctx, cfg, log, st, guard.Options{})
+	g, err := guard.Open(ctx, cfg.Guard, cfg.Site, log, st, guard.Options{})
 	if err != nil {
 		st.Close()
 		return nil, nil, err

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"crypto/tls"
 	"fmt"
@@ -167,46 +166,6 @@ func TestPrintedConfigFollowsDataDir(t *testing.T) {
 	}
 }
 
-// rejectingPeer answers every RCPT with 550, so that a message for it
-// bounces.
-func rejectingPeer(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				c.SetDeadline(time.Now().Add(30 * time.Second))
-				fmt.Fprintf(c, "220 reject.test ESMTP\r\n")
-				sc := bufio.NewScanner(c)
-				for sc.Scan() {
-					cmd := strings.ToUpper(sc.Text())
-					switch {
-					case strings.HasPrefix(cmd, "EHLO"), strings.HasPrefix(cmd, "HELO"):
-						fmt.Fprintf(c, "250 reject.test\r\n")
-					case strings.HasPrefix(cmd, "RCPT"):
-						fmt.Fprintf(c, "550 5.1.1 no such user here\r\n")
-					case strings.HasPrefix(cmd, "QUIT"):
-						fmt.Fprintf(c, "221 bye\r\n")
-						return
-					default:
-						fmt.Fprintf(c, "250 ok\r\n")
-					}
-				}
-			}()
-		}
-	}()
-	return ln.Addr().String()
-}
-
 // waitMaildir waits until the messages in a Maildir's new/ contain each of
 // the wanted strings (each in some message).
 func waitMaildir(t *testing.T, dir string, logs *bytes.Buffer, want ...string) {
@@ -261,7 +220,7 @@ mode = "submission"
 dns_server = %q
 [delivery.transports]
 "bounce.test" = "smtp:%s"
-`, mx, sub, dead, rejectingPeer(t)))
+`, mx, sub, dead, delivertest.StartRejecter(t)))
 	const password = "canonical domains password"
 	for _, u := range []string{"alice@例え.jp", "bob"} {
 		add := exec.Command(bin, "user", "add", u, "--password-stdin", "--config", cf, "--data-dir", data, "--create-data-dir")

@@ -81,6 +81,30 @@ func stateConfig() (*config.Config, error) {
 	return c, nil
 }
 
+// daemonCommand is the command of a daemon for an existing Postfix host
+// (policy, milter): its own --listen (overriding listenKey) and --metrics
+// flags, the state stores of the data directory, and run until a signal.
+func daemonCommand(use, short, long, listenKey string, setListen func(*config.Config, string),
+	run func(context.Context, *config.Config, *slog.Logger, string) error) *cobra.Command {
+	var listen, metrics string
+	cmd := &cobra.Command{
+		Use: use, Short: short, Long: long, Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := stateConfig()
+			if err != nil {
+				return err
+			}
+			if listen != "" {
+				setListen(cfg, listen)
+			}
+			return run(cmd.Context(), cfg, newLogger(cfg), metrics)
+		},
+	}
+	cmd.Flags().StringVar(&listen, "listen", "", "listen `address` (host:port or unix:/path), overrides "+listenKey)
+	cmd.Flags().StringVar(&metrics, "metrics", "", "serve Prometheus /metrics on this `address` (off by default)")
+	return cmd
+}
+
 // newLogger builds the slog logger the configuration asks for.
 func newLogger(c *config.Config) *slog.Logger {
 	log, _ := newLoggerLevel(c)

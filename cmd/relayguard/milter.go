@@ -1,17 +1,13 @@
 package main
 
 import (
-	"github.com/spf13/cobra"
-
+	"github.com/relayguard/relayguard/internal/config"
 	"github.com/relayguard/relayguard/internal/server"
 )
 
 func init() {
-	var listen, metrics string
-	cmd := &cobra.Command{
-		Use:   "milter",
-		Short: "Run the Postfix milter: send limits per login and per local user, From binding",
-		Long: `Serve the Sendmail/Postfix milter protocol for Postfix's smtpd_milters and
+	rootCmd.AddCommand(daemonCommand("milter", "Run the Postfix milter: send limits per login and per local user, From binding",
+		`Serve the Sendmail/Postfix milter protocol for Postfix's smtpd_milters and
 non_smtpd_milters. For authenticated SMTP clients ({auth_authen}) it defers suspended logins,
 binds the envelope sender and the header From: to the addresses the login owns, and applies the
 send limits of [delivery.rate_limits] (the null sender included). For mail submitted with
@@ -25,19 +21,5 @@ Postfix side (main.cf):
   milter_mail_macros = i {auth_type} {auth_authen} {auth_author} {mail_addr} {mail_host} {mail_mailer} {client_addr}
 It reads Postfix's queue files ([milter] queue_directories): run it as root or as Postfix's
 mail_owner. See docs/milter.md.`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := stateConfig()
-			if err != nil {
-				return err
-			}
-			if listen != "" {
-				cfg.Milter.Listen = listen
-			}
-			return server.Milter(cmd.Context(), cfg, newLogger(cfg), metrics)
-		},
-	}
-	cmd.Flags().StringVar(&listen, "listen", "", "listen `address` (host:port or unix:/path), overrides milter.listen")
-	cmd.Flags().StringVar(&metrics, "metrics", "", "serve Prometheus /metrics on this `address` (off by default)")
-	rootCmd.AddCommand(cmd)
+		"milter.listen", func(c *config.Config, addr string) { c.Milter.Listen = addr }, server.Milter))
 }

@@ -10,11 +10,12 @@ import (
 	"github.com/relayguard/relayguard/internal/store"
 )
 
-// Open builds the guard of the configuration over the process's stores:
-// bans, failure counters and recent logins in the SQLite database; with
-// Redis/Valkey in st, bans mirrored there and failure counters kept there
-// (SQLite is the fallback while it is unreachable). It opens nothing itself.
-func Open(ctx context.Context, cfg *config.Config, log *slog.Logger, st *store.Stores, o Options) (*Guard, error) {
+// Open builds the guard of the [guard] section gc over the process's
+// stores: bans, failure counters and recent logins in the SQLite database;
+// with Redis/Valkey in st, bans mirrored there and failure counters kept
+// there (SQLite is the fallback while it is unreachable). site gives the
+// networks never banned (config.Site.NeverBan). It opens nothing itself.
+func Open(ctx context.Context, gc config.GuardConfig, site *config.Site, log *slog.Logger, st *store.Stores, o Options) (*Guard, error) {
 	local, err := NewSQLiteStore(ctx, st.DB)
 	if err != nil {
 		return nil, err
@@ -23,9 +24,9 @@ func Open(ctx context.Context, cfg *config.Config, log *slog.Logger, st *store.S
 	if err != nil {
 		return nil, err
 	}
-	o.Config, o.Log, o.Store = cfg.Guard, log, local
+	o.Config, o.Log, o.Store = gc, log, local
 	o.Counters, o.Logins = counters, counters
-	o.Never = append(o.Never, cfg.Site.NeverBan()...)
+	o.Never = append(o.Never, site.NeverBan()...)
 	if st.Redis != nil {
 		o.Store = NewShared(local, st.Redis, log)
 		o.Counters = &FallbackCounters{Primary: st.Redis, Fallback: counters, Health: st.Redis.Health}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"sync"
 	"sync/atomic"
 
@@ -33,46 +34,66 @@ import (
 // until ctx is done, with the send limits of [delivery.rate_limits], and
 // serves its metrics on metricsAddr when it is not empty.
 func Policy(ctx context.Context, cfg *config.Config, log *slog.Logger, metricsAddr string) error {
-	reg := prom.NewRegistry()
-	eng, err := policy.New(cfg.Site, cfg.Policy, cfg.DNSBL, policy.Deps{Logger: log, Source: "policyd", Registerer: reg})
-	if err != nil {
-		return err
-	}
-	// The stores close, and the health checks and the metrics listener are
-	// stopped (cancel) and waited for (wg), on return.
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	st, err := store.Open(ctx, cfg.DataDir, cfg.Store.URL, log)
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	defer cancel()
-	lim, err := newLimiter(ctx, cfg, st, log, reg, "policyd")
-	if err != nil {
-		return err
-	}
-	ln, err := policyd.Listen(cfg.Policy.Listen)
-	if err != nil {
-		return err
-	}
-	wg.Go(func() { eng.Run(ctx) }) // DNS list health checks
-	if err := startMetrics(ctx, &wg, metricsAddr, reg, log); err != nil {
-		ln.Close()
-		return err
-	}
-	log.Info("policy service listening", "address", ln.Addr().String(), "network", ln.Addr().Network())
-	s := &policyd.Server{Engine: eng, Logger: log, IdleTimeout: cfg.Policy.IdleTimeout.D(), MaxConns: cfg.Policy.MaxConnections,
-		Limits:     &policyd.Limits{Limiter: lim, Trusted: cfg.Site.Trusted, Action: cfg.Policy.LimitAction},
-		Registerer: reg}
-	return s.Serve(ctx, ln)
+	return frontDoor(ctx, cfg, log, metricsAddr, "policyd", func(ctx context.Context, fd frontDoorDeps) (net.Listener, serveFunc, error) {
+		eng, err := policy.New(cfg.Site, cfg.Policy, cfg.DNSBL, policy.Deps{Logger: log, Source: "policyd", Registerer: fd.reg})
+		if err != nil {
+			return nil, nil, err
+		}
+		ln, err := policyd.Listen(cfg.Policy.Listen)
+		if err != nil {
+			return nil, nil, err
+		}
+		fd.wg.Go(func() { eng.Run(ctx) }) // DNS list health checks
+		s := &policyd.Server{Engine: eng, Logger: log, IdleTimeout: cfg.Policy.IdleTimeout.D(), MaxConns: cfg.Policy.MaxConnections,
+			Limits:     &policyd.Limits{Limiter: fd.lim, Trusted: cfg.Site.Trusted, Action: cfg.Policy.LimitAction},
+			Registerer: fd.reg}
+		log.Info("policy service listening", "address", ln.Addr().String(), "network", ln.Addr().Network())
+		return ln, s.Serve, nil
+	})
 }
 
 // Milter runs the milter on cfg.Milter.Listen until ctx is done, and
 // serves its metrics on metricsAddr when it is not empty.
 func Milter(ctx context.Context, cfg *config.Config, log *slog.Logger, metricsAddr string) error {
+	return frontDoor(ctx, cfg, log, metricsAddr, "milter", func(ctx context.Context, fd frontDoorDeps) (net.Listener, serveFunc, error) {
+		users, err := userdb.Open(ctx, fd.st.DB, UserdbOptions(cfg))
+		if err != nil {
+			return nil, nil, err
+		}
+		srv, err := milter.New(milter.Options{
+			Config: cfg.Milter, Limiter: fd.lim, Log: maillog.New(log),
+			Owners: milter.UserDBOwners{Users: users, LocalDomains: cfg.Site.LocalDomains},
+		})
+		if err != nil {
+			return nil, nil, err
+		}
+		ln, err := milter.Listen(cfg.Milter.Listen)
+		if err != nil {
+			return nil, nil, err
+		}
+		log.Info("milter listening", "address", ln.Addr().String(), "network", ln.Addr().Network())
+		return ln, srv.Serve, nil
+	})
+}
+
+// serveFunc serves a front door's listener until ctx is done.
+type serveFunc func(ctx context.Context, ln net.Listener) error
+
+// frontDoorDeps are what frontDoor opened for a front door's build.
+type frontDoorDeps struct {
+	st  *store.Stores
+	lim *ratelimit.Limiter
+	reg prometheus.Registerer
+	wg  *sync.WaitGroup // goroutines the front door starts
+}
+
+// frontDoor runs a front door of an existing Postfix host (policy
+// service, milter): it opens the state stores and the send limiter, lets
+// build make the listener and its server, serves the metrics, and on
+// return stops every goroutine (cancel) and waits for them (wg) before
+// the stores close.
+func frontDoor(ctx context.Context, cfg *config.Config, log *slog.Logger, metricsAddr, source string,
+	build func(context.Context, frontDoorDeps) (net.Listener, serveFunc, error)) error {
 	reg := prom.NewRegistry()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -84,22 +105,11 @@ func Milter(ctx context.Context, cfg *config.Config, log *slog.Logger, metricsAd
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer cancel()
-	lim, err := newLimiter(ctx, cfg, st, log, reg, "milter")
+	lim, err := newLimiter(ctx, cfg, st, log, reg, source)
 	if err != nil {
 		return err
 	}
-	users, err := userdb.Open(ctx, st.DB, UserdbOptions(cfg))
-	if err != nil {
-		return err
-	}
-	srv, err := milter.New(milter.Options{
-		Config: cfg.Milter, Limiter: lim, Log: maillog.New(log),
-		Owners: milter.UserDBOwners{Users: users, LocalDomains: cfg.Site.LocalDomains},
-	})
-	if err != nil {
-		return err
-	}
-	ln, err := milter.Listen(cfg.Milter.Listen)
+	ln, serve, err := build(ctx, frontDoorDeps{st: st, lim: lim, reg: reg, wg: &wg})
 	if err != nil {
 		return err
 	}
@@ -107,8 +117,7 @@ func Milter(ctx context.Context, cfg *config.Config, log *slog.Logger, metricsAd
 		ln.Close()
 		return err
 	}
-	log.Info("milter listening", "address", ln.Addr().String(), "network", ln.Addr().Network())
-	return srv.Serve(ctx, ln)
+	return serve(ctx, ln)
 }
 
 // newLimiter builds the send limits of [delivery.rate_limits] over the
@@ -158,7 +167,7 @@ func Watch(ctx context.Context, cfg *config.Config, log *slog.Logger, stdin io.R
 		return err
 	}
 	defer st.Close()
-	g, err := guard.Open(ctx, cfg, log, st, guard.Options{Enforcer: enf})
+	g, err := guard.Open(ctx, cfg.Guard, cfg.Site, log, st, guard.Options{Enforcer: enf})
 	if err != nil {
 		return err
 	}

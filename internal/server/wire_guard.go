@@ -21,7 +21,7 @@ import (
 // POP-before-SMTP permits relay. The firewall is left to `relayguard watch`.
 // The returned function stops the guard's goroutines and waits for them.
 func wireGuard(ctx context.Context, cfg *config.Config, log *slog.Logger, st *store.Stores, bus *event.Bus, deps *smtpd.Deps, reg prometheus.Registerer) (func(), error) {
-	g, err := guard.Open(ctx, cfg, log, st, guard.Options{})
+	g, err := guard.Open(ctx, cfg.Guard, cfg.Site, log, st, guard.Options{})
 	if err != nil {
 		return nil, err
 	}

@@ -128,3 +128,33 @@ func (b *BadTLS) serve(c net.Conn) {
 		}
 	}
 }
+
+// StartRejecter starts on loopback an SMTP peer that refuses every
+// recipient with 550 5.1.1, so that a message for it bounces, and returns
+// its address.
+func StartRejecter(t testing.TB) string {
+	t.Helper()
+	return serveLoopback(t, func(c net.Conn) {
+		defer c.Close()
+		r := bufio.NewReader(c)
+		io.WriteString(c, "220 reject.test ESMTP\r\n")
+		for {
+			line, err := r.ReadString('\n')
+			if err != nil {
+				return
+			}
+			cmd := strings.ToUpper(strings.TrimSpace(line))
+			switch {
+			case strings.HasPrefix(cmd, "EHLO"), strings.HasPrefix(cmd, "HELO"):
+				io.WriteString(c, "250 reject.test\r\n")
+			case strings.HasPrefix(cmd, "RCPT"):
+				io.WriteString(c, "550 5.1.1 no such user here\r\n")
+			case strings.HasPrefix(cmd, "QUIT"):
+				io.WriteString(c, "221 bye\r\n")
+				return
+			default:
+				io.WriteString(c, "250 ok\r\n")
+			}
+		}
+	})
+}
