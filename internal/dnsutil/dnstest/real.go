@@ -117,6 +117,9 @@ func (d *daemon) start() {
 		d.out.Reset()
 		cmd := exec.Command(d.args[0], d.args[1:]...)
 		cmd.Stdout, cmd.Stderr = &d.out, &d.out
+		// Its own process group: NSD's server processes outlive the main
+		// one for a moment, and stop must end them all.
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 		if err = cmd.Start(); err != nil {
 			d.t.Fatalf("%s: %v", d.name, err)
 		}
@@ -126,7 +129,7 @@ func (d *daemon) start() {
 			d.cmd, d.done = cmd, done
 			return
 		}
-		cmd.Process.Kill()
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		<-done
 		// The port may still be held by the process just stopped.
 		time.Sleep(time.Duration(attempt+1) * 50 * time.Millisecond)
@@ -141,13 +144,24 @@ func (d *daemon) stop() {
 	if d.cmd == nil {
 		return
 	}
-	d.cmd.Process.Signal(syscall.SIGCONT) // if paused
-	d.cmd.Process.Signal(syscall.SIGTERM)
+	pgid := -d.cmd.Process.Pid
+	syscall.Kill(pgid, syscall.SIGCONT) // if paused
+	syscall.Kill(pgid, syscall.SIGTERM)
 	select {
 	case <-d.done:
 	case <-time.After(5 * time.Second):
-		d.cmd.Process.Kill()
-		<-d.done
+	}
+	// Whatever of the group is left (a server process still answering)
+	// goes now; the port is closed when stop returns.
+	syscall.Kill(pgid, syscall.SIGKILL)
+	<-d.done
+	c := &dns.Client{Timeout: 100 * time.Millisecond}
+	m := new(dns.Msg)
+	m.SetQuestion("stopped.invalid.", dns.TypeA)
+	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+		if _, _, err := c.Exchange(m, d.addr); err != nil {
+			break
+		}
 	}
 	d.cmd = nil
 }
@@ -156,7 +170,7 @@ func (d *daemon) signal(s syscall.Signal) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.cmd != nil {
-		d.cmd.Process.Signal(s)
+		syscall.Kill(-d.cmd.Process.Pid, s)
 	}
 }
 
