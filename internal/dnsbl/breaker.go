@@ -10,9 +10,11 @@ import (
 )
 
 // The circuit breaker. A zone whose queries fail tripAfter times in a row
-// while something else answered since the first of them is Failing; when
-// tripAfter queries in a row fail and nothing at all answered since the
-// first of them, DNS is unreachable. Either way queries are no longer
+// while a query sent after the first of them was answered (by another
+// list) is Failing; when tripAfter queries in a row fail and no query sent
+// after the first of them was answered, DNS is unreachable. Send times are
+// compared, not arrival times: an answer read late by a busy process says
+// nothing about DNS after it was asked. Either way queries are no longer
 // sent (the answer is a temporary failure at once, or the cached answer)
 // and a health check decides.
 const (
@@ -29,7 +31,7 @@ type dnsState struct {
 	down       bool
 	detail     string
 	since      time.Time
-	lastAnswer time.Time // last definite answer from an upstream list or domain
+	answered   time.Time // when the latest query that got a definite answer was sent
 	failStreak int
 	failStart  time.Time
 }
@@ -39,20 +41,23 @@ type dnsState struct {
 // deadline (spent on earlier checks) says nothing about the list.
 func (c *Checker) minCounted() time.Duration { return min(time.Second, c.opts.Timeout/2) }
 
-// noteAnswer records a definite answer (any rcode but a failure) from
-// upstream: DNS works, and st (if any) answers.
-func (c *Checker) noteAnswer(st *zoneState) {
+// noteAnswer records a definite answer (any rcode but a failure) to a
+// query sent at sent: DNS worked then, and st (if any) answers.
+func (c *Checker) noteAnswer(st *zoneState, sent time.Time) {
 	c.mu.Lock()
-	if st != nil {
+	defer c.mu.Unlock()
+	if st != nil && (st.fails == 0 || !sent.Before(st.streakStart)) {
 		st.fails = 0
 	}
-	c.dns.failStreak = 0
-	c.dns.lastAnswer = time.Now()
-	up := c.dns.down
-	if up {
+	if !sent.Before(c.dns.failStart) {
+		c.dns.failStreak = 0
+	}
+	if sent.After(c.dns.answered) {
+		c.dns.answered = sent
+	}
+	if c.dns.down && !sent.Before(c.dns.since) {
 		c.setDNSLocked(false, "")
 	}
-	c.mu.Unlock()
 }
 
 // noteFailure feeds a failed query, sent at start, to the breaker.
@@ -72,10 +77,10 @@ func (c *Checker) noteFailure(ctx context.Context, st *zoneState, start time.Tim
 	if c.dns.failStreak == 1 {
 		c.dns.failStart = start
 	}
-	if st.fails >= tripAfter && st.h.State == Healthy && c.dns.lastAnswer.After(st.streakStart) {
+	if st.fails >= tripAfter && st.h.State == Healthy && !c.dns.answered.Before(st.streakStart) {
 		c.tripLocked(st, fmt.Sprintf("%d queries in a row failed while other lists answer (last: %v)", st.fails, err))
 	}
-	if !c.dns.down && c.dns.failStreak >= tripAfter && !c.dns.lastAnswer.After(c.dns.failStart) {
+	if !c.dns.down && c.dns.failStreak >= tripAfter && c.dns.answered.Before(c.dns.failStart) {
 		c.setDNSLocked(true, fmt.Sprintf("%d queries in a row failed and nothing answered since (last: %v)", c.dns.failStreak, err))
 	}
 }
@@ -144,7 +149,7 @@ func (c *Checker) noteStall(st *zoneState, q *inflightQuery) {
 	if st.fails > 0 && st.streakStart.Before(oldest) {
 		oldest = st.streakStart
 	}
-	if st.stalled+st.fails >= tripAfter && st.h.State == Healthy && c.dns.lastAnswer.After(oldest) {
+	if st.stalled+st.fails >= tripAfter && st.h.State == Healthy && !c.dns.answered.Before(oldest) {
 		c.tripLocked(st, fmt.Sprintf("%d queries unanswered after %v while other lists answer", st.stalled+st.fails, c.stallAfter()))
 	}
 }

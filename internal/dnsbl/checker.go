@@ -247,6 +247,12 @@ func (c *Checker) query(ctx context.Context, z *Zone, qname string, k *cache, ke
 	// A zone is used only once it is known healthy: wait (bounded by
 	// the request's deadline and the timeout) for its first health check.
 	c.waitChecked(ctx, st.firstDone)
+	checked := false
+	select {
+	case <-st.firstDone:
+		checked = true
+	default:
+	}
 	c.mu.Lock()
 	h, down, downWhy := st.h, c.dns.down, c.dns.detail
 	c.mu.Unlock()
@@ -273,8 +279,14 @@ func (c *Checker) query(ctx context.Context, z *Zone, qname string, k *cache, ke
 		r.Status, r.Detail = TempError, "list failing, being re-checked (not asked): "+h.Detail
 		c.m.queries.WithLabelValues(z.Name, "failing").Inc()
 		return r
+	case h.State == Unknown && !checked:
+		// Its first check is still under way (a server started during a
+		// DNS outage must not fail open): unknown, never clean.
+		r.Status, r.Detail = TempError, "first health check under way (not asked)"
+		c.m.queries.WithLabelValues(z.Name, "not_checked").Inc()
+		return r
 	case h.State == Unknown:
-		r.Status, r.Detail = Skipped, "zone not checked yet"
+		r.Status, r.Detail = Skipped, "zone not judged by its first check"
 		c.m.queries.WithLabelValues(z.Name, r.Status.String()).Inc()
 		return r
 	}
@@ -288,7 +300,7 @@ func (c *Checker) query(ctx context.Context, z *Zone, qname string, k *cache, ke
 	case err != nil:
 		c.noteFailure(ctx, st, start, err)
 	default:
-		c.noteAnswer(st)
+		c.noteAnswer(st, start)
 	}
 	switch {
 	case r.Status == ListError:

@@ -179,6 +179,7 @@ func (c *Checker) probes(z *Zone, domain bool) []*probe {
 // ask sends one probe, bypassing the cache: a health check must see the
 // list as it is now.
 func (c *Checker) ask(ctx context.Context, p *probe) {
+	sent := time.Now()
 	answers, _, err := c.q.LookupA4(ctx, p.qname)
 	var de *dnsutil.Error
 	switch {
@@ -200,7 +201,7 @@ func (c *Checker) ask(ctx context.Context, p *probe) {
 		p.errText = err.Error()
 	}
 	if p.answered && (p.random || p.parent) {
-		c.noteAnswer(nil)
+		c.noteAnswer(nil, sent)
 	}
 }
 
@@ -254,7 +255,7 @@ func (c *Checker) checkZone(ctx context.Context, st *zoneState) checkResult {
 		// cached. Dead, if DNS answers other questions meanwhile;
 		// otherwise it is DNS that cannot be reached.
 		c.mu.Lock()
-		others := c.dns.lastAnswer.After(start)
+		others := !c.dns.answered.Before(start)
 		c.mu.Unlock()
 		if parentOK || others {
 			why := "its parent domain answers"

@@ -19,7 +19,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
 		queries: prom.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "relayguard_dnsbl_queries_total",
-			Help: "DNS list queries by zone and result (listed, clean, list_error, temp_error, skipped; dns_unreachable and failing: not asked, answered as a temporary failure).",
+			Help: "DNS list queries by zone and result (listed, clean, list_error, temp_error, skipped; dns_unreachable, failing and not_checked: not asked, answered as a temporary failure).",
 		}, []string{"zone", "result"})),
 		cache: prom.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "relayguard_dnsbl_cache_total", Help: "DNS list cache lookups by result (hit, miss).",
