@@ -69,13 +69,17 @@ func loadConfig() (*config.Config, error) {
 }
 
 // stateConfig is loadConfig for a command that reads or writes the state
-// in the data directory: the directory must exist (or --create-data-dir).
+// in the data directory: the directory must exist (or --create-data-dir),
+// and root acts as its owner (actAsDataDirOwner).
 func stateConfig() (*config.Config, error) {
 	c, err := loadConfig()
 	if err != nil {
 		return nil, err
 	}
 	if err := c.RequireDataDir(flagCreateDataDir); err != nil {
+		return nil, err
+	}
+	if err := actAsDataDirOwner(c.DataDir); err != nil {
 		return nil, err
 	}
 	return c, nil

@@ -157,10 +157,13 @@ func checkServe(t *testing.T, sb *sandbox) {
 	activate = append(activate, strings.Fields(svc["ExecStart"])...)
 
 	logf("making an account")
-	// An account to mail, made the way an operator makes it.
-	sb.run(strings.NewReader("a long password 1\n"), "setpriv", "--reuid=relayguard", "--regid=relayguard", "--init-groups",
-		"relayguard", "user", "add", "alice", "--password-stdin")
-	sb.run(nil, "setpriv", "--reuid=relayguard", "--regid=relayguard", "--init-groups", "relayguard", "user", "addr", "add", "alice", "alice@localhost")
+	// An account to mail, made the way an operator makes it: as root, which
+	// the commands that write state turn into the data directory's owner.
+	sb.run(strings.NewReader("a long password 1\n"), "relayguard", "user", "add", "alice", "--password-stdin")
+	sb.run(nil, "relayguard", "user", "addr", "add", "alice", "alice@localhost")
+	if out := sb.sh(`find /var/lib/relayguard ! -user relayguard`); strings.TrimSpace(out) != "" {
+		t.Errorf("root's user add left files relayguard does not own:\n%s", out)
+	}
 	sb.sh(`touch /var/tmp/relayguard-serve-start; sleep 1`)
 
 	cmd := sb.command(activate...)
