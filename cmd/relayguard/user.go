@@ -11,12 +11,17 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	"github.com/relayguard/relayguard/internal/accounts"
+	"github.com/relayguard/relayguard/internal/config"
+	"github.com/relayguard/relayguard/internal/queue"
 	"github.com/relayguard/relayguard/internal/store"
 	"github.com/relayguard/relayguard/internal/userdb"
 )
@@ -116,28 +121,60 @@ and a CRAM-MD5 secret only when auth.cram_md5 is enabled.`,
 
 	suspend := &cobra.Command{
 		Use:   "suspend USER",
-		Short: "Stop an account from authenticating (it still receives mail)",
-		Args:  cobra.ExactArgs(1),
+		Short: "Suspend an account everywhere: no AUTH, no mail through the policy service or milter, queued mail held",
+		Long: `Suspend an account: relayguard serve refuses its logins (it still receives mail), the policy
+service and the milter defer its mail, Dovecot's authentication policy refuses it, and its
+queued mail on this host is held (serve's spool; Postfix's queue with postsuper -h). With a
+shared store ([store] url) every server agrees within a second. USER need not be a relayguard
+account: on a Postfix host it is the SASL login.`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return withUserDB(cmd, func(ctx context.Context, db *userdb.DB, _ bool) error {
-				if err := db.Suspend(ctx, args[0]); err != nil {
+			return withAccounts(cmd, func(ctx context.Context, db *userdb.DB, svc *accounts.Service) error {
+				user := args[0]
+				if err := db.Suspend(ctx, user); err != nil && !errors.Is(err, userdb.ErrNoSuchUser) {
 					return err
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "suspended account %s\n", args[0])
+				created, err := svc.Suspend(ctx, user, config.SignalManual, "suspended by the operator (relayguard user suspend)")
+				if err != nil {
+					return err
+				}
+				if !created {
+					fmt.Fprintf(cmd.OutOrStdout(), "account %s was already suspended\n", user)
+					return nil
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "suspended account %s\n", user)
 				return nil
 			})
 		},
 	}
 	unsuspend := &cobra.Command{
 		Use:   "unsuspend USER",
-		Short: "Let a suspended account authenticate again",
-		Args:  cobra.ExactArgs(1),
+		Short: "Lift a suspension and release the account's held mail",
+		Long: `Lift the suspension of an account (made by a compromise signal, a send limit or "user
+suspend") on every server sharing the store, and release its mail held on this host (serve's
+spool; Postfix's queue with postsuper -H). The other servers release theirs within a second.
+Change the account's password first.`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return withUserDB(cmd, func(ctx context.Context, db *userdb.DB, _ bool) error {
-				if err := db.Unsuspend(ctx, args[0]); err != nil {
+			return withAccounts(cmd, func(ctx context.Context, db *userdb.DB, svc *accounts.Service) error {
+				user := args[0]
+				dbErr := db.Unsuspend(ctx, user)
+				if dbErr != nil && !errors.Is(dbErr, userdb.ErrNoSuchUser) {
+					return dbErr
+				}
+				sp, ok, released, err := svc.Unsuspend(ctx, user)
+				if err != nil {
 					return err
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "unsuspended account %s\n", args[0])
+				if !ok && dbErr != nil {
+					return fmt.Errorf("account %q is not suspended", user)
+				}
+				out := cmd.OutOrStdout()
+				fmt.Fprintf(out, "unsuspended account %s\n", user)
+				if ok {
+					fmt.Fprintf(out, "  suspended %s by %s: %s (%s)\n", sp.Since.Local().Format(time.DateTime), sp.By, sp.Signal, sp.Evidence)
+				}
+				fmt.Fprintf(out, "  released %d held message(s) on this host\n", released)
 				return nil
 			})
 		},
@@ -297,4 +334,44 @@ func printAccounts(w io.Writer, accts []userdb.Account, asJSON bool) error {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", a.Name, a.Created.Format("2006-01-02 15:04:05Z"), status, cram, addrs)
 	}
 	return tw.Flush()
+}
+
+// withAccounts opens the account store and the accounts' state (SQLite,
+// and Redis when [store] url names it) around fn; the responder holds and
+// releases mail in serve's spool (when this host has one) and in the
+// Postfix queues of [accounts] postfix_config_directories.
+func withAccounts(cmd *cobra.Command, fn func(ctx context.Context, db *userdb.DB, svc *accounts.Service) error) error {
+	cfg, err := stateConfig()
+	if err != nil {
+		return err
+	}
+	ctx := cmd.Context()
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	log := newLogger(cfg)
+	st, err := store.Open(ctx, cfg.DataDir, cfg.Store.URL, log)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	db, err := userdb.Open(ctx, st.DB, userdb.Options{PasswordHash: cfg.Auth.PasswordHash,
+		SCRAMIterations: cfg.Auth.SCRAMIterations, CRAMMD5: cfg.Auth.CRAMMD5, Logger: log})
+	if err != nil {
+		return err
+	}
+	var holders []accounts.Holder
+	if fi, err := os.Stat(filepath.Join(cfg.Spool.Dir, "msg")); err == nil && fi.IsDir() {
+		sp, err := queue.OpenForAdmin(cfg.Spool.Dir, nil)
+		if err != nil {
+			return err
+		}
+		defer sp.Close()
+		holders = append(holders, accounts.SpoolHolder{Spool: sp})
+	}
+	svc, err := accounts.Open(ctx, cfg, st, accounts.Setup{Command: "user", Holders: holders, Log: log})
+	if err != nil {
+		return err
+	}
+	return fn(ctx, db, svc)
 }

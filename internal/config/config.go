@@ -49,6 +49,7 @@ type Config struct {
 	Firewall FirewallConfig `toml:"firewall"`
 	Delivery DeliveryConfig `toml:"delivery"`
 	Milter   MilterConfig   `toml:"milter"`
+	Accounts AccountsConfig `toml:"accounts"`
 	Egress   EgressConfig   `toml:"egress"`
 	Report   ReportConfig   `toml:"report"`
 	DKIM     DKIMConfig     `toml:"dkim"`
@@ -210,6 +211,7 @@ func Default() *Config {
 		Firewall: defaultFirewall(),
 		Delivery: defaultDelivery(),
 		Milter:   defaultMilter(),
+		Accounts: defaultAccounts(),
 		Egress:   defaultEgress(),
 		Report:   defaultReport(),
 		DKIM:     defaultDKIM(),

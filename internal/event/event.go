@@ -32,8 +32,13 @@ const (
 	// UnknownRecipient: RCPT to a local user that does not exist (550
 	// 5.1.1); many of them are recipient enumeration.
 	UnknownRecipient Kind = "unknown_recipient"
-	Banned           Kind = "banned"
-	Unbanned         Kind = "unbanned"
+	// Delivered and DeliveryFailed: a recipient (Detail) of an account's
+	// (User) message was accepted, or refused or bounced for good, by the
+	// remote server; the accounts' bad-recipients signal counts these.
+	Delivered      Kind = "delivered"
+	DeliveryFailed Kind = "delivery_failed"
+	Banned         Kind = "banned"
+	Unbanned       Kind = "unbanned"
 )
 
 // Event is one observation about a client.
@@ -53,6 +58,9 @@ type Event struct {
 	// Session is the session id a log line names (Dovecot's "<…>"), which
 	// tells the lines of one login apart from others of the same address.
 	Session string `json:"session,omitempty"`
+	// QueueID is the MTA's queue id the observation is about (Postfix's
+	// "QUEUEID: client=…, sasl_username=…", a delivery line), if any.
+	QueueID string `json:"queue_id,omitempty"`
 }
 
 // Count is how many attempts e stands for: Attempts, at least one.

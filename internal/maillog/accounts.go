@@ -9,7 +9,10 @@ import (
 // Records of issue 11: the milter's decisions (and, with the compromise
 // detection, the accounts' suspensions).
 const (
-	KindMilter Kind = "milter decision"
+	KindMilter             Kind = "milter decision"
+	KindAccountSignal      Kind = "account compromise signal"
+	KindAccountSuspended   Kind = "account suspended"
+	KindAccountUnsuspended Kind = "account unsuspended"
 )
 
 // Milter actions.
@@ -44,4 +47,22 @@ func (m *Logger) Milter(ctx context.Context, d MilterDecision) {
 	m.log(ctx, lvl, KindMilter, slog.String("id", d.ID), slog.String("user", d.User), slog.Int("uid", d.UID),
 		addr("client", d.Client), slog.String("from", d.From), slog.Int("nrcpt", d.Nrcpt),
 		slog.String("action", d.Action), slog.String("rule", d.Rule), slog.String("text", d.Text))
+}
+
+// AccountSignal: a compromise signal was seen for user (rule: the signal,
+// reason: the evidence).
+func (m *Logger) AccountSignal(ctx context.Context, user, signal, evidence string) {
+	m.log(ctx, slog.LevelWarn, KindAccountSignal, slog.String("user", user), slog.String("rule", signal), slog.String("reason", evidence))
+}
+
+// AccountSuspended: user was suspended everywhere by (host and command)
+// after signal.
+func (m *Logger) AccountSuspended(ctx context.Context, user, signal, evidence, by string) {
+	m.log(ctx, slog.LevelWarn, KindAccountSuspended, slog.String("user", user), slog.String("rule", signal),
+		slog.String("reason", evidence), slog.String("text", by))
+}
+
+// AccountUnsuspended: user's suspension was lifted by (host and command).
+func (m *Logger) AccountUnsuspended(ctx context.Context, user, by string) {
+	m.log(ctx, slog.LevelInfo, KindAccountUnsuspended, slog.String("user", user), slog.String("text", by))
 }

@@ -20,6 +20,26 @@ func init() {
 				Action: MilterQuarantine, Rule: "delivery.rate_limits.local_messages_per_hour", Text: "local user www-data (uid 33) exceeded its limit"})
 		}, Record{Level: slog.LevelWarn, ID: "4XyZ1", User: "www-data", UID: 33, From: "www-data@example.org", Nrcpt: 2,
 			Action: MilterQuarantine, Rule: "delivery.rate_limits.local_messages_per_hour", Text: "local user www-data (uid 33) exceeded its limit"}},
+		struct {
+			kind  Kind
+			write func(context.Context, *Logger)
+			want  Record
+		}{KindAccountSignal, func(ctx context.Context, m *Logger) {
+			m.AccountSignal(ctx, "bob", "login_spread", "9 networks within 1h0m0s: 10.1.0.0/16, 10.2.0.0/16")
+		}, Record{Level: slog.LevelWarn, User: "bob", Rule: "login_spread", Reason: "9 networks within 1h0m0s: 10.1.0.0/16, 10.2.0.0/16"}},
+		struct {
+			kind  Kind
+			write func(context.Context, *Logger)
+			want  Record
+		}{KindAccountSuspended, func(ctx context.Context, m *Logger) {
+			m.AccountSuspended(ctx, "bob", "login_spread", "9 networks", "mx1 (milter)")
+		}, Record{Level: slog.LevelWarn, User: "bob", Rule: "login_spread", Reason: "9 networks", Text: "mx1 (milter)"}},
+		struct {
+			kind  Kind
+			write func(context.Context, *Logger)
+			want  Record
+		}{KindAccountUnsuspended, func(ctx context.Context, m *Logger) { m.AccountUnsuspended(ctx, "bob", "mx1 (user)") },
+			Record{Level: slog.LevelInfo, User: "bob", Text: "mx1 (user)"}},
 	)
 }
 

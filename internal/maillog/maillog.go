@@ -86,7 +86,7 @@ var Kinds = []Kind{
 	KindRejected, KindRelayDenied, KindLimitReached, KindNonSMTP, KindLostConnection,
 	KindTLSFailed, KindDelivered, KindDeferred, KindBounced, KindHeld, KindDSNQueued,
 	KindBanned, KindUnbanned, KindPolicyVerdict, KindPolicyWarn, KindEgressBlocked, KindEgressAlert,
-	KindMilter,
+	KindMilter, KindAccountSignal, KindAccountSuspended, KindAccountUnsuspended,
 }
 
 var kindByMsg = func() map[string]Kind {

@@ -54,21 +54,18 @@ type Owners interface {
 	MayUse(ctx context.Context, login, addr string) (bool, error)
 }
 
-// Submission is a message the milter accepted for a login or a local user.
-type Submission struct {
-	QueueID string
-	User    string // the login, or the local user's name
-	UID     int    // -1 for a login
-	Client  netip.Addr
-	From    string
-	Nrcpt   int
-}
-
-// Accounts is the compromise containment (internal/accounts): suspended
-// accounts, and the messages tied to each account (to hold them later).
+// Accounts is the compromise detection and containment
+// (internal/accounts): suspended accounts, and what the milter sees of
+// each login and local user (its networks, its volume, its queue ids, so
+// that a suspension can hold its queued mail).
 type Accounts interface {
 	Suspended(ctx context.Context, name string) (bool, error)
-	Submitted(ctx context.Context, s Submission)
+	// Login: user sent a message from client (once per message).
+	Login(ctx context.Context, user string, client netip.Addr)
+	// Sent: a message of user was accepted as queue id qid.
+	Sent(ctx context.Context, user, qid string)
+	// Tie: queue id qid (held) is user's.
+	Tie(ctx context.Context, user, qid string)
 }
 
 // Options are the milter's collaborators. Limiter is required; the others
@@ -213,6 +210,9 @@ func (m *message) MailFrom(from string, mod *gomilter.Modifier) (gomilter.Respon
 		return gomilter.RespContinue, nil
 	}
 	ctx := m.ctx
+	if m.s.o.Accounts != nil {
+		m.s.o.Accounts.Login(ctx, m.login, m.client)
+	}
 	if r := m.suspendedLogin(); r != nil {
 		return r, nil
 	}
@@ -308,6 +308,12 @@ func (m *message) owns(ctx context.Context, addr string) (bool, error) {
 func (m *message) Body(mod *gomilter.Modifier) (gomilter.Response, error) {
 	qid := mod.Macros["i"]
 	if m.login != "" {
+		// Suspended while this message was on its way (by this very
+		// message's login, or elsewhere): hold it with the rest.
+		if susp, err := m.isSuspended(m.login); err == nil && susp {
+			m.quarantine(mod, qid, "account_suspended", "account "+m.login+" is suspended")
+			return gomilter.RespAccept, nil
+		}
 		m.accepted(qid)
 		return gomilter.RespAccept, nil
 	}
@@ -393,7 +399,7 @@ func (m *message) accepted(qid string) {
 	}
 	m.s.o.Events.Publish(m.ctx, event.Event{Kind: event.MessageSubmitted, Source: "milter", IP: m.client, User: m.login, Detail: detail, Service: m.sender().Listener})
 	if m.s.o.Accounts != nil {
-		m.s.o.Accounts.Submitted(m.ctx, Submission{QueueID: qid, User: m.login, UID: m.uid, Client: m.client, From: m.from, Nrcpt: m.nrcpt})
+		m.s.o.Accounts.Sent(m.ctx, m.login, qid)
 	}
 }
 
@@ -407,7 +413,7 @@ func (m *message) quarantine(mod *gomilter.Modifier, qid, rule, reason string) {
 	if m.s.o.Accounts != nil {
 		// Held mail is tied to its sender too: releasing the account
 		// releases it.
-		m.s.o.Accounts.Submitted(m.ctx, Submission{QueueID: qid, User: m.login, UID: m.uid, Client: m.client, From: m.from, Nrcpt: m.nrcpt})
+		m.s.o.Accounts.Tie(m.ctx, m.login, qid)
 	}
 }
 

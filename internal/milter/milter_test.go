@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -44,16 +45,30 @@ func (l *logBuffer) String() string { l.mu.Lock(); defer l.mu.Unlock(); return l
 type fakeAccounts struct {
 	suspended map[string]bool
 	mu        sync.Mutex
-	subs      []Submission
+	sent      []string // user/qid
+	tied      []string
+	logins    []string
 }
 
 func (f *fakeAccounts) Suspended(_ context.Context, name string) (bool, error) {
 	return f.suspended[name], nil
 }
 
-func (f *fakeAccounts) Submitted(_ context.Context, s Submission) {
+func (f *fakeAccounts) Login(_ context.Context, user string, client netip.Addr) {
 	f.mu.Lock()
-	f.subs = append(f.subs, s)
+	f.logins = append(f.logins, user+"/"+client.String())
+	f.mu.Unlock()
+}
+
+func (f *fakeAccounts) Sent(_ context.Context, user, qid string) {
+	f.mu.Lock()
+	f.sent = append(f.sent, user+"/"+qid)
+	f.mu.Unlock()
+}
+
+func (f *fakeAccounts) Tie(_ context.Context, user, qid string) {
+	f.mu.Lock()
+	f.tied = append(f.tied, user+"/"+qid)
 	f.mu.Unlock()
 }
 
@@ -233,8 +248,8 @@ func TestLocalSubmissionsPerUID(t *testing.T) {
 		t.Errorf("quarantine not logged with user, uid and limit:\n%s", log)
 	}
 	// Every accepted or held message is tied to its local user.
-	if n := len(tm.acct.subs); n != 8 || tm.acct.subs[2].User != "www-data" || tm.acct.subs[2].UID != 33 || tm.acct.subs[2].QueueID != "Q2" {
-		t.Errorf("submissions: %+v", tm.acct.subs)
+	if len(tm.acct.sent) != 6 || len(tm.acct.tied) != 2 || tm.acct.tied[0] != "www-data/Q2" || tm.acct.sent[0] != "www-data/Q0" {
+		t.Errorf("sent %q, held %q", tm.acct.sent, tm.acct.tied)
 	}
 	// The limit bit twice; each is a rate_limited event naming the user.
 	var limited int
@@ -295,6 +310,9 @@ func TestSuspendedAndUnauthenticated(t *testing.T) {
 	s2 := tm.session(t, 45679)
 	if act, err := s2.Mail("<stranger@remote.test>", nil); err != nil || act.Code != gomilter.ActAccept {
 		t.Fatalf("unauthenticated sender: %+v %v, want accept at MAIL", act, err)
+	}
+	if len(tm.acct.logins) != 1 || tm.acct.logins[0] != "mallory/192.0.2.44" {
+		t.Errorf("logins seen: %q", tm.acct.logins)
 	}
 	if !strings.Contains(tm.logs.String(), `user=mallory uid=-1 client=192.0.2.44`) {
 		t.Errorf("the client address from {client_addr} is not in the decision:\n%s", tm.logs.String())

@@ -21,6 +21,16 @@ type SendLimiter interface {
 	Message(ctx context.Context, s ratelimit.Sender, nrcpt int) error
 }
 
+// Accounts is the compromise detection and containment
+// (internal/accounts.Hooks): suspended logins, and what the policy service
+// sees of each login (its networks, its volume, its queue ids).
+type Accounts interface {
+	Suspended(ctx context.Context, user string) (bool, error)
+	Login(ctx context.Context, user string, client netip.Addr)
+	Sent(ctx context.Context, user, qid string)
+	Tie(ctx context.Context, user, qid string)
+}
+
 // Limits applies the send limits to Postfix policy requests of
 // authenticated (sasl_username) and trusted (mynetworks) clients, counting
 // each message once however many requests it causes:
@@ -41,6 +51,9 @@ type Limits struct {
 	Action string
 	// Now is the clock for forgetting instances; nil: time.Now.
 	Now func() time.Time
+	// Accounts, when set, defers (or holds) a suspended login's mail and
+	// is told of each login's messages.
+	Accounts Accounts
 
 	mu    sync.Mutex
 	seen  map[string]*instance
@@ -51,6 +64,7 @@ type Limits struct {
 type instance struct {
 	at      time.Time
 	counted bool
+	tied    bool
 	refusal string // the action that refused the message, repeated for its later requests
 }
 
@@ -88,7 +102,25 @@ func (l *Limits) Check(ctx context.Context, req *policy.Request) (action string,
 	// A request of a transaction Postfix names by its instance counts the
 	// message only once; without an instance only DATA/END-OF-MESSAGE can.
 	first := inst != nil && !inst.counted
-	if first || (inst == nil && stage == policy.StageData) {
+	count := first || (inst == nil && stage == policy.StageData)
+	if l.Accounts != nil && s.User != "" {
+		if count {
+			l.Accounts.Login(ctx, s.User, req.ClientAddress)
+		}
+		if a, hit := l.suspended(ctx, s.User); hit {
+			if inst != nil {
+				inst.counted, inst.refusal = true, a
+			}
+			return a, true
+		}
+		if req.QueueID != "" && (inst == nil || !inst.tied) {
+			l.Accounts.Tie(ctx, s.User, req.QueueID)
+			if inst != nil {
+				inst.tied = true
+			}
+		}
+	}
+	if count {
 		if inst != nil {
 			inst.counted = true
 		}
@@ -107,6 +139,9 @@ func (l *Limits) Check(ctx context.Context, req *policy.Request) (action string,
 			if err := l.Limiter.Recipients(ctx, s, req.RecipientCount); err != nil {
 				return l.action(err), true
 			}
+		}
+		if l.Accounts != nil && s.User != "" {
+			l.Accounts.Sent(ctx, s.User, req.QueueID)
 		}
 	}
 	if stage == policy.StageRcpt && req.Recipient != "" {
@@ -149,6 +184,27 @@ func (l *Limits) instance(req *policy.Request) *instance {
 		l.seen[key] = in
 	}
 	return in
+}
+
+// suspended returns the action for a suspended login (policy.limit_action,
+// as for a limit), and false when it is not suspended. A state store error
+// is a temporary failure.
+func (l *Limits) suspended(ctx context.Context, user string) (string, bool) {
+	susp, err := l.Accounts.Suspended(ctx, user)
+	if err != nil {
+		return "451 4.3.0 Error: account state unavailable, try again later", true
+	}
+	if !susp {
+		return "", false
+	}
+	text := "Error: account " + oneLine(user) + " is suspended; ask the postmaster"
+	switch l.Action {
+	case config.LimitDefer:
+		return "451 4.7.1 " + text, true
+	case config.LimitHold:
+		return "HOLD " + text, true
+	}
+	return "DEFER_IF_PERMIT 4.7.1 " + text, true
 }
 
 // action renders a limiter error as a policy action: a limit that bit

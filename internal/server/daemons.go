@@ -11,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/relayguard/relayguard/internal/accounts"
 	"github.com/relayguard/relayguard/internal/config"
 	"github.com/relayguard/relayguard/internal/firewall"
 	"github.com/relayguard/relayguard/internal/guard"
@@ -45,7 +46,8 @@ func Policy(ctx context.Context, cfg *config.Config, log *slog.Logger, metricsAd
 		}
 		fd.wg.Go(func() { eng.Run(ctx) }) // DNS list health checks
 		s := &policyd.Server{Engine: eng, Logger: log, IdleTimeout: cfg.Policy.IdleTimeout.D(), MaxConns: cfg.Policy.MaxConnections,
-			Limits:     &policyd.Limits{Limiter: fd.lim, Trusted: cfg.Site.Trusted, Action: cfg.Policy.LimitAction},
+			Limits: &policyd.Limits{Limiter: fd.lim, Trusted: cfg.Site.Trusted, Action: cfg.Policy.LimitAction,
+				Accounts: accounts.Hooks{S: fd.acct}},
 			Registerer: fd.reg}
 		log.Info("policy service listening", "address", ln.Addr().String(), "network", ln.Addr().Network())
 		return ln, s.Serve, nil
@@ -61,7 +63,7 @@ func Milter(ctx context.Context, cfg *config.Config, log *slog.Logger, metricsAd
 			return nil, nil, err
 		}
 		srv, err := milter.New(milter.Options{
-			Config: cfg.Milter, Limiter: fd.lim, Log: maillog.New(log),
+			Config: cfg.Milter, Limiter: fd.lim, Log: maillog.New(log), Accounts: accounts.Hooks{S: fd.acct},
 			Owners: milter.UserDBOwners{Users: users, LocalDomains: cfg.Site.LocalDomains},
 		})
 		if err != nil {
@@ -81,14 +83,16 @@ type serveFunc func(ctx context.Context, ln net.Listener) error
 
 // frontDoorDeps are what frontDoor opened for a front door's build.
 type frontDoorDeps struct {
-	st  *store.Stores
-	lim *ratelimit.Limiter
-	reg prometheus.Registerer
-	wg  *sync.WaitGroup // goroutines the front door starts
+	st   *store.Stores
+	lim  *ratelimit.Limiter
+	acct *accounts.Service // compromise detection and containment
+	reg  prometheus.Registerer
+	wg   *sync.WaitGroup // goroutines the front door starts
 }
 
 // frontDoor runs a front door of an existing Postfix host (policy
-// service, milter): it opens the state stores and the send limiter, lets
+// service, milter): it opens the state stores, the send limiter and the
+// accounts' detection and response, lets
 // build make the listener and its server, serves the metrics, and on
 // return stops every goroutine (cancel) and waits for them (wg) before
 // the stores close.
@@ -109,7 +113,11 @@ func frontDoor(ctx context.Context, cfg *config.Config, log *slog.Logger, metric
 	if err != nil {
 		return err
 	}
-	ln, serve, err := build(ctx, frontDoorDeps{st: st, lim: lim, reg: reg, wg: &wg})
+	acct, err := startAccounts(ctx, &wg, cfg, st, log, reg, accounts.Setup{Command: source})
+	if err != nil {
+		return err
+	}
+	ln, serve, err := build(ctx, frontDoorDeps{st: st, lim: lim, acct: acct, reg: reg, wg: &wg})
 	if err != nil {
 		return err
 	}

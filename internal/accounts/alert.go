@@ -1,0 +1,103 @@
+package accounts
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/relayguard/relayguard/internal/maillog"
+	"github.com/relayguard/relayguard/internal/report"
+)
+
+// Alert tells the operator about a taken-over account.
+type Alert struct {
+	User     string    `json:"account"`
+	Signal   string    `json:"signal"`
+	Evidence string    `json:"evidence"`
+	Action   string    `json:"action"` // "suspended", or "alert only ..."
+	Held     int       `json:"held_messages"`
+	Host     string    `json:"host"`
+	Time     time.Time `json:"time"`
+}
+
+// Alerter sends alerts: a mail to the admin address through an SMTP server
+// (internal/report.Mail, the same sender as `report --mail-to`) and a JSON
+// POST to a webhook. Each is optional; a nil *Alerter sends nothing.
+type Alerter struct {
+	MailTo, MailFrom string
+	SMTP             string // host:port
+	WebhookURL       string
+	Client           *http.Client // default: 10 s timeout
+	Log              *maillog.Logger
+}
+
+// Send sends a, logging what was sent and what failed (an alert that cannot
+// be sent must not stop the response).
+func (al *Alerter) Send(ctx context.Context, a Alert) {
+	if al == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	if al.MailTo != "" && al.SMTP != "" {
+		m := &report.Mail{Server: al.SMTP, From: al.MailFrom, To: []string{al.MailTo}, Date: a.Time,
+			Subject: fmt.Sprintf("relayguard: account %s %s (%s)", a.User, verb(a), a.Signal), Text: a.text()}
+		if err := m.Send(ctx); err != nil {
+			al.Log.Slog().Error("accounts: alert mail not sent", "user", a.User, "to", al.MailTo, "server", al.SMTP, "err", err)
+		} else {
+			al.Log.Slog().Info("accounts: alert mail sent", "user", a.User, "signal", a.Signal, "to", al.MailTo)
+		}
+	}
+	if al.WebhookURL != "" {
+		if err := al.post(ctx, a); err != nil {
+			al.Log.Slog().Error("accounts: alert webhook failed", "user", a.User, "err", err)
+		} else {
+			al.Log.Slog().Info("accounts: alert webhook sent", "user", a.User, "signal", a.Signal)
+		}
+	}
+}
+
+func verb(a Alert) string {
+	if a.Action == "suspended" {
+		return "suspended"
+	}
+	return "looks taken over"
+}
+
+func (a Alert) text() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "relayguard on %s saw signs that the account %q is used by someone else.\n\n", a.Host, a.User)
+	fmt.Fprintf(&b, "Account:  %s\nSignal:   %s\nEvidence: %s\nAction:   %s\n", a.User, a.Signal, a.Evidence, a.Action)
+	if a.Action == "suspended" {
+		fmt.Fprintf(&b, "Held:     %d queued message(s) on %s\n", a.Held, a.Host)
+		fmt.Fprintf(&b, "\nThe account can no longer send mail on any server sharing relayguard's state, and its\nqueued mail is on hold. When its password has been changed, lift the suspension and\nrelease the held mail with:\n\n    relayguard user unsuspend %s\n", a.User)
+	}
+	fmt.Fprintf(&b, "\nTime:     %s\n", a.Time.UTC().Format(time.RFC3339))
+	return b.String()
+}
+
+func (al *Alerter) post(ctx context.Context, a Alert) error {
+	body, _ := json.Marshal(a)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, al.WebhookURL, bytes.NewReader(body))
+	if err != nil {
+		return fmt.Errorf("webhook: %w", err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	c := al.Client
+	if c == nil {
+		c = &http.Client{Timeout: 10 * time.Second}
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return fmt.Errorf("webhook %s: %w", req.URL.Redacted(), err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("webhook %s: %s", req.URL.Redacted(), resp.Status)
+	}
+	return nil
+}

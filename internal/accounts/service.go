@@ -1,0 +1,100 @@
+package accounts
+
+import (
+	"context"
+	"log/slog"
+	"net/netip"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/relayguard/relayguard/internal/config"
+	"github.com/relayguard/relayguard/internal/maillog"
+	"github.com/relayguard/relayguard/internal/store"
+)
+
+// Service is the accounts' detection and response of one process.
+type Service struct {
+	*Responder
+	Detector *Detector
+	Gate     *Gate
+}
+
+// Setup is what the command's wiring gives Open.
+type Setup struct {
+	Command string   // "serve", "policy", "milter", "watch", "user"
+	Holders []Holder // besides Postfix's (accounts.postfix_config_directories)
+	Banner  Banner
+	Log     *slog.Logger
+	// AlertSMTP is the SMTP server for alert mail when accounts.alert_smtp
+	// is empty (serve: its own listener; others: 127.0.0.1:25).
+	AlertSMTP  string
+	Registerer prometheus.Registerer
+	Now        func() time.Time
+}
+
+// Open builds the accounts' state kind on st and the detector, responder
+// and gate of cfg's [accounts].
+func Open(ctx context.Context, cfg *config.Config, st *store.Stores, s Setup) (*Service, error) {
+	c := cfg.Accounts
+	keep := max(c.KnownNetworkAge.D(), c.VolumeBaseline.D(), c.LoginSpreadWindow.D(), c.GuessingWindow.D(), 5*24*time.Hour)
+	as, err := NewStore(ctx, st, keep, s.Log)
+	if err != nil {
+		return nil, err
+	}
+	ml := maillog.New(s.Log)
+	host := cfg.Hostname
+	holders := append([]Holder(nil), s.Holders...)
+	if len(c.PostfixConfig) > 0 {
+		holders = append(holders, PostfixHolder{Postsuper: c.Postsuper, ConfigDirs: c.PostfixConfig, Store: as, Host: host, Now: s.Now})
+	}
+	var al *Alerter
+	if c.AlertMailTo != "" || c.WebhookURL != "" {
+		al = &Alerter{MailTo: c.AlertMailTo, MailFrom: c.AlertMailFrom, SMTP: c.AlertSMTP, WebhookURL: c.WebhookURL, Log: ml}
+		if al.SMTP == "" {
+			al.SMTP = s.AlertSMTP
+		}
+		if al.SMTP == "" {
+			al.SMTP = "127.0.0.1:25"
+		}
+		if al.MailFrom == "" {
+			al.MailFrom = "relayguard@" + host
+		}
+	}
+	r := NewResponder(Options{Config: c, Store: as, Host: host, Command: s.Command, Holders: holders, Banner: s.Banner,
+		Alerter: al, Log: ml, Registerer: s.Registerer, Now: s.Now})
+	d := NewDetector(r)
+	return &Service{Responder: r, Detector: d, Gate: NewGate(d)}, nil
+}
+
+// Hooks is what the Postfix-facing front doors (policy service, milter)
+// tell the accounts and ask them, per message of a login.
+type Hooks struct{ S *Service }
+
+// Suspended reports whether user is suspended.
+func (h Hooks) Suspended(ctx context.Context, user string) (bool, error) {
+	return h.S.Gate.Suspended(ctx, user)
+}
+
+// Login records a login of user seen from client at a message.
+func (h Hooks) Login(ctx context.Context, user string, client netip.Addr) {
+	if client.IsValid() {
+		h.S.Detector.Login(ctx, user, client, h.S.o.Now())
+	}
+}
+
+// Sent counts one message of user; qid (if known) ties it to user.
+func (h Hooks) Sent(ctx context.Context, user, qid string) {
+	now := h.S.o.Now()
+	if qid != "" {
+		h.S.Detector.Tie(ctx, user, qid, now)
+	}
+	h.S.Detector.Sent(ctx, user, now)
+}
+
+// Tie ties queue id qid to user.
+func (h Hooks) Tie(ctx context.Context, user, qid string) {
+	if qid != "" {
+		h.S.Detector.Tie(ctx, user, qid, h.S.o.Now())
+	}
+}

@@ -1,0 +1,265 @@
+package accounts
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/relayguard/relayguard/internal/store"
+)
+
+// NewStore returns the accounts' state of the process's stores: SQLite
+// alone, or, with [store] url, Redis shared by the cluster with SQLite as
+// the fallback (Shared).
+func NewStore(ctx context.Context, st *store.Stores, keep time.Duration, log *slog.Logger) (Store, error) {
+	local, err := NewSQLStore(ctx, st.DB, keep)
+	if err != nil {
+		return nil, err
+	}
+	if st.Redis == nil {
+		return local, nil
+	}
+	return NewShared(ctx, local, NewRedisStore(st.Redis, keep), st.Redis.Health, log)
+}
+
+// Shared keeps the accounts' state in Redis so that every server of a
+// cluster sees the same logins, failures, volumes and suspensions. While
+// Redis is unreachable (its Health says so) every operation runs on the
+// local SQLite state instead: detection goes on with what this server saw.
+// Suspensions are also written locally, always, and a suspension or
+// unsuspension Redis did not take is remembered (accounts_pending) and
+// written to Redis when it returns, so that no node misses it for longer
+// than the outage. Queue ids are tied to one host's queue and stay local.
+type Shared struct {
+	local  *SQLStore
+	remote *RedisStore
+	health *store.Health
+	log    *slog.Logger
+
+	mu    sync.Mutex  // held while the pending changes are written
+	dirty atomic.Bool // there may be pending changes
+}
+
+// NewShared returns the shared state with local as the fallback.
+func NewShared(ctx context.Context, local *SQLStore, remote *RedisStore, h *store.Health, log *slog.Logger) (*Shared, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if _, err := local.db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS accounts_pending (user TEXT PRIMARY KEY)`); err != nil {
+		return nil, fmt.Errorf("accounts: creating tables: %w", err)
+	}
+	s := &Shared{local: local, remote: remote, health: h, log: log}
+	s.dirty.Store(true)
+	return s, nil
+}
+
+// Remote is the Redis state (for announcements).
+func (s *Shared) Remote() *RedisStore { return s.remote }
+
+// Health is the shared backend's health.
+func (s *Shared) Health() *store.Health { return s.health }
+
+func try[R any](s *Shared, ctx context.Context, remote, local func() (R, error)) (R, error) {
+	s.resync(ctx)
+	return store.Try(s.health, remote, local)
+}
+
+// resync writes the suspension changes Redis missed.
+func (s *Shared) resync(ctx context.Context) {
+	if !s.dirty.Load() || !s.health.Usable() {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.dirty.Load() {
+		return
+	}
+	rows, err := s.local.db.QueryContext(ctx, `SELECT user FROM accounts_pending`)
+	if err != nil {
+		s.log.Error("accounts: resync", "err", err)
+		return
+	}
+	var users []string
+	for rows.Next() {
+		var u string
+		if rows.Scan(&u) == nil {
+			users = append(users, u)
+		}
+	}
+	rows.Close()
+	for _, u := range users {
+		sp, ok, err := s.local.Suspended(ctx, u)
+		if err != nil {
+			return
+		}
+		if ok {
+			_, err = s.remote.Suspend(ctx, sp)
+		} else {
+			_, _, err = s.remote.Unsuspend(ctx, u)
+		}
+		if err != nil {
+			s.health.Failed(err)
+			return
+		}
+		s.local.db.ExecContext(ctx, `DELETE FROM accounts_pending WHERE user = ?`, u)
+		s.log.Info("accounts: suspension change written to the shared store after an outage", "user", u, "suspended", ok)
+	}
+	s.dirty.Store(false)
+}
+
+func (s *Shared) pend(ctx context.Context, user string, err error) {
+	if err != nil {
+		s.health.Failed(err)
+	}
+	s.dirty.Store(true)
+	if _, e := s.local.db.ExecContext(ctx, `INSERT OR IGNORE INTO accounts_pending (user) VALUES (?)`, key(user)); e != nil {
+		s.log.Error("accounts: remembering a suspension change for the shared store", "user", user, "err", e)
+	}
+}
+
+// AddLogin implements Store.
+func (s *Shared) AddLogin(ctx context.Context, user string, n netip.Prefix, t time.Time, w time.Duration) ([]netip.Prefix, error) {
+	s.local.AddLogin(ctx, user, n, t, w) // known networks survive an outage
+	return try(s, ctx, func() ([]netip.Prefix, error) { return s.remote.AddLogin(ctx, user, n, t, w) },
+		func() ([]netip.Prefix, error) { return s.local.AddLogin(ctx, user, n, t, w) })
+}
+
+// Forgive implements Store, here and in the cluster.
+func (s *Shared) Forgive(ctx context.Context, user string, t time.Time) error {
+	if err := s.local.Forgive(ctx, user, t); err != nil {
+		return err
+	}
+	_, err := try(s, ctx, func() (bool, error) { return true, s.remote.Forgive(ctx, user, t) }, func() (bool, error) { return true, nil })
+	return err
+}
+
+// KnownNetwork implements Store: known on this server or in the cluster.
+func (s *Shared) KnownNetwork(ctx context.Context, user string, n netip.Prefix, since time.Time) (bool, error) {
+	if ok, err := s.local.KnownNetwork(ctx, user, n, since); ok || err != nil {
+		return ok, err
+	}
+	return try(s, ctx, func() (bool, error) { return s.remote.KnownNetwork(ctx, user, n, since) },
+		func() (bool, error) { return false, nil })
+}
+
+// LoggedIn implements Store.
+func (s *Shared) LoggedIn(ctx context.Context, user string) (bool, error) {
+	if ok, err := s.local.LoggedIn(ctx, user); ok || err != nil {
+		return ok, err
+	}
+	return try(s, ctx, func() (bool, error) { return s.remote.LoggedIn(ctx, user) }, func() (bool, error) { return false, nil })
+}
+
+// AddFailure implements Store.
+func (s *Shared) AddFailure(ctx context.Context, user string, ip netip.Addr, t time.Time, w time.Duration) (int, error) {
+	return try(s, ctx, func() (int, error) { return s.remote.AddFailure(ctx, user, ip, t, w) },
+		func() (int, error) { return s.local.AddFailure(ctx, user, ip, t, w) })
+}
+
+// Failures implements Store.
+func (s *Shared) Failures(ctx context.Context, user string, since time.Time) (int, error) {
+	return try(s, ctx, func() (int, error) { return s.remote.Failures(ctx, user, since) },
+		func() (int, error) { return s.local.Failures(ctx, user, since) })
+}
+
+// AddSent implements Store.
+func (s *Shared) AddSent(ctx context.Context, user string, hour time.Time, n int64) (int64, error) {
+	return try(s, ctx, func() (int64, error) { return s.remote.AddSent(ctx, user, hour, n) },
+		func() (int64, error) { return s.local.AddSent(ctx, user, hour, n) })
+}
+
+// PeakHour implements Store.
+func (s *Shared) PeakHour(ctx context.Context, user string, from, to time.Time) (int64, error) {
+	return try(s, ctx, func() (int64, error) { return s.remote.PeakHour(ctx, user, from, to) },
+		func() (int64, error) { return s.local.PeakHour(ctx, user, from, to) })
+}
+
+// AddOutcome implements Store.
+func (s *Shared) AddOutcome(ctx context.Context, user string, start time.Time, w time.Duration, bad bool) (int64, int64, error) {
+	type pair struct{ t, b int64 }
+	p, err := try(s, ctx, func() (pair, error) {
+		t, b, err := s.remote.AddOutcome(ctx, user, start, w, bad)
+		return pair{t, b}, err
+	},
+		func() (pair, error) {
+			t, b, err := s.local.AddOutcome(ctx, user, start, w, bad)
+			return pair{t, b}, err
+		})
+	return p.t, p.b, err
+}
+
+// TieQueueID implements Store (local: queue ids belong to one host).
+func (s *Shared) TieQueueID(ctx context.Context, host, user, qid string, t time.Time) error {
+	return s.local.TieQueueID(ctx, host, user, qid, t)
+}
+
+// QueueIDs implements Store (local).
+func (s *Shared) QueueIDs(ctx context.Context, host, user string, since time.Time) ([]string, error) {
+	return s.local.QueueIDs(ctx, host, user, since)
+}
+
+// Suspend implements Store: locally, then in Redis (announced), or
+// remembered for Redis.
+func (s *Shared) Suspend(ctx context.Context, sp Suspension) (bool, error) {
+	s.resync(ctx)
+	created, err := s.local.Suspend(ctx, sp)
+	if err != nil {
+		return false, err
+	}
+	if !s.health.Usable() {
+		s.pend(ctx, sp.User, nil)
+		return created, nil
+	}
+	rc, err := s.remote.Suspend(ctx, sp)
+	if err != nil {
+		s.pend(ctx, sp.User, err)
+		return created, nil
+	}
+	s.health.Succeeded()
+	return rc, nil
+}
+
+// Unsuspend implements Store.
+func (s *Shared) Unsuspend(ctx context.Context, user string) (Suspension, bool, error) {
+	s.resync(ctx)
+	lsp, lok, err := s.local.Unsuspend(ctx, user)
+	if err != nil {
+		return Suspension{}, false, err
+	}
+	if !s.health.Usable() {
+		s.pend(ctx, user, nil)
+		return lsp, lok, nil
+	}
+	rsp, rok, err := s.remote.Unsuspend(ctx, user)
+	if err != nil {
+		s.pend(ctx, user, err)
+		return lsp, lok, nil
+	}
+	s.health.Succeeded()
+	if rok {
+		return rsp, true, nil
+	}
+	return lsp, lok, nil
+}
+
+// Suspended implements Store: the cluster's answer, or this server's while
+// Redis is down.
+func (s *Shared) Suspended(ctx context.Context, user string) (Suspension, bool, error) {
+	type r struct {
+		sp Suspension
+		ok bool
+	}
+	v, err := try(s, ctx, func() (r, error) { sp, ok, err := s.remote.Suspended(ctx, user); return r{sp, ok}, err },
+		func() (r, error) { sp, ok, err := s.local.Suspended(ctx, user); return r{sp, ok}, err })
+	return v.sp, v.ok, err
+}
+
+// Suspensions implements Store.
+func (s *Shared) Suspensions(ctx context.Context) ([]Suspension, error) {
+	return try(s, ctx, func() ([]Suspension, error) { return s.remote.Suspensions(ctx) },
+		func() ([]Suspension, error) { return s.local.Suspensions(ctx) })
+}
