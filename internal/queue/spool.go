@@ -61,6 +61,13 @@ type Recipient struct {
 	LastError   string     `json:"last_error,omitempty"`
 	LastCode    int        `json:"last_code,omitempty"`
 	Updated     time.Time  `json:"updated,omitzero"`
+	// DSN parameters of RFC 3461 given at RCPT: NOTIFY (canonical, "" when
+	// not given) and ORCPT ("type;address", decoded).
+	Notify string `json:"notify,omitempty"`
+	ORcpt  string `json:"orcpt,omitempty"`
+	// Relayed: delivered to a peer that does not offer DSN, so the
+	// recipient's final fate is unknown (RFC 3461 §5.2.2 "relayed").
+	Relayed bool `json:"relayed,omitempty"`
 }
 
 // Envelope is everything about a message except its bytes.
@@ -85,6 +92,10 @@ type Envelope struct {
 	// each ending in CRLF. They are kept here rather than rewriting the
 	// message, and Spool.Open puts them in front of it for every reader.
 	Headers string `json:"headers,omitempty"`
+	// DSN parameters of RFC 3461 given at MAIL: RET (FULL or HDRS, "" when
+	// not given) and ENVID (decoded).
+	DSNRet   string `json:"dsn_ret,omitempty"`
+	DSNEnvID string `json:"dsn_envid,omitempty"`
 }
 
 // FS is the file-system surface the spool writes through, so tests can

@@ -37,6 +37,9 @@ func (ss *session) cmdData(ctx context.Context, arg string) Reply {
 		return badCommand(503, "5.5.1", "Error: need MAIL command")
 	case len(ss.rcpts) == 0:
 		return badCommand(554, "5.5.1", "Error: no valid recipients")
+	case ss.bdat != nil:
+		// RFC 3030 §2: DATA may not follow BDAT in a transaction.
+		return badCommand(503, "5.5.1", "Error: BDAT in progress, send RSET")
 	}
 	if ss.s.deps.Limits != nil && (ss.authUser != "" || ss.trusted) {
 		if err := ss.s.deps.Limits.Message(ctx, ss.sender(), len(ss.rcpts)); err != nil {
@@ -75,7 +78,6 @@ func (ss *session) cmdData(ctx context.Context, arg string) Reply {
 // receive reads the message into w and commits it to the spool. It returns
 // the reply to the final dot.
 func (ss *session) receive(ctx context.Context, w *queue.Writer, start time.Time) Reply {
-	lim := ss.cfg.Limits
 	// Authentication-Results fields claiming our authserv-id are dropped
 	// as the message arrives (RFC 8601 §5): only ours may carry it.
 	ar := msgauth.NewAuthResultsFilter(w, ss.cfg.AuthservID)
@@ -88,7 +90,18 @@ func (ss *session) receive(ctx context.Context, w *queue.Writer, start time.Time
 	if ar.Removed > 0 {
 		ss.log.Info("removed forged Authentication-Results", "authserv_id", ss.cfg.AuthservID, "fields", ar.Removed)
 	}
+	return ss.complete(ctx, w, derr, false)
+}
+
+// complete answers the end of a message read into w with error derr (from
+// DATA, or from the BDAT chunks when bdat): a refusal for what reading
+// found, else the end-of-data policy check and the commit to the spool.
+func (ss *session) complete(ctx context.Context, w *queue.Writer, derr error, bdat bool) Reply {
+	lim := ss.cfg.Limits
 	switch {
+	case errors.Is(derr, errBareLF) && bdat:
+		// BDAT's framing is by length: the session can go on.
+		return refuse(554, "5.6.0", "bare_newline", "Error: bare <CR> or <LF> in message")
 	case errors.Is(derr, errBareLF):
 		return Reply{Code: 521, Enhanced: "5.5.2", Text: ss.cfg.Hostname + " Error: bare <CR> or <LF> received",
 			Rule: "bare_newline", Event: event.ProtocolAbuse, Detail: "bare newline in DATA", Close: true}
@@ -124,10 +137,10 @@ func (ss *session) receive(ctx context.Context, w *queue.Writer, start time.Time
 	env := &queue.Envelope{
 		From: ss.from.String(), AuthUser: ss.authUser, ClientIP: ss.ip.String(), Helo: ss.helo,
 		Listener: ss.l.cfg.Name, Mode: ss.l.cfg.Mode, SMTPUTF8: ss.smtputf8, Body8Bit: ss.body8bit, Trusted: ss.trusted,
-		Headers: ss.eodHeaders,
+		Headers: ss.eodHeaders, DSNRet: ss.dsnRet, DSNEnvID: ss.dsnEnvID,
 	}
-	for _, r := range ss.rcpts {
-		env.Recipients = append(env.Recipients, queue.Recipient{Addr: r})
+	for i, r := range ss.rcpts {
+		env.Recipients = append(env.Recipients, queue.Recipient{Addr: r, Notify: ss.rcptDSN[i].notify, ORcpt: ss.rcptDSN[i].orcpt})
 	}
 	// The reply waits for stable storage: RFC 5321 §4.1.1.4, and the rule
 	// that nothing acknowledged is ever lost.

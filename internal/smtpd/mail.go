@@ -10,6 +10,7 @@ import (
 
 	"github.com/relayguard/relayguard/internal/address"
 	"github.com/relayguard/relayguard/internal/config"
+	"github.com/relayguard/relayguard/internal/dsn"
 	"github.com/relayguard/relayguard/internal/event"
 	"github.com/relayguard/relayguard/internal/policy"
 	"github.com/relayguard/relayguard/internal/ratelimit"
@@ -59,9 +60,25 @@ func (ss *session) cmdMail(ctx context.Context, arg string) Reply {
 	// ESMTP parameters (RFC 5321 §4.1.1.11, RFC 1870, RFC 6152, RFC 6531, RFC 4954 §5).
 	var size int64
 	smtputf8, body8 := false, false
+	var ret, envid string
+	seen := map[string]bool{}
 	for _, p := range strings.Fields(params) {
 		k, v, _ := strings.Cut(p, "=")
+		if seen[strings.ToUpper(k)] {
+			return badCommand(501, "5.5.4", "Duplicate parameter "+truncate(k, 40))
+		}
+		seen[strings.ToUpper(k)] = true
 		switch strings.ToUpper(k) {
+		case "RET":
+			// RFC 3461 §4.3.
+			if ret, err = dsn.ParseRet(v); err != nil {
+				return badCommand(501, "5.5.4", oneLine(err.Error()))
+			}
+		case "ENVID":
+			// RFC 3461 §4.4.
+			if envid, err = dsn.ParseEnvID(v); err != nil {
+				return badCommand(501, "5.5.4", oneLine(truncate(err.Error(), 120)))
+			}
 		case "SIZE":
 			n, err := strconv.ParseInt(v, 10, 64)
 			if err != nil || n < 0 {
@@ -112,6 +129,7 @@ func (ss *session) cmdMail(ctx context.Context, arg string) Reply {
 		}
 	}
 	ss.from, ss.fromRaw, ss.smtputf8, ss.body8bit, ss.declSize = from, pathStr, smtputf8, body8, size
+	ss.dsnRet, ss.dsnEnvID = ret, envid
 	if ss.s.deps.Policy != nil {
 		if r, refused := ss.policyCheck(ctx, ss.request(policy.StageMail, "")); refused {
 			ss.from = address.Path{}
@@ -147,9 +165,28 @@ func (ss *session) cmdRcpt(ctx context.Context, arg string) Reply {
 	if err != nil {
 		return pathReply(err, false)
 	}
-	if params != "" {
-		// No DSN (RFC 3461) is offered, so no RCPT parameter is valid.
-		return badCommand(555, "5.5.4", "Unsupported option: "+truncate(params, 40))
+	// RCPT parameters: NOTIFY and ORCPT (RFC 3461 §4.1, §4.2).
+	var rd rcptDSN
+	seen := map[string]bool{}
+	for _, p := range strings.Fields(params) {
+		k, v, _ := strings.Cut(p, "=")
+		k = strings.ToUpper(k)
+		if seen[k] {
+			return badCommand(501, "5.5.4", "Duplicate parameter "+truncate(k, 40))
+		}
+		seen[k] = true
+		switch k {
+		case "NOTIFY":
+			if rd.notify, err = dsn.ParseNotify(v); err != nil {
+				return badCommand(501, "5.5.4", oneLine(truncate(err.Error(), 120)))
+			}
+		case "ORCPT":
+			if rd.orcpt, err = dsn.ParseORCPT(v); err != nil {
+				return badCommand(501, "5.5.4", oneLine(truncate(err.Error(), 120)))
+			}
+		default:
+			return badCommand(555, "5.5.4", "Unsupported option: "+truncate(k, 40))
+		}
 	}
 	rcpt, err := address.ParseForward(pathStr, address.Options{SMTPUTF8: ss.smtputf8})
 	if err != nil {
@@ -186,8 +223,15 @@ func (ss *session) cmdRcpt(ctx context.Context, arg string) Reply {
 	// A repeated recipient is acknowledged but kept once (one delivery).
 	if !slices.Contains(ss.rcpts, canon) {
 		ss.rcpts = append(ss.rcpts, canon)
+		ss.rcptDSN = append(ss.rcptDSN, rd)
 	}
 	return reply(250, "2.1.5", "Ok")
+}
+
+// rcptDSN are the DSN parameters of one recipient (RFC 3461).
+type rcptDSN struct {
+	notify string // canonical NOTIFY, "" when not given
+	orcpt  string // "type;address", decoded
 }
 
 // sender describes the session's sender for the send limits.

@@ -57,6 +57,8 @@ type session struct {
 	// headers asked for by policy verdicts, for the session and for the
 	// current transaction
 	sessPrepend, txPrepend []string
+	// bdat is the message arriving in BDAT chunks, nil otherwise
+	bdat *bdatState
 	// eodHeaders are the fields the end-of-data verdict added
 	// (Authentication-Results, a quarantine tag), stored with the envelope
 	eodHeaders string
@@ -75,6 +77,10 @@ type session struct {
 	body8bit bool
 	declSize int64
 	rcpts    []string
+	// DSN parameters (RFC 3461): RET and ENVID of MAIL, and per recipient
+	// (rcptDSN[i] belongs to rcpts[i])
+	dsnRet, dsnEnvID string
+	rcptDSN          []rcptDSN
 }
 
 func newSession(s *Server, c net.Conn, l *listener, ip netip.Addr, cid string) *session {
@@ -91,6 +97,7 @@ func newSession(s *Server, c net.Conn, l *listener, ip netip.Addr, cid string) *
 // run serves the session after the connection was admitted.
 func (ss *session) run(ctx context.Context) {
 	defer func() {
+		ss.abortBDAT() // a message the client never finished
 		ss.s.ml.Disconnected(ctx, ss.logConn(), maillog.Session{Helo: ss.helo, TLS: ss.tls != nil, User: ss.authUser,
 			Messages: ss.messages, BadCmds: ss.badCmds, AuthFails: ss.authFails, Duration: time.Since(ss.start)})
 	}()
@@ -289,7 +296,7 @@ func (ss *session) command(ctx context.Context, line string) Reply {
 	case "HELP":
 		return reply(214, "2.0.0", "https://www.rfc-editor.org/rfc/rfc5321")
 	case "BDAT":
-		return badCommand(502, "5.5.1", "Error: CHUNKING not offered")
+		return ss.cmdBdat(ctx, arg)
 	}
 	if nonSMTP(verb, line) {
 		return Reply{Code: 502, Enhanced: "5.5.1", Text: "Error: non-SMTP command", Rule: ruleNonSMTP,
@@ -312,8 +319,11 @@ func (ss *session) resetTx() {
 	ss.smtputf8, ss.body8bit = false, false
 	ss.declSize = 0
 	ss.rcpts = ss.rcpts[:0]
+	ss.rcptDSN = ss.rcptDSN[:0]
+	ss.dsnRet, ss.dsnEnvID = "", ""
 	ss.txPrepend = nil
 	ss.eodHeaders = ""
+	ss.abortBDAT()
 }
 
 func (ss *session) cmdHelo(ctx context.Context, verb, arg string) Reply {
@@ -343,7 +353,7 @@ func (ss *session) cmdHelo(ctx context.Context, verb, arg string) Reply {
 			lines = append(lines, "AUTH="+strings.Join(mechs, " "))
 		}
 	}
-	lines = append(lines, "ENHANCEDSTATUSCODES", "8BITMIME", "SMTPUTF8")
+	lines = append(lines, "ENHANCEDSTATUSCODES", "8BITMIME", "SMTPUTF8", "CHUNKING", "DSN")
 	return reply(250, "", strings.Join(lines, "\n"))
 }
 
