@@ -89,7 +89,7 @@ C: DATA
 S: 554 5.5.1 Error: no valid recipients
 C: RCPT TO:<x y@mail.test>
 S: 501 5.1.3
-C: RCPT TO:<alice@mail.test> NOTIFY=NEVER
+C: RCPT TO:<alice@mail.test> XFORWARD=1
 S: 555 5.5.4
 C: VRFY alice
 S: 252 2.0.0
