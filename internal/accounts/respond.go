@@ -55,7 +55,7 @@ type Responder struct {
 	susp    *prometheus.CounterVec
 
 	mu     sync.Mutex
-	held   map[string]bool      // users whose mail this process held
+	held   map[string]time.Time // users whose mail this process held, and when
 	alerts map[string]time.Time // user+signal -> last alert without suspension
 }
 
@@ -71,7 +71,7 @@ func NewResponder(o Options) *Responder {
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 	}
-	return &Responder{o: o, held: map[string]bool{}, alerts: map[string]time.Time{},
+	return &Responder{o: o, held: map[string]time.Time{}, alerts: map[string]time.Time{},
 		signals: prom.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "relayguard_account_signals_total", Help: "Compromise signals seen, by signal.",
 		}, []string{"signal"})),
@@ -151,7 +151,7 @@ func (r *Responder) Unsuspend(ctx context.Context, user string) (Suspension, boo
 // hold holds user's queued mail with every holder of this host.
 func (r *Responder) hold(ctx context.Context, user, reason string) int {
 	r.mu.Lock()
-	r.held[key(user)] = true
+	r.held[key(user)] = r.o.Now()
 	r.mu.Unlock()
 	total := 0
 	for _, h := range r.o.Holders {
@@ -205,6 +205,9 @@ func (r *Responder) Decoy(ctx context.Context, user string, ip netip.Addr) {
 	}
 }
 
+// rehold is how often Run holds a suspended account's mail again.
+const rehold = 30 * time.Second
+
 // Run keeps this host in step with suspensions made elsewhere (another
 // process on this host, another server of the cluster, `relayguard user`):
 // their queued mail here is held, and released when they are lifted. With
@@ -253,8 +256,11 @@ func (r *Responder) sync(ctx context.Context) {
 	r.mu.Lock()
 	var hold []Suspension
 	var release []string
+	t := r.o.Now()
 	for k, sp := range now {
-		if !r.held[k] {
+		// Held again now and then: a message that was under way when
+		// the account was suspended reaches the queue after the hold.
+		if last, ok := r.held[k]; !ok || t.Sub(last) >= rehold {
 			hold = append(hold, sp)
 		}
 	}

@@ -3,11 +3,13 @@ package server
 import (
 	"context"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/relayguard/relayguard/internal/accounts"
 	"github.com/relayguard/relayguard/internal/config"
 	"github.com/relayguard/relayguard/internal/deliver/service"
 	"github.com/relayguard/relayguard/internal/event"
@@ -103,8 +105,29 @@ func wireExtensions(ctx context.Context, cfg *config.Config, log *slog.Logger, s
 	}
 	stops = append(stops, gstop)
 
-	// Send limits and the delivery scheduler over the spool.
-	suspender, _ := deps.Users.(ratelimit.Suspender)
+	// The accounts' compromise detection and containment: its detector
+	// reads the bus, its gate answers smtpd after AUTH, a suspension holds
+	// the account's mail in the spool, decoys are banned by the guard.
+	banner, _ := deps.Guard.(accounts.Banner)
+	actx, acancel := context.WithCancel(ctx)
+	var awg sync.WaitGroup
+	acct, err := startAccounts(actx, &awg, cfg, st, log, reg, accounts.Setup{Command: "serve",
+		Holders: []accounts.Holder{accounts.SpoolHolder{Spool: spool}}, Banner: banner, AlertSMTP: alertListener(cfg)})
+	if err != nil {
+		acancel()
+		stop()
+		return nil, err
+	}
+	stops = append(stops, func() { acancel(); awg.Wait() })
+	bus.Subscribe(acct.Detector)
+	deps.Accounts = acct.Gate
+
+	// Send limits and the delivery scheduler over the spool. A send limit
+	// that suspends an account (suspend_on_limit) suspends it everywhere.
+	var suspender ratelimit.Suspender
+	if users, ok := deps.Users.(ratelimit.Suspender); ok {
+		suspender = limitSuspender{users: users, acct: acct}
+	}
 	dl, err := service.Start(ctx, cfg, service.Deps{Stores: st, Spool: spool, Users: suspender, Events: bus, Log: log, Registerer: reg})
 	if err != nil {
 		stop()
@@ -118,4 +141,32 @@ func wireExtensions(ctx context.Context, cfg *config.Config, log *slog.Logger, s
 		}
 	})
 	return ext, nil
+}
+
+// limitSuspender is what a send limit with suspend_on_limit suspends: the
+// relayguard account (userdb) and, through the accounts' responder, the
+// login everywhere (every server sharing the store, Postfix's front doors).
+type limitSuspender struct {
+	users ratelimit.Suspender
+	acct  *accounts.Service
+}
+
+func (l limitSuspender) Suspend(ctx context.Context, user string) error {
+	if err := l.users.Suspend(ctx, user); err != nil {
+		return err
+	}
+	_, err := l.acct.Suspend(ctx, user, config.SignalRateLimit, "a send limit bit with delivery.rate_limits.suspend_on_limit")
+	return err
+}
+
+// alertListener is where serve sends alert mail when accounts.alert_smtp
+// is empty: its own first MX listener (the admin's address is usually
+// local).
+func alertListener(cfg *config.Config) string {
+	for _, l := range cfg.Listeners {
+		if l.Mode == config.ModeMX && !strings.HasPrefix(l.Address, "systemd:") {
+			return l.Address
+		}
+	}
+	return ""
 }

@@ -106,6 +106,14 @@ func (ss *session) cmdAuth(ctx context.Context, arg string) Reply {
 		case err != nil:
 			return fail(535, "5.7.8", "Authentication credentials invalid", srv.Attempted(), "bad credentials")
 		case done:
+			// A suspended account, or a guessed name from a network its
+			// owner never used: refused like a wrong password, so that a
+			// guesser learns nothing (internal/accounts).
+			if ss.s.deps.Accounts != nil {
+				if ok, why := ss.s.deps.Accounts.AuthAllowed(ctx, srv.Identity(), ss.ip); !ok {
+					return fail(535, "5.7.8", "Authentication credentials invalid", srv.Identity(), why)
+				}
+			}
 			ss.authUser = srv.Identity()
 			return Reply{Code: 235, Enhanced: "2.7.0", Text: "Authentication successful",
 				auth: &authOutcome{ok: true, mech: mech, user: ss.authUser}}

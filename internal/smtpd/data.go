@@ -152,6 +152,10 @@ func (ss *session) complete(ctx context.Context, w *queue.Writer, derr error, bd
 	ss.startBudget()
 	ss.s.deps.Metrics.Spooled.Inc()
 	ss.s.ml.Accepted(ctx, ss.logConn(), maillog.Message{ID: env.ID, User: ss.authUser, From: env.From, Nrcpt: len(env.Recipients), Size: env.Size})
+	if ss.authUser != "" {
+		ss.s.deps.Events.Publish(ctx, event.Event{Kind: event.MessageSubmitted, Source: "smtpd", IP: ss.ip, User: ss.authUser,
+			Service: ss.l.cfg.Name, QueueID: env.ID})
+	}
 	return reply(250, "2.0.0", "Ok: queued as "+env.ID)
 }
 

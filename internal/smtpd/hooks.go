@@ -42,3 +42,14 @@ type SendLimiter interface {
 	// Message is called at DATA with the number of accepted recipients.
 	Message(ctx context.Context, s ratelimit.Sender, nrcpt int) error
 }
+
+// AccountGate is consulted after a successful SASL exchange
+// (internal/accounts.Gate): a suspended account, or a username under
+// distributed guessing from a network it never logged in from, is refused
+// with the reply of a wrong password; reason goes to the log only.
+// Suspended is asked at MAIL FROM of an authenticated session: an account
+// suspended after it logged in sends nothing more (451 4.7.1).
+type AccountGate interface {
+	AuthAllowed(ctx context.Context, user string, ip netip.Addr) (ok bool, reason string)
+	Suspended(ctx context.Context, user string) (bool, error)
+}

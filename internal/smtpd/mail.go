@@ -53,6 +53,13 @@ func (ss *session) cmdMail(ctx context.Context, arg string) Reply {
 	if ss.l.cfg.Mode != config.ModeMX && ss.authUser == "" && !ss.trusted {
 		return refuse(530, "5.7.0", "submission_requires_auth", "Authentication required")
 	}
+	// An account suspended after it logged in (a compromise signal seen
+	// by this or another server) sends nothing more.
+	if ss.authUser != "" && ss.s.deps.Accounts != nil {
+		if susp, err := ss.s.deps.Accounts.Suspended(ctx, ss.authUser); err == nil && susp {
+			return refuse(451, "4.7.1", "account_suspended", "Error: account "+ss.authUser+" is suspended; ask the postmaster")
+		}
+	}
 	pathStr, params, err := address.SplitArg(arg[5:])
 	if err != nil {
 		return pathReply(err, true)

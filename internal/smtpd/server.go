@@ -42,16 +42,19 @@ type Users interface {
 
 // Deps are the server's collaborators. Users, Creds and Spool are required.
 type Deps struct {
-	Users   Users
-	Creds   sasl.Credentials
-	Spool   *queue.Spool
-	TLS     *tls.Config // nil: no STARTTLS, no submissions listener
-	Events  event.Sink
-	Guard   Guard
-	Policy  PolicyChecker
-	Limits  SendLimiter
-	Log     *slog.Logger
-	Metrics *Metrics
+	Users  Users
+	Creds  sasl.Credentials
+	Spool  *queue.Spool
+	TLS    *tls.Config // nil: no STARTTLS, no submissions listener
+	Events event.Sink
+	Guard  Guard
+	Policy PolicyChecker
+	Limits SendLimiter
+	// Accounts refuses suspended accounts and guessed usernames from new
+	// networks after the SASL exchange; nil: none.
+	Accounts AccountGate
+	Log      *slog.Logger
+	Metrics  *Metrics
 	// PopBeforeSMTP, if set, permits relay from a client address that
 	// recently logged in over POP3/IMAP (legacy, off by default).
 	PopBeforeSMTP func(ip netip.Addr) bool
