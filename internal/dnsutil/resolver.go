@@ -102,10 +102,10 @@ func IsNotFound(err error) bool {
 // Resolver sends queries to a list of servers, retransmitting with
 // backoff. The zero value is not usable; use New.
 type Resolver struct {
-	servers []string
+	servers []string         // host:port, for errors
+	addrs   []netip.AddrPort // the same, to send to
 	timeout time.Duration
 	rto     time.Duration
-	client  *dns.Client
 	next    atomic.Uint32
 }
 
@@ -130,14 +130,19 @@ func New(servers []string, timeout time.Duration) (*Resolver, error) {
 	if timeout <= 0 {
 		timeout = 5 * time.Second
 	}
-	// The per-attempt timeout is the context's deadline (see exchange).
-	r := &Resolver{timeout: timeout, rto: FirstRetransmit, client: &dns.Client{Net: "udp", Timeout: time.Hour, UDPSize: 1232}}
+	r := &Resolver{timeout: timeout, rto: FirstRetransmit}
 	for _, s := range servers {
 		hp, err := normalizeServer(s)
 		if err != nil {
 			return nil, err
 		}
+		ua, err := net.ResolveUDPAddr("udp", hp)
+		if err != nil {
+			return nil, fmt.Errorf("dns server %q: %w", s, err)
+		}
+		ap := ua.AddrPort()
 		r.servers = append(r.servers, hp)
+		r.addrs = append(r.addrs, netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()))
 	}
 	return r, nil
 }
@@ -194,9 +199,9 @@ type Answer struct {
 // against both too few and too eager retries: the query is sent to one
 // server; if no reply came after FirstRetransmit it is sent again to the
 // next server (the same one if there is only one) and the wait doubles,
-// until the deadline. Every attempt keeps listening on its own socket, so a
-// late reply to an earlier one is taken. A SERVFAIL, REFUSED or unusable
-// reply moves on to the next server at once; NXDOMAIN and NODATA are
+// until the deadline. All attempts share one socket, so a late reply to an
+// earlier one is taken. A SERVFAIL, REFUSED or unusable reply, or a refused
+// connection, moves on to the next server at once; NXDOMAIN and NODATA are
 // definite and end the query.
 func (r *Resolver) Query(ctx context.Context, name string, qtype uint16) (Answer, error) {
 	fqdn := dns.Fqdn(name)
@@ -204,7 +209,7 @@ func (r *Resolver) Query(ctx context.Context, name string, qtype uint16) (Answer
 	if _, ok := dns.IsDomainName(fqdn); !ok {
 		return Answer{}, &Error{Kind: BadName, Name: name, Type: tname}
 	}
-	if len(r.servers) == 0 {
+	if len(r.addrs) == 0 {
 		return Answer{}, &Error{Kind: Other, Name: name, Type: tname, Err: errors.New("no DNS server configured")}
 	}
 	if _, ok := ctx.Deadline(); !ok {
@@ -212,123 +217,162 @@ func (r *Resolver) Query(ctx context.Context, name string, qtype uint16) (Answer
 		ctx, cancel = context.WithTimeout(ctx, r.timeout)
 		defer cancel()
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel() // stops the attempts still waiting
 	m := new(dns.Msg)
 	m.SetQuestion(fqdn, qtype)
 	m.RecursionDesired = true
 	m.SetEdns0(1232, false)
-
-	type reply struct {
-		srv  string
-		resp *dns.Msg
-		err  error
-	}
-	replies := make(chan reply, 16)
-	failed := make([]bool, len(r.servers)) // answered SERVFAIL/REFUSED/unusable
-	start := int(r.next.Add(1))
-	sent, inflight := 0, 0
-	send := func() {
-		for i := range r.servers {
-			k := (start + sent + i) % len(r.servers)
-			if failed[k] {
-				continue
-			}
-			srv := r.servers[k]
-			sent += i + 1
-			inflight++
-			mm := m.Copy() // packing writes to the message: one per attempt
-			go func() {
-				resp, err := r.exchange(ctx, mm, srv)
-				replies <- reply{srv, resp, err}
-			}()
-			return
-		}
-	}
-	send()
-	wait := r.rto
-	timer := time.NewTimer(wait)
-	defer timer.Stop()
-	var last *Error
-	for {
-		select {
-		case <-ctx.Done():
-			if last == nil || last.Kind == Other {
-				last = &Error{Kind: Timeout, Name: name, Type: tname, Server: r.servers[(start+max(sent-1, 0))%len(r.servers)], Err: context.Cause(ctx)}
-			}
-			return Answer{}, last
-		case <-timer.C:
-			if inflight < cap(replies) && !allTrue(failed) {
-				send()
-			}
-			wait *= 2
-			timer.Reset(wait)
-		case rp := <-replies:
-			inflight--
-			ans, err := r.interpret(rp.resp, rp.err, name, tname, qtype, rp.srv)
-			if err == nil || err.NotFound() {
-				if err == nil {
-					return ans, nil
-				}
-				return Answer{}, err
-			}
-			if err.Kind == Timeout {
-				// Attempts have no timeout of their own: this is the
-				// query's deadline. A server's SERVFAIL or REFUSED seen
-				// before says more than the silence of another.
-				if last == nil {
-					last = err
-				}
-				return Answer{}, last
-			}
-			if last == nil || err.Kind != Other {
-				last = err
-			}
-			for i, s := range r.servers {
-				if s == rp.srv {
-					failed[i] = true
-				}
-			}
-			if allTrue(failed) && inflight == 0 {
-				return Answer{}, last
-			}
-			if !allTrue(failed) && inflight < cap(replies) {
-				// This server gave up: ask the next one now.
-				send()
-				timer.Reset(wait)
-			}
-		}
-	}
-}
-
-func allTrue(b []bool) bool {
-	for _, x := range b {
-		if !x {
-			return false
-		}
-	}
-	return true
-}
-
-// exchange sends m to srv over UDP (over TCP if the reply is truncated,
-// RFC 7766 §5) and waits for the reply until ctx ends.
-func (r *Resolver) exchange(ctx context.Context, m *dns.Msg, srv string) (*dns.Msg, error) {
-	conn, err := r.client.DialContext(ctx, srv)
+	wire, err := m.Pack()
 	if err != nil {
-		return nil, err
+		return Answer{}, &Error{Kind: BadName, Name: name, Type: tname, Err: err}
 	}
-	defer conn.Close()
-	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })
+	a := attempt{r: r, m: m, wire: wire, failed: make([]bool, len(r.addrs)), next: int(r.next.Add(1))}
+	if err := a.open(); err != nil {
+		return Answer{}, &Error{Kind: Other, Name: name, Type: tname, Err: err}
+	}
+	defer a.conn.Close()
+	stop := context.AfterFunc(ctx, func() { a.conn.SetReadDeadline(time.Unix(1, 0)) })
 	defer stop()
-	resp, _, err := r.client.ExchangeWithConnContext(ctx, m, conn)
-	if err == nil && resp.Truncated {
-		tc := &dns.Client{Net: "tcp", Timeout: time.Hour}
-		resp, _, err = tc.ExchangeContext(ctx, m, srv)
+	deadline, _ := ctx.Deadline()
+	wait := r.rto
+	resend := time.Now().Add(wait)
+	a.send()
+	var last *Error
+	buf := make([]byte, 4096)
+	for {
+		a.conn.SetReadDeadline(minTime(resend, deadline))
+		n, from, err := a.conn.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			var ne net.Error
+			switch {
+			case ctx.Err() != nil || !time.Now().Before(deadline):
+				if last == nil {
+					last = &Error{Kind: Timeout, Name: name, Type: tname, Server: a.lastServer(), Err: context.Cause(ctx)}
+				}
+				return Answer{}, last
+			case errors.As(err, &ne) && ne.Timeout():
+				if a.anyLeft() {
+					a.send()
+				}
+				wait *= 2
+				resend = time.Now().Add(wait)
+			default:
+				// A refused connection (ICMP port unreachable on the
+				// connected socket of a single server), or a socket error.
+				last = &Error{Kind: Other, Name: name, Type: tname, Server: a.lastServer(), Err: err}
+				a.failed[a.sentTo] = true
+				if !a.anyLeft() {
+					return Answer{}, last
+				}
+				a.send()
+			}
+			continue
+		}
+		k := a.from(from)
+		if k < 0 {
+			continue // not from a server asked: ignored
+		}
+		resp := new(dns.Msg)
+		if resp.Unpack(buf[:n]) != nil || resp.Id != m.Id || len(resp.Question) != 1 ||
+			!strings.EqualFold(resp.Question[0].Name, fqdn) || resp.Question[0].Qtype != qtype {
+			continue // not the answer to this query (RFC 5452 §4.3)
+		}
+		srv := r.servers[k]
+		var terr error
+		if resp.Truncated {
+			// RFC 7766 §5: the full answer over TCP.
+			tc := &dns.Client{Net: "tcp", Timeout: time.Hour}
+			resp, _, terr = tc.ExchangeContext(ctx, m, srv)
+		}
+		ans, derr := r.interpret(resp, terr, name, tname, qtype, srv)
+		if derr == nil {
+			return ans, nil
+		}
+		if derr.NotFound() {
+			return Answer{}, derr
+		}
+		if last == nil || last.Kind == Timeout || derr.Kind != Other {
+			last = derr
+		}
+		a.failed[k] = true
+		if !a.anyLeft() {
+			return Answer{}, last
+		}
+		a.send() // this server gave up: ask the next one now
 	}
-	if err != nil && ctx.Err() != nil {
-		err = fmt.Errorf("%w: %w", context.Cause(ctx), err)
+}
+
+// attempt is one query's socket and the servers it was sent to. With one
+// server the socket is connected to it (the kernel drops anything from
+// elsewhere and reports a refused port); with several it is not, and a
+// reply counts only if it comes from one of them.
+type attempt struct {
+	r      *Resolver
+	m      *dns.Msg
+	wire   []byte
+	conn   *net.UDPConn
+	failed []bool // servers that answered SERVFAIL, REFUSED or unusably
+	next   int    // rotation: the server after the last one asked
+	sentTo int
+}
+
+func (a *attempt) open() error {
+	var err error
+	if len(a.r.addrs) == 1 {
+		a.conn, err = net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(a.r.addrs[0]))
+	} else {
+		a.conn, err = net.ListenUDP("udp", nil)
 	}
-	return resp, err
+	return err
+}
+
+func (a *attempt) anyLeft() bool {
+	for _, f := range a.failed {
+		if !f {
+			return true
+		}
+	}
+	return false
+}
+
+// send sends the query to the next server that has not failed.
+func (a *attempt) send() {
+	n := len(a.r.addrs)
+	for i := range n {
+		k := (a.next + i) % n
+		if a.failed[k] {
+			continue
+		}
+		a.next, a.sentTo = k+1, k
+		if n == 1 {
+			a.conn.Write(a.wire)
+		} else {
+			a.conn.WriteToUDPAddrPort(a.wire, a.r.addrs[k])
+		}
+		return
+	}
+}
+
+// from returns the index of the server a reply came from, or -1.
+func (a *attempt) from(ap netip.AddrPort) int {
+	if len(a.r.addrs) == 1 {
+		return 0
+	}
+	ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	for i, s := range a.r.addrs {
+		if s == ap {
+			return i
+		}
+	}
+	return -1
+}
+
+func (a *attempt) lastServer() string { return a.r.servers[a.sentTo] }
+
+func minTime(x, y time.Time) time.Time {
+	if x.Before(y) {
+		return x
+	}
+	return y
 }
 
 // interpret turns one server's reply into an answer or a typed error.

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/miekg/dns"
+
 	"github.com/relayguard/relayguard/internal/dnsutil"
 	"github.com/relayguard/relayguard/internal/dnsutil/dnstest"
 )
@@ -259,5 +261,79 @@ func TestDeadlineBoundsRetransmissions(t *testing.T) {
 	time.Sleep(50 * time.Millisecond)
 	if n := s.Queries.Load(); n != 3 {
 		t.Errorf("%d attempts within 1.5 s, want 3 (backoff 0.4 s, doubling)", n)
+	}
+}
+
+// TestRefusedPortFailsAtOnce: a resolver that is not running (its port
+// refuses) is known at once, not after the timeout; with a second server
+// the query goes there.
+func TestRefusedPortFailsAtOnce(t *testing.T) {
+	t.Parallel()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := pc.LocalAddr().String()
+	pc.Close()
+	r, _ := dnsutil.New([]string{closed}, 5*time.Second)
+	t0 := time.Now()
+	_, _, err = r.LookupA4(context.Background(), "a.test")
+	var de *dnsutil.Error
+	if !errors.As(err, &de) || de.Kind != dnsutil.Other || !strings.Contains(err.Error(), "refused") {
+		t.Errorf("closed port: %v, want a refused connection", err)
+	}
+	if el := time.Since(t0); el > 2*time.Second {
+		t.Errorf("closed port: %v, want an answer well before the 5 s timeout", el)
+	}
+	good := dnstest.Start(t)
+	good.Add(t, "a.test. 60 IN A 192.0.2.1")
+	r, _ = dnsutil.New([]string{closed, good.Addr}, 5*time.Second)
+	for range 2 { // either server first
+		if addrs, _, err := r.LookupA4(context.Background(), "a.test"); err != nil || len(addrs) != 1 {
+			t.Errorf("closed port, then a good server: %v %v", addrs, err)
+		}
+	}
+}
+
+// TestIgnoresForeignReplies: with several servers the socket is not
+// connected; an answer from an address that was not asked (a forgery with
+// the right ID) is dropped, and the server's own answer is taken.
+func TestIgnoresForeignReplies(t *testing.T) {
+	t.Parallel()
+	srv, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	forger, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer forger.Close()
+	go func() {
+		buf := make([]byte, 1500)
+		n, from, err := srv.ReadFrom(buf)
+		if err != nil {
+			return
+		}
+		q := new(dns.Msg)
+		if q.Unpack(buf[:n]) != nil {
+			return
+		}
+		reply := func(ip string) []byte {
+			m := new(dns.Msg)
+			m.SetReply(q)
+			m.Answer = []dns.RR{&dns.A{Hdr: dns.RR_Header{Name: q.Question[0].Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 60}, A: net.ParseIP(ip)}}
+			b, _ := m.Pack()
+			return b
+		}
+		forger.WriteTo(reply("192.0.2.66"), from)
+		time.Sleep(100 * time.Millisecond)
+		srv.WriteTo(reply("192.0.2.1"), from)
+	}()
+	r, _ := dnsutil.New([]string{srv.LocalAddr().String(), srv.LocalAddr().String()}, 3*time.Second)
+	addrs, _, err := r.LookupA4(context.Background(), "a.test")
+	if err != nil || len(addrs) != 1 || addrs[0].String() != "192.0.2.1" {
+		t.Errorf("forged answer from another port: got %v %v, want the server's 192.0.2.1", addrs, err)
 	}
 }
