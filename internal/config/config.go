@@ -147,7 +147,7 @@ type AuthConfig struct {
 	CRAMMD5           bool     `toml:"cram_md5" comment:"Enable CRAM-MD5. Stores a password-equivalent secret for every account: avoid."`
 	BrokenAuthClients bool     `toml:"broken_auth_clients" comment:"Also advertise \"AUTH=...\" for old Outlook clients (Postfix broken_sasl_auth_clients)."`
 	PasswordHash      string   `toml:"password_hash" comment:"argon2id or bcrypt"`
-	HashMemory        int64    `toml:"hash_memory" comment:"Memory (bytes) concurrent password verifications may hold together (argon2id holds 19 MiB each);\na login beyond it waits for its turn, it does not fail. 0: automatic, 1/32 of the machine's memory\nbut at most two verifications per CPU."`
+	HashMemory        int64    `toml:"hash_memory" comment:"Memory (bytes) concurrent password verifications may hold together (argon2id holds 19 MiB each);\na login beyond it waits for its turn, it does not fail. 0: automatic, 1/32 of the machine's memory\nbut at most one verification per CPU."`
 	SCRAMIterations   int      `toml:"scram_iterations" comment:"PBKDF2 iterations for stored SCRAM-SHA-256 keys (at least 4096)."`
 }
 

@@ -22,14 +22,16 @@ import (
 
 // hashBudgetKiB is the memory budget for concurrent verifications:
 // Options.HashMemory, or by default 1/32 of the machine's memory (or of the
-// cgroup's limit), but no more than two verifications per CPU (argon2id
-// with p=1 uses one CPU: more at once only holds more memory), and at
-// least one.
+// cgroup's limit), but no more than one verification per CPU (argon2id
+// with p=1 keeps one CPU busy: more at once only hold more memory, and the
+// garbage collector lets the heap grow to about twice what is live — with
+// two per CPU, 1,000 concurrent attempts peaked at 317 MB on 2 CPUs, with
+// one at 210 MB; docs/benchmarks/auth.md), and at least one.
 func hashBudgetKiB(configured int64) int64 {
 	if configured > 0 {
 		return max(configured>>10, 1)
 	}
-	b := int64(2*runtime.GOMAXPROCS(0)) * argonMemoryKiB
+	b := int64(runtime.GOMAXPROCS(0)) * argonMemoryKiB
 	if m := physicalMemory(); m > 0 {
 		b = min(b, m>>10/32)
 	}

@@ -85,8 +85,8 @@ func TestHashWaitGivesUp(t *testing.T) {
 
 func TestHashBudgetDefault(t *testing.T) {
 	b := hashBudgetKiB(0)
-	if b < argonMemoryKiB || b > int64(2*runtime.GOMAXPROCS(0))*argonMemoryKiB {
-		t.Errorf("automatic budget %d KiB: want between one verification and two per CPU", b)
+	if b < argonMemoryKiB || b > int64(runtime.GOMAXPROCS(0))*argonMemoryKiB {
+		t.Errorf("automatic budget %d KiB: want between one verification and one per CPU", b)
 	}
 	if hashBudgetKiB(100<<20) != 100<<10 {
 		t.Error("configured budget not used")
