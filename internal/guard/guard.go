@@ -204,25 +204,23 @@ func (g *Guard) AuthAttempt(ctx context.Context, ip netip.Addr) (*limits.Reserva
 // RecentLogin reports whether an account logged in successfully from ip
 // within success_grace.
 func (g *Guard) RecentLogin(ip netip.Addr) bool {
-	grace := g.o.Config.SuccessGrace.D()
-	if grace <= 0 {
-		return false
-	}
-	g.mu.RLock()
-	t, ok := g.success[ip.Unmap()]
-	g.mu.RUnlock()
-	return ok && g.o.Now().Sub(t) < grace
+	return g.loggedInWithin(g.success, ip, g.o.Config.SuccessGrace.D())
 }
 
 // PopBeforeSMTP reports whether ip logged in to POP3/IMAP successfully
 // within guard.pop_before_smtp (legacy POP-before-SMTP relay permission).
 func (g *Guard) PopBeforeSMTP(ip netip.Addr) bool {
-	d := g.o.Config.PopBeforeSMTP.D()
+	return g.loggedInWithin(g.pop, ip, g.o.Config.PopBeforeSMTP.D())
+}
+
+// loggedInWithin reports whether logins (success or pop) has a login of ip
+// less than d ago; d <= 0 is never.
+func (g *Guard) loggedInWithin(logins map[netip.Addr]time.Time, ip netip.Addr, d time.Duration) bool {
 	if d <= 0 {
 		return false
 	}
 	g.mu.RLock()
-	t, ok := g.pop[ip.Unmap()]
+	t, ok := logins[ip.Unmap()]
 	g.mu.RUnlock()
 	return ok && g.o.Now().Sub(t) < d
 }
