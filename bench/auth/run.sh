@@ -27,7 +27,7 @@ NS=(${NS[*]})
 BEFORE=${BEFORE:-3e631f3} # main just before the issue 12 AUTH limiter landed
 OUT=$(mktemp -d /tmp/rgauth.XXXX)
 chmod 755 "$OUT"
-trap 'kill $(jobs -p) 2>/dev/null || true; [ -f "$OUT/dc/run/master.pid" ] && kill "$(cat "$OUT/dc/run/master.pid")" 2>/dev/null || true' EXIT
+trap 'kill $(jobs -p) 2>/dev/null || true; [ -f "$OUT/dc/run/master.pid" ] && kill "$(cat "$OUT/dc/run/master.pid")" 2>/dev/null; sleep 1; rm -rf "$OUT"' EXIT
 go build -o "$OUT/relayguard" ./cmd/relayguard
 go build -o "$OUT/authflood" ./bench/auth/authflood
 mkdir -p "$OUT/before"
