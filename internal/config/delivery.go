@@ -28,6 +28,7 @@ type DeliveryConfig struct {
 	TLSPolicies map[string]string `toml:"tls_policies" comment:"Per destination domain TLS policy, overriding tls_policy (e.g. \"example.com\" = \"verify\")."`
 	MTASTS      bool              `toml:"mta_sts" comment:"Honour recipient domains' MTA-STS policies (RFC 8461): in enforce mode, only the policy's MX hosts,\nover TLS with a certificate valid for the MX name; testing mode only reports. Policies are cached in DATA_DIR/mta-sts."`
 	DANE        bool              `toml:"dane" comment:"Honour DNSSEC-validated TLSA records of MX hosts (RFC 7672): TLS required and the peer authenticated by\nthem, failing closed. Needs dns_server to be a validating resolver you trust (unbound on this host): the AD bit is believed."`
+	Chunking    bool              `toml:"chunking" comment:"Send messages with BDAT (RFC 3030 CHUNKING) to peers that offer it: no dot-stuffing, sizes known up front."`
 	TLSReports  bool              `toml:"tls_reports" comment:"Send daily TLS reports (RFC 8460) to the domains whose _smtp._tls TXT record asks for them, about the\nsessions with their DANE or MTA-STS policies."`
 
 	Smarthost             string `toml:"smarthost" comment:"Send all non-local mail through this relay (host:port), e.g. when the provider blocks port 25 (OP25B). Empty: deliver to each domain's MX."`
@@ -86,6 +87,7 @@ func defaultDelivery() DeliveryConfig {
 		MTASTS:               true,
 		DANE:                 true,
 		TLSReports:           true,
+		Chunking:             true,
 		TLSPolicies:          map[string]string{},
 		LocalTransport:       "maildir:mail/{domain}/{local}",
 		Transports:           map[string]string{},

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/emersion/go-sasl"
+	"github.com/relayguard/relayguard/internal/dsn"
+	"github.com/relayguard/relayguard/internal/queue"
 )
 
 // client is a small SMTP (RFC 5321) and LMTP (RFC 2033) client.
@@ -289,6 +291,34 @@ type txOptions struct {
 	Size     int64
 	Body8Bit bool
 	SMTPUTF8 bool
+	// Chunking sends the message with BDAT (RFC 3030) when the peer
+	// offers CHUNKING.
+	Chunking bool
+	// DSN parameters (RFC 3461), sent when the peer offers DSN.
+	Ret, EnvID string
+	DSN        []queue.RcptDSN
+}
+
+// txOptionsOf are the transaction options of a delivery request.
+func txOptionsOf(req *Request, chunking bool) txOptions {
+	return txOptions{Size: req.Size, Body8Bit: req.Body8Bit, SMTPUTF8: req.SMTPUTF8, Chunking: chunking,
+		Ret: req.Ret, EnvID: req.EnvID, DSN: req.DSN}
+}
+
+// rcptParams are the RCPT parameters of recipient i: NOTIFY and ORCPT to a
+// peer that offers DSN (RFC 3461 §4.1, §4.2; xtext-encoded).
+func (c *client) rcptParams(o txOptions, i int) string {
+	if !c.has("DSN") || i >= len(o.DSN) {
+		return ""
+	}
+	var p string
+	if n := o.DSN[i].Notify; n != "" {
+		p += " NOTIFY=" + n
+	}
+	if oc := o.DSN[i].ORcpt; oc != "" {
+		p += " ORCPT=" + dsn.EncodeORCPT(oc)
+	}
+	return p
 }
 
 // send runs one mail transaction: MAIL, RCPT for each recipient, DATA and
@@ -313,6 +343,16 @@ func (c *client) send(ctx context.Context, from string, rcpts []string, o txOpti
 	if o.SMTPUTF8 && c.has("SMTPUTF8") {
 		mail += " SMTPUTF8" // RFC 6531 §3.4
 	}
+	if c.has("DSN") {
+		// RFC 3461 §4.3, §4.4: passed on to a peer that offers DSN.
+		if o.Ret != "" {
+			mail += " RET=" + o.Ret
+		}
+		if o.EnvID != "" {
+			mail += " ENVID=" + dsn.EncodeXtext(o.EnvID)
+		}
+	}
+	chunking := o.Chunking && c.has("CHUNKING") && !c.lmtp
 	out := make([]Reply, len(rcpts))
 	pipe := c.has("PIPELINING")
 	w := c.text.W
@@ -324,10 +364,12 @@ func (c *client) send(ctx context.Context, from string, rcpts []string, o txOpti
 	if pipe {
 		c.deadline()
 		fmt.Fprintf(w, "%s\r\n", mail)
-		for _, r := range rcpts {
-			fmt.Fprintf(w, "RCPT TO:<%s>\r\n", r)
+		for i, r := range rcpts {
+			fmt.Fprintf(w, "RCPT TO:<%s>%s\r\n", r, c.rcptParams(o, i))
 		}
-		w.WriteString("DATA\r\n")
+		if !chunking {
+			w.WriteString("DATA\r\n")
+		}
 		if err := w.Flush(); err != nil {
 			return out, errProto{fmt.Errorf("sending MAIL: %w", err)}
 		}
@@ -339,7 +381,9 @@ func (c *client) send(ctx context.Context, from string, rcpts []string, o txOpti
 				return fill(out, mailR, rcptR[:i]), err
 			}
 		}
-		if dataR, err = c.reply(); err != nil {
+		if chunking {
+			dataR = Reply{Code: 354} // BDAT needs no go-ahead
+		} else if dataR, err = c.reply(); err != nil {
 			return fill(out, mailR, rcptR), err
 		}
 	} else {
@@ -351,7 +395,7 @@ func (c *client) send(ctx context.Context, from string, rcpts []string, o txOpti
 		}
 		accepted := 0
 		for i, r := range rcpts {
-			if rcptR[i], err = c.cmd("RCPT TO:<%s>", r); err != nil {
+			if rcptR[i], err = c.cmd("RCPT TO:<%s>%s", r, c.rcptParams(o, i)); err != nil {
 				return fill(out, mailR, rcptR[:i]), err
 			}
 			if rcptR[i].Code/100 == 2 {
@@ -362,7 +406,9 @@ func (c *client) send(ctx context.Context, from string, rcpts []string, o txOpti
 			c.reset()
 			return fill(out, mailR, rcptR), nil
 		}
-		if dataR, err = c.cmd("DATA"); err != nil {
+		if chunking {
+			dataR = Reply{Code: 354}
+		} else if dataR, err = c.cmd("DATA"); err != nil {
 			return fill(out, mailR, rcptR), err
 		}
 	}
@@ -390,12 +436,31 @@ func (c *client) send(ctx context.Context, from string, rcpts []string, o txOpti
 		}
 		return out, nil
 	}
+	if len(accepted) == 0 && chunking {
+		c.reset()
+		return out, nil
+	}
 	if len(accepted) == 0 {
 		// RFC 2920 §3.1: DATA was accepted though no RCPT was; send an
 		// empty message body terminator and ignore the outcome.
 		c.deadline()
 		c.text.PrintfLine(".")
 		c.reply()
+		return out, nil
+	}
+	if chunking {
+		fin, err := c.sendChunks(ctx, body)
+		if err != nil {
+			for _, i := range accepted {
+				out[i] = Reply{}
+			}
+			return out, err
+		}
+		for _, i := range accepted {
+			out[i] = fin
+		}
+		c.used++
+		c.clean = fin.Code == 250
 		return out, nil
 	}
 	// The message: dot-stuffed (RFC 5321 §4.5.2) by textproto's DotWriter.
@@ -499,4 +564,62 @@ func encodeBase64(b []byte) string {
 		return "="
 	}
 	return base64.StdEncoding.EncodeToString(b)
+}
+
+// chunkSize is the largest BDAT chunk sent.
+const chunkSize = 1 << 20
+
+// sendChunks sends the message with BDAT (RFC 3030 §2): chunks of up to
+// chunkSize octets as they are (no dot-stuffing), the last one marked
+// LAST, each answered before the next is sent. It returns the reply to
+// the last chunk, or the first refusal (the peer drops the message then,
+// and RSET ends the transaction).
+func (c *client) sendChunks(ctx context.Context, body io.Reader) (Reply, error) {
+	buf := make([]byte, chunkSize)
+	br := bufio.NewReaderSize(body, 64<<10)
+	for {
+		n, rerr := io.ReadFull(br, buf)
+		last := rerr == io.EOF || rerr == io.ErrUnexpectedEOF
+		if rerr != nil && !last {
+			return Reply{}, errProto{fmt.Errorf("reading message: %w", rerr)}
+		}
+		if !last {
+			// A full buffer may be followed by nothing: look ahead, so
+			// that the last chunk carries LAST rather than an empty
+			// "BDAT 0 LAST" after it.
+			if _, err := br.Peek(1); err == io.EOF {
+				last = true
+			}
+		}
+		if err := ctx.Err(); err != nil {
+			return Reply{}, err
+		}
+		cmd := "BDAT " + strconv.Itoa(n)
+		if last {
+			cmd += " LAST"
+		}
+		c.deadline()
+		w := c.text.W
+		w.WriteString(cmd + "\r\n")
+		w.Write(buf[:n])
+		if err := w.Flush(); err != nil {
+			return Reply{}, errProto{fmt.Errorf("sending BDAT: %w", err)}
+		}
+		var r Reply
+		var err error
+		if last {
+			r, err = c.dataEndReply()
+		} else {
+			r, err = c.reply()
+		}
+		if err != nil {
+			return Reply{}, err
+		}
+		if r.Code != 250 || last {
+			if r.Code != 250 {
+				c.reset()
+			}
+			return r, nil
+		}
+	}
 }

@@ -55,6 +55,15 @@ func resultsFrom(rcpts []string, host string, replies []Reply, err error) []Resu
 	return out
 }
 
+// lastHop marks results of a delivery into mailboxes (Maildir, LMTP): the
+// last hop, where a SUCCESS notice says "delivered" (RFC 3464 §2.3.3).
+func lastHop(rs []Result) []Result {
+	for i := range rs {
+		rs[i].Final = true
+	}
+	return rs
+}
+
 // all gives every recipient the same outcome.
 func all(rcpts []string, tmpl Result) []Result {
 	out := make([]Result, len(rcpts))
@@ -141,6 +150,7 @@ func New(cfg config.DeliveryConfig, hostname string, log *slog.Logger, opt Optio
 		SmarthostTLS:   cfg.SmarthostImplicitTLS,
 		SmarthostUser:  cfg.SmarthostUser,
 		DANE:           cfg.DANE,
+		Chunking:       cfg.Chunking,
 		Reporter:       opt.Reporter,
 		Log:            log,
 	}
@@ -267,9 +277,9 @@ func (d *Deliverer) Deliver(ctx context.Context, domain string, req *Request) []
 	case "smtp":
 		return d.SMTP.DeliverHost(ctx, domain, r.addr, req)
 	case "lmtp":
-		return DeliverLMTP(ctx, r.addr, d.SMTP.HeloName, d.SMTP.CommandTimeout, req)
+		return lastHop(DeliverLMTP(ctx, r.addr, d.SMTP.HeloName, d.SMTP.CommandTimeout, req))
 	case "maildir":
-		return DeliverMaildir(req, r.addr)
+		return lastHop(DeliverMaildir(req, r.addr))
 	case "discard":
 		// Postfix's discard(8): report delivery and drop the message.
 		reason := r.addr
@@ -277,7 +287,7 @@ func (d *Deliverer) Deliver(ctx context.Context, domain string, req *Request) []
 			reason = "discarded"
 		}
 		d.log.Info("deliver: discarded", "id", req.ID, "domain", domain, "reason", reason)
-		return all(req.Rcpts, Result{OK: true, Code: 250, Enhanced: "2.0.0", Text: reason, Host: "discard"})
+		return all(req.Rcpts, Result{OK: true, Code: 250, Enhanced: "2.0.0", Text: reason, Host: "discard", Final: true})
 	}
 	return tempAll(req.Rcpts, "", "4.3.5", "unknown transport %q for %s", r.kind, domain)
 }

@@ -40,6 +40,6 @@ func DeliverLMTP(ctx context.Context, addr, helo string, timeout time.Duration, 
 		return tempAll(req.Rcpts, addr, "4.3.0", "opening message %s: %v", req.ID, err)
 	}
 	defer body.Close()
-	replies, err := c.send(ctx, req.From, req.Rcpts, txOptions{Size: req.Size, Body8Bit: req.Body8Bit, SMTPUTF8: req.SMTPUTF8}, body)
+	replies, err := c.send(ctx, req.From, req.Rcpts, txOptionsOf(req, false), body)
 	return resultsFrom(req.Rcpts, addr, replies, err)
 }

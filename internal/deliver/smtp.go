@@ -44,6 +44,9 @@ type SMTP struct {
 	STS      *mtasts.Fetcher
 	DANE     bool
 	Reporter TLSReporter
+	// Chunking sends messages with BDAT to peers that offer CHUNKING
+	// (RFC 3030).
+	Chunking bool
 
 	Smarthost     string
 	SmarthostTLS  bool // implicit TLS
@@ -286,7 +289,7 @@ func (s *SMTP) attempt(ctx context.Context, t target, req *Request) ([]Result, o
 			s.release(t, c, true)
 			return tempAll(req.Rcpts, t.name, "4.3.0", "opening message %s: %v", req.ID, err), final
 		}
-		replies, err := c.send(ctx, req.From, req.Rcpts, txOptions{Size: req.Size, Body8Bit: req.Body8Bit, SMTPUTF8: req.SMTPUTF8}, body)
+		replies, err := c.send(ctx, req.From, req.Rcpts, txOptionsOf(req, s.Chunking), body)
 		body.Close()
 		if err != nil {
 			c.close()
@@ -299,7 +302,11 @@ func (s *SMTP) attempt(ctx context.Context, t target, req *Request) ([]Result, o
 			return resultsFrom(req.Rcpts, t.name, replies, err), final
 		}
 		s.release(t, c, !c.clean)
-		return resultsFrom(req.Rcpts, t.name, replies, nil), final
+		res := resultsFrom(req.Rcpts, t.name, replies, nil)
+		for i := range res {
+			res[i].PeerDSN = c.has("DSN")
+		}
+		return res, final
 	}
 	return tempAll(req.Rcpts, t.name, "4.4.2", "%s: connection lost", t.addr), tryNext
 }

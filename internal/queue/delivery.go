@@ -26,6 +26,17 @@ type Request struct {
 	// Open returns the message bytes (CRLF line endings). It may be called
 	// more than once (one per MX host tried).
 	Open func() (io.ReadCloser, error)
+	// DSN parameters (RFC 3461) to relay to a peer that offers DSN: RET
+	// and ENVID of the message, NOTIFY and ORCPT per recipient (parallel
+	// to Rcpts; nil or empty values when none were given).
+	Ret, EnvID string
+	DSN        []RcptDSN
+}
+
+// RcptDSN are one recipient's DSN parameters (RFC 3461 §4.1, §4.2).
+type RcptDSN struct {
+	Notify string // canonical NOTIFY ("SUCCESS,FAILURE"), "" when not given
+	ORcpt  string // "type;address", decoded
 }
 
 // Result is the outcome for one recipient.
@@ -37,6 +48,13 @@ type Result struct {
 	Enhanced string
 	Text     string
 	Host     string // the peer that answered (host or path)
+	// PeerDSN: the peer offered DSN (RFC 3461) and took the message with
+	// its DSN parameters, so it sends any later notices; without it a
+	// delivery that asked for SUCCESS is "relayed" (§5.2.2).
+	PeerDSN bool
+	// Final: delivered into a mailbox (Maildir, LMTP), the last hop; a
+	// SUCCESS notice then says "delivered" rather than "relayed".
+	Final bool
 }
 
 // Error is the result as one line for logs and the queue's last_error:

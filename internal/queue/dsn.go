@@ -11,6 +11,8 @@ import (
 	"regexp"
 	"strings"
 	"time"
+
+	"github.com/relayguard/relayguard/internal/dsn"
 )
 
 type dsnKind int
@@ -18,7 +20,19 @@ type dsnKind int
 const (
 	dsnFailed dsnKind = iota
 	dsnDelayed
+	dsnSuccess // RFC 3461 NOTIFY=SUCCESS: delivered, or relayed to a peer without DSN
 )
+
+// notifyKeyword is the NOTIFY keyword that asks for a notice of kind.
+func (k dsnKind) notifyKeyword() string {
+	switch k {
+	case dsnDelayed:
+		return dsn.Delay
+	case dsnSuccess:
+		return dsn.Success
+	}
+	return dsn.Failure
+}
 
 // BounceAllowed says whether a delivery status notification may go to the
 // sender of env, and why not. Notifications go only to senders we know are
@@ -46,6 +60,20 @@ func BounceAllowed(env *Envelope, bounceTrusted bool) (bool, string) {
 // notify queues a DSN (RFC 3464) about rcpts to env's sender, when allowed.
 // It fails only when an allowed notice could not be spooled.
 func (s *Scheduler) notify(env *Envelope, rcpts []Recipient, kind dsnKind) error {
+	// RFC 3461 §4.1: only the recipients whose NOTIFY asks for this kind
+	// (FAILURE and DELAY when NOTIFY was not given; none for NEVER).
+	var want []Recipient
+	for _, r := range rcpts {
+		if dsn.Wants(r.Notify, kind.notifyKeyword()) {
+			want = append(want, r)
+		}
+	}
+	if len(want) < len(rcpts) {
+		s.log.Info("queue: notice not asked for (NOTIFY)", "id", env.ID, "kind", kind.notifyKeyword(), "recipients", len(rcpts)-len(want))
+	}
+	if rcpts = want; len(rcpts) == 0 {
+		return nil
+	}
 	ok, why := BounceAllowed(env, s.c().cfg.BounceTrusted)
 	addrs := make([]string, len(rcpts))
 	for i, r := range rcpts {
@@ -61,7 +89,7 @@ func (s *Scheduler) notify(env *Envelope, rcpts []Recipient, kind dsnKind) error
 		s.log.Error("queue: building DSN", "id", env.ID, "err", err)
 		return err
 	}
-	dsn := &Envelope{
+	notice := &Envelope{
 		From:       "",
 		Recipients: []Recipient{{Addr: env.From}},
 		Mode:       "local",
@@ -73,7 +101,7 @@ func (s *Scheduler) notify(env *Envelope, rcpts []Recipient, kind dsnKind) error
 		// is really there (RFC 6152).
 		Body8Bit: !isASCII(string(msg)),
 	}
-	id, err := s.spool.Put(context.Background(), dsn, bytes.NewReader(msg))
+	id, err := s.spool.Put(context.Background(), notice, bytes.NewReader(msg))
 	if err != nil {
 		s.log.Error("queue: spooling DSN", "id", env.ID, "err", err)
 		return err
@@ -109,8 +137,11 @@ func (s *Scheduler) buildDSN(env *Envelope, rcpts []Recipient, kind dsnKind) ([]
 	var b bytes.Buffer
 	w := func(format string, a ...any) { fmt.Fprintf(&b, format+"\r\n", a...) }
 	subject, action := "Undelivered Mail Returned to Sender", "failed"
-	if kind == dsnDelayed {
+	switch kind {
+	case dsnDelayed:
 		subject, action = "Delayed Mail (still being retried)", "delayed"
+	case dsnSuccess:
+		subject = "Successful Mail Delivery Report"
 	}
 	w("From: Mail Delivery System <%s>", from)
 	w("To: <%s>", env.From)
@@ -130,16 +161,24 @@ func (s *Scheduler) buildDSN(env *Envelope, rcpts []Recipient, kind dsnKind) ([]
 	w("")
 	w("This is the mail system at host %s.", s.c().hostname)
 	w("")
-	if kind == dsnFailed {
+	switch kind {
+	case dsnFailed:
 		w("Your message could not be delivered to one or more recipients.")
 		w("It is attached below. The errors were:")
-	} else {
+	case dsnDelayed:
 		w("Your message has not yet been delivered to the recipients below.")
 		w("The mail system will keep trying until %s; no action is needed.",
 			env.Received.Add(s.c().cfg.MaxQueueLifetime.D()).Format(time.RFC1123Z))
+	case dsnSuccess:
+		w("Your message was delivered to the recipients below, as you asked")
+		w("(\"relayed\": passed to a server that sends no further notices).")
 	}
 	w("")
 	for _, r := range rcpts {
+		if kind == dsnSuccess {
+			w("<%s>: %s", r.Addr, r.success)
+			continue
+		}
 		w("<%s>: %s", r.Addr, oneLine(r.LastError))
 	}
 	w("")
@@ -147,16 +186,32 @@ func (s *Scheduler) buildDSN(env *Envelope, rcpts []Recipient, kind dsnKind) ([]
 	w("Content-Type: message/delivery-status")
 	w("")
 	// Per-message fields (RFC 3464 §2.2).
+	if env.DSNEnvID != "" {
+		// RFC 3464 §2.2.1: the ENVID, decoded from xtext (as Postfix writes it).
+		w("Original-Envelope-Id: %s", oneLine(env.DSNEnvID))
+	}
 	w("Reporting-MTA: dns; %s", s.c().hostname)
 	w("X-Relayguard-Queue-ID: %s", env.ID)
 	w("Arrival-Date: %s", env.Received.Format(time.RFC1123Z))
 	for _, r := range rcpts {
 		// Per-recipient fields (RFC 3464 §2.3).
 		w("")
+		if r.ORcpt != "" {
+			typ, addr, _ := strings.Cut(r.ORcpt, ";")
+			w("Original-Recipient: %s; %s", typ, addr) // RFC 3464 §2.3.1, from ORCPT
+		}
 		if isASCII(r.Addr) {
 			w("Final-Recipient: rfc822; %s", r.Addr)
 		} else {
 			w("Final-Recipient: utf-8; %s", r.Addr) // RFC 6533 §3
+		}
+		if kind == dsnSuccess {
+			w("Action: %s", r.success)
+			w("Status: 2.0.0")
+			if host, _, ok := strings.Cut(r.LastError, ": "); ok && host != "" && !strings.ContainsAny(host, " ") {
+				w("Remote-MTA: dns; %s", host)
+			}
+			continue
 		}
 		w("Action: %s", action)
 		w("Status: %s", statusOf(r, kind))
@@ -177,7 +232,7 @@ func (s *Scheduler) buildDSN(env *Envelope, rcpts []Recipient, kind dsnKind) ([]
 	}
 	w("")
 	w("--%s", boundary)
-	if err := s.appendOriginal(&b, env.ID, boundary, w); err != nil {
+	if err := s.appendOriginal(&b, env, boundary, w); err != nil {
 		return nil, err
 	}
 	w("")
@@ -185,13 +240,22 @@ func (s *Scheduler) buildDSN(env *Envelope, rcpts []Recipient, kind dsnKind) ([]
 	return b.Bytes(), nil
 }
 
-func (s *Scheduler) appendOriginal(b *bytes.Buffer, id, boundary string, w func(string, ...any)) error {
-	rc, err := s.spool.Open(id)
+// appendOriginal quotes the message: whole with RET=FULL, its header with
+// RET=HDRS (RFC 3461 §4.3), as bounce_include_body says without RET.
+func (s *Scheduler) appendOriginal(b *bytes.Buffer, env *Envelope, boundary string, w func(string, ...any)) error {
+	rc, err := s.spool.Open(env.ID)
 	if err != nil {
 		return err
 	}
 	defer rc.Close()
-	if s.c().cfg.BounceIncludeBody {
+	full := s.c().cfg.BounceIncludeBody
+	switch env.DSNRet {
+	case dsn.Full:
+		full = true
+	case dsn.Hdrs:
+		full = false
+	}
+	if full {
 		w("Content-Type: message/rfc822")
 		w("")
 		_, err := io.Copy(b, rc)

@@ -16,6 +16,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/relayguard/relayguard/internal/config"
+	"github.com/relayguard/relayguard/internal/dsn"
 	"github.com/relayguard/relayguard/internal/maillog"
 )
 
@@ -478,8 +479,11 @@ func (s *Scheduler) run(j job) {
 			}{io.MultiReader(bytes.NewReader(sig), rc), rc}, nil
 		},
 	}
+	req.Ret, req.EnvID = env.DSNRet, env.DSNEnvID
 	for _, i := range j.idx {
-		req.Rcpts = append(req.Rcpts, env.Recipients[i].Addr)
+		r := env.Recipients[i]
+		req.Rcpts = append(req.Rcpts, r.Addr)
+		req.DSN = append(req.DSN, RcptDSN{Notify: r.Notify, ORcpt: r.ORcpt})
 	}
 	results := s.c().d.Deliver(ctx, j.domain, req)
 	now := s.now()
@@ -527,6 +531,15 @@ func (s *Scheduler) apply(env *Envelope, i int, res Result, now time.Time) {
 	case res.OK:
 		r.Status = StatusDelivered
 		r.LastError = ""
+		// RFC 3461 §4.1: a peer that took the DSN parameters notifies
+		// from now on; otherwise the SUCCESS notice is ours to send.
+		r.Relayed = !res.PeerDSN && !res.Final
+		if dsn.Wants(r.Notify, dsn.Success) && !res.PeerDSN {
+			r.success = "relayed"
+			if res.Final {
+				r.success = "delivered"
+			}
+		}
 		d.Relay = res.Host
 		s.ml.Delivered(context.Background(), d)
 		s.metrics.result.WithLabelValues("delivered").Inc()
@@ -600,6 +613,18 @@ func (s *Scheduler) finish(ms *msgState, now time.Time) {
 			}
 			final = false
 			s.log.Warn("queue: failure notice not spooled; recipients kept queued to try again", "id", env.ID, "retry_in", wait)
+		}
+	}
+	var succeeded []Recipient
+	for i, r := range env.Recipients {
+		if ms.tried[i] && r.Status == StatusDelivered && r.success != "" {
+			succeeded = append(succeeded, r)
+		}
+	}
+	if len(succeeded) > 0 {
+		// Best effort, like the delay notice: the mail itself is delivered.
+		if err := s.notify(env, succeeded, dsnSuccess); err != nil {
+			s.log.Warn("queue: success notice not spooled", "id", env.ID, "err", err)
 		}
 	}
 	if !final && s.c().cfg.DelayNoticeAfter > 0 && !env.Held && now.Sub(env.Received) >= s.c().cfg.DelayNoticeAfter.D() && s.markDelayed(env.ID) {

@@ -68,6 +68,11 @@ type Recipient struct {
 	// Relayed: delivered to a peer that does not offer DSN, so the
 	// recipient's final fate is unknown (RFC 3461 §5.2.2 "relayed").
 	Relayed bool `json:"relayed,omitempty"`
+
+	// success is the Action of the SUCCESS notice this delivery round
+	// owes the sender ("delivered" or "relayed"), "" for none; never
+	// stored.
+	success string
 }
 
 // Envelope is everything about a message except its bytes.
