@@ -448,43 +448,38 @@ func (c *client) send(ctx context.Context, from string, rcpts []string, o txOpti
 		c.reply()
 		return out, nil
 	}
+	lost := func(err error) ([]Reply, error) {
+		for _, i := range accepted {
+			out[i] = Reply{}
+		}
+		return out, err
+	}
 	if chunking {
+		// BDAT (RFC 3030): the reply to the last chunk is the final one.
 		fin, err := c.sendChunks(ctx, body)
 		if err != nil {
-			for _, i := range accepted {
-				out[i] = Reply{}
-			}
-			return out, err
+			return lost(err)
 		}
 		for _, i := range accepted {
 			out[i] = fin
 		}
 		c.used++
-		c.clean = fin.Code == 250
+		c.clean = true // a refused chunk was followed by RSET
 		return out, nil
 	}
 	// The message: dot-stuffed (RFC 5321 §4.5.2) by textproto's DotWriter.
 	dw := c.text.DotWriter()
 	cw := &ctxWriter{ctx: ctx, c: c, w: dw}
 	if _, err := io.Copy(cw, bufio.NewReaderSize(body, 64<<10)); err != nil {
-		for _, i := range accepted {
-			out[i] = Reply{}
-		}
-		return out, errProto{fmt.Errorf("sending message: %w", err)}
+		return lost(errProto{fmt.Errorf("sending message: %w", err)})
 	}
 	if err := dw.Close(); err != nil {
-		for _, i := range accepted {
-			out[i] = Reply{}
-		}
-		return out, errProto{fmt.Errorf("sending message end: %w", err)}
+		return lost(errProto{fmt.Errorf("sending message end: %w", err)})
 	}
 	if !c.lmtp {
 		fin, err := c.dataEndReply()
 		if err != nil {
-			for _, i := range accepted {
-				out[i] = Reply{}
-			}
-			return out, err
+			return lost(err)
 		}
 		for _, i := range accepted {
 			out[i] = fin
