@@ -63,7 +63,13 @@ func dial(ctx context.Context, o *Options, trace func(dir, line string)) (*clien
 	if o.Source.IsValid() {
 		d.LocalAddr = &net.TCPAddr{IP: o.Source.AsSlice()}
 	}
-	nc, err := d.DialContext(ctx, "tcp", o.Addr)
+	dialCtx, cancel := context.WithTimeout(ctx, o.Timeout)
+	defer cancel()
+	dialFn := d.DialContext
+	if o.Dial != nil {
+		dialFn = o.Dial
+	}
+	nc, err := dialFn(dialCtx, "tcp", o.Addr)
 	if err != nil {
 		return nil, err
 	}

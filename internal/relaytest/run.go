@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/netip"
 	"slices"
 	"strings"
@@ -61,6 +62,10 @@ type Options struct {
 	Parallel int
 	// Transcript, if not nil, receives every line sent and received.
 	Transcript io.Writer
+	// Dial, when set, opens the TCP connection to Addr instead of a
+	// net.Dialer (e.g. from another network namespace); Source is then
+	// not used.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 // Phase names.

@@ -101,16 +101,29 @@ func hourChart(s *Summary) template.HTML {
 	return template.HTML(sb.String())
 }
 
-var htmlTmpl = template.Must(template.New("report").Parse(`<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<title>relayguard mail report{{if .S.DateLabel}} for {{.S.DateLabel}}{{end}}</title>
-<style>
-body{font-family:sans-serif;margin:1.5em;color:#222;max-width:1000px}
+// StyleSheet is the CSS of relayguard's HTML pages (the report, the
+// audit), inline in each page so that it stays self-contained.
+const StyleSheet = `body{font-family:sans-serif;margin:1.5em;color:#222;max-width:1000px}
 h1{font-size:1.5em}h2{font-size:1.15em;border-bottom:1px solid #ccc;margin-top:1.6em}
 table{border-collapse:collapse;margin:.5em 0}td,th{padding:2px 8px;border-bottom:1px solid #eee;text-align:right}
 td.l,th.l{text-align:left}pre{background:#f6f6f6;padding:.6em;overflow-x:auto;font-size:12px}
 .kpi{display:inline-block;margin:0 1.2em .8em 0}.kpi b{display:block;font-size:1.4em}
-</style></head><body>
+`
+
+// BarChart draws labelled horizontal bars as inline SVG (the report's
+// charts), for other relayguard pages.
+func BarChart(id, title string, labels []string, values []int64, color string) template.HTML {
+	bars := make([]bar, 0, len(labels))
+	for i, l := range labels {
+		bars = append(bars, bar{l, values[i]})
+	}
+	return barChart(id, title, bars, color)
+}
+
+var htmlTmpl = template.Must(template.New("report").Parse(`<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<title>relayguard mail report{{if .S.DateLabel}} for {{.S.DateLabel}}{{end}}</title>
+<style>{{.CSS}}</style></head><body>
 <h1>relayguard mail report{{if .S.DateLabel}} for {{.S.DateLabel}}{{end}}</h1>
 <p>{{.S.Lines}} lines read{{if not .S.First.IsZero}}, {{.S.First.Format "2006-01-02 15:04"}} – {{.S.Last.Format "2006-01-02 15:04"}}{{end}}.</p>
 <h2>Grand Totals</h2>
@@ -160,6 +173,7 @@ func (s *Summary) WriteHTML(w io.Writer, text string) error {
 	}
 	return htmlTmpl.Execute(w, map[string]any{
 		"S":           s,
+		"CSS":         template.CSS(StyleSheet),
 		"HourChart":   hourChart(s),
 		"ReasonChart": barChart("chart-reasons", "Rejections by reason", reasons, "#e15759"),
 		"SubnetChart": barChart("chart-subnets", "Top attacking subnets", subnets, "#76b7b2"),
