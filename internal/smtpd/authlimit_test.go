@@ -12,8 +12,8 @@ import (
 	"github.com/relayguard/relayguard/internal/guard"
 )
 
-// withGuard wires the real guard of ts's configuration into the server, fed
-// by the server's events as in serve.
+// withGuard wires the real guard of ts's configuration into a server made
+// by newTestServer, fed by the server's events as in serve.
 func withGuard(t *testing.T, ts *testServer) *guard.Guard {
 	g := guard.New(guard.Options{Config: ts.cfg.Guard})
 	bus := &event.Bus{}
@@ -44,7 +44,7 @@ S: 250`)
 // fill does not lock out an address of it that never failed, nor one that
 // logged in recently.
 func TestAuthLimitSparesNeighbours(t *testing.T) {
-	ts := startServer(t, func(c *config.Config) {
+	ts := newTestServer(t, func(c *config.Config) {
 		c.Limits.MaxAuthFailures = 10
 		c.Guard.MaxRetry = 1000 // limits only; loopback is never banned anyway
 		c.Guard.AuthLimits = []config.AuthLimit{
@@ -53,6 +53,7 @@ func TestAuthLimitSparesNeighbours(t *testing.T) {
 		}
 	})
 	withGuard(t, ts)
+	ts.start()
 
 	// A burst of 10 concurrent wrong passwords from one address: only its
 	// cap of 3 is checked, the others are refused before any hashing.

@@ -16,13 +16,14 @@ import (
 // tls-server-end-point binds to the certificate each handshake presented,
 // before and after the replacement, over implicit TLS and STARTTLS.
 func TestCertificateReplacedWhileServing(t *testing.T) {
-	ts := startServer(t, nil)
+	ts := newTestServer(t, nil)
 	p, err := certs.NewProvider(ts.cfg.TLS.CertFile, ts.cfg.TLS.KeyFile, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ts.srv.deps.TLS = p.Config()
 	ts.srv.leaf = nil // what serve has: no static certificate
+	ts.start()
 
 	plus := func(implicit bool) string {
 		t.Helper()

@@ -36,6 +36,7 @@ type testServer struct {
 	// logs holds everything the server logged, metrics what it counted.
 	logs    *logBuffer
 	metrics *Metrics
+	serve   []func() // the listeners' Serve loops, run by start
 }
 
 // logBuffer collects log output from concurrent sessions.
@@ -66,6 +67,16 @@ const (
 // "local" (a trusted-local submission listener), with users alice (owning
 // alice@mail.test and sales@mail.test) and bob@mail.test.
 func startServer(t testing.TB, mutate func(*config.Config)) *testServer {
+	t.Helper()
+	ts := newTestServer(t, mutate)
+	ts.start()
+	return ts
+}
+
+// newTestServer builds the server of startServer without serving yet, so
+// that a test can set its Deps (guard, policy, limits) before any session
+// reads them; start serves.
+func newTestServer(t testing.TB, mutate func(*config.Config)) *testServer {
 	t.Helper()
 	dir := t.TempDir()
 	cfg := config.Default()
@@ -135,7 +146,7 @@ func startServer(t testing.TB, mutate func(*config.Config)) *testServer {
 			t.Fatal(err)
 		}
 		ts.addr[lc.Name] = ln.Addr().String()
-		go srv.Serve(ctx, ln, lc)
+		ts.serve = append(ts.serve, func() { srv.Serve(ctx, ln, lc) })
 	}
 	t.Cleanup(func() {
 		cancel()
@@ -144,6 +155,13 @@ func startServer(t testing.TB, mutate func(*config.Config)) *testServer {
 		db.Close()
 	})
 	return ts
+}
+
+// start serves the listeners of a server made by newTestServer.
+func (ts *testServer) start() {
+	for _, f := range ts.serve {
+		go f()
+	}
 }
 
 // client is a raw SMTP client for scripted dialogues.

@@ -13,16 +13,13 @@ import (
 // internal/policy built from the same configuration.
 func startPolicyServer(t *testing.T, mutate func(*config.Config)) *testServer {
 	t.Helper()
-	var eng *policy.Engine
-	ts := startServer(t, func(c *config.Config) {
-		mutate(c)
-	})
-	var err error
-	eng, err = policy.New(ts.cfg.Site, ts.cfg.Policy, ts.cfg.DNSBL, policy.Deps{Events: ts.events, Logger: slog.New(slog.DiscardHandler)})
+	ts := newTestServer(t, mutate)
+	eng, err := policy.New(ts.cfg.Site, ts.cfg.Policy, ts.cfg.DNSBL, policy.Deps{Events: ts.events, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ts.srv.deps.Policy = eng
+	ts.start()
 	return ts
 }
 

@@ -160,10 +160,11 @@ func runTranscript(t *testing.T, file string, tc transcriptCase) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ts := startServer(t, tc.mutate)
+	ts := newTestServer(t, tc.mutate)
 	if tc.setup != nil {
 		tc.setup(t, ts)
 	}
+	ts.start()
 	var c *transcriptConn
 	var out []string
 	// drain (update mode) records what the server sent since the last step.
