@@ -1,15 +1,18 @@
 package accounts_test
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	gosmtp "github.com/emersion/go-smtp"
 
@@ -159,5 +162,132 @@ func TestLoginSpreadSuspendsHoldsAlerts(t *testing.T) {
 	})
 	if err := send(srcs[11], "bob"); err != nil {
 		t.Errorf("bob after unsuspend: %v", err)
+	}
+}
+
+// dovecotHost is Postfix with Dovecot SASL, Dovecot asking relayguard
+// watch's authentication policy endpoint, and watch enforcing bans with
+// nftables; all inside the server namespace (the firewall is the
+// namespace's own).
+type dovecotHost struct {
+	n     *hosttest.Net
+	watch *hosttest.Proc
+	conf  string
+	data  string
+}
+
+func startDovecotHost(t *testing.T, users map[string]string) *dovecotHost {
+	t.Helper()
+	hosttest.NeedPostfix(t)
+	hosttest.NeedRoot(t, "nft")
+	n := hosttest.NewNet(t)
+	dir := hosttest.TempDir(t, "rg-dovecot-policy-")
+	conf := filepath.Join(dir, "relayguard.toml")
+	if err := os.WriteFile(conf, []byte(`
+hostname = "mx.example.test"
+local_domains = ["example.test"]
+[firewall]
+backend = "nftables"
+[accounts]
+dovecot_policy_listen = "127.0.0.1:10033"
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	data := filepath.Join(dir, "data")
+	if err := os.MkdirAll(data, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	w := hosttest.Start(t, n.Server, "dovecot auth policy listening", "--config", conf, "--data-dir", data, "watch")
+	dc := hosttest.StartDovecot(t, hosttest.DovecotConfig{Netns: n.Server, Users: users, Extra: `
+auth_policy_server_url = http://127.0.0.1:10033/
+auth_policy_hash_nonce = relayguard-test
+auth_policy_request_attributes = login=%{requested_username} remote=%{rip} protocol=%s
+`})
+	hosttest.StartPostfix(t, hosttest.PostfixConfig{Netns: n.Server, Listen: "192.0.2.1:25", Main: dc.PostfixSASL()})
+	return &dovecotHost{n: n, watch: w, conf: conf, data: data}
+}
+
+// try connects once from src with a short timeout (a banned network's
+// packets are dropped) and reads the banner.
+func (h *dovecotHost) try(src netip.Addr) error {
+	return hosttest.InNS(h.n.Client, func() error {
+		d := net.Dialer{Timeout: 3 * time.Second, LocalAddr: &net.TCPAddr{IP: src.AsSlice()}}
+		c, err := d.Dial("tcp", "192.0.2.1:25")
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		_, err = bufio.NewReader(c).ReadString('\n')
+		return err
+	})
+}
+
+// The owner of a username under distributed guessing still logs in from
+// the network she used before, while a login with her right password from
+// a new network is refused before Dovecot checks it; on Postfix with
+// Dovecot SASL, through Dovecot's authentication policy.
+func TestGuessedOwnerStillLogsInOnPostfix(t *testing.T) {
+	h := startDovecotHost(t, map[string]string{"carol": "carol-pw"})
+	ctx := context.Background()
+	owner := netip.MustParseAddr("10.50.0.2")
+	stranger := netip.MustParseAddr("10.80.0.2")
+	h.n.AddClient(t, owner)
+	h.n.AddClient(t, stranger)
+	login := func(src netip.Addr, pw string) error {
+		return h.n.Submit(ctx, src, "192.0.2.1:25", hosttest.Message{User: "carol", Password: pw,
+			From: "carol@example.test", To: []string{"friend@remote.test"}})
+	}
+	if err := login(owner, "carol-pw"); err != nil {
+		t.Fatalf("carol from her network: %v", err)
+	}
+	for i := range 11 {
+		a := netip.AddrFrom4([4]byte{10, 60, byte(i), 2})
+		h.n.AddClient(t, a)
+		if err := login(a, fmt.Sprintf("guess%d", i)); smtpCode(err) != 535 {
+			t.Fatalf("guess from %s: %v, want 535", a, err)
+		}
+	}
+	h.watch.WaitOutput(t, `msg="account compromise signal" user=carol rule=distributed_guessing reason="11 addresses failed`)
+	if err := login(stranger, "carol-pw"); smtpCode(err) != 535 {
+		t.Errorf("the right password from a new network: %v, want 535", err)
+	}
+	h.watch.WaitOutput(t, `login refused before its password was checked" user=carol client=10.80.0.2 protocol=smtp reason="username under distributed guessing`)
+	if err := login(owner, "carol-pw"); err != nil {
+		t.Errorf("carol from her network during the guessing: %v", err)
+	}
+}
+
+// Any authentication attempt with a decoy username bans the source's /24
+// at once (nftables in the server's namespace): a neighbour in that /24
+// can no longer connect, another network can.
+func TestDecoyBansPrefixOnPostfix(t *testing.T) {
+	h := startDovecotHost(t, map[string]string{"carol": "carol-pw"})
+	ctx := context.Background()
+	attacker := netip.MustParseAddr("10.70.1.5")
+	neighbour := netip.MustParseAddr("10.70.1.9")
+	other := netip.MustParseAddr("10.71.0.2")
+	for _, a := range []netip.Addr{attacker, neighbour, other} {
+		h.n.AddClient(t, a)
+	}
+	if err := h.try(neighbour); err != nil {
+		t.Fatalf("before the decoy attempt the neighbour cannot connect: %v", err)
+	}
+	// The ban drops the attacker's own connection at once: its AUTH gets
+	// 535 or nothing at all.
+	err := h.n.Submit(ctx, attacker, "192.0.2.1:25", hosttest.Message{User: "admin", Password: "admin", From: "x@example.test",
+		To: []string{"y@remote.test"}, Timeout: 10 * time.Second})
+	if err == nil || !strings.HasPrefix(err.Error(), "AUTH") {
+		t.Fatalf("AUTH as the decoy: %v, want it refused", err)
+	}
+	h.watch.WaitOutput(t, `msg="account compromise signal" user=admin rule=decoy reason="authentication attempt as decoy admin from 10.70.1.5; banning 10.70.1.0/24"`,
+		`msg=banned prefix=10.70.1.0/24`)
+	hosttest.Eventually(t, "the neighbour blocked", func() bool { return h.try(neighbour) != nil })
+	if err := h.try(other); err != nil {
+		t.Errorf("another network is blocked too: %v", err)
+	}
+	out, err := hosttest.Command(h.n.Server, hosttest.Relayguard(t), "--config", h.conf, "--data-dir", h.data, "ban", "list").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "10.70.1.0/24") || !strings.Contains(string(out), "decoy username admin") {
+		t.Errorf("ban list: %v\n%s", err, out)
 	}
 }

@@ -18,6 +18,9 @@ type Message struct {
 	To             []string
 	Header         string // header lines (CRLF-terminated); default From/To/Subject
 	Body           string
+	// Timeout bounds each command (default a minute): a client whose
+	// network gets banned mid-session hears nothing more.
+	Timeout time.Duration
 }
 
 // Submit sends m to addr from source address src of the client
@@ -28,8 +31,11 @@ func (n *Net) Submit(ctx context.Context, src netip.Addr, addr string, m Message
 	if err != nil {
 		return err
 	}
-	conn.SetDeadline(time.Now().Add(2 * time.Minute))
 	c := gosmtp.NewClient(conn)
+	c.CommandTimeout, c.SubmissionTimeout = time.Minute, time.Minute
+	if m.Timeout > 0 {
+		c.CommandTimeout, c.SubmissionTimeout = m.Timeout, m.Timeout
+	}
 	defer c.Close()
 	if err := c.Hello("client.example.net"); err != nil {
 		return fmt.Errorf("EHLO: %w", err)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/relayguard/relayguard/internal/accounts"
 	"github.com/relayguard/relayguard/internal/config"
+	"github.com/relayguard/relayguard/internal/event"
 	"github.com/relayguard/relayguard/internal/firewall"
 	"github.com/relayguard/relayguard/internal/guard"
 	"github.com/relayguard/relayguard/internal/logwatch"
@@ -184,15 +185,26 @@ func Watch(ctx context.Context, cfg *config.Config, log *slog.Logger, stdin io.R
 		return err
 	}
 
-	// The guard's sync loop, and each source in its own goroutine (the
-	// guard is safe for concurrent use); all are waited for before the
-	// stores close.
+	// The guard's sync loop, the accounts' loop, the Dovecot policy
+	// endpoint and each source in its own goroutine (the guard is safe for
+	// concurrent use); all are waited for before the stores close.
 	var wg sync.WaitGroup
+	acct, err := startAccounts(ctx, &wg, cfg, st, log, nil, accounts.Setup{Command: "watch", Banner: g})
+	if err != nil {
+		return err
+	}
+	if err := serveDovecotPolicy(ctx, &wg, cfg.Accounts.DovecotPolicyListen, acct, log); err != nil {
+		return err
+	}
 	g.Start(ctx, st.Redis, &wg)
 
 	// Every source feeds one Once: the lines Postfix and Dovecot (which may
-	// log to different files) write for one failed login count once.
-	sink := logwatch.NewOnce(g)
+	// log to different files) write for one failed login count once. The
+	// guard and the accounts' detector read the same events.
+	bus := &event.Bus{}
+	bus.Subscribe(g)
+	bus.Subscribe(acct.Detector)
+	sink := logwatch.NewOnce(bus)
 	var sources atomic.Int32
 	for _, f := range cfg.Guard.Files {
 		sources.Add(1)
