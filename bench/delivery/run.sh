@@ -100,7 +100,7 @@ DKIM_PORTS=()
 for alg in ${RG_DKIM:-}; do
 	p=$(port)
 	sed "s/127.0.0.1:$RG\"/127.0.0.1:$p\"/" "$W/rg.toml" >"$W/rg-$alg.toml"
-	"$W/relayguard" --data-dir "$W/rg-dkim-$alg-data" dkim keygen src.test --algorithm $alg --selector bench >/dev/null
+	"$W/relayguard" --data-dir "$W/rg-dkim-$alg-data" --create-data-dir dkim keygen src.test --algorithm $alg --selector bench >/dev/null
 	printf '[[dkim.key]]\ndomain = "src.test"\nselector = "bench"\n' >>"$W/rg-$alg.toml"
 	start_rg rg-dkim-$alg $p "$W/rg-$alg.toml"
 	DKIM_NAMES+=("rg-dkim-$alg")

@@ -108,7 +108,7 @@ func (s *Signer) keysFor(domain string) []SigningKey {
 // fields to prepend, one per key of its author domain, each ending in CRLF.
 // It returns nil and no error when no key covers the author domain.
 func (s *Signer) Sign(r io.Reader) ([]byte, error) {
-	br := bufio.NewReaderSize(r, 32<<10)
+	br := bufio.NewReaderSize(r, 4096)
 	raw, fields, err := readHeader(br)
 	if err != nil {
 		return nil, fmt.Errorf("dkim: reading header: %w", err)

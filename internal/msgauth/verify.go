@@ -89,7 +89,7 @@ const maxSignatures = 5
 // error is for a message that cannot be read.
 func Verify(ctx context.Context, lookup LookupTXT, r io.Reader, spf SPF) (Results, error) {
 	res := Results{SPF: spf}
-	br := bufio.NewReaderSize(r, 32<<10)
+	br := bufio.NewReaderSize(r, 4096)
 	raw, fields, err := readHeader(br)
 	if err != nil {
 		return res, fmt.Errorf("reading message header: %w", err)
