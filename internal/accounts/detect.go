@@ -49,6 +49,16 @@ func (d *Detector) IsDecoy(user string) bool { return d.decoys[key(user)] }
 
 // Publish implements event.Sink.
 func (d *Detector) Publish(ctx context.Context, e event.Event) {
+	if e.User == "" && e.QueueID != "" && (e.Kind == event.Delivered || e.Kind == event.DeliveryFailed) {
+		// A Postfix delivery line names the queue id only: whose mail it
+		// is was tied when it was submitted (milter, policy service, or
+		// the "client=..., sasl_username=" line).
+		u, ok, err := d.st.QueueUser(ctx, d.r.o.Host, e.QueueID)
+		if err != nil || !ok {
+			return
+		}
+		e.User = u
+	}
 	if e.User == "" {
 		return
 	}

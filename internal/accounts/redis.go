@@ -23,6 +23,7 @@ import (
 //	acct:sent:USER:HOUR   messages in that hour
 //	acct:out:USER:START   hash total, bad: recipients in a window
 //	acct:qid:HOST:USER    sorted set queue id -> time (ms)
+//	acct:qidu:HOST:QID    the user a queue id is tied to
 //	acct:suspended        hash user -> JSON Suspension
 //	channel acct          "suspend USER" / "unsuspend USER"
 type RedisStore struct {
@@ -204,12 +205,25 @@ func (s *RedisStore) AddOutcome(ctx context.Context, user string, start time.Tim
 func (s *RedisStore) TieQueueID(ctx context.Context, host, user, qid string, t time.Time) error {
 	_, err := s.r.C.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		s.touch(p, ctx, s.k("qid", host, key(user)), qid, t)
+		p.Set(ctx, s.k("qidu", host, qid), key(user), s.keep)
 		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("accounts: redis queue id %s of %q: %w", qid, user, err)
 	}
 	return nil
+}
+
+// QueueUser implements Store.
+func (s *RedisStore) QueueUser(ctx context.Context, host, qid string) (string, bool, error) {
+	u, err := s.r.C.Get(ctx, s.k("qidu", host, qid)).Result()
+	if errors.Is(err, redis.Nil) {
+		return "", false, nil
+	}
+	if err != nil {
+		return "", false, fmt.Errorf("accounts: redis queue id %s: %w", qid, err)
+	}
+	return u, true, nil
 }
 
 // QueueIDs implements Store.

@@ -197,6 +197,11 @@ func (s *Shared) TieQueueID(ctx context.Context, host, user, qid string, t time.
 	return s.local.TieQueueID(ctx, host, user, qid, t)
 }
 
+// QueueUser implements Store (local).
+func (s *Shared) QueueUser(ctx context.Context, host, qid string) (string, bool, error) {
+	return s.local.QueueUser(ctx, host, qid)
+}
+
 // QueueIDs implements Store (local).
 func (s *Shared) QueueIDs(ctx context.Context, host, user string, since time.Time) ([]string, error) {
 	return s.local.QueueIDs(ctx, host, user, since)

@@ -201,6 +201,19 @@ func (s *SQLStore) TieQueueID(ctx context.Context, host, user, qid string, t tim
 	return nil
 }
 
+// QueueUser implements Store.
+func (s *SQLStore) QueueUser(ctx context.Context, host, qid string) (string, bool, error) {
+	var u string
+	err := s.db.QueryRowContext(ctx, `SELECT user FROM accounts_queue_ids WHERE host = ? AND qid = ?`, host, qid).Scan(&u)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", false, nil
+	}
+	if err != nil {
+		return "", false, fmt.Errorf("accounts: queue id %s: %w", qid, err)
+	}
+	return u, true, nil
+}
+
 // QueueIDs implements Store.
 func (s *SQLStore) QueueIDs(ctx context.Context, host, user string, since time.Time) ([]string, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT qid FROM accounts_queue_ids WHERE host = ? AND user = ? AND t >= ? ORDER BY t`,

@@ -68,6 +68,8 @@ type Store interface {
 	AddOutcome(ctx context.Context, user string, start time.Time, window time.Duration, bad bool) (total, nbad int64, err error)
 	// TieQueueID records that queue id qid on host belongs to user.
 	TieQueueID(ctx context.Context, host, user, qid string, t time.Time) error
+	// QueueUser returns the user queue id qid on host is tied to.
+	QueueUser(ctx context.Context, host, qid string) (string, bool, error)
 	// QueueIDs returns the queue ids on host tied to user at or after since.
 	QueueIDs(ctx context.Context, host, user string, since time.Time) ([]string, error)
 	// Suspend records s; created is false when the account was already

@@ -56,6 +56,8 @@ func ParseMessage(program, msg string) (event.Event, bool) {
 			return parseSmtpd(program, msg)
 		case strings.HasSuffix(program, "/postscreen"):
 			return parsePostscreen(msg)
+		case strings.HasSuffix(program, "/smtp"), strings.HasSuffix(program, "/lmtp"):
+			return parseDelivery(msg)
 		}
 	case Dovecot(program):
 		return parseDovecot(program, msg)
@@ -175,6 +177,7 @@ func parseSmtpd(program, msg string) (event.Event, bool) {
 			return e, false
 		}
 		e.Kind = event.AuthSuccess
+		e.QueueID = msg[:i]
 		e.IP, ok = bracketAddr(rest[:j])
 		rest = rest[j+len(", sasl_method="):]
 		if k := strings.Index(rest, ", sasl_username="); k >= 0 {
@@ -462,4 +465,36 @@ func ParseSlog(s string) (event.Event, bool) {
 		return event.Event{}, false
 	}
 	return r.Event()
+}
+
+// parseDelivery parses a Postfix delivery agent's result for one
+// recipient, "QUEUEID: to=<r>, relay=h[a]:25, ..., status=sent (...)" or
+// "status=bounced (host h[a] said: 550 5.1.1 ...)", into delivered or
+// delivery_failed with the queue id (which the accounts tie to the login
+// that sent it) and the recipient. Deferrals are neither.
+func parseDelivery(msg string) (event.Event, bool) {
+	e := event.Event{Source: "postfix", Service: "smtp"}
+	i := strings.Index(msg, ": to=<")
+	if i <= 0 || i > 32 {
+		return e, false
+	}
+	rest := msg[i+len(": to=<"):]
+	j := strings.IndexByte(rest, '>')
+	if j < 0 {
+		return e, false
+	}
+	e.QueueID, e.Detail = msg[:i], rest[:j]
+	k := strings.Index(rest, ", status=")
+	if k < 0 {
+		return e, false
+	}
+	switch status := rest[k+len(", status="):]; {
+	case strings.HasPrefix(status, "sent "):
+		e.Kind = event.Delivered
+	case strings.HasPrefix(status, "bounced "):
+		e.Kind = event.DeliveryFailed
+	default:
+		return e, false
+	}
+	return e, true
 }

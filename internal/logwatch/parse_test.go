@@ -105,7 +105,6 @@ func TestParseLines(t *testing.T) {
 		{"own rejected json", `{"time":"2026-11-23T12:00:02Z","level":"INFO","msg":"rejected","client":"192.0.2.99","rule":"helo_invalid"}`,
 			want{kind: event.Reject, ip: "192.0.2.99", rule: "helo_invalid", tm: "2026-11-23T12:00:02Z", match: true}},
 		// Negative cases.
-		{"normal delivery", "Nov 23 10:15:05 mx1 postfix/smtp[3000]: 4XyZ1p2q3r: to=<u@example.org>, relay=mx.example.org[192.0.2.10]:25, delay=0.5, dsn=2.0.0, status=sent (250 ok)", want{}},
 		{"connect", "Nov 23 10:15:05 mx1 postfix/smtpd[3000]: connect from unknown[212.70.149.4]", want{}},
 		{"disconnect", "Nov 23 10:15:05 mx1 postfix/smtpd[3000]: disconnect from unknown[212.70.149.4] ehlo=1 auth=0/1 quit=1 commands=2/3", want{}},
 		{"lost after RCPT", "Nov 23 10:15:05 mx1 postfix/smtpd[3000]: lost connection after RCPT from unknown[212.70.149.4]", want{}},
@@ -184,5 +183,43 @@ func BenchmarkParse(b *testing.B) {
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
 		p.Parse(lines[i%len(lines)])
+	}
+}
+
+// Postfix delivery lines become delivered / delivery_failed with the queue
+// id and the recipient (the accounts' bad-recipients signal); deferrals,
+// local deliveries and other programs are nothing; the SASL success line
+// carries its queue id.
+func TestParseDeliveryLines(t *testing.T) {
+	p := newTestParser()
+	for _, tc := range []struct {
+		line       string
+		kind       event.Kind
+		qid, rcpt  string
+		shouldMiss bool
+	}{
+		{line: "Nov 23 10:20:00 mx1 postfix/smtp[2300]: 4XyZ1p2q3r: to=<friend@remote.example>, relay=mx.remote.example[198.51.100.25]:25, delay=1.2, delays=0.1/0/0.5/0.6, dsn=2.0.0, status=sent (250 2.0.0 Ok: queued as ABC)",
+			kind: event.Delivered, qid: "4XyZ1p2q3r", rcpt: "friend@remote.example"},
+		{line: "Nov 23 10:20:01 mx1 postfix/smtp[2301]: 4XyZ1p2q3r: to=<dead@remote.example>, relay=mx.remote.example[198.51.100.25]:25, delay=1, delays=0/0/0.5/0.5, dsn=5.1.1, status=bounced (host mx.remote.example[198.51.100.25] said: 550 5.1.1 <dead@remote.example>: Recipient address rejected: User unknown (in reply to RCPT TO command))",
+			kind: event.DeliveryFailed, qid: "4XyZ1p2q3r", rcpt: "dead@remote.example"},
+		{line: "Nov 23 10:20:02 mx1 postfix/lmtp[2302]: 5AbC: to=<bob@ours.example>, relay=mail[private/dovecot-lmtp], delay=0.1, dsn=2.0.0, status=sent (250 2.0.0 Saved)",
+			kind: event.Delivered, qid: "5AbC", rcpt: "bob@ours.example"},
+		{line: "Nov 23 10:20:03 mx1 postfix/smtp[2303]: 6DeF: to=<slow@remote.example>, relay=none, delay=30, dsn=4.4.1, status=deferred (connect to mx.remote.example[198.51.100.25]:25: Connection timed out)", shouldMiss: true},
+		{line: "Nov 23 10:20:04 mx1 postfix/local[2304]: 7GhI: to=<root@mx1.ours.example>, relay=local, delay=0, dsn=2.0.0, status=sent (delivered to mailbox)", shouldMiss: true},
+	} {
+		e, ok := p.Parse(tc.line)
+		if tc.shouldMiss {
+			if ok {
+				t.Errorf("%q: got %+v, want no event", tc.line, e)
+			}
+			continue
+		}
+		if !ok || e.Kind != tc.kind || e.QueueID != tc.qid || e.Detail != tc.rcpt || e.IP.IsValid() {
+			t.Errorf("%q: got %+v %v", tc.line, e, ok)
+		}
+	}
+	e, ok := p.Parse("Nov 23 10:19:00 mx1 postfix/submission/smtpd[2260]: 4XyZ1p2q3r: client=laptop.example.org[198.51.100.20], sasl_method=PLAIN, sasl_username=alice@ours.example")
+	if !ok || e.QueueID != "4XyZ1p2q3r" || e.User != "alice@ours.example" {
+		t.Errorf("sasl success line: %+v %v", e, ok)
 	}
 }

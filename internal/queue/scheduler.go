@@ -53,6 +53,7 @@ type Scheduler struct {
 	runCtx    context.Context
 	flushStat time.Time
 	holdCheck func(*Envelope) string
+	outcome   func(env *Envelope, rcpt string, ok bool)
 	holdArmed func() bool
 	signer    Signer
 }
@@ -144,6 +145,16 @@ func (s *Scheduler) c() *schedConf { return s.conf.Load() }
 func (s *Scheduler) SetHoldCheck(armed func() bool, fn func(env *Envelope) string) {
 	s.mu.Lock()
 	s.holdArmed, s.holdCheck = armed, fn
+	s.mu.Unlock()
+}
+
+// SetOutcome sets a function told of every recipient delivered (ok) or
+// refused for good by its destination (not ok; a recipient that expired
+// in the queue is neither): the accounts' bad-recipients signal
+// (internal/accounts) reads it. Call it before Run.
+func (s *Scheduler) SetOutcome(fn func(env *Envelope, rcpt string, ok bool)) {
+	s.mu.Lock()
+	s.outcome = fn
 	s.mu.Unlock()
 }
 
@@ -543,11 +554,17 @@ func (s *Scheduler) apply(env *Envelope, i int, res Result, now time.Time) {
 		d.Relay = res.Host
 		s.ml.Delivered(context.Background(), d)
 		s.metrics.result.WithLabelValues("delivered").Inc()
+		if s.outcome != nil {
+			s.outcome(env, r.Addr, true)
+		}
 	case !res.Temp:
 		r.Status = StatusFailed
 		d.Reason = "failed permanently"
 		s.ml.Bounced(context.Background(), d)
 		s.metrics.result.WithLabelValues("failed").Inc()
+		if s.outcome != nil {
+			s.outcome(env, r.Addr, false)
+		}
 	case now.Sub(env.Received) >= s.c().cfg.MaxQueueLifetime.D():
 		r.Status = StatusFailed
 		r.LastError = expiredPrefix + s.c().cfg.MaxQueueLifetime.D().String() + " in the queue; last error: " + r.LastError

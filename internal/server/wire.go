@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -128,7 +129,8 @@ func wireExtensions(ctx context.Context, cfg *config.Config, log *slog.Logger, s
 	if users, ok := deps.Users.(ratelimit.Suspender); ok {
 		suspender = limitSuspender{users: users, acct: acct}
 	}
-	dl, err := service.Start(ctx, cfg, service.Deps{Stores: st, Spool: spool, Users: suspender, Events: bus, Log: log, Registerer: reg})
+	dl, err := service.Start(ctx, cfg, service.Deps{Stores: st, Spool: spool, Users: suspender, Events: bus, Log: log, Registerer: reg,
+		Outcome: func(user, rcpt string, ok bool) { acct.Detector.Outcome(actx, user, rcpt, !ok, time.Now()) }})
 	if err != nil {
 		stop()
 		return nil, err

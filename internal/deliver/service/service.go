@@ -51,6 +51,10 @@ type Deps struct {
 	Events     event.Sink            // rate_limited events (the guard's bus); nil: none
 	Log        *slog.Logger          // nil: discard
 	Registerer prometheus.Registerer // the process's metrics registry; nil: not exported
+	// Outcome is told of every recipient of an authenticated user's mail
+	// delivered (ok) or refused for good (the accounts' bad-recipients
+	// signal); nil: none.
+	Outcome func(user, rcpt string, ok bool)
 }
 
 // Start builds the limiter over the process's state stores (the SQLite
@@ -89,6 +93,13 @@ func Start(ctx context.Context, cfg *config.Config, deps Deps) (*Delivery, error
 	}
 	sched := queue.NewScheduler(spool, d, cfg.Delivery, cfg.Hostname, log)
 	sched.SetRegisterer(deps.Registerer)
+	if deps.Outcome != nil {
+		sched.SetOutcome(func(env *queue.Envelope, rcpt string, ok bool) {
+			if env.AuthUser != "" {
+				deps.Outcome(env.AuthUser, rcpt, ok)
+			}
+		})
+	}
 	setSigner(sched, signer, log)
 	if acct, ok := users.(accountGetter); ok {
 		// Mail that the open sessions of an account suspended by a send
