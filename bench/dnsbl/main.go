@@ -1,15 +1,19 @@
 // Command dnsblbench measures `relayguard policy` deciding with 10 DNS
 // lists behind a real caching resolver: it starts NSD (the lists' data)
-// behind unbound (the resolver), runs the relayguard binary given with
-// -bin against them, and drives it over the Postfix policy protocol with
-// -conns connections, printing decisions per second each second with the
-// answer cache's size and evictions and the server's resident memory.
+// behind unbound (the resolver) and drives each relayguard given with
+// -run over the Postfix policy protocol, all at the same time and against
+// the same resolver, each with -conns connections of its own, printing each
+// one's decisions per second every second with its answer cache's size and
+// evictions and its resident memory. Running them side by side puts the
+// machine's noise (a shared 2-core machine) on all of them alike; the
+// first -run is the reference the others are compared with second by
+// second.
 //
 // The workload has -clients distinct client addresses (198.18.0.0/15): a
 // hot set of -hot clients sends 1 - -tail of the requests, and every other
 // request comes from a client never seen before (the tail), until all
 // clients have been used. A hot client is cached after its first request;
-// a tail client always misses. With -cache smaller than -clients the cache
+// a tail client always misses. With a cache smaller than -clients the cache
 // fills during the run and then evicts on every tail request, so that a
 // run with a small cache and one with the default size differ only in
 // that. Each zone lists 5 % of the clients; dnsbl_score rejects at 2.
@@ -19,7 +23,7 @@
 // longest stretch during which decisions per second stayed under 80 % of
 // the 5 s before.
 //
-//	dnsblbench -bin ./relayguard -cache 25000      # see bench/dnsbl/run.sh
+//	dnsblbench -run new=./relayguard -run new-25k=./relayguard:25000   # see bench/dnsbl/run.sh
 package main
 
 import (
@@ -49,22 +53,49 @@ import (
 
 const zones = 10
 
+// spec is one relayguard to drive: every spec runs at the same time,
+// against the same resolver, each with its own load, so that machine
+// noise falls on all of them alike.
+type spec struct {
+	label, bin string
+	cache      int  // dnsbl.cache_size in clients; 0: the default
+	answers    bool // write cache_size in answers (cache × zones)
+}
+
 func main() {
 	var (
-		bin      = flag.String("bin", "relayguard", "relayguard binary")
-		label    = flag.String("name", "relayguard", "label for the result lines")
-		clients  = flag.Int("clients", 100000, "distinct client addresses over the run")
+		runs     []spec
+		clients  = flag.Int("clients", 100000, "distinct client addresses over each run")
 		hot      = flag.Int("hot", 10000, "clients that come back")
 		tail     = flag.Float64("tail", 0.1, "share of requests from clients never seen before")
-		cacheN   = flag.Int("cache", 0, "dnsbl.cache_size in clients (0: the default)")
-		perAns   = flag.Bool("cache-in-answers", false, "write cache_size in answers (cache x zones), as relayguard before issue 13 counted")
-		conns    = flag.Int("conns", 32, "concurrent policy connections")
+		conns    = flag.Int("conns", 32, "concurrent policy connections per relayguard")
 		maxDur   = flag.Duration("max", 10*time.Minute, "stop after this long even if clients remain")
 		killAt   = flag.Duration("kill-zone-at", 0, "make the tenth zone stop answering after this long (0: never)")
 		killFor  = flag.Duration("kill-for", 20*time.Second, "with -kill-zone-at: run this long after the kill")
 		timeoutS = flag.String("timeout", "5s", "dnsbl.timeout")
 	)
+	flag.Func("run", "`label=BIN[:CACHE[:answers]]`: a relayguard to drive, with dnsbl.cache_size CACHE clients (0 or none: the default; 'answers': written as CACHE × 10 answers, as relayguard counted before issue 13); repeat to run several at once, the first being the reference", func(v string) error {
+		label, rest, ok := strings.Cut(v, "=")
+		if !ok {
+			return fmt.Errorf("want label=BIN[:CACHE[:answers]]")
+		}
+		parts := strings.Split(rest, ":")
+		sp := spec{label: label, bin: parts[0]}
+		if len(parts) > 1 {
+			n, err := strconv.Atoi(parts[1])
+			if err != nil {
+				return fmt.Errorf("cache %q: %w", parts[1], err)
+			}
+			sp.cache = n
+		}
+		sp.answers = len(parts) > 2 && parts[2] == "answers"
+		runs = append(runs, sp)
+		return nil
+	})
 	flag.Parse()
+	if len(runs) == 0 {
+		log.Fatal("no -run given")
+	}
 	tb := &benchTB{}
 	defer tb.cleanup()
 	go func() { // clean up on ^C too
@@ -90,6 +121,70 @@ func main() {
 	ub := dnstest.StartUnbound(tb, dnstest.Stub{Zone: "rgtest", Addrs: []string{nsd.Addr}},
 		dnstest.Stub{Zone: fmt.Sprintf("z%d.rgtest", zones-1), Addrs: []string{last.Addr}})
 
+	var rs []*runner
+	for _, sp := range runs {
+		rs = append(rs, startRelayguard(tb, sp, ub.Addr, *timeoutS))
+	}
+	fmt.Printf("# %s %d clients (%d hot, %.0f%% of requests from new ones), %d zones behind unbound, %d connections each, timeout %s\n",
+		time.Now().UTC().Format(time.RFC3339), *clients, *hot, 100**tail, zones, *conns, *timeoutS)
+	start := time.Now()
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for _, r := range rs {
+		fmt.Printf("# %s: %s, cache %s\n", r.label, r.bin, orDefault(r.cache))
+		r.l = &load{addr: r.addr, hot: *hot, clients: *clients, tail: *tail, next: int64(*hot)}
+		for range *conns {
+			wg.Go(func() { r.l.run(stop) })
+		}
+	}
+	if *killAt > 0 {
+		go func() {
+			time.Sleep(*killAt)
+			last.DropAll(true)
+			fmt.Printf("# %.2fs: z%d.rgtest stops answering\n", time.Since(start).Seconds(), zones-1)
+		}()
+	}
+	end := start.Add(*maxDur)
+	if *killAt > 0 {
+		end = start.Add(*killAt + *killFor)
+	}
+	tick := time.NewTicker(250 * time.Millisecond)
+	for now := range tick.C {
+		running := 0
+		for _, r := range rs {
+			if r.finished {
+				continue
+			}
+			running++
+			r.sample(now.Sub(start), *clients)
+			r.finished = now.After(end) || r.l.exhausted.Load()
+		}
+		if running == 0 {
+			break
+		}
+	}
+	close(stop)
+	wg.Wait()
+	for i, r := range rs {
+		r.report(*killAt)
+		if i > 0 && *killAt == 0 {
+			r.against(rs[0])
+		}
+	}
+}
+
+// runner is one relayguard under load.
+type runner struct {
+	spec
+	addr     string
+	mon      *monitor
+	l        *load
+	prev     int64
+	samples  []sample
+	finished bool
+}
+
+func startRelayguard(tb *benchTB, sp spec, resolver, timeout string) *runner {
 	dir := tb.TempDir()
 	port, mport := freePort(), freePort()
 	var zs []string
@@ -97,9 +192,9 @@ func main() {
 		zs = append(zs, fmt.Sprintf("%q", fmt.Sprintf("z%d.rgtest*1", k)))
 	}
 	cache := ""
-	if *cacheN > 0 {
-		n := *cacheN
-		if *perAns {
+	if sp.cache > 0 {
+		n := sp.cache
+		if sp.answers {
 			n *= zones
 		}
 		cache = fmt.Sprintf("cache_size = %d\n", n)
@@ -118,13 +213,13 @@ zones = [%s]
 reject_threshold = 2
 resolvers = [%q]
 timeout = %q
-%s`, port, strings.Join(zs, ", "), ub.Addr, *timeoutS, cache)
+%s`, port, strings.Join(zs, ", "), resolver, timeout, cache)
 	cf := filepath.Join(dir, "relayguard.toml")
 	if err := os.WriteFile(cf, []byte(conf), 0o644); err != nil {
 		tb.Fatal(err)
 	}
 	os.MkdirAll(filepath.Join(dir, "data"), 0o700)
-	cmd := exec.Command(*bin, "--config", cf, "--data-dir", filepath.Join(dir, "data"), "policy", "--metrics", fmt.Sprintf("127.0.0.1:%d", mport))
+	cmd := exec.Command(sp.bin, "--config", cf, "--data-dir", filepath.Join(dir, "data"), "policy", "--metrics", fmt.Sprintf("127.0.0.1:%d", mport))
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
 		tb.Fatal(err)
@@ -137,63 +232,29 @@ timeout = %q
 			break
 		}
 		if i > 600 {
-			tb.Fatalf("%s does not listen on %s", *bin, addr)
+			tb.Fatalf("%s does not listen on %s", sp.bin, addr)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	return &runner{spec: sp, addr: addr, mon: &monitor{metrics: fmt.Sprintf("http://127.0.0.1:%d/metrics", mport), pid: cmd.Process.Pid}}
+}
 
-	fmt.Printf("# %s %s: %d clients (%d hot, %.0f%% of requests from new ones), %d zones behind unbound, cache %s, %d connections, timeout %s\n",
-		time.Now().UTC().Format(time.RFC3339), *label, *clients, *hot, 100**tail, zones, orDefault(*cacheN), *conns, *timeoutS)
-	l := &load{addr: addr, hot: *hot, clients: *clients, tail: *tail, next: int64(*hot)}
-	start := time.Now()
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for range *conns {
-		wg.Go(func() { l.run(stop) })
-	}
-	if *killAt > 0 {
-		go func() {
-			time.Sleep(*killAt)
-			last.DropAll(true)
-			fmt.Printf("# %.2fs: z%d.rgtest stops answering\n", time.Since(start).Seconds(), zones-1)
-		}()
-	}
-	end := start.Add(*maxDur)
-	if *killAt > 0 {
-		end = start.Add(*killAt + *killFor)
-	}
-	mon := &monitor{metrics: fmt.Sprintf("http://127.0.0.1:%d/metrics", mport), pid: cmd.Process.Pid}
-	tick := time.NewTicker(250 * time.Millisecond)
-	var prev int64
-	var samples []sample
-	for now := range tick.C {
-		n := l.done.Load()
-		s := sample{t: now.Sub(start), n: n - prev, distinct: min(atomic.LoadInt64(&l.next), int64(*clients))}
-		prev = n
-		if len(samples)%4 == 3 {
-			s.entries, s.evictions, s.rss = mon.read()
-			sec := samples[len(samples)-3:]
-			k := s.n
-			for _, x := range sec {
-				k += x.n
-			}
-			fmt.Printf("%-12s t=%5.1fs rate=%6d/s entries=%d evictions=%d rss=%.0fMB defer=%d failures=%d\n", *label,
-				s.t.Seconds(), k, s.entries, s.evictions, float64(s.rss)/(1<<20), l.deferred.Load(), l.fails.Load())
+// sample records the decisions of the last 250 ms and, each second,
+// prints the last second's rate with the cache's size and the memory.
+func (r *runner) sample(t time.Duration, clients int) {
+	n := r.l.done.Load()
+	s := sample{t: t, n: n - r.prev, distinct: min(atomic.LoadInt64(&r.l.next), int64(clients))}
+	r.prev = n
+	if len(r.samples)%4 == 3 {
+		s.entries, s.evictions, s.rss = r.mon.read()
+		k := s.n
+		for _, x := range r.samples[len(r.samples)-3:] {
+			k += x.n
 		}
-		samples = append(samples, s)
-		if now.After(end) || l.exhausted.Load() {
-			break
-		}
+		fmt.Printf("%-12s t=%5.1fs rate=%6d/s entries=%d evictions=%d rss=%.0fMB defer=%d failures=%d\n", r.label,
+			s.t.Seconds(), k, s.entries, s.evictions, float64(s.rss)/(1<<20), r.l.deferred.Load(), r.l.fails.Load())
 	}
-	close(stop)
-	wg.Wait()
-	fullAt := int64(0)
-	if !mon.sawEvictions {
-		// relayguard before issue 13 has no eviction metric: its cache was
-		// full once it held cache_size answers.
-		fullAt = int64(*cacheN)
-	}
-	report(*label, samples, *killAt, fullAt)
+	r.samples = append(r.samples, s)
 }
 
 // client is the i-th client address, from 198.18.0.0/15 (RFC 2544).
@@ -217,36 +278,68 @@ type sample struct {
 	distinct  int64 // clients seen so far
 }
 
-// report prints the phases' rates: empty (first 5 s), warm (from 5 s to
-// the first eviction, or to the end), full (15 s from the first eviction),
-// full for a while (the last 30 s, if they start at least 30 s after the
-// first eviction), and with a killed zone the longest stretch under 80 %.
-func report(label string, ss []sample, killAt time.Duration, fullAt int64) {
-	rate := func(from, to time.Duration) (float64, bool) {
-		var n int64
-		var k int
-		for _, s := range ss {
-			if s.t > from && s.t <= to {
-				n += s.n
-				k++
-			}
-		}
-		if k == 0 {
-			return 0, false
-		}
-		return float64(n) / (float64(k) / 4), true
-	}
-	endT := ss[len(ss)-1].t
-	firstEvict := time.Duration(-1)
-	for _, s := range ss {
-		if firstEvict < 0 && (s.evictions > 0 || (fullAt > 0 && s.distinct >= fullAt)) {
-			firstEvict = s.t
+// rate is the mean decisions per second of the samples in (from, to].
+func (r *runner) rate(from, to time.Duration) float64 {
+	var n int64
+	k := 0
+	for _, s := range r.samples {
+		if s.t > from && s.t <= to {
+			n += s.n
+			k++
 		}
 	}
+	if k == 0 {
+		return 0
+	}
+	return float64(n) / (float64(k) / 4)
+}
+
+func (r *runner) end() time.Duration { return r.samples[len(r.samples)-1].t }
+
+// firstEviction is when the cache first dropped an entry (-1: never).
+// relayguard before issue 13 has no eviction metric: its cache was full
+// once it held cache_size answers, that is once as many clients were seen.
+func (r *runner) firstEviction() time.Duration {
+	for _, s := range r.samples {
+		if s.evictions > 0 || (r.answers && r.cache > 0 && s.distinct >= int64(r.cache)) {
+			return s.t
+		}
+	}
+	return -1
+}
+
+// windows are the phases compared: empty (the first 5 s), warm (from 30 s,
+// when the hot clients are cached, to the first eviction or the end),
+// full (the 15 s from the first eviction) and full for a while (the last
+// 30 s, if they start 30 s after the first eviction or later).
+type window struct {
+	name     string
+	from, to time.Duration
+}
+
+func (r *runner) windows() []window {
+	endT, fe := r.end(), r.firstEviction()
+	warmTo := endT
+	if fe > 0 {
+		warmTo = fe
+	}
+	ws := []window{{"empty", 0, 5 * time.Second}, {"warm", min(30*time.Second, warmTo/2), warmTo}}
+	if fe > 0 {
+		ws = append(ws, window{"full", fe, fe + 15*time.Second})
+		if endT-30*time.Second >= fe+30*time.Second {
+			ws = append(ws, window{"full-for-a-while", endT - 30*time.Second, endT})
+		}
+	}
+	return ws
+}
+
+// report prints the run's phases, or with a killed zone the longest
+// stretch under 80 % of the 5 s before the kill.
+func (r *runner) report(killAt time.Duration) {
 	if killAt > 0 {
-		before, _ := rate(killAt-5*time.Second, killAt)
+		before := r.rate(killAt-5*time.Second, killAt)
 		longest, cur := time.Duration(0), time.Duration(0)
-		for _, s := range ss {
+		for _, s := range r.samples {
 			if s.t <= killAt {
 				continue
 			}
@@ -257,27 +350,42 @@ func report(label string, ss []sample, killAt time.Duration, fullAt int64) {
 				cur = 0
 			}
 		}
-		after, _ := rate(killAt+10*time.Second, endT)
 		fmt.Printf("%-12s RESULT before=%.0f/s under80%%=%.2fs (longest stretch after the kill) after=%.0f/s (from 10 s after the kill)\n",
-			label, before, longest.Seconds(), after)
+			r.label, before, longest.Seconds(), r.rate(killAt+10*time.Second, r.end()))
 		return
 	}
-	empty, _ := rate(0, 5*time.Second)
-	warmEnd := endT
-	if firstEvict > 0 {
-		warmEnd = firstEvict
-	}
-	warm, _ := rate(5*time.Second, warmEnd)
-	line := fmt.Sprintf("%-12s RESULT empty=%.0f/s warm=%.0f/s", label, empty, warm)
-	if firstEvict > 0 {
-		full, _ := rate(firstEvict, firstEvict+15*time.Second)
-		line += fmt.Sprintf(" full=%.0f/s (%.0f%% of warm, from %.0fs)", full, 100*full/warm, firstEvict.Seconds())
-		if endT-30*time.Second >= firstEvict+30*time.Second {
-			late, _ := rate(endT-30*time.Second, endT)
-			line += fmt.Sprintf(" full-for-a-while=%.0f/s (%.0f%% of warm, last 30 s, full for %.0fs)", late, 100*late/warm, (endT - firstEvict).Seconds())
+	line := fmt.Sprintf("%-12s RESULT", r.label)
+	warm := 0.0
+	for _, w := range r.windows() {
+		v := r.rate(w.from, w.to)
+		line += fmt.Sprintf(" %s=%.0f/s", w.name, v)
+		switch w.name {
+		case "warm":
+			warm = v
+		case "full", "full-for-a-while":
+			line += fmt.Sprintf(" (%.0f%% of warm)", 100*v/warm)
 		}
+		line += fmt.Sprintf(" [%.0f-%.0fs]", w.from.Seconds(), w.to.Seconds())
 	}
 	fmt.Println(line)
+}
+
+// against compares the run's full phases with the reference run over the
+// same seconds: the two ran at the same time on the same machine.
+func (r *runner) against(ref *runner) {
+	line := fmt.Sprintf("%-12s VS %s", r.label, ref.label)
+	any := false
+	for _, w := range r.windows() {
+		if (w.name != "full" && w.name != "full-for-a-while") || w.to > ref.end() {
+			continue
+		}
+		v, rv := r.rate(w.from, w.to), ref.rate(w.from, w.to)
+		line += fmt.Sprintf(" %s=%.0f/s vs %.0f/s (%.0f%%) [%.0f-%.0fs]", w.name, v, rv, 100*v/rv, w.from.Seconds(), w.to.Seconds())
+		any = true
+	}
+	if any {
+		fmt.Println(line)
+	}
 }
 
 // load sends policy requests.
@@ -346,9 +454,8 @@ func (l *load) run(stop <-chan struct{}) {
 
 // monitor reads the server's metrics and resident memory.
 type monitor struct {
-	metrics      string
-	pid          int
-	sawEvictions bool // the server has the eviction metric
+	metrics string
+	pid     int
 }
 
 var metricLine = regexp.MustCompile(`^(relayguard_dnsbl_cache_entries|relayguard_dnsbl_cache_evictions_total) (\S+)`)
@@ -363,7 +470,6 @@ func (m *monitor) read() (entries, evictions, rss int64) {
 					entries = int64(v)
 				} else {
 					evictions = int64(v)
-					m.sawEvictions = true
 				}
 			}
 		}
