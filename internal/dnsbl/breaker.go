@@ -46,8 +46,13 @@ func (c *Checker) minCounted() time.Duration { return min(time.Second, c.opts.Ti
 func (c *Checker) noteAnswer(st *zoneState, sent time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if st != nil && (st.fails == 0 || !sent.Before(st.streakStart)) {
-		st.fails = 0
+	if st != nil {
+		if st.fails == 0 || !sent.Before(st.streakStart) {
+			st.fails = 0
+		}
+		if sent.After(st.answered) {
+			st.answered = sent
+		}
 	}
 	if !sent.Before(c.dns.failStart) {
 		c.dns.failStreak = 0
@@ -88,8 +93,8 @@ func (c *Checker) noteFailure(ctx context.Context, st *zoneState, start time.Tim
 // stallAfter is how long a query may go unanswered before it counts
 // toward the breaker while it is still in flight: three retransmissions
 // (0, 0.4 and 1.2 s) unanswered. A zone with tripAfter such queries (or
-// failures), while other lists answered since the oldest was sent, is
-// Failing at once and its waiting queries end: a list that dies costs the
+// failures) that has answered nothing asked since the oldest of them, while
+// other lists answered, is Failing at once and its waiting queries end: a list that dies costs the
 // requests in flight about this long, not the whole timeout. A timeout
 // under twice this waits for the failures themselves.
 func (c *Checker) stallAfter() time.Duration {
@@ -149,7 +154,10 @@ func (c *Checker) noteStall(st *zoneState, q *inflightQuery) {
 	if st.fails > 0 && st.streakStart.Before(oldest) {
 		oldest = st.streakStart
 	}
-	if st.stalled+st.fails >= tripAfter && st.h.State == Healthy && !c.dns.answered.Before(oldest) {
+	// The zone answered nothing asked since its oldest late query, while
+	// another list did: slow answers under load (some late, some not) are
+	// not a dead list.
+	if st.stalled+st.fails >= tripAfter && st.h.State == Healthy && st.answered.Before(oldest) && !c.dns.answered.Before(oldest) {
 		c.tripLocked(st, fmt.Sprintf("%d queries unanswered after %v while other lists answer", st.stalled+st.fails, c.stallAfter()))
 	}
 }

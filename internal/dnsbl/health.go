@@ -59,6 +59,7 @@ type zoneState struct {
 
 	fails       int       // temporary failures in a row at run time
 	streakStart time.Time // when the first of them was sent
+	answered    time.Time // when the latest query it answered was sent
 	stalled     int       // queries in flight for longer than stallAfter
 	stallStart  time.Time // when the oldest of them was sent
 	waiting     map[*inflightQuery]bool

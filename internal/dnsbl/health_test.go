@@ -327,3 +327,42 @@ func TestStalledZoneTripsBeforeTimeout(t *testing.T) {
 		t.Error("DNS taken for unreachable")
 	}
 }
+
+// TestSlowAnswersAreNotADeadList: under load a resolver answers some
+// names late and others at once. Lists whose late answers come with
+// prompt ones are not failing: only a list that answers nothing is (the
+// benchmark's overload once took every zone out this way).
+func TestSlowAnswersAreNotADeadList(t *testing.T) {
+	t.Parallel()
+	s := lists(t)
+	zones := []string{"bl.test", "wl.test=127.0.[0..255].[1..3]*-5"}
+	for _, z := range []string{"bl.test", "wl.test"} {
+		s.Delay("1.198."+z, 2*time.Second) // clients 198.1.x.y answer late
+	}
+	logs := &syncBuf{}
+	c := newChecker(t, s, Options{Zones: zones, HealthInterval: time.Hour, Timeout: 6 * time.Second,
+		Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	running(t, c)
+	ctx := context.Background()
+	c.waitFirst(ctx)
+	var wg sync.WaitGroup
+	for i := range 12 {
+		wg.Go(func() {
+			slow := netip.AddrFrom4([4]byte{198, 1, 0, byte(i)})
+			c.Check(ctx, slow)
+		})
+		wg.Go(func() {
+			time.Sleep(500 * time.Millisecond) // prompt answers before the slow ones count as late
+			c.Check(ctx, netip.AddrFrom4([4]byte{198, 2, 0, byte(i)}))
+		})
+	}
+	wg.Wait()
+	for _, h := range c.HealthReport() {
+		if h.State != Healthy {
+			t.Errorf("%s: %v (%s): late answers among prompt ones taken for a dead list", h.Zone, h.State, h.Detail)
+		}
+	}
+	if strings.Contains(logs.String(), "zone failing") {
+		t.Errorf("log:\n%s", logs)
+	}
+}
