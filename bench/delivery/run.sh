@@ -32,9 +32,29 @@ cleanup() {
 	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
 	postfix -c "$W/pf/conf" stop >/dev/null 2>&1 || true
 	sleep 1
+	for g in "${CGROUPS[@]}"; do rmdir "$g" 2>/dev/null || true; done
 	rm -rf "$W"
 }
 trap cleanup EXIT
+
+# CPU accounting: each server runs in a cpuacct cgroup of its own, so that
+# the CPU time it spent per message is measured besides wall time (on a
+# shared machine wall time mostly measures waiting for a core).
+CG=/sys/fs/cgroup/cpuacct
+CGROUPS=()
+cg_dir() { echo "$CG/rgbench-$$-$1"; }
+if [ -w "$CG" ]; then
+	cg_exec() { # cg_exec NAME CMD...: run CMD inside cgroup NAME
+		local d; d=$(cg_dir "$1"); shift
+		sh -c 'echo $$ >"$0/cgroup.procs" && exec "$@"' "$d" "$@"
+	}
+	cg_new() { mkdir -p "$(cg_dir "$1")"; CGROUPS+=("$(cg_dir "$1")"); }
+	cg_usage() { cat "$(cg_dir "$1")/cpuacct.usage"; }
+else
+	cg_exec() { shift; "$@"; }
+	cg_new() { :; }
+	cg_usage() { echo 0; }
+fi
 
 port() { # a free loopback port
 	local p
@@ -85,11 +105,12 @@ EOF
 go build -o "$W/relayguard" ./cmd/relayguard
 # start_rg NAME PORT CONFIG: one relayguard relay with its own data dir.
 start_rg() {
+	cg_new "$1"
 	if [ "${RG_SERVE:-0}" = 1 ]; then
 		# The real `relayguard serve` (once it starts the delivery side).
-		"$W/relayguard" serve --config "$3" --data-dir "$W/$1-data" 2>"$W/$1.log" &
+		cg_exec "$1" "$W/relayguard" serve --config "$3" --data-dir "$W/$1-data" --create-data-dir 2>"$W/$1.log" &
 	else
-		"$W/rgrelay" --config "$3" --data-dir "$W/$1-data" 2>"$W/$1.log" &
+		cg_exec "$1" "$W/rgrelay" --config "$3" --data-dir "$W/$1-data" 2>"$W/$1.log" &
 	fi
 	PIDS+=($!)
 	wait_port $2
@@ -132,15 +153,18 @@ smtp_tls_security_level = none
 smtpd_tls_security_level = none
 smtpd_client_connection_count_limit = 1000
 EOF
-postfix -c "$W/pf/conf" start >/dev/null 2>&1 || { script -qc "postfix -c $W/pf/conf start" /dev/null; exit 1; }
+cg_new pf
+cg_exec pf postfix -c "$W/pf/conf" start >/dev/null 2>&1 || { script -qc "postfix -c $W/pf/conf start" /dev/null; exit 1; }
 wait_port $PF
 
 sinkcount() { find "$W/sink" -type f | wc -l; }
 
-# measure NAME PORT: prints accepted/s and end-to-end msg/s
+# measure NAME PORT CGROUP: prints accepted/s, end-to-end msg/s and the
+# server's CPU time per message (and the messages/s one core would give)
 measure() {
-	local name=$1 p=$2 before t0 t1 t2 n
+	local name=$1 p=$2 cg=$3 before t0 t1 t2 n u0 u1
 	before=$(sinkcount)
+	u0=$(cg_usage "$cg")
 	t0=$(now)
 	smtp-source -s $S -m $N -l $L -f sender@src.test -t rcpt@dst.test 127.0.0.1:$p
 	t1=$(now)
@@ -151,19 +175,22 @@ measure() {
 	done
 	t2=$(now)
 	[ $n -ge $N ] || { echo "$name: only $n of $N messages reached the sink"; exit 1; }
-	awk -v n=$N -v a="$t0" -v b="$t1" -v c="$t2" -v name="$name" \
-		'BEGIN { printf "%-18s  accept %7.1f msg/s   end-to-end %7.1f msg/s   (%.2fs)\n", name, n/(b-a), n/(c-a), c-a }'
+	u1=$(cg_usage "$cg")
+	awk -v n=$N -v a="$t0" -v b="$t1" -v c="$t2" -v name="$name" -v cpu=$((u1 - u0)) \
+		'BEGIN { printf "%-18s  accept %7.1f msg/s   end-to-end %7.1f msg/s   (%.2fs)", name, n/(b-a), n/(c-a), c-a
+		  if (cpu > 0) printf "   cpu %.3f ms/msg (%.0f msg/s per core)", cpu/n/1e6, 1e9*n/cpu
+		  printf "\n" }'
 }
 
 echo "messages=$N sessions=$S size=$L rounds=$ROUNDS cores=$(nproc) postfix=$(postconf -d -h mail_version)"
 # Warm up both (connection caches, page cache), then alternate rounds.
-N0=$N; N=200; measure warm-rg $RG >/dev/null; measure warm-pf $PF >/dev/null
-for i in "${!DKIM_PORTS[@]}"; do measure warm-dkim "${DKIM_PORTS[$i]}" >/dev/null; done
+N0=$N; N=200; measure warm-rg $RG rg >/dev/null; measure warm-pf $PF pf >/dev/null
+for i in "${!DKIM_PORTS[@]}"; do measure warm-dkim "${DKIM_PORTS[$i]}" "${DKIM_NAMES[$i]}" >/dev/null; done
 N=$N0
 for r in $(seq $ROUNDS); do
-	measure relayguard $RG
-	for i in "${!DKIM_PORTS[@]}"; do measure "${DKIM_NAMES[$i]}" "${DKIM_PORTS[$i]}"; done
-	measure postfix $PF
+	measure relayguard $RG rg
+	for i in "${!DKIM_PORTS[@]}"; do measure "${DKIM_NAMES[$i]}" "${DKIM_PORTS[$i]}" "${DKIM_NAMES[$i]}"; done
+	measure postfix $PF pf
 done
 for l in rg "${DKIM_NAMES[@]}"; do
 	echo "$l log: $(grep -c 'level=ERROR' "$W/$l.log" || true) error line(s), $(grep -c 'level=WARN' "$W/$l.log" || true) warning(s)"
