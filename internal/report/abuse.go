@@ -23,44 +23,58 @@ import (
 type abuseState struct {
 	localDomains map[string]bool
 	once         *logwatch.Once // → Publish
+	ar           *arena
 
-	authByAddr   map[string]*authStat
-	relay        map[string]counter // client address → target domain → count
-	dnsbl        counter            // list → rejections
-	reasons      counter            // rejection reason → count (chart)
-	rejectsByIP  counter            // client address → rejections
-	postscreen   counter            // postscreen event kind → count
-	ruleRejects  counter            // relayguard rule → count
-	ndnPerHour   [24]int64
-	ndns         int64
-	ndnRcpt      counter         // NDN recipient → delivery attempts
-	localSenders map[string]bool // senders seen on such messages
-	bans         []Ban
-	banCount     int64
-	egress       map[string]*egressStat
-	egressCount  int64
-	actors       map[string]*actorStat // local user or login → its sending (actors.go)
-	accepted     int64                 // relayguard "message accepted"
-	logins       int64                 // Dovecot successful logins
+	auth          keyIndex   // client address → number
+	authStats     []authStat // by number
+	users         keyIndex   // user name tried → number (names kept)
+	userLinks     []userLink // the users each address tried, as lists
+	relayByClient *counter   // client address → relay attempts
+	relayByDomain *counter   // target domain → relay attempts
+	dnsbl         *counter   // list → rejections
+	reasons       *counter   // rejection reason → count (chart)
+	rejectsByIP   *counter   // client address → rejections
+	postscreen    *counter   // postscreen event kind → count
+	ruleRejects   *counter   // relayguard rule → count
+	ndnPerHour    [24]int64
+	ndns          int64
+	ndnRcpt       *counter        // NDN recipient → delivery attempts
+	localSenders  map[string]bool // senders seen on such messages
+	bans          []Ban
+	banCount      int64
+	egress        map[string]*egressStat
+	egressCount   int64
+	actors        map[string]*actorStat // local user or login → its sending (actors.go)
+	accepted      int64                 // relayguard "message accepted"
+	logins        int64                 // Dovecot successful logins
 }
 
+// authStat is the failed authentications of one address. Its users are a
+// list in abuseState.userLinks (no map per address: a botnet's log has a
+// hundred thousand addresses, most of which tried one or two names).
 type authStat struct {
 	count int64
-	users counter
+	users int32 // first link, -1: none
+}
+
+type userLink struct {
+	user, next int32
+	n          int64
 }
 
 type egressStat struct {
 	count int64
-	dsts  counter
+	dsts  *counter
 }
 
-func newAbuseState(local []string) *abuseState {
+func newAbuseState(local []string, ar *arena) *abuseState {
 	s := &abuseState{
-		localDomains: map[string]bool{},
-		authByAddr:   map[string]*authStat{}, relay: map[string]counter{},
-		dnsbl: counter{}, reasons: counter{}, rejectsByIP: counter{},
-		postscreen: counter{}, ruleRejects: counter{},
-		ndnRcpt: counter{}, localSenders: map[string]bool{},
+		localDomains: map[string]bool{}, ar: ar,
+		auth: keyIndex{ar: ar}, users: keyIndex{ar: ar, keep: true},
+		relayByClient: newCounter(ar), relayByDomain: newCounter(ar),
+		dnsbl: newCounter(ar), reasons: newCounter(ar), rejectsByIP: newCounter(ar),
+		postscreen: newCounter(ar), ruleRejects: newCounter(ar),
+		ndnRcpt: newCounter(ar), localSenders: map[string]bool{},
 		egress: map[string]*egressStat{},
 	}
 	for _, d := range local {
@@ -107,15 +121,24 @@ func (s *abuseState) authFailure(addr, user string, n int64) {
 	if addr == "" {
 		return
 	}
-	st := s.authByAddr[addr]
-	if st == nil {
-		st = &authStat{users: counter{}}
-		s.authByAddr[strings.Clone(addr)] = st
+	i, ok := s.auth.get(addr)
+	if !ok {
+		s.authStats = append(s.authStats, authStat{users: -1})
 	}
+	st := &s.authStats[i]
 	st.count += n
-	if user != "" {
-		st.users.add(user, n)
+	if user == "" {
+		return
 	}
+	u, _ := s.users.get(user)
+	for l := st.users; l >= 0; l = s.userLinks[l].next {
+		if s.userLinks[l].user == u {
+			s.userLinks[l].n += n
+			return
+		}
+	}
+	s.userLinks = append(s.userLinks, userLink{user: u, next: st.users, n: n})
+	st.users = int32(len(s.userLinks) - 1)
 }
 
 // cleanAddr extracts an IP address from "1.2.3.4", "[1.2.3.4]",
@@ -160,23 +183,6 @@ func canonicalIPv4(s string) bool {
 		start = i + 1
 	}
 	return true
-}
-
-// subnetOf is the /24 of an IPv4 address or the /64 of an IPv6 address.
-func subnetOf(addr string) string {
-	a, err := netip.ParseAddr(addr)
-	if err != nil {
-		return addr
-	}
-	bits := 64
-	if a.Is4() {
-		bits = 24
-	}
-	p, err := a.Prefix(bits)
-	if err != nil {
-		return addr
-	}
-	return p.String()
 }
 
 // postscreen counts postscreen's verdicts on clients by kind.
@@ -266,12 +272,8 @@ func (s *abuseState) relayAttempt(client, domain string) {
 	if client == "" {
 		client = "(unknown)"
 	}
-	m := s.relay[client]
-	if m == nil {
-		m = counter{}
-		s.relay[strings.Clone(client)] = m
-	}
-	m.inc(domain)
+	s.relayByClient.inc(client)
+	s.relayByDomain.inc(domain)
 }
 
 // received notes messages submitted by an authenticated client: their
@@ -317,8 +319,7 @@ func (s *abuseState) delivery(q *qstate, addr string) {
 func (s *abuseState) backscatter() ([]CountRow, int64) {
 	dom := map[string]int64{}
 	var n int64
-	for rcpt, cp := range s.ndnRcpt {
-		c := *cp
+	for rcpt, c := range s.ndnRcpt.all() {
 		if s.localSenders[rcpt] {
 			continue
 		}

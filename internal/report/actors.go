@@ -1,7 +1,6 @@
 package report
 
 import (
-	"slices"
 	"strconv"
 
 	"github.com/relayguard/relayguard/internal/maillog"
@@ -70,8 +69,5 @@ func (s *abuseState) actorRows() []ActorRow {
 	for who, a := range s.actors {
 		out = append(out, ActorRow{Who: who, Accepted: a.accepted, Held: a.held, Refused: a.refused, EgressBlocks: a.egress})
 	}
-	slices.SortFunc(out, func(a, b ActorRow) int {
-		return byCountThenHost(a.Held+a.Refused+a.EgressBlocks, b.Held+b.Refused+b.EgressBlocks, a.Who, b.Who)
-	})
-	return out
+	return byHost(out, -1, func(r *ActorRow) int64 { return r.Held + r.Refused + r.EgressBlocks }, func(r *ActorRow) string { return r.Who })
 }

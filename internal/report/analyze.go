@@ -68,15 +68,16 @@ type Analyzer struct {
 	lastDayRow                             *[5]int64
 	seenDays                               map[dayKey]bool
 	rcvHr, dlvHr, dfrHr, bncHr, rejHr      [24]int64
-	recipDom, sendDom, recipUser, sendUser map[string]*stat
+	recipDom, sendDom, recipUser, sendUser *statTable
 	queue                                  map[string]*qstate
 	qslab                                  []qstate
 	preReject                              *rejectKey // procReject of the current line, if the reader did it
 	noMsgSize                              map[string]string
-	deferralD, bounceD, smtpD              tree2
-	warnD, fatalD, panicD                  tree2
-	rejectD, warnRejD, holdD, discardD     tree3
-	master                                 counter
+	deferralD, bounceD, smtpD              *tree2
+	warnD, fatalD, panicD                  *tree2
+	rejectD, warnRejD, holdD, discardD     *tree3
+	master                                 *counter
+	ar                                     *arena // keys of every table
 	domCache                               map[string]string
 	smtpd                                  smtpdStats
 	abuse                                  *abuseState
@@ -89,17 +90,18 @@ func NewAnalyzer(opt Options) *Analyzer {
 	if opt.SyslogName == "" {
 		opt.SyslogName = "postfix"
 	}
+	ar := &arena{}
 	return &Analyzer{
-		opt: opt, prefix: opt.SyslogName + "/",
+		opt: opt, prefix: opt.SyslogName + "/", ar: ar,
 		days: map[dayKey]*[5]int64{}, seenDays: map[dayKey]bool{},
-		recipDom: map[string]*stat{}, sendDom: map[string]*stat{},
-		recipUser: map[string]*stat{}, sendUser: map[string]*stat{},
+		recipDom: newStatTable(ar), sendDom: newStatTable(ar),
+		recipUser: newStatTable(ar), sendUser: newStatTable(ar),
 		queue: make(map[string]*qstate, 1<<16), noMsgSize: map[string]string{},
-		deferralD: tree2{}, bounceD: tree2{}, smtpD: tree2{},
-		warnD: tree2{}, fatalD: tree2{}, panicD: tree2{},
-		rejectD: tree3{}, warnRejD: tree3{}, holdD: tree3{}, discardD: tree3{},
-		master: counter{}, domCache: map[string]string{},
-		smtpd: newSMTPDStats(), abuse: newAbuseState(opt.LocalDomains),
+		deferralD: newTree2(ar), bounceD: newTree2(ar), smtpD: newTree2(ar),
+		warnD: newTree2(ar), fatalD: newTree2(ar), panicD: newTree2(ar),
+		rejectD: newTree3(ar), warnRejD: newTree3(ar), holdD: newTree3(ar), discardD: newTree3(ar),
+		master: newCounter(ar), domCache: map[string]string{},
+		smtpd: newSMTPDStats(), abuse: newAbuseState(opt.LocalDomains, ar),
 	}
 }
 
@@ -333,7 +335,7 @@ func (a *Analyzer) smtpdReject(cmd, typ, msg string, hr int, t time.Time) {
 	row := a.dayRow()
 	row[4]++
 	a.rejHr[hr]++
-	var tree tree3
+	var tree *tree3
 	switch typ {
 	case "reject":
 		a.rejected++
@@ -408,13 +410,23 @@ func hasUpper(s string) bool {
 	return false
 }
 
-func (a *Analyzer) getStat(m map[string]*stat, k string) *stat {
-	s := m[k]
-	if s == nil {
-		s = &stat{}
-		m[strings.Clone(k)] = s
+// statTable is a host/domain or user table: a stat per key, in a slice
+// indexed by the key's number (no pointer per entry).
+type statTable struct {
+	keys keyIndex
+	rows []stat
+}
+
+func newStatTable(ar *arena) *statTable { return &statTable{keys: keyIndex{ar: ar}} }
+
+// get returns k's row, created on first use. The pointer is valid until
+// the next get on the same table.
+func (t *statTable) get(k string) *stat {
+	i, ok := t.keys.get(k)
+	if !ok {
+		t.rows = append(t.rows, stat{})
 	}
-	return s
+	return &t.rows[i]
 }
 
 // delivery handles qmgr "from=<>, size=", delivery agents' "to=<>,
@@ -498,10 +510,10 @@ func (a *Analyzer) qmgrFrom(qid, addr string, size int64) {
 	} else if whence != "pickup" {
 		dom = whence
 	}
-	ds := a.getStat(a.sendDom, dom)
+	ds := a.sendDom.get(dom)
 	ds.count++
 	ds.size += size
-	us := a.getStat(a.sendUser, addr)
+	us := a.sendUser.get(addr)
 	us.count++
 	us.size += size
 	a.bytesReceived += size
@@ -617,13 +629,13 @@ func (a *Analyzer) recipient(cmd, qid, s string, hr int, l logline.Line) bool {
 // sent counts one delivered recipient (addr in domain dom) of message qid
 // (state q, nil if unknown).
 func (a *Analyzer) sent(q *qstate, qid, addr, dom string, delay float64, hr int) {
-	ds := a.getStat(a.recipDom, dom)
+	ds := a.recipDom.get(dom)
 	ds.count++
 	ds.delaySum += delay
 	if ds.delayMax == 0 || delay > ds.delayMax {
 		ds.delayMax = delay
 	}
-	us := a.getStat(a.recipUser, addr)
+	us := a.recipUser.get(addr)
 	us.count++
 	a.dlvHr[hr]++
 	a.dayRow()[1]++
@@ -651,7 +663,7 @@ func (a *Analyzer) deferral(q *qstate, qid, dom string, delay float64, hr int) {
 		q.deferred = true
 		a.deferred++
 	}
-	ds := a.getStat(a.recipDom, dom)
+	ds := a.recipDom.get(dom)
 	ds.defers++
 	if ds.delayMax == 0 || delay > ds.delayMax {
 		ds.delayMax = delay

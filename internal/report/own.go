@@ -129,7 +129,7 @@ func (a *Analyzer) addOwn(raw string, t time.Time) {
 		}
 		st := s.egress[who]
 		if st == nil {
-			st = &egressStat{dsts: counter{}}
+			st = &egressStat{dsts: newCounter(s.ar)}
 			s.egress[strings.Clone(who)] = st
 		}
 		st.count++

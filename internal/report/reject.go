@@ -65,7 +65,8 @@ func gimmeDomain(s string) string {
 
 // normalizeHost is pflogsumm's secondary sort key: for a dotted quad the
 // four octets as bytes (numeric order), otherwise the lower-cased labels of
-// the host or address in reverse order, concatenated.
+// the host or address in reverse order, concatenated (empty labels add
+// nothing, as Perl's split and join).
 func normalizeHost(s string) string {
 	if i := strings.IndexAny(s, " \t\n"); i >= 0 {
 		s = s[:i]
@@ -73,14 +74,16 @@ func normalizeHost(s string) string {
 	if oct, ok := dottedQuad(s); ok {
 		return string(oct[:])
 	}
-	parts := strings.FieldsFunc(strings.ToLower(s), func(r rune) bool { return r == '.' || r == '@' })
-	// FieldsFunc drops empty fields, as Perl's split drops trailing ones;
-	// inner empty fields contribute nothing to the join either way.
-	var b strings.Builder
-	for i := len(parts) - 1; i >= 0; i-- {
-		b.WriteString(parts[i])
+	s = strings.ToLower(s) // (s itself when already lower case)
+	b := make([]byte, 0, len(s))
+	end := len(s)
+	for i := len(s) - 1; i >= -1; i-- {
+		if i < 0 || s[i] == '.' || s[i] == '@' {
+			b = append(b, s[i+1:end]...)
+			end = i
+		}
 	}
-	return b.String()
+	return string(b)
 }
 
 // dottedQuad parses "d.d.d.d" with 1–3 digits each. Octets above 255 are

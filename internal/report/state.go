@@ -4,69 +4,161 @@ package report
 // the nested detail tables, the per-hour clock cache and field parsers.
 
 import (
+	"iter"
 	"strconv"
 	"strings"
 	"time"
+	"unsafe"
 )
 
-// counter counts by key. Values are pointers so that counting an existing
-// key never assigns to the map: Go's map assignment rewrites a string key,
-// which would make the map keep a substring of the (large) read buffer
-// alive instead of the key's own copy.
-type counter map[string]*int64
+// arena holds the copies of the keys the tables keep. The analyzer reads
+// lines as strings into large read buffers, so every key a table keeps
+// must be copied; copying each into its own allocation made hundreds of
+// thousands of small objects on a botnet's log (one per address), which
+// the garbage collector traced again at every cycle. Keys are appended
+// to 64 KiB blocks instead, which hold no pointers.
+type arena struct{ buf []byte }
 
-// add adds n to k's count; a new key is copied.
-func (c counter) add(k string, n int64) {
-	p := c[k]
-	if p == nil {
-		p = new(int64)
-		c[strings.Clone(k)] = p
+const arenaBlock = 64 << 10
+
+// clone returns a copy of s that does not share s's memory.
+func (ar *arena) clone(s string) string {
+	switch {
+	case s == "":
+		return ""
+	case ar == nil || len(s) > arenaBlock/16:
+		return strings.Clone(s)
 	}
-	*p += n
+	if cap(ar.buf)-len(ar.buf) < len(s) {
+		ar.buf = make([]byte, 0, arenaBlock)
+	}
+	n := len(ar.buf)
+	ar.buf = append(ar.buf, s...)
+	return unsafe.String(&ar.buf[n], len(s))
 }
 
-func (c counter) inc(k string) { c.add(k, 1) }
+// keyIndex numbers distinct keys from 0, copying each key once into its
+// arena. Looking up a key never assigns to the map: Go's map assignment
+// rewrites a string key, which would make the map keep a substring of a
+// (large) read buffer alive instead of the key's own copy.
+type keyIndex struct {
+	m     map[string]int32
+	ar    *arena
+	keep  bool     // keep the keys in order of their numbers (names)
+	names []string // with keep
+}
 
-// plain returns the counts as a plain map.
-func (c counter) plain() map[string]int64 {
-	m := make(map[string]int64, len(c))
-	for k, p := range c {
-		m[k] = *p
+// get returns k's number and whether k was already known; a new key gets
+// the next number (n, the number of keys so far).
+func (x *keyIndex) get(k string) (int32, bool) {
+	if i, ok := x.m[k]; ok {
+		return i, true
 	}
-	return m
+	if x.m == nil {
+		x.m = map[string]int32{}
+	}
+	i := int32(len(x.m))
+	k = x.ar.clone(k)
+	x.m[k] = i
+	if x.keep {
+		x.names = append(x.names, k)
+	}
+	return i, false
+}
+
+func (x *keyIndex) len() int { return len(x.m) }
+
+// counter counts by key. The counts live in a slice indexed by the key's
+// number, so that a table holds no pointer per entry.
+type counter struct {
+	keys keyIndex
+	n    []int64
+}
+
+func newCounter(ar *arena) *counter { return &counter{keys: keyIndex{ar: ar}} }
+
+// add adds n to k's count.
+func (c *counter) add(k string, n int64) {
+	i, ok := c.keys.get(k)
+	if !ok {
+		c.n = append(c.n, 0)
+	}
+	c.n[i] += n
+}
+
+func (c *counter) inc(k string) { c.add(k, 1) }
+
+func (c *counter) len() int { return c.keys.len() }
+
+// all yields every key with its count, in no order.
+func (c *counter) all() iter.Seq2[string, int64] {
+	return func(yield func(string, int64) bool) {
+		for k, i := range c.keys.m {
+			if !yield(k, c.n[i]) {
+				return
+			}
+		}
+	}
+}
+
+// total is the sum of the counts.
+func (c *counter) total() int64 {
+	var t int64
+	for _, v := range c.n {
+		t += v
+	}
+	return t
 }
 
 // sorted returns the rows by count, descending (at most n; n < 0: all).
-func (c counter) sorted(n int) []CountRow { return sortCounts(c.plain(), n) }
-
-// tree2 and tree3 are pflogsumm's nested detail hashes.
-type (
-	tree2 map[string]counter
-	tree3 map[string]map[string]counter
-)
-
-// add counts one entry; keys are copied when first inserted.
-func (t tree2) add(a, b string) {
-	m := t[a]
-	if m == nil {
-		m = counter{}
-		t[strings.Clone(a)] = m
+func (c *counter) sorted(n int) []CountRow {
+	rows := make([]CountRow, 0, c.len())
+	for k, v := range c.all() {
+		rows = append(rows, CountRow{k, v})
 	}
-	m.inc(b)
+	return byHost(rows, n, func(r *CountRow) int64 { return r.Count }, func(r *CountRow) string { return r.Key })
 }
 
-func (t tree3) add(k rejectKey) {
-	m := t[k.typ]
+// tree2 and tree3 are pflogsumm's nested detail hashes; their counters
+// share one arena.
+type (
+	tree2 struct {
+		m  map[string]*counter
+		ar *arena
+	}
+	tree3 struct {
+		m  map[string]map[string]*counter
+		ar *arena
+	}
+)
+
+func newTree2(ar *arena) *tree2 { return &tree2{m: map[string]*counter{}, ar: ar} }
+func newTree3(ar *arena) *tree3 {
+	return &tree3{m: map[string]map[string]*counter{}, ar: ar}
+}
+
+// add counts one entry.
+func (t *tree2) add(a, b string) {
+	c := t.m[a]
+	if c == nil {
+		c = newCounter(t.ar)
+		t.m[t.ar.clone(a)] = c
+	}
+	c.inc(b)
+}
+
+func (t *tree3) add(k rejectKey) {
+	m := t.m[k.typ]
 	if m == nil {
-		m = map[string]counter{}
-		t[strings.Clone(k.typ)] = m
+		m = map[string]*counter{}
+		t.m[t.ar.clone(k.typ)] = m
 	}
-	n := m[k.reason]
-	if n == nil {
-		n = counter{}
-		m[strings.Clone(k.reason)] = n
+	c := m[k.reason]
+	if c == nil {
+		c = newCounter(t.ar)
+		m[t.ar.clone(k.reason)] = c
 	}
-	n.inc(k.data)
+	c.inc(k.data)
 }
 
 // stripSolarisID removes Solaris's "[ID nnnnnn facility.level] " prefix.

@@ -2,6 +2,7 @@ package report
 
 import (
 	"cmp"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -146,6 +147,7 @@ type AuthRow struct {
 	Failures  int64      `json:"failures"`
 	Addresses int        `json:"addresses,omitempty"`
 	Users     []CountRow `json:"users,omitempty"`
+	idx       int32      // the address's number (abuseState.auth)
 }
 
 // SubnetRow is the abuse from one /24 or /64.
@@ -180,16 +182,55 @@ func limit[T any](s []T, n int) []T {
 	return s
 }
 
-// byCountThenHost orders rows by count, descending, then by pflogsumm's
-// normalised host key, then by the key itself.
-func byCountThenHost(ca, cb int64, ka, kb string) int {
-	if c := cmp.Compare(cb, ca); c != 0 {
-		return c
+// byHost sorts rows by count, descending, then by pflogsumm's normalised
+// host key (normalizeHost), then by the key itself, and keeps the first n
+// (n < 0: all). Each row's normalised key is computed once, not at every
+// comparison (on a botnet's log the tables have hundreds of thousands of
+// rows, most with equal counts), and with a limit only the rows whose
+// count can make the cut are sorted.
+func byHost[T any](rows []T, n int, count func(*T) int64, key func(*T) string) []T {
+	if n == 0 {
+		return rows[:0]
 	}
-	if c := strings.Compare(normalizeHost(ka), normalizeHost(kb)); c != 0 {
-		return c
+	if n > 0 && n < len(rows) {
+		cs := make([]int64, len(rows))
+		for i := range rows {
+			cs[i] = count(&rows[i])
+		}
+		slices.Sort(cs)
+		cut := cs[len(cs)-n] // the n-th largest count
+		kept := rows[:0]
+		for i := range rows {
+			if count(&rows[i]) >= cut {
+				kept = append(kept, rows[i])
+			}
+		}
+		rows = kept
 	}
-	return strings.Compare(ka, kb)
+	type keyed struct {
+		count     int64
+		norm, key string
+		i         int
+	}
+	ks := make([]keyed, len(rows))
+	for i := range rows {
+		k := key(&rows[i])
+		ks[i] = keyed{count(&rows[i]), normalizeHost(k), k, i}
+	}
+	slices.SortFunc(ks, func(a, b keyed) int {
+		if c := cmp.Compare(b.count, a.count); c != 0 {
+			return c
+		}
+		if c := strings.Compare(a.norm, b.norm); c != 0 {
+			return c
+		}
+		return strings.Compare(a.key, b.key)
+	})
+	out := make([]T, len(ks))
+	for j, k := range ks {
+		out[j] = rows[k.i]
+	}
+	return limit(out, n)
 }
 
 func sortCounts(m map[string]int64, n int) []CountRow {
@@ -197,27 +238,27 @@ func sortCounts(m map[string]int64, n int) []CountRow {
 	for k, v := range m {
 		rows = append(rows, CountRow{k, v})
 	}
-	slices.SortFunc(rows, func(a, b CountRow) int { return byCountThenHost(a.Count, b.Count, a.Key, b.Key) })
-	return limit(rows, n)
+	return byHost(rows, n, func(r *CountRow) int64 { return r.Count }, func(r *CountRow) string { return r.Key })
 }
 
-// leaves sorts a leaf table; inner levels are sorted by key.
-func tree2Nodes(t tree2, n int) []Node {
-	keys := slices.Sorted(mapKeys(t))
+// tree2Nodes and tree3Nodes turn the nested tables into nodes: inner
+// levels sorted by key, leaves by count (at most n; n < 0: all).
+func tree2Nodes(t *tree2, n int) []Node {
+	keys := slices.Sorted(maps.Keys(t.m))
 	out := make([]Node, 0, len(keys))
 	for _, k := range keys {
-		out = append(out, leafNode(k, t[k], n))
+		out = append(out, leafNode(k, t.m[k], n))
 	}
 	return out
 }
 
-func tree3Nodes(t tree3, n int) []Node {
-	keys := slices.Sorted(mapKeys(t))
+func tree3Nodes(t *tree3, n int) []Node {
+	keys := slices.Sorted(maps.Keys(t.m))
 	out := make([]Node, 0, len(keys))
 	for _, k := range keys {
-		inner := t[k]
+		inner := t.m[k]
 		node := Node{Key: k}
-		for _, r := range slices.Sorted(mapKeys(inner)) {
+		for _, r := range slices.Sorted(maps.Keys(inner)) {
 			c := leafNode(r, inner[r], n)
 			node.Count += c.Count
 			node.Children = append(node.Children, c)
@@ -227,26 +268,14 @@ func tree3Nodes(t tree3, n int) []Node {
 	return out
 }
 
-func leafNode(k string, c counter, n int) Node {
-	node := Node{Key: k}
-	m := c.plain()
-	for _, v := range m {
-		node.Count += v
-	}
-	for _, r := range sortCounts(m, n) {
-		node.Children = append(node.Children, Node{Key: r.Key, Count: r.Count})
+func leafNode(k string, c *counter, n int) Node {
+	node := Node{Key: k, Count: c.total()}
+	rows := c.sorted(n)
+	node.Children = make([]Node, len(rows))
+	for i, r := range rows {
+		node.Children[i] = Node{Key: r.Key, Count: r.Count}
 	}
 	return node
-}
-
-func mapKeys[V any](m map[string]V) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
-	}
 }
 
 // Summary finishes the report.
@@ -262,13 +291,13 @@ func (a *Analyzer) Summary() *Summary {
 		t.DiscardedPct = int(float64(a.discarded) / float64(tot) * 100)
 	}
 	t.BytesReceived, t.BytesDelivered = a.bytesReceived, a.bytesDelivered
-	t.Senders, t.SendingDomains = int64(len(a.sendUser)), int64(len(a.sendDom))
-	for _, st := range a.recipUser {
+	t.Senders, t.SendingDomains = int64(a.sendUser.keys.len()), int64(a.sendDom.keys.len())
+	for _, st := range a.recipUser.rows {
 		if st.count > 0 {
 			t.Recipients++
 		}
 	}
-	for _, st := range a.recipDom {
+	for _, st := range a.recipDom.rows {
 		if st.count > 0 {
 			t.RecipientDomains++
 		}
@@ -294,7 +323,7 @@ func (a *Analyzer) Summary() *Summary {
 	s.SendersBySize = userRows(a.sendUser, o.UserLimit, true)
 	s.RecipientsByCount = userRows(a.recipUser, o.UserLimit, false)
 	s.RecipientsBySize = userRows(a.recipUser, o.UserLimit, true)
-	for _, q := range slices.Sorted(mapKeys(a.noMsgSize)) {
+	for _, q := range slices.Sorted(maps.Keys(a.noMsgSize)) {
 		s.NoMsgSize = append(s.NoMsgSize, KeyValue{q, a.noMsgSize[q]})
 	}
 	s.Deferrals = tree2Nodes(a.deferralD, o.DeferralDetail)
@@ -315,9 +344,10 @@ func (a *Analyzer) Summary() *Summary {
 	return s
 }
 
-func domainRows(m map[string]*stat, n int, delays bool) []DomainRow {
-	rows := make([]DomainRow, 0, len(m))
-	for k, st := range m {
+func domainRows(t *statTable, n int, delays bool) []DomainRow {
+	rows := make([]DomainRow, 0, len(t.rows))
+	for k, i := range t.keys.m {
+		st := &t.rows[i]
 		r := DomainRow{Domain: k, Count: st.count, Bytes: st.size, Defers: st.defers}
 		if delays {
 			if st.count > 0 {
@@ -340,105 +370,16 @@ func domainRows(m map[string]*stat, n int, delays bool) []DomainRow {
 	return limit(rows, n)
 }
 
-func userRows(m map[string]*stat, n int, bySize bool) []UserRow {
-	rows := make([]UserRow, 0, len(m))
-	for k, st := range m {
-		rows = append(rows, UserRow{k, st.count, st.size})
+func userRows(t *statTable, n int, bySize bool) []UserRow {
+	rows := make([]UserRow, 0, len(t.rows))
+	for k, i := range t.keys.m {
+		rows = append(rows, UserRow{k, t.rows[i].count, t.rows[i].size})
 	}
-	slices.SortFunc(rows, func(a, b UserRow) int {
-		if bySize {
-			return byCountThenHost(a.Bytes, b.Bytes, a.Address, b.Address)
-		}
-		return byCountThenHost(a.Count, b.Count, a.Address, b.Address)
-	})
-	return limit(rows, n)
-}
-
-func (s *abuseState) summary(n int) Abuse {
-	var ab Abuse
-	subnets := map[string]*SubnetRow{}
-	sub := func(addr string) *SubnetRow {
-		k := subnetOf(addr)
-		r := subnets[k]
-		if r == nil {
-			r = &SubnetRow{Subnet: k}
-			subnets[k] = r
-		}
-		return r
+	count := func(r *UserRow) int64 { return r.Count }
+	if bySize {
+		count = func(r *UserRow) int64 { return r.Bytes }
 	}
-	type agg struct {
-		count int64
-		addrs map[string]bool
-		users map[string]int64
-	}
-	bySub := map[string]*agg{}
-	for addr, st := range s.authByAddr {
-		ab.AuthFailures += st.count
-		ab.AuthByAddress = append(ab.AuthByAddress, AuthRow{Key: addr, Failures: st.count, Users: st.users.sorted(10)})
-		k := subnetOf(addr)
-		g := bySub[k]
-		if g == nil {
-			g = &agg{addrs: map[string]bool{}, users: map[string]int64{}}
-			bySub[k] = g
-		}
-		g.count += st.count
-		g.addrs[addr] = true
-		for u, c := range st.users {
-			g.users[u] += *c
-		}
-		sub(addr).AuthFailures += st.count
-	}
-	for k, g := range bySub {
-		ab.AuthBySubnet = append(ab.AuthBySubnet, AuthRow{Key: k, Failures: g.count, Addresses: len(g.addrs), Users: sortCounts(g.users, 10)})
-	}
-	sortAuth := func(rows []AuthRow) []AuthRow {
-		slices.SortFunc(rows, func(a, b AuthRow) int { return byCountThenHost(a.Failures, b.Failures, a.Key, b.Key) })
-		return limit(rows, n)
-	}
-	ab.AuthByAddress = sortAuth(ab.AuthByAddress)
-	ab.AuthBySubnet = sortAuth(ab.AuthBySubnet)
-	byClient, byDom := map[string]int64{}, map[string]int64{}
-	for c, doms := range s.relay {
-		for d, vp := range doms {
-			v := *vp
-			byClient[c] += v
-			byDom[d] += v
-			ab.RelayAttempts += v
-			if c != "(unknown)" {
-				sub(c).Relay += v
-			}
-		}
-	}
-	ab.RelayByClient = sortCounts(byClient, n)
-	ab.RelayByDomain = sortCounts(byDom, n)
-	for addr, v := range s.rejectsByIP {
-		sub(addr).Rejects += *v
-	}
-	for _, r := range subnets {
-		r.Total = r.AuthFailures + r.Relay + r.Rejects
-		ab.TopSubnets = append(ab.TopSubnets, *r)
-	}
-	slices.SortFunc(ab.TopSubnets, func(a, b SubnetRow) int { return byCountThenHost(a.Total, b.Total, a.Subnet, b.Subnet) })
-	ab.TopSubnets = limit(ab.TopSubnets, max(n, 20))
-	if n >= 0 && n < 20 {
-		ab.TopSubnets = limit(ab.TopSubnets, n)
-	}
-	ab.DNSBL = s.dnsbl.sorted(-1)
-	ab.RejectReasons = s.reasons.sorted(-1)
-	ab.Postscreen = s.postscreen.sorted(-1)
-	ab.NDNs, ab.NDNPerHour = s.ndns, s.ndnPerHour
-	ab.BackscatterDoms, ab.Backscatter = s.backscatter()
-	ab.BackscatterDoms = limit(ab.BackscatterDoms, n)
-	ab.DovecotLogins, ab.Accepted = s.logins, s.accepted
-	ab.RuleRejects = s.ruleRejects.sorted(-1)
-	ab.BanCount, ab.Bans = s.banCount, s.bans
-	ab.EgressBlocks = s.egressCount
-	ab.Actors = limit(s.actorRows(), n)
-	for who, st := range s.egress {
-		ab.Egress = append(ab.Egress, EgressRow{Who: who, Count: st.count, Destinations: st.dsts.sorted(5)})
-	}
-	slices.SortFunc(ab.Egress, func(a, b EgressRow) int { return byCountThenHost(a.Count, b.Count, a.Who, b.Who) })
-	return ab
+	return byHost(rows, n, count, func(r *UserRow) string { return r.Address })
 }
 
 // smtpdStats is --smtpd-stats: connection times from "connect from" to
@@ -523,7 +464,7 @@ func (st *smtpdStats) report(n int) *SMTPDReport {
 	for h, v := range st.perHour {
 		r.PerHour[h] = ConnRow{Count: v[0], Total: v[1], Max: v[2]}
 	}
-	for _, d := range slices.Sorted(mapKeys(st.perDay)) {
+	for _, d := range slices.Sorted(maps.Keys(st.perDay)) {
 		v := st.perDay[d]
 		r.PerDay = append(r.PerDay, ConnRow{d, v[0], v[1], v[2]})
 	}

@@ -1,6 +1,9 @@
 // Package loggen writes synthetic but realistic Postfix, Dovecot and
-// relayguard syslog traffic, deterministic for a seed. Tests compare
-// relayguard report with pflogsumm on it; the benchmark uses it at 1M lines.
+// relayguard syslog traffic, deterministic for a seed, in several shapes
+// (shapes.go): a small mail server's own traffic, and internet-facing
+// servers under attack from hundreds of thousands of addresses. Tests
+// compare relayguard report with pflogsumm on it; the benchmarks
+// (bench/report, bench/guard) use it at 1M lines.
 package loggen
 
 import (
@@ -8,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net/netip"
 	"time"
 )
 
@@ -16,20 +20,30 @@ type Options struct {
 	Lines int       // stop after about this many lines
 	Start time.Time // first timestamp (wall clock written as is)
 	Seed  uint64
-	Abuse bool // also write Dovecot and relayguard lines
+	Abuse bool // also write Dovecot and relayguard lines (shape "mail")
+	// Shape is one of Shapes; "" is ShapeMail.
+	Shape string
+	// OnAuthFailure, if set, is called with the client of every failed
+	// authentication written (the attackers a guard must find).
+	OnAuthFailure func(netip.Addr)
 }
 
 type gen struct {
-	w   *bufio.Writer
-	r   *rand.Rand
-	t   time.Time
-	n   int
-	qid int
-	pid int
+	onFail func(netip.Addr)
+	w      *bufio.Writer
+	r      *rand.Rand
+	t      time.Time
+	n      int
+	qid    int
+	pid    int
 }
 
 func (g *gen) line(prog string, pid int, format string, args ...any) {
-	fmt.Fprintf(g.w, "%s mx1 %s[%d]: ", g.t.Format(time.Stamp), prog, pid)
+	if pid > 0 {
+		fmt.Fprintf(g.w, "%s mx1 %s[%d]: ", g.t.Format(time.Stamp), prog, pid)
+	} else {
+		fmt.Fprintf(g.w, "%s mx1 %s: ", g.t.Format(time.Stamp), prog)
+	}
 	fmt.Fprintf(g.w, format, args...)
 	g.w.WriteByte('\n')
 	g.n++
@@ -52,7 +66,13 @@ var (
 
 // Write writes the log to w.
 func Write(w io.Writer, o Options) error {
-	g := &gen{w: bufio.NewWriterSize(w, 1<<20), r: rand.New(rand.NewPCG(o.Seed, 0x5eed)), t: o.Start, pid: 1000}
+	g := &gen{w: bufio.NewWriterSize(w, 1<<20), r: rand.New(rand.NewPCG(o.Seed, 0x5eed)), t: o.Start, pid: 1000, onFail: o.OnAuthFailure}
+	if g.onFail == nil {
+		g.onFail = func(netip.Addr) {}
+	}
+	if o.Shape != "" && o.Shape != ShapeMail {
+		return writeShape(g, o)
+	}
 	g.line("postfix/master", 900, "daemon started -- version 3.7.11, configuration /etc/postfix")
 	for g.n < o.Lines {
 		g.tick()
@@ -192,6 +212,7 @@ func (g *gen) misc() {
 	switch g.r.IntN(8) {
 	case 0, 1:
 		g.line("postfix/smtpd", g.pid, "warning: %s[%s]: SASL LOGIN authentication failed: UGFzc3dvcmQ6, sasl_username=%s", h, ip, localUsers[g.r.IntN(len(localUsers))])
+		g.onFail(netip.MustParseAddr(ip))
 	case 2:
 		g.line("postfix/smtpd", g.pid, "warning: hostname %s does not resolve to address %s: Name or service not known", h, ip)
 	case 3:
@@ -213,10 +234,12 @@ func (g *gen) abuse() {
 	switch g.r.IntN(5) {
 	case 0:
 		g.line("dovecot", 0, "imap-login: Disconnected (auth failed, %d attempts in 4 secs): user=<%s>, method=PLAIN, rip=%s, lip=192.0.2.10, TLS, session=<abc>", 1+g.r.IntN(3), u, ip)
+		g.onFail(netip.MustParseAddr(ip))
 	case 1:
 		g.line("dovecot", 0, "imap-login: Login: user=<%s>, method=PLAIN, rip=198.51.100.7, lip=192.0.2.10, mpid=123, TLS", u)
 	case 2:
 		g.line("relayguard", 77, "time=%s level=INFO msg=\"auth failed\" client=%s mechanism=PLAIN user=%s", g.t.Format(time.RFC3339), ip, u)
+		g.onFail(netip.MustParseAddr(ip))
 	case 3:
 		g.line("relayguard", 77, "time=%s level=WARN msg=banned prefix=%s/32 until=%s count=1 reason=\"auth failures\"", g.t.Format(time.RFC3339), ip, g.t.Add(time.Hour).Format(time.RFC3339))
 	default:
