@@ -25,17 +25,15 @@ type abuseState struct {
 	once         *logwatch.Once // → Publish
 	ar           *arena
 
-	auth          keyIndex   // client address → number
-	authStats     []authStat // by number
-	users         keyIndex   // user name tried → number (names kept)
-	userLinks     []userLink // the users each address tried, as lists
-	relayByClient *counter   // client address → relay attempts
-	relayByDomain *counter   // target domain → relay attempts
-	dnsbl         *counter   // list → rejections
-	reasons       *counter   // rejection reason → count (chart)
-	rejectsByIP   *counter   // client address → rejections
-	postscreen    *counter   // postscreen event kind → count
-	ruleRejects   *counter   // relayguard rule → count
+	clients       map[netip.Addr]int32 // client address → number (the zero Addr: unknown)
+	clientStats   []clientStat         // by number
+	users         keyIndex             // user name tried → number (names kept)
+	userLinks     []userLink           // the users each address tried, as lists
+	relayByDomain *counter             // target domain → relay attempts
+	dnsbl         *counter             // list → rejections
+	reasons       *counter             // rejection reason → count (chart)
+	postscreen    *counter             // postscreen event kind → count
+	ruleRejects   *counter             // relayguard rule → count
 	ndnPerHour    [24]int64
 	ndns          int64
 	ndnRcpt       *counter        // NDN recipient → delivery attempts
@@ -49,12 +47,15 @@ type abuseState struct {
 	logins        int64                 // Dovecot successful logins
 }
 
-// authStat is the failed authentications of one address. Its users are a
-// list in abuseState.userLinks (no map per address: a botnet's log has a
-// hundred thousand addresses, most of which tried one or two names).
-type authStat struct {
-	count int64
-	users int32 // first link, -1: none
+// clientStat is what one client address did: failed authentications,
+// relay attempts and other rejections. The users it tried are a list in
+// abuseState.userLinks (no map per address: a botnet's log has hundreds of
+// thousands of addresses, most of which tried one or two names). One
+// table for the three, keyed by the address itself, costs one lookup per
+// event and no string per address until the report is written.
+type clientStat struct {
+	auth, relay, rejects int64
+	users                int32 // first link, -1: none
 }
 
 type userLink struct {
@@ -70,9 +71,8 @@ type egressStat struct {
 func newAbuseState(local []string, ar *arena) *abuseState {
 	s := &abuseState{
 		localDomains: map[string]bool{}, ar: ar,
-		auth: keyIndex{ar: ar}, users: keyIndex{ar: ar, keep: true},
-		relayByClient: newCounter(ar), relayByDomain: newCounter(ar),
-		dnsbl: newCounter(ar), reasons: newCounter(ar), rejectsByIP: newCounter(ar),
+		clients: map[netip.Addr]int32{}, users: keyIndex{ar: ar, keep: true},
+		relayByDomain: newCounter(ar), dnsbl: newCounter(ar), reasons: newCounter(ar),
 		postscreen: newCounter(ar), ruleRejects: newCounter(ar),
 		ndnRcpt: newCounter(ar), localSenders: map[string]bool{},
 		egress: map[string]*egressStat{},
@@ -105,7 +105,7 @@ func (s *abuseState) logged(program, msg string, t time.Time) (event.Event, bool
 func (s *abuseState) Publish(_ context.Context, e event.Event) {
 	switch e.Kind {
 	case event.AuthFailure:
-		s.authFailure(e.IP.String(), e.User, int64(e.Count()))
+		s.authFailure(e.IP, e.User, int64(e.Count()))
 	case event.LoginSuccess:
 		s.logins++
 	case event.AuthSuccess:
@@ -115,18 +115,26 @@ func (s *abuseState) Publish(_ context.Context, e event.Event) {
 	}
 }
 
-// authFailure records n failed authentications from addr as user.
-func (s *abuseState) authFailure(addr, user string, n int64) {
-	addr = cleanAddr(addr)
-	if addr == "" {
+// client returns ip's row, created on first use; the pointer is valid
+// until the next call.
+func (s *abuseState) client(ip netip.Addr) *clientStat {
+	ip = ip.Unmap()
+	i, ok := s.clients[ip]
+	if !ok {
+		i = int32(len(s.clientStats))
+		s.clients[ip] = i
+		s.clientStats = append(s.clientStats, clientStat{users: -1})
+	}
+	return &s.clientStats[i]
+}
+
+// authFailure records n failed authentications from ip as user.
+func (s *abuseState) authFailure(ip netip.Addr, user string, n int64) {
+	if !ip.IsValid() {
 		return
 	}
-	i, ok := s.auth.get(addr)
-	if !ok {
-		s.authStats = append(s.authStats, authStat{users: -1})
-	}
-	st := &s.authStats[i]
-	st.count += n
+	st := s.client(ip)
+	st.auth += n
 	if user == "" {
 		return
 	}
@@ -139,50 +147,6 @@ func (s *abuseState) authFailure(addr, user string, n int64) {
 	}
 	s.userLinks = append(s.userLinks, userLink{user: u, next: st.users, n: n})
 	st.users = int32(len(s.userLinks) - 1)
-}
-
-// cleanAddr extracts an IP address from "1.2.3.4", "[1.2.3.4]",
-// "host[1.2.3.4]", "1.2.3.4:port" or "[::1]:port"; "" if there is none.
-func cleanAddr(s string) string {
-	if i := strings.IndexByte(s, '['); i >= 0 {
-		if j := strings.IndexByte(s[i:], ']'); j > 0 {
-			s = s[i+1 : i+j]
-		}
-	}
-	if _, ok := dottedQuad(s); ok && canonicalIPv4(s) {
-		return s // already in netip's form: skip parsing and formatting
-	}
-	if a, err := netip.ParseAddr(s); err == nil {
-		return a.Unmap().String()
-	}
-	if ap, err := netip.ParseAddrPort(s); err == nil {
-		return ap.Addr().Unmap().String()
-	}
-	return ""
-}
-
-// canonicalIPv4 reports whether a dotted quad has octets ≤ 255 without
-// leading zeros, i.e. is exactly what netip.Addr.String would print.
-func canonicalIPv4(s string) bool {
-	start := 0
-	for i := 0; i <= len(s); i++ {
-		if i < len(s) && s[i] != '.' {
-			continue
-		}
-		part := s[start:i]
-		if len(part) > 1 && part[0] == '0' {
-			return false
-		}
-		n := 0
-		for j := 0; j < len(part); j++ {
-			n = n*10 + int(part[j]-'0')
-		}
-		if n > 255 {
-			return false
-		}
-		start = i + 1
-	}
-	return true
 }
 
 // postscreen counts postscreen's verdicts on clients by kind.
@@ -199,24 +163,22 @@ func (s *abuseState) postscreenVerdict(msg string, t time.Time) {
 // smtpdReject files a Postfix rejection (of smtpd or postscreen, cmd)
 // under the abuse views, as the guard reads it: a relay attempt, a DNS list
 // refusal or another rejection of a client.
-func (s *abuseState) smtpdReject(cmd, msg string, k rejectKey, t time.Time) {
-	e, ok := logwatch.ParseMessage("postfix/"+cmd, msg)
+func (s *abuseState) smtpdReject(program, msg string, k rejectKey, t time.Time) {
+	s.reject(k, t)
+	e, ok := logwatch.ParseMessage(program, msg)
 	if !ok || !e.IP.IsValid() {
-		s.reject(k, "", t)
 		return
 	}
-	client := e.IP.String()
 	switch e.Kind {
 	case event.RelayDenied:
 		// Counted once per client, as a relay attempt: the subnet table
 		// adds relay attempts and (other) rejections.
-		s.reject(k, "", t)
-		s.relayAttempt(client, rcptDomain(e.Detail))
+		s.relayAttempt(e.IP, rcptDomain(e.Detail))
 	case event.DNSBLReject:
-		s.reject(k, client, t)
+		s.client(e.IP).rejects++
 		s.dnsbl.inc(e.Detail)
 	default:
-		s.reject(k, client, t)
+		s.client(e.IP).rejects++
 	}
 }
 
@@ -230,14 +192,14 @@ func (s *abuseState) unsummarised(program, msg string, t time.Time) {
 	}
 	switch e.Kind {
 	case event.RelayDenied:
-		s.relayAttempt(e.IP.String(), rcptDomain(e.Detail))
+		s.relayAttempt(e.IP, rcptDomain(e.Detail))
 	case event.DNSBLReject:
 		if e.Rule == "reject_rbl_client" {
 			s.dnsbl.inc(e.Detail)
 		}
-		s.rejectsByIP.inc(e.IP.String())
+		s.client(e.IP).rejects++
 	case event.Reject:
-		s.rejectsByIP.inc(e.IP.String())
+		s.client(e.IP).rejects++
 	}
 }
 
@@ -253,8 +215,8 @@ func rcptDomain(to string) string {
 	return strings.ToLower(to)
 }
 
-// reject counts a rejection by reason and, if client is not "", by client.
-func (s *abuseState) reject(k rejectKey, client string, t time.Time) {
+// reject counts a rejection by reason.
+func (s *abuseState) reject(k rejectKey, t time.Time) {
 	reason := k.reason
 	if k.typ == "cleanup" {
 		reason = k.reason + " checks"
@@ -263,16 +225,12 @@ func (s *abuseState) reject(k rejectKey, client string, t time.Time) {
 		reason = "(unknown)"
 	}
 	s.reasons.inc(reason)
-	if client != "" {
-		s.rejectsByIP.inc(client)
-	}
 }
 
-func (s *abuseState) relayAttempt(client, domain string) {
-	if client == "" {
-		client = "(unknown)"
-	}
-	s.relayByClient.inc(client)
+// relayAttempt counts an attempt of client (the zero Addr: unknown) to
+// relay to domain.
+func (s *abuseState) relayAttempt(client netip.Addr, domain string) {
+	s.client(client).relay++
 	s.relayByDomain.inc(domain)
 }
 

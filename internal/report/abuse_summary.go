@@ -4,41 +4,28 @@ import (
 	"net/netip"
 )
 
-// subnetKey is the /24 of an IPv4 address or the /64 of an IPv6 address;
-// a client that is not an address ("invalid IP" from a record without
-// one) is its own key.
-type subnetKey struct {
-	p   netip.Prefix
-	raw string
-}
-
-func subnetOf(addr string) subnetKey {
-	a, err := netip.ParseAddr(addr)
-	if err != nil {
-		return subnetKey{raw: addr}
-	}
+// subnetOf is the /24 of an IPv4 address or the /64 of an IPv6 address.
+func subnetOf(a netip.Addr) netip.Prefix {
 	bits := 64
 	if a.Is4() {
 		bits = 24
 	}
-	p, err := a.Prefix(bits)
-	if err != nil {
-		return subnetKey{raw: addr}
-	}
-	return subnetKey{p: p}
-}
-
-func (k subnetKey) String() string {
-	if k.raw != "" || !k.p.IsValid() {
-		return k.raw
-	}
-	return k.p.String()
+	p, _ := a.Prefix(bits)
+	return p
 }
 
 // subnetAgg is what one /24 or /64 did.
 type subnetAgg struct {
 	auth, relay, rejects int64
 	addrs                int // distinct addresses that failed to authenticate
+}
+
+// clientName is how a client is shown: its address, or "(unknown)".
+func clientName(a netip.Addr) string {
+	if !a.IsValid() {
+		return "(unknown)"
+	}
+	return a.String()
 }
 
 // users returns the names an address tried, most tried first (at most n).
@@ -52,78 +39,92 @@ func (s *abuseState) topUsers(head int32, n int) []CountRow {
 
 // summary finishes the abuse view; n limits the tables by address, subnet
 // and domain (n < 0: all). The per-address tables are complete in memory
-// (one compact row per distinct address); the users of an address or a
-// subnet are looked up only for the rows shown.
+// (one compact row per distinct address); an address becomes a string only
+// now, and the users of an address or a subnet are gathered only for the
+// rows shown.
 func (s *abuseState) summary(n int) Abuse {
 	var ab Abuse
-	subnets := map[subnetKey]*subnetAgg{}
-	sub := func(addr string) *subnetAgg {
-		k := subnetOf(addr)
-		g := subnets[k]
-		if g == nil {
-			g = &subnetAgg{}
-			subnets[k] = g
+	nc := len(s.clientStats)
+	subIdx := make(map[netip.Prefix]int32, nc/2)
+	subs := make([]subnetAgg, 0, nc/2)
+	subKeys := make([]netip.Prefix, 0, nc/2)
+	clientSub := make([]int32, nc) // client number → subnet number, -1: none
+	byAddr := make([]AuthRow, 0, nc)
+	var relay []CountRow
+	for ip, i := range s.clients {
+		st := &s.clientStats[i]
+		name := clientName(ip)
+		if st.auth > 0 {
+			ab.AuthFailures += st.auth
+			byAddr = append(byAddr, AuthRow{Key: name, Failures: st.auth, idx: i})
 		}
-		return g
-	}
-	byAddr := make([]AuthRow, 0, len(s.authStats))
-	for addr, i := range s.auth.m {
-		st := &s.authStats[i]
-		ab.AuthFailures += st.count
-		byAddr = append(byAddr, AuthRow{Key: addr, Failures: st.count, idx: i})
-		g := sub(addr)
-		g.auth += st.count
-		g.addrs++
+		if st.relay > 0 {
+			ab.RelayAttempts += st.relay
+			relay = append(relay, CountRow{name, st.relay})
+		}
+		clientSub[i] = -1
+		if !ip.IsValid() {
+			continue
+		}
+		p := subnetOf(ip)
+		j, ok := subIdx[p]
+		if !ok {
+			j = int32(len(subs))
+			subIdx[p] = j
+			subs = append(subs, subnetAgg{})
+			subKeys = append(subKeys, p)
+		}
+		clientSub[i] = j
+		g := &subs[j]
+		g.auth += st.auth
+		g.relay += st.relay
+		g.rejects += st.rejects
+		if st.auth > 0 {
+			g.addrs++
+		}
 	}
 	ab.AuthByAddress = byHost(byAddr, n, func(r *AuthRow) int64 { return r.Failures }, func(r *AuthRow) string { return r.Key })
 	for j := range ab.AuthByAddress {
 		r := &ab.AuthByAddress[j]
-		r.Users = s.topUsers(s.authStats[r.idx].users, 10)
+		r.Users = s.topUsers(s.clientStats[r.idx].users, 10)
 	}
-
-	for c, v := range s.relayByClient.all() {
-		ab.RelayAttempts += v
-		if c != "(unknown)" {
-			sub(c).relay += v
-		}
-	}
-	ab.RelayByClient = s.relayByClient.sorted(n)
+	ab.RelayByClient = byHost(relay, n, func(r *CountRow) int64 { return r.Count }, func(r *CountRow) string { return r.Key })
 	ab.RelayByDomain = s.relayByDomain.sorted(n)
-	for addr, v := range s.rejectsByIP.all() {
-		sub(addr).rejects += v
-	}
 
-	var bySub []AuthRow
-	var tops []SubnetRow
-	for k, g := range subnets {
-		key := k.String()
+	bySub := make([]AuthRow, 0, len(subs))
+	tops := make([]SubnetRow, 0, len(subs))
+	for j, g := range subs {
+		key := subKeys[j].String()
 		if g.auth > 0 {
-			bySub = append(bySub, AuthRow{Key: key, Failures: g.auth, Addresses: g.addrs})
+			bySub = append(bySub, AuthRow{Key: key, Failures: g.auth, Addresses: g.addrs, idx: int32(j)})
 		}
 		tops = append(tops, SubnetRow{Subnet: key, AuthFailures: g.auth, Relay: g.relay, Rejects: g.rejects, Total: g.auth + g.relay + g.rejects})
 	}
 	ab.AuthBySubnet = byHost(bySub, n, func(r *AuthRow) int64 { return r.Failures }, func(r *AuthRow) string { return r.Key })
-	top := ab.AuthBySubnet
-	// The users of the subnets shown: one more pass over the addresses.
-	shown := make(map[string]map[int32]int64, len(top))
-	for _, r := range top {
-		shown[r.Key] = map[int32]int64{}
+	// The users of the subnets shown: one more pass over the clients.
+	shown := make([]int32, len(subs)) // subnet number → row + 1, 0: not shown
+	for j, r := range ab.AuthBySubnet {
+		shown[r.idx] = int32(j + 1)
 	}
-	for addr, i := range s.auth.m {
-		users := shown[subnetOf(addr).String()]
-		if users == nil {
+	users := make([]map[int32]int64, len(ab.AuthBySubnet))
+	for i, st := range s.clientStats {
+		if clientSub[i] < 0 || shown[clientSub[i]] == 0 {
 			continue
 		}
-		for l := s.authStats[i].users; l >= 0; l = s.userLinks[l].next {
-			users[s.userLinks[l].user] += s.userLinks[l].n
+		row := shown[clientSub[i]] - 1
+		for l := st.users; l >= 0; l = s.userLinks[l].next {
+			if users[row] == nil {
+				users[row] = map[int32]int64{}
+			}
+			users[row][s.userLinks[l].user] += s.userLinks[l].n
 		}
 	}
-	for j := range top {
+	for j := range ab.AuthBySubnet {
 		var rows []CountRow
-		for u, c := range shown[top[j].Key] {
+		for u, c := range users[j] {
 			rows = append(rows, CountRow{s.users.names[u], c})
 		}
-		top[j].Users = byHost(rows, 10, func(r *CountRow) int64 { return r.Count }, func(r *CountRow) string { return r.Key })
+		ab.AuthBySubnet[j].Users = byHost(rows, 10, func(r *CountRow) int64 { return r.Count }, func(r *CountRow) string { return r.Key })
 	}
 	ab.TopSubnets = byHost(tops, max(n, 20), func(r *SubnetRow) int64 { return r.Total }, func(r *SubnetRow) string { return r.Subnet })
 	if n >= 0 && n < 20 {

@@ -209,7 +209,7 @@ func (a *Analyzer) add(l logline.Line, hr int, day dayKey) {
 			}
 			a.rejHr[hr]++
 			a.dayRow()[4]++
-			a.abuse.reject(k, "", l.Time)
+			a.abuse.reject(k, l.Time)
 			return
 		}
 	}
@@ -360,8 +360,20 @@ func (a *Analyzer) smtpdReject(cmd, typ, msg string, hr int, t time.Time) {
 		tree.add(k)
 	}
 	if typ == "reject" {
-		a.abuse.smtpdReject(cmd, msg, k, t)
+		a.abuse.smtpdReject(postfixProgram(cmd), msg, k, t)
 	}
+}
+
+// postfixProgram is the syslog tag logwatch's parsers expect for a
+// Postfix command under any syslog name.
+func postfixProgram(cmd string) string {
+	switch cmd {
+	case "smtpd":
+		return "postfix/smtpd"
+	case "postscreen":
+		return "postfix/postscreen"
+	}
+	return "postfix/" + cmd
 }
 
 // qstate is what is known about one queue ID.

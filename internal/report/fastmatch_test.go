@@ -153,19 +153,6 @@ func TestPerlNum(t *testing.T) {
 	}
 }
 
-// cleanAddr's IPv4 shortcut must give what netip prints.
-func TestCleanAddr(t *testing.T) {
-	for in, want := range map[string]string{
-		"1.2.3.4": "1.2.3.4", "host[10.0.0.1]": "10.0.0.1", "[::ffff:1.2.3.4]": "1.2.3.4",
-		"001.2.3.4": "", "256.1.1.1": "", "[2001:DB8::1]": "2001:db8::1", "1.2.3.4:25": "1.2.3.4",
-		"unknown": "", "": "",
-	} {
-		if got := cleanAddr(in); got != want {
-			t.Errorf("cleanAddr(%q) = %q, want %q", in, got, want)
-		}
-	}
-}
-
 func TestClockCache(t *testing.T) {
 	berlin, err := time.LoadLocation("Europe/Berlin")
 	if err != nil {

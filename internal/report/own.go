@@ -88,11 +88,13 @@ func (a *Analyzer) addOwn(raw string, t time.Time) {
 			if at := strings.LastIndexByte(r.Rcpt, '@'); at >= 0 {
 				dom = strings.ToLower(r.Rcpt[at+1:])
 			}
-			s.relayAttempt(client, dom)
+			s.relayAttempt(r.Client, dom)
 			break
 		}
 		s.ruleRejects.inc(r.Rule)
-		s.rejectsByIP.inc(client)
+		if r.Client.IsValid() {
+			s.client(r.Client).rejects++
+		}
 		if list := dnsblOf(r.Rule, r.Text); list != "" {
 			s.dnsbl.inc(list)
 		}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -12,8 +13,10 @@ import (
 // layout, followed by the abuse view.
 
 // intUnits is pflogsumm's "%6d%s" with k/m units above 512k and 512m.
-func intUnits(v float64) string {
-	u := ' '
+func intUnits(v float64) string { return string(appendIntUnits(nil, v)) }
+
+func appendIntUnits(b []byte, v float64) []byte {
+	u := byte(' ')
 	switch {
 	case v > 536870912:
 		v /= 1048576
@@ -22,7 +25,23 @@ func intUnits(v float64) string {
 		v /= 1024
 		u = 'k'
 	}
-	return fmt.Sprintf("%6d%c", int64(v), u)
+	var num [24]byte
+	d := strconv.AppendInt(num[:0], int64(v), 10)
+	for i := len(d); i < 6; i++ {
+		b = append(b, ' ')
+	}
+	return append(append(b, d...), u)
+}
+
+// countRow writes "INDENT%6d%c  KEY\n" (intUnits), the row of most tables,
+// without fmt: the tables of a botnet's log have hundreds of thousands of
+// rows.
+func countRow(w *bufio.Writer, indent string, v int64, key string) {
+	var buf [64]byte
+	b := appendIntUnits(append(buf[:0], indent...), float64(v))
+	w.Write(append(b, ' ', ' '))
+	w.WriteString(key)
+	w.WriteByte('\n')
 }
 
 // timeUnits is "%5.1f %s" with s, m or h.
@@ -57,7 +76,7 @@ func listTitle(w io.Writer, title string, empty, quiet bool) bool {
 
 // WriteText writes the report in pflogsumm's text layout.
 func (s *Summary) WriteText(out io.Writer, mailq func(io.Writer) error) error {
-	w := bufio.NewWriter(out)
+	w := bufio.NewWriterSize(out, 64<<10)
 	o := s.opt
 	if s.DateLabel != "" {
 		fmt.Fprintf(w, "Postfix log summaries for %s\n", s.DateLabel)
@@ -167,7 +186,7 @@ func (s *Summary) WriteText(out io.Writer, mailq func(io.Writer) error) error {
 				if size {
 					v = r.Bytes
 				}
-				fmt.Fprintf(w, " %s  %s\n", intUnits(float64(v)), r.Address)
+				countRow(w, " ", v, r.Address)
 			}
 		}
 		users(s.SendersByCount, "Senders by message count", false)
@@ -215,7 +234,7 @@ func (s *Summary) dateText(iso string) string {
 	return fmt.Sprintf("%s %2d %d", d.Format("Jan"), d.Day(), d.Year())
 }
 
-func (s *Summary) writeProblems(w io.Writer) {
+func (s *Summary) writeProblems(w *bufio.Writer) {
 	o := s.opt
 	if o.DeferralDetail != 0 {
 		writeNested(w, s.Deferrals, "message deferral detail", o.DeferralDetail, o.Quiet)
@@ -239,14 +258,14 @@ func (s *Summary) writeProblems(w io.Writer) {
 	writeNested(w, s.Panics, "Panics", 0, o.Quiet)
 	if listTitle(w, "Master daemon messages", len(s.Master) == 0, o.Quiet) {
 		for _, r := range s.Master {
-			fmt.Fprintf(w, " %s  %s\n", intUnits(float64(r.Count)), r.Key)
+			countRow(w, " ", r.Count, r.Key)
 		}
 	}
 }
 
 // writeNested prints a detail tree: inner keys indented by two more spaces
 // per level, the level above the leaves with "(top N) (total: X)".
-func writeNested(w io.Writer, nodes []Node, title string, n int, quiet bool) {
+func writeNested(w *bufio.Writer, nodes []Node, title string, n int, quiet bool) {
 	if !listTitle(w, title, len(nodes) == 0, quiet) {
 		return
 	}
@@ -254,7 +273,7 @@ func writeNested(w io.Writer, nodes []Node, title string, n int, quiet bool) {
 	walk = func(nodes []Node, indent string) {
 		for _, nd := range nodes {
 			if nd.Children == nil {
-				fmt.Fprintf(w, "%s%s  %s\n", indent, intUnits(float64(nd.Count)), nd.Key)
+				countRow(w, indent, nd.Count, nd.Key)
 				continue
 			}
 			fmt.Fprintf(w, "%s%s", indent, nd.Key)
@@ -322,7 +341,7 @@ func (s *Summary) writeSMTPD(w io.Writer, d *SMTPDReport) {
 }
 
 // writeAbuse prints the abuse view, which pflogsumm does not have.
-func (s *Summary) writeAbuse(w io.Writer) {
+func (s *Summary) writeAbuse(w *bufio.Writer) {
 	ab := s.Abuse
 	q := s.opt.Quiet
 	subsectTitle(w, "Abuse Summary (relayguard)")
@@ -338,24 +357,28 @@ func (s *Summary) writeAbuse(w io.Writer) {
 	fmt.Fprintf(w, " %s  bans added\n", intUnits(float64(ab.BanCount)))
 	fmt.Fprintf(w, " %s  egress blocks\n", intUnits(float64(ab.EgressBlocks)))
 
+	var line []byte
 	auth := func(rows []AuthRow, title string) {
 		if !listTitle(w, title, len(rows) == 0, q) {
 			return
 		}
 		for _, r := range rows {
-			extra := ""
+			b := appendIntUnits(append(line[:0], ' '), float64(r.Failures))
+			b = append(append(b, "  "...), r.Key...)
 			if r.Addresses > 0 {
-				extra = fmt.Sprintf(" (%d addresses)", r.Addresses)
+				b = strconv.AppendInt(append(b, " ("...), int64(r.Addresses), 10)
+				b = append(b, " addresses)"...)
 			}
-			var users []string
-			for _, u := range r.Users {
-				users = append(users, fmt.Sprintf("%s×%d", u.Key, u.Count))
+			for i, u := range r.Users {
+				if i == 0 {
+					b = append(b, "  users: "...)
+				} else {
+					b = append(b, ", "...)
+				}
+				b = strconv.AppendInt(append(append(b, u.Key...), "×"...), u.Count, 10)
 			}
-			ul := ""
-			if len(users) > 0 {
-				ul = "  users: " + strings.Join(users, ", ")
-			}
-			fmt.Fprintf(w, " %s  %s%s%s\n", intUnits(float64(r.Failures)), r.Key, extra, ul)
+			w.Write(append(b, '\n'))
+			line = b
 		}
 	}
 	auth(ab.AuthByAddress, "SMTP AUTH failures by address")
@@ -365,7 +388,7 @@ func (s *Summary) writeAbuse(w io.Writer) {
 			return
 		}
 		for _, r := range rows {
-			fmt.Fprintf(w, " %s  %s\n", intUnits(float64(r.Count)), r.Key)
+			countRow(w, " ", r.Count, r.Key)
 		}
 	}
 	counts(ab.RelayByClient, "Relay attempts by client")
