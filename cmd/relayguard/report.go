@@ -22,7 +22,7 @@ var reportFlags struct {
 	date, format, output, mailTo, subject, syslogName string
 	hosts, users, detail                              int
 	bounceDetail, deferralDetail, rejectDetail        int
-	smtpDetail, warnDetail                            int
+	smtpDetail, warnDetail, abuseTop                  int
 	problemsFirst, verbose, iso, zeroFill, ignoreCase bool
 	smtpdStats, mailq, quiet, rejAddFrom, journal     bool
 	journalArgs                                       []string
@@ -54,6 +54,7 @@ func init() {
 	f.IntVar(&reportFlags.rejectDetail, "reject-detail", -1, "top `N` reject/warning/hold/discard reasons (0: none)")
 	f.IntVar(&reportFlags.smtpDetail, "smtp-detail", -1, "top `N` smtp delivery failures (0: none)")
 	f.IntVar(&reportFlags.warnDetail, "smtpd-warning-detail", -1, "top `N` warnings (0: none)")
+	f.IntVar(&reportFlags.abuseTop, "abuse-top", report.DefaultAbuseLimit, "top `N` rows of the abuse view's tables by address, subnet and domain (0: none; -1: all)")
 	f.BoolVar(&reportFlags.problemsFirst, "problems-first", false, "print the problem reports before the traffic tables")
 	f.BoolVar(&reportFlags.verbose, "verbose-msg-detail", false, "do not shorten reasons in the problem reports")
 	f.BoolVar(&reportFlags.iso, "iso-date-time", false, "ISO 8601 dates and times in the per-day and per-hour tables")
@@ -137,7 +138,7 @@ func runReport(cmd *cobra.Command, args []string) error {
 		{"hosts", rf.hosts, &opt.HostLimit}, {"users", rf.users, &opt.UserLimit},
 		{"bounce-detail", rf.bounceDetail, &opt.BounceDetail}, {"deferral-detail", rf.deferralDetail, &opt.DeferralDetail},
 		{"reject-detail", rf.rejectDetail, &opt.RejectDetail}, {"smtp-detail", rf.smtpDetail, &opt.SMTPDetail},
-		{"smtpd-warning-detail", rf.warnDetail, &opt.WarningDetail},
+		{"smtpd-warning-detail", rf.warnDetail, &opt.WarningDetail}, {"abuse-top", rf.abuseTop, &opt.AbuseLimit},
 	}
 	for _, l := range limits {
 		*l.dst = l.v

@@ -27,6 +27,7 @@ type abuseState struct {
 
 	clients       map[netip.Addr]int32 // client address → number (the zero Addr: unknown)
 	clientStats   []clientStat         // by number
+	clientAddrs   []netip.Addr         // by number
 	users         keyIndex             // user name tried → number (names kept)
 	userLinks     []userLink           // the users each address tried, as lists
 	relayByDomain *counter             // target domain → relay attempts
@@ -124,6 +125,7 @@ func (s *abuseState) client(ip netip.Addr) *clientStat {
 		i = int32(len(s.clientStats))
 		s.clients[ip] = i
 		s.clientStats = append(s.clientStats, clientStat{users: -1})
+		s.clientAddrs = append(s.clientAddrs, ip)
 	}
 	return &s.clientStats[i]
 }

@@ -1,6 +1,7 @@
 package report
 
 import (
+	"encoding/binary"
 	"net/netip"
 )
 
@@ -45,18 +46,24 @@ func (s *abuseState) topUsers(head int32, n int) []CountRow {
 func (s *abuseState) summary(n int) Abuse {
 	var ab Abuse
 	nc := len(s.clientStats)
-	subIdx := make(map[netip.Prefix]int32, nc/2)
+	// Subnets are numbered through integer keys: the /24's upper 24 bits,
+	// the /64's upper 64.
+	sub4 := make(map[uint32]int32, nc/2)
+	sub6 := map[uint64]int32{}
 	subs := make([]subnetAgg, 0, nc/2)
 	subKeys := make([]netip.Prefix, 0, nc/2)
 	clientSub := make([]int32, nc) // client number → subnet number, -1: none
 	byAddr := make([]AuthRow, 0, nc)
 	var relay []CountRow
-	for ip, i := range s.clients {
-		st := &s.clientStats[i]
-		name := clientName(ip)
+	for i := range s.clientStats {
+		st, ip := &s.clientStats[i], s.clientAddrs[i]
+		var name string
+		if st.auth > 0 || st.relay > 0 {
+			name = clientName(ip)
+		}
 		if st.auth > 0 {
 			ab.AuthFailures += st.auth
-			byAddr = append(byAddr, AuthRow{Key: name, Failures: st.auth, idx: i})
+			byAddr = append(byAddr, AuthRow{Key: name, Failures: st.auth, idx: int32(i)})
 		}
 		if st.relay > 0 {
 			ab.RelayAttempts += st.relay
@@ -66,13 +73,25 @@ func (s *abuseState) summary(n int) Abuse {
 		if !ip.IsValid() {
 			continue
 		}
-		p := subnetOf(ip)
-		j, ok := subIdx[p]
+		var j int32
+		var ok bool
+		b := ip.As16()
+		if ip.Is4() {
+			k := binary.BigEndian.Uint32(b[12:]) >> 8
+			if j, ok = sub4[k]; !ok {
+				j = int32(len(subs))
+				sub4[k] = j
+			}
+		} else {
+			k := binary.BigEndian.Uint64(b[:8])
+			if j, ok = sub6[k]; !ok {
+				j = int32(len(subs))
+				sub6[k] = j
+			}
+		}
 		if !ok {
-			j = int32(len(subs))
-			subIdx[p] = j
 			subs = append(subs, subnetAgg{})
-			subKeys = append(subKeys, p)
+			subKeys = append(subKeys, subnetOf(ip))
 		}
 		clientSub[i] = j
 		g := &subs[j]

@@ -31,6 +31,10 @@ type Options struct {
 	HostLimit, UserLimit                                   int // -h, -u
 	DeferralDetail, BounceDetail, RejectDetail, SMTPDetail int
 	WarningDetail                                          int
+	// AbuseLimit is the rows of the abuse view's tables by address, subnet
+	// and domain (-1: all); -h caps it too. pflogsumm has no such tables;
+	// on a botnet's log each would list hundreds of thousands of addresses.
+	AbuseLimit int
 	// Date range [From, To) on each line's own calendar date; zero means open.
 	From, To  time.Time
 	DateLabel string // shown as "Postfix log summaries for LABEL"
@@ -38,9 +42,13 @@ type Options struct {
 	LocalDomains []string
 }
 
-// DefaultOptions are pflogsumm's defaults: everything, unlimited.
+// DefaultAbuseLimit is the default length of the abuse view's tables.
+const DefaultAbuseLimit = 100
+
+// DefaultOptions are pflogsumm's defaults: everything, unlimited (the
+// abuse view, which pflogsumm lacks, shows its top DefaultAbuseLimit).
 func DefaultOptions() Options {
-	return Options{SyslogName: "postfix", HostLimit: -1, UserLimit: -1, DeferralDetail: -1,
+	return Options{SyslogName: "postfix", HostLimit: -1, UserLimit: -1, AbuseLimit: DefaultAbuseLimit, DeferralDetail: -1,
 		BounceDetail: -1, RejectDetail: -1, SMTPDetail: -1, WarningDetail: -1}
 }
 

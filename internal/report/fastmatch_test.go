@@ -174,3 +174,39 @@ func TestClockCache(t *testing.T) {
 		}
 	}
 }
+
+// gimmeDomain's shortcut for "unknown[ADDR]" must give what pflogsumm's
+// expressions give.
+func TestGimmeDomainShortcut(t *testing.T) {
+	for _, s := range []string{
+		"unknown[192.0.2.1]", "unknown[2001:db8::1]", "unknown[1.2.3]", "unknown[]", "unknown[a]b]",
+		"unknown[1.2.3.4]:25", "unknown[(x)]", "unknown[1/2]", "unknown[IPv6:2001:db8::5]",
+		"mail.example.com[192.0.2.7]", "unknown", "unknown[", "Unknown[10.1.1.1]",
+	} {
+		if got, want := gimmeDomain(s), gimmeDomainRE(s); got != want {
+			t.Errorf("gimmeDomain(%q) = %q, expressions give %q", s, got, want)
+		}
+	}
+}
+
+// normalizeHost joins the reversed labels as pflogsumm's split and join do.
+func TestNormalizeHost(t *testing.T) {
+	for in, want := range map[string]string{
+		"192.0.2.1":           "\xc0\x00\x02\x01",
+		"Mail.Example.COM":    "comexamplemail",
+		"user@Example.org":    "orgexampleuser",
+		"a..b.":               "ba",
+		".leading":            "leading",
+		"2001:db8::1":         "2001:db8::1",
+		"host.example x y":    "examplehost",
+		"ÄBC.example":         "exampleäbc",
+		"":                    "",
+		"256.1.1.1":           "\x00\x01\x01\x01",
+		"1.2.3.4.5":           "54321",
+		"unknown[192.0.2.1]:": "1]:20unknown[192", // not a dotted quad: labels
+	} {
+		if got := normalizeHost(in); got != want {
+			t.Errorf("normalizeHost(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

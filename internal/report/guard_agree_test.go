@@ -95,7 +95,9 @@ func TestAbuseAgreesWithGuard(t *testing.T) {
 	f.Close()
 
 	auth, relay, dnsbl := guardView(t, path)
-	a := NewAnalyzer(DefaultOptions())
+	o := DefaultOptions()
+	o.AbuseLimit = -1 // every address, to compare with the guard's
+	a := NewAnalyzer(o)
 	if err := a.ReadFiles(context.Background(), []string{path}, func() *logline.Parser { return &logline.Parser{} }); err != nil {
 		t.Fatal(err)
 	}

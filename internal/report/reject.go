@@ -46,6 +46,19 @@ var (
 // name is "unknown". It returns "" for a string it cannot split, as
 // pflogsumm does (such a client is then not counted as a sending domain).
 func gimmeDomain(s string) string {
+	// "unknown[ADDR]", most of a botnet's clients: every expression below
+	// gives ADDR when it has no bracket, parenthesis or slash.
+	if ip, ok := strings.CutPrefix(s, "unknown["); ok && strings.HasSuffix(ip, "]") {
+		ip = ip[:len(ip)-1]
+		if ip != "" && !strings.ContainsAny(ip, "[]()/") {
+			return ip
+		}
+	}
+	return gimmeDomainRE(s)
+}
+
+// gimmeDomainRE is gimmeDomain by pflogsumm's expressions alone.
+func gimmeDomainRE(s string) string {
 	var domain, ip string
 	if m := reDomIPv4.FindStringSubmatch(s); m != nil {
 		domain, ip = m[1], m[2]

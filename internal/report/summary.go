@@ -2,6 +2,7 @@ package report
 
 import (
 	"cmp"
+	"encoding/binary"
 	"maps"
 	"slices"
 	"strings"
@@ -209,16 +210,23 @@ func byHost[T any](rows []T, n int, count func(*T) int64, key func(*T) string) [
 	}
 	type keyed struct {
 		count     int64
+		head      uint64 // the first 8 bytes of norm, big-endian: most comparisons end here
 		norm, key string
 		i         int
 	}
 	ks := make([]keyed, len(rows))
 	for i := range rows {
 		k := key(&rows[i])
-		ks[i] = keyed{count(&rows[i]), normalizeHost(k), k, i}
+		norm := normalizeHost(k)
+		var h [8]byte
+		copy(h[:], norm)
+		ks[i] = keyed{count(&rows[i]), binary.BigEndian.Uint64(h[:]), norm, k, i}
 	}
 	slices.SortFunc(ks, func(a, b keyed) int {
 		if c := cmp.Compare(b.count, a.count); c != 0 {
+			return c
+		}
+		if c := cmp.Compare(a.head, b.head); c != 0 {
 			return c
 		}
 		if c := strings.Compare(a.norm, b.norm); c != 0 {
@@ -340,7 +348,11 @@ func (a *Analyzer) Summary() *Summary {
 	if o.SMTPDStats {
 		s.SMTPD = a.smtpd.report(o.HostLimit)
 	}
-	s.Abuse = a.abuse.summary(o.HostLimit)
+	n := o.AbuseLimit
+	if o.HostLimit >= 0 && (n < 0 || o.HostLimit < n) {
+		n = o.HostLimit
+	}
+	s.Abuse = a.abuse.summary(n)
 	return s
 }
 
