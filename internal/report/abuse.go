@@ -24,8 +24,9 @@ type abuseState struct {
 	localDomains map[string]bool
 	once         *logwatch.Once // → Publish
 	ar           *arena
+	pre          *parsed // the current line's message, parsed ahead (or nil)
 
-	clients       map[netip.Addr]int32 // client address → number (the zero Addr: unknown)
+	clients       map[[16]byte]int32   // client address (As16) → number (all zero: unknown)
 	clientStats   []clientStat         // by number
 	clientAddrs   []netip.Addr         // by number
 	users         keyIndex             // user name tried → number (names kept)
@@ -72,7 +73,7 @@ type egressStat struct {
 func newAbuseState(local []string, ar *arena) *abuseState {
 	s := &abuseState{
 		localDomains: map[string]bool{}, ar: ar,
-		clients: map[netip.Addr]int32{}, users: keyIndex{ar: ar, keep: true},
+		clients: map[[16]byte]int32{}, users: keyIndex{ar: ar, keep: true},
 		relayByDomain: newCounter(ar), dnsbl: newCounter(ar), reasons: newCounter(ar),
 		postscreen: newCounter(ar), ruleRejects: newCounter(ar),
 		ndnRcpt: newCounter(ar), localSenders: map[string]bool{},
@@ -89,7 +90,7 @@ func newAbuseState(local []string, ar *arena) *abuseState {
 // tag, "postfix/smtpd" for Postfix under any syslog name) and counts the
 // event it stands for.
 func (s *abuseState) logged(program, msg string, t time.Time) (event.Event, bool) {
-	e, ok := logwatch.ParseMessage(program, msg)
+	e, ok := s.parse(program, msg)
 	if !ok {
 		return e, false
 	}
@@ -98,6 +99,23 @@ func (s *abuseState) logged(program, msg string, t time.Time) (event.Event, bool
 	}
 	s.once.Publish(context.Background(), e)
 	return e, true
+}
+
+// parsed is a message parsed by logwatch ahead of the counting, by the
+// reading goroutine (ReadLines).
+type parsed struct {
+	program, msg string
+	e            event.Event
+	ok           bool
+}
+
+// parse is logwatch.ParseMessage, or its result computed ahead for this
+// very line.
+func (s *abuseState) parse(program, msg string) (event.Event, bool) {
+	if p := s.pre; p != nil && p.program == program && p.msg == msg {
+		return p.e, p.ok
+	}
+	return logwatch.ParseMessage(program, msg)
 }
 
 // Publish implements event.Sink for the events logwatch.Once passes on:
@@ -120,10 +138,14 @@ func (s *abuseState) Publish(_ context.Context, e event.Event) {
 // until the next call.
 func (s *abuseState) client(ip netip.Addr) *clientStat {
 	ip = ip.Unmap()
-	i, ok := s.clients[ip]
+	var k [16]byte // (the map's key has no pointer: nothing for the collector to trace)
+	if ip.IsValid() {
+		k = ip.As16()
+	}
+	i, ok := s.clients[k]
 	if !ok {
 		i = int32(len(s.clientStats))
-		s.clients[ip] = i
+		s.clients[k] = i
 		s.clientStats = append(s.clientStats, clientStat{users: -1})
 		s.clientAddrs = append(s.clientAddrs, ip)
 	}
@@ -167,7 +189,7 @@ func (s *abuseState) postscreenVerdict(msg string, t time.Time) {
 // refusal or another rejection of a client.
 func (s *abuseState) smtpdReject(program, msg string, k rejectKey, t time.Time) {
 	s.reject(k, t)
-	e, ok := logwatch.ParseMessage(program, msg)
+	e, ok := s.parse(program, msg)
 	if !ok || !e.IP.IsValid() {
 		return
 	}

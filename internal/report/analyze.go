@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unsafe"
 
 	"github.com/relayguard/relayguard/internal/logline"
 	"github.com/relayguard/relayguard/internal/logwatch"
@@ -86,6 +87,7 @@ type Analyzer struct {
 	rejectD, warnRejD, holdD, discardD     *tree3
 	master                                 *counter
 	ar                                     *arena // keys of every table
+	scratch                                []byte
 	domCache                               map[string]string
 	smtpd                                  smtpdStats
 	abuse                                  *abuseState
@@ -157,21 +159,8 @@ func (a *Analyzer) add(l logline.Line, hr int, day dayKey) {
 			return
 		}
 	}
-	// pflogsumm takes "postfix/CMD", "postfix/smtps/CMD",
-	// "postfix/submission/CMD" (and the same under --syslog-name), and
-	// "postfix" or "postfix-script" itself.
-	var cmd string
-	switch {
-	case strings.HasPrefix(prog, a.prefix) || (a.prefix != "postfix/" && strings.HasPrefix(prog, "postfix/")):
-		cmd = prog[strings.IndexByte(prog, '/')+1:]
-		if rest, ok := strings.CutPrefix(cmd, "smtps/"); ok {
-			cmd = rest
-		} else if rest, ok := strings.CutPrefix(cmd, "submission/"); ok {
-			cmd = rest
-		}
-	case prog == "postfix" || prog == "postfix-script":
-		cmd = prog
-	default:
+	cmd, ok := a.command(prog)
+	if !ok {
 		// Not read by pflogsumm (another instance's syslog_name, e.g.
 		// postfix-incoming/smtpd), but the guard bans on it.
 		if strings.HasPrefix(prog, "postfix") {
@@ -224,10 +213,15 @@ func (a *Analyzer) add(l logline.Line, hr int, day dayKey) {
 	switch qid {
 	case "warning", "fatal", "panic":
 		reas := msg
-		if i := strings.LastIndex(msg, qid+": "); i >= 0 {
+		if i := strings.LastIndex(msg, severitySep(qid)); i >= 0 {
 			reas = msg[i+len(qid)+2:]
 		}
-		reas = stringTrimmer(reas, 66, a.opt.VerboseMsgDetail)
+		if !a.opt.VerboseMsgDetail && len(reas) > 66 {
+			// stringTrimmer into a scratch buffer: the table copies the
+			// key only when it is new.
+			a.scratch = append(append(a.scratch[:0], reas[:63]...), "..."...)
+			reas = unsafe.String(&a.scratch[0], len(a.scratch))
+		}
 		switch qid {
 		case "warning":
 			a.warnD.add(cmd, reas)
@@ -285,6 +279,37 @@ func (a *Analyzer) add(l logline.Line, hr int, day dayKey) {
 		return
 	}
 	a.delivery(cmd, qid, msg, hr, l)
+}
+
+// command is the Postfix command pflogsumm reads a line of program under:
+// it takes "postfix/CMD", "postfix/smtps/CMD", "postfix/submission/CMD"
+// (and the same under --syslog-name), and "postfix" or "postfix-script"
+// itself; ok is false for any other program.
+func (a *Analyzer) command(prog string) (cmd string, ok bool) {
+	switch {
+	case strings.HasPrefix(prog, a.prefix) || (a.prefix != "postfix/" && strings.HasPrefix(prog, "postfix/")):
+		cmd = prog[strings.IndexByte(prog, '/')+1:]
+		if rest, ok := strings.CutPrefix(cmd, "smtps/"); ok {
+			cmd = rest
+		} else if rest, ok := strings.CutPrefix(cmd, "submission/"); ok {
+			cmd = rest
+		}
+		return cmd, true
+	case prog == "postfix" || prog == "postfix-script":
+		return prog, true
+	}
+	return "", false
+}
+
+// severitySep is "warning: ", "fatal: " or "panic: ".
+func severitySep(s string) string {
+	switch s {
+	case "warning":
+		return "warning: "
+	case "fatal":
+		return "fatal: "
+	}
+	return "panic: "
 }
 
 // seen counts a line that belongs to the summary, at t on day.

@@ -15,6 +15,7 @@ import (
 	"unsafe"
 
 	"github.com/relayguard/relayguard/internal/logline"
+	"github.com/relayguard/relayguard/internal/logwatch"
 	"github.com/relayguard/relayguard/internal/maillog"
 )
 
@@ -27,6 +28,8 @@ type batch struct {
 	day    []dayKey
 	rk     []rejectKey
 	hasRK  []bool
+	ev     []parsed // logwatch's reading of messages, for the abuse view
+	evAt   []int32  // a line's index in ev, -1: none
 	err    error
 }
 
@@ -50,7 +53,8 @@ func (a *Analyzer) ReadLines(r io.Reader, p *logline.Parser) error {
 	for range 6 {
 		free <- &batch{raw: make([]string, 0, batchLines), parsed: make([]logline.Line, batchLines), ok: make([]bool, batchLines),
 			hr: make([]int, batchLines), day: make([]dayKey, batchLines),
-			rk: make([]rejectKey, batchLines), hasRK: make([]bool, batchLines)}
+			rk: make([]rejectKey, batchLines), hasRK: make([]bool, batchLines),
+			evAt: make([]int32, batchLines)}
 	}
 	done := make(chan struct{})
 	defer close(done)
@@ -80,6 +84,8 @@ func (a *Analyzer) ReadLines(r io.Reader, p *logline.Parser) error {
 			select {
 			case b = <-free:
 				b.raw, b.err = b.raw[:0], nil
+				clear(b.ev) // (no string into an old chunk)
+				b.ev = b.ev[:0]
 				return true
 			case <-done:
 				return false
@@ -104,16 +110,26 @@ func (a *Analyzer) ReadLines(r io.Reader, p *logline.Parser) error {
 			// Every slot is overwritten, so that a recycled batch holds no
 			// string into an old chunk (it would keep the chunk alive).
 			b.rk[i], b.hasRK[i] = rejectKey{}, false
+			b.evAt[i] = -1
 			if maillog.IsRecord(s) {
 				b.parsed[i], b.ok[i] = logline.Line{}, false // relayguard's own log file: the analyzer reads it
 			} else if b.parsed[i], b.ok[i] = p.Parse(s); b.ok[i] {
 				l := &b.parsed[i]
 				b.hr[i], b.day[i] = cc.clock(l.Time)
+				msg := l.Message
 				if strings.HasPrefix(l.Program, "postfix") || strings.HasPrefix(l.Program, a.prefix) {
-					if msg := stripSolarisID(l.Message); rejectCandidate(msg) {
+					msg = stripSolarisID(msg)
+					if rejectCandidate(msg) {
 						b.rk[i] = procReject(msg, o.VerboseMsgDetail, o.IgnoreCase, o.RejAddFrom, dom)
 						b.hasRK[i] = true
 					}
+				}
+				// What the counting will ask logwatch about this line
+				// (abuseState.parse checks that it is the same question).
+				if prog, ok := a.abuseProgram(l.Program, msg, b.hasRK[i]); ok {
+					e, ok := logwatch.ParseMessage(prog, msg)
+					b.evAt[i] = int32(len(b.ev))
+					b.ev = append(b.ev, parsed{prog, msg, e, ok})
 				}
 			}
 			return len(b.raw) < batchLines || send()
@@ -164,8 +180,11 @@ func (a *Analyzer) ReadLines(r io.Reader, p *logline.Parser) error {
 				if b.hasRK[i] {
 					a.preReject = &b.rk[i]
 				}
+				if j := b.evAt[i]; j >= 0 {
+					a.abuse.pre = &b.ev[j]
+				}
 				a.add(b.parsed[i], b.hr[i], b.day[i])
-				a.preReject = nil
+				a.preReject, a.abuse.pre = nil, nil
 			case maillog.IsRecord(raw):
 				a.addOwn(raw, time.Time{})
 			}
@@ -176,6 +195,32 @@ func (a *Analyzer) ReadLines(r io.Reader, p *logline.Parser) error {
 		free <- b
 	}
 	return nil
+}
+
+// abuseProgram is the program under which the counting (add) will have
+// logwatch parse a message (stripped of a Solaris id for Postfix): Dovecot's
+// lines, another Postfix instance's, smtpd's warnings (SASL failures) and
+// rejections (reject says the line is one). A wrong guess costs only the
+// parse: abuseState.parse compares the question.
+func (a *Analyzer) abuseProgram(prog, msg string, reject bool) (string, bool) {
+	if !strings.HasPrefix(prog, "postfix") {
+		switch {
+		case prog == "relayguard":
+			return "", false
+		case logwatch.Dovecot(prog):
+			return prog, true
+		}
+	}
+	cmd, ok := a.command(prog)
+	switch {
+	case !ok:
+		return prog, strings.HasPrefix(prog, "postfix")
+	case reject:
+		return postfixProgram(cmd), true
+	case cmd == "smtpd" && strings.HasPrefix(msg, "warning: "):
+		return "postfix/smtpd", true
+	}
+	return "", false
 }
 
 // Open opens a log file for reading (see logline.Open: gzip and xz by
