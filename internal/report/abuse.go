@@ -26,16 +26,16 @@ type abuseState struct {
 	ar           *arena
 	pre          *parsed // the current line's message, parsed ahead (or nil)
 
-	clients       map[[16]byte]int32   // client address (As16) → number (all zero: unknown)
-	clientStats   []clientStat         // by number
-	clientAddrs   []netip.Addr         // by number
-	users         keyIndex             // user name tried → number (names kept)
-	userLinks     []userLink           // the users each address tried, as lists
-	relayByDomain *counter             // target domain → relay attempts
-	dnsbl         *counter             // list → rejections
-	reasons       *counter             // rejection reason → count (chart)
-	postscreen    *counter             // postscreen event kind → count
-	ruleRejects   *counter             // relayguard rule → count
+	clients       map[[16]byte]int32 // client address (As16) → number (all zero: unknown)
+	clientStats   []clientStat       // by number
+	clientAddrs   []netip.Addr       // by number
+	users         keyIndex           // user name tried → number (names kept)
+	userLinks     []userLink         // the users each address tried, as lists
+	relayByDomain *counter           // target domain → relay attempts
+	dnsbl         *counter           // list → rejections
+	reasons       *counter           // rejection reason → count (chart)
+	postscreen    *counter           // postscreen event kind → count
+	ruleRejects   *counter           // relayguard rule → count
 	ndnPerHour    [24]int64
 	ndns          int64
 	ndnRcpt       *counter        // NDN recipient → delivery attempts
