@@ -212,9 +212,14 @@ func (a *Analyzer) add(l logline.Line, hr int, day dayKey) {
 	}
 	switch qid {
 	case "warning", "fatal", "panic":
+		// pflogsumm: everything after the last "warning: " (msg starts
+		// with one; the forward search for another is the fast one).
+		sep := severitySep(qid)
 		reas := msg
-		if i := strings.LastIndex(msg, severitySep(qid)); i >= 0 {
-			reas = msg[i+len(qid)+2:]
+		if r, ok := strings.CutPrefix(msg, sep); ok && !strings.Contains(r, sep) {
+			reas = r
+		} else if i := strings.LastIndex(msg, sep); i >= 0 {
+			reas = msg[i+len(sep):]
 		}
 		if !a.opt.VerboseMsgDetail && len(reas) > 66 {
 			// stringTrimmer into a scratch buffer: the table copies the
