@@ -38,25 +38,33 @@ type Alerter struct {
 // Send sends a, logging what was sent and what failed (an alert that cannot
 // be sent must not stop the response).
 func (al *Alerter) Send(ctx context.Context, a Alert) {
+	al.Notify(ctx, fmt.Sprintf("relayguard: account %s %s (%s)", a.User, verb(a), a.Signal), a.text(), a.Time, a,
+		"user", a.User, "signal", a.Signal)
+}
+
+// Notify sends any alert through the same channel: subject and text as a
+// mail to the admin address, payload as the webhook's JSON body. attrs
+// name the alert in the log lines about its sending. It is the channel
+// other alerts use too (the audit's reputation monitor).
+func (al *Alerter) Notify(ctx context.Context, subject, text string, date time.Time, payload any, attrs ...any) {
 	if al == nil {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
 	if al.MailTo != "" && al.SMTP != "" {
-		m := &report.Mail{Server: al.SMTP, From: al.MailFrom, To: []string{al.MailTo}, Date: a.Time,
-			Subject: fmt.Sprintf("relayguard: account %s %s (%s)", a.User, verb(a), a.Signal), Text: a.text()}
+		m := &report.Mail{Server: al.SMTP, From: al.MailFrom, To: []string{al.MailTo}, Date: date, Subject: subject, Text: text}
 		if err := m.Send(ctx); err != nil {
-			al.Log.Slog().Error("accounts: alert mail not sent", "user", a.User, "to", al.MailTo, "server", al.SMTP, "err", err)
+			al.Log.Slog().Error("alert mail not sent", append(attrs, "to", al.MailTo, "server", al.SMTP, "err", err)...)
 		} else {
-			al.Log.Slog().Info("accounts: alert mail sent", "user", a.User, "signal", a.Signal, "to", al.MailTo)
+			al.Log.Slog().Info("alert mail sent", append(attrs, "to", al.MailTo)...)
 		}
 	}
 	if al.WebhookURL != "" {
-		if err := al.post(ctx, a); err != nil {
-			al.Log.Slog().Error("accounts: alert webhook failed", "user", a.User, "err", err)
+		if err := al.post(ctx, payload); err != nil {
+			al.Log.Slog().Error("alert webhook failed", append(attrs, "err", err)...)
 		} else {
-			al.Log.Slog().Info("accounts: alert webhook sent", "user", a.User, "signal", a.Signal)
+			al.Log.Slog().Info("alert webhook sent", attrs...)
 		}
 	}
 }
@@ -80,8 +88,11 @@ func (a Alert) text() string {
 	return b.String()
 }
 
-func (al *Alerter) post(ctx context.Context, a Alert) error {
-	body, _ := json.Marshal(a)
+func (al *Alerter) post(ctx context.Context, payload any) error {
+	body, err := json.Marshal(payload)
+	if err != nil {
+		return fmt.Errorf("webhook: %w", err)
+	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, al.WebhookURL, bytes.NewReader(body))
 	if err != nil {
 		return fmt.Errorf("webhook: %w", err)

@@ -48,23 +48,31 @@ func Open(ctx context.Context, cfg *config.Config, st *store.Stores, s Setup) (*
 	if len(c.PostfixConfig) > 0 {
 		holders = append(holders, PostfixHolder{Postsuper: c.Postsuper, ConfigDirs: c.PostfixConfig, Store: as, Host: host, Now: s.Now})
 	}
-	var al *Alerter
-	if c.AlertMailTo != "" || c.WebhookURL != "" {
-		al = &Alerter{MailTo: c.AlertMailTo, MailFrom: c.AlertMailFrom, SMTP: c.AlertSMTP, WebhookURL: c.WebhookURL, Log: ml}
-		if al.SMTP == "" {
-			al.SMTP = s.AlertSMTP
-		}
-		if al.SMTP == "" {
-			al.SMTP = "127.0.0.1:25"
-		}
-		if al.MailFrom == "" {
-			al.MailFrom = "relayguard@" + host
-		}
-	}
+	al := NewAlerter(c, host, s.AlertSMTP, ml)
 	r := NewResponder(Options{Config: c, Store: as, Host: host, Command: s.Command, Holders: holders, Banner: s.Banner,
 		Alerter: al, Log: ml, Registerer: s.Registerer, Now: s.Now})
 	d := NewDetector(r)
 	return &Service{Responder: r, Detector: d, Gate: NewGate(d)}, nil
+}
+
+// NewAlerter is the alert channel of [accounts]: mail to alert_mail_to
+// through alert_smtp (else fallbackSMTP, else 127.0.0.1:25) and the
+// webhook_url; nil when neither is configured.
+func NewAlerter(c config.AccountsConfig, host, fallbackSMTP string, ml *maillog.Logger) *Alerter {
+	if c.AlertMailTo == "" && c.WebhookURL == "" {
+		return nil
+	}
+	al := &Alerter{MailTo: c.AlertMailTo, MailFrom: c.AlertMailFrom, SMTP: c.AlertSMTP, WebhookURL: c.WebhookURL, Log: ml}
+	if al.SMTP == "" {
+		al.SMTP = fallbackSMTP
+	}
+	if al.SMTP == "" {
+		al.SMTP = "127.0.0.1:25"
+	}
+	if al.MailFrom == "" {
+		al.MailFrom = "relayguard@" + host
+	}
+	return al
 }
 
 // Hooks is what the Postfix-facing front doors (policy service, milter)

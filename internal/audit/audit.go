@@ -51,7 +51,12 @@ type Options struct {
 	Log *slog.Logger
 	// Proc is the procfs root ("" = /proc).
 	Proc string
+
+	// reputation runs only the reputation checks (Reputation).
+	reputation bool
 }
+
+func discardLog() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
 // run is one audit in progress: what the areas share.
 type run struct {
@@ -81,7 +86,7 @@ func Run(ctx context.Context, o Options) *Report {
 		o.Now = time.Now
 	}
 	if o.Log == nil {
-		o.Log = slog.New(slog.DiscardHandler)
+		o.Log = discardLog()
 	}
 	if o.EgressUnitDir == "" {
 		o.EgressUnitDir = "/etc/systemd/system"
@@ -102,12 +107,29 @@ func Run(ctx context.Context, o Options) *Report {
 	start := time.Now()
 	r.own = ownAddresses(o.Config)
 	want := func(a string) bool { return slices.Contains(areas, a) }
-	if r.res == nil && (want(AreaIdentity) || want(AreaPostfix) || want(AreaConfig)) {
+	needDNS := want(AreaIdentity) || want(AreaPostfix) || want(AreaConfig)
+	if o.reputation {
+		// Only the DNS lists need DNS; without any, no resolver is read.
+		needDNS = o.Catalog || len(o.Config.DNSBL.Zones)+len(o.Config.DNSBL.DomainZones) > 0
+	}
+	if r.res == nil && needDNS {
 		res, err := newResolver(o.Config, o.Timeout)
 		if err != nil {
 			r.problem(AreaIdentity, "dns", err)
 		}
 		r.res = res
+	}
+	if o.reputation {
+		// Which Postfix instances run (their certificate files), no probe.
+		r.inventory(ctx, false, false)
+		r.findPostfix(ctx)
+		r.auditCerts()
+		if r.res != nil {
+			r.checkBlocklists(ctx, r.publicOwn(), r.localDomains())
+		}
+		r.rep.Duration = time.Since(start)
+		r.rep.finish()
+		return r.rep
 	}
 	// The inventory of listeners feeds the listener checks, the Postfix
 	// instances and the certificates of the identity checks.

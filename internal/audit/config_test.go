@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/relayguard/relayguard/internal/accounts"
 	"github.com/relayguard/relayguard/internal/audit"
 	"github.com/relayguard/relayguard/internal/hosttest"
 	"github.com/relayguard/relayguard/internal/maillog"
@@ -46,7 +47,10 @@ trusted_local = true
 // Outlook AUTH= line, a bare permit in the policy's recipient
 // restrictions and a network listener with plaintext AUTH before TLS;
 // accounts created through the real CLI with CRAM-MD5 secrets, one
-// suspended, one never seen logging in. --fix edits relayguard.toml in
+// suspended by the operator, a Postfix user suspended by the compromise
+// detection, one sending 50 times its baseline, one whose name is being
+// guessed, one that never logged in (bob did, in relayguard's log; dave
+// in the detection's record). --fix edits relayguard.toml in
 // place (comments kept, the old file kept as .bak, the result a valid
 // configuration) and the next audit no longer reports what it fixed; the
 // bare permit, which it cannot fix, is still reported.
@@ -65,8 +69,7 @@ func TestRelayguardConfigAndAccounts(t *testing.T) {
 		}
 	}
 	hosttest.Run(t, rg, "--config", h.cfg, "user", "suspend", "carol")
-	// The accounts are 40 days old; bob logged in to relayguard, dave to
-	// Postfix; alice never did.
+	// The accounts are 40 days old.
 	db, err := store.OpenSQLite(context.Background(), h.data)
 	if err != nil {
 		t.Fatal(err)
@@ -75,6 +78,38 @@ func TestRelayguardConfigAndAccounts(t *testing.T) {
 		t.Fatal(err)
 	}
 	db.Close()
+	// The compromise detection's state, through its own store: dave logged
+	// in (to Postfix) and sent 10 messages in his busiest hour three days
+	// ago and 500 this hour; 12 addresses failed to log in as alice; the
+	// Postfix user frank was suspended for a login spread.
+	st, err := store.Open(context.Background(), h.data, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	as, err := accounts.NewStore(context.Background(), st, 30*24*time.Hour, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, now := context.Background(), time.Now()
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err = as.AddLogin(ctx, "dave", netip.MustParsePrefix("198.51.100.0/24"), now, time.Hour)
+	must(err)
+	_, err = as.AddSent(ctx, "dave", now.Add(-72*time.Hour).Truncate(time.Hour), 10)
+	must(err)
+	_, err = as.AddSent(ctx, "dave", now.Truncate(time.Hour), 500)
+	must(err)
+	for i := range 12 {
+		_, err = as.AddFailure(ctx, "alice", netip.AddrFrom4([4]byte{203, 0, 113, byte(i + 1)}), now, time.Hour)
+		must(err)
+	}
+	_, err = as.Suspend(ctx, accounts.Suspension{User: "frank", Since: now, Signal: "login_spread", Evidence: "9 networks within 1h", By: "mx.example.test (watch)"})
+	must(err)
+	st.Close()
 	logFile := filepath.Join(h.dir, "mail.log")
 	f, err := os.Create(logFile)
 	if err != nil {
@@ -82,7 +117,6 @@ func TestRelayguardConfigAndAccounts(t *testing.T) {
 	}
 	maillog.New(slog.New(slog.NewTextHandler(f, nil))).AuthOK(context.Background(),
 		maillog.Conn{CID: "c1", Client: netip.MustParseAddr("198.51.100.7"), Listener: "sub"}, "PLAIN", "bob")
-	f.WriteString(time.Now().Format(time.Stamp) + " mx postfix/submission/smtpd[4242]: 4Xz1Y2: client=unknown[198.51.100.8], sasl_method=PLAIN, sasl_username=dave\n")
 	f.Close()
 
 	rep, code, stderr := h.audit("--areas", "relayguard,accounts", "--log", logFile)
@@ -100,8 +134,10 @@ func TestRelayguardConfigAndAccounts(t *testing.T) {
 		{"relayguard.permit-before-reject", audit.High, "permit"},
 		{"relayguard.trusted-local-exposed", audit.High, `"sub"`},
 		{"accounts.cram-md5-secret", audit.Medium, "alice, bob, carol, dave"},
-		{"accounts.suspended", audit.Info, "carol"},
+		{"accounts.suspended", audit.Info, "frank (login_spread"},
 		{"accounts.never-used", audit.Low, "alice"},
+		{"accounts.volume", audit.High, "500 messages"},
+		{"accounts.guessed", audit.Medium, "12 addresses"},
 	} {
 		f := mustFind(t, rep, c.check, c.sev, c.want)
 		if strings.HasPrefix(c.check, "relayguard.") && c.check != "relayguard.permit-before-reject" && f.AutoFix != "safe" {
@@ -110,6 +146,12 @@ func TestRelayguardConfigAndAccounts(t *testing.T) {
 	}
 	if f := find(rep, "accounts.never-used")[0]; strings.Contains(strings.Join(f.Evidence, " "), "bob") || strings.Contains(strings.Join(f.Evidence, " "), "dave") {
 		t.Errorf("bob and dave logged in: %v", f.Evidence)
+	}
+	if f := find(rep, "accounts.suspended")[0]; !strings.Contains(strings.Join(f.Evidence, " "), "carol") {
+		t.Errorf("carol (relayguard user suspend) not listed: %v", f.Evidence)
+	}
+	if fs := find(rep, "accounts.volume"); len(fs) != 1 || fs[0].Subject != "dave" {
+		t.Errorf("volume: %+v", fs)
 	}
 
 	rep, _, stderr = h.audit("--areas", "relayguard", "--fix")

@@ -17,6 +17,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -233,3 +234,12 @@ func (h *host) startPostfix(main, master string) *hosttest.Postfix {
 // tlsmgr is the master.cf line Postfix's TLS needs (hosttest's master.cf
 // has none).
 const tlsmgr = "tlsmgr    unix  -       -       n       1000?   1       tlsmgr\n"
+
+// syncBuf collects a process's output while it runs.
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
+func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }

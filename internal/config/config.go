@@ -50,6 +50,7 @@ type Config struct {
 	Delivery DeliveryConfig `toml:"delivery"`
 	Milter   MilterConfig   `toml:"milter"`
 	Accounts AccountsConfig `toml:"accounts"`
+	Audit    AuditConfig    `toml:"audit"`
 	Egress   EgressConfig   `toml:"egress"`
 	Report   ReportConfig   `toml:"report"`
 	DKIM     DKIMConfig     `toml:"dkim"`
@@ -212,6 +213,7 @@ func Default() *Config {
 		Delivery: defaultDelivery(),
 		Milter:   defaultMilter(),
 		Accounts: defaultAccounts(),
+		Audit:    defaultAudit(),
 		Egress:   defaultEgress(),
 		Report:   defaultReport(),
 		DKIM:     defaultDKIM(),

@@ -5,7 +5,7 @@ package config
 func (c *Config) validateSections() error {
 	for _, v := range []func() error{
 		c.Policy.validate, c.DNSBL.validate, c.Guard.validate, c.Firewall.validate,
-		c.Delivery.validate, c.Egress.validate, c.Report.validate, c.Milter.validate, c.Accounts.validate,
+		c.Delivery.validate, c.Egress.validate, c.Report.validate, c.Milter.validate, c.Accounts.validate, c.Audit.validate,
 	} {
 		if err := v(); err != nil {
 			return err

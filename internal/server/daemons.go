@@ -196,6 +196,7 @@ func Watch(ctx context.Context, cfg *config.Config, log *slog.Logger, stdin io.R
 	if err := serveDovecotPolicy(ctx, &wg, cfg.Accounts.DovecotPolicyListen, acct, log); err != nil {
 		return err
 	}
+	startReputation(ctx, &wg, cfg, log, nil, "")
 	g.Start(ctx, st.Redis, &wg)
 
 	// Every source feeds one Once: the lines Postfix and Dovecot (which may

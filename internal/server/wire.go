@@ -123,6 +123,13 @@ func wireExtensions(ctx context.Context, cfg *config.Config, log *slog.Logger, s
 	bus.Subscribe(acct.Detector)
 	deps.Accounts = acct.Gate
 
+	// The audit's reputation monitor: own addresses and domains on the DNS
+	// lists, certificates' expiry; changes alerted like the accounts'.
+	rctx, rcancel := context.WithCancel(ctx)
+	var rwg sync.WaitGroup
+	startReputation(rctx, &rwg, cfg, log, reg, alertListener(cfg))
+	stops = append(stops, func() { rcancel(); rwg.Wait() })
+
 	// Send limits and the delivery scheduler over the spool. A send limit
 	// that suspends an account (suspend_on_limit) suspends it everywhere.
 	var suspender ratelimit.Suspender
