@@ -70,6 +70,31 @@ type attempt struct {
 	session string
 }
 
+// pending are the recent attempts of one address, and how many of them
+// each layer has not reported yet: a line of a layer that no attempt
+// misses (Postfix's warnings without auth_verbose, the common case) is
+// counted without a scan.
+type pending struct {
+	list    []attempt
+	missing [3]int32 // by layer bit
+}
+
+func (p *pending) add(a attempt) {
+	p.list = append(p.list, a)
+	p.count(a.layers, 1)
+}
+
+// count adds d to the missing counts of the layers a attempt lacks.
+func (p *pending) count(layers layer, d int32) {
+	for b := range p.missing {
+		if layers&(1<<b) == 0 {
+			p.missing[b] += d
+		}
+	}
+}
+
+func (p *pending) misses(l layer) bool { return p.missing[bit(l)] > 0 }
+
 // Once passes events on to a sink, turning the lines that several layers
 // log for one failed login into one auth_failure: a line that reports an
 // attempt another layer has already reported (the same address, the same
@@ -82,14 +107,14 @@ type Once struct {
 	next event.Sink
 
 	mu     sync.Mutex
-	ips    map[netip.Addr][]attempt
+	ips    map[netip.Addr]*pending
 	latest time.Time // latest event time seen
 	sweep  time.Time // when (in event time) ips was last swept
 }
 
 // NewOnce returns a Once that publishes to next.
 func NewOnce(next event.Sink) *Once {
-	return &Once{next: next, ips: map[netip.Addr][]attempt{}}
+	return &Once{next: next, ips: map[netip.Addr]*pending{}}
 }
 
 // Publish implements event.Sink.
@@ -136,22 +161,38 @@ func (o *Once) attempts(e event.Event, l layer) int {
 	if o.latest.Sub(o.sweep) >= keepAttempts {
 		o.sweepOld()
 	}
-	list := o.ips[ip]
+	p := o.ips[ip]
+	if p == nil {
+		p = &pending{}
+		o.ips[ip] = p
+	}
 	fresh := 0
 	for range e.Count() {
-		i := match(list, t, span, l, e.Session)
-		if i >= 0 {
-			list[i].layers |= l
-			continue
+		if p.misses(l) {
+			if i := match(p.list, t, span, l, e.Session); i >= 0 {
+				p.list[i].layers |= l
+				p.missing[bit(l)]--
+				continue
+			}
 		}
 		fresh++
-		if len(list) >= maxPending {
-			list = list[1:]
+		if len(p.list) >= maxPending {
+			p.count(p.list[0].layers, -1)
+			p.list = p.list[1:]
 		}
-		list = append(list, attempt{t: t, layers: l, session: e.Session})
+		p.add(attempt{t: t, layers: l, session: e.Session})
 	}
-	o.ips[ip] = list
 	return fresh
+}
+
+// bit is the index of a layer's bit.
+func bit(l layer) int {
+	for b := range 3 {
+		if l == 1<<b {
+			return b
+		}
+	}
+	return 0
 }
 
 // match returns the oldest attempt of list that a line of layer l at t
@@ -181,18 +222,20 @@ func match(list []attempt, t time.Time, span time.Duration, l layer, session str
 func (o *Once) sweepOld() {
 	o.sweep = o.latest
 	cut := o.latest.Add(-keepAttempts)
-	for ip, list := range o.ips {
+	for ip, p := range o.ips {
 		// (lines of several files arrive out of time order)
-		keep := list[:0]
-		for _, a := range list {
+		keep := p.list[:0]
+		for _, a := range p.list {
 			if !a.t.Before(cut) {
 				keep = append(keep, a)
+			} else {
+				p.count(a.layers, -1)
 			}
 		}
 		if len(keep) == 0 {
 			delete(o.ips, ip)
 		} else {
-			o.ips[ip] = keep
+			p.list = keep
 		}
 	}
 }

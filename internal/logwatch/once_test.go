@@ -106,6 +106,16 @@ func TestOnceCountsEachAttemptOnce(t *testing.T) {
 		"Dec 06 06:05:00 mx postfix/smtpd[1]: warning: unknown[203.0.113.8]: SASL LOGIN authentication failed: UGFzc3dvcmQ6",
 	})
 	check("far apart", got, map[string]int{"203.0.113.8": 2})
+
+	// More attempts than an address remembers (the oldest are forgotten):
+	// the auth process's line still pairs with a remembered one.
+	var many []string
+	for range maxPending + 44 {
+		many = append(many, "Dec 06 07:00:00 mx postfix/smtpd[1]: warning: unknown[203.0.113.9]: SASL LOGIN authentication failed: UGFzc3dvcmQ6")
+	}
+	many = append(many, "Dec 06 07:00:00 mx dovecot: auth: passwd-file(a,203.0.113.9): Password mismatch")
+	got, _ = onceCount(many)
+	check("many", got, map[string]int{"203.0.113.9": maxPending + 44})
 }
 
 // Events other than paired auth failures pass unchanged; relayguard's own
