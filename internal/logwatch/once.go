@@ -59,15 +59,17 @@ const (
 	// Dovecot login process summarises its session's failures only when
 	// the client disconnects (after at most login_timeout-like minutes).
 	keepAttempts = 5 * time.Minute
-	// maxPending bounds the attempts remembered per address.
-	maxPending = 256
+	// maxPending bounds the attempts remembered per address: the lines of
+	// one attempt come within seconds of each other, so a few dozen recent
+	// attempts are enough to pair them even under a fast guesser.
+	maxPending = 32
 )
 
 // attempt is one failed login, with the layers that have reported it.
 type attempt struct {
-	t       time.Time
-	layers  layer
+	t       int64 // Unix nanoseconds
 	session string
+	layers  layer
 }
 
 // pending are the recent attempts of one address, and how many of them
@@ -163,7 +165,7 @@ func (o *Once) attempts(e event.Event, l layer) int {
 	}
 	p := o.ips[ip]
 	if p == nil {
-		p = &pending{}
+		p = &pending{list: make([]attempt, 0, 4)}
 		o.ips[ip] = p
 	}
 	fresh := 0
@@ -176,11 +178,11 @@ func (o *Once) attempts(e event.Event, l layer) int {
 			}
 		}
 		fresh++
-		if len(p.list) >= maxPending {
+		if len(p.list) >= maxPending { // forget the oldest
 			p.count(p.list[0].layers, -1)
-			p.list = p.list[1:]
+			p.list = append(p.list[:0], p.list[1:]...)
 		}
-		p.add(attempt{t: t, layers: l, session: e.Session})
+		p.add(attempt{t: t.UnixNano(), layers: l, session: e.Session})
 	}
 	return fresh
 }
@@ -210,7 +212,7 @@ func match(list []attempt, t time.Time, span time.Duration, l layer, session str
 			}
 			continue
 		}
-		d := t.Sub(a.t)
+		d := time.Duration(t.UnixNano() - a.t)
 		if d <= span+pairWindow && d >= -pairWindow {
 			return i
 		}
@@ -221,12 +223,12 @@ func match(list []attempt, t time.Time, span time.Duration, l layer, session str
 // sweepOld forgets attempts older than keepAttempts before the latest event.
 func (o *Once) sweepOld() {
 	o.sweep = o.latest
-	cut := o.latest.Add(-keepAttempts)
+	cut := o.latest.Add(-keepAttempts).UnixNano()
 	for ip, p := range o.ips {
 		// (lines of several files arrive out of time order)
 		keep := p.list[:0]
 		for _, a := range p.list {
-			if !a.t.Before(cut) {
+			if a.t >= cut {
 				keep = append(keep, a)
 			} else {
 				p.count(a.layers, -1)

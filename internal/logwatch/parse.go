@@ -162,22 +162,29 @@ func parseSmtpd(program, msg string) (event.Event, bool) {
 		e.IP, ok = afterFrom(msg)
 		return e, ok
 	}
-	// "NOQUEUE: reject: RCPT from h[a]: ..." or "4XyZ1: reject: ..."
-	if i := strings.Index(msg, ": reject: "); i >= 0 && i <= 16 {
-		return parseReject(e, msg[i+len(": reject: "):])
+	// The rest start with a queue ID (or NOQUEUE) of at most 16 bytes and
+	// ": ": one short look says which, where three searches of the whole
+	// line for ": reject: ", ": milter-reject: " and ": client=" cost a
+	// quarter of the parse on lines that are none of them.
+	qid, rest, ok := splitQueueID(msg)
+	if !ok {
+		return e, false
 	}
-	if i := strings.Index(msg, ": milter-reject: "); i >= 0 && i <= 16 {
-		return parseReject(e, msg[i+len(": milter-reject: "):])
-	}
-	// "4XyZ1: client=h[a], sasl_method=PLAIN, sasl_username=bob"
-	if i := strings.Index(msg, ": client="); i >= 0 && i <= 16 {
-		rest := msg[i+len(": client="):]
+	switch {
+	case strings.HasPrefix(rest, "reject: "):
+		// "NOQUEUE: reject: RCPT from h[a]: ..." or "4XyZ1: reject: ..."
+		return parseReject(e, rest[len("reject: "):])
+	case strings.HasPrefix(rest, "milter-reject: "):
+		return parseReject(e, rest[len("milter-reject: "):])
+	case strings.HasPrefix(rest, "client="):
+		// "4XyZ1: client=h[a], sasl_method=PLAIN, sasl_username=bob"
+		rest = rest[len("client="):]
 		j := strings.Index(rest, ", sasl_method=")
 		if j < 0 {
 			return e, false
 		}
 		e.Kind = event.AuthSuccess
-		e.QueueID = msg[:i]
+		e.QueueID = qid
 		e.IP, ok = bracketAddr(rest[:j])
 		rest = rest[j+len(", sasl_method="):]
 		if k := strings.Index(rest, ", sasl_username="); k >= 0 {
@@ -194,6 +201,16 @@ func parseSmtpd(program, msg string) (event.Event, bool) {
 	return e, false
 }
 
+// splitQueueID splits "QID: rest" at the start of msg (a queue ID or
+// NOQUEUE: at most 16 bytes, no colon).
+func splitQueueID(msg string) (qid, rest string, ok bool) {
+	i := strings.IndexByte(msg[:min(len(msg), 17)], ':')
+	if i <= 0 || !strings.HasPrefix(msg[i:], ": ") {
+		return "", "", false
+	}
+	return msg[:i], msg[i+2:], true
+}
+
 // parseReject parses the part after "reject: " of a Postfix reject line:
 // "RCPT from h[a]: 554 5.7.1 <r>: Relay access denied; from=<s> to=<r> ...".
 func parseReject(e event.Event, s string) (event.Event, bool) {
@@ -202,36 +219,62 @@ func parseReject(e event.Event, s string) (event.Event, bool) {
 		return e, false
 	}
 	e.IP = ip
-	stage := s
-	if sp := strings.IndexByte(s, ' '); sp > 0 {
-		stage = s[:sp]
-	}
-	switch {
-	case strings.Contains(s, "Relay access denied"):
+	// (each marker searched once, and " to=<" only after the reply text)
+	if r := strings.Index(s, "Relay access denied"); r >= 0 {
 		e.Kind, e.Rule = event.RelayDenied, "reject_unauth_destination"
-		if i := strings.Index(s, " to=<"); i >= 0 {
-			if j := strings.IndexByte(s[i+5:], '>'); j >= 0 {
-				e.Detail = s[i+5 : i+5+j]
+		if i := strings.Index(s[r:], " to=<"); i >= 0 {
+			to := s[r+i+5:]
+			if j := strings.IndexByte(to, '>'); j >= 0 {
+				e.Detail = to[:j]
 			}
 		}
-	case strings.Contains(s, " blocked using "):
-		i := strings.Index(s, " blocked using ")
+		return e, true
+	}
+	if i := strings.Index(s, " blocked using "); i >= 0 {
 		zone := s[i+len(" blocked using "):]
 		if j := strings.IndexAny(zone, ";, "); j >= 0 {
 			zone = zone[:j]
 		}
 		e.Kind, e.Rule, e.Detail = event.DNSBLReject, "reject_rbl_client", zone
-	default:
-		e.Kind, e.Rule = event.Reject, strings.ToLower(stage)
-		if i := strings.Index(s, "]: "); i >= 0 {
-			d := s[i+3:]
-			if j := strings.Index(d, "; from="); j >= 0 {
-				d = d[:j]
-			}
-			e.Detail = d
+		return e, true
+	}
+	stage := s
+	if sp := strings.IndexByte(s, ' '); sp > 0 {
+		stage = s[:sp]
+	}
+	e.Kind, e.Rule = event.Reject, lowerStage(stage)
+	if i := strings.Index(s, "]: "); i >= 0 {
+		d := s[i+3:]
+		if j := strings.Index(d, "; from="); j >= 0 {
+			d = d[:j]
 		}
+		e.Detail = d
 	}
 	return e, true
+}
+
+// lowerStage lower-cases an SMTP stage name, without an allocation for
+// Postfix's usual ones.
+func lowerStage(s string) string {
+	switch s {
+	case "RCPT":
+		return "rcpt"
+	case "MAIL":
+		return "mail"
+	case "CONNECT":
+		return "connect"
+	case "DATA":
+		return "data"
+	case "END-OF-MESSAGE":
+		return "end-of-message"
+	case "EHLO":
+		return "ehlo"
+	case "HELO":
+		return "helo"
+	case "VRFY":
+		return "vrfy"
+	}
+	return strings.ToLower(s)
 }
 
 // parsePostscreen parses Postfix postscreen(8) messages.
@@ -268,8 +311,8 @@ func parsePostscreen(msg string) (event.Event, bool) {
 		e.IP, ok = afterFrom(msg)
 		return e, ok
 	}
-	if i := strings.Index(msg, ": reject: "); i >= 0 && i <= 16 {
-		return parseReject(e, msg[i+len(": reject: "):])
+	if _, rest, ok := splitQueueID(msg); ok && strings.HasPrefix(rest, "reject: ") {
+		return parseReject(e, rest[len("reject: "):])
 	}
 	return e, false
 }
