@@ -77,14 +77,51 @@ type attempt struct {
 // misses (Postfix's warnings without auth_verbose, the common case) is
 // counted without a scan.
 type pending struct {
-	list    []attempt
-	missing [3]int32 // by layer bit
+	list    []attempt // at most maxPending; when full, a ring whose oldest is list[next]
+	next    int
+	missing [3]int32   // by layer bit
+	inline  [2]attempt // list's first home: most addresses make an attempt or two
 }
 
+func newPending() *pending {
+	p := &pending{}
+	p.list = p.inline[:0]
+	return p
+}
+
+// expire forgets the attempts before cut (Unix nanoseconds); it reports
+// whether any are left.
+func (p *pending) expire(cut int64) bool {
+	var ring [maxPending]attempt
+	older, newer := p.oldestFirst()
+	n := copy(ring[:], older)
+	n += copy(ring[n:], newer)
+	keep := p.list[:0]
+	for _, a := range ring[:n] {
+		if a.t >= cut {
+			keep = append(keep, a)
+		} else {
+			p.count(a.layers, -1)
+		}
+	}
+	p.list, p.next = keep, 0
+	return len(keep) > 0
+}
+
+// add remembers a, forgetting the oldest attempt when full.
 func (p *pending) add(a attempt) {
-	p.list = append(p.list, a)
+	if len(p.list) < maxPending {
+		p.list = append(p.list, a)
+	} else {
+		p.count(p.list[p.next].layers, -1)
+		p.list[p.next] = a
+		p.next = (p.next + 1) % maxPending
+	}
 	p.count(a.layers, 1)
 }
+
+// oldestFirst returns the attempts in the order they were added.
+func (p *pending) oldestFirst() ([]attempt, []attempt) { return p.list[p.next:], p.list[:p.next] }
 
 // count adds d to the missing counts of the layers a attempt lacks.
 func (p *pending) count(layers layer, d int32) {
@@ -108,15 +145,20 @@ func (p *pending) misses(l layer) bool { return p.missing[bit(l)] > 0 }
 type Once struct {
 	next event.Sink
 
-	mu     sync.Mutex
-	ips    map[netip.Addr]*pending
-	latest time.Time // latest event time seen
-	sweep  time.Time // when (in event time) ips was last swept
+	// The addresses' attempts in two generations: cur, and prev, the
+	// generation before the last rotation (every keepAttempts of event
+	// time). An address found in prev moves to cur; one not seen for two
+	// generations is dropped with prev, so that memory follows the recent
+	// attackers without a sweep over all of them.
+	mu        sync.Mutex
+	cur, prev map[netip.Addr]*pending
+	latest    time.Time // latest event time seen
+	rotated   time.Time // event time of the last rotation
 }
 
 // NewOnce returns a Once that publishes to next.
 func NewOnce(next event.Sink) *Once {
-	return &Once{next: next, ips: map[netip.Addr]*pending{}}
+	return &Once{next: next, cur: map[netip.Addr]*pending{}, prev: map[netip.Addr]*pending{}}
 }
 
 // Publish implements event.Sink.
@@ -160,28 +202,27 @@ func (o *Once) attempts(e event.Event, l layer) int {
 	if t.After(o.latest) {
 		o.latest = t
 	}
-	if o.latest.Sub(o.sweep) >= keepAttempts {
-		o.sweepOld()
+	if o.latest.Sub(o.rotated) >= keepAttempts {
+		o.prev, o.cur, o.rotated = o.cur, make(map[netip.Addr]*pending, len(o.cur)), o.latest
 	}
-	p := o.ips[ip]
-	if p == nil {
-		p = &pending{list: make([]attempt, 0, 4)}
-		o.ips[ip] = p
-	}
+	p := o.get(ip)
 	fresh := 0
 	for range e.Count() {
 		if p.misses(l) {
-			if i := match(p.list, t, span, l, e.Session); i >= 0 {
+			older, newer := p.oldestFirst()
+			i := match(older, t, span, l, e.Session)
+			if i >= 0 {
+				i += p.next
+			} else {
+				i = match(newer, t, span, l, e.Session)
+			}
+			if i >= 0 {
 				p.list[i].layers |= l
 				p.missing[bit(l)]--
 				continue
 			}
 		}
 		fresh++
-		if len(p.list) >= maxPending { // forget the oldest
-			p.count(p.list[0].layers, -1)
-			p.list = append(p.list[:0], p.list[1:]...)
-		}
 		p.add(attempt{t: t.UnixNano(), layers: l, session: e.Session})
 	}
 	return fresh
@@ -220,24 +261,22 @@ func match(list []attempt, t time.Time, span time.Duration, l layer, session str
 	return -1
 }
 
-// sweepOld forgets attempts older than keepAttempts before the latest event.
-func (o *Once) sweepOld() {
-	o.sweep = o.latest
-	cut := o.latest.Add(-keepAttempts).UnixNano()
-	for ip, p := range o.ips {
-		// (lines of several files arrive out of time order)
-		keep := p.list[:0]
-		for _, a := range p.list {
-			if a.t >= cut {
-				keep = append(keep, a)
-			} else {
-				p.count(a.layers, -1)
-			}
-		}
-		if len(keep) == 0 {
-			delete(o.ips, ip)
-		} else {
-			p.list = keep
+// get returns the attempts of ip, moving them from the previous
+// generation (without those older than keepAttempts) or starting afresh.
+func (o *Once) get(ip netip.Addr) *pending {
+	if p := o.cur[ip]; p != nil {
+		return p
+	}
+	p := o.prev[ip]
+	if p != nil {
+		delete(o.prev, ip)
+		if !p.expire(o.latest.Add(-keepAttempts).UnixNano()) {
+			p = nil
 		}
 	}
+	if p == nil {
+		p = newPending()
+	}
+	o.cur[ip] = p
+	return p
 }
