@@ -52,7 +52,9 @@ func replay(ctx context.Context, r io.Reader, sink func([]event.Event)) (int64, 
 	for range workers {
 		go func() {
 			p := &Parser{}
+			last := 0 // events of this worker's last chunk: the next one's estimate
 			for c := range work {
+				c.events = make([]event.Event, 0, last+last/8+16)
 				s := unsafe.String(unsafe.SliceData(c.data), len(c.data))
 				for len(s) > 0 {
 					i := indexNL(s)
@@ -67,6 +69,7 @@ func replay(ctx context.Context, r io.Reader, sink func([]event.Event)) (int64, 
 						c.events = append(c.events, e)
 					}
 				}
+				last = len(c.events)
 				close(c.done)
 			}
 		}()
