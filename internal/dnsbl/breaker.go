@@ -163,8 +163,24 @@ func (c *Checker) noteStall(st *zoneState, q *inflightQuery) {
 }
 
 // tripLocked makes st Failing, has it checked now and ends the queries
-// still waiting for it (they answer a temporary failure).
+// still waiting for it (they answer a temporary failure). When most zones
+// are in trouble at once, it is the resolver that struggles (overload), not
+// one list: st is only checked now (at most once a confirmEvery), and the
+// check decides.
 func (c *Checker) tripLocked(st *zoneState, why string) {
+	troubled := 0
+	for _, o := range c.state {
+		if o.fails > 0 || o.stalled > 0 || o.h.State == Failing {
+			troubled++
+		}
+	}
+	if 2*troubled > len(c.state) {
+		if now := time.Now(); now.Sub(st.lastSuspect) >= confirmEvery {
+			st.lastSuspect = now
+			c.scheduleLocked(st, 0)
+		}
+		return
+	}
 	c.setHealthLocked(st, Health{Zone: st.z.Name, State: Failing, IPv6: st.h.IPv6, Checked: c.now(), Detail: why})
 	c.scheduleLocked(st, 0)
 	for w := range st.waiting {

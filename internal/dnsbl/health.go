@@ -67,7 +67,8 @@ type zoneState struct {
 	checking     bool
 	due          time.Time // next check (RunHealth); zero: none planned
 	backoff      time.Duration
-	lastConfirm  time.Time
+	lastConfirm  time.Time // last check asked for by an error code
+	lastSuspect  time.Time // last check asked for by failures the breaker did not trip on
 	lastErrorLog time.Time
 }
 

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
+
+	"github.com/relayguard/relayguard/internal/dnsutil"
 )
 
 // syncBuf is a log buffer safe for the health checks' goroutines.
@@ -364,5 +366,44 @@ func TestSlowAnswersAreNotADeadList(t *testing.T) {
 	}
 	if strings.Contains(logs.String(), "zone failing") {
 		t.Errorf("log:\n%s", logs)
+	}
+}
+
+// TestManyZonesFailingIsNotOneDeadList: when most zones fail at once
+// while some answers still come (a resolver overloaded), no zone is taken
+// out; each is checked instead. One zone failing alone is taken out.
+func TestManyZonesFailingIsNotOneDeadList(t *testing.T) {
+	t.Parallel()
+	s := lists(t)
+	c := newChecker(t, s, Options{Zones: []string{"bl.test", "wl.test", "b2.test", "b3.test"}, Timeout: 3 * time.Second})
+	zs := c.Zones()
+	timeout := &dnsutil.Error{Kind: dnsutil.Timeout, Name: "x", Type: "A"}
+	ctx := context.Background()
+	fail := func(z *Zone, n int) {
+		st := c.zoneState(z.Name)
+		for range n {
+			c.noteFailure(ctx, st, time.Now().Add(-2*time.Second), timeout)
+		}
+	}
+	c.noteAnswer(c.zoneState(zs[3].Name), time.Now()) // others answer
+	fail(zs[0], 1)
+	fail(zs[1], 1)
+	fail(zs[2], tripAfter) // three of four zones in trouble
+	if h := stateOf(c, zs[2].Name); h.State != Healthy {
+		t.Errorf("%s tripped while most zones fail: %v", zs[2].Name, h.State)
+	}
+	if st := c.zoneState(zs[2].Name); st.due.IsZero() {
+		t.Errorf("%s not scheduled for a check", zs[2].Name)
+	}
+	// The others recover; the same zone failing alone is taken out.
+	c.noteAnswer(c.zoneState(zs[0].Name), time.Now())
+	c.noteAnswer(c.zoneState(zs[1].Name), time.Now())
+	st2 := c.zoneState(zs[2].Name)
+	c.mu.Lock()
+	st2.fails = 0
+	c.mu.Unlock()
+	fail(zs[2], tripAfter)
+	if h := stateOf(c, zs[2].Name); h.State != Failing {
+		t.Errorf("%s failing alone: %v, want failing", zs[2].Name, h.State)
 	}
 }
