@@ -189,20 +189,8 @@ func (s *abuseState) postscreenVerdict(msg string, t time.Time) {
 // refusal or another rejection of a client.
 func (s *abuseState) smtpdReject(program, msg string, k rejectKey, t time.Time) {
 	s.reject(k, t)
-	e, ok := s.parse(program, msg)
-	if !ok || !e.IP.IsValid() {
-		return
-	}
-	switch e.Kind {
-	case event.RelayDenied:
-		// Counted once per client, as a relay attempt: the subnet table
-		// adds relay attempts and (other) rejections.
-		s.relayAttempt(e.IP, rcptDomain(e.Detail))
-	case event.DNSBLReject:
-		s.client(e.IP).rejects++
-		s.dnsbl.inc(e.Detail)
-	default:
-		s.client(e.IP).rejects++
+	if e, ok := s.parse(program, msg); ok && e.IP.IsValid() {
+		s.clientAbuse(e)
 	}
 }
 
@@ -210,10 +198,15 @@ func (s *abuseState) smtpdReject(program, msg string, k rejectKey, t time.Time) 
 // sections do not read (another instance's syslog name): everything but
 // the rejection reasons, which are pflogsumm's.
 func (s *abuseState) unsummarised(program, msg string, t time.Time) {
-	e, ok := s.logged(program, msg, t)
-	if !ok || !e.IP.IsValid() {
-		return
+	if e, ok := s.logged(program, msg, t); ok && e.IP.IsValid() {
+		s.clientAbuse(e)
 	}
+}
+
+// clientAbuse counts a relay attempt (once per client: the subnet table
+// adds relay attempts and other rejections), a DNS list refusal or another
+// rejection of the client e names.
+func (s *abuseState) clientAbuse(e event.Event) {
 	switch e.Kind {
 	case event.RelayDenied:
 		s.relayAttempt(e.IP, rcptDomain(e.Detail))
