@@ -258,7 +258,7 @@ func (c *Checker) setHealthLocked(st *zoneState, h Health) {
 	case h.State.Disabled():
 		c.log.Warn("dnsbl zone disabled (skipped until it recovers)", "zone", h.Zone, "state", h.State.String(), "detail", h.Detail)
 	case h.State == Failing:
-		c.log.Warn("dnsbl zone failing: its queries fail while other lists answer; not asked (a temporary failure where it matters) until a health check decides",
+		c.log.Warn("dnsbl zone failing: not asked (a temporary failure where it matters) until a health check decides",
 			"zone", h.Zone, "detail", h.Detail)
 	case prev.Disabled() || prev == Failing:
 		c.log.Info("dnsbl zone recovered: re-enabled", "zone", h.Zone, "was", prev.String())

@@ -302,6 +302,11 @@ func (c *Checker) query(ctx context.Context, z *Zone, qname string, k *cache, ke
 	default:
 		c.noteAnswer(st, start)
 	}
+	if r.Status == Listed && !c.spotCheck(ctx, st) {
+		r.Status, r.Detail = TempError, "list failing: it also listed a name no list may contain (not counted)"
+		c.m.queries.WithLabelValues(z.Name, "failing").Inc()
+		return r
+	}
 	switch {
 	case r.Status == ListError:
 		// An error code says nothing about the name asked and is not

@@ -69,6 +69,7 @@ type zoneState struct {
 	backoff      time.Duration
 	lastConfirm  time.Time // last check asked for by an error code
 	lastSuspect  time.Time // last check asked for by failures the breaker did not trip on
+	lastSpot     time.Time // last spot probe after a listing (spotCheck)
 	lastErrorLog time.Time
 }
 
@@ -205,6 +206,46 @@ func (c *Checker) ask(ctx context.Context, p *probe) {
 	if p.answered && (p.random || p.parent) {
 		c.noteAnswer(nil, sent)
 	}
+}
+
+// spotEvery is how often a zone that lists clients is asked, on one of
+// those listings, about one random name no list may list (spotCheck).
+const spotEvery = 10 * time.Second
+
+// spotCheck runs after a zone listed a client (an answer from the list, not
+// the cache), at most once a spotEvery per zone: it asks the list about
+// one random address (or domain) that no list may list. A list that lists
+// everything mid-run — dead lists were parked behind wildcards overnight —
+// would otherwise reject every client until its next health check
+// (dnsbl.health_interval, 5 min by default). If the probe is listed too,
+// the zone is Failing at once (no longer trusted: a temporary failure where
+// it matters, never a listing) and checked now; the check's second,
+// different probe decides whether it lists everything (issue 13 item 7). It
+// reports whether the listing just seen is still to be believed.
+func (c *Checker) spotCheck(ctx context.Context, st *zoneState) bool {
+	now := time.Now()
+	c.mu.Lock()
+	due := st.h.State == Healthy && now.Sub(st.lastSpot) >= spotEvery
+	if due {
+		st.lastSpot = now
+	}
+	c.mu.Unlock()
+	if !due {
+		return true
+	}
+	p := randomProbe(st.z, st.domain, rand.IntN(4))
+	c.ask(ctx, p)
+	if !p.listed && !p.invalid {
+		return true
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if st.h.State == Healthy {
+		c.setHealthLocked(st, Health{Zone: st.z.Name, State: Failing, IPv6: st.h.IPv6, Checked: c.now(),
+			Detail: "listed " + p.qname + ", which no list may contain: checking whether it lists everything"})
+		c.scheduleLocked(st, 0)
+	}
+	return false
 }
 
 // checkKind says how far a health check got.

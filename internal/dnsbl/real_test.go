@@ -26,11 +26,18 @@ import (
 //	quota.rgtest  answers 127.255.255.254 to everything
 //	slow.rgtest   a normal list reached through a proxy that can delay or drop
 //	dead.rgtest   reached through a proxy that drops everything
+//	doc.rgtest    a normal list that also lists all of 192.0.2.0/24
+//	lagwild.rgtest lists everything, through a proxy that can delay
+//	flip.rgtest   a normal list, through a proxy that can be re-pointed
+//
+// bl.rgtest answers 127.255.255.254 (an error code) for 198.18.7.7 alone.
 type realDNS struct {
 	nsd     *dnstest.NSD
 	unbound *dnstest.Unbound
 	slow    *dnstest.Proxy
 	dead    *dnstest.Proxy
+	lag     *dnstest.Proxy
+	flip    *dnstest.Proxy
 }
 
 func startRealDNS(t *testing.T) *realDNS {
@@ -47,15 +54,23 @@ func startRealDNS(t *testing.T) *realDNS {
 	recs = append(recs,
 		"2.0.0.127.wl IN A 127.0.10.0", "7.0.0.127.wl IN A 127.0.15.2",
 		"test.dbl IN A 127.0.1.2", "bad.example.dbl IN A 127.0.1.2",
-		"*.wild IN A 127.0.0.2", "*.quota IN A 127.255.255.254")
+		"*.wild IN A 127.0.0.2", "*.quota IN A 127.255.255.254",
+		"7.7.18.198.bl IN A 127.255.255.254",
+		"2.0.0.127.doc IN A 127.0.0.2", "*.2.0.192.doc IN A 127.0.0.2",
+		"*.lagwild IN A 127.0.0.2",
+		"2.0.0.127.flip IN A 127.0.0.2", "5.0.0.127.flip IN A 127.0.0.2")
 	r := &realDNS{nsd: dnstest.StartNSD(t, map[string][]string{"rgtest": recs})}
 	r.slow = dnstest.StartProxy(t, r.nsd.Addr)
 	r.dead = dnstest.StartProxy(t, r.nsd.Addr)
 	r.dead.DropAll(true)
+	r.lag = dnstest.StartProxy(t, r.nsd.Addr)
+	r.flip = dnstest.StartProxy(t, r.nsd.Addr)
 	r.unbound = dnstest.StartUnbound(t,
 		dnstest.Stub{Zone: "rgtest", Addrs: []string{r.nsd.Addr}},
 		dnstest.Stub{Zone: "slow.rgtest", Addrs: []string{r.slow.Addr}},
-		dnstest.Stub{Zone: "dead.rgtest", Addrs: []string{r.dead.Addr}})
+		dnstest.Stub{Zone: "dead.rgtest", Addrs: []string{r.dead.Addr}},
+		dnstest.Stub{Zone: "lagwild.rgtest", Addrs: []string{r.lag.Addr}},
+		dnstest.Stub{Zone: "flip.rgtest", Addrs: []string{r.flip.Addr}})
 	return r
 }
 
@@ -315,5 +330,166 @@ func TestRealSlowList(t *testing.T) {
 	wg.Wait()
 	if h := stateOf(c, "slow.rgtest"); h.State != Failing && h.State != Dead {
 		t.Errorf("slow.rgtest after 3 timeouts: %v (%s), want failing", h.State, h.Detail)
+	}
+}
+
+// TestRealZonesUsedOnlyOnceChecked: right after start, with the first
+// health check still waiting for a slow list that lists everything, a
+// clean client is never scored by that list (issue 13 item 3: across 8
+// restarts a clean client got 554 twice); the good list is used.
+func TestRealZonesUsedOnlyOnceChecked(t *testing.T) {
+	t.Parallel()
+	r := startRealDNS(t)
+	r.lag.Delay(300 * time.Millisecond)
+	for i := range 4 {
+		c, _ := r.checker(t, r.unbound.Addr, Options{Zones: []string{"lagwild.rgtest*3", "bl.rgtest"}})
+		running(t, c)
+		got := c.Check(context.Background(), netip.AddrFrom4([4]byte{198, 18, 6, byte(i)}))
+		if st := statusOf(got, "lagwild.rgtest"); got.Score != 0 || (st != Skipped && st != TempError) {
+			t.Fatalf("start %d: clean client scored %d, lagwild.rgtest %v: a zone was used before its health check", i, got.Score, st)
+		}
+		if got := c.Check(context.Background(), netip.MustParseAddr("127.0.0.5")); got.Score != 1 {
+			t.Errorf("start %d: listed client scored %d, want 1 (bl.rgtest): %+v", i, got.Score, got.Results)
+		}
+		if h := stateOf(c, "lagwild.rgtest"); h.State != ListsEverything {
+			t.Errorf("start %d: lagwild.rgtest %v (%s)", i, h.State, h.Detail)
+		}
+	}
+}
+
+// TestRealOneErrorCode: a list answering 127.255.255.254 for one address
+// gives that client "could not ask" (never listed, never clean), in the
+// policy path and in `dnsbl check`'s Lookup alike, and does not switch the
+// list off for anyone else (issue 13 item 6).
+func TestRealOneErrorCode(t *testing.T) {
+	t.Parallel()
+	r := startRealDNS(t)
+	c, logs := r.checker(t, r.unbound.Addr, Options{Zones: []string{"bl.rgtest"}})
+	running(t, c)
+	ctx := context.Background()
+	c.waitFirst(ctx)
+	before := stateOf(c, "bl.rgtest").Checked
+	odd := netip.MustParseAddr("198.18.7.7")
+	got := c.Check(ctx, odd)
+	if r := resultOf(got, "bl.rgtest"); r.Status != ListError || got.Score != 0 || len(got.Unanswered()) != 1 {
+		t.Fatalf("error code answer: %+v, want list_error (unanswered)", got.Results)
+	}
+	eventually(t, 10*time.Second, "no health check after the error code", func() bool { return stateOf(c, "bl.rgtest").Checked.After(before) })
+	if h := stateOf(c, "bl.rgtest"); h.State != Healthy {
+		t.Fatalf("bl.rgtest after one error code: %v (%s), want healthy", h.State, h.Detail)
+	}
+	if got := c.Check(ctx, netip.MustParseAddr("127.0.0.6")); got.Score != 1 {
+		t.Errorf("another client after the error code: %+v, want listed (the zone still used)", got.Results)
+	}
+	if got := c.Check(ctx, odd); resultOf(got, "bl.rgtest").Status != ListError || resultOf(got, "bl.rgtest").Cached {
+		t.Errorf("the error code asked again: %+v, want list_error, not cached", got.Results)
+	}
+	if !strings.Contains(logs.String(), "dnsbl list error") {
+		t.Errorf("the error code is not logged:\n%s", logs)
+	}
+	res, err := dnsutil.New([]string{r.unbound.Addr}, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ls, err := Lists(false, []string{"bl.rgtest"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := Lookup(ctx, res, ls, []string{odd.String(), "127.0.0.6"}, true, Options{Timeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Rows[0].Result != ListError.String() || rep.Rows[1].Result != Listed.String() || !rep.Unanswered() {
+		t.Errorf("dnsbl check's Lookup: %+v, want list_error then listed, unanswered", rep.Rows)
+	}
+}
+
+// TestRealListsEverythingNeedsASecondProbe: a list that lists one whole
+// documentation range (and so, sometimes, one random probe) stays healthy;
+// one that lists everything is found (issue 13 item 7).
+func TestRealListsEverythingNeedsASecondProbe(t *testing.T) {
+	t.Parallel()
+	r := startRealDNS(t)
+	c, logs := r.checker(t, r.unbound.Addr, Options{Zones: []string{"doc.rgtest", "wild.rgtest"}})
+	for range 4 { // random probes: several rounds
+		for _, h := range c.CheckHealth(context.Background()) {
+			want := Healthy
+			if h.Zone == "wild.rgtest" {
+				want = ListsEverything
+			}
+			if h.State != want {
+				t.Errorf("%s: %v (%s), want %v", h.Zone, h.State, h.Detail, want)
+			}
+		}
+	}
+	if !strings.Contains(logs.String(), "not switched off") {
+		t.Errorf("four rounds never listed a 192.0.2.0/24 probe of doc.rgtest (or did not log it):\n%s", logs)
+	}
+}
+
+// TestRealListStartsListingEverything: a healthy list whose name servers
+// are replaced mid-run by a wildcard (what parked, dead lists do) is not
+// believed at the first listing that follows: a random name no list may
+// list is asked, and when it is listed too the zone is taken out at once and
+// found lists-everything — instead of rejecting every client until the next
+// health check, 5 minutes later by default.
+func TestRealListStartsListingEverything(t *testing.T) {
+	t.Parallel()
+	r := startRealDNS(t)
+	parked := dnstest.StartNSD(t, map[string][]string{"flip.rgtest": {"* IN A 127.0.0.2"}})
+	c, logs := r.checker(t, r.unbound.Addr, Options{Zones: []string{"flip.rgtest*3", "bl.rgtest"}})
+	running(t, c)
+	ctx := context.Background()
+	c.waitFirst(ctx)
+	if got := c.Check(ctx, netip.MustParseAddr("127.0.0.9")); got.Score != 0 || len(got.Unanswered()) != 0 {
+		t.Fatalf("clean client before: %+v", got.Results)
+	}
+	r.flip.SetUpstream(parked.Addr)
+	for i := range 5 {
+		got := c.Check(ctx, netip.AddrFrom4([4]byte{198, 18, 8, byte(i)}))
+		if st := statusOf(got, "flip.rgtest"); got.Score != 0 || st == Listed {
+			t.Fatalf("clean client %d after the list was parked: score %d, flip.rgtest %v", i, got.Score, st)
+		}
+	}
+	eventually(t, 10*time.Second, "flip.rgtest not found listing everything", func() bool {
+		return stateOf(c, "flip.rgtest").State == ListsEverything
+	})
+	if got := c.Check(ctx, netip.MustParseAddr("127.0.0.5")); got.Score != 1 || statusOf(got, "flip.rgtest") != Skipped {
+		t.Errorf("listed client after: %+v, want bl.rgtest only", got.Results)
+	}
+	if !strings.Contains(logs.String(), "LISTS EVERYTHING") {
+		t.Errorf("not logged:\n%s", logs)
+	}
+	r.flip.SetUpstream(r.nsd.Addr)
+	eventually(t, 20*time.Second, "flip.rgtest not re-enabled", func() bool { return stateOf(c, "flip.rgtest").State == Healthy })
+	if got := c.Check(ctx, netip.MustParseAddr("127.0.0.5")); got.Score != 4 {
+		t.Errorf("listed client after the list returned: %+v, want 4", got.Results)
+	}
+}
+
+// TestRealCacheFull: a cache smaller than the clients, in front of a real
+// resolver, keeps the most recent clients, drops the oldest, logs one line
+// (issue 13 item 2: one per miss before, 65,559 lines in 8 s).
+func TestRealCacheFull(t *testing.T) {
+	t.Parallel()
+	r := startRealDNS(t)
+	c, logs := r.checker(t, r.unbound.Addr, Options{Zones: []string{"bl.rgtest", "wl.rgtest=127.0.[0..255].[1..3]*-5"}, CacheSize: 20})
+	running(t, c)
+	ctx := context.Background()
+	c.waitFirst(ctx)
+	for i := range 120 {
+		if got := c.Check(ctx, netip.AddrFrom4([4]byte{198, 18, 9, byte(i)})); len(got.Unanswered()) != 0 || got.Score != 0 {
+			t.Fatalf("client %d: %+v", i, got.Results)
+		}
+	}
+	if n := strings.Count(logs.String(), "cache full"); n != 1 {
+		t.Errorf("%d 'cache full' lines, want 1:\n%s", n, logs)
+	}
+	bl := c.Zones()[0]
+	if r := c.QueryIP(ctx, bl, netip.AddrFrom4([4]byte{198, 18, 9, 119})); !r.Cached {
+		t.Error("the last client is not cached")
+	}
+	if r := c.QueryIP(ctx, bl, netip.AddrFrom4([4]byte{198, 18, 9, 0})); r.Cached || r.Status != Clean {
+		t.Errorf("the first client: cached %v, %v; want evicted, asked again", r.Cached, r.Status)
 	}
 }

@@ -398,7 +398,7 @@ func (u *Unbound) Resume() { u.d.signal(syscall.SIGCONT) }
 // drop them: a slow or lossy path to one list.
 type Proxy struct {
 	Addr     string
-	upstream string
+	upstream atomic.Pointer[string]
 	pc       net.PacketConn
 	delay    atomic.Int64 // nanoseconds
 	dropAll  atomic.Bool
@@ -419,13 +419,18 @@ func StartProxy(t TB, upstream string) *Proxy {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &Proxy{Addr: pc.LocalAddr().String(), upstream: upstream, pc: pc}
+	p := &Proxy{Addr: pc.LocalAddr().String(), pc: pc}
+	p.SetUpstream(upstream)
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() { p.serve(ctx, &wg) })
 	t.Cleanup(func() { cancel(); pc.Close(); wg.Wait() })
 	return p
 }
+
+// SetUpstream relays the next queries to upstream (host:port) instead: a
+// list whose name servers were replaced (a dead list's domain parked).
+func (p *Proxy) SetUpstream(upstream string) { p.upstream.Store(&upstream) }
 
 // Delay holds every packet d before relaying it (0: none).
 func (p *Proxy) Delay(d time.Duration) { p.delay.Store(int64(d)) }
@@ -490,7 +495,7 @@ func (p *Proxy) serve(ctx context.Context, wg *sync.WaitGroup) {
 					return
 				}
 			}
-			up, err := net.Dial("udp", p.upstream)
+			up, err := net.Dial("udp", *p.upstream.Load())
 			if err != nil {
 				return
 			}
