@@ -26,7 +26,7 @@ var auditFlags struct {
 func init() {
 	f := &auditFlags
 	cmd := &cobra.Command{
-		Use:   "audit",
+		Use:   "audit [HOST[:PORT]...]",
 		Short: "Is this host a spam springboard, or about to become one? Every finding with its fix",
 		Long: `audit inspects the host it runs on: every SMTP listener (whatever program runs
 it) relay-tested from an outside address over IPv4 and IPv6, plain and after
@@ -41,9 +41,11 @@ and the exact fix. See docs/audit.md for every check.
 (egress apply --persist, relayguard.toml) always; another program's
 configuration (Postfix) only with --yes.
 
+Remote hosts you own may be named: their SMTP ports (25, 465, 587, or the
+port given) are probed and relay-tested from this host as well.
+
 Exit status: 0 clean, 1 a finding at or above --fail-on, 2 some check could
 not be done (so the host cannot be called clean).`,
-		Args: cobra.NoArgs,
 		RunE: runAudit,
 	}
 	fl := cmd.Flags()
@@ -64,7 +66,7 @@ not be done (so the host cannot be called clean).`,
 	rootCmd.AddCommand(cmd)
 }
 
-func runAudit(cmd *cobra.Command, _ []string) error {
+func runAudit(cmd *cobra.Command, args []string) error {
 	f := &auditFlags
 	if f.json {
 		f.format = "json"
@@ -88,7 +90,7 @@ func runAudit(cmd *cobra.Command, _ []string) error {
 	}
 	log := newLogger(cfg)
 	ctx := cmd.Context()
-	o := audit.Options{Config: cfg, Areas: areas, PostfixDirs: f.postfix, Logs: f.logs, Catalog: f.catalog,
+	o := audit.Options{Config: cfg, Areas: areas, Remote: args, PostfixDirs: f.postfix, Logs: f.logs, Catalog: f.catalog,
 		NoOutside: f.noOutside, EgressUnitDir: f.unitDir, Timeout: f.timeout, Log: log}
 	// The state is read only if it exists: an audit creates nothing.
 	if fi, err := os.Stat(cfg.DataDir); err == nil && fi.IsDir() {

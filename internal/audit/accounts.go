@@ -1,7 +1,6 @@
 package audit
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -12,7 +11,6 @@ import (
 
 	"github.com/relayguard/relayguard/internal/accounts"
 	"github.com/relayguard/relayguard/internal/event"
-	"github.com/relayguard/relayguard/internal/logline"
 	"github.com/relayguard/relayguard/internal/logwatch"
 	"github.com/relayguard/relayguard/internal/userdb"
 )
@@ -136,19 +134,12 @@ func (r *run) accountSignals(ctx context.Context, st accounts.Store, accts []use
 func (r *run) unusedAccounts(ctx context.Context, st accounts.Store, accts []userdb.Account) {
 	used := map[string]bool{}
 	var first time.Time
-	for _, name := range r.o.Logs {
-		f, err := logline.Open(ctx, name)
-		if err != nil {
-			r.problem(AreaAccounts, "logs", err)
-			return
-		}
-		var p logwatch.Parser
-		sc := bufio.NewScanner(f)
-		sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
-		for sc.Scan() {
-			e, ok := p.Parse(sc.Text())
+	r.readLogs(ctx, AreaAccounts, func(string) func(string) {
+		var p logwatch.Parser // one per file: the syslog year runs on within it
+		return func(line string) {
+			e, ok := p.Parse(line)
 			if !ok {
-				continue
+				return
 			}
 			if !e.Time.IsZero() && (first.IsZero() || e.Time.Before(first)) {
 				first = e.Time
@@ -157,8 +148,7 @@ func (r *run) unusedAccounts(ctx context.Context, st accounts.Store, accts []use
 				used[strings.ToLower(e.User)] = true
 			}
 		}
-		f.Close()
-	}
+	})
 	loggedIn := func(name string) bool {
 		if used[strings.ToLower(name)] || st == nil {
 			return used[strings.ToLower(name)]

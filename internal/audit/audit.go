@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"log/slog"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/relayguard/relayguard/internal/config"
 	"github.com/relayguard/relayguard/internal/dnsutil"
+	"github.com/relayguard/relayguard/internal/logline"
 	"github.com/relayguard/relayguard/internal/store"
 )
 
@@ -23,6 +25,10 @@ type Options struct {
 	Config *config.Config
 	// Areas to audit; nil: all of Areas.
 	Areas []string
+	// Remote are other hosts the operator owns (HOST or HOST:PORT): their
+	// SMTP ports are probed and relay-tested from this host, with the
+	// listener and certificate checks.
+	Remote []string
 	// Resolver answers the DNS checks; nil: the [dnsbl] resolvers, or
 	// /etc/resolv.conf.
 	Resolver *dnsutil.Resolver
@@ -135,6 +141,9 @@ func Run(ctx context.Context, o Options) *Report {
 	// instances and the certificates of the identity checks.
 	if want(AreaListeners) || want(AreaPostfix) || want(AreaIdentity) || want(AreaQueue) {
 		r.inventory(ctx, want(AreaListeners) || want(AreaIdentity), want(AreaListeners))
+	}
+	if len(o.Remote) > 0 && (want(AreaListeners) || want(AreaIdentity)) {
+		r.remoteListeners(ctx, want(AreaListeners))
 	}
 	if want(AreaPostfix) || want(AreaQueue) {
 		r.findPostfix(ctx)
@@ -250,4 +259,28 @@ func list(items []string, n int) string {
 		return strings.Join(items[:n], ", ") + fmt.Sprintf(" (+%d more)", len(items)-n)
 	}
 	return strings.Join(items, ", ")
+}
+
+// readLogs calls fn with every line of the logs read (--log, [report]
+// logs), each file opened by logline.Open (plain, gzip, xz, journal JSON)
+// with fn's per-file state made by start. A file that cannot be opened or
+// read is a problem of area.
+func (r *run) readLogs(ctx context.Context, area string, start func(name string) func(line string)) {
+	for _, name := range r.o.Logs {
+		f, err := logline.Open(ctx, name)
+		if err != nil {
+			r.problem(area, "logs", err)
+			continue
+		}
+		fn := start(name)
+		sc := bufio.NewScanner(f)
+		sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+		for sc.Scan() {
+			fn(sc.Text())
+		}
+		if err := sc.Err(); err != nil {
+			r.problem(area, "logs", fmt.Errorf("%s: %w", name, err))
+		}
+		f.Close()
+	}
 }

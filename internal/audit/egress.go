@@ -1,9 +1,9 @@
 package audit
 
 import (
-	"bufio"
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"os/user"
 	"slices"
@@ -12,7 +12,6 @@ import (
 
 	"github.com/relayguard/relayguard/internal/config"
 	"github.com/relayguard/relayguard/internal/egress"
-	"github.com/relayguard/relayguard/internal/logline"
 	"github.com/relayguard/relayguard/internal/maillog"
 )
 
@@ -153,24 +152,27 @@ func (r *run) blockedAttempts(ctx context.Context, st egress.Status) {
 	byUID := map[int]*who{}
 	cut := r.now.Add(-recentWindow)
 	var kernel egress.Summary
-	for _, name := range r.o.Logs {
-		f, err := logline.Open(ctx, name)
-		if err != nil {
-			r.problem(AreaEgress, "logs", err)
-			continue
+	var kernelLines strings.Builder
+	flush := func(name string) {
+		if kernelLines.Len() > 0 {
+			if err := kernel.Summarise(strings.NewReader(kernelLines.String()), name, 0); err != nil {
+				r.problem(AreaEgress, "logs", err)
+			}
+			kernelLines.Reset()
 		}
-		var kernelLines strings.Builder
-		sc := bufio.NewScanner(f)
-		sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
-		for sc.Scan() {
-			line := sc.Text()
+	}
+	prev := ""
+	r.readLogs(ctx, AreaEgress, func(name string) func(string) {
+		flush(prev)
+		prev = name
+		return func(line string) {
 			if strings.Contains(line, "IN=") && strings.Contains(line, "DPT=") {
 				kernelLines.WriteString(line + "\n")
-				continue
+				return
 			}
 			rec, ok := maillog.Parse(line)
 			if !ok || rec.Kind != maillog.KindEgressBlocked || !rec.Time.IsZero() && rec.Time.Before(cut) {
-				continue
+				return
 			}
 			w := byUID[rec.UID]
 			if w == nil {
@@ -188,13 +190,8 @@ func (r *run) blockedAttempts(ctx context.Context, st egress.Status) {
 				w.dsts = append(w.dsts, d)
 			}
 		}
-		f.Close()
-		if kernelLines.Len() > 0 {
-			if err := kernel.Summarise(strings.NewReader(kernelLines.String()), name, 0); err != nil {
-				r.problem(AreaEgress, "logs", err)
-			}
-		}
-	}
+	})
+	flush(prev)
 	for _, u := range kernel.Users {
 		if !u.HasUID || !u.Last.IsZero() && u.Last.Before(cut) {
 			continue
@@ -214,12 +211,7 @@ func (r *run) blockedAttempts(ctx context.Context, st egress.Status) {
 			}
 		}
 	}
-	uids := make([]int, 0, len(byUID))
-	for uid := range byUID {
-		uids = append(uids, uid)
-	}
-	slices.Sort(uids)
-	for _, uid := range uids {
+	for _, uid := range slices.Sorted(maps.Keys(byUID)) {
 		w := byUID[uid]
 		ev := []string{fmt.Sprintf("%d blocked attempts in the logs since %s, the last at %s", w.count, cut.Format("2006-01-02"), fmtTime(w.last)),
 			"destinations: " + strings.Join(w.dsts, ", ")}

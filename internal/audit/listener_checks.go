@@ -28,6 +28,9 @@ func postfixCmd(dir string) string {
 
 // stopFix is the fix for an SMTP server nobody should be running.
 func stopFix(l *Listener) string {
+	if l.Remote != "" {
+		return fmt.Sprintf("on %s: close the relay (require AUTH or reject_unauth_destination, trust only the host in mynetworks), or stop the server; then run relayguard audit there", l.Remote)
+	}
 	var pids []string
 	for _, pid := range l.pids {
 		pids = append(pids, strconv.Itoa(pid))
@@ -38,7 +41,7 @@ func stopFix(l *Listener) string {
 // listenerFindings turns what the probe and the battery saw into findings.
 func (r *run) listenerFindings(l *Listener) {
 	subj := l.Describe()
-	if !knownMTA(l) {
+	if l.Remote == "" && !knownMTA(l) {
 		ev := []string{}
 		for _, p := range l.Programs {
 			ev = append(ev, fmt.Sprintf("%s (pid %s) runs as %s (uid %d): %s", p.Exe, joinInts(p.PIDs), p.User, p.UID, p.Cmdline))
@@ -159,6 +162,9 @@ func (r *run) relayFindings(l *Listener, subj string) {
 		case rr.View == "outside":
 			f.Check, f.Severity = "listener.open-relay", Critical
 			f.Title = "OPEN RELAY: anyone on the Internet can send mail through this server"
+		case rr.View == "remote":
+			f.Check, f.Severity = "listener.open-relay", Critical
+			f.Title = "OPEN RELAY: the remote server relays for this host without AUTH (unless this host is in its mynetworks, anyone can)"
 		case loopbackTarget(rr.Target):
 			f.Check, f.Severity = "listener.local-relay", Medium
 			f.Title = "relays for any program on this host without AUTH: a compromised script sends through it, past the egress lockdown"

@@ -40,9 +40,14 @@ type Listener struct {
 	PostfixConfig string `json:"postfix_config,omitempty"`
 	// Relayguard is set when relayguard itself serves it.
 	Relayguard bool `json:"relayguard,omitempty"`
+	// Remote is the host named on the command line, for a remote
+	// listener (tested from this host).
+	Remote string `json:"remote,omitempty"`
 
-	inodes []uint64
-	pids   []int
+	inodes   []uint64
+	pids     []int
+	remoteT  []netip.AddrPort // a remote listener's addresses
+	explicit bool             // a remote port named on the command line
 }
 
 // Program is a program holding a listening socket.
@@ -71,6 +76,9 @@ func (l *Listener) Describe() string {
 		ps = append(ps, fmt.Sprintf("%s as %s", filepath.Base(p.Exe), p.User))
 	}
 	who := strings.Join(ps, ", ")
+	if l.Remote != "" {
+		return fmt.Sprintf("%s:%d (remote, %s)", l.Remote, l.Port, strings.Join(l.Addrs, " "))
+	}
 	if who == "" {
 		who = "program unknown"
 	}
@@ -306,73 +314,77 @@ func (r *run) probeListener(ctx context.Context, l *Listener, out *outside, batt
 	if len(tries) == 0 {
 		return
 	}
-	timeout := r.o.Timeout
-	if l.Role == "other" {
-		timeout = min(timeout, 4e9) // 4 s: most non-SMTP services never greet
-	}
 	if l.Role == "other" {
 		tries = tries[:1] // is it SMTP at all? One look is enough.
 	}
-	local := r.localRcpt()
-	var probed bool
-	var implicit bool
 	for i := 0; i < len(tries); i++ {
 		t := tries[i]
-		o := relaytest.Options{Addr: t.t.String(), Host: t.t.Addr().String(), Timeout: timeout, Dial: t.dial}
-		var p *relaytest.ProbeResult
-		var err error
-		po := relaytest.ProbeOptions{}
-		if l.Role == "submission" || l.Role == "submissions" {
-			po.LocalRcpt = local
-		}
-		if !probed {
-			implicit = l.Port == 465
-			o.ImplicitTLS = implicit
-			start := time.Now()
-			p, err = relaytest.Probe(ctx, o, po)
-			r.log.Debug("audit: probe", "target", o.Addr, "view", t.view, "took", time.Since(start), "err", err)
-			if err != nil && !implicit && l.Port != 25 && l.Port != 587 && isNoBanner(err) {
-				o.ImplicitTLS, implicit = true, true
-				p, err = relaytest.Probe(ctx, o, po)
+		if r.probeTarget(ctx, l, t.t, t.view, t.dial, battery) && t.view == "outside" && l.Role != "other" && wildcard(l) {
+			// Filtered or refused for outsiders: look from the host.
+			lt := netip.AddrPortFrom(loopbackOf(t.t.Addr()), l.Port)
+			if !slices.ContainsFunc(tries, func(x try) bool { return x.t == lt }) {
+				tries = append(tries, try{lt, "host", nil})
 			}
-			if err != nil {
-				var ue *relaytest.UntestableError
-				if errors.As(err, &ue) && (ue.Reason == relaytest.ReasonConnect || ue.Reason == relaytest.ReasonRefused) && t.view == "outside" && l.Role != "other" {
-					// Filtered or refused for outsiders: say so, and look
-					// from the host.
-					l.Relay = append(l.Relay, RelayRun{Target: t.t.String(), View: t.view, Outcome: "unreachable", Untestable: err.Error()})
-					lt := netip.AddrPortFrom(loopbackOf(t.t.Addr()), l.Port)
-					if !slices.ContainsFunc(tries, func(x try) bool { return x.t == lt }) && wildcard(l) {
-						tries = append(tries, try{lt, "host", nil})
-					}
-				}
-				continue
-			}
-			probed = true
-			l.SMTP, l.ImplicitTLS, l.Probe, l.View = true, implicit, p, t.view
 		}
-		if !battery {
-			continue
-		}
-		o.ImplicitTLS = implicit
-		o.Parallel, o.ErrorsPerConn = 8, 8
-		start := time.Now()
-		rep, err := relaytest.Run(ctx, o)
-		r.log.Debug("audit: relay battery", "target", o.Addr, "view", t.view, "took", time.Since(start), "err", err)
-		run := RelayRun{Target: t.t.String(), View: t.view}
-		if rep != nil {
-			run.Outcome, run.Accepted, run.Tests = rep.Outcome, rep.AcceptedIDs(), len(rep.Results)
-		}
-		if err != nil {
-			run.Untestable = err.Error()
-		}
-		l.Relay = append(l.Relay, run)
 	}
-	if !probed && l.Role != "other" {
+	if l.Probe == nil && l.Role != "other" {
 		// Listening on an SMTP port but not answering as SMTP: keep it in
 		// the inventory so that it is not silently passed over.
 		l.SMTP = true
 	}
+}
+
+// probeTarget probes l at t unless an earlier target answered (plain, and
+// implicit TLS when no banner comes on a port that is not 25 or 587), then
+// with battery runs the relay battery against t. It reports whether t
+// could not be reached at all (refused, filtered).
+func (r *run) probeTarget(ctx context.Context, l *Listener, t netip.AddrPort, view string, dial func(context.Context, string, string) (net.Conn, error), battery bool) (unreachable bool) {
+	timeout := r.o.Timeout
+	if l.Role == "other" {
+		timeout = min(timeout, 4*time.Second) // most non-SMTP services never greet
+	}
+	o := relaytest.Options{Addr: t.String(), Host: t.Addr().String(), Timeout: timeout, Dial: dial, ImplicitTLS: l.ImplicitTLS}
+	if l.Probe == nil {
+		po := relaytest.ProbeOptions{}
+		if l.Role == "submission" || l.Role == "submissions" {
+			po.LocalRcpt = r.localRcpt()
+		}
+		o.ImplicitTLS = l.Port == 465
+		start := time.Now()
+		p, err := relaytest.Probe(ctx, o, po)
+		r.log.Debug("audit: probe", "target", o.Addr, "view", view, "took", time.Since(start), "err", err)
+		if err != nil && !o.ImplicitTLS && l.Port != 25 && l.Port != 587 && isNoBanner(err) {
+			o.ImplicitTLS = true
+			p, err = relaytest.Probe(ctx, o, po)
+		}
+		if err != nil {
+			var ue *relaytest.UntestableError
+			if errors.As(err, &ue) && (ue.Reason == relaytest.ReasonConnect || ue.Reason == relaytest.ReasonRefused) {
+				if view == "outside" && l.Role != "other" {
+					l.Relay = append(l.Relay, RelayRun{Target: t.String(), View: view, Outcome: "unreachable", Untestable: err.Error()})
+				}
+				return true
+			}
+			return false
+		}
+		l.SMTP, l.ImplicitTLS, l.Probe, l.View = true, o.ImplicitTLS, p, view
+	}
+	if !battery {
+		return false
+	}
+	o.Parallel, o.ErrorsPerConn = 8, 8
+	start := time.Now()
+	rep, err := relaytest.Run(ctx, o)
+	r.log.Debug("audit: relay battery", "target", o.Addr, "view", view, "took", time.Since(start), "err", err)
+	run := RelayRun{Target: t.String(), View: view}
+	if rep != nil {
+		run.Outcome, run.Accepted, run.Tests = rep.Outcome, rep.AcceptedIDs(), len(rep.Results)
+	}
+	if err != nil {
+		run.Untestable = err.Error()
+	}
+	l.Relay = append(l.Relay, run)
+	return false
 }
 
 func isNoBanner(err error) bool {

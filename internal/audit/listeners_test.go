@@ -1,9 +1,12 @@
 package audit_test
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -66,6 +69,25 @@ func TestOpenPostfix(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkHTMLInChromium(t, b, "audit-open-postfix", `id="listener.open-relay"`, `id="postfix.mynetworks-world"`, "OPEN RELAY")
+
+	// The same server named as a remote host by an audit run on another
+	// machine (the client namespace).
+	h.net.AddClient(t, netip.MustParseAddr("198.51.100.7"))
+	var out bytes.Buffer
+	cmd := hosttest.Command(h.net.Client, hosttest.Relayguard(t), "--config", h.cfg, "audit", "--json", "--areas", "listeners", "192.0.2.1", "192.0.2.1:2999")
+	cmd.Stdout = &out
+	cmd.Run()
+	var remote audit.Report
+	if err := json.Unmarshal(out.Bytes(), &remote); err != nil {
+		t.Fatalf("remote audit: %v\n%s", err, out.String())
+	}
+	rf := mustFind(t, &remote, "listener.open-relay", audit.Critical, "192.0.2.1:25 (remote")
+	if !strings.Contains(rf.Fix, "on 192.0.2.1") || len(find(&remote, "listener.unexpected-mta")) != 0 {
+		t.Errorf("remote finding: %+v", rf)
+	}
+	if !slices.ContainsFunc(remote.Problems, func(p audit.Problem) bool { return strings.Contains(p.Error, "192.0.2.1:2999") }) {
+		t.Errorf("a named port that does not answer is not reported: %+v", remote.Problems)
+	}
 
 	// --fix alone does not touch Postfix's configuration.
 	rep, _, stderr = h.audit("--areas", "postfix", "--fix")

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -156,21 +157,12 @@ func (r *run) spamRuns(s queueSource) {
 			}
 		}
 	}
-	senders := make([]string, 0, len(by))
-	for snd := range by {
-		senders = append(senders, snd)
-	}
-	slices.Sort(senders)
-	for _, snd := range senders {
+	for _, snd := range slices.Sorted(maps.Keys(by)) {
 		a := by[snd]
 		if len(a.domains) < spamRunDomains {
 			continue
 		}
-		var ds []string
-		for d := range a.domains {
-			ds = append(ds, d)
-		}
-		slices.Sort(ds)
+		ds := slices.Sorted(maps.Keys(a.domains))
 		ev := []string{fmt.Sprintf("%d deferred messages from %s to %d domains: %s", a.msgs, snd, len(ds), list(ds, 8))}
 		if a.reason != "" {
 			ev = append(ev, "deferred because: "+a.reason)

@@ -65,32 +65,38 @@ func (a Attributor) SocketInode(local, remote netip.AddrPort) (diagSocket, error
 	return diagSocket{}, fmt.Errorf("egress: no TCP socket %s -> %s", local, remote)
 }
 
-// findSocket scans the text of /proc/net/tcp{,6}.
-func findSocket(table []byte, local, remote netip.AddrPort) (diagSocket, bool) {
+// procTCPRows calls fn with the fields of each socket row of the text of
+// /proc/net/tcp{,6} ("sl local remote st ... uid timeout inode ..."), until
+// fn returns false.
+func procTCPRows(table []byte, fn func(f []string) bool) {
 	sc := bufio.NewScanner(bytes.NewReader(table))
 	sc.Buffer(make([]byte, 0, 4096), 1<<20)
 	for sc.Scan() {
 		f := strings.Fields(sc.Text())
-		if len(f) < 10 || !strings.HasSuffix(f[0], ":") {
-			continue
+		if len(f) >= 10 && strings.HasSuffix(f[0], ":") && !fn(f) {
+			return
 		}
+	}
+}
+
+// findSocket scans the text of /proc/net/tcp{,6}.
+func findSocket(table []byte, local, remote netip.AddrPort) (s diagSocket, found bool) {
+	procTCPRows(table, func(f []string) bool {
 		l, err1 := parseProcAddr(f[1])
 		r, err2 := parseProcAddr(f[2])
-		if err1 != nil || err2 != nil {
-			continue
-		}
-		if !sameAddrPort(l, local) || !sameAddrPort(r, remote) {
-			continue
+		if err1 != nil || err2 != nil || !sameAddrPort(l, local) || !sameAddrPort(r, remote) {
+			return true
 		}
 		st, _ := strconv.ParseUint(f[3], 16, 8)
 		uid, _ := strconv.ParseUint(f[7], 10, 32)
 		ino, err := strconv.ParseUint(f[9], 10, 64)
 		if err != nil || ino == 0 {
-			continue
+			return true
 		}
-		return diagSocket{State: int(st), UID: uint32(uid), Inode: ino}, true
-	}
-	return diagSocket{}, false
+		s, found = diagSocket{State: int(st), UID: uint32(uid), Inode: ino}, true
+		return false
+	})
+	return s, found
 }
 
 func sameAddrPort(a, b netip.AddrPort) bool {

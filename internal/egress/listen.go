@@ -1,8 +1,6 @@
 package egress
 
 import (
-	"bufio"
-	"bytes"
 	"encoding/binary"
 	"fmt"
 	"net/netip"
@@ -10,7 +8,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
-	"strings"
 
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
@@ -104,25 +101,17 @@ func (a Attributor) procListeners() ([]Listening, error) {
 			continue
 		}
 		read++
-		sc := bufio.NewScanner(bytes.NewReader(b))
-		sc.Buffer(make([]byte, 0, 4096), 1<<20)
-		for sc.Scan() {
-			f := strings.Fields(sc.Text())
-			if len(f) < 10 || !strings.HasSuffix(f[0], ":") {
-				continue
-			}
+		procTCPRows(b, func(f []string) bool {
 			st, _ := strconv.ParseUint(f[3], 16, 8)
-			if st != tcpListen {
-				continue
-			}
 			l, err := parseProcAddr(f[1])
-			if err != nil {
-				continue
+			if st != tcpListen || err != nil {
+				return true
 			}
 			uid, _ := strconv.ParseUint(f[7], 10, 32)
 			ino, _ := strconv.ParseUint(f[9], 10, 64)
 			out = append(out, Listening{Addr: l, UID: uint32(uid), Inode: ino})
-		}
+			return true
+		})
 	}
 	if read == 0 {
 		return nil, fmt.Errorf("egress: cannot read %s/net/tcp or net/tcp6", a.root())

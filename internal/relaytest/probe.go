@@ -77,10 +77,8 @@ func Probe(ctx context.Context, o Options, p ProbeOptions) (*ProbeResult, error)
 	if p.Verify == "" {
 		p.Verify = "postmaster"
 	}
-	for name, v := range map[string]string{"helo": o.Helo, "from": o.From, "verify": p.Verify, "local rcpt": p.LocalRcpt} {
-		if strings.ContainsAny(v, "\r\n\x00") {
-			return nil, untestable(ReasonOption, fmt.Errorf("%s %q contains a line break or NUL", name, v))
-		}
+	if err := verbatim(map[string]string{"helo": o.Helo, "from": o.From, "verify": p.Verify, "local rcpt": p.LocalRcpt}); err != nil {
+		return nil, err
 	}
 	r := &runner{o: &o, rep: &Report{}, phInfo: map[string]PhaseInfo{}}
 	c, banner, err := r.connect(ctx, r.tracer(o.Transcript))

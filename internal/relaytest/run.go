@@ -108,14 +108,9 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		o.Parallel = 1
 	}
 	rep := &Report{Addr: o.Addr, From: o.From, To: o.To, AuthUser: o.AuthUser, Counts: map[string]int{}}
-	// Every form is sent verbatim: a line break in an option would smuggle
-	// in another command.
-	for name, v := range map[string]string{"from": o.From, "to": o.To, "helo": o.Helo, "server name": o.ServerName, "auth user": o.AuthUser} {
-		if strings.ContainsAny(v, "\r\n\x00") {
-			err := untestable(ReasonOption, fmt.Errorf("%s %q contains a line break or NUL", name, v))
-			rep.finish(err)
-			return rep, err
-		}
+	if err := verbatim(map[string]string{"from": o.From, "to": o.To, "helo": o.Helo, "server name": o.ServerName, "auth user": o.AuthUser}); err != nil {
+		rep.finish(err)
+		return rep, err
 	}
 	r := &runner{o: &o, rep: rep, phInfo: map[string]PhaseInfo{}}
 	err := r.run(ctx)
@@ -125,6 +120,17 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		return rep, rep.Untestable
 	}
 	return rep, nil
+}
+
+// verbatim checks the options sent verbatim in commands: a line break in
+// one would smuggle in another command.
+func verbatim(opts map[string]string) error {
+	for name, v := range opts {
+		if strings.ContainsAny(v, "\r\n\x00") {
+			return untestable(ReasonOption, fmt.Errorf("%s %q contains a line break or NUL", name, v))
+		}
+	}
+	return nil
 }
 
 type runner struct {
