@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -45,17 +46,20 @@ func (al *Alerter) Send(ctx context.Context, a Alert) {
 // Notify sends any alert through the same channel: subject and text as a
 // mail to the admin address, payload as the webhook's JSON body. attrs
 // name the alert in the log lines about its sending. It is the channel
-// other alerts use too (the audit's reputation monitor).
-func (al *Alerter) Notify(ctx context.Context, subject, text string, date time.Time, payload any, attrs ...any) {
+// other alerts use too (the audit's reputation monitor, which sends again
+// what failed). The error joins what could not be sent.
+func (al *Alerter) Notify(ctx context.Context, subject, text string, date time.Time, payload any, attrs ...any) error {
 	if al == nil {
-		return
+		return nil
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
+	var errs []error
 	if al.MailTo != "" && al.SMTP != "" {
 		m := &report.Mail{Server: al.SMTP, From: al.MailFrom, To: []string{al.MailTo}, Date: date, Subject: subject, Text: text}
 		if err := m.Send(ctx); err != nil {
 			al.Log.Slog().Error("alert mail not sent", append(attrs, "to", al.MailTo, "server", al.SMTP, "err", err)...)
+			errs = append(errs, fmt.Errorf("alert mail to %s via %s: %w", al.MailTo, al.SMTP, err))
 		} else {
 			al.Log.Slog().Info("alert mail sent", append(attrs, "to", al.MailTo)...)
 		}
@@ -63,10 +67,12 @@ func (al *Alerter) Notify(ctx context.Context, subject, text string, date time.T
 	if al.WebhookURL != "" {
 		if err := al.post(ctx, payload); err != nil {
 			al.Log.Slog().Error("alert webhook failed", append(attrs, "err", err)...)
+			errs = append(errs, err)
 		} else {
 			al.Log.Slog().Info("alert webhook sent", attrs...)
 		}
 	}
+	return errors.Join(errs...)
 }
 
 func verb(a Alert) string {

@@ -78,11 +78,13 @@ type Monitor struct {
 	Options  Options
 	Interval time.Duration
 	// Alert is called with each change (nil: the change is only logged
-	// and counted).
-	Alert      func(ctx context.Context, c Change)
+	// and counted). When it fails, the next check reports the change
+	// again (with whatever else changed meanwhile).
+	Alert      func(ctx context.Context, c Change) error
 	Registerer prometheus.Registerer
 
 	last     map[string]Finding // by check and subject; nil before the first check
+	prev     map[string]Finding // last before the latest Check
 	findings *prometheus.GaugeVec
 	alerts   prometheus.Counter
 	checks   *prometheus.CounterVec
@@ -114,6 +116,7 @@ func findingKey(f Finding) string { return f.Check + "\x00" + f.Subject + "\x00"
 // (a problem) is kept rather than reported cleared.
 func (m *Monitor) Check(ctx context.Context) (Change, bool) {
 	m.init()
+	m.prev = m.last
 	rep := Reputation(ctx, m.Options)
 	result := "complete"
 	if len(rep.Problems) > 0 {
@@ -183,7 +186,10 @@ func (m *Monitor) Run(ctx context.Context) {
 			m.alerts.Inc()
 			m.Options.Log.Warn("reputation changed", "new", len(ch.New), "cleared", len(ch.Cleared), "summary", ch.Subject())
 			if m.Alert != nil {
-				m.Alert(ctx, ch)
+				if err := m.Alert(ctx, ch); err != nil {
+					// Not told: compare the next check with what was last told.
+					m.last = m.prev
+				}
 			}
 		}
 		t.Reset(m.Interval)

@@ -72,7 +72,8 @@ func has(fs []audit.Finding, check, subject string) bool {
 // test list served by NSD behind unbound and its certificate expires in
 // five days: the first check alerts both through the accounts' channel —
 // a JSON POST to the webhook and a mail to the admin address through a
-// real SMTP server (aiosmtpd) — and the metrics say so. Delisted, and with
+// real SMTP server (aiosmtpd), which is down at first, so that the mail
+// goes out at a later check — and the metrics say so. Delisted, and with
 // a renewed certificate, the next checks alert that both cleared and the
 // metrics drop to 0.
 func TestServeReputationMonitor(t *testing.T) {
@@ -85,13 +86,6 @@ func TestServeReputationMonitor(t *testing.T) {
 	hosttest.Run(t, "ip", "-n", h.net.Server, "addr", "add", "192.0.0.25/32", "dev", "vs")
 	dnsForwarder(t, h.net.Server, func() string { return upstream.Load().(string) })
 	url, got := webhook(t, h.net.Server)
-	mail := hosttest.Command(h.net.Server, "/usr/bin/python3", "-m", "aiosmtpd", "-n", "-l", "127.0.0.1:2526", "-c", "aiosmtpd.handlers.Debugging")
-	var mailOut syncBuf
-	mail.Stdout, mail.Stderr = &mailOut, io.Discard
-	if err := mail.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { mail.Process.Kill(); mail.Wait() })
 	cert, key := writeCert(t, h.dir, "mx.example.rgtest", time.Now().Add(5*24*time.Hour))
 	h.writeConfig(`hostname = "mx.example.rgtest"
 local_domains = ["example.rgtest"]
@@ -118,6 +112,25 @@ alert_smtp = "127.0.0.1:2526"
 	if c.Host != "mx.example.rgtest" || len(c.Current) < 2 {
 		t.Errorf("change: %+v", c)
 	}
+	// The mail server was down for that alert: the mail is sent when it
+	// is back, at a later check.
+	serve.WaitOutput(t, "alert mail not sent")
+	mail := hosttest.Command(h.net.Server, "/usr/bin/python3", "-m", "aiosmtpd", "-n", "-l", "127.0.0.1:2526", "-c", "aiosmtpd.handlers.Debugging")
+	var mailOut syncBuf
+	mail.Stdout, mail.Stderr = &mailOut, io.Discard
+	if err := mail.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { mail.Process.Kill(); mail.Wait() })
+	hosttest.Eventually(t, "aiosmtpd listening", func() bool {
+		return hosttest.InNS(h.net.Server, func() error {
+			c, err := net.Dial("tcp", "127.0.0.1:2526")
+			if err == nil {
+				c.Close()
+			}
+			return err
+		}) == nil
+	})
 	hosttest.Eventually(t, "the alert mail", func() bool {
 		s := mailOut.String()
 		return strings.Contains(s, "Subject: relayguard: reputation of") && strings.Contains(s, "identity.blocklisted") && strings.Contains(s, "admin@example.rgtest")

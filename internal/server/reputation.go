@@ -29,8 +29,8 @@ func startReputation(ctx context.Context, wg *sync.WaitGroup, cfg *config.Config
 		Registerer: reg,
 	}
 	if al := accounts.NewAlerter(cfg.Accounts, cfg.Hostname, alertSMTP, maillog.New(log)); al != nil {
-		m.Alert = func(ctx context.Context, c audit.Change) {
-			al.Notify(ctx, c.Subject(), c.Text(), c.Time, c, "alert", "reputation")
+		m.Alert = func(ctx context.Context, c audit.Change) error {
+			return al.Notify(ctx, c.Subject(), c.Text(), c.Time, c, "alert", "reputation")
 		}
 	}
 	wg.Go(func() { m.Run(ctx) })
