@@ -9,6 +9,7 @@ import (
 type metrics struct {
 	queries   *prometheus.CounterVec
 	cache     *prometheus.CounterVec
+	cacheHit  prometheus.Counter // cache{result="hit"}, resolved once
 	entries   prometheus.Gauge
 	evictions prometheus.Counter
 	state     *prometheus.GaugeVec
@@ -37,6 +38,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "relayguard_dnsbl_dns_reachable", Help: "1 while DNS answers, 0 while no list and no parent domain answers (resolver down or cut off: checks answer 4xx, no list is switched off).",
 		})),
 	}
+	m.cacheHit = m.cache.WithLabelValues("hit")
 	m.dnsUp.Set(1)
 	return m
 }
