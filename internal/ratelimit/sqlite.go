@@ -11,6 +11,7 @@ import (
 // SQLStore keeps counters in the embedded SQLite database.
 type SQLStore struct {
 	db  *sql.DB
+	add *sql.Stmt // Add's statement, parsed once (it runs for every message)
 	ops atomic.Int64
 }
 
@@ -38,16 +39,20 @@ CREATE TABLE IF NOT EXISTS ratelimit_seen_pending (
 	if err != nil {
 		return nil, fmt.Errorf("ratelimit: creating tables: %w", err)
 	}
-	return &SQLStore{db: db}, nil
+	add, err := db.PrepareContext(ctx, `
+INSERT INTO ratelimit_counters (key, window_start, expires, count) VALUES (?, ?, ?, ?)
+ON CONFLICT (key, window_start) DO UPDATE SET count = count + excluded.count
+RETURNING count`)
+	if err != nil {
+		return nil, fmt.Errorf("ratelimit: preparing the counter update: %w", err)
+	}
+	return &SQLStore{db: db, add: add}, nil
 }
 
 // Add implements Store.
 func (s *SQLStore) Add(ctx context.Context, key string, start time.Time, window time.Duration, n int64) (int64, error) {
 	var c int64
-	err := s.db.QueryRowContext(ctx, `
-INSERT INTO ratelimit_counters (key, window_start, expires, count) VALUES (?, ?, ?, ?)
-ON CONFLICT (key, window_start) DO UPDATE SET count = count + excluded.count
-RETURNING count`, key, start.Unix(), start.Add(window).Unix(), n).Scan(&c)
+	err := s.add.QueryRowContext(ctx, key, start.Unix(), start.Add(window).Unix(), n).Scan(&c)
 	if err != nil {
 		return 0, fmt.Errorf("ratelimit: counter %q: %w", key, err)
 	}

@@ -1,0 +1,38 @@
+package ratelimit_test
+
+import (
+	"context"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/relayguard/relayguard/internal/ratelimit"
+	"github.com/relayguard/relayguard/internal/store"
+)
+
+// BenchmarkSQLStoreAdd is one counter update in the embedded SQLite
+// database (WAL, synchronous=NORMAL, as store.OpenSQLite opens it), over
+// 256 keys: the cost every rate-limited message pays per counter.
+func BenchmarkSQLStoreAdd(b *testing.B) {
+	ctx := context.Background()
+	db, err := store.OpenSQLite(ctx, b.TempDir())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	st, err := ratelimit.NewSQLStore(ctx, db)
+	if err != nil {
+		b.Fatal(err)
+	}
+	keys := make([]string, 256)
+	for i := range keys {
+		keys[i] = "ip:203.0.113." + strconv.Itoa(i)
+	}
+	start := time.Now().Truncate(time.Hour)
+	b.ResetTimer()
+	for i := range b.N {
+		if _, err := st.Add(ctx, keys[i%len(keys)], start, time.Hour, 1); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
