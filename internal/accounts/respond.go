@@ -126,7 +126,7 @@ func (r *Responder) Suspend(ctx context.Context, user, signal, evidence string) 
 	}
 	r.susp.WithLabelValues(signal).Inc()
 	r.o.Log.AccountSuspended(ctx, user, signal, evidence, sp.By)
-	held := r.hold(ctx, user, "account "+user+" suspended: "+signal)
+	held := r.hold(ctx, user, holdReason(sp))
 	r.o.Alerter.Send(ctx, Alert{User: user, Signal: signal, Evidence: evidence, Action: "suspended", Held: held, Host: sp.By, Time: sp.Since})
 	return true, nil
 }
@@ -271,11 +271,25 @@ func (r *Responder) sync(ctx context.Context) {
 	}
 	r.mu.Unlock()
 	for _, sp := range hold {
-		r.hold(ctx, sp.User, "account "+sp.User+" suspended: "+sp.Signal)
+		r.hold(ctx, sp.User, holdReason(sp))
 	}
 	for _, u := range release {
 		r.release(ctx, u)
 	}
+}
+
+// holdReason is the reason recorded with the held mail of sp's account:
+// the signal and the start of its evidence (the limit that bit, the
+// networks counted).
+func holdReason(sp Suspension) string {
+	ev := sp.Evidence
+	if len(ev) > 160 {
+		ev = strings.ToValidUTF8(ev[:160], "") + "…"
+	}
+	if ev == "" {
+		return "account " + sp.User + " suspended: " + sp.Signal
+	}
+	return "account " + sp.User + " suspended: " + sp.Signal + ": " + ev
 }
 
 // Evidence joins evidence items for logs and alerts.

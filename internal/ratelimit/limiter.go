@@ -50,9 +50,10 @@ type Store interface {
 	MarkSeen(ctx context.Context, user, rcpt string, at time.Time) error
 }
 
-// Suspender suspends an account (internal/userdb.DB).
+// Suspender suspends the account of a user whose send limit bit with
+// suspend_on_limit; e is the limit that bit (the suspension's evidence).
 type Suspender interface {
-	Suspend(ctx context.Context, user string) error
+	Suspend(ctx context.Context, user string, e *LimitError) error
 }
 
 // Holder holds the queued mail of a user and returns how many messages.
@@ -64,9 +65,11 @@ type Holder interface {
 type Options struct {
 	Events    event.Sink
 	Suspender Suspender
-	Holder    Holder
-	Log       *slog.Logger
-	Now       func() time.Time
+	// Holder holds the suspended account's queued mail; nil when the
+	// Suspender holds it itself (serve: the accounts' responder).
+	Holder Holder
+	Log    *slog.Logger
+	Now    func() time.Time
 	// Registerer for the metric; nil: not exported.
 	Registerer prometheus.Registerer
 	// Source names the front door in events: "smtpd" (default),
@@ -143,11 +146,20 @@ type LimitError struct {
 }
 
 func (e *LimitError) Error() string {
-	per := "hour"
+	return fmt.Sprintf("Error: %s exceeded its limit (%s = %d per %s), try again later", e.Who, e.Limit, e.Max, e.per())
+}
+
+// Reason names the limit that bit, for logs, hold reasons and alerts:
+// "user bob over delivery.rate_limits.user_messages_per_hour = 3 per hour".
+func (e *LimitError) Reason() string {
+	return fmt.Sprintf("%s over delivery.rate_limits.%s = %d per %s", e.Who, e.Limit, e.Max, e.per())
+}
+
+func (e *LimitError) per() string {
 	if e.Window == 24*time.Hour {
-		per = "day"
+		return "day"
 	}
-	return fmt.Sprintf("Error: %s exceeded its limit (%s = %d per %s), try again later", e.Who, e.Limit, e.Max, per)
+	return "hour"
 }
 
 func windowStart(now time.Time, w time.Duration) time.Time { return now.UTC().Truncate(w) }
@@ -182,7 +194,7 @@ func (l *Limiter) bite(ctx context.Context, s Sender, e *LimitError) error {
 	})
 	if l.conf.Load().SuspendOnLimit && s.User != "" {
 		if l.o.Suspender != nil {
-			if err := l.o.Suspender.Suspend(ctx, s.User); err != nil {
+			if err := l.o.Suspender.Suspend(ctx, s.User, e); err != nil {
 				l.o.Log.Error("ratelimit: suspending account", "user", s.User, "err", err)
 			} else {
 				l.o.Log.Warn("account suspended after a send limit", "user", s.User, "limit", e.Limit)
@@ -192,7 +204,7 @@ func (l *Limiter) bite(ctx context.Context, s Sender, e *LimitError) error {
 			}
 		}
 		if l.o.Holder != nil {
-			n, err := l.o.Holder.HoldUser(ctx, s.User, "rate limit "+e.Limit)
+			n, err := l.o.Holder.HoldUser(ctx, s.User, "account "+s.User+" suspended: "+e.Reason())
 			if err != nil {
 				l.o.Log.Error("ratelimit: holding queued mail", "user", s.User, "err", err)
 			} else {

@@ -73,7 +73,7 @@ func startServer(t *testing.T, rl config.RateLimitConfig) *server {
 	}
 	rec := &event.Recorder{}
 	lim, err := ratelimit.New(cfg.Delivery.RateLimits, st, ratelimit.Options{
-		Events: rec, Suspender: users, Holder: service.SpoolHolder{Spool: spool}, Registerer: prometheus.NewRegistry(),
+		Events: rec, Suspender: userSuspender{users}, Holder: service.SpoolHolder{Spool: spool}, Registerer: prometheus.NewRegistry(),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -418,4 +418,12 @@ func TestSharedFallbackAndResync(t *testing.T) {
 	if err := b.Rcpt(ctx, alice, "z@remote.test"); err == nil {
 		t.Fatal("third new recipient of the day accepted")
 	}
+}
+
+// userSuspender suspends the account in the account database, as
+// deliver/service does for serve without the accounts' responder.
+type userSuspender struct{ users *userdb.DB }
+
+func (u userSuspender) Suspend(ctx context.Context, user string, _ *ratelimit.LimitError) error {
+	return u.users.Suspend(ctx, user)
 }

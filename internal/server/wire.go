@@ -132,12 +132,12 @@ func wireExtensions(ctx context.Context, cfg *config.Config, log *slog.Logger, s
 
 	// Send limits and the delivery scheduler over the spool. A send limit
 	// that suspends an account (suspend_on_limit) suspends it everywhere.
-	var suspender ratelimit.Suspender
-	if users, ok := deps.Users.(ratelimit.Suspender); ok {
-		suspender = limitSuspender{users: users, acct: acct}
+	sd := service.Deps{Stores: st, Spool: spool, Events: bus, Log: log, Registerer: reg,
+		Outcome: func(user, rcpt string, ok bool) { acct.Detector.Outcome(actx, user, rcpt, !ok, time.Now()) }}
+	if users, ok := deps.Users.(service.Users); ok {
+		sd.Users, sd.Suspender = users, limitSuspender{users: users, acct: acct}
 	}
-	dl, err := service.Start(ctx, cfg, service.Deps{Stores: st, Spool: spool, Users: suspender, Events: bus, Log: log, Registerer: reg,
-		Outcome: func(user, rcpt string, ok bool) { acct.Detector.Outcome(actx, user, rcpt, !ok, time.Now()) }})
+	dl, err := service.Start(ctx, cfg, sd)
 	if err != nil {
 		stop()
 		return nil, err
@@ -156,15 +156,15 @@ func wireExtensions(ctx context.Context, cfg *config.Config, log *slog.Logger, s
 // relayguard account (userdb) and, through the accounts' responder, the
 // login everywhere (every server sharing the store, Postfix's front doors).
 type limitSuspender struct {
-	users ratelimit.Suspender
+	users service.Users
 	acct  *accounts.Service
 }
 
-func (l limitSuspender) Suspend(ctx context.Context, user string) error {
+func (l limitSuspender) Suspend(ctx context.Context, user string, e *ratelimit.LimitError) error {
 	if err := l.users.Suspend(ctx, user); err != nil {
 		return err
 	}
-	_, err := l.acct.Suspend(ctx, user, config.SignalRateLimit, "a send limit bit with delivery.rate_limits.suspend_on_limit")
+	_, err := l.acct.Suspend(ctx, user, config.SignalRateLimit, e.Reason()+" (suspend_on_limit)")
 	return err
 }
 

@@ -46,8 +46,13 @@ type Deps struct {
 	Stores *store.Stores // the process's state stores: send-limit counters
 	Spool  *queue.Spool
 	// Users suspends accounts when suspend_on_limit is set (a *userdb.DB;
-	// nil: no suspension).
-	Users      ratelimit.Suspender
+	// nil: no suspension); the limiter then holds the account's spooled
+	// mail.
+	Users Users
+	// Suspender, when set, is what a send limit with suspend_on_limit
+	// calls instead of Users.Suspend: it suspends and holds the account's
+	// queued mail itself (serve: the accounts' responder, everywhere).
+	Suspender  ratelimit.Suspender
 	Events     event.Sink            // rate_limited events (the guard's bus); nil: none
 	Log        *slog.Logger          // nil: discard
 	Registerer prometheus.Registerer // the process's metrics registry; nil: not exported
@@ -70,9 +75,14 @@ func Start(ctx context.Context, cfg *config.Config, deps Deps) (*Delivery, error
 	if err != nil {
 		return nil, err
 	}
-	lim, err := ratelimit.New(cfg.Delivery.RateLimits, counters, ratelimit.Options{
-		Events: deps.Events, Suspender: users, Holder: SpoolHolder{Spool: spool}, Log: log, Registerer: deps.Registerer,
-	})
+	lo := ratelimit.Options{Events: deps.Events, Suspender: deps.Suspender, Log: log, Registerer: deps.Registerer}
+	if lo.Suspender == nil {
+		lo.Holder = SpoolHolder{Spool: spool}
+		if users != nil {
+			lo.Suspender = userSuspender{users}
+		}
+	}
+	lim, err := ratelimit.New(cfg.Delivery.RateLimits, counters, lo)
 	if err != nil {
 		return nil, err
 	}
@@ -181,6 +191,18 @@ func (s *Delivery) Reload(cfg *config.Config) error {
 // accountGetter reads an account's state (internal/userdb.DB).
 type accountGetter interface {
 	Get(ctx context.Context, user string) (userdb.Account, error)
+}
+
+// Users suspends an account (internal/userdb.DB).
+type Users interface {
+	Suspend(ctx context.Context, user string) error
+}
+
+// userSuspender suspends the account in the account database alone.
+type userSuspender struct{ users Users }
+
+func (u userSuspender) Suspend(ctx context.Context, user string, _ *ratelimit.LimitError) error {
+	return u.users.Suspend(ctx, user)
 }
 
 // SpoolHolder holds a user's queued mail in the spool (ratelimit.Holder).
