@@ -370,17 +370,25 @@ func parseDovecot(program, msg string) (event.Event, bool) {
 		return e, ok
 	case strings.HasSuffix(proc, "-login"):
 		e.Service = strings.TrimSuffix(proc, "-login")
-		rip := strings.Index(msg, "rip=")
-		if rip < 0 {
+		// The user name is the client's: Dovecot logs whatever it sent
+		// (spaces, "rip=…" and "session=<…>" included, even when
+		// auth_username_chars refused it). Only what comes before
+		// "user=<" and after the last " rip=" is Dovecot's own, so the
+		// address, the session and the verdict are read there; reading
+		// the first "rip=" let any client have another address counted
+		// (and banned) for its failures.
+		head, user, mid, tail := dovecotLoginFields(msg)
+		if tail == "" {
 			return e, false
 		}
-		e.IP, ok = dovecotAddr(msg[rip+4:])
+		e.IP, ok = dovecotAddr(tail)
 		if !ok {
 			return e, false
 		}
-		e.User = field(msg, "user=<", '>')
-		e.Mechanism = field(msg, "method=", ',')
-		e.Session = field(msg, "session=<", '>')
+		e.User = user
+		e.Mechanism = field(mid, "method=", ',')
+		e.Session = field(tail, "session=<", '>')
+		msg = head
 		switch {
 		case strings.HasPrefix(msg, "Login: "):
 			if e.Service == "submission" {
@@ -434,15 +442,19 @@ func parseDovecot(program, msg string) (event.Event, bool) {
 			return e, false
 		}
 		e.Rule = msg[:open] // passdb driver
+		// driver(user,ip[,<session>]): the user name is the client's and
+		// may hold commas where auth_username_chars allows them, so the
+		// fields Dovecot adds are read from the right.
 		args := strings.Split(msg[open+1:cl], ",")
+		if n := len(args); n > 2 && (args[n-1] == "" || strings.HasPrefix(args[n-1], "<") && strings.HasSuffix(args[n-1], ">")) {
+			e.Session = strings.TrimSuffix(strings.TrimPrefix(args[n-1], "<"), ">") // "" or "<S>"
+			args = args[:n-1]
+		}
 		if len(args) < 2 {
 			return e, false
 		}
-		e.User = args[0]
-		e.IP, ok = dovecotAddr(args[1])
-		if len(args) > 2 {
-			e.Session = strings.TrimSuffix(strings.TrimPrefix(args[2], "<"), ">")
-		}
+		e.User = strings.Join(args[:len(args)-1], ",")
+		e.IP, ok = dovecotAddr(args[len(args)-1])
 		e.Kind = event.AuthFailure
 		return e, ok
 	}
@@ -473,6 +485,30 @@ func dovecotLevel(msg string) string {
 		}
 	}
 	return msg
+}
+
+// dovecotLoginFields splits a login process's message
+// ("Disconnected (auth failed, 1 attempts in 2 secs): user=<U>, method=M,
+// rip=IP, lip=IP, session=<S>") into Dovecot's text before "user=<", the
+// user name U (the client's: anything may be in it), the fields between
+// it and rip ("method=M"), and the fields from the last " rip=" on,
+// without "rip=" (its address first). tail is "" when there is no rip.
+func dovecotLoginFields(msg string) (head, user, mid, tail string) {
+	r := strings.LastIndex(msg, " rip=")
+	if r < 0 {
+		return msg, "", "", ""
+	}
+	head, tail = msg[:r], msg[r+len(" rip="):]
+	u := strings.Index(head, "user=<")
+	if u < 0 {
+		return head, "", head, tail
+	}
+	user = head[u+len("user=<"):]
+	head = head[:u]
+	if j := strings.LastIndexByte(user, '>'); j >= 0 {
+		user, mid = user[:j], user[j+1:]
+	}
+	return head, user, mid, tail
 }
 
 // dovecotAddr parses the address at the start of s (up to ',' or ' ').
