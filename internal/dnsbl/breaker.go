@@ -109,13 +109,15 @@ type inflightQuery struct {
 	start   time.Time
 	cancel  context.CancelFunc
 	stalled bool
-	tripped bool
+	ended   string // why the breaker ended it ("": it did not)
 }
 
-// inflight registers a query to st sent at start; done unregisters it and
-// reports whether the breaker ended it.
-func (c *Checker) inflight(ctx context.Context, st *zoneState, start time.Time) (context.Context, func() bool) {
-	ctx, cancel := context.WithCancel(ctx)
+// inflight registers a query to st sent at start, bounded by the timeout
+// even when the request's deadline is later (a single rule such as
+// reject_rbl_client runs under policy.dns_timeout); done unregisters it
+// and says why the breaker ended it, if it did.
+func (c *Checker) inflight(ctx context.Context, st *zoneState, start time.Time) (context.Context, func() string) {
+	ctx, cancel := context.WithTimeout(ctx, c.opts.Timeout)
 	q := &inflightQuery{start: start, cancel: cancel}
 	c.mu.Lock()
 	if st.waiting == nil {
@@ -124,17 +126,28 @@ func (c *Checker) inflight(ctx context.Context, st *zoneState, start time.Time) 
 	st.waiting[q] = true
 	c.mu.Unlock()
 	timer := time.AfterFunc(c.stallAfter(), func() { c.noteStall(st, q) })
-	return ctx, func() bool {
+	return ctx, func() string {
 		timer.Stop()
 		c.mu.Lock()
 		delete(st.waiting, q)
 		if q.stalled {
 			st.stalled--
 		}
-		tripped := q.tripped
+		ended := q.ended
 		c.mu.Unlock()
 		cancel()
-		return tripped
+		return ended
+	}
+}
+
+// endWaitingLocked ends st's queries still waiting for an answer: they
+// answer a temporary failure now instead of at their deadline.
+func endWaitingLocked(st *zoneState, why string) {
+	for w := range st.waiting {
+		if w.ended == "" {
+			w.ended = why
+			w.cancel()
+		}
 	}
 }
 
@@ -160,6 +173,22 @@ func (c *Checker) noteStall(st *zoneState, q *inflightQuery) {
 	if st.stalled+st.fails >= tripAfter && st.h.State == Healthy && st.answered.Before(oldest) && !c.dns.answered.Before(oldest) {
 		c.tripLocked(st, fmt.Sprintf("%d queries unanswered after %v while other lists answer", st.stalled+st.fails, c.stallAfter()))
 	}
+	// Nothing at all answered since tripAfter queries (to any lists)
+	// went unanswered this long: DNS is unreachable now, not after
+	// their deadline.
+	if !c.dns.down {
+		n := 0
+		for _, o := range c.state {
+			for w := range o.waiting {
+				if w.stalled && c.dns.answered.Before(w.start) {
+					n++
+				}
+			}
+		}
+		if n >= tripAfter {
+			c.setDNSLocked(true, fmt.Sprintf("%d queries unanswered after %v and nothing answered since", n, c.stallAfter()))
+		}
+	}
 }
 
 // tripLocked makes st Failing, has it checked now and ends the queries
@@ -183,10 +212,7 @@ func (c *Checker) tripLocked(st *zoneState, why string) {
 	}
 	c.setHealthLocked(st, Health{Zone: st.z.Name, State: Failing, IPv6: st.h.IPv6, Checked: c.now(), Detail: why})
 	c.scheduleLocked(st, 0)
-	for w := range st.waiting {
-		w.tripped = true
-		w.cancel()
-	}
+	endWaitingLocked(st, "list failing")
 }
 
 // confirmListError logs an error-code answer (once per zone per hour) and
@@ -223,7 +249,8 @@ func (c *Checker) scheduleLocked(st *zoneState, d time.Duration) {
 }
 
 // setDNSLocked records that DNS became unreachable (down) or reachable,
-// logs the change once and, when down, has every zone checked now.
+// logs the change once and, when down, ends the queries still waiting and
+// has every zone checked now.
 func (c *Checker) setDNSLocked(down bool, why string) {
 	if c.dns.down == down {
 		return
@@ -235,6 +262,7 @@ func (c *Checker) setDNSLocked(down bool, why string) {
 		c.log.Error("DNS unreachable: no DNS list answers (resolver down or cut off). Checks that depend on a list answer with a temporary failure (4xx) until it returns; cached answers are still used; no list is switched off for this",
 			"detail", why)
 		for _, st := range c.state {
+			endWaitingLocked(st, "DNS unreachable")
 			c.scheduleLocked(st, 0)
 		}
 		return

@@ -293,10 +293,10 @@ func (c *Checker) query(ctx context.Context, z *Zone, qname string, k *cache, ke
 	start := time.Now()
 	qctx, done := c.inflight(ctx, st, start)
 	r, ttl, err := c.resolve(qctx, z, qname)
-	tripped := done()
+	ended := done()
 	switch {
-	case err != nil && tripped:
-		r.Detail = "list failing, stopped waiting for it: " + r.Detail
+	case err != nil && ended != "":
+		r.Detail = ended + ", stopped waiting: " + r.Detail
 	case err != nil:
 		c.noteFailure(ctx, st, start, err)
 	default:

@@ -493,3 +493,56 @@ func TestRealCacheFull(t *testing.T) {
 		t.Errorf("the first client: cached %v, %v; want evicted, asked again", r.Cached, r.Status)
 	}
 }
+
+// TestRealCutPathEndsWaitingQueries: a single rule's query
+// (reject_rbl_client) under a longer request deadline (policy.dns_timeout)
+// waits at most dnsbl.timeout, and the queries waiting when the path to
+// the resolver is found cut end at once with a temporary failure (they
+// waited out the whole request deadline: 10 s by default).
+func TestRealCutPathEndsWaitingQueries(t *testing.T) {
+	t.Parallel()
+	r := startRealDNS(t)
+	path := dnstest.StartProxy(t, r.unbound.Addr)
+	// The default timeout: queries count as stalled after 1.25 s of it.
+	c, _ := r.checker(t, path.Addr, Options{Zones: []string{"bl.rgtest", "wl.rgtest=127.0.[0..255].[1..3]*-5"}, Timeout: 5 * time.Second})
+	running(t, c)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute) // the request's, far longer
+	defer cancel()
+	c.waitFirst(ctx)
+	if got := c.Check(ctx, netip.MustParseAddr("127.0.0.5")); got.Score != 1 {
+		t.Fatalf("before: %+v", got.Results)
+	}
+	path.DropAll(true)
+	bl := c.Zones()[0]
+	start := time.Now()
+	r1 := c.QueryIP(ctx, bl, netip.MustParseAddr("198.18.10.1"))
+	if r1.Status != TempError {
+		t.Fatalf("path cut: %v %s", r1.Status, r1.Detail)
+	}
+	// Not a timing assertion on the machine's speed: the query is bounded
+	// by dnsbl.timeout (5 s), not by the request's minute.
+	if el := time.Since(start); el > 30*time.Second {
+		t.Errorf("one query waited %v: the request's deadline, not dnsbl.timeout", el)
+	}
+	// Three queries wait together; none is answered: DNS is found
+	// unreachable and they all end with it, before their own deadline.
+	var wg sync.WaitGroup
+	res := make([]Result, 3)
+	for i := range res {
+		wg.Go(func() { res[i] = c.QueryIP(ctx, bl, netip.AddrFrom4([4]byte{198, 18, 10, byte(2 + i)})) })
+	}
+	wg.Wait()
+	if up, _ := c.DNSReachable(); up {
+		t.Error("DNS still reachable after three queries went unanswered")
+	}
+	for i, r := range res {
+		if r.Status != TempError || !strings.Contains(r.Detail, "DNS unreachable") {
+			t.Errorf("query %d: %v %q, want a temporary failure ended by DNS unreachable", i, r.Status, r.Detail)
+		}
+	}
+	if got := c.Check(ctx, netip.MustParseAddr("127.0.0.5")); got.Score != 1 || !got.Results[0].Cached {
+		t.Errorf("cached listing while DNS is cut: %+v", got.Results)
+	}
+	path.DropAll(false)
+	eventually(t, 20*time.Second, "DNS not reachable again", func() bool { up, _ := c.DNSReachable(); return up })
+}
