@@ -125,7 +125,7 @@ type LimitsConfig struct {
 	MaxConnections     int      `toml:"max_connections" comment:"Concurrent SMTP connections in total."`
 	MaxConnectionsIP   int      `toml:"max_connections_per_ip" comment:"Concurrent SMTP connections per client IP."`
 	MaxConnectionsNet  int      `toml:"max_connections_per_net" comment:"Concurrent SMTP connections per client network (IPv4 /24, IPv6 /64)."`
-	MaxBadCommands     int      `toml:"max_bad_commands" comment:"Bad commands per session before 421 and disconnect (Postfix smtpd_hard_error_limit)."`
+	MaxBadCommands     int      `toml:"max_bad_commands" comment:"Errors per session before 421 and disconnect (Postfix smtpd_hard_error_limit): bad commands and every\ncommand a rule or a limit refused (relay denied, unknown recipient, policy reject)."`
 	MaxJunkCommands    int      `toml:"max_junk_commands" comment:"NOOP, RSET, VRFY, HELP and EXPN commands per session before 421 (Postfix smtpd_junk_command_limit)."`
 	MaxAuthFailures    int      `toml:"max_auth_failures" comment:"Failed AUTH attempts per session before 421 and disconnect."`
 	GreetingDelay      Duration `toml:"greeting_delay" comment:"Wait this long before the banner and reject clients that talk first (pregreet). 0 disables."`
@@ -133,7 +133,7 @@ type LimitsConfig struct {
 	DataBlockTimeout   Duration `toml:"data_block_timeout" comment:"Time allowed between two reads of message data (RFC 5321 4.5.3.2.5: 3m)."`
 	AuthFailureDelay   Duration `toml:"auth_failure_delay" comment:"Base delay after a failed AUTH; doubles with each further failure in the session."`
 	AuthResponseLength int      `toml:"max_auth_line_length" comment:"Longest SASL response line (RFC 4954 4: 12288 octets)."`
-	SoftErrorLimit     int      `toml:"soft_error_limit" comment:"Errors in a session (bad commands, unknown recipients) after which each further error reply is delayed\n(Postfix smtpd_soft_error_limit); the n-th error beyond it waits n times error_delay, at most 10s."`
+	SoftErrorLimit     int      `toml:"soft_error_limit" comment:"Errors in a session (bad commands, refused commands) after which each further error reply is delayed\n(Postfix smtpd_soft_error_limit); the n-th error beyond it waits n times error_delay, at most 10s."`
 	ErrorDelay         Duration `toml:"error_delay" comment:"Delay unit for errors beyond soft_error_limit (Postfix smtpd_error_sleep_time). 0 disables."`
 	UnknownRcptLimit   int      `toml:"unknown_recipient_limit" comment:"Unknown local recipients one client (IPv4 address, IPv6 /64) may try within unknown_recipient_window,\nall sessions together; beyond it every RCPT of the client gets 450 4.7.1 until the window has rolled on.\nAuthenticated and mynetworks clients are not counted. 0 disables."`
 	UnknownRcptWindow  Duration `toml:"unknown_recipient_window" comment:"Rolling window of unknown_recipient_limit."`

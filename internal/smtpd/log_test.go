@@ -254,7 +254,7 @@ func TestPregreetOneEvent(t *testing.T) {
 func TestLogReaderSeesTheSameEvents(t *testing.T) {
 	ts := startServer(t, func(c *config.Config) {
 		c.Limits.GreetingDelay = config.Duration(200 * time.Millisecond)
-		c.Limits.MaxBadCommands = 2
+		c.Limits.MaxBadCommands = 3 // the 550 and 554 below are errors too
 	})
 	c := ts.dial(t, "mx") // pregreet
 	c.cmd("EHLO impatient.example")
@@ -282,6 +282,8 @@ S: 220
 C: FOO
 S: 500
 C: BAR
+S: 500
+C: BAZ
 S: 500
 S: 421 4.7.0`)
 	c = ts.dial(t, "mx")

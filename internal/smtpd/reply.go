@@ -51,7 +51,8 @@ type Reply struct {
 	// spool error): logged with Rule, never sent to the client.
 	Err error
 	// Bad counts the reply toward limits.max_bad_commands (Postfix
-	// smtpd_hard_error_limit); past it the session ends with 421.
+	// smtpd_hard_error_limit); past it the session ends with 421. A
+	// refusal with a Rule counts without it (see countsAsError).
 	Bad bool
 	// Close ends the session after this reply.
 	Close bool
@@ -125,7 +126,8 @@ func (ss *session) send(ctx context.Context, r Reply) {
 	} else {
 		ss.record(ctx, r)
 	}
-	if r.Bad {
+	bad := r.countsAsError()
+	if bad {
 		ss.badCmds++
 		ss.sleep(ctx, ss.errorDelay(ss.badCmds))
 	}
@@ -134,7 +136,7 @@ func (ss *session) send(ctx context.Context, r Reply) {
 		ss.closing = true
 		return
 	}
-	if r.Bad {
+	if bad {
 		if ss.badCmds >= ss.cfg.Limits.MaxBadCommands {
 			ss.send(ctx, Reply{Code: 421, Enhanced: "4.7.0", Text: ss.cfg.Hostname + " Error: too many errors",
 				Rule: "limits.max_bad_commands", Limit: ss.cfg.Limits.MaxBadCommands,
@@ -145,6 +147,25 @@ func (ss *session) send(ctx context.Context, r Reply) {
 		ss.send(ctx, limitReached(421, "4.7.0", "limits.max_auth_failures", ss.cfg.Limits.MaxAuthFailures,
 			ss.cfg.Hostname+" Error: too many failed authentications").closing())
 	}
+}
+
+// countsAsError reports whether r is an error of the session, counted
+// toward limits.soft_error_limit (the delays) and limits.max_bad_commands
+// (the end): a bad command, and every command that a rule or a limit
+// refused, as Postfix's smtpd counts every rejected command toward
+// smtpd_hard_error_limit — so that one session cannot try thousands of
+// relay targets, or go on after the unknown-recipient rate bit, at full
+// speed. Not counted: a failure on our side (Err, or an enhanced code of
+// class X.3 "mail system status" (RFC 3463 §3.4) such as spool.min_free's
+// 452 4.3.1: the client did nothing wrong), the outcome of AUTH
+// (limits.max_auth_failures counts those) and a reply that ends the
+// session anyway.
+func (r Reply) countsAsError() bool {
+	if r.Bad {
+		return true
+	}
+	ourSide := r.Err != nil || (len(r.Enhanced) > 3 && r.Enhanced[1:3] == ".3")
+	return r.Rule != "" && r.Code >= 400 && !ourSide && r.auth == nil && !r.Close
 }
 
 // closing returns r with Close set.
