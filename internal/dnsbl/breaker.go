@@ -32,6 +32,11 @@ type dnsState struct {
 	detail     string
 	since      time.Time
 	answered   time.Time // when the latest query that got a definite answer was sent
+	// probed is when the latest health probe of a random name (nobody's
+	// cache holds it: the answer came from a list's own servers) that got
+	// a definite answer was sent. A resolver that answers from its cache
+	// but reaches no list says nothing about any list.
+	probed time.Time
 	failStreak int
 	failStart  time.Time
 }

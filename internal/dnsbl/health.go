@@ -70,6 +70,7 @@ type zoneState struct {
 	lastConfirm  time.Time // last check asked for by an error code
 	lastSuspect  time.Time // last check asked for by failures the breaker did not trip on
 	lastSpot     time.Time // last spot probe after a listing (spotCheck)
+	silentOnce   bool      // the last check found no answer from the list (RunHealth confirms)
 	lastErrorLog time.Time
 }
 
@@ -205,6 +206,11 @@ func (c *Checker) ask(ctx context.Context, p *probe) {
 	}
 	if p.answered && (p.random || p.parent) {
 		c.noteAnswer(nil, sent)
+		c.mu.Lock()
+		if sent.After(c.dns.probed) {
+			c.dns.probed = sent
+		}
+		c.mu.Unlock()
 	}
 }
 
@@ -261,6 +267,7 @@ type checkResult struct {
 	kind   checkKind
 	h      Health
 	detail string
+	silent bool // Dead because nothing of the list answered
 }
 
 // checkZone probes one zone under one deadline and says what it is.
@@ -295,10 +302,12 @@ func (c *Checker) checkZone(ctx context.Context, st *zoneState) checkResult {
 	}
 	if !live {
 		// The list's own servers did not answer a name nobody has
-		// cached. Dead, if DNS answers other questions meanwhile;
-		// otherwise it is DNS that cannot be reached.
+		// cached. Dead, if its parent domain's servers or other lists'
+		// servers answer such names meanwhile (answers from the
+		// resolver's cache do not count: an overloaded resolver answers
+		// those and little else); otherwise DNS cannot be reached.
 		c.mu.Lock()
-		others := !c.dns.answered.Before(start)
+		others := !c.dns.probed.Before(start)
 		c.mu.Unlock()
 		if parentOK || others {
 			why := "its parent domain answers"
@@ -306,7 +315,7 @@ func (c *Checker) checkZone(ctx context.Context, st *zoneState) checkResult {
 				why = "other lists answer"
 			}
 			h.State, h.Detail = Dead, "no answer from the list while "+why+": "+lastErr
-			return checkResult{kind: conclusive, h: h}
+			return checkResult{kind: conclusive, h: h, silent: true}
 		}
 		return checkResult{kind: dnsUnreachable, detail: "no answer from " + z.Name + " nor from its parent domain: " + lastErr}
 	}
@@ -357,10 +366,21 @@ func (c *Checker) checkZone(ctx context.Context, st *zoneState) checkResult {
 	return checkResult{kind: conclusive, h: h}
 }
 
-// apply stores a check's outcome and plans the zone's next check.
-func (c *Checker) apply(st *zoneState, r checkResult) {
+// apply stores a check's outcome and plans the zone's next check. With
+// confirm (the running server's checks), a list found silent is only
+// failing until a second check, a second later, finds it silent too: an
+// overloaded resolver loses some names and answers others, and one check
+// that lost all of a list's probes must not switch the list off (the
+// benchmark saw every zone found dead at once at a load of 40).
+func (c *Checker) apply(st *zoneState, r checkResult, confirm bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if r.kind == conclusive {
+		if confirm && r.silent && !st.silentOnce && st.h.State != Dead {
+			r.h.State, r.h.Detail = Failing, r.h.Detail+" (a second check confirms it dead)"
+		}
+		st.silentOnce = r.silent
+	}
 	st.checking = false
 	st.due = time.Time{}
 	interval := c.opts.HealthInterval
@@ -395,7 +415,9 @@ func (c *Checker) apply(st *zoneState, r checkResult) {
 }
 
 // CheckHealth checks every zone now, in parallel, and returns their
-// health. Every change is logged (loudly for a list that lists everything).
+// health as this one check sees it (`dnsbl health`: a silent list is dead
+// at once; RunHealth confirms it first). Every change is logged (loudly
+// for a list that lists everything).
 func (c *Checker) CheckHealth(ctx context.Context) []Health {
 	c.mu.Lock()
 	var sts []*zoneState
@@ -405,7 +427,7 @@ func (c *Checker) CheckHealth(ctx context.Context) []Health {
 	c.mu.Unlock()
 	var wg sync.WaitGroup
 	for _, st := range sts {
-		wg.Go(func() { c.apply(st, c.checkZone(ctx, st)) })
+		wg.Go(func() { c.apply(st, c.checkZone(ctx, st), false) })
 	}
 	wg.Wait()
 	return c.HealthReport()
@@ -464,7 +486,7 @@ func (c *Checker) startDue(ctx context.Context, wg *sync.WaitGroup) time.Time {
 					c.mu.Unlock()
 					return
 				}
-				c.apply(st, r)
+				c.apply(st, r, true)
 				select {
 				case c.kick <- struct{}{}:
 				default:

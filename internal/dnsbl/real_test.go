@@ -546,3 +546,100 @@ func TestRealCutPathEndsWaitingQueries(t *testing.T) {
 	path.DropAll(false)
 	eventually(t, 20*time.Second, "DNS not reachable again", func() bool { up, _ := c.DNSReachable(); return up })
 }
+
+// TestRealResolverCutOffFromLists: the resolver still answers from its
+// cache but reaches no list (its path to the authoritative servers is
+// cut, as when it is overloaded): that is DNS unreachable, not every list
+// dead — before, the answers from the resolver's cache counted as "other
+// lists answer" and every zone was switched off (the benchmark saw it at
+// a load of 40: a fail-open of every list).
+func TestRealResolverCutOffFromLists(t *testing.T) {
+	t.Parallel()
+	dnstest.NeedReal(t)
+	nsd := dnstest.StartNSD(t, map[string][]string{"rgtest": {
+		"2.0.0.127.bl IN A 127.0.0.2", "5.0.0.127.bl IN A 127.0.0.2",
+		"2.0.0.127.wl IN A 127.0.10.0", "7.0.0.127.wl IN A 127.0.15.2"}})
+	up := dnstest.StartProxy(t, nsd.Addr) // unbound → up → NSD
+	ub := dnstest.StartUnbound(t, dnstest.Stub{Zone: "rgtest", Addrs: []string{up.Addr}})
+	r := &realDNS{nsd: nsd, unbound: ub}
+	c, logs := r.checker(t, ub.Addr, Options{Zones: []string{"bl.rgtest", "wl.rgtest=127.0.[0..255].[1..3]*-5"}})
+	ctx := context.Background()
+	for _, h := range c.CheckHealth(ctx) {
+		if h.State != Healthy {
+			t.Fatalf("before: %s %v (%s)", h.Zone, h.State, h.Detail)
+		}
+	}
+	// Prime the resolver's cache (not the checker's) with 200 clients.
+	prime, err := dnsutil.New([]string{ub.Addr}, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := func(i int) netip.Addr { return netip.AddrFrom4([4]byte{198, 18, 11 + byte(i/250), byte(i % 250)}) }
+	for i := range 200 {
+		for _, z := range []string{"bl.rgtest", "wl.rgtest"} {
+			prime.LookupA4(ctx, IPQuery(client(i), z))
+		}
+	}
+	up.DropAll(true)
+	// Clients keep coming; the resolver answers them from its cache.
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for i := 0; ; i = (i + 1) % 200 {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			c.Check(ctx, client(i))
+			time.Sleep(5 * time.Millisecond)
+		}
+	})
+	hs := c.CheckHealth(ctx)
+	close(stop)
+	wg.Wait()
+	for _, h := range hs {
+		if h.State.Disabled() {
+			t.Errorf("%s switched off (%v: %s) while the resolver reaches no list", h.Zone, h.State, h.Detail)
+		}
+	}
+	if ok, _ := c.DNSReachable(); ok {
+		t.Error("DNS reachable while the resolver reaches no list")
+	}
+	if got := c.Check(ctx, netip.MustParseAddr("127.0.0.9")); len(got.Unanswered()) != 2 {
+		t.Errorf("an uncached client: %+v, want both lists unanswered", got.Results)
+	}
+	if strings.Contains(logs.String(), "zone disabled") {
+		t.Errorf("log:\n%s", logs)
+	}
+}
+
+// TestRealSilentOnceIsNotDead: in the running server, one health check
+// that got no answer from a list makes it failing (a temporary failure),
+// not dead (skipped): only a second silent check a second later does. A
+// list whose probes were lost once is used again.
+func TestRealSilentOnceIsNotDead(t *testing.T) {
+	t.Parallel()
+	r := startRealDNS(t)
+	c, _ := r.checker(t, r.unbound.Addr, Options{Zones: []string{"bl.rgtest", "slow.rgtest"}})
+	running(t, c)
+	ctx := context.Background()
+	c.waitFirst(ctx)
+	st := c.zoneState("slow.rgtest")
+	r.slow.DropAll(true)
+	c.mu.Lock()
+	c.scheduleLocked(st, 0)
+	c.mu.Unlock()
+	eventually(t, 10*time.Second, "slow.rgtest not failing after a silent check", func() bool { return stateOf(c, "slow.rgtest").State != Healthy })
+	r.slow.DropAll(false)
+	if h := stateOf(c, "slow.rgtest"); h.State != Failing {
+		t.Fatalf("after one silent check: %v (%s), want failing", h.State, h.Detail)
+	}
+	if got := c.Check(ctx, netip.MustParseAddr("198.18.12.1")); statusOf(got, "slow.rgtest") != TempError {
+		t.Errorf("while failing: %+v, want a temporary failure, not skipped", got.Results)
+	}
+	eventually(t, 10*time.Second, "slow.rgtest not healthy again", func() bool { return stateOf(c, "slow.rgtest").State == Healthy })
+	if got := c.Check(ctx, netip.MustParseAddr("127.0.0.5")); got.Score != 2 {
+		t.Errorf("after: %+v", got.Results)
+	}
+}
