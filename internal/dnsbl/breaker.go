@@ -28,15 +28,15 @@ const (
 
 // dnsState is whether DNS answers at all; Checker.mu guards it.
 type dnsState struct {
-	down       bool
-	detail     string
-	since      time.Time
-	answered   time.Time // when the latest query that got a definite answer was sent
+	down     bool
+	detail   string
+	since    time.Time
+	answered time.Time // when the latest query that got a definite answer was sent
 	// probed is when the latest health probe of a random name (nobody's
 	// cache holds it: the answer came from a list's own servers) that got
 	// a definite answer was sent. A resolver that answers from its cache
 	// but reaches no list says nothing about any list.
-	probed time.Time
+	probed     time.Time
 	failStreak int
 	failStart  time.Time
 }
