@@ -133,6 +133,9 @@ func (ss *session) bdatBegin(ctx context.Context) (Reply, bool) {
 
 // lost is the reply when reading a chunk failed (timeout, connection gone).
 func (ss *session) lost(ctx context.Context, err error) Reply {
+	if errors.Is(err, errDataDeadline) {
+		return ss.dataDeadlineReply()
+	}
 	ss.s.ml.LostConnection(ctx, ss.logConn(), "BDAT")
 	if isTimeout(err) {
 		return reply(421, "4.4.2", ss.cfg.Hostname+" Error: timeout exceeded").closing()
@@ -140,19 +143,37 @@ func (ss *session) lost(ctx context.Context, err error) Reply {
 	return hangUp
 }
 
-// blockReader reads from the session with a fresh read deadline for every
-// block (RFC 5321 §4.5.3.2.5 applied to chunks: a large chunk on a slow
-// link is not cut off, a stalled client is).
-type blockReader struct{ ss *session }
+// blockReader reads a chunk from the session with a fresh read deadline
+// for every block (RFC 5321 §4.5.3.2.5 applied to chunks: a large chunk on
+// a slow link is not cut off, a stalled client is), but never past the
+// overall deadline of message data (dataDeadline), so that a chunk
+// trickled a byte at a time is cut as a trickled DATA is.
+type blockReader struct {
+	ss    *session
+	start time.Time
+	n     int64
+}
 
-func (r blockReader) Read(p []byte) (int, error) {
-	r.ss.conn.SetReadDeadline(time.Now().Add(r.ss.cfg.Limits.DataBlockTimeout.D()))
-	return r.ss.br.Read(p)
+func (r *blockReader) Read(p []byte) (int, error) {
+	deadline := r.ss.dataDeadline(r.start, r.n)
+	if block := time.Now().Add(r.ss.cfg.Limits.DataBlockTimeout.D()); block.Before(deadline) {
+		r.ss.conn.SetReadDeadline(block)
+	} else {
+		r.ss.conn.SetReadDeadline(deadline)
+	}
+	n, err := r.ss.br.Read(p)
+	r.n += int64(n)
+	if err != nil && isTimeout(err) && !time.Now().Before(deadline) {
+		err = errDataDeadline
+	}
+	return n, err
 }
 
 // readChunk copies size octets of chunk data into w.
 func (ss *session) readChunk(w io.Writer, size int64) error {
-	n, err := io.CopyN(w, blockReader{ss}, size)
+	r := &blockReader{ss: ss, start: time.Now()}
+	defer func() { ss.dataRead(r.start, r.n) }()
+	n, err := io.CopyN(w, r, size)
 	if err == nil && n != size {
 		err = io.ErrUnexpectedEOF
 	}

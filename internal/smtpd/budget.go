@@ -76,7 +76,10 @@ func (ss *session) unknownRecipients(ctx context.Context, delta int64) float64 {
 // rcptRateReply refuses every RCPT of a client past
 // limits.unknown_recipient_limit, valid or not, so that the replies tell an
 // enumerator nothing more; 450 (temporary) so that a real sender with stale
-// addresses retries later.
+// addresses retries later. Each refusal is an error of the session (soft
+// and hard error limits, as Postfix counts every 4xx/5xx): an enumerator
+// that goes on past it is slowed and cut off, not answered at full speed
+// for as long as it likes.
 func (ss *session) rcptRateReply(ctx context.Context) Reply {
 	if !ss.countsUnknownRecipients() {
 		return Reply{}
@@ -84,9 +87,11 @@ func (ss *session) rcptRateReply(ctx context.Context) Reply {
 	if n := ss.unknownRecipients(ctx, 0); n < float64(ss.cfg.Limits.UnknownRcptLimit) {
 		return Reply{}
 	}
-	return limitReached(450, "4.7.1", "limits.unknown_recipient_limit",
+	r := limitReached(450, "4.7.1", "limits.unknown_recipient_limit",
 		fmt.Sprintf("%d per %s", ss.cfg.Limits.UnknownRcptLimit, ss.cfg.Limits.UnknownRcptWindow.D()),
 		"Error: too many unknown recipients from "+ss.ip.String()+", try again later")
+	r.Bad = true
+	return r
 }
 
 // spaceReply refuses a transaction when the spool's file system has less
@@ -135,15 +140,32 @@ func (ss *session) timeoutReply() Reply {
 	return r
 }
 
-// dataDeadline is the overall deadline of message data that started at
-// start, after n bytes: data_timeout, extended by one second per
-// min_data_rate bytes received (Postfix 3.7 smtpd_per_request_deadline),
-// so that a trickle cannot hold a session while a slow but steady sender
-// gets through.
+// dataDeadline is the overall deadline of message data whose current read
+// (DATA, or one BDAT chunk) started at start, after n bytes of it:
+// data_timeout, extended by one second per min_data_rate bytes received
+// (Postfix 3.7 smtpd_per_request_deadline), so that a trickle cannot hold a
+// session while a slow but steady sender gets through. The time and bytes
+// of the reads before it since the last accepted message count too
+// (dataSpent, dataBytes), so that a trickle cut into many BDAT chunks is
+// held to the same deadline as one DATA.
 func (ss *session) dataDeadline(start time.Time, n int64) time.Time {
-	d := start.Add(ss.cfg.Limits.DataTimeout.D())
+	d := start.Add(ss.cfg.Limits.DataTimeout.D() - ss.dataSpent)
 	if r := ss.cfg.Limits.MinDataRate; r > 0 {
-		d = d.Add(time.Duration(n) * time.Second / time.Duration(r))
+		d = d.Add(time.Duration(ss.dataBytes+n) * time.Second / time.Duration(r))
 	}
 	return d
+}
+
+// dataRead records a read of message data that started at start and
+// brought n bytes, for dataDeadline.
+func (ss *session) dataRead(start time.Time, n int64) {
+	ss.dataSpent += time.Since(start)
+	ss.dataBytes += n
+}
+
+// dataDeadlineReply is the reply when message data did not arrive by its
+// overall deadline: nothing was acknowledged; the client is too slow to keep.
+func (ss *session) dataDeadlineReply() Reply {
+	return limitReached(421, "4.4.2", "limits.data_timeout", ss.cfg.Limits.DataTimeout.D(),
+		ss.cfg.Hostname+" Error: timeout exceeded").closing()
 }

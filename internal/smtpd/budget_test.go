@@ -120,6 +120,37 @@ S: 250 2.1.5`)
 	}
 }
 
+// TestRecipientRateEndsTheSession: past the client's unknown-recipient
+// rate, every RCPT gets 450 — and each is an error of the session, so that
+// an enumerator that goes on is slowed past the soft limit and cut off at
+// the hard one. Before, the 450s were not errors: one session went on at
+// thousands of RCPTs a second for as long as it liked (issue 12 item 3:
+// "never cut off").
+func TestRecipientRateEndsTheSession(t *testing.T) {
+	ts := startServer(t, func(c *config.Config) {
+		c.Limits.SoftErrorLimit = 100
+		c.Limits.MaxBadCommands = 20
+		c.Limits.UnknownRcptLimit = 2
+	})
+	c := ts.dialFrom(t, "mx", "127.0.0.2")
+	c.dialogue(`
+S: 220
+C: EHLO enum.example
+S: 250
+C: MAIL FROM:<x@example.org>
+S: 250
+C: RCPT TO:<guess1@mail.test>
+S: 550 5.1.1
+C: RCPT TO:<guess2@mail.test>
+S: 550 5.1.1`)
+	for i := 3; i <= 20; i++ {
+		c.cmd(fmt.Sprintf("RCPT TO:<guess%d@mail.test>", i))
+		c.expect("450 4.7.1 Error: too many unknown recipients from 127.0.0.2")
+	}
+	c.expect("421 4.7.0 mail.test Error: too many errors")
+	c.expectClosed()
+}
+
 // TestDataDeadline reproduces issue 12 item 4 (DATA): a client trickling
 // its message is cut off at the overall deadline, though it never leaves a
 // gap as long as data_block_timeout; a slow but steady client gets through.
@@ -174,6 +205,114 @@ S: 354`)
 	c.expect("250 2.0.0 Ok: queued as")
 	if n := len(ts.spooled(t)); n != 1 {
 		t.Fatalf("%d messages spooled, want 1 (the trickle must not be)", n)
+	}
+}
+
+// TestBDATDeadline: CHUNKING (RFC 3030) must not be a way around the
+// overall deadline of message data (issue 12 item 4). Before, a BDAT chunk
+// had only the per-read data_block_timeout: one byte a second held a
+// session open for as long as the client liked, and chunk time was not
+// command time either. Now a trickled chunk, many small chunks each
+// trickled, and a refused chunk read only to be skipped are cut at the
+// same deadline as a trickled DATA; a steady client gets through.
+func TestBDATDeadline(t *testing.T) {
+	ts := startServer(t, func(c *config.Config) {
+		c.Limits.DataTimeout = config.Duration(time.Second)
+		c.Limits.MinDataRate = 1000
+		c.Limits.DataBlockTimeout = config.Duration(30 * time.Second)
+		c.Limits.CommandTimeout = config.Duration(30 * time.Second)
+	})
+	open := func(rcpt bool) *client {
+		c := ts.dial(t, "mx")
+		c.dialogue(`
+S: 220
+C: EHLO x
+S: 250`)
+		if rcpt {
+			c.dialogue(`
+C: MAIL FROM:<x@example.org>
+S: 250
+C: RCPT TO:<alice@mail.test>
+S: 250`)
+		}
+		return c
+	}
+	// trickle writes one byte every 100 ms (at most 20 s) after each of
+	// the commands, until the server closes.
+	trickle := func(c *client, cmds func(i int) string) {
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			for i := range 200 {
+				if _, err := c.conn.Write([]byte(cmds(i) + "x")); err != nil {
+					return
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+		}()
+		for {
+			r := c.reply()
+			if len(r) == 0 || r[0] != "250 2.0.0 Ok: 2 octets received" {
+				if len(r) == 0 || r[0] != "421 4.4.2 mail.test Error: timeout exceeded" {
+					t.Fatalf("trickler got %q, want 421 4.4.2", r)
+				}
+				break
+			}
+		}
+		c.expectClosed()
+		<-done
+	}
+	// One chunk of 1000 bytes, one byte at a time.
+	trickle(open(true), func(i int) string {
+		if i == 0 {
+			return "BDAT 1000 LAST\r\n"
+		}
+		return ""
+	})
+	// Many chunks of two bytes, each trickled (the time between chunks is
+	// command time, held by command_budget).
+	trickle(open(true), func(i int) string {
+		if i%2 == 0 {
+			return "BDAT 2\r\n"
+		}
+		return ""
+	})
+	// Chunks refused (no transaction) and read to be skipped.
+	trickle(open(false), func(i int) string {
+		if i == 0 {
+			return "BDAT 1000\r\n"
+		}
+		return ""
+	})
+	if n := len(limitLines(ts, "limits.data_timeout")); n != 3 {
+		t.Errorf("%d 'limit reached' lines for limits.data_timeout, want 3", n)
+	}
+	// Steady: 64 KiB in 2 s in 32 chunks, past data_timeout but well above
+	// the rate; then a second message in the same session.
+	c := open(true)
+	chunk := strings.Repeat(strings.Repeat("x", 998)+"\r\n", 2)
+	for i := range 32 {
+		last := ""
+		if i == 31 {
+			last = " LAST"
+		}
+		c.send(fmt.Sprintf("BDAT %d%s\r\n%s", len(chunk), last, chunk))
+		if i < 31 {
+			c.expect("250 2.0.0 Ok: 2000 octets received")
+		}
+		time.Sleep(62 * time.Millisecond)
+	}
+	c.expect("250 2.0.0 Ok: queued as")
+	c.dialogue(`
+C: MAIL FROM:<x@example.org>
+S: 250
+C: RCPT TO:<alice@mail.test>
+S: 250
+C: BDAT 4 LAST
+C: hi` + "\r\n" + `
+S: 250 2.0.0 Ok: queued as`)
+	if n := len(ts.spooled(t)); n != 2 {
+		t.Fatalf("%d messages spooled, want 2 (no trickle)", n)
 	}
 }
 

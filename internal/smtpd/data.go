@@ -115,9 +115,7 @@ func (ss *session) complete(ctx context.Context, w *queue.Writer, derr error, bd
 	case errors.Is(derr, errSpoolWrite):
 		return localFailure(451, "4.3.0", "spool_write", "Error: queue file write error", fmt.Errorf("spool %s: %w", w.ID(), derr))
 	case errors.Is(derr, errDataDeadline):
-		// Nothing was acknowledged; the client is too slow to keep.
-		return limitReached(421, "4.4.2", "limits.data_timeout", lim.DataTimeout.D(),
-			ss.cfg.Hostname+" Error: timeout exceeded").closing()
+		return ss.dataDeadlineReply()
 	case derr != nil:
 		// Connection lost or timed out mid-DATA: nothing was acknowledged.
 		ss.s.ml.LostConnection(ctx, ss.logConn(), "DATA")
@@ -150,6 +148,7 @@ func (ss *session) complete(ctx context.Context, w *queue.Writer, derr error, bd
 	ss.messages++
 	ss.junk = 0 // a session that moves mail is not idling
 	ss.startBudget()
+	ss.dataSpent, ss.dataBytes = 0, 0
 	ss.s.deps.Metrics.Spooled.Inc()
 	ss.s.ml.Accepted(ctx, ss.logConn(), maillog.Message{ID: env.ID, User: ss.authUser, From: env.From, Nrcpt: len(env.Recipients), Size: env.Size})
 	if ss.authUser != "" {
@@ -217,6 +216,7 @@ func (ss *session) readData(w io.Writer, start time.Time) error {
 		prevCR  = false
 		sticky  error
 	)
+	defer func() { ss.dataRead(start, size) }()
 	for {
 		// RFC 5321 §4.5.3.2.5: a timeout per data block, not per message,
 		// so a large message on a slow link is not cut off.

@@ -66,6 +66,12 @@ type session struct {
 	authFails  int
 	// budgetEnd is when the command budget runs out (zero: no budget).
 	budgetEnd time.Time
+	// dataSpent and dataBytes are the time spent reading message data
+	// (DATA, BDAT chunks, refused chunks read to be skipped) and its size
+	// since the session's last accepted message: one overall deadline
+	// holds them all (dataDeadline).
+	dataSpent time.Duration
+	dataBytes int64
 	messages  int
 	closing   bool
 
