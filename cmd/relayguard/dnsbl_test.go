@@ -204,3 +204,48 @@ func TestDNSBLHealthDNSUnreachable(t *testing.T) {
 		}
 	}
 }
+
+// TestDNSBLCheckRealDeadList: `dnsbl check` against a real unbound (NSD
+// behind it) where one list's servers are silent: three targets and the
+// health check share one deadline (issue 13 item 8: one after another,
+// 3 targets with a dead list took 15 s).
+func TestDNSBLCheckRealDeadList(t *testing.T) {
+	dnstest.NeedReal(t)
+	t.Parallel()
+	nsd := dnstest.StartNSD(t, map[string][]string{"rgtest": {
+		"2.0.0.127.bl IN A 127.0.0.2", "5.0.0.127.bl IN A 127.0.0.2", "2.0.0.127.dead IN A 127.0.0.2"}})
+	silent := dnstest.StartProxy(t, nsd.Addr)
+	silent.DropAll(true)
+	ub := dnstest.StartUnbound(t, dnstest.Stub{Zone: "rgtest", Addrs: []string{nsd.Addr}},
+		dnstest.Stub{Zone: "dead.rgtest", Addrs: []string{silent.Addr}})
+	p := filepath.Join(t.TempDir(), "rg.toml")
+	if err := os.WriteFile(p, []byte(fmt.Sprintf("[dnsbl]\nzones = [\"bl.rgtest\", \"dead.rgtest\"]\nresolvers = [%q]\ntimeout = \"2s\"\n", ub.Addr)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := relayguardBinary(); err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now()
+	out, _, code := runDNSBL(t, p, "check", "--no-catalog", "--json", "127.0.0.5", "127.0.0.9", "192.0.2.1")
+	el := time.Since(t0)
+	if code != 1 {
+		t.Errorf("exit %d, want 1 (127.0.0.5 listed)\n%s", code, out)
+	}
+	var rows []dnsbl.Row
+	if err := json.Unmarshal([]byte(out), &rows); err != nil {
+		t.Fatalf("--json output: %v\n%s", err, out)
+	}
+	for _, r := range rows {
+		switch {
+		case r.List == "dead.rgtest" && r.Result != "skipped" && r.Result != "temp_error":
+			t.Errorf("%s dead.rgtest: %s, want skipped or temp_error", r.Target, r.Result)
+		case r.List == "bl.rgtest" && (r.Target == "127.0.0.5") != r.Listed:
+			t.Errorf("%s bl.rgtest: %+v", r.Target, r)
+		}
+	}
+	// One after another: 2 s health + 3 × 2 s = 8 s. Under one deadline: 2 s
+	// and the process's start.
+	if el > 6*time.Second {
+		t.Errorf("3 targets with a silent list took %v: not one deadline", el)
+	}
+}

@@ -643,3 +643,55 @@ func TestRealSilentOnceIsNotDead(t *testing.T) {
 		t.Errorf("after: %+v", got.Results)
 	}
 }
+
+// TestRealNextResolver: with two resolvers configured, one frozen (hung)
+// or killed, every client is still answered from the other, without a
+// temporary failure (issue 13 item 5: try the next resolver).
+func TestRealNextResolver(t *testing.T) {
+	t.Parallel()
+	r := startRealDNS(t)
+	other := dnstest.StartUnbound(t, dnstest.Stub{Zone: "rgtest", Addrs: []string{r.nsd.Addr}})
+	res, err := dnsutil.New([]string{r.unbound.Addr, other.Addr}, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := New(res, Options{Zones: []string{"bl.rgtest", "wl.rgtest=127.0.[0..255].[1..3]*-5"}, Timeout: 3 * time.Second,
+		HealthInterval: time.Hour, MinTTL: time.Minute, MaxTTL: time.Hour, Registerer: prometheus.NewRegistry(),
+		Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	running(t, c)
+	ctx := context.Background()
+	c.waitFirst(ctx)
+	n := 0
+	for _, outage := range []struct {
+		name       string
+		start, end func()
+	}{
+		{"first frozen", r.unbound.Pause, r.unbound.Resume},
+		{"second killed", other.Stop, other.Start},
+	} {
+		outage.start()
+		var wg sync.WaitGroup
+		for i := range 20 {
+			n++
+			ip, want := netip.AddrFrom4([4]byte{198, 18, 13, byte(n)}), 0
+			if i == 0 {
+				ip, want = netip.AddrFrom4([4]byte{127, 0, 0, byte(5 + len(outage.name)%2)}), 1
+			}
+			wg.Go(func() {
+				if got := c.Check(ctx, ip); got.Score != want || len(got.Unanswered()) != 0 {
+					t.Errorf("%s: %s: %+v", outage.name, ip, got.Results)
+				}
+			})
+		}
+		wg.Wait()
+		outage.end()
+	}
+	for _, h := range c.HealthReport() {
+		if h.State != Healthy {
+			t.Errorf("%s: %v (%s)", h.Zone, h.State, h.Detail)
+		}
+	}
+}
