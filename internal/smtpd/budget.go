@@ -76,10 +76,7 @@ func (ss *session) unknownRecipients(ctx context.Context, delta int64) float64 {
 // rcptRateReply refuses every RCPT of a client past
 // limits.unknown_recipient_limit, valid or not, so that the replies tell an
 // enumerator nothing more; 450 (temporary) so that a real sender with stale
-// addresses retries later. Each refusal is an error of the session (soft
-// and hard error limits, as Postfix counts every 4xx/5xx): an enumerator
-// that goes on past it is slowed and cut off, not answered at full speed
-// for as long as it likes.
+// addresses retries later.
 func (ss *session) rcptRateReply(ctx context.Context) Reply {
 	if !ss.countsUnknownRecipients() {
 		return Reply{}
@@ -87,11 +84,9 @@ func (ss *session) rcptRateReply(ctx context.Context) Reply {
 	if n := ss.unknownRecipients(ctx, 0); n < float64(ss.cfg.Limits.UnknownRcptLimit) {
 		return Reply{}
 	}
-	r := limitReached(450, "4.7.1", "limits.unknown_recipient_limit",
+	return limitReached(450, "4.7.1", "limits.unknown_recipient_limit",
 		fmt.Sprintf("%d per %s", ss.cfg.Limits.UnknownRcptLimit, ss.cfg.Limits.UnknownRcptWindow.D()),
 		"Error: too many unknown recipients from "+ss.ip.String()+", try again later")
-	r.Bad = true
-	return r
 }
 
 // spaceReply refuses a transaction when the spool's file system has less
