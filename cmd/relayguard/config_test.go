@@ -53,6 +53,9 @@ func TestConfigCheckRunsServeChecks(t *testing.T) {
 		{"bare duration", ok + "[limits]\ncommand_timeout = 300\n", []string{"limits.command_timeout = 300", `"300s"`}},
 		{"unknown key", "# comment first\n" + ok + "[limits]\nmax_recipient = 5\n", []string{"limits.max_recipient: unknown key", "max_recipients"}},
 		{"type error", ok + "[limits]\nmax_recipients = \"many\"\n", []string{`limits.max_recipients = "many"`, "want an integer"}},
+		// Found by review: a database that is not a number passed config
+		// check and stopped serve (go-redis's parser is the one that reads it).
+		{"store url database", ok + "[store]\nurl = \"redis://:s3cret@127.0.0.1:1/abc\"\n", []string{`[store] url "redis://:xxxxx@127.0.0.1:1/abc"`, "invalid database number"}},
 		{"missing access file", ok + "[[policy.access]]\nname = \"t\"\nfile = \"/nonexistent/access.cidr\"\n[policy]\nconnect_restrictions = [\"check_client_access t\"]\n", []string{"/nonexistent/access.cidr"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -79,6 +82,9 @@ func TestConfigCheckRunsServeChecks(t *testing.T) {
 			}
 			if !strings.Contains(string(sout), tc.want[0]) || strings.Contains(string(sout), "level=ERROR") {
 				t.Errorf("serve's refusal differs from config check's or has a guard error before it:\n%s", sout)
+			}
+			if strings.Contains(msg+string(sout), "s3cret") {
+				t.Errorf("a password in the output:\n%s\n%s", msg, sout)
 			}
 		})
 	}

@@ -2,7 +2,6 @@ package config
 
 import (
 	"fmt"
-	"net"
 	"net/url"
 	"strings"
 	"time"
@@ -90,7 +89,7 @@ func (c *AccountsConfig) validate() error {
 		{"decoy_ban_ipv4_bits", c.DecoyIPv4, 8, 32}, {"decoy_ban_ipv6_bits", c.DecoyIPv6, 16, 128},
 	} {
 		if b.v < b.lo || b.v > b.hi {
-			return fmt.Errorf("config: accounts.%s %d: want %d to %d", b.key, b.v, b.lo, b.hi)
+			return fmt.Errorf("accounts.%s %d: want %d to %d", b.key, b.v, b.lo, b.hi)
 		}
 	}
 	for _, n := range []struct {
@@ -99,7 +98,7 @@ func (c *AccountsConfig) validate() error {
 	}{{"login_spread_networks", c.LoginSpreadNetworks}, {"guessing_addresses", c.GuessingAddresses},
 		{"volume_minimum", c.VolumeMinimum}, {"bad_recipient_minimum", c.BadRecipientMinimum}} {
 		if n.v < 0 {
-			return fmt.Errorf("config: accounts.%s %d: must not be negative (0 disables)", n.key, n.v)
+			return fmt.Errorf("accounts.%s %d: must not be negative (0 disables)", n.key, n.v)
 		}
 	}
 	for _, d := range []struct {
@@ -108,45 +107,45 @@ func (c *AccountsConfig) validate() error {
 	}{{"login_spread_window", c.LoginSpreadWindow}, {"guessing_window", c.GuessingWindow}, {"known_network_age", c.KnownNetworkAge},
 		{"volume_baseline", c.VolumeBaseline}, {"bad_recipient_window", c.BadRecipientWindow}, {"decoy_ban_time", c.DecoyBanTime}} {
 		if d.v <= 0 {
-			return fmt.Errorf("config: accounts.%s %q: must be positive", d.key, d.v.D())
+			return fmt.Errorf("accounts.%s %q: must be positive", d.key, d.v.D())
 		}
 	}
 	if c.VolumeFactor < 0 {
-		return fmt.Errorf("config: accounts.volume_factor %g: must not be negative (0 disables)", c.VolumeFactor)
+		return fmt.Errorf("accounts.volume_factor %g: must not be negative (0 disables)", c.VolumeFactor)
 	}
 	if c.BadRecipientShare < 0 || c.BadRecipientShare > 1 {
-		return fmt.Errorf("config: accounts.bad_recipient_share %g: want 0 (off) to 1", c.BadRecipientShare)
+		return fmt.Errorf("accounts.bad_recipient_share %g: want 0 (off) to 1", c.BadRecipientShare)
 	}
 	for i, d := range c.Decoys {
 		if strings.TrimSpace(d) == "" {
-			return fmt.Errorf("config: accounts.decoys[%d]: empty name", i)
+			return fmt.Errorf("accounts.decoys[%d]: empty name", i)
 		}
 	}
 	if c.AlertMailTo != "" && !strings.Contains(c.AlertMailTo, "@") {
-		return fmt.Errorf("config: accounts.alert_mail_to %q: not an address", c.AlertMailTo)
+		return fmt.Errorf("accounts.alert_mail_to %q: not an address", c.AlertMailTo)
 	}
 	if c.AlertSMTP != "" {
 		if err := validHostPort(c.AlertSMTP); err != nil {
-			return fmt.Errorf("config: accounts.alert_smtp: %w", err)
+			return fmt.Errorf("accounts.alert_smtp: %w", err)
 		}
 	}
 	if c.WebhookURL != "" {
 		u, err := url.Parse(c.WebhookURL)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return fmt.Errorf("config: accounts.webhook_url %q: want an http:// or https:// URL", redactedURL(c.WebhookURL))
+			return fmt.Errorf("accounts.webhook_url %q: want an http:// or https:// URL", redactedURL(c.WebhookURL))
 		}
 	}
 	if c.Postsuper != "" && !strings.HasPrefix(c.Postsuper, "/") {
-		return fmt.Errorf("config: accounts.postsuper %q: must be an absolute path", c.Postsuper)
+		return fmt.Errorf("accounts.postsuper %q: must be an absolute path", c.Postsuper)
 	}
 	for i, d := range c.PostfixConfig {
 		if !strings.HasPrefix(d, "/") {
-			return fmt.Errorf("config: accounts.postfix_config_directories[%d] %q: must be an absolute path", i, d)
+			return fmt.Errorf("accounts.postfix_config_directories[%d] %q: must be an absolute path", i, d)
 		}
 	}
 	if c.DovecotPolicyListen != "" {
-		if _, _, err := net.SplitHostPort(c.DovecotPolicyListen); err != nil {
-			return fmt.Errorf("config: accounts.dovecot_policy_listen %q: want host:port", c.DovecotPolicyListen)
+		if err := validListenAddress(c.DovecotPolicyListen); err != nil {
+			return fmt.Errorf("accounts.dovecot_policy_listen %q: %w", c.DovecotPolicyListen, err)
 		}
 	}
 	return nil

@@ -53,6 +53,15 @@ func TestErrorsNameKeyValueAndExpectation(t *testing.T) {
 		{"[store]\nurl = \"http://user:s3cret@redis.test/0\"\n", []string{"store.url", "redis://"}},
 		{"[delivery.tls_policies]\n\"bad domain\" = \"verify\"\n", []string{`delivery.tls_policies key "bad domain"`}},
 		{"[delivery]\nhelo_name = \"not a name\"\n", []string{`delivery.helo_name "not a name"`}},
+		// Every address to listen on or connect to, whichever command uses
+		// it, has its port checked (found by review: these passed config
+		// check and failed only when the listener was opened).
+		{"[tls]\nacme = true\nacme_names = [\"mail.example.com\"]\nacme_listen = \"127.0.0.1:99999\"\n", []string{`tls.acme_listen "127.0.0.1:99999"`, "port from 1 to 65535"}},
+		{"[accounts]\ndovecot_policy_listen = \"127.0.0.1:99999\"\n", []string{`accounts.dovecot_policy_listen "127.0.0.1:99999"`, "port from 1 to 65535"}},
+		{"[milter]\nlisten = \"127.0.0.1:99999\"\n", []string{`milter.listen "127.0.0.1:99999"`, "port from 1 to 65535"}},
+		{"[report]\nsmtp_server = \"127.0.0.1:99999\"\n", []string{`report.smtp_server "127.0.0.1:99999"`, "port from 1 to 65535"}},
+		{"[egress]\nalert_mail_to = \"root@example.com\"\nalert_smtp = \"localhost\"\n", []string{`egress.alert_smtp "localhost"`, "want host:port"}},
+		{"[accounts]\nwebhook_url = \"ftp://example.com/\"\n", []string{"accounts.webhook_url"}},
 	} {
 		_, err := loadString(t, tc.doc, t.TempDir())
 		if err == nil {
@@ -65,6 +74,9 @@ func TestErrorsNameKeyValueAndExpectation(t *testing.T) {
 		}
 		if !strings.HasPrefix(msg, "config ") {
 			t.Errorf("%q: error %q does not name the configuration file", tc.doc, msg)
+		}
+		if strings.Contains(msg, ": config: ") {
+			t.Errorf("%q: error %q says config twice", tc.doc, msg)
 		}
 		for _, w := range tc.want {
 			if !strings.Contains(msg, w) {

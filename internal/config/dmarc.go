@@ -30,13 +30,13 @@ func (c *DMARCConfig) validate() error {
 		switch v {
 		case DMARCReject, DMARCQuarantine, DMARCNone:
 		default:
-			return fmt.Errorf("config: policy.dmarc.%s %q: want reject, quarantine or none", k, v)
+			return fmt.Errorf("policy.dmarc.%s %q: want reject, quarantine or none", k, v)
 		}
 	}
 	switch c.TempError {
 	case "defer", "dunno":
 	default:
-		return fmt.Errorf("config: policy.dmarc.temperror %q: want defer or dunno", c.TempError)
+		return fmt.Errorf("policy.dmarc.temperror %q: want defer or dunno", c.TempError)
 	}
 	return nil
 }

@@ -87,6 +87,11 @@ func (c *EgressConfig) validate() error {
 			return fmt.Errorf("egress.alert_mail_from %q: %w", c.AlertMailFrom, err)
 		}
 	}
+	if c.AlertMailTo != "" {
+		if err := validHostPort(c.AlertSMTP); err != nil {
+			return fmt.Errorf("egress.alert_smtp %q: want host:port with a port from 1 to 65535", c.AlertSMTP)
+		}
+	}
 	// Unknown configured users/groups are an error here, before anything
 	// is changed; defaults that are absent are skipped by the egress
 	// package with a log line.

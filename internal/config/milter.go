@@ -2,7 +2,6 @@ package config
 
 import (
 	"fmt"
-	"net"
 	"strings"
 )
 
@@ -30,19 +29,19 @@ func defaultMilter() MilterConfig {
 func (c *MilterConfig) validate() error {
 	if path, unix := strings.CutPrefix(c.Listen, "unix:"); unix {
 		if path == "" {
-			return fmt.Errorf("config: milter.listen %q: no socket path after unix:", c.Listen)
+			return fmt.Errorf("milter.listen %q: no socket path after unix:", c.Listen)
 		}
-	} else if _, _, err := net.SplitHostPort(c.Listen); err != nil {
-		return fmt.Errorf("config: milter.listen %q: want host:port or unix:/path", c.Listen)
+	} else if err := validListenAddress(c.Listen); err != nil {
+		return fmt.Errorf("milter.listen %q: %w, or unix:/path", c.Listen, err)
 	}
 	for i, d := range c.QueueDirectories {
 		if !strings.HasPrefix(d, "/") {
-			return fmt.Errorf("config: milter.queue_directories[%d] %q: must be an absolute path", i, d)
+			return fmt.Errorf("milter.queue_directories[%d] %q: must be an absolute path", i, d)
 		}
 	}
 	for i, u := range c.ExemptUsers {
 		if strings.TrimSpace(u) == "" {
-			return fmt.Errorf("config: milter.exempt_users[%d]: empty name", i)
+			return fmt.Errorf("milter.exempt_users[%d]: empty name", i)
 		}
 	}
 	return nil

@@ -142,7 +142,7 @@ func (c *PolicyConfig) validate() error {
 			}
 			if name == "check_dmarc" && key != "end_of_data_restrictions" {
 				// SPF, DKIM and DMARC together need the message itself.
-				return fmt.Errorf("config: policy.%s: check_dmarc needs the message: use it in end_of_data_restrictions", key)
+				return fmt.Errorf("policy.%s: check_dmarc needs the message: use it in end_of_data_restrictions", key)
 			}
 			if name == "check_client_access" && !tables[args[0]] {
 				return fmt.Errorf("policy.%s: %q: no [[policy.access]] table named %q", key, r, args[0])
@@ -157,7 +157,7 @@ func (c *PolicyConfig) validate() error {
 	switch c.LimitAction {
 	case LimitDeferIfPermit, LimitDefer, LimitHold:
 	default:
-		return fmt.Errorf("config: policy.limit_action %q: want defer_if_permit, defer or hold", c.LimitAction)
+		return fmt.Errorf("policy.limit_action %q: want defer_if_permit, defer or hold", c.LimitAction)
 	}
 	switch c.SPF.PermError {
 	case "reject", "dunno":

@@ -2,7 +2,6 @@ package config
 
 import (
 	"fmt"
-	"net"
 	"net/mail"
 )
 
@@ -32,8 +31,8 @@ func (c *ReportConfig) validate() error {
 		return fmt.Errorf("report.syslog_name is empty: want the Postfix syslog_name, such as postfix")
 	}
 	if c.SMTPServer != "" {
-		if _, _, err := net.SplitHostPort(c.SMTPServer); err != nil {
-			return fmt.Errorf("report.smtp_server %q: want host:port: %v", c.SMTPServer, err)
+		if err := validHostPort(c.SMTPServer); err != nil {
+			return fmt.Errorf("report.smtp_server %q: want host:port with a port from 1 to 65535", c.SMTPServer)
 		}
 	}
 	if c.MailFrom != "" {

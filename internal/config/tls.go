@@ -2,7 +2,6 @@ package config
 
 import (
 	"fmt"
-	"net"
 	"path/filepath"
 	"strings"
 	"time"
@@ -67,8 +66,8 @@ func (c *TLSConfig) finish(cfg *Config) error {
 	default:
 		return fmt.Errorf("tls.acme_challenge %q: want tls-alpn-01 or http-01", c.ACMEChallenge)
 	}
-	if _, _, err := net.SplitHostPort(c.ACMEListen); err != nil {
-		return fmt.Errorf("tls.acme_listen %q: want host:port (%v)", c.ACMEListen, err)
+	if err := validListenAddress(c.ACMEListen); err != nil {
+		return fmt.Errorf("tls.acme_listen %q: %w", c.ACMEListen, err)
 	}
 	if !strings.HasPrefix(c.ACMEDirectory, "https://") {
 		return fmt.Errorf("tls.acme_directory %q: want the https:// URL of an ACME directory", c.ACMEDirectory)

@@ -12,13 +12,14 @@ import (
 	"github.com/relayguard/relayguard/internal/deliver"
 	"github.com/relayguard/relayguard/internal/msgauth"
 	"github.com/relayguard/relayguard/internal/policy"
+	"github.com/relayguard/relayguard/internal/store"
 )
 
 // Check makes every check serve makes of a finished configuration before
 // it starts, without binding a port or writing anything: the TLS
 // certificate and key load, the policy engine compiles (access table files
-// are read), delivery builds (the smarthost password file is read) and the
-// DKIM keys load.
+// are read), delivery builds (the smarthost password file is read), the
+// DKIM keys load and the [store] url parses as the Redis client reads it.
 // `relayguard config check` runs it; so do serve at start and a reload
 // before it applies a new configuration, so that the three agree.
 func Check(cfg *config.Config) error {
@@ -35,6 +36,11 @@ func Check(cfg *config.Config) error {
 	d.Close()
 	if _, err := msgauth.LoadSigner(cfg.DKIM); err != nil {
 		return err
+	}
+	if cfg.Store.URL != "" {
+		if _, err := store.ParseURL(cfg.Store.URL); err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -50,9 +50,9 @@ type Redis struct {
 // and resynchronises when Redis returns. log (may be nil) gets the Health
 // lines.
 func OpenRedis(ctx context.Context, url string, log *slog.Logger) (*Redis, error) {
-	opt, err := redis.ParseURL(url)
+	opt, err := ParseURL(url)
 	if err != nil {
-		return nil, fmt.Errorf("store: [store] url %q: %w", redactURL(url), redactErr(err, url))
+		return nil, err
 	}
 	opt.DialTimeout = 2 * time.Second
 	opt.ReadTimeout = 2 * time.Second
@@ -72,6 +72,18 @@ func OpenRedis(ctx context.Context, url string, log *slog.Logger) (*Redis, error
 		return r, err
 	}
 	return r, nil
+}
+
+// ParseURL reads a [store] url as OpenRedis does (go-redis's parser: the
+// database number, the password, the options in the query), so that
+// `config check` refuses every URL serve would refuse. The error names the
+// URL with its password redacted.
+func ParseURL(url string) (*redis.Options, error) {
+	opt, err := redis.ParseURL(url)
+	if err != nil {
+		return nil, fmt.Errorf("store: [store] url %q: %w", redactURL(url), redactErr(err, url))
+	}
+	return opt, nil
 }
 
 // redisLogger takes go-redis's own messages (a pool that cannot dial, ...)
