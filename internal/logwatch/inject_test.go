@@ -59,6 +59,7 @@ service imap-login {
 		`z>, method=PLAIN, rip=192.0.2.79, lip=127.0.0.1, session=<BBBB>`,
 		`a,192.0.2.80,<CCCC>`,
 		`b,192.0.2.81`,
+		`c,192.0.2.82,<dddd>): unknown user`, // (Dovecot lower-cases names)
 		`alice`,
 	}
 	// One source address per attempt (Dovecot's auth penalty delays

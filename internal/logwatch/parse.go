@@ -423,7 +423,15 @@ func parseDovecot(program, msg string) (event.Event, bool) {
 	case proc == "auth" || strings.HasPrefix(proc, "auth-worker") || strings.HasPrefix(proc, "auth("):
 		// driver(user,ip[,<session>]): unknown user | Password mismatch | pam_authenticate() failed
 		open := strings.IndexByte(msg, '(')
-		cl := strings.Index(msg, "): ")
+		// The verdict follows the last "): " — the user name before it
+		// may hold "): " too where auth_username_chars allows it — unless
+		// auth_verbose_passwords wrote the client's password after the
+		// verdict; the name cannot hold "): " with the default
+		// auth_username_chars, so the first is Dovecot's then.
+		cl := strings.LastIndex(msg, "): ")
+		if strings.Contains(msg, " (given password: ") {
+			cl = strings.Index(msg, "): ")
+		}
 		if open <= 0 || cl < open {
 			return e, false
 		}
