@@ -1,11 +1,21 @@
-// Command policybench measures a Postfix policy delegation server: policy
-// decisions per second and latency percentiles with N concurrent
-// connections, each sending one request at a time as Postfix's smtpd does.
-// It also serves the benchmark's DNS list (-dns) so that relayguard and
-// postfwd answer the same questions from a warm cache.
+// Command policybench measures a Postfix policy delegation server. It also
+// serves the benchmark's DNS lists (-dns) so that relayguard and postfwd
+// answer the same questions from a warm cache.
 //
-//	policybench -dns 127.0.0.153:53                      # serve bl.test
+// Closed loop (-conns N): N connections, each sending one request at a
+// time as Postfix's smtpd does, as fast as the server answers: the
+// saturated throughput. Latency there is mostly queueing (Little's law).
+//
+// Open loop (-rate R): requests are offered at a fixed rate R, on a pool
+// of -conns connections (Postfix's smtpd processes), whatever the server
+// does; each request's latency is measured from the time it was scheduled
+// to be sent, not from when a connection was free to send it, so a server
+// that falls behind is charged for the whole wait (no coordinated
+// omission). A request that cannot even be sent on time counts late.
+//
+//	policybench -dns 127.0.0.153:53 -zones 10            # serve bl0.test ... bl9.test
 //	policybench -addr 127.0.0.1:10031 -conns 64 -duration 20s
+//	policybench -addr 127.0.0.1:10031 -rate 20000 -conns 200 -duration 20s
 //
 // Every request is distinct (a new sender each time) so that no
 // whole-request cache answers; the DNS answers repeat over 256 client
@@ -21,9 +31,12 @@ import (
 	"os"
 	"os/signal"
 	"slices"
+	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/miekg/dns"
@@ -31,45 +44,59 @@ import (
 
 func main() {
 	var (
-		dnsAddr  = flag.String("dns", "", "serve the bl.test DNS list on this UDP address and do nothing else")
+		dnsAddr  = flag.String("dns", "", "serve the DNS lists blN.test (-zones) on this UDP address and do nothing else")
 		addr     = flag.String("addr", "127.0.0.1:10031", "policy server address")
 		conns    = flag.Int("conns", 64, "concurrent connections")
 		duration = flag.Duration("duration", 20*time.Second, "measured run time")
 		warm     = flag.Duration("warmup", 3*time.Second, "warm-up time before measuring")
 		name     = flag.String("name", "", "label for the result line")
+		rate     = flag.Float64("rate", 0, "open loop: offer this many requests per second (0: closed loop)")
+		nzones   = flag.Int("zones", 10, "with -dns: serve bl0.test ... bl<N-1>.test")
+		pids     = flag.String("pids", "", "comma-separated PIDs of the server's processes: report their CPU time per decision")
 	)
 	flag.Parse()
+	serverPIDs = *pids
 	if *dnsAddr != "" {
-		serveDNS(*dnsAddr)
+		serveDNS(*dnsAddr, *nzones)
+		return
+	}
+	if *rate > 0 {
+		openLoop(*name, *addr, *conns, *rate, *warm, false)
+		openLoop(*name, *addr, *conns, *rate, *duration, true)
 		return
 	}
 	run(*name, *addr, *conns, *warm, false)
 	run(*name, *addr, *conns, *duration, true)
 }
 
-// client i's address: 203.0.113.x; every fourth one is listed in bl.test.
-// Clients 10.1.0.x are in mynetworks.
-func listed(last byte) bool { return last%4 == 0 }
+// client i's address: 203.0.113.x; zone blZ.test lists the clients whose
+// last octet is Z modulo 40 (each of 10 zones lists 2.5 %, a client is
+// listed in at most one). Clients 10.1.0.x are in mynetworks.
+func listedIn(zone int, last byte) bool { return int(last)%40 == zone }
 
-func serveDNS(addr string) {
+func serveDNS(addr string, nzones int) {
 	h := dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
 		m := new(dns.Msg)
 		m.SetReply(r)
 		q := r.Question[0]
 		name := strings.ToLower(q.Name)
 		ok := false
-		if q.Qtype == dns.TypeA && strings.HasSuffix(name, ".bl.test.") {
-			var a, b, c, d int
-			if n, _ := fmt.Sscanf(name, "%d.%d.%d.%d.", &d, &c, &b, &a); n == 4 {
-				ok = (a == 127 && b == 0 && c == 0 && d == 2) || (a == 203 && b == 0 && c == 113 && listed(byte(d)))
+		if q.Qtype == dns.TypeA {
+			var a, b, c, d, z int
+			if n, _ := fmt.Sscanf(name, "%d.%d.%d.%d.bl%d.test.", &d, &c, &b, &a, &z); n == 5 && z < nzones {
+				ok = (a == 127 && b == 0 && c == 0 && d == 2) || (a == 203 && b == 0 && c == 113 && listedIn(z, byte(d)))
 			}
 		}
 		if ok {
 			m.Answer = append(m.Answer, &dns.A{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 3600}, A: net.IPv4(127, 0, 0, 2)})
 		} else {
 			m.Rcode = dns.RcodeNameError
-			m.Ns = []dns.RR{&dns.SOA{Hdr: dns.RR_Header{Name: "bl.test.", Rrtype: dns.TypeSOA, Class: dns.ClassINET, Ttl: 3600},
-				Ns: "ns.bl.test.", Mbox: "h.bl.test.", Serial: 1, Refresh: 3600, Retry: 600, Expire: 86400, Minttl: 3600}}
+			zone := "test."
+			if i := strings.LastIndex(strings.TrimSuffix(name, ".test."), "."); i >= 0 {
+				zone = name[i+1:]
+			}
+			m.Ns = []dns.RR{&dns.SOA{Hdr: dns.RR_Header{Name: zone, Rrtype: dns.TypeSOA, Class: dns.ClassINET, Ttl: 3600},
+				Ns: "ns." + zone, Mbox: "h." + zone, Serial: 1, Refresh: 3600, Retry: 600, Expire: 86400, Minttl: 3600}}
 		}
 		w.WriteMsg(m)
 	})
@@ -83,6 +110,54 @@ func serveDNS(addr string) {
 	signal.Notify(sig, os.Interrupt, os.Interrupt)
 	<-sig
 	srv.Shutdown()
+}
+
+var serverPIDs string
+
+// cpuTime is the user+system CPU time of the server's processes so far
+// (/proc/PID/stat; a process that is gone counts nothing).
+func cpuTime() time.Duration {
+	var total int64
+	for _, p := range strings.Split(serverPIDs, ",") {
+		if p == "" {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + p + "/stat")
+		if err != nil {
+			continue
+		}
+		// Fields after the command (which may hold spaces): utime, stime,
+		// cutime and cstime (children that exited: prefork servers) are
+		// the 14th to 17th.
+		f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
+		for i := 11; i <= 14 && i < len(f); i++ {
+			v, _ := strconv.ParseInt(f[i], 10, 64)
+			total += v
+		}
+	}
+	return time.Duration(total) * time.Second / 100 // USER_HZ
+}
+
+// selfCPU is this load generator's own CPU time so far: it shares the
+// machine with the server, so what it burns is not the server's.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// cpuNote is the server's (and the load generator's) CPU time used since
+// cpu0 (self0), per decision.
+func cpuNote(cpu0, self0 time.Duration, n int) string {
+	if n == 0 {
+		return ""
+	}
+	out := fmt.Sprintf(" loader_cpu=%.2fs", (selfCPU() - self0).Seconds())
+	if serverPIDs == "" {
+		return out
+	}
+	d := cpuTime() - cpu0
+	return out + fmt.Sprintf(" server_cpu=%.2fs cpu_per_decision=%.1fµs", d.Seconds(), float64(d.Microseconds())/float64(n))
 }
 
 // kind classifies a reply so that two servers can be compared.
@@ -103,6 +178,131 @@ func kind(action string) string {
 	return "other:" + action
 }
 
+// request appends the n-th request, sent on connection c: client
+// 203.0.113.(n mod 256), one in 20 from mynetworks, one in 10 to a domain
+// that is not ours (a relay attempt).
+func request(b []byte, n int64, c int) []byte {
+	last := n % 256
+	b = append(b, "request=smtpd_access_policy\nprotocol_state=RCPT\nprotocol_name=ESMTP\nclient_address="...)
+	if n%20 == 0 {
+		b = append(b, "10.1.0."...)
+	} else {
+		b = append(b, "203.0.113."...)
+	}
+	b = strconv.AppendInt(b, last, 10)
+	b = append(b, "\nclient_name=unknown\nreverse_client_name=unknown\nhelo_name=client"...)
+	b = strconv.AppendInt(b, int64(c), 10)
+	b = append(b, ".example.net\nsender=s"...)
+	b = strconv.AppendInt(b, int64(c), 10)
+	b = append(b, '-')
+	b = strconv.AppendInt(b, n, 10)
+	b = append(b, "@sender.test\nrecipient="...)
+	if n%10 == 3 {
+		b = append(b, "victim@elsewhere.test"...)
+	} else {
+		b = append(b, "user@example.test"...)
+	}
+	b = append(b, "\nrecipient_count=0\nqueue_id=\ninstance="...)
+	b = strconv.AppendInt(b, n, 16)
+	b = append(b, '.')
+	b = strconv.AppendInt(b, int64(c), 10)
+	b = append(b, "\nsize=0\nsasl_method=\nsasl_username=\nsasl_sender=\nccert_subject=\nccert_issuer=\n"+
+		"ccert_fingerprint=\nencryption_protocol=\nencryption_cipher=\nencryption_keysize=0\n"+
+		"etrn_domain=\nstress=\nclient_port="...)
+	b = strconv.AppendInt(b, int64(1024+c), 10)
+	return append(b, "\nserver_address=127.0.0.1\nserver_port=25\n\n"...)
+}
+
+// openLoop offers requests at rate per second for d on a pool of conns
+// connections. A dispatcher hands out every request whose scheduled send
+// time has come, stamped with that time; latency runs from it to the
+// reply, so time spent waiting for a free connection counts.
+func openLoop(name, addr string, conns int, rate float64, d time.Duration, report bool) {
+	type job struct {
+		n  int64
+		at time.Time
+	}
+	total := int64(rate * d.Seconds())
+	jobs := make(chan job, total+1)
+	lats := make([][]time.Duration, conns)
+	kinds := make([]map[string]int, conns)
+	var fails atomic.Int64
+	var wg sync.WaitGroup
+	ready := make(chan struct{})
+	for c := range conns {
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			log.Fatalf("connect %s: %v", addr, err)
+		}
+		lats[c] = make([]time.Duration, 0, total/int64(conns)*2+16)
+		kinds[c] = map[string]int{}
+		wg.Go(func() {
+			defer conn.Close()
+			r := bufio.NewReader(conn)
+			var buf []byte
+			<-ready
+			for j := range jobs {
+				buf = request(buf[:0], j.n, c)
+				if _, err := conn.Write(buf); err != nil {
+					fails.Add(1)
+					return
+				}
+				line, err := r.ReadString('\n')
+				if err == nil {
+					_, err = r.ReadString('\n')
+				}
+				if err != nil {
+					fails.Add(1)
+					return
+				}
+				lats[c] = append(lats[c], time.Since(j.at))
+				kinds[c][kind(strings.TrimPrefix(strings.TrimSpace(line), "action="))]++
+			}
+		})
+	}
+	close(ready)
+	cpu0, self0 := cpuTime(), selfCPU()
+	start := time.Now()
+	interval := float64(time.Second) / rate
+	for i := int64(0); i < total; {
+		due := min(total, int64(float64(time.Since(start))/interval)+1)
+		for ; i < due; i++ {
+			jobs <- job{i, start.Add(time.Duration(float64(i) * interval))}
+		}
+		time.Sleep(50 * time.Microsecond)
+	}
+	close(jobs)
+	wg.Wait()
+	elapsed := time.Since(start)
+	if !report {
+		return
+	}
+	var all []time.Duration
+	mix := map[string]int{}
+	for c := range conns {
+		all = append(all, lats[c]...)
+		for k, v := range kinds[c] {
+			mix[k] += v
+		}
+	}
+	slices.Sort(all)
+	pct := func(p float64) time.Duration {
+		if len(all) == 0 {
+			return 0
+		}
+		return all[min(len(all)-1, int(float64(len(all))*p))].Round(time.Microsecond)
+	}
+	late := len(all) - sort.Search(len(all), func(i int) bool { return all[i] > time.Millisecond })
+	var ks []string
+	for k, v := range mix {
+		ks = append(ks, fmt.Sprintf("%s=%.1f%%", k, 100*float64(v)/float64(max(len(all), 1))))
+	}
+	slices.Sort(ks)
+	fmt.Printf("%-12s open-loop offered=%.0f/s conns=%d decisions=%d achieved=%.0f/s p50=%s p90=%s p99=%s p99.9=%s max=%s over_1ms=%.2f%% failures=%d%s mix=[%s]\n",
+		name, rate, conns, len(all), float64(len(all))/elapsed.Seconds(), pct(0.50), pct(0.90), pct(0.99), pct(0.999), pct(1),
+		100*float64(late)/float64(max(len(all), 1)), fails.Load(), cpuNote(cpu0, self0, len(all)), strings.Join(ks, " "))
+}
+
 func run(name, addr string, conns int, d time.Duration, report bool) {
 	var (
 		wg    sync.WaitGroup
@@ -112,6 +312,7 @@ func run(name, addr string, conns int, d time.Duration, report bool) {
 		seq   atomic.Int64
 		fails atomic.Int64
 	)
+	cpu0, self0 := cpuTime(), selfCPU()
 	stop := time.Now().Add(d)
 	for c := range conns {
 		wg.Add(1)
@@ -125,28 +326,12 @@ func run(name, addr string, conns int, d time.Duration, report bool) {
 			r := bufio.NewReader(conn)
 			var my []time.Duration
 			mk := map[string]int{}
-			var b strings.Builder
+			var buf []byte
 			for time.Now().Before(stop) {
 				n := seq.Add(1)
-				last := byte(n % 256)
-				client := fmt.Sprintf("203.0.113.%d", last)
-				if n%20 == 0 {
-					client = fmt.Sprintf("10.1.0.%d", last)
-				}
-				rcpt := "user@example.test"
-				if n%10 == 3 {
-					rcpt = "victim@elsewhere.test"
-				}
-				b.Reset()
-				fmt.Fprintf(&b, "request=smtpd_access_policy\nprotocol_state=RCPT\nprotocol_name=ESMTP\n"+
-					"client_address=%s\nclient_name=unknown\nreverse_client_name=unknown\nhelo_name=client%d.example.net\n"+
-					"sender=s%d-%d@sender.test\nrecipient=%s\nrecipient_count=0\nqueue_id=\ninstance=%x.%d\n"+
-					"size=0\nsasl_method=\nsasl_username=\nsasl_sender=\nccert_subject=\nccert_issuer=\n"+
-					"ccert_fingerprint=\nencryption_protocol=\nencryption_cipher=\nencryption_keysize=0\n"+
-					"etrn_domain=\nstress=\nclient_port=%d\nserver_address=127.0.0.1\nserver_port=25\n\n",
-					client, c, c, n, rcpt, n, c, 1024+c)
+				buf = request(buf[:0], n, c)
 				t0 := time.Now()
-				if _, err := conn.Write([]byte(b.String())); err != nil {
+				if _, err := conn.Write(buf); err != nil {
 					fails.Add(1)
 					return
 				}
@@ -186,6 +371,6 @@ func run(name, addr string, conns int, d time.Duration, report bool) {
 		ks = append(ks, fmt.Sprintf("%s=%.1f%%", k, 100*float64(v)/float64(max(total, 1))))
 	}
 	slices.Sort(ks)
-	fmt.Printf("%-12s conns=%d decisions=%d rate=%.0f/s p50=%s p99=%s max=%s failures=%d mix=[%s]\n",
-		name, conns, total, float64(total)/d.Seconds(), pct(0.50), pct(0.99), pct(1), fails.Load(), strings.Join(ks, " "))
+	fmt.Printf("%-12s conns=%d decisions=%d rate=%.0f/s p50=%s p99=%s max=%s failures=%d%s mix=[%s]\n",
+		name, conns, total, float64(total)/d.Seconds(), pct(0.50), pct(0.99), pct(1), fails.Load(), cpuNote(cpu0, self0, total), strings.Join(ks, " "))
 }
