@@ -25,14 +25,24 @@ type Counters interface {
 type Memory struct {
 	mu        sync.Mutex
 	failures  map[netip.Addr][]time.Time
-	attackers map[netip.Prefix]map[netip.Addr]time.Time
+	attackers map[netip.Prefix][]lastFailure
 	sweep     time.Time
 	maxWindow time.Duration
 }
 
+// lastFailure is the last failure of one address inside a prefix. A
+// prefix's addresses are a slice, not a map: almost every prefix of a
+// botnet holds one or two (a map per prefix cost ~370 bytes per address;
+// watch --replay of 1,000,000 addresses failing in 30 minutes peaked at
+// 1.36 GB), and AddAttacker visits them all anyway to count.
+type lastFailure struct {
+	ip   netip.Addr
+	last int64 // Unix nanoseconds
+}
+
 // NewMemory returns empty in-memory counters.
 func NewMemory() *Memory {
-	return &Memory{failures: map[netip.Addr][]time.Time{}, attackers: map[netip.Prefix]map[netip.Addr]time.Time{}}
+	return &Memory{failures: map[netip.Addr][]time.Time{}, attackers: map[netip.Prefix][]lastFailure{}}
 }
 
 // AddFailure implements Counters.
@@ -56,22 +66,27 @@ func (m *Memory) AddAttacker(_ context.Context, p netip.Prefix, ip netip.Addr, t
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.maybeSweep(t, window)
-	set := m.attackers[p]
-	if set == nil {
-		set = map[netip.Addr]time.Time{}
-		m.attackers[p] = set
-	}
-	set[ip] = t
-	cut := t.Add(-window)
-	n := 0
-	for a, last := range set {
-		if last.After(cut) {
-			n++
-		} else {
-			delete(set, a)
+	cut := t.Add(-window).UnixNano()
+	set, kept, seen := m.attackers[p], 0, false
+	for _, f := range set {
+		if f.ip == ip {
+			f.last, seen = t.UnixNano(), true
+		}
+		if f.last > cut {
+			set[kept] = f
+			kept++
 		}
 	}
-	return n, nil
+	set = set[:kept]
+	if !seen && t.UnixNano() > cut {
+		set = append(set, lastFailure{ip, t.UnixNano()})
+	}
+	if len(set) == 0 {
+		delete(m.attackers, p)
+	} else {
+		m.attackers[p] = set
+	}
+	return len(set), nil
 }
 
 // Forget implements Counters.
@@ -96,13 +111,16 @@ func (m *Memory) maybeSweep(t time.Time, window time.Duration) {
 		}
 	}
 	for p, set := range m.attackers {
-		for a, last := range set {
-			if !last.After(cut) {
-				delete(set, a)
+		kept := set[:0]
+		for _, f := range set {
+			if f.last > cut.UnixNano() {
+				kept = append(kept, f)
 			}
 		}
-		if len(set) == 0 {
+		if len(kept) == 0 {
 			delete(m.attackers, p)
+		} else {
+			m.attackers[p] = kept
 		}
 	}
 	m.sweep = t
