@@ -5,7 +5,7 @@
 //     {auth_authen}): a suspended login is deferred; the envelope sender and
 //     the header From: addresses must be addresses the login owns; the send
 //     limits of [delivery.rate_limits] apply (recipients at RCPT, the message
-//     at end of headers), the null sender included;
+//     at end of message), the null sender included;
 //   - as non_smtpd_milters, for mail submitted with sendmail: each message
 //     is attributed to the local uid Postfix's pickup recorded, and the
 //     per-uid limits apply; over a limit the message is quarantined (Postfix's
@@ -27,7 +27,6 @@ import (
 	"net"
 	"net/mail"
 	"net/netip"
-	"net/textproto"
 	"os/user"
 	"strconv"
 	"strings"
@@ -133,8 +132,11 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	srv := &gomilter.Server{
 		NewMilter: func() gomilter.Milter { return &message{s: s, ctx: ctx, uid: -1} },
 		Actions:   gomilter.OptQuarantine,
-		// The body is never needed: Postfix need not send it.
-		Protocol: gomilter.OptNoBody,
+		// Every step Postfix need not take is a round trip saved per
+		// message: the body, HELO and the end of headers are never needed
+		// (the From: check and the message's count are made at end of
+		// message), and header fields need no reply.
+		Protocol: gomilter.OptNoBody | gomilter.OptNoHelo | gomilter.OptNoEOH | gomilter.OptNoHeaderReply,
 	}
 	s.mu.Lock()
 	s.srv = srv
@@ -169,6 +171,12 @@ type message struct {
 	qid    string
 	nrcpt  int
 	uid    int
+	// fromFields are this message's From: fields. (go-milter hands Headers
+	// every field of the connection so far, earlier messages' included, and
+	// keeps this struct after a reply code: everything per message is
+	// reset at MAIL FROM.)
+	fromFields []string
+	owned      map[string]bool // addresses already checked for this message
 }
 
 func reply(code int, enhanced, text string) gomilter.Response {
@@ -197,7 +205,7 @@ func (m *message) Connect(_ string, _ string, _ uint16, addr net.IP, _ *gomilter
 // (queue id already known: Postfix's pickup), or an unauthenticated SMTP
 // client (accepted at once).
 func (m *message) MailFrom(from string, mod *gomilter.Modifier) (gomilter.Response, error) {
-	m.from = strings.TrimSpace(from)
+	m.from, m.nrcpt, m.uid, m.fromFields, m.owned = strings.TrimSpace(from), 0, -1, nil, nil
 	m.qid = mod.Macros["i"]
 	if a, err := netip.ParseAddr(strings.Trim(mod.Macros["{client_addr}"], "[]")); err == nil {
 		m.client = a.Unmap()
@@ -240,26 +248,30 @@ func (m *message) RcptTo(rcpt string, _ *gomilter.Modifier) (gomilter.Response, 
 	return gomilter.RespContinue, nil
 }
 
-// Headers checks an authenticated client's header From: and counts its
-// message.
-func (m *message) Headers(h textproto.MIMEHeader, mod *gomilter.Modifier) (gomilter.Response, error) {
-	if q := mod.Macros["i"]; q != "" {
-		m.qid = q
+// Header collects the message's From: fields. No reply is sent
+// (SMFIP_NOHREPL).
+func (m *message) Header(name, value string, _ *gomilter.Modifier) (gomilter.Response, error) {
+	if strings.EqualFold(name, "From") && m.login != "" {
+		m.fromFields = append(m.fromFields, value)
 	}
-	if m.login == "" {
-		return gomilter.RespContinue, nil
-	}
+	return nil, nil
+}
+
+// checkMessage checks an authenticated client's header From: and counts
+// its message (at end of message: a refusal there refuses the message as
+// one at end of headers would).
+func (m *message) checkMessage() gomilter.Response {
 	if m.s.o.Config.HeaderFromBinding {
-		if r := m.checkFrom(h.Values("From")); r != nil {
-			return r, nil
+		if r := m.checkFrom(m.fromFields); r != nil {
+			return r
 		}
 	}
 	if m.s.o.Config.SMTPSendLimits {
 		if err := m.s.o.Limiter.Message(m.ctx, m.sender(), m.nrcpt); err != nil {
-			return m.limitReply(err), nil
+			return m.limitReply(err)
 		}
 	}
-	return gomilter.RespContinue, nil
+	return nil
 }
 
 // checkFrom refuses header From: addresses the login does not own (RFC
@@ -299,7 +311,18 @@ func (m *message) owns(ctx context.Context, addr string) (bool, error) {
 	if m.s.o.Owners == nil {
 		return strings.EqualFold(m.login, addr), nil
 	}
-	return m.s.o.Owners.MayUse(ctx, m.login, addr)
+	k := strings.ToLower(addr)
+	if ok, seen := m.owned[k]; seen {
+		return ok, nil // the envelope sender is usually the From: address
+	}
+	ok, err := m.s.o.Owners.MayUse(ctx, m.login, addr)
+	if err == nil {
+		if m.owned == nil {
+			m.owned = map[string]bool{}
+		}
+		m.owned[k] = ok
+	}
+	return ok, err
 }
 
 // Body is the end of the message: an authenticated message is accepted and
@@ -308,6 +331,10 @@ func (m *message) owns(ctx context.Context, addr string) (bool, error) {
 func (m *message) Body(mod *gomilter.Modifier) (gomilter.Response, error) {
 	qid := mod.Macros["i"]
 	if m.login != "" {
+		m.qid = qid
+		if r := m.checkMessage(); r != nil {
+			return r, nil
+		}
 		// Suspended while this message was on its way (by this very
 		// message's login, or elsewhere): hold it with the rest.
 		if susp, err := m.isSuspended(m.login); err == nil && susp {
@@ -464,6 +491,6 @@ func (m *message) suspendedLogin() gomilter.Response {
 
 // Abort forgets the message.
 func (m *message) Abort(*gomilter.Modifier) error {
-	m.login, m.from, m.qid, m.nrcpt, m.uid = "", "", "", 0, -1
+	m.login, m.from, m.qid, m.nrcpt, m.uid, m.fromFields = "", "", "", 0, -1, nil
 	return nil
 }
