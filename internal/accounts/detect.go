@@ -24,6 +24,7 @@ type Detector struct {
 	decoys map[string]bool
 
 	mu      sync.Mutex
+	recent  map[string]time.Time // user and network -> last login written to the store
 	peaks   map[string]peak      // user -> baseline, cached for the hour
 	guessed map[string]time.Time // user -> when distributed guessing was last logged
 	samples map[string][]string  // user -> recent bad recipients (evidence)
@@ -36,7 +37,7 @@ type peak struct {
 
 // NewDetector returns the detector that acts through r.
 func NewDetector(r *Responder) *Detector {
-	d := &Detector{cfg: r.o.Config, r: r, st: r.o.Store, decoys: map[string]bool{},
+	d := &Detector{cfg: r.o.Config, r: r, st: r.o.Store, decoys: map[string]bool{}, recent: map[string]time.Time{},
 		peaks: map[string]peak{}, guessed: map[string]time.Time{}, samples: map[string][]string{}}
 	for _, n := range d.cfg.Decoys {
 		d.decoys[key(n)] = true
@@ -99,6 +100,24 @@ func (d *Detector) Tie(ctx context.Context, user, qid string, t time.Time) {
 func (d *Detector) Login(ctx context.Context, user string, ip netip.Addr, t time.Time) {
 	c := d.cfg
 	n := Network(ip, c.LoginSpreadIPv4Bits, c.LoginSpreadIPv6Bits)
+	// A login from a network this process wrote for the account within
+	// the last minute changes nothing the signals count (the network is
+	// known, and its last time within the window): every message of a
+	// session need not cost a store write.
+	rk := key(user) + "\x00" + n.String()
+	d.mu.Lock()
+	last, seen := d.recent[rk]
+	if !seen || t.Sub(last) >= recentLogin || t.Before(last) {
+		if len(d.recent) > 100000 {
+			clear(d.recent)
+		}
+		d.recent[rk] = t
+		seen = false
+	}
+	d.mu.Unlock()
+	if seen {
+		return
+	}
 	nets, err := d.st.AddLogin(ctx, user, n, t, c.LoginSpreadWindow.D())
 	if err != nil {
 		d.r.o.Log.Slog().Warn("accounts: state unavailable", "err", err)
@@ -115,6 +134,9 @@ func (d *Detector) Login(ctx context.Context, user string, ip netip.Addr, t time
 		fmt.Sprintf("logged in from %d networks within %s (more than %d): %s; last from %s",
 			len(nets), c.LoginSpreadWindow.D(), c.LoginSpreadNetworks, strings.Join(list, ", "), ip))
 }
+
+// recentLogin is how long a login from one network is not written again.
+const recentLogin = time.Minute
 
 // Failure records a failed login as user from ip: a decoy name bans the
 // network at once; more than guessing_addresses addresses within the
@@ -233,15 +255,50 @@ type Gate struct {
 	st  Store
 	now func() time.Time
 	d   *Detector
+
+	mu    sync.Mutex
+	cache map[string]cachedSuspension
 }
 
 // NewGate returns the gate over d's state.
-func NewGate(d *Detector) *Gate { return &Gate{cfg: d.cfg, st: d.st, now: d.r.o.Now, d: d} }
+func NewGate(d *Detector) *Gate {
+	return &Gate{cfg: d.cfg, st: d.st, now: d.r.o.Now, d: d, cache: map[string]cachedSuspension{}}
+}
 
-// Suspended reports whether user is suspended.
+// Suspended reports whether user is suspended. Answers are cached for
+// SuspendedTTL (every message of every session asks); a suspension or
+// unsuspension made by this process is seen at once.
 func (g *Gate) Suspended(ctx context.Context, user string) (bool, error) {
-	_, ok, err := g.st.Suspended(ctx, user)
-	return ok, err
+	k := key(user)
+	now := g.now()
+	g.mu.Lock()
+	c, ok := g.cache[k]
+	g.mu.Unlock()
+	if ok && now.Sub(c.at) < SuspendedTTL && !now.Before(c.at) && c.gen == g.d.r.gen.Load() {
+		return c.suspended, nil
+	}
+	gen := g.d.r.gen.Load()
+	_, susp, err := g.st.Suspended(ctx, user)
+	if err != nil {
+		return false, err
+	}
+	g.mu.Lock()
+	if len(g.cache) > 100000 {
+		clear(g.cache)
+	}
+	g.cache[k] = cachedSuspension{susp, now, gen}
+	g.mu.Unlock()
+	return susp, nil
+}
+
+// SuspendedTTL is how long Gate.Suspended trusts an answer: a suspension
+// made on another server is in force here within it.
+const SuspendedTTL = time.Second
+
+type cachedSuspension struct {
+	suspended bool
+	at        time.Time
+	gen       int64 // Responder.gen when asked
 }
 
 // AuthAllowed reports whether user may log in from ip now: not when it is
@@ -250,7 +307,7 @@ func (g *Gate) Suspended(ctx context.Context, user string) (bool, error) {
 // A state store error allows (the password check still applies; a broken
 // store must not lock everyone out).
 func (g *Gate) AuthAllowed(ctx context.Context, user string, ip netip.Addr) (bool, string) {
-	if _, ok, err := g.st.Suspended(ctx, user); err == nil && ok {
+	if ok, err := g.Suspended(ctx, user); err == nil && ok {
 		return false, "account suspended"
 	}
 	c := g.cfg

@@ -7,6 +7,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -53,6 +54,14 @@ type Responder struct {
 	o       Options
 	signals *prometheus.CounterVec
 	susp    *prometheus.CounterVec
+
+	// flush writes the observations the front doors deferred (queue ids)
+	// before a hold reads them; nil: nothing deferred.
+	flush func(context.Context)
+
+	// gen counts the suspensions and unsuspensions this process made
+	// (Gate's cache is stale when it changes).
+	gen atomic.Int64
 
 	mu     sync.Mutex
 	held   map[string]time.Time // users whose mail this process held, and when
@@ -121,6 +130,7 @@ func (r *Responder) Signal(ctx context.Context, user, signal, evidence string) {
 func (r *Responder) Suspend(ctx context.Context, user, signal, evidence string) (bool, error) {
 	sp := Suspension{User: user, Since: r.o.Now(), Signal: signal, Evidence: evidence, By: r.by()}
 	created, err := r.o.Store.Suspend(ctx, sp)
+	r.gen.Add(1)
 	if err != nil || !created {
 		return false, err
 	}
@@ -136,6 +146,7 @@ func (r *Responder) Suspend(ctx context.Context, user, signal, evidence string) 
 // when they hear of it (Run).
 func (r *Responder) Unsuspend(ctx context.Context, user string) (Suspension, bool, int, error) {
 	sp, ok, err := r.o.Store.Unsuspend(ctx, user)
+	r.gen.Add(1)
 	if err != nil {
 		return sp, false, 0, err
 	}
@@ -150,6 +161,9 @@ func (r *Responder) Unsuspend(ctx context.Context, user string) (Suspension, boo
 
 // hold holds user's queued mail with every holder of this host.
 func (r *Responder) hold(ctx context.Context, user, reason string) int {
+	if r.flush != nil {
+		r.flush(ctx)
+	}
 	r.mu.Lock()
 	r.held[key(user)] = r.o.Now()
 	r.mu.Unlock()
@@ -215,6 +229,7 @@ const rehold = 30 * time.Second
 // interval; without, it rereads the list every interval.
 func (r *Responder) Run(ctx context.Context, interval time.Duration) {
 	if len(r.o.Holders) == 0 {
+		<-ctx.Done()
 		return
 	}
 	wake := make(chan struct{}, 1)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net/netip"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -18,6 +19,73 @@ type Service struct {
 	*Responder
 	Detector *Detector
 	Gate     *Gate
+
+	// later holds the observations the front doors make per message
+	// (volume, queue ids) for Run's writer: they need no answer, and
+	// written from one goroutine they cost the SMTP transaction nothing
+	// and do not contend for the database with the limiter's counters.
+	later   chan func(context.Context)
+	running atomic.Bool
+}
+
+// pendingWrites bounds the observations waiting for Run's writer; when
+// it is full the front door writes itself (back pressure, nothing lost).
+const pendingWrites = 4096
+
+// Run runs the writer of the front doors' observations and the
+// responder's loop (Responder.Run) until ctx is done.
+func (s *Service) Run(ctx context.Context, interval time.Duration) {
+	s.running.Store(true)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case f := <-s.later:
+				f(ctx)
+			case <-ctx.Done():
+				s.running.Store(false)
+				for { // what was queued before the end is still written
+					select {
+					case f := <-s.later:
+						f(context.WithoutCancel(ctx))
+					default:
+						return
+					}
+				}
+			}
+		}
+	}()
+	s.Responder.Run(ctx, interval)
+	<-done
+}
+
+// flush writes the deferred observations now (before a suspension holds
+// the account's queue ids; one the writer is writing at this moment may
+// be missed, and is held by the responder's next pass). It may run inside
+// a deferred write (a volume signal suspends): it takes no lock.
+func (s *Service) flush(ctx context.Context) {
+	for {
+		select {
+		case f := <-s.later:
+			f(ctx)
+		default:
+			return
+		}
+	}
+}
+
+// deferWrite runs f on Run's writer, or now when Run is not running or its
+// queue is full.
+func (s *Service) deferWrite(ctx context.Context, f func(context.Context)) {
+	if s.running.Load() {
+		select {
+		case s.later <- f:
+			return
+		default:
+		}
+	}
+	f(ctx)
 }
 
 // Setup is what the command's wiring gives Open.
@@ -52,7 +120,9 @@ func Open(ctx context.Context, cfg *config.Config, st *store.Stores, s Setup) (*
 	r := NewResponder(Options{Config: c, Store: as, Host: host, Command: s.Command, Holders: holders, Banner: s.Banner,
 		Alerter: al, Log: ml, Registerer: s.Registerer, Now: s.Now})
 	d := NewDetector(r)
-	return &Service{Responder: r, Detector: d, Gate: NewGate(d)}, nil
+	svc := &Service{Responder: r, Detector: d, Gate: NewGate(d), later: make(chan func(context.Context), pendingWrites)}
+	r.flush = svc.flush
+	return svc, nil
 }
 
 // NewAlerter is the alert channel of [accounts]: mail to alert_mail_to
@@ -94,15 +164,19 @@ func (h Hooks) Login(ctx context.Context, user string, client netip.Addr) {
 // Sent counts one message of user; qid (if known) ties it to user.
 func (h Hooks) Sent(ctx context.Context, user, qid string) {
 	now := h.S.o.Now()
-	if qid != "" {
-		h.S.Detector.Tie(ctx, user, qid, now)
-	}
-	h.S.Detector.Sent(ctx, user, now)
+	h.S.deferWrite(ctx, func(ctx context.Context) {
+		if qid != "" {
+			h.S.Detector.Tie(ctx, user, qid, now)
+		}
+		h.S.Detector.Sent(ctx, user, now)
+	})
 }
 
 // Tie ties queue id qid to user.
 func (h Hooks) Tie(ctx context.Context, user, qid string) {
-	if qid != "" {
-		h.S.Detector.Tie(ctx, user, qid, h.S.o.Now())
+	if qid == "" {
+		return
 	}
+	now := h.S.o.Now()
+	h.S.deferWrite(ctx, func(ctx context.Context) { h.S.Detector.Tie(ctx, user, qid, now) })
 }
