@@ -53,6 +53,8 @@ func main() {
 		rate     = flag.Float64("rate", 0, "open loop: offer this many requests per second (0: closed loop)")
 		nzones   = flag.Int("zones", 10, "with -dns: serve bl0.test ... bl<N-1>.test")
 		pids     = flag.String("pids", "", "comma-separated PIDs of the server's processes: report their CPU time per decision")
+		users    = flag.Int("users", 0, "closed loop, authenticated load (send limits): requests carry sasl_username from this many logins (0: the unauthenticated mix)")
+		rcpts    = flag.Int("rcpts", 1, "with -users: RCPT requests per message (one instance per message)")
 	)
 	flag.Parse()
 	serverPIDs = *pids
@@ -65,8 +67,30 @@ func main() {
 		openLoop(*name, *addr, *conns, *rate, *duration, true)
 		return
 	}
+	auth = authLoad{users: *users, rcpts: max(*rcpts, 1)}
 	run(*name, *addr, *conns, *warm, false)
 	run(*name, *addr, *conns, *duration, true)
+}
+
+// authLoad shapes the authenticated load (send limits): each message of a
+// login is rcpts RCPT requests with one instance, as Postfix sends them.
+type authLoad struct{ users, rcpts int }
+
+var auth authLoad
+
+// authRequest is the k-th request of connection c (of conns): request n of
+// the authenticated load, from the login and message it belongs to, to
+// one of 5,000 recipients.
+func authRequest(b []byte, k, n int64, c, conns int) []byte {
+	msg := k / int64(auth.rcpts)
+	user := fmt.Sprintf("u%d", (msg*int64(conns)+int64(c))%int64(auth.users))
+	return fmt.Appendf(b, "request=smtpd_access_policy\nprotocol_state=RCPT\nprotocol_name=ESMTP\n"+
+		"client_address=203.0.113.%d\nclient_name=unknown\nreverse_client_name=unknown\nhelo_name=client%d.example.net\n"+
+		"sender=%s@example.test\nrecipient=r%d@remote.test\nrecipient_count=0\nqueue_id=\ninstance=%x.%d\n"+
+		"size=0\nsasl_method=PLAIN\nsasl_username=%s\nsasl_sender=\nccert_subject=\nccert_issuer=\n"+
+		"ccert_fingerprint=\nencryption_protocol=\nencryption_cipher=\nencryption_keysize=0\n"+
+		"etrn_domain=\nstress=\nclient_port=%d\nserver_address=127.0.0.1\nserver_port=25\n\n",
+		n%256, c, user, n%5000, msg, c, user, 1024+c)
 }
 
 // client i's address: 203.0.113.x; zone blZ.test lists the clients whose
@@ -327,9 +351,15 @@ func run(name, addr string, conns int, d time.Duration, report bool) {
 			var my []time.Duration
 			mk := map[string]int{}
 			var buf []byte
+			k := int64(0) // this connection's requests
 			for time.Now().Before(stop) {
 				n := seq.Add(1)
-				buf = request(buf[:0], n, c)
+				if auth.users > 0 {
+					buf = authRequest(buf[:0], k, n, c, conns)
+				} else {
+					buf = request(buf[:0], n, c)
+				}
+				k++
 				t0 := time.Now()
 				if _, err := conn.Write(buf); err != nil {
 					fails.Add(1)
