@@ -198,8 +198,21 @@ func TestMTASTS(t *testing.T) {
 
 	// No policy to be had (404, a redirect): delivered as without MTA-STS,
 	// reported as a fetch error.
-	wantOK(t, deliverer(wrongPeer).Deliver(ctx, "nofetch.test", request("b@nofetch.test")), 1)
+	d = deliverer(wrongPeer)
+	hits := ps.count()
+	wantOK(t, d.Deliver(ctx, "nofetch.test", request("b@nofetch.test")), 1)
 	expectResult("404", "sts:nofetch.test:sts-policy-fetch-error")
+	// The failure is remembered for the policy id (RFC 8461 §3.3): the
+	// next message does not ask the policy host again, and is still
+	// reported.
+	if ps.count() != hits+1 {
+		t.Fatalf("404: the policy host was asked %d times, want once", ps.count()-hits)
+	}
+	wantOK(t, d.Deliver(ctx, "nofetch.test", request("c@nofetch.test")), 1)
+	expectResult("404 remembered", "sts:nofetch.test:sts-policy-fetch-error")
+	if ps.count() != hits+1 {
+		t.Fatalf("the policy host that failed was asked again for the next message")
+	}
 	wantOK(t, deliverer(wrongPeer).Deliver(ctx, "redirect.test", request("b@redirect.test")), 1)
 	expectResult("redirect", "sts:redirect.test:sts-policy-fetch-error")
 
@@ -207,7 +220,7 @@ func TestMTASTS(t *testing.T) {
 	// (a new deliverer reads the cache in the data directory).
 	ps.set("sts.test", "")
 	s.dns.SetRcode("_mta-sts.sts.test.", 3) // NXDOMAIN
-	hits := ps.count()
+	hits = ps.count()
 	r = deliverer(wrongPeer).Deliver(ctx, "sts.test", request("b@sts.test"))[0]
 	if r.OK || !r.Temp {
 		t.Fatalf("cached enforce policy not applied: %+v", r)

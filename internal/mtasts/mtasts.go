@@ -27,6 +27,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sync/singleflight"
+
 	"github.com/relayguard/relayguard/internal/safeio"
 )
 
@@ -126,15 +128,33 @@ func (c *cached) valid(now time.Time) bool { return now.Before(c.Fetched.Add(c.P
 // IsNotFound for a name without records).
 type LookupTXT func(ctx context.Context, name string) ([]string, error)
 
+// RetryAfter is how long a failed fetch of a policy version is not tried
+// again: RFC 8461 §3.3 suggests limiting further attempts "to a period of
+// five minutes or longer per version ID" after an HTTPS GET fails, so that
+// a policy host that is down is not asked once per message.
+const RetryAfter = 5 * time.Minute
+
 // Fetcher discovers, fetches and caches policies.
 type Fetcher struct {
 	Dir    string       // cache directory (DATA_DIR/mta-sts); "" keeps policies in memory only
 	TXT    LookupTXT    // for _mta-sts.DOMAIN
 	Client *http.Client // for https://mta-sts.DOMAIN/.well-known/mta-sts.txt; see NewClient
 	Now    func() time.Time
+	// RetryAfter overrides the package's RetryAfter (tests); 0: RetryAfter.
+	RetryAfter time.Duration
 
-	mu  sync.Mutex
-	mem map[string]*cached
+	mu     sync.Mutex
+	mem    map[string]*cached
+	failed map[string]failure // by domain: the last failed fetch, in memory only
+	flight singleflight.Group // one fetch per domain and id at a time
+}
+
+// failure is a fetch of a policy version that failed, remembered so that
+// it is not tried again before until.
+type failure struct {
+	id    string
+	err   error
+	until time.Time
 }
 
 // NewClient returns the HTTP client policies are fetched with: no
@@ -198,14 +218,13 @@ func (f *Fetcher) Get(ctx context.Context, domain string) Result {
 	case c != nil && c.ID == id:
 		return Result{Policy: &c.Policy, ID: c.ID}
 	}
-	p, ferr := f.fetch(ctx, domain)
+	p, ferr := f.fetchOnce(ctx, domain, id)
 	if ferr != nil {
 		if c != nil {
 			return Result{Policy: &c.Policy, ID: c.ID}
 		}
 		return Result{Err: ferr, FetchFailed: true}
 	}
-	f.store(domain, &cached{Policy: *p, ID: id, Fetched: now})
 	return Result{Policy: p, ID: id}
 }
 
@@ -214,6 +233,68 @@ func (f *Fetcher) now() time.Time {
 		return f.Now()
 	}
 	return time.Now()
+}
+
+// fetchOnce fetches and caches the policy version id of domain unless a
+// fetch of it failed less than RetryAfter ago (that failure is returned
+// again, RFC 8461 §3.3). Concurrent deliveries to the domain share one
+// fetch, which is not bound to any one of them: a caller that gives up
+// (its context ends) stops waiting, and the fetch still completes (within
+// the client's timeout) and is cached or remembered for the others.
+func (f *Fetcher) fetchOnce(ctx context.Context, domain, id string) (*Policy, error) {
+	f.mu.Lock()
+	if fl, ok := f.failed[domain]; ok {
+		if fl.id == id && f.now().Before(fl.until) {
+			f.mu.Unlock()
+			return nil, fmt.Errorf("%w (not fetched again before %s)", fl.err, fl.until.UTC().Format(time.TimeOnly))
+		}
+		delete(f.failed, domain)
+	}
+	f.mu.Unlock()
+	ch := f.flight.DoChan(domain+" "+id, func() (any, error) {
+		p, err := f.fetch(context.WithoutCancel(ctx), domain)
+		if err != nil {
+			f.remember(domain, failure{id: id, err: err, until: f.now().Add(f.retryAfter())})
+			return nil, err
+		}
+		f.store(domain, &cached{Policy: *p, ID: id, Fetched: f.now()})
+		return p, nil
+	})
+	select {
+	case r := <-ch:
+		if r.Err != nil {
+			return nil, r.Err
+		}
+		return r.Val.(*Policy), nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("mta-sts: fetching the policy of %s: %w", domain, ctx.Err())
+	}
+}
+
+func (f *Fetcher) retryAfter() time.Duration {
+	if f.RetryAfter > 0 {
+		return f.RetryAfter
+	}
+	return RetryAfter
+}
+
+// remember records a failed fetch; expired ones of other domains are
+// dropped when many are kept.
+func (f *Fetcher) remember(domain string, fl failure) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.failed == nil {
+		f.failed = map[string]failure{}
+	}
+	if len(f.failed) >= 1024 {
+		now := f.now()
+		for d, old := range f.failed {
+			if !now.Before(old.until) {
+				delete(f.failed, d)
+			}
+		}
+	}
+	f.failed[domain] = fl
 }
 
 // txtID returns the id of the domain's single STSv1 TXT record, "" when
