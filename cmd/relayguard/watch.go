@@ -23,6 +23,7 @@ import (
 func init() {
 	var replay bool
 	var asJSON, stdin bool
+	var admin string
 	cmd := &cobra.Command{
 		Use:   "watch [--replay FILE...]",
 		Short: "Follow Postfix/Dovecot/relayguard logs and ban attackers through the firewall",
@@ -54,12 +55,13 @@ without touching the firewall or the ban database, and prints what it would have
 			if stdin {
 				in = os.Stdin
 			}
-			return server.Watch(cmd.Context(), cfg, log, in)
+			return server.Watch(cmd.Context(), cfg, log, in, admin)
 		},
 	}
 	cmd.Flags().BoolVar(&replay, "replay", false, "replay the log files given as arguments and print the bans; touch nothing")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "with --replay: print one JSON object per ban")
 	cmd.Flags().BoolVar(&stdin, "stdin", false, "also read log lines from standard input")
+	cmd.Flags().StringVar(&admin, "admin", "", "serve /metrics, /healthz and the web console ([admin] console, tls) on `HOST:PORT`, e.g. 127.0.0.1:9025")
 	rootCmd.AddCommand(cmd)
 }
 

@@ -70,9 +70,42 @@ type LogConfig struct {
 	Level  string `toml:"level" comment:"debug, info, warn or error"`
 }
 
-// AdminConfig is the admin/metrics HTTP listener.
+// AdminConfig is the admin HTTP listener: metrics, health and the web
+// console (internal/console, docs/console.md).
 type AdminConfig struct {
-	Listen string `toml:"listen" comment:"Admin HTTP listener: /metrics (Prometheus) and /healthz. Empty disables it."`
+	Listen  string `toml:"listen" comment:"Admin HTTP listener: /metrics (Prometheus), /healthz and the web console. Empty disables it."`
+	Console bool   `toml:"console" comment:"Serve the web console and its JSON API (docs/console.md) on the admin listener. Log in with an admin\naccount made by \"relayguard admin add\" (not a mail account)."`
+	TLS     string `toml:"tls" comment:"auto: HTTPS (with the [tls] certificate) when listen is not a loopback address, plain HTTP on loopback;\non: always HTTPS; off: never (refused while the console is served on a non-loopback address)."`
+	// Sessions of the console.
+	SessionIdle     Duration `toml:"session_idle" comment:"A console session unused this long ends."`
+	SessionLifetime Duration `toml:"session_lifetime" comment:"A console session ends this long after the login, used or not."`
+	BlocklistCheck  Duration `toml:"blocklist_check" comment:"How often the console asks the DNS lists ([dnsbl] zones and the built-in catalog) about this server's own\npublic addresses. 0: only when asked from the console."`
+}
+
+// HTTPS reports whether the admin listener serves HTTPS: tls = "on", or
+// "auto" with a listen address that is not loopback.
+func (a AdminConfig) HTTPS() bool {
+	switch a.TLS {
+	case "on":
+		return true
+	case "off":
+		return false
+	}
+	return !LoopbackAddress(a.Listen)
+}
+
+// LoopbackAddress reports whether host:port names a loopback address
+// ("localhost" included); a wildcard or any other host is not.
+func LoopbackAddress(hostport string) bool {
+	host, _, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.Unmap().IsLoopback()
 }
 
 // TLSConfig names the certificate used by every listener.
@@ -171,7 +204,8 @@ func Default() *Config {
 		DataDir:       "./relayguard-data",
 		SenderBinding: true,
 		Log:           LogConfig{Format: "text", Level: "info"},
-		Admin:         AdminConfig{Listen: "127.0.0.1:9025"},
+		Admin: AdminConfig{Listen: "127.0.0.1:9025", Console: true, TLS: "auto", SessionIdle: Duration(30 * time.Minute),
+			SessionLifetime: Duration(12 * time.Hour), BlocklistCheck: Duration(6 * time.Hour)},
 		Listeners: []ListenerConfig{
 			{Name: "mx", Address: "127.0.0.1:2525", Mode: ModeMX},
 			{Name: "submission", Address: "127.0.0.1:5587", Mode: ModeSubmission},
@@ -413,10 +447,8 @@ func (c *Config) validate() error {
 	default:
 		return fmt.Errorf("log.level %q: want debug, info, warn or error", c.Log.Level)
 	}
-	if c.Admin.Listen != "" {
-		if err := validListenAddress(c.Admin.Listen); err != nil {
-			return fmt.Errorf("admin.listen %q: %w", c.Admin.Listen, err)
-		}
+	if err := c.Admin.validate(); err != nil {
+		return err
 	}
 	if len(c.Listeners) == 0 {
 		return errors.New("listener: none configured: want at least one [[listener]]")
@@ -465,6 +497,36 @@ func (c *Config) validate() error {
 
 // validListenAddress checks a host:port to listen on. Port 0 asks the
 // kernel for a free port.
+func (a *AdminConfig) validate() error {
+	if a.Listen != "" {
+		if err := validListenAddress(a.Listen); err != nil {
+			return fmt.Errorf("admin.listen %q: %w", a.Listen, err)
+		}
+	}
+	switch a.TLS {
+	case "auto", "on":
+	case "off":
+		if a.Console && a.Listen != "" && !LoopbackAddress(a.Listen) {
+			return fmt.Errorf("admin.tls = \"off\": the console would take passwords in clear text on %s; want \"auto\" or \"on\", a loopback admin.listen, or admin.console = false", a.Listen)
+		}
+	default:
+		return fmt.Errorf("admin.tls %q: want auto, on or off", a.TLS)
+	}
+	if a.SessionIdle <= 0 || a.SessionLifetime <= 0 {
+		return fmt.Errorf("admin.session_idle %s, admin.session_lifetime %s: want positive durations", a.SessionIdle.D(), a.SessionLifetime.D())
+	}
+	if a.SessionIdle > a.SessionLifetime {
+		return fmt.Errorf("admin.session_idle %s is longer than admin.session_lifetime %s", a.SessionIdle.D(), a.SessionLifetime.D())
+	}
+	if a.BlocklistCheck < 0 {
+		return fmt.Errorf("admin.blocklist_check %s: want 0 (on demand) or a positive duration", a.BlocklistCheck.D())
+	}
+	if a.BlocklistCheck > 0 && a.BlocklistCheck.D() < time.Minute {
+		return fmt.Errorf("admin.blocklist_check %s: at least 1m (the lists ask not to be queried more often)", a.BlocklistCheck.D())
+	}
+	return nil
+}
+
 func validListenAddress(s string) error {
 	_, port, err := net.SplitHostPort(s)
 	if err != nil {

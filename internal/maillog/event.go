@@ -21,6 +21,11 @@ var abuseRules = map[string]bool{"pregreet": true, "bare_newline": true, "startt
 // written by another relayguard process.
 func (r Record) Event() (event.Event, bool) {
 	e := event.Event{Time: r.Time, Source: Source, IP: r.Client, Service: r.Listener, User: r.User}
+	if r.Listener == ConsoleListener {
+		// An admin name is not a mail account: the accounts' signals
+		// (and their decoy names, "admin" among them) must not count it.
+		e.User = ""
+	}
 	switch r.Kind {
 	case KindAuthFailed:
 		e.Kind, e.Mechanism, e.Detail = event.AuthFailure, r.Mech, r.Reason

@@ -37,8 +37,11 @@
 //
 // Egress (internal/egress): EgressBlocked, EgressAlert.
 //
-// Accounts (issue 11) add Suspended / Unsuspended / limit records here, with a
-// Kind, a writer and a round-trip case each.
+// Accounts (internal/accounts, the milter): Milter, AccountSignal,
+// AccountSuspended, AccountUnsuspended.
+//
+// Console (internal/console): logins are AuthOK/AuthFailed with listener
+// "console"; ConsoleAction records what an operator did, and who.
 package maillog
 
 import (
@@ -87,6 +90,7 @@ var Kinds = []Kind{
 	KindTLSFailed, KindDelivered, KindDeferred, KindBounced, KindHeld, KindDSNQueued,
 	KindBanned, KindUnbanned, KindPolicyVerdict, KindPolicyWarn, KindEgressBlocked, KindEgressAlert,
 	KindMilter, KindAccountSignal, KindAccountSuspended, KindAccountUnsuspended,
+	KindConsoleAction,
 }
 
 var kindByMsg = func() map[string]Kind {

@@ -657,6 +657,55 @@ func (s *Spool) List() ([]*Envelope, error) {
 	return out, nil
 }
 
+// Entry is a message in the spool and when its delivery state last
+// changed: the later modification time of its message and envelope files.
+type Entry struct {
+	ID      string
+	Changed time.Time
+}
+
+// Entries lists the messages in the spool without reading them, in no
+// particular order, so that a reader keeping envelopes in memory (the
+// console's queue index) loads again only those that changed.
+func (s *Spool) Entries() ([]Entry, error) {
+	ents, err := os.ReadDir(s.msgDir)
+	if err != nil {
+		return nil, fmt.Errorf("spool %s: %w", s.msgDir, err)
+	}
+	type seen struct {
+		msg     bool
+		changed time.Time
+	}
+	m := make(map[string]seen, len(ents))
+	for _, e := range ents {
+		n := e.Name()
+		id, isMsg := strings.CutSuffix(n, ".msg")
+		if !isMsg {
+			var isEnv bool
+			if id, isEnv = strings.CutSuffix(n, ".env"); !isEnv {
+				continue
+			}
+		}
+		fi, err := e.Info()
+		if err != nil {
+			continue // removed meanwhile
+		}
+		x := m[id]
+		x.msg = x.msg || isMsg
+		if fi.ModTime().After(x.changed) {
+			x.changed = fi.ModTime()
+		}
+		m[id] = x
+	}
+	out := make([]Entry, 0, len(m))
+	for id, x := range m {
+		if x.msg { // an envelope without its message is a removal's leftover
+			out = append(out, Entry{ID: id, Changed: x.changed})
+		}
+	}
+	return out, nil
+}
+
 // Remove deletes a delivered or deleted message: the .msg first, so that a crash in between
 // leaves only an .env without its message (deleted at open) and never a
 // message whose delivery state was forgotten (which would be delivered

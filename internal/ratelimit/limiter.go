@@ -311,3 +311,40 @@ func (l *Limiter) Local(ctx context.Context, s Sender, uid int, nrcpt int) error
 	}
 	return l.check(ctx, s, "local_recipients_per_day", l.conf.Load().LocalRecipientsPerDay, 24*time.Hour, key, who, int64(nrcpt))
 }
+
+// Usage is how much of one per-user send limit an account has used in the
+// limit's current window.
+type Usage struct {
+	Limit  string `json:"limit"` // the key under delivery.rate_limits
+	Max    int    `json:"max"`
+	Window string `json:"window"`
+	Used   int64  `json:"used"`
+}
+
+// Usage reports user's use of each per-user limit in force (the console's
+// accounts page). It adds nothing to the counters.
+func (l *Limiter) Usage(ctx context.Context, user string) ([]Usage, error) {
+	cfg := l.conf.Load()
+	now := l.o.Now()
+	var out []Usage
+	for _, x := range []struct {
+		limit string
+		max   int
+		w     time.Duration
+	}{
+		{"user_messages_per_hour", cfg.UserMessagesPerHour, time.Hour},
+		{"user_null_sender_messages_per_hour", cfg.UserNullSenderMessagesPerHour, time.Hour},
+		{"user_recipients_per_day", cfg.UserRecipientsPerDay, 24 * time.Hour},
+		{"user_new_recipients_per_day", cfg.UserNewRecipientsPerDay, 24 * time.Hour},
+	} {
+		if x.max <= 0 {
+			continue
+		}
+		n, err := l.store.Add(ctx, x.limit+"\x00"+user, windowStart(now, x.w), x.w, 0)
+		if err != nil {
+			return out, err
+		}
+		out = append(out, Usage{Limit: x.limit, Max: x.max, Window: x.w.String(), Used: n})
+	}
+	return out, nil
+}

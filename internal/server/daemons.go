@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"log/slog"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/relayguard/relayguard/internal/accounts"
 	"github.com/relayguard/relayguard/internal/config"
+	"github.com/relayguard/relayguard/internal/console"
 	"github.com/relayguard/relayguard/internal/event"
 	"github.com/relayguard/relayguard/internal/firewall"
 	"github.com/relayguard/relayguard/internal/guard"
@@ -162,8 +164,9 @@ func startMetrics(ctx context.Context, wg *sync.WaitGroup, addr string, reg prom
 
 // Watch follows the log sources of [guard] (and stdin when it is not nil)
 // and enforces the guard's bans through the firewall of [firewall] until
-// ctx is done.
-func Watch(ctx context.Context, cfg *config.Config, log *slog.Logger, stdin io.Reader) error {
+// ctx is done. With admin set (host:port) it serves /metrics, /healthz and
+// the web console there.
+func Watch(ctx context.Context, cfg *config.Config, log *slog.Logger, stdin io.Reader, admin string) error {
 	enf, err := firewall.New(cfg.Firewall, log)
 	if err != nil {
 		return err
@@ -176,10 +179,29 @@ func Watch(ctx context.Context, cfg *config.Config, log *slog.Logger, stdin io.R
 		return err
 	}
 	defer st.Close()
-	g, err := guard.Open(ctx, cfg.Guard, cfg.Site, log, st, guard.Options{Enforcer: enf})
+	reg := prom.NewRegistry()
+	var adm *adminListener
+	if admin != "" {
+		adm, err = listenAdmin(cfg, admin, reg, func() (*tls.Config, error) {
+			p, err := loadTLS(cfg, log)
+			if err != nil {
+				return nil, err
+			}
+			return p.Config(), nil
+		})
+		if err != nil {
+			return err
+		}
+		defer adm.Close()
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	bus := &event.Bus{}
+	g, err := guard.Open(ctx, cfg.Guard, cfg.Site, log, st, guard.Options{Enforcer: enf, OnBan: banEvents(ctx, bus)})
 	if err != nil {
 		return err
 	}
+	bus.Subscribe(g)
 	state, err := logwatch.NewSQLiteState(ctx, st.DB)
 	if err != nil {
 		return err
@@ -189,21 +211,35 @@ func Watch(ctx context.Context, cfg *config.Config, log *slog.Logger, stdin io.R
 	// endpoint and each source in its own goroutine (the guard is safe for
 	// concurrent use); all are waited for before the stores close.
 	var wg sync.WaitGroup
-	acct, err := startAccounts(ctx, &wg, cfg, st, log, nil, accounts.Setup{Command: "watch", Banner: g})
+	defer func() { cancel(); wg.Wait() }()
+	acct, err := startAccounts(ctx, &wg, cfg, st, log, reg, accounts.Setup{Command: "watch", Banner: g})
 	if err != nil {
 		return err
 	}
 	if err := serveDovecotPolicy(ctx, &wg, cfg.Accounts.DovecotPolicyListen, acct, log); err != nil {
 		return err
 	}
-	startReputation(ctx, &wg, cfg, log, nil, "")
+	startReputation(ctx, &wg, cfg, log, reg, "")
 	g.Start(ctx, st.Redis, &wg)
+	if adm != nil {
+		con, err := adm.startConsole(ctx, &wg, cfg, admin, st, log, console.Options{Guard: g, Events: bus, Command: "watch"})
+		if err != nil {
+			return err
+		}
+		if con != nil {
+			bus.Subscribe(con)
+		}
+		wg.Go(func() {
+			if err := adm.Run(ctx); err != nil {
+				log.Error("watch: admin listener failed", "address", admin, "err", err)
+			}
+		})
+		log.Info("listening", "listener", "admin", "address", adm.URL(cfg, admin))
+	}
 
 	// Every source feeds one Once: the lines Postfix and Dovecot (which may
 	// log to different files) write for one failed login count once. The
-	// guard and the accounts' detector read the same events.
-	bus := &event.Bus{}
-	bus.Subscribe(g)
+	// guard, the accounts' detector and the console read the same events.
 	bus.Subscribe(acct.Detector)
 	sink := logwatch.NewOnce(bus)
 	var sources atomic.Int32
@@ -238,6 +274,5 @@ func Watch(ctx context.Context, cfg *config.Config, log *slog.Logger, stdin io.R
 	}
 	log.Info("watching", "files", cfg.Guard.Files, "journal", cfg.Guard.Journal, "stdin", stdin != nil, "firewall", cfg.Firewall.Backend, "shared", st.Shared())
 	<-ctx.Done()
-	wg.Wait()
 	return nil
 }

@@ -7,6 +7,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"log/slog"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/relayguard/relayguard/internal/certs"
 	"github.com/relayguard/relayguard/internal/config"
+	"github.com/relayguard/relayguard/internal/console"
 	"github.com/relayguard/relayguard/internal/event"
 	"github.com/relayguard/relayguard/internal/prom"
 	"github.com/relayguard/relayguard/internal/queue"
@@ -108,10 +110,10 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, opt Options)
 	}
 	defer closeAll(lns)
 	reg := prom.NewRegistry() // every component registers here; served on /metrics
-	var admin *prom.Server
+	var admin *adminListener
 	if cfg.Admin.Listen != "" {
-		if admin, err = prom.Listen(cfg.Admin.Listen, reg); err != nil {
-			return fmt.Errorf("admin: %w", err)
+		if admin, err = listenAdmin(cfg, cfg.Admin.Listen, reg, func() (*tls.Config, error) { return s.certp.Config(), nil }); err != nil {
+			return err
 		}
 		defer admin.Close()
 	}
@@ -133,6 +135,17 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, opt Options)
 	if s.srv, err = smtpd.New(cfg.SMTP(), deps); err != nil {
 		return err
 	}
+	if admin != nil {
+		con, err := admin.startConsole(ctx, &s.wg, cfg, cfg.Admin.Listen, st, log, console.Options{
+			Guard: s.ext.guard, Events: bus, Spool: spool, Users: users, Limiter: s.ext.delivery.Limiter,
+			Metrics: reg, Command: "serve"})
+		if err != nil {
+			return err
+		}
+		if con != nil {
+			bus.Subscribe(con)
+		}
+	}
 
 	s.errc = make(chan error, 1)
 	for i, ln := range lns {
@@ -147,7 +160,10 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, opt Options)
 			}
 		})
 		log.Info("listening", "listener", "admin", "address", admin.Addr().String())
-		fmt.Fprintf(s.notice, "relayguard: admin/metrics on http://%s/metrics\n", admin.Addr())
+		fmt.Fprintf(s.notice, "relayguard: admin/metrics on %s/metrics\n", admin.URL(cfg, cfg.Admin.Listen))
+		if cfg.Admin.Console {
+			fmt.Fprintf(s.notice, "relayguard: console on %s/ (add an admin with: relayguard admin add NAME --data-dir %s)\n", admin.URL(cfg, cfg.Admin.Listen), cfg.DataDir)
+		}
 	}
 	fmt.Fprintf(s.notice, "relayguard: data in %s; local domains %s\n", cfg.DataDir, strings.Join(cfg.Site.LocalDomains, ", "))
 	fmt.Fprintf(s.notice, "relayguard: add a user with: relayguard user add USER --data-dir %s\n", cfg.DataDir)

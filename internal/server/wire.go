@@ -14,6 +14,7 @@ import (
 	"github.com/relayguard/relayguard/internal/config"
 	"github.com/relayguard/relayguard/internal/deliver/service"
 	"github.com/relayguard/relayguard/internal/event"
+	"github.com/relayguard/relayguard/internal/guard"
 	"github.com/relayguard/relayguard/internal/policy"
 	"github.com/relayguard/relayguard/internal/queue"
 	"github.com/relayguard/relayguard/internal/ratelimit"
@@ -27,6 +28,7 @@ type extensions struct {
 	stop     func()
 	policy   *policySwitch
 	delivery *service.Delivery
+	guard    *guard.Guard
 	// newEngine builds a policy engine like the one in force (a reload).
 	newEngine func(cfg *config.Config) (*policy.Engine, error)
 }
@@ -99,11 +101,12 @@ func wireExtensions(ctx context.Context, cfg *config.Config, log *slog.Logger, s
 	deps.Policy = ext.policy
 
 	// The guard: bans, per-IP and per-subnet AUTH limits, POP-before-SMTP.
-	gstop, err := wireGuard(ctx, cfg, log, st, bus, deps, reg)
+	g, gstop, err := wireGuard(ctx, cfg, log, st, bus, deps, reg)
 	if err != nil {
 		stop()
 		return nil, err
 	}
+	ext.guard = g
 	stops = append(stops, gstop)
 
 	// The accounts' compromise detection and containment: its detector
