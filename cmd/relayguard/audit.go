@@ -5,12 +5,15 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/relayguard/relayguard/internal/audit"
+	"github.com/relayguard/relayguard/internal/console"
 	"github.com/relayguard/relayguard/internal/safeio"
 	"github.com/relayguard/relayguard/internal/store"
 )
@@ -128,8 +131,38 @@ func runAudit(cmd *cobra.Command, args []string) error {
 	if err != nil {
 		return &exitError{code: audit.ExitIncomplete, err: fmt.Errorf("audit: %w", err)}
 	}
+	if o.Stores != nil {
+		// The web console shows the latest audit's findings.
+		if err := saveLatestAudit(cfg.DataDir, rep); err != nil {
+			log.Warn("audit: the report is not kept for the console", "err", err)
+		}
+	}
 	if code := rep.ExitCode(failOn); code != 0 {
 		return &exitError{code: code}
+	}
+	return nil
+}
+
+// saveLatestAudit keeps rep as JSON where the web console reads it
+// (console.AuditFile), owned by the data directory's owner: audit runs as
+// root, the server that shows it as the package's relayguard user.
+func saveLatestAudit(dataDir string, rep *audit.Report) error {
+	var b strings.Builder
+	if err := rep.WriteJSON(&b); err != nil {
+		return err
+	}
+	path := console.AuditFile(dataDir)
+	if err := safeio.WriteFile(path, []byte(b.String()), 0o644); err != nil {
+		return err
+	}
+	if fi, err := os.Stat(dataDir); err == nil && os.Geteuid() == 0 {
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Uid != 0 {
+			for _, p := range []string{filepath.Dir(path), path} {
+				if err := os.Chown(p, int(st.Uid), int(st.Gid)); err != nil {
+					return err
+				}
+			}
+		}
 	}
 	return nil
 }

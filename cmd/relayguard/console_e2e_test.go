@@ -273,6 +273,8 @@ listen = "127.0.0.1:0"
 blocklist_check = "0"
 [limits]
 auth_failure_delay = "0s"
+[auth]
+broken_auth_clients = true
 [[listener]]
 name = "submission"
 address = "127.0.0.1:0"
@@ -323,6 +325,12 @@ maxretry = 3
 	}
 	eventually(t, "the guesser banned", func() bool { return strings.HasPrefix(n.bannerFrom(t, attacker, smtpAddr), "421 ") })
 
+	// An audit of relayguard's own configuration: its finding is shown on
+	// the overview.
+	if out, err := exec.Command(bin, "audit", "--areas", "relayguard", "--config", conf, "--data-dir", data).CombinedOutput(); err != nil {
+		t.Fatalf("audit: %v\n%s", err, out)
+	}
+
 	ctx, shot := browser(t)
 	runUI(t, ctx, "log in",
 		chromedp.Navigate(url+"/"),
@@ -333,11 +341,19 @@ maxretry = 3
 		chromedp.WaitVisible(chromedp.CSS("#view-overview")),
 		chromedp.WaitVisible(chromedp.CSS(`#attacks tr[data-prefix="198.51.100.0/24"]`)),
 	)
-	runUI(t, ctx, "see the charts", chromedp.WaitVisible(chromedp.CSS(`#charts svg.chart.auth_failures`)))
+	runUI(t, ctx, "see the charts and the audit",
+		chromedp.WaitVisible(chromedp.CSS(`#charts svg.chart.auth_failures`)),
+		chromedp.WaitVisible(chromedp.CSS(`#audit tr.sev-low`)))
 	attack := textOf(t, ctx, `#attacks tr[data-prefix="198.51.100.0/24"]`)
 	who := textOf(t, ctx, "#who")
 	if who != "ops" || !strings.Contains(attack, "mallory@example.test (3)") || !strings.Contains(attack, "banned 198.51.100.20/32") {
 		t.Errorf("overview: who %q, attack row %q", who, attack)
+	}
+	if a := textOf(t, ctx, "#audit"); !strings.Contains(a, "broken_auth_clients") || !strings.Contains(a, "Grade") {
+		t.Errorf("audit panel: %q", a)
+	}
+	if c := textOf(t, ctx, `#charts [data-series="auth_failures"]`); !strings.Contains(c, "AUTH failures 3") {
+		t.Errorf("AUTH failures chart: %q", c)
 	}
 	shot("1-overview")
 

@@ -3,6 +3,7 @@ package console
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"slices"
 	"strings"
@@ -29,13 +30,14 @@ type accountView struct {
 // accountDetail is one account.
 type accountDetail struct {
 	accountView
-	Addresses  []string          `json:"addresses"`
-	LoginsSeen []loginView       `json:"recent_logins"`
-	SentHour   int64             `json:"sent_this_hour"`
-	Baseline   int64             `json:"baseline"` // its busiest hour of accounts.volume_baseline
-	Volume     volumeRule        `json:"volume_rule"`
-	Limits     []ratelimit.Usage `json:"limits"`
-	Errors     []string          `json:"errors,omitempty"` // parts that could not be read
+	Addresses   []string          `json:"addresses"`
+	LoginsSeen  []loginView       `json:"recent_logins"`
+	VolumeKnown bool              `json:"volume_known"` // the accounts' state is there (sent_this_hour, baseline)
+	SentHour    int64             `json:"sent_this_hour"`
+	Baseline    int64             `json:"baseline"` // its busiest hour of accounts.volume_baseline
+	Volume      volumeRule        `json:"volume_rule"`
+	Limits      []ratelimit.Usage `json:"limits"`
+	Errors      []string          `json:"errors,omitempty"` // parts that could not be read
 }
 
 // volumeRule is the volume signal's threshold, for the page to draw the
@@ -146,7 +148,7 @@ func (c *Console) showAccount(w http.ResponseWriter, r *http.Request, _ *princip
 func (c *Console) accountDetail(ctx context.Context, name string) (accountDetail, error) {
 	ac := c.o.Config.Accounts
 	d := accountDetail{accountView: accountView{Name: name}, Addresses: []string{}, Limits: []ratelimit.Usage{},
-		Volume: volumeRule{Factor: ac.VolumeFactor, Minimum: ac.VolumeMinimum, Baseline: ac.VolumeBaseline.D().String()}}
+		Volume: volumeRule{Factor: ac.VolumeFactor, Minimum: ac.VolumeMinimum, Baseline: humanDuration(ac.VolumeBaseline.D())}}
 	known := false
 	if c.o.Users != nil {
 		a, err := c.o.Users.Get(ctx, name)
@@ -183,7 +185,7 @@ func (c *Console) accountDetail(ctx context.Context, name string) (accountDetail
 		if n, err := st.PeakHour(ctx, d.Name, hour.Add(-ac.VolumeBaseline.D()), hour); err != nil {
 			d.Errors = append(d.Errors, err.Error())
 		} else {
-			d.Baseline = n
+			d.Baseline, d.VolumeKnown = n, true
 		}
 		known = known || d.SentHour > 0 || d.Baseline > 0
 	}
@@ -304,4 +306,12 @@ func (c *Console) unsuspend(ctx context.Context, name, reason string) (any, erro
 		c.queue.invalidate()
 	}
 	return map[string]any{"unsuspended": name, "released": released}, nil
+}
+
+// humanDuration writes whole days as "14d" (Go writes "336h0m0s").
+func humanDuration(d time.Duration) string {
+	if d >= 24*time.Hour && d%(24*time.Hour) == 0 {
+		return fmt.Sprintf("%dd", d/(24*time.Hour))
+	}
+	return d.String()
 }

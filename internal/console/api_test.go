@@ -184,7 +184,7 @@ func TestQueueIndexFollowsTheSpool(t *testing.T) {
 	r := newRig(t, nil)
 	q := r.console.queue
 	id := r.putMessage("", "a@x.test", "b@y.test")
-	all, err := q.all()
+	all, err := q.all(context.Background())
 	if err != nil || len(all) != 1 || all[0].State != stateQueued {
 		t.Fatalf("first: %v %v", all, err)
 	}
@@ -193,7 +193,7 @@ func TestQueueIndexFollowsTheSpool(t *testing.T) {
 	}
 	id2 := r.putMessage("", "c@x.test", "d@y.test")
 	q.invalidate()
-	all, _ = q.all()
+	all, _ = q.all(context.Background())
 	states := map[string]string{}
 	for _, v := range all {
 		states[v.ID] = v.State
@@ -205,7 +205,7 @@ func TestQueueIndexFollowsTheSpool(t *testing.T) {
 		t.Fatal(err)
 	}
 	q.invalidate()
-	if all, _ = q.all(); len(all) != 1 || all[0].ID != id2 {
+	if all, _ = q.all(context.Background()); len(all) != 1 || all[0].ID != id2 {
 		t.Fatalf("after delete: %v", all)
 	}
 }

@@ -26,6 +26,8 @@ type Guard interface {
 	Bans() []ban.Ban
 	Ban(ctx context.Context, p netip.Prefix, d time.Duration, reason string) (ban.Ban, error)
 	Unban(ctx context.Context, p netip.Prefix) (bool, error)
+	// Version changes whenever the list of bans does.
+	Version() uint64
 }
 
 // principal is who makes a request.

@@ -15,50 +15,128 @@ import (
 )
 
 // banIndex is the list of bans in force, newest first, copied from the
-// guard at most once a second (or at once after a console action): with
-// 100,000 bans a page must not sort them for every request.
+// guard only when its list changed (Guard.Version), at most once every
+// banIndexAge, and patched in place after the console's own actions: with
+// 100,000 bans a page must not copy and sort them for every request.
 type banIndex struct {
 	g   Guard
 	now func() time.Time
 
-	mu    sync.Mutex
-	at    time.Time
-	fresh bool
-	list  []ban.Ban
-	sum   *banSummary // of list, made when first asked
+	mu   sync.Mutex
+	at   time.Time
+	ver  uint64
+	have bool
+	list []ban.Ban
+	keys []string    // lower-case search text of each ban, made at the first text search
+	sum  *banSummary // of list, made when first asked
 }
 
+// banIndexAge bounds how often the list is copied while the guard's list
+// keeps changing (a flood of new bans).
 const banIndexAge = time.Second
+
+func newestFirst(x, y ban.Ban) int {
+	if c := y.Created.Compare(x.Created); c != 0 {
+		return c
+	}
+	return x.Prefix.Addr().Compare(y.Prefix.Addr())
+}
 
 func (b *banIndex) all() []ban.Ban {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	return b.current()
+}
+
+// current returns the list, copied again if the guard's changed; b.mu is
+// held.
+func (b *banIndex) current() []ban.Ban {
 	now := b.now()
-	if b.fresh && now.Sub(b.at) < banIndexAge {
+	v := b.g.Version()
+	if b.have && (v == b.ver || now.Sub(b.at) < banIndexAge) {
 		return b.list
 	}
 	list := b.g.Bans()
-	slices.SortStableFunc(list, func(x, y ban.Ban) int {
-		if c := y.Created.Compare(x.Created); c != 0 {
-			return c
-		}
-		return x.Prefix.Addr().Compare(y.Prefix.Addr())
-	})
-	b.list, b.at, b.fresh, b.sum = list, now, true, nil
+	slices.SortFunc(list, newestFirst)
+	b.list, b.at, b.ver, b.have, b.sum, b.keys = list, now, v, true, nil, nil
 	return list
+}
+
+// removed patches the list after the console removed p, when nothing
+// else changed meanwhile (the guard's version moved by exactly this one
+// change); otherwise the next read copies the guard's list again.
+func (b *banIndex) removed(p netip.Prefix, before uint64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.have || b.ver != before || b.g.Version() != before+1 {
+		b.have = false
+		return
+	}
+	b.list = slices.DeleteFunc(slices.Clone(b.list), func(x ban.Ban) bool { return x.Prefix == p })
+	b.ver, b.sum, b.keys = before+1, nil, nil
+}
+
+// added patches the list after the console banned one address (a subnet
+// ban may have replaced bans inside it: then the list is copied again).
+func (b *banIndex) added(nb ban.Ban, before uint64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.have || b.ver != before || b.g.Version() != before+1 || !nb.Prefix.IsSingleIP() {
+		b.have = false
+		return
+	}
+	list := slices.DeleteFunc(slices.Clone(b.list), func(x ban.Ban) bool { return x.Prefix == nb.Prefix })
+	b.list = append([]ban.Ban{nb}, list...)
+	b.ver, b.sum, b.keys = before+1, nil, nil
+}
+
+// search returns the bans q matches: an address (the bans covering it), a
+// network (the bans overlapping it), or else text in the prefix, reason
+// or source.
+func (b *banIndex) search(q string) []ban.Ban {
+	q = strings.TrimSpace(q)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	all := b.current()
+	if q == "" {
+		return all
+	}
+	var keep func(i int) bool
+	if ip, err := netip.ParseAddr(q); err == nil {
+		ip = ip.Unmap()
+		keep = func(i int) bool { return all[i].Prefix.Contains(ip) }
+	} else if p, err := config.ParsePrefix(q); err == nil {
+		keep = func(i int) bool { return all[i].Prefix.Overlaps(p) }
+	} else {
+		if b.keys == nil {
+			b.keys = make([]string, len(all))
+			for i, x := range all {
+				b.keys[i] = strings.ToLower(x.Prefix.String() + " " + x.Reason + " " + x.Source)
+			}
+		}
+		lq := strings.ToLower(q)
+		keep = func(i int) bool { return strings.Contains(b.keys[i], lq) }
+	}
+	var out []ban.Ban
+	for i := range all {
+		if keep(i) {
+			out = append(out, all[i])
+		}
+	}
+	return out
 }
 
 // summary counts the bans of the list (cached with it).
 func (b *banIndex) summary() banSummary {
-	all := b.all()
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	all := b.current()
 	if b.sum != nil {
 		return *b.sum
 	}
 	now := b.now()
 	s := banSummary{Total: len(all), BySource: map[string]int{}, Latest: []banView{}, Expiring: []banView{}}
-	var next []ban.Ban
+	var next []ban.Ban // the five that expire first, in order
 	for _, x := range all {
 		s.BySource[cmp.Or(x.Source, "guard")]++
 		if x.Prefix.Addr().Is4() {
@@ -69,26 +147,22 @@ func (b *banIndex) summary() banSummary {
 		if !x.Prefix.IsSingleIP() {
 			s.Subnets++
 		}
-		if !x.Permanent() {
-			next = append(next, x)
+		if !x.Permanent() && (len(next) < 5 || x.Until.Before(next[len(next)-1].Until)) {
+			i, _ := slices.BinarySearchFunc(next, x, func(a, b ban.Ban) int { return a.Until.Compare(b.Until) })
+			next = slices.Insert(next, i, x)
+			if len(next) > 5 {
+				next = next[:5]
+			}
 		}
 	}
 	for _, x := range all[:min(len(all), 10)] {
 		s.Latest = append(s.Latest, viewBan(x, now))
 	}
-	slices.SortFunc(next, func(x, y ban.Ban) int { return x.Until.Compare(y.Until) })
-	for _, x := range next[:min(len(next), 5)] {
+	for _, x := range next {
 		s.Expiring = append(s.Expiring, viewBan(x, now))
 	}
 	b.sum = &s
 	return s
-}
-
-// invalidate makes the next read copy the guard's list again.
-func (b *banIndex) invalidate() {
-	b.mu.Lock()
-	b.fresh = false
-	b.mu.Unlock()
 }
 
 // banView is a ban as the API shows it.
@@ -110,35 +184,6 @@ func viewBan(b ban.Ban, now time.Time) banView {
 	return v
 }
 
-// matchBans filters the bans by q: an address (the bans covering it), a
-// prefix (the bans overlapping it), or else text in the prefix, reason
-// or source.
-func matchBans(all []ban.Ban, q string) []ban.Ban {
-	q = strings.TrimSpace(q)
-	if q == "" {
-		return all
-	}
-	var keep func(ban.Ban) bool
-	if ip, err := netip.ParseAddr(q); err == nil {
-		ip = ip.Unmap()
-		keep = func(b ban.Ban) bool { return b.Prefix.Contains(ip) }
-	} else if p, err := config.ParsePrefix(q); err == nil {
-		keep = func(b ban.Ban) bool { return b.Prefix.Overlaps(p) }
-	} else {
-		lq := strings.ToLower(q)
-		keep = func(b ban.Ban) bool {
-			return strings.Contains(b.Prefix.String(), lq) || strings.Contains(strings.ToLower(b.Reason), lq) || b.Source == lq
-		}
-	}
-	var out []ban.Ban
-	for _, b := range all {
-		if keep(b) {
-			out = append(out, b)
-		}
-	}
-	return out
-}
-
 // listBans: GET /api/bans?q=&offset=&limit=
 func (c *Console) listBans(w http.ResponseWriter, r *http.Request, _ *principal) {
 	offset, limit, err := paging(r, 100, 1000)
@@ -146,7 +191,7 @@ func (c *Console) listBans(w http.ResponseWriter, r *http.Request, _ *principal)
 		fail(w, http.StatusBadRequest, "%v", err)
 		return
 	}
-	match := matchBans(c.bans.all(), r.URL.Query().Get("q"))
+	match := c.bans.search(r.URL.Query().Get("q"))
 	now := c.o.Now()
 	pg := pageOf(match, offset, limit)
 	out := page[banView]{Total: pg.Total, Offset: pg.Offset, Items: make([]banView, len(pg.Items))}
@@ -207,6 +252,7 @@ func (c *Console) addBan(w http.ResponseWriter, r *http.Request, p *principal) {
 			}
 			d = cd.D()
 		}
+		before := c.o.Guard.Version()
 		b, err := c.o.Guard.Ban(r.Context(), pfx, d, reason+" (console: "+p.admin+")")
 		if err != nil {
 			if strings.Contains(err.Error(), "never banned") {
@@ -214,7 +260,7 @@ func (c *Console) addBan(w http.ResponseWriter, r *http.Request, p *principal) {
 			}
 			return nil, err
 		}
-		c.bans.invalidate()
+		c.bans.added(b, before)
 		return viewBan(b, c.o.Now()), nil
 	}()
 	c.act(w, r, p, "ban", req.Prefix, req.Reason, result, err)
@@ -240,11 +286,12 @@ func (c *Console) removeBan(w http.ResponseWriter, r *http.Request, p *principal
 		if err != nil {
 			return nil, err
 		}
+		before := c.o.Guard.Version()
 		found, err := c.o.Guard.Unban(r.Context(), pfx)
 		if err != nil {
 			return nil, err
 		}
-		c.bans.invalidate()
+		c.bans.removed(pfx, before)
 		if !found {
 			return nil, notFound("%s is not banned", pfx)
 		}

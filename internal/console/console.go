@@ -157,6 +157,15 @@ func (c *Console) Run(ctx context.Context) {
 	if iv := c.o.Config.Admin.BlocklistCheck.D(); iv > 0 {
 		wg.Go(func() { c.block.run(ctx, iv) })
 	}
+	if c.queue != nil {
+		// The first listing reads every envelope (seconds with 50,000
+		// messages): done now rather than by the first page shown.
+		wg.Go(func() {
+			if _, err := c.queue.all(ctx); err != nil && ctx.Err() == nil {
+				c.log.Warn("console: reading the queue", "err", err)
+			}
+		})
+	}
 	t := time.NewTicker(sampleEvery)
 	defer t.Stop()
 	c.stats.sample(c.o.Metrics)

@@ -1,6 +1,7 @@
 package console
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -24,18 +25,18 @@ type overviewView struct {
 }
 
 // overview: GET /api/overview
-func (c *Console) overview(w http.ResponseWriter, _ *http.Request, _ *principal) {
-	writeJSON(w, http.StatusOK, c.overviewData())
+func (c *Console) overview(w http.ResponseWriter, r *http.Request, _ *principal) {
+	writeJSON(w, http.StatusOK, c.overviewData(r.Context()))
 }
 
-func (c *Console) overviewData() overviewView {
+func (c *Console) overviewData(ctx context.Context) overviewView {
 	return overviewView{
 		Time: c.o.Now(), Host: c.o.Config.Site.Hostname, Command: c.o.Command,
 		Series:    c.stats.view(),
 		Bans:      c.bans.summary(),
 		Attacks:   c.stats.attacksView(15, c.coveringBan),
 		Egress:    c.stats.egressView(),
-		Queue:     c.queueSummary(),
+		Queue:     c.queueSummary(ctx),
 		Audit:     latestAudit(c.o.Config.DataDir),
 		Blocklist: c.block.view(),
 	}
@@ -45,7 +46,7 @@ func (c *Console) overviewData() overviewView {
 // covering all of it, or those of its addresses and subnets.
 func (c *Console) coveringBan(p netip.Prefix) string {
 	var in []string
-	for _, b := range matchBans(c.bans.all(), p.String()) {
+	for _, b := range c.bans.search(p.String()) {
 		if b.Prefix.Bits() <= p.Bits() {
 			return b.Prefix.String()
 		}
@@ -102,7 +103,7 @@ func (c *Console) stream(w http.ResponseWriter, r *http.Request, p *principal) {
 				return
 			}
 		}
-		if err := c.sendTick(w); err != nil {
+		if err := c.sendTick(r.Context(), w); err != nil {
 			return
 		}
 		fl.Flush()
@@ -116,7 +117,7 @@ func (c *Console) stream(w http.ResponseWriter, r *http.Request, p *principal) {
 	}
 }
 
-func (c *Console) sendTick(w http.ResponseWriter) error {
+func (c *Console) sendTick(ctx context.Context, w http.ResponseWriter) error {
 	v := c.stats.view()
 	var f int64
 	for _, n := range v.Hour[seriesAuthFailures] {
@@ -124,7 +125,7 @@ func (c *Console) sendTick(w http.ResponseWriter) error {
 	}
 	tk := tick{Time: c.o.Now(), Bans: c.bans.summary().Total, Attacks: len(c.stats.attacksView(1000, func(netip.Prefix) string { return "" })), Failures: f}
 	if c.queue != nil {
-		if all, err := c.queue.all(); err == nil {
+		if all, err := c.queue.within(ctx, queueSummaryAge); err == nil {
 			tk.Queue = len(all)
 		}
 	}

@@ -3,6 +3,7 @@ package console
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"io"
 	"log/slog"
@@ -40,7 +41,7 @@ type msgView struct {
 	NextAttempt  time.Time `json:"next_attempt,omitzero"`
 	LastError    string    `json:"last_error,omitempty"`
 
-	changed time.Time // the spool entry's time when loaded
+	changed time.Time // the spool entry's Changed when loaded
 	search  string    // lower-case text a search matches
 }
 
@@ -84,46 +85,95 @@ func domainOf(addr string) string {
 	return addr
 }
 
-// queueIndex keeps a summary of every message in the spool, brought up to
-// date at most every queueIndexAge by loading only the envelopes that
-// changed (queue.Spool.Entries): with 50,000 messages the page must not
-// read 50,000 files per request.
+// queueIndex keeps a summary of every message in the spool: with 50,000
+// messages the page must not read 50,000 files per request. It is brought
+// up to date at most every queueIndexAge, only when the spool changed
+// (queue.Spool.Changed), by loading only the envelopes that changed
+// (queue.Spool.Entries); the console's own actions patch it in place. A
+// request that finds another one refreshing is answered from the list it
+// has.
 type queueIndex struct {
 	spool *queue.Spool
 	now   func() time.Time
 	log   *slog.Logger
 
-	mu    sync.Mutex // held while refreshing: one refresh at a time
-	at    time.Time
-	fresh bool
-	msgs  map[string]*msgView
-	list  []*msgView // newest first
+	refresh sync.Mutex // held while refreshing: one refresh at a time
+
+	mu      sync.Mutex // guards what follows
+	at      time.Time  // when the index was last found current
+	scanned time.Time  // when the last full scan started
+	changed time.Time  // the spool's Changed then
+	fresh   bool
+	msgs    map[string]*msgView
+	list    []*msgView // newest first; never modified in place
 }
 
-const queueIndexAge = 2 * time.Second
+// How old the index may be: for the queue's page, and for the overview's
+// counts (refreshed every two seconds by an open page: they must not make
+// a busy spool be listed that often).
+const (
+	queueIndexAge   = 2 * time.Second
+	queueSummaryAge = 15 * time.Second
+)
 
-// all returns the summaries, newest first.
-func (q *queueIndex) all() ([]*msgView, error) {
+// all returns the summaries, newest first, at most queueIndexAge old.
+func (q *queueIndex) all(ctx context.Context) ([]*msgView, error) {
+	return q.within(ctx, queueIndexAge)
+}
+
+// within returns the summaries, newest first, at most age old.
+func (q *queueIndex) within(ctx context.Context, age time.Duration) ([]*msgView, error) {
 	q.mu.Lock()
-	defer q.mu.Unlock()
-	now := q.now()
-	if q.fresh && now.Sub(q.at) < queueIndexAge {
-		return q.list, nil
+	have, list := q.msgs != nil, q.list
+	current := q.fresh && q.now().Sub(q.at) < age
+	q.mu.Unlock()
+	if current {
+		return list, nil
 	}
+	if have {
+		if !q.refresh.TryLock() {
+			return list, nil // another request is refreshing: the list it has
+		}
+	} else {
+		q.refresh.Lock()
+	}
+	defer q.refresh.Unlock()
+	return q.rescan(ctx)
+}
+
+// rescan brings the index up to date; q.refresh is held.
+func (q *queueIndex) rescan(ctx context.Context) ([]*msgView, error) {
+	start := q.now()
+	changed, err := q.spool.Changed()
+	if err != nil {
+		return nil, err
+	}
+	q.mu.Lock()
+	old, scanned, list := q.msgs, q.scanned, q.list
+	// Nothing was renamed into or removed from the spool since the last
+	// full scan: the index is current. (A change within a second before
+	// that scan may share the directory's time stamp with a later one.)
+	if old != nil && changed.Equal(q.changed) && changed.Before(scanned.Add(-time.Second)) {
+		q.at, q.fresh = start, true
+		q.mu.Unlock()
+		return list, nil
+	}
+	q.mu.Unlock()
 	ents, err := q.spool.Entries()
 	if err != nil {
 		return nil, err
 	}
-	if q.msgs == nil {
-		q.msgs = map[string]*msgView{}
-	}
-	// A file changed within a second of the last scan may have changed
-	// again within the file system's time resolution: read it again.
-	recent := q.at.Add(-time.Second)
+	// A file changed within a second before the last full scan may have
+	// changed again since within the file system's time resolution: it is
+	// read again.
+	recent := scanned.Add(-time.Second)
 	next := make(map[string]*msgView, len(ents))
-	for _, e := range ents {
-		v := q.msgs[e.ID]
-		if v == nil || !e.Changed.Equal(v.changed) || !e.Changed.Before(recent) {
+	for i, e := range ents {
+		if i%1000 == 0 && ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		v := old[e.ID]
+		if v == nil || !e.Changed.Equal(v.changed) || !e.Changed.IsZero() && !e.Changed.Before(recent) {
 			env, err := q.spool.Load(e.ID)
 			if err != nil {
 				if !errors.Is(err, os.ErrNotExist) {
@@ -135,20 +185,56 @@ func (q *queueIndex) all() ([]*msgView, error) {
 		}
 		next[e.ID] = v
 	}
-	list := make([]*msgView, 0, len(next))
+	list = make([]*msgView, 0, len(next))
 	for _, v := range next {
 		list = append(list, v)
 	}
-	slices.SortFunc(list, func(a, b *msgView) int {
-		if c := b.Received.Compare(a.Received); c != 0 {
-			return c
-		}
-		return strings.Compare(a.ID, b.ID)
-	})
-	q.msgs, q.list, q.at, q.fresh = next, list, now, true
+	slices.SortFunc(list, newestMessageFirst)
+	q.mu.Lock()
+	q.msgs, q.list, q.at, q.scanned, q.changed, q.fresh = next, list, start, start, changed, true
+	q.mu.Unlock()
 	return list, nil
 }
 
+func newestMessageFirst(a, b *msgView) int {
+	if c := b.Received.Compare(a.Received); c != 0 {
+		return c
+	}
+	return strings.Compare(a.ID, b.ID)
+}
+
+// patch puts the console's own change of message id in the index (env
+// nil: it was deleted), so that the list shows it at once without a
+// rescan.
+func (q *queueIndex) patch(id string, env *queue.Envelope) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.msgs == nil {
+		return
+	}
+	old := q.msgs[id]
+	if old == nil && env == nil {
+		return
+	}
+	msgs := make(map[string]*msgView, len(q.msgs)+1)
+	for k, v := range q.msgs {
+		msgs[k] = v
+	}
+	list := slices.Clone(q.list)
+	if old != nil {
+		list = slices.DeleteFunc(list, func(v *msgView) bool { return v.ID == id })
+		delete(msgs, id)
+	}
+	if env != nil {
+		v := summarise(env, time.Time{}) // read again at the next rescan
+		msgs[id] = v
+		i, _ := slices.BinarySearchFunc(list, v, newestMessageFirst)
+		list = slices.Insert(list, i, v)
+	}
+	q.msgs, q.list = msgs, list
+}
+
+// invalidate makes the next read rescan the spool.
 func (q *queueIndex) invalidate() {
 	q.mu.Lock()
 	q.fresh = false
@@ -184,13 +270,13 @@ func topCounts(m map[string]int, n int) []countRow {
 	return out[:min(len(out), n)]
 }
 
-func (c *Console) queueSummary() queueSummary {
+func (c *Console) queueSummary(ctx context.Context) queueSummary {
 	s := queueSummary{ByState: map[string]int{stateQueued: 0, stateDeferred: 0, stateHeld: 0}, TopDest: []countRow{}}
 	if c.queue == nil {
 		return s
 	}
 	s.Available = true
-	all, err := c.queue.all()
+	all, err := c.queue.within(ctx, queueSummaryAge)
 	if err != nil {
 		s.Error = err.Error()
 		return s
@@ -237,7 +323,7 @@ func (c *Console) listQueue(w http.ResponseWriter, r *http.Request, _ *principal
 		fail(w, http.StatusBadRequest, "state %q: want queued, deferred, held or all", state)
 		return
 	}
-	all, err := c.queue.all()
+	all, err := c.queue.all(r.Context())
 	if err != nil {
 		fail(w, http.StatusInternalServerError, "%v", err)
 		return
@@ -350,12 +436,14 @@ func (c *Console) queueAction(w http.ResponseWriter, r *http.Request, p *princip
 			if err != nil {
 				return nil, err
 			}
+			c.queue.patch(id, env)
 			return summarise(env, time.Time{}), nil
 		case "release":
 			env, err := queue.Release(c.o.Spool, id)
 			if err != nil {
 				return nil, err
 			}
+			c.queue.patch(id, env)
 			return summarise(env, time.Time{}), nil
 		case "delete":
 			if _, err := needReason(req.Reason); err != nil {
@@ -364,11 +452,11 @@ func (c *Console) queueAction(w http.ResponseWriter, r *http.Request, p *princip
 			if err := queue.Delete(c.o.Spool, id); err != nil {
 				return nil, err
 			}
+			c.queue.patch(id, nil)
 			return map[string]string{"deleted": id}, nil
 		}
 		return nil, notFound("no queue action %q (want hold, release or delete)", action)
 	}()
-	c.queue.invalidate()
 	c.act(w, r, p, "queue."+action, id, req.Reason, result, err)
 }
 

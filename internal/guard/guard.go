@@ -64,7 +64,14 @@ type Guard struct {
 	// wakes Run, which then reconciles the firewall with the whole list.
 	stale atomic.Bool
 	kick  chan struct{}
+	// version counts the changes of the ban list (Version).
+	version atomic.Uint64
 }
+
+// Version changes whenever the list of bans changes (a ban decided, added,
+// removed, expired, or learnt from the store), so that a reader keeping a
+// copy of Bans (the console, with 100,000 bans) copies it again only then.
+func (g *Guard) Version() uint64 { return g.version.Load() }
 
 // New returns a Guard. Call Load to read the stored bans.
 func New(o Options) *Guard {
@@ -415,6 +422,7 @@ func (g *Guard) apply(ctx context.Context, b Ban) error {
 	}
 	g.mu.Lock()
 	g.bans[b.Prefix] = b
+	g.version.Add(1)
 	var inner []netip.Prefix
 	if b.Prefix.Bits() < b.Prefix.Addr().BitLen() {
 		now := b.Created // (the event's time in a replay)
@@ -498,6 +506,7 @@ func (g *Guard) Unban(ctx context.Context, p netip.Prefix) (bool, error) {
 	g.mu.Lock()
 	if _, ok := g.bans[p]; ok {
 		found = true
+		g.version.Add(1)
 	}
 	delete(g.bans, p)
 	g.relens()
@@ -562,6 +571,9 @@ func (g *Guard) Sync(ctx context.Context, reconcile bool) error {
 	}
 	g.bans = want
 	g.relens()
+	if len(add)+len(del) > 0 {
+		g.version.Add(1)
+	}
 	g.mu.Unlock()
 	if g.o.Enforcer == nil {
 		return nil

@@ -398,3 +398,46 @@ func TestRecentLogin(t *testing.T) {
 		t.Fatal("recent login after success_grace")
 	}
 }
+
+// Version moves with every change of the ban list, wherever it comes from
+// (decided, added, removed, learnt from or expired in the store), and not
+// when a Sync finds nothing new.
+func TestVersionMovesWithTheBans(t *testing.T) {
+	db, err := store.OpenSQLite(t.Context(), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	st, err := NewSQLiteStore(t.Context(), db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := t0
+	clock := func() time.Time { return now }
+	a := New(Options{Config: testConfig(), Store: st, Now: clock, Replay: true})
+	b := New(Options{Config: testConfig(), Store: st, Now: clock})
+	step := func(what string, g *Guard, do func(), moves bool) {
+		t.Helper()
+		v := g.Version()
+		do()
+		if got := g.Version() != v; got != moves {
+			t.Errorf("%s: version moved %v, want %v", what, got, moves)
+		}
+	}
+	step("decided", a, func() {
+		for k := range 3 {
+			fail(a, "198.51.100.7", t0.Add(time.Duration(k)*time.Second))
+		}
+	}, true)
+	step("added", a, func() { a.Ban(t.Context(), netip.MustParsePrefix("203.0.113.0/24"), 2*time.Hour, "x") }, true)
+	step("learnt from the store", b, func() { b.Sync(t.Context(), false) }, true)
+	step("nothing new", b, func() { b.Sync(t.Context(), false) }, false)
+	step("removed", a, func() { a.Unban(t.Context(), netip.MustParsePrefix("203.0.113.0/24")) }, true)
+	step("removing what is not there", a, func() { a.Unban(t.Context(), netip.MustParsePrefix("192.0.2.0/24")) }, false)
+	step("removed elsewhere", b, func() { b.Sync(t.Context(), false) }, true)
+	now = t0.Add(3 * time.Hour)
+	step("expired", b, func() { b.Sync(t.Context(), false) }, true)
+	if len(b.Bans()) != 0 {
+		t.Errorf("bans left: %v", b.Bans())
+	}
+}

@@ -657,8 +657,21 @@ func (s *Spool) List() ([]*Envelope, error) {
 	return out, nil
 }
 
+// Changed is when the spool last changed: the modification time of its
+// message directory, which every change touches (a message or envelope is
+// written as a rename into it, a removal unlinks from it). A reader that
+// keeps envelopes in memory rescans only when this moved.
+func (s *Spool) Changed() (time.Time, error) {
+	fi, err := os.Stat(s.msgDir)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("spool %s: %w", s.msgDir, err)
+	}
+	return fi.ModTime(), nil
+}
+
 // Entry is a message in the spool and when its delivery state last
-// changed: the later modification time of its message and envelope files.
+// changed: the modification time of its updated envelope, or zero while
+// it has none (the envelope stored with the message, which never changes).
 type Entry struct {
 	ID      string
 	Changed time.Time
@@ -666,7 +679,9 @@ type Entry struct {
 
 // Entries lists the messages in the spool without reading them, in no
 // particular order, so that a reader keeping envelopes in memory (the
-// console's queue index) loads again only those that changed.
+// console's queue index) loads again only those that changed. Only the
+// updated envelopes are stat'ed: a message file never changes once
+// committed.
 func (s *Spool) Entries() ([]Entry, error) {
 	ents, err := os.ReadDir(s.msgDir)
 	if err != nil {
@@ -679,22 +694,22 @@ func (s *Spool) Entries() ([]Entry, error) {
 	m := make(map[string]seen, len(ents))
 	for _, e := range ents {
 		n := e.Name()
-		id, isMsg := strings.CutSuffix(n, ".msg")
-		if !isMsg {
-			var isEnv bool
-			if id, isEnv = strings.CutSuffix(n, ".env"); !isEnv {
-				continue
-			}
+		if id, ok := strings.CutSuffix(n, ".msg"); ok {
+			x := m[id]
+			x.msg = true
+			m[id] = x
+			continue
+		}
+		id, ok := strings.CutSuffix(n, ".env")
+		if !ok {
+			continue
 		}
 		fi, err := e.Info()
 		if err != nil {
 			continue // removed meanwhile
 		}
 		x := m[id]
-		x.msg = x.msg || isMsg
-		if fi.ModTime().After(x.changed) {
-			x.changed = fi.ModTime()
-		}
+		x.changed = fi.ModTime()
 		m[id] = x
 	}
 	out := make([]Entry, 0, len(m))

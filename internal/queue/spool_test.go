@@ -189,3 +189,60 @@ func TestSpoolLoadRefusesEnvelopeWithoutMessage(t *testing.T) {
 		t.Fatalf("Load of a removed message = %v, want not-exist", err)
 	}
 }
+
+// Entries names every message with the time its envelope was last updated
+// (zero until it is), leaving out an envelope whose message is gone;
+// Changed moves with every message stored, updated or removed.
+func TestEntriesAndChanged(t *testing.T) {
+	dir := t.TempDir()
+	s, err := OpenSpool(dir, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	put := func() string {
+		id, err := s.Put(context.Background(), &Envelope{From: "a@example.org", Recipients: []Recipient{{Addr: "b@example.net", Status: StatusQueued}}},
+			strings.NewReader("Subject: x\r\n\r\nbody\r\n"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return id
+	}
+	a, b := put(), put()
+	c0, err := s.Changed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	entries := func() map[string]time.Time {
+		es, err := s.Entries()
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := map[string]time.Time{}
+		for _, e := range es {
+			m[e.ID] = e.Changed
+		}
+		return m
+	}
+	if m := entries(); len(m) != 2 || !m[a].IsZero() || !m[b].IsZero() {
+		t.Fatalf("fresh messages: %v", m)
+	}
+	time.Sleep(20 * time.Millisecond)
+	if _, err := Hold(s, a, "test"); err != nil {
+		t.Fatal(err)
+	}
+	c1, _ := s.Changed()
+	if m := entries(); m[a].IsZero() || !m[b].IsZero() || !c1.After(c0) {
+		t.Fatalf("after a hold: %v, changed %v -> %v", m, c0, c1)
+	}
+	time.Sleep(20 * time.Millisecond)
+	if err := Delete(s, a); err != nil {
+		t.Fatal(err)
+	}
+	// A leftover envelope without its message is no message.
+	os.WriteFile(filepath.Join(dir, "msg", a+".env"), []byte("{}"), 0o640)
+	c2, _ := s.Changed()
+	if m := entries(); len(m) != 1 || !m[b].IsZero() || !c2.After(c1) {
+		t.Fatalf("after a delete: %v, changed %v -> %v", m, c1, c2)
+	}
+}

@@ -64,6 +64,7 @@ function fmtAge(s) {
   return Math.floor(s / 86400) + "d" + Math.floor((s % 86400) / 3600) + "h";
 }
 const num = (n) => Number(n || 0).toLocaleString();
+const plural = (n, one, many) => num(n) + " " + (n === 1 ? one : many);
 
 // ---- login and session -------------------------------------------------
 
@@ -171,7 +172,8 @@ const SERIES = { connections: "Connections", accepted: "Accepted", rejected: "Re
 // chart draws one series as columns of an inline SVG.
 function chart(title, points, unit, cls) {
   const W = 300, H = 90, top = 16, bottom = 14;
-  const max = Math.max(1, ...points);
+  const peak = Math.max(0, ...points);
+  const max = Math.max(1, peak);
   const total = points.reduce((a, b) => a + b, 0);
   const NS = "http://www.w3.org/2000/svg";
   const svg = document.createElementNS(NS, "svg");
@@ -180,7 +182,7 @@ function chart(title, points, unit, cls) {
   svg.setAttribute("role", "img");
   svg.setAttribute("aria-label", `${title}: ${total} over the last ${unit}`);
   const t = document.createElementNS(NS, "title");
-  t.textContent = `${title}: ${total} (${unit}), peak ${max}`;
+  t.textContent = `${title}: ${total} (${unit}), peak ${peak}`;
   svg.append(t);
   const bw = W / points.length;
   points.forEach((v, i) => {
@@ -194,7 +196,7 @@ function chart(title, points, unit, cls) {
   });
   const label = document.createElementNS(NS, "text");
   label.setAttribute("x", "2"); label.setAttribute("y", "11");
-  label.textContent = `${title} ${num(total)} · peak ${num(max)}`;
+  label.textContent = `${title} ${num(total)} · peak ${num(peak)}` + (unit === "hour" ? "/min" : "/h");
   svg.append(label);
   const axis = document.createElementNS(NS, "text");
   axis.setAttribute("x", "2"); axis.setAttribute("y", String(H - 2)); axis.setAttribute("class", "axis");
@@ -224,14 +226,14 @@ async function loadOverview() {
 
   const b = o.bans;
   $("ban-summary").replaceChildren(
-    h("p", { class: "big", id: "ban-total" }, num(b.total) + " bans"),
+    h("p", { class: "big", id: "ban-total" }, plural(b.total, "ban", "bans")),
     h("p", {}, Object.entries(b.by_source).map(([k, v]) => k + " " + num(v)).join(" · ") + (b.total ? " · " + num(b.subnets) + " subnets, " + num(b.ipv4) + " IPv4, " + num(b.ipv6) + " IPv6" : "")),
     (b.latest || []).length ? table(["Prefix", "Reason", "Expires"], b.latest.map((x) =>
       h("tr", { "data-prefix": x.prefix }, h("td", {}, x.prefix), h("td", {}, x.reason), h("td", {}, x.until ? fmtTime(x.until) : "never")))) : "");
 
   const q = o.queue;
   $("queue-summary").replaceChildren(!q.available ? h("p", { class: "quiet" }, "The queue is not in this process (relayguard " + o.command + ").") :
-    h("div", {}, h("p", { class: "big" }, num(q.total) + " messages"),
+    h("div", {}, h("p", { class: "big" }, plural(q.total, "message", "messages")),
       h("p", {}, Object.entries(q.by_state).map(([k, v]) => k + " " + num(v)).join(" · ")),
       q.oldest ? h("p", {}, "oldest since " + fmtTime(q.oldest)) : "",
       q.top_destinations.length ? h("p", {}, "to " + q.top_destinations.map((d) => d.key + " (" + d.count + ")").join(", ")) : "",
@@ -296,7 +298,7 @@ async function loadQueue() {
   let p;
   try { p = await api("GET", "/api/queue?limit=" + PAGE + "&offset=" + S.pages.queue + "&state=" + st + "&q=" + encodeURIComponent(q)); }
   catch (e) { $("queue").replaceChildren(); status(e.message, true); return; }
-  $("queue-count").textContent = num(p.total) + " messages";
+  $("queue-count").textContent = plural(p.total, "message", "messages");
   $("queue").replaceChildren(...p.items.map((m) => {
     const a = h("td", { class: "actions" });
     const row = h("tr", { "data-id": m.id, "data-state": m.state },
@@ -334,7 +336,7 @@ async function loadAccounts() {
   const q = $("account-q").value.trim();
   let p;
   try { p = await api("GET", "/api/accounts?limit=" + PAGE + "&offset=" + S.pages.accounts + "&q=" + encodeURIComponent(q)); } catch (e) { status(e.message, true); return; }
-  $("account-count").textContent = num(p.total) + " accounts" + (p.errors ? " (" + p.errors.join("; ") + ")" : "");
+  $("account-count").textContent = plural(p.total, "account", "accounts") + (p.errors ? " (" + p.errors.join("; ") + ")" : "");
   $("accounts").replaceChildren(...p.items.map((a) => h("tr", { "data-name": a.name },
     h("td", {}, h("a", { href: "#accounts/" + encodeURIComponent(a.name), class: "account-link", onclick: (ev) => { ev.preventDefault(); showAccount(a.name); } }, a.name)),
     h("td", { class: "state" }, a.suspended ? h("span", { class: "tag banned" }, "suspended" + (a.suspension ? ": " + a.suspension.signal : "")) : (a.mailbox ? "active" : "seen")),
@@ -372,8 +374,8 @@ async function showAccount(name) {
     a.suspension ? h("p", { class: "evidence" }, "Evidence: " + a.suspension.evidence) : "",
     a.addresses.length ? h("p", {}, "Sends as " + a.addresses.join(", ")) : "",
     h("h3", {}, "Send volume"),
-    h("p", { class: over ? "error" : "" }, num(a.sent_this_hour) + " messages this hour; its busiest hour of the last " + v.baseline_window + ": " + num(a.baseline) +
-      (v.factor > 0 ? " (signal above " + v.factor + "× that and at least " + v.minimum + ")" : "")),
+    a.volume_known ? h("p", { class: over ? "error" : "", id: "account-volume" }, plural(a.sent_this_hour, "message", "messages") + " this hour; its busiest hour of the last " + v.baseline_window + ": " + num(a.baseline) +
+      (v.factor > 0 ? " (the volume signal fires above " + v.factor + "× that and at least " + v.minimum + ")" : "")) : "",
     a.limits.length ? h("table", { class: "limits" }, h("tbody", {}, a.limits.map((l) => meter(l.limit.replaceAll("_", " "), l.used, l.max)))) : h("p", { class: "quiet" }, "No per-user send limit in force here."),
     h("h3", {}, "Recent logins"),
     a.recent_logins.length ? table(["Network", "Logins", "Last"], a.recent_logins.map((l) => h("tr", {}, h("td", {}, l.network), h("td", { class: "n" }, l.count), h("td", {}, fmtTime(l.last)))))
