@@ -222,7 +222,7 @@ func Watch(ctx context.Context, cfg *config.Config, log *slog.Logger, stdin io.R
 	startReputation(ctx, &wg, cfg, log, reg, "")
 	g.Start(ctx, st.Redis, &wg)
 	if adm != nil {
-		con, err := adm.startConsole(ctx, &wg, cfg, admin, st, log, console.Options{Guard: g, Events: bus, Command: "watch"})
+		con, err := adm.startConsole(ctx, &wg, cfg, admin, st, log, console.Options{Guard: g, Events: bus, Accounts: acct, Command: "watch"})
 		if err != nil {
 			return err
 		}

@@ -29,6 +29,7 @@ type extensions struct {
 	policy   *policySwitch
 	delivery *service.Delivery
 	guard    *guard.Guard
+	accounts *accounts.Service
 	// newEngine builds a policy engine like the one in force (a reload).
 	newEngine func(cfg *config.Config) (*policy.Engine, error)
 }
@@ -125,6 +126,7 @@ func wireExtensions(ctx context.Context, cfg *config.Config, log *slog.Logger, s
 	stops = append(stops, func() { acancel(); awg.Wait() })
 	bus.Subscribe(acct.Detector)
 	deps.Accounts = acct.Gate
+	ext.accounts = acct
 
 	// The audit's reputation monitor: own addresses and domains on the DNS
 	// lists, certificates' expiry; changes alerted like the accounts'.
