@@ -27,6 +27,8 @@
 // LimitReached (any configured limit bit; the key names the config key),
 // NonSMTP, LostConnection, TLSFailed. Pass the connection id as CID.
 //
+// Send limits (internal/ratelimit, for every front door): SendLimitReached.
+//
 // Queue and delivery (internal/queue): Delivered, Deferred, Bounced
 // (permanent failure or queue lifetime expired: Reason says which), Held,
 // DSNQueued.
@@ -288,6 +290,23 @@ func (m *Logger) RelayDenied(ctx context.Context, c Conn, r Refusal) {
 func (m *Logger) LimitReached(ctx context.Context, c Conn, key string, value any) {
 	m.log(ctx, slog.LevelWarn, KindLimitReached, append(c.attrs(2),
 		slog.String("limit", key), slog.String("value", toString(value)))...)
+}
+
+// SendLimitReached: a send limit (delivery.rate_limits.*) bit for a
+// sender, whichever front door asked (serve, the policy service, the
+// milter): key is the config key, value its setting, user and from who
+// sent. c.Client is the zero address for a local program (milter), and is
+// then not written.
+func (m *Logger) SendLimitReached(ctx context.Context, c Conn, key string, value any, user, from string) {
+	a := make([]slog.Attr, 0, 6)
+	if c.Client.IsValid() {
+		a = append(a, addr("client", c.Client))
+	}
+	if c.Listener != "" {
+		a = append(a, slog.String("listener", c.Listener))
+	}
+	m.log(ctx, slog.LevelWarn, KindLimitReached, append(a, slog.String("limit", key), slog.String("value", toString(value)),
+		slog.String("user", user), slog.String("from", from))...)
 }
 
 // NonSMTP: the client sent something that is not SMTP (e.g. HTTP).

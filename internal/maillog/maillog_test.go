@@ -47,6 +47,12 @@ var roundTrips = []struct {
 	}, Record{Level: slog.LevelInfo, CID: "3f2a01", Client: ip, Listener: "submission", Rule: "reject_unauth_destination", Code: "554 5.7.1", Rcpt: "x@elsewhere.example", Text: "Relay access denied"}},
 	{KindLimitReached, func(ctx context.Context, m *Logger) { m.LimitReached(ctx, conn, "limits.max_recipients", 100) },
 		Record{Level: slog.LevelWarn, CID: "3f2a01", Client: ip, Listener: "submission", Limit: "limits.max_recipients", Value: "100"}},
+	{KindLimitReached, func(ctx context.Context, m *Logger) {
+		m.SendLimitReached(ctx, Conn{Client: ip, Listener: "postfix"}, "delivery.rate_limits.user_messages_per_hour", 200, "bob", "bob@example.org")
+	}, Record{Level: slog.LevelWarn, Client: ip, Listener: "postfix", Limit: "delivery.rate_limits.user_messages_per_hour", Value: "200", User: "bob", From: "bob@example.org"}},
+	{KindLimitReached, func(ctx context.Context, m *Logger) {
+		m.SendLimitReached(ctx, Conn{}, "delivery.rate_limits.uid_messages_per_hour", 50, "www-data", "www-data@example.org")
+	}, Record{Level: slog.LevelWarn, Limit: "delivery.rate_limits.uid_messages_per_hour", Value: "50", User: "www-data", From: "www-data@example.org"}},
 	{KindNonSMTP, func(ctx context.Context, m *Logger) { m.NonSMTP(ctx, conn, "GET / HTTP/1.1") },
 		Record{Level: slog.LevelWarn, CID: "3f2a01", Client: ip, Listener: "submission", Text: "GET / HTTP/1.1"}},
 	{KindLostConnection, func(ctx context.Context, m *Logger) { m.LostConnection(ctx, conn, "AUTH") },

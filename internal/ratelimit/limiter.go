@@ -26,6 +26,7 @@ import (
 
 	"github.com/relayguard/relayguard/internal/config"
 	"github.com/relayguard/relayguard/internal/event"
+	"github.com/relayguard/relayguard/internal/maillog"
 	"github.com/relayguard/relayguard/internal/prom"
 )
 
@@ -186,7 +187,7 @@ func (l *Limiter) check(ctx context.Context, s Sender, limit string, max int, w 
 // bite logs, publishes, counts and (optionally) suspends.
 func (l *Limiter) bite(ctx context.Context, s Sender, e *LimitError) error {
 	l.limited.WithLabelValues(e.Limit).Inc()
-	l.o.Log.Warn("limit reached", "limit", "delivery.rate_limits."+e.Limit, "value", e.Max, "user", s.User, "client", s.IP, "from", s.From)
+	maillog.New(l.o.Log).SendLimitReached(ctx, maillog.Conn{Client: s.IP, Listener: s.Listener}, "delivery.rate_limits."+e.Limit, e.Max, s.User, s.From)
 	l.o.Events.Publish(ctx, event.Event{
 		Time: l.o.Now(), Kind: event.RateLimited, Source: l.o.Source, IP: s.IP, User: s.User,
 		Rule: "delivery.rate_limits." + e.Limit, Detail: fmt.Sprintf("%s: more than %d per %s", e.Who, e.Max, e.Window),
