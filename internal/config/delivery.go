@@ -27,7 +27,7 @@ type DeliveryConfig struct {
 	TLSPolicy   string            `toml:"tls_policy" comment:"Outbound STARTTLS policy: none, may (opportunistic), encrypt (TLS required, any certificate) or verify (TLS with a valid certificate for the MX name)."`
 	TLSPolicies map[string]string `toml:"tls_policies" comment:"Per destination domain TLS policy, overriding tls_policy (e.g. \"example.com\" = \"verify\")."`
 	MTASTS      bool              `toml:"mta_sts" comment:"Honour recipient domains' MTA-STS policies (RFC 8461): in enforce mode, only the policy's MX hosts,\nover TLS with a certificate valid for the MX name; testing mode only reports. Policies are cached in DATA_DIR/mta-sts."`
-	DANE        bool              `toml:"dane" comment:"Honour DNSSEC-validated TLSA records of MX hosts (RFC 7672): TLS required and the peer authenticated by\nthem, failing closed. Needs dns_server to be a validating resolver you trust (unbound on this host): the AD bit is believed."`
+	DANE        bool              `toml:"dane" comment:"Honour DNSSEC-validated TLSA records of MX hosts, and of the smarthost and transport hosts named (RFC 7672):\nTLS required and the peer authenticated by them, failing closed. Needs dns_server to be a validating resolver you trust (unbound on this host): the AD bit is believed."`
 	Chunking    bool              `toml:"chunking" comment:"Send messages with BDAT (RFC 3030 CHUNKING) to peers that offer it: no dot-stuffing, sizes known up front."`
 	TLSReports  bool              `toml:"tls_reports" comment:"Send daily TLS reports (RFC 8460) to the domains whose _smtp._tls TXT record asks for them, about the\nsessions with their DANE or MTA-STS policies."`
 

@@ -151,3 +151,96 @@ func TestDANE(t *testing.T) {
 	ok("insecure zone: TLSA ignored", deliverTo(plain, "plain.example"), plain, 1, false)
 	results("insecure", "")
 }
+
+// DANE for a next hop reached by name, not through MX records (RFC 7672
+// §2.2.2): the smarthost and a transport's smtp:host:port. With secure
+// address records, TLSA records at _PORT._tcp.HOST authenticate the peer
+// (DANE-EE), at the end of a CNAME chain first (DANE-TA with a
+// certificate for the configured name, §3.2.2); a mismatch or a bogus
+// zone defers the mail and nothing is sent; a host in an unsigned zone,
+// or reached by address, goes as configured (opportunistic TLS).
+func TestDANENextHop(t *testing.T) {
+	ca := authtest.NewCA(t)
+	eeCert, _ := delivertest.SelfSigned(t, "relay.dane.example")
+	aliasCert := ca.Issue(t, time.Time{}, "alias.dane.example")
+	other, _ := delivertest.SelfSigned(t, "unrelated.test")
+	ee := delivertest.StartGoPeer(t, delivertest.GoPeerOptions{Cert: &eeCert})
+	aliased := delivertest.StartGoPeer(t, delivertest.GoPeerOptions{Cert: &aliasCert})
+	plain := delivertest.StartGoPeer(t, delivertest.GoPeerOptions{})
+	eeTLSA := tlsa(t, 3, 1, 1, eeCert.Leaf)
+	signed, ds := authtest.SignZone(t, "dane.example", dnstest.ZoneText("dane.example", []string{
+		"relay.dane.example. IN A 127.0.0.1",
+		fmt.Sprintf("_%d._tcp.relay.dane.example. IN TLSA %s", peerPort(ee), eeTLSA),
+		"badrelay.dane.example. IN A 127.0.0.1",
+		fmt.Sprintf("_%d._tcp.badrelay.dane.example. IN TLSA %s", peerPort(ee), tlsa(t, 3, 1, 1, other.Leaf)),
+		"alias.dane.example. IN CNAME target.dane.example.",
+		"target.dane.example. IN A 127.0.0.1",
+		fmt.Sprintf("_%d._tcp.target.dane.example. IN TLSA %s", peerPort(aliased), tlsa(t, 2, 0, 1, ca.Cert)),
+	}))
+	bogus, _ := authtest.SignZone(t, "bogus.example", dnstest.ZoneText("bogus.example", []string{
+		"relay.bogus.example. IN A 127.0.0.1",
+		fmt.Sprintf("_%d._tcp.relay.bogus.example. IN TLSA %s", peerPort(ee), eeTLSA),
+	}))
+	_, otherDS := authtest.SignZone(t, "bogus.example", dnstest.ZoneText("bogus.example", nil))
+	nsd := dnstest.StartNSDFiles(t, map[string]string{
+		"dane.example":  signed,
+		"bogus.example": bogus,
+		"plain.example": dnstest.ZoneText("plain.example", []string{
+			"relay.plain.example. IN A 127.0.0.1",
+			fmt.Sprintf("_%d._tcp.relay.plain.example. IN TLSA %s", peerPort(plain), tlsa(t, 3, 1, 1, other.Leaf)),
+		}),
+	})
+	ub := dnstest.StartValidatingUnbound(t, []string{ds, otherDS},
+		dnstest.Stub{Zone: "dane.example", Addrs: []string{nsd.Addr}},
+		dnstest.Stub{Zone: "bogus.example", Addrs: []string{nsd.Addr}},
+		dnstest.Stub{Zone: "plain.example", Addrs: []string{nsd.Addr}})
+
+	send := func(smarthost, transport string) deliver.Result {
+		t.Helper()
+		cfg := config.Default().Delivery
+		cfg.MTASTS = false
+		cfg.ConnectTimeout = config.Duration(5 * time.Second)
+		cfg.CommandTimeout = config.Duration(30 * time.Second)
+		cfg.Smarthost = smarthost
+		if transport != "" {
+			cfg.Transports = map[string]string{"dest.test": "smtp:" + transport}
+		}
+		res, err := deliver.NewResolver(ub.Addr, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, err := deliver.New(cfg, "relay.test", slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})),
+			deliver.Options{Resolver: res, RootCAs: x509.NewCertPool()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer d.Close()
+		return d.Deliver(context.Background(), "dest.test", request("b@dest.test"))[0]
+	}
+	hostport := func(host string, p *delivertest.GoPeer) string { return fmt.Sprintf("%s:%d", host, peerPort(p)) }
+	check := func(what string, r deliver.Result, peer *delivertest.GoPeer, n int, delivered, overTLS bool) {
+		t.Helper()
+		m := peer.Messages()
+		switch {
+		case len(m) != n:
+			t.Fatalf("%s: result %+v, the peer has %d messages, want %d", what, r, len(m), n)
+		case delivered && (!r.OK || !m[n-1].TLS == overTLS):
+			t.Fatalf("%s: result %+v, last message over TLS %v, want delivered (TLS %v)", what, r, m[n-1].TLS, overTLS)
+		case !delivered && (r.OK || !r.Temp):
+			t.Fatalf("%s: result %+v, want deferred", what, r)
+		}
+	}
+
+	check("smarthost, DANE-EE", send(hostport("relay.dane.example", ee), ""), ee, 1, true, true)
+	check("transport host, DANE-EE", send("", hostport("relay.dane.example", ee)), ee, 2, true, true)
+	check("smarthost, TLSA mismatch", send(hostport("badrelay.dane.example", ee), ""), ee, 2, false, false)
+	check("transport host, TLSA mismatch", send("", hostport("badrelay.dane.example", ee)), ee, 2, false, false)
+	check("smarthost behind a CNAME, DANE-TA", send(hostport("alias.dane.example", aliased), ""), aliased, 1, true, true)
+	r := send(hostport("relay.bogus.example", ee), "")
+	check("smarthost in a bogus zone", r, ee, 2, false, false)
+	if !strings.Contains(r.Text, "SERVFAIL") {
+		t.Fatalf("bogus zone: %+v", r)
+	}
+	check("smarthost in an unsigned zone: TLSA ignored", send(hostport("relay.plain.example", plain), ""), plain, 1, true, false)
+	check("smarthost by address: no DANE", send(plain.Addr, ""), plain, 2, true, false)
+}

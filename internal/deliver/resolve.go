@@ -166,13 +166,26 @@ func (r *Resolver) TLSA(ctx context.Context, host string, port int) ([]*dns.TLSA
 // Addrs returns the IPv4 then IPv6 addresses of host. A host with neither
 // gives a NotFound DNSError.
 func (r *Resolver) Addrs(ctx context.Context, host string) ([]netip.Addr, error) {
+	addrs, _, _, err := r.AddrsSecure(ctx, host)
+	return addrs, err
+}
+
+// AddrsSecure is Addrs that also reports whether both address lookups
+// were validated with DNSSEC, and the name the CNAME chain of host ends
+// at ("" without one): for a host reached by name rather than through MX
+// records (a smarthost, a transport's host) DANE applies only when its
+// address records are secure, and looks for TLSA records at the expanded
+// name first (RFC 7672 §2.2.2).
+func (r *Resolver) AddrsSecure(ctx context.Context, host string) (addrs []netip.Addr, secure bool, cname string, err error) {
 	if a, err := netip.ParseAddr(host); err == nil {
-		return []netip.Addr{a}, nil
+		return []netip.Addr{a}, false, "", nil
 	}
 	var out []netip.Addr
 	var firstErr, tempErr error
+	secure = true
 	for _, t := range []uint16{dns.TypeA, dns.TypeAAAA} {
-		rrs, err := r.query(ctx, host, t)
+		rrs, ad, err := r.querySec(ctx, host, t)
+		secure = secure && ad
 		if err != nil {
 			if firstErr == nil {
 				firstErr = err
@@ -193,21 +206,23 @@ func (r *Resolver) Addrs(ctx context.Context, host string) ([]netip.Addr, error)
 				if a, ok := netip.AddrFromSlice(v.AAAA); ok {
 					out = append(out, a)
 				}
+			case *dns.CNAME:
+				cname = strings.TrimSuffix(v.Target, ".")
 			}
 		}
 	}
 	if len(out) > 0 {
-		return out, nil
+		return out, secure, cname, nil
 	}
 	if tempErr != nil {
 		// One query failed: the host may have addresses we could not
 		// see, so this is never "no such host".
-		return nil, tempErr
+		return nil, false, "", tempErr
 	}
 	if firstErr != nil {
-		return nil, firstErr
+		return nil, false, "", firstErr
 	}
-	return nil, &DNSError{Name: host, Type: "A/AAAA", Err: "no address records", NotFound: true}
+	return nil, false, "", &DNSError{Name: host, Type: "A/AAAA", Err: "no address records", NotFound: true}
 }
 
 // LookupTXT returns the TXT strings of name, each record's strings joined,

@@ -111,6 +111,46 @@ func (s *SMTP) hostSecurity(ctx context.Context, domain string, h MXHost, mxSecu
 	return security{policy: s.policyFor(domain)}, nil
 }
 
+// nextHopDANE applies DANE to a host reached by name rather than through
+// a domain's MX records — the smarthost, a transport's smtp:host:port (RFC
+// 7672 §2.2.2, "non-MX destinations"): when its address records are
+// DNSSEC-validated (secure), TLSA records at _PORT._tcp of the name its
+// CNAME chain ends at (cname), else of host itself, make TLS mandatory
+// and authenticate the peer as for an MX host, and the reference names
+// for DANE-TA are both names (§3.2.2). Without secure address records or
+// secure TLSA records, policy is returned unchanged. A TLSA lookup that
+// fails is an error: DANE fails closed (§2.2). Records that are all
+// unusable (PKIX-TA/EE) still make TLS mandatory.
+func (s *SMTP) nextHopDANE(ctx context.Context, host, cname string, port int, secure bool, policy string) (t target, err error) {
+	t = target{name: host, policy: policy}
+	if !s.DANE || !secure {
+		return t, nil
+	}
+	bases := []string{host}
+	if cname != "" && !strings.EqualFold(cname, host) {
+		bases = []string{cname, host}
+	}
+	for _, base := range bases {
+		recs, ok, err := s.Resolver.TLSA(ctx, base, port)
+		if err != nil {
+			return t, fmt.Errorf("DANE: TLSA lookup for %s failed, not delivering without it: %v", base, err)
+		}
+		if !ok || len(recs) == 0 {
+			continue
+		}
+		usable := usableTLSA(recs)
+		if len(usable) == 0 {
+			if !tlsRequired(policy) {
+				t.policy = config.TLSEncrypt
+			}
+			return t, nil
+		}
+		t.name, t.policy, t.dane, t.refNames = base, policyDANE, usable, bases
+		return t, nil
+	}
+	return t, nil
+}
+
 func stsStrings(p *mtasts.Policy) []string {
 	out := []string{"version: STSv1", "mode: " + p.Mode}
 	for _, m := range p.MX {
@@ -150,9 +190,11 @@ var errDANE = errors.New("no TLSA record matches the certificate chain")
 // §3.1, RFC 7671): a DANE-EE(3) record matches the end-entity certificate
 // (no name or expiry check); a DANE-TA(2) record matches a certificate of
 // the chain, which then is the trust anchor that the end-entity
-// certificate must chain to, valid for the host name. miekg/dns compares
+// certificate must chain to, valid for one of the reference names (the
+// MX name; for a smarthost the TLSA base domain and the name configured,
+// RFC 7672 §3.2.2). miekg/dns compares
 // a record with a certificate (selector and matching type).
-func verifyDANE(chain []*x509.Certificate, recs []*dns.TLSA, host string) error {
+func verifyDANE(chain []*x509.Certificate, recs []*dns.TLSA, names []string) error {
 	if len(chain) == 0 {
 		return errDANE
 	}
@@ -175,15 +217,17 @@ func verifyDANE(chain []*x509.Certificate, recs []*dns.TLSA, host string) error 
 			for _, c := range chain[1:i] {
 				inter.AddCert(c)
 			}
-			if i == 0 {
-				// The trust anchor is the server certificate itself.
-				if chain[0].VerifyHostname(host) == nil {
+			for _, host := range names {
+				if i == 0 {
+					// The trust anchor is the server certificate itself.
+					if chain[0].VerifyHostname(host) == nil {
+						return nil
+					}
+					continue
+				}
+				if _, err := chain[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, DNSName: host}); err == nil {
 					return nil
 				}
-				continue
-			}
-			if _, err := chain[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, DNSName: host}); err == nil {
-				return nil
 			}
 		}
 	}
@@ -197,7 +241,11 @@ func (s *SMTP) tlsConfig(t target, policy string, onVerify func(error)) *tls.Con
 	case policy == policyDANE:
 		cfg.InsecureSkipVerify = true // replaced by the TLSA check
 		cfg.VerifyConnection = func(cs tls.ConnectionState) error {
-			err := verifyDANE(cs.PeerCertificates, t.dane, t.name)
+			names := t.refNames
+			if len(names) == 0 {
+				names = []string{t.name}
+			}
+			err := verifyDANE(cs.PeerCertificates, t.dane, names)
 			onVerify(err)
 			return err
 		}

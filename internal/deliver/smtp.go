@@ -79,6 +79,7 @@ type target struct {
 	user     string
 	pass     string
 	dane     []*dns.TLSA    // policyDANE: the usable TLSA records
+	refNames []string       // policyDANE: names a DANE-TA chain may be for; nil: name
 	testing  *mtasts.Policy // an MTA-STS policy in testing mode
 	report   *TLSResult     // what a new session records (TLS-RPT); nil: nothing
 }
@@ -215,22 +216,38 @@ func dnsFailure(rcpts []string, domain string, err error) []Result {
 	return tempAll(rcpts, "", "4.4.3", "MX lookup for %s: %v", domain, err)
 }
 
-// DeliverHost delivers to a fixed host:port (transport table smtp:host:port).
+// DeliverHost delivers to a fixed host:port (transport table smtp:host:port),
+// under DANE when the host's records say so (nextHopDANE) and no
+// tls_policies entry names the domain.
 func (s *SMTP) DeliverHost(ctx context.Context, domain, hostport string, req *Request) []Result {
 	host, port, err := net.SplitHostPort(hostport)
 	if err != nil {
 		return tempAll(req.Rcpts, hostport, "4.3.5", "bad transport address %q: %v", hostport, err)
 	}
-	addrs, err := s.Resolver.Addrs(ctx, host)
+	addrs, secure, cname, err := s.Resolver.AddrsSecure(ctx, host)
 	if err != nil {
 		return tempAll(req.Rcpts, host, "4.4.3", "%v", err)
 	}
+	if _, explicit := s.TLSPolicies[strings.ToLower(domain)]; explicit {
+		secure = false // the operator's word overrides DANE, as for MX hosts
+	}
+	tmpl, err := s.nextHopDANE(ctx, host, cname, portNumber(port), secure, s.policyFor(domain))
+	if err != nil {
+		s.Log.Warn("deliver: transport host not used", "id", req.ID, "domain", domain, "host", host, "reason", err)
+		return tempAll(req.Rcpts, host, "4.7.5", "%v", err)
+	}
+	return s.tryAddrs(ctx, tmpl, addrs, port, req)
+}
+
+// tryAddrs tries the addresses of one host in turn (at most maxAddrs).
+func (s *SMTP) tryAddrs(ctx context.Context, tmpl target, addrs []netip.Addr, port string, req *Request) []Result {
 	var last []Result
 	for i, a := range addrs {
 		if i >= maxAddrs {
 			break
 		}
-		t := target{addr: net.JoinHostPort(a.String(), port), name: host, policy: s.policyFor(domain)}
+		t := tmpl
+		t.addr = net.JoinHostPort(a.String(), port)
 		res, next := s.attempt(ctx, t, req)
 		if next != tryNext {
 			return res
@@ -240,15 +257,45 @@ func (s *SMTP) DeliverHost(ctx context.Context, domain, hostport string, req *Re
 	return last
 }
 
+func portNumber(port string) int {
+	n, _ := strconv.Atoi(port)
+	return n
+}
+
 // DeliverSmarthost relays through the configured smarthost. With AUTH
 // configured, TLS is required: credentials never go out in clear text.
+// With DANE on and a smarthost name whose address and TLSA records are
+// DNSSEC-validated, the smarthost is authenticated by its TLSA records
+// (nextHopDANE); with DANE on, the smarthost's name is resolved through
+// dns_server (the answer DANE judged is the one dialled), and dialled as
+// configured (the system resolver, /etc/hosts) only when dns_server does
+// not know it.
 func (s *SMTP) DeliverSmarthost(ctx context.Context, req *Request) []Result {
-	host, _, _ := net.SplitHostPort(s.Smarthost)
+	host, port, _ := net.SplitHostPort(s.Smarthost)
 	pol := s.DefaultTLS
 	if s.SmarthostUser != "" && (pol == config.TLSNone || pol == config.TLSMay) {
 		pol = config.TLSEncrypt
 	}
-	t := target{addr: s.Smarthost, name: host, policy: pol, implicit: s.SmarthostTLS, user: s.SmarthostUser, pass: s.SmarthostPass}
+	t := target{addr: s.Smarthost, name: host, policy: pol}
+	if _, err := netip.ParseAddr(host); err != nil && s.DANE {
+		addrs, secure, cname, err := s.Resolver.AddrsSecure(ctx, host)
+		var de *DNSError
+		switch {
+		case errors.As(err, &de) && de.NotFound:
+			// Not in DNS (a name from /etc/hosts): no DANE, dialled by name.
+		case err != nil:
+			return tempAll(req.Rcpts, host, "4.4.3", "smarthost %v", err)
+		default:
+			dt, err := s.nextHopDANE(ctx, host, cname, portNumber(port), secure, pol)
+			if err != nil {
+				s.Log.Warn("deliver: smarthost not used", "id", req.ID, "host", host, "reason", err)
+				return tempAll(req.Rcpts, host, "4.7.5", "%v", err)
+			}
+			dt.implicit, dt.user, dt.pass = s.SmarthostTLS, s.SmarthostUser, s.SmarthostPass
+			return s.tryAddrs(ctx, dt, addrs, port, req)
+		}
+	}
+	t.implicit, t.user, t.pass = s.SmarthostTLS, s.SmarthostUser, s.SmarthostPass
 	res, _ := s.attempt(ctx, t, req)
 	return res
 }
