@@ -178,19 +178,24 @@ func (c *Checker) noteStall(st *zoneState, q *inflightQuery) {
 	if st.stalled+st.fails >= tripAfter && st.h.State == Healthy && st.answered.Before(oldest) && !c.dns.answered.Before(oldest) {
 		c.tripLocked(st, fmt.Sprintf("%d queries unanswered after %v while other lists answer", st.stalled+st.fails, c.stallAfter()))
 	}
-	// Nothing at all answered since tripAfter queries (to any lists)
-	// went unanswered this long: DNS is unreachable now, not after
-	// their deadline.
+	// Nothing at all answered since tripAfter queries, to more than one
+	// list (or to the only one), went unanswered this long: DNS is
+	// unreachable now, not after their deadline. (One list's queries
+	// alone are that list's trouble, above.)
 	if !c.dns.down {
-		n := 0
+		n, lists := 0, 0
 		for _, o := range c.state {
+			k := 0
 			for w := range o.waiting {
 				if w.stalled && c.dns.answered.Before(w.start) {
-					n++
+					k++
 				}
 			}
+			if k > 0 {
+				n, lists = n+k, lists+1
+			}
 		}
-		if n >= tripAfter {
+		if n >= tripAfter && (lists > 1 || len(c.state) == 1) {
 			c.setDNSLocked(true, fmt.Sprintf("%d queries unanswered after %v and nothing answered since", n, c.stallAfter()))
 		}
 	}

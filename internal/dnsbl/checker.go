@@ -80,7 +80,8 @@ type Options struct {
 // DefaultCacheSize holds a day of a busy MX: entries live at most
 // cache_max_ttl (1 h by default), so the cache needs the distinct clients
 // of its busiest hour; 500,000 is a server taking some 10 million
-// connections a day (about 60 MB with 10 zones, docs/BENCHMARKS.md).
+// connections a day (68 MiB with 10 zones, BenchmarkCacheMemory:
+// docs/benchmarks/dnsbl.md).
 const DefaultCacheSize = 500000
 
 // Checker queries lists with a shared cache and keeps each zone's health.

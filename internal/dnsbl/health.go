@@ -71,6 +71,7 @@ type zoneState struct {
 	lastSuspect  time.Time // last check asked for by failures the breaker did not trip on
 	lastSpot     time.Time // last spot probe after a listing (spotCheck)
 	silentOnce   bool      // the last check found no answer from the list (RunHealth confirms)
+	checkStart   time.Time // when RunHealth started its latest check
 	lastErrorLog time.Time
 }
 
@@ -239,6 +240,8 @@ func (c *Checker) spotCheck(ctx context.Context, st *zoneState) bool {
 	if !due {
 		return true
 	}
+	ctx, cancel := context.WithTimeout(ctx, c.opts.Timeout)
+	defer cancel()
 	p := randomProbe(st.z, st.domain, rand.IntN(4))
 	c.ask(ctx, p)
 	if !p.listed && !p.invalid {
@@ -367,16 +370,19 @@ func (c *Checker) checkZone(ctx context.Context, st *zoneState) checkResult {
 }
 
 // apply stores a check's outcome and plans the zone's next check. With
-// confirm (the running server's checks), a list found silent is only
-// failing until a second check, a second later, finds it silent too: an
-// overloaded resolver loses some names and answers others, and one check
+// confirm (the running server's checks), a list found silent while other
+// lists were checked at the same time or are in trouble is only failing
+// until a second check, a second later, finds it silent too: an overloaded
+// resolver loses some names and answers others, and one round of checks
 // that lost all of a list's probes must not switch the list off (the
-// benchmark saw every zone found dead at once at a load of 40).
+// benchmark saw every zone found dead at once at a load of 40). A list
+// silent alone (the breaker tripped it, the others answer) is dead at
+// once: every second it is failing defers the clients it could decide.
 func (c *Checker) apply(st *zoneState, r checkResult, confirm bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if r.kind == conclusive {
-		if confirm && r.silent && !st.silentOnce && st.h.State != Dead {
+		if confirm && r.silent && !st.silentOnce && st.h.State != Dead && c.othersTroubledLocked(st) {
 			r.h.State, r.h.Detail = Failing, r.h.Detail+" (a second check confirms it dead)"
 		}
 		st.silentOnce = r.silent
@@ -412,6 +418,23 @@ func (c *Checker) apply(st *zoneState, r checkResult, confirm bool) {
 		st.firstClosed = true
 		close(st.firstDone)
 	}
+}
+
+// othersTroubledLocked reports whether a zone other than st was checked in
+// the same round as st (its check started within half a timeout of st's),
+// or is in trouble now.
+func (c *Checker) othersTroubledLocked(st *zoneState) bool {
+	w := c.opts.Timeout / 2
+	for _, o := range c.state {
+		if o == st {
+			continue
+		}
+		sameRound := !o.checkStart.IsZero() && o.checkStart.After(st.checkStart.Add(-w)) && o.checkStart.Before(st.checkStart.Add(w))
+		if sameRound || o.checking || o.fails > 0 || o.stalled > 0 || o.h.State == Failing || o.silentOnce {
+			return true
+		}
+	}
+	return false
 }
 
 // CheckHealth checks every zone now, in parallel, and returns their
@@ -477,7 +500,7 @@ func (c *Checker) startDue(ctx context.Context, wg *sync.WaitGroup) time.Time {
 		switch {
 		case st.checking || st.due.IsZero():
 		case !st.due.After(now):
-			st.checking = true
+			st.checking, st.checkStart = true, now
 			wg.Go(func() {
 				r := c.checkZone(ctx, st)
 				if ctx.Err() != nil {

@@ -232,6 +232,9 @@ func TestRealDeadListMidRun(t *testing.T) {
 		t.Errorf("bl.rgtest still counts: %+v", got.Results)
 	}
 	eventually(t, 10*time.Second, "slow.rgtest not found dead", func() bool { return stateOf(c, "slow.rgtest").State == Dead })
+	if d := stateOf(c, "slow.rgtest").Detail; strings.Contains(d, "second check") {
+		t.Errorf("a list silent alone waited for a second check: %s", d)
+	}
 	if up, _ := c.DNSReachable(); !up {
 		t.Error("a dead list was taken for a DNS outage")
 	}
@@ -524,16 +527,23 @@ func TestRealCutPathEndsWaitingQueries(t *testing.T) {
 	if el := time.Since(start); el > 30*time.Second {
 		t.Errorf("one query waited %v: the request's deadline, not dnsbl.timeout", el)
 	}
-	// Three queries wait together; none is answered: DNS is found
-	// unreachable and they all end with it, before their own deadline.
+	// Three clients are checked together (six queries to two lists);
+	// none is answered: DNS is found unreachable and they all end with
+	// it, before their own deadline.
 	var wg sync.WaitGroup
-	res := make([]Result, 3)
-	for i := range res {
-		wg.Go(func() { res[i] = c.QueryIP(ctx, bl, netip.AddrFrom4([4]byte{198, 18, 10, byte(2 + i)})) })
+	var mu sync.Mutex
+	var res []Result
+	for i := range 3 {
+		wg.Go(func() {
+			got := c.Check(ctx, netip.AddrFrom4([4]byte{198, 18, 10, byte(2 + i)}))
+			mu.Lock()
+			res = append(res, got.Results...)
+			mu.Unlock()
+		})
 	}
 	wg.Wait()
 	if up, _ := c.DNSReachable(); up {
-		t.Error("DNS still reachable after three queries went unanswered")
+		t.Error("DNS still reachable after six queries went unanswered")
 	}
 	for i, r := range res {
 		if r.Status != TempError || !strings.Contains(r.Detail, "DNS unreachable") {
@@ -614,10 +624,12 @@ func TestRealResolverCutOffFromLists(t *testing.T) {
 	}
 }
 
-// TestRealSilentOnceIsNotDead: in the running server, one health check
-// that got no answer from a list makes it failing (a temporary failure),
-// not dead (skipped): only a second silent check a second later does. A
-// list whose probes were lost once is used again.
+// TestRealSilentOnceIsNotDead: in the running server, one round of
+// health checks that got no answer from a list makes it failing (a
+// temporary failure), not dead (skipped): only a second silent check a
+// second later does. A list whose probes were lost once is used again.
+// (A list that goes silent alone, the others answering, is dead at once:
+// TestRealDeadListMidRun.)
 func TestRealSilentOnceIsNotDead(t *testing.T) {
 	t.Parallel()
 	r := startRealDNS(t)
@@ -625,10 +637,11 @@ func TestRealSilentOnceIsNotDead(t *testing.T) {
 	running(t, c)
 	ctx := context.Background()
 	c.waitFirst(ctx)
-	st := c.zoneState("slow.rgtest")
 	r.slow.DropAll(true)
 	c.mu.Lock()
-	c.scheduleLocked(st, 0)
+	for _, st := range c.state { // a round: every zone checked at once
+		c.scheduleLocked(st, 0)
+	}
 	c.mu.Unlock()
 	eventually(t, 10*time.Second, "slow.rgtest not failing after a silent check", func() bool { return stateOf(c, "slow.rgtest").State != Healthy })
 	r.slow.DropAll(false)
