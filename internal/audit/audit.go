@@ -145,7 +145,9 @@ func Run(ctx context.Context, o Options) *Report {
 	if len(o.Remote) > 0 && (want(AreaListeners) || want(AreaIdentity)) {
 		r.remoteListeners(ctx, want(AreaListeners))
 	}
-	if want(AreaPostfix) || want(AreaQueue) {
+	// Postfix instances: their settings, queues, HELO names, local
+	// domains and certificate files.
+	if want(AreaPostfix) || want(AreaQueue) || want(AreaIdentity) {
 		r.findPostfix(ctx)
 	}
 	steps := []struct {

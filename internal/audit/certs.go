@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/x509"
@@ -177,7 +178,9 @@ func (r *run) certFindings(u *certUse) {
 			Evidence: append(ev, "host names: "+strings.Join(u.names, " ")),
 			Fix:      "get a certificate for " + strings.Join(u.names, ", ")})
 	}
-	if leaf.Issuer.String() == leaf.Subject.String() && leaf.CheckSignatureFrom(leaf) == nil {
+	// Signed by its own key: CheckSignatureFrom would also demand that the
+	// "issuer" be a CA, which a self-signed server certificate often is not.
+	if bytes.Equal(leaf.RawIssuer, leaf.RawSubject) && leaf.CheckSignature(leaf.SignatureAlgorithm, leaf.RawTBSCertificate, leaf.Signature) == nil {
 		r.add(Finding{Check: "identity.cert-self-signed", Area: AreaIdentity, Severity: Low, Subject: subj,
 			Title:    "self-signed certificate: fine for opportunistic TLS between MTAs, refused by mail clients and MTA-STS senders",
 			Evidence: ev, Fix: "use a certificate from a public CA ([tls] acme = true in relayguard; certbot for Postfix)"})

@@ -148,16 +148,23 @@ func listener(t *testing.T, rep *audit.Report, port uint16) audit.Listener {
 
 var certSeq atomic.Int64
 
-// writeCert writes a self-signed certificate for name valid until
-// notAfter, and its key, under dir.
+// writeCert writes a self-signed certificate for name valid from an hour
+// ago until notAfter, and its key, under dir.
 func writeCert(t *testing.T, dir, name string, notAfter time.Time) (certFile, keyFile string) {
+	t.Helper()
+	return writeCertValid(t, dir, name, time.Now().Add(-time.Hour), notAfter)
+}
+
+// writeCertValid writes a self-signed certificate for name valid from
+// notBefore until notAfter, and its key, under dir.
+func writeCertValid(t *testing.T, dir, name string, notBefore, notAfter time.Time) (certFile, keyFile string) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano() + certSeq.Add(1)), Subject: pkix.Name{CommonName: name},
-		DNSNames: []string{name}, NotBefore: time.Now().Add(-time.Hour), NotAfter: notAfter,
+		DNSNames: []string{name}, NotBefore: notBefore, NotAfter: notAfter,
 		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
