@@ -19,6 +19,13 @@ func postconfCmd(dir string) string {
 	return "postconf -c " + dir
 }
 
+func postmapCmd(dir string) string {
+	if dir == "" || dir == "/etc/postfix" {
+		return "postmap"
+	}
+	return "postmap -c " + dir
+}
+
 func postfixCmd(dir string) string {
 	if dir == "" || dir == "/etc/postfix" {
 		return "postfix"
@@ -107,18 +114,26 @@ func (r *run) listenerFindings(l *Listener) {
 			Title:    "obsolete challenge-response mechanisms offered: the server must store password-equivalent secrets (DIGEST-MD5 is historic, RFC 6331)",
 			Evidence: []string{"AUTH " + strings.Join(weak, " ")}, Fix: fix})
 	}
+	// VRFY confirms an address with 250/251 (RFC 5321 3.5.3), or, as
+	// Postfix does, with 252 for an address it has and 550 for one it has
+	// not (252 alone means "cannot verify, will try": no confirmation).
+	vrfyTells := p.VRFY.Code == 252 && p.VRFYUnknown.Code/100 == 5
 	for _, v := range []struct {
-		cmd   string
-		reply relaytest.Reply
-	}{{"VRFY", p.VRFY}, {"EXPN", p.EXPN}} {
-		if v.reply.Code == 250 || v.reply.Code == 251 {
+		cmd      string
+		reply    relaytest.Reply
+		evidence []string
+	}{
+		{"VRFY", p.VRFY, []string{"VRFY postmaster → " + p.VRFY.String(), "VRFY of an unknown user → " + p.VRFYUnknown.String()}},
+		{"EXPN", p.EXPN, []string{"EXPN postmaster → " + p.EXPN.String()}},
+	} {
+		if v.reply.Code == 250 || v.reply.Code == 251 || v.cmd == "VRFY" && vrfyTells {
 			fix := "disable the command"
 			if l.PostfixConfig != "" {
 				fix = fmt.Sprintf("%s -e 'disable_vrfy_command = yes' && %s reload", postconfCmd(l.PostfixConfig), postfixCmd(l.PostfixConfig))
 			}
 			r.add(Finding{Check: "listener." + strings.ToLower(v.cmd), Area: AreaListeners, Severity: Low, Subject: subj,
 				Title:    v.cmd + " confirms addresses: spammers harvest valid recipients with it",
-				Evidence: []string{v.cmd + " postmaster → " + v.reply.String()}, Fix: fix})
+				Evidence: v.evidence, Fix: fix})
 		}
 	}
 	if !p.STARTTLS && !l.ImplicitTLS && l.Role != "other" {
@@ -142,7 +157,7 @@ func (r *run) listenerFindings(l *Listener) {
 		}
 		r.add(Finding{Check: "listener.open-submission", Area: AreaListeners, Severity: High, Subject: subj,
 			Title:    "the submission port takes mail without AUTH",
-			Evidence: []string{fmt.Sprintf("MAIL FROM:<%s> RCPT TO:<%s> without AUTH → %s", relaytest.DefaultFrom, r.localRcpt(), p.NoAuthRcpt)},
+			Evidence: []string{fmt.Sprintf("MAIL FROM:<%s> RCPT TO:<%s> without AUTH → %s", relaytest.DefaultFrom, p.LocalRcpt, p.NoAuthRcpt)},
 			Fix:      fix})
 	}
 }

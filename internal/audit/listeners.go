@@ -347,7 +347,7 @@ func (r *run) probeTarget(ctx context.Context, l *Listener, t netip.AddrPort, vi
 	if l.Probe == nil {
 		po := relaytest.ProbeOptions{}
 		if l.Role == "submission" || l.Role == "submissions" {
-			po.LocalRcpt = r.localRcpt()
+			po.LocalRcpt = r.localRcpt(ctx, l)
 		}
 		o.ImplicitTLS = l.Port == 465
 		start := time.Now()
@@ -405,11 +405,37 @@ func wildcard(l *Listener) bool {
 
 // localRcpt is a recipient every mail server must take: postmaster of
 // its own name (RFC 5321 4.5.1).
-func (r *run) localRcpt() string {
+func (r *run) localRcpt(ctx context.Context, l *Listener) string {
+	if l.PostfixConfig != "" {
+		if d := postfixLocalDomain(ctx, l.PostfixConfig); d != "" {
+			return "postmaster@" + d
+		}
+	}
 	if len(r.cfg.Site.LocalDomains) > 0 {
 		return "postmaster@" + r.cfg.Site.LocalDomains[0]
 	}
 	return "postmaster@" + r.cfg.Site.Hostname
+}
+
+// postfixLocalDomain is a domain the Postfix instance in dir takes mail
+// for: the first of mydestination, virtual_mailbox_domains,
+// virtual_alias_domains and relay_domains (expanded) that names a domain
+// rather than a lookup table; "" when it takes mail for none.
+func postfixLocalDomain(ctx context.Context, dir string) string {
+	bin := postconfBin()
+	if bin == "" {
+		return ""
+	}
+	out, err := postconf(ctx, bin, dir, "-xh", "mydestination", "virtual_mailbox_domains", "virtual_alias_domains", "relay_domains")
+	if err != nil {
+		return ""
+	}
+	for _, d := range strings.FieldsFunc(string(out), func(r rune) bool { return r == ',' || r == ' ' || r == '\n' || r == '\t' }) {
+		if !strings.ContainsAny(d, "$:/") && strings.Contains(d, ".") && !strings.HasPrefix(d, "localhost") {
+			return strings.ToLower(d)
+		}
+	}
+	return ""
 }
 
 // identify tells Postfix and relayguard from other programs.

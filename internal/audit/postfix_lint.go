@@ -203,7 +203,7 @@ func (r *run) lintPostfixBackscatter(p *postfixInstance, subj string) {
 		r.add(Finding{Check: "postfix.backscatter-relay-recipients", Area: AreaPostfix, Severity: Medium, Subject: subj,
 			Title:    "relay_domains without relay_recipient_maps: every address of the relayed domains is accepted; the next hop's rejections become bounces to forged senders",
 			Evidence: []string{"relay_domains = " + rd, "relay_recipient_maps ="},
-			Fix:      fmt.Sprintf("list the valid recipients: %s -e 'relay_recipient_maps = hash:%s/relay_recipients' && postmap %s/relay_recipients", postconfCmd(p.Dir), p.Dir, p.Dir)})
+			Fix:      fmt.Sprintf("list the valid recipients: %s -e 'relay_recipient_maps = hash:%s/relay_recipients' && %s %s/relay_recipients", postconfCmd(p.Dir), p.Dir, postmapCmd(p.Dir), p.Dir)})
 	}
 	if v := strings.TrimSpace(m["luser_relay"]); v != "" {
 		r.add(Finding{Check: "postfix.luser-relay", Area: AreaPostfix, Severity: Medium, Subject: subj,

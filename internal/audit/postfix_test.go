@@ -90,3 +90,53 @@ pickup    unix  n       -       n       60      1       pickup
 		}
 	}
 }
+
+// TestPostfixLintRelayDomains lints a second kind of stopped instance: one
+// relay list permits before reject_unauth_destination (only the other keeps
+// the relay closed), relay_domains without relay_recipient_maps, and a
+// luser_relay catching mail to unknown users. The operator runs the printed
+// fixes (the relay-recipient list made first) and reorders the list; the
+// next audit reports none of them.
+func TestPostfixLintRelayDomains(t *testing.T) {
+	t.Parallel()
+	hosttest.NeedPostfix(t)
+	h := newHost(t, "", "")
+	etc := filepath.Join(h.dir, "pf2")
+	os.MkdirAll(etc, 0o755)
+	os.WriteFile(filepath.Join(etc, "main.cf"), []byte(`compatibility_level = 3.6
+myhostname = mx2.example.test
+mydestination = $myhostname
+smtpd_relay_restrictions = permit_sasl_authenticated, permit
+smtpd_recipient_restrictions = permit_mynetworks, reject_unauth_destination
+relay_domains = relay.example.test
+luser_relay = catchall
+`), 0o644)
+	os.WriteFile(filepath.Join(etc, "master.cf"), []byte("smtp      inet  n       -       n       -       -       smtpd\n"), 0o644)
+
+	rep, code, stderr := h.audit("--areas", "postfix", "--postfix-config", etc)
+	if code != audit.ExitFindings {
+		t.Fatalf("exit %d\n%s\n%s", code, stderr, dump(rep))
+	}
+	mustNotFind(t, rep, "postfix.open-relay-config") // smtpd_recipient_restrictions refuses
+	pb := mustFind(t, rep, "postfix.permit-before-reject", audit.Medium, "permit_sasl_authenticated, permit")
+	if !strings.Contains(pb.Title, "smtpd_relay_restrictions") || !strings.Contains(pb.Fix, "reject_unauth_destination before the permit") {
+		t.Errorf("permit-before-reject: %+v", pb)
+	}
+	if fs := find(rep, "postfix.permit-before-reject"); len(fs) != 1 {
+		t.Errorf("smtpd_recipient_restrictions reported too: %+v", fs)
+	}
+	rr := mustFind(t, rep, "postfix.backscatter-relay-recipients", audit.Medium, "relay.example.test")
+	lr := mustFind(t, rep, "postfix.luser-relay", audit.Medium, "catchall")
+
+	// The operator's fixes, as printed (the list of valid relay
+	// recipients written first), and the reordered list.
+	os.WriteFile(filepath.Join(etc, "relay_recipients"), []byte("info@relay.example.test OK\n"), 0o644)
+	for _, fix := range []string{rr.Fix[strings.Index(rr.Fix, "postconf"):], lr.Fix,
+		"postconf -c " + etc + " -e 'smtpd_relay_restrictions = permit_sasl_authenticated, reject_unauth_destination'"} {
+		runFix(t, fix)
+	}
+	rep, _, _ = h.audit("--areas", "postfix", "--postfix-config", etc)
+	for _, c := range []string{"postfix.permit-before-reject", "postfix.backscatter-relay-recipients", "postfix.luser-relay", "postfix.open-relay-config"} {
+		mustNotFind(t, rep, c)
+	}
+}

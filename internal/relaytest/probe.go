@@ -30,11 +30,17 @@ type ProbeResult struct {
 	ExtensionsTLS []string `json:"extensions_tls,omitempty"` // EHLO keywords after STARTTLS
 	AuthTLS       []string `json:"auth_tls,omitempty"`
 	VRFY          Reply    `json:"vrfy"` // VRFY of ProbeOptions.Verify, before TLS
-	EXPN          Reply    `json:"expn"`
+	// VRFYUnknown is the reply to VRFY of a local part nobody has: a
+	// server that answers 252 to both confirms nothing; one that answers
+	// 252 for postmaster and 550 here tells real addresses from others.
+	VRFYUnknown Reply `json:"vrfy_unknown"`
+	EXPN        Reply `json:"expn"`
 	// NoAuthRcpt is the reply to RCPT TO:<ProbeOptions.LocalRcpt> from an
 	// outside sender without AUTH (over TLS when offered); zero when not
 	// asked.
 	NoAuthRcpt Reply `json:"no_auth_rcpt"`
+	// LocalRcpt is the recipient NoAuthRcpt asked for.
+	LocalRcpt string `json:"local_rcpt,omitempty"`
 }
 
 // TLSInfo is a TLS session's version and the server's certificate chain.
@@ -86,7 +92,7 @@ func Probe(ctx context.Context, o Options, p ProbeOptions) (*ProbeResult, error)
 		return nil, err
 	}
 	defer c.quit()
-	res := &ProbeResult{Addr: o.Addr, Banner: banner, Extensions: keywords(c.ext), STARTTLS: c.has("STARTTLS")}
+	res := &ProbeResult{Addr: o.Addr, Banner: banner, Extensions: keywords(c.ext), STARTTLS: c.has("STARTTLS"), LocalRcpt: p.LocalRcpt}
 	if o.ImplicitTLS {
 		res.TLS = tlsInfo(c)
 		res.ExtensionsTLS, res.AuthTLS = res.Extensions, mechanisms(c.ext)
@@ -96,6 +102,9 @@ func Probe(ctx context.Context, o Options, p ProbeOptions) (*ProbeResult, error)
 	// VRFY and EXPN before TLS: what an address harvester sees
 	// (RFC 5321 3.5.3: 252 means "cannot verify, will try").
 	if res.VRFY, err = c.cmd("VRFY "+p.Verify, ""); err != nil {
+		return res, untestable(ReasonProtocol, fmt.Errorf("VRFY: %w", err))
+	}
+	if res.VRFYUnknown, err = c.cmd("VRFY rg-no-such-user-"+randomLabel(8), ""); err != nil {
 		return res, untestable(ReasonProtocol, fmt.Errorf("VRFY: %w", err))
 	}
 	if res.EXPN, err = c.cmd("EXPN "+p.Verify, ""); err != nil {
