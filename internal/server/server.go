@@ -95,6 +95,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, opt Options)
 	if err != nil {
 		return err
 	}
+	users.Prepare() // the decoy hash of unknown users' logins, before any login
 	spool, err := queue.OpenSpool(cfg.Spool.Dir, cfg.Spool.GroupCommit.D(), log)
 	if err != nil {
 		return err

@@ -122,11 +122,15 @@ func Open(ctx context.Context, db *sql.DB, opts Options) (*DB, error) {
 	if d.log == nil {
 		d.log = slog.Default()
 	}
-	// Make the dummy hash now, in the background, so that the first
-	// unknown-user login does not pay for it (and stand out).
-	go d.dummyHashValue()
 	return d, nil
 }
+
+// Prepare makes the decoy hash that an unknown user's password is checked
+// against, so that the first such login does not pay for making it (and
+// stand out by its time). serve calls it before its listeners accept; a
+// command that checks no password (`relayguard user list`) does not. Open
+// starts nothing: it once made the hash in a goroutine nobody waited for.
+func (d *DB) Prepare() { d.dummyHashValue() }
 
 // loadSecret returns the persisted decoy secret, creating it on first use.
 func loadSecret(ctx context.Context, db *sql.DB) ([]byte, error) {

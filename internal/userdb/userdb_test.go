@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -32,6 +33,35 @@ func openTest(t *testing.T, opts Options) (*DB, *sql.DB) {
 		t.Fatal(err)
 	}
 	return db, sqldb
+}
+
+// TestOpenStartsNothing: Open, which every `relayguard user` command calls,
+// starts no goroutine (constructors start nothing: docs/ARCHITECTURE.md,
+// "Goroutines and shutdown"); serve makes the decoy hash with Prepare
+// before it accepts. Found by review: Open hashed a random password in a
+// goroutine that nobody owned or waited for.
+func TestOpenStartsNothing(t *testing.T) {
+	ctx := context.Background()
+	sqldb, err := store.OpenSQLite(ctx, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sqldb.Close()
+	before := runtime.NumGoroutine()
+	db, err := Open(ctx, sqldb, Options{PasswordHash: Argon2id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := runtime.NumGoroutine(); n > before {
+		t.Errorf("Open started %d goroutine(s)", n-before)
+	}
+	if db.dummyHash != "" {
+		t.Error("Open made the decoy hash: it is Prepare's work")
+	}
+	db.Prepare()
+	if !strings.HasPrefix(db.dummyHash, "$argon2id$") {
+		t.Errorf("Prepare made decoy hash %q, want an argon2id hash", db.dummyHash)
+	}
 }
 
 func mustAdd(t *testing.T, db *DB, user, pw string) {
