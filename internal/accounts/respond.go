@@ -234,12 +234,19 @@ func (r *Responder) Run(ctx context.Context, interval time.Duration) {
 	}
 	wake := make(chan struct{}, 1)
 	if sh, ok := r.o.Store.(*Shared); ok {
-		go sh.Remote().Subscribe(ctx, func(string) {
-			select {
-			case wake <- struct{}{}:
-			default:
-			}
-		})
+		// The subscriber is Run's own: Run returns only once it has
+		// ended, before the caller closes the Redis client it uses.
+		subscribed := make(chan struct{})
+		go func() {
+			defer close(subscribed)
+			sh.Remote().Subscribe(ctx, func(string) {
+				select {
+				case wake <- struct{}{}:
+				default:
+				}
+			})
+		}()
+		defer func() { <-subscribed }()
 	}
 	t := time.NewTicker(interval)
 	defer t.Stop()
