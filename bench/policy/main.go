@@ -237,6 +237,19 @@ func request(b []byte, n int64, c int) []byte {
 	return append(b, "\nserver_address=127.0.0.1\nserver_port=25\n\n"...)
 }
 
+// exchange sends one request and reads its reply (an action line and the
+// empty line that ends it); it returns the reply's kind.
+func exchange(conn net.Conn, r *bufio.Reader, req []byte) (string, error) {
+	if _, err := conn.Write(req); err != nil {
+		return "", err
+	}
+	line, err := r.ReadString('\n')
+	if err == nil {
+		_, err = r.ReadString('\n')
+	}
+	return kind(strings.TrimPrefix(strings.TrimSpace(line), "action=")), err
+}
+
 // openLoop offers requests at rate per second for d on a pool of conns
 // connections. A dispatcher hands out every request whose scheduled send
 // time has come, stamped with that time; latency runs from it to the
@@ -267,20 +280,13 @@ func openLoop(name, addr string, conns int, rate float64, d time.Duration, repor
 			<-ready
 			for j := range jobs {
 				buf = request(buf[:0], j.n, c)
-				if _, err := conn.Write(buf); err != nil {
-					fails.Add(1)
-					return
-				}
-				line, err := r.ReadString('\n')
-				if err == nil {
-					_, err = r.ReadString('\n')
-				}
+				k, err := exchange(conn, r, buf)
 				if err != nil {
 					fails.Add(1)
 					return
 				}
 				lats[c] = append(lats[c], time.Since(j.at))
-				kinds[c][kind(strings.TrimPrefix(strings.TrimSpace(line), "action="))]++
+				kinds[c][k]++
 			}
 		})
 	}
@@ -361,20 +367,13 @@ func run(name, addr string, conns int, d time.Duration, report bool) {
 				}
 				k++
 				t0 := time.Now()
-				if _, err := conn.Write(buf); err != nil {
-					fails.Add(1)
-					return
-				}
-				line, err := r.ReadString('\n')
-				if err == nil {
-					_, err = r.ReadString('\n')
-				}
+				k, err := exchange(conn, r, buf)
 				if err != nil {
 					fails.Add(1)
 					return
 				}
 				my = append(my, time.Since(t0))
-				mk[kind(strings.TrimPrefix(strings.TrimSpace(line), "action="))]++
+				mk[k]++
 			}
 			mu.Lock()
 			lats = append(lats, my...)
