@@ -21,19 +21,21 @@ LINES=${LINES:-1000000}
 ONLY=${ONLY:-report guard policy serve}
 OUT=bench/out
 mkdir -p "$OUT"
-rows="$OUT/rows.md"
-: > "$rows"
 load() { cut -d' ' -f1-3 /proc/loadavg; }
+# Each benchmark's rows go to $OUT/NAME.rows; the table is made of the rows
+# of every benchmark that has them, so that ONLY=serve re-runs one and keeps
+# the others' last figures (each under its command, date and load).
 step() { # name command...
 	local name=$1; shift
-	local l0; l0=$(load)
+	local l0 t0; l0=$(load); t0=$(date -u +%FT%TZ)
 	echo "== $name: $* (load average $l0)" >&2
 	if "$@" > "$OUT/$name.txt" 2>&1; then st=ok; else st="FAILED (exit $?, see $OUT/$name.txt)"; fi
 	{
-		echo "| **\`$*\`** | load average $l0 → $(load) | $st | | | | |"
+		echo "| **\`$*\`** | $t0, load average $l0 → $(load) | $st | | | | |"
 		grep '^| ' "$OUT/$name.txt" || true
-	} >> "$rows"
+	} > "$OUT/$name.rows"
 }
+median() { sort -n | awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)] }'; }
 for what in $ONLY; do
 	case $what in
 	report) step report env RUNS="${RUNS:-3}" bench/report/run.sh "$LINES" ;;
@@ -42,16 +44,13 @@ for what in $ONLY; do
 	serve)
 		step serve env RUNS="${RUNS:-3}" bench/serve/run.sh 5000
 		# medians of the rounds, per server and session count
-		awk '/ sessions=/ { split($2, s, "="); split($NF, r, "="); v[$1 " " s[2]] = v[$1 " " s[2]] " " r[2] }
-			/rss_with_idle_kB=/ { for (i = 1; i <= NF; i++) if ($i ~ /^rss_with_idle_kB=/) { split($i, k, "="); idle = k[2] } }
-			function median(list,   a, n) { n = split(list, a, " "); asort(a); return a[int((n + 1) / 2)] }
-			END {
-				for (c = 20; c <= 50; c += 30) {
-					rg = median(v["relayguard " c]); pf = median(v["postfix " c])
-					if (rg && pf) printf "| intake | 2 KB messages into the durable spool, %d sessions (smtp-source), medians | %d msg/s | Postfix 3.7: %d msg/s | %.2fx | | goal ≥ 3× at 50 sessions |\n", c, rg, pf, rg / pf
-				}
-				if (idle) printf "| intake | 10,000 idle connections | %d MB resident | — | | | goal < 200 MB |\n", idle / 1024
-			}' "$OUT/serve.txt" >> "$rows"
+		for c in 20 50; do
+			rg=$(sed -n "s/^relayguard sessions=$c .*msg_per_s=\([0-9]*\).*/\1/p" "$OUT/serve.txt" | median)
+			pf=$(sed -n "s/^postfix sessions=$c .*msg_per_s=\([0-9]*\).*/\1/p" "$OUT/serve.txt" | median)
+			[ -n "$rg" ] && [ -n "$pf" ] && awk -v c="$c" -v rg="$rg" -v pf="$pf" 'BEGIN { printf "| intake | 2 KB messages into the durable spool, %d sessions (smtp-source), medians | %d msg/s | Postfix 3.7: %d msg/s | %.2fx | | goal ≥ 3× at 50 sessions |\n", c, rg, pf, rg / pf }' >> "$OUT/serve.rows"
+		done
+		idle=$(sed -n 's/.*rss_with_idle_kB=\([0-9]*\).*/\1/p' "$OUT/serve.txt")
+		[ -n "$idle" ] && echo "| intake | 10,000 idle connections | $((idle / 1024)) MB resident | — | | | goal < 200 MB |" >> "$OUT/serve.rows"
 		;;
 	*) echo "unknown benchmark $what" >&2; exit 2 ;;
 	esac
@@ -68,7 +67,9 @@ end='<!-- run-all:end -->'
 	echo
 	echo "| what | workload | relayguard | comparison (same run) | ratio (wall or rate) | ratio (CPU) | check |"
 	echo "|---|---|---|---|---|---|---|"
-	cat "$rows"
+	for name in report guard policy serve; do
+		[ -f "$OUT/$name.rows" ] && cat "$OUT/$name.rows"
+	done
 	echo "$end"
 } > "$OUT/section.md"
 if grep -qF "$begin" "$doc"; then

@@ -38,7 +38,7 @@ name = "mx"
 address = "127.0.0.1:$RGPORT"
 mode = "mx"
 TOML
-echo pw | "$OUT/relayguard" --config "$OUT/rg.toml" --data-dir "$OUT/rgdata" user add sink --password-stdin >/dev/null
+echo pw | "$OUT/relayguard" --config "$OUT/rg.toml" --data-dir "$OUT/rgdata" --create-data-dir user add sink --password-stdin >/dev/null
 "$OUT/relayguard" --config "$OUT/rg.toml" --data-dir "$OUT/rgdata" serve 2>"$OUT/rg.log" &
 RGPID=$!
 
