@@ -35,7 +35,7 @@ type AuthResultsFilter struct {
 // NewAuthResultsFilter returns a filter writing to w for authserv-id id
 // (compared case-insensitively).
 func NewAuthResultsFilter(w io.Writer, id string) *AuthResultsFilter {
-	return &AuthResultsFilter{w: w, id: strings.ToLower(id)}
+	return &AuthResultsFilter{w: w, id: strings.TrimSuffix(strings.ToLower(id), ".")}
 }
 
 // Write implements io.Writer.
@@ -144,8 +144,7 @@ func (f *AuthResultsFilter) ours(fl []byte) bool {
 	if !ok || !strings.EqualFold(strings.TrimSpace(string(name)), "Authentication-Results") {
 		return false
 	}
-	v := strings.NewReplacer("\r\n", "", "\n", "").Replace(string(value))
-	return AuthservID(v) == f.id
+	return AuthservID(string(value)) == f.id
 }
 
 // flushField ends the field in progress: writes the held field, or drops

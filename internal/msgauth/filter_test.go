@@ -62,3 +62,42 @@ func TestAuthResultsFilter(t *testing.T) {
 		t.Fatalf("header only: %q", out.String())
 	}
 }
+
+// A forger's other spellings of our authserv-id (RFC 8601 §2.2: a token or
+// a quoted-string, with comments and folding around it; a trailing dot)
+// are ours too and dropped; another server's id that merely contains ours
+// is not.
+func TestAuthResultsFilterSpellings(t *testing.T) {
+	for _, tc := range []struct {
+		field string
+		ours  bool
+	}{
+		{"Authentication-Results: \"mx.example.com\"; dkim=pass", true},
+		{"Authentication-Results: \"MX.example\\.com\"; dkim=pass", true},
+		{"Authentication-Results: (c) mx.example.com; dkim=pass", true},
+		{"Authentication-Results: (a(b)\\) c) mx.example.com; dkim=pass", true},
+		{"Authentication-Results:\r\n\t(comment)\r\n mx.example.com; dkim=pass", true},
+		{"Authentication-Results: mx.example.com(c); dkim=pass", true},
+		{"Authentication-Results: mx.example.com.; dkim=pass", true},
+		{"Authentication-Results: mx.example.com 1; dkim=pass", true},
+		{"Authentication-Results : mx.example.com; dkim=pass", true},
+		{"Authentication-Results:mx.example.com;dkim=pass", true},
+		{"Authentication-Results: mx.example.com\r\n ; dkim=pass", true},
+		{"Authentication-Results: mx.example.com.evil.test; dkim=pass", false},
+		{"Authentication-Results: \"mx.example.com evil\"; dkim=pass", false},
+		{"Authentication-Results: (mx.example.com) other.test; dkim=pass", false},
+	} {
+		in := "Subject: a\r\n" + tc.field + "\r\nX-After: b\r\n\r\nbody\r\n"
+		var out bytes.Buffer
+		f := msgauth.NewAuthResultsFilter(&out, "mx.example.com")
+		f.Write([]byte(in))
+		f.Close()
+		want := in
+		if tc.ours {
+			want = "Subject: a\r\nX-After: b\r\n\r\nbody\r\n"
+		}
+		if out.String() != want {
+			t.Errorf("%q: got %q, want it dropped: %v", tc.field, out.String(), tc.ours)
+		}
+	}
+}

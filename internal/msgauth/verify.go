@@ -8,12 +8,15 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"regexp"
 	"strings"
 
 	"github.com/emersion/go-msgauth/authres"
 	"github.com/emersion/go-msgauth/dkim"
 	"github.com/emersion/go-msgauth/dmarc"
 	"golang.org/x/net/publicsuffix"
+
+	"github.com/relayguard/relayguard/internal/address"
 )
 
 // Results of the checks, as RFC 8601 §2.7 names them.
@@ -291,35 +294,50 @@ func discover(txt func(string) ([]string, error), from string) (*dmarc.Record, s
 // authorDomains returns the distinct domains of the addresses in the
 // From: fields. A message should have one From: field (RFC 5322 §3.6);
 // one with several is judged by all their domains (RFC 7489 §6.6.1), so
-// that a second From: cannot slip a forged domain past the check.
+// that a second From: cannot slip a forged domain past the check. A From:
+// field that does not parse as an address list is judged by every domain
+// written after an '@' in it: a mail reader may well show
+// "CEO <ceo@bank.example>>" as from bank.example, and a field that merely
+// fails to parse must not take the message out of DMARC's reach.
 func authorDomains(fields []field) ([]string, error) {
 	var out []string
 	seen := map[string]bool{}
+	add := func(d string) {
+		if c, err := address.CanonicalDomain(d); err == nil {
+			d = c
+		} else {
+			d = strings.TrimSuffix(strings.ToLower(d), ".")
+		}
+		if d != "" && !seen[d] {
+			seen[d] = true
+			out = append(out, d)
+		}
+	}
 	for _, f := range fields {
 		if !strings.EqualFold(f.name, "From") {
 			continue
 		}
 		list, err := addrParser.ParseList(f.value())
-		if err != nil || len(list) == 0 {
-			return nil, fmt.Errorf("%w: %q: %v", ErrNoAuthor, truncate(f.value(), 80), err)
+		if err != nil {
+			for _, m := range atDomain.FindAllStringSubmatch(f.value(), -1) {
+				add(m[1])
+			}
+			continue
 		}
 		for _, a := range list {
-			at := strings.LastIndexByte(a.Address, '@')
-			if at < 0 {
-				return nil, fmt.Errorf("%w: %q has no domain", ErrNoAuthor, truncate(a.Address, 80))
-			}
-			d := strings.ToLower(a.Address[at+1:])
-			if !seen[d] {
-				seen[d] = true
-				out = append(out, d)
+			if at := strings.LastIndexByte(a.Address, '@'); at >= 0 {
+				add(a.Address[at+1:])
 			}
 		}
 	}
 	if len(out) == 0 {
-		return nil, fmt.Errorf("%w: no From field", ErrNoAuthor)
+		return nil, fmt.Errorf("%w: no From field with an address in a domain", ErrNoAuthor)
 	}
 	return out, nil
 }
+
+// atDomain finds a domain after an '@' in an unparseable From: field.
+var atDomain = regexp.MustCompile(`@\[?([\p{L}\p{N}._-]+)`)
 
 // Header renders the results as one Authentication-Results field (RFC
 // 8601) for authserv-id id, each result on its own folded line, ending
@@ -359,15 +377,59 @@ func heloIfNull(s SPF) string {
 }
 
 // AuthservID returns the authserv-id of an Authentication-Results field
-// value (RFC 8601 §2.2), or "" if it has none.
+// value (RFC 8601 §2.2), lower-cased and without a trailing dot, or "" if
+// it has none. The authserv-id is a value (RFC 2045: a token or a
+// quoted-string) that may have comments and folding white space around it
+// (RFC 5322 §3.2.2 CFWS): `"mx.example.com"`, `(x) mx.example.com` and
+// `mx.example.com(x)` all claim mx.example.com to a reader downstream.
+// It is read here rather than with go-msgauth's authres.Parse, which reads
+// none of these three forms (a forged field in one of them would pass the
+// filter as someone else's).
 func AuthservID(value string) string {
-	id, _, err := authres.Parse(value)
-	if err != nil {
-		// A value authres cannot parse still names its authserv-id first.
-		id = strings.TrimSpace(strings.SplitN(strings.SplitN(value, ";", 2)[0], "(", 2)[0])
-		if f := strings.Fields(id); len(f) > 0 {
-			id = f[0]
+	v := strings.NewReplacer("\r\n", " ", "\n", " ", "\r", " ").Replace(value)
+	v = skipCFWS(v)
+	var id string
+	if strings.HasPrefix(v, "\"") {
+		var b strings.Builder
+		for i := 1; i < len(v); i++ {
+			c := v[i]
+			if c == '\\' && i+1 < len(v) {
+				i++
+				b.WriteByte(v[i])
+				continue
+			}
+			if c == '"' {
+				break
+			}
+			b.WriteByte(c)
+		}
+		id = strings.TrimSpace(b.String())
+	} else {
+		end := strings.IndexAny(v, " \t;()\"")
+		if end < 0 {
+			end = len(v)
+		}
+		id = v[:end]
+	}
+	return strings.TrimSuffix(strings.ToLower(id), ".")
+}
+
+// skipCFWS skips white space and (nested) comments at the start of s
+// (RFC 5322 §3.2.2).
+func skipCFWS(s string) string {
+	depth := 0
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '\\' && depth > 0:
+			i++
+		case c == '(':
+			depth++
+		case c == ')' && depth > 0:
+			depth--
+		case depth > 0, c == ' ', c == '\t':
+		default:
+			return s[i:]
 		}
 	}
-	return strings.ToLower(strings.TrimSpace(id))
+	return ""
 }

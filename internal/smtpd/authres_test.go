@@ -39,6 +39,8 @@ func TestAuthenticationResultsInserted(t *testing.T) {
 		t.Fatal(err)
 	}
 	signed := "Authentication-Results: Mail.Test; dmarc=pass header.from=signed.example\r\n" +
+		"Authentication-Results: \"mail.test\" (forged-quoted); dkim=pass header.d=signed.example\r\n" +
+		"Authentication-Results:\r\n\t(forged-comment)\r\n mail.test.; dmarc=pass header.from=signed.example\r\n" +
 		"Authentication-Results: relay.other.example; spf=pass smtp.mailfrom=x@signed.example\r\n" +
 		string(sig) + body
 
@@ -63,6 +65,9 @@ S: 354`)
 	if strings.Count(strings.ToLower(msg), "authentication-results: mail.test") != 1 || !strings.Contains(msg, "Authentication-Results: relay.other.example;") {
 		t.Fatalf("forged field kept or foreign field lost:\n%s", msg)
 	}
+	if strings.Contains(msg, "forged-") {
+		t.Fatalf("a forged field in another spelling of our authserv-id was kept:\n%s", msg)
+	}
 	// The signature still verifies on what was spooled (the field that was
 	// removed was not signed).
 	if !strings.Contains(msg, string(sig)+body) {
@@ -78,6 +83,16 @@ S: 250
 C: DATA
 S: 354`)
 	c.send("From: ceo@signed.example\r\nSubject: pay this\r\n\r\nnow\r\n.\r\n")
+	c.expect("550 5.7.1 Message rejected by the DMARC policy of signed.example (p=reject)")
+	// The same with a From: that does not parse but reads as the domain.
+	c.dialogue(`
+C: MAIL FROM:<ceo@other.example>
+S: 250
+C: RCPT TO:<alice@mail.test>
+S: 250
+C: DATA
+S: 354`)
+	c.send("From: CEO <ceo@signed.example>>\r\nSubject: pay this\r\n\r\nnow\r\n.\r\n")
 	c.expect("550 5.7.1 Message rejected by the DMARC policy of signed.example (p=reject)")
 	// Quarantine: accepted and tagged; the session is still usable.
 	c.dialogue(`
