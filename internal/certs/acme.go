@@ -75,6 +75,12 @@ type ACME struct {
 	ln        net.Listener
 	srv       *http.Server
 	lastOK    time.Time
+
+	// conns (the challenge listener's goroutines: accept loop, HTTP
+	// server, handshakes) are waited for by closeListener; stopConns
+	// ends the handshakes in progress.
+	conns     sync.WaitGroup
+	stopConns context.CancelFunc
 }
 
 // NewACME prepares the ACME client; Run starts it.
@@ -352,12 +358,15 @@ func (a *ACME) Listen() error {
 	if err != nil {
 		return fmt.Errorf("acme: %s challenge listener %s: %w", a.opt.Challenge, a.opt.Listen, err)
 	}
+	// The handshakes end when the listener is closed (closeListener),
+	// whoever called Listen.
+	hctx, stop := context.WithCancel(context.Background())
 	a.mu.Lock()
-	a.ln = ln
+	a.ln, a.stopConns = ln, stop
 	a.mu.Unlock()
 	if a.opt.Challenge == ChallengeHTTP {
 		a.srv = &http.Server{Handler: http.HandlerFunc(a.serveHTTP01), ReadHeaderTimeout: 10 * time.Second}
-		go a.srv.Serve(ln)
+		a.conns.Go(func() { a.srv.Serve(ln) })
 		return nil
 	}
 	cfg := &tls.Config{
@@ -374,19 +383,19 @@ func (a *ACME) Listen() error {
 			return nil, fmt.Errorf("acme: no challenge pending for %q", h.ServerName)
 		},
 	}
-	go func() {
+	a.conns.Go(func() {
 		for {
 			c, err := ln.Accept()
 			if err != nil {
 				return
 			}
-			go func() {
+			a.conns.Go(func() {
 				defer c.Close()
 				c.SetDeadline(time.Now().Add(10 * time.Second))
-				tls.Server(c, cfg).Handshake()
-			}()
+				tls.Server(c, cfg).HandshakeContext(hctx)
+			})
 		}
-	}()
+	})
 	return nil
 }
 
@@ -412,6 +421,8 @@ func (a *ACME) Addr() net.Addr {
 	return a.ln.Addr()
 }
 
+// closeListener closes the challenge listener and waits for its
+// goroutines.
 func (a *ACME) closeListener() {
 	if a.srv != nil {
 		a.srv.Close()
@@ -420,6 +431,8 @@ func (a *ACME) closeListener() {
 	if a.ln != nil {
 		a.ln.Close()
 		a.ln = nil
+		a.stopConns()
 	}
 	a.mu.Unlock()
+	a.conns.Wait()
 }

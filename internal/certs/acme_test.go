@@ -5,9 +5,11 @@ import (
 	"crypto/tls"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -168,5 +170,43 @@ func TestACMEFailures(t *testing.T) {
 	}
 	if after := presented(t, w.tlsAddr).SerialNumber.String(); after != before {
 		t.Fatal("the certificate in use changed after a failed order")
+	}
+}
+
+// TestACMERunLeavesNoGoroutine: when Run's context ends, Run returns only
+// after the challenge listener's goroutines have ended, a handshake in
+// progress included (a client that connected and says nothing). Found by
+// review (issue 14, "every goroutine owned by a context and waited for"):
+// the accept loop and each handshake (up to 10 s) outlived Run.
+func TestACMERunLeavesNoGoroutine(t *testing.T) {
+	w := newACMEWorld(t, false)
+	dead := fmt.Sprintf("127.0.0.1:%d", delivertest.FreePort(t))
+	a := w.acme(t, certs.ChallengeTLSALPN, "https://"+dead+"/dir", 0, nil)
+	stop := run(a)
+	deadline := time.Now().Add(20 * time.Second)
+	for a.Addr() == nil {
+		if time.Now().After(deadline) {
+			t.Fatal("the challenge listener did not open")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	c, err := net.Dial("tcp", a.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	stacks := func() string {
+		buf := make([]byte, 1<<20)
+		return string(buf[:runtime.Stack(buf, true)])
+	}
+	for !strings.Contains(stacks(), "certs.(*ACME).Listen") || !strings.Contains(stacks(), "crypto/tls.(*Conn).HandshakeContext") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no handshake in progress on the challenge listener:\n%s", stacks())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	stop()
+	if s := stacks(); strings.Contains(s, "certs.(*ACME).Listen") {
+		t.Fatalf("Run returned with goroutines of its challenge listener running:\n%s", s)
 	}
 }
