@@ -221,7 +221,8 @@ const spotEvery = 10 * time.Second
 
 // spotCheck runs after a zone listed a client (an answer from the list, not
 // the cache), at most once a spotEvery per zone: it asks the list about
-// one random address (or domain) that no list may list. A list that lists
+// one random address (or domain) that no list may list, and if that is
+// listed, about a second one from another range. A list that lists
 // everything mid-run — dead lists were parked behind wildcards overnight —
 // would otherwise reject every client until its next health check
 // (dnsbl.health_interval, 5 min by default). If the probe is listed too,
@@ -242,16 +243,24 @@ func (c *Checker) spotCheck(ctx context.Context, st *zoneState) bool {
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.opts.Timeout)
 	defer cancel()
-	p := randomProbe(st.z, st.domain, rand.IntN(4))
+	n := rand.IntN(4)
+	p := randomProbe(st.z, st.domain, n)
 	c.ask(ctx, p)
 	if !p.listed && !p.invalid {
+		return true
+	}
+	// A list may list one odd range: a second, different probe confirms
+	// (issue 13 item 7), or the zone would flap on every hit.
+	p2 := randomProbe(st.z, st.domain, n+1+rand.IntN(2))
+	c.ask(ctx, p2)
+	if !p2.listed && !p2.invalid {
 		return true
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if st.h.State == Healthy {
 		c.setHealthLocked(st, Health{Zone: st.z.Name, State: Failing, IPv6: st.h.IPv6, Checked: c.now(),
-			Detail: "listed " + p.qname + ", which no list may contain: checking whether it lists everything"})
+			Detail: "listed " + p.qname + " and another, which no list may contain: checking whether it lists everything"})
 		c.scheduleLocked(st, 0)
 	}
 	return false

@@ -708,3 +708,27 @@ func TestRealNextResolver(t *testing.T) {
 		}
 	}
 }
+
+// TestRealSpotProbeNeedsASecondProbe: a healthy list that lists one whole
+// documentation range keeps being believed when the probe after a listing
+// falls in that range: a second probe from another range is not listed.
+func TestRealSpotProbeNeedsASecondProbe(t *testing.T) {
+	t.Parallel()
+	r := startRealDNS(t)
+	c, _ := r.checker(t, r.unbound.Addr, Options{Zones: []string{"doc.rgtest"}})
+	running(t, c)
+	ctx := context.Background()
+	c.waitFirst(ctx)
+	st := c.zoneState("doc.rgtest")
+	for i := range 16 { // a probe from 192.0.2.0/24 one time in four
+		c.mu.Lock()
+		st.lastSpot = time.Time{}
+		c.mu.Unlock()
+		if got := c.Check(ctx, netip.AddrFrom4([4]byte{192, 0, 2, byte(10 + i)})); got.Score != 1 {
+			t.Fatalf("client %d, listed in doc.rgtest: %+v", i, got.Results)
+		}
+		if h := stateOf(c, "doc.rgtest"); h.State != Healthy {
+			t.Fatalf("after listing client %d: %v (%s)", i, h.State, h.Detail)
+		}
+	}
+}
