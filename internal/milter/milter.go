@@ -12,7 +12,9 @@
 //     hold queue), never discarded.
 //
 // Unauthenticated SMTP mail is accepted at MAIL FROM at once: the policy
-// service and the restriction lists are the place for it.
+// service and the restriction lists are the place for it; only with
+// Options.EndOfData ([policy] end_of_data_restrictions, e.g. check_dmarc)
+// is it read to the end and judged there (endofdata.go).
 //
 // Every decision is a maillog record (user, uid, queue id, action, rule) and
 // an event in the guard's stream, so that the egress report, alerts and
@@ -78,6 +80,9 @@ type Options struct {
 	Log      *maillog.Logger
 	// LookupUID returns a uid's user name; nil: the system's (os/user).
 	LookupUID func(uid int) string
+	// EndOfData, when set, judges unauthenticated SMTP clients' messages
+	// at end of message (check_dmarc); nil: they are accepted at MAIL FROM.
+	EndOfData EndOfData
 }
 
 // Server answers Postfix's milter connections.
@@ -138,6 +143,12 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		// message), and header fields need no reply.
 		Protocol: gomilter.OptNoBody | gomilter.OptNoHelo | gomilter.OptNoEOH | gomilter.OptNoHeaderReply,
 	}
+	if s.o.EndOfData != nil {
+		// check_dmarc needs the body, the HELO name (SPF of the null
+		// sender) and to add and delete header fields.
+		srv.Actions |= gomilter.OptAddHeader | gomilter.OptChangeHeader
+		srv.Protocol = gomilter.OptNoEOH | gomilter.OptNoHeaderReply
+	}
 	s.mu.Lock()
 	s.srv = srv
 	s.mu.Unlock()
@@ -177,6 +188,7 @@ type message struct {
 	// reset at MAIL FROM.)
 	fromFields []string
 	owned      map[string]bool // addresses already checked for this message
+	eod        eodState        // an unauthenticated client's message, for EndOfData
 }
 
 func reply(code int, enhanced, text string) gomilter.Response {
@@ -211,8 +223,13 @@ func (m *message) MailFrom(from string, mod *gomilter.Modifier) (gomilter.Respon
 		m.client = a.Unmap()
 	}
 	m.login = mod.Macros["{auth_authen}"]
+	m.eod.reset()
 	if m.login == "" {
 		if mod.Macros["i"] == "" {
+			if m.s.o.EndOfData != nil {
+				m.startEOD()
+				return gomilter.RespContinue, nil
+			}
 			return gomilter.RespAccept, nil
 		}
 		return gomilter.RespContinue, nil
@@ -253,6 +270,9 @@ func (m *message) RcptTo(rcpt string, _ *gomilter.Modifier) (gomilter.Response, 
 func (m *message) Header(name, value string, _ *gomilter.Modifier) (gomilter.Response, error) {
 	if strings.EqualFold(name, "From") && m.login != "" {
 		m.fromFields = append(m.fromFields, value)
+	}
+	if m.eod.on {
+		m.eodHeader(name, value)
 	}
 	return nil, nil
 }
@@ -330,6 +350,12 @@ func (m *message) owns(ctx context.Context, addr string) (bool, error) {
 // counted, and quarantined over a limit.
 func (m *message) Body(mod *gomilter.Modifier) (gomilter.Response, error) {
 	qid := mod.Macros["i"]
+	if m.eod.on {
+		if r := m.endOfData(mod); r != nil {
+			return r, nil
+		}
+		return gomilter.RespAccept, nil
+	}
 	if m.login != "" {
 		m.qid = qid
 		if r := m.checkMessage(); r != nil {
@@ -492,5 +518,6 @@ func (m *message) suspendedLogin() gomilter.Response {
 // Abort forgets the message.
 func (m *message) Abort(*gomilter.Modifier) error {
 	m.login, m.from, m.qid, m.nrcpt, m.uid, m.fromFields = "", "", "", 0, -1, nil
+	m.eod.reset()
 	return nil
 }

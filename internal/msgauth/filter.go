@@ -1,6 +1,7 @@
 package msgauth
 
 import (
+	"bufio"
 	"bytes"
 	"io"
 	"strings"
@@ -181,4 +182,26 @@ func (f *AuthResultsFilter) Close() error {
 		}
 	}
 	return f.flushField()
+}
+
+// ClaimedAuthResults returns the positions (1-based, counting only
+// Authentication-Results fields, as the milter protocol's header change
+// does) of the Authentication-Results fields in the header read from r
+// that claim authserv-id id: what a front door that cannot filter the
+// message as it streams (the milter) asks Postfix to delete.
+func ClaimedAuthResults(r io.Reader, id string) []int {
+	_, fields, _ := readHeader(bufio.NewReader(r))
+	id = strings.TrimSuffix(strings.ToLower(id), ".")
+	var out []int
+	n := 0
+	for _, f := range fields {
+		if !strings.EqualFold(f.name, "Authentication-Results") {
+			continue
+		}
+		n++
+		if AuthservID(f.value()) == id {
+			out = append(out, n)
+		}
+	}
+	return out
 }

@@ -65,10 +65,21 @@ func Milter(ctx context.Context, cfg *config.Config, log *slog.Logger, metricsAd
 		if err != nil {
 			return nil, nil, err
 		}
-		srv, err := milter.New(milter.Options{
+		opt := milter.Options{
 			Config: cfg.Milter, Limiter: fd.lim, Log: maillog.New(log), Accounts: accounts.Hooks{S: fd.acct},
 			Owners: milter.UserDBOwners{Users: users, LocalDomains: cfg.Site.LocalDomains},
-		})
+		}
+		if len(cfg.Policy.EndOfDataRestrictions) > 0 {
+			// check_dmarc and the rest of the end-of-message list for
+			// Postfix's inbound mail (docs/msgauth.md).
+			eng, err := policy.New(cfg.Site, cfg.Policy, cfg.DNSBL, policy.Deps{Logger: log, Source: "milter", Registerer: fd.reg})
+			if err != nil {
+				return nil, nil, err
+			}
+			fd.wg.Go(func() { eng.Run(ctx) })
+			opt.EndOfData = eng
+		}
+		srv, err := milter.New(opt)
 		if err != nil {
 			return nil, nil, err
 		}
