@@ -6,13 +6,17 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/relayguard/relayguard/internal/store"
 )
 
 // SQLStore keeps the accounts' state in the embedded SQLite database.
 type SQLStore struct {
 	db  *sql.DB
+	wl  *sync.Mutex // store.WriteLock: this process's writes, one at a time
 	ops atomic.Int64
 	// Keep is how long logins, failures, volumes and queue ids are kept
 	// (the longest of known_network_age and volume_baseline).
@@ -48,7 +52,7 @@ CREATE TABLE IF NOT EXISTS accounts_suspended (
 	if keep <= 0 {
 		keep = 30 * 24 * time.Hour
 	}
-	return &SQLStore{db: db, Keep: keep}, nil
+	return &SQLStore{db: db, wl: store.WriteLock(db), Keep: keep}, nil
 }
 
 // sweep drops rows older than Keep, every 1000 writes.
@@ -61,15 +65,30 @@ func (s *SQLStore) sweep(ctx context.Context, now time.Time) {
 		`DELETE FROM accounts_logins WHERE last < ?`, `DELETE FROM accounts_failures WHERE last < ?`,
 		`DELETE FROM accounts_sent WHERE hour < ?`, `DELETE FROM accounts_queue_ids WHERE t < ?`,
 	} {
-		s.db.ExecContext(ctx, q, old)
+		s.exec(ctx, q, old)
 	}
-	s.db.ExecContext(ctx, `DELETE FROM accounts_outcomes WHERE expires < ?`, now.UnixMilli())
+	s.exec(ctx, `DELETE FROM accounts_outcomes WHERE expires < ?`, now.UnixMilli())
+}
+
+// exec runs one write under the process's write lock.
+func (s *SQLStore) exec(ctx context.Context, q string, args ...any) (sql.Result, error) {
+	s.wl.Lock()
+	defer s.wl.Unlock()
+	return s.db.ExecContext(ctx, q, args...)
+}
+
+// writeRow runs one write with RETURNING under the process's write lock
+// and scans its row into dest.
+func (s *SQLStore) writeRow(ctx context.Context, q string, args []any, dest ...any) error {
+	s.wl.Lock()
+	defer s.wl.Unlock()
+	return s.db.QueryRowContext(ctx, q, args...).Scan(dest...)
 }
 
 // AddLogin implements Store.
 func (s *SQLStore) AddLogin(ctx context.Context, user string, network netip.Prefix, t time.Time, window time.Duration) ([]netip.Prefix, error) {
 	u := key(user)
-	_, err := s.db.ExecContext(ctx, `INSERT INTO accounts_logins (user, network, last) VALUES (?, ?, ?)
+	_, err := s.exec(ctx, `INSERT INTO accounts_logins (user, network, last) VALUES (?, ?, ?)
 ON CONFLICT (user, network) DO UPDATE SET last = max(last, excluded.last)`, u, network.String(), t.UnixMilli())
 	if err != nil {
 		return nil, fmt.Errorf("accounts: login of %q: %w", user, err)
@@ -96,7 +115,7 @@ AND last >= coalesce((SELECT since FROM accounts_forgiven WHERE user = ?), 0) OR
 
 // Forgive implements Store.
 func (s *SQLStore) Forgive(ctx context.Context, user string, t time.Time) error {
-	_, err := s.db.ExecContext(ctx, `INSERT OR REPLACE INTO accounts_forgiven (user, since) VALUES (?, ?)`, key(user), t.UnixMilli())
+	_, err := s.exec(ctx, `INSERT OR REPLACE INTO accounts_forgiven (user, since) VALUES (?, ?)`, key(user), t.UnixMilli())
 	if err != nil {
 		return fmt.Errorf("accounts: forgiving %q: %w", user, err)
 	}
@@ -132,7 +151,7 @@ func (s *SQLStore) LoggedIn(ctx context.Context, user string) (bool, error) {
 
 // AddFailure implements Store.
 func (s *SQLStore) AddFailure(ctx context.Context, user string, ip netip.Addr, t time.Time, window time.Duration) (int, error) {
-	_, err := s.db.ExecContext(ctx, `INSERT INTO accounts_failures (user, ip, last) VALUES (?, ?, ?)
+	_, err := s.exec(ctx, `INSERT INTO accounts_failures (user, ip, last) VALUES (?, ?, ?)
 ON CONFLICT (user, ip) DO UPDATE SET last = max(last, excluded.last)`, key(user), ip.Unmap().String(), t.UnixMilli())
 	if err != nil {
 		return 0, fmt.Errorf("accounts: failure of %q: %w", user, err)
@@ -154,8 +173,8 @@ func (s *SQLStore) Failures(ctx context.Context, user string, since time.Time) (
 // AddSent implements Store.
 func (s *SQLStore) AddSent(ctx context.Context, user string, hour time.Time, n int64) (int64, error) {
 	var c int64
-	err := s.db.QueryRowContext(ctx, `INSERT INTO accounts_sent (user, hour, count) VALUES (?, ?, ?)
-ON CONFLICT (user, hour) DO UPDATE SET count = count + excluded.count RETURNING count`, key(user), hour.UnixMilli(), n).Scan(&c)
+	err := s.writeRow(ctx, `INSERT INTO accounts_sent (user, hour, count) VALUES (?, ?, ?)
+ON CONFLICT (user, hour) DO UPDATE SET count = count + excluded.count RETURNING count`, []any{key(user), hour.UnixMilli(), n}, &c)
 	if err != nil {
 		return 0, fmt.Errorf("accounts: volume of %q: %w", user, err)
 	}
@@ -181,9 +200,9 @@ func (s *SQLStore) AddOutcome(ctx context.Context, user string, start time.Time,
 		b = 1
 	}
 	var total, nbad int64
-	err := s.db.QueryRowContext(ctx, `INSERT INTO accounts_outcomes (user, start, expires, total, bad) VALUES (?, ?, ?, 1, ?)
+	err := s.writeRow(ctx, `INSERT INTO accounts_outcomes (user, start, expires, total, bad) VALUES (?, ?, ?, 1, ?)
 ON CONFLICT (user, start) DO UPDATE SET total = total + 1, bad = bad + excluded.bad RETURNING total, bad`,
-		key(user), start.UnixMilli(), start.Add(window).UnixMilli(), b).Scan(&total, &nbad)
+		[]any{key(user), start.UnixMilli(), start.Add(window).UnixMilli(), b}, &total, &nbad)
 	if err != nil {
 		return 0, 0, fmt.Errorf("accounts: recipients of %q: %w", user, err)
 	}
@@ -192,7 +211,7 @@ ON CONFLICT (user, start) DO UPDATE SET total = total + 1, bad = bad + excluded.
 
 // TieQueueID implements Store.
 func (s *SQLStore) TieQueueID(ctx context.Context, host, user, qid string, t time.Time) error {
-	_, err := s.db.ExecContext(ctx, `INSERT OR REPLACE INTO accounts_queue_ids (host, qid, user, t) VALUES (?, ?, ?, ?)`,
+	_, err := s.exec(ctx, `INSERT OR REPLACE INTO accounts_queue_ids (host, qid, user, t) VALUES (?, ?, ?, ?)`,
 		host, qid, key(user), t.UnixMilli())
 	if err != nil {
 		return fmt.Errorf("accounts: queue id %s of %q: %w", qid, user, err)
@@ -235,7 +254,7 @@ func (s *SQLStore) QueueIDs(ctx context.Context, host, user string, since time.T
 
 // Suspend implements Store.
 func (s *SQLStore) Suspend(ctx context.Context, sp Suspension) (bool, error) {
-	res, err := s.db.ExecContext(ctx, `INSERT OR IGNORE INTO accounts_suspended (user, name, since, signal, evidence, by) VALUES (?, ?, ?, ?, ?, ?)`,
+	res, err := s.exec(ctx, `INSERT OR IGNORE INTO accounts_suspended (user, name, since, signal, evidence, by) VALUES (?, ?, ?, ?, ?, ?)`,
 		key(sp.User), sp.User, sp.Since.UnixMilli(), sp.Signal, sp.Evidence, sp.By)
 	if err != nil {
 		return false, fmt.Errorf("accounts: suspending %q: %w", sp.User, err)
@@ -250,7 +269,7 @@ func (s *SQLStore) Unsuspend(ctx context.Context, user string) (Suspension, bool
 	if err != nil || !ok {
 		return sp, ok, err
 	}
-	if _, err := s.db.ExecContext(ctx, `DELETE FROM accounts_suspended WHERE user = ?`, key(user)); err != nil {
+	if _, err := s.exec(ctx, `DELETE FROM accounts_suspended WHERE user = ?`, key(user)); err != nil {
 		return Suspension{}, false, fmt.Errorf("accounts: unsuspending %q: %w", user, err)
 	}
 	return sp, true, nil

@@ -4,14 +4,18 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/relayguard/relayguard/internal/store"
 )
 
 // SQLStore keeps counters in the embedded SQLite database.
 type SQLStore struct {
 	db  *sql.DB
-	add *sql.Stmt // Add's statement, parsed once (it runs for every message)
+	add *sql.Stmt   // Add's statement, parsed once (it runs for every message)
+	wl  *sync.Mutex // store.WriteLock: this process's writes, one at a time
 	ops atomic.Int64
 }
 
@@ -46,13 +50,15 @@ RETURNING count`)
 	if err != nil {
 		return nil, fmt.Errorf("ratelimit: preparing the counter update: %w", err)
 	}
-	return &SQLStore{db: db, add: add}, nil
+	return &SQLStore{db: db, add: add, wl: store.WriteLock(db)}, nil
 }
 
 // Add implements Store.
 func (s *SQLStore) Add(ctx context.Context, key string, start time.Time, window time.Duration, n int64) (int64, error) {
 	var c int64
+	s.wl.Lock()
 	err := s.add.QueryRowContext(ctx, key, start.Unix(), start.Add(window).Unix(), n).Scan(&c)
+	s.wl.Unlock()
 	if err != nil {
 		return 0, fmt.Errorf("ratelimit: counter %q: %w", key, err)
 	}
@@ -77,7 +83,9 @@ func (s *SQLStore) Seen(ctx context.Context, user, rcpt string) (bool, error) {
 
 // MarkSeen implements Store.
 func (s *SQLStore) MarkSeen(ctx context.Context, user, rcpt string, at time.Time) error {
+	s.wl.Lock()
 	_, err := s.db.ExecContext(ctx, `INSERT OR IGNORE INTO ratelimit_seen (user, rcpt, first_seen) VALUES (?, ?, ?)`, user, rcpt, at.Unix())
+	s.wl.Unlock()
 	if err != nil {
 		return fmt.Errorf("ratelimit: mark seen %s -> %s: %w", user, rcpt, err)
 	}
