@@ -13,10 +13,11 @@ import (
 
 // SQLStore keeps counters in the embedded SQLite database.
 type SQLStore struct {
-	db  *sql.DB
-	add *sql.Stmt   // Add's statement, parsed once (it runs for every message)
-	wl  *sync.Mutex // store.WriteLock: this process's writes, one at a time
-	ops atomic.Int64
+	db *sql.DB
+	// Statements parsed once: they run for every message or recipient.
+	add, seen, markSeen *sql.Stmt
+	wl                  *sync.Mutex // store.WriteLock: this process's writes, one at a time
+	ops                 atomic.Int64
 }
 
 // NewSQLStore creates the tables it needs in db.
@@ -50,7 +51,15 @@ RETURNING count`)
 	if err != nil {
 		return nil, fmt.Errorf("ratelimit: preparing the counter update: %w", err)
 	}
-	return &SQLStore{db: db, add: add, wl: store.WriteLock(db)}, nil
+	seen, err := db.PrepareContext(ctx, `SELECT 1 FROM ratelimit_seen WHERE user = ? AND rcpt = ?`)
+	if err != nil {
+		return nil, fmt.Errorf("ratelimit: preparing the seen lookup: %w", err)
+	}
+	markSeen, err := db.PrepareContext(ctx, `INSERT OR IGNORE INTO ratelimit_seen (user, rcpt, first_seen) VALUES (?, ?, ?)`)
+	if err != nil {
+		return nil, fmt.Errorf("ratelimit: preparing the seen update: %w", err)
+	}
+	return &SQLStore{db: db, add: add, seen: seen, markSeen: markSeen, wl: store.WriteLock(db)}, nil
 }
 
 // Add implements Store.
@@ -63,7 +72,9 @@ func (s *SQLStore) Add(ctx context.Context, key string, start time.Time, window 
 		return 0, fmt.Errorf("ratelimit: counter %q: %w", key, err)
 	}
 	if s.ops.Add(1)%1000 == 0 {
+		s.wl.Lock()
 		s.db.ExecContext(ctx, `DELETE FROM ratelimit_counters WHERE expires < ?`, time.Now().Unix())
+		s.wl.Unlock()
 	}
 	return c, nil
 }
@@ -71,7 +82,7 @@ func (s *SQLStore) Add(ctx context.Context, key string, start time.Time, window 
 // Seen implements Store.
 func (s *SQLStore) Seen(ctx context.Context, user, rcpt string) (bool, error) {
 	var one int
-	err := s.db.QueryRowContext(ctx, `SELECT 1 FROM ratelimit_seen WHERE user = ? AND rcpt = ?`, user, rcpt).Scan(&one)
+	err := s.seen.QueryRowContext(ctx, user, rcpt).Scan(&one)
 	if err == sql.ErrNoRows {
 		return false, nil
 	}
@@ -84,7 +95,7 @@ func (s *SQLStore) Seen(ctx context.Context, user, rcpt string) (bool, error) {
 // MarkSeen implements Store.
 func (s *SQLStore) MarkSeen(ctx context.Context, user, rcpt string, at time.Time) error {
 	s.wl.Lock()
-	_, err := s.db.ExecContext(ctx, `INSERT OR IGNORE INTO ratelimit_seen (user, rcpt, first_seen) VALUES (?, ?, ?)`, user, rcpt, at.Unix())
+	_, err := s.markSeen.ExecContext(ctx, user, rcpt, at.Unix())
 	s.wl.Unlock()
 	if err != nil {
 		return fmt.Errorf("ratelimit: mark seen %s -> %s: %w", user, rcpt, err)

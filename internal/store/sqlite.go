@@ -31,6 +31,11 @@ func OpenSQLite(ctx context.Context, dataDir string) (*sql.DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
+	// Connections kept open between bursts: each new one runs the pragmas
+	// above and prepares again the statements the state kinds prepared
+	// (database/sql keeps 2 idle by default; a milter or policy service
+	// serves tens of sessions at once).
+	db.SetMaxIdleConns(16)
 	if err := db.PingContext(ctx); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
