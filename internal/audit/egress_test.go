@@ -83,3 +83,66 @@ func TestEgressAllowedAndBlocked(t *testing.T) {
 		t.Errorf("evidence lacks the program, its directory or the destination: %q", ev)
 	}
 }
+
+// TestEgressDrift: a lockdown installed by audit --fix from a configuration
+// that locks port 25 only and lets the www-data group through is reported
+// for the two open ports (low) and the group with its members (medium).
+// The configuration then changes (all three ports, no group): the
+// installed rules and the persisted ones differ from it, and both are
+// reported; --fix applies and persists the configured lockdown, after
+// which none of these is left. A program of www-data trying to reach a
+// remote port 25 with nobody watching leaves only the drop rule's
+// counter, which is reported as such (medium), naming no program.
+func TestEgressDrift(t *testing.T) {
+	t.Parallel()
+	hosttest.NeedRoot(t, "setpriv", "/usr/bin/python3")
+	h := newHost(t, "", "")
+	persist := filepath.Join(h.dir, "egress")
+	h.writeConfig("", "[egress]\npersist_dir = \""+persist+"\"\nports = [25]\nallowed_groups = [\"www-data\"]\n")
+	if _, _, stderr := h.audit("--areas", "egress", "--fix"); !strings.Contains(stderr, "applying: relayguard egress apply --persist") {
+		t.Fatalf("--fix did not install the lockdown:\n%s", stderr)
+	}
+	rep, _, _ := h.audit("--areas", "egress")
+	for _, p := range []string{"465", "587"} {
+		f := mustFind(t, rep, "egress.port-open", audit.Low, "remote port "+p+" ")
+		if f.AutoFix != "safe" || !strings.Contains(f.Fix, "add "+p+" to [egress] ports") {
+			t.Errorf("port-open %s: %+v", p, f)
+		}
+	}
+	if len(find(rep, "egress.port-open")) != 2 {
+		t.Errorf("port 25 is locked: %+v", find(rep, "egress.port-open"))
+	}
+	g := mustFind(t, rep, "egress.allowed-group", audit.Medium, "www-data")
+	if !strings.Contains(strings.Join(g.Evidence, " "), "members: www-data") {
+		t.Errorf("allowed-group evidence: %q", g.Evidence)
+	}
+	mustNotFind(t, rep, "egress.rules-differ")
+	mustNotFind(t, rep, "egress.persist-differs")
+
+	// The configuration changes; the installed and persisted rules do not.
+	h.writeConfig("", "[egress]\npersist_dir = \""+persist+"\"\nports = [25, 465, 587]\n")
+	rep, _, _ = h.audit("--areas", "egress")
+	d := mustFind(t, rep, "egress.rules-differ", audit.Low, "configured: ports 25,465,587")
+	if d.AutoFix != "safe" {
+		t.Errorf("rules-differ: %+v", d)
+	}
+	mustFind(t, rep, "egress.persist-differs", audit.Medium, "")
+	h.audit("--areas", "egress", "--fix")
+	rep, code, _ := h.audit("--areas", "egress")
+	for _, c := range []string{"egress.port-open", "egress.allowed-group", "egress.rules-differ", "egress.persist-differs", "egress.not-persisted", "egress.no-lockdown"} {
+		mustNotFind(t, rep, c)
+	}
+	if code != audit.ExitClean {
+		t.Errorf("exit %d after the fix:\n%s", code, dump(rep))
+	}
+
+	// A blocked attempt nobody logged.
+	script := "import socket\ntry:\n socket.create_connection(('198.51.100.9', 25), timeout=2)\nexcept Exception:\n pass\n"
+	cmd := hosttest.Command(h.net.Server, "setpriv", "--reuid=33", "--regid=33", "--clear-groups", "/usr/bin/python3", "-c", script)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("client: %v\n%s", err, out)
+	}
+	rep, _, _ = h.audit("--areas", "egress", "--log", filepath.Join(h.dir, "no-such.log"))
+	mustFind(t, rep, "egress.blocked-counter", audit.Medium, "drop rule counter")
+	mustNotFind(t, rep, "egress.blocked-attempts")
+}

@@ -14,11 +14,11 @@ import (
 )
 
 // artifactDir is where the test keeps what a person may want to look at
-// (the HTML page and its screenshot): $RELAYGUARD_ARTIFACTS when set,
+// (the HTML page and its screenshot): $TEST_ARTIFACTS when set (as the report's tests),
 // else a temporary directory removed with the test.
 func artifactDir(t *testing.T) string {
 	t.Helper()
-	if d := os.Getenv("RELAYGUARD_ARTIFACTS"); d != "" {
+	if d := os.Getenv("TEST_ARTIFACTS"); d != "" {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			t.Fatal(err)
 		}
