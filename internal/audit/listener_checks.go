@@ -11,27 +11,18 @@ import (
 	"github.com/relayguard/relayguard/internal/relaytest"
 )
 
-// postconfCmd is the postconf command line for an instance.
-func postconfCmd(dir string) string {
+// pfCmd is the command line of a Postfix command (postconf, postfix,
+// postmap) for the instance in dir: -c DIR unless it is the default one.
+func pfCmd(cmd, dir string) string {
 	if dir == "" || dir == "/etc/postfix" {
-		return "postconf"
+		return cmd
 	}
-	return "postconf -c " + dir
+	return cmd + " -c " + dir
 }
 
-func postmapCmd(dir string) string {
-	if dir == "" || dir == "/etc/postfix" {
-		return "postmap"
-	}
-	return "postmap -c " + dir
-}
-
-func postfixCmd(dir string) string {
-	if dir == "" || dir == "/etc/postfix" {
-		return "postfix"
-	}
-	return "postfix -c " + dir
-}
+func postconfCmd(dir string) string { return pfCmd("postconf", dir) }
+func postfixCmd(dir string) string  { return pfCmd("postfix", dir) }
+func postmapCmd(dir string) string  { return pfCmd("postmap", dir) }
 
 // stopFix is the fix for an SMTP server nobody should be running.
 func stopFix(l *Listener) string {
