@@ -5,8 +5,8 @@
 //     failures over the last hour and day (inline SVG charts), the bans in
 //     force, the attacks in progress (prefixes by failures, with the
 //     usernames tried), egress blocks by user and program, the latest
-//     audit findings and the blocklist status of the server's own
-//     addresses;
+//     audit findings and the reputation monitor's last check (the own
+//     addresses and domains on block lists, the certificates);
 //   - accounts (logins, send volume against limits and baseline,
 //     suspension with its evidence; suspend, unsuspend), the queue (by
 //     state, age, destination and last error; hold, release, delete,
@@ -40,7 +40,6 @@ import (
 
 	"github.com/relayguard/relayguard/internal/accounts"
 	"github.com/relayguard/relayguard/internal/config"
-	"github.com/relayguard/relayguard/internal/dnsbl"
 	"github.com/relayguard/relayguard/internal/event"
 	"github.com/relayguard/relayguard/internal/maillog"
 	"github.com/relayguard/relayguard/internal/queue"
@@ -84,8 +83,9 @@ type Options struct {
 	// deferred from the process's counters; otherwise (watch) rejected
 	// mail is counted from the events and the others are not measured.
 	Metrics prometheus.Gatherer
-	// Querier answers the blocklist checks; nil: the [dnsbl] resolvers.
-	Querier dnsbl.Querier
+	// Reputation is the audit's reputation monitor; nil: the panel says
+	// there is none.
+	Reputation Reputation
 	// HTTPS says the admin listener serves TLS (Secure cookie prefix,
 	// HSTS).
 	HTTPS bool
@@ -105,8 +105,12 @@ type Console struct {
 	sess  *sessions
 	bans  *banIndex
 	queue *queueIndex
-	block *blocklist
-	rep   *reports
+	// the queue's summary, and the index list it counted
+	qsumMu  sync.Mutex
+	qsum    queueSummary
+	qsumOf  **msgView
+	qsumLen int
+	rep     *reports
 
 	stopOnce sync.Once
 	stopping chan struct{} // closed by Stop: streams end
@@ -131,10 +135,6 @@ func New(o Options) (*Console, error) {
 	if o.Spool != nil {
 		c.queue = &queueIndex{spool: o.Spool, now: o.Now, log: o.Log}
 	}
-	var err error
-	if c.block, err = newBlocklist(o.Config, o.Querier, o.Log, o.Now); err != nil {
-		return nil, err
-	}
 	c.rep = &reports{cfg: o.Config}
 	c.routes()
 	return c, nil
@@ -148,15 +148,12 @@ func (c *Console) Handler() http.Handler { return c.mux }
 // the attacks, the logins and the egress blocks.
 func (c *Console) Publish(_ context.Context, e event.Event) { c.stats.publish(e) }
 
-// Run samples the metrics, checks the blocklists on schedule and drops
-// idle sessions until ctx is done; then it ends the event streams.
+// Run samples the metrics, reads the spool once and drops idle sessions
+// until ctx is done; then it ends the event streams.
 func (c *Console) Run(ctx context.Context) {
 	defer c.Stop()
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	if iv := c.o.Config.Admin.BlocklistCheck.D(); iv > 0 {
-		wg.Go(func() { c.block.run(ctx, iv) })
-	}
 	if c.queue != nil {
 		// The first listing reads every envelope (seconds with 50,000
 		// messages): done now rather than by the first page shown.

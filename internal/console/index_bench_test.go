@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/relayguard/relayguard/internal/ban"
+	"github.com/relayguard/relayguard/internal/config"
 	"github.com/relayguard/relayguard/internal/guard"
 	"github.com/relayguard/relayguard/internal/queue"
 )
@@ -121,4 +122,31 @@ func BenchmarkBanIndex(b *testing.B) {
 		}
 	})
 	_ = ban.Ban{}
+}
+
+// BenchmarkOverview: the overview's data with 100,000 bans in the guard
+// and 50,000 messages in the spool, both indexes current (what an open
+// page asks for every few seconds).
+func BenchmarkOverview(b *testing.B) {
+	g := guard.New(guard.Options{})
+	ctx := context.Background()
+	for i := range 100000 {
+		p := netip.PrefixFrom(netip.AddrFrom4([4]byte{10 + byte(i>>16), byte(i >> 8), byte(i), 1}), 32)
+		if _, err := g.Ban(ctx, p, time.Hour, fmt.Sprintf("%d failures", i%50)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	sp, _ := benchSpool(b, 50000)
+	cfg := config.Default()
+	if err := cfg.Finish(b.TempDir()); err != nil {
+		b.Fatal(err)
+	}
+	c, err := New(Options{Config: cfg, Guard: g, Spool: sp, Command: "serve"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	c.overviewData(ctx) // the first reading of the spool
+	for b.Loop() {
+		c.overviewData(ctx)
+	}
 }
