@@ -73,7 +73,6 @@ local_domains = ["bench.test"]
 own_addresses = ["192.0.2.1"]
 [admin]
 listen = "127.0.0.1:0"
-blocklist_check = "0"
 [[listener]]
 name = "submission"
 address = "127.0.0.1:0"

@@ -270,7 +270,6 @@ local_domains = ["guard.test"]
 own_addresses = ["192.0.2.1"]
 [admin]
 listen = "127.0.0.1:0"
-blocklist_check = "0"
 [limits]
 auth_failure_delay = "0s"
 [auth]

@@ -6,6 +6,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -88,6 +89,40 @@ type Monitor struct {
 	findings *prometheus.GaugeVec
 	alerts   prometheus.Counter
 	checks   *prometheus.CounterVec
+
+	run   sync.Mutex // one check at a time: Run's and CheckNow's
+	mu    sync.Mutex // guards state
+	state State
+}
+
+// State is the latest reputation check as a reader sees it (the web
+// console's overview): its findings and what it could not ask.
+type State struct {
+	// Interval is how often the monitor checks; 0: only when asked.
+	Interval time.Duration `json:"interval_ns"`
+	Checked  time.Time     `json:"checked,omitzero"`
+	Running  bool          `json:"running"`
+	Findings []Finding     `json:"findings"` // the reputation findings now, by check and subject
+	Problems []Problem     `json:"problems"` // what the last check could not ask
+	Notes    []string      `json:"notes,omitempty"`
+}
+
+// State returns the latest check (zero Checked before the first).
+func (m *Monitor) State() State {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	st := m.state
+	st.Interval = m.Interval
+	st.Findings = append([]Finding{}, st.Findings...)
+	st.Problems = append([]Problem{}, st.Problems...)
+	return st
+}
+
+// CheckNow checks at once (after the check under way, if any), alerts a
+// change as Run does, and returns the new state.
+func (m *Monitor) CheckNow(ctx context.Context) State {
+	m.checkAndAlert(ctx)
+	return m.State()
 }
 
 func (m *Monitor) init() {
@@ -117,6 +152,9 @@ func findingKey(f Finding) string { return f.Check + "\x00" + f.Subject + "\x00"
 func (m *Monitor) Check(ctx context.Context) (Change, bool) {
 	m.init()
 	m.prev = m.last
+	m.mu.Lock()
+	m.state.Running = true
+	m.mu.Unlock()
 	rep := Reputation(ctx, m.Options)
 	result := "complete"
 	if len(rep.Problems) > 0 {
@@ -161,15 +199,38 @@ func (m *Monitor) Check(ctx context.Context) (Change, bool) {
 		m.findings.WithLabelValues(c).Set(n)
 	}
 	m.last = now
+	cur := slices.Clone(ch.Current)
+	slices.SortFunc(cur, func(a, b Finding) int { return strings.Compare(findingKey(a), findingKey(b)) })
+	m.mu.Lock()
+	m.state = State{Checked: rep.Started, Findings: cur, Problems: rep.Problems, Notes: rep.Notes}
+	m.mu.Unlock()
 	return ch, len(ch.New) > 0 || len(ch.Cleared) > 0
+}
+
+// checkAndAlert runs one check and alerts its change; one at a time.
+func (m *Monitor) checkAndAlert(ctx context.Context) {
+	m.run.Lock()
+	defer m.run.Unlock()
+	if m.Options.Log == nil {
+		m.Options.Log = discardLog()
+	}
+	ch, changed := m.Check(ctx)
+	if ctx.Err() != nil || !changed {
+		return
+	}
+	m.alerts.Inc()
+	m.Options.Log.Warn("reputation changed", "new", len(ch.New), "cleared", len(ch.Cleared), "summary", ch.Subject())
+	if m.Alert != nil {
+		if err := m.Alert(ctx, ch); err != nil {
+			// Not told: compare the next check with what was last told.
+			m.last = m.prev
+		}
+	}
 }
 
 // Run checks at once and then every Interval until ctx is done, alerting
 // every change. It returns when ctx is done and the check under way ended.
 func (m *Monitor) Run(ctx context.Context) {
-	if m.Options.Log == nil {
-		m.Options.Log = discardLog()
-	}
 	t := time.NewTimer(0)
 	defer t.Stop()
 	for {
@@ -178,19 +239,9 @@ func (m *Monitor) Run(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		ch, changed := m.Check(ctx)
+		m.checkAndAlert(ctx)
 		if ctx.Err() != nil {
 			return
-		}
-		if changed {
-			m.alerts.Inc()
-			m.Options.Log.Warn("reputation changed", "new", len(ch.New), "cleared", len(ch.Cleared), "summary", ch.Subject())
-			if m.Alert != nil {
-				if err := m.Alert(ctx, ch); err != nil {
-					// Not told: compare the next check with what was last told.
-					m.last = m.prev
-				}
-			}
 		}
 		t.Reset(m.Interval)
 	}

@@ -79,7 +79,6 @@ type AdminConfig struct {
 	// Sessions of the console.
 	SessionIdle     Duration `toml:"session_idle" comment:"A console session unused this long ends."`
 	SessionLifetime Duration `toml:"session_lifetime" comment:"A console session ends this long after the login, used or not."`
-	BlocklistCheck  Duration `toml:"blocklist_check" comment:"How often the console asks the DNS lists ([dnsbl] zones and the built-in catalog) about this server's own\npublic addresses. 0: only when asked from the console."`
 }
 
 // HTTPS reports whether the admin listener serves HTTPS: tls = "on", or
@@ -205,7 +204,7 @@ func Default() *Config {
 		SenderBinding: true,
 		Log:           LogConfig{Format: "text", Level: "info"},
 		Admin: AdminConfig{Listen: "127.0.0.1:9025", Console: true, TLS: "auto", SessionIdle: Duration(30 * time.Minute),
-			SessionLifetime: Duration(12 * time.Hour), BlocklistCheck: Duration(6 * time.Hour)},
+			SessionLifetime: Duration(12 * time.Hour)},
 		Listeners: []ListenerConfig{
 			{Name: "mx", Address: "127.0.0.1:2525", Mode: ModeMX},
 			{Name: "submission", Address: "127.0.0.1:5587", Mode: ModeSubmission},
@@ -517,12 +516,6 @@ func (a *AdminConfig) validate() error {
 	}
 	if a.SessionIdle > a.SessionLifetime {
 		return fmt.Errorf("admin.session_idle %s is longer than admin.session_lifetime %s", a.SessionIdle.D(), a.SessionLifetime.D())
-	}
-	if a.BlocklistCheck < 0 {
-		return fmt.Errorf("admin.blocklist_check %s: want 0 (on demand) or a positive duration", a.BlocklistCheck.D())
-	}
-	if a.BlocklistCheck > 0 && a.BlocklistCheck.D() < time.Minute {
-		return fmt.Errorf("admin.blocklist_check %s: at least 1m (the lists ask not to be queried more often)", a.BlocklistCheck.D())
 	}
 	return nil
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/relayguard/relayguard/internal/accounts"
+	"github.com/relayguard/relayguard/internal/audit"
 	"github.com/relayguard/relayguard/internal/config"
 	"github.com/relayguard/relayguard/internal/event"
 	"github.com/relayguard/relayguard/internal/guard"
@@ -61,6 +62,7 @@ type rig struct {
 	reg     *prometheus.Registry
 	admins  *Admins
 	console *Console
+	rep     *audit.Monitor
 	srv     *httptest.Server
 	log     *syncBuffer
 }
@@ -80,7 +82,6 @@ func newRig(t *testing.T, tweak func(*config.Config)) *rig {
 	cfg.Hostname = "mx.test"
 	cfg.LocalDomains = []string{"mx.test"}
 	cfg.OwnAddresses = []string{"192.0.2.1"}
-	cfg.Admin.BlocklistCheck = 0
 	cfg.Limits.AuthFailureDelay = 0
 	cfg.Report.Logs = nil
 	if tweak != nil {
@@ -130,8 +131,11 @@ func newRig(t *testing.T, tweak func(*config.Config)) *rig {
 	if err := r.admins.Add(ctx, roName, roPass, RoleReadOnly); err != nil {
 		t.Fatal(err)
 	}
+	// The audit's reputation monitor as serve builds it; it checks only
+	// when asked ([audit] reputation_interval = 0).
+	r.rep = &audit.Monitor{Options: audit.Options{Config: cfg, Catalog: cfg.Audit.Catalog, Log: log}}
 	r.console, err = New(Options{Config: cfg, Admins: r.admins, Guard: r.guard, Events: r.bus, Spool: r.spool, Users: r.users,
-		Accounts: r.acct, Limiter: lim, Metrics: r.reg, Command: "serve", Log: log})
+		Accounts: r.acct, Reputation: r.rep, Limiter: lim, Metrics: r.reg, Command: "serve", Log: log})
 	if err != nil {
 		t.Fatal(err)
 	}

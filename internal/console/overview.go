@@ -12,16 +12,16 @@ import (
 
 // overviewView is the overview page: everything at a glance.
 type overviewView struct {
-	Time      time.Time     `json:"time"`
-	Host      string        `json:"host"`
-	Command   string        `json:"command"`
-	Series    seriesView    `json:"series"`
-	Bans      banSummary    `json:"bans"`
-	Attacks   []attackView  `json:"attacks"`
-	Egress    []egressView  `json:"egress"`
-	Queue     queueSummary  `json:"queue"`
-	Audit     auditView     `json:"audit"`
-	Blocklist blocklistView `json:"blocklist"`
+	Time       time.Time      `json:"time"`
+	Host       string         `json:"host"`
+	Command    string         `json:"command"`
+	Series     seriesView     `json:"series"`
+	Bans       banSummary     `json:"bans"`
+	Attacks    []attackView   `json:"attacks"`
+	Egress     []egressView   `json:"egress"`
+	Queue      queueSummary   `json:"queue"`
+	Audit      auditView      `json:"audit"`
+	Reputation reputationView `json:"reputation"`
 }
 
 // overview: GET /api/overview
@@ -32,13 +32,13 @@ func (c *Console) overview(w http.ResponseWriter, r *http.Request, _ *principal)
 func (c *Console) overviewData(ctx context.Context) overviewView {
 	return overviewView{
 		Time: c.o.Now(), Host: c.o.Config.Site.Hostname, Command: c.o.Command,
-		Series:    c.stats.view(),
-		Bans:      c.bans.summary(),
-		Attacks:   c.stats.attacksView(15, c.coveringBan),
-		Egress:    c.stats.egressView(),
-		Queue:     c.queueSummary(ctx),
-		Audit:     latestAudit(c.o.Config.DataDir),
-		Blocklist: c.block.view(),
+		Series:     c.stats.view(),
+		Bans:       c.bans.summary(),
+		Attacks:    c.stats.attacksView(15, c.coveringBan),
+		Egress:     c.stats.egressView(),
+		Queue:      c.queueSummary(ctx),
+		Audit:      latestAudit(c.o.Config.DataDir),
+		Reputation: c.reputationView(),
 	}
 }
 

@@ -42,8 +42,8 @@ func (c *Console) routes() {
 	m.HandleFunc("GET /api/accounts/{name}", c.auth(false, c.showAccount))
 	m.HandleFunc("POST /api/accounts/{name}/{action}", c.auth(true, c.accountAction))
 
-	m.HandleFunc("GET /api/blocklist", c.auth(false, c.blocklistStatus))
-	m.HandleFunc("POST /api/blocklist/check", c.auth(true, c.blocklistCheck))
+	m.HandleFunc("GET /api/reputation", c.auth(false, c.reputationStatus))
+	m.HandleFunc("POST /api/reputation/check", c.auth(true, c.reputationCheck))
 	m.HandleFunc("GET /api/report", c.auth(false, c.report))
 
 	m.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {

@@ -30,7 +30,7 @@ func actions(r *rig, held string) []struct {
 		{"/api/queue/" + held + "/delete", map[string]string{"reason": "test"}},
 		{"/api/queue/flush", map[string]string{}},
 		{"/api/accounts/alice@mx.test/suspend", map[string]string{"reason": "test"}},
-		{"/api/blocklist/check", map[string]string{}},
+		{"/api/reputation/check", map[string]string{}},
 		{"/api/logout", map[string]string{}},
 	}
 }
@@ -92,7 +92,7 @@ func TestNoActionWithoutSession(t *testing.T) {
 		}
 	}
 	for _, p := range []string{"/api/overview", "/api/bans", "/api/queue", "/api/queue/" + held, "/api/accounts", "/api/accounts/alice@mx.test",
-		"/api/blocklist", "/api/report", "/api/stream", "/api/session"} {
+		"/api/reputation", "/api/report", "/api/stream", "/api/session"} {
 		if code, body := anon.do("GET", p, nil, nil); code != http.StatusUnauthorized {
 			t.Errorf("GET %s without a session: %d %s, want 401", p, code, body)
 		}
@@ -240,7 +240,7 @@ func TestNoSecretsInPagesOrLogs(t *testing.T) {
 	api.token = tok
 	var bodies []string
 	for _, p := range []string{"/", "/static/app.js", "/static/app.css", "/api/overview", "/api/bans", "/api/queue", "/api/queue/" + held,
-		"/api/accounts", "/api/accounts/alice@mx.test", "/api/blocklist"} {
+		"/api/accounts", "/api/accounts/alice@mx.test", "/api/reputation"} {
 		_, b := c.do("GET", p, nil, nil)
 		bodies = append(bodies, p+": "+b)
 		_, b = api.do("GET", p, nil, nil)

@@ -230,10 +230,10 @@ func Watch(ctx context.Context, cfg *config.Config, log *slog.Logger, stdin io.R
 	if err := serveDovecotPolicy(ctx, &wg, cfg.Accounts.DovecotPolicyListen, acct, log); err != nil {
 		return err
 	}
-	startReputation(ctx, &wg, cfg, log, reg, "")
+	rep := startReputation(ctx, &wg, cfg, log, reg, "")
 	g.Start(ctx, st.Redis, &wg)
 	if adm != nil {
-		con, err := adm.startConsole(ctx, &wg, cfg, admin, st, log, console.Options{Guard: g, Events: bus, Accounts: acct, Command: "watch"})
+		con, err := adm.startConsole(ctx, &wg, cfg, admin, st, log, console.Options{Guard: g, Events: bus, Accounts: acct, Reputation: rep, Command: "watch"})
 		if err != nil {
 			return err
 		}

@@ -14,15 +14,14 @@ import (
 )
 
 // startReputation runs the audit's reputation monitor ([audit]
-// reputation_interval; nothing when 0) in a goroutine of wg until ctx is
-// done. A change (the host's address or domain listed or delisted, a
-// certificate expiring) is alerted through the accounts' channel ([accounts]
-// alert_mail_to through alert_smtp, else alertSMTP; webhook_url) and the
-// relayguard_reputation_* metrics of reg.
-func startReputation(ctx context.Context, wg *sync.WaitGroup, cfg *config.Config, log *slog.Logger, reg prometheus.Registerer, alertSMTP string) {
-	if cfg.Audit.ReputationInterval <= 0 {
-		return
-	}
+// reputation_interval; not scheduled when 0) in a goroutine of wg until
+// ctx is done. A change (the host's address or domain listed or delisted,
+// a certificate expiring) is alerted through the accounts' channel
+// ([accounts] alert_mail_to through alert_smtp, else alertSMTP;
+// webhook_url) and the relayguard_reputation_* metrics of reg. The monitor
+// is returned either way: the web console shows its state and asks it to
+// check on demand.
+func startReputation(ctx context.Context, wg *sync.WaitGroup, cfg *config.Config, log *slog.Logger, reg prometheus.Registerer, alertSMTP string) *audit.Monitor {
 	m := &audit.Monitor{
 		Options:    audit.Options{Config: cfg, Catalog: cfg.Audit.Catalog, Log: log},
 		Interval:   cfg.Audit.ReputationInterval.D(),
@@ -33,5 +32,8 @@ func startReputation(ctx context.Context, wg *sync.WaitGroup, cfg *config.Config
 			return al.Notify(ctx, c.Subject(), c.Text(), c.Time, c, "alert", "reputation")
 		}
 	}
-	wg.Go(func() { m.Run(ctx) })
+	if cfg.Audit.ReputationInterval > 0 {
+		wg.Go(func() { m.Run(ctx) })
+	}
+	return m
 }

@@ -138,7 +138,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, opt Options)
 	}
 	if admin != nil {
 		con, err := admin.startConsole(ctx, &s.wg, cfg, cfg.Admin.Listen, st, log, console.Options{
-			Guard: s.ext.guard, Events: bus, Spool: spool, Users: users, Accounts: s.ext.accounts, Limiter: s.ext.delivery.Limiter,
+			Guard: s.ext.guard, Events: bus, Spool: spool, Users: users, Accounts: s.ext.accounts, Reputation: s.ext.reputation, Limiter: s.ext.delivery.Limiter,
 			Metrics: reg, Command: "serve"})
 		if err != nil {
 			return err

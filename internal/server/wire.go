@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/relayguard/relayguard/internal/accounts"
+	"github.com/relayguard/relayguard/internal/audit"
 	"github.com/relayguard/relayguard/internal/config"
 	"github.com/relayguard/relayguard/internal/deliver/service"
 	"github.com/relayguard/relayguard/internal/event"
@@ -30,6 +31,8 @@ type extensions struct {
 	delivery *service.Delivery
 	guard    *guard.Guard
 	accounts *accounts.Service
+	// reputation is the audit's reputation monitor (the console shows it).
+	reputation *audit.Monitor
 	// newEngine builds a policy engine like the one in force (a reload).
 	newEngine func(cfg *config.Config) (*policy.Engine, error)
 }
@@ -132,7 +135,7 @@ func wireExtensions(ctx context.Context, cfg *config.Config, log *slog.Logger, s
 	// lists, certificates' expiry; changes alerted like the accounts'.
 	rctx, rcancel := context.WithCancel(ctx)
 	var rwg sync.WaitGroup
-	startReputation(rctx, &rwg, cfg, log, reg, alertListener(cfg))
+	ext.reputation = startReputation(rctx, &rwg, cfg, log, reg, alertListener(cfg))
 	stops = append(stops, func() { rcancel(); rwg.Wait() })
 
 	// Send limits and the delivery scheduler over the spool. A send limit

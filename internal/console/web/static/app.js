@@ -239,16 +239,18 @@ async function loadOverview() {
       q.top_destinations.length ? h("p", {}, "to " + q.top_destinations.map((d) => d.key + " (" + d.count + ")").join(", ")) : "",
       q.error ? h("p", { class: "error" }, q.error) : ""));
 
-  const bl = o.blocklist;
-  $("blocklist").replaceChildren(
-    h("p", {}, bl.addresses && bl.addresses.length ? bl.addresses.join(", ") : "no public address (own_addresses)"),
-    bl.checked ? h("p", { id: "blocklist-verdict", class: bl.listed.length ? "error" : "ok" },
-      bl.listed.length ? "LISTED on " + bl.listed.length + " list(s)" : "not listed (" + bl.clean + " answers)") : h("p", { class: "quiet" }, bl.running ? "checking…" : "not checked yet"),
-    bl.listed.length ? table(["Address", "List", "Meaning"], bl.listed.map((r) => h("tr", {}, h("td", {}, r.target), h("td", {}, r.list), h("td", {}, r.meaning || (r.answers || []).join(" "))))) : "",
-    bl.unanswered.length ? h("p", { class: "warn" }, bl.unanswered.length + " list(s) could not say: " + bl.unanswered.map((r) => r.list + " (" + r.result + ")").join(", ")) : "",
-    bl.error ? h("p", { class: "error" }, bl.error) : "",
-    bl.checked ? h("p", { class: "sub" }, "checked " + fmtTime(bl.checked)) : "",
-    h("button", { type: "button", class: "admin-only", id: "blocklist-check", onclick: () => act("blocklist check", "POST", "/api/blocklist/check", {}, loadOverview) }, "Check now"));
+  const rp = o.reputation;
+  const finding = (f) => h("tr", { class: "sev-" + f.severity }, h("td", {}, f.subject), h("td", {}, f.title), h("td", {}, (f.evidence || []).join("; ")));
+  $("reputation").replaceChildren(
+    !rp.available ? h("p", { class: "quiet" }, "No reputation monitor in this process.") :
+    rp.checked ? h("p", { id: "reputation-verdict", class: rp.listed.length ? "error" : "ok" },
+      rp.listed.length ? "LISTED: " + plural(rp.listed.length, "listing", "listings") : "not listed on the lists asked") : h("p", { class: "quiet" }, rp.running ? "checking…" : "not checked yet"),
+    rp.listed.length ? table(["Address or domain", "Listing", "Evidence"], rp.listed.map(finding)) : "",
+    rp.other.length ? table(["Certificate", "Finding", "Evidence"], rp.other.map(finding)) : "",
+    rp.problems.length ? h("p", { class: "warn" }, "Could not ask: " + rp.problems.map((p) => p.check + " (" + p.error + ")").join("; ")) : "",
+    ...(rp.notes || []).map((n) => h("p", { class: "sub" }, n)),
+    rp.checked ? h("p", { class: "sub" }, "checked " + fmtTime(rp.checked) + (rp.interval ? ", every " + rp.interval : ", only when asked ([audit] reputation_interval = 0)")) : "",
+    rp.available ? h("button", { type: "button", class: "admin-only", id: "reputation-check", onclick: () => act("reputation check", "POST", "/api/reputation/check", {}, loadOverview) }, "Check now") : "");
 
   $("egress").replaceChildren(o.egress.length === 0 ? h("p", { class: "quiet" }, "No blocked attempt seen by this process.") :
     table(["User", "Program", "Attempts", "Last", "To"], o.egress.map((e) =>
