@@ -21,11 +21,12 @@ import (
 
 // With check_dmarc in end_of_data_restrictions, the milter judges
 // Postfix's inbound mail as relayguard serve does: a message signed by its
-// From: domain gets our Authentication-Results field at the top of the
-// header and loses the ones that arrived claiming our authserv-id (in
-// several spellings), another server's stays; an unsigned message from a
+// From: domain (1.5 MB, so its body hash is computed over the temporary
+// file) gets our Authentication-Results field at the top of the header and
+// loses the ones that arrived claiming our authserv-id (in several
+// spellings), while another server's stays; an unsigned message from a
 // p=reject domain is refused by Postfix with 550 5.7.1; a p=quarantine
-// failure is tagged; mail of an authenticated login is not judged.
+// failure is tagged under our field.
 func TestMilterCheckDMARC(t *testing.T) {
 	key, err := msgauth.GenerateKey(msgauth.AlgEd25519)
 	if err != nil {
@@ -59,7 +60,8 @@ authserv_id = "mx.example.test"
 
 	signer, _ := msgauth.NewSigner([]msgauth.SigningKey{{Domain: "signed.example", Selector: "s1", Key: key}}, config.DefaultDKIMHeaders, []string{"From"})
 	hdr := "From: a@signed.example\r\nTo: bob@example.test\r\nSubject: signed\r\n"
-	body := "hello\r\n"
+	// 1.5 MB: many body chunks, and past what the milter holds in memory.
+	body := "hello\r\n" + strings.Repeat("a line of a long body, longer than the milter holds in memory\r\n", 24000)
 	sig, err := signer.Sign(strings.NewReader(hdr + "\r\n" + body))
 	if err != nil {
 		t.Fatal(err)

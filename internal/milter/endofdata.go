@@ -114,13 +114,14 @@ func (e *eodState) endHeader() {
 }
 
 // BodyChunk collects the body of a checked message (CRLF line ends, as
-// the milter protocol carries it).
+// the milter protocol carries it). No reply is sent (SMFIP_NR_BODY): a
+// round trip saved per chunk.
 func (m *message) BodyChunk(chunk []byte, _ *gomilter.Modifier) (gomilter.Response, error) {
 	if m.eod.on {
 		m.eod.endHeader()
 		m.eod.write(chunk)
 	}
-	return gomilter.RespContinue, nil
+	return nil, nil
 }
 
 // endOfData runs the end-of-message stage for an unauthenticated SMTP

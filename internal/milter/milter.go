@@ -147,7 +147,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		// check_dmarc needs the body, the HELO name (SPF of the null
 		// sender) and to add and delete header fields.
 		srv.Actions |= gomilter.OptAddHeader | gomilter.OptChangeHeader
-		srv.Protocol = gomilter.OptNoEOH | gomilter.OptNoHeaderReply
+		srv.Protocol = gomilter.OptNoEOH | gomilter.OptNoHeaderReply | gomilter.OptNoBodyReply
 	}
 	s.mu.Lock()
 	s.srv = srv
