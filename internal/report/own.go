@@ -76,6 +76,16 @@ func (a *Analyzer) addOwn(raw string, t time.Time) {
 		a.rejected++
 		client := r.Client.String()
 		reason := r.Text
+		if r.Kind == maillog.KindRelayDenied && !a.opt.VerboseMsgDetail {
+			// Condensed as Postfix's own reject lines are (procReject's
+			// RCPT chain, on the line as Postfix ends it, with "; from=…"):
+			// "<rcpt>: Relay access denied" would otherwise
+			// make one row per recipient an attacker tried.
+			line := r.Code + " " + r.Text + ";"
+			if c := rejBlock(rejAddr(rejReason(rejProto(rejAngle(line))))); c != line {
+				reason = c
+			}
+		}
 		if reason == "" || r.Kind == maillog.KindRejected {
 			reason = "relayguard: " + r.Rule
 		}

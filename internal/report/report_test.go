@@ -403,6 +403,23 @@ func TestRelayguardLogFiles(t *testing.T) {
 	eq(t, "delivered", sum.Totals.Delivered, 1)
 	eq(t, "bytes delivered", sum.Totals.BytesDelivered, 2048)
 	eq(t, "rejected", sum.Totals.Rejected, 2)
+	// smtpd's relay refusals, one per recipient tried, are one reason of
+	// the reject detail, condensed as Postfix's are ("Relay access
+	// denied"), not one row per recipient (found by review).
+	var relays bytes.Buffer
+	rm := maillog.New(slog.New(slog.NewTextHandler(&relays, &slog.HandlerOptions{ReplaceAttr: fixed})))
+	for _, rcpt := range []string{"a@victim.example", "b@victim.example", "c@other.example"} {
+		rm.RelayDenied(ctx, c9, maillog.Refusal{Rule: "reject_unauth_destination", Code: "554 5.7.1", Rcpt: rcpt, Text: "<" + rcpt + ">: Relay access denied"})
+	}
+	rm.RelayDenied(ctx, c9, maillog.Refusal{Rule: "reject_unauth_destination", Code: "554 5.7.1", Rcpt: "d@x.example", Text: "Relay access denied"})
+	a = NewAnalyzer(DefaultOptions())
+	if err := a.ReadLines(strings.NewReader(relays.String()), fixtureParser()); err != nil {
+		t.Fatal(err)
+	}
+	rej := a.Summary().Rejects
+	if n := findNode(rej, "relayguard", "Relay access denied", "192.0.2.9"); n == nil || n.Count != 4 || len(rej[0].Children) != 1 {
+		t.Errorf("relay refusals in the reject detail: %+v", rej)
+	}
 	o := DefaultOptions()
 	o.From = time.Date(2026, 11, 24, 0, 0, 0, 0, time.UTC)
 	a = NewAnalyzer(o)
