@@ -1,6 +1,8 @@
 package audit_test
 
 import (
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -92,6 +94,23 @@ zones = ["bl.rgtest=127.0.0.2", "dead.rgtest", "all.rgtest"]
 	}
 	if len(rep.Problems) != 0 {
 		t.Errorf("problems: %+v", rep.Problems)
+	}
+
+	// The same broken lists in a Postfix configuration (a stopped
+	// instance), checked live by the health checker.
+	pf := filepath.Join(h.dir, "pf")
+	os.MkdirAll(pf, 0o755)
+	os.WriteFile(filepath.Join(pf, "main.cf"), []byte("compatibility_level = 3.6\nmyhostname = mx.example.rgtest\n"+
+		"smtpd_recipient_restrictions = reject_unauth_destination, reject_rbl_client bl.rgtest=127.0.0.2, reject_rbl_client all.rgtest\n"+
+		"postscreen_dnsbl_sites = dead.rgtest*2\n"), 0o644)
+	os.WriteFile(filepath.Join(pf, "master.cf"), []byte("smtp      inet  n       -       n       -       -       smtpd\n"), 0o644)
+	rep, _, stderr = h.audit("--areas", "postfix", "--postfix-config", pf)
+	mustFind(t, rep, "postfix.dnsbl-lists-everything", audit.High, "all.rgtest")
+	mustFind(t, rep, "postfix.dnsbl-dead", audit.Medium, "dead.rgtest")
+	for _, f := range rep.Findings {
+		if strings.HasPrefix(f.Check, "postfix.dnsbl") && strings.Contains(f.Subject+strings.Join(f.Evidence, " "), "bl.rgtest=") {
+			t.Errorf("the healthy list reported: %+v\n%s", f, stderr)
+		}
 	}
 
 	// Delisted: a fresh NSD and unbound without the listing.

@@ -61,11 +61,14 @@ type Program struct {
 
 // RelayRun is one run of the relay battery against a listener.
 type RelayRun struct {
-	Target     string   `json:"target"` // host:port tested
-	View       string   `json:"view"`   // outside or host
-	Outcome    string   `json:"outcome"`
-	Accepted   []string `json:"accepted,omitempty"`
-	Tests      int      `json:"tests"`
+	Target   string   `json:"target"` // host:port tested
+	View     string   `json:"view"`   // outside or host
+	Outcome  string   `json:"outcome"`
+	Accepted []string `json:"accepted,omitempty"`
+	Tests    int      `json:"tests"`
+	// Phases are the battery's phases run: plain, starttls (when the
+	// listener offers it), authfail (relaytest.Phase*).
+	Phases     []string `json:"phases,omitempty"`
 	Untestable string   `json:"untestable,omitempty"`
 }
 
@@ -379,6 +382,9 @@ func (r *run) probeTarget(ctx context.Context, l *Listener, t netip.AddrPort, vi
 	run := RelayRun{Target: t.String(), View: view}
 	if rep != nil {
 		run.Outcome, run.Accepted, run.Tests = rep.Outcome, rep.AcceptedIDs(), len(rep.Results)
+		for _, ph := range rep.Phases {
+			run.Phases = append(run.Phases, ph.Name)
+		}
 	}
 	if err != nil {
 		run.Untestable = err.Error()

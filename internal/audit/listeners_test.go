@@ -198,6 +198,16 @@ func TestAuthBeforeTLS(t *testing.T) {
 	if l.Probe == nil || l.Probe.TLS == nil || !slices.Contains(l.Probe.AuthPlain, "PLAIN") || !slices.Contains(l.Probe.AuthTLS, "PLAIN") {
 		t.Fatalf("probe: %+v\n%s", l.Probe, stderr)
 	}
+	// The battery ran over IPv4 and IPv6, plain and after STARTTLS.
+	fams := map[bool]bool{}
+	for _, rr := range l.Relay {
+		if rr.Outcome == "closed" && slices.Contains(rr.Phases, "plain") && slices.Contains(rr.Phases, "starttls") {
+			fams[strings.Contains(rr.Target, "[")] = true
+		}
+	}
+	if !fams[false] || !fams[true] {
+		t.Errorf("want the battery plain and after STARTTLS over IPv4 and IPv6: %+v", l.Relay)
+	}
 	mustFind(t, rep, "listener.plaintext-auth", audit.High, "PLAIN")
 	mustFind(t, rep, "listener.weak-auth-mechanisms", audit.Medium, "CRAM-MD5")
 	f := mustFind(t, rep, "postfix.tls-auth-only", audit.High, "smtpd_tls_auth_only")
