@@ -362,10 +362,10 @@ func (m *Logger) Held(ctx context.Context, id, user, reason string) {
 }
 
 // DSNQueued: a delivery status notification for message id was queued as
-// dsnID to to, about nrcpt recipients.
-func (m *Logger) DSNQueued(ctx context.Context, id, dsnID, to string, nrcpt int) {
+// dsnID to to, about nrcpt recipients; size is the notice's bytes.
+func (m *Logger) DSNQueued(ctx context.Context, id, dsnID, to string, nrcpt int, size int64) {
 	m.log(ctx, slog.LevelInfo, KindDSNQueued, slog.String("id", id), slog.String("dsn_id", dsnID),
-		slog.String("rcpt", to), slog.Int("nrcpt", nrcpt))
+		slog.String("rcpt", to), slog.Int("nrcpt", nrcpt), slog.Int64("size", size))
 }
 
 // Banned: prefix is banned until until, its count-th ban, for reason.

@@ -72,8 +72,8 @@ var roundTrips = []struct {
 	}, Record{Level: slog.LevelWarn, ID: "A1B2C3", Rcpt: "c@example.net", Attempt: 1, Reply: "550 5.1.1 no such user", Reason: "failed permanently"}},
 	{KindHeld, func(ctx context.Context, m *Logger) { m.Held(ctx, "A1B2C3", "bob", "account suspended") },
 		Record{Level: slog.LevelWarn, ID: "A1B2C3", User: "bob", Reason: "account suspended"}},
-	{KindDSNQueued, func(ctx context.Context, m *Logger) { m.DSNQueued(ctx, "A1B2C3", "D4E5F6", "bob@example.org", 2) },
-		Record{Level: slog.LevelInfo, ID: "A1B2C3", DSNID: "D4E5F6", Rcpt: "bob@example.org", Nrcpt: 2}},
+	{KindDSNQueued, func(ctx context.Context, m *Logger) { m.DSNQueued(ctx, "A1B2C3", "D4E5F6", "bob@example.org", 2, 1834) },
+		Record{Level: slog.LevelInfo, ID: "A1B2C3", DSNID: "D4E5F6", Rcpt: "bob@example.org", Nrcpt: 2, Size: 1834}},
 	{KindBanned, func(ctx context.Context, m *Logger) {
 		m.Banned(ctx, netip.MustParsePrefix("192.0.2.0/24"), time.Date(2026, 3, 1, 11, 0, 0, 0, time.UTC), 2, "auth_failure from 192.0.2.7 via postfix")
 	}, Record{Level: slog.LevelWarn, Prefix: netip.MustParsePrefix("192.0.2.0/24"), Until: time.Date(2026, 3, 1, 11, 0, 0, 0, time.UTC), Count: 2, Reason: "auth_failure from 192.0.2.7 via postfix"}},

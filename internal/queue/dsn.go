@@ -106,7 +106,7 @@ func (s *Scheduler) notify(env *Envelope, rcpts []Recipient, kind dsnKind) error
 		s.log.Error("queue: spooling DSN", "id", env.ID, "err", err)
 		return err
 	}
-	s.ml.DSNQueued(context.Background(), env.ID, id, env.From, len(addrs))
+	s.ml.DSNQueued(context.Background(), env.ID, id, env.From, len(addrs), int64(len(msg)))
 	s.metrics.dsn.WithLabelValues("sent").Inc()
 	return nil
 }

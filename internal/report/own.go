@@ -68,7 +68,11 @@ func (a *Analyzer) addOwn(raw string, t time.Time) {
 	case maillog.KindDSNQueued:
 		s.ndns++
 		s.ndnPerHour[hr]++
-		a.q(r.DSNID).ndn = true
+		q := a.q(r.DSNID)
+		q.ndn = true
+		if r.Size > 0 { // its delivery's bytes, as qmgr's size= of Postfix's notices
+			q.size = r.Size
+		}
 	case maillog.KindRejected, maillog.KindRelayDenied:
 		a.seen(t, day)
 		a.dayRow()[4]++

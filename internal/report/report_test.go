@@ -420,6 +420,19 @@ func TestRelayguardLogFiles(t *testing.T) {
 	if n := findNode(rej, "relayguard", "Relay access denied", "192.0.2.9"); n == nil || n.Count != 4 || len(rej[0].Children) != 1 {
 		t.Errorf("relay refusals in the reject detail: %+v", rej)
 	}
+	// A notice serve queued and delivered has its size: it is not among
+	// the "Messages with no size data" (found by review).
+	var dsn bytes.Buffer
+	dm := maillog.New(slog.New(slog.NewTextHandler(&dsn, &slog.HandlerOptions{ReplaceAttr: fixed})))
+	dm.DSNQueued(ctx, "Q2", "N1", "bob@local.test", 1, 1500)
+	dm.Delivered(ctx, maillog.Delivery{ID: "N1", Rcpt: "bob@local.test", Attempt: 1, Reply: "250 delivered to Maildir", Relay: "/srv/mail/bob"})
+	a = NewAnalyzer(DefaultOptions())
+	if err := a.ReadLines(strings.NewReader(dsn.String()), fixtureParser()); err != nil {
+		t.Fatal(err)
+	}
+	if s := a.Summary(); len(s.NoMsgSize) != 0 || s.Totals.BytesDelivered != 1500 {
+		t.Errorf("delivered notice: no size data for %v, %d bytes delivered (want none, 1500)", s.NoMsgSize, s.Totals.BytesDelivered)
+	}
 	o := DefaultOptions()
 	o.From = time.Date(2026, 11, 24, 0, 0, 0, 0, time.UTC)
 	a = NewAnalyzer(o)
