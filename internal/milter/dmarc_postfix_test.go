@@ -26,7 +26,8 @@ import (
 // loses the ones that arrived claiming our authserv-id (in several
 // spellings), while another server's stays; an unsigned message from a
 // p=reject domain is refused by Postfix with 550 5.7.1; a p=quarantine
-// failure is tagged under our field.
+// failure is tagged under our field; a client the list lets through
+// before check_dmarc loses its forged field too.
 func TestMilterCheckDMARC(t *testing.T) {
 	key, err := msgauth.GenerateKey(msgauth.AlgEd25519)
 	if err != nil {
@@ -50,12 +51,16 @@ func TestMilterCheckDMARC(t *testing.T) {
 [dnsbl]
 resolvers = ["`+dns.Addr+`"]
 [policy]
-end_of_data_restrictions = ["permit_sasl_authenticated", "check_dmarc"]
+end_of_data_restrictions = ["permit_sasl_authenticated", "check_client_access trusted", "check_dmarc"]
 [policy.dmarc]
 authserv_id = "mx.example.test"
+[[policy.access]]
+name = "trusted"
+entries = ["198.51.100.21/32 OK"]
 `, "header_checks = regexp:"+checks+"\n")
-	client := netip.MustParseAddr("198.51.100.20")
+	client, trusted := netip.MustParseAddr("198.51.100.20"), netip.MustParseAddr("198.51.100.21")
 	h.n.AddClient(t, client)
+	h.n.AddClient(t, trusted)
 	ctx := context.Background()
 
 	signer, _ := msgauth.NewSigner([]msgauth.SigningKey{{Domain: "signed.example", Selector: "s1", Key: key}}, config.DefaultDKIMHeaders, []string{"From"})
@@ -91,25 +96,36 @@ authserv_id = "mx.example.test"
 		t.Fatalf("p=quarantine message: %v", err)
 	}
 
+	// A client the list lets through before check_dmarc: not judged, but
+	// what it forged in our name is deleted all the same.
+	if err := h.n.Submit(ctx, trusted, "192.0.2.1:25", hosttest.Message{From: "ceo@signed.example", To: []string{"bob@example.test"},
+		Header: "Authentication-Results: mx.example.test; dmarc=pass header.from=signed.example (forged-trusted)\r\n" +
+			"From: ceo@signed.example\r\nTo: bob@example.test\r\nSubject: trusted\r\n", Body: "t\r\n"}); err != nil {
+		t.Fatalf("message of a trusted client: %v", err)
+	}
+
 	var held []string
-	hosttest.Eventually(t, "two messages on hold", func() bool {
+	hosttest.Eventually(t, "three messages on hold", func() bool {
 		held = held[:0]
 		for _, e := range h.pf.Queue(t) {
 			if e.QueueName == "hold" {
 				held = append(held, e.QueueID)
 			}
 		}
-		return len(held) == 2
+		return len(held) == 3
 	})
-	var signedMsg, quarMsg string
+	var signedMsg, quarMsg, trustedMsg string
 	for _, id := range held {
 		out, err := exec.Command(hosttest.PostfixBin+"/postcat", "-c", h.pf.Etc, "-hq", id).CombinedOutput()
 		if err != nil {
 			t.Fatalf("postcat %s: %v\n%s", id, err, out)
 		}
-		if strings.Contains(string(out), "Subject: signed") {
+		switch {
+		case strings.Contains(string(out), "Subject: signed"):
 			signedMsg = string(out)
-		} else {
+		case strings.Contains(string(out), "Subject: trusted"):
+			trustedMsg = string(out)
+		default:
 			quarMsg = string(out)
 		}
 	}
@@ -124,6 +140,9 @@ authserv_id = "mx.example.test"
 	}
 	if !strings.Contains(quarMsg, "policy.dmarc=quarantine\nX-Relayguard-Quarantine: dmarc=fail header.from=quar.example policy.dmarc=quarantine\n") {
 		t.Fatalf("p=quarantine message not tagged:\n%s", quarMsg)
+	}
+	if strings.Contains(trustedMsg, "Authentication-Results") || !strings.Contains(trustedMsg, "Subject: trusted") {
+		t.Fatalf("message of a trusted client: a forged field kept, or ours added:\n%s", trustedMsg)
 	}
 	h.milter.WaitOutput(t, `msg="milter decision".*action=reject rule=check_dmarc`)
 }

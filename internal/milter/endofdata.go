@@ -126,9 +126,9 @@ func (m *message) BodyChunk(chunk []byte, _ *gomilter.Modifier) (gomilter.Respon
 
 // endOfData runs the end-of-message stage for an unauthenticated SMTP
 // client's message and applies its verdict: a refusal is the SMTP reply;
-// an accepted message gets the Authentication-Results field at the top
-// (after the fields that arrived claiming our authserv-id are deleted,
-// RFC 8601 §5) and the quarantine tag when there is one.
+// an accepted message loses the fields that arrived claiming our
+// authserv-id (RFC 8601 §5) and gets the Authentication-Results field at
+// the top and the quarantine tag when there is one.
 func (m *message) endOfData(mod *gomilter.Modifier) gomilter.Response {
 	defer m.eod.reset()
 	m.eod.endHeader()
@@ -150,20 +150,24 @@ func (m *message) endOfData(mod *gomilter.Modifier) gomilter.Response {
 			m.s.o.Log.Slog().Error("milter: adding "+name, "err", err)
 		}
 	}
-	if v.AuthResults != "" {
-		// The forged fields are deleted by their index among the
-		// Authentication-Results fields, from the last, so that the
-		// indices hold.
-		rc, err := m.eod.open()
-		if err == nil {
-			ours := msgauth.ClaimedAuthResults(rc, v.AuthservID)
-			rc.Close()
-			for i := len(ours) - 1; i >= 0; i-- {
-				if err := mod.ChangeHeader(ours[i], "Authentication-Results", ""); err != nil {
-					m.s.o.Log.Slog().Error("milter: deleting a forged Authentication-Results field", "err", err)
-				}
+	// The fields that arrived claiming our authserv-id are deleted by
+	// their index among the Authentication-Results fields, from the last,
+	// so that the indices hold (RFC 8601 §5), also from a message the list
+	// let through before check_dmarc.
+	id := v.AuthservID
+	if id == "" {
+		id = m.s.o.AuthservID
+	}
+	if rc, err := m.eod.open(); err == nil && id != "" {
+		ours := msgauth.ClaimedAuthResults(rc, id)
+		rc.Close()
+		for i := len(ours) - 1; i >= 0; i-- {
+			if err := mod.ChangeHeader(ours[i], "Authentication-Results", ""); err != nil {
+				m.s.o.Log.Slog().Error("milter: deleting a forged Authentication-Results field", "err", err)
 			}
 		}
+	}
+	if v.AuthResults != "" {
 		name, value, _ := strings.Cut(strings.TrimRight(v.AuthResults, "\r\n"), ":")
 		if err := mod.InsertHeader(0, name, milterValue(value)); err != nil {
 			m.s.o.Log.Slog().Error("milter: adding Authentication-Results", "err", err)

@@ -83,6 +83,10 @@ type Options struct {
 	// EndOfData, when set, judges unauthenticated SMTP clients' messages
 	// at end of message (check_dmarc); nil: they are accepted at MAIL FROM.
 	EndOfData EndOfData
+	// AuthservID is our authserv-id ([policy.dmarc] authserv_id): with
+	// EndOfData, the Authentication-Results fields that claim it are
+	// deleted from every message judged, whatever the verdict.
+	AuthservID string
 }
 
 // Server answers Postfix's milter connections.

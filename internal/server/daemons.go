@@ -77,7 +77,7 @@ func Milter(ctx context.Context, cfg *config.Config, log *slog.Logger, metricsAd
 				return nil, nil, err
 			}
 			fd.wg.Go(func() { eng.Run(ctx) })
-			opt.EndOfData = eng
+			opt.EndOfData, opt.AuthservID = eng, cfg.Policy.DMARC.ID(cfg.Site.Hostname)
 		}
 		srv, err := milter.New(opt)
 		if err != nil {
