@@ -195,7 +195,7 @@ func browser(t *testing.T) (context.Context, func(name string)) {
 	if err := chromedp.Do(ctx); err != nil { // starts the browser
 		t.Fatalf("starting chromium: %v", err)
 	}
-	dir := os.Getenv("RELAYGUARD_ARTIFACTS")
+	dir := os.Getenv("TEST_ARTIFACTS")
 	if dir == "" {
 		dir = t.TempDir()
 	}
