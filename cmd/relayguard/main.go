@@ -101,7 +101,9 @@ func daemonCommand(use, short, long, listenKey string, setListen func(*config.Co
 			if listen != "" {
 				setListen(cfg, listen)
 			}
-			return run(cmd.Context(), cfg, newLogger(cfg), metrics)
+			log := newLogger(cfg)
+			defer keepOnHUP(cmd.Context(), log, use)()
+			return run(cmd.Context(), cfg, log, metrics)
 		},
 	}
 	cmd.Flags().StringVar(&listen, "listen", "", "listen `address` (host:port or unix:/path), overrides "+listenKey)

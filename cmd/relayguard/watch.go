@@ -51,6 +51,7 @@ without touching the firewall or the ban database, and prints what it would have
 			if err := cfg.RequireDataDir(flagCreateDataDir); err != nil {
 				return err
 			}
+			defer keepOnHUP(cmd.Context(), log, "watch")()
 			var in io.Reader
 			if stdin {
 				in = os.Stdin
