@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -235,5 +236,63 @@ func TestAuthBeforeTLS(t *testing.T) {
 	mustNotFind(t, rep, "identity.cert-expiring")
 	if l := listener(t, rep, 25); len(l.Probe.AuthPlain) != 0 || !slices.Contains(l.Probe.AuthTLS, "PLAIN") {
 		t.Errorf("after the fix: AUTH before TLS %v, after %v", l.Probe.AuthPlain, l.Probe.AuthTLS)
+	}
+}
+
+// TestLocalRelayAndNoSMTP: an SMTP server bound to loopback only (aiosmtpd
+// on 127.0.0.1:2526, accepting every recipient) cannot be reached from
+// outside, but every local program can send through it past the egress
+// lockdown: the audit tests it from the host and reports a local relay
+// (medium) next to the unexpected MTA. A web server on port 587 does not
+// greet as SMTP and is listed (info) rather than passed over. Stopped,
+// neither is reported.
+func TestLocalRelayAndNoSMTP(t *testing.T) {
+	t.Parallel()
+	hosttest.NeedRoot(t, "/usr/bin/python3")
+	h := newHost(t, "", "")
+	var procs []*exec.Cmd
+	for _, args := range [][]string{
+		{"/usr/bin/python3", "-m", "aiosmtpd", "-n", "-l", "127.0.0.1:2526"},
+		{"/usr/bin/python3", "-m", "http.server", "--bind", "0.0.0.0", "587"},
+	} {
+		cmd := hosttest.Command(h.net.Server, args[0], args[1:]...)
+		cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		procs = append(procs, cmd)
+		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	}
+	for _, addr := range []string{"127.0.0.1:2526", "127.0.0.1:587"} {
+		hosttest.Eventually(t, addr+" listening", func() bool {
+			return hosttest.InNS(h.net.Server, func() error {
+				c, err := net.Dial("tcp", addr)
+				if err == nil {
+					c.Close()
+				}
+				return err
+			}) == nil
+		})
+	}
+	rep, code, stderr := h.audit("--areas", "listeners")
+	if code != audit.ExitFindings {
+		t.Fatalf("exit %d\n%s\n%s", code, stderr, dump(rep))
+	}
+	f := mustFind(t, rep, "listener.local-relay", audit.Medium, "127.0.0.1:2526")
+	if !strings.Contains(f.Fix, fmt.Sprint(procs[0].Process.Pid)) {
+		t.Errorf("local-relay fix does not name the process: %q", f.Fix)
+	}
+	mustFind(t, rep, "listener.unexpected-mta", audit.Medium, "aiosmtpd")
+	mustNotFind(t, rep, "listener.open-relay")
+	mustNotFind(t, rep, "listener.relay-from-host")
+	mustFind(t, rep, "listener.no-smtp", audit.Info, ":587")
+
+	for _, p := range procs {
+		p.Process.Kill()
+		p.Wait()
+	}
+	rep, _, _ = h.audit("--areas", "listeners")
+	for _, c := range []string{"listener.local-relay", "listener.unexpected-mta", "listener.no-smtp"} {
+		mustNotFind(t, rep, c)
 	}
 }
