@@ -98,6 +98,13 @@ func NewNet(t testing.TB) *Net {
 	} {
 		Run(t, "ip", c...)
 	}
+	// A new namespace queues 10 datagrams per Unix socket
+	// (net.unix.max_dgram_qlen): a Postfix logging through postlogd on a
+	// loaded machine fills that, and postlogd, logging to its own socket,
+	// then blocks for good (seen: no banner, and postfix stop hanging).
+	for _, ns := range []string{n.Server, n.Client} {
+		Run(t, "ip", "netns", "exec", ns, "sh", "-c", "echo 512 >/proc/sys/net/unix/max_dgram_qlen")
+	}
 	return n
 }
 
