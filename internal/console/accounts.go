@@ -308,10 +308,16 @@ func (c *Console) unsuspend(ctx context.Context, name, reason string) (any, erro
 	return map[string]any{"unsuspended": name, "released": released}, nil
 }
 
-// humanDuration writes whole days as "14d" (Go writes "336h0m0s").
+// humanDuration writes whole days, hours and minutes as "14d", "1h",
+// "30m" (Go writes "336h0m0s", "1h0m0s", "30m0s").
 func humanDuration(d time.Duration) string {
-	if d >= 24*time.Hour && d%(24*time.Hour) == 0 {
+	switch {
+	case d >= 24*time.Hour && d%(24*time.Hour) == 0:
 		return fmt.Sprintf("%dd", d/(24*time.Hour))
+	case d >= time.Hour && d%time.Hour == 0:
+		return fmt.Sprintf("%dh", d/time.Hour)
+	case d >= time.Minute && d%time.Minute == 0:
+		return fmt.Sprintf("%dm", d/time.Minute)
 	}
 	return d.String()
 }

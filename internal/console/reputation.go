@@ -19,14 +19,17 @@ type Reputation interface {
 
 // reputationView is the reputation panel of the overview.
 type reputationView struct {
-	Available bool            `json:"available"`
-	Interval  string          `json:"interval,omitempty"` // "1h"; "" when it checks only when asked
-	Checked   time.Time       `json:"checked,omitzero"`
-	Running   bool            `json:"running"`
-	Listed    []audit.Finding `json:"listed"` // own addresses and domains on block lists
-	Other     []audit.Finding `json:"other"`  // the certificates' findings
-	Problems  []audit.Problem `json:"problems"`
-	Notes     []string        `json:"notes,omitempty"`
+	Available bool      `json:"available"`
+	Interval  string    `json:"interval,omitempty"` // "1h"; "" when it checks only when asked
+	Checked   time.Time `json:"checked,omitzero"`
+	Running   bool      `json:"running"`
+	// Lists says whether any DNS list is asked ([dnsbl] zones and
+	// domain_zones, [audit] catalog); without, only the certificates are.
+	Lists    bool            `json:"lists"`
+	Listed   []audit.Finding `json:"listed"` // own addresses and domains on block lists
+	Other    []audit.Finding `json:"other"`  // the certificates' findings
+	Problems []audit.Problem `json:"problems"`
+	Notes    []string        `json:"notes,omitempty"`
 }
 
 func (c *Console) reputationView() reputationView {
@@ -34,7 +37,14 @@ func (c *Console) reputationView() reputationView {
 	if c.o.Reputation == nil {
 		return v
 	}
-	return viewReputation(c.o.Reputation.State())
+	v = viewReputation(c.o.Reputation.State())
+	v.Lists = c.listsAsked()
+	return v
+}
+
+func (c *Console) listsAsked() bool {
+	d := c.o.Config.DNSBL
+	return len(d.Zones)+len(d.DomainZones) > 0 || c.o.Config.Audit.Catalog
 }
 
 func viewReputation(st audit.State) reputationView {
@@ -70,5 +80,6 @@ func (c *Console) reputationCheck(w http.ResponseWriter, r *http.Request, p *pri
 	ctx, cancel := context.WithTimeout(r.Context(), 2*c.o.Config.DNSBL.Timeout.D()+10*time.Second)
 	defer cancel()
 	v := viewReputation(c.o.Reputation.CheckNow(ctx))
+	v.Lists = c.listsAsked()
 	c.act(w, r, p, "reputation.check", "", "", v, nil)
 }

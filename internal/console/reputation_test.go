@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/relayguard/relayguard/internal/config"
 	"github.com/relayguard/relayguard/internal/dnsutil/dnstest"
@@ -40,7 +41,7 @@ func TestReputationPanelFollowsTheMonitor(t *testing.T) {
 	}
 	ops := r.client()
 	ops.login(adminName, adminPass)
-	if v := overview(ops); !v.Available || !v.Checked.IsZero() || len(v.Listed) != 0 {
+	if v := overview(ops); !v.Available || !v.Checked.IsZero() || len(v.Listed) != 0 || v.Interval != "" || !v.Lists {
 		t.Fatalf("before any check: %+v", v)
 	}
 	check := func(c *client) (int, reputationView) {
@@ -66,6 +67,10 @@ func TestReputationPanelFollowsTheMonitor(t *testing.T) {
 	dns.Remove("1.2.0.192.bl.test")
 	if code, v = check(ops); code != http.StatusOK || len(v.Listed) != 0 {
 		t.Fatalf("check after the delisting: %d %+v", code, v)
+	}
+	r.rep.Interval = 90 * time.Minute // as [audit] reputation_interval = "90m" would
+	if v := overview(ops); v.Interval != "90m" {
+		t.Errorf("interval shown as %q, want 90m", v.Interval)
 	}
 	ro := r.client()
 	ro.login(roName, roPass)

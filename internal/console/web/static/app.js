@@ -244,7 +244,7 @@ async function loadOverview() {
   $("reputation").replaceChildren(
     !rp.available ? h("p", { class: "quiet" }, "No reputation monitor in this process.") :
     rp.checked ? h("p", { id: "reputation-verdict", class: rp.listed.length ? "error" : "ok" },
-      rp.listed.length ? "LISTED: " + plural(rp.listed.length, "listing", "listings") : "not listed on the lists asked") : h("p", { class: "quiet" }, rp.running ? "checking…" : "not checked yet"),
+      rp.listed.length ? "LISTED: " + plural(rp.listed.length, "listing", "listings") : rp.lists ? "not listed on the lists asked" : "no DNS list to ask ([dnsbl] zones, [audit] catalog): certificates only") : h("p", { class: "quiet" }, rp.running ? "checking…" : "not checked yet"),
     rp.listed.length ? table(["Address or domain", "Listing", "Evidence"], rp.listed.map(finding)) : "",
     rp.other.length ? table(["Certificate", "Finding", "Evidence"], rp.other.map(finding)) : "",
     rp.problems.length ? h("p", { class: "warn" }, "Could not ask: " + rp.problems.map((p) => p.check + " (" + p.error + ")").join("; ")) : "",
