@@ -145,13 +145,18 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		// message: the body, HELO and the end of headers are never needed
 		// (the From: check and the message's count are made at end of
 		// message), and header fields need no reply.
-		Protocol: gomilter.OptNoBody | gomilter.OptNoHelo | gomilter.OptNoEOH | gomilter.OptNoHeaderReply,
+		// The connection never gets a refusal here (SMFIP_NR_CONN), nor a
+		// recipient when no send limit is counted (SMFIP_NR_RCPT).
+		Protocol: gomilter.OptNoBody | gomilter.OptNoHelo | gomilter.OptNoEOH | gomilter.OptNoHeaderReply | gomilter.OptNoConnReply,
 	}
 	if s.o.EndOfData != nil {
 		// check_dmarc needs the body, the HELO name (SPF of the null
 		// sender) and to add and delete header fields.
 		srv.Actions |= gomilter.OptAddHeader | gomilter.OptChangeHeader
-		srv.Protocol = gomilter.OptNoEOH | gomilter.OptNoHeaderReply | gomilter.OptNoBodyReply
+		srv.Protocol = gomilter.OptNoEOH | gomilter.OptNoHeaderReply | gomilter.OptNoBodyReply | gomilter.OptNoConnReply
+	}
+	if !s.o.Config.SMTPSendLimits {
+		srv.Protocol |= gomilter.OptNoRcptReply
 	}
 	s.mu.Lock()
 	s.srv = srv
@@ -214,7 +219,7 @@ func (m *message) Connect(_ string, _ string, _ uint16, addr net.IP, _ *gomilter
 	if a, ok := netip.AddrFromSlice(addr); ok {
 		m.client = a.Unmap()
 	}
-	return gomilter.RespContinue, nil
+	return nil, nil // SMFIP_NR_CONN: no reply
 }
 
 // MailFrom decides who sends: an authenticated login, a local program
@@ -256,10 +261,14 @@ func (m *message) MailFrom(from string, mod *gomilter.Modifier) (gomilter.Respon
 	return gomilter.RespContinue, nil
 }
 
-// RcptTo counts an authenticated client's recipients.
+// RcptTo counts the recipients, and an authenticated client's against
+// the send limits.
 func (m *message) RcptTo(rcpt string, _ *gomilter.Modifier) (gomilter.Response, error) {
 	m.nrcpt++
-	if m.login == "" || !m.s.o.Config.SMTPSendLimits {
+	if !m.s.o.Config.SMTPSendLimits {
+		return nil, nil // SMFIP_NR_RCPT: no reply
+	}
+	if m.login == "" {
 		return gomilter.RespContinue, nil
 	}
 	if err := m.s.o.Limiter.Rcpt(m.ctx, m.sender(), strings.TrimSpace(rcpt)); err != nil {

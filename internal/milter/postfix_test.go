@@ -170,3 +170,46 @@ user_null_sender_messages_per_hour = 1
 		t.Errorf("the milter logged a decision about unauthenticated mail:\n%s", out)
 	}
 }
+
+// With smtp_send_limits = false (the policy service counts the
+// submissions' limits) the milter asks Postfix for no reply to the
+// connection and to each recipient (SMFIP_NR_CONN, SMFIP_NR_RCPT): Postfix
+// goes on without waiting, the recipients are still counted, and a local
+// program's recipients per day still bite.
+func TestLimitsElsewhereNoRcptReplies(t *testing.T) {
+	hosttest.NeedPostfix(t)
+	dc := hosttest.StartDovecot(t, hosttest.DovecotConfig{Users: map[string]string{"bob": "bob-pw"}})
+	h := startMilterHost(t, `smtp_send_limits = false
+[delivery.rate_limits]
+user_messages_per_hour = 1
+local_recipients_per_day = 3
+`, dc.PostfixSASL())
+	client := netip.MustParseAddr("198.51.100.21")
+	h.n.AddClient(t, client)
+	ctx := context.Background()
+	for i := range 2 {
+		m := hosttest.Message{User: "bob", Password: "bob-pw", From: "bob@example.test", To: []string{"a@remote.test", "b@remote.test"},
+			Header: fmt.Sprintf("From: bob@example.test\r\nSubject: %d\r\n", i)}
+		if err := h.n.Submit(ctx, client, "192.0.2.1:25", m); err != nil {
+			t.Fatalf("submission %d (user_messages_per_hour = 1 is not the milter's to count here): %v", i, err)
+		}
+	}
+	web, webGID, err := hosttest.LookupUser("nobody")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		msg := fmt.Sprintf("Subject: cron %d\n\nout\n", i)
+		if out, err := h.pf.Sendmail(web, webGID, "web@example.test", []string{"x@remote.test", "y@remote.test"}, []byte(msg)); err != nil {
+			t.Fatalf("sendmail %d as nobody: %v\n%s", i, err, out)
+		}
+	}
+	hosttest.Eventually(t, "the second local message (recipients 3 and 4 of 3) on hold", func() bool {
+		hold, _ := countQueue(t, h.pf)
+		return hold == 1
+	})
+	h.milter.WaitOutput(t,
+		`(?s)(msg="milter decision" id=\S+ user=bob uid=-1 client=198.51.100.21 from=bob@example.test nrcpt=2 action=accept.*){2}`,
+		`msg="milter decision" id=\S+ user=nobody uid=\d+ .*nrcpt=2 action=accept`,
+		`msg="milter decision" id=\S+ user=nobody uid=\d+ .*nrcpt=2 action=quarantine rule=delivery.rate_limits.local_recipients_per_day`)
+}

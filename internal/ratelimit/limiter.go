@@ -230,10 +230,14 @@ func (l *Limiter) Rcpt(ctx context.Context, s Sender, rcpt string) error {
 		return nil
 	}
 	who := "user " + s.User
-	if err := l.check(ctx, s, "user_recipients_per_day", l.conf.Load().UserRecipientsPerDay, 24*time.Hour, s.User, who, 1); err != nil {
+	cfg := l.conf.Load()
+	if one, ok := l.store.(*SQLStore); ok {
+		return l.rcptOnce(ctx, one, s, strings.ToLower(rcpt), cfg, who)
+	}
+	if err := l.check(ctx, s, "user_recipients_per_day", cfg.UserRecipientsPerDay, 24*time.Hour, s.User, who, 1); err != nil {
 		return err
 	}
-	if l.conf.Load().UserNewRecipientsPerDay <= 0 {
+	if cfg.UserNewRecipientsPerDay <= 0 {
 		return nil
 	}
 	rcpt = strings.ToLower(rcpt)
@@ -245,11 +249,38 @@ func (l *Limiter) Rcpt(ctx context.Context, s Sender, rcpt string) error {
 	if seen {
 		return nil
 	}
-	if err := l.check(ctx, s, "user_new_recipients_per_day", l.conf.Load().UserNewRecipientsPerDay, 24*time.Hour, s.User, who, 1); err != nil {
+	if err := l.check(ctx, s, "user_new_recipients_per_day", cfg.UserNewRecipientsPerDay, 24*time.Hour, s.User, who, 1); err != nil {
 		return err
 	}
 	if err := l.store.MarkSeen(ctx, s.User, rcpt, l.o.Now()); err != nil {
 		l.o.Log.Error("ratelimit: store", "user", s.User, "err", err)
+	}
+	return nil
+}
+
+// rcptOnce is Rcpt on the embedded database: the same counts and keys,
+// in one transaction (SQLStore.Recipient).
+func (l *Limiter) rcptOnce(ctx context.Context, st *SQLStore, s Sender, rcpt string, cfg *config.RateLimitConfig, who string) error {
+	if cfg.UserRecipientsPerDay <= 0 && cfg.UserNewRecipientsPerDay <= 0 {
+		return nil
+	}
+	now := l.o.Now()
+	day := windowStart(now, 24*time.Hour)
+	total := Window{Key: "user_recipients_per_day\x00" + s.User, Start: day, Len: 24 * time.Hour, Max: cfg.UserRecipientsPerDay}
+	newr := Window{Key: "user_new_recipients_per_day\x00" + s.User, Start: day, Len: 24 * time.Hour, Max: cfg.UserNewRecipientsPerDay}
+	nTotal, nNew, err := st.Recipient(ctx, s.User, rcpt, now, total, newr)
+	if err != nil {
+		l.o.Log.Error("ratelimit: store", "user", s.User, "err", err)
+		return fmt.Errorf("Error: rate limit state unavailable, try again later")
+	}
+	for _, c := range []struct {
+		w Window
+		n int64
+	}{{total, nTotal}, {newr, nNew}} {
+		if c.w.Max > 0 && c.n > int64(c.w.Max) {
+			limit, _, _ := strings.Cut(c.w.Key, "\x00")
+			return l.bite(ctx, s, &LimitError{Limit: limit, Max: c.w.Max, Window: c.w.Len, Who: who})
+		}
 	}
 	return nil
 }

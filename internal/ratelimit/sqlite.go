@@ -3,6 +3,7 @@ package ratelimit
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -101,6 +102,61 @@ func (s *SQLStore) MarkSeen(ctx context.Context, user, rcpt string, at time.Time
 		return fmt.Errorf("ratelimit: mark seen %s -> %s: %w", user, rcpt, err)
 	}
 	return nil
+}
+
+// Window is one limit's counter in its current window, as Recipient
+// counts it: Max 0 means the limit is off and the counter is not touched.
+type Window struct {
+	Key   string // limit + "\x00" + key, as Add's key
+	Start time.Time
+	Len   time.Duration
+	Max   int
+}
+
+// Recipient counts one recipient of user as Limiter.Rcpt does with Add,
+// Seen and MarkSeen, but in one transaction (one lock, one commit instead
+// of four, per recipient: the milter's and the policy service's hot path):
+// total gains 1; unless that passes total.Max, and when newr is on and user
+// has not sent to rcpt before, newr gains 1; unless that passes newr.Max,
+// rcpt is recorded as seen at at. It returns the counts after adding (0
+// for one not touched).
+func (s *SQLStore) Recipient(ctx context.Context, user, rcpt string, at time.Time, total, newr Window) (nTotal, nNew int64, err error) {
+	s.wl.Lock()
+	defer s.wl.Unlock()
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, 0, fmt.Errorf("ratelimit: recipient %s -> %s: %w", user, rcpt, err)
+	}
+	defer tx.Rollback()
+	add := tx.StmtContext(ctx, s.add)
+	if total.Max > 0 {
+		if err := add.QueryRowContext(ctx, total.Key, total.Start.Unix(), total.Start.Add(total.Len).Unix(), 1).Scan(&nTotal); err != nil {
+			return 0, 0, fmt.Errorf("ratelimit: counter %q: %w", total.Key, err)
+		}
+	}
+	if newr.Max > 0 && (total.Max <= 0 || nTotal <= int64(total.Max)) {
+		var one int
+		switch err := tx.StmtContext(ctx, s.seen).QueryRowContext(ctx, user, rcpt).Scan(&one); {
+		case errors.Is(err, sql.ErrNoRows):
+			if err := add.QueryRowContext(ctx, newr.Key, newr.Start.Unix(), newr.Start.Add(newr.Len).Unix(), 1).Scan(&nNew); err != nil {
+				return 0, 0, fmt.Errorf("ratelimit: counter %q: %w", newr.Key, err)
+			}
+			if nNew <= int64(newr.Max) {
+				if _, err := tx.StmtContext(ctx, s.markSeen).ExecContext(ctx, user, rcpt, at.Unix()); err != nil {
+					return 0, 0, fmt.Errorf("ratelimit: mark seen %s -> %s: %w", user, rcpt, err)
+				}
+			}
+		case err != nil:
+			return 0, 0, fmt.Errorf("ratelimit: seen %s -> %s: %w", user, rcpt, err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return 0, 0, fmt.Errorf("ratelimit: recipient %s -> %s: %w", user, rcpt, err)
+	}
+	if s.ops.Add(1)%1000 == 0 {
+		s.db.ExecContext(ctx, `DELETE FROM ratelimit_counters WHERE expires < ?`, time.Now().Unix())
+	}
+	return nTotal, nNew, nil
 }
 
 // counter is one row of ratelimit_counters.
