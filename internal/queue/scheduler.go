@@ -518,13 +518,20 @@ func (s *Scheduler) run(j job) {
 	q := s.domains[j.dest]
 	q.active--
 	s.active--
-	if done {
-		delete(s.inflight, j.id)
-	}
 	s.pumpLocked()
 	s.mu.Unlock()
-	if done {
-		s.finish(ms, now)
+	if !done {
+		return
+	}
+	// The message stays in flight until its round is on disk: until then
+	// the spool still shows the recipients just delivered as queued, and a
+	// rescan (or a flush) meanwhile must not start them again.
+	next, again := s.finish(ms, now)
+	s.mu.Lock()
+	delete(s.inflight, j.id)
+	s.mu.Unlock()
+	if again {
+		s.schedule(j.id, next)
 	}
 }
 
@@ -583,9 +590,11 @@ func (s *Scheduler) apply(env *Envelope, i int, res Result, now time.Time) {
 
 // finish saves a message after all its jobs of this round: removes it when
 // every recipient is final (after any notification is durably queued),
-// otherwise rewrites its envelope and schedules the next attempt. Changes
-// made meanwhile by an operator (hold, delete) win over queued states.
-func (s *Scheduler) finish(ms *msgState, now time.Time) {
+// otherwise rewrites its envelope and returns when it is next due (again
+// false: nothing left to schedule). Changes made meanwhile by an operator
+// (hold, delete) win over queued states. The caller keeps the message in
+// flight until finish returns, and schedules it only after that.
+func (s *Scheduler) finish(ms *msgState, now time.Time) (next time.Time, again bool) {
 	env := ms.env
 	unlock := lockEnv(env.ID)
 	defer unlock()
@@ -596,7 +605,7 @@ func (s *Scheduler) finish(ms *msgState, now time.Time) {
 			// envelope that may be left without its message.
 			s.log.Info("queue: message removed during delivery", "id", env.ID)
 			s.spool.Remove(env.ID)
-			return
+			return time.Time{}, false
 		}
 		s.log.Error("queue: reload", "id", env.ID, "err", err)
 		fresh = env
@@ -658,7 +667,7 @@ func (s *Scheduler) finish(ms *msgState, now time.Time) {
 			s.log.Error("queue: remove", "id", env.ID, "err", err)
 		}
 		os.Remove(filepath.Join(s.spool.Dir(), notifiedDir, env.ID))
-		return
+		return time.Time{}, false
 	}
 	if err := s.spool.Update(env); err != nil {
 		s.log.Error("queue: update", "id", env.ID, "err", err)
@@ -671,14 +680,12 @@ func (s *Scheduler) finish(ms *msgState, now time.Time) {
 	} else if errors.Is(err, os.ErrNotExist) {
 		s.log.Info("queue: message removed during delivery", "id", env.ID)
 		s.spool.Remove(env.ID)
-		return
+		return time.Time{}, false
 	}
 	if env.Held {
-		return
+		return time.Time{}, false
 	}
-	if at, ok := nextDue(env); ok {
-		s.schedule(env.ID, at)
-	}
+	return nextDue(env)
 }
 
 // notifiedDir, in the spool directory, holds one empty file per message
