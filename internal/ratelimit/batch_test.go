@@ -1,0 +1,106 @@
+package ratelimit_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/relayguard/relayguard/internal/config"
+	"github.com/relayguard/relayguard/internal/ratelimit"
+	"github.com/relayguard/relayguard/internal/store"
+)
+
+// Recipients counted by 20 concurrent sessions share commits on SQLite
+// (SQLStore.Recipient's group commit) and are still counted one by one:
+// of 200 new recipients against 100 per day and 60 new per day, exactly
+// 60 pass, 40 meet the new-recipient limit and 100 the daily total, and
+// a recipient seen before is not new; the counters hold every attempt.
+func TestConcurrentRecipientsCountedExactly(t *testing.T) {
+	ctx := context.Background()
+	db, err := store.OpenSQLite(ctx, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	st, err := ratelimit.NewSQLStore(ctx, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lim, err := ratelimit.New(config.RateLimitConfig{UserRecipientsPerDay: 100, UserNewRecipientsPerDay: 60}, st,
+		ratelimit.Options{Registerer: prometheus.NewRegistry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bob := ratelimit.Sender{User: "bob"}
+	var mu sync.Mutex
+	got := map[string]int{}
+	var wg sync.WaitGroup
+	for g := range 20 {
+		wg.Go(func() {
+			for i := range 10 {
+				err := lim.Rcpt(ctx, bob, fmt.Sprintf("R%d-%d@remote.test", g, i))
+				var le *ratelimit.LimitError
+				k := "ok"
+				if errors.As(err, &le) {
+					k = le.Limit
+				} else if err != nil {
+					k = err.Error()
+				}
+				mu.Lock()
+				got[k]++
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	want := map[string]int{"ok": 60, "user_new_recipients_per_day": 40, "user_recipients_per_day": 100}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("outcomes %v, want %v", got, want)
+	}
+	u, err := lim.Usage(ctx, "bob")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(u) != "[{user_recipients_per_day 100 24h0m0s 200} {user_new_recipients_per_day 60 24h0m0s 100}]" {
+		t.Fatalf("usage %v", u)
+	}
+}
+
+// BenchmarkRecipients: one recipient's counting on SQLite, 20 sessions.
+//
+//	go test -run '^$' -bench Recipients ./internal/ratelimit
+func BenchmarkRecipients(b *testing.B) {
+	ctx := context.Background()
+	db, err := store.OpenSQLite(ctx, b.TempDir())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	st, err := ratelimit.NewSQLStore(ctx, db)
+	if err != nil {
+		b.Fatal(err)
+	}
+	lim, err := ratelimit.New(config.RateLimitConfig{UserRecipientsPerDay: 1 << 30, UserNewRecipientsPerDay: 1 << 30}, st,
+		ratelimit.Options{Registerer: prometheus.NewRegistry()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	var n sync.Mutex
+	i := 0
+	b.SetParallelism(10)
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			n.Lock()
+			i++
+			r := fmt.Sprintf("r%d@remote.test", i)
+			n.Unlock()
+			if err := lim.Rcpt(ctx, ratelimit.Sender{User: fmt.Sprintf("u%d", i%50)}, r); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
