@@ -11,7 +11,6 @@ import (
 
 	"github.com/relayguard/relayguard/internal/config"
 	"github.com/relayguard/relayguard/internal/ratelimit"
-	"github.com/relayguard/relayguard/internal/store"
 )
 
 // Recipients counted by 20 concurrent sessions share commits on SQLite
@@ -21,16 +20,7 @@ import (
 // a recipient seen before is not new; the counters hold every attempt.
 func TestConcurrentRecipientsCountedExactly(t *testing.T) {
 	ctx := context.Background()
-	db, err := store.OpenSQLite(ctx, t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	st, err := ratelimit.NewSQLStore(ctx, db)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lim, err := ratelimit.New(config.RateLimitConfig{UserRecipientsPerDay: 100, UserNewRecipientsPerDay: 60}, st,
+	lim, err := ratelimit.New(config.RateLimitConfig{UserRecipientsPerDay: 100, UserNewRecipientsPerDay: 60}, openSQLStore(t),
 		ratelimit.Options{Registerer: prometheus.NewRegistry()})
 	if err != nil {
 		t.Fatal(err)
@@ -75,16 +65,7 @@ func TestConcurrentRecipientsCountedExactly(t *testing.T) {
 //	go test -run '^$' -bench Recipients ./internal/ratelimit
 func BenchmarkRecipients(b *testing.B) {
 	ctx := context.Background()
-	db, err := store.OpenSQLite(ctx, b.TempDir())
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer db.Close()
-	st, err := ratelimit.NewSQLStore(ctx, db)
-	if err != nil {
-		b.Fatal(err)
-	}
-	lim, err := ratelimit.New(config.RateLimitConfig{UserRecipientsPerDay: 1 << 30, UserNewRecipientsPerDay: 1 << 30}, st,
+	lim, err := ratelimit.New(config.RateLimitConfig{UserRecipientsPerDay: 1 << 30, UserNewRecipientsPerDay: 1 << 30}, openSQLStore(b),
 		ratelimit.Options{Registerer: prometheus.NewRegistry()})
 	if err != nil {
 		b.Fatal(err)

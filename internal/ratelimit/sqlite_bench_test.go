@@ -15,15 +15,7 @@ import (
 // 256 keys: the cost every rate-limited message pays per counter.
 func BenchmarkSQLStoreAdd(b *testing.B) {
 	ctx := context.Background()
-	db, err := store.OpenSQLite(ctx, b.TempDir())
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer db.Close()
-	st, err := ratelimit.NewSQLStore(ctx, db)
-	if err != nil {
-		b.Fatal(err)
-	}
+	st := openSQLStore(b)
 	keys := make([]string, 256)
 	for i := range keys {
 		keys[i] = "ip:203.0.113." + strconv.Itoa(i)
@@ -35,4 +27,20 @@ func BenchmarkSQLStoreAdd(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// openSQLStore is the counters in a fresh embedded database, closed when
+// tb ends.
+func openSQLStore(tb testing.TB) *ratelimit.SQLStore {
+	ctx := context.Background()
+	db, err := store.OpenSQLite(ctx, tb.TempDir())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { db.Close() })
+	st, err := ratelimit.NewSQLStore(ctx, db)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return st
 }
