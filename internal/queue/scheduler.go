@@ -146,6 +146,16 @@ func (s *Scheduler) SetHoldCheck(armed func() bool, fn func(env *Envelope) strin
 	s.mu.Lock()
 	s.holdArmed, s.holdCheck = armed, fn
 	s.mu.Unlock()
+	if fn == nil {
+		s.spool.SetGate(nil)
+		return
+	}
+	s.spool.SetGate(func(env *Envelope) string {
+		if armed != nil && !armed() {
+			return ""
+		}
+		return fn(env)
+	})
 }
 
 // SetOutcome sets a function told of every recipient delivered (ok) or
@@ -225,25 +235,18 @@ func localDest(dest string) bool {
 	return strings.HasPrefix(dest, "maildir:") || strings.HasPrefix(dest, "lmtp:") || strings.HasPrefix(dest, "discard")
 }
 
-// admit is the spool's notice of a newly stored message. It runs before
-// the SMTP reply, so a hold is on disk before the scheduler may start.
+// admit is the spool's notice of a newly stored message. The hold check
+// ran inside the spool's Commit (SetHoldCheck's gate), so a message held
+// on arrival is on disk held before the SMTP reply and before any rescan
+// can see it; admit logs it and leaves it alone.
 func (s *Scheduler) admit(id string) {
 	s.mu.Lock()
 	check, armed := s.holdCheck, s.holdArmed
 	s.mu.Unlock()
 	if check != nil && (armed == nil || armed()) {
-		// The check runs on a plain load first: a DSN being spooled from
-		// inside finish (which holds another message's lock) never waits.
-		if env, err := s.spool.Load(id); err == nil && check(env) != "" {
-			var reason string
-			held, err := holdIf(s.spool, id, func(env *Envelope) string { reason = check(env); return reason })
-			if err != nil {
-				s.log.Error("queue: hold", "id", id, "err", err)
-			}
-			if held {
-				s.ml.Held(context.Background(), id, env.AuthUser, reason)
-				return
-			}
+		if env, err := s.spool.Load(id); err == nil && env.Held {
+			s.ml.Held(context.Background(), id, env.AuthUser, env.HoldReason)
+			return
 		}
 	}
 	s.schedule(id, time.Time{})

@@ -142,6 +142,7 @@ type Spool struct {
 
 	mu   sync.Mutex
 	subs []func(id string)
+	gate func(env *Envelope) string
 
 	lock *os.File // exclusive flock held by the owning server
 }
@@ -461,6 +462,14 @@ func (w *Writer) Commit(ctx context.Context, env *Envelope) error {
 		}
 	}
 	env.Size = w.n + int64(len(env.Headers))
+	s.mu.Lock()
+	gate := s.gate
+	s.mu.Unlock()
+	if gate != nil && !env.Held {
+		if reason := gate(env); reason != "" {
+			holdEnv(env, reason)
+		}
+	}
 	err := w.err
 	if err == nil {
 		var b []byte
@@ -739,6 +748,17 @@ func (s *Spool) Remove(id string) error {
 	// delivered again (at least once), and nothing is ever lost; this
 	// is what Postfix does too.
 	return nil
+}
+
+// SetGate sets a check asked about every message Commit stores, before its
+// envelope is written: a non-empty reason stores the message held. The
+// message is never visible unheld, so no rescan of the spool can start it
+// (a hold decided after the commit left a window in which a rescan could
+// deliver the mail of a suspended account).
+func (s *Spool) SetGate(fn func(env *Envelope) string) {
+	s.mu.Lock()
+	s.gate = fn
+	s.mu.Unlock()
 }
 
 // Subscribe registers fn to be called with the ID of every message stored
