@@ -297,18 +297,5 @@ func (s *RedisStore) Suspensions(ctx context.Context) ([]Suspension, error) {
 // Subscribe calls f with every announcement ("suspend USER", "unsuspend
 // USER") until ctx is done.
 func (s *RedisStore) Subscribe(ctx context.Context, f func(msg string)) {
-	ps := s.r.C.Subscribe(ctx, s.k())
-	defer ps.Close()
-	ch := ps.Channel()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case m, ok := <-ch:
-			if !ok {
-				return
-			}
-			f(m.Payload)
-		}
-	}
+	s.r.Listen(ctx, s.k(), f)
 }

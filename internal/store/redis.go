@@ -249,7 +249,14 @@ func (r *Redis) BanCount(ctx context.Context, p netip.Prefix) (int, error) {
 // Subscribe calls f for every ban announcement until ctx is done. go-redis
 // reconnects the subscription by itself after Redis comes back.
 func (r *Redis) Subscribe(ctx context.Context, f func(msg string)) {
-	ps := r.C.Subscribe(ctx, r.k("bans"))
+	r.Listen(ctx, r.k("bans"), f)
+}
+
+// Listen calls f with every message published on channel until ctx is
+// done (the one subscription loop of the bans' and the accounts' shared
+// state). go-redis resubscribes by itself after Redis comes back.
+func (r *Redis) Listen(ctx context.Context, channel string, f func(msg string)) {
+	ps := r.C.Subscribe(ctx, channel)
 	defer ps.Close()
 	ch := ps.Channel()
 	for {
