@@ -22,10 +22,15 @@ import (
 // rotated "mail.log.1" that logrotate compressed in place still reads.
 // gzip is decoded with compress/gzip; xz through the xz(1) program (the
 // standard library has no xz decoder; Debian's xz-utils provides it).
+// A saved `journalctl -o json` export (plain or inside gzip/xz) is also
+// recognised by content, once per file: its first line is a JSON object
+// with journald's __CURSOR or __REALTIME_TIMESTAMP field. Each entry is
+// then turned by ParseJournal (the live journal reader's converter) into
+// one RFC 3339 syslog line that Parser.Parse reads back as the same Line.
 // This is the one opener of `watch`, `report` and `egress report`.
 func Open(ctx context.Context, name string) (io.ReadCloser, error) {
 	if name == "-" {
-		return io.NopCloser(os.Stdin), nil
+		return io.NopCloser(journalOrText(bufio.NewReaderSize(os.Stdin, 256<<10))), nil
 	}
 	f, err := os.Open(name)
 	if err != nil {
@@ -40,7 +45,7 @@ func Open(ctx context.Context, name string) (io.ReadCloser, error) {
 			f.Close()
 			return nil, fmt.Errorf("%s: %w", name, err)
 		}
-		return &multiCloser{Reader: zr, closers: []io.Closer{zr, f}}, nil
+		return &multiCloser{Reader: journalOrText(bufio.NewReaderSize(zr, 256<<10)), closers: []io.Closer{zr, f}}, nil
 	case bytes.Equal(magic, []byte{0xfd, '7', 'z', 'X', 'Z', 0}):
 		cmd := exec.CommandContext(ctx, "xz", "-dc")
 		cmd.Stdin = br
@@ -55,9 +60,9 @@ func Open(ctx context.Context, name string) (io.ReadCloser, error) {
 			f.Close()
 			return nil, fmt.Errorf("%s: running xz -dc (install xz-utils): %w", name, err)
 		}
-		return &xzReader{Reader: out, cmd: cmd, f: f, name: name, stderr: &stderr}, nil
+		return &xzReader{Reader: journalOrText(bufio.NewReaderSize(out, 256<<10)), cmd: cmd, f: f, name: name, stderr: &stderr}, nil
 	}
-	return &multiCloser{Reader: br, closers: []io.Closer{f}}, nil
+	return &multiCloser{Reader: journalOrText(br), closers: []io.Closer{f}}, nil
 }
 
 type multiCloser struct {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -81,5 +82,52 @@ func TestParseJournal(t *testing.T) {
 	}
 	if _, _, ok := ParseJournal([]byte(`not json`), nil); ok {
 		t.Error("bad JSON accepted")
+	}
+}
+
+// A saved `journalctl -o json` export is recognised by content, also inside
+// xz, and each entry comes out as one syslog line that Parse reads back as
+// ParseJournal's Line; relayguard's own JSON log (`{"time":…`) stays text.
+func TestOpenJournalExport(t *testing.T) {
+	dir := t.TempDir()
+	const entry = `{"__CURSOR":"s=1;i=2","__REALTIME_TIMESTAMP":"1764930000123456","_HOSTNAME":"mx1","SYSLOG_IDENTIFIER":"postfix/smtpd","SYSLOG_PID":"77","_PID":"77","MESSAGE":[119,97,114,110,10,233]}` + "\n" +
+		`{"__CURSOR":"s=1;i=3","__REALTIME_TIMESTAMP":"1764930001000000","SYSLOG_IDENTIFIER":"x"}` + "\n" // no MESSAGE: skipped
+	own := `{"time":"2026-12-06T08:00:00Z","level":"WARN","msg":"auth failed","client":"192.0.2.7"}` + "\n"
+	jf := filepath.Join(dir, "j.1")
+	cmd := exec.Command("xz", "-c")
+	cmd.Stdin = bytes.NewReader([]byte(entry))
+	xzOut, err := cmd.Output()
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("xz (xz-utils): %v", err)
+		}
+		t.Logf("xz: %v: journal read plain only", err)
+		xzOut = []byte(entry)
+	}
+	os.WriteFile(jf, xzOut, 0o600)
+	ownF := filepath.Join(dir, "relayguard.json")
+	os.WriteFile(ownF, []byte(own), 0o600)
+	read := func(n string) string {
+		rc, err := Open(context.Background(), n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rc.Close()
+		b, err := io.ReadAll(rc)
+		if err != nil {
+			t.Fatalf("%s: %v", n, err)
+		}
+		return string(b)
+	}
+	if got := read(ownF); got != own {
+		t.Errorf("relayguard's JSON log changed: %q", got)
+	}
+	got := read(jf)
+	want, _, _ := ParseJournal([]byte(entry[:bytes.IndexByte([]byte(entry), '\n')]), nil)
+	want.Message = "warn \xe9" // the line break inside the message: a space
+	var p Parser
+	l, ok := p.Parse(got)
+	if !ok || strings.Count(got, "\n") != 1 || !l.Time.Equal(want.Time) || l.Host != want.Host || l.Program != want.Program || l.PID != want.PID || l.Message != want.Message {
+		t.Errorf("journal entry read as %q: %+v, want %+v", got, l, want)
 	}
 }
