@@ -139,6 +139,9 @@ type runner struct {
 
 	mu     sync.Mutex // guards phaseInfo, rep.Notes and the transcript
 	phInfo map[string]PhaseInfo
+	// tlsBroken: STARTTLS is offered but fails; with StartTLSTry the
+	// phases run without it (set before the workers start).
+	tlsBroken bool
 }
 
 // worker runs forms of one phase on its own connection.
@@ -213,7 +216,7 @@ func (r *runner) run(ctx context.Context) error {
 	if local.Addr().IsLoopback() && remote.Addr().IsLoopback() {
 		rep.Notes = append(rep.Notes, "testing over loopback: servers often trust loopback clients (Postfix mynetworks); run from an outside host for an outsider's view")
 	}
-	phases, err := r.phases(c)
+	phases, err := r.phases(ctx, c)
 	c.quit()
 	if err != nil {
 		return err
@@ -331,7 +334,7 @@ func (r *runner) runJobs(ctx context.Context, phases []string, forms []Form) err
 
 // phases decides which phases run, from the options and what the first
 // connection offered.
-func (r *runner) phases(c *client) ([]string, error) {
+func (r *runner) phases(ctx context.Context, c *client) ([]string, error) {
 	tlsOK := c.has("STARTTLS")
 	if r.o.ImplicitTLS {
 		if r.o.AuthUser != "" {
@@ -351,6 +354,15 @@ func (r *runner) phases(c *client) ([]string, error) {
 	case r.o.StartTLS == StartTLSOnly:
 		return []string{PhaseStartTLS, PhaseAuthFail}, nil
 	case tlsOK:
+		// A server may offer STARTTLS and fail every handshake (no
+		// certificate loaded, RFC 3207 4.1's 454): the battery still
+		// runs without TLS rather than not at all, which would hide
+		// an open relay behind the broken TLS.
+		if _, err := c.startTLS(ctx, r.o); err != nil {
+			r.tlsBroken = true
+			r.rep.Notes = append(r.rep.Notes, "STARTTLS is offered but fails ("+err.Error()+"): the starttls phase is skipped and the authfail phase runs without TLS")
+			return []string{PhasePlain, PhaseAuthFail}, nil
+		}
 		return []string{PhasePlain, PhaseStartTLS, PhaseAuthFail}, nil
 	default:
 		r.rep.Notes = append(r.rep.Notes, "the server does not offer STARTTLS: the starttls phase is skipped")
@@ -367,7 +379,7 @@ func (w *worker) useTLS() bool {
 	case PhaseStartTLS:
 		return true
 	case PhaseAuthFail, PhaseAuth:
-		return w.r.rep.STARTTLS
+		return w.r.rep.STARTTLS && !w.r.tlsBroken
 	}
 	return false
 }
