@@ -238,6 +238,16 @@ func (c *Checker) QueryDomain(ctx context.Context, z *Zone, domain string) Resul
 	return c.query(ctx, z, DomainQuery(d, z.Name), dc, dc.domainKey(d))
 }
 
+// cached is the result of z's cached answers for qname, counted as a
+// cache hit (the one place for query's and Check's fast path).
+func (c *Checker) cached(z *Zone, qname string, answers []netip.Addr) Result {
+	r := Result{Zone: z, Query: qname, Cached: true, Answers: answers}
+	r.Status, r.Detail = Classify(z, answers)
+	c.m.cacheHit.Inc()
+	c.m.queries.WithLabelValues(z.Name, r.Status.String()).Inc()
+	return r
+}
+
 func (c *Checker) query(ctx context.Context, z *Zone, qname string, k *cache, key cacheKey) Result {
 	r := Result{Zone: z, Query: qname}
 	st := c.zoneState(z.Name)
@@ -263,11 +273,7 @@ func (c *Checker) query(ctx context.Context, z *Zone, qname string, k *cache, ke
 		return r
 	}
 	if answers, ok := k.get(key, st.slot, c.now()); ok {
-		c.m.cacheHit.Inc()
-		r.Cached, r.Answers = true, answers
-		r.Status, r.Detail = Classify(z, answers)
-		c.m.queries.WithLabelValues(z.Name, r.Status.String()).Inc()
-		return r
+		return c.cached(z, qname, answers)
 	}
 	c.m.cache.WithLabelValues("miss").Inc()
 	// Known failures answer at once instead of stalling every request.
@@ -433,11 +439,7 @@ func (c *Checker) Check(ctx context.Context, ip netip.Addr, domains ...string) S
 				if j.domain == "" {
 					q = IPQuery(ip, j.z.Name)
 				}
-				r := Result{Zone: j.z, Query: q, Cached: true, Answers: answers}
-				r.Status, r.Detail = Classify(j.z, answers)
-				c.m.cacheHit.Inc()
-				c.m.queries.WithLabelValues(j.z.Name, r.Status.String()).Inc()
-				res[i] = r
+				res[i] = c.cached(j.z, q, answers)
 				continue
 			}
 		}
