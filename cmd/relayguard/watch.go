@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"runtime/pprof"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -23,7 +24,7 @@ import (
 func init() {
 	var replay bool
 	var asJSON, stdin bool
-	var admin string
+	var admin, cpuProfile, memProfile string
 	cmd := &cobra.Command{
 		Use:   "watch [--replay FILE...]",
 		Short: "Follow Postfix/Dovecot/relayguard logs and ban attackers through the firewall",
@@ -43,7 +44,15 @@ without touching the firewall or the ban database, and prints what it would have
 				if len(args) == 0 {
 					return &exitError{code: 2, err: fmt.Errorf("watch --replay: name at least one log file (or - for stdin)")}
 				}
-				return runReplay(cmd.Context(), cfg.Guard, cfg.Site.NeverBan(), args, asJSON, log)
+				stop, err := startProfiles(cpuProfile, memProfile)
+				if err != nil {
+					return err
+				}
+				err = runReplay(cmd.Context(), cfg.Guard, cfg.Site.NeverBan(), args, asJSON, log)
+				if perr := stop(); err == nil {
+					err = perr
+				}
+				return err
 			}
 			if len(args) > 0 {
 				return &exitError{code: 2, err: fmt.Errorf("watch: unexpected arguments %q (log files go in [guard] files, or use --replay)", args)}
@@ -63,7 +72,47 @@ without touching the firewall or the ban database, and prints what it would have
 	cmd.Flags().BoolVar(&asJSON, "json", false, "with --replay: print one JSON object per ban")
 	cmd.Flags().BoolVar(&stdin, "stdin", false, "also read log lines from standard input")
 	cmd.Flags().StringVar(&admin, "admin", "", "serve /metrics, /healthz and the web console ([admin] console, tls) on `HOST:PORT`, e.g. 127.0.0.1:9025")
+	cmd.Flags().StringVar(&cpuProfile, "cpuprofile", "", "with --replay: write a CPU profile (go tool pprof) to `file`")
+	cmd.Flags().StringVar(&memProfile, "memprofile", "", "with --replay: write a heap profile of the live state at the end to `file`")
 	rootCmd.AddCommand(cmd)
+}
+
+// startProfiles starts a CPU profile into cpu (if not ""); the returned
+// stop ends it and writes a heap profile into mem (if not ""), for
+// measuring --replay (docs/benchmarks/guard.md).
+func startProfiles(cpu, mem string) (func() error, error) {
+	var cf *os.File
+	if cpu != "" {
+		f, err := os.Create(cpu)
+		if err != nil {
+			return nil, fmt.Errorf("watch --cpuprofile: %w", err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("watch --cpuprofile %s: %w", cpu, err)
+		}
+		cf = f
+	}
+	return func() error {
+		if cf != nil {
+			pprof.StopCPUProfile()
+			if err := cf.Close(); err != nil {
+				return fmt.Errorf("watch --cpuprofile: %w", err)
+			}
+		}
+		if mem == "" {
+			return nil
+		}
+		f, err := os.Create(mem)
+		if err != nil {
+			return fmt.Errorf("watch --memprofile: %w", err)
+		}
+		defer f.Close()
+		if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
+			return fmt.Errorf("watch --memprofile %s: %w", mem, err)
+		}
+		return f.Close()
+	}, nil
 }
 
 // runReplay runs the pipeline over files with an in-memory store and no
@@ -95,7 +144,9 @@ func runReplay(ctx context.Context, gc config.GuardConfig, never []netip.Prefix,
 			continue
 		}
 		// Files are parsed on every core; decisions stay in file order.
-		n, err := logwatch.ReplayFile(ctx, f, func(evs []event.Event) {
+		// Nothing down the pipeline keeps an event's strings (Once and
+		// the guard copy what they keep), so the buffers are reused.
+		n, err := logwatch.ReplayFileTransient(ctx, f, func(evs []event.Event) {
 			for _, e := range evs {
 				counting.Publish(ctx, e)
 			}

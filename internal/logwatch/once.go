@@ -223,7 +223,9 @@ func (o *Once) attempts(e event.Event, l layer) int {
 			}
 		}
 		fresh++
-		p.add(attempt{t: t.UnixNano(), layers: l, session: e.Session})
+		// (cloned: a replay's event strings point into a buffer that is
+		// reused once the batch is done, ReplayFileTransient)
+		p.add(attempt{t: t.UnixNano(), layers: l, session: strings.Clone(e.Session)})
 	}
 	return fresh
 }

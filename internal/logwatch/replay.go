@@ -30,31 +30,53 @@ type chunk struct {
 //
 // Lines are parsed in place: the strings in the events point into the
 // chunk's buffer, which is never reused or modified (hence unsafe.String),
-// so nothing is copied per line.
+// so nothing is copied per line, and the events may be kept.
 func ReplayFile(ctx context.Context, path string, sink func([]event.Event)) (int64, error) {
+	return replayFile(ctx, path, sink, false)
+}
+
+// ReplayFileTransient is ReplayFile for a sink that keeps nothing of the
+// events it is given once it returns (watch --replay: the guard and Once
+// copy what they keep): each batch and the buffer its strings point into
+// are reused for a later chunk, so that a replay allocates a few buffers
+// instead of one per MiB of log and one event slice per chunk, which were
+// 90 % of its allocations and most of its garbage collection.
+func ReplayFileTransient(ctx context.Context, path string, sink func([]event.Event)) (int64, error) {
+	return replayFile(ctx, path, sink, true)
+}
+
+func replayFile(ctx context.Context, path string, sink func([]event.Event), reuse bool) (int64, error) {
 	r, err := logline.Open(ctx, path)
 	if err != nil {
 		return 0, fmt.Errorf("logwatch: %w", err)
 	}
 	defer r.Close()
-	n, err := replay(ctx, r, sink)
+	n, err := replay(ctx, r, sink, reuse)
 	if err != nil {
 		return n, fmt.Errorf("logwatch: %s: %w", path, err)
 	}
 	return n, nil
 }
 
-func replay(ctx context.Context, r io.Reader, sink func([]event.Event)) (int64, error) {
+func replay(ctx context.Context, r io.Reader, sink func([]event.Event), reuse bool) (int64, error) {
 	const chunkSize = 1 << 20
 	workers := max(runtime.GOMAXPROCS(0), 1)
 	work := make(chan *chunk, workers*2)
 	order := make(chan *chunk, workers*4)
+	// With reuse, chunks come back here once sunk: at most every chunk in
+	// work and order, one being read and one being sunk are in flight.
+	var free chan *chunk
+	if reuse {
+		free = make(chan *chunk, workers*6+2)
+	}
 	for range workers {
 		go func() {
 			p := &Parser{}
 			last := 0 // events of this worker's last chunk: the next one's estimate
 			for c := range work {
-				c.events = make([]event.Event, 0, last+last/8+16)
+				if c.events == nil {
+					c.events = make([]event.Event, 0, last+last/8+16)
+				}
 				s := unsafe.String(unsafe.SliceData(c.data), len(c.data))
 				for len(s) > 0 {
 					i := indexNL(s)
@@ -84,14 +106,25 @@ func replay(ctx context.Context, r io.Reader, sink func([]event.Event)) (int64, 
 				readErr <- nil
 				return
 			}
-			buf := make([]byte, len(carry), chunkSize+len(carry))
-			copy(buf, carry)
+			var c *chunk
+			select {
+			case c = <-free:
+				c.events, c.lines, c.done = c.events[:0], 0, make(chan struct{})
+			default:
+				c = &chunk{done: make(chan struct{})}
+			}
+			c.seq = seq
+			buf := c.data[:0]
+			if cap(buf) < chunkSize+len(carry) {
+				buf = make([]byte, 0, chunkSize+len(carry)+16<<10) // (room for a longer carry next time)
+			}
+			buf = append(buf, carry...)
 			n, err := io.ReadFull(r, buf[len(carry):cap(buf)])
 			buf = buf[:len(carry)+n]
 			last := bytes.LastIndexByte(buf, '\n')
 			if err != nil { // EOF: the rest is the last line
 				if len(buf) > 0 {
-					c := &chunk{seq: seq, data: buf, done: make(chan struct{})}
+					c.data = buf
 					work <- c
 					order <- c
 				}
@@ -102,11 +135,16 @@ func replay(ctx context.Context, r io.Reader, sink func([]event.Event)) (int64, 
 				return
 			}
 			if last < 0 {
-				carry = buf // a line longer than a chunk: read on
+				carry = append(carry[:0], buf...) // a line longer than a chunk: read on
+				c.data = buf[:0]
+				if free != nil {
+					free <- c
+				}
+				seq--
 				continue
 			}
-			carry = append([]byte(nil), buf[last+1:]...)
-			c := &chunk{seq: seq, data: buf[:last+1], done: make(chan struct{})}
+			carry = append(carry[:0], buf[last+1:]...)
+			c.data = buf[:last+1]
 			work <- c
 			order <- c
 		}
@@ -117,6 +155,12 @@ func replay(ctx context.Context, r io.Reader, sink func([]event.Event)) (int64, 
 		lines += int64(c.lines)
 		if len(c.events) > 0 {
 			sink(c.events)
+		}
+		if free != nil {
+			select {
+			case free <- c:
+			default:
+			}
 		}
 	}
 	return lines, <-readErr
