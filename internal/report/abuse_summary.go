@@ -38,36 +38,42 @@ func (s *abuseState) topUsers(head int32, n int) []CountRow {
 	return byHost(rows, n, func(r *CountRow) int64 { return r.Count }, func(r *CountRow) string { return r.Key })
 }
 
+// ranked is a row of a table being ranked: a count and the number of the
+// address or subnet it belongs to. Names are made only for the rows that
+// can make a table's cut (byHost asks for the keys of those only).
+type ranked struct {
+	n   int64
+	idx int32
+}
+
+func rankedCount(r *ranked) int64 { return r.n }
+
 // summary finishes the abuse view; n limits the tables by address, subnet
 // and domain (n < 0: all). The per-address tables are complete in memory
-// (one compact row per distinct address); an address becomes a string only
-// now, and the users of an address or a subnet are gathered only for the
-// rows shown.
+// (one compact row per distinct address); an address or a subnet becomes
+// a string only now and only for the rows that can be shown, and the users
+// of an address or a subnet are gathered only for the rows shown.
 func (s *abuseState) summary(n int) Abuse {
 	var ab Abuse
 	nc := len(s.clientStats)
 	// Subnets are numbered through integer keys: the /24's upper 24 bits,
-	// the /64's upper 64.
+	// the /64's upper 64; a subnet is named after its first client.
 	sub4 := make(map[uint32]int32, nc/2)
 	sub6 := map[uint64]int32{}
 	subs := make([]subnetAgg, 0, nc/2)
-	subKeys := make([]netip.Prefix, 0, nc/2)
+	subFirst := make([]int32, 0, nc/2)
 	clientSub := make([]int32, nc) // client number → subnet number, -1: none
-	byAddr := make([]AuthRow, 0, nc)
-	var relay []CountRow
+	byAddr := make([]ranked, 0, nc)
+	var relay []ranked
 	for i := range s.clientStats {
 		st, ip := &s.clientStats[i], s.clientAddrs[i]
-		var name string
-		if st.auth > 0 || st.relay > 0 {
-			name = clientName(ip)
-		}
 		if st.auth > 0 {
 			ab.AuthFailures += st.auth
-			byAddr = append(byAddr, AuthRow{Key: name, Failures: st.auth, idx: int32(i)})
+			byAddr = append(byAddr, ranked{st.auth, int32(i)})
 		}
 		if st.relay > 0 {
 			ab.RelayAttempts += st.relay
-			relay = append(relay, CountRow{name, st.relay})
+			relay = append(relay, ranked{st.relay, int32(i)})
 		}
 		clientSub[i] = -1
 		if !ip.IsValid() {
@@ -91,7 +97,7 @@ func (s *abuseState) summary(n int) Abuse {
 		}
 		if !ok {
 			subs = append(subs, subnetAgg{})
-			subKeys = append(subKeys, subnetOf(ip))
+			subFirst = append(subFirst, int32(i))
 		}
 		clientSub[i] = j
 		g := &subs[j]
@@ -102,24 +108,33 @@ func (s *abuseState) summary(n int) Abuse {
 			g.addrs++
 		}
 	}
-	ab.AuthByAddress = byHost(byAddr, n, func(r *AuthRow) int64 { return r.Failures }, func(r *AuthRow) string { return r.Key })
-	for j := range ab.AuthByAddress {
-		r := &ab.AuthByAddress[j]
-		r.Users = s.topUsers(s.clientStats[r.idx].users, 10)
+	addrName := func(r *ranked) string { return clientName(s.clientAddrs[r.idx]) }
+	subName := func(r *ranked) string { return subnetOf(s.clientAddrs[subFirst[r.idx]]).String() }
+	ab.AuthByAddress = []AuthRow{}
+	for _, r := range byHost(byAddr, n, rankedCount, addrName) {
+		ab.AuthByAddress = append(ab.AuthByAddress, AuthRow{Key: addrName(&r), Failures: r.n, idx: r.idx,
+			Users: s.topUsers(s.clientStats[r.idx].users, 10)})
 	}
-	ab.RelayByClient = byHost(relay, n, func(r *CountRow) int64 { return r.Count }, func(r *CountRow) string { return r.Key })
+	for _, r := range byHost(relay, n, rankedCount, addrName) {
+		ab.RelayByClient = append(ab.RelayByClient, CountRow{addrName(&r), r.n})
+	}
+	if ab.RelayByClient == nil && (n != 0 || len(relay) > 0) {
+		ab.RelayByClient = []CountRow{} // (JSON: [], as before)
+	}
 	ab.RelayByDomain = s.relayByDomain.sorted(n)
 
-	bySub := make([]AuthRow, 0, len(subs))
-	tops := make([]SubnetRow, 0, len(subs))
+	bySub := make([]ranked, 0, len(subs))
+	tops := make([]ranked, 0, len(subs))
 	for j, g := range subs {
-		key := subKeys[j].String()
 		if g.auth > 0 {
-			bySub = append(bySub, AuthRow{Key: key, Failures: g.auth, Addresses: g.addrs, idx: int32(j)})
+			bySub = append(bySub, ranked{g.auth, int32(j)})
 		}
-		tops = append(tops, SubnetRow{Subnet: key, AuthFailures: g.auth, Relay: g.relay, Rejects: g.rejects, Total: g.auth + g.relay + g.rejects})
+		tops = append(tops, ranked{g.auth + g.relay + g.rejects, int32(j)})
 	}
-	ab.AuthBySubnet = byHost(bySub, n, func(r *AuthRow) int64 { return r.Failures }, func(r *AuthRow) string { return r.Key })
+	ab.AuthBySubnet = []AuthRow{}
+	for _, r := range byHost(bySub, n, rankedCount, subName) {
+		ab.AuthBySubnet = append(ab.AuthBySubnet, AuthRow{Key: subName(&r), Failures: r.n, Addresses: subs[r.idx].addrs, idx: r.idx})
+	}
 	// The users of the subnets shown: one more pass over the clients.
 	shown := make([]int32, len(subs)) // subnet number → row + 1, 0: not shown
 	for j, r := range ab.AuthBySubnet {
@@ -145,9 +160,14 @@ func (s *abuseState) summary(n int) Abuse {
 		}
 		ab.AuthBySubnet[j].Users = byHost(rows, 10, func(r *CountRow) int64 { return r.Count }, func(r *CountRow) string { return r.Key })
 	}
-	ab.TopSubnets = byHost(tops, max(n, 20), func(r *SubnetRow) int64 { return r.Total }, func(r *SubnetRow) string { return r.Subnet })
+	top := byHost(tops, max(n, 20), rankedCount, subName)
 	if n >= 0 && n < 20 {
-		ab.TopSubnets = limit(ab.TopSubnets, n)
+		top = limit(top, n)
+	}
+	ab.TopSubnets = make([]SubnetRow, 0, len(top))
+	for _, r := range top {
+		g := &subs[r.idx]
+		ab.TopSubnets = append(ab.TopSubnets, SubnetRow{Subnet: subName(&r), AuthFailures: g.auth, Relay: g.relay, Rejects: g.rejects, Total: r.n})
 	}
 	ab.DNSBL = s.dnsbl.sorted(-1)
 	ab.RejectReasons = s.reasons.sorted(-1)

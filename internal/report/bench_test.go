@@ -41,3 +41,19 @@ func BenchmarkFile(b *testing.B) {
 		a.Summary().WriteText(io.Discard, nil)
 	}
 }
+
+// BenchmarkSummary builds and writes the report of the file named by env
+// REPORT_BENCH_LOG, read once: the sorting and writing alone.
+func BenchmarkSummary(b *testing.B) {
+	name := os.Getenv("REPORT_BENCH_LOG")
+	if name == "" {
+		b.Skip("REPORT_BENCH_LOG not set")
+	}
+	a := NewAnalyzer(DefaultOptions())
+	if err := a.ReadFiles(context.Background(), []string{name}, func() *logline.Parser { return &logline.Parser{} }); err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		a.Summary().WriteText(io.Discard, nil)
+	}
+}

@@ -38,6 +38,10 @@ func TestGoldenShapes(t *testing.T) {
 			o.HostLimit, o.UserLimit, o.AbuseLimit = 5, 7, 3
 			o.RejectDetail, o.WarningDetail, o.DeferralDetail, o.BounceDetail, o.SMTPDetail = 4, 4, 2, 2, 2
 		}},
+		{"zero", func(o *Options) {
+			o.HostLimit, o.UserLimit, o.AbuseLimit = 0, 0, 0
+			o.RejectDetail, o.WarningDetail, o.DeferralDetail, o.BounceDetail, o.SMTPDetail = 0, 0, 0, 0, 0
+		}},
 		{"options", func(o *Options) {
 			o.IgnoreCase, o.VerboseMsgDetail, o.SMTPDStats, o.RejAddFrom = true, true, true, true
 			o.AbuseLimit = -1

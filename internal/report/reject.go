@@ -80,23 +80,43 @@ func gimmeDomainRE(s string) string {
 // four octets as bytes (numeric order), otherwise the lower-cased labels of
 // the host or address in reverse order, concatenated (empty labels add
 // nothing, as Perl's split and join).
-func normalizeHost(s string) string {
-	if i := strings.IndexAny(s, " \t\n"); i >= 0 {
-		s = s[:i]
+func normalizeHost(s string) string { return string(appendNormalizedHost(nil, s)) }
+
+// appendNormalizedHost appends normalizeHost(s) to dst: the sorting of
+// tables with hundreds of thousands of rows writes every row's key into
+// one buffer instead of allocating each.
+func appendNormalizedHost(dst []byte, s string) []byte {
+	ascii := true
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c == ' ' || c == '\t' || c == '\n' {
+			s = s[:i]
+			break
+		} else if c >= 0x80 {
+			ascii = false
+		}
 	}
 	if oct, ok := dottedQuad(s); ok {
-		return string(oct[:])
+		return append(dst, oct[:]...)
 	}
-	s = strings.ToLower(s) // (s itself when already lower case)
-	b := make([]byte, 0, len(s))
+	if !ascii {
+		s = strings.ToLower(s)
+	}
+	start := len(dst)
 	end := len(s)
 	for i := len(s) - 1; i >= -1; i-- {
 		if i < 0 || s[i] == '.' || s[i] == '@' {
-			b = append(b, s[i+1:end]...)
+			dst = append(dst, s[i+1:end]...)
 			end = i
 		}
 	}
-	return string(b)
+	if ascii {
+		for i := start; i < len(dst); i++ {
+			if c := dst[i]; 'A' <= c && c <= 'Z' {
+				dst[i] = c + 'a' - 'A'
+			}
+		}
+	}
+	return dst
 }
 
 // dottedQuad parses "d.d.d.d" with 1–3 digits each. Octets above 255 are

@@ -1,6 +1,7 @@
 package report
 
 import (
+	"bytes"
 	"cmp"
 	"encoding/binary"
 	"maps"
@@ -188,8 +189,9 @@ func limit[T any](s []T, n int) []T {
 // host key (normalizeHost), then by the key itself, and keeps the first n
 // (n < 0: all). Each row's normalised key is computed once, not at every
 // comparison (on a botnet's log the tables have hundreds of thousands of
-// rows, most with equal counts), and with a limit only the rows whose
-// count can make the cut are sorted.
+// rows, most with equal counts), into one buffer; with a limit only the
+// rows whose count can make the cut are sorted, and only their keys are
+// asked for (key may compute a row's key on first use and store it).
 func byHost[T any](rows []T, n int, count func(*T) int64, key func(*T) string) []T {
 	if n == 0 {
 		return rows[:0]
@@ -199,8 +201,7 @@ func byHost[T any](rows []T, n int, count func(*T) int64, key func(*T) string) [
 		for i := range rows {
 			cs[i] = count(&rows[i])
 		}
-		slices.Sort(cs)
-		cut := cs[len(cs)-n] // the n-th largest count
+		cut := nthLargest(cs, n)
 		kept := rows[:0]
 		for i := range rows {
 			if count(&rows[i]) >= cut {
@@ -209,19 +210,27 @@ func byHost[T any](rows []T, n int, count func(*T) int64, key func(*T) string) [
 		}
 		rows = kept
 	}
+	// The sorted entries hold no pointer (no write barrier as they move);
+	// the normalised keys are in one buffer, the keys in their own slice.
 	type keyed struct {
 		count     int64
-		head      uint64 // the first 8 bytes of norm, big-endian: most comparisons end here
-		norm, key string
-		i         int
+		head      uint64 // the first 8 bytes of the normalised key, big-endian: most comparisons end here
+		off, n, i int32  // the normalised key is buf[off:off+n]; the row is rows[i]
 	}
 	ks := make([]keyed, len(rows))
+	keys := make([]string, len(rows))
+	size := 0
 	for i := range rows {
-		k := key(&rows[i])
-		norm := normalizeHost(k)
+		keys[i] = key(&rows[i])
+		size += len(keys[i])
+	}
+	buf := make([]byte, 0, size+8)
+	for i := range rows {
+		start := len(buf)
+		buf = appendNormalizedHost(buf, keys[i])
 		var h [8]byte
-		copy(h[:], norm)
-		ks[i] = keyed{count(&rows[i]), binary.BigEndian.Uint64(h[:]), norm, k, i}
+		copy(h[:], buf[start:])
+		ks[i] = keyed{count(&rows[i]), binary.BigEndian.Uint64(h[:]), int32(start), int32(len(buf) - start), int32(i)}
 	}
 	slices.SortFunc(ks, func(a, b keyed) int {
 		if c := cmp.Compare(b.count, a.count); c != 0 {
@@ -230,16 +239,50 @@ func byHost[T any](rows []T, n int, count func(*T) int64, key func(*T) string) [
 		if c := cmp.Compare(a.head, b.head); c != 0 {
 			return c
 		}
-		if c := strings.Compare(a.norm, b.norm); c != 0 {
+		if c := bytes.Compare(buf[a.off:a.off+a.n], buf[b.off:b.off+b.n]); c != 0 {
 			return c
 		}
-		return strings.Compare(a.key, b.key)
+		return strings.Compare(keys[a.i], keys[b.i])
 	})
 	out := make([]T, len(ks))
 	for j, k := range ks {
 		out[j] = rows[k.i]
 	}
 	return limit(out, n)
+}
+
+// nthLargest returns the n-th largest of cs (1 ≤ n ≤ len(cs)), reordering
+// cs: a quickselect, linear on average, where sorting every count of a
+// botnet's table only to read one was not.
+func nthLargest(cs []int64, n int) int64 {
+	k := n - 1 // index in descending order
+	lo, hi := 0, len(cs)-1
+	for lo < hi {
+		p := cs[lo+(hi-lo)/2]
+		i, j := lo, hi
+		for i <= j {
+			for cs[i] > p {
+				i++
+			}
+			for cs[j] < p {
+				j--
+			}
+			if i <= j {
+				cs[i], cs[j] = cs[j], cs[i]
+				i++
+				j--
+			}
+		}
+		switch {
+		case k <= j:
+			hi = j
+		case k >= i:
+			lo = i
+		default:
+			return cs[k]
+		}
+	}
+	return cs[k]
 }
 
 func sortCounts(m map[string]int64, n int) []CountRow {
