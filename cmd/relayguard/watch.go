@@ -122,7 +122,9 @@ func runReplay(ctx context.Context, gc config.GuardConfig, never []netip.Prefix,
 	defer out.Flush()
 	enc := json.NewEncoder(out)
 	nbans := 0
-	g := guard.New(guard.Options{Config: gc, Never: never, Replay: true, Log: slog.New(slog.DiscardHandler), OnBan: func(b guard.Ban) {
+	counters := guard.NewMemoryFor(gc) // bounded by guard.max_tracked
+	counters.Log = log
+	g := guard.New(guard.Options{Config: gc, Never: never, Replay: true, Counters: counters, Log: slog.New(slog.DiscardHandler), OnBan: func(b guard.Ban) {
 		nbans++
 		if asJSON {
 			enc.Encode(toJSON(b))
@@ -134,6 +136,7 @@ func runReplay(ctx context.Context, gc config.GuardConfig, never []netip.Prefix,
 	var lines, events int64
 	// One failed login logged by several processes counts once.
 	counting := logwatch.NewOnce(countingSink{next: g, n: &events})
+	counting.Max, counting.Log = gc.MaxTracked, log
 	start := time.Now()
 	for _, f := range files {
 		if f == "-" {
@@ -158,7 +161,7 @@ func runReplay(ctx context.Context, gc config.GuardConfig, never []netip.Prefix,
 	}
 	el := time.Since(start)
 	log.Info("replay done", "lines", lines, "events", events, "bans", nbans, "seconds", el.Seconds(),
-		"lines_per_second", int64(float64(lines)/el.Seconds()))
+		"lines_per_second", int64(float64(lines)/el.Seconds()), "tracked", counters.Tracked(), "dropped", counters.Evicted(), "pairing_dropped", counting.Dropped())
 	return nil
 }
 

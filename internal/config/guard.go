@@ -19,6 +19,7 @@ type GuardConfig struct {
 	Count         []string `toml:"count" comment:"Event kinds that count as failures: auth_failure, relay_denied, protocol_abuse,\nlost_after_auth, dnsbl_reject, reject, unknown_recipient (RCPT to a local user that does not exist:\nrecipient enumeration; not counted by default, since a sender with stale addresses makes them too)."`
 	SuccessGrace  Duration `toml:"success_grace" comment:"A client that authenticated successfully this recently needs twice maxretry failures to be banned\nand is not counted towards subnet bans (one typo does not lock out a user). 0 disables."`
 	Allow         []string `toml:"allow" comment:"Networks (CIDR) never banned, besides mynetworks, own_addresses and loopback."`
+	MaxTracked    int      `toml:"max_tracked" comment:"Most failing addresses whose recent failures are kept in memory (watch --replay's counters, and the\nattempts of each address that watch and serve pair across Postfix, Dovecot and PAM), and most prefixes per\nsubnet rule. When full, the addresses with the fewest recent failures, least recently seen first, are\ndropped (a notice is logged): a flood of fresh addresses cannot push out one close to its ban. ~100 bytes each."`
 
 	Subnets    []SubnetRule `toml:"subnet" comment:"Subnet aggregation: when this many distinct addresses of one prefix fail within window,\nthe whole prefix is banned."`
 	AuthLimits []AuthLimit  `toml:"auth_limit" comment:"In-process AUTH failure limits, per address and per surrounding prefix. When one bites,\nAUTH gets 454 4.7.0 until the window has passed. 0 disables a window."`
@@ -63,6 +64,7 @@ func defaultGuard() GuardConfig {
 		BanTimeMax:    Duration(28 * 24 * time.Hour),
 		Count:         []string{"auth_failure", "relay_denied", "protocol_abuse"},
 		SuccessGrace:  Duration(1 * time.Hour),
+		MaxTracked:    100_000,
 		Subnets: []SubnetRule{
 			{Family: "ipv4", Bits: 24, Addresses: 5, Window: Duration(1 * time.Hour)},
 			{Family: "ipv6", Bits: 64, Addresses: 3, Window: Duration(1 * time.Hour)},
@@ -107,6 +109,9 @@ func (c *GuardConfig) validate() error {
 	}
 	if c.SuccessGrace < 0 {
 		return fmt.Errorf("guard.success_grace %s: must not be negative", c.SuccessGrace.D())
+	}
+	if c.MaxTracked < 1000 {
+		return fmt.Errorf("guard.max_tracked %d: must be at least 1000 (a small table lets a handful of addresses push an attacker's failures out)", c.MaxTracked)
 	}
 	if c.PopBeforeSMTP < 0 {
 		return fmt.Errorf("guard.pop_before_smtp %s: must not be negative", c.PopBeforeSMTP.D())

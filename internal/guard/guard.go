@@ -24,7 +24,7 @@ type Options struct {
 	Config   config.GuardConfig
 	Never    []netip.Prefix      // never banned: mynetworks, own addresses, allow list (loopback is added)
 	Store    BanStore            // nil: MemStore
-	Counters Counters            // nil: Memory
+	Counters Counters            // nil: NewMemoryFor(Config), logging to Log
 	Logins   LoginStore          // nil: logins are remembered in memory only
 	Limiter  *limits.AuthLimiter // nil: built from Config.AuthLimits, in memory
 	Enforcer firewall.Enforcer   // nil: none (replay)
@@ -78,11 +78,13 @@ func New(o Options) *Guard {
 	if o.Store == nil {
 		o.Store = NewMemStore()
 	}
-	if o.Counters == nil {
-		o.Counters = NewMemory()
-	}
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
+	}
+	if o.Counters == nil {
+		m := NewMemoryFor(o.Config)
+		m.Log = o.Log
+		o.Counters = m
 	}
 	if o.Now == nil {
 		o.Now = time.Now

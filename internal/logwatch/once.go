@@ -2,10 +2,12 @@ package logwatch
 
 import (
 	"context"
+	"log/slog"
 	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/relayguard/relayguard/internal/event"
@@ -145,6 +147,19 @@ func (p *pending) misses(l layer) bool { return p.missing[bit(l)] > 0 }
 type Once struct {
 	next event.Sink
 
+	// Max bounds the addresses of a generation (guard.max_tracked; 0: no
+	// bound): one that reaches it is rotated at once, dropping the
+	// generation before (memory: at most twice Max addresses, ~150 bytes
+	// each). What is dropped is only the pairing of lines: a line whose
+	// attempt was forgotten counts again, so a flood of addresses can make
+	// the guard count more, never less. Log gets a notice when that
+	// starts, and when rotations are back to every keepAttempts.
+	Max int
+	Log *slog.Logger
+	// dropped counts the addresses forgotten by an early rotation.
+	dropped atomic.Uint64
+	full    bool
+
 	// The addresses' attempts in two generations: cur, and prev, the
 	// generation before the last rotation (every keepAttempts of event
 	// time). An address found in prev moves to cur; one not seen for two
@@ -203,7 +218,9 @@ func (o *Once) attempts(e event.Event, l layer) int {
 		o.latest = t
 	}
 	if o.latest.Sub(o.rotated) >= keepAttempts {
-		o.prev, o.cur, o.rotated = o.cur, make(map[netip.Addr]*pending, len(o.cur)), o.latest
+		o.rotate(false)
+	} else if o.Max > 0 && len(o.cur) >= o.Max {
+		o.rotate(true)
 	}
 	p := o.get(ip)
 	fresh := 0
@@ -229,6 +246,28 @@ func (o *Once) attempts(e event.Event, l layer) int {
 	}
 	return fresh
 }
+
+// rotate starts a new generation, dropping the one before; early when the
+// current one reached Max before its time.
+func (o *Once) rotate(early bool) {
+	if early {
+		o.dropped.Add(uint64(len(o.prev)))
+	}
+	if early != o.full && o.Log != nil {
+		if early {
+			o.Log.Warn("logwatch: failed-login pairing full: forgetting the oldest addresses' attempts early (a line of one of them may count again); raise guard.max_tracked if this is not an attack by that many addresses at once",
+				"max_tracked", o.Max)
+		} else {
+			o.Log.Info("logwatch: failed-login pairing has room again", "max_tracked", o.Max, "dropped", o.dropped.Load())
+		}
+	}
+	o.full = early
+	o.prev, o.cur, o.rotated = o.cur, make(map[netip.Addr]*pending, min(len(o.cur), max(o.Max, 1024))), o.latest
+}
+
+// Dropped is how many addresses' attempts were forgotten early because a
+// generation reached Max.
+func (o *Once) Dropped() uint64 { return o.dropped.Load() }
 
 // bit is the index of a layer's bit.
 func bit(l layer) int {

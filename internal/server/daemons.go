@@ -253,6 +253,11 @@ func Watch(ctx context.Context, cfg *config.Config, log *slog.Logger, stdin io.R
 	// guard, the accounts' detector and the console read the same events.
 	bus.Subscribe(acct.Detector)
 	sink := logwatch.NewOnce(bus)
+	sink.Max, sink.Log = cfg.Guard.MaxTracked, log
+	prom.Register(reg, prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "relayguard_guard_pairing_dropped_total",
+		Help: "Addresses whose recent failed logins were forgotten early because more than guard.max_tracked addresses failed within 5 minutes (a line of one of them may count again).",
+	}, func() float64 { return float64(sink.Dropped()) }))
 	var sources atomic.Int32
 	for _, f := range cfg.Guard.Files {
 		sources.Add(1)

@@ -3,6 +3,15 @@
 // attacking addresses, in bursts, IPv4 and IPv6), and the rest RBL and
 // relay-access rejections. It prints the attacking addresses to the file
 // named by -offenders, one per line.
+//
+// With -distinct N it writes the guard's memory workload instead
+// (bench/guard/memory.sh): N distinct IPv4 addresses spread over the
+// address space each fail SASL twice within 30 minutes (2N lines, inside
+// findtime and the subnet window: nothing may expire), and among them
+// -attackers addresses fail six times each (over maxretry: they must be
+// banned however full the guard's tables are) and five /24s have five
+// failing addresses each (a subnet ban each, with the default rules); the
+// offenders file gets the attackers and the /24s.
 package main
 
 import (
@@ -11,6 +20,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"slices"
+	"strings"
 	"time"
 )
 
@@ -19,7 +30,15 @@ func main() {
 	out := flag.String("o", "mail.log", "output file")
 	offenders := flag.String("offenders", "offenders.txt", "file for the attacking addresses")
 	attackers := flag.Int("attackers", 2000, "number of attacking addresses")
+	distinct := flag.Int("distinct", 0, "write the memory workload: this many distinct addresses failing twice in 30 minutes")
 	flag.Parse()
+	if *distinct > 0 {
+		if err := dense(*out, *offenders, *distinct, *attackers); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		return
+	}
 
 	r := rand.New(rand.NewPCG(1, 2))
 	f, err := os.Create(*out)
@@ -95,4 +114,93 @@ func main() {
 		fmt.Fprintln(o, a)
 	}
 	o.Close()
+}
+
+// dense writes the memory workload (see the package comment).
+func dense(out, offenders string, n, attackers int) error {
+	r := rand.New(rand.NewPCG(3, 4))
+	f, err := os.Create(out)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	w := bufio.NewWriterSize(f, 1<<20)
+	// Distinct addresses: a random permutation of the /24s (outside the
+	// attackers' and the subnets' 10/8), a random host in each, then the
+	// next /24 round of hosts when n is above 2^24 - 2^16.
+	seen := make(map[uint32]bool, n)
+	addrs := make([]uint32, 0, n+attackers)
+	for len(addrs) < n {
+		a := r.Uint32()
+		if a>>24 == 10 || a>>24 == 0 || a>>24 >= 224 || a>>24 == 127 || a&0xff == 0 || a&0xff == 255 || seen[a] {
+			continue
+		}
+		seen[a] = true
+		addrs = append(addrs, a)
+	}
+	var truth []string
+	// Each attacker fails six times (maxretry 5): its failures are spread
+	// over the 30 minutes among the others'.
+	type failure struct {
+		a     uint32
+		times int
+	}
+	var fs []failure
+	for _, a := range addrs {
+		fs = append(fs, failure{a, 2})
+	}
+	for i := range attackers {
+		a := uint32(10)<<24 | uint32(i/200+1)<<16 | uint32(i%200+1)<<8 | 7
+		fs = append(fs, failure{a, 6})
+		truth = append(truth, fmt.Sprintf("%d.%d.%d.%d", a>>24, a>>16&0xff, a>>8&0xff, a&0xff))
+	}
+	for s := range 5 { // five /24s of five addresses failing twice
+		for h := range 5 {
+			fs = append(fs, failure{uint32(10)<<24 | 250<<16 | uint32(s+1)<<8 | uint32(h+10), 2})
+		}
+		truth = append(truth, fmt.Sprintf("10.250.%d.0/24", s+1))
+	}
+	// Lines: every failure of every address, shuffled, over 30 minutes;
+	// an attacker's six within five minutes of each other (findtime 10m).
+	var lines []uint32
+	var burst [][2]int // attackers' failures: position among the others, failure
+	for i, f := range fs {
+		if f.times == 6 {
+			continue
+		}
+		for range f.times {
+			lines = append(lines, uint32(i))
+		}
+	}
+	r.Shuffle(len(lines), func(i, j int) { lines[i], lines[j] = lines[j], lines[i] })
+	span := len(lines) / 6
+	for i, f := range fs {
+		if f.times == 6 {
+			p := r.IntN(len(lines) - span)
+			for j := range 6 {
+				burst = append(burst, [2]int{p + j*span/6, i})
+			}
+		}
+	}
+	slices.SortFunc(burst, func(a, b [2]int) int { return a[0] - b[0] })
+	all := make([]uint32, 0, len(lines)+len(burst))
+	for i, l := range lines {
+		for len(burst) > 0 && burst[0][0] == i {
+			all = append(all, uint32(burst[0][1]))
+			burst = burst[1:]
+		}
+		all = append(all, l)
+	}
+	lines = all
+	start := time.Date(2026, 11, 22, 0, 0, 0, 0, time.UTC)
+	step := 30 * time.Minute / time.Duration(len(lines))
+	for i, l := range lines {
+		a := fs[l].a
+		ts := start.Add(time.Duration(i) * step).Format(time.Stamp)
+		fmt.Fprintf(w, "%s mx1 postfix/smtpd[%d]: warning: unknown[%d.%d.%d.%d]: SASL LOGIN authentication failed: UGFzc3dvcmQ6\n", ts, 1000+i%30000, a>>24, a>>16&0xff, a>>8&0xff, a&0xff)
+	}
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	return os.WriteFile(offenders, []byte(strings.Join(truth, "\n")+"\n"), 0o644)
 }
