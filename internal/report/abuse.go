@@ -26,16 +26,16 @@ type abuseState struct {
 	ar           *arena
 	pre          *parsed // the current line's message, parsed ahead (or nil)
 
-	clients       map[[16]byte]int32 // client address (As16) → number (all zero: unknown)
-	clientStats   []clientStat       // by number
-	clientAddrs   []netip.Addr       // by number
-	users         keyIndex           // user name tried → number (names kept)
-	userLinks     []userLink         // the users each address tried, as lists
-	relayByDomain *counter           // target domain → relay attempts
-	dnsbl         *counter           // list → rejections
-	reasons       *counter           // rejection reason → count (chart)
-	postscreen    *counter           // postscreen event kind → count
-	ruleRejects   *counter           // relayguard rule → count
+	clients       addrIndex    // client address (As16) → number (all zero: unknown)
+	clientStats   []clientStat // by number
+	clientAddrs   []netip.Addr // by number
+	users         keyIndex     // user name tried → number
+	userLinks     []userLink   // the users each address tried, as lists
+	relayByDomain *counter     // target domain → relay attempts
+	dnsbl         *counter     // list → rejections
+	reasons       *counter     // rejection reason → count (chart)
+	postscreen    *counter     // postscreen event kind → count
+	ruleRejects   *counter     // relayguard rule → count
 	ndnPerHour    [24]int64
 	ndns          int64
 	ndnRcpt       *counter        // NDN recipient → delivery attempts
@@ -73,7 +73,7 @@ type egressStat struct {
 func newAbuseState(local []string, ar *arena) *abuseState {
 	s := &abuseState{
 		localDomains: map[string]bool{}, ar: ar,
-		clients: map[[16]byte]int32{}, users: keyIndex{ar: ar, keep: true},
+		users:         keyIndex{ar: ar},
 		relayByDomain: newCounter(ar), dnsbl: newCounter(ar), reasons: newCounter(ar),
 		postscreen: newCounter(ar), ruleRejects: newCounter(ar),
 		ndnRcpt: newCounter(ar), localSenders: map[string]bool{},
@@ -138,14 +138,12 @@ func (s *abuseState) Publish(_ context.Context, e event.Event) {
 // until the next call.
 func (s *abuseState) client(ip netip.Addr) *clientStat {
 	ip = ip.Unmap()
-	var k [16]byte // (the map's key has no pointer: nothing for the collector to trace)
+	var k [16]byte // (the table's key has no pointer: nothing for the collector to trace)
 	if ip.IsValid() {
 		k = ip.As16()
 	}
-	i, ok := s.clients[k]
+	i, ok := s.clients.get(k)
 	if !ok {
-		i = int32(len(s.clientStats))
-		s.clients[k] = i
 		s.clientStats = append(s.clientStats, clientStat{users: -1})
 		s.clientAddrs = append(s.clientAddrs, ip)
 	}

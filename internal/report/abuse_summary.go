@@ -33,7 +33,7 @@ func clientName(a netip.Addr) string {
 func (s *abuseState) topUsers(head int32, n int) []CountRow {
 	var rows []CountRow
 	for l := head; l >= 0; l = s.userLinks[l].next {
-		rows = append(rows, CountRow{s.users.names[s.userLinks[l].user], s.userLinks[l].n})
+		rows = append(rows, CountRow{s.users.keys[s.userLinks[l].user], s.userLinks[l].n})
 	}
 	return byHost(rows, n, func(r *CountRow) int64 { return r.Count }, func(r *CountRow) string { return r.Key })
 }
@@ -156,7 +156,7 @@ func (s *abuseState) summary(n int) Abuse {
 	for j := range ab.AuthBySubnet {
 		var rows []CountRow
 		for u, c := range users[j] {
-			rows = append(rows, CountRow{s.users.names[u], c})
+			rows = append(rows, CountRow{s.users.keys[u], c})
 		}
 		ab.AuthBySubnet[j].Users = byHost(rows, 10, func(r *CountRow) int64 { return r.Count }, func(r *CountRow) string { return r.Key })
 	}

@@ -349,6 +349,9 @@ func isWord(s string) bool {
 
 // domain is gimmeDomain with a bounded cache (the same clients recur).
 func (a *Analyzer) domain(client string) string {
+	if d, ok := unknownClient(client); ok { // (cheaper than the cache)
+		return strings.Clone(d)
+	}
 	if d, ok := a.domCache[client]; ok {
 		return d
 	}

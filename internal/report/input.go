@@ -67,6 +67,9 @@ func (a *Analyzer) ReadLines(r io.Reader, p *logline.Parser) error {
 		o := a.opt
 		domains := map[string]string{}
 		dom := func(c string) string {
+			if d, ok := unknownClient(c); ok { // (cheaper than the cache)
+				return d
+			}
 			if d, ok := domains[c]; ok {
 				return d
 			}

@@ -46,15 +46,28 @@ var (
 // name is "unknown". It returns "" for a string it cannot split, as
 // pflogsumm does (such a client is then not counted as a sending domain).
 func gimmeDomain(s string) string {
-	// "unknown[ADDR]", most of a botnet's clients: every expression below
-	// gives ADDR when it has no bracket, parenthesis or slash.
-	if ip, ok := strings.CutPrefix(s, "unknown["); ok && strings.HasSuffix(ip, "]") {
-		ip = ip[:len(ip)-1]
-		if ip != "" && !strings.ContainsAny(ip, "[]()/") {
-			return ip
-		}
+	if ip, ok := unknownClient(s); ok {
+		return ip
 	}
 	return gimmeDomainRE(s)
+}
+
+// unknownClient is gimmeDomain of "unknown[ADDR]", most of a botnet's
+// clients: every expression of gimmeDomainRE gives ADDR when it has no
+// bracket, parenthesis or slash.
+func unknownClient(s string) (string, bool) {
+	ip, ok := strings.CutPrefix(s, "unknown[")
+	if !ok || len(ip) < 2 || ip[len(ip)-1] != ']' {
+		return "", false
+	}
+	ip = ip[:len(ip)-1]
+	for i := 0; i < len(ip); i++ {
+		switch ip[i] {
+		case '[', ']', '(', ')', '/':
+			return "", false
+		}
+	}
+	return ip, true
 }
 
 // gimmeDomainRE is gimmeDomain by pflogsumm's expressions alone.

@@ -1,9 +1,12 @@
 package report
 
 import (
+	"fmt"
 	"math/rand/v2"
+	"net/netip"
 	"slices"
 	"testing"
+	"unsafe"
 )
 
 // TestNthLargest compares the quickselect with a sort on random counts,
@@ -23,5 +26,63 @@ func TestNthLargest(t *testing.T) {
 		if got := nthLargest(slices.Clone(cs), n); got != want {
 			t.Fatalf("nthLargest(%v, %d) = %d, want %d", cs, n, got, want)
 		}
+	}
+}
+
+// TestKeyIndex numbers 200,000 keys (through many growths) as a Go map
+// would, finds each again, and keeps copies, not the caller's bytes.
+func TestKeyIndex(t *testing.T) {
+	x := keyIndex{ar: &arena{}}
+	want := map[string]int32{}
+	buf := []byte("unknown[")
+	for i := range 200000 {
+		buf = fmt.Appendf(buf[:8], "%d.%d.%d.%d]", i>>16, i>>8&255, i&255, i%7)
+		k := unsafe.String(&buf[0], len(buf)) // overwritten below
+		n, known := x.get(k)
+		if known || n != int32(i) {
+			t.Fatalf("key %d %q: number %d, known %v", i, k, n, known)
+		}
+		want[string(buf)] = n
+		if n, known := x.get(string(buf)); !known || n != int32(i) {
+			t.Fatalf("key %q again: number %d, known %v", buf, n, known)
+		}
+	}
+	if x.len() != len(want) {
+		t.Fatalf("%d keys, want %d", x.len(), len(want))
+	}
+	for k, n := range want {
+		if got, known := x.get(k); !known || got != n || x.keys[n] != k {
+			t.Fatalf("%q: number %d (known %v, key %q), want %d", k, got, known, x.keys[n], n)
+		}
+	}
+	if n, known := x.get(""); known || n != int32(len(want)) {
+		t.Fatalf("empty key: %d, %v", n, known)
+	}
+}
+
+// TestAddrIndex numbers 100,000 addresses (IPv4 and IPv6) through many
+// growths and finds each again.
+func TestAddrIndex(t *testing.T) {
+	var x addrIndex
+	var keys [][16]byte
+	for i := range 100000 {
+		var k [16]byte
+		if i%3 == 0 {
+			k = netip.AddrFrom4([4]byte{byte(i >> 16), byte(i >> 8), byte(i), 7}).As16()
+		} else {
+			k[0], k[1], k[7], k[8], k[15] = 0x20, 0x01, byte(i>>16), byte(i>>8), byte(i)
+		}
+		keys = append(keys, k)
+		if n, known := x.get(k); known || n != int32(i) {
+			t.Fatalf("address %d: number %d, known %v", i, n, known)
+		}
+	}
+	for i, k := range keys {
+		if n, known := x.get(k); !known || n != int32(i) {
+			t.Fatalf("address %d again: number %d, known %v", i, n, known)
+		}
+	}
+	if n, known := x.get([16]byte{}); known || n != int32(len(keys)) {
+		t.Fatalf("zero address: %d, %v", n, known)
 	}
 }

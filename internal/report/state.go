@@ -37,37 +37,6 @@ func (ar *arena) clone(s string) string {
 	return unsafe.String(&ar.buf[n], len(s))
 }
 
-// keyIndex numbers distinct keys from 0, copying each key once into its
-// arena. Looking up a key never assigns to the map: Go's map assignment
-// rewrites a string key, which would make the map keep a substring of a
-// (large) read buffer alive instead of the key's own copy.
-type keyIndex struct {
-	m     map[string]int32
-	ar    *arena
-	keep  bool     // keep the keys in order of their numbers (names)
-	names []string // with keep
-}
-
-// get returns k's number and whether k was already known; a new key gets
-// the next number (n, the number of keys so far).
-func (x *keyIndex) get(k string) (int32, bool) {
-	if i, ok := x.m[k]; ok {
-		return i, true
-	}
-	if x.m == nil {
-		x.m = map[string]int32{}
-	}
-	i := int32(len(x.m))
-	k = x.ar.clone(k)
-	x.m[k] = i
-	if x.keep {
-		x.names = append(x.names, k)
-	}
-	return i, false
-}
-
-func (x *keyIndex) len() int { return len(x.m) }
-
 // counter counts by key. The counts live in a slice indexed by the key's
 // number, so that a table holds no pointer per entry.
 type counter struct {
@@ -93,7 +62,7 @@ func (c *counter) len() int { return c.keys.len() }
 // all yields every key with its count, in no order.
 func (c *counter) all() iter.Seq2[string, int64] {
 	return func(yield func(string, int64) bool) {
-		for k, i := range c.keys.m {
+		for i, k := range c.keys.keys {
 			if !yield(k, c.n[i]) {
 				return
 			}

@@ -412,7 +412,7 @@ func (a *Analyzer) Summary() *Summary {
 
 func domainRows(t *statTable, n int, delays bool) []DomainRow {
 	rows := make([]DomainRow, 0, len(t.rows))
-	for k, i := range t.keys.m {
+	for i, k := range t.keys.keys {
 		st := &t.rows[i]
 		r := DomainRow{Domain: k, Count: st.count, Bytes: st.size, Defers: st.defers}
 		if delays {
@@ -438,7 +438,7 @@ func domainRows(t *statTable, n int, delays bool) []DomainRow {
 
 func userRows(t *statTable, n int, bySize bool) []UserRow {
 	rows := make([]UserRow, 0, len(t.rows))
-	for k, i := range t.keys.m {
+	for i, k := range t.keys.keys {
 		rows = append(rows, UserRow{k, t.rows[i].count, t.rows[i].size})
 	}
 	count := func(r *UserRow) int64 { return r.Count }

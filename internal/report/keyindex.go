@@ -1,0 +1,119 @@
+package report
+
+import "hash/maphash"
+
+// keyIndex numbers distinct keys from 0, copying each key once into its
+// arena; the keys are kept in order of their numbers.
+//
+// It is an open-addressing hash table written here rather than a Go map
+// because of how the report's big tables grow: on a botnet's log a table
+// (warnings, rejections by client) gets 100,000s of keys, and a Go map
+// hashes every string key again each time it grows, reading each key's
+// bytes from memory (a cache miss per key), with a 16-byte string header
+// per slot. A slot here is 8 bytes, the key's hash and its number: the
+// table grows without reading a key, and a lookup reads one slot and, when
+// its hash matches, the key itself. Lookups never store the caller's
+// string (a substring of a large read buffer would be kept alive).
+type keyIndex struct {
+	slots []uint64 // 0: free; else the low 32 bits of the key's hash and, above them, its number + 1
+	keys  []string // by number: the arena's copies
+	ar    *arena
+}
+
+// keySeed seeds the hash of every table: random per process, so that a
+// log's content (written by whoever connects) cannot be chosen to collide.
+var keySeed = maphash.MakeSeed()
+
+// get returns k's number and whether k was already known; a new key gets
+// the next number (n, the number of keys so far).
+func (x *keyIndex) get(k string) (int32, bool) {
+	if x.slots == nil {
+		x.slots = make([]uint64, 8)
+	}
+	h := uint32(maphash.String(keySeed, k))
+	mask := uint32(len(x.slots) - 1)
+	i := h & mask
+	for ; ; i = (i + 1) & mask {
+		s := x.slots[i]
+		if s == 0 {
+			break
+		}
+		if uint32(s) == h {
+			if n := int32(s>>32) - 1; x.keys[n] == k {
+				return n, true
+			}
+		}
+	}
+	n := int32(len(x.keys))
+	x.keys = append(x.keys, x.ar.clone(k))
+	x.slots[i] = uint64(h) | uint64(n+1)<<32
+	if 4*len(x.keys) >= 3*len(x.slots) { // at most 3/4 full
+		x.grow()
+	}
+	return n, false
+}
+
+// grow doubles the table, placing each slot by the hash it holds.
+func (x *keyIndex) grow() {
+	slots := make([]uint64, 2*len(x.slots))
+	mask := uint32(len(slots) - 1)
+	for _, s := range x.slots {
+		if s == 0 {
+			continue
+		}
+		i := uint32(s) & mask
+		for slots[i] != 0 {
+			i = (i + 1) & mask
+		}
+		slots[i] = s
+	}
+	x.slots = slots
+}
+
+func (x *keyIndex) len() int { return len(x.keys) }
+
+// addrIndex numbers distinct client addresses (16 bytes, netip.Addr's
+// As16) from 0, as keyIndex does strings: a botnet's log has 100,000s of
+// them, and a slot holding the key itself makes a lookup one cache miss.
+type addrIndex struct {
+	slots []addrSlot
+	n     int32
+}
+
+type addrSlot struct {
+	k [16]byte
+	n int32 // the key's number + 1; 0: free
+}
+
+// get returns k's number and whether k was already known; a new key gets
+// the next number.
+func (x *addrIndex) get(k [16]byte) (int32, bool) {
+	if x.slots == nil {
+		x.slots = make([]addrSlot, 64)
+	}
+	mask := uint64(len(x.slots) - 1)
+	i := maphash.Bytes(keySeed, k[:]) & mask
+	for ; x.slots[i].n != 0; i = (i + 1) & mask {
+		if x.slots[i].k == k {
+			return x.slots[i].n - 1, true
+		}
+	}
+	x.n++
+	x.slots[i] = addrSlot{k, x.n}
+	if 4*int(x.n) >= 3*len(x.slots) { // at most 3/4 full
+		old := x.slots
+		x.slots = make([]addrSlot, 2*len(old))
+		mask = uint64(len(x.slots) - 1)
+		for _, s := range old {
+			if s.n == 0 {
+				continue
+			}
+			j := maphash.Bytes(keySeed, s.k[:]) & mask
+			for x.slots[j].n != 0 {
+				j = (j + 1) & mask
+			}
+			x.slots[j] = s
+		}
+	}
+	return x.n - 1, false
+}
