@@ -371,7 +371,7 @@ func CanonicalDomain(d string) (string, error) {
 	if len(a) > MaxDomain {
 		return "", fmt.Errorf("domain %q longer than %d octets", d, MaxDomain)
 	}
-	for _, label := range strings.Split(a, ".") {
+	for label := range strings.SplitSeq(a, ".") {
 		if label == "" || len(label) > 63 {
 			return "", fmt.Errorf("bad domain %q: empty or overlong label", d)
 		}

@@ -395,6 +395,9 @@ func (m *Logger) PolicyVerdict(ctx context.Context, v Verdict, warn bool) {
 	} else if strings.EqualFold(v.Action, "permit") || strings.EqualFold(v.Action, "dunno") {
 		lvl = slog.LevelDebug
 	}
+	if m == nil || m.l == nil || !m.l.Enabled(ctx, lvl) {
+		return // before the attributes are made: the policy service calls this per decision
+	}
 	m.log(ctx, lvl, k, slog.String("rule", v.Rule), slog.String("action", v.Action),
 		slog.String("code", v.Code), slog.String("text", v.Text), slog.String("stage", v.Stage),
 		addr("client", v.Client), slog.String("helo", v.Helo), slog.String("from", v.From),
