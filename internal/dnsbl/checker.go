@@ -6,7 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
-	"sort"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -96,6 +97,10 @@ type Checker struct {
 	// health-checked but not part of the score.
 	wzones, wdzones []*Zone
 
+	// zst and dzst are the health records of zones and dzones, in order
+	// (records are made in New and never replaced).
+	zst, dzst []*zoneState
+
 	ipCache, domCache *cache
 	cacheFull         atomic.Bool
 
@@ -144,6 +149,12 @@ func New(q Querier, o Options) (*Checker, error) {
 	c.m = newMetrics(o.Registerer)
 	c.addZones(c.zones, false)
 	c.addZones(c.dzones, true)
+	for _, z := range c.zones {
+		c.zst = append(c.zst, c.state[z.Name])
+	}
+	for _, z := range c.dzones {
+		c.dzst = append(c.dzst, c.state[z.Name])
+	}
 	return c, nil
 }
 
@@ -166,6 +177,11 @@ func (c *Checker) addZones(zs []*Zone, domain bool) (added []*Zone) {
 			st.h.State, st.h.Detail = Healthy, "not checked: health checks are off"
 			st.firstClosed = true
 			close(st.firstDone)
+		}
+		// The statuses a cached answer can have: counted without a
+		// label lookup per zone and request.
+		for i := range st.counted {
+			st.counted[i] = c.m.queries.WithLabelValues(z.Name, Status(i).String())
 		}
 		c.state[z.Name] = st
 		c.m.setState(z.Name, st.h.State)
@@ -194,6 +210,11 @@ func (c *Checker) DomainZones() []*Zone { return c.dzones }
 func (c *Checker) caches() (ip, dom *cache) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	return c.cachesLocked()
+}
+
+// cachesLocked is caches with c.mu held.
+func (c *Checker) cachesLocked() (ip, dom *cache) {
 	if c.ipCache == nil {
 		nip, ndom := 0, 0
 		for _, st := range c.state {
@@ -238,13 +259,18 @@ func (c *Checker) QueryDomain(ctx context.Context, z *Zone, domain string) Resul
 	return c.query(ctx, z, DomainQuery(d, z.Name), dc, dc.domainKey(d))
 }
 
-// cached is the result of z's cached answers for qname, counted as a
-// cache hit (the one place for query's and Check's fast path).
-func (c *Checker) cached(z *Zone, qname string, answers []netip.Addr) Result {
+// cachedResult is the result of z's cached answers for qname, counted as
+// a cache hit (the one place for query's and Check's fast path); st is
+// z's health record, which holds the zone's counters, resolved once.
+func (c *Checker) cachedResult(z *Zone, st *zoneState, qname string, answers []netip.Addr) Result {
 	r := Result{Zone: z, Query: qname, Cached: true, Answers: answers}
 	r.Status, r.Detail = Classify(z, answers)
 	c.m.cacheHit.Inc()
-	c.m.queries.WithLabelValues(z.Name, r.Status.String()).Inc()
+	if int(r.Status) < len(st.counted) {
+		st.counted[r.Status].Inc()
+	} else {
+		c.m.queries.WithLabelValues(z.Name, r.Status.String()).Inc()
+	}
 	return r
 }
 
@@ -273,7 +299,7 @@ func (c *Checker) query(ctx context.Context, z *Zone, qname string, k *cache, ke
 		return r
 	}
 	if answers, ok := k.get(key, st.slot, c.now()); ok {
-		return c.cached(z, qname, answers)
+		return c.cachedResult(z, st, qname, answers)
 	}
 	c.m.cache.WithLabelValues("miss").Inc()
 	// Known failures answer at once instead of stalling every request.
@@ -370,11 +396,14 @@ func (s Score) filter(keep func(Status) bool) []Result {
 
 // String lists the listed zones with their weights, sorted.
 func (s Score) String() string {
-	var parts []string
-	for _, r := range s.Listed() {
-		parts = append(parts, fmt.Sprintf("%s*%d", r.Zone.Name, r.Zone.Weight))
+	var buf [8]string
+	parts := buf[:0]
+	for _, r := range s.Results {
+		if r.Status == Listed {
+			parts = append(parts, r.Zone.Name+"*"+strconv.Itoa(r.Zone.Weight))
+		}
 	}
-	sort.Strings(parts)
+	slices.Sort(parts)
 	return strings.Join(parts, ",")
 }
 
@@ -384,65 +413,99 @@ func (s Score) String() string {
 // once even if several names are listed in it. A zone not checked yet is
 // waited for within the same deadline: a healthy zone's first check takes
 // milliseconds, and a dead one's first check is not waited out.
+//
+// Answers in the cache are taken in one pass, under one lock of the
+// checker, and their results leave Query empty (no name was asked; IPQuery
+// and DomainQuery make it); only the misses are asked, each on its own
+// goroutine. With every answer cached, a check allocates only its
+// Results. (A goroutine per zone and the checker's lock taken three times
+// per zone cost more than the answers; so did a query name per zone.)
 func (c *Checker) Check(ctx context.Context, ip netip.Addr, domains ...string) Score {
-	ctx, cancel := context.WithTimeout(ctx, c.opts.Timeout)
-	defer cancel()
-	type job struct {
-		z      *Zone
-		domain string
-	}
-	var jobs []job
+	return c.CheckInto(ctx, nil, ip, domains...)
+}
+
+// CheckInto is Check with the results in res's array when it has room (a
+// caller that checks often reuses it: res = s.Results[:0]); the results
+// are valid until then.
+func (c *Checker) CheckInto(ctx context.Context, res []Result, ip netip.Addr, domains ...string) Score {
+	var jobsBuf [16]checkJob
+	jobs := jobsBuf[:0]
 	if ip.IsValid() {
-		for _, z := range c.zones {
-			jobs = append(jobs, job{z: z})
+		for i, z := range c.zones {
+			jobs = append(jobs, checkJob{z: z, st: c.zst[i]})
 		}
 	}
-	seen := map[string]bool{}
-	for _, d := range domains {
-		d = strings.ToLower(strings.TrimSuffix(strings.TrimSpace(d), "."))
-		if seen[d] || !DomainQueryable(d) {
-			continue
-		}
-		seen[d] = true
-		for _, z := range c.dzones {
-			jobs = append(jobs, job{z, d})
+	if len(c.dzones) > 0 {
+		var seen []string
+		for _, d := range domains {
+			d = strings.ToLower(strings.TrimSuffix(strings.TrimSpace(d), "."))
+			if slices.Contains(seen, d) || !DomainQueryable(d) {
+				continue
+			}
+			seen = append(seen, d)
+			for i, z := range c.dzones {
+				jobs = append(jobs, checkJob{z: z, st: c.dzst[i], domain: d})
+			}
 		}
 	}
-	res := make([]Result, len(jobs))
-	// Answers in the cache are taken here, in one pass under one lock of
-	// the checker; only the misses are asked, each on its own goroutine.
-	// (With warm caches, a goroutine per zone, and the checker's lock
-	// taken three times per zone, cost more than the answers.)
-	ipc, dc := c.caches()
-	sts := make([]*zoneState, len(jobs))
-	hs := make([]Health, len(jobs))
+	res = slices.Grow(res[:0], len(jobs))[:len(jobs)]
+	clear(res)
+	var usableBuf [16]bool
+	usable := usableBuf[:0]
 	c.mu.Lock()
-	for i, j := range jobs {
-		if st := c.state[j.z.Name]; st != nil && st.firstClosed {
-			sts[i], hs[i] = st, st.h
-		}
+	ipc, dc := c.cachesLocked()
+	for _, j := range jobs {
+		usable = append(usable, j.st != nil && j.st.firstClosed && !j.st.h.State.Disabled())
 	}
 	c.mu.Unlock()
 	now := c.now()
-	var wg sync.WaitGroup
+	ipk := ipKey(ip)
+	var missBuf [16]int
+	misses := missBuf[:0]
 	for i, j := range jobs {
-		if st := sts[i]; st != nil && !hs[i].State.Disabled() {
+		if usable[i] {
 			var answers []netip.Addr
 			var ok bool
 			if j.domain == "" {
-				answers, ok = ipc.get(ipKey(ip), st.slot, now)
+				answers, ok = ipc.get(ipk, j.st.slot, now)
 			} else {
-				answers, ok = dc.get(dc.domainKey(j.domain), st.slot, now)
+				answers, ok = dc.get(dc.domainKey(j.domain), j.st.slot, now)
 			}
 			if ok {
-				q := DomainQuery(j.domain, j.z.Name)
-				if j.domain == "" {
-					q = IPQuery(ip, j.z.Name)
-				}
-				res[i] = c.cached(j.z, q, answers)
+				res[i] = c.cachedResult(j.z, j.st, "", answers)
 				continue
 			}
 		}
+		misses = append(misses, i)
+	}
+	if len(misses) > 0 {
+		c.askMisses(ctx, ip, jobs, misses, res)
+	}
+	s := Score{Results: res}
+	for i, r := range res {
+		if r.Status == Listed && !slices.ContainsFunc(res[:i], func(p Result) bool { return p.Status == Listed && p.Zone == r.Zone }) {
+			s.Score += r.Zone.Weight
+		}
+	}
+	return s
+}
+
+// checkJob is one zone to ask in Check: about the client address, or
+// about domain in a domain zone.
+type checkJob struct {
+	z      *Zone
+	st     *zoneState
+	domain string
+}
+
+// askMisses asks the lists whose answers Check did not find in the cache,
+// in parallel, under one deadline.
+func (c *Checker) askMisses(ctx context.Context, ip netip.Addr, jobs []checkJob, misses []int, res []Result) {
+	ctx, cancel := context.WithTimeout(ctx, c.opts.Timeout)
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, i := range misses {
+		j := jobs[i]
 		wg.Go(func() {
 			if j.domain == "" {
 				res[i] = c.QueryIP(ctx, j.z, ip)
@@ -452,15 +515,6 @@ func (c *Checker) Check(ctx context.Context, ip netip.Addr, domains ...string) S
 		})
 	}
 	wg.Wait()
-	s := Score{Results: res}
-	counted := map[*Zone]bool{}
-	for _, r := range res {
-		if r.Status == Listed && !counted[r.Zone] {
-			counted[r.Zone] = true
-			s.Score += r.Zone.Weight
-		}
-	}
-	return s
 }
 
 // waitFirst waits until every zone has had its first health check, or

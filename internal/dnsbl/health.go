@@ -10,6 +10,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/relayguard/relayguard/internal/dnsutil"
 )
 
@@ -56,6 +58,8 @@ type zoneState struct {
 	h           Health
 	firstDone   chan struct{} // closed after the first health check
 	firstClosed bool
+	// counted[Clean], counted[Listed]: queries{zone, result}, resolved once
+	counted [Listed + 1]prometheus.Counter
 
 	fails       int       // temporary failures in a row at run time
 	streakStart time.Time // when the first of them was sent

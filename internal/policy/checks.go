@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"sync"
 
 	"github.com/relayguard/relayguard/internal/address"
 	"github.com/relayguard/relayguard/internal/dnsbl"
@@ -356,6 +357,10 @@ func validHelo(h string) bool {
 	return true
 }
 
+// scoreBufs holds dnsblScore's results arrays, reused from one check to
+// the next (a check with warm caches allocates nothing else).
+var scoreBufs = sync.Pool{New: func() any { return new([]dnsbl.Result) }}
+
 // dnsblScore is postscreen's weighted sum over [dnsbl] zones for the
 // client address, the sender domain and the HELO name. An unreachable list
 // defers only if its weight could have changed the outcome.
@@ -371,7 +376,13 @@ func (e *Engine) dnsblScore(ctx context.Context, req *Request) Verdict {
 	if h := req.Helo; h != "" && !strings.HasPrefix(h, "[") {
 		domains = append(domains, h)
 	}
-	s := e.bl.Check(ctx, ip, domains...)
+	buf := scoreBufs.Get().(*[]dnsbl.Result)
+	s := e.bl.CheckInto(ctx, *buf, ip, domains...)
+	defer func() {
+		*buf = s.Results[:0]
+		clear(s.Results)
+		scoreBufs.Put(buf)
+	}()
 	th, allow := e.blc.RejectThreshold, e.blc.AllowThreshold
 	up, down := 0, 0
 	var failed []string

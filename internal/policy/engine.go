@@ -56,6 +56,7 @@ type Engine struct {
 	events event.Sink
 	source string
 	lists  map[Stage][]*rule
+	stages map[Stage]*stageMetrics // the metrics of each stage with a list
 	access map[string]*accessTable
 	m      *engineMetrics
 	ownBL  bool // bl was made by New: Run runs its health checks
@@ -68,6 +69,8 @@ type rule struct {
 	warn bool   // warn_if_reject
 	zone *dnsbl.Zone
 	tbl  *accessTable
+	// decisions{stage, action, rule} of the verdicts it decides
+	decided counterCache
 }
 
 // New compiles the restriction lists of the [policy] section. site is the
@@ -79,7 +82,7 @@ func New(site *config.Site, pol config.PolicyConfig, bl config.DNSBLConfig, deps
 		return nil, fmt.Errorf("policy: no site (config.Finish builds it)")
 	}
 	e := &Engine{site: site, pol: pol, blc: bl, res: deps.Resolver, bl: deps.DNSBL, now: deps.Clock, log: deps.Logger,
-		events: deps.Events, source: deps.Source, lists: map[Stage][]*rule{}, access: map[string]*accessTable{}}
+		events: deps.Events, source: deps.Source, lists: map[Stage][]*rule{}, stages: map[Stage]*stageMetrics{}, access: map[string]*accessTable{}}
 	if e.now == nil {
 		e.now = time.Now
 	}
@@ -162,6 +165,9 @@ func New(site *config.Site, pol config.PolicyConfig, bl config.DNSBLConfig, deps
 		e.bl.Watch(extra, extraDomain)
 	}
 	e.m = newEngineMetrics(deps.Registerer)
+	for stage := range e.lists {
+		e.stages[stage] = &stageMetrics{latency: e.m.latency.WithLabelValues(string(stage))}
+	}
 	return e, nil
 }
 
@@ -214,9 +220,13 @@ func stageOf(s Stage) Stage {
 func (e *Engine) Check(ctx context.Context, req *Request) Verdict {
 	start := time.Now()
 	stage := stageOf(req.Stage)
-	ctx, cancel := context.WithTimeout(ctx, e.pol.DNSTimeout.D())
-	defer cancel()
+	// One deadline for every lookup of this list, made into a context
+	// (a timer) only if a check needs one: answers from the caches do not.
+	dctx := &deadlineCtx{Context: ctx, at: start.Add(e.pol.DNSTimeout.D())}
+	defer dctx.stop()
+	ctx = dctx
 	var deferred *Verdict
+	var deferredBy, by *rule
 	var prepends []string
 	var authRes, authID string
 	final := Verdict{Action: Dunno}
@@ -245,18 +255,18 @@ func (e *Engine) Check(ctx context.Context, req *Request) Verdict {
 		if v.Action == Defer && v.IfPermit {
 			if deferred == nil {
 				d := v
-				deferred = &d
+				deferred, deferredBy = &d, r
 			}
 			continue
 		}
 		if v.Action == Permit && deferred != nil {
 			break
 		}
-		final = v
+		final, by = v, r
 		break
 	}
 	if deferred != nil && final.Action != Reject && final.Action != Defer {
-		final = *deferred
+		final, by = *deferred, deferredBy
 	}
 	if final.Action == Dunno || final.Action == Permit {
 		final.Prepend = joinPrepends(prepends)
@@ -265,8 +275,18 @@ func (e *Engine) Check(ctx context.Context, req *Request) Verdict {
 	if final.Rule != "" && final.Text != "" && final.Action != Permit {
 		final.Text += " (rule " + final.Rule + ")"
 	}
-	e.m.decisions.WithLabelValues(string(stage), final.Action.String(), ruleLabel(final.Rule)).Inc()
-	e.m.latency.WithLabelValues(string(stage)).Observe(time.Since(start).Seconds())
+	sm := e.stages[stage]
+	switch {
+	case sm == nil: // a stage without a list
+		e.m.decisions.WithLabelValues(string(stage), final.Action.String(), ruleLabel(final.Rule)).Inc()
+		e.m.latency.WithLabelValues(string(stage)).Observe(time.Since(start).Seconds())
+	case by == nil:
+		sm.none.get(e.m.decisions, stage, final.Action, ruleLabel("")).Inc()
+		sm.latency.Observe(time.Since(start).Seconds())
+	default:
+		by.decided.get(e.m.decisions, stage, final.Action, by.name).Inc()
+		sm.latency.Observe(time.Since(start).Seconds())
+	}
 	if final.Action != Dunno {
 		e.logVerdict(req, stage, final, "verdict")
 		e.publish(ctx, req, final)

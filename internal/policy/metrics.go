@@ -1,6 +1,8 @@
 package policy
 
 import (
+	"sync/atomic"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/relayguard/relayguard/internal/prom"
@@ -25,4 +27,28 @@ func newEngineMetrics(reg prometheus.Registerer) *engineMetrics {
 			Name: "relayguard_dmarc_results_total", Help: "check_dmarc verdicts by DMARC result and the disposition the domain's policy asks for.",
 		}, []string{"result", "disposition"})),
 	}
+}
+
+// stageMetrics are a stage's metric children, resolved once: a label
+// lookup per decision cost more than the decision's cached DNS answers.
+type stageMetrics struct {
+	latency prometheus.Observer
+	none    counterCache // decisions no rule decided (DUNNO)
+}
+
+// counterCache holds decisions{stage, action, rule} children of one rule
+// (a rule sits in one stage's list) by action, made on first use so that
+// only verdicts that happened are exported.
+type counterCache [Warn + 1]atomic.Pointer[prometheus.Counter]
+
+func (c *counterCache) get(vec *prometheus.CounterVec, stage Stage, a Action, rule string) prometheus.Counter {
+	if a < 0 || int(a) >= len(c) {
+		return vec.WithLabelValues(string(stage), a.String(), rule)
+	}
+	if p := c[a].Load(); p != nil {
+		return *p
+	}
+	ctr := vec.WithLabelValues(string(stage), a.String(), rule)
+	c[a].Store(&ctr)
+	return ctr
 }

@@ -34,14 +34,16 @@ type Server struct {
 	// clients; nil: none.
 	Limits *Limits
 
-	once    sync.Once
-	sem     chan struct{}
-	reqs    *prometheus.CounterVec
-	conns   prometheus.Gauge
-	wg      sync.WaitGroup
-	mu      sync.Mutex
-	active  map[net.Conn]struct{}
-	closing bool
+	once sync.Once
+	sem  chan struct{}
+	reqs *prometheus.CounterVec
+	// reqs{result="answered"} and {result="malformed"}, resolved once
+	answered, malformed prometheus.Counter
+	conns               prometheus.Gauge
+	wg                  sync.WaitGroup
+	mu                  sync.Mutex
+	active              map[net.Conn]struct{}
+	closing             bool
 }
 
 func (s *Server) init() {
@@ -56,6 +58,7 @@ func (s *Server) init() {
 		s.reqs = prom.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "relayguard_policyd_requests_total", Help: "Postfix policy requests by result (answered, malformed).",
 		}, []string{"result"}))
+		s.answered, s.malformed = s.reqs.WithLabelValues("answered"), s.reqs.WithLabelValues("malformed")
 		s.conns = prom.Register(reg, prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "relayguard_policyd_connections", Help: "Open Postfix policy connections.",
 		}))
@@ -141,53 +144,85 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 // ServeConn answers requests on one connection until the peer closes it,
 // it idles out, or a request is malformed (logged, then closed, as
 // SMTPD_POLICY_README requires).
+//
+// The connection's buffers are reused from one request to the next, and
+// each answer is one write, or, when the peer has already sent further
+// complete requests (pipelining), the answers to all of them are one
+// write after the last.
 func (s *Server) ServeConn(ctx context.Context, c net.Conn) {
 	s.init()
 	defer c.Close()
 	s.conns.Inc()
 	defer s.conns.Dec()
-	r := bufio.NewReaderSize(c, MaxLine)
-	w := bufio.NewWriter(c)
-	peer := c.RemoteAddr().String()
+	cs := &session{s: s, rd: reader{r: bufio.NewReaderSize(c, MaxLine)}}
+	defer func() {
+		if len(cs.out) > 0 {
+			c.Write(cs.out) // answers to the requests before the one that ended the connection
+		}
+	}()
 	for {
 		if s.IdleTimeout > 0 {
 			c.SetReadDeadline(time.Now().Add(s.IdleTimeout))
 		}
-		attrs, err := ReadAttrs(r)
+		err := cs.next(ctx)
 		if err != nil {
 			if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
 				return
 			}
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() {
-				s.Logger.Info("policy connection idle: closed", "peer", peer, "idle_timeout", s.IdleTimeout)
+				s.Logger.Info("policy connection idle: closed", "peer", c.RemoteAddr().String(), "idle_timeout", s.IdleTimeout)
 				return
 			}
 			if errors.Is(err, ErrMalformed) {
-				s.reqs.WithLabelValues("malformed").Inc()
-				s.Logger.Warn("policy request malformed: connection closed", "peer", peer, "error", err)
+				s.malformed.Inc()
+				s.Logger.Warn("policy request malformed: connection closed", "peer", c.RemoteAddr().String(), "error", err)
 			}
 			return
 		}
-		req, err := ToRequest(attrs)
+		if cs.rd.pending() {
+			continue
+		}
+		_, err = c.Write(cs.out)
+		cs.out = cs.out[:0]
 		if err != nil {
-			s.reqs.WithLabelValues("malformed").Inc()
-			s.Logger.Warn("policy request malformed: connection closed", "peer", peer, "error", err)
-			return
-		}
-		v := s.Engine.Check(ctx, req)
-		action := FormatAction(v)
-		// A message the restriction lists refuse is not counted against
-		// its sender's limits.
-		if v.Action != policy.Reject && v.Action != policy.Defer {
-			if a, hit := s.Limits.Check(ctx, req); hit {
-				action = a
-			}
-		}
-		s.reqs.WithLabelValues("answered").Inc()
-		fmt.Fprintf(w, "action=%s\n\n", action)
-		if err := w.Flush(); err != nil {
 			return
 		}
 	}
+}
+
+// session is one connection's state: its reader, the request being
+// answered (overwritten by each request) and the answers not yet written.
+type session struct {
+	s   *Server
+	rd  reader
+	req policy.Request
+	out []byte
+}
+
+// next reads one request and appends its answer to out.
+func (cs *session) next(ctx context.Context) error {
+	if err := cs.rd.read(); err != nil {
+		return err
+	}
+	if err := cs.rd.request(&cs.req); err != nil {
+		return err
+	}
+	v := cs.s.Engine.Check(ctx, &cs.req)
+	cs.out = append(cs.out, "action="...)
+	// A message the restriction lists refuse is not counted against its
+	// sender's limits.
+	limited := false
+	if v.Action != policy.Reject && v.Action != policy.Defer {
+		var a string
+		if a, limited = cs.s.Limits.Check(ctx, &cs.req); limited {
+			cs.out = append(cs.out, a...)
+		}
+	}
+	if !limited {
+		cs.out = appendAction(cs.out, v)
+	}
+	cs.out = append(cs.out, "\n\n"...)
+	cs.s.answered.Inc()
+	return nil
 }
