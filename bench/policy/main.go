@@ -24,12 +24,14 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"flag"
 	"fmt"
 	"log"
 	"net"
 	"os"
 	"os/signal"
+	"runtime"
 	"slices"
 	"sort"
 	"strconv"
@@ -40,6 +42,7 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+	"golang.org/x/sys/unix"
 )
 
 func main() {
@@ -184,22 +187,52 @@ func cpuNote(cpu0, self0 time.Duration, n int) string {
 	return out + fmt.Sprintf(" server_cpu=%.2fs cpu_per_decision=%.1fµs", d.Seconds(), float64(d.Microseconds())/float64(n))
 }
 
-// kind classifies a reply so that two servers can be compared.
-func kind(action string) string {
-	switch a := strings.ToUpper(action); {
-	case a == "OK":
-		return "permit"
-	case a == "DUNNO" || strings.HasPrefix(a, "PREPEND"):
-		return "dunno"
-	case strings.HasPrefix(a, "REJECT") || strings.HasPrefix(a, "5"):
-		if strings.Contains(strings.ToLower(a), "relay") {
-			return "reject-relay"
+// Reply kinds, so that two servers' answers can be compared.
+const (
+	kPermit = iota
+	kDunno
+	kRelay
+	kRBL
+	kDefer
+	kOther
+	nKinds
+)
+
+var kindNames = [nKinds]string{"permit", "dunno", "reject-relay", "reject-rbl", "defer", "other"}
+
+// classify reads a reply's action line ("action=..." without the line
+// end) without allocating.
+func classify(line []byte) int {
+	a := bytes.TrimSpace(bytes.TrimPrefix(bytes.TrimSpace(line), []byte("action=")))
+	prefix := func(p string) bool { return len(a) >= len(p) && bytes.EqualFold(a[:len(p)], []byte(p)) }
+	switch {
+	case len(a) == 2 && prefix("OK"):
+		return kPermit
+	case len(a) == 5 && prefix("DUNNO"), prefix("PREPEND"):
+		return kDunno
+	case prefix("REJECT"), len(a) > 0 && a[0] == '5':
+		for i := 0; i+5 <= len(a); i++ {
+			if bytes.EqualFold(a[i:i+5], []byte("relay")) {
+				return kRelay
+			}
 		}
-		return "reject-rbl"
-	case strings.HasPrefix(a, "DEFER") || strings.HasPrefix(a, "4"):
-		return "defer"
+		return kRBL
+	case prefix("DEFER"), len(a) > 0 && a[0] == '4':
+		return kDefer
 	}
-	return "other:" + action
+	return kOther
+}
+
+// mixOf renders counts per kind as percentages of n.
+func mixOf(counts *[nKinds]int, n int) string {
+	var ks []string
+	for k, v := range counts {
+		if v > 0 {
+			ks = append(ks, fmt.Sprintf("%s=%.1f%%", kindNames[k], 100*float64(v)/float64(max(n, 1))))
+		}
+	}
+	slices.Sort(ks)
+	return strings.Join(ks, " ")
 }
 
 // request appends the n-th request, sent on connection c: client
@@ -239,98 +272,145 @@ func request(b []byte, n int64, c int) []byte {
 
 // exchange sends one request and reads its reply (an action line and the
 // empty line that ends it); it returns the reply's kind.
-func exchange(conn net.Conn, r *bufio.Reader, req []byte) (string, error) {
+func exchange(conn net.Conn, r *bufio.Reader, req []byte) (int, error) {
 	if _, err := conn.Write(req); err != nil {
-		return "", err
+		return 0, err
 	}
-	line, err := r.ReadString('\n')
-	if err == nil {
-		_, err = r.ReadString('\n')
+	line, err := r.ReadSlice('\n')
+	if err != nil {
+		return 0, err
 	}
-	return kind(strings.TrimPrefix(strings.TrimSpace(line), "action=")), err
+	k := classify(line)
+	_, err = r.ReadSlice('\n')
+	return k, err
 }
 
 // openLoop offers requests at rate per second for d on a pool of conns
-// connections. A dispatcher hands out every request whose scheduled send
-// time has come, stamped with that time; latency runs from it to the
-// reply, so time spent waiting for a free connection counts.
+// connections. Request i is due at start + i/rate. A dispatcher hands out
+// every request whose time has come; a connection that is free takes the
+// next one. Latency runs from the due time to the reply, so time spent
+// waiting for a free connection, or for the load generator itself, counts.
+//
+// The load generator shares the machine with the server, so it also says
+// how well it kept its schedule: dispatch lateness (due time to handing
+// the request out: the generator's own timer and scheduling) and send
+// lateness (due time to the write: that plus waiting for a free
+// connection and for the connection's goroutine to run). A run whose
+// requests left late says so on a "# WARNING" line: its latency is partly
+// the generator's.
 func openLoop(name, addr string, conns int, rate float64, d time.Duration, report bool) {
-	type job struct {
-		n  int64
-		at time.Time
-	}
 	total := int64(rate * d.Seconds())
-	jobs := make(chan job, total+1)
-	lats := make([][]time.Duration, conns)
-	kinds := make([]map[string]int, conns)
+	interval := float64(time.Second) / rate
+	due := func(i int64) time.Duration { return time.Duration(float64(i) * interval) }
+	jobs := make(chan int64, total+1)
+	lat := make([]time.Duration, total)      // due time to reply
+	sendLate := make([]time.Duration, total) // due time to write
+	dispLate := make([]time.Duration, total) // due time to dispatch
+	done := make([]bool, total)
+	kinds := make([][nKinds]int, conns)
 	var fails atomic.Int64
 	var wg sync.WaitGroup
 	ready := make(chan struct{})
+	var start time.Time
 	for c := range conns {
 		conn, err := net.Dial("tcp", addr)
 		if err != nil {
 			log.Fatalf("connect %s: %v", addr, err)
 		}
-		lats[c] = make([]time.Duration, 0, total/int64(conns)*2+16)
-		kinds[c] = map[string]int{}
 		wg.Go(func() {
 			defer conn.Close()
 			r := bufio.NewReader(conn)
 			var buf []byte
 			<-ready
-			for j := range jobs {
-				buf = request(buf[:0], j.n, c)
+			for n := range jobs {
+				buf = request(buf[:0], n, c)
+				at := start.Add(due(n))
+				sendLate[n] = time.Since(at)
 				k, err := exchange(conn, r, buf)
 				if err != nil {
 					fails.Add(1)
 					return
 				}
-				lats[c] = append(lats[c], time.Since(j.at))
+				lat[n] = time.Since(at)
+				done[n] = true
 				kinds[c][k]++
 			}
 		})
 	}
-	close(ready)
 	cpu0, self0 := cpuTime(), selfCPU()
-	start := time.Now()
-	interval := float64(time.Second) / rate
-	for i := int64(0); i < total; {
-		due := min(total, int64(float64(time.Since(start))/interval)+1)
-		for ; i < due; i++ {
-			jobs <- job{i, start.Add(time.Duration(float64(i) * interval))}
-		}
-		time.Sleep(50 * time.Microsecond)
-	}
+	start = time.Now()
+	close(ready)
+	dispatch(jobs, total, start, due, dispLate)
 	close(jobs)
 	wg.Wait()
 	elapsed := time.Since(start)
 	if !report {
 		return
 	}
-	var all []time.Duration
-	mix := map[string]int{}
+	var all, sl, dl []time.Duration
+	for i := range total {
+		if done[i] {
+			all = append(all, lat[i])
+			sl = append(sl, sendLate[i])
+			dl = append(dl, dispLate[i])
+		}
+	}
+	var mix [nKinds]int
 	for c := range conns {
-		all = append(all, lats[c]...)
 		for k, v := range kinds[c] {
 			mix[k] += v
 		}
 	}
-	slices.Sort(all)
-	pct := func(p float64) time.Duration {
-		if len(all) == 0 {
+	for _, s := range [][]time.Duration{all, sl, dl} {
+		slices.Sort(s)
+	}
+	pct := func(s []time.Duration, p float64) time.Duration {
+		if len(s) == 0 {
 			return 0
 		}
-		return all[min(len(all)-1, int(float64(len(all))*p))].Round(time.Microsecond)
+		return s[min(len(s)-1, int(float64(len(s))*p))].Round(time.Microsecond)
 	}
-	late := len(all) - sort.Search(len(all), func(i int) bool { return all[i] > time.Millisecond })
-	var ks []string
-	for k, v := range mix {
-		ks = append(ks, fmt.Sprintf("%s=%.1f%%", k, 100*float64(v)/float64(max(len(all), 1))))
+	over := func(s []time.Duration, t time.Duration) float64 {
+		n := len(s) - sort.Search(len(s), func(i int) bool { return s[i] > t })
+		return 100 * float64(n) / float64(max(len(s), 1))
 	}
-	slices.Sort(ks)
-	fmt.Printf("%-12s open-loop offered=%.0f/s conns=%d decisions=%d achieved=%.0f/s p50=%s p90=%s p99=%s p99.9=%s max=%s over_1ms=%.2f%% failures=%d%s mix=[%s]\n",
-		name, rate, conns, len(all), float64(len(all))/elapsed.Seconds(), pct(0.50), pct(0.90), pct(0.99), pct(0.999), pct(1),
-		100*float64(late)/float64(max(len(all), 1)), fails.Load(), cpuNote(cpu0, self0, len(all)), strings.Join(ks, " "))
+	n := len(all)
+	self := selfCPU() - self0
+	fmt.Printf("%-12s open-loop offered=%.0f/s conns=%d decisions=%d achieved=%.0f/s p50=%s p90=%s p99=%s p99.9=%s max=%s over_1ms=%.2f%% "+
+		"late_p50=%s late_p99=%s late_p99.9=%s late_max=%s sent_late_p99=%s sent_late_p99.9=%s loader_cpu_per_request=%.1fµs failures=%d%s mix=[%s]\n",
+		name, rate, conns, n, float64(n)/elapsed.Seconds(), pct(all, 0.50), pct(all, 0.90), pct(all, 0.99), pct(all, 0.999), pct(all, 1),
+		over(all, time.Millisecond), pct(dl, 0.50), pct(dl, 0.99), pct(dl, 0.999), pct(dl, 1), pct(sl, 0.99), pct(sl, 0.999),
+		float64(self.Microseconds())/float64(max(n, 1)), fails.Load(), cpuNote(cpu0, self0, n), mixOf(&mix, n))
+	// The generator kept its schedule if its own lateness is a small
+	// part of the 1 ms the latency is judged against.
+	if late := over(dl, 100*time.Microsecond); late > 1 || n < int(total) {
+		fmt.Printf("# WARNING %s at %.0f/s: the load generator could not keep its schedule: %.2f%% of the requests were handed out more than 100 µs late (p99 %s), %d of %d answered; the latency above is partly the generator's\n",
+			name, rate, late, pct(dl, 0.99), n, total)
+	}
+}
+
+// dispatch hands out request i at its due time, start+due(i), recording
+// in late how late each was handed out. It sleeps with clock_nanosleep on
+// its own thread: Go's timers wait in epoll_pwait, whose timeout is whole
+// milliseconds, so a sleep of 50 µs in an otherwise idle process lasts a
+// millisecond — a generator that would send its requests in bursts, up to
+// 1 ms late.
+func dispatch(jobs chan<- int64, total int64, start time.Time, due func(int64) time.Duration, late []time.Duration) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	for i := int64(0); i < total; {
+		now := time.Since(start)
+		for ; i < total && due(i) <= now; i++ {
+			late[i] = now - due(i)
+			jobs <- i
+		}
+		if i < total {
+			if wait := due(i) - time.Since(start); wait > 0 {
+				ts := unix.NsecToTimespec(int64(wait))
+				unix.ClockNanosleep(unix.CLOCK_MONOTONIC, 0, &ts, nil)
+			}
+		}
+	}
 }
 
 func run(name, addr string, conns int, d time.Duration, report bool) {
@@ -338,7 +418,7 @@ func run(name, addr string, conns int, d time.Duration, report bool) {
 		wg    sync.WaitGroup
 		mu    sync.Mutex
 		lats  []time.Duration
-		kinds = map[string]int{}
+		kinds [nKinds]int
 		seq   atomic.Int64
 		fails atomic.Int64
 	)
@@ -355,7 +435,7 @@ func run(name, addr string, conns int, d time.Duration, report bool) {
 			defer conn.Close()
 			r := bufio.NewReader(conn)
 			var my []time.Duration
-			mk := map[string]int{}
+			var mk [nKinds]int
 			var buf []byte
 			k := int64(0) // this connection's requests
 			for time.Now().Before(stop) {
@@ -367,13 +447,13 @@ func run(name, addr string, conns int, d time.Duration, report bool) {
 				}
 				k++
 				t0 := time.Now()
-				k, err := exchange(conn, r, buf)
+				kind, err := exchange(conn, r, buf)
 				if err != nil {
 					fails.Add(1)
 					return
 				}
 				my = append(my, time.Since(t0))
-				mk[k]++
+				mk[kind]++
 			}
 			mu.Lock()
 			lats = append(lats, my...)
@@ -395,11 +475,6 @@ func run(name, addr string, conns int, d time.Duration, report bool) {
 		return lats[min(len(lats)-1, int(float64(len(lats))*p))]
 	}
 	total := len(lats)
-	var ks []string
-	for k, v := range kinds {
-		ks = append(ks, fmt.Sprintf("%s=%.1f%%", k, 100*float64(v)/float64(max(total, 1))))
-	}
-	slices.Sort(ks)
 	fmt.Printf("%-12s conns=%d decisions=%d rate=%.0f/s p50=%s p99=%s max=%s failures=%d%s mix=[%s]\n",
-		name, conns, total, float64(total)/d.Seconds(), pct(0.50), pct(0.99), pct(1), fails.Load(), cpuNote(cpu0, self0, total), strings.Join(ks, " "))
+		name, conns, total, float64(total)/d.Seconds(), pct(0.50), pct(0.99), pct(1), fails.Load(), cpuNote(cpu0, self0, total), mixOf(&kinds, total))
 }
