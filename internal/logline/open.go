@@ -153,3 +153,19 @@ func journalString(raw json.RawMessage) (string, bool) {
 	}
 	return string(b), true
 }
+
+// PlainFile returns the file under r, a reader from Open, when Open found
+// it to be plain text (not compressed, not a journal export): a reader that
+// maps the file into memory instead of reading it (logwatch's replay) takes
+// it from there. The file is read from its start, whatever r has read.
+func PlainFile(r io.Reader) (*os.File, bool) {
+	m, ok := r.(*multiCloser)
+	if !ok || len(m.closers) != 1 {
+		return nil, false
+	}
+	if _, text := m.Reader.(*bufio.Reader); !text {
+		return nil, false
+	}
+	f, ok := m.closers[0].(*os.File)
+	return f, ok
+}

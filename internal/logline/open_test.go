@@ -131,3 +131,34 @@ func TestOpenJournalExport(t *testing.T) {
 		t.Errorf("journal entry read as %q: %+v, want %+v", got, l, want)
 	}
 }
+
+// PlainFile gives the file under Open's reader only when Open reads it as
+// it is: plain text, not gzip, not a journal export.
+func TestPlainFile(t *testing.T) {
+	dir := t.TempDir()
+	line := "Nov 23 10:00:00 mx1 postfix/smtpd[1]: connect from unknown[192.0.2.1]\n"
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	zw.Write([]byte(line))
+	zw.Close()
+	for name, c := range map[string]struct {
+		content string
+		plain   bool
+	}{
+		"mail.log":     {line, true},
+		"mail.log.1":   {gz.String(), false},
+		"journal.json": {`{"__CURSOR":"c1","__REALTIME_TIMESTAMP":"1","MESSAGE":"m"}` + "\n", false},
+	} {
+		p := filepath.Join(dir, name)
+		os.WriteFile(p, []byte(c.content), 0o644)
+		r, err := Open(t.Context(), p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f, ok := PlainFile(r)
+		if ok != c.plain || ok && f.Name() != p {
+			t.Errorf("%s: PlainFile = %v, %v; want plain %v", name, f, ok, c.plain)
+		}
+		r.Close()
+	}
+}
