@@ -362,8 +362,8 @@ func TestParseJournalJSON(t *testing.T) {
 	}
 }
 
-// ReplayFile (parallel, in place) and ReplayFileTransient (buffers reused)
-// find the same events in the same order as reading line by line, whatever
+// ReplayFile (parallel, in place) and ReplayFileTransient (buffers reused,
+// or the file mapped) find the same events in the same order as reading line by line, whatever
 // the chunking, also around lines longer than a chunk.
 func TestReplayFileMatchesSequential(t *testing.T) {
 	dir := t.TempDir()
@@ -390,8 +390,23 @@ func TestReplayFileMatchesSequential(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
+	// The same lines gzipped: read through buffers (a plain file is mapped
+	// by ReplayFileTransient).
+	gz := filepath.Join(dir, "mail.log.1")
+	var zb strings.Builder
+	zw := gzip.NewWriter(&zb)
+	zw.Write([]byte(b.String()))
+	zw.Close()
+	os.WriteFile(gz, []byte(zb.String()), 0o644)
 	for name, replay := range map[string]func(context.Context, string, func([]event.Event)) (int64, error){
-		"ReplayFile": ReplayFile, "ReplayFileTransient": ReplayFileTransient} {
+		"ReplayFile": ReplayFile, "ReplayFileTransient": ReplayFileTransient,
+		"ReplayFile gzip": func(ctx context.Context, _ string, s func([]event.Event)) (int64, error) {
+			return ReplayFile(ctx, gz, s)
+		},
+		"ReplayFileTransient gzip": func(ctx context.Context, _ string, s func([]event.Event)) (int64, error) {
+			return ReplayFileTransient(ctx, gz, s)
+		},
+	} {
 		var par []string
 		n, err := replay(t.Context(), path, func(evs []event.Event) {
 			for _, e := range evs {

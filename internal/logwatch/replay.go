@@ -5,9 +5,12 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
 	"runtime"
 	"strings"
 	"unsafe"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/relayguard/relayguard/internal/event"
 	"github.com/relayguard/relayguard/internal/logline"
@@ -17,6 +20,7 @@ import (
 type chunk struct {
 	seq    int
 	data   []byte
+	sunk   func() // called once the chunk's events are sunk (nil: none)
 	events []event.Event
 	lines  int
 	done   chan struct{}
@@ -51,15 +55,130 @@ func replayFile(ctx context.Context, path string, sink func([]event.Event), reus
 		return 0, fmt.Errorf("logwatch: %w", err)
 	}
 	defer r.Close()
-	n, err := replay(ctx, r, sink, reuse)
+	var n int64
+	if f, ok := logline.PlainFile(r); ok && reuse {
+		n, err = replayMapped(ctx, f, sink)
+	} else {
+		n, err = replay(ctx, r, sink, reuse)
+	}
 	if err != nil {
 		return n, fmt.Errorf("logwatch: %s: %w", path, err)
 	}
 	return n, nil
 }
 
+const chunkSize = 1 << 20
+
 func replay(ctx context.Context, r io.Reader, sink func([]event.Event), reuse bool) (int64, error) {
-	const chunkSize = 1 << 20
+	return pipeline(ctx, sink, reuse, func(work, order chan<- *chunk, free <-chan *chunk) error {
+		var carry []byte
+		for seq := 0; ; seq++ {
+			if ctx.Err() != nil {
+				return nil
+			}
+			var c *chunk
+			select {
+			case c = <-free:
+				c.events, c.lines, c.done = c.events[:0], 0, make(chan struct{})
+			default:
+				c = &chunk{done: make(chan struct{})}
+			}
+			c.seq = seq
+			buf := c.data[:0]
+			if cap(buf) < chunkSize+len(carry) {
+				buf = make([]byte, 0, chunkSize+len(carry)+16<<10) // (room for a longer carry next time)
+			}
+			buf = append(buf, carry...)
+			n, err := io.ReadFull(r, buf[len(carry):cap(buf)])
+			buf = buf[:len(carry)+n]
+			last := bytes.LastIndexByte(buf, '\n')
+			if err != nil { // EOF: the rest is the last line
+				if len(buf) > 0 {
+					c.data = buf
+					work <- c
+					order <- c
+				}
+				if err == io.EOF || err == io.ErrUnexpectedEOF {
+					err = nil
+				}
+				return err
+			}
+			if last < 0 {
+				carry = append(carry[:0], buf...) // a line longer than a chunk: read on
+				c.data = buf[:0]
+				seq--
+				continue
+			}
+			carry = append(carry[:0], buf[last+1:]...)
+			c.data = buf[:last+1]
+			work <- c
+			order <- c
+		}
+	})
+}
+
+// replayMapped is replay over a plain file mapped into memory: the chunks
+// are slices of the mapping, so the file is neither copied into buffers
+// nor read by syscalls (on a 1M-line log that was ~10 % of the CPU time);
+// the mapping is removed once the last batch is sunk.
+func replayMapped(ctx context.Context, f *os.File, sink func([]event.Event)) (int64, error) {
+	st, err := f.Stat()
+	if err != nil {
+		return 0, err
+	}
+	size := st.Size()
+	if size == 0 {
+		return 0, nil
+	}
+	if int64(int(size)) != size {
+		return 0, fmt.Errorf("%d bytes: too large to map", size)
+	}
+	data, err := unix.Mmap(int(f.Fd()), 0, int(size), unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		return 0, fmt.Errorf("mmap: %w", err)
+	}
+	defer unix.Munmap(data)
+	_ = unix.Madvise(data, unix.MADV_SEQUENTIAL)
+	return pipeline(ctx, sink, true, func(work, order chan<- *chunk, free <-chan *chunk) error {
+		for seq, off := 0, 0; off < len(data); seq++ {
+			if ctx.Err() != nil {
+				return nil
+			}
+			var c *chunk
+			select {
+			case c = <-free:
+				c.events, c.lines, c.done = c.events[:0], 0, make(chan struct{})
+			default:
+				c = &chunk{done: make(chan struct{})}
+			}
+			end := min(off+chunkSize, len(data))
+			if end < len(data) {
+				if i := bytes.IndexByte(data[end:], '\n'); i >= 0 {
+					end += i + 1
+				} else {
+					end = len(data)
+				}
+			}
+			c.seq, c.data = seq, data[off:end]
+			// Once sunk, the chunk's pages leave the process's resident
+			// set: a mapped page that is touched again (the first and
+			// last page are shared with the neighbours) is read back
+			// from the page cache, so this loses nothing.
+			page := os.Getpagesize()
+			from, to := off/page*page, end/page*page
+			c.sunk = func() { _ = unix.Madvise(data[from:to], unix.MADV_DONTNEED) }
+			off = end
+			work <- c
+			order <- c
+		}
+		return nil
+	})
+}
+
+// pipeline parses the chunks produce sends (to work and, in the same order,
+// to order) on every core and hands their events to sink in order; with
+// reuse, sunk chunks come back on free.
+func pipeline(ctx context.Context, sink func([]event.Event), reuse bool, produce func(work, order chan<- *chunk, free <-chan *chunk) error) (int64, error) {
 	workers := max(runtime.GOMAXPROCS(0), 1)
 	work := make(chan *chunk, workers*2)
 	order := make(chan *chunk, workers*4)
@@ -100,54 +219,7 @@ func replay(ctx context.Context, r io.Reader, sink func([]event.Event), reuse bo
 	go func() {
 		defer close(work)
 		defer close(order)
-		var carry []byte
-		for seq := 0; ; seq++ {
-			if ctx.Err() != nil {
-				readErr <- nil
-				return
-			}
-			var c *chunk
-			select {
-			case c = <-free:
-				c.events, c.lines, c.done = c.events[:0], 0, make(chan struct{})
-			default:
-				c = &chunk{done: make(chan struct{})}
-			}
-			c.seq = seq
-			buf := c.data[:0]
-			if cap(buf) < chunkSize+len(carry) {
-				buf = make([]byte, 0, chunkSize+len(carry)+16<<10) // (room for a longer carry next time)
-			}
-			buf = append(buf, carry...)
-			n, err := io.ReadFull(r, buf[len(carry):cap(buf)])
-			buf = buf[:len(carry)+n]
-			last := bytes.LastIndexByte(buf, '\n')
-			if err != nil { // EOF: the rest is the last line
-				if len(buf) > 0 {
-					c.data = buf
-					work <- c
-					order <- c
-				}
-				if err == io.EOF || err == io.ErrUnexpectedEOF {
-					err = nil
-				}
-				readErr <- err
-				return
-			}
-			if last < 0 {
-				carry = append(carry[:0], buf...) // a line longer than a chunk: read on
-				c.data = buf[:0]
-				if free != nil {
-					free <- c
-				}
-				seq--
-				continue
-			}
-			carry = append(carry[:0], buf[last+1:]...)
-			c.data = buf[:last+1]
-			work <- c
-			order <- c
-		}
+		readErr <- produce(work, order, free)
 	}()
 	var lines int64
 	for c := range order {
@@ -155,6 +227,9 @@ func replay(ctx context.Context, r io.Reader, sink func([]event.Event), reuse bo
 		lines += int64(c.lines)
 		if len(c.events) > 0 {
 			sink(c.events)
+		}
+		if c.sunk != nil {
+			c.sunk()
 		}
 		if free != nil {
 			select {
