@@ -7,15 +7,21 @@
 # milter accepts at MAIL FROM). Postfix 3.7 private instance with Dovecot
 # SASL, messages handed to the discard transport.
 #
-#   RUNS=3 CONNS=20 MSGS=100 bench/milter/run.sh      (root; postfix, dovecot-core)
+#   RUNS=5 CONNS=20 MSGS=300 bench/milter/run.sh      (root; postfix, dovecot-core)
+#
+# Each run has one round of each kind with and without the milter, the
+# order alternating between runs; every round prints msg/s and the CPU
+# per message of Postfix+Dovecot and of the milter, and the last lines
+# ("COST ...") give the medians and the cost in throughput.
 #   STORE=redis://127.0.0.1:6379/0 bench/milter/run.sh  (counters in Redis)
+#   PERF=/tmp/dir bench/milter/run.sh  (perf record of the milter in its rounds)
 #   LIMITS=false bench/milter/run.sh   (smtp_send_limits = false: the policy
 #                                       service counts the limits)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-RUNS=${RUNS:-3}
+RUNS=${RUNS:-5}
 CONNS=${CONNS:-20}
-MSGS=${MSGS:-100}
+MSGS=${MSGS:-300}
 USERS=${USERS:-50}
 RCPTS=${RCPTS:-2}
 PORT=${PORT:-$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}
@@ -129,21 +135,88 @@ milter() {
 	postfix -c "$OUT/pf" reload >/dev/null 2>&1
 	sleep 2
 }
-mx() { # unauthenticated MX mail with smtp-source; prints msg/s
-	local n=$((CONNS * MSGS)) t0 t1
+
+# CPU time (clock ticks) of Postfix's processes and Dovecot's: each master
+# with its reaped children (cutime, cstime) plus its live children. The
+# difference over a round is the CPU those servers spent on it, whichever
+# child did the work and whether it exited meanwhile.
+tree_ticks() { # master pid
+	local m=$1 t=0 c
+	t=$(awk '{print $14+$15+$16+$17}' "/proc/$m/stat")
+	for c in $(pgrep -P "$m"); do
+		t=$((t + $(awk '{print $14+$15}' "/proc/$c/stat" 2>/dev/null || echo 0)))
+	done
+	echo "$t"
+}
+proc_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
+PFMASTER=$(head -1 "$OUT/pfq/pid/master.pid" | tr -d ' ')
+DVMASTER=$(cat "$OUT/dv/run/master.pid")
+RGPID=${PIDS[0]}
+HZ=$(getconf CLK_TCK)
+snap() { echo "$(($(tree_ticks "$PFMASTER") + $(tree_ticks "$DVMASTER"))) $(proc_ticks "$RGPID")"; }
+
+# One round: label, then the command sending CONNS*MSGS messages and
+# printing "rate=N". Prints the rate and the CPU per message (ms) of
+# Postfix+Dovecot and of the milter, and appends "kind label rate cpu"
+# to $OUT/results.
+round() {
+	local kind=$1 label=$2 n=$((CONNS * MSGS)) s0 s1 t0 t1 out rate pf rg
+	shift 2
+	local perf=
+	if [ -n "${PERF:-}" ] && [ "$label" = postfix+milter ]; then
+		perf record -q -F 2000 -g -p "$RGPID" -o "$PERF/$kind.$(date +%s).data" >/dev/null 2>&1 &
+		perf=$!
+	fi
+	s0=$(snap)
 	t0=$(date +%s.%N)
-	smtp-source -s "$CONNS" -m "$n" -l 2048 -f sender@remote.test -t rcpt@example.test "127.0.0.1:$PORT"
+	out=$("$@")
 	t1=$(date +%s.%N)
-	echo "$1 mx (smtp-source)  conns=$CONNS accepted=$n rate=$(echo "$n / ($t1 - $t0)" | bc) msg/s"
+	s1=$(snap)
+	if [ -n "$perf" ]; then kill -INT "$perf"; wait "$perf" || true; fi
+	rate=$(echo "$out" | sed -n 's/.*rate=\([0-9]*\).*/\1/p')
+	[ -n "$rate" ] || rate=$(echo "$n / ($t1 - $t0)" | bc)
+	pf=$(echo "scale=3; (${s1% *} - ${s0% *}) * 1000 / $HZ / $n" | bc)
+	rg=$(echo "scale=3; (${s1#* } - ${s0#* }) * 1000 / $HZ / $n" | bc)
+	printf '%-15s %-6s %6s msg/s  cpu/msg: postfix+dovecot %s ms, milter %s ms  %s\n' "$label" "$kind" "$rate" "$pf" "$rg" "$(echo "$out" | grep -o 'failed=[0-9]*' || true)"
+	echo "$kind $label $rate $pf $rg" >>"$OUT/results"
+}
+auth() {
+	"$OUT/miltersubmit" -name "$1" -addr "127.0.0.1:$PORT" -users "$USERS" -conns "$CONNS" -msgs "$MSGS" -rcpts "$RCPTS"
+}
+mx() { # unauthenticated MX mail with smtp-source, one message per session
+	smtp-source -s "$CONNS" -m $((CONNS * MSGS)) -l 2048 -f sender@remote.test -t rcpt@example.test "127.0.0.1:$PORT"
+}
+both() { # label: one round of each kind
+	round auth "$1" auth "$1"
+	round mx "$1" mx
 }
 
-echo "# $(date -u +%FT%TZ) $(nproc) cores; $CONNS sessions x $MSGS messages, $RCPTS recipients, $USERS logins; store=${STORE:-sqlite}; smtp_send_limits=${LIMITS:-true}"
+echo "# $(date -u +%FT%TZ) $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg); $RUNS runs x $CONNS sessions x $MSGS messages, $RCPTS recipients, $USERS logins; store=${STORE:-sqlite}; smtp_send_limits=${LIMITS:-true}"
+# Warm-up (caches, Dovecot's auth cache, the milter's first connections),
+# not counted.
+milter "unix:$OUT/milter.sock"
+MSGS=20 auth warmup >/dev/null
+: >"$OUT/results"
+# Alternate which configuration goes first, so that a drift of the
+# machine's load favours neither.
 for r in $(seq "$RUNS"); do
-	milter ""
-	"$OUT/miltersubmit" -name "postfix" -addr "127.0.0.1:$PORT" -users "$USERS" -conns "$CONNS" -msgs "$MSGS" -rcpts "$RCPTS"
-	mx "postfix        "
-	milter "unix:$OUT/milter.sock"
-	"$OUT/miltersubmit" -name "postfix+milter" -addr "127.0.0.1:$PORT" -users "$USERS" -conns "$CONNS" -msgs "$MSGS" -rcpts "$RCPTS"
-	mx "postfix+milter "
+	if [ $((r % 2)) -eq 1 ]; then
+		milter ""; both postfix
+		milter "unix:$OUT/milter.sock"; both postfix+milter
+	else
+		milter "unix:$OUT/milter.sock"; both postfix+milter
+		milter ""; both postfix
+	fi
 done
 echo "# milter decisions logged: $(grep -c 'milter decision' "$OUT/rg.log" || true) (warn level: only refusals); errors: $(grep -c 'level=ERROR' "$OUT/rg.log" || true)"
+
+median() { sort -n | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
+col() { awk -v k="$1" -v l="$2" -v c="$3" '$1==k && $2==l {print $c}' "$OUT/results" | median; }
+for kind in auth mx; do
+	a=$(col "$kind" postfix 3) m=$(col "$kind" postfix+milter 3)
+	pa=$(col "$kind" postfix 4) pm=$(col "$kind" postfix+milter 4) rm=$(col "$kind" postfix+milter 5)
+	name=authenticated
+	[ "$kind" = mx ] && name="MX (smtp-source)"
+	printf 'COST %-17s median msg/s: postfix %s, postfix+milter %s => cost %s %%;  median CPU ms/msg: postfix+dovecot %s alone, %s with the milter, milter %s\n' \
+		"$name" "$a" "$m" "$(echo "scale=1; 100 * ($a - $m) / $a" | bc)" "$pa" "$pm" "$rm"
+done
