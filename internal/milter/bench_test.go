@@ -72,6 +72,12 @@ func benchMessage(b *testing.B, limits, accts bool) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	// As the daemon: the accounts' writer and responder run (and stop
+	// before the database closes).
+	actx, stop := context.WithCancel(ctx)
+	ran := make(chan struct{})
+	go func() { defer close(ran); acct.Run(actx, time.Second) }()
+	defer func() { stop(); <-ran }()
 	cfg.Milter.SMTPSendLimits = limits
 	o := Options{Config: cfg.Milter, Limiter: lim, Log: maillog.New(log),
 		Owners: UserDBOwners{Users: users, LocalDomains: cfg.Site.LocalDomains}}

@@ -23,6 +23,7 @@
 package milter
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -116,6 +117,9 @@ func New(o Options) (*Server, error) {
 			return ""
 		}
 	}
+	if o.Owners != nil {
+		o.Owners = newCachedOwners(o.Owners)
+	}
 	s := &Server{o: o, exempt: map[int]bool{}}
 	for _, name := range o.Config.ExemptUsers {
 		if uid, err := strconv.Atoi(name); err == nil {
@@ -140,35 +144,94 @@ func Listen(addr string) (net.Listener, error) { return listen.Listen("milter li
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	srv := &gomilter.Server{
 		NewMilter: func() gomilter.Milter { return &message{s: s, ctx: ctx, uid: -1} },
-		Actions:   gomilter.OptQuarantine,
-		// Every step Postfix need not take is a round trip saved per
-		// message: the body, HELO and the end of headers are never needed
-		// (the From: check and the message's count are made at end of
-		// message), and header fields need no reply.
-		// The connection never gets a refusal here (SMFIP_NR_CONN), nor a
-		// recipient when no send limit is counted (SMFIP_NR_RCPT).
-		Protocol: gomilter.OptNoBody | gomilter.OptNoHelo | gomilter.OptNoEOH | gomilter.OptNoHeaderReply | gomilter.OptNoConnReply,
+		Actions:   gomilter.OptQuarantine | gomilter.OptSetSymList,
+		Protocol:  s.protocol(),
+		SymList:   s.macros(),
 	}
 	if s.o.EndOfData != nil {
-		// check_dmarc needs the body, the HELO name (SPF of the null
-		// sender) and to add and delete header fields.
+		// check_dmarc adds and deletes header fields.
 		srv.Actions |= gomilter.OptAddHeader | gomilter.OptChangeHeader
-		srv.Protocol = gomilter.OptNoEOH | gomilter.OptNoHeaderReply | gomilter.OptNoBodyReply | gomilter.OptNoConnReply
-	}
-	if !s.o.Config.SMTPSendLimits {
-		srv.Protocol |= gomilter.OptNoRcptReply
 	}
 	s.mu.Lock()
 	s.srv = srv
 	s.mu.Unlock()
 	stop := context.AfterFunc(ctx, func() { srv.Close() })
 	defer stop()
-	err := srv.Serve(ln)
+	err := srv.Serve(bufferedListener{ln})
 	if ctx.Err() != nil || errors.Is(err, gomilter.ErrServerClosed) {
 		return nil
 	}
 	return fmt.Errorf("milter listener %s: %w", ln.Addr(), err)
 }
+
+// protocol is what Postfix is asked to send and to wait for (RFC-less:
+// the Sendmail milter protocol, SMFIP_* of libmilter's mfdef.h). Every
+// event Postfix need not send, and every reply it need not wait for, is a
+// round trip saved per message, on both sides (docs/benchmarks/
+// containment.md, round 3):
+//   - never needed: HELO (but for check_dmarc's SPF of the null sender),
+//     DATA, unknown commands, the end of the header (the From: check and
+//     the message's count are made at end of message) and the body (but
+//     for check_dmarc);
+//   - no reply: the connection (never refused here), each header field,
+//     each body chunk, and each recipient when no send limit is counted
+//     here (smtp_send_limits = false);
+//   - no header fields at all when neither the From: binding nor
+//     check_dmarc reads them.
+func (s *Server) protocol() gomilter.OptProtocol {
+	p := gomilter.OptNoData | gomilter.OptNoUnknown | gomilter.OptNoEOH |
+		gomilter.OptNoConnReply | gomilter.OptNoHeaderReply
+	if s.o.EndOfData != nil {
+		p |= gomilter.OptNoBodyReply
+	} else {
+		p |= gomilter.OptNoBody | gomilter.OptNoHelo
+		if !s.o.Config.HeaderFromBinding {
+			p |= gomilter.OptNoHeaders
+		}
+	}
+	if !s.o.Config.SMTPSendLimits {
+		p |= gomilter.OptNoRcptReply
+	}
+	return p
+}
+
+// macros are the only macros Postfix is asked to send (SMFIF_SETSYMLIST:
+// they override milter_*_macros of main.cf): the queue id, the login and
+// the client address at MAIL FROM, the queue id at end of message;
+// nothing with the other events (by default Postfix sends macros with
+// every event, the end-of-header list with each header field).
+func (s *Server) macros() map[gomilter.Stage][]string {
+	return map[gomilter.Stage][]string{
+		gomilter.StageConnect:  nil,
+		gomilter.StageHelo:     nil,
+		gomilter.StageMailFrom: {"i", "{auth_authen}", "{client_addr}"},
+		gomilter.StageRcptTo:   nil,
+		gomilter.StageData:     nil,
+		gomilter.StageEOH:      nil,
+		gomilter.StageEOM:      {"i"},
+	}
+}
+
+// bufferedListener reads each milter connection through a buffer:
+// go-milter reads a packet's length and then its data, two system calls
+// per packet, and Postfix writes a macro packet and its event together
+// (and header fields back to back): one read takes them all.
+type bufferedListener struct{ net.Listener }
+
+func (l bufferedListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &bufferedConn{Conn: c, r: bufio.NewReaderSize(c, 8192)}, nil
+}
+
+type bufferedConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (c *bufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 
 func (s *Server) userName(uid int) string {
 	if v, ok := s.names.Load(uid); ok {
