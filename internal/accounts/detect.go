@@ -178,13 +178,46 @@ func (d *Detector) Failure(ctx context.Context, user string, ip netip.Addr, t ti
 // Sent counts one message of user: far more in this hour than the
 // account's busiest hour of the baseline is the volume signal.
 func (d *Detector) Sent(ctx context.Context, user string, t time.Time) {
-	c := d.cfg
 	hour := t.UTC().Truncate(time.Hour)
 	n, err := d.st.AddSent(ctx, user, hour, 1)
 	if err != nil {
 		d.r.o.Log.Slog().Warn("accounts: state unavailable", "err", err)
 		return
 	}
+	d.volume(ctx, user, hour, n)
+}
+
+// observe writes the front doors' queue id ties and message counts (the
+// batch Service's writer gathered): in one transaction when the store
+// can, then checks the volume of each account counted.
+func (d *Detector) observe(ctx context.Context, ties []QueueTie, sent []SentCount) {
+	if b, ok := d.st.(batchObserver); ok {
+		if err := b.Observe(ctx, d.r.o.Host, ties, sent); err != nil {
+			d.r.o.Log.Slog().Warn("accounts: state unavailable", "err", err)
+			return
+		}
+	} else {
+		for _, t := range ties {
+			d.Tie(ctx, t.User, t.QID, t.T)
+		}
+		for i, c := range sent {
+			n, err := d.st.AddSent(ctx, c.User, c.Hour, c.N)
+			if err != nil {
+				d.r.o.Log.Slog().Warn("accounts: state unavailable", "err", err)
+				return
+			}
+			sent[i].Count = n
+		}
+	}
+	for _, c := range sent {
+		d.volume(ctx, c.User, c.Hour, c.Count)
+	}
+}
+
+// volume is the volume signal: n messages of user in the hour starting
+// at hour.
+func (d *Detector) volume(ctx context.Context, user string, hour time.Time, n int64) {
+	c := d.cfg
 	if c.VolumeFactor <= 0 || n <= int64(c.VolumeMinimum) {
 		return
 	}

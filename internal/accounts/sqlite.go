@@ -182,6 +182,59 @@ ON CONFLICT (user, hour) DO UPDATE SET count = count + excluded.count RETURNING 
 	return c, nil
 }
 
+// Observe writes ties and sent (batchObserver) in one transaction: one
+// commit for every message of a batch instead of two per message (the
+// accounts' writes were a sixth of the milter's CPU per message).
+func (s *SQLStore) Observe(ctx context.Context, host string, ties []QueueTie, sent []SentCount) error {
+	if err := s.observe(ctx, host, ties, sent); err != nil {
+		return err
+	}
+	now := time.Now()
+	for range len(ties) + len(sent) {
+		s.sweep(ctx, now)
+	}
+	return nil
+}
+
+func (s *SQLStore) observe(ctx context.Context, host string, ties []QueueTie, sent []SentCount) error {
+	s.wl.Lock()
+	defer s.wl.Unlock()
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("accounts: begin: %w", err)
+	}
+	defer tx.Rollback()
+	if len(ties) > 0 {
+		st, err := tx.PrepareContext(ctx, `INSERT OR REPLACE INTO accounts_queue_ids (host, qid, user, t) VALUES (?, ?, ?, ?)`)
+		if err != nil {
+			return fmt.Errorf("accounts: queue ids: %w", err)
+		}
+		defer st.Close()
+		for _, t := range ties {
+			if _, err := st.ExecContext(ctx, host, t.QID, key(t.User), t.T.UnixMilli()); err != nil {
+				return fmt.Errorf("accounts: queue id %s of %q: %w", t.QID, t.User, err)
+			}
+		}
+	}
+	if len(sent) > 0 {
+		st, err := tx.PrepareContext(ctx, `INSERT INTO accounts_sent (user, hour, count) VALUES (?, ?, ?)
+ON CONFLICT (user, hour) DO UPDATE SET count = count + excluded.count RETURNING count`)
+		if err != nil {
+			return fmt.Errorf("accounts: volumes: %w", err)
+		}
+		defer st.Close()
+		for i, c := range sent {
+			if err := st.QueryRowContext(ctx, key(c.User), c.Hour.UnixMilli(), c.N).Scan(&sent[i].Count); err != nil {
+				return fmt.Errorf("accounts: volume of %q: %w", c.User, err)
+			}
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("accounts: commit: %w", err)
+	}
+	return nil
+}
+
 // PeakHour implements Store.
 func (s *SQLStore) PeakHour(ctx context.Context, user string, from, to time.Time) (int64, error) {
 	var c sql.NullInt64

@@ -83,6 +83,28 @@ type Store interface {
 	Suspensions(ctx context.Context) ([]Suspension, error)
 }
 
+// QueueTie is a queue id of this host tied to user at T.
+type QueueTie struct {
+	User, QID string
+	T         time.Time
+}
+
+// SentCount is N messages of User in the hour starting at Hour; Count is
+// that hour's count after adding them.
+type SentCount struct {
+	User  string
+	Hour  time.Time
+	N     int64
+	Count int64
+}
+
+// batchObserver is a Store that writes many queue id ties and message
+// counts at once (SQLStore: one transaction), as TieQueueID and AddSent
+// would one by one; it sets each SentCount's Count.
+type batchObserver interface {
+	Observe(ctx context.Context, host string, ties []QueueTie, sent []SentCount) error
+}
+
 // key is the form a login is stored under: logins are matched without
 // regard to ASCII case, like relayguard's accounts and Dovecot's default
 // (auth_username_format = %Lu).
