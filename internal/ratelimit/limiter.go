@@ -108,6 +108,14 @@ func (l *Limiter) Forget(user string) {
 	}
 }
 
+// Flush writes the counts the store holds in an open transaction
+// (SQLStore.CommitEvery) now: before the process ends.
+func (l *Limiter) Flush() {
+	if f, ok := l.store.(interface{ Flush() }); ok {
+		f.Flush()
+	}
+}
+
 // New returns a limiter over store with the [delivery.rate_limits] section.
 func New(cfg config.RateLimitConfig, store Store, o Options) (*Limiter, error) {
 	if store == nil {

@@ -19,6 +19,7 @@ func NewStore(ctx context.Context, st *store.Stores, log *slog.Logger) (Store, e
 	if err != nil {
 		return nil, err
 	}
+	local.SetLogger(log)
 	if st.Redis == nil {
 		return local, nil
 	}
@@ -107,6 +108,9 @@ func (s *Shared) resync(ctx context.Context) {
 			"counters", len(counters), "recipients", len(pending))
 	}
 }
+
+// Flush commits the counts made in the embedded database (SQLStore.Flush).
+func (s *Shared) Flush() { s.local.Flush() }
 
 // Add implements Store.
 func (s *Shared) Add(ctx context.Context, key string, start time.Time, window time.Duration, n int64) (int64, error) {

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -13,15 +14,37 @@ import (
 )
 
 // SQLStore keeps counters in the embedded SQLite database.
+//
+// Its writes share transactions (do): the first operation begins one and
+// takes the process's write lock, every operation of the next
+// CommitEvery runs in it at once and gets its answer at once (counted in
+// turn, each seeing the ones before it, so the counts are exact; another
+// process writing the database waits for the commit, and sees every
+// count), and then one commit writes them all. The commit, not the
+// statements, was most of a recipient's cost (BenchmarkRecipients, the
+// milter's profile). What this gives up: the counts of the last
+// CommitEvery are not on disk yet when the answer is given; a crash, or a
+// commit or a statement that fails (the database's I/O: logged), loses
+// them (counts, not mail: a sender gets at most that many more through).
 type SQLStore struct {
 	db *sql.DB
 	// Statements parsed once: they run for every message or recipient.
-	add, seen, markSeen *sql.Stmt
-	wl                  *sync.Mutex // store.WriteLock: this process's writes, one at a time
-	qmu                 sync.Mutex  // guards queue
-	queue               []*batchOp  // operations waiting for the next shared transaction
-	ops                 atomic.Int64
+	add, seen, markSeen          *sql.Stmt
+	savepoint, release, rollback *sql.Stmt
+	wl                           *sync.Mutex // store.WriteLock: this process's writes, one at a time
+	log                          *slog.Logger
+
+	mu    sync.Mutex // guards tx; operations run one at a time
+	tx    *sql.Tx    // the open transaction; while set, this store holds wl
+	txOps int
+	ops   atomic.Int64
 }
+
+// CommitEvery is how long a transaction of the counters stays open for
+// the operations that follow its first; maxTxOps ends it sooner.
+const CommitEvery = 5 * time.Millisecond
+
+const maxTxOps = 512
 
 // NewSQLStore creates the tables it needs in db.
 func NewSQLStore(ctx context.Context, db *sql.DB) (*SQLStore, error) {
@@ -62,22 +85,24 @@ RETURNING count`)
 	if err != nil {
 		return nil, fmt.Errorf("ratelimit: preparing the seen update: %w", err)
 	}
-	return &SQLStore{db: db, add: add, seen: seen, markSeen: markSeen, wl: store.WriteLock(db)}, nil
+	return &SQLStore{db: db, add: add, seen: seen, markSeen: markSeen, wl: store.WriteLock(db), log: slog.New(slog.DiscardHandler)}, nil
+}
+
+// SetLogger sets where a failed commit is logged.
+func (s *SQLStore) SetLogger(l *slog.Logger) {
+	if l != nil {
+		s.log = l
+	}
 }
 
 // Add implements Store.
 func (s *SQLStore) Add(ctx context.Context, key string, start time.Time, window time.Duration, n int64) (int64, error) {
 	var c int64
-	s.wl.Lock()
-	err := s.add.QueryRowContext(ctx, key, start.Unix(), start.Add(window).Unix(), n).Scan(&c)
-	s.wl.Unlock()
+	err := s.do(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		return tx.StmtContext(ctx, s.add).QueryRowContext(ctx, key, start.Unix(), start.Add(window).Unix(), n).Scan(&c)
+	})
 	if err != nil {
 		return 0, fmt.Errorf("ratelimit: counter %q: %w", key, err)
-	}
-	if s.ops.Add(1)%1000 == 0 {
-		s.wl.Lock()
-		s.db.ExecContext(ctx, `DELETE FROM ratelimit_counters WHERE expires < ?`, time.Now().Unix())
-		s.wl.Unlock()
 	}
 	return c, nil
 }
@@ -85,21 +110,27 @@ func (s *SQLStore) Add(ctx context.Context, key string, start time.Time, window 
 // Seen implements Store.
 func (s *SQLStore) Seen(ctx context.Context, user, rcpt string) (bool, error) {
 	var one int
-	err := s.seen.QueryRowContext(ctx, user, rcpt).Scan(&one)
-	if err == sql.ErrNoRows {
-		return false, nil
-	}
+	found := false
+	err := s.do(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		err := tx.StmtContext(ctx, s.seen).QueryRowContext(ctx, user, rcpt).Scan(&one)
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil
+		}
+		found = err == nil
+		return err
+	})
 	if err != nil {
 		return false, fmt.Errorf("ratelimit: seen %s -> %s: %w", user, rcpt, err)
 	}
-	return true, nil
+	return found, nil
 }
 
 // MarkSeen implements Store.
 func (s *SQLStore) MarkSeen(ctx context.Context, user, rcpt string, at time.Time) error {
-	s.wl.Lock()
-	_, err := s.markSeen.ExecContext(ctx, user, rcpt, at.Unix())
-	s.wl.Unlock()
+	err := s.do(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		_, err := tx.StmtContext(ctx, s.markSeen).ExecContext(ctx, user, rcpt, at.Unix())
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("ratelimit: mark seen %s -> %s: %w", user, rcpt, err)
 	}
@@ -116,17 +147,12 @@ type Window struct {
 }
 
 // Recipient counts one recipient of user as Limiter.Rcpt does with Add,
-// Seen and MarkSeen, but in one transaction: total gains 1; unless that
-// passes total.Max, and when newr is on and user has not sent to rcpt
-// before, newr gains 1; unless that passes newr.Max, rcpt is recorded as
-// seen at at. It returns the counts after adding (0 for one not touched).
-//
-// The recipients of concurrent sessions share one commit (group commit,
-// batch): a commit writes the changed pages to the WAL and was half of a
-// recipient's cost (BenchmarkAuthenticatedMessage's CPU profile). Each
-// recipient is still counted in turn, seeing the ones before it.
+// Seen and MarkSeen, as one operation: total gains 1; unless that passes
+// total.Max, and when newr is on and user has not sent to rcpt before,
+// newr gains 1; unless that passes newr.Max, rcpt is recorded as seen at
+// at. It returns the counts after adding (0 for one not touched).
 func (s *SQLStore) Recipient(ctx context.Context, user, rcpt string, at time.Time, total, newr Window) (nTotal, nNew int64, err error) {
-	err = s.batch(ctx, func(ctx context.Context, tx *sql.Tx) error {
+	err = s.do(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		nTotal, nNew = 0, 0
 		add := tx.StmtContext(ctx, s.add)
 		if total.Max > 0 {
@@ -161,75 +187,77 @@ func (s *SQLStore) Recipient(ctx context.Context, user, rcpt string, at time.Tim
 	return nTotal, nNew, nil
 }
 
-// batchOp is one caller's work in a shared transaction.
-type batchOp struct {
-	f    func(context.Context, *sql.Tx) error
-	err  error
-	done chan struct{}
+// do runs f in the store's open transaction, beginning one (and taking
+// the process's write lock) when none is open. The transaction is committed CommitEvery
+// after it began, or after maxTxOps operations.
+func (s *SQLStore) do(ctx context.Context, f func(context.Context, *sql.Tx) error) error {
+	ctx = context.WithoutCancel(ctx) // a caller gone must not break the others' transaction
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.tx == nil {
+		s.wl.Lock()
+		tx, err := s.db.BeginTx(ctx, nil)
+		if err != nil {
+			s.wl.Unlock()
+			return fmt.Errorf("ratelimit: begin: %w", err)
+		}
+		s.tx, s.txOps = tx, 0
+		time.AfterFunc(CommitEvery, func() { s.commitIf(tx) })
+	}
+	// No savepoint per operation (two statements more each): an
+	// operation fails only when the database does (I/O, full disk), and
+	// then the whole transaction is rolled back, as a failed commit is.
+	if err := f(ctx, s.tx); err != nil {
+		s.endLocked(err)
+		return err
+	}
+	s.txOps++
+	if s.txOps >= maxTxOps {
+		s.endLocked(nil)
+	}
+	return nil
 }
 
-// batch runs f in a transaction shared with the other callers waiting
-// meanwhile: whoever holds the write lock runs every queued operation in
-// one transaction and one commit, in the order they came. A failed
-// operation fails alone (its savepoint is rolled back); a failed commit
-// fails them all, and nothing of theirs is kept.
-func (s *SQLStore) batch(ctx context.Context, f func(context.Context, *sql.Tx) error) error {
-	op := &batchOp{f: f, done: make(chan struct{})}
-	s.qmu.Lock()
-	s.queue = append(s.queue, op)
-	s.qmu.Unlock()
-	s.wl.Lock()
-	s.qmu.Lock()
-	ops := s.queue
-	s.queue = nil
-	s.qmu.Unlock()
-	if len(ops) > 0 {
-		s.runBatch(context.WithoutCancel(ctx), ops)
+// commitIf commits tx if it is still the open transaction.
+func (s *SQLStore) commitIf(tx *sql.Tx) {
+	s.mu.Lock()
+	if s.tx == tx {
+		s.endLocked(nil)
+	}
+	s.mu.Unlock()
+}
+
+// Flush commits what the open transaction holds now (before reading the
+// counters from another connection, and at the end).
+func (s *SQLStore) Flush() {
+	s.mu.Lock()
+	s.endLocked(nil)
+	s.mu.Unlock()
+}
+
+// endLocked ends the open transaction: commits it, or rolls it back after
+// broken (an error), and releases the write lock. s.mu is held.
+func (s *SQLStore) endLocked(broken error) {
+	if s.tx == nil {
+		return
+	}
+	tx, n := s.tx, s.txOps
+	s.tx = nil
+	err := broken
+	if err == nil {
+		err = tx.Commit()
+	} else {
+		tx.Rollback()
 	}
 	s.wl.Unlock()
-	// Done by now: by this caller, or by the one that held the lock before.
-	<-op.done
-	return op.err
-}
-
-func (s *SQLStore) runBatch(ctx context.Context, ops []*batchOp) {
-	defer func() {
-		for _, op := range ops {
-			close(op.done)
-		}
-	}()
-	fail := func(err error) {
-		for _, op := range ops {
-			if op.err == nil {
-				op.err = err
-			}
-		}
-	}
-	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
-		fail(fmt.Errorf("ratelimit: begin: %w", err))
+		s.log.Error("ratelimit: the counts of a transaction are lost", "operations", n, "err", err)
 		return
 	}
-	for _, op := range ops {
-		if len(ops) == 1 {
-			op.err = op.f(ctx, tx)
-			continue
-		}
-		if _, err := tx.ExecContext(ctx, "SAVEPOINT op"); err != nil {
-			op.err = fmt.Errorf("ratelimit: savepoint: %w", err)
-			continue
-		}
-		if op.err = op.f(ctx, tx); op.err != nil {
-			tx.ExecContext(ctx, "ROLLBACK TO op")
-		}
-		tx.ExecContext(ctx, "RELEASE op")
-	}
-	if err := tx.Commit(); err != nil {
-		fail(fmt.Errorf("ratelimit: commit: %w", err))
-		return
-	}
-	if s.ops.Add(int64(len(ops)))%1000 < int64(len(ops)) {
-		s.db.ExecContext(ctx, `DELETE FROM ratelimit_counters WHERE expires < ?`, time.Now().Unix())
+	if s.ops.Add(int64(n))%1000 < int64(n) {
+		s.wl.Lock()
+		s.db.Exec(`DELETE FROM ratelimit_counters WHERE expires < ?`, time.Now().Unix())
+		s.wl.Unlock()
 	}
 }
 
@@ -243,6 +271,7 @@ type counter struct {
 
 // counters returns the counters of windows that have not ended at now.
 func (s *SQLStore) counters(ctx context.Context, now time.Time) ([]counter, error) {
+	s.Flush()
 	rows, err := s.db.QueryContext(ctx, `SELECT key, window_start, expires, count FROM ratelimit_counters WHERE expires > ?`, now.Unix())
 	if err != nil {
 		return nil, fmt.Errorf("ratelimit: reading counters: %w", err)
@@ -263,7 +292,10 @@ func (s *SQLStore) counters(ctx context.Context, now time.Time) ([]counter, erro
 
 // deleteCounter drops one counter.
 func (s *SQLStore) deleteCounter(ctx context.Context, c counter) error {
-	_, err := s.db.ExecContext(ctx, `DELETE FROM ratelimit_counters WHERE key = ? AND window_start = ?`, c.key, c.start.Unix())
+	err := s.do(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `DELETE FROM ratelimit_counters WHERE key = ? AND window_start = ?`, c.key, c.start.Unix())
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("ratelimit: counter %q: %w", c.key, err)
 	}
@@ -272,7 +304,10 @@ func (s *SQLStore) deleteCounter(ctx context.Context, c counter) error {
 
 // addPending remembers a recipient the shared store did not take.
 func (s *SQLStore) addPending(ctx context.Context, user, rcpt string) error {
-	_, err := s.db.ExecContext(ctx, `INSERT OR IGNORE INTO ratelimit_seen_pending (user, rcpt) VALUES (?, ?)`, user, rcpt)
+	err := s.do(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO ratelimit_seen_pending (user, rcpt) VALUES (?, ?)`, user, rcpt)
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("ratelimit: pending seen %s -> %s: %w", user, rcpt, err)
 	}
@@ -282,6 +317,7 @@ func (s *SQLStore) addPending(ctx context.Context, user, rcpt string) error {
 // pending returns the recipients the shared store did not take, as
 // user, rcpt pairs.
 func (s *SQLStore) pending(ctx context.Context) ([][2]string, error) {
+	s.Flush()
 	rows, err := s.db.QueryContext(ctx, `SELECT user, rcpt FROM ratelimit_seen_pending`)
 	if err != nil {
 		return nil, fmt.Errorf("ratelimit: reading pending recipients: %w", err)
@@ -300,7 +336,10 @@ func (s *SQLStore) pending(ctx context.Context) ([][2]string, error) {
 
 // clearPending forgets a pending recipient once the shared store has it.
 func (s *SQLStore) clearPending(ctx context.Context, user, rcpt string) error {
-	_, err := s.db.ExecContext(ctx, `DELETE FROM ratelimit_seen_pending WHERE user = ? AND rcpt = ?`, user, rcpt)
+	err := s.do(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `DELETE FROM ratelimit_seen_pending WHERE user = ? AND rcpt = ?`, user, rcpt)
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("ratelimit: pending seen %s -> %s: %w", user, rcpt, err)
 	}

@@ -120,10 +120,16 @@ func frontDoor(ctx context.Context, cfg *config.Config, log *slog.Logger, metric
 		return err
 	}
 	defer st.Close()
+	var lim *ratelimit.Limiter
+	defer func() {
+		if lim != nil {
+			lim.Flush() // the last counts, after the front door's goroutines
+		}
+	}()
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer cancel()
-	lim, err := newLimiter(ctx, cfg, st, log, reg, source)
+	lim, err = newLimiter(ctx, cfg, st, log, reg, source)
 	if err != nil {
 		return err
 	}
