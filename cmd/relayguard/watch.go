@@ -149,7 +149,7 @@ func runReplay(ctx context.Context, gc config.GuardConfig, never []netip.Prefix,
 		// Files are parsed on every core; decisions stay in file order.
 		// Nothing down the pipeline keeps an event's strings (Once and
 		// the guard copy what they keep), so the buffers are reused.
-		n, err := logwatch.ReplayFileTransient(ctx, f, func(evs []event.Event) {
+		n, err := logwatch.ReplayFileTransient(ctx, f, g.Wants, func(evs []event.Event) {
 			for _, e := range evs {
 				counting.Publish(ctx, e)
 			}

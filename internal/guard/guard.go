@@ -234,6 +234,13 @@ func (g *Guard) loggedInWithin(logins map[netip.Addr]time.Time, ip netip.Addr, d
 	return ok && g.o.Now().Sub(t) < d
 }
 
+// Wants reports whether Publish does anything with events of kind k: the
+// kinds it counts, and logins (grace, POP-before-SMTP). A replay drops the
+// others while parsing.
+func (g *Guard) Wants(k event.Kind) bool {
+	return g.count[k] || k == event.AuthSuccess || k == event.LoginSuccess
+}
+
 // Publish implements event.Sink: the guard subscribes to the event bus of
 // the SMTP server and is fed by the log sources.
 func (g *Guard) Publish(ctx context.Context, e event.Event) {

@@ -399,12 +399,15 @@ func TestReplayFileMatchesSequential(t *testing.T) {
 	zw.Close()
 	os.WriteFile(gz, []byte(zb.String()), 0o644)
 	for name, replay := range map[string]func(context.Context, string, func([]event.Event)) (int64, error){
-		"ReplayFile": ReplayFile, "ReplayFileTransient": ReplayFileTransient,
+		"ReplayFile": ReplayFile,
+		"ReplayFileTransient": func(ctx context.Context, p string, s func([]event.Event)) (int64, error) {
+			return ReplayFileTransient(ctx, p, func(k event.Kind) bool { return k == event.AuthFailure }, s)
+		},
 		"ReplayFile gzip": func(ctx context.Context, _ string, s func([]event.Event)) (int64, error) {
 			return ReplayFile(ctx, gz, s)
 		},
 		"ReplayFileTransient gzip": func(ctx context.Context, _ string, s func([]event.Event)) (int64, error) {
-			return ReplayFileTransient(ctx, gz, s)
+			return ReplayFileTransient(ctx, gz, nil, s)
 		},
 	} {
 		var par []string
@@ -421,5 +424,12 @@ func TestReplayFileMatchesSequential(t *testing.T) {
 		if n != 40004 || len(seq) != 30004 || strings.Join(par, "\n") != strings.Join(seq, "\n") {
 			t.Fatalf("%s: lines %d; sequential %d events, parallel %d", name, n, len(seq), len(par))
 		}
+	}
+	// Events the sink does not want never reach it.
+	n, err := ReplayFileTransient(t.Context(), path, func(k event.Kind) bool { return k == event.RelayDenied }, func(evs []event.Event) {
+		t.Errorf("%d unwanted events sunk, first %+v", len(evs), evs[0])
+	})
+	if n != 40004 || err != nil {
+		t.Fatalf("nothing kept: %d lines, %v", n, err)
 	}
 }

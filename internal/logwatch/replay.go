@@ -36,7 +36,7 @@ type chunk struct {
 // chunk's buffer, which is never reused or modified (hence unsafe.String),
 // so nothing is copied per line, and the events may be kept.
 func ReplayFile(ctx context.Context, path string, sink func([]event.Event)) (int64, error) {
-	return replayFile(ctx, path, sink, false)
+	return replayFile(ctx, path, nil, sink, false)
 }
 
 // ReplayFileTransient is ReplayFile for a sink that keeps nothing of the
@@ -45,11 +45,15 @@ func ReplayFile(ctx context.Context, path string, sink func([]event.Event)) (int
 // are reused for a later chunk, so that a replay allocates a few buffers
 // instead of one per MiB of log and one event slice per chunk, which were
 // 90 % of its allocations and most of its garbage collection.
-func ReplayFileTransient(ctx context.Context, path string, sink func([]event.Event)) (int64, error) {
-	return replayFile(ctx, path, sink, true)
+//
+// keep (nil: every event) is asked on the parsing cores which events the
+// sink wants at all (the guard: the kinds it counts, and logins), so that
+// the others are neither queued nor passed through the sink in file order.
+func ReplayFileTransient(ctx context.Context, path string, keep func(event.Kind) bool, sink func([]event.Event)) (int64, error) {
+	return replayFile(ctx, path, keep, sink, true)
 }
 
-func replayFile(ctx context.Context, path string, sink func([]event.Event), reuse bool) (int64, error) {
+func replayFile(ctx context.Context, path string, keep func(event.Kind) bool, sink func([]event.Event), reuse bool) (int64, error) {
 	r, err := logline.Open(ctx, path)
 	if err != nil {
 		return 0, fmt.Errorf("logwatch: %w", err)
@@ -57,9 +61,9 @@ func replayFile(ctx context.Context, path string, sink func([]event.Event), reus
 	defer r.Close()
 	var n int64
 	if f, ok := logline.PlainFile(r); ok && reuse {
-		n, err = replayMapped(ctx, f, sink)
+		n, err = replayMapped(ctx, f, keep, sink)
 	} else {
-		n, err = replay(ctx, r, sink, reuse)
+		n, err = replay(ctx, r, keep, sink, reuse)
 	}
 	if err != nil {
 		return n, fmt.Errorf("logwatch: %s: %w", path, err)
@@ -69,8 +73,8 @@ func replayFile(ctx context.Context, path string, sink func([]event.Event), reus
 
 const chunkSize = 1 << 20
 
-func replay(ctx context.Context, r io.Reader, sink func([]event.Event), reuse bool) (int64, error) {
-	return pipeline(ctx, sink, reuse, func(work, order chan<- *chunk, free <-chan *chunk) error {
+func replay(ctx context.Context, r io.Reader, keep func(event.Kind) bool, sink func([]event.Event), reuse bool) (int64, error) {
+	return pipeline(ctx, keep, sink, reuse, func(work, order chan<- *chunk, free <-chan *chunk) error {
 		var carry []byte
 		for seq := 0; ; seq++ {
 			if ctx.Err() != nil {
@@ -121,7 +125,7 @@ func replay(ctx context.Context, r io.Reader, sink func([]event.Event), reuse bo
 // are slices of the mapping, so the file is neither copied into buffers
 // nor read by syscalls (on a 1M-line log that was ~10 % of the CPU time);
 // the mapping is removed once the last batch is sunk.
-func replayMapped(ctx context.Context, f *os.File, sink func([]event.Event)) (int64, error) {
+func replayMapped(ctx context.Context, f *os.File, keep func(event.Kind) bool, sink func([]event.Event)) (int64, error) {
 	st, err := f.Stat()
 	if err != nil {
 		return 0, err
@@ -139,7 +143,7 @@ func replayMapped(ctx context.Context, f *os.File, sink func([]event.Event)) (in
 	}
 	defer unix.Munmap(data)
 	_ = unix.Madvise(data, unix.MADV_SEQUENTIAL)
-	return pipeline(ctx, sink, true, func(work, order chan<- *chunk, free <-chan *chunk) error {
+	return pipeline(ctx, keep, sink, true, func(work, order chan<- *chunk, free <-chan *chunk) error {
 		for seq, off := 0, 0; off < len(data); seq++ {
 			if ctx.Err() != nil {
 				return nil
@@ -178,7 +182,7 @@ func replayMapped(ctx context.Context, f *os.File, sink func([]event.Event)) (in
 // pipeline parses the chunks produce sends (to work and, in the same order,
 // to order) on every core and hands their events to sink in order; with
 // reuse, sunk chunks come back on free.
-func pipeline(ctx context.Context, sink func([]event.Event), reuse bool, produce func(work, order chan<- *chunk, free <-chan *chunk) error) (int64, error) {
+func pipeline(ctx context.Context, keep func(event.Kind) bool, sink func([]event.Event), reuse bool, produce func(work, order chan<- *chunk, free <-chan *chunk) error) (int64, error) {
 	workers := max(runtime.GOMAXPROCS(0), 1)
 	work := make(chan *chunk, workers*2)
 	order := make(chan *chunk, workers*4)
@@ -206,7 +210,7 @@ func pipeline(ctx context.Context, sink func([]event.Event), reuse bool, produce
 						s = ""
 					}
 					c.lines++
-					if e, ok := p.Parse(line); ok {
+					if e, ok := p.Parse(line); ok && (keep == nil || keep(e.Kind)) {
 						c.events = append(c.events, e)
 					}
 				}
