@@ -23,7 +23,22 @@ import (
 // use: each source owns one (the syslog year inference is per file).
 type Parser struct {
 	Lines logline.Parser
+	// Want (nil: every kind) says which event kinds the caller keeps: the
+	// lines that can only give other kinds (Postfix's rejections, its
+	// delivery results) are then recognised by their start and not parsed
+	// further (watch --replay of a guard that does not count rejections).
+	Want func(event.Kind) bool
+
+	wants *wants // from Want, made at the first line
 }
+
+// wants says which groups of kinds a Parser's caller keeps; nil: all.
+type wants struct {
+	rejects, deliveries bool
+}
+
+func (w *wants) rejected() bool  { return w == nil || w.rejects }
+func (w *wants) delivered() bool { return w == nil || w.deliveries }
 
 // Parse parses one raw line (a syslog line, or a bare relayguard slog line).
 func (p *Parser) Parse(raw string) (event.Event, bool) {
@@ -35,7 +50,13 @@ func (p *Parser) Parse(raw string) (event.Event, bool) {
 		}
 		return event.Event{}, false
 	}
-	e, ok := ParseMessage(l.Program, l.Message)
+	if p.Want != nil && p.wants == nil {
+		p.wants = &wants{
+			rejects:    p.Want(event.RelayDenied) || p.Want(event.DNSBLReject) || p.Want(event.Reject),
+			deliveries: p.Want(event.Delivered) || p.Want(event.DeliveryFailed),
+		}
+	}
+	e, ok := parseMessage(l.Program, l.Message, p.wants)
 	if !ok {
 		return e, false
 	}
@@ -49,14 +70,23 @@ func (p *Parser) Parse(raw string) (event.Event, bool) {
 // syslog tag without the PID: "postfix/smtpd", "postfix/submission/smtpd",
 // "postfix/postscreen", "dovecot", "relayguard").
 func ParseMessage(program, msg string) (event.Event, bool) {
+	return parseMessage(program, msg, nil)
+}
+
+// parseMessage is ParseMessage, skipping the lines that can only give
+// kinds w does not want.
+func parseMessage(program, msg string, w *wants) (event.Event, bool) {
 	switch {
 	case strings.HasPrefix(program, "postfix"):
 		switch {
 		case strings.HasSuffix(program, "/smtpd"):
-			return parseSmtpd(program, msg)
+			return parseSmtpd(program, msg, w)
 		case strings.HasSuffix(program, "/postscreen"):
-			return parsePostscreen(msg)
+			return parsePostscreen(msg, w)
 		case strings.HasSuffix(program, "/smtp"), strings.HasSuffix(program, "/lmtp"):
+			if !w.delivered() {
+				return event.Event{}, false
+			}
 			return parseDelivery(msg)
 		}
 	case Dovecot(program):
@@ -106,7 +136,7 @@ func smtpService(program string) string {
 }
 
 // parseSmtpd parses Postfix smtpd(8) messages.
-func parseSmtpd(program, msg string) (event.Event, bool) {
+func parseSmtpd(program, msg string, w *wants) (event.Event, bool) {
 	e := event.Event{Source: "postfix", Service: smtpService(program)}
 	var ok bool
 	switch {
@@ -173,8 +203,14 @@ func parseSmtpd(program, msg string) (event.Event, bool) {
 	switch {
 	case strings.HasPrefix(rest, "reject: "):
 		// "NOQUEUE: reject: RCPT from h[a]: ..." or "4XyZ1: reject: ..."
+		if !w.rejected() {
+			return e, false
+		}
 		return parseReject(e, rest[len("reject: "):])
 	case strings.HasPrefix(rest, "milter-reject: "):
+		if !w.rejected() {
+			return e, false
+		}
 		return parseReject(e, rest[len("milter-reject: "):])
 	case strings.HasPrefix(rest, "client="):
 		// "4XyZ1: client=h[a], sasl_method=PLAIN, sasl_username=bob"
@@ -278,7 +314,7 @@ func lowerStage(s string) string {
 }
 
 // parsePostscreen parses Postfix postscreen(8) messages.
-func parsePostscreen(msg string) (event.Event, bool) {
+func parsePostscreen(msg string, w *wants) (event.Event, bool) {
 	e := event.Event{Source: "postfix", Service: "smtp"}
 	var ok bool
 	switch {
@@ -311,7 +347,7 @@ func parsePostscreen(msg string) (event.Event, bool) {
 		e.IP, ok = afterFrom(msg)
 		return e, ok
 	}
-	if _, rest, ok := splitQueueID(msg); ok && strings.HasPrefix(rest, "reject: ") {
+	if _, rest, ok := splitQueueID(msg); ok && strings.HasPrefix(rest, "reject: ") && w.rejected() {
 		return parseReject(e, rest[len("reject: "):])
 	}
 	return e, false

@@ -2,6 +2,7 @@ package logwatch
 
 import (
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -221,5 +222,39 @@ func TestParseDeliveryLines(t *testing.T) {
 	e, ok := p.Parse("Nov 23 10:19:00 mx1 postfix/submission/smtpd[2260]: 4XyZ1p2q3r: client=laptop.example.org[198.51.100.20], sasl_method=PLAIN, sasl_username=alice@ours.example")
 	if !ok || e.QueueID != "4XyZ1p2q3r" || e.User != "alice@ours.example" {
 		t.Errorf("sasl success line: %+v %v", e, ok)
+	}
+}
+
+// A Parser told which kinds its caller keeps skips the lines that can only
+// give others, and parses the rest as before.
+func TestParserWant(t *testing.T) {
+	lines := []string{
+		"Nov 23 10:00:00 mx1 postfix/smtpd[1]: warning: unknown[192.0.2.1]: SASL LOGIN authentication failed: UGFzc3dvcmQ6",
+		"Nov 23 10:00:01 mx1 postfix/smtpd[1]: NOQUEUE: reject: RCPT from unknown[192.0.2.2]: 554 5.7.1 <a@b.example>: Relay access denied; from=<x@y.example> to=<a@b.example> proto=ESMTP helo=<h>",
+		"Nov 23 10:00:02 mx1 postfix/smtpd[1]: NOQUEUE: reject: RCPT from unknown[192.0.2.3]: 554 5.7.1 Service unavailable; Client host [192.0.2.3] blocked using zen.spamhaus.org; from=<x@y.example> to=<a@b.example> proto=ESMTP helo=<h>",
+		"Nov 23 10:00:03 mx1 postfix/postscreen[2]: NOQUEUE: reject: RCPT from [192.0.2.4]:5000: 550 5.7.1 Service unavailable; client [192.0.2.4] blocked using zen.spamhaus.org; from=<x@y.example>, to=<a@b.example>, proto=ESMTP, helo=<h>",
+		"Nov 23 10:00:04 mx1 postfix/smtp[3]: 4AB12: to=<a@b.example>, relay=mx.b.example[192.0.2.9]:25, delay=1, delays=0/0/0/1, dsn=2.0.0, status=sent (250 ok)",
+	}
+	kinds := func(want func(event.Kind) bool) string {
+		p := &Parser{Want: want}
+		var got []string
+		for _, l := range lines {
+			if e, ok := p.Parse(l); ok {
+				got = append(got, string(e.Kind))
+			}
+		}
+		return strings.Join(got, " ")
+	}
+	all := "auth_failure relay_denied dnsbl_reject dnsbl_reject delivered"
+	if got := kinds(nil); got != all {
+		t.Errorf("every kind: %s, want %s", got, all)
+	}
+	if got := kinds(func(k event.Kind) bool { return k == event.AuthFailure }); got != "auth_failure" {
+		t.Errorf("auth failures only: %s", got)
+	}
+	// A wanted kind of a group: the group's lines are parsed (the caller
+	// drops the other kinds).
+	if got := kinds(func(k event.Kind) bool { return k == event.RelayDenied || k == event.Delivered }); got != all {
+		t.Errorf("relay and delivered wanted: %s, want %s", got, all)
 	}
 }

@@ -194,7 +194,7 @@ func pipeline(ctx context.Context, keep func(event.Kind) bool, sink func([]event
 	}
 	for range workers {
 		go func() {
-			p := &Parser{}
+			p := &Parser{Want: keep}
 			last := 0 // events of this worker's last chunk: the next one's estimate
 			for c := range work {
 				if c.events == nil {
