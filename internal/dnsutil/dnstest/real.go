@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -89,6 +90,7 @@ type daemon struct {
 	cmd  *exec.Cmd
 	done chan struct{} // closed when cmd has exited
 	out  syncBuffer
+	held []int // sockets holding addr's port while the daemon is stopped
 }
 
 // syncBuffer collects a process's output while it runs.
@@ -114,6 +116,7 @@ func (d *daemon) start() {
 	}
 	var err error
 	for attempt := range 20 {
+		d.release()
 		d.out.Reset()
 		cmd := exec.Command(d.args[0], d.args[1:]...)
 		cmd.Stdout, cmd.Stderr = &d.out, &d.out
@@ -164,6 +167,50 @@ func (d *daemon) stop() {
 		}
 	}
 	d.cmd = nil
+	d.hold()
+}
+
+// close stops the daemon for good (the test's cleanup).
+func (d *daemon) close() {
+	d.stop()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.release()
+}
+
+// hold binds addr's TCP port, without listening, while the daemon is
+// stopped, so that it can start on it again: a stopped daemon's port is a
+// free ephemeral port, and any process's outgoing connection could take
+// it and keep it (NSD then failed to start for 10 s with "can't bind tcp
+// socket: Address already in use"). A port bound this way is never picked
+// for an outgoing connection, and a connection to it is refused as to a
+// closed port. UDP is not held: a bound UDP socket would swallow the
+// queries that a stopped server's port refuses, and an outgoing UDP
+// socket holds a port only for a moment (start retries). Without
+// SO_REUSEADDR, so that no other socket may bind it either. Best effort: a
+// port already taken stays taken. d.mu must be held.
+func (d *daemon) hold() {
+	ap, err := netip.ParseAddrPort(d.addr)
+	if err != nil || !ap.Addr().Is4() {
+		return
+	}
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return
+	}
+	if syscall.Bind(fd, &syscall.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()}) != nil {
+		syscall.Close(fd)
+		return
+	}
+	d.held = append(d.held, fd)
+}
+
+// release frees the port held by hold; d.mu must be held.
+func (d *daemon) release() {
+	for _, fd := range d.held {
+		syscall.Close(fd)
+	}
+	d.held = nil
 }
 
 func (d *daemon) signal(s syscall.Signal) {
@@ -280,7 +327,7 @@ remote-control:
 	n := &NSD{Addr: fmt.Sprintf("127.0.0.1:%d", port)}
 	n.d = &daemon{t: t, name: "nsd", args: []string{nsdBin, "-d", "-c", cf}, log: filepath.Join(dir, "nsd.log"), addr: n.Addr}
 	n.d.start()
-	t.Cleanup(n.d.stop)
+	t.Cleanup(n.d.close)
 	return n
 }
 
@@ -373,7 +420,7 @@ remote-control:
 	u := &Unbound{Addr: fmt.Sprintf("127.0.0.1:%d", port)}
 	u.d = &daemon{t: t, name: "unbound", args: []string{unboundBin, "-d", "-c", cf}, log: filepath.Join(dir, "unbound.log"), addr: u.Addr}
 	u.d.start()
-	t.Cleanup(u.d.stop)
+	t.Cleanup(u.d.close)
 	return u
 }
 
