@@ -10,13 +10,18 @@ import (
 )
 
 // The circuit breaker. A zone whose queries fail tripAfter times in a row
-// while a query sent after the first of them was answered (by another
-// list) is Failing; when tripAfter queries in a row fail and no query sent
-// after the first of them was answered, DNS is unreachable. Send times are
-// compared, not arrival times: an answer read late by a busy process says
-// nothing about DNS after it was asked. Either way queries are no longer
-// sent (the answer is a temporary failure at once, or the cached answer)
-// and a health check decides.
+// while another list answered a query sent after the first of them, and
+// failed none sent since (othersAnswerLocked), is Failing; when tripAfter
+// queries in a row fail and no query sent after the first of them was
+// answered, DNS is unreachable. Send times are compared, not arrival times:
+// an answer read late by a busy process says nothing about DNS after it was
+// asked. Either way queries are no longer sent (the answer is a temporary
+// failure at once, or the cached answer) and a health check decides. DNS
+// is reachable again only when a health probe of a fresh name (one no
+// cache holds) is answered: a resolver cut off from the lists still
+// answers what it has cached. While DNS is unreachable, or was so less
+// than settle() ago, no zone is tripped or found dead (dnsUnsettledLocked):
+// failures then are DNS's, not a list's.
 const (
 	tripAfter     = 3
 	firstBackoff  = time.Second
@@ -32,7 +37,7 @@ type dnsState struct {
 	detail   string
 	since    time.Time
 	answered time.Time // when the latest query that got a definite answer was sent
-	// probed is when the latest health probe of a random name (nobody's
+	// probed is when the latest health probe of a fresh name (nobody's
 	// cache holds it: the answer came from a list's own servers) that got
 	// a definite answer was sent. A resolver that answers from its cache
 	// but reaches no list says nothing about any list.
@@ -47,27 +52,86 @@ type dnsState struct {
 func (c *Checker) minCounted() time.Duration { return min(time.Second, c.opts.Timeout/2) }
 
 // noteAnswer records a definite answer (any rcode but a failure) to a
-// query sent at sent: DNS worked then, and st (if any) answers.
+// client's query to st sent at sent: the resolver answered then, and st
+// answers. The answer may come from the resolver's cache, so it does not
+// make DNS reachable again (noteProbeAnswer does).
 func (c *Checker) noteAnswer(st *zoneState, sent time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if st != nil {
-		if st.fails == 0 || !sent.Before(st.streakStart) {
-			st.fails = 0
-		}
-		if sent.After(st.answered) {
-			st.answered = sent
-		}
+	if st.fails == 0 || !sent.Before(st.streakStart) {
+		st.fails = 0
 	}
+	if sent.After(st.answered) {
+		st.answered = sent
+	}
+	c.noteDNSAnswerLocked(sent)
+}
+
+// noteProbeAnswer records a definite answer to a health probe of a fresh
+// name sent at sent: a list's own servers answered then, so DNS reaches
+// the lists.
+func (c *Checker) noteProbeAnswer(sent time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.noteDNSAnswerLocked(sent)
+	if sent.After(c.dns.probed) {
+		c.dns.probed = sent
+	}
+	if c.dns.down && !sent.Before(c.dns.since) {
+		c.setDNSLocked(false, "")
+	}
+}
+
+func (c *Checker) noteDNSAnswerLocked(sent time.Time) {
 	if !sent.Before(c.dns.failStart) {
 		c.dns.failStreak = 0
 	}
 	if sent.After(c.dns.answered) {
 		c.dns.answered = sent
 	}
-	if c.dns.down && !sent.Before(c.dns.since) {
-		c.setDNSLocked(false, "")
+}
+
+// settle is how long after DNS became reachable again failures are still
+// taken for the outage's: a resolver coming back from an outage (or one
+// whose lists' servers come back) answers some names and loses others
+// for a while (unbound probes a server it found down one query at a time).
+func (c *Checker) settle() time.Duration { return 2 * c.opts.Timeout }
+
+// dnsUnsettledLocked reports whether DNS is unreachable now, or its
+// reachability changed less than settle() before t: evidence gathered
+// since t (failures, a silent health check) is then the outage's, and no
+// list is tripped or found dead on it.
+func (c *Checker) dnsUnsettledLocked(t time.Time) bool {
+	return c.dns.down || (!c.dns.since.IsZero() && c.dns.since.After(t.Add(-c.settle())))
+}
+
+// othersAnswerLocked reports whether the lists are reached while st fails
+// since t: a health probe of a fresh name was answered since t, or another
+// list answered a query sent since t and none of its queries sent since t
+// failed or is late. An answer alone is not enough: a resolver cut off
+// from the lists answers the clients it has cached, for every list alike,
+// and fails the others for every list alike; a dead list fails while the
+// others answer everything.
+func (c *Checker) othersAnswerLocked(st *zoneState, t time.Time) bool {
+	if !c.dns.probed.Before(t) {
+		return true
 	}
+	for _, o := range c.state {
+		if o == st || o.answered.Before(t) || !o.lastFail.Before(t) {
+			continue
+		}
+		late := false
+		for w := range o.waiting {
+			if w.stalled && !w.start.Before(t) {
+				late = true
+				break
+			}
+		}
+		if !late {
+			return true
+		}
+	}
+	return false
 }
 
 // noteFailure feeds a failed query, sent at start, to the breaker.
@@ -83,12 +147,15 @@ func (c *Checker) noteFailure(ctx context.Context, st *zoneState, start time.Tim
 	if st.fails == 1 {
 		st.streakStart = start
 	}
+	if start.After(st.lastFail) {
+		st.lastFail = start
+	}
 	c.dns.failStreak++
 	if c.dns.failStreak == 1 {
 		c.dns.failStart = start
 	}
-	if st.fails >= tripAfter && st.h.State == Healthy && !c.dns.answered.Before(st.streakStart) {
-		c.tripLocked(st, fmt.Sprintf("%d queries in a row failed while other lists answer (last: %v)", st.fails, err))
+	if st.fails >= tripAfter && st.h.State == Healthy {
+		c.tripLocked(st, st.streakStart, fmt.Sprintf("%d queries in a row failed while other lists answer (last: %v)", st.fails, err))
 	}
 	if !c.dns.down && c.dns.failStreak >= tripAfter && c.dns.answered.Before(c.dns.failStart) {
 		c.setDNSLocked(true, fmt.Sprintf("%d queries in a row failed and nothing answered since (last: %v)", c.dns.failStreak, err))
@@ -175,8 +242,8 @@ func (c *Checker) noteStall(st *zoneState, q *inflightQuery) {
 	// The zone answered nothing asked since its oldest late query, while
 	// another list did: slow answers under load (some late, some not) are
 	// not a dead list.
-	if st.stalled+st.fails >= tripAfter && st.h.State == Healthy && st.answered.Before(oldest) && !c.dns.answered.Before(oldest) {
-		c.tripLocked(st, fmt.Sprintf("%d queries unanswered after %v while other lists answer", st.stalled+st.fails, c.stallAfter()))
+	if st.stalled+st.fails >= tripAfter && st.h.State == Healthy && st.answered.Before(oldest) {
+		c.tripLocked(st, oldest, fmt.Sprintf("%d queries unanswered after %v while other lists answer", st.stalled+st.fails, c.stallAfter()))
 	}
 	// Nothing at all answered since tripAfter queries, to more than one
 	// list (or to the only one), went unanswered this long: DNS is
@@ -201,19 +268,22 @@ func (c *Checker) noteStall(st *zoneState, q *inflightQuery) {
 	}
 }
 
-// tripLocked makes st Failing, has it checked now and ends the queries
-// still waiting for it (they answer a temporary failure). When most zones
-// are in trouble at once, it is the resolver that struggles (overload), not
-// one list: st is only checked now (at most once a confirmEvery), and the
-// check decides.
-func (c *Checker) tripLocked(st *zoneState, why string) {
+// tripLocked makes st, whose trouble began with a query sent at since,
+// Failing, has it checked now and ends the queries still waiting for it
+// (they answer a temporary failure). When no other list is known to
+// answer meanwhile (othersAnswerLocked), when DNS is unreachable or just
+// back (dnsUnsettledLocked), or when most zones are in trouble at once, it
+// is the resolver or the path to the lists that struggles (outage,
+// overload), not one list: st is only checked now (at most once a
+// confirmEvery), and the check decides.
+func (c *Checker) tripLocked(st *zoneState, since time.Time, why string) {
 	troubled := 0
 	for _, o := range c.state {
 		if o.fails > 0 || o.stalled > 0 || o.h.State == Failing {
 			troubled++
 		}
 	}
-	if 2*troubled > len(c.state) {
+	if 2*troubled > len(c.state) || !c.othersAnswerLocked(st, since) || c.dnsUnsettledLocked(since) {
 		if now := time.Now(); now.Sub(st.lastSuspect) >= confirmEvery {
 			st.lastSuspect = now
 			c.scheduleLocked(st, 0)

@@ -63,6 +63,7 @@ type zoneState struct {
 
 	fails       int       // temporary failures in a row at run time
 	streakStart time.Time // when the first of them was sent
+	lastFail    time.Time // when the latest failed query was sent
 	answered    time.Time // when the latest query it answered was sent
 	stalled     int       // queries in flight for longer than stallAfter
 	stallStart  time.Time // when the oldest of them was sent
@@ -117,10 +118,16 @@ type probe struct {
 	qname    string
 	mustList bool // the test point
 	mustNot  bool // 127.0.0.1 / INVALID / random documentation addresses
-	random   bool // a random name: nobody's cache has the answer
-	parent   bool // a random name under the zone's parent domain
-	ipv6     bool
-	n        int // which range or reserved domain a random probe is from
+	random   bool // a random name no list may list
+	// fresh: the name carries at least 32 random bits, so no cache holds
+	// its answer: only the list's (or its parent's) own servers can
+	// answer it. An IPv4 probe from a documentation /24 has 8 random bits
+	// and is asked over and over: the resolver answers it from its cache
+	// during an outage, so it says nothing about reachability.
+	fresh  bool
+	parent bool // a random name under the zone's parent domain
+	ipv6   bool
+	n      int // which range or reserved domain a random probe is from
 
 	answered bool // a definite answer (listed or not)
 	listed   bool // a valid listing code
@@ -149,9 +156,17 @@ func randomIn(p netip.Prefix) netip.Addr {
 func randomProbe(z *Zone, domain bool, n int) *probe {
 	if domain {
 		tld := [...]string{"example", "invalid", "example.com"}[n%3]
-		return &probe{qname: DomainQuery(fmt.Sprintf("rg%08x.%s", rand.Uint32(), tld), z.Name), mustNot: true, random: true, n: n % 3}
+		return &probe{qname: DomainQuery(fmt.Sprintf("rg%08x.%s", rand.Uint32(), tld), z.Name), mustNot: true, random: true, fresh: true, n: n % 3}
 	}
-	return &probe{qname: IPQuery(randomIn(docRanges[n%len(docRanges)]), z.Name), mustNot: true, random: true, n: n % len(docRanges)}
+	p := docRanges[n%len(docRanges)]
+	return &probe{qname: IPQuery(randomIn(p), z.Name), mustNot: true, random: true, fresh: p.Addr().BitLen()-p.Bits() >= 32, n: n % len(docRanges)}
+}
+
+// liveProbe asks a random name directly under the zone (not an address
+// nor a domain): whatever the answer, only the list's own servers can
+// give it, so it shows whether they answer. It judges nothing else.
+func liveProbe(z *Zone) *probe {
+	return &probe{qname: fmt.Sprintf("rg%08x%08x.%s", rand.Uint32(), rand.Uint32(), z.Name), fresh: true}
 }
 
 // parentProbe asks a random name under the zone's parent domain: if that
@@ -161,7 +176,7 @@ func parentProbe(z *Zone) *probe {
 	if _, p, ok := strings.Cut(z.Name, "."); ok {
 		parent = p
 	}
-	return &probe{qname: fmt.Sprintf("rg%08x.%s", rand.Uint32(), parent), parent: true}
+	return &probe{qname: fmt.Sprintf("rg%08x.%s", rand.Uint32(), parent), parent: true, fresh: true}
 }
 
 func (c *Checker) probes(z *Zone, domain bool) []*probe {
@@ -182,7 +197,7 @@ func (c *Checker) probes(z *Zone, domain bool) []*probe {
 	for i := range 4 {
 		ps = append(ps, randomProbe(z, domain, i))
 	}
-	return append(ps, parentProbe(z))
+	return append(ps, liveProbe(z), parentProbe(z))
 }
 
 // ask sends one probe, bypassing the cache: a health check must see the
@@ -209,13 +224,8 @@ func (c *Checker) ask(ctx context.Context, p *probe) {
 	default:
 		p.errText = err.Error()
 	}
-	if p.answered && (p.random || p.parent) {
-		c.noteAnswer(nil, sent)
-		c.mu.Lock()
-		if sent.After(c.dns.probed) {
-			c.dns.probed = sent
-		}
-		c.mu.Unlock()
+	if p.answered && p.fresh {
+		c.noteProbeAnswer(sent)
 	}
 }
 
@@ -277,20 +287,28 @@ const (
 	conclusive     checkKind = iota
 	dnsUnreachable           // nothing answered, not even the parent domain
 	inconclusive             // the list answers, but its test point did not
+	unsettled                // the list was silent while DNS was unreachable or just back
 )
 
 type checkResult struct {
 	kind   checkKind
 	h      Health
 	detail string
-	silent bool // Dead because nothing of the list answered
+	silent bool      // Dead because nothing of the list answered
+	start  time.Time // when the check began
 }
 
 // checkZone probes one zone under one deadline and says what it is.
 func (c *Checker) checkZone(ctx context.Context, st *zoneState) checkResult {
+	start := time.Now()
+	r := c.probeZone(ctx, st, start)
+	r.start = start
+	return r
+}
+
+func (c *Checker) probeZone(ctx context.Context, st *zoneState, start time.Time) checkResult {
 	ctx, cancel := context.WithTimeout(ctx, c.opts.Timeout)
 	defer cancel()
-	start := time.Now()
 	z := st.z
 	ps := c.probes(z, st.domain)
 	var wg sync.WaitGroup
@@ -306,7 +324,7 @@ func (c *Checker) checkZone(ctx context.Context, st *zoneState) checkResult {
 		switch {
 		case p.parent:
 			parentOK = p.answered
-		case p.random && p.answered:
+		case p.fresh && p.answered:
 			live = true
 		}
 		if p.ipv6 && p.listed {
@@ -394,6 +412,12 @@ func (c *Checker) checkZone(ctx context.Context, st *zoneState) checkResult {
 func (c *Checker) apply(st *zoneState, r checkResult, confirm bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if r.silent && c.dnsUnsettledLocked(r.start) {
+		// Silent while DNS was unreachable, or came back during the
+		// check or just before it: that is the outage's, not the
+		// list's. Checked again soon.
+		r.kind, r.silent = unsettled, false
+	}
 	if r.kind == conclusive {
 		if confirm && r.silent && !st.silentOnce && st.h.State != Dead && c.othersTroubledLocked(st) {
 			r.h.State, r.h.Detail = Failing, r.h.Detail+" (a second check confirms it dead)"
@@ -416,6 +440,8 @@ func (c *Checker) apply(st *zoneState, r checkResult, confirm bool) {
 		st.due = time.Now().Add(next(dnsBackoffMax))
 	case inconclusive:
 		st.due = time.Now().Add(next(disabledMax))
+	case unsettled:
+		st.due = time.Now().Add(next(dnsBackoffMax))
 	default:
 		c.setHealthLocked(st, r.h)
 		if r.h.State == Healthy {
@@ -427,7 +453,10 @@ func (c *Checker) apply(st *zoneState, r checkResult, confirm bool) {
 			st.due = time.Now().Add(next(disabledMax))
 		}
 	}
-	if !st.firstClosed {
+	// A first check that found the list silent while DNS was unsettled
+	// judged nothing: queries keep waiting for (at most a timeout) or
+	// failing temporarily until one does, instead of skipping the zone.
+	if !st.firstClosed && r.kind != unsettled {
 		st.firstClosed = true
 		close(st.firstDone)
 	}
