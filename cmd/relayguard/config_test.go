@@ -40,6 +40,7 @@ func TestConfigCheckRunsServeChecks(t *testing.T) {
 		return fmt.Sprintf("[admin]\nlisten = \"\"\n[[listener]]\nname = \"mx\"\naddress = %q\nmode = \"mx\"\n", addr)
 	}
 	ok := listener(fmt.Sprintf("127.0.0.1:%d", port))
+	inTheWay := writeConf(t, dir, "in-the-way", "a file where a directory would be created\n")
 	for _, tc := range []struct {
 		name, body string
 		want       []string
@@ -56,6 +57,9 @@ func TestConfigCheckRunsServeChecks(t *testing.T) {
 		// Found by review: a database that is not a number passed config
 		// check and stopped serve (go-redis's parser is the one that reads it).
 		{"store url database", ok + "[store]\nurl = \"redis://:s3cret@127.0.0.1:1/abc\"\n", []string{`[store] url "redis://:xxxxx@127.0.0.1:1/abc"`, "invalid database number"}},
+		// A spool directory that cannot be created passed config check
+		// and stopped serve (issue 14 leftover).
+		{"spool.dir cannot be created", ok + fmt.Sprintf("[spool]\ndir = %q\n", filepath.Join(inTheWay, "spool")), []string{"spool.dir " + filepath.Join(inTheWay, "spool"), "not a directory"}},
 		{"missing access file", ok + "[[policy.access]]\nname = \"t\"\nfile = \"/nonexistent/access.cidr\"\n[policy]\nconnect_restrictions = [\"check_client_access t\"]\n", []string{"/nonexistent/access.cidr"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

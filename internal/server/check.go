@@ -3,9 +3,12 @@ package server
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/relayguard/relayguard/internal/certs"
 	"github.com/relayguard/relayguard/internal/config"
@@ -23,6 +26,14 @@ import (
 // `relayguard config check` runs it; so do serve at start and a reload
 // before it applies a new configuration, so that the three agree.
 func Check(cfg *config.Config) error {
+	// The directories serve creates at start: one that cannot be created
+	// (a file in the way, a read-only file system, no permission) is a
+	// configuration error here, not a failure after the listeners are up.
+	for _, d := range []struct{ key, path string }{{"data_dir", cfg.DataDir}, {"spool.dir", cfg.Spool.Dir}} {
+		if err := creatableDir(d.path); err != nil {
+			return fmt.Errorf("%s %s: cannot be created or written: %w", d.key, d.path, err)
+		}
+	}
 	if _, err := loadTLS(cfg, nil); err != nil {
 		return err
 	}
@@ -89,4 +100,30 @@ func loadTLS(cfg *config.Config, log *slog.Logger) (*certs.Provider, error) {
 		return nil, fmt.Errorf("tls.cert_file %q / tls.key_file %q do not load: want a PEM certificate chain and its key: %w", cfg.TLS.CertFile, cfg.TLS.KeyFile, err)
 	}
 	return p, nil
+}
+
+// creatableDir reports why dir could not be created (os.MkdirAll) and
+// written by this process, without creating anything: its nearest existing
+// ancestor (or dir itself) must be a directory this process may write in
+// (access(2): permissions, read-only file systems).
+func creatableDir(dir string) error {
+	for p := dir; ; {
+		fi, err := os.Stat(p)
+		switch {
+		case err == nil && !fi.IsDir():
+			return fmt.Errorf("%s is not a directory", p)
+		case err == nil:
+			if err := unix.Access(p, unix.W_OK|unix.X_OK); err != nil {
+				return fmt.Errorf("%s: %w", p, err)
+			}
+			return nil
+		case !errors.Is(err, fs.ErrNotExist):
+			return err
+		}
+		parent := filepath.Dir(p)
+		if parent == p {
+			return err
+		}
+		p = parent
+	}
 }
