@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -57,7 +58,19 @@ func init() {
 }
 
 // loadConfig reads --config (or the embedded defaults) and applies --data-dir.
+// Relative --config and --data-dir are made absolute the first time, so
+// that a later load (serve's reload on SIGHUP) reads the same file and
+// state whatever the working directory is then.
 func loadConfig() (*config.Config, error) {
+	for _, p := range []*string{&flagConfig, &flagDataDir} {
+		if *p != "" && !filepath.IsAbs(*p) {
+			abs, err := filepath.Abs(*p)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", *p, err)
+			}
+			*p = abs
+		}
+	}
 	c, err := config.Load(flagConfig)
 	if err != nil {
 		return nil, err

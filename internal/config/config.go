@@ -26,7 +26,7 @@ import (
 // Config is the whole configuration. Each area of relayguard owns one section.
 type Config struct {
 	Hostname        string   `toml:"hostname" comment:"Name used in the SMTP banner and EHLO reply. Empty: the machine's hostname."`
-	DataDir         string   `toml:"data_dir" comment:"Directory for all state: database, spool, TLS certificate. Overridden by --data-dir."`
+	DataDir         string   `toml:"data_dir" comment:"Directory for all state: database, spool, TLS certificate. Relative: to this file's directory. Overridden by --data-dir."`
 	LocalDomains    []string `toml:"local_domains" comment:"Domains whose mailboxes live here (Postfix mydestination). Empty: localhost and the machine's hostname."`
 	RelayDomains    []string `toml:"relay_domains" comment:"Domains accepted from anyone and relayed onward (Postfix relay_domains)."`
 	MyNetworks      []string `toml:"mynetworks" comment:"Trusted networks allowed to relay without authentication (CIDR). Empty by default:\neven loopback must authenticate, since a compromised local script is the threat."`
@@ -292,8 +292,10 @@ func (c *Config) where() string {
 // Finish makes the configuration canonical and validates it; components
 // then read canonical values only. dataDir, if not empty, overrides
 // data_dir (the --data-dir flag). Finish
-//   - makes data_dir absolute and resolves every other relative path in
-//     the configuration against it (tls.cert_file, spool.dir, maildir
+//   - makes data_dir absolute — a relative one from a configuration file
+//     against that file's directory, from --data-dir or the embedded
+//     defaults against the working directory — and resolves every other
+//     relative path in the configuration against it (tls.cert_file, spool.dir, maildir
 //     transports, password files, access table files, log files, ...), so
 //     that --data-dir moves all of them and the working directory (/ under
 //     systemd) does not matter;
@@ -323,6 +325,13 @@ func (c *Config) finish(dataDir string) error {
 		return err
 	}
 	c.printed = printed
+	if dataDir == "" && c.path != "" && !filepath.IsAbs(c.DataDir) {
+		// A relative data_dir read from a file is relative to that
+		// file's directory, decided once here: not to the working
+		// directory of whichever process reads the file, at whatever
+		// time (systemd's /, a shell elsewhere, a reload).
+		c.DataDir = filepath.Join(filepath.Dir(c.path), c.DataDir)
+	}
 	if c.DataDir, err = filepath.Abs(c.DataDir); err != nil {
 		return fmt.Errorf("data_dir %q: %w", c.DataDir, err)
 	}

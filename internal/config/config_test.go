@@ -202,13 +202,48 @@ func TestPathsFollowDataDir(t *testing.T) {
 		c2.Delivery.SmarthostPasswordFile != filepath.Join(second, "secret", "pw") {
 		t.Fatalf("printed config with --data-dir %s: cert %s spool %s pw %s", second, c2.TLS.CertFile, c2.Spool.Dir, c2.Delivery.SmarthostPasswordFile)
 	}
-	// A relative data_dir becomes absolute (the working directory is / under systemd).
-	rel, err := loadString(t, "data_dir = \"state\"\n", "")
-	if err != nil {
+}
+
+// A relative data_dir in a configuration file is relative to the file's
+// directory, whatever the working directory (/ under systemd) is when the
+// file is read; --data-dir and the embedded default are relative to the
+// working directory (issue 14 leftover: it followed the working directory
+// of each process that read the file).
+func TestRelativeDataDirFollowsTheFile(t *testing.T) {
+	confDir := t.TempDir()
+	p := filepath.Join(confDir, "relayguard.toml")
+	if err := os.WriteFile(p, []byte("data_dir = \"state\"\n[spool]\ndir = \"q\"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if !filepath.IsAbs(rel.DataDir) {
-		t.Errorf("data_dir %q is not absolute", rel.DataDir)
+	for _, cwd := range []string{t.TempDir(), "/"} {
+		t.Chdir(cwd)
+		c, err := Load(p)
+		if err == nil {
+			err = c.Finish("")
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := filepath.Join(confDir, "state"); c.DataDir != want || c.Spool.Dir != filepath.Join(want, "q") {
+			t.Errorf("in %s: data_dir %s, spool.dir %s; want %s and %s/q", cwd, c.DataDir, c.Spool.Dir, want, want)
+		}
+		flag, err := Load(p)
+		if err == nil {
+			err = flag.Finish("other")
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := filepath.Join(cwd, "other"); flag.DataDir != want {
+			t.Errorf("in %s: --data-dir other gave %s, want %s", cwd, flag.DataDir, want)
+		}
+		def := Default()
+		if err := def.Finish(""); err != nil {
+			t.Fatal(err)
+		}
+		if want := filepath.Join(cwd, "relayguard-data"); def.DataDir != want {
+			t.Errorf("in %s: embedded default data_dir %s, want %s", cwd, def.DataDir, want)
+		}
 	}
 }
 
