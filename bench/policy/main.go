@@ -25,10 +25,12 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"flag"
 	"fmt"
 	"log"
 	"net"
+	"net/netip"
 	"os"
 	"os/signal"
 	"runtime"
@@ -286,63 +288,152 @@ func exchange(conn net.Conn, r *bufio.Reader, req []byte) (int, error) {
 }
 
 // openLoop offers requests at rate per second for d on a pool of conns
-// connections. Request i is due at start + i/rate. A dispatcher hands out
-// every request whose time has come; a connection that is free takes the
-// next one. Latency runs from the due time to the reply, so time spent
-// waiting for a free connection, or for the load generator itself, counts.
+// connections. Request i is due at start + i/rate; it goes out on a free
+// connection at once, or, when every connection waits for an answer, on
+// the first one to get it. Latency runs from the due time to the reply,
+// so time spent waiting for a free connection, or for the load generator
+// itself, counts.
 //
-// The load generator shares the machine with the server, so it also says
-// how well it kept its schedule: dispatch lateness (due time to handing
-// the request out: the generator's own timer and scheduling) and send
-// lateness (due time to the write: that plus waiting for a free
-// connection and for the connection's goroutine to run). A run whose
-// requests left late says so on a "# WARNING" line: its latency is partly
-// the generator's.
+// The load generator shares the machine with the server, so it costs as
+// little as it can and says how well it kept its schedule. It is one
+// thread with an epoll loop over raw sockets and a timerfd for the next
+// due time (no goroutine wake-up per request, no Go timer: Go's timers
+// wait in epoll_pwait, whose timeout is whole milliseconds, so a sleep of
+// 50 µs in an idle process lasts 1 ms). For each request it records the
+// dispatch lateness (due time to the moment the loop saw it due: the
+// generator's own timer and scheduling) and the send lateness (due time
+// to the write: that plus any wait for a free connection). A run whose
+// requests were handed out late says so on a "# WARNING" line: its
+// latency is partly the generator's.
 func openLoop(name, addr string, conns int, rate float64, d time.Duration, report bool) {
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil {
+		log.Fatalf("open loop: -addr %q: want IP:port (%v)", addr, err)
+	}
 	total := int64(rate * d.Seconds())
 	interval := float64(time.Second) / rate
 	due := func(i int64) time.Duration { return time.Duration(float64(i) * interval) }
-	jobs := make(chan int64, total+1)
 	lat := make([]time.Duration, total)      // due time to reply
 	sendLate := make([]time.Duration, total) // due time to write
 	dispLate := make([]time.Duration, total) // due time to dispatch
 	done := make([]bool, total)
-	kinds := make([][nKinds]int, conns)
-	var fails atomic.Int64
-	var wg sync.WaitGroup
-	ready := make(chan struct{})
-	var start time.Time
-	for c := range conns {
-		conn, err := net.Dial("tcp", addr)
-		if err != nil {
-			log.Fatalf("connect %s: %v", addr, err)
-		}
-		wg.Go(func() {
-			defer conn.Close()
-			r := bufio.NewReader(conn)
-			var buf []byte
-			<-ready
-			for n := range jobs {
-				buf = request(buf[:0], n, c)
-				at := start.Add(due(n))
-				sendLate[n] = time.Since(at)
-				k, err := exchange(conn, r, buf)
-				if err != nil {
-					fails.Add(1)
-					return
-				}
-				lat[n] = time.Since(at)
-				done[n] = true
-				kinds[c][k]++
-			}
-		})
+	var mix [nKinds]int
+	fails := 0
+
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		log.Fatalf("epoll: %v", err)
 	}
+	defer unix.Close(ep)
+	tfd, err := unix.TimerfdCreate(unix.CLOCK_MONOTONIC, unix.TFD_CLOEXEC|unix.TFD_NONBLOCK)
+	if err != nil {
+		log.Fatalf("timerfd: %v", err)
+	}
+	defer unix.Close(tfd)
+	if err := unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, tfd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: -1}); err != nil {
+		log.Fatalf("epoll timerfd: %v", err)
+	}
+	fds := make([]int, conns)
+	inflight := make([]int64, conns) // request waiting for its answer; -1: free
+	replies := make([][]byte, conns)
+	free := make([]int, 0, conns)
+	for c := range conns {
+		fds[c] = dialRaw(ap)
+		defer unix.Close(fds[c])
+		if err := unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, fds[c], &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(c)}); err != nil {
+			log.Fatalf("epoll: %v", err)
+		}
+		inflight[c] = -1
+		free = append(free, c)
+	}
+	var buf []byte
+	events := make([]unix.EpollEvent, 256)
+	var rbuf [4096]byte
 	cpu0, self0 := cpuTime(), selfCPU()
-	start = time.Now()
-	close(ready)
-	dispatch(jobs, total, start, due, dispLate)
-	close(jobs)
-	wg.Wait()
+	start := time.Now()
+	next, nextSend, answered := int64(0), int64(0), int64(0) // due so far, sent so far, answered or failed
+	armed, live := int64(-1), conns                          // the request the timer is set for; connections not dropped
+	for answered < total {
+		now := time.Since(start)
+		for ; next < total && due(next) <= now; next++ {
+			dispLate[next] = now - due(next)
+		}
+		for nextSend < next && len(free) > 0 {
+			c := free[len(free)-1]
+			free = free[:len(free)-1]
+			n := nextSend
+			nextSend++
+			buf = request(buf[:0], n, c)
+			sendLate[n] = time.Since(start) - due(n)
+			if w, err := unix.Write(fds[c], buf); err != nil || w != len(buf) {
+				log.Printf("open loop: write on connection %d: %d of %d bytes, %v", c, w, len(buf), err)
+				fails++
+				answered++
+				unix.EpollCtl(ep, unix.EPOLL_CTL_DEL, fds[c], nil)
+				live--
+				continue // the connection is dropped
+			}
+			inflight[c] = n
+		}
+		if live == 0 {
+			log.Fatalf("open loop: every connection to %s failed", addr)
+		}
+		if next < total && armed != next {
+			// Wake at the next due time (relative, in ns: timerfd
+			// has the resolution epoll_pwait lacks).
+			armed = next
+			wait := max(due(next)-time.Since(start), time.Microsecond)
+			its := unix.ItimerSpec{Value: unix.NsecToTimespec(int64(wait))}
+			if err := unix.TimerfdSettime(tfd, 0, &its, nil); err != nil {
+				log.Fatalf("timerfd: %v", err)
+			}
+		}
+		nev, err := unix.EpollWait(ep, events, -1)
+		if err != nil {
+			if errors.Is(err, unix.EINTR) {
+				continue
+			}
+			log.Fatalf("epoll_wait: %v", err)
+		}
+		for _, ev := range events[:nev] {
+			if ev.Fd < 0 {
+				var t [8]byte
+				unix.Read(tfd, t[:])
+				continue
+			}
+			c := int(ev.Fd)
+			m, err := unix.Read(fds[c], rbuf[:])
+			if m <= 0 || inflight[c] < 0 {
+				// closed, failed, or an answer nobody asked for:
+				// the connection is dropped
+				log.Printf("open loop: connection %d: read %d bytes, %v (waiting for request %d)", c, m, err, inflight[c])
+				if inflight[c] >= 0 {
+					fails++
+					answered++
+				}
+				unix.EpollCtl(ep, unix.EPOLL_CTL_DEL, fds[c], nil)
+				inflight[c] = -1
+				live--
+				continue
+			}
+			replies[c] = append(replies[c], rbuf[:m]...)
+			end := bytes.Index(replies[c], []byte("\n\n"))
+			if end < 0 {
+				continue
+			}
+			n := inflight[c]
+			lat[n] = time.Since(start) - due(n)
+			done[n] = true
+			line, _, _ := bytes.Cut(replies[c], []byte("\n"))
+			mix[classify(line)]++
+			replies[c] = replies[c][:0]
+			inflight[c] = -1
+			free = append(free, c)
+			answered++
+		}
+	}
 	elapsed := time.Since(start)
 	if !report {
 		return
@@ -353,12 +444,6 @@ func openLoop(name, addr string, conns int, rate float64, d time.Duration, repor
 			all = append(all, lat[i])
 			sl = append(sl, sendLate[i])
 			dl = append(dl, dispLate[i])
-		}
-	}
-	var mix [nKinds]int
-	for c := range conns {
-		for k, v := range kinds[c] {
-			mix[k] += v
 		}
 	}
 	for _, s := range [][]time.Duration{all, sl, dl} {
@@ -380,7 +465,7 @@ func openLoop(name, addr string, conns int, rate float64, d time.Duration, repor
 		"late_p50=%s late_p99=%s late_p99.9=%s late_max=%s sent_late_p99=%s sent_late_p99.9=%s loader_cpu_per_request=%.1fµs failures=%d%s mix=[%s]\n",
 		name, rate, conns, n, float64(n)/elapsed.Seconds(), pct(all, 0.50), pct(all, 0.90), pct(all, 0.99), pct(all, 0.999), pct(all, 1),
 		over(all, time.Millisecond), pct(dl, 0.50), pct(dl, 0.99), pct(dl, 0.999), pct(dl, 1), pct(sl, 0.99), pct(sl, 0.999),
-		float64(self.Microseconds())/float64(max(n, 1)), fails.Load(), cpuNote(cpu0, self0, n), mixOf(&mix, n))
+		float64(self.Microseconds())/float64(max(n, 1)), fails, cpuNote(cpu0, self0, n), mixOf(&mix, n))
 	// The generator kept its schedule if its own lateness is a small
 	// part of the 1 ms the latency is judged against.
 	if late := over(dl, 100*time.Microsecond); late > 1 || n < int(total) {
@@ -389,28 +474,28 @@ func openLoop(name, addr string, conns int, rate float64, d time.Duration, repor
 	}
 }
 
-// dispatch hands out request i at its due time, start+due(i), recording
-// in late how late each was handed out. It sleeps with clock_nanosleep on
-// its own thread: Go's timers wait in epoll_pwait, whose timeout is whole
-// milliseconds, so a sleep of 50 µs in an otherwise idle process lasts a
-// millisecond — a generator that would send its requests in bursts, up to
-// 1 ms late.
-func dispatch(jobs chan<- int64, total int64, start time.Time, due func(int64) time.Duration, late []time.Duration) {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	for i := int64(0); i < total; {
-		now := time.Since(start)
-		for ; i < total && due(i) <= now; i++ {
-			late[i] = now - due(i)
-			jobs <- i
-		}
-		if i < total {
-			if wait := due(i) - time.Since(start); wait > 0 {
-				ts := unix.NsecToTimespec(int64(wait))
-				unix.ClockNanosleep(unix.CLOCK_MONOTONIC, 0, &ts, nil)
-			}
-		}
+// dialRaw connects a blocking TCP socket to ap, outside Go's netpoller
+// (the open loop polls it itself), with TCP_NODELAY as Postfix sets it.
+func dialRaw(ap netip.AddrPort) int {
+	var sa unix.Sockaddr
+	family := unix.AF_INET
+	if ap.Addr().Is4() {
+		sa = &unix.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()}
+	} else {
+		family = unix.AF_INET6
+		sa = &unix.SockaddrInet6{Port: int(ap.Port()), Addr: ap.Addr().As16()}
 	}
+	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		log.Fatalf("socket: %v", err)
+	}
+	if err := unix.Connect(fd, sa); err != nil {
+		log.Fatalf("connect %s: %v", ap, err)
+	}
+	if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1); err != nil {
+		log.Fatalf("TCP_NODELAY: %v", err)
+	}
+	return fd
 }
 
 func run(name, addr string, conns int, d time.Duration, report bool) {
