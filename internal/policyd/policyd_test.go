@@ -331,3 +331,36 @@ func TestServeSurvivesAcceptErrors(t *testing.T) {
 		t.Errorf("%d accept failures logged, want 3:\n%s", n, logs.String())
 	}
 }
+
+// TestPipelinedRequests: requests sent together, without waiting, are
+// answered in order; when the last of them is malformed, the answers to
+// the ones before it still arrive before the connection is closed.
+func TestPipelinedRequests(t *testing.T) {
+	addr, _ := startServer(t, "tcp")
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(60 * time.Second)) // a safety net, not a timing assertion
+	var batch bytes.Buffer
+	for _, r := range []map[string]string{
+		req("127.0.0.9", "u@elsewhere.test"), req("127.0.0.100", "u@elsewhere.test"), req("127.0.0.5", "u@example.test"),
+	} {
+		WriteAttrs(&batch, r)
+	}
+	batch.WriteString("request=smtpd_access_policy\nno equals sign\n\n")
+	if _, err := c.Write(batch.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatalf("reading the answers: %v", err)
+	}
+	want := "action=554 5.7.1 <u@elsewhere.test>: Relay access denied (rule reject_unauth_destination)\n\n" +
+		"action=OK\n\n" +
+		"action=554 5.7.1 Service unavailable; Client host [127.0.0.5] blocked using bl.test (rule reject_rbl_client)\n\n"
+	if string(got) != want {
+		t.Errorf("pipelined answers:\n got %q\nwant %q (three answers, then the connection closed)", got, want)
+	}
+}
