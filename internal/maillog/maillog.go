@@ -389,11 +389,9 @@ type Verdict struct {
 // PolicyVerdict: the policy engine decided (warn: a warn_if_reject rule
 // would have refused). Permits are logged at debug level.
 func (m *Logger) PolicyVerdict(ctx context.Context, v Verdict, warn bool) {
-	lvl, k := slog.LevelInfo, KindPolicyVerdict
+	lvl, k := VerdictLevel(v.Action, warn), KindPolicyVerdict
 	if warn {
-		lvl, k = slog.LevelWarn, KindPolicyWarn
-	} else if strings.EqualFold(v.Action, "permit") || strings.EqualFold(v.Action, "dunno") {
-		lvl = slog.LevelDebug
+		k = KindPolicyWarn
 	}
 	if m == nil || m.l == nil || !m.l.Enabled(ctx, lvl) {
 		return // before the attributes are made: the policy service calls this per decision
@@ -402,6 +400,20 @@ func (m *Logger) PolicyVerdict(ctx context.Context, v Verdict, warn bool) {
 		slog.String("code", v.Code), slog.String("text", v.Text), slog.String("stage", v.Stage),
 		addr("client", v.Client), slog.String("helo", v.Helo), slog.String("from", v.From),
 		slog.String("rcpt", v.Rcpt), slog.String("user", v.User), slog.String("id", v.QueueID))
+}
+
+// VerdictLevel is the level PolicyVerdict logs a verdict of action at:
+// warn for a warn_if_reject rule, debug for a permit or a DUNNO, info
+// for the others. A caller asks its logger whether that level is on
+// before it gathers a Verdict.
+func VerdictLevel(action string, warn bool) slog.Level {
+	switch {
+	case warn:
+		return slog.LevelWarn
+	case strings.EqualFold(action, "permit") || strings.EqualFold(action, "dunno"):
+		return slog.LevelDebug
+	}
+	return slog.LevelInfo
 }
 
 // Egress is a blocked outbound connection attempt.

@@ -321,6 +321,9 @@ func joinPrepends(p []string) string {
 // logVerdict writes the decision through internal/maillog; how "warn"
 // marks a warn_if_reject rule that would have refused, or a WARN action.
 func (e *Engine) logVerdict(req *Request, stage Stage, v Verdict, how string) {
+	if !e.log.Enabled(context.Background(), maillog.VerdictLevel(v.Action.String(), how == "warn")) {
+		return // nothing to gather (a verdict per request in the policy service)
+	}
 	code := ""
 	if v.Code != 0 {
 		code = strings.TrimSpace(strconv.Itoa(v.Code) + " " + v.Enhanced)
