@@ -302,7 +302,10 @@ func exchange(conn net.Conn, r *bufio.Reader, req []byte) (int, error) {
 // 50 µs in an idle process lasts 1 ms). For each request it records the
 // dispatch lateness (due time to the moment the loop saw it due: the
 // generator's own timer and scheduling) and the send lateness (due time
-// to the write: that plus any wait for a free connection). A run whose
+// to the write: that plus any wait for a free connection), and the
+// response time from the write to the reply (resp_: the server, the
+// loopback and the generator's reading of it, without the generator's
+// lateness before the write). A run whose
 // requests were handed out late says so on a "# WARNING" line: its
 // latency is partly the generator's.
 func openLoop(name, addr string, conns int, rate float64, d time.Duration, report bool) {
@@ -438,15 +441,16 @@ func openLoop(name, addr string, conns int, rate float64, d time.Duration, repor
 	if !report {
 		return
 	}
-	var all, sl, dl []time.Duration
+	var all, sl, dl, rt []time.Duration
 	for i := range total {
 		if done[i] {
 			all = append(all, lat[i])
 			sl = append(sl, sendLate[i])
 			dl = append(dl, dispLate[i])
+			rt = append(rt, lat[i]-sendLate[i])
 		}
 	}
-	for _, s := range [][]time.Duration{all, sl, dl} {
+	for _, s := range [][]time.Duration{all, sl, dl, rt} {
 		slices.Sort(s)
 	}
 	pct := func(s []time.Duration, p float64) time.Duration {
@@ -462,10 +466,10 @@ func openLoop(name, addr string, conns int, rate float64, d time.Duration, repor
 	n := len(all)
 	self := selfCPU() - self0
 	fmt.Printf("%-12s open-loop offered=%.0f/s conns=%d decisions=%d achieved=%.0f/s p50=%s p90=%s p99=%s p99.9=%s max=%s over_1ms=%.2f%% "+
-		"late_p50=%s late_p99=%s late_p99.9=%s late_max=%s sent_late_p99=%s sent_late_p99.9=%s loader_cpu_per_request=%.1fµs failures=%d%s mix=[%s]\n",
+		"late_p50=%s late_p99=%s late_p99.9=%s late_max=%s sent_late_p99=%s sent_late_p99.9=%s resp_p50=%s resp_p99=%s resp_p99.9=%s loader_cpu_per_request=%.1fµs failures=%d%s mix=[%s]\n",
 		name, rate, conns, n, float64(n)/elapsed.Seconds(), pct(all, 0.50), pct(all, 0.90), pct(all, 0.99), pct(all, 0.999), pct(all, 1),
 		over(all, time.Millisecond), pct(dl, 0.50), pct(dl, 0.99), pct(dl, 0.999), pct(dl, 1), pct(sl, 0.99), pct(sl, 0.999),
-		float64(self.Microseconds())/float64(max(n, 1)), fails, cpuNote(cpu0, self0, n), mixOf(&mix, n))
+		pct(rt, 0.50), pct(rt, 0.99), pct(rt, 0.999), float64(self.Microseconds())/float64(max(n, 1)), fails, cpuNote(cpu0, self0, n), mixOf(&mix, n))
 	// The generator kept its schedule if its own lateness is a small
 	// part of the 1 ms the latency is judged against.
 	if late := over(dl, 100*time.Microsecond); late > 1 || n < int(total) {
