@@ -41,6 +41,7 @@ func checkFast(t *testing.T, s string) {
 		{"rejAddr", rejAddr, func(s string) string { return reSub(reRejAddr, s) }},
 		{"rejMail", rejMail, func(s string) string { return reSub(reRejMail, s) }},
 		{"rejOther", rejOther, func(s string) string { return reSub(reRejOther, s) }},
+		{"gimmeDomain", gimmeDomain, gimmeDomainRE},
 		{"cleanTail", cleanTail, func(s string) string { return reCleanTail.ReplaceAllString(s, "") }},
 		{"rejBlock", rejBlock, func(s string) string {
 			if loc := reRejBlock.FindStringIndex(s); loc != nil {
@@ -80,6 +81,7 @@ func checkFast(t *testing.T, s string) {
 }
 
 var fastSeeds = []string{
+	"mail.Example.co.uk[192.0.2.1]", "a.b.com[1.2.3.4]:25", "x.y.ab.cd[10.0.0.1]",
 	"NOQUEUE: reject: RCPT from unknown[203.0.113.5]: 554 5.7.1 <spam@target.example>: Relay access denied; from=<s@spam.example> to=<spam@target.example> proto=ESMTP helo=<x>",
 	"554 5.7.1 Service unavailable; Client host [198.51.100.99] blocked using zen.spamhaus.org; https://x; from=<a@b> to=<c@d>",
 	"552 5.3.4 Message size exceeds fixed limit; proto=ESMTP helo=<x>",
@@ -182,6 +184,11 @@ func TestGimmeDomainShortcut(t *testing.T) {
 		"unknown[192.0.2.1]", "unknown[2001:db8::1]", "unknown[1.2.3]", "unknown[]", "unknown[a]b]",
 		"unknown[1.2.3.4]:25", "unknown[(x)]", "unknown[1/2]", "unknown[IPv6:2001:db8::5]",
 		"mail.example.com[192.0.2.7]", "unknown", "unknown[", "Unknown[10.1.1.1]",
+		"Mail.Example.COM[192.0.2.7]", "a.b.co.uk[1.2.3.4]", "x.co.uk[1.2.3.4]", "co.uk[1.2.3.4]", "a.bb.cc[1.1.1.1]",
+		"a..com[1.1.1.1]", ".b.com[1.1.1.1]", "b.com[1.1.1.1]", "a.b.c.com.de[9.9.9.9]", "a.b.abcd.de[1.2.3.4]",
+		"h.x.y[1.2.3.4]", "h.x.yy[1.2.3.4]", "h.x.yyyy[1.2.3.4]", "host[1.2.3.4]", "h.ex.com[1234.1.1.1]",
+		"h.ex.com[1.2.3.4]:25", "h.ex.com[1.2.3]", "h.ex.com[1.2.3.4", "ä.ex.com[1.2.3.4]", "a.b.äö.de[1.2.3.4]",
+		"[1.2.3.4]", "h.ex.com[2001:db8::1]", "h.ex.com[1.2.3.4][5.6.7.8]", "h.e[x.com[1.2.3.4]",
 	} {
 		if got, want := gimmeDomain(s), gimmeDomainRE(s); got != want {
 			t.Errorf("gimmeDomain(%q) = %q, expressions give %q", s, got, want)
