@@ -26,16 +26,16 @@ type abuseState struct {
 	ar           *arena
 	pre          *parsed // the current line's message, parsed ahead (or nil)
 
-	clients       addrIndex    // client address (As16) → number (all zero: unknown)
-	clientStats   []clientStat // by number
-	clientAddrs   []netip.Addr // by number
-	users         keyIndex     // user name tried → number
-	userLinks     []userLink   // the users each address tried, as lists
-	relayByDomain *counter     // target domain → relay attempts
-	dnsbl         *counter     // list → rejections
-	reasons       *counter     // rejection reason → count (chart)
-	postscreen    *counter     // postscreen event kind → count
-	ruleRejects   *counter     // relayguard rule → count
+	clients       addrIndex            // client address (As16) → number (all zero: unknown)
+	clientStats   [][]clientStat       // by number, in blocks of clientBlock (rows never move)
+	oddAddrs      map[int32]netip.Addr // the clients whose address As16 does not give back: invalid or with a zone
+	users         keyIndex             // user name tried → number
+	userLinks     []userLink           // the users each address tried, as lists
+	relayByDomain *counter             // target domain → relay attempts
+	dnsbl         *counter             // list → rejections
+	reasons       *counter             // rejection reason → count (chart)
+	postscreen    *counter             // postscreen event kind → count
+	ruleRejects   *counter             // relayguard rule → count
 	ndnPerHour    [24]int64
 	ndns          int64
 	ndnRcpt       *counter        // NDN recipient → delivery attempts
@@ -57,7 +57,26 @@ type abuseState struct {
 // event and no string per address until the report is written.
 type clientStat struct {
 	auth, relay, rejects int64
-	users                int32 // first link, -1: none
+	users                int32    // first link, -1: none
+	addr                 [16]byte // the address, As16 (no pointer for the collector to trace)
+}
+
+// clientBlock is how many clients' rows are allocated at a time: a botnet's
+// log has 100,000s, and one growing slice of them was copied at each growth.
+const clientBlock = 4096
+
+// stat returns client i's row.
+func (s *abuseState) stat(i int32) *clientStat { return &s.clientStats[i/clientBlock][i%clientBlock] }
+
+// clientCount is the number of distinct clients.
+func (s *abuseState) clientCount() int32 { return s.clients.n }
+
+// addrOf returns client i's address.
+func (s *abuseState) addrOf(i int32) netip.Addr {
+	if a, ok := s.oddAddrs[i]; ok {
+		return a
+	}
+	return netip.AddrFrom16(s.stat(i).addr).Unmap()
 }
 
 type userLink struct {
@@ -144,10 +163,18 @@ func (s *abuseState) client(ip netip.Addr) *clientStat {
 	}
 	i, ok := s.clients.get(k)
 	if !ok {
-		s.clientStats = append(s.clientStats, clientStat{users: -1})
-		s.clientAddrs = append(s.clientAddrs, ip)
+		if i%clientBlock == 0 {
+			s.clientStats = append(s.clientStats, make([]clientStat, clientBlock))
+		}
+		*s.stat(i) = clientStat{users: -1, addr: k}
+		if !ip.IsValid() || ip.Zone() != "" {
+			if s.oddAddrs == nil {
+				s.oddAddrs = map[int32]netip.Addr{}
+			}
+			s.oddAddrs[i] = ip
+		}
 	}
-	return &s.clientStats[i]
+	return s.stat(i)
 }
 
 // authFailure records n failed authentications from ip as user.

@@ -55,7 +55,7 @@ func rankedCount(r *ranked) int64 { return r.n }
 // of an address or a subnet are gathered only for the rows shown.
 func (s *abuseState) summary(n int) Abuse {
 	var ab Abuse
-	nc := len(s.clientStats)
+	nc := int(s.clientCount())
 	// Subnets are numbered through integer keys: the /24's upper 24 bits,
 	// the /64's upper 64; a subnet is named after its first client.
 	sub4 := make(map[uint32]int32, nc/2)
@@ -65,15 +65,15 @@ func (s *abuseState) summary(n int) Abuse {
 	clientSub := make([]int32, nc) // client number → subnet number, -1: none
 	byAddr := make([]ranked, 0, nc)
 	var relay []ranked
-	for i := range s.clientStats {
-		st, ip := &s.clientStats[i], s.clientAddrs[i]
+	for i := range int32(nc) {
+		st, ip := s.stat(i), s.addrOf(i)
 		if st.auth > 0 {
 			ab.AuthFailures += st.auth
-			byAddr = append(byAddr, ranked{st.auth, int32(i)})
+			byAddr = append(byAddr, ranked{st.auth, i})
 		}
 		if st.relay > 0 {
 			ab.RelayAttempts += st.relay
-			relay = append(relay, ranked{st.relay, int32(i)})
+			relay = append(relay, ranked{st.relay, i})
 		}
 		clientSub[i] = -1
 		if !ip.IsValid() {
@@ -97,7 +97,7 @@ func (s *abuseState) summary(n int) Abuse {
 		}
 		if !ok {
 			subs = append(subs, subnetAgg{})
-			subFirst = append(subFirst, int32(i))
+			subFirst = append(subFirst, i)
 		}
 		clientSub[i] = j
 		g := &subs[j]
@@ -108,12 +108,12 @@ func (s *abuseState) summary(n int) Abuse {
 			g.addrs++
 		}
 	}
-	addrName := func(r *ranked) string { return clientName(s.clientAddrs[r.idx]) }
-	subName := func(r *ranked) string { return subnetOf(s.clientAddrs[subFirst[r.idx]]).String() }
+	addrName := func(r *ranked) string { return clientName(s.addrOf(r.idx)) }
+	subName := func(r *ranked) string { return subnetOf(s.addrOf(subFirst[r.idx])).String() }
 	ab.AuthByAddress = []AuthRow{}
 	for _, r := range byHost(byAddr, n, rankedCount, addrName) {
 		ab.AuthByAddress = append(ab.AuthByAddress, AuthRow{Key: addrName(&r), Failures: r.n, idx: r.idx,
-			Users: s.topUsers(s.clientStats[r.idx].users, 10)})
+			Users: s.topUsers(s.stat(r.idx).users, 10)})
 	}
 	for _, r := range byHost(relay, n, rankedCount, addrName) {
 		ab.RelayByClient = append(ab.RelayByClient, CountRow{addrName(&r), r.n})
@@ -141,7 +141,8 @@ func (s *abuseState) summary(n int) Abuse {
 		shown[r.idx] = int32(j + 1)
 	}
 	users := make([]map[int32]int64, len(ab.AuthBySubnet))
-	for i, st := range s.clientStats {
+	for i := range int32(nc) {
+		st := s.stat(i)
 		if clientSub[i] < 0 || shown[clientSub[i]] == 0 {
 			continue
 		}
