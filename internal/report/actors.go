@@ -2,6 +2,7 @@ package report
 
 import (
 	"strconv"
+	"strings"
 
 	"github.com/relayguard/relayguard/internal/maillog"
 )
@@ -46,7 +47,7 @@ func (s *abuseState) actor(user string, uid int) *actorStat {
 	a := s.actors[who]
 	if a == nil {
 		a = &actorStat{}
-		s.actors[who] = a
+		s.actors[strings.Clone(who)] = a // (a login's name is a substring of the line)
 	}
 	return a
 }

@@ -16,6 +16,10 @@ import (
 	"github.com/relayguard/relayguard/internal/report/loggen"
 )
 
+// Every test of the package reads with recycled chunks poisoned: a string
+// kept into a read chunk (instead of a copy) shows as garbage in a report.
+func init() { poisonRecycled = true }
+
 var updateGolden = flag.Bool("update-golden", false, "rewrite testdata/golden/*.txt.gz from the current code")
 
 // TestGoldenShapes pins the whole text and JSON report, byte for byte, on

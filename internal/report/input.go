@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unsafe"
 
@@ -30,8 +31,21 @@ type batch struct {
 	hasRK  []bool
 	ev     []parsed // logwatch's reading of messages, for the abuse view
 	evAt   []int32  // a line's index in ev, -1: none
+	chunks []*chunk // the read chunks its lines are in
 	err    error
 }
+
+// chunk is a read buffer and the number of holders of its lines: the
+// batches not yet counted and the reader while it fills the chunk.
+type chunk struct {
+	buf  []byte
+	refs atomic.Int32
+}
+
+// poisonRecycled makes a recycled chunk's bytes garbage before reuse (the
+// tests set it): a string the analyzer kept without copying it then shows
+// in the report instead of silently holding another line's bytes.
+var poisonRecycled = false
 
 const batchLines = 2048
 
@@ -43,11 +57,27 @@ const chunkSize = 1 << 20
 // goroutine and the counting in the caller's, so that two cores share the
 // work; batches keep the hand-over cheap and the order intact.
 //
-// The input is read into fresh 1 MiB chunks that are never written again
-// once their lines are handed on, and each line is a string pointing into
-// its chunk (no copy per line). The analyzer copies whatever it keeps (see
-// counter), so a chunk becomes garbage as soon as its batch is counted.
+// The input is read into 1 MiB chunks and each line is a string pointing
+// into its chunk (no copy per line). The analyzer copies whatever it keeps
+// (see keyIndex), so a chunk is reused once every batch with a line in it
+// has been counted: a fresh chunk per MiB read cost page faults and
+// collections for 125 MB of garbage per 1,000,000 lines.
 func (a *Analyzer) ReadLines(r io.Reader, p *logline.Parser) error {
+	pool := make(chan *chunk, 8)
+	release := func(c *chunk) {
+		if c.refs.Add(-1) != 0 || len(c.buf) != chunkSize {
+			return
+		}
+		if poisonRecycled {
+			for i := range c.buf {
+				c.buf[i] = 0xff
+			}
+		}
+		select {
+		case pool <- c:
+		default:
+		}
+	}
 	full := make(chan *batch, 4)
 	free := make(chan *batch, 6)
 	for range 6 {
@@ -61,6 +91,7 @@ func (a *Analyzer) ReadLines(r io.Reader, p *logline.Parser) error {
 	go func() {
 		defer close(full)
 		var b *batch
+		var cur *chunk // the chunk being filled (the reader holds a reference)
 		var cc clockCache
 		// Rejection lines are condensed here already (procReject is a pure
 		// function of the line), with a cache of client domains of its own.
@@ -87,8 +118,9 @@ func (a *Analyzer) ReadLines(r io.Reader, p *logline.Parser) error {
 			select {
 			case b = <-free:
 				b.raw, b.err = b.raw[:0], nil
-				clear(b.ev) // (no string into an old chunk)
+				clear(b.ev)
 				b.ev = b.ev[:0]
+				b.chunks = b.chunks[:0]
 				return true
 			case <-done:
 				return false
@@ -110,8 +142,10 @@ func (a *Analyzer) ReadLines(r io.Reader, p *logline.Parser) error {
 			i := len(b.raw)
 			s := unsafe.String(unsafe.SliceData(line), len(line))
 			b.raw = append(b.raw, s)
-			// Every slot is overwritten, so that a recycled batch holds no
-			// string into an old chunk (it would keep the chunk alive).
+			if n := len(b.chunks); n == 0 || b.chunks[n-1] != cur {
+				cur.refs.Add(1)
+				b.chunks = append(b.chunks, cur)
+			}
 			b.rk[i], b.hasRK[i] = rejectKey{}, false
 			b.evAt[i] = -1
 			if maillog.IsRecord(s) {
@@ -155,12 +189,32 @@ func (a *Analyzer) ReadLines(r io.Reader, p *logline.Parser) error {
 				if get() {
 					send()
 				}
+				if cur != nil {
+					release(cur)
+				}
 				return
 			}
-			// Move the partial line into a fresh chunk and fill the rest.
+			// Move the partial line into a fresh or recycled chunk and
+			// fill the rest.
 			rem := end - start
-			nb := make([]byte, max(chunkSize, 2*rem))
+			var nc *chunk
+			select {
+			case nc = <-pool:
+				if 2*rem > len(nc.buf) {
+					nc = nil
+				}
+			default:
+			}
+			if nc == nil {
+				nc = &chunk{buf: make([]byte, max(chunkSize, 2*rem))}
+			}
+			nc.refs.Store(1)
+			nb := nc.buf
 			copy(nb, buf[start:end])
+			if cur != nil {
+				release(cur)
+			}
+			cur = nc
 			n, err := io.ReadFull(r, nb[rem:])
 			buf, start, end = nb, 0, rem+n
 			switch {
@@ -191,6 +245,9 @@ func (a *Analyzer) ReadLines(r io.Reader, p *logline.Parser) error {
 			case maillog.IsRecord(raw):
 				a.addOwn(raw, time.Time{})
 			}
+		}
+		for _, c := range b.chunks {
+			release(c)
 		}
 		if b.err != nil {
 			return b.err
