@@ -46,6 +46,15 @@ PFPORT=$(free_port)
 go build -o "$TMP/relayguard" ./cmd/relayguard
 go build -o "$TMP/policybench" ./bench/policy
 [ -z "$PRIO" ] || $PRIO $$ >/dev/null # inherited by every process started below
+# With a real-time PRIO the open-loop generator runs one level above the
+# servers: it stands for Postfix's smtpd processes, which do not wait for
+# the policy server's threads to get off the CPU before they send, so its
+# schedule is not delayed by the server it measures (its lateness is
+# reported either way).
+GEN=
+case $PRIO in
+chrt\ -r*|chrt\ -f*) GEN="chrt ${PRIO:5:2} $(( $(grep -o '[0-9]\+' <<<"$PRIO" | tail -1) + 1 ))" ;;
+esac
 
 # The same rules for both: every zone rejects what it lists (127.0.0.2).
 zones=""; rbl=""
@@ -102,9 +111,9 @@ awk -v r="$(rate rate "$TMP/rg.sat")" -v p="$(rate rate "$TMP/pf.sat")" -v rc="$
   -v z="$ZONES" -v c="$CONNS" -v prio="${PRIO:-default priority}" \
   'BEGIN { printf "saturated throughput: relayguard %d/s, postfwd %d/s: %.1fx; CPU per decision: relayguard %.1f µs, postfwd %.1f µs: %.1fx\n", r, p, r / p, rc, pc, pc / rc
     printf "| policy, saturated | %d DNS lists warm, %d connections, closed loop (%s) | %d decisions/s, %.1f µs CPU each | postfwd: %d/s, %.0f µs CPU each | %.1fx | %.1fx | |\n", z, c, prio, r, rc, p, pc, r / p, pc / rc }'
-echo "# open loop: offered rate, $POOL connections, latency from the scheduled send time (load average $(cut -d' ' -f1-3 /proc/loadavg))"
+echo "# open loop: offered rate, $POOL connections, latency from the scheduled send time, load generator ${GEN:-at the same priority} (load average $(cut -d' ' -f1-3 /proc/loadavg))"
 for r in $RATES; do
-  "$TMP/policybench" -name relayguard -addr 127.0.0.1:$RGPORT -rate "$r" -conns "$POOL" -duration "$DUR" -warmup 3s -pids "$RGPID" | tee "$TMP/open"
+  $GEN "$TMP/policybench" -name relayguard -addr 127.0.0.1:$RGPORT -rate "$r" -conns "$POOL" -duration "$DUR" -warmup 3s -pids "$RGPID" | tee "$TMP/open"
   # The row: latency from the due time, the server's CPU per decision, and
   # how well the load generator kept its schedule (its own lateness and
   # CPU: it shares the cores with the server).
