@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/relayguard/relayguard/internal/hosttest"
 	"github.com/relayguard/relayguard/internal/logwatch"
 	"github.com/relayguard/relayguard/internal/store"
 )
@@ -95,6 +96,7 @@ service auth {
 	dc := exec.Command("ip", "netns", "exec", h.ns.name, "/usr/sbin/dovecot", "-F", "-c", dconf)
 	var dout syncBuffer
 	dc.Stdout, dc.Stderr = &dout, &dout
+	dc.WaitDelay = 5 * time.Second // a child left holding the output does not hold Wait
 	if err := dc.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -146,12 +148,22 @@ postlog unix-dgram n - n - 1 postlogd
 	pm := exec.Command("ip", "netns", "exec", h.ns.name, "/usr/lib/postfix/sbin/master", "-c", etc, "-d")
 	var pout syncBuffer
 	pm.Stdout, pm.Stderr = &pout, &pout
+	pm.WaitDelay = 5 * time.Second
 	if err := pm.Start(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
 		pm.Process.Signal(os.Interrupt)
-		pm.Wait()
+		done := make(chan struct{})
+		go func() { pm.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(hosttest.StopTimeout):
+			pm.Process.Kill()
+			<-done
+		}
+		// Whatever the master started and left behind.
+		hosttest.StopPostfix(etc, queue)
 	})
 	t.Cleanup(func() {
 		if t.Failed() {

@@ -59,7 +59,9 @@ relay_domains = example.test, sender.test
 		Ret:  "HDRS", EnvID: "rg env+1",
 		DSN: []queue.RcptDSN{{Notify: "SUCCESS,FAILURE", ORcpt: "rfc822;Bob.Original@example.test"}},
 	}
-	r := d.Deliver(context.Background(), "example.test", req)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	r := d.Deliver(ctx, "example.test", req)
 	if len(r) != 1 || !r[0].OK || !r[0].PeerDSN {
 		t.Fatalf("delivery to Postfix: %+v", r)
 	}

@@ -1,6 +1,7 @@
 package hosttest
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -8,6 +9,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 )
 
 // DovecotConfig describes a private Dovecot used as Postfix's SASL
@@ -85,15 +87,16 @@ service auth {
 	if err := os.WriteFile(d.conf, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// Registered before the start: whatever started is stopped.
+	t.Cleanup(func() {
+		if err := d.stop(); err != nil {
+			t.Logf("dovecot stop: %v", err)
+		}
+	})
 	if err := RunDaemon(Command(c.Netns, "dovecot", "-c", d.conf)); err != nil {
 		l, _ := os.ReadFile(d.Log)
 		t.Fatalf("dovecot: %v\n%s", err, l)
 	}
-	t.Cleanup(func() {
-		if b, err := exec.Command("doveadm", "-c", d.conf, "stop").CombinedOutput(); err != nil {
-			t.Logf("doveadm stop: %v\n%s", err, b)
-		}
-	})
 	Eventually(t, "dovecot's auth socket", func() bool {
 		_, err := os.Stat(d.AuthSocket)
 		return err == nil
@@ -108,4 +111,21 @@ func (d *Dovecot) PostfixSASL() string {
 smtpd_sasl_type = dovecot
 smtpd_sasl_path = %s
 `, d.AuthSocket)
+}
+
+// stop runs `doveadm stop`, bounded by StopTimeout, then kills (SIGKILL)
+// whatever is left of the master's process group.
+func (d *Dovecot) stop() error {
+	ctx, cancel := context.WithTimeout(context.Background(), StopTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "doveadm", "-c", d.conf, "stop")
+	cmd.WaitDelay = time.Second
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		err = fmt.Errorf("doveadm stop: %w\n%s", err, out)
+	}
+	if kerr := killGroupFromPIDFile(filepath.Join(d.Dir, "run", "master.pid"), d.conf); kerr != nil && err == nil {
+		err = kerr
+	}
+	return err
 }

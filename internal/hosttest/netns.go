@@ -188,9 +188,13 @@ func InNS(name string, fn func() error) error {
 	return ferr
 }
 
+// StartTimeout bounds a command that starts a daemon (RunDaemon).
+const StartTimeout = 2 * time.Minute
+
 // RunDaemon runs a command that starts a daemon (which may keep the
 // command's output open) with its output in a file, and returns that
-// output when the command fails.
+// output when the command fails. A command still running after
+// StartTimeout is killed and is a failure.
 func RunDaemon(cmd *exec.Cmd) error {
 	f, err := os.CreateTemp("", "rg-daemon-out-")
 	if err != nil {
@@ -199,7 +203,15 @@ func RunDaemon(cmd *exec.Cmd) error {
 	defer os.Remove(f.Name())
 	defer f.Close()
 	cmd.Stdout, cmd.Stderr = f, f
-	if err := cmd.Run(); err != nil {
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("%s: %w", strings.Join(cmd.Args, " "), err)
+	}
+	timer := time.AfterFunc(StartTimeout, func() { cmd.Process.Kill() })
+	err = cmd.Wait()
+	if !timer.Stop() {
+		err = fmt.Errorf("still running after %v, killed (%v)", StartTimeout, err)
+	}
+	if err != nil {
 		b, _ := os.ReadFile(f.Name())
 		return fmt.Errorf("%s: %w\n%s", strings.Join(cmd.Args, " "), err, b)
 	}

@@ -2,6 +2,7 @@ package hosttest
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -11,6 +12,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -127,27 +129,87 @@ biff = no
 maillog_file = %s
 maillog_file_prefixes = %s
 smtpd_banner = $myhostname ESMTP
-`, p.QueueDir, data, c.Hostname, p.Log, dir) + c.Main
+`, p.QueueDir, data, c.Hostname, p.Log, dir) + PostlogMain + c.Main
 	if err := os.WriteFile(filepath.Join(p.Etc, "main.cf"), []byte(main), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(filepath.Join(p.Etc, "master.cf"), []byte(fmt.Sprintf(masterCF, c.Listen)+c.Master), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := RunDaemon(Command(c.Netns, PostfixBin+"/postfix", "-c", p.Etc, "start")); err != nil {
-		l, _ := os.ReadFile(p.Log)
-		t.Fatalf("postfix start: %v\nmaillog:\n%s", err, l)
-	}
+	ServePostlog(t, p.QueueDir, p.Log)
+	// Registered before the start: a start that hangs or fails half-way
+	// still leaves nothing running.
 	t.Cleanup(func() {
-		if b, err := exec.Command(PostfixBin+"/postfix", "-c", p.Etc, "stop").CombinedOutput(); err != nil {
-			t.Logf("postfix stop: %v\n%s", err, b)
+		if err := StopPostfix(p.Etc, p.QueueDir); err != nil {
+			t.Logf("postfix stop: %v", err)
 		}
 		if t.Failed() {
 			b, _ := os.ReadFile(p.Log)
 			t.Logf("postfix log %s:\n%s", p.Log, b)
 		}
 	})
+	if err := RunDaemon(Command(c.Netns, PostfixBin+"/postfix", "-c", p.Etc, "start")); err != nil {
+		l, _ := os.ReadFile(p.Log)
+		t.Fatalf("postfix start: %v\nmaillog:\n%s", err, l)
+	}
 	return p
+}
+
+// StopTimeout bounds how long a test waits for a daemon it started to stop
+// before killing it.
+const StopTimeout = 30 * time.Second
+
+// StopPostfix stops the Postfix instance configured in etc, whose queue
+// directory is queueDir: `postfix stop`, bounded by StopTimeout, then
+// SIGKILL to whatever is left of the master's process group (the master
+// runs its own session; every daemon it starts is in it). A test's Postfix
+// must end with the test even when it is stuck: a master blocked on its
+// log socket made `postfix stop` (which logs through the same socket) and
+// the whole test binary hang for 15 minutes.
+func StopPostfix(etc, queueDir string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), StopTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, PostfixBin+"/postfix", "-c", etc, "stop")
+	cmd.WaitDelay = time.Second
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		err = fmt.Errorf("%w\n%s", err, out)
+	}
+	if kerr := killGroupFromPIDFile(filepath.Join(queueDir, "pid", "master.pid"), "MAIL_CONFIG="+etc); kerr != nil && err == nil {
+		err = kerr
+	}
+	return err
+}
+
+// killGroupFromPIDFile kills (SIGKILL) the process whose pid the file
+// holds and its process group, if it still runs and its environment or
+// its command line holds marker (NAME=value, an argument), and waits (up
+// to 10 s) until it is gone. A missing file means nothing runs.
+func killGroupFromPIDFile(file, marker string) error {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 1 {
+		return nil
+	}
+	// The pid file outlives the master: only a process that is this
+	// instance's master (its environment names etc) is killed, never a
+	// process that reused the pid.
+	env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
+	args, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil || !bytes.Contains(append(env, args...), []byte(marker+"\x00")) {
+		return nil // gone, or not this instance
+	}
+	syscall.Kill(-pid, syscall.SIGKILL)
+	syscall.Kill(pid, syscall.SIGKILL)
+	for end := time.Now().Add(10 * time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+		if syscall.Kill(pid, 0) != nil {
+			return fmt.Errorf("pid %d (%s) had to be killed", pid, file)
+		}
+	}
+	return fmt.Errorf("pid %d (%s) still there after SIGKILL", pid, file)
 }
 
 // LookupUser returns the uid and gid of a system user.

@@ -184,22 +184,23 @@ maillog_file = %s
 maillog_file_prefixes = %s
 smtpd_recipient_restrictions = reject_unauth_destination, check_policy_service inet:%s
 smtpd_policy_service_default_action = 451 4.3.5 policy service unavailable
-`, queue, data, logFile, dir, policyAddr) + strings.Join(extra, "\n") + "\n"
+`, queue, data, logFile, dir, policyAddr) + hosttest.PostlogMain + strings.Join(extra, "\n") + "\n"
 	if err := os.WriteFile(filepath.Join(etc, "main.cf"), []byte(mainCF), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(filepath.Join(etc, "master.cf"), []byte(fmt.Sprintf(masterCF, fmt.Sprintf("127.0.0.1:%d", port))), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if b, err := exec.Command(postfixCmd(), "-c", etc, "start").CombinedOutput(); err != nil {
-		l, _ := os.ReadFile(logFile)
-		t.Fatalf("postfix start: %v\n%s\nmaillog:\n%s", err, b, l)
-	}
+	hosttest.ServePostlog(t, queue, logFile)
 	t.Cleanup(func() {
-		if b, err := exec.Command(postfixCmd(), "-c", etc, "stop").CombinedOutput(); err != nil {
-			t.Logf("postfix stop: %v\n%s", err, b)
+		if err := hosttest.StopPostfix(etc, queue); err != nil {
+			t.Logf("postfix stop: %v", err)
 		}
 	})
+	if err := hosttest.RunDaemon(exec.Command(postfixCmd(), "-c", etc, "start")); err != nil {
+		l, _ := os.ReadFile(logFile)
+		t.Fatalf("postfix start: %v\nmaillog:\n%s", err, l)
+	}
 	return logFile
 }
 
@@ -225,14 +226,15 @@ func postfixUID(t *testing.T) int {
 // RCPT error, if any.
 func sendFrom(t *testing.T, src, addr, from, to string) error {
 	t.Helper()
-	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}, Timeout: 30 * time.Second}
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}, Timeout: 10 * time.Second}
 	var conn net.Conn
 	var err error
-	for i := 0; i < 100; i++ { // postfix start returns before master listens
-		if conn, err = d.Dial("tcp", addr); err == nil {
+	// postfix start returns before master listens: retried for a minute
+	// in all (each attempt was 30 s, 100 of them).
+	for end := time.Now().Add(time.Minute); ; time.Sleep(100 * time.Millisecond) {
+		if conn, err = d.Dial("tcp", addr); err == nil || time.Now().After(end) {
 			break
 		}
-		time.Sleep(100 * time.Millisecond)
 	}
 	if err != nil {
 		t.Fatalf("connect to postfix from %s: %v", src, err)

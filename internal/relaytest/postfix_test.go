@@ -15,6 +15,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/relayguard/relayguard/internal/hosttest"
 )
 
 // needBinary returns the path of a program, also looking in /usr/sbin
@@ -150,7 +152,7 @@ smtpd_tls_security_level = may
 smtpd_tls_cert_file = %s
 smtpd_tls_key_file = %s
 %s
-`, queue, data, dir, logFile, cert, key, extra)
+%s`, queue, data, dir, logFile, cert, key, extra, hosttest.PostlogMain)
 	masterCF := fmt.Sprintf(`%s inet n - n - - smtpd
 cleanup unix n - n - 0 cleanup
 rewrite unix - - n - - trivial-rewrite
@@ -177,9 +179,11 @@ postlog unix-dgram n - n - 1 postlogd
 		t.Fatalf("postfix -c %s check: %v\n%s", conf, err, out)
 	}
 
+	hosttest.ServePostlog(t, queue, logFile)
 	cmd := exec.Command(master, "-c", conf, "-d")
 	var merr strings.Builder
 	cmd.Stdout, cmd.Stderr = &merr, &merr
+	cmd.WaitDelay = 5 * time.Second // a daemon left holding the output does not hold Wait
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("%s: %v", master, err)
 	}
@@ -193,6 +197,8 @@ postlog unix-dgram n - n - 1 postlogd
 			cmd.Process.Kill()
 			<-exited
 		}
+		// The daemons it started, if any is left.
+		hosttest.StopPostfix(conf, queue)
 	})
 	waitPort(t, addr, exited, func() string {
 		b, _ := os.ReadFile(logFile)

@@ -92,6 +92,9 @@ func TestPostfixClientDSN(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
+	// Bounded: a Postfix that stops answering fails the test, not the
+	// whole test binary.
+	conn.SetDeadline(time.Now().Add(2 * time.Minute))
 	tc := textproto.NewConn(conn)
 	expect := func(code int) {
 		t.Helper()
