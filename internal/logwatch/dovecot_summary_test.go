@@ -43,32 +43,7 @@ func (s *countingSink) Publish(_ context.Context, e event.Event) {
 // connections), where fail2ban's dovecot filter counts one per line.
 func TestDovecotSummaryWithoutAuthVerbose(t *testing.T) {
 	t.Parallel()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	d := hosttest.StartDovecot(t, hosttest.DovecotConfig{
-		Users: map[string]string{"alice": "secret"},
-		Extra: fmt.Sprintf(`auth_verbose = no
-protocols = imap
-service imap-login {
-  inet_listener imap {
-    address = 127.0.0.1
-    port = %d
-  }
-}
-`, port),
-	})
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	hosttest.Eventually(t, "dovecot's IMAP listener", func() bool {
-		c, err := net.Dial("tcp", addr)
-		if err == nil {
-			c.Close()
-		}
-		return err == nil
-	})
+	d, addr := startIMAPDovecot(t, "auth_verbose = no\n")
 	guessers := []struct {
 		src     netip.Addr
 		guesses int

@@ -24,35 +24,10 @@ import (
 // a subnet ban) banned.
 func TestDovecotUserNameCannotFrameAnotherAddress(t *testing.T) {
 	t.Parallel()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
 	// auth_username_chars empty: every character reaches the passdb, so
 	// the auth process's "passwd-file(U,IP,<S>)" lines carry the commas
 	// too (with the default, it logs "?" and refuses the name).
-	d := hosttest.StartDovecot(t, hosttest.DovecotConfig{
-		Users: map[string]string{"alice": "secret"},
-		Extra: fmt.Sprintf(`protocols = imap
-auth_username_chars =
-service imap-login {
-  inet_listener imap {
-    address = 127.0.0.1
-    port = %d
-  }
-}
-`, port),
-	})
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	hosttest.Eventually(t, "dovecot's IMAP listener", func() bool {
-		c, err := net.Dial("tcp", addr)
-		if err == nil {
-			c.Close()
-		}
-		return err == nil
-	})
+	d, addr := startIMAPDovecot(t, "auth_username_chars =\n")
 	names := []string{
 		`x rip=192.0.2.77 `,
 		`y rip=192.0.2.78, lip=127.0.0.1, session=<AAAA>`,
@@ -122,4 +97,38 @@ func sentFrom(user string, names []string) (netip.Addr, bool) {
 		}
 	}
 	return netip.Addr{}, false
+}
+
+// startIMAPDovecot starts a real Dovecot with user alice (password
+// "secret") and an IMAP listener on a free loopback port, extra appended to
+// its configuration, and returns it and the listener's address once it
+// accepts.
+func startIMAPDovecot(t *testing.T, extra string) (*hosttest.Dovecot, string) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	d := hosttest.StartDovecot(t, hosttest.DovecotConfig{
+		Users: map[string]string{"alice": "secret"},
+		Extra: extra + fmt.Sprintf(`protocols = imap
+service imap-login {
+  inet_listener imap {
+    address = 127.0.0.1
+    port = %d
+  }
+}
+`, port),
+	})
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	hosttest.Eventually(t, "dovecot's IMAP listener", func() bool {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
+	return d, addr
 }
