@@ -8,7 +8,8 @@
 #   LINES=1000000 RUNS=3 POLICY_PRIO="chrt -r -p 10" ONLY="report guard policy serve"
 #
 #   report  bench/report/run.sh  relayguard report vs pflogsumm 1.1.5, shapes mail attack botnet mixed
-#   guard   bench/guard/run.sh   watch --replay vs fail2ban-regex, shapes guard attack botnet mixed
+#   guard   bench/guard/run.sh   watch --replay vs fail2ban-regex, shapes guard attack botnet mixed;
+#           then bench/guard/memory.sh: peak RSS with LINES distinct failing addresses (rows "guardmem")
 #   policy  bench/policy/run.sh  policy vs postfwd, 10 DNS lists; open-loop latency
 #   serve   bench/serve/run.sh   durable intake vs Postfix 3.7 at 20 and 50 sessions; 10,000 idle connections
 #
@@ -39,7 +40,10 @@ median() { sort -n | awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)
 for what in $ONLY; do
 	case $what in
 	report) step report env RUNS="${RUNS:-3}" bench/report/run.sh "$LINES" ;;
-	guard) step guard env RUNS="${RUNS:-3}" bench/guard/run.sh "$LINES" ;;
+	guard)
+		step guard env RUNS="${RUNS:-3}" bench/guard/run.sh "$LINES"
+		step guardmem bench/guard/memory.sh "$LINES"
+		;;
 	policy) step policy env PRIO="${POLICY_PRIO:-chrt -r -p 10}" bench/policy/run.sh 10s 64 ;;
 	serve)
 		step serve env RUNS="${RUNS:-3}" bench/serve/run.sh 5000
@@ -67,7 +71,7 @@ end='<!-- run-all:end -->'
 	echo
 	echo "| what | workload | relayguard | comparison (same run) | ratio (wall or rate) | ratio (CPU) | check |"
 	echo "|---|---|---|---|---|---|---|"
-	for name in report guard policy serve; do
+	for name in report guard guardmem policy serve; do
 		[ -f "$OUT/$name.rows" ] && cat "$OUT/$name.rows"
 	done
 	echo "$end"

@@ -80,13 +80,7 @@ func replay(ctx context.Context, r io.Reader, keep func(event.Kind) bool, sink f
 			if ctx.Err() != nil {
 				return nil
 			}
-			var c *chunk
-			select {
-			case c = <-free:
-				c.events, c.lines, c.done = c.events[:0], 0, make(chan struct{})
-			default:
-				c = &chunk{done: make(chan struct{})}
-			}
+			c := newChunk(free)
 			c.seq = seq
 			buf := c.data[:0]
 			if cap(buf) < chunkSize+len(carry) {
@@ -148,13 +142,7 @@ func replayMapped(ctx context.Context, f *os.File, keep func(event.Kind) bool, s
 			if ctx.Err() != nil {
 				return nil
 			}
-			var c *chunk
-			select {
-			case c = <-free:
-				c.events, c.lines, c.done = c.events[:0], 0, make(chan struct{})
-			default:
-				c = &chunk{done: make(chan struct{})}
-			}
+			c := newChunk(free)
 			end := min(off+chunkSize, len(data))
 			if end < len(data) {
 				if i := bytes.IndexByte(data[end:], '\n'); i >= 0 {
@@ -177,6 +165,17 @@ func replayMapped(ctx context.Context, f *os.File, keep func(event.Kind) bool, s
 		}
 		return nil
 	})
+}
+
+// newChunk returns a sunk chunk from free (nil: none), emptied, or a new one.
+func newChunk(free <-chan *chunk) *chunk {
+	select {
+	case c := <-free:
+		c.events, c.lines, c.done = c.events[:0], 0, make(chan struct{})
+		return c
+	default:
+		return &chunk{done: make(chan struct{})}
+	}
 }
 
 // pipeline parses the chunks produce sends (to work and, in the same order,
