@@ -92,7 +92,7 @@ user_new_recipients_per_day = 100000000
 volume_minimum = 100000000
 TOML
 mkdir -p "$OUT/rgdata"
-"$OUT/relayguard" --config "$OUT/rg.toml" --data-dir "$OUT/rgdata" milter 2>"$OUT/rg.log" &
+env ${MILTER_GOMAXPROCS:+GOMAXPROCS=$MILTER_GOMAXPROCS} "$OUT/relayguard" --config "$OUT/rg.toml" --data-dir "$OUT/rgdata" milter 2>"$OUT/rg.log" &
 PIDS+=($!)
 
 # A private Postfix instance.

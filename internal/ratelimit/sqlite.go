@@ -6,45 +6,24 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/relayguard/relayguard/internal/store"
 )
 
-// SQLStore keeps counters in the embedded SQLite database.
-//
-// Its writes share transactions (do): the first operation begins one and
-// takes the process's write lock, every operation of the next
-// CommitEvery runs in it at once and gets its answer at once (counted in
-// turn, each seeing the ones before it, so the counts are exact; another
-// process writing the database waits for the commit, and sees every
-// count), and then one commit writes them all. The commit, not the
-// statements, was most of a recipient's cost (BenchmarkRecipients, the
-// milter's profile). What this gives up: the counts of the last
-// CommitEvery are not on disk yet when the answer is given; a crash, or a
-// commit or a statement that fails (the database's I/O: logged), loses
-// them (counts, not mail: a sender gets at most that many more through).
+// SQLStore keeps counters in the embedded SQLite database. Its writes
+// go through the process's shared write transaction (store.Writer): each
+// is answered at once and exact; up to store.CommitEvery of them are lost
+// by a crash (counts, not mail: a sender gets at most that many more
+// through).
 type SQLStore struct {
 	db *sql.DB
 	// Statements parsed once: they run for every message or recipient.
-	add, seen, markSeen          *sql.Stmt
-	savepoint, release, rollback *sql.Stmt
-	wl                           *sync.Mutex // store.WriteLock: this process's writes, one at a time
-	log                          *slog.Logger
-
-	mu    sync.Mutex // guards tx; operations run one at a time
-	tx    *sql.Tx    // the open transaction; while set, this store holds wl
-	txOps int
-	ops   atomic.Int64
+	add, seen, markSeen *sql.Stmt
+	w                   *store.Writer
+	ops                 atomic.Int64
 }
-
-// CommitEvery is how long a transaction of the counters stays open for
-// the operations that follow its first; maxTxOps ends it sooner.
-const CommitEvery = 5 * time.Millisecond
-
-const maxTxOps = 512
 
 // NewSQLStore creates the tables it needs in db.
 func NewSQLStore(ctx context.Context, db *sql.DB) (*SQLStore, error) {
@@ -85,15 +64,14 @@ RETURNING count`)
 	if err != nil {
 		return nil, fmt.Errorf("ratelimit: preparing the seen update: %w", err)
 	}
-	return &SQLStore{db: db, add: add, seen: seen, markSeen: markSeen, wl: store.WriteLock(db), log: slog.New(slog.DiscardHandler)}, nil
+	return &SQLStore{db: db, add: add, seen: seen, markSeen: markSeen, w: store.SharedWriter(db)}, nil
 }
 
-// SetLogger sets where a failed commit is logged.
-func (s *SQLStore) SetLogger(l *slog.Logger) {
-	if l != nil {
-		s.log = l
-	}
-}
+// SetLogger sets where a lost transaction is logged.
+func (s *SQLStore) SetLogger(l *slog.Logger) { s.w.SetLogger(l) }
+
+// Flush commits the counts of the shared transaction now.
+func (s *SQLStore) Flush() { s.w.Flush() }
 
 // Add implements Store.
 func (s *SQLStore) Add(ctx context.Context, key string, start time.Time, window time.Duration, n int64) (int64, error) {
@@ -187,78 +165,19 @@ func (s *SQLStore) Recipient(ctx context.Context, user, rcpt string, at time.Tim
 	return nTotal, nNew, nil
 }
 
-// do runs f in the store's open transaction, beginning one (and taking
-// the process's write lock) when none is open. The transaction is committed CommitEvery
-// after it began, or after maxTxOps operations.
+// do runs f in the shared write transaction; every 1000 operations the
+// counters of windows that have ended are dropped.
 func (s *SQLStore) do(ctx context.Context, f func(context.Context, *sql.Tx) error) error {
-	ctx = context.WithoutCancel(ctx) // a caller gone must not break the others' transaction
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.tx == nil {
-		s.wl.Lock()
-		tx, err := s.db.BeginTx(ctx, nil)
-		if err != nil {
-			s.wl.Unlock()
-			return fmt.Errorf("ratelimit: begin: %w", err)
-		}
-		s.tx, s.txOps = tx, 0
-		time.AfterFunc(CommitEvery, func() { s.commitIf(tx) })
-	}
-	// No savepoint per operation (two statements more each): an
-	// operation fails only when the database does (I/O, full disk), and
-	// then the whole transaction is rolled back, as a failed commit is.
-	if err := f(ctx, s.tx); err != nil {
-		s.endLocked(err)
+	if err := s.w.Do(ctx, f); err != nil {
 		return err
 	}
-	s.txOps++
-	if s.txOps >= maxTxOps {
-		s.endLocked(nil)
+	if s.ops.Add(1)%1000 == 0 {
+		s.w.Do(ctx, func(ctx context.Context, tx *sql.Tx) error {
+			_, err := tx.ExecContext(ctx, `DELETE FROM ratelimit_counters WHERE expires < ?`, time.Now().Unix())
+			return err
+		})
 	}
 	return nil
-}
-
-// commitIf commits tx if it is still the open transaction.
-func (s *SQLStore) commitIf(tx *sql.Tx) {
-	s.mu.Lock()
-	if s.tx == tx {
-		s.endLocked(nil)
-	}
-	s.mu.Unlock()
-}
-
-// Flush commits what the open transaction holds now (before reading the
-// counters from another connection, and at the end).
-func (s *SQLStore) Flush() {
-	s.mu.Lock()
-	s.endLocked(nil)
-	s.mu.Unlock()
-}
-
-// endLocked ends the open transaction: commits it, or rolls it back after
-// broken (an error), and releases the write lock. s.mu is held.
-func (s *SQLStore) endLocked(broken error) {
-	if s.tx == nil {
-		return
-	}
-	tx, n := s.tx, s.txOps
-	s.tx = nil
-	err := broken
-	if err == nil {
-		err = tx.Commit()
-	} else {
-		tx.Rollback()
-	}
-	s.wl.Unlock()
-	if err != nil {
-		s.log.Error("ratelimit: the counts of a transaction are lost", "operations", n, "err", err)
-		return
-	}
-	if s.ops.Add(int64(n))%1000 < int64(n) {
-		s.wl.Lock()
-		s.db.Exec(`DELETE FROM ratelimit_counters WHERE expires < ?`, time.Now().Unix())
-		s.wl.Unlock()
-	}
 }
 
 // counter is one row of ratelimit_counters.

@@ -59,6 +59,7 @@ func (s *Stores) Close() error {
 	if s.Redis != nil {
 		errs = append(errs, s.Redis.Close())
 	}
+	SharedWriter(s.DB).Flush() // the last counts and observations
 	errs = append(errs, s.DB.Close())
 	return errors.Join(errs...)
 }

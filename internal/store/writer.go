@@ -1,0 +1,137 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+	"weak"
+)
+
+// Writer is the write transaction this process's frequent writers share on
+// one database (the send-limit counters, the accounts' observations): the
+// first operation begins a transaction and takes the process's write lock
+// (WriteLock), every operation of the next CommitEvery runs in it at once
+// and returns at once (one after another, each seeing the ones before it:
+// a count is exact; another process's writer waits for the commit, and
+// sees every count), and then one commit writes them all. The commit, not
+// the statements, was most of a recipient's cost on SQLite
+// (BenchmarkRecipients, the milter's profile under Postfix: docs/
+// benchmarks/containment.md, round 3).
+//
+// What this gives up: what an operation wrote is not on disk when it
+// returns; a crash within CommitEvery, or a commit or statement that fails
+// (the database's I/O; logged), loses the transaction's writes. Use it
+// for counts and observations, never for what was acknowledged to a
+// client (mail, bans).
+type Writer struct {
+	db  weak.Pointer[sql.DB] // weak: the map of writers must not keep a closed database
+	wl  *sync.Mutex
+	log atomic.Pointer[slog.Logger]
+
+	mu  sync.Mutex // guards tx; operations run one at a time
+	tx  *sql.Tx    // the open transaction; while set, this writer holds wl
+	ops int
+}
+
+// CommitEvery is how long a shared write transaction stays open for the
+// operations that follow its first; maxTxOps ends it sooner.
+const CommitEvery = 5 * time.Millisecond
+
+const maxTxOps = 512
+
+var writers sync.Map // weak.Pointer[sql.DB] -> *Writer
+
+// SharedWriter returns db's shared write transaction of this process.
+func SharedWriter(db *sql.DB) *Writer {
+	k := weak.Make(db)
+	if w, ok := writers.Load(k); ok {
+		return w.(*Writer)
+	}
+	w, _ := writers.LoadOrStore(k, &Writer{db: k, wl: WriteLock(db)})
+	return w.(*Writer)
+}
+
+// SetLogger sets where a lost transaction is logged (the first logger set
+// stays).
+func (w *Writer) SetLogger(l *slog.Logger) {
+	if l != nil {
+		w.log.CompareAndSwap(nil, l)
+	}
+}
+
+// Do runs f in the shared transaction, beginning one when none is open.
+// An error of f rolls the whole transaction back (an operation fails only
+// when the database does) and is returned.
+func (w *Writer) Do(ctx context.Context, f func(context.Context, *sql.Tx) error) error {
+	ctx = context.WithoutCancel(ctx) // a caller gone must not break the others' transaction
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.tx == nil {
+		db := w.db.Value()
+		if db == nil {
+			return fmt.Errorf("store: begin: database closed")
+		}
+		w.wl.Lock()
+		tx, err := db.BeginTx(ctx, nil)
+		if err != nil {
+			w.wl.Unlock()
+			return fmt.Errorf("store: begin: %w", err)
+		}
+		w.tx, w.ops = tx, 0
+		time.AfterFunc(CommitEvery, func() { w.commitIf(tx) })
+	}
+	if err := f(ctx, w.tx); err != nil {
+		w.endLocked(err)
+		return err
+	}
+	w.ops++
+	if w.ops >= maxTxOps {
+		w.endLocked(nil)
+	}
+	return nil
+}
+
+// commitIf commits tx if it is still the open transaction.
+func (w *Writer) commitIf(tx *sql.Tx) {
+	w.mu.Lock()
+	if w.tx == tx {
+		w.endLocked(nil)
+	}
+	w.mu.Unlock()
+}
+
+// Flush commits the open transaction now: before reading what it wrote
+// from another connection, and before the process ends.
+func (w *Writer) Flush() {
+	w.mu.Lock()
+	w.endLocked(nil)
+	w.mu.Unlock()
+}
+
+// endLocked commits the open transaction, or rolls it back after broken,
+// and releases the write lock. w.mu is held.
+func (w *Writer) endLocked(broken error) {
+	if w.tx == nil {
+		return
+	}
+	tx, n := w.tx, w.ops
+	w.tx = nil
+	err := broken
+	if err == nil {
+		err = tx.Commit()
+	} else {
+		tx.Rollback()
+	}
+	w.wl.Unlock()
+	if err != nil {
+		l := w.log.Load()
+		if l == nil {
+			l = slog.Default()
+		}
+		l.Error("store: the writes of a shared transaction are lost", "operations", n, "err", err)
+	}
+}
