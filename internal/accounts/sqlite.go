@@ -184,8 +184,9 @@ func (s *SQLStore) Failures(ctx context.Context, user string, since time.Time) (
 // AddSent implements Store.
 func (s *SQLStore) AddSent(ctx context.Context, user string, hour time.Time, n int64) (int64, error) {
 	var c int64
-	err := s.writeRow(ctx, `INSERT INTO accounts_sent (user, hour, count) VALUES (?, ?, ?)
-ON CONFLICT (user, hour) DO UPDATE SET count = count + excluded.count RETURNING count`, []any{key(user), hour.UnixMilli(), n}, &c)
+	s.wl.Lock()
+	err := s.sent.QueryRowContext(ctx, key(user), hour.UnixMilli(), n).Scan(&c)
+	s.wl.Unlock()
 	if err != nil {
 		return 0, fmt.Errorf("accounts: volume of %q: %w", user, err)
 	}
@@ -253,8 +254,9 @@ ON CONFLICT (user, start) DO UPDATE SET total = total + 1, bad = bad + excluded.
 
 // TieQueueID implements Store.
 func (s *SQLStore) TieQueueID(ctx context.Context, host, user, qid string, t time.Time) error {
-	_, err := s.exec(ctx, `INSERT OR REPLACE INTO accounts_queue_ids (host, qid, user, t) VALUES (?, ?, ?, ?)`,
-		host, qid, key(user), t.UnixMilli())
+	s.wl.Lock()
+	_, err := s.tie.ExecContext(ctx, host, qid, key(user), t.UnixMilli())
+	s.wl.Unlock()
 	if err != nil {
 		return fmt.Errorf("accounts: queue id %s of %q: %w", qid, user, err)
 	}
