@@ -31,6 +31,7 @@ for conf in default "$W/max.toml"; do
 	extra=$(comm -13 "$W/truth.ips" "$W/bans" | tr '\n' ' ')
 	done=$(grep -o 'tracked=[0-9]* dropped=[0-9]* pairing_dropped=[0-9]*' "$W/log" || true)
 	max=$([ "$conf" = default ] && echo "default" || echo "$MAX")
-	printf '| guard memory | %d distinct addresses failing twice in 30 min, max_tracked %s | %d MB peak RSS, %.2f s CPU | %s | %d of %d attackers and /24s banned%s |\n' \
+	# (the columns of bench/run-all.sh's table: no comparison tool, no ratios)
+	printf '| guard memory | %d distinct addresses failing twice in 30 min, max_tracked %s | %d MB peak RSS, %.2f s CPU | — | | | %s; %d of %d attackers and /24s banned%s |\n' \
 		"$N" "$max" $((m / 1024)) "$(echo "$u + $s" | bc)" "$done" $(($(wc -l < "$W/truth.ips") - missing)) "$(wc -l < "$W/truth.ips")" "${extra:+; also banned: $extra}"
 done
