@@ -378,13 +378,13 @@ func (c *client) send(ctx context.Context, from string, rcpts []string, o txOpti
 		}
 		for i := range rcpts {
 			if rcptR[i], err = c.reply(); err != nil {
-				return fill(out, mailR, rcptR[:i]), err
+				return notSent(fill(out, mailR, rcptR[:i])), err
 			}
 		}
 		if chunking {
 			dataR = Reply{Code: 354} // BDAT needs no go-ahead
 		} else if dataR, err = c.reply(); err != nil {
-			return fill(out, mailR, rcptR), err
+			return notSent(fill(out, mailR, rcptR)), err
 		}
 	} else {
 		if mailR, err = c.cmd("%s", mail); err != nil {
@@ -396,7 +396,7 @@ func (c *client) send(ctx context.Context, from string, rcpts []string, o txOpti
 		accepted := 0
 		for i, r := range rcpts {
 			if rcptR[i], err = c.cmd("RCPT TO:<%s>%s", r, c.rcptParams(o, i)); err != nil {
-				return fill(out, mailR, rcptR[:i]), err
+				return notSent(fill(out, mailR, rcptR[:i])), err
 			}
 			if rcptR[i].Code/100 == 2 {
 				accepted++
@@ -409,7 +409,7 @@ func (c *client) send(ctx context.Context, from string, rcpts []string, o txOpti
 		if chunking {
 			dataR = Reply{Code: 354}
 		} else if dataR, err = c.cmd("DATA"); err != nil {
-			return fill(out, mailR, rcptR), err
+			return notSent(fill(out, mailR, rcptR)), err
 		}
 	}
 	if mailR.Code != 250 {
@@ -504,6 +504,18 @@ func (c *client) send(ctx context.Context, from string, rcpts []string, o txOpti
 }
 
 // fill sets out from the MAIL reply (when it failed) or the RCPT replies.
+// notSent clears the accepting replies of a transaction whose connection
+// was lost before the message was sent: a 250 to RCPT says nothing about
+// the message, which must be tried again (only refusals stay).
+func notSent(out []Reply) []Reply {
+	for i := range out {
+		if out[i].Code/100 == 2 {
+			out[i] = Reply{}
+		}
+	}
+	return out
+}
+
 func fill(out []Reply, mail Reply, rcpt []Reply) []Reply {
 	for i := range out {
 		switch {

@@ -516,3 +516,80 @@ func TestMayFallsBackToClearText(t *testing.T) {
 		t.Fatalf("encrypt with a broken TLS peer: %+v (accepted %d)", r, peer.Accepted.Load())
 	}
 }
+
+// The peer accepts the recipients, then the connection is lost before the
+// reply to DATA (pipelined or not) or to a later RCPT: the message was
+// never sent, so every recipient is deferred, none taken as delivered on
+// the strength of its RCPT reply (found by the SIGKILL test of serve,
+// whose next hop was restarted under it: acknowledged mail was dropped).
+func TestConnectionLostBeforeData(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		pipelined bool
+		dropAt    string // the command after whose sending the peer vanishes
+	}{
+		{"pipelined, at DATA", true, "DATA"},
+		{"one by one, at DATA", false, "DATA"},
+		{"one by one, at the second RCPT", false, "RCPT2"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			go func() {
+				for {
+					c, err := ln.Accept()
+					if err != nil {
+						return
+					}
+					go func() {
+						defer c.Close()
+						br := bufio.NewReader(c)
+						io.WriteString(c, "220 lost.test ESMTP\r\n")
+						rcpts := 0
+						for {
+							l, err := br.ReadString('\n')
+							if err != nil {
+								return
+							}
+							cmd := strings.ToUpper(strings.TrimSpace(l))
+							switch {
+							case strings.HasPrefix(cmd, "EHLO"):
+								ext := "250-lost.test\r\n250 8BITMIME\r\n"
+								if tc.pipelined {
+									ext = "250-lost.test\r\n250-PIPELINING\r\n250 8BITMIME\r\n"
+								}
+								io.WriteString(c, ext)
+							case strings.HasPrefix(cmd, "RCPT"):
+								rcpts++
+								if tc.dropAt == "RCPT2" && rcpts == 2 {
+									return
+								}
+								io.WriteString(c, "250 2.1.5 Ok\r\n")
+							case strings.HasPrefix(cmd, "DATA"):
+								if tc.dropAt == "DATA" {
+									return
+								}
+								io.WriteString(c, "354 go ahead\r\n")
+							case strings.HasPrefix(cmd, "QUIT"):
+								io.WriteString(c, "221 bye\r\n")
+								return
+							default:
+								io.WriteString(c, "250 2.0.0 Ok\r\n")
+							}
+						}
+					}()
+				}
+			}()
+			s := newSetup(t)
+			s.cfg.Transports = map[string]string{"lost.test": "smtp:" + ln.Addr().String()}
+			for _, r := range s.deliverer(t).Deliver(context.Background(), "lost.test", request("a@lost.test", "b@lost.test")) {
+				if r.OK || !r.Temp {
+					t.Errorf("%s: got %+v, want a temporary failure (the message was never sent)", r.Rcpt, r)
+				}
+			}
+		})
+	}
+}
