@@ -14,6 +14,11 @@ import (
 	"github.com/relayguard/relayguard/internal/sasl"
 )
 
+// recipientQuery is LocalRecipientExists's lookup (prepared in Open).
+const recipientQuery = `SELECT
+	(SELECT COUNT(*) FROM userdb_accounts WHERE name = ?1 OR name = ?2) +
+	(SELECT COUNT(*) FROM userdb_addresses WHERE address = ?2)`
+
 // LocalRecipientExists reports whether localpart@domain (domain already
 // known to be local) reaches an account: an account named localpart (a bare
 // name takes mail at every local domain) or named localpart@domain, or an
@@ -31,9 +36,7 @@ func (d *DB) LocalRecipientExists(ctx context.Context, localpart, domain string)
 	dom := canonDomain(domain)
 	full := localpart + "@" + dom
 	var n int
-	err := d.db.QueryRowContext(ctx, `SELECT
-		(SELECT COUNT(*) FROM userdb_accounts WHERE name = ?1 OR name = ?2) +
-		(SELECT COUNT(*) FROM userdb_addresses WHERE address = ?2)`, localpart, full).Scan(&n)
+	err := d.recipient.QueryRowContext(ctx, localpart, full).Scan(&n)
 	if err != nil {
 		return false, fmt.Errorf("userdb: look up recipient %q: %w", full, err)
 	}
