@@ -192,7 +192,7 @@ type StoreConfig struct {
 // SpoolConfig configures the durable spool.
 type SpoolConfig struct {
 	Dir         string   `toml:"dir" comment:"Spool directory. Empty: DATA_DIR/spool."`
-	GroupCommit Duration `toml:"group_commit" comment:"Longest wait to batch the directory fsync of several messages into one. 0: fsync each message alone."`
+	GroupCommit Duration `toml:"group_commit" comment:"Longest wait to gather the messages of several sessions into one fdatasync of the intake journal (and one directory fsync). 0: sync as soon as one message waits."`
 	MinFree     int64    `toml:"min_free" comment:"Free space (bytes) the spool's file system must keep: MAIL gets 452 4.3.1 Insufficient system storage\nwhen less than min_free plus 1.5 times the declared SIZE is free (Postfix queue_minfree)."`
 }
 

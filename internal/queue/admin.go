@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -65,8 +66,35 @@ func OpenForAdmin(dir string, log *slog.Logger) (*Spool, error) {
 		dir: dir, msgDir: msg, tmpDir: filepath.Join(dir, "tmp"), fs: osFS{}, log: log,
 		syncReq: make(chan chan error, 16), done: make(chan struct{}),
 	}
+	if err := s.replayIfIdle(); err != nil {
+		return nil, err
+	}
 	s.wg.Go(s.committer)
 	return s, nil
+}
+
+// replayIfIdle replays the journal a server killed left behind, when no
+// server runs on the spool (one that does replayed it when it started):
+// else the operator would not see those messages until the next start.
+func (s *Spool) replayIfIdle() error {
+	segs, _ := filepath.Glob(filepath.Join(s.dir, "journal", segPrefix+"*"))
+	if len(segs) == 0 {
+		return nil
+	}
+	lock, err := os.OpenFile(filepath.Join(s.dir, "lock"), os.O_RDWR|os.O_CREATE, 0o640)
+	if err != nil {
+		return fmt.Errorf("spool: lock %s: %w", s.dir, err)
+	}
+	defer lock.Close()
+	if syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) != nil {
+		return nil // a server owns it
+	}
+	tmp, _ := os.ReadDir(s.tmpDir) // what the killed server was writing
+	for _, e := range tmp {
+		os.Remove(filepath.Join(s.tmpDir, e.Name()))
+	}
+	_, err = openJournal(s, filepath.Join(s.dir, "journal"), false)
+	return err
 }
 
 // Hold stops delivery of a message until Release.

@@ -6,3 +6,11 @@ type OSFS = osFS
 
 // OpenSpoolFS is openSpool: OpenSpool over fs.
 var OpenSpoolFS = openSpool
+
+// SettleJournal makes every message committed so far an ordinary msg/
+// file, as the queue commands of another process see them.
+func SettleJournal(s *Spool) {
+	if s.j != nil {
+		s.j.settle(false)
+	}
+}

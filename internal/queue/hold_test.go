@@ -119,6 +119,7 @@ func TestEnvelopeWithoutMessageIsDropped(t *testing.T) {
 	if err := sp.Update(env); err != nil { // msg/ID.env exists, as after a first attempt
 		t.Fatal(err)
 	}
+	queue.SettleJournal(sp) // msg/ID.msg too, as another process sees it
 	startScheduler(t, sp, cfg)
 	<-connected
 	// The delivery is connecting; the message file goes (the first half of

@@ -145,16 +145,28 @@ type Spool struct {
 	gate func(env *Envelope) string
 
 	lock *os.File // exclusive flock held by the owning server
+
+	j *journal // the intake journal (journal.go); nil: every message is its own file
 }
 
 // OpenSpool opens (creating) the spool at dir and removes leftovers of
 // messages that were never acknowledged. groupCommit is the longest time a
 // writer waits for others to share its directory fsync.
+//
+// Messages up to journalMaxMessage are committed through the intake
+// journal (journal.go): one fdatasync shared by all the sessions committing
+// at the same moment.
 func OpenSpool(dir string, groupCommit time.Duration, log *slog.Logger) (*Spool, error) {
-	return openSpool(dir, groupCommit, log, osFS{})
+	return openSpoolJournal(dir, groupCommit, log, osFS{}, true)
 }
 
+// openSpool opens a spool whose every message is its own file, written
+// through fs (the tests that inject failures into those files).
 func openSpool(dir string, groupCommit time.Duration, log *slog.Logger, fs FS) (*Spool, error) {
+	return openSpoolJournal(dir, groupCommit, log, fs, false)
+}
+
+func openSpoolJournal(dir string, groupCommit time.Duration, log *slog.Logger, fs FS, withJournal bool) (*Spool, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -189,22 +201,44 @@ func openSpool(dir string, groupCommit time.Duration, log *slog.Logger, fs FS) (
 		return nil, fmt.Errorf("spool %s is in use by another relayguard process (use the queue commands to inspect it): %w", dir, err)
 	}
 	s.lock = lock
-	if err := s.recover(); err != nil {
+	if err := s.recover(withJournal); err != nil {
 		lock.Close()
 		return nil, err
 	}
 	s.wg.Go(s.committer)
+	if s.j != nil {
+		s.wg.Go(s.j.committer)
+		s.wg.Go(s.j.maintain)
+	}
 	return s, nil
 }
 
 // Dir is the spool directory.
 func (s *Spool) Dir() string { return s.dir }
 
-// Close stops the group committer. Pending Puts fail.
+// Close stops the group committer; pending Puts fail. The messages still
+// in the journal become msg/ files, as the queue commands of another
+// process read them.
 func (s *Spool) Close() error {
 	s.closeOnce.Do(func() {
 		close(s.done)
 		s.wg.Wait()
+		if s.j != nil {
+			s.j.settle(true)
+			// What could not be retired is replayed at the next open;
+			// the removals recorded since the last tick are written so
+			// that it does not bring those messages back.
+			s.j.mu.Lock()
+			if len(s.j.dels) > 0 && len(s.j.segs) > 0 {
+				if sg, err := s.j.appendLocked(0, func(uint64) []byte { return nil }); err == nil {
+					s.j.fdatasync(sg.f)
+				}
+			}
+			for _, sg := range s.j.segs {
+				sg.f.Close()
+			}
+			s.j.mu.Unlock()
+		}
 		if s.lock != nil {
 			s.lock.Close()
 		}
@@ -212,14 +246,23 @@ func (s *Spool) Close() error {
 	return nil
 }
 
-// recover removes tmp files and half-present messages.
-func (s *Spool) recover() error {
+// recover removes tmp files, replays the journal (which a spool opened
+// without one replays too, so that nothing it holds is left behind), and
+// removes half-present messages.
+func (s *Spool) recover(withJournal bool) error {
 	tmp, err := os.ReadDir(s.tmpDir)
 	if err != nil {
 		return fmt.Errorf("spool %s: %w", s.tmpDir, err)
 	}
 	for _, e := range tmp {
 		os.Remove(filepath.Join(s.tmpDir, e.Name()))
+	}
+	j, err := openJournal(s, filepath.Join(s.dir, "journal"), withJournal)
+	if err != nil {
+		return err
+	}
+	if withJournal {
+		s.j = j
 	}
 	ents, err := os.ReadDir(s.msgDir)
 	if err != nil {
@@ -352,163 +395,6 @@ func (s *Spool) writeFile(name, dst string, fill func(w io.Writer) (int64, error
 	return n, nil
 }
 
-// Put stores a message durably and returns its ID. When Put returns nil the
-// message and its envelope are on stable storage.
-func (s *Spool) Put(ctx context.Context, env *Envelope, data io.Reader) (string, error) {
-	w, err := s.Create(env.ID)
-	if err != nil {
-		return "", err
-	}
-	if _, err := io.Copy(w, data); err != nil {
-		w.Abort()
-		return "", fmt.Errorf("spool: message %s: %w", w.ID(), err)
-	}
-	if err := w.Commit(ctx, env); err != nil {
-		return "", err
-	}
-	return env.ID, nil
-}
-
-// Writer streams one message into the spool. Nothing is visible until
-// Commit; Abort (or a failed Commit) leaves nothing behind.
-type Writer struct {
-	s   *Spool
-	id  string
-	tmp string
-	f   File
-	bw  *bufio.Writer
-	n   int64
-	err error
-}
-
-// Create starts a new message; id may be "" for a new ID.
-func (s *Spool) Create(id string) (*Writer, error) {
-	if id == "" {
-		id = NewID()
-	}
-	if !validID(id) {
-		return nil, fmt.Errorf("spool: invalid message id %q", id)
-	}
-	tmp := filepath.Join(s.tmpDir, id+".msg")
-	f, err := s.fs.Create(tmp)
-	if err != nil {
-		return nil, fmt.Errorf("spool: create %s: %w", tmp, err)
-	}
-	return &Writer{s: s, id: id, tmp: tmp, f: f, bw: bufio.NewWriterSize(f, 32<<10)}, nil
-}
-
-// ID is the message's spool ID.
-func (w *Writer) ID() string { return w.id }
-
-// Size is the number of bytes written so far.
-func (w *Writer) Size() int64 { return w.n }
-
-// Write implements io.Writer.
-func (w *Writer) Write(p []byte) (int, error) {
-	if w.err != nil {
-		return 0, w.err
-	}
-	n, err := w.bw.Write(p)
-	w.n += int64(n)
-	if err != nil {
-		w.err = fmt.Errorf("spool: write %s: %w", w.tmp, err)
-	}
-	return n, w.err
-}
-
-// Open flushes what was written and returns a reader of it, for checks
-// that read the message before it is committed (DKIM and DMARC at the end
-// of DATA). Writing may go on after the reader is closed.
-func (w *Writer) Open() (io.ReadCloser, error) {
-	if w.err != nil {
-		return nil, w.err
-	}
-	if err := w.bw.Flush(); err != nil {
-		w.err = fmt.Errorf("spool: write %s: %w", w.tmp, err)
-		return nil, w.err
-	}
-	f, err := os.Open(w.tmp)
-	if err != nil {
-		return nil, fmt.Errorf("spool: %w", err)
-	}
-	return struct {
-		io.Reader
-		io.Closer
-	}{io.NewSectionReader(f, 0, w.n), f}, nil
-}
-
-// Abort discards the message.
-func (w *Writer) Abort() {
-	if w.f != nil {
-		w.f.Close()
-		w.f = nil
-	}
-	os.Remove(w.tmp)
-}
-
-// Commit makes the message durable with its envelope: data fsynced and
-// renamed, envelope written the same way, then the directory fsynced
-// (shared with concurrent commits). Only after Commit returns nil may the
-// message be acknowledged.
-func (w *Writer) Commit(ctx context.Context, env *Envelope) error {
-	s := w.s
-	env.ID = w.id
-	if env.Received.IsZero() {
-		env.Received = time.Now().UTC()
-	}
-	for i := range env.Recipients {
-		if env.Recipients[i].Status == "" {
-			env.Recipients[i].Status = StatusQueued
-		}
-	}
-	env.Size = w.n + int64(len(env.Headers))
-	s.mu.Lock()
-	gate := s.gate
-	s.mu.Unlock()
-	if gate != nil && !env.Held {
-		if reason := gate(env); reason != "" {
-			holdEnv(env, reason)
-		}
-	}
-	err := w.err
-	if err == nil {
-		var b []byte
-		if b, err = json.Marshal(env); err == nil {
-			_, err = fmt.Fprintf(w.bw, "%s\n%s %d %d\n", b, trailerMagic, w.n, len(b)+1)
-		}
-	}
-	if err == nil {
-		err = w.bw.Flush()
-	}
-	if err == nil {
-		err = w.f.Sync()
-	}
-	if cerr := w.f.Close(); err == nil {
-		err = cerr
-	}
-	w.f = nil
-	if err != nil {
-		os.Remove(w.tmp)
-		return fmt.Errorf("spool: write %s: %w", w.tmp, err)
-	}
-	msg := filepath.Join(s.msgDir, w.id+".msg")
-	if err := s.fs.Rename(w.tmp, msg); err != nil {
-		os.Remove(w.tmp)
-		return fmt.Errorf("spool: rename %s: %w", w.tmp, err)
-	}
-	if err := s.syncMsgDir(ctx); err != nil {
-		os.Remove(msg)
-		return err
-	}
-	s.mu.Lock()
-	subs := s.subs
-	s.mu.Unlock()
-	for _, fn := range subs {
-		fn(w.id)
-	}
-	return nil
-}
-
 func (s *Spool) writeEnvelope(env *Envelope) error {
 	b, err := json.Marshal(env)
 	if err != nil {
@@ -533,7 +419,13 @@ func (s *Spool) Update(env *Envelope) error {
 	if err := s.writeEnvelope(env); err != nil {
 		return err
 	}
-	return s.syncMsgDir(context.Background())
+	if err := s.syncMsgDir(context.Background()); err != nil {
+		return err
+	}
+	if s.j != nil {
+		s.j.updated(env.ID)
+	}
+	return nil
 }
 
 // trailerMagic starts the last line of a .msg file.
@@ -544,6 +436,24 @@ const trailerMagic = "RGSPOOL1"
 func (s *Spool) Load(id string) (*Envelope, error) {
 	if !validID(id) {
 		return nil, fmt.Errorf("spool: invalid message id %q", id)
+	}
+	if s.j != nil {
+		if e, gone := s.j.get(id); gone {
+			return nil, fmt.Errorf("spool: message %s: %w", id, os.ErrNotExist)
+		} else if e != nil {
+			b := e.json
+			if e.hasEnv {
+				var err error
+				if b, err = os.ReadFile(filepath.Join(s.msgDir, id+".env")); err != nil {
+					return nil, fmt.Errorf("spool: message %s: %w", id, err)
+				}
+			}
+			var env Envelope
+			if err := json.Unmarshal(b, &env); err != nil {
+				return nil, fmt.Errorf("spool: envelope %s: %w", id, err)
+			}
+			return &env, nil
+		}
 	}
 	// The message file first: an updated envelope without its message is
 	// the leftover of a removal (or of `queue delete` in another process).
@@ -605,6 +515,17 @@ func (s *Spool) Open(id string) (io.ReadCloser, error) {
 	if !validID(id) {
 		return nil, fmt.Errorf("spool: invalid message id %q", id)
 	}
+	if s.j != nil {
+		if e, gone := s.j.get(id); gone {
+			return nil, fmt.Errorf("spool: message %s: %w", id, os.ErrNotExist)
+		} else if e != nil {
+			rc, err := e.open()
+			if err != nil {
+				return nil, fmt.Errorf("spool: envelope %s: %w", id, err)
+			}
+			return rc, nil
+		}
+	}
 	f, err := os.Open(filepath.Join(s.msgDir, id+".msg"))
 	if err != nil {
 		return nil, fmt.Errorf("spool: message %s: %w", id, err)
@@ -640,17 +561,14 @@ func (s *Spool) Open(id string) (io.ReadCloser, error) {
 
 // List returns every envelope in the spool, oldest first.
 func (s *Spool) List() ([]*Envelope, error) {
-	ents, err := os.ReadDir(s.msgDir)
+	ids, err := s.ids()
 	if err != nil {
-		return nil, fmt.Errorf("spool %s: %w", s.msgDir, err)
+		return nil, err
 	}
 	var out []*Envelope
-	for _, e := range ents {
-		n := e.Name()
-		if !strings.HasSuffix(n, ".msg") {
-			continue
-		}
-		env, err := s.Load(strings.TrimSuffix(n, ".msg"))
+	for _, id := range ids {
+		n := id + ".msg"
+		env, err := s.Load(id)
 		if err != nil {
 			if errors.Is(err, os.ErrNotExist) {
 				continue // removed meanwhile
@@ -666,6 +584,29 @@ func (s *Spool) List() ([]*Envelope, error) {
 	return out, nil
 }
 
+// ids lists the messages: the journal's (taken first, so that one moved
+// to msg/ meanwhile is still seen) and the msg/ files.
+func (s *Spool) ids() ([]string, error) {
+	var ids []string
+	seen := map[string]bool{}
+	if s.j != nil {
+		ids = s.j.ids()
+		for _, id := range ids {
+			seen[id] = true
+		}
+	}
+	ents, err := os.ReadDir(s.msgDir)
+	if err != nil {
+		return nil, fmt.Errorf("spool %s: %w", s.msgDir, err)
+	}
+	for _, e := range ents {
+		if id, ok := strings.CutSuffix(e.Name(), ".msg"); ok && !seen[id] {
+			ids = append(ids, id)
+		}
+	}
+	return ids, nil
+}
+
 // Changed is when the spool last changed: the modification time of its
 // message directory, which every change touches (a message or envelope is
 // written as a rename into it, a removal unlinks from it). A reader that
@@ -675,7 +616,15 @@ func (s *Spool) Changed() (time.Time, error) {
 	if err != nil {
 		return time.Time{}, fmt.Errorf("spool %s: %w", s.msgDir, err)
 	}
-	return fi.ModTime(), nil
+	t := fi.ModTime()
+	if s.j != nil {
+		s.j.mu.Lock()
+		if s.j.changed.After(t) {
+			t = s.j.changed
+		}
+		s.j.mu.Unlock()
+	}
+	return t, nil
 }
 
 // Entry is a message in the spool and when its delivery state last
@@ -692,6 +641,10 @@ type Entry struct {
 // updated envelopes are stat'ed: a message file never changes once
 // committed.
 func (s *Spool) Entries() ([]Entry, error) {
+	var jids []string
+	if s.j != nil {
+		jids = s.j.ids() // before the directory: see ids
+	}
 	ents, err := os.ReadDir(s.msgDir)
 	if err != nil {
 		return nil, fmt.Errorf("spool %s: %w", s.msgDir, err)
@@ -700,7 +653,10 @@ func (s *Spool) Entries() ([]Entry, error) {
 		msg     bool
 		changed time.Time
 	}
-	m := make(map[string]seen, len(ents))
+	m := make(map[string]seen, len(ents)+len(jids))
+	for _, id := range jids {
+		m[id] = seen{msg: true}
+	}
 	for _, e := range ents {
 		n := e.Name()
 		if id, ok := strings.CutSuffix(n, ".msg"); ok {
@@ -737,6 +693,14 @@ func (s *Spool) Entries() ([]Entry, error) {
 func (s *Spool) Remove(id string) error {
 	if !validID(id) {
 		return fmt.Errorf("spool: invalid message id %q", id)
+	}
+	if s.j != nil {
+		// A message still in the journal leaves a removal record there
+		// (so that a replay does not bring it back) and no file, unless
+		// an updated envelope or its retirement wrote one.
+		if !s.j.remove(id) {
+			return nil
+		}
 	}
 	if err := os.Remove(filepath.Join(s.msgDir, id+".msg")); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("spool: remove %s: %w", id, err)

@@ -184,7 +184,10 @@ func TestSpoolLoadRefusesEnvelopeWithoutMessage(t *testing.T) {
 	if err := s.Update(env); err != nil {
 		t.Fatal(err)
 	}
-	os.Remove(filepath.Join(dir, "msg", id+".msg"))
+	SettleJournal(s)
+	if err := os.Remove(filepath.Join(dir, "msg", id+".msg")); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := s.Load(id); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("Load of a removed message = %v, want not-exist", err)
 	}

@@ -1,0 +1,308 @@
+package queue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+)
+
+func journalBody(i int) string {
+	return fmt.Sprintf("Subject: j %d\r\n\r\n%s", i, strings.Repeat(fmt.Sprintf("line of message %d\r\n", i), 1+i%50))
+}
+
+// crashCopy copies the spool directory as a crash would leave it: what the
+// running spool wrote so far, without anything Close would do.
+func crashCopy(t *testing.T, dir string) string {
+	t.Helper()
+	dst := filepath.Join(t.TempDir(), "spool")
+	if out, err := exec.Command("cp", "-a", dir, dst).CombinedOutput(); err != nil {
+		t.Fatalf("cp: %v %s", err, out)
+	}
+	os.Remove(filepath.Join(dst, "lock"))
+	return dst
+}
+
+func readAll(t *testing.T, s *Spool, id string) string {
+	t.Helper()
+	rc, err := s.Open(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// Messages committed by concurrent sessions go to the journal, not to
+// files; a crash copy replays every one of them byte for byte, minus the
+// removed ones, and leaves no segment behind.
+func TestJournalReplay(t *testing.T) {
+	dir := t.TempDir()
+	s, err := OpenSpool(dir, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ids := make([]string, 40)
+	var wg sync.WaitGroup
+	for i := range ids {
+		wg.Go(func() {
+			env := &Envelope{From: "a@example.org", Recipients: []Recipient{{Addr: fmt.Sprintf("r%d@example.net", i)}},
+				Headers: "X-Tag: " + fmt.Sprint(i) + "\r\n"}
+			id, err := s.Put(context.Background(), env, strings.NewReader(journalBody(i)))
+			if err != nil {
+				t.Error(err)
+			}
+			ids[i] = id
+		})
+	}
+	wg.Wait()
+	if files, _ := filepath.Glob(filepath.Join(dir, "msg", "*.msg")); len(files) != 0 {
+		t.Fatalf("%d message files written at commit; want them in the journal", len(files))
+	}
+	if segs, _ := filepath.Glob(filepath.Join(dir, "journal", "seg-*")); len(segs) == 0 {
+		t.Fatal("no journal segment")
+	}
+	for i, id := range ids {
+		if got, want := readAll(t, s, id), "X-Tag: "+fmt.Sprint(i)+"\r\n"+journalBody(i); got != want {
+			t.Fatalf("message %d from the journal: %q, want %q", i, got, want)
+		}
+	}
+	// Delivered ones are removed; one is updated (a deferred recipient).
+	for _, id := range ids[:10] {
+		if err := s.Remove(id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	env, err := s.Load(ids[10])
+	if err != nil {
+		t.Fatal(err)
+	}
+	env.Recipients[0].Attempts = 3
+	if err := s.Update(env); err != nil {
+		t.Fatal(err)
+	}
+	if list, _ := s.List(); len(list) != 30 {
+		t.Fatalf("listed %d, want 30", len(list))
+	}
+	s.j.mu.Lock() // the tombstones a tick would write
+	if _, err := s.j.appendLocked(0, func(uint64) []byte { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	s.j.mu.Unlock()
+
+	crashed := crashCopy(t, dir)
+	r, err := OpenSpool(crashed, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	list, err := r.List()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list) != 30 {
+		t.Fatalf("after replay: %d messages, want 30", len(list))
+	}
+	for i, id := range ids {
+		_, err := r.Load(id)
+		if i < 10 {
+			if !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("removed message %d back after replay: %v", i, err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, want := readAll(t, r, id), "X-Tag: "+fmt.Sprint(i)+"\r\n"+journalBody(i); got != want {
+			t.Fatalf("message %d after replay: %q, want %q", i, got, want)
+		}
+	}
+	if e, _ := r.Load(ids[10]); e.Recipients[0].Attempts != 3 {
+		t.Errorf("updated envelope lost in the replay: %+v", e)
+	}
+	if segs, _ := filepath.Glob(filepath.Join(crashed, "journal", "seg-*")); len(segs) != 0 {
+		t.Errorf("segments left after replay: %v", segs)
+	}
+}
+
+// A torn tail (a record half written when the power went) ends the
+// segment's replay; the records before it are whole.
+func TestJournalTornTail(t *testing.T) {
+	dir := t.TempDir()
+	s, err := OpenSpool(dir, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var ids []string
+	for i := range 5 {
+		id, err := s.Put(context.Background(), &Envelope{Recipients: []Recipient{{Addr: "x@y.test"}}}, strings.NewReader(journalBody(i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	crashed := crashCopy(t, dir)
+	segs, _ := filepath.Glob(filepath.Join(crashed, "journal", "seg-*"))
+	if len(segs) != 1 {
+		t.Fatalf("segments %v", segs)
+	}
+	// Cut the last record in half, as an unsynced write would be.
+	s.j.mu.Lock()
+	end := s.j.segs[0].size
+	last := int64(recHdrLen + len(ids[4]) + len(s.j.idx[ids[4]].payload))
+	s.j.mu.Unlock()
+	f, err := os.OpenFile(segs[0], os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt(make([]byte, last/2), end-last/2); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	r, err := OpenSpool(crashed, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	for i, id := range ids[:4] {
+		if got := readAll(t, r, id); !strings.HasSuffix(got, journalBody(i)) {
+			t.Errorf("message %d: %q", i, got)
+		}
+	}
+	if _, err := r.Load(ids[4]); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("torn record replayed: %v", err)
+	}
+}
+
+// A failed fdatasync fails the commit (no 250), and the message is neither
+// listed nor brought back by a replay.
+func TestJournalSyncFailure(t *testing.T) {
+	dir := t.TempDir()
+	s, err := OpenSpool(dir, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	s.j.syncHook = func(*os.File) error { return errors.New("injected fdatasync failure") }
+	_, err = s.Put(context.Background(), &Envelope{Recipients: []Recipient{{Addr: "x@y.test"}}}, strings.NewReader("lost\r\n"))
+	if err == nil || !strings.Contains(err.Error(), "injected fdatasync failure") {
+		t.Fatalf("Put = %v, want the fdatasync failure", err)
+	}
+	if list, _ := s.List(); len(list) != 0 {
+		t.Fatalf("listed %d after a failed commit", len(list))
+	}
+	s.j.syncHook = nil
+	ok, err := s.Put(context.Background(), &Envelope{Recipients: []Recipient{{Addr: "x@y.test"}}}, strings.NewReader("kept\r\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := OpenSpool(crashCopy(t, dir), 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	list, _ := r.List()
+	if len(list) != 1 || list[0].ID != ok {
+		t.Fatalf("after replay: %v, want only %s", list, ok)
+	}
+}
+
+// Rotation and retirement make a message still queued an ordinary msg/
+// file (what another process's queue commands read) and delete the
+// segment; a large message is its own file from the start.
+func TestJournalRetirement(t *testing.T) {
+	dir := t.TempDir()
+	s, err := OpenSpool(dir, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	kept, err := s.Put(context.Background(), &Envelope{Recipients: []Recipient{{Addr: "x@y.test"}}}, strings.NewReader(journalBody(1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	gone, err := s.Put(context.Background(), &Envelope{Recipients: []Recipient{{Addr: "x@y.test"}}}, strings.NewReader(journalBody(2)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	big := strings.Repeat("0123456789abcdef0123456789abcdef0123456789abcdef012345678901234\r\n", journalMaxMessage/64+10)
+	bigID, err := s.Put(context.Background(), &Envelope{Recipients: []Recipient{{Addr: "x@y.test"}}}, strings.NewReader(big))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "msg", bigID+".msg")); err != nil {
+		t.Fatalf("large message not in its own file: %v", err)
+	}
+	if err := s.Remove(gone); err != nil {
+		t.Fatal(err)
+	}
+	SettleJournal(s)
+	admin, err := OpenForAdmin(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	list, err := admin.List()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list) != 2 || readAll(t, admin, kept) != journalBody(1) || readAll(t, admin, bigID) != big {
+		t.Fatalf("another process lists %d messages after the retirement, want %s and %s", len(list), kept, bigID)
+	}
+	if segs, _ := filepath.Glob(filepath.Join(dir, "journal", "seg-*")); len(segs) != 1 {
+		t.Errorf("segments after retirement: %v, want only the new active one", segs)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "msg", gone+".msg")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("removed message written by the retirement: %v", err)
+	}
+}
+
+// With no server running, the operator's queue commands replay what a
+// killed server left in its journal; with one running, they leave the
+// journal to it.
+func TestJournalReplayedByAdminWhenIdle(t *testing.T) {
+	dir := t.TempDir()
+	s, err := OpenSpool(dir, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for i := range 3 {
+		if _, err := s.Put(context.Background(), &Envelope{Recipients: []Recipient{{Addr: "x@y.test"}}}, strings.NewReader(journalBody(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	busy, err := OpenForAdmin(dir, nil) // the server holds the lock
+	if err != nil {
+		t.Fatal(err)
+	}
+	busy.Close()
+	if segs, _ := filepath.Glob(filepath.Join(dir, "journal", "seg-*")); len(segs) == 0 {
+		t.Fatal("the queue commands replayed the journal of a running server")
+	}
+	crashed := crashCopy(t, dir)
+	admin, err := OpenForAdmin(crashed, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	if list, _ := admin.List(); len(list) != 3 {
+		t.Fatalf("the queue commands list %d of the killed server's 3 messages", len(list))
+	}
+	if segs, _ := filepath.Glob(filepath.Join(crashed, "journal", "seg-*")); len(segs) != 0 {
+		t.Errorf("segments left: %v", segs)
+	}
+}
