@@ -51,7 +51,13 @@ for what in $ONLY; do
 		for c in 20 50; do
 			rg=$(sed -n "s/^relayguard sessions=$c .*msg_per_s=\([0-9]*\).*/\1/p" "$OUT/serve.txt" | median)
 			pf=$(sed -n "s/^postfix sessions=$c .*msg_per_s=\([0-9]*\).*/\1/p" "$OUT/serve.txt" | median)
-			[ -n "$rg" ] && [ -n "$pf" ] && awk -v c="$c" -v rg="$rg" -v pf="$pf" 'BEGIN { printf "| intake | 2 KB messages into the durable spool, %d sessions (smtp-source), medians | %d msg/s | Postfix 3.7: %d msg/s | %.2fx | | goal ≥ 3× at 50 sessions |\n", c, rg, pf, rg / pf }' >> "$OUT/serve.rows"
+			# CPU per message of each server (its cgroup), when measured
+			rgc=$(sed -n "s/^relayguard sessions=$c .*cpu_us_per_msg=\([0-9]*\).*/\1/p" "$OUT/serve.txt" | median)
+			pfc=$(sed -n "s/^postfix sessions=$c .*cpu_us_per_msg=\([0-9]*\).*/\1/p" "$OUT/serve.txt" | median)
+			[ -n "$rg" ] && [ -n "$pf" ] && awk -v c="$c" -v rg="$rg" -v pf="$pf" -v rgc="${rgc:-0}" -v pfc="${pfc:-0}" 'BEGIN {
+				cpu = ""; cr = ""
+				if (rgc > 0 && pfc > 0) { cpu = sprintf(", %d µs CPU each", rgc); pcpu = sprintf(", %d µs CPU each", pfc); cr = sprintf("%.2fx", pfc / rgc) }
+				printf "| intake | 2 KB messages into the durable spool, %d sessions (smtp-source), medians | %d msg/s%s | Postfix 3.7: %d msg/s%s | %.2fx | %s | goal ≥ 3× at 50 sessions |\n", c, rg, cpu, pf, pcpu, rg / pf, cr }' >> "$OUT/serve.rows"
 		done
 		idle=$(sed -n 's/.*rss_with_idle_kB=\([0-9]*\).*/\1/p' "$OUT/serve.txt")
 		[ -n "$idle" ] && echo "| intake | 10,000 idle connections | $((idle / 1024)) MB resident | — | | | goal < 200 MB |" >> "$OUT/serve.rows"

@@ -15,7 +15,22 @@ cd "$(dirname "$0")/../.."
 MSGS=${1:-5000}
 OUT=$(mktemp -d /tmp/rgbench.XXXX)
 chmod 755 "$OUT" # the postfix user must reach its queue directory
-trap 'kill $(jobs -p) 2>/dev/null || true; postfix -c "$OUT/pf" stop >/dev/null 2>&1 || true' EXIT
+# Each server runs in its own cpuacct cgroup (v1, when the machine has it),
+# so that every round also reports the CPU time the server spent per
+# message: Postfix's smtpd, cleanup, qmgr and discard processes together,
+# relayguard's one process. On a shared machine the wall-clock rate
+# measures the neighbours too; CPU per message does not.
+CG=/sys/fs/cgroup/cpuacct
+cg_new() { [ -w "$CG" ] && mkdir "$CG/rgbench-$1-$$" && echo "$CG/rgbench-$1-$$"; }
+cg_usage() { if [ -n "$1" ]; then cat "$1/cpuacct.usage"; else echo 0; fi; }
+cleanup() {
+	kill $(jobs -p) 2>/dev/null || true
+	postfix -c "$OUT/pf" stop >/dev/null 2>&1 || true
+	sleep 1
+	for g in ${RGCG:-} ${PFCG:-}; do rmdir "$g" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+RGCG=$(cg_new rg || true); PFCG=$(cg_new pf || true)
 go build -o "$OUT/relayguard" ./cmd/relayguard
 go build -o "$OUT/idleconns" ./bench/serve/idleconns
 
@@ -39,7 +54,10 @@ address = "127.0.0.1:$RGPORT"
 mode = "mx"
 TOML
 echo pw | "$OUT/relayguard" --config "$OUT/rg.toml" --data-dir "$OUT/rgdata" --create-data-dir user add sink --password-stdin >/dev/null
-"$OUT/relayguard" --config "$OUT/rg.toml" --data-dir "$OUT/rgdata" serve 2>"$OUT/rg.log" &
+(
+	[ -n "$RGCG" ] && echo $BASHPID > "$RGCG/cgroup.procs"
+	exec "$OUT/relayguard" --config "$OUT/rg.toml" --data-dir "$OUT/rgdata" serve 2>"$OUT/rg.log"
+) &
 RGPID=$!
 
 # A private Postfix instance.
@@ -68,23 +86,29 @@ maillog_file_prefixes = $OUT
 CF
 postfix -c "$OUT/pf" set-permissions >/dev/null 2>&1 || true
 postfix -c "$OUT/pf" check
-postfix -c "$OUT/pf" start
+(
+	[ -n "$PFCG" ] && echo $BASHPID > "$PFCG/cgroup.procs"
+	postfix -c "$OUT/pf" start
+)
 sleep 2
 postconf -c "$OUT/pf" -h mail_version | sed 's/^/postfix version: /'
 
-run() { # name port sessions
-	local start end
+run() { # name port sessions cgroup
+	local start end c0 c1
+	c0=$(cg_usage "$4")
 	start=$(date +%s.%N)
 	smtp-source -c -s "$3" -m "$MSGS" -l 2048 -f bench@client.test -t sink@bench.test "127.0.0.1:$2" >/dev/null
 	end=$(date +%s.%N)
-	echo "$1 sessions=$3 messages=$MSGS seconds=$(echo "$end - $start" | bc) msg_per_s=$(echo "$MSGS / ($end - $start)" | bc)"
+	sleep 1 # the delivery of the last messages
+	c1=$(cg_usage "$4")
+	echo "$1 sessions=$3 messages=$MSGS seconds=$(echo "$end - $start" | bc) msg_per_s=$(echo "$MSGS / ($end - $start)" | bc) cpu_us_per_msg=$(( (c1 - c0) / 1000 / MSGS ))"
 }
 # Rounds alternate between the two servers so that load from elsewhere on
 # the machine hits both alike; compare medians.
 for r in $(seq "${RUNS:-3}"); do
 	for s in 20 50; do
-		run relayguard $RGPORT $s
-		run postfix $PFPORT $s
+		run relayguard $RGPORT $s "$RGCG"
+		run postfix $PFPORT $s "$PFCG"
 	done
 done
 "$OUT/idleconns" -addr 127.0.0.1:$RGPORT -n 10000 -pid $RGPID

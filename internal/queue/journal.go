@@ -409,35 +409,9 @@ func (j *journal) sync(ctx context.Context, sg *segment) error {
 // fdatasync per segment.
 func (j *journal) committer() {
 	for {
-		var batch []syncReq
-		select {
-		case <-j.s.done:
+		batch, ok := gather(j.syncReq, j.s.done, j.s.groupWait)
+		if !ok {
 			return
-		case r := <-j.syncReq:
-			batch = append(batch, r)
-		}
-		if j.s.groupWait > 0 {
-			// Give the sessions whose commit is under way a moment to
-			// join this sync.
-			timer := time.NewTimer(j.s.groupWait)
-		collect:
-			for {
-				select {
-				case r := <-j.syncReq:
-					batch = append(batch, r)
-				case <-timer.C:
-					break collect
-				}
-			}
-		}
-	drain:
-		for {
-			select {
-			case r := <-j.syncReq:
-				batch = append(batch, r)
-			default:
-				break drain
-			}
 		}
 		done := map[*segment]error{}
 		for _, r := range batch {

@@ -291,34 +291,9 @@ func (s *Spool) recover(withJournal bool) error {
 // sync starts is answered by that one sync.
 func (s *Spool) committer() {
 	for {
-		var batch []chan error
-		select {
-		case <-s.done:
+		batch, ok := gather(s.syncReq, s.done, s.groupWait)
+		if !ok {
 			return
-		case r := <-s.syncReq:
-			batch = append(batch, r)
-		}
-		if s.groupWait > 0 {
-			timer := time.NewTimer(s.groupWait)
-		collect:
-			for {
-				select {
-				case r := <-s.syncReq:
-					batch = append(batch, r)
-				case <-timer.C:
-					break collect
-				}
-			}
-		}
-		// Take whatever else is already waiting.
-	drain:
-		for {
-			select {
-			case r := <-s.syncReq:
-				batch = append(batch, r)
-			default:
-				break drain
-			}
 		}
 		err := s.fs.SyncDir(s.msgDir)
 		if err != nil {
@@ -326,6 +301,38 @@ func (s *Spool) committer() {
 		}
 		for _, r := range batch {
 			r <- err
+		}
+	}
+}
+
+// gather waits for a first request on ch, then up to wait for others (the
+// writers whose commit is under way), and takes whatever else is already
+// waiting: the batch one sync answers. ok is false once done is closed.
+func gather[T any](ch chan T, done chan struct{}, wait time.Duration) (batch []T, ok bool) {
+	select {
+	case <-done:
+		return nil, false
+	case r := <-ch:
+		batch = append(batch, r)
+	}
+	if wait > 0 {
+		timer := time.NewTimer(wait)
+	collect:
+		for {
+			select {
+			case r := <-ch:
+				batch = append(batch, r)
+			case <-timer.C:
+				break collect
+			}
+		}
+	}
+	for {
+		select {
+		case r := <-ch:
+			batch = append(batch, r)
+		default:
+			return batch, true
 		}
 	}
 }
