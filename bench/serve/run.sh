@@ -28,6 +28,7 @@ cleanup() {
 	postfix -c "$OUT/pf" stop >/dev/null 2>&1 || true
 	sleep 1
 	for g in ${RGCG:-} ${PFCG:-}; do rmdir "$g" 2>/dev/null || true; done
+	rm -rf "$OUT" # ~100 MB of spool, queue and logs per run
 }
 trap cleanup EXIT
 RGCG=$(cg_new rg || true); PFCG=$(cg_new pf || true)
