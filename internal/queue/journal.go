@@ -573,6 +573,9 @@ func (j *journal) retireOldest(active bool) bool {
 			failed = fmt.Errorf("spool: fsync %s: %w", j.s.msgDir, err)
 		}
 	}
+	// A message removed meanwhile: its files go before its entry, which
+	// makes readers see it gone until then (were the entry dropped first,
+	// a rescan in between would find the file and deliver it again).
 	j.mu.Lock()
 	var gone []string
 	for i, id := range ids {
@@ -581,7 +584,6 @@ func (j *journal) retireOldest(active bool) bool {
 		e.written = true // perhaps partly: Remove unlinks whatever is there
 		if e.removed {
 			gone = append(gone, id)
-			delete(j.idx, id)
 		}
 	}
 	j.mu.Unlock()
@@ -589,6 +591,11 @@ func (j *journal) retireOldest(active bool) bool {
 		os.Remove(filepath.Join(j.s.msgDir, id+".msg"))
 		os.Remove(filepath.Join(j.s.msgDir, id+".env"))
 	}
+	j.mu.Lock()
+	for _, id := range gone {
+		delete(j.idx, id)
+	}
+	j.mu.Unlock()
 	if failed != nil {
 		// The segment stays: its messages are served from memory and
 		// replayed after a crash. Tried again at the next tick.
