@@ -34,6 +34,13 @@ type Enforcer interface {
 	Status(ctx context.Context) (string, error)
 }
 
+// Batcher is an Enforcer that adds many bans in one kernel transaction
+// (the nftables backend: one netlink batch), which a guard learning a
+// thousand bans a second from other servers needs.
+type Batcher interface {
+	AddAll(ctx context.Context, bans []ban.Ban) error
+}
+
 // New returns the enforcer chosen by cfg.Backend.
 func New(cfg config.FirewallConfig, log *slog.Logger) (Enforcer, error) {
 	if log == nil {
@@ -51,6 +58,16 @@ func New(cfg config.FirewallConfig, log *slog.Logger) (Enforcer, error) {
 		return newUFW(cfg, log, nil), nil
 	}
 	return nil, fmt.Errorf("firewall: backend %q: want none, nftables, iptables or ufw", cfg.Backend)
+}
+
+// NewNFTablesIn returns the nftables enforcer of cfg talking netlink in the
+// network namespace open as netnsFD (-1: the process's own), for tests and
+// tools that keep several guards' firewalls apart in one process.
+func NewNFTablesIn(cfg config.FirewallConfig, log *slog.Logger, netnsFD int) Enforcer {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return newNFT(cfg, log.With("component", "firewall", "backend", "nftables"), netnsFD)
 }
 
 // None is the enforcer of backend "none": bans are enforced in-process only.

@@ -428,6 +428,67 @@ func (e *nft) Add(ctx context.Context, b ban.Ban) error {
 	return nil
 }
 
+// AddAll implements Batcher: the bans that overlap no other of their set
+// are written as elements in one netlink batch (per set, up to msgElems ×
+// batchMsgs elements each); the sets where one overlaps are re-diffed once.
+func (e *nft) AddAll(ctx context.Context, bans []ban.Ban) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if err := e.load(); err != nil {
+		e.reset()
+		return err
+	}
+	now := e.now()
+	direct := map[setKind][]segment{}
+	rediff := map[setKind]bool{}
+	for _, b := range bans {
+		p, err := checkPrefix(b.Prefix)
+		if err != nil {
+			return err
+		}
+		if b.Expired(now) {
+			continue
+		}
+		if e.ops++; e.ops%1024 == 0 {
+			e.prune()
+		}
+		k := kindOf(p, b.Until)
+		old, had := e.model[p]
+		if had {
+			if kindOf(p, old) != k && !old.IsZero() {
+				delete(e.model, p) // temporary becomes permanent
+				rediff[kindOf(p, old)] = true
+			}
+			b.Until = later(old, b.Until)
+			k = kindOf(p, b.Until)
+		}
+		overlap := had || e.overlaps(p, k)
+		e.model[p] = b.Until
+		if overlap {
+			rediff[k] = true
+		} else {
+			direct[k] = append(direct[k], segment{rng: prefixRange(p), Until: b.Until})
+		}
+	}
+	for k := temp4; k <= perm6; k++ {
+		var err error
+		switch {
+		case rediff[k]:
+			err = e.syncKind(k) // the re-diff writes the direct ones too
+		case len(direct[k]) > 0:
+			var c *nftables.Conn
+			if c, err = e.c(); err == nil {
+				err = e.write(c, k, nil, direct[k])
+			}
+		}
+		if err != nil {
+			e.reset()
+			return e.recover(fmt.Errorf("firewall: nftables add %d bans: %w", len(bans), err))
+		}
+	}
+	return nil
+}
+
 // overlaps reports whether another ban of set k contains p or lies inside
 // it: then the set is re-diffed instead of writing one element. Containers
 // are found by looking up p's shorter prefixes; only a p wider than one
@@ -470,12 +531,14 @@ func (e *nft) Remove(ctx context.Context, p netip.Prefix) error {
 		e.reset()
 		return err
 	}
-	e.prune()
 	u, had := e.model[p]
 	if !had {
 		return nil
 	}
 	delete(e.model, p)
+	if !u.IsZero() && !e.now().Before(u) {
+		return nil // expired: the kernel dropped it itself
+	}
 	if err := e.syncKind(kindOf(p, u)); err != nil {
 		e.reset()
 		return e.recover(fmt.Errorf("firewall: nftables remove %s: %w", p, err))

@@ -66,6 +66,21 @@ type Guard struct {
 	kick  chan struct{}
 	// version counts the changes of the ban list (Version).
 	version atomic.Uint64
+	// nextExpiry is the earliest end of a temporary ban in bans (zero:
+	// none), so that Run looks for expired bans only when one is due.
+	nextExpiry time.Time
+	// touched is, while a Sync lists the store (nil otherwise), the
+	// prefixes this guard banned or unbanned meanwhile: the listing may
+	// predate them, so Sync keeps them as they are in memory.
+	touched map[netip.Prefix]bool
+}
+
+// touch records a change of p made while a Sync lists the store. Called
+// with g.mu held for writing.
+func (g *Guard) touch(p netip.Prefix) {
+	if g.touched != nil {
+		g.touched[p] = true
+	}
 }
 
 // Version changes whenever the list of bans changes (a ban decided, added,
@@ -431,6 +446,8 @@ func (g *Guard) apply(ctx context.Context, b Ban) error {
 	}
 	g.mu.Lock()
 	g.bans[b.Prefix] = b
+	g.touch(b.Prefix)
+	g.noteExpiry(b.Until)
 	g.version.Add(1)
 	var inner []netip.Prefix
 	if b.Prefix.Bits() < b.Prefix.Addr().BitLen() {
@@ -441,6 +458,7 @@ func (g *Guard) apply(ctx context.Context, b Ban) error {
 				!(p.IsSingleIP() && g.graced(p.Addr(), now)) { // carved out of b: its own ban stays
 				inner = append(inner, p)
 				delete(g.bans, p)
+				g.touch(p)
 			}
 		}
 	}
@@ -525,6 +543,7 @@ func (g *Guard) Unban(ctx context.Context, p netip.Prefix) (bool, error) {
 		g.version.Add(1)
 	}
 	delete(g.bans, p)
+	g.touch(p)
 	g.relens()
 	g.mu.Unlock()
 	g.enforceRemove(ctx, p)
@@ -547,122 +566,6 @@ func (g *Guard) Bans() []Ban {
 	g.mu.RUnlock()
 	SortBans(out)
 	return out
-}
-
-// Sync makes the in-memory bans equal to the store's (bans added or removed
-// by `relayguard ban`, or by another server through a shared store), drops
-// expired bans, and applies the differences to the firewall. With reconcile
-// the firewall is reconciled to the whole list; when that fails (e.g. the
-// operator flushed the ruleset and relayguard's table is gone), the
-// enforcer's objects are set up again and the reconcile retried.
-func (g *Guard) Sync(ctx context.Context, reconcile bool) error {
-	stored, err := g.o.Store.ListBans(ctx)
-	if err != nil {
-		return err
-	}
-	now := g.o.Now()
-	want := make(map[netip.Prefix]Ban, len(stored))
-	for _, b := range stored {
-		if b.Expired(now) {
-			if err := g.o.Store.DeleteBan(ctx, b.Prefix); err != nil {
-				g.o.Log.Warn("guard: drop expired ban", "prefix", b.Prefix.String(), "err", err)
-			}
-			g.ml.Unbanned(ctx, b.Prefix, "expired")
-			continue
-		}
-		want[b.Prefix] = b
-	}
-	g.mu.Lock()
-	var add []Ban
-	var del []netip.Prefix
-	for p, b := range want {
-		if o, ok := g.bans[p]; !ok || !o.Until.Equal(b.Until) {
-			add = append(add, b)
-		}
-	}
-	for p := range g.bans {
-		if _, ok := want[p]; !ok {
-			del = append(del, p)
-		}
-	}
-	g.bans = want
-	g.relens()
-	if len(add)+len(del) > 0 {
-		g.version.Add(1)
-	}
-	g.mu.Unlock()
-	if g.o.Enforcer == nil {
-		return nil
-	}
-	if reconcile {
-		all := make([]Ban, 0, len(want))
-		for _, b := range want {
-			all = append(all, b)
-		}
-		all = g.expand(all) // subnet bans carved around graced addresses
-		err := g.o.Enforcer.Reconcile(ctx, all)
-		if err == nil {
-			return nil
-		}
-		g.o.Log.Warn("guard: firewall reconcile failed; setting the firewall up again", "err", err)
-		if serr := g.o.Enforcer.Setup(ctx); serr != nil {
-			return fmt.Errorf("guard: firewall reconcile: %w (setup again: %w)", err, serr)
-		}
-		if err := g.o.Enforcer.Reconcile(ctx, all); err != nil {
-			return fmt.Errorf("guard: firewall reconcile after setup: %w", err)
-		}
-		g.o.Log.Info("guard: firewall set up again and reconciled", "bans", len(all))
-		return nil
-	}
-	// (a failure marks the firewall stale: Run reconciles at once)
-	for _, p := range del {
-		g.enforceRemove(ctx, p)
-	}
-	for _, b := range add {
-		g.enforceAdd(ctx, b)
-	}
-	return nil
-}
-
-// ReconcileEvery is how often Run reconciles the firewall with the whole
-// ban list even without an error, so that changes made behind relayguard's
-// back (an element deleted by hand) do not last.
-const ReconcileEvery = time.Minute
-
-// Run keeps the guard in step with its store and the firewall until ctx is
-// done: a Sync every interval (and whenever wake fires, e.g. on a pub/sub
-// message from another server), a full reconcile at start, after any
-// error (of a Sync, or of the enforcer adding or removing a ban as it is
-// decided), and every ReconcileEvery.
-func (g *Guard) Run(ctx context.Context, interval time.Duration, wake <-chan struct{}) {
-	reconcile := true
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	last := time.Now()
-	for {
-		if g.stale.Swap(false) || time.Since(last) >= ReconcileEvery || g.holesExpired(g.o.Now()) {
-			reconcile = true
-		}
-		if reconcile {
-			last = time.Now()
-		}
-		if err := g.Sync(ctx, reconcile); err != nil {
-			if ctx.Err() != nil {
-				return // stopping: not an error of the store
-			}
-			g.o.Log.Error("guard: sync", "err", err)
-			reconcile = true
-		} else {
-			reconcile = false
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		case <-wake:
-		case <-g.kick:
-		}
-	}
 }
 
 // UseLimitCounter makes the AUTH failure limiter count in c (a shared store).

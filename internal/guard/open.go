@@ -38,20 +38,21 @@ func Open(ctx context.Context, gc config.GuardConfig, site *config.Site, log *sl
 	return g, nil
 }
 
-// Start keeps g in step with its store until ctx is done: a Sync every
-// second, and at once when another server announces a ban change on r (nil:
-// no Redis). wg tracks the goroutines it starts.
+// Start keeps g in step with its store until ctx is done: the changes
+// others made every second, and at once when another server announces one
+// on r (nil: no Redis). wg tracks the goroutines it starts.
 func (g *Guard) Start(ctx context.Context, r *store.Redis, wg *sync.WaitGroup) {
 	wake := make(chan struct{}, 1)
-	if r != nil {
-		wg.Go(func() {
-			r.Subscribe(ctx, func(string) {
-				select {
-				case wake <- struct{}{}:
-				default:
-				}
-			})
-		})
+	poke := func() {
+		select {
+		case wake <- struct{}{}:
+		default:
+		}
+	}
+	if sh, ok := g.o.Store.(*Shared); ok {
+		wg.Go(func() { sh.Listen(ctx, poke) })
+	} else if r != nil {
+		wg.Go(func() { r.Subscribe(ctx, func(string) { poke() }) })
 	}
 	wg.Go(func() { g.Run(ctx, time.Second, wake) })
 }

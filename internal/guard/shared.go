@@ -19,22 +19,145 @@ import (
 // resynchronises: the pending changes are written to Redis first; when Redis
 // lost its data (a new epoch), the local bans are pushed back; then the local
 // store is made equal to Redis.
+//
+// A running server learns the others' changes incrementally (ChangeFeed):
+// the announcements on the bans channel carry the ban (Listen queues them)
+// and the local database's change feed carries those of other processes on
+// this host; the whole list is read (ListBans) only at start, after the
+// subscription was interrupted (pub/sub delivers at most once), after
+// Redis failed, and rarely as a safety net (guard.ResyncEvery).
 type Shared struct {
 	Local  BanStore
 	Remote *store.Redis
 	Log    *slog.Logger
 
+	origin string // this server's announcements, skipped when they come back
+	// rw lets PutBan and DeleteBan run together but not during ListBans,
+	// whose reads of the local store and of Redis must not straddle one.
+	rw sync.RWMutex
+
 	mu    sync.Mutex
 	epoch string
 	dirty bool
+	// subs counts the subscription's confirmations; synced is its value
+	// when ListBans last read Redis: they differ after a reconnection.
+	subs, synced uint64
+	in           []Change // announced by other servers, not applied yet
 }
+
+// maxQueued bounds the announcements waiting for the guard: past it they
+// are dropped and the whole list is read instead.
+const maxQueued = 1 << 20
 
 // NewShared returns a Shared store.
 func NewShared(local BanStore, remote *store.Redis, log *slog.Logger) *Shared {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Shared{Local: local, Remote: remote, Log: log}
+	return &Shared{Local: local, Remote: remote, Log: log, origin: newOrigin()}
+}
+
+// Listen queues the other servers' announcements until ctx is done,
+// calling wake after each (Guard.Start wires it to Run).
+func (s *Shared) Listen(ctx context.Context, wake func()) {
+	s.Remote.SubscribeBans(ctx, func(msg string) {
+		m, err := store.ParseBanMessage(msg)
+		s.mu.Lock()
+		switch {
+		case err != nil:
+			s.Log.Warn("guard: unreadable ban announcement; reading the whole list", "err", err)
+			s.subs++ // forces a resynchronisation
+		case m.Origin == s.origin:
+			s.mu.Unlock()
+			return
+		case m.Resync: // another server pushed its bans back
+			s.subs++
+		case len(s.in) >= maxQueued:
+			s.in, s.subs = nil, s.subs+1
+		default:
+			c := Change{Ban: m.Ban, Delete: m.Delete}
+			c.Ban.Prefix = m.Prefix
+			s.in = append(s.in, c)
+		}
+		s.mu.Unlock()
+		wake()
+	}, func() {
+		s.mu.Lock()
+		s.subs++
+		s.mu.Unlock()
+		wake()
+	})
+}
+
+// Cursor implements ChangeFeed (the local database's).
+func (s *Shared) Cursor(ctx context.Context) (int64, error) {
+	f, ok := s.Local.(ChangeFeed)
+	if !ok {
+		return 0, nil
+	}
+	return f.Cursor(ctx)
+}
+
+// Changes implements ChangeFeed: the announcements queued by Listen (written
+// to the local store in one transaction), then the local database's changes
+// made by other processes. ErrResync when the subscription was
+// interrupted, Redis failed and is worth trying again, or changes wait to
+// be written to Redis (ListBans does all three).
+func (s *Shared) Changes(ctx context.Context, after int64) ([]Change, int64, error) {
+	f, ok := s.Local.(ChangeFeed)
+	if !ok {
+		return nil, after, ErrResync
+	}
+	s.mu.Lock()
+	// (while Redis is unreachable the local feed goes on: the whole list
+	// is read once it may be tried again)
+	resync := (s.subs != s.synced || s.dirty) && s.Remote.Health.Usable()
+	in := s.in
+	s.in = nil
+	s.mu.Unlock()
+	if resync {
+		return nil, after, ErrResync
+	}
+	if ps, ok := s.Local.(PendingStore); ok && s.Remote.Health.Usable() {
+		pending, err := ps.ListPending(ctx)
+		if err != nil {
+			return nil, after, err
+		}
+		if len(pending) > 0 {
+			return nil, after, ErrResync
+		}
+	}
+	if len(in) > 0 {
+		if err := s.applyLocal(ctx, in); err != nil {
+			return nil, after, err
+		}
+	}
+	local, next, err := f.Changes(ctx, after)
+	if err != nil {
+		return nil, after, err
+	}
+	return append(in, local...), next, nil
+}
+
+// applyLocal writes changes learnt from Redis to the local store.
+func (s *Shared) applyLocal(ctx context.Context, cs []Change) error {
+	if a, ok := s.Local.(interface {
+		Apply(context.Context, []Change) error
+	}); ok {
+		return a.Apply(ctx, cs)
+	}
+	for _, c := range cs {
+		var err error
+		if c.Delete {
+			err = s.Local.DeleteBan(ctx, c.Ban.Prefix)
+		} else {
+			err = s.Local.PutBan(ctx, c.Ban)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (s *Shared) lost(err error) {
@@ -58,13 +181,15 @@ func (s *Shared) reachable() bool {
 
 // PutBan implements BanStore.
 func (s *Shared) PutBan(ctx context.Context, b Ban) error {
+	s.rw.RLock()
+	defer s.rw.RUnlock()
 	if err := s.Local.PutBan(ctx, b); err != nil {
 		return err
 	}
 	if !s.reachable() {
 		return s.pend(ctx, Pending{Prefix: b.Prefix})
 	}
-	if err := s.Remote.PutBan(ctx, b); err != nil {
+	if err := s.Remote.PutBanFrom(ctx, b, s.origin); err != nil {
 		s.lost(err)
 		return s.pend(ctx, Pending{Prefix: b.Prefix})
 	}
@@ -73,13 +198,15 @@ func (s *Shared) PutBan(ctx context.Context, b Ban) error {
 
 // DeleteBan implements BanStore.
 func (s *Shared) DeleteBan(ctx context.Context, p netip.Prefix) error {
+	s.rw.RLock()
+	defer s.rw.RUnlock()
 	if err := s.Local.DeleteBan(ctx, p); err != nil {
 		return err
 	}
 	if !s.reachable() {
 		return s.pend(ctx, Pending{Prefix: p, Delete: true})
 	}
-	if err := s.Remote.DeleteBan(ctx, p); err != nil {
+	if err := s.Remote.DeleteBanFrom(ctx, p, s.origin); err != nil {
 		s.lost(err)
 		return s.pend(ctx, Pending{Prefix: p, Delete: true})
 	}
@@ -144,6 +271,8 @@ func (s *Shared) BanCount(ctx context.Context, p netip.Prefix) (int, error) {
 
 // ListBans implements BanStore (and resynchronises, see Shared).
 func (s *Shared) ListBans(ctx context.Context) ([]Ban, error) {
+	s.rw.Lock()
+	defer s.rw.Unlock()
 	local, err := s.Local.ListBans(ctx)
 	if err != nil {
 		return nil, err
@@ -151,6 +280,9 @@ func (s *Shared) ListBans(ctx context.Context) ([]Ban, error) {
 	if !s.reachable() {
 		return local, nil
 	}
+	s.mu.Lock()
+	subs := s.subs
+	s.mu.Unlock()
 	epoch, err := s.Remote.Epoch(ctx)
 	if err != nil {
 		s.lost(err)
@@ -179,11 +311,9 @@ func (s *Shared) ListBans(ctx context.Context) ([]Ban, error) {
 		}
 	}
 	if push {
-		for _, b := range local {
-			if err := s.Remote.PutBan(ctx, b); err != nil {
-				s.lost(err)
-				return local, nil
-			}
+		if err := s.Remote.PutBans(ctx, local, s.origin); err != nil {
+			s.lost(err)
+			return local, nil
 		}
 		s.Log.Info("guard: shared store synchronised", "pushed", len(local))
 	}
@@ -193,7 +323,7 @@ func (s *Shared) ListBans(ctx context.Context) ([]Ban, error) {
 		return local, nil
 	}
 	s.mu.Lock()
-	s.epoch, s.dirty = epoch, false
+	s.epoch, s.dirty, s.synced = epoch, false, subs
 	s.mu.Unlock()
 	s.Remote.Health.Succeeded()
 	// Mirror Redis into the local store.
@@ -202,19 +332,21 @@ func (s *Shared) ListBans(ctx context.Context) ([]Ban, error) {
 		have[b.Prefix] = b
 	}
 	seen := make(map[netip.Prefix]bool, len(remote))
+	var diff []Change
 	for _, b := range remote {
 		seen[b.Prefix] = true
 		if o, ok := have[b.Prefix]; !ok || o != b {
-			if err := s.Local.PutBan(ctx, b); err != nil {
-				return nil, err
-			}
+			diff = append(diff, Change{Ban: b})
 		}
 	}
 	for p := range have {
 		if !seen[p] {
-			if err := s.Local.DeleteBan(ctx, p); err != nil {
-				return nil, err
-			}
+			diff = append(diff, Change{Ban: Ban{Prefix: p}, Delete: true})
+		}
+	}
+	if len(diff) > 0 {
+		if err := s.applyLocal(ctx, diff); err != nil {
+			return nil, err
 		}
 	}
 	return remote, nil

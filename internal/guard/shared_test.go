@@ -43,7 +43,7 @@ func newServer(t *testing.T, ctx context.Context, url string) *server {
 	s.shared = NewShared(local, r, nil)
 	s.g = New(Options{Config: testConfig(), Store: s.shared,
 		Counters: &FallbackCounters{Primary: r, Fallback: NewMemory(), Health: r.Health}})
-	go r.Subscribe(ctx, func(string) {
+	go s.shared.Listen(ctx, func() {
 		select {
 		case s.wake <- struct{}{}:
 		default:
@@ -238,7 +238,11 @@ func TestSharedChangesMadeWhileRedisDown(t *testing.T) {
 	// own Shared over A's database.
 	r, _ := store.OpenRedis(ctx, rs.URL(), nil)
 	defer r.Close()
-	cli := New(Options{Config: testConfig(), Store: NewShared(a.local, r, nil)})
+	cliLocal, err := NewSQLiteStore(ctx, a.local.DB) // its own connection to the database
+	if err != nil {
+		t.Fatal(err)
+	}
+	cli := New(Options{Config: testConfig(), Store: NewShared(cliLocal, r, nil)})
 	if _, err := cli.Ban(ctx, netip.MustParsePrefix("203.0.113.0/24"), time.Hour, "while down"); err != nil {
 		t.Fatal(err)
 	}

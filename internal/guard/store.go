@@ -21,8 +21,13 @@ type BanStore interface {
 }
 
 // SQLiteStore keeps bans in the embedded database (tables guard_bans and
-// guard_history).
-type SQLiteStore struct{ DB *sql.DB }
+// guard_history) and records every change in guard_changes (its
+// ChangeFeed), tagged with the store's origin so that a process skips its
+// own changes.
+type SQLiteStore struct {
+	DB     *sql.DB
+	origin string // random per store: the changes this process made
+}
 
 // NewSQLiteStore creates the tables if needed.
 func NewSQLiteStore(ctx context.Context, db *sql.DB) (*SQLiteStore, error) {
@@ -33,11 +38,13 @@ CREATE TABLE IF NOT EXISTS guard_bans (
 CREATE TABLE IF NOT EXISTS guard_history (
 	prefix TEXT PRIMARY KEY, count INTEGER NOT NULL, last INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS guard_pending (
-	prefix TEXT PRIMARY KEY, del INTEGER NOT NULL);`)
+	prefix TEXT PRIMARY KEY, del INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS guard_changes (
+	id INTEGER PRIMARY KEY AUTOINCREMENT, prefix TEXT NOT NULL, origin TEXT NOT NULL, at INTEGER NOT NULL);`)
 	if err != nil {
 		return nil, fmt.Errorf("guard: create tables: %w", err)
 	}
-	return &SQLiteStore{DB: db}, nil
+	return &SQLiteStore{DB: db, origin: newOrigin()}, nil
 }
 
 func unixNano(t time.Time) int64 {
@@ -56,23 +63,40 @@ func fromNano(n int64) time.Time {
 
 // PutBan implements BanStore; it also records the ban in the history.
 func (s *SQLiteStore) PutBan(ctx context.Context, b Ban) error {
-	_, err := s.DB.ExecContext(ctx, `INSERT INTO guard_bans (prefix, until, reason, source, created, count)
-		VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(prefix) DO UPDATE SET until=excluded.until, reason=excluded.reason,
-		source=excluded.source, created=excluded.created, count=excluded.count;
-		INSERT INTO guard_history (prefix, count, last) VALUES (?, ?, ?)
-		ON CONFLICT(prefix) DO UPDATE SET count=max(count, excluded.count), last=excluded.last`,
-		b.Prefix.String(), unixNano(b.Until), b.Reason, b.Source, unixNano(b.Created), b.Count,
-		b.Prefix.String(), b.Count, unixNano(b.Created))
-	if err != nil {
-		return fmt.Errorf("guard: store ban %s: %w", b.Prefix, err)
-	}
-	return nil
+	return s.apply(ctx, s.DB, Change{Ban: b})
 }
 
 // DeleteBan implements BanStore.
 func (s *SQLiteStore) DeleteBan(ctx context.Context, p netip.Prefix) error {
-	if _, err := s.DB.ExecContext(ctx, `DELETE FROM guard_bans WHERE prefix = ?`, p.String()); err != nil {
-		return fmt.Errorf("guard: delete ban %s: %w", p, err)
+	return s.apply(ctx, s.DB, Change{Ban: Ban{Prefix: p}, Delete: true})
+}
+
+type execer interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+}
+
+// apply writes one change and records it in guard_changes.
+func (s *SQLiteStore) apply(ctx context.Context, db execer, c Change) error {
+	b := c.Ban
+	if c.Delete {
+		if _, err := db.ExecContext(ctx, `DELETE FROM guard_bans WHERE prefix = ?;
+			INSERT INTO guard_changes (prefix, origin, at) VALUES (?, ?, ?)`,
+			b.Prefix.String(), b.Prefix.String(), s.origin, time.Now().UnixNano()); err != nil {
+			return fmt.Errorf("guard: delete ban %s: %w", b.Prefix, err)
+		}
+		return nil
+	}
+	_, err := db.ExecContext(ctx, `INSERT INTO guard_bans (prefix, until, reason, source, created, count)
+		VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(prefix) DO UPDATE SET until=excluded.until, reason=excluded.reason,
+		source=excluded.source, created=excluded.created, count=excluded.count;
+		INSERT INTO guard_history (prefix, count, last) VALUES (?, ?, ?)
+		ON CONFLICT(prefix) DO UPDATE SET count=max(count, excluded.count), last=excluded.last;
+		INSERT INTO guard_changes (prefix, origin, at) VALUES (?, ?, ?)`,
+		b.Prefix.String(), unixNano(b.Until), b.Reason, b.Source, unixNano(b.Created), b.Count,
+		b.Prefix.String(), b.Count, unixNano(b.Created),
+		b.Prefix.String(), s.origin, time.Now().UnixNano())
+	if err != nil {
+		return fmt.Errorf("guard: store ban %s: %w", b.Prefix, err)
 	}
 	return nil
 }

@@ -31,7 +31,7 @@ import (
 //	fail:IP         sorted set of failure times of one address
 //	att:PREFIX      sorted set of failing addresses of one prefix, by last time
 //	lim:KEY:WINDOW  fixed-window counter
-//	channel "bans"  "add PREFIX" / "del PREFIX"
+//	channel "bans"  "add PREFIX ORIGIN JSON" / "del PREFIX ORIGIN" / "sync - ORIGIN" (BanMessage)
 //
 // One Redis is opened per process (by Open) and shared by every state kind;
 // Health tells them all when it is unreachable.
@@ -174,43 +174,148 @@ func (r *Redis) Epoch(ctx context.Context) (string, error) {
 	return s, nil
 }
 
-// PutBan stores a ban, raises its history count, and announces it.
-func (r *Redis) PutBan(ctx context.Context, b ban.Ban) error {
-	js, _ := json.Marshal(redisBan{b.Prefix.String(), nano(b.Until), b.Reason, b.Source, nano(b.Created), b.Count})
+// PutBan stores a ban, raises its history count, and announces it (with
+// no origin: every subscriber applies it).
+func (r *Redis) PutBan(ctx context.Context, b ban.Ban) error { return r.PutBanFrom(ctx, b, "") }
+
+// PutBanFrom is PutBan announcing the ban as made by origin (a subscriber
+// with that origin skips it: it has the ban already). The message carries
+// the ban, so that the other servers apply it without reading the hash.
+// One round trip: the ban, its announcement and the history in one MULTI.
+func (r *Redis) PutBanFrom(ctx context.Context, b ban.Ban, origin string) error {
+	js := encodeBan(b)
 	p := b.Prefix.String()
 	_, err := r.C.TxPipelined(ctx, func(pl redis.Pipeliner) error {
 		pl.HSet(ctx, r.k("bans"), p, js)
-		pl.Publish(ctx, r.k("bans"), "add "+p)
+		pl.Publish(ctx, r.k("bans"), "add "+p+" "+originWord(origin)+" "+js)
+		r.raiseHistory(ctx, pl, b)
 		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("store: redis put ban %s: %w", p, err)
 	}
-	// history: max(current, count), atomically enough for a counter that
-	// only grows
-	cur, err := r.C.HGet(ctx, r.k("banhist"), p).Int()
-	if err != nil && !errors.Is(err, redis.Nil) {
-		return fmt.Errorf("store: redis ban history %s: %w", p, err)
-	}
-	if b.Count > cur {
-		if err := r.C.HSet(ctx, r.k("banhist"), p, b.Count).Err(); err != nil {
-			return fmt.Errorf("store: redis ban history %s: %w", p, err)
+	return nil
+}
+
+// raiseHistory queues history(p) = max(history(p), b.Count).
+func (r *Redis) raiseHistory(ctx context.Context, pl redis.Pipeliner, b ban.Ban) {
+	pl.Eval(ctx, `local c = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
+if tonumber(ARGV[2]) > c then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end
+return 0`, []string{r.k("banhist")}, b.Prefix.String(), b.Count)
+}
+
+// pushChunk is how many bans PutBans writes per round trip.
+const pushChunk = 1000
+
+// PutBans stores bans (with their history) in pipelined round trips
+// without announcing each, then announces one "sync" (BanMessage.Resync):
+// the subscribers read the whole list again. Used to push a server's bans
+// back into a Redis that lost its data set.
+func (r *Redis) PutBans(ctx context.Context, bans []ban.Ban, origin string) error {
+	for len(bans) > 0 {
+		n := min(len(bans), pushChunk)
+		_, err := r.C.Pipelined(ctx, func(pl redis.Pipeliner) error {
+			for _, b := range bans[:n] {
+				pl.HSet(ctx, r.k("bans"), b.Prefix.String(), encodeBan(b))
+				r.raiseHistory(ctx, pl, b)
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("store: redis put %d bans: %w", len(bans), err)
 		}
+		bans = bans[n:]
+	}
+	if err := r.C.Publish(ctx, r.k("bans"), "sync - "+originWord(origin)).Err(); err != nil {
+		return fmt.Errorf("store: redis announce bans pushed: %w", err)
 	}
 	return nil
 }
 
+func encodeBan(b ban.Ban) string {
+	js, _ := json.Marshal(redisBan{b.Prefix.String(), nano(b.Until), b.Reason, b.Source, nano(b.Created), b.Count})
+	return string(js)
+}
+
 // DeleteBan removes a ban and announces it.
-func (r *Redis) DeleteBan(ctx context.Context, p netip.Prefix) error {
+func (r *Redis) DeleteBan(ctx context.Context, p netip.Prefix) error { return r.DeleteBanFrom(ctx, p, "") }
+
+// DeleteBanFrom is DeleteBan announcing the change as made by origin.
+func (r *Redis) DeleteBanFrom(ctx context.Context, p netip.Prefix, origin string) error {
 	_, err := r.C.TxPipelined(ctx, func(pl redis.Pipeliner) error {
 		pl.HDel(ctx, r.k("bans"), p.String())
-		pl.Publish(ctx, r.k("bans"), "del "+p.String())
+		pl.Publish(ctx, r.k("bans"), "del "+p.String()+" "+originWord(origin))
 		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("store: redis delete ban %s: %w", p, err)
 	}
 	return nil
+}
+
+func originWord(o string) string {
+	if o == "" || strings.ContainsAny(o, " ") {
+		return "-"
+	}
+	return o
+}
+
+// BanMessage is one announcement on the bans channel.
+type BanMessage struct {
+	Resync bool // "sync": bans were written without announcements; read the whole list
+	Delete bool
+	Prefix netip.Prefix
+	Origin string  // "" when not said
+	Ban    ban.Ban // the ban added (Delete false)
+}
+
+// ParseBanMessage reads an announcement of PutBanFrom or DeleteBanFrom.
+// A message without the ban (from an older relayguard: "add PREFIX") is an
+// error: the subscriber must then read the hash (a full resynchronisation).
+func ParseBanMessage(msg string) (BanMessage, error) {
+	op, rest, _ := strings.Cut(msg, " ")
+	ps, rest, _ := strings.Cut(rest, " ")
+	origin, js, _ := strings.Cut(rest, " ")
+	var m BanMessage
+	if origin != "-" {
+		m.Origin = origin
+	}
+	if op == "sync" {
+		m.Resync = true
+		return m, nil
+	}
+	var err error
+	if m.Prefix, err = netip.ParsePrefix(ps); err != nil {
+		return m, fmt.Errorf("store: ban announcement %q: %w", msg, err)
+	}
+	switch op {
+	case "del":
+		m.Delete = true
+		return m, nil
+	case "add":
+		if js == "" {
+			return m, fmt.Errorf("store: ban announcement %q carries no ban", msg)
+		}
+		b, err := decodeBan(js)
+		if err != nil {
+			return m, fmt.Errorf("store: ban announcement of %s: %w", ps, err)
+		}
+		m.Ban = b
+		return m, nil
+	}
+	return m, fmt.Errorf("store: ban announcement %q: unknown operation", msg)
+}
+
+func decodeBan(js string) (ban.Ban, error) {
+	var rb redisBan
+	if err := json.Unmarshal([]byte(js), &rb); err != nil {
+		return ban.Ban{}, err
+	}
+	p, err := netip.ParsePrefix(rb.Prefix)
+	if err != nil {
+		return ban.Ban{}, fmt.Errorf("prefix %q: %w", rb.Prefix, err)
+	}
+	return ban.Ban{Prefix: p, Until: unnano(rb.Until), Reason: rb.Reason, Source: rb.Source, Created: unnano(rb.Created), Count: rb.Count}, nil
 }
 
 // ListBans returns every stored ban.
@@ -221,15 +326,11 @@ func (r *Redis) ListBans(ctx context.Context) ([]ban.Ban, error) {
 	}
 	out := make([]ban.Ban, 0, len(m))
 	for k, v := range m {
-		var rb redisBan
-		if err := json.Unmarshal([]byte(v), &rb); err != nil {
+		b, err := decodeBan(v)
+		if err != nil {
 			return nil, fmt.Errorf("store: redis ban %s: %w", k, err)
 		}
-		p, err := netip.ParsePrefix(rb.Prefix)
-		if err != nil {
-			return nil, fmt.Errorf("store: redis ban %q: %w", rb.Prefix, err)
-		}
-		out = append(out, ban.Ban{Prefix: p, Until: unnano(rb.Until), Reason: rb.Reason, Source: rb.Source, Created: unnano(rb.Created), Count: rb.Count})
+		out = append(out, b)
 	}
 	return out, nil
 }
@@ -252,21 +353,62 @@ func (r *Redis) Subscribe(ctx context.Context, f func(msg string)) {
 	r.Listen(ctx, r.k("bans"), f)
 }
 
+// SubscribeBans is Subscribe that also calls subscribed each time the
+// subscription is (re)established: messages published while it was not
+// were lost, so the subscriber must resynchronise then.
+func (r *Redis) SubscribeBans(ctx context.Context, f func(msg string), subscribed func()) {
+	r.ListenSync(ctx, r.k("bans"), f, subscribed)
+}
+
 // Listen calls f with every message published on channel until ctx is
 // done (the one subscription loop of the bans' and the accounts' shared
 // state). go-redis resubscribes by itself after Redis comes back.
 func (r *Redis) Listen(ctx context.Context, channel string, f func(msg string)) {
+	r.ListenSync(ctx, channel, f, nil)
+}
+
+// listenIdle is how long a subscription may stay silent before it is
+// pinged: a connection that died without a reset is found within it.
+const listenIdle = 15 * time.Second
+
+// ListenSync is Listen that calls subscribed (when not nil) whenever the
+// subscription is confirmed: at first and after every reconnection (pub/sub
+// delivers at most once; what was published meanwhile is gone). It reads
+// the subscription itself rather than through go-redis's Channel, which
+// hides the confirmations.
+func (r *Redis) ListenSync(ctx context.Context, channel string, f func(msg string), subscribed func()) {
 	ps := r.C.Subscribe(ctx, channel)
+	stop := context.AfterFunc(ctx, func() { ps.Close() })
+	defer stop()
 	defer ps.Close()
-	ch := ps.Channel()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case m, ok := <-ch:
-			if !ok {
+	failures := 0
+	for ctx.Err() == nil {
+		m, err := ps.ReceiveTimeout(ctx, listenIdle)
+		if err != nil {
+			if ctx.Err() != nil {
 				return
 			}
+			var ne interface{ Timeout() bool }
+			if errors.As(err, &ne) && ne.Timeout() {
+				_ = ps.Ping(ctx) // a dead connection fails here and is redialled
+				continue
+			}
+			// Redis away: go-redis redials on the next Receive.
+			failures++
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(min(time.Duration(failures)*50*time.Millisecond, time.Second)):
+			}
+			continue
+		}
+		failures = 0
+		switch m := m.(type) {
+		case *redis.Subscription:
+			if m.Kind == "subscribe" && subscribed != nil {
+				subscribed()
+			}
+		case *redis.Message:
 			f(m.Payload)
 		}
 	}

@@ -42,14 +42,18 @@ func TestRedisBans(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	for _, want := range []string{"add 212.70.149.0/24", "add 2001:db8:bad::/48"} {
+	// The announcements carry the ban (the subscribers apply it without
+	// reading the hash).
+	for _, want := range []ban.Ban{b4, b6} {
 		select {
-		case m := <-msgs:
-			if m != want {
-				t.Fatalf("message %q, want %q", m, want)
+		case msg := <-msgs:
+			m, err := ParseBanMessage(msg)
+			if err != nil || m.Delete || m.Prefix != want.Prefix || !m.Ban.Until.Equal(want.Until) ||
+				!m.Ban.Created.Equal(want.Created) || m.Ban.Reason != want.Reason || m.Ban.Count != want.Count || m.Origin != "" {
+				t.Fatalf("message %q read as %+v, %v; want the ban %+v", msg, m, err, want)
 			}
 		case <-time.After(10 * time.Second):
-			t.Fatalf("no pub/sub message %q", want)
+			t.Fatalf("no pub/sub message for %s", want.Prefix)
 		}
 	}
 	list, err := r.ListBans(ctx)
@@ -171,5 +175,67 @@ func TestOpenStores(t *testing.T) {
 	}
 	if err := st.DB.PingContext(ctx); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// SubscribeBans says when the subscription is (re)established, so that the
+// subscriber reads the whole list after an outage (what was announced
+// meanwhile is lost), and carries deletions and pushes ("sync").
+func TestSubscribeBansAcrossRestart(t *testing.T) {
+	rs := redistest.Start(t)
+	ctx := t.Context()
+	r, err := OpenRedis(ctx, rs.URL(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	msgs := make(chan string, 10)
+	subs := make(chan struct{}, 10)
+	go r.SubscribeBans(ctx, func(m string) { msgs <- m }, func() { subs <- struct{}{} })
+	waitSub := func(what string) {
+		t.Helper()
+		select {
+		case <-subs:
+		case <-time.After(20 * time.Second):
+			t.Fatalf("no subscription confirmation %s", what)
+		}
+	}
+	next := func() BanMessage {
+		t.Helper()
+		select {
+		case msg := <-msgs:
+			m, err := ParseBanMessage(msg)
+			if err != nil {
+				t.Fatalf("message %q: %v", msg, err)
+			}
+			return m
+		case <-time.After(10 * time.Second):
+			t.Fatal("no message")
+		}
+		return BanMessage{}
+	}
+	waitSub("at start")
+	p := netip.MustParsePrefix("198.51.100.0/24")
+	if err := r.DeleteBanFrom(ctx, p, "node1"); err != nil {
+		t.Fatal(err)
+	}
+	if m := next(); !m.Delete || m.Prefix != p || m.Origin != "node1" {
+		t.Fatalf("delete announced as %+v", m)
+	}
+	rs.Stop()
+	rs.Restart()
+	waitSub("after Redis restarted")
+	b := ban.Ban{Prefix: p, Until: time.Now().Add(time.Hour), Reason: "r", Source: "guard", Created: time.Now(), Count: 3}
+	if err := r.PutBans(ctx, []ban.Ban{b}, "node2"); err != nil {
+		t.Fatal(err)
+	}
+	if m := next(); !m.Resync || m.Origin != "node2" {
+		t.Fatalf("push announced as %+v", m)
+	}
+	if n, _ := r.BanCount(ctx, p); n != 3 {
+		t.Fatalf("history after the push: %d, want 3", n)
+	}
+	if _, err := ParseBanMessage("add 198.51.100.0/24"); err == nil {
+		t.Fatal("an announcement without the ban accepted")
 	}
 }
