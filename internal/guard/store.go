@@ -63,40 +63,42 @@ func fromNano(n int64) time.Time {
 
 // PutBan implements BanStore; it also records the ban in the history.
 func (s *SQLiteStore) PutBan(ctx context.Context, b Ban) error {
-	return s.apply(ctx, s.DB, Change{Ban: b})
+	return s.Apply(ctx, []Change{{Ban: b}})
 }
 
 // DeleteBan implements BanStore.
 func (s *SQLiteStore) DeleteBan(ctx context.Context, p netip.Prefix) error {
-	return s.apply(ctx, s.DB, Change{Ban: Ban{Prefix: p}, Delete: true})
+	return s.Apply(ctx, []Change{{Ban: Ban{Prefix: p}, Delete: true}})
 }
 
-type execer interface {
-	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
-}
-
-// apply writes one change and records it in guard_changes.
-func (s *SQLiteStore) apply(ctx context.Context, db execer, c Change) error {
+// apply writes one change and records it in guard_changes. One statement
+// per Exec: the driver (modernc.org/sqlite) binds every statement of a
+// multi-statement Exec to the arguments from the first on, so the second
+// statement of such an Exec got the first one's values (guard_history
+// held the ban's end as its count until this was found).
+func (s *SQLiteStore) apply(ctx context.Context, tx *sql.Tx, c Change) error {
 	b := c.Ban
+	p := b.Prefix.String()
 	if c.Delete {
-		if _, err := db.ExecContext(ctx, `DELETE FROM guard_bans WHERE prefix = ?;
-			INSERT INTO guard_changes (prefix, origin, at) VALUES (?, ?, ?)`,
-			b.Prefix.String(), b.Prefix.String(), s.origin, time.Now().UnixNano()); err != nil {
-			return fmt.Errorf("guard: delete ban %s: %w", b.Prefix, err)
+		if _, err := tx.ExecContext(ctx, `DELETE FROM guard_bans WHERE prefix = ?`, p); err != nil {
+			return fmt.Errorf("guard: delete ban %s: %w", p, err)
 		}
-		return nil
-	}
-	_, err := db.ExecContext(ctx, `INSERT INTO guard_bans (prefix, until, reason, source, created, count)
+	} else {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO guard_bans (prefix, until, reason, source, created, count)
 		VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(prefix) DO UPDATE SET until=excluded.until, reason=excluded.reason,
-		source=excluded.source, created=excluded.created, count=excluded.count;
-		INSERT INTO guard_history (prefix, count, last) VALUES (?, ?, ?)
-		ON CONFLICT(prefix) DO UPDATE SET count=max(count, excluded.count), last=excluded.last;
-		INSERT INTO guard_changes (prefix, origin, at) VALUES (?, ?, ?)`,
-		b.Prefix.String(), unixNano(b.Until), b.Reason, b.Source, unixNano(b.Created), b.Count,
-		b.Prefix.String(), b.Count, unixNano(b.Created),
-		b.Prefix.String(), s.origin, time.Now().UnixNano())
-	if err != nil {
-		return fmt.Errorf("guard: store ban %s: %w", b.Prefix, err)
+		source=excluded.source, created=excluded.created, count=excluded.count`,
+			p, unixNano(b.Until), b.Reason, b.Source, unixNano(b.Created), b.Count); err != nil {
+			return fmt.Errorf("guard: store ban %s: %w", p, err)
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO guard_history (prefix, count, last) VALUES (?, ?, ?)
+		ON CONFLICT(prefix) DO UPDATE SET count=max(count, excluded.count), last=excluded.last`,
+			p, b.Count, unixNano(b.Created)); err != nil {
+			return fmt.Errorf("guard: store ban history %s: %w", p, err)
+		}
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO guard_changes (prefix, origin, at) VALUES (?, ?, ?)`,
+		p, s.origin, time.Now().UnixNano()); err != nil {
+		return fmt.Errorf("guard: record ban change %s: %w", p, err)
 	}
 	return nil
 }

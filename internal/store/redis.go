@@ -238,7 +238,9 @@ func encodeBan(b ban.Ban) string {
 }
 
 // DeleteBan removes a ban and announces it.
-func (r *Redis) DeleteBan(ctx context.Context, p netip.Prefix) error { return r.DeleteBanFrom(ctx, p, "") }
+func (r *Redis) DeleteBan(ctx context.Context, p netip.Prefix) error {
+	return r.DeleteBanFrom(ctx, p, "")
+}
 
 // DeleteBanFrom is DeleteBan announcing the change as made by origin.
 func (r *Redis) DeleteBanFrom(ctx context.Context, p netip.Prefix, origin string) error {
