@@ -131,8 +131,9 @@ url = "redis://%s/0"
 	// (every steady ban in every set before a node stops: its latency is
 	// the sync's, not the restart's)
 	steadyBans := between(t0, t1)
+	dl := time.Now().Add(10 * time.Second)
 	for _, n := range nodes {
-		n.waitAll(steadyBans, t1, 20*time.Second)
+		n.waitAll(steadyBans, t1, dl)
 	}
 	// 2. one node down and back
 	victim := nodes[2]
@@ -145,7 +146,7 @@ url = "redis://%s/0"
 	victim.start()
 	load.set(nodes)
 	downBans := between(tDown, tUp)
-	catchUp, missing := victim.waitAll(downBans, tUp, 30*time.Second)
+	catchUp, missing := victim.waitAll(downBans, tUp, tUp.Add(15*time.Second))
 	time.Sleep(*settle)
 	// 3. Redis killed under load, restarted empty (no persistence)
 	tKill := time.Now()
@@ -162,13 +163,15 @@ url = "redis://%s/0"
 	all := between(time.Time{}, tEnd)
 	var outWorst time.Duration
 	outMissing := 0
+	dl = time.Now().Add(30 * time.Second)
 	for _, n := range nodes {
-		d, m := n.waitAll(outBans, tBack, 60*time.Second)
+		d, m := n.waitAll(outBans, tBack, dl)
 		outWorst, outMissing = max(outWorst, d), outMissing+m
 	}
 	var drain time.Duration
+	dl = time.Now().Add(20 * time.Second)
 	for _, n := range nodes {
-		d, _ := n.waitAll(all, tEnd, 60*time.Second)
+		d, _ := n.waitAll(all, tEnd, dl)
 		drain = max(drain, d)
 	}
 	finalMissing := 0
@@ -376,8 +379,7 @@ func (n *node) firstSeen(a netip.Addr) (time.Time, bool) {
 
 // waitAll waits until every address of want is seen in the node's sets and
 // returns how long after from the last one came, and how many never did.
-func (n *node) waitAll(want []netip.Addr, from time.Time, limit time.Duration) (time.Duration, int) {
-	deadline := time.Now().Add(limit)
+func (n *node) waitAll(want []netip.Addr, from, deadline time.Time) (time.Duration, int) {
 	for {
 		var worst time.Duration
 		missing := 0

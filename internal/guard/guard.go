@@ -69,6 +69,12 @@ type Guard struct {
 	// nextExpiry is the earliest end of a temporary ban in bans (zero:
 	// none), so that Run looks for expired bans only when one is due.
 	nextExpiry time.Time
+	// batching is set while Run runs over a firewall.Batcher: decided bans
+	// are then queued in enforce and given to the firewall together by
+	// Run's next round (flush wakes it), at most coalesce later.
+	batching atomic.Bool
+	enforce  []Ban
+	flush    chan struct{}
 	// touched is, while a Sync lists the store (nil otherwise), the
 	// prefixes this guard banned or unbanned meanwhile: the listing may
 	// predate them, so Sync keeps them as they are in memory.
@@ -117,6 +123,7 @@ func New(o Options) *Guard {
 		carved:  map[netip.Prefix][]netip.Prefix{},
 		holes:   map[netip.Addr]bool{},
 		kick:    make(chan struct{}, 1),
+		flush:   make(chan struct{}, 1),
 	}
 	for _, k := range o.Config.Count {
 		g.count[event.Kind(k)] = true
@@ -428,7 +435,7 @@ func (g *Guard) decide(ctx context.Context, p netip.Prefix, t time.Time, reason 
 	}
 	b := Ban{Prefix: p, Created: t, Count: prev + 1, Reason: reason, Source: "guard"}
 	b.Until = t.Add(g.banTime(b.Count))
-	if err := g.apply(ctx, b); err != nil {
+	if err := g.apply(ctx, b, true); err != nil {
 		g.o.Log.Error("guard: ban", "prefix", p.String(), "err", err)
 		return
 	}
@@ -439,7 +446,8 @@ func (g *Guard) decide(ctx context.Context, p netip.Prefix, t time.Time, reason 
 }
 
 // apply stores b, enforces it, and drops the now redundant bans inside it.
-func (g *Guard) apply(ctx context.Context, b Ban) error {
+// With batch, the enforcement may be left to Run's next round (enqueue).
+func (g *Guard) apply(ctx context.Context, b Ban, batch bool) error {
 	b.Prefix = b.Prefix.Masked()
 	if err := g.o.Store.PutBan(ctx, b); err != nil {
 		return err
@@ -475,7 +483,9 @@ func (g *Guard) apply(ctx context.Context, b Ban) error {
 		}
 		g.enforceRemove(ctx, p)
 	}
-	g.enforceAdd(ctx, b)
+	if !batch || !g.enqueue(b) {
+		g.enforceAdd(ctx, b)
+	}
 	return nil
 }
 
@@ -507,7 +517,7 @@ func (g *Guard) Ban(ctx context.Context, p netip.Prefix, d time.Duration, reason
 	if b.Reason == "" {
 		b.Reason = "manual ban"
 	}
-	if err := g.apply(ctx, b); err != nil {
+	if err := g.apply(ctx, b, false); err != nil {
 		return b, err
 	}
 	g.ml.Banned(ctx, p, b.Until, b.Count, b.Reason)

@@ -173,6 +173,7 @@ func (g *Guard) applyChanges(ctx context.Context, changes []Change) {
 		g.version.Add(1)
 	}
 	g.mu.Unlock()
+	add = append(g.takeEnforce(), add...)
 	for _, p := range expired {
 		if err := g.o.Store.DeleteBan(ctx, p); err != nil {
 			g.o.Log.Warn("guard: drop expired ban", "prefix", p.String(), "err", err)
@@ -183,6 +184,42 @@ func (g *Guard) applyChanges(ctx context.Context, changes []Change) {
 		g.enforceRemove(ctx, p)
 	}
 	g.enforceAddAll(ctx, add)
+}
+
+// coalesce is the shortest time between two rounds of Run that apply
+// changes: the nftables interval sets cost the kernel a walk of the whole
+// set per transaction (nft_rbtree_commit), so a thousand bans a second are
+// given to it in at most 1/coalesce transactions a second, not one each.
+const coalesce = 100 * time.Millisecond
+
+// enqueue leaves the enforcement of b, just decided, to Run's next round,
+// if Run batches; it reports whether it did.
+func (g *Guard) enqueue(b Ban) bool {
+	if !g.batching.Load() {
+		return false
+	}
+	g.mu.Lock()
+	g.enforce = append(g.enforce, b)
+	g.mu.Unlock()
+	select {
+	case g.flush <- struct{}{}:
+	default:
+	}
+	return true
+}
+
+// takeEnforce returns the queued decisions still in force as decided.
+func (g *Guard) takeEnforce() []Ban {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var out []Ban
+	for _, b := range g.enforce {
+		if o, ok := g.bans[b.Prefix]; ok && o == b {
+			out = append(out, b)
+		}
+	}
+	g.enforce = nil
+	return out
 }
 
 // enforceAddAll gives the enforcer bans (each carved around the graced
@@ -243,6 +280,13 @@ func (g *Guard) Run(ctx context.Context, interval time.Duration, wake <-chan str
 			PruneChanges(context.Context, time.Time) error
 		})
 	}
+	if _, ok := g.o.Enforcer.(firewall.Batcher); ok && incremental {
+		g.batching.Store(true)
+		defer func() {
+			g.batching.Store(false)
+			g.enforceAddAll(context.WithoutCancel(ctx), g.takeEnforce())
+		}()
+	}
 	full, reconcile := true, true
 	t := time.NewTicker(interval)
 	defer t.Stop()
@@ -280,12 +324,18 @@ func (g *Guard) Run(ctx context.Context, interval time.Duration, wake <-chan str
 			}
 			full, reconcile = false, false
 		}
+		select { // let changes gather (see coalesce)
+		case <-ctx.Done():
+			return
+		case <-time.After(coalesce):
+		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		case <-wake:
 		case <-g.kick:
+		case <-g.flush:
 		}
 	}
 }
@@ -301,8 +351,13 @@ func (g *Guard) step(ctx context.Context, feed ChangeFeed, cursor *int64, full, 
 				return err
 			}
 		}
+		queued := g.takeEnforce()
 		if err := g.Sync(ctx, reconcile); err != nil {
+			g.enforceAddAll(ctx, queued)
 			return err
+		}
+		if !reconcile { // (a reconcile wrote them)
+			g.enforceAddAll(ctx, queued)
 		}
 		*cursor = mark
 		return nil
