@@ -25,10 +25,10 @@ import (
 
 var nsSeq atomic.Int32
 
-// node is one relayguard server of a cluster test: its own database
+// clusterNode is one relayguard server of a cluster test: its own database
 // directory, its own network namespace with relayguard's nftables table,
 // the guard wired as serve wires it (Open's stores, Start's sync loop).
-type node struct {
+type clusterNode struct {
 	ns     string
 	dir    string
 	g      *Guard
@@ -52,7 +52,7 @@ func newNetns(t *testing.T) (string, int) {
 
 // start runs the node's guard (again, after stop: a restart over the same
 // database and firewall).
-func (n *node) start(t *testing.T, url string, fd int) {
+func (n *clusterNode) start(t *testing.T, url string, fd int) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(t.Context())
 	n.cancel = cancel
@@ -75,7 +75,7 @@ func (n *node) start(t *testing.T, url string, fd int) {
 	t.Cleanup(func() { n.stop(); st.Close() })
 }
 
-func (n *node) stop() {
+func (n *clusterNode) stop() {
 	if n.cancel != nil {
 		n.cancel()
 		n.done.Wait()
@@ -85,7 +85,7 @@ func (n *node) stop() {
 
 // inKernel reports whether relayguard's nftables sets in the node's
 // namespace hold an element printed as elem (nft's own listing).
-func (n *node) inKernel(t *testing.T, elem string) bool {
+func (n *clusterNode) inKernel(t *testing.T, elem string) bool {
 	t.Helper()
 	out, err := exec.Command("ip", "netns", "exec", n.ns, "nft", "list", "table", "inet", "relayguard").CombinedOutput()
 	if err != nil {
@@ -179,20 +179,20 @@ func TestClusterIncrementalSync(t *testing.T) {
 	ctx := t.Context()
 	nsA, fdA := newNetns(t)
 	nsB, fdB := newNetns(t)
-	a := &node{ns: nsA, dir: t.TempDir()}
-	b := &node{ns: nsB, dir: t.TempDir()}
+	a := &clusterNode{ns: nsA, dir: t.TempDir()}
+	b := &clusterNode{ns: nsB, dir: t.TempDir()}
 	px := newProxy(t, rs.Addr())
 	bURL := "redis://" + px.addr + "/0"
 	a.start(t, rs.URL(), fdA)
 	b.start(t, bURL, fdB)
 
-	ban := func(n *node, p string, d time.Duration) {
+	ban := func(n *clusterNode, p string, d time.Duration) {
 		t.Helper()
 		if _, err := n.g.Ban(ctx, netip.MustParsePrefix(p), d, "test"); err != nil {
 			t.Fatal(err)
 		}
 	}
-	isBanned := func(n *node, ip string) bool { _, ok := n.g.Banned(netip.MustParseAddr(ip)); return ok }
+	isBanned := func(n *clusterNode, ip string) bool { _, ok := n.g.Banned(netip.MustParseAddr(ip)); return ok }
 
 	ban(a, "198.51.100.7/32", time.Hour)
 	eventually(t, "B enforces A's ban in its kernel set", func() bool { return b.inKernel(t, "198.51.100.7") })
