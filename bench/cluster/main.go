@@ -124,6 +124,7 @@ url = "redis://%s/0"
 	load := newLoad(live)
 	go load.run(ctx)
 
+	progress("steady load")
 	// 1. steady
 	t0 := time.Now()
 	time.Sleep(*steady)
@@ -135,6 +136,7 @@ url = "redis://%s/0"
 	for _, n := range nodes {
 		n.waitAll(steadyBans, t1, dl)
 	}
+	progress("steady done; node 3 stops")
 	// 2. one node down and back
 	victim := nodes[2]
 	victim.stop()
@@ -142,21 +144,26 @@ url = "redis://%s/0"
 	load.set(without(nodes, victim))
 	time.Sleep(*down)
 	tUp := time.Now()
+	progress("node 3 starts again")
 	victim.reset()
 	victim.start()
 	load.set(nodes)
 	downBans := between(tDown, tUp)
 	catchUp, missing := victim.waitAll(downBans, tUp, tUp.Add(15*time.Second))
+	progress("node 3 caught up")
 	time.Sleep(*settle)
 	// 3. Redis killed under load, restarted empty (no persistence)
 	tKill := time.Now()
+	progress("Redis killed")
 	redisCmd.Process.Signal(syscall.SIGKILL)
 	redisCmd.Wait()
 	time.Sleep(*outage)
+	progress("Redis starts again")
 	redisCmd = startRedis()
 	tBack := time.Now()
 	outBans := between(tKill, tBack)
 	time.Sleep(*settle)
+	progress("load stops")
 	load.stop()
 	tEnd := time.Now()
 	// every node must end with every ban
@@ -174,6 +181,7 @@ url = "redis://%s/0"
 		d, _ := n.waitAll(all, tEnd, dl)
 		drain = max(drain, d)
 	}
+	progress("every node's sets read back")
 	finalMissing := 0
 	for _, n := range nodes {
 		finalMissing += n.verify(all)
@@ -228,6 +236,13 @@ url = "redis://%s/0"
 	fmt.Printf("| cluster | 5 nodes, %d new bans/s: propagation p50/p99/max; restart catch-up; Redis kill | %s / %s / %s; %s; %d lost | — | p99 < 1 s: %s; < 5 s: %s; none lost: %s |\n",
 		*rate, quantile(lat, .5).Round(time.Millisecond), p99.Round(time.Millisecond), quantile(lat, 1).Round(time.Millisecond), catchUp.Round(10*time.Millisecond), outMissing+finalMissing,
 		verdict(p99 < time.Second), verdict(missing == 0 && catchUp < 5*time.Second), verdict(outMissing == 0 && finalMissing == 0))
+}
+
+var begin = time.Now()
+
+// progress says on stderr where the run is.
+func progress(format string, a ...any) {
+	fmt.Fprintf(os.Stderr, "[%5.1fs] %s\n", time.Since(begin).Seconds(), fmt.Sprintf(format, a...))
 }
 
 func prefixOf(js string) string {

@@ -235,14 +235,23 @@ func (s *Shared) flushPending(ctx context.Context, local []Ban) error {
 	for _, b := range local {
 		have[b.Prefix] = b
 	}
+	// the additions in pipelined round trips, announced as one "sync"
+	var puts []Ban
+	for _, p := range pending {
+		if b, ok := have[p.Prefix]; ok && !p.Delete {
+			puts = append(puts, b)
+		}
+	}
+	if len(puts) > 0 {
+		if err := s.Remote.PutBans(ctx, puts, s.origin); err != nil {
+			return err
+		}
+	}
 	for _, p := range pending {
 		if p.Delete {
-			err = s.Remote.DeleteBan(ctx, p.Prefix)
-		} else if b, ok := have[p.Prefix]; ok {
-			err = s.Remote.PutBan(ctx, b)
-		}
-		if err != nil {
-			return err
+			if err := s.Remote.DeleteBanFrom(ctx, p.Prefix, s.origin); err != nil {
+				return err
+			}
 		}
 		if err := ps.ClearPending(ctx, p); err != nil {
 			return err
