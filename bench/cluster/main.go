@@ -134,7 +134,7 @@ url = "redis://%s/0"
 	steadyBans := between(t0, t1)
 	dl := time.Now().Add(10 * time.Second)
 	for _, n := range nodes {
-		n.waitAll(steadyBans, t1, dl)
+		n.waitIn(&n.seen, steadyBans, t1, dl)
 	}
 	progress("steady done; node 3 stops")
 	// 2. one node down and back
@@ -178,19 +178,22 @@ url = "redis://%s/0"
 	var drain time.Duration
 	dl = time.Now().Add(20 * time.Second)
 	for _, n := range nodes {
-		d, _ := n.waitAll(all, tEnd, dl)
+		d, _ := n.waitIn(&n.seen, all, tEnd, dl)
 		drain = max(drain, d)
 	}
 	progress("every node's sets read back")
 	finalMissing := 0
 	for _, n := range nodes {
-		finalMissing += n.verify(all)
+		m := n.verify(all)
+		finalMissing += m
+		progress("node %d read back: %d missing", n.i, m)
 	}
 
 	// decision times from Redis (pushed back after the outage)
 	created := map[netip.Addr]time.Time{}
 	m, err := rc.HGetAll(ctx, "relayguard:bans").Result()
 	must(err)
+	progress("bans read from Redis")
 	for _, v := range m {
 		msg, err := store.ParseBanMessage("add " + prefixOf(v) + " - " + v)
 		if err == nil && msg.Prefix.IsSingleIP() {
@@ -395,12 +398,17 @@ func (n *node) firstSeen(a netip.Addr) (time.Time, bool) {
 // waitAll waits until every address of want is seen in the node's sets and
 // returns how long after from the last one came, and how many never did.
 func (n *node) waitAll(want []netip.Addr, from, deadline time.Time) (time.Duration, int) {
+	return n.waitIn(&n.recent, want, from, deadline)
+}
+
+// waitIn is waitAll over seen (the first time ever) or recent.
+func (n *node) waitIn(m *map[netip.Addr]time.Time, want []netip.Addr, from, deadline time.Time) (time.Duration, int) {
 	for {
 		var worst time.Duration
 		missing := 0
 		n.mu.Lock()
 		for _, a := range want {
-			if t, ok := n.recent[a]; ok {
+			if t, ok := (*m)[a]; ok {
 				worst = max(worst, t.Sub(from))
 			} else {
 				missing++
@@ -473,8 +481,19 @@ func (n *node) verify(want []netip.Addr) int {
 		must(err)
 		els, err := c.GetSetElements(set)
 		must(err)
+		// by address; at one address the end of a range before the
+		// start of the next
 		slices.SortFunc(els, func(a, b nftables.SetElement) int {
-			return netip.AddrFrom4([4]byte(a.Key)).Compare(netip.AddrFrom4([4]byte(b.Key)))
+			if c := netip.AddrFrom4([4]byte(a.Key)).Compare(netip.AddrFrom4([4]byte(b.Key))); c != 0 {
+				return c
+			}
+			switch {
+			case a.IntervalEnd == b.IntervalEnd:
+				return 0
+			case a.IntervalEnd:
+				return -1
+			}
+			return 1
 		})
 		for k, e := range els {
 			if e.IntervalEnd {
@@ -496,6 +515,9 @@ func (n *node) verify(want []netip.Addr) int {
 		}
 		if i > 0 && rs[i-1].hi.Compare(a) > 0 {
 			continue
+		}
+		if missing < 3 {
+			progress("node %d: %s missing (written to node %d at %s)", n.i, a, written[a].origin, written[a].written.Sub(begin))
 		}
 		missing++
 	}
