@@ -176,7 +176,7 @@ func openJournal(s *Spool, dir string, create bool) (*journal, error) {
 			return nil, fmt.Errorf("spool: fsync %s: %w", filepath.Dir(dir), err)
 		}
 	}
-	if err := j.replay(); err != nil {
+	if err := j.replay(create); err != nil {
 		return nil, err
 	}
 	return j, nil
@@ -184,7 +184,12 @@ func openJournal(s *Spool, dir string, create bool) (*journal, error) {
 
 // replay makes every message of the segments in dir an msg/ file (or
 // deletes the file of one removed later), then deletes the segments.
-func (j *journal) replay() error {
+//
+// When a message cannot be written to msg/ (a full disk), keep (the server
+// opening its spool) makes the segments the journal's: their messages are
+// delivered from memory and written to msg/ by the retirement once it can,
+// and the server starts; else (the queue commands) it is an error.
+func (j *journal) replay(keep bool) error {
 	ents, err := os.ReadDir(j.dir)
 	if err != nil {
 		return fmt.Errorf("spool journal %s: %w", j.dir, err)
@@ -205,20 +210,32 @@ func (j *journal) replay() error {
 	live := map[string][]byte{}
 	var order []string
 	removed := map[string]bool{}
-	for _, sg := range segs {
+	segOf := map[string]int{} // the segment of a message's last record
+	for si, sg := range segs {
 		b, err := os.ReadFile(filepath.Join(j.dir, sg.name))
 		if err != nil {
 			return fmt.Errorf("spool journal: %w", err)
 		}
 		n := 0
-		for off := 0; ; off += n {
+		for off := 0; off < len(b); off += n {
 			kind, id, payload, m, ok := decodeRecord(b[off:], sg.seq)
 			if !ok {
+				// The end of the records: zeros (the preallocated rest)
+				// or nothing. Anything else is damage, named here: a
+				// write torn by the crash (never acknowledged), or a
+				// record damaged on disk. Nothing after it is read: a
+				// scan for the next header could land in a message's
+				// data, which a sender chose.
+				if rest := bytes.TrimRight(b[off:], "\x00"); len(rest) > 0 {
+					j.s.log.Warn("spool: journal segment damaged: replay stops at the first record that fails its check, the bytes after it are ignored",
+						"segment", filepath.Join(j.dir, sg.name), "offset", off, "ignored", len(rest))
+				}
 				break
 			}
 			n = m
 			switch kind {
 			case recMsg:
+				segOf[id] = si
 				if _, dup := live[id]; !dup {
 					order = append(order, id)
 				}
@@ -249,7 +266,17 @@ func (j *journal) replay() error {
 			continue
 		}
 		if err := j.writeMsg(id, payload); err != nil {
-			return err
+			if !keep {
+				return err
+			}
+			j.s.log.Error("spool: journal replay cannot write its messages to msg/: they stay in the journal, delivered from memory, and are written when the retirement can",
+				"segments", len(segs), "err", err)
+			paths := make([]string, len(segs))
+			seqs := make([]uint64, len(segs))
+			for i, sg := range segs {
+				paths[i], seqs[i] = filepath.Join(j.dir, sg.name), sg.seq
+			}
+			return j.adopt(paths, seqs, live, segOf)
 		}
 		restored++
 		dirty = true
@@ -271,6 +298,61 @@ func (j *journal) replay() error {
 		j.s.log.Info("spool: journal replayed", "segments", len(segs), "messages", len(order), "restored", restored, "removed", len(removed))
 	}
 	return nil
+}
+
+// adopt makes the replayed segments (paths, seqs: oldest first) the
+// journal's, appended to no more, and indexes every live message of them
+// whose msg/ file is not written yet, as if just committed.
+func (j *journal) adopt(paths []string, seqs []uint64, live map[string][]byte, segOf map[string]int) error {
+	segs := make([]*segment, len(paths))
+	for i, p := range paths {
+		f, err := os.OpenFile(p, os.O_RDWR, 0)
+		if err != nil {
+			for _, sg := range segs[:i] {
+				sg.f.Close()
+			}
+			return fmt.Errorf("spool journal: %w", err)
+		}
+		fi, err := f.Stat()
+		if err != nil {
+			f.Close()
+			for _, sg := range segs[:i] {
+				sg.f.Close()
+			}
+			return fmt.Errorf("spool journal: %w", err)
+		}
+		segs[i] = &segment{seq: seqs[i], path: p, f: f, size: fi.Size(), alloc: fi.Size(), created: time.Now(), broken: true}
+	}
+	j.segs = segs
+	for id, payload := range live {
+		if have, err := os.ReadFile(filepath.Join(j.s.msgDir, id+".msg")); err == nil && bytes.Equal(have, payload) {
+			continue
+		}
+		dataLen, js, ok := splitPayload(payload)
+		if !ok {
+			j.s.log.Error("spool: journal record without a valid trailer", "id", id)
+			continue
+		}
+		_, err := os.Stat(filepath.Join(j.s.msgDir, id+".env"))
+		j.idx[id] = &jentry{seg: segs[segOf[id]], payload: payload, dataLen: dataLen, json: js, hasEnv: err == nil}
+	}
+	j.changed = time.Now()
+	return nil
+}
+
+// splitPayload finds the data's length and the envelope in the bytes of a
+// msg file: data, envelope JSON and newline, trailer line.
+func splitPayload(p []byte) (dataLen int, js []byte, ok bool) {
+	if len(p) < 2 || p[len(p)-1] != '\n' {
+		return 0, nil, false
+	}
+	i := bytes.LastIndexByte(p[:len(p)-1], '\n')
+	var jsonLen int
+	if _, err := fmt.Sscanf(string(p[i+1:]), trailerMagic+" %d %d\n", &dataLen, &jsonLen); err != nil ||
+		dataLen < 0 || jsonLen < 1 || dataLen+jsonLen != i+1 {
+		return 0, nil, false
+	}
+	return dataLen, p[dataLen : i], true
 }
 
 // writeMsg writes msg/<id>.msg durably but for the directory fsync.

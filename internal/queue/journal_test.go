@@ -1,15 +1,18 @@
 package queue
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 )
 
@@ -304,5 +307,157 @@ func TestJournalReplayedByAdminWhenIdle(t *testing.T) {
 	}
 	if segs, _ := filepath.Glob(filepath.Join(crashed, "journal", "seg-*")); len(segs) != 0 {
 		t.Errorf("segments left: %v", segs)
+	}
+}
+
+// Garbage written after a segment's last record (a torn write, a damaged
+// disk block) is named in one warning line with the segment and offset;
+// every record before it is replayed whole, and the spool opens.
+func TestJournalDamagedTailNamed(t *testing.T) {
+	dir := t.TempDir()
+	s, err := OpenSpool(dir, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var ids []string
+	for i := range 3 {
+		id, err := s.Put(context.Background(), &Envelope{Recipients: []Recipient{{Addr: "x@y.test"}}}, strings.NewReader(journalBody(i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	s.j.mu.Lock()
+	end := s.j.segs[0].size
+	s.j.mu.Unlock()
+	crashed := crashCopy(t, dir)
+	segs, _ := filepath.Glob(filepath.Join(crashed, "journal", "seg-*"))
+	if len(segs) != 1 {
+		t.Fatalf("segments %v", segs)
+	}
+	f, err := os.OpenFile(segs[0], os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A header cut short, then garbage.
+	if _, err := f.WriteAt(append([]byte(recMagic+"\x01\x10"), bytes.Repeat([]byte{0xa5, 0x17}, 500)...), end); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	var logs bytes.Buffer
+	r, err := OpenSpool(crashed, 0, slog.New(slog.NewTextHandler(&logs, nil)))
+	if err != nil {
+		t.Fatalf("a damaged journal tail stopped the spool from opening: %v", err)
+	}
+	defer r.Close()
+	for i, id := range ids {
+		if got := readAll(t, r, id); !strings.HasSuffix(got, journalBody(i)) {
+			t.Errorf("message %d: %q", i, got)
+		}
+	}
+	var damage []string
+	for l := range strings.SplitSeq(logs.String(), "\n") {
+		if strings.Contains(l, "damaged") {
+			damage = append(damage, l)
+		}
+	}
+	if len(damage) != 1 || !strings.Contains(damage[0], filepath.Base(segs[0])) || !strings.Contains(damage[0], fmt.Sprintf("offset=%d", end)) {
+		t.Errorf("want one line naming the damage in %s at offset %d, got %q\n%s", segs[0], end, damage, logs.String())
+	}
+	if list, err := r.List(); err != nil || len(list) != 3 {
+		t.Errorf("List after replay: %d messages, %v", len(list), err)
+	}
+}
+
+// fullFS refuses new message files while full is set, as a full disk.
+type fullFS struct {
+	osFS
+	full *atomic.Bool
+}
+
+func (f fullFS) Create(p string) (File, error) {
+	if f.full.Load() && strings.HasSuffix(p, ".msg") {
+		return nil, errors.New("injected: no space left on device")
+	}
+	return f.osFS.Create(p)
+}
+
+// A server killed with messages in its journal restarts on a full disk:
+// the replay cannot write them to msg/, so it keeps their segments and
+// the spool opens with every message listed and readable from memory
+// (it refused to open: serve did not start). Once there is room, the
+// retirement writes them to msg/ and deletes the segments.
+func TestJournalReplayOnFullDisk(t *testing.T) {
+	dir := t.TempDir()
+	s, err := OpenSpool(dir, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var ids []string
+	for i := range 4 {
+		id, err := s.Put(context.Background(), &Envelope{Recipients: []Recipient{{Addr: "x@y.test"}}}, strings.NewReader(journalBody(i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	// One message was tried and deferred: its updated envelope is a file.
+	env, err := s.Load(ids[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	env.Recipients[0].Attempts = 3
+	if err := s.Update(env); err != nil {
+		t.Fatal(err)
+	}
+	crashed := crashCopy(t, dir)
+	var full atomic.Bool
+	full.Store(true)
+	var logs bytes.Buffer
+	r, err := openSpoolJournal(crashed, 0, slog.New(slog.NewTextHandler(&logs, nil)), fullFS{full: &full}, true)
+	if err != nil {
+		t.Fatalf("the spool did not open on a full disk with a journal to replay: %v", err)
+	}
+	defer r.Close()
+	if !strings.Contains(logs.String(), "journal replay cannot write") {
+		t.Errorf("the full disk is not logged:\n%s", logs.String())
+	}
+	check := func(when string) {
+		t.Helper()
+		list, err := r.List()
+		if err != nil || len(list) != len(ids) {
+			t.Fatalf("%s: List = %d messages, %v", when, len(list), err)
+		}
+		for i, id := range ids {
+			if got := readAll(t, r, id); !strings.HasSuffix(got, journalBody(i)) {
+				t.Errorf("%s: message %d: %q", when, i, got)
+			}
+		}
+		if env, err := r.Load(ids[1]); err != nil || env.Recipients[0].Attempts != 3 {
+			t.Errorf("%s: the updated envelope is lost: %+v %v", when, env, err)
+		}
+	}
+	check("full disk")
+	full.Store(false)
+	r.j.settle(false)
+	for _, id := range ids {
+		if _, err := os.Stat(filepath.Join(crashed, "msg", id+".msg")); err != nil {
+			t.Errorf("message %s not written to msg/ once there is room: %v", id, err)
+		}
+	}
+	check("room again")
+	if err := r.Remove(ids[0]); err != nil {
+		t.Fatal(err)
+	}
+	r.Close()
+	again, err := OpenSpool(crashed, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer again.Close()
+	if list, err := again.List(); err != nil || len(list) != len(ids)-1 {
+		t.Errorf("after a clean restart: %d messages, %v", len(list), err)
 	}
 }

@@ -279,7 +279,7 @@ func (s *Spool) recover(withJournal bool) error {
 		}
 	}
 	for id, bits := range have {
-		if bits&1 == 0 {
+		if bits&1 == 0 && (s.j == nil || s.j.idx[id] == nil) {
 			s.log.Warn("spool: removing envelope without message", "id", id)
 			os.Remove(filepath.Join(s.msgDir, id+".env"))
 		}
