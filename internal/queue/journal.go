@@ -352,7 +352,7 @@ func splitPayload(p []byte) (dataLen int, js []byte, ok bool) {
 		dataLen < 0 || jsonLen < 1 || dataLen+jsonLen != i+1 {
 		return 0, nil, false
 	}
-	return dataLen, p[dataLen : i], true
+	return dataLen, p[dataLen:i], true
 }
 
 // writeMsg writes msg/<id>.msg durably but for the directory fsync.
