@@ -124,6 +124,9 @@ func (j *Journal) Run(ctx context.Context, sink event.Sink) error {
 		}
 	}
 	defer save(true)
+	// A line read is published to the end even once ctx is done: its
+	// cursor is saved as read on the way out.
+	pub := context.WithoutCancel(ctx)
 	lr := newLineReader(out)
 	for {
 		line, rerr := lr.next()
@@ -133,7 +136,7 @@ func (j *Journal) Run(ctx context.Context, sink event.Sink) error {
 				cursor = c
 			}
 			if ok {
-				sink.Publish(ctx, e)
+				sink.Publish(pub, e)
 			}
 			save(false)
 		}

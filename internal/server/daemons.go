@@ -265,11 +265,17 @@ func Watch(ctx context.Context, cfg *config.Config, log *slog.Logger, stdin io.R
 		Help: "Addresses whose recent failed logins were forgotten early because more than guard.max_tracked addresses failed within 5 minutes (a line of one of them may count again).",
 	}, func() float64 { return float64(sink.Dropped()) }))
 	var sources atomic.Int32
+	// A line a source has read is counted to the end even when the stop
+	// comes in between: its position is saved as read on the way out, so
+	// a ban decided from it with the cancelled context (the store refusing
+	// to write it) would be lost for good (bench/cluster: lines written
+	// as a node stopped were banned on no node).
+	emitCtx := context.WithoutCancel(ctx)
 	for _, f := range cfg.Guard.Files {
 		sources.Add(1)
 		wg.Go(func() {
 			fl := &logwatch.Follower{Path: f, State: state, Log: log}
-			if err := fl.Run(ctx, logwatch.Events(ctx, sink)); err != nil {
+			if err := fl.Run(ctx, logwatch.Events(emitCtx, sink)); err != nil {
 				log.Error("watch: file source stopped", "file", f, "err", err)
 			}
 		})
@@ -286,7 +292,7 @@ func Watch(ctx context.Context, cfg *config.Config, log *slog.Logger, stdin io.R
 	if stdin != nil {
 		sources.Add(1)
 		wg.Go(func() {
-			if err := logwatch.ReadLines(ctx, stdin, logwatch.Events(ctx, sink)); err != nil {
+			if err := logwatch.ReadLines(ctx, stdin, logwatch.Events(emitCtx, sink)); err != nil {
 				log.Error("watch: stdin", "err", err)
 			}
 		})
