@@ -1,5 +1,10 @@
 package queue
 
+import (
+	"log/slog"
+	"time"
+)
+
 // For the external tests that inject file system failures (they import
 // internal/deliver, which imports this package).
 type OSFS = osFS
@@ -13,4 +18,9 @@ func SettleJournal(s *Spool) {
 	if s.j != nil {
 		s.j.settle(false)
 	}
+}
+
+// OpenSpoolJournalFS is OpenSpool (with the intake journal) over fs.
+func OpenSpoolJournalFS(dir string, groupCommit time.Duration, log *slog.Logger, fs FS) (*Spool, error) {
+	return openSpoolJournal(dir, groupCommit, log, fs, true)
 }

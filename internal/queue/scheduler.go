@@ -529,7 +529,7 @@ func (s *Scheduler) run(j job) {
 	// The message stays in flight until its round is on disk: until then
 	// the spool still shows the recipients just delivered as queued, and a
 	// rescan (or a flush) meanwhile must not start them again.
-	next, again := s.finish(ms, now)
+	next, again := s.finish(ctx, ms, now)
 	s.mu.Lock()
 	delete(s.inflight, j.id)
 	s.mu.Unlock()
@@ -597,27 +597,17 @@ func (s *Scheduler) apply(env *Envelope, i int, res Result, now time.Time) {
 // false: nothing left to schedule). Changes made meanwhile by an operator
 // (hold, delete) win over queued states. The caller keeps the message in
 // flight until finish returns, and schedules it only after that.
-func (s *Scheduler) finish(ms *msgState, now time.Time) (next time.Time, again bool) {
+//
+// A round whose outcome cannot be written (a full disk, an I/O error) is
+// written again, after a growing wait, until it is or ctx ends: until
+// then the spool still shows the recipients just delivered as queued, so
+// the next round, which starts from the spool, would deliver them again.
+func (s *Scheduler) finish(ctx context.Context, ms *msgState, now time.Time) (next time.Time, again bool) {
 	env := ms.env
 	unlock := lockEnv(env.ID)
-	defer unlock()
-	fresh, err := s.spool.Load(env.ID)
-	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			// Removed by `relayguard queue delete` meanwhile: drop the
-			// envelope that may be left without its message.
-			s.log.Info("queue: message removed during delivery", "id", env.ID)
-			s.spool.Remove(env.ID)
-			return time.Time{}, false
-		}
-		s.log.Error("queue: reload", "id", env.ID, "err", err)
-		fresh = env
-	}
-	env.Held, env.HoldReason = fresh.Held, fresh.HoldReason
-	for i := range env.Recipients {
-		if i < len(fresh.Recipients) && fresh.Recipients[i].Status == StatusHeld && env.Recipients[i].Status == StatusQueued {
-			env.Recipients[i].Status = StatusHeld
-		}
+	defer func() { unlock() }()
+	if !s.reload(env) {
+		return time.Time{}, false
 	}
 	var failed []Recipient
 	final := true
@@ -665,30 +655,97 @@ func (s *Scheduler) finish(ms *msgState, now time.Time) (next time.Time, again b
 		}
 		s.notify(env, late, dsnDelayed) // best effort: at most one anyway
 	}
+	for wait := saveRetryMin; ; wait = min(2*wait, saveRetryMax) {
+		removed, err := s.save(env, final)
+		if err == nil {
+			if removed || env.Held {
+				return time.Time{}, false
+			}
+			return nextDue(env)
+		}
+		unlock()
+		unlock = func() {}
+		if ctx.Err() == nil {
+			s.log.Error("queue: delivery round not saved; the message stays in flight until it is, so that its delivered recipients are not delivered again",
+				"id", env.ID, "err", err, "retry_in", wait)
+		}
+		select {
+		case <-ctx.Done():
+			s.log.Error("queue: delivery round not saved at shutdown: its recipients may be delivered again at the next start", "id", env.ID, "err", err)
+			return time.Time{}, false
+		case <-time.After(wait):
+		}
+		unlock = lockEnv(env.ID)
+		if !s.reload(env) {
+			return time.Time{}, false
+		}
+	}
+}
+
+// Waits between attempts to write a delivery round that could not be
+// written (finish).
+const (
+	saveRetryMin = 100 * time.Millisecond
+	saveRetryMax = 10 * time.Second
+)
+
+// reload applies to env the operator's changes made on disk since it was
+// loaded (a hold or its release; env's delivered and failed recipients
+// stay), with the message's lock held; false if the message was deleted
+// meanwhile (its leftovers are removed).
+func (s *Scheduler) reload(env *Envelope) bool {
+	fresh, err := s.spool.Load(env.ID)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			// Removed by `relayguard queue delete` meanwhile: drop the
+			// envelope that may be left without its message.
+			s.log.Info("queue: message removed during delivery", "id", env.ID)
+			s.spool.Remove(env.ID)
+			return false
+		}
+		s.log.Error("queue: reload", "id", env.ID, "err", err)
+		return true
+	}
+	env.Held, env.HoldReason = fresh.Held, fresh.HoldReason
+	for i := range env.Recipients {
+		r := &env.Recipients[i]
+		if r.Status != StatusQueued && r.Status != StatusHeld {
+			continue
+		}
+		if i < len(fresh.Recipients) && fresh.Recipients[i].Status == StatusHeld {
+			r.Status = StatusHeld
+		} else {
+			r.Status = StatusQueued
+		}
+	}
+	return true
+}
+
+// save writes a round's outcome: removes the message when final, else
+// rewrites its envelope. removed: the message is gone (final, or deleted
+// by another process meanwhile).
+func (s *Scheduler) save(env *Envelope, final bool) (removed bool, err error) {
 	if final {
 		if err := s.spool.Remove(env.ID); err != nil {
-			s.log.Error("queue: remove", "id", env.ID, "err", err)
+			return false, err
 		}
 		os.Remove(filepath.Join(s.spool.Dir(), notifiedDir, env.ID))
-		return time.Time{}, false
+		return true, nil
 	}
 	if err := s.spool.Update(env); err != nil {
-		s.log.Error("queue: update", "id", env.ID, "err", err)
+		return false, err
 	}
 	// Deleted by `relayguard queue delete` (another process) after the
-	// reload above: the update left an envelope without its message, which
+	// reload: the update left an envelope without its message, which
 	// would be retried (and fail to open) until the next restart.
 	if rc, err := s.spool.Open(env.ID); err == nil {
 		rc.Close()
 	} else if errors.Is(err, os.ErrNotExist) {
 		s.log.Info("queue: message removed during delivery", "id", env.ID)
 		s.spool.Remove(env.ID)
-		return time.Time{}, false
+		return true, nil
 	}
-	if env.Held {
-		return time.Time{}, false
-	}
-	return nextDue(env)
+	return false, nil
 }
 
 // notifiedDir, in the spool directory, holds one empty file per message

@@ -426,13 +426,14 @@ func (s *Spool) Update(env *Envelope) error {
 	if err := s.writeEnvelope(env); err != nil {
 		return err
 	}
-	if err := s.syncMsgDir(context.Background()); err != nil {
-		return err
-	}
 	if s.j != nil {
+		// The file is there, durable or not: readers take the envelope
+		// from it from now on, as they do for a message not in the
+		// journal (else a failed directory fsync below left them the
+		// envelope of the commit, whose delivered recipients are queued).
 		s.j.updated(env.ID)
 	}
-	return nil
+	return s.syncMsgDir(context.Background())
 }
 
 // trailerMagic starts the last line of a .msg file.
