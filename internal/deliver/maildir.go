@@ -98,11 +98,19 @@ func writeMaildir(dir string, req *Request, rcpt string) error {
 		return fmt.Errorf("maildir: %w", err)
 	}
 	os.Remove(tmp)
-	for _, sub := range []string{"new", "tmp"} {
-		if err := syncDir(filepath.Join(dir, sub)); err != nil {
-			return fmt.Errorf("maildir: fsync %s: %w", sub, err)
+	if err := syncDir(filepath.Join(dir, "new")); err != nil {
+		// Not durable, so not delivered: the file leaves new/ again, else
+		// the retry would put a second copy in the mailbox. Already gone,
+		// a reader took it (to cur/): it is delivered.
+		if rerr := os.Remove(dst); rerr == nil || !errors.Is(rerr, os.ErrNotExist) {
+			return fmt.Errorf("maildir: fsync new: %w", err)
 		}
 	}
+	// Only the removal of the temporary name is made durable here; a
+	// failure leaves at worst a stale tmp/ file after a crash, which
+	// Maildir readers delete, and must not make the message (durable in
+	// new/) count as undelivered and be delivered again.
+	syncDir(filepath.Join(dir, "tmp"))
 	return nil
 }
 

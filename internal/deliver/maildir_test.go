@@ -2,6 +2,7 @@ package deliver_test
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"slices"
@@ -9,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/relayguard/relayguard/internal/deliver"
+	"github.com/relayguard/relayguard/internal/deliver/delivertest"
 )
 
 // The first message to a new mailbox: every directory created on the way
@@ -69,5 +71,40 @@ func TestMaildirUniqueNames(t *testing.T) {
 	}
 	if len(ents) != n {
 		t.Fatalf("new/ has %d files after %d deliveries", len(ents), n)
+	}
+}
+
+// A failed directory fsync after the link into new/: the recipient is
+// deferred only if the message left new/ again (else its retry would put
+// a second copy in the mailbox); a failed fsync of tmp/ (the removal of
+// the temporary name) does not defer a message that is durable in new/.
+func TestMaildirFsyncFailureLeavesOneCopy(t *testing.T) {
+	for _, failing := range []string{"new", "tmp"} {
+		t.Run(failing, func(t *testing.T) {
+			root := t.TempDir()
+			s := newSetup(t)
+			s.cfg.Transports = map[string]string{"box.test": "maildir:" + root}
+			d := s.deliverer(t)
+			// The mailbox exists before the fsync fails (its creation
+			// fsyncs parents too).
+			if r := d.Deliver(context.Background(), "box.test", request("erin@box.test"))[0]; !r.OK {
+				t.Fatalf("first delivery: %+v", r)
+			}
+			restore := deliver.SetSyncDir(func(dir string) error {
+				if filepath.Base(dir) == failing {
+					return errors.New("injected: input/output error")
+				}
+				return nil
+			})
+			r := d.Deliver(context.Background(), "box.test", request("erin@box.test"))[0]
+			restore()
+			n := len(delivertest.ReadMaildir(t, filepath.Join(root, "erin")))
+			switch {
+			case failing == "new" && (!r.Temp || n != 1):
+				t.Fatalf("new/ not fsynced: result %+v with %d messages in the mailbox, want deferred with only the first", r, n)
+			case failing == "tmp" && (!r.OK || n != 2):
+				t.Fatalf("tmp/ not fsynced: result %+v with %d messages in the mailbox, want delivered with 2", r, n)
+			}
+		})
 	}
 }
