@@ -1,16 +1,11 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"fmt"
 	"io"
-	"net"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -27,126 +22,31 @@ import (
 // until the restart, so the acknowledged messages are in every state at the
 // kill: in the journal only, retried (updated envelope), moved to msg/.
 func TestServeCrashUnderLoadLosesNothing(t *testing.T) {
-	bin := testBinary(t)
 	sink := delivertest.StartSink(t, "-r", ".") // 450 to every message
-	dir := t.TempDir()
-	data := filepath.Join(dir, "data")
-	mx := fmt.Sprintf("127.0.0.1:%d", delivertest.FreePort(t))
-	cf := filepath.Join(dir, "relayguard.toml")
-	conf := fmt.Sprintf(`hostname = "crash.test"
-local_domains = ["crash.test"]
-[admin]
-listen = ""
-[limits]
-max_connections_per_ip = 1000
-max_connections_per_net = 1000
-[[listener]]
-name = "mx"
-address = %q
-mode = "mx"
-[delivery]
-retry_schedule = ["1s"]
-[delivery.transports]
-"crash.test" = "smtp:%s"
-`, mx, sink.Addr)
-	if err := os.WriteFile(cf, []byte(conf), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	add := exec.Command(bin, "user", "add", "sink", "--password-stdin", "--config", cf, "--data-dir", data, "--create-data-dir")
-	add.Stdin = strings.NewReader("crash test password\n")
-	if out, err := add.CombinedOutput(); err != nil {
-		t.Fatalf("user add: %v\n%s", err, out)
-	}
-	serve := func() (*exec.Cmd, *bytes.Buffer, chan struct{}) {
-		cmd := exec.Command(bin, "serve", "--config", cf, "--data-dir", data)
-		var logs bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &logs, &logs
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		exited := make(chan struct{})
-		go func() { cmd.Wait(); close(exited) }()
-		t.Cleanup(func() {
-			cmd.Process.Kill()
-			<-exited
-			if t.Failed() {
-				t.Logf("relayguard serve log:\n%s", logs.String())
-			}
-		})
-		delivertest.WaitListening(t, "tcp", mx)
-		return cmd, &logs, exited
-	}
-	first, _, exited := serve()
+	c := newCrashServe(t, sink.Addr)
+	first := c.start()
 	start := time.Now()
 
-	var mu sync.Mutex
-	acked := map[string]string{} // queue id -> body
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for w := range 50 {
-		wg.Go(func() {
-			c, err := net.Dial("tcp", mx)
-			if err != nil {
-				return
-			}
-			defer c.Close()
-			c.SetDeadline(time.Now().Add(60 * time.Second))
-			r := bufio.NewReader(c)
-			read := func() string { l, _ := r.ReadString('\n'); return l }
-			if !strings.HasPrefix(read(), "220") {
-				return
-			}
-			fmt.Fprintf(c, "EHLO w%d.client.test\r\n", w)
-			for l := read(); strings.HasPrefix(l, "250-"); l = read() {
-			}
-			for i := 0; ; i++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				// Sizes from a few hundred bytes to past the journal's
-				// in-memory limit (those are committed as their own file).
-				lines := 5 + (w*31+i*17)%400
-				if i%97 == 0 {
-					lines = 10000
-				}
-				body := fmt.Sprintf("Message-ID: <crash-%d-%d@client.test>\r\nSubject: crash %d/%d\r\n\r\n%s", w, i, w, i,
-					strings.Repeat(fmt.Sprintf("worker %d message %d line\r\n", w, i), lines))
-				fmt.Fprintf(c, "MAIL FROM:<w%d@client.test>\r\nRCPT TO:<sink@crash.test>\r\nDATA\r\n", w)
-				if !strings.HasPrefix(read(), "250") || !strings.HasPrefix(read(), "250") || !strings.HasPrefix(read(), "354") {
-					return
-				}
-				fmt.Fprintf(c, "%s.\r\n", body)
-				l := read()
-				id, ok := strings.CutPrefix(strings.TrimSpace(l), "250 2.0.0 Ok: queued as ")
-				if !ok {
-					return
-				}
-				mu.Lock()
-				acked[id] = body
-				mu.Unlock()
-			}
-		})
-	}
-	for i := 0; i < 6000; i++ {
-		mu.Lock()
-		n := len(acked)
-		mu.Unlock()
-		if n >= 800 {
-			break
+	load := startCrashLoad(c.mx, 50, func(w, i int) string {
+		// Sizes from a few hundred bytes to past the journal's in-memory
+		// limit (those are committed as their own file).
+		lines := 5 + (w*31+i*17)%400
+		if i%97 == 0 {
+			lines = 10000
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	segs, _ := filepath.Glob(filepath.Join(data, "spool", "journal", "seg-*"))
-	if err := first.Process.Signal(syscall.SIGKILL); err != nil {
+		return fmt.Sprintf("Message-ID: <crash-%d-%d@client.test>\r\nSubject: crash %d/%d\r\n\r\n%s", w, i, w, i,
+			strings.Repeat(fmt.Sprintf("worker %d message %d line\r\n", w, i), lines))
+	})
+	load.waitAcked(800)
+	segs := c.journalSegments()
+	if err := first.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	<-exited
-	close(stop)
-	wg.Wait()
-	mu.Lock()
-	defer mu.Unlock()
+	<-first.exited
+	acked := map[string]string{} // queue id -> body
+	for body, id := range load.finish() {
+		acked[id] = body
+	}
 	if len(acked) == 0 {
 		t.Fatal("no message was acknowledged before the kill")
 	}
@@ -154,8 +54,8 @@ retry_schedule = ["1s"]
 		t.Fatal("no journal segment in the spool: the messages were not committed through the journal")
 	}
 
-	_, logs, _ := serve() // replays the journal before it listens
-	sp, err := queue.OpenForAdmin(filepath.Join(data, "spool"), nil)
+	logs := c.start().logs // replays the journal before it listens
+	sp, err := queue.OpenForAdmin(filepath.Join(c.data, "spool"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

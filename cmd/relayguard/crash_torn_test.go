@@ -1,15 +1,11 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"fmt"
-	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -28,118 +24,25 @@ import (
 // delivered again (a handful of 600 here; the same without the journal,
 // where the unlink came after the next hop's reply).
 func TestServeCrashTornJournal(t *testing.T) {
-	bin := testBinary(t)
 	peer := delivertest.StartGoPeer(t, delivertest.GoPeerOptions{})
-	dir := t.TempDir()
-	data := filepath.Join(dir, "data")
-	mx := fmt.Sprintf("127.0.0.1:%d", delivertest.FreePort(t))
-	cf := filepath.Join(dir, "relayguard.toml")
-	conf := fmt.Sprintf(`hostname = "crash.test"
-local_domains = ["crash.test"]
-[admin]
-listen = ""
-[limits]
-max_connections_per_ip = 1000
-max_connections_per_net = 1000
-[[listener]]
-name = "mx"
-address = %q
-mode = "mx"
-[delivery]
-retry_schedule = ["1s"]
-[delivery.transports]
-"crash.test" = "smtp:%s"
-`, mx, peer.Addr)
-	if err := os.WriteFile(cf, []byte(conf), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	add := exec.Command(bin, "user", "add", "sink", "--password-stdin", "--config", cf, "--data-dir", data, "--create-data-dir")
-	add.Stdin = strings.NewReader("crash test password\n")
-	if out, err := add.CombinedOutput(); err != nil {
-		t.Fatalf("user add: %v\n%s", err, out)
-	}
-	serve := func() (*exec.Cmd, *bytes.Buffer, chan struct{}) {
-		cmd := exec.Command(bin, "serve", "--config", cf, "--data-dir", data)
-		var logs bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &logs, &logs
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		exited := make(chan struct{})
-		go func() { cmd.Wait(); close(exited) }()
-		t.Cleanup(func() {
-			cmd.Process.Kill()
-			<-exited
-			if t.Failed() {
-				t.Logf("relayguard serve log:\n%s", logs.String())
-			}
-		})
-		delivertest.WaitListening(t, "tcp", mx)
-		return cmd, &logs, exited
-	}
-	first, _, exited := serve()
-	var mu sync.Mutex
+	c := newCrashServe(t, peer.Addr)
+	first := c.start()
+	load := startCrashLoad(c.mx, 30, func(w, i int) string {
+		lines := 5 + (w*31+i*17)%300
+		return fmt.Sprintf("Message-ID: <torn-%d-%d@client.test>\r\nSubject: torn %d/%d\r\n\r\n%s", w, i, w, i,
+			strings.Repeat(fmt.Sprintf("worker %d message %d line\r\n", w, i), lines))
+	})
+	load.waitAcked(400)
+	first.cmd.Process.Signal(syscall.SIGKILL)
+	<-first.exited
 	acked := map[string]string{} // Message-ID line -> queue id
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for w := range 30 {
-		wg.Go(func() {
-			c, err := net.Dial("tcp", mx)
-			if err != nil {
-				return
-			}
-			defer c.Close()
-			c.SetDeadline(time.Now().Add(60 * time.Second))
-			r := bufio.NewReader(c)
-			read := func() string { l, _ := r.ReadString('\n'); return l }
-			if !strings.HasPrefix(read(), "220") {
-				return
-			}
-			fmt.Fprintf(c, "EHLO w%d.client.test\r\n", w)
-			for l := read(); strings.HasPrefix(l, "250-"); l = read() {
-			}
-			for i := 0; ; i++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				lines := 5 + (w*31+i*17)%300
-				mid := fmt.Sprintf("Message-ID: <torn-%d-%d@client.test>", w, i)
-				body := fmt.Sprintf("%s\r\nSubject: torn %d/%d\r\n\r\n%s", mid, w, i,
-					strings.Repeat(fmt.Sprintf("worker %d message %d line\r\n", w, i), lines))
-				fmt.Fprintf(c, "MAIL FROM:<w%d@client.test>\r\nRCPT TO:<sink@crash.test>\r\nDATA\r\n", w)
-				if !strings.HasPrefix(read(), "250") || !strings.HasPrefix(read(), "250") || !strings.HasPrefix(read(), "354") {
-					return
-				}
-				fmt.Fprintf(c, "%s.\r\n", body)
-				id, ok := strings.CutPrefix(strings.TrimSpace(read()), "250 2.0.0 Ok: queued as ")
-				if !ok {
-					return
-				}
-				mu.Lock()
-				acked[mid] = id
-				mu.Unlock()
-			}
-		})
+	for body, id := range load.finish() {
+		acked[strings.SplitN(body, "\r\n", 2)[0]] = id
 	}
-	for i := 0; i < 6000; i++ {
-		mu.Lock()
-		n := len(acked)
-		mu.Unlock()
-		if n >= 400 {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	first.Process.Signal(syscall.SIGKILL)
-	<-exited
-	close(stop)
-	wg.Wait()
 
 	// Tear the newest segment: after its last non-zero byte, a record
 	// header cut short, then garbage.
-	segs, _ := filepath.Glob(filepath.Join(data, "spool", "journal", "seg-*"))
+	segs := c.journalSegments()
 	if len(segs) == 0 {
 		t.Fatal("no journal segment left by the kill")
 	}
@@ -159,7 +62,7 @@ retry_schedule = ["1s"]
 	f.Close()
 	t.Logf("%d acknowledged, %d segments, tore %s after byte %d", len(acked), len(segs), filepath.Base(last), end)
 
-	_, logs, _ := serve()
+	logs := c.start().logs
 	deadline := time.Now().Add(60 * time.Second)
 	var got map[string]int
 	for {

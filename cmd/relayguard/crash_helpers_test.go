@@ -1,0 +1,175 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/relayguard/relayguard/internal/deliver/delivertest"
+)
+
+// crashServe is the set-up the crash tests share: a data directory with
+// one local user, a config with an MX listener on a free port that sends
+// crash.test to nextHop, and a way to start (and restart) the real
+// `relayguard serve` on it.
+type crashServe struct {
+	t             *testing.T
+	bin, cf, data string
+	mx            string // the MX listener's address
+}
+
+// servedProc is one running `relayguard serve`: its process, its merged
+// stdout/stderr, and a channel closed when it has exited.
+type servedProc struct {
+	cmd    *exec.Cmd
+	logs   *bytes.Buffer
+	exited chan struct{}
+}
+
+func newCrashServe(t *testing.T, nextHop string) *crashServe {
+	t.Helper()
+	c := &crashServe{t: t, bin: testBinary(t)}
+	dir := t.TempDir()
+	c.data = filepath.Join(dir, "data")
+	c.mx = fmt.Sprintf("127.0.0.1:%d", delivertest.FreePort(t))
+	c.cf = filepath.Join(dir, "relayguard.toml")
+	conf := fmt.Sprintf(`hostname = "crash.test"
+local_domains = ["crash.test"]
+[admin]
+listen = ""
+[limits]
+max_connections_per_ip = 1000
+max_connections_per_net = 1000
+[[listener]]
+name = "mx"
+address = %q
+mode = "mx"
+[delivery]
+retry_schedule = ["1s"]
+[delivery.transports]
+"crash.test" = "smtp:%s"
+`, c.mx, nextHop)
+	if err := os.WriteFile(c.cf, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	add := exec.Command(c.bin, "user", "add", "sink", "--password-stdin", "--config", c.cf, "--data-dir", c.data, "--create-data-dir")
+	add.Stdin = strings.NewReader("crash test password\n")
+	if out, err := add.CombinedOutput(); err != nil {
+		t.Fatalf("user add: %v\n%s", err, out)
+	}
+	return c
+}
+
+// start runs serve and returns once its MX listener accepts (after the
+// journal's replay). The test's cleanup kills it and, if the test failed,
+// logs what it wrote.
+func (c *crashServe) start() *servedProc {
+	t := c.t
+	t.Helper()
+	p := &servedProc{cmd: exec.Command(c.bin, "serve", "--config", c.cf, "--data-dir", c.data), logs: &bytes.Buffer{}, exited: make(chan struct{})}
+	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.cmd.Wait(); close(p.exited) }()
+	t.Cleanup(func() {
+		p.cmd.Process.Kill()
+		<-p.exited
+		if t.Failed() {
+			t.Logf("relayguard serve log:\n%s", p.logs.String())
+		}
+	})
+	delivertest.WaitListening(t, "tcp", c.mx)
+	return p
+}
+
+// journalSegments lists the intake journal's segment files, oldest first.
+func (c *crashServe) journalSegments() []string {
+	segs, _ := filepath.Glob(filepath.Join(c.data, "spool", "journal", "seg-*"))
+	return segs
+}
+
+// crashLoad is n SMTP sessions sending to one local recipient until it is
+// stopped; every message answered 250 is recorded with its queue id.
+type crashLoad struct {
+	mu    sync.Mutex
+	acked map[string]string // message (as made by msg) -> queue id
+	stop  chan struct{}
+	wg    sync.WaitGroup
+}
+
+// startCrashLoad opens n sessions to mx; session w's i-th message is
+// msg(w, i), a whole message with CRLF line ends.
+func startCrashLoad(mx string, n int, msg func(w, i int) string) *crashLoad {
+	l := &crashLoad{acked: map[string]string{}, stop: make(chan struct{})}
+	for w := range n {
+		l.wg.Go(func() {
+			c, err := net.Dial("tcp", mx)
+			if err != nil {
+				return
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(60 * time.Second))
+			r := bufio.NewReader(c)
+			read := func() string { s, _ := r.ReadString('\n'); return s }
+			if !strings.HasPrefix(read(), "220") {
+				return
+			}
+			fmt.Fprintf(c, "EHLO w%d.client.test\r\n", w)
+			for s := read(); strings.HasPrefix(s, "250-"); s = read() {
+			}
+			for i := 0; ; i++ {
+				select {
+				case <-l.stop:
+					return
+				default:
+				}
+				body := msg(w, i)
+				fmt.Fprintf(c, "MAIL FROM:<w%d@client.test>\r\nRCPT TO:<sink@crash.test>\r\nDATA\r\n", w)
+				if !strings.HasPrefix(read(), "250") || !strings.HasPrefix(read(), "250") || !strings.HasPrefix(read(), "354") {
+					return
+				}
+				fmt.Fprintf(c, "%s.\r\n", body)
+				id, ok := strings.CutPrefix(strings.TrimSpace(read()), "250 2.0.0 Ok: queued as ")
+				if !ok {
+					return
+				}
+				l.mu.Lock()
+				l.acked[body] = id
+				l.mu.Unlock()
+			}
+		})
+	}
+	return l
+}
+
+// waitAcked waits (up to 60 s) until at least n messages were acknowledged.
+func (l *crashLoad) waitAcked(n int) {
+	for range 6000 {
+		l.mu.Lock()
+		got := len(l.acked)
+		l.mu.Unlock()
+		if got >= n {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// finish stops the sessions (they end at their next message or when the
+// server is gone) and returns what was acknowledged.
+func (l *crashLoad) finish() map[string]string {
+	close(l.stop)
+	l.wg.Wait()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.acked
+}
