@@ -20,6 +20,53 @@ func journalBody(i int) string {
 	return fmt.Sprintf("Subject: j %d\r\n\r\n%s", i, strings.Repeat(fmt.Sprintf("line of message %d\r\n", i), 1+i%50))
 }
 
+// newJournalSpool opens a spool (with its intake journal) in a new
+// temporary directory; the test's cleanup closes it.
+func newJournalSpool(t *testing.T) (string, *Spool) {
+	t.Helper()
+	dir := t.TempDir()
+	s, err := OpenSpool(dir, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return dir, s
+}
+
+// putJournal commits messages journalBody(0) to journalBody(n-1), one
+// recipient each, and returns their queue ids in that order.
+func putJournal(t *testing.T, s *Spool, n int) []string {
+	t.Helper()
+	ids := make([]string, n)
+	for i := range ids {
+		id, err := s.Put(context.Background(), &Envelope{Recipients: []Recipient{{Addr: "x@y.test"}}}, strings.NewReader(journalBody(i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids[i] = id
+	}
+	return ids
+}
+
+// journalSegs lists the segment files of the spool in dir, oldest first.
+func journalSegs(dir string) []string {
+	segs, _ := filepath.Glob(filepath.Join(dir, "journal", "seg-*"))
+	return segs
+}
+
+// overwrite writes b at offset off of the file at path, as damage would.
+func overwrite(t *testing.T, path string, off int64, b []byte) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteAt(b, off); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // crashCopy copies the spool directory as a crash would leave it: what the
 // running spool wrote so far, without anything Close would do.
 func crashCopy(t *testing.T, dir string) string {
@@ -50,12 +97,7 @@ func readAll(t *testing.T, s *Spool, id string) string {
 // files; a crash copy replays every one of them byte for byte, minus the
 // removed ones, and leaves no segment behind.
 func TestJournalReplay(t *testing.T) {
-	dir := t.TempDir()
-	s, err := OpenSpool(dir, 0, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	dir, s := newJournalSpool(t)
 	ids := make([]string, 40)
 	var wg sync.WaitGroup
 	for i := range ids {
@@ -73,7 +115,7 @@ func TestJournalReplay(t *testing.T) {
 	if files, _ := filepath.Glob(filepath.Join(dir, "msg", "*.msg")); len(files) != 0 {
 		t.Fatalf("%d message files written at commit; want them in the journal", len(files))
 	}
-	if segs, _ := filepath.Glob(filepath.Join(dir, "journal", "seg-*")); len(segs) == 0 {
+	if segs := journalSegs(dir); len(segs) == 0 {
 		t.Fatal("no journal segment")
 	}
 	for i, id := range ids {
@@ -135,7 +177,7 @@ func TestJournalReplay(t *testing.T) {
 	if e, _ := r.Load(ids[10]); e.Recipients[0].Attempts != 3 {
 		t.Errorf("updated envelope lost in the replay: %+v", e)
 	}
-	if segs, _ := filepath.Glob(filepath.Join(crashed, "journal", "seg-*")); len(segs) != 0 {
+	if segs := journalSegs(crashed); len(segs) != 0 {
 		t.Errorf("segments left after replay: %v", segs)
 	}
 }
@@ -143,22 +185,10 @@ func TestJournalReplay(t *testing.T) {
 // A torn tail (a record half written when the power went) ends the
 // segment's replay; the records before it are whole.
 func TestJournalTornTail(t *testing.T) {
-	dir := t.TempDir()
-	s, err := OpenSpool(dir, 0, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	var ids []string
-	for i := range 5 {
-		id, err := s.Put(context.Background(), &Envelope{Recipients: []Recipient{{Addr: "x@y.test"}}}, strings.NewReader(journalBody(i)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		ids = append(ids, id)
-	}
+	dir, s := newJournalSpool(t)
+	ids := putJournal(t, s, 5)
 	crashed := crashCopy(t, dir)
-	segs, _ := filepath.Glob(filepath.Join(crashed, "journal", "seg-*"))
+	segs := journalSegs(crashed)
 	if len(segs) != 1 {
 		t.Fatalf("segments %v", segs)
 	}
@@ -167,14 +197,7 @@ func TestJournalTornTail(t *testing.T) {
 	end := s.j.segs[0].size
 	last := int64(recHdrLen + len(ids[4]) + len(s.j.idx[ids[4]].payload))
 	s.j.mu.Unlock()
-	f, err := os.OpenFile(segs[0], os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := f.WriteAt(make([]byte, last/2), end-last/2); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
+	overwrite(t, segs[0], end-last/2, make([]byte, last/2))
 	r, err := OpenSpool(crashed, 0, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -193,14 +216,9 @@ func TestJournalTornTail(t *testing.T) {
 // A failed fdatasync fails the commit (no 250), and the message is neither
 // listed nor brought back by a replay.
 func TestJournalSyncFailure(t *testing.T) {
-	dir := t.TempDir()
-	s, err := OpenSpool(dir, 0, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	dir, s := newJournalSpool(t)
 	s.j.syncHook = func(*os.File) error { return errors.New("injected fdatasync failure") }
-	_, err = s.Put(context.Background(), &Envelope{Recipients: []Recipient{{Addr: "x@y.test"}}}, strings.NewReader("lost\r\n"))
+	_, err := s.Put(context.Background(), &Envelope{Recipients: []Recipient{{Addr: "x@y.test"}}}, strings.NewReader("lost\r\n"))
 	if err == nil || !strings.Contains(err.Error(), "injected fdatasync failure") {
 		t.Fatalf("Put = %v, want the fdatasync failure", err)
 	}
@@ -227,12 +245,7 @@ func TestJournalSyncFailure(t *testing.T) {
 // file (what another process's queue commands read) and delete the
 // segment; a large message is its own file from the start.
 func TestJournalRetirement(t *testing.T) {
-	dir := t.TempDir()
-	s, err := OpenSpool(dir, 0, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	dir, s := newJournalSpool(t)
 	kept, err := s.Put(context.Background(), &Envelope{Recipients: []Recipient{{Addr: "x@y.test"}}}, strings.NewReader(journalBody(1)))
 	if err != nil {
 		t.Fatal(err)
@@ -265,7 +278,7 @@ func TestJournalRetirement(t *testing.T) {
 	if len(list) != 2 || readAll(t, admin, kept) != journalBody(1) || readAll(t, admin, bigID) != big {
 		t.Fatalf("another process lists %d messages after the retirement, want %s and %s", len(list), kept, bigID)
 	}
-	if segs, _ := filepath.Glob(filepath.Join(dir, "journal", "seg-*")); len(segs) != 1 {
+	if segs := journalSegs(dir); len(segs) != 1 {
 		t.Errorf("segments after retirement: %v, want only the new active one", segs)
 	}
 	if _, err := os.Stat(filepath.Join(dir, "msg", gone+".msg")); !errors.Is(err, os.ErrNotExist) {
@@ -277,23 +290,14 @@ func TestJournalRetirement(t *testing.T) {
 // killed server left in its journal; with one running, they leave the
 // journal to it.
 func TestJournalReplayedByAdminWhenIdle(t *testing.T) {
-	dir := t.TempDir()
-	s, err := OpenSpool(dir, 0, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	for i := range 3 {
-		if _, err := s.Put(context.Background(), &Envelope{Recipients: []Recipient{{Addr: "x@y.test"}}}, strings.NewReader(journalBody(i))); err != nil {
-			t.Fatal(err)
-		}
-	}
+	dir, s := newJournalSpool(t)
+	putJournal(t, s, 3)
 	busy, err := OpenForAdmin(dir, nil) // the server holds the lock
 	if err != nil {
 		t.Fatal(err)
 	}
 	busy.Close()
-	if segs, _ := filepath.Glob(filepath.Join(dir, "journal", "seg-*")); len(segs) == 0 {
+	if segs := journalSegs(dir); len(segs) == 0 {
 		t.Fatal("the queue commands replayed the journal of a running server")
 	}
 	crashed := crashCopy(t, dir)
@@ -305,7 +309,7 @@ func TestJournalReplayedByAdminWhenIdle(t *testing.T) {
 	if list, _ := admin.List(); len(list) != 3 {
 		t.Fatalf("the queue commands list %d of the killed server's 3 messages", len(list))
 	}
-	if segs, _ := filepath.Glob(filepath.Join(crashed, "journal", "seg-*")); len(segs) != 0 {
+	if segs := journalSegs(crashed); len(segs) != 0 {
 		t.Errorf("segments left: %v", segs)
 	}
 }
@@ -314,37 +318,18 @@ func TestJournalReplayedByAdminWhenIdle(t *testing.T) {
 // disk block) is named in one warning line with the segment and offset;
 // every record before it is replayed whole, and the spool opens.
 func TestJournalDamagedTailNamed(t *testing.T) {
-	dir := t.TempDir()
-	s, err := OpenSpool(dir, 0, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	var ids []string
-	for i := range 3 {
-		id, err := s.Put(context.Background(), &Envelope{Recipients: []Recipient{{Addr: "x@y.test"}}}, strings.NewReader(journalBody(i)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		ids = append(ids, id)
-	}
+	dir, s := newJournalSpool(t)
+	ids := putJournal(t, s, 3)
 	s.j.mu.Lock()
 	end := s.j.segs[0].size
 	s.j.mu.Unlock()
 	crashed := crashCopy(t, dir)
-	segs, _ := filepath.Glob(filepath.Join(crashed, "journal", "seg-*"))
+	segs := journalSegs(crashed)
 	if len(segs) != 1 {
 		t.Fatalf("segments %v", segs)
 	}
-	f, err := os.OpenFile(segs[0], os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
 	// A header cut short, then garbage.
-	if _, err := f.WriteAt(append([]byte(recMagic+"\x01\x10"), bytes.Repeat([]byte{0xa5, 0x17}, 500)...), end); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
+	overwrite(t, segs[0], end, append([]byte(recMagic+"\x01\x10"), bytes.Repeat([]byte{0xa5, 0x17}, 500)...))
 	var logs bytes.Buffer
 	r, err := OpenSpool(crashed, 0, slog.New(slog.NewTextHandler(&logs, nil)))
 	if err != nil {
@@ -389,20 +374,8 @@ func (f fullFS) Create(p string) (File, error) {
 // (it refused to open: serve did not start). Once there is room, the
 // retirement writes them to msg/ and deletes the segments.
 func TestJournalReplayOnFullDisk(t *testing.T) {
-	dir := t.TempDir()
-	s, err := OpenSpool(dir, 0, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	var ids []string
-	for i := range 4 {
-		id, err := s.Put(context.Background(), &Envelope{Recipients: []Recipient{{Addr: "x@y.test"}}}, strings.NewReader(journalBody(i)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		ids = append(ids, id)
-	}
+	dir, s := newJournalSpool(t)
+	ids := putJournal(t, s, 4)
 	// One message was tried and deferred: its updated envelope is a file.
 	env, err := s.Load(ids[1])
 	if err != nil {
