@@ -20,19 +20,45 @@ import (
 // a recipient seen before is not new; the counters hold every attempt.
 func TestConcurrentRecipientsCountedExactly(t *testing.T) {
 	ctx := context.Background()
-	lim, err := ratelimit.New(config.RateLimitConfig{UserRecipientsPerDay: 100, UserNewRecipientsPerDay: 60}, openSQLStore(t),
+	lim := newDailyLimiter(t, openSQLStore(t))
+	got := countRecipients(ctx, lim, 20, func(g, i int) string { return fmt.Sprintf("R%d-%d@remote.test", g, i) })
+	want := map[string]int{"ok": 60, "user_new_recipients_per_day": 40, "user_recipients_per_day": 100}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("outcomes %v, want %v", got, want)
+	}
+	u, err := lim.Usage(ctx, "bob")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(u) != "[{user_recipients_per_day 100 24h0m0s 200} {user_new_recipients_per_day 60 24h0m0s 100}]" {
+		t.Fatalf("usage %v", u)
+	}
+}
+
+// newDailyLimiter is the limiter the exact-count tests share: bob may
+// send to 100 recipients a day, 60 of them new.
+func newDailyLimiter(t *testing.T, st ratelimit.Store) *ratelimit.Limiter {
+	t.Helper()
+	lim, err := ratelimit.New(config.RateLimitConfig{UserRecipientsPerDay: 100, UserNewRecipientsPerDay: 60}, st,
 		ratelimit.Options{Registerer: prometheus.NewRegistry()})
 	if err != nil {
 		t.Fatal(err)
 	}
+	return lim
+}
+
+// countRecipients runs sessions concurrent sessions of bob's, each asking
+// for 10 recipients rcpt(session, i), and counts the outcomes: "ok", the
+// name of the limit met, or the error's text.
+func countRecipients(ctx context.Context, lim *ratelimit.Limiter, sessions int, rcpt func(g, i int) string) map[string]int {
 	bob := ratelimit.Sender{User: "bob"}
 	var mu sync.Mutex
 	got := map[string]int{}
 	var wg sync.WaitGroup
-	for g := range 20 {
+	for g := range sessions {
 		wg.Go(func() {
 			for i := range 10 {
-				err := lim.Rcpt(ctx, bob, fmt.Sprintf("R%d-%d@remote.test", g, i))
+				err := lim.Rcpt(ctx, bob, rcpt(g, i))
 				var le *ratelimit.LimitError
 				k := "ok"
 				if errors.As(err, &le) {
@@ -47,17 +73,7 @@ func TestConcurrentRecipientsCountedExactly(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	want := map[string]int{"ok": 60, "user_new_recipients_per_day": 40, "user_recipients_per_day": 100}
-	if fmt.Sprint(got) != fmt.Sprint(want) {
-		t.Fatalf("outcomes %v, want %v", got, want)
-	}
-	u, err := lim.Usage(ctx, "bob")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if fmt.Sprint(u) != "[{user_recipients_per_day 100 24h0m0s 200} {user_new_recipients_per_day 60 24h0m0s 100}]" {
-		t.Fatalf("usage %v", u)
-	}
+	return got
 }
 
 // BenchmarkRecipients: one recipient's counting on SQLite, 20 sessions.

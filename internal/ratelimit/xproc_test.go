@@ -3,7 +3,6 @@ package ratelimit_test
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -12,9 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/relayguard/relayguard/internal/config"
 	"github.com/relayguard/relayguard/internal/ratelimit"
 	"github.com/relayguard/relayguard/internal/store"
 )
@@ -96,11 +92,7 @@ func xprocCount(t *testing.T, dir, name string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lim, err := ratelimit.New(config.RateLimitConfig{UserRecipientsPerDay: 100, UserNewRecipientsPerDay: 60}, st,
-		ratelimit.Options{Registerer: prometheus.NewRegistry()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	lim := newDailyLimiter(t, st)
 	// Both processes start counting at the same moment.
 	os.WriteFile(filepath.Join(dir, "ready-"+name), nil, 0o644)
 	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
@@ -108,28 +100,7 @@ func xprocCount(t *testing.T, dir, name string) {
 			break
 		}
 	}
-	bob := ratelimit.Sender{User: "bob"}
-	var mu sync.Mutex
-	got := map[string]int{}
-	var wg sync.WaitGroup
-	for g := range 10 {
-		wg.Go(func() {
-			for i := range 10 {
-				err := lim.Rcpt(ctx, bob, fmt.Sprintf("%s-R%d-%d@remote.test", name, g, i))
-				var le *ratelimit.LimitError
-				k := "ok"
-				if errors.As(err, &le) {
-					k = le.Limit
-				} else if err != nil {
-					k = err.Error()
-				}
-				mu.Lock()
-				got[k]++
-				mu.Unlock()
-			}
-		})
-	}
-	wg.Wait()
+	got := countRecipients(ctx, lim, 10, func(g, i int) string { return fmt.Sprintf("%s-R%d-%d@remote.test", name, g, i) })
 	lim.Flush()
 	b, _ := json.Marshal(got)
 	fmt.Printf("\n%s\n", b)
