@@ -393,31 +393,19 @@ func (e *nft) Add(ctx context.Context, b ban.Ban) error {
 		e.reset()
 		return err
 	}
-	if e.ops++; e.ops%1024 == 0 {
-		e.prune()
-	}
-	k := kindOf(p, b.Until)
-	old, had := e.model[p]
-	if had {
-		if kindOf(p, old) != k && !old.IsZero() {
-			// temporary becomes permanent: it moves to the other set.
-			delete(e.model, p)
-			if err := e.syncKind(kindOf(p, old)); err != nil {
-				e.reset()
-				return e.recover(err)
-			}
+	k, until, overlap, left, moved := e.record(p, b.Until)
+	if moved {
+		if err := e.syncKind(left); err != nil {
+			e.reset()
+			return e.recover(err)
 		}
-		b.Until = later(old, b.Until)
-		k = kindOf(p, b.Until)
 	}
-	e.model[p] = b.Until
-	overlap := had || e.overlaps(p, k)
 	c, err := e.c()
 	if err != nil {
 		return err
 	}
 	if !overlap {
-		err = e.write(c, k, nil, []segment{{rng: prefixRange(p), Until: b.Until}})
+		err = e.write(c, k, nil, []segment{{rng: prefixRange(p), Until: until}})
 	} else {
 		err = e.syncKind(k)
 	}
@@ -428,65 +416,30 @@ func (e *nft) Add(ctx context.Context, b ban.Ban) error {
 	return nil
 }
 
-// AddAll implements Batcher: the bans that overlap no other of their set
-// are written as elements in one netlink batch (per set, up to msgElems ×
-// batchMsgs elements each); the sets where one overlaps are re-diffed once.
-func (e *nft) AddAll(ctx context.Context, bans []ban.Ban) error {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if err := e.load(); err != nil {
-		e.reset()
-		return err
+// record puts the ban of p until u into the model (for the caller to
+// write to the kernel), merged with a ban of p already there: the later
+// end wins. It returns the set the ban belongs to, its end, whether that
+// set must be re-diffed rather than given one element (p was banned
+// already, or overlaps another ban of the set), and, when a temporary ban
+// of p became permanent, the set it left (moved), which must be re-diffed
+// too. Add and AddAll share it so one ban and a batch decide alike.
+func (e *nft) record(p netip.Prefix, u time.Time) (k setKind, until time.Time, overlap bool, left setKind, moved bool) {
+	if e.ops++; e.ops%1024 == 0 {
+		e.prune()
 	}
-	now := e.now()
-	direct := map[setKind][]segment{}
-	rediff := map[setKind]bool{}
-	for _, b := range bans {
-		p, err := checkPrefix(b.Prefix)
-		if err != nil {
-			return err
+	k = kindOf(p, u)
+	old, had := e.model[p]
+	if had {
+		if kindOf(p, old) != k && !old.IsZero() {
+			// temporary becomes permanent: it moves to the other set.
+			delete(e.model, p)
+			left, moved = kindOf(p, old), true
 		}
-		if b.Expired(now) {
-			continue
-		}
-		if e.ops++; e.ops%1024 == 0 {
-			e.prune()
-		}
-		k := kindOf(p, b.Until)
-		old, had := e.model[p]
-		if had {
-			if kindOf(p, old) != k && !old.IsZero() {
-				delete(e.model, p) // temporary becomes permanent
-				rediff[kindOf(p, old)] = true
-			}
-			b.Until = later(old, b.Until)
-			k = kindOf(p, b.Until)
-		}
-		overlap := had || e.overlaps(p, k)
-		e.model[p] = b.Until
-		if overlap {
-			rediff[k] = true
-		} else {
-			direct[k] = append(direct[k], segment{rng: prefixRange(p), Until: b.Until})
-		}
+		u = later(old, u)
+		k = kindOf(p, u)
 	}
-	for k := temp4; k <= perm6; k++ {
-		var err error
-		switch {
-		case rediff[k]:
-			err = e.syncKind(k) // the re-diff writes the direct ones too
-		case len(direct[k]) > 0:
-			var c *nftables.Conn
-			if c, err = e.c(); err == nil {
-				err = e.write(c, k, nil, direct[k])
-			}
-		}
-		if err != nil {
-			e.reset()
-			return e.recover(fmt.Errorf("firewall: nftables add %d bans: %w", len(bans), err))
-		}
-	}
-	return nil
+	e.model[p] = u
+	return k, u, had || e.overlaps(p, k), left, moved
 }
 
 // overlaps reports whether another ban of set k contains p or lies inside
@@ -824,28 +777,4 @@ func describe(s segment, now time.Time) string {
 		return text + " permanent"
 	}
 	return fmt.Sprintf("%s expires in %s", text, s.Until.Sub(now).Round(time.Second))
-}
-
-// rangePrefixes covers r with the fewest prefixes.
-func rangePrefixes(r rng) []netip.Prefix {
-	var out []netip.Prefix
-	start := r.Start
-	for {
-		bits := start.BitLen()
-		// widen while the prefix stays aligned at start and inside r
-		for bits > 0 {
-			p := netip.PrefixFrom(start, bits-1).Masked()
-			if p.Addr() != start || prefixRange(p).End.Compare(r.End) > 0 {
-				break
-			}
-			bits--
-		}
-		p := netip.PrefixFrom(start, bits)
-		out = append(out, p)
-		end := prefixRange(p).End
-		if end.Compare(r.End) >= 0 || isMax(end) {
-			return out
-		}
-		start = end.Next()
-	}
 }

@@ -203,3 +203,27 @@ func Exclude(p netip.Prefix, holes []netip.Addr) []netip.Prefix {
 	}
 	return out
 }
+
+// rangePrefixes covers r with the fewest prefixes.
+func rangePrefixes(r rng) []netip.Prefix {
+	var out []netip.Prefix
+	start := r.Start
+	for {
+		bits := start.BitLen()
+		// widen while the prefix stays aligned at start and inside r
+		for bits > 0 {
+			p := netip.PrefixFrom(start, bits-1).Masked()
+			if p.Addr() != start || prefixRange(p).End.Compare(r.End) > 0 {
+				break
+			}
+			bits--
+		}
+		p := netip.PrefixFrom(start, bits)
+		out = append(out, p)
+		end := prefixRange(p).End
+		if end.Compare(r.End) >= 0 || isMax(end) {
+			return out
+		}
+		start = end.Next()
+	}
+}
