@@ -599,9 +599,7 @@ func (s *Scheduler) apply(env *Envelope, i int, res Result, now time.Time) {
 // flight until finish returns, and schedules it only after that.
 //
 // A round whose outcome cannot be written (a full disk, an I/O error) is
-// written again, after a growing wait, until it is or ctx ends: until
-// then the spool still shows the recipients just delivered as queued, so
-// the next round, which starts from the spool, would deliver them again.
+// written again until it is (saveRound, in saveround.go).
 func (s *Scheduler) finish(ctx context.Context, ms *msgState, now time.Time) (next time.Time, again bool) {
 	env := ms.env
 	unlock := lockEnv(env.ID)
@@ -655,97 +653,7 @@ func (s *Scheduler) finish(ctx context.Context, ms *msgState, now time.Time) (ne
 		}
 		s.notify(env, late, dsnDelayed) // best effort: at most one anyway
 	}
-	for wait := saveRetryMin; ; wait = min(2*wait, saveRetryMax) {
-		removed, err := s.save(env, final)
-		if err == nil {
-			if removed || env.Held {
-				return time.Time{}, false
-			}
-			return nextDue(env)
-		}
-		unlock()
-		unlock = func() {}
-		if ctx.Err() == nil {
-			s.log.Error("queue: delivery round not saved; the message stays in flight until it is, so that its delivered recipients are not delivered again",
-				"id", env.ID, "err", err, "retry_in", wait)
-		}
-		select {
-		case <-ctx.Done():
-			s.log.Error("queue: delivery round not saved at shutdown: its recipients may be delivered again at the next start", "id", env.ID, "err", err)
-			return time.Time{}, false
-		case <-time.After(wait):
-		}
-		unlock = lockEnv(env.ID)
-		if !s.reload(env) {
-			return time.Time{}, false
-		}
-	}
-}
-
-// Waits between attempts to write a delivery round that could not be
-// written (finish).
-const (
-	saveRetryMin = 100 * time.Millisecond
-	saveRetryMax = 10 * time.Second
-)
-
-// reload applies to env the operator's changes made on disk since it was
-// loaded (a hold or its release; env's delivered and failed recipients
-// stay), with the message's lock held; false if the message was deleted
-// meanwhile (its leftovers are removed).
-func (s *Scheduler) reload(env *Envelope) bool {
-	fresh, err := s.spool.Load(env.ID)
-	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			// Removed by `relayguard queue delete` meanwhile: drop the
-			// envelope that may be left without its message.
-			s.log.Info("queue: message removed during delivery", "id", env.ID)
-			s.spool.Remove(env.ID)
-			return false
-		}
-		s.log.Error("queue: reload", "id", env.ID, "err", err)
-		return true
-	}
-	env.Held, env.HoldReason = fresh.Held, fresh.HoldReason
-	for i := range env.Recipients {
-		r := &env.Recipients[i]
-		if r.Status != StatusQueued && r.Status != StatusHeld {
-			continue
-		}
-		if i < len(fresh.Recipients) && fresh.Recipients[i].Status == StatusHeld {
-			r.Status = StatusHeld
-		} else {
-			r.Status = StatusQueued
-		}
-	}
-	return true
-}
-
-// save writes a round's outcome: removes the message when final, else
-// rewrites its envelope. removed: the message is gone (final, or deleted
-// by another process meanwhile).
-func (s *Scheduler) save(env *Envelope, final bool) (removed bool, err error) {
-	if final {
-		if err := s.spool.Remove(env.ID); err != nil {
-			return false, err
-		}
-		os.Remove(filepath.Join(s.spool.Dir(), notifiedDir, env.ID))
-		return true, nil
-	}
-	if err := s.spool.Update(env); err != nil {
-		return false, err
-	}
-	// Deleted by `relayguard queue delete` (another process) after the
-	// reload: the update left an envelope without its message, which
-	// would be retried (and fail to open) until the next restart.
-	if rc, err := s.spool.Open(env.ID); err == nil {
-		rc.Close()
-	} else if errors.Is(err, os.ErrNotExist) {
-		s.log.Info("queue: message removed during delivery", "id", env.ID)
-		s.spool.Remove(env.ID)
-		return true, nil
-	}
-	return false, nil
+	return s.saveRound(ctx, env, final, &unlock)
 }
 
 // notifiedDir, in the spool directory, holds one empty file per message
