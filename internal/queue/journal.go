@@ -74,7 +74,13 @@ type segment struct {
 	alloc   int64 // bytes preallocated
 	pending int   // records appended whose commit is not answered yet
 	created time.Time
-	broken  bool // a write failed: append no more
+	broken  bool // a failed write could not be taken back: append no more
+	// synced: the end of the records the last successful fdatasync
+	// covered; gen: bumped when a failed fdatasync takes back what was
+	// written after synced (rewind), which fails the commits appended
+	// before it.
+	synced int64
+	gen    uint64
 }
 
 // jentry is a message committed through the journal whose segment is
@@ -113,6 +119,8 @@ type journal struct {
 	retireMu sync.Mutex
 	// syncHook, when set (tests), replaces fdatasync.
 	syncHook func(f *os.File) error
+	// The maintainer's failures, logged without flooding.
+	retireLog, rotateLog, delsLog *failLog
 }
 
 func encodeRecord(dst []byte, kind byte, seq uint64, id string, payload []byte) []byte {
@@ -160,7 +168,10 @@ func decodeRecord(b []byte, seq uint64) (kind byte, id string, payload []byte, n
 // openJournal replays what a previous run left in dir and starts an empty
 // journal; without create, a missing dir is no journal to replay.
 func openJournal(s *Spool, dir string, create bool) (*journal, error) {
-	j := &journal{s: s, dir: dir, idx: map[string]*jentry{}, syncReq: make(chan syncReq, 1024)}
+	j := &journal{s: s, dir: dir, idx: map[string]*jentry{}, syncReq: make(chan syncReq, 1024),
+		retireLog: newFailLog(s.log, "spool: journal retirement"),
+		rotateLog: newFailLog(s.log, "spool: journal rotation"),
+		delsLog:   newFailLog(s.log, "spool: journal tombstones")}
 	created := false
 	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
 		if !create {
@@ -418,10 +429,11 @@ func (j *journal) appendLocked(n int, build func(seq uint64) []byte) (*segment, 
 	if len(j.dels) > 0 {
 		buf = j.flushDels(sg, rec)
 	}
-	if _, err := sg.f.WriteAt(buf, sg.size); err != nil {
+	if n, err := sg.f.WriteAt(buf, sg.size); err != nil {
 		// A partial record would end the segment's replay before the
-		// records after it: append nothing more to this one.
-		sg.broken = true
+		// records after it: it is taken back, and the next record is
+		// written in its place (or, if that fails, in a new segment).
+		j.takeBack(sg, sg.size, sg.size+int64(max(n, len(buf))))
 		return nil, fmt.Errorf("spool journal %s: %w", sg.path, err)
 	}
 	sg.size += int64(len(buf))
@@ -451,6 +463,7 @@ func (j *journal) commit(ctx context.Context, id string, payload []byte, dataLen
 		j.mu.Unlock()
 		return err
 	}
+	gen, end := sg.gen, sg.size
 	sg.pending++
 	j.mu.Unlock()
 
@@ -459,6 +472,11 @@ func (j *journal) commit(ctx context.Context, id string, payload []byte, dataLen
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	sg.pending--
+	if err == nil && (sg.gen != gen || sg.synced < end) {
+		// A failed fdatasync took the record back before this one
+		// synced (it may not be on disk).
+		err = fmt.Errorf("spool journal %s: an fdatasync failed before the record was synced", sg.path)
+	}
 	if err != nil {
 		// Not acknowledged: make sure a replay does not bring it back.
 		j.tombstone(id)
@@ -499,10 +517,20 @@ func (j *journal) committer() {
 		for _, r := range batch {
 			err, ok := done[r.seg]
 			if !ok {
+				// Every request of the batch was sent after its record
+				// was written: the fdatasync covers them all.
+				j.mu.Lock()
+				end := r.seg.size
+				j.mu.Unlock()
 				err = j.fdatasync(r.seg.f)
-				if err != nil {
+				j.mu.Lock()
+				if err == nil {
+					r.seg.synced = max(r.seg.synced, end)
+				} else {
 					err = fmt.Errorf("spool journal: fdatasync %s: %w", r.seg.path, err)
+					j.rewind(r.seg)
 				}
+				j.mu.Unlock()
 				done[r.seg] = err
 			}
 			r.r <- err
@@ -605,13 +633,17 @@ func (j *journal) maintain() {
 			a := j.segs[n-1]
 			if a.size > 0 && (time.Since(a.created) >= journalAge || a.size >= journalSegSize) {
 				if _, err := j.newSegment(0); err != nil {
-					j.s.log.Error("spool: journal rotation", "err", err)
+					j.rotateLog.fail(err)
+				} else {
+					j.rotateLog.ok()
 				}
 			}
 		}
 		if len(j.dels) > 0 && len(j.segs) > 0 {
 			if _, err := j.appendLocked(0, func(uint64) []byte { return nil }); err != nil {
-				j.s.log.Error("spool: journal tombstones", "err", err)
+				j.delsLog.fail(err)
+			} else {
+				j.delsLog.ok()
 			}
 		}
 		j.mu.Unlock()
@@ -681,7 +713,7 @@ func (j *journal) retireOldest(active bool) bool {
 	if failed != nil {
 		// The segment stays: its messages are served from memory and
 		// replayed after a crash. Tried again at the next tick.
-		j.s.log.Error("spool: journal retirement", "segment", sg.path, "err", failed)
+		j.retireLog.fail(failed, "segment", sg.path)
 		return false
 	}
 	// Tombstones that may name this segment's messages are written first.
@@ -689,7 +721,7 @@ func (j *journal) retireOldest(active bool) bool {
 	if len(j.dels) > 0 {
 		if _, err := j.appendLocked(0, func(uint64) []byte { return nil }); err != nil {
 			j.mu.Unlock()
-			j.s.log.Error("spool: journal tombstones", "err", err)
+			j.delsLog.fail(err)
 			return false
 		}
 	}
@@ -699,9 +731,10 @@ func (j *journal) retireOldest(active bool) bool {
 		err = j.s.fs.SyncDir(j.dir)
 	}
 	if err != nil {
-		j.s.log.Error("spool: journal retirement", "segment", sg.path, "err", err)
+		j.retireLog.fail(err, "segment", sg.path)
 		return false
 	}
+	j.retireLog.ok()
 	j.mu.Lock()
 	for id, e := range j.idx {
 		if e.seg == sg {
@@ -724,7 +757,7 @@ func (j *journal) settle(closing bool) {
 		j.mu.Lock()
 		if n := len(j.segs); n > 0 && j.segs[n-1].size > 0 {
 			if _, err := j.newSegment(0); err != nil {
-				j.s.log.Error("spool: journal rotation", "err", err)
+				j.rotateLog.fail(err)
 			}
 		}
 		j.mu.Unlock()

@@ -1,0 +1,337 @@
+package queue
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// lockedBuf is a log destination the test reads while the spool's
+// goroutines write to it.
+type lockedBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+// lines returns the lines that contain every one of words.
+func (l *lockedBuf) lines(words ...string) []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []string
+	for s := range strings.SplitSeq(l.b.String(), "\n") {
+		ok := s != ""
+		for _, w := range words {
+			ok = ok && strings.Contains(s, w)
+		}
+		if ok {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func (l *lockedBuf) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// onSmallTmpfs runs the calling test again as a child process in a mount
+// namespace of its own (unshare -m) where a tmpfs of the given size is
+// mounted on a temporary directory, and there calls body with that
+// directory: a real file system that fills up, gone with the child.
+func onSmallTmpfs(t *testing.T, size string, body func(t *testing.T, mnt string)) {
+	if mnt := os.Getenv("RG_TMPFS_DIR"); mnt != "" {
+		body(t, mnt)
+		return
+	}
+	_, err := exec.LookPath("unshare")
+	if err == nil && os.Geteuid() != 0 {
+		err = errors.New("not root")
+	}
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("a small tmpfs in a mount namespace needs root and unshare (util-linux): %v", err)
+		}
+		t.Skipf("a small tmpfs in a mount namespace needs root and unshare (util-linux): %v", err)
+	}
+	mnt := t.TempDir()
+	cmd := exec.Command("unshare", "--mount", "--propagation", "private", "sh", "-c",
+		`mount -t tmpfs -o size="$1" rg-test "$2" && shift 2 && exec "$@"`, "sh", size, mnt,
+		os.Args[0], "-test.run=^"+t.Name()+"$", "-test.count=1", "-test.v")
+	cmd.Env = append(os.Environ(), "RG_TMPFS_DIR="+mnt)
+	out, err := cmd.CombinedOutput()
+	if err != nil || !bytes.Contains(out, []byte("--- PASS: "+t.Name())) {
+		t.Fatalf("%s on a %s tmpfs: %v\n%s", t.Name(), size, err, out)
+	}
+	t.Logf("on a %s tmpfs:\n%s", size, out)
+}
+
+// fillUp writes a file in dir until the file system is full.
+func fillUp(t *testing.T, dir string) string {
+	t.Helper()
+	p := filepath.Join(dir, "filler")
+	f, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	chunk := make([]byte, 64<<10)
+	for {
+		if _, err := f.Write(chunk); err != nil {
+			if !errors.Is(err, syscall.ENOSPC) {
+				t.Fatal(err)
+			}
+			break
+		}
+	}
+	for _, n := range []int{4096, 512, 1} { // what is left of the last page
+		for {
+			if _, err := f.Write(chunk[:n]); err != nil {
+				break
+			}
+		}
+	}
+	return p
+}
+
+// tmpCounter counts the message files created in the spool's tmp/ (each
+// retirement's try makes one), on the real file system.
+type tmpCounter struct {
+	osFS
+	n *atomic.Int32
+}
+
+func (c tmpCounter) Create(p string) (File, error) {
+	if filepath.Base(filepath.Dir(p)) == "tmp" {
+		c.n.Add(1)
+	}
+	return c.osFS.Create(p)
+}
+
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+}
+
+// On a full disk (a real one: a small tmpfs) the journal's retirement,
+// tried every 100 ms, logs its failure once, not at every try, and one
+// line when it works again; commits that fail for want of space give
+// back what they wrote instead of each opening a new segment file; once
+// there is room, commits go on in the same segment, and a replay brings
+// back exactly the acknowledged messages.
+func TestJournalFullDisk(t *testing.T) {
+	onSmallTmpfs(t, "16m", func(t *testing.T, mnt string) {
+		var logs lockedBuf
+		dir := filepath.Join(mnt, "spool")
+		var tries atomic.Int32
+		s, err := openSpoolJournal(dir, 0, slog.New(slog.NewTextHandler(&logs, nil)), tmpCounter{n: &tries}, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		acked := putJournal(t, s, 3) // in the first segment, preallocated
+		filler := fillUp(t, mnt)
+
+		// Rotated after 500 ms, the first segment cannot be retired: its
+		// messages cannot be written to msg/. Let it fail 10 times.
+		tries.Store(0)
+		waitUntil(t, "10 failed retirements", func() bool { return tries.Load() >= 10 })
+		if got := logs.lines("journal retirement"); len(got) != 1 || !strings.Contains(got[0], "no space left on device") {
+			t.Errorf("%d failed retirements logged in %d lines, want 1 naming the full disk: %q", tries.Load(), len(got), got)
+		}
+
+		// Commits fail (no 250) and leave no segment file behind.
+		before := journalSegs(dir)
+		for i := range 20 {
+			if _, err := s.Put(context.Background(), &Envelope{Recipients: []Recipient{{Addr: "x@y.test"}}}, strings.NewReader(journalBody(100+i))); err == nil {
+				t.Fatalf("commit %d succeeded on a full disk", i)
+			}
+		}
+		if after := journalSegs(dir); !slices.Equal(after, before) {
+			t.Errorf("20 failed commits changed the segment files from %v to %v", before, after)
+		}
+		if got := logs.lines("journal tombstones"); len(got) > 1 {
+			t.Errorf("the failed commits' tombstones logged %d times: %q", len(got), got)
+		}
+
+		// Room again: the retirement writes the messages, says so once.
+		if err := os.Remove(filler); err != nil {
+			t.Fatal(err)
+		}
+		waitUntil(t, "the retirement to write the messages to msg/", func() bool {
+			for _, id := range acked {
+				if _, err := os.Stat(filepath.Join(dir, "msg", id+".msg")); err != nil {
+					return false
+				}
+			}
+			return len(logs.lines("journal retirement works again")) > 0
+		})
+		var failures int
+		if got := logs.lines("journal retirement"); len(got) != 2 || !strings.Contains(got[1], "works again") {
+			t.Errorf("want the failure and one line when it works again, got %q", got)
+		} else if _, err := fmt.Sscanf(got[1][strings.Index(got[1], "failures="):], "failures=%d", &failures); err != nil || failures < 10 {
+			t.Errorf("the line saying it works again counts %d failures (%v), want the 10 or more: %s", failures, err, got[1])
+		}
+		segs := len(journalSegs(dir))
+		more := putJournal(t, s, 3)
+		if n := len(journalSegs(dir)); n > segs {
+			t.Errorf("commits after the full disk opened %d new segment files", n-segs)
+		}
+
+		// A crash now: the replay brings back what was acknowledged, and
+		// nothing of the failed commits.
+		r, err := OpenSpool(crashCopy(t, dir), 0, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		list, err := r.List()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, e := range list {
+			got = append(got, e.ID)
+		}
+		want := append(acked, more...)
+		slices.Sort(got)
+		slices.Sort(want)
+		if !slices.Equal(got, want) {
+			t.Errorf("after a replay: %v, want the acknowledged %v", got, want)
+		}
+		t.Logf("log:\n%s", logs.String())
+	})
+}
+
+// A failed fdatasync fails every commit whose record it may have lost —
+// the ones in its batch and the ones appended while it ran, even if the
+// next fdatasync succeeds — and takes their records back: the next commit
+// is written in their place in the same segment, and a replay brings back
+// exactly the acknowledged messages.
+func TestJournalSyncFailureTakesBack(t *testing.T) {
+	dir, s := newJournalSpool(t)
+	first := putJournal(t, s, 1)
+	entered, release := make(chan struct{}), make(chan struct{})
+	var calls atomic.Int32
+	s.j.syncHook = func(f *os.File) error {
+		if calls.Add(1) == 1 {
+			close(entered)
+			<-release
+			return errors.New("injected fdatasync failure")
+		}
+		return syscall.Fdatasync(int(f.Fd()))
+	}
+	put := func(i int, res chan<- error) {
+		_, err := s.Put(context.Background(), &Envelope{Recipients: []Recipient{{Addr: "x@y.test"}}}, strings.NewReader(journalBody(i)))
+		res <- err
+	}
+	inBatch, during := make(chan error, 1), make(chan error, 1)
+	go put(10, inBatch)
+	<-entered // its fdatasync has started
+	s.j.mu.Lock()
+	size := s.j.segs[len(s.j.segs)-1].size
+	s.j.mu.Unlock()
+	go put(11, during)
+	waitUntil(t, "the second record to be written", func() bool {
+		s.j.mu.Lock()
+		defer s.j.mu.Unlock()
+		return s.j.segs[len(s.j.segs)-1].size > size
+	})
+	close(release)
+	if err := <-inBatch; err == nil || !strings.Contains(err.Error(), "injected fdatasync failure") {
+		t.Errorf("the commit whose fdatasync failed: %v", err)
+	}
+	if err := <-during; err == nil {
+		t.Error("a commit written while the failing fdatasync ran was acknowledged by the next one")
+	}
+	last := putJournal(t, s, 1)
+	if segs := journalSegs(dir); len(segs) != 1 {
+		t.Errorf("segments after a failed fdatasync: %v, want the one", segs)
+	}
+	r, err := OpenSpool(crashCopy(t, dir), 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	list, _ := r.List()
+	var got []string
+	for _, e := range list {
+		got = append(got, e.ID)
+	}
+	want := []string{first[0], last[0]}
+	slices.Sort(got)
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Errorf("after a replay: %v, want the acknowledged %v", got, want)
+	}
+}
+
+// failLog: the first failure, then a line per change of error or per
+// minute with the count since the last line, and one when it works again.
+func TestFailLogOncePerStateChange(t *testing.T) {
+	var logs lockedBuf
+	now := time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)
+	f := newFailLog(slog.New(slog.NewTextHandler(&logs, nil)), "spool: journal retirement")
+	f.now = func() time.Time { return now }
+	enospc := &fs.PathError{Op: "write", Path: "/spool/tmp/a.msg", Err: syscall.ENOSPC}
+	step := func(d time.Duration, err error) {
+		now = now.Add(d)
+		if err == nil {
+			f.ok()
+		} else {
+			f.fail(err, "segment", "seg-1")
+		}
+	}
+	f.ok() // nothing failed: no line
+	for range 300 {
+		step(100*time.Millisecond, enospc) // 30 s
+	}
+	if n := len(logs.lines()); n != 1 {
+		t.Fatalf("30 s of failures every 100 ms: %d lines, want 1\n%s", n, logs.String())
+	}
+	for range 301 {
+		step(100*time.Millisecond, enospc) // past a minute since the first line
+	}
+	got := logs.lines("still failing")
+	if len(got) != 1 || !strings.Contains(got[0], "failures=600") || !strings.Contains(got[0], "for=1m0s") {
+		t.Fatalf("after a minute: %q, want one line counting 600 failures", got)
+	}
+	step(100*time.Millisecond, &fs.PathError{Op: "write", Path: "/spool/tmp/b.msg", Err: syscall.ENOSPC}) // same kind
+	step(100*time.Millisecond, &fs.PathError{Op: "fsync", Path: "/spool/msg", Err: syscall.EIO})
+	if got := logs.lines("another error"); len(got) != 1 || !strings.Contains(got[0], "input/output error") || !strings.Contains(got[0], "failures=2") {
+		t.Fatalf("a new kind of error: %q", got)
+	}
+	step(time.Second, nil)
+	step(time.Second, nil)
+	if got := logs.lines("works again"); len(got) != 1 || !strings.Contains(got[0], "failures=603") {
+		t.Fatalf("recovery: %q\n%s", got, logs.String())
+	}
+	step(time.Second, enospc)
+	if n := len(logs.lines()); n != 5 {
+		t.Fatalf("a new run of failures: %d lines in all, want 5\n%s", n, logs.String())
+	}
+}
