@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 	"unsafe"
 )
@@ -85,4 +86,61 @@ func TestAddrIndex(t *testing.T) {
 	if n, known := x.get([16]byte{}); known || n != int32(len(keys)) {
 		t.Fatalf("zero address: %d, %v", n, known)
 	}
+}
+
+// TestSortKeyed compares the radix ranking with a comparison sort on
+// tables large enough to take it, with counts and key heads that tie often.
+func TestSortKeyed(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	for _, size := range []int{1, 255, 256, 300, 5000} {
+		for range 20 {
+			var keys []string
+			seen := map[string]bool{}
+			for len(keys) < size {
+				var k string
+				switch r.IntN(3) {
+				case 0:
+					k = fmt.Sprintf("%d.%d.%d.%d", r.IntN(3), r.IntN(300), r.IntN(256), r.IntN(256))
+				case 1:
+					k = fmt.Sprintf("host%d.Example.%c", r.IntN(50), 'a'+rune(r.IntN(3)))
+				default:
+					k = fmt.Sprintf("unknown[10.0.%d.%d]: x%s", r.IntN(4), r.IntN(9), string(rune('a'+r.IntN(26))))
+				}
+				if !seen[k] {
+					seen[k] = true
+					keys = append(keys, k)
+				}
+			}
+			spread := []int64{1, 3, 1 << 40}[r.IntN(3)]
+			rows := make([]CountRow, len(keys))
+			for i, k := range keys {
+				rows[i] = CountRow{k, r.Int64N(spread) - spread/4}
+			}
+			want := slices.Clone(rows)
+			slices.SortFunc(want, func(a, b CountRow) int {
+				if a.Count != b.Count {
+					return cmpInt(b.Count, a.Count)
+				}
+				na, nb := string(appendNormalizedHost(nil, a.Key)), string(appendNormalizedHost(nil, b.Key))
+				if na != nb {
+					return strings.Compare(na, nb)
+				}
+				return strings.Compare(a.Key, b.Key)
+			})
+			got := byHost(slices.Clone(rows), -1, func(r *CountRow) int64 { return r.Count }, func(r *CountRow) string { return r.Key })
+			if !slices.Equal(got, want) {
+				t.Fatalf("%d rows: radix ranking differs from the comparison sort", size)
+			}
+		}
+	}
+}
+
+func cmpInt(a, b int64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
 }

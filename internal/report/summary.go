@@ -1,7 +1,6 @@
 package report
 
 import (
-	"bytes"
 	"cmp"
 	"encoding/binary"
 	"maps"
@@ -210,13 +209,6 @@ func byHost[T any](rows []T, n int, count func(*T) int64, key func(*T) string) [
 		}
 		rows = kept
 	}
-	// The sorted entries hold no pointer (no write barrier as they move);
-	// the normalised keys are in one buffer, the keys in their own slice.
-	type keyed struct {
-		count     int64
-		head      uint64 // the first 8 bytes of the normalised key, big-endian: most comparisons end here
-		off, n, i int32  // the normalised key is buf[off:off+n]; the row is rows[i]
-	}
 	ks := make([]keyed, len(rows))
 	keys := make([]string, len(rows))
 	size := 0
@@ -232,18 +224,7 @@ func byHost[T any](rows []T, n int, count func(*T) int64, key func(*T) string) [
 		copy(h[:], buf[start:])
 		ks[i] = keyed{count(&rows[i]), binary.BigEndian.Uint64(h[:]), int32(start), int32(len(buf) - start), int32(i)}
 	}
-	slices.SortFunc(ks, func(a, b keyed) int {
-		if c := cmp.Compare(b.count, a.count); c != 0 {
-			return c
-		}
-		if c := cmp.Compare(a.head, b.head); c != 0 {
-			return c
-		}
-		if c := bytes.Compare(buf[a.off:a.off+a.n], buf[b.off:b.off+b.n]); c != 0 {
-			return c
-		}
-		return strings.Compare(keys[a.i], keys[b.i])
-	})
+	sortKeyed(ks, buf, keys)
 	out := make([]T, len(ks))
 	for j, k := range ks {
 		out[j] = rows[k.i]

@@ -37,8 +37,7 @@ func appendIntUnits(b []byte, v float64) []byte {
 // without fmt: the tables of a botnet's log have hundreds of thousands of
 // rows.
 func countRow(w *bufio.Writer, indent string, v int64, key string) {
-	var buf [64]byte
-	b := appendIntUnits(append(buf[:0], indent...), float64(v))
+	b := appendIntUnits(append(w.AvailableBuffer(), indent...), float64(v))
 	w.Write(append(b, ' ', ' '))
 	w.WriteString(key)
 	w.WriteByte('\n')
