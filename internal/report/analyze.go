@@ -347,19 +347,31 @@ func isWord(s string) bool {
 	return s != ""
 }
 
-// domain is gimmeDomain with a bounded cache (the same clients recur).
+// domain is gimmeDomain, copied (see domainOf).
 func (a *Analyzer) domain(client string) string {
-	if d, ok := unknownClient(client); ok { // (cheaper than the cache)
-		return strings.Clone(d)
-	}
-	if d, ok := a.domCache[client]; ok {
+	return strings.Clone(domainOf(client, a.domCache, 200000))
+}
+
+// domainOf is gimmeDomain(c): the usual shapes by hand, the others (the
+// expressions, microseconds each) through cache, a bounded cache of their
+// results (cleared past max entries). A cache of every client cost more
+// than the hand-written matchers: on an attacker's log most clients come
+// once. The result may point into c.
+func domainOf(c string, cache map[string]string, max int) string {
+	if d, ok := unknownClient(c); ok {
 		return d
 	}
-	d := strings.Clone(gimmeDomain(client))
-	if len(a.domCache) > 200000 {
-		clear(a.domCache)
+	if d, ok := namedClient(c); ok {
+		return d
 	}
-	a.domCache[strings.Clone(client)] = d
+	if d, ok := cache[c]; ok {
+		return d
+	}
+	if len(cache) > max {
+		clear(cache)
+	}
+	d := strings.Clone(gimmeDomainRE(c))
+	cache[strings.Clone(c)] = d
 	return d
 }
 

@@ -24,6 +24,41 @@ func isDigits(s string) bool {
 // so that "reject: CONNECT from ..." at its very start matches too. The
 // greedy ".*" makes the last keyword occurrence that fits win.
 func rejHead(s string) (typ, from, rmdr string, ok bool) {
+	// Each candidate is a keyword, preceded by a space or the start and
+	// followed by ": ": found forward through the ": " separators (a
+	// vectorised search; a line has a handful), tried last first.
+	var cand [8]int // where the text after "KEYWORD: " starts
+	n := 0
+	for k := 0; ; {
+		p := strings.Index(s[k:], ": ")
+		if p < 0 {
+			break
+		}
+		p += k
+		k = p + 2
+		for _, kw := range [...]string{"reject", "reject_warning", "hold", "discard"} {
+			if i := p - len(kw); i >= 0 && s[i:p] == kw && (i == 0 || s[i-1] == ' ') {
+				if n == len(cand) {
+					return rejHeadSlow(s)
+				}
+				cand[n] = p + 2
+				n++
+				break
+			}
+		}
+	}
+	for n > 0 {
+		n--
+		if typ, from, rmdr, ok := rejHeadRest(s[cand[n]:]); ok {
+			return typ, from, rmdr, true
+		}
+	}
+	return "", "", "", false
+}
+
+// rejHeadSlow is rejHead trying every space from the end (a line with
+// more candidates than rejHead keeps).
+func rejHeadSlow(s string) (typ, from, rmdr string, ok bool) {
 	for i := len(s) - 1; i >= -1; i-- {
 		if i >= 0 && s[i] != ' ' {
 			continue
@@ -42,28 +77,29 @@ func rejHead(s string) (typ, from, rmdr string, ok bool) {
 		default:
 			continue
 		}
-		r = r[kw:]
-		j := 0
-		for j < len(r) && !isSpace(r[j]) {
-			j++
+		if typ, from, rmdr, ok := rejHeadRest(r[kw:]); ok {
+			return typ, from, rmdr, true
 		}
-		if j == 0 || !strings.HasPrefix(r[j:], " from ") {
-			continue
+	}
+	return "", "", "", false
+}
+
+// rejHeadRest matches "(\S+) from (\S+?): (.*)$" at the start of r.
+func rejHeadRest(r string) (typ, from, rmdr string, ok bool) {
+	j := 0
+	for j < len(r) && !isSpace(r[j]) {
+		j++
+	}
+	if j == 0 || !strings.HasPrefix(r[j:], " from ") {
+		return "", "", "", false
+	}
+	t := r[:j]
+	r = r[j+len(" from "):]
+	// (\S+?): — the first ": " reached through non-space bytes, after at least one.
+	for j := 0; j < len(r) && !isSpace(r[j]); j++ {
+		if j >= 1 && r[j] == ':' && j+1 < len(r) && r[j+1] == ' ' {
+			return t, r[:j], r[j+2:], true
 		}
-		t := r[:j]
-		r = r[j+len(" from "):]
-		// (\S+?): — the first ": " reached through non-space bytes, after at least one.
-		k := -1
-		for j := 0; j < len(r) && !isSpace(r[j]); j++ {
-			if j >= 1 && r[j] == ':' && j+1 < len(r) && r[j+1] == ' ' {
-				k = j
-				break
-			}
-		}
-		if k < 0 {
-			continue
-		}
-		return t, r[:k], r[k+2:], true
 	}
 	return "", "", "", false
 }

@@ -81,6 +81,12 @@ func checkFast(t *testing.T, s string) {
 }
 
 var fastSeeds = []string{
+	// rejHead's candidates: several keywords, more than it keeps, keywords
+	// glued to a word or at the start, and ones whose tail does not fit.
+	"reject: RCPT from a: x", "xreject: RCPT from a: x reject: B from c: y hold: C from d:  discard: D from :e: z",
+	"a reject: X from b: 1 reject: X from b: 2 reject: X from b: 3 reject: X from b: 4 reject: X from b: 5 reject: X from b: 6 reject: X from b: 7 reject: X from b: 8 reject: X from b: 9 hold: Y from c: 10",
+	"a reject: X from b: 1 reject: X from b: 2 reject: X from b: 3 reject: X from b: 4 reject: X from b: 5 reject: X from b: 6 reject: X from b: 7 reject: X from b: 8 reject: X from b: 9 hold: Y frm c: 10",
+	"reject_warning: RCPT from unknown[1.2.3.4]: 450 a: b; reject_warning:  from x: y", "hold:: A from b: c", "discard: A from b:c",
 	"mail.Example.co.uk[192.0.2.1]", "a.b.com[1.2.3.4]:25", "x.y.ab.cd[10.0.0.1]",
 	"NOQUEUE: reject: RCPT from unknown[203.0.113.5]: 554 5.7.1 <spam@target.example>: Relay access denied; from=<s@spam.example> to=<spam@target.example> proto=ESMTP helo=<x>",
 	"554 5.7.1 Service unavailable; Client host [198.51.100.99] blocked using zen.spamhaus.org; https://x; from=<a@b> to=<c@d>",
@@ -189,6 +195,10 @@ func TestGimmeDomainShortcut(t *testing.T) {
 		"h.x.y[1.2.3.4]", "h.x.yy[1.2.3.4]", "h.x.yyyy[1.2.3.4]", "host[1.2.3.4]", "h.ex.com[1234.1.1.1]",
 		"h.ex.com[1.2.3.4]:25", "h.ex.com[1.2.3]", "h.ex.com[1.2.3.4", "ä.ex.com[1.2.3.4]", "a.b.äö.de[1.2.3.4]",
 		"[1.2.3.4]", "h.ex.com[2001:db8::1]", "h.ex.com[1.2.3.4][5.6.7.8]", "h.e[x.com[1.2.3.4]",
+		"mail.s635.io[22ee:1360:92a8:ddfc:3da5:699:948a:5c43]", "Mail.Ex.CO.UK[2001:db8::2]", "h.ex.com[2001:db8::1]:25",
+		"h.ex.com[2001:db8::1]x", "h.ex.com[]", "h.ex.com[2001]db8]", "h.ex(com[2001:db8::1]", "h.ex.com[a/b]",
+		"h/ex.com[2001:db8::1]", "h.ex.com[fe80::1%eth0]", "h.ex.com[[::1]]", "h.e]x.com[::1]", "unknown[::1]]",
+		"[2001:db8::1]", "unknown[2001:db8::1]:25", "h.ex.com[\n]", "h\n.ex.com[::1]", "ä.ex.com[::1]",
 	} {
 		if got, want := gimmeDomain(s), gimmeDomainRE(s); got != want {
 			t.Errorf("gimmeDomain(%q) = %q, expressions give %q", s, got, want)

@@ -97,20 +97,7 @@ func (a *Analyzer) ReadLines(r io.Reader, p *logline.Parser) error {
 		// function of the line), with a cache of client domains of its own.
 		o := a.opt
 		domains := map[string]string{}
-		dom := func(c string) string {
-			if d, ok := unknownClient(c); ok { // (cheaper than the cache)
-				return d
-			}
-			if d, ok := domains[c]; ok {
-				return d
-			}
-			if len(domains) > 100000 {
-				clear(domains)
-			}
-			d := strings.Clone(gimmeDomain(c))
-			domains[strings.Clone(c)] = d
-			return d
-		}
+		dom := func(c string) string { return domainOf(c, domains, 100000) }
 		get := func() bool {
 			if b != nil {
 				return true

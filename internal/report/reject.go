@@ -55,34 +55,29 @@ func gimmeDomain(s string) string {
 	return gimmeDomainRE(s)
 }
 
-// namedClient is gimmeDomain of "NAME[a.b.c.d]" with an ASCII NAME, the
-// usual shape of a named client, by hand: reDomIPv4, then reDomShort on the
-// name (the expressions cost microseconds each, and a botnet's log names
-// tens of thousands of clients). ok is false for any other shape.
+// namedClient is gimmeDomain of "NAME[a.b.c.d]" and "NAME[ADDR]" (an IPv6
+// address) with an ASCII NAME, the usual shapes of a named client, by hand:
+// reDomIPv4 (or, when that fails on a string without "/", "(" or ")",
+// reDomOther, which then takes everything up to the first "]" ending the
+// string), then reDomShort on the name (the expressions cost microseconds
+// each, and a botnet's log names tens of thousands of clients). ok is false
+// for any other shape.
 func namedClient(s string) (string, bool) {
 	b := strings.IndexByte(s, '[')
 	if b < 0 {
 		return "", false
 	}
 	name, rest := s[:b], s[b+1:]
-	i := 0
-	for part := range 4 { // (\d{1,3}\.){3}\d{1,3}\]
-		d := 0
-		for i < len(rest) && d < 3 && isDigitByte(rest[i]) {
-			i++
-			d++
-		}
-		sep := byte('.')
-		if part == 3 {
-			sep = ']'
-		}
-		if d == 0 || i >= len(rest) || rest[i] != sep {
+	ip, ok := bracketIPv4(rest)
+	if !ok {
+		k := strings.IndexByte(rest, ']')
+		if k < 1 || k != len(rest)-1 || strings.ContainsAny(s, "/()") {
 			return "", false
 		}
-		i++
+		ip = rest[:k]
 	}
 	if name == "" || name == "unknown" {
-		return rest[:i-1], true
+		return ip, true
 	}
 	for j := 0; j < len(name); j++ {
 		if name[j] >= 0x80 || name[j] == '\n' { // (the expression counts characters; "." stops at newlines)
@@ -120,6 +115,28 @@ func namedClient(s string) (string, bool) {
 		return name, true
 	}
 	return strings.ToLower(g2 + "." + tail), true
+}
+
+// bracketIPv4 matches reDomIPv4's "(\d{1,3}\.){3}\d{1,3}\]" at the start
+// of s and returns the address.
+func bracketIPv4(s string) (string, bool) {
+	i := 0
+	for part := range 4 {
+		d := 0
+		for i < len(s) && d < 3 && isDigitByte(s[i]) {
+			i++
+			d++
+		}
+		sep := byte('.')
+		if part == 3 {
+			sep = ']'
+		}
+		if d == 0 || i >= len(s) || s[i] != sep {
+			return "", false
+		}
+		i++
+	}
+	return s[:i-1], true
 }
 
 // unknownClient is gimmeDomain of "unknown[ADDR]", most of a botnet's
