@@ -44,6 +44,21 @@ func cliGuard(ctx context.Context, cfg *config.Config) (*guard.Guard, *store.Sto
 	return g, st, nil
 }
 
+// withStateGuard runs fn with the guard of the configured state
+// (stateConfig, cliGuard) and closes its stores after.
+func withStateGuard(ctx context.Context, fn func(*guard.Guard) error) error {
+	cfg, err := stateConfig()
+	if err != nil {
+		return err
+	}
+	g, st, err := cliGuard(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	return fn(g)
+}
+
 // storedBans returns the bans in force in the guard's store (the shared one
 // when [store] url is set), for `firewall setup` to load into the kernel.
 func storedBans(ctx context.Context, cfg *config.Config) ([]guard.Ban, error) {
@@ -104,25 +119,18 @@ func init() {
 					return &exitError{code: 2, err: fmt.Errorf("ban add: --for %q: want a positive duration such as 30m, 12h or 7d", forDur)}
 				}
 			}
-			cfg, err := stateConfig()
-			if err != nil {
-				return err
-			}
-			g, st, err := cliGuard(cmd.Context(), cfg)
-			if err != nil {
-				return err
-			}
-			defer st.Close()
-			b, err := g.Ban(cmd.Context(), p, d.D(), reason)
-			if err != nil {
-				return err
-			}
-			until := "permanently"
-			if !b.Permanent() {
-				until = "until " + b.Until.UTC().Format(time.RFC3339)
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "banned %s %s\n", b.Prefix, until)
-			return nil
+			return withStateGuard(cmd.Context(), func(g *guard.Guard) error {
+				b, err := g.Ban(cmd.Context(), p, d.D(), reason)
+				if err != nil {
+					return err
+				}
+				until := "permanently"
+				if !b.Permanent() {
+					until = "until " + b.Until.UTC().Format(time.RFC3339)
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "banned %s %s\n", b.Prefix, until)
+				return nil
+			})
 		},
 	}
 	add.Flags().StringVar(&forDur, "for", "", "ban `duration` (e.g. 30m, 12h, 7d); default permanent")
@@ -137,24 +145,17 @@ func init() {
 			if err != nil {
 				return err
 			}
-			cfg, err := stateConfig()
-			if err != nil {
-				return err
-			}
-			g, st, err := cliGuard(cmd.Context(), cfg)
-			if err != nil {
-				return err
-			}
-			defer st.Close()
-			found, err := g.Unban(cmd.Context(), p)
-			if err != nil {
-				return err
-			}
-			if !found {
-				return &exitError{code: 1, err: fmt.Errorf("ban del: %s is not banned", p)}
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "unbanned %s\n", p)
-			return nil
+			return withStateGuard(cmd.Context(), func(g *guard.Guard) error {
+				found, err := g.Unban(cmd.Context(), p)
+				if err != nil {
+					return err
+				}
+				if !found {
+					return &exitError{code: 1, err: fmt.Errorf("ban del: %s is not banned", p)}
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "unbanned %s\n", p)
+				return nil
+			})
 		},
 	}
 
@@ -168,15 +169,10 @@ func init() {
 			if err != nil {
 				return err
 			}
-			g, st, err := cliGuard(cmd.Context(), cfg)
+			bans, err := storedBans(cmd.Context(), cfg)
 			if err != nil {
 				return err
 			}
-			defer st.Close()
-			if err := g.Sync(cmd.Context(), false); err != nil {
-				return err
-			}
-			bans := g.Bans()
 			out := cmd.OutOrStdout()
 			if asJSON {
 				js := make([]banJSON, 0, len(bans))

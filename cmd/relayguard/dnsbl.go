@@ -4,12 +4,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/relayguard/relayguard/internal/config"
 	"github.com/relayguard/relayguard/internal/dnsbl"
 	"github.com/relayguard/relayguard/internal/dnsutil"
 	"github.com/relayguard/relayguard/internal/policy"
@@ -32,12 +34,7 @@ every list is asked concurrently under one deadline (dnsbl.timeout).
 Large lists refuse queries sent through public resolvers: set dnsbl.resolvers to your own.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := loadConfig()
-			if err != nil {
-				return err
-			}
-			log := newLogger(cfg)
-			res, err := dnsutil.New(cfg.DNSBL.Resolvers, cfg.DNSBL.Timeout.D())
+			cfg, log, res, err := dnsblResolver()
 			if err != nil {
 				return err
 			}
@@ -90,12 +87,7 @@ addresses that no list may contain. Exit status 1 if any zone is disabled, 2 if 
 cannot be reached (no list and no list's parent domain answers): then no zone is judged.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := loadConfig()
-			if err != nil {
-				return err
-			}
-			log := newLogger(cfg)
-			res, err := dnsutil.New(cfg.DNSBL.Resolvers, cfg.DNSBL.Timeout.D())
+			cfg, log, res, err := dnsblResolver()
 			if err != nil {
 				return err
 			}
@@ -173,4 +165,18 @@ func printCheck(w io.Writer, rows []dnsbl.Row) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.Target, r.List, r.Kind, listed, strings.Join(r.Answers, ","), r.Meaning)
 	}
 	tw.Flush()
+}
+
+// dnsblResolver loads the configuration and makes the logger and the
+// resolver the dnsbl commands ask (dnsbl.resolvers, dnsbl.timeout).
+func dnsblResolver() (*config.Config, *slog.Logger, *dnsutil.Resolver, error) {
+	cfg, err := loadConfig()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	res, err := dnsutil.New(cfg.DNSBL.Resolvers, cfg.DNSBL.Timeout.D())
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return cfg, newLogger(cfg), res, nil
 }

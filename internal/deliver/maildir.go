@@ -13,6 +13,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/relayguard/relayguard/internal/safeio"
 )
 
 var maildirSeq atomic.Uint64
@@ -172,14 +174,4 @@ func mkdirDurable(dir string) error {
 }
 
 // syncDir fsyncs a directory; a variable so tests can watch it.
-var syncDir = func(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
-}
+var syncDir = safeio.SyncDir
