@@ -161,7 +161,7 @@ func runReplay(ctx context.Context, gc config.GuardConfig, never []netip.Prefix,
 	}
 	el := time.Since(start)
 	log.Info("replay done", "lines", lines, "events", events, "bans", nbans, "seconds", el.Seconds(),
-		"lines_per_second", int64(float64(lines)/el.Seconds()), "tracked", counters.Tracked(), "dropped", counters.Evicted(), "pairing_dropped", counting.Dropped())
+		"lines_per_second", int64(float64(lines)/el.Seconds()), "tracked", counters.Tracked(), "dropped", counters.Evicted(), "pairing_dropped", counting.Dropped(), "first_failures", counters.Firsts(), "bans_held", g.Held())
 	return nil
 }
 

@@ -79,6 +79,9 @@ type Guard struct {
 	// prefixes this guard banned or unbanned meanwhile: the listing may
 	// predate them, so Sync keeps them as they are in memory.
 	touched map[netip.Prefix]bool
+	// replayed is the size of bans at which a replay next drops the
+	// expired ones (replay.go).
+	replayed int
 }
 
 // touch records a change of p made while a Sync lists the store. Called
@@ -442,6 +445,9 @@ func (g *Guard) decide(ctx context.Context, p netip.Prefix, t time.Time, reason 
 	g.ml.Banned(ctx, p, b.Until, b.Count, reason)
 	if g.o.OnBan != nil {
 		g.o.OnBan(b)
+	}
+	if g.o.Replay {
+		g.dropReplayed(ctx, t)
 	}
 }
 

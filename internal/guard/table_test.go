@@ -60,15 +60,30 @@ func TestBoundedCountersKeepAttackers(t *testing.T) {
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("banned %d prefixes, want %d:\n%v\nwant\n%v", len(got), len(want), got, want)
 	}
-	if m.Tracked() > c.MaxTracked {
-		t.Errorf("tracking %d addresses, max_tracked %d", m.Tracked(), c.MaxTracked)
-	}
-	for fb, p := range m.prefixes {
-		if p.len() > c.MaxTracked {
-			t.Errorf("tracking %d prefixes of rule %d, max_tracked %d", p.len(), fb, c.MaxTracked)
-		}
-	}
+	checkBounds(t, m, c.MaxTracked)
 	if m.Evicted() == 0 {
 		t.Errorf("nothing was dropped: the test did not fill the tables")
+	}
+}
+
+// checkBounds fails t if m holds more than max records of addresses or of
+// any rule's prefixes, or more than FirstsPerTracked × max first entries.
+func checkBounds(t *testing.T, m *Memory, max int) {
+	t.Helper()
+	if m.failures.len() > max {
+		t.Errorf("%d address records, max_tracked %d", m.failures.len(), max)
+	}
+	for _, f := range []*firsts{m.first4, m.first6} {
+		if f.len() > FirstsPerTracked*max {
+			t.Errorf("%d first failures of addresses, at most %d", f.len(), FirstsPerTracked*max)
+		}
+	}
+	for fb, p := range m.prefixes {
+		if p.table.len() > max {
+			t.Errorf("%d prefix records of rule %d, max_tracked %d", p.table.len(), fb, max)
+		}
+		if p.firsts.len() > FirstsPerTracked*max {
+			t.Errorf("%d first addresses of rule %d's prefixes, at most %d", p.firsts.len(), fb, FirstsPerTracked*max)
+		}
 	}
 }
