@@ -4,16 +4,19 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/relayguard/relayguard/internal/deliver/delivertest"
+	"github.com/relayguard/relayguard/internal/queue"
 )
 
 // crashServe is the set-up the crash tests share: a data directory with
@@ -69,9 +72,17 @@ retry_schedule = ["1s"]
 }
 
 // start runs serve and returns once its MX listener accepts (after the
-// journal's replay). The test's cleanup kills it and, if the test failed,
-// logs what it wrote.
+// journal's replay).
 func (c *crashServe) start() *servedProc {
+	c.t.Helper()
+	p := c.launch()
+	delivertest.WaitListening(c.t, "tcp", c.mx)
+	return p
+}
+
+// launch runs serve and returns at once. The test's cleanup kills it and,
+// if the test failed, logs what it wrote.
+func (c *crashServe) launch() *servedProc {
 	t := c.t
 	t.Helper()
 	p := &servedProc{cmd: exec.Command(c.bin, "serve", "--config", c.cf, "--data-dir", c.data), logs: &bytes.Buffer{}, exited: make(chan struct{})}
@@ -87,8 +98,44 @@ func (c *crashServe) start() *servedProc {
 			t.Logf("relayguard serve log:\n%s", p.logs.String())
 		}
 	})
-	delivertest.WaitListening(t, "tcp", c.mx)
 	return p
+}
+
+// kill SIGKILLs the process and waits until it is gone.
+func (p *servedProc) kill(t *testing.T) {
+	t.Helper()
+	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-p.exited
+}
+
+// checkSpooled opens the spool as the queue commands do and checks that
+// every acknowledged message (queue id -> message as sent) is there,
+// byte for byte behind the Received field serve adds, and returns the
+// spool (closed by the test's cleanup).
+func (c *crashServe) checkSpooled(acked map[string]string) *queue.Spool {
+	t := c.t
+	t.Helper()
+	sp, err := queue.OpenForAdmin(filepath.Join(c.data, "spool"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sp.Close() })
+	for id, body := range acked {
+		rc, err := sp.Open(id)
+		if err != nil {
+			t.Errorf("acknowledged message %s not in the spool after the restart: %v", id, err)
+			continue
+		}
+		b, err := io.ReadAll(rc)
+		rc.Close()
+		if err != nil || !strings.HasPrefix(string(b), "Received: ") || !strings.HasSuffix(string(b), body) ||
+			bytes.Count(b, []byte("Message-ID: ")) != 1 {
+			t.Errorf("acknowledged message %s damaged after the restart (%v): %d bytes", id, err, len(b))
+		}
+	}
+	return sp
 }
 
 // journalSegments lists the intake journal's segment files, oldest first.

@@ -1,17 +1,13 @@
 package main
 
 import (
-	"bytes"
 	"fmt"
-	"io"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/relayguard/relayguard/internal/deliver/delivertest"
-	"github.com/relayguard/relayguard/internal/queue"
 )
 
 // TestServeCrashUnderLoadLosesNothing SIGKILLs the real `relayguard serve`
@@ -55,26 +51,7 @@ func TestServeCrashUnderLoadLosesNothing(t *testing.T) {
 	}
 
 	logs := c.start().logs // replays the journal before it listens
-	sp, err := queue.OpenForAdmin(filepath.Join(c.data, "spool"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sp.Close()
-	for id, body := range acked {
-		rc, err := sp.Open(id)
-		if err != nil {
-			t.Errorf("acknowledged message %s not in the spool after the restart: %v", id, err)
-			continue
-		}
-		b, err := io.ReadAll(rc)
-		rc.Close()
-		// What the spool holds is the Received field serve adds, then
-		// the message as sent.
-		if err != nil || !strings.HasPrefix(string(b), "Received: ") || !strings.HasSuffix(string(b), body) ||
-			bytes.Count(b, []byte("Message-ID: ")) != 1 {
-			t.Errorf("acknowledged message %s damaged after the restart (%v): %d bytes", id, err, len(b))
-		}
-	}
+	sp := c.checkSpooled(acked)
 	if t.Failed() {
 		return
 	}
