@@ -205,16 +205,71 @@ func fieldOf(name []byte) int {
 }
 
 // request converts the request just read into req (overwritten whole).
-// The request's strings share one allocation, its text.
+// The request's strings share one allocation that holds only the values
+// the engine reads (a fifth of a request's text: the garbage per request
+// sets how often the collector runs, and requests that arrive during a
+// collection wait longer); frequent values ("unknown", the stage names)
+// are constants and take no room.
 func (rd *reader) request(req *policy.Request) error {
-	var f [nFields]string
-	text := string(rd.text)
+	var at [nFields]pair
 	for _, p := range rd.pairs {
 		if i := fieldOf(rd.text[p.start:p.eq]); i >= 0 {
-			f[i] = text[p.eq+1 : p.end] // the last one wins, as in a map
+			at[i] = p // the last one wins, as in a map
+		}
+	}
+	var f [nFields]string
+	size := 0
+	for i, p := range at {
+		if p.end <= p.eq+1 { // absent or empty
+			continue
+		}
+		if c, ok := common(rd.text[p.eq+1 : p.end]); ok {
+			f[i], at[i] = c, pair{}
+		} else {
+			size += int(p.end - p.eq - 1)
+		}
+	}
+	var b strings.Builder
+	b.Grow(size)
+	for _, p := range at {
+		if p.end > p.eq+1 {
+			b.Write(rd.text[p.eq+1 : p.end])
+		}
+	}
+	vals, off := b.String(), 0
+	for i, p := range at {
+		if n := int(p.end - p.eq - 1); n > 0 {
+			f[i] = vals[off : off+n]
+			off += n
 		}
 	}
 	return toRequest(&f, req)
+}
+
+// common returns the constant for a value many requests carry, so that
+// it needs no copy (a switch on string(b) does not allocate).
+func common(b []byte) (string, bool) {
+	switch string(b) {
+	case "smtpd_access_policy":
+		return "smtpd_access_policy", true
+	case "unknown":
+		return "unknown", true
+	case "RCPT":
+		return "RCPT", true
+	case "MAIL":
+		return "MAIL", true
+	case "DATA":
+		return "DATA", true
+	case "END-OF-MESSAGE":
+		return "END-OF-MESSAGE", true
+	case "CONNECT":
+		return "CONNECT", true
+	case "EHLO":
+		return "EHLO", true
+	case "0":
+		return "0", true
+	}
+	return "", false
 }
 
 // ToRequest converts attributes to the engine's Request.
