@@ -42,6 +42,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"github.com/miekg/dns"
 	"golang.org/x/sys/unix"
@@ -60,6 +61,7 @@ func main() {
 		pids     = flag.String("pids", "", "comma-separated PIDs of the server's processes: report their CPU time per decision")
 		users    = flag.Int("users", 0, "closed loop, authenticated load (send limits): requests carry sasl_username from this many logins (0: the unauthenticated mix)")
 		rcpts    = flag.Int("rcpts", 1, "with -users: RCPT requests per message (one instance per message)")
+		spread   = flag.Bool("spread", false, "open loop: request i goes on connection i mod -conns, as each Postfix smtpd process asks on its own connection (default: any free connection)")
 	)
 	flag.Parse()
 	serverPIDs = *pids
@@ -68,8 +70,8 @@ func main() {
 		return
 	}
 	if *rate > 0 {
-		openLoop(*name, *addr, *conns, *rate, *warm, false)
-		openLoop(*name, *addr, *conns, *rate, *duration, true)
+		openLoop(*name, *addr, *conns, *rate, *warm, *spread, false)
+		openLoop(*name, *addr, *conns, *rate, *duration, *spread, true)
 		return
 	}
 	auth = authLoad{users: *users, rcpts: max(*rcpts, 1)}
@@ -294,12 +296,22 @@ func exchange(conn net.Conn, r *bufio.Reader, req []byte) (int, error) {
 // so time spent waiting for a free connection, or for the load generator
 // itself, counts.
 //
+// Which connection: with spread false, any free one (the one freed last:
+// at 20,000/s and answers in ~0.1 ms, two or three connections carry
+// everything); with spread true, request i goes on connection i mod conns
+// and waits for it if it is still busy, as Postfix's requests do: each
+// smtpd process has its own connection and asks one question at a time
+// for its own SMTP session, so consecutive requests come from different
+// processes on different connections.
+//
 // The load generator shares the machine with the server, so it costs as
 // little as it can and says how well it kept its schedule. It is one
-// thread with an epoll loop over raw sockets and a timerfd for the next
-// due time (no goroutine wake-up per request, no Go timer: Go's timers
-// wait in epoll_pwait, whose timeout is whole milliseconds, so a sleep of
-// 50 µs in an idle process lasts 1 ms). For each request it records the
+// thread with an epoll loop over raw sockets that waits for the next due
+// time with epoll_pwait2's nanosecond timeout and a timer slack of 1 ns
+// (no goroutine wake-up per request, no Go timer: Go's timers wait in
+// epoll_pwait, whose timeout is whole milliseconds, so a sleep of 50 µs
+// in an idle process lasts 1 ms; a timerfd costs two more system calls
+// per request). For each request it records the
 // dispatch lateness (due time to the moment the loop saw it due: the
 // generator's own timer and scheduling) and the send lateness (due time
 // to the write: that plus any wait for a free connection), and the
@@ -308,7 +320,7 @@ func exchange(conn net.Conn, r *bufio.Reader, req []byte) (int, error) {
 // lateness before the write). A run whose
 // requests were handed out late says so on a "# WARNING" line: its
 // latency is partly the generator's.
-func openLoop(name, addr string, conns int, rate float64, d time.Duration, report bool) {
+func openLoop(name, addr string, conns int, rate float64, d time.Duration, spread, report bool) {
 	ap, err := netip.ParseAddrPort(addr)
 	if err != nil {
 		log.Fatalf("open loop: -addr %q: want IP:port (%v)", addr, err)
@@ -330,13 +342,10 @@ func openLoop(name, addr string, conns int, rate float64, d time.Duration, repor
 		log.Fatalf("epoll: %v", err)
 	}
 	defer unix.Close(ep)
-	tfd, err := unix.TimerfdCreate(unix.CLOCK_MONOTONIC, unix.TFD_CLOEXEC|unix.TFD_NONBLOCK)
-	if err != nil {
-		log.Fatalf("timerfd: %v", err)
-	}
-	defer unix.Close(tfd)
-	if err := unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, tfd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: -1}); err != nil {
-		log.Fatalf("epoll timerfd: %v", err)
+	// The default slack (50 µs for a task that is not real-time) would
+	// let every wake-up come that much late.
+	if err := unix.Prctl(unix.PR_SET_TIMERSLACK, 1, 0, 0, 0); err != nil {
+		log.Fatalf("timer slack: %v", err)
 	}
 	fds := make([]int, conns)
 	inflight := make([]int64, conns) // request waiting for its answer; -1: free
@@ -351,21 +360,45 @@ func openLoop(name, addr string, conns int, rate float64, d time.Duration, repor
 		inflight[c] = -1
 		free = append(free, c)
 	}
+	live := conns // connections not dropped
+	// drop takes a failed connection out of use (with spread, its
+	// requests are sent on the next connection instead).
+	drop := func(c int) {
+		unix.EpollCtl(ep, unix.EPOLL_CTL_DEL, fds[c], nil)
+		inflight[c] = -1
+		live--
+		fds[c] = -1
+	}
 	var buf []byte
 	events := make([]unix.EpollEvent, 256)
 	var rbuf [4096]byte
 	cpu0, self0 := cpuTime(), selfCPU()
 	start := time.Now()
 	next, nextSend, answered := int64(0), int64(0), int64(0) // due so far, sent so far, answered or failed
-	armed, live := int64(-1), conns                          // the request the timer is set for; connections not dropped
 	for answered < total {
 		now := time.Since(start)
 		for ; next < total && due(next) <= now; next++ {
 			dispLate[next] = now - due(next)
 		}
-		for nextSend < next && len(free) > 0 {
-			c := free[len(free)-1]
-			free = free[:len(free)-1]
+		for nextSend < next {
+			c := -1
+			if spread {
+				if live == 0 {
+					log.Fatalf("open loop: every connection to %s failed", addr)
+				}
+				c = int(nextSend % int64(conns))
+				for fds[c] < 0 { // dropped: the next one
+					c = (c + 1) % conns
+				}
+				if inflight[c] >= 0 {
+					break // its connection is busy: it waits
+				}
+			} else if len(free) > 0 {
+				c = free[len(free)-1]
+				free = free[:len(free)-1]
+			} else {
+				break
+			}
 			n := nextSend
 			nextSend++
 			buf = request(buf[:0], n, c)
@@ -374,38 +407,28 @@ func openLoop(name, addr string, conns int, rate float64, d time.Duration, repor
 				log.Printf("open loop: write on connection %d: %d of %d bytes, %v", c, w, len(buf), err)
 				fails++
 				answered++
-				unix.EpollCtl(ep, unix.EPOLL_CTL_DEL, fds[c], nil)
-				live--
-				continue // the connection is dropped
+				drop(c)
+				continue
 			}
 			inflight[c] = n
 		}
 		if live == 0 {
 			log.Fatalf("open loop: every connection to %s failed", addr)
 		}
-		if next < total && armed != next {
-			// Wake at the next due time (relative, in ns: timerfd
-			// has the resolution epoll_pwait lacks).
-			armed = next
-			wait := max(due(next)-time.Since(start), time.Microsecond)
-			its := unix.ItimerSpec{Value: unix.NsecToTimespec(int64(wait))}
-			if err := unix.TimerfdSettime(tfd, 0, &its, nil); err != nil {
-				log.Fatalf("timerfd: %v", err)
-			}
+		// Wait for answers, or until the next due time.
+		var timeout *unix.Timespec
+		if next < total {
+			ts := unix.NsecToTimespec(int64(max(due(next)-time.Since(start), 0)))
+			timeout = &ts
 		}
-		nev, err := unix.EpollWait(ep, events, -1)
+		nev, err := epollPwait2(ep, events, timeout)
 		if err != nil {
 			if errors.Is(err, unix.EINTR) {
 				continue
 			}
-			log.Fatalf("epoll_wait: %v", err)
+			log.Fatalf("epoll_pwait2: %v", err)
 		}
 		for _, ev := range events[:nev] {
-			if ev.Fd < 0 {
-				var t [8]byte
-				unix.Read(tfd, t[:])
-				continue
-			}
 			c := int(ev.Fd)
 			m, err := unix.Read(fds[c], rbuf[:])
 			if m <= 0 || inflight[c] < 0 {
@@ -416,9 +439,7 @@ func openLoop(name, addr string, conns int, rate float64, d time.Duration, repor
 					fails++
 					answered++
 				}
-				unix.EpollCtl(ep, unix.EPOLL_CTL_DEL, fds[c], nil)
-				inflight[c] = -1
-				live--
+				drop(c)
 				continue
 			}
 			replies[c] = append(replies[c], rbuf[:m]...)
@@ -476,6 +497,17 @@ func openLoop(name, addr string, conns int, rate float64, d time.Duration, repor
 		fmt.Printf("# WARNING %s at %.0f/s: the load generator could not keep its schedule: %.2f%% of the requests were handed out more than 100 µs late (p99 %s), %d of %d answered; the latency above is partly the generator's\n",
 			name, rate, late, pct(dl, 0.99), n, total)
 	}
+}
+
+// epollPwait2 is epoll_pwait2(2) (Linux 5.11): epoll_wait with a
+// nanosecond timeout (nil: none). golang.org/x/sys has no wrapper.
+func epollPwait2(ep int, events []unix.EpollEvent, timeout *unix.Timespec) (int, error) {
+	n, _, errno := unix.Syscall6(unix.SYS_EPOLL_PWAIT2, uintptr(ep), uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)),
+		uintptr(unsafe.Pointer(timeout)), 0, 0)
+	if errno != 0 {
+		return 0, errno
+	}
+	return int(n), nil
 }
 
 // dialRaw connects a blocking TCP socket to ap, outside Go's netpoller
