@@ -11,12 +11,16 @@
 #     latency from each request's scheduled send time (see
 #     bench/policy/main.go), so queueing behind a slow answer is counted;
 #     with the load generator's own lateness and CPU per request, and a
-#     "# WARNING" line when it could not keep its schedule.
+#     "# WARNING" line when it could not keep its schedule; the server on
+#     CPU 0 and the generator on CPU 1 (PIN=1), then VARIANTS at VRATE:
+#     unpinned, unpinned with GOMAXPROCS=1, requests spread over the
+#     connections as Postfix's smtpd processes send them.
 #
 # Needs root (the lists' DNS server binds 127.0.0.153:53 because postfwd's
 # Net::DNS only talks to port 53, and it reads only /etc/resolv.conf).
 # Usage: bench/policy/run.sh [duration] [conns]
 #        ZONES=10 RATES="5000 10000 20000" POOL=200 WARM=20s PRIO=
+#        PIN=1 VARIANTS="unpinned procs1 spread" VRATE=20000 (see the end)
 # PRIO="chrt -r -p 10" (or "renice -n -10 -p") is applied to this script
 # after the builds, so every process of the benchmark (DNS server, both
 # policy servers, the load generator) inherits it: on a machine shared with
@@ -111,14 +115,83 @@ awk -v r="$(rate rate "$TMP/rg.sat")" -v p="$(rate rate "$TMP/pf.sat")" -v rc="$
   -v z="$ZONES" -v c="$CONNS" -v prio="${PRIO:-default priority}" \
   'BEGIN { printf "saturated throughput: relayguard %d/s, postfwd %d/s: %.1fx; CPU per decision: relayguard %.1f µs, postfwd %.1f µs: %.1fx\n", r, p, r / p, rc, pc, pc / rc
     printf "| policy, saturated | %d DNS lists warm, %d connections, closed loop (%s) | %d decisions/s, %.1f µs CPU each | postfwd: %d/s, %.0f µs CPU each | %.1fx | %.1fx | |\n", z, c, prio, r, rc, p, pc, r / p, pc / rc }'
-echo "# open loop: offered rate, $POOL connections, latency from the scheduled send time, load generator ${GEN:-at the same priority} (load average $(cut -d' ' -f1-3 /proc/loadavg))"
-for r in $RATES; do
-  $GEN "$TMP/policybench" -name relayguard -addr 127.0.0.1:$RGPORT -rate "$r" -conns "$POOL" -duration "$DUR" -warmup 3s -pids "$RGPID" | tee "$TMP/open"
-  # The row: latency from the due time, the server's CPU per decision, and
-  # how well the load generator kept its schedule (its own lateness and
-  # CPU: it shares the cores with the server).
+# cpustat: the machine's CPU time so far as "busy idle steal" (jiffies,
+# /proc/stat): what else ran during a row, and what the hypervisor took.
+cpustat() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8, $5 + $6, $9 }' /proc/stat; }
+# openrow LABEL PORT PID GENPREFIX RATE [policybench flags]: one open-loop
+# run and its row: latency from the due time, the server's CPU per
+# decision, how well the load generator kept its schedule (its own
+# lateness and CPU: it shares the cores with the server), and the
+# machine's idle and steal time during the run.
+openrow() {
+  local label=$1 port=$2 pid=$3 gen=$4 r=$5; shift 5
+  local c0 c1
+  c0=$(cpustat)
+  $gen "$TMP/policybench" -name relayguard -addr 127.0.0.1:$port -rate "$r" -conns "$POOL" -duration "$DUR" -warmup 3s -pids "$pid" "$@" | tee "$TMP/open"
+  c1=$(cpustat)
   f() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" "$TMP/open"; }
+  local warn machine
   warn=$(grep -q '^# WARNING' "$TMP/open" && echo "; generator behind schedule (see output)" || true)
-  echo "| policy, open loop | $ZONES DNS lists warm, $r requests/s offered on $POOL connections (${PRIO:-default priority}) | $(f achieved), p50 $(f p50), p99 $(f p99), p99.9 $(f p99.9), $(f over_1ms) over 1 ms; server $(f cpu_per_decision) CPU each | load generator: handed out late by p50 $(f late_p50), p99 $(f late_p99), p99.9 $(f late_p99.9); $(f loader_cpu_per_request) CPU per request$warn; write to answer p99 $(f resp_p99), p99.9 $(f resp_p99.9) | | | goal p99 < 1 ms at 20,000/s |"
+  machine=$(awk -v a="$c0" -v b="$c1" 'BEGIN { split(a, x); split(b, y); t = (y[1] - x[1]) + (y[2] - x[2]) + (y[3] - x[3])
+    if (t > 0) printf "machine idle %.0f %%, steal %.1f %%", 100 * (y[2] - x[2]) / t, 100 * (y[3] - x[3]) / t }')
+  echo "| policy, open loop$label | $ZONES DNS lists warm, $r requests/s offered on $POOL connections (${PRIO:-default priority}) | $(f achieved), p50 $(f p50), p99 $(f p99), p99.9 $(f p99.9), $(f over_1ms) over 1 ms; server $(f cpu_per_decision) CPU each | load generator: handed out late by p50 $(f late_p50), p99 $(f late_p99), p99.9 $(f late_p99.9); $(f loader_cpu_per_request) CPU per request$warn; write to answer p99 $(f resp_p99), p99.9 $(f resp_p99.9); $machine | | | ${CHECK:-} |"
+}
+# rgstart NAME [command prefix...]: another relayguard policy on the same
+# configuration (its own data directory), warmed like the first; sets
+# VPORT and VPID.
+rgstart() {
+  local name=$1; shift
+  VPORT=$(free_port)
+  "$@" "$TMP/relayguard" --config "$TMP/relayguard.toml" --data-dir "$TMP/data-$name" --create-data-dir policy --listen 127.0.0.1:$VPORT & PIDS+=($!)
+  VPID=$!
+  for i in $(seq 60); do (exec 3<>/dev/tcp/127.0.0.1/$VPORT) 2>/dev/null && break; sleep 1; done
+  "$TMP/policybench" -addr 127.0.0.1:$VPORT -conns "$CONNS" -duration 1s -warmup 2s > /dev/null # fills its DNS cache
+}
+# The benchmark's configuration for the open loop (PIN=1, the default):
+# the server's threads on CPU 0 and the load generator on CPU 1
+# (taskset), so that neither takes the other's core: the generator
+# stands for Postfix's smtpd processes, which run beside the policy
+# service, not in its place. Pinned, the server has one P (Go sizes
+# GOMAXPROCS by its CPU mask). The variants below report the unpinned
+# figures in the same run.
+PIN=${PIN-1}
+[ "$(nproc)" -ge 2 ] || PIN=0
+if [ "$PIN" = 1 ]; then
+  rgstart pinned taskset -c 0
+  OPORT=$VPORT OPID=$VPID OGEN="$GEN taskset -c 1" OCONF=", pinned"
+else
+  OPORT=$RGPORT OPID=$RGPID OGEN=$GEN OCONF=""
+fi
+echo "# open loop: offered rate, $POOL connections, latency from the scheduled send time, load generator ${GEN:-at the same priority}${OCONF:+, server on CPU 0 and load generator on CPU 1} (load average $(cut -d' ' -f1-3 /proc/loadavg))"
+for r in $RATES; do
+  CHECK="goal p99 < 1 ms at 20,000/s"
+  [ "$r" = 20000 ] && CHECK="$CHECK: this row"
+  openrow "$OCONF" "$OPORT" "$OPID" "$OGEN" "$r"
+done
+CHECK="for comparison with the row at the same rate above"
+
+# Variants at VRATE (VARIANTS: a list of these names; empty: none):
+#   unpinned  the saturated run's server (GOMAXPROCS = 2 on this machine)
+#             and the generator, wherever the kernel puts them
+#   procs1    unpinned, the server with GOMAXPROCS=1: one P, so an idle
+#             thread waits in epoll_wait itself and a ready connection
+#             runs without waking another thread (less CPU per request,
+#             but no second core for a burst)
+#   spread    as the rows above, request i on connection i mod POOL, as
+#             each Postfix smtpd process asks on its own connection
+#             (the rows above: any free connection, the one freed last)
+VARIANTS=${VARIANTS-unpinned procs1 spread}
+VRATE=${VRATE:-20000}
+for v in $VARIANTS; do
+  case $v in
+  unpinned) openrow ", unpinned" "$RGPORT" "$RGPID" "$GEN" "$VRATE" ;;
+  procs1)
+    rgstart procs1 env GOMAXPROCS=1
+    openrow ", unpinned, GOMAXPROCS=1" "$VPORT" "$VPID" "$GEN" "$VRATE"
+    kill "$VPID"; wait "$VPID" 2>/dev/null || true
+    ;;
+  spread) openrow "$OCONF, spread" "$OPORT" "$OPID" "$OGEN" "$VRATE" -spread ;;
+  *) echo "unknown variant $v" >&2; exit 2 ;;
+  esac
 done
 echo "# load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
