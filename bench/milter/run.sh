@@ -17,6 +17,15 @@
 #   PERF=/tmp/dir bench/milter/run.sh  (perf record of the milter in its rounds)
 #   LIMITS=false bench/milter/run.sh   (smtp_send_limits = false: the policy
 #                                       service counts the limits)
+#   FLOOR=none bench/milter/run.sh     (no no-op milters: see below)
+#
+# The floor: every run also has rounds with a no-op milter that negotiates
+# exactly what relayguard's milter negotiates (actions, protocol options,
+# macros: internal/milter.Negotiation) and sees the same events but decides
+# nothing — on go-milter (bench/milter/noop, "noop-go") and on Sendmail's
+# libmilter (bench/milter/c/noop.c, "noop-c", when cc and libmilter-dev are
+# there). What Postfix loses with them is what any milter so negotiated
+# costs it; the COST lines give it beside relayguard's.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 RUNS=${RUNS:-5}
@@ -38,6 +47,19 @@ cleanup() {
 trap cleanup EXIT
 go build -o "$OUT/relayguard" ./cmd/relayguard
 go build -o "$OUT/miltersubmit" ./bench/milter
+FLOOR=${FLOOR:-go c}
+MILTERS=(milter)
+case " $FLOOR " in *" go "*)
+	go build -o "$OUT/noopmilter" ./bench/milter/noop
+	MILTERS+=(noop-go) ;;
+esac
+case " $FLOOR " in *" c "*)
+	if cc -O2 -o "$OUT/noopc" bench/milter/c/noop.c -lmilter -lpthread 2>"$OUT/cc.log"; then
+		MILTERS+=(noop-c)
+	else
+		echo "# no C no-op milter (needs cc and libmilter-dev): $(head -1 "$OUT/cc.log")"
+	fi ;;
+esac
 
 # Dovecot, authentication only: users u0..u(USERS-1), password "pw".
 mkdir -p "$OUT/dv/run" "$OUT/dv/state"
@@ -94,6 +116,24 @@ TOML
 mkdir -p "$OUT/rgdata"
 env ${MILTER_GOMAXPROCS:+GOMAXPROCS=$MILTER_GOMAXPROCS} "$OUT/relayguard" --config "$OUT/rg.toml" --data-dir "$OUT/rgdata" milter 2>"$OUT/rg.log" &
 PIDS+=($!)
+declare -A MPID=([milter]=$!)
+declare -A MSOCK=([milter]="$OUT/milter.sock")
+for m in "${MILTERS[@]}"; do
+	case $m in
+	noop-go)
+		env ${MILTER_GOMAXPROCS:+GOMAXPROCS=$MILTER_GOMAXPROCS} "$OUT/noopmilter" -listen "unix:$OUT/noop-go.sock" -limits="${LIMITS:-true}" 2>"$OUT/noop-go.log" &
+		;;
+	noop-c)
+		# The negotiation relayguard's milter makes, as noopmilter prints it.
+		mapfile -t NEG < <("$OUT/noopmilter" -print -limits="${LIMITS:-true}" 2>/dev/null || go run ./bench/milter/noop -print -limits="${LIMITS:-true}")
+		(umask 0 && exec "$OUT/noopc" "unix:$OUT/noop-c.sock" ${NEG[0]} "${NEG[@]:1}") 2>"$OUT/noop-c.log" &
+		;;
+	*) continue ;;
+	esac
+	PIDS+=($!)
+	MPID[$m]=$!
+	MSOCK[$m]="$OUT/$m.sock"
+done
 
 # A private Postfix instance.
 mkdir -p "$OUT/pf" "$OUT/pfq/data"
@@ -128,7 +168,9 @@ default_process_limit = 200
 CF
 postfix -c "$OUT/pf" start
 for i in $(seq 60); do (exec 3<>/dev/tcp/127.0.0.1/$PORT) 2>/dev/null && break; sleep 0.5; done
-for i in $(seq 60); do [ -S "$OUT/milter.sock" ] && break; sleep 0.5; done
+for m in "${MILTERS[@]}"; do
+	for i in $(seq 60); do [ -S "${MSOCK[$m]}" ] && break; sleep 0.5; done
+done
 
 milter() {
 	postconf -c "$OUT/pf" -e "smtpd_milters = $1"
@@ -153,31 +195,36 @@ PFMASTER=$(head -1 "$OUT/pfq/pid/master.pid" | tr -d ' ')
 DVMASTER=$(cat "$OUT/dv/run/master.pid")
 RGPID=${PIDS[0]}
 HZ=$(getconf CLK_TCK)
-snap() { echo "$(($(tree_ticks "$PFMASTER") + $(tree_ticks "$DVMASTER"))) $(proc_ticks "$RGPID")"; }
+snap() { # the milter process's pid, or 0 for none
+	local m=0
+	[ "$1" = 0 ] || m=$(proc_ticks "$1")
+	echo "$(($(tree_ticks "$PFMASTER") + $(tree_ticks "$DVMASTER"))) $m"
+}
 
 # One round: label, then the command sending CONNS*MSGS messages and
 # printing "rate=N". Prints the rate and the CPU per message (ms) of
 # Postfix+Dovecot and of the milter, and appends "kind label rate cpu"
 # to $OUT/results.
 round() {
-	local kind=$1 label=$2 n=$((CONNS * MSGS)) s0 s1 t0 t1 out rate pf rg
+	local kind=$1 label=$2 n=$((CONNS * MSGS)) s0 s1 t0 t1 out rate pf rg pid=0
 	shift 2
 	local perf=
+	[ "$label" = postfix ] || pid=${MPID[${label#postfix+}]}
 	if [ -n "${PERF:-}" ] && [ "$label" = postfix+milter ]; then
 		perf record -q -F 2000 -g -p "$RGPID" -o "$PERF/$kind.$(date +%s).data" >/dev/null 2>&1 &
 		perf=$!
 	fi
-	s0=$(snap)
+	s0=$(snap "$pid")
 	t0=$(date +%s.%N)
 	out=$("$@")
 	t1=$(date +%s.%N)
-	s1=$(snap)
+	s1=$(snap "$pid")
 	if [ -n "$perf" ]; then kill -INT "$perf"; wait "$perf" || true; fi
 	rate=$(echo "$out" | sed -n 's/.*rate=\([0-9]*\).*/\1/p')
 	[ -n "$rate" ] || rate=$(echo "$n / ($t1 - $t0)" | bc)
 	pf=$(echo "scale=3; (${s1% *} - ${s0% *}) * 1000 / $HZ / $n" | bc)
 	rg=$(echo "scale=3; (${s1#* } - ${s0#* }) * 1000 / $HZ / $n" | bc)
-	printf '%-15s %-6s %6s msg/s  cpu/msg: postfix+dovecot %s ms, milter %s ms  %s\n' "$label" "$kind" "$rate" "$pf" "$rg" "$(echo "$out" | grep -o 'failed=[0-9]*' || true)"
+	printf '%-16s %-6s %6s msg/s  cpu/msg: postfix+dovecot %s ms, milter %s ms  %s\n' "$label" "$kind" "$rate" "$pf" "$rg" "$(echo "$out" | grep -o 'failed=[0-9]*' || true)"
 	echo "$kind $label $rate $pf $rg" >>"$OUT/results"
 }
 auth() {
@@ -191,7 +238,7 @@ both() { # label: one round of each kind
 	round mx "$1" mx
 }
 
-echo "# $(date -u +%FT%TZ) $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg); $RUNS runs x $CONNS sessions x $MSGS messages, $RCPTS recipients, $USERS logins; store=${STORE:-sqlite}; smtp_send_limits=${LIMITS:-true}"
+echo "# $(date -u +%FT%TZ) $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg); $RUNS runs x $CONNS sessions x $MSGS messages, $RCPTS recipients, $USERS logins; store=${STORE:-sqlite}; smtp_send_limits=${LIMITS:-true}; milters: ${MILTERS[*]}"
 # Warm-up (caches, Dovecot's auth cache, the milter's first connections),
 # not counted.
 milter "unix:$OUT/milter.sock"
@@ -199,24 +246,32 @@ MSGS=20 auth warmup >/dev/null
 : >"$OUT/results"
 # Alternate which configuration goes first, so that a drift of the
 # machine's load favours neither.
+CONFIGS=(postfix "${MILTERS[@]/#/postfix+}")
 for r in $(seq "$RUNS"); do
-	if [ $((r % 2)) -eq 1 ]; then
-		milter ""; both postfix
-		milter "unix:$OUT/milter.sock"; both postfix+milter
-	else
-		milter "unix:$OUT/milter.sock"; both postfix+milter
-		milter ""; both postfix
-	fi
+	# Run r starts at configuration r-1 of the list and goes round it.
+	for i in $(seq 0 $((${#CONFIGS[@]} - 1))); do
+		c=${CONFIGS[$(((r - 1 + i) % ${#CONFIGS[@]}))]}
+		if [ "$c" = postfix ]; then milter ""; else milter "unix:${MSOCK[${c#postfix+}]}"; fi
+		both "$c"
+	done
 done
 echo "# milter decisions logged: $(grep -c 'milter decision' "$OUT/rg.log" || true) (warn level: only refusals); errors: $(grep -c 'level=ERROR' "$OUT/rg.log" || true)"
 
 median() { sort -n | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
 col() { awk -v k="$1" -v l="$2" -v c="$3" '$1==k && $2==l {print $c}' "$OUT/results" | median; }
+# For each kind: the medians of throughput and of CPU per message of every
+# configuration; the cost of each milter in throughput (the goal's figure)
+# and as the CPU it adds per message (Postfix+Dovecot's increase plus the
+# milter's own, over Postfix+Dovecot alone: what a CPU-bound host loses,
+# the driver's CPU left out; steadier than msg/s on a loaded machine).
+name() { case $1 in milter) echo "relayguard milter" ;; noop-go) echo "floor: no-op go-milter" ;; noop-c) echo "floor: no-op libmilter" ;; esac; }
 for kind in auth mx; do
-	a=$(col "$kind" postfix 3) m=$(col "$kind" postfix+milter 3)
-	pa=$(col "$kind" postfix 4) pm=$(col "$kind" postfix+milter 4) rm=$(col "$kind" postfix+milter 5)
-	name=authenticated
-	[ "$kind" = mx ] && name="MX (smtp-source)"
-	printf 'COST %-17s median msg/s: postfix %s, postfix+milter %s => cost %s %%;  median CPU ms/msg: postfix+dovecot %s alone, %s with the milter, milter %s\n' \
-		"$name" "$a" "$m" "$(echo "scale=1; 100 * ($a - $m) / $a" | bc)" "$pa" "$pm" "$rm"
+	a=$(col "$kind" postfix 3) pa=$(col "$kind" postfix 4)
+	label=authenticated
+	[ "$kind" = mx ] && label="MX (smtp-source)"
+	for m in "${MILTERS[@]}"; do
+		r=$(col "$kind" "postfix+$m" 3) pm=$(col "$kind" "postfix+$m" 4) rm=$(col "$kind" "postfix+$m" 5)
+		printf 'COST %-17s %-24s median msg/s: postfix %s, with it %s => cost %s %%;  median CPU ms/msg: postfix+dovecot %s alone, %s with it, milter %s => +%s %% CPU\n' \
+			"$label" "$(name "$m")" "$a" "$r" "$(echo "scale=1; 100 * ($a - $r) / $a" | bc)" "$pa" "$pm" "$rm" "$(echo "scale=1; 100 * ($pm + $rm - $pa) / $pa" | bc)"
+	done
 done

@@ -142,16 +142,8 @@ func Listen(addr string) (net.Listener, error) { return listen.Listen("milter li
 
 // Serve answers milter connections on ln until ctx ends.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
-	srv := &gomilter.Server{
-		NewMilter: func() gomilter.Milter { return &message{s: s, ctx: ctx, uid: -1} },
-		Actions:   gomilter.OptQuarantine | gomilter.OptSetSymList,
-		Protocol:  s.protocol(),
-		SymList:   s.macros(),
-	}
-	if s.o.EndOfData != nil {
-		// check_dmarc adds and deletes header fields.
-		srv.Actions |= gomilter.OptAddHeader | gomilter.OptChangeHeader
-	}
+	srv := Negotiation(s.o.Config, s.o.EndOfData != nil)
+	srv.NewMilter = func() gomilter.Milter { return &message{s: s, ctx: ctx, uid: -1} }
 	s.mu.Lock()
 	s.srv = srv
 	s.mu.Unlock()
@@ -178,21 +170,38 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 //     here (smtp_send_limits = false);
 //   - no header fields at all when neither the From: binding nor
 //     check_dmarc reads them.
-func (s *Server) protocol() gomilter.OptProtocol {
+func protocol(c config.MilterConfig, endOfData bool) gomilter.OptProtocol {
 	p := gomilter.OptNoData | gomilter.OptNoUnknown | gomilter.OptNoEOH |
 		gomilter.OptNoConnReply | gomilter.OptNoHeaderReply
-	if s.o.EndOfData != nil {
+	if endOfData {
 		p |= gomilter.OptNoBodyReply
 	} else {
 		p |= gomilter.OptNoBody | gomilter.OptNoHelo
-		if !s.o.Config.HeaderFromBinding {
+		if !c.HeaderFromBinding {
 			p |= gomilter.OptNoHeaders
 		}
 	}
-	if !s.o.Config.SMTPSendLimits {
+	if !c.SMTPSendLimits {
 		p |= gomilter.OptNoRcptReply
 	}
 	return p
+}
+
+// Negotiation is what the milter negotiates with Postfix for c (with
+// check_dmarc when endOfData): actions, protocol options and macros, in a
+// go-milter server without a Milter. bench/milter's no-op milter
+// negotiates the same, to measure what any milter costs Postfix.
+func Negotiation(c config.MilterConfig, endOfData bool) *gomilter.Server {
+	srv := &gomilter.Server{
+		Actions:  gomilter.OptQuarantine | gomilter.OptSetSymList,
+		Protocol: protocol(c, endOfData),
+		SymList:  macros(),
+	}
+	if endOfData {
+		// check_dmarc adds and deletes header fields.
+		srv.Actions |= gomilter.OptAddHeader | gomilter.OptChangeHeader
+	}
+	return srv
 }
 
 // macros are the only macros Postfix is asked to send (SMFIF_SETSYMLIST:
@@ -200,7 +209,7 @@ func (s *Server) protocol() gomilter.OptProtocol {
 // the client address at MAIL FROM, the queue id at end of message;
 // nothing with the other events (by default Postfix sends macros with
 // every event, the end-of-header list with each header field).
-func (s *Server) macros() map[gomilter.Stage][]string {
+func macros() map[gomilter.Stage][]string {
 	return map[gomilter.Stage][]string{
 		gomilter.StageConnect:  nil,
 		gomilter.StageHelo:     nil,
