@@ -76,6 +76,54 @@ func countRecipients(ctx context.Context, lim *ratelimit.Limiter, sessions int, 
 	return got
 }
 
+// A recipient refused by either limit is not recorded as seen (it is
+// new again next time), and one refused by the daily total adds nothing
+// to the new-recipient count; a recipient that passed is not new again.
+func TestRefusedRecipientNotSeen(t *testing.T) {
+	ctx := context.Background()
+	st := openSQLStore(t)
+	lim, err := ratelimit.New(config.RateLimitConfig{UserRecipientsPerDay: 4, UserNewRecipientsPerDay: 1}, st,
+		ratelimit.Options{Registerer: prometheus.NewRegistry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bob := ratelimit.Sender{User: "bob"}
+	limitOf := func(rcpt string) string {
+		err := lim.Rcpt(ctx, bob, rcpt)
+		var le *ratelimit.LimitError
+		if errors.As(err, &le) {
+			return le.Limit
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return "ok"
+	}
+	for i, c := range []struct{ rcpt, want string }{
+		{"a@remote.test", "ok"},
+		{"b@remote.test", "user_new_recipients_per_day"},
+		{"b@remote.test", "user_new_recipients_per_day"}, // still new
+		{"a@remote.test", "ok"},                          // seen: not new
+		{"c@remote.test", "user_recipients_per_day"},     // 5th of the day
+	} {
+		if got := limitOf(c.rcpt); got != c.want {
+			t.Fatalf("step %d (%s): %s, want %s", i, c.rcpt, got, c.want)
+		}
+	}
+	for rcpt, want := range map[string]bool{"a@remote.test": true, "b@remote.test": false, "c@remote.test": false} {
+		if seen, err := st.Seen(ctx, "bob", rcpt); err != nil || seen != want {
+			t.Fatalf("seen %s: %v %v, want %v", rcpt, seen, err, want)
+		}
+	}
+	u, err := lim.Usage(ctx, "bob")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(u) != "[{user_recipients_per_day 4 24h0m0s 5} {user_new_recipients_per_day 1 24h0m0s 3}]" {
+		t.Fatalf("usage %v", u)
+	}
+}
+
 // BenchmarkRecipients: one recipient's counting on SQLite, 20 sessions.
 //
 //	go test -run '^$' -bench Recipients ./internal/ratelimit

@@ -21,6 +21,7 @@ type SQLStore struct {
 	db *sql.DB
 	// Statements parsed once: they run for every message or recipient.
 	add, seen, markSeen *sql.Stmt
+	addPair             *sql.Stmt // two counters at once (Recipient)
 	w                   *store.Writer
 	ops                 atomic.Int64
 }
@@ -64,7 +65,14 @@ RETURNING count`)
 	if err != nil {
 		return nil, fmt.Errorf("ratelimit: preparing the seen update: %w", err)
 	}
-	return &SQLStore{db: db, add: add, seen: seen, markSeen: markSeen, w: store.SharedWriter(db)}, nil
+	addPair, err := db.PrepareContext(ctx, `
+INSERT INTO ratelimit_counters (key, window_start, expires, count) VALUES (?, ?, ?, 1), (?, ?, ?, 1)
+ON CONFLICT (key, window_start) DO UPDATE SET count = count + excluded.count
+RETURNING key, count`)
+	if err != nil {
+		return nil, fmt.Errorf("ratelimit: preparing the counter update: %w", err)
+	}
+	return &SQLStore{db: db, add: add, seen: seen, markSeen: markSeen, addPair: addPair, w: store.SharedWriter(db)}, nil
 }
 
 // SetLogger sets where a lost transaction is logged.
@@ -129,33 +137,60 @@ type Window struct {
 // total.Max, and when newr is on and user has not sent to rcpt before,
 // newr gains 1; unless that passes newr.Max, rcpt is recorded as seen at
 // at. It returns the counts after adding (0 for one not touched).
+//
+// A new recipient is two statements, not four: the seen record is
+// inserted first (whether it was new is the insert's row count), then
+// both counters are added in one statement; on the rare refusal the
+// transaction undoes what the refusal must not keep (the new count past a
+// full total, the seen record past either limit). The transaction is the
+// process's shared one (store.Writer): no other writer sees the steps in
+// between.
 func (s *SQLStore) Recipient(ctx context.Context, user, rcpt string, at time.Time, total, newr Window) (nTotal, nNew int64, err error) {
 	err = s.do(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		nTotal, nNew = 0, 0
-		add := tx.StmtContext(ctx, s.add)
-		if total.Max > 0 {
-			if err := add.QueryRowContext(ctx, total.Key, total.Start.Unix(), total.Start.Add(total.Len).Unix(), 1).Scan(&nTotal); err != nil {
+		isNew := false
+		if newr.Max > 0 {
+			res, err := tx.StmtContext(ctx, s.markSeen).ExecContext(ctx, user, rcpt, at.Unix())
+			if err != nil {
+				return fmt.Errorf("ratelimit: mark seen %s -> %s: %w", user, rcpt, err)
+			}
+			n, err := res.RowsAffected()
+			if err != nil {
+				return fmt.Errorf("ratelimit: mark seen %s -> %s: %w", user, rcpt, err)
+			}
+			isNew = n > 0
+		}
+		switch {
+		case isNew && total.Max > 0:
+			if err := s.addBoth(ctx, tx, total, newr, &nTotal, &nNew); err != nil {
+				return err
+			}
+		case isNew:
+			if err := tx.StmtContext(ctx, s.add).QueryRowContext(ctx, newr.Key, newr.Start.Unix(), newr.Start.Add(newr.Len).Unix(), 1).Scan(&nNew); err != nil {
+				return fmt.Errorf("ratelimit: counter %q: %w", newr.Key, err)
+			}
+		case total.Max > 0:
+			if err := tx.StmtContext(ctx, s.add).QueryRowContext(ctx, total.Key, total.Start.Unix(), total.Start.Add(total.Len).Unix(), 1).Scan(&nTotal); err != nil {
 				return fmt.Errorf("ratelimit: counter %q: %w", total.Key, err)
 			}
 		}
-		if newr.Max <= 0 || (total.Max > 0 && nTotal > int64(total.Max)) {
+		if !isNew {
 			return nil
 		}
-		var one int
-		switch err := tx.StmtContext(ctx, s.seen).QueryRowContext(ctx, user, rcpt).Scan(&one); {
-		case err == nil:
-			return nil
-		case !errors.Is(err, sql.ErrNoRows):
-			return fmt.Errorf("ratelimit: seen %s -> %s: %w", user, rcpt, err)
-		}
-		if err := add.QueryRowContext(ctx, newr.Key, newr.Start.Unix(), newr.Start.Add(newr.Len).Unix(), 1).Scan(&nNew); err != nil {
-			return fmt.Errorf("ratelimit: counter %q: %w", newr.Key, err)
-		}
-		if nNew > int64(newr.Max) {
+		fullTotal := total.Max > 0 && nTotal > int64(total.Max)
+		if !fullTotal && nNew <= int64(newr.Max) {
 			return nil
 		}
-		if _, err := tx.StmtContext(ctx, s.markSeen).ExecContext(ctx, user, rcpt, at.Unix()); err != nil {
-			return fmt.Errorf("ratelimit: mark seen %s -> %s: %w", user, rcpt, err)
+		// Refused: the recipient stays unseen, and past a full total the
+		// new-recipient count was never to be added.
+		if _, err := tx.ExecContext(ctx, `DELETE FROM ratelimit_seen WHERE user = ? AND rcpt = ?`, user, rcpt); err != nil {
+			return fmt.Errorf("ratelimit: unmark seen %s -> %s: %w", user, rcpt, err)
+		}
+		if fullTotal {
+			if _, err := tx.ExecContext(ctx, `UPDATE ratelimit_counters SET count = count - 1 WHERE key = ? AND window_start = ?`, newr.Key, newr.Start.Unix()); err != nil {
+				return fmt.Errorf("ratelimit: counter %q: %w", newr.Key, err)
+			}
+			nNew = 0
 		}
 		return nil
 	})
@@ -163,6 +198,34 @@ func (s *SQLStore) Recipient(ctx context.Context, user, rcpt string, at time.Tim
 		return 0, 0, err
 	}
 	return nTotal, nNew, nil
+}
+
+// addBoth adds 1 to the counters of total and newr in one statement.
+func (s *SQLStore) addBoth(ctx context.Context, tx *sql.Tx, total, newr Window, nTotal, nNew *int64) error {
+	rows, err := tx.StmtContext(ctx, s.addPair).QueryContext(ctx,
+		total.Key, total.Start.Unix(), total.Start.Add(total.Len).Unix(),
+		newr.Key, newr.Start.Unix(), newr.Start.Add(newr.Len).Unix())
+	if err != nil {
+		return fmt.Errorf("ratelimit: counters %q, %q: %w", total.Key, newr.Key, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var k string
+		var c int64
+		if err := rows.Scan(&k, &c); err != nil {
+			return fmt.Errorf("ratelimit: counters %q, %q: %w", total.Key, newr.Key, err)
+		}
+		switch k {
+		case total.Key:
+			*nTotal = c
+		case newr.Key:
+			*nNew = c
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("ratelimit: counters %q, %q: %w", total.Key, newr.Key, err)
+	}
+	return nil
 }
 
 // do runs f in the shared write transaction; every 1000 operations the
