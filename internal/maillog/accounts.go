@@ -44,6 +44,15 @@ func (m *Logger) Milter(ctx context.Context, d MilterDecision) {
 	if d.Action == MilterAccept {
 		lvl = slog.LevelInfo
 	}
+	if m == nil || m.l == nil {
+		return
+	}
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	if !m.l.Enabled(ctx, lvl) {
+		return // one per message: not even its attributes
+	}
 	m.log(ctx, lvl, KindMilter, slog.String("id", d.ID), slog.String("user", d.User), slog.Int("uid", d.UID),
 		addr("client", d.Client), slog.String("from", d.From), slog.Int("nrcpt", d.Nrcpt),
 		slog.String("action", d.Action), slog.String("rule", d.Rule), slog.String("text", d.Text))
