@@ -18,6 +18,8 @@
 #   LIMITS=false bench/milter/run.sh   (smtp_send_limits = false: the policy
 #                                       service counts the limits)
 #   FLOOR=none bench/milter/run.sh     (no no-op milters: see below)
+#   LOGLEVEL=info bench/milter/run.sh  (the milter logs every accepted message,
+#                                       as with the default [log] level)
 #
 # The floor: every run also has rounds with a no-op milter that negotiates
 # exactly what relayguard's milter negotiates (actions, protocol options,
@@ -99,7 +101,7 @@ cat >"$OUT/rg.toml" <<TOML
 hostname = "bench.test"
 local_domains = ["example.test"]
 [log]
-level = "warn"
+level = "${LOGLEVEL:-warn}"
 [store]
 url = "${STORE:-}"
 [milter]

@@ -149,7 +149,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	s.mu.Unlock()
 	stop := context.AfterFunc(ctx, func() { srv.Close() })
 	defer stop()
-	err := srv.Serve(bufferedListener{ln})
+	err := srv.Serve(Buffered(ln))
 	if ctx.Err() != nil || errors.Is(err, gomilter.ErrServerClosed) {
 		return nil
 	}
@@ -220,6 +220,10 @@ func macros() map[gomilter.Stage][]string {
 		gomilter.StageEOM:      {"i"},
 	}
 }
+
+// Buffered returns ln with each accepted connection read through a
+// buffer (bufferedListener).
+func Buffered(ln net.Listener) net.Listener { return bufferedListener{ln} }
 
 // bufferedListener reads each milter connection through a buffer:
 // go-milter reads a packet's length and then its data, two system calls

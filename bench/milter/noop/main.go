@@ -52,7 +52,9 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	context.AfterFunc(ctx, func() { srv.Close() })
-	if err := srv.Serve(ln); err != nil && ctx.Err() == nil {
+	// Read as relayguard's milter reads (one read takes a macro packet and
+	// its event), so that the floor differs from it by its work only.
+	if err := srv.Serve(milter.Buffered(ln)); err != nil && ctx.Err() == nil {
 		log.Fatal(err)
 	}
 }
