@@ -81,6 +81,7 @@ type Analyzer struct {
 	queue                                  map[string]*qstate
 	qslab                                  []qstate
 	preReject                              *rejectKey // procReject of the current line, if the reader did it
+	preOwn                                 *ownParsed // maillog.Parse of the current line, if the reader did it
 	noMsgSize                              map[string]string
 	deferralD, bounceD, smtpD              *tree2
 	warnD, fatalD, panicD                  *tree2

@@ -29,9 +29,11 @@ type batch struct {
 	day    []dayKey
 	rk     []rejectKey
 	hasRK  []bool
-	ev     []parsed // logwatch's reading of messages, for the abuse view
-	evAt   []int32  // a line's index in ev, -1: none
-	chunks []*chunk // the read chunks its lines are in
+	ev     []parsed    // logwatch's reading of messages, for the abuse view
+	evAt   []int32     // a line's index in ev, -1: none
+	own    []ownParsed // maillog's reading of relayguard's own records
+	ownAt  []int32     // a line's index in own, -1: none
+	chunks []*chunk    // the read chunks its lines are in
 	err    error
 }
 
@@ -84,7 +86,7 @@ func (a *Analyzer) ReadLines(r io.Reader, p *logline.Parser) error {
 		free <- &batch{raw: make([]string, 0, batchLines), parsed: make([]logline.Line, batchLines), ok: make([]bool, batchLines),
 			hr: make([]int, batchLines), day: make([]dayKey, batchLines),
 			rk: make([]rejectKey, batchLines), hasRK: make([]bool, batchLines),
-			evAt: make([]int32, batchLines)}
+			evAt: make([]int32, batchLines), ownAt: make([]int32, batchLines)}
 	}
 	done := make(chan struct{})
 	defer close(done)
@@ -107,6 +109,8 @@ func (a *Analyzer) ReadLines(r io.Reader, p *logline.Parser) error {
 				b.raw, b.err = b.raw[:0], nil
 				clear(b.ev)
 				b.ev = b.ev[:0]
+				clear(b.own)
+				b.own = b.own[:0]
 				b.chunks = b.chunks[:0]
 				return true
 			case <-done:
@@ -134,13 +138,25 @@ func (a *Analyzer) ReadLines(r io.Reader, p *logline.Parser) error {
 				b.chunks = append(b.chunks, cur)
 			}
 			b.rk[i], b.hasRK[i] = rejectKey{}, false
-			b.evAt[i] = -1
+			b.evAt[i], b.ownAt[i] = -1, -1
+			// relayguard's own records (its log file, or its lines in
+			// syslog) are parsed here too, for addOwn.
+			own := func(msg string) {
+				b.ownAt[i] = int32(len(b.own))
+				b.own = append(b.own, ownParsed{raw: msg})
+				o := &b.own[len(b.own)-1]
+				o.r, o.ok = maillog.Parse(msg)
+			}
 			if maillog.IsRecord(s) {
 				b.parsed[i], b.ok[i] = logline.Line{}, false // relayguard's own log file: the analyzer reads it
+				own(s)
 			} else if b.parsed[i], b.ok[i] = p.Parse(s); b.ok[i] {
 				l := &b.parsed[i]
 				b.hr[i], b.day[i] = cc.clock(l.Time)
 				msg := l.Message
+				if l.Program == "relayguard" {
+					own(msg)
+				}
 				if strings.HasPrefix(l.Program, "postfix") || strings.HasPrefix(l.Program, a.prefix) {
 					msg = stripSolarisID(msg)
 					if rejectCandidate(msg) {
@@ -219,6 +235,9 @@ func (a *Analyzer) ReadLines(r io.Reader, p *logline.Parser) error {
 	for b := range full {
 		for i, raw := range b.raw {
 			a.lines++
+			if j := b.ownAt[i]; j >= 0 {
+				a.preOwn = &b.own[j]
+			}
 			switch {
 			case b.ok[i]:
 				if b.hasRK[i] {
@@ -232,6 +251,7 @@ func (a *Analyzer) ReadLines(r io.Reader, p *logline.Parser) error {
 			case maillog.IsRecord(raw):
 				a.addOwn(raw, time.Time{})
 			}
+			a.preOwn = nil
 		}
 		for _, c := range b.chunks {
 			release(c)
