@@ -29,6 +29,7 @@ type batch struct {
 	day    []dayKey
 	rk     []rejectKey
 	hasRK  []bool
+	only   []bool      // the line only counts as seen (connectionLine)
 	ev     []parsed    // logwatch's reading of messages, for the abuse view
 	evAt   []int32     // a line's index in ev, -1: none
 	own    []ownParsed // maillog's reading of relayguard's own records
@@ -85,7 +86,7 @@ func (a *Analyzer) ReadLines(r io.Reader, p *logline.Parser) error {
 	for range 6 {
 		free <- &batch{raw: make([]string, 0, batchLines), parsed: make([]logline.Line, batchLines), ok: make([]bool, batchLines),
 			hr: make([]int, batchLines), day: make([]dayKey, batchLines),
-			rk: make([]rejectKey, batchLines), hasRK: make([]bool, batchLines),
+			rk: make([]rejectKey, batchLines), hasRK: make([]bool, batchLines), only: make([]bool, batchLines),
 			evAt: make([]int32, batchLines), ownAt: make([]int32, batchLines)}
 	}
 	done := make(chan struct{})
@@ -137,7 +138,7 @@ func (a *Analyzer) ReadLines(r io.Reader, p *logline.Parser) error {
 				cur.refs.Add(1)
 				b.chunks = append(b.chunks, cur)
 			}
-			b.rk[i], b.hasRK[i] = rejectKey{}, false
+			b.rk[i], b.hasRK[i], b.only[i] = rejectKey{}, false, false
 			b.evAt[i], b.ownAt[i] = -1, -1
 			// relayguard's own records (its log file, or its lines in
 			// syslog) are parsed here too, for addOwn.
@@ -156,6 +157,10 @@ func (a *Analyzer) ReadLines(r io.Reader, p *logline.Parser) error {
 				msg := l.Message
 				if l.Program == "relayguard" {
 					own(msg)
+				}
+				if a.connectionLine(l.Program, msg) {
+					b.only[i] = true
+					return len(b.raw) < batchLines || send()
 				}
 				if strings.HasPrefix(l.Program, "postfix") || strings.HasPrefix(l.Program, a.prefix) {
 					msg = stripSolarisID(msg)
@@ -239,6 +244,10 @@ func (a *Analyzer) ReadLines(r io.Reader, p *logline.Parser) error {
 				a.preOwn = &b.own[j]
 			}
 			switch {
+			case b.only[i]:
+				if t := b.parsed[i].Time; t.IsZero() || a.inRange(t) {
+					a.seen(t, b.day[i])
+				}
 			case b.ok[i]:
 				if b.hasRK[i] {
 					a.preReject = &b.rk[i]
@@ -262,6 +271,24 @@ func (a *Analyzer) ReadLines(r io.Reader, p *logline.Parser) error {
 		free <- b
 	}
 	return nil
+}
+
+// connectionLine reports whether add would only count a line of program
+// with message msg as seen: smtpd's "connect from", "disconnect from" and
+// "lost connection after" lines without --smtpd-stats (two thirds of a
+// botnet's log; pflogsumm reads nothing else in them, nor does the guard).
+func (a *Analyzer) connectionLine(prog, msg string) bool {
+	if a.opt.SMTPDStats || msg == "" || (msg[0] != 'c' && msg[0] != 'd' && msg[0] != 'l') {
+		return false
+	}
+	if !strings.HasPrefix(prog, "postfix") && (prog == "relayguard" || logwatch.Dovecot(prog)) {
+		return false
+	}
+	if cmd, ok := a.command(prog); !ok || cmd != "smtpd" {
+		return false
+	}
+	return strings.HasPrefix(msg, "connect from ") || strings.HasPrefix(msg, "disconnect from ") ||
+		strings.HasPrefix(msg, "lost connection after ")
 }
 
 // abuseProgram is the program under which the counting (add) will have
