@@ -51,7 +51,7 @@ import (
 func main() {
 	var (
 		dnsAddr  = flag.String("dns", "", "serve the DNS lists blN.test (-zones) on this UDP address and do nothing else")
-		addr     = flag.String("addr", "127.0.0.1:10031", "policy server address")
+		addr     = flag.String("addr", "127.0.0.1:10031", "policy server address: IP:port, or unix:/path")
 		conns    = flag.Int("conns", 64, "concurrent connections")
 		duration = flag.Duration("duration", 20*time.Second, "measured run time")
 		warm     = flag.Duration("warmup", 3*time.Second, "warm-up time before measuring")
@@ -321,10 +321,6 @@ func exchange(conn net.Conn, r *bufio.Reader, req []byte) (int, error) {
 // requests were handed out late says so on a "# WARNING" line: its
 // latency is partly the generator's.
 func openLoop(name, addr string, conns int, rate float64, d time.Duration, spread, report bool) {
-	ap, err := netip.ParseAddrPort(addr)
-	if err != nil {
-		log.Fatalf("open loop: -addr %q: want IP:port (%v)", addr, err)
-	}
 	total := int64(rate * d.Seconds())
 	interval := float64(time.Second) / rate
 	due := func(i int64) time.Duration { return time.Duration(float64(i) * interval) }
@@ -352,7 +348,7 @@ func openLoop(name, addr string, conns int, rate float64, d time.Duration, sprea
 	replies := make([][]byte, conns)
 	free := make([]int, 0, conns)
 	for c := range conns {
-		fds[c] = dialRaw(ap)
+		fds[c] = dialRaw(addr)
 		defer unix.Close(fds[c])
 		if err := unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, fds[c], &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(c)}); err != nil {
 			log.Fatalf("epoll: %v", err)
@@ -510,9 +506,24 @@ func epollPwait2(ep int, events []unix.EpollEvent, timeout *unix.Timespec) (int,
 	return int(n), nil
 }
 
-// dialRaw connects a blocking TCP socket to ap, outside Go's netpoller
-// (the open loop polls it itself), with TCP_NODELAY as Postfix sets it.
-func dialRaw(ap netip.AddrPort) int {
+// dialRaw connects a blocking socket to addr (IP:port, or unix:/path),
+// outside Go's netpoller (the open loop polls it itself), with
+// TCP_NODELAY as Postfix sets it.
+func dialRaw(addr string) int {
+	if path, ok := strings.CutPrefix(addr, "unix:"); ok {
+		fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			log.Fatalf("socket: %v", err)
+		}
+		if err := unix.Connect(fd, &unix.SockaddrUnix{Name: path}); err != nil {
+			log.Fatalf("connect %s: %v", addr, err)
+		}
+		return fd
+	}
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil {
+		log.Fatalf("-addr %q: want IP:port or unix:/path (%v)", addr, err)
+	}
 	var sa unix.Sockaddr
 	family := unix.AF_INET
 	if ap.Addr().Is4() {
@@ -549,7 +560,11 @@ func run(name, addr string, conns int, d time.Duration, report bool) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			conn, err := net.Dial("tcp", addr)
+			network, a := "tcp", addr
+			if path, ok := strings.CutPrefix(addr, "unix:"); ok {
+				network, a = "unix", path
+			}
+			conn, err := net.Dial(network, a)
 			if err != nil {
 				log.Fatalf("connect %s: %v", addr, err)
 			}
