@@ -79,6 +79,17 @@ func openAdminSpool() (*queue.Spool, error) {
 	return queue.OpenForAdmin(cfg.Spool.Dir, nil)
 }
 
+// openListSpool is the spool as list and show read it: with the messages
+// a running server still holds in its intake journal (acknowledged less
+// than about 0.6 s ago, not yet msg/ files).
+func openListSpool() (*queue.Spool, error) {
+	cfg, err := stateConfig()
+	if err != nil {
+		return nil, err
+	}
+	return queue.OpenReadOnly(cfg.Spool.Dir, nil)
+}
+
 // notFound turns a missing message into a clear error naming the ID (exit 2).
 func notFound(id string, err error) error {
 	if errors.Is(err, os.ErrNotExist) {
@@ -115,7 +126,7 @@ func sender(env *queue.Envelope) string {
 }
 
 func queueList(w io.Writer) error {
-	sp, err := openAdminSpool()
+	sp, err := openListSpool()
 	if err != nil {
 		return err
 	}
@@ -154,7 +165,7 @@ func queueList(w io.Writer) error {
 }
 
 func queueShow(w io.Writer, id string) error {
-	sp, err := openAdminSpool()
+	sp, err := openListSpool()
 	if err != nil {
 		return err
 	}

@@ -97,6 +97,16 @@ func (s *Spool) replayIfIdle() error {
 	return err
 }
 
+// serverRuns reports whether a server holds the spool's lock.
+func (s *Spool) serverRuns() bool {
+	lock, err := os.OpenFile(filepath.Join(s.dir, "lock"), os.O_RDONLY, 0)
+	if err != nil {
+		return false // no server ever ran here
+	}
+	defer lock.Close()
+	return syscall.Flock(int(lock.Fd()), syscall.LOCK_SH|syscall.LOCK_NB) != nil
+}
+
 // Hold stops delivery of a message until Release.
 func Hold(sp *Spool, id, reason string) (*Envelope, error) {
 	defer lockEnv(id)()

@@ -41,7 +41,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"sync"
 	"syscall"
@@ -201,63 +200,17 @@ func openJournal(s *Spool, dir string, create bool) (*journal, error) {
 // delivered from memory and written to msg/ by the retirement once it can,
 // and the server starts; else (the queue commands) it is an error.
 func (j *journal) replay(keep bool) error {
-	ents, err := os.ReadDir(j.dir)
+	segs, err := segFiles(j.dir)
 	if err != nil {
-		return fmt.Errorf("spool journal %s: %w", j.dir, err)
+		return err
 	}
-	type seg struct {
-		seq  uint64
-		name string
+	sc, err := j.scan(segs, false)
+	if err != nil {
+		return err
 	}
-	var segs []seg
-	for _, e := range ents {
-		var seq uint64
-		if _, err := fmt.Sscanf(e.Name(), segPrefix+"%016x", &seq); err != nil || e.Name() != fmt.Sprintf(segPrefix+"%016x", seq) {
-			continue
-		}
-		segs = append(segs, seg{seq, e.Name()})
-	}
-	sort.Slice(segs, func(a, b int) bool { return segs[a].seq < segs[b].seq })
-	live := map[string][]byte{}
-	var order []string
-	removed := map[string]bool{}
-	segOf := map[string]int{} // the segment of a message's last record
-	for si, sg := range segs {
-		b, err := os.ReadFile(filepath.Join(j.dir, sg.name))
-		if err != nil {
-			return fmt.Errorf("spool journal: %w", err)
-		}
-		n := 0
-		for off := 0; off < len(b); off += n {
-			kind, id, payload, m, ok := decodeRecord(b[off:], sg.seq)
-			if !ok {
-				// The end of the records: zeros (the preallocated rest)
-				// or nothing. Anything else is damage, named here: a
-				// write torn by the crash (never acknowledged), or a
-				// record damaged on disk. Nothing after it is read: a
-				// scan for the next header could land in a message's
-				// data, which a sender chose.
-				if rest := bytes.TrimRight(b[off:], "\x00"); len(rest) > 0 {
-					j.s.log.Warn("spool: journal segment damaged: replay stops at the first record that fails its check, the bytes after it are ignored",
-						"segment", filepath.Join(j.dir, sg.name), "offset", off, "ignored", len(rest))
-				}
-				break
-			}
-			n = m
-			switch kind {
-			case recMsg:
-				segOf[id] = si
-				if _, dup := live[id]; !dup {
-					order = append(order, id)
-				}
-				live[id] = payload
-				delete(removed, id)
-			case recDel:
-				delete(live, id)
-				removed[id] = true
-			}
-		}
-		j.nextSeq = sg.seq + 1
+	live, order, removed, segOf := sc.live, sc.order, sc.removed, sc.segOf
+	if len(segs) > 0 {
+		j.nextSeq = segs[len(segs)-1].seq + 1
 	}
 	dirty := false
 	for id := range removed {

@@ -147,6 +147,9 @@ type Spool struct {
 	lock *os.File // exclusive flock held by the owning server
 
 	j *journal // the intake journal (journal.go); nil: every message is its own file
+	// readOnly (OpenReadOnly): every change is refused; j, if set, is a
+	// view of a running server's journal.
+	readOnly bool
 }
 
 // OpenSpool opens (creating) the spool at dir and removes leftovers of
@@ -223,7 +226,7 @@ func (s *Spool) Close() error {
 	s.closeOnce.Do(func() {
 		close(s.done)
 		s.wg.Wait()
-		if s.j != nil {
+		if s.j != nil && !s.readOnly {
 			s.j.settle(true)
 			// What could not be retired is replayed at the next open;
 			// the removals recorded since the last tick are written so
@@ -422,6 +425,9 @@ func randBytes(n int) []byte {
 func (s *Spool) Update(env *Envelope) error {
 	if !validID(env.ID) {
 		return fmt.Errorf("spool: invalid message id %q", env.ID)
+	}
+	if s.readOnly {
+		return errReadOnly
 	}
 	if err := s.writeEnvelope(env); err != nil {
 		return err
@@ -701,6 +707,9 @@ func (s *Spool) Entries() ([]Entry, error) {
 func (s *Spool) Remove(id string) error {
 	if !validID(id) {
 		return fmt.Errorf("spool: invalid message id %q", id)
+	}
+	if s.readOnly {
+		return errReadOnly
 	}
 	if s.j != nil {
 		// A message still in the journal leaves a removal record there

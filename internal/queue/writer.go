@@ -50,6 +50,9 @@ func (s *Spool) Create(id string) (*Writer, error) {
 	if !validID(id) {
 		return nil, fmt.Errorf("spool: invalid message id %q", id)
 	}
+	if s.readOnly {
+		return nil, errReadOnly
+	}
 	w := &Writer{s: s, id: id, tmp: filepath.Join(s.tmpDir, id+".msg")}
 	if s.j != nil {
 		w.mem = make([]byte, 0, 4096)
