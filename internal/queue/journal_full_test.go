@@ -204,22 +204,7 @@ func TestJournalFullDisk(t *testing.T) {
 
 		// A crash now: the replay brings back what was acknowledged, and
 		// nothing of the failed commits.
-		r, err := OpenSpool(crashCopy(t, dir), 0, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer r.Close()
-		list, err := r.List()
-		if err != nil {
-			t.Fatal(err)
-		}
-		var got []string
-		for _, e := range list {
-			got = append(got, e.ID)
-		}
-		want := append(acked, more...)
-		slices.Sort(got)
-		slices.Sort(want)
+		got, want := replayedIDs(t, dir), sorted(append(acked, more...))
 		if !slices.Equal(got, want) {
 			t.Errorf("after a replay: %v, want the acknowledged %v", got, want)
 		}
@@ -272,19 +257,7 @@ func TestJournalSyncFailureTakesBack(t *testing.T) {
 	if segs := journalSegs(dir); len(segs) != 1 {
 		t.Errorf("segments after a failed fdatasync: %v, want the one", segs)
 	}
-	r, err := OpenSpool(crashCopy(t, dir), 0, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	list, _ := r.List()
-	var got []string
-	for _, e := range list {
-		got = append(got, e.ID)
-	}
-	want := []string{first[0], last[0]}
-	slices.Sort(got)
-	slices.Sort(want)
+	got, want := replayedIDs(t, dir), sorted([]string{first[0], last[0]})
 	if !slices.Equal(got, want) {
 		t.Errorf("after a replay: %v, want the acknowledged %v", got, want)
 	}

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -65,6 +66,38 @@ func overwrite(t *testing.T, path string, off int64, b []byte) {
 	if _, err := f.WriteAt(b, off); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// listIDs lists the spool's messages' IDs, sorted.
+func listIDs(t *testing.T, s *Spool) []string {
+	t.Helper()
+	envs, err := s.List()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, e := range envs {
+		ids = append(ids, e.ID)
+	}
+	return ids
+}
+
+func sorted(s []string) []string {
+	c := slices.Clone(s)
+	slices.Sort(c)
+	return c
+}
+
+// replayedIDs replays a crash copy of the spool in dir and lists what it
+// holds then.
+func replayedIDs(t *testing.T, dir string) []string {
+	t.Helper()
+	r, err := OpenSpool(crashCopy(t, dir), 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	return listIDs(t, r)
 }
 
 // crashCopy copies the spool directory as a crash would leave it: what the

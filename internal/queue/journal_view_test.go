@@ -8,19 +8,6 @@ import (
 	"testing"
 )
 
-func listIDs(t *testing.T, s *Spool) []string {
-	t.Helper()
-	envs, err := s.List()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var ids []string
-	for _, e := range envs {
-		ids = append(ids, e.ID)
-	}
-	return ids
-}
-
 // While a server runs, the queue commands' read-only spool lists and shows
 // the messages still in its journal (the ordinary admin spool sees them
 // only once retired to msg/), refuses every change, stops listing one the
@@ -103,10 +90,4 @@ func TestReadOnlySeesJournal(t *testing.T) {
 	if got := listIDs(t, ro); !slices.Equal(got, sorted(ids[1:])) {
 		t.Errorf("with no server: %v, want %v", got, ids[1:])
 	}
-}
-
-func sorted(s []string) []string {
-	c := slices.Clone(s)
-	slices.Sort(c)
-	return c
 }
