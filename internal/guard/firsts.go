@@ -222,11 +222,18 @@ func (f *firsts) dropHead(cut int64) bool {
 }
 
 // grow doubles the index, reading the ring in order.
-func (f *firsts) grow() {
-	f.index = make([]uint32, max(2*len(f.index), 1024))
-	m := len(f.index) - 1
-	for n := range f.used {
-		s := f.head + n
+func (f *firsts) grow() { f.reindex(max(2*len(f.index), 1024)) }
+
+// reindex builds an index of n positions for the entries in the ring.
+func (f *firsts) reindex(n int) {
+	if len(f.index) == n {
+		clear(f.index)
+	} else {
+		f.index = make([]uint32, n)
+	}
+	m := n - 1
+	for j := range f.used {
+		s := f.head + j
 		if s >= f.max {
 			s -= f.max
 		}
@@ -244,10 +251,37 @@ func (f *firsts) grow() {
 
 // sweep frees the oldest slots while they are empty or not newer than cut
 // (an entry written out of order may wait for the next sweep); emptied, a
-// large ring gives its memory back.
+// large ring gives its memory back. When more than half the entries go,
+// the index is built again from those left (a sequential read of the ring)
+// rather than searched for each.
 func (f *firsts) sweep(cut int64) {
-	for f.used > 0 && int64(f.time(f.head)) <= cut {
-		f.dropHead(cut)
+	n, gone := 0, 0
+	for s := f.head; n < f.used; n++ {
+		t := f.time(s)
+		if int64(t) > cut {
+			break
+		}
+		if t != 0 {
+			gone++
+		}
+		if s++; s == f.max {
+			s = 0
+		}
+	}
+	if gone*2 <= f.live {
+		for range n {
+			f.dropHead(cut)
+		}
+	} else {
+		for range n {
+			f.words[f.head*f.st+f.aw] = 0
+			if f.head++; f.head == f.max {
+				f.head = 0
+			}
+		}
+		f.used -= n
+		f.live -= gone
+		f.reindex(len(f.index))
 	}
 	if f.live == 0 && len(f.words) > 1024*f.st {
 		*f = firsts{aw: f.aw, st: f.st, mask: f.mask, max: f.max, slotBits: f.slotBits, seed: f.seed}

@@ -77,11 +77,12 @@ func TestFirstsMatchesModel(t *testing.T) {
 						model[i].dead = true
 					}
 					f.remove(a)
-				case x < 19:
-					for len(model) > 0 && (model[0].dead || int64(model[0].t) <= cut) {
+				case x < 19: // a sweep, now and then of most entries
+					sc := cut + int64(r.IntN(2))*int64(r.IntN(400))
+					for len(model) > 0 && (model[0].dead || int64(model[0].t) <= sc) {
 						model = model[1:]
 					}
-					f.sweep(cut)
+					f.sweep(sc)
 				}
 				ga, gt, ok := f.get(a)
 				i := find(k)
