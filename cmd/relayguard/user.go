@@ -46,17 +46,7 @@ and a CRAM-MD5 secret only when auth.cram_md5 is enabled.`,
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return withUserDB(cmd, func(ctx context.Context, db *userdb.DB, cramOn bool) error {
-				pw, err := readNewPassword(cmd, userPasswordStdin)
-				if err != nil {
-					return err
-				}
-				if err := db.Add(ctx, args[0], pw); err != nil {
-					return err
-				}
-				name, _ := userdb.NormalizeName(args[0])
-				fmt.Fprintf(cmd.OutOrStdout(), "added account %s\n", name)
-				cramWarning(cmd, cramOn)
-				return nil
+				return storeNewPassword(cmd, args[0], cramOn, "added account", func(pw string) error { return db.Add(ctx, args[0], pw) })
 			})
 		},
 	}
@@ -71,17 +61,7 @@ and a CRAM-MD5 secret only when auth.cram_md5 is enabled.`,
 				if _, err := db.Get(ctx, args[0]); err != nil {
 					return err
 				}
-				pw, err := readNewPassword(cmd, userPasswordStdin)
-				if err != nil {
-					return err
-				}
-				if err := db.SetPassword(ctx, args[0], pw); err != nil {
-					return err
-				}
-				name, _ := userdb.NormalizeName(args[0])
-				fmt.Fprintf(cmd.OutOrStdout(), "password changed for %s\n", name)
-				cramWarning(cmd, cramOn)
-				return nil
+				return storeNewPassword(cmd, args[0], cramOn, "password changed for", func(pw string) error { return db.SetPassword(ctx, args[0], pw) })
 			})
 		},
 	}
@@ -231,6 +211,23 @@ Change the account's password first.`,
 
 	userCmd.AddCommand(add, passwd, del, list, suspend, unsuspend, addr)
 	rootCmd.AddCommand(userCmd)
+}
+
+// storeNewPassword reads a new password for user (no-echo prompt, or
+// --password-stdin), stores it with store, and says done with the
+// account's name.
+func storeNewPassword(cmd *cobra.Command, user string, cramOn bool, done string, store func(pw string) error) error {
+	pw, err := readNewPassword(cmd, userPasswordStdin)
+	if err != nil {
+		return err
+	}
+	if err := store(pw); err != nil {
+		return err
+	}
+	name, _ := userdb.NormalizeName(user)
+	fmt.Fprintf(cmd.OutOrStdout(), "%s %s\n", done, name)
+	cramWarning(cmd, cramOn)
+	return nil
 }
 
 // withUserDB opens the configured database and account store around fn.
