@@ -144,6 +144,13 @@ func (c *crashServe) journalSegments() []string {
 	return segs
 }
 
+// crashMessage is message i of session w: a Message-ID of the test's tag,
+// then lines lines of text, CRLF line ends.
+func crashMessage(tag string, w, i, lines int) string {
+	return fmt.Sprintf("Message-ID: <%s-%d-%d@client.test>\r\nSubject: %s %d/%d\r\n\r\n%s", tag, w, i, tag, w, i,
+		strings.Repeat(fmt.Sprintf("worker %d message %d line\r\n", w, i), lines))
+}
+
 // crashLoad is n SMTP sessions sending to one local recipient until it is
 // stopped; every message answered 250 is recorded with its queue id.
 type crashLoad struct {

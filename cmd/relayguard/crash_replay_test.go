@@ -2,11 +2,9 @@ package main
 
 import (
 	"bytes"
-	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
@@ -27,8 +25,7 @@ func TestServeKilledDuringReplay(t *testing.T) {
 	// of a few segments of them takes long enough to be interrupted.
 	load := startCrashLoad(c.mx, 40, func(w, i int) string {
 		lines := 1000 + (w*131+i*71)%5500
-		return fmt.Sprintf("Message-ID: <replay-%d-%d@client.test>\r\nSubject: replay %d/%d\r\n\r\n%s", w, i, w, i,
-			strings.Repeat(fmt.Sprintf("worker %d message %d line\r\n", w, i), lines))
+		return crashMessage("replay", w, i, lines)
 	})
 	load.waitAcked(400)
 	first.kill(t)

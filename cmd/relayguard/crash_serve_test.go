@@ -1,7 +1,6 @@
 package main
 
 import (
-	"fmt"
 	"strings"
 	"syscall"
 	"testing"
@@ -30,8 +29,7 @@ func TestServeCrashUnderLoadLosesNothing(t *testing.T) {
 		if i%97 == 0 {
 			lines = 10000
 		}
-		return fmt.Sprintf("Message-ID: <crash-%d-%d@client.test>\r\nSubject: crash %d/%d\r\n\r\n%s", w, i, w, i,
-			strings.Repeat(fmt.Sprintf("worker %d message %d line\r\n", w, i), lines))
+		return crashMessage("crash", w, i, lines)
 	})
 	load.waitAcked(800)
 	segs := c.journalSegments()

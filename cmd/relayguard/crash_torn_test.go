@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -29,8 +28,7 @@ func TestServeCrashTornJournal(t *testing.T) {
 	first := c.start()
 	load := startCrashLoad(c.mx, 30, func(w, i int) string {
 		lines := 5 + (w*31+i*17)%300
-		return fmt.Sprintf("Message-ID: <torn-%d-%d@client.test>\r\nSubject: torn %d/%d\r\n\r\n%s", w, i, w, i,
-			strings.Repeat(fmt.Sprintf("worker %d message %d line\r\n", w, i), lines))
+		return crashMessage("torn", w, i, lines)
 	})
 	load.waitAcked(400)
 	first.cmd.Process.Signal(syscall.SIGKILL)
