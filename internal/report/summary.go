@@ -216,13 +216,13 @@ func byHost[T any](rows []T, n int, count func(*T) int64, key func(*T) string) [
 		keys[i] = key(&rows[i])
 		size += len(keys[i])
 	}
-	buf := make([]byte, 0, size+8)
+	buf := make([]byte, 0, size+16)
 	for i := range rows {
 		start := len(buf)
 		buf = appendNormalizedHost(buf, keys[i])
-		var h [8]byte
+		var h [16]byte
 		copy(h[:], buf[start:])
-		ks[i] = keyed{count(&rows[i]), binary.BigEndian.Uint64(h[:]), int32(start), int32(len(buf) - start), int32(i)}
+		ks[i] = keyed{count(&rows[i]), binary.BigEndian.Uint64(h[:8]), binary.BigEndian.Uint64(h[8:]), int32(start), int32(len(buf) - start), int32(i)}
 	}
 	sortKeyed(ks, buf, keys)
 	out := make([]T, len(ks))
