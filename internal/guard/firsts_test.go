@@ -16,15 +16,19 @@ import (
 // firsts gives exactly what a plain list of its slots gives (the model:
 // oldest first, a rewritten or removed key leaves its old slot empty, the
 // oldest slot goes when max are in use), over random writes, removals and
-// sweeps of keys that share prefixes, probe runs and the ring's wrap.
+// sweeps of keys that share prefixes, probe runs and the ring's wrap; and,
+// in a ring of maxFirsts (4 bits of tag: one probe in 16 of another key
+// matches the tag), keys are still told apart by their whole address.
 func TestFirstsMatchesModel(t *testing.T) {
 	for _, c := range []struct {
-		v6   bool
-		bits int
-	}{{false, 32}, {false, 24}, {true, 128}, {true, 64}, {true, 48}} {
-		t.Run(fmt.Sprintf("v6=%v/%d", c.v6, c.bits), func(t *testing.T) {
+		v6        bool
+		bits      int
+		size, ops int
+	}{{false, 32, 700, 60000}, {false, 24, 700, 60000}, {true, 128, 700, 60000}, {true, 64, 700, 60000}, {true, 48, 700, 60000},
+		{false, 24, maxFirsts, 6000}, {true, 64, maxFirsts, 6000}} {
+		t.Run(fmt.Sprintf("v6=%v/%d/%d", c.v6, c.bits, c.size), func(t *testing.T) {
 			r := rand.New(rand.NewPCG(uint64(c.bits), 9))
-			const size = 700
+			size := c.size
 			f := newFirsts(c.v6, c.bits, size)
 			type slot struct {
 				key, addr [4]uint32
@@ -53,7 +57,7 @@ func TestFirstsMatchesModel(t *testing.T) {
 				return -1
 			}
 			now := uint32(1000)
-			for op := range 60000 {
+			for op := range c.ops {
 				now += uint32(r.IntN(3))
 				cut := int64(now) - 400
 				a := addr()
