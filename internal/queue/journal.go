@@ -168,9 +168,9 @@ func decodeRecord(b []byte, seq uint64) (kind byte, id string, payload []byte, n
 // journal; without create, a missing dir is no journal to replay.
 func openJournal(s *Spool, dir string, create bool) (*journal, error) {
 	j := &journal{s: s, dir: dir, idx: map[string]*jentry{}, syncReq: make(chan syncReq, 1024),
-		retireLog: newFailLog(s.log, "spool: journal retirement"),
-		rotateLog: newFailLog(s.log, "spool: journal rotation"),
-		delsLog:   newFailLog(s.log, "spool: journal tombstones")}
+		retireLog: newFailLog(s.log, "spool: journal retirement", "tried again every 100ms"),
+		rotateLog: newFailLog(s.log, "spool: journal rotation", "tried again every 100ms"),
+		delsLog:   newFailLog(s.log, "spool: journal tombstones", "tried again every 100ms")}
 	created := false
 	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
 		if !create {

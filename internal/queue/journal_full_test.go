@@ -268,7 +268,7 @@ func TestJournalSyncFailureTakesBack(t *testing.T) {
 func TestFailLogOncePerStateChange(t *testing.T) {
 	var logs lockedBuf
 	now := time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)
-	f := newFailLog(slog.New(slog.NewTextHandler(&logs, nil)), "spool: journal retirement")
+	f := newFailLog(slog.New(slog.NewTextHandler(&logs, nil)), "spool: journal retirement", "tried again every 100ms")
 	f.now = func() time.Time { return now }
 	enospc := &fs.PathError{Op: "write", Path: "/spool/tmp/a.msg", Err: syscall.ENOSPC}
 	step := func(d time.Duration, err error) {

@@ -27,6 +27,7 @@ func (s *Scheduler) saveRound(ctx context.Context, env *Envelope, final bool, un
 	for wait := saveRetryMin; ; wait = min(2*wait, saveRetryMax) {
 		removed, err := s.save(env, final)
 		if err == nil {
+			s.saveLog.ok()
 			if removed || env.Held {
 				return time.Time{}, false
 			}
@@ -35,8 +36,9 @@ func (s *Scheduler) saveRound(ctx context.Context, env *Envelope, final bool, un
 		(*unlock)()
 		*unlock = func() {}
 		if ctx.Err() == nil {
-			s.log.Error("queue: delivery round not saved; the message stays in flight until it is, so that its delivered recipients are not delivered again",
-				"id", env.ID, "err", err, "retry_in", wait)
+			// Every message in flight fails alike on a full disk: one
+			// line for all of them, not one per message and try.
+			s.saveLog.fail(err, "id", env.ID)
 		}
 		select {
 		case <-ctx.Done():

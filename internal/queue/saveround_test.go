@@ -2,9 +2,11 @@ package queue_test
 
 import (
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -100,6 +102,73 @@ func TestUnsavedRoundNotDeliveredAgain(t *testing.T) {
 			}
 		})
 	}
+}
+
+// Ten messages whose rounds cannot be saved (a full disk), each tried again
+// 100 ms doubling: one log line for all their failures, not one per message
+// and try; and a line once saving works again.
+func TestUnsavedRoundsLoggedOnce(t *testing.T) {
+	t.Parallel()
+	fs := &saveFailFS{}
+	sp, err := queue.OpenSpoolJournalFS(t.TempDir(), time.Millisecond, testLog(), fs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sp.Close() })
+	mbox := t.TempDir()
+	notDir := filepath.Join(t.TempDir(), "file") // b.test: deferred every round
+	if err := os.WriteFile(notDir, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := testConfig(map[string]string{"local.test": "maildir:" + mbox, "b.test": "maildir:" + notDir})
+	var ids []string
+	for i := range 10 {
+		ids = append(ids, put(t, sp, &queue.Envelope{From: "alice@sender.test", Recipients: rcpts("bob@local.test", "y@b.test")}, i))
+	}
+	var logs lockedLog
+	fs.armed.Store(true)
+	startSchedulerLog(t, sp, cfg, slog.New(slog.NewTextHandler(&logs, nil)))
+	waitFor(t, "40 failed saves", func() bool { return fs.failed.Load() >= 40 })
+	if got := logs.lines("saving a delivery round"); len(got) != 1 || !strings.Contains(got[0], "no space left on device") {
+		t.Errorf("%d failed saves of 10 messages' rounds logged in %d lines, want 1: %q", fs.failed.Load(), len(got), got)
+	}
+	fs.armed.Store(false)
+	waitFor(t, "every round saved", func() bool {
+		for _, id := range ids {
+			if env, err := sp.Load(id); err != nil || env.Recipients[0].Status != queue.StatusDelivered {
+				return false
+			}
+		}
+		return true
+	})
+	if got := logs.lines("saving a delivery round"); len(got) < 2 || !strings.Contains(got[len(got)-1], "works again") {
+		t.Errorf("no line says saving works again: %q", got)
+	}
+}
+
+// lockedLog is a log destination read while the scheduler writes to it.
+type lockedLog struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+// lines returns the lines that contain s.
+func (l *lockedLog) lines(s string) []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []string
+	for line := range strings.SplitSeq(l.b.String(), "\n") {
+		if strings.Contains(line, s) {
+			out = append(out, line)
+		}
+	}
+	return out
 }
 
 // An envelope update whose file was written but whose directory fsync

@@ -38,6 +38,7 @@ type Scheduler struct {
 	spool   *Spool
 	conf    atomic.Pointer[schedConf]
 	log     *slog.Logger
+	saveLog *failLog        // failures to save a round (saveRound), logged without flooding
 	ml      *maillog.Logger // delivery records (internal/maillog)
 	metrics *metrics
 	now     func() time.Time
@@ -106,6 +107,8 @@ func NewScheduler(spool *Spool, d Deliverer, cfg config.DeliveryConfig, hostname
 		metrics: newMetrics(nil), now: time.Now,
 		due: map[string]time.Time{}, inflight: map[string]*msgState{},
 		domains: map[string]*domainQ{}, wake: make(chan struct{}, 1),
+		saveLog: newFailLog(log, "queue: saving a delivery round",
+			"its message stays in flight and is saved again (100ms doubling to 10s), so that its delivered recipients are not delivered again"),
 	}
 	s.Reconfigure(d, cfg, hostname)
 	spool.Subscribe(s.admit)

@@ -46,12 +46,18 @@ func openSpool(t testing.TB, dir string) *queue.Spool {
 // startScheduler runs a scheduler until the test ends or stop is called.
 func startScheduler(t testing.TB, sp *queue.Spool, cfg *config.Config) (stop func()) {
 	t.Helper()
+	return startSchedulerLog(t, sp, cfg, testLog())
+}
+
+// startSchedulerLog is startScheduler logging to log.
+func startSchedulerLog(t testing.TB, sp *queue.Spool, cfg *config.Config, log *slog.Logger) (stop func()) {
+	t.Helper()
 	res, _ := deliver.NewResolver("127.0.0.1:1", time.Second) // every route is in the transport table
 	d, err := deliver.New(cfg.Delivery, cfg.Hostname, testLog(), deliver.Options{Resolver: res})
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := queue.NewScheduler(sp, d, cfg.Delivery, cfg.Hostname, testLog())
+	s := queue.NewScheduler(sp, d, cfg.Delivery, cfg.Hostname, log)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx) }()
