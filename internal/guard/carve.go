@@ -117,6 +117,8 @@ func (g *Guard) enforceAdd(ctx context.Context, b Ban) {
 	if g.o.Enforcer == nil {
 		return
 	}
+	g.fw.Lock()
+	defer g.fw.Unlock()
 	now := g.o.Now()
 	g.mu.Lock()
 	old, wasCarved := g.carved[b.Prefix]
@@ -139,6 +141,8 @@ func (g *Guard) enforceRemove(ctx context.Context, p netip.Prefix) {
 	if g.o.Enforcer == nil {
 		return
 	}
+	g.fw.Lock()
+	defer g.fw.Unlock()
 	g.mu.Lock()
 	ps, ok := g.carved[p]
 	delete(g.carved, p)

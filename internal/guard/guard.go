@@ -47,6 +47,16 @@ type Guard struct {
 	count map[event.Kind]bool
 	never []netip.Prefix
 
+	// fw serialises the guard's writes to the firewall. A reconcile lists
+	// the bans in memory and makes the firewall equal to that list, so an
+	// Add made by another goroutine between the listing and the write was
+	// undone: a ban decided then stayed out of the kernel until the next
+	// reconcile (up to ReconcileEvery). Memory is always changed before the
+	// firewall, so with fw held from a reconcile's listing to its write,
+	// every change is either in the listing or written after it.
+	// Lock order: fw before mu.
+	fw sync.Mutex
+
 	mu      sync.RWMutex
 	bans    map[netip.Prefix]Ban
 	lens    []int // prefix lengths present in bans, for lookups

@@ -93,6 +93,8 @@ func (g *Guard) reconcile(ctx context.Context) error {
 	if g.o.Enforcer == nil {
 		return nil
 	}
+	g.fw.Lock() // from the listing to the write (see Guard.fw)
+	defer g.fw.Unlock()
 	g.mu.RLock()
 	all := make([]Ban, 0, len(g.bans))
 	for _, b := range g.bans {
@@ -232,6 +234,8 @@ func (g *Guard) enforceAddAll(ctx context.Context, bans []Ban) {
 		}
 		return
 	}
+	g.fw.Lock()
+	defer g.fw.Unlock()
 	now := g.o.Now()
 	var list []Ban
 	stale := false
