@@ -37,6 +37,13 @@ func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return 
 
 func startServer(t *testing.T, network string) (addr string, logs *syncBuffer) {
 	t.Helper()
+	return startServerWith(t, network, nil)
+}
+
+// startServerWith is startServer with set applied to the Server before it
+// serves.
+func startServerWith(t *testing.T, network string, set func(*Server)) (addr string, logs *syncBuffer) {
+	t.Helper()
 	dns := dnstest.Start(t)
 	dns.Add(t, "5.0.0.127.bl.test. 300 IN A 127.0.0.2")
 	dns.ServFail("sf.test", true)
@@ -68,6 +75,9 @@ func startServer(t *testing.T, network string) (addr string, logs *syncBuffer) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	srv := &Server{Engine: eng, Logger: log, Registerer: reg, MaxConns: 10}
+	if set != nil {
+		set(srv)
+	}
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ctx, ln) }()
 	t.Cleanup(func() {
@@ -362,5 +372,43 @@ func TestPipelinedRequests(t *testing.T) {
 		"action=554 5.7.1 Service unavailable; Client host [127.0.0.5] blocked using bl.test (rule reject_rbl_client)\n\n"
 	if string(got) != want {
 		t.Errorf("pipelined answers:\n got %q\nwant %q (three answers, then the connection closed)", got, want)
+	}
+}
+
+// TestIdleTimeout: a connection that keeps asking, each request well
+// within idle_timeout of the last but for several times idle_timeout in
+// all, stays open (the deadline moves with its requests, even though it
+// is moved only every sixteenth of the timeout); once it stops asking it
+// is closed, not before idle_timeout, and the close is logged.
+func TestIdleTimeout(t *testing.T) {
+	t.Parallel()
+	const idle = 320 * time.Millisecond
+	addr, logs := startServerWith(t, "tcp", func(s *Server) { s.IdleTimeout = idle })
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	rw := bufio.NewReadWriter(bufio.NewReader(c), bufio.NewWriter(c))
+	start, last := time.Now(), time.Now()
+	for {
+		if got := ask(t, rw, req("127.0.0.100", "u@elsewhere.test")); got != "action=OK" {
+			t.Fatalf("request %s after the first: %q", time.Since(start), got)
+		}
+		last = time.Now() // the server read the request before this
+		if last.Sub(start) > 4*idle {
+			break
+		}
+		time.Sleep(idle / 5)
+	}
+	c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	if b, err := rw.ReadByte(); !errors.Is(err, io.EOF) {
+		t.Fatalf("idle connection: read %q, %v; want it closed", b, err)
+	}
+	if d := time.Since(last); d < idle {
+		t.Errorf("closed after %s idle; idle_timeout is %s", d, idle)
+	}
+	if !strings.Contains(logs.String(), "policy connection idle: closed") {
+		t.Errorf("idle close not logged:\n%s", logs)
 	}
 }
