@@ -154,10 +154,14 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn) {
 	defer c.Close()
 	s.conns.Inc()
 	defer s.conns.Dec()
-	cs := &session{s: s, rd: reader{r: bufio.NewReaderSize(c, MaxLine)}}
+	var rw io.ReadWriter = c
+	if r := newRawIO(c); r != nil {
+		rw = r
+	}
+	cs := &session{s: s, rd: reader{r: bufio.NewReaderSize(rw, MaxLine)}}
 	defer func() {
 		if len(cs.out) > 0 {
-			c.Write(cs.out) // answers to the requests before the one that ended the connection
+			rw.Write(cs.out) // answers to the requests before the one that ended the connection
 		}
 	}()
 	// The idle deadline is moved at most every idleSlack, not at every
@@ -194,7 +198,7 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn) {
 		if cs.rd.pending() {
 			continue
 		}
-		_, err = c.Write(cs.out)
+		_, err = rw.Write(cs.out)
 		cs.out = cs.out[:0]
 		if err != nil {
 			return
