@@ -1,0 +1,109 @@
+package logline
+
+import (
+	"testing"
+	"time"
+)
+
+// The reading of a tag and of a month name as they were before parseTag
+// and parseBSD were made cheaper (a search of the month names, three
+// comparisons per byte, atoi of the PID): the differential tests below hold
+// the new code to them.
+var refMonths = [...]string{"Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"}
+
+func refMonthOf(a, b, c byte) time.Month {
+	for i, m := range refMonths {
+		if a == m[0] && b == m[1] && c == m[2] {
+			return time.Month(i + 1)
+		}
+	}
+	return 0
+}
+
+func refParseTag(s string) (prog string, pid int, msg string) {
+	i := 0
+	for i < len(s) && s[i] != '[' && s[i] != ':' && s[i] != ' ' {
+		i++
+	}
+	if i == 0 || i == len(s) || s[i] == ' ' {
+		return "", 0, s
+	}
+	prog = s[:i]
+	j := i
+	if s[j] == '[' {
+		k := j + 1
+		for k < len(s) && s[k] != ']' {
+			k++
+		}
+		if k == len(s) {
+			return "", 0, s
+		}
+		pid = atoi(s[j+1 : k])
+		j = k + 1
+	}
+	if j >= len(s) || s[j] != ':' {
+		return "", 0, s
+	}
+	j++
+	if j < len(s) && s[j] == ' ' {
+		j++
+	}
+	return prog, pid, s[j:]
+}
+
+// TestMonthOf compares monthOf with a search of the names on every
+// three-byte string over the letters and a few others.
+func TestMonthOf(t *testing.T) {
+	var alphabet []byte
+	for c := 0; c < 256; c++ {
+		if 'A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || c == ' ' || c == 0 || c == 0xff || c == '1' {
+			alphabet = append(alphabet, byte(c))
+		}
+	}
+	n := 0
+	for _, a := range alphabet {
+		for _, b := range alphabet {
+			for _, c := range alphabet {
+				if got, want := monthOf(a, b, c), refMonthOf(a, b, c); got != want {
+					t.Fatalf("monthOf(%q) = %v, want %v", []byte{a, b, c}, got, want)
+				}
+				if refMonthOf(a, b, c) != 0 {
+					n++
+				}
+			}
+		}
+	}
+	if n != 12 {
+		t.Fatalf("%d months found, want 12", n)
+	}
+}
+
+// TestParseTagSame compares parseTag with the reference on tags of every
+// shape: PIDs too long, empty, signed or with letters, missing brackets
+// and colons.
+func TestParseTagSame(t *testing.T) {
+	for _, s := range []string{
+		"postfix/smtpd[164379]: connect from x", "dovecot: auth: x", "prog[]: m", "prog[12a]: m",
+		"prog[-1]: m", "prog[123456789]: m", "prog[1234567890]: m", "prog[99999999999999999999]: m",
+		"prog[12]:m", "prog[12] m", "prog[12", "prog", "prog:", ":x", "[1]: x", "a b: c", "p[1]x: y",
+		"auth-worker(22401): x", "p[1]:", "", " ", "kernel: [ 1.0] x", "p[1]]: x", "p[[1]: x",
+	} {
+		gp, gid, gm := parseTag(s)
+		wp, wid, wm := refParseTag(s)
+		if gp != wp || gid != wid || gm != wm {
+			t.Errorf("parseTag(%q) = %q %d %q, want %q %d %q", s, gp, gid, gm, wp, wid, wm)
+		}
+	}
+}
+
+func FuzzParseTag(f *testing.F) {
+	f.Add("postfix/smtpd[164379]: connect from x")
+	f.Add("prog[1234567890]: m")
+	f.Fuzz(func(t *testing.T, s string) {
+		gp, gid, gm := parseTag(s)
+		wp, wid, wm := refParseTag(s)
+		if gp != wp || gid != wid || gm != wm {
+			t.Fatalf("parseTag(%q) = %q %d %q, want %q %d %q", s, gp, gid, gm, wp, wid, wm)
+		}
+	})
+}
