@@ -30,7 +30,8 @@ type abuseState struct {
 	clientStats   [][]clientStat       // by number, in blocks of clientBlock (rows never move)
 	oddAddrs      map[int32]netip.Addr // the clients whose address As16 does not give back: invalid or with a zone
 	users         keyIndex             // user name tried → number
-	userLinks     []userLink           // the users each address tried, as lists
+	userPairs     intIndex             // (client number, user number) → number
+	userPairN     []int64              // by pair number: the failures of that client as that user
 	relayByDomain *counter             // target domain → relay attempts
 	dnsbl         *counter             // list → rejections
 	reasons       *counter             // rejection reason → count (chart)
@@ -50,14 +51,14 @@ type abuseState struct {
 }
 
 // clientStat is what one client address did: failed authentications,
-// relay attempts and other rejections. The users it tried are a list in
-// abuseState.userLinks (no map per address: a botnet's log has hundreds of
-// thousands of addresses, most of which tried one or two names). One
+// relay attempts and other rejections. The users it tried are counted in
+// abuseState.userPairs, by (address, user) (no map or list per address: a
+// botnet's log has hundreds of thousands of addresses, and a list walked
+// at each failure was a cache miss per user an address had tried). One
 // table for the three, keyed by the address itself, costs one lookup per
 // event and no string per address until the report is written.
 type clientStat struct {
 	auth, relay, rejects int64
-	users                int32    // first link, -1: none
 	addr                 [16]byte // the address, As16 (no pointer for the collector to trace)
 }
 
@@ -77,11 +78,6 @@ func (s *abuseState) addrOf(i int32) netip.Addr {
 		return a
 	}
 	return netip.AddrFrom16(s.stat(i).addr).Unmap()
-}
-
-type userLink struct {
-	user, next int32
-	n          int64
 }
 
 type egressStat struct {
@@ -155,7 +151,10 @@ func (s *abuseState) Publish(_ context.Context, e event.Event) {
 
 // client returns ip's row, created on first use; the pointer is valid
 // until the next call.
-func (s *abuseState) client(ip netip.Addr) *clientStat {
+func (s *abuseState) client(ip netip.Addr) *clientStat { return s.stat(s.clientNumber(ip)) }
+
+// clientNumber returns ip's number, its row created on first use.
+func (s *abuseState) clientNumber(ip netip.Addr) int32 {
 	ip = ip.Unmap()
 	var k [16]byte // (the table's key has no pointer: nothing for the collector to trace)
 	if ip.IsValid() {
@@ -166,7 +165,7 @@ func (s *abuseState) client(ip netip.Addr) *clientStat {
 		if i%clientBlock == 0 {
 			s.clientStats = append(s.clientStats, make([]clientStat, clientBlock))
 		}
-		*s.stat(i) = clientStat{users: -1, addr: k}
+		*s.stat(i) = clientStat{addr: k}
 		if !ip.IsValid() || ip.Zone() != "" {
 			if s.oddAddrs == nil {
 				s.oddAddrs = map[int32]netip.Addr{}
@@ -174,7 +173,7 @@ func (s *abuseState) client(ip netip.Addr) *clientStat {
 			s.oddAddrs[i] = ip
 		}
 	}
-	return s.stat(i)
+	return i
 }
 
 // authFailure records n failed authentications from ip as user.
@@ -182,20 +181,17 @@ func (s *abuseState) authFailure(ip netip.Addr, user string, n int64) {
 	if !ip.IsValid() {
 		return
 	}
-	st := s.client(ip)
-	st.auth += n
+	i := s.clientNumber(ip)
+	s.stat(i).auth += n
 	if user == "" {
 		return
 	}
 	u, _ := s.users.get(user)
-	for l := st.users; l >= 0; l = s.userLinks[l].next {
-		if s.userLinks[l].user == u {
-			s.userLinks[l].n += n
-			return
-		}
+	j, ok := s.userPairs.get(uint64(i)<<32 | uint64(u))
+	if !ok {
+		s.userPairN = append(s.userPairN, 0)
 	}
-	s.userLinks = append(s.userLinks, userLink{user: u, next: st.users, n: n})
-	st.users = int32(len(s.userLinks) - 1)
+	s.userPairN[j] += n
 }
 
 // postscreen counts postscreen's verdicts on clients by kind.

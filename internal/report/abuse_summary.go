@@ -29,11 +29,29 @@ func clientName(a netip.Addr) string {
 	return a.String()
 }
 
-// users returns the names an address tried, most tried first (at most n).
-func (s *abuseState) topUsers(head int32, n int) []CountRow {
+// userRows gathers the users each row's addresses tried: row maps a
+// client's number to its row (< 0: none), and the result is each row's
+// failures by user number. One pass over the (address, user) pairs.
+func (s *abuseState) userRows(rows int, row func(client int32) int32) []map[int32]int64 {
+	users := make([]map[int32]int64, rows)
+	for j, k := range s.userPairs.keys {
+		r := row(int32(k >> 32))
+		if r < 0 {
+			continue
+		}
+		if users[r] == nil {
+			users[r] = map[int32]int64{}
+		}
+		users[r][int32(uint32(k))] += s.userPairN[j]
+	}
+	return users
+}
+
+// topUsers returns the users of a row, most tried first (at most n).
+func (s *abuseState) topUsers(users map[int32]int64, n int) []CountRow {
 	var rows []CountRow
-	for l := head; l >= 0; l = s.userLinks[l].next {
-		rows = append(rows, CountRow{s.users.keys[s.userLinks[l].user], s.userLinks[l].n})
+	for u, c := range users {
+		rows = append(rows, CountRow{s.users.keys[u], c})
 	}
 	return byHost(rows, n, func(r *CountRow) int64 { return r.Count }, func(r *CountRow) string { return r.Key })
 }
@@ -58,8 +76,8 @@ func (s *abuseState) summary(n int) Abuse {
 	nc := int(s.clientCount())
 	// Subnets are numbered through integer keys: the /24's upper 24 bits,
 	// the /64's upper 64; a subnet is named after its first client.
-	sub4 := make(map[uint32]int32, nc/2)
-	sub6 := map[uint64]int32{}
+	var sub4, sub6 intIndex // → at4, at6: the subnet's number in subs
+	var at4, at6 []int32
 	subs := make([]subnetAgg, 0, nc/2)
 	subFirst := make([]int32, 0, nc/2)
 	clientSub := make([]int32, nc) // client number → subnet number, -1: none
@@ -79,26 +97,20 @@ func (s *abuseState) summary(n int) Abuse {
 		if !ip.IsValid() {
 			continue
 		}
-		var j int32
-		var ok bool
+		tab, at := &sub6, &at6
 		b := ip.As16()
+		k := binary.BigEndian.Uint64(b[:8])
 		if ip.Is4() {
-			k := binary.BigEndian.Uint32(b[12:]) >> 8
-			if j, ok = sub4[k]; !ok {
-				j = int32(len(subs))
-				sub4[k] = j
-			}
-		} else {
-			k := binary.BigEndian.Uint64(b[:8])
-			if j, ok = sub6[k]; !ok {
-				j = int32(len(subs))
-				sub6[k] = j
-			}
+			tab, at = &sub4, &at4
+			k = uint64(binary.BigEndian.Uint32(b[12:]) >> 8)
 		}
+		x, ok := tab.get(k)
 		if !ok {
+			*at = append(*at, int32(len(subs)))
 			subs = append(subs, subnetAgg{})
 			subFirst = append(subFirst, i)
 		}
+		j := (*at)[x]
 		clientSub[i] = j
 		g := &subs[j]
 		g.auth += st.auth
@@ -111,9 +123,15 @@ func (s *abuseState) summary(n int) Abuse {
 	addrName := func(r *ranked) string { return clientName(s.addrOf(r.idx)) }
 	subName := func(r *ranked) string { return subnetOf(s.addrOf(subFirst[r.idx])).String() }
 	ab.AuthByAddress = []AuthRow{}
-	for _, r := range byHost(byAddr, n, rankedCount, addrName) {
+	shownAddrs := byHost(byAddr, n, rankedCount, addrName)
+	addrRow := make([]int32, nc) // client number → row + 1, 0: not shown
+	for j, r := range shownAddrs {
+		addrRow[r.idx] = int32(j + 1)
+	}
+	addrUsers := s.userRows(len(shownAddrs), func(i int32) int32 { return addrRow[i] - 1 })
+	for j, r := range shownAddrs {
 		ab.AuthByAddress = append(ab.AuthByAddress, AuthRow{Key: addrName(&r), Failures: r.n, idx: r.idx,
-			Users: s.topUsers(s.stat(r.idx).users, 10)})
+			Users: s.topUsers(addrUsers[j], 10)})
 	}
 	for _, r := range byHost(relay, n, rankedCount, addrName) {
 		ab.RelayByClient = append(ab.RelayByClient, CountRow{addrName(&r), r.n})
@@ -140,26 +158,14 @@ func (s *abuseState) summary(n int) Abuse {
 	for j, r := range ab.AuthBySubnet {
 		shown[r.idx] = int32(j + 1)
 	}
-	users := make([]map[int32]int64, len(ab.AuthBySubnet))
-	for i := range int32(nc) {
-		st := s.stat(i)
-		if clientSub[i] < 0 || shown[clientSub[i]] == 0 {
-			continue
+	subUsers := s.userRows(len(ab.AuthBySubnet), func(i int32) int32 {
+		if clientSub[i] < 0 {
+			return -1
 		}
-		row := shown[clientSub[i]] - 1
-		for l := st.users; l >= 0; l = s.userLinks[l].next {
-			if users[row] == nil {
-				users[row] = map[int32]int64{}
-			}
-			users[row][s.userLinks[l].user] += s.userLinks[l].n
-		}
-	}
+		return shown[clientSub[i]] - 1
+	})
 	for j := range ab.AuthBySubnet {
-		var rows []CountRow
-		for u, c := range users[j] {
-			rows = append(rows, CountRow{s.users.keys[u], c})
-		}
-		ab.AuthBySubnet[j].Users = byHost(rows, 10, func(r *CountRow) int64 { return r.Count }, func(r *CountRow) string { return r.Key })
+		ab.AuthBySubnet[j].Users = s.topUsers(subUsers[j], 10)
 	}
 	top := byHost(tops, max(n, 20), rankedCount, subName)
 	if n >= 0 && n < 20 {

@@ -117,3 +117,68 @@ func (x *addrIndex) get(k [16]byte) (int32, bool) {
 	}
 	return x.n - 1, false
 }
+
+// intIndex numbers distinct 64-bit keys from 0, as addrIndex does
+// addresses: the abuse view's (address, user) pairs and its subnets. A
+// slot holds the key itself, so a lookup is one cache miss; a Go map of
+// the subnets of a botnet's 100,000s of addresses cost more than ranking
+// them.
+type intIndex struct {
+	slots []intSlot
+	keys  []uint64 // by number
+}
+
+type intSlot struct {
+	k uint64
+	n int32 // the key's number + 1; 0: free
+}
+
+// intSeed keys intIndex's hash: random per process, as keySeed.
+var intSeed = maphash.String(keySeed, "intIndex") | 1
+
+// intHash mixes k (murmur3's finaliser over k xor the seed).
+func intHash(k uint64) uint64 {
+	k ^= intSeed
+	k ^= k >> 33
+	k *= 0xff51afd7ed558ccd
+	k ^= k >> 33
+	k *= 0xc4ceb9fe1a85ec53
+	k ^= k >> 33
+	return k
+}
+
+// get returns k's number and whether k was already known; a new key gets
+// the next number (len(keys)).
+func (x *intIndex) get(k uint64) (int32, bool) {
+	if x.slots == nil {
+		x.slots = make([]intSlot, 64)
+	}
+	mask := uint64(len(x.slots) - 1)
+	i := intHash(k) & mask
+	for ; x.slots[i].n != 0; i = (i + 1) & mask {
+		if x.slots[i].k == k {
+			return x.slots[i].n - 1, true
+		}
+	}
+	n := int32(len(x.keys))
+	x.keys = append(x.keys, k)
+	x.slots[i] = intSlot{k, n + 1}
+	if 4*len(x.keys) >= 3*len(x.slots) { // at most 3/4 full
+		old := x.slots
+		x.slots = make([]intSlot, 2*len(old))
+		mask = uint64(len(x.slots) - 1)
+		for _, s := range old {
+			if s.n == 0 {
+				continue
+			}
+			j := intHash(s.k) & mask
+			for x.slots[j].n != 0 {
+				j = (j + 1) & mask
+			}
+			x.slots[j] = s
+		}
+	}
+	return n, false
+}
+
+func (x *intIndex) len() int { return len(x.keys) }
