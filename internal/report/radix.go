@@ -61,44 +61,71 @@ func sortKeyed(ks []keyed, buf []byte, keys []string) {
 // radixCountHead sorts ks by count, descending, then head and head2,
 // ascending: a stable least-significant-digit radix sort over the 24 bytes
 // of the three, skipping the bytes every entry has alike (most of a
-// count's).
+// count's, and the common start of the keys). Which bytes vary is found
+// first (one pass of xors), so that the histograms are made only for those.
 func radixCountHead(ks []keyed) {
-	const digits = 24
-	digit := func(k *keyed, d int) byte {
-		switch {
-		case d < 8:
-			return byte(k.head2 >> (8 * d))
-		case d < 16:
-			return byte(k.head >> (8 * (d - 8)))
-		}
-		// count descending: the complement of its order-preserving
-		// unsigned form.
-		return byte(^(uint64(k.count) ^ 1<<63) >> (8 * (d - 16)))
-	}
-	var hist [digits][256]int32
+	// The 24 digits, least significant first: head2's 8 bytes, head's 8,
+	// then the count's (descending: the complement of its
+	// order-preserving unsigned form).
+	words := func(k *keyed) [3]uint64 { return [3]uint64{k.head2, k.head, ^(uint64(k.count) ^ 1<<63)} }
+	first := words(&ks[0])
+	var vary [3]uint64
 	for j := range ks {
-		k := &ks[j]
-		for d := range digits {
-			hist[d][digit(k, d)]++
+		w := words(&ks[j])
+		vary[0] |= w[0] ^ first[0]
+		vary[1] |= w[1] ^ first[1]
+		vary[2] |= w[2] ^ first[2]
+	}
+	var digits [24]uint8 // the varying digits: word*8 + byte
+	nd := 0
+	for w := range 3 {
+		for b := range 8 {
+			if byte(vary[w]>>(8*b)) != 0 {
+				digits[nd] = uint8(w*8 + b)
+				nd++
+			}
+		}
+	}
+	if nd == 0 {
+		return
+	}
+	hist := make([][256]int32, nd)
+	for j := range ks {
+		w := words(&ks[j])
+		for d, dg := range digits[:nd] {
+			hist[d][byte(w[dg>>3]>>(8*(dg&7)))]++
 		}
 	}
 	tmp := make([]keyed, len(ks))
 	src, dst := ks, tmp
-	for d := range digits {
+	for d, dg := range digits[:nd] {
 		h := &hist[d]
-		if h[digit(&src[0], d)] == int32(len(src)) {
-			continue // one value: nothing to move
-		}
 		var pos [256]int32
 		var sum int32
 		for b := range 256 {
 			pos[b] = sum
 			sum += h[b]
 		}
-		for j := range src {
-			b := digit(&src[j], d)
-			dst[pos[b]] = src[j]
-			pos[b]++
+		shift := 8 * (dg & 7)
+		switch dg >> 3 {
+		case 0:
+			for j := range src {
+				b := byte(src[j].head2 >> shift)
+				dst[pos[b]] = src[j]
+				pos[b]++
+			}
+		case 1:
+			for j := range src {
+				b := byte(src[j].head >> shift)
+				dst[pos[b]] = src[j]
+				pos[b]++
+			}
+		default:
+			for j := range src {
+				b := byte(^(uint64(src[j].count) ^ 1<<63) >> shift)
+				dst[pos[b]] = src[j]
+				pos[b]++
+			}
 		}
 		src, dst = dst, src
 	}
