@@ -51,7 +51,7 @@ func (s *abuseState) userRows(rows int, row func(client int32) int32) []map[int3
 func (s *abuseState) topUsers(users map[int32]int64, n int) []CountRow {
 	var rows []CountRow
 	for u, c := range users {
-		rows = append(rows, CountRow{s.users.keys[u], c})
+		rows = append(rows, CountRow{s.users.key(u), c})
 	}
 	return byHost(rows, n, func(r *CountRow) int64 { return r.Count }, func(r *CountRow) string { return r.Key })
 }

@@ -16,7 +16,7 @@ import "hash/maphash"
 // string (a substring of a large read buffer would be kept alive).
 type keyIndex struct {
 	slots []uint64 // 0: free; else the low 32 bits of the key's hash and, above them, its number + 1
-	keys  []string // by number: the arena's copies
+	refs  []keyRef // by number: the arena's copies
 	ar    *arena
 }
 
@@ -29,6 +29,9 @@ var keySeed = maphash.MakeSeed()
 func (x *keyIndex) get(k string) (int32, bool) {
 	if x.slots == nil {
 		x.slots = make([]uint64, 8)
+		if x.ar == nil {
+			x.ar = &arena{}
+		}
 	}
 	h := uint32(maphash.String(keySeed, k))
 	mask := uint32(len(x.slots) - 1)
@@ -39,15 +42,15 @@ func (x *keyIndex) get(k string) (int32, bool) {
 			break
 		}
 		if uint32(s) == h {
-			if n := int32(s>>32) - 1; x.keys[n] == k {
+			if n := int32(s>>32) - 1; x.key(n) == k {
 				return n, true
 			}
 		}
 	}
-	n := int32(len(x.keys))
-	x.keys = append(x.keys, x.ar.clone(k))
+	n := int32(len(x.refs))
+	x.refs = append(x.refs, x.ar.put(k))
 	x.slots[i] = uint64(h) | uint64(n+1)<<32
-	if 4*len(x.keys) >= 3*len(x.slots) { // at most 3/4 full
+	if 4*len(x.refs) >= 3*len(x.slots) { // at most 3/4 full
 		x.grow()
 	}
 	return n, false
@@ -70,7 +73,10 @@ func (x *keyIndex) grow() {
 	x.slots = slots
 }
 
-func (x *keyIndex) len() int { return len(x.keys) }
+func (x *keyIndex) len() int { return len(x.refs) }
+
+// key is key number n.
+func (x *keyIndex) key(n int32) string { return x.ar.str(x.refs[n]) }
 
 // addrIndex numbers distinct client addresses (16 bytes, netip.Addr's
 // As16) from 0, as keyIndex does strings: a botnet's log has 100,000s of

@@ -52,8 +52,8 @@ func TestKeyIndex(t *testing.T) {
 		t.Fatalf("%d keys, want %d", x.len(), len(want))
 	}
 	for k, n := range want {
-		if got, known := x.get(k); !known || got != n || x.keys[n] != k {
-			t.Fatalf("%q: number %d (known %v, key %q), want %d", k, got, known, x.keys[n], n)
+		if got, known := x.get(k); !known || got != n || x.key(n) != k {
+			t.Fatalf("%q: number %d (known %v, key %q), want %d", k, got, known, x.key(n), n)
 		}
 	}
 	if n, known := x.get(""); known || n != int32(len(want)) {

@@ -16,25 +16,60 @@ import (
 // must be copied; copying each into its own allocation made hundreds of
 // thousands of small objects on a botnet's log (one per address), which
 // the garbage collector traced again at every cycle. Keys are appended
-// to 64 KiB blocks instead, which hold no pointers.
-type arena struct{ buf []byte }
+// to 64 KiB blocks instead, which hold no pointers, and the tables name a
+// copy by a keyRef (an integer: no pointer per key for the collector to
+// follow either).
+type arena struct {
+	blocks [][]byte // shared blocks of arenaBlock bytes, and one block per long key
+	shared int      // the shared block being filled (an index in blocks); -1 or 0 with used == arenaBlock: none
+	used   int      // bytes used of it
+}
 
 const arenaBlock = 64 << 10
 
-// clone returns a copy of s that does not share s's memory.
-func (ar *arena) clone(s string) string {
+// keyRef names a copy in an arena: the block's index << 32 | the offset
+// << 16 | the length; a length of 0xffff is the whole block (a long key).
+// The zero keyRef is the empty string.
+type keyRef uint64
+
+// put copies s into the arena.
+func (ar *arena) put(s string) keyRef {
 	switch {
 	case s == "":
+		return 0
+	case len(s) > arenaBlock/16:
+		ar.blocks = append(ar.blocks, []byte(s))
+		return keyRef(len(ar.blocks)-1)<<32 | 0xffff
+	}
+	if len(ar.blocks) == 0 || arenaBlock-ar.used < len(s) {
+		ar.blocks = append(ar.blocks, make([]byte, arenaBlock))
+		ar.shared, ar.used = len(ar.blocks)-1, 0
+	}
+	n := ar.used
+	copy(ar.blocks[ar.shared][n:], s)
+	ar.used += len(s)
+	return keyRef(ar.shared)<<32 | keyRef(n)<<16 | keyRef(len(s))
+}
+
+// str is the copy r names.
+func (ar *arena) str(r keyRef) string {
+	n := int(r & 0xffff)
+	if n == 0 {
 		return ""
-	case ar == nil || len(s) > arenaBlock/16:
+	}
+	b := ar.blocks[r>>32]
+	if n == 0xffff {
+		return unsafe.String(&b[0], len(b))
+	}
+	return unsafe.String(&b[int(r>>16&0xffff)], n)
+}
+
+// clone returns a copy of s that does not share s's memory.
+func (ar *arena) clone(s string) string {
+	if ar == nil {
 		return strings.Clone(s)
 	}
-	if cap(ar.buf)-len(ar.buf) < len(s) {
-		ar.buf = make([]byte, 0, arenaBlock)
-	}
-	n := len(ar.buf)
-	ar.buf = append(ar.buf, s...)
-	return unsafe.String(&ar.buf[n], len(s))
+	return ar.str(ar.put(s))
 }
 
 // counter counts by key. The counts live in a slice indexed by the key's
@@ -62,8 +97,8 @@ func (c *counter) len() int { return c.keys.len() }
 // all yields every key with its count, in no order.
 func (c *counter) all() iter.Seq2[string, int64] {
 	return func(yield func(string, int64) bool) {
-		for i, k := range c.keys.keys {
-			if !yield(k, c.n[i]) {
+		for i := range c.keys.refs {
+			if !yield(c.keys.key(int32(i)), c.n[i]) {
 				return
 			}
 		}

@@ -393,8 +393,8 @@ func (a *Analyzer) Summary() *Summary {
 
 func domainRows(t *statTable, n int, delays bool) []DomainRow {
 	rows := make([]DomainRow, 0, len(t.rows))
-	for i, k := range t.keys.keys {
-		st := &t.rows[i]
+	for i := range t.keys.refs {
+		k, st := t.keys.key(int32(i)), &t.rows[i]
 		r := DomainRow{Domain: k, Count: st.count, Bytes: st.size, Defers: st.defers}
 		if delays {
 			if st.count > 0 {
@@ -419,8 +419,8 @@ func domainRows(t *statTable, n int, delays bool) []DomainRow {
 
 func userRows(t *statTable, n int, bySize bool) []UserRow {
 	rows := make([]UserRow, 0, len(t.rows))
-	for i, k := range t.keys.keys {
-		rows = append(rows, UserRow{k, t.rows[i].count, t.rows[i].size})
+	for i := range t.keys.refs {
+		rows = append(rows, UserRow{t.keys.key(int32(i)), t.rows[i].count, t.rows[i].size})
 	}
 	count := func(r *UserRow) int64 { return r.Count }
 	if bySize {
