@@ -15,6 +15,8 @@ import (
 	"time"
 	"unsafe"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/relayguard/relayguard/internal/logline"
 	"github.com/relayguard/relayguard/internal/logwatch"
 	"github.com/relayguard/relayguard/internal/maillog"
@@ -65,7 +67,40 @@ const chunkSize = 1 << 20
 // (see keyIndex), so a chunk is reused once every batch with a line in it
 // has been counted: a fresh chunk per MiB read cost page faults and
 // collections for 125 MB of garbage per 1,000,000 lines.
-func (a *Analyzer) ReadLines(r io.Reader, p *logline.Parser) error {
+func (a *Analyzer) ReadLines(r io.Reader, p *logline.Parser) error { return a.readLines(r, nil, p) }
+
+// readMapped reads a plain file as ReadLines does, mapped into memory
+// instead of read into chunks: the lines are strings into the mapping, so
+// the file is neither copied by read(2) nor into buffers. The analyzer
+// copies whatever it keeps (as it must with recycled chunks), and the
+// mapping is removed before readMapped returns; the pages of the lines
+// counted leave the resident set as the counting goes on (a page touched
+// again is read back from the page cache), so peak memory does not grow
+// with the file.
+func (a *Analyzer) readMapped(f *os.File, p *logline.Parser) error {
+	st, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	size := st.Size()
+	if size == 0 || int64(int(size)) != size {
+		return a.ReadLines(f, p)
+	}
+	data, err := unix.Mmap(int(f.Fd()), 0, int(size), unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		return a.ReadLines(f, p) // (a file system that cannot map: read it)
+	}
+	defer unix.Munmap(data)
+	_ = unix.Madvise(data, unix.MADV_SEQUENTIAL)
+	return a.readLines(nil, data, p)
+}
+
+// dropMapped is how much of a mapped file is counted before its pages are
+// given back (a test makes it small).
+var dropMapped = 8 << 20
+
+// readLines reads r, or the mapped file data when data is not nil.
+func (a *Analyzer) readLines(r io.Reader, data []byte, p *logline.Parser) error {
 	pool := make(chan *chunk, 8)
 	release := func(c *chunk) {
 		if c.refs.Add(-1) != 0 || len(c.buf) != chunkSize {
@@ -134,7 +169,7 @@ func (a *Analyzer) ReadLines(r io.Reader, p *logline.Parser) error {
 			i := len(b.raw)
 			s := unsafe.String(unsafe.SliceData(line), len(line))
 			b.raw = append(b.raw, s)
-			if n := len(b.chunks); n == 0 || b.chunks[n-1] != cur {
+			if n := len(b.chunks); cur != nil && (n == 0 || b.chunks[n-1] != cur) {
 				cur.refs.Add(1)
 				b.chunks = append(b.chunks, cur)
 			}
@@ -181,6 +216,9 @@ func (a *Analyzer) ReadLines(r io.Reader, p *logline.Parser) error {
 		}
 		var buf []byte
 		start, end, eof := 0, 0, false
+		if data != nil {
+			buf, end, eof = data, len(data), true
+		}
 		for {
 			if i := bytes.IndexByte(buf[start:end], '\n'); i >= 0 {
 				line := buf[start : start+i+1]
@@ -237,6 +275,7 @@ func (a *Analyzer) ReadLines(r io.Reader, p *logline.Parser) error {
 			}
 		}
 	}()
+	dropped := 0 // the start of data's pages still mapped in
 	for b := range full {
 		for i, raw := range b.raw {
 			a.lines++
@@ -264,6 +303,15 @@ func (a *Analyzer) ReadLines(r io.Reader, p *logline.Parser) error {
 		}
 		for _, c := range b.chunks {
 			release(c)
+		}
+		if n := len(b.raw); data != nil && n > 0 {
+			// Everything before this batch's last line is counted.
+			off := int(uintptr(unsafe.Pointer(unsafe.StringData(b.raw[n-1]))) - uintptr(unsafe.Pointer(&data[0])))
+			if page := os.Getpagesize(); off-dropped >= dropMapped {
+				to := off / page * page
+				_ = unix.Madvise(data[dropped:to], unix.MADV_DONTNEED)
+				dropped = to
+			}
 		}
 		if b.err != nil {
 			return b.err
@@ -366,7 +414,11 @@ func (a *Analyzer) ReadFiles(ctx context.Context, names []string, newParser func
 		if err != nil {
 			return err
 		}
-		err = a.ReadLines(rc, newParser())
+		if f, ok := logline.PlainFile(rc); ok {
+			err = a.readMapped(f, newParser())
+		} else {
+			err = a.ReadLines(rc, newParser())
+		}
 		if cerr := rc.Close(); err == nil {
 			err = cerr
 		}
