@@ -91,8 +91,13 @@ id=RBL; rbl=$rbl; action=REJECT Service unavailable - client listed
 CF
 
 "$TMP/policybench" -dns 127.0.0.153:53 -zones "$ZONES" & PIDS+=($!)
-"$TMP/relayguard" --config "$TMP/relayguard.toml" --data-dir "$TMP/data" --create-data-dir policy --listen 127.0.0.1:$RGPORT & PIDS+=($!)
+# Every relayguard server serves its metrics (MET[pid]=address): the rows
+# count its garbage collections from go_gc_duration_seconds_count.
+declare -A MET
+RGMET=127.0.0.1:$(free_port)
+"$TMP/relayguard" --config "$TMP/relayguard.toml" --data-dir "$TMP/data" --create-data-dir policy --listen 127.0.0.1:$RGPORT --metrics "$RGMET" & PIDS+=($!)
 RGPID=$!
+MET[$RGPID]=$RGMET
 # postfwd runs in taint mode, where Net::DNS takes only /etc/resolv.conf:
 # give it one naming the bench DNS server, in a private mount namespace.
 echo "nameserver 127.0.0.153" > "$TMP/resolv.conf"
@@ -120,29 +125,42 @@ awk -v r="$(rate rate "$TMP/rg.sat")" -v p="$(rate rate "$TMP/pf.sat")" -v rc="$
 cpustat() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8, $5 + $6, $9 }' /proc/stat; }
 # openrow LABEL ADDR PID GENPREFIX RATE [policybench flags]: one open-loop
 # run and its row: latency from the due time, the server's CPU per
-# decision, how well the load generator kept its schedule (its own
+# decision, its garbage collections and context switches per request
+# during the run, how well the load generator kept its schedule (its own
 # lateness and CPU: it shares the cores with the server), and the
 # machine's idle and steal time during the run.
+# gcs PID: the server's garbage collections so far (its metrics); ctxsw
+# PID: its threads' context switches so far (/proc).
+gcs() { { curl -s "http://${MET[$1]:-}/metrics" || true; } | awk '/^go_gc_duration_seconds_count/ { print $2 }'; }
+ctxsw() { { cat /proc/"$1"/task/*/status 2>/dev/null || true; } | awk '/^(non)?voluntary_ctxt_switches/ { n += $2 } END { print n + 0 }'; }
 openrow() {
   local label=$1 addr=$2 pid=$3 gen=$4 r=$5; shift 5
-  local c0 c1
+  local c0 c1 g0 g1 x0 x1
   c0=$(cpustat)
+  # the counters are read during the generator's 3 s warm-up and just
+  # after its measured run: a little of the warm-up is in them
+  ( sleep 3; echo "$(gcs "$pid") $(ctxsw "$pid")" > "$TMP/counters0" ) &
   $gen "$TMP/policybench" -name relayguard -addr "$addr" -rate "$r" -conns "$POOL" -duration "$DUR" -warmup 3s -pids "$pid" "$@" | tee "$TMP/open"
+  g1=$(gcs "$pid") x1=$(ctxsw "$pid")
+  wait $!
+  read -r g0 x0 < "$TMP/counters0"
   c1=$(cpustat)
   f() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" "$TMP/open"; }
   local warn machine
   warn=$(grep -q '^# WARNING' "$TMP/open" && echo "; generator behind schedule (see output)" || true)
   machine=$(awk -v a="$c0" -v b="$c1" 'BEGIN { split(a, x); split(b, y); t = (y[1] - x[1]) + (y[2] - x[2]) + (y[3] - x[3])
     if (t > 0) printf "machine idle %.0f %%, steal %.1f %%", 100 * (y[2] - x[2]) / t, 100 * (y[3] - x[3]) / t }')
-  echo "| policy, open loop$label | $ZONES DNS lists warm, $r requests/s offered on $POOL connections (${PRIO:-default priority}) | $(f achieved), p50 $(f p50), p99 $(f p99), p99.9 $(f p99.9), $(f over_1ms) over 1 ms; server $(f cpu_per_decision) CPU each | load generator: handed out late by p50 $(f late_p50), p99 $(f late_p99), p99.9 $(f late_p99.9); $(f loader_cpu_per_request) CPU per request$warn; write to answer p99 $(f resp_p99), p99.9 $(f resp_p99.9); $machine | | | ${CHECK:-} |"
+  echo "| policy, open loop$label | $ZONES DNS lists warm, $r requests/s offered on $POOL connections (${PRIO:-default priority}) | $(f achieved), p50 $(f p50), p99 $(f p99), p99.9 $(f p99.9), $(f over_1ms) over 1 ms; server $(f cpu_per_decision) CPU each, $((g1 - g0)) garbage collections, $(awk -v a="$x0" -v b="$x1" -v n="$(f achieved | tr -dc 0-9)" -v d="${DUR%s}" 'BEGIN { if (n > 0 && d > 0) printf "%.2f", (b - a) / (n * d) }') context switches per request | load generator: handed out late by p50 $(f late_p50), p99 $(f late_p99), p99.9 $(f late_p99.9); $(f loader_cpu_per_request) CPU per request$warn; write to answer p99 $(f resp_p99), p99.9 $(f resp_p99.9); $machine | | | ${CHECK:-} |"
 }
 # rgstart NAME ADDR [command prefix...]: another relayguard policy on the
 # same configuration (its own data directory) listening on ADDR (IP:port
 # or unix:/path), warmed like the first; sets VPID.
 rgstart() {
-  local name=$1 addr=$2; shift 2
-  "$@" "$TMP/relayguard" --config "$TMP/relayguard.toml" --data-dir "$TMP/data-$name" --create-data-dir policy --listen "$addr" & PIDS+=($!)
+  local name=$1 addr=$2 met; shift 2
+  met=127.0.0.1:$(free_port)
+  "$@" "$TMP/relayguard" --config "$TMP/relayguard.toml" --data-dir "$TMP/data-$name" --create-data-dir policy --listen "$addr" --metrics "$met" & PIDS+=($!)
   VPID=$!
+  MET[$VPID]=$met
   for i in $(seq 60); do
     case $addr in
     unix:*) [ -S "${addr#unix:}" ] && break ;;
