@@ -332,7 +332,7 @@ func TestNFTablesRebuildsRefusedSet(t *testing.T) {
 	n, e := newNFTTest(t, nftConfig())
 	n.inside(t, "nft", "add element inet relayguard perm4 { 198.51.100.0/24, 192.0.2.2 }")
 	want := []segment{{rng: prefixRange(netip.PrefixFrom(n.bad4, 32))}}
-	bogus := []segment{{rng: prefixRange(pfx("203.0.113.0/24"))}} // not in the kernel
+	bogus := map[rng]time.Time{prefixRange(pfx("203.0.113.0/24")): {}} // not in the kernel
 	if err := e.applyOrRebuild(perm4, bogus, want); err != nil {
 		t.Fatal(err)
 	}
