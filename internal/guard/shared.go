@@ -309,16 +309,35 @@ func (s *Shared) ListBans(ctx context.Context) ([]Ban, error) {
 	// ban another server lifted meanwhile. Without a PendingStore the
 	// local bans are pushed after an outage, as the best left to do.
 	_, tracked := s.Local.(PendingStore)
-	push := (s.dirty && !tracked) || (!first && epoch != s.epoch)
+	moved := epoch != s.epoch
+	push := (s.dirty && !tracked) || (!first && moved)
 	s.mu.Unlock()
-	if first && !push {
-		// First contact: adopt the shared bans (another server may have
-		// lifted some while we were not running), unless the data set is
-		// empty, which is Redis having lost it.
+	es, remembers := s.Local.(EpochStore)
+	saved := ""
+	if first && remembers {
+		if saved, err = es.SharedEpoch(ctx); err != nil {
+			return nil, err
+		}
+	}
+	switch {
+	case push:
+	case first && saved != "" && saved != epoch:
+		// First contact since a start, and Redis is not the data set this
+		// server last synchronised with: it lost it, and the other servers
+		// may be refilling it. Their list is not complete: adopting it
+		// would lift the bans they have not pushed yet
+		// (TestSharedStartAfterRedisLostItsData).
+		push = true
+	case first && saved == "":
+		// First contact ever (or before the epoch was remembered): adopt
+		// the shared bans, unless the data set is empty, which is Redis
+		// having lost it.
 		if n, err := s.Remote.C.HLen(ctx, s.Remote.Prefix+"bans").Result(); err == nil && n == 0 {
 			push = true
 		}
 	}
+	// (else the data set this server knew: adopt it, with the bans
+	// another server lifted while this one was not running)
 	if push {
 		if err := s.Remote.PutBans(ctx, local, s.origin); err != nil {
 			s.lost(err)
@@ -330,6 +349,11 @@ func (s *Shared) ListBans(ctx context.Context) ([]Ban, error) {
 	if err != nil {
 		s.lost(err)
 		return local, nil
+	}
+	if remembers && ((first && epoch != saved) || (!first && moved)) {
+		if err := es.SetSharedEpoch(ctx, epoch); err != nil {
+			return nil, err
+		}
 	}
 	s.mu.Lock()
 	s.epoch, s.dirty, s.synced = epoch, false, subs

@@ -42,6 +42,8 @@ CREATE TABLE IF NOT EXISTS guard_history (
 	prefix TEXT PRIMARY KEY, count INTEGER NOT NULL, last INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS guard_pending (
 	prefix TEXT PRIMARY KEY, del INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS guard_meta (
+	key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS guard_changes (
 	id INTEGER PRIMARY KEY AUTOINCREMENT, prefix TEXT NOT NULL, origin TEXT NOT NULL, at INTEGER NOT NULL);`)
 	if err != nil {
@@ -206,6 +208,38 @@ func (s *SQLiteStore) ListPending(ctx context.Context) ([]Pending, error) {
 func (s *SQLiteStore) ClearPending(ctx context.Context, p Pending) error {
 	if _, err := s.DB.ExecContext(ctx, `DELETE FROM guard_pending WHERE prefix = ? AND del = ?`, p.Prefix.String(), p.Delete); err != nil {
 		return fmt.Errorf("guard: clear pending change of %s: %w", p.Prefix, err)
+	}
+	return nil
+}
+
+// EpochStore remembers, across restarts, the shared store's epoch (its
+// data set's token, store.Redis.Epoch) at the last synchronisation, so
+// that a server starting again can tell a Redis that lost its data (and
+// may be being refilled by the other servers) from one that kept it (see
+// Shared.ListBans). SQLiteStore implements it.
+type EpochStore interface {
+	SharedEpoch(ctx context.Context) (string, error)
+	SetSharedEpoch(ctx context.Context, epoch string) error
+}
+
+// SharedEpoch implements EpochStore ("" when never synchronised).
+func (s *SQLiteStore) SharedEpoch(ctx context.Context) (string, error) {
+	var e string
+	err := s.DB.QueryRowContext(ctx, `SELECT value FROM guard_meta WHERE key = 'shared_epoch'`).Scan(&e)
+	if err == sql.ErrNoRows {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("guard: read the shared store's epoch: %w", err)
+	}
+	return e, nil
+}
+
+// SetSharedEpoch implements EpochStore.
+func (s *SQLiteStore) SetSharedEpoch(ctx context.Context, epoch string) error {
+	if _, err := s.DB.ExecContext(ctx, `INSERT INTO guard_meta (key, value) VALUES ('shared_epoch', ?)
+		ON CONFLICT(key) DO UPDATE SET value=excluded.value`, epoch); err != nil {
+		return fmt.Errorf("guard: save the shared store's epoch: %w", err)
 	}
 	return nil
 }
