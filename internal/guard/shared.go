@@ -231,6 +231,7 @@ func (s *Shared) flushPending(ctx context.Context, local []Ban) error {
 	if err != nil || len(pending) == 0 {
 		return err
 	}
+	start := time.Now()
 	have := make(map[netip.Prefix]Ban, len(local))
 	for _, b := range local {
 		have[b.Prefix] = b
@@ -253,11 +254,11 @@ func (s *Shared) flushPending(ctx context.Context, local []Ban) error {
 				return err
 			}
 		}
-		if err := ps.ClearPending(ctx, p); err != nil {
-			return err
-		}
 	}
-	s.Log.Info("guard: changes made while the shared store was unreachable written to it", "changes", len(pending))
+	if err := ps.ClearPending(ctx, pending...); err != nil {
+		return err
+	}
+	s.Log.Info("guard: changes made while the shared store was unreachable written to it", "changes", len(pending), "took", time.Since(start).Round(time.Millisecond))
 	return nil
 }
 

@@ -168,9 +168,9 @@ type Pending struct {
 type PendingStore interface {
 	AddPending(ctx context.Context, p Pending) error
 	ListPending(ctx context.Context) ([]Pending, error)
-	// ClearPending forgets p once it is written (a newer change of the
-	// other kind stays).
-	ClearPending(ctx context.Context, p Pending) error
+	// ClearPending forgets ps once they are written (a newer change of
+	// the other kind stays).
+	ClearPending(ctx context.Context, ps ...Pending) error
 }
 
 // AddPending implements PendingStore.
@@ -204,10 +204,27 @@ func (s *SQLiteStore) ListPending(ctx context.Context) ([]Pending, error) {
 	return out, rows.Err()
 }
 
-// ClearPending implements PendingStore.
-func (s *SQLiteStore) ClearPending(ctx context.Context, p Pending) error {
-	if _, err := s.DB.ExecContext(ctx, `DELETE FROM guard_pending WHERE prefix = ? AND del = ?`, p.Prefix.String(), p.Delete); err != nil {
-		return fmt.Errorf("guard: clear pending change of %s: %w", p.Prefix, err)
+// ClearPending implements PendingStore, in one transaction: a server that
+// made 3,000 changes while Redis was down spent 3-19 s clearing them one
+// commit each, holding Shared's lock, so that its decisions waited.
+func (s *SQLiteStore) ClearPending(ctx context.Context, ps ...Pending) error {
+	tx, err := s.DB.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("guard: clear %d pending changes: %w", len(ps), err)
+	}
+	defer tx.Rollback()
+	st, err := tx.PrepareContext(ctx, `DELETE FROM guard_pending WHERE prefix = ? AND del = ?`)
+	if err != nil {
+		return fmt.Errorf("guard: clear %d pending changes: %w", len(ps), err)
+	}
+	defer st.Close()
+	for _, p := range ps {
+		if _, err := st.ExecContext(ctx, p.Prefix.String(), p.Delete); err != nil {
+			return fmt.Errorf("guard: clear pending change of %s: %w", p.Prefix, err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("guard: clear %d pending changes: %w", len(ps), err)
 	}
 	return nil
 }
@@ -277,10 +294,12 @@ func (m *MemStore) ListPending(context.Context) ([]Pending, error) {
 }
 
 // ClearPending implements PendingStore.
-func (m *MemStore) ClearPending(_ context.Context, p Pending) error {
+func (m *MemStore) ClearPending(_ context.Context, ps ...Pending) error {
 	m.mu.Lock()
-	if d, ok := m.pending[p.Prefix]; ok && d == p.Delete {
-		delete(m.pending, p.Prefix)
+	for _, p := range ps {
+		if d, ok := m.pending[p.Prefix]; ok && d == p.Delete {
+			delete(m.pending, p.Prefix)
+		}
 	}
 	m.mu.Unlock()
 	return nil
