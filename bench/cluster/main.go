@@ -480,7 +480,15 @@ func (n *node) verify(want []netip.Addr) int {
 	for _, name := range []string{"ban4", "perm4"} {
 		set, err := c.GetSetByName(table, name)
 		must(err)
-		els, err := firewall.SetElements(fd, set) // (a plain dump can be short)
+		// (a plain dump can be short: SetElements reads again when a
+		// commit fell inside it; a node still deciding commits often)
+		var els []nftables.SetElement
+		for deadline := time.Now().Add(3 * time.Minute); ; {
+			if els, err = firewall.SetElements(fd, set); err == nil || time.Now().After(deadline) {
+				break
+			}
+			progress("node %d: %v; reading again", n.i, err)
+		}
 		must(err)
 		// by address; at one address the end of a range before the
 		// start of the next
