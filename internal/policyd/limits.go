@@ -55,24 +55,31 @@ type Limits struct {
 	// is told of each login's messages.
 	Accounts Accounts
 
-	mu    sync.Mutex
-	seen  map[string]*instance
-	swept time.Time
+	// The instances of message transactions in two generations: seen
+	// since rotated, and old, the generation before. A lookup moves an
+	// instance it finds in old to seen; a rotation drops old whole. So an
+	// instance is kept at least instanceTTL after its last request and at
+	// most about twice that, at most maxInstances are held, and nothing
+	// is ever scanned.
+	mu      sync.Mutex
+	seen    map[string]*instance
+	old     map[string]*instance
+	rotated time.Time
 }
 
 // instance is what is known about one message transaction.
 type instance struct {
-	at      time.Time
 	counted bool
 	tied    bool
 	refusal string // the action that refused the message, repeated for its later requests
 }
 
-// instanceTTL is how long an instance is remembered: longer than any SMTP
-// transaction Postfix lets run (smtpd_timeout and the DATA phase).
+// instanceTTL is how long an instance is remembered at least after its
+// last request: longer than any SMTP transaction Postfix lets run
+// (smtpd_timeout and the DATA phase).
 const instanceTTL = time.Hour
 
-// maxInstances bounds the memory of instances between sweeps.
+// maxInstances bounds the instances held (both generations).
 const maxInstances = 1 << 18
 
 // Check returns the action for req when a send limit bites, and ok false
@@ -164,26 +171,40 @@ func (l *Limits) instance(req *policy.Request) *instance {
 		now = l.Now
 	}
 	t := now()
-	key := req.Instance + "\x00" + req.ClientAddress.String() + "\x00" + req.SASLUsername
+	var kb [128]byte
+	key := append(kb[:0], req.Instance...)
+	key = append(key, 0)
+	key = req.ClientAddress.AppendTo(key)
+	key = append(key, 0)
+	key = append(key, req.SASLUsername...)
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.seen == nil {
-		l.seen = map[string]*instance{}
+	switch age := t.Sub(l.rotated); {
+	case l.seen == nil || age >= 2*instanceTTL:
+		// Every instance was last asked about over instanceTTL ago.
+		l.seen, l.old, l.rotated = map[string]*instance{}, nil, t
+	case age >= instanceTTL || len(l.seen) >= maxInstances/2:
+		// old's instances were last asked about before rotated.
+		l.seen, l.old, l.rotated = make(map[string]*instance, len(l.seen)), l.seen, t
 	}
-	if len(l.seen) >= maxInstances || t.Sub(l.swept) > instanceTTL/4 {
-		l.swept = t
-		for k, v := range l.seen {
-			if t.Sub(v.at) > instanceTTL || len(l.seen) >= maxInstances {
-				delete(l.seen, k)
-			}
-		}
+	if in := l.seen[string(key)]; in != nil {
+		return in
 	}
-	in := l.seen[key]
-	if in == nil {
-		in = &instance{at: t}
-		l.seen[key] = in
+	in := l.old[string(key)]
+	if in != nil {
+		delete(l.old, string(key))
+	} else {
+		in = &instance{}
 	}
+	l.seen[string(key)] = in
 	return in
+}
+
+// instances is how many instances are held.
+func (l *Limits) instances() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.seen) + len(l.old)
 }
 
 // suspended returns the action for a suspended login (policy.limit_action,
