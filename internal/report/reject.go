@@ -186,30 +186,36 @@ func normalizeHost(s string) string { return string(appendNormalizedHost(nil, s)
 // tables with hundreds of thousands of rows writes every row's key into
 // one buffer instead of allocating each.
 func appendNormalizedHost(dst []byte, s string) []byte {
-	ascii := true
+	var seen uint8 // the classes of the bytes before the end
 	for i := 0; i < len(s); i++ {
-		if c := s[i]; c == ' ' || c == '\t' || c == '\n' {
+		c := hostClass[s[i]]
+		if c&hostEnd != 0 {
 			s = s[:i]
 			break
-		} else if c >= 0x80 {
-			ascii = false
 		}
+		seen |= c
 	}
 	if oct, ok := dottedQuad(s); ok {
 		return append(dst, oct[:]...)
 	}
+	ascii := seen&hostNonASCII == 0
 	if !ascii {
 		s = strings.ToLower(s)
 	}
 	start := len(dst)
-	end := len(s)
-	for i := len(s) - 1; i >= -1; i-- {
-		if i < 0 || s[i] == '.' || s[i] == '@' {
-			dst = append(dst, s[i+1:end]...)
-			end = i
+	if ascii && seen&hostSep == 0 {
+		dst = append(dst, s...) // one label
+	} else {
+		end := len(s)
+		for i := len(s) - 1; i >= 0; i-- {
+			if hostClass[s[i]]&hostSep != 0 {
+				dst = append(dst, s[i+1:end]...)
+				end = i
+			}
 		}
+		dst = append(dst, s[:end]...)
 	}
-	if ascii {
+	if ascii && seen&hostUpper != 0 {
 		for i := start; i < len(dst); i++ {
 			if c := dst[i]; 'A' <= c && c <= 'Z' {
 				dst[i] = c + 'a' - 'A'
@@ -218,6 +224,30 @@ func appendNormalizedHost(dst []byte, s string) []byte {
 	}
 	return dst
 }
+
+// hostClass sorts bytes for appendNormalizedHost: one table lookup per
+// byte where three or four comparisons were (it runs over every key of
+// the big tables when they are ranked).
+var hostClass = func() (t [256]uint8) {
+	for _, c := range " \t\n" {
+		t[c] = hostEnd
+	}
+	t['.'], t['@'] = hostSep, hostSep
+	for c := 'A'; c <= 'Z'; c++ {
+		t[c] = hostUpper
+	}
+	for c := 0x80; c < 0x100; c++ {
+		t[c] = hostNonASCII
+	}
+	return t
+}()
+
+const (
+	hostEnd      = 1 << iota // ' ', '\t', '\n': the key ends before it
+	hostSep                  // '.', '@': between labels
+	hostUpper                // 'A'-'Z'
+	hostNonASCII             // ≥ 0x80
+)
 
 // dottedQuad parses "d.d.d.d" with 1–3 digits each. Octets above 255 are
 // kept modulo 256 only for ordering; pflogsumm compares them as characters.
