@@ -173,7 +173,7 @@ func (a *Analyzer) readLines(r io.Reader, data []byte, p *logline.Parser) error 
 				cur.refs.Add(1)
 				b.chunks = append(b.chunks, cur)
 			}
-			b.rk[i], b.hasRK[i], b.only[i] = rejectKey{}, false, false
+			b.hasRK[i], b.only[i] = false, false // (b.rk[i] is read only when hasRK)
 			b.evAt[i], b.ownAt[i] = -1, -1
 			// relayguard's own records (its log file, or its lines in
 			// syslog) are parsed here too, for addOwn.
@@ -207,9 +207,10 @@ func (a *Analyzer) readLines(r io.Reader, data []byte, p *logline.Parser) error 
 				// What the counting will ask logwatch about this line
 				// (abuseState.parse checks that it is the same question).
 				if prog, ok := a.abuseProgram(l.Program, msg, b.hasRK[i]); ok {
-					e, ok := logwatch.ParseMessage(prog, msg)
 					b.evAt[i] = int32(len(b.ev))
-					b.ev = append(b.ev, parsed{prog, msg, e, ok})
+					b.ev = append(b.ev, parsed{program: prog, msg: msg})
+					pe := &b.ev[len(b.ev)-1]
+					pe.e, pe.ok = logwatch.ParseMessage(prog, msg)
 				}
 			}
 			return len(b.raw) < batchLines || send()
