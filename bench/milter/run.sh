@@ -20,6 +20,14 @@
 #   FLOOR=none bench/milter/run.sh     (no no-op milters: see below)
 #   LOGLEVEL=info bench/milter/run.sh  (the milter logs every accepted message,
 #                                       as with the default [log] level)
+#   BASE=<git rev> bench/milter/run.sh (also relayguard's milter built at that
+#                                       revision, "base", with its own data
+#                                       directory, alternated in the same
+#                                       rounds: old and new code in the same
+#                                       minutes)
+#   TRACE=/tmp/dir bench/milter/run.sh (perf stat of every milter in its
+#                                       authenticated rounds: system calls
+#                                       by kind, context switches)
 #
 # The floor: every run also has rounds with a no-op milter that negotiates
 # exactly what relayguard's milter negotiates (actions, protocol options,
@@ -51,6 +59,12 @@ go build -o "$OUT/relayguard" ./cmd/relayguard
 go build -o "$OUT/miltersubmit" ./bench/milter
 FLOOR=${FLOOR:-go c}
 MILTERS=(milter)
+if [ -n "${BASE:-}" ]; then
+	mkdir -p "$OUT/base-src"
+	git archive "$BASE" | tar -x -C "$OUT/base-src"
+	(cd "$OUT/base-src" && go build -o "$OUT/relayguard-base" ./cmd/relayguard)
+	MILTERS+=(base)
+fi
 case " $FLOOR " in *" go "*)
 	go build -o "$OUT/noopmilter" ./bench/milter/noop
 	MILTERS+=(noop-go) ;;
@@ -125,6 +139,11 @@ for m in "${MILTERS[@]}"; do
 	noop-go)
 		env ${MILTER_GOMAXPROCS:+GOMAXPROCS=$MILTER_GOMAXPROCS} "$OUT/noopmilter" -listen "unix:$OUT/noop-go.sock" -limits="${LIMITS:-true}" 2>"$OUT/noop-go.log" &
 		;;
+	base)
+		sed "s|$OUT/milter.sock|$OUT/base.sock|" "$OUT/rg.toml" >"$OUT/rg-base.toml"
+		mkdir -p "$OUT/rgdata-base"
+		env ${MILTER_GOMAXPROCS:+GOMAXPROCS=$MILTER_GOMAXPROCS} "$OUT/relayguard-base" --config "$OUT/rg-base.toml" --data-dir "$OUT/rgdata-base" milter 2>"$OUT/rg-base.log" &
+		;;
 	noop-c)
 		# The negotiation relayguard's milter makes, as noopmilter prints it.
 		mapfile -t NEG < <("$OUT/noopmilter" -print -limits="${LIMITS:-true}" 2>/dev/null || go run ./bench/milter/noop -print -limits="${LIMITS:-true}")
@@ -193,14 +212,16 @@ tree_ticks() { # master pid
 	echo "$t"
 }
 proc_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
+# Context switches of a process, all its threads.
+proc_cs() { cat /proc/"$1"/task/*/status 2>/dev/null | awk '/ctxt_switches/ {n += $2} END {print n + 0}'; }
 PFMASTER=$(head -1 "$OUT/pfq/pid/master.pid" | tr -d ' ')
 DVMASTER=$(cat "$OUT/dv/run/master.pid")
 RGPID=${PIDS[0]}
 HZ=$(getconf CLK_TCK)
 snap() { # the milter process's pid, or 0 for none
-	local m=0
-	[ "$1" = 0 ] || m=$(proc_ticks "$1")
-	echo "$(($(tree_ticks "$PFMASTER") + $(tree_ticks "$DVMASTER"))) $m"
+	local m=0 cs=0
+	[ "$1" = 0 ] || { m=$(proc_ticks "$1"); cs=$(proc_cs "$1"); }
+	echo "$(($(tree_ticks "$PFMASTER") + $(tree_ticks "$DVMASTER"))) $m $cs"
 }
 
 # One round: label, then the command sending CONNS*MSGS messages and
@@ -208,12 +229,17 @@ snap() { # the milter process's pid, or 0 for none
 # Postfix+Dovecot and of the milter, and appends "kind label rate cpu"
 # to $OUT/results.
 round() {
-	local kind=$1 label=$2 n=$((CONNS * MSGS)) s0 s1 t0 t1 out rate pf rg pid=0
+	local kind=$1 label=$2 n=$((CONNS * MSGS)) s0 s1 t0 t1 out rate pf rg cs pid=0
 	shift 2
 	local perf=
 	[ "$label" = postfix ] || pid=${MPID[${label#postfix+}]}
 	if [ -n "${PERF:-}" ] && [ "$label" = postfix+milter ]; then
 		perf record -q -F 2000 -g -p "$RGPID" -o "$PERF/$kind.$(date +%s).data" >/dev/null 2>&1 &
+		perf=$!
+	fi
+	if [ -n "${TRACE:-}" ] && [ "$label" != postfix ] && [ "$kind" = auth ]; then
+		perf stat -e context-switches,cpu-migrations,raw_syscalls:sys_enter$(printf ',syscalls:sys_enter_%s' read write pwrite64 pread64 fcntl futex nanosleep epoll_pwait sched_yield) \
+			-p "$pid" -o "$TRACE/${label#postfix+}.$kind.$(date +%s).txt" >/dev/null 2>&1 &
 		perf=$!
 	fi
 	s0=$(snap "$pid")
@@ -224,10 +250,14 @@ round() {
 	if [ -n "$perf" ]; then kill -INT "$perf"; wait "$perf" || true; fi
 	rate=$(echo "$out" | sed -n 's/.*rate=\([0-9]*\).*/\1/p')
 	[ -n "$rate" ] || rate=$(echo "$n / ($t1 - $t0)" | bc)
-	pf=$(echo "scale=3; (${s1% *} - ${s0% *}) * 1000 / $HZ / $n" | bc)
-	rg=$(echo "scale=3; (${s1#* } - ${s0#* }) * 1000 / $HZ / $n" | bc)
-	printf '%-16s %-6s %6s msg/s  cpu/msg: postfix+dovecot %s ms, milter %s ms  %s\n' "$label" "$kind" "$rate" "$pf" "$rg" "$(echo "$out" | grep -o 'failed=[0-9]*' || true)"
-	echo "$kind $label $rate $pf $rg" >>"$OUT/results"
+	local a0 a1 b0 b1 c0 c1
+	read -r a0 b0 c0 <<<"$s0"
+	read -r a1 b1 c1 <<<"$s1"
+	pf=$(echo "scale=3; ($a1 - $a0) * 1000 / $HZ / $n" | bc)
+	rg=$(echo "scale=3; ($b1 - $b0) * 1000 / $HZ / $n" | bc)
+	cs=$(echo "scale=1; ($c1 - $c0) / $n" | bc)
+	printf '%-16s %-6s %6s msg/s  cpu/msg: postfix+dovecot %s ms, milter %s ms (%s context switches)  %s\n' "$label" "$kind" "$rate" "$pf" "$rg" "$cs" "$(echo "$out" | grep -o 'failed=[0-9]*' || true)"
+	echo "$kind $label $rate $pf $rg $cs" >>"$OUT/results"
 }
 auth() {
 	"$OUT/miltersubmit" -name "$1" -addr "127.0.0.1:$PORT" -users "$USERS" -conns "$CONNS" -msgs "$MSGS" -rcpts "$RCPTS"
@@ -266,14 +296,14 @@ col() { awk -v k="$1" -v l="$2" -v c="$3" '$1==k && $2==l {print $c}' "$OUT/resu
 # and as the CPU it adds per message (Postfix+Dovecot's increase plus the
 # milter's own, over Postfix+Dovecot alone: what a CPU-bound host loses,
 # the driver's CPU left out; steadier than msg/s on a loaded machine).
-name() { case $1 in milter) echo "relayguard milter" ;; noop-go) echo "floor: no-op go-milter" ;; noop-c) echo "floor: no-op libmilter" ;; esac; }
+name() { case $1 in milter) echo "relayguard milter" ;; base) echo "relayguard at ${BASE:-}" ;; noop-go) echo "floor: no-op go-milter" ;; noop-c) echo "floor: no-op libmilter" ;; esac; }
 for kind in auth mx; do
 	a=$(col "$kind" postfix 3) pa=$(col "$kind" postfix 4)
 	label=authenticated
 	[ "$kind" = mx ] && label="MX (smtp-source)"
 	for m in "${MILTERS[@]}"; do
-		r=$(col "$kind" "postfix+$m" 3) pm=$(col "$kind" "postfix+$m" 4) rm=$(col "$kind" "postfix+$m" 5)
-		printf 'COST %-17s %-24s median msg/s: postfix %s, with it %s => cost %s %%;  median CPU ms/msg: postfix+dovecot %s alone, %s with it, milter %s => +%s %% CPU\n' \
-			"$label" "$(name "$m")" "$a" "$r" "$(echo "scale=1; 100 * ($a - $r) / $a" | bc)" "$pa" "$pm" "$rm" "$(echo "scale=1; 100 * ($pm + $rm - $pa) / $pa" | bc)"
+		r=$(col "$kind" "postfix+$m" 3) pm=$(col "$kind" "postfix+$m" 4) rm=$(col "$kind" "postfix+$m" 5) cm=$(col "$kind" "postfix+$m" 6)
+		printf 'COST %-17s %-24s median msg/s: postfix %s, with it %s => cost %s %%;  median CPU ms/msg: postfix+dovecot %s alone, %s with it, milter %s (%s context switches) => +%s %% CPU\n' \
+			"$label" "$(name "$m")" "$a" "$r" "$(echo "scale=1; 100 * ($a - $r) / $a" | bc)" "$pa" "$pm" "$rm" "$cm" "$(echo "scale=1; 100 * ($pm + $rm - $pa) / $pa" | bc)"
 	done
 done
