@@ -15,8 +15,11 @@
 package logline
 
 import (
+	"encoding/binary"
+	"math/bits"
 	"strings"
 	"time"
+	"unsafe"
 )
 
 // Line is one parsed syslog line. Strings are substrings of the parsed input.
@@ -163,31 +166,41 @@ func (p *Parser) Timestamp(s string) (time.Time, string, bool) {
 // name is a run of characters other than space, '[' and ':'.
 func parseTag(s string) (prog string, pid int, msg string) {
 	i := 0
+	for ; i+8 <= len(s); i += 8 { // eight bytes at a time (the program names are "postfix/smtpd" and the like)
+		w := binary.LittleEndian.Uint64(unsafe.Slice(unsafe.StringData(s[i:]), 8)) // (s is not written: a read of 8 of its bytes)
+		if m := tagEndIn(w); m != 0 {
+			i += bits.TrailingZeros64(m) >> 3
+			goto found
+		}
+	}
 	for i < len(s) && !tagEnd[s[i]] {
 		i++
 	}
+found:
 	if i == 0 || i == len(s) || s[i] == ' ' {
 		return "", 0, s
 	}
 	prog = s[:i]
 	j := i
 	if s[j] == '[' {
-		// The PID: atoi's value of what lies between the brackets, read
-		// in the same pass that finds the ']'.
-		k, n, digits := j+1, 0, true
-		for k < len(s) && s[k] != ']' {
-			if c := s[k]; digits && isDigit(c) {
-				n = n*10 + int(c-'0')
-			} else {
-				digits = false
-			}
+		// The PID: atoi's value of what lies between the brackets (0 if
+		// that is empty, longer than 9 digits or not all digits), read in
+		// the pass that finds the ']'.
+		k, n := j+1, 0
+		for k < len(s) && s[k]-'0' <= 9 {
+			n = n*10 + int(s[k]-'0')
 			k++
 		}
-		if k == len(s) {
-			return "", 0, s
-		}
-		if digits && k-(j+1) <= 9 {
-			pid = n
+		if k < len(s) && s[k] == ']' {
+			if k-(j+1) <= 9 {
+				pid = n
+			}
+		} else {
+			e := strings.IndexByte(s[k:], ']')
+			if e < 0 {
+				return "", 0, s
+			}
+			k += e
 		}
 		j = k + 1
 	}
@@ -199,6 +212,16 @@ func parseTag(s string) (prog string, pid int, msg string) {
 		j++
 	}
 	return prog, pid, s[j:]
+}
+
+// tagEndIn marks the bytes of w (eight, little-endian) that end a tag's
+// program name ('[', ':' or ' ') with their high bit: the lowest mark is
+// the first such byte (the zero-byte test of each xor; its false marks
+// lie only above a true one).
+func tagEndIn(w uint64) uint64 {
+	const lo, hi = 0x0101010101010101, 0x8080808080808080
+	a, b, c := w^(lo*'['), w^(lo*':'), w^(lo*' ')
+	return ((a-lo)&^a | (b-lo)&^b | (c-lo)&^c) & hi
 }
 
 // tagEnd marks the bytes that end a tag's program name: a table lookup

@@ -107,3 +107,25 @@ func FuzzParseTag(f *testing.F) {
 		}
 	})
 }
+
+// TestParseTagEveryOffset puts each end of a program name at every offset
+// of the first three 8-byte words, after bytes that upset a word-wise
+// search (0x00, 0x01, 0x7f, 0x80, 0xff and the end bytes' neighbours).
+func TestParseTagEveryOffset(t *testing.T) {
+	for _, fill := range []byte{'a', 0x00, 0x01, 0x7f, 0x80, 0xff, 'Z', '[' + 1, ':' - 1, ' ' + 1} {
+		for n := 0; n < 24; n++ {
+			for _, end := range []string{"[42]: msg", ": msg", " msg", "[x]: m", ""} {
+				name := make([]byte, n)
+				for i := range name {
+					name[i] = fill
+				}
+				s := string(name) + end
+				gp, gid, gm := parseTag(s)
+				wp, wid, wm := refParseTag(s)
+				if gp != wp || gid != wid || gm != wm {
+					t.Fatalf("parseTag(%q) = %q %d %q, want %q %d %q", s, gp, gid, gm, wp, wid, wm)
+				}
+			}
+		}
+	}
+}
