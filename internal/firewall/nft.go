@@ -120,7 +120,7 @@ func (e *nft) c() (*nftables.Conn, error) {
 	if e.conn != nil {
 		return e.conn, nil
 	}
-	opts := []nftables.ConnOption{nftables.AsLasting()}
+	opts := []nftables.ConnOption{nftables.AsLasting(), nftables.WithSockOptions(bigDumps)}
 	if e.netns >= 0 {
 		opts = append(opts, nftables.WithNetNSFd(e.netns))
 	}
