@@ -13,26 +13,38 @@
 //
 // The slack is a per-thread attribute, inherited by the threads a thread
 // creates, and the runtime's threads exist before main: so each existing
-// thread is set, and the threads created later inherit it. Setting another
-// thread's slack needs CAP_SYS_NICE (root has it); without it, Set sets
-// what it may and says what it could not. A systemd unit's TimerSlackNSec=
-// gives the whole process the slack from its start instead.
+// thread is set, and the threads created later inherit it. Reading or
+// setting another thread's slack needs CAP_SYS_NICE (root has it); without
+// it, Set sets what it may and says what it could not. A systemd unit's
+// TimerSlackNSec= gives the whole process the slack from its start instead
+// (then Set, unprivileged, finds its own thread has it and is content).
 package timerslack
 
 import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Set gives every thread of the process the timer slack d. It returns how
-// many threads it set, and an error naming the first thread it could not
-// set (the others are still set).
+// many threads it knows have it, and an error naming the first thread it
+// could not set (the others are still set). A thread that already has d is
+// left alone. Without CAP_SYS_NICE another thread's slack can be neither
+// read nor written; then, when the calling thread already has d, the
+// process was started with it (a unit's TimerSlackNSec=, inherited by
+// every thread from exec) and that is no error.
 func Set(d time.Duration) (int, error) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	own, _ := unix.PrctlRetInt(unix.PR_GET_TIMERSLACK, 0, 0, 0, 0)
 	val := []byte(strconv.FormatInt(d.Nanoseconds(), 10))
+	have := 0
 	done := map[string]bool{}
 	var first error
 	// Threads may start while the list is read: read it again until a
@@ -50,7 +62,15 @@ func Set(d time.Duration) (int, error) {
 			done[t.Name()] = true
 			fresh++
 			p := "/proc/" + t.Name() + "/timerslack_ns"
-			if err := os.WriteFile(p, val, 0); err != nil && !errors.Is(err, os.ErrNotExist) && first == nil {
+			if b, err := os.ReadFile(p); err == nil && strings.TrimSpace(string(b)) == string(val) {
+				have++
+				continue
+			}
+			err := os.WriteFile(p, val, 0)
+			switch {
+			case err == nil:
+				have++
+			case !errors.Is(err, os.ErrNotExist) && first == nil: // not: the thread ended
 				first = fmt.Errorf("timerslack: %s: %w", p, err)
 			}
 		}
@@ -58,7 +78,10 @@ func Set(d time.Duration) (int, error) {
 			break
 		}
 	}
-	return len(done), first
+	if errors.Is(first, os.ErrPermission) && int64(own) == d.Nanoseconds() {
+		first = nil
+	}
+	return have, first
 }
 
 // Of returns the timer slack of each thread of process pid (0: this
