@@ -25,22 +25,9 @@ type server struct {
 
 func newServer(t *testing.T, ctx context.Context, url string) *server {
 	t.Helper()
-	db, err := store.OpenSQLite(ctx, t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	local, err := NewSQLiteStore(ctx, db)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := store.OpenRedis(ctx, url, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { r.Close() })
-	s := &server{redis: r, local: local, wake: make(chan struct{}, 1)}
-	s.shared = NewShared(local, r, nil)
+	sh := sharedNode(t, ctx, t.TempDir(), url)
+	r := sh.Remote
+	s := &server{redis: r, local: sh.Local.(*SQLiteStore), shared: sh, wake: make(chan struct{}, 1)}
 	s.g = New(Options{Config: testConfig(), Store: s.shared,
 		Counters: &FallbackCounters{Primary: r, Fallback: NewMemory(), Health: r.Health}})
 	go s.shared.Listen(ctx, func() {
