@@ -412,3 +412,60 @@ func TestIdleTimeout(t *testing.T) {
 		t.Errorf("idle close not logged:\n%s", logs)
 	}
 }
+
+// TestPeerNotReadingIsClosed: a client that pipelines requests and never
+// reads the answers fills the socket buffers and the server's write waits.
+// Such a connection is idle too: it is closed after idle_timeout (logged),
+// so it cannot hold a policy.max_connections slot, and Postfix's next
+// connection is served. Before, the write waited for ever: with the
+// connection limit reached, every later connection was refused until the
+// service restarted.
+func TestPeerNotReadingIsClosed(t *testing.T) {
+	t.Parallel()
+	const idle = 300 * time.Millisecond
+	addr, logs := startServerWith(t, "unix", func(s *Server) { s.IdleTimeout = idle; s.MaxConns = 1 })
+	stuck, err := net.Dial("unix", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stuck.Close()
+	var one bytes.Buffer
+	WriteAttrs(&one, req("127.0.0.100", "u@elsewhere.test"))
+	batch := bytes.Repeat(one.Bytes(), 4096)
+	go func() {
+		// Writes until the server closes the connection (then an error);
+		// the test's end closes it too.
+		for {
+			if _, err := stuck.Write(batch); err != nil {
+				return
+			}
+		}
+	}()
+	// The server's answers fill the buffers within these requests.
+	deadline := time.Now().Add(30 * time.Second) // a safety net, not a timing assertion
+	for {
+		if time.Now().After(deadline) {
+			t.Fatalf("no connection served while a client does not read its answers:\n%s", logs)
+		}
+		time.Sleep(100 * time.Millisecond)
+		c, err := net.Dial("unix", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		rw := bufio.NewReadWriter(bufio.NewReader(c), bufio.NewWriter(c))
+		WriteAttrs(rw, req("127.0.0.100", "u@elsewhere.test"))
+		rw.Flush()
+		line, err := rw.ReadString('\n')
+		c.Close()
+		if err == nil {
+			if line != "action=OK\n" {
+				t.Fatalf("answer %q", line)
+			}
+			break
+		}
+	}
+	if !strings.Contains(logs.String(), "not reading its answers") {
+		t.Errorf("the stuck connection's close is not logged:\n%s", logs)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"syscall"
+	"time"
 	"unsafe"
 )
 
@@ -22,11 +23,19 @@ import (
 // server's CPU in perf (docs/benchmarks/policy.md). The socket is
 // non-blocking, so these calls never block and need not hand the P to
 // another thread, which is what entersyscall is for.
-type rawIO struct{ rc syscall.RawConn }
+//
+// A write the socket cannot take at once (the peer does not read its
+// answers) waits at most writeTimeout (0: for ever): the write deadline is
+// set only then, so a write that does not wait touches no timer.
+type rawIO struct {
+	rc           syscall.RawConn
+	c            net.Conn
+	writeTimeout time.Duration
+}
 
 // newRawIO returns the raw reader/writer of c, or nil when c has no
 // socket (then net.Conn's own Read and Write are used).
-func newRawIO(c net.Conn) *rawIO {
+func newRawIO(c net.Conn, writeTimeout time.Duration) *rawIO {
 	sc, ok := c.(syscall.Conn)
 	if !ok {
 		return nil
@@ -35,7 +44,7 @@ func newRawIO(c net.Conn) *rawIO {
 	if err != nil {
 		return nil
 	}
-	return &rawIO{rc: rc}
+	return &rawIO{rc: rc, c: c, writeTimeout: writeTimeout}
 }
 
 func (r *rawIO) Read(p []byte) (int, error) {
@@ -70,7 +79,8 @@ func (r *rawIO) Read(p []byte) (int, error) {
 func (r *rawIO) Write(p []byte) (int, error) {
 	written := 0
 	var errno syscall.Errno
-	err := r.rc.Write(func(fd uintptr) bool {
+	wait := false
+	write := func(fd uintptr) bool {
 		for written < len(p) {
 			n, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&p[written])), uintptr(len(p)-written))
 			switch e {
@@ -78,14 +88,24 @@ func (r *rawIO) Write(p []byte) (int, error) {
 				written += int(n)
 			case syscall.EINTR:
 			case syscall.EAGAIN:
-				return false // wait until writable
+				return !wait // wait until writable, on the second pass
 			default:
 				errno = e
 				return true
 			}
 		}
 		return true
-	})
+	}
+	err := r.rc.Write(write)
+	if err == nil && errno == 0 && written < len(p) {
+		// The socket's buffer is full: wait for the peer, not for ever.
+		if r.writeTimeout > 0 {
+			r.c.SetWriteDeadline(time.Now().Add(r.writeTimeout))
+			defer r.c.SetWriteDeadline(time.Time{})
+		}
+		wait = true
+		err = r.rc.Write(write)
+	}
 	switch {
 	case err != nil:
 		return written, err

@@ -38,7 +38,7 @@ func tcpPair(t *testing.T) (server, client net.Conn) {
 func TestRawIO(t *testing.T) {
 	t.Parallel()
 	srv, cli := tcpPair(t)
-	rw := newRawIO(srv)
+	rw := newRawIO(srv, 0)
 	if rw == nil {
 		t.Fatal("no raw I/O for a TCP connection")
 	}
@@ -104,7 +104,7 @@ func TestRawIO(t *testing.T) {
 func TestRawIOEOF(t *testing.T) {
 	t.Parallel()
 	srv, cli := tcpPair(t)
-	rw := newRawIO(srv)
+	rw := newRawIO(srv, 0)
 	cli.Write([]byte("last"))
 	cli.Close()
 	got, err := io.ReadAll(rw)

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"sync"
 	"time"
 
@@ -154,8 +155,12 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn) {
 	defer c.Close()
 	s.conns.Inc()
 	defer s.conns.Dec()
-	var rw io.ReadWriter = c
-	if r := newRawIO(c); r != nil {
+	// A peer that takes no answer for IdleTimeout is idle too: a write
+	// waits at most that long, so a client that pipelines requests and
+	// never reads cannot hold its connection (and a MaxConns slot) for
+	// ever.
+	var rw io.ReadWriter = deadlineWriter{c, s.IdleTimeout}
+	if r := newRawIO(c, s.IdleTimeout); r != nil {
 		rw = r
 	}
 	cs := &session{s: s, rd: reader{r: bufio.NewReaderSize(rw, MaxLine)}}
@@ -201,9 +206,26 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn) {
 		_, err = rw.Write(cs.out)
 		cs.out = cs.out[:0]
 		if err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				s.Logger.Info("policy connection not reading its answers: closed", "peer", c.RemoteAddr().String(), "idle_timeout", s.IdleTimeout)
+			}
 			return
 		}
 	}
+}
+
+// deadlineWriter is a connection without a socket (net.Pipe...) whose
+// writes wait at most timeout (0: for ever).
+type deadlineWriter struct {
+	net.Conn
+	timeout time.Duration
+}
+
+func (d deadlineWriter) Write(p []byte) (int, error) {
+	if d.timeout > 0 {
+		d.SetWriteDeadline(time.Now().Add(d.timeout))
+	}
+	return d.Conn.Write(p)
 }
 
 // idleSlack is how late an idle connection may be closed: a sixteenth of
