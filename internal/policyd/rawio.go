@@ -27,10 +27,28 @@ import (
 // A write the socket cannot take at once (the peer does not read its
 // answers) waits at most writeTimeout (0: for ever): the write deadline is
 // set only then, so a write that does not wait touches no timer.
+//
+// The state of the call in progress is kept in the struct and the
+// callbacks are bound once (newRawIO), so a read or a write allocates
+// nothing. One Read and one Write may run at the same time, as on a
+// net.Conn; two Reads (or two Writes) may not.
 type rawIO struct {
 	rc           syscall.RawConn
 	c            net.Conn
 	writeTimeout time.Duration
+
+	// the read in progress: its buffer, bytes read, error
+	rp     []byte
+	rn     int
+	rerrno syscall.Errno
+	// the write in progress: its buffer, bytes written so far, error, and
+	// whether EAGAIN waits for the socket (else the callback returns)
+	wp      []byte
+	wn      int
+	werrno  syscall.Errno
+	wait    bool
+	readFn  func(fd uintptr) bool
+	writeFn func(fd uintptr) bool
 }
 
 // newRawIO returns the raw reader/writer of c, or nil when c has no
@@ -44,27 +62,53 @@ func newRawIO(c net.Conn, writeTimeout time.Duration) *rawIO {
 	if err != nil {
 		return nil
 	}
-	return &rawIO{rc: rc, c: c, writeTimeout: writeTimeout}
+	r := &rawIO{rc: rc, c: c, writeTimeout: writeTimeout}
+	r.readFn, r.writeFn = r.read, r.write
+	return r
+}
+
+// read is the read callback: false (wait until readable) on EAGAIN.
+func (r *rawIO) read(fd uintptr) bool {
+	for {
+		n, _, errno := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&r.rp[0])), uintptr(len(r.rp)))
+		switch errno {
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			return false
+		}
+		r.rn, r.rerrno = int(n), errno
+		return true
+	}
+}
+
+// write is the write callback: it writes until all of r.wp is written or
+// the socket is full (EAGAIN: false, wait until writable, when r.wait).
+func (r *rawIO) write(fd uintptr) bool {
+	for r.wn < len(r.wp) {
+		n, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&r.wp[r.wn])), uintptr(len(r.wp)-r.wn))
+		switch e {
+		case 0:
+			r.wn += int(n)
+		case syscall.EINTR:
+		case syscall.EAGAIN:
+			return !r.wait
+		default:
+			r.werrno = e
+			return true
+		}
+	}
+	return true
 }
 
 func (r *rawIO) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	var n uintptr
-	var errno syscall.Errno
-	err := r.rc.Read(func(fd uintptr) bool {
-		for {
-			n, _, errno = syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
-			switch errno {
-			case syscall.EINTR:
-				continue
-			case syscall.EAGAIN:
-				return false // wait until readable
-			}
-			return true
-		}
-	})
+	r.rp, r.rn, r.rerrno = p, 0, 0
+	err := r.rc.Read(r.readFn)
+	n, errno := r.rn, r.rerrno
+	r.rp = nil
 	switch {
 	case err != nil:
 		return 0, err // Close, a deadline
@@ -73,39 +117,23 @@ func (r *rawIO) Read(p []byte) (int, error) {
 	case n == 0:
 		return 0, io.EOF
 	}
-	return int(n), nil
+	return n, nil
 }
 
 func (r *rawIO) Write(p []byte) (int, error) {
-	written := 0
-	var errno syscall.Errno
-	wait := false
-	write := func(fd uintptr) bool {
-		for written < len(p) {
-			n, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&p[written])), uintptr(len(p)-written))
-			switch e {
-			case 0:
-				written += int(n)
-			case syscall.EINTR:
-			case syscall.EAGAIN:
-				return !wait // wait until writable, on the second pass
-			default:
-				errno = e
-				return true
-			}
-		}
-		return true
-	}
-	err := r.rc.Write(write)
-	if err == nil && errno == 0 && written < len(p) {
+	r.wp, r.wn, r.werrno, r.wait = p, 0, 0, false
+	err := r.rc.Write(r.writeFn)
+	if err == nil && r.werrno == 0 && r.wn < len(p) {
 		// The socket's buffer is full: wait for the peer, not for ever.
 		if r.writeTimeout > 0 {
 			r.c.SetWriteDeadline(time.Now().Add(r.writeTimeout))
 			defer r.c.SetWriteDeadline(time.Time{})
 		}
-		wait = true
-		err = r.rc.Write(write)
+		r.wait = true
+		err = r.rc.Write(r.writeFn)
 	}
+	written, errno := r.wn, r.werrno
+	r.wp = nil
 	switch {
 	case err != nil:
 		return written, err

@@ -11,7 +11,7 @@ import (
 )
 
 // tcpPair returns both ends of a loopback TCP connection.
-func tcpPair(t *testing.T) (server, client net.Conn) {
+func tcpPair(t testing.TB) (server, client net.Conn) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -120,5 +120,30 @@ func TestRawIOEOF(t *testing.T) {
 	}
 	if werr == nil {
 		t.Fatal("writes to a closed peer kept succeeding")
+	}
+}
+
+// BenchmarkRawIORoundTrip: one request read and one answer written through
+// rawIO over loopback TCP, as ServeConn does per request (allocations per
+// round trip: go test -run X -bench RawIORoundTrip -benchmem).
+func BenchmarkRawIORoundTrip(b *testing.B) {
+	srv, cli := tcpPair(b)
+	rw := newRawIO(srv, time.Hour)
+	req := []byte("request=smtpd_access_policy\n\n")
+	ans := []byte("action=DUNNO\n\n")
+	buf := make([]byte, 256)
+	got := make([]byte, len(ans))
+	b.ReportAllocs()
+	for b.Loop() {
+		cli.Write(req)
+		if _, err := rw.Read(buf); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := rw.Write(ans); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := io.ReadFull(cli, got); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
