@@ -165,8 +165,8 @@ func TestNFTablesReplaceKeepsBans(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, s := range segs {
-		if d := s.Until.Sub(now.Add(2 * time.Hour)); d > 2*time.Second || d < -2*time.Second {
+	for _, s := range segs { // (the kernel counts a timeout from its commit: under load seconds after it was computed)
+		if d := s.Until.Sub(now.Add(2 * time.Hour)); d > time.Minute || d < -time.Minute {
 			t.Fatalf("%v ends %s, want %s", s.rng, s.Until, now.Add(2*time.Hour))
 		}
 	}
