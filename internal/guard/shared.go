@@ -20,6 +20,17 @@ import (
 // lost its data (a new epoch), the local bans are pushed back; then the local
 // store is made equal to Redis.
 //
+// Redis that comes back from an older snapshot (RDB persistence after a
+// crash, a backup, a lagging replica promoted) keeps its epoch but lost the
+// changes made since. Every change raises Redis's change counter (seq, see
+// store.Redis.Epoch); the server remembers the highest value it saw (its
+// own changes' and ListBans's, saved with the epoch by EpochStore), and a
+// counter lower than that, or an own change that got a value not above it,
+// means a rollback: the server replaces the epoch (RotateEpoch), so that
+// every server pushes its bans back as after a loss
+// (TestSharedRedisRolledBack). The price, chosen over lifting bans: a lift
+// lost in the rollback may come back, until the ban's own end.
+//
 // A running server learns the others' changes incrementally (ChangeFeed):
 // the announcements on the bans channel carry the ban (Listen queues them)
 // and the local database's change feed carries those of other processes on
@@ -39,6 +50,12 @@ type Shared struct {
 	mu    sync.Mutex
 	epoch string
 	dirty bool
+	// seq is the highest change counter seen in epoch (0 before the first
+	// ListBans); saved/savedSeq what EpochStore holds; rolled is set
+	// when an own change saw Redis's counter go back.
+	seq, savedSeq int64
+	saved         string
+	rolled        bool
 	// subs counts the subscription's confirmations; synced is its value
 	// when ListBans last read Redis: they differ after a reconnection.
 	subs, synced uint64
@@ -118,6 +135,9 @@ func (s *Shared) Changes(ctx context.Context, after int64) ([]Change, int64, err
 	if resync {
 		return nil, after, ErrResync
 	}
+	if err := s.saveSeq(ctx); err != nil {
+		return nil, after, err
+	}
 	if ps, ok := s.Local.(PendingStore); ok && s.Remote.Health.Usable() {
 		pending, err := ps.ListPending(ctx)
 		if err != nil {
@@ -160,6 +180,59 @@ func (s *Shared) applyLocal(ctx context.Context, cs []Change) error {
 	return nil
 }
 
+// saveSeq writes the change counter seen by this server's own changes to
+// the EpochStore (at most once per call of the sync loop, not once per ban).
+func (s *Shared) saveSeq(ctx context.Context) error {
+	es, ok := s.Local.(EpochStore)
+	if !ok {
+		return nil
+	}
+	s.rw.RLock() // not during ListBans, which may replace the epoch
+	defer s.rw.RUnlock()
+	s.mu.Lock()
+	epoch, seq, write := s.epoch, s.seq, s.epoch != "" && s.seq > s.savedSeq && s.epoch == s.saved
+	s.mu.Unlock()
+	if !write {
+		return nil
+	}
+	if err := es.SetSharedEpoch(ctx, epoch, seq); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	if s.saved == epoch {
+		s.savedSeq = max(s.savedSeq, seq)
+	}
+	s.mu.Unlock()
+	return nil
+}
+
+// before is the change counter seen before an own change is sent to Redis.
+func (s *Shared) before() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.seq
+}
+
+// saw records the change counter n an own change got. Not above the value
+// seen before the change was sent means Redis went back (concurrent own
+// changes may complete out of order, hence before and not the maximum).
+func (s *Shared) saw(before, n int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.epoch == "" {
+		s.seq = max(s.seq, n)
+		return
+	}
+	if n <= before {
+		if !s.rolled {
+			s.Log.Warn("guard: the shared store's change counter went back: it rolled back to an older snapshot; bans will be pushed back", "counter", n, "seen", before)
+		}
+		s.rolled, s.dirty = true, true
+		return
+	}
+	s.seq = max(s.seq, n)
+}
+
 func (s *Shared) lost(err error) {
 	s.Remote.Health.Failed(err)
 	s.mu.Lock()
@@ -189,10 +262,13 @@ func (s *Shared) PutBan(ctx context.Context, b Ban) error {
 	if !s.reachable() {
 		return s.pend(ctx, Pending{Prefix: b.Prefix})
 	}
-	if err := s.Remote.PutBanFrom(ctx, b, s.origin); err != nil {
+	seen := s.before()
+	n, err := s.Remote.PutBanFrom(ctx, b, s.origin)
+	if err != nil {
 		s.lost(err)
 		return s.pend(ctx, Pending{Prefix: b.Prefix})
 	}
+	s.saw(seen, n)
 	return nil
 }
 
@@ -206,10 +282,13 @@ func (s *Shared) DeleteBan(ctx context.Context, p netip.Prefix) error {
 	if !s.reachable() {
 		return s.pend(ctx, Pending{Prefix: p, Delete: true})
 	}
-	if err := s.Remote.DeleteBanFrom(ctx, p, s.origin); err != nil {
+	seen := s.before()
+	n, err := s.Remote.DeleteBanFrom(ctx, p, s.origin)
+	if err != nil {
 		s.lost(err)
 		return s.pend(ctx, Pending{Prefix: p, Delete: true})
 	}
+	s.saw(seen, n)
 	return nil
 }
 
@@ -244,13 +323,13 @@ func (s *Shared) flushPending(ctx context.Context, local []Ban) error {
 		}
 	}
 	if len(puts) > 0 {
-		if err := s.Remote.PutBans(ctx, puts, s.origin); err != nil {
+		if _, err := s.Remote.PutBans(ctx, puts, s.origin); err != nil {
 			return err
 		}
 	}
 	for _, p := range pending {
 		if p.Delete {
-			if err := s.Remote.DeleteBanFrom(ctx, p.Prefix, s.origin); err != nil {
+			if _, err := s.Remote.DeleteBanFrom(ctx, p.Prefix, s.origin); err != nil {
 				return err
 			}
 		}
@@ -293,7 +372,7 @@ func (s *Shared) ListBans(ctx context.Context) ([]Ban, error) {
 	s.mu.Lock()
 	subs := s.subs
 	s.mu.Unlock()
-	epoch, err := s.Remote.Epoch(ctx)
+	epoch, seq, err := s.Remote.Epoch(ctx)
 	if err != nil {
 		s.lost(err)
 		return local, nil
@@ -304,6 +383,7 @@ func (s *Shared) ListBans(ctx context.Context) ([]Ban, error) {
 	}
 	s.mu.Lock()
 	first := s.epoch == ""
+	known, knownSeq, rolled := s.epoch, s.seq, s.rolled
 	// Push every local ban when Redis lost its data set (a new epoch).
 	// Changes this server made while Redis was unreachable were written
 	// by flushPending; pushing all its bans for them would bring back a
@@ -314,11 +394,26 @@ func (s *Shared) ListBans(ctx context.Context) ([]Ban, error) {
 	push := (s.dirty && !tracked) || (!first && moved)
 	s.mu.Unlock()
 	es, remembers := s.Local.(EpochStore)
-	saved := ""
+	saved, savedSeq := "", int64(0)
 	if first && remembers {
-		if saved, err = es.SharedEpoch(ctx); err != nil {
+		if saved, savedSeq, err = es.SharedEpoch(ctx); err != nil {
 			return nil, err
 		}
+		known, knownSeq = saved, max(knownSeq, savedSeq)
+		s.mu.Lock()
+		s.saved, s.savedSeq = saved, savedSeq
+		s.mu.Unlock()
+	}
+	if known != "" && epoch == known && (rolled || seq < knownSeq) {
+		// The data set this server knew, older: Redis came back from a
+		// snapshot taken before changes this server saw. A new epoch
+		// makes every server push its bans back, as after a loss.
+		if epoch, err = s.Remote.RotateEpoch(ctx, epoch); err != nil {
+			s.lost(err)
+			return local, nil
+		}
+		s.Log.Warn("guard: the shared store rolled back to an older snapshot (its change counter went back); pushing the bans back", "counter", seq, "seen", knownSeq)
+		moved, push = true, true
 	}
 	switch {
 	case push:
@@ -340,7 +435,7 @@ func (s *Shared) ListBans(ctx context.Context) ([]Ban, error) {
 	// (else the data set this server knew: adopt it, with the bans
 	// another server lifted while this one was not running)
 	if push {
-		if err := s.Remote.PutBans(ctx, local, s.origin); err != nil {
+		if _, err := s.Remote.PutBans(ctx, local, s.origin); err != nil {
 			s.lost(err)
 			return local, nil
 		}
@@ -351,14 +446,24 @@ func (s *Shared) ListBans(ctx context.Context) ([]Ban, error) {
 		s.lost(err)
 		return local, nil
 	}
-	if remembers && ((first && epoch != saved) || (!first && moved)) {
-		if err := es.SetSharedEpoch(ctx, epoch); err != nil {
-			return nil, err
-		}
+	// The counter seen: seq is a lower bound of Redis's now (the writes
+	// since only raised it); in a data set this server knew, it keeps the
+	// highest it saw.
+	if epoch == known {
+		seq = max(seq, knownSeq)
 	}
 	s.mu.Lock()
-	s.epoch, s.dirty, s.synced = epoch, false, subs
+	write := remembers && (epoch != s.saved || seq != s.savedSeq)
+	s.epoch, s.seq, s.rolled, s.dirty, s.synced = epoch, seq, false, false, subs
 	s.mu.Unlock()
+	if write {
+		if err := es.SetSharedEpoch(ctx, epoch, seq); err != nil {
+			return nil, err
+		}
+		s.mu.Lock()
+		s.saved, s.savedSeq = epoch, seq
+		s.mu.Unlock()
+	}
 	s.Remote.Health.Succeeded()
 	// Mirror Redis into the local store.
 	have := make(map[netip.Prefix]Ban, len(local))

@@ -230,32 +230,32 @@ func (s *SQLiteStore) ClearPending(ctx context.Context, ps ...Pending) error {
 }
 
 // EpochStore remembers, across restarts, the shared store's epoch (its
-// data set's token, store.Redis.Epoch) at the last synchronisation, so
-// that a server starting again can tell a Redis that lost its data (and
-// may be being refilled by the other servers) from one that kept it (see
-// Shared.ListBans). SQLiteStore implements it.
+// data set's token, store.Redis.Epoch) at the last synchronisation and the
+// highest change counter this server saw in it, so that a server starting
+// again can tell a Redis that lost its data (and may be being refilled by
+// the other servers) or came back from an older snapshot from one that
+// kept it (see Shared.ListBans). SQLiteStore implements it.
 type EpochStore interface {
-	SharedEpoch(ctx context.Context) (string, error)
-	SetSharedEpoch(ctx context.Context, epoch string) error
+	SharedEpoch(ctx context.Context) (epoch string, seq int64, err error)
+	SetSharedEpoch(ctx context.Context, epoch string, seq int64) error
 }
 
-// SharedEpoch implements EpochStore ("" when never synchronised).
-func (s *SQLiteStore) SharedEpoch(ctx context.Context) (string, error) {
+// SharedEpoch implements EpochStore ("" and 0 when never synchronised).
+func (s *SQLiteStore) SharedEpoch(ctx context.Context) (string, int64, error) {
 	var e string
-	err := s.DB.QueryRowContext(ctx, `SELECT value FROM guard_meta WHERE key = 'shared_epoch'`).Scan(&e)
-	if err == sql.ErrNoRows {
-		return "", nil
-	}
+	var seq int64
+	err := s.DB.QueryRowContext(ctx, `SELECT coalesce((SELECT value FROM guard_meta WHERE key = 'shared_epoch'), ''),
+		coalesce((SELECT CAST(value AS INTEGER) FROM guard_meta WHERE key = 'shared_seq'), 0)`).Scan(&e, &seq)
 	if err != nil {
-		return "", fmt.Errorf("guard: read the shared store's epoch: %w", err)
+		return "", 0, fmt.Errorf("guard: read the shared store's epoch: %w", err)
 	}
-	return e, nil
+	return e, seq, nil
 }
 
-// SetSharedEpoch implements EpochStore.
-func (s *SQLiteStore) SetSharedEpoch(ctx context.Context, epoch string) error {
-	if _, err := s.DB.ExecContext(ctx, `INSERT INTO guard_meta (key, value) VALUES ('shared_epoch', ?)
-		ON CONFLICT(key) DO UPDATE SET value=excluded.value`, epoch); err != nil {
+// SetSharedEpoch implements EpochStore (both in one statement).
+func (s *SQLiteStore) SetSharedEpoch(ctx context.Context, epoch string, seq int64) error {
+	if _, err := s.DB.ExecContext(ctx, `INSERT INTO guard_meta (key, value) VALUES ('shared_epoch', ?), ('shared_seq', ?)
+		ON CONFLICT(key) DO UPDATE SET value=excluded.value`, epoch, seq); err != nil {
 		return fmt.Errorf("guard: save the shared store's epoch: %w", err)
 	}
 	return nil

@@ -28,6 +28,9 @@ import (
 //	bans            hash prefix -> JSON ban
 //	banhist         hash prefix -> times banned
 //	epoch           random token written once; a new token means the data set was lost
+//	                (or rolled back: see RotateEpoch)
+//	seq             change counter, INCR in the same transaction as every ban change:
+//	                lower than a server saw before means Redis rolled back
 //	fail:IP         sorted set of failure times of one address
 //	att:PREFIX      sorted set of failing addresses of one prefix, by last time
 //	lim:KEY:WINDOW  fixed-window counter
@@ -158,43 +161,83 @@ func unnano(n int64) time.Time {
 	return time.Unix(0, n)
 }
 
-// Epoch returns the data set's token, creating it if missing. A token that
-// differs from the one seen before means Redis lost its data (restarted
-// without persistence) and every server should push its bans back.
-func (r *Redis) Epoch(ctx context.Context) (string, error) {
+// Epoch returns the data set's token, creating it if missing, and the
+// change counter (seq: raised by one with every ban change, 0 when
+// missing). A token that differs from the one seen before means Redis lost
+// its data (restarted without persistence) and every server should push
+// its bans back; the same token with a counter lower than one seen before
+// means Redis came back from an older snapshot (RDB, a backup, a lagging
+// replica promoted) and lost the changes made since.
+func (r *Redis) Epoch(ctx context.Context) (string, int64, error) {
 	b := make([]byte, 8)
 	rand.Read(b)
-	if err := r.C.SetNX(ctx, r.k("epoch"), hex.EncodeToString(b), 0).Err(); err != nil {
-		return "", fmt.Errorf("store: redis epoch: %w", err)
-	}
-	s, err := r.C.Get(ctx, r.k("epoch")).Result()
+	var get *redis.SliceCmd
+	_, err := r.C.Pipelined(ctx, func(pl redis.Pipeliner) error {
+		pl.SetNX(ctx, r.k("epoch"), hex.EncodeToString(b), 0)
+		get = pl.MGet(ctx, r.k("epoch"), r.k("seq"))
+		return nil
+	})
 	if err != nil {
-		return "", fmt.Errorf("store: redis epoch: %w", err)
+		return "", 0, fmt.Errorf("store: redis epoch: %w", err)
 	}
-	return s, nil
+	v := get.Val()
+	e, _ := v[0].(string)
+	if e == "" {
+		return "", 0, fmt.Errorf("store: redis epoch: missing after SETNX")
+	}
+	var seq int64
+	if s, ok := v[1].(string); ok {
+		if seq, err = strconv.ParseInt(s, 10, 64); err != nil {
+			return "", 0, fmt.Errorf("store: redis change counter %q: %w", s, err)
+		}
+	}
+	return e, seq, nil
+}
+
+// RotateEpoch replaces the epoch token old by a new one (unless another
+// server did already) and returns the token now in place: the servers
+// treat it as a lost data set and push their bans back. Used when Redis
+// rolled back (see Epoch), so that every server, not only the one that
+// noticed, writes back the bans it made since the snapshot.
+func (r *Redis) RotateEpoch(ctx context.Context, old string) (string, error) {
+	b := make([]byte, 8)
+	rand.Read(b)
+	e, err := r.C.Eval(ctx, `local e = redis.call('GET', KEYS[1])
+if e == ARGV[1] or not e then redis.call('SET', KEYS[1], ARGV[2]); return ARGV[2] end
+return e`, []string{r.k("epoch")}, old, hex.EncodeToString(b)).Text()
+	if err != nil {
+		return "", fmt.Errorf("store: redis rotate epoch: %w", err)
+	}
+	return e, nil
 }
 
 // PutBan stores a ban, raises its history count, and announces it (with
 // no origin: every subscriber applies it).
-func (r *Redis) PutBan(ctx context.Context, b ban.Ban) error { return r.PutBanFrom(ctx, b, "") }
+func (r *Redis) PutBan(ctx context.Context, b ban.Ban) error {
+	_, err := r.PutBanFrom(ctx, b, "")
+	return err
+}
 
 // PutBanFrom is PutBan announcing the ban as made by origin (a subscriber
 // with that origin skips it: it has the ban already). The message carries
 // the ban, so that the other servers apply it without reading the hash.
-// One round trip: the ban, its announcement and the history in one MULTI.
-func (r *Redis) PutBanFrom(ctx context.Context, b ban.Ban, origin string) error {
+// One round trip: the ban, its announcement, the history and the change
+// counter in one MULTI; it returns the counter's new value (see Epoch).
+func (r *Redis) PutBanFrom(ctx context.Context, b ban.Ban, origin string) (int64, error) {
 	js := encodeBan(b)
 	p := b.Prefix.String()
+	var seq *redis.IntCmd
 	_, err := r.C.TxPipelined(ctx, func(pl redis.Pipeliner) error {
 		pl.HSet(ctx, r.k("bans"), p, js)
+		seq = pl.Incr(ctx, r.k("seq"))
 		pl.Publish(ctx, r.k("bans"), "add "+p+" "+originWord(origin)+" "+js)
 		r.raiseHistory(ctx, pl, b)
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("store: redis put ban %s: %w", p, err)
+		return 0, fmt.Errorf("store: redis put ban %s: %w", p, err)
 	}
-	return nil
+	return seq.Val(), nil
 }
 
 // raiseHistory queues history(p) = max(history(p), b.Count).
@@ -210,26 +253,31 @@ const pushChunk = 1000
 // PutBans stores bans (with their history) in pipelined round trips
 // without announcing each, then announces one "sync" (BanMessage.Resync):
 // the subscribers read the whole list again. Used to push a server's bans
-// back into a Redis that lost its data set.
-func (r *Redis) PutBans(ctx context.Context, bans []ban.Ban, origin string) error {
+// back into a Redis that lost its data set. The change counter is raised
+// once per round trip; it returns its last value.
+func (r *Redis) PutBans(ctx context.Context, bans []ban.Ban, origin string) (int64, error) {
+	var last int64
 	for len(bans) > 0 {
 		n := min(len(bans), pushChunk)
+		var seq *redis.IntCmd
 		_, err := r.C.Pipelined(ctx, func(pl redis.Pipeliner) error {
 			for _, b := range bans[:n] {
 				pl.HSet(ctx, r.k("bans"), b.Prefix.String(), encodeBan(b))
 				r.raiseHistory(ctx, pl, b)
 			}
+			seq = pl.Incr(ctx, r.k("seq"))
 			return nil
 		})
 		if err != nil {
-			return fmt.Errorf("store: redis put %d bans: %w", len(bans), err)
+			return last, fmt.Errorf("store: redis put %d bans: %w", len(bans), err)
 		}
+		last = seq.Val()
 		bans = bans[n:]
 	}
 	if err := r.C.Publish(ctx, r.k("bans"), "sync - "+originWord(origin)).Err(); err != nil {
-		return fmt.Errorf("store: redis announce bans pushed: %w", err)
+		return last, fmt.Errorf("store: redis announce bans pushed: %w", err)
 	}
-	return nil
+	return last, nil
 }
 
 func encodeBan(b ban.Ban) string {
@@ -239,20 +287,24 @@ func encodeBan(b ban.Ban) string {
 
 // DeleteBan removes a ban and announces it.
 func (r *Redis) DeleteBan(ctx context.Context, p netip.Prefix) error {
-	return r.DeleteBanFrom(ctx, p, "")
+	_, err := r.DeleteBanFrom(ctx, p, "")
+	return err
 }
 
-// DeleteBanFrom is DeleteBan announcing the change as made by origin.
-func (r *Redis) DeleteBanFrom(ctx context.Context, p netip.Prefix, origin string) error {
+// DeleteBanFrom is DeleteBan announcing the change as made by origin; it
+// returns the change counter's new value (see Epoch).
+func (r *Redis) DeleteBanFrom(ctx context.Context, p netip.Prefix, origin string) (int64, error) {
+	var seq *redis.IntCmd
 	_, err := r.C.TxPipelined(ctx, func(pl redis.Pipeliner) error {
 		pl.HDel(ctx, r.k("bans"), p.String())
+		seq = pl.Incr(ctx, r.k("seq"))
 		pl.Publish(ctx, r.k("bans"), "del "+p.String()+" "+originWord(origin))
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("store: redis delete ban %s: %w", p, err)
+		return 0, fmt.Errorf("store: redis delete ban %s: %w", p, err)
 	}
-	return nil
+	return seq.Val(), nil
 }
 
 func originWord(o string) string {

@@ -85,10 +85,22 @@ func TestRedisBans(t *testing.T) {
 	if len(list) != 1 {
 		t.Fatalf("after delete: %+v", list)
 	}
-	e1, err := r.Epoch(ctx)
-	e2, _ := r.Epoch(ctx)
-	if err != nil || e1 == "" || e1 != e2 {
-		t.Fatalf("epoch %q %q %v", e1, e2, err)
+	e1, n1, err := r.Epoch(ctx)
+	e2, n2, _ := r.Epoch(ctx)
+	if err != nil || e1 == "" || e1 != e2 || n1 == 0 || n1 != n2 {
+		t.Fatalf("epoch %q %q, change counter %d %d, %v", e1, e2, n1, n2, err)
+	}
+	if n, err := r.DeleteBanFrom(ctx, b6.Prefix, "x"); err != nil || n != n1+1 {
+		t.Fatalf("change counter after a delete: %d (was %d), %v", n, n1, err)
+	}
+	// a rotation by one server; a second one that saw the old token too
+	// keeps the first one's
+	e3, err := r.RotateEpoch(ctx, e1)
+	if err != nil || e3 == e1 || e3 == "" {
+		t.Fatalf("rotated epoch %q from %q: %v", e3, e1, err)
+	}
+	if e4, err := r.RotateEpoch(ctx, e1); err != nil || e4 != e3 {
+		t.Fatalf("second rotation from the old epoch: %q, want %q (%v)", e4, e3, err)
 	}
 }
 
@@ -216,7 +228,7 @@ func TestSubscribeBansAcrossRestart(t *testing.T) {
 	}
 	waitSub("at start")
 	p := netip.MustParsePrefix("198.51.100.0/24")
-	if err := r.DeleteBanFrom(ctx, p, "node1"); err != nil {
+	if _, err := r.DeleteBanFrom(ctx, p, "node1"); err != nil {
 		t.Fatal(err)
 	}
 	if m := next(); !m.Delete || m.Prefix != p || m.Origin != "node1" {
@@ -226,7 +238,7 @@ func TestSubscribeBansAcrossRestart(t *testing.T) {
 	rs.Restart()
 	waitSub("after Redis restarted")
 	b := ban.Ban{Prefix: p, Until: time.Now().Add(time.Hour), Reason: "r", Source: "guard", Created: time.Now(), Count: 3}
-	if err := r.PutBans(ctx, []ban.Ban{b}, "node2"); err != nil {
+	if _, err := r.PutBans(ctx, []ban.Ban{b}, "node2"); err != nil {
 		t.Fatal(err)
 	}
 	if m := next(); !m.Resync || m.Origin != "node2" {
