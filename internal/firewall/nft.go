@@ -44,13 +44,15 @@ type nft struct {
 	now    func() time.Time
 
 	// What the kernel's sets hold (see nft_read.go): kern as of ruleset
-	// generation kgen plus commits of the enforcer's own since; nil when
-	// unknown. slack is how long the read that filled it took: the ends
-	// read are that much uncertain.
+	// generation kgen (read after the enforcer's last commit or read); nil
+	// when unknown. slack is how long the read that filled it took: the
+	// ends read are that much uncertain. commits counts the enforcer's
+	// commits since the last read (tests), unread the reconciles since.
 	gconn   *netlink.Conn
 	kern    map[setKind]map[rng]time.Time
 	kgen    uint32
 	commits uint32
+	unread  int
 	slack   time.Duration
 	reads   int // consistent reads of the four sets (tests)
 	// afterCommit, when set (tests), runs after each commit of the
@@ -338,6 +340,9 @@ func (e *nft) syncAll() error {
 	c, err := e.c()
 	if err != nil {
 		return err
+	}
+	if e.unread++; e.unread > fullReadEvery {
+		e.kern = nil // read regardless now and then (see nft_read.go)
 	}
 	have, err := e.kernel(c)
 	if err != nil {

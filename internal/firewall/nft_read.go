@@ -16,7 +16,16 @@ package firewall
 //   - the enforcer keeps what it last read or wrote (kern) and uses it
 //     instead of reading as long as the generation moved by its own commits
 //     only — a change by anyone else (`nft delete element`, another table's
-//     commit) moves it further, and the sets are read again.
+//     commit) moves it further, and the sets are read again. The
+//     generation is read after each own commit, which must have moved it
+//     by exactly one: a batch that changes nothing (an element added again
+//     as it is, on a kernel without element timeout updates such as 6.1,
+//     or a permanent one) creates no transaction and does not move it, and
+//     counting it made the next outside commit look like the enforcer's
+//     own (TestNFTablesOwnCommitThatChangesNothing). What is left — an
+//     outside commit between such a batch and the generation read after
+//     it, microseconds — is caught by a read every fullReadEvery
+//     reconciles whatever the generation says.
 
 import (
 	"encoding/binary"
@@ -30,6 +39,11 @@ import (
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 )
+
+// fullReadEvery is how many reconciles may use kern before one reads the
+// sets regardless (with the guard's minute between reconciles: every ten
+// minutes).
+const fullReadEvery = 10
 
 // readTries bounds the reads of one consistent read: a ruleset that
 // changes during every one of them is an error (the guard reconciles
@@ -192,6 +206,20 @@ func (e *nft) commit(c *nftables.Conn) error {
 		return err
 	}
 	e.commits++
+	if e.kern != nil {
+		// exactly one more than before, or kern is not known to be the
+		// kernel's (see the top of this file)
+		nl, err := e.gc()
+		var g uint32
+		if err == nil {
+			g, err = generation(nl)
+		}
+		if err != nil || g != e.kgen+1 {
+			e.kern = nil
+		} else {
+			e.kgen = g
+		}
+	}
 	if e.afterCommit != nil {
 		e.afterCommit()
 	}
@@ -199,7 +227,7 @@ func (e *nft) commit(c *nftables.Conn) error {
 }
 
 // kernel returns the four sets' ranges and ends: kern when the generation
-// moved only by the enforcer's own commits since it was read, else read
+// did not move since the enforcer's last own commit or read, else read
 // again, consistently. Ranges whose end has passed are dropped: the kernel
 // no longer holds them.
 func (e *nft) kernel(c *nftables.Conn) (map[setKind]map[rng]time.Time, error) {
@@ -213,8 +241,7 @@ func (e *nft) kernel(c *nftables.Conn) (map[setKind]map[rng]time.Time, error) {
 			e.kern = nil
 			return nil, err
 		}
-		if g == e.kgen+e.commits {
-			e.kgen, e.commits = g, 0
+		if g == e.kgen {
 			now := e.now()
 			for _, m := range e.kern {
 				for r, u := range m {
@@ -249,7 +276,7 @@ func (e *nft) kernel(c *nftables.Conn) (map[setKind]map[rng]time.Time, error) {
 	if err != nil {
 		return nil, err
 	}
-	e.kern, e.kgen, e.commits, e.slack = read, g, 0, took
+	e.kern, e.kgen, e.commits, e.slack, e.unread = read, g, 0, took, 0
 	e.reads++
 	return read, nil
 }
