@@ -310,6 +310,29 @@ func (s *Shared) flushPending(ctx context.Context, local []Ban) error {
 	if err != nil || len(pending) == 0 {
 		return err
 	}
+	rs, rounds := s.Local.(RoundStore)
+	var db string
+	var round int64
+	if rounds {
+		if db, round, err = rs.PendingRounds(ctx); err != nil {
+			return err
+		}
+		done, err := s.Remote.PendingRounds(ctx, db)
+		if err != nil {
+			return err
+		}
+		if done > round {
+			// This database was restored from a backup (or copied): its
+			// pending changes were written in a round since, and other
+			// changes may have followed them; writing them again would
+			// undo those (TestSharedRestoredDatabaseReplaysStalePending).
+			if err := ps.ClearPending(ctx, pending...); err != nil {
+				return err
+			}
+			s.Log.Warn("guard: pending changes already written by this database before (restored from a backup?) dropped", "changes", len(pending), "round", round+1, "written", done)
+			return rs.SetPendingRounds(ctx, done)
+		}
+	}
 	start := time.Now()
 	have := make(map[netip.Prefix]Ban, len(local))
 	for _, b := range local {
@@ -332,6 +355,14 @@ func (s *Shared) flushPending(ctx context.Context, local []Ban) error {
 			if _, err := s.Remote.DeleteBanFrom(ctx, p.Prefix, s.origin); err != nil {
 				return err
 			}
+		}
+	}
+	if rounds {
+		if err := s.Remote.SetPendingRounds(ctx, db, round+1); err != nil {
+			return err
+		}
+		if err := rs.SetPendingRounds(ctx, round+1); err != nil {
+			return err
 		}
 	}
 	if err := ps.ClearPending(ctx, pending...); err != nil {

@@ -2,7 +2,9 @@ package guard
 
 import (
 	"context"
+	"crypto/rand"
 	"database/sql"
+	"encoding/hex"
 	"fmt"
 	"net/netip"
 	"sort"
@@ -48,6 +50,13 @@ CREATE TABLE IF NOT EXISTS guard_changes (
 	id INTEGER PRIMARY KEY AUTOINCREMENT, prefix TEXT NOT NULL, origin TEXT NOT NULL, at INTEGER NOT NULL);`)
 	if err != nil {
 		return nil, fmt.Errorf("guard: create tables: %w", err)
+	}
+	// the database's id (RoundStore), made with it so that its backups
+	// hold it
+	var id [8]byte
+	rand.Read(id[:])
+	if _, err := db.ExecContext(ctx, `INSERT INTO guard_meta (key, value) VALUES ('db_id', ?) ON CONFLICT(key) DO NOTHING`, hex.EncodeToString(id[:])); err != nil {
+		return nil, fmt.Errorf("guard: database id: %w", err)
 	}
 	s := &SQLiteStore{DB: db, origin: newOrigin()}
 	for _, p := range []struct {
@@ -257,6 +266,39 @@ func (s *SQLiteStore) SetSharedEpoch(ctx context.Context, epoch string, seq int6
 	if _, err := s.DB.ExecContext(ctx, `INSERT INTO guard_meta (key, value) VALUES ('shared_epoch', ?), ('shared_seq', ?)
 		ON CONFLICT(key) DO UPDATE SET value=excluded.value`, epoch, seq); err != nil {
 		return fmt.Errorf("guard: save the shared store's epoch: %w", err)
+	}
+	return nil
+}
+
+// RoundStore numbers the rounds in which a server database's pending
+// changes are written to the shared store, so that a database restored
+// from a backup does not write again the changes of a round written since
+// the backup (Shared.flushPending compares its round with the shared
+// store's store.Redis.PendingRounds). SQLiteStore implements it: the
+// database's id (random, made once: a backup or a copy keeps it) and
+// its count of rounds written, in guard_meta.
+type RoundStore interface {
+	PendingRounds(ctx context.Context) (db string, rounds int64, err error)
+	SetPendingRounds(ctx context.Context, rounds int64) error
+}
+
+// PendingRounds implements RoundStore.
+func (s *SQLiteStore) PendingRounds(ctx context.Context) (string, int64, error) {
+	var db string
+	var n int64
+	err := s.DB.QueryRowContext(ctx, `SELECT (SELECT value FROM guard_meta WHERE key = 'db_id'),
+		coalesce((SELECT CAST(value AS INTEGER) FROM guard_meta WHERE key = 'pending_rounds'), 0)`).Scan(&db, &n)
+	if err != nil {
+		return "", 0, fmt.Errorf("guard: pending rounds: %w", err)
+	}
+	return db, n, nil
+}
+
+// SetPendingRounds implements RoundStore.
+func (s *SQLiteStore) SetPendingRounds(ctx context.Context, n int64) error {
+	if _, err := s.DB.ExecContext(ctx, `INSERT INTO guard_meta (key, value) VALUES ('pending_rounds', ?)
+		ON CONFLICT(key) DO UPDATE SET value=excluded.value`, n); err != nil {
+		return fmt.Errorf("guard: save pending rounds: %w", err)
 	}
 	return nil
 }

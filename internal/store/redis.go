@@ -31,6 +31,7 @@ import (
 //	                (or rolled back: see RotateEpoch)
 //	seq             change counter, INCR in the same transaction as every ban change:
 //	                lower than a server saw before means Redis rolled back
+//	pendingdone     hash database id -> how many rounds of its pending changes were written
 //	fail:IP         sorted set of failure times of one address
 //	att:PREFIX      sorted set of failing addresses of one prefix, by last time
 //	lim:KEY:WINDOW  fixed-window counter
@@ -278,6 +279,29 @@ func (r *Redis) PutBans(ctx context.Context, bans []ban.Ban, origin string) (int
 		return last, fmt.Errorf("store: redis announce bans pushed: %w", err)
 	}
 	return last, nil
+}
+
+// PendingRounds returns how many rounds of pending changes (changes a
+// server made while Redis was unreachable) the server database db wrote
+// here (0 when none): a database restored from a backup holds rounds
+// already written, which must not be replayed.
+func (r *Redis) PendingRounds(ctx context.Context, db string) (int64, error) {
+	n, err := r.C.HGet(ctx, r.k("pendingdone"), db).Int64()
+	if errors.Is(err, redis.Nil) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("store: redis pending rounds of %s: %w", db, err)
+	}
+	return n, nil
+}
+
+// SetPendingRounds records that database db wrote n rounds.
+func (r *Redis) SetPendingRounds(ctx context.Context, db string, n int64) error {
+	if err := r.C.HSet(ctx, r.k("pendingdone"), db, n).Err(); err != nil {
+		return fmt.Errorf("store: redis pending rounds of %s: %w", db, err)
+	}
+	return nil
 }
 
 func encodeBan(b ban.Ban) string {
