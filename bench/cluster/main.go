@@ -322,7 +322,9 @@ func (l *load) run(ctx context.Context) {
 		for ; sent < want; sent++ {
 			k := sent % len(ns)
 			mu.Lock()
-			a := netip.AddrFrom4([4]byte{198, 18 + byte(next>>16&1), byte(next >> 8), byte(next)})
+			// 100.64.0.0/10 (RFC 6598): 4,194,304 addresses, so a slow run never
+			// wraps (198.18.0.0/15 held 131,072 and wrapped at 16:21Z).
+			a := netip.AddrFrom4([4]byte{100, 64 + byte(next>>16&63), byte(next >> 8), byte(next)})
 			next++
 			written[a] = ban{origin: ns[k].i, written: now}
 			mu.Unlock()
