@@ -1,6 +1,7 @@
 package guard
 
 import (
+	"context"
 	"net/netip"
 	"slices"
 	"testing"
@@ -22,15 +23,7 @@ func TestSharedRedisRolledBack(t *testing.T) {
 	a := sharedNode(t, ctx, dirA, rs.URL())
 	listed(t, ctx, a)
 	until := time.Now().Add(time.Hour)
-	if err := a.PutBan(ctx, Ban{Prefix: x, Until: until, Reason: "before the snapshot"}); err != nil {
-		t.Fatal(err)
-	}
-	if err := a.Remote.C.Save(ctx).Err(); err != nil {
-		t.Fatal(err)
-	}
-	if err := a.PutBan(ctx, Ban{Prefix: y, Until: until, Reason: "after the snapshot"}); err != nil {
-		t.Fatal(err)
-	}
+	banAroundSnapshot(t, ctx, a, x, y, until)
 	rs.Stop()
 	rs.Restart() // loads dump.rdb: the epoch, x, not y
 	var got []netip.Prefix
@@ -59,15 +52,7 @@ func TestSharedRedisRolledBackOthersAndRestart(t *testing.T) {
 	b := sharedNode(t, ctx, t.TempDir(), rs.URL())
 	listed(t, ctx, a)
 	until := time.Now().Add(time.Hour)
-	if err := a.PutBan(ctx, Ban{Prefix: x, Until: until, Reason: "before the snapshot"}); err != nil {
-		t.Fatal(err)
-	}
-	if err := a.Remote.C.Save(ctx).Err(); err != nil {
-		t.Fatal(err)
-	}
-	if err := a.PutBan(ctx, Ban{Prefix: y, Until: until, Reason: "after the snapshot"}); err != nil {
-		t.Fatal(err)
-	}
+	banAroundSnapshot(t, ctx, a, x, y, until)
 	if _, _, err := a.Changes(ctx, 0); err != nil { // A's sync loop saves the counter
 		t.Fatal(err)
 	}
@@ -95,5 +80,20 @@ func TestSharedRedisRolledBackOthersAndRestart(t *testing.T) {
 	}
 	if got, want := prefixes(remote), []netip.Prefix{x, y}; !slices.Equal(got, want) {
 		t.Fatalf("Redis after A started: %v, want %v", got, want)
+	}
+}
+
+// banAroundSnapshot has node a ban before, Redis write its snapshot
+// (dump.rdb, SAVE), and a ban after: a restart of Redis then loses after.
+func banAroundSnapshot(t *testing.T, ctx context.Context, a *Shared, before, after netip.Prefix, until time.Time) {
+	t.Helper()
+	if err := a.PutBan(ctx, Ban{Prefix: before, Until: until, Reason: "before the snapshot"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Remote.C.Save(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.PutBan(ctx, Ban{Prefix: after, Until: until, Reason: "after the snapshot"}); err != nil {
+		t.Fatal(err)
 	}
 }
