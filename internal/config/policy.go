@@ -13,7 +13,7 @@ import (
 // `relayguard policy` (the SMTPD policy delegation protocol).
 type PolicyConfig struct {
 	Listen                string        `toml:"listen" comment:"Postfix policy delegation listener of \"relayguard policy\": host:port, or unix:/path for a unix socket.\nPostfix side: check_policy_service inet:127.0.0.1:10031 before permit_sasl_authenticated (docs/policy.md)."`
-	IdleTimeout           Duration      `toml:"idle_timeout" comment:"Close a policy connection idle this long (Postfix itself closes idle ones after smtpd_policy_service_max_idle, 300s)."`
+	IdleTimeout           Duration      `toml:"idle_timeout" comment:"Close a policy connection idle this long. Postfix closes its own idle ones after smtpd_policy_service_max_idle (300s);\nthe default is a little longer, so that Postfix, not relayguard, closes a connection it may still use, and an idle\nclient cannot hold a policy.max_connections slot for long."`
 	MaxConnections        int           `toml:"max_connections" comment:"Concurrent policy connections; more are refused with a log line."`
 	DNSTimeout            Duration      `toml:"dns_timeout" comment:"One deadline for all DNS lookups of a check (rDNS, sender domain, SPF, DNS lists). A timeout is a 4xx, never a pass."`
 	ConnectRestrictions   []string      `toml:"connect_restrictions" comment:"Restriction lists per stage, evaluated in order; the first check with an opinion decides (Postfix smtpd_*_restrictions).\nChecks: permit_mynetworks, permit_sasl_authenticated, reject_unauth_destination, reject_rbl_client ZONE[=FILTER],\nreject_rhsbl_sender ZONE, reject_rhsbl_helo ZONE, reject_unknown_client_hostname, reject_unknown_reverse_client_hostname,\nreject_unknown_sender_domain, reject_non_fqdn_helo, reject_invalid_helo_hostname, reject_non_fqdn_sender, check_spf,\ncheck_client_access TABLE, dnsbl_score, permit, reject, defer; in end_of_data_restrictions also check_dmarc\n(SPF, DKIM and DMARC into one Authentication-Results header, see [policy.dmarc] and docs/msgauth.md). Prefix any check with \"warn_if_reject \" to only log\nwhat it would have done. The defaults make no DNS query. Recommended for an MX (see docs/policy.md):\nrecipient_restrictions = [\"permit_mynetworks\", \"permit_sasl_authenticated\", \"reject_unauth_destination\",\n  \"reject_invalid_helo_hostname\", \"reject_non_fqdn_sender\", \"reject_unknown_sender_domain\",\n  \"reject_unknown_reverse_client_hostname\", \"dnsbl_score\", \"check_spf\"]"`
@@ -54,7 +54,7 @@ type SPFConfig struct {
 func defaultPolicy() PolicyConfig {
 	return PolicyConfig{
 		Listen:                "127.0.0.1:10031",
-		IdleTimeout:           Duration(time.Hour),
+		IdleTimeout:           Duration(330 * time.Second),
 		MaxConnections:        1000,
 		DNSTimeout:            Duration(10 * time.Second),
 		RecipientRestrictions: []string{"permit_mynetworks", "permit_sasl_authenticated", "reject_unauth_destination", "dnsbl_score"},

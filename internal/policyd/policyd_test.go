@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/relayguard/relayguard/internal/config"
 	"github.com/relayguard/relayguard/internal/dnsutil/dnstest"
@@ -467,5 +468,94 @@ func TestPeerNotReadingIsClosed(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "not reading its answers") {
 		t.Errorf("the stuck connection's close is not logged:\n%s", logs)
+	}
+}
+
+// TestConnectionFloodLoggedOnce: connections past policy.max_connections
+// are refused (closed before any request is read), every one is counted in
+// relayguard_policyd_refused_connections_total, but a flood of them is not a
+// flood of log lines: one line per refusalLogEvery. The connection holding
+// the slot is still answered, and once it closes the next one is served.
+func TestConnectionFloodLoggedOnce(t *testing.T) {
+	t.Parallel()
+	var srv *Server
+	addr, logs := startServerWith(t, "tcp", func(s *Server) { s.MaxConns = 1; srv = s })
+	holder, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hrw := bufio.NewReadWriter(bufio.NewReader(holder), bufio.NewWriter(holder))
+	if got := ask(t, hrw, req("127.0.0.100", "u@elsewhere.test")); got != "action=OK" {
+		t.Fatalf("holder's answer %q", got)
+	}
+	const flood = 50
+	for i := range flood {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		if n, err := c.Read(make([]byte, 1)); err == nil {
+			t.Fatalf("connection %d past max_connections=1 read %d bytes, want it closed", i, n)
+		}
+		c.Close()
+	}
+	if got := testutil.ToFloat64(srv.refusedConns); got != flood {
+		t.Errorf("refused connections counted: %v, want %d", got, flood)
+	}
+	if n := strings.Count(logs.String(), "max_connections reached"); n != 1 {
+		t.Errorf("%d log lines for %d refusals within %s, want 1:\n%s", n, flood, refusalLogEvery, logs)
+	}
+	if got := ask(t, hrw, req("127.0.0.100", "u@elsewhere.test")); got != "action=OK" {
+		t.Fatalf("holder's answer during the flood %q", got)
+	}
+	holder.Close()
+	deadline := time.Now().Add(10 * time.Second) // a safety net: the slot is freed when the server sees the close
+	for {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		rw := bufio.NewReadWriter(bufio.NewReader(c), bufio.NewWriter(c))
+		WriteAttrs(rw, req("127.0.0.100", "u@elsewhere.test"))
+		rw.Flush()
+		line, err := rw.ReadString('\n')
+		c.Close()
+		if err == nil {
+			if line != "action=OK\n" {
+				t.Fatalf("answer after the holder closed: %q", line)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no connection served after the holder closed:\n%s", logs)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestRefusalLogEvery: the first refusal is logged, the ones within the
+// interval after it are not, and the next one logged says how many were not.
+func TestRefusalLogEvery(t *testing.T) {
+	var r refusalLog
+	t0 := time.Date(2026, 12, 6, 18, 0, 0, 0, time.UTC)
+	for _, step := range []struct {
+		at         time.Duration
+		log        bool
+		suppressed int
+	}{
+		{0, true, 0},
+		{time.Second, false, 0},
+		{9 * time.Second, false, 0},
+		{10 * time.Second, true, 2},
+		{19 * time.Second, false, 0},
+		{time.Hour, true, 1},
+		{time.Hour + 10*time.Second, true, 0},
+	} {
+		log, before := r.refused(t0.Add(step.at))
+		if log != step.log || before != step.suppressed {
+			t.Errorf("refusal at +%s: log %v with %d before, want %v with %d", step.at, log, before, step.log, step.suppressed)
+		}
 	}
 }

@@ -41,10 +41,36 @@ type Server struct {
 	// reqs{result="answered"} and {result="malformed"}, resolved once
 	answered, malformed prometheus.Counter
 	conns               prometheus.Gauge
+	refusedConns        prometheus.Counter
 	wg                  sync.WaitGroup
 	mu                  sync.Mutex
 	active              map[net.Conn]struct{}
 	closing             bool
+	refusals            refusalLog
+}
+
+// refusalLogEvery is how often at most a refused connection is logged: a
+// flood of connections past policy.max_connections would otherwise be a
+// flood of log lines too. The refusals in between are counted in the next
+// line (and in relayguard_policyd_refused_connections_total).
+const refusalLogEvery = 10 * time.Second
+
+// refusalLog decides which refused connections are logged (guarded by
+// Server.mu).
+type refusalLog struct {
+	last       time.Time // when the last refusal was logged
+	suppressed int       // refusals since then, not logged
+}
+
+// refused records one refused connection and reports whether to log it,
+// with the number of refusals not logged before it.
+func (r *refusalLog) refused(now time.Time) (log bool, before int) {
+	if !r.last.IsZero() && now.Sub(r.last) < refusalLogEvery {
+		r.suppressed++
+		return false, 0
+	}
+	before, r.last, r.suppressed = r.suppressed, now, 0
+	return true, before
 }
 
 func (s *Server) init() {
@@ -62,6 +88,9 @@ func (s *Server) init() {
 		s.answered, s.malformed = s.reqs.WithLabelValues("answered"), s.reqs.WithLabelValues("malformed")
 		s.conns = prom.Register(reg, prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "relayguard_policyd_connections", Help: "Open Postfix policy connections.",
+		}))
+		s.refusedConns = prom.Register(reg, prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "relayguard_policyd_refused_connections_total", Help: "Policy connections refused because policy.max_connections were open.",
 		}))
 		s.active = map[net.Conn]struct{}{}
 	})
@@ -115,8 +144,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			select {
 			case s.sem <- struct{}{}:
 			default:
-				s.Logger.Warn("policy connection refused: policy.max_connections reached", "limit", s.MaxConns, "peer", c.RemoteAddr().String())
-				c.Close()
+				s.refuse(c)
 				continue
 			}
 		}
@@ -140,6 +168,25 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			}
 		}()
 	}
+}
+
+// refuse closes a connection past policy.max_connections, counts it and
+// logs it unless another refusal was logged less than refusalLogEvery ago.
+func (s *Server) refuse(c net.Conn) {
+	peer := c.RemoteAddr().String()
+	c.Close()
+	s.refusedConns.Inc()
+	s.mu.Lock()
+	log, before := s.refusals.refused(time.Now())
+	s.mu.Unlock()
+	if !log {
+		return
+	}
+	if before > 0 {
+		s.Logger.Warn("policy connection refused: policy.max_connections reached", "limit", s.MaxConns, "peer", peer, "refused_since_last_logged", before)
+		return
+	}
+	s.Logger.Warn("policy connection refused: policy.max_connections reached", "limit", s.MaxConns, "peer", peer)
 }
 
 // ServeConn answers requests on one connection until the peer closes it,
