@@ -61,6 +61,22 @@ type Parser struct {
 	hourKey  int // year*1000000 + month*10000 + day*100 + hour; 0: none
 	hourLoc  *time.Location
 	hourBase time.Time
+
+	// The last traditional timestamp parsed and the state it left: a
+	// log's lines come several to a second (ten on a botnet's log), and
+	// the same 15 bytes read again in the state they left give the same
+	// time and leave that state (see parseBSD).
+	ts tsCache
+}
+
+// tsCache is one parsed "Mmm dd hh:mm:ss": its bytes (as two overlapping
+// little-endian words), the state after it, and its time.
+type tsCache struct {
+	w0, w1 uint64
+	year   int
+	month  time.Month // lastMonth after it; 0: no entry
+	loc    *time.Location
+	t      time.Time
 }
 
 // Parse parses one line (without its trailing newline; a trailing "\r" or
@@ -368,6 +384,25 @@ func (p *Parser) parseBSD(s string) (time.Time, string, bool) {
 	if len(s) < 15 || s[3] != ' ' {
 		return time.Time{}, "", false
 	}
+	// The same bytes as the last timestamp, in the state that one left:
+	// parsed again they would give the same time and leave the state as it
+	// is (the year and month after a parse are those of the branch that
+	// reads them back unchanged: the default one, or the stray line's,
+	// which changes nothing).
+	w0 := binary.LittleEndian.Uint64(unsafe.Slice(unsafe.StringData(s), 8)) // (s is not written: reads of 15 of its bytes)
+	w1 := binary.LittleEndian.Uint64(unsafe.Slice(unsafe.StringData(s[7:]), 8))
+	if c := &p.ts; w0 == c.w0 && w1 == c.w1 && c.month != 0 && c.month == p.lastMonth && c.year == p.Year && c.loc == p.Loc {
+		return c.t, s[15:], true
+	}
+	t, rest, ok := p.parseBSDFull(s)
+	if ok && len(rest) == len(s)-15 && p.Year != 0 && p.lastMonth != 0 { // (not "Aug 3 15:30:49", one byte shorter)
+		p.ts = tsCache{w0: w0, w1: w1, year: p.Year, month: p.lastMonth, loc: p.Loc, t: t}
+	}
+	return t, rest, ok
+}
+
+// parseBSDFull is parseBSD without the cache.
+func (p *Parser) parseBSDFull(s string) (time.Time, string, bool) {
 	mon := monthOf(s[0], s[1], s[2])
 	if mon == 0 {
 		return time.Time{}, "", false

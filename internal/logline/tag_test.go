@@ -1,6 +1,7 @@
 package logline
 
 import (
+	"math/rand/v2"
 	"testing"
 	"time"
 )
@@ -128,4 +129,75 @@ func TestParseTagEveryOffset(t *testing.T) {
 			}
 		}
 	}
+}
+
+// timestampSequence is a log's worth of traditional timestamps drawn from
+// few values, so that lines repeat the one before (the cache's case) and
+// also come back after others: month jumps over New Year both ways, stray
+// lines, single-digit days with one space, a month name in lower case, a
+// preset year or zone changed between lines, and lines that are no
+// timestamp at all.
+func timestampSequence(seed uint64, n int) (lines []string, years []int, locs []*time.Location) {
+	r := rand.New(rand.NewPCG(seed, 19))
+	berlin := time.FixedZone("X", 3600)
+	months := [...]string{"Jan", "Feb", "Jun", "Jul", "Aug", "Dec", "jan", "Xyz"}
+	days := [...]string{" 1", " 3", "3 ", "31", "00", "29"}
+	clocks := [...]string{"00:00:00", "23:59:59", "12:30:60", "12:30:61", "24:00:00", "07:07:07"}
+	year, zones := 0, []*time.Location{nil, time.UTC, berlin}
+	loc := zones[0]
+	for range n {
+		if r.IntN(50) == 0 {
+			year = []int{0, 2025, 2026}[r.IntN(3)]
+		}
+		if r.IntN(50) == 0 {
+			loc = zones[r.IntN(len(zones))]
+		}
+		var line string
+		if len(lines) > 0 && r.IntN(3) > 0 {
+			line = lines[len(lines)-1] // the same second again
+		} else {
+			d := days[r.IntN(len(days))]
+			line = months[r.IntN(len(months))] + " " + d + " " + clocks[r.IntN(len(clocks))] + " h p[1]: m"
+			if d == "3 " {
+				line = months[r.IntN(len(months))] + " 3 " + clocks[r.IntN(len(clocks))] + " h p[1]: m"
+			}
+		}
+		lines, years, locs = append(lines, line), append(years, year), append(locs, loc)
+	}
+	return lines, years, locs
+}
+
+// checkTimestampCache parses the sequence with one parser and with one whose
+// timestamp cache is emptied before every line: the lines and the year
+// state must agree at every step.
+func checkTimestampCache(t *testing.T, seed uint64) {
+	lines, years, locs := timestampSequence(seed, 400)
+	now := func() time.Time { return time.Date(2026, 1, 5, 0, 0, 0, 0, time.UTC) }
+	p, ref := &Parser{Now: now}, &Parser{Now: now}
+	for i, line := range lines {
+		if years[i] != 0 && (i == 0 || years[i] != years[i-1]) {
+			p.Year, ref.Year = years[i], years[i]
+		}
+		p.Loc, ref.Loc = locs[i], locs[i]
+		ref.ts = tsCache{}
+		got, gok := p.Parse(line)
+		want, wok := ref.Parse(line)
+		if gok != wok || got != want || p.Year != ref.Year || p.lastMonth != ref.lastMonth {
+			t.Fatalf("seed %d line %d %q: got %+v %v (year %d, month %d), without the cache %+v %v (year %d, month %d)",
+				seed, i, line, got, gok, p.Year, p.lastMonth, want, wok, ref.Year, ref.lastMonth)
+		}
+	}
+}
+
+// TestTimestampCacheSame holds parseBSD's cache of the last timestamp to
+// the parse without it.
+func TestTimestampCacheSame(t *testing.T) {
+	for seed := range uint64(300) {
+		checkTimestampCache(t, seed)
+	}
+}
+
+func FuzzTimestampCache(f *testing.F) {
+	f.Add(uint64(1))
+	f.Fuzz(func(t *testing.T, seed uint64) { checkTimestampCache(t, seed) })
 }
