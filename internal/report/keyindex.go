@@ -58,7 +58,7 @@ func (x *keyIndex) get(k string) (int32, bool) {
 
 // grow doubles the table, placing each slot by the hash it holds.
 func (x *keyIndex) grow() {
-	slots := make([]uint64, 2*len(x.slots))
+	slots := populated(make([]uint64, 2*len(x.slots)))
 	mask := uint32(len(slots) - 1)
 	for _, s := range x.slots {
 		if s == 0 {
@@ -108,7 +108,7 @@ func (x *addrIndex) get(k [16]byte) (int32, bool) {
 	x.slots[i] = addrSlot{k, x.n}
 	if 4*int(x.n) >= 3*len(x.slots) { // at most 3/4 full
 		old := x.slots
-		x.slots = make([]addrSlot, 2*len(old))
+		x.slots = populated(make([]addrSlot, 2*len(old)))
 		mask = uint64(len(x.slots) - 1)
 		for _, s := range old {
 			if s.n == 0 {
@@ -171,7 +171,7 @@ func (x *intIndex) get(k uint64) (int32, bool) {
 	x.slots[i] = intSlot{k, n + 1}
 	if 4*len(x.keys) >= 3*len(x.slots) { // at most 3/4 full
 		old := x.slots
-		x.slots = make([]intSlot, 2*len(old))
+		x.slots = populated(make([]intSlot, 2*len(old)))
 		mask = uint64(len(x.slots) - 1)
 		for _, s := range old {
 			if s.n == 0 {
