@@ -32,50 +32,71 @@ func IsRecord(s string) bool {
 // vocabulary. Unknown keys are ignored, so records with extra attributes
 // (a logger's With) still read. Time is the record's own time key, or zero.
 func Parse(s string) (Record, bool) {
-	for len(s) > 0 && (s[len(s)-1] == '\n' || s[len(s)-1] == '\r') {
-		s = s[:len(s)-1]
-	}
 	var r Record
-	r.UID = -1
-	ok := false
-	set := func(k, v string) {
-		if k == "msg" {
-			if kind, known := kindByMsg[v]; known {
-				r.Kind, ok = kind, true
-			} else if kind, known := aliases[v]; known {
-				r.Kind, ok = kind, true
-				if v == "queue: delivery expired" {
-					r.Reason = "expired"
-				} else if v == "ban expired" {
-					r.Reason = "expired"
-				}
-			}
-			return
-		}
-		r.set(k, v)
-	}
-	if strings.HasPrefix(s, "{") {
-		walkJSON(s, set)
-	} else {
-		walkText(s, set)
-	}
-	if !ok {
+	if !ParseTo(&r, s) {
 		return Record{}, false
-	}
-	if r.Kind == KindBounced && r.Reason == "" {
-		r.Reason = "failed permanently"
 	}
 	return r, true
 }
 
-func (r *Record) set(k, v string) {
+// ParseTo is Parse into *r, every field of which it overwrites (with the
+// zero Record when s is not a record): for a reader that keeps records in
+// place, since a Record is ~600 bytes to copy.
+func ParseTo(r *Record, s string) bool {
+	for len(s) > 0 && (s[len(s)-1] == '\n' || s[len(s)-1] == '\r') {
+		s = s[:len(s)-1]
+	}
+	*r = Record{UID: -1}
+	var ok bool
+	if strings.HasPrefix(s, "{") {
+		walkJSON(s, func(k, v string) {
+			if r.set(k, v) {
+				ok = true
+			}
+		})
+	} else {
+		ok = walkText(s, r)
+	}
+	if !ok {
+		*r = Record{}
+		return false
+	}
+	if r.Kind == KindBounced && r.Reason == "" {
+		r.Reason = "failed permanently"
+	}
+	return true
+}
+
+// msg sets the record's kind from its message and reports whether the
+// message is one of the vocabulary's.
+func (r *Record) msg(v string) bool {
+	if kind, known := kindByMsg[v]; known {
+		r.Kind = kind
+		return true
+	}
+	kind, known := aliases[v]
+	if !known {
+		return false
+	}
+	r.Kind = kind
+	if v == "queue: delivery expired" || v == "ban expired" {
+		r.Reason = "expired"
+	}
+	return true
+}
+
+// set sets key k's field to v; it reports whether k is "msg" with a
+// message of the vocabulary (the record's kind).
+func (r *Record) set(k, v string) bool {
 	switch k {
+	case "msg":
+		return r.msg(v)
 	case "time":
-		if t, err := time.Parse(time.RFC3339Nano, v); err == nil {
+		if t, ok := parseTime(v); ok {
 			r.Time = t
 		}
 	case "level":
-		r.Level = levelOf(v)
+		r.Level = level(v)
 	case "cid":
 		r.CID = v
 	case "client":
@@ -175,6 +196,7 @@ func (r *Record) set(k, v string) {
 	case "parent_cmdline":
 		r.Parent = v
 	}
+	return false
 }
 
 func atoi(s string) int {
@@ -185,10 +207,14 @@ func atoi(s string) int {
 	return n
 }
 
-// walkText calls fn for each key=value of a slog TextHandler record. Values
-// are bare words or double-quoted with Go escapes (slog quotes with
-// strconv.Quote). Bare words without "=" are skipped.
-func walkText(s string, fn func(k, v string)) {
+// walkText sets r's fields from the key=value pairs of a slog TextHandler
+// record and reports whether its msg is one of the vocabulary's (a later
+// msg key decides, as any later key does). Values are bare words or
+// double-quoted with Go escapes (slog quotes with strconv.Quote). Bare
+// words without "=" are skipped; an unterminated quote (a line cut short)
+// ends the record.
+func walkText(s string, r *Record) bool {
+	ok := false
 	for len(s) > 0 {
 		for len(s) > 0 && s[0] == ' ' {
 			s = s[1:]
@@ -198,7 +224,7 @@ func walkText(s string, fn func(k, v string)) {
 			i++
 		}
 		if i >= len(s) {
-			return
+			break
 		}
 		if s[i] == ' ' { // a bare word
 			s = s[i:]
@@ -208,24 +234,17 @@ func walkText(s string, fn func(k, v string)) {
 		s = s[i+1:]
 		var v string
 		if len(s) > 0 && s[0] == '"' {
-			end, esc := 1, false
-			for end < len(s) && s[end] != '"' {
-				if s[end] == '\\' {
-					esc = true
-					end++
-				}
-				end++
+			end := strings.IndexByte(s[1:], '"') + 1
+			if end == 0 { // unterminated (a line cut short)
+				break
 			}
-			if end >= len(s) { // unterminated (a line cut short): stop
-				return
+			if strings.IndexByte(s[1:end], '\\') < 0 {
+				v, s = s[1:end], s[end+1:]
 			} else {
-				v = s[1:end]
-				if esc {
-					if u, err := strconv.Unquote(s[:end+1]); err == nil {
-						v = u
-					}
+				var terminated bool
+				if v, s, terminated = quoted(s); !terminated {
+					break
 				}
-				s = s[end+1:]
 			}
 		} else {
 			sp := strings.IndexByte(s, ' ')
@@ -234,8 +253,36 @@ func walkText(s string, fn func(k, v string)) {
 			}
 			v, s = s[:sp], s[sp:]
 		}
-		fn(k, v)
+		if k == "msg" {
+			if r.msg(v) { // (a later unknown msg does not undo a known one)
+				ok = true
+			}
+		} else {
+			r.set(k, v)
+		}
 	}
+	return ok
+}
+
+// quoted reads the quoted value with escapes at the start of s and
+// returns it and the rest of s after it; terminated is false when the
+// quote does not end.
+func quoted(s string) (v, rest string, terminated bool) {
+	end := 1
+	for end < len(s) && s[end] != '"' {
+		if s[end] == '\\' {
+			end++
+		}
+		end++
+	}
+	if end >= len(s) {
+		return "", "", false
+	}
+	v = s[1:end]
+	if u, err := strconv.Unquote(s[:end+1]); err == nil {
+		v = u
+	}
+	return v, s[end+1:], true
 }
 
 // walkJSON calls fn for each top-level key of a slog JSONHandler record
@@ -394,4 +441,80 @@ func levelOf(s string) slog.Level {
 	var l slog.Level
 	_ = l.UnmarshalText([]byte(s))
 	return l
+}
+
+// level is levelOf without its parser for the four names slog writes.
+func level(s string) slog.Level {
+	switch s {
+	case "INFO":
+		return slog.LevelInfo
+	case "WARN":
+		return slog.LevelWarn
+	case "ERROR":
+		return slog.LevelError
+	case "DEBUG":
+		return slog.LevelDebug
+	}
+	return levelOf(s)
+}
+
+// parseTime is time.Parse(time.RFC3339Nano, s), read by hand for the form
+// slog writes in UTC ("2026-12-03T00:00:00.093Z": a record's time key, on
+// every line) and by time.Parse for any other; the result is the same
+// time.Date value time.Parse builds.
+func parseTime(s string) (time.Time, bool) {
+	n := len(s)
+	if n < len("2006-01-02T15:04:05Z") || s[n-1] != 'Z' || s[4] != '-' || s[7] != '-' || s[10] != 'T' || s[13] != ':' || s[16] != ':' {
+		return parseTimeSlow(s)
+	}
+	num := func(s string) int {
+		v := 0
+		for i := 0; i < len(s); i++ {
+			c := s[i] - '0'
+			if c > 9 {
+				return -1
+			}
+			v = v*10 + int(c)
+		}
+		return v
+	}
+	year, month, day := num(s[0:4]), num(s[5:7]), num(s[8:10])
+	hour, min, sec := num(s[11:13]), num(s[14:16]), num(s[17:19])
+	nsec := 0
+	if frac := s[19 : n-1]; frac != "" {
+		// "." and 1 to 9 digits, scaled to nanoseconds
+		if frac[0] != '.' || len(frac) < 2 || len(frac) > 10 {
+			return parseTimeSlow(s)
+		}
+		if nsec = num(frac[1:]); nsec < 0 {
+			return parseTimeSlow(s)
+		}
+		for range 10 - len(frac) {
+			nsec *= 10
+		}
+	}
+	if year < 0 || month < 1 || month > 12 || day < 1 || day > daysIn(month, year) ||
+		hour < 0 || hour > 23 || min < 0 || min > 59 || sec < 0 || sec > 59 {
+		return parseTimeSlow(s)
+	}
+	return time.Date(year, time.Month(month), day, hour, min, sec, nsec, time.UTC), true
+}
+
+func parseTimeSlow(s string) (time.Time, bool) {
+	t, err := time.Parse(time.RFC3339Nano, s)
+	return t, err == nil
+}
+
+// daysIn is the number of days of month in year (proleptic Gregorian).
+func daysIn(month, year int) int {
+	switch month {
+	case 2:
+		if year%4 == 0 && (year%100 != 0 || year%400 == 0) {
+			return 29
+		}
+		return 28
+	case 4, 6, 9, 11:
+		return 30
+	}
+	return 31
 }
