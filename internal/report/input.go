@@ -145,8 +145,7 @@ func (a *Analyzer) readLines(r io.Reader, data []byte, p *logline.Parser) error 
 				b.raw, b.err = b.raw[:0], nil
 				clear(b.ev)
 				b.ev = b.ev[:0]
-				clear(b.own)
-				b.own = b.own[:0]
+				b.own = b.own[:0] // (each slot is overwritten when reused)
 				b.chunks = b.chunks[:0]
 				return true
 			case <-done:
@@ -177,11 +176,20 @@ func (a *Analyzer) readLines(r io.Reader, data []byte, p *logline.Parser) error 
 			b.evAt[i], b.ownAt[i] = -1, -1
 			// relayguard's own records (its log file, or its lines in
 			// syslog) are parsed here too, for addOwn.
+			// The record is parsed into its slot (a Record is ~600 bytes:
+			// a copy per line cost more than the parse of a short one);
+			// every field of a reused slot is overwritten.
 			own := func(msg string) {
-				b.ownAt[i] = int32(len(b.own))
-				b.own = append(b.own, ownParsed{raw: msg})
-				o := &b.own[len(b.own)-1]
-				o.r, o.ok = maillog.Parse(msg)
+				n := len(b.own)
+				b.ownAt[i] = int32(n)
+				if n < cap(b.own) {
+					b.own = b.own[:n+1]
+				} else {
+					b.own = append(b.own, ownParsed{})
+				}
+				o := &b.own[n]
+				o.raw = msg
+				o.ok = maillog.ParseTo(&o.r, msg)
 			}
 			if maillog.IsRecord(s) {
 				b.parsed[i], b.ok[i] = logline.Line{}, false // relayguard's own log file: the analyzer reads it
