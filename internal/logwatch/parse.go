@@ -425,17 +425,17 @@ func parseDovecot(program, msg string) (event.Event, bool) {
 		e.Mechanism = field(mid, "method=", ',')
 		e.Session = field(tail, "session=<", '>')
 		msg = head
-		switch {
-		case strings.HasPrefix(msg, "Login: "):
+		if strings.HasPrefix(msg, "Login: ") {
 			if e.Service == "submission" {
 				e.Kind = event.AuthSuccess
 			} else {
 				e.Kind = event.LoginSuccess
 			}
 			return e, true
-		case strings.Contains(msg, "(auth failed, "):
+		}
+		switch i := strings.Index(msg, "(auth failed, "); {
+		case i >= 0:
 			e.Kind = event.AuthFailure
-			i := strings.Index(msg, "(auth failed, ")
 			n := msg[i+len("(auth failed, "):]
 			if j := strings.IndexByte(n, ')'); j >= 0 {
 				e.Detail = n[:j]
@@ -464,7 +464,7 @@ func parseDovecot(program, msg string) (event.Event, bool) {
 		// auth_verbose_passwords wrote the client's password after the
 		// verdict; the name cannot hold "): " with the default
 		// auth_username_chars, so the first is Dovecot's then.
-		cl := strings.LastIndex(msg, "): ")
+		cl := lastIndex(msg, "): ")
 		if strings.Contains(msg, " (given password: ") {
 			cl = strings.Index(msg, "): ")
 		}
@@ -489,16 +489,23 @@ func parseDovecot(program, msg string) (event.Event, bool) {
 		// driver(user,ip[,<session>]): the user name is the client's and
 		// may hold commas where auth_username_chars allows them, so the
 		// fields Dovecot adds are read from the right.
-		args := strings.Split(msg[open+1:cl], ",")
-		if n := len(args); n > 2 && (args[n-1] == "" || strings.HasPrefix(args[n-1], "<") && strings.HasSuffix(args[n-1], ">")) {
-			e.Session = strings.TrimSuffix(strings.TrimPrefix(args[n-1], "<"), ">") // "" or "<S>"
-			args = args[:n-1]
-		}
-		if len(args) < 2 {
+		// The fields are found by their commas from the right (no
+		// slice of them per line): with three or more, a last one that
+		// is "" or "<S>" is the session; then the address; the rest,
+		// commas and all, is the user.
+		args := msg[open+1 : cl]
+		last := strings.LastIndexByte(args, ',')
+		if last < 0 {
 			return e, false
 		}
-		e.User = strings.Join(args[:len(args)-1], ",")
-		e.IP, ok = dovecotAddr(args[len(args)-1])
+		if prev := strings.LastIndexByte(args[:last], ','); prev >= 0 {
+			if s := args[last+1:]; s == "" || strings.HasPrefix(s, "<") && strings.HasSuffix(s, ">") {
+				e.Session = strings.TrimSuffix(strings.TrimPrefix(s, "<"), ">") // "" or "<S>"
+				args, last = args[:last], prev
+			}
+		}
+		e.User = args[:last]
+		e.IP, ok = dovecotAddr(args[last+1:])
 		e.Kind = event.AuthFailure
 		return e, ok
 	}
@@ -523,6 +530,9 @@ func dovecotProc(s string) bool {
 // dovecotLevel strips the log level Dovecot's own log file writes after
 // the process name ("Info: ", "Warning: "…).
 func dovecotLevel(msg string) string {
+	if msg == "" || !strings.ContainsRune("IWEDFP", rune(msg[0])) {
+		return msg
+	}
 	for _, l := range [...]string{"Info: ", "Warning: ", "Error: ", "Debug: ", "Fatal: ", "Panic: "} {
 		if strings.HasPrefix(msg, l) {
 			return msg[len(l):]
@@ -538,7 +548,7 @@ func dovecotLevel(msg string) string {
 // it and rip ("method=M"), and the fields from the last " rip=" on,
 // without "rip=" (its address first). tail is "" when there is no rip.
 func dovecotLoginFields(msg string) (head, user, mid, tail string) {
-	r := strings.LastIndex(msg, " rip=")
+	r := lastIndex(msg, " rip=")
 	if r < 0 {
 		return msg, "", "", ""
 	}
@@ -557,14 +567,64 @@ func dovecotLoginFields(msg string) (head, user, mid, tail string) {
 
 // dovecotAddr parses the address at the start of s (up to ',' or ' ').
 func dovecotAddr(s string) (netip.Addr, bool) {
-	if i := strings.IndexAny(s, ", )"); i >= 0 {
-		s = s[:i]
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c == ',' || c == ' ' || c == ')' {
+			s = s[:i]
+			break
+		}
+	}
+	if ip, ok := dottedQuad(s); ok {
+		return ip, true
 	}
 	ip, err := netip.ParseAddr(s)
 	if err != nil {
 		return netip.Addr{}, false
 	}
 	return ip.Unmap(), true
+}
+
+// dottedQuad reads s when it is an IPv4 address in the form
+// netip.ParseAddr accepts (four decimal fields of 0-255 without leading
+// zeros) and gives the same Addr; ok is false for anything else, which
+// netip.ParseAddr then reads (a dovecot line's address is parsed on every
+// failed login of a botnet).
+func dottedQuad(s string) (ip netip.Addr, ok bool) {
+	var b [4]byte
+	f, v, digits := 0, 0, 0
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c >= '0' && c <= '9':
+			if digits > 0 && v == 0 { // a leading zero
+				return ip, false
+			}
+			v, digits = v*10+int(c-'0'), digits+1
+			if v > 255 {
+				return ip, false
+			}
+		case c == '.' && digits > 0 && f < 3:
+			b[f], f, v, digits = byte(v), f+1, 0, 0
+		default:
+			return ip, false
+		}
+	}
+	if f != 3 || digits == 0 {
+		return ip, false
+	}
+	b[3] = byte(v)
+	return netip.AddrFrom4(b), true
+}
+
+// lastIndex is strings.LastIndex for the short separators of Dovecot's
+// lines, by a backward scan for their first byte (strings.LastIndex
+// hashes every byte it passes).
+func lastIndex(s, sep string) int {
+	c := sep[0]
+	for i := len(s) - len(sep); i >= 0; i-- {
+		if s[i] == c && s[i:i+len(sep)] == sep {
+			return i
+		}
+	}
+	return -1
 }
 
 // field returns the text after key up to the byte end (or the end of s).

@@ -1,0 +1,123 @@
+package logwatch
+
+import (
+	"bufio"
+	"net/netip"
+	"os"
+	"reflect"
+	"testing"
+
+	"github.com/relayguard/relayguard/internal/logline"
+)
+
+// dovecotCorpus is what the fast Dovecot parser is held to the reference
+// with: (program, message) pairs of every kind of line it reads, users
+// with commas, "): " and "rip=" in them, sessions, addresses of every
+// form, and each message cut short at every byte.
+func dovecotCorpus() [][2]string {
+	progs := []string{"dovecot", "dovecot/imap-login", "imap-login", "auth", "auth-worker(12)", "dovecot-auth", "auth(default)", "pop3-login", "submission-login"}
+	msgs := []string{
+		"imap-login: Disconnected (auth failed, 3 attempts in 12 secs): user=<bob>, method=PLAIN, rip=203.0.113.50, lip=192.0.2.1, TLS, session=<abcd>",
+		"pop3-login: Aborted login (auth failed, 1 attempts in 2 secs): user=<carol>, method=PLAIN, rip=2001:db8:77::9, lip=2001:db8::1, session=<x>",
+		"submission-login: Login: user=<dave>, method=LOGIN, rip=198.51.100.66, lip=192.0.2.1, TLS, session=<y>",
+		"imap-login: Login: user=<alice>, method=PLAIN, rip=198.51.100.20, lip=192.0.2.1, mpid=4242, TLS, session=<z>",
+		"auth: passwd-file(admin,45.148.10.1,<sess1>): unknown user",
+		"auth: passwd-file(bob,45.148.10.2): Password mismatch",
+		"auth-worker(3141): pam(bob,2001:db8:5::5,<s>): pam_authenticate() failed: Authentication failure (Password mismatch?)",
+		"auth-worker(3141): pam(bob,2001:db8:5::5,<s>): pam_authenticate() failed: User not known to the underlying authentication module",
+		"auth: Info: passwd-file(alice@example.test,192.0.2.50,<dq3LV2bN>): Password mismatch",
+		"imap-login: Info: Disconnected: Connection closed (auth failed, 3 attempts in 18 secs): user=<alice@example.test>, method=PLAIN, rip=192.0.2.50, lip=192.0.2.1, session=<x>",
+		"imap-login: Disconnected (auth failed, 1 attempts in 2 secs): user=<bob>, method=PLAIN, session=<abcd>",
+		"auth: passwd-file(bob,1.2.3.4): lookup failed",
+		"auth: passwd-file(a,b,c,1.2.3.4,<s>): unknown user", "auth: passwd-file(a,b,c,1.2.3.4,): unknown user",
+		"auth: passwd-file(a,1.2.3.4,<s>,<t>): unknown user", "auth: passwd-file(1.2.3.4,<s>): unknown user",
+		"auth: passwd-file(1.2.3.4): unknown user", "auth: passwd-file(,1.2.3.4): unknown user", "auth: passwd-file(a,): unknown user",
+		"auth: passwd-file(a): b,1.2.3.4): unknown user", "auth: passwd-file(a,1.2.3.4): unknown user (given password: x): y",
+		"auth: passwd-file(a,1.2.3.4,<s): unknown user", "auth: passwd-file(a,1.2.3.4,s>): Invalid credentials",
+		"auth: passwd-file(a,1.2.3.4,<>): invalid credentials", "auth: (a,1.2.3.4): unknown user", "auth: x): (a,1.2.3.4 unknown user",
+		"auth: conn unix:auth-worker (uid=143): auth-worker<13247>: sql(bob,192.0.2.9,<s>): Password mismatch",
+		"auth: pam_unix(dovecot:auth): authentication failure; logname= uid=0 euid=0 tty=dovecot ruser=bob rhost=192.0.2.7 user=bob",
+		"auth: pam_unix(dovecot:auth): authentication failure; logname= uid=0 euid=0 tty=dovecot ruser=bob rhost=192.0.2.7",
+		"imap-login: Disconnected (auth failed, 2 attempts in 4 secs): user=<x, rip=6.6.6.6, session=<q>>, method=PLAIN, rip=192.0.2.1, lip=192.0.2.2, session=<r>",
+		"imap-login: Disconnected (tried to use disabled plaintext auth): user=<>, rip=192.0.2.3, lip=192.0.2.1, session=<t>",
+		"imap-login: Disconnected (tried to use disallowed plaintext auth): rip=192.0.2.3",
+		"imap-login: Disconnected (proxy dest auth failed): user=<u>, rip=192.0.2.3",
+		"imap-login: Disconnected (no auth attempts in 0 secs): user=<>, rip=192.0.2.3, lip=192.0.2.1, session=<t>",
+		"imap-login: Disconnected (auth failed, x attempts): user=<u>, method=PLAIN, rip=192.0.2.3",
+		"imap-login: Disconnected (auth failed, 7 attempts): user=<u>, method=PLAIN, rip=::ffff:192.0.2.3, lip=x",
+		"Warning: imap-login: x", "Error: auth: passwd-file(a,1.2.3.4): unknown user", "Panic: x", "",
+	}
+	for _, a := range []string{"0.0.0.0", "255.255.255.255", "256.1.1.1", "01.2.3.4", "1.02.3.4", "1.2.3", "1.2.3.4.5", "1..3.4", ".1.2.3", "1.2.3.", "1.2.3.4a", "fe80::1%eth0", "::ffff:1.2.3.4", "1.2.3.4)", "1.2.3.4 x", "1.2.3.004", "10.0.0.10", "999.1.1.1", ""} {
+		msgs = append(msgs, "auth: passwd-file(u,"+a+",<s>): unknown user",
+			"imap-login: Disconnected (auth failed, 1 attempts in 2 secs): user=<u>, method=PLAIN, rip="+a+", lip=192.0.2.1")
+	}
+	var out [][2]string
+	for _, m := range msgs {
+		for _, p := range progs {
+			out = append(out, [2]string{p, m})
+		}
+		for i := range len(m) {
+			out = append(out, [2]string{"dovecot", m[:i]})
+		}
+	}
+	return out
+}
+
+// TestDovecotSameAsReference: parseDovecot gives exactly the reference's
+// event (dovecot_ref_test.go: the code before it was made faster) on the
+// corpus and, with REPORT_SAME_LOG set, on every Dovecot line of that log.
+func TestDovecotSameAsReference(t *testing.T) {
+	cases := dovecotCorpus()
+	if name := os.Getenv("REPORT_SAME_LOG"); name != "" {
+		f, err := os.Open(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		var p logline.Parser
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			if l, ok := p.Parse(sc.Text()); ok && Dovecot(l.Program) {
+				cases = append(cases, [2]string{l.Program, l.Message})
+			}
+		}
+	}
+	for _, c := range cases {
+		checkDovecotSame(t, c[0], c[1])
+	}
+	t.Logf("%d lines", len(cases))
+}
+
+func checkDovecotSame(t *testing.T, program, msg string) {
+	t.Helper()
+	want, wantOK := refParseDovecot(program, msg)
+	got, ok := parseDovecot(program, msg)
+	if ok != wantOK || !reflect.DeepEqual(got, want) {
+		t.Fatalf("parseDovecot(%q, %q) = %+v, %v; the reference gives %+v, %v", program, msg, got, ok, want, wantOK)
+	}
+}
+
+func FuzzDovecotSameAsReference(f *testing.F) {
+	for _, c := range dovecotCorpus() {
+		f.Add(c[0], c[1])
+	}
+	f.Fuzz(checkDovecotSame)
+}
+
+// FuzzDottedQuad: dottedQuad accepts only what netip.ParseAddr reads as
+// that same IPv4 address.
+func FuzzDottedQuad(f *testing.F) {
+	for _, s := range []string{"1.2.3.4", "255.255.255.255", "01.2.3.4", "256.0.0.1", "1.2.3", "::1", "0.0.0.0"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		got, ok := dottedQuad(s)
+		want, err := netip.ParseAddr(s)
+		if ok && (err != nil || got != want) {
+			t.Fatalf("dottedQuad(%q) = %v; netip.ParseAddr gives %v, %v", s, got, want, err)
+		}
+		if !ok && err == nil && want.Is4() && want.String() == s {
+			t.Fatalf("dottedQuad(%q) refused an address netip reads as %v", s, want)
+		}
+	})
+}
