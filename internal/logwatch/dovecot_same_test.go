@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"os"
 	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/relayguard/relayguard/internal/logline"
@@ -104,20 +105,35 @@ func FuzzDovecotSameAsReference(f *testing.F) {
 	f.Fuzz(checkDovecotSame)
 }
 
-// FuzzDottedQuad: dottedQuad accepts only what netip.ParseAddr reads as
-// that same IPv4 address.
+// FuzzDottedQuad: the address dottedQuad reads at the start of s is what
+// netip.ParseAddr reads there, and it reads every dotted quad netip does.
 func FuzzDottedQuad(f *testing.F) {
-	for _, s := range []string{"1.2.3.4", "255.255.255.255", "01.2.3.4", "256.0.0.1", "1.2.3", "::1", "0.0.0.0"} {
+	for _, s := range []string{"1.2.3.4", "255.255.255.255", "01.2.3.4", "256.0.0.1", "1.2.3", "::1", "0.0.0.0", "1.2.3.4, lip", "1.2.3.45)", "1.2.3.4.5", "1.2.3.0004"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		got, ok := dottedQuad(s)
-		want, err := netip.ParseAddr(s)
-		if ok && (err != nil || got != want) {
-			t.Fatalf("dottedQuad(%q) = %v; netip.ParseAddr gives %v, %v", s, got, want, err)
+		got, n, ok := dottedQuad(s)
+		if ok {
+			if want, err := netip.ParseAddr(s[:n]); err != nil || got != want {
+				t.Fatalf("dottedQuad(%q) = %v, %d; netip.ParseAddr(%q) gives %v, %v", s, got, n, s[:n], want, err)
+			}
+			if n < len(s) && (s[n] == '.' || s[n] >= '0' && s[n] <= '9') {
+				t.Fatalf("dottedQuad(%q) stopped at %d, inside a longer address", s, n)
+			}
 		}
-		if !ok && err == nil && want.Is4() && want.String() == s {
-			t.Fatalf("dottedQuad(%q) refused an address netip reads as %v", s, want)
+		want, err := netip.ParseAddr(s)
+		if err == nil && want.Is4() && (!ok || n != len(s) || got != want) {
+			t.Fatalf("dottedQuad(%q) = %v, %d, %v; netip.ParseAddr reads %v", s, got, n, ok, want)
 		}
 	})
+}
+
+// TestLastIndex: lastIndex is strings.LastIndex, overlapping separators
+// included.
+func TestLastIndex(t *testing.T) {
+	for _, c := range [][2]string{{"a): b): c", "): "}, {"", "): "}, {"): ", "): "}, {"aaaa", "aa"}, {"x rip=1 rip=2", " rip="}, {"abc", "d"}, {"abab", "aba"}} {
+		if got, want := lastIndex(c[0], c[1]), strings.LastIndex(c[0], c[1]); got != want {
+			t.Errorf("lastIndex(%q, %q) = %d, want %d", c[0], c[1], got, want)
+		}
+	}
 }

@@ -567,14 +567,14 @@ func dovecotLoginFields(msg string) (head, user, mid, tail string) {
 
 // dovecotAddr parses the address at the start of s (up to ',' or ' ').
 func dovecotAddr(s string) (netip.Addr, bool) {
+	if ip, n, ok := dottedQuad(s); ok && (n == len(s) || s[n] == ',' || s[n] == ' ' || s[n] == ')') {
+		return ip, true
+	}
 	for i := 0; i < len(s); i++ {
 		if c := s[i]; c == ',' || c == ' ' || c == ')' {
 			s = s[:i]
 			break
 		}
-	}
-	if ip, ok := dottedQuad(s); ok {
-		return ip, true
 	}
 	ip, err := netip.ParseAddr(s)
 	if err != nil {
@@ -583,44 +583,52 @@ func dovecotAddr(s string) (netip.Addr, bool) {
 	return ip.Unmap(), true
 }
 
-// dottedQuad reads s when it is an IPv4 address in the form
+// dottedQuad reads the IPv4 address at the start of s in the form
 // netip.ParseAddr accepts (four decimal fields of 0-255 without leading
-// zeros) and gives the same Addr; ok is false for anything else, which
-// netip.ParseAddr then reads (a dovecot line's address is parsed on every
-// failed login of a botnet).
-func dottedQuad(s string) (ip netip.Addr, ok bool) {
+// zeros) and returns the same Addr and the index after it; ok is false
+// when s does not start so, and the caller has netip.ParseAddr read it (a
+// Dovecot line's address is read on every failed login of a botnet, and
+// netip's parser costs several times this one).
+func dottedQuad(s string) (ip netip.Addr, n int, ok bool) {
 	var b [4]byte
-	f, v, digits := 0, 0, 0
-	for i := 0; i < len(s); i++ {
-		switch c := s[i]; {
-		case c >= '0' && c <= '9':
-			if digits > 0 && v == 0 { // a leading zero
-				return ip, false
+	i := 0
+	for f := range 4 {
+		if f > 0 {
+			if i >= len(s) || s[i] != '.' {
+				return ip, 0, false
 			}
-			v, digits = v*10+int(c-'0'), digits+1
-			if v > 255 {
-				return ip, false
-			}
-		case c == '.' && digits > 0 && f < 3:
-			b[f], f, v, digits = byte(v), f+1, 0, 0
-		default:
-			return ip, false
+			i++
 		}
+		if i >= len(s) || s[i]-'0' > 9 {
+			return ip, 0, false
+		}
+		v := int(s[i] - '0')
+		i++
+		if v != 0 { // (a field with a leading zero is one digit)
+			for k := 0; k < 2 && i < len(s) && s[i]-'0' <= 9; k++ {
+				v = v*10 + int(s[i]-'0')
+				i++
+			}
+		}
+		if v > 255 {
+			return ip, 0, false
+		}
+		b[f] = byte(v)
 	}
-	if f != 3 || digits == 0 {
-		return ip, false
+	if i < len(s) && (s[i]-'0' <= 9 || s[i] == '.') { // a longer field, or more of them
+		return ip, 0, false
 	}
-	b[3] = byte(v)
-	return netip.AddrFrom4(b), true
+	return netip.AddrFrom4(b), i, true
 }
 
 // lastIndex is strings.LastIndex for the short separators of Dovecot's
-// lines, by a backward scan for their first byte (strings.LastIndex
-// hashes every byte it passes).
+// lines, by a backward scan for their first and last bytes
+// (strings.LastIndex hashes every byte it passes; strings.Index from the
+// first occurrence on costs more on these short lines).
 func lastIndex(s, sep string) int {
-	c := sep[0]
+	c, z := sep[0], sep[len(sep)-1]
 	for i := len(s) - len(sep); i >= 0; i-- {
-		if s[i] == c && s[i:i+len(sep)] == sep {
+		if s[i] == c && s[i+len(sep)-1] == z && s[i:i+len(sep)] == sep {
 			return i
 		}
 	}
