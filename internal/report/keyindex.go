@@ -18,6 +18,7 @@ type keyIndex struct {
 	slots []uint64 // 0: free; else the low 32 bits of the key's hash and, above them, its number + 1
 	refs  []keyRef // by number: the arena's copies
 	ar    *arena
+	shift uint8 // a key's place is its hash's top bits: hash >> shift
 }
 
 // keySeed seeds the hash of every table: random per process, so that a
@@ -28,14 +29,14 @@ var keySeed = maphash.MakeSeed()
 // the next number (n, the number of keys so far).
 func (x *keyIndex) get(k string) (int32, bool) {
 	if x.slots == nil {
-		x.slots = make([]uint64, 8)
+		x.slots, x.shift = make([]uint64, 8), 32-3
 		if x.ar == nil {
 			x.ar = &arena{}
 		}
 	}
 	h := uint32(maphash.String(keySeed, k))
 	mask := uint32(len(x.slots) - 1)
-	i := h & mask
+	i := h >> x.shift
 	for ; ; i = (i + 1) & mask {
 		s := x.slots[i]
 		if s == 0 {
@@ -56,15 +57,20 @@ func (x *keyIndex) get(k string) (int32, bool) {
 	return n, false
 }
 
-// grow doubles the table, placing each slot by the hash it holds.
+// grow doubles the table, placing each slot by the hash it holds. A slot's
+// place is the top bits of its hash, so the slots are in the order of their
+// hashes (but for the few that wrapped past the end), and the doubled table
+// is written front to back: no cache miss per key, where places taken from
+// the low bits scattered every key of a large table over the new one.
 func (x *keyIndex) grow() {
 	slots := populated(make([]uint64, 2*len(x.slots)))
 	mask := uint32(len(slots) - 1)
+	x.shift--
 	for _, s := range x.slots {
 		if s == 0 {
 			continue
 		}
-		i := uint32(s) & mask
+		i := uint32(s) >> x.shift
 		for slots[i] != 0 {
 			i = (i + 1) & mask
 		}
@@ -81,40 +87,46 @@ func (x *keyIndex) key(n int32) string { return x.ar.str(x.refs[n]) }
 // addrIndex numbers distinct client addresses (16 bytes, netip.Addr's
 // As16) from 0, as keyIndex does strings: a botnet's log has 100,000s of
 // them, and a slot holding the key itself makes a lookup one cache miss.
+// As in keyIndex, a key's place is the top bits of its hash, which the slot
+// keeps, so that growing reads and writes the tables front to back.
 type addrIndex struct {
 	slots []addrSlot
 	n     int32
+	shift uint8 // a key's place: hash >> shift
 }
 
 type addrSlot struct {
 	k [16]byte
-	n int32 // the key's number + 1; 0: free
+	h uint32 // the key's hash
+	n int32  // the key's number + 1; 0: free
 }
 
 // get returns k's number and whether k was already known; a new key gets
 // the next number.
 func (x *addrIndex) get(k [16]byte) (int32, bool) {
 	if x.slots == nil {
-		x.slots = make([]addrSlot, 64)
+		x.slots, x.shift = make([]addrSlot, 64), 32-6
 	}
-	mask := uint64(len(x.slots) - 1)
-	i := maphash.Bytes(keySeed, k[:]) & mask
+	mask := uint32(len(x.slots) - 1)
+	h := uint32(maphash.Bytes(keySeed, k[:]))
+	i := h >> x.shift
 	for ; x.slots[i].n != 0; i = (i + 1) & mask {
-		if x.slots[i].k == k {
+		if x.slots[i].h == h && x.slots[i].k == k {
 			return x.slots[i].n - 1, true
 		}
 	}
 	x.n++
-	x.slots[i] = addrSlot{k, x.n}
+	x.slots[i] = addrSlot{k, h, x.n}
 	if 4*int(x.n) >= 3*len(x.slots) { // at most 3/4 full
 		old := x.slots
 		x.slots = populated(make([]addrSlot, 2*len(old)))
-		mask = uint64(len(x.slots) - 1)
+		x.shift--
+		mask = uint32(len(x.slots) - 1)
 		for _, s := range old {
 			if s.n == 0 {
 				continue
 			}
-			j := maphash.Bytes(keySeed, s.k[:]) & mask
+			j := s.h >> x.shift
 			for x.slots[j].n != 0 {
 				j = (j + 1) & mask
 			}
@@ -132,6 +144,7 @@ func (x *addrIndex) get(k [16]byte) (int32, bool) {
 type intIndex struct {
 	slots []intSlot
 	keys  []uint64 // by number
+	shift uint8    // a key's place (as in addrIndex): intHash(k) >> shift
 }
 
 type intSlot struct {
@@ -157,10 +170,10 @@ func intHash(k uint64) uint64 {
 // the next number (len(keys)).
 func (x *intIndex) get(k uint64) (int32, bool) {
 	if x.slots == nil {
-		x.slots = make([]intSlot, 64)
+		x.slots, x.shift = make([]intSlot, 64), 64-6
 	}
 	mask := uint64(len(x.slots) - 1)
-	i := intHash(k) & mask
+	i := intHash(k) >> x.shift
 	for ; x.slots[i].n != 0; i = (i + 1) & mask {
 		if x.slots[i].k == k {
 			return x.slots[i].n - 1, true
@@ -172,12 +185,13 @@ func (x *intIndex) get(k uint64) (int32, bool) {
 	if 4*len(x.keys) >= 3*len(x.slots) { // at most 3/4 full
 		old := x.slots
 		x.slots = populated(make([]intSlot, 2*len(old)))
+		x.shift--
 		mask = uint64(len(x.slots) - 1)
 		for _, s := range old {
 			if s.n == 0 {
 				continue
 			}
-			j := intHash(s.k) & mask
+			j := intHash(s.k) >> x.shift
 			for x.slots[j].n != 0 {
 				j = (j + 1) & mask
 			}
