@@ -1,6 +1,11 @@
 package report
 
 import (
+	"bytes"
+	"cmp"
+	"math/rand/v2"
+	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -66,4 +71,54 @@ func FuzzNormalizedHost(f *testing.F) {
 	f.Add("unknown[192.0.2.1]: SASL LOGIN authentication failed: x")
 	f.Add("ÄBC.Example.COM@x")
 	f.Fuzz(checkNormalized)
+}
+
+// TestNormalizedAddrSubnet: the abuse view's normalised keys of an address
+// and of its subnet, made without their names, are the names' normalised
+// keys.
+func TestNormalizedAddrSubnet(t *testing.T) {
+	r := rand.New(rand.NewPCG(9, 10))
+	addrs := []netip.Addr{{}, netip.MustParseAddr("0.0.0.0"), netip.MustParseAddr("255.255.255.255"),
+		netip.MustParseAddr("2001:db8::1"), netip.MustParseAddr("fe80::1%eth0"), netip.MustParseAddr("::ffff:192.0.2.1").Unmap()}
+	for range 20000 {
+		var b [16]byte
+		for i := range b {
+			b[i] = byte(r.IntN(256))
+		}
+		if r.IntN(3) > 0 {
+			addrs = append(addrs, netip.AddrFrom4([4]byte(b[:4])))
+		} else {
+			addrs = append(addrs, netip.AddrFrom16(b))
+		}
+	}
+	for _, a := range addrs {
+		if got, want := appendNormalizedAddr([]byte("x"), a), appendNormalizedHost([]byte("x"), clientName(a)); !bytes.Equal(got, want) {
+			t.Fatalf("%v: appendNormalizedAddr %q, want %q", a, got, want)
+		}
+		if !a.IsValid() {
+			continue
+		}
+		if got, want := appendNormalizedSubnet([]byte("x"), a), appendNormalizedHost([]byte("x"), subnetOf(a).String()); !bytes.Equal(got, want) {
+			t.Fatalf("%v: appendNormalizedSubnet %q, want %q", a, got, want)
+		}
+	}
+}
+
+// TestRadixSortSubnets: the subnets' sort orders by key.
+func TestRadixSortSubnets(t *testing.T) {
+	r := rand.New(rand.NewPCG(11, 12))
+	for _, size := range []int{0, 1, 2, 100, 5000} {
+		for _, bits := range []int{3, 24, 64} {
+			cs := make([]subClient, size)
+			for i := range cs {
+				cs[i] = subClient{r.Uint64() >> (64 - bits), int32(i)}
+			}
+			want := slices.Clone(cs)
+			slices.SortStableFunc(want, func(a, b subClient) int { return cmp.Compare(a.k, b.k) })
+			radixSortSubnets(cs)
+			if !slices.Equal(cs, want) {
+				t.Fatalf("%d keys of %d bits: radixSortSubnets differs from a stable sort", size, bits)
+			}
+		}
+	}
 }

@@ -144,3 +144,53 @@ func cmpInt(a, b int64) int {
 	}
 	return 0
 }
+
+// TestByHostTop: with a limit, byHost returns the first n rows of the
+// whole ranking, however many rows tie at the cut (most, on a botnet's
+// log), with the normalised keys from the keys or from a norm function.
+func TestByHostTop(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 8))
+	for round := range 120 {
+		size := 1 + r.IntN(1500)
+		var keys []string
+		seen := map[string]bool{}
+		for len(keys) < size {
+			var k string
+			switch r.IntN(4) {
+			case 0:
+				k = fmt.Sprintf("%d.%d.%d.%d", r.IntN(3), r.IntN(300), r.IntN(256), r.IntN(256))
+			case 1:
+				k = fmt.Sprintf("host%d.Example.%c", r.IntN(50), 'a'+rune(r.IntN(3)))
+			case 2:
+				k = fmt.Sprintf("::%x", r.IntN(1<<16)) // ("::12" normalises as 58.58.49.50 does)
+			default:
+				k = fmt.Sprintf("58.58.%d.%d", 48+r.IntN(10), 48+r.IntN(10))
+			}
+			if !seen[k] {
+				seen[k] = true
+				keys = append(keys, k)
+			}
+		}
+		spread := []int64{1, 2, 5, 1 << 40}[r.IntN(4)]
+		rows := make([]CountRow, len(keys))
+		for i, k := range keys {
+			rows[i] = CountRow{k, r.Int64N(spread)}
+		}
+		count := func(r *CountRow) int64 { return r.Count }
+		key := func(r *CountRow) string { return r.Key }
+		all := byHost(slices.Clone(rows), -1, count, key)
+		for _, n := range []int{1, 3, 20, 100, size - 1, size, size + 5} {
+			if n <= 0 {
+				continue
+			}
+			want := limit(all, n)
+			if got := byHost(slices.Clone(rows), n, count, key); !slices.Equal(got, want) {
+				t.Fatalf("round %d: %d rows, top %d: %v, want %v", round, size, n, got, want)
+			}
+			norm := func(dst []byte, r *CountRow) []byte { return appendNormalizedHost(dst, r.Key) }
+			if got := byHostNorm(slices.Clone(rows), n, count, key, norm); !slices.Equal(got, want) {
+				t.Fatalf("round %d: %d rows, top %d with norm: %v, want %v", round, size, n, got, want)
+			}
+		}
+	}
+}

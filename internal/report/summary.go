@@ -1,6 +1,7 @@
 package report
 
 import (
+	"bytes"
 	"cmp"
 	"encoding/binary"
 	"maps"
@@ -189,25 +190,26 @@ func limit[T any](s []T, n int) []T {
 // (n < 0: all). Each row's normalised key is computed once, not at every
 // comparison (on a botnet's log the tables have hundreds of thousands of
 // rows, most with equal counts), into one buffer; with a limit only the
-// rows whose count can make the cut are sorted, and only their keys are
-// asked for (key may compute a row's key on first use and store it).
+// rows that make the cut are sorted, and only their keys are asked for
+// (key may compute a row's key on first use and store it).
 func byHost[T any](rows []T, n int, count func(*T) int64, key func(*T) string) []T {
+	return byHostNorm(rows, n, count, key, nil)
+}
+
+// byHostNorm is byHost with norm, when not nil, appending a row's
+// normalised key (appendNormalizedHost of its key) without making the key:
+// on a botnet's log the abuse view's tables have 100,000s of addresses,
+// and the rows tied at the cut are told apart by their normalised keys
+// alone, nearly always.
+func byHostNorm[T any](rows []T, n int, count func(*T) int64, key func(*T) string, norm func([]byte, *T) []byte) []T {
 	if n == 0 {
 		return rows[:0]
 	}
+	if norm == nil {
+		norm = func(dst []byte, r *T) []byte { return appendNormalizedHost(dst, key(r)) }
+	}
 	if n > 0 && n < len(rows) {
-		cs := make([]int64, len(rows))
-		for i := range rows {
-			cs[i] = count(&rows[i])
-		}
-		cut := nthLargest(cs, n)
-		kept := rows[:0]
-		for i := range rows {
-			if count(&rows[i]) >= cut {
-				kept = append(kept, rows[i])
-			}
-		}
-		rows = kept
+		rows = topRows(rows, n, count, key, norm)
 	}
 	ks := make([]keyed, len(rows))
 	keys := make([]string, len(rows))
@@ -219,7 +221,7 @@ func byHost[T any](rows []T, n int, count func(*T) int64, key func(*T) string) [
 	buf := make([]byte, 0, size+16)
 	for i := range rows {
 		start := len(buf)
-		buf = appendNormalizedHost(buf, keys[i])
+		buf = norm(buf, &rows[i])
 		var h [16]byte
 		copy(h[:], buf[start:])
 		ks[i] = keyed{count(&rows[i]), binary.BigEndian.Uint64(h[:8]), binary.BigEndian.Uint64(h[8:]), int32(start), int32(len(buf) - start), int32(i)}
@@ -230,6 +232,93 @@ func byHost[T any](rows []T, n int, count func(*T) int64, key func(*T) string) [
 		out[j] = rows[k.i]
 	}
 	return limit(out, n)
+}
+
+// topRows keeps (in rows' memory, in no order) the rows that byHost's
+// first n are drawn from: every row counted more than the n-th largest
+// count, and of the rows tied at that count only the first ones by
+// (normalised key, key), as many as are needed to make n. (On a botnet's
+// log most addresses fail once: ranking all the tied rows to show 100 of
+// them was the most of the abuse view's cost.)
+func topRows[T any](rows []T, n int, count func(*T) int64, key func(*T) string, norm func([]byte, *T) []byte) []T {
+	cs := make([]int64, len(rows))
+	for i := range rows {
+		cs[i] = count(&rows[i])
+	}
+	cut := nthLargest(slices.Clone(cs), n)
+	kept := rows[:0]
+	var ties []T
+	for i, c := range cs {
+		switch {
+		case c > cut:
+			kept = append(kept, rows[i])
+		case c == cut:
+			ties = append(ties, rows[i])
+		}
+	}
+	need := n - len(kept) // ≥ 1: the n-th largest count is cut
+	if len(ties) <= need {
+		return append(kept, ties...)
+	}
+	// A heap of the need first tied rows seen so far, the last of them on
+	// top: each other row is compared with that one only.
+	type sel struct {
+		i      int32 // in ties
+		off, l int32 // its normalised key in nb
+	}
+	var nb, scratch []byte
+	heap := make([]sel, 0, need)
+	less := func(a []byte, ai int, b []byte, bi int) bool { // (a, key a) < (b, key b)
+		if c := bytes.Compare(a, b); c != 0 {
+			return c < 0
+		}
+		return key(&ties[ai]) < key(&ties[bi])
+	}
+	nk := func(x sel) []byte { return nb[x.off : x.off+x.l] }
+	down := func() {
+		for j := 0; ; {
+			c := 2*j + 1
+			if c >= len(heap) {
+				return
+			}
+			if c+1 < len(heap) && less(nk(heap[c]), int(heap[c].i), nk(heap[c+1]), int(heap[c+1].i)) {
+				c++
+			}
+			if !less(nk(heap[j]), int(heap[j].i), nk(heap[c]), int(heap[c].i)) {
+				return
+			}
+			heap[j], heap[c] = heap[c], heap[j]
+			j = c
+		}
+	}
+	for i := range ties {
+		if len(heap) < need {
+			off := len(nb)
+			nb = norm(nb, &ties[i])
+			heap = append(heap, sel{int32(i), int32(off), int32(len(nb) - off)})
+			for j := len(heap) - 1; j > 0; { // up
+				p := (j - 1) / 2
+				if !less(nk(heap[p]), int(heap[p].i), nk(heap[j]), int(heap[j].i)) {
+					break
+				}
+				heap[j], heap[p] = heap[p], heap[j]
+				j = p
+			}
+			continue
+		}
+		scratch = norm(scratch[:0], &ties[i])
+		if !less(scratch, i, nk(heap[0]), int(heap[0].i)) {
+			continue
+		}
+		off := len(nb)
+		nb = append(nb, scratch...)
+		heap[0] = sel{int32(i), int32(off), int32(len(scratch))}
+		down()
+	}
+	for _, x := range heap {
+		kept = append(kept, ties[x.i])
+	}
+	return kept
 }
 
 // nthLargest returns the n-th largest of cs (1 ≤ n ≤ len(cs)), reordering
