@@ -1,0 +1,52 @@
+package logwatch
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"testing"
+)
+
+// checkParseAddr holds parseAddr to netip.ParseAddr on s.
+func checkParseAddr(t *testing.T, s string) {
+	t.Helper()
+	got, gerr := parseAddr(s)
+	want, werr := netip.ParseAddr(s)
+	if got != want || (gerr == nil) != (werr == nil) {
+		t.Fatalf("parseAddr(%q) = %v, %v; netip.ParseAddr: %v, %v", s, got, gerr, want, werr)
+	}
+	if _, ok := parseIPv4(s); ok && !want.Is4() {
+		t.Fatalf("parseIPv4(%q) accepted what ParseAddr reads as %v", s, want)
+	}
+}
+
+// TestParseAddrSame compares the hand-read dotted quad with
+// netip.ParseAddr on addresses, near-addresses and garbage built from
+// digits, dots and a few other bytes.
+func TestParseAddrSame(t *testing.T) {
+	for _, s := range []string{"", "1.2.3.4", "0.0.0.0", "255.255.255.255", "256.1.1.1", "01.2.3.4", "1.2.3.04", "1.2.3",
+		"1.2.3.4.5", "1..2.3", ".1.2.3", "1.2.3.", "1.2.3.4 ", "1.2.3.4%eth0", "::ffff:1.2.3.4", "2001:db8::1", "1000.1.1.1", "0.0.0.00"} {
+		checkParseAddr(t, s)
+	}
+	r := rand.New(rand.NewPCG(1, 2))
+	alphabet := "0123456789..........:a%"
+	for range 200000 {
+		var s string
+		if r.IntN(2) == 0 {
+			s = fmt.Sprintf("%d.%d.%d.%d", r.IntN(300), r.IntN(300), r.IntN(256), r.IntN(1000))
+		} else {
+			b := make([]byte, r.IntN(17))
+			for i := range b {
+				b[i] = alphabet[r.IntN(len(alphabet))]
+			}
+			s = string(b)
+		}
+		checkParseAddr(t, s)
+	}
+}
+
+func FuzzParseAddr(f *testing.F) {
+	f.Add("192.0.2.1")
+	f.Add("01.2.3.4")
+	f.Fuzz(func(t *testing.T, s string) { checkParseAddr(t, s) })
+}
