@@ -293,18 +293,23 @@ func (a *Analyzer) add(l logline.Line, hr int, day dayKey) {
 // itself; ok is false for any other program.
 func (a *Analyzer) command(prog string) (cmd string, ok bool) {
 	switch {
-	case strings.HasPrefix(prog, a.prefix) || (a.prefix != "postfix/" && strings.HasPrefix(prog, "postfix/")):
+	case len(prog) >= 8 && prog[:8] == "postfix/":
+		// The usual program, under any syslog name: compared as one word
+		// (this runs up to three times a line).
+		cmd = prog[8:]
+	case strings.HasPrefix(prog, a.prefix):
 		cmd = prog[strings.IndexByte(prog, '/')+1:]
-		if rest, ok := strings.CutPrefix(cmd, "smtps/"); ok {
-			cmd = rest
-		} else if rest, ok := strings.CutPrefix(cmd, "submission/"); ok {
-			cmd = rest
-		}
-		return cmd, true
 	case prog == "postfix" || prog == "postfix-script":
 		return prog, true
+	default:
+		return "", false
 	}
-	return "", false
+	if len(cmd) >= 6 && cmd[:6] == "smtps/" {
+		cmd = cmd[6:]
+	} else if len(cmd) >= 11 && cmd[:11] == "submission/" {
+		cmd = cmd[11:]
+	}
+	return cmd, true
 }
 
 // severitySep is "warning: ", "fatal: " or "panic: ".

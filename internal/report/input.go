@@ -216,10 +216,18 @@ func (a *Analyzer) readLines(r io.Reader, data []byte, p *logline.Parser) error 
 				// What the counting will ask logwatch about this line
 				// (abuseState.parse checks that it is the same question).
 				if prog, ok := a.abuseProgram(l.Program, msg, b.hasRK[i]); ok {
-					b.evAt[i] = int32(len(b.ev))
-					b.ev = append(b.ev, parsed{program: prog, msg: msg})
-					pe := &b.ev[len(b.ev)-1]
-					pe.e, pe.ok = logwatch.ParseMessage(prog, msg)
+					// (in place: ParseMessageTo writes the whole event, and
+					// get clears the slots a batch used)
+					n := len(b.ev)
+					if n < cap(b.ev) {
+						b.ev = b.ev[:n+1]
+					} else {
+						b.ev = append(b.ev, parsed{})
+					}
+					b.evAt[i] = int32(n)
+					pe := &b.ev[n]
+					pe.program, pe.msg = prog, msg
+					pe.ok = logwatch.ParseMessageTo(&pe.e, prog, msg)
 				}
 			}
 			return len(b.raw) < batchLines || send()
