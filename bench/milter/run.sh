@@ -231,23 +231,23 @@ snap() { # the milter process's pid, or 0 for none
 round() {
 	local kind=$1 label=$2 n=$((CONNS * MSGS)) s0 s1 t0 t1 out rate pf rg cs pid=0
 	shift 2
-	local perf=
+	local perf=() p
 	[ "$label" = postfix ] || pid=${MPID[${label#postfix+}]}
 	if [ -n "${PERF:-}" ] && [ "$label" = postfix+milter ]; then
 		perf record -q -F 2000 -g -p "$RGPID" -o "$PERF/$kind.$(date +%s).data" >/dev/null 2>&1 &
-		perf=$!
+		perf+=($!)
 	fi
 	if [ -n "${TRACE:-}" ] && [ "$label" != postfix ] && [ "$kind" = auth ]; then
 		perf stat -e context-switches,cpu-migrations,raw_syscalls:sys_enter$(printf ',syscalls:sys_enter_%s' read write pwrite64 pread64 fcntl futex nanosleep epoll_pwait sched_yield) \
 			-p "$pid" -o "$TRACE/${label#postfix+}.$kind.$(date +%s).txt" >/dev/null 2>&1 &
-		perf=$!
+		perf+=($!)
 	fi
 	s0=$(snap "$pid")
 	t0=$(date +%s.%N)
 	out=$("$@")
 	t1=$(date +%s.%N)
 	s1=$(snap "$pid")
-	if [ -n "$perf" ]; then kill -INT "$perf"; wait "$perf" || true; fi
+	for p in "${perf[@]}"; do kill -INT "$p"; wait "$p" || true; done
 	rate=$(echo "$out" | sed -n 's/.*rate=\([0-9]*\).*/\1/p')
 	[ -n "$rate" ] || rate=$(echo "$n / ($t1 - $t0)" | bc)
 	local a0 a1 b0 b1 c0 c1
