@@ -32,9 +32,36 @@ type Writer struct {
 	wl  *sync.Mutex
 	log atomic.Pointer[slog.Logger]
 
-	mu  sync.Mutex // guards tx; operations run one at a time
-	tx  *sql.Tx    // the open transaction; while set, this writer holds wl
-	ops int
+	mu       sync.Mutex // guards tx; operations run one at a time
+	tx       *sql.Tx    // the open transaction; while set, this writer holds wl
+	ops      int
+	enlisted []Enlisted // the open transaction's (Enlist)
+}
+
+// Enlisted is an operation's owner that keeps what it wrote in memory
+// until the transaction ends (the send-limit counts: internal/ratelimit's
+// cache): it writes it just before the commit, and learns whether the
+// commit happened.
+type Enlisted interface {
+	// BeforeCommit writes what it kept; an error rolls the whole
+	// transaction back.
+	BeforeCommit(ctx context.Context, tx *sql.Tx) error
+	// Ended says whether the transaction committed. False (rolled back,
+	// or the commit failed): nothing it wrote or kept in it may be
+	// trusted.
+	Ended(committed bool)
+}
+
+// Enlist makes e take part in the open transaction (once however often it
+// is called): called only from inside an operation of Do, whose f runs
+// with the writer locked, as BeforeCommit and Ended do.
+func (w *Writer) Enlist(e Enlisted) {
+	for _, x := range w.enlisted {
+		if x == e {
+			return
+		}
+	}
+	w.enlisted = append(w.enlisted, e)
 }
 
 // CommitEvery is how long a shared write transaction stays open for the
@@ -118,13 +145,22 @@ func (w *Writer) endLocked(broken error) {
 	if w.tx == nil {
 		return
 	}
-	tx, n := w.tx, w.ops
-	w.tx = nil
+	tx, n, enlisted := w.tx, w.ops, w.enlisted
+	w.tx, w.enlisted = nil, nil
 	err := broken
+	for _, e := range enlisted {
+		if err != nil {
+			break
+		}
+		err = e.BeforeCommit(context.Background(), tx)
+	}
 	if err == nil {
 		err = tx.Commit()
 	} else {
 		tx.Rollback()
+	}
+	for _, e := range enlisted {
+		e.Ended(err == nil)
 	}
 	w.wl.Unlock()
 	if err != nil {
