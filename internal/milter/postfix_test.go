@@ -23,6 +23,7 @@ type milterHost struct {
 	n      *hosttest.Net
 	pf     *hosttest.Postfix
 	milter *hosttest.Proc
+	dir    string // the milter's config file and its data directory ("data")
 }
 
 func startMilterHost(t *testing.T, relayguardConf, postfixMain string) *milterHost {
@@ -50,7 +51,7 @@ queue_directories = [%q]
 		t.Fatal(err)
 	}
 	p := hosttest.Start(t, "", "milter listening", "--config", conf, "--data-dir", data, "milter")
-	return &milterHost{n: n, pf: pf, milter: p}
+	return &milterHost{n: n, pf: pf, milter: p, dir: dir}
 }
 
 func countQueue(t *testing.T, pf *hosttest.Postfix) (hold, other int) {

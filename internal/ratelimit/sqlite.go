@@ -3,7 +3,6 @@ package ratelimit
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 	"log/slog"
 	"sync/atomic"
@@ -16,14 +15,13 @@ import (
 // go through the process's shared write transaction (store.Writer): each
 // is answered at once and exact; up to store.CommitEvery of them are lost
 // by a crash (counts, not mail: a sender gets at most that many more
-// through).
+// through). Counting is done on this process's copy of the counters
+// (counts, cache.go), exact across processes, and written at the commit.
 type SQLStore struct {
-	db *sql.DB
-	// Statements parsed once: they run for every message or recipient.
-	add, seen, markSeen *sql.Stmt
-	addPair             *sql.Stmt // two counters at once (Recipient)
-	w                   *store.Writer
-	ops                 atomic.Int64
+	db  *sql.DB
+	c   *counts
+	w   *store.Writer
+	ops atomic.Int64
 }
 
 // NewSQLStore creates the tables it needs in db.
@@ -46,37 +44,24 @@ CREATE TABLE IF NOT EXISTS ratelimit_seen_pending (
 	user TEXT NOT NULL,
 	rcpt TEXT NOT NULL,
 	PRIMARY KEY (user, rcpt)
-);`)
+);`+generationSchema)
 	if err != nil {
 		return nil, fmt.Errorf("ratelimit: creating tables: %w", err)
 	}
-	add, err := db.PrepareContext(ctx, `
-INSERT INTO ratelimit_counters (key, window_start, expires, count) VALUES (?, ?, ?, ?)
-ON CONFLICT (key, window_start) DO UPDATE SET count = count + excluded.count
-RETURNING count`)
+	c, err := countsFor(ctx, db)
 	if err != nil {
-		return nil, fmt.Errorf("ratelimit: preparing the counter update: %w", err)
+		return nil, err
 	}
-	seen, err := db.PrepareContext(ctx, `SELECT 1 FROM ratelimit_seen WHERE user = ? AND rcpt = ?`)
-	if err != nil {
-		return nil, fmt.Errorf("ratelimit: preparing the seen lookup: %w", err)
-	}
-	markSeen, err := db.PrepareContext(ctx, `INSERT OR IGNORE INTO ratelimit_seen (user, rcpt, first_seen) VALUES (?, ?, ?)`)
-	if err != nil {
-		return nil, fmt.Errorf("ratelimit: preparing the seen update: %w", err)
-	}
-	addPair, err := db.PrepareContext(ctx, `
-INSERT INTO ratelimit_counters (key, window_start, expires, count) VALUES (?, ?, ?, 1), (?, ?, ?, 1)
-ON CONFLICT (key, window_start) DO UPDATE SET count = count + excluded.count
-RETURNING key, count`)
-	if err != nil {
-		return nil, fmt.Errorf("ratelimit: preparing the counter update: %w", err)
-	}
-	return &SQLStore{db: db, add: add, seen: seen, markSeen: markSeen, addPair: addPair, w: store.SharedWriter(db)}, nil
+	return &SQLStore{db: db, c: c, w: c.w}, nil
 }
 
 // SetLogger sets where a lost transaction is logged.
-func (s *SQLStore) SetLogger(l *slog.Logger) { s.w.SetLogger(l) }
+func (s *SQLStore) SetLogger(l *slog.Logger) {
+	s.w.SetLogger(l)
+	if l != nil {
+		s.c.log.CompareAndSwap(nil, l)
+	}
+}
 
 // Flush commits the counts of the shared transaction now.
 func (s *SQLStore) Flush() { s.w.Flush() }
@@ -85,7 +70,13 @@ func (s *SQLStore) Flush() { s.w.Flush() }
 func (s *SQLStore) Add(ctx context.Context, key string, start time.Time, window time.Duration, n int64) (int64, error) {
 	var c int64
 	err := s.do(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		return tx.StmtContext(ctx, s.add).QueryRowContext(ctx, key, start.Unix(), start.Add(window).Unix(), n).Scan(&c)
+		e, err := s.c.entry(ctx, tx, key, start, window)
+		if err != nil {
+			return err
+		}
+		s.c.add(e, n)
+		c = e.count
+		return nil
 	})
 	if err != nil {
 		return 0, fmt.Errorf("ratelimit: counter %q: %w", key, err)
@@ -95,14 +86,10 @@ func (s *SQLStore) Add(ctx context.Context, key string, start time.Time, window 
 
 // Seen implements Store.
 func (s *SQLStore) Seen(ctx context.Context, user, rcpt string) (bool, error) {
-	var one int
 	found := false
 	err := s.do(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		err := tx.StmtContext(ctx, s.seen).QueryRowContext(ctx, user, rcpt).Scan(&one)
-		if errors.Is(err, sql.ErrNoRows) {
-			return nil
-		}
-		found = err == nil
+		var err error
+		found, err = s.c.isSeen(ctx, tx, pair{user, rcpt})
 		return err
 	})
 	if err != nil {
@@ -114,8 +101,8 @@ func (s *SQLStore) Seen(ctx context.Context, user, rcpt string) (bool, error) {
 // MarkSeen implements Store.
 func (s *SQLStore) MarkSeen(ctx context.Context, user, rcpt string, at time.Time) error {
 	err := s.do(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		_, err := tx.StmtContext(ctx, s.markSeen).ExecContext(ctx, user, rcpt, at.Unix())
-		return err
+		s.c.markSeen(pair{user, rcpt}, at.Unix())
+		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("ratelimit: mark seen %s -> %s: %w", user, rcpt, err)
@@ -136,61 +123,45 @@ type Window struct {
 // Seen and MarkSeen, as one operation: total gains 1; unless that passes
 // total.Max, and when newr is on and user has not sent to rcpt before,
 // newr gains 1; unless that passes newr.Max, rcpt is recorded as seen at
-// at. It returns the counts after adding (0 for one not touched).
-//
-// A new recipient is two statements, not four: the seen record is
-// inserted first (whether it was new is the insert's row count), then
-// both counters are added in one statement; on the rare refusal the
-// transaction undoes what the refusal must not keep (the new count past a
-// full total, the seen record past either limit). The transaction is the
-// process's shared one (store.Writer): no other writer sees the steps in
-// between.
+// at. It returns the counts after adding (0 for one not touched). It is
+// arithmetic on the process's copy of the counters (counts), in the
+// shared transaction: no other writer sees the steps in between.
 func (s *SQLStore) Recipient(ctx context.Context, user, rcpt string, at time.Time, total, newr Window) (nTotal, nNew int64, err error) {
 	err = s.do(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		nTotal, nNew = 0, 0
+		p := pair{user, rcpt}
 		isNew := false
 		if newr.Max > 0 {
-			res, err := tx.StmtContext(ctx, s.markSeen).ExecContext(ctx, user, rcpt, at.Unix())
+			seen, err := s.c.isSeen(ctx, tx, p)
 			if err != nil {
-				return fmt.Errorf("ratelimit: mark seen %s -> %s: %w", user, rcpt, err)
-			}
-			n, err := res.RowsAffected()
-			if err != nil {
-				return fmt.Errorf("ratelimit: mark seen %s -> %s: %w", user, rcpt, err)
-			}
-			isNew = n > 0
-		}
-		switch {
-		case isNew && total.Max > 0:
-			if err := s.addBoth(ctx, tx, total, newr, &nTotal, &nNew); err != nil {
 				return err
 			}
-		case isNew:
-			if err := tx.StmtContext(ctx, s.add).QueryRowContext(ctx, newr.Key, newr.Start.Unix(), newr.Start.Add(newr.Len).Unix(), 1).Scan(&nNew); err != nil {
-				return fmt.Errorf("ratelimit: counter %q: %w", newr.Key, err)
+			isNew = !seen
+		}
+		if total.Max > 0 {
+			e, err := s.c.entry(ctx, tx, total.Key, total.Start, total.Len)
+			if err != nil {
+				return err
 			}
-		case total.Max > 0:
-			if err := tx.StmtContext(ctx, s.add).QueryRowContext(ctx, total.Key, total.Start.Unix(), total.Start.Add(total.Len).Unix(), 1).Scan(&nTotal); err != nil {
-				return fmt.Errorf("ratelimit: counter %q: %w", total.Key, err)
+			s.c.add(e, 1)
+			nTotal = e.count
+			if nTotal > int64(total.Max) {
+				// Refused by the total: a new recipient stays unseen
+				// and adds nothing to the new-recipient count.
+				return nil
 			}
 		}
 		if !isNew {
 			return nil
 		}
-		fullTotal := total.Max > 0 && nTotal > int64(total.Max)
-		if !fullTotal && nNew <= int64(newr.Max) {
-			return nil
+		e, err := s.c.entry(ctx, tx, newr.Key, newr.Start, newr.Len)
+		if err != nil {
+			return err
 		}
-		// Refused: the recipient stays unseen, and past a full total the
-		// new-recipient count was never to be added.
-		if _, err := tx.ExecContext(ctx, `DELETE FROM ratelimit_seen WHERE user = ? AND rcpt = ?`, user, rcpt); err != nil {
-			return fmt.Errorf("ratelimit: unmark seen %s -> %s: %w", user, rcpt, err)
-		}
-		if fullTotal {
-			if _, err := tx.ExecContext(ctx, `UPDATE ratelimit_counters SET count = count - 1 WHERE key = ? AND window_start = ?`, newr.Key, newr.Start.Unix()); err != nil {
-				return fmt.Errorf("ratelimit: counter %q: %w", newr.Key, err)
-			}
-			nNew = 0
+		s.c.add(e, 1)
+		nNew = e.count
+		if nNew <= int64(newr.Max) {
+			s.c.markSeen(p, at.Unix())
 		}
 		return nil
 	})
@@ -200,44 +171,33 @@ func (s *SQLStore) Recipient(ctx context.Context, user, rcpt string, at time.Tim
 	return nTotal, nNew, nil
 }
 
-// addBoth adds 1 to the counters of total and newr in one statement.
-func (s *SQLStore) addBoth(ctx context.Context, tx *sql.Tx, total, newr Window, nTotal, nNew *int64) error {
-	rows, err := tx.StmtContext(ctx, s.addPair).QueryContext(ctx,
-		total.Key, total.Start.Unix(), total.Start.Add(total.Len).Unix(),
-		newr.Key, newr.Start.Unix(), newr.Start.Add(newr.Len).Unix())
-	if err != nil {
-		return fmt.Errorf("ratelimit: counters %q, %q: %w", total.Key, newr.Key, err)
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var k string
-		var c int64
-		if err := rows.Scan(&k, &c); err != nil {
-			return fmt.Errorf("ratelimit: counters %q, %q: %w", total.Key, newr.Key, err)
-		}
-		switch k {
-		case total.Key:
-			*nTotal = c
-		case newr.Key:
-			*nNew = c
-		}
-	}
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("ratelimit: counters %q, %q: %w", total.Key, newr.Key, err)
-	}
-	return nil
-}
-
-// do runs f in the shared write transaction; every 1000 operations the
-// counters of windows that have ended are dropped.
+// do runs f in the shared write transaction, with the copy of the
+// counters joined to it; every 1000 operations the counters of windows
+// that have ended are dropped.
 func (s *SQLStore) do(ctx context.Context, f func(context.Context, *sql.Tx) error) error {
-	if err := s.w.Do(ctx, f); err != nil {
+	err := s.w.Do(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		if err := s.c.join(ctx, tx); err != nil {
+			return err
+		}
+		return f(ctx, tx)
+	})
+	if err != nil {
 		return err
 	}
 	if s.ops.Add(1)%1000 == 0 {
 		s.w.Do(ctx, func(ctx context.Context, tx *sql.Tx) error {
-			_, err := tx.ExecContext(ctx, `DELETE FROM ratelimit_counters WHERE expires < ?`, time.Now().Unix())
-			return err
+			if err := s.c.join(ctx, tx); err != nil {
+				return err
+			}
+			if err := s.c.writeBack(ctx, tx); err != nil {
+				return err
+			}
+			now := time.Now().Unix()
+			if _, err := tx.ExecContext(ctx, `DELETE FROM ratelimit_counters WHERE expires < ?`, now); err != nil {
+				return err
+			}
+			s.c.pruned(now)
+			return nil
 		})
 	}
 	return nil
@@ -275,6 +235,10 @@ func (s *SQLStore) counters(ctx context.Context, now time.Time) ([]counter, erro
 // deleteCounter drops one counter.
 func (s *SQLStore) deleteCounter(ctx context.Context, c counter) error {
 	err := s.do(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		if err := s.c.writeBack(ctx, tx); err != nil {
+			return err
+		}
+		s.c.written()
 		_, err := tx.ExecContext(ctx, `DELETE FROM ratelimit_counters WHERE key = ? AND window_start = ?`, c.key, c.start.Unix())
 		return err
 	})
