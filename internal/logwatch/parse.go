@@ -144,32 +144,8 @@ func parseAddr(s string) (netip.Addr, error) {
 // leading zero, at most 255); ok is false for anything else, which
 // ParseAddr then reads (or refuses).
 func parseIPv4(s string) (netip.Addr, bool) {
-	var b [4]byte
-	n, v, digits := 0, 0, 0
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if '0' <= c && c <= '9' {
-			if digits > 0 && v == 0 { // a leading zero
-				return netip.Addr{}, false
-			}
-			v = v*10 + int(c-'0')
-			digits++
-			if v > 255 {
-				return netip.Addr{}, false
-			}
-			continue
-		}
-		if c != '.' || digits == 0 || n == 3 {
-			return netip.Addr{}, false
-		}
-		b[n] = byte(v)
-		n, v, digits = n+1, 0, 0
-	}
-	if n != 3 || digits == 0 {
-		return netip.Addr{}, false
-	}
-	b[3] = byte(v)
-	return netip.AddrFrom4(b), true
+	ip, n, ok := dottedQuad(s)
+	return ip, ok && n == len(s)
 }
 
 // afterFrom returns the address of "from host[addr]" in s.
