@@ -176,11 +176,12 @@ func runReport(cmd *cobra.Command, args []string) error {
 	}
 
 	ctx := cmd.Context()
-	// Reading allocates a fresh 1 MiB buffer per MiB of log (the lines are
-	// strings into it) that is garbage once counted: collecting less often
-	// (GOGC 200) saves CPU time, and the soft limit makes the collector run
-	// earlier rather than let the heap pass it (peak RSS under 200 MB on a
-	// 1,000,000-line botnet log, docs/benchmarks/report.md).
+	// Collecting less often (GOGC 200) saves CPU time, and the soft limit
+	// makes the collector run earlier rather than let the heap pass it
+	// (peak RSS under 200 MB on a 1,000,000-line botnet log). GOGC 50-400
+	// and a collection before the summary were measured in session 5: the
+	// page faults follow what the summary needs resident, and CPU did not
+	// move (docs/benchmarks/report.md).
 	debug.SetGCPercent(200)
 	debug.SetMemoryLimit(reportMemoryLimit)
 	an := report.NewAnalyzer(opt)
