@@ -183,7 +183,7 @@ func (a *Analyzer) add(l logline.Line, hr int, day dayKey) {
 	}
 	a.seen(l.Time, day)
 
-	if cmd == "cleanup" && (strings.Contains(msg, ": header ") || strings.Contains(msg, ": body ") || strings.Contains(msg, ": END-OF-MESSAGE ")) {
+	if cmd == "cleanup" && cleanupCheck(msg) {
 		if mm := reCleanup.FindStringSubmatch(msg); mm != nil {
 			rest := mm[3]
 			if !a.opt.VerboseMsgDetail {
@@ -310,6 +310,23 @@ func (a *Analyzer) command(prog string) (cmd string, ok bool) {
 		cmd = cmd[11:]
 	}
 	return cmd, true
+}
+
+// cleanupCheck reports whether msg holds ": header ", ": body " or
+// ": END-OF-MESSAGE " (a cleanup header or body check's verdict): one pass
+// over its colons, where three searches of the whole line ran on every
+// cleanup line (most are "QID: message-id=<...>", with one colon).
+func cleanupCheck(msg string) bool {
+	for i := 0; ; {
+		j := strings.IndexByte(msg[i:], ':')
+		if j < 0 {
+			return false
+		}
+		i += j + 1
+		if r := msg[i:]; strings.HasPrefix(r, " header ") || strings.HasPrefix(r, " body ") || strings.HasPrefix(r, " END-OF-MESSAGE ") {
+			return true
+		}
+	}
 }
 
 // severitySep is "warning: ", "fatal: " or "panic: ".

@@ -45,3 +45,23 @@ func TestCommandSame(t *testing.T) {
 		}
 	}
 }
+
+// TestCleanupCheckSame holds cleanupCheck to the three searches it
+// replaced, on strings built from its markers' parts.
+func TestCleanupCheckSame(t *testing.T) {
+	parts := []string{":", " ", "header ", "body ", "END-OF-MESSAGE ", ": header", ": body", "x", "::", ": END-OF-MESSAGE", "4XyZ1: message-id=<a@b>"}
+	var build func(s string, n int)
+	build = func(s string, n int) {
+		want := strings.Contains(s, ": header ") || strings.Contains(s, ": body ") || strings.Contains(s, ": END-OF-MESSAGE ")
+		if got := cleanupCheck(s); got != want {
+			t.Fatalf("cleanupCheck(%q) = %v, want %v", s, got, want)
+		}
+		if n == 0 {
+			return
+		}
+		for _, p := range parts {
+			build(s+p, n-1)
+		}
+	}
+	build("", 4)
+}
