@@ -24,9 +24,12 @@ import (
 //
 // What this gives up: what an operation wrote is not on disk when it
 // returns; a crash within CommitEvery, or a commit or statement that fails
-// (the database's I/O; logged), loses the transaction's writes. Use it
-// for counts and observations, never for what was acknowledged to a
-// client (mail, bans).
+// (the database's I/O; logged), loses the transaction's writes. After a
+// lost transaction, and until one commits again, each operation is
+// committed before Do returns and a failed commit is its error: a full
+// disk loses one transaction's counts, not every count while it lasts
+// (the send limits would not hold). Use it for counts and observations,
+// never for what was acknowledged to a client (mail, bans).
 type Writer struct {
 	db  weak.Pointer[sql.DB] // weak: the map of writers must not keep a closed database
 	wl  *sync.Mutex
@@ -36,6 +39,10 @@ type Writer struct {
 	tx       *sql.Tx    // the open transaction; while set, this writer holds wl
 	ops      int
 	enlisted []Enlisted // the open transaction's (Enlist)
+	// failing: the last transaction was lost (its commit failed: the
+	// file system full…). Until one commits again, each operation is
+	// committed before Do returns, and a failed commit is its error.
+	failing bool
 }
 
 // Enlisted is an operation's owner that keeps what it wrote in memory
@@ -116,6 +123,16 @@ func (w *Writer) Do(ctx context.Context, f func(context.Context, *sql.Tx) error)
 		return err
 	}
 	w.ops++
+	if w.failing {
+		// The last transaction's writes were lost after their
+		// operations had returned (a send-limit count answered "pass"):
+		// while commits fail, an operation is answered only once it is
+		// committed, so that a count the database cannot keep is an
+		// error (the mail deferred), not a pass counted nowhere — a full
+		// disk must not lift the send limits. At most one transaction's
+		// operations are lost per failure.
+		return w.endLocked(nil)
+	}
 	if w.ops >= maxTxOps {
 		w.endLocked(nil)
 	}
@@ -140,10 +157,11 @@ func (w *Writer) Flush() {
 }
 
 // endLocked commits the open transaction, or rolls it back after broken,
-// and releases the write lock. w.mu is held.
-func (w *Writer) endLocked(broken error) {
+// and releases the write lock; it returns why the transaction was lost,
+// nil if it committed. w.mu is held.
+func (w *Writer) endLocked(broken error) error {
 	if w.tx == nil {
-		return
+		return nil
 	}
 	tx, n, enlisted := w.tx, w.ops, w.enlisted
 	w.tx, w.enlisted = nil, nil
@@ -163,11 +181,14 @@ func (w *Writer) endLocked(broken error) {
 		e.Ended(err == nil)
 	}
 	w.wl.Unlock()
+	w.failing = err != nil
 	if err != nil {
 		l := w.log.Load()
 		if l == nil {
 			l = slog.Default()
 		}
 		l.Error("store: the writes of a shared transaction are lost", "operations", n, "err", err)
+		return fmt.Errorf("store: a shared transaction of %d operations lost: %w", n, err)
 	}
+	return nil
 }

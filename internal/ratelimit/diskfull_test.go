@@ -1,0 +1,140 @@
+package ratelimit_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/relayguard/relayguard/internal/config"
+	"github.com/relayguard/relayguard/internal/ratelimit"
+	"github.com/relayguard/relayguard/internal/store"
+)
+
+// The database's file system full: a shared transaction's commit fails,
+// and with it every count made in it. The counts answered before that
+// commit are lost (as in a crash), but the limit must not stop holding:
+// bob, limited to 5 messages an hour, asks 30 times on a full disk and
+// gets at most 5 passes (before the fix: 30, each transaction's counts
+// lost after its answers, and the next one reading 0 again). Once space
+// is back, counting is exact again.
+func TestLimitHeldWhenTheDiskIsFull(t *testing.T) {
+	onSmallTmpfs(t, "2m", func(t *testing.T, mnt string) {
+		ctx := context.Background()
+		db, err := store.OpenSQLite(ctx, filepath.Join(mnt, "data"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { db.Close() })
+		st, err := ratelimit.NewSQLStore(ctx, db)
+		if err != nil {
+			t.Fatal(err)
+		}
+		now := time.Date(2026, 12, 6, 18, 30, 0, 0, time.UTC)
+		lim := fixedLimiter(t, st, config.RateLimitConfig{UserMessagesPerHour: 5}, now)
+		bob := ratelimit.Sender{User: "bob", From: "bob@example.test", Listener: "submission"}
+		filler := fillUp(t, mnt)
+		passed, failed := 0, 0
+		for i := range 30 {
+			err := lim.Message(ctx, bob, 1)
+			switch {
+			case err == nil:
+				passed++
+			case limitName(err) == "user_messages_per_hour":
+			default:
+				failed++
+			}
+			if i%3 == 2 {
+				st.Flush() // a commit, as CommitEvery makes one
+			}
+		}
+		st.Flush()
+		if passed > 5 {
+			t.Fatalf("disk full: %d of 30 messages passed a limit of 5 an hour (%d deferred as state unavailable)", passed, failed)
+		}
+		if failed == 0 {
+			t.Fatal("disk full: no count failed")
+		}
+		if err := os.Remove(filler); err != nil {
+			t.Fatal(err)
+		}
+		// Space back: the next commit holds, and what passed is what is counted
+		// from then on (the counts of lost transactions are not there).
+		var got []string
+		for range 7 {
+			got = append(got, limitName(lim.Message(ctx, bob, 1)))
+			st.Flush()
+		}
+		ok := 0
+		for _, g := range got {
+			if g == "ok" {
+				ok++
+			}
+		}
+		t.Logf("disk full: %d passed, %d deferred; space back: %v", passed, failed, got)
+		if ok > 5 || ok < 5-passed || got[len(got)-1] != "user_messages_per_hour" {
+			t.Fatalf("space back: %v after %d passed on the full disk", got, passed)
+		}
+	})
+}
+
+// onSmallTmpfs runs the calling test again as a child process in a mount
+// namespace of its own (unshare -m) where a tmpfs of the given size is
+// mounted on a temporary directory, and there calls body with that
+// directory: a real file system that fills up, gone with the child.
+// (internal/queue has the same helper for its journal.)
+func onSmallTmpfs(t *testing.T, size string, body func(t *testing.T, mnt string)) {
+	if mnt := os.Getenv("RG_TMPFS_DIR"); mnt != "" {
+		body(t, mnt)
+		return
+	}
+	_, err := exec.LookPath("unshare")
+	if err == nil && os.Geteuid() != 0 {
+		err = errors.New("not root")
+	}
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("a small tmpfs in a mount namespace needs root and unshare (util-linux): %v", err)
+		}
+		t.Skipf("a small tmpfs in a mount namespace needs root and unshare (util-linux): %v", err)
+	}
+	mnt := t.TempDir()
+	cmd := exec.Command("unshare", "--mount", "--propagation", "private", "sh", "-c",
+		`mount -t tmpfs -o size="$1" rg-test "$2" && shift 2 && exec "$@"`, "sh", size, mnt,
+		os.Args[0], "-test.run=^"+t.Name()+"$", "-test.count=1", "-test.v")
+	cmd.Env = append(os.Environ(), "RG_TMPFS_DIR="+mnt)
+	out, err := cmd.CombinedOutput()
+	if err != nil || !bytes.Contains(out, []byte("--- PASS: "+t.Name())) {
+		t.Fatalf("%s on a %s tmpfs: %v\n%s", t.Name(), size, err, out)
+	}
+	t.Logf("on a %s tmpfs:\n%s", size, out)
+}
+
+// fillUp writes a file in dir until the file system is full and returns
+// its path.
+func fillUp(t *testing.T, dir string) string {
+	t.Helper()
+	p := filepath.Join(dir, "filler")
+	f, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	chunk := make([]byte, 64<<10)
+	for _, n := range []int{len(chunk), 4096, 512, 1} {
+		for {
+			if _, err := f.Write(chunk[:n]); err != nil {
+				if !errors.Is(err, syscall.ENOSPC) {
+					t.Fatal(err)
+				}
+				break
+			}
+		}
+	}
+	return p
+}
