@@ -25,6 +25,10 @@
 #                                       directory, alternated in the same
 #                                       rounds: old and new code in the same
 #                                       minutes)
+#   MILTER_ENV="GOGC=100" bench/milter/run.sh
+#                                      (environment of relayguard's milter, the
+#                                       current one only: with BASE, a setting
+#                                       against the same code without it)
 #   TRACE=/tmp/dir bench/milter/run.sh (perf stat of every milter in its
 #                                       authenticated rounds: system calls
 #                                       by kind, context switches)
@@ -130,7 +134,7 @@ user_new_recipients_per_day = 100000000
 volume_minimum = 100000000
 TOML
 mkdir -p "$OUT/rgdata"
-env ${MILTER_GOMAXPROCS:+GOMAXPROCS=$MILTER_GOMAXPROCS} "$OUT/relayguard" --config "$OUT/rg.toml" --data-dir "$OUT/rgdata" milter 2>"$OUT/rg.log" &
+env ${MILTER_GOMAXPROCS:+GOMAXPROCS=$MILTER_GOMAXPROCS} ${MILTER_ENV:-} "$OUT/relayguard" --config "$OUT/rg.toml" --data-dir "$OUT/rgdata" milter 2>"$OUT/rg.log" &
 PIDS+=($!)
 declare -A MPID=([milter]=$!)
 declare -A MSOCK=([milter]="$OUT/milter.sock")
