@@ -133,6 +133,23 @@ ON CONFLICT (key, window_start) DO UPDATE SET count = count + 1 RETURNING count`
 	}
 }
 
+// sharedDatabase is the counters in a fresh database file in dir, which
+// the test's children open too.
+func sharedDatabase(t *testing.T) (dir string, db *sql.DB, st *ratelimit.SQLStore) {
+	t.Helper()
+	dir = t.TempDir()
+	db, err := store.OpenSQLite(context.Background(), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	st, err = ratelimit.NewSQLStore(context.Background(), db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dir, db, st
+}
+
 // fixedLimiter is a limiter over st whose clock stands still at now.
 func fixedLimiter(t *testing.T, st ratelimit.Store, cfg config.RateLimitConfig, now time.Time) *ratelimit.Limiter {
 	t.Helper()
@@ -162,16 +179,7 @@ func limitName(err error) string {
 // makes the recipient new again here.
 func TestCountsExactWithAWriterBetweenTransactions(t *testing.T) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	db, err := store.OpenSQLite(ctx, dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	st, err := ratelimit.NewSQLStore(ctx, db)
-	if err != nil {
-		t.Fatal(err)
-	}
+	dir, _, st := sharedDatabase(t)
 	now := time.Date(2026, 12, 6, 18, 20, 0, 0, time.UTC)
 	lim := fixedLimiter(t, st, config.RateLimitConfig{UserMessagesPerHour: 10, UserNewRecipientsPerDay: 100}, now)
 	_, in, out := child(t, "raw", dir)
@@ -305,16 +313,7 @@ func diesInTransaction(dir string) {
 // not trusted afterwards.
 func TestCountsExactAfterAProcessDiesInATransaction(t *testing.T) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	db, err := store.OpenSQLite(ctx, dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	st, err := ratelimit.NewSQLStore(ctx, db)
-	if err != nil {
-		t.Fatal(err)
-	}
+	dir, db, st := sharedDatabase(t)
 	start := time.Date(2026, 12, 6, 18, 0, 0, 0, time.UTC)
 	add := func() int64 {
 		t.Helper()
