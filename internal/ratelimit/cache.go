@@ -165,7 +165,16 @@ func (c *counts) join(ctx context.Context, tx *sql.Tx) error {
 		c.valid = false
 	}
 	var g int64
-	if err := tx.StmtContext(ctx, c.readGen).QueryRowContext(ctx).Scan(&g); err != nil {
+	err := tx.StmtContext(ctx, c.readGen).QueryRowContext(ctx).Scan(&g)
+	if errors.Is(err, sql.ErrNoRows) {
+		// The row deleted (by hand: every ratelimit_ table emptied):
+		// put back with a new value, and the copy read again. Without
+		// it every count would fail until a restart (all authenticated
+		// mail deferred).
+		c.valid = false
+		err = tx.QueryRowContext(ctx, `INSERT INTO ratelimit_gen (id, gen) VALUES (1, random()) RETURNING gen`).Scan(&g)
+	}
+	if err != nil {
 		return fmt.Errorf("ratelimit: reading the counters' generation: %w", err)
 	}
 	if !c.valid || g != c.gen {
