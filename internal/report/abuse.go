@@ -8,6 +8,7 @@ import (
 
 	"github.com/relayguard/relayguard/internal/event"
 	"github.com/relayguard/relayguard/internal/logwatch"
+	"github.com/relayguard/relayguard/internal/maillog"
 )
 
 // abuseState collects what pflogsumm does not show: who is guessing
@@ -25,6 +26,16 @@ type abuseState struct {
 	once         *logwatch.Once // → Publish
 	ar           *arena
 	pre          *parsed // the current line's message, parsed ahead (or nil)
+
+	// The client work (clientJob: logwatch's reading of a line, the
+	// pairing in once and the tables by client below it) is queued on
+	// batch, the line's batch, when it is set, and done by the goroutine
+	// the batch is handed to next (readLines: a third stage after the
+	// counting); else at once. Its tables copy their keys into an arena of
+	// their own, car.
+	batch *batch
+	line  int32 // the current line's index in batch
+	car   *arena
 
 	clients       addrIndex            // client address (As16) → number (all zero: unknown)
 	clientStats   [][]clientStat       // by number, in blocks of clientBlock (rows never move)
@@ -86,10 +97,11 @@ type egressStat struct {
 }
 
 func newAbuseState(local []string, ar *arena) *abuseState {
+	car := &arena{}
 	s := &abuseState{
-		localDomains: map[string]bool{}, ar: ar,
-		users:         keyIndex{ar: ar},
-		relayByDomain: newCounter(ar), dnsbl: newCounter(ar), reasons: newCounter(ar),
+		localDomains: map[string]bool{}, ar: ar, car: car,
+		users:         keyIndex{ar: car},
+		relayByDomain: newCounter(car), dnsbl: newCounter(car), reasons: newCounter(ar),
 		postscreen: newCounter(ar), ruleRejects: newCounter(ar),
 		ndnRcpt: newCounter(ar), localSenders: map[string]bool{},
 		egress: map[string]*egressStat{},
@@ -104,16 +116,139 @@ func newAbuseState(local []string, ar *arena) *abuseState {
 // logged reads one line's message as the guard does (program is the syslog
 // tag, "postfix/smtpd" for Postfix under any syslog name) and counts the
 // event it stands for.
-func (s *abuseState) logged(program, msg string, t time.Time) (event.Event, bool) {
-	e, ok := s.parse(program, msg)
-	if !ok {
-		return e, false
+func (s *abuseState) logged(program, msg string, t time.Time) {
+	s.queue(clientJob{kind: jobLogged, program: program, msg: msg, t: t, pre: s.pre})
+}
+
+// clientJob is a piece of the client work (see abuseState.batch). Its
+// strings point into the line it is about.
+type clientJob struct {
+	kind         jobKind
+	program, msg string
+	t            time.Time
+	pre          *parsed         // the message parsed ahead, if it was
+	rec          *maillog.Record // relayguard's record (jobRelay, jobOwnReject, jobEvent)
+}
+
+type jobKind uint8
+
+const (
+	jobLogged       jobKind = iota // logwatch's event of (program, msg), published through once
+	jobUnsummarised                // the same, then the client's abuse (clientAbuse)
+	jobRejected                    // a Postfix rejection of the client: clientAbuse of its event
+	jobRelay                       // relayguard's refusal to relay for rec's client
+	jobOwnReject                   // relayguard's other refusal of rec's client
+	jobEvent                       // rec's event (a failed login), published through once
+)
+
+// queuedJob is a clientJob queued on a batch: nearly always only its kind
+// and line (the rest is the batch's: the message parsed ahead, the line's
+// time, its relayguard record), else the whole job in batch.jobX. It holds
+// no pointer, so that queuing writes no pointer (a write barrier each
+// while the collector runs).
+type queuedJob struct {
+	kind jobKind
+	line int32 // in the batch
+	x    int32 // the job in batch.jobX, or -1
+}
+
+// queue does j, or queues it on the current line's batch.
+func (s *abuseState) queue(j clientJob) {
+	b := s.batch
+	if b == nil {
+		s.do(&j)
+		return
 	}
-	if e.Time.IsZero() {
-		e.Time = t
+	i := s.line
+	var told bool // the batch tells j
+	switch j.kind {
+	case jobLogged, jobUnsummarised, jobRejected:
+		k := b.evAt[i]
+		told = k >= 0 && j.pre == &b.ev[k] && j.program == j.pre.program && j.msg == j.pre.msg && j.t == b.parsed[i].Time
+	default:
+		k := b.ownAt[i]
+		told = k >= 0 && j.rec == &b.own[k].r && j.t == ownTime(b, i)
 	}
-	s.once.Publish(context.Background(), e)
-	return e, true
+	if told {
+		b.jobs = append(b.jobs, queuedJob{j.kind, i, -1})
+		return
+	}
+	b.jobs = append(b.jobs, queuedJob{j.kind, i, int32(len(b.jobX))})
+	b.jobX = append(b.jobX, j)
+}
+
+// ownTime is the time addOwn counts line i of b at: its record's own, or
+// the syslog line's.
+func ownTime(b *batch, i int32) time.Time {
+	if r := &b.own[b.ownAt[i]].r; !r.Time.IsZero() {
+		return r.Time
+	}
+	return b.parsed[i].Time
+}
+
+// doQueued does the jobs queued on b.
+func (s *abuseState) doQueued(b *batch) {
+	for _, q := range b.jobs {
+		if q.x >= 0 {
+			s.do(&b.jobX[q.x])
+			continue
+		}
+		// The job the line stands for (queue checked it is).
+		j := clientJob{kind: q.kind}
+		switch q.kind {
+		case jobLogged, jobUnsummarised, jobRejected:
+			j.pre, j.t = &b.ev[b.evAt[q.line]], b.parsed[q.line].Time
+			j.program, j.msg = j.pre.program, j.pre.msg
+		default:
+			j.rec, j.t = &b.own[b.ownAt[q.line]].r, ownTime(b, q.line)
+		}
+		s.do(&j)
+	}
+	b.jobs = b.jobs[:0]
+	clear(b.jobX) // (its strings point into the chunks)
+	b.jobX = b.jobX[:0]
+}
+
+// do does a piece of the client work.
+func (s *abuseState) do(j *clientJob) {
+	switch j.kind {
+	case jobLogged, jobUnsummarised:
+		e, ok := s.parse(j.pre, j.program, j.msg)
+		if !ok {
+			return
+		}
+		if e.Time.IsZero() {
+			e.Time = j.t
+		}
+		s.once.Publish(context.Background(), e)
+		if j.kind == jobUnsummarised && e.IP.IsValid() {
+			s.clientAbuse(e)
+		}
+	case jobRejected:
+		if e, ok := s.parse(j.pre, j.program, j.msg); ok && e.IP.IsValid() {
+			s.clientAbuse(e)
+		}
+	case jobRelay:
+		r := j.rec
+		dom := "<>"
+		if at := strings.LastIndexByte(r.Rcpt, '@'); at >= 0 {
+			dom = strings.ToLower(r.Rcpt[at+1:])
+		}
+		s.relayAttempt(r.Client, dom)
+	case jobOwnReject:
+		r := j.rec
+		if r.Client.IsValid() {
+			s.client(r.Client).rejects++
+		}
+		if list := dnsblOf(r.Rule, r.Text); list != "" {
+			s.dnsbl.inc(list)
+		}
+	case jobEvent:
+		if e, ok := j.rec.Event(); ok { // as the guard reads it
+			e.Time = j.t
+			s.once.Publish(context.Background(), e)
+		}
+	}
 }
 
 // parsed is a message parsed by logwatch ahead of the counting, by the
@@ -124,10 +259,10 @@ type parsed struct {
 	ok           bool
 }
 
-// parse is logwatch.ParseMessage, or its result computed ahead for this
-// very line.
-func (s *abuseState) parse(program, msg string) (event.Event, bool) {
-	if p := s.pre; p != nil && p.program == program && p.msg == msg {
+// parse is logwatch.ParseMessage, or its result computed ahead (p) for
+// this very line.
+func (s *abuseState) parse(p *parsed, program, msg string) (event.Event, bool) {
+	if p != nil && p.program == program && p.msg == msg {
 		return p.e, p.ok
 	}
 	return logwatch.ParseMessage(program, msg)
@@ -210,18 +345,14 @@ func (s *abuseState) postscreenVerdict(msg string, t time.Time) {
 // refusal or another rejection of a client.
 func (s *abuseState) smtpdReject(program, msg string, k rejectKey, t time.Time) {
 	s.reject(k, t)
-	if e, ok := s.parse(program, msg); ok && e.IP.IsValid() {
-		s.clientAbuse(e)
-	}
+	s.queue(clientJob{kind: jobRejected, program: program, msg: msg, t: t, pre: s.pre})
 }
 
 // unsummarised counts the abuse of a Postfix line that pflogsumm's
 // sections do not read (another instance's syslog name): everything but
 // the rejection reasons, which are pflogsumm's.
 func (s *abuseState) unsummarised(program, msg string, t time.Time) {
-	if e, ok := s.logged(program, msg, t); ok && e.IP.IsValid() {
-		s.clientAbuse(e)
-	}
+	s.queue(clientJob{kind: jobUnsummarised, program: program, msg: msg, t: t, pre: s.pre})
 }
 
 // clientAbuse counts a relay attempt (once per client: the subnet table

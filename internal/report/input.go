@@ -37,6 +37,8 @@ type batch struct {
 	own    []ownParsed // maillog's reading of relayguard's own records
 	ownAt  []int32     // a line's index in own, -1: none
 	chunks []*chunk    // the read chunks its lines are in
+	jobs   []queuedJob // the client work the counting queued (abuseState.batch)
+	jobX   []clientJob // the jobs the batch does not tell whole
 	err    error
 }
 
@@ -293,9 +295,41 @@ func (a *Analyzer) readLines(r io.Reader, data []byte, p *logline.Parser) error 
 			}
 		}
 	}()
-	dropped := 0 // the start of data's pages still mapped in
+	// The client work of the abuse view (logwatch's reading of a line, the
+	// pairing of failed logins and the tables by client address: a cache
+	// miss or more per event on a botnet's log) is done by a third
+	// goroutine, a batch behind the counting: the counting was the slower
+	// half of the pipeline. It ends before readLines returns.
+	clients := make(chan *batch, 4)
+	stageDone := make(chan struct{})
+	go func() {
+		defer close(stageDone)
+		dropped := 0 // the start of data's pages still mapped in
+		for b := range clients {
+			a.abuse.doQueued(b)
+			for _, c := range b.chunks {
+				release(c)
+			}
+			if n := len(b.raw); data != nil && n > 0 {
+				// Everything before this batch's last line is counted.
+				off := int(uintptr(unsafe.Pointer(unsafe.StringData(b.raw[n-1]))) - uintptr(unsafe.Pointer(&data[0])))
+				if page := os.Getpagesize(); off-dropped >= dropMapped {
+					to := off / page * page
+					_ = unix.Madvise(data[dropped:to], unix.MADV_DONTNEED)
+					dropped = to
+				}
+			}
+			free <- b
+		}
+	}()
+	defer func() {
+		close(clients)
+		<-stageDone
+	}()
 	for b := range full {
+		a.abuse.batch = b
 		for i, raw := range b.raw {
+			a.abuse.line = int32(i)
 			a.lines++
 			if j := b.ownAt[i]; j >= 0 {
 				a.preOwn = &b.own[j]
@@ -319,22 +353,12 @@ func (a *Analyzer) readLines(r io.Reader, data []byte, p *logline.Parser) error 
 			}
 			a.preOwn = nil
 		}
-		for _, c := range b.chunks {
-			release(c)
+		a.abuse.batch = nil
+		err := b.err
+		clients <- b
+		if err != nil {
+			return err
 		}
-		if n := len(b.raw); data != nil && n > 0 {
-			// Everything before this batch's last line is counted.
-			off := int(uintptr(unsafe.Pointer(unsafe.StringData(b.raw[n-1]))) - uintptr(unsafe.Pointer(&data[0])))
-			if page := os.Getpagesize(); off-dropped >= dropMapped {
-				to := off / page * page
-				_ = unix.Madvise(data[dropped:to], unix.MADV_DONTNEED)
-				dropped = to
-			}
-		}
-		if b.err != nil {
-			return b.err
-		}
-		free <- b
 	}
 	return nil
 }

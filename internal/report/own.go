@@ -1,7 +1,6 @@
 package report
 
 import (
-	"context"
 	"strconv"
 	"strings"
 	"time"
@@ -137,25 +136,13 @@ func (a *Analyzer) addOwn(raw string, t time.Time) {
 		}
 		s.reasons.inc(reason)
 		if r.Kind == maillog.KindRelayDenied {
-			dom := "<>"
-			if at := strings.LastIndexByte(r.Rcpt, '@'); at >= 0 {
-				dom = strings.ToLower(r.Rcpt[at+1:])
-			}
-			s.relayAttempt(r.Client, dom)
+			s.queue(clientJob{kind: jobRelay, t: t, rec: r})
 			break
 		}
 		s.ruleRejects.inc(r.Rule)
-		if r.Client.IsValid() {
-			s.client(r.Client).rejects++
-		}
-		if list := dnsblOf(r.Rule, r.Text); list != "" {
-			s.dnsbl.inc(list)
-		}
+		s.queue(clientJob{kind: jobOwnReject, t: t, rec: r})
 	case maillog.KindAuthFailed:
-		if e, ok := r.Event(); ok { // as the guard reads it
-			e.Time = t
-			s.once.Publish(context.Background(), e)
-		}
+		s.queue(clientJob{kind: jobEvent, t: t, rec: r})
 	case maillog.KindBanned:
 		s.banCount++
 		if len(s.bans) < 1000 {
