@@ -443,29 +443,7 @@ func TestPeerNotReadingIsClosed(t *testing.T) {
 		}
 	}()
 	// The server's answers fill the buffers within these requests.
-	deadline := time.Now().Add(30 * time.Second) // a safety net, not a timing assertion
-	for {
-		if time.Now().After(deadline) {
-			t.Fatalf("no connection served while a client does not read its answers:\n%s", logs)
-		}
-		time.Sleep(100 * time.Millisecond)
-		c, err := net.Dial("unix", addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c.SetDeadline(time.Now().Add(5 * time.Second))
-		rw := bufio.NewReadWriter(bufio.NewReader(c), bufio.NewWriter(c))
-		WriteAttrs(rw, req("127.0.0.100", "u@elsewhere.test"))
-		rw.Flush()
-		line, err := rw.ReadString('\n')
-		c.Close()
-		if err == nil {
-			if line != "action=OK\n" {
-				t.Fatalf("answer %q", line)
-			}
-			break
-		}
-	}
+	awaitServed(t, "unix", addr, 30*time.Second, "while a client does not read its answers", logs)
 	if !strings.Contains(logs.String(), "not reading its answers") {
 		t.Errorf("the stuck connection's close is not logged:\n%s", logs)
 	}
@@ -510,9 +488,19 @@ func TestConnectionFloodLoggedOnce(t *testing.T) {
 		t.Fatalf("holder's answer during the flood %q", got)
 	}
 	holder.Close()
-	deadline := time.Now().Add(10 * time.Second) // a safety net: the slot is freed when the server sees the close
+	awaitServed(t, "tcp", addr, 10*time.Second, "after the holder closed", logs)
+}
+
+// awaitServed dials addr until a connection is answered (action=OK for a
+// client in mynetworks), failing the test after limit (a safety net, not a
+// timing assertion) with when in the message; a connection the server
+// refuses or does not answer is retried.
+func awaitServed(t *testing.T, network, addr string, limit time.Duration, when string, logs *syncBuffer) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
 	for {
-		c, err := net.Dial("tcp", addr)
+		time.Sleep(20 * time.Millisecond)
+		c, err := net.Dial(network, addr)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -524,14 +512,13 @@ func TestConnectionFloodLoggedOnce(t *testing.T) {
 		c.Close()
 		if err == nil {
 			if line != "action=OK\n" {
-				t.Fatalf("answer after the holder closed: %q", line)
+				t.Fatalf("answer %s: %q", when, line)
 			}
-			break
+			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("no connection served after the holder closed:\n%s", logs)
+			t.Fatalf("no connection served %s:\n%s", when, logs)
 		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }
 

@@ -13,7 +13,6 @@ import (
 
 	"github.com/relayguard/relayguard/internal/config"
 	"github.com/relayguard/relayguard/internal/ratelimit"
-	"github.com/relayguard/relayguard/internal/store"
 )
 
 // The database's file system full: a shared transaction's commit fails,
@@ -26,15 +25,7 @@ import (
 func TestLimitHeldWhenTheDiskIsFull(t *testing.T) {
 	onSmallTmpfs(t, "2m", func(t *testing.T, mnt string) {
 		ctx := context.Background()
-		db, err := store.OpenSQLite(ctx, filepath.Join(mnt, "data"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { db.Close() })
-		st, err := ratelimit.NewSQLStore(ctx, db)
-		if err != nil {
-			t.Fatal(err)
-		}
+		st := openSQLStoreIn(t, filepath.Join(mnt, "data"))
 		now := time.Date(2026, 12, 6, 18, 30, 0, 0, time.UTC)
 		lim := fixedLimiter(t, st, config.RateLimitConfig{UserMessagesPerHour: 5}, now)
 		bob := ratelimit.Sender{User: "bob", From: "bob@example.test", Listener: "submission"}

@@ -20,15 +20,7 @@ import (
 func TestCountsAfterTheGenerationRowIsDeleted(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	db, err := store.OpenSQLite(ctx, dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	st, err := ratelimit.NewSQLStore(ctx, db)
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := openSQLStoreIn(t, dir)
 	now := time.Date(2026, 12, 6, 18, 30, 0, 0, time.UTC)
 	lim := fixedLimiter(t, st, config.RateLimitConfig{UserMessagesPerHour: 5}, now)
 	bob := ratelimit.Sender{User: "bob", From: "bob@example.test", Listener: "submission"}

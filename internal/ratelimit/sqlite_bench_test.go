@@ -31,9 +31,13 @@ func BenchmarkSQLStoreAdd(b *testing.B) {
 
 // openSQLStore is the counters in a fresh embedded database, closed when
 // tb ends.
-func openSQLStore(tb testing.TB) *ratelimit.SQLStore {
+func openSQLStore(tb testing.TB) *ratelimit.SQLStore { return openSQLStoreIn(tb, tb.TempDir()) }
+
+// openSQLStoreIn is the counters in the embedded database of data
+// directory dir, closed when tb ends.
+func openSQLStoreIn(tb testing.TB, dir string) *ratelimit.SQLStore {
 	ctx := context.Background()
-	db, err := store.OpenSQLite(ctx, tb.TempDir())
+	db, err := store.OpenSQLite(ctx, dir)
 	if err != nil {
 		tb.Fatal(err)
 	}
