@@ -8,7 +8,6 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -17,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/relayguard/relayguard/internal/hosttest"
 )
 
 // lockedBuf is a log destination the test reads while the spool's
@@ -53,37 +54,6 @@ func (l *lockedBuf) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
-}
-
-// onSmallTmpfs runs the calling test again as a child process in a mount
-// namespace of its own (unshare -m) where a tmpfs of the given size is
-// mounted on a temporary directory, and there calls body with that
-// directory: a real file system that fills up, gone with the child.
-func onSmallTmpfs(t *testing.T, size string, body func(t *testing.T, mnt string)) {
-	if mnt := os.Getenv("RG_TMPFS_DIR"); mnt != "" {
-		body(t, mnt)
-		return
-	}
-	_, err := exec.LookPath("unshare")
-	if err == nil && os.Geteuid() != 0 {
-		err = errors.New("not root")
-	}
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("a small tmpfs in a mount namespace needs root and unshare (util-linux): %v", err)
-		}
-		t.Skipf("a small tmpfs in a mount namespace needs root and unshare (util-linux): %v", err)
-	}
-	mnt := t.TempDir()
-	cmd := exec.Command("unshare", "--mount", "--propagation", "private", "sh", "-c",
-		`mount -t tmpfs -o size="$1" rg-test "$2" && shift 2 && exec "$@"`, "sh", size, mnt,
-		os.Args[0], "-test.run=^"+t.Name()+"$", "-test.count=1", "-test.v")
-	cmd.Env = append(os.Environ(), "RG_TMPFS_DIR="+mnt)
-	out, err := cmd.CombinedOutput()
-	if err != nil || !bytes.Contains(out, []byte("--- PASS: "+t.Name())) {
-		t.Fatalf("%s on a %s tmpfs: %v\n%s", t.Name(), size, err, out)
-	}
-	t.Logf("on a %s tmpfs:\n%s", size, out)
 }
 
 // fillUp writes a file in dir until the file system is full.
@@ -144,7 +114,7 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 // there is room, commits go on in the same segment, and a replay brings
 // back exactly the acknowledged messages.
 func TestJournalFullDisk(t *testing.T) {
-	onSmallTmpfs(t, "16m", func(t *testing.T, mnt string) {
+	hosttest.OnSmallTmpfs(t, "16m", func(t *testing.T, mnt string) {
 		var logs lockedBuf
 		dir := filepath.Join(mnt, "spool")
 		var tries atomic.Int32

@@ -1,17 +1,16 @@
 package ratelimit_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/relayguard/relayguard/internal/config"
+	"github.com/relayguard/relayguard/internal/hosttest"
 	"github.com/relayguard/relayguard/internal/ratelimit"
 )
 
@@ -23,7 +22,7 @@ import (
 // lost after its answers, and the next one reading 0 again). Once space
 // is back, counting is exact again.
 func TestLimitHeldWhenTheDiskIsFull(t *testing.T) {
-	onSmallTmpfs(t, "2m", func(t *testing.T, mnt string) {
+	hosttest.OnSmallTmpfs(t, "2m", func(t *testing.T, mnt string) {
 		ctx := context.Background()
 		st := openSQLStoreIn(t, filepath.Join(mnt, "data"))
 		now := time.Date(2026, 12, 6, 18, 30, 0, 0, time.UTC)
@@ -72,38 +71,6 @@ func TestLimitHeldWhenTheDiskIsFull(t *testing.T) {
 			t.Fatalf("space back: %v after %d passed on the full disk", got, passed)
 		}
 	})
-}
-
-// onSmallTmpfs runs the calling test again as a child process in a mount
-// namespace of its own (unshare -m) where a tmpfs of the given size is
-// mounted on a temporary directory, and there calls body with that
-// directory: a real file system that fills up, gone with the child.
-// (internal/queue has the same helper for its journal.)
-func onSmallTmpfs(t *testing.T, size string, body func(t *testing.T, mnt string)) {
-	if mnt := os.Getenv("RG_TMPFS_DIR"); mnt != "" {
-		body(t, mnt)
-		return
-	}
-	_, err := exec.LookPath("unshare")
-	if err == nil && os.Geteuid() != 0 {
-		err = errors.New("not root")
-	}
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("a small tmpfs in a mount namespace needs root and unshare (util-linux): %v", err)
-		}
-		t.Skipf("a small tmpfs in a mount namespace needs root and unshare (util-linux): %v", err)
-	}
-	mnt := t.TempDir()
-	cmd := exec.Command("unshare", "--mount", "--propagation", "private", "sh", "-c",
-		`mount -t tmpfs -o size="$1" rg-test "$2" && shift 2 && exec "$@"`, "sh", size, mnt,
-		os.Args[0], "-test.run=^"+t.Name()+"$", "-test.count=1", "-test.v")
-	cmd.Env = append(os.Environ(), "RG_TMPFS_DIR="+mnt)
-	out, err := cmd.CombinedOutput()
-	if err != nil || !bytes.Contains(out, []byte("--- PASS: "+t.Name())) {
-		t.Fatalf("%s on a %s tmpfs: %v\n%s", t.Name(), size, err, out)
-	}
-	t.Logf("on a %s tmpfs:\n%s", size, out)
 }
 
 // fillUp writes a file in dir until the file system is full and returns
