@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"net"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -478,6 +480,7 @@ func TestConnectionFloodLoggedOnce(t *testing.T) {
 		}
 		c.Close()
 	}
+	srv.init() // the metric was made in Serve's goroutine: its once orders the read after it
 	if got := testutil.ToFloat64(srv.refusedConns); got != flood {
 		t.Errorf("refused connections counted: %v, want %d", got, flood)
 	}
@@ -489,6 +492,53 @@ func TestConnectionFloodLoggedOnce(t *testing.T) {
 	}
 	holder.Close()
 	awaitServed(t, "tcp", addr, 10*time.Second, "after the holder closed", logs)
+}
+
+// TestSuppressedRefusalsLoggedWhenTheIntervalEnds: refusals not logged
+// because one was logged less than the interval before are logged when the
+// interval ends, not only with the next refusal (which may come days later
+// or never).
+func TestSuppressedRefusalsLoggedWhenTheIntervalEnds(t *testing.T) {
+	t.Parallel()
+	addr, logs := startServerWith(t, "tcp", func(s *Server) { s.MaxConns = 1; s.refusals.every = 300 * time.Millisecond })
+	holder, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Close()
+	hrw := bufio.NewReadWriter(bufio.NewReader(holder), bufio.NewWriter(holder))
+	if got := ask(t, hrw, req("127.0.0.100", "u@elsewhere.test")); got != "action=OK" {
+		t.Fatalf("holder's answer %q", got)
+	}
+	const flood = 5
+	for i := range flood {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := c.Read(make([]byte, 1)); err == nil {
+			t.Fatalf("connection %d past max_connections=1 was not closed", i)
+		}
+		c.Close()
+	}
+	// Every refusal after the first is in a later line (one, unless the
+	// interval ended inside the flood on a slow machine).
+	deadline := time.Now().Add(10 * time.Second) // a safety net, not a timing assertion
+	for {
+		counted := 0
+		for _, m := range regexp.MustCompile(`refused_since_last_logged=(\d+)`).FindAllStringSubmatch(logs.String(), -1) {
+			n, _ := strconv.Atoi(m[1])
+			counted += n
+		}
+		if counted == flood-1 {
+			break
+		}
+		if counted > flood-1 || time.Now().After(deadline) {
+			t.Fatalf("%d of the %d refusals after the first are logged, want all:\n%s", counted, flood-1, logs)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // awaitServed dials addr until a connection is answered (action=OK for a

@@ -52,25 +52,41 @@ type Server struct {
 // refusalLogEvery is how often at most a refused connection is logged: a
 // flood of connections past policy.max_connections would otherwise be a
 // flood of log lines too. The refusals in between are counted in the next
-// line (and in relayguard_policyd_refused_connections_total).
+// line, which is written at the latest when the interval ends (and at once
+// in relayguard_policyd_refused_connections_total).
 const refusalLogEvery = 10 * time.Second
 
 // refusalLog decides which refused connections are logged (guarded by
 // Server.mu).
 type refusalLog struct {
-	last       time.Time // when the last refusal was logged
-	suppressed int       // refusals since then, not logged
+	every      time.Duration // refusalLogEvery; shorter in tests
+	last       time.Time     // when the last refusal was logged
+	suppressed int           // refusals since then, not logged
+	pending    *time.Timer   // logs the suppressed ones when the interval ends
 }
 
 // refused records one refused connection and reports whether to log it,
 // with the number of refusals not logged before it.
 func (r *refusalLog) refused(now time.Time) (log bool, before int) {
-	if !r.last.IsZero() && now.Sub(r.last) < refusalLogEvery {
+	every := r.every
+	if every == 0 {
+		every = refusalLogEvery
+	}
+	if !r.last.IsZero() && now.Sub(r.last) < every {
 		r.suppressed++
 		return false, 0
 	}
 	before, r.last, r.suppressed = r.suppressed, now, 0
 	return true, before
+}
+
+// flush takes the refusals not logged yet, as a logged line does.
+func (r *refusalLog) flush(now time.Time) (before int) {
+	before, r.suppressed = r.suppressed, 0
+	if before > 0 {
+		r.last = now
+	}
+	return before
 }
 
 func (s *Server) init() {
@@ -115,7 +131,12 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		for c := range s.active {
 			c.Close()
 		}
+		if s.refusals.pending != nil {
+			s.refusals.pending.Stop()
+		}
+		n := s.refusals.flush(time.Now())
 		s.mu.Unlock()
+		s.logSuppressedRefusals(n)
 	})
 	var backoff time.Duration
 	for {
@@ -176,8 +197,20 @@ func (s *Server) refuse(c net.Conn) {
 	peer := c.RemoteAddr().String()
 	c.Close()
 	s.refusedConns.Inc()
+	now := time.Now()
 	s.mu.Lock()
-	log, before := s.refusals.refused(time.Now())
+	log, before := s.refusals.refused(now)
+	if !log && s.refusals.suppressed == 1 && !s.closing {
+		// The first refusal not logged: if no other is logged before the
+		// interval ends, a line then says how many there were, so that a
+		// flood that stops is not reported only with the next one, maybe
+		// days later.
+		every := s.refusals.every
+		if every == 0 {
+			every = refusalLogEvery
+		}
+		s.refusals.pending = time.AfterFunc(s.refusals.last.Add(every).Sub(now), s.flushRefusals)
+	}
 	s.mu.Unlock()
 	if !log {
 		return
@@ -187,6 +220,24 @@ func (s *Server) refuse(c net.Conn) {
 		return
 	}
 	s.Logger.Warn("policy connection refused: policy.max_connections reached", "limit", s.MaxConns, "peer", peer)
+}
+
+// flushRefusals logs the refusals not logged when their interval ended
+// without another logged one.
+func (s *Server) flushRefusals() {
+	s.mu.Lock()
+	n := 0
+	if !s.closing { // the closer logs them
+		n = s.refusals.flush(time.Now())
+	}
+	s.mu.Unlock()
+	s.logSuppressedRefusals(n)
+}
+
+func (s *Server) logSuppressedRefusals(n int) {
+	if n > 0 {
+		s.Logger.Warn("policy connections refused: policy.max_connections reached", "limit", s.MaxConns, "refused_since_last_logged", n)
+	}
 }
 
 // ServeConn answers requests on one connection until the peer closes it,
