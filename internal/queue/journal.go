@@ -45,6 +45,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/relayguard/relayguard/internal/faillog"
 )
 
 const (
@@ -119,7 +121,7 @@ type journal struct {
 	// syncHook, when set (tests), replaces fdatasync.
 	syncHook func(f *os.File) error
 	// The maintainer's failures, logged without flooding.
-	retireLog, rotateLog, delsLog *failLog
+	retireLog, rotateLog, delsLog *faillog.Log
 }
 
 func encodeRecord(dst []byte, kind byte, seq uint64, id string, payload []byte) []byte {
@@ -168,9 +170,9 @@ func decodeRecord(b []byte, seq uint64) (kind byte, id string, payload []byte, n
 // journal; without create, a missing dir is no journal to replay.
 func openJournal(s *Spool, dir string, create bool) (*journal, error) {
 	j := &journal{s: s, dir: dir, idx: map[string]*jentry{}, syncReq: make(chan syncReq, 1024),
-		retireLog: newFailLog(s.log, "spool: journal retirement", "tried again every 100ms"),
-		rotateLog: newFailLog(s.log, "spool: journal rotation", "tried again every 100ms"),
-		delsLog:   newFailLog(s.log, "spool: journal tombstones", "tried again every 100ms")}
+		retireLog: faillog.New(s.log, "spool: journal retirement", "tried again every 100ms"),
+		rotateLog: faillog.New(s.log, "spool: journal rotation", "tried again every 100ms"),
+		delsLog:   faillog.New(s.log, "spool: journal tombstones", "tried again every 100ms")}
 	created := false
 	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
 		if !create {
@@ -586,17 +588,17 @@ func (j *journal) maintain() {
 			a := j.segs[n-1]
 			if a.size > 0 && (time.Since(a.created) >= journalAge || a.size >= journalSegSize) {
 				if _, err := j.newSegment(0); err != nil {
-					j.rotateLog.fail(err)
+					j.rotateLog.Fail(err)
 				} else {
-					j.rotateLog.ok()
+					j.rotateLog.OK()
 				}
 			}
 		}
 		if len(j.dels) > 0 && len(j.segs) > 0 {
 			if _, err := j.appendLocked(0, func(uint64) []byte { return nil }); err != nil {
-				j.delsLog.fail(err)
+				j.delsLog.Fail(err)
 			} else {
-				j.delsLog.ok()
+				j.delsLog.OK()
 			}
 		}
 		j.mu.Unlock()
@@ -666,7 +668,7 @@ func (j *journal) retireOldest(active bool) bool {
 	if failed != nil {
 		// The segment stays: its messages are served from memory and
 		// replayed after a crash. Tried again at the next tick.
-		j.retireLog.fail(failed, "segment", sg.path)
+		j.retireLog.Fail(failed, "segment", sg.path)
 		return false
 	}
 	// Tombstones that may name this segment's messages are written first.
@@ -674,7 +676,7 @@ func (j *journal) retireOldest(active bool) bool {
 	if len(j.dels) > 0 {
 		if _, err := j.appendLocked(0, func(uint64) []byte { return nil }); err != nil {
 			j.mu.Unlock()
-			j.delsLog.fail(err)
+			j.delsLog.Fail(err)
 			return false
 		}
 	}
@@ -684,10 +686,10 @@ func (j *journal) retireOldest(active bool) bool {
 		err = j.s.fs.SyncDir(j.dir)
 	}
 	if err != nil {
-		j.retireLog.fail(err, "segment", sg.path)
+		j.retireLog.Fail(err, "segment", sg.path)
 		return false
 	}
-	j.retireLog.ok()
+	j.retireLog.OK()
 	j.mu.Lock()
 	for id, e := range j.idx {
 		if e.seg == sg {
@@ -710,7 +712,7 @@ func (j *journal) settle(closing bool) {
 		j.mu.Lock()
 		if n := len(j.segs); n > 0 && j.segs[n-1].size > 0 {
 			if _, err := j.newSegment(0); err != nil {
-				j.rotateLog.fail(err)
+				j.rotateLog.Fail(err)
 			}
 		}
 		j.mu.Unlock()

@@ -3,7 +3,7 @@ package queue
 // What the intake journal does when the disk fails it: how a failed write
 // or fdatasync gives its segment back (instead of opening a new segment
 // file for every failed commit). Its maintainer's failures are logged
-// through failLog (faillog.go).
+// through internal/faillog.
 
 // takeBack leaves no record in the bytes [from, to) of sg written by a
 // failed write or a failed fdatasync, so that the segment takes the next

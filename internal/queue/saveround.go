@@ -27,7 +27,7 @@ func (s *Scheduler) saveRound(ctx context.Context, env *Envelope, final bool, un
 	for wait := saveRetryMin; ; wait = min(2*wait, saveRetryMax) {
 		removed, err := s.save(env, final)
 		if err == nil {
-			s.saveLog.ok()
+			s.saveLog.OK()
 			if removed || env.Held {
 				return time.Time{}, false
 			}
@@ -38,7 +38,7 @@ func (s *Scheduler) saveRound(ctx context.Context, env *Envelope, final bool, un
 		if ctx.Err() == nil {
 			// Every message in flight fails alike on a full disk: one
 			// line for all of them, not one per message and try.
-			s.saveLog.fail(err, "id", env.ID)
+			s.saveLog.Fail(err, "id", env.ID)
 		}
 		select {
 		case <-ctx.Done():

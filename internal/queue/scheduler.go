@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/relayguard/relayguard/internal/config"
 	"github.com/relayguard/relayguard/internal/dsn"
+	"github.com/relayguard/relayguard/internal/faillog"
 	"github.com/relayguard/relayguard/internal/maillog"
 )
 
@@ -38,7 +39,7 @@ type Scheduler struct {
 	spool   *Spool
 	conf    atomic.Pointer[schedConf]
 	log     *slog.Logger
-	saveLog *failLog        // failures to save a round (saveRound), logged without flooding
+	saveLog *faillog.Log    // failures to save a round (saveRound), logged without flooding
 	ml      *maillog.Logger // delivery records (internal/maillog)
 	metrics *metrics
 	now     func() time.Time
@@ -107,7 +108,7 @@ func NewScheduler(spool *Spool, d Deliverer, cfg config.DeliveryConfig, hostname
 		metrics: newMetrics(nil), now: time.Now,
 		due: map[string]time.Time{}, inflight: map[string]*msgState{},
 		domains: map[string]*domainQ{}, wake: make(chan struct{}, 1),
-		saveLog: newFailLog(log, "queue: saving a delivery round",
+		saveLog: faillog.New(log, "queue: saving a delivery round",
 			"its message stays in flight and is saved again (100ms doubling to 10s), so that its delivered recipients are not delivered again"),
 	}
 	s.Reconfigure(d, cfg, hostname)

@@ -3,8 +3,11 @@ package ratelimit_test
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -20,11 +23,14 @@ import (
 // bob, limited to 5 messages an hour, asks 30 times on a full disk and
 // gets at most 5 passes (before the fix: 30, each transaction's counts
 // lost after its answers, and the next one reading 0 again). Once space
-// is back, counting is exact again.
+// is back, counting is exact again. The lost transactions are logged once
+// for the run (not once per deferred message), and the recovery once.
 func TestLimitHeldWhenTheDiskIsFull(t *testing.T) {
 	hosttest.OnSmallTmpfs(t, "2m", func(t *testing.T, mnt string) {
 		ctx := context.Background()
 		st := openSQLStoreIn(t, filepath.Join(mnt, "data"))
+		var logs syncBuf
+		st.SetLogger(slog.New(slog.NewTextHandler(&logs, nil)))
 		now := time.Date(2026, 12, 6, 18, 30, 0, 0, time.UTC)
 		lim := fixedLimiter(t, st, config.RateLimitConfig{UserMessagesPerHour: 5}, now)
 		bob := ratelimit.Sender{User: "bob", From: "bob@example.test", Listener: "submission"}
@@ -50,6 +56,9 @@ func TestLimitHeldWhenTheDiskIsFull(t *testing.T) {
 		if failed == 0 {
 			t.Fatal("disk full: no count failed")
 		}
+		if n := strings.Count(logs.String(), "level=ERROR"); n != 1 {
+			t.Errorf("disk full: %d error lines for %d lost operations, want 1 (the first; then once a minute):\n%s", n, failed, logs.String())
+		}
 		if err := os.Remove(filler); err != nil {
 			t.Fatal(err)
 		}
@@ -67,6 +76,9 @@ func TestLimitHeldWhenTheDiskIsFull(t *testing.T) {
 			}
 		}
 		t.Logf("disk full: %d passed, %d deferred; space back: %v", passed, failed, got)
+		if n := strings.Count(logs.String(), "works again"); n != 1 {
+			t.Errorf("space back: %d recovery lines, want 1:\n%s", n, logs.String())
+		}
 		if ok > 5 || ok < 5-passed || got[len(got)-1] != "user_messages_per_hour" {
 			t.Fatalf("space back: %v after %d passed on the full disk", got, passed)
 		}
@@ -95,4 +107,23 @@ func fillUp(t *testing.T, dir string) string {
 		}
 	}
 	return p
+}
+
+// syncBuf is a log destination written by the commit timer's goroutine
+// and read by the test.
+type syncBuf struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *syncBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *syncBuf) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"time"
 	"weak"
+
+	"github.com/relayguard/relayguard/internal/faillog"
 )
 
 // Writer is the write transaction this process's frequent writers share on
@@ -31,9 +33,10 @@ import (
 // (the send limits would not hold). Use it for counts and observations,
 // never for what was acknowledged to a client (mail, bans).
 type Writer struct {
-	db  weak.Pointer[sql.DB] // weak: the map of writers must not keep a closed database
-	wl  *sync.Mutex
-	log atomic.Pointer[slog.Logger]
+	db     weak.Pointer[sql.DB] // weak: the map of writers must not keep a closed database
+	wl     *sync.Mutex
+	lost   *faillog.Log // lost transactions: the first, then once a minute, and the recovery
+	logSet atomic.Bool
 
 	mu       sync.Mutex // guards tx; operations run one at a time
 	tx       *sql.Tx    // the open transaction; while set, this writer holds wl
@@ -85,15 +88,17 @@ func SharedWriter(db *sql.DB) *Writer {
 	if w, ok := writers.Load(k); ok {
 		return w.(*Writer)
 	}
-	w, _ := writers.LoadOrStore(k, &Writer{db: k, wl: WriteLock(db)})
+	w, _ := writers.LoadOrStore(k, &Writer{db: k, wl: WriteLock(db), lost: faillog.New(nil,
+		"store: committing a shared transaction",
+		"its writes are lost; until one commits, each operation is committed before it returns and a failed commit is its error")})
 	return w.(*Writer)
 }
 
 // SetLogger sets where a lost transaction is logged (the first logger set
 // stays).
 func (w *Writer) SetLogger(l *slog.Logger) {
-	if l != nil {
-		w.log.CompareAndSwap(nil, l)
+	if l != nil && w.logSet.CompareAndSwap(false, true) {
+		w.lost.SetLogger(l)
 	}
 }
 
@@ -183,12 +188,11 @@ func (w *Writer) endLocked(broken error) error {
 	w.wl.Unlock()
 	w.failing = err != nil
 	if err != nil {
-		l := w.log.Load()
-		if l == nil {
-			l = slog.Default()
-		}
-		l.Error("store: the writes of a shared transaction are lost", "operations", n, "err", err)
+		// On a full disk every operation fails so (see Do): one line for
+		// the run, not one per message.
+		w.lost.Fail(err, "operations", n)
 		return fmt.Errorf("store: a shared transaction of %d operations lost: %w", n, err)
 	}
+	w.lost.OK()
 	return nil
 }
