@@ -32,6 +32,29 @@
 #   TRACE=/tmp/dir bench/milter/run.sh (perf stat of every milter in its
 #                                       authenticated rounds: system calls
 #                                       by kind, context switches)
+#   CPUS=split bench/milter/run.sh     (Postfix, Dovecot and the load drivers
+#                                       on one CPU, every milter on another:
+#                                       see "CPU modes" below)
+#
+# CPU modes. CPUS=shared (the default): every process may run on every
+# CPU; on a machine where Postfix is CPU-bound, any CPU a milter uses is
+# taken from Postfix, so the cost is the milter's CPU plus what it costs
+# Postfix's own processes. CPUS=split: Postfix's master (and so every
+# child it forks: smtpd, cleanup, qmgr, ...), Dovecot (and its children)
+# and the load drivers (miltersubmit, smtp-source) are confined with
+# sched_setaffinity (taskset, inherited across fork and exec) to
+# PF_CPU (default 0), and every milter (relayguard's, BASE's, noop-go,
+# noop-c) to MILTER_CPU (default 1). Nothing a milter computes is then
+# taken from Postfix: what Postfix loses is what the milter conversation
+# costs its own processes (the events written, the replies read, the
+# waiting) — the cost a server with a spare core pays. The drivers stay on
+# Postfix's CPU in every round (DRIVER_CPU=MILTER_CPU puts them with the
+# milters instead; docs/benchmarks/containment.md, round 7, says why
+# not). Each run prints, once, the CPUs every process involved may use
+# (Cpus_allowed_list of Postfix's master and children, Dovecot's, every
+# milter's threads and the drivers), and every round the busy share of
+# each CPU and the driver's CPU per message. The machine's other
+# processes are not confined: run it quiet.
 #
 # The floor: every run also has rounds with a no-op milter that negotiates
 # exactly what relayguard's milter negotiates (actions, protocol options,
@@ -47,6 +70,24 @@ CONNS=${CONNS:-20}
 MSGS=${MSGS:-300}
 USERS=${USERS:-50}
 RCPTS=${RCPTS:-2}
+CPUS=${CPUS:-shared}
+case $CPUS in
+shared) PF_CPU='' MILTER_CPU='' DRIVER_CPU='' ;;
+split)
+	[ "$(nproc)" -ge 2 ] || { echo "CPUS=split needs 2 CPUs, this machine has $(nproc)" >&2; exit 1; }
+	PF_CPU=${PF_CPU:-0} MILTER_CPU=${MILTER_CPU:-1}
+	DRIVER_CPU=${DRIVER_CPU:-$PF_CPU}
+	[ "$PF_CPU" != "$MILTER_CPU" ] || { echo "CPUS=split: PF_CPU and MILTER_CPU are both $PF_CPU" >&2; exit 1; } ;;
+*) echo "CPUS=$CPUS: want shared or split" >&2; exit 1 ;;
+esac
+# Command prefixes confining a process to its CPU (empty in shared mode);
+# taskset execs the command, so $! is the confined process's pid.
+pin() { [ -z "$1" ] || echo "taskset -c $1"; }
+read -ra PF_PIN <<<"$(pin "$PF_CPU")"
+read -ra MILTER_PIN <<<"$(pin "$MILTER_CPU")"
+read -ra DRIVER_PIN <<<"$(pin "$DRIVER_CPU")"
+MODE=shared
+[ "$CPUS" = split ] && MODE="split: postfix+dovecot cpu $PF_CPU, milters cpu $MILTER_CPU, drivers cpu $DRIVER_CPU"
 PORT=${PORT:-$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}
 OUT=$(mktemp -d /tmp/rgmilter.XXXX)
 chmod 755 "$OUT"
@@ -110,7 +151,7 @@ service auth {
   }
 }
 CF
-dovecot -c "$OUT/dovecot.conf"
+"${PF_PIN[@]}" dovecot -c "$OUT/dovecot.conf"
 
 # relayguard milter: limits far above the load (the counting is measured,
 # not the refusals), the accounts' detection on (volume_minimum raised so
@@ -134,24 +175,24 @@ user_new_recipients_per_day = 100000000
 volume_minimum = 100000000
 TOML
 mkdir -p "$OUT/rgdata"
-env ${MILTER_GOMAXPROCS:+GOMAXPROCS=$MILTER_GOMAXPROCS} ${MILTER_ENV:-} "$OUT/relayguard" --config "$OUT/rg.toml" --data-dir "$OUT/rgdata" milter 2>"$OUT/rg.log" &
+"${MILTER_PIN[@]}" env ${MILTER_GOMAXPROCS:+GOMAXPROCS=$MILTER_GOMAXPROCS} ${MILTER_ENV:-} "$OUT/relayguard" --config "$OUT/rg.toml" --data-dir "$OUT/rgdata" milter 2>"$OUT/rg.log" &
 PIDS+=($!)
 declare -A MPID=([milter]=$!)
 declare -A MSOCK=([milter]="$OUT/milter.sock")
 for m in "${MILTERS[@]}"; do
 	case $m in
 	noop-go)
-		env ${MILTER_GOMAXPROCS:+GOMAXPROCS=$MILTER_GOMAXPROCS} "$OUT/noopmilter" -listen "unix:$OUT/noop-go.sock" -limits="${LIMITS:-true}" 2>"$OUT/noop-go.log" &
+		"${MILTER_PIN[@]}" env ${MILTER_GOMAXPROCS:+GOMAXPROCS=$MILTER_GOMAXPROCS} "$OUT/noopmilter" -listen "unix:$OUT/noop-go.sock" -limits="${LIMITS:-true}" 2>"$OUT/noop-go.log" &
 		;;
 	base)
 		sed "s|$OUT/milter.sock|$OUT/base.sock|" "$OUT/rg.toml" >"$OUT/rg-base.toml"
 		mkdir -p "$OUT/rgdata-base"
-		env ${MILTER_GOMAXPROCS:+GOMAXPROCS=$MILTER_GOMAXPROCS} "$OUT/relayguard-base" --config "$OUT/rg-base.toml" --data-dir "$OUT/rgdata-base" milter 2>"$OUT/rg-base.log" &
+		"${MILTER_PIN[@]}" env ${MILTER_GOMAXPROCS:+GOMAXPROCS=$MILTER_GOMAXPROCS} "$OUT/relayguard-base" --config "$OUT/rg-base.toml" --data-dir "$OUT/rgdata-base" milter 2>"$OUT/rg-base.log" &
 		;;
 	noop-c)
 		# The negotiation relayguard's milter makes, as noopmilter prints it.
 		mapfile -t NEG < <("$OUT/noopmilter" -print -limits="${LIMITS:-true}" 2>/dev/null || go run ./bench/milter/noop -print -limits="${LIMITS:-true}")
-		(umask 0 && exec "$OUT/noopc" "unix:$OUT/noop-c.sock" ${NEG[0]} "${NEG[@]:1}") 2>"$OUT/noop-c.log" &
+		(umask 0 && exec "${MILTER_PIN[@]}" "$OUT/noopc" "unix:$OUT/noop-c.sock" ${NEG[0]} "${NEG[@]:1}") 2>"$OUT/noop-c.log" &
 		;;
 	*) continue ;;
 	esac
@@ -191,7 +232,7 @@ maillog_file = $OUT/maillog
 maillog_file_prefixes = $OUT
 default_process_limit = 200
 CF
-postfix -c "$OUT/pf" start
+"${PF_PIN[@]}" postfix -c "$OUT/pf" start
 for i in $(seq 60); do (exec 3<>/dev/tcp/127.0.0.1/$PORT) 2>/dev/null && break; sleep 0.5; done
 for m in "${MILTERS[@]}"; do
 	for i in $(seq 60); do [ -S "${MSOCK[$m]}" ] && break; sleep 0.5; done
@@ -228,12 +269,67 @@ snap() { # the milter process's pid, or 0 for none
 	echo "$(($(tree_ticks "$PFMASTER") + $(tree_ticks "$DVMASTER"))) $m $cs"
 }
 
+# CPU time of this script's reaped children (the load driver of a round,
+# with the few awk/sed it runs: a bound on the driver's CPU).
+self_children_ticks() { awk '{print $16+$17}' /proc/$$/stat; }
+# Busy and total ticks of every CPU, "cpuN:busy:total ...", and the busy
+# share of each between two such readings: all processes of the machine,
+# not only the benchmark's.
+cpu_ticks() { awk '/^cpu[0-9]/ {t = 0; for (i = 2; i <= NF; i++) t += $i; printf "%s:%d:%d ", $1, t - $5 - $6, t}' /proc/stat; }
+busy() {
+	local a b out=() i
+	read -ra a <<<"$1"
+	read -ra b <<<"$2"
+	for i in "${!a[@]}"; do
+		IFS=: read -r n x0 t0 <<<"${a[$i]}"
+		IFS=: read -r _ x1 t1 <<<"${b[$i]}"
+		out+=("$n $((100 * (x1 - x0) / (t1 - t0 > 0 ? t1 - t0 : 1)))%")
+	done
+	local IFS=,
+	echo "${out[*]}"
+}
+
+# Where every process of the benchmark may run: "name(pid) CPU list" with
+# the distinct lists of all its threads. In split mode, any process
+# outside its CPU stops the benchmark.
+allowed() { cat /proc/"$1"/task/*/status 2>/dev/null | awk '/^Cpus_allowed_list/ {print $2}' | sort -u | paste -sd/; }
+confinement() {
+	local line=() bad=0 p want l
+	check() { # pid want
+		l=$(allowed "$1")
+		[ -n "$l" ] || { line+=("($1) gone"); return; }
+		line+=("$(cat /proc/"$1"/comm 2>/dev/null)($1) $l")
+		[ "$CPUS" != split ] || [ "$l" = "$2" ] || bad=1
+	}
+	for p in "$PFMASTER" $(pgrep -P "$PFMASTER") "$DVMASTER" $(pgrep -P "$DVMASTER"); do check "$p" "$PF_CPU"; done
+	for m in "${!MPID[@]}"; do check "${MPID[$m]}" "$MILTER_CPU"; done
+	# The drivers, each caught while it sends (taskset execs it: the
+	# background function's child, or the function's process itself).
+	local k
+	for k in auth:miltersubmit mx:smtp-source; do
+		MSGS=10 "${k%%:*}" warmup >/dev/null &
+		p=
+		for i in $(seq 100); do
+			if [ "$(cat /proc/$!/comm 2>/dev/null)" = "${k#*:}" ]; then p=$!; else p=$(pgrep -n -x "${k#*:}" -P $!); fi && [ -n "$p" ] && break
+			sleep 0.02
+		done
+		if [ -n "$p" ]; then check "$p" "$DRIVER_CPU"; else line+=("${k#*:} (not caught)"); fi
+		wait $!
+	done
+	local IFS=,
+	echo "# cpus allowed ($MODE): ${line[*]}"
+	if [ "$bad" = 1 ]; then
+		echo "CPUS=split: a process is not confined to its CPU (above)" >&2
+		exit 1
+	fi
+}
+
 # One round: label, then the command sending CONNS*MSGS messages and
 # printing "rate=N". Prints the rate and the CPU per message (ms) of
 # Postfix+Dovecot and of the milter, and appends "kind label rate cpu"
 # to $OUT/results.
 round() {
-	local kind=$1 label=$2 n=$((CONNS * MSGS)) s0 s1 t0 t1 out rate pf rg cs pid=0
+	local kind=$1 label=$2 n=$((CONNS * MSGS)) s0 s1 t0 t1 out rate pf rg cs drv pid=0
 	shift 2
 	local perf=() p
 	[ "$label" = postfix ] || pid=${MPID[${label#postfix+}]}
@@ -247,9 +343,14 @@ round() {
 		perf+=($!)
 	fi
 	s0=$(snap "$pid")
+	local d0 d1 u0 u1
+	d0=$(self_children_ticks)
+	u0=$(cpu_ticks)
 	t0=$(date +%s.%N)
 	out=$("$@")
 	t1=$(date +%s.%N)
+	u1=$(cpu_ticks)
+	d1=$(self_children_ticks)
 	s1=$(snap "$pid")
 	for p in "${perf[@]}"; do kill -INT "$p"; wait "$p" || true; done
 	rate=$(echo "$out" | sed -n 's/.*rate=\([0-9]*\).*/\1/p')
@@ -260,25 +361,27 @@ round() {
 	pf=$(echo "scale=3; ($a1 - $a0) * 1000 / $HZ / $n" | bc)
 	rg=$(echo "scale=3; ($b1 - $b0) * 1000 / $HZ / $n" | bc)
 	cs=$(echo "scale=1; ($c1 - $c0) / $n" | bc)
-	printf '%-16s %-6s %6s msg/s  cpu/msg: postfix+dovecot %s ms, milter %s ms (%s context switches)  %s\n' "$label" "$kind" "$rate" "$pf" "$rg" "$cs" "$(echo "$out" | grep -o 'failed=[0-9]*' || true)"
-	echo "$kind $label $rate $pf $rg $cs" >>"$OUT/results"
+	drv=$(echo "scale=3; ($d1 - $d0) * 1000 / $HZ / $n" | bc)
+	printf '%-16s %-6s %6s msg/s  cpu/msg: postfix+dovecot %s ms, milter %s ms (%s context switches), driver %s ms; cpus busy %s  %s\n' "$label" "$kind" "$rate" "$pf" "$rg" "$cs" "$drv" "$(busy "$u0" "$u1")" "$(echo "$out" | grep -o 'failed=[0-9]*' || true)"
+	echo "$kind $label $rate $pf $rg $cs $drv" >>"$OUT/results"
 }
 auth() {
-	"$OUT/miltersubmit" -name "$1" -addr "127.0.0.1:$PORT" -users "$USERS" -conns "$CONNS" -msgs "$MSGS" -rcpts "$RCPTS"
+	"${DRIVER_PIN[@]}" "$OUT/miltersubmit" -name "$1" -addr "127.0.0.1:$PORT" -users "$USERS" -conns "$CONNS" -msgs "$MSGS" -rcpts "$RCPTS"
 }
 mx() { # unauthenticated MX mail with smtp-source, one message per session
-	smtp-source -s "$CONNS" -m $((CONNS * MSGS)) -l 2048 -f sender@remote.test -t rcpt@example.test "127.0.0.1:$PORT"
+	"${DRIVER_PIN[@]}" smtp-source -s "$CONNS" -m $((CONNS * MSGS)) -l 2048 -f sender@remote.test -t rcpt@example.test "127.0.0.1:$PORT"
 }
 both() { # label: one round of each kind
 	round auth "$1" auth "$1"
 	round mx "$1" mx
 }
 
-echo "# $(date -u +%FT%TZ) $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg); $RUNS runs x $CONNS sessions x $MSGS messages, $RCPTS recipients, $USERS logins; store=${STORE:-sqlite}; smtp_send_limits=${LIMITS:-true}; milters: ${MILTERS[*]}"
+echo "# $(date -u +%FT%TZ) cpus: $MODE; $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg); $RUNS runs x $CONNS sessions x $MSGS messages, $RCPTS recipients, $USERS logins; store=${STORE:-sqlite}; smtp_send_limits=${LIMITS:-true}; milters: ${MILTERS[*]}"
 # Warm-up (caches, Dovecot's auth cache, the milter's first connections),
 # not counted.
 milter "unix:$OUT/milter.sock"
 MSGS=20 auth warmup >/dev/null
+confinement
 : >"$OUT/results"
 # Alternate which configuration goes first, so that a drift of the
 # machine's load favours neither.
@@ -307,7 +410,7 @@ for kind in auth mx; do
 	[ "$kind" = mx ] && label="MX (smtp-source)"
 	for m in "${MILTERS[@]}"; do
 		r=$(col "$kind" "postfix+$m" 3) pm=$(col "$kind" "postfix+$m" 4) rm=$(col "$kind" "postfix+$m" 5) cm=$(col "$kind" "postfix+$m" 6)
-		printf 'COST %-17s %-24s median msg/s: postfix %s, with it %s => cost %s %%;  median CPU ms/msg: postfix+dovecot %s alone, %s with it, milter %s (%s context switches) => +%s %% CPU\n' \
-			"$label" "$(name "$m")" "$a" "$r" "$(echo "scale=1; 100 * ($a - $r) / $a" | bc)" "$pa" "$pm" "$rm" "$cm" "$(echo "scale=1; 100 * ($pm + $rm - $pa) / $pa" | bc)"
+		printf 'COST [%s] %-17s %-24s median msg/s: postfix %s, with it %s => cost %s %%;  median CPU ms/msg: postfix+dovecot %s alone, %s with it, milter %s (%s context switches) => +%s %% CPU (postfix+dovecot alone +%s %%)\n' \
+			"$CPUS" "$label" "$(name "$m")" "$a" "$r" "$(echo "scale=1; 100 * ($a - $r) / $a" | bc)" "$pa" "$pm" "$rm" "$cm" "$(echo "scale=1; 100 * ($pm + $rm - $pa) / $pa" | bc)" "$(echo "scale=1; 100 * ($pm - $pa) / $pa" | bc)"
 	done
 done
