@@ -94,6 +94,10 @@ type Analyzer struct {
 	abuse                                  *abuseState
 	lines, matched                         int64
 	first, last                            time.Time
+	// parseAhead says where ReadLines has logwatch parse a line's event:
+	// 0 in the reader when it is not the slowest stage, else in the client
+	// stage; 1 always in the reader; -1 always in the client stage (tests).
+	parseAhead int8
 }
 
 // NewAnalyzer returns an empty Analyzer.

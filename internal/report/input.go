@@ -126,6 +126,7 @@ func (a *Analyzer) readLines(r io.Reader, data []byte, p *logline.Parser) error 
 			rk: make([]rejectKey, batchLines), hasRK: make([]bool, batchLines), only: make([]bool, batchLines),
 			evAt: make([]int32, batchLines), ownAt: make([]int32, batchLines)}
 	}
+	clients := make(chan *batch, 4) // counted batches, to the client stage
 	done := make(chan struct{})
 	defer close(done)
 	go func() {
@@ -133,6 +134,7 @@ func (a *Analyzer) readLines(r io.Reader, data []byte, p *logline.Parser) error 
 		var b *batch
 		var cur *chunk // the chunk being filled (the reader holds a reference)
 		var cc clockCache
+		var eager bool // the batch being filled parses logwatch's events (see emit)
 		// Rejection lines are condensed here already (procReject is a pure
 		// function of the line), with a cache of client domains of its own.
 		o := a.opt
@@ -144,9 +146,11 @@ func (a *Analyzer) readLines(r io.Reader, data []byte, p *logline.Parser) error 
 			}
 			select {
 			case b = <-free:
+				// Batches wait for the counting or the client stage:
+				// the reader is not the slowest stage.
+				eager = a.parseAhead > 0 || a.parseAhead == 0 && (len(full) > 0 || len(clients) > 0)
 				b.raw, b.err = b.raw[:0], nil
-				clear(b.ev)
-				b.ev = b.ev[:0]
+				b.ev = b.ev[:0]   // (each slot is overwritten when reused)
 				b.own = b.own[:0] // (each slot is overwritten when reused)
 				b.chunks = b.chunks[:0]
 				return true
@@ -217,9 +221,13 @@ func (a *Analyzer) readLines(r io.Reader, data []byte, p *logline.Parser) error 
 				}
 				// What the counting will ask logwatch about this line
 				// (abuseState.parse checks that it is the same question).
+				// The reader parses it when it is ahead of the counting
+				// (eager), else leaves it to the client stage
+				// (abuseState.parse): with every line parsed here the
+				// reader was the pipeline's longest stage, with none the
+				// client stage was. The parse is a function of the line
+				// alone, so the report is the same either way.
 				if prog, ok := a.abuseProgram(l.Program, msg, b.hasRK[i]); ok {
-					// (in place: ParseMessageTo writes the whole event, and
-					// get clears the slots a batch used)
 					n := len(b.ev)
 					if n < cap(b.ev) {
 						b.ev = b.ev[:n+1]
@@ -228,8 +236,10 @@ func (a *Analyzer) readLines(r io.Reader, data []byte, p *logline.Parser) error 
 					}
 					b.evAt[i] = int32(n)
 					pe := &b.ev[n]
-					pe.program, pe.msg = prog, msg
-					pe.ok = logwatch.ParseMessageTo(&pe.e, prog, msg)
+					pe.program, pe.msg, pe.done = prog, msg, false
+					if eager {
+						pe.ok, pe.done = logwatch.ParseMessageTo(&pe.e, prog, msg), true
+					}
 				}
 			}
 			return len(b.raw) < batchLines || send()
@@ -300,7 +310,6 @@ func (a *Analyzer) readLines(r io.Reader, data []byte, p *logline.Parser) error 
 	// miss or more per event on a botnet's log) is done by a third
 	// goroutine, a batch behind the counting: the counting was the slower
 	// half of the pipeline. It ends before readLines returns.
-	clients := make(chan *batch, 4)
 	stageDone := make(chan struct{})
 	go func() {
 		defer close(stageDone)
