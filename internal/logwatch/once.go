@@ -36,7 +36,7 @@ const (
 
 // layerOf says which layer logged an auth_failure; 0: a source that logs
 // each attempt once (relayguard's own server and log).
-func layerOf(e event.Event) layer {
+func layerOf(e *event.Event) layer {
 	switch e.Source {
 	case "postfix":
 		return front
@@ -169,6 +169,12 @@ type Once struct {
 	cur, prev map[netip.Addr]*pending
 	latest    time.Time // latest event time seen
 	rotated   time.Time // event time of the last rotation
+	// last is the address get returned last, and lastP its attempts in
+	// cur (nil after a rotation): the lines of one login (a passdb line
+	// per attempt, then the login process's summary) come one after the
+	// other, and a map lookup was a cache miss on a botnet's log.
+	last  netip.Addr
+	lastP *pending
 }
 
 // NewOnce returns a Once that publishes to next.
@@ -178,27 +184,40 @@ func NewOnce(next event.Sink) *Once {
 
 // Publish implements event.Sink.
 func (o *Once) Publish(ctx context.Context, e event.Event) {
-	if e.Kind == event.AuthFailure {
-		l := layerOf(e)
-		if l == 0 || !e.IP.IsValid() {
-			o.next.Publish(ctx, e)
-			return
-		}
-		n := o.attempts(e, l)
-		if n == 0 {
-			return
-		}
-		e.Attempts = 0
-		if n > 1 {
-			e.Attempts = n
-		}
+	if o.Pair(&e) {
+		o.next.Publish(ctx, e)
 	}
-	o.next.Publish(ctx, e)
+}
+
+// Pair does to e, in place, what Publish does before passing an event on,
+// and reports whether Publish would pass it on: an auth_failure whose
+// attempts other layers have all reported is dropped; else its Attempts
+// is set to the number of attempts it is the first to report (0 for one).
+// Other events pass unchanged. (The report calls it with the event it
+// parsed instead of copying the ~200-byte event through Publish and the
+// sink.)
+func (o *Once) Pair(e *event.Event) bool {
+	if e.Kind != event.AuthFailure {
+		return true
+	}
+	l := layerOf(e)
+	if l == 0 || !e.IP.IsValid() {
+		return true
+	}
+	n := o.attempts(e, l)
+	if n == 0 {
+		return false
+	}
+	e.Attempts = 0
+	if n > 1 {
+		e.Attempts = n
+	}
+	return true
 }
 
 // attempts records the attempts e reports at layer l and returns how many of
 // them no other layer had reported.
-func (o *Once) attempts(e event.Event, l layer) int {
+func (o *Once) attempts(e *event.Event, l layer) int {
 	t := e.Time
 	// A login summary spans its session ("3 attempts in 18 secs").
 	var span time.Duration
@@ -262,6 +281,7 @@ func (o *Once) rotate(early bool) {
 		}
 	}
 	o.full = early
+	o.lastP = nil
 	o.prev, o.cur, o.rotated = o.cur, make(map[netip.Addr]*pending, min(len(o.cur), max(o.Max, 1024))), o.latest
 }
 
@@ -305,9 +325,20 @@ func match(list []attempt, t time.Time, span time.Duration, l layer, session str
 // get returns the attempts of ip, moving them from the previous
 // generation (without those older than keepAttempts) or starting afresh.
 func (o *Once) get(ip netip.Addr) *pending {
-	if p := o.cur[ip]; p != nil {
-		return p
+	if o.lastP != nil && o.last == ip {
+		return o.lastP
 	}
+	p := o.cur[ip]
+	if p == nil {
+		p = o.move(ip)
+	}
+	o.last, o.lastP = ip, p
+	return p
+}
+
+// move returns the attempts of ip, not in cur, moved there from the
+// previous generation or new.
+func (o *Once) move(ip netip.Addr) *pending {
 	p := o.prev[ip]
 	if p != nil {
 		delete(o.prev, ip)
