@@ -1,7 +1,6 @@
 package report
 
 import (
-	"context"
 	"net/netip"
 	"strings"
 	"time"
@@ -23,7 +22,7 @@ import (
 // who failed how often.
 type abuseState struct {
 	localDomains map[string]bool
-	once         *logwatch.Once // → Publish
+	once         *logwatch.Once // → publish
 	ar           *arena
 	pre          *parsed // the current line's message, parsed ahead (or nil)
 
@@ -109,7 +108,7 @@ func newAbuseState(local []string, ar *arena) *abuseState {
 	for _, d := range local {
 		s.localDomains[strings.ToLower(d)] = true
 	}
-	s.once = logwatch.NewOnce(s)
+	s.once = logwatch.NewOnce(event.Discard{}) // (publish passes its events on)
 	return s
 }
 
@@ -213,20 +212,21 @@ func (s *abuseState) doQueued(b *batch) {
 func (s *abuseState) do(j *clientJob) {
 	switch j.kind {
 	case jobLogged, jobUnsummarised:
-		e, ok := s.parse(j.pre, j.program, j.msg)
-		if !ok {
+		var e event.Event
+		if !s.parse(&e, j.pre, j.program, j.msg) {
 			return
 		}
 		if e.Time.IsZero() {
 			e.Time = j.t
 		}
-		s.once.Publish(context.Background(), e)
+		s.publish(&e)
 		if j.kind == jobUnsummarised && e.IP.IsValid() {
-			s.clientAbuse(e)
+			s.clientAbuse(&e)
 		}
 	case jobRejected:
-		if e, ok := s.parse(j.pre, j.program, j.msg); ok && e.IP.IsValid() {
-			s.clientAbuse(e)
+		var e event.Event
+		if s.parse(&e, j.pre, j.program, j.msg) && e.IP.IsValid() {
+			s.clientAbuse(&e)
 		}
 	case jobRelay:
 		r := j.rec
@@ -246,7 +246,7 @@ func (s *abuseState) do(j *clientJob) {
 	case jobEvent:
 		if e, ok := j.rec.Event(); ok { // as the guard reads it
 			e.Time = j.t
-			s.once.Publish(context.Background(), e)
+			s.publish(&e)
 		}
 	}
 }
@@ -263,23 +263,32 @@ type parsed struct {
 	done         bool // e and ok are logwatch's answer (a reused slot: false)
 }
 
-// parse is logwatch.ParseMessage, of the line's slot p (parsed at most
-// once) when it holds this very question.
-func (s *abuseState) parse(p *parsed, program, msg string) (event.Event, bool) {
+// parse sets e to logwatch.ParseMessage's event of (program, msg), and
+// reports whether there is one: the line's slot p's (parsed at most once)
+// when it holds this very question.
+func (s *abuseState) parse(e *event.Event, p *parsed, program, msg string) bool {
 	if p != nil && p.program == program && p.msg == msg {
 		if !p.done {
 			p.ok = logwatch.ParseMessageTo(&p.e, program, msg)
 			p.done = true
 		}
-		return p.e, p.ok
+		*e = p.e
+		return p.ok
 	}
-	return logwatch.ParseMessage(program, msg)
+	var ok bool
+	*e, ok = logwatch.ParseMessage(program, msg)
+	return ok
 }
 
-// Publish implements event.Sink for the events logwatch.Once passes on:
-// authentication failures and logins. Relay attempts, DNS list and other
-// rejections are counted with the rejection's pflogsumm key (smtpdReject).
-func (s *abuseState) Publish(_ context.Context, e event.Event) {
+// publish counts an event as the guard does: through the pairing of failed
+// logins (logwatch.Once, which drops or changes e as it would before
+// passing it on), then authentication failures and logins. Relay attempts,
+// DNS list and other rejections are counted with the rejection's pflogsumm
+// key (smtpdReject).
+func (s *abuseState) publish(e *event.Event) {
+	if !s.once.Pair(e) {
+		return
+	}
 	switch e.Kind {
 	case event.AuthFailure:
 		s.authFailure(e.IP, e.User, int64(e.Count()))
@@ -366,7 +375,7 @@ func (s *abuseState) unsummarised(program, msg string, t time.Time) {
 // clientAbuse counts a relay attempt (once per client: the subnet table
 // adds relay attempts and other rejections), a DNS list refusal or another
 // rejection of the client e names.
-func (s *abuseState) clientAbuse(e event.Event) {
+func (s *abuseState) clientAbuse(e *event.Event) {
 	switch e.Kind {
 	case event.RelayDenied:
 		s.relayAttempt(e.IP, rcptDomain(e.Detail))
