@@ -42,6 +42,7 @@ type abuseState struct {
 	users         keyIndex             // user name tried → number
 	userPairs     intIndex             // (client number, user number) → number
 	userPairN     []int64              // by pair number: the failures of that client as that user
+	lastFail      lastFail             // authFailure's last (address, user)
 	relayByDomain *counter             // target domain → relay attempts
 	dnsbl         *counter             // list → rejections
 	reasons       *counter             // rejection reason → count (chart)
@@ -333,8 +334,21 @@ func (s *abuseState) authFailure(ip netip.Addr, user string, n int64) {
 	if !ip.IsValid() {
 		return
 	}
+	// The lines of one login (Dovecot's passdb line per attempt, then the
+	// login process's summary) name the same address and user one after
+	// the other: their client and pair numbers are kept (numbers never
+	// change), and three table lookups saved.
+	f := &s.lastFail
+	if f.ok && f.ip == ip && f.user == user {
+		s.stat(f.client).auth += n
+		if f.pair >= 0 {
+			s.userPairN[f.pair] += n
+		}
+		return
+	}
 	i := s.clientNumber(ip)
 	s.stat(i).auth += n
+	*f = lastFail{ok: true, ip: ip, client: i, pair: -1}
 	if user == "" {
 		return
 	}
@@ -344,6 +358,16 @@ func (s *abuseState) authFailure(ip netip.Addr, user string, n int64) {
 		s.userPairN = append(s.userPairN, 0)
 	}
 	s.userPairN[j] += n
+	f.user, f.pair = s.users.key(u), j // (the table's copy: user points into the line)
+}
+
+// lastFail is the last failed authentication authFailure counted: its
+// address and user, and their numbers (pair -1: no user).
+type lastFail struct {
+	ok           bool
+	ip           netip.Addr
+	user         string
+	client, pair int32
 }
 
 // postscreen counts postscreen's verdicts on clients by kind.
