@@ -143,13 +143,16 @@ func (s *abuseState) summary(n int) Abuse {
 	var ab Abuse
 	nc := int(s.clientCount())
 	clientSub := make([]int32, nc) // client number → subnet number, -1: none
+	// (The slices are made at most nc long, not grown: only the pages of a
+	// slice that are written are faulted in, where each growth wrote a
+	// fresh copy of the whole.)
 	byAddr := make([]ranked, 0, nc)
-	var relay []ranked
+	relay := make([]ranked, 0, nc)
 	// The clients in order of their subnets: sorting them reads and writes
 	// memory front to back, where a hash table of the subnets of a botnet's
 	// 100,000s of addresses missed the cache at each.
 	v4 := make([]subClient, 0, nc)
-	var v6 []subClient
+	v6 := make([]subClient, 0, nc)
 	for i := range int32(nc) {
 		st, ip := s.stat(i), s.addrOf(i)
 		if st.auth > 0 {
@@ -176,7 +179,7 @@ func (s *abuseState) summary(n int) Abuse {
 	// The subnets are numbered in that order, each named after its first
 	// client; then their counts are added up in the clients' order (which
 	// reads the clients' rows front to back).
-	var subFirst []int32
+	subFirst := make([]int32, 0, len(v4)+len(v6))
 	for _, cs := range [2][]subClient{v4, v6} {
 		for x, c := range cs {
 			if x == 0 || c.k != cs[x-1].k {
