@@ -87,7 +87,8 @@ type Analyzer struct {
 	warnD, fatalD, panicD                  *tree2
 	rejectD, warnRejD, holdD, discardD     *tree3
 	master                                 *counter
-	ar                                     *arena // keys of every table
+	pend                                   *pending // updates of the large tables not made yet
+	ar                                     *arena   // keys of every table
 	scratch                                []byte
 	domCache                               map[string]string
 	smtpd                                  smtpdStats
@@ -105,16 +106,16 @@ func NewAnalyzer(opt Options) *Analyzer {
 	if opt.SyslogName == "" {
 		opt.SyslogName = "postfix"
 	}
-	ar := &arena{}
+	ar, p := &arena{}, &pending{}
 	return &Analyzer{
-		opt: opt, prefix: opt.SyslogName + "/", ar: ar,
+		opt: opt, prefix: opt.SyslogName + "/", ar: ar, pend: p,
 		days: map[dayKey]*[5]int64{}, seenDays: map[dayKey]bool{},
 		recipDom: newStatTable(ar), sendDom: newStatTable(ar),
 		recipUser: newStatTable(ar), sendUser: newStatTable(ar),
 		queue: make(map[string]*qstate, 1<<16), noMsgSize: map[string]string{},
-		deferralD: newTree2(ar), bounceD: newTree2(ar), smtpD: newTree2(ar),
-		warnD: newTree2(ar), fatalD: newTree2(ar), panicD: newTree2(ar),
-		rejectD: newTree3(ar), warnRejD: newTree3(ar), holdD: newTree3(ar), discardD: newTree3(ar),
+		deferralD: newTree2(ar, p), bounceD: newTree2(ar, p), smtpD: newTree2(ar, p),
+		warnD: newTree2(ar, p), fatalD: newTree2(ar, p), panicD: newTree2(ar, p),
+		rejectD: newTree3(ar, p), warnRejD: newTree3(ar, p), holdD: newTree3(ar, p), discardD: newTree3(ar, p),
 		master: newCounter(ar), domCache: map[string]string{},
 		smtpd: newSMTPDStats(), abuse: newAbuseState(opt.LocalDomains, ar),
 	}
@@ -511,10 +512,10 @@ type statTable struct {
 
 func newStatTable(ar *arena) *statTable { return &statTable{keys: keyIndex{ar: ar}} }
 
-// get returns k's row, created on first use. The pointer is valid until
-// the next get on the same table.
-func (t *statTable) get(k string) *stat {
-	i, ok := t.keys.get(k)
+// getHashed returns k's row, created on first use; h is keyHash(k). The
+// pointer is valid until the next lookup in the same table.
+func (t *statTable) getHashed(k string, h uint32) *stat {
+	i, ok := t.keys.getHashed(k, h)
 	if !ok {
 		t.rows = append(t.rows, stat{})
 	}
@@ -602,12 +603,8 @@ func (a *Analyzer) qmgrFrom(qid, addr string, size int64) {
 	} else if whence != "pickup" {
 		dom = whence
 	}
-	ds := a.sendDom.get(dom)
-	ds.count++
-	ds.size += size
-	us := a.sendUser.get(addr)
-	us.count++
-	us.size += size
+	a.pend.stat(a.sendDom, pendFrom, dom, size, 0)
+	a.pend.stat(a.sendUser, pendFrom, addr, size, 0)
 	a.bytesReceived += size
 	q.whence = "" // counted once, as pflogsumm deletes it
 }
@@ -721,25 +718,18 @@ func (a *Analyzer) recipient(cmd, qid, s string, hr int, l logline.Line) bool {
 // sent counts one delivered recipient (addr in domain dom) of message qid
 // (state q, nil if unknown).
 func (a *Analyzer) sent(q *qstate, qid, addr, dom string, delay float64, hr int) {
-	ds := a.recipDom.get(dom)
-	ds.count++
-	ds.delaySum += delay
-	if ds.delayMax == 0 || delay > ds.delayMax {
-		ds.delayMax = delay
-	}
-	us := a.recipUser.get(addr)
-	us.count++
-	a.dlvHr[hr]++
-	a.dayRow()[1]++
-	a.delivered++
+	var sz int64 // (0: unknown)
 	if q != nil && q.size != 0 {
-		sz := q.size
-		ds.size += sz
-		us.size += sz
+		sz = q.size
 		a.bytesDelivered += sz
 	} else {
 		a.noMsgSize[strings.Clone(qid)] = strings.Clone(addr)
 	}
+	a.pend.stat(a.recipDom, pendSentDom, dom, sz, delay)
+	a.pend.stat(a.recipUser, pendSentUser, addr, sz, 0)
+	a.dlvHr[hr]++
+	a.dayRow()[1]++
+	a.delivered++
 }
 
 // deferral counts one deferred delivery attempt to domain dom; the message
@@ -755,11 +745,7 @@ func (a *Analyzer) deferral(q *qstate, qid, dom string, delay float64, hr int) {
 		q.deferred = true
 		a.deferred++
 	}
-	ds := a.recipDom.get(dom)
-	ds.defers++
-	if ds.delayMax == 0 || delay > ds.delayMax {
-		ds.delayMax = delay
-	}
+	a.pend.stat(a.recipDom, pendDefer, dom, 0, delay)
 }
 
 // bounce counts one bounced recipient.

@@ -28,13 +28,48 @@ var keySeed = maphash.MakeSeed()
 // get returns k's number and whether k was already known; a new key gets
 // the next number (n, the number of keys so far).
 func (x *keyIndex) get(k string) (int32, bool) {
+	return x.getHashed(k, keyHash(k))
+}
+
+// keyHash is k's hash in every keyIndex.
+func keyHash(k string) uint32 { return uint32(maphash.String(keySeed, k)) }
+
+// touch reads the slot where a key of hash h is looked for first (for
+// pending: the value read does not matter).
+func (x *keyIndex) touch(h uint32) uint64 {
+	if x.slots == nil {
+		return 0
+	}
+	return x.slots[h>>x.shift]
+}
+
+// find returns the number in the first slot holding hash h, or -1: the key
+// of hash h if it is known, nearly always (for pending, which reads that
+// key's memory ahead; get decides).
+func (x *keyIndex) find(h uint32) int32 {
+	if x.slots == nil {
+		return -1
+	}
+	mask := uint32(len(x.slots) - 1)
+	for i := h >> x.shift; ; i = (i + 1) & mask {
+		s := x.slots[i]
+		if s == 0 {
+			return -1
+		}
+		if uint32(s) == h {
+			return int32(s>>32) - 1
+		}
+	}
+}
+
+// getHashed is get of k, whose hash is h (keyHash(k)).
+func (x *keyIndex) getHashed(k string, h uint32) (int32, bool) {
 	if x.slots == nil {
 		x.slots, x.shift = make([]uint64, 8), 32-3
 		if x.ar == nil {
 			x.ar = &arena{}
 		}
 	}
-	h := uint32(maphash.String(keySeed, k))
 	mask := uint32(len(x.slots) - 1)
 	i := h >> x.shift
 	for ; ; i = (i + 1) & mask {

@@ -75,8 +75,9 @@ func (ar *arena) clone(s string) string {
 // counter counts by key. The counts live in a slice indexed by the key's
 // number, so that a table holds no pointer per entry.
 type counter struct {
-	keys keyIndex
-	n    []int64
+	keys         keyIndex
+	n            []int64
+	name, parent string // its keys in a tree2 or tree3
 }
 
 func newCounter(ar *arena) *counter { return &counter{keys: keyIndex{ar: ar}} }
@@ -124,45 +125,61 @@ func (c *counter) sorted(n int) []CountRow {
 }
 
 // tree2 and tree3 are pflogsumm's nested detail hashes; their counters
-// share one arena.
+// share one arena, and their leaf counts are made through p (pending).
+// Lines come in runs of one first key (and reason): the counter of the
+// last pair is kept, where a lookup in the map at every line was.
 type (
 	tree2 struct {
-		m  map[string]*counter
-		ar *arena
+		m    map[string]*counter
+		ar   *arena
+		p    *pending
+		last *counter // the counter used last (its name is its key in m)
 	}
 	tree3 struct {
-		m  map[string]map[string]*counter
-		ar *arena
+		m    map[string]map[string]*counter
+		ar   *arena
+		p    *pending
+		last *counter // the counter used last (its names are its keys)
 	}
 )
 
-func newTree2(ar *arena) *tree2 { return &tree2{m: map[string]*counter{}, ar: ar} }
-func newTree3(ar *arena) *tree3 {
-	return &tree3{m: map[string]map[string]*counter{}, ar: ar}
+func newTree2(ar *arena, p *pending) *tree2 { return &tree2{m: map[string]*counter{}, ar: ar, p: p} }
+func newTree3(ar *arena, p *pending) *tree3 {
+	return &tree3{m: map[string]map[string]*counter{}, ar: ar, p: p}
 }
 
 // add counts one entry.
 func (t *tree2) add(a, b string) {
-	c := t.m[a]
-	if c == nil {
-		c = newCounter(t.ar)
-		t.m[t.ar.clone(a)] = c
+	c := t.last
+	if c == nil || c.name != a {
+		c = t.m[a]
+		if c == nil {
+			c = newCounter(t.ar)
+			c.name = t.ar.clone(a)
+			t.m[c.name] = c
+		}
+		t.last = c
 	}
-	c.inc(b)
+	t.p.inc(c, b)
 }
 
 func (t *tree3) add(k rejectKey) {
-	m := t.m[k.typ]
-	if m == nil {
-		m = map[string]*counter{}
-		t.m[t.ar.clone(k.typ)] = m
+	c := t.last
+	if c == nil || c.name != k.reason || c.parent != k.typ {
+		m := t.m[k.typ]
+		if m == nil {
+			m = map[string]*counter{}
+			t.m[t.ar.clone(k.typ)] = m
+		}
+		c = m[k.reason]
+		if c == nil {
+			c = newCounter(t.ar)
+			c.name, c.parent = t.ar.clone(k.reason), t.ar.clone(k.typ)
+			m[c.name] = c
+		}
+		t.last = c
 	}
-	c := m[k.reason]
-	if c == nil {
-		c = newCounter(t.ar)
-		m[t.ar.clone(k.reason)] = c
-	}
-	c.inc(k.data)
+	t.p.inc(c, k.data)
 }
 
 // stripSolarisID removes Solaris's "[ID nnnnnn facility.level] " prefix.

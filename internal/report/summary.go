@@ -402,6 +402,7 @@ func leafNode(k string, c *counter, n int) Node {
 
 // Summary finishes the report.
 func (a *Analyzer) Summary() *Summary {
+	a.pend.flush()
 	o := a.opt
 	s := &Summary{DateLabel: o.DateLabel, First: a.first, Last: a.last, Lines: a.lines, opt: o}
 	t := &s.Totals
