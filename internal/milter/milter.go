@@ -213,22 +213,37 @@ func Negotiation(c config.MilterConfig, endOfData bool) *gomilter.Server {
 	return srv
 }
 
-// macros are the only macros Postfix is asked to send (SMFIF_SETSYMLIST:
-// they override milter_*_macros of main.cf): the queue id, the login and
-// the client address at MAIL FROM, the queue id at end of message;
-// nothing with the other events (by default Postfix sends macros with
-// every event, the end-of-header list with each header field).
+// macros are the only macros Postfix is asked to send (SMFIF_SETSYMLIST):
+// the queue id, the login and the client address at MAIL FROM, the queue
+// id at end of message, and none with the other events.
+//
+// "None" cannot be an empty list: Postfix takes a milter's empty list for
+// a stage as "not overridden" and sends that stage's milter_*_macros of
+// main.cf instead (milter.c, MILTER_MACRO_EVAL tests the list's first
+// character). With the defaults that is five macros per SMTP session
+// (milter_connect_macros, "_" formatted for it), {rcpt_addr} {rcpt_host}
+// {rcpt_mailer} per recipient (each through smtpd's address resolver) and
+// "i" before every header field, each decoded into a new map by
+// go-milter. So the stages without macros name one that no MTA defines:
+// Postfix looks it up, finds nothing, and sends the stage's macro packet
+// empty (it sends one per event whatever the list, even for events the
+// milter does not take).
 func macros() map[gomilter.Stage][]string {
+	none := []string{noMacro}
 	return map[gomilter.Stage][]string{
-		gomilter.StageConnect:  nil,
-		gomilter.StageHelo:     nil,
+		gomilter.StageConnect:  none,
+		gomilter.StageHelo:     none,
 		gomilter.StageMailFrom: {"i", "{auth_authen}", "{client_addr}"},
-		gomilter.StageRcptTo:   nil,
-		gomilter.StageData:     nil,
-		gomilter.StageEOH:      nil,
+		gomilter.StageRcptTo:   none,
+		gomilter.StageData:     none,
+		gomilter.StageEOH:      none,
 		gomilter.StageEOM:      {"i"},
 	}
 }
+
+// noMacro is a macro name that neither Postfix nor Sendmail defines (a
+// stage's list naming only it asks for no macro; see macros).
+const noMacro = "{relayguard_none}"
 
 // Buffered returns ln with each accepted connection read through a
 // buffer (bufferedListener).
