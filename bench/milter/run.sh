@@ -15,6 +15,14 @@
 # ("COST ...") give the medians and the cost in throughput.
 #   STORE=redis://127.0.0.1:6379/0 bench/milter/run.sh  (counters in Redis)
 #   PERF=/tmp/dir bench/milter/run.sh  (perf record of the milter in its rounds)
+#   PFPERF=/tmp/dir bench/milter/run.sh
+#                                      (perf record -a of Postfix's CPU in split
+#                                       mode, of the machine otherwise, in every
+#                                       authenticated round: read it with
+#                                       perf report -i FILE --comms smtpd,cleanup
+#                                       --sort comm,dso,sym; -g: the kernel
+#                                       call chains hold, Postfix has no frame
+#                                       pointers)
 #   LIMITS=false bench/milter/run.sh   (smtp_send_limits = false: the policy
 #                                       service counts the limits)
 #   FLOOR=none bench/milter/run.sh     (no no-op milters: see below)
@@ -32,6 +40,10 @@
 #   TRACE=/tmp/dir bench/milter/run.sh (perf stat of every milter in its
 #                                       authenticated rounds: system calls
 #                                       by kind, context switches)
+#   SPOOL=tmpfs bench/milter/run.sh    (everything of the run, Postfix's queue
+#                                       and the milters' databases included,
+#                                       on a tmpfs mounted for the run: see
+#                                       "The spool" below)
 #   CPUS=split bench/milter/run.sh     (Postfix, Dovecot and the load drivers
 #                                       on one CPU, every milter on another:
 #                                       see "CPU modes" below)
@@ -55,6 +67,15 @@
 # milter's threads and the drivers), and every round the busy share of
 # each CPU and the driver's CPU per message. The machine's other
 # processes are not confined: run it quiet.
+#
+# The spool. SPOOL=disk (the default) keeps the run's files, Postfix's
+# queue among them, under /tmp. On a file system where creating a file
+# costs more the more files were deleted in the last minutes (ext4 without
+# a journal, as on the project's VM, skips inodes freed in the last 60 s,
+# 360 s while their block is dirty, and scans for others), each round's
+# Postfix CPU then depends on how much mail the rounds before it queued.
+# SPOOL=tmpfs mounts a tmpfs on the run's directory (removed at the end):
+# no disk, no fsync wait, the same cost for a queue file in every round.
 #
 # The floor: every run also has rounds with a no-op milter that negotiates
 # exactly what relayguard's milter negotiates (actions, protocol options,
@@ -90,6 +111,12 @@ MODE=shared
 [ "$CPUS" = split ] && MODE="split: postfix+dovecot cpu $PF_CPU, milters cpu $MILTER_CPU, drivers cpu $DRIVER_CPU"
 PORT=${PORT:-$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}
 OUT=$(mktemp -d /tmp/rgmilter.XXXX)
+SPOOL=${SPOOL:-disk}
+case $SPOOL in
+disk) ;;
+tmpfs) mount -t tmpfs -o size=2g tmpfs "$OUT" ;;
+*) echo "SPOOL=$SPOOL: want disk or tmpfs" >&2; exit 1 ;;
+esac
 chmod 755 "$OUT"
 PIDS=()
 cleanup() {
@@ -97,6 +124,7 @@ cleanup() {
 	postfix -c "$OUT/pf" stop >/dev/null 2>&1 || true
 	doveadm -c "$OUT/dovecot.conf" stop >/dev/null 2>&1 || true
 	wait 2>/dev/null || true
+	[ "$SPOOL" != tmpfs ] || umount -l "$OUT"
 	rm -rf "$OUT"
 }
 trap cleanup EXIT
@@ -296,9 +324,9 @@ allowed() { cat /proc/"$1"/task/*/status 2>/dev/null | awk '/^Cpus_allowed_list/
 confinement() {
 	local line=() bad=0 p want l
 	check() { # pid want
-		l=$(allowed "$1")
+		l=$(allowed "$1" || true) # gone meanwhile: empty
 		[ -n "$l" ] || { line+=("($1) gone"); return; }
-		line+=("$(cat /proc/"$1"/comm 2>/dev/null)($1) $l")
+		line+=("$(cat /proc/"$1"/comm 2>/dev/null || true)($1) $l")
 		[ "$CPUS" != split ] || [ "$l" = "$2" ] || bad=1
 	}
 	for p in "$PFMASTER" $(pgrep -P "$PFMASTER") "$DVMASTER" $(pgrep -P "$DVMASTER"); do check "$p" "$PF_CPU"; done
@@ -335,6 +363,10 @@ round() {
 	[ "$label" = postfix ] || pid=${MPID[${label#postfix+}]}
 	if [ -n "${PERF:-}" ] && [ "$label" = postfix+milter ]; then
 		perf record -q -F 2000 -g -p "$RGPID" -o "$PERF/$kind.$(date +%s).data" >/dev/null 2>&1 &
+		perf+=($!)
+	fi
+	if [ -n "${PFPERF:-}" ] && [ "$kind" = auth ]; then
+		perf record -q -F 1999 -g -a ${PF_CPU:+-C "$PF_CPU"} -o "$PFPERF/${label#postfix+}.$kind.$(date +%s).data" >/dev/null 2>&1 &
 		perf+=($!)
 	fi
 	if [ -n "${TRACE:-}" ] && [ "$label" != postfix ] && [ "$kind" = auth ]; then
@@ -376,7 +408,7 @@ both() { # label: one round of each kind
 	round mx "$1" mx
 }
 
-echo "# $(date -u +%FT%TZ) cpus: $MODE; $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg); $RUNS runs x $CONNS sessions x $MSGS messages, $RCPTS recipients, $USERS logins; store=${STORE:-sqlite}; smtp_send_limits=${LIMITS:-true}; milters: ${MILTERS[*]}"
+echo "# $(date -u +%FT%TZ) cpus: $MODE; spool: $SPOOL; $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg); $RUNS runs x $CONNS sessions x $MSGS messages, $RCPTS recipients, $USERS logins; store=${STORE:-sqlite}; smtp_send_limits=${LIMITS:-true}; milters: ${MILTERS[*]}"
 # Warm-up (caches, Dovecot's auth cache, the milter's first connections),
 # not counted.
 milter "unix:$OUT/milter.sock"
@@ -410,7 +442,7 @@ for kind in auth mx; do
 	[ "$kind" = mx ] && label="MX (smtp-source)"
 	for m in "${MILTERS[@]}"; do
 		r=$(col "$kind" "postfix+$m" 3) pm=$(col "$kind" "postfix+$m" 4) rm=$(col "$kind" "postfix+$m" 5) cm=$(col "$kind" "postfix+$m" 6)
-		printf 'COST [%s] %-17s %-24s median msg/s: postfix %s, with it %s => cost %s %%;  median CPU ms/msg: postfix+dovecot %s alone, %s with it, milter %s (%s context switches) => +%s %% CPU (postfix+dovecot alone +%s %%)\n' \
-			"$CPUS" "$label" "$(name "$m")" "$a" "$r" "$(echo "scale=1; 100 * ($a - $r) / $a" | bc)" "$pa" "$pm" "$rm" "$cm" "$(echo "scale=1; 100 * ($pm + $rm - $pa) / $pa" | bc)" "$(echo "scale=1; 100 * ($pm - $pa) / $pa" | bc)"
+		printf 'COST [%s,%s] %-17s %-24s median msg/s: postfix %s, with it %s => cost %s %%;  median CPU ms/msg: postfix+dovecot %s alone, %s with it, milter %s (%s context switches) => +%s %% CPU (postfix+dovecot alone +%s %%)\n' \
+			"$CPUS" "$SPOOL" "$label" "$(name "$m")" "$a" "$r" "$(echo "scale=1; 100 * ($a - $r) / $a" | bc)" "$pa" "$pm" "$rm" "$cm" "$(echo "scale=1; 100 * ($pm + $rm - $pa) / $pa" | bc)" "$(echo "scale=1; 100 * ($pm - $pa) / $pa" | bc)"
 	done
 done
