@@ -3,6 +3,7 @@ package logwatch
 import (
 	"bufio"
 	"bytes"
+	"net/netip"
 	"os"
 	"strings"
 	"testing"
@@ -16,6 +17,15 @@ import (
 // The smtpd parser as it was before it wrote its event through a pointer
 // (ParseMessageTo): TestParseSmtpdSame and FuzzParseSmtpd hold the new
 // code to it.
+
+// refAfterFrom is afterFrom as it was, with strings.Index.
+func refAfterFrom(s string) (netip.Addr, bool) {
+	i := strings.Index(s, " from ")
+	if i < 0 {
+		return netip.Addr{}, false
+	}
+	return bracketAddr(s[i+6:])
+}
 
 // refParseSmtpd is parseSmtpd as it was before it wrote into a pointer.
 func refParseSmtpd(program, msg string, w *wants) (event.Event, bool) {
@@ -62,16 +72,16 @@ func refParseSmtpd(program, msg string, w *wants) (event.Event, bool) {
 		return e, false
 	case strings.HasPrefix(msg, "lost connection after AUTH from "):
 		e.Kind = event.LostAfterAuth
-		e.IP, ok = afterFrom(msg)
+		e.IP, ok = refAfterFrom(msg)
 		return e, ok
 	case strings.HasPrefix(msg, "improper command pipelining after "):
 		e.Kind, e.Rule = event.ProtocolAbuse, "pipelining"
-		e.IP, ok = afterFrom(msg)
+		e.IP, ok = refAfterFrom(msg)
 		return e, ok
 	case strings.HasPrefix(msg, "too many errors after "):
 		// smtpd_hard_error_limit reached (enumeration, broken bots)
 		e.Kind, e.Rule = event.ProtocolAbuse, "too_many_errors"
-		e.IP, ok = afterFrom(msg)
+		e.IP, ok = refAfterFrom(msg)
 		return e, ok
 	}
 	// The rest start with a queue ID (or NOQUEUE) of at most 16 bytes and
@@ -122,7 +132,7 @@ func refParseSmtpd(program, msg string, w *wants) (event.Event, bool) {
 // refParseReject is parseReject as it was, parsing the part after "reject: " of a Postfix reject line:
 // "RCPT from h[a]: 554 5.7.1 <r>: Relay access denied; from=<s> to=<r> ...".
 func refParseReject(e event.Event, s string) (event.Event, bool) {
-	ip, ok := afterFrom(s)
+	ip, ok := refAfterFrom(s)
 	if !ok {
 		return e, false
 	}
@@ -238,4 +248,49 @@ func FuzzParseSmtpd(f *testing.F) {
 		f.Add(msg)
 	}
 	f.Fuzz(func(t *testing.T, msg string) { checkSmtpdSame(t, msg) })
+}
+
+// checkIndexSame holds indexSpaced and indexAngled to strings.Index.
+func checkIndexSame(t *testing.T, s string) {
+	t.Helper()
+	for _, w := range []string{"from ", "blocked using ", "b", "aa"} {
+		if got, want := indexSpaced(s, w), strings.Index(s, " "+w); got != want {
+			t.Errorf("indexSpaced(%q, %q) = %d, strings.Index %d", s, w, got, want)
+		}
+	}
+	for _, k := range []string{" to=<", "to=<", "<", "<<", " <"} {
+		if got, want := indexAngled(s, k), strings.Index(s, k); got != want {
+			t.Errorf("indexAngled(%q, %q) = %d, strings.Index %d", s, k, got, want)
+		}
+	}
+}
+
+// TestIndexHelpersSame holds the searches parseReject and afterFrom use to
+// strings.Index on every smtpd message of the shapes, on each cut at every
+// length, and on near misses.
+func TestIndexHelpersSame(t *testing.T) {
+	for _, s := range []string{"", " ", "from ", " from ", "xfrom from x", "  from from ", "to=<", " to=< to=<",
+		"x to= <a> to=<b>", "<<< to=<", "blocked using  blocked using x", "ablocked using b blocked using "} {
+		checkIndexSame(t, s)
+	}
+	seen := map[string]bool{}
+	for _, msg := range smtpdMessages(t) {
+		if seen[msg] {
+			continue
+		}
+		seen[msg] = true
+		checkIndexSame(t, msg)
+		if len(seen) < 1000 {
+			for n := range len(msg) {
+				checkIndexSame(t, msg[n:])
+			}
+		}
+	}
+}
+
+func FuzzIndexHelpers(f *testing.F) {
+	for _, msg := range smtpdMessages(f)[:100] {
+		f.Add(msg)
+	}
+	f.Fuzz(func(t *testing.T, s string) { checkIndexSame(t, s) })
 }
