@@ -25,17 +25,21 @@ func isDigits(s string) bool {
 // greedy ".*" makes the last keyword occurrence that fits win.
 func rejHead(s string) (typ, from, rmdr string, ok bool) {
 	// Each candidate is a keyword, preceded by a space or the start and
-	// followed by ": ": found forward through the ": " separators (a
-	// vectorised search; a line has a handful), tried last first.
+	// followed by ": ": found forward through the colons (a vectorised
+	// search; a line has a handful, and strings.Index of ": " cost a
+	// call of its own around each), tried last first.
 	var cand [8]int // where the text after "KEYWORD: " starts
 	n := 0
 	for k := 0; ; {
-		p := strings.Index(s[k:], ": ")
+		p := strings.IndexByte(s[k:], ':')
 		if p < 0 {
 			break
 		}
 		p += k
-		k = p + 2
+		k = p + 1
+		if p+1 == len(s) || s[p+1] != ' ' {
+			continue
+		}
 		if c := s[max(p-1, 0)]; c != 't' && c != 'g' && c != 'd' { // (the keywords' last bytes: most ": " follow none)
 			continue
 		}
@@ -237,13 +241,21 @@ func rejOther(s string) string {
 }
 
 // angleValue: the first "PREFIX<([^>]+)>" (prefix includes the "<").
+// The prefix's occurrences are found at the '<' each ends with, in order:
+// a line has a few '<' and many of the prefix's first byte ('t', 'f'),
+// at each of which strings.Index stopped.
 func angleValue(s, prefix string) (string, bool) {
+	n := len(prefix) - 1 // the prefix's bytes before its '<'
 	for off := 0; ; {
-		i := strings.Index(s[off:], prefix)
+		i := strings.IndexByte(s[off:], '<')
 		if i < 0 {
 			return "", false
 		}
-		p := off + i + len(prefix)
+		p := off + i + 1 // after the '<'
+		off = p
+		if p-1 < n || s[p-1-n:p-1] != prefix[:n] {
+			continue
+		}
 		k := strings.IndexByte(s[p:], '>')
 		if k < 0 {
 			return "", false
@@ -251,7 +263,6 @@ func angleValue(s, prefix string) (string, bool) {
 		if k > 0 {
 			return s[p : p+k], true
 		}
-		off = off + i + 1
 	}
 }
 
