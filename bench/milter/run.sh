@@ -71,8 +71,8 @@
 # The spool. SPOOL=disk (the default) keeps the run's files, Postfix's
 # queue among them, under /tmp. On a file system where creating a file
 # costs more the more files were deleted in the last minutes (ext4 without
-# a journal, as on the project's VM, skips inodes freed in the last 60 s,
-# 360 s while their block is dirty, and scans for others), each round's
+# a journal, as on the project's VM, skips the inodes freed recently one by
+# one: fs/ext4/ialloc.c, recently_deleted), each round's
 # Postfix CPU then depends on how much mail the rounds before it queued.
 # SPOOL=tmpfs mounts a tmpfs on the run's directory (removed at the end):
 # no disk, no fsync wait, the same cost for a queue file in every round.
