@@ -11,6 +11,7 @@ import (
 	"errors"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -24,6 +25,10 @@ type Log struct {
 	retry string // how it is tried again, for the first line
 	every time.Duration
 	now   func() time.Time
+
+	// on is failing, read without the lock: OK, called after every
+	// success of a hot path (a send limit's count), costs an atomic load.
+	on atomic.Bool
 
 	mu      sync.Mutex
 	log     *slog.Logger
@@ -80,6 +85,7 @@ func (f *Log) Fail(err error, attrs ...any) {
 	switch {
 	case !f.failing:
 		f.failing, f.first = true, now
+		f.on.Store(true)
 		f.logger().Error(f.what+" failed: "+f.retry+"; logged again if the error changes and at most once a minute while it lasts",
 			append(attrs, "err", err)...)
 	case kind != f.kind:
@@ -96,6 +102,9 @@ func (f *Log) Fail(err error, attrs ...any) {
 // OK records a success: after failures, one line says the task works
 // again, how often and how long it failed.
 func (f *Log) OK() {
+	if !f.on.Load() {
+		return
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if !f.failing {
@@ -103,4 +112,5 @@ func (f *Log) OK() {
 	}
 	f.logger().Info(f.what+" works again", "failures", f.total, "after", f.now().Sub(f.first).Round(time.Millisecond))
 	f.failing, f.since, f.total, f.kind = false, 0, 0, ""
+	f.on.Store(false)
 }

@@ -3,6 +3,7 @@ package ratelimit_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -11,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/relayguard/relayguard/internal/config"
 	"github.com/relayguard/relayguard/internal/hosttest"
@@ -126,4 +129,58 @@ func (l *syncBuf) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
+}
+
+// The limiter's own line for a count the store could not keep: on a full
+// disk every message and recipient is deferred, and each was logged
+// ("ratelimit: store", one ERROR line per deferred request: a policy service
+// under load wrote hundreds a second). The failure is logged once for the
+// run (then at most once a minute), and once when counting works again.
+func TestStoreFailureLoggedOncePerRun(t *testing.T) {
+	hosttest.OnSmallTmpfs(t, "2m", func(t *testing.T, mnt string) {
+		ctx := context.Background()
+		st := openSQLStoreIn(t, filepath.Join(mnt, "data"))
+		st.SetLogger(slog.New(slog.DiscardHandler)) // (the store's own lines: TestLimitHeldWhenTheDiskIsFull)
+		var logs syncBuf
+		now := time.Date(2026, 12, 6, 18, 30, 0, 0, time.UTC)
+		lim, err := ratelimit.New(config.RateLimitConfig{UserMessagesPerHour: 1000, UserRecipientsPerDay: 1000, UserNewRecipientsPerDay: 1000},
+			st, ratelimit.Options{Registerer: prometheus.NewRegistry(), Now: func() time.Time { return now },
+				Log: slog.New(slog.NewTextHandler(&logs, nil))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		bob := ratelimit.Sender{User: "bob", From: "bob@example.test", Listener: "submission"}
+		filler := fillUp(t, mnt)
+		failed := 0
+		for i := range 30 {
+			if lim.Message(ctx, bob, 1) != nil {
+				failed++
+			}
+			if lim.Rcpt(ctx, bob, fmt.Sprintf("r%d@example.net", i)) != nil {
+				failed++
+			}
+			st.Flush()
+		}
+		if failed < 20 {
+			t.Fatalf("disk full: only %d of 60 counts failed", failed)
+		}
+		if n := strings.Count(logs.String(), "level=ERROR"); n != 1 {
+			t.Errorf("disk full: %d error lines for %d deferred counts, want 1 (then once a minute):\n%s", n, failed, logs.String())
+		}
+		if err := os.Remove(filler); err != nil {
+			t.Fatal(err)
+		}
+		for i := range 3 {
+			if err := lim.Message(ctx, bob, 1); err != nil {
+				t.Fatalf("space back: message %d: %v", i, err)
+			}
+			st.Flush()
+		}
+		if n := strings.Count(logs.String(), "works again"); n != 1 {
+			t.Errorf("space back: %d recovery lines, want 1:\n%s", n, logs.String())
+		}
+		if strings.Count(logs.String(), "level=ERROR") != 1 {
+			t.Errorf("space back: error lines after recovery:\n%s", logs.String())
+		}
+	})
 }

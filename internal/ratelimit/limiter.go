@@ -26,6 +26,7 @@ import (
 
 	"github.com/relayguard/relayguard/internal/config"
 	"github.com/relayguard/relayguard/internal/event"
+	"github.com/relayguard/relayguard/internal/faillog"
 	"github.com/relayguard/relayguard/internal/maillog"
 	"github.com/relayguard/relayguard/internal/prom"
 )
@@ -85,6 +86,11 @@ type Limiter struct {
 	store   Store
 	o       Options
 	limited *prometheus.CounterVec
+	// storeLog logs the counts the store could not make or keep: on a full
+	// disk or with Redis down every message and recipient fails so, and a
+	// line each was a flood (one for the run, then once a minute, and one
+	// when counting works again).
+	storeLog *faillog.Log
 
 	suspended  sync.Map // user -> struct{}: accounts this limiter suspended
 	nSuspended atomic.Int64
@@ -137,7 +143,8 @@ func New(cfg config.RateLimitConfig, store Store, o Options) (*Limiter, error) {
 		Name: "relayguard_rate_limited_total",
 		Help: "Messages or recipients refused with 451 4.7.1 by a send limit, by limit.",
 	}, []string{"limit"}))
-	l := &Limiter{store: store, o: o, limited: c}
+	l := &Limiter{store: store, o: o, limited: c, storeLog: faillog.New(o.Log, "ratelimit: counting in the state store",
+		"each message or recipient it cannot count is deferred (451 4.3.0 rate limit state unavailable), never passed uncounted")}
 	l.SetConfig(cfg)
 	return l, nil
 }
@@ -183,9 +190,10 @@ func (l *Limiter) check(ctx context.Context, s Sender, limit string, max int, w 
 	if err != nil {
 		// The state store is down: defer rather than let mail through
 		// unlimited or refuse it for good.
-		l.o.Log.Error("ratelimit: store", "limit", limit, "key", key, "err", err)
+		l.storeLog.Fail(err, "limit", limit, "key", key)
 		return fmt.Errorf("Error: rate limit state unavailable, try again later")
 	}
+	l.storeLog.OK()
 	if c <= int64(max) {
 		return nil
 	}
@@ -251,9 +259,10 @@ func (l *Limiter) Rcpt(ctx context.Context, s Sender, rcpt string) error {
 	rcpt = strings.ToLower(rcpt)
 	seen, err := l.store.Seen(ctx, s.User, rcpt)
 	if err != nil {
-		l.o.Log.Error("ratelimit: store", "user", s.User, "err", err)
+		l.storeLog.Fail(err, "user", s.User)
 		return fmt.Errorf("Error: rate limit state unavailable, try again later")
 	}
+	l.storeLog.OK()
 	if seen {
 		return nil
 	}
@@ -261,7 +270,9 @@ func (l *Limiter) Rcpt(ctx context.Context, s Sender, rcpt string) error {
 		return err
 	}
 	if err := l.store.MarkSeen(ctx, s.User, rcpt, l.o.Now()); err != nil {
-		l.o.Log.Error("ratelimit: store", "user", s.User, "err", err)
+		l.storeLog.Fail(err, "user", s.User)
+	} else {
+		l.storeLog.OK()
 	}
 	return nil
 }
@@ -278,9 +289,10 @@ func (l *Limiter) rcptOnce(ctx context.Context, st *SQLStore, s Sender, rcpt str
 	newr := Window{Key: "user_new_recipients_per_day\x00" + s.User, Start: day, Len: 24 * time.Hour, Max: cfg.UserNewRecipientsPerDay}
 	nTotal, nNew, err := st.Recipient(ctx, s.User, rcpt, now, total, newr)
 	if err != nil {
-		l.o.Log.Error("ratelimit: store", "user", s.User, "err", err)
+		l.storeLog.Fail(err, "user", s.User)
 		return fmt.Errorf("Error: rate limit state unavailable, try again later")
 	}
+	l.storeLog.OK()
 	for _, c := range []struct {
 		w Window
 		n int64
