@@ -89,7 +89,8 @@ func TestAddrIndex(t *testing.T) {
 }
 
 // TestSortKeyed compares the radix ranking with a comparison sort on
-// tables large enough to take it, with counts and key heads that tie often.
+// tables large enough to take it, with counts and key heads that tie often
+// (runs split by digit, sorted by insertion, and tied on every digit).
 func TestSortKeyed(t *testing.T) {
 	r := rand.New(rand.NewPCG(3, 4))
 	for _, size := range []int{1, 255, 256, 300, 5000} {
@@ -98,13 +99,15 @@ func TestSortKeyed(t *testing.T) {
 			seen := map[string]bool{}
 			for len(keys) < size {
 				var k string
-				switch r.IntN(3) {
+				switch r.IntN(4) {
 				case 0:
 					k = fmt.Sprintf("%d.%d.%d.%d", r.IntN(3), r.IntN(300), r.IntN(256), r.IntN(256))
 				case 1:
 					k = fmt.Sprintf("host%d.Example.%c", r.IntN(50), 'a'+rune(r.IntN(3)))
-				default:
+				case 2:
 					k = fmt.Sprintf("unknown[10.0.%d.%d]: x%s", r.IntN(4), r.IntN(9), string(rune('a'+r.IntN(26))))
+				default: // tied on the 16 bytes the radix ranks by
+					k = fmt.Sprintf("sixteen-byte-head%d", r.IntN(5000))
 				}
 				if !seen[k] {
 					seen[k] = true

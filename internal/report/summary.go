@@ -211,27 +211,40 @@ func byHostNorm[T any](rows []T, n int, count func(*T) int64, key func(*T) strin
 	if n > 0 && n < len(rows) {
 		rows = topRows(rows, n, count, key, norm)
 	}
-	ks := make([]keyed, len(rows))
 	keys := make([]string, len(rows))
-	size := 0
 	for i := range rows {
 		keys[i] = key(&rows[i])
-		size += len(keys[i])
 	}
-	buf := make([]byte, 0, size+16)
-	for i := range rows {
-		start := len(buf)
-		buf = norm(buf, &rows[i])
-		var h [16]byte
-		copy(h[:], buf[start:])
-		ks[i] = keyed{count(&rows[i]), binary.BigEndian.Uint64(h[:8]), binary.BigEndian.Uint64(h[8:]), int32(start), int32(len(buf) - start), int32(i)}
-	}
+	ks, buf := keyedRows(keys, func(i int) int64 { return count(&rows[i]) }, func(dst []byte, i int) []byte { return norm(dst, &rows[i]) })
 	sortKeyed(ks, buf, keys)
 	out := make([]T, len(ks))
 	for j, k := range ks {
 		out[j] = rows[k.i]
 	}
 	return limit(out, n)
+}
+
+// keyedRows returns the rows with keys keys (row i's count is count(i),
+// and norm appends its normalised key) as sortKeyed takes them, with the
+// buffer of their normalised keys.
+func keyedRows(keys []string, count func(int) int64, norm func([]byte, int) []byte) ([]keyed, []byte) {
+	ks := make([]keyed, len(keys))
+	size := 0
+	for _, k := range keys {
+		size += len(k)
+	}
+	buf := make([]byte, 0, size+16)
+	for i := range keys {
+		if i%touchAhead == 0 { // (the keys' first reads wait together: see touchKeys)
+			touchKeys(keys[i:min(i+touchAhead, len(keys))], func(k *string) string { return *k })
+		}
+		start := len(buf)
+		buf = norm(buf, i)
+		var h [16]byte
+		copy(h[:], buf[start:])
+		ks[i] = keyed{count(i), binary.BigEndian.Uint64(h[:8]), binary.BigEndian.Uint64(h[8:]), int32(start), int32(len(buf) - start), int32(i)}
+	}
+	return ks, buf
 }
 
 // topRows keeps (in rows' memory, in no order) the rows that byHost's
@@ -392,10 +405,26 @@ func tree3Nodes(t *tree3, n int) []Node {
 
 func leafNode(k string, c *counter, n int) Node {
 	node := Node{Key: k, Count: c.total()}
-	rows := c.sorted(n)
-	node.Children = make([]Node, len(rows))
-	for i, r := range rows {
-		node.Children[i] = Node{Key: r.Key, Count: r.Count}
+	if n >= 0 && n < c.len() { // (topRows ranks only the rows that can make the cut)
+		rows := c.sorted(n)
+		node.Children = make([]Node, len(rows))
+		for i, r := range rows {
+			node.Children[i] = Node{Key: r.Key, Count: r.Count}
+		}
+		return node
+	}
+	// Every row: ranked straight from the counter into the nodes (a
+	// botnet's warnings are 155,000 rows, and a table of rows sorted, then
+	// copied into nodes, was made and filled twice).
+	keys := make([]string, c.len())
+	for i := range keys {
+		keys[i] = c.keys.key(int32(i))
+	}
+	ks, buf := keyedRows(keys, func(i int) int64 { return c.n[i] }, func(dst []byte, i int) []byte { return appendNormalizedHost(dst, keys[i]) })
+	sortKeyed(ks, buf, keys)
+	node.Children = make([]Node, len(ks))
+	for j, k := range ks {
+		node.Children[j] = Node{Key: keys[k.i], Count: k.count}
 	}
 	return node
 }
@@ -446,10 +475,8 @@ func (a *Analyzer) Summary() *Summary {
 	wg.Go(func() {
 		s.RecipientDomains = domainRows(a.recipDom, o.HostLimit, true)
 		s.SenderDomains = domainRows(a.sendDom, o.HostLimit, false)
-		s.SendersByCount = userRows(a.sendUser, o.UserLimit, false)
-		s.SendersBySize = userRows(a.sendUser, o.UserLimit, true)
-		s.RecipientsByCount = userRows(a.recipUser, o.UserLimit, false)
-		s.RecipientsBySize = userRows(a.recipUser, o.UserLimit, true)
+		s.SendersByCount, s.SendersBySize = userRows(a.sendUser, o.UserLimit)
+		s.RecipientsByCount, s.RecipientsBySize = userRows(a.recipUser, o.UserLimit)
 		for _, q := range slices.Sorted(maps.Keys(a.noMsgSize)) {
 			s.NoMsgSize = append(s.NoMsgSize, KeyValue{q, a.noMsgSize[q]})
 		}
@@ -507,16 +534,39 @@ func domainRows(t *statTable, n int, delays bool) []DomainRow {
 	return limit(rows, n)
 }
 
-func userRows(t *statTable, n int, bySize bool) []UserRow {
-	rows := make([]UserRow, 0, len(t.rows))
-	for i := range t.keys.refs {
-		rows = append(rows, UserRow{t.keys.key(int32(i)), t.rows[i].count, t.rows[i].size})
+// userRows returns t's rows ranked by message count and by size (at most
+// n each; n < 0: all).
+func userRows(t *statTable, n int) (byCount, bySize []UserRow) {
+	rows := func() []UserRow {
+		rows := make([]UserRow, 0, len(t.rows))
+		for i := range t.keys.refs {
+			rows = append(rows, UserRow{t.keys.key(int32(i)), t.rows[i].count, t.rows[i].size})
+		}
+		return rows
 	}
-	count := func(r *UserRow) int64 { return r.Count }
-	if bySize {
-		count = func(r *UserRow) int64 { return r.Bytes }
+	address := func(r *UserRow) string { return r.Address }
+	if n >= 0 && n < len(t.rows) { // each ranking's own top n (topRows reorders the rows it is given)
+		return byHost(rows(), n, func(r *UserRow) int64 { return r.Count }, address),
+			byHost(rows(), n, func(r *UserRow) int64 { return r.Bytes }, address)
 	}
-	return byHost(rows, n, count, func(r *UserRow) string { return r.Address })
+	// Every row, in both rankings: the keys are read and normalised once.
+	all := rows()
+	keys := make([]string, len(all))
+	for i := range all {
+		keys[i] = all[i].Address
+	}
+	ks, buf := keyedRows(keys, func(i int) int64 { return all[i].Count }, func(dst []byte, i int) []byte { return appendNormalizedHost(dst, keys[i]) })
+	ks2 := slices.Clone(ks)
+	for j := range ks2 {
+		ks2[j].count = all[j].Bytes // (ks is in row order still)
+	}
+	sortKeyed(ks, buf, keys)
+	sortKeyed(ks2, buf, keys)
+	byCount, bySize = make([]UserRow, len(ks)), make([]UserRow, len(ks2))
+	for j := range ks {
+		byCount[j], bySize[j] = all[ks[j].i], all[ks2[j].i]
+	}
+	return byCount, bySize
 }
 
 // smtpdStats is --smtpd-stats: connection times from "connect from" to
