@@ -201,7 +201,7 @@ func (a *Analyzer) readLines(r io.Reader, data []byte, p *logline.Parser) error 
 			if maillog.IsRecord(s) {
 				b.parsed[i], b.ok[i] = logline.Line{}, false // relayguard's own log file: the analyzer reads it
 				own(s)
-			} else if b.parsed[i], b.ok[i] = p.Parse(s); b.ok[i] {
+			} else if b.ok[i] = p.ParseTo(&b.parsed[i], s); b.ok[i] {
 				l := &b.parsed[i]
 				b.hr[i], b.day[i] = cc.clock(l.Time)
 				msg := l.Message
