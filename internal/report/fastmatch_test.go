@@ -227,3 +227,36 @@ func TestNormalizeHost(t *testing.T) {
 		}
 	}
 }
+
+// checkIndexEither holds indexEither to a byte loop, from every start.
+func checkIndexEither(t *testing.T, s string, a, b byte) {
+	t.Helper()
+	for p := 0; p <= len(s)+1; p++ {
+		want := p
+		for want < len(s) && s[want] != a && s[want] != b {
+			want++
+		}
+		if got := indexEither(s, p, a, b); got != want {
+			t.Fatalf("indexEither(%q, %d, %q, %q) = %d, want %d", s, p, a, b, got, want)
+		}
+	}
+}
+
+// TestIndexEither: matches in every byte of a word, at word boundaries,
+// in the tail, none; bytes just above and below the ones sought (the
+// borrow of the zero-byte test).
+func TestIndexEither(t *testing.T) {
+	for _, s := range []string{"", ";", "abc", "abcdefgh", "abcdefg;", ";bcdefgh", "abcdefghijklmno:", "abcdefgh:ijk",
+		"554 5.7.1 <a@b>: Relay access denied; from=<x>", "\x00\x01:;<=\xff\x80\x3a\x3b", ":::;;;;:::", "9;:<" + strings.Repeat("x", 40) + ",",
+		strings.Repeat("\x3a\x3b\x39\x3c", 5), strings.Repeat("\x00", 17) + ";"} {
+		checkIndexEither(t, s, ':', ';')
+		checkIndexEither(t, s, ';', ',')
+		checkIndexEither(t, s, ',', ',')
+		checkIndexEither(t, s, 0, 0xff)
+	}
+}
+
+func FuzzIndexEither(f *testing.F) {
+	f.Add("554 5.7.1 Service unavailable; Client host [192.0.2.1] blocked using zen", byte(';'), byte(','))
+	f.Fuzz(func(t *testing.T, s string, a, b byte) { checkIndexEither(t, s, a, b) })
+}
