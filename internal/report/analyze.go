@@ -78,8 +78,9 @@ type Analyzer struct {
 	seenDays                               map[dayKey]bool
 	rcvHr, dlvHr, dfrHr, bncHr, rejHr      [24]int64
 	recipDom, sendDom, recipUser, sendUser *statTable
-	queue                                  map[string]*qstate
+	queue                                  map[string]*qstate // the messages in flight
 	qslab                                  []qstate
+	qfree                                  []*qstate  // the states of removed messages, zeroed
 	preReject                              *rejectKey // procReject of the current line, if the reader did it
 	preOwn                                 *ownParsed // maillog.Parse of the current line, if the reader did it
 	noMsgSize                              map[string]string
@@ -112,7 +113,7 @@ func NewAnalyzer(opt Options) *Analyzer {
 		days: map[dayKey]*[5]int64{}, seenDays: map[dayKey]bool{},
 		recipDom: newStatTable(ar), sendDom: newStatTable(ar),
 		recipUser: newStatTable(ar), sendUser: newStatTable(ar),
-		queue: make(map[string]*qstate, 1<<16), noMsgSize: map[string]string{},
+		queue: map[string]*qstate{}, noMsgSize: map[string]string{},
 		deferralD: newTree2(ar, p), bounceD: newTree2(ar, p), smtpD: newTree2(ar, p),
 		warnD: newTree2(ar, p), fatalD: newTree2(ar, p), panicD: newTree2(ar, p),
 		rejectD: newTree3(ar, p), warnRejD: newTree3(ar, p), holdD: newTree3(ar, p), discardD: newTree3(ar, p),
@@ -470,11 +471,16 @@ type qstate struct {
 func (a *Analyzer) q(qid string) *qstate {
 	q := a.queue[qid]
 	if q == nil {
-		if len(a.qslab) == 0 {
-			a.qslab = make([]qstate, 1024) // fewer, larger allocations
+		if n := len(a.qfree); n > 0 { // a removed message's (in the cache still)
+			q = a.qfree[n-1]
+			a.qfree = a.qfree[:n-1]
+		} else {
+			if len(a.qslab) == 0 {
+				a.qslab = make([]qstate, 1024) // fewer, larger allocations
+			}
+			q = &a.qslab[0]
+			a.qslab = a.qslab[1:]
 		}
-		q = &a.qslab[0]
-		a.qslab = a.qslab[1:]
 		a.queue[strings.Clone(qid)] = q
 	}
 	return q
@@ -551,7 +557,11 @@ func (a *Analyzer) delivery(cmd, qid, msg string, hr int, l logline.Line) {
 		// only messages in flight. (pflogsumm keeps every size it saw, so a
 		// short queue ID that Postfix reuses later in the same log loses its
 		// sender there; here it counts as the new message it is.)
-		delete(a.queue, qid)
+		if q := a.queue[qid]; q != nil {
+			delete(a.queue, qid)
+			*q = qstate{}
+			a.qfree = append(a.qfree, q)
+		}
 		return
 	}
 	if cmd == "pickup" && (strings.Contains(msg, ": sender=") || strings.Contains(msg, ": uid=")) {
