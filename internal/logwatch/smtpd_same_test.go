@@ -228,16 +228,23 @@ func smtpdMessages(t testing.TB) []string {
 // line of the generated shapes and fail2ban's samples, and on each with its
 // tail cut at every length.
 func TestParseSmtpdSame(t *testing.T) {
+	eachSmtpdMessage(t, 3000, func(msg string, n int) { checkSmtpdSame(t, msg[:n]) })
+}
+
+// eachSmtpdMessage calls check(msg, len(msg)) for each distinct message of
+// smtpdMessages, and check(msg, n) for every n < len(msg) of the first
+// cuts of them.
+func eachSmtpdMessage(t *testing.T, cuts int, check func(msg string, n int)) {
 	seen := map[string]bool{}
 	for _, msg := range smtpdMessages(t) {
 		if seen[msg] {
 			continue
 		}
 		seen[msg] = true
-		checkSmtpdSame(t, msg)
-		if len(seen) < 3000 {
+		check(msg, len(msg))
+		if len(seen) < cuts {
 			for n := range len(msg) {
-				checkSmtpdSame(t, msg[:n])
+				check(msg, n)
 			}
 		}
 	}
@@ -266,26 +273,17 @@ func checkIndexSame(t *testing.T, s string) {
 }
 
 // TestIndexHelpersSame holds the searches parseReject and afterFrom use to
-// strings.Index on every smtpd message of the shapes, on each cut at every
-// length, and on near misses.
+// strings.Index on every smtpd message of the shapes, on each with its head
+// or its tail cut at every length, and on near misses.
 func TestIndexHelpersSame(t *testing.T) {
 	for _, s := range []string{"", " ", "from ", " from ", "xfrom from x", "  from from ", "to=<", " to=< to=<",
 		"x to= <a> to=<b>", "<<< to=<", "blocked using  blocked using x", "ablocked using b blocked using "} {
 		checkIndexSame(t, s)
 	}
-	seen := map[string]bool{}
-	for _, msg := range smtpdMessages(t) {
-		if seen[msg] {
-			continue
-		}
-		seen[msg] = true
-		checkIndexSame(t, msg)
-		if len(seen) < 1000 {
-			for n := range len(msg) {
-				checkIndexSame(t, msg[n:])
-			}
-		}
-	}
+	eachSmtpdMessage(t, 1000, func(msg string, n int) {
+		checkIndexSame(t, msg[:n])
+		checkIndexSame(t, msg[len(msg)-n:])
+	})
 }
 
 func FuzzIndexHelpers(f *testing.F) {

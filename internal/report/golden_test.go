@@ -64,25 +64,32 @@ func TestGoldenShapes(t *testing.T) {
 				if v.set != nil {
 					v.set(&o)
 				}
-				a := NewAnalyzer(o)
-				if err := a.ReadLines(bytes.NewReader(log.Bytes()), &logline.Parser{Year: 2026, Loc: time.UTC}); err != nil {
-					t.Fatal(err)
-				}
-				s := a.Summary()
-				var got bytes.Buffer
-				if err := s.WriteText(&got, nil); err != nil {
-					t.Fatal(err)
-				}
-				if v.name != "options" { // (its text lists every row already)
-					got.WriteString("\n==== JSON ====\n")
-					if err := s.WriteJSON(&got); err != nil {
-						t.Fatal(err)
-					}
-				}
-				checkGolden(t, name, got.Bytes())
+				// (the options' text lists every row already: no JSON)
+				checkGolden(t, name, goldenReport(t, NewAnalyzer(o), log.Bytes(), v.name != "options"))
 			})
 		}
 	}
+}
+
+// goldenReport reads log with a and returns its text report, followed by
+// the JSON one when withJSON.
+func goldenReport(t *testing.T, a *Analyzer, log []byte, withJSON bool) []byte {
+	t.Helper()
+	if err := a.ReadLines(bytes.NewReader(log), &logline.Parser{Year: 2026, Loc: time.UTC}); err != nil {
+		t.Fatal(err)
+	}
+	s := a.Summary()
+	var got bytes.Buffer
+	if err := s.WriteText(&got, nil); err != nil {
+		t.Fatal(err)
+	}
+	if withJSON {
+		got.WriteString("\n==== JSON ====\n")
+		if err := s.WriteJSON(&got); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return got.Bytes()
 }
 
 // checkGolden compares got with testdata/golden/NAME.txt.gz (or rewrites

@@ -5,7 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/relayguard/relayguard/internal/logline"
 	"github.com/relayguard/relayguard/internal/report/loggen"
 )
 
@@ -26,24 +25,13 @@ func TestParsePlacementSame(t *testing.T) {
 		for _, ahead := range []int8{1, -1, 0} {
 			a := NewAnalyzer(DefaultOptions())
 			a.parseAhead = ahead
-			if err := a.ReadLines(bytes.NewReader(log.Bytes()), &logline.Parser{Year: 2026, Loc: time.UTC}); err != nil {
-				t.Fatal(err)
-			}
-			s := a.Summary()
-			var got bytes.Buffer
-			if err := s.WriteText(&got, nil); err != nil {
-				t.Fatal(err)
-			}
-			got.WriteString("\n==== JSON ====\n")
-			if err := s.WriteJSON(&got); err != nil {
-				t.Fatal(err)
-			}
+			got := goldenReport(t, a, log.Bytes(), true)
 			if want == nil {
-				want = got.Bytes()
+				want = got
 				checkGolden(t, shape+"-default", want)
 				continue
 			}
-			if !bytes.Equal(got.Bytes(), want) {
+			if !bytes.Equal(got, want) {
 				t.Errorf("%s: the report with parseAhead=%d differs from the one with every event parsed by the reader", shape, ahead)
 			}
 		}
