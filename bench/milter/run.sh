@@ -119,7 +119,10 @@ tmpfs) mount -t tmpfs -o size=2g tmpfs "$OUT" ;;
 esac
 chmod 755 "$OUT"
 PIDS=()
+ROUNDPERF=() # the perf processes of the round running (PERF, PFPERF, TRACE)
 cleanup() {
+	# perf record -a follows no process: stopped first, or wait waits for it.
+	for p in "${ROUNDPERF[@]}"; do kill -INT "$p" 2>/dev/null || true; done
 	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
 	postfix -c "$OUT/pf" stop >/dev/null 2>&1 || true
 	doveadm -c "$OUT/dovecot.conf" stop >/dev/null 2>&1 || true
@@ -359,20 +362,21 @@ confinement() {
 round() {
 	local kind=$1 label=$2 n=$((CONNS * MSGS)) s0 s1 t0 t1 out rate pf rg cs drv pid=0
 	shift 2
-	local perf=() p
+	local p
+	ROUNDPERF=()
 	[ "$label" = postfix ] || pid=${MPID[${label#postfix+}]}
 	if [ -n "${PERF:-}" ] && [ "$label" = postfix+milter ]; then
 		perf record -q -F 2000 -g -p "$RGPID" -o "$PERF/$kind.$(date +%s).data" >/dev/null 2>&1 &
-		perf+=($!)
+		ROUNDPERF+=($!)
 	fi
 	if [ -n "${PFPERF:-}" ] && [ "$kind" = auth ]; then
 		perf record -q -F 1999 -g -a ${PF_CPU:+-C "$PF_CPU"} -o "$PFPERF/${label#postfix+}.$kind.$(date +%s).data" >/dev/null 2>&1 &
-		perf+=($!)
+		ROUNDPERF+=($!)
 	fi
 	if [ -n "${TRACE:-}" ] && [ "$label" != postfix ] && [ "$kind" = auth ]; then
 		perf stat -e context-switches,cpu-migrations,raw_syscalls:sys_enter$(printf ',syscalls:sys_enter_%s' read write pwrite64 pread64 fcntl futex nanosleep epoll_pwait sched_yield) \
 			-p "$pid" -o "$TRACE/${label#postfix+}.$kind.$(date +%s).txt" >/dev/null 2>&1 &
-		perf+=($!)
+		ROUNDPERF+=($!)
 	fi
 	s0=$(snap "$pid")
 	local d0 d1 u0 u1
@@ -384,7 +388,8 @@ round() {
 	u1=$(cpu_ticks)
 	d1=$(self_children_ticks)
 	s1=$(snap "$pid")
-	for p in "${perf[@]}"; do kill -INT "$p"; wait "$p" || true; done
+	for p in "${ROUNDPERF[@]}"; do kill -INT "$p"; wait "$p" || true; done
+	ROUNDPERF=()
 	rate=$(echo "$out" | sed -n 's/.*rate=\([0-9]*\).*/\1/p')
 	[ -n "$rate" ] || rate=$(echo "$n / ($t1 - $t0)" | bc)
 	local a0 a1 b0 b1 c0 c1
