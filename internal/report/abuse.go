@@ -209,8 +209,9 @@ func (s *abuseState) doQueued(b *batch) {
 				}
 			}
 			var n int32
+			mask := uint32(len(x.slots) - 1)
 			for _, i := range at[:len(group)] {
-				n += x.slots[i].n
+				n += x.slots[i].n + x.slots[(i+3)&mask].n // (and the next line, where a probe goes on)
 			}
 			s.touched += n
 		}
