@@ -49,14 +49,32 @@ const (
 	pendDefer                    // a delivery to the domain deferred after f seconds
 )
 
+// pendSmall is the number of slots under which a table's updates are made
+// at once: a table of a few thousand keys (a domain's recipients, most
+// detail counters) stays in the cache, and queuing its updates only cost
+// instructions. A table grows, never shrinks: its updates are made at once
+// until it is large, and queued from then on, so that each table's updates
+// are made in order.
+const pendSmall = 4096
+
 // inc queues c.inc(k).
 func (p *pending) inc(c *counter, k string) {
+	if len(c.keys.slots) < pendSmall {
+		o := pendOp{x: &c.keys, c: c, kind: pendInc, h: keyHash(k)}
+		o.apply(k)
+		return
+	}
 	o := p.push(k)
 	o.x, o.c, o.t, o.kind = &c.keys, c, nil, pendInc
 }
 
 // stat queues an update of t's row of k.
 func (p *pending) stat(t *statTable, kind pendKind, k string, v int64, f float64) {
+	if len(t.keys.slots) < pendSmall {
+		o := pendOp{x: &t.keys, t: t, kind: kind, h: keyHash(k), v: v, f: f}
+		o.apply(k)
+		return
+	}
 	o := p.push(k)
 	o.x, o.c, o.t, o.kind, o.v, o.f = &t.keys, nil, t, kind, v, f
 }
@@ -110,36 +128,41 @@ func (p *pending) flush() {
 		if o.l > 0 {
 			k = unsafe.String(&p.buf[o.off], int(o.l))
 		}
-		if o.kind == pendInc {
-			i, ok := o.x.getHashed(k, o.h)
-			if !ok {
-				o.c.n = append(o.c.n, 0)
-			}
-			o.c.n[i]++
-			continue
-		}
-		st := o.t.getHashed(k, o.h)
-		switch o.kind {
-		case pendFrom:
-			st.count++
-			st.size += o.v
-		case pendSentDom:
-			st.count++
-			st.delaySum += o.f
-			if st.delayMax == 0 || o.f > st.delayMax {
-				st.delayMax = o.f
-			}
-			st.size += o.v
-		case pendSentUser:
-			st.count++
-			st.size += o.v
-		case pendDefer:
-			st.defers++
-			if st.delayMax == 0 || o.f > st.delayMax {
-				st.delayMax = o.f
-			}
-		}
+		o.apply(k)
 	}
 	p.n = 0
 	p.buf = p.buf[:0]
+}
+
+// apply makes update o of key k.
+func (o *pendOp) apply(k string) {
+	if o.kind == pendInc {
+		i, ok := o.x.getHashed(k, o.h)
+		if !ok {
+			o.c.n = append(o.c.n, 0)
+		}
+		o.c.n[i]++
+		return
+	}
+	st := o.t.getHashed(k, o.h)
+	switch o.kind {
+	case pendFrom:
+		st.count++
+		st.size += o.v
+	case pendSentDom:
+		st.count++
+		st.delaySum += o.f
+		if st.delayMax == 0 || o.f > st.delayMax {
+			st.delayMax = o.f
+		}
+		st.size += o.v
+	case pendSentUser:
+		st.count++
+		st.size += o.v
+	case pendDefer:
+		st.defers++
+		if st.delayMax == 0 || o.f > st.delayMax {
+			st.delayMax = o.f
+		}
+	}
 }

@@ -11,8 +11,9 @@ import (
 // at a time, their memory read ahead) leave the tables exactly as the
 // same updates made one by one — keys numbered in the same order, the same
 // counts, sizes and delays, the quirky first-delay maximum included — with
-// keys repeated within one group, empty keys, and keys in a buffer the
-// caller overwrites after each call.
+// keys repeated within one group, empty keys, keys in a buffer the
+// caller overwrites after each call, and tables that grow from made at
+// once (pendSmall) to queued.
 func TestPendingSameAsAtOnce(t *testing.T) {
 	r := rand.New(rand.NewPCG(7, 8))
 	ar := &arena{}
@@ -77,6 +78,11 @@ func TestPendingSameAsAtOnce(t *testing.T) {
 		}
 	}
 	p.flush()
+	for _, x := range []*keyIndex{&queued.c.keys, &queued.dom.keys, &queued.user.keys} {
+		if len(x.slots) < pendSmall {
+			t.Fatalf("a table of %d keys never queued (pendSmall %d slots)", x.len(), pendSmall)
+		}
+	}
 	if q, d := queued.c, direct.c; q.len() != d.len() {
 		t.Fatalf("counter: %d keys queued, %d at once", q.len(), d.len())
 	}
