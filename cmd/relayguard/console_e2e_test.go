@@ -379,14 +379,30 @@ maxretry = 3
 	}
 
 	// Hold alice's deferred message, then release it: it is delivered.
+	// While the operator types the reason, another message arrives: the
+	// live page must not redraw the list (and lose the form) under the
+	// operator's hands; the hold's own reload shows the new message.
 	msg := `#queue tr[data-id="` + id + `"]`
-	runUI(t, ctx, "hold the message",
+	runUI(t, ctx, "open the hold form",
 		chromedp.Navigate(url+"/#queue"),
 		chromedp.WaitVisible(chromedp.CSS(msg+`[data-state="deferred"]`)),
 		chromedp.Click(chromedp.CSS(msg+" button.hold")),
 		chromedp.SendKeys(chromedp.CSS(msg+" input.reason"), "check with alice first"),
+	)
+	second := n.submit(t, user, smtpAddr, "alice@guard.test", alicePass, "alice@guard.test", "carol@remote.test")
+	// The ticks count the queue from a listing at most 15 s old
+	// (queueSummaryAge): after nine ticks (18 s) one has counted both.
+	live := textOf(t, ctx, "#live")
+	for ticks := 0; ticks < 9; {
+		time.Sleep(200 * time.Millisecond)
+		if l := textOf(t, ctx, "#live"); l != live {
+			live, ticks = l, ticks+1
+		}
+	}
+	runUI(t, ctx, "hold the message",
 		chromedp.Click(chromedp.CSS(msg+" button.confirm")),
 		chromedp.WaitVisible(chromedp.CSS(msg+`[data-state="held"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`#queue tr[data-id="`+second+`"]`)),
 	)
 	state := textOf(t, ctx, msg+" td.state")
 	if !strings.Contains(state, "held by ops (console): check with alice first") {

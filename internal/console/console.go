@@ -34,6 +34,7 @@ import (
 	"log/slog"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -111,6 +112,8 @@ type Console struct {
 	qsumOf  **msgView
 	qsumLen int
 	rep     *reports
+	// the queue's count in the last tick that could list it
+	lastQueue atomic.Int64
 
 	stopOnce sync.Once
 	stopping chan struct{} // closed by Stop: streams end

@@ -125,8 +125,14 @@ func (c *Console) sendTick(ctx context.Context, w http.ResponseWriter) error {
 	}
 	tk := tick{Time: c.o.Now(), Bans: c.bans.summary().Total, Attacks: len(c.stats.attacksView(1000, func(netip.Prefix) string { return "" })), Failures: f}
 	if c.queue != nil {
+		// A listing that failed (a slow disk, the request's deadline) is
+		// the last count known, not 0: the page would redraw the queue
+		// twice for a change that did not happen.
 		if all, err := c.queue.within(ctx, queueSummaryAge); err == nil {
 			tk.Queue = len(all)
+			c.lastQueue.Store(int64(len(all)))
+		} else {
+			tk.Queue = int(c.lastQueue.Load())
 		}
 	}
 	b, err := json.Marshal(tk)

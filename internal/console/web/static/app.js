@@ -114,10 +114,15 @@ function startStream() {
     $("live").textContent = "live " + new Date(t.time).toLocaleTimeString();
     $("live").className = "live on";
     const changed = (k) => S.last[k] !== undefined && S.last[k] !== t[k];
+    // A list with a confirmation open (an operator typing a reason) is not
+    // redrawn under the operator's hands: its change stays pending until
+    // the action or cancel, and the action's own reload shows it.
+    const editing = document.querySelector("#view-" + S.view + " input.reason") !== null;
+    const seen = Object.assign({}, t);
     if (S.view === "overview") loadOverview();
-    else if (S.view === "bans" && changed("bans")) loadBans();
-    else if (S.view === "queue" && changed("queue")) loadQueue();
-    S.last = t;
+    else if (S.view === "bans" && changed("bans")) { if (editing) seen.bans = S.last.bans; else loadBans(); }
+    else if (S.view === "queue" && changed("queue")) { if (editing) seen.queue = S.last.queue; else loadQueue(); }
+    S.last = seen;
   });
   es.addEventListener("end", () => { es.close(); showLogin(); });
   es.onerror = () => { $("live").className = "live off"; };
