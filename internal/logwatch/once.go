@@ -9,7 +9,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-	"unsafe"
 
 	"github.com/relayguard/relayguard/internal/event"
 )
@@ -89,10 +88,9 @@ type pending struct {
 // keep sets q, empty, to p's attempts from cut (Unix nanoseconds) on,
 // oldest first, with p's array when p has one of its own: an address moving
 // from the previous generation to the current one moves into the current
-// generation's block (Once.newPending), and its session ids into the
-// current generation's copies (session: Once.session), so that the previous
-// generation's blocks and copies are dropped whole with it.
-func (q *pending) keep(p *pending, cut int64, session func(string) string) {
+// generation's block (Once.newPending), so that the previous generation's
+// blocks are dropped whole with it.
+func (q *pending) keep(p *pending, cut int64) {
 	var ring [maxPending]attempt
 	older, newer := p.oldestFirst()
 	n := copy(ring[:], older)
@@ -102,7 +100,6 @@ func (q *pending) keep(p *pending, cut int64, session func(string) string) {
 	}
 	for _, a := range ring[:n] {
 		if a.t >= cut {
-			a.session = session(a.session)
 			q.list = append(q.list, a)
 			q.count(a.layers, 1)
 		}
@@ -182,9 +179,6 @@ type Once struct {
 	// block is what is left of the block the current generation's
 	// addresses get their attempts from (newPending).
 	block []pending
-	// sessions is what is left of the chunk the current generation's
-	// copies of session ids are in (session).
-	sessions []byte
 }
 
 // NewOnce returns a Once that publishes to next.
@@ -269,9 +263,9 @@ func (o *Once) attempts(e *event.Event, l layer) int {
 			}
 		}
 		fresh++
-		// (copied: a replay's event strings point into a buffer that is
+		// (cloned: a replay's event strings point into a buffer that is
 		// reused once the batch is done, ReplayFileTransient)
-		p.add(attempt{t: t.UnixNano(), layers: l, session: o.session(e.Session)})
+		p.add(attempt{t: t.UnixNano(), layers: l, session: strings.Clone(e.Session)})
 	}
 	return fresh
 }
@@ -291,7 +285,7 @@ func (o *Once) rotate(early bool) {
 		}
 	}
 	o.full = early
-	o.lastP, o.block, o.sessions = nil, nil, nil
+	o.lastP, o.block = nil, nil
 	o.prev, o.cur, o.rotated = o.cur, make(map[netip.Addr]*pending, min(len(o.cur), max(o.Max, 1024))), o.latest
 }
 
@@ -352,7 +346,7 @@ func (o *Once) move(ip netip.Addr) *pending {
 	q := o.newPending()
 	if p := o.prev[ip]; p != nil {
 		delete(o.prev, ip)
-		q.keep(p, o.latest.Add(-keepAttempts).UnixNano(), o.session)
+		q.keep(p, o.latest.Add(-keepAttempts).UnixNano())
 	}
 	o.cur[ip] = q
 	return q
@@ -373,23 +367,4 @@ func (o *Once) newPending() *pending {
 	o.block = o.block[1:]
 	p.list = p.inline[:0]
 	return p
-}
-
-// sessionChunk is the size of the chunks session ids are copied into: a
-// copy of its own per attempt was an allocation per failed login.
-const sessionChunk = 4096
-
-// session returns a copy of s in the current generation's chunk (rotate
-// starts a new one, keep copies the ids of an address moving over).
-func (o *Once) session(s string) string {
-	if s == "" {
-		return ""
-	}
-	if len(s) > len(o.sessions) {
-		o.sessions = make([]byte, max(sessionChunk, len(s)))
-	}
-	n := copy(o.sessions, s)
-	c := unsafe.String(unsafe.SliceData(o.sessions), n)
-	o.sessions = o.sessions[n:]
-	return c
 }
