@@ -85,35 +85,34 @@ type pending struct {
 	inline  [2]attempt // list's first home: most addresses make an attempt or two
 }
 
-// keep sets q, empty, to p's attempts from cut (Unix nanoseconds) on,
-// oldest first, with p's array when p has one of its own: an address moving
-// from the previous generation to the current one moves into the current
-// generation's block (Once.newPending), so that the previous generation's
-// blocks are dropped whole with it.
-func (q *pending) keep(p *pending, cut int64) {
+func newPending() *pending {
+	p := &pending{}
+	p.list = p.inline[:0]
+	return p
+}
+
+// expire forgets the attempts before cut (Unix nanoseconds); it reports
+// whether any are left.
+func (p *pending) expire(cut int64) bool {
 	var ring [maxPending]attempt
 	older, newer := p.oldestFirst()
 	n := copy(ring[:], older)
 	n += copy(ring[n:], newer)
-	if cap(p.list) > len(p.inline) {
-		q.list = p.list[:0]
-	}
+	keep := p.list[:0]
 	for _, a := range ring[:n] {
 		if a.t >= cut {
-			q.list = append(q.list, a)
-			q.count(a.layers, 1)
+			keep = append(keep, a)
+		} else {
+			p.count(a.layers, -1)
 		}
 	}
+	p.list, p.next = keep, 0
+	return len(keep) > 0
 }
 
 // add remembers a, forgetting the oldest attempt when full.
 func (p *pending) add(a attempt) {
 	if len(p.list) < maxPending {
-		if len(p.list) == cap(p.list) { // (from the inline two to 8, then doubled)
-			l := make([]attempt, len(p.list), min(maxPending, max(8, 2*cap(p.list))))
-			copy(l, p.list)
-			p.list = l
-		}
 		p.list = append(p.list, a)
 	} else {
 		p.count(p.list[p.next].layers, -1)
@@ -176,9 +175,6 @@ type Once struct {
 	// other, and a map lookup was a cache miss on a botnet's log.
 	last  netip.Addr
 	lastP *pending
-	// block is what is left of the block the current generation's
-	// addresses get their attempts from (newPending).
-	block []pending
 }
 
 // NewOnce returns a Once that publishes to next.
@@ -285,7 +281,7 @@ func (o *Once) rotate(early bool) {
 		}
 	}
 	o.full = early
-	o.lastP, o.block = nil, nil
+	o.lastP = nil
 	o.prev, o.cur, o.rotated = o.cur, make(map[netip.Addr]*pending, min(len(o.cur), max(o.Max, 1024))), o.latest
 }
 
@@ -341,30 +337,18 @@ func (o *Once) get(ip netip.Addr) *pending {
 }
 
 // move returns the attempts of ip, not in cur, moved there from the
-// previous generation (without those older than keepAttempts) or new.
+// previous generation or new.
 func (o *Once) move(ip netip.Addr) *pending {
-	q := o.newPending()
-	if p := o.prev[ip]; p != nil {
+	p := o.prev[ip]
+	if p != nil {
 		delete(o.prev, ip)
-		q.keep(p, o.latest.Add(-keepAttempts).UnixNano())
+		if !p.expire(o.latest.Add(-keepAttempts).UnixNano()) {
+			p = nil
+		}
 	}
-	o.cur[ip] = q
-	return q
-}
-
-// pendingBlock is how many addresses' attempts are allocated at a time: an
-// allocation per address was a third of the pairing's time on a botnet's
-// log (100,000s of addresses, most seen once).
-const pendingBlock = 64
-
-// newPending returns an empty pending from the current generation's block
-// (rotate starts a new one).
-func (o *Once) newPending() *pending {
-	if len(o.block) == 0 {
-		o.block = make([]pending, pendingBlock)
+	if p == nil {
+		p = newPending()
 	}
-	p := &o.block[0]
-	o.block = o.block[1:]
-	p.list = p.inline[:0]
+	o.cur[ip] = p
 	return p
 }
