@@ -5,6 +5,8 @@ import (
 	"errors"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"syscall"
 	"testing"
 )
 
@@ -38,4 +40,29 @@ func OnSmallTmpfs(t *testing.T, size string, body func(t *testing.T, mnt string)
 		t.Fatalf("%s on a %s tmpfs: %v\n%s", t.Name(), size, err, out)
 	}
 	t.Logf("on a %s tmpfs:\n%s", size, out)
+}
+
+// FillUp writes a file named filler in dir until its file system is full,
+// to the last byte, and returns the file's path (remove it to give the
+// space back).
+func FillUp(t *testing.T, dir string) string {
+	t.Helper()
+	p := filepath.Join(dir, "filler")
+	f, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	chunk := make([]byte, 64<<10)
+	for _, n := range []int{len(chunk), 4096, 512, 1} { // then what is left of the last page
+		for {
+			if _, err := f.Write(chunk[:n]); err != nil {
+				if !errors.Is(err, syscall.ENOSPC) {
+					t.Fatal(err)
+				}
+				break
+			}
+		}
+	}
+	return p
 }

@@ -1,7 +1,6 @@
 package queue
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -10,7 +9,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -18,70 +16,6 @@ import (
 
 	"github.com/relayguard/relayguard/internal/hosttest"
 )
-
-// lockedBuf is a log destination the test reads while the spool's
-// goroutines write to it.
-type lockedBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-// lines returns the lines that contain every one of words.
-func (l *lockedBuf) lines(words ...string) []string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	var out []string
-	for s := range strings.SplitSeq(l.b.String(), "\n") {
-		ok := s != ""
-		for _, w := range words {
-			ok = ok && strings.Contains(s, w)
-		}
-		if ok {
-			out = append(out, s)
-		}
-	}
-	return out
-}
-
-func (l *lockedBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-// fillUp writes a file in dir until the file system is full.
-func fillUp(t *testing.T, dir string) string {
-	t.Helper()
-	p := filepath.Join(dir, "filler")
-	f, err := os.Create(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	chunk := make([]byte, 64<<10)
-	for {
-		if _, err := f.Write(chunk); err != nil {
-			if !errors.Is(err, syscall.ENOSPC) {
-				t.Fatal(err)
-			}
-			break
-		}
-	}
-	for _, n := range []int{4096, 512, 1} { // what is left of the last page
-		for {
-			if _, err := f.Write(chunk[:n]); err != nil {
-				break
-			}
-		}
-	}
-	return p
-}
 
 // tmpCounter counts the message files created in the spool's tmp/ (each
 // retirement's try makes one), on the real file system.
@@ -114,7 +48,7 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 // back exactly the acknowledged messages.
 func TestJournalFullDisk(t *testing.T) {
 	hosttest.OnSmallTmpfs(t, "16m", func(t *testing.T, mnt string) {
-		var logs lockedBuf
+		var logs hosttest.LogBuffer
 		dir := filepath.Join(mnt, "spool")
 		var tries atomic.Int32
 		s, err := openSpoolJournal(dir, 0, slog.New(slog.NewTextHandler(&logs, nil)), tmpCounter{n: &tries}, true)
@@ -123,13 +57,13 @@ func TestJournalFullDisk(t *testing.T) {
 		}
 		defer s.Close()
 		acked := putJournal(t, s, 3) // in the first segment, preallocated
-		filler := fillUp(t, mnt)
+		filler := hosttest.FillUp(t, mnt)
 
 		// Rotated after 500 ms, the first segment cannot be retired: its
 		// messages cannot be written to msg/. Let it fail 10 times.
 		tries.Store(0)
 		waitUntil(t, "10 failed retirements", func() bool { return tries.Load() >= 10 })
-		if got := logs.lines("journal retirement"); len(got) != 1 || !strings.Contains(got[0], "no space left on device") {
+		if got := logs.Lines("journal retirement"); len(got) != 1 || !strings.Contains(got[0], "no space left on device") {
 			t.Errorf("%d failed retirements logged in %d lines, want 1 naming the full disk: %q", tries.Load(), len(got), got)
 		}
 
@@ -143,7 +77,7 @@ func TestJournalFullDisk(t *testing.T) {
 		if after := journalSegs(dir); !slices.Equal(after, before) {
 			t.Errorf("20 failed commits changed the segment files from %v to %v", before, after)
 		}
-		if got := logs.lines("journal tombstones"); len(got) > 1 {
+		if got := logs.Lines("journal tombstones"); len(got) > 1 {
 			t.Errorf("the failed commits' tombstones logged %d times: %q", len(got), got)
 		}
 
@@ -157,10 +91,10 @@ func TestJournalFullDisk(t *testing.T) {
 					return false
 				}
 			}
-			return len(logs.lines("journal retirement works again")) > 0
+			return len(logs.Lines("journal retirement works again")) > 0
 		})
 		var failures int
-		if got := logs.lines("journal retirement"); len(got) != 2 || !strings.Contains(got[1], "works again") {
+		if got := logs.Lines("journal retirement"); len(got) != 2 || !strings.Contains(got[1], "works again") {
 			t.Errorf("want the failure and one line when it works again, got %q", got)
 		} else if _, err := fmt.Sscanf(got[1][strings.Index(got[1], "failures="):], "failures=%d", &failures); err != nil || failures < 10 {
 			t.Errorf("the line saying it works again counts %d failures (%v), want the 10 or more: %s", failures, err, got[1])

@@ -2,14 +2,11 @@ package ratelimit_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -32,12 +29,12 @@ func TestLimitHeldWhenTheDiskIsFull(t *testing.T) {
 	hosttest.OnSmallTmpfs(t, "2m", func(t *testing.T, mnt string) {
 		ctx := context.Background()
 		st := openSQLStoreIn(t, filepath.Join(mnt, "data"))
-		var logs syncBuf
+		var logs hosttest.LogBuffer
 		st.SetLogger(slog.New(slog.NewTextHandler(&logs, nil)))
 		now := time.Date(2026, 12, 6, 18, 30, 0, 0, time.UTC)
 		lim := fixedLimiter(t, st, config.RateLimitConfig{UserMessagesPerHour: 5}, now)
 		bob := ratelimit.Sender{User: "bob", From: "bob@example.test", Listener: "submission"}
-		filler := fillUp(t, mnt)
+		filler := hosttest.FillUp(t, mnt)
 		passed, failed := 0, 0
 		for i := range 30 {
 			err := lim.Message(ctx, bob, 1)
@@ -88,49 +85,6 @@ func TestLimitHeldWhenTheDiskIsFull(t *testing.T) {
 	})
 }
 
-// fillUp writes a file in dir until the file system is full and returns
-// its path.
-func fillUp(t *testing.T, dir string) string {
-	t.Helper()
-	p := filepath.Join(dir, "filler")
-	f, err := os.Create(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	chunk := make([]byte, 64<<10)
-	for _, n := range []int{len(chunk), 4096, 512, 1} {
-		for {
-			if _, err := f.Write(chunk[:n]); err != nil {
-				if !errors.Is(err, syscall.ENOSPC) {
-					t.Fatal(err)
-				}
-				break
-			}
-		}
-	}
-	return p
-}
-
-// syncBuf is a log destination written by the commit timer's goroutine
-// and read by the test.
-type syncBuf struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *syncBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *syncBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // The limiter's own line for a count the store could not keep: on a full
 // disk every message and recipient is deferred, and each was logged
 // ("ratelimit: store", one ERROR line per deferred request: a policy service
@@ -141,7 +95,7 @@ func TestStoreFailureLoggedOncePerRun(t *testing.T) {
 		ctx := context.Background()
 		st := openSQLStoreIn(t, filepath.Join(mnt, "data"))
 		st.SetLogger(slog.New(slog.DiscardHandler)) // (the store's own lines: TestLimitHeldWhenTheDiskIsFull)
-		var logs syncBuf
+		var logs hosttest.LogBuffer
 		now := time.Date(2026, 12, 6, 18, 30, 0, 0, time.UTC)
 		lim, err := ratelimit.New(config.RateLimitConfig{UserMessagesPerHour: 1000, UserRecipientsPerDay: 1000, UserNewRecipientsPerDay: 1000},
 			st, ratelimit.Options{Registerer: prometheus.NewRegistry(), Now: func() time.Time { return now },
@@ -150,7 +104,7 @@ func TestStoreFailureLoggedOncePerRun(t *testing.T) {
 			t.Fatal(err)
 		}
 		bob := ratelimit.Sender{User: "bob", From: "bob@example.test", Listener: "submission"}
-		filler := fillUp(t, mnt)
+		filler := hosttest.FillUp(t, mnt)
 		failed := 0
 		for i := range 30 {
 			if lim.Message(ctx, bob, 1) != nil {
