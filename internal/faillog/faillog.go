@@ -1,15 +1,17 @@
 // Package faillog logs a failure that is tried again and again — the
 // spool journal's background tasks at every 100 ms tick, the scheduler's
 // saves of delivery rounds, the state store's shared transactions on a
-// full disk — without a line per try: the first failure, a failure of
-// another kind at once, else one line at most every minute with the
-// number of failures since the last line; and one line when the task
-// succeeds again.
+// full disk — without a line per try: the first failure, a failure of a
+// kind not yet seen in this run at once, else one line at most every
+// minute with the number of failures since the last line; and one line
+// when the task succeeds again. Two errors that alternate (ENOSPC on one
+// file, EIO on another) are each logged once, then with the minute's line.
 package faillog
 
 import (
 	"errors"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -18,6 +20,10 @@ import (
 
 // Every is how often a failure that goes on is logged again.
 const Every = time.Minute
+
+// maxKinds bounds the kinds of error remembered in one run of failures:
+// past it, a kind not remembered waits for the minute's line too.
+const maxKinds = 8
 
 // Log is one task's failure log; safe for concurrent use.
 type Log struct {
@@ -34,6 +40,7 @@ type Log struct {
 	log     *slog.Logger
 	failing bool
 	kind    string    // the kind of the last failure logged
+	kinds   []string  // the kinds logged in this run (at most maxKinds)
 	first   time.Time // when this run of failures began
 	logged  time.Time // when its last line was written
 	since   int       // failures not logged since then
@@ -88,7 +95,7 @@ func (f *Log) Fail(err error, attrs ...any) {
 		f.on.Store(true)
 		f.logger().Error(f.what+" failed: "+f.retry+"; logged again if the error changes and at most once a minute while it lasts",
 			append(attrs, "err", err)...)
-	case kind != f.kind:
+	case kind != f.kind && f.newKind(kind):
 		f.logger().Error(f.what+" failing with another error", append(attrs, "err", err, "failures", f.since+1)...)
 	case now.Sub(f.logged) >= f.every:
 		f.logger().Error(f.what+" still failing", append(attrs, "err", err, "failures", f.since+1, "for", now.Sub(f.first).Round(time.Second))...)
@@ -97,6 +104,15 @@ func (f *Log) Fail(err error, attrs ...any) {
 		return
 	}
 	f.kind, f.logged, f.since = kind, now, 0
+	if len(f.kinds) < maxKinds && !slices.Contains(f.kinds, kind) {
+		f.kinds = append(f.kinds, kind)
+	}
+}
+
+// newKind reports whether kind was not yet logged in this run and there
+// is room to remember it.
+func (f *Log) newKind(kind string) bool {
+	return len(f.kinds) < maxKinds && !slices.Contains(f.kinds, kind)
 }
 
 // OK records a success: after failures, one line says the task works
@@ -111,6 +127,6 @@ func (f *Log) OK() {
 		return
 	}
 	f.logger().Info(f.what+" works again", "failures", f.total, "after", f.now().Sub(f.first).Round(time.Millisecond))
-	f.failing, f.since, f.total, f.kind = false, 0, 0, ""
+	f.failing, f.since, f.total, f.kind, f.kinds = false, 0, 0, "", f.kinds[:0]
 	f.on.Store(false)
 }
