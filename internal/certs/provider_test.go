@@ -1,7 +1,6 @@
 package certs_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -10,30 +9,16 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/relayguard/relayguard/internal/hosttest"
 
 	"github.com/relayguard/relayguard/internal/certs"
 )
 
-// syncBuffer is a log sink the watcher goroutine writes to.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer is a log destination read while goroutines write.
+type syncBuffer = hosttest.LogBuffer
 
 // selfSigned makes a certificate for name under dir and returns the files.
 func selfSigned(t *testing.T, dir, name string) (string, string) {

@@ -11,9 +11,10 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/relayguard/relayguard/internal/hosttest"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -28,23 +29,8 @@ import (
 	"github.com/relayguard/relayguard/internal/userdb"
 )
 
-// syncBuffer is a log destination safe for concurrent writers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer is a log destination read while goroutines write.
+type syncBuffer = hosttest.LogBuffer
 
 // rig is a console over real parts: the SQLite store, the guard, a spool,
 // the mail accounts, the accounts' detection and response, the send

@@ -15,26 +15,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/relayguard/relayguard/internal/hosttest"
+
 	"github.com/relayguard/relayguard/internal/event"
 	"github.com/relayguard/relayguard/internal/store"
 )
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer is a log destination read while goroutines write.
+type syncBuffer = hosttest.LogBuffer
 
 // collector records lines handed out by a follower.
 type collector struct {

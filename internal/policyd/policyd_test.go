@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/relayguard/relayguard/internal/hosttest"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
@@ -25,18 +27,8 @@ import (
 	"github.com/relayguard/relayguard/internal/policy"
 )
 
-// syncBuffer is a log buffer safe for the server's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+// syncBuffer is a log destination read while goroutines write.
+type syncBuffer = hosttest.LogBuffer
 
 func startServer(t *testing.T, network string) (addr string, logs *syncBuffer) {
 	t.Helper()

@@ -1,16 +1,16 @@
 package server_test
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"log/slog"
 	"net/http"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/relayguard/relayguard/internal/hosttest"
 
 	"github.com/emersion/go-sasl"
 	gosmtp "github.com/emersion/go-smtp"
@@ -25,23 +25,8 @@ import (
 	"github.com/relayguard/relayguard/internal/userdb"
 )
 
-// syncBuffer collects what serve writes from its goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer is a log destination read while goroutines write.
+type syncBuffer = hosttest.LogBuffer
 
 // TestRunMetricsAndShutdown runs serve in process with everything that
 // starts goroutines switched on: Redis (pub/sub, shared counters), DNS list
