@@ -1,11 +1,14 @@
 package maillog
 
 import (
+	"encoding/binary"
 	"log/slog"
+	"math/bits"
 	"net/netip"
 	"strconv"
 	"strings"
 	"time"
+	"unsafe"
 )
 
 // aliases are messages older relayguard versions wrote for records of the
@@ -43,19 +46,17 @@ func Parse(s string) (Record, bool) {
 // zero Record when s is not a record): for a reader that keeps records in
 // place, since a Record is ~600 bytes to copy.
 func ParseTo(r *Record, s string) bool {
-	for len(s) > 0 && (s[len(s)-1] == '\n' || s[len(s)-1] == '\r') {
-		s = s[:len(s)-1]
-	}
-	*r = Record{UID: -1}
+	s = trimEOL(s)
 	var ok bool
 	if strings.HasPrefix(s, "{") {
+		*r = Record{UID: -1}
 		walkJSON(s, func(k, v string) {
 			if r.set(k, v) {
 				ok = true
 			}
 		})
 	} else {
-		ok = walkText(s, r)
+		ok, _ = walkText(s, r, nil)
 	}
 	if !ok {
 		*r = Record{}
@@ -67,22 +68,62 @@ func ParseTo(r *Record, s string) bool {
 	return true
 }
 
+// ParseToUnless is ParseTo for a reader that counts nothing for some
+// kinds of record (the report, for connections opened and closed: a third
+// of serve's records): it reports false for a record whose kind skip
+// reports true, as for a line that is not a record, and reads no other
+// key of such a text record once its msg is read. For every other line it
+// is ParseTo. When it reports false, *r holds no record (not necessarily
+// the zero Record).
+func ParseToUnless(r *Record, s string, skip func(Kind) bool) bool {
+	s = trimEOL(s)
+	if !strings.HasPrefix(s, "{") {
+		ok, redo := walkText(s, r, skip)
+		if !redo {
+			if ok && r.Kind == KindBounced && r.Reason == "" {
+				r.Reason = "failed permanently"
+			}
+			return ok
+		}
+		// (a skipped msg followed by another one, which decides: the keys
+		// between them were not read)
+	}
+	return ParseTo(r, s) && !skip(r.Kind)
+}
+
+func trimEOL(s string) string {
+	for len(s) > 0 && (s[len(s)-1] == '\n' || s[len(s)-1] == '\r') {
+		s = s[:len(s)-1]
+	}
+	return s
+}
+
 // msg sets the record's kind from its message and reports whether the
 // message is one of the vocabulary's.
 func (r *Record) msg(v string) bool {
-	if kind, known := kindByMsg[v]; known {
-		r.Kind = kind
-		return true
-	}
-	kind, known := aliases[v]
+	kind, known := kindOf(v)
 	if !known {
 		return false
 	}
+	r.setKind(kind, v)
+	return true
+}
+
+// kindOf is the kind of message v, if it is one of the vocabulary's.
+func kindOf(v string) (Kind, bool) {
+	if kind, known := kindByMsg[v]; known {
+		return kind, true
+	}
+	kind, known := aliases[v]
+	return kind, known
+}
+
+// setKind sets the kind of message v (an older message also says why).
+func (r *Record) setKind(kind Kind, v string) {
 	r.Kind = kind
 	if v == "queue: delivery expired" || v == "ban expired" {
 		r.Reason = "expired"
 	}
-	return true
 }
 
 // set sets key k's field to v; it reports whether k is "msg" with a
@@ -100,8 +141,8 @@ func (r *Record) set(k, v string) bool {
 	case "cid":
 		r.CID = v
 	case "client":
-		if a, err := netip.ParseAddr(v); err == nil {
-			r.Client = a.Unmap()
+		if a, ok := parseAddr(v); ok {
+			r.Client = a
 		}
 	case "listener":
 		r.Listener = v
@@ -199,6 +240,45 @@ func (r *Record) set(k, v string) bool {
 	return false
 }
 
+// parseAddr is netip.ParseAddr(v).Unmap(), with the dotted quad of an
+// IPv4 client (most records' client key) read by hand.
+func parseAddr(v string) (netip.Addr, bool) {
+	if a, ok := dottedQuad(v); ok {
+		return a, true
+	}
+	a, err := netip.ParseAddr(v)
+	return a.Unmap(), err == nil
+}
+
+// dottedQuad reads s if it is four decimal fields of 0-255 without
+// leading zeros, separated by dots: the IPv4 addresses netip.ParseAddr
+// reads (it refuses anything else, which is left to it).
+func dottedQuad(s string) (netip.Addr, bool) {
+	var b [4]byte
+	i := 0
+	for f := range 4 {
+		if f > 0 {
+			if i >= len(s) || s[i] != '.' {
+				return netip.Addr{}, false
+			}
+			i++
+		}
+		start, n := i, 0
+		for i < len(s) && i-start < 3 && s[i]-'0' <= 9 {
+			n = n*10 + int(s[i]-'0')
+			i++
+		}
+		if i == start || n > 255 || s[start] == '0' && i-start > 1 {
+			return netip.Addr{}, false
+		}
+		b[f] = byte(n)
+	}
+	if i != len(s) {
+		return netip.Addr{}, false
+	}
+	return netip.AddrFrom4(b), true
+}
+
 func atoi(s string) int {
 	n, err := strconv.Atoi(s)
 	if err != nil {
@@ -213,55 +293,200 @@ func atoi(s string) int {
 // double-quoted with Go escapes (slog quotes with strconv.Quote). Bare
 // words without "=" are skipped; an unterminated quote (a line cut short)
 // ends the record.
-func walkText(s string, r *Record) bool {
-	ok := false
-	for len(s) > 0 {
-		for len(s) > 0 && s[0] == ' ' {
-			s = s[1:]
-		}
-		i := 0
-		for i < len(s) && s[i] != '=' && s[i] != ' ' {
-			i++
-		}
-		if i >= len(s) {
-			break
-		}
-		if s[i] == ' ' { // a bare word
-			s = s[i:]
+//
+// r is cleared (Record{UID: -1}) before the first field is set, and time
+// and level are set at the end: a record whose msg skip reports true (nil:
+// none) is thus read to its end for a later msg key only, and ok is false.
+// redo says such a record has a later msg key that is not skipped (the
+// keys before it were not read: the caller parses it again without skip).
+// When ok is false (and the kind is not skipped) r is not cleared.
+func walkText(s string, r *Record, skip func(Kind) bool) (ok, redo bool) {
+	var w textState
+	b := unsafe.Slice(unsafe.StringData(s), len(s)) // (read only: for load8)
+	n, p := len(s), 0
+	for p < n {
+		if s[p] == ' ' {
+			p++
 			continue
 		}
-		k := s[:i]
-		s = s[i+1:]
-		var v string
-		if len(s) > 0 && s[0] == '"' {
-			end := strings.IndexByte(s[1:], '"') + 1
-			if end == 0 { // unterminated (a line cut short)
+		// The key: to the first '=' (a ' ' first: a bare word, skipped).
+		i := p
+		for {
+			if n-i < 8 {
+				for i < n && s[i] != '=' && s[i] != ' ' {
+					i++
+				}
 				break
 			}
-			if strings.IndexByte(s[1:end], '\\') < 0 {
-				v, s = s[1:end], s[end+1:]
-			} else {
-				var terminated bool
-				if v, s, terminated = quoted(s); !terminated {
+			if m := marks(load8(b, i), '=', ' '); m != 0 {
+				i += bits.TrailingZeros64(m) >> 3
+				break
+			}
+			i += 8
+		}
+		if i >= n {
+			break
+		}
+		if s[i] == ' ' {
+			p = i
+			continue
+		}
+		k := s[p:i]
+		p = i + 1
+		var v string
+		if p < n && s[p] == '"' {
+			// To the closing quote; a backslash before it: escapes.
+			j := p + 1
+			for {
+				if n-j < 8 {
+					for j < n && s[j] != '"' && s[j] != '\\' {
+						j++
+					}
 					break
 				}
+				if m := marks(load8(b, j), '"', '\\'); m != 0 {
+					j += bits.TrailingZeros64(m) >> 3
+					break
+				}
+				j += 8
+			}
+			if j >= n { // unterminated (a line cut short)
+				break
+			}
+			if s[j] == '"' {
+				v, p = s[p+1:j], j+1
+			} else {
+				var rest string
+				var terminated bool
+				if v, rest, terminated = quoted(s[p:]); !terminated {
+					break
+				}
+				p = n - len(rest)
 			}
 		} else {
-			sp := strings.IndexByte(s, ' ')
-			if sp < 0 {
-				sp = len(s)
+			j := p
+			for {
+				if n-j < 8 {
+					for j < n && s[j] != ' ' {
+						j++
+					}
+					break
+				}
+				if m := marks(load8(b, j), ' ', ' '); m != 0 {
+					j += bits.TrailingZeros64(m) >> 3
+					break
+				}
+				j += 8
 			}
-			v, s = s[:sp], s[sp:]
+			v, p = s[p:j], j
 		}
-		if k == "msg" {
-			if r.msg(v) { // (a later unknown msg does not undo a known one)
+		switch k {
+		case "msg":
+			kind, known := kindOf(v)
+			switch {
+			case !known: // (a later unknown msg does not undo a known one)
+			case skip != nil && skip(kind):
+				w.skipping = true
+				// The rest is read only for a later msg key: there is
+				// none without a "msg=" in it.
+				if !hasMsgKey(s[p:]) {
+					return false, false
+				}
+			case w.skipping:
+				return false, true
+			default:
+				if !w.cleared {
+					w.clear(r)
+				}
+				r.setKind(kind, v)
 				ok = true
 			}
-		} else {
+		case "time":
+			w.time(v)
+		case "level":
+			w.lv, w.hasL = v, true
+		default:
+			if w.skipping {
+				continue
+			}
+			if !w.cleared {
+				w.clear(r)
+			}
 			r.set(k, v)
 		}
 	}
-	return ok
+	if !ok || w.skipping {
+		return false, false
+	}
+	if w.hasT {
+		if t, valid := parseTime(w.tv); valid {
+			r.Time = t
+		} else if w.hasPrev {
+			r.Time = w.tPrev
+		}
+	}
+	if w.hasL {
+		r.Level = level(w.lv)
+	}
+	return true, false
+}
+
+// load8 is b[i:i+8] as a little-endian word.
+func load8(b []byte, i int) uint64 { return binary.LittleEndian.Uint64(b[i:]) }
+
+// marks sets the high bit of each byte of w that is a or b. The lowest
+// mark is the first such byte (the zero-byte test of each xor: its false
+// marks lie only above a true one). walkText finds the end of every key
+// and value with it, eight bytes at a time: a loop of comparisons a byte
+// was the costliest part of reading a record.
+func marks(w uint64, a, b byte) uint64 {
+	const lo, hi = 0x0101010101010101, 0x8080808080808080
+	x, y := w^(lo*uint64(a)), w^(lo*uint64(b))
+	return ((x-lo)&^x | (y-lo)&^y) & hi
+}
+
+// hasMsgKey reports whether s holds "msg=" (cheaper than strings.Contains,
+// whose search for 'm' stops at every 'm' of a record).
+func hasMsgKey(s string) bool {
+	for i := 2; i < len(s); i++ {
+		j := strings.IndexByte(s[i:], 'g')
+		if j < 0 {
+			return false
+		}
+		i += j
+		if i+1 < len(s) && s[i+1] == '=' && s[i-2] == 'm' && s[i-1] == 's' {
+			return true
+		}
+	}
+	return false
+}
+
+// textState is what walkText keeps between keys.
+type textState struct {
+	cleared  bool      // r is Record{UID: -1} and fields are set
+	skipping bool      // the last msg of the vocabulary is skipped
+	hasT     bool      // tv is set
+	hasL     bool      // lv is set
+	hasPrev  bool      // tPrev is set
+	tv, lv   string    // the last time and level values
+	tPrev    time.Time // the last time before tv that parses
+}
+
+// clear makes r Record{UID: -1} before the first field is set.
+func (w *textState) clear(r *Record) {
+	*r = Record{} // (a clear, not a copy of a Record made on the stack)
+	r.UID = -1
+	w.cleared = true
+}
+
+// time notes time value v: the last one that parses is the record's.
+func (w *textState) time(v string) {
+	if w.hasT {
+		if t, valid := parseTime(w.tv); valid {
+			w.tPrev, w.hasPrev = t, true
+		}
+	}
+	w.tv, w.hasT = v, true
 }
 
 // quoted reads the quoted value with escapes at the start of s and
@@ -461,43 +686,73 @@ func level(s string) slog.Level {
 // parseTime is time.Parse(time.RFC3339Nano, s), read by hand for the form
 // slog writes in UTC ("2026-12-03T00:00:00.093Z": a record's time key, on
 // every line) and by time.Parse for any other; the result is the same
-// time.Date value time.Parse builds.
+// value time.Parse builds (time.Date's: time.Unix(sec, nsec).UTC()).
 func parseTime(s string) (time.Time, bool) {
 	n := len(s)
 	if n < len("2006-01-02T15:04:05Z") || s[n-1] != 'Z' || s[4] != '-' || s[7] != '-' || s[10] != 'T' || s[13] != ':' || s[16] != ':' {
 		return parseTimeSlow(s)
 	}
-	num := func(s string) int {
-		v := 0
-		for i := 0; i < len(s); i++ {
-			c := s[i] - '0'
-			if c > 9 {
-				return -1
-			}
-			v = v*10 + int(c)
-		}
-		return v
+	century, yy := digits2(s[0:2]), digits2(s[2:4])
+	year := century*100 + yy
+	if century < 0 || yy < 0 {
+		year = -1
 	}
-	year, month, day := num(s[0:4]), num(s[5:7]), num(s[8:10])
-	hour, min, sec := num(s[11:13]), num(s[14:16]), num(s[17:19])
+	month, day := digits2(s[5:7]), digits2(s[8:10])
+	hour, min, sec := digits2(s[11:13]), digits2(s[14:16]), digits2(s[17:19])
 	nsec := 0
 	if frac := s[19 : n-1]; frac != "" {
 		// "." and 1 to 9 digits, scaled to nanoseconds
 		if frac[0] != '.' || len(frac) < 2 || len(frac) > 10 {
 			return parseTimeSlow(s)
 		}
-		if nsec = num(frac[1:]); nsec < 0 {
-			return parseTimeSlow(s)
+		for i := 1; i < len(frac); i++ {
+			c := frac[i] - '0'
+			if c > 9 {
+				return parseTimeSlow(s)
+			}
+			nsec = nsec*10 + int(c)
 		}
 		for range 10 - len(frac) {
 			nsec *= 10
 		}
 	}
+	// (digits2 gives -1 for a non-digit)
 	if year < 0 || month < 1 || month > 12 || day < 1 || day > daysIn(month, year) ||
 		hour < 0 || hour > 23 || min < 0 || min > 59 || sec < 0 || sec > 59 {
 		return parseTimeSlow(s)
 	}
-	return time.Date(year, time.Month(month), day, hour, min, sec, nsec, time.UTC), true
+	secs := (daysFromCivil(year, month, day)*24+int64(hour))*3600 + int64(min*60+sec)
+	return time.Unix(secs, int64(nsec)).UTC(), true
+}
+
+// digits2 is the number two decimal digits s[0:2] write, or -1 if one is
+// not a digit.
+func digits2(s string) int {
+	a, b := s[0]-'0', s[1]-'0'
+	if a > 9 || b > 9 {
+		return -1
+	}
+	return int(a)*10 + int(b)
+}
+
+// daysFromCivil is the number of days from 1970-01-01 to year-month-day of
+// the proleptic Gregorian calendar (H. Hinnant's days_from_civil), valid
+// for year >= 0.
+func daysFromCivil(year, month, day int) int64 {
+	y := int64(year)
+	if month <= 2 {
+		y--
+	}
+	era := y
+	if era < 0 {
+		era -= 399
+	}
+	era /= 400
+	yoe := y - era*400 // [0, 399]
+	mp := int64(month+9) % 12
+	doy := (153*mp+2)/5 + int64(day) - 1   // [0, 365]
+	doe := yoe*365 + yoe/4 - yoe/100 + doy // [0, 146096]
+	return era*146097 + doe - 719468
 }
 
 func parseTimeSlow(s string) (time.Time, bool) {

@@ -5,6 +5,8 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
+	"math/bits"
+	"net/netip"
 	"os"
 	"reflect"
 	"strings"
@@ -55,6 +57,23 @@ func sameCorpus(t testing.TB) []string {
 		`msg=delivered rcpt="a\qb"`, `bare words msg=delivered more words=`, `  msg=delivered  `,
 		`msg=delivered rcpt=a"b"c`, "msg=delivered\r\n", `msg="message accepted" size=x nrcpt=-3 uid=7`,
 		`level=DEBUG-4 msg=egress_blocked dst=[2001:db8::1]:25 uid=0`,
+		// several msg keys (the last known one decides), around a kind
+		// ParseToUnless skips
+		`msg=connection client=192.0.2.1 msg=delivered rcpt=a@b`, `msg=delivered rcpt=a@b msg=connection`,
+		`msg=connection rcpt=a msg=nonsense`, `msg="connection closed" msg="ban expired" reason=x`,
+		`msg=connection msg="connection closed" user=x`, `reason=x msg="ban expired"`, `msg="ban expired" reason=x`,
+		`text="a msg=connection" rcpt=x`, `msg=connection text="a msg=delivered"`, `msg="connection"`,
+		`msg="connection\" closed"`, `msg=connection\r`, `msg=banned msg=connection msg=nonsense`,
+		// several time and level keys (the last that parses sets the time)
+		`time=bad time=2026-12-03T00:00:00Z time=x msg=banned`, `time=2026-12-03T00:00:00Z time=2026-12-04T00:00:00Z msg=banned`,
+		`time=2026-12-03T00:00:00Z time=x msg=banned level=WARN level=junk`, `msg=banned time=20x6-12-03T00:00:00Z`,
+		`msg=banned time=2x26-12-03T00:00:00Z`, `msg=banned time=x026-12-03T00:00:00Z`, `msg=banned time=202x-12-03T00:00:00Z`,
+		// client addresses netip reads, and what it refuses
+		`msg=rejected client=0.0.0.0`, `msg=rejected client=255.255.255.255`, `msg=rejected client=01.2.3.4`,
+		`msg=rejected client=1.2.3.256`, `msg=rejected client=1.2.3`, `msg=rejected client=1.2.3.4.5`,
+		`msg=rejected client=1.2.3.4%eth0`, `msg=rejected client=::ffff:1.2.3.4`, `msg=rejected client=1..2.3`,
+		`msg=rejected client=1.2.3.0004`, `msg=rejected client=2001:db8::1`, `msg=rejected client=1.2.3.4x`,
+		`msg=rejected client=.1.2.3`, `msg=rejected client=1.2.3.`, `msg=rejected client=1000.2.3.4`,
 	)
 	return out
 }
@@ -96,8 +115,73 @@ func checkSame(t *testing.T, l string, dirty *Record) {
 	if ok := ParseTo(dirty, l); ok != wantOK || !reflect.DeepEqual(*dirty, want) {
 		t.Fatalf("ParseTo(%q) over another record = %+v, %v; want %+v, %v", l, *dirty, ok, want, wantOK)
 	}
+	for _, skip := range skips {
+		wantOK := wantOK && !skip(want.Kind)
+		if ok := ParseToUnless(dirty, l, skip); ok != wantOK || ok && !reflect.DeepEqual(*dirty, want) {
+			t.Fatalf("ParseToUnless(%q) over another record = %+v, %v; want %+v, %v", l, *dirty, ok, want, wantOK)
+		}
+	}
 }
 
+// skips are the kinds ParseToUnless is tried with: the report's, and
+// others around them.
+var skips = []func(Kind) bool{
+	func(k Kind) bool { return k == KindConnected || k == KindDisconnected },
+	func(k Kind) bool { return k == KindDelivered || k == KindUnbanned },
+	func(k Kind) bool { return k != KindBanned },
+	func(Kind) bool { return false },
+}
+
+// TestParseAddrSameAsNetip: the dotted quads read by hand are the ones
+// netip.ParseAddr reads, with the same address.
+func TestParseAddrSameAsNetip(t *testing.T) {
+	for _, s := range []string{"0.0.0.0", "1.2.3.4", "255.255.255.255", "256.1.1.1", "01.1.1.1", "1.1.1.01",
+		"1.1.1.0", "10.0.0.10", "1.1.1", "1.1.1.1.", "1.1.1.1.1", "1..1.1", "", ".", "1.1.1.1 ", "1.1.1.1%x",
+		"::1", "::ffff:10.1.2.3", "1234.1.1.1", "1.1.1.1234", "00.1.1.1", "0.0.0.00", "9.99.199.249"} {
+		checkAddr(t, s)
+	}
+}
+
+func checkAddr(t *testing.T, s string) {
+	want, err := netip.ParseAddr(s)
+	got, ok := parseAddr(s)
+	if ok != (err == nil) || ok && got != want.Unmap() {
+		t.Fatalf("parseAddr(%q) = %v, %v; netip gives %v, %v", s, got, ok, want, err)
+	}
+}
+
+func FuzzParseAddr(f *testing.F) {
+	for _, s := range []string{"1.2.3.4", "255.255.255.255", "01.2.3.4", "::ffff:1.2.3.4", "1.2.3.4.5"} {
+		f.Add(s)
+	}
+	f.Fuzz(checkAddr)
+}
+
+// FuzzMarks: the lowest of marks' marks is the first byte of a word that
+// is a or b, as a loop finds it; and hasMsgKey is strings.Contains.
+func FuzzMarks(f *testing.F) {
+	f.Add("key=valu", byte('='), byte(' '), "a msg=b")
+	f.Add("\x00\x01=\xff\x80 \x7f=", byte('='), byte('\\'), "mmsg msg= g=")
+	f.Fuzz(func(t *testing.T, s string, a, b byte, key string) {
+		if hasMsgKey(key) != strings.Contains(key, "msg=") {
+			t.Fatalf("hasMsgKey(%q) = %v", key, hasMsgKey(key))
+		}
+		if len(s) < 8 {
+			return
+		}
+		want := 8
+		for i := range 8 {
+			if s[i] == a || s[i] == b {
+				want = i
+				break
+			}
+		}
+		m := marks(load8([]byte(s), 0), a, b)
+		if got := bits.TrailingZeros64(m) >> 3; got != want {
+			t.Fatalf("marks(%q, %q, %q): first %d, want %d", s[:8], a, b, got, want)
+		}
+	})
+}
 func FuzzParseSameAsReference(f *testing.F) {
 	for _, l := range sameCorpus(f) {
 		f.Add(l)
