@@ -196,7 +196,7 @@ func (a *Analyzer) readLines(r io.Reader, data []byte, p *logline.Parser) error 
 				o := &b.own[n]
 				o.raw = msg
 				// (o.r is read only when o.ok)
-				o.ok = !ignoredOwn(msg) && maillog.ParseTo(&o.r, msg)
+				o.ok = maillog.ParseToUnless(&o.r, msg, uncounted)
 			}
 			if maillog.IsRecord(s) {
 				b.parsed[i], b.ok[i] = logline.Line{}, false // relayguard's own log file: the analyzer reads it

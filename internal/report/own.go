@@ -16,29 +16,12 @@ type ownParsed struct {
 	ok  bool
 }
 
-// ignoredOwn reports whether s is certainly a text record addOwn counts
-// nothing for: a connection opened or closed (serve writes both for every
-// session: a third of its records, not worth parsing). It looks for the
-// one "msg=" of the line: with none or more than one (a value may hold
-// one), the record is parsed. A single "msg=" that is not the msg key (it
-// is inside another key's quoted value) means the line has no msg key and
-// is not a record, which addOwn does not count either.
-func ignoredOwn(s string) bool {
-	i := strings.Index(s, "msg=")
-	if i < 0 || i > 0 && s[i-1] != ' ' || strings.Contains(s[i+len("msg="):], "msg=") {
-		return false
-	}
-	v := strings.TrimRight(s[i+len("msg="):], "\r\n")
-	if strings.HasPrefix(v, `"`) {
-		j := strings.IndexByte(v[1:], '"')
-		if j < 0 {
-			return false
-		}
-		v = v[1 : 1+j] // (with a backslash it is neither message below)
-	} else if j := strings.IndexByte(v, ' '); j >= 0 {
-		v = v[:j]
-	}
-	return v == string(maillog.KindConnected) || v == string(maillog.KindDisconnected)
+// uncounted reports whether addOwn counts nothing for a record of kind k:
+// a connection opened or closed (serve writes both for every session: a
+// third of its records). The reader does not read the rest of such a
+// record (maillog.ParseToUnless).
+func uncounted(k maillog.Kind) bool {
+	return k == maillog.KindConnected || k == maillog.KindDisconnected
 }
 
 // addOwn counts one record of relayguard's own log (read by

@@ -1,8 +1,13 @@
 package report
 
 import (
+	"bytes"
+	"fmt"
+	"strings"
 	"testing"
+	"time"
 
+	"github.com/relayguard/relayguard/internal/logline"
 	"github.com/relayguard/relayguard/internal/maillog"
 )
 
@@ -16,35 +21,60 @@ var ownCorpus = []string{
 	`time=x msg=delivered id=1 rcpt=a@b`, `msg= connection`, `{"time":"2026-12-03T00:00:01Z","msg":"connection"}`,
 }
 
-// TestIgnoredOwn: a record ignoredOwn skips is one addOwn counts nothing
-// for (not a record, or a connection opened or closed), and it does skip
-// the connection records serve writes.
-func TestIgnoredOwn(t *testing.T) {
-	skipped := 0
-	for _, s := range ownCorpus {
-		if ignoredOwn(s) {
-			skipped++
-			checkIgnoredOwn(t, s)
+// TestUncountedOwnCountsNothing: the reader's reading of relayguard's
+// records, which skips the kinds addOwn counts nothing for
+// (maillog.ParseToUnless with uncounted), gives the report AddLine gives
+// (maillog.Parse of every record), in a log file of records and in syslog,
+// with records of every counted kind around the skipped ones.
+func TestUncountedOwnCountsNothing(t *testing.T) {
+	counted := []string{
+		`time=2026-12-03T00:00:02Z level=INFO msg="relay access denied" cid=1 client=27.218.104.1 listener=mx rule=reject_unauth_destination code="554 5.7.1" rcpt=victim19@yahoo.example text="Relay access denied"`,
+		`time=2026-12-03T00:00:02Z level=INFO msg=rejected cid=1 client=27.218.104.2 listener=mx rule=dnsbl:zen.example code="554 5.7.1" rcpt=a@b text="blocked using zen.example"`,
+		`time=2026-12-03T00:00:03Z level=WARN msg="auth failed" cid=4 client=198.51.100.7 listener=submission mechanism=PLAIN user=bob reason="invalid credentials"`,
+		`time=2026-12-03T00:00:04Z level=INFO msg=delivered id=0dde0a915473f2d7 rcpt=alice@mx1.example.test attempt=1 reply="250 2.0.0 saved" relay=maildir`,
+		`time=2026-12-03T00:00:05Z level=WARN msg=banned prefix=198.51.100.7/32 until=2026-12-03T01:00:05Z count=1 reason="auth failures"`,
+	}
+	var file, syslog bytes.Buffer
+	for i, s := range append(append([]string{}, ownCorpus...), counted...) {
+		s = strings.TrimRight(s, "\r\n")
+		for _, msg := range []string{s, s + " msg=connection", "msg=connection " + s} {
+			if maillog.IsRecord(msg) {
+				fmt.Fprintln(&file, msg)
+			}
+			fmt.Fprintf(&syslog, "Dec  3 00:00:%02d mx1 relayguard[77]: %s\n", i%60, msg)
 		}
 	}
-	if skipped < 5 {
-		t.Fatalf("ignoredOwn skipped %d of the corpus's connection records", skipped)
+	p := &logline.Parser{Year: 2026, Loc: time.UTC}
+	skipped := 0
+	var r maillog.Record
+	for _, log := range [][]byte{file.Bytes(), syslog.Bytes()} {
+		read := goldenReport(t, NewAnalyzer(DefaultOptions()), log, true)
+		a := NewAnalyzer(DefaultOptions())
+		for l := range strings.Lines(string(log)) {
+			a.AddLine(p, l)
+			if _, msg, _ := strings.Cut(l, "]: "); maillog.ParseTo(&r, msg) && uncounted(r.Kind) {
+				skipped++
+			}
+		}
+		s := a.Summary()
+		var added bytes.Buffer
+		if err := s.WriteText(&added, nil); err != nil {
+			t.Fatal(err)
+		}
+		added.WriteString("\n==== JSON ====\n")
+		if err := s.WriteJSON(&added); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(read, added.Bytes()) {
+			t.Fatalf("ReadLines and AddLine differ:\n%s\n----\n%s", read, added.Bytes())
+		}
+		for _, want := range []string{"198.51.100.7", "zen.example", "27.218.104.1", "auth failures"} {
+			if !bytes.Contains(read, []byte(want)) {
+				t.Fatalf("the report does not show %q:\n%s", want, read)
+			}
+		}
 	}
-}
-
-func checkIgnoredOwn(t *testing.T, s string) {
-	t.Helper()
-	if !ignoredOwn(s) {
-		return
+	if skipped < 20 {
+		t.Fatalf("only %d records of the log are of an uncounted kind", skipped)
 	}
-	if r, ok := maillog.Parse(s); ok && r.Kind != maillog.KindConnected && r.Kind != maillog.KindDisconnected {
-		t.Fatalf("ignoredOwn(%q) skips a %q record", s, r.Kind)
-	}
-}
-
-func FuzzIgnoredOwn(f *testing.F) {
-	for _, s := range ownCorpus {
-		f.Add(s)
-	}
-	f.Fuzz(checkIgnoredOwn)
 }
