@@ -19,7 +19,7 @@ var abuseRules = map[string]bool{"pregreet": true, "bare_newline": true, "startt
 // that are not about a client's behaviour (deliveries, bans, summaries).
 // It is what `relayguard watch` feeds the guard when it follows a log
 // written by another relayguard process.
-func (r Record) Event() (event.Event, bool) {
+func (r *Record) Event() (event.Event, bool) {
 	e := event.Event{Time: r.Time, Source: Source, IP: r.Client, Service: r.Listener, User: r.User}
 	if r.Listener == ConsoleListener {
 		// An admin name is not a mail account: the accounts' signals

@@ -169,7 +169,7 @@ func (s *abuseState) queue(j clientJob) {
 		told = k >= 0 && j.pre == &b.ev[k] && j.program == j.pre.program && j.msg == j.pre.msg && j.t == b.parsed[i].Time
 	default:
 		k := b.ownAt[i]
-		told = k >= 0 && j.rec == &b.own[k].r && j.t == ownTime(b, i)
+		told = k >= 0 && j.rec == &b.own[k].r && j.t == b.own[k].t
 	}
 	if told {
 		b.jobs = append(b.jobs, queuedJob{j.kind, i, -1})
@@ -177,15 +177,6 @@ func (s *abuseState) queue(j clientJob) {
 	}
 	b.jobs = append(b.jobs, queuedJob{j.kind, i, int32(len(b.jobX))})
 	b.jobX = append(b.jobX, j)
-}
-
-// ownTime is the time addOwn counts line i of b at: its record's own, or
-// the syslog line's.
-func ownTime(b *batch, i int32) time.Time {
-	if r := &b.own[b.ownAt[i]].r; !r.Time.IsZero() {
-		return r.Time
-	}
-	return b.parsed[i].Time
 }
 
 // doQueued does the jobs queued on b.
@@ -227,7 +218,8 @@ func (s *abuseState) doQueued(b *batch) {
 				j.pre, j.t = &b.ev[b.evAt[q.line]], b.parsed[q.line].Time
 				j.program, j.msg = j.pre.program, j.pre.msg
 			default:
-				j.rec, j.t = &b.own[b.ownAt[q.line]].r, ownTime(b, q.line)
+				o := &b.own[b.ownAt[q.line]]
+				j.rec, j.t = &o.r, o.t
 			}
 			s.do(&j)
 		}

@@ -91,6 +91,8 @@ type Analyzer struct {
 	pend                                   *pending // updates of the large tables not made yet
 	ar                                     *arena   // keys of every table
 	scratch                                []byte
+	ruleReasons                            map[string]string // addOwn's reasons by rule (ownReason)
+	lastRelayReason                        relayReason
 	domCache                               map[string]string
 	smtpd                                  smtpdStats
 	abuse                                  *abuseState

@@ -134,7 +134,8 @@ func (a *Analyzer) readLines(r io.Reader, data []byte, p *logline.Parser) error 
 		var b *batch
 		var cur *chunk // the chunk being filled (the reader holds a reference)
 		var cc clockCache
-		var eager bool // the batch being filled parses logwatch's events (see emit)
+		var ownCC clockCache // (records' own times: in UTC where syslog's are local)
+		var eager bool       // the batch being filled parses logwatch's events (see emit)
 		// Rejection lines are condensed here already (procReject is a pure
 		// function of the line), with a cache of client domains of its own.
 		o := a.opt
@@ -185,7 +186,7 @@ func (a *Analyzer) readLines(r io.Reader, data []byte, p *logline.Parser) error 
 			// The record is parsed into its slot (a Record is ~600 bytes:
 			// a copy per line cost more than the parse of a short one);
 			// every field of a reused slot is overwritten.
-			own := func(msg string) {
+			own := func(msg string, syslog time.Time) {
 				n := len(b.own)
 				b.ownAt[i] = int32(n)
 				if n < cap(b.own) {
@@ -195,18 +196,24 @@ func (a *Analyzer) readLines(r io.Reader, data []byte, p *logline.Parser) error 
 				}
 				o := &b.own[n]
 				o.raw = msg
-				// (o.r is read only when o.ok)
-				o.ok = maillog.ParseToUnless(&o.r, msg, uncounted)
+				// (o.r, o.t, o.hr and o.day are read only when o.ok)
+				if o.ok = maillog.ParseToUnless(&o.r, msg, uncounted); o.ok {
+					if o.t = ownTime(&o.r, syslog); !o.t.IsZero() {
+						o.hr, o.day = ownCC.clock(o.t)
+					}
+				}
 			}
 			if maillog.IsRecord(s) {
 				b.parsed[i], b.ok[i] = logline.Line{}, false // relayguard's own log file: the analyzer reads it
-				own(s)
+				own(s, time.Time{})
 			} else if b.ok[i] = p.ParseTo(&b.parsed[i], s); b.ok[i] {
 				l := &b.parsed[i]
 				b.hr[i], b.day[i] = cc.clock(l.Time)
 				msg := l.Message
 				if l.Program == "relayguard" {
-					own(msg)
+					own(msg, l.Time)
+					// (neither a connection line nor one logwatch reads)
+					return len(b.raw) < batchLines || send()
 				}
 				if a.connectionLine(l.Program, msg) {
 					b.only[i] = true

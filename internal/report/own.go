@@ -4,16 +4,23 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unsafe"
 
 	"github.com/relayguard/relayguard/internal/maillog"
 )
 
 // ownParsed is a record of relayguard's own log parsed ahead of the
-// counting, by the reading goroutine (ReadLines).
+// counting, by the reading goroutine (ReadLines), with the time addOwn
+// counts it at and that time's hour and day (the reader's clockCache:
+// records come in order, and clock's date arithmetic per record cost more
+// than the lookup).
 type ownParsed struct {
 	raw string
 	r   maillog.Record
 	ok  bool
+	t   time.Time // r.Time, or the syslog line's time when r has none
+	hr  int
+	day dayKey
 }
 
 // uncounted reports whether addOwn counts nothing for a record of kind k:
@@ -31,24 +38,35 @@ func uncounted(k maillog.Kind) bool {
 // refusal is rejected. The syslog time t is used when the record has no
 // time of its own.
 func (a *Analyzer) addOwn(raw string, t time.Time) {
-	var r *maillog.Record // (a pointer: a record is ~600 bytes)
 	if p := a.preOwn; p != nil && p.raw == raw {
-		if p.ok {
-			r = &p.r
+		if p.ok && !p.t.IsZero() && a.inRange(p.t) {
+			a.countOwn(&p.r, p.t, p.hr, p.day) // (a pointer: a record is ~600 bytes)
 		}
-	} else if rec, ok := maillog.Parse(raw); ok {
-		r = &rec
-	}
-	if r == nil {
 		return
 	}
-	if !r.Time.IsZero() {
-		t = r.Time // with its own offset: the wall clock written in the log
+	r, ok := maillog.Parse(raw)
+	if !ok {
+		return
 	}
-	if t.IsZero() || !a.inRange(t) {
+	if t = ownTime(&r, t); t.IsZero() || !a.inRange(t) {
 		return
 	}
 	hr, day := clock(t)
+	a.countOwn(&r, t, hr, day)
+}
+
+// ownTime is the time a record is counted at: its own (with its own
+// offset: the wall clock written in the log), else the syslog line's,
+// syslog.
+func ownTime(r *maillog.Record, syslog time.Time) time.Time {
+	if !r.Time.IsZero() {
+		return r.Time
+	}
+	return syslog
+}
+
+// countOwn counts record r at time t, of hour hr and day day.
+func (a *Analyzer) countOwn(r *maillog.Record, t time.Time, hr int, day dayKey) {
 	s := a.abuse
 	switch r.Kind {
 	case maillog.KindAccepted:
@@ -99,22 +117,15 @@ func (a *Analyzer) addOwn(raw string, t time.Time) {
 		a.dayRow()[4]++
 		a.rejHr[hr]++
 		a.rejected++
-		client := r.Client.String()
-		reason := r.Text
-		if r.Kind == maillog.KindRelayDenied && !a.opt.VerboseMsgDetail {
-			// Condensed as Postfix's own reject lines are (procReject's
-			// RCPT chain, on the line as Postfix ends it, with "; from=…"):
-			// "<rcpt>: Relay access denied" would otherwise
-			// make one row per recipient an attacker tried.
-			line := r.Code + " " + r.Text + ";"
-			if c := rejBlock(rejAddr(rejReason(rejProto(rejAngle(line))))); c != line {
-				reason = c
-			}
-		}
-		if reason == "" || r.Kind == maillog.KindRejected {
-			reason = "relayguard: " + r.Rule
-		}
+		reason := a.ownReason(r)
 		if a.opt.RejectDetail != 0 {
+			// (the table copies a key it keeps: the client's text is made
+			// in a scratch buffer)
+			a.scratch = r.Client.AppendTo(a.scratch[:0])
+			client := unsafe.String(unsafe.SliceData(a.scratch), len(a.scratch))
+			if !r.Client.IsValid() {
+				client = r.Client.String() // ("invalid IP")
+			}
 			a.rejectD.add(rejectKey{typ: "relayguard", reason: reason, data: client})
 		}
 		s.reasons.inc(reason)
@@ -162,6 +173,63 @@ func (a *Analyzer) addOwn(raw string, t time.Time) {
 			st.dsts.inc(r.Dst.String())
 		}
 	}
+}
+
+// ownReason is the reason refusal r is counted under: its rule for
+// serve's rejections, the reply text for a refusal to relay.
+//
+// Reasons are kept with what they were made of: an attack's refusals
+// repeat a few rules and one reply text, and each cost a string or two
+// (and the condensing of the text).
+func (a *Analyzer) ownReason(r *maillog.Record) string {
+	if r.Kind == maillog.KindRejected {
+		if reason, ok := a.ruleReasons[r.Rule]; ok {
+			return reason
+		}
+		reason := "relayguard: " + r.Rule
+		if a.ruleReasons == nil {
+			a.ruleReasons = map[string]string{}
+		}
+		if len(a.ruleReasons) < 256 { // (rules come from the configuration: a few)
+			a.ruleReasons[strings.Clone(r.Rule)] = reason
+		}
+		return reason
+	}
+	m := &a.lastRelayReason
+	if m.valid && r.Rule == m.rule && r.Code == m.code && r.Text == m.text {
+		return m.reason
+	}
+	reason := relayReasonOf(r, a.opt.VerboseMsgDetail)
+	// (the record's strings point into the read chunk: copies)
+	*m = relayReason{valid: true, rule: strings.Clone(r.Rule), code: strings.Clone(r.Code),
+		text: strings.Clone(r.Text), reason: strings.Clone(reason)}
+	return m.reason
+}
+
+// relayReasonOf is the reason a refusal to relay r is counted under.
+func relayReasonOf(r *maillog.Record, verbose bool) string {
+	reason := r.Text
+	if !verbose {
+		// Condensed as Postfix's own reject lines are (procReject's
+		// RCPT chain, on the line as Postfix ends it, with "; from=…"):
+		// "<rcpt>: Relay access denied" would otherwise
+		// make one row per recipient an attacker tried.
+		line := r.Code + " " + r.Text + ";"
+		if c := rejBlock(rejAddr(rejReason(rejProto(rejAngle(line))))); c != line {
+			reason = c
+		}
+	}
+	if reason == "" {
+		reason = "relayguard: " + r.Rule
+	}
+	return reason
+}
+
+// relayReason is the last reason Analyzer.ownReason made for a refusal to
+// relay, and of what.
+type relayReason struct {
+	valid                    bool
+	rule, code, text, reason string
 }
 
 // reason condenses a reply for the deferral and bounce tables as

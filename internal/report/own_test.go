@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/relayguard/relayguard/internal/logline"
 	"github.com/relayguard/relayguard/internal/maillog"
@@ -76,5 +77,40 @@ func TestUncountedOwnCountsNothing(t *testing.T) {
 	}
 	if skipped < 20 {
 		t.Fatalf("only %d records of the log are of an uncounted kind", skipped)
+	}
+}
+
+// TestOwnReasonKept: the reasons ownReason keeps are the ones it makes,
+// for refusals whose rule, code and text change or repeat in any order,
+// read from a buffer that is overwritten after each (as a read chunk is
+// reused).
+func TestOwnReasonKept(t *testing.T) {
+	texts := []string{"Relay access denied", "<a@b.example>: Relay access denied", "", "Service unavailable; client [192.0.2.1] blocked using zen.example"}
+	rules := []string{"reject_unauth_destination", "dnsbl:zen.example", "", "dnsbl:bl.example"}
+	kinds := []maillog.Kind{maillog.KindRelayDenied, maillog.KindRejected}
+	for _, verbose := range []bool{false, true} {
+		o := DefaultOptions()
+		o.VerboseMsgDetail = verbose
+		a := NewAnalyzer(o)
+		buf := make([]byte, 0, 256)
+		for i := range 500 {
+			r := maillog.Record{Kind: kinds[i*7%len(kinds)^i/3%2]}
+			buf = buf[:0]
+			var at [3]int
+			for f, v := range []string{rules[i*5/3%len(rules)], []string{"554 5.7.1", "454 4.7.1"}[i/5%2], texts[i*3/2%len(texts)]} {
+				buf = append(buf, v...)
+				at[f] = len(buf)
+			}
+			b := unsafe.String(unsafe.SliceData(buf), len(buf)) // (the fields point into buf)
+			r.Rule, r.Code, r.Text = b[:at[0]], b[at[0]:at[1]], b[at[1]:at[2]]
+			want := "relayguard: " + r.Rule
+			if r.Kind == maillog.KindRelayDenied {
+				want = relayReasonOf(&r, verbose)
+			}
+			if got := a.ownReason(&r); got != want {
+				t.Fatalf("record %d (%+v): ownReason = %q, want %q", i, r, got, want)
+			}
+			clear(buf)
+		}
 	}
 }
