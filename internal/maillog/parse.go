@@ -109,13 +109,46 @@ func (r *Record) msg(v string) bool {
 	return true
 }
 
-// kindOf is the kind of message v, if it is one of the vocabulary's.
+// kindOf is the kind of message v, if it is one of the vocabulary's (or
+// an alias).
 func kindOf(v string) (Kind, bool) {
-	if kind, known := kindByMsg[v]; known {
-		return kind, true
+	if len(v) == 0 {
+		return "", false
 	}
-	kind, known := aliases[v]
-	return kind, known
+	for i := msgHash(v); kindSlots[i].msg != ""; i = (i + 1) % len(kindSlots) {
+		if kindSlots[i].msg == v {
+			return kindSlots[i].kind, true
+		}
+	}
+	return "", false
+}
+
+// kindSlots are kindByMsg and aliases in an open-addressed table by
+// msgHash: one or two string comparisons per record instead of a map's
+// hash of the whole message.
+var kindSlots = func() (t [128]struct {
+	msg  string
+	kind Kind
+}) {
+	add := func(msg string, kind Kind) {
+		i := msgHash(msg)
+		for t[i].msg != "" {
+			i = (i + 1) % len(t)
+		}
+		t[i].msg, t[i].kind = msg, kind
+	}
+	for msg, kind := range kindByMsg {
+		add(msg, kind)
+	}
+	for msg, kind := range aliases {
+		add(msg, kind)
+	}
+	return t
+}()
+
+// msgHash is a message's slot in kindSlots (v is not empty).
+func msgHash(v string) int {
+	return (len(v)*31 + int(v[0])*7 + int(v[len(v)-1])*3 + int(v[len(v)/2])) % 128
 }
 
 // setKind sets the kind of message v (an older message also says why).
@@ -254,28 +287,30 @@ func parseAddr(v string) (netip.Addr, bool) {
 // leading zeros, separated by dots: the IPv4 addresses netip.ParseAddr
 // reads (it refuses anything else, which is left to it).
 func dottedQuad(s string) (netip.Addr, bool) {
-	var b [4]byte
-	i := 0
-	for f := range 4 {
-		if f > 0 {
-			if i >= len(s) || s[i] != '.' {
-				return netip.Addr{}, false
-			}
-			i++
-		}
-		start, n := i, 0
-		for i < len(s) && i-start < 3 && s[i]-'0' <= 9 {
-			n = n*10 + int(s[i]-'0')
-			i++
-		}
-		if i == start || n > 255 || s[start] == '0' && i-start > 1 {
-			return netip.Addr{}, false
-		}
-		b[f] = byte(n)
-	}
-	if i != len(s) {
+	if len(s) < len("0.0.0.0") || len(s) > len("255.255.255.255") {
 		return netip.Addr{}, false
 	}
+	var b [4]byte
+	f, n, digits := 0, 0, 0
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c == '.' {
+			if digits == 0 || f == 3 || n > 255 {
+				return netip.Addr{}, false
+			}
+			b[f], f, n, digits = byte(n), f+1, 0, 0
+			continue
+		}
+		// (a digit after a leading 0, or a fourth: refused)
+		if c -= '0'; c > 9 || digits == 3 || digits == 1 && n == 0 {
+			return netip.Addr{}, false
+		}
+		n, digits = n*10+int(c), digits+1
+	}
+	if f != 3 || digits == 0 || n > 255 {
+		return netip.Addr{}, false
+	}
+	b[3] = byte(n)
 	return netip.AddrFrom4(b), true
 }
 
@@ -712,9 +747,7 @@ func parseTime(s string) (time.Time, bool) {
 			}
 			nsec = nsec*10 + int(c)
 		}
-		for range 10 - len(frac) {
-			nsec *= 10
-		}
+		nsec *= pow10[10-len(frac)]
 	}
 	// (digits2 gives -1 for a non-digit)
 	if year < 0 || month < 1 || month > 12 || day < 1 || day > daysIn(month, year) ||
@@ -724,6 +757,9 @@ func parseTime(s string) (time.Time, bool) {
 	secs := (daysFromCivil(year, month, day)*24+int64(hour))*3600 + int64(min*60+sec)
 	return time.Unix(secs, int64(nsec)).UTC(), true
 }
+
+// pow10 scales a fraction of n digits to nanoseconds (pow10[10-(n+1)]).
+var pow10 = [...]int{1, 10, 100, 1000, 10000, 100000, 1000000, 10000000, 100000000, 1000000000}
 
 // digits2 is the number two decimal digits s[0:2] write, or -1 if one is
 // not a digit.

@@ -208,13 +208,14 @@ func (a *Analyzer) readLines(r io.Reader, data []byte, p *logline.Parser) error 
 				own(s, time.Time{})
 			} else if b.ok[i] = p.ParseTo(&b.parsed[i], s); b.ok[i] {
 				l := &b.parsed[i]
-				b.hr[i], b.day[i] = cc.clock(l.Time)
 				msg := l.Message
 				if l.Program == "relayguard" {
 					own(msg, l.Time)
-					// (neither a connection line nor one logwatch reads)
+					// (neither a connection line nor one logwatch reads;
+					// addOwn counts it at its record's hour, not b.hr[i])
 					return len(b.raw) < batchLines || send()
 				}
+				b.hr[i], b.day[i] = cc.clock(l.Time)
 				if a.connectionLine(l.Program, msg) {
 					b.only[i] = true
 					return len(b.raw) < batchLines || send()
