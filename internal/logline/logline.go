@@ -136,7 +136,7 @@ func (p *Parser) ParseTo(l *Line, line string) bool {
 	// Host: one word. A first word ending in ':' is a tag without a host,
 	// as in Dovecot's own log file (log_path: "Dec  6 02:04:12 auth: Info: …",
 	// "auth-worker(22401): …") and daemontools' multilog.
-	sp := strings.IndexByte(rest, ' ')
+	sp := spaceIndex(rest)
 	if sp <= 0 {
 		*l = Line{}
 		return false
@@ -149,7 +149,33 @@ func (p *Parser) ParseTo(l *Line, line string) bool {
 		*l = Line{Time: t, Program: prog, PID: pid, Message: msg}
 		return true
 	}
-	prog, pid, msg := parseTag(rest[sp+1:])
+	tag := rest[sp+1:]
+	// The usual tag, "prog[pid]: " with a PID of up to seven digits: the
+	// digits and ']' found in one word, their value read from it (see
+	// pidValue); any other tag is read by tagFrom.
+	i := progEnd(tag)
+	if i > 0 && i+12 <= len(tag) && tag[i] == '[' {
+		const lo, hi = 0x0101010101010101, 0x8080808080808080
+		x := binary.LittleEndian.Uint64(unsafe.Slice(unsafe.StringData(tag[i+1:]), 8)) ^ lo*'0' // (tag is not written: a read of 8 of its bytes; digits are now 0 to 9)
+		// The high bit of each byte that is no digit (≥ 10 after the xor;
+		// no carry crosses bytes, their high bits cleared first).
+		if nd := ((x&^hi + lo*0x76) | x) & hi; nd != 0 {
+			k := bits.TrailingZeros64(nd) >> 3 // the digits before it
+			if j := i + 1 + k; tag[j] == ']' && tag[j+1] == ':' {
+				pid := 0
+				if k > 0 {
+					pid = pidValue(x, k)
+				}
+				j += 2
+				if tag[j] == ' ' {
+					j++
+				}
+				*l = Line{Time: t, Host: rest[:sp], Program: tag[:i], PID: pid, Message: tag[j:]}
+				return true
+			}
+		}
+	}
+	prog, pid, msg := tagFrom(tag, i)
 	*l = Line{Time: t, Host: rest[:sp], Program: prog, PID: pid, Message: msg}
 	return true
 }
@@ -193,22 +219,48 @@ func (p *Parser) Timestamp(s string) (time.Time, string, bool) {
 	return p.parseBSD(s)
 }
 
+// spaceIndex is strings.IndexByte(s, ' ') for s whose first space is
+// mostly in its first eight bytes (a host name): one word's test before
+// the search.
+func spaceIndex(s string) int {
+	if len(s) >= 8 {
+		const lo, hi = 0x0101010101010101, 0x8080808080808080
+		w := binary.LittleEndian.Uint64(unsafe.Slice(unsafe.StringData(s), 8)) ^ lo*' ' // (s is not written: a read of 8 of its bytes)
+		if m := (w - lo) &^ w & hi; m != 0 {
+			return bits.TrailingZeros64(m) >> 3 // (false marks lie only above a true one)
+		}
+	}
+	return strings.IndexByte(s, ' ')
+}
+
 // parseTag splits "prog[pid]: msg" (RFC 3164 section 4.1.3). The program
 // name is a run of characters other than space, '[' and ':'.
-func parseTag(s string) (prog string, pid int, msg string) {
+func parseTag(s string) (prog string, pid int, msg string) { return tagFrom(s, progEnd(s)) }
+
+// progEnd is the index of the first '[', ':' or ' ' in s, or len(s).
+func progEnd(s string) int {
 	i := 0
+	if len(s) >= 16 && binary.LittleEndian.Uint64(unsafe.Slice(unsafe.StringData(s), 8)) == postfixWord {
+		i = 8 // (most lines: "postfix/" has no end byte)
+	}
 	for ; i+8 <= len(s); i += 8 { // eight bytes at a time (the program names are "postfix/smtpd" and the like)
 		w := binary.LittleEndian.Uint64(unsafe.Slice(unsafe.StringData(s[i:]), 8)) // (s is not written: a read of 8 of its bytes)
 		if m := tagEndIn(w); m != 0 {
-			i += bits.TrailingZeros64(m) >> 3
-			goto found
+			return i + bits.TrailingZeros64(m)>>3
 		}
 	}
 	for i < len(s) && !tagEnd[s[i]] {
 		i++
 	}
-found:
-	if i == 0 || i == len(s) || s[i] == ' ' {
+	return i
+}
+
+// postfixWord is "postfix/" read as a little-endian word.
+var postfixWord = binary.LittleEndian.Uint64([]byte("postfix/"))
+
+// tagFrom is parseTag of s whose program name ends at i (progEnd).
+func tagFrom(s string, i int) (prog string, pid int, msg string) {
+	if i == 0 || i >= len(s) || s[i] == ' ' {
 		return "", 0, s
 	}
 	prog = s[:i]
@@ -243,6 +295,19 @@ found:
 		j++
 	}
 	return prog, pid, s[j:]
+}
+
+// pidValue is the value of the k (1 to 7) digits at the start of x, eight
+// bytes of digit values (0 to 9) little-endian.
+func pidValue(x uint64, k int) int {
+	// The k digits at the top of the word (leading zero bytes below), then
+	// the eight added up in pairs, quads and the whole (the first byte is
+	// the most significant digit).
+	d := x << (64 - 8*k)
+	d = (d * (1 + 10<<8)) >> 8
+	d = ((d & 0x00ff00ff00ff00ff) * (1 + 100<<16)) >> 16
+	d = ((d & 0x0000ffff0000ffff) * (1 + 10000<<32)) >> 32
+	return int(d)
 }
 
 // tagEndIn marks the bytes of w (eight, little-endian) that end a tag's

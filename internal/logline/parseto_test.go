@@ -46,7 +46,7 @@ func refParse(p *Parser, line string) (Line, bool) {
 		return Line{}, false
 	}
 	if rest[sp-1] == ':' {
-		l.Program, l.PID, l.Message = parseTag(rest)
+		l.Program, l.PID, l.Message = refParseTag(rest)
 		if l.Program == "" {
 			l.Program, l.Message = rest[:sp-1], rest[sp+1:]
 		}
@@ -54,7 +54,7 @@ func refParse(p *Parser, line string) (Line, bool) {
 	}
 	l.Host = rest[:sp]
 	rest = rest[sp+1:]
-	l.Program, l.PID, l.Message = parseTag(rest)
+	l.Program, l.PID, l.Message = refParseTag(rest)
 	return l, true
 }
 
@@ -73,6 +73,11 @@ var parseToLines = []string{
 	"<13>Nov 23 10:00:00 mx1 p[1]: m",
 	"<13", "<>x", "", "Nov", "Nov 23 10:00:00", "Nov 23 10:00:00 ", "Nov 23 10:00:00 h",
 	"Nov 23 10:00:00  h p: m", "@400000006564a8f00000000a mx1 p[1]: m", "2026-13-01T00:00:00Z h p: m",
+	"Nov 23 10:00:00 mx1 postfix/smtpd[]: connect from x", "Nov 23 10:00:00 mx1 postfix/smtpd[1234567]: m",
+	"Nov 23 10:00:00 mx1 postfix/smtpd[12345678]: m", "Nov 23 10:00:00 mx1 postfix/smtpd[0012]:m",
+	"Nov 23 10:00:00 mx1 postfix/smtpd[12]x: m", "Nov 23 10:00:00 mx1 postfix/smtpd[1a]: m", "Nov 23 10:00:00 mx1 postfix/[1]: m",
+	"Nov 23 10:00:00 mx1 postfix/smtpd[1]:", "Nov 23 10:00:00 mx1 postfix/smtpd[1]: ", "Nov 23 10:00:00 mx1 postfix/smtpd[1]",
+	"Nov 23 10:00:00 mx1 postfix/submission/smtpd[9]: m", "Nov 23 10:00:00 mx1234567 p[1]: m", "Nov 23 10:00:00 mx12345678 p[1]: m",
 }
 
 // checkParseTo parses lines with ParseTo into a slot holding another

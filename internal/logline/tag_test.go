@@ -2,6 +2,7 @@ package logline
 
 import (
 	"math/rand/v2"
+	"strings"
 	"testing"
 	"time"
 )
@@ -106,6 +107,66 @@ func FuzzParseTag(f *testing.F) {
 		if gp != wp || gid != wid || gm != wm {
 			t.Fatalf("parseTag(%q) = %q %d %q, want %q %d %q", s, gp, gid, gm, wp, wid, wm)
 		}
+	})
+}
+
+// checkTags parses tags with parseTag, and after a timestamp and host
+// with ParseTo (which reads the usual tags itself), and with the reference.
+func checkTags(t *testing.T, tags ...string) {
+	t.Helper()
+	p := Parser{Year: 2026, Loc: time.UTC}
+	for _, s := range tags {
+		gp, gid, gm := parseTag(s)
+		wp, wid, wm := refParseTag(s)
+		if gp != wp || gid != wid || gm != wm {
+			t.Fatalf("in %q: parseTag(%q) = %q %d %q, want %q %d %q", tags, s, gp, gid, gm, wp, wid, wm)
+		}
+		if strings.HasSuffix(s, "\n") || strings.HasSuffix(s, "\r") {
+			continue // (ParseTo drops them)
+		}
+		var l Line
+		if !p.ParseTo(&l, "Nov 23 10:00:00 mx1 "+s) || l.Host != "mx1" || l.Program != wp || l.PID != wid || l.Message != wm {
+			t.Fatalf("ParseTo(%q) = %q %d %q, want %q %d %q", s, l.Program, l.PID, l.Message, wp, wid, wm)
+		}
+	}
+}
+
+// TestParseTagNearNames parses, after a program name of every length from
+// 1 to 17, names that share its bytes and then end, go on, or differ in
+// one byte, at every position ("postfix/" among them: progEnd skips it);
+// and PIDs of every length around a word (tagFrom reads up to seven
+// digits a word at a time).
+func TestParseTagNearNames(t *testing.T) {
+	const long = "postfix/submission/smtpd[123]: connect from x"
+	for n := 1; n <= 17; n++ {
+		name := []string{"abcdefghijklmnopq", "postfix/smtpd/xyz"}[n%2][:n]
+		first := name + "[1]: message of some length"
+		for _, end := range []string{"[2]: m", ": m", " m", "[]: m", "x[3]: m", "[12345678]: m", "[1234567]: m", "[1234567]:m",
+			"[123456]x: m", "[0000007]: m", "[99999999999]: m", "[1a]: m", "[-1]: m", "[", "", ":"} {
+			for _, pad := range []string{"", " and some more bytes after it"} {
+				checkTags(t, first, name+end+pad)
+				for i := 0; i < n; i++ { // one byte changed, to a non-end and to each end
+					for _, c := range []byte{'Z', '[', ':', ' ', 0x80, 0x00} {
+						b := []byte(name + end + pad)
+						b[i] = c
+						checkTags(t, first, string(b))
+					}
+				}
+				checkTags(t, first, name[:n-1]+end+pad)
+			}
+		}
+	}
+	for k := 0; k <= 12; k++ {
+		pid := "9876543210987"[:k]
+		checkTags(t, long, "postfix/smtpd["+pid+"]: connect from unknown[192.0.2.1]", "postfix/smtpd["+pid+"]x", "postfix/smtpd["+pid)
+	}
+}
+
+func FuzzParseTags(f *testing.F) {
+	f.Add("postfix/smtpd[164379]: connect from x", "postfix/smtpd[1]: disconnect from y")
+	f.Add("dovecot: auth: x", "dovecot[12]: y")
+	f.Fuzz(func(t *testing.T, a, b string) {
+		checkTags(t, a, b, a, b+a)
 	})
 }
 
