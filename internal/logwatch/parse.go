@@ -174,10 +174,10 @@ func indexSpaced(s, word string) int {
 	}
 }
 
-// indexAngled is strings.Index(s, key) for a key ending in '<' (" to=<"):
+// IndexAngled is strings.Index(s, key) for a key ending in '<' (" to=<"):
 // the first '<' the key ends at, '<' being rare in a line where the key's
 // first byte is common.
-func indexAngled(s, key string) int {
+func IndexAngled(s, key string) int {
 	n := len(key) - 1 // the key's bytes before its '<'
 	for off := 0; ; {
 		i := strings.IndexByte(s[off:], '<')
@@ -328,7 +328,7 @@ func parseReject(e *event.Event, s string) bool {
 	// (each marker searched once, and " to=<" only after the reply text)
 	if r := strings.Index(s, "Relay access denied"); r >= 0 {
 		e.Kind, e.Rule = event.RelayDenied, "reject_unauth_destination"
-		if i := indexAngled(s[r:], " to=<"); i >= 0 {
+		if i := IndexAngled(s[r:], " to=<"); i >= 0 {
 			to := s[r+i+5:]
 			if j := strings.IndexByte(to, '>'); j >= 0 {
 				e.Detail = to[:j]

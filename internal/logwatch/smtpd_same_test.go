@@ -257,7 +257,7 @@ func FuzzParseSmtpd(f *testing.F) {
 	f.Fuzz(func(t *testing.T, msg string) { checkSmtpdSame(t, msg) })
 }
 
-// checkIndexSame holds indexSpaced and indexAngled to strings.Index.
+// checkIndexSame holds indexSpaced and IndexAngled to strings.Index.
 func checkIndexSame(t *testing.T, s string) {
 	t.Helper()
 	for _, w := range []string{"from ", "blocked using ", "b", "aa"} {
@@ -266,8 +266,8 @@ func checkIndexSame(t *testing.T, s string) {
 		}
 	}
 	for _, k := range []string{" to=<", "to=<", "<", "<<", " <"} {
-		if got, want := indexAngled(s, k), strings.Index(s, k); got != want {
-			t.Errorf("indexAngled(%q, %q) = %d, strings.Index %d", s, k, got, want)
+		if got, want := IndexAngled(s, k), strings.Index(s, k); got != want {
+			t.Errorf("IndexAngled(%q, %q) = %d, strings.Index %d", s, k, got, want)
 		}
 	}
 }

@@ -143,7 +143,7 @@ func (a *Analyzer) AddLine(p *logline.Parser, raw string) {
 // Add counts one parsed line.
 func (a *Analyzer) Add(l logline.Line) {
 	hr, day := clock(l.Time)
-	a.add(l, hr, day)
+	a.add(&l, a.commandAt(l.Program), hr, day)
 }
 
 // clock is the hour and calendar day of t in t's own zone (the wall clock
@@ -153,7 +153,9 @@ func clock(t time.Time) (int, dayKey) {
 	return t.Hour(), dayKey(y*10000 + int(m)*100 + d)
 }
 
-func (a *Analyzer) add(l logline.Line, hr int, day dayKey) {
+// add counts the line *l, whose program's Postfix command starts at at
+// (commandAt).
+func (a *Analyzer) add(l *logline.Line, at int, hr int, day dayKey) {
 	if !l.Time.IsZero() && !a.inRange(l.Time) {
 		return
 	}
@@ -168,8 +170,7 @@ func (a *Analyzer) add(l logline.Line, hr int, day dayKey) {
 			return
 		}
 	}
-	cmd, ok := a.command(prog)
-	if !ok {
+	if at < 0 {
 		// Not read by pflogsumm (another instance's syslog_name, e.g.
 		// postfix-incoming/smtpd), but the guard bans on it.
 		if strings.HasPrefix(prog, "postfix") {
@@ -177,6 +178,7 @@ func (a *Analyzer) add(l logline.Line, hr int, day dayKey) {
 		}
 		return
 	}
+	cmd := prog[at:]
 	msg := l.Message
 	msg = stripSolarisID(msg)
 	qid := msg
@@ -285,14 +287,14 @@ func (a *Analyzer) add(l logline.Line, hr int, day dayKey) {
 			}
 		}
 		if a.opt.SMTPDStats && cmd == "smtpd" {
-			a.smtpd.add(l, msg, a)
+			a.smtpd.add(*l, msg, a)
 		}
 		if cmd == "postscreen" {
 			a.abuse.postscreenVerdict(msg, l.Time)
 		}
 		return
 	}
-	a.delivery(cmd, qid, msg, hr, l)
+	a.delivery(cmd, qid, msg, hr, l.Time)
 }
 
 // command is the Postfix command pflogsumm reads a line of program under:
@@ -300,24 +302,35 @@ func (a *Analyzer) add(l logline.Line, hr int, day dayKey) {
 // (and the same under --syslog-name), and "postfix" or "postfix-script"
 // itself; ok is false for any other program.
 func (a *Analyzer) command(prog string) (cmd string, ok bool) {
-	switch {
-	case len(prog) >= 8 && prog[:8] == "postfix/":
-		// The usual program, under any syslog name: compared as one word
-		// (this runs up to three times a line).
-		cmd = prog[8:]
-	case strings.HasPrefix(prog, a.prefix):
-		cmd = prog[strings.IndexByte(prog, '/')+1:]
-	case prog == "postfix" || prog == "postfix-script":
-		return prog, true
-	default:
+	at := a.commandAt(prog)
+	if at < 0 {
 		return "", false
 	}
-	if len(cmd) >= 6 && cmd[:6] == "smtps/" {
-		cmd = cmd[6:]
-	} else if len(cmd) >= 11 && cmd[:11] == "submission/" {
-		cmd = cmd[11:]
+	return prog[at:], true
+}
+
+// commandAt is where command's cmd starts in prog, -1 if prog has none:
+// the reader finds it once per line for the three places that ask
+// (connectionLine, abuseProgram, add).
+func (a *Analyzer) commandAt(prog string) int {
+	var at int
+	switch {
+	case len(prog) >= 8 && prog[:8] == "postfix/":
+		// The usual program, under any syslog name: compared as one word.
+		at = 8
+	case strings.HasPrefix(prog, a.prefix):
+		at = strings.IndexByte(prog, '/') + 1
+	case prog == "postfix" || prog == "postfix-script":
+		return 0
+	default:
+		return -1
 	}
-	return cmd, true
+	if cmd := prog[at:]; len(cmd) >= 6 && cmd[:6] == "smtps/" {
+		at += 6
+	} else if len(cmd) >= 11 && cmd[:11] == "submission/" {
+		at += 11
+	}
+	return at
 }
 
 // cleanupCheck reports whether msg holds ": header ", ": body " or
@@ -351,11 +364,15 @@ func severitySep(s string) string {
 // seen counts a line that belongs to the summary, at t on day.
 func (a *Analyzer) seen(t time.Time, day dayKey) {
 	a.matched++
-	if a.first.IsZero() || t.Before(a.first) {
-		a.first = t
-	}
-	if t.After(a.last) {
-		a.last = t
+	// Most lines are dated the second of the line before: then, first
+	// being set (and never after last), neither moves.
+	if t != a.last || a.first.IsZero() {
+		if a.first.IsZero() || t.Before(a.first) {
+			a.first = t
+		}
+		if t.After(a.last) {
+			a.last = t
+		}
 	}
 	if day != a.lastDay { // (a day key is never 0)
 		a.lastDay = day
@@ -532,8 +549,10 @@ func (t *statTable) getHashed(k string, h uint32) *stat {
 
 // delivery handles qmgr "from=<>, size=", delivery agents' "to=<>,
 // relay=, ..., status=", pickup and smtp connection failures.
-func (a *Analyzer) delivery(cmd, qid, msg string, hr int, l logline.Line) {
-	if i := strings.Index(msg, "from=<"); i >= 0 {
+func (a *Analyzer) delivery(cmd, qid, msg string, hr int, t time.Time) {
+	// (the keys found at the few '<' of a line: strings.Index stopped at
+	// each 'f' and 't' of the long delivery lines)
+	if i := logwatch.IndexAngled(msg, "from=<"); i >= 0 {
 		rest := msg[i+6:]
 		if j := strings.IndexByte(rest, '>'); j >= 0 && strings.HasPrefix(rest[j:], ">, size=") {
 			addr := rest[:j]
@@ -549,8 +568,8 @@ func (a *Analyzer) delivery(cmd, qid, msg string, hr int, l logline.Line) {
 			}
 		}
 	}
-	if i := strings.Index(msg, "to=<"); i >= 0 {
-		if a.recipient(cmd, qid, msg[i+4:], hr, l) {
+	if i := logwatch.IndexAngled(msg, "to=<"); i >= 0 {
+		if a.recipient(cmd, qid, msg[i+4:], hr) {
 			return
 		}
 	}
@@ -589,7 +608,7 @@ func (a *Analyzer) delivery(cmd, qid, msg string, hr int, l logline.Line) {
 		}
 	}
 	if cmd == "bounce" {
-		a.bounceNotice(msg, l.Time)
+		a.bounceNotice(msg, t)
 	}
 }
 
@@ -623,7 +642,7 @@ func (a *Analyzer) qmgrFrom(qid, addr string, size int64) {
 
 // recipient parses what follows "to=<" and reports whether the line had the
 // delivery-status shape.
-func (a *Analyzer) recipient(cmd, qid, s string, hr int, l logline.Line) bool {
+func (a *Analyzer) recipient(cmd, qid, s string, hr int) bool {
 	j := strings.IndexByte(s, '>')
 	if j < 0 {
 		return false

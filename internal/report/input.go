@@ -26,12 +26,11 @@ import (
 type batch struct {
 	raw    []string
 	parsed []logline.Line
-	ok     []bool
+	kind   []lineKind
+	cmdAt  []int32 // where the program's Postfix command starts (commandAt)
 	hr     []int
 	day    []dayKey
 	rk     []rejectKey
-	hasRK  []bool
-	only   []bool      // the line only counts as seen (connectionLine)
 	ev     []parsed    // logwatch's reading of messages, for the abuse view
 	evAt   []int32     // a line's index in ev, -1: none
 	own    []ownParsed // maillog's reading of relayguard's own records
@@ -41,6 +40,17 @@ type batch struct {
 	jobX   []clientJob // the jobs the batch does not tell whole
 	err    error
 }
+
+// lineKind is what the reader made of a line: nothing (not a syslog line),
+// a parsed line (lineParsed), one that only counts as seen
+// (connectionLine), and whether it has a rejection key (lineRK).
+type lineKind uint8
+
+const (
+	lineParsed lineKind = 1 << iota
+	lineOnly
+	lineRK
+)
 
 // chunk is a read buffer and the number of holders of its lines: the
 // batches not yet counted and the reader while it fills the chunk.
@@ -121,10 +131,9 @@ func (a *Analyzer) readLines(r io.Reader, data []byte, p *logline.Parser) error 
 	full := make(chan *batch, 4)
 	free := make(chan *batch, 6)
 	for range 6 {
-		free <- &batch{raw: make([]string, 0, batchLines), parsed: make([]logline.Line, batchLines), ok: make([]bool, batchLines),
-			hr: make([]int, batchLines), day: make([]dayKey, batchLines),
-			rk: make([]rejectKey, batchLines), hasRK: make([]bool, batchLines), only: make([]bool, batchLines),
-			evAt: make([]int32, batchLines), ownAt: make([]int32, batchLines)}
+		free <- &batch{raw: make([]string, 0, batchLines), parsed: make([]logline.Line, batchLines), kind: make([]lineKind, batchLines),
+			cmdAt: make([]int32, batchLines), hr: make([]int, batchLines), day: make([]dayKey, batchLines),
+			rk: make([]rejectKey, batchLines), evAt: make([]int32, batchLines), ownAt: make([]int32, batchLines)}
 	}
 	clients := make(chan *batch, 4) // counted batches, to the client stage
 	done := make(chan struct{})
@@ -179,7 +188,6 @@ func (a *Analyzer) readLines(r io.Reader, data []byte, p *logline.Parser) error 
 				cur.refs.Add(1)
 				b.chunks = append(b.chunks, cur)
 			}
-			b.hasRK[i], b.only[i] = false, false // (b.rk[i] is read only when hasRK)
 			b.evAt[i], b.ownAt[i] = -1, -1
 			// relayguard's own records (its log file, or its lines in
 			// syslog) are parsed here too, for addOwn.
@@ -204,29 +212,36 @@ func (a *Analyzer) readLines(r io.Reader, data []byte, p *logline.Parser) error 
 				}
 			}
 			if maillog.IsRecord(s) {
-				b.parsed[i], b.ok[i] = logline.Line{}, false // relayguard's own log file: the analyzer reads it
+				b.parsed[i], b.kind[i] = logline.Line{}, 0 // relayguard's own log file: the analyzer reads it
 				own(s, time.Time{})
-			} else if b.ok[i] = p.ParseTo(&b.parsed[i], s); b.ok[i] {
+			} else if !p.ParseTo(&b.parsed[i], s) {
+				b.kind[i] = 0
+			} else {
 				l := &b.parsed[i]
 				msg := l.Message
 				if l.Program == "relayguard" {
 					own(msg, l.Time)
 					// (neither a connection line nor one logwatch reads;
 					// addOwn counts it at its record's hour, not b.hr[i])
+					b.kind[i], b.cmdAt[i] = lineParsed, -1
 					return len(b.raw) < batchLines || send()
 				}
 				b.hr[i], b.day[i] = cc.clock(l.Time)
-				if a.connectionLine(l.Program, msg) {
-					b.only[i] = true
+				at := a.commandAt(l.Program)
+				b.cmdAt[i] = int32(at)
+				if a.connectionLine(l.Program, at, msg) {
+					b.kind[i] = lineOnly
 					return len(b.raw) < batchLines || send()
 				}
+				kind := lineParsed
 				if strings.HasPrefix(l.Program, "postfix") || strings.HasPrefix(l.Program, a.prefix) {
 					msg = stripSolarisID(msg)
 					if rejectCandidate(msg) {
 						b.rk[i] = procReject(msg, o.VerboseMsgDetail, o.IgnoreCase, o.RejAddFrom, dom)
-						b.hasRK[i] = true
+						kind |= lineRK
 					}
 				}
+				b.kind[i] = kind
 				// What the counting will ask logwatch about this line
 				// (abuseState.parse checks that it is the same question).
 				// The reader parses it when it is ahead of the counting
@@ -235,7 +250,7 @@ func (a *Analyzer) readLines(r io.Reader, data []byte, p *logline.Parser) error 
 				// reader was the pipeline's longest stage, with none the
 				// client stage was. The parse is a function of the line
 				// alone, so the report is the same either way.
-				if prog, ok := a.abuseProgram(l.Program, msg, b.hasRK[i]); ok {
+				if prog, ok := a.abuseProgram(l.Program, at, msg, kind&lineRK != 0); ok {
 					n := len(b.ev)
 					if n < cap(b.ev) {
 						b.ev = b.ev[:n+1]
@@ -351,19 +366,19 @@ func (a *Analyzer) readLines(r io.Reader, data []byte, p *logline.Parser) error 
 			if j := b.ownAt[i]; j >= 0 {
 				a.preOwn = &b.own[j]
 			}
-			switch {
-			case b.only[i]:
+			switch k := b.kind[i]; {
+			case k&lineOnly != 0:
 				if t := b.parsed[i].Time; t.IsZero() || a.inRange(t) {
 					a.seen(t, b.day[i])
 				}
-			case b.ok[i]:
-				if b.hasRK[i] {
+			case k&lineParsed != 0:
+				if k&lineRK != 0 {
 					a.preReject = &b.rk[i]
 				}
 				if j := b.evAt[i]; j >= 0 {
 					a.abuse.pre = &b.ev[j]
 				}
-				a.add(b.parsed[i], b.hr[i], b.day[i])
+				a.add(&b.parsed[i], int(b.cmdAt[i]), b.hr[i], b.day[i])
 				a.preReject, a.abuse.pre = nil, nil
 			case maillog.IsRecord(raw):
 				a.addOwn(raw, time.Time{})
@@ -384,14 +399,15 @@ func (a *Analyzer) readLines(r io.Reader, data []byte, p *logline.Parser) error 
 // with message msg as seen: smtpd's "connect from", "disconnect from" and
 // "lost connection after" lines without --smtpd-stats (two thirds of a
 // botnet's log; pflogsumm reads nothing else in them, nor does the guard).
-func (a *Analyzer) connectionLine(prog, msg string) bool {
+// at is commandAt(prog).
+func (a *Analyzer) connectionLine(prog string, at int, msg string) bool {
 	if a.opt.SMTPDStats || msg == "" || (msg[0] != 'c' && msg[0] != 'd' && msg[0] != 'l') {
 		return false
 	}
 	if !strings.HasPrefix(prog, "postfix") && (prog == "relayguard" || logwatch.Dovecot(prog)) {
 		return false
 	}
-	if cmd, ok := a.command(prog); !ok || cmd != "smtpd" {
+	if at < 0 || prog[at:] != "smtpd" {
 		return false
 	}
 	return strings.HasPrefix(msg, "connect from ") || strings.HasPrefix(msg, "disconnect from ") ||
@@ -402,8 +418,8 @@ func (a *Analyzer) connectionLine(prog, msg string) bool {
 // logwatch parse a message (stripped of a Solaris id for Postfix): Dovecot's
 // lines, another Postfix instance's, smtpd's warnings (SASL failures) and
 // rejections (reject says the line is one). A wrong guess costs only the
-// parse: abuseState.parse compares the question.
-func (a *Analyzer) abuseProgram(prog, msg string, reject bool) (string, bool) {
+// parse: abuseState.parse compares the question. at is commandAt(prog).
+func (a *Analyzer) abuseProgram(prog string, at int, msg string, reject bool) (string, bool) {
 	if !strings.HasPrefix(prog, "postfix") {
 		switch {
 		case prog == "relayguard":
@@ -412,10 +428,10 @@ func (a *Analyzer) abuseProgram(prog, msg string, reject bool) (string, bool) {
 			return prog, true
 		}
 	}
-	cmd, ok := a.command(prog)
-	switch {
-	case !ok:
+	if at < 0 {
 		return prog, strings.HasPrefix(prog, "postfix")
+	}
+	switch cmd := prog[at:]; {
 	case reject:
 		return postfixProgram(cmd), true
 	case cmd == "smtpd" && strings.HasPrefix(msg, "warning: "):
