@@ -68,6 +68,14 @@ func sameCorpus(t testing.TB) []string {
 		`time=bad time=2026-12-03T00:00:00Z time=x msg=banned`, `time=2026-12-03T00:00:00Z time=2026-12-04T00:00:00Z msg=banned`,
 		`time=2026-12-03T00:00:00Z time=x msg=banned level=WARN level=junk`, `msg=banned time=20x6-12-03T00:00:00Z`,
 		`msg=banned time=2x26-12-03T00:00:00Z`, `msg=banned time=x026-12-03T00:00:00Z`, `msg=banned time=202x-12-03T00:00:00Z`,
+		// the time and level slog writes first, and near misses of that form
+		`time=2026-12-03T00:00:00.093Z level=ERROR msg=banned`, `time=2026-12-03T00:00:00.093Z level=DEBUG msg=banned`,
+		`time=2026-12-03T00:00:00.093Z level=ERRX msg=banned`, `time=2026-12-03T00:00:00.093Z level=DEBUGX msg=banned`,
+		`time=2026-12-03T00:00:00.093Z level=INFO+2 msg=banned`, `time=2026-12-03T00:00:00.093Z level=INFOmsg=banned`,
+		`time=2026-12-03T00:00:00.09 Z level=INFO msg=banned`, `time="2026-12-03T00:00:00.09Z" level=INFO msg=banned`,
+		`time=2026-12-03T00:00:00.093Z  level=INFO msg=banned`, `time=2026-12-03T00:00:00.093Z level="INFO" msg=banned`,
+		`time=2026-12-03T00:00:00.093Z level=WARN`, `time=2026-12-03T00:00:00.093Z level=WARN `, `time=x026-12-03T00:00:00.093Z level=INFO msg=banned`,
+		`time=2026-12-03T00:00:00.093Z level=INFO time=2026-12-04T00:00:00.093Z level=WARN msg=banned`,
 		// client addresses netip reads, and what it refuses
 		`msg=rejected client=0.0.0.0`, `msg=rejected client=255.255.255.255`, `msg=rejected client=01.2.3.4`,
 		`msg=rejected client=1.2.3.256`, `msg=rejected client=1.2.3`, `msg=rejected client=1.2.3.4.5`,
@@ -161,6 +169,7 @@ func FuzzParseAddr(f *testing.F) {
 // is a or b, as a loop finds it; and hasMsgKey is strings.Contains.
 func FuzzMarks(f *testing.F) {
 	f.Add("key=valu", byte('='), byte(' '), "a msg=b")
+	f.Add("time=2026-12-03T00:00:00.093Z level=INFO ", byte(' '), byte(' '), "")
 	f.Add("\x00\x01=\xff\x80 \x7f=", byte('='), byte('\\'), "mmsg msg= g=")
 	f.Fuzz(func(t *testing.T, s string, a, b byte, key string) {
 		if hasMsgKey(key) != strings.Contains(key, "msg=") {
