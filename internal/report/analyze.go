@@ -181,13 +181,7 @@ func (a *Analyzer) add(l *logline.Line, at int, hr int, day dayKey) {
 	cmd := prog[at:]
 	msg := l.Message
 	msg = stripSolarisID(msg)
-	qid := msg
-	for i := 0; i < len(msg); i++ {
-		if c := msg[i]; c == ':' || c == ' ' || c == '\t' {
-			qid = msg[:i]
-			break
-		}
-	}
+	qid := msg[:wordEnd(msg)]
 	if qid == "" {
 		return
 	}

@@ -260,3 +260,54 @@ func FuzzIndexEither(f *testing.F) {
 	f.Add("554 5.7.1 Service unavailable; Client host [192.0.2.1] blocked using zen", byte(';'), byte(','))
 	f.Fuzz(func(t *testing.T, s string, a, b byte) { checkIndexEither(t, s, a, b) })
 }
+
+// refRejectCandidate is rejectCandidate as it was before wordEnd: a loop
+// to the first word's end, then the keyword tests.
+func refRejectCandidate(msg string) (bool, int) {
+	i := 0
+	for i < len(msg) && msg[i] != ':' && msg[i] != ' ' && msg[i] != '\t' {
+		i++
+	}
+	switch msg[:i] {
+	case "reject", "reject_warning", "hold", "discard":
+		return true, i
+	}
+	r := msg[i:]
+	return strings.HasPrefix(r, ": reject: ") || strings.HasPrefix(r, ": reject_warning: ") ||
+		strings.HasPrefix(r, ": hold: ") || strings.HasPrefix(r, ": discard: "), i
+}
+
+func checkWordEnd(t *testing.T, s string) {
+	t.Helper()
+	want, end := refRejectCandidate(s)
+	if got := wordEnd(s); got != end {
+		t.Fatalf("wordEnd(%q) = %d, want %d", s, got, end)
+	}
+	if got := rejectCandidate(s); got != want {
+		t.Fatalf("rejectCandidate(%q) = %v, want %v", s, got, want)
+	}
+}
+
+// TestWordEndSame puts each end byte (':', ' ', '\t') and its neighbours
+// at every offset of the first three words, before every keyword.
+func TestWordEndSame(t *testing.T) {
+	for n := 0; n < 26; n++ {
+		for _, fill := range []byte{'A', 0x00, 0x80, 0xff, ':' + 1, ' ' - 1, '\t' + 1, ';'} {
+			w := strings.Repeat(string(fill), n)
+			for _, tail := range []string{"", ":", " ", "\t", ": reject: x", ": reject_warning: x", ": hold: x", ": discard: x",
+				": hold:", ": rejected: x", ":reject: x", " reject: x", ": discard: ", ": h", ": r"} {
+				checkWordEnd(t, w+tail)
+			}
+		}
+	}
+	for _, s := range []string{"reject", "reject: x", "reject_warning\tx", "hold", "discard x", "NOQUEUE: reject: RCPT from x",
+		"4B00001: reject: header x", "4B00001: client=x", "warning: x", "connect from x"} {
+		checkWordEnd(t, s)
+	}
+}
+
+func FuzzWordEnd(f *testing.F) {
+	f.Add("NOQUEUE: reject: RCPT from unknown[192.0.2.1]: 554 x")
+	f.Add("4B00001: hold: header x")
+	f.Fuzz(checkWordEnd)
+}

@@ -4,7 +4,9 @@ package report
 // the nested detail tables, the per-hour clock cache and field parsers.
 
 import (
+	"encoding/binary"
 	"iter"
+	"math/bits"
 	"strconv"
 	"strings"
 	"time"
@@ -196,17 +198,38 @@ func stripSolarisID(msg string) string {
 // reject/reject_warning/hold/discard line (the reading goroutine condenses
 // those ahead of the counting; the counting decides).
 func rejectCandidate(msg string) bool {
-	i := 0
-	for i < len(msg) && msg[i] != ':' && msg[i] != ' ' && msg[i] != '\t' {
-		i++
-	}
+	i := wordEnd(msg)
 	switch msg[:i] {
 	case "reject", "reject_warning", "hold", "discard":
 		return true
 	}
 	r := msg[i:]
+	if len(r) < 8 || r[0] != ':' || r[1] != ' ' || r[2] != 'r' && r[2] != 'h' && r[2] != 'd' { // (most lines: no keyword after the queue ID)
+		return false
+	}
 	return strings.HasPrefix(r, ": reject: ") || strings.HasPrefix(r, ": reject_warning: ") ||
 		strings.HasPrefix(r, ": hold: ") || strings.HasPrefix(r, ": discard: ")
+}
+
+// wordEnd is the index of the first ':', ' ' or '\t' in msg, or len(msg):
+// the end of a Postfix message's queue ID (or "warning", "NOQUEUE"),
+// found eight bytes at a time (the reader and add each look for it).
+func wordEnd(msg string) int {
+	const lo, hi = 0x0101010101010101, 0x8080808080808080
+	i := 0
+	for ; i+8 <= len(msg); i += 8 {
+		w := binary.LittleEndian.Uint64(unsafe.Slice(unsafe.StringData(msg[i:]), 8)) // (msg is not written: a read of 8 of its bytes)
+		a, b, c := w^(lo*':'), w^(lo*' '), w^(lo*'\t')
+		// The zero bytes of a, b or c get their high bit: the lowest mark
+		// is the first match (a false mark lies only above a true one).
+		if m := ((a-lo)&^a | (b-lo)&^b | (c-lo)&^c) & hi; m != 0 {
+			return i + bits.TrailingZeros64(m)>>3
+		}
+	}
+	for i < len(msg) && msg[i] != ':' && msg[i] != ' ' && msg[i] != '\t' {
+		i++
+	}
+	return i
 }
 
 // clockCache remembers the local hour of the last time converted: lines
