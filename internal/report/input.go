@@ -178,7 +178,7 @@ func (a *Analyzer) readLines(r io.Reader, data []byte, p *logline.Parser) error 
 			}
 		}
 		emit := func(line []byte) bool {
-			if !get() {
+			if b == nil && !get() { // (a call only for a batch's first line)
 				return false
 			}
 			i := len(b.raw)
