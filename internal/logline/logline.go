@@ -170,7 +170,14 @@ func (p *Parser) ParseTo(l *Line, line string) bool {
 				if tag[j] == ' ' {
 					j++
 				}
-				*l = Line{Time: t, Host: rest[:sp], Program: tag[:i], PID: pid, Message: tag[j:]}
+				// (field by field: a Line built and then copied was written
+				// twice, and through the collector's bulk barrier while it
+				// marks)
+				l.Time = t
+				l.Host = rest[:sp]
+				l.Program = tag[:i]
+				l.PID = pid
+				l.Message = tag[j:]
 				return true
 			}
 		}
