@@ -98,6 +98,7 @@ type Analyzer struct {
 	abuse                                  *abuseState
 	lines, matched                         int64
 	first, last                            time.Time
+	ranged                                 bool // opt.From or opt.To is set (inRange)
 	// parseAhead says where ReadLines has logwatch parse a line's event:
 	// 0 in the reader when it is not the slowest stage, else in the client
 	// stage; 1 always in the reader; -1 always in the client stage (tests).
@@ -111,7 +112,7 @@ func NewAnalyzer(opt Options) *Analyzer {
 	}
 	ar, p := &arena{}, &pending{}
 	return &Analyzer{
-		opt: opt, prefix: opt.SyslogName + "/", ar: ar, pend: p,
+		opt: opt, prefix: opt.SyslogName + "/", ar: ar, pend: p, ranged: !opt.From.IsZero() || !opt.To.IsZero(),
 		days: map[dayKey]*[5]int64{}, seenDays: map[dayKey]bool{},
 		recipDom: newStatTable(ar), sendDom: newStatTable(ar),
 		recipUser: newStatTable(ar), sendUser: newStatTable(ar),
@@ -780,10 +781,11 @@ func (a *Analyzer) bounce(hr int) {
 	a.bounced++
 }
 
-func (a *Analyzer) inRange(t time.Time) bool {
-	if a.opt.From.IsZero() && a.opt.To.IsZero() {
-		return true
-	}
+// inRange reports whether t's calendar date is in [From, To).
+func (a *Analyzer) inRange(t time.Time) bool { return !a.ranged || a.inDates(t) }
+
+// inDates is inRange of an Analyzer with a date range.
+func (a *Analyzer) inDates(t time.Time) bool {
 	y, m, d := t.Date()
 	day := time.Date(y, m, d, 0, 0, 0, 0, time.UTC)
 	if !a.opt.From.IsZero() && day.Before(a.opt.From) {

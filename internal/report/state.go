@@ -239,9 +239,14 @@ type clockCache struct {
 	from, to int64 // the hour, in Unix seconds
 	hr       int
 	day      dayKey
+	last     time.Time // the last time asked (lines come several to a second)
 }
 
 func (c *clockCache) clock(t time.Time) (int, dayKey) {
+	if t == c.last && c.loc != nil {
+		return c.hr, c.day
+	}
+	c.last = t
 	sec := t.Unix()
 	if t.Location() == c.loc && sec >= c.from && sec < c.to {
 		return c.hr, c.day
