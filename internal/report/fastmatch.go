@@ -107,13 +107,39 @@ func rejHeadRest(r string) (typ, from, rmdr string, ok bool) {
 	}
 	t := r[:j]
 	r = r[j+len(" from "):]
-	// (\S+?): — the first ": " reached through non-space bytes, after at least one.
-	for j := 0; j < len(r) && !isSpace(r[j]); j++ {
+	// (\S+?): — the first ": " reached through non-space bytes, after at
+	// least one. The bytes between the colons and the bytes below '!'
+	// (every space is one) are passed eight at a time.
+	for j := 0; ; j++ {
+		j = colonOrLow(r, j)
+		if j == len(r) || isSpace(r[j]) {
+			return "", "", "", false
+		}
 		if j >= 1 && r[j] == ':' && j+1 < len(r) && r[j+1] == ' ' {
 			return t, r[:j], r[j+2:], true
 		}
 	}
-	return "", "", "", false
+}
+
+// colonOrLow is the index of the first byte of s from p on that is ':' or
+// below '!', or len(s), read eight bytes at a time (a client's
+// "name[address]" is ~25 bytes).
+func colonOrLow(s string, p int) int {
+	const lo, hi = 0x0101010101010101, 0x8080808080808080
+	for ; p+8 <= len(s); p += 8 {
+		w := binary.LittleEndian.Uint64(unsafe.Slice(unsafe.StringData(s[p:]), 8)) // (s is not written: a read of 8 of its bytes)
+		x := w ^ lo*':'
+		// The zero bytes of x and the bytes of w below 0x21 get their high
+		// bit: the lowest mark is a true one (a false mark lies only above
+		// a true one of its kind).
+		if m := ((x-lo)&^x | (w-lo*0x21)&^w) & hi; m != 0 {
+			return p + bits.TrailingZeros64(m)>>3
+		}
+	}
+	for p < len(s) && s[p] != ':' && s[p] > ' ' {
+		p++
+	}
+	return p
 }
 
 // isSpace is Perl's and RE2's \s: [\t\n\f\r ].

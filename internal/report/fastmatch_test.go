@@ -311,3 +311,60 @@ func FuzzWordEnd(f *testing.F) {
 	f.Add("4B00001: hold: header x")
 	f.Fuzz(checkWordEnd)
 }
+
+// refRejHeadRest is rejHeadRest as it was before colonOrLow: a byte loop
+// to the first ": " or space.
+func refRejHeadRest(r string) (typ, from, rmdr string, ok bool) {
+	j := 0
+	for j < len(r) && !isSpace(r[j]) {
+		j++
+	}
+	if j == 0 || !strings.HasPrefix(r[j:], " from ") {
+		return "", "", "", false
+	}
+	t := r[:j]
+	r = r[j+len(" from "):]
+	for j := 0; j < len(r) && !isSpace(r[j]); j++ {
+		if j >= 1 && r[j] == ':' && j+1 < len(r) && r[j+1] == ' ' {
+			return t, r[:j], r[j+2:], true
+		}
+	}
+	return "", "", "", false
+}
+
+func checkRejHeadRest(t *testing.T, s string) {
+	t.Helper()
+	gt, gf, gr, gok := rejHeadRest(s)
+	wt, wf, wr, wok := refRejHeadRest(s)
+	if gt != wt || gf != wf || gr != wr || gok != wok {
+		t.Fatalf("rejHeadRest(%q) = %q %q %q %v, want %q %q %q %v", s, gt, gf, gr, gok, wt, wf, wr, wok)
+	}
+}
+
+// TestRejHeadRestSame puts a colon, a colon and a space, every byte below
+// '!' and the bytes around them at every offset of a client's first three
+// words.
+func TestRejHeadRestSame(t *testing.T) {
+	for n := 0; n < 26; n++ {
+		for c := 0; c < 256; c++ {
+			if c > '!' && c != ':' && c != ';' && c != 0x7f && c != 0x80 && c != 0xff {
+				continue
+			}
+			name := []byte(strings.Repeat("u", n))
+			for _, tail := range []string{"", " ", ": ", ":", "x: 554 y", ": : z", "]: 554 5.7.1 x"} {
+				checkRejHeadRest(t, "RCPT from "+string(name)+string(rune(c))+tail)
+				checkRejHeadRest(t, "RCPT from "+string(name)+string([]byte{byte(c)})+tail)
+			}
+		}
+	}
+	for _, s := range []string{"RCPT from unknown[192.0.2.1]: 554 5.7.1 <a@b>: Relay access denied; from=<x> to=<a@b>",
+		"CONNECT from a: b", "RCPT from :x: y", "RCPT from x", "RCPT  from x: y", "from x: y", "RCPT from ", "RCPT from : "} {
+		checkRejHeadRest(t, s)
+	}
+}
+
+func FuzzRejHeadRest(f *testing.F) {
+	f.Add("RCPT from unknown[192.0.2.1]: 554 5.7.1 <a@b>: Relay access denied")
+	f.Add("DATA from h.example[2001:db8::1]:25: x")
+	f.Fuzz(checkRejHeadRest)
+}
