@@ -1,9 +1,13 @@
 package logwatch
 
 import (
+	"encoding/binary"
+	"math/bits"
 	"net/netip"
 	"strconv"
 	"strings"
+
+	"unsafe"
 
 	"github.com/relayguard/relayguard/internal/event"
 )
@@ -20,7 +24,15 @@ import (
 // program is "dovecot" (the message then starts with the process name) or
 // the process name itself when Dovecot logs with per-process tags.
 func parseDovecot(program, msg string) (event.Event, bool) {
-	e := event.Event{Source: "dovecot"}
+	var e event.Event
+	ok := parseDovecotTo(&e, program, msg)
+	return e, ok
+}
+
+// parseDovecotTo is parseDovecot writing the event into *e (every field:
+// a reused event is overwritten whole).
+func parseDovecotTo(e *event.Event, program, msg string) bool {
+	*e = event.Event{Source: "dovecot"}
 	proc := program
 	if program == "dovecot" || strings.HasPrefix(program, "dovecot/") || program == "dovecot-auth" || dovecotProc(program) {
 		proc = strings.TrimPrefix(program, "dovecot/")
@@ -30,8 +42,8 @@ func parseDovecot(program, msg string) (event.Event, bool) {
 		// "dovecot: auth-worker(5787): …", "imap-login: …": the process
 		// names, then the message.
 		for range 2 {
-			i := strings.Index(msg, ": ")
-			if i <= 0 || !dovecotProc(msg[:i]) {
+			i := procEnd(msg)
+			if i < 0 {
 				break
 			}
 			proc, msg = msg[:i], msg[i+2:]
@@ -44,21 +56,21 @@ func parseDovecot(program, msg string) (event.Event, bool) {
 			msg = msg[i+3:]
 		}
 	}
-	var ok bool
+	ok := false
 	switch {
-	case strings.HasPrefix(msg, "pam_unix(dovecot:auth): authentication failure;"):
+	case strings.HasPrefix(msg, "pam_unix(") && strings.HasPrefix(msg, "pam_unix(dovecot:auth): authentication failure;"):
 		// PAM's own line: "… tty=dovecot ruser=U rhost=IP [user=U]"
 		e.Kind, e.Rule, e.Detail = event.AuthFailure, "pam_unix", "password mismatch"
 		rh := strings.LastIndex(msg, " rhost=")
 		if rh < 0 {
-			return e, false
+			return false
 		}
 		e.IP, ok = dovecotAddr(strings.TrimSpace(msg[rh+7:]))
 		e.User = field(msg, " ruser=", ' ')
 		if u := field(msg, " user=", ' '); u != "" && rh < strings.LastIndex(msg, " user=") {
 			e.User = u
 		}
-		return e, ok
+		return ok
 	case strings.HasSuffix(proc, "-login"):
 		e.Service = strings.TrimSuffix(proc, "-login")
 		// The user name is the client's: Dovecot logs whatever it sent
@@ -70,11 +82,11 @@ func parseDovecot(program, msg string) (event.Event, bool) {
 		// (and banned) for its failures.
 		head, user, mid, tail := dovecotLoginFields(msg)
 		if tail == "" {
-			return e, false
+			return false
 		}
 		e.IP, ok = dovecotAddr(tail)
 		if !ok {
-			return e, false
+			return false
 		}
 		e.User = user
 		e.Mechanism = field(mid, "method=", ',')
@@ -86,9 +98,9 @@ func parseDovecot(program, msg string) (event.Event, bool) {
 			} else {
 				e.Kind = event.LoginSuccess
 			}
-			return e, true
+			return true
 		}
-		switch i := strings.Index(msg, "(auth failed, "); {
+		switch i := authFailedAt(msg); {
 		case i >= 0:
 			e.Kind = event.AuthFailure
 			n := msg[i+len("(auth failed, "):]
@@ -101,16 +113,16 @@ func parseDovecot(program, msg string) (event.Event, bool) {
 					e.Attempts = v
 				}
 			}
-			return e, true
+			return true
 		case strings.Contains(msg, "(tried to use disabled plaintext auth)") || strings.Contains(msg, "(tried to use disallowed plaintext auth)") ||
 			strings.Contains(msg, "(proxy dest auth failed)"):
 			// Credentials sent in clear where they are refused, or refused
 			// by the proxied backend: fail2ban counts both.
 			e.Kind = event.AuthFailure
 			e.Detail = field(msg, "(", ')')
-			return e, true
+			return true
 		}
-		return e, false
+		return false
 	case proc == "auth" || strings.HasPrefix(proc, "auth-worker") || strings.HasPrefix(proc, "auth("):
 		// driver(user,ip[,<session>]): unknown user | Password mismatch | pam_authenticate() failed
 		open := strings.IndexByte(msg, '(')
@@ -119,12 +131,12 @@ func parseDovecot(program, msg string) (event.Event, bool) {
 		// auth_verbose_passwords wrote the client's password after the
 		// verdict; the name cannot hold "): " with the default
 		// auth_username_chars, so the first is Dovecot's then.
-		cl := lastIndex(msg, "): ")
-		if strings.Contains(msg, " (given password: ") {
-			cl = strings.Index(msg, "): ")
+		cl := lastIndexBy(msg, "): ", 0)
+		if indexBy(msg, " (given password: ", 1) >= 0 {
+			cl = indexBy(msg, "): ", 0)
 		}
 		if open <= 0 || cl < open {
-			return e, false
+			return false
 		}
 		what := msg[cl+3:]
 		switch {
@@ -138,7 +150,7 @@ func parseDovecot(program, msg string) (event.Event, bool) {
 				e.Detail = "unknown user"
 			}
 		default:
-			return e, false
+			return false
 		}
 		e.Rule = msg[:open] // passdb driver
 		// driver(user,ip[,<session>]): the user name is the client's and
@@ -149,11 +161,11 @@ func parseDovecot(program, msg string) (event.Event, bool) {
 		// is "" or "<S>" is the session; then the address; the rest,
 		// commas and all, is the user.
 		args := msg[open+1 : cl]
-		last := strings.LastIndexByte(args, ',')
+		last := lastByte(args, ',')
 		if last < 0 {
-			return e, false
+			return false
 		}
-		if prev := strings.LastIndexByte(args[:last], ','); prev >= 0 {
+		if prev := lastByte(args[:last], ','); prev >= 0 {
 			if s := args[last+1:]; s == "" || strings.HasPrefix(s, "<") && strings.HasSuffix(s, ">") {
 				e.Session = strings.TrimSuffix(strings.TrimPrefix(s, "<"), ">") // "" or "<S>"
 				args, last = args[:last], prev
@@ -162,9 +174,9 @@ func parseDovecot(program, msg string) (event.Event, bool) {
 		e.User = args[:last]
 		e.IP, ok = dovecotAddr(args[last+1:])
 		e.Kind = event.AuthFailure
-		return e, ok
+		return ok
 	}
-	return e, false
+	return false
 }
 
 // Dovecot reports whether a syslog tag is Dovecot's ("dovecot",
@@ -185,15 +197,56 @@ func dovecotProc(s string) bool {
 // dovecotLevel strips the log level Dovecot's own log file writes after
 // the process name ("Info: ", "Warning: "…).
 func dovecotLevel(msg string) string {
-	if msg == "" || !strings.ContainsRune("IWEDFP", rune(msg[0])) {
+	if msg == "" {
 		return msg
 	}
-	for _, l := range [...]string{"Info: ", "Warning: ", "Error: ", "Debug: ", "Fatal: ", "Panic: "} {
-		if strings.HasPrefix(msg, l) {
-			return msg[len(l):]
-		}
+	var l string // (the levels' first bytes differ: one can be there)
+	switch msg[0] {
+	case 'I':
+		l = "Info: "
+	case 'W':
+		l = "Warning: "
+	case 'E':
+		l = "Error: "
+	case 'D':
+		l = "Debug: "
+	case 'F':
+		l = "Fatal: "
+	case 'P':
+		l = "Panic: "
+	default:
+		return msg
+	}
+	if strings.HasPrefix(msg, l) {
+		return msg[len(l):]
 	}
 	return msg
+}
+
+// procEnd returns where the Dovecot process name msg starts with ends: the
+// index of msg's first ": " when what is before it names one (dovecotProc),
+// else -1. The auth process's own name is read without a search.
+func procEnd(msg string) int {
+	switch {
+	case strings.HasPrefix(msg, "auth: "):
+		return len("auth")
+	case strings.HasPrefix(msg, "dovecot: "):
+		return len("dovecot")
+	}
+	i := indexBy(msg, ": ", 0)
+	if i <= 0 || !dovecotProc(msg[:i]) {
+		return -1
+	}
+	return i
+}
+
+// authFailedAt is strings.Index(msg, "(auth failed, "), without a search
+// on the usual "Disconnected (auth failed, …".
+func authFailedAt(msg string) int {
+	if strings.HasPrefix(msg, "Disconnected (auth failed, ") {
+		return len("Disconnected ")
+	}
+	return strings.Index(msg, "(auth failed, ")
 }
 
 // dovecotLoginFields splits a login process's message
@@ -203,18 +256,18 @@ func dovecotLevel(msg string) string {
 // it and rip ("method=M"), and the fields from the last " rip=" on,
 // without "rip=" (its address first). tail is "" when there is no rip.
 func dovecotLoginFields(msg string) (head, user, mid, tail string) {
-	r := lastIndex(msg, " rip=")
+	r := lastIndexBy(msg, " rip=", 4)
 	if r < 0 {
 		return msg, "", "", ""
 	}
 	head, tail = msg[:r], msg[r+len(" rip="):]
-	u := strings.Index(head, "user=<")
+	u := indexBy(head, "user=<", 5)
 	if u < 0 {
 		return head, "", head, tail
 	}
 	user = head[u+len("user=<"):]
 	head = head[:u]
-	if j := strings.LastIndexByte(user, '>'); j >= 0 {
+	if j := lastByte(user, '>'); j >= 0 {
 		user, mid = user[:j], user[j+1:]
 	}
 	return head, user, mid, tail
@@ -254,21 +307,11 @@ func dottedQuad(s string) (ip netip.Addr, n int, ok bool) {
 			}
 			i++
 		}
-		if i >= len(s) || s[i]-'0' > 9 {
+		v, j := quadField(s, i)
+		if j < 0 {
 			return ip, 0, false
 		}
-		v := int(s[i] - '0')
-		i++
-		if v != 0 { // (a field with a leading zero is one digit)
-			for k := 0; k < 2 && i < len(s) && s[i]-'0' <= 9; k++ {
-				v = v*10 + int(s[i]-'0')
-				i++
-			}
-		}
-		if v > 255 {
-			return ip, 0, false
-		}
-		b[f] = byte(v)
+		b[f], i = byte(v), j
 	}
 	if i < len(s) && (s[i]-'0' <= 9 || s[i] == '.') { // a longer field, or more of them
 		return ip, 0, false
@@ -276,23 +319,129 @@ func dottedQuad(s string) (ip netip.Addr, n int, ok bool) {
 	return netip.AddrFrom4(b), i, true
 }
 
-// lastIndex is strings.LastIndex for the short separators of Dovecot's
-// lines, by a backward scan for their first and last bytes
-// (strings.LastIndex hashes every byte it passes; strings.Index from the
-// first occurrence on costs more on these short lines).
-func lastIndex(s, sep string) int {
-	c, z := sep[0], sep[len(sep)-1]
-	for i := len(s) - len(sep); i >= 0; i-- {
-		if s[i] == c && s[i+len(sep)-1] == z && s[i:i+len(sep)] == sep {
+// quadField reads the field of a dotted quad at s[i:]: one to three
+// digits, no leading zero (a field starting with 0 is "0"), at most 255.
+// It returns the field and the index after it, or j -1.
+func quadField(s string, i int) (v uint, j int) {
+	if i >= len(s) {
+		return 0, -1
+	}
+	v = uint(s[i] - '0')
+	switch {
+	case v > 9:
+		return 0, -1
+	case v == 0 || i+1 >= len(s):
+		return v, i + 1
+	}
+	d := uint(s[i+1] - '0')
+	if d > 9 {
+		return v, i + 1
+	}
+	v = v*10 + d
+	if i+2 >= len(s) {
+		return v, i + 2
+	}
+	if d = uint(s[i+2] - '0'); d > 9 {
+		return v, i + 2
+	}
+	if v = v*10 + d; v > 255 {
+		return 0, -1
+	}
+	return v, i + 3
+}
+
+// indexBy is strings.Index(s, key), searched by key's byte at k (one
+// rarer than key's first: '<', '=', ':'), each one found checked for key
+// around it. strings.Index compares the whole key at every byte of strings
+// as short as Dovecot's lines, and stops at each of its first bytes on
+// longer ones.
+func indexBy(s, key string, k int) int {
+	for off := 0; off < len(s); {
+		i := strings.IndexByte(s[off:], key[k])
+		if i < 0 {
+			return -1
+		}
+		i += off
+		if t := i - k; t >= 0 && hasAt(s, t, key) {
+			return t
+		}
+		off = i + 1
+	}
+	return -1
+}
+
+// lastIndexBy is strings.LastIndex(s, key), searched by key's byte at k
+// from the end, eight bytes at a time (Go's LastIndexByte compares one
+// byte at a time), each one found checked for key around it.
+func lastIndexBy(s, key string, k int) int {
+	c := key[k]
+	i := len(s)
+	if i >= 8 {
+		b := unsafe.Slice(unsafe.StringData(s), len(s))
+		rep := uint64(c) * 0x0101010101010101
+		for ; i >= 8; i -= 8 {
+			for m := zeroBytes(binary.LittleEndian.Uint64(b[i-8:]) ^ rep); m != 0; {
+				n := bits.Len64(m)/8 - 1 // the word's last c
+				if t := i - 8 + n - k; t >= 0 && hasAt(s, t, key) {
+					return t
+				}
+				m &^= 0x80 << (8 * n)
+			}
+		}
+	}
+	for i--; i >= 0; i-- {
+		if s[i] == c && i >= k && hasAt(s, i-k, key) {
+			return i - k
+		}
+	}
+	return -1
+}
+
+// lastByte is strings.LastIndexByte(s, c), eight bytes at a time.
+func lastByte(s string, c byte) int {
+	i := len(s)
+	if i >= 8 {
+		b := unsafe.Slice(unsafe.StringData(s), len(s))
+		rep := uint64(c) * 0x0101010101010101
+		for ; i >= 8; i -= 8 {
+			if m := zeroBytes(binary.LittleEndian.Uint64(b[i-8:]) ^ rep); m != 0 {
+				return i - 9 + bits.Len64(m)/8
+			}
+		}
+	}
+	for i--; i >= 0; i-- {
+		if s[i] == c {
 			return i
 		}
 	}
 	return -1
 }
 
+// hasAt reports whether key is at s[t:], comparing byte by byte: most
+// candidates differ at their first or second byte, and the runtime's
+// comparison of strings costs a call.
+func hasAt(s string, t int, key string) bool {
+	if t+len(key) > len(s) {
+		return false
+	}
+	s = s[t : t+len(key)]
+	for j := range len(key) {
+		if s[j] != key[j] {
+			return false
+		}
+	}
+	return true
+}
+
+// zeroBytes has the high bit of each zero byte of w set, and no other bit.
+func zeroBytes(w uint64) uint64 {
+	const lo7 = 0x7f7f7f7f7f7f7f7f
+	return ^((w&lo7 + lo7) | w | lo7)
+}
+
 // field returns the text after key up to the byte end (or the end of s).
 func field(s, key string, end byte) string {
-	i := strings.Index(s, key)
+	i := indexBy(s, key, len(key)-1) // (the keys end in '=', '<' or '(')
 	if i < 0 {
 		return ""
 	}

@@ -2,6 +2,7 @@ package logwatch
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/relayguard/relayguard/internal/event"
@@ -41,5 +42,24 @@ func BenchmarkParseDovecot(b *testing.B) {
 	for i := range b.N {
 		l := lines[i%len(lines)]
 		ParseMessageTo(&e, l[0], l[1])
+	}
+}
+
+func BenchmarkParseDovecotKinds(b *testing.B) {
+	lines := dovecotBenchLines()
+	for _, k := range []struct{ name, has string }{{"passdb", "auth: "}, {"failed", "(auth failed"}, {"login", "Login: "}} {
+		var sel [][2]string
+		for _, l := range lines {
+			if strings.Contains(l[1], k.has) {
+				sel = append(sel, l)
+			}
+		}
+		b.Run(k.name, func(b *testing.B) {
+			var e event.Event
+			for i := range b.N {
+				l := sel[i%len(sel)]
+				ParseMessageTo(&e, l[0], l[1])
+			}
+		})
 	}
 }

@@ -11,7 +11,8 @@ import (
 // Dovecot's parser as it was before it was made faster (strings.LastIndex,
 // strings.Split, IndexAny, netip.ParseAddr for every address), kept as
 // the reference the fast one is held to (TestDovecotSameAsReference,
-// FuzzDovecotSameAsReference). field and dovecotProc are shared.
+// FuzzDovecotSameAsReference). dovecotProc is shared; refField is field as it
+// was (strings.Index).
 
 func refParseDovecot(program, msg string) (event.Event, bool) {
 	e := event.Event{Source: "dovecot"}
@@ -48,8 +49,8 @@ func refParseDovecot(program, msg string) (event.Event, bool) {
 			return e, false
 		}
 		e.IP, ok = refDovecotAddr(strings.TrimSpace(msg[rh+7:]))
-		e.User = field(msg, " ruser=", ' ')
-		if u := field(msg, " user=", ' '); u != "" && rh < strings.LastIndex(msg, " user=") {
+		e.User = refField(msg, " ruser=", ' ')
+		if u := refField(msg, " user=", ' '); u != "" && rh < strings.LastIndex(msg, " user=") {
 			e.User = u
 		}
 		return e, ok
@@ -71,8 +72,8 @@ func refParseDovecot(program, msg string) (event.Event, bool) {
 			return e, false
 		}
 		e.User = user
-		e.Mechanism = field(mid, "method=", ',')
-		e.Session = field(tail, "session=<", '>')
+		e.Mechanism = refField(mid, "method=", ',')
+		e.Session = refField(tail, "session=<", '>')
 		msg = head
 		switch {
 		case strings.HasPrefix(msg, "Login: "):
@@ -101,7 +102,7 @@ func refParseDovecot(program, msg string) (event.Event, bool) {
 			// Credentials sent in clear where they are refused, or refused
 			// by the proxied backend: fail2ban counts both.
 			e.Kind = event.AuthFailure
-			e.Detail = field(msg, "(", ')')
+			e.Detail = refField(msg, "(", ')')
 			return e, true
 		}
 		return e, false
@@ -199,4 +200,16 @@ func refDovecotAddr(s string) (netip.Addr, bool) {
 		return netip.Addr{}, false
 	}
 	return ip.Unmap(), true
+}
+
+func refField(s, key string, end byte) string {
+	i := strings.Index(s, key)
+	if i < 0 {
+		return ""
+	}
+	s = s[i+len(key):]
+	if j := strings.IndexByte(s, end); j >= 0 {
+		return s[:j]
+	}
+	return s
 }

@@ -128,12 +128,49 @@ func FuzzDottedQuad(f *testing.F) {
 	})
 }
 
-// TestLastIndex: lastIndex is strings.LastIndex, overlapping separators
-// included.
-func TestLastIndex(t *testing.T) {
-	for _, c := range [][2]string{{"a): b): c", "): "}, {"", "): "}, {"): ", "): "}, {"aaaa", "aa"}, {"x rip=1 rip=2", " rip="}, {"abc", "d"}, {"abab", "aba"}} {
-		if got, want := lastIndex(c[0], c[1]), strings.LastIndex(c[0], c[1]); got != want {
-			t.Errorf("lastIndex(%q, %q) = %d, want %d", c[0], c[1], got, want)
+// TestDovecotSearches: indexBy, lastIndexBy and lastByte are strings.Index,
+// strings.LastIndex and strings.LastIndexByte, whichever byte of the key
+// they search by, on keys that overlap themselves, at every length around
+// the eight-byte words and with the key at either end.
+func TestDovecotSearches(t *testing.T) {
+	hays := []string{"", "a", "): ", "a): b): c", "aaaa", "abab", "x rip=1 rip=2", "rip= rip= rip=", " rip=", "user=<user=<",
+		"Disconnected (auth failed, 2 attempts in 4 secs): user=<w>, method=PLAIN, rip=1.2.3.4, lip=5.6.7.8, TLS, session=<s>",
+		"passwd-file(a,b): c,1.2.3.4,<s>): unknown user (given password: x): y"}
+	for n := range 40 {
+		hays = append(hays, strings.Repeat("=", n), strings.Repeat("x", n)+" rip=", " rip="+strings.Repeat("x", n), strings.Repeat("): x", n))
+	}
+	keys := []string{": ", "): ", " rip=", "user=<", "session=<", "method=", "(", "aa", "aba", "=", " (given password: ", "x"}
+	for _, h := range hays {
+		for _, key := range keys {
+			checkSearches(t, h, key)
 		}
 	}
+}
+
+func checkSearches(t *testing.T, h, key string) {
+	t.Helper()
+	for k := range len(key) {
+		if got, want := indexBy(h, key, k), strings.Index(h, key); got != want {
+			t.Fatalf("indexBy(%q, %q, %d) = %d, want %d", h, key, k, got, want)
+		}
+		if got, want := lastIndexBy(h, key, k), strings.LastIndex(h, key); got != want {
+			t.Fatalf("lastIndexBy(%q, %q, %d) = %d, want %d", h, key, k, got, want)
+		}
+	}
+	if got, want := lastByte(h, key[0]), strings.LastIndexByte(h, key[0]); got != want {
+		t.Fatalf("lastByte(%q, %q) = %d, want %d", h, key[0], got, want)
+	}
+	if got, want := field(h, key, '>'), refField(h, key, '>'); got != want {
+		t.Fatalf("field(%q, %q) = %q, want %q", h, key, got, want)
+	}
+}
+
+func FuzzDovecotSearches(f *testing.F) {
+	f.Add("x rip=1 rip=2, lip=3", " rip=")
+	f.Add("a): b): c", "): ")
+	f.Fuzz(func(t *testing.T, h, key string) {
+		if key != "" && len(key) <= 32 {
+			checkSearches(t, h, key)
+		}
+	})
 }

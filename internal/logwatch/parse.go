@@ -76,8 +76,12 @@ func ParseMessage(program, msg string) (event.Event, bool) {
 // keeps the events of many lines in an array saves the copies of each on
 // its way out, and a Postfix smtpd line goes straight to its parser.
 func ParseMessageTo(e *event.Event, program, msg string) bool {
-	if program == "postfix/smtpd" {
+	switch {
+	case program == "postfix/smtpd":
 		return parseSmtpd(e, program, msg, nil)
+	case program == "dovecot" || !strings.HasPrefix(program, "postfix") && Dovecot(program):
+		// (parseMessage's order: a "postfix…" tag is never Dovecot's)
+		return parseDovecotTo(e, program, msg)
 	}
 	var ok bool
 	*e, ok = parseMessage(program, msg, nil)
