@@ -34,6 +34,7 @@ func parseDovecot(program, msg string) (event.Event, bool) {
 func parseDovecotTo(e *event.Event, program, msg string) bool {
 	*e = event.Event{Source: "dovecot"}
 	proc := program
+	colon := -2 // where msg's first ": " is (-1: nowhere; -2: not known)
 	if program == "dovecot" || strings.HasPrefix(program, "dovecot/") || program == "dovecot-auth" || dovecotProc(program) {
 		proc = strings.TrimPrefix(program, "dovecot/")
 		if program == "dovecot-auth" {
@@ -42,18 +43,21 @@ func parseDovecotTo(e *event.Event, program, msg string) bool {
 		// "dovecot: auth-worker(5787): …", "imap-login: …": the process
 		// names, then the message.
 		for range 2 {
-			i := procEnd(msg)
+			i, c := procEnd(msg)
 			if i < 0 {
+				colon = c
 				break
 			}
 			proc, msg = msg[:i], msg[i+2:]
 		}
 	}
-	msg = dovecotLevel(msg)
+	if m := dovecotLevel(msg); len(m) != len(msg) {
+		msg, colon = m, -2
+	}
 	// Dovecot 2.3 auth workers: "conn unix:auth-worker (uid=143): auth-worker<13247>: sql(…): …"
 	if strings.HasPrefix(msg, "conn ") {
 		if i := strings.Index(msg, ">: "); i >= 0 {
-			msg = msg[i+3:]
+			msg, colon = msg[i+3:], -2
 		}
 	}
 	ok := false
@@ -131,9 +135,16 @@ func parseDovecotTo(e *event.Event, program, msg string) bool {
 		// auth_verbose_passwords wrote the client's password after the
 		// verdict; the name cannot hold "): " with the default
 		// auth_username_chars, so the first is Dovecot's then.
-		cl := lastIndexBy(msg, "): ", 0)
-		if indexBy(msg, " (given password: ", 1) >= 0 {
-			cl = indexBy(msg, "): ", 0)
+		var cl int
+		if colon > 0 && msg[colon-1] == ')' && strings.IndexByte(msg[colon+2:], ':') < 0 {
+			// msg's only ": " (no ':' after its first): its only "): ",
+			// the first and the last
+			cl = colon - 1
+		} else {
+			cl = lastIndexBy(msg, "): ", 0)
+			if indexBy(msg, " (given password: ", 1) >= 0 {
+				cl = indexBy(msg, "): ", 0)
+			}
 		}
 		if open <= 0 || cl < open {
 			return false
@@ -225,19 +236,20 @@ func dovecotLevel(msg string) string {
 
 // procEnd returns where the Dovecot process name msg starts with ends: the
 // index of msg's first ": " when what is before it names one (dovecotProc),
-// else -1. The auth process's own name is read without a search.
-func procEnd(msg string) int {
+// else -1; and the index of msg's first ": " (-1: none). The auth
+// process's own name is read without a search.
+func procEnd(msg string) (end, colon int) {
 	switch {
 	case strings.HasPrefix(msg, "auth: "):
-		return len("auth")
+		return len("auth"), len("auth")
 	case strings.HasPrefix(msg, "dovecot: "):
-		return len("dovecot")
+		return len("dovecot"), len("dovecot")
 	}
 	i := indexBy(msg, ": ", 0)
 	if i <= 0 || !dovecotProc(msg[:i]) {
-		return -1
+		return -1, i
 	}
-	return i
+	return i, i
 }
 
 // authFailedAt is strings.Index(msg, "(auth failed, "), without a search

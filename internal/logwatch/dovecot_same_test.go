@@ -108,22 +108,26 @@ func FuzzDovecotSameAsReference(f *testing.F) {
 // FuzzDottedQuad: the address dottedQuad reads at the start of s is what
 // netip.ParseAddr reads there, and it reads every dotted quad netip does.
 func FuzzDottedQuad(f *testing.F) {
-	for _, s := range []string{"1.2.3.4", "255.255.255.255", "01.2.3.4", "256.0.0.1", "1.2.3", "::1", "0.0.0.0", "1.2.3.4, lip", "1.2.3.45)", "1.2.3.4.5", "1.2.3.0004"} {
+	for _, s := range []string{"1.2.3.4", "255.255.255.255", "01.2.3.4", "256.0.0.1", "1.2.3", "::1", "0.0.0.0", "1.2.3.4, lip", "1.2.3.45)", "1.2.3.4.5", "1.2.3.0004",
+		"192.168.100.200", "1.2.3.4567890123456", "10.0.0.1,<abcdefgh>", "1.2.3.4.5.6.7.8.9", "1.22.3.0x", "0.0.0.00"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		got, n, ok := dottedQuad(s)
-		if ok {
-			if want, err := netip.ParseAddr(s[:n]); err != nil || got != want {
-				t.Fatalf("dottedQuad(%q) = %v, %d; netip.ParseAddr(%q) gives %v, %v", s, got, n, s[:n], want, err)
+		// s alone, and with text after it as in Dovecot's lines
+		for _, x := range []string{s, s + ", lip=192.0.2.10, TLS", s + "0123456789abcdef", s + ".0123456789abcdef"} {
+			got, n, ok := dottedQuad(x)
+			if ok {
+				if want, err := netip.ParseAddr(x[:n]); err != nil || got != want {
+					t.Fatalf("dottedQuad(%q) = %v, %d; netip.ParseAddr(%q) gives %v, %v", x, got, n, x[:n], want, err)
+				}
+				if n < len(x) && (x[n] == '.' || x[n] >= '0' && x[n] <= '9') {
+					t.Fatalf("dottedQuad(%q) stopped at %d, inside a longer address", x, n)
+				}
 			}
-			if n < len(s) && (s[n] == '.' || s[n] >= '0' && s[n] <= '9') {
-				t.Fatalf("dottedQuad(%q) stopped at %d, inside a longer address", s, n)
+			want, err := netip.ParseAddr(s)
+			if err == nil && want.Is4() && (x == s || x[len(s)] == ',') && (!ok || n != len(s) || got != want) {
+				t.Fatalf("dottedQuad(%q) = %v, %d, %v; netip.ParseAddr reads %v in %q", x, got, n, ok, want, s)
 			}
-		}
-		want, err := netip.ParseAddr(s)
-		if err == nil && want.Is4() && (!ok || n != len(s) || got != want) {
-			t.Fatalf("dottedQuad(%q) = %v, %d, %v; netip.ParseAddr reads %v", s, got, n, ok, want)
 		}
 	})
 }

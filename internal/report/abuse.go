@@ -309,6 +309,7 @@ type parsed struct {
 	e            event.Event
 	ok           bool
 	done         bool // e and ok are logwatch's answer (a reused slot: false)
+	dovecot      bool // the question is a Dovecot line's (Program, Message): readLines queues its job without add
 }
 
 // parse returns logwatch.ParseMessage's event of (program, msg), and

@@ -251,15 +251,11 @@ func (a *Analyzer) readLines(r io.Reader, data []byte, p *logline.Parser) error 
 				// client stage was. The parse is a function of the line
 				// alone, so the report is the same either way.
 				if prog, ok := a.abuseProgram(l.Program, at, msg, kind&lineRK != 0); ok {
-					n := len(b.ev)
-					if n < cap(b.ev) {
-						b.ev = b.ev[:n+1]
-					} else {
-						b.ev = append(b.ev, parsed{})
-					}
-					b.evAt[i] = int32(n)
-					pe := &b.ev[n]
+					pe := b.slot(i)
 					pe.program, pe.msg, pe.done = prog, msg, false
+					// Dovecot's line (its question is (Program, Message)):
+					// the counting queues its job without add.
+					pe.dovecot = !strings.HasPrefix(prog, "postfix") && len(msg) == len(l.Message) && logwatch.Dovecot(prog)
 					if eager {
 						pe.ok, pe.done = logwatch.ParseMessageTo(&pe.e, prog, msg), true
 					}
@@ -372,11 +368,20 @@ func (a *Analyzer) readLines(r io.Reader, data []byte, p *logline.Parser) error 
 					a.seen(t, b.day[i])
 				}
 			case k&lineParsed != 0:
+				if j := b.evAt[i]; j >= 0 {
+					if b.ev[j].dovecot {
+						// What add does with Dovecot's line: queue its
+						// abuse view's job (abuseState.logged, the batch
+						// telling it whole: the slot holds its question).
+						if t := b.parsed[i].Time; t.IsZero() || a.inRange(t) {
+							b.jobs = append(b.jobs, queuedJob{jobLogged, int32(i), -1})
+						}
+						break
+					}
+					a.abuse.pre = &b.ev[j]
+				}
 				if k&lineRK != 0 {
 					a.preReject = &b.rk[i]
-				}
-				if j := b.evAt[i]; j >= 0 {
-					a.abuse.pre = &b.ev[j]
 				}
 				a.add(&b.parsed[i], int(b.cmdAt[i]), b.hr[i], b.day[i])
 				a.preReject, a.abuse.pre = nil, nil
@@ -393,6 +398,18 @@ func (a *Analyzer) readLines(r io.Reader, data []byte, p *logline.Parser) error 
 		}
 	}
 	return nil
+}
+
+// slot returns a new slot in b.ev for logwatch's reading of line i.
+func (b *batch) slot(i int) *parsed {
+	n := len(b.ev)
+	if n < cap(b.ev) {
+		b.ev = b.ev[:n+1]
+	} else {
+		b.ev = append(b.ev, parsed{})
+	}
+	b.evAt[i] = int32(n)
+	return &b.ev[n]
 }
 
 // connectionLine reports whether add would only count a line of program
