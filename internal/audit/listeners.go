@@ -92,6 +92,68 @@ func (l *Listener) Describe() string {
 // asked whether it speaks SMTP too.
 var smtpPorts = map[uint16]string{25: "mx", 465: "submissions", 587: "submission"}
 
+// groupSockets groups the listening sockets of one server: those on the
+// same port held by a common process. Each socket's holders are found by
+// their own walk of /proc/*/fd, so a server that forks a child (Postfix's
+// smtpd inherits its service's sockets) between two walks shows one of
+// its sockets held by master and the child, the other by master alone:
+// grouping by the exact set of holders made two servers of one. Sockets
+// no process is seen holding (another user's, without the rights to
+// read its fds) are each a group of their own. Groups keep the order of
+// their first socket.
+func groupSockets(socks []egress.Listening) [][]egress.Listening {
+	var groups [][]egress.Listening
+	shares := func(g []egress.Listening, s egress.Listening) bool {
+		for _, o := range g {
+			if o.Addr.Port() != s.Addr.Port() {
+				return false
+			}
+			for _, p := range o.Processes {
+				if slices.ContainsFunc(s.Processes, func(q egress.Process) bool { return q.PID == p.PID }) {
+					return true
+				}
+			}
+		}
+		return false
+	}
+	for _, s := range socks {
+		into := -1
+		for i := 0; i < len(groups); i++ {
+			if !shares(groups[i], s) {
+				continue
+			}
+			if into < 0 {
+				into = i
+				groups[i] = append(groups[i], s)
+				continue
+			}
+			// s joins two groups: one server after all.
+			groups[into] = append(groups[into], groups[i]...)
+			groups = slices.Delete(groups, i, i+1)
+			i--
+		}
+		if into < 0 {
+			groups = append(groups, []egress.Listening{s})
+		}
+	}
+	return groups
+}
+
+// held is g's first socket with the processes holding any of g's
+// sockets, whose programs name the group.
+func held(g []egress.Listening) egress.Listening {
+	all := g[0]
+	all.Processes = slices.Clone(all.Processes)
+	for _, s := range g[1:] {
+		for _, p := range s.Processes {
+			if !slices.ContainsFunc(all.Processes, func(q egress.Process) bool { return q.PID == p.PID }) {
+				all.Processes = append(all.Processes, p)
+			}
+		}
+	}
+	return all
+}
+
 // inventory finds the listening sockets and groups them by the processes
 // holding them; with probe it finds which speak SMTP and probes them, with
 // battery it also runs the relay battery against each. Without probe, the
@@ -103,51 +165,37 @@ func (r *run) inventory(ctx context.Context, probe, battery bool) {
 		r.problem(AreaListeners, "listeners", err)
 		return
 	}
-	byKey := map[string]*Listener{}
-	var order []string
-	for _, s := range socks {
-		var pids []string
-		for _, p := range s.Processes {
-			pids = append(pids, strconv.Itoa(p.PID))
+	var ls []*Listener
+	for _, g := range groupSockets(socks) {
+		all := held(g)
+		l := &Listener{Port: all.Addr.Port(), Role: smtpPorts[all.Addr.Port()], Programs: r.programs(all)}
+		if l.Role == "" {
+			l.Role = "other"
 		}
-		slices.Sort(pids)
-		key := fmt.Sprintf("%d/%s", s.Addr.Port(), strings.Join(pids, ","))
-		if len(pids) == 0 {
-			key = fmt.Sprintf("%d/inode%d", s.Addr.Port(), s.Inode)
+		for _, p := range all.Processes {
+			l.pids = append(l.pids, p.PID)
 		}
-		l := byKey[key]
-		if l == nil {
-			l = &Listener{Port: s.Addr.Port(), Role: smtpPorts[s.Addr.Port()]}
-			if l.Role == "" {
-				l.Role = "other"
+		for _, s := range g {
+			addr := s.Addr.Addr().String()
+			if s.Addr.Addr().IsUnspecified() {
+				addr = map[bool]string{true: "[::]", false: "0.0.0.0"}[s.Addr.Addr().Is6()]
+			} else if s.Addr.Addr().Is6() {
+				addr = "[" + addr + "]"
 			}
-			l.Programs = r.programs(s)
-			for _, p := range s.Processes {
-				l.pids = append(l.pids, p.PID)
+			if !slices.Contains(l.Addrs, addr) {
+				l.Addrs = append(l.Addrs, addr)
 			}
-			byKey[key] = l
-			order = append(order, key)
+			l.inodes = append(l.inodes, s.Inode)
 		}
-		addr := s.Addr.Addr().String()
-		if s.Addr.Addr().IsUnspecified() {
-			addr = map[bool]string{true: "[::]", false: "0.0.0.0"}[s.Addr.Addr().Is6()]
-		} else if s.Addr.Addr().Is6() {
-			addr = "[" + addr + "]"
-		}
-		if !slices.Contains(l.Addrs, addr) {
-			l.Addrs = append(l.Addrs, addr)
-		}
-		l.inodes = append(l.inodes, s.Inode)
-	}
-	for _, k := range order {
-		r.identify(byKey[k])
-		if pc := byKey[k].PostfixConfig; pc != "" && !slices.Contains(r.masters, pc) {
+		r.identify(l)
+		if pc := l.PostfixConfig; pc != "" && !slices.Contains(r.masters, pc) {
 			r.masters = append(r.masters, pc)
 		}
+		ls = append(ls, l)
 	}
 	if !probe {
-		for _, k := range order {
-			if l := byKey[k]; l.Role != "other" {
+		for _, l := range ls {
+			if l.Role != "other" {
 				l.SMTP = true
 				r.listeners = append(r.listeners, l)
 			}
@@ -172,8 +220,7 @@ func (r *run) inventory(ctx context.Context, probe, battery bool) {
 	}
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 8)
-	for _, k := range order {
-		l := byKey[k]
+	for _, l := range ls {
 		wg.Go(func() {
 			sem <- struct{}{}
 			defer func() { <-sem }()
@@ -181,8 +228,8 @@ func (r *run) inventory(ctx context.Context, probe, battery bool) {
 		})
 	}
 	wg.Wait()
-	for _, k := range order {
-		if l := byKey[k]; l.SMTP {
+	for _, l := range ls {
+		if l.SMTP {
 			r.listeners = append(r.listeners, l)
 		}
 	}
