@@ -60,7 +60,9 @@ func Open(ctx context.Context, name string) (io.ReadCloser, error) {
 			f.Close()
 			return nil, fmt.Errorf("%s: running xz -dc (install xz-utils): %w", name, err)
 		}
-		return &xzReader{Reader: journalOrText(bufio.NewReaderSize(out, 256<<10)), cmd: cmd, f: f, name: name, stderr: &stderr}, nil
+		x := &xzReader{out: out, cmd: cmd, f: f, name: name, stderr: &stderr}
+		x.Reader = journalOrText(bufio.NewReaderSize(eofReader{out, &x.eof}, 256<<10))
+		return x, nil
 	}
 	return &multiCloser{Reader: journalOrText(br), closers: []io.Closer{f}}, nil
 }
@@ -80,19 +82,41 @@ func (m *multiCloser) Close() error {
 
 type xzReader struct {
 	io.Reader
+	out    io.ReadCloser // xz's standard output
+	eof    bool          // out was read to its end
 	cmd    *exec.Cmd
 	f      *os.File
 	name   string
 	stderr *bytes.Buffer
 }
 
+// Close closes xz's output before it waits for xz: a reader that stops
+// before the end (report's firstTime reads one line) leaves xz blocked on
+// a full pipe, which would never exit. xz then fails on the closed pipe;
+// that is not an error of the file's, and only a file read to its end
+// reports xz's failure (a corrupt file).
 func (x *xzReader) Close() error {
+	x.out.Close()
 	err := x.cmd.Wait()
 	x.f.Close()
-	if err != nil {
+	if err != nil && x.eof {
 		return fmt.Errorf("%s: xz -dc: %v: %s", x.name, err, strings.TrimSpace(x.stderr.String()))
 	}
 	return nil
+}
+
+// eofReader notes in *eof that r was read to its end.
+type eofReader struct {
+	r   io.Reader
+	eof *bool
+}
+
+func (e eofReader) Read(p []byte) (int, error) {
+	n, err := e.r.Read(p)
+	if err == io.EOF {
+		*e.eof = true
+	}
+	return n, err
 }
 
 // journalEntry is the part of journalctl's JSON export (`journalctl -o

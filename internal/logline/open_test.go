@@ -1,9 +1,11 @@
 package logline
 
 import (
+	"bufio"
 	"bytes"
 	"compress/gzip"
 	"context"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -160,5 +162,65 @@ func TestPlainFile(t *testing.T) {
 			t.Errorf("%s: PlainFile = %v, %v; want plain %v", name, f, ok, c.plain)
 		}
 		r.Close()
+	}
+}
+
+// An xz file closed before its end (report's firstTime reads a file's first
+// line to order the files, then closes it) does not hang: xz, blocked on a
+// full pipe nobody reads, used to be waited for before the pipe was closed,
+// so `relayguard report` never returned on an .xz log larger than ~70 kB.
+func TestOpenXZClosedEarly(t *testing.T) {
+	if _, err := exec.LookPath("xz"); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("xz not installed (xz-utils)")
+		}
+		t.Skip("xz not installed (xz-utils)")
+	}
+	var text bytes.Buffer
+	for i := 0; text.Len() < 2<<20; i++ { // (far more than a pipe and the reader's buffer hold)
+		fmt.Fprintf(&text, "Nov 23 10:00:%02d mx1 postfix/smtpd[%d]: connect from unknown[192.0.2.%d]\n", i%60, i, i%250)
+	}
+	cmd := exec.Command("xz", "-0", "-c")
+	cmd.Stdin = bytes.NewReader(text.Bytes())
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := filepath.Join(t.TempDir(), "mail.log.1")
+	if err := os.WriteFile(name, out, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, read := range []int{0, 1, 1000} { // lines read before Close
+		rc, err := Open(context.Background(), name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		br := bufio.NewReader(rc)
+		for range read {
+			if l, err := br.ReadString('\n'); err != nil || !strings.Contains(l, "connect from") {
+				t.Fatalf("line read %q, %v", l, err)
+			}
+		}
+		closed := make(chan error, 1)
+		go func() { closed <- rc.Close() }()
+		select {
+		case err := <-closed:
+			if err != nil {
+				t.Errorf("close after %d lines: %v (the reader stopped early: no error of xz's to report)", read, err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("Close after %d of %d lines has not returned in 30 s: xz waited for on a full pipe", read, strings.Count(text.String(), "\n"))
+		}
+	}
+	// Read to its end, the file still closes without error.
+	rc, err := Open(context.Background(), name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, err := io.ReadAll(rc); err != nil || !bytes.Equal(b, text.Bytes()) {
+		t.Fatalf("read %d bytes, %v; want %d", len(b), err, text.Len())
+	}
+	if err := rc.Close(); err != nil {
+		t.Fatal(err)
 	}
 }
