@@ -569,8 +569,16 @@ func (a *Analyzer) ReadJournal(ctx context.Context, journalctl string, args []st
 		return fmt.Errorf("journal: running %s: %w", journalctl, err)
 	}
 	rerr := a.ReadJournalJSON(out, loc)
+	if rerr != nil {
+		// journalctl may have more to write: with nobody reading the
+		// pipe it would block, and Wait with it. Its exit on the closed
+		// pipe says nothing more than rerr.
+		out.Close()
+		cmd.Wait()
+		return rerr
+	}
 	if err := cmd.Wait(); err != nil {
 		return fmt.Errorf("journal: %s: %v: %s", journalctl, err, strings.TrimSpace(stderr.String()))
 	}
-	return rerr
+	return nil
 }

@@ -62,3 +62,44 @@ func TestJournalctl(t *testing.T) {
 		t.Errorf("bad journalctl run: %v", err)
 	}
 }
+
+// TestJournalctlNotJSON: journalctl's output that is not JSON (an
+// operator's --journal-arg=--output=short overrides the -o json) is an
+// error naming the line, and the report returns: it used to wait for
+// journalctl, blocked on a full pipe nobody read any more, for ever.
+func TestJournalctlNotJSON(t *testing.T) {
+	remote := requireBinary(t, "/lib/systemd/systemd-journal-remote")
+	requireBinary(t, "journalctl")
+	var export strings.Builder
+	base := time.Date(2026, 12, 3, 0, 0, 0, 0, time.UTC)
+	for i := range 5000 { // (its short output, ~500 kB, is far more than a pipe holds)
+		fmt.Fprintf(&export, "__REALTIME_TIMESTAMP=%d\n__MONOTONIC_TIMESTAMP=%d\n_BOOT_ID=0123456789abcdef0123456789abcdef\n_HOSTNAME=mx1\nSYSLOG_IDENTIFIER=postfix/smtpd\n_PID=%d\nMESSAGE=connect from unknown[192.0.2.%d]\n\n",
+			base.Add(time.Duration(i)*time.Second).UnixMicro(), i+1, 100+i, i%250)
+	}
+	jf := filepath.Join(t.TempDir(), "big.journal")
+	cmd := exec.Command(remote, "-o", jf, "-")
+	cmd.Stdin = strings.NewReader(export.String())
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("systemd-journal-remote: %v\n%s", err, out)
+	}
+	done := make(chan error, 1)
+	go func() {
+		done <- NewAnalyzer(DefaultOptions()).ReadJournal(context.Background(), "", []string{"--file=" + jf, "--output=short"}, time.UTC)
+	}()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "line 1 is not JSON") {
+			t.Fatalf("journalctl --output=short: %v, want an error naming line 1", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("ReadJournal has not returned in 30 s after journalctl's first line was not JSON")
+	}
+	// The same journal as JSON reads whole.
+	a := NewAnalyzer(DefaultOptions())
+	if err := a.ReadJournal(context.Background(), "", []string{"--file=" + jf}, time.UTC); err != nil {
+		t.Fatal(err)
+	}
+	if got := a.Summary().Lines; got != 5000 {
+		t.Fatalf("read %d journal entries, want 5000", got)
+	}
+}
