@@ -511,11 +511,15 @@ func (a *Analyzer) ReadFiles(ctx context.Context, names []string, newParser func
 		} else {
 			err = a.ReadLines(rc, newParser())
 		}
+		if err != nil {
+			err = fmt.Errorf("%s: %w", f.name, err)
+		}
+		// (Close's error names the file already: a corrupt .xz)
 		if cerr := rc.Close(); err == nil {
 			err = cerr
 		}
 		if err != nil {
-			return fmt.Errorf("%s: %w", f.name, err)
+			return err
 		}
 		if err := ctx.Err(); err != nil {
 			return err

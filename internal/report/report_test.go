@@ -308,6 +308,19 @@ func TestCompressedAndOrder(t *testing.T) {
 	if err := NewAnalyzer(DefaultOptions()).ReadFiles(context.Background(), []string{filepath.Join(dir, "missing")}, fixtureParser); err == nil || !strings.Contains(err.Error(), "missing") {
 		t.Errorf("missing file: %v", err)
 	}
+	// A corrupt .xz is an error that names the file once.
+	xzData, err := os.ReadFile(xz)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := filepath.Join(dir, "bad.log.xz")
+	if err := os.WriteFile(bad, xzData[:len(xzData)-40], 0o644); err != nil {
+		t.Fatal(err)
+	}
+	err = NewAnalyzer(DefaultOptions()).ReadFiles(context.Background(), []string{bad}, fixtureParser)
+	if err == nil || strings.Count(err.Error(), bad) != 1 || !strings.Contains(err.Error(), "xz -dc") {
+		t.Errorf("corrupt .xz: %v, want one error naming %s once", err, bad)
+	}
 }
 
 func TestJournalJSON(t *testing.T) {
