@@ -13,6 +13,8 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/relayguard/relayguard/internal/hosttest"
+
 	"github.com/emersion/go-message/textproto"
 	gomilter "github.com/emersion/go-milter"
 	"github.com/prometheus/client_golang/prometheus"
@@ -30,17 +32,8 @@ import (
 // TestSendmailFloodHeldPerUID and TestSubmissionBoundAndLimited run the
 // same against a real Postfix.
 
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-func (l *logBuffer) String() string { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
+// logBuffer is a log destination read while sessions write.
+type logBuffer = hosttest.LogBuffer
 
 type fakeAccounts struct {
 	suspended map[string]bool

@@ -6,10 +6,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/relayguard/relayguard/internal/hosttest"
 
 	"github.com/relayguard/relayguard/internal/deliver/delivertest"
 	"github.com/relayguard/relayguard/internal/queue"
@@ -125,11 +126,11 @@ func TestUnsavedRoundsLoggedOnce(t *testing.T) {
 	for i := range 10 {
 		ids = append(ids, put(t, sp, &queue.Envelope{From: "alice@sender.test", Recipients: rcpts("bob@local.test", "y@b.test")}, i))
 	}
-	var logs lockedLog
+	var logs hosttest.LogBuffer
 	fs.armed.Store(true)
 	startSchedulerLog(t, sp, cfg, slog.New(slog.NewTextHandler(&logs, nil)))
 	waitFor(t, "40 failed saves", func() bool { return fs.failed.Load() >= 40 })
-	if got := logs.lines("saving a delivery round"); len(got) != 1 || !strings.Contains(got[0], "no space left on device") {
+	if got := logs.Lines("saving a delivery round"); len(got) != 1 || !strings.Contains(got[0], "no space left on device") {
 		t.Errorf("%d failed saves of 10 messages' rounds logged in %d lines, want 1: %q", fs.failed.Load(), len(got), got)
 	}
 	fs.armed.Store(false)
@@ -141,34 +142,9 @@ func TestUnsavedRoundsLoggedOnce(t *testing.T) {
 		}
 		return true
 	})
-	if got := logs.lines("saving a delivery round"); len(got) < 2 || !strings.Contains(got[len(got)-1], "works again") {
+	if got := logs.Lines("saving a delivery round"); len(got) < 2 || !strings.Contains(got[len(got)-1], "works again") {
 		t.Errorf("no line says saving works again: %q", got)
 	}
-}
-
-// lockedLog is a log destination read while the scheduler writes to it.
-type lockedLog struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-// lines returns the lines that contain s.
-func (l *lockedLog) lines(s string) []string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	var out []string
-	for line := range strings.SplitSeq(l.b.String(), "\n") {
-		if strings.Contains(line, s) {
-			out = append(out, line)
-		}
-	}
-	return out
 }
 
 // An envelope update whose file was written but whose directory fsync
