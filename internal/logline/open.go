@@ -45,7 +45,7 @@ func Open(ctx context.Context, name string) (io.ReadCloser, error) {
 			f.Close()
 			return nil, fmt.Errorf("%s: %w", name, err)
 		}
-		return &multiCloser{Reader: journalOrText(bufio.NewReaderSize(zr, 256<<10)), closers: []io.Closer{zr, f}}, nil
+		return &multiCloser{Reader: journalOrText(bufio.NewReaderSize(gzipReader{zr}, 256<<10)), closers: []io.Closer{f}}, nil
 	case bytes.Equal(magic, []byte{0xfd, '7', 'z', 'X', 'Z', 0}):
 		cmd := exec.CommandContext(ctx, "xz", "-dc")
 		cmd.Stdin = br
@@ -60,16 +60,19 @@ func Open(ctx context.Context, name string) (io.ReadCloser, error) {
 			f.Close()
 			return nil, fmt.Errorf("%s: running xz -dc (install xz-utils): %w", name, err)
 		}
-		x := &xzReader{out: out, cmd: cmd, f: f, name: name, stderr: &stderr}
-		x.Reader = journalOrText(bufio.NewReaderSize(eofReader{out, &x.eof}, 256<<10))
+		x := &xzReader{out: out, cmd: cmd, f: f, stderr: &stderr}
+		x.Reader = journalOrText(bufio.NewReaderSize(xzOutput{x}, 256<<10))
 		return x, nil
 	}
-	return &multiCloser{Reader: journalOrText(br), closers: []io.Closer{f}}, nil
+	r := journalOrText(br)
+	_, text := r.(*bufio.Reader)
+	return &multiCloser{Reader: r, closers: []io.Closer{f}, plain: text}, nil
 }
 
 type multiCloser struct {
 	io.Reader
 	closers []io.Closer
+	plain   bool // the file's own bytes, plain text (PlainFile)
 }
 
 func (m *multiCloser) Close() error {
@@ -80,41 +83,66 @@ func (m *multiCloser) Close() error {
 	return errors.Join(errs...)
 }
 
+// A damaged compressed file is an error of the reading, not of Close: the
+// readers of Open (report, watch --replay, egress report, audit, the
+// follower's rotated siblings) stop at the first read error, and several of
+// them never look at Close's. The error does not name the file; like a
+// journal export's "line N is not JSON", the caller names it.
+
+// gzipReader reads a gzip stream; a truncated or damaged one is "gzip: ...".
+// (gzip.Reader reports a truncation as io.ErrUnexpectedEOF, which a reader
+// using io.ReadFull would take for a short last read and ignore.)
+type gzipReader struct{ zr *gzip.Reader }
+
+func (g gzipReader) Read(p []byte) (int, error) {
+	n, err := g.zr.Read(p)
+	if err != nil && err != io.EOF {
+		err = fmt.Errorf("gzip: %w", err)
+	}
+	return n, err
+}
+
 type xzReader struct {
 	io.Reader
 	out    io.ReadCloser // xz's standard output
-	eof    bool          // out was read to its end
+	waited bool          // xz was waited for
+	end    error         // what a read after that returns: io.EOF, xz's failure, os.ErrClosed
 	cmd    *exec.Cmd
 	f      *os.File
-	name   string
 	stderr *bytes.Buffer
 }
 
 // Close closes xz's output before it waits for xz: a reader that stops
 // before the end (report's firstTime reads one line) leaves xz blocked on
 // a full pipe, which would never exit. xz then fails on the closed pipe;
-// that is not an error of the file's, and only a file read to its end
-// reports xz's failure (a corrupt file).
+// that is not an error of the file's. A damaged file's error was the
+// read's (xzOutput).
 func (x *xzReader) Close() error {
 	x.out.Close()
-	err := x.cmd.Wait()
-	x.f.Close()
-	if err != nil && x.eof {
-		return fmt.Errorf("%s: xz -dc: %v: %s", x.name, err, strings.TrimSpace(x.stderr.String()))
+	if !x.waited {
+		x.waited, x.end = true, os.ErrClosed
+		_ = x.cmd.Wait()
 	}
-	return nil
+	return x.f.Close()
 }
 
-// eofReader notes in *eof that r was read to its end.
-type eofReader struct {
-	r   io.Reader
-	eof *bool
-}
+// xzOutput reads xz's output; at its end it waits for xz, and a failure of
+// xz's (a damaged or truncated file) is the read's error in place of
+// io.EOF: "xz -dc: exit status 1: xz: (stdin): Unexpected end of input".
+type xzOutput struct{ x *xzReader }
 
-func (e eofReader) Read(p []byte) (int, error) {
-	n, err := e.r.Read(p)
+func (o xzOutput) Read(p []byte) (int, error) {
+	x := o.x
+	if x.waited {
+		return 0, x.end
+	}
+	n, err := x.out.Read(p)
 	if err == io.EOF {
-		*e.eof = true
+		x.waited, x.end = true, io.EOF
+		if werr := x.cmd.Wait(); werr != nil {
+			x.end = fmt.Errorf("xz -dc: %v: %s", werr, strings.TrimSpace(x.stderr.String()))
+		}
+		return n, x.end
 	}
 	return n, err
 }
@@ -184,10 +212,7 @@ func journalString(raw json.RawMessage) (string, bool) {
 // it from there. The file is read from its start, whatever r has read.
 func PlainFile(r io.Reader) (*os.File, bool) {
 	m, ok := r.(*multiCloser)
-	if !ok || len(m.closers) != 1 {
-		return nil, false
-	}
-	if _, text := m.Reader.(*bufio.Reader); !text {
+	if !ok || !m.plain {
 		return nil, false
 	}
 	f, ok := m.closers[0].(*os.File)

@@ -57,13 +57,36 @@ func TestOpenByContent(t *testing.T) {
 			t.Errorf("%s: close: %v", n, err)
 		}
 	}
-	// A corrupt xz file is an error naming the file, at Close.
+	// A damaged file is an error of the reading (the caller names the
+	// file), after the lines before the damage; Close has nothing more.
 	bad := filepath.Join(dir, "bad")
 	os.WriteFile(bad, []byte{0xfd, '7', 'z', 'X', 'Z', 0, 1, 2, 3}, 0o600)
-	if rc, err := Open(context.Background(), bad); err == nil {
-		io.ReadAll(rc)
-		if err := rc.Close(); err == nil || !bytes.Contains([]byte(err.Error()), []byte(bad)) {
-			t.Errorf("corrupt xz: close error %v, want one naming the file", err)
+	var gzData bytes.Buffer
+	zw = gzip.NewWriter(&gzData)
+	zw.Write([]byte(strings.Repeat(text, 2000)))
+	zw.Close()
+	badGz := filepath.Join(dir, "bad.gz")
+	os.WriteFile(badGz, gzData.Bytes()[:gzData.Len()-20], 0o600) // (the end of the data and the trailer cut)
+	for n, want := range map[string]string{bad: "xz -dc: exit status 1: xz: (stdin): Unexpected end of input", badGz: "gzip: unexpected EOF"} {
+		if _, err := exec.LookPath("xz"); err != nil && n == bad {
+			continue
+		}
+		rc, err := Open(context.Background(), n)
+		if err != nil {
+			t.Fatalf("%s: %v", n, err)
+		}
+		b, err := io.ReadAll(rc)
+		if err == nil || err.Error() != want {
+			t.Errorf("damaged %s: read error %v, want %q", n, err, want)
+		}
+		if n == badGz && !strings.HasPrefix(strings.Repeat(text, 2000), string(b)) || n == badGz && len(b) < len(text) {
+			t.Errorf("damaged %s: %d bytes read before the error, want the lines before the damage", n, len(b))
+		}
+		if _, err := rc.Read(make([]byte, 10)); err == nil || err.Error() != want {
+			t.Errorf("damaged %s: a read after the error: %v, want the error again", n, err)
+		}
+		if err := rc.Close(); err != nil {
+			t.Errorf("damaged %s: close: %v", n, err)
 		}
 	}
 	if _, err := Open(context.Background(), filepath.Join(dir, "missing")); err == nil {
