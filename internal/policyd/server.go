@@ -191,11 +191,12 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	}
 }
 
-// refuse closes a connection past policy.max_connections, counts it and
-// logs it unless another refusal was logged less than refusalLogEvery ago.
+// refuse counts a connection past policy.max_connections, logs it unless
+// another refusal was logged less than refusalLogEvery ago, and closes it:
+// when the peer sees the close, the refusal is in the metric and the log.
 func (s *Server) refuse(c net.Conn) {
+	defer c.Close()
 	peer := c.RemoteAddr().String()
-	c.Close()
 	s.refusedConns.Inc()
 	now := time.Now()
 	s.mu.Lock()
