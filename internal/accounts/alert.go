@@ -7,9 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
+	"github.com/relayguard/relayguard/internal/config"
 	"github.com/relayguard/relayguard/internal/maillog"
 	"github.com/relayguard/relayguard/internal/report"
 )
@@ -99,9 +101,14 @@ func (al *Alerter) post(ctx context.Context, payload any) error {
 	if err != nil {
 		return fmt.Errorf("webhook: %w", err)
 	}
+	// The webhook is named by scheme and host only (config.WebhookName):
+	// its path and query are commonly its secret, and net/url's and
+	// net/http's *url.Error quote the whole URL, so only the error inside
+	// it is kept.
+	name := config.WebhookName(al.WebhookURL)
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, al.WebhookURL, bytes.NewReader(body))
 	if err != nil {
-		return fmt.Errorf("webhook: %w", err)
+		return fmt.Errorf("webhook %s: %w", name, urlErrorCause(err))
 	}
 	req.Header.Set("Content-Type", "application/json")
 	c := al.Client
@@ -110,11 +117,21 @@ func (al *Alerter) post(ctx context.Context, payload any) error {
 	}
 	resp, err := c.Do(req)
 	if err != nil {
-		return fmt.Errorf("webhook %s: %w", req.URL.Redacted(), err)
+		return fmt.Errorf("webhook %s: %w", name, urlErrorCause(err))
 	}
 	resp.Body.Close()
 	if resp.StatusCode/100 != 2 {
-		return fmt.Errorf("webhook %s: %s", req.URL.Redacted(), resp.Status)
+		return fmt.Errorf("webhook %s: %s", name, resp.Status)
 	}
 	return nil
+}
+
+// urlErrorCause is the error inside a *url.Error, whose own message quotes
+// the URL (a webhook's secret), or err itself.
+func urlErrorCause(err error) error {
+	var uerr *url.Error
+	if errors.As(err, &uerr) {
+		return uerr.Err
+	}
+	return err
 }

@@ -132,7 +132,7 @@ func (c *AccountsConfig) validate() error {
 	if c.WebhookURL != "" {
 		u, err := url.Parse(c.WebhookURL)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return fmt.Errorf("accounts.webhook_url %q: want an http:// or https:// URL", redactedURL(c.WebhookURL))
+			return fmt.Errorf("accounts.webhook_url %q: want an http:// or https:// URL", WebhookName(c.WebhookURL))
 		}
 	}
 	if c.Postsuper != "" && !strings.HasPrefix(c.Postsuper, "/") {
@@ -151,10 +151,23 @@ func (c *AccountsConfig) validate() error {
 	return nil
 }
 
-// redactedURL hides a password in a URL for error messages.
-func redactedURL(s string) string {
-	if u, err := url.Parse(s); err == nil {
-		return u.Redacted()
+// WebhookName names a webhook URL in errors and logs by its scheme and host
+// alone: a webhook's path and query are commonly its secret (Slack's
+// /services/T…/B…/TOKEN, Discord's /api/webhooks/ID/TOKEN, ?token=...), and
+// its user information may hold a password. The path and query are shown as
+// "/…" when present, so that the operator sees that something was left out.
+func WebhookName(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		return "(unparsable URL, not shown: it may hold a secret)"
 	}
-	return "(unparsable URL)"
+	if u.Scheme == "" || u.Host == "" {
+		// "hooks.example.com/services/T/B/TOKEN" parses as a path.
+		return "(not an absolute URL, not shown: it may hold a secret)"
+	}
+	name := u.Scheme + "://" + u.Host
+	if u.Opaque != "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
+		name += "/…"
+	}
+	return name
 }

@@ -62,6 +62,10 @@ func TestErrorsNameKeyValueAndExpectation(t *testing.T) {
 		{"[report]\nsmtp_server = \"127.0.0.1:99999\"\n", []string{`report.smtp_server "127.0.0.1:99999"`, "port from 1 to 65535"}},
 		{"[egress]\nalert_mail_to = \"root@example.com\"\nalert_smtp = \"localhost\"\n", []string{`egress.alert_smtp "localhost"`, "want host:port"}},
 		{"[accounts]\nwebhook_url = \"ftp://example.com/\"\n", []string{"accounts.webhook_url"}},
+		// A webhook's path and query are its secret (Slack's
+		// /services/T/B/TOKEN): named by scheme and host alone.
+		{"[accounts]\nwebhook_url = \"ftp://hooks.test/services/T0/B0/s3cret?token=s3cret\"\n", []string{`accounts.webhook_url "ftp://hooks.test/…"`}},
+		{"[accounts]\nwebhook_url = \"hooks.test/services/T0/B0/s3cret\"\n", []string{"accounts.webhook_url", "not shown"}},
 	} {
 		_, err := loadString(t, tc.doc, t.TempDir())
 		if err == nil {
