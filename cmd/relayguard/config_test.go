@@ -57,6 +57,10 @@ func TestConfigCheckRunsServeChecks(t *testing.T) {
 		// Found by review: a database that is not a number passed config
 		// check and stopped serve (go-redis's parser is the one that reads it).
 		{"store url database", ok + "[store]\nurl = \"redis://:s3cret@127.0.0.1:1/abc\"\n", []string{`[store] url "redis://:xxxxx@127.0.0.1:1/abc"`, "invalid database number"}},
+		// Other Redis clients take the password as ?password=...; go-redis
+		// refuses it, and the refusal showed it (url.Redacted hides only
+		// the user information's password).
+		{"store url password in query", ok + "[store]\nurl = \"redis://127.0.0.1:1/0?password=s3cret&db=0\"\n", []string{`[store] url "redis://127.0.0.1:1/0?db=xxxxx&password=xxxxx"`, "unexpected option"}},
 		// A spool directory that cannot be created passed config check
 		// and stopped serve (issue 14 leftover).
 		{"spool.dir cannot be created", ok + fmt.Sprintf("[spool]\ndir = %q\n", filepath.Join(inTheWay, "spool")), []string{"spool.dir " + filepath.Join(inTheWay, "spool"), "not a directory"}},

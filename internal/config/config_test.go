@@ -51,6 +51,7 @@ func TestErrorsNameKeyValueAndExpectation(t *testing.T) {
 		{"[auth]\nmechanisms = [\"CRAM-MD5\"]\n", []string{"auth.cram_md5 is false"}},
 		{"[log]\nlevel = \"loud\"\n", []string{`log.level "loud"`}},
 		{"[store]\nurl = \"http://user:s3cret@redis.test/0\"\n", []string{"store.url", "redis://"}},
+		{"[store]\nurl = \"http://redis.test/0?password=s3cret\"\n", []string{`store.url "http://redis.test/0?password=xxxxx"`, "redis://"}},
 		{"[delivery.tls_policies]\n\"bad domain\" = \"verify\"\n", []string{`delivery.tls_policies key "bad domain"`}},
 		{"[delivery]\nhelo_name = \"not a name\"\n", []string{`delivery.helo_name "not a name"`}},
 		// Every address to listen on or connect to, whichever command uses

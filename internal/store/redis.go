@@ -17,6 +17,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/relayguard/relayguard/internal/ban"
+	"github.com/relayguard/relayguard/internal/config"
 )
 
 // Redis is the state shared by several servers in Redis or Valkey: bans
@@ -121,14 +122,9 @@ func redactErr(err error, url string) error {
 	return errors.New(strings.ReplaceAll(err.Error(), pw, "xxxxx"))
 }
 
-// redactURL hides the password of a redis:// URL for error messages.
-func redactURL(s string) string {
-	u, err := neturl.Parse(s)
-	if err != nil {
-		return "(unparsable URL)"
-	}
-	return u.Redacted()
-}
+// redactURL hides the password of a redis:// URL, and the values of its
+// query, for error messages (config.RedactURL).
+func redactURL(s string) string { return config.RedactURL(s) }
 
 // Close closes the client.
 func (r *Redis) Close() error { return r.C.Close() }
