@@ -85,6 +85,35 @@ func TestBanCLI(t *testing.T) {
 	}
 }
 
+// An IPv4-mapped prefix is the IPv4 prefix, as an IPv4-mapped address is
+// the IPv4 address. Before, "ban add ::ffff:127.0.0.1" was refused (never
+// banned) while "::ffff:127.0.0.1/128" was accepted, and
+// "::ffff:198.51.100.0/120" was listed as a ban that matched no client
+// (the guard unmaps every client address before the lookup): a ban that
+// fails open and a never-ban check that could be walked around.
+func TestBanMappedPrefix(t *testing.T) {
+	bin := testBinary(t)
+	data := filepath.Join(t.TempDir(), "data")
+	rg := func(args ...string) (string, string, int) {
+		return runRG(t, bin, append([]string{"--data-dir", data, "--create-data-dir"}, args...)...)
+	}
+	for _, p := range []string{"::ffff:127.0.0.1/128", "::ffff:127.0.0.0/104", "::ffff:0.0.0.0/96"} {
+		if out, errOut, code := rg("ban", "add", p); code != 1 || !strings.Contains(errOut, "never banned") {
+			t.Errorf("ban add %s: code %d, %q %q; want refused as never banned", p, code, out, errOut)
+		}
+	}
+	if out, errOut, code := rg("ban", "add", "::ffff:198.51.100.0/120"); code != 0 || !strings.Contains(out, "banned 198.51.100.0/24 ") {
+		t.Fatalf("ban add ::ffff:198.51.100.0/120: code %d, %q %q; want 198.51.100.0/24 banned", code, out, errOut)
+	}
+	if out, errOut, code := rg("ban", "del", "::ffff:198.51.100.0/120"); code != 0 || !strings.Contains(out, "unbanned") {
+		t.Fatalf("ban del ::ffff:198.51.100.0/120: code %d, %q %q", code, out, errOut)
+	}
+	// An IPv6 prefix that only covers the mapped range stays IPv6.
+	if out, errOut, code := rg("ban", "add", "2001:db8::ffff:0:0/96"); code != 0 || !strings.Contains(out, "banned 2001:db8::ffff:0:0/96 ") {
+		t.Fatalf("ban add 2001:db8::ffff:0:0/96: code %d, %q %q", code, out, errOut)
+	}
+}
+
 func TestWatchReplay(t *testing.T) {
 	bin := testBinary(t)
 	dir := t.TempDir()

@@ -693,13 +693,22 @@ func (c *Config) encode() ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
-// ParsePrefix parses a CIDR or a bare address (as a /32 or /128).
+// ParsePrefix parses a CIDR or a bare address (as a /32 or /128). An
+// IPv4-mapped address or prefix (::ffff:192.0.2.0/120) is the IPv4 one
+// (192.0.2.0/24): every address looked up in a prefix table (the guard's
+// bans, never-ban lists, mynetworks, access maps) is unmapped first, so a
+// mapped prefix would match nothing — a ban that bans nobody, a never-ban
+// entry that protects nobody — and would slip past the never-ban check
+// (::ffff:127.0.0.0/104 does not overlap 127.0.0.0/8).
 func ParsePrefix(s string) (netip.Prefix, error) {
 	s = strings.TrimSpace(s)
 	if strings.Contains(s, "/") {
 		p, err := netip.ParsePrefix(s)
 		if err != nil {
 			return netip.Prefix{}, err
+		}
+		if a := p.Addr(); a.Is4In6() && p.Bits() >= 96 {
+			p = netip.PrefixFrom(a.Unmap(), p.Bits()-96)
 		}
 		return p.Masked(), nil
 	}
