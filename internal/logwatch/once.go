@@ -91,6 +91,14 @@ func newPending() *pending {
 	return p
 }
 
+// reset makes p as newPending's (keeping its list's room) for another
+// address, and lets go of its sessions.
+func (p *pending) reset() *pending {
+	clear(p.list)
+	p.list, p.next, p.missing = p.list[:0], 0, [3]int32{}
+	return p
+}
+
 // expire forgets the attempts before cut (Unix nanoseconds); it reports
 // whether any are left.
 func (p *pending) expire(cut int64) bool {
@@ -156,6 +164,15 @@ type Once struct {
 	// starts, and when rotations are back to every keepAttempts.
 	Max int
 	Log *slog.Logger
+	// Reuse keeps the attempts of the addresses a rotation drops (and the
+	// dropped generation's table) for the next new addresses, instead of
+	// leaving them to the collector and allocating afresh: a replay of a
+	// long log (the report) starts hundreds of thousands of addresses, one
+	// allocation each, and each rotation made a new table. What is kept is
+	// at most one generation's worth, held until reused; the guard leaves
+	// it off (its memory bound, bench/guard/memory.sh). Pairing is the same
+	// either way. Set it before the first event.
+	Reuse bool
 	// dropped counts the addresses forgotten by an early rotation.
 	dropped atomic.Uint64
 	full    bool
@@ -175,6 +192,8 @@ type Once struct {
 	// other, and a map lookup was a cache miss on a botnet's log.
 	last  netip.Addr
 	lastP *pending
+	// free are the reset attempts of dropped addresses (Reuse).
+	free []*pending
 }
 
 // NewOnce returns a Once that publishes to next.
@@ -243,7 +262,7 @@ func (o *Once) attempts(e *event.Event, l layer) int {
 	}
 	p := o.get(ip)
 	fresh := 0
-	for range e.Count() {
+	for range max(e.Attempts, 1) { // (e.Count(): a copy of the ~200-byte event)
 		if p.misses(l) {
 			older, newer := p.oldestFirst()
 			i := match(older, t, span, l, e.Session)
@@ -282,7 +301,17 @@ func (o *Once) rotate(early bool) {
 	}
 	o.full = early
 	o.lastP = nil
-	o.prev, o.cur, o.rotated = o.cur, make(map[netip.Addr]*pending, min(len(o.cur), max(o.Max, 1024))), o.latest
+	var next map[netip.Addr]*pending
+	if o.Reuse {
+		for _, p := range o.prev {
+			o.free = append(o.free, p.reset())
+		}
+		clear(o.prev)
+		next = o.prev
+	} else {
+		next = make(map[netip.Addr]*pending, min(len(o.cur), max(o.Max, 1024)))
+	}
+	o.prev, o.cur, o.rotated = o.cur, next, o.latest
 }
 
 // Dropped is how many addresses' attempts were forgotten early because a
@@ -343,11 +372,18 @@ func (o *Once) move(ip netip.Addr) *pending {
 	if p != nil {
 		delete(o.prev, ip)
 		if !p.expire(o.latest.Add(-keepAttempts).UnixNano()) {
+			if o.Reuse {
+				o.free = append(o.free, p.reset())
+			}
 			p = nil
 		}
 	}
 	if p == nil {
-		p = newPending()
+		if n := len(o.free); n > 0 {
+			p, o.free[n-1], o.free = o.free[n-1], nil, o.free[:n-1]
+		} else {
+			p = newPending()
+		}
 	}
 	o.cur[ip] = p
 	return p

@@ -69,11 +69,12 @@ func onceEvents(data []byte) []event.Event {
 // sameAsReference runs evs through Once and through refOnce (Once as it
 // was, once_ref_test.go) with the same Max, and fails if what they pass on,
 // or the addresses they dropped, differ.
-func sameAsReference(t *testing.T, max int, evs []event.Event) {
+func sameAsReference(t *testing.T, max int, reuse bool, evs []event.Event) {
 	t.Helper()
 	got, want := &event.Recorder{}, &event.Recorder{}
 	o, r := NewOnce(got), newRefOnce(want)
 	o.Max, r.Max = max, max
+	o.Reuse = reuse
 	ctx := context.Background()
 	seen := 0
 	for i, e := range evs {
@@ -87,17 +88,18 @@ func sameAsReference(t *testing.T, max int, evs []event.Event) {
 			buf[i] = '#'
 		}
 		if len(got.Events) != len(want.Events) || !reflect.DeepEqual(got.Events[seen:], want.Events[seen:]) {
-			t.Fatalf("Max %d, after event %d (%+v):\n got  %+v\n want %+v", max, i, e, got.Events[seen:], want.Events[seen:])
+			t.Fatalf("Max %d, Reuse %v, after event %d (%+v):\n got  %+v\n want %+v", max, reuse, i, e, got.Events[seen:], want.Events[seen:])
 		}
 		seen = len(got.Events)
 	}
 	if o.Dropped() != r.Dropped() {
-		t.Fatalf("Max %d: dropped %d, want %d", max, o.Dropped(), r.Dropped())
+		t.Fatalf("Max %d, Reuse %v: dropped %d, want %d", max, reuse, o.Dropped(), r.Dropped())
 	}
 }
 
 // TestOnceSameAsReference holds Once to refOnce over random runs of events
-// (onceEvents), with and without a bound on the addresses.
+// (onceEvents), with and without a bound on the addresses, reusing the
+// dropped addresses' attempts (the report) or not (the guard).
 func TestOnceSameAsReference(t *testing.T) {
 	t.Parallel()
 	rng := rand.New(rand.NewPCG(19, 6))
@@ -106,7 +108,7 @@ func TestOnceSameAsReference(t *testing.T) {
 		for i := range data {
 			data[i] = byte(rng.UintN(256))
 		}
-		sameAsReference(t, []int{0, 0, 1, 2, 3, 5}[run%6], onceEvents(data))
+		sameAsReference(t, []int{0, 0, 1, 2, 3, 5}[run%6], run%4 >= 2, onceEvents(data))
 	}
 }
 
@@ -114,6 +116,6 @@ func FuzzOnceSameAsReference(f *testing.F) {
 	f.Add(byte(0), []byte(strings.Repeat("\x02\x02\x00\x28\x02\x04\x05\x30\x02\x00\x00\x29", 20)))
 	f.Add(byte(2), []byte(strings.Repeat("\x10\x03\x07\xff\x21\x02\x01\x05\x0a\x04\x33\xc8", 30)))
 	f.Fuzz(func(t *testing.T, max byte, data []byte) {
-		sameAsReference(t, int(max%6), onceEvents(data))
+		sameAsReference(t, int(max%6), max&8 != 0, onceEvents(data))
 	})
 }

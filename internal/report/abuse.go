@@ -112,6 +112,9 @@ func newAbuseState(local []string, ar *arena) *abuseState {
 		s.localDomains[strings.ToLower(d)] = true
 	}
 	s.once = logwatch.NewOnce(event.Discard{}) // (publish passes its events on)
+	// (a report starts 100,000s of addresses: their attempts are reused
+	// from the addresses each rotation drops, not allocated afresh)
+	s.once.Reuse = true
 	return s
 }
 
@@ -130,6 +133,7 @@ type clientJob struct {
 	t            time.Time
 	pre          *parsed         // the message parsed ahead, if it was
 	rec          *maillog.Record // relayguard's record (jobRelay, jobOwnReject, jobEvent)
+	slot         bool            // pre holds (program, msg): the job was told by its batch
 }
 
 type jobKind uint8
@@ -215,8 +219,7 @@ func (s *abuseState) doQueued(b *batch) {
 			j := clientJob{kind: q.kind}
 			switch q.kind {
 			case jobLogged, jobUnsummarised, jobRejected:
-				j.pre, j.t = &b.ev[b.evAt[q.line]], b.parsed[q.line].Time
-				j.program, j.msg = j.pre.program, j.pre.msg
+				j.pre, j.t, j.slot = &b.ev[b.evAt[q.line]], b.parsed[q.line].Time, true
 			default:
 				o := &b.own[b.ownAt[q.line]]
 				j.rec, j.t = &o.r, o.t
@@ -258,23 +261,24 @@ func (s *abuseState) clientOf(b *batch, q queuedJob) netip.Addr {
 // do does a piece of the client work.
 func (s *abuseState) do(j *clientJob) {
 	switch j.kind {
-	case jobLogged, jobUnsummarised:
-		var own event.Event
-		e, ok := s.parse(j.pre, j.program, j.msg, &own)
-		if !ok {
+	case jobLogged, jobUnsummarised, jobRejected:
+		// The line's slot holds the question (always so for a job the
+		// batch told: doQueued made j from it): its answer is used in
+		// place, parsed at most once (the slot is then marked as no longer
+		// holding the answer, so that another question of the line parses
+		// it again). Else the event is parsed on doOther's stack: one here
+		// was a ~200-byte clearing per job.
+		p := j.pre
+		if p == nil || !j.slot && (p.program != j.program || p.msg != j.msg) {
+			s.doOther(j)
 			return
 		}
-		if e.Time.IsZero() {
-			e.Time = j.t
+		if !p.done {
+			p.ok = logwatch.ParseMessageTo(&p.e, p.program, p.msg)
 		}
-		s.publish(e)
-		if j.kind == jobUnsummarised && e.IP.IsValid() {
-			s.clientAbuse(e)
-		}
-	case jobRejected:
-		var own event.Event
-		if e, ok := s.parse(j.pre, j.program, j.msg, &own); ok && e.IP.IsValid() {
-			s.clientAbuse(e)
+		p.done = false
+		if p.ok {
+			s.doEvent(j, &p.e)
 		}
 	case jobRelay:
 		r := j.rec
@@ -299,6 +303,34 @@ func (s *abuseState) do(j *clientJob) {
 	}
 }
 
+// doOther does job j of a line whose slot does not hold j's question: its
+// event is parsed here, on the stack (no write barrier while the collector
+// runs).
+func (s *abuseState) doOther(j *clientJob) {
+	var e event.Event
+	if logwatch.ParseMessageTo(&e, j.program, j.msg) {
+		s.doEvent(j, &e)
+	}
+}
+
+// doEvent counts e, logwatch's event of job j's message, which publish
+// may change in place (the pairing).
+func (s *abuseState) doEvent(j *clientJob, e *event.Event) {
+	if j.kind == jobRejected {
+		if e.IP.IsValid() {
+			s.clientAbuse(e)
+		}
+		return
+	}
+	if e.Time.IsZero() {
+		e.Time = j.t
+	}
+	s.publish(e)
+	if j.kind == jobUnsummarised && e.IP.IsValid() {
+		s.clientAbuse(e)
+	}
+}
+
 // parsed is a message the reading goroutine (ReadLines) found logwatch
 // will be asked about: the question (program, msg) is set there, the
 // answer (e, ok) by the first parse of the slot, in the client stage that
@@ -312,26 +344,6 @@ type parsed struct {
 	dovecot      bool // the question is a Dovecot line's (Program, Message): readLines queues its job without add
 }
 
-// parse returns logwatch.ParseMessage's event of (program, msg), and
-// whether there is one, for the caller to change (publish pairs it in
-// place): the line's slot p's own when it holds this very question (parsed
-// at most once; the slot is then marked as no longer holding the answer,
-// so that another question of the line would parse it again), else own,
-// the caller's (on its stack: no write barrier while the collector runs)
-// parsed. A copy of the ~200-byte slot, with a write barrier per pointer
-// in it while the collector ran, cost more than counting a Dovecot line.
-func (s *abuseState) parse(p *parsed, program, msg string, own *event.Event) (*event.Event, bool) {
-	if p != nil && p.program == program && p.msg == msg {
-		if !p.done {
-			p.ok = logwatch.ParseMessageTo(&p.e, program, msg)
-		}
-		p.done = false
-		return &p.e, p.ok
-	}
-	ok := logwatch.ParseMessageTo(own, program, msg)
-	return own, ok
-}
-
 // publish counts an event as the guard does: through the pairing of failed
 // logins (logwatch.Once, which drops or changes e as it would before
 // passing it on), then authentication failures and logins. Relay attempts,
@@ -343,7 +355,7 @@ func (s *abuseState) publish(e *event.Event) {
 	}
 	switch e.Kind {
 	case event.AuthFailure:
-		s.authFailure(e.IP, e.User, int64(e.Count()))
+		s.authFailure(e.IP, e.User, int64(max(e.Attempts, 1))) // (e.Count(): a copy of the event)
 	case event.LoginSuccess:
 		s.logins++
 	case event.AuthSuccess:

@@ -382,10 +382,10 @@ func (rd *lineReader) line(line []byte) bool {
 		}
 		b.kind[i] = kind
 		// What the counting will ask logwatch about this line
-		// (abuseState.parse checks that it is the same question).
+		// (abuseState.do checks that it is the same question).
 		// The reader parses it when it is ahead of the counting
 		// (eager), else leaves it to the client stage
-		// (abuseState.parse): with every line parsed here the
+		// (abuseState.do): with every line parsed here the
 		// reader was the pipeline's longest stage, with none the
 		// client stage was. The parse is a function of the line
 		// alone, so the report is the same either way.
@@ -484,7 +484,7 @@ func (a *Analyzer) connectionLine(prog string, at int, msg string) bool {
 // logwatch parse a message (stripped of a Solaris id for Postfix): Dovecot's
 // lines, another Postfix instance's, smtpd's warnings (SASL failures) and
 // rejections (reject says the line is one). A wrong guess costs only the
-// parse: abuseState.parse compares the question. at is commandAt(prog).
+// parse: abuseState.do compares the question. at is commandAt(prog).
 func (a *Analyzer) abuseProgram(prog string, at int, msg string, reject bool) (string, bool) {
 	if !strings.HasPrefix(prog, "postfix") {
 		switch {
