@@ -83,6 +83,44 @@ func radixSortSubnets(cs []subClient) {
 	}
 }
 
+// radixSortPacked sorts IPv4 clients by subnet: each is its /24 in the
+// top three bytes and its number in the low four, and the numbers ascend
+// in cs (a stable least-significant-digit radix sort over the subnet bytes
+// that are not the same in every word: radixSortSubnets's order).
+func radixSortPacked(cs []uint64) {
+	if len(cs) < 2 {
+		return
+	}
+	var vary uint64
+	for _, c := range cs {
+		vary |= c ^ cs[0]
+	}
+	tmp := make([]uint64, len(cs))
+	src, dst := cs, tmp
+	for shift := 40; shift < 64; shift += 8 {
+		if byte(vary>>shift) == 0 {
+			continue
+		}
+		var pos [256]int32
+		for _, c := range src {
+			pos[byte(c>>shift)]++
+		}
+		var sum int32
+		for b, n := range pos {
+			pos[b], sum = sum, sum+n
+		}
+		for _, c := range src {
+			b := byte(c >> shift)
+			dst[pos[b]] = c
+			pos[b]++
+		}
+		src, dst = dst, src
+	}
+	if &src[0] != &cs[0] {
+		copy(cs, src)
+	}
+}
+
 // subnetAgg is what one /24 or /64 did.
 type subnetAgg struct {
 	auth, relay, rejects int64
@@ -134,6 +172,81 @@ type ranked struct {
 
 func rankedCount(r *ranked) int64 { return r.n }
 
+// topCut gathers, as they come, the rows a ranking's first n (byHostNorm)
+// can be drawn from: those counted at least the n-th largest count so far
+// (a row below it ranks after n others, and the cut only rises). Of a
+// botnet's 100,000s of addresses or subnets a few hundred are kept, where
+// every row was, and then each one's count twice more (topRows).
+type topCut struct {
+	n    int     // < 0: every row
+	seen int     // the rows added
+	cuts []int64 // the n largest counts so far: a min-heap
+	rows []ranked
+}
+
+func (t *topCut) add(r ranked) {
+	t.seen++
+	switch {
+	case t.n < 0:
+	case t.n == 0:
+		return
+	case len(t.cuts) < t.n:
+		h := append(t.cuts, r.n)
+		for j := len(h) - 1; j > 0; { // up
+			p := (j - 1) / 2
+			if h[p] <= h[j] {
+				break
+			}
+			h[p], h[j] = h[j], h[p]
+			j = p
+		}
+		t.cuts = h
+	case r.n < t.cuts[0]:
+		return
+	case r.n > t.cuts[0]:
+		h := t.cuts
+		h[0] = r.n
+		for j := 0; ; { // down
+			c := 2*j + 1
+			if c >= len(h) {
+				break
+			}
+			if c+1 < len(h) && h[c+1] < h[c] {
+				c++
+			}
+			if h[j] <= h[c] {
+				break
+			}
+			h[j], h[c] = h[c], h[j]
+			j = c
+		}
+	}
+	t.rows = append(t.rows, r)
+}
+
+// kept returns the rows that can be among the first n: all of them when
+// no more than n came; else those above the n-th largest count, then those
+// at it, each in the order they came (as topRows would have drawn them
+// from all the rows: byHostNorm of these is byHostNorm of all).
+func (t *topCut) kept() []ranked {
+	if t.n <= 0 || t.seen <= t.n {
+		return t.rows
+	}
+	cut := t.cuts[0]
+	out := make([]ranked, 0, len(t.rows))
+	for _, r := range t.rows {
+		if r.n > cut {
+			out = append(out, r)
+		}
+	}
+	for _, r := range t.rows {
+		if r.n == cut {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
 // summary finishes the abuse view; n limits the tables by address, subnet
 // and domain (n < 0: all). The per-address tables are complete in memory
 // (one compact row per distinct address); an address or a subnet becomes
@@ -143,50 +256,64 @@ func (s *abuseState) summary(n int) Abuse {
 	var ab Abuse
 	nc := int(s.clientCount())
 	clientSub := make([]int32, nc) // client number → subnet number, -1: none
-	// (The slices are made at most nc long, not grown: only the pages of a
-	// slice that are written are faulted in, where each growth wrote a
-	// fresh copy of the whole.)
-	byAddr := make([]ranked, 0, nc)
-	relay := make([]ranked, 0, nc)
+	// The rows that can make the tables by address (topCut: of a botnet's
+	// 100,000s of addresses, those that can be among the first n).
+	byAddr, relay := topCut{n: n}, topCut{n: n}
 	// The clients in order of their subnets: sorting them reads and writes
 	// memory front to back, where a hash table of the subnets of a botnet's
-	// 100,000s of addresses missed the cache at each.
-	v4 := make([]subClient, 0, nc)
+	// 100,000s of addresses missed the cache at each. An IPv4 client is its
+	// /24 and its number in one word. (The slices are made at most nc long,
+	// not grown: only the pages of a slice that are written are faulted in,
+	// where each growth wrote a fresh copy of the whole.)
+	v4 := make([]uint64, 0, nc)
 	v6 := make([]subClient, 0, nc)
-	for i := range int32(nc) {
-		st, ip := s.stat(i), s.addrOf(i)
-		if st.auth > 0 {
-			ab.AuthFailures += st.auth
-			byAddr = append(byAddr, ranked{st.auth, i})
-		}
-		if st.relay > 0 {
-			ab.RelayAttempts += st.relay
-			relay = append(relay, ranked{st.relay, i})
-		}
-		clientSub[i] = -1
-		switch {
-		case !ip.IsValid():
-		case ip.Is4():
-			b := ip.As4()
-			v4 = append(v4, subClient{uint64(b[0])<<16 | uint64(b[1])<<8 | uint64(b[2]), i})
-		default:
-			b := ip.As16()
-			v6 = append(v6, subClient{binary.BigEndian.Uint64(b[:8]), i})
+	for blk, rows := range s.clientStats {
+		for x := range rows[:min(len(rows), nc-blk*clientBlock)] {
+			st, i := &rows[x], int32(blk*clientBlock+x)
+			if st.auth > 0 {
+				ab.AuthFailures += st.auth
+				byAddr.add(ranked{st.auth, i})
+			}
+			if st.relay > 0 {
+				ab.RelayAttempts += st.relay
+				relay.add(ranked{st.relay, i})
+			}
+			clientSub[i] = -1
+			k := &st.addr
+			if s.oddAddrs != nil {
+				if _, odd := s.oddAddrs[i]; odd {
+					if ip := s.addrOf(i); ip.IsValid() { // (a zone: its address's subnet)
+						v6 = append(v6, subClient{binary.BigEndian.Uint64(k[:8]), i})
+					}
+					continue
+				}
+			}
+			// (As16 of an IPv4 address: ::ffff:a.b.c.d)
+			if binary.BigEndian.Uint64(k[:8]) == 0 && binary.BigEndian.Uint32(k[8:12]) == 0xffff {
+				v4 = append(v4, uint64(k[12])<<56|uint64(k[13])<<48|uint64(k[14])<<40|uint64(uint32(i)))
+			} else {
+				v6 = append(v6, subClient{binary.BigEndian.Uint64(k[:8]), i})
+			}
 		}
 	}
-	radixSortSubnets(v4)
+	radixSortPacked(v4)
 	radixSortSubnets(v6)
 	// The subnets are numbered in that order, each named after its first
 	// client; then their counts are added up in the clients' order (which
 	// reads the clients' rows front to back).
 	subFirst := make([]int32, 0, len(v4)+len(v6))
-	for _, cs := range [2][]subClient{v4, v6} {
-		for x, c := range cs {
-			if x == 0 || c.k != cs[x-1].k {
-				subFirst = append(subFirst, c.i)
-			}
-			clientSub[c.i] = int32(len(subFirst) - 1)
+	for x, c := range v4 {
+		i := int32(uint32(c))
+		if x == 0 || c>>40 != v4[x-1]>>40 {
+			subFirst = append(subFirst, i)
 		}
+		clientSub[i] = int32(len(subFirst) - 1)
+	}
+	for x, c := range v6 {
+		if x == 0 || c.k != v6[x-1].k {
+			subFirst = append(subFirst, c.i)
+		}
+		clientSub[c.i] = int32(len(subFirst) - 1)
 	}
 	subs := make([]subnetAgg, len(subFirst))
 	for i, j := range clientSub {
@@ -206,7 +333,7 @@ func (s *abuseState) summary(n int) Abuse {
 	addrNorm := func(dst []byte, r *ranked) []byte { return appendNormalizedAddr(dst, s.addrOf(r.idx)) }
 	subNorm := func(dst []byte, r *ranked) []byte { return appendNormalizedSubnet(dst, s.addrOf(subFirst[r.idx])) }
 	ab.AuthByAddress = []AuthRow{}
-	shownAddrs := byHostNorm(byAddr, n, rankedCount, addrName, addrNorm)
+	shownAddrs := byHostNorm(byAddr.kept(), n, rankedCount, addrName, addrNorm)
 	addrRow := make([]int32, nc) // client number → row + 1, 0: not shown
 	for j, r := range shownAddrs {
 		addrRow[r.idx] = int32(j + 1)
@@ -216,24 +343,23 @@ func (s *abuseState) summary(n int) Abuse {
 		ab.AuthByAddress = append(ab.AuthByAddress, AuthRow{Key: addrName(&r), Failures: r.n, idx: r.idx,
 			Users: s.topUsers(addrUsers[j], 10)})
 	}
-	for _, r := range byHostNorm(relay, n, rankedCount, addrName, addrNorm) {
+	for _, r := range byHostNorm(relay.kept(), n, rankedCount, addrName, addrNorm) {
 		ab.RelayByClient = append(ab.RelayByClient, CountRow{addrName(&r), r.n})
 	}
-	if ab.RelayByClient == nil && (n != 0 || len(relay) > 0) {
+	if ab.RelayByClient == nil && (n != 0 || relay.seen > 0) {
 		ab.RelayByClient = []CountRow{} // (JSON: [], as before)
 	}
 	ab.RelayByDomain = s.relayByDomain.sorted(n)
 
-	bySub := make([]ranked, 0, len(subs))
-	tops := make([]ranked, 0, len(subs))
+	bySub, tops := topCut{n: n}, topCut{n: max(n, 20)}
 	for j, g := range subs {
 		if g.auth > 0 {
-			bySub = append(bySub, ranked{g.auth, int32(j)})
+			bySub.add(ranked{g.auth, int32(j)})
 		}
-		tops = append(tops, ranked{g.auth + g.relay + g.rejects, int32(j)})
+		tops.add(ranked{g.auth + g.relay + g.rejects, int32(j)})
 	}
 	ab.AuthBySubnet = []AuthRow{}
-	for _, r := range byHostNorm(bySub, n, rankedCount, subName, subNorm) {
+	for _, r := range byHostNorm(bySub.kept(), n, rankedCount, subName, subNorm) {
 		ab.AuthBySubnet = append(ab.AuthBySubnet, AuthRow{Key: subName(&r), Failures: r.n, Addresses: subs[r.idx].addrs, idx: r.idx})
 	}
 	// The users of the subnets shown: one more pass over the clients.
@@ -250,7 +376,7 @@ func (s *abuseState) summary(n int) Abuse {
 	for j := range ab.AuthBySubnet {
 		ab.AuthBySubnet[j].Users = s.topUsers(subUsers[j], 10)
 	}
-	top := byHostNorm(tops, max(n, 20), rankedCount, subName, subNorm)
+	top := byHostNorm(tops.kept(), max(n, 20), rankedCount, subName, subNorm)
 	if n >= 0 && n < 20 {
 		top = limit(top, n)
 	}
