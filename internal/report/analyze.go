@@ -78,9 +78,7 @@ type Analyzer struct {
 	seenDays                               map[dayKey]bool
 	rcvHr, dlvHr, dfrHr, bncHr, rejHr      [24]int64
 	recipDom, sendDom, recipUser, sendUser *statTable
-	queue                                  map[string]*qstate // the messages in flight
-	qslab                                  []qstate
-	qfree                                  []*qstate  // the states of removed messages, zeroed
+	queue                                  queueIndex // the messages in flight
 	preReject                              *rejectKey // procReject of the current line, if the reader did it
 	preOwn                                 *ownParsed // maillog.Parse of the current line, if the reader did it
 	noMsgSize                              map[string]string
@@ -116,7 +114,7 @@ func NewAnalyzer(opt Options) *Analyzer {
 		days: map[dayKey]*[5]int64{}, seenDays: map[dayKey]bool{},
 		recipDom: newStatTable(ar), sendDom: newStatTable(ar),
 		recipUser: newStatTable(ar), sendUser: newStatTable(ar),
-		queue: map[string]*qstate{}, noMsgSize: map[string]string{},
+		noMsgSize: map[string]string{},
 		deferralD: newTree2(ar, p), bounceD: newTree2(ar, p), smtpD: newTree2(ar, p),
 		warnD: newTree2(ar, p), fatalD: newTree2(ar, p), panicD: newTree2(ar, p),
 		rejectD: newTree3(ar, p), warnRejD: newTree3(ar, p), holdD: newTree3(ar, p), discardD: newTree3(ar, p),
@@ -482,23 +480,7 @@ type qstate struct {
 }
 
 // q returns the state of a queue ID, creating it.
-func (a *Analyzer) q(qid string) *qstate {
-	q := a.queue[qid]
-	if q == nil {
-		if n := len(a.qfree); n > 0 { // a removed message's (in the cache still)
-			q = a.qfree[n-1]
-			a.qfree = a.qfree[:n-1]
-		} else {
-			if len(a.qslab) == 0 {
-				a.qslab = make([]qstate, 1024) // fewer, larger allocations
-			}
-			q = &a.qslab[0]
-			a.qslab = a.qslab[1:]
-		}
-		a.queue[strings.Clone(qid)] = q
-	}
-	return q
-}
+func (a *Analyzer) q(qid string) *qstate { return a.queue.add(qid) }
 
 // lowerDomain lower-cases an address from its first "@" on (pflogsumm's
 // default), or the whole address with --ignore-case.
@@ -558,7 +540,7 @@ func (a *Analyzer) delivery(cmd, qid, msg string, hr int, t time.Time) {
 			}
 			if k > 0 {
 				size, _ := strconv.ParseInt(num[:k], 10, 64)
-				a.qmgrFrom(qid, addr, size)
+				a.qmgrFrom(a.q(qid), addr, size)
 				return
 			}
 		}
@@ -573,11 +555,7 @@ func (a *Analyzer) delivery(cmd, qid, msg string, hr int, t time.Time) {
 		// only messages in flight. (pflogsumm keeps every size it saw, so a
 		// short queue ID that Postfix reuses later in the same log loses its
 		// sender there; here it counts as the new message it is.)
-		if q := a.queue[qid]; q != nil {
-			delete(a.queue, qid)
-			*q = qstate{}
-			a.qfree = append(a.qfree, q)
-		}
+		a.queue.remove(qid)
 		return
 	}
 	if cmd == "pickup" && (strings.Contains(msg, ": sender=") || strings.Contains(msg, ": uid=")) {
@@ -607,8 +585,8 @@ func (a *Analyzer) delivery(cmd, qid, msg string, hr int, t time.Time) {
 	}
 }
 
-func (a *Analyzer) qmgrFrom(qid, addr string, size int64) {
-	q := a.q(qid)
+// qmgrFrom counts the sender addr and size of message q (a.q of its ID).
+func (a *Analyzer) qmgrFrom(q *qstate, addr string, size int64) {
 	if q.size != 0 { // avoid double-counting (a size of 0 is not remembered, as in pflogsumm)
 		return
 	}
@@ -696,7 +674,7 @@ func (a *Analyzer) recipient(cmd, qid, s string, hr int) bool {
 	if i := strings.IndexByte(addr, '@'); i > 0 {
 		dom = addr[i+1:]
 	}
-	q := a.queue[qid]
+	q := a.queue.get(qid)
 	a.abuse.delivery(q, addr)
 	switch status {
 	case "sent":

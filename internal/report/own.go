@@ -80,7 +80,7 @@ func (a *Analyzer) countOwn(r *maillog.Record, t time.Time, hr int, day dayKey) 
 		if r.User != "" {
 			q.local = true
 		}
-		a.qmgrFrom(r.ID, r.From, r.Size)
+		a.qmgrFrom(q, r.From, r.Size)
 	case maillog.KindDelivered, maillog.KindDeferred, maillog.KindBounced:
 		a.seen(t, day)
 		addr := a.lowerDomain(r.Rcpt)
@@ -88,7 +88,7 @@ func (a *Analyzer) countOwn(r *maillog.Record, t time.Time, hr int, day dayKey) 
 		if i := strings.IndexByte(addr, '@'); i > 0 {
 			dom = addr[i+1:]
 		}
-		q := a.queue[r.ID]
+		q := a.queue.get(r.ID)
 		s.delivery(q, addr)
 		switch r.Kind {
 		case maillog.KindDelivered:

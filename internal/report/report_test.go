@@ -515,7 +515,7 @@ Nov 22 10:00:03 mx1 postfix/qmgr[2]: AB12: removed
 	eq(t, "received", tt.Received, 2)
 	eq(t, "bytes received", tt.BytesReceived, 300)
 	eq(t, "bytes delivered", tt.BytesDelivered, 300)
-	eq(t, "queue table empty", len(a.queue), 0)
+	eq(t, "queue table empty", a.queue.len(), 0)
 }
 
 // sampleReader measures the live heap (after a GC) every few MiB read.
