@@ -319,47 +319,37 @@ func dottedQuad(s string) (ip netip.Addr, n int, ok bool) {
 			}
 			i++
 		}
-		v, j := quadField(s, i)
-		if j < 0 {
+		// The field: one to three digits, no leading zero (a field
+		// starting with 0 is "0"), at most 255; read in line (as a call
+		// per field it cost twice as much).
+		if i >= len(s) {
 			return ip, 0, false
 		}
-		b[f], i = byte(v), j
+		v := uint(s[i] - '0')
+		if v > 9 {
+			return ip, 0, false
+		}
+		i++
+		if v != 0 && i < len(s) {
+			if d := uint(s[i] - '0'); d <= 9 {
+				v = v*10 + d
+				i++
+				if i < len(s) {
+					if d := uint(s[i] - '0'); d <= 9 {
+						if v = v*10 + d; v > 255 {
+							return ip, 0, false
+						}
+						i++
+					}
+				}
+			}
+		}
+		b[f] = byte(v)
 	}
 	if i < len(s) && (s[i]-'0' <= 9 || s[i] == '.') { // a longer field, or more of them
 		return ip, 0, false
 	}
 	return netip.AddrFrom4(b), i, true
-}
-
-// quadField reads the field of a dotted quad at s[i:]: one to three
-// digits, no leading zero (a field starting with 0 is "0"), at most 255.
-// It returns the field and the index after it, or j -1.
-func quadField(s string, i int) (v uint, j int) {
-	if i >= len(s) {
-		return 0, -1
-	}
-	v = uint(s[i] - '0')
-	switch {
-	case v > 9:
-		return 0, -1
-	case v == 0 || i+1 >= len(s):
-		return v, i + 1
-	}
-	d := uint(s[i+1] - '0')
-	if d > 9 {
-		return v, i + 1
-	}
-	v = v*10 + d
-	if i+2 >= len(s) {
-		return v, i + 2
-	}
-	if d = uint(s[i+2] - '0'); d > 9 {
-		return v, i + 2
-	}
-	if v = v*10 + d; v > 255 {
-		return 0, -1
-	}
-	return v, i + 3
 }
 
 // indexBy is strings.Index(s, key), searched by key's byte at k (one

@@ -2,6 +2,7 @@ package logwatch
 
 import (
 	"bufio"
+	"fmt"
 	"net/netip"
 	"os"
 	"reflect"
@@ -116,6 +117,9 @@ func FuzzDottedQuad(f *testing.F) {
 		// s alone, and with text after it as in Dovecot's lines
 		for _, x := range []string{s, s + ", lip=192.0.2.10, TLS", s + "0123456789abcdef", s + ".0123456789abcdef"} {
 			got, n, ok := dottedQuad(x)
+			if wi, wn, wok := refDottedQuad(x); got != wi || n != wn || ok != wok {
+				t.Fatalf("dottedQuad(%q) = %v, %d, %v; the old one %v, %d, %v", x, got, n, ok, wi, wn, wok)
+			}
 			if ok {
 				if want, err := netip.ParseAddr(x[:n]); err != nil || got != want {
 					t.Fatalf("dottedQuad(%q) = %v, %d; netip.ParseAddr(%q) gives %v, %v", x, got, n, x[:n], want, err)
@@ -177,4 +181,92 @@ func FuzzDovecotSearches(f *testing.F) {
 			checkSearches(t, h, key)
 		}
 	})
+}
+
+// refDottedQuad is dottedQuad as it was before session 8 (a call of
+// refQuadField per field): FuzzDottedQuad holds dottedQuad to it.
+func refDottedQuad(s string) (ip netip.Addr, n int, ok bool) {
+	var b [4]byte
+	i := 0
+	for f := range 4 {
+		if f > 0 {
+			if i >= len(s) || s[i] != '.' {
+				return ip, 0, false
+			}
+			i++
+		}
+		v, j := refQuadField(s, i)
+		if j < 0 {
+			return ip, 0, false
+		}
+		b[f], i = byte(v), j
+	}
+	if i < len(s) && (s[i]-'0' <= 9 || s[i] == '.') { // a longer field, or more of them
+		return ip, 0, false
+	}
+	return netip.AddrFrom4(b), i, true
+}
+
+// refQuadField reads the field of a dotted quad at s[i:]: one to three
+// digits, no leading zero (a field starting with 0 is "0"), at most 255.
+// It returns the field and the index after it, or j -1.
+func refQuadField(s string, i int) (v uint, j int) {
+	if i >= len(s) {
+		return 0, -1
+	}
+	v = uint(s[i] - '0')
+	switch {
+	case v > 9:
+		return 0, -1
+	case v == 0 || i+1 >= len(s):
+		return v, i + 1
+	}
+	d := uint(s[i+1] - '0')
+	if d > 9 {
+		return v, i + 1
+	}
+	v = v*10 + d
+	if i+2 >= len(s) {
+		return v, i + 2
+	}
+	if d = uint(s[i+2] - '0'); d > 9 {
+		return v, i + 2
+	}
+	if v = v*10 + d; v > 255 {
+		return 0, -1
+	}
+	return v, i + 3
+}
+
+// TestDottedQuadSame holds dottedQuad to the old one on every string of
+// up to 9 bytes over digits, '.', and one other byte, and on addresses
+// with every field from 0 to 299 cut at every length.
+func TestDottedQuadSame(t *testing.T) {
+	check := func(s string) {
+		gi, gn, gok := dottedQuad(s)
+		wi, wn, wok := refDottedQuad(s)
+		if gi != wi || gn != wn || gok != wok {
+			t.Fatalf("dottedQuad(%q) = %v, %d, %v; the old one %v, %d, %v", s, gi, gn, gok, wi, wn, wok)
+		}
+	}
+	alphabet := "0129.x"
+	var gen func(prefix string, n int)
+	gen = func(prefix string, n int) {
+		check(prefix)
+		if n == 0 {
+			return
+		}
+		for k := 0; k < len(alphabet); k++ {
+			gen(prefix+alphabet[k:k+1], n-1)
+		}
+	}
+	gen("", 7)
+	for v := range 300 {
+		for _, s := range []string{fmt.Sprintf("%d.1.2.3", v), fmt.Sprintf("1.%d.2.3", v), fmt.Sprintf("1.2.%d.3", v), fmt.Sprintf("1.2.3.%d", v),
+			fmt.Sprintf("%d.%d.%d.%d, lip", v, v, v, v), fmt.Sprintf("0%d.1.2.3", v), fmt.Sprintf("1.2.3.%d0", v)} {
+			for n := range len(s) + 1 {
+				check(s[:n])
+			}
+		}
+	}
 }
