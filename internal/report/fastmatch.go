@@ -218,7 +218,7 @@ func rejReason(s string) string {
 // rejAddr: s/^((?:Sender|Recipient) address rejected: [^:]+):.*$/$1/
 func rejAddr(s string) string {
 	for _, pre := range [...]string{"Sender address rejected: ", "Recipient address rejected: "} {
-		if strings.HasPrefix(s, pre) {
+		if len(s) > 0 && s[0] == pre[0] && strings.HasPrefix(s, pre) { // (the first byte: a comparison of the whole prefix is a call)
 			if k := strings.IndexByte(s[len(pre):], ':'); k > 0 {
 				return s[:len(pre)+k]
 			}
@@ -298,7 +298,7 @@ func angleValue(s, prefix string) (string, bool) {
 		}
 		p := off + i + 1 // after the '<'
 		off = p
-		if p-1 < n || s[p-1-n:p-1] != prefix[:n] {
+		if p-1 < n || !endsAt(s, p-1, prefix[:n]) {
 			continue
 		}
 		k := strings.IndexByte(s[p:], '>')
@@ -309,6 +309,21 @@ func angleValue(s, prefix string) (string, bool) {
 			return s[p : p+k], true
 		}
 	}
+}
+
+// endsAt reports whether s[:e] ends in w, compared from its end byte by
+// byte: most candidates differ at their last byte or the one before,
+// where a string comparison was a call each (~30 instructions).
+func endsAt(s string, e int, w string) bool {
+	if e < len(w) {
+		return false
+	}
+	for j := len(w) - 1; j >= 0; j-- {
+		if e--; s[e] != w[j] {
+			return false
+		}
+	}
+	return true
 }
 
 // rejToUnknown: \d{3} <([^>]+)>: User unknown
