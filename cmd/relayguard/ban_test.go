@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -215,5 +216,83 @@ func TestWatchFollowsAndBans(t *testing.T) {
 	waitFor("the ban", func() bool { return strings.Contains(list(), "2001:db8:66::7/128") })
 	if strings.Contains(list(), "192.0.2.200") {
 		t.Fatal("a line written before watch started was read")
+	}
+}
+
+// TestWatchBadLogFiles: a [guard] files entry that cannot work is said,
+// naming the file, instead of a source that silently watches nothing or
+// counts everything twice. Before: one file named twice (directly or
+// through a link) had two followers and 3 failures banned at maxretry 5;
+// a directory was "following" and read nothing; a missing file was waited
+// for without a word.
+func TestWatchBadLogFiles(t *testing.T) {
+	bin := testBinary(t)
+	dir := t.TempDir()
+	logPath := filepath.Join(dir, "mail.log")
+	if err := os.WriteFile(logPath, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "maillog")
+	if err := os.Symlink(logPath, link); err != nil {
+		t.Fatal(err)
+	}
+	start := func(files ...string) (*exec.Cmd, *syncBuffer, string) {
+		conf := filepath.Join(t.TempDir(), "rg.toml")
+		q := make([]string, len(files))
+		for i, f := range files {
+			q[i] = fmt.Sprintf("%q", f)
+		}
+		os.WriteFile(conf, []byte(fmt.Sprintf("[guard]\nfiles = [%s]\n[firewall]\nbackend = \"none\"\n", strings.Join(q, ", "))), 0o644)
+		// (A watch that does not refuse would run on: killed after a
+		// minute, so that the test fails instead of hanging.)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		t.Cleanup(cancel)
+		cmd := exec.CommandContext(ctx, bin, "--config", conf, "--data-dir", filepath.Join(t.TempDir(), "data"), "--create-data-dir", "watch")
+		stderr := &syncBuffer{}
+		cmd.Stderr = stderr
+		return cmd, stderr, conf
+	}
+	// The same path twice: config check and watch refuse it.
+	cmd, stderr, conf := start(logPath, dir+"/./mail.log")
+	if err := cmd.Run(); err == nil || !strings.Contains(stderr.String(), `guard.files[1] "`+dir+`/./mail.log": listed twice`) {
+		t.Errorf("watch with one path twice: %v\n%s", err, stderr.String())
+	}
+	if _, errOut, code := runRG(t, bin, "--config", conf, "config", "check"); code == 0 || !strings.Contains(errOut, "listed twice") {
+		t.Errorf("config check with one path twice: %d %s", code, errOut)
+	}
+	// One file through a link: watch refuses it, naming both.
+	cmd, stderr, _ = start(logPath, link)
+	if err := cmd.Run(); err == nil || !strings.Contains(stderr.String(), fmt.Sprintf("guard.files[1] %q is the same file as guard.files[0] %q", link, logPath)) {
+		t.Errorf("watch with one file through a link: %v\n%s", err, stderr.String())
+	}
+	// A directory and a missing file: each named in the log, the other
+	// source followed.
+	missing := filepath.Join(dir, "no", "such.log")
+	cmd, stderr, _ = start(dir, missing, logPath)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		cmd.Process.Signal(os.Interrupt)
+		cmd.Wait()
+		if t.Failed() {
+			t.Log(stderr.String())
+		}
+	}()
+	for _, want := range []string{
+		fmt.Sprintf(`level=ERROR msg="watch: file source stopped" file=%s err="logwatch: %s: is a directory, not a log file"`, dir, dir),
+		fmt.Sprintf(`level=WARN msg="logwatch: waiting for the file to appear" file=%s`, missing),
+		fmt.Sprintf(`msg="logwatch: following" file=%s`, logPath),
+	} {
+		deadline := time.Now().Add(30 * time.Second)
+		for !strings.Contains(stderr.String(), want) {
+			if time.Now().After(deadline) {
+				t.Fatalf("no %q in watch's log", want)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	if strings.Contains(stderr.String(), fmt.Sprintf(`msg="logwatch: following" file=%s `, dir)) {
+		t.Error("the directory is followed")
 	}
 }

@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"path/filepath"
 	"strings"
 	"time"
 )
@@ -156,6 +157,13 @@ func (c *GuardConfig) validate() error {
 	for i, f := range c.Files {
 		if strings.TrimSpace(f) == "" {
 			return fmt.Errorf("guard.files[%d]: empty path", i)
+		}
+		// A file followed twice counts every failure twice: banned at
+		// half of maxretry.
+		for j, g := range c.Files[:i] {
+			if filepath.Clean(f) == filepath.Clean(g) {
+				return fmt.Errorf("guard.files[%d] %q: listed twice (guard.files[%d] %q): every line would be counted twice", i, f, j, g)
+			}
 		}
 	}
 	return nil

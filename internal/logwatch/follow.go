@@ -131,6 +131,7 @@ func (t *Follower) start(ctx context.Context, emit func(string)) error {
 			return fmt.Errorf("logwatch: %s: load position: %w", t.Path, err)
 		}
 	}
+	waiting := false
 	for {
 		f, err := os.Open(t.Path)
 		if err == nil {
@@ -138,6 +139,12 @@ func (t *Follower) start(ctx context.Context, emit func(string)) error {
 			if err != nil {
 				f.Close()
 				return fmt.Errorf("logwatch: %w", err)
+			}
+			if fi.IsDir() {
+				// A directory opens and reads as an empty file that never
+				// grows: the source would say "following" and see nothing.
+				f.Close()
+				return fmt.Errorf("logwatch: %s: is a directory, not a log file", t.Path)
 			}
 			t.cur, t.ino, t.lastMod = &cursor{f: f}, inode(fi), fi.ModTime()
 			switch {
@@ -167,6 +174,13 @@ func (t *Follower) start(ctx context.Context, emit func(string)) error {
 		}
 		if !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("logwatch: %w", err)
+		}
+		if !waiting {
+			// Said once: a misspelt path is otherwise a source that
+			// silently watches nothing (a log that does not exist yet,
+			// before the first rotation or the MTA's first start, is fine).
+			t.Log.Warn("logwatch: waiting for the file to appear", "file", t.Path, "err", err)
+			waiting = true
 		}
 		select {
 		case <-ctx.Done():

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 
@@ -190,6 +191,9 @@ func startMetrics(ctx context.Context, wg *sync.WaitGroup, addr string, reg prom
 // ctx is done. With admin set (host:port) it serves /metrics, /healthz and
 // the web console there.
 func Watch(ctx context.Context, cfg *config.Config, log *slog.Logger, stdin io.Reader, admin string) error {
+	if err := distinctFiles(cfg.Guard.Files); err != nil {
+		return err
+	}
 	enf, err := firewall.New(cfg.Firewall, log)
 	if err != nil {
 		return err
@@ -308,5 +312,31 @@ func Watch(ctx context.Context, cfg *config.Config, log *slog.Logger, stdin io.R
 	}
 	log.Info("watching", "files", cfg.Guard.Files, "journal", cfg.Guard.Journal, "stdin", stdin != nil, "firewall", cfg.Firewall.Backend, "shared", st.Shared())
 	<-ctx.Done()
+	return nil
+}
+
+// distinctFiles refuses two [guard] files that are one file (a symbolic or
+// hard link, /var/log/maillog and /var/log/mail.log on some systems): each
+// would have its follower, and every failure would count twice, banning an
+// address at half of guard.maxretry. Files that do not exist yet are not
+// compared (config refuses the same path twice).
+func distinctFiles(files []string) error {
+	type seen struct {
+		i  int
+		fi os.FileInfo
+	}
+	var prev []seen
+	for i, f := range files {
+		fi, err := os.Stat(f)
+		if err != nil {
+			continue
+		}
+		for _, p := range prev {
+			if os.SameFile(p.fi, fi) {
+				return fmt.Errorf("watch: guard.files[%d] %q is the same file as guard.files[%d] %q: every line would be counted twice", i, f, p.i, files[p.i])
+			}
+		}
+		prev = append(prev, seen{i, fi})
+	}
 	return nil
 }
