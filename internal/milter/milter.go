@@ -27,6 +27,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	stdlog "log"
+	"log/slog"
 	"net"
 	"net/mail"
 	"net/netip"
@@ -151,6 +153,7 @@ func Listen(addr string) (net.Listener, error) { return listen.Listen("milter li
 
 // Serve answers milter connections on ln until ctx ends.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	bridgeStdLog(s.o.Log.Slog())
 	srv := Negotiation(s.o.Config, s.o.EndOfData != nil)
 	srv.NewMilter = func() gomilter.Milter { return &message{s: s, ctx: ctx, uid: -1} }
 	s.mu.Lock()
@@ -163,6 +166,25 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		return nil
 	}
 	return fmt.Errorf("milter listener %s: %w", ln.Addr(), err)
+}
+
+// bridgeStdLog sends the standard logger's lines into l. go-milter reports
+// a connection's errors with it ("Error reading milter command: unexpected
+// EOF", a packet longer than 1 MiB, an unknown command, a malformed
+// connect): they were stderr lines of their own format, with their own
+// timestamp, among the log's, and broke [log] format = "json". Now each is
+// a WARN record of the log (go-milter does not say which connection). One
+// milter serves per process; the standard logger is the process's.
+func bridgeStdLog(l *slog.Logger) {
+	stdlog.SetFlags(0)
+	stdlog.SetOutput(stdLogWriter{l})
+}
+
+type stdLogWriter struct{ l *slog.Logger }
+
+func (w stdLogWriter) Write(p []byte) (int, error) {
+	w.l.Warn("milter: go-milter", "err", strings.TrimSpace(string(p)))
+	return len(p), nil
 }
 
 // protocol is what Postfix is asked to send and to wait for (RFC-less:
