@@ -71,3 +71,34 @@ func TestDamagedCompressedLogNamed(t *testing.T) {
 		}
 	}
 }
+
+// TestEgressReportLongLine: a line over 1 MiB in the log egress report
+// reads (a syslog file or a journal export, where any local user may log
+// through /dev/log) is one unparsable line, named with its number, and the
+// lines around it are counted. It stopped the report before: "egress
+// report: FILE: bufio.Scanner: token too long", exit 1, nothing counted.
+func TestEgressReportLongLine(t *testing.T) {
+	bin := testBinary(t)
+	drop := func(tm string, port int) string {
+		return fmt.Sprintf("Nov 23 %s mx kernel: [12345.678901] EGRESS-DROP: IN= OUT=eth0 SRC=192.0.2.7 DST=203.0.113.9 LEN=60 TOS=0x00 PREC=0x00 TTL=64 ID=54321 DF PROTO=TCP SPT=%d DPT=25 WINDOW=64240 RES=0x00 SYN URGP=0 UID=2000 GID=2001\n", tm, port)
+	}
+	log := drop("18:56:32", 58389) + "Nov 23 18:56:33 mx www-data: " + strings.Repeat("A", 3<<20) + "\n" +
+		drop("18:57:40", 58390) + strings.Repeat("B", 2<<20) // (the last line has no end)
+	path := filepath.Join(t.TempDir(), "kern.log")
+	if err := os.WriteFile(path, []byte(log), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, errOut, code := runRG(t, bin, "egress", "report", path)
+	if code != 0 {
+		t.Fatalf("egress report: exit %d: %s", code, errOut)
+	}
+	for _, want := range []string{
+		"2 connection attempts in 2 packet log lines (2 unparsable lines)",
+		"unparsable: " + path + ":2: longer than 1048576 bytes, skipped",
+		"unparsable: " + path + ":4: longer than 1048576 bytes, skipped",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("egress report lacks %q:\n%s", want, out)
+		}
+	}
+}
