@@ -82,6 +82,7 @@ type pending struct {
 	list    []attempt // at most maxPending; when full, a ring whose oldest is list[next]
 	next    int
 	missing [3]int32   // by layer bit
+	gen     uint32     // the generation it was last put in (Once.Reuse; in the padding: no byte more)
 	inline  [2]attempt // list's first home: most addresses make an attempt or two
 }
 
@@ -192,8 +193,14 @@ type Once struct {
 	// other, and a map lookup was a cache miss on a botnet's log.
 	last  netip.Addr
 	lastP *pending
-	// free are the reset attempts of dropped addresses (Reuse).
-	free []*pending
+	// Reuse: free are the reset attempts of dropped addresses; curList
+	// and prevList the attempts put in cur and prev (moved or new) while
+	// each was the current generation, gen its number. A rotation frees
+	// those of prevList not moved on since (their gen is not cur's): a walk
+	// of the dropped table instead was a walk of its whole room.
+	free              []*pending
+	curList, prevList []*pending
+	gen               uint32
 }
 
 // NewOnce returns a Once that publishes to next.
@@ -303,9 +310,13 @@ func (o *Once) rotate(early bool) {
 	o.lastP = nil
 	var next map[netip.Addr]*pending
 	if o.Reuse {
-		for _, p := range o.prev {
-			o.free = append(o.free, p.reset())
+		for _, p := range o.prevList {
+			if p.gen != o.gen { // (else moved to cur)
+				o.free = append(o.free, p.reset())
+			}
 		}
+		o.prevList, o.curList = o.curList, o.prevList[:0]
+		o.gen++
 		clear(o.prev)
 		next = o.prev
 	} else {
@@ -373,9 +384,10 @@ func (o *Once) move(ip netip.Addr) *pending {
 		delete(o.prev, ip)
 		if !p.expire(o.latest.Add(-keepAttempts).UnixNano()) {
 			if o.Reuse {
-				o.free = append(o.free, p.reset())
+				p.reset() // (as new, for ip)
+			} else {
+				p = nil
 			}
-			p = nil
 		}
 	}
 	if p == nil {
@@ -384,6 +396,10 @@ func (o *Once) move(ip netip.Addr) *pending {
 		} else {
 			p = newPending()
 		}
+	}
+	if o.Reuse {
+		p.gen = o.gen
+		o.curList = append(o.curList, p)
 	}
 	o.cur[ip] = p
 	return p

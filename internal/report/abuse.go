@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"strings"
 	"time"
+	"unsafe"
 
 	"github.com/relayguard/relayguard/internal/event"
 	"github.com/relayguard/relayguard/internal/logwatch"
@@ -80,7 +81,10 @@ type clientStat struct {
 const clientBlock = 4096
 
 // stat returns client i's row.
-func (s *abuseState) stat(i int32) *clientStat { return &s.clientStats[i/clientBlock][i%clientBlock] }
+func (s *abuseState) stat(i int32) *clientStat {
+	u := uint32(i) // (numbers are never negative: a shift and a mask, not a signed division)
+	return &s.clientStats[u/clientBlock][u%clientBlock]
+}
 
 // clientCount is the number of distinct clients.
 func (s *abuseState) clientCount() int32 { return s.clients.n }
@@ -169,8 +173,12 @@ func (s *abuseState) queue(j clientJob) {
 	var told bool // the batch tells j
 	switch j.kind {
 	case jobLogged, jobUnsummarised, jobRejected:
-		k := b.evAt[i]
-		told = k >= 0 && j.pre == &b.ev[k] && j.program == j.pre.program && j.msg == j.pre.msg && j.t == b.parsed[i].Time
+		if k := b.evAt[i]; k >= 0 && j.pre == &b.ev[k] && j.t == b.parsed[i].Time {
+			// The slot's very strings (nearly always: a question told
+			// without comparing bytes), or equal ones ("postfix/" + cmd).
+			p := j.pre
+			told = sameString(j.program, p.program) && sameString(j.msg, p.msg) || j.program == p.program && j.msg == p.msg
+		}
 	default:
 		k := b.ownAt[i]
 		told = k >= 0 && j.rec == &b.own[k].r && j.t == b.own[k].t
@@ -181,6 +189,11 @@ func (s *abuseState) queue(j clientJob) {
 	}
 	b.jobs = append(b.jobs, queuedJob{j.kind, i, int32(len(b.jobX))})
 	b.jobX = append(b.jobX, j)
+}
+
+// sameString reports whether a and b are the same bytes in memory.
+func sameString(a, b string) bool {
+	return len(a) == len(b) && unsafe.StringData(a) == unsafe.StringData(b)
 }
 
 // doQueued does the jobs queued on b.
