@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/relayguard/relayguard/internal/event"
 )
@@ -201,6 +202,14 @@ type Once struct {
 	free              []*pending
 	curList, prevList []*pending
 	gen               uint32
+	// Reuse: the sessions of cur's attempts are copied into the chunks of
+	// curSess (sess: the one being filled), prev's are in prevSess's; a
+	// rotation hands prevSess's to freeSess, as their attempts are dropped
+	// (or were moved, their sessions copied again): no allocation per
+	// attempt (a Dovecot login's lines each name a session).
+	sess                        []byte
+	curSess, prevSess, freeSess [][]byte
+	chunk                       int // the chunks' size (0: sessChunk; tests: a few bytes, so that chunks are reused)
 }
 
 // NewOnce returns a Once that publishes to next.
@@ -259,10 +268,16 @@ func (o *Once) attempts(e *event.Event, l layer) int {
 	ip := e.IP.Unmap()
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if t.After(o.latest) {
+	// A rotation is due when latest has moved keepAttempts past the last
+	// one: asked only when latest moves (after each event it is not due:
+	// checked, or just done), and latest moves only when t is not latest
+	// itself (most events of a log share their second with the one before).
+	due := false
+	if t != o.latest && t.After(o.latest) {
 		o.latest = t
+		due = o.latest.Sub(o.rotated) >= keepAttempts
 	}
-	if o.latest.Sub(o.rotated) >= keepAttempts {
+	if due {
 		o.rotate(false)
 	} else if o.Max > 0 && len(o.cur) >= o.Max {
 		o.rotate(true)
@@ -287,7 +302,7 @@ func (o *Once) attempts(e *event.Event, l layer) int {
 		fresh++
 		// (cloned: a replay's event strings point into a buffer that is
 		// reused once the batch is done, ReplayFileTransient)
-		p.add(attempt{t: t.UnixNano(), layers: l, session: strings.Clone(e.Session)})
+		p.add(attempt{t: t.UnixNano(), layers: l, session: o.keepSession(e.Session)})
 	}
 	return fresh
 }
@@ -316,6 +331,8 @@ func (o *Once) rotate(early bool) {
 			}
 		}
 		o.prevList, o.curList = o.curList, o.prevList[:0]
+		o.freeSess = append(o.freeSess, o.prevSess...)
+		o.prevSess, o.curSess, o.sess = o.curSess, o.prevSess[:0], nil
 		o.gen++
 		clear(o.prev)
 		next = o.prev
@@ -323,6 +340,32 @@ func (o *Once) rotate(early bool) {
 		next = make(map[netip.Addr]*pending, min(len(o.cur), max(o.Max, 1024)))
 	}
 	o.prev, o.cur, o.rotated = o.cur, next, o.latest
+}
+
+// sessChunk is the size of the chunks Reuse copies sessions into.
+const sessChunk = 4096
+
+// keepSession returns a copy of an attempt's session (the event's points
+// into a line, in a buffer a replay reuses).
+func (o *Once) keepSession(s string) string {
+	if s == "" || !o.Reuse {
+		return strings.Clone(s)
+	}
+	if cap(o.sess)-len(o.sess) < len(s) {
+		size := o.chunk
+		if size == 0 {
+			size = sessChunk
+		}
+		if n := len(o.freeSess); n > 0 && len(s) <= size {
+			o.sess, o.freeSess = o.freeSess[n-1][:0], o.freeSess[:n-1]
+		} else {
+			o.sess = make([]byte, 0, max(size, len(s)))
+		}
+		o.curSess = append(o.curSess, o.sess)
+	}
+	start := len(o.sess)
+	o.sess = append(o.sess, s...)
+	return unsafe.String(&o.sess[start], len(s))
 }
 
 // Dropped is how many addresses' attempts were forgotten early because a
@@ -382,11 +425,18 @@ func (o *Once) move(ip netip.Addr) *pending {
 	p := o.prev[ip]
 	if p != nil {
 		delete(o.prev, ip)
-		if !p.expire(o.latest.Add(-keepAttempts).UnixNano()) {
+		switch {
+		case !p.expire(o.latest.Add(-keepAttempts).UnixNano()):
 			if o.Reuse {
 				p.reset() // (as new, for ip)
 			} else {
 				p = nil
+			}
+		case o.Reuse:
+			// (their sessions into cur's chunks: prev's are reused at the
+			// next rotation)
+			for i := range p.list {
+				p.list[i].session = o.keepSession(p.list[i].session)
 			}
 		}
 	}
