@@ -131,6 +131,11 @@ func newLogger(c *config.Config) *slog.Logger {
 }
 
 // newLoggerLevel is newLogger with the level as a variable a reload sets.
+// The logger is also the process's default, which takes the standard
+// logger's lines too: net/http's servers (the admin listener of serve and
+// watch, /metrics of policy and milter, Dovecot's policy endpoint) report
+// a bad TLS handshake through it, and those lines were plain text among
+// [log] format = "json" records in every command but serve.
 func newLoggerLevel(c *config.Config) (*slog.Logger, *slog.LevelVar) {
 	lvl := &slog.LevelVar{}
 	var l slog.Level
@@ -138,10 +143,14 @@ func newLoggerLevel(c *config.Config) (*slog.Logger, *slog.LevelVar) {
 		lvl.Set(l)
 	}
 	opts := &slog.HandlerOptions{Level: lvl}
+	var log *slog.Logger
 	if c.Log.Format == "json" {
-		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), lvl
+		log = slog.New(slog.NewJSONHandler(os.Stderr, opts))
+	} else {
+		log = slog.New(slog.NewTextHandler(os.Stderr, opts))
 	}
-	return slog.New(slog.NewTextHandler(os.Stderr, opts)), lvl
+	slog.SetDefault(log)
+	return log, lvl
 }
 
 // exitError carries a specific exit status out of a command.

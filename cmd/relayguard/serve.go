@@ -1,7 +1,6 @@
 package main
 
 import (
-	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
@@ -31,7 +30,6 @@ and the running one stays. SIGTERM or SIGINT stops the server.`,
 				return err
 			}
 			log, level := newLoggerLevel(cfg)
-			slog.SetDefault(log)
 			hup := make(chan os.Signal, 1)
 			signal.Notify(hup, syscall.SIGHUP)
 			defer signal.Stop(hup)
