@@ -69,8 +69,11 @@ func sortKeyed(ks []keyed, buf []byte, keys []string) {
 // (descending: the complement of its order-preserving unsigned form), head
 // and head2.
 func radixWords(k *keyed) [3]uint64 {
-	return [3]uint64{^(uint64(k.count) ^ 1<<63), k.head, k.head2}
+	return [3]uint64{countWord(k.count), k.head, k.head2}
 }
+
+// countWord is a count's radix word: descending counts in ascending order.
+func countWord(c int64) uint64 { return ^(uint64(c) ^ 1<<63) }
 
 // radixMSDMin is the length from which radixMSD splits a run by its next
 // digit rather than sorting it by insertion.
@@ -89,8 +92,21 @@ func radixMSD(ks, tmp []keyed, digits []uint8, compare func(a, b keyed) int) {
 		d := digits[0]
 		w, shift := d>>3, 56-8*(d&7)
 		var count [256]int32
-		for j := range ks {
-			count[byte(radixWords(&ks[j])[w]>>shift)]++
+		// (a loop per word: the digit is one load and shift, where
+		// radixWords made all three words for each row)
+		switch w {
+		case 0:
+			for j := range ks {
+				count[byte(countWord(ks[j].count)>>shift)]++
+			}
+		case 1:
+			for j := range ks {
+				count[byte(ks[j].head>>shift)]++
+			}
+		default:
+			for j := range ks {
+				count[byte(ks[j].head2>>shift)]++
+			}
 		}
 		if count[byte(radixWords(&ks[0])[w]>>shift)] == int32(len(ks)) {
 			digits = digits[1:] // the same in the whole run
@@ -102,10 +118,25 @@ func radixMSD(ks, tmp []keyed, digits []uint8, compare func(a, b keyed) int) {
 			pos[b] = sum
 			sum += count[b]
 		}
-		for j := range ks {
-			b := byte(radixWords(&ks[j])[w] >> shift)
-			tmp[pos[b]] = ks[j]
-			pos[b]++
+		switch w {
+		case 0:
+			for j := range ks {
+				b := byte(countWord(ks[j].count) >> shift)
+				tmp[pos[b]] = ks[j]
+				pos[b]++
+			}
+		case 1:
+			for j := range ks {
+				b := byte(ks[j].head >> shift)
+				tmp[pos[b]] = ks[j]
+				pos[b]++
+			}
+		default:
+			for j := range ks {
+				b := byte(ks[j].head2 >> shift)
+				tmp[pos[b]] = ks[j]
+				pos[b]++
+			}
 		}
 		copy(ks, tmp)
 		var start int32

@@ -197,3 +197,53 @@ func TestByHostTop(t *testing.T) {
 		}
 	}
 }
+
+// domainRows ranks as the comparison sort it replaced: count, then bytes,
+// descending, then the name (names alike in their first 8 bytes, and
+// prefixes of each other, among them).
+func TestDomainRowsSameAsSortFunc(t *testing.T) {
+	r := rand.New(rand.NewPCG(11, 12))
+	for _, size := range []int{0, 1, 7, 255, 256, 3000} {
+		tab := newStatTable(&arena{})
+		for tab.keys.len() < size {
+			var k string
+			switch r.IntN(3) {
+			case 0:
+				k = fmt.Sprintf("s%d.example", r.IntN(5000))
+			case 1:
+				k = fmt.Sprintf("mail.example.%d", r.IntN(300))
+			default:
+				k = "mail.exa"[:r.IntN(9)]
+			}
+			st := tab.getHashed(k, keyHash(k))
+			st.count, st.size = int64(r.IntN(4)), int64(r.IntN(3))*1000
+			st.defers, st.delaySum, st.delayMax = int64(r.IntN(2)), float64(r.IntN(9)), float64(r.IntN(5))
+		}
+		for _, n := range []int{-1, 0, 5} {
+			var want []DomainRow
+			for i := range tab.keys.refs {
+				st := &tab.rows[i]
+				row := DomainRow{Domain: tab.keys.key(int32(i)), Count: st.count, Bytes: st.size, Defers: st.defers, MaxDelay: st.delayMax}
+				if st.count > 0 {
+					row.AvgDelay = st.delaySum / float64(st.count)
+				}
+				want = append(want, row)
+			}
+			slices.SortFunc(want, func(a, b DomainRow) int {
+				if a.Count != b.Count {
+					return cmpInt(b.Count, a.Count)
+				}
+				if a.Bytes != b.Bytes {
+					return cmpInt(b.Bytes, a.Bytes)
+				}
+				return strings.Compare(a.Domain, b.Domain)
+			})
+			if n >= 0 && n < len(want) {
+				want = want[:n]
+			}
+			if got := domainRows(tab, n, true); !slices.Equal(got, want) {
+				t.Fatalf("%d rows, limit %d: domainRows differs from the comparison sort:\n%v\n%v", size, n, got, want)
+			}
+		}
+	}
+}

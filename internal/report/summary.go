@@ -521,17 +521,27 @@ func domainRows(t *statTable, n int, delays bool) []DomainRow {
 		}
 		rows = append(rows, r)
 	}
-	// pflogsumm: by count, then size, descending (ties: by name here).
-	slices.SortFunc(rows, func(a, b DomainRow) int {
-		if c := cmp.Compare(b.Count, a.Count); c != 0 {
-			return c
-		}
-		if c := cmp.Compare(b.Bytes, a.Bytes); c != 0 {
-			return c
-		}
-		return strings.Compare(a.Domain, b.Domain)
-	})
-	return limit(rows, n)
+	// pflogsumm: by count, then size, descending (ties: by name here),
+	// ranked by sortKeyed: the size is the head word, the name's first 8
+	// bytes the second (a comparison sort of mixed's 18,000 sending
+	// domains moved 56-byte rows through a closure ~300,000 times).
+	ks := make([]keyed, len(rows))
+	keys := make([]string, len(rows))
+	for i := range rows {
+		var h [8]byte
+		copy(h[:], rows[i].Domain)
+		ks[i] = keyed{count: rows[i].Count, head: countWord(rows[i].Bytes), head2: binary.BigEndian.Uint64(h[:]), i: int32(i)}
+		keys[i] = rows[i].Domain
+	}
+	sortKeyed(ks, nil, keys) // (no normalised keys: the names decide ties)
+	if n < 0 || n > len(ks) {
+		n = len(ks)
+	}
+	out := make([]DomainRow, n)
+	for j := range out {
+		out[j] = rows[ks[j].i]
+	}
+	return out
 }
 
 // userRows returns t's rows ranked by message count and by size (at most
