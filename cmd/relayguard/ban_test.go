@@ -296,3 +296,30 @@ func TestWatchBadLogFiles(t *testing.T) {
 		t.Error("the directory is followed")
 	}
 }
+
+// TestWatchStdinEnded: when the writer into watch --stdin goes away, watch
+// says so (it goes on with its other sources and the bans). It was silent.
+func TestWatchStdinEnded(t *testing.T) {
+	bin := testBinary(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "--data-dir", filepath.Join(t.TempDir(), "data"), "--create-data-dir", "watch", "--stdin")
+	cmd.Stdin = strings.NewReader("Nov 23 10:00:00 mx1 postfix/smtpd[1]: connect from unknown[192.0.2.9]\n")
+	stderr := &syncBuffer{}
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		cmd.Process.Signal(os.Interrupt)
+		cmd.Wait()
+	}()
+	want := `level=WARN msg="watch: standard input ended; it is no longer read (the other sources and the bans go on)"`
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(stderr.String(), want) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %q in watch's log:\n%s", want, stderr.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -304,6 +304,10 @@ func Watch(ctx context.Context, cfg *config.Config, log *slog.Logger, stdin io.R
 		wg.Go(func() {
 			if err := logwatch.ReadLines(ctx, stdin, logwatch.Events(emitCtx, sink)); err != nil {
 				log.Error("watch: stdin", "err", err)
+			} else if ctx.Err() == nil {
+				// The writer (tail -F, a log shipper) is gone: said, or
+				// watch would go on with a source that reads nothing.
+				log.Warn("watch: standard input ended; it is no longer read (the other sources and the bans go on)")
 			}
 		})
 	}
