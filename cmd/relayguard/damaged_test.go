@@ -102,3 +102,63 @@ func TestEgressReportLongLine(t *testing.T) {
 		}
 	}
 }
+
+// TestCompressedStdin: "-" (standard input) is read as a named file is:
+// gzip and xz by content, a truncated stream an error. `cat mail.log.1.gz |
+// relayguard report -` read the compressed bytes as text lines, found
+// nothing and exited 0; watch --replay and egress report did the same, and
+// a truncated stream was as good as a whole one.
+func TestCompressedStdin(t *testing.T) {
+	bin := testBinary(t)
+	var text bytes.Buffer
+	const n = 20000
+	for i := range n {
+		fmt.Fprintf(&text, "Dec  4 10:%02d:%02d mx1 postfix/smtpd[%d]: warning: unknown[203.0.113.%d]: SASL LOGIN authentication failed: authentication failure\n",
+			i/60%60, i%60, 1000+i%5000, i%250)
+	}
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	zw.Write(text.Bytes())
+	zw.Close()
+	streams := map[string][]byte{"gzip": gz.Bytes()}
+	if _, err := exec.LookPath("xz"); err == nil {
+		cmd := exec.Command("xz", "-1", "-c")
+		cmd.Stdin = bytes.NewReader(text.Bytes())
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		streams["xz"] = out
+	}
+	run := func(in []byte, args ...string) (string, string, int) {
+		cmd := exec.Command(bin, args...)
+		cmd.Stdin = bytes.NewReader(in)
+		var stdout, stderr strings.Builder
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		err := cmd.Run()
+		if ee, ok := err.(*exec.ExitError); ok {
+			return stdout.String(), stderr.String(), ee.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		return stdout.String(), stderr.String(), 0
+	}
+	for kind, data := range streams {
+		out, errOut, code := run(data, "report", "--format", "json", "-")
+		if want := fmt.Sprintf(`"lines_read": %d,`, n); code != 0 || !strings.Contains(out, want) {
+			t.Errorf("%s on stdin: report: exit %d, %s; want %s", kind, code, errOut, want)
+		}
+		if _, errOut, code := run(data, "watch", "--replay", "-"); code != 0 || !strings.Contains(errOut, fmt.Sprintf("lines=%d ", n)) {
+			t.Errorf("%s on stdin: watch --replay: exit %d, %s; want lines=%d", kind, code, errOut, n)
+		}
+		if _, errOut, code := run(data, "egress", "report", "-"); code != 0 {
+			t.Errorf("%s on stdin: egress report: exit %d, %s", kind, code, errOut)
+		}
+		want := map[string]string{"gzip": "gzip: unexpected EOF", "xz": "xz -dc: exit status 1"}[kind]
+		for _, args := range [][]string{{"report", "-"}, {"watch", "--replay", "-"}, {"egress", "report", "-"}} {
+			if _, errOut, code := run(data[:len(data)/2], args...); code == 0 || strings.Count(errOut, "relayguard: ") != 1 || !strings.Contains(errOut, want) {
+				t.Errorf("truncated %s on stdin: %s: exit %d, stderr %q; want a failure with %q", kind, strings.Join(args, " "), code, errOut, want)
+			}
+		}
+	}
+}

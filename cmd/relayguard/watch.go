@@ -17,6 +17,7 @@ import (
 	"github.com/relayguard/relayguard/internal/config"
 	"github.com/relayguard/relayguard/internal/event"
 	"github.com/relayguard/relayguard/internal/guard"
+	"github.com/relayguard/relayguard/internal/logline"
 	"github.com/relayguard/relayguard/internal/logwatch"
 	"github.com/relayguard/relayguard/internal/server"
 )
@@ -140,9 +141,18 @@ func runReplay(ctx context.Context, gc config.GuardConfig, never []netip.Prefix,
 	start := time.Now()
 	for _, f := range files {
 		if f == "-" {
-			emit := logwatch.Events(ctx, counting)
-			if err := logwatch.ReadLines(ctx, os.Stdin, func(l string) { lines++; emit(l) }); err != nil {
+			// Opened as a file is (logline.Open): gzip, xz and journal
+			// exports by content, a truncated one an error. Read raw, a
+			// piped .gz was binary "lines" and a quiet exit 0.
+			r, err := logline.Open(ctx, f)
+			if err != nil {
 				return err
+			}
+			emit := logwatch.Events(ctx, counting)
+			err = logwatch.ReadLines(ctx, r, func(l string) { lines++; emit(l) })
+			r.Close()
+			if err != nil {
+				return fmt.Errorf("logwatch: standard input: %w", err)
 			}
 			continue
 		}

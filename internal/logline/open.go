@@ -28,13 +28,16 @@ import (
 // then turned by ParseJournal (the live journal reader's converter) into
 // one RFC 3339 syslog line that Parser.Parse reads back as the same Line.
 // This is the one opener of `watch`, `report` and `egress report`.
+// Standard input is recognised the same way (`cat mail.log.1.gz | report -`
+// read the compressed bytes as text lines, found nothing and exited 0); it
+// is not closed.
 func Open(ctx context.Context, name string) (io.ReadCloser, error) {
-	if name == "-" {
-		return io.NopCloser(journalOrText(bufio.NewReaderSize(os.Stdin, 256<<10))), nil
-	}
-	f, err := os.Open(name)
-	if err != nil {
-		return nil, err
+	var f io.ReadCloser = stdin{}
+	if name != "-" {
+		var err error
+		if f, err = os.Open(name); err != nil {
+			return nil, err
+		}
 	}
 	br := bufio.NewReaderSize(f, 256<<10)
 	magic, _ := br.Peek(6)
@@ -66,8 +69,16 @@ func Open(ctx context.Context, name string) (io.ReadCloser, error) {
 	}
 	r := journalOrText(br)
 	_, text := r.(*bufio.Reader)
-	return &multiCloser{Reader: r, closers: []io.Closer{f}, plain: text}, nil
+	_, file := f.(*os.File)
+	return &multiCloser{Reader: r, closers: []io.Closer{f}, plain: text && file}, nil
 }
+
+// stdin is standard input for Open: read, never closed (the process may
+// read it again, or not own it).
+type stdin struct{}
+
+func (stdin) Read(p []byte) (int, error) { return os.Stdin.Read(p) }
+func (stdin) Close() error               { return nil }
 
 type multiCloser struct {
 	io.Reader
@@ -108,7 +119,7 @@ type xzReader struct {
 	waited bool          // xz was waited for
 	end    error         // what a read after that returns: io.EOF, xz's failure, os.ErrClosed
 	cmd    *exec.Cmd
-	f      *os.File
+	f      io.Closer
 	stderr *bytes.Buffer
 }
 
