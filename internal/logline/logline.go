@@ -182,6 +182,21 @@ func (p *Parser) ParseTo(l *Line, line string) bool {
 			}
 		}
 	}
+	if i > 0 && i < len(tag) && tag[i] == ':' {
+		// A tag without a PID ("dovecot: "): what tagFrom reads, the
+		// Line written field by field (a third of mixed's non-Postfix
+		// lines; the call and the copy cost ~80 instructions a line).
+		j := i + 1
+		if j < len(tag) && tag[j] == ' ' {
+			j++
+		}
+		l.Time = t
+		l.Host = rest[:sp]
+		l.Program = tag[:i]
+		l.PID = 0
+		l.Message = tag[j:]
+		return true
+	}
 	prog, pid, msg := tagFrom(tag, i)
 	*l = Line{Time: t, Host: rest[:sp], Program: prog, PID: pid, Message: msg}
 	return true

@@ -77,7 +77,11 @@ var parseToLines = []string{
 	"Nov 23 10:00:00 mx1 postfix/smtpd[12345678]: m", "Nov 23 10:00:00 mx1 postfix/smtpd[0012]:m",
 	"Nov 23 10:00:00 mx1 postfix/smtpd[12]x: m", "Nov 23 10:00:00 mx1 postfix/smtpd[1a]: m", "Nov 23 10:00:00 mx1 postfix/[1]: m",
 	"Nov 23 10:00:00 mx1 postfix/smtpd[1]:", "Nov 23 10:00:00 mx1 postfix/smtpd[1]: ", "Nov 23 10:00:00 mx1 postfix/smtpd[1]",
-	"Nov 23 10:00:00 mx1 postfix/submission/smtpd[9]: m", "Nov 23 10:00:00 mx1234567 p[1]: m", "Nov 23 10:00:00 mx12345678 p[1]: m",
+	"Nov 23 10:00:00 mx1 postfix/submission/smtpd[9]: m",
+	"Dec  4 02:39:58 mx1 dovecot: auth: passwd-file(support,192.0.2.1,<7b957d50>): unknown user",
+	"Dec  4 02:39:58 mx1 dovecot:  two spaces", "Dec  4 02:39:58 mx1 dovecot:x", "Dec  4 02:39:58 mx1 dovecot:",
+	"Dec  4 02:39:58 mx1 dovecot: ", "Dec  4 02:39:58 mx1 :x", "Dec  4 02:39:58 mx1 a-very-long-program-name: m",
+	"Dec  4 02:39:58 mx1 dovecot:[1]: m", "Dec  4 02:39:58 mx1 dovecot: imap-login: Login: user=<a>", "Nov 23 10:00:00 mx1234567 p[1]: m", "Nov 23 10:00:00 mx12345678 p[1]: m",
 }
 
 // checkParseTo parses lines with ParseTo into a slot holding another
