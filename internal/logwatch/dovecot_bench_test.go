@@ -2,10 +2,12 @@ package logwatch
 
 import (
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 
 	"github.com/relayguard/relayguard/internal/event"
+	"github.com/relayguard/relayguard/internal/logline"
 )
 
 // dovecotBenchLines are Dovecot's common lines as syslog gives them
@@ -61,5 +63,37 @@ func BenchmarkParseDovecotKinds(b *testing.B) {
 				ParseMessageTo(&e, l[0], l[1])
 			}
 		})
+	}
+}
+
+// BenchmarkParseDovecotLog parses the Dovecot lines of the log named by
+// REPORT_SAME_LOG (e.g. bench/report/genlog's mixed shape), those holding
+// DOVECOT_BENCH_HAS if set, in turn; skipped without it. Under cachegrind
+// with two -benchtime counts it gives the parse's instructions a line.
+func BenchmarkParseDovecotLog(b *testing.B) {
+	name := os.Getenv("REPORT_SAME_LOG")
+	if name == "" {
+		b.Skip("REPORT_SAME_LOG not set")
+	}
+	data, err := os.ReadFile(name)
+	if err != nil {
+		b.Fatal(err)
+	}
+	has := os.Getenv("DOVECOT_BENCH_HAS")
+	var lines [][2]string
+	var p logline.Parser
+	for l := range strings.Lines(string(data)) {
+		if pl, ok := p.Parse(l); ok && Dovecot(pl.Program) && strings.Contains(pl.Message, has) {
+			lines = append(lines, [2]string{pl.Program, pl.Message})
+		}
+	}
+	if len(lines) == 0 {
+		b.Fatal("no Dovecot line")
+	}
+	var e event.Event
+	b.ResetTimer()
+	for i := range b.N {
+		l := lines[i%len(lines)]
+		ParseMessageTo(&e, l[0], l[1])
 	}
 }
