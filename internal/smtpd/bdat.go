@@ -37,8 +37,12 @@ func (ss *session) abortBDAT() {
 // client (the framing is by length, not by a terminator).
 func (ss *session) cmdBdat(ctx context.Context, arg string) Reply {
 	f := strings.Fields(arg)
+	// chunk-size is 1*DIGIT (RFC 3030 §2): ParseInt alone also takes a
+	// sign ("+5"), which a proxy or filter in front may read otherwise;
+	// a framing that two parsers read differently is how SMTP smuggling
+	// works.
 	size, err := strconv.ParseInt(firstOr(f, ""), 10, 64)
-	if len(f) == 0 || len(f) > 2 || err != nil || size < 0 || len(f) == 2 && !strings.EqualFold(f[1], "LAST") {
+	if len(f) == 0 || len(f) > 2 || err != nil || !allDigits(f[0]) || len(f) == 2 && !strings.EqualFold(f[1], "LAST") {
 		// The size is unknown, so the chunk cannot be skipped: the
 		// session cannot go on.
 		return badCommand(501, "5.5.4", "Syntax: BDAT chunk-size [LAST]").closing()
@@ -257,4 +261,14 @@ func (c *chunkChecker) finish() error {
 		}
 	}
 	return nil
+}
+
+// allDigits reports whether s is one or more ASCII digits.
+func allDigits(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return s != ""
 }

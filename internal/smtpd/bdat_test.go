@@ -96,3 +96,28 @@ S: 250 2.1.5 Ok`)
 	c.expect("501 5.5.4 Syntax: BDAT chunk-size [LAST]")
 	c.expectClosed()
 }
+
+// TestBDATSizeDigitsOnly: a chunk size with a sign is a syntax error, as
+// one that is not a number is (RFC 3030 §2: chunk-size = 1*DIGIT), and the
+// session ends, since the chunk cannot be skipped. "BDAT +5 LAST" was read
+// as 5 octets and the message queued.
+func TestBDATSizeDigitsOnly(t *testing.T) {
+	ts := startServer(t, nil)
+	for _, size := range []string{"+5", "-0", "+0"} {
+		c := ts.dial(t, "mx")
+		c.expect("220 ")
+		c.cmd("EHLO client.example")
+		c.expect("250 ")
+		c.dialogue(`
+C: MAIL FROM:<a@example.org>
+S: 250 2.1.0 Ok
+C: RCPT TO:<alice@mail.test>
+S: 250 2.1.5 Ok`)
+		c.send("BDAT " + size + " LAST\r\nabcde")
+		c.expect("501 5.5.4 Syntax: BDAT chunk-size [LAST]")
+		c.expectClosed()
+	}
+	if n := len(ts.spooled(t)); n != 0 {
+		t.Fatalf("%d messages spooled, want 0", n)
+	}
+}
