@@ -77,6 +77,8 @@ func TestBanCLI(t *testing.T) {
 	for _, args := range [][]string{
 		{"ban", "add", "212.70.149.300"},
 		{"ban", "add", "10.0.0.0/8", "--for", "soon"},
+		// 213504 days overflowed time.Duration: a 25-minute ban.
+		{"ban", "add", "10.0.0.0/8", "--for", "213504d"},
 		{"ban", "add", "127.0.0.1"},
 	} {
 		_, errOut, code := rg(args...)

@@ -9,6 +9,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/netip"
 	"net/url"
@@ -747,6 +748,13 @@ func (d *Duration) UnmarshalText(b []byte) error {
 	if strings.HasSuffix(s, "d") {
 		var n int
 		if _, err := fmt.Sscanf(s, "%dd", &n); err == nil {
+			// time.Duration holds ±292 years: a larger count of days
+			// wrapped around ("213504d" was 25 minutes, "300000d" 236
+			// years, "106752d" negative). time.ParseDuration refuses its
+			// own overflows; so is this one.
+			if max := int(math.MaxInt64 / int64(24*time.Hour)); n > max || n < -max {
+				return fmt.Errorf("duration %q: out of range (at most %dd)", s, max)
+			}
 			*d = Duration(time.Duration(n) * 24 * time.Hour)
 			return nil
 		}

@@ -33,6 +33,10 @@ func TestErrorsNameKeyValueAndExpectation(t *testing.T) {
 		{"[delivery]\nretry_schedule = [\"1m\", 5]\n", []string{"delivery.retry_schedule[1] = 5", "duration"}},
 		{"[[guard.subnet]]\nfamily = \"ipv4\"\nbits = 24\naddresses = 3\nwindow = 60\n", []string{"guard.subnet[0].window = 60", "duration"}},
 		{"[limits]\ncommand_timeout = \"5 minutes\"\n", []string{`limits.command_timeout = "5 minutes"`, `"5m"`}},
+		// Days past time.Duration's ±292 years wrapped around: 213504d
+		// was 25 minutes, 300000d 236 years.
+		{"[guard]\nbantime = \"213504d\"\n", []string{`guard.bantime = "213504d"`, `"7d"`}},
+		{"[guard]\nbantime_max = \"300000d\"\n", []string{`guard.bantime_max = "300000d"`}},
 		{"[limits]\nmax_recipients = \"abc\"\n", []string{`limits.max_recipients = "abc"`, "want an integer"}},
 		{"sender_binding = \"yes\"\n", []string{`sender_binding = "yes"`, "true or false"}},
 		{"local_domains = \"example.com\"\n", []string{`local_domains = "example.com"`, "want a list"}},
