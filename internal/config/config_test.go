@@ -33,6 +33,11 @@ func TestErrorsNameKeyValueAndExpectation(t *testing.T) {
 		{"[delivery]\nretry_schedule = [\"1m\", 5]\n", []string{"delivery.retry_schedule[1] = 5", "duration"}},
 		{"[[guard.subnet]]\nfamily = \"ipv4\"\nbits = 24\naddresses = 3\nwindow = 60\n", []string{"guard.subnet[0].window = 60", "duration"}},
 		{"[limits]\ncommand_timeout = \"5 minutes\"\n", []string{`limits.command_timeout = "5 minutes"`, `"5m"`}},
+		// nan passed every "at least"/"not negative" check.
+		{"[guard]\nbantime_factor = nan\n", []string{"guard.bantime_factor = NaN", "want a finite number"}},
+		{"[accounts]\nvolume_factor = nan\n", []string{"accounts.volume_factor = NaN", "want a finite number"}},
+		{"[accounts]\nbad_recipient_share = -nan\n", []string{"accounts.bad_recipient_share = NaN"}},
+		{"[guard]\nbantime_factor = inf\n", []string{"guard.bantime_factor = +Inf", "want a finite number"}},
 		// Days past time.Duration's ±292 years wrapped around: 213504d
 		// was 25 minutes, 300000d 236 years.
 		{"[guard]\nbantime = \"213504d\"\n", []string{`guard.bantime = "213504d"`, `"7d"`}},

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math"
 	"reflect"
 	"slices"
 	"strconv"
@@ -182,8 +183,17 @@ func checkValue(v any, t reflect.Type, key string) error {
 			want = "a smaller integer"
 		}
 	case reflect.Float32, reflect.Float64:
-		switch v.(type) {
-		case float64, int64:
+		switch f := v.(type) {
+		case float64:
+			// TOML has nan and inf; every comparison with NaN is false,
+			// so a threshold of nan passed "must be at least 1" and then
+			// decided every case (bantime_factor = nan made each repeat
+			// ban expire at once; volume_factor = nan flagged every
+			// account over volume_minimum).
+			if math.IsNaN(f) || math.IsInf(f, 0) {
+				want = "a finite number"
+			}
+		case int64:
 		default:
 			want = "a number"
 		}
