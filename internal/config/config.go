@@ -495,6 +495,9 @@ func (c *Config) validate() error {
 	if err := c.Store.validate(); err != nil {
 		return err
 	}
+	if c.Spool.GroupCommit.D() < 0 {
+		return fmt.Errorf("spool.group_commit %s: must not be negative (0: sync as soon as one message waits)", c.Spool.GroupCommit.D())
+	}
 	if c.Spool.MinFree < 0 {
 		return fmt.Errorf("spool.min_free %d: must not be negative (0: only the declared SIZE is checked)", c.Spool.MinFree)
 	}

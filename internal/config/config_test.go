@@ -33,6 +33,10 @@ func TestErrorsNameKeyValueAndExpectation(t *testing.T) {
 		{"[delivery]\nretry_schedule = [\"1m\", 5]\n", []string{"delivery.retry_schedule[1] = 5", "duration"}},
 		{"[[guard.subnet]]\nfamily = \"ipv4\"\nbits = 24\naddresses = 3\nwindow = 60\n", []string{"guard.subnet[0].window = 60", "duration"}},
 		{"[limits]\ncommand_timeout = \"5 minutes\"\n", []string{`limits.command_timeout = "5 minutes"`, `"5m"`}},
+		// Negative durations that meant 0 without a word (a sweep of
+		// every duration key at -1s through config check).
+		{"[policy]\nidle_timeout = \"-1s\"\n", []string{"policy.idle_timeout -1s", "must not be negative"}},
+		{"[spool]\ngroup_commit = \"-1s\"\n", []string{"spool.group_commit -1s", "must not be negative"}},
 		// nan passed every "at least"/"not negative" check.
 		{"[guard]\nbantime_factor = nan\n", []string{"guard.bantime_factor = NaN", "want a finite number"}},
 		{"[accounts]\nvolume_factor = nan\n", []string{"accounts.volume_factor = NaN", "want a finite number"}},

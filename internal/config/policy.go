@@ -111,6 +111,11 @@ func (c *PolicyConfig) validate() error {
 	if c.DNSTimeout.D() <= 0 {
 		return fmt.Errorf("policy.dns_timeout %s: must be positive", c.DNSTimeout.D())
 	}
+	if c.IdleTimeout.D() < 0 {
+		// (policyd reads a negative one as 0, never: an idle client
+		// would hold a max_connections slot for good.)
+		return fmt.Errorf("policy.idle_timeout %s: must not be negative (0: never)", c.IdleTimeout.D())
+	}
 	tables := map[string]bool{}
 	for i, t := range c.Access {
 		if t.Name == "" {
