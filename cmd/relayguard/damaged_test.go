@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -160,5 +161,42 @@ func TestCompressedStdin(t *testing.T) {
 				t.Errorf("truncated %s on stdin: %s: exit %d, stderr %q; want a failure with %q", kind, strings.Join(args, " "), code, errOut, want)
 			}
 		}
+	}
+}
+
+// fifoOf makes a named pipe in a new directory and writes data into it
+// from a goroutine (until a reader has taken it all, or the test ends).
+func fifoOf(t *testing.T, data []byte) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "log.fifo")
+	if err := syscall.Mkfifo(p, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		f, err := os.OpenFile(p, os.O_WRONLY, 0)
+		if err != nil {
+			return
+		}
+		f.Write(data)
+		f.Close()
+	}()
+	return p
+}
+
+// TestReplayNamedPipe: watch --replay of a named pipe (a FIFO, or the
+// /dev/fd/N of `watch --replay <(zcat mail.log.*.gz)`) reads every line.
+// It read none and exited 0 ("replay done lines=0"): logline.PlainFile
+// handed the pipe to the mapped reader, which found its size 0.
+func TestReplayNamedPipe(t *testing.T) {
+	bin := testBinary(t)
+	var text bytes.Buffer
+	const n = 50000
+	for i := range n {
+		fmt.Fprintf(&text, "Dec  4 10:%02d:%02d mx1 postfix/smtpd[%d]: warning: unknown[203.0.113.%d]: SASL LOGIN authentication failed: authentication failure\n",
+			i/60%60, i%60, 1000+i%5000, i%250)
+	}
+	_, errOut, code := runRG(t, bin, "watch", "--replay", fifoOf(t, text.Bytes()))
+	if want := fmt.Sprintf("lines=%d ", n); code != 0 || !strings.Contains(errOut, want) {
+		t.Errorf("watch --replay FIFO: exit %d, %s; want %s", code, errOut, want)
 	}
 }

@@ -69,8 +69,21 @@ func Open(ctx context.Context, name string) (io.ReadCloser, error) {
 	}
 	r := journalOrText(br)
 	_, text := r.(*bufio.Reader)
-	_, file := f.(*os.File)
-	return &multiCloser{Reader: r, closers: []io.Closer{f}, plain: text && file}, nil
+	return &multiCloser{Reader: r, closers: []io.Closer{f}, plain: text && regular(f)}, nil
+}
+
+// regular reports whether f is a regular file, one that PlainFile's
+// readers may map and read from its start. A named pipe (a FIFO, or
+// the /dev/fd/N of `watch --replay <(zcat ...)`) is an *os.File too, but
+// its size is 0 and what Open peeked is gone from it: mapped, it read as
+// empty (lines=0, exit 0).
+func regular(f io.Reader) bool {
+	osf, ok := f.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := osf.Stat()
+	return err == nil && fi.Mode().IsRegular()
 }
 
 // stdin is standard input for Open: read, never closed (the process may
