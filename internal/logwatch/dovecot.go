@@ -93,7 +93,7 @@ func parseDovecotTo(e *event.Event, program, msg string) bool {
 			return false
 		}
 		e.User = user
-		e.Mechanism = field(mid, "method=", ',')
+		e.Mechanism = loginMethod(mid)
 		e.Session = field(tail, "session=<", '>')
 		msg = head
 		if strings.HasPrefix(msg, "Login: ") {
@@ -108,10 +108,22 @@ func parseDovecotTo(e *event.Event, program, msg string) bool {
 		case i >= 0:
 			e.Kind = event.AuthFailure
 			n := msg[i+len("(auth failed, "):]
+			// "3 attempts in 18 secs": the summary of the session's failures.
+			if d := leadingDigits(n); d > 0 && d < len(n) && n[d] == ' ' {
+				// (the usual "N attempts …)": the first ' ' of the detail
+				// is the one after the digits, and N is Atoi's value of
+				// them; read in the pass that found them)
+				if j := strings.IndexByte(n[d:], ')'); j >= 0 {
+					e.Detail = n[:d+j]
+					if v := digitsValue(n[:d]); v > 1 {
+						e.Attempts = v
+					}
+				}
+				return true
+			}
 			if j := strings.IndexByte(n, ')'); j >= 0 {
 				e.Detail = n[:j]
 			}
-			// "3 attempts in 18 secs": the summary of the session's failures.
 			if k := strings.IndexByte(e.Detail, ' '); k > 0 {
 				if v, err := strconv.Atoi(e.Detail[:k]); err == nil && v > 1 {
 					e.Attempts = v
@@ -273,7 +285,10 @@ func dovecotLoginFields(msg string) (head, user, mid, tail string) {
 		return msg, "", "", ""
 	}
 	head, tail = msg[:r], msg[r+len(" rip="):]
-	u := indexBy(head, "user=<", 5)
+	u := len("Login: ") // (a login's: its first "user=<", without a search)
+	if len(head) < len("Login: user=<") || head[:len("Login: user=<")] != "Login: user=<" {
+		u = indexBy(head, "user=<", 5)
+	}
 	if u < 0 {
 		return head, "", head, tail
 	}
@@ -283,6 +298,39 @@ func dovecotLoginFields(msg string) (head, user, mid, tail string) {
 		user, mid = user[:j], user[j+1:]
 	}
 	return head, user, mid, tail
+}
+
+// loginMethod is field(mid, "method=", ','): mid is what a login line
+// has between the user's '>' and " rip=", usually ", method=PLAIN,", where
+// the first "method=" is at 2 (", " holds no 'm') and is not searched for.
+func loginMethod(mid string) string {
+	if len(mid) < len(", method=") || mid[:len(", method=")] != ", method=" {
+		return field(mid, "method=", ',')
+	}
+	v := mid[len(", method="):]
+	if j := strings.IndexByte(v, ','); j >= 0 {
+		return v[:j]
+	}
+	return v
+}
+
+// leadingDigits is the number of ASCII digits s starts with, up to 18
+// (digitsValue's value of 18 digits cannot overflow an int).
+func leadingDigits(s string) int {
+	i := 0
+	for i < len(s) && i < 18 && s[i]-'0' <= 9 {
+		i++
+	}
+	return i
+}
+
+// digitsValue is strconv.Atoi of s, 1 to 18 ASCII digits.
+func digitsValue(s string) int {
+	v := 0
+	for i := 0; i < len(s); i++ {
+		v = v*10 + int(s[i]-'0')
+	}
+	return v
 }
 
 // dovecotAddr parses the address at the start of s (up to ',' or ' ').

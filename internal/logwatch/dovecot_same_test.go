@@ -48,6 +48,22 @@ func dovecotCorpus() [][2]string {
 		"imap-login: Disconnected (auth failed, x attempts): user=<u>, method=PLAIN, rip=192.0.2.3",
 		"imap-login: Disconnected (auth failed, 7 attempts): user=<u>, method=PLAIN, rip=::ffff:192.0.2.3, lip=x",
 		"Warning: imap-login: x", "Error: auth: passwd-file(a,1.2.3.4): unknown user", "Panic: x", "",
+		// the attempts read in line (leadingDigits), and where Atoi reads them
+		"imap-login: Disconnected (auth failed, +3 attempts in 2 secs): user=<u>, method=PLAIN, rip=192.0.2.3",
+		"imap-login: Disconnected (auth failed, -3 attempts in 2 secs): user=<u>, method=PLAIN, rip=192.0.2.3",
+		"imap-login: Disconnected (auth failed, 0 attempts in 2 secs): user=<u>, rip=192.0.2.3",
+		"imap-login: Disconnected (auth failed, 007 attempts in 2 secs): user=<u>, rip=192.0.2.3",
+		"imap-login: Disconnected (auth failed, 123456789012345678 attempts in 2 secs): user=<u>, rip=192.0.2.3",
+		"imap-login: Disconnected (auth failed, 1234567890123456789 attempts in 2 secs): user=<u>, rip=192.0.2.3",
+		"imap-login: Disconnected (auth failed, 99999999999999999999 attempts in 2 secs): user=<u>, rip=192.0.2.3",
+		"imap-login: Disconnected (auth failed, 3): user=<u>, rip=192.0.2.3", "imap-login: Disconnected (auth failed, 3 ): user=<u>, rip=192.0.2.3",
+		"imap-login: Disconnected (auth failed, 3 attempts user=<u>, rip=192.0.2.3", "imap-login: Disconnected (auth failed, 3x attempts): rip=192.0.2.3",
+		// the user's and the method's fields read without a search (loginMethod, "Login: user=<")
+		"imap-login: Login: user=<user=<x>>, method=PLAIN, rip=192.0.2.3, lip=192.0.2.1",
+		"imap-login: Login: user=<a>, method=PLAIN rip=192.0.2.3", "imap-login: Login: user=<a>, method=, rip=192.0.2.3",
+		"imap-login: Login: user=<a>,method=X, method=Y, rip=192.0.2.3", "imap-login: Login: user=<a>, methods=X, method=Y, rip=192.0.2.3",
+		"imap-login: Login: user=<a> method=X, rip=192.0.2.3", "imap-login: Login: user=<a, rip=192.0.2.3", "imap-login: Login: user=, rip=192.0.2.3",
+		"imap-login: Login:  user=<a>, method=X, rip=192.0.2.3", "imap-login: Login: xuser=<a>, method=X, rip=192.0.2.3",
 	}
 	for _, a := range []string{"0.0.0.0", "255.255.255.255", "256.1.1.1", "01.2.3.4", "1.02.3.4", "1.2.3", "1.2.3.4.5", "1..3.4", ".1.2.3", "1.2.3.", "1.2.3.4a", "fe80::1%eth0", "::ffff:1.2.3.4", "1.2.3.4)", "1.2.3.4 x", "1.2.3.004", "10.0.0.10", "999.1.1.1", ""} {
 		msgs = append(msgs, "auth: passwd-file(u,"+a+",<s>): unknown user",
