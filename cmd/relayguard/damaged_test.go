@@ -200,3 +200,34 @@ func TestReplayNamedPipe(t *testing.T) {
 		t.Errorf("watch --replay FIFO: exit %d, %s; want %s", code, errOut, want)
 	}
 }
+
+// TestReportNamedPipe: report of a named pipe reads every line. Ordering
+// the inputs by their first lines read the pipe's start and lost it: 968
+// of 1M lines, exit 0 (`relayguard report <(zcat mail.log.1.gz)`).
+func TestReportNamedPipe(t *testing.T) {
+	bin := testBinary(t)
+	var text bytes.Buffer
+	const n = 50000
+	for i := range n {
+		fmt.Fprintf(&text, "Dec  4 10:%02d:%02d mx1 postfix/smtpd[%d]: connect from unknown[203.0.113.%d]\n", i/60%60, i%60, 1000+i%5000, i%250)
+	}
+	// The pipe is the child's fd 3, named /dev/fd/3: what the shell's
+	// <(...) passes.
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		w.Write(text.Bytes())
+		w.Close()
+	}()
+	cmd := exec.Command(bin, "report", "--format", "json", "/dev/fd/3")
+	cmd.ExtraFiles = []*os.File{r}
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	r.Close()
+	if want := fmt.Sprintf(`"lines_read": %d,`, n); err != nil || !strings.Contains(string(out), want) {
+		t.Errorf("report /dev/fd/3: %v, %s; want %s in\n%.300s", err, stderr.String(), want, out)
+	}
+}

@@ -542,10 +542,17 @@ func (a *Analyzer) ReadFiles(ctx context.Context, names []string, newParser func
 	for _, n := range names {
 		var t time.Time
 		if n != "-" {
-			if _, err := os.Stat(n); err != nil {
+			fi, err := os.Stat(n)
+			if err != nil {
 				return err
 			}
-			t = firstTime(ctx, n, newParser)
+			// A named pipe (a FIFO, the /dev/fd/N of `report <(zcat
+			// ...)`) can be read once: reading its first lines to order
+			// it lost them to the report (968 lines of 1M, exit 0). Like
+			// "-", it has no first time and is read before the files.
+			if fi.Mode().IsRegular() {
+				t = firstTime(ctx, n, newParser)
+			}
 		}
 		ins = append(ins, in{n, t})
 	}
