@@ -389,12 +389,12 @@ func (rd *lineReader) line(line []byte) bool {
 		// reader was the pipeline's longest stage, with none the
 		// client stage was. The parse is a function of the line
 		// alone, so the report is the same either way.
-		if prog, ok := a.abuseProgram(l.Program, at, msg, kind&lineRK != 0); ok {
+		if prog, ok, dov := a.abuseProgram(l.Program, at, msg, kind&lineRK != 0); ok {
 			pe := b.slot(i)
 			pe.program, pe.msg, pe.done = prog, msg, false
 			// Dovecot's line (its question is (Program, Message)):
 			// the counting queues its job without add.
-			pe.dovecot = !strings.HasPrefix(prog, "postfix") && len(msg) == len(l.Message) && logwatch.Dovecot(prog)
+			pe.dovecot = dov && len(msg) == len(l.Message)
 			if rd.eager {
 				pe.ok, pe.done = logwatch.ParseMessageTo(&pe.e, prog, msg), true
 			}
@@ -485,25 +485,27 @@ func (a *Analyzer) connectionLine(prog string, at int, msg string) bool {
 // lines, another Postfix instance's, smtpd's warnings (SASL failures) and
 // rejections (reject says the line is one). A wrong guess costs only the
 // parse: abuseState.do compares the question. at is commandAt(prog).
-func (a *Analyzer) abuseProgram(prog string, at int, msg string, reject bool) (string, bool) {
+// dovecot says the program is Dovecot's (no "postfix" tag and
+// logwatch.Dovecot): the reader asked logwatch.Dovecot again for it.
+func (a *Analyzer) abuseProgram(prog string, at int, msg string, reject bool) (_ string, ok, dovecot bool) {
 	if !strings.HasPrefix(prog, "postfix") {
 		switch {
 		case prog == "relayguard":
-			return "", false
+			return "", false, false
 		case logwatch.Dovecot(prog):
-			return prog, true
+			return prog, true, true
 		}
 	}
 	if at < 0 {
-		return prog, strings.HasPrefix(prog, "postfix")
+		return prog, strings.HasPrefix(prog, "postfix"), false
 	}
 	switch cmd := prog[at:]; {
 	case reject:
-		return postfixProgram(cmd), true
+		return postfixProgram(cmd), true, false
 	case cmd == "smtpd" && strings.HasPrefix(msg, "warning: "):
-		return "postfix/smtpd", true
+		return "postfix/smtpd", true, false
 	}
-	return "", false
+	return "", false, false
 }
 
 // Open opens a log file for reading (see logline.Open: gzip and xz by
