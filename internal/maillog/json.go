@@ -1,10 +1,12 @@
 package maillog
 
 import (
+	"encoding/binary"
 	"log/slog"
 	"strconv"
 	"strings"
 	"time"
+	"unsafe"
 )
 
 // The records of slog's JSON handler: a small scanner of their flat fields.
@@ -220,6 +222,55 @@ func parseTime(s string) (time.Time, bool) {
 	}
 	secs := (daysFromCivil(year, month, day)*24+int64(hour))*3600 + int64(min*60+sec)
 	return time.Unix(secs, int64(nsec)).UTC(), true
+}
+
+// timeCache is parseTime's answer for the hour of the last time it read
+// in the form slog writes in UTC: the first 13 bytes of that time
+// ("2026-12-03T00", a valid date and hour) and the seconds of its hour.
+type timeCache struct {
+	w0, w1 uint64 // s[0:8] and s[5:13] of the time, little-endian
+	base   int64  // seconds from the epoch to its hour; valid: base set
+	valid  bool
+}
+
+// parseTime is parseTime(s) (the package function), the date and hour
+// taken from c when they are those of c's last time; c nil: no cache.
+func (c *timeCache) parseTime(s string) (time.Time, bool) {
+	n := len(s)
+	if c == nil || n < len("2006-01-02T15:04:05Z") || s[n-1] != 'Z' || s[13] != ':' || s[16] != ':' {
+		return parseTime(s)
+	}
+	b := unsafe.Slice(unsafe.StringData(s), n)
+	w0, w1 := binary.LittleEndian.Uint64(b), binary.LittleEndian.Uint64(b[5:])
+	if !c.valid || w0 != c.w0 || w1 != c.w1 {
+		t, ok := parseTime(s)
+		if ok && s[4] == '-' && s[7] == '-' && s[10] == 'T' { // (the fast form: its hour is valid)
+			min, sec := digits2(s[14:16]), digits2(s[17:19])
+			c.w0, c.w1, c.base, c.valid = w0, w1, t.Unix()-int64(min*60+sec), true
+		}
+		return t, ok
+	}
+	// The date and hour are c's (valid, in the fast form): the rest as
+	// parseTime reads it.
+	min, sec := digits2(s[14:16]), digits2(s[17:19])
+	nsec := 0
+	if frac := s[19 : n-1]; frac != "" {
+		if frac[0] != '.' || len(frac) < 2 || len(frac) > 10 {
+			return parseTimeSlow(s)
+		}
+		for i := 1; i < len(frac); i++ {
+			d := frac[i] - '0'
+			if d > 9 {
+				return parseTimeSlow(s)
+			}
+			nsec = nsec*10 + int(d)
+		}
+		nsec *= pow10[10-len(frac)]
+	}
+	if min < 0 || min > 59 || sec < 0 || sec > 59 {
+		return parseTimeSlow(s)
+	}
+	return time.Unix(c.base+int64(min*60+sec), int64(nsec)).UTC(), true
 }
 
 // pow10 scales a fraction of n digits to nanoseconds (pow10[10-(n+1)]).

@@ -55,7 +55,7 @@ func ParseTo(r *Record, s string) bool {
 			}
 		})
 	} else {
-		ok, _ = walkText(s, r, nil)
+		ok, _ = walkText(s, r, nil, nil)
 	}
 	if !ok {
 		*r = Record{}
@@ -75,9 +75,25 @@ func ParseTo(r *Record, s string) bool {
 // is ParseTo. When it reports false, *r holds no record (not necessarily
 // the zero Record).
 func ParseToUnless(r *Record, s string, skip func(Kind) bool) bool {
+	return parseToUnless(r, s, skip, nil)
+}
+
+// A Parser is ParseToUnless with a cache of the last record's date and
+// hour: a log's records come in order, most of them in the hour of the one
+// before, and reading the date (days from the epoch, the checks) was most
+// of reading a time. The zero Parser is ready; it is not safe for
+// concurrent use.
+type Parser struct{ tc timeCache }
+
+// ParseToUnless is the package's ParseToUnless, the same Record and answer.
+func (p *Parser) ParseToUnless(r *Record, s string, skip func(Kind) bool) bool {
+	return parseToUnless(r, s, skip, &p.tc)
+}
+
+func parseToUnless(r *Record, s string, skip func(Kind) bool, tc *timeCache) bool {
 	s = trimEOL(s)
 	if !strings.HasPrefix(s, "{") {
-		ok, redo := walkText(s, r, skip)
+		ok, redo := walkText(s, r, skip, tc)
 		if !redo {
 			if ok && r.Kind == KindBounced && r.Reason == "" {
 				r.Reason = "failed permanently"
@@ -334,7 +350,7 @@ func atoi(s string) int {
 // redo says such a record has a later msg key that is not skipped (the
 // keys before it were not read: the caller parses it again without skip).
 // When ok is false (and the kind is not skipped) r is not cleared.
-func walkText(s string, r *Record, skip func(Kind) bool) (ok, redo bool) {
+func walkText(s string, r *Record, skip func(Kind) bool, tc *timeCache) (ok, redo bool) {
 	var w textState
 	b := unsafe.Slice(unsafe.StringData(s), len(s)) // (read only: for load8)
 	n, p := len(s), w.slogHead(b)
@@ -453,7 +469,7 @@ func walkText(s string, r *Record, skip func(Kind) bool) (ok, redo bool) {
 		return false, false
 	}
 	if w.hasT {
-		if t, valid := parseTime(w.tv); valid {
+		if t, valid := tc.parseTime(w.tv); valid {
 			r.Time = t
 		} else if w.hasPrev {
 			r.Time = w.tPrev

@@ -107,13 +107,14 @@ func TestParseSameAsReference(t *testing.T) {
 		}
 	}
 	var dirty Record
+	var p Parser // (one for all the lines: its time cache hit and missed)
 	for _, l := range lines {
-		checkSame(t, l, &dirty)
+		checkSame(t, l, &dirty, &p)
 	}
 	t.Logf("%d lines", len(lines))
 }
 
-func checkSame(t *testing.T, l string, dirty *Record) {
+func checkSame(t *testing.T, l string, dirty *Record, p *Parser) {
 	t.Helper()
 	want, wantOK := refParse(l)
 	got, ok := Parse(l)
@@ -127,6 +128,9 @@ func checkSame(t *testing.T, l string, dirty *Record) {
 		wantOK := wantOK && !skip(want.Kind)
 		if ok := ParseToUnless(dirty, l, skip); ok != wantOK || ok && !reflect.DeepEqual(*dirty, want) {
 			t.Fatalf("ParseToUnless(%q) over another record = %+v, %v; want %+v, %v", l, *dirty, ok, want, wantOK)
+		}
+		if ok := p.ParseToUnless(dirty, l, skip); ok != wantOK || ok && !reflect.DeepEqual(*dirty, want) {
+			t.Fatalf("Parser.ParseToUnless(%q) over another record = %+v, %v; want %+v, %v", l, *dirty, ok, want, wantOK)
 		}
 	}
 }
@@ -196,18 +200,33 @@ func FuzzParseSameAsReference(f *testing.F) {
 		f.Add(l)
 	}
 	var dirty Record
-	f.Fuzz(func(t *testing.T, l string) { checkSame(t, l, &dirty) })
+	var p Parser
+	f.Fuzz(func(t *testing.T, l string) { checkSame(t, l, &dirty, &p) })
 }
 
 // TestParseTimeSameAsTimeParse: every day of four years around a leap
 // year and the days past each month's end, with 0 to 10 fraction digits
 // and other zones, read as time.Parse(time.RFC3339Nano) reads them.
 func TestParseTimeSameAsTimeParse(t *testing.T) {
+	var c timeCache // (every time after the one before: hits and misses)
 	check := func(s string) {
 		want, err := time.Parse(time.RFC3339Nano, s)
 		got, ok := parseTime(s)
 		if ok != (err == nil) || got != want && !reflect.DeepEqual(got, want) {
 			t.Fatalf("parseTime(%q) = %v, %v; time.Parse gives %v, %v", s, got, ok, want, err)
+		}
+		for range 2 {
+			if got, ok := c.parseTime(s); ok != (err == nil) || !reflect.DeepEqual(got, want) {
+				t.Fatalf("timeCache.parseTime(%q) = %v, %v; time.Parse gives %v, %v", s, got, ok, want, err)
+			}
+		}
+	}
+	// the cache's hits: one hour's times, the minute and second of every
+	// form, after an hour's and another hour's
+	for _, h := range []string{"2026-12-03T00", "2024-02-29T23"} {
+		for _, ms := range []string{":00:00Z", ":59:59.999999999Z", ":60:00Z", ":00:60Z", ":5x:00Z", ":00:0xZ", ":00:00.Z", ":00:00.1234567891Z", ":00:00.12x4Z",
+			":00:00+01:00", ":00:00", "-00:00Z", ":00:00.5z", ":00:00.000Z", ":30:07.093Z"} {
+			check(h + ms)
 		}
 	}
 	for y := 1999; y <= 2001; y++ {
@@ -227,6 +246,21 @@ func TestParseTimeSameAsTimeParse(t *testing.T) {
 	for _, s := range []string{"2026-12-03T24:00:00Z", "2026-12-03T23:60:00Z", "2026-12-03T23:59:60Z", "2026-12-03 23:59:59Z", "2026-12-03T23:59:59", "", "Z", "+026-12-03T23:59:59Z", "2026-1a-03T23:59:59Z"} {
 		check(s)
 	}
+}
+
+// FuzzParseTimeCache: a timeCache reads a then b then a as time.Parse does.
+func FuzzParseTimeCache(f *testing.F) {
+	f.Add("2026-12-03T00:00:00.093Z", "2026-12-03T00:59:59Z")
+	f.Add("2024-02-29T23:59:59.123456789Z", "2024-02-29T23:00:60Z")
+	f.Fuzz(func(t *testing.T, a, b string) {
+		var c timeCache
+		for _, s := range []string{a, b, a, b} {
+			want, err := time.Parse(time.RFC3339Nano, s)
+			if got, ok := c.parseTime(s); ok != (err == nil) || !reflect.DeepEqual(got, want) {
+				t.Fatalf("timeCache.parseTime(%q) = %v, %v; time.Parse gives %v, %v", s, got, ok, want, err)
+			}
+		}
+	})
 }
 
 func FuzzParseTime(f *testing.F) {

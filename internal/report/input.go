@@ -227,8 +227,9 @@ type lineReader struct {
 	b     *batch // the batch being filled (nil: none yet)
 	cur   *chunk // the chunk being filled (the reader holds a reference)
 	cc    clockCache
-	ownCC clockCache // (records' own times: in UTC where syslog's are local)
-	eager bool       // the batch being filled parses logwatch's events (see line)
+	ownCC clockCache     // (records' own times: in UTC where syslog's are local)
+	mp    maillog.Parser // (records' times: most in the hour of the one before)
+	eager bool           // the batch being filled parses logwatch's events (see line)
 	// Rejection lines are condensed here already (procReject is a pure
 	// function of the line), with a cache of client domains of its own.
 	domains             map[string]string
@@ -430,7 +431,7 @@ func (rd *lineReader) own(b *batch, i int, msg string, syslog time.Time) {
 	o := &b.own[n]
 	o.raw = msg
 	// (o.r, o.t, o.hr and o.day are read only when o.ok)
-	if o.ok = maillog.ParseToUnless(&o.r, msg, uncounted); o.ok {
+	if o.ok = rd.mp.ParseToUnless(&o.r, msg, uncounted); o.ok {
 		if o.t = ownTime(&o.r, syslog); !o.t.IsZero() {
 			o.hr, o.day = rd.ownCC.clock(o.t)
 		}
