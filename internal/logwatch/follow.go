@@ -133,18 +133,32 @@ func (t *Follower) start(ctx context.Context, emit func(string)) error {
 	}
 	waiting := false
 	for {
+		// Only a regular file can be followed by offset. A directory
+		// opens and reads as an empty file that never grows; a named
+		// pipe (rsyslog's ompipe) opens, but every ReadAt of it fails
+		// (ESPIPE): either source said "following" and saw nothing.
+		// (Checked before the open: a pipe's open waits for a writer.)
+		if fi, err := os.Stat(t.Path); err == nil && !fi.Mode().IsRegular() {
+			if fi.IsDir() {
+				return fmt.Errorf("logwatch: %s: is a directory, not a log file", t.Path)
+			}
+			kind := fi.Mode().Type().String()
+			switch {
+			case fi.Mode()&os.ModeNamedPipe != 0:
+				kind = "a named pipe"
+			case fi.Mode()&os.ModeSocket != 0:
+				kind = "a socket"
+			case fi.Mode()&os.ModeDevice != 0:
+				kind = "a device"
+			}
+			return fmt.Errorf("logwatch: %s: %s, not a regular file: it cannot be followed (give a pipe's lines to watch --stdin)", t.Path, kind)
+		}
 		f, err := os.Open(t.Path)
 		if err == nil {
 			fi, err := f.Stat()
 			if err != nil {
 				f.Close()
 				return fmt.Errorf("logwatch: %w", err)
-			}
-			if fi.IsDir() {
-				// A directory opens and reads as an empty file that never
-				// grows: the source would say "following" and see nothing.
-				f.Close()
-				return fmt.Errorf("logwatch: %s: is a directory, not a log file", t.Path)
 			}
 			t.cur, t.ino, t.lastMod = &cursor{f: f}, inode(fi), fi.ModTime()
 			switch {
