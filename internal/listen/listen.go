@@ -27,6 +27,14 @@ func Listen(what, addr string) (net.Listener, error) {
 				return nil, fmt.Errorf("%s %q: another process is serving this socket", what, addr)
 			}
 			os.Remove(path)
+		} else if err == nil {
+			// Never removed (it may be anyone's file); bind would say
+			// "address already in use", which reads as a busy socket.
+			kind := "a file"
+			if fi.IsDir() {
+				kind = "a directory"
+			}
+			return nil, fmt.Errorf("%s %q: %s is %s, not a socket: remove it or choose another path", what, addr, path, kind)
 		}
 		ln, err := net.Listen("unix", path)
 		if err != nil {
