@@ -93,6 +93,12 @@ func TestEgressReportLongLine(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("egress report: exit %d: %s", code, errOut)
 	}
+	// A year out of range is named (it printed -0005-11-23 and "-").
+	for _, y := range []string{"-5", "10000"} {
+		if _, errOut, code := runRG(t, bin, "egress", "report", "--year", y, path); code != 2 || !strings.Contains(errOut, "--year "+y+": want a year from 1 to 9999") {
+			t.Errorf("egress report --year %s: exit %d, %q", y, code, errOut)
+		}
+	}
 	for _, want := range []string{
 		"2 connection attempts in 2 packet log lines (2 unparsable lines)",
 		"unparsable: " + path + ":2: longer than 1048576 bytes, skipped",

@@ -264,6 +264,10 @@ func runEgressWatch(cmd *cobra.Command, _ []string) error {
 }
 
 func runEgressReport(cmd *cobra.Command, args []string) error {
+	// (-5 printed the first attempt as -0005-11-23 and the last as "-".)
+	if y := egressFlags.year; y < 0 || y > 9999 {
+		return &exitError{code: 2, err: fmt.Errorf("egress report: --year %d: want a year from 1 to 9999 (0: inferred)", y)}
+	}
 	var s egress.Summary
 	for _, name := range args {
 		f, err := logline.Open(cmd.Context(), name)
