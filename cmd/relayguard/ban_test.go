@@ -307,6 +307,39 @@ func TestWatchBadLogFiles(t *testing.T) {
 	}
 }
 
+// TestWatchJournalAndFilesWarned: with both the journal and files to
+// follow, watch warns that a line in both counts twice (nothing in a line
+// tells the copies apart; found by edge8 from outside).
+func TestWatchJournalAndFilesWarned(t *testing.T) {
+	bin := testBinary(t)
+	logPath := filepath.Join(t.TempDir(), "mail.log")
+	if err := os.WriteFile(logPath, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	conf := filepath.Join(t.TempDir(), "rg.toml")
+	os.WriteFile(conf, []byte(fmt.Sprintf("[guard]\nfiles = [%q]\njournal = true\n[firewall]\nbackend = \"none\"\n", logPath)), 0o644)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "--config", conf, "--data-dir", filepath.Join(t.TempDir(), "data"), "--create-data-dir", "watch")
+	stderr := &syncBuffer{}
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		cmd.Process.Signal(os.Interrupt)
+		cmd.Wait()
+	}()
+	want := `level=WARN msg="watch: guard.journal and guard.files are both read: a line in both`
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(stderr.String(), want) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %q in watch's log:\n%s", want, stderr.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 // TestWatchStdinEnded: when the writer into watch --stdin goes away, watch
 // says so (it goes on with its other sources and the bans). It was silent.
 func TestWatchStdinEnded(t *testing.T) {

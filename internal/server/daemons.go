@@ -290,6 +290,13 @@ func Watch(ctx context.Context, cfg *config.Config, log *slog.Logger, stdin io.R
 			}
 		})
 	}
+	if cfg.Guard.Journal && len(cfg.Guard.Files) > 0 {
+		// Nothing in a line tells the journal's copy from a file's: when
+		// rsyslog writes the journal's mail lines to a followed file, each
+		// failure would count twice (a ban at half maxretry).
+		log.Warn("watch: guard.journal and guard.files are both read: a line in both (rsyslog writing the journal's mail lines to a followed file) counts twice; set guard.journal_units to units that log to no followed file, or read one of the two",
+			"files", cfg.Guard.Files, "journal_units", cfg.Guard.JournalUnits)
+	}
 	if cfg.Guard.Journal {
 		sources.Add(1)
 		wg.Go(func() {
