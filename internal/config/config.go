@@ -22,6 +22,7 @@ import (
 	"github.com/pelletier/go-toml/v2"
 
 	"github.com/relayguard/relayguard/internal/address"
+	"github.com/relayguard/relayguard/internal/redact"
 )
 
 // Config is the whole configuration. Each area of relayguard owns one section.
@@ -613,31 +614,7 @@ func (s *StoreConfig) validate() error {
 	case "redis", "rediss", "unix":
 		return nil
 	}
-	return fmt.Errorf("store.url %q: want empty (embedded SQLite), redis://[:password@]host:port/db, rediss://... or unix:///path", RedactURL(s.URL))
-}
-
-// RedactURL names a URL that may hold a password ([store] url) in errors
-// and logs: the password of its user information and the value of every
-// query parameter are "xxxxx". url.Redacted hides only the first, but an
-// operator used to other Redis clients writes ?password=... (go-redis
-// refuses it as an unexpected option, and the refusal named the URL).
-// The parameters' names stay: go-redis's errors name them.
-func RedactURL(s string) string {
-	u, err := url.Parse(s)
-	if err != nil {
-		return "(unparsable URL, not shown: it may hold a password)"
-	}
-	if u.RawQuery != "" {
-		q := u.Query()
-		for k, vs := range q {
-			for i := range vs {
-				vs[i] = "xxxxx"
-			}
-			q[k] = vs
-		}
-		u.RawQuery = q.Encode()
-	}
-	return u.Redacted()
+	return fmt.Errorf("store.url %q: want empty (embedded SQLite), redis://[:password@]host:port/db, rediss://... or unix:///path", redact.URL(s.URL))
 }
 
 func (a *AuthConfig) validate() error {

@@ -17,7 +17,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/relayguard/relayguard/internal/ban"
-	"github.com/relayguard/relayguard/internal/config"
+	"github.com/relayguard/relayguard/internal/redact"
 )
 
 // Redis is the state shared by several servers in Redis or Valkey: bans
@@ -123,8 +123,8 @@ func redactErr(err error, url string) error {
 }
 
 // redactURL hides the password of a redis:// URL, and the values of its
-// query, for error messages (config.RedactURL).
-func redactURL(s string) string { return config.RedactURL(s) }
+// query, for error messages (redact.URL).
+func redactURL(s string) string { return redact.URL(s) }
 
 // Close closes the client.
 func (r *Redis) Close() error { return r.C.Close() }
