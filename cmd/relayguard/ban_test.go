@@ -294,13 +294,7 @@ func TestWatchBadLogFiles(t *testing.T) {
 		fmt.Sprintf(`level=ERROR msg="watch: file source stopped" file=%s err="logwatch: %s: a named pipe, not a regular file: it cannot be followed`, fifo, fifo),
 		fmt.Sprintf(`msg="logwatch: following" file=%s`, logPath),
 	} {
-		deadline := time.Now().Add(30 * time.Second)
-		for !strings.Contains(stderr.String(), want) {
-			if time.Now().After(deadline) {
-				t.Fatalf("no %q in watch's log", want)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
+		awaitLine(t, stderr, want)
 	}
 	if strings.Contains(stderr.String(), fmt.Sprintf(`msg="logwatch: following" file=%s `, dir)) {
 		t.Error("the directory is followed")
@@ -330,11 +324,18 @@ func TestWatchJournalAndFilesWarned(t *testing.T) {
 		cmd.Process.Signal(os.Interrupt)
 		cmd.Wait()
 	}()
-	want := `level=WARN msg="watch: guard.journal and guard.files are both read: a line in both`
+	awaitLine(t, stderr, `level=WARN msg="watch: guard.journal and guard.files are both read: a line in both`)
+}
+
+// awaitLine waits up to 30 s (a safety net, not a timing assertion) for
+// want in a process's log, and fails the test with the log if it never
+// comes.
+func awaitLine(t *testing.T, log *syncBuffer, want string) {
+	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
-	for !strings.Contains(stderr.String(), want) {
+	for !strings.Contains(log.String(), want) {
 		if time.Now().After(deadline) {
-			t.Fatalf("no %q in watch's log:\n%s", want, stderr.String())
+			t.Fatalf("no %q in the log:\n%s", want, log.String())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

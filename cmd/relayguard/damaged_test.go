@@ -26,23 +26,9 @@ func TestDamagedCompressedLogNamed(t *testing.T) {
 		fmt.Fprintf(&text, "Dec  4 10:%02d:%02d mx1 postfix/smtpd[%d]: warning: unknown[203.0.113.%d]: SASL LOGIN authentication failed: authentication failure, sasl_username=u%d@example.com\n",
 			i/60%60, i%60, 1000+i%5000, i%250, i%7)
 	}
-	var gz bytes.Buffer
-	zw := gzip.NewWriter(&gz)
-	zw.Write(text.Bytes())
-	zw.Close()
-	files := map[string][]byte{"mail.log.gz": gz.Bytes()}
-	if _, err := exec.LookPath("xz"); err == nil {
-		cmd := exec.Command("xz", "-1", "-c")
-		cmd.Stdin = bytes.NewReader(text.Bytes())
-		out, err := cmd.Output()
-		if err != nil {
-			t.Fatal(err)
-		}
-		files["mail.log.xz"] = out
-	} else if os.Getenv("CI") == "true" {
-		t.Fatal("xz not installed (xz-utils)")
-	} else {
-		t.Log("xz not installed: the .xz cases are skipped")
+	files := map[string][]byte{}
+	for kind, data := range compressed(t, text.Bytes()) {
+		files["mail.log."+map[string]string{"gzip": "gz", "xz": "xz"}[kind]] = data
 	}
 	for base, data := range files {
 		good := filepath.Join(dir, base)
@@ -123,20 +109,7 @@ func TestCompressedStdin(t *testing.T) {
 		fmt.Fprintf(&text, "Dec  4 10:%02d:%02d mx1 postfix/smtpd[%d]: warning: unknown[203.0.113.%d]: SASL LOGIN authentication failed: authentication failure\n",
 			i/60%60, i%60, 1000+i%5000, i%250)
 	}
-	var gz bytes.Buffer
-	zw := gzip.NewWriter(&gz)
-	zw.Write(text.Bytes())
-	zw.Close()
-	streams := map[string][]byte{"gzip": gz.Bytes()}
-	if _, err := exec.LookPath("xz"); err == nil {
-		cmd := exec.Command("xz", "-1", "-c")
-		cmd.Stdin = bytes.NewReader(text.Bytes())
-		out, err := cmd.Output()
-		if err != nil {
-			t.Fatal(err)
-		}
-		streams["xz"] = out
-	}
+	streams := compressed(t, text.Bytes())
 	run := func(in []byte, args ...string) (string, string, int) {
 		cmd := exec.Command(bin, args...)
 		cmd.Stdin = bytes.NewReader(in)
@@ -168,6 +141,32 @@ func TestCompressedStdin(t *testing.T) {
 			}
 		}
 	}
+}
+
+// compressed returns text as gzip and, when xz(1) is installed (always
+// under CI), as xz, by kind ("gzip", "xz").
+func compressed(t *testing.T, text []byte) map[string][]byte {
+	t.Helper()
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	zw.Write(text)
+	zw.Close()
+	out := map[string][]byte{"gzip": gz.Bytes()}
+	if _, err := exec.LookPath("xz"); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("xz not installed (xz-utils)")
+		}
+		t.Log("xz not installed: the xz cases are skipped")
+		return out
+	}
+	cmd := exec.Command("xz", "-1", "-c")
+	cmd.Stdin = bytes.NewReader(text)
+	xz, err := cmd.Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out["xz"] = xz
+	return out
 }
 
 // fifoOf makes a named pipe in a new directory and writes data into it
