@@ -275,17 +275,9 @@ func TestWatchBadLogFiles(t *testing.T) {
 	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cmd, stderr, _ = start(dir, missing, fifo, logPath)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		cmd.Process.Signal(os.Interrupt)
-		cmd.Wait()
-		if t.Failed() {
-			t.Log(stderr.String())
-		}
-	}()
+	cmd, _, _ = start(dir, missing, fifo, logPath)
+	stderr, stop := startLogged(t, cmd)
+	defer stop()
 	for _, want := range []string{
 		fmt.Sprintf(`level=ERROR msg="watch: file source stopped" file=%s err="logwatch: %s: is a directory, not a log file"`, dir, dir),
 		fmt.Sprintf(`level=WARN msg="logwatch: waiting for the file to appear" file=%s`, missing),
@@ -315,16 +307,28 @@ func TestWatchJournalAndFilesWarned(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, "--config", conf, "--data-dir", filepath.Join(t.TempDir(), "data"), "--create-data-dir", "watch")
-	stderr := &syncBuffer{}
-	cmd.Stderr = stderr
+	stderr, stop := startLogged(t, cmd)
+	defer stop()
+	awaitLine(t, stderr, `level=WARN msg="watch: guard.journal and guard.files are both read: a line in both`)
+}
+
+// startLogged starts cmd with its standard error in the returned buffer;
+// stop interrupts it, waits for it, and logs what it wrote if the test
+// failed.
+func startLogged(t *testing.T, cmd *exec.Cmd) (*syncBuffer, func()) {
+	t.Helper()
+	log := &syncBuffer{}
+	cmd.Stderr = log
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	defer func() {
+	return log, func() {
 		cmd.Process.Signal(os.Interrupt)
 		cmd.Wait()
-	}()
-	awaitLine(t, stderr, `level=WARN msg="watch: guard.journal and guard.files are both read: a line in both`)
+		if t.Failed() {
+			t.Logf("%s's log:\n%s", filepath.Base(cmd.Path), log)
+		}
+	}
 }
 
 // awaitLine waits up to 30 s (a safety net, not a timing assertion) for
@@ -349,15 +353,8 @@ func TestWatchStdinEnded(t *testing.T) {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, "--data-dir", filepath.Join(t.TempDir(), "data"), "--create-data-dir", "watch", "--stdin")
 	cmd.Stdin = strings.NewReader("Nov 23 10:00:00 mx1 postfix/smtpd[1]: connect from unknown[192.0.2.9]\n")
-	stderr := &syncBuffer{}
-	cmd.Stderr = stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		cmd.Process.Signal(os.Interrupt)
-		cmd.Wait()
-	}()
+	stderr, stop := startLogged(t, cmd)
+	defer stop()
 	want := `level=WARN msg="watch: standard input ended; it is no longer read (the other sources and the bans go on)"`
 	deadline := time.Now().Add(30 * time.Second)
 	for !strings.Contains(stderr.String(), want) {

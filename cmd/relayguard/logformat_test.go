@@ -37,26 +37,9 @@ func TestJSONLogTakesLibraryLines(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, "--config", conf, "--data-dir", filepath.Join(dir, "data"), "--create-data-dir", "watch", "--admin", addr)
-	stderr := &syncBuffer{}
-	cmd.Stderr = stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		cmd.Process.Signal(os.Interrupt)
-		cmd.Wait()
-	}()
-	waitLog := func(want string) {
-		t.Helper()
-		deadline := time.Now().Add(30 * time.Second)
-		for !strings.Contains(stderr.String(), want) {
-			if time.Now().After(deadline) {
-				t.Fatalf("no %q in watch's log:\n%s", want, stderr.String())
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
-	waitLog(`"msg":"watching"`)
+	stderr, stop := startLogged(t, cmd)
+	defer stop()
+	awaitLine(t, stderr, `"msg":"watching"`)
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
@@ -65,7 +48,7 @@ func TestJSONLogTakesLibraryLines(t *testing.T) {
 	c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	c.Read(make([]byte, 16))
 	c.Close()
-	waitLog("TLS handshake error")
+	awaitLine(t, stderr, "TLS handshake error")
 	for _, line := range strings.Split(strings.TrimSpace(stderr.String()), "\n") {
 		var rec map[string]any
 		if err := json.Unmarshal([]byte(line), &rec); err != nil {
