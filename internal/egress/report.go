@@ -2,7 +2,6 @@ package egress
 
 import (
 	"bufio"
-	"bytes"
 	"fmt"
 	"io"
 	"net/netip"
@@ -203,7 +202,7 @@ func (s *Summary) SummariseWith(r io.Reader, name string, p *logline.Parser) err
 	sc := bufio.NewScanner(r)
 	var long bool
 	sc.Buffer(make([]byte, 0, 64<<10), maxLine)
-	sc.Split(skipLongLines(maxLine, &long))
+	sc.Split(logline.SkipLongLines(maxLine, &long))
 	n := 0
 	for sc.Scan() {
 		n++
@@ -299,34 +298,6 @@ func (s *Summary) SummariseWith(r io.Reader, name string, p *logline.Parser) err
 // maxLine is the longest line SummariseWith reads; a kernel LOG line is
 // a few hundred bytes.
 const maxLine = 1 << 20
-
-// skipLongLines is bufio.ScanLines for a Scanner whose buffer is max
-// bytes, except that a line longer than max is skipped to its end and
-// handed out as an empty token with *long set, instead of stopping the
-// scan (bufio.ErrTooLong): one such line in a syslog file or a journal
-// export (anyone may log through /dev/log) made the whole report fail.
-func skipLongLines(max int, long *bool) bufio.SplitFunc {
-	skipping := false
-	return func(data []byte, atEOF bool) (int, []byte, error) {
-		if skipping {
-			if i := bytes.IndexByte(data, '\n'); i >= 0 {
-				skipping, *long = false, true
-				return i + 1, data[:0], nil
-			}
-			if atEOF {
-				skipping, *long = false, true
-				return len(data), data[:0], nil
-			}
-			return len(data), nil, nil
-		}
-		adv, tok, err := bufio.ScanLines(data, atEOF)
-		if adv == 0 && tok == nil && err == nil && len(data) >= max {
-			skipping = true
-			return len(data), nil, nil
-		}
-		return adv, tok, err
-	}
-}
 
 func uidKey(uid uint32, has bool) string {
 	if !has {
