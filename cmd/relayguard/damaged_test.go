@@ -3,13 +3,16 @@ package main
 import (
 	"bytes"
 	"compress/gzip"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // TestDamagedCompressedLogNamed: every command that reads old logs through
@@ -93,6 +96,56 @@ func TestEgressReportLongLine(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("egress report lacks %q:\n%s", want, out)
 		}
+	}
+}
+
+// TestAuditLongLine: a line over 1 MiB in a log audit reads (--log) is
+// skipped and named in a note, and the lines after it are read: the
+// program a kernel line after it names is reported. The reading of the
+// file stopped there before ("egress/logs: FILE: bufio.Scanner: token too
+// long", a check not done) and the blocked attempt went unreported.
+func TestAuditLongLine(t *testing.T) {
+	bin := testBinary(t)
+	dir := t.TempDir()
+	stamp := time.Now().Add(-time.Hour).Format(time.Stamp)
+	log := stamp + " mx www-data: " + strings.Repeat("A", 2<<20) + "\n" +
+		stamp + " mx kernel: [12345.678901] EGRESS-DROP: IN= OUT=eth0 SRC=192.0.2.7 DST=203.0.113.9 LEN=60 TOS=0x00 PREC=0x00 TTL=64 ID=54321 DF PROTO=TCP SPT=58389 DPT=25 WINDOW=64240 RES=0x00 SYN URGP=0 UID=2000 GID=2001\n"
+	path := filepath.Join(dir, "kern.log")
+	if err := os.WriteFile(path, []byte(log), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	data := filepath.Join(dir, "data")
+	add := exec.Command(bin, "--data-dir", data, "--create-data-dir", "user", "add", "bob@example.org", "--password-stdin")
+	add.Stdin = strings.NewReader("correct horse battery staple\n")
+	if out, err := add.CombinedOutput(); err != nil {
+		t.Fatalf("user add: %v\n%s", err, out)
+	}
+	out, errOut, _ := runRG(t, bin, "--data-dir", data, "audit", "--areas", "egress,accounts", "--json", "--log", path)
+	var rep struct {
+		Findings []struct{ Check, Subject string }
+		Problems []struct{ Area, Check, Error string }
+		Notes    []string
+	}
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatalf("audit --json: %v\n%s\n%s", err, out, errOut)
+	}
+	if len(rep.Problems) > 0 {
+		t.Errorf("problems: %+v", rep.Problems)
+	}
+	if !slices.ContainsFunc(rep.Findings, func(f struct{ Check, Subject string }) bool {
+		return f.Check == "egress.blocked-attempts" && strings.Contains(f.Subject, "uid 2000")
+	}) {
+		t.Errorf("the attempt after the long line is not reported: %+v", rep.Findings)
+	}
+	// Read by two areas (accounts for logins, egress), named once.
+	var long []string
+	for _, n := range rep.Notes {
+		if strings.Contains(n, "longer than") {
+			long = append(long, n)
+		}
+	}
+	if want := path + ": 1 lines longer than 1048576 bytes skipped (the first: line 1)"; !slices.Equal(long, []string{want}) {
+		t.Errorf("notes %q, want %q", rep.Notes, want)
 	}
 }
 
