@@ -268,6 +268,12 @@ func TestWatchBadLogFiles(t *testing.T) {
 	if err := cmd.Run(); err == nil || !strings.Contains(stderr.String(), fmt.Sprintf("guard.files[1] %q is the same file as guard.files[0] %q", link, logPath)) {
 		t.Errorf("watch with one file through a link: %v\n%s", err, stderr.String())
 	}
+	// config check (everything serve and watch check before they start)
+	// refuses it the same way; it said "configuration OK".
+	_, _, conf = start(logPath, link)
+	if _, errOut, code := runRG(t, bin, "--config", conf, "--data-dir", t.TempDir(), "config", "check"); code == 0 || !strings.Contains(errOut, fmt.Sprintf("guard.files[1] %q is the same file as guard.files[0] %q", link, logPath)) {
+		t.Errorf("config check with one file through a link: %d %s", code, errOut)
+	}
 	// A directory and a missing file: each named in the log, the other
 	// source followed.
 	missing := filepath.Join(dir, "no", "such.log")

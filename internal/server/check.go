@@ -53,7 +53,9 @@ func Check(cfg *config.Config) error {
 			return err
 		}
 	}
-	return nil
+	// One log named twice through a link: config refuses the same path
+	// twice, but only watch looked at the files themselves.
+	return distinctFiles(cfg.Guard.Files)
 }
 
 // defaultCert reports whether the configuration uses the self-signed pair
