@@ -150,7 +150,8 @@ func TestAuditLongLine(t *testing.T) {
 }
 
 // TestCompressedStdin: "-" (standard input) is read as a named file is:
-// gzip and xz by content, a truncated stream an error. `cat mail.log.1.gz |
+// gzip and xz by content, a truncated stream an error naming "standard
+// input". `cat mail.log.1.gz |
 // relayguard report -` read the compressed bytes as text lines, found
 // nothing and exited 0; watch --replay and egress report did the same, and
 // a truncated stream was as good as a whole one.
@@ -187,10 +188,18 @@ func TestCompressedStdin(t *testing.T) {
 		if _, errOut, code := run(data, "egress", "report", "-"); code != 0 {
 			t.Errorf("%s on stdin: egress report: exit %d, %s", kind, code, errOut)
 		}
-		want := map[string]string{"gzip": "gzip: unexpected EOF", "xz": "xz -dc: exit status 1"}[kind]
+		// Standard input is named so, not "-" ("relayguard: -: gzip:
+		// unexpected EOF"), also when its gzip header is cut short.
+		want := map[string]string{"gzip": "standard input: gzip: unexpected EOF", "xz": "standard input: xz -dc: exit status 1"}[kind]
 		for _, args := range [][]string{{"report", "-"}, {"watch", "--replay", "-"}, {"egress", "report", "-"}} {
 			if _, errOut, code := run(data[:len(data)/2], args...); code == 0 || strings.Count(errOut, "relayguard: ") != 1 || !strings.Contains(errOut, want) {
 				t.Errorf("truncated %s on stdin: %s: exit %d, stderr %q; want a failure with %q", kind, strings.Join(args, " "), code, errOut, want)
+			}
+			if kind != "gzip" {
+				continue
+			}
+			if _, errOut, code := run(data[:3], args...); code == 0 || !strings.Contains(errOut, "standard input: unexpected EOF") {
+				t.Errorf("a gzip header cut short on stdin: %s: exit %d, stderr %q", strings.Join(args, " "), code, errOut)
 			}
 		}
 	}

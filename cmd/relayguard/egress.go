@@ -274,7 +274,10 @@ func runEgressReport(cmd *cobra.Command, args []string) error {
 		if err != nil {
 			return fmt.Errorf("egress report: %w", err)
 		}
-		err = s.Summarise(f, filepath.Clean(name), egressFlags.year)
+		if name != "-" {
+			name = filepath.Clean(name)
+		}
+		err = s.Summarise(f, logline.Name(name), egressFlags.year)
 		f.Close()
 		if err != nil {
 			return err

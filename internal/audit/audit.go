@@ -291,6 +291,7 @@ func (r *run) readLogs(ctx context.Context, area string, start func(name string)
 			r.problem(area, "logs", err)
 			continue
 		}
+		name := logline.Name(name)
 		fn := start(name)
 		sc := bufio.NewScanner(f)
 		var long bool

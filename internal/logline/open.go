@@ -46,7 +46,7 @@ func Open(ctx context.Context, name string) (io.ReadCloser, error) {
 		zr, err := gzip.NewReader(br)
 		if err != nil {
 			f.Close()
-			return nil, fmt.Errorf("%s: %w", name, err)
+			return nil, fmt.Errorf("%s: %w", Name(name), err)
 		}
 		return &multiCloser{Reader: journalOrText(bufio.NewReaderSize(gzipReader{zr}, 256<<10)), closers: []io.Closer{f}}, nil
 	case bytes.Equal(magic, []byte{0xfd, '7', 'z', 'X', 'Z', 0}):
@@ -61,7 +61,7 @@ func Open(ctx context.Context, name string) (io.ReadCloser, error) {
 		}
 		if err := cmd.Start(); err != nil {
 			f.Close()
-			return nil, fmt.Errorf("%s: running xz -dc (install xz-utils): %w", name, err)
+			return nil, fmt.Errorf("%s: running xz -dc (install xz-utils): %w", Name(name), err)
 		}
 		x := &xzReader{out: out, cmd: cmd, f: f, stderr: &stderr}
 		x.Reader = journalOrText(bufio.NewReaderSize(xzOutput{x}, 256<<10))
@@ -70,6 +70,16 @@ func Open(ctx context.Context, name string) (io.ReadCloser, error) {
 	r := journalOrText(br)
 	_, text := r.(*bufio.Reader)
 	return &multiCloser{Reader: r, closers: []io.Closer{f}, plain: text && regular(f)}, nil
+}
+
+// Name is how an error or a note names the input Open was given: "-" is
+// "standard input" ("relayguard: -: gzip: unexpected EOF" named nothing
+// an operator would recognise).
+func Name(name string) string {
+	if name == "-" {
+		return "standard input"
+	}
+	return name
 }
 
 // regular reports whether f is a regular file, one that PlainFile's

@@ -571,7 +571,7 @@ func (a *Analyzer) ReadFiles(ctx context.Context, names []string, newParser func
 			err = a.ReadLines(rc, newParser())
 		}
 		if err != nil {
-			err = fmt.Errorf("%s: %w", f.name, err)
+			err = fmt.Errorf("%s: %w", logline.Name(f.name), err)
 		}
 		// (Close's error names the file already: a corrupt .xz)
 		if cerr := rc.Close(); err == nil {
