@@ -134,3 +134,48 @@ func FuzzParseTo(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, a, b string) { checkParseTo(t, []string{a, b, a}) })
 }
+
+// TestParseUsual: the usual lines (the timestamp of the line before, a
+// short host, "prog[pid]: " or "prog: ") are read by parseUsual, and
+// every line, read by it or not, as the old Parse reads it. Each line
+// follows one with its timestamp, so that parseBSD's cache holds it.
+func TestParseUsual(t *testing.T) {
+	const ts = "Dec  4 02:39:58 "
+	for _, c := range []struct {
+		rest  string
+		usual bool
+	}{
+		{"mx1 postfix/smtpd[1234]: connect from unknown[192.0.2.1]", true},
+		{"mx1 postfix/smtpd[1234567]: connect from unknown[192.0.2.1]", true},
+		{"mx1 postfix/smtpd[]: connect from unknown[192.0.2.1]", true},
+		{"mx1 postfix/smtpd[12]:connect from unknown[192.0.2.1]", true},
+		{"mx1 postfix/smtpd[12]:  two spaces before the message", true},
+		{"mx1 postfix/qmgr[77]: 1A2B3C: from=<a@example.org>, size=1", true},
+		{"mx1 dovecot: imap-login: Login: user=<a>, rip=192.0.2.1", true},
+		{"mx1234 postfix/bounce[9]: 1A2B3C: sender non-delivery notification", true},
+		{"mx1 kernel: [12.5] eth0: link up at somewhat long length", true},
+		{"mx1 dovecot:x with no space after the colon and more", true},
+		{"mx1 postfix/smtpd[12345678]: eight digits: not the usual", false},
+		{"mx1 postfix/smtpd[12a]: connect from unknown[192.0.2.1]", false},
+		{"mx1 postfix/smtpd[12]x connect from unknown[192.0.2.1]", false},
+		{"mx1 postfix/submission/smtpd[9]: connect from unknown[192.0.2.1]", false},
+		{"mx1 relayguard[77]: time=2026-12-06T02:04:12Z level=INFO msg=x", false},
+		{"mx12345 postfix/smtpd[1234]: a host of seven bytes and more", true},
+		{"mx123456 postfix/smtpd[1234]: a host of eight bytes and more", false},
+		{"mx1 -- MARK -- and a message long enough to be looked at", false},
+		{"mx1 [12]: a tag with no program name and some more text", false},
+		{"auth: Info: passwd-file(bob,192.0.2.1): unknown user and more", false},
+		{"mx1 postfix/smtpd[1]: short", false},
+		{"mx1 postfix/smtpd[1234]: connect from unknown[192.0.2.1]\r", false},
+		{"mx1 postfix/smtpd[1234]: connect from unknown[192.0.2.1]\n", false},
+	} {
+		now := func() time.Time { return time.Date(2026, 12, 5, 0, 0, 0, 0, time.UTC) }
+		p := &Parser{Now: now, Loc: time.UTC}
+		p.Parse(ts + "mx1 postfix/smtpd[1]: the line before")
+		var l Line
+		if got := p.parseUsual(&l, ts+c.rest); got != c.usual {
+			t.Errorf("%q: parseUsual %v, want %v", c.rest, got, c.usual)
+		}
+		checkParseTo(t, []string{ts + "mx1 postfix/smtpd[1]: the line before", ts + c.rest, ts + c.rest})
+	}
+}
