@@ -67,6 +67,26 @@ func TestNormalizedHostSame(t *testing.T) {
 	}
 }
 
+// TestNormalizedHostRandom: keys of the bytes appendNormalizedHost tells
+// apart, of every length to past four words, with blanks and separators
+// at every place in a word (and more separators than it keeps).
+func TestNormalizedHostRandom(t *testing.T) {
+	r := rand.New(rand.NewPCG(19, 20))
+	const alphabet = "aZz.@. \t\n19AÄx"
+	for range 50000 {
+		b := make([]byte, r.IntN(40))
+		for i := range b {
+			b[i] = alphabet[r.IntN(len(alphabet))]
+			if r.IntN(4) > 0 && b[i] <= ' ' { // (fewer blanks: most keys are read to a far end)
+				b[i] = 'q'
+			}
+		}
+		checkNormalized(t, string(b))
+	}
+	checkNormalized(t, strings.Repeat("a.", 40))
+	checkNormalized(t, strings.Repeat("Ab@", 17)+" x")
+}
+
 func FuzzNormalizedHost(f *testing.F) {
 	f.Add("unknown[192.0.2.1]: SASL LOGIN authentication failed: x")
 	f.Add("ÄBC.Example.COM@x")
