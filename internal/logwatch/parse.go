@@ -272,13 +272,13 @@ func parseSmtpd(e *event.Event, program, msg string, w *wants) bool {
 		rest := msg[len("warning: "):]
 		// warning: unknown[192.0.2.1]: SASL LOGIN authentication failed: UGFzc3dvcmQ6
 		// warning: unknown[192.0.2.1]:54279: SASL LOGIN … (smtpd_client_port_logging = yes)
-		if i := strings.Index(rest, ": SASL "); i > 0 && strings.IndexByte(rest[:i], ']') >= 0 {
+		if i := saslAt(rest); i > 0 {
 			tail := rest[i+len(": SASL "):]
 			sp := strings.IndexByte(tail, ' ')
 			if sp <= 0 || !strings.HasPrefix(tail[sp:], " authentication failed") {
 				return false
 			}
-			d := strings.TrimSpace(strings.TrimPrefix(tail[sp+len(" authentication failed"):], ":"))
+			d := trimSpace(strings.TrimPrefix(tail[sp+len(" authentication failed"):], ":"))
 			// The server failed, not the client (the auth daemon died, or
 			// Postfix and the SASL server disagree on mechanisms): a user
 			// whose password was right must not be counted as guessing.
@@ -308,7 +308,8 @@ func parseSmtpd(e *event.Event, program, msg string, w *wants) bool {
 		return false
 	case strings.HasPrefix(msg, "lost connection after AUTH from "):
 		e.Kind = event.LostAfterAuth
-		e.IP, ok = afterFrom(msg)
+		// (afterFrom(msg): the first " from " is the prefix's own)
+		e.IP, ok = bracketAddr(msg[len("lost connection after AUTH from "):])
 		return ok
 	case strings.HasPrefix(msg, "improper command pipelining after "):
 		e.Kind, e.Rule = event.ProtocolAbuse, "pipelining"
@@ -365,6 +366,35 @@ func parseSmtpd(e *event.Event, program, msg string, w *wants) bool {
 	return false
 }
 
+// saslAt is the index of the first ": SASL " of s when a ']' comes before
+// it (the client's "name[address]"), else -1. An occurrence cannot hold
+// the first ']', so one before it lies wholly in the client's part: for
+// the usual line, "unknown[192.0.2.1]: SASL LOGIN ...", the search is a
+// look right after the first ']' and one for a ':' before it (a search of
+// the line stopped at each ':' of an IPv6 address).
+func saslAt(s string) int {
+	j := strings.IndexByte(s, ']')
+	if j < 0 {
+		return -1
+	}
+	if strings.HasPrefix(s[j+1:], ": SASL ") && (strings.IndexByte(s[:j], ':') < 0 || !strings.Contains(s[:j], ": SASL ")) {
+		return j + 1
+	}
+	if i := strings.Index(s, ": SASL "); i > j {
+		return i
+	}
+	return -1
+}
+
+// trimSpace is strings.TrimSpace, with its usual case here, one space
+// before a word of ASCII ("failed: UGFzc3dvcmQ6"), told at a look.
+func trimSpace(s string) string {
+	if n := len(s); n >= 2 && s[0] == ' ' && s[1] > ' ' && s[1] < 0x80 && s[n-1] > ' ' && s[n-1] < 0x80 {
+		return s[1:]
+	}
+	return strings.TrimSpace(s)
+}
+
 // splitQueueID splits "QID: rest" at the start of msg (a queue ID or
 // NOQUEUE: at most 16 bytes, no colon).
 func splitQueueID(msg string) (qid, rest string, ok bool) {
@@ -378,13 +408,28 @@ func splitQueueID(msg string) (qid, rest string, ok bool) {
 // parseReject parses the part after "reject: " of a Postfix reject line:
 // "RCPT from h[a]: 554 5.7.1 <r>: Relay access denied; from=<s> to=<r> ...".
 func parseReject(e *event.Event, s string) bool {
-	ip, ok := afterFrom(s)
+	// s starts with the stage, a word, nearly always followed by " from ":
+	// then that is the first " from " (afterFrom's), and the markers below
+	// cannot start before it (neither starts inside " from ", nor within a
+	// word and across its space; " blocked using " may start at its last
+	// space). Each search then starts past the stage.
+	sp := strings.IndexByte(s, ' ')
+	var ip netip.Addr
+	var ok bool
+	from := 0 // where the markers may start
+	if sp > 0 && strings.HasPrefix(s[sp:], " from ") {
+		ip, ok = bracketAddr(s[sp+len(" from "):])
+		from = sp + len(" from") // (its last space)
+	} else {
+		ip, ok = afterFrom(s)
+	}
 	if !ok {
 		return false
 	}
 	e.IP = ip
 	// (each marker searched once, and " to=<" only after the reply text)
-	if r := strings.Index(s, "Relay access denied"); r >= 0 {
+	if r := strings.Index(s[from:], "Relay access denied"); r >= 0 {
+		r += from
 		e.Kind, e.Rule = event.RelayDenied, "reject_unauth_destination"
 		if i := IndexAngled(s[r:], " to=<"); i >= 0 {
 			to := s[r+i+5:]
@@ -394,16 +439,19 @@ func parseReject(e *event.Event, s string) bool {
 		}
 		return true
 	}
-	if i := indexSpaced(s, "blocked using "); i >= 0 {
-		zone := s[i+len(" blocked using "):]
-		if j := strings.IndexAny(zone, ";, "); j >= 0 {
-			zone = zone[:j]
+	if i := indexSpaced(s[from:], "blocked using "); i >= 0 {
+		zone := s[from+i+len(" blocked using "):]
+		for j := 0; j < len(zone); j++ { // (strings.IndexAny(zone, ";, "), without making its set)
+			if c := zone[j]; c == ';' || c == ',' || c == ' ' {
+				zone = zone[:j]
+				break
+			}
 		}
 		e.Kind, e.Rule, e.Detail = event.DNSBLReject, "reject_rbl_client", zone
 		return true
 	}
 	stage := s
-	if sp := strings.IndexByte(s, ' '); sp > 0 {
+	if sp > 0 {
 		stage = s[:sp]
 	}
 	e.Kind, e.Rule = event.Reject, lowerStage(stage)

@@ -194,7 +194,13 @@ func smtpdMessages(t testing.TB) []string {
 		"NOQUEUE: reject: RCPT from x[192.0.2.1]: 554 5.7.1 <a@b>: Relay access denied; from=<> to=<a@b> proto=ESMTP",
 		"NOQUEUE: reject: RCPT from x[192.0.2.1]: 554 5.7.1 Service unavailable; Client host [192.0.2.1] blocked using zen;",
 		"4XyZ1: client=h[2001:db8::1], sasl_method=PLAIN, sasl_username=bob, x", "4XyZ1: client=h[192.0.2.1]",
-		"NOQUEUE: milter-reject: RCPT from [IPv6:2001:db8::1]: 550 x; from=<a> to=<b>", "reject: RCPT from a[1.2.3]: x"}
+		"NOQUEUE: milter-reject: RCPT from [IPv6:2001:db8::1]: 550 x; from=<a> to=<b>", "reject: RCPT from a[1.2.3]: x",
+		// (saslAt, trimSpace and parseReject's searches from past the stage)
+		"warning: a: SASL b]: SASL LOGIN authentication failed: x", "warning: a]: SASL b]: SASL PLAIN authentication failed:  x ",
+		"warning: unknown[2001:db8::1]: SASL LOGIN authentication failed: \u00a0x", "warning: [1.2.3.4]:25: SASL LOGIN authentication failed: x\t",
+		"warning: unknown[192.0.2.1]: SASL LOGIN authentication failed:", "warning: unknown[192.0.2.1]: SASL LOGIN authentication failed: é",
+		"NOQUEUE: reject: RCPT from blocked using z[192.0.2.1]: 554 x", "NOQUEUE: reject: RCPT  from x[192.0.2.1]: 554 x blocked using z",
+		"NOQUEUE: reject: Relay from Relay access denied[192.0.2.1]: 554 to=<a@b>", "NOQUEUE: reject: from x[192.0.2.1] blocked using z,y"}
 	p := &logline.Parser{Year: 2026, Loc: time.UTC}
 	add := func(line string) {
 		if l, ok := p.Parse(line); ok && strings.HasSuffix(l.Program, "/smtpd") {
