@@ -33,6 +33,15 @@ func parseDovecot(program, msg string) (event.Event, bool) {
 // a reused event is overwritten whole).
 func parseDovecotTo(e *event.Event, program, msg string) bool {
 	*e = event.Event{Source: "dovecot"}
+	if program == "dovecot" { // (the usual lines, read with fewer searches)
+		if len(msg) > len("auth: ") && msg[:len("auth: ")] == "auth: " {
+			if ok, done := dovecotPassdb(e, msg[len("auth: "):]); done {
+				return ok
+			}
+		} else if proc, rest, ok := dovecotLoginHead(msg); ok {
+			return loginLine(e, proc, rest)
+		}
+	}
 	proc := program
 	colon := -2 // where msg's first ": " is (-1: nowhere; -2: not known)
 	if program == "dovecot" || strings.HasPrefix(program, "dovecot/") || program == "dovecot-auth" || dovecotProc(program) {
@@ -76,69 +85,7 @@ func parseDovecotTo(e *event.Event, program, msg string) bool {
 		}
 		return ok
 	case strings.HasSuffix(proc, "-login"):
-		e.Service = strings.TrimSuffix(proc, "-login")
-		// The user name is the client's: Dovecot logs whatever it sent
-		// (spaces, "rip=…" and "session=<…>" included, even when
-		// auth_username_chars refused it). Only what comes before
-		// "user=<" and after the last " rip=" is Dovecot's own, so the
-		// address, the session and the verdict are read there; reading
-		// the first "rip=" let any client have another address counted
-		// (and banned) for its failures.
-		head, user, mid, tail := dovecotLoginFields(msg)
-		if tail == "" {
-			return false
-		}
-		e.IP, ok = dovecotAddr(tail)
-		if !ok {
-			return false
-		}
-		e.User = user
-		e.Mechanism = loginMethod(mid)
-		e.Session = field(tail, "session=<", '>')
-		msg = head
-		if strings.HasPrefix(msg, "Login: ") {
-			if e.Service == "submission" {
-				e.Kind = event.AuthSuccess
-			} else {
-				e.Kind = event.LoginSuccess
-			}
-			return true
-		}
-		switch i := authFailedAt(msg); {
-		case i >= 0:
-			e.Kind = event.AuthFailure
-			n := msg[i+len("(auth failed, "):]
-			// "3 attempts in 18 secs": the summary of the session's failures.
-			if d := leadingDigits(n); d > 0 && d < len(n) && n[d] == ' ' {
-				// (the usual "N attempts …)": the first ' ' of the detail
-				// is the one after the digits, and N is Atoi's value of
-				// them; read in the pass that found them)
-				if j := strings.IndexByte(n[d:], ')'); j >= 0 {
-					e.Detail = n[:d+j]
-					if v := digitsValue(n[:d]); v > 1 {
-						e.Attempts = v
-					}
-				}
-				return true
-			}
-			if j := strings.IndexByte(n, ')'); j >= 0 {
-				e.Detail = n[:j]
-			}
-			if k := strings.IndexByte(e.Detail, ' '); k > 0 {
-				if v, err := strconv.Atoi(e.Detail[:k]); err == nil && v > 1 {
-					e.Attempts = v
-				}
-			}
-			return true
-		case strings.Contains(msg, "(tried to use disabled plaintext auth)") || strings.Contains(msg, "(tried to use disallowed plaintext auth)") ||
-			strings.Contains(msg, "(proxy dest auth failed)"):
-			// Credentials sent in clear where they are refused, or refused
-			// by the proxied backend: fail2ban counts both.
-			e.Kind = event.AuthFailure
-			e.Detail = field(msg, "(", ')')
-			return true
-		}
-		return false
+		return loginLine(e, proc, msg)
 	case proc == "auth" || strings.HasPrefix(proc, "auth-worker") || strings.HasPrefix(proc, "auth("):
 		// driver(user,ip[,<session>]): unknown user | Password mismatch | pam_authenticate() failed
 		open := strings.IndexByte(msg, '(')
@@ -161,45 +108,172 @@ func parseDovecotTo(e *event.Event, program, msg string) bool {
 		if open <= 0 || cl < open {
 			return false
 		}
-		what := msg[cl+3:]
-		switch {
-		case strings.HasPrefix(what, "unknown user"):
-			e.Detail = "unknown user"
-		case strings.HasPrefix(what, "Password mismatch") || strings.HasPrefix(what, "invalid credentials") || strings.HasPrefix(what, "Invalid credentials"):
-			e.Detail = "password mismatch"
-		case strings.HasPrefix(what, "pam_authenticate() failed"):
-			e.Detail = "password mismatch"
-			if strings.Contains(what, "User not known") {
-				e.Detail = "unknown user"
-			}
-		default:
-			return false
-		}
-		e.Rule = msg[:open] // passdb driver
-		// driver(user,ip[,<session>]): the user name is the client's and
-		// may hold commas where auth_username_chars allows them, so the
-		// fields Dovecot adds are read from the right.
-		// The fields are found by their commas from the right (no
-		// slice of them per line): with three or more, a last one that
-		// is "" or "<S>" is the session; then the address; the rest,
-		// commas and all, is the user.
-		args := msg[open+1 : cl]
-		last := lastByte(args, ',')
-		if last < 0 {
-			return false
-		}
-		if prev := lastByte(args[:last], ','); prev >= 0 {
-			if s := args[last+1:]; s == "" || strings.HasPrefix(s, "<") && strings.HasSuffix(s, ">") {
-				e.Session = strings.TrimSuffix(strings.TrimPrefix(s, "<"), ">") // "" or "<S>"
-				args, last = args[:last], prev
-			}
-		}
-		e.User = args[:last]
-		e.IP, ok = dovecotAddr(args[last+1:])
-		e.Kind = event.AuthFailure
-		return ok
+		return passdbFailure(e, msg, open, cl)
 	}
 	return false
+}
+
+// loginLine reads the message msg of login process proc ("imap-login"),
+// its process name and level taken off.
+func loginLine(e *event.Event, proc, msg string) bool {
+	e.Service = strings.TrimSuffix(proc, "-login")
+	// The user name is the client's: Dovecot logs whatever it sent
+	// (spaces, "rip=…" and "session=<…>" included, even when
+	// auth_username_chars refused it). Only what comes before
+	// "user=<" and after the last " rip=" is Dovecot's own, so the
+	// address, the session and the verdict are read there; reading
+	// the first "rip=" let any client have another address counted
+	// (and banned) for its failures.
+	head, user, mid, tail := dovecotLoginFields(msg)
+	var ok bool
+	if tail == "" {
+		return false
+	}
+	e.IP, ok = dovecotAddr(tail)
+	if !ok {
+		return false
+	}
+	e.User = user
+	e.Mechanism = loginMethod(mid)
+	e.Session = field(tail, "session=<", '>')
+	msg = head
+	if strings.HasPrefix(msg, "Login: ") {
+		if e.Service == "submission" {
+			e.Kind = event.AuthSuccess
+		} else {
+			e.Kind = event.LoginSuccess
+		}
+		return true
+	}
+	switch i := authFailedAt(msg); {
+	case i >= 0:
+		e.Kind = event.AuthFailure
+		n := msg[i+len("(auth failed, "):]
+		// "3 attempts in 18 secs": the summary of the session's failures.
+		if d := leadingDigits(n); d > 0 && d < len(n) && n[d] == ' ' {
+			// (the usual "N attempts …)": the first ' ' of the detail
+			// is the one after the digits, and N is Atoi's value of
+			// them; read in the pass that found them)
+			if j := strings.IndexByte(n[d:], ')'); j >= 0 {
+				e.Detail = n[:d+j]
+				if v := digitsValue(n[:d]); v > 1 {
+					e.Attempts = v
+				}
+			}
+			return true
+		}
+		if j := strings.IndexByte(n, ')'); j >= 0 {
+			e.Detail = n[:j]
+		}
+		if k := strings.IndexByte(e.Detail, ' '); k > 0 {
+			if v, err := strconv.Atoi(e.Detail[:k]); err == nil && v > 1 {
+				e.Attempts = v
+			}
+		}
+		return true
+	case strings.Contains(msg, "(tried to use disabled plaintext auth)") || strings.Contains(msg, "(tried to use disallowed plaintext auth)") ||
+		strings.Contains(msg, "(proxy dest auth failed)"):
+		// Credentials sent in clear where they are refused, or refused
+		// by the proxied backend: fail2ban counts both.
+		e.Kind = event.AuthFailure
+		e.Detail = field(msg, "(", ')')
+		return true
+	}
+	return false
+}
+
+// dovecotLoginHead splits a login process's line under syslog's "dovecot"
+// tag ("imap-login: Login: …", "pop3-login: Disconnected (auth failed, …):
+// …") into the process and the message after it as parseDovecotTo's
+// general code does, when msg's first ':' is that of the ": " after a
+// name ending in "-login" and the message names no other process, has no
+// level and is neither "conn …" nor pam_unix's line (those are checked:
+// ok false, and the general code reads the line). The general code's
+// search for the first ": " is one for the first ':' then, none on a
+// login ("Login: ", whose ": " is the first).
+func dovecotLoginHead(msg string) (proc, rest string, ok bool) {
+	c := strings.IndexByte(msg, ':')
+	if c < len("x-login") || c+2 > len(msg) || msg[c+1] != ' ' || msg[c-len("-login"):c] != "-login" {
+		return "", "", false
+	}
+	proc, rest = msg[:c], msg[c+2:]
+	if len(rest) >= len("Login: ") && rest[:len("Login: ")] == "Login: " {
+		return proc, rest, true
+	}
+	// The first ": " of rest does not end another process's name.
+	if j := strings.IndexByte(rest, ':'); j >= 0 && (j+1 >= len(rest) || rest[j+1] != ' ' || j > 0 && dovecotProc(rest[:j])) {
+		return "", "", false
+	}
+	if len(dovecotLevel(rest)) != len(rest) || strings.HasPrefix(rest, "conn ") || strings.HasPrefix(rest, "pam_unix(") {
+		return "", "", false
+	}
+	return proc, rest, true
+}
+
+// dovecotPassdb reads the line Dovecot's auth process writes most, a
+// passdb's failure under syslog's "dovecot" tag (rest is what follows
+// "auth: ": "passwd-file(U,IP,<S>): unknown user"), as parseDovecotTo's
+// general code does, when rest's first ": " follows a ')' and no ':'
+// follows it (done: the answer is ok, e is set; else e is not touched and
+// the general code reads the line). The general code's steps before
+// passdbFailure are then known without their searches: no second process
+// name (dovecotProc of what is before that ": "), no level (a level's ':'
+// follows a letter), neither "conn …" nor pam_unix's line (checked), and
+// the verdict after the first and only "): ".
+func dovecotPassdb(e *event.Event, rest string) (ok, done bool) {
+	c := indexBy(rest, ": ", 0) // (an IPv6 address before it has ':' but no ": ")
+	if c < 2 || rest[c-1] != ')' || strings.IndexByte(rest[c+2:], ':') >= 0 || dovecotProc(rest[:c]) ||
+		strings.HasPrefix(rest, "conn ") || strings.HasPrefix(rest, "pam_unix(") {
+		return false, false
+	}
+	open := strings.IndexByte(rest[:c], '(')
+	if open <= 0 { // (the general code's '(' is none or after cl: false)
+		return false, true
+	}
+	return passdbFailure(e, rest, open, c-1), true
+}
+
+// passdbFailure reads a passdb's failure msg, "driver(user,ip[,<session>]):
+// verdict" (open: its '(', cl: the ')' of the "): " before the verdict).
+func passdbFailure(e *event.Event, msg string, open, cl int) bool {
+	what := msg[cl+3:]
+	switch {
+	case strings.HasPrefix(what, "unknown user"):
+		e.Detail = "unknown user"
+	case strings.HasPrefix(what, "Password mismatch") || strings.HasPrefix(what, "invalid credentials") || strings.HasPrefix(what, "Invalid credentials"):
+		e.Detail = "password mismatch"
+	case strings.HasPrefix(what, "pam_authenticate() failed"):
+		e.Detail = "password mismatch"
+		if strings.Contains(what, "User not known") {
+			e.Detail = "unknown user"
+		}
+	default:
+		return false
+	}
+	e.Rule = msg[:open] // passdb driver
+	// driver(user,ip[,<session>]): the user name is the client's and
+	// may hold commas where auth_username_chars allows them, so the
+	// fields Dovecot adds are read from the right.
+	// The fields are found by their commas from the right (no
+	// slice of them per line): with three or more, a last one that
+	// is "" or "<S>" is the session; then the address; the rest,
+	// commas and all, is the user.
+	args := msg[open+1 : cl]
+	last := lastByte(args, ',')
+	if last < 0 {
+		return false
+	}
+	if prev := lastByte(args[:last], ','); prev >= 0 {
+		if s := args[last+1:]; s == "" || strings.HasPrefix(s, "<") && strings.HasSuffix(s, ">") {
+			e.Session = strings.TrimSuffix(strings.TrimPrefix(s, "<"), ">") // "" or "<S>"
+			args, last = args[:last], prev
+		}
+	}
+	e.User = args[:last]
+	var ok bool
+	e.IP, ok = dovecotAddr(args[last+1:])
+	e.Kind = event.AuthFailure
+	return ok
 }
 
 // Dovecot reports whether a syslog tag is Dovecot's ("dovecot",
