@@ -52,6 +52,23 @@ func TestParseAddrIPv6(t *testing.T) {
 		}
 		checkParseAddr(t, string(b))
 	}
+	// 39 bytes, every group of four digits (parseIPv6Full's fast path),
+	// half of them with one byte changed to a digit, a colon or neither.
+	for range 200000 {
+		var b []byte
+		for g := range 8 {
+			if g > 0 {
+				b = append(b, ':')
+			}
+			for range 4 {
+				b = append(b, digits[r.IntN(len(digits)-1)])
+			}
+		}
+		if r.IntN(2) == 0 {
+			b[r.IntN(len(b))] = ":%. 0fFg"[r.IntN(8)]
+		}
+		checkParseAddr(t, string(b))
+	}
 }
 
 // TestParseAddrSame compares the hand-read dotted quad with

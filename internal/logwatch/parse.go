@@ -156,6 +156,27 @@ func parseIPv6Full(s string) (netip.Addr, bool) {
 		return netip.Addr{}, false
 	}
 	var b [16]byte
+	if len(s) == len("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff") {
+		// Every group of four digits (a generated address's usual
+		// form): read without the loop's counting, ~5 instructions a
+		// digit where it took ~20. Any byte out of place (a non-digit
+		// marks its value above 15, a colon missing its xor) sends s to
+		// the loop, which gives the same answer or refuses it.
+		var bad uint8
+		for g := range 8 {
+			p := 5 * g
+			q := s[p : p+4]
+			h0, h1, h2, h3 := hexValue[q[0]], hexValue[q[1]], hexValue[q[2]], hexValue[q[3]]
+			bad |= (h0 | h1 | h2 | h3) &^ 15
+			if g < 7 {
+				bad |= s[p+4] ^ ':'
+			}
+			b[2*g], b[2*g+1] = h0<<4|h1, h2<<4|h3
+		}
+		if bad == 0 {
+			return netip.AddrFrom16(b), true
+		}
+	}
 	i := 0
 	for g := range 8 {
 		if g > 0 {
