@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -132,4 +133,106 @@ func TestWatchCountsSurviveRestart(t *testing.T) {
 		t.Errorf("the ban does not say it counted four failures:\n%s", w.stderr)
 	}
 	w.stop(t)
+}
+
+// TestWatchJournalctlRestarted: the journal source's journalctl killed
+// (the OOM killer, an operator's pkill) is started again after the last
+// entry read, and the failures logged meanwhile ban the attacker. The
+// source stopped for good before ("watch: journal source stopped ...
+// signal: terminated"): watch ran on, reading nothing and banning nobody.
+// The journal is a real one: systemd-journal-remote writes the entries to
+// a journal file, and the journalctl watch runs (through a wrapper first
+// in PATH that adds --file) is the real one.
+func TestWatchJournalctlRestarted(t *testing.T) {
+	t.Parallel()
+	remote := "/lib/systemd/systemd-journal-remote"
+	for _, p := range []string{remote, "journalctl"} {
+		if _, err := exec.LookPath(p); err != nil {
+			if os.Getenv("CI") == "true" {
+				t.Fatal(err)
+			}
+			t.Skip(err)
+		}
+	}
+	journalctl, _ := exec.LookPath("journalctl")
+	bin := testBinary(t)
+	dir := t.TempDir()
+	data := filepath.Join(dir, "data")
+	jf := filepath.Join(dir, "mail.journal")
+	n := 0
+	failures := func(ip string, k int) {
+		t.Helper()
+		var export strings.Builder
+		for range k {
+			n++
+			fmt.Fprintf(&export, "__REALTIME_TIMESTAMP=%d\n__MONOTONIC_TIMESTAMP=%d\n_BOOT_ID=0123456789abcdef0123456789abcdef\n_HOSTNAME=mx1\nSYSLOG_IDENTIFIER=postfix/submission/smtpd\n_PID=7\nMESSAGE=warning: unknown[%s]: SASL LOGIN authentication failed: UGFzc3dvcmQ6\n\n",
+				time.Now().UnixMicro(), n, ip)
+		}
+		cmd := exec.Command(remote, "-o", jf, "-")
+		cmd.Stdin = strings.NewReader(export.String())
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("systemd-journal-remote: %v\n%s", err, out)
+		}
+	}
+	failures("192.0.2.200", 4) // before watch starts: not read (-n 0)
+	wrappers := filepath.Join(dir, "bin")
+	os.Mkdir(wrappers, 0o755)
+	starts := filepath.Join(dir, "journalctl.args")
+	script := fmt.Sprintf("#!/bin/sh\necho \"$*\" >> %q\nexec %q --file=%q \"$@\"\n", starts, journalctl, jf)
+	if err := os.WriteFile(filepath.Join(wrappers, "journalctl"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	conf := filepath.Join(dir, "rg.toml")
+	os.WriteFile(conf, []byte("[guard]\nmaxretry = 4\nfindtime = \"1h\"\nsubnet = []\njournal = true\n[firewall]\nbackend = \"none\"\n"), 0o644)
+	cmd := exec.Command(bin, "--config", conf, "--data-dir", data, "--create-data-dir", "watch")
+	cmd.Env = append(os.Environ(), "PATH="+wrappers+":"+os.Getenv("PATH"))
+	_, stop := startLogged(t, cmd)
+	defer stop()
+	bans := func() string {
+		out, err := exec.Command(bin, "--config", conf, "--data-dir", data, "ban", "list").CombinedOutput()
+		if err != nil {
+			t.Fatalf("ban list: %v\n%s", err, out)
+		}
+		return string(out)
+	}
+	// journalctl: the child of watch's (the wrapper execs it).
+	child := func() int {
+		tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", cmd.Process.Pid))
+		for _, task := range tasks {
+			var pid int
+			if c, _ := os.ReadFile(task); len(c) > 0 {
+				fmt.Sscan(string(c), &pid)
+				return pid
+			}
+		}
+		return 0
+	}
+	counted := func(ip string) int {
+		db, err := store.OpenSQLite(context.Background(), data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		var k int
+		db.QueryRow(`SELECT count(*) FROM guard_failures WHERE ip = ?`, ip).Scan(&k)
+		return k
+	}
+	waitUntil(t, "journalctl to follow the journal", func() bool {
+		b, _ := os.ReadFile(starts)
+		return child() != 0 && len(b) > 0
+	})
+	failures("198.51.100.9", 2)
+	waitUntil(t, "two failures counted", func() bool { return counted("198.51.100.9") == 2 })
+	if err := syscall.Kill(child(), syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	failures("198.51.100.9", 2)
+	waitUntil(t, "the failures logged after journalctl was killed to ban", func() bool { return strings.Contains(bans(), "198.51.100.9/32") })
+	b, _ := os.ReadFile(starts)
+	if runs := strings.Split(strings.TrimSpace(string(b)), "\n"); len(runs) != 2 || !strings.Contains(runs[1], "--after-cursor") {
+		t.Errorf("journalctl runs: %q; want a second, after the last entry read", runs)
+	}
+	if strings.Contains(bans(), "192.0.2.200") {
+		t.Error("entries from before watch started were read")
+	}
 }

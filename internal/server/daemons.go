@@ -3,13 +3,16 @@ package server
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"os"
+	"os/exec"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -300,10 +303,7 @@ func Watch(ctx context.Context, cfg *config.Config, log *slog.Logger, stdin io.R
 	if cfg.Guard.Journal {
 		sources.Add(1)
 		wg.Go(func() {
-			j := &logwatch.Journal{Units: cfg.Guard.JournalUnits, State: state, Log: log}
-			if err := j.Run(ctx, sink); err != nil {
-				log.Error("watch: journal source stopped", "err", err)
-			}
+			followJournal(ctx, &logwatch.Journal{Units: cfg.Guard.JournalUnits, State: state, Log: log}, sink, log)
 		})
 	}
 	if stdin != nil {
@@ -324,6 +324,42 @@ func Watch(ctx context.Context, cfg *config.Config, log *slog.Logger, stdin io.R
 	log.Info("watching", "files", cfg.Guard.Files, "journal", cfg.Guard.Journal, "stdin", stdin != nil, "firewall", cfg.Firewall.Backend, "shared", st.Shared())
 	<-ctx.Done()
 	return nil
+}
+
+// followJournal runs the journal source until ctx is done. journalctl
+// ending (killed by the OOM killer or an operator's pkill, crashed) is
+// not the end of the journal: it is started again, after the last entry
+// read (the cursor is saved on the way out), 1 s later, doubling to a
+// minute while it keeps failing. The source stopped for good before, and
+// watch ran on, banning nobody. journalctl not installed is a
+// configuration error: said once, not retried.
+func followJournal(ctx context.Context, j *logwatch.Journal, sink event.Sink, log *slog.Logger) {
+	const first, most = time.Second, time.Minute
+	wait := first
+	for {
+		start := time.Now()
+		err := j.Run(ctx, sink)
+		if ctx.Err() != nil {
+			return
+		}
+		if errors.Is(err, exec.ErrNotFound) {
+			log.Error("watch: journal source stopped", "err", err)
+			return
+		}
+		if time.Since(start) > most {
+			wait = first
+		}
+		if err == nil {
+			err = errors.New("journalctl exited")
+		}
+		log.Error("watch: journal source stopped; starting journalctl again", "err", err, "in", wait)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, most)
+	}
 }
 
 // distinctFiles refuses two [guard] files that are one file (a symbolic or
