@@ -230,7 +230,7 @@ func rejAddr(s string) string {
 
 // rejBlock: s/(client|Client host|Sender address) .+? blocked/blocked/
 func rejBlock(s string) string {
-	if !strings.Contains(s, " blocked") {
+	if indexBlocked(s) < 0 {
 		return s
 	}
 	for i := 0; i < len(s); i++ {
@@ -242,12 +242,29 @@ func rejBlock(s string) string {
 			if p > len(s) {
 				continue
 			}
-			if k := strings.Index(s[p:], " blocked"); k >= 0 {
+			if k := indexBlocked(s[p:]); k >= 0 {
 				return s[:i] + "blocked" + s[p+k+len(" blocked"):]
 			}
 		}
 	}
 	return s
+}
+
+// indexBlocked is strings.Index(s, " blocked"), found at its 'b': a
+// search for a string finds the candidates by its first byte, and a
+// space is at every word of a rejection's reason.
+func indexBlocked(s string) int {
+	for off := 1; off < len(s); {
+		i := strings.Index(s[off:], "blocked")
+		if i < 0 {
+			return -1
+		}
+		if i += off; s[i-1] == ' ' {
+			return i - 1
+		}
+		off = i + 1
+	}
+	return -1
 }
 
 // rejMail: s/^\d{3} (?:<.+>: )?([^;:]+)[;:]?.*$/$1/
@@ -285,45 +302,41 @@ func rejOther(s string) string {
 	return s
 }
 
-// angleValue: the first "PREFIX<([^>]+)>" (prefix includes the "<").
-// The prefix's occurrences are found at the '<' each ends with, in order:
-// a line has a few '<' and many of the prefix's first byte ('t', 'f'),
-// at each of which strings.Index stopped.
-func angleValue(s, prefix string) (string, bool) {
-	n := len(prefix) - 1 // the prefix's bytes before its '<'
+// toAndFrom is the first "to=<([^>]+)>" and the first "from=<([^>]+)>"
+// of s (reRejTo1 and reRejFrom), found in one pass over its '<': a line
+// has a few '<' and many of the prefixes' first bytes ('t', 'f'), at
+// each of which strings.Index stopped, and a search for each prefix read
+// the same '<' twice. Where a prefix's '<' has no '>' after it, neither
+// has any later '<': both prefixes not found by then are not found.
+func toAndFrom(s string) (to string, toOK bool, from string, fromOK bool) {
 	for off := 0; ; {
 		i := strings.IndexByte(s[off:], '<')
 		if i < 0 {
-			return "", false
+			return to, toOK, from, fromOK
 		}
-		p := off + i + 1 // after the '<'
-		off = p
-		if p-1 < n || !endsAt(s, p-1, prefix[:n]) {
+		e := off + i // the '<'
+		off = e + 1
+		// (the prefixes compared as constants: a load or two each)
+		isTo := !toOK && e >= 3 && s[e-3:e] == "to="
+		if !isTo && (fromOK || e < 5 || s[e-5:e] != "from=") {
 			continue
 		}
-		k := strings.IndexByte(s[p:], '>')
+		k := strings.IndexByte(s[off:], '>')
 		if k < 0 {
-			return "", false
+			return to, toOK, from, fromOK
 		}
-		if k > 0 {
-			return s[p : p+k], true
+		if k == 0 {
+			continue
 		}
-	}
-}
-
-// endsAt reports whether s[:e] ends in w, compared from its end byte by
-// byte: most candidates differ at their last byte or the one before,
-// where a string comparison was a call each (~30 instructions).
-func endsAt(s string, e int, w string) bool {
-	if e < len(w) {
-		return false
-	}
-	for j := len(w) - 1; j >= 0; j-- {
-		if e--; s[e] != w[j] {
-			return false
+		if isTo {
+			to, toOK = s[off:off+k], true
+		} else {
+			from, fromOK = s[off:off+k], true
+		}
+		if toOK && fromOK {
+			return to, toOK, from, fromOK
 		}
 	}
-	return true
 }
 
 // rejToUnknown: \d{3} <([^>]+)>: User unknown

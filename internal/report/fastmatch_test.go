@@ -60,8 +60,8 @@ func checkFast(t *testing.T, s string) {
 		fast func(string) (string, bool)
 		re   *regexp.Regexp
 	}{
-		{"to", func(s string) (string, bool) { return angleValue(s, "to=<") }, reRejTo1},
-		{"from", func(s string) (string, bool) { return angleValue(s, "from=<") }, reRejFrom},
+		{"to", func(s string) (string, bool) { to, ok, _, _ := toAndFrom(s); return to, ok }, reRejTo1},
+		{"from", func(s string) (string, bool) { _, _, from, ok := toAndFrom(s); return from, ok }, reRejFrom},
 		{"rejToUnknown", rejToUnknown, reRejTo2},
 		{"rejToLoose", rejToLoose, reRejTo3},
 	}
@@ -98,6 +98,11 @@ var fastSeeds = []string{
 	"450 <a>: b: c; d",
 	"reject: X from y: z reject: MAIL from a[1.2.3.4]: 550 no",
 	"to=<> to=<b> from=<> from=<c>",
+	// toAndFrom's one pass: a prefix inside the other's value, a '<' with
+	// no '>' after it, empty values, the prefixes glued to a word.
+	"from=<a to=<b>", "to=<x from=<y", "to=<> from=<a> to=<b>", "from=<> to=<>", "xto=<a> xfrom=<b>", "from=<to=<a>>", "to=<a from=<>",
+	// rejBlock's " blocked" found at its 'b'.
+	"client a blockedblocked", "Client host x  blocked", "Sender address xblocked y blocked", "client blocked blocked",
 	"550 <u@x>: User unknown in virtual alias table; to=<u",
 	"host x said: 550 y said: 551 z",
 	"a: : b ; c, d",
@@ -367,4 +372,14 @@ func FuzzRejHeadRest(f *testing.F) {
 	f.Add("RCPT from unknown[192.0.2.1]: 554 5.7.1 <a@b>: Relay access denied")
 	f.Add("DATA from h.example[2001:db8::1]:25: x")
 	f.Fuzz(checkRejHeadRest)
+}
+
+// TestIndexBlocked holds indexBlocked to strings.Index.
+func TestIndexBlocked(t *testing.T) {
+	for _, s := range []string{"", " ", "blocked", " blocked", "xblocked", "xblocked blocked", "a  blocked", "blocked blocked",
+		"Client host [192.0.2.1] blocked using zen.spamhaus.org", " blocke", "x blockedblocked", "blockedx blocked", "  blocked "} {
+		if got, want := indexBlocked(s), strings.Index(s, " blocked"); got != want {
+			t.Errorf("indexBlocked(%q) = %d, want %d", s, got, want)
+		}
+	}
 }

@@ -354,7 +354,7 @@ func procReject(line string, verbose, ignoreCase, addFrom bool, dom func(string)
 			reas = rejOther(reas)
 		}
 	}
-	to, ok := angleValue(rmdr, "to=<")
+	to, ok, sender, sok := toAndFrom(rmdr)
 	if !ok {
 		if to, ok = rejToUnknown(rmdr); !ok {
 			if to, ok = rejToLoose(rmdr); !ok {
@@ -365,8 +365,7 @@ func procReject(line string, verbose, ignoreCase, addFrom bool, dom func(string)
 	if ignoreCase {
 		to = strings.ToLower(to)
 	}
-	sender, ok := angleValue(rmdr, "from=<")
-	if !ok {
+	if !sok {
 		sender = "<>"
 	}
 	if ignoreCase {
