@@ -11,6 +11,10 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/relayguard/relayguard/internal/redistest"
 )
 
 func runRG(t *testing.T, bin string, args ...string) (string, string, int) {
@@ -368,5 +372,38 @@ func TestWatchStdinEnded(t *testing.T) {
 			t.Fatalf("no %q in watch's log:\n%s", want, stderr.String())
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestSharedBanListSkipsBadEntry: one entry of the shared ban list that
+// does not decode (an operator's hand-made HSET with a bare address, a
+// value another program wrote) is skipped and named; the rest of the list
+// is still shared. It made every full synchronisation fail: each server
+// took Redis for unreachable ("shared store unreachable; using local
+// state") and a server that had not seen a ban announced never got it.
+func TestSharedBanListSkipsBadEntry(t *testing.T) {
+	t.Parallel()
+	bin := testBinary(t)
+	srv := redistest.Start(t)
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "rg.toml")
+	os.WriteFile(conf, []byte(fmt.Sprintf("[store]\nurl = %q\n[firewall]\nbackend = \"none\"\n", srv.URL())), 0o644)
+	rg := func(node string, args ...string) (string, string, int) {
+		return runRG(t, bin, append([]string{"--config", conf, "--data-dir", filepath.Join(dir, node), "--create-data-dir"}, args...)...)
+	}
+	c := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+	defer c.Close()
+	if err := c.HSet(context.Background(), "relayguard:bans", "198.51.100.7", `{"prefix":"198.51.100.7"}`).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if _, errOut, code := rg("a", "ban", "add", "203.0.113.0/24", "--for", "1d"); code != 0 {
+		t.Fatalf("ban add on a: exit %d: %s", code, errOut)
+	}
+	out, errOut, code := rg("b", "ban", "list")
+	if code != 0 || !strings.Contains(out, "203.0.113.0/24") {
+		t.Errorf("ban list on b: exit %d, the ban made on a not shared:\n%s\n%s", code, out, errOut)
+	}
+	if !strings.Contains(errOut, `198.51.100.7`) || strings.Contains(errOut, "unreachable") {
+		t.Errorf("the bad entry is not named, or Redis was taken for unreachable:\n%s", errOut)
 	}
 }

@@ -392,7 +392,10 @@ func decodeBan(js string) (ban.Ban, error) {
 	return ban.Ban{Prefix: p, Until: unnano(rb.Until), Reason: rb.Reason, Source: rb.Source, Created: unnano(rb.Created), Count: rb.Count}, nil
 }
 
-// ListBans returns every stored ban.
+// ListBans returns every stored ban. An entry that does not decode (an
+// operator's hand-made HSET with a bare address, a value another program
+// wrote) is skipped and named in the log: failing the whole list made
+// every server take Redis for unreachable and stop sharing bans.
 func (r *Redis) ListBans(ctx context.Context) ([]ban.Ban, error) {
 	m, err := r.C.HGetAll(ctx, r.k("bans")).Result()
 	if err != nil {
@@ -402,7 +405,11 @@ func (r *Redis) ListBans(ctx context.Context) ([]ban.Ban, error) {
 	for k, v := range m {
 		b, err := decodeBan(v)
 		if err != nil {
-			return nil, fmt.Errorf("store: redis ban %s: %w", k, err)
+			if r.Health != nil && r.Health.Log != nil {
+				r.Health.Log.Warn("store: an entry of the shared ban list does not decode; skipped (delete it with HDEL)",
+					"key", r.k("bans"), "field", k, "err", err)
+			}
+			continue
 		}
 		out = append(out, b)
 	}
