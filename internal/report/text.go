@@ -116,148 +116,154 @@ func listTitle(w io.Writer, title string, empty, quiet bool) bool {
 	return true
 }
 
-// WriteText writes the report in pflogsumm's text layout.
+// WriteText writes the report in pflogsumm's text layout. Its pieces are
+// rendered on every core (textPlan).
 func (s *Summary) WriteText(out io.Writer, mailq func(io.Writer) error) error {
-	w := bufio.NewWriterSize(out, 64<<10)
+	p := &textPlan{}
 	o := s.opt
-	if s.DateLabel != "" {
-		fmt.Fprintf(w, "Postfix log summaries for %s\n", s.DateLabel)
-	}
-	t := s.Totals
-	subsectTitle(w, "Grand Totals")
-	fmt.Fprint(w, "messages\n\n")
-	line := func(v int64, label string) { fmt.Fprintf(w, " %s  %s\n", intUnits(float64(v)), label) }
-	line(t.Received, "received")
-	line(t.Delivered, "delivered")
-	line(t.Forwarded, "forwarded")
-	fmt.Fprintf(w, " %s  deferred", intUnits(float64(t.Deferred)))
-	if t.Deferrals > 0 {
-		fmt.Fprintf(w, "  (%s deferrals)", strings.TrimLeft(intUnits(float64(t.Deferrals)), " "))
-	}
-	fmt.Fprintln(w)
-	line(t.Bounced, "bounced")
-	fmt.Fprintf(w, " %s  rejected (%d%%)\n", intUnits(float64(t.Rejected)), t.RejectedPct)
-	line(t.RejectWarnings, "reject warnings")
-	line(t.Held, "held")
-	fmt.Fprintf(w, " %s  discarded (%d%%)\n", intUnits(float64(t.Discarded)), t.DiscardedPct)
-	fmt.Fprintln(w)
-	line(t.BytesReceived, "bytes received")
-	line(t.BytesDelivered, "bytes delivered")
-	line(t.Senders, "senders")
-	line(t.SendingDomains, "sending hosts/domains")
-	line(t.Recipients, "recipients")
-	line(t.RecipientDomains, "recipient hosts/domains")
-	if d := s.SMTPD; d != nil {
-		fmt.Fprint(w, "\nsmtpd\n\n")
-		fmt.Fprintf(w, "  %s  connections\n", intUnits(float64(d.Connections)))
-		fmt.Fprintf(w, "  %s  hosts/domains\n", intUnits(float64(d.Hosts)))
-		avg := 0.0
-		if d.Connections > 0 {
-			avg = float64(d.TotalSecs)/float64(d.Connections) + .5
+	p.add(func(w *bufio.Writer) {
+		if s.DateLabel != "" {
+			fmt.Fprintf(w, "Postfix log summaries for %s\n", s.DateLabel)
 		}
-		fmt.Fprintf(w, "  %6d   avg. connect time (seconds)\n", int64(avg))
-		fmt.Fprintf(w, " %s  total connect time\n", hms(d.TotalSecs))
-	}
-	fmt.Fprintln(w)
-
+		t := s.Totals
+		subsectTitle(w, "Grand Totals")
+		fmt.Fprint(w, "messages\n\n")
+		line := func(v int64, label string) { fmt.Fprintf(w, " %s  %s\n", intUnits(float64(v)), label) }
+		line(t.Received, "received")
+		line(t.Delivered, "delivered")
+		line(t.Forwarded, "forwarded")
+		fmt.Fprintf(w, " %s  deferred", intUnits(float64(t.Deferred)))
+		if t.Deferrals > 0 {
+			fmt.Fprintf(w, "  (%s deferrals)", strings.TrimLeft(intUnits(float64(t.Deferrals)), " "))
+		}
+		fmt.Fprintln(w)
+		line(t.Bounced, "bounced")
+		fmt.Fprintf(w, " %s  rejected (%d%%)\n", intUnits(float64(t.Rejected)), t.RejectedPct)
+		line(t.RejectWarnings, "reject warnings")
+		line(t.Held, "held")
+		fmt.Fprintf(w, " %s  discarded (%d%%)\n", intUnits(float64(t.Discarded)), t.DiscardedPct)
+		fmt.Fprintln(w)
+		line(t.BytesReceived, "bytes received")
+		line(t.BytesDelivered, "bytes delivered")
+		line(t.Senders, "senders")
+		line(t.SendingDomains, "sending hosts/domains")
+		line(t.Recipients, "recipients")
+		line(t.RecipientDomains, "recipient hosts/domains")
+		if d := s.SMTPD; d != nil {
+			fmt.Fprint(w, "\nsmtpd\n\n")
+			fmt.Fprintf(w, "  %s  connections\n", intUnits(float64(d.Connections)))
+			fmt.Fprintf(w, "  %s  hosts/domains\n", intUnits(float64(d.Hosts)))
+			avg := 0.0
+			if d.Connections > 0 {
+				avg = float64(d.TotalSecs)/float64(d.Connections) + .5
+			}
+			fmt.Fprintf(w, "  %6d   avg. connect time (seconds)\n", int64(avg))
+			fmt.Fprintf(w, " %s  total connect time\n", hms(d.TotalSecs))
+		}
+		fmt.Fprintln(w)
+	})
 	if o.ProblemsFirst {
-		s.writeProblems(w)
+		s.writeProblems(p)
 	}
-	if s.DayCount > 1 {
-		subsectTitle(w, "Per-Day Traffic Summary")
-		fmt.Fprint(w, "    date          received  delivered   deferred    bounced     rejected\n")
+	p.add(func(w *bufio.Writer) {
+		if s.DayCount > 1 {
+			subsectTitle(w, "Per-Day Traffic Summary")
+			fmt.Fprint(w, "    date          received  delivered   deferred    bounced     rejected\n")
+			fmt.Fprint(w, "    --------------------------------------------------------------------\n")
+			for _, d := range s.Days {
+				fmt.Fprintf(w, "    %s", s.dateText(d.Date))
+				for _, v := range []int64{d.Received, d.Delivered, d.Deferred, d.Bounced, d.Rejected} {
+					fmt.Fprintf(w, "    %s", intUnits(float64(v)))
+				}
+				fmt.Fprintln(w)
+			}
+		}
+		kind := "Summary"
+		if s.DayCount > 1 {
+			kind = "Daily Average"
+		}
+		subsectTitle(w, "Per-Hour Traffic "+kind)
+		fmt.Fprint(w, "    time          received  delivered   deferred    bounced     rejected\n")
 		fmt.Fprint(w, "    --------------------------------------------------------------------\n")
-		for _, d := range s.Days {
-			fmt.Fprintf(w, "    %s", s.dateText(d.Date))
-			for _, v := range []int64{d.Received, d.Delivered, d.Deferred, d.Bounced, d.Rejected} {
-				fmt.Fprintf(w, "    %s", intUnits(float64(v)))
+		for h, r := range s.Hours {
+			if o.ISODateTime {
+				fmt.Fprintf(w, "    %02d:00-%02d:00", h, h+1)
+			} else {
+				fmt.Fprintf(w, "    %02d00-%02d00  ", h, h+1)
+			}
+			for _, v := range []int64{r.Received, r.Delivered, r.Deferred, r.Bounced, r.Rejected} {
+				f := float64(v)
+				if s.DayCount > 0 {
+					f = f/float64(s.DayCount) + 0.5
+				}
+				fmt.Fprintf(w, "    %s", intUnits(f))
 			}
 			fmt.Fprintln(w)
 		}
-	}
-	kind := "Summary"
-	if s.DayCount > 1 {
-		kind = "Daily Average"
-	}
-	subsectTitle(w, "Per-Hour Traffic "+kind)
-	fmt.Fprint(w, "    time          received  delivered   deferred    bounced     rejected\n")
-	fmt.Fprint(w, "    --------------------------------------------------------------------\n")
-	for h, r := range s.Hours {
-		if o.ISODateTime {
-			fmt.Fprintf(w, "    %02d:00-%02d:00", h, h+1)
-		} else {
-			fmt.Fprintf(w, "    %02d00-%02d00  ", h, h+1)
-		}
-		for _, v := range []int64{r.Received, r.Delivered, r.Deferred, r.Bounced, r.Rejected} {
-			f := float64(v)
-			if s.DayCount > 0 {
-				f = f/float64(s.DayCount) + 0.5
-			}
-			fmt.Fprintf(w, "    %s", intUnits(f))
-		}
-		fmt.Fprintln(w)
-	}
+	})
 	if o.HostLimit != 0 {
-		subsectTitle(w, "Host/Domain Summary: Message Delivery "+topCnt(o.HostLimit))
-		fmt.Fprint(w, " sent cnt  bytes   defers   avg dly max dly host/domain\n")
-		fmt.Fprint(w, " -------- -------  -------  ------- ------- -----------\n")
-		for _, r := range s.RecipientDomains {
+		p.add(func(w *bufio.Writer) {
+			subsectTitle(w, "Host/Domain Summary: Message Delivery "+topCnt(o.HostLimit))
+			fmt.Fprint(w, " sent cnt  bytes   defers   avg dly max dly host/domain\n")
+			fmt.Fprint(w, " -------- -------  -------  ------- ------- -----------\n")
+		})
+		p.rows(len(s.RecipientDomains), func(w *bufio.Writer, i int) {
+			r := &s.RecipientDomains[i]
 			fmt.Fprintf(w, " %s  %s  %s  %s  %s  %s\n", intUnits(float64(r.Count)), intUnits(float64(r.Bytes)),
 				intUnits(float64(r.Defers)), timeUnits(r.AvgDelay), timeUnits(r.MaxDelay), r.Domain)
-		}
-		subsectTitle(w, "Host/Domain Summary: Messages Received "+topCnt(o.HostLimit))
-		fmt.Fprint(w, " msg cnt   bytes   host/domain\n")
-		fmt.Fprint(w, " -------- -------  -----------\n")
-		for _, r := range s.SenderDomains {
+		})
+		p.add(func(w *bufio.Writer) {
+			subsectTitle(w, "Host/Domain Summary: Messages Received "+topCnt(o.HostLimit))
+			fmt.Fprint(w, " msg cnt   bytes   host/domain\n")
+			fmt.Fprint(w, " -------- -------  -----------\n")
+		})
+		p.rows(len(s.SenderDomains), func(w *bufio.Writer, i int) {
+			r := &s.SenderDomains[i]
 			fmt.Fprintf(w, " %s  %s  %s\n", intUnits(float64(r.Count)), intUnits(float64(r.Bytes)), r.Domain)
-		}
+		})
 	}
 	if d := s.SMTPD; d != nil {
-		s.writeSMTPD(w, d)
+		p.add(func(w *bufio.Writer) { s.writeSMTPD(w, d) })
 	}
 	if o.UserLimit != 0 {
 		users := func(rows []UserRow, title string, size bool) {
 			if o.UserLimit > 0 {
 				title = fmt.Sprintf("top %d %s", o.UserLimit, title)
 			}
-			if !listTitle(w, title, len(rows) == 0, o.Quiet) {
-				return
-			}
-			for i, r := range rows {
+			p.add(func(w *bufio.Writer) { listTitle(w, title, len(rows) == 0, o.Quiet) })
+			p.rows(len(rows), func(w *bufio.Writer, i int) {
 				if i%touchAhead == 0 {
 					touchKeys(rows[i:min(i+touchAhead, len(rows))], func(r *UserRow) string { return r.Address })
 				}
-				v := r.Count
+				v := rows[i].Count
 				if size {
-					v = r.Bytes
+					v = rows[i].Bytes
 				}
-				countRow(w, " ", v, r.Address)
-			}
+				countRow(w, " ", v, rows[i].Address)
+			})
 		}
 		users(s.SendersByCount, "Senders by message count", false)
 		users(s.RecipientsByCount, "Recipients by message count", false)
 		users(s.SendersBySize, "Senders by message size", true)
 		users(s.RecipientsBySize, "Recipients by message size", true)
 	}
-	if listTitle(w, "Messages with no size data", len(s.NoMsgSize) == 0, true) {
-		for _, kv := range s.NoMsgSize {
-			fmt.Fprintf(w, " %s  %s\n", kv.Key, kv.Value)
-		}
+	if len(s.NoMsgSize) > 0 {
+		p.add(func(w *bufio.Writer) {
+			listTitle(w, "Messages with no size data", false, true)
+			for _, kv := range s.NoMsgSize {
+				fmt.Fprintf(w, " %s  %s\n", kv.Key, kv.Value)
+			}
+		})
 	}
 	if !o.ProblemsFirst {
-		s.writeProblems(w)
+		s.writeProblems(p)
 	}
 	if mailq != nil {
-		subsectTitle(w, "Current Mail Queue")
-		if err := w.Flush(); err != nil {
-			return err
-		}
-		if err := mailq(out); err != nil {
-			return err
-		}
+		p.add(func(w *bufio.Writer) { subsectTitle(w, "Current Mail Queue") })
+		p.pieces = append(p.pieces, textPiece{out: mailq})
 	}
-	s.writeAbuse(w)
-	return w.Flush()
+	p.add(s.writeAbuse)
+	return p.write(out)
 }
 
 func topCnt(n int) string {
@@ -279,63 +285,122 @@ func (s *Summary) dateText(iso string) string {
 	return fmt.Sprintf("%s %2d %d", d.Format("Jan"), d.Day(), d.Year())
 }
 
-func (s *Summary) writeProblems(w *bufio.Writer) {
+func (s *Summary) writeProblems(p *textPlan) {
 	o := s.opt
 	if o.DeferralDetail != 0 {
-		writeNested(w, s.Deferrals, "message deferral detail", o.DeferralDetail, o.Quiet)
+		writeNested(p, s.Deferrals, "message deferral detail", o.DeferralDetail, o.Quiet)
 	}
 	if o.BounceDetail != 0 {
-		writeNested(w, s.Bounces, "message bounce detail (by relay)", o.BounceDetail, o.Quiet)
+		writeNested(p, s.Bounces, "message bounce detail (by relay)", o.BounceDetail, o.Quiet)
 	}
 	if o.RejectDetail != 0 {
-		writeNested(w, s.Rejects, "message reject detail", o.RejectDetail, o.Quiet)
-		writeNested(w, s.RejectWarnings, "message reject warning detail", o.RejectDetail, o.Quiet)
-		writeNested(w, s.Holds, "message hold detail", o.RejectDetail, o.Quiet)
-		writeNested(w, s.Discards, "message discard detail", o.RejectDetail, o.Quiet)
+		writeNested(p, s.Rejects, "message reject detail", o.RejectDetail, o.Quiet)
+		writeNested(p, s.RejectWarnings, "message reject warning detail", o.RejectDetail, o.Quiet)
+		writeNested(p, s.Holds, "message hold detail", o.RejectDetail, o.Quiet)
+		writeNested(p, s.Discards, "message discard detail", o.RejectDetail, o.Quiet)
 	}
 	if o.SMTPDetail != 0 {
-		writeNested(w, s.SMTPFailures, "smtp delivery failures", o.SMTPDetail, o.Quiet)
+		writeNested(p, s.SMTPFailures, "smtp delivery failures", o.SMTPDetail, o.Quiet)
 	}
 	if o.WarningDetail != 0 {
-		writeNested(w, s.Warnings, "Warnings", o.WarningDetail, o.Quiet)
+		writeNested(p, s.Warnings, "Warnings", o.WarningDetail, o.Quiet)
 	}
-	writeNested(w, s.Fatals, "Fatal Errors", 0, o.Quiet)
-	writeNested(w, s.Panics, "Panics", 0, o.Quiet)
-	if listTitle(w, "Master daemon messages", len(s.Master) == 0, o.Quiet) {
-		for _, r := range s.Master {
-			countRow(w, " ", r.Count, r.Key)
+	writeNested(p, s.Fatals, "Fatal Errors", 0, o.Quiet)
+	writeNested(p, s.Panics, "Panics", 0, o.Quiet)
+	p.add(func(w *bufio.Writer) {
+		if listTitle(w, "Master daemon messages", len(s.Master) == 0, o.Quiet) {
+			for _, r := range s.Master {
+				countRow(w, " ", r.Count, r.Key)
+			}
 		}
-	}
+	})
 }
 
 // writeNested prints a detail tree: inner keys indented by two more spaces
-// per level, the level above the leaves with "(top N) (total: X)".
-func writeNested(w *bufio.Writer, nodes []Node, title string, n int, quiet bool) {
-	if !listTitle(w, title, len(nodes) == 0, quiet) {
+// per level, the level above the leaves with "(top N) (total: X)". A run
+// of sibling nodes with fewer than textRowsPiece leaves below is one
+// piece; a larger node's line is a piece, and its children are cut in
+// turn (leaves: textRowsPiece a piece).
+func writeNested(p *textPlan, nodes []Node, title string, n int, quiet bool) {
+	p.add(func(w *bufio.Writer) { listTitle(w, title, len(nodes) == 0, quiet) })
+	if len(nodes) == 0 {
 		return
 	}
-	var walk func(nodes []Node, indent string)
-	walk = func(nodes []Node, indent string) {
-		for i, nd := range nodes {
+	var walk func(w *bufio.Writer, nodes []Node, indent string)
+	head := func(w *bufio.Writer, nd *Node, indent string) {
+		fmt.Fprintf(w, "%s%s", indent, nd.Key)
+		if nd.Children[0].Children == nil {
+			if n > 0 {
+				fmt.Fprintf(w, " (top %d)", n)
+			}
+			fmt.Fprintf(w, " (total: %d)", nd.Count)
+		}
+		fmt.Fprintln(w)
+	}
+	walk = func(w *bufio.Writer, nodes []Node, indent string) {
+		for i := range nodes {
 			if i%touchAhead == 0 {
 				touchKeys(nodes[i:min(i+touchAhead, len(nodes))], func(n *Node) string { return n.Key })
 			}
+			nd := &nodes[i]
 			if nd.Children == nil {
 				countRow(w, indent, nd.Count, nd.Key)
 				continue
 			}
-			fmt.Fprintf(w, "%s%s", indent, nd.Key)
-			if nd.Children[0].Children == nil {
-				if n > 0 {
-					fmt.Fprintf(w, " (top %d)", n)
-				}
-				fmt.Fprintf(w, " (total: %d)", nd.Count)
-			}
-			fmt.Fprintln(w)
-			walk(nd.Children, indent+"  ")
+			head(w, nd, indent)
+			walk(w, nd.Children, indent+"  ")
 		}
 	}
-	walk(nodes, "  ")
+	var cut func(nodes []Node, indent string)
+	cut = func(nodes []Node, indent string) {
+		if nodes[0].Children == nil { // leaves
+			p.rows(len(nodes), func(w *bufio.Writer, i int) {
+				if i%touchAhead == 0 {
+					touchKeys(nodes[i:min(i+touchAhead, len(nodes))], func(n *Node) string { return n.Key })
+				}
+				countRow(w, indent, nodes[i].Count, nodes[i].Key)
+			})
+			return
+		}
+		start, rows := 0, 0 // the run of nodes not cut yet, and its leaves
+		flush := func(end int) {
+			if run := nodes[start:end]; len(run) > 0 {
+				p.add(func(w *bufio.Writer) { walk(w, run, indent) })
+			}
+		}
+		for i := range nodes {
+			nd := &nodes[i]
+			size := nodeLeaves(nd)
+			if size < textRowsPiece {
+				if rows += size; rows >= textRowsPiece {
+					flush(i + 1)
+					start, rows = i+1, 0
+				}
+				continue
+			}
+			flush(i)
+			p.add(func(w *bufio.Writer) { head(w, nd, indent) })
+			cut(nd.Children, indent+"  ")
+			start, rows = i+1, 0
+		}
+		flush(len(nodes))
+	}
+	cut(nodes, "  ")
+}
+
+// nodeLeaves is the number of leaves below nd (1 for a leaf).
+func nodeLeaves(nd *Node) int {
+	switch {
+	case nd.Children == nil:
+		return 1
+	case nd.Children[0].Children == nil:
+		return len(nd.Children)
+	}
+	n := 0
+	for i := range nd.Children {
+		n += nodeLeaves(&nd.Children[i])
+	}
+	return n
 }
 
 func (s *Summary) writeSMTPD(w io.Writer, d *SMTPDReport) {
