@@ -227,9 +227,13 @@ func runReport(cmd *cobra.Command, args []string) error {
 		// megabytes, not worth holding twice.
 		return writeReportText(sum, rf.output, mailq)
 	}
+	// The text is made only where it is shown: in the HTML report and in
+	// the mail (JSON made it for nothing, a botnet's ~10 MB).
 	var text bytes.Buffer
-	if err := sum.WriteText(&text, mailq); err != nil {
-		return err
+	if format != "json" || len(mailTo) > 0 {
+		if err := sum.WriteText(&text, mailq); err != nil {
+			return err
+		}
 	}
 	var out bytes.Buffer
 	switch format {
