@@ -243,6 +243,9 @@ func rejBlock(s string) string {
 				continue
 			}
 			if k := indexBlocked(s[p:]); k >= 0 {
+				if i == 0 { // ("Client host [ADDR] blocked using ...": the rest of s from "blocked" on, not a copy)
+					return s[p+k+1:]
+				}
 				return s[:i] + "blocked" + s[p+k+len(" blocked"):]
 			}
 		}

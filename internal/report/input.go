@@ -43,13 +43,15 @@ type batch struct {
 
 // lineKind is what the reader made of a line: nothing (not a syslog line),
 // a parsed line (lineParsed), one that only counts as seen
-// (connectionLine), and whether it has a rejection key (lineRK).
+// (connectionLine), whether it has a rejection key (lineRK) and whether
+// it has relayguard's record parsed (lineOwn).
 type lineKind uint8
 
 const (
 	lineParsed lineKind = 1 << iota
 	lineOnly
 	lineRK
+	lineOwn // a record parsed into b.own (ownAt)
 )
 
 // chunk is a read buffer and the number of holders of its lines: the
@@ -172,13 +174,14 @@ func (a *Analyzer) readLines(r io.Reader, data []byte, p *logline.Parser) error 
 	}()
 	for b := range full {
 		a.abuse.batch = b
-		for i, raw := range b.raw {
+		a.lines += int64(len(b.raw)) // (nothing below reads it)
+		for i := range b.raw {
 			a.abuse.line = int32(i)
-			a.lines++
-			if j := b.ownAt[i]; j >= 0 {
-				a.preOwn = &b.own[j]
+			k := b.kind[i]
+			if k&lineOwn != 0 {
+				a.preOwn = &b.own[b.ownAt[i]]
 			}
-			switch k := b.kind[i]; {
+			switch {
 			case k&lineOnly != 0:
 				if t := b.parsed[i].Time; t.IsZero() || a.inRange(t) {
 					a.seen(t, b.day[i])
@@ -201,10 +204,12 @@ func (a *Analyzer) readLines(r io.Reader, data []byte, p *logline.Parser) error 
 				}
 				a.add(&b.parsed[i], int(b.cmdAt[i]), b.hr[i], b.day[i])
 				a.preReject, a.abuse.pre = nil, nil
-			case maillog.IsRecord(raw):
-				a.addOwn(raw, time.Time{})
+			case maillog.IsRecord(b.raw[i]):
+				a.addOwn(b.raw[i], time.Time{})
 			}
-			a.preOwn = nil
+			if k&lineOwn != 0 {
+				a.preOwn = nil
+			}
 		}
 		a.abuse.batch = nil
 		err := b.err
@@ -354,15 +359,16 @@ func (rd *lineReader) line(line []byte) bool {
 	b.evAt[i], b.ownAt[i] = -1, -1
 	a := rd.a
 	if maillog.IsRecord(s) {
-		b.parsed[i], b.kind[i] = logline.Line{}, 0 // relayguard's own log file: the analyzer reads it
+		b.parsed[i] = logline.Line{} // relayguard's own log file: the analyzer reads it
 		rd.own(b, i, s, time.Time{})
+		b.kind[i] = lineOwn
 	} else if !rd.p.ParseTo(&b.parsed[i], s[:len(s)-eol(s)]) { // (its loop trimming the end cost ~20 instructions a line)
 		b.kind[i] = 0
 	} else if l := &b.parsed[i]; l.Program == "relayguard" {
 		rd.own(b, i, l.Message, l.Time)
 		// (neither a connection line nor one logwatch reads;
 		// addOwn counts it at its record's hour, not b.hr[i])
-		b.kind[i], b.cmdAt[i] = lineParsed, -1
+		b.kind[i], b.cmdAt[i] = lineParsed|lineOwn, -1
 	} else {
 		msg := l.Message
 		b.hr[i], b.day[i] = rd.cc.clock(l.Time)
