@@ -446,12 +446,16 @@ func (g *Guard) decide(ctx context.Context, p netip.Prefix, t time.Time, reason 
 	if !g.o.Replay {
 		t = g.o.Now()
 	}
-	b := Ban{Prefix: p, Created: t, Count: prev + 1, Reason: reason, Source: "guard"}
+	b := Ban{Prefix: p.Masked(), Created: t, Count: prev + 1, Reason: reason, Source: "guard"}
 	b.Until = t.Add(g.banTime(b.Count))
-	if err := g.apply(ctx, b, true); err != nil {
-		g.o.Log.Error("guard: ban", "prefix", p.String(), "err", err)
-		return
+	if err := g.o.Store.PutBan(ctx, b); err != nil {
+		// Enforced all the same: with the database unwritable (its disk
+		// full, read-only) the attacker went on guessing unbanned. The
+		// ban holds in memory and the firewall until the next full
+		// synchronisation with the store (Sync), or its end.
+		g.o.Log.Error("guard: ban not stored; enforced until the next full synchronisation", "prefix", p.String(), "err", err)
 	}
+	g.apply(ctx, b, true)
 	g.ml.Banned(ctx, p, b.Until, b.Count, reason)
 	if g.o.OnBan != nil {
 		g.o.OnBan(b)
@@ -461,13 +465,11 @@ func (g *Guard) decide(ctx context.Context, p netip.Prefix, t time.Time, reason 
 	}
 }
 
-// apply stores b, enforces it, and drops the now redundant bans inside it.
-// With batch, the enforcement may be left to Run's next round (enqueue).
-func (g *Guard) apply(ctx context.Context, b Ban, batch bool) error {
+// apply enforces b (stored by the caller) and drops the now redundant
+// bans inside it. With batch, the enforcement may be left to Run's next
+// round (enqueue).
+func (g *Guard) apply(ctx context.Context, b Ban, batch bool) {
 	b.Prefix = b.Prefix.Masked()
-	if err := g.o.Store.PutBan(ctx, b); err != nil {
-		return err
-	}
 	g.mu.Lock()
 	g.bans[b.Prefix] = b
 	g.touch(b.Prefix)
@@ -502,7 +504,6 @@ func (g *Guard) apply(ctx context.Context, b Ban, batch bool) error {
 	if !batch || !g.enqueue(b) {
 		g.enforceAdd(ctx, b)
 	}
-	return nil
 }
 
 // markStale asks Run for a full reconcile of the firewall.
@@ -533,9 +534,10 @@ func (g *Guard) Ban(ctx context.Context, p netip.Prefix, d time.Duration, reason
 	if b.Reason == "" {
 		b.Reason = "manual ban"
 	}
-	if err := g.apply(ctx, b, false); err != nil {
+	if err := g.o.Store.PutBan(ctx, b); err != nil {
 		return b, err
 	}
+	g.apply(ctx, b, false)
 	g.ml.Banned(ctx, p, b.Until, b.Count, b.Reason)
 	return b, nil
 }

@@ -25,11 +25,17 @@ func Open(ctx context.Context, gc config.GuardConfig, site *config.Site, log *sl
 		return nil, err
 	}
 	o.Config, o.Log, o.Store = gc, log, local
-	o.Counters, o.Logins = counters, counters
+	// The failures are counted in memory while the database cannot be
+	// written (its disk full, read-only): every failure was "failure
+	// counter unavailable" and nobody was banned.
+	localCounters := &FallbackCounters{Primary: counters, Fallback: NewMemoryFor(gc), Health: &store.Health{Log: log,
+		DownLine: "guard: the database cannot count failures; counting them in memory until it can",
+		BackLine: "guard: failures counted in the database again"}}
+	o.Counters, o.Logins = localCounters, counters
 	o.Never = append(o.Never, site.NeverBan()...)
 	if st.Redis != nil {
 		o.Store = NewShared(local, st.Redis, log)
-		o.Counters = &FallbackCounters{Primary: st.Redis, Fallback: counters, Health: st.Redis.Health}
+		o.Counters = &FallbackCounters{Primary: st.Redis, Fallback: localCounters, Health: st.Redis.Health}
 	}
 	g := New(o)
 	if err := g.LoadLogins(ctx); err != nil {

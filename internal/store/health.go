@@ -20,6 +20,9 @@ type Health struct {
 	Log   *slog.Logger
 	Retry time.Duration // default DefaultRetry
 	Now   func() time.Time
+	// DownLine and BackLine are the lines logged when the backend fails and when
+	// it answers again; empty: the shared store's.
+	DownLine, BackLine string
 
 	mu       sync.Mutex
 	down     bool
@@ -72,7 +75,11 @@ func (h *Health) Failed(err error) {
 	if !h.down {
 		h.down = true
 		if h.Log != nil {
-			h.Log.Warn("store: shared store unreachable; using local state until it returns", "err", err, "retry", h.retry().String())
+			msg := h.DownLine
+			if msg == "" {
+				msg = "store: shared store unreachable; using local state until it returns"
+			}
+			h.Log.Warn(msg, "err", err, "retry", h.retry().String())
 		}
 	}
 	h.failedAt = h.now()
@@ -88,7 +95,11 @@ func (h *Health) Succeeded() {
 	if h.down {
 		h.down = false
 		if h.Log != nil {
-			h.Log.Info("store: shared store reachable again")
+			msg := h.BackLine
+			if msg == "" {
+				msg = "store: shared store reachable again"
+			}
+			h.Log.Info(msg)
 		}
 	}
 }
