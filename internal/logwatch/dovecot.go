@@ -124,7 +124,10 @@ func loginLine(e *event.Event, proc, msg string) bool {
 	// address, the session and the verdict are read there; reading
 	// the first "rip=" let any client have another address counted
 	// (and banned) for its failures.
-	head, user, mid, tail := dovecotLoginFields(msg)
+	head, user, mid, tail, usual := loginFieldsUsual(msg)
+	if !usual {
+		head, user, mid, tail = dovecotLoginFields(msg)
+	}
 	var ok bool
 	if tail == "" {
 		return false
@@ -345,6 +348,50 @@ func authFailedAt(msg string) int {
 		return len("Disconnected ")
 	}
 	return strings.Index(msg, "(auth failed, ")
+}
+
+// loginFieldsUsual is dovecotLoginFields of a message of the usual form,
+// "…: user=<U>, method=M, rip=IP, …" (its first '=' that of "user=<", or
+// "Login: user=<" first), found forward with a few byte searches where
+// dovecotLoginFields searched back for the last " rip=" over Dovecot's
+// fields and for the last '>' over the user's: the first '>' after
+// "user=<" is the last before " rip=" when ", method=M, rip=" follows it
+// with no '>' in M, and that " rip=" is the last when no 'r' follows it
+// (one after it would have its 'r' there). ok is false for any other
+// message, which dovecotLoginFields reads.
+func loginFieldsUsual(msg string) (head, user, mid, tail string, ok bool) {
+	u := len("Login: ")
+	if len(msg) < len("Login: user=<") || msg[:len("Login: user=<")] != "Login: user=<" {
+		// The first "user=<" has the first '=' when that '=' is in one.
+		e := strings.IndexByte(msg, '=')
+		if e < len("user") || e+1 >= len(msg) || msg[e-len("user"):e+2] != "user=<" {
+			return "", "", "", "", false
+		}
+		u = e - len("user")
+	}
+	rest := msg[u+len("user=<"):]
+	g := strings.IndexByte(rest, '>')
+	if g < 0 {
+		return "", "", "", "", false
+	}
+	after := rest[g+1:] // ", method=M, rip=…"
+	const method, rip = ", method=", " rip="
+	if len(after) < len(method) || after[:len(method)] != method {
+		return "", "", "", "", false
+	}
+	c := strings.IndexByte(after[len(method):], ',')
+	if c < 0 {
+		return "", "", "", "", false
+	}
+	m := len(method) + c + 1 // after[:m]: ", method=M,"
+	if len(after) < m+len(rip) || after[m:m+len(rip)] != rip || strings.IndexByte(after[:m], '>') >= 0 {
+		return "", "", "", "", false
+	}
+	tail = after[m+len(rip):]
+	if strings.IndexByte(tail, 'r') >= 0 {
+		return "", "", "", "", false
+	}
+	return msg[:u], rest[:g], after[:m], tail, true
 }
 
 // dovecotLoginFields splits a login process's message

@@ -312,3 +312,50 @@ func TestDottedQuadSame(t *testing.T) {
 		}
 	}
 }
+
+// TestLoginFieldsUsual: where loginFieldsUsual reads a login message it
+// gives dovecotLoginFields's four fields, on the corpus's login messages
+// and on users holding what it looks for; and it reads the usual lines.
+func TestLoginFieldsUsual(t *testing.T) {
+	for _, m := range []string{
+		"Login: user=<bob>, method=PLAIN, rip=67.171.251.222, lip=192.0.2.10, mpid=17173, TLS, session=<e8693916>",
+		"Disconnected (auth failed, 2 attempts in 4 secs): user=<webmaster>, method=PLAIN, rip=49.225.54.169, lip=192.0.2.10, TLS, session=<a308f1de>",
+	} {
+		if _, _, _, _, ok := loginFieldsUsual(m); !ok {
+			t.Errorf("loginFieldsUsual(%q) does not read it", m)
+		}
+		checkLoginFields(t, m)
+	}
+	for _, c := range dovecotCorpus() {
+		if _, m, ok := strings.Cut(c[1], "-login: "); ok {
+			checkLoginFields(t, m)
+		}
+	}
+	for _, u := range []string{"", "a>b", "a>, method=X, rip=6.6.6.6", "a, rip=6.6.6.6, session=<x>", "user=<a>", "a=b", ">", "a>>", "r", "x rip=y"} {
+		for _, m := range []string{"PLAIN", "", "P>", "P rip=1.1.1.1", "a>b"} {
+			for _, tail := range []string{"1.2.3.4, lip=5.6.7.8, TLS, session=<s>", "1.2.3.4, secured", "1.2.3.4 rip=5.6.7.8", "", "1.2.3.4, session=<r>", "1.2.3.4, x=y"} {
+				for _, head := range []string{"Login: ", "Disconnected (auth failed, 1 attempts in 2 secs): ", "Disconnected (x=y): ", "Login:  ", "x user=", ""} {
+					checkLoginFields(t, head+"user=<"+u+">, method="+m+", rip="+tail)
+					checkLoginFields(t, head+"user=<"+u+">, method="+m+" rip="+tail)
+				}
+			}
+		}
+	}
+}
+
+func checkLoginFields(t *testing.T, msg string) {
+	t.Helper()
+	h, u, m, tl, ok := loginFieldsUsual(msg)
+	if !ok {
+		return
+	}
+	if wh, wu, wm, wt := dovecotLoginFields(msg); h != wh || u != wu || m != wm || tl != wt {
+		t.Fatalf("loginFieldsUsual(%q) = %q, %q, %q, %q; dovecotLoginFields gives %q, %q, %q, %q", msg, h, u, m, tl, wh, wu, wm, wt)
+	}
+}
+
+func FuzzLoginFieldsUsual(f *testing.F) {
+	f.Add("Login: user=<bob>, method=PLAIN, rip=67.171.251.222, lip=192.0.2.10, mpid=17173, TLS, session=<e8693916>")
+	f.Add("Disconnected (auth failed, 2 attempts in 4 secs): user=<a>b>, method=PLAIN, rip=1.2.3.4, lip=192.0.2.10, TLS, session=<a308f1de>")
+	f.Fuzz(checkLoginFields)
+}
