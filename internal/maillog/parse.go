@@ -127,23 +127,33 @@ func (r *Record) msg(v string) bool {
 // kindOf is the kind of message v, if it is one of the vocabulary's (or
 // an alias).
 func kindOf(v string) (Kind, bool) {
-	if len(v) == 0 {
-		return "", false
-	}
-	for i := msgHash(v); kindSlots[i].msg != ""; i = (i + 1) % len(kindSlots) {
-		if kindSlots[i].msg == v {
-			return kindSlots[i].kind, true
-		}
+	if i := kindAt(v); i >= 0 {
+		return kindSlots[i].kind, true
 	}
 	return "", false
 }
 
+// kindAt is message v's slot in kindSlots, -1 if it is not one of the
+// vocabulary's.
+func kindAt(v string) int {
+	if len(v) == 0 {
+		return -1
+	}
+	for i := msgHash(v); kindSlots[i].msg != ""; i = (i + 1) % len(kindSlots) {
+		if kindSlots[i].msg == v {
+			return i
+		}
+	}
+	return -1
+}
+
 // kindSlots are kindByMsg and aliases in an open-addressed table by
 // msgHash: one or two string comparisons per record instead of a map's
-// hash of the whole message.
+// hash of the whole message. Each has its kind's usual keys (kindKeys).
 var kindSlots = func() (t [128]struct {
 	msg  string
 	kind Kind
+	keys []keyWord
 }) {
 	add := func(msg string, kind Kind) {
 		i := msgHash(msg)
@@ -151,6 +161,9 @@ var kindSlots = func() (t [128]struct {
 			i = (i + 1) % len(t)
 		}
 		t[i].msg, t[i].kind = msg, kind
+		for _, k := range kindKeys[kind] {
+			t[i].keys = append(t[i].keys, newKeyWord(k))
+		}
 	}
 	for msg, kind := range kindByMsg {
 		add(msg, kind)
@@ -160,6 +173,112 @@ var kindSlots = func() (t [128]struct {
 	}
 	return t
 }()
+
+// kindKeys are the keys Logger writes after the message of the kinds a
+// log has most of, in the order it writes them (maillog.go): a record's
+// keys are read in this order while they come so (usualKeys), without a
+// search for each key's end nor a switch on its name.
+var kindKeys = map[Kind][]string{
+	KindConnected:    {"cid", "client", "listener"},
+	KindDisconnected: {"cid", "client", "listener", "helo", "tls", "user", "messages", "bad_commands", "auth_failures", "duration"},
+	KindAuthOK:       {"cid", "client", "listener", "mechanism", "user"},
+	KindAuthFailed:   {"cid", "client", "listener", "mechanism", "user", "reason"},
+	KindAccepted:     {"cid", "client", "listener", "id", "user", "from", "nrcpt", "size"},
+	KindRejected:     {"cid", "client", "listener", "rule", "code", "rcpt", "text"},
+	KindRelayDenied:  {"cid", "client", "listener", "rule", "code", "rcpt", "text"},
+	KindDelivered:    {"id", "rcpt", "attempt", "reply", "relay"},
+	KindDeferred:     {"id", "rcpt", "attempt", "reply", "retry_in"},
+	KindBounced:      {"id", "rcpt", "attempt", "reply", "reason"},
+	KindDSNQueued:    {"id", "dsn_id", "rcpt", "nrcpt", "size"},
+	KindBanned:       {"prefix", "until", "count", "reason"},
+	KindUnbanned:     {"prefix", "reason"},
+}
+
+// A keyWord is a key and the "=" after it as the 16 bytes from its start
+// load (two little-endian words, each with the mask of the key's bytes in
+// it): a key is known at a place by two loads and compares.
+type keyWord struct {
+	k              key
+	n              int // len(name) + len("=")
+	w0, m0, w1, m1 uint64
+}
+
+func newKeyWord(name string) keyWord {
+	kw := keyWord{k: keyOf(name), n: len(name) + 1}
+	var w, m [16]byte
+	copy(w[:], name+"=")
+	for i := range kw.n {
+		m[i] = 0xff
+	}
+	kw.w0, kw.w1 = load8(w[:], 0), load8(w[:], 8)
+	kw.m0, kw.m1 = load8(m[:], 0), load8(m[:], 8)
+	return kw
+}
+
+// usualKeys reads the keys of keys, in their order, from s[p:] (p at the
+// space before a key; b is s) while they come so, each after one space
+// with its value bare or quoted, as walkText's loop reads them, and
+// returns where that loop goes on. (The value is read as the loop reads
+// it, in line: as a called function it cost what the key's search saved.)
+func (r *Record) usualKeys(s string, b []byte, p int, keys []keyWord) int {
+	n := len(s)
+	for i := range keys {
+		kw := &keys[i]
+		if n-p < 9 || s[p] != ' ' || load8(b, p+1)&kw.m0 != kw.w0 || kw.m1 != 0 && (n-p < 17 || load8(b, p+9)&kw.m1 != kw.w1) {
+			break
+		}
+		q := p + 1 + kw.n // the value
+		var v string
+		if q < n && s[q] == '"' {
+			j := q + 1
+			for {
+				if n-j < 8 {
+					for j < n && s[j] != '"' && s[j] != '\\' {
+						j++
+					}
+					break
+				}
+				if m := marks(load8(b, j), '"', '\\'); m != 0 {
+					j += bits.TrailingZeros64(m) >> 3
+					break
+				}
+				j += 8
+			}
+			if j >= n { // unterminated: the loop ends there
+				break
+			}
+			if s[j] == '"' {
+				v, q = s[q+1:j], j+1
+			} else {
+				var rest string
+				var terminated bool
+				if v, rest, terminated = quoted(s[q:]); !terminated {
+					break
+				}
+				q = n - len(rest)
+			}
+		} else {
+			j := q
+			for {
+				if n-j < 8 {
+					for j < n && s[j] != ' ' {
+						j++
+					}
+					break
+				}
+				if m := marks(load8(b, j), ' ', ' '); m != 0 {
+					j += bits.TrailingZeros64(m) >> 3
+					break
+				}
+				j += 8
+			}
+			v, q = s[q:j], j
+		}
+		r.setKey(kw.k, v)
+		p = q
+	}
+	return p
+}
 
 // msgHash is a message's slot in kindSlots (v is not empty).
 func msgHash(v string) int {
@@ -177,115 +296,274 @@ func (r *Record) setKind(kind Kind, v string) {
 // set sets key k's field to v; it reports whether k is "msg" with a
 // message of the vocabulary (the record's kind).
 func (r *Record) set(k, v string) bool {
-	switch k {
-	case "msg":
+	if k == "msg" {
 		return r.msg(v)
+	}
+	r.setKey(keyOf(k), v)
+	return false
+}
+
+// A key is one of the vocabulary's keys other than msg (keyNone: any
+// other), by which a record's field is set (setKey): keyOf's string
+// switch is made once per key, or not at all where the key is known
+// (a kind's usual keys, kindTemplate).
+type key uint8
+
+const (
+	keyNone key = iota
+	keyTime
+	keyLevel
+	keyCID
+	keyClient
+	keyListener
+	keyHelo
+	keyUser
+	keyMechanism
+	keyReason
+	keyRule
+	keyCode
+	keyRcpt
+	keyText
+	keyAfter
+	keyErr
+	keyID
+	keyFrom
+	keyNrcpt
+	keySize
+	keyRelay
+	keyAttempt
+	keyReply
+	keyRetryIn
+	keyDSNID
+	keyLimit
+	keyValue
+	keyPrefix
+	keyUntil
+	keyCount
+	keyTLS
+	keyMessages
+	keyBadCommands
+	keyAuthFailures
+	keyDuration
+	keyStage
+	keyAction
+	keyUID
+	keyDst
+	keySrcPort
+	keyPID
+	keyExe
+	keyCmdline
+	keyCwd
+	keyPPID
+	keyParentCmdline
+)
+
+// keyOf is key k's key (keyNone: not one of the vocabulary's).
+func keyOf(k string) key {
+	switch k {
 	case "time":
+		return keyTime
+	case "level":
+		return keyLevel
+	case "cid":
+		return keyCID
+	case "client":
+		return keyClient
+	case "listener":
+		return keyListener
+	case "helo":
+		return keyHelo
+	case "user":
+		return keyUser
+	case "mechanism":
+		return keyMechanism
+	case "reason":
+		return keyReason
+	case "rule":
+		return keyRule
+	case "code":
+		return keyCode
+	case "rcpt":
+		return keyRcpt
+	case "text", "command":
+		return keyText
+	case "after":
+		return keyAfter
+	case "err":
+		return keyErr
+	case "id":
+		return keyID
+	case "from":
+		return keyFrom
+	case "nrcpt":
+		return keyNrcpt
+	case "size":
+		return keySize
+	case "relay":
+		return keyRelay
+	case "attempt":
+		return keyAttempt
+	case "reply":
+		return keyReply
+	case "retry_in":
+		return keyRetryIn
+	case "dsn_id":
+		return keyDSNID
+	case "limit":
+		return keyLimit
+	case "value":
+		return keyValue
+	case "prefix":
+		return keyPrefix
+	case "until":
+		return keyUntil
+	case "count":
+		return keyCount
+	case "tls":
+		return keyTLS
+	case "messages":
+		return keyMessages
+	case "bad_commands":
+		return keyBadCommands
+	case "auth_failures":
+		return keyAuthFailures
+	case "duration":
+		return keyDuration
+	case "stage":
+		return keyStage
+	case "action":
+		return keyAction
+	case "uid":
+		return keyUID
+	case "dst":
+		return keyDst
+	case "src_port":
+		return keySrcPort
+	case "pid":
+		return keyPID
+	case "exe":
+		return keyExe
+	case "cmdline":
+		return keyCmdline
+	case "cwd":
+		return keyCwd
+	case "ppid":
+		return keyPPID
+	case "parent_cmdline":
+		return keyParentCmdline
+	}
+	return keyNone
+}
+
+// setKey sets key k's field to v.
+func (r *Record) setKey(k key, v string) {
+	switch k {
+	case keyTime:
 		if t, ok := parseTime(v); ok {
 			r.Time = t
 		}
-	case "level":
+	case keyLevel:
 		r.Level = level(v)
-	case "cid":
+	case keyCID:
 		r.CID = v
-	case "client":
+	case keyClient:
 		if a, ok := parseAddr(v); ok {
 			r.Client = a
 		}
-	case "listener":
+	case keyListener:
 		r.Listener = v
-	case "helo":
+	case keyHelo:
 		r.Helo = v
-	case "user":
+	case keyUser:
 		r.User = v
-	case "mechanism":
+	case keyMechanism:
 		r.Mech = v
-	case "reason":
+	case keyReason:
 		r.Reason = v
-	case "rule":
+	case keyRule:
 		r.Rule = v
-	case "code":
+	case keyCode:
 		r.Code = v
-	case "rcpt":
+	case keyRcpt:
 		r.Rcpt = v
-	case "text", "command": // command: serve's non-SMTP record before maillog
+	case keyText:
+		// command: serve's non-SMTP record before maillog
 		r.Text = v
-	case "after":
+	case keyAfter:
 		r.After = v
-	case "err":
+	case keyErr:
 		r.Err = v
-	case "id":
+	case keyID:
 		r.ID = v
-	case "from":
+	case keyFrom:
 		r.From = v
-	case "nrcpt":
+	case keyNrcpt:
 		r.Nrcpt = atoi(v)
-	case "size":
+	case keySize:
 		r.Size, _ = strconv.ParseInt(v, 10, 64)
-	case "relay":
+	case keyRelay:
 		r.Relay = v
-	case "attempt":
+	case keyAttempt:
 		r.Attempt = atoi(v)
-	case "reply":
+	case keyReply:
 		r.Reply = v
-	case "retry_in":
+	case keyRetryIn:
 		r.RetryIn, _ = time.ParseDuration(v)
-	case "dsn_id":
+	case keyDSNID:
 		r.DSNID = v
-	case "limit":
+	case keyLimit:
 		r.Limit = v
-	case "value":
+	case keyValue:
 		r.Value = v
-	case "prefix":
+	case keyPrefix:
 		if p, err := netip.ParsePrefix(v); err == nil {
 			r.Prefix = p
 		} else if a, err := netip.ParseAddr(v); err == nil {
 			r.Prefix = netip.PrefixFrom(a, a.BitLen())
 		}
-	case "until":
+	case keyUntil:
 		if t, err := time.Parse(time.RFC3339, v); err == nil {
 			r.Until = t
 		}
-	case "count":
+	case keyCount:
 		r.Count = atoi(v)
-	case "tls":
+	case keyTLS:
 		r.TLS = v == "true"
-	case "messages":
+	case keyMessages:
 		r.Messages = atoi(v)
-	case "bad_commands":
+	case keyBadCommands:
 		r.BadCmds = atoi(v)
-	case "auth_failures":
+	case keyAuthFailures:
 		r.AuthFails = atoi(v)
-	case "duration":
+	case keyDuration:
 		r.Duration, _ = time.ParseDuration(v)
-	case "stage":
+	case keyStage:
 		r.Stage = v
-	case "action":
+	case keyAction:
 		r.Action = v
-	case "uid":
+	case keyUID:
 		if n, err := strconv.Atoi(v); err == nil {
 			r.UID = n
 		}
-	case "dst":
+	case keyDst:
 		if ap, err := netip.ParseAddrPort(v); err == nil {
 			r.Dst = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 		}
-	case "src_port":
+	case keySrcPort:
 		r.SrcPort = atoi(v)
-	case "pid":
+	case keyPID:
 		r.PID = atoi(v)
-	case "exe":
+	case keyExe:
 		r.Exe = v
-	case "cmdline":
+	case keyCmdline:
 		r.Cmdline = v
-	case "cwd":
+	case keyCwd:
 		r.Cwd = v
-	case "ppid":
+	case keyPPID:
 		r.PPID = atoi(v)
-	case "parent_cmdline":
+	case keyParentCmdline:
 		r.Parent = v
 	}
-	return false
 }
 
 // parseAddr is netip.ParseAddr(v).Unmap(), with the dotted quad of an
@@ -300,32 +578,49 @@ func parseAddr(v string) (netip.Addr, bool) {
 
 // dottedQuad reads s if it is four decimal fields of 0-255 without
 // leading zeros, separated by dots: the IPv4 addresses netip.ParseAddr
-// reads (it refuses anything else, which is left to it).
+// reads (it refuses anything else, which is left to it). Each field is
+// read in line, its one to three digits without a loop (a loop over the
+// bytes cost ~290 instructions an address).
 func dottedQuad(s string) (netip.Addr, bool) {
 	if len(s) < len("0.0.0.0") || len(s) > len("255.255.255.255") {
 		return netip.Addr{}, false
 	}
 	var b [4]byte
-	f, n, digits := 0, 0, 0
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c == '.' {
-			if digits == 0 || f == 3 || n > 255 {
+	i := 0
+	for f := range 4 {
+		if f > 0 {
+			if i >= len(s) || s[i] != '.' {
 				return netip.Addr{}, false
 			}
-			b[f], f, n, digits = byte(n), f+1, 0, 0
-			continue
+			i++
 		}
-		// (a digit after a leading 0, or a fourth: refused)
-		if c -= '0'; c > 9 || digits == 3 || digits == 1 && n == 0 {
+		if i >= len(s) {
 			return netip.Addr{}, false
 		}
-		n, digits = n*10+int(c), digits+1
+		v := uint(s[i] - '0')
+		if v > 9 {
+			return netip.Addr{}, false
+		}
+		i++
+		if v != 0 && i < len(s) { // (a field starting with 0 is "0")
+			if d := uint(s[i] - '0'); d <= 9 {
+				v = v*10 + d
+				i++
+				if i < len(s) {
+					if d := uint(s[i] - '0'); d <= 9 {
+						if v = v*10 + d; v > 255 {
+							return netip.Addr{}, false
+						}
+						i++
+					}
+				}
+			}
+		}
+		b[f] = byte(v)
 	}
-	if f != 3 || digits == 0 || n > 255 {
+	if i != len(s) { // (more digits, dots or anything else)
 		return netip.Addr{}, false
 	}
-	b[3] = byte(n)
 	return netip.AddrFrom4(b), true
 }
 
@@ -432,9 +727,12 @@ func walkText(s string, r *Record, skip func(Kind) bool, tc *timeCache) (ok, red
 		}
 		switch k {
 		case "msg":
-			kind, known := kindOf(v)
+			at := kindAt(v)
+			if at < 0 { // (a later unknown msg does not undo a known one)
+				continue
+			}
+			kind := kindSlots[at].kind
 			switch {
-			case !known: // (a later unknown msg does not undo a known one)
 			case skip != nil && skip(kind):
 				w.skipping = true
 				// The rest is read only for a later msg key: there is
@@ -450,6 +748,7 @@ func walkText(s string, r *Record, skip func(Kind) bool, tc *timeCache) (ok, red
 				}
 				r.setKind(kind, v)
 				ok = true
+				p = r.usualKeys(s, b, p, kindSlots[at].keys)
 			}
 		case "time":
 			w.time(v)
