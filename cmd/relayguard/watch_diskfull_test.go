@@ -18,7 +18,8 @@ import (
 // (nftables, in a network namespace of its own). It banned nobody: every
 // failure was "guard: failure counter unavailable: database or disk is
 // full", so filling the disk (a spool on the same file system) opened the
-// door to password guessing.
+// door to password guessing. And the position of the log file, which
+// cannot be saved either, was logged as failing 20 times a second.
 func TestWatchBansOnFullDisk(t *testing.T) {
 	t.Parallel()
 	hosttest.NeedRoot(t, "unshare", "mount", "nft", "dd")
@@ -43,6 +44,7 @@ echo "disk: $(df --output=avail %[1]q | tail -n 1 | tr -d " ")"
 for i in 1 2 3; do echo "$(date '+%%b %%e %%H:%%M:%%S') mx postfix/smtpd[1]: warning: unknown[203.0.113.9]: SASL LOGIN authentication failed: UGFzc3dvcmQ6" >> %[5]q; done
 wait_for 'nft list ruleset | grep -q 203.0.113.9' || echo "no ban in the firewall"
 nft list ruleset | grep elements
+sleep 2 # (the position is saved every second: some saves fail)
 kill $W; wait $W
 `, data, bin, conf, filepath.Join(dir, "watch.log"), logPath)
 	out, err := exec.Command("unshare", "-m", "-n", "sh", "-c", script).CombinedOutput()
@@ -55,5 +57,16 @@ kill $W; wait $W
 	}
 	if !strings.Contains(string(out), "203.0.113.9") || strings.Contains(string(out), "no ban") {
 		t.Errorf("no ban in the firewall with the disk full:\n%s\nwatch's log:\n%s", out, logged)
+	}
+	// The file's position cannot be saved either: said once (then once a
+	// minute), not at every 50 ms poll into the full disk.
+	n := 0
+	for _, l := range strings.Split(string(logged), "\n") {
+		if strings.Contains(l, "save position") {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Errorf("%d lines about saving the position, want 1:\n%s", n, logged)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/relayguard/relayguard/internal/faillog"
 	"github.com/relayguard/relayguard/internal/logline"
 )
 
@@ -67,6 +68,7 @@ type Follower struct {
 	waitUntil time.Time
 	dirty     bool
 	lastSave  time.Time
+	saveLog   *faillog.Log
 	buf       []byte
 }
 
@@ -594,11 +596,19 @@ func (t *Follower) save(ctx context.Context, force bool) {
 		return
 	}
 	p := Position{Inode: t.ino, Offset: t.cur.off, Fingerprint: t.cur.fp}
+	if t.saveLog == nil {
+		t.saveLog = faillog.New(t.Log, "logwatch: save position of "+t.Path, "tried again every second")
+	}
+	// A failure waits its second too, and is logged through faillog: on
+	// a full disk the position was tried, and a line logged, at every
+	// 50 ms poll (20 lines a second into a disk already full).
+	t.lastSave = time.Now()
 	if err := t.State.SavePosition(ctx, t.key(), p); err != nil {
-		t.Log.Warn("logwatch: save position", "file", t.Path, "err", err)
+		t.saveLog.Fail(err, "file", t.Path)
 		return
 	}
-	t.dirty, t.lastSave = false, time.Now()
+	t.saveLog.OK()
+	t.dirty = false
 }
 
 // ReadLines hands out every line of r (for stdin and replay); it returns at
