@@ -1,6 +1,7 @@
 package report
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"html/template"
@@ -8,11 +9,77 @@ import (
 	"strings"
 )
 
-// WriteJSON writes the summary as indented JSON.
+// WriteJSON writes the summary as indented JSON: json.Encoder's output
+// with SetIndent("", "  "), indented by appendIndented (the Encoder's
+// indenting, a scanner's step per byte, was 1,027 M of the 2,300 M
+// instructions of a botnet's 30 MB).
 func (s *Summary) WriteJSON(w io.Writer) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(s)
+	b, err := json.Marshal(s)
+	if err != nil {
+		return err
+	}
+	out := appendIndented(make([]byte, 0, len(b)+len(b)/2), b, "  ")
+	_, err = w.Write(append(out, '\n'))
+	return err
+}
+
+// appendIndented appends src, compact JSON as json.Marshal makes it (no
+// space outside strings), indented as json.Indent does it with no prefix:
+// a new line and an indent a level after an opening bracket or brace and
+// after a comma, and before a closing one, but for an empty array or
+// object ("[]", "{}"); ": " after a name. A string is copied whole, to its
+// closing quote (one not escaped by a backslash).
+func appendIndented(dst, src []byte, indent string) []byte {
+	depth := 0
+	newline := func() {
+		dst = append(dst, '\n')
+		for range depth {
+			dst = append(dst, indent...)
+		}
+	}
+	for i := 0; i < len(src); i++ {
+		switch c := src[i]; c {
+		case '"':
+			j := i + 1
+			for {
+				q := bytes.IndexByte(src[j:], '"')
+				if q < 0 { // (not from json.Marshal: copied as it is)
+					j = len(src)
+					break
+				}
+				if e := bytes.IndexByte(src[j:j+q], '\\'); e >= 0 {
+					j += e + 2 // an escape's two bytes (an escaped quote among them)
+					continue
+				}
+				j += q + 1
+				break
+			}
+			j = min(j, len(src))
+			dst = append(dst, src[i:j]...)
+			i = j - 1
+		case '{', '[':
+			if i+1 < len(src) && (src[i+1] == '}' || src[i+1] == ']') {
+				dst = append(dst, c, src[i+1])
+				i++
+				continue
+			}
+			dst = append(dst, c)
+			depth++
+			newline()
+		case '}', ']':
+			depth--
+			newline()
+			dst = append(dst, c)
+		case ',':
+			dst = append(dst, c)
+			newline()
+		case ':':
+			dst = append(dst, ':', ' ')
+		default:
+			dst = append(dst, c)
+		}
+	}
+	return dst
 }
 
 // The HTML report is one self-contained file: inline CSS, inline SVG
