@@ -31,7 +31,12 @@ func (s *Summary) WriteJSON(w io.Writer) error {
 // closing quote (one not escaped by a backslash).
 func appendIndented(dst, src []byte, indent string) []byte {
 	depth := 0
+	pad := "\n" + strings.Repeat(indent, 16) // (a new line and its indent appended at once)
 	newline := func() {
+		if n := 1 + depth*len(indent); n <= len(pad) {
+			dst = append(dst, pad[:n]...)
+			return
+		}
 		dst = append(dst, '\n')
 		for range depth {
 			dst = append(dst, indent...)
@@ -75,8 +80,13 @@ func appendIndented(dst, src []byte, indent string) []byte {
 			newline()
 		case ':':
 			dst = append(dst, ':', ' ')
-		default:
-			dst = append(dst, c)
+		default: // a number, true, false or null: to the next comma or close
+			j := i + 1
+			for j < len(src) && src[j] != ',' && src[j] != '}' && src[j] != ']' {
+				j++
+			}
+			dst = append(dst, src[i:j]...)
+			i = j - 1
 		}
 	}
 	return dst
