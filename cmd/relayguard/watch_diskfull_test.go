@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/relayguard/relayguard/internal/hosttest"
+	"github.com/relayguard/relayguard/internal/redistest"
 )
 
 // TestWatchBansOnFullDisk: with its data directory's file system full (a
@@ -68,5 +69,47 @@ kill $W; wait $W
 	}
 	if n != 1 {
 		t.Errorf("%d lines about saving the position, want 1:\n%s", n, logged)
+	}
+}
+
+// TestWatchSharesBanOnFullDisk: with [store] url (Redis) and the data
+// directory's disk full, the ban watch decides still reaches Redis, and so
+// the other servers. The shared store wrote nothing when the local
+// database refused the ban first.
+func TestWatchSharesBanOnFullDisk(t *testing.T) {
+	t.Parallel()
+	hosttest.NeedRoot(t, "unshare", "mount", "dd", "redis-cli")
+	srv := redistest.Start(t)
+	bin := testBinary(t)
+	dir := t.TempDir()
+	data := filepath.Join(dir, "data")
+	os.Mkdir(data, 0o755)
+	logPath := filepath.Join(dir, "mail.log")
+	os.WriteFile(logPath, nil, 0o644)
+	conf := filepath.Join(dir, "rg.toml")
+	os.WriteFile(conf, []byte(fmt.Sprintf("[store]\nurl = %q\n[guard]\nmaxretry = 3\nsubnet = []\nfiles = [%q]\n[firewall]\nbackend = \"none\"\n", srv.URL(), logPath)), 0o644)
+	script := fmt.Sprintf(`set -u
+mount -t tmpfs -o size=4m tmpfs %[1]q || exit 1
+%[2]q --config %[3]q --data-dir %[1]q watch > %[4]q 2>&1 &
+W=$!
+wait_for() { i=0; while ! eval "$1"; do i=$((i+1)); [ $i -gt 300 ] && return 1; sleep 0.1; done; }
+wait_for 'grep -q "shared store synchronised" %[4]q' || { echo "watch did not start"; kill $W; exit 1; }
+dd if=/dev/zero of=%[1]q/fill bs=64k 2>/dev/null
+echo "disk: $(df --output=avail %[1]q | tail -n 1 | tr -d " ")"
+for i in 1 2 3; do echo "$(date '+%%b %%e %%H:%%M:%%S') mx postfix/smtpd[1]: warning: unknown[203.0.113.9]: SASL LOGIN authentication failed: UGFzc3dvcmQ6" >> %[5]q; done
+wait_for 'grep -q "msg=banned" %[4]q' || echo "not banned"
+wait_for 'redis-cli -u %[6]q HEXISTS relayguard:bans 203.0.113.9/32 | grep -q 1' || echo "not in Redis"
+kill $W; wait $W
+`, data, bin, conf, filepath.Join(dir, "watch.log"), logPath, srv.URL())
+	out, err := exec.Command("unshare", "-m", "sh", "-c", script).CombinedOutput()
+	logged, _ := os.ReadFile(filepath.Join(dir, "watch.log"))
+	if err != nil {
+		t.Fatalf("%v\n%s\nwatch's log:\n%s", err, out, logged)
+	}
+	if !strings.Contains(string(out), "disk: 0") {
+		t.Fatalf("the disk was not full:\n%s", out)
+	}
+	if strings.Contains(string(out), "not banned") || strings.Contains(string(out), "not in Redis") {
+		t.Errorf("the ban did not reach Redis with the disk full:\n%s\nwatch's log:\n%s", out, logged)
 	}
 }

@@ -257,6 +257,17 @@ func (s *Shared) PutBan(ctx context.Context, b Ban) error {
 	s.rw.RLock()
 	defer s.rw.RUnlock()
 	if err := s.Local.PutBan(ctx, b); err != nil {
+		// The database cannot be written (its disk full): the other
+		// servers get the ban all the same, and the guard enforces it
+		// here (decide). It wrote nothing to Redis before.
+		if s.reachable() {
+			seen := s.before()
+			if n, rerr := s.Remote.PutBanFrom(ctx, b, s.origin); rerr != nil {
+				s.lost(rerr)
+			} else {
+				s.saw(seen, n)
+			}
+		}
 		return err
 	}
 	if !s.reachable() {
