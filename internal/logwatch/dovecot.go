@@ -224,7 +224,18 @@ func dovecotLoginHead(msg string) (proc, rest string, ok bool) {
 // follows a letter), neither "conn …" nor pam_unix's line (checked), and
 // the verdict after the first and only "): ".
 func dovecotPassdb(e *event.Event, rest string) (ok, done bool) {
-	c := indexBy(rest, ": ", 0) // (an IPv6 address before it has ':' but no ": ")
+	// The first ": ": usually the first ':'; an IPv6 address has ':' but no ": ".
+	c := strings.IndexByte(rest, ':')
+	if c >= 0 && c+1 < len(rest) && rest[c+1] != ' ' {
+		if i := indexBy(rest[c+1:], ": ", 0); i >= 0 {
+			c += 1 + i
+		} else {
+			c = -1
+		}
+	}
+	if c < 0 || c+1 >= len(rest) {
+		return false, false
+	}
 	if c < 2 || rest[c-1] != ')' || strings.IndexByte(rest[c+2:], ':') >= 0 || dovecotProc(rest[:c]) ||
 		strings.HasPrefix(rest, "conn ") || strings.HasPrefix(rest, "pam_unix(") {
 		return false, false
