@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"runtime"
+	"runtime/debug"
 	"strings"
 	"unsafe"
 
@@ -23,6 +24,7 @@ type chunk struct {
 	sunk   func() // called once the chunk's events are sunk (nil: none)
 	events []event.Event
 	lines  int
+	err    error // a fault on the mapping while parsing (logline.CatchFault)
 	done   chan struct{}
 }
 
@@ -74,7 +76,7 @@ func replayFile(ctx context.Context, path string, keep func(event.Kind) bool, si
 const chunkSize = 1 << 20
 
 func replay(ctx context.Context, r io.Reader, keep func(event.Kind) bool, sink func([]event.Event), reuse bool) (int64, error) {
-	return pipeline(ctx, keep, sink, reuse, func(work, order chan<- *chunk, free <-chan *chunk) error {
+	return pipeline(ctx, keep, sink, reuse, nil, func(work, order chan<- *chunk, free <-chan *chunk) error {
 		var carry []byte
 		for seq := 0; ; seq++ {
 			if ctx.Err() != nil {
@@ -137,7 +139,7 @@ func replayMapped(ctx context.Context, f *os.File, keep func(event.Kind) bool, s
 	}
 	defer unix.Munmap(data)
 	_ = unix.Madvise(data, unix.MADV_SEQUENTIAL)
-	return pipeline(ctx, keep, sink, true, func(work, order chan<- *chunk, free <-chan *chunk) error {
+	return pipeline(ctx, keep, sink, true, data, func(work, order chan<- *chunk, free <-chan *chunk) error {
 		for seq, off := 0, 0; off < len(data); seq++ {
 			if ctx.Err() != nil {
 				return nil
@@ -180,8 +182,12 @@ func newChunk(free <-chan *chunk) *chunk {
 
 // pipeline parses the chunks produce sends (to work and, in the same order,
 // to order) on every core and hands their events to sink in order; with
-// reuse, sunk chunks come back on free.
-func pipeline(ctx context.Context, keep func(event.Kind) bool, sink func([]event.Event), reuse bool, produce func(work, order chan<- *chunk, free <-chan *chunk) error) (int64, error) {
+// reuse, sunk chunks come back on free. When the chunks are slices of
+// mapped, a fault on it (the file truncated while read) in any of the
+// goroutines that read it is logline.ErrTruncated: the events of the chunk
+// that faulted and of those after it are not sunk, and pipeline returns
+// once no goroutine reads the mapping any more.
+func pipeline(ctx context.Context, keep func(event.Kind) bool, sink func([]event.Event), reuse bool, mapped []byte, produce func(work, order chan<- *chunk, free <-chan *chunk) error) (int64, error) {
 	workers := max(runtime.GOMAXPROCS(0), 1)
 	work := make(chan *chunk, workers*2)
 	order := make(chan *chunk, workers*4)
@@ -193,26 +199,13 @@ func pipeline(ctx context.Context, keep func(event.Kind) bool, sink func([]event
 	}
 	for range workers {
 		go func() {
+			if mapped != nil {
+				debug.SetPanicOnFault(true)
+			}
 			p := &Parser{Want: keep}
 			last := 0 // events of this worker's last chunk: the next one's estimate
 			for c := range work {
-				if c.events == nil {
-					c.events = make([]event.Event, 0, last+last/8+16)
-				}
-				s := unsafe.String(unsafe.SliceData(c.data), len(c.data))
-				for len(s) > 0 {
-					i := indexNL(s)
-					line := s
-					if i >= 0 {
-						line, s = s[:i], s[i+1:]
-					} else {
-						s = ""
-					}
-					c.lines++
-					if e, ok := p.Parse(line); ok && (keep == nil || keep(e.Kind)) {
-						c.events = append(c.events, e)
-					}
-				}
+				c.err = parseChunk(p, c, keep, last, mapped)
 				last = len(c.events)
 				close(c.done)
 			}
@@ -222,14 +215,27 @@ func pipeline(ctx context.Context, keep func(event.Kind) bool, sink func([]event
 	go func() {
 		defer close(work)
 		defer close(order)
-		readErr <- produce(work, order, free)
+		readErr <- func() (err error) {
+			if mapped != nil {
+				debug.SetPanicOnFault(true)
+				defer logline.CatchFault(mapped, &err)
+			}
+			return produce(work, order, free)
+		}()
 	}()
+	if mapped != nil {
+		defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	}
 	var lines int64
+	var fault error
 	for c := range order {
 		<-c.done
 		lines += int64(c.lines)
-		if len(c.events) > 0 {
-			sink(c.events)
+		if fault == nil {
+			fault = c.err
+		}
+		if fault == nil && len(c.events) > 0 {
+			fault = sinkChunk(sink, c.events, mapped)
 		}
 		if c.sunk != nil {
 			c.sunk()
@@ -241,7 +247,46 @@ func pipeline(ctx context.Context, keep func(event.Kind) bool, sink func([]event
 			}
 		}
 	}
-	return lines, <-readErr
+	if err := <-readErr; err != nil || fault == nil {
+		return lines, err
+	}
+	return lines, fault
+}
+
+// parseChunk parses c's lines into c.events (logline.CatchFault when the
+// chunk is a slice of mapped).
+func parseChunk(p *Parser, c *chunk, keep func(event.Kind) bool, last int, mapped []byte) (err error) {
+	if mapped != nil {
+		defer logline.CatchFault(mapped, &err)
+	}
+	if c.events == nil {
+		c.events = make([]event.Event, 0, last+last/8+16)
+	}
+	s := unsafe.String(unsafe.SliceData(c.data), len(c.data))
+	for len(s) > 0 {
+		i := indexNL(s)
+		line := s
+		if i >= 0 {
+			line, s = s[:i], s[i+1:]
+		} else {
+			s = ""
+		}
+		c.lines++
+		if e, ok := p.Parse(line); ok && (keep == nil || keep(e.Kind)) {
+			c.events = append(c.events, e)
+		}
+	}
+	return nil
+}
+
+// sinkChunk hands events to sink, which copies what it keeps of their
+// strings (slices of mapped, when it is not nil).
+func sinkChunk(sink func([]event.Event), events []event.Event, mapped []byte) (err error) {
+	if mapped != nil {
+		defer logline.CatchFault(mapped, &err)
+	}
+	sink(events)
+	return nil
 }
 
 func indexNL(s string) int { return strings.IndexByte(s, '\n') }

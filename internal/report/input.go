@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -113,8 +114,12 @@ func (a *Analyzer) readMapped(f *os.File, p *logline.Parser) error {
 // given back (a test makes it small).
 var dropMapped = 8 << 20
 
-// readLines reads r, or the mapped file data when data is not nil.
-func (a *Analyzer) readLines(r io.Reader, data []byte, p *logline.Parser) error {
+// readLines reads r, or the mapped file data when data is not nil. The
+// three goroutines that read a mapping (the reader, the counting and the
+// client stage) each turn a fault on it into logline.ErrTruncated
+// (logline.CatchFault), and readLines returns only when none of them
+// reads it any more: the caller unmaps it then.
+func (a *Analyzer) readLines(r io.Reader, data []byte, p *logline.Parser) (err error) {
 	pool := make(chan *chunk, 8)
 	release := func(c *chunk) {
 		if c.refs.Add(-1) != 0 || len(c.buf) != chunkSize {
@@ -139,7 +144,11 @@ func (a *Analyzer) readLines(r io.Reader, data []byte, p *logline.Parser) error 
 	}
 	clients := make(chan *batch, 4) // counted batches, to the client stage
 	done := make(chan struct{})
-	defer close(done)
+	defer func() {
+		close(done)
+		for range full { // (the reader is gone when full is closed)
+		}
+	}()
 	rd := &lineReader{a: a, p: p, free: free, full: full, clients: clients, done: done, domains: map[string]string{}}
 	go rd.run(r, data, pool, release)
 	// The client work of the abuse view (logwatch's reading of a line, the
@@ -148,8 +157,12 @@ func (a *Analyzer) readLines(r io.Reader, data []byte, p *logline.Parser) error 
 	// goroutine, a batch behind the counting: the counting was the slower
 	// half of the pipeline. It ends before readLines returns.
 	stageDone := make(chan struct{})
-	go func() {
-		defer close(stageDone)
+	var stageErr error // (read once stageDone is closed)
+	stage := func() (err error) {
+		if data != nil {
+			debug.SetPanicOnFault(true)
+			defer logline.CatchFault(data, &err)
+		}
 		dropped := 0 // the start of data's pages still mapped in
 		for b := range clients {
 			a.abuse.doQueued(b)
@@ -167,11 +180,27 @@ func (a *Analyzer) readLines(r io.Reader, data []byte, p *logline.Parser) error 
 			}
 			free <- b
 		}
+		return nil
+	}
+	go func() {
+		defer close(stageDone)
+		if stageErr = stage(); stageErr != nil {
+			for b := range clients { // (free holds every batch)
+				free <- b
+			}
+		}
 	}()
 	defer func() {
 		close(clients)
 		<-stageDone
+		if err == nil {
+			err = stageErr
+		}
 	}()
+	if data != nil {
+		defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+		defer logline.CatchFault(data, &err)
+	}
 	for b := range full {
 		a.abuse.batch = b
 		a.lines += int64(len(b.raw)) // (nothing below reads it)
@@ -218,7 +247,7 @@ func (a *Analyzer) readLines(r io.Reader, data []byte, p *logline.Parser) error 
 			return err
 		}
 	}
-	return nil
+	return rd.fault // (set before full was closed)
 }
 
 // lineReader is the reading goroutine of readLines: it splits the input
@@ -240,12 +269,17 @@ type lineReader struct {
 	domains             map[string]string
 	free, full, clients chan *batch
 	done                chan struct{}
+	fault               error // a fault on the mapping (logline.CatchFault)
 }
 
 // run reads r, or the mapped file data when data is not nil, into
 // batches sent on rd.full, which it closes when done.
 func (rd *lineReader) run(r io.Reader, data []byte, pool chan *chunk, release func(*chunk)) {
 	defer close(rd.full)
+	if data != nil {
+		debug.SetPanicOnFault(true)
+		defer logline.CatchFault(data, &rd.fault) // (before full is closed)
+	}
 	var buf []byte
 	start, end, eof := 0, 0, false
 	if data != nil {
