@@ -28,72 +28,66 @@ func isDigits(s string) bool {
 // ("postfix/smtpd[1]: " + s): the message is taken as preceded by a space,
 // so that "reject: CONNECT from ..." at its very start matches too. The
 // greedy ".*" makes the last keyword occurrence that fits win.
+//
+// The candidates (a keyword preceded by a space or the start and followed
+// by ": ") are found forward through the colons, and each that fits
+// replaces the one before. After one that fits, "KEYWORD: TYPE from
+// FROM: " is passed over to FROM's ": ": TYPE and FROM hold no space, so a
+// later candidate can start only at TYPE (it would make TYPE "KEYWORD2:"
+// and FROM start with "from ", which then holds no ": " before its space:
+// it cannot fit along with this one) or at FROM, when FROM is a keyword
+// (then its ": " is read again as a candidate's). A client's colons (an
+// IPv6 address) are not visited, and no list of candidates is kept (the
+// line is read once whatever their number).
 func rejHead(s string) (typ, from, rmdr string, ok bool) {
-	// Each candidate is a keyword, preceded by a space or the start and
-	// followed by ": ": found forward through the colons (a vectorised
-	// search; a line has a handful, and strings.Index of ": " cost a
-	// call of its own around each), tried last first.
-	var cand [8]int // where the text after "KEYWORD: " starts
-	n := 0
 	for k := 0; ; {
 		p := strings.IndexByte(s[k:], ':')
 		if p < 0 {
-			break
+			return typ, from, rmdr, ok
 		}
 		p += k
 		k = p + 1
 		if p+1 == len(s) || s[p+1] != ' ' {
 			continue
 		}
-		if c := s[max(p-1, 0)]; c != 't' && c != 'g' && c != 'd' { // (the keywords' last bytes: most ": " follow none)
+		if c := s[max(p-1, 0)]; (c != 't' && c != 'd' && c != 'g') || !keywordBefore(s, p) { // (the keywords' last bytes: most ": " follow none)
 			continue
 		}
-		for _, kw := range [...]string{"reject", "reject_warning", "hold", "discard"} {
-			if i := p - len(kw); i >= 0 && s[i:p] == kw && (i == 0 || s[i-1] == ' ') {
-				if n == len(cand) {
-					return rejHeadSlow(s)
-				}
-				cand[n] = p + 2
-				n++
-				break
+		if t, f, r, fits := rejHeadRest(s[p+2:]); fits {
+			typ, from, rmdr, ok = t, f, r, true
+			if k = len(s) - len(r); keywordBefore(s, k-2) {
+				k -= 2 // FROM's ": ", a candidate's
 			}
 		}
 	}
-	for n > 0 {
-		n--
-		if typ, from, rmdr, ok := rejHeadRest(s[cand[n]:]); ok {
-			return typ, from, rmdr, true
-		}
-	}
-	return "", "", "", false
 }
 
-// rejHeadSlow is rejHead trying every space from the end (a line with
-// more candidates than rejHead keeps).
-func rejHeadSlow(s string) (typ, from, rmdr string, ok bool) {
-	for i := len(s) - 1; i >= -1; i-- {
-		if i >= 0 && s[i] != ' ' {
-			continue
+// keywordBefore reports whether s[:p] ends in one of rejHead's keywords
+// preceded by a space or the start of s. The keywords are compared as
+// constants (a load or two each, not a call), chosen by their last byte:
+// most colons follow none of 't', 'd', 'g'.
+func keywordBefore(s string, p int) bool {
+	if p < 4 {
+		return false
+	}
+	i := p
+	switch s[p-1] {
+	case 't':
+		if p >= 6 && s[p-6:p] == "reject" {
+			i = p - 6
 		}
-		r := s[i+1:]
-		var kw int
-		switch {
-		case strings.HasPrefix(r, "reject: "):
-			kw = len("reject: ")
-		case strings.HasPrefix(r, "reject_warning: "):
-			kw = len("reject_warning: ")
-		case strings.HasPrefix(r, "hold: "):
-			kw = len("hold: ")
-		case strings.HasPrefix(r, "discard: "):
-			kw = len("discard: ")
-		default:
-			continue
+	case 'd':
+		if s[p-4:p] == "hold" {
+			i = p - 4
+		} else if p >= 7 && s[p-7:p] == "discard" {
+			i = p - 7
 		}
-		if typ, from, rmdr, ok := rejHeadRest(r[kw:]); ok {
-			return typ, from, rmdr, true
+	case 'g':
+		if p >= 14 && s[p-14:p] == "reject_warning" {
+			i = p - 14
 		}
 	}
-	return "", "", "", false
+	return i < p && (i == 0 || s[i-1] == ' ')
 }
 
 // rejHeadRest matches "(\S+) from (\S+?): (.*)$" at the start of r.

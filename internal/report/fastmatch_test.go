@@ -87,6 +87,21 @@ var fastSeeds = []string{
 	"a reject: X from b: 1 reject: X from b: 2 reject: X from b: 3 reject: X from b: 4 reject: X from b: 5 reject: X from b: 6 reject: X from b: 7 reject: X from b: 8 reject: X from b: 9 hold: Y from c: 10",
 	"a reject: X from b: 1 reject: X from b: 2 reject: X from b: 3 reject: X from b: 4 reject: X from b: 5 reject: X from b: 6 reject: X from b: 7 reject: X from b: 8 reject: X from b: 9 hold: Y frm c: 10",
 	"reject_warning: RCPT from unknown[1.2.3.4]: 450 a: b; reject_warning:  from x: y", "hold:: A from b: c", "discard: A from b:c",
+	// rejHead passes over "KEYWORD: TYPE from FROM: " after a candidate
+	// that fits: FROM a keyword (a candidate there, that fits or not),
+	// TYPE a keyword, a keyword in the reply or the HELO that fits or
+	// not, an IPv6 client's colons, truncated lines.
+	"reject: RCPT from reject: MAIL from b: c", "reject: RCPT from reject: c", "reject: RCPT from hold: X from y: z",
+	"reject: reject: from from b: c", "reject: reject: X from b: c", "hold: A from hold: B from hold: C from d: e",
+	"hold: A from discard: B from reject_warning: C from d: e f", "discard: A from discard: ",
+	"NOQUEUE: reject: RCPT from unknown[2001:db8::1]: 554 5.7.1 <a@b>: Relay access denied; from=<x> to=<y> proto=ESMTP helo=<reject: X from y: z>",
+	"NOQUEUE: reject: RCPT from unknown[2001:db8::1]: 554 5.7.1 <a@b>: Relay access denied; from=<x> to=<y> proto=ESMTP helo=<reject: X from y:z>",
+	"NOQUEUE: reject: RCPT from a[1.2.3.4]: 550 mail from x: denied; hold: it from there: now",
+	"NOQUEUE: reject: RCPT from a[1.2.3.4]: 550 mail from x: denied; hold: it from there:now",
+	"NOQUEUE: reject: RCPT from unknown[2001:db8::", "NOQUEUE: reject: RCPT from", "NOQUEUE: reject:", "NOQUEUE: reject: ", "reject: RCPT from a:",
+	"reject: RCPT from a: ", "xhold: A from b: c reject: B from c: d", "x reject_warning: A from b: c", "reject_warning: A from b: c hold: x",
+	"4B00001: discard: END-OF-MESSAGE from a[1.2.3.4]: 5.7.1 discard: x from y: z", "reject: A from b: c\treject: D from e: f",
+	"reject: A from b\t: c reject: D from e:\tf", "hold: A from b: c; hold:  from e: f", ":: reject: A from b: c", "d: hold: A from :: c",
 	"mail.Example.co.uk[192.0.2.1]", "a.b.com[1.2.3.4]:25", "x.y.ab.cd[10.0.0.1]",
 	"NOQUEUE: reject: RCPT from unknown[203.0.113.5]: 554 5.7.1 <spam@target.example>: Relay access denied; from=<s@spam.example> to=<spam@target.example> proto=ESMTP helo=<x>",
 	"554 5.7.1 Service unavailable; Client host [198.51.100.99] blocked using zen.spamhaus.org; https://x; from=<a@b> to=<c@d>",
