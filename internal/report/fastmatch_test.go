@@ -398,3 +398,36 @@ func TestIndexBlocked(t *testing.T) {
 		}
 	}
 }
+
+// TestProcRejectSpecial holds procReject's pipelining, size-limit and
+// server-configuration rules (reached only with a ';' kept in the reason:
+// verbose, or a reason rejReason leaves whole) and the usual lines next
+// to them, verbose and not (with --rej-add-from), to the keys the code
+// before the ';' test gave.
+func TestProcRejectSpecial(t *testing.T) {
+	dom := func(s string) string { return "D(" + s + ")" }
+	for _, tc := range []struct {
+		line    string
+		verbose bool
+		want    rejectKey
+	}{
+		{"NOQUEUE: reject: RCPT from a[1.2.3.4]: 503 Improper use of SMTP command pipelining; from=<a@b> to=<c@d>", false, rejectKey{"RCPT", "Improper use of SMTP command pipelining", "a[1.2.3.4]"}},
+		{"NOQUEUE: reject: RCPT from a[1.2.3.4]: 503 Improper use of SMTP command pipelining; from=<a@b> to=<c@d>", true, rejectKey{"RCPT", "Improper use of SMTP command pipelining", "a[1.2.3.4]"}},
+		{"NOQUEUE: reject: RCPT from a[1.2.3.4]: 552 Message size exceeds fixed limit; proto=ESMTP", false, rejectKey{"RCPT", "Message size exceeds fixed limit", "D(a[1.2.3.4])"}},
+		{"NOQUEUE: reject: RCPT from a[1.2.3.4]: 552 Message size exceeds fixed limit; proto=ESMTP", true, rejectKey{"RCPT", "Message size exceeds fixed limit", "D(a[1.2.3.4])  (<>)"}},
+		{"NOQUEUE: reject: RCPT from a[1.2.3.4]: 451 Server configuration error; from=<a@b>", false, rejectKey{"RCPT", "(Local) Server configuration error", "D(a[1.2.3.4])"}},
+		{"NOQUEUE: reject: RCPT from a[1.2.3.4]: 451 Server configuration error; from=<a@b>", true, rejectKey{"RCPT", "(Local) Server configuration error", "D(a[1.2.3.4])  (a@b)"}},
+		{"NOQUEUE: reject: CONNECT from a[1.2.3.4]: 451 Server configuration problem; x", false, rejectKey{"CONNECT", "(Local) Server configuration problem", "D(a[1.2.3.4])"}},
+		{"NOQUEUE: reject: CONNECT from a[1.2.3.4]: 451 Server configuration problem; x", true, rejectKey{"CONNECT", "(Local) Server configuration problem", "D(a[1.2.3.4])  (<>)"}},
+		{"NOQUEUE: reject: DATA from a[1.2.3.4]: 552 Message size exceeds fixed limit, from=<a@b>", false, rejectKey{"DATA", "552 Message size exceeds fixed limit, from=<a@b>", "D(a[1.2.3.4])"}},
+		{"NOQUEUE: reject: DATA from a[1.2.3.4]: 552 Message size exceeds fixed limit, from=<a@b>", true, rejectKey{"DATA", "552 Message size exceeds fixed limit, from=<a@b>", "D(a[1.2.3.4])  (a@b)"}},
+		{"NOQUEUE: reject: RCPT from a[1.2.3.4]: 554 5.7.1 <x@y>: Relay access denied; from=<a@b> to=<x@y> proto=ESMTP helo=<h>", false, rejectKey{"RCPT", "Relay access denied", "D(a[1.2.3.4])"}},
+		{"NOQUEUE: reject: RCPT from a[1.2.3.4]: 554 5.7.1 <x@y>: Relay access denied; from=<a@b> to=<x@y> proto=ESMTP helo=<h>", true, rejectKey{"RCPT", "554 5.7.1 <x@y>: Relay access denied; from=<a@b> to=<x@y> proto=ESMTP helo=<h>", "D(a[1.2.3.4])  (a@b)"}},
+		{"NOQUEUE: reject: MAIL from a[1.2.3.4]: 552 5.3.4 Message size exceeds fixed limit; proto=ESMTP helo=<x>", false, rejectKey{"MAIL", "5.3.4 Message size exceeds fixed limit", "D(a[1.2.3.4])"}},
+		{"NOQUEUE: reject: MAIL from a[1.2.3.4]: 552 5.3.4 Message size exceeds fixed limit; proto=ESMTP helo=<x>", true, rejectKey{"MAIL", "552 5.3.4 Message size exceeds fixed limit; proto=ESMTP helo=<x>", "D(a[1.2.3.4])  (<>)"}},
+	} {
+		if got := procReject(tc.line, tc.verbose, false, tc.verbose, dom); got != tc.want {
+			t.Errorf("procReject(%q, verbose %v) = %q, want %q", tc.line, tc.verbose, got, tc.want)
+		}
+	}
+}
