@@ -133,7 +133,7 @@ func (t *Follower) start(ctx context.Context, emit func(string)) error {
 			return fmt.Errorf("logwatch: %s: load position: %w", t.Path, err)
 		}
 	}
-	waiting := false
+	waiting, unreadable := false, false
 	for {
 		// Only a regular file can be followed by offset. A directory
 		// opens and reads as an empty file that never grows; a named
@@ -189,9 +189,17 @@ func (t *Follower) start(ctx context.Context, emit func(string)) error {
 			return nil
 		}
 		if !errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("logwatch: %w", err)
-		}
-		if !waiting {
+			// A file that is there and cannot be opened (permission
+			// denied: a rotation made it with the wrong owner; a loop of
+			// symbolic links) is the operator's to mend. It is said once,
+			// as an error, and tried again: a source that stopped here for
+			// good was a guard that banned nobody for this log until it
+			// was restarted.
+			if !unreadable {
+				t.Log.Error("logwatch: cannot open the file; trying again until it can be read", "file", t.Path, "err", err)
+				unreadable = true
+			}
+		} else if !waiting {
 			// Said once: a misspelt path is otherwise a source that
 			// silently watches nothing (a log that does not exist yet,
 			// before the first rotation or the MTA's first start, is fine).

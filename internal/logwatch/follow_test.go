@@ -421,3 +421,55 @@ func TestReplayFileMatchesSequential(t *testing.T) {
 		t.Fatalf("nothing kept: %d lines, %v", n, err)
 	}
 }
+
+// A log that is there but cannot be opened at start (here a loop of
+// symbolic links; permission denied for a guard not run as root) is said
+// once, as an error, and tried again: once it can be read, its lines come.
+// The source used to stop for good at the first failed open.
+func TestFollowUnreadableAtStartRetried(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "mail.log")
+	if err := os.Symlink(path, path); err != nil { // opens with ELOOP
+		t.Fatal(err)
+	}
+	logs := &syncBuffer{}
+	c := &collector{}
+	f := &Follower{Path: path, Poll: 20 * time.Millisecond, FromStart: true, Log: slog.New(slog.NewTextHandler(logs, nil))}
+	ctx, cancel := context.WithCancel(context.Background())
+	var runErr error
+	done := make(chan struct{})
+	go func() { runErr = f.Run(ctx, c.add); close(done) }()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	deadline := time.Now().Add(20 * time.Second)
+	for !strings.Contains(logs.String(), "cannot open the file") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no error logged for the unreadable file:\n%s", logs)
+		}
+		select {
+		case <-done:
+			t.Fatalf("the follower stopped at an unreadable file (%v):\n%s", runErr, logs)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	time.Sleep(200 * time.Millisecond) // ~10 more tries
+	if n := strings.Count(logs.String(), "cannot open the file"); n != 1 {
+		t.Fatalf("said %d times, want once:\n%s", n, logs)
+	}
+	select {
+	case <-done:
+		t.Fatalf("the follower stopped at an unreadable file (%v):\n%s", runErr, logs)
+	default:
+	}
+	// The operator mends it: the file's lines are read.
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(testLine(0)+"\n"+testLine(1)+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c.waitFor(t, 2)
+	checkSequence(t, c.snapshot(), 0, 2)
+}
