@@ -2,6 +2,7 @@ package logwatch
 
 import (
 	"encoding/binary"
+	"errors"
 	"math/bits"
 	"net/netip"
 	"strconv"
@@ -160,7 +161,7 @@ func loginLine(e *event.Event, proc, msg string) bool {
 			if j := strings.IndexByte(n[d:], ')'); j >= 0 {
 				e.Detail = n[:d+j]
 				if v := digitsValue(n[:d]); v > 1 {
-					e.Attempts = v
+					e.Attempts = min(v, MaxAttempts)
 				}
 			}
 			return true
@@ -169,8 +170,10 @@ func loginLine(e *event.Event, proc, msg string) bool {
 			e.Detail = n[:j]
 		}
 		if k := strings.IndexByte(e.Detail, ' '); k > 0 {
-			if v, err := strconv.Atoi(e.Detail[:k]); err == nil && v > 1 {
-				e.Attempts = v
+			// (a count too large for an int is ErrRange with the largest
+			// int: the most attempts, as the text says)
+			if v, err := strconv.Atoi(e.Detail[:k]); (err == nil || errors.Is(err, strconv.ErrRange)) && v > 1 {
+				e.Attempts = min(v, MaxAttempts)
 			}
 		}
 		return true
@@ -445,6 +448,16 @@ func loginMethod(mid string) string {
 	}
 	return v
 }
+
+// MaxAttempts is the most attempts one login summary ("auth failed, N
+// attempts in M secs") stands for. Dovecot delays each failure
+// (auth_failure_delay, 2 s) and ends a login that does not finish, so a
+// real session's N is a few dozen at most; the text is the log's, and
+// anyone who can write to syslog (logger -t dovecot) can write N =
+// 999999999. Every attempt is paired and counted one by one (Once, the
+// report's abuse view), holding the pairing's lock: such a line stalled
+// the guard for minutes and ran the report out of memory.
+const MaxAttempts = 1000
 
 // leadingDigits is the number of ASCII digits s starts with, up to 18
 // (digitsValue's value of 18 digits cannot overflow an int).

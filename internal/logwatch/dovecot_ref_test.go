@@ -1,6 +1,7 @@
 package logwatch
 
 import (
+	"errors"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -92,8 +93,8 @@ func refParseDovecot(program, msg string) (event.Event, bool) {
 			}
 			// "3 attempts in 18 secs": the summary of the session's failures.
 			if k := strings.IndexByte(e.Detail, ' '); k > 0 {
-				if v, err := strconv.Atoi(e.Detail[:k]); err == nil && v > 1 {
-					e.Attempts = v
+				if v, err := strconv.Atoi(e.Detail[:k]); (err == nil || errors.Is(err, strconv.ErrRange)) && v > 1 {
+					e.Attempts = min(v, MaxAttempts) // (the bound is a rule, not a speed-up)
 				}
 			}
 			return e, true

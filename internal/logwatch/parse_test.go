@@ -1,6 +1,7 @@
 package logwatch
 
 import (
+	"context"
 	"net/netip"
 	"strings"
 	"testing"
@@ -256,5 +257,28 @@ func TestParserWant(t *testing.T) {
 	// drops the other kinds).
 	if got := kinds(func(k event.Kind) bool { return k == event.RelayDenied || k == event.Delivered }); got != all {
 		t.Errorf("relay and delivered wanted: %s, want %s", got, all)
+	}
+}
+
+// A Dovecot login summary stands for at most MaxAttempts attempts: the
+// count is the log's text, and a forged "999999991 attempts" (logger -t
+// dovecot) made the pairing loop once per attempt under its lock.
+func TestDovecotAttemptsBounded(t *testing.T) {
+	for _, c := range []struct {
+		n    string
+		want int
+	}{{"3", 3}, {"1000", 1000}, {"1001", MaxAttempts}, {"999999991", MaxAttempts}, {"999999999999999999", MaxAttempts}, {"9999999999999999999", MaxAttempts}} {
+		line := "Dec  4 00:35:54 mx1 dovecot: pop3-login: Disconnected (auth failed, " + c.n + " attempts in 2 secs): user=<bob>, method=PLAIN, rip=96.87.32.137, lip=192.0.2.10"
+		e, ok := (&Parser{}).Parse(line)
+		if !ok || e.Kind != event.AuthFailure || e.Attempts != c.want || e.IP.String() != "96.87.32.137" {
+			t.Errorf("%s attempts: %v %s %d %s, want an auth failure of %d attempts from 96.87.32.137", c.n, ok, e.Kind, e.Attempts, e.IP, c.want)
+		}
+	}
+	// Paired and counted whole: one such line is MaxAttempts failures.
+	sink := &countingSink{n: map[netip.Addr]int{}}
+	e, _ := (&Parser{}).Parse("Dec  4 00:35:54 mx1 dovecot: pop3-login: Disconnected (auth failed, 999999991 attempts in 2 secs): user=<bob>, method=PLAIN, rip=96.87.32.137, lip=192.0.2.10")
+	NewOnce(sink).Publish(context.Background(), e)
+	if n := sink.n[netip.MustParseAddr("96.87.32.137")]; n != MaxAttempts {
+		t.Fatalf("%d failures published, want %d", n, MaxAttempts)
 	}
 }
