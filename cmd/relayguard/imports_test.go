@@ -46,7 +46,7 @@ var leaves = map[string][]string{
 	"internal/faillog": nil,
 	"internal/redact":  nil,
 	"internal/logline": nil,
-	"internal/maillog": {"internal/event"},
+	"internal/maillog": {"internal/event", "internal/logline"},
 	"internal/store":   {"internal/ban", "internal/faillog", "internal/redact"},
 }
 

@@ -148,7 +148,7 @@ func FuzzDovecotSameAsReference(f *testing.F) {
 	f.Fuzz(checkDovecotSame)
 }
 
-// FuzzDottedQuad: the address dottedQuad reads at the start of s is what
+// FuzzDottedQuad: the address logline.DottedQuad reads at the start of s is what
 // netip.ParseAddr reads there, and it reads every dotted quad netip does.
 func FuzzDottedQuad(f *testing.F) {
 	for _, s := range []string{"1.2.3.4", "255.255.255.255", "01.2.3.4", "256.0.0.1", "1.2.3", "::1", "0.0.0.0", "1.2.3.4, lip", "1.2.3.45)", "1.2.3.4.5", "1.2.3.0004",
@@ -158,21 +158,21 @@ func FuzzDottedQuad(f *testing.F) {
 	f.Fuzz(func(t *testing.T, s string) {
 		// s alone, and with text after it as in Dovecot's lines
 		for _, x := range []string{s, s + ", lip=192.0.2.10, TLS", s + "0123456789abcdef", s + ".0123456789abcdef"} {
-			got, n, ok := dottedQuad(x)
+			got, n, ok := logline.DottedQuad(x)
 			if wi, wn, wok := refDottedQuad(x); got != wi || n != wn || ok != wok {
-				t.Fatalf("dottedQuad(%q) = %v, %d, %v; the old one %v, %d, %v", x, got, n, ok, wi, wn, wok)
+				t.Fatalf("logline.DottedQuad(%q) = %v, %d, %v; the old one %v, %d, %v", x, got, n, ok, wi, wn, wok)
 			}
 			if ok {
 				if want, err := netip.ParseAddr(x[:n]); err != nil || got != want {
-					t.Fatalf("dottedQuad(%q) = %v, %d; netip.ParseAddr(%q) gives %v, %v", x, got, n, x[:n], want, err)
+					t.Fatalf("logline.DottedQuad(%q) = %v, %d; netip.ParseAddr(%q) gives %v, %v", x, got, n, x[:n], want, err)
 				}
 				if n < len(x) && (x[n] == '.' || x[n] >= '0' && x[n] <= '9') {
-					t.Fatalf("dottedQuad(%q) stopped at %d, inside a longer address", x, n)
+					t.Fatalf("logline.DottedQuad(%q) stopped at %d, inside a longer address", x, n)
 				}
 			}
 			want, err := netip.ParseAddr(s)
 			if err == nil && want.Is4() && (x == s || x[len(s)] == ',') && (!ok || n != len(s) || got != want) {
-				t.Fatalf("dottedQuad(%q) = %v, %d, %v; netip.ParseAddr reads %v in %q", x, got, n, ok, want, s)
+				t.Fatalf("logline.DottedQuad(%q) = %v, %d, %v; netip.ParseAddr reads %v in %q", x, got, n, ok, want, s)
 			}
 		}
 	})
@@ -225,8 +225,8 @@ func FuzzDovecotSearches(f *testing.F) {
 	})
 }
 
-// refDottedQuad is dottedQuad as it was before session 8 (a call of
-// refQuadField per field): FuzzDottedQuad holds dottedQuad to it.
+// refDottedQuad is logline.DottedQuad as it was before session 8 (a call of
+// refQuadField per field): FuzzDottedQuad holds logline.DottedQuad to it.
 func refDottedQuad(s string) (ip netip.Addr, n int, ok bool) {
 	var b [4]byte
 	i := 0
@@ -280,15 +280,15 @@ func refQuadField(s string, i int) (v uint, j int) {
 	return v, i + 3
 }
 
-// TestDottedQuadSame holds dottedQuad to the old one on every string of
+// TestDottedQuadSame holds logline.DottedQuad to the old one on every string of
 // up to 9 bytes over digits, '.', and one other byte, and on addresses
 // with every field from 0 to 299 cut at every length.
 func TestDottedQuadSame(t *testing.T) {
 	check := func(s string) {
-		gi, gn, gok := dottedQuad(s)
+		gi, gn, gok := logline.DottedQuad(s)
 		wi, wn, wok := refDottedQuad(s)
 		if gi != wi || gn != wn || gok != wok {
-			t.Fatalf("dottedQuad(%q) = %v, %d, %v; the old one %v, %d, %v", s, gi, gn, gok, wi, wn, wok)
+			t.Fatalf("logline.DottedQuad(%q) = %v, %d, %v; the old one %v, %d, %v", s, gi, gn, gok, wi, wn, wok)
 		}
 	}
 	alphabet := "0129.x"

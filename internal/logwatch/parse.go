@@ -222,7 +222,7 @@ var hexValue = func() (t [256]uint8) {
 // leading zero, at most 255); ok is false for anything else, which
 // ParseAddr then reads (or refuses).
 func parseIPv4(s string) (netip.Addr, bool) {
-	ip, n, ok := dottedQuad(s)
+	ip, n, ok := logline.DottedQuad(s)
 	return ip, ok && n == len(s)
 }
 

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 	"unsafe"
+
+	"github.com/relayguard/relayguard/internal/logline"
 )
 
 // aliases are messages older relayguard versions wrote for records of the
@@ -569,59 +571,11 @@ func (r *Record) setKey(k key, v string) {
 // parseAddr is netip.ParseAddr(v).Unmap(), with the dotted quad of an
 // IPv4 client (most records' client key) read by hand.
 func parseAddr(v string) (netip.Addr, bool) {
-	if a, ok := dottedQuad(v); ok {
+	if a, n, ok := logline.DottedQuad(v); ok && n == len(v) {
 		return a, true
 	}
 	a, err := netip.ParseAddr(v)
 	return a.Unmap(), err == nil
-}
-
-// dottedQuad reads s if it is four decimal fields of 0-255 without
-// leading zeros, separated by dots: the IPv4 addresses netip.ParseAddr
-// reads (it refuses anything else, which is left to it). Each field is
-// read in line, its one to three digits without a loop (a loop over the
-// bytes cost ~290 instructions an address).
-func dottedQuad(s string) (netip.Addr, bool) {
-	if len(s) < len("0.0.0.0") || len(s) > len("255.255.255.255") {
-		return netip.Addr{}, false
-	}
-	var b [4]byte
-	i := 0
-	for f := range 4 {
-		if f > 0 {
-			if i >= len(s) || s[i] != '.' {
-				return netip.Addr{}, false
-			}
-			i++
-		}
-		if i >= len(s) {
-			return netip.Addr{}, false
-		}
-		v := uint(s[i] - '0')
-		if v > 9 {
-			return netip.Addr{}, false
-		}
-		i++
-		if v != 0 && i < len(s) { // (a field starting with 0 is "0")
-			if d := uint(s[i] - '0'); d <= 9 {
-				v = v*10 + d
-				i++
-				if i < len(s) {
-					if d := uint(s[i] - '0'); d <= 9 {
-						if v = v*10 + d; v > 255 {
-							return netip.Addr{}, false
-						}
-						i++
-					}
-				}
-			}
-		}
-		b[f] = byte(v)
-	}
-	if i != len(s) { // (more digits, dots or anything else)
-		return netip.Addr{}, false
-	}
-	return netip.AddrFrom4(b), true
 }
 
 func atoi(s string) int {
