@@ -187,14 +187,13 @@ func (a *Analyzer) add(l *logline.Line, at int, hr int, day dayKey) {
 	a.seen(l.Time, day)
 
 	if cmd == "cleanup" && cleanupCheck(msg) {
-		if mm := reCleanup.FindStringSubmatch(msg); mm != nil {
-			rest := mm[3]
+		if verdict, part, rest, ok := cleanupVerdict(msg); ok {
 			if !a.opt.VerboseMsgDetail {
 				rest = cleanTail(rest)
 			}
 			rest = stringTrimmer(rest, 64, a.opt.VerboseMsgDetail)
-			k := rejectKey{cmd, mm[2], rest}
-			switch mm[1] {
+			k := rejectKey{cmd, part, rest}
+			switch verdict {
 			case "reject", "milter-reject":
 				a.rejectD.add(k)
 				a.rejected++

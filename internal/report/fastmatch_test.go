@@ -431,3 +431,53 @@ func TestProcRejectSpecial(t *testing.T) {
 		}
 	}
 }
+
+// reCleanup is pflogsumm's expression for a cleanup check's verdict, the
+// reference cleanupVerdict is held to.
+var reCleanup = regexp.MustCompile(`.*?\b((?:milter-)?reject|warning|hold|discard): (header|body|END-OF-MESSAGE) (.*)$`)
+
+func checkCleanupVerdict(t *testing.T, s string) {
+	t.Helper()
+	v, part, text, ok := cleanupVerdict(s)
+	m := reCleanup.FindStringSubmatch(s)
+	if ok != (m != nil) || m != nil && (v != m[1] || part != m[2] || text != m[3]) {
+		t.Fatalf("cleanupVerdict(%q) = %q %q %q %v, regexp %q", s, v, part, text, ok, m)
+	}
+}
+
+var cleanupSeeds = []string{
+	"4B00040: discard: header Subject: Buy now 1 from mx.example.de[198.51.100.29]; from=<user8@foo.example.de> to=<erin@mx1.example.test> proto=ESMTP helo=<helo.example>: 5.7.1 spam",
+	"4B00040: milter-reject: END-OF-MESSAGE from a[1.2.3.4]: 5.7.1 x; from=<a> to=<b>",
+	"4B00040: warning: body x hold: header y", "4B00040: hold: body ", "4B00040: hold: body", "reject: header x",
+	"xreject: header x", "x-reject: header x", "_hold: body y", "9discard: body y", "ühold: body y", "milter-reject: header a",
+	"xmilter-reject: header a", "x milter-reject: header a", "milter_reject: header a", "reject: headers x", "reject:  header x",
+	"reject: Header x", "warning: END-OF-MESSAGEx", "warning: END-OF-MESSAGE ", "a: warning: x: hold: header y: discard: body z",
+	"a: warningg: header x: hold: header y", "hold: header a\nreject: body b", "hold: header a\nb", "reject: body \n",
+	"\nreject: body x", "hold: header a\nxhold: body b\nc", ":", "", ": header ", "d: header x", "discard: body ok\thold: body no",
+}
+
+// TestCleanupVerdictAgree holds cleanupVerdict to reCleanup: seeds with
+// several verdicts, keywords glued to words (the \b), parts not followed
+// by a space, newlines, and every line of the fixture and its messages.
+func TestCleanupVerdictAgree(t *testing.T) {
+	for _, s := range cleanupSeeds {
+		checkCleanupVerdict(t, s)
+	}
+	b, err := os.ReadFile("testdata/fixture.log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		checkCleanupVerdict(t, l)
+		if i := strings.Index(l, ": "); i >= 0 {
+			checkCleanupVerdict(t, l[i+2:])
+		}
+	}
+}
+
+func FuzzCleanupVerdict(f *testing.F) {
+	for _, s := range cleanupSeeds {
+		f.Add(s)
+	}
+	f.Fuzz(checkCleanupVerdict)
+}

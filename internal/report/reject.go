@@ -33,7 +33,6 @@ var (
 	reSizeLim   = regexp.MustCompile(`^.*?\d{3} (Message size exceeds fixed limit);.*$`)
 	reSrvConf   = regexp.MustCompile(`^.*?\d{3} (Server configuration (?:error|problem));.*$`)
 	reFromSrc   = regexp.MustCompile(`^.+? from (\S+?):.*$`)
-	reCleanup   = regexp.MustCompile(`.*?\b((?:milter-)?reject|warning|hold|discard): (header|body|END-OF-MESSAGE) (.*)$`)
 	reCleanTail = regexp.MustCompile(`( from \S+?)?; from=<.*$`)
 	reSaidHead  = regexp.MustCompile(`^.* said: `)
 	reColonHead = regexp.MustCompile(`^.*?: *`)
