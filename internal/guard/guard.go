@@ -89,6 +89,12 @@ type Guard struct {
 	// prefixes this guard banned or unbanned meanwhile: the listing may
 	// predate them, so Sync keeps them as they are in memory.
 	touched map[netip.Prefix]bool
+	// unstored holds the bans decided here that the store refused (the
+	// database's disk full or read-only, SQLite alone): enforced all the
+	// same, and kept in force by Sync, which tries to store them again,
+	// until stored, lifted or expired. A full synchronisation lists only
+	// the stored bans and so lifted them (within ResyncEvery).
+	unstored map[netip.Prefix]Ban
 	// replayed is the size of bans at which a replay next drops the
 	// expired ones (replay.go).
 	replayed int
@@ -127,16 +133,17 @@ func New(o Options) *Guard {
 		o.Limiter = limits.NewAuthLimiter(LimitLevels(o.Config), nil, o.Log)
 	}
 	g := &Guard{
-		o:       o,
-		ml:      maillog.New(o.Log),
-		count:   map[event.Kind]bool{},
-		bans:    map[netip.Prefix]Ban{},
-		success: map[netip.Addr]time.Time{},
-		pop:     map[netip.Addr]time.Time{},
-		carved:  map[netip.Prefix][]netip.Prefix{},
-		holes:   map[netip.Addr]bool{},
-		kick:    make(chan struct{}, 1),
-		flush:   make(chan struct{}, 1),
+		o:        o,
+		ml:       maillog.New(o.Log),
+		count:    map[event.Kind]bool{},
+		bans:     map[netip.Prefix]Ban{},
+		success:  map[netip.Addr]time.Time{},
+		pop:      map[netip.Addr]time.Time{},
+		carved:   map[netip.Prefix][]netip.Prefix{},
+		holes:    map[netip.Addr]bool{},
+		kick:     make(chan struct{}, 1),
+		unstored: map[netip.Prefix]Ban{},
+		flush:    make(chan struct{}, 1),
 	}
 	for _, k := range o.Config.Count {
 		g.count[event.Kind(k)] = true
@@ -448,13 +455,21 @@ func (g *Guard) decide(ctx context.Context, p netip.Prefix, t time.Time, reason 
 	}
 	b := Ban{Prefix: p.Masked(), Created: t, Count: prev + 1, Reason: reason, Source: "guard"}
 	b.Until = t.Add(g.banTime(b.Count))
-	if err := g.o.Store.PutBan(ctx, b); err != nil {
+	err = g.o.Store.PutBan(ctx, b)
+	if err != nil {
 		// Enforced all the same: with the database unwritable (its disk
 		// full, read-only) the attacker went on guessing unbanned. The
-		// ban holds in memory and the firewall until the next full
-		// synchronisation with the store (Sync), or its end.
-		g.o.Log.Error("guard: ban not stored; enforced until the next full synchronisation", "prefix", p.String(), "err", err)
+		// ban holds in memory and the firewall, and each full
+		// synchronisation with the store (Sync) tries to store it again.
+		g.o.Log.Error("guard: ban not stored; enforced, and stored when the store can take it", "prefix", p.String(), "err", err)
 	}
+	g.mu.Lock()
+	if err != nil {
+		g.unstored[b.Prefix] = b
+	} else {
+		delete(g.unstored, b.Prefix)
+	}
+	g.mu.Unlock()
 	g.apply(ctx, b, true)
 	g.ml.Banned(ctx, p, b.Until, b.Count, reason)
 	if g.o.OnBan != nil {
@@ -537,6 +552,9 @@ func (g *Guard) Ban(ctx context.Context, p netip.Prefix, d time.Duration, reason
 	if err := g.o.Store.PutBan(ctx, b); err != nil {
 		return b, err
 	}
+	g.mu.Lock()
+	delete(g.unstored, p)
+	g.mu.Unlock()
 	g.apply(ctx, b, false)
 	g.ml.Banned(ctx, p, b.Until, b.Count, b.Reason)
 	return b, nil
@@ -571,6 +589,7 @@ func (g *Guard) Unban(ctx context.Context, p netip.Prefix) (bool, error) {
 		g.version.Add(1)
 	}
 	delete(g.bans, p)
+	delete(g.unstored, p)
 	g.touch(p)
 	g.relens()
 	g.mu.Unlock()

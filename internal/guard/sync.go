@@ -21,6 +21,7 @@ import (
 // Sync reads the whole list; a running guard calls it only at start and
 // when the store's ChangeFeed cannot tell what changed (Run).
 func (g *Guard) Sync(ctx context.Context, reconcile bool) error {
+	g.storeUnstored(ctx)
 	g.mu.Lock()
 	g.touched = map[netip.Prefix]bool{}
 	g.mu.Unlock()
@@ -52,6 +53,11 @@ func (g *Guard) Sync(ctx context.Context, reconcile bool) error {
 		}
 	}
 	g.touched = nil
+	for p, b := range g.unstored { // decided here, not yet stored
+		if !b.Expired(now) {
+			want[p] = b
+		}
+	}
 	var add []Ban
 	var del []netip.Prefix
 	for p, b := range want {
@@ -86,6 +92,46 @@ func (g *Guard) Sync(ctx context.Context, reconcile bool) error {
 	}
 	g.enforceAddAll(ctx, add)
 	return nil
+}
+
+// storeUnstored tries again to store the bans the store refused
+// (Guard.unstored); those it still refuses stay in force. One that expired
+// meanwhile is forgotten (and said expired if still in force: Sync lifts
+// it).
+func (g *Guard) storeUnstored(ctx context.Context) {
+	g.mu.Lock()
+	if len(g.unstored) == 0 {
+		g.mu.Unlock()
+		return
+	}
+	now := g.o.Now()
+	var try []Ban
+	var expired []netip.Prefix
+	for p, b := range g.unstored {
+		if b.Expired(now) {
+			delete(g.unstored, p)
+			if o, ok := g.bans[p]; ok && o == b {
+				expired = append(expired, p)
+			}
+			continue
+		}
+		try = append(try, b)
+	}
+	g.mu.Unlock()
+	for _, p := range expired {
+		g.ml.Unbanned(ctx, p, "expired")
+	}
+	for _, b := range try {
+		if err := g.o.Store.PutBan(ctx, b); err != nil {
+			continue // (said when decided; tried again at the next Sync)
+		}
+		g.mu.Lock()
+		if o, ok := g.unstored[b.Prefix]; ok && o == b {
+			delete(g.unstored, b.Prefix)
+		}
+		g.mu.Unlock()
+		g.o.Log.Info("guard: ban stored after all", "prefix", b.Prefix.String())
+	}
 }
 
 // reconcile makes the firewall equal to the bans in memory.
@@ -134,6 +180,7 @@ func (g *Guard) applyChanges(ctx context.Context, changes []Change) {
 	g.mu.Lock()
 	for _, c := range changes {
 		p := c.Ban.Prefix.Masked()
+		delete(g.unstored, p) // (the store's word on p is newer)
 		o, had := g.bans[p]
 		if c.Delete {
 			if had {

@@ -1,0 +1,75 @@
+package guard
+
+import (
+	"net/netip"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/relayguard/relayguard/internal/hosttest"
+	"github.com/relayguard/relayguard/internal/store"
+)
+
+// TestUnstoredBanKeptUntilStored: a ban decided while the database cannot
+// be written (its disk full: a real SQLite database on a 4 MB tmpfs in a
+// mount namespace of the test's own, filled to the last byte) is enforced,
+// and stays enforced across the next full synchronisation with the store
+// (Run's, at least every ResyncEvery), which listed only the stored bans
+// and so lifted it: without Redis, an attacker banned while the disk was
+// full was let in again within 10 minutes. Once the disk has room, the
+// next synchronisation stores it.
+func TestUnstoredBanKeptUntilStored(t *testing.T) {
+	hosttest.OnSmallTmpfs(t, "4m", func(t *testing.T, mnt string) {
+		db, err := store.OpenSQLite(t.Context(), mnt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		st, err := NewSQLiteStore(t.Context(), db)
+		if err != nil {
+			t.Fatal(err)
+		}
+		g := New(Options{Config: testConfig(), Store: st}) // live clock
+		if err := g.Sync(t.Context(), false); err != nil {
+			t.Fatal(err)
+		}
+		// (an empty WAL: a write needs new blocks of the full disk)
+		if _, err := db.ExecContext(t.Context(), "PRAGMA wal_checkpoint(TRUNCATE)"); err != nil {
+			t.Fatal(err)
+		}
+		filler := hosttest.FillUp(t, mnt)
+		ip := netip.MustParseAddr("198.51.100.7")
+		now := time.Now()
+		for k := range 3 {
+			fail(g, ip.String(), now.Add(time.Duration(k)*time.Millisecond))
+		}
+		if _, banned := g.Banned(ip); !banned {
+			t.Fatal("not banned with the disk full")
+		}
+		if stored, err := st.ListBans(t.Context()); err != nil || len(stored) != 0 {
+			t.Fatalf("stored on a full disk? %+v %v", stored, err)
+		}
+		if err := g.Sync(t.Context(), false); err != nil {
+			t.Fatal(err)
+		}
+		if _, banned := g.Banned(ip); !banned {
+			t.Fatal("the next full synchronisation lifted the ban the full disk could not store")
+		}
+		if err := os.Remove(filler); err != nil {
+			t.Fatal(err)
+		}
+		if err := g.Sync(t.Context(), false); err != nil {
+			t.Fatal(err)
+		}
+		if _, banned := g.Banned(ip); !banned {
+			t.Fatal("not banned once the disk has room")
+		}
+		stored, err := st.ListBans(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(stored) != 1 || stored[0].Prefix != netip.PrefixFrom(ip, 32) {
+			t.Fatalf("stored once the disk has room: %+v, want the ban of %s", stored, ip)
+		}
+	})
+}
