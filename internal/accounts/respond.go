@@ -229,8 +229,24 @@ const rehold = 30 * time.Second
 // interval; without, it rereads the list every interval.
 func (r *Responder) Run(ctx context.Context, interval time.Duration) {
 	if len(r.o.Holders) == 0 {
-		<-ctx.Done()
-		return
+		sh, ok := r.o.Store.(*Shared)
+		if !ok {
+			<-ctx.Done()
+			return
+		}
+		// Nothing to hold here, but the copy of the cluster's
+		// suspensions kept for an outage of Redis (Shared.mirror) is
+		// brought up to date all the same.
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			sh.Suspensions(ctx)
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
 	}
 	wake := make(chan struct{}, 1)
 	if sh, ok := r.o.Store.(*Shared); ok {

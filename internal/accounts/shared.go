@@ -252,19 +252,81 @@ func (s *Shared) Unsuspend(ctx context.Context, user string) (Suspension, bool, 
 }
 
 // Suspended implements Store: the cluster's answer, or this server's while
-// Redis is down.
+// Redis is down. The cluster's answer is copied to the local state (see
+// mirror), so that this server's answer during an outage includes the
+// suspensions made elsewhere.
 func (s *Shared) Suspended(ctx context.Context, user string) (Suspension, bool, error) {
 	type r struct {
 		sp Suspension
 		ok bool
 	}
-	v, err := try(s, ctx, func() (r, error) { sp, ok, err := s.remote.Suspended(ctx, user); return r{sp, ok}, err },
+	remote := false
+	v, err := try(s, ctx, func() (r, error) {
+		sp, ok, err := s.remote.Suspended(ctx, user)
+		remote = err == nil
+		return r{sp, ok}, err
+	},
 		func() (r, error) { sp, ok, err := s.local.Suspended(ctx, user); return r{sp, ok}, err })
+	if remote {
+		lsp, lok, lerr := s.local.Suspended(ctx, user)
+		if lerr == nil && lok != v.ok {
+			s.mirror(ctx, user, v.sp, v.ok, lsp)
+		}
+	}
 	return v.sp, v.ok, err
 }
 
-// Suspensions implements Store.
+// mirror makes the local state say what Redis said of user (suspended with
+// sp, or not), local being what it said: a server that fell back to its own
+// database during an outage let in an account another server had
+// suspended, and released its held mail. A change of this server's that
+// Redis has not taken yet (accounts_pending) is left alone: it is newer.
+func (s *Shared) mirror(ctx context.Context, user string, sp Suspension, suspended bool, local Suspension) {
+	var pending int
+	if err := s.local.db.QueryRowContext(ctx, `SELECT count(*) FROM accounts_pending WHERE user = ?`, key(user)).Scan(&pending); err != nil || pending > 0 {
+		return
+	}
+	var err error
+	if suspended {
+		_, err = s.local.Suspend(ctx, sp)
+	} else {
+		_, _, err = s.local.Unsuspend(ctx, local.User)
+	}
+	if err != nil {
+		s.log.Warn("accounts: keeping a copy of the cluster's suspensions", "user", user, "suspended", suspended, "err", err)
+	}
+}
+
+// Suspensions implements Store: the cluster's list, copied to the local
+// state (see mirror), or this server's while Redis is down.
 func (s *Shared) Suspensions(ctx context.Context) ([]Suspension, error) {
-	return try(s, ctx, func() ([]Suspension, error) { return s.remote.Suspensions(ctx) },
+	remote := false
+	list, err := try(s, ctx, func() ([]Suspension, error) {
+		l, err := s.remote.Suspensions(ctx)
+		remote = err == nil
+		return l, err
+	},
 		func() ([]Suspension, error) { return s.local.Suspensions(ctx) })
+	if !remote {
+		return list, err
+	}
+	local, lerr := s.local.Suspensions(ctx)
+	if lerr != nil {
+		return list, nil
+	}
+	have := make(map[string]Suspension, len(local))
+	for _, sp := range local {
+		have[key(sp.User)] = sp
+	}
+	for _, sp := range list {
+		if _, ok := have[key(sp.User)]; ok {
+			delete(have, key(sp.User))
+		} else {
+			s.mirror(ctx, sp.User, sp, true, Suspension{})
+		}
+	}
+	for _, sp := range have { // lifted elsewhere
+		s.mirror(ctx, sp.User, Suspension{}, false, sp)
+	}
+	return list, nil
 }

@@ -232,3 +232,66 @@ func unsuspendErr(s Store, ctx context.Context, user string) (Suspension, bool, 
 	sp, ok, err := s.Unsuspend(ctx, user)
 	return sp, ok, 0, err
 }
+
+// TestSharedSuspensionHeldByOthersDuringOutage: a suspension made on one
+// server stays in force on the others while Redis is down, for that account
+// alone. The other servers fell back to their own database, which had never
+// seen it: during an outage the stolen account logged in and sent again
+// there, and their responders released its held mail (the list of
+// suspensions no longer named it). Each server now keeps a copy of the
+// cluster's suspensions it has read, and drops it when Redis says the
+// account was unsuspended.
+func TestSharedSuspensionHeldByOthersDuringOutage(t *testing.T) {
+	ctx := context.Background()
+	rd := redistest.StartPersistent(t)
+	open := func() *Shared {
+		st, err := store.Open(ctx, t.TempDir(), rd.URL(), slog.New(slog.DiscardHandler))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { st.Close() })
+		st.Redis.Health.Retry = 50 * time.Millisecond
+		s, err := NewStore(ctx, st, time.Hour, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s.(*Shared)
+	}
+	a, b, c := open(), open(), open()
+	if created, err := a.Suspend(ctx, Suspension{User: "bob", Since: t0, Signal: "login_spread"}); err != nil || !created {
+		t.Fatalf("suspend: %v %v", created, err)
+	}
+	// b asks about bob (a front door: Gate.Suspended); c lists the
+	// suspensions (a responder holding mail).
+	if _, ok, err := b.Suspended(ctx, "bob"); err != nil || !ok {
+		t.Fatalf("b does not see the suspension: %v %v", ok, err)
+	}
+	if list, err := c.Suspensions(ctx); err != nil || len(list) != 1 {
+		t.Fatalf("c's suspensions: %+v %v", list, err)
+	}
+	rd.Stop()
+	for name, s := range map[string]*Shared{"b": b, "c": c} {
+		if _, ok, err := s.Suspended(ctx, "bob"); err != nil || !ok {
+			t.Errorf("Redis down: %s lets the suspended account in (suspended=%v, %v)", name, ok, err)
+		}
+		if _, ok, err := s.Suspended(ctx, "carol"); err != nil || ok {
+			t.Errorf("Redis down: %s locks out another account (suspended=%v, %v)", name, ok, err)
+		}
+		if list, err := s.Suspensions(ctx); err != nil || len(list) != 1 || list[0].User != "bob" {
+			t.Errorf("Redis down: %s's suspensions %+v %v, want bob's (else its held mail is released)", name, list, err)
+		}
+	}
+	rd.Restart()
+	time.Sleep(100 * time.Millisecond) // past Health.Retry
+	if _, ok, err := a.Unsuspend(ctx, "bob"); err != nil || !ok {
+		t.Fatalf("unsuspend: %v %v", ok, err)
+	}
+	b.Suspended(ctx, "bob") // (read from Redis again: the copy goes)
+	c.Suspensions(ctx)
+	rd.Stop()
+	for name, s := range map[string]*Shared{"b": b, "c": c} {
+		if _, ok, err := s.Suspended(ctx, "bob"); err != nil || ok {
+			t.Errorf("unsuspended, then Redis down: %s still refuses bob (suspended=%v, %v)", name, ok, err)
+		}
+	}
+}
