@@ -368,10 +368,16 @@ func (m *Logger) DSNQueued(ctx context.Context, id, dsnID, to string, nrcpt int,
 		slog.String("rcpt", to), slog.Int("nrcpt", nrcpt), slog.Int64("size", size))
 }
 
-// Banned: prefix is banned until until, its count-th ban, for reason.
+// Banned: prefix is banned until until (zero: permanent, written
+// until=permanent, not the zero time's 0001-01-01T00:00:00Z, which reads as
+// long past; the reader takes both as no end), its count-th ban, for reason.
 func (m *Logger) Banned(ctx context.Context, prefix netip.Prefix, until time.Time, count int, reason string) {
+	end := "permanent"
+	if !until.IsZero() {
+		end = until.Format(time.RFC3339)
+	}
 	m.log(ctx, slog.LevelWarn, KindBanned, slog.String("prefix", prefix.String()),
-		slog.String("until", until.Format(time.RFC3339)), slog.Int("count", count), slog.String("reason", reason))
+		slog.String("until", end), slog.Int("count", count), slog.String("reason", reason))
 }
 
 // Unbanned: a ban was lifted; reason is "expired" or who lifted it.
