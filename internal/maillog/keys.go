@@ -4,20 +4,18 @@ import (
 	"net/netip"
 	"strconv"
 	"time"
+	"unsafe"
 
 	"github.com/relayguard/relayguard/internal/logline"
 )
 
-// A key is one of the vocabulary's keys other than msg (keyNone: any
-// other), by which a record's field is set (setKey): keyOf's string
-// switch is made once per key, or not at all where the key is known
-// (a kind's usual keys, kindTemplate).
+// A key is one of the vocabulary's keys (keyNone: any other), by which a
+// record's field is set (setKey): keyOf's string switch is made once per
+// key, or not at all where the key is known (walkText's predicted keys).
 type key uint8
 
 const (
 	keyNone key = iota
-	keyTime
-	keyLevel
 	keyCID
 	keyClient
 	keyListener
@@ -61,11 +59,18 @@ const (
 	keyCwd
 	keyPPID
 	keyParentCmdline
+	// The keys walkText reads itself (setKey: time only), after the
+	// fields' (walkText's test for a field's key is k < keyMsg).
+	keyMsg
+	keyTime
+	keyLevel
 )
 
 // keyOf is key k's key (keyNone: not one of the vocabulary's).
 func keyOf(k string) key {
 	switch k {
+	case "msg":
+		return keyMsg
 	case "time":
 		return keyTime
 	case "level":
@@ -160,8 +165,37 @@ func keyOf(k string) key {
 	return keyNone
 }
 
+// stringFields are the offsets in a Record of the fields that are the
+// key's value as it is (0: a field setKey reads the value into): a
+// field set without setKey's call (walkText's loop keeps its registers)
+// nor its switch.
+var stringFields = func() (t [keyLevel + 1]uintptr) {
+	var r Record
+	for k, f := range map[key]*string{
+		keyCID: &r.CID, keyListener: &r.Listener, keyHelo: &r.Helo, keyUser: &r.User, keyMechanism: &r.Mech,
+		keyReason: &r.Reason, keyRule: &r.Rule, keyCode: &r.Code, keyRcpt: &r.Rcpt,
+		keyText:  &r.Text, // (and "command": serve's non-SMTP record before maillog)
+		keyAfter: &r.After, keyErr: &r.Err, keyID: &r.ID, keyFrom: &r.From, keyRelay: &r.Relay, keyReply: &r.Reply,
+		keyDSNID: &r.DSNID, keyLimit: &r.Limit, keyValue: &r.Value, keyStage: &r.Stage, keyAction: &r.Action,
+		keyExe: &r.Exe, keyCmdline: &r.Cmdline, keyCwd: &r.Cwd, keyParentCmdline: &r.Parent,
+	} {
+		t[k] = uintptr(unsafe.Pointer(f)) - uintptr(unsafe.Pointer(&r))
+	}
+	return t
+}()
+
 // setKey sets key k's field to v.
 func (r *Record) setKey(k key, v string) {
+	if off := stringFields[k]; off != 0 {
+		*(*string)(unsafe.Add(unsafe.Pointer(r), off)) = v
+		return
+	}
+	r.setValue(k, v)
+}
+
+// setValue sets the field of key k, one that is not a string field
+// (stringFields), from its value v.
+func (r *Record) setValue(k key, v string) {
 	switch k {
 	case keyTime:
 		if t, ok := parseTime(v); ok {
@@ -169,57 +203,18 @@ func (r *Record) setKey(k key, v string) {
 		}
 	case keyLevel:
 		r.Level = level(v)
-	case keyCID:
-		r.CID = v
 	case keyClient:
 		if a, ok := parseAddr(v); ok {
 			r.Client = a
 		}
-	case keyListener:
-		r.Listener = v
-	case keyHelo:
-		r.Helo = v
-	case keyUser:
-		r.User = v
-	case keyMechanism:
-		r.Mech = v
-	case keyReason:
-		r.Reason = v
-	case keyRule:
-		r.Rule = v
-	case keyCode:
-		r.Code = v
-	case keyRcpt:
-		r.Rcpt = v
-	case keyText:
-		// command: serve's non-SMTP record before maillog
-		r.Text = v
-	case keyAfter:
-		r.After = v
-	case keyErr:
-		r.Err = v
-	case keyID:
-		r.ID = v
-	case keyFrom:
-		r.From = v
 	case keyNrcpt:
 		r.Nrcpt = atoi(v)
 	case keySize:
 		r.Size, _ = strconv.ParseInt(v, 10, 64)
-	case keyRelay:
-		r.Relay = v
 	case keyAttempt:
 		r.Attempt = atoi(v)
-	case keyReply:
-		r.Reply = v
 	case keyRetryIn:
 		r.RetryIn, _ = time.ParseDuration(v)
-	case keyDSNID:
-		r.DSNID = v
-	case keyLimit:
-		r.Limit = v
-	case keyValue:
-		r.Value = v
 	case keyPrefix:
 		if p, err := netip.ParsePrefix(v); err == nil {
 			r.Prefix = p
@@ -242,10 +237,6 @@ func (r *Record) setKey(k key, v string) {
 		r.AuthFails = atoi(v)
 	case keyDuration:
 		r.Duration, _ = time.ParseDuration(v)
-	case keyStage:
-		r.Stage = v
-	case keyAction:
-		r.Action = v
 	case keyUID:
 		if n, err := strconv.Atoi(v); err == nil {
 			r.UID = n
@@ -258,16 +249,8 @@ func (r *Record) setKey(k key, v string) {
 		r.SrcPort = atoi(v)
 	case keyPID:
 		r.PID = atoi(v)
-	case keyExe:
-		r.Exe = v
-	case keyCmdline:
-		r.Cmdline = v
-	case keyCwd:
-		r.Cwd = v
 	case keyPPID:
 		r.PPID = atoi(v)
-	case keyParentCmdline:
-		r.Parent = v
 	}
 }
 

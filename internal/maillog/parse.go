@@ -148,21 +148,19 @@ func kindAt(v string) int {
 
 // kindSlots are kindByMsg and aliases in an open-addressed table by
 // msgHash: one or two string comparisons per record instead of a map's
-// hash of the whole message. Each has its kind's usual keys (kindKeys).
+// hash of the whole message. Each has its kind's usual keys (kindKeys),
+// the keys walkText predicts after its msg.
 var kindSlots = func() (t [128]struct {
 	msg  string
 	kind Kind
-	keys []keyWord
+	keys *keyWord
 }) {
 	add := func(msg string, kind Kind) {
 		i := msgHash(msg)
 		for t[i].msg != "" {
 			i = (i + 1) % len(t)
 		}
-		t[i].msg, t[i].kind = msg, kind
-		for _, k := range kindKeys[kind] {
-			t[i].keys = append(t[i].keys, newKeyWord(k))
-		}
+		t[i].msg, t[i].kind, t[i].keys = msg, kind, keyWords(kindKeys[kind]...)
 	}
 	for msg, kind := range kindByMsg {
 		add(msg, kind)
@@ -173,10 +171,15 @@ var kindSlots = func() (t [128]struct {
 	return t
 }()
 
+// headKey is the key walkText predicts after the time and level slog's
+// text handler starts a record with (slogHead): its message.
+var headKey = keyWords("msg")
+
 // kindKeys are the keys Logger writes after the message of the kinds a
-// log has most of, in the order it writes them (maillog.go): a record's
-// keys are read in this order while they come so (usualKeys), without a
-// search for each key's end nor a switch on its name.
+// log has most of, in the order it writes them (maillog.go): walkText
+// predicts a record's next key from them while they come in this order,
+// and reads such a key without a search for its end nor a switch on its
+// name.
 var kindKeys = map[Kind][]string{
 	KindConnected:    {"cid", "client", "listener"},
 	KindDisconnected: {"cid", "client", "listener", "helo", "tls", "user", "messages", "bad_commands", "auth_failures", "duration"},
@@ -193,90 +196,37 @@ var kindKeys = map[Kind][]string{
 	KindUnbanned:     {"prefix", "reason"},
 }
 
-// A keyWord is a key and the "=" after it as the 16 bytes from its start
-// load (two little-endian words, each with the mask of the key's bytes in
-// it): a key is known at a place by two loads and compares.
+// A keyWord is a predicted key: the space before it, its name and the "="
+// after it as the 16 bytes from the space load (two little-endian words,
+// each with the mask of those bytes in it), known at a place by two loads
+// and compares; and the key predicted after it.
 type keyWord struct {
-	k              key
-	n              int // len(name) + len("=")
 	w0, m0, w1, m1 uint64
+	n              int // len(" name=")
+	k              key
+	next           *keyWord // (noKey: none)
 }
 
-func newKeyWord(name string) keyWord {
-	kw := keyWord{k: keyOf(name), n: len(name) + 1}
-	var w, m [16]byte
-	copy(w[:], name+"=")
-	for i := range kw.n {
-		m[i] = 0xff
-	}
-	kw.w0, kw.w1 = load8(w[:], 0), load8(w[:], 8)
-	kw.m0, kw.m1 = load8(m[:], 0), load8(m[:], 8)
-	return kw
-}
+// noKey is the prediction of no key: it is never at any place (its masked
+// word is 0, its word is not), so its next is never read.
+var noKey = keyWord{w0: 1}
 
-// usualKeys reads the keys of keys, in their order, from s[p:] (p at the
-// space before a key; b is s) while they come so, each after one space
-// with its value bare or quoted, as walkText's loop reads them, and
-// returns where that loop goes on. (The value is read as the loop reads
-// it, in line: as a called function it cost what the key's search saved.)
-func (r *Record) usualKeys(s string, b []byte, p int, keys []keyWord) int {
-	n := len(s)
-	for i := range keys {
-		kw := &keys[i]
-		if n-p < 9 || s[p] != ' ' || load8(b, p+1)&kw.m0 != kw.w0 || kw.m1 != 0 && (n-p < 17 || load8(b, p+9)&kw.m1 != kw.w1) {
-			break
+// keyWords is the prediction of names (of up to 14 bytes), in their order.
+func keyWords(names ...string) *keyWord {
+	next := &noKey
+	for i := len(names) - 1; i >= 0; i-- {
+		name := names[i]
+		kw := &keyWord{k: keyOf(name), n: len(" =") + len(name), next: next}
+		var w, m [16]byte
+		copy(w[:], " "+name+"=")
+		for i := range kw.n {
+			m[i] = 0xff
 		}
-		q := p + 1 + kw.n // the value
-		var v string
-		if q < n && s[q] == '"' {
-			j := q + 1
-			for {
-				if n-j < 8 {
-					for j < n && s[j] != '"' && s[j] != '\\' {
-						j++
-					}
-					break
-				}
-				if m := marks(load8(b, j), '"', '\\'); m != 0 {
-					j += bits.TrailingZeros64(m) >> 3
-					break
-				}
-				j += 8
-			}
-			if j >= n { // unterminated: the loop ends there
-				break
-			}
-			if s[j] == '"' {
-				v, q = s[q+1:j], j+1
-			} else {
-				var rest string
-				var terminated bool
-				if v, rest, terminated = quoted(s[q:]); !terminated {
-					break
-				}
-				q = n - len(rest)
-			}
-		} else {
-			j := q
-			for {
-				if n-j < 8 {
-					for j < n && s[j] != ' ' {
-						j++
-					}
-					break
-				}
-				if m := marks(load8(b, j), ' ', ' '); m != 0 {
-					j += bits.TrailingZeros64(m) >> 3
-					break
-				}
-				j += 8
-			}
-			v, q = s[q:j], j
-		}
-		r.setKey(kw.k, v)
-		p = q
+		kw.w0, kw.w1 = load8(w[:], 0), load8(w[:], 8)
+		kw.m0, kw.m1 = load8(m[:], 0), load8(m[:], 8)
+		next = kw
 	}
-	return p
+	return next
 }
 
 // msgHash is a message's slot in kindSlots (v is not empty).
@@ -319,35 +269,51 @@ func walkText(s string, r *Record, skip func(Kind) bool, tc *timeCache) (ok, red
 	var w textState
 	b := unsafe.Slice(unsafe.StringData(s), len(s)) // (read only: for load8)
 	n, p := len(s), w.slogHead(b)
+	// next is the key predicted to come next, after one space: msg after
+	// slog's head, then the kind's usual keys (kindKeys) in their order.
+	// The key predicted is known by two masked compares, without a search
+	// for its end nor keyOf's switch on its name; the first key that is
+	// not ends the prediction. (It decides nothing: the key is the one the
+	// search would find, its '=' where the search would stop.)
+	next := &noKey
+	if p > 0 {
+		next = headKey
+	}
 	for p < n {
-		if s[p] == ' ' {
-			p++
-			continue
-		}
-		// The key: to the first '=' (a ' ' first: a bare word, skipped).
-		i := p
-		for {
-			if n-i < 8 {
-				for i < n && s[i] != '=' && s[i] != ' ' {
-					i++
+		var k key
+		if kw := next; n-p >= 8 && load8(b, p)&kw.m0 == kw.w0 && (kw.m1 == 0 || n-p >= 16 && load8(b, p+8)&kw.m1 == kw.w1) {
+			k, p, next = kw.k, p+kw.n, kw.next
+		} else {
+			next = &noKey
+			if s[p] == ' ' {
+				p++
+				continue
+			}
+			// The key: to the first '=' (a ' ' first: a bare word, skipped).
+			i := p
+			for {
+				if n-i < 8 {
+					for i < n && s[i] != '=' && s[i] != ' ' {
+						i++
+					}
+					break
 				}
+				if m := marks(load8(b, i), '=', ' '); m != 0 {
+					i += bits.TrailingZeros64(m) >> 3
+					break
+				}
+				i += 8
+			}
+			if i >= n {
 				break
 			}
-			if m := marks(load8(b, i), '=', ' '); m != 0 {
-				i += bits.TrailingZeros64(m) >> 3
-				break
+			if s[i] == ' ' {
+				p = i
+				continue
 			}
-			i += 8
+			k = keyOf(s[p:i])
+			p = i + 1
 		}
-		if i >= n {
-			break
-		}
-		if s[i] == ' ' {
-			p = i
-			continue
-		}
-		k := s[p:i]
-		p = i + 1
 		var v string
 		if p < n && s[p] == '"' {
 			// To the closing quote; a backslash before it: escapes.
@@ -395,8 +361,22 @@ func walkText(s string, r *Record, skip func(Kind) bool, tc *timeCache) (ok, red
 			}
 			v, p = s[p:j], j
 		}
+		if k < keyMsg { // a field's (or keyNone: no field)
+			if w.skipping {
+				continue
+			}
+			if !w.cleared {
+				w.clear(r)
+			}
+			if off := stringFields[k]; off != 0 { // (setKey's first step, without its call)
+				*(*string)(unsafe.Add(unsafe.Pointer(r), off)) = v
+			} else {
+				r.setValue(k, v)
+			}
+			continue
+		}
 		switch k {
-		case "msg":
+		case keyMsg:
 			at := kindAt(v)
 			if at < 0 { // (a later unknown msg does not undo a known one)
 				continue
@@ -418,20 +398,12 @@ func walkText(s string, r *Record, skip func(Kind) bool, tc *timeCache) (ok, red
 				}
 				r.setKind(kind, v)
 				ok = true
-				p = r.usualKeys(s, b, p, kindSlots[at].keys)
+				next = kindSlots[at].keys
 			}
-		case "time":
+		case keyTime:
 			w.time(v)
-		case "level":
+		case keyLevel:
 			w.lv, w.hasL = v, true
-		default:
-			if w.skipping {
-				continue
-			}
-			if !w.cleared {
-				w.clear(r)
-			}
-			r.set(k, v)
 		}
 	}
 	if !ok || w.skipping {

@@ -76,7 +76,7 @@ func sameCorpus(t testing.TB) []string {
 		`time=2026-12-03T00:00:00.093Z  level=INFO msg=banned`, `time=2026-12-03T00:00:00.093Z level="INFO" msg=banned`,
 		`time=2026-12-03T00:00:00.093Z level=WARN`, `time=2026-12-03T00:00:00.093Z level=WARN `, `time=x026-12-03T00:00:00.093Z level=INFO msg=banned`,
 		`time=2026-12-03T00:00:00.093Z level=INFO time=2026-12-04T00:00:00.093Z level=WARN msg=banned`,
-		// a kind's usual keys (usualKeys) and near misses: a longer or
+		// a kind's usual keys (walkText's predicted keys) and near misses: a longer or
 		// shorter key, two spaces, escapes, a cut quote, a key again,
 		// another msg after them, the last keys within 17 and 9 bytes
 		`time=2026-12-03T00:00:04.633Z level=WARN msg="auth failed" cid=4 client=152.173.240.87 listener=submission mechanism=PLAIN user=bob reason="invalid credentials"`,
