@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"net/mail"
+	"net/netip"
 	"os/user"
 	"strconv"
 	"time"
@@ -17,6 +18,8 @@ type EgressConfig struct {
 	AllowedGroups  []string `toml:"allowed_groups" comment:"Groups (names or numeric gids) whose sockets may connect out."`
 	AllowRoot      bool     `toml:"allow_root" comment:"Also allow uid 0. Off by default: a compromised root can remove the rules anyway, but root daemons should not mail directly."`
 	AllowLoopback  bool     `toml:"allow_loopback" comment:"Accept connections to loopback (lo, 127.0.0.0/8, ::1), e.g. to a local MTA on port 25."`
+	Forward        bool     `toml:"forward" comment:"Also lock connections forwarded through this host (containers, virtual machines, a network it routes):\ntheir programs have no socket here, so the uid rules cannot tell them; only forward_allowed sources pass."`
+	ForwardAllowed []string `toml:"forward_allowed" comment:"Source networks (CIDR) whose forwarded connections may reach the locked ports: a container or VM that runs the MTA."`
 	AttributeRate  int      `toml:"attribute_per_second" comment:"\"egress watch\" looks up the process of at most this many blocked attempts per second\n(each costs a scan of /proc/*/fd); further attempts are reported with their uid only."`
 	NFLogGroup     int      `toml:"nflog_group" comment:"NFLOG group that dropped attempts are logged to and that \"egress watch\" reads (0-65535)."`
 	Backend        string   `toml:"backend" comment:"nftables or iptables"`
@@ -36,6 +39,7 @@ func defaultEgress() EgressConfig {
 		Ports:          []int{25, 465, 587},
 		MTAUsers:       true,
 		AllowLoopback:  true,
+		Forward:        true,
 		NFLogGroup:     2525,
 		AttributeRate:  50,
 		Backend:        "nftables",
@@ -59,6 +63,11 @@ func (c *EgressConfig) validate() error {
 			return fmt.Errorf("egress.ports[%d] %d: duplicate", i, p)
 		}
 		seen[p] = true
+	}
+	for i, n := range c.ForwardAllowed {
+		if _, err := netip.ParsePrefix(n); err != nil {
+			return fmt.Errorf("egress.forward_allowed[%d] %q: want a network in CIDR form: %w", i, n, err)
+		}
 	}
 	if c.NFLogGroup < 0 || c.NFLogGroup > 65535 {
 		return fmt.Errorf("egress.nflog_group %d: want 0-65535", c.NFLogGroup)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 
 	"github.com/google/nftables"
@@ -16,8 +17,9 @@ import (
 // The nftables lockdown lives in a table of its own, so that applying and
 // removing it never touches anybody else's rules.
 const (
-	NFTTable = "relayguard_egress"
-	nftChain = "output"
+	NFTTable   = "relayguard_egress"
+	nftChain   = "output"
+	nftForward = "forward"
 )
 
 // NFT is the nftables backend (netlink through github.com/google/nftables).
@@ -119,6 +121,38 @@ func nftRules(s Spec) []nftRuleDef {
 	return rs
 }
 
+// nftForwardRules are the rules of the forward chain (Spec.Forward): a
+// connection forwarded through this host (from a container, a VM, a
+// network it routes) has no socket here, so no uid or gid to allow; it
+// passes only from a ForwardAllowed network.
+func nftForwardRules(s Spec) []nftRuleDef {
+	var rs []nftRuleDef
+	for _, p := range s.ForwardAllowed {
+		proto, off, fam := byte(unix.NFPROTO_IPV4), uint32(12), "ip"
+		if p.Addr().Is6() {
+			proto, off, fam = unix.NFPROTO_IPV6, 8, "ip6"
+		}
+		n := p.Addr().BitLen() / 8
+		mask := net.CIDRMask(p.Bits(), p.Addr().BitLen())
+		rs = append(rs, nftRuleDef{
+			match: []expr.Any{
+				&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
+				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{proto}},
+				&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: uint32(n)},
+				&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: uint32(n), Mask: []byte(mask), Xor: make([]byte, n)},
+				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: p.Addr().AsSlice()},
+			},
+			comment: "accept: forwarded from " + p.String(),
+			script:  fam + " saddr " + p.String(),
+		})
+	}
+	return append(rs, nftRuleDef{
+		drop:    true,
+		group:   s.Group,
+		comment: fmt.Sprintf("forwarded: log to NFLOG group %d and drop", s.Group),
+	})
+}
+
 func (d nftRuleDef) exprs() []expr.Any {
 	ex := append(nftPrefix(), d.match...)
 	ex = append(ex, &expr.Counter{})
@@ -175,17 +209,27 @@ func (n *NFT) Apply(ctx context.Context, s Spec) error {
 		Hooknum: nftables.ChainHookOutput, Priority: nftables.ChainPriorityFilter, Policy: &policy,
 	})
 	setID := map[string]uint32{"ports": ports.ID, "uids": uids.ID, "gids": gids.ID}
-	for _, d := range nftRules(s) {
-		ex := d.exprs()
-		for _, e := range ex {
-			if l, ok := e.(*expr.Lookup); ok {
-				l.SetID = setID[l.SetName]
+	addRules := func(ch *nftables.Chain, defs []nftRuleDef) {
+		for _, d := range defs {
+			ex := d.exprs()
+			for _, e := range ex {
+				if l, ok := e.(*expr.Lookup); ok {
+					l.SetID = setID[l.SetName]
+				}
 			}
+			c.AddRule(&nftables.Rule{
+				Table: t, Chain: ch, Exprs: ex,
+				UserData: userdata.AppendString(nil, userdata.TypeComment, d.comment),
+			})
 		}
-		c.AddRule(&nftables.Rule{
-			Table: t, Chain: ch, Exprs: ex,
-			UserData: userdata.AppendString(nil, userdata.TypeComment, d.comment),
+	}
+	addRules(ch, nftRules(s))
+	if s.Forward {
+		fw := c.AddChain(&nftables.Chain{
+			Name: nftForward, Table: t, Type: nftables.ChainTypeFilter,
+			Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityFilter, Policy: &policy,
 		})
+		addRules(fw, nftForwardRules(s))
 	}
 	if err := ctx.Err(); err != nil {
 		return err
@@ -266,9 +310,20 @@ func (n *NFT) Status(ctx context.Context) (Status, error) {
 			}
 		}
 	}
-	rules, err := c.GetRules(t, &nftables.Chain{Name: nftChain, Table: t})
+	chains, err := c.ListChainsOfTableFamily(nftables.TableFamilyINet)
 	if err != nil {
-		return st, fmt.Errorf("egress: nftables: rules of %s/%s: %w", NFTTable, nftChain, err)
+		return st, fmt.Errorf("egress: nftables: chains of %s: %w", NFTTable, err)
+	}
+	var rules []*nftables.Rule
+	for _, name := range []string{nftChain, nftForward} {
+		if !slices.ContainsFunc(chains, func(ch *nftables.Chain) bool { return ch.Table.Name == NFTTable && ch.Name == name }) {
+			continue
+		}
+		rs, err := c.GetRules(t, &nftables.Chain{Name: name, Table: t})
+		if err != nil {
+			return st, fmt.Errorf("egress: nftables: rules of %s/%s: %w", NFTTable, name, err)
+		}
+		rules = append(rules, rs...)
 	}
 	for _, r := range rules {
 		text, _ := userdata.GetString(r.UserData, userdata.TypeComment)
@@ -321,7 +376,23 @@ func (n *NFT) Script(s Spec) string {
 		}
 		fmt.Fprintf(&b, "\t\t%s %scounter %s comment %q\n", nftScriptPrefix, match, verdict, d.comment)
 	}
-	b.WriteString("\t}\n}\n")
+	b.WriteString("\t}\n")
+	if s.Forward {
+		fmt.Fprintf(&b, "\tchain %s {\n\t\ttype filter hook forward priority filter; policy accept;\n", nftForward)
+		for _, d := range nftForwardRules(s) {
+			verdict := "accept"
+			if d.drop {
+				verdict = fmt.Sprintf("log group %d drop", d.group)
+			}
+			match := d.script
+			if match != "" {
+				match += " "
+			}
+			fmt.Fprintf(&b, "\t\t%s %scounter %s comment %q\n", nftScriptPrefix, match, verdict, d.comment)
+		}
+		b.WriteString("\t}\n")
+	}
+	b.WriteString("}\n")
 	return b.String()
 }
 

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os/user"
 	"slices"
 	"strconv"
@@ -26,6 +27,11 @@ type Spec struct {
 	GIDs          []uint32
 	AllowLoopback bool
 	Group         uint16 // NFLOG group
+	// Forward locks connections forwarded through this host too (the
+	// forward hook: containers, VMs, a routed network), but those from
+	// ForwardAllowed.
+	Forward        bool
+	ForwardAllowed []netip.Prefix
 }
 
 // SpecFromConfig resolves the [egress] section. Configured user and group
@@ -35,7 +41,14 @@ func SpecFromConfig(c config.EgressConfig, log *slog.Logger) (Spec, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := Spec{AllowLoopback: c.AllowLoopback, Group: uint16(c.NFLogGroup)}
+	s := Spec{AllowLoopback: c.AllowLoopback, Group: uint16(c.NFLogGroup), Forward: c.Forward}
+	for _, n := range c.ForwardAllowed {
+		p, err := netip.ParsePrefix(n)
+		if err != nil {
+			return Spec{}, fmt.Errorf("egress: forward_allowed %q: %w", n, err)
+		}
+		s.ForwardAllowed = append(s.ForwardAllowed, p.Masked())
+	}
 	if c.NFLogGroup < 0 || c.NFLogGroup > 65535 {
 		return Spec{}, fmt.Errorf("egress: nflog_group %d: want 0-65535", c.NFLogGroup)
 	}

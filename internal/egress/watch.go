@@ -231,7 +231,14 @@ func (w *Watcher) Handle(ctx context.Context, p nflog.Packet) (Attempt, bool) {
 	if p.HasUID {
 		a.User = UserName(p.UID)
 	} else {
+		// Only a packet of no local socket comes without an owner: one
+		// the forward chain (Spec.Forward) dropped. Its program is in a
+		// container, a VM or on a routed network: named by its source,
+		// not looked for in this host's /proc.
 		a.User = "(no socket owner)"
+		a.Unknown = "no socket on this host: forwarded from " + p.Src.String() + " (a container, a virtual machine or a routed network)"
+		w.emit(ctx, a)
+		return a, true
 	}
 	if !w.attributeAllowed(now) {
 		a.Unknown = "attribution rate limit (egress.attribute_per_second) reached"
