@@ -1,7 +1,6 @@
 package report
 
 import (
-	"hash/maphash"
 	"net/netip"
 	"strings"
 	"time"
@@ -212,8 +211,7 @@ func (s *abuseState) doQueued(b *batch) {
 			var at [jobGroup]uint32
 			for g, q := range group {
 				if ip := s.clientOf(b, q); ip.IsValid() {
-					k := ip.Unmap().As16()
-					at[g] = uint32(maphash.Bytes(keySeed, k[:])) >> x.shift // (where addrIndex.get looks for k)
+					at[g] = x.place(addrHash(keyOfAddr(ip))) // (where addrIndex.get looks for it)
 				}
 			}
 			var n int32
@@ -232,7 +230,10 @@ func (s *abuseState) doQueued(b *batch) {
 			j := clientJob{kind: q.kind}
 			switch q.kind {
 			case jobLogged, jobUnsummarised, jobRejected:
-				j.pre, j.t, j.slot = &b.ev[b.evAt[q.line]], b.parsed[q.line].Time, true
+				// (the line's time from its slot: b.parsed's line, 80
+				// bytes a line, was a cache miss a job on a botnet's log)
+				p := &b.ev[b.evAt[q.line]]
+				j.pre, j.t, j.slot = p, p.t, true
 			default:
 				o := &b.own[b.ownAt[q.line]]
 				j.rec, j.t = &o.r, o.t
@@ -352,6 +353,7 @@ func (s *abuseState) doEvent(j *clientJob, e *event.Event) {
 type parsed struct {
 	program, msg string
 	e            event.Event
+	t            time.Time // the line's time (its logline.Line's)
 	ok           bool
 	done         bool // e and ok are logwatch's answer (a reused slot: false)
 	dovecot      bool // the question is a Dovecot line's (Program, Message): readLines queues its job without add
@@ -385,16 +387,16 @@ func (s *abuseState) client(ip netip.Addr) *clientStat { return s.stat(s.clientN
 // clientNumber returns ip's number, its row created on first use.
 func (s *abuseState) clientNumber(ip netip.Addr) int32 {
 	ip = ip.Unmap()
-	var k [16]byte // (the table's key has no pointer: nothing for the collector to trace)
+	var k addrKey // (the table's key has no pointer: nothing for the collector to trace)
 	if ip.IsValid() {
-		k = ip.As16()
+		k = keyOfAddr(ip)
 	}
 	i, ok := s.clients.get(k)
 	if !ok {
 		if i%clientBlock == 0 {
 			s.clientStats = append(s.clientStats, make([]clientStat, clientBlock))
 		}
-		*s.stat(i) = clientStat{addr: k}
+		*s.stat(i) = clientStat{addr: k.as16()}
 		if !ip.IsValid() || ip.Zone() != "" {
 			if s.oddAddrs == nil {
 				s.oddAddrs = map[int32]netip.Addr{}
@@ -424,7 +426,9 @@ func (s *abuseState) authFailure(ip netip.Addr, user string, n int64) {
 	}
 	i := s.clientNumber(ip)
 	s.stat(i).auth += n
-	*f = lastFail{ok: true, ip: ip, client: i, pair: -1}
+	// (field by field: the struct written whole was built on the stack and
+	// copied in 16-byte moves, each stalled on the stores before it)
+	f.ok, f.ip, f.user, f.client, f.pair = true, ip, "", i, -1
 	if user == "" {
 		return
 	}

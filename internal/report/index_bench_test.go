@@ -13,9 +13,9 @@ import (
 
 func BenchmarkAddrIndex(b *testing.B) {
 	r := rand.New(rand.NewPCG(5, 6))
-	keys := make([][16]byte, 300000)
+	keys := make([]addrKey, 300000)
 	for i := range keys {
-		keys[i] = netip.AddrFrom4([4]byte{byte(r.Uint32()), byte(r.Uint32()), byte(r.Uint32()), byte(r.Uint32())}).As16()
+		keys[i] = keyOfAddr(netip.AddrFrom4([4]byte{byte(r.Uint32()), byte(r.Uint32()), byte(r.Uint32()), byte(r.Uint32())}))
 	}
 	for b.Loop() {
 		var x addrIndex

@@ -433,6 +433,7 @@ func (rd *lineReader) line(line []byte) bool {
 		if prog, ok, dov := a.abuseProgram(l.Program, at, msg, kind&lineRK != 0); ok {
 			pe := b.slot(i)
 			pe.program, pe.msg, pe.done = prog, msg, false
+			pe.t = l.Time // (for the client stage, which reads no other part of b.parsed)
 			// Dovecot's line (its question is (Program, Message)):
 			// the counting queues its job without add.
 			pe.dovecot = dov && len(msg) == len(l.Message)

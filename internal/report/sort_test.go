@@ -65,13 +65,17 @@ func TestKeyIndex(t *testing.T) {
 // growths and finds each again.
 func TestAddrIndex(t *testing.T) {
 	var x addrIndex
-	var keys [][16]byte
+	var keys []addrKey
 	for i := range 100000 {
-		var k [16]byte
+		var b [16]byte
 		if i%3 == 0 {
-			k = netip.AddrFrom4([4]byte{byte(i >> 16), byte(i >> 8), byte(i), 7}).As16()
+			b = netip.AddrFrom4([4]byte{byte(i >> 16), byte(i >> 8), byte(i), 7}).As16()
 		} else {
-			k[0], k[1], k[7], k[8], k[15] = 0x20, 0x01, byte(i>>16), byte(i>>8), byte(i)
+			b[0], b[1], b[7], b[8], b[15] = 0x20, 0x01, byte(i>>16), byte(i>>8), byte(i)
+		}
+		k := keyOfAddr(netip.AddrFrom16(b))
+		if k.as16() != b {
+			t.Fatalf("address %d: key %x gives back %x", i, b, k.as16())
 		}
 		keys = append(keys, k)
 		if n, known := x.get(k); known || n != int32(i) {
@@ -83,7 +87,7 @@ func TestAddrIndex(t *testing.T) {
 			t.Fatalf("address %d again: number %d, known %v", i, n, known)
 		}
 	}
-	if n, known := x.get([16]byte{}); known || n != int32(len(keys)) {
+	if n, known := x.get(addrKey{}); known || n != int32(len(keys)) {
 		t.Fatalf("zero address: %d, %v", n, known)
 	}
 }
