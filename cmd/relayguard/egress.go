@@ -128,10 +128,7 @@ func runEgressApply(cmd *cobra.Command, _ []string) error {
 	fmt.Fprintf(out, "egress lockdown applied (%s): TCP ports %s; allowed uids %s; allowed gids %s; loopback %s; others logged to NFLOG group %d and dropped\n",
 		be.Name(), joinPortsCLI(spec.Ports), idList(spec.UIDs, egress.UserName), idList(spec.GIDs, egress.GroupName),
 		map[bool]string{true: "allowed", false: "locked"}[spec.AllowLoopback], spec.Group)
-	switch {
-	case spec.Forward && be.Name() == "iptables":
-		fmt.Fprintln(out, "warning: the iptables backend does not lock connections forwarded through this host (containers, virtual machines, a routed network): use backend = \"nftables\", or set forward = false to say so")
-	case spec.Forward:
+	if spec.Forward {
 		allowed := "none"
 		if len(spec.ForwardAllowed) > 0 {
 			var ns []string

@@ -16,7 +16,7 @@ import (
 	"time"
 )
 
-// TestEgressForwardedNFTables: a program in a container (a network
+// TestEgressForwardedNFTables, TestEgressForwardedIPTables: a program in a container (a network
 // namespace routed through the host, as Docker's bridge does) reached the
 // remote SMTP port past the lockdown, unlogged: the output hook sees only
 // this host's own sockets, and a forwarded packet has no socket here.
@@ -27,6 +27,16 @@ import (
 func TestEgressForwardedNFTables(t *testing.T) {
 	t.Parallel()
 	requireNetns(t)
+	forwardScenario(t, "nftables")
+}
+
+func TestEgressForwardedIPTables(t *testing.T) {
+	t.Parallel()
+	requireNetns(t, "iptables", "ip6tables", "iptables-restore", "ip6tables-restore", "iptables-save", "ip6tables-save")
+	forwardScenario(t, "iptables")
+}
+
+func forwardScenario(t *testing.T, backend string) {
 	var rb [3]byte
 	rand.Read(rb[:])
 	id := hex.EncodeToString(rb[:])
@@ -58,9 +68,9 @@ func TestEgressForwardedNFTables(t *testing.T) {
 
 	dir := t.TempDir()
 	conf := filepath.Join(dir, "rg.toml")
-	os.WriteFile(conf, []byte(fmt.Sprintf("[egress]\nmta_users = false\nallowed_users = [\"0\"]\nnflog_group = 78\nforward_allowed = [%q]\n", allowedNet)), 0o644)
+	os.WriteFile(conf, []byte(fmt.Sprintf("[egress]\nmta_users = false\nallowed_users = [\"0\"]\nnflog_group = 78\nforward_allowed = [%q]\nbackend = %q\n", allowedNet, backend)), 0o644)
 	rg := rgCmd{t: t, ns: host, config: conf, data: filepath.Join(dir, "data")}
-	if out, err := rg.run("--create-data-dir", "egress", "apply"); err != nil {
+	if out, err := rg.run("--create-data-dir", "egress", "apply"); err != nil || strings.Contains(out, "warning") {
 		t.Fatalf("egress apply: %v\n%s", err, out)
 	}
 	watchOut := filepath.Join(dir, "watch.jsonl")
@@ -125,5 +135,17 @@ func TestEgressForwardedNFTables(t *testing.T) {
 	}
 	if !forwarded {
 		t.Errorf("watch did not report the container's attempt from %s: %+v", blockedAddr, got)
+	}
+	// remove takes the forward chain away too: the container connects.
+	cancel()
+	_ = watch.Wait()
+	if out, err := rg.run("egress", "remove"); err != nil {
+		t.Fatalf("egress remove: %v\n%s", err, out)
+	}
+	if rules := nsRuleset(t, host, backend); strings.Contains(rules, "RELAYGUARD") || strings.Contains(rules, NFTTable) {
+		t.Errorf("left after remove:\n%s", rules)
+	}
+	if r := connectAs(t, blocked, 65534, 65534, dst, 3*time.Second); !strings.HasPrefix(r.result, "OK") {
+		t.Errorf("after remove, the container: %s, want OK", r.result)
 	}
 }

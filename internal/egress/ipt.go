@@ -10,8 +10,12 @@ import (
 	"strings"
 )
 
-// IPTChain is the chain of our own that OUTPUT jumps to.
-const IPTChain = "RELAYGUARD-EGRESS"
+// IPTChain is the chain of our own that OUTPUT jumps to; IPTForwardChain
+// the one FORWARD jumps to (Spec.Forward).
+const (
+	IPTChain        = "RELAYGUARD-EGRESS"
+	IPTForwardChain = "RELAYGUARD-EGRESS-FWD"
+)
 
 // IPT is the iptables/ip6tables backend. It drives the iptables tools (the
 // rule set is their format; no Go library speaks xtables): every change is
@@ -58,6 +62,24 @@ func iptJump(s Spec) string {
 	return fmt.Sprintf("-p tcp -m multiport --dports %s --syn -j %s", joinPorts(s.Ports), IPTChain)
 }
 
+// iptForwardJump is the FORWARD rule, as iptJump.
+func iptForwardJump(s Spec) string {
+	return fmt.Sprintf("-p tcp -m multiport --dports %s --syn -j %s", joinPorts(s.Ports), IPTForwardChain)
+}
+
+// iptForwardRules are the rules of the forward chain for one family: a
+// forwarded connection has no socket here (no owner to match); it passes
+// only from a ForwardAllowed network.
+func iptForwardRules(s Spec, f iptFamily) []string {
+	var rs []string
+	for _, p := range s.ForwardAllowed {
+		if p.Addr().Is4() == (f.name == "ipv4") {
+			rs = append(rs, "-s "+p.String()+" -j ACCEPT")
+		}
+	}
+	return append(rs, fmt.Sprintf("-j NFLOG --nflog-group %d", s.Group), "-j DROP")
+}
+
 // iptChainRules are the rules of our chain for one family.
 func iptChainRules(s Spec, f iptFamily) []string {
 	var rs []string
@@ -74,9 +96,11 @@ func iptChainRules(s Spec, f iptFamily) []string {
 	return rs
 }
 
-// restoreInput builds iptables-restore input that (re)creates our chain
-// and replaces the jumps to it given in oldJumps (from `-S OUTPUT`).
-func restoreInput(s Spec, f iptFamily, oldJumps []string, mark bool) string {
+// restoreInput builds iptables-restore input that (re)creates our chains
+// and replaces the jumps to them that prev found (from `-S OUTPUT`,
+// `-S FORWARD`); without Spec.Forward the forward chain goes.
+func restoreInput(s Spec, f iptFamily, prev iptPrev, mark bool) string {
+	oldJumps := prev.jumps
 	var b strings.Builder
 	b.WriteString("*filter\n")
 	// With --noflush, declaring an existing chain flushes it.
@@ -91,6 +115,18 @@ func restoreInput(s Spec, f iptFamily, oldJumps []string, mark bool) string {
 		fmt.Fprintf(&b, "-D OUTPUT %s\n", j)
 	}
 	fmt.Fprintf(&b, "-I OUTPUT 1 %s\n", iptJump(s))
+	for _, j := range prev.fwdJumps {
+		fmt.Fprintf(&b, "-D FORWARD %s\n", j)
+	}
+	if s.Forward {
+		fmt.Fprintf(&b, ":%s - [0:0]\n", IPTForwardChain)
+		for _, r := range iptForwardRules(s, f) {
+			fmt.Fprintf(&b, "-A %s %s\n", IPTForwardChain, r)
+		}
+		fmt.Fprintf(&b, "-I FORWARD 1 %s\n", iptForwardJump(s))
+	} else if prev.fwdExists {
+		fmt.Fprintf(&b, "-F %s\n-X %s\n", IPTForwardChain, IPTForwardChain)
+	}
 	b.WriteString("COMMIT\n")
 	return b.String()
 }
@@ -132,12 +168,36 @@ func (b *IPT) state(ctx context.Context, f iptFamily) (exists bool, jumps []stri
 	return exists, jumps, nil
 }
 
+// fwdState reads the forward chain (whether it exists, its rules as
+// "-A ..." lines) and the jumps to it in FORWARD, as state.
+func (b *IPT) fwdState(ctx context.Context, f iptFamily) (exists bool, jumps, rules []string, err error) {
+	out, err := run(ctx, "", f.bin, "-w", "-t", "filter", "-S")
+	if err != nil {
+		return false, nil, nil, fmt.Errorf("egress: %w", err)
+	}
+	for _, line := range strings.Split(out, "\n") {
+		switch {
+		case line == "-N "+IPTForwardChain:
+			exists = true
+		case strings.HasPrefix(line, "-A FORWARD ") && strings.HasSuffix(line, "-j "+IPTForwardChain):
+			jumps = append(jumps, strings.TrimPrefix(line, "-A FORWARD "))
+		case strings.HasPrefix(line, "-A "+IPTForwardChain+" "):
+			rules = append(rules, line)
+		}
+	}
+	return exists, jumps, rules, nil
+}
+
 // iptPrev is one family's lockdown before a change: whether our chain
 // existed, its rules and the jumps to it.
 type iptPrev struct {
 	exists bool
 	jumps  []string
 	rules  []string // "-A RELAYGUARD-EGRESS ..." lines
+	// The forward chain (Spec.Forward) as the same three.
+	fwdExists bool
+	fwdJumps  []string
+	fwdRules  []string
 	// created: apply made (or, for an existing chain, had made) the
 	// filter table.
 	created bool
@@ -157,6 +217,9 @@ func (b *IPT) tableExists(ctx context.Context, f iptFamily) (bool, error) {
 func (b *IPT) snapshot(ctx context.Context, f iptFamily) (iptPrev, error) {
 	var p iptPrev
 	var err error
+	if p.fwdExists, p.fwdJumps, p.fwdRules, err = b.fwdState(ctx, f); err != nil {
+		return p, err
+	}
 	if p.exists, p.jumps, err = b.state(ctx, f); err != nil {
 		return p, err
 	}
@@ -201,7 +264,7 @@ func (b *IPT) Apply(ctx context.Context, s Spec) error {
 		prev[i] = p
 	}
 	for i, f := range fams {
-		in := restoreInput(s, f, prev[i].jumps, prev[i].created)
+		in := restoreInput(s, f, prev[i], prev[i].created)
 		if _, err := run(ctx, in, f.bin+"-restore", "-w", "--noflush"); err != nil {
 			err = fmt.Errorf("egress: apply %s: %w", f.name, err)
 			for j := i - 1; j >= 0; j-- {
@@ -224,6 +287,10 @@ func (b *IPT) restore(ctx context.Context, f iptFamily, p iptPrev) error {
 	if err != nil {
 		return err
 	}
+	fwdExists, fwdJumps, _, err := b.fwdState(ctx, f)
+	if err != nil {
+		return err
+	}
 	var in strings.Builder
 	in.WriteString("*filter\n")
 	fmt.Fprintf(&in, ":%s - [0:0]\n", IPTChain) // flushes the chain
@@ -235,6 +302,21 @@ func (b *IPT) restore(ctx context.Context, f iptFamily, p iptPrev) error {
 	}
 	for _, j := range slices.Backward(p.jumps) {
 		fmt.Fprintf(&in, "-I OUTPUT 1 %s\n", j)
+	}
+	for _, j := range fwdJumps {
+		fmt.Fprintf(&in, "-D FORWARD %s\n", j)
+	}
+	switch {
+	case p.fwdExists:
+		fmt.Fprintf(&in, ":%s - [0:0]\n", IPTForwardChain)
+		for _, r := range p.fwdRules {
+			fmt.Fprintf(&in, "%s\n", r)
+		}
+		for _, j := range slices.Backward(p.fwdJumps) {
+			fmt.Fprintf(&in, "-I FORWARD 1 %s\n", j)
+		}
+	case fwdExists:
+		fmt.Fprintf(&in, "-F %s\n-X %s\n", IPTForwardChain, IPTForwardChain)
 	}
 	in.WriteString("COMMIT\n")
 	if _, err := run(ctx, in.String(), f.bin+"-restore", "-w", "--noflush"); err != nil {
@@ -259,7 +341,7 @@ func (b *IPT) removeFamily(ctx context.Context, f iptFamily) error {
 		return err
 	}
 	exists, jumps := p.exists, p.jumps
-	if !exists && len(jumps) == 0 {
+	if !exists && len(jumps) == 0 && !p.fwdExists && len(p.fwdJumps) == 0 {
 		return nil
 	}
 	var in strings.Builder
@@ -269,6 +351,12 @@ func (b *IPT) removeFamily(ctx context.Context, f iptFamily) error {
 	}
 	if exists {
 		fmt.Fprintf(&in, "-F %s\n-X %s\n", IPTChain, IPTChain)
+	}
+	for _, j := range p.fwdJumps {
+		fmt.Fprintf(&in, "-D FORWARD %s\n", j)
+	}
+	if p.fwdExists {
+		fmt.Fprintf(&in, "-F %s\n-X %s\n", IPTForwardChain, IPTForwardChain)
 	}
 	in.WriteString("COMMIT\n")
 	if _, err := run(ctx, in.String(), f.bin+"-restore", "-w", "--noflush"); err != nil {
@@ -325,13 +413,22 @@ func (b *IPT) Status(ctx context.Context) (Status, error) {
 		}
 		st.Installed = true
 		var lines []string
-		for _, chain := range []string{"OUTPUT", IPTChain} {
+		fwdExists, _, _, err := b.fwdState(ctx, f)
+		if err != nil {
+			return st, err
+		}
+		chains := []string{"OUTPUT", IPTChain}
+		if fwdExists {
+			chains = append(chains, "FORWARD", IPTForwardChain)
+		}
+		for _, chain := range chains {
 			out, err := run(ctx, "", f.bin, "-w", "-t", "filter", "-S", chain, "-v")
 			if err != nil {
 				return st, fmt.Errorf("egress: %w", err)
 			}
 			for _, l := range strings.Split(out, "\n") {
-				if chain == "OUTPUT" && !strings.HasSuffix(l, "-j "+IPTChain) {
+				if chain == "OUTPUT" && !strings.HasSuffix(l, "-j "+IPTChain) ||
+					chain == "FORWARD" && !strings.HasSuffix(l, "-j "+IPTForwardChain) {
 					continue
 				}
 				if strings.HasPrefix(l, "-A ") && !strings.Contains(l, "relayguard-created-table") {
@@ -394,7 +491,7 @@ func (b *IPT) PersistFiles(s Spec) (map[string]string, [][]string) {
 	for _, f := range b.families() {
 		name := "egress." + f.name + ".rules"
 		files[name] = "# relayguard egress lockdown; generated by `relayguard egress apply --persist`.\n" +
-			restoreInput(s, f, nil, false)
+			restoreInput(s, f, iptPrev{}, false)
 		cmds = append(cmds, []string{lookBin(f.bin + "-restore"), "-w", "--noflush", "DIR/" + name})
 	}
 	return files, cmds

@@ -254,8 +254,9 @@ func egressScenario(t *testing.T, backend string) {
 	out = rg.must("egress", "apply") // re-applying replaces, never duplicates
 	rules := nsRuleset(t, n.local, backend)
 	if backend == "iptables" {
-		if c := strings.Count(rules, "-j "+IPTChain); c != 2 {
-			t.Fatalf("want one jump per family after applying twice, got %d:\n%s", c, rules)
+		c, fwd := strings.Count(rules, "-j "+IPTChain+"\n"), strings.Count(rules, "-j "+IPTForwardChain+"\n")
+		if c != 2 || fwd != 2 {
+			t.Fatalf("want one jump per family and chain after applying twice, got %d and %d:\n%s", c, fwd, rules)
 		}
 	} else if c := strings.Count(rules, "table inet "+NFTTable); c != 1 {
 		t.Fatalf("want one table after applying twice, got %d:\n%s", c, rules)

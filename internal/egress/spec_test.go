@@ -76,7 +76,7 @@ func TestNFTScriptAndIPTRules(t *testing.T) {
 			t.Errorf("nft script lacks %q:\n%s", want, script)
 		}
 	}
-	in := restoreInput(s, (&IPT{}).families()[1], []string{"-p tcp -j RELAYGUARD-EGRESS"}, false)
+	in := restoreInput(s, (&IPT{}).families()[1], iptPrev{jumps: []string{"-p tcp -j RELAYGUARD-EGRESS"}}, false)
 	for _, want := range []string{
 		":RELAYGUARD-EGRESS - [0:0]\n", "-A RELAYGUARD-EGRESS -d ::1/128 -j ACCEPT\n",
 		"-A RELAYGUARD-EGRESS -m owner --uid-owner 102 -j ACCEPT\n",
