@@ -40,7 +40,11 @@ func isDigits(s string) bool {
 // IPv6 address) are not visited, and no list of candidates is kept (the
 // line is read once whatever their number).
 func rejHead(s string) (typ, from, rmdr string, ok bool) {
-	for k := 0; ; {
+	k := 0
+	if len(s) >= len("NOQUEUE: ") && s[:len("NOQUEUE: ")] == "NOQUEUE: " {
+		k = len("NOQUEUE: ") // (its colon follows no keyword: a search and its tests less on most rejections)
+	}
+	for {
 		p := strings.IndexByte(s[k:], ':')
 		if p < 0 {
 			return typ, from, rmdr, ok
@@ -144,7 +148,7 @@ func isSpace(c byte) bool {
 
 // rejAngle: s/^(\d{3} <).*?(>:)/$1$2/
 func rejAngle(s string) string {
-	if len(s) < 5 || !isDigits(s[:3]) || s[3] != ' ' || s[4] != '<' {
+	if len(s) < 5 || s[4] != '<' || s[3] != ' ' || !isDigits(s[:3]) { // (most replies: "NNN N.N.N ")
 		return s
 	}
 	if k := strings.Index(s[5:], ">:"); k >= 0 {
@@ -155,7 +159,7 @@ func rejAngle(s string) string {
 
 // rejProto: s/^(?:\d{3} \d\.\d\.\d )(Protocol error);.*$/$1/
 func rejProto(s string) string {
-	if len(s) >= 10 && isDigits(s[:3]) && s[3] == ' ' && isDigitByte(s[4]) && s[5] == '.' &&
+	if len(s) >= 10+len("Protocol error;") && s[10] == 'P' && isDigits(s[:3]) && s[3] == ' ' && isDigitByte(s[4]) && s[5] == '.' &&
 		isDigitByte(s[6]) && s[7] == '.' && isDigitByte(s[8]) && s[9] == ' ' &&
 		strings.HasPrefix(s[10:], "Protocol error;") {
 		return "Protocol error"
@@ -218,38 +222,65 @@ func rejReason(s string) string {
 
 // rejAddr: s/^((?:Sender|Recipient) address rejected: [^:]+):.*$/$1/
 func rejAddr(s string) string {
-	for _, pre := range [...]string{"Sender address rejected: ", "Recipient address rejected: "} {
-		if len(s) > 0 && s[0] == pre[0] && strings.HasPrefix(s, pre) { // (the first byte: a comparison of the whole prefix is a call)
-			if k := strings.IndexByte(s[len(pre):], ':'); k > 0 {
-				return s[:len(pre)+k]
-			}
-			return s
+	var pre string
+	switch {
+	case len(s) == 0:
+		return s
+	case s[0] == 'S': // (the first byte chooses the prefix: one comparison, not a loop over both)
+		pre = "Sender address rejected: "
+	case s[0] == 'R':
+		pre = "Recipient address rejected: "
+	default:
+		return s
+	}
+	if len(s) >= len(pre) && s[:len(pre)] == pre {
+		if k := strings.IndexByte(s[len(pre):], ':'); k > 0 {
+			return s[:len(pre)+k]
 		}
 	}
 	return s
 }
 
 // rejBlock: s/(client|Client host|Sender address) .+? blocked/blocked/
+//
+// The first " blocked" of s is found once: where a word's ".+?" starts
+// at or before it, it is the one the match ends at (the usual reason,
+// "Client host [ADDR] blocked using LIST", needs no second search). The
+// words are chosen by their first byte.
 func rejBlock(s string) string {
-	if indexBlocked(s) < 0 {
+	b := indexBlocked(s)
+	if b < 0 {
 		return s
 	}
 	for i := 0; i < len(s); i++ {
-		for _, w := range [...]string{"client ", "Client host ", "Sender address "} {
-			if !strings.HasPrefix(s[i:], w) {
+		var w string
+		switch s[i] {
+		case 'c':
+			w = "client "
+		case 'C':
+			w = "Client host "
+		case 'S':
+			w = "Sender address "
+		default:
+			continue
+		}
+		if len(s)-i < len(w) || s[i:i+len(w)] != w {
+			continue
+		}
+		p := i + len(w) + 1 // ".+?" takes at least one byte
+		if p > len(s) {
+			continue
+		}
+		k := b - p // the first " blocked" from p on, relative to p
+		if b < p {
+			if k = indexBlocked(s[p:]); k < 0 {
 				continue
-			}
-			p := i + len(w) + 1 // ".+?" takes at least one byte
-			if p > len(s) {
-				continue
-			}
-			if k := indexBlocked(s[p:]); k >= 0 {
-				if i == 0 { // ("Client host [ADDR] blocked using ...": the rest of s from "blocked" on, not a copy)
-					return s[p+k+1:]
-				}
-				return s[:i] + "blocked" + s[p+k+len(" blocked"):]
 			}
 		}
+		if i == 0 { // ("Client host [ADDR] blocked using ...": the rest of s from "blocked" on, not a copy)
+			return s[p+k+1:]
+		}
+		return s[:i] + "blocked" + s[p+k+len(" blocked"):]
 	}
 	return s
 }
