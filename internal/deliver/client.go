@@ -13,6 +13,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/emersion/go-sasl"
@@ -54,7 +55,10 @@ func (r Reply) String() string {
 	return Result{Code: r.Code, Enhanced: r.Enhanced, Text: r.Text}.Error()
 }
 
-var enhancedRE = regexp.MustCompile(`^([245]\.\d{1,3}\.\d{1,3})\s*`)
+// (Compiled on first use, as every package-level expression of a package
+// `relayguard report` does not use: their compiling was part of every
+// command's start.)
+var enhancedRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^([245]\.\d{1,3}\.\d{1,3})\s*`) })
 
 // errProto is a broken conversation (I/O error, garbled reply).
 type errProto struct{ err error }
@@ -151,12 +155,12 @@ func (c *client) readReply() (Reply, error) {
 	}
 	r := Reply{Code: code, lines: strings.Split(msg, "\n")}
 	first, _, _ := strings.Cut(msg, "\n")
-	if m := enhancedRE.FindStringSubmatch(first); m != nil {
+	if m := enhancedRE().FindStringSubmatch(first); m != nil {
 		r.Enhanced = m[1]
 		// Strip the enhanced code from every line.
 		lines := strings.Split(msg, "\n")
 		for i, l := range lines {
-			lines[i] = enhancedRE.ReplaceAllString(l, "")
+			lines[i] = enhancedRE().ReplaceAllString(l, "")
 		}
 		msg = strings.Join(lines, " / ")
 	} else {

@@ -51,7 +51,12 @@ type ufwRule struct {
 }
 
 // `[ 3] 25,465/tcp (v6)             DENY IN     2001:db8::/64              # relayguard`
-var ufwLine = regexp.MustCompile(`^\[\s*(\d+)\]\s+(.+?)\s{2,}DENY(?: IN)?\s+(\S+)\s+# (.*)$`)
+// (Compiled on first use, as every package-level expression of a package
+// `relayguard report` does not use: their compiling was part of every
+// command's start.)
+var ufwLine = sync.OnceValue(func() *regexp.Regexp {
+	return regexp.MustCompile(`^\[\s*(\d+)\]\s+(.+?)\s{2,}DENY(?: IN)?\s+(\S+)\s+# (.*)$`)
+})
 
 func (e *ufwEnf) portSpec() string {
 	var ps []string
@@ -80,7 +85,7 @@ func (e *ufwEnf) read(ctx context.Context) ([]ufwRule, error) {
 	}
 	var rules []ufwRule
 	for _, line := range strings.Split(out, "\n") {
-		m := ufwLine.FindStringSubmatch(strings.TrimSpace(line))
+		m := ufwLine().FindStringSubmatch(strings.TrimSpace(line))
 		if m == nil || strings.TrimSpace(m[4]) != e.cfg.UFWTag {
 			continue
 		}

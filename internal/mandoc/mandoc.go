@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -94,7 +95,10 @@ func commandPage(c *cobra.Command, h Header) ([]byte, error) {
 
 // markdownSpecial are the characters Markdown could read as markup in a
 // command's plain-text description.
-var markdownSpecial = regexp.MustCompile("([\\\\`*_\\[\\]<>#|])")
+// (Compiled on first use, as every package-level expression of a package
+// `relayguard report` does not use: their compiling was part of every
+// command's start.)
+var markdownSpecial = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile("([\\\\`*_\\[\\]<>#|])") })
 
 // markdownSafe turns a hand-wrapped plain-text description into Markdown
 // that renders as written: paragraphs stay paragraphs, indented lines (a
@@ -116,7 +120,7 @@ func markdownSafe(s string) string {
 				out = append(out, "")
 				inBlock = false
 			}
-			out = append(out, markdownSpecial.ReplaceAllString(line, `\$1`))
+			out = append(out, markdownSpecial().ReplaceAllString(line, `\$1`))
 		}
 	}
 	return strings.Join(out, "\n")

@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 )
 
 // Postfix does not send the Received: header its pickup daemon writes for
@@ -36,7 +37,10 @@ const (
 // line_length_limit (2048) long; envelope records are short.
 const maxRecord = 1 << 20
 
-var fromUserid = regexp.MustCompile(`^Received: by \S+ \(Postfix, from userid (\d+)\)`)
+// (Compiled on first use, as every package-level expression of a package
+// `relayguard report` does not use: their compiling was part of every
+// command's start.)
+var fromUserid = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^Received: by \S+ \(Postfix, from userid (\d+)\)`) })
 
 // ErrNotLocal says the message was not submitted with sendmail (its first
 // header is not pickup's Received: line).
@@ -67,7 +71,7 @@ func LocalUID(queueDir, qid string) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("postfix queue file %s: %w", path, err)
 	}
-	m := fromUserid.FindStringSubmatch(line)
+	m := fromUserid().FindStringSubmatch(line)
 	if m == nil {
 		return 0, ErrNotLocal
 	}

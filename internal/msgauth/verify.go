@@ -10,6 +10,7 @@ import (
 	"net"
 	"regexp"
 	"strings"
+	"sync"
 
 	"github.com/emersion/go-msgauth/authres"
 	"github.com/emersion/go-msgauth/dkim"
@@ -319,7 +320,7 @@ func authorDomains(fields []field) ([]string, error) {
 		}
 		list, err := addrParser.ParseList(f.value())
 		if err != nil {
-			for _, m := range atDomain.FindAllStringSubmatch(f.value(), -1) {
+			for _, m := range atDomain().FindAllStringSubmatch(f.value(), -1) {
 				add(m[1])
 			}
 			continue
@@ -337,7 +338,10 @@ func authorDomains(fields []field) ([]string, error) {
 }
 
 // atDomain finds a domain after an '@' in an unparseable From: field.
-var atDomain = regexp.MustCompile(`@\[?([\p{L}\p{N}._-]+)`)
+// (Compiled on first use, as every package-level expression of a package
+// `relayguard report` does not use: their compiling was part of every
+// command's start.)
+var atDomain = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`@\[?([\p{L}\p{N}._-]+)`) })
 
 // Header renders the results as one Authentication-Results field (RFC
 // 8601) for authserv-id id, each result on its own folded line, ending

@@ -10,6 +10,7 @@ import (
 	"io"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/relayguard/relayguard/internal/dsn"
@@ -111,7 +112,10 @@ func (s *Scheduler) notify(env *Envelope, rcpts []Recipient, kind dsnKind) error
 	return nil
 }
 
-var enhancedInError = regexp.MustCompile(`\b([245]\.\d{1,3}\.\d{1,3})\b`)
+// (Compiled on first use, as every package-level expression of a package
+// `relayguard report` does not use: their compiling was part of every
+// command's start.)
+var enhancedInError = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`\b([245]\.\d{1,3}\.\d{1,3})\b`) })
 
 func isASCII(s string) bool {
 	for i := 0; i < len(s); i++ {
@@ -285,7 +289,7 @@ func statusOf(r Recipient, kind dsnKind) string {
 	if kind == dsnFailed && strings.HasPrefix(r.LastError, expiredPrefix) {
 		return "4.4.7" // RFC 3463: delivery time expired
 	}
-	if m := enhancedInError.FindStringSubmatch(r.LastError); m != nil {
+	if m := enhancedInError().FindStringSubmatch(r.LastError); m != nil {
 		if kind == dsnFailed && m[1][0] == '5' || kind == dsnDelayed && m[1][0] == '4' {
 			return m[1]
 		}
