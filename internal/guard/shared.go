@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -538,28 +539,108 @@ func (s *Shared) ListBans(ctx context.Context) ([]Ban, error) {
 // the shared store's (store.Redis.Health): after a failure of any state kind
 // on it, Primary is left alone for its Retry, so that a Redis that times out
 // does not cost every log line a network timeout.
+//
+// What Fallback counted meanwhile is remembered (at most MaxWriteBack
+// records, the oldest dropped first) and written to Primary before its
+// first use once it works again: left in Fallback, those failures were
+// lost to the count, and an attacker whose guesses straddled the end of
+// an outage got up to maxretry-1 more.
 type FallbackCounters struct {
 	Primary, Fallback Counters
 	Health            *store.Health // nil: Primary is tried on every call
+
+	mu      sync.Mutex
+	pending []counted // counted by Fallback, not yet by Primary
+}
+
+// MaxWriteBack bounds what FallbackCounters remembers of an outage (about
+// 90 bytes a record, and one call of Primary each to write back).
+const MaxWriteBack = 20_000
+
+// counted is one call Fallback took: a failure of ip, or (prefix valid) ip
+// failing inside prefix.
+type counted struct {
+	ip     netip.Addr
+	prefix netip.Prefix
+	t      time.Time
+	w      time.Duration
+}
+
+// note remembers a call Fallback took.
+func (f *FallbackCounters) note(c counted) {
+	f.mu.Lock()
+	if len(f.pending) >= MaxWriteBack {
+		f.pending = slices.Delete(f.pending, 0, len(f.pending)/10)
+	}
+	f.pending = append(f.pending, c)
+	f.mu.Unlock()
+}
+
+// writeBack gives Primary what Fallback counted; on an error what is left
+// stays for the next try.
+func (f *FallbackCounters) writeBack(ctx context.Context) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	now := time.Now()
+	for i, c := range f.pending {
+		if !c.t.Add(c.w).After(now) {
+			continue // out of its window: it counts no more
+		}
+		var err error
+		if c.prefix.IsValid() {
+			_, err = f.Primary.AddAttacker(ctx, c.prefix, c.ip, c.t, c.w)
+		} else {
+			_, err = f.Primary.AddFailure(ctx, c.ip, c.t, c.w)
+		}
+		if err != nil {
+			f.pending = slices.Delete(f.pending, 0, i)
+			return err
+		}
+	}
+	f.pending = nil
+	return nil
+}
+
+func (f *FallbackCounters) primary(ctx context.Context, op func() (int, error)) func() (int, error) {
+	return func() (int, error) {
+		f.mu.Lock()
+		behind := len(f.pending) > 0
+		f.mu.Unlock()
+		if behind {
+			if err := f.writeBack(ctx); err != nil {
+				return 0, err
+			}
+		}
+		return op()
+	}
 }
 
 // AddFailure implements Counters.
 func (f *FallbackCounters) AddFailure(ctx context.Context, ip netip.Addr, t time.Time, w time.Duration) (int, error) {
 	return store.Try(f.Health,
-		func() (int, error) { return f.Primary.AddFailure(ctx, ip, t, w) },
-		func() (int, error) { return f.Fallback.AddFailure(ctx, ip, t, w) })
+		f.primary(ctx, func() (int, error) { return f.Primary.AddFailure(ctx, ip, t, w) }),
+		func() (int, error) {
+			f.note(counted{ip: ip, t: t, w: w})
+			return f.Fallback.AddFailure(ctx, ip, t, w)
+		})
 }
 
 // AddAttacker implements Counters.
 func (f *FallbackCounters) AddAttacker(ctx context.Context, p netip.Prefix, ip netip.Addr, t time.Time, w time.Duration) (int, error) {
 	return store.Try(f.Health,
-		func() (int, error) { return f.Primary.AddAttacker(ctx, p, ip, t, w) },
-		func() (int, error) { return f.Fallback.AddAttacker(ctx, p, ip, t, w) })
+		f.primary(ctx, func() (int, error) { return f.Primary.AddAttacker(ctx, p, ip, t, w) }),
+		func() (int, error) {
+			f.note(counted{ip: ip, prefix: p, t: t, w: w})
+			return f.Fallback.AddAttacker(ctx, p, ip, t, w)
+		})
 }
 
 // Forget implements Counters.
 func (f *FallbackCounters) Forget(ctx context.Context, ip netip.Addr) error {
 	_ = f.Fallback.Forget(ctx, ip)
+	f.mu.Lock()
+	f.pending = slices.DeleteFunc(f.pending, func(c counted) bool { return !c.prefix.IsValid() && c.ip == ip })
+	f.mu.Unlock()
 	if !f.Health.Usable() {
 		return nil
 	}
