@@ -83,7 +83,6 @@ type pending struct {
 	list    []attempt // at most maxPending; when full, a ring whose oldest is list[next]
 	next    int
 	missing [3]int32   // by layer bit
-	gen     uint32     // the generation it was last put in (Once.Reuse; in the padding: no byte more)
 	inline  [2]attempt // list's first home: most addresses make an attempt or two
 }
 
@@ -194,14 +193,15 @@ type Once struct {
 	// other, and a map lookup was a cache miss on a botnet's log.
 	last  netip.Addr
 	lastP *pending
-	// Reuse: free are the reset attempts of dropped addresses; curList
-	// and prevList the attempts put in cur and prev (moved or new) while
-	// each was the current generation, gen its number. A rotation frees
-	// those of prevList not moved on since (their gen is not cur's): a walk
-	// of the dropped table instead was a walk of its whole room.
+	// Reuse: free are the attempts of dropped addresses, reset when
+	// reused; curList and prevList the attempts put in cur and prev while
+	// each was the current generation. An address moved on from prev has
+	// its attempts copied into others (move), so a rotation frees the whole
+	// of prevList without reading it: a walk of the dropped table instead
+	// was a walk of its whole room, and one of prevList that read each
+	// address's attempts a cache miss each.
 	free              []*pending
 	curList, prevList []*pending
-	gen               uint32
 	// Reuse: the sessions of cur's attempts are copied into the chunks of
 	// curSess (sess: the one being filled), prev's are in prevSess's; a
 	// rotation hands prevSess's to freeSess, as their attempts are dropped
@@ -325,15 +325,11 @@ func (o *Once) rotate(early bool) {
 	o.lastP = nil
 	var next map[netip.Addr]*pending
 	if o.Reuse {
-		for _, p := range o.prevList {
-			if p.gen != o.gen { // (else moved to cur)
-				o.free = append(o.free, p.reset())
-			}
-		}
+		o.free = append(o.free, o.prevList...)
+		clear(o.prevList) // (no pointer kept twice)
 		o.prevList, o.curList = o.curList, o.prevList[:0]
 		o.freeSess = append(o.freeSess, o.prevSess...)
 		o.prevSess, o.curSess, o.sess = o.curSess, o.prevSess[:0], nil
-		o.gen++
 		clear(o.prev)
 		next = o.prev
 	} else {
@@ -425,32 +421,38 @@ func (o *Once) move(ip netip.Addr) *pending {
 	p := o.prev[ip]
 	if p != nil {
 		delete(o.prev, ip)
-		switch {
-		case !p.expire(o.latest.Add(-keepAttempts).UnixNano()):
-			if o.Reuse {
-				p.reset() // (as new, for ip)
-			} else {
-				p = nil
-			}
-		case o.Reuse:
-			// (their sessions into cur's chunks: prev's are reused at the
+		if !p.expire(o.latest.Add(-keepAttempts).UnixNano()) {
+			p = nil
+		} else if o.Reuse {
+			// (copied into attempts of cur's generation, their sessions
+			// into cur's chunks: p and prev's chunks are reused after the
 			// next rotation)
-			for i := range p.list {
-				p.list[i].session = o.keepSession(p.list[i].session)
+			q := o.fresh()
+			q.list, q.next, q.missing = append(q.list, p.list...), p.next, p.missing
+			for i := range q.list {
+				q.list[i].session = o.keepSession(q.list[i].session)
 			}
+			p = q
 		}
 	}
 	if p == nil {
-		if n := len(o.free); n > 0 {
-			p, o.free[n-1], o.free = o.free[n-1], nil, o.free[:n-1]
-		} else {
-			p = newPending()
-		}
+		p = o.fresh()
 	}
 	if o.Reuse {
-		p.gen = o.gen
 		o.curList = append(o.curList, p)
 	}
 	o.cur[ip] = p
 	return p
+}
+
+// fresh returns attempts for an address new to cur: with Reuse, a
+// dropped address's, reset (here, not when dropped: the attempts are read
+// and written now anyway).
+func (o *Once) fresh() *pending {
+	if n := len(o.free); n > 0 {
+		p := o.free[n-1]
+		o.free[n-1], o.free = nil, o.free[:n-1]
+		return p.reset()
+	}
+	return newPending()
 }
