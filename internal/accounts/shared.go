@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -42,6 +43,45 @@ type Shared struct {
 
 	mu    sync.Mutex  // held while the pending changes are written
 	dirty atomic.Bool // there may be pending changes
+
+	// backlog is what the local state took while Redis was down (logins,
+	// failures, volumes, outcomes), written to Redis once it is back
+	// (catchUp): left local, the cluster's login spread, guessing,
+	// volume and bad-recipient counts started afresh after an outage.
+	blMu    sync.Mutex
+	backlog []func(context.Context) error
+}
+
+// maxBacklog bounds Shared.backlog (the oldest tenth is dropped when full).
+const maxBacklog = 20_000
+
+// behind remembers op, taken by the local state only, for Redis.
+func (s *Shared) behind(op func(context.Context) error) {
+	s.blMu.Lock()
+	if len(s.backlog) >= maxBacklog {
+		s.backlog = slices.Delete(s.backlog, 0, maxBacklog/10)
+	}
+	s.backlog = append(s.backlog, op)
+	s.blMu.Unlock()
+}
+
+// catchUp writes the backlog to Redis when it is usable; on an error the
+// rest waits for the next try.
+func (s *Shared) catchUp(ctx context.Context) {
+	s.blMu.Lock()
+	defer s.blMu.Unlock()
+	if len(s.backlog) == 0 || !s.health.Usable() {
+		return
+	}
+	for i, op := range s.backlog {
+		if err := op(ctx); err != nil {
+			s.health.Failed(err)
+			s.backlog = slices.Delete(s.backlog, 0, i)
+			return
+		}
+	}
+	s.log.Info("accounts: what was seen while the shared store was down written to it", "operations", len(s.backlog))
+	s.backlog = nil
 }
 
 // NewShared returns the shared state with local as the fallback.
@@ -65,6 +105,7 @@ func (s *Shared) Health() *store.Health { return s.health }
 
 func try[R any](s *Shared, ctx context.Context, remote, local func() (R, error)) (R, error) {
 	s.resync(ctx)
+	s.catchUp(ctx)
 	return store.Try(s.health, remote, local)
 }
 
@@ -125,7 +166,10 @@ func (s *Shared) pend(ctx context.Context, user string, err error) {
 func (s *Shared) AddLogin(ctx context.Context, user string, n netip.Prefix, t time.Time, w time.Duration) ([]netip.Prefix, error) {
 	s.local.AddLogin(ctx, user, n, t, w) // known networks survive an outage
 	return try(s, ctx, func() ([]netip.Prefix, error) { return s.remote.AddLogin(ctx, user, n, t, w) },
-		func() ([]netip.Prefix, error) { return s.local.AddLogin(ctx, user, n, t, w) })
+		func() ([]netip.Prefix, error) {
+			s.behind(func(ctx context.Context) error { _, err := s.remote.AddLogin(ctx, user, n, t, w); return err })
+			return s.local.AddLogin(ctx, user, n, t, w)
+		})
 }
 
 // Forgive implements Store, here and in the cluster.
@@ -157,7 +201,10 @@ func (s *Shared) LoggedIn(ctx context.Context, user string) (bool, error) {
 // AddFailure implements Store.
 func (s *Shared) AddFailure(ctx context.Context, user string, ip netip.Addr, t time.Time, w time.Duration) (int, error) {
 	return try(s, ctx, func() (int, error) { return s.remote.AddFailure(ctx, user, ip, t, w) },
-		func() (int, error) { return s.local.AddFailure(ctx, user, ip, t, w) })
+		func() (int, error) {
+			s.behind(func(ctx context.Context) error { _, err := s.remote.AddFailure(ctx, user, ip, t, w); return err })
+			return s.local.AddFailure(ctx, user, ip, t, w)
+		})
 }
 
 // Failures implements Store.
@@ -169,7 +216,10 @@ func (s *Shared) Failures(ctx context.Context, user string, since time.Time) (in
 // AddSent implements Store.
 func (s *Shared) AddSent(ctx context.Context, user string, hour time.Time, n int64) (int64, error) {
 	return try(s, ctx, func() (int64, error) { return s.remote.AddSent(ctx, user, hour, n) },
-		func() (int64, error) { return s.local.AddSent(ctx, user, hour, n) })
+		func() (int64, error) {
+			s.behind(func(ctx context.Context) error { _, err := s.remote.AddSent(ctx, user, hour, n); return err })
+			return s.local.AddSent(ctx, user, hour, n)
+		})
 }
 
 // PeakHour implements Store.
@@ -186,6 +236,10 @@ func (s *Shared) AddOutcome(ctx context.Context, user string, start time.Time, w
 		return pair{t, b}, err
 	},
 		func() (pair, error) {
+			s.behind(func(ctx context.Context) error {
+				_, _, err := s.remote.AddOutcome(ctx, user, start, w, bad)
+				return err
+			})
 			t, b, err := s.local.AddOutcome(ctx, user, start, w, bad)
 			return pair{t, b}, err
 		})

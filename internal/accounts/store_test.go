@@ -295,3 +295,55 @@ func TestSharedSuspensionHeldByOthersDuringOutage(t *testing.T) {
 		}
 	}
 }
+
+// TestSharedSignalsWrittenBackAfterOutage: what a server saw of an account
+// while Redis was down (its logins from new networks, its failed logins)
+// reaches Redis once it is back, so that the cluster's login spread and
+// guessing counts go on from there: it stayed in that server's database,
+// and a stolen account used from many networks during an outage started
+// the cluster's count afresh afterwards.
+func TestSharedSignalsWrittenBackAfterOutage(t *testing.T) {
+	ctx := context.Background()
+	rd := redistest.StartPersistent(t)
+	open := func() *Shared {
+		st, err := store.Open(ctx, t.TempDir(), rd.URL(), slog.New(slog.DiscardHandler))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { st.Close() })
+		st.Redis.Health.Retry = 50 * time.Millisecond
+		s, err := NewStore(ctx, st, time.Hour, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s.(*Shared)
+	}
+	a, b := open(), open()
+	now := time.Now()
+	n := func(i int) netip.Prefix { return netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i), 0, 0}), 16) }
+	if _, err := a.AddLogin(ctx, "bob", n(1), now, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	rd.Stop()
+	for i := 2; i <= 4; i++ {
+		if _, err := a.AddLogin(ctx, "bob", n(i), now.Add(time.Duration(i)*time.Second), time.Hour); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := a.AddFailure(ctx, "carol", netip.AddrFrom4([4]byte{192, 0, 2, byte(i)}), now.Add(time.Duration(i)*time.Second), time.Hour); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rd.Restart()
+	time.Sleep(100 * time.Millisecond) // past Health.Retry
+	a.Suspensions(ctx)                 // (the responder's read every second)
+	nets, err := b.AddLogin(ctx, "bob", n(5), now.Add(5*time.Second), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(nets) != 5 {
+		t.Errorf("the other server's count of bob's networks after the outage: %d %v, want 5", len(nets), nets)
+	}
+	if f, err := b.AddFailure(ctx, "carol", netip.MustParseAddr("192.0.2.5"), now.Add(5*time.Second), time.Hour); err != nil || f != 4 {
+		t.Errorf("the other server's count of carol's failures after the outage: %d %v, want 4", f, err)
+	}
+}
