@@ -126,7 +126,7 @@ func colonOrLow(s string, p int) int {
 	const lo, hi = 0x0101010101010101, 0x8080808080808080
 	base := unsafe.Pointer(unsafe.StringData(s)) // (read as in indexEither)
 	for ; p+8 <= len(s); p += 8 {
-		w := binary.LittleEndian.Uint64(unsafe.Slice((*byte)(unsafe.Add(base, p)), 8)) // (s is not written: a read of 8 of its bytes, p+8 <= len(s))
+		w := binary.LittleEndian.Uint64((*[8]byte)(unsafe.Add(base, p))[:]) // (s is not written: a read of 8 of its bytes, p+8 <= len(s))
 		x := w ^ lo*':'
 		// The zero bytes of x and the bytes of w below 0x21 get their high
 		// bit: the lowest mark is a true one (a false mark lies only above
@@ -184,7 +184,7 @@ func indexEither(s string, p int, a, b byte) int {
 	base := unsafe.Pointer(unsafe.StringData(s))
 	la, lb := lo*uint64(a), lo*uint64(b)
 	for ; p+8 <= len(s); p += 8 {
-		w := binary.LittleEndian.Uint64(unsafe.Slice((*byte)(unsafe.Add(base, p)), 8)) // (s is not written: a read of 8 of its bytes, p+8 <= len(s))
+		w := binary.LittleEndian.Uint64((*[8]byte)(unsafe.Add(base, p))[:]) // (s is not written: a read of 8 of its bytes, p+8 <= len(s))
 		x, y := w^la, w^lb
 		// The zero bytes of x or y get their high bit: the lowest mark is
 		// the first match (a false mark lies only above a true one).
