@@ -73,6 +73,13 @@ type abuseState struct {
 type clientStat struct {
 	auth, relay, rejects int64
 	addr                 [16]byte // the address, As16 (no pointer for the collector to trace)
+	// The first user the address tried (its number + 1; 0: none yet) and
+	// its failures: most addresses try one user, whose pair is then
+	// counted in the row the failure was counted in, not in a table of
+	// 100,000s of pairs (a cache miss each on a mixed log). Users after
+	// the first are counted in abuseState.userPairs.
+	user  int32
+	userN int64
 }
 
 // clientBlock is how many clients' rows are allocated at a time: a botnet's
@@ -418,14 +425,19 @@ func (s *abuseState) authFailure(ip netip.Addr, user string, n int64) {
 	// change), and three table lookups saved.
 	f := &s.lastFail
 	if f.ok && f.ip == ip && f.user == user {
-		s.stat(f.client).auth += n
-		if f.pair >= 0 {
+		st := s.stat(f.client)
+		st.auth += n
+		switch {
+		case f.pair >= 0:
 			s.userPairN[f.pair] += n
+		case f.pair == pairInRow:
+			st.userN += n
 		}
 		return
 	}
 	i := s.clientNumber(ip)
-	s.stat(i).auth += n
+	st := s.stat(i)
+	st.auth += n
 	// (field by field: the struct written whole was built on the stack and
 	// copied in 16-byte moves, each stalled on the stores before it)
 	f.ok, f.ip, f.user, f.client, f.pair = true, ip, "", i, -1
@@ -433,16 +445,32 @@ func (s *abuseState) authFailure(ip netip.Addr, user string, n int64) {
 		return
 	}
 	u, _ := s.users.get(user)
+	f.user = s.users.key(u) // (the table's copy: user points into the line)
+	switch st.user {
+	case 0:
+		st.user, st.userN = u+1, n
+		f.pair = pairInRow
+		return
+	case u + 1:
+		st.userN += n
+		f.pair = pairInRow
+		return
+	}
 	j, ok := s.userPairs.get(uint64(i)<<32 | uint64(u))
 	if !ok {
 		s.userPairN = append(s.userPairN, 0)
 	}
 	s.userPairN[j] += n
-	f.user, f.pair = s.users.key(u), j // (the table's copy: user points into the line)
+	f.pair = j
 }
 
+// pairInRow is lastFail.pair for a pair counted in its client's row
+// (clientStat.user).
+const pairInRow = -2
+
 // lastFail is the last failed authentication authFailure counted: its
-// address and user, and their numbers (pair -1: no user).
+// address and user, and their numbers (pair -1: no user; pairInRow: the
+// client's row counts the pair).
 type lastFail struct {
 	ok           bool
 	ip           netip.Addr

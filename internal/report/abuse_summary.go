@@ -140,6 +140,24 @@ func clientName(a netip.Addr) string {
 // failures by user number. One pass over the (address, user) pairs.
 func (s *abuseState) userRows(rows int, row func(client int32) int32) []map[int32]int64 {
 	users := make([]map[int32]int64, rows)
+	// (the first user of each client, in its row; then the others)
+	nc := int(s.clientCount())
+	for blk, cs := range s.clientStats {
+		for x := range cs[:min(len(cs), nc-blk*clientBlock)] {
+			st := &cs[x]
+			if st.user == 0 {
+				continue
+			}
+			r := row(int32(blk*clientBlock + x))
+			if r < 0 {
+				continue
+			}
+			if users[r] == nil {
+				users[r] = map[int32]int64{}
+			}
+			users[r][st.user-1] += st.userN
+		}
+	}
 	for j, k := range s.userPairs.keys {
 		r := row(int32(k >> 32))
 		if r < 0 {

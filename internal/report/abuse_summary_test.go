@@ -1,6 +1,7 @@
 package report
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"net/netip"
 	"reflect"
@@ -86,4 +87,50 @@ func FuzzAbuseSummarySameAsReference(f *testing.F) {
 		s := abuseFrom(data)
 		sameSummary(t, s, int(n%40)-1)
 	})
+}
+
+// TestUserRowsCountPairs holds the users by client (userRows: the first
+// user of a client counted in its row, the others in userPairs) to a plain
+// count of authFailure's calls by (address, user), over random runs where
+// addresses try one user, several, the same one again at once (lastFail)
+// or none.
+func TestUserRowsCountPairs(t *testing.T) {
+	t.Parallel()
+	rng := rand.New(rand.NewPCG(10, 7))
+	users := []string{"", "admin", "info", "alice", "test"}
+	for run := range 40 {
+		s := newAbuseState(nil, &arena{})
+		type pair struct {
+			ip   netip.Addr
+			user string
+		}
+		want := map[pair]int64{}
+		addrs := 1 + rng.IntN(50)
+		if run%8 == 0 {
+			addrs = 5000 + rng.IntN(5000) // (past a block of rows)
+		}
+		for range 20 * addrs {
+			ip := netip.AddrFrom4([4]byte{10, 0, byte(rng.IntN(addrs) >> 8), byte(rng.IntN(addrs))})
+			user := users[rng.IntN(len(users))]
+			if rng.IntN(4) == 0 { // (a user of its own: the address's second or later)
+				user = fmt.Sprint("u", rng.IntN(3))
+			}
+			n := int64(1 + rng.IntN(3))
+			for range 1 + rng.IntN(3) { // (the same failure again: lastFail)
+				s.authFailure(ip, user, n)
+				if user != "" {
+					want[pair{ip, user}] += n
+				}
+			}
+		}
+		got := map[pair]int64{}
+		for c, us := range s.userRows(int(s.clientCount()), func(c int32) int32 { return c }) {
+			for u, n := range us {
+				got[pair{s.addrOf(int32(c)), s.users.key(u)}] += n
+			}
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("run %d: users by client\n got  %v\n want %v", run, got, want)
+		}
+	}
 }
