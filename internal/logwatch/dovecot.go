@@ -240,8 +240,11 @@ func dovecotPassdb(e *event.Event, rest string) (ok, done bool) {
 	if c < 0 || c+1 >= len(rest) {
 		return false, false
 	}
-	if c < 2 || rest[c-1] != ')' || strings.IndexByte(rest[c+2:], ':') >= 0 || dovecotProc(rest[:c]) ||
-		strings.HasPrefix(rest, "conn ") || strings.HasPrefix(rest, "pam_unix(") {
+	// (rest[:c] ends in ')': it names a process only as "auth-worker(…)"
+	// or "auth(…)", which start with 'a' as "conn " with 'c' and
+	// "pam_unix(" with 'p': a driver's name is not compared with them)
+	if c < 2 || rest[c-1] != ')' || strings.IndexByte(rest[c+2:], ':') >= 0 ||
+		(rest[0] == 'a' || rest[0] == 'c' || rest[0] == 'p') && (dovecotProc(rest[:c]) || strings.HasPrefix(rest, "conn ") || strings.HasPrefix(rest, "pam_unix(")) {
 		return false, false
 	}
 	open := strings.IndexByte(rest[:c], '(')
@@ -256,7 +259,7 @@ func dovecotPassdb(e *event.Event, rest string) (ok, done bool) {
 func passdbFailure(e *event.Event, msg string, open, cl int) bool {
 	what := msg[cl+3:]
 	switch {
-	case strings.HasPrefix(what, "unknown user"):
+	case len(what) >= len("unknown user") && what[:8] == "unknown " && what[8:12] == "user": // (HasPrefix, in two compares the compiler makes inline)
 		e.Detail = "unknown user"
 	case strings.HasPrefix(what, "Password mismatch") || strings.HasPrefix(what, "invalid credentials") || strings.HasPrefix(what, "Invalid credentials"):
 		e.Detail = "password mismatch"
@@ -277,6 +280,25 @@ func passdbFailure(e *event.Event, msg string, open, cl int) bool {
 	// is "" or "<S>" is the session; then the address; the rest,
 	// commas and all, is the user.
 	args := msg[open+1 : cl]
+	// The usual fields, "user,IPv4" or "user,IPv4,<S>" with no other ',',
+	// are read forward: the first ',' then ends the user, the address
+	// (which has none) the next field, and a last one with none and
+	// read as the session is the one the search from the right finds.
+	if c := strings.IndexByte(args, ','); c >= 0 {
+		if ip, n, ok := logline.DottedQuad(args[c+1:]); ok {
+			switch after := args[c+1+n:]; {
+			case after == "":
+				e.User, e.IP, e.Kind = args[:c], ip, event.AuthFailure
+				return true
+			case after[0] == ',' && (len(after) == 1 || len(after) >= 3 && after[1] == '<' && after[len(after)-1] == '>' && strings.IndexByte(after[2:], ',') < 0):
+				e.User, e.IP, e.Kind = args[:c], ip, event.AuthFailure
+				if len(after) > 1 {
+					e.Session = after[2 : len(after)-1]
+				}
+				return true
+			}
+		}
+	}
 	last := lastByte(args, ',')
 	if last < 0 {
 		return false
