@@ -432,6 +432,28 @@ func TestProcRejectSpecial(t *testing.T) {
 	}
 }
 
+// pflogsumm's expressions that the hand-written matchers (fastmatch.go,
+// reject.go's rejHead, rejReason, toAndFrom, rejBlock, ...) replaced: the
+// references the tests hold them to. They were compiled in reject.go at
+// every command's start although only the tests use them.
+var (
+	reRejHead   = regexp.MustCompile(`^.* \b(?:reject(?:_warning)?|hold|discard): (\S+) from (\S+?): (.*)$`)
+	reRejAngle  = regexp.MustCompile(`^(\d{3} <).*?(>:)`)
+	reRejProto  = regexp.MustCompile(`^(?:\d{3} \d\.\d\.\d )(Protocol error);.*$`)
+	reRejReason = regexp.MustCompile(`^(?:.*?[:;] )(?:\[[^\]]+\] )?([^;,]+)[;,].*$`)
+	reRejAddr   = regexp.MustCompile(`^((?:Sender|Recipient) address rejected: [^:]+):.*$`)
+	reRejBlock  = regexp.MustCompile(`(client|Client host|Sender address) .+? blocked`)
+	reRejMail   = regexp.MustCompile(`^\d{3} (?:<.+>: )?([^;:]+)[;:]?.*$`)
+	reRejOther  = regexp.MustCompile(`^(?:.*[:;] )?([^,]+).*$`)
+	reRejTo1    = regexp.MustCompile(`to=<([^>]+)>`)
+	reRejTo2    = regexp.MustCompile(`\d{3} <([^>]+)>: User unknown `)
+	reRejTo3    = regexp.MustCompile(`to=<(.*?)(?:[, ]|$)`)
+	reRejFrom   = regexp.MustCompile(`from=<([^>]+)>`)
+	reCleanTail = regexp.MustCompile(`( from \S+?)?; from=<.*$`)
+	reSaidHead  = regexp.MustCompile(`^.* said: `)
+	reColonHead = regexp.MustCompile(`^.*?: *`)
+)
+
 // reCleanup is pflogsumm's expression for a cleanup check's verdict, the
 // reference cleanupVerdict is held to.
 var reCleanup = regexp.MustCompile(`.*?\b((?:milter-)?reject|warning|hold|discard): (header|body|END-OF-MESSAGE) (.*)$`)
