@@ -313,6 +313,13 @@ func (g *Gate) Suspended(ctx context.Context, user string) (bool, error) {
 	gen := g.d.r.gen.Load()
 	_, susp, err := g.st.Suspended(ctx, user)
 	if err != nil {
+		if ok && c.suspended {
+			// The store failed (Redis down and the database too): an
+			// account last known suspended stays refused, the others
+			// are let through by the callers (a broken store must not
+			// lock everyone out). It was let through like the others.
+			return true, nil
+		}
 		return false, err
 	}
 	g.mu.Lock()
@@ -338,7 +345,8 @@ type cachedSuspension struct {
 // suspended, and not from a network where it has not logged in within
 // known_network_age while its name is being guessed from many addresses.
 // A state store error allows (the password check still applies; a broken
-// store must not lock everyone out).
+// store must not lock everyone out), but an account last seen suspended
+// stays refused (Gate.Suspended).
 func (g *Gate) AuthAllowed(ctx context.Context, user string, ip netip.Addr) (bool, string) {
 	if ok, err := g.Suspended(ctx, user); err == nil && ok {
 		return false, "account suspended"

@@ -314,3 +314,30 @@ func TestAlertOnlyAndFailingWebhook(t *testing.T) {
 		t.Errorf("%d alerts after an hour, want 2", n)
 	}
 }
+
+// TestGateKeepsSuspendedWhenStoreFails: when the state store fails (here
+// its SQLite database closed under it), an account the gate last saw
+// suspended stays refused at login and at MAIL FROM, while the others are
+// let through as before (a broken store must not lock everyone out). The
+// error let the suspended account through like the others.
+func TestGateKeepsSuspendedWhenStoreFails(t *testing.T) {
+	e := newEnv(t, config.Default().Accounts)
+	ctx := context.Background()
+	if _, err := e.svc.Responder.Suspend(ctx, "bob", "manual", "test"); err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range []string{"bob", "carol"} {
+		e.svc.Gate.Suspended(ctx, u) // (asked before: the gate's last answers)
+	}
+	e.now = e.now.Add(2 * SuspendedTTL)
+	e.store.db.Close()
+	if susp, err := e.svc.Gate.Suspended(ctx, "bob"); err != nil || !susp {
+		t.Errorf("store failed: bob suspended=%v err=%v, want still suspended", susp, err)
+	}
+	if ok, _ := e.svc.Gate.AuthAllowed(ctx, "bob", ip("192.0.2.1")); ok {
+		t.Error("store failed: the suspended bob may log in again")
+	}
+	if ok, _ := e.svc.Gate.AuthAllowed(ctx, "carol", ip("192.0.2.1")); !ok {
+		t.Error("store failed: carol, never suspended, is locked out")
+	}
+}
