@@ -43,8 +43,8 @@ type batch struct {
 }
 
 // newBatch returns an empty batch with its arrays resident and writable
-// (populated): the collector scans a fresh batch (it holds strings) before
-// the reader fills it, and that read mapped the kernel's zero page, so the
+// (populated): the collector can scan a fresh batch (it holds strings)
+// before the reader fills it, and that read mapped the kernel's zero page, so the
 // reader's first write to each page faulted a second time and flushed the
 // TLB of the other core (~1,200 of the 19,000 page faults of a 1M-line
 // mixed log).
@@ -81,6 +81,10 @@ type chunk struct {
 var poisonRecycled = false
 
 const batchLines = 2048
+
+// batches is how many batches the pipeline holds at most: the reader makes
+// them one by one as it needs them (a small log fills one or two).
+const batches = 6
 
 // chunkSize is how much of the input is read at a time.
 const chunkSize = 1 << 20
@@ -149,11 +153,8 @@ func (a *Analyzer) readLines(r io.Reader, data []byte, p *logline.Parser) (err e
 		}
 	}
 	full := make(chan *batch, 4)
-	free := make(chan *batch, 6)
-	for range 6 {
-		free <- newBatch()
-	}
-	clients := make(chan *batch, 4) // counted batches, to the client stage
+	free := make(chan *batch, batches) // (the reader makes them as it needs them)
+	clients := make(chan *batch, 4)    // counted batches, to the client stage
 	done := make(chan struct{})
 	defer func() {
 		close(done)
@@ -278,6 +279,7 @@ type lineReader struct {
 	// Rejection lines are condensed here already (procReject is a pure
 	// function of the line), with a cache of client domains of its own.
 	domains             map[string]string
+	made                int // the batches made so far (at most batches)
 	free, full, clients chan *batch
 	done                chan struct{}
 	fault               error // a fault on the mapping (logline.CatchFault)
@@ -358,20 +360,30 @@ func (rd *lineReader) get() bool {
 	if rd.b != nil {
 		return true
 	}
+	var b *batch
 	select {
-	case b := <-rd.free:
-		// Batches wait for the counting or the client stage:
-		// the reader is not the slowest stage.
-		rd.eager = rd.a.parseAhead > 0 || rd.a.parseAhead == 0 && (len(rd.full) > 0 || len(rd.clients) > 0)
-		b.raw, b.err = b.raw[:0], nil
-		b.ev = b.ev[:0]   // (each slot is overwritten when reused)
-		b.own = b.own[:0] // (each slot is overwritten when reused)
-		b.chunks = b.chunks[:0]
-		rd.b = b
-		return true
-	case <-rd.done:
-		return false
+	case b = <-rd.free:
+	default:
+		if rd.made < batches {
+			rd.made++
+			b = newBatch()
+			break
+		}
+		select {
+		case b = <-rd.free:
+		case <-rd.done:
+			return false
+		}
 	}
+	// Batches wait for the counting or the client stage:
+	// the reader is not the slowest stage.
+	rd.eager = rd.a.parseAhead > 0 || rd.a.parseAhead == 0 && (len(rd.full) > 0 || len(rd.clients) > 0)
+	b.raw, b.err = b.raw[:0], nil
+	b.ev = b.ev[:0]   // (each slot is overwritten when reused)
+	b.own = b.own[:0] // (each slot is overwritten when reused)
+	b.chunks = b.chunks[:0]
+	rd.b = b
+	return true
 }
 
 // send hands the batch to the counting; false: the counting is gone.
