@@ -139,7 +139,11 @@ func loginLine(e *event.Event, proc, msg string) bool {
 		return false
 	}
 	e.User = user
-	e.Mechanism = loginMethod(mid)
+	if usual { // (mid is ", method=M,": M, without loginMethod's search for its ',')
+		e.Mechanism = mid[len(", method=") : len(mid)-1]
+	} else {
+		e.Mechanism = loginMethod(mid)
+	}
 	e.Session = field(tail, "session=<", '>')
 	msg = head
 	if strings.HasPrefix(msg, "Login: ") {
@@ -207,11 +211,16 @@ func dovecotLoginHead(msg string) (proc, rest string, ok bool) {
 	if len(rest) >= len("Login: ") && rest[:len("Login: ")] == "Login: " {
 		return proc, rest, true
 	}
-	// The first ": " of rest does not end another process's name.
-	if j := strings.IndexByte(rest, ':'); j >= 0 && (j+1 >= len(rest) || rest[j+1] != ' ' || j > 0 && dovecotProc(rest[:j])) {
+	// The first ": " of rest does not end another process's name. (A
+	// name is one only when it starts with 'a' or 'd' or ends in 'n':
+	// "auth…", "dovecot", "…-login"; and rest is "conn …" or pam_unix's
+	// only when it starts with 'c' or 'p': a login's message, "Disconnected
+	// (auth failed, …)", is not compared with them.)
+	if j := strings.IndexByte(rest, ':'); j >= 0 && (j+1 >= len(rest) || rest[j+1] != ' ' ||
+		j > 0 && (rest[0] == 'a' || rest[0] == 'd' || rest[j-1] == 'n') && dovecotProc(rest[:j])) {
 		return "", "", false
 	}
-	if len(dovecotLevel(rest)) != len(rest) || strings.HasPrefix(rest, "conn ") || strings.HasPrefix(rest, "pam_unix(") {
+	if len(dovecotLevel(rest)) != len(rest) || rest != "" && (rest[0] == 'c' || rest[0] == 'p') && (strings.HasPrefix(rest, "conn ") || strings.HasPrefix(rest, "pam_unix(")) {
 		return "", "", false
 	}
 	return proc, rest, true
