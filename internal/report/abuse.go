@@ -55,6 +55,7 @@ type abuseState struct {
 	ndnRcpt       *counter        // NDN recipient → delivery attempts
 	localSenders  map[string]bool // senders seen on such messages
 	bans          []Ban
+	accounts      []AccountRow // the containment's records, the first maxAccountRows
 	banCount      int64
 	egress        map[string]*egressStat
 	egressCount   int64

@@ -416,6 +416,7 @@ func (s *abuseState) summary(n int) Abuse {
 	ab.DovecotLogins, ab.Accepted = s.logins, s.accepted
 	ab.RuleRejects = s.ruleRejects.sorted(-1)
 	ab.BanCount, ab.Bans = s.banCount, s.bans
+	ab.Accounts = s.accounts
 	ab.EgressBlocks = s.egressCount
 	ab.Actors = limit(s.actorRows(), n)
 	for who, st := range s.egress {

@@ -146,6 +146,22 @@ func (a *Analyzer) countOwn(r *maillog.Record, t time.Time, hr int, day dayKey) 
 			}
 			s.bans = append(s.bans, Ban{Time: t, Prefix: r.Prefix.String(), Reason: strings.Clone(r.Reason), Until: until})
 		}
+	case maillog.KindAccountSignal, maillog.KindAccountSuspended, maillog.KindAccountUnsuspended:
+		if len(s.accounts) < maxAccountRows {
+			// (the record's strings point into the read chunk: copies)
+			row := AccountRow{Time: t, User: strings.Clone(r.User), Rule: strings.Clone(r.Rule),
+				Reason: strings.Clone(r.Reason), By: strings.Clone(r.Text)}
+			switch r.Kind {
+			case maillog.KindAccountSignal:
+				row.Event = "signal"
+				row.By = "" // (a signal's record has no text)
+			case maillog.KindAccountSuspended:
+				row.Event = "suspended"
+			default:
+				row.Event = "unsuspended"
+			}
+			s.accounts = append(s.accounts, row)
+		}
 	case maillog.KindMilter:
 		s.milterDecision(*r)
 	case maillog.KindEgressBlocked:
@@ -174,6 +190,11 @@ func (a *Analyzer) countOwn(r *maillog.Record, t time.Time, hr int, day dayKey) 
 		}
 	}
 }
+
+// maxAccountRows bounds the containment's records a report lists (as the
+// bans are bounded): a signal is logged each time a check finds one, and a
+// log may hold a long outage's repeats.
+const maxAccountRows = 1000
 
 // ownReason is the reason refusal r is counted under: its rule for
 // serve's rejections, the reply text for a refusal to relay.

@@ -120,28 +120,29 @@ type Node struct {
 
 // Abuse is the abuse view.
 type Abuse struct {
-	AuthFailures    int64       `json:"auth_failures"`
-	AuthByAddress   []AuthRow   `json:"auth_failures_by_address"`
-	AuthBySubnet    []AuthRow   `json:"auth_failures_by_subnet"`
-	RelayAttempts   int64       `json:"relay_attempts"`
-	RelayByClient   []CountRow  `json:"relay_attempts_by_client"`
-	RelayByDomain   []CountRow  `json:"relay_attempts_by_target_domain"`
-	DNSBL           []CountRow  `json:"dnsbl_rejections_by_list"`
-	RejectReasons   []CountRow  `json:"rejections_by_reason"`
-	TopSubnets      []SubnetRow `json:"top_attacking_subnets"`
-	Postscreen      []CountRow  `json:"postscreen,omitempty"`
-	NDNs            int64       `json:"non_delivery_notices"`
-	NDNPerHour      [24]int64   `json:"non_delivery_notices_per_hour"`
-	Backscatter     int64       `json:"ndn_to_foreign_senders"`
-	BackscatterDoms []CountRow  `json:"ndn_to_foreign_senders_by_domain"`
-	DovecotLogins   int64       `json:"dovecot_logins"`
-	Accepted        int64       `json:"relayguard_accepted"`
-	RuleRejects     []CountRow  `json:"relayguard_rejects_by_rule"`
-	BanCount        int64       `json:"bans_added"`
-	Bans            []Ban       `json:"bans"`
-	EgressBlocks    int64       `json:"egress_blocks"`
-	Egress          []EgressRow `json:"egress_blocks_by_process"`
-	Actors          []ActorRow  `json:"senders_by_local_user_or_login,omitempty"`
+	AuthFailures    int64        `json:"auth_failures"`
+	AuthByAddress   []AuthRow    `json:"auth_failures_by_address"`
+	AuthBySubnet    []AuthRow    `json:"auth_failures_by_subnet"`
+	RelayAttempts   int64        `json:"relay_attempts"`
+	RelayByClient   []CountRow   `json:"relay_attempts_by_client"`
+	RelayByDomain   []CountRow   `json:"relay_attempts_by_target_domain"`
+	DNSBL           []CountRow   `json:"dnsbl_rejections_by_list"`
+	RejectReasons   []CountRow   `json:"rejections_by_reason"`
+	TopSubnets      []SubnetRow  `json:"top_attacking_subnets"`
+	Postscreen      []CountRow   `json:"postscreen,omitempty"`
+	NDNs            int64        `json:"non_delivery_notices"`
+	NDNPerHour      [24]int64    `json:"non_delivery_notices_per_hour"`
+	Backscatter     int64        `json:"ndn_to_foreign_senders"`
+	BackscatterDoms []CountRow   `json:"ndn_to_foreign_senders_by_domain"`
+	DovecotLogins   int64        `json:"dovecot_logins"`
+	Accepted        int64        `json:"relayguard_accepted"`
+	RuleRejects     []CountRow   `json:"relayguard_rejects_by_rule"`
+	BanCount        int64        `json:"bans_added"`
+	Bans            []Ban        `json:"bans"`
+	EgressBlocks    int64        `json:"egress_blocks"`
+	Egress          []EgressRow  `json:"egress_blocks_by_process"`
+	Accounts        []AccountRow `json:"account_containment,omitempty"`
+	Actors          []ActorRow   `json:"senders_by_local_user_or_login,omitempty"`
 }
 
 // AuthRow is authentication failures from one address or subnet.
@@ -168,6 +169,19 @@ type Ban struct {
 	Prefix string    `json:"prefix"`
 	Reason string    `json:"reason,omitempty"`
 	Until  string    `json:"until,omitempty"`
+}
+
+// AccountRow is a record of the compromised-account containment from
+// relayguard's log (internal/accounts through maillog's AccountSignal,
+// AccountSuspended and AccountUnsuspended): a signal seen for an account,
+// its suspension everywhere, or the suspension lifted.
+type AccountRow struct {
+	Time   time.Time `json:"time,omitzero"`
+	User   string    `json:"user"`
+	Event  string    `json:"event"`          // "signal", "suspended" or "unsuspended"
+	Rule   string    `json:"rule,omitempty"` // the signal (a limit's config key, login_spread, ...)
+	Reason string    `json:"reason,omitempty"`
+	By     string    `json:"by,omitempty"` // who suspended or lifted it: host and command
 }
 
 // EgressRow is blocked outbound connections by one process or user.

@@ -540,6 +540,24 @@ func (s *Summary) writeAbuse(w *bufio.Writer) {
 			fmt.Fprintln(w)
 		}
 	}
+	if len(ab.Accounts) > 0 && listTitle(w, "relayguard account containment (compromise signals, suspensions)", false, q) {
+		for _, a := range ab.Accounts {
+			ts := ""
+			if !a.Time.IsZero() {
+				ts = a.Time.Format(time.DateTime) + "  "
+			}
+			fmt.Fprintf(w, " %s%s  %s", ts, a.User, a.Event)
+			for _, f := range []string{a.Rule, a.Reason} {
+				if f != "" {
+					fmt.Fprintf(w, "  %s", f)
+				}
+			}
+			if a.By != "" {
+				fmt.Fprintf(w, "  by %s", a.By)
+			}
+			fmt.Fprintln(w)
+		}
+	}
 	if listTitle(w, "relayguard egress blocks", len(ab.Egress) == 0, q) {
 		for _, e := range ab.Egress {
 			var d []string
