@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"unsafe"
 )
@@ -248,6 +249,40 @@ func TestDomainRowsSameAsSortFunc(t *testing.T) {
 			if got := domainRows(tab, n, true); !slices.Equal(got, want) {
 				t.Fatalf("%d rows, limit %d: domainRows differs from the comparison sort:\n%v\n%v", size, n, got, want)
 			}
+		}
+	}
+}
+
+// TestRunLargestFirst: every summary job runs once, on any number of
+// workers, and one worker takes them largest first (ties in their order).
+func TestRunLargestFirst(t *testing.T) {
+	for _, workers := range []int{1, 2, 5, 40} {
+		var mu sync.Mutex
+		var order []int
+		ran := make([]int, 30)
+		var jobs []summaryJob
+		for i := range ran {
+			rows := (i * 7919) % 13 // (ties among 30 jobs)
+			jobs = append(jobs, summaryJob{rows, func() {
+				mu.Lock()
+				ran[i]++
+				order = append(order, rows*100+i)
+				mu.Unlock()
+			}})
+		}
+		runLargestFirst(jobs, workers)
+		for i, n := range ran {
+			if n != 1 {
+				t.Fatalf("%d workers: job %d ran %d times", workers, i, n)
+			}
+		}
+		if workers == 1 && !slices.IsSortedFunc(order, func(a, b int) int {
+			if a/100 != b/100 {
+				return b/100 - a/100 // rows descending
+			}
+			return a%100 - b%100 // then the jobs' order
+		}) {
+			t.Fatalf("one worker ran the jobs in the order %v, want by rows descending", order)
 		}
 	}
 }

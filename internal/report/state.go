@@ -150,6 +150,25 @@ func newTree3(ar *arena, p *pending) *tree3 {
 	return &tree3{m: map[string]map[string]*counter{}, ar: ar, p: p}
 }
 
+// rows is the number of leaf rows (the summary's share of work).
+func (t *tree2) rows() int {
+	n := 0
+	for _, c := range t.m {
+		n += c.len()
+	}
+	return n
+}
+
+func (t *tree3) rows() int {
+	n := 0
+	for _, m := range t.m {
+		for _, c := range m {
+			n += c.len()
+		}
+	}
+	return n
+}
+
 // add counts one entry.
 func (t *tree2) add(a, b string) {
 	c := t.last

@@ -5,9 +5,11 @@ import (
 	"cmp"
 	"encoding/binary"
 	"maps"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/relayguard/relayguard/internal/logline"
@@ -484,42 +486,78 @@ func (a *Analyzer) Summary() *Summary {
 		s.Hours[h] = DayRow{Received: a.rcvHr[h], Delivered: a.dlvHr[h], Deferred: a.dfrHr[h], Bounced: a.bncHr[h], Rejected: a.rejHr[h]}
 	}
 	// The sections are independent: they are built on every core (the
-	// tables of a botnet's log have hundreds of thousands of rows).
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		s.RecipientDomains = domainRows(a.recipDom, o.HostLimit, true)
-		s.SenderDomains = domainRows(a.sendDom, o.HostLimit, false)
-		s.SendersByCount, s.SendersBySize = userRows(a.sendUser, o.UserLimit)
-		s.RecipientsByCount, s.RecipientsBySize = userRows(a.recipUser, o.UserLimit)
-		for _, q := range slices.Sorted(maps.Keys(a.noMsgSize)) {
-			s.NoMsgSize = append(s.NoMsgSize, KeyValue{q, a.noMsgSize[q]})
-		}
-		if o.SMTPDStats {
-			s.SMTPD = a.smtpd.report(o.HostLimit)
-		}
-	})
-	wg.Go(func() {
-		s.Deferrals = tree2Nodes(a.deferralD, o.DeferralDetail)
-		s.Bounces = tree2Nodes(a.bounceD, o.BounceDetail)
-		s.Rejects = tree3Nodes(a.rejectD, o.RejectDetail)
-		s.RejectWarnings = tree3Nodes(a.warnRejD, o.RejectDetail)
-		s.Holds = tree3Nodes(a.holdD, o.RejectDetail)
-		s.Discards = tree3Nodes(a.discardD, o.RejectDetail)
-		s.SMTPFailures = tree2Nodes(a.smtpD, o.SMTPDetail)
-	})
-	wg.Go(func() {
-		s.Warnings = tree2Nodes(a.warnD, o.WarningDetail)
-		s.Fatals = tree2Nodes(a.fatalD, -1)
-		s.Panics = tree2Nodes(a.panicD, -1)
-		s.Master = a.master.sorted(-1)
-	})
+	// tables of a botnet's log have hundreds of thousands of rows), the
+	// largest first (runLargestFirst).
 	n := o.AbuseLimit
 	if o.HostLimit >= 0 && (n < 0 || o.HostLimit < n) {
 		n = o.HostLimit
 	}
-	s.Abuse = a.abuse.summary(n)
-	wg.Wait()
+	runLargestFirst([]summaryJob{
+		{len(a.recipDom.rows), func() { s.RecipientDomains = domainRows(a.recipDom, o.HostLimit, true) }},
+		{len(a.sendDom.rows), func() { s.SenderDomains = domainRows(a.sendDom, o.HostLimit, false) }},
+		{2 * len(a.sendUser.rows), func() { s.SendersByCount, s.SendersBySize = userRows(a.sendUser, o.UserLimit) }},
+		{2 * len(a.recipUser.rows), func() { s.RecipientsByCount, s.RecipientsBySize = userRows(a.recipUser, o.UserLimit) }},
+		{len(a.noMsgSize), func() {
+			for _, q := range slices.Sorted(maps.Keys(a.noMsgSize)) {
+				s.NoMsgSize = append(s.NoMsgSize, KeyValue{q, a.noMsgSize[q]})
+			}
+			if o.SMTPDStats {
+				s.SMTPD = a.smtpd.report(o.HostLimit)
+			}
+		}},
+		{a.deferralD.rows(), func() { s.Deferrals = tree2Nodes(a.deferralD, o.DeferralDetail) }},
+		{a.bounceD.rows(), func() { s.Bounces = tree2Nodes(a.bounceD, o.BounceDetail) }},
+		{a.rejectD.rows(), func() { s.Rejects = tree3Nodes(a.rejectD, o.RejectDetail) }},
+		{a.warnRejD.rows(), func() { s.RejectWarnings = tree3Nodes(a.warnRejD, o.RejectDetail) }},
+		{a.holdD.rows(), func() { s.Holds = tree3Nodes(a.holdD, o.RejectDetail) }},
+		{a.discardD.rows(), func() { s.Discards = tree3Nodes(a.discardD, o.RejectDetail) }},
+		{a.smtpD.rows(), func() { s.SMTPFailures = tree2Nodes(a.smtpD, o.SMTPDetail) }},
+		{a.warnD.rows(), func() { s.Warnings = tree2Nodes(a.warnD, o.WarningDetail) }},
+		{a.fatalD.rows() + a.panicD.rows(), func() {
+			s.Fatals = tree2Nodes(a.fatalD, -1)
+			s.Panics = tree2Nodes(a.panicD, -1)
+		}},
+		{a.master.len(), func() { s.Master = a.master.sorted(-1) }},
+		{int(a.abuse.clientCount()), func() { s.Abuse = a.abuse.summary(n) }},
+	}, runtime.GOMAXPROCS(0))
 	return s
+}
+
+// summaryJob is one part of the summary, which sets fields of the Summary
+// no other part sets; rows is how many rows it ranks (about: the abuse
+// view's clients), its expected share of the work.
+type summaryJob struct {
+	rows int
+	run  func()
+}
+
+// runLargestFirst runs the jobs on workers goroutines (the caller's one of
+// them), which take them largest first. The summary's wall time is that of
+// the core that ends last: its parts were four fixed groups (three
+// goroutines and the caller), started in no set order, and a large group
+// started last ran alone at the end (a botnet's 155,000 warnings are ~45
+// ms on one core, half the summary's work) while the other core idled.
+// Taking the largest parts first, each core then takes the next part as
+// it is free: the parts end together, nearly. The order changes nothing
+// in the Summary.
+func runLargestFirst(jobs []summaryJob, workers int) {
+	slices.SortStableFunc(jobs, func(a, b summaryJob) int { return cmp.Compare(b.rows, a.rows) })
+	var next atomic.Int32
+	work := func() {
+		for {
+			i := int(next.Add(1)) - 1
+			if i >= len(jobs) {
+				return
+			}
+			jobs[i].run()
+		}
+	}
+	var wg sync.WaitGroup
+	for range min(workers, len(jobs)) - 1 {
+		wg.Go(work)
+	}
+	work()
+	wg.Wait()
 }
 
 func domainRows(t *statTable, n int, delays bool) []DomainRow {
