@@ -348,10 +348,15 @@ func (s *SMTP) attempt(ctx context.Context, t target, req *Request) ([]Result, o
 			}
 			return resultsFrom(req.Rcpts, t.name, replies, err), final
 		}
-		s.release(t, c, !c.clean)
 		res := resultsFrom(req.Rcpts, t.name, replies, nil)
 		for i := range res {
 			res[i].PeerDSN = c.has("DSN")
+		}
+		// Recipients over the peer's per-transaction limit go in new
+		// transactions now (RFC 5321 §4.5.3.1.10). Whatever happens to
+		// them, the outcome is final: recipients were delivered here.
+		if c = s.sendRest(ctx, t, c, req, replies, res); c != nil {
+			s.release(t, c, !c.clean)
 		}
 		return res, final
 	}

@@ -75,8 +75,11 @@ type GoPeer struct {
 	// Users maps AUTH usernames to passwords; empty: AUTH not offered.
 	users map[string]string
 	delay time.Duration
-	cur   int // transactions in DATA now
-	peak  int
+	// rcptLimit, rcptLimitReply: GoPeerOptions.RcptLimit, RcptLimitReply.
+	rcptLimit      int
+	rcptLimitReply *smtp.SMTPError
+	cur            int // transactions in DATA now
+	peak           int
 }
 
 // GoPeerOptions configure StartGoPeer.
@@ -89,12 +92,17 @@ type GoPeerOptions struct {
 	DataDelay time.Duration
 	// SMTPUTF8 announces RFC 6531 support.
 	SMTPUTF8 bool
+	// RcptLimit, with RcptLimitReply set, is how many recipients one
+	// transaction takes: each further RCPT gets RcptLimitReply (a next
+	// hop's per-transaction limit, RFC 5321 §4.5.3.1.8). 0 refuses all.
+	RcptLimit      int
+	RcptLimitReply *smtp.SMTPError
 }
 
 // StartGoPeer starts a GoPeer on loopback.
 func StartGoPeer(t testing.TB, o GoPeerOptions) *GoPeer {
 	t.Helper()
-	p := &GoPeer{users: o.Users, delay: o.DataDelay}
+	p := &GoPeer{users: o.Users, delay: o.DataDelay, rcptLimit: o.RcptLimit, rcptLimitReply: o.RcptLimitReply}
 	s := smtp.NewServer(p)
 	s.Domain = "gopeer.test"
 	s.ReadTimeout = 30 * time.Second
@@ -172,6 +180,9 @@ func (s *peerSession) Mail(from string, opts *smtp.MailOptions) error {
 }
 
 func (s *peerSession) Rcpt(to string, _ *smtp.RcptOptions) error {
+	if s.p.rcptLimitReply != nil && len(s.cur.Rcpts) >= s.p.rcptLimit {
+		return s.p.rcptLimitReply
+	}
 	s.cur.Rcpts = append(s.cur.Rcpts, to)
 	return nil
 }
