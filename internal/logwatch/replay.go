@@ -205,6 +205,11 @@ func pipeline(ctx context.Context, keep func(event.Kind) bool, sink func([]event
 			p := &Parser{Want: keep}
 			last := 0 // events of this worker's last chunk: the next one's estimate
 			for c := range work {
+				// Each chunk's year from the clock: not from the
+				// chunks this worker happened to take before (the
+				// scheduling's choice), which made the years of a log
+				// whose months go back and forth differ from run to run.
+				p.Lines = logline.Parser{}
 				c.err = parseChunk(p, c, keep, last, mapped)
 				last = len(c.events)
 				close(c.done)
