@@ -159,7 +159,7 @@ func (p *Parser) ParseTo(l *Line, line string) bool {
 	i := progEnd(tag)
 	if i > 0 && i+12 <= len(tag) && tag[i] == '[' {
 		const lo, hi = 0x0101010101010101, 0x8080808080808080
-		x := binary.LittleEndian.Uint64(unsafe.Slice(unsafe.StringData(tag[i+1:]), 8)) ^ lo*'0' // (tag is not written: a read of 8 of its bytes; digits are now 0 to 9)
+		x := binary.LittleEndian.Uint64((*[8]byte)(unsafe.Add(unsafe.Pointer(unsafe.StringData(tag)), i+1))[:]) ^ lo*'0' // (tag is not written: a read of 8 of its bytes, i+12 <= len(tag); digits are now 0 to 9)
 		// The high bit of each byte that is no digit (≥ 10 after the xor;
 		// no carry crosses bytes, their high bits cleared first).
 		if nd := ((x&^hi + lo*0x76) | x) & hi; nd != 0 {
@@ -336,7 +336,7 @@ func (p *Parser) Timestamp(s string) (time.Time, string, bool) {
 func spaceIndex(s string) int {
 	if len(s) >= 8 {
 		const lo, hi = 0x0101010101010101, 0x8080808080808080
-		w := binary.LittleEndian.Uint64(unsafe.Slice(unsafe.StringData(s), 8)) ^ lo*' ' // (s is not written: a read of 8 of its bytes)
+		w := binary.LittleEndian.Uint64((*[8]byte)(unsafe.Pointer(unsafe.StringData(s)))[:]) ^ lo*' ' // (s is not written: a read of 8 of its bytes)
 		if m := (w - lo) &^ w & hi; m != 0 {
 			return bits.TrailingZeros64(m) >> 3 // (false marks lie only above a true one)
 		}
@@ -351,11 +351,12 @@ func parseTag(s string) (prog string, pid int, msg string) { return tagFrom(s, p
 // progEnd is the index of the first '[', ':' or ' ' in s, or len(s).
 func progEnd(s string) int {
 	i := 0
-	if len(s) >= 16 && binary.LittleEndian.Uint64(unsafe.Slice(unsafe.StringData(s), 8)) == postfixWord {
+	base := unsafe.Pointer(unsafe.StringData(s))
+	if len(s) >= 16 && binary.LittleEndian.Uint64((*[8]byte)(base)[:]) == postfixWord {
 		i = 8 // (most lines: "postfix/" has no end byte)
 	}
 	for ; i+8 <= len(s); i += 8 { // eight bytes at a time (the program names are "postfix/smtpd" and the like)
-		w := binary.LittleEndian.Uint64(unsafe.Slice(unsafe.StringData(s[i:]), 8)) // (s is not written: a read of 8 of its bytes)
+		w := binary.LittleEndian.Uint64((*[8]byte)(unsafe.Add(base, i))[:]) // (s is not written: a read of 8 of its bytes, i+8 <= len(s); no unsafe.Slice: its wrap check was 4 instructions a word)
 		if m := tagEndIn(w); m != 0 {
 			return i + bits.TrailingZeros64(m)>>3
 		}
@@ -580,8 +581,9 @@ func (p *Parser) parseBSD(s string) (time.Time, string, bool) {
 	// is (the year and month after a parse are those of the branch that
 	// reads them back unchanged: the default one, or the stray line's,
 	// which changes nothing).
-	w0 := binary.LittleEndian.Uint64(unsafe.Slice(unsafe.StringData(s), 8)) // (s is not written: reads of 15 of its bytes)
-	w1 := binary.LittleEndian.Uint64(unsafe.Slice(unsafe.StringData(s[7:]), 8))
+	base := unsafe.Pointer(unsafe.StringData(s))
+	w0 := binary.LittleEndian.Uint64((*[8]byte)(base)[:]) // (s is not written: reads of 15 of its bytes, len(s) >= 15)
+	w1 := binary.LittleEndian.Uint64((*[8]byte)(unsafe.Add(base, 7))[:])
 	if c := &p.ts; w0 == c.w0 && w1 == c.w1 && c.month != 0 && c.month == p.lastMonth && c.year == p.Year && c.loc == p.Loc {
 		return c.t, s[15:], true
 	}

@@ -80,11 +80,11 @@ func qidKey(id string) qkey {
 
 // le64 and le32 read the first 8 and 4 bytes of s (at least as long).
 func le64(s string) uint64 {
-	return binary.LittleEndian.Uint64(unsafe.Slice(unsafe.StringData(s), 8))
+	return binary.LittleEndian.Uint64((*[8]byte)(unsafe.Pointer(unsafe.StringData(s)))[:]) // (no unsafe.Slice: its wrap check)
 }
 
 func le32(s string) uint32 {
-	return binary.LittleEndian.Uint32(unsafe.Slice(unsafe.StringData(s), 4))
+	return binary.LittleEndian.Uint32((*[4]byte)(unsafe.Pointer(unsafe.StringData(s)))[:])
 }
 
 // state is the state numbered n.
