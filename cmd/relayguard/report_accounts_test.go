@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -127,5 +128,76 @@ func TestReportShowsAccountSuspensions(t *testing.T) {
 		if code != 0 || strings.Contains(strings.ToLower(out), "account containment") || strings.Contains(out, "account_containment") {
 			t.Errorf("report --format %s of a log without account records: exit %d %s\n%s", format, code, errOut, out)
 		}
+	}
+}
+
+// TestReportAccountsHostileAndFlooded (breaker10): the containment's list
+// holds up against what an attacker controls. A login name is the client's
+// to choose and the reader unquotes a record's value, so a name with a
+// newline must not end its row in the text report and forge another (here
+// a lift by "admin"); and a flood of signals (one is logged at each check
+// that finds one) must not push the suspension that follows out of the
+// bounded list. Both failed at 7c2b70a: the forged row was printed, and the
+// suspension after 1,000 signals was in neither the text nor the JSON.
+func TestReportAccountsHostileAndFlooded(t *testing.T) {
+	t.Parallel()
+	bin := testBinary(t)
+	dir := t.TempDir()
+	var text bytes.Buffer
+	ml := maillog.New(slog.New(slog.NewTextHandler(&text, nil)))
+	ctx := context.Background()
+	ml.AccountSignal(ctx, "eve\n 2026-12-07 09:00:00  bob  unsuspended  by admin", "login_spread", "reason\r\nx")
+	for i := range 1500 {
+		ml.AccountSignal(ctx, "u"+strconv.Itoa(i), "login_failures", "guessed")
+	}
+	ml.AccountSuspended(ctx, "mallory", "login_spread", "logged in from 9 networks", "mx1 (serve)")
+	log := filepath.Join(dir, "hostile.log")
+	if err := os.WriteFile(log, text.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	out, errOut, code := runRG(t, bin, "report", log)
+	if code != 0 {
+		t.Fatalf("report: exit %d: %s", code, errOut)
+	}
+	_, sect, ok := strings.Cut(out, "relayguard account containment (compromise signals, suspensions)\n")
+	if !ok {
+		t.Fatalf("no account containment section:\n%s", out)
+	}
+	sect, _, _ = strings.Cut(sect, "\n\n")
+	sect += "\n"
+	for _, l := range strings.Split(sect, "\n") {
+		if strings.Contains(l, "bob  unsuspended") && !strings.Contains(l, "eve") {
+			t.Errorf("a login name's newline forged a row: %q", l)
+		}
+		if strings.ContainsRune(l, '\r') {
+			t.Errorf("a carriage return in a row: %q", l)
+		}
+	}
+	if !strings.Contains(sect, `"eve\n 2026-12-07 09:00:00  bob  unsuspended  by admin"  signal  login_spread  "reason\r\nx"`) {
+		t.Errorf("eve's signal is not listed with its name and reason quoted:\n%.2000s", sect)
+	}
+	if !strings.Contains(sect, " mallory  suspended  login_spread  logged in from 9 networks  by mx1 (serve)\n") {
+		t.Errorf("the suspension after 1,500 signals is not in the text report:\n%s", sect[max(0, len(sect)-300):])
+	}
+
+	out, errOut, code = runRG(t, bin, "report", "--format", "json", log)
+	if code != 0 {
+		t.Fatalf("report --format json: exit %d: %s", code, errOut)
+	}
+	var s struct {
+		Abuse struct {
+			Accounts []report.AccountRow `json:"account_containment"`
+		} `json:"abuse"`
+	}
+	if err := json.Unmarshal([]byte(out), &s); err != nil {
+		t.Fatal(err)
+	}
+	rows := s.Abuse.Accounts
+	if n := len(rows); n != 1001 {
+		t.Errorf("%d rows, want the first 1,000 signals and the suspension", n)
+	}
+	if n := len(rows); n == 0 || rows[n-1].User != "mallory" || rows[n-1].Event != "suspended" {
+		t.Errorf("the last row is not mallory's suspension: %+v", rows[max(0, len(rows)-1):])
 	}
 }

@@ -55,7 +55,8 @@ type abuseState struct {
 	ndnRcpt       *counter        // NDN recipient → delivery attempts
 	localSenders  map[string]bool // senders seen on such messages
 	bans          []Ban
-	accounts      []AccountRow // the containment's records, the first maxAccountRows
+	accounts      []AccountRow // the containment's records: the first maxAccountRows signals and the first maxAccountRows suspensions and lifts
+	accountSigs   int          // signals among accounts
 	banCount      int64
 	egress        map[string]*egressStat
 	egressCount   int64

@@ -147,7 +147,14 @@ func (a *Analyzer) countOwn(r *maillog.Record, t time.Time, hr int, day dayKey) 
 			s.bans = append(s.bans, Ban{Time: t, Prefix: r.Prefix.String(), Reason: strings.Clone(r.Reason), Until: until})
 		}
 	case maillog.KindAccountSignal, maillog.KindAccountSuspended, maillog.KindAccountUnsuspended:
-		if len(s.accounts) < maxAccountRows {
+		// Signals and suspensions are bounded apart: a flood of signals (one
+		// is logged at each check that finds one) must not push the
+		// suspension, or its lift, out of the report.
+		sig := r.Kind == maillog.KindAccountSignal
+		if n := len(s.accounts) - s.accountSigs; sig && s.accountSigs < maxAccountRows || !sig && n < maxAccountRows {
+			if sig {
+				s.accountSigs++
+			}
 			// (the record's strings point into the read chunk: copies)
 			row := AccountRow{Time: t, User: strings.Clone(r.User), Rule: strings.Clone(r.Rule),
 				Reason: strings.Clone(r.Reason), By: strings.Clone(r.Text)}
@@ -192,8 +199,8 @@ func (a *Analyzer) countOwn(r *maillog.Record, t time.Time, hr int, day dayKey) 
 }
 
 // maxAccountRows bounds the containment's records a report lists (as the
-// bans are bounded): a signal is logged each time a check finds one, and a
-// log may hold a long outage's repeats.
+// bans are bounded), signals and suspensions each: a signal is logged each
+// time a check finds one, and a log may hold a long outage's repeats.
 const maxAccountRows = 1000
 
 // ownReason is the reason refusal r is counted under: its rule for

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 )
 
 // The text report has pflogsumm 1.1.5's sections, order and fixed-width
@@ -546,14 +547,14 @@ func (s *Summary) writeAbuse(w *bufio.Writer) {
 			if !a.Time.IsZero() {
 				ts = a.Time.Format(time.DateTime) + "  "
 			}
-			fmt.Fprintf(w, " %s%s  %s", ts, a.User, a.Event)
+			fmt.Fprintf(w, " %s%s  %s", ts, oneLine(a.User), a.Event)
 			for _, f := range []string{a.Rule, a.Reason} {
 				if f != "" {
-					fmt.Fprintf(w, "  %s", f)
+					fmt.Fprintf(w, "  %s", oneLine(f))
 				}
 			}
 			if a.By != "" {
-				fmt.Fprintf(w, "  by %s", a.By)
+				fmt.Fprintf(w, "  by %s", oneLine(a.By))
 			}
 			fmt.Fprintln(w)
 		}
@@ -578,4 +579,16 @@ func (s *Summary) writeAbuse(w *bufio.Writer) {
 		fmt.Fprintf(w, "\n %s  Dovecot logins\n %s  messages accepted by relayguard\n",
 			intUnits(float64(ab.DovecotLogins)), intUnits(float64(ab.Accepted)))
 	}
+}
+
+// oneLine is s for a row of the text report, quoted (Go syntax, as slog's
+// text handler quotes it) when it holds a control character: a record's
+// value is unquoted by the reader and may hold a newline or a carriage
+// return (a login name is the client's to choose), which would otherwise
+// end the row and forge the next.
+func oneLine(s string) string {
+	if strings.IndexFunc(s, unicode.IsControl) < 0 {
+		return s
+	}
+	return strconv.Quote(s)
 }
