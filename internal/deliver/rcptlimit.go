@@ -25,6 +25,19 @@ func tooManyRcpts(r Reply) bool {
 	return strings.Contains(strings.ToLower(r.Text), "too many recipients")
 }
 
+// overLimitTemp makes temporary the results of the recipients a peer put
+// off for its per-transaction limit (tooManyRcpts), res being resultsFrom's
+// for replies: a 552 there is temporary (RFC 5321 §4.5.3.1.10) also when
+// the transaction then failed and sendRest does not run (the connection
+// lost at DATA): resultsFrom alone would bounce them.
+func overLimitTemp(replies []Reply, res []Result) {
+	for k := range min(len(replies), len(res)) {
+		if tooManyRcpts(replies[k]) {
+			res[k].Temp = true
+		}
+	}
+}
+
 // sendRest delivers, on the connection c that has just ended a transaction
 // for req, the recipients the peer put off because it limits recipients
 // per transaction (tooManyRcpts): at once, in new transactions (a new MAIL
@@ -83,6 +96,7 @@ func (s *SMTP) sendRest(ctx context.Context, t target, c *client, req *Request, 
 		replies, err = c.send(ctx, sub.From, sub.Rcpts, txOptionsOf(&sub, s.Chunking), body)
 		body.Close()
 		sr := resultsFrom(sub.Rcpts, t.name, replies, err)
+		overLimitTemp(replies, sr)
 		for k, i := range rest {
 			sr[k].PeerDSN = c.has("DSN")
 			res[i] = sr[k]

@@ -254,3 +254,84 @@ func TestRecipientLimitSecondTransactionLost(t *testing.T) {
 		t.Fatalf("the peer took %d messages, want 1", messages.Load())
 	}
 }
+
+// A hop that answers the recipients over its limit 552 5.5.3 (RFC 821's
+// code, to be treated as temporary: RFC 5321 §4.5.3.1.10) and then drops
+// the connection at DATA, in the first transaction or in a later one: the
+// recipients it put off are deferred, not bounced (breaker10: at 7c2b70a
+// a3 and a4 got a permanent failure when the transaction failed, since
+// only a transaction that ended well had its 552s taken as temporary).
+func TestRecipientLimit552ThenDropped(t *testing.T) {
+	for _, dropAt := range []int{1, 2} { // the transaction whose DATA is dropped
+		t.Run(fmt.Sprintf("DATA %d", dropAt), func(t *testing.T) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { ln.Close() })
+			go func() {
+				for {
+					c, err := ln.Accept()
+					if err != nil {
+						return
+					}
+					go func() {
+						defer c.Close()
+						c.SetDeadline(time.Now().Add(30 * time.Second))
+						r := bufio.NewReader(c)
+						io.WriteString(c, "220 drop.test ESMTP\r\n")
+						mails, rcpts, inData := 0, 0, false
+						for {
+							line, err := r.ReadString('\n')
+							if err != nil {
+								return
+							}
+							cmd := strings.ToUpper(strings.TrimSpace(line))
+							switch {
+							case inData:
+								if cmd == "." {
+									inData = false
+									io.WriteString(c, "250 2.0.0 queued\r\n")
+								}
+							case strings.HasPrefix(cmd, "EHLO"):
+								io.WriteString(c, "250-drop.test\r\n250 8BITMIME\r\n")
+							case strings.HasPrefix(cmd, "MAIL"):
+								mails++
+								rcpts = 0
+								io.WriteString(c, "250 2.1.0 ok\r\n")
+							case strings.HasPrefix(cmd, "RCPT"):
+								if rcpts++; rcpts > 1 {
+									io.WriteString(c, "552 5.5.3 Too many recipients\r\n")
+								} else {
+									io.WriteString(c, "250 2.1.5 ok\r\n")
+								}
+							case cmd == "DATA":
+								if mails == dropAt {
+									return // the connection is lost
+								}
+								inData = true
+								io.WriteString(c, "354 go ahead\r\n")
+							case cmd == "QUIT":
+								io.WriteString(c, "221 bye\r\n")
+								return
+							default:
+								io.WriteString(c, "250 ok\r\n")
+							}
+						}
+					}()
+				}
+			}()
+			s := newSetup(t)
+			s.cfg.Transports = map[string]string{"drop.test": "smtp:" + ln.Addr().String()}
+			res := s.deliverer(t).Deliver(context.Background(), "drop.test", request(rcptList(4, "drop.test")...))
+			if len(res) != 4 {
+				t.Fatalf("got %d results: %+v", len(res), res)
+			}
+			for _, r := range res {
+				if !r.OK && !r.Temp {
+					t.Errorf("%s: got %+v, want deferred (or delivered): a 552 5.5.3 is temporary", r.Rcpt, r)
+				}
+			}
+		})
+	}
+}

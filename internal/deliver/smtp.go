@@ -346,7 +346,9 @@ func (s *SMTP) attempt(ctx context.Context, t target, req *Request) ([]Result, o
 			if noReplies(replies) {
 				return resultsFrom(req.Rcpts, t.name, replies, err), tryNext
 			}
-			return resultsFrom(req.Rcpts, t.name, replies, err), final
+			res := resultsFrom(req.Rcpts, t.name, replies, err)
+			overLimitTemp(replies, res)
+			return res, final
 		}
 		res := resultsFrom(req.Rcpts, t.name, replies, nil)
 		for i := range res {
