@@ -225,8 +225,8 @@ var htmlTmpl = sync.OnceValue(func() *template.Template {
 {{if .S.Abuse.Accounts}}<h2>Account containment</h2>
 <table><tr><th class="l">time</th><th class="l">account</th><th class="l">event</th><th class="l">signal</th><th class="l">evidence</th><th class="l">by</th></tr>
 {{range .S.Abuse.Accounts}}<tr><td class="l">{{if not .Time.IsZero}}{{.Time.Format "2006-01-02 15:04:05"}}{{end}}</td><td class="l">{{.User}}</td><td class="l">{{.Event}}</td><td class="l">{{.Rule}}</td><td class="l">{{.Reason}}</td><td class="l">{{.By}}</td></tr>
-{{end}}</table>{{end}}
-<h2>Top attacking subnets</h2>
+{{end}}</table>
+{{end}}<h2>Top attacking subnets</h2>
 {{if .SubnetChart}}{{.SubnetChart}}
 <table><tr><th class="l">subnet</th><th>auth failures</th><th>relay attempts</th><th>rejections</th><th>total</th></tr>
 {{range .S.Abuse.TopSubnets}}<tr><td class="l">{{.Subnet}}</td><td>{{.AuthFailures}}</td><td>{{.Relay}}</td><td>{{.Rejects}}</td><td>{{.Total}}</td></tr>
