@@ -335,3 +335,81 @@ func TestRecipientLimit552ThenDropped(t *testing.T) {
 		})
 	}
 }
+
+// A hop taking one recipient per transaction, for a message of 100: every
+// recipient is delivered once, and each further transaction offers no more
+// recipients than the first took (the limit it showed), so the RCPTs sent
+// grow with the recipients, not with their square (breaker10: at 7c2b70a
+// each transaction offered every recipient left, 5,050 RCPTs for 100
+// recipients, ~500,000 for 1,000: a 15 MB dialogue, hours without
+// pipelining, and as many 452s for the peer's abuse counters).
+func TestRecipientLimitRcptsLinear(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	var rcptCmds, messages atomic.Int64
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(30 * time.Second))
+				r := bufio.NewReader(c)
+				io.WriteString(c, "220 one.test ESMTP\r\n")
+				rcpts, inData := 0, false
+				for {
+					line, err := r.ReadString('\n')
+					if err != nil {
+						return
+					}
+					cmd := strings.ToUpper(strings.TrimSpace(line))
+					switch {
+					case inData:
+						if cmd == "." {
+							inData = false
+							messages.Add(1)
+							io.WriteString(c, "250 2.0.0 queued\r\n")
+						}
+					case strings.HasPrefix(cmd, "EHLO"):
+						io.WriteString(c, "250-one.test\r\n250 8BITMIME\r\n")
+					case strings.HasPrefix(cmd, "MAIL"):
+						rcpts = 0
+						io.WriteString(c, "250 2.1.0 ok\r\n")
+					case strings.HasPrefix(cmd, "RCPT"):
+						rcptCmds.Add(1)
+						if rcpts++; rcpts > 1 {
+							io.WriteString(c, "452 4.5.3 Too many recipients\r\n")
+						} else {
+							io.WriteString(c, "250 2.1.5 ok\r\n")
+						}
+					case cmd == "DATA":
+						inData = true
+						io.WriteString(c, "354 go ahead\r\n")
+					case cmd == "QUIT":
+						io.WriteString(c, "221 bye\r\n")
+						return
+					default:
+						io.WriteString(c, "250 ok\r\n")
+					}
+				}
+			}()
+		}
+	}()
+	const n = 100
+	s := newSetup(t)
+	s.cfg.Transports = map[string]string{"one.test": "smtp:" + ln.Addr().String()}
+	res := s.deliverer(t).Deliver(context.Background(), "one.test", request(rcptList(n, "one.test")...))
+	wantOK(t, res, n)
+	if m := messages.Load(); m != n {
+		t.Errorf("the peer took %d messages, want %d (one recipient each)", m, n)
+	}
+	// The first transaction offers all n; each further one at most one.
+	if got := rcptCmds.Load(); got > 2*n {
+		t.Errorf("%d RCPT commands for %d recipients, want at most %d", got, n, 2*n)
+	}
+}
