@@ -65,8 +65,16 @@ func (c *EgressConfig) validate() error {
 		seen[p] = true
 	}
 	for i, n := range c.ForwardAllowed {
-		if _, err := netip.ParsePrefix(n); err != nil {
+		p, err := netip.ParsePrefix(n)
+		if err != nil {
 			return fmt.Errorf("egress.forward_allowed[%d] %q: want a network in CIDR form: %w", i, n, err)
+		}
+		// An address with a length (a container's own with its bridge's
+		// length) would pass every address of the network: say which was
+		// meant rather than open the whole bridge.
+		if p != p.Masked() {
+			return fmt.Errorf("egress.forward_allowed[%d] %q: host bits set: write %s for the network, %s for the one address",
+				i, n, p.Masked(), netip.PrefixFrom(p.Addr(), p.Addr().BitLen()))
 		}
 	}
 	if c.NFLogGroup < 0 || c.NFLogGroup > 65535 {

@@ -24,6 +24,13 @@ func TestEgressConfig(t *testing.T) {
 		{"bad group", "[egress]\nnflog_group = 65536\n", "egress.nflog_group 65536"},
 		{"bad mail", "[egress]\nalert_mail_to = \"not an address\"\n", `egress.alert_mail_to "not an address"`},
 		{"zero window", "[egress]\nalert_window = \"0s\"\n", "egress.alert_window"},
+		{"forward_allowed networks", "[egress]\nforward_allowed = [\"172.17.0.0/16\", \"172.18.0.5/32\", \"fd00:1::/64\"]\n", ""},
+		{"forward_allowed address", "[egress]\nforward_allowed = [\"172.17.0.2\"]\n", `egress.forward_allowed[0] "172.17.0.2"`},
+		// An address with a length (the container's own, with the bridge's
+		// length) named the whole bridge: every container on it passed
+		// (breaker10).
+		{"forward_allowed host bits", "[egress]\nforward_allowed = [\"172.17.0.0/16\", \"172.17.0.2/16\"]\n", `egress.forward_allowed[1] "172.17.0.2/16": host bits set`},
+		{"forward_allowed host bits v6", "[egress]\nforward_allowed = [\"fd00:1::7/64\"]\n", `egress.forward_allowed[0] "fd00:1::7/64": host bits set`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
