@@ -3,6 +3,7 @@ package accounts
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net/netip"
 	"strings"
 	"sync"
@@ -324,7 +325,14 @@ func (g *Gate) Suspended(ctx context.Context, user string) (bool, error) {
 	}
 	g.mu.Lock()
 	if len(g.cache) > 100000 {
-		clear(g.cache)
+		// The suspended accounts' answers stay: they keep those refused
+		// when the store fails, and a client asking about 100,000
+		// names must not wipe them. (Should they alone pass the bound,
+		// all go.)
+		maps.DeleteFunc(g.cache, func(_ string, c cachedSuspension) bool { return !c.suspended })
+		if len(g.cache) > 100000 {
+			clear(g.cache)
+		}
 	}
 	g.cache[k] = cachedSuspension{susp, now, gen}
 	g.mu.Unlock()

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -339,5 +340,31 @@ func TestGateKeepsSuspendedWhenStoreFails(t *testing.T) {
 	}
 	if ok, _ := e.svc.Gate.AuthAllowed(ctx, "carol", ip("192.0.2.1")); !ok {
 		t.Error("store failed: carol, never suspended, is locked out")
+	}
+}
+
+// The gate's last answers are bounded (100,000 accounts); a client that
+// asks about that many distinct names (an AUTH or MAIL FROM each) while the
+// store works must not wipe what the gate knows of a suspended account,
+// which then logged in as soon as the store failed (breaker10: at ae41b66
+// the bound cleared every answer, bob's suspension with them).
+func TestGateKeepsSuspendedAfterManyNames(t *testing.T) {
+	e := newEnv(t, config.Default().Accounts)
+	ctx := context.Background()
+	if _, err := e.svc.Responder.Suspend(ctx, "bob", "manual", "test"); err != nil {
+		t.Fatal(err)
+	}
+	if susp, _ := e.svc.Gate.Suspended(ctx, "bob"); !susp {
+		t.Fatal("bob not suspended")
+	}
+	for i := range 100_001 {
+		if _, err := e.svc.Gate.Suspended(ctx, "guess"+strconv.Itoa(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.now = e.now.Add(2 * SuspendedTTL)
+	e.store.db.Close()
+	if susp, err := e.svc.Gate.Suspended(ctx, "bob"); err != nil || !susp {
+		t.Errorf("store failed after 100,001 other names: bob suspended=%v err=%v, want still suspended", susp, err)
 	}
 }
