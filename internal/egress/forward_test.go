@@ -110,6 +110,16 @@ func forwardScenario(t *testing.T, backend string) {
 	if r := connectAs(t, allowed, 65534, 65534, dst, 3*time.Second); !strings.HasPrefix(r.result, "OK") {
 		t.Errorf("a container of forward_allowed: %s, want OK", r.result)
 	}
+	// Mail coming in to the forward_allowed container's MTA (a published
+	// port 25, a routed MX) from the Internet: every such connection was
+	// dropped, its source being no forward_allowed network (breaker10).
+	_, asc, _ := startChild(t, allowed, "listen", ":25")
+	if !asc.Scan() || asc.Text() != "READY" {
+		t.Fatalf("the allowed container's listener did not start: %q", asc.Text())
+	}
+	if r := connectAs(t, remote, 65534, 65534, "10.233."+octet+".2:25", 3*time.Second); !strings.HasPrefix(r.result, "OK") {
+		t.Errorf("inbound mail from the Internet to the forward_allowed container's MTA: %s, want OK", r.result)
+	}
 	var got []Attempt
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
 		got = got[:0]

@@ -74,7 +74,8 @@ func iptForwardRules(s Spec, f iptFamily) []string {
 	var rs []string
 	for _, p := range s.ForwardAllowed {
 		if p.Addr().Is4() == (f.name == "ipv4") {
-			rs = append(rs, "-s "+p.String()+" -j ACCEPT")
+			// from the network and to it (mail coming in to its MTA)
+			rs = append(rs, "-s "+p.String()+" -j ACCEPT", "-d "+p.String()+" -j ACCEPT")
 		}
 	}
 	return append(rs, fmt.Sprintf("-j NFLOG --nflog-group %d", s.Group), "-j DROP")

@@ -128,23 +128,33 @@ func nftRules(s Spec) []nftRuleDef {
 func nftForwardRules(s Spec) []nftRuleDef {
 	var rs []nftRuleDef
 	for _, p := range s.ForwardAllowed {
-		proto, off, fam := byte(unix.NFPROTO_IPV4), uint32(12), "ip"
-		if p.Addr().Is6() {
-			proto, off, fam = unix.NFPROTO_IPV6, 8, "ip6"
+		// From the network (its MTA sending) and to it (mail coming in to
+		// that MTA: a published port 25, a routed MX; without it every
+		// inbound connection from the Internet was dropped).
+		for _, dir := range []string{"saddr", "daddr"} {
+			proto, off, fam := byte(unix.NFPROTO_IPV4), uint32(12), "ip"
+			if p.Addr().Is6() {
+				proto, off, fam = unix.NFPROTO_IPV6, 8, "ip6"
+			}
+			what := "from"
+			if dir == "daddr" {
+				off += uint32(p.Addr().BitLen() / 8)
+				what = "to"
+			}
+			n := p.Addr().BitLen() / 8
+			mask := net.CIDRMask(p.Bits(), p.Addr().BitLen())
+			rs = append(rs, nftRuleDef{
+				match: []expr.Any{
+					&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
+					&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{proto}},
+					&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: uint32(n)},
+					&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: uint32(n), Mask: []byte(mask), Xor: make([]byte, n)},
+					&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: p.Addr().AsSlice()},
+				},
+				comment: "accept: forwarded " + what + " " + p.String(),
+				script:  fam + " " + dir + " " + p.String(),
+			})
 		}
-		n := p.Addr().BitLen() / 8
-		mask := net.CIDRMask(p.Bits(), p.Addr().BitLen())
-		rs = append(rs, nftRuleDef{
-			match: []expr.Any{
-				&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
-				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{proto}},
-				&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: uint32(n)},
-				&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: uint32(n), Mask: []byte(mask), Xor: make([]byte, n)},
-				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: p.Addr().AsSlice()},
-			},
-			comment: "accept: forwarded from " + p.String(),
-			script:  fam + " saddr " + p.String(),
-		})
 	}
 	return append(rs, nftRuleDef{
 		drop:    true,
