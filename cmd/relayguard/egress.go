@@ -139,6 +139,11 @@ func runEgressApply(cmd *cobra.Command, _ []string) error {
 		}
 		fmt.Fprintf(out, "forwarded connections (containers, virtual machines, a routed network) locked too; allowed sources: %s\n", allowed)
 	}
+	if !spec.Forward {
+		if sysctl := hostForwards(); sysctl != "" {
+			fmt.Fprintf(out, "warning: this host forwards packets (%s = 1): connections from its containers, virtual machines or routed networks are not locked; set egress.forward = true, with forward_allowed for an MTA behind this host\n", sysctl)
+		}
+	}
 	if !egressFlags.persist {
 		fmt.Fprintln(out, "not persistent: the rules are gone after a reboot (use --persist)")
 		return nil
@@ -327,4 +332,18 @@ func idList(ids []uint32, name func(uint32) string) string {
 		}
 	}
 	return strings.Join(s, ", ")
+}
+
+// hostForwards names the sysctl that says this host (its network namespace)
+// forwards packets, "" if none does: then its containers' and routed
+// networks' connections pass through it, where the output chain's uid rules
+// never see them.
+func hostForwards() string {
+	for _, name := range []string{"net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding"} {
+		b, err := os.ReadFile("/proc/sys/" + strings.ReplaceAll(name, ".", "/"))
+		if err == nil && strings.TrimSpace(string(b)) == "1" {
+			return name
+		}
+	}
+	return ""
 }

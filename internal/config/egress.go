@@ -18,7 +18,7 @@ type EgressConfig struct {
 	AllowedGroups  []string `toml:"allowed_groups" comment:"Groups (names or numeric gids) whose sockets may connect out."`
 	AllowRoot      bool     `toml:"allow_root" comment:"Also allow uid 0. Off by default: a compromised root can remove the rules anyway, but root daemons should not mail directly."`
 	AllowLoopback  bool     `toml:"allow_loopback" comment:"Accept connections to loopback (lo, 127.0.0.0/8, ::1), e.g. to a local MTA on port 25."`
-	Forward        bool     `toml:"forward" comment:"Also lock connections forwarded through this host (containers, virtual machines, a network it routes):\ntheir programs have no socket here, so the uid rules cannot tell them; only forward_allowed sources pass."`
+	Forward        bool     `toml:"forward" comment:"Also lock connections forwarded through this host (containers, virtual machines, a network it routes):\ntheir programs have no socket here, so the uid rules cannot tell them; only forward_allowed networks' connections pass, from or to them.\nOff by default: on a host that routes to an MTA (a published port 25, a routed MX) that MTA's network must be listed,\nor its incoming mail is dropped; egress apply warns when this host forwards and this is off."`
 	ForwardAllowed []string `toml:"forward_allowed" comment:"Source networks (CIDR) whose forwarded connections may reach the locked ports: a container or VM that runs the MTA."`
 	AttributeRate  int      `toml:"attribute_per_second" comment:"\"egress watch\" looks up the process of at most this many blocked attempts per second\n(each costs a scan of /proc/*/fd); further attempts are reported with their uid only."`
 	NFLogGroup     int      `toml:"nflog_group" comment:"NFLOG group that dropped attempts are logged to and that \"egress watch\" reads (0-65535)."`
@@ -39,7 +39,6 @@ func defaultEgress() EgressConfig {
 		Ports:          []int{25, 465, 587},
 		MTAUsers:       true,
 		AllowLoopback:  true,
-		Forward:        true,
 		NFLogGroup:     2525,
 		AttributeRate:  50,
 		Backend:        "nftables",

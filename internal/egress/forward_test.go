@@ -68,8 +68,17 @@ func forwardScenario(t *testing.T, backend string) {
 
 	dir := t.TempDir()
 	conf := filepath.Join(dir, "rg.toml")
-	os.WriteFile(conf, []byte(fmt.Sprintf("[egress]\nmta_users = false\nallowed_users = [\"0\"]\nnflog_group = 78\nforward_allowed = [%q]\nbackend = %q\n", allowedNet, backend)), 0o644)
 	rg := rgCmd{t: t, ns: host, config: conf, data: filepath.Join(dir, "data")}
+	// Off by default (an MTA behind this host would lose its incoming
+	// mail): forwarded connections pass, and egress apply says so.
+	os.WriteFile(conf, []byte(fmt.Sprintf("[egress]\nmta_users = false\nallowed_users = [\"0\"]\nnflog_group = 78\nbackend = %q\n", backend)), 0o644)
+	if out, err := rg.run("--create-data-dir", "egress", "apply"); err != nil || !strings.Contains(out, "warning: this host forwards packets (net.ipv4.ip_forward = 1)") {
+		t.Fatalf("egress apply with forward off on a forwarding host: %v, want the warning\n%s", err, out)
+	}
+	if r := connectAs(t, blocked, 65534, 65534, dst, 3*time.Second); !strings.HasPrefix(r.result, "OK") {
+		t.Fatalf("forward off (the default): a container routed through the host: %s, want OK", r.result)
+	}
+	os.WriteFile(conf, []byte(fmt.Sprintf("[egress]\nmta_users = false\nallowed_users = [\"0\"]\nnflog_group = 78\nforward = true\nforward_allowed = [%q]\nbackend = %q\n", allowedNet, backend)), 0o644)
 	if out, err := rg.run("--create-data-dir", "egress", "apply"); err != nil || strings.Contains(out, "warning") {
 		t.Fatalf("egress apply: %v\n%s", err, out)
 	}
