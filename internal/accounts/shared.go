@@ -89,8 +89,11 @@ func NewShared(ctx context.Context, local *SQLStore, remote *RedisStore, h *stor
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	if _, err := local.db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS accounts_pending (user TEXT PRIMARY KEY)`); err != nil {
-		return nil, fmt.Errorf("accounts: creating tables: %w", err)
+	for _, q := range []string{`CREATE TABLE IF NOT EXISTS accounts_pending (user TEXT PRIMARY KEY)`,
+		`CREATE TABLE IF NOT EXISTS accounts_epoch (epoch TEXT NOT NULL)`} {
+		if _, err := local.db.ExecContext(ctx, q); err != nil {
+			return nil, fmt.Errorf("accounts: creating tables: %w", err)
+		}
 	}
 	s := &Shared{local: local, remote: remote, health: h, log: log}
 	s.dirty.Store(true)
@@ -340,6 +343,11 @@ func (s *Shared) mirror(ctx context.Context, user string, sp Suspension, suspend
 	if err := s.local.db.QueryRowContext(ctx, `SELECT count(*) FROM accounts_pending WHERE user = ?`, key(user)).Scan(&pending); err != nil || pending > 0 {
 		return
 	}
+	// (the epoch is looked at for a copy too: the first comparison
+	// remembers it, so that a later lift is told from a loss)
+	if lost := s.redisLost(ctx); lost && !suspended {
+		return // (pushed back to Redis instead)
+	}
 	var err error
 	if suspended {
 		_, err = s.local.Suspend(ctx, sp)
@@ -379,8 +387,53 @@ func (s *Shared) Suspensions(ctx context.Context) ([]Suspension, error) {
 			s.mirror(ctx, sp.User, sp, true, Suspension{})
 		}
 	}
+	if len(have) > 0 && s.redisLost(ctx) {
+		return local, nil // (pushed back to Redis: the next read has them)
+	}
 	for _, sp := range have { // lifted elsewhere
 		s.mirror(ctx, sp.User, Suspension{}, false, sp)
 	}
 	return list, nil
+}
+
+// redisLost reports whether Redis may have lost the suspensions since this
+// server last compared its copy with them, before a suspension Redis no
+// longer has is taken as lifted elsewhere: a Redis restarted empty (no
+// persistence, a new instance) or rolled back to an older snapshot said
+// "no suspensions" and every server dropped its copy, letting the stolen
+// accounts in again (breaker10). Redis's epoch (store.Redis.Epoch, the
+// guard's: a new one when Redis lost its data, a rotated one after a
+// rollback) is kept in the local database; when it differs from the one
+// seen before (or none was, or it cannot be read), every local suspension
+// is pushed back to Redis (accounts_pending, written by resync) and none is
+// lifted. The price, as for the guard's bans: a lift Redis lost may come
+// back until lifted again.
+func (s *Shared) redisLost(ctx context.Context) bool {
+	e, _, err := s.remote.r.Epoch(ctx)
+	if err != nil {
+		s.health.Failed(err)
+		return true
+	}
+	var saved string
+	if err := s.local.db.QueryRowContext(ctx, `SELECT epoch FROM accounts_epoch`).Scan(&saved); err == nil && saved == e {
+		return false
+	}
+	sps, err := s.local.Suspensions(ctx)
+	if err != nil {
+		return true
+	}
+	for _, sp := range sps {
+		s.pend(ctx, sp.User, nil)
+	}
+	_, err = s.local.db.ExecContext(ctx, `DELETE FROM accounts_epoch`)
+	if err == nil {
+		_, err = s.local.db.ExecContext(ctx, `INSERT INTO accounts_epoch (epoch) VALUES (?)`, e)
+	}
+	if err != nil {
+		s.log.Error("accounts: saving the shared store's epoch", "err", err)
+	}
+	if len(sps) > 0 {
+		s.log.Warn("accounts: the shared store lost suspensions (a new epoch): this server's are written back to it", "suspensions", len(sps))
+	}
+	return true
 }

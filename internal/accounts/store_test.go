@@ -347,3 +347,71 @@ func TestSharedSignalsWrittenBackAfterOutage(t *testing.T) {
 		t.Errorf("the other server's count of carol's failures after the outage: %d %v, want 4", f, err)
 	}
 }
+
+// TestSharedSuspensionsSurviveEmptyRedis (breaker10's finding): Redis
+// restarted without its data (no persistence, a new instance) said "no
+// suspensions", and every server took the suspensions it held as lifted
+// elsewhere and dropped them, letting the stolen account in again. Redis's
+// epoch tells a loss from a lift: the servers keep theirs and write them
+// back; a lift made afterwards still reaches every server.
+func TestSharedSuspensionsSurviveEmptyRedis(t *testing.T) {
+	ctx := context.Background()
+	rd := redistest.Start(t) // (not persistent: a restart empties it)
+	open := func() *Shared {
+		st, err := store.Open(ctx, t.TempDir(), rd.URL(), slog.New(slog.DiscardHandler))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { st.Close() })
+		st.Redis.Health.Retry = 50 * time.Millisecond
+		s, err := NewStore(ctx, st, time.Hour, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s.(*Shared)
+	}
+	a, b, c := open(), open(), open()
+	if created, err := a.Suspend(ctx, Suspension{User: "bob", Since: t0, Signal: "login_spread"}); err != nil || !created {
+		t.Fatalf("suspend: %v %v", created, err)
+	}
+	if _, ok, err := b.Suspended(ctx, "bob"); err != nil || !ok {
+		t.Fatalf("b does not see the suspension: %v %v", ok, err)
+	}
+	if list, err := c.Suspensions(ctx); err != nil || len(list) != 1 {
+		t.Fatalf("c's suspensions: %+v %v", list, err)
+	}
+	rd.Stop()
+	rd.Restart()                       // empty
+	time.Sleep(100 * time.Millisecond) // past Health.Retry
+	for range 3 {                      // (a read may meet the dropped connection: Redis is used again after Retry)
+		c.Suspensions(ctx)
+		b.Suspended(ctx, "bob")
+		time.Sleep(100 * time.Millisecond)
+	}
+	if !c.health.Usable() || !b.health.Usable() {
+		t.Fatal("Redis restarted but not usable again")
+	}
+	for name, s := range map[string]*Shared{"a": a, "b": b, "c": c} {
+		if _, ok, err := s.Suspended(ctx, "bob"); err != nil || !ok {
+			t.Errorf("Redis restarted empty: %s lets bob in (suspended=%v, %v)", name, ok, err)
+		}
+		if list, err := s.Suspensions(ctx); err != nil || len(list) != 1 || list[0].User != "bob" {
+			t.Errorf("Redis restarted empty: %s's suspensions %+v %v, want bob's", name, list, err)
+		}
+	}
+	if _, ok, err := a.remote.Suspended(ctx, "bob"); err != nil || !ok {
+		t.Errorf("bob's suspension not written back to Redis: %v %v", ok, err)
+	}
+	// A lift after that still reaches everyone.
+	if _, ok, err := a.Unsuspend(ctx, "bob"); err != nil || !ok {
+		t.Fatalf("unsuspend: %v %v", ok, err)
+	}
+	b.Suspended(ctx, "bob")
+	c.Suspensions(ctx)
+	rd.Stop()
+	for name, s := range map[string]*Shared{"b": b, "c": c} {
+		if _, ok, err := s.Suspended(ctx, "bob"); err != nil || ok {
+			t.Errorf("unsuspended, then Redis down: %s still refuses bob (suspended=%v, %v)", name, ok, err)
+		}
+	}
+}
