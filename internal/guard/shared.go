@@ -577,12 +577,18 @@ func (f *FallbackCounters) note(c counted) {
 }
 
 // writeBack gives Primary what Fallback counted; on an error what is left
-// stays for the next try.
+// stays for the next try. The records are taken out under the lock and
+// written without it: holding it for up to MaxWriteBack calls of Primary
+// (seconds against a remote Redis) stalled every counting call once an
+// outage ended (breaker10). A failure counted meanwhile goes to Primary at
+// once: counts add up in any order.
 func (f *FallbackCounters) writeBack(ctx context.Context) error {
 	f.mu.Lock()
-	defer f.mu.Unlock()
+	todo := f.pending
+	f.pending = nil
+	f.mu.Unlock()
 	now := time.Now()
-	for i, c := range f.pending {
+	for i, c := range todo {
 		if !c.t.Add(c.w).After(now) {
 			continue // out of its window: it counts no more
 		}
@@ -593,11 +599,17 @@ func (f *FallbackCounters) writeBack(ctx context.Context) error {
 			_, err = f.Primary.AddFailure(ctx, c.ip, c.t, c.w)
 		}
 		if err != nil {
-			f.pending = slices.Delete(f.pending, 0, i)
+			f.mu.Lock()
+			// (the unwritten first, then what Fallback took meanwhile;
+			// the oldest dropped past the bound, as note does)
+			f.pending = append(todo[i:], f.pending...)
+			if n := len(f.pending) - MaxWriteBack; n > 0 {
+				f.pending = slices.Delete(f.pending, 0, n)
+			}
+			f.mu.Unlock()
 			return err
 		}
 	}
-	f.pending = nil
 	return nil
 }
 
