@@ -180,6 +180,7 @@ allowed_users = [%s]
 allowed_groups = ["4444"]
 nflog_group = 77
 backend = %q
+forward = true
 alert_threshold = 2
 alert_window = "10m"
 `, users, backend)
