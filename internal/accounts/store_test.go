@@ -181,19 +181,7 @@ func TestSharedContract(t *testing.T) {
 func TestSharedSuspensionSurvivesOutage(t *testing.T) {
 	ctx := context.Background()
 	rd := redistest.StartPersistent(t)
-	open := func() *Shared {
-		st, err := store.Open(ctx, t.TempDir(), rd.URL(), slog.New(slog.DiscardHandler))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { st.Close() })
-		st.Redis.Health.Retry = 50 * time.Millisecond
-		s, err := NewStore(ctx, st, time.Hour, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return s.(*Shared)
-	}
+	open := func() *Shared { return openShared(t, rd) }
 	a, b := open(), open()
 	if c, _ := a.Suspend(ctx, Suspension{User: "bob", Since: t0, Signal: "manual"}); !c {
 		t.Fatal("not created")
@@ -244,19 +232,7 @@ func unsuspendErr(s Store, ctx context.Context, user string) (Suspension, bool, 
 func TestSharedSuspensionHeldByOthersDuringOutage(t *testing.T) {
 	ctx := context.Background()
 	rd := redistest.StartPersistent(t)
-	open := func() *Shared {
-		st, err := store.Open(ctx, t.TempDir(), rd.URL(), slog.New(slog.DiscardHandler))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { st.Close() })
-		st.Redis.Health.Retry = 50 * time.Millisecond
-		s, err := NewStore(ctx, st, time.Hour, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return s.(*Shared)
-	}
+	open := func() *Shared { return openShared(t, rd) }
 	a, b, c := open(), open(), open()
 	if created, err := a.Suspend(ctx, Suspension{User: "bob", Since: t0, Signal: "login_spread"}); err != nil || !created {
 		t.Fatalf("suspend: %v %v", created, err)
@@ -305,19 +281,7 @@ func TestSharedSuspensionHeldByOthersDuringOutage(t *testing.T) {
 func TestSharedSignalsWrittenBackAfterOutage(t *testing.T) {
 	ctx := context.Background()
 	rd := redistest.StartPersistent(t)
-	open := func() *Shared {
-		st, err := store.Open(ctx, t.TempDir(), rd.URL(), slog.New(slog.DiscardHandler))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { st.Close() })
-		st.Redis.Health.Retry = 50 * time.Millisecond
-		s, err := NewStore(ctx, st, time.Hour, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return s.(*Shared)
-	}
+	open := func() *Shared { return openShared(t, rd) }
 	a, b := open(), open()
 	now := time.Now()
 	n := func(i int) netip.Prefix { return netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i), 0, 0}), 16) }
@@ -357,19 +321,7 @@ func TestSharedSignalsWrittenBackAfterOutage(t *testing.T) {
 func TestSharedSuspensionsSurviveEmptyRedis(t *testing.T) {
 	ctx := context.Background()
 	rd := redistest.Start(t) // (not persistent: a restart empties it)
-	open := func() *Shared {
-		st, err := store.Open(ctx, t.TempDir(), rd.URL(), slog.New(slog.DiscardHandler))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { st.Close() })
-		st.Redis.Health.Retry = 50 * time.Millisecond
-		s, err := NewStore(ctx, st, time.Hour, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return s.(*Shared)
-	}
+	open := func() *Shared { return openShared(t, rd) }
 	a, b, c := open(), open(), open()
 	if created, err := a.Suspend(ctx, Suspension{User: "bob", Since: t0, Signal: "login_spread"}); err != nil || !created {
 		t.Fatalf("suspend: %v %v", created, err)
@@ -414,4 +366,21 @@ func TestSharedSuspensionsSurviveEmptyRedis(t *testing.T) {
 			t.Errorf("unsuspended, then Redis down: %s still refuses bob (suspended=%v, %v)", name, ok, err)
 		}
 	}
+}
+
+// openShared opens a server's shared accounts state: its own SQLite
+// database and rd, Redis used again 50 ms after a failure.
+func openShared(t *testing.T, rd *redistest.Server) *Shared {
+	t.Helper()
+	st, err := store.Open(t.Context(), t.TempDir(), rd.URL(), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	st.Redis.Health.Retry = 50 * time.Millisecond
+	s, err := NewStore(t.Context(), st, time.Hour, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s.(*Shared)
 }

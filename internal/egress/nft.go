@@ -374,33 +374,9 @@ func (n *NFT) Script(s Spec) string {
 		}
 		b.WriteString("\t}\n")
 	}
-	fmt.Fprintf(&b, "\tchain %s {\n\t\ttype filter hook output priority filter; policy accept;\n", nftChain)
-	for _, d := range nftRules(s) {
-		verdict := "accept"
-		if d.drop {
-			verdict = fmt.Sprintf("log group %d drop", d.group)
-		}
-		match := d.script
-		if match != "" {
-			match += " "
-		}
-		fmt.Fprintf(&b, "\t\t%s %scounter %s comment %q\n", nftScriptPrefix, match, verdict, d.comment)
-	}
-	b.WriteString("\t}\n")
+	writeNFTChain(&b, nftChain, "output", nftRules(s))
 	if s.Forward {
-		fmt.Fprintf(&b, "\tchain %s {\n\t\ttype filter hook forward priority filter; policy accept;\n", nftForward)
-		for _, d := range nftForwardRules(s) {
-			verdict := "accept"
-			if d.drop {
-				verdict = fmt.Sprintf("log group %d drop", d.group)
-			}
-			match := d.script
-			if match != "" {
-				match += " "
-			}
-			fmt.Fprintf(&b, "\t\t%s %scounter %s comment %q\n", nftScriptPrefix, match, verdict, d.comment)
-		}
-		b.WriteString("\t}\n")
+		writeNFTChain(&b, nftForward, "forward", nftForwardRules(s))
 	}
 	b.WriteString("}\n")
 	return b.String()
@@ -410,4 +386,22 @@ func (n *NFT) Script(s Spec) string {
 func (n *NFT) PersistFiles(s Spec) (map[string]string, [][]string) {
 	return map[string]string{"egress.nft": n.Script(s)},
 		[][]string{{lookBin("nft"), "-f", "DIR/egress.nft"}}
+}
+
+// writeNFTChain writes chain name, a filter chain on hook, with rules, in
+// nft's script syntax.
+func writeNFTChain(b *strings.Builder, name, hook string, rules []nftRuleDef) {
+	fmt.Fprintf(b, "\tchain %s {\n\t\ttype filter hook %s priority filter; policy accept;\n", name, hook)
+	for _, d := range rules {
+		verdict := "accept"
+		if d.drop {
+			verdict = fmt.Sprintf("log group %d drop", d.group)
+		}
+		match := d.script
+		if match != "" {
+			match += " "
+		}
+		fmt.Fprintf(b, "\t\t%s %scounter %s comment %q\n", nftScriptPrefix, match, verdict, d.comment)
+	}
+	b.WriteString("\t}\n")
 }
