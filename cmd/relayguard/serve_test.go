@@ -17,7 +17,8 @@ import (
 )
 
 // startServe runs `relayguard serve` with args and waits until the output
-// says the admin listener (or the last SMTP listener) is up.
+// has said that wantLines listeners (SMTP and admin) are up and then its
+// last start-up notice (how to add a user).
 func startServe(t *testing.T, cmd *exec.Cmd, wantLines int) (*exec.Cmd, *strings.Builder) {
 	t.Helper()
 	out := &strings.Builder{}
@@ -30,13 +31,18 @@ func startServe(t *testing.T, cmd *exec.Cmd, wantLines int) (*exec.Cmd, *strings
 	ready := make(chan struct{})
 	go func() {
 		sc := bufio.NewScanner(pr)
-		n := 0
+		n, up := 0, false
 		for sc.Scan() {
 			out.WriteString(sc.Text() + "\n")
 			if strings.HasPrefix(sc.Text(), "relayguard: ") && strings.Contains(sc.Text(), "listening on") || strings.Contains(sc.Text(), "admin/metrics on") {
-				if n++; n == wantLines {
-					close(ready)
-				}
+				n++
+			}
+			// Start's last notice, after every listener's: waiting for
+			// the listeners alone let TestServeEmbeddedDefaults read the
+			// output before this line was there (CI at c0d49f5).
+			if strings.HasPrefix(sc.Text(), "relayguard: add a user with:") && n >= wantLines && !up {
+				up = true
+				close(ready)
 			}
 		}
 	}()
